@@ -1,0 +1,27 @@
+# The README's two commands, `make demo` and `make test`, work alone on a fresh machine:
+# each depends on `install`, which builds .venv/ once and again when the package metadata changes.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# These releases lie on this project's machines' disk; elsewhere set TORCH_PINS= to keep your own.
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+
+.PHONY: install test test-slow demo
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet $(TORCH_PINS) -e '.[dev,dask]'
+	touch $@
+
+test: install
+	$(BIN)/python -m pytest
+
+# pytest exits 5 when no test carries the marker: nothing slow to run is not a failure.
+test-slow: install
+	$(BIN)/python -m pytest -m slow; rc=$$?; [ $$rc -eq 5 ] || exit $$rc
+
+demo: install
+	$(BIN)/mvemo demo --out demo-out

@@ -1,0 +1,173 @@
+"""Media probing for ``mvemo manifest check``: what each file holds, and what is wrong."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+
+from manifests.schema import Clip, Manifest
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    codec: str
+    sample_rate_hz: int
+    channels: int
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    codec: str
+    fps: float
+    width: int
+    height: int
+    frame_count: int
+    rotation_deg: int
+    duration_s: float
+    frame_count_estimated: bool = False
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What one file holds; ``error`` is set when it cannot be opened or decoded."""
+
+    path: str
+    audio: AudioInfo | None = None
+    video: VideoInfo | None = None
+    error: str = ""
+
+    @property
+    def duration_s(self) -> float:
+        return max([s.duration_s for s in (self.audio, self.video) if s is not None], default=0.0)
+
+
+@dataclass(frozen=True)
+class ClipReport:
+    """The probe of one clip's files and the problems found, each a sentence with its fix."""
+
+    clip_id: str
+    label: str
+    audio: AudioInfo | None
+    video: VideoInfo | None
+    duration_s: float
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+def probe_file(path: str | os.PathLike[str]) -> MediaInfo:
+    """Open ``path`` with PyAV and decode the first frame of its first audio and video stream.
+
+    Never raises for a bad file: the reason is in ``MediaInfo.error``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return MediaInfo(str(path), error="file does not exist")
+    if path.stat().st_size == 0:
+        return MediaInfo(str(path), error="file is empty (0 bytes)")
+    try:
+        with av.open(str(path)) as container:
+            container_s = container.duration / av.time_base if container.duration else 0.0
+            audio = _probe_audio(container, container_s) if container.streams.audio else None
+            video = _probe_video(container, container_s) if container.streams.video else None
+    except (av.FFmpegError, UnicodeDecodeError, StopIteration, ValueError) as err:
+        return MediaInfo(str(path), error=f"cannot decode: {_reason(err)}")
+    if audio is None and video is None:
+        return MediaInfo(str(path), error="no audio or video stream")
+    return MediaInfo(str(path), audio=audio, video=video)
+
+
+def _stream_duration(stream: Any, container_s: float) -> float:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    return container_s
+
+
+def _probe_audio(container: Any, container_s: float) -> AudioInfo:
+    stream = container.streams.audio[0]
+    ctx = stream.codec_context
+    _first_frame(container, audio=0)
+    return AudioInfo(
+        codec=ctx.name,
+        sample_rate_hz=int(ctx.sample_rate or 0),
+        channels=int(ctx.channels or 0),
+        duration_s=round(_stream_duration(stream, container_s), 3),
+    )
+
+
+def _probe_video(container: Any, container_s: float) -> VideoInfo:
+    stream = container.streams.video[0]
+    frame = _first_frame(container, video=0)
+    fps = float(stream.average_rate or stream.guessed_rate or 0)
+    duration_s = _stream_duration(stream, container_s)
+    frames = int(stream.frames or 0)
+    return VideoInfo(
+        codec=stream.codec_context.name,
+        fps=round(fps, 3),
+        width=int(stream.codec_context.width),
+        height=int(stream.codec_context.height),
+        frame_count=frames or int(round(duration_s * fps)),
+        rotation_deg=int(getattr(frame, "rotation", 0) or 0),
+        duration_s=round(duration_s, 3),
+        frame_count_estimated=not frames,
+    )
+
+
+def _first_frame(container: Any, **stream: int) -> Any:
+    container.seek(0)
+    return next(container.decode(**stream))
+
+
+def _reason(err: BaseException) -> str:
+    if isinstance(err, StopIteration):
+        return "the stream has no decodable frame"
+    return str(err).strip() or type(err).__name__
+
+
+def check_clip(clip: Clip, probe: dict[Path, MediaInfo] | None = None) -> ClipReport:
+    """Probe every file of ``clip`` and list its problems.
+
+    Problems: a missing or undecodable file, a modality the manifest promises
+    that the file lacks, zero duration. Facts such as a short duration, a low
+    sample rate or mono audio are reported, not problems.
+    """
+    probe = {} if probe is None else probe
+    problems = []
+    found: dict[str, Any] = {"audio": None, "video": None}
+    duration_s = 0.0
+    for modality in clip.modalities:
+        path = getattr(clip, modality)
+        if path not in probe:
+            probe[path] = probe_file(path)
+        info = probe[path]
+        if info.error:
+            problems.append(f"{modality} file {str(path)!r}: {info.error}; replace the file or fix the path")
+            continue
+        stream = getattr(info, modality)
+        if stream is None:
+            problems.append(
+                f"{modality} file {str(path)!r} has no {modality} stream;"
+                f" clear the clip's {modality!r} column or give a file that has one"
+            )
+            continue
+        found[modality] = stream
+        duration_s = max(duration_s, stream.duration_s)
+        if stream.duration_s <= 0:
+            problems.append(f"{modality} stream of {str(path)!r} has zero duration; replace the file")
+    return ClipReport(clip.clip_id, clip.label, found["audio"], found["video"], duration_s, problems)
+
+
+def check_manifest(manifest: Manifest) -> list[ClipReport]:
+    """One ``ClipReport`` per clip, in manifest order; each file is probed once."""
+    probe: dict[Path, MediaInfo] = {}
+    return [check_clip(clip, probe) for clip in manifest.clips]

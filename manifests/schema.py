@@ -1,0 +1,400 @@
+"""The clip table: ``Clip`` rows, the ``Manifest`` that holds them, and CSV/JSONL io.
+
+A manifest is one row per clip: ``clip_id, label, video, audio, group, fold``
+plus any extra columns a user keeps (they survive a round trip). Paths in a
+file are relative to the manifest's folder, or absolute; in memory they are
+absolute, and writing makes them relative to the folder written to, so a
+manifest can be saved anywhere. The class names and their order are stored
+with the rows: in a CSV as a first comment line ``# classes: [...]`` (JSON),
+in JSONL as a first header object ``{"classes": [...]}``. A file without them
+takes the sorted set of its labels.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from manifests.errors import ManifestError
+
+COLUMNS = ("clip_id", "label", "video", "audio", "group", "fold")
+MEDIA_COLUMNS = ("video", "audio")
+FOLDS_FIX = "run `mvemo manifest folds MANIFEST --k K` to assign them"
+CSV_CLASSES_PREFIX = "# classes:"
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One row of the clip table.
+
+    Parameters
+    ----------
+    clip_id : str
+        Unique key of the clip (``scan`` uses the path under its root).
+    label : str
+        Class name; one of the manifest's ``classes``.
+    video, audio : Path or None
+        Absolute paths of the media giving each modality (one file may give both).
+    group : str
+        Clips sharing a group (one song, one source video) always share a fold;
+        empty means the clip stands alone.
+    fold : int or None
+        Cross-validation fold, 0..k-1, or None before ``mvemo manifest folds``.
+    extra : dict
+        Unknown columns, kept as read.
+    """
+
+    clip_id: str
+    label: str
+    video: Path | None = None
+    audio: Path | None = None
+    group: str = ""
+    fold: int | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The modalities this clip promises, in ``("video", "audio")`` order."""
+        return tuple(m for m in MEDIA_COLUMNS if getattr(self, m) is not None)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """An ordered clip table with its class names; validated on construction.
+
+    Raises
+    ------
+    ManifestError
+        On a duplicate ``clip_id``, an unknown label, a clip with neither video nor
+        audio, or fold values that are partly missing or not exactly ``0..k-1``.
+    """
+
+    classes: tuple[str, ...]
+    clips: tuple[Clip, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "classes", tuple(self.classes))
+        object.__setattr__(self, "clips", tuple(self.clips))
+        if len(set(self.classes)) != len(self.classes):
+            raise ManifestError(f"class names repeat in {list(self.classes)}; give each class once")
+        known = set(self.classes)
+        seen: dict[str, int] = {}
+        for row, clip in enumerate(self.clips, start=1):
+            where = f"row {row} (clip {clip.clip_id!r})"
+            if not clip.clip_id:
+                raise ManifestError(f"row {row}: column 'clip_id' is empty; give every clip a unique id")
+            if clip.clip_id in seen:
+                raise ManifestError(
+                    f"{where}: column 'clip_id' value {clip.clip_id!r} repeats row {seen[clip.clip_id]};"
+                    " clip ids must be unique (scan uses the path under its root)"
+                )
+            seen[clip.clip_id] = row
+            if clip.label not in known:
+                raise ManifestError(
+                    f"{where}: column 'label' value {clip.label!r} is not a class of this manifest"
+                    f" {list(self.classes)}; fix the label or add the class to the '# classes:' line"
+                )
+            if not clip.modalities:
+                raise ManifestError(
+                    f"{where}: columns 'video' and 'audio' are both empty; give the clip a media file or drop the row"
+                )
+        self._check_folds()
+
+    def _check_folds(self) -> None:
+        folds = [c.fold for c in self.clips]
+        given = [f for f in folds if f is not None]
+        if not given:
+            return
+        if len(given) != len(folds):
+            row = folds.index(None) + 1
+            raise ManifestError(
+                f"row {row} (clip {self.clips[row - 1].clip_id!r}): column 'fold' is empty while other rows"
+                f" have folds; {FOLDS_FIX} to every clip"
+            )
+        k = max(given) + 1
+        missing = sorted(set(range(k)) - set(given))
+        if missing or k < 2:
+            raise ManifestError(
+                f"column 'fold' holds {sorted(set(given))}, expected every fold of 0..{max(k - 1, 1)}"
+                f" (missing {missing or [1]}); {FOLDS_FIX} again"
+            )
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    @property
+    def clip_ids(self) -> list[str]:
+        return [c.clip_id for c in self.clips]
+
+    @property
+    def y(self) -> np.ndarray:
+        """Class index of every clip, shape (n_clips,), int64, in ``classes`` order."""
+        index = {name: i for i, name in enumerate(self.classes)}
+        return np.array([index[c.label] for c in self.clips], dtype=np.int64)
+
+    @property
+    def groups(self) -> list[str]:
+        """The group of every clip; a clip without one is its own group (its id)."""
+        return [c.group or c.clip_id for c in self.clips]
+
+    @property
+    def has_folds(self) -> bool:
+        return bool(self.clips) and self.clips[0].fold is not None
+
+    @property
+    def n_folds(self) -> int:
+        return max(c.fold for c in self.clips) + 1 if self.has_folds else 0  # type: ignore[type-var]
+
+    @property
+    def folds(self) -> np.ndarray:
+        """Fold of every clip, shape (n_clips,), int64.
+
+        Raises
+        ------
+        ManifestError
+            When the manifest has no folds yet.
+        """
+        if not self.has_folds:
+            raise ManifestError(f"the manifest has no folds; {FOLDS_FIX}")
+        return np.array([c.fold for c in self.clips], dtype=np.int64)
+
+    def with_folds(self, folds: Sequence[int]) -> Manifest:
+        """A copy with ``folds[i]`` written into clip i's ``fold`` column."""
+        if len(folds) != len(self.clips):
+            raise ManifestError(f"{len(folds)} fold values for {len(self.clips)} clips")
+        clips = [replace(c, fold=int(f)) for c, f in zip(self.clips, folds)]
+        return Manifest(self.classes, tuple(clips))
+
+    def column(self, name: str) -> list[Any]:
+        """Values of one column (a standard one or an extra), one per clip.
+
+        Raises
+        ------
+        ManifestError
+            When no clip has that column.
+        """
+        if name in COLUMNS:
+            return [getattr(c, name) for c in self.clips]
+        if not any(name in c.extra for c in self.clips):
+            known = list(COLUMNS) + self.extra_columns
+            raise ManifestError(f"no column {name!r} in the manifest; choose one of {known}")
+        return [c.extra.get(name, "") for c in self.clips]
+
+    @property
+    def extra_columns(self) -> list[str]:
+        """Names of the extra columns, in order of first appearance."""
+        names: dict[str, None] = {}
+        for clip in self.clips:
+            names.update(dict.fromkeys(clip.extra))
+        return list(names)
+
+    def missing_files(self) -> list[str]:
+        """One message per media path that does not exist, naming row, column, path and fix."""
+        problems = []
+        for row, clip in enumerate(self.clips, start=1):
+            for column in clip.modalities:
+                path = getattr(clip, column)
+                if not path.is_file():
+                    problems.append(
+                        f"row {row} (clip {clip.clip_id!r}): column {column!r} file {str(path)!r} does not exist;"
+                        " fix the path (relative to the manifest's folder) or clear the column"
+                    )
+        return problems
+
+    def require_files(self) -> None:
+        """Raise ``ManifestError`` naming the first missing media file (and how many more)."""
+        problems = self.missing_files()
+        if problems:
+            more = f" (and {len(problems) - 1} more missing files)" if len(problems) > 1 else ""
+            raise ManifestError(problems[0] + more)
+
+
+def read_manifest(path: str | os.PathLike[str], *, check_files: bool = True) -> Manifest:
+    """Read a manifest from CSV or JSONL (chosen by the ``.jsonl``/``.json`` suffix).
+
+    Parameters
+    ----------
+    path : path-like
+        The manifest file. Relative media paths are taken from its folder.
+    check_files : bool
+        Also require every media file to exist.
+
+    Raises
+    ------
+    ManifestError
+        On a missing or unreadable file, a missing column, a bad value, or any
+        broken rule of ``Manifest`` (each naming the row, column, value and fix).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"manifest {str(path)!r} does not exist; build one with `mvemo manifest scan ROOT -o {path}`")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ManifestError(f"manifest {str(path)!r} is not UTF-8 text ({err}); save it as UTF-8") from None
+    reader = _read_jsonl if path.suffix.lower() in (".jsonl", ".json") else _read_csv
+    classes, rows = reader(text, path)
+    root = path.parent.absolute()
+    clips = [_clip_from_row(row, n, root) for n, row in enumerate(rows, start=1)]
+    if not clips:
+        raise ManifestError(f"manifest {str(path)!r} has no clips; add rows or build it with `mvemo manifest scan`")
+    if classes is None:
+        classes = sorted({c.label for c in clips})
+    manifest = Manifest(tuple(classes), tuple(clips))
+    if check_files:
+        manifest.require_files()
+    return manifest
+
+
+def write_manifest(manifest: Manifest, path: str | os.PathLike[str]) -> Path:
+    """Write ``manifest`` as CSV or JSONL (by suffix), paths relative to the file's folder.
+
+    The file is written to a temporary name and renamed, so a crash never leaves
+    half a manifest.
+    """
+    path = Path(path)
+    root = path.parent.absolute()
+    rows = [_row_from_clip(c, root) for c in manifest.clips]
+    columns = list(COLUMNS) + manifest.extra_columns
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        if path.suffix.lower() in (".jsonl", ".json"):
+            f.write(json.dumps({"classes": list(manifest.classes)}, ensure_ascii=False) + "\n")
+            for row in rows:
+                f.write(json.dumps({k: row.get(k) for k in columns if k in row}, ensure_ascii=False) + "\n")
+        else:
+            f.write(f"{CSV_CLASSES_PREFIX} {json.dumps(list(manifest.classes), ensure_ascii=False)}\n")
+            writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: "" if row.get(k) is None else row[k] for k in columns})
+    os.replace(tmp, path)
+    return path
+
+
+def _read_csv(text: str, path: Path) -> tuple[list[str] | None, list[dict[str, Any]]]:
+    lines = text.splitlines(keepends=True)
+    classes = None
+    if lines and lines[0].startswith(CSV_CLASSES_PREFIX):
+        classes = _parse_classes(lines[0][len(CSV_CLASSES_PREFIX) :], path)
+        lines = lines[1:]
+    reader = csv.DictReader(lines)
+    header = reader.fieldnames or []
+    _require_columns(header, path)
+    rows = []
+    for n, row in enumerate(reader, start=1):
+        if None in row:
+            raise ManifestError(
+                f"{path} row {n}: {len(header) + len(row[None])} values for {len(header)} columns;"  # type: ignore[index]
+                " quote values that contain commas"
+            )
+        rows.append({k: v for k, v in row.items()})
+    return classes, rows
+
+
+def _read_jsonl(text: str, path: Path) -> tuple[list[str] | None, list[dict[str, Any]]]:
+    classes = None
+    rows = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ManifestError(f"{path} line {n}: not JSON ({err.msg}); write one JSON object per line") from None
+        if not isinstance(obj, dict):
+            raise ManifestError(f"{path} line {n}: {line[:40]!r} is not a JSON object; write one object per line")
+        if not rows and classes is None and "classes" in obj and "clip_id" not in obj:
+            classes = _parse_classes(json.dumps(obj["classes"]), path)
+            continue
+        rows.append(obj)
+    if rows:
+        _require_columns(list(dict.fromkeys(k for r in rows for k in r)), path)
+    return classes, rows
+
+
+def _parse_classes(text: str, path: Path) -> list[str]:
+    try:
+        classes = json.loads(text)
+    except json.JSONDecodeError:
+        classes = None
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):
+        raise ManifestError(
+            f"{path}: the classes header {text.strip()!r} is not a JSON list of class names;"
+            ' write it as ["Exciting", "Fear", ...]'
+        )
+    return classes
+
+
+def _require_columns(header: Iterable[str], path: Path) -> None:
+    header = list(header)
+    for name in ("clip_id", "label"):
+        if name not in header:
+            raise ManifestError(
+                f"{path}: column {name!r} is missing (columns are {header}); add it, the manifest needs {list(COLUMNS)}"
+            )
+    if not any(m in header for m in MEDIA_COLUMNS):
+        raise ManifestError(f"{path}: neither a 'video' nor an 'audio' column (columns are {header}); add them")
+
+
+def _clip_from_row(row: Mapping[str, Any], n: int, root: Path) -> Clip:
+    clip_id = _text(row.get("clip_id"))
+    where = f"row {n} (clip {clip_id!r})"
+    media = {}
+    for column in MEDIA_COLUMNS:
+        value = _text(row.get(column))
+        media[column] = Path(os.path.normpath(root / value)) if value else None
+    return Clip(
+        clip_id=clip_id,
+        label=_text(row.get("label")),
+        group=_text(row.get("group")),
+        fold=_parse_fold(row.get("fold"), where),
+        extra={k: v for k, v in row.items() if k not in COLUMNS},
+        **media,
+    )
+
+
+def _parse_fold(value: Any, where: str) -> int | None:
+    text = _text(value)
+    if not text:
+        return None
+    try:
+        fold = int(text)
+    except ValueError:
+        fold = -1
+    if fold < 0 or str(fold) != text:
+        raise ManifestError(f"{where}: column 'fold' value {text!r} is not a fold number 0..k-1; {FOLDS_FIX}")
+    return fold
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def _row_from_clip(clip: Clip, root: Path) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "clip_id": clip.clip_id,
+        "label": clip.label,
+        "video": _relative(clip.video, root),
+        "audio": _relative(clip.audio, root),
+        "group": clip.group,
+        "fold": clip.fold,
+    }
+    row.update(clip.extra)
+    return row
+
+
+def _relative(path: Path | None, root: Path) -> str:
+    if path is None:
+        return ""
+    try:
+        return Path(os.path.relpath(path, root)).as_posix()
+    except ValueError:  # another drive on Windows: keep it absolute
+        return path.as_posix()

@@ -1,0 +1,215 @@
+"""The command line: ``mvemo`` and ``mvemo-cv``, thin layers over library functions.
+
+Exit codes: 0 all done; 2 usage, configuration or input error (one line on
+stderr, no traceback); 3 finished but some clips failed, each listed.
+Heavy modules are imported inside the commands, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from manifests.errors import MvemoError
+
+EXIT_INPUT_ERROR = 2
+EXIT_CLIPS_FAILED = 3
+CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 100}
+
+
+class _MvemoErrorsExit2:
+    """Turn an ``MvemoError`` raised by any subcommand into one line on stderr and exit 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)  # type: ignore[misc]
+        except MvemoError as err:
+            click.echo(f"{ctx.find_root().info_name}: error: {err}", err=True)
+            ctx.exit(EXIT_INPUT_ERROR)
+
+
+class MvemoGroup(_MvemoErrorsExit2, click.Group):
+    pass
+
+
+class MvemoCommand(_MvemoErrorsExit2, click.Command):
+    pass
+
+
+def print_json(document: Any) -> None:
+    """The one JSON document a ``--json`` command prints on stdout."""
+    click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+
+
+@click.group(cls=MvemoGroup, context_settings=CONTEXT)
+@click.version_option(package_name="mvemo", prog_name="mvemo")
+def cli() -> None:
+    """mvemo: the emotion of music videos from their sound and pictures.
+
+    Stage one (`mvemo extract`) decodes clips, computes features and embeddings
+    into an HDF5 cache; stage two (`mvemo-cv`, `mvemo fuse`) trains late-fusion
+    heads over that cache with k-fold cross-validation.
+    """
+
+
+@cli.group(cls=MvemoGroup)
+def manifest() -> None:
+    """Build, split and check the clip table (CSV or JSONL)."""
+
+
+@manifest.command("scan")
+@click.argument("root", type=click.Path(file_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Manifest to write (.csv or .jsonl).")
+@click.option(
+    "--group-regex",
+    default=None,
+    help="Regular expression removed from the end of each path (without extension) to form its group; "
+    "segments of one video then share a fold.  [default: '[-_ ]\\d+[-_ ]of[-_ ]\\d+$', e.g. '-7-of-10']",
+)
+def manifest_scan(root: str, output: str, group_regex: str | None) -> None:
+    """Build a manifest from ROOT/<class>/**/<media file>.
+
+    A video file gives both modalities, an audio file audio only; a video and an
+    audio file with the same stem make one clip. Paths are written relative to
+    the manifest's folder.
+    """
+    from manifests.scan import DEFAULT_GROUP_REGEX, scan_tree
+    from manifests.schema import write_manifest
+
+    found = scan_tree(root, group_regex=group_regex or DEFAULT_GROUP_REGEX)
+    write_manifest(found, output)
+    counts = ", ".join(f"{name} {n}" for name, n in zip(found.classes, _class_counts(found)))
+    groups = len(set(found.groups))
+    click.echo(f"wrote {output}: {len(found)} clips in {len(found.classes)} classes ({counts}), {groups} groups")
+
+
+@manifest.command("folds")
+@click.argument("manifest_path", metavar="MANIFEST", type=click.Path(dir_okay=False))
+@click.option("--k", "k", default=6, type=int, help="Number of folds.")
+@click.option("--seed", default=0, type=int, help="Seed of the shuffle; the same seed gives the same folds.")
+@click.option("--group-by", default=None, help="Column whose equal values share a fold.  [default: the 'group' column]")
+def manifest_folds(manifest_path: str, k: int, seed: int, group_by: str | None) -> None:
+    """Write stratified folds that never split a group into MANIFEST's 'fold' column."""
+    from manifests.folds import assign_folds, fold_table
+    from manifests.schema import read_manifest, write_manifest
+    from pipeline.tables import format_table
+
+    split = assign_folds(read_manifest(manifest_path), k=k, seed=seed, group_by=group_by)
+    write_manifest(split, manifest_path)
+    table = fold_table(split)
+    rows = [[f"fold {i}", *row.tolist(), int(row.sum())] for i, row in enumerate(table)]
+    click.echo(format_table(["", *split.classes, "total"], rows))
+    every = bool((table > 0).all())
+    click.echo(
+        f"wrote {k} folds (seed {seed}) into {manifest_path}: {len(split)} clips,"
+        f" {'every class in every fold' if every else 'SOME FOLD LACKS A CLASS'}"
+    )
+
+
+@manifest.command("check")
+@click.argument("manifest_path", metavar="MANIFEST", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout instead of a table.")
+@click.pass_context
+def manifest_check(ctx: click.Context, manifest_path: str, as_json: bool) -> None:
+    """Open every media file of MANIFEST and report its streams and problems.
+
+    Exits 3 when any clip has a problem (missing or undecodable file, a promised
+    modality missing, zero duration), listing every one.
+    """
+    from tqdm import tqdm
+
+    from manifests.probe import check_clip
+    from manifests.schema import read_manifest
+    from pipeline.tables import format_table
+
+    clips = read_manifest(manifest_path, check_files=False)
+    probed: dict[Any, Any] = {}
+    reports = [check_clip(c, probed) for c in tqdm(clips.clips, desc="probing", unit="clip", disable=None, leave=False)]
+    failed = [r for r in reports if not r.ok]
+    if as_json:
+        print_json({"clips": len(reports), "problems": len(failed), "reports": [r.to_json() for r in reports]})
+    else:
+        rows = [[r.clip_id, "ok" if r.ok else "PROBLEM", round(r.duration_s, 2), _describe_audio(r.audio), _describe_video(r.video)] for r in reports]
+        click.echo(format_table(["clip", "status", "dur s", "audio", "video"], rows))
+        for r in failed:
+            for problem in r.problems:
+                click.echo(f"problem: clip {r.clip_id!r}: {problem}", err=True)
+        click.echo(f"{len(reports)} clips in {len(clips.classes)} classes: {len(reports) - len(failed)} ok, {len(failed)} with problems")
+    if failed:
+        ctx.exit(EXIT_CLIPS_FAILED)
+
+
+def _class_counts(found: Any) -> list[int]:
+    import numpy as np
+
+    return np.bincount(found.y, minlength=len(found.classes)).tolist()
+
+
+def _describe_audio(info: Any) -> str:
+    if info is None:
+        return "-"
+    return f"{info.codec} {info.sample_rate_hz} Hz {info.channels} ch"
+
+
+def _describe_video(info: Any) -> str:
+    if info is None:
+        return "-"
+    approx = "~" if info.frame_count_estimated else ""
+    rotation = f" rot {info.rotation_deg}" if info.rotation_deg else ""
+    return f"{info.codec} {info.width}x{info.height} {info.fps:g} fps {approx}{info.frame_count} fr{rotation}"
+
+
+@cli.command("demo")
+@click.option("--out", default="demo-out", type=click.Path(file_okay=False), help="Folder for the data and the results.")
+@click.option("--clips-per-class", default=4, type=click.IntRange(min=2), help="Synthetic clips written per class.")
+@click.option("--duration-s", default=2.0, type=float, help="Length of each synthetic clip in seconds.")
+@click.option("--seed", default=0, type=int, help="Seed of the generator and of the folds.")
+def demo(out: str, clips_per_class: int, duration_s: float, seed: int) -> None:
+    """Run mvemo on a synthetic set of music videos (six classes of paper 001).
+
+    Writes OUT/data/<class>/*.mp4 (h264 + AAC), OUT/manifest.csv with folds,
+    and checks every file. Nothing is downloaded.
+    """
+    from manifests.folds import fold_table
+    from pipeline.demo import run_demo
+    from pipeline.tables import format_table
+
+    result = run_demo(out, clips_per_class=clips_per_class, duration_s=duration_s, k=min(4, clips_per_class), seed=seed)
+    manifest = result.manifest
+    table = fold_table(manifest)
+    click.echo(format_table(["", *manifest.classes], [[f"fold {i}", *row.tolist()] for i, row in enumerate(table)]))
+    ok = sum(r.ok for r in result.reports)
+    click.echo(f"{len(manifest)} clips in {len(manifest.classes)} classes, {ok} decodable; manifest: {result.manifest_path}")
+
+
+@click.command(cls=MvemoCommand, context_settings=CONTEXT)
+@click.option("--folds", "n_folds", default=6, type=int, help="Folds expected in the cache (the manifest's).")
+@click.option("--cache", "cache_path", required=True, type=click.Path(dir_okay=False), help="HDF5 cache of stage one.")
+@click.option("--out", default="reports", type=click.Path(file_okay=False), help="Folder for report.md, report.json and plots.")
+@click.option("--models", default=None, help="Comma-separated fusion models.  [default: all the cache allows]")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+def cv(n_folds: int, cache_path: str, out: str, models: str | None, as_json: bool) -> None:
+    """Cross-validate the late-fusion heads over the cache (stage two)."""
+    from manifests.errors import ConfigError
+
+    raise ConfigError("stage two (mvemo-cv) is not part of this version yet; it arrives with the fusion issue")
+
+
+cli.add_command(cv)
+
+
+def main() -> None:
+    """Entry point of ``mvemo``."""
+    cli(prog_name="mvemo")
+
+
+def cv_main() -> None:
+    """Entry point of ``mvemo-cv``."""
+    cv(prog_name="mvemo-cv")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

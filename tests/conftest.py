@@ -1,0 +1,47 @@
+"""Fixtures shared by every test package: seeded signals, tiny media files, the shared data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from manifests.synthetic import write_media
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+MVED_SAMPLE = SHARED / "data" / "mved-sample"
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def mved_sample() -> Path:
+    """The 136 real music videos of ../shared, or a skip where a clone has none."""
+    if not MVED_SAMPLE.is_dir():
+        pytest.skip(f"{MVED_SAMPLE} is absent (a user's clone has no ../shared)")
+    return MVED_SAMPLE
+
+
+def tiny_frames(n: int = 10, height: int = 32, width: int = 48, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, height, width, 3), dtype=np.uint8)
+
+
+def tiny_audio(duration_s: float = 0.5, sr: int = 16000, channels: int = 2) -> np.ndarray:
+    t = np.arange(int(duration_s * sr)) / sr
+    tone = 0.3 * np.sin(2 * np.pi * 440.0 * t).astype(np.float32)
+    return tone if channels == 1 else np.repeat(tone[:, None], channels, axis=1)
+
+
+def write_tiny(path: Path, *, video: bool = True, audio: bool = True) -> Path:
+    """A short real media file: h264 video and/or AAC (or PCM/FLAC by suffix) audio."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_media(
+        path,
+        frames=tiny_frames() if video else None,
+        y=tiny_audio() if audio else None,
+        sr=16000,
+    )

@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from manifests import Clip, Manifest, ManifestError
+from manifests.folds import assign_folds, fold_table
+
+MEDIA = Path("/nonexistent/clip.mp4")  # folds never open media
+
+
+def make_manifest(group_sizes_per_class: list[list[int]]) -> Manifest:
+    classes = tuple(f"class{c}" for c in range(len(group_sizes_per_class)))
+    clips = []
+    for c, sizes in enumerate(group_sizes_per_class):
+        for g, size in enumerate(sizes):
+            for i in range(size):
+                clips.append(Clip(f"{c}/{g}-{i}", classes[c], video=MEDIA, group=f"{c}/{g}" if size > 1 else ""))
+    return Manifest(classes, tuple(clips))
+
+
+group_layouts = st.lists(
+    st.lists(st.integers(min_value=1, max_value=4), min_size=6, max_size=12), min_size=2, max_size=5
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(layout=group_layouts, k=st.integers(min_value=2, max_value=6), seed=st.integers(0, 2**16))
+def test_folds_keep_groups_cover_every_class_and_repeat_for_a_seed(layout, k, seed) -> None:
+    manifest = make_manifest(layout)
+    split = assign_folds(manifest, k=k, seed=seed)
+    folds = split.folds
+    assert sorted(set(folds.tolist())) == list(range(k))
+    by_group: dict[str, set[int]] = {}
+    for group, fold in zip(split.groups, folds):
+        by_group.setdefault(group, set()).add(int(fold))
+    assert all(len(f) == 1 for f in by_group.values()), "a group was split across folds"
+    assert (fold_table(split) > 0).all(), "some class is missing from some fold"
+    assert assign_folds(manifest, k=k, seed=seed).folds.tolist() == folds.tolist()
+
+
+def test_different_seeds_give_different_folds() -> None:
+    manifest = make_manifest([[1] * 12, [1] * 12, [2] * 6])
+    assert assign_folds(manifest, k=3, seed=0).folds.tolist() != assign_folds(manifest, k=3, seed=1).folds.tolist()
+
+
+def test_folds_are_balanced_per_class() -> None:
+    manifest = make_manifest([[1] * 30, [1] * 18, [1] * 24])
+    table = fold_table(assign_folds(manifest, k=6, seed=3))
+    assert (table.max(axis=0) - table.min(axis=0) <= 1).all()
+
+
+def test_k_larger_than_the_groups_of_the_smallest_class_is_refused() -> None:
+    manifest = make_manifest([[1] * 10, [3, 3, 3]])
+    with pytest.raises(ManifestError, match=r"--k 4 is larger than the 3 groups of class 'class1'.*--k 3 or fewer"):
+        assign_folds(manifest, k=4)
+    with pytest.raises(ManifestError, match=r"at least 2 folds"):
+        assign_folds(manifest, k=1)
+
+
+def test_group_by_an_extra_column() -> None:
+    clips = tuple(
+        Clip(f"c{i}", f"class{i % 2}", video=MEDIA, group=f"ignored{i}", extra={"artist": f"a{i // 4}"})
+        for i in range(24)
+    )
+    split = assign_folds(Manifest(("class0", "class1"), clips), k=3, seed=0, group_by="artist")
+    artist_folds: dict[str, set[int]] = {}
+    for clip in split.clips:
+        artist_folds.setdefault(clip.extra["artist"], set()).add(clip.fold)
+    assert all(len(f) == 1 for f in artist_folds.values())
+    with pytest.raises(ManifestError, match=r"no column 'singer'"):
+        assign_folds(split, k=3, group_by="singer")
+
+
+def test_clips_without_group_stand_alone() -> None:
+    manifest = make_manifest([[1] * 6, [1] * 6])
+    split = assign_folds(manifest, k=6, seed=0)
+    assert np.bincount(split.folds).tolist() == [2] * 6

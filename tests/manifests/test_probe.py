@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from manifests import Clip, Manifest
+from manifests.probe import check_clip, check_manifest, probe_file
+from manifests.synthetic import write_media
+from tests.conftest import tiny_audio, tiny_frames, write_tiny
+
+
+def test_probe_reports_stream_facts(tmp_path: Path) -> None:
+    path = write_media(tmp_path / "v.mp4", frames=tiny_frames(n=20), fps=25, y=tiny_audio(1.0, sr=22050, channels=1), sr=22050, rotation_deg=90)
+    info = probe_file(path)
+    assert not info.error
+    assert (info.audio.codec, info.audio.sample_rate_hz, info.audio.channels) == ("aac", 22050, 1)
+    assert abs(info.audio.duration_s - 1.0) < 0.05
+    video = info.video
+    assert (video.codec, video.width, video.height, video.fps, video.frame_count) == ("h264", 48, 32, 25.0, 20)
+    assert video.rotation_deg in (90, -90, 270)
+
+
+def test_probe_never_raises_on_bad_files(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    text = tmp_path / "text.mp4"
+    text.write_text("this is not a video at all " * 100)
+    truncated = tmp_path / "cut.mp4"
+    whole = write_tiny(tmp_path / "whole.mp4").read_bytes()
+    truncated.write_bytes(whole[: len(whole) // 3])
+    assert "does not exist" in probe_file(tmp_path / "nope.mp4").error
+    assert "empty" in probe_file(empty).error
+    assert "cannot decode" in probe_file(text).error
+    assert "cannot decode" in probe_file(truncated).error
+
+
+def test_check_lists_every_problem_and_reports_facts_as_facts(tmp_path: Path) -> None:
+    good = write_tiny(tmp_path / "good.mp4")
+    silent_video = write_tiny(tmp_path / "novoice.mp4", audio=False)
+    mono_8k = write_media(tmp_path / "mono.wav", y=tiny_audio(0.5, sr=8000, channels=1), sr=8000)
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(np.random.default_rng(0).bytes(4096))
+    clips = (
+        Clip("good", "A", video=good, audio=good),
+        Clip("novoice", "A", video=silent_video, audio=silent_video),
+        Clip("mono", "A", audio=mono_8k),
+        Clip("junk", "A", video=junk),
+        Clip("gone", "A", audio=tmp_path / "gone.wav"),
+    )
+    reports = {r.clip_id: r for r in check_manifest(Manifest(("A",), clips))}
+    assert reports["good"].ok and reports["good"].video is not None and reports["good"].audio is not None
+    assert reports["mono"].ok and reports["mono"].audio.sample_rate_hz == 8000 and reports["mono"].audio.channels == 1
+    assert [p for p in reports["novoice"].problems if "has no audio stream" in p and "clear the clip's 'audio'" in p]
+    assert "cannot decode" in reports["junk"].problems[0]
+    assert "does not exist" in reports["gone"].problems[0]
+    assert sum(not r.ok for r in reports.values()) == 3
+
+
+def test_check_probes_a_shared_file_once(tmp_path: Path, monkeypatch) -> None:
+    path = write_tiny(tmp_path / "v.mp4")
+    calls = []
+    import manifests.probe as probe
+
+    real = probe.probe_file
+    monkeypatch.setattr(probe, "probe_file", lambda p: calls.append(p) or real(p))
+    report = check_clip(Clip("x", "A", video=path, audio=path))
+    assert report.ok and calls == [path]
