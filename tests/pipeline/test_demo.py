@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from click.testing import CliRunner
 
@@ -18,3 +22,12 @@ def test_demo_writes_checked_media_and_a_split_manifest(tmp_path: Path) -> None:
     assert manifest.classes == DEMO_CLASSES
     assert (fold_table(manifest) == 1).all()
     assert all(c.video == c.audio and c.video.suffix == ".mp4" for c in manifest.clips)
+
+
+@pytest.mark.slow
+def test_default_demo_through_the_installed_entry_point(tmp_path: Path) -> None:
+    mvemo = Path(sys.executable).parent / "mvemo"
+    done = subprocess.run([mvemo, "demo", "--out", str(tmp_path / "demo")], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "24 clips in 6 classes, 24 decodable" in done.stdout
+    assert len(list((tmp_path / "demo" / "data").glob("*/*.mp4"))) == 24
