@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow demo
+.PHONY: install test test-slow demo bench
 
 install: $(STAMP)
 
@@ -25,3 +25,6 @@ test-slow: install
 
 demo: install
 	$(BIN)/mvemo demo --out demo-out
+
+bench: install
+	$(BIN)/mvemo bench all

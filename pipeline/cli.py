@@ -7,41 +7,15 @@ Heavy modules are imported inside the commands, so ``--help`` stays fast.
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
 import click
 
-from manifests.errors import MvemoError
 
-EXIT_INPUT_ERROR = 2
-EXIT_CLIPS_FAILED = 3
-CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 100}
-
-
-class _MvemoErrorsExit2:
-    """Turn an ``MvemoError`` raised by any subcommand into one line on stderr and exit 2."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)  # type: ignore[misc]
-        except MvemoError as err:
-            click.echo(f"{ctx.find_root().info_name}: error: {err}", err=True)
-            ctx.exit(EXIT_INPUT_ERROR)
-
-
-class MvemoGroup(_MvemoErrorsExit2, click.Group):
-    pass
-
-
-class MvemoCommand(_MvemoErrorsExit2, click.Command):
-    pass
-
-
-def print_json(document: Any) -> None:
-    """The one JSON document a ``--json`` command prints on stdout."""
-    click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+from pipeline.cli_bench import bench
+from pipeline.cli_cache import cache_group
+from pipeline.clitools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand, MvemoGroup, print_json
 
 
 @click.group(cls=MvemoGroup, context_settings=CONTEXT)
@@ -199,6 +173,8 @@ def cv(n_folds: int, cache_path: str, out: str, models: str | None, as_json: boo
 
 
 cli.add_command(cv)
+cli.add_command(cache_group)
+cli.add_command(bench)
 
 
 def main() -> None:

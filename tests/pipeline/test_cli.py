@@ -81,7 +81,8 @@ def test_folds_refuses_too_many_and_leaves_the_manifest_untouched(tree: Path, tm
 
 @pytest.mark.parametrize(
     "args",
-    [(), ("manifest",), ("manifest", "scan"), ("manifest", "folds"), ("manifest", "check"), ("cv",), ("demo",)],
+    [(), ("manifest",), ("manifest", "scan"), ("manifest", "folds"), ("manifest", "check"), ("cv",), ("demo",),
+     ("cache",), ("cache", "info"), ("cache", "verify"), ("bench",)],
 )
 def test_every_command_has_help_with_defaults(args: tuple[str, ...]) -> None:
     result = run(*args, "--help")

@@ -1,0 +1,117 @@
+"""Where things live inside a cache file, and how a feature set is described.
+
+::
+
+    /                         attrs: schema_version, mvemo_version, classes (JSON)
+    /clips/{clip_id, label, group, fold, video, audio, media_hash, media_stat}   one row per clip
+    /features/<name>/data     (n_clips, *row_shape), chunk = one clip row, uncompressed
+    /features/<name>/status   uint8 per row: 0 to do, 1 done, 2 failed
+    /features/<name>/media_hash, checksum, error, valid_length   per row
+    /features/<name>          attrs: fingerprint, config (JSON), extractor, extractor_version,
+                              weights_sha256, schema_version, row_shape, dtype, columns (JSON)
+
+``<name>`` is e.g. ``mel``, ``lld``, ``frames224``, ``emb/i3d/fold0`` or ``emb/i3d/all``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cache.fingerprint import fingerprint, fingerprint_record
+from manifests.errors import ConfigError
+
+CLIPS = "clips"
+FEATURES = "features"
+TODO, DONE, FAILED = 0, 1, 2
+HASH_DTYPE = "S64"
+ERROR_BYTES = 240
+ERROR_DTYPE = f"S{ERROR_BYTES}"
+# Chunk cache per dataset: a row chunk larger than the cache (HDF5's default is 1 MiB)
+# bypasses it and made row writes ~150x slower.
+CHUNK_CACHE_BYTES = 64 * 2**20
+CHUNK_CACHE_SLOTS = 100_003
+_NAME = re.compile(r"^[a-z0-9_]+(/[a-z0-9_+]+)*$")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What a feature set holds and what decides its values.
+
+    Parameters
+    ----------
+    name : str
+        Feature-set name, e.g. ``mel`` or ``emb/i3d/fold0``.
+    row_shape : tuple of int
+        Shape of one clip's array. With ``variable_length`` the first axis is the
+        maximum length and each row stores its valid length.
+    dtype : str
+        numpy dtype of the stored values.
+    extractor, extractor_version : str
+        Name and version of the code that computes the rows.
+    config : mapping
+        The extractor's full config (JSON-serializable).
+    weights_sha256 : str
+        sha256 of the weights file where a net is involved.
+    columns : tuple of str
+        Names of the last axis's columns, where they have names (LLDs).
+    variable_length : bool
+        Rows shorter than ``row_shape[0]`` are zero-padded and their valid length stored.
+    """
+
+    name: str
+    row_shape: tuple[int, ...]
+    dtype: str
+    extractor: str
+    extractor_version: str
+    config: Mapping[str, Any] = field(default_factory=dict)
+    weights_sha256: str = ""
+    columns: tuple[str, ...] = ()
+    variable_length: bool = False
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ConfigError(f"feature set name {self.name!r}: use lowercase words joined by '/', e.g. 'emb/i3d/fold0'")
+        object.__setattr__(self, "row_shape", tuple(int(n) for n in self.row_shape))
+        if any(n < 1 for n in self.row_shape):
+            raise ConfigError(f"feature set {self.name!r}: row_shape {self.row_shape} must be positive")
+        np.dtype(self.dtype)
+        if self.columns and len(self.columns) != self.row_shape[-1]:
+            raise ConfigError(
+                f"feature set {self.name!r}: {len(self.columns)} column names for a last axis of {self.row_shape[-1]}"
+            )
+        if self.variable_length and not self.row_shape:
+            raise ConfigError(f"feature set {self.name!r}: a variable length needs a row axis")
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """What the fingerprint covers: the extractor's record plus the stored layout."""
+        record = fingerprint_record(
+            extractor=self.extractor,
+            extractor_version=self.extractor_version,
+            config=self.config,
+            weights_sha256=self.weights_sha256,
+        )
+        record["layout"] = {
+            "row_shape": list(self.row_shape),
+            "dtype": np.dtype(self.dtype).str,
+            "columns": list(self.columns),
+            "variable_length": self.variable_length,
+        }
+        return record
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.record)
+
+    @property
+    def row_bytes(self) -> int:
+        return int(np.prod(self.row_shape)) * np.dtype(self.dtype).itemsize
+
+
+def feature_path(name: str) -> str:
+    return f"{FEATURES}/{name}"

@@ -1,0 +1,105 @@
+"""One writer at a time: an advisory lock beside the cache file.
+
+The lock is an ``flock`` on ``CACHE.h5.lock``, which the kernel releases when
+its holder dies however it dies, so a lock left by a killed process is taken
+over by the next writer (which says so). The file also holds the holder's pid,
+host and start time, so a refused writer can name it. This module imports the
+standard library only: ``extract`` takes the lock before any heavy import.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from manifests.errors import CacheError
+
+
+def lock_path(cache_path: str | os.PathLike[str]) -> Path:
+    return Path(f"{os.fspath(cache_path)}.lock")
+
+
+class CacheLock:
+    """Exclusive writer lock on a cache file; use as a context manager.
+
+    Attributes
+    ----------
+    previous : dict or None
+        The holder record found in the lock file when it was taken over from a
+        process that died without releasing it (None for a clean start).
+    """
+
+    def __init__(self, cache_path: str | os.PathLike[str]) -> None:
+        self.path = lock_path(cache_path)
+        self._fd: int | None = None
+        self.previous: dict[str, Any] | None = None
+
+    def acquire(self) -> CacheLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = read_holder(self.path)
+            os.close(fd)
+            raise CacheError(
+                f"cache {str(self.path)[:-5]!r} is being written by another process ({describe_holder(holder)});"
+                " wait for it to finish, or stop it, then run again"
+            ) from None
+        self.previous = read_holder(self.path) or None
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(record).encode(), 0)
+        os.fsync(fd)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        os.ftruncate(self._fd, 0)
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> CacheLock:
+        return self.acquire()
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None) -> None:
+        self.release()
+
+
+def read_holder(path: Path) -> dict[str, Any]:
+    """The holder record of a lock file: pid, host and start time ({} when empty or unreadable)."""
+    try:
+        record = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def describe_holder(holder: dict[str, Any]) -> str:
+    if not holder:
+        return "holder unknown"
+    return f"pid {holder.get('pid')} on host {holder.get('host')}, started {holder.get('started')}"
+
+
+def lock_state(cache_path: str | os.PathLike[str]) -> str:
+    """'free', or 'held by pid N on host H, started T' when a live writer holds the lock."""
+    path = lock_path(cache_path)
+    if not path.exists():
+        return "free"
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return f"held by {describe_holder(read_holder(path))}"
+    finally:
+        os.close(fd)
+    return "free"

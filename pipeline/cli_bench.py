@@ -1,0 +1,33 @@
+"""``mvemo bench``: speed figures with their in-run baselines."""
+
+from __future__ import annotations
+
+import click
+
+from pipeline.clitools import MvemoCommand, print_json
+
+BENCHES = ("cache", "all")
+
+
+@click.command("bench", cls=MvemoCommand)
+@click.argument("what", type=click.Choice(BENCHES))
+@click.option("--clips", default=3438, type=click.IntRange(min=1), help="Clips in the synthetic cache (cache bench).")
+@click.option("--tmp-dir", default=None, type=click.Path(file_okay=False), help="Where the synthetic cache is written.  [default: the system's temp folder]")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+def bench(what: str, clips: int, tmp_dir: str | None, as_json: bool) -> None:
+    """Measure mvemo's speed on this machine, each figure beside a baseline of the same run.
+
+    cache: write and read a synthetic cache (mel 96x1876, LLD 3000x41, embeddings of
+    512, 1024 and 2048 per clip), beside numpy copies of the same bytes.
+    """
+    from pipeline.bench import bench_cache
+
+    results = {"cache": bench_cache(n_clips=clips, folder=tmp_dir)}
+    document = results["cache"] if what == "cache" else results
+    if as_json:
+        print_json(document)
+        return
+    for name, figures in results.items():
+        click.echo(f"[{name}]")
+        for key, value in figures.items():
+            click.echo(f"  {key:28s} {value}")

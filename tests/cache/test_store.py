@@ -1,0 +1,243 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from cache.layout import FeatureSpec, feature_path
+from cache.lock import CacheLock, lock_state
+from cache.read import Cache, read_matrix
+from cache.store import CacheWriter
+from cache.verify import verify_cache
+from manifests import CacheError, Manifest
+from tests.cache.helpers import EMB, MEL, row_values, stand_in_manifest
+
+
+@pytest.fixture
+def manifest(tmp_path: Path) -> Manifest:
+    return stand_in_manifest(tmp_path / "media")
+
+
+def fill(writer: CacheWriter, spec: FeatureSpec, rows=None) -> None:
+    for row in writer.todo(spec.name) if rows is None else rows:
+        writer.write(spec.name, [row], [row_values(spec, int(row))])
+
+
+@pytest.mark.parametrize(
+    "dtype, row_shape",
+    [("float32", (3, 5)), ("float16", (7,)), ("float64", (2, 2, 2)), ("int8", (4,)), ("int64", (3,)),
+     ("uint8", (2, 6, 6, 3)), ("bool", (5,)), ("float32", ())],
+)
+def test_round_trip_of_every_dtype_and_shape(tmp_path: Path, manifest: Manifest, dtype: str, row_shape) -> None:
+    spec = FeatureSpec("feat", row_shape, dtype, "test", "1")
+    cache = tmp_path / "c.h5"
+    with CacheWriter(cache, manifest) as writer:
+        writer.prepare([spec])
+        fill(writer, spec)
+    expected = np.stack([row_values(spec, r) for r in range(len(manifest))])
+    with Cache(cache) as reader:
+        assert reader.done("feat").all()
+        got = reader.read_matrix("feat")
+        assert got.dtype == np.dtype(dtype) and got.shape == (len(manifest), *row_shape)
+        np.testing.assert_array_equal(got, expected)
+        rows = [7, 2, 3, 3, 11, 0]
+        np.testing.assert_array_equal(reader.read_matrix("feat", rows), expected[rows])
+        assert reader.read_matrix("feat", []).shape == (0, *row_shape)
+    np.testing.assert_array_equal(read_matrix(cache, "feat", [5]), expected[[5]])
+
+
+def test_clip_table_is_stored_once_in_manifest_order(tmp_path: Path, manifest: Manifest) -> None:
+    with CacheWriter(tmp_path / "c.h5", manifest):
+        pass
+    with Cache(tmp_path / "c.h5") as reader:
+        assert reader.clip_ids == manifest.clip_ids
+        assert reader.y.tolist() == manifest.y.tolist()
+        assert reader.folds.tolist() == manifest.folds.tolist()
+        assert reader.groups == [c.group for c in manifest.clips]
+        assert reader.classes == manifest.classes
+        assert all(len(h) == 64 for h in reader.media_hash)
+
+
+def test_variable_length_rows_store_their_valid_length(tmp_path: Path, manifest: Manifest) -> None:
+    spec = FeatureSpec("lld", (10, 3), "float32", "lld", "1", columns=("a", "b", "c"), variable_length=True)
+    with CacheWriter(tmp_path / "c.h5", manifest) as writer:
+        writer.prepare([spec])
+        writer.write("lld", [0, 1, 2], [np.ones((4, 3)), np.ones((10, 3)), np.ones((13, 3))])
+    with Cache(tmp_path / "c.h5") as reader:
+        assert reader.valid_lengths("lld")[:3].tolist() == [4, 10, 10]
+        assert reader.columns("lld") == ["a", "b", "c"]
+        rows = reader.read_matrix("lld", [0])
+        assert rows[0, :4].sum() == 12 and not rows[0, 4:].any()
+
+
+def test_rerun_skips_done_rows_and_keeps_their_values(tmp_path: Path, manifest: Manifest) -> None:
+    cache = tmp_path / "c.h5"
+    with CacheWriter(cache, manifest) as writer:
+        writer.prepare([MEL, EMB])
+        fill(writer, MEL, rows=range(5))
+        assert writer.todo("mel").tolist() == list(range(5, 12))
+    with CacheWriter(cache, manifest) as writer:
+        writer.prepare([MEL, EMB])
+        assert writer.todo("mel").tolist() == list(range(5, 12))
+        fill(writer, MEL)
+        assert writer.todo("mel").size == 0 and writer.todo("emb/net/fold0").size == 12
+    np.testing.assert_array_equal(read_matrix(cache, "mel", [3]), row_values(MEL, 3)[None])
+
+
+def test_changed_config_raises_naming_fingerprints_keys_and_recompute(tmp_path: Path, manifest: Manifest) -> None:
+    cache = tmp_path / "c.h5"
+    with CacheWriter(cache, manifest) as writer:
+        writer.prepare([MEL])
+        fill(writer, MEL)
+    changed = replace(MEL, config={"n_mels": 16, "hop_length": 512})
+    with CacheWriter(cache, manifest) as writer:
+        with pytest.raises(CacheError, match=rf"{MEL.fingerprint[:12]}.*{changed.fingerprint[:12]}.*differing: config\.hop_length.*--recompute mel"):
+            writer.prepare([changed])
+        with pytest.raises(CacheError, match=r"differing: layout\.dtype, weights_sha256"):
+            writer.prepare([replace(MEL, dtype="float16", weights_sha256="cd" * 32)])
+        writer.prepare([changed], recompute=["mel"])
+        assert writer.todo("mel").size == len(manifest)
+    with Cache(cache) as reader:
+        assert reader.fingerprint("mel") == changed.fingerprint
+        assert reader.config("mel") == {"n_mels": 16, "hop_length": 512}
+
+
+def test_non_finite_rows_are_refused_and_recorded(tmp_path: Path, manifest: Manifest) -> None:
+    cache = tmp_path / "c.h5"
+    with CacheWriter(cache, manifest) as writer:
+        writer.prepare([MEL])
+        bad = row_values(MEL, 1)
+        bad[0, 0] = np.nan
+        refused = writer.write("mel", [0, 1, 2], [row_values(MEL, 0), bad, np.full(MEL.row_shape, np.inf)])
+        assert refused == [1, 2]
+        writer.fail("mel", 3, "cannot decode: moov atom not found")
+        assert 1 not in writer.todo("mel") and 3 not in writer.todo("mel")
+    with Cache(cache) as reader:
+        assert reader.done("mel")[:4].tolist() == [True, False, False, False]
+        failures = {f["clip_id"]: f["reason"] for f in reader.failures()}
+        assert failures == {"c/1": "the extractor produced NaN or inf values", "c/2": "the extractor produced NaN or inf values", "c/3": "cannot decode: moov atom not found"}
+    report = verify_cache(cache)
+    assert report.ok and len(report.failures) == 3
+
+
+def test_changed_media_makes_only_its_rows_stale(tmp_path: Path, manifest: Manifest) -> None:
+    cache = tmp_path / "c.h5"
+    with CacheWriter(cache, manifest) as writer:
+        writer.prepare([MEL])
+        fill(writer, MEL)
+    touched = manifest.clips[4].video
+    os.utime(touched, ns=(time.time_ns(), time.time_ns() + 10**9))
+    with CacheWriter(cache, manifest) as writer:
+        assert writer.todo("mel").size == 0, "a touch that keeps the bytes is not a change"
+    changed = manifest.clips[6].video
+    changed.write_bytes(b"re-encoded" * 70)
+    report = verify_cache(cache)
+    assert report.stale == {"mel": ["c/6"]} and not report.ok
+    with CacheWriter(cache, manifest) as writer:
+        assert writer.todo("mel").tolist() == [6]
+        with Cache(cache) as reader:
+            assert not reader.done("mel")[6] and reader.done("mel").sum() == 11
+
+
+def test_new_clips_are_appended_and_old_rows_kept(tmp_path: Path, manifest: Manifest) -> None:
+    cache = tmp_path / "c.h5"
+    with CacheWriter(cache, manifest) as writer:
+        writer.prepare([MEL])
+        fill(writer, MEL)
+    bigger = stand_in_manifest(tmp_path / "media", n=15)
+    with CacheWriter(cache, bigger) as writer:
+        writer.prepare([MEL])
+        assert writer.todo("mel").tolist() == [12, 13, 14]
+        fill(writer, MEL)
+    with Cache(cache) as reader:
+        assert reader.clip_ids == bigger.clip_ids and reader.done("mel").all()
+        np.testing.assert_array_equal(reader.read_matrix("mel", [2, 13]), np.stack([row_values(MEL, 2), row_values(MEL, 13)]))
+    with pytest.raises(CacheError, match=r"holds 3 clips the manifest lacks \(first: 'c/12'\)"):
+        CacheWriter(cache, manifest)
+
+
+def test_labels_and_folds_freeze_once_embeddings_exist(tmp_path: Path, manifest: Manifest) -> None:
+    cache = tmp_path / "c.h5"
+    refolded = manifest.with_folds([(f + 1) % 3 for f in manifest.folds])
+    with CacheWriter(cache, manifest) as writer:
+        writer.prepare([MEL])
+    with CacheWriter(cache, refolded):
+        pass
+    with Cache(cache) as reader:
+        assert reader.folds.tolist() == refolded.folds.tolist(), "features alone do not depend on folds"
+    with CacheWriter(cache, refolded) as writer:
+        writer.prepare([EMB])
+    with pytest.raises(CacheError, match=r"clip 'c/0': its label or fold .* differs .* embeddings"):
+        CacheWriter(cache, manifest)
+    assert lock_state(cache) == "free", "a refused writer releases its lock"
+
+
+def test_a_second_writer_is_refused_naming_the_holder(tmp_path: Path, manifest: Manifest) -> None:
+    cache = tmp_path / "c.h5"
+    with CacheWriter(cache, manifest):
+        with pytest.raises(CacheError, match=rf"being written by another process \(pid {os.getpid()} on host .*, started "):
+            CacheWriter(cache, manifest)
+        assert lock_state(cache).startswith(f"held by pid {os.getpid()}")
+    with CacheWriter(cache, manifest):
+        pass
+
+
+def test_a_killed_holder_s_lock_is_taken_over(tmp_path: Path) -> None:
+    cache = tmp_path / "c.h5"
+    code = "import sys, time; from cache.lock import CacheLock; CacheLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)"
+    holder = subprocess.Popen([sys.executable, "-c", code, str(cache)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(CacheError, match=rf"pid {holder.pid}"):
+        CacheLock(cache).acquire()
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    lock = CacheLock(cache).acquire()
+    assert lock.previous["pid"] == holder.pid
+    lock.release()
+
+
+def test_verify_finds_a_planted_nan_and_flipped_bytes(tmp_path: Path, manifest: Manifest) -> None:
+    cache = tmp_path / "c.h5"
+    with CacheWriter(cache, manifest) as writer:
+        writer.prepare([MEL, EMB])
+        fill(writer, MEL)
+        fill(writer, EMB)
+    assert verify_cache(cache).ok
+    with h5py.File(cache, "r+") as f:
+        data = f[feature_path("mel")]["data"]
+        row = data[2]
+        row[3, 3] = np.nan
+        data[2] = row
+        emb = f[feature_path("emb/net/fold0")]["data"]
+        flipped = emb[5].view(np.uint16) ^ np.uint16(0x0100)
+        emb[5] = flipped.view(np.float16)
+    report = verify_cache(cache)
+    assert not report.ok
+    assert any("mel, clip 'c/2': non-finite" in p for p in report.problems)
+    assert any("emb/net/fold0, clip 'c/5': row bytes do not match their checksum" in p for p in report.problems)
+    with h5py.File(cache, "r+") as f:
+        emb = f[feature_path("emb/net/fold0")]["data"]
+        emb[:] = -emb[:]
+    with CacheWriter(cache, manifest) as writer:
+        with pytest.raises(CacheError, match=r"emb/net/fold0', clip .*: stored row does not match its checksum"):
+            writer.prepare([EMB])
+
+
+def test_readers_need_no_pickle_and_refuse_non_caches(tmp_path: Path) -> None:
+    with pytest.raises(CacheError, match=r"does not exist; build it with `mvemo extract"):
+        Cache(tmp_path / "none.h5")
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5")
+    with pytest.raises(CacheError, match=r"not a readable HDF5 file"):
+        Cache(tmp_path / "junk.h5")
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = 1
+    with pytest.raises(CacheError, match=r"not an mvemo cache"):
+        Cache(tmp_path / "other.h5")
