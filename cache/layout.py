@@ -5,7 +5,7 @@
     /                         attrs: schema_version, mvemo_version, classes (JSON)
     /clips/{clip_id, label, group, fold, video, audio, media_hash, media_stat}   one row per clip
     /features/<name>/data     (n_clips, *row_shape), chunk = one clip row, uncompressed
-    /features/<name>/status   uint8 per row: 0 to do, 1 done, 2 failed
+    /features/<name>/status   uint8 per row: 0 to do, 1 done, 2 failed, 3 absent modality
     /features/<name>/media_hash, checksum, error, valid_length   per row
     /features/<name>          attrs: fingerprint, config (JSON), extractor, extractor_version,
                               weights_sha256, schema_version, row_shape, dtype, columns (JSON)
@@ -27,7 +27,8 @@ from manifests.errors import ConfigError
 
 CLIPS = "clips"
 FEATURES = "features"
-TODO, DONE, FAILED = 0, 1, 2
+# ABSENT: the manifest gives the clip no such modality (an audio-only clip's video frames).
+TODO, DONE, FAILED, ABSENT = 0, 1, 2, 3
 HASH_DTYPE = "S64"
 ERROR_BYTES = 240
 ERROR_DTYPE = f"S{ERROR_BYTES}"

@@ -347,11 +347,14 @@ class CacheWriter:
             self.fail(name, row, "the extractor produced NaN or inf values")
         return refused
 
-    def fail(self, name: str, row: int, reason: str) -> None:
-        """Record that a clip could not be computed for a feature set, with the reason."""
+    def fail(self, name: str, row: int, reason: str, *, status: int = FAILED) -> None:
+        """Record that a clip could not be computed for a feature set, with the reason.
+
+        ``status=ABSENT`` records instead that the clip has no such modality (not a failure).
+        """
         group = self.file[feature_path(name)]
         error = reason.encode("utf-8")[:ERROR_BYTES]
-        _set_rows(group, [row], error=error, media_hash=self._media_hash[row], status=FAILED)
+        _set_rows(group, [row], error=error, media_hash=self._media_hash[row], status=status)
         self.file.flush()
 
 

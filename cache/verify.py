@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from cache.fingerprint import fingerprint, media_hash, media_stat_key
-from cache.layout import CLIPS, DONE, FAILED, feature_path
+from cache.layout import ABSENT, CLIPS, DONE, FAILED, TODO, feature_path
 from cache.lock import lock_state
 from cache.read import Cache
 from cache.store import row_checksum
@@ -61,14 +61,14 @@ def verify_cache(path: str | os.PathLike[str]) -> VerifyReport:
                     report.problems.append(f"{name}, clip {clip!r}: non-finite values in a done row")
                 elif row_checksum(values) != checksums[row]:
                     report.problems.append(f"{name}, clip {clip!r}: row bytes do not match their checksum (corrupt)")
-            stale = np.flatnonzero((status != 0) & (row_hashes != current))
+            stale = np.flatnonzero((status != TODO) & (row_hashes != current))
             if stale.size:
                 report.stale[name] = [cache.clip_ids[r] for r in stale]
                 report.problems.append(
                     f"{name}: {stale.size} rows computed from media that has changed since"
                     f" (first: {cache.clip_ids[stale[0]]!r}); rerun `mvemo extract` to recompute them"
                 )
-            bad_status = np.flatnonzero(~np.isin(status, (0, DONE, FAILED)))
+            bad_status = np.flatnonzero(~np.isin(status, (TODO, DONE, FAILED, ABSENT)))
             if bad_status.size:
                 report.problems.append(f"{name}: {bad_status.size} rows with an unknown status value")
     if report.lock != "free":

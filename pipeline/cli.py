@@ -15,6 +15,7 @@ import click
 
 from pipeline.cli_bench import bench
 from pipeline.cli_cache import cache_group
+from pipeline.cli_extract import extract
 from pipeline.clitools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand, MvemoGroup, print_json
 
 
@@ -175,6 +176,7 @@ def cv(n_folds: int, cache_path: str, out: str, models: str | None, as_json: boo
 cli.add_command(cv)
 cli.add_command(cache_group)
 cli.add_command(bench)
+cli.add_command(extract)
 
 
 def main() -> None:

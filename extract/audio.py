@@ -1,0 +1,291 @@
+"""Audio features of papers 001 and 003: waveform, mel spectrogram and low-level descriptors.
+
+All configs are frozen dataclasses validated on construction; their fields go
+into the cache's fingerprints.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict, dataclass, field
+
+import librosa
+import numpy as np
+import scipy.fft
+import scipy.signal
+
+from cache.layout import FeatureSpec
+from extract.lpc import fast_length, formants, lpc, residual_phase, yin
+from extract.media import AudioWindow, Decoded, resample_exact
+from manifests.errors import ConfigError
+
+EXTRACTOR_VERSION = "1"
+DB_AMIN = 1e-10
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class WaveformConfig:
+    """The 1D CNN's input (paper 001): ``duration_s`` of mono audio at ``sample_rate_hz``.
+
+    Cached as float16: its rounding noise (about -70 dB re full scale, measured in
+    ``tests/extract/test_audio.py``) lies below the AAC codec noise of the sources.
+    """
+
+    sample_rate_hz: int = 16000
+    window: AudioWindow = field(default_factory=AudioWindow)
+    dtype: str = "float16"
+
+    def __post_init__(self) -> None:
+        _require(4000 <= self.sample_rate_hz <= 192000, f"sample_rate_hz={self.sample_rate_hz}: expected 4000..192000")
+        _require(self.dtype in ("float16", "float32"), f"dtype={self.dtype!r}: expected 'float16' or 'float32'")
+
+    @property
+    def n_samples(self) -> int:
+        return self.window.n_samples(self.sample_rate_hz)
+
+
+@dataclass(frozen=True)
+class MelConfig:
+    """Mel spectrogram for the 2D music CNN (paper 001; Choi et al. 2017's front end at 16 kHz).
+
+    96 Slaney mel bands from 0 to 6 kHz, so band frequencies equal those of the
+    MSD compact CNN (its 12 kHz front end spans 0-6 kHz too); n_fft 512, hop 256,
+    periodic Hann, centred frames: 96 x 1876 for 30 s. Power in dB, minus the
+    clip's maximum, floored at ``-top_db``: values in [-80, 0], as that model
+    expects (its maximum was taken per batch; per clip keeps rows independent).
+    Cached as float16: steps of at most 1/16 dB over [-80, 0].
+    """
+
+    sample_rate_hz: int = 16000
+    n_fft: int = 512
+    hop_length: int = 256
+    n_mels: int = 96
+    fmin_hz: float = 0.0
+    fmax_hz: float = 6000.0
+    top_db: float = 80.0
+    window: AudioWindow = field(default_factory=AudioWindow)
+    dtype: str = "float16"
+
+    def __post_init__(self) -> None:
+        _require(self.n_fft >= 16 and self.hop_length >= 1, f"n_fft={self.n_fft}, hop_length={self.hop_length}: expected n_fft >= 16, hop >= 1")
+        _require(0 <= self.fmin_hz < self.fmax_hz <= self.sample_rate_hz / 2, f"fmin_hz={self.fmin_hz}, fmax_hz={self.fmax_hz}: expected 0 <= fmin < fmax <= sample_rate_hz / 2")
+        _require(self.top_db > 0, f"top_db={self.top_db}: expected > 0")
+        _require(self.dtype in ("float16", "float32"), f"dtype={self.dtype!r}: expected 'float16' or 'float32'")
+
+    @property
+    def n_frames(self) -> int:
+        return 1 + self.window.n_samples(self.sample_rate_hz) // self.hop_length
+
+
+@dataclass(frozen=True)
+class LldConfig:
+    """Low-level descriptors of paper 003 section 2.2, all on one time grid.
+
+    Frames of ``frame_length`` samples at ``sample_rate_hz`` (2048 at 44.1 kHz =
+    46.4 ms), hop ``hop_length`` (50% overlap), ``window`` a scipy window name.
+    MFCC as ``librosa.feature.mfcc`` with these parameters. Residual phase on a
+    ``lpc_sample_rate_hz`` copy with frames of the same duration and hop: an LPC
+    of order ~18 at 44.1 kHz would spread its poles over 0-22 kHz and model the
+    formant region poorly. Its frame-level descriptor is the same mel cepstrum
+    applied to the RP signal. The combined descriptor is ``[w * MFCC, (1 - w) *
+    RP]`` with ``w = rp_weight``; the weight matters where columns are not
+    standardized (the CRNN's Bi-LSTM input), not for a standardized classifier.
+    F1-F3 come from the same LPC, F0 from YIN on the same frames, octave spectral
+    contrast and chroma from the 44.1 kHz frames.
+    """
+
+    sample_rate_hz: int = 44100
+    frame_length: int = 2048
+    hop_length: int = 1024
+    window: str = "blackmanharris"
+    n_mfcc: int = 20
+    n_mels: int = 128
+    lpc_order: int = 18
+    lpc_sample_rate_hz: int = 16000
+    rp_weight: float = 0.5
+    rp_n_mels: int = 40
+    f0_fmin_hz: float = 65.0
+    f0_fmax_hz: float = 1050.0
+    contrast_fmin_hz: float = 200.0
+    contrast_n_bands: int = 6
+    n_chroma: int = 12
+    audio_window: AudioWindow = field(default_factory=AudioWindow)
+
+    def __post_init__(self) -> None:
+        _require(self.hop_length >= 1 and self.frame_length >= 2 * self.hop_length // 2, f"frame_length={self.frame_length}, hop_length={self.hop_length}: expected hop >= 1")
+        _require(1 <= self.n_mfcc <= self.n_mels, f"n_mfcc={self.n_mfcc}: expected 1..n_mels ({self.n_mels})")
+        _require(1 <= self.lpc_order < self.lpc_frame_length // 2, f"lpc_order={self.lpc_order}: expected 1..{self.lpc_frame_length // 2 - 1}")
+        _require(0.0 <= self.rp_weight <= 1.0, f"rp_weight={self.rp_weight}: expected 0..1")
+        _require(0 < self.f0_fmin_hz < self.f0_fmax_hz < self.lpc_sample_rate_hz / 2, f"f0_fmin_hz={self.f0_fmin_hz}, f0_fmax_hz={self.f0_fmax_hz}: expected 0 < fmin < fmax < lpc_sample_rate_hz / 2")
+        _require(self.lpc_sample_rate_hz / self.f0_fmin_hz < self.lpc_frame_length / 2, f"f0_fmin_hz={self.f0_fmin_hz}: its period must fit twice in a {self.lpc_frame_length}-sample frame")
+        try:
+            scipy.signal.get_window(self.window, 8)
+        except ValueError:
+            raise ConfigError(f"window={self.window!r}: not a scipy window name (e.g. 'blackmanharris', 'hann')") from None
+
+    @property
+    def lpc_frame_length(self) -> int:
+        """Frame length on the LPC copy: the same duration as the main frames."""
+        return int(round(self.frame_length * self.lpc_sample_rate_hz / self.sample_rate_hz))
+
+    @property
+    def n_frames(self) -> int:
+        return 1 + self.audio_window.n_samples(self.sample_rate_hz) // self.hop_length
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (
+            *(f"mfcc_{i}" for i in range(self.n_mfcc)),
+            *(f"rp_{i}" for i in range(self.n_mfcc)),
+            "f0",
+            "formant_1",
+            "formant_2",
+            "formant_3",
+            *(f"contrast_{i}" for i in range(self.contrast_n_bands + 1)),
+            *(f"chroma_{i}" for i in range(self.n_chroma)),
+        )
+
+
+def config_dict(config: object) -> dict:
+    """A config as plain JSON-ready data (nested dataclasses included)."""
+    return asdict(config)  # type: ignore[call-overload]
+
+
+def waveform(decoded: Decoded, config: WaveformConfig) -> np.ndarray:
+    """The 1D CNN's input, shape (n_samples,), float32 (cast to ``config.dtype`` when cached)."""
+    return resample_exact(decoded.y, decoded.sr, config.sample_rate_hz, config.n_samples)
+
+
+def mel_spectrogram(y: np.ndarray, config: MelConfig) -> np.ndarray:
+    """Mel spectrogram in dB re the clip's maximum, shape (n_mels, n_frames), float32 in [-top_db, 0].
+
+    ``y`` is mono audio at ``config.sample_rate_hz``, already of the window's length.
+    """
+    power = _power_spectrogram(y, config.n_fft, config.hop_length, "hann")
+    mel = _mel_basis(config.sample_rate_hz, config.n_fft, config.n_mels, config.fmin_hz, config.fmax_hz) @ power
+    db = 10.0 * np.log10(np.maximum(mel, DB_AMIN))
+    return np.maximum(db - db.max(), -config.top_db).astype(np.float32)
+
+
+def low_level_descriptors(y_main: np.ndarray, y_lpc: np.ndarray, config: LldConfig) -> np.ndarray:
+    """The LLD matrix, shape (n_frames, len(config.columns)), float32, columns in ``config.columns`` order.
+
+    ``y_main`` is the window at ``sample_rate_hz``, ``y_lpc`` the same window at
+    ``lpc_sample_rate_hz``.
+    """
+    magnitude = np.sqrt(_power_spectrogram(y_main, config.frame_length, config.hop_length, config.window))
+    power = magnitude**2
+    mfcc = _cepstrum(_mel_basis(config.sample_rate_hz, config.frame_length, config.n_mels, 0.0, None) @ power, config.n_mfcc)
+    frames = _frames_on_grid(y_lpc, config)
+    hamming = scipy.signal.get_window("hamming", frames.shape[1], fftbins=False)
+    a = lpc(frames, config.lpc_order, hamming)
+    rp = _rp_cepstrum(residual_phase(frames, a), config)
+    f0 = yin(frames, config.lpc_sample_rate_hz, fmin_hz=config.f0_fmin_hz, fmax_hz=config.f0_fmax_hz)
+    formant = formants(a, config.lpc_sample_rate_hz)
+    contrast = librosa.feature.spectral_contrast(
+        S=magnitude, sr=config.sample_rate_hz, n_fft=config.frame_length, fmin=config.contrast_fmin_hz, n_bands=config.contrast_n_bands
+    )
+    chroma = _chroma(power, config)
+    w = config.rp_weight
+    columns = [w * mfcc.T, (1 - w) * rp, f0[:, None], formant, contrast.T, chroma.T]
+    return np.nan_to_num(np.concatenate(columns, axis=1), nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+
+
+def _frames_on_grid(y_lpc: np.ndarray, config: LldConfig) -> np.ndarray:
+    """Frames of ``lpc_frame_length`` centred on the main grid's frame times (rounded to the nearest sample)."""
+    length = config.lpc_frame_length
+    ratio = config.lpc_sample_rate_hz / config.sample_rate_hz
+    centres = np.rint(np.arange(config.n_frames) * config.hop_length * ratio).astype(np.int64)
+    padded = np.pad(y_lpc.astype(np.float32), (length // 2, length))
+    return padded[centres[:, None] + np.arange(length)]
+
+
+def _rp_cepstrum(rp: np.ndarray, config: LldConfig) -> np.ndarray:
+    """The mel cepstrum of each frame's residual phase, shape (n_frames, n_mfcc)."""
+    length = rp.shape[1]
+    n = fast_length(length)
+    window = scipy.signal.get_window(config.window, length, fftbins=True)
+    rp_power = np.abs(scipy.fft.rfft(rp * window, n=n, axis=1)) ** 2
+    mel = _mel_basis(config.lpc_sample_rate_hz, n, config.rp_n_mels, 0.0, None) @ rp_power.T
+    return _cepstrum(mel, config.n_mfcc).T
+
+
+def _cepstrum(mel_power: np.ndarray, n_mfcc: int) -> np.ndarray:
+    """``librosa.feature.mfcc`` from a mel power spectrogram (n_mels, n_frames): dB (top 80), DCT-II ortho."""
+    db = 10.0 * np.log10(np.maximum(mel_power, DB_AMIN))
+    db = np.maximum(db, db.max() - 80.0)
+    return scipy.fft.dct(db, type=2, norm="ortho", axis=0)[:n_mfcc]
+
+
+def _chroma(power: np.ndarray, config: LldConfig) -> np.ndarray:
+    """``librosa.feature.chroma_stft`` with tuning 0 (no per-clip tuning estimate), shape (n_chroma, n_frames)."""
+    basis = librosa.filters.chroma(sr=config.sample_rate_hz, n_fft=config.frame_length, n_chroma=config.n_chroma, tuning=0.0)
+    return librosa.util.normalize(basis @ power, norm=np.inf, axis=0)
+
+
+def _power_spectrogram(y: np.ndarray, n_fft: int, hop_length: int, window: str) -> np.ndarray:
+    """|STFT|^2 with librosa's conventions: centred frames (zero padding), periodic window; (1 + n_fft // 2, n_frames)."""
+    padded = np.pad(y.astype(np.float32), n_fft // 2)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop_length]
+    spectrum = scipy.fft.rfft(frames * _window(window, n_fft), axis=1)
+    return (spectrum.real**2 + spectrum.imag**2).T
+
+
+@functools.lru_cache(maxsize=16)
+def _window(name: str, n: int) -> np.ndarray:
+    return scipy.signal.get_window(name, n, fftbins=True).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=16)
+def _mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None) -> np.ndarray:
+    return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+
+
+def feature_specs(mel: MelConfig | None = None, lld: LldConfig | None = None, wave: WaveformConfig | None = None) -> list[FeatureSpec]:
+    """The cache's feature sets for the audio configs given."""
+    specs = []
+    if wave is not None:
+        specs.append(FeatureSpec("waveform", (wave.n_samples,), wave.dtype, "mvemo.waveform", EXTRACTOR_VERSION, config_dict(wave)))
+    if mel is not None:
+        specs.append(FeatureSpec("mel", (mel.n_mels, mel.n_frames), mel.dtype, "mvemo.mel", EXTRACTOR_VERSION, config_dict(mel)))
+    if lld is not None:
+        specs.append(
+            FeatureSpec("lld", (lld.n_frames, len(lld.columns)), "float32", "mvemo.lld", EXTRACTOR_VERSION, config_dict(lld), columns=lld.columns, variable_length=True)
+        )
+    return specs
+
+
+AUDIO_FEATURES = ("waveform", "mel", "lld")
+
+
+def compute_audio_features(
+    decoded: Decoded, names: tuple[str, ...], *, mel: MelConfig, lld: LldConfig, wave: WaveformConfig
+) -> dict[str, np.ndarray]:
+    """The requested audio feature sets of one decoded clip, as cached (dtype cast, LLD cut to its valid frames).
+
+    Each target rate is resampled once and shared (the 16 kHz copy feeds the
+    waveform, the mel spectrogram and the LPC analysis).
+    """
+    copies: dict[int, np.ndarray] = {}
+
+    def at(sr: int, window: AudioWindow) -> np.ndarray:
+        if sr not in copies:
+            copies[sr] = resample_exact(decoded.y, decoded.sr, sr, window.n_samples(sr))
+        return copies[sr]
+
+    out: dict[str, np.ndarray] = {}
+    if "waveform" in names:
+        out["waveform"] = at(wave.sample_rate_hz, wave.window).astype(wave.dtype)
+    if "mel" in names:
+        out["mel"] = mel_spectrogram(at(mel.sample_rate_hz, mel.window), mel).astype(mel.dtype)
+    if "lld" in names:
+        window = lld.audio_window
+        values = low_level_descriptors(at(lld.sample_rate_hz, window), at(lld.lpc_sample_rate_hz, window), lld)
+        valid = int(np.ceil(min(decoded.valid_s, window.duration_s) * lld.sample_rate_hz / lld.hop_length))
+        out["lld"] = values[: max(1, min(valid, lld.n_frames))]
+    return out

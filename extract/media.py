@@ -1,0 +1,144 @@
+"""Audio decoding: any container to a mono float32 window at an exact sample count.
+
+PyAV decodes the audio track of any container (mp4, mkv, webm, mov, m4a, mp3);
+soundfile reads wav/flac/ogg directly (faster, no codec). Channels are mixed to
+mono by a weighted sum ``w @ x`` (a mean over a channel axis measured 30x
+slower); the LFE channel of a surround layout gets weight 0. Resampling is
+soxr's high-quality mode; the result is cut or zero-padded to exactly
+``round(duration_s * sr)`` samples, so every clip has the same length.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import soundfile as sf
+import soxr
+
+from manifests.errors import ConfigError, MediaError
+
+SOUNDFILE_SUFFIXES = frozenset({".wav", ".flac", ".ogg"})
+
+
+@dataclass(frozen=True)
+class AudioWindow:
+    """The part of each clip that is analysed: ``duration_s`` seconds from ``offset_s`` (paper 001: 30 s from 0)."""
+
+    offset_s: float = 0.0
+    duration_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.offset_s < 0 or not np.isfinite(self.offset_s):
+            raise ConfigError(f"offset_s={self.offset_s}: must be a finite number >= 0")
+        if not (0 < self.duration_s < 3600):
+            raise ConfigError(f"duration_s={self.duration_s}: must lie in (0, 3600) seconds")
+
+    def n_samples(self, sr: int) -> int:
+        return int(round(self.duration_s * sr))
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded window: mono float32 ``y`` at the source rate ``sr``, and how much of it is real audio."""
+
+    y: np.ndarray
+    sr: int
+    valid_s: float
+
+
+def decode_audio(path: str | os.PathLike[str], window: AudioWindow, *, clip_id: str = "") -> Decoded:
+    """Decode the window of a file's first audio track to mono float32 at its own sample rate.
+
+    Non-finite samples become 0. A file shorter than the window gives what it has
+    (``valid_s`` says how much); callers pad.
+
+    Raises
+    ------
+    MediaError
+        Naming the clip, when the file is missing, undecodable or has no audio stream.
+    """
+    path = Path(path)
+    who = f"clip {clip_id!r} ({path})" if clip_id else str(path)
+    if not path.is_file():
+        raise MediaError(f"{who}: audio file does not exist; fix the manifest's path")
+    try:
+        if path.suffix.lower() in SOUNDFILE_SUFFIXES:
+            x, sr, names = _read_soundfile(path, window)
+        else:
+            x, sr, names = _read_pyav(path, window, who)
+    except (av.FFmpegError, sf.LibsndfileError, RuntimeError, ValueError) as err:
+        raise MediaError(f"{who}: cannot decode audio ({str(err).strip() or type(err).__name__}); replace or re-encode the file") from None
+    y = np.nan_to_num(mono_weights(names) @ x, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+    return Decoded(y, sr, y.size / sr)
+
+
+def _read_soundfile(path: Path, window: AudioWindow) -> tuple[np.ndarray, int, list[str]]:
+    with sf.SoundFile(path) as f:
+        sr = f.samplerate
+        start = int(round(window.offset_s * sr))
+        if start < f.frames:
+            f.seek(start)
+            x = f.read(window.n_samples(sr), dtype="float32", always_2d=True)
+        else:
+            x = np.zeros((0, f.channels), dtype=np.float32)
+    return x.T, sr, [""] * x.shape[1]
+
+
+def _read_pyav(path: Path, window: AudioWindow, who: str) -> tuple[np.ndarray, int, list[str]]:
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            raise MediaError(f"{who}: the file has no audio stream; clear the clip's 'audio' column or give a file with sound")
+        stream = container.streams.audio[0]
+        sr = int(stream.codec_context.sample_rate)
+        names = [c.name for c in stream.codec_context.layout.channels]
+        begin = int(round(window.offset_s * sr))
+        end = begin + window.n_samples(sr)
+        if window.offset_s > 0:
+            container.seek(int(window.offset_s / stream.time_base), stream=stream, backward=True, any_frame=False)
+        out = np.zeros((len(names), end - begin), dtype=np.float32)
+        filled, position = 0, None
+        to_float = av.AudioResampler(format="fltp")
+        for frame in container.decode(stream):
+            if position is None:  # later frames follow sample by sample: ms-resolution pts (mkv) would jitter
+                position = int(round(frame.pts * stream.time_base * sr)) if frame.pts is not None else 0
+            for planes in _float_planes(frame, to_float):
+                n = len(planes[0])
+                lo, hi = max(begin - position, 0), min(end - position, n)
+                for channel, plane in enumerate(planes):
+                    out[channel, position + lo - begin : position + hi - begin] = plane[lo:hi]
+                filled = max(filled, position + hi - begin)
+                position += n
+            if position >= end:
+                break
+    return out[:, :filled], sr, names
+
+
+def _float_planes(frame: av.AudioFrame, to_float: av.AudioResampler) -> list[list[np.ndarray]]:
+    """The frame as blocks of float32 channel planes: planar float (AAC, MP3) is read in place
+    (20 ms less per 30 s than ``to_ndarray`` through a resampler)."""
+    if frame.format.name == "fltp":
+        n = frame.samples
+        return [[np.frombuffer(plane, dtype=np.float32, count=n) for plane in frame.planes[: len(frame.layout.channels)]]]
+    return [list(block.to_ndarray()) for block in to_float.resample(frame)]
+
+
+def mono_weights(channel_names: list[str]) -> np.ndarray:
+    """Mixing weights, shape (channels,): equal and summing to 1, except 0 for a low-frequency effects channel."""
+    weights = np.array([0.0 if name.upper().startswith("LFE") else 1.0 for name in channel_names], dtype=np.float32)
+    if not weights.any():
+        weights[:] = 1.0
+    return weights / weights.sum()
+
+
+def resample_exact(y: np.ndarray, sr_in: int, sr_out: int, n_out: int) -> np.ndarray:
+    """Resample with soxr's high quality to ``sr_out``, then cut or zero-pad to exactly ``n_out`` samples."""
+    if sr_in != sr_out and y.size:
+        y = soxr.resample(y, sr_in, sr_out, quality="HQ")
+    out = np.zeros(n_out, dtype=np.float32)
+    n = min(n_out, y.size)
+    out[:n] = y[:n]
+    return out

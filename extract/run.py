@@ -1,0 +1,227 @@
+"""Stage one's feature pass: decode each clip, compute its feature sets, write them through the cache.
+
+Workers compute (through any executor with a ``map`` that yields results in
+order: serial by default, a process pool or a Dask adapter from ``pipeline``);
+this process is the cache's single writer. A clip that fails is recorded with
+its reason and the run goes on; nothing non-finite reaches the cache.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from cache.layout import ABSENT, FeatureSpec
+from cache.lock import CacheLock
+from cache.read import Cache
+from cache.store import CacheWriter
+from extract.audio import AUDIO_FEATURES, LldConfig, MelConfig, WaveformConfig, compute_audio_features, feature_specs
+from extract.media import decode_audio
+from manifests.errors import ConfigError, MvemoError
+from manifests.schema import Clip, Manifest
+
+VIDEO_FEATURES = ("frames224", "frames112")
+FEATURE_ALIASES = {"frames": VIDEO_FEATURES}
+WRITE_EVERY_CLIPS = 8
+
+
+class Executor(Protocol):
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any]) -> Iterator[Any]: ...
+
+
+class SerialExecutor:
+    """Runs every job in this process, in order."""
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any]) -> Iterator[Any]:
+        return map(fn, *iterables)
+
+
+@dataclass(frozen=True)
+class FeatureConfigs:
+    """The configs of every feature set stage one can compute. Audio sets share one analysis window."""
+
+    mel: MelConfig = field(default_factory=MelConfig)
+    lld: LldConfig = field(default_factory=LldConfig)
+    waveform: WaveformConfig = field(default_factory=WaveformConfig)
+    frames: Any = None
+
+    def __post_init__(self) -> None:
+        windows = {self.mel.window, self.lld.audio_window, self.waveform.window}
+        if len(windows) > 1:
+            raise ConfigError(f"mel, lld and waveform must analyse the same audio window, got {sorted(map(str, windows))}")
+
+    @property
+    def frame_config(self) -> Any:
+        """The video frame config (``extract.video.FrameConfig``), imported only when video is asked for."""
+        if self.frames is not None:
+            return self.frames
+        from extract.video import FrameConfig
+
+        return FrameConfig()
+
+    def specs(self, names: Iterable[str]) -> list[FeatureSpec]:
+        names = set(names)
+        specs = feature_specs(
+            self.mel if "mel" in names else None,
+            self.lld if "lld" in names else None,
+            self.waveform if "waveform" in names else None,
+        )
+        if names & set(VIDEO_FEATURES):
+            from extract.video import video_feature_specs
+
+            specs += [s for s in video_feature_specs(self.frame_config) if s.name in names]
+        return specs
+
+
+def parse_features(text: str) -> tuple[str, ...]:
+    """``"mel,lld,frames"`` -> ("mel", "lld", "frames224", "frames112"); unknown names raise ``ConfigError``."""
+    known = (*AUDIO_FEATURES, *VIDEO_FEATURES, *FEATURE_ALIASES)
+    names: list[str] = []
+    for name in (n.strip() for n in text.split(",") if n.strip()):
+        if name not in known:
+            raise ConfigError(f"--features: unknown feature {name!r}; choose from {', '.join(known)}")
+        names.extend(FEATURE_ALIASES.get(name, (name,)))
+    if not names:
+        raise ConfigError("--features is empty; give e.g. mel,lld")
+    return tuple(dict.fromkeys(names))
+
+
+@dataclass
+class SetSummary:
+    done: int = 0
+    computed: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    absent: int = 0
+
+
+@dataclass
+class FeatureRunSummary:
+    """What a feature pass did: per feature set, rows done, computed now, failed (clip -> reason), absent."""
+
+    sets: dict[str, SetSummary]
+    seconds: float
+
+    @property
+    def failures(self) -> dict[str, dict[str, str]]:
+        return {name: s.failed for name, s in self.sets.items() if s.failed}
+
+
+def compute_clip(clip: Clip, names: tuple[str, ...], configs: FeatureConfigs) -> dict[str, Any]:
+    """Every requested feature set of one clip: an array, or a failure reason (str), or ``ABSENT``.
+
+    Runs in a worker: it never raises for bad media, so one broken file cannot stop a run.
+    """
+    out: dict[str, Any] = {}
+    audio = tuple(n for n in names if n in AUDIO_FEATURES)
+    video = tuple(n for n in names if n in VIDEO_FEATURES)
+    if audio:
+        if clip.audio is None:
+            out.update(dict.fromkeys(audio, ABSENT))
+        else:
+            out.update(_guarded(clip, audio, lambda: compute_audio_features(
+                decode_audio(clip.audio, configs.mel.window, clip_id=clip.clip_id), audio,
+                mel=configs.mel, lld=configs.lld, wave=configs.waveform)))
+    if video:
+        if clip.video is None:
+            out.update(dict.fromkeys(video, ABSENT))
+        else:
+            from extract.video import compute_video_features
+
+            out.update(_guarded(clip, video, lambda: compute_video_features(clip, configs.frame_config)))
+    return out
+
+
+def _guarded(clip: Clip, names: tuple[str, ...], compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, Any]:
+    try:
+        values = compute()
+    except MvemoError as err:
+        return dict.fromkeys(names, str(err))
+    except Exception as err:  # a decoder or library fault on one clip must not stop the run
+        return dict.fromkeys(names, f"clip {clip.clip_id!r}: {type(err).__name__}: {err}")
+    return {name: values[name] for name in names}
+
+
+def extract_features(
+    manifest: Manifest,
+    cache_path: str | os.PathLike[str],
+    names: Iterable[str],
+    *,
+    configs: FeatureConfigs | None = None,
+    recompute: Iterable[str] = (),
+    executor: Executor | None = None,
+    lock: CacheLock | None = None,
+    progress: Callable[[Iterable[Any], int], Iterable[Any]] | None = None,
+) -> FeatureRunSummary:
+    """Compute the feature sets ``names`` of every clip not yet done, into the cache at ``cache_path``.
+
+    Parameters
+    ----------
+    manifest : Manifest
+    cache_path : path-like
+    names : iterable of str
+        Feature sets: waveform, mel, lld, frames224, frames112.
+    configs : FeatureConfigs, optional
+        Defaults to the papers' settings.
+    recompute : iterable of str
+        Feature sets to start over.
+    executor : object with ``map``, optional
+        Where clips are computed; serial by default.
+    lock : CacheLock, optional
+        A lock the caller already holds.
+    progress : callable, optional
+        Wraps the result iterator (e.g. a tqdm bar): ``progress(iterable, total)``.
+    """
+    configs = configs or FeatureConfigs()
+    names = tuple(dict.fromkeys(names))
+    executor = executor or SerialExecutor()
+    began = time.perf_counter()
+    with CacheWriter(cache_path, manifest, lock=lock) as writer:
+        writer.prepare(configs.specs(names), recompute=recompute)
+        todo: dict[int, list[str]] = defaultdict(list)
+        for name in names:
+            for row in writer.todo(name):
+                todo[int(row)].append(name)
+        row_of = {clip_id: row for row, clip_id in enumerate(writer.clip_ids)}
+        clips = [c for c in manifest.clips if row_of[c.clip_id] in todo]
+        jobs = [tuple(todo[row_of[c.clip_id]]) for c in clips]
+        results = executor.map(functools.partial(compute_clip, configs=configs), clips, jobs)
+        if progress is not None:
+            results = progress(results, len(clips))
+        summary = {name: SetSummary() for name in names}
+        pending: dict[str, tuple[list[int], list[np.ndarray]]] = defaultdict(lambda: ([], []))
+        for n, (clip, result) in enumerate(zip(clips, results), start=1):
+            row = row_of[clip.clip_id]
+            for name, value in result.items():
+                if isinstance(value, np.ndarray):
+                    pending[name][0].append(row)
+                    pending[name][1].append(value)
+                    summary[name].computed += 1
+                elif value is ABSENT:
+                    writer.fail(name, row, f"clip {clip.clip_id!r} has no {'audio' if name in AUDIO_FEATURES else 'video'} in the manifest", status=ABSENT)
+                else:
+                    writer.fail(name, row, value)
+            if n % WRITE_EVERY_CLIPS == 0:
+                _flush(writer, pending)
+        _flush(writer, pending)
+    with Cache(cache_path) as cache:
+        failures = cache.failures()
+        for name, s in summary.items():
+            status = cache.status(name)
+            s.done = int(cache.done(name).sum())
+            s.absent = int((status == ABSENT).sum())
+            s.failed = {f["clip_id"]: f["reason"] for f in failures if f["feature_set"] == name}
+    return FeatureRunSummary(summary, time.perf_counter() - began)
+
+
+def _flush(writer: CacheWriter, pending: dict[str, tuple[list[int], list[np.ndarray]]]) -> None:
+    for name, (rows, arrays) in pending.items():
+        if rows:
+            writer.write(name, rows, arrays)
+    pending.clear()

@@ -1,0 +1,128 @@
+"""``mvemo bench audio``: stage one's audio features per 30 s clip on one core, beside a naive path."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.bench import best_of
+
+SHARED_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mved-sample"
+
+
+def bench_audio(path: str | None = None, *, repeat: int = 5) -> dict[str, Any]:
+    """Per-step and total milliseconds of mvemo's audio features for one 30 s clip, beside the naive path.
+
+    The naive path computes the same descriptors the way research code does:
+    decode, ``librosa.resample``, ``melspectrogram``, ``mfcc``, a per-frame Python
+    loop of ``librosa.lpc`` for residual phase and formants, ``librosa.yin``,
+    ``chroma_stft`` and ``spectral_contrast``. (``librosa.load`` has no mp4
+    backend without ffmpeg, so both paths decode with PyAV.) Both run on one thread.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1), tempfile.TemporaryDirectory() as tmp:
+        source = Path(path) if path else _sample_clip(Path(tmp))
+        steps = _steps_ms(source, repeat)
+        total_ms = best_of(lambda: _ours(source), repeat) * 1e3
+        naive_ms = best_of(lambda: _naive(source), 1) * 1e3
+    return {
+        "clip": str(source),
+        "steps_ms": {k: round(v, 2) for k, v in steps.items()},
+        "total_ms": round(total_ms, 2),
+        "naive_ms": round(naive_ms, 2),
+        "speedup": round(naive_ms / total_ms, 2),
+    }
+
+
+def _sample_clip(tmp: Path) -> Path:
+    clips = sorted(SHARED_SAMPLE.glob("*/*.mp4"))
+    if clips:
+        return clips[0]
+    from manifests.synthetic import write_media
+
+    rng = np.random.default_rng(0)
+    t = np.arange(30 * 44100) / 44100
+    y = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * rng.standard_normal(t.size)
+    frames = np.zeros((30, 240, 320, 3), dtype=np.uint8)
+    return write_media(tmp / "clip.mp4", frames=frames, fps=1, y=np.stack([y, y], 1).astype(np.float32), sr=44100)
+
+
+def _ours(source: Path) -> dict[str, np.ndarray]:
+    from extract.audio import LldConfig, MelConfig, WaveformConfig, compute_audio_features
+    from extract.media import AudioWindow, decode_audio
+
+    decoded = decode_audio(source, AudioWindow())
+    return compute_audio_features(decoded, ("mel", "lld"), mel=MelConfig(), lld=LldConfig(), wave=WaveformConfig())
+
+
+def _steps_ms(source: Path, repeat: int) -> dict[str, float]:
+    import librosa
+    import scipy.signal
+
+    from extract import audio
+    from extract.lpc import formants, lpc, residual_phase, yin
+    from extract.media import AudioWindow, decode_audio, resample_exact
+
+    mel_config, lld = audio.MelConfig(), audio.LldConfig()
+    decoded = decode_audio(source, AudioWindow())
+    y44 = resample_exact(decoded.y, decoded.sr, 44100, 30 * 44100)
+    y16 = resample_exact(decoded.y, decoded.sr, 16000, 30 * 16000)
+    power = audio._power_spectrogram(y44, lld.frame_length, lld.hop_length, lld.window)
+    frames = audio._frames_on_grid(y16, lld)
+    hamming = scipy.signal.get_window("hamming", frames.shape[1], fftbins=False)
+    a = lpc(frames, lld.lpc_order, hamming)
+
+    def ms(fn: Any) -> float:
+        return best_of(fn, repeat) * 1e3
+
+    return {
+        "decode": ms(lambda: decode_audio(source, AudioWindow())),
+        "resample": ms(lambda: (resample_exact(decoded.y, decoded.sr, 44100, 30 * 44100), resample_exact(decoded.y, decoded.sr, 16000, 30 * 16000))),
+        "mel": ms(lambda: audio.mel_spectrogram(y16, mel_config)),
+        "mfcc": ms(lambda: audio._cepstrum(audio._mel_basis(44100, lld.frame_length, lld.n_mels, 0.0, None) @ audio._power_spectrogram(y44, lld.frame_length, lld.hop_length, lld.window), lld.n_mfcc)),
+        "rp": ms(lambda: audio._rp_cepstrum(residual_phase(audio._frames_on_grid(y16, lld), lpc(frames, lld.lpc_order, hamming)), lld)),
+        "other_llds": ms(lambda: (
+            yin(frames, 16000, fmin_hz=lld.f0_fmin_hz, fmax_hz=lld.f0_fmax_hz),
+            formants(a, 16000),
+            librosa.feature.spectral_contrast(S=np.sqrt(power), sr=44100, n_fft=lld.frame_length, fmin=lld.contrast_fmin_hz),
+            audio._chroma(power, lld),
+        )),
+    }
+
+
+def _naive(source: Path) -> None:
+    import av
+    import librosa
+    import scipy.signal
+
+    with av.open(str(source)) as container:
+        stream = container.streams.audio[0]
+        sr = stream.codec_context.sample_rate
+        y = np.concatenate([f.to_ndarray().mean(axis=0) for f in container.decode(stream)])[: 30 * sr]
+    y44 = librosa.resample(y, orig_sr=sr, target_sr=44100)
+    y16 = librosa.resample(y, orig_sr=sr, target_sr=16000)
+    mel = librosa.feature.melspectrogram(y=y16, sr=16000, n_fft=512, hop_length=256, n_mels=96, fmax=6000)
+    librosa.power_to_db(mel, ref=np.max)
+    librosa.feature.mfcc(y=y44, sr=44100, n_mfcc=20, n_fft=2048, hop_length=1024, window="blackmanharris")
+    hop16, length16 = 1024 * 16000 / 44100, 743
+    padded = np.pad(y16, (length16 // 2, length16))
+    rp_frames = []
+    for k in range(1 + y44.size // 1024):
+        frame = padded[int(round(k * hop16)) : int(round(k * hop16)) + length16].astype(np.float64)
+        a = librosa.lpc(frame * np.hamming(length16) + 1e-9, order=18)
+        residual = scipy.signal.lfilter(a, [1.0], frame)
+        rp = residual / (np.abs(scipy.signal.hilbert(residual)) + 1e-12)
+        rp_frames.append(rp)
+        roots = [r for r in np.roots(a) if np.imag(r) > 0]
+        sorted(np.angle(roots) * 16000 / (2 * np.pi))[:3]
+    rp_power = np.abs(np.fft.rfft(np.array(rp_frames) * np.blackman(length16), axis=1)) ** 2
+    rp_mel = librosa.filters.mel(sr=16000, n_fft=2 * (rp_power.shape[1] - 1), n_mels=40) @ rp_power.T
+    librosa.feature.mfcc(S=librosa.power_to_db(rp_mel), n_mfcc=20)
+    librosa.yin(y16, fmin=65, fmax=1050, sr=16000, frame_length=1024, hop_length=372)
+    stft = np.abs(librosa.stft(y44, n_fft=2048, hop_length=1024, window="blackmanharris"))
+    librosa.feature.chroma_stft(S=stft**2, sr=44100)
+    librosa.feature.spectral_contrast(S=stft, sr=44100, fmin=200)

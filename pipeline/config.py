@@ -1,0 +1,68 @@
+"""User config files (TOML) turned into validated config dataclasses.
+
+A file may hold the tables ``[audio]`` (``offset_s``, ``duration_s``: the window
+every audio feature analyses), ``[mel]``, ``[lld]``, ``[waveform]`` and
+``[frames]``, each overriding the defaults of its dataclass. Unknown tables or
+keys are errors, never ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from typing import Any
+
+from manifests.errors import ConfigError
+
+TABLES = ("audio", "mel", "lld", "waveform", "frames")
+
+
+def load_toml(path: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """The tables of a TOML config file ({} for None)."""
+    if path is None:
+        return {}
+    try:
+        with open(path, "rb") as f:
+            table = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"--config {os.fspath(path)!r} does not exist; give a TOML file") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"--config {os.fspath(path)!r} is not valid TOML ({err}); fix the file") from None
+    unknown = sorted(set(table) - set(TABLES))
+    if unknown:
+        raise ConfigError(f"--config: unknown table(s) {unknown}; known tables are {list(TABLES)}")
+    return table
+
+
+def build(cls: type, values: dict[str, Any], *, table: str, **fixed: Any) -> Any:
+    """``cls(**values, **fixed)``, naming the table and the allowed keys for an unknown key."""
+    names = {f.name for f in dataclasses.fields(cls)} - set(fixed)
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"[{table}]: unknown key(s) {unknown}; allowed keys are {sorted(names)}")
+    try:
+        return cls(**values, **fixed)
+    except TypeError as err:
+        raise ConfigError(f"[{table}]: {err}") from None
+
+
+def feature_configs(path: str | os.PathLike[str] | None) -> Any:
+    """The ``extract.run.FeatureConfigs`` of a config file (defaults where it says nothing)."""
+    from extract.audio import LldConfig, MelConfig, WaveformConfig
+    from extract.media import AudioWindow
+    from extract.run import FeatureConfigs
+
+    tables = load_toml(path)
+    window = build(AudioWindow, tables.get("audio", {}), table="audio")
+    frames = None
+    if "frames" in tables:
+        from extract.video import FrameConfig
+
+        frames = build(FrameConfig, tables["frames"], table="frames")
+    return FeatureConfigs(
+        mel=build(MelConfig, tables.get("mel", {}), table="mel", window=window),
+        lld=build(LldConfig, tables.get("lld", {}), table="lld", audio_window=window),
+        waveform=build(WaveformConfig, tables.get("waveform", {}), table="waveform", window=window),
+        frames=frames,
+    )

@@ -1,0 +1,187 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import librosa
+import numpy as np
+import pytest
+import soundfile as sf
+
+from extract.audio import LldConfig, MelConfig, WaveformConfig, compute_audio_features, low_level_descriptors, mel_spectrogram
+from extract.media import AudioWindow, decode_audio, mono_weights, resample_exact
+from manifests import ConfigError, MediaError
+from manifests.synthetic import write_media
+from tests.conftest import write_tiny
+
+WINDOW = AudioWindow(duration_s=3.0)
+MEL = MelConfig(window=WINDOW)
+LLD = LldConfig(audio_window=WINDOW)
+
+
+def music(sr: int, duration_s: float = 3.0, seed: int = 0) -> np.ndarray:
+    """Chords with vibrato over noise: something with pitch, formant-like colour and onsets."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(sr * duration_s)) / sr
+    y = sum(0.2 * np.sin(2 * np.pi * f * t + 3 * np.sin(2 * np.pi * 5 * t)) for f in (220.0, 277.2, 329.6))
+    y = y * (0.6 + 0.4 * np.sin(2 * np.pi * 2 * t) ** 2) + 0.02 * rng.standard_normal(t.size)
+    return y.astype(np.float32)
+
+
+def test_mel_matches_librosa() -> None:
+    y = music(16000)
+    ours = mel_spectrogram(y, MEL)
+    power = librosa.feature.melspectrogram(y=y, sr=16000, n_fft=512, hop_length=256, n_mels=96, fmax=6000.0)
+    theirs = librosa.power_to_db(power, ref=np.max, amin=1e-10, top_db=80.0)
+    assert ours.shape == theirs.shape == (96, 1 + 48000 // 256)
+    np.testing.assert_allclose(ours, theirs, atol=2e-3)
+
+
+def test_thirty_seconds_give_96_by_1876() -> None:
+    assert MelConfig().n_frames == 1876
+    assert mel_spectrogram(np.zeros(480000, dtype=np.float32), MelConfig()).shape == (96, 1876)
+
+
+def test_lld_columns_match_librosa() -> None:
+    y44, y16 = music(44100), music(16000)
+    lld = low_level_descriptors(y44, y16, LLD)
+    columns = list(LLD.columns)
+    assert lld.shape == (LLD.n_frames, len(columns)) and np.isfinite(lld).all()
+    assert columns[:2] == ["mfcc_0", "mfcc_1"] and "rp_0" in columns and "f0" in columns and "formant_3" in columns
+    mfcc = librosa.feature.mfcc(y=y44, sr=44100, n_mfcc=20, n_fft=2048, hop_length=1024, window="blackmanharris")
+    got = lld[:, : LLD.n_mfcc] / LLD.rp_weight
+    np.testing.assert_allclose(got, mfcc.T, atol=2e-3 * np.abs(mfcc).max())
+    stft = np.abs(librosa.stft(y44, n_fft=2048, hop_length=1024, window="blackmanharris"))
+    chroma = librosa.feature.chroma_stft(S=stft**2, sr=44100, n_fft=2048, tuning=0.0)
+    first = columns.index("chroma_0")
+    np.testing.assert_allclose(lld[:, first : first + 12], chroma.T, atol=1e-3)
+
+
+
+def test_lld_pitch_of_a_sung_note() -> None:
+    def note(sr: int) -> np.ndarray:
+        t = np.arange(3 * sr) / sr
+        return sum(0.3 / k * np.sin(2 * np.pi * 220.0 * k * t) for k in range(1, 6)).astype(np.float32)
+
+    lld = low_level_descriptors(note(44100), note(16000), LLD)
+    f0 = lld[5:-5, list(LLD.columns).index("f0")]
+    np.testing.assert_allclose(np.median(f0), 220.0, rtol=0.01)
+
+
+def test_rp_weight_scales_its_columns() -> None:
+    y44, y16 = music(44100), music(16000)
+    half = low_level_descriptors(y44, y16, LLD)
+    quarter = low_level_descriptors(y44, y16, LldConfig(audio_window=WINDOW, rp_weight=0.25))
+    mfcc, rp = slice(0, 20), slice(20, 40)
+    np.testing.assert_allclose(quarter[:, mfcc], half[:, mfcc] * 0.5, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(quarter[:, rp], half[:, rp] * 1.5, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".flac", ".mp4", ".mkv", ".m4a"])
+def test_every_container_decodes_to_the_same_samples(tmp_path: Path, suffix: str) -> None:
+    sr = 44100
+    y = music(sr, 2.0)
+    stereo = np.stack([y, 0.5 * y], axis=1)
+    frames = np.zeros((50, 32, 32, 3), dtype=np.uint8) if suffix in (".mp4", ".mkv") else None
+    path = write_media(tmp_path / f"a{suffix}", y=stereo, sr=sr, frames=frames)
+    window = AudioWindow(duration_s=2.0)
+    decoded = decode_audio(path, window)
+    assert decoded.sr == sr and decoded.y.dtype == np.float32
+    mono = 0.75 * y
+    n = min(decoded.y.size, mono.size)
+    error = decoded.y[:n] - mono[:n]
+    snr_db = 10 * np.log10(np.sum(mono[:n] ** 2) / np.sum(error**2))
+    assert snr_db > (80 if suffix in (".wav", ".flac") else 20), f"{suffix}: SNR {snr_db:.1f} dB"
+    assert abs(decoded.y.size - 2 * sr) <= (0 if suffix in (".wav", ".flac") else 1024)
+    assert resample_exact(decoded.y, sr, 16000, window.n_samples(16000)).size == 32000
+
+
+def test_offset_and_exact_lengths(tmp_path: Path) -> None:
+    sr = 22050
+    ramp = (np.arange(sr * 3) / (sr * 3)).astype(np.float32)
+    path = tmp_path / "ramp.wav"
+    sf.write(path, ramp, sr, subtype="FLOAT")
+    decoded = decode_audio(path, AudioWindow(offset_s=1.0, duration_s=1.5))
+    np.testing.assert_array_equal(decoded.y, ramp[sr : sr + int(1.5 * sr)])
+    past_end = decode_audio(path, AudioWindow(offset_s=2.5, duration_s=1.0))
+    assert past_end.y.size == sr // 2 and past_end.valid_s == pytest.approx(0.5)
+    out = resample_exact(past_end.y, sr, 16000, 16000)
+    assert out.size == 16000 and not out[8100:].any()
+
+
+def test_mono_mix_ignores_lfe() -> None:
+    np.testing.assert_allclose(mono_weights(["FL", "FR", "FC", "LFE", "BL", "BR"]), [0.2, 0.2, 0.2, 0, 0.2, 0.2])
+    np.testing.assert_allclose(mono_weights(["", ""]), [0.5, 0.5])
+
+
+def features_of(path: Path, clip_id: str = "x") -> dict[str, np.ndarray]:
+    decoded = decode_audio(path, WINDOW, clip_id=clip_id)
+    return compute_audio_features(decoded, ("waveform", "mel", "lld"), mel=MEL, lld=LLD, wave=WaveformConfig(window=WINDOW))
+
+
+@pytest.mark.parametrize(
+    "name, y, sr",
+    [
+        ("zeros", np.zeros((3 * 16000, 2), dtype=np.float32), 16000),
+        ("half_second", music(44100, 0.5)[:, None], 44100),
+        ("8k_mono", music(8000), 8000),
+        ("six_channels", np.tile(music(48000)[:, None], (1, 6)) * np.linspace(0.2, 1, 6), 48000),
+        ("clipped", np.clip(music(44100) * 20, -1, 1), 44100),
+    ],
+)
+def test_bad_audio_gives_finite_features_of_fixed_shape(tmp_path: Path, name: str, y: np.ndarray, sr: int) -> None:
+    path = tmp_path / f"{name}.wav"
+    sf.write(path, y, sr, subtype="FLOAT")
+    out = features_of(path)
+    assert out["waveform"].shape == (48000,) and out["waveform"].dtype == np.float16
+    assert out["mel"].shape == (96, MEL.n_frames) and out["mel"].dtype == np.float16
+    assert out["lld"].shape[1] == len(LLD.columns) and 1 <= out["lld"].shape[0] <= LLD.n_frames
+    assert all(np.isfinite(v.astype(np.float64)).all() for v in out.values())
+    if name == "half_second":
+        assert out["lld"].shape[0] == int(np.ceil(0.5 * 44100 / 1024))
+
+
+def test_nan_samples_become_silence(tmp_path: Path) -> None:
+    y = music(16000)
+    y[1000:2000] = np.nan
+    y[5000] = np.inf
+    sf.write(tmp_path / "nan.wav", y, 16000, subtype="FLOAT")
+    out = features_of(tmp_path / "nan.wav")
+    assert all(np.isfinite(v.astype(np.float64)).all() for v in out.values())
+    assert not out["waveform"][1000:2000].any()
+
+
+def test_missing_stream_and_broken_files_name_the_clip(tmp_path: Path) -> None:
+    silent_video = write_tiny(tmp_path / "novoice.mp4", audio=False)
+    with pytest.raises(MediaError, match=r"clip 'Sad/novoice\.mp4'.*has no audio stream; clear the clip's 'audio' column"):
+        decode_audio(silent_video, WINDOW, clip_id="Sad/novoice.mp4")
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00" * 1000)
+    with pytest.raises(MediaError, match=r"clip 'j'.*cannot decode audio"):
+        decode_audio(junk, WINDOW, clip_id="j")
+    with pytest.raises(MediaError, match=r"does not exist"):
+        decode_audio(tmp_path / "gone.wav", WINDOW, clip_id="g")
+
+
+def test_float16_waveform_noise_lies_below_aac_codec_noise(tmp_path: Path) -> None:
+    """The measurement behind caching the waveform as float16."""
+    sr = 16000
+    y = music(sr, 3.0)
+    decoded = decode_audio(write_media(tmp_path / "a.m4a", y=y, sr=sr), WINDOW).y[: y.size]
+
+    def noise_db(a: np.ndarray, b: np.ndarray) -> float:
+        return 10 * np.log10(np.sum((a - b) ** 2) / np.sum(b**2))
+
+    float16_db = noise_db(y.astype(np.float16).astype(np.float32), y)
+    aac_db = noise_db(decoded, y[: decoded.size])
+    assert float16_db < -60 and float16_db < aac_db - 20, (float16_db, aac_db)
+
+
+def test_configs_validate() -> None:
+    with pytest.raises(ConfigError, match=r"window='hannn': not a scipy window"):
+        LldConfig(window="hannn")
+    with pytest.raises(ConfigError, match=r"fmax_hz=9000"):
+        MelConfig(fmax_hz=9000)
+    with pytest.raises(ConfigError, match=r"rp_weight=1.5"):
+        LldConfig(rp_weight=1.5)
+    with pytest.raises(ConfigError, match=r"duration_s=0"):
+        AudioWindow(duration_s=0)

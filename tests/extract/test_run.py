@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cache.read import Cache
+from extract.audio import LldConfig, MelConfig, WaveformConfig
+from extract.media import AudioWindow
+from extract.run import FeatureConfigs, extract_features, parse_features
+from manifests import Clip, ConfigError, Manifest, write_manifest
+from pipeline.cli import cli
+from tests.conftest import write_tiny
+
+WINDOW = AudioWindow(duration_s=1.0)
+CONFIGS = FeatureConfigs(mel=MelConfig(window=WINDOW), lld=LldConfig(audio_window=WINDOW), waveform=WaveformConfig(window=WINDOW))
+
+
+@pytest.fixture
+def manifest(tmp_path: Path) -> Manifest:
+    good = [write_tiny(tmp_path / f"v{i}.mp4") for i in range(3)]
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 500)
+    silent_video = write_tiny(tmp_path / "novoice.mp4", audio=False)
+    clips = [Clip(f"c{i}", "a" if i % 2 else "b", video=p, audio=p) for i, p in enumerate(good)]
+    clips += [
+        Clip("broken", "a", video=broken, audio=broken),
+        Clip("novoice", "b", video=silent_video, audio=silent_video),
+        Clip("video-only", "a", video=silent_video),
+    ]
+    return Manifest(("a", "b"), tuple(clips))
+
+
+def test_features_are_computed_bad_clips_recorded_and_reruns_skip(tmp_path: Path, manifest: Manifest) -> None:
+    cache = tmp_path / "c.h5"
+    summary = extract_features(manifest, cache, ("mel", "lld"), configs=CONFIGS)
+    mel = summary.sets["mel"]
+    assert (mel.done, mel.computed, mel.absent) == (3, 3, 1)
+    assert set(mel.failed) == {"broken", "novoice"}
+    assert "cannot decode audio" in mel.failed["broken"] and "has no audio stream" in mel.failed["novoice"]
+    with Cache(cache) as reader:
+        assert reader.done("mel").tolist() == [True, True, True, False, False, False]
+        assert reader.read_matrix("mel", [0]).shape == (1, 96, MelConfig(window=WINDOW).n_frames)
+        assert np.isfinite(reader.read_matrix("lld")[:3]).all()
+    again = extract_features(manifest, cache, ("mel", "lld"), configs=CONFIGS)
+    assert again.sets["mel"].computed == 0 and again.sets["mel"].done == 3
+
+
+def test_a_changed_config_is_refused_until_recomputed(tmp_path: Path, manifest: Manifest) -> None:
+    cache = tmp_path / "c.h5"
+    extract_features(manifest, cache, ("mel",), configs=CONFIGS)
+    changed = FeatureConfigs(mel=MelConfig(window=WINDOW, n_mels=64), lld=CONFIGS.lld, waveform=CONFIGS.waveform)
+    with pytest.raises(Exception, match=r"differing: config\.n_mels.*--recompute mel"):
+        extract_features(manifest, cache, ("mel",), configs=changed)
+    summary = extract_features(manifest, cache, ("mel",), configs=changed, recompute=["mel"])
+    assert summary.sets["mel"].computed == 3
+    with Cache(cache) as reader:
+        assert reader.read_matrix("mel", [0]).shape[1] == 64
+
+
+def test_processes_give_the_same_cache_as_serial(tmp_path: Path, manifest: Manifest) -> None:
+    from pipeline.executors import build_executor
+
+    extract_features(manifest, tmp_path / "serial.h5", ("mel", "lld", "waveform"), configs=CONFIGS)
+    pool = build_executor("processes", workers=2)
+    try:
+        extract_features(manifest, tmp_path / "pool.h5", ("mel", "lld", "waveform"), configs=CONFIGS, executor=pool)
+    finally:
+        pool.shutdown()
+    with Cache(tmp_path / "serial.h5") as a, Cache(tmp_path / "pool.h5") as b:
+        for name in ("mel", "lld", "waveform"):
+            np.testing.assert_array_equal(a.read_matrix(name)[a.done(name)], b.read_matrix(name)[b.done(name)])
+
+
+def test_parse_features() -> None:
+    assert parse_features("mel, lld,frames") == ("mel", "lld", "frames224", "frames112")
+    with pytest.raises(ConfigError, match=r"unknown feature 'mfcc'"):
+        parse_features("mel,mfcc")
+
+
+def test_cli_extract_exit_codes_and_config_file(tmp_path: Path, manifest: Manifest) -> None:
+    path = write_manifest(manifest, tmp_path / "m.csv")
+    config = tmp_path / "c.toml"
+    config.write_text("[audio]\nduration_s = 1.0\n[mel]\nn_mels = 48\n")
+    cache = tmp_path / "cache.h5"
+    result = CliRunner().invoke(cli, ["extract", str(path), "--cache", str(cache), "--features", "mel", "--config", str(config)])
+    assert result.exit_code == 3, result.output
+    assert "failed: mel, clip 'broken'" in result.output
+    with Cache(cache) as reader:
+        assert reader.config("mel")["n_mels"] == 48 and reader.config("mel")["window"]["duration_s"] == 1.0
+    config.write_text("[mel]\nn_melz = 48\n")
+    result = CliRunner().invoke(cli, ["extract", str(path), "--cache", str(cache), "--config", str(config)])
+    assert result.exit_code == 2 and "[mel]: unknown key(s) ['n_melz']" in result.output
