@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow demo bench
+.PHONY: install test test-slow demo bench lint dist
 
 install: $(STAMP)
 
@@ -28,3 +28,13 @@ demo: install
 
 bench: install
 	$(BIN)/mvemo bench all
+
+# Lint, format, types and the import direction of ../shared/DESIGN.md (.importlinter).
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+dist: install
+	$(BIN)/python -m build --no-isolation --outdir dist .

@@ -40,7 +40,9 @@ class Cache:
         try:
             self.file = open_h5(self.path, "r")
         except OSError as err:
-            raise CacheError(f"cache {str(self.path)!r} is not a readable HDF5 file ({err}); rebuild it with `mvemo extract`") from None
+            raise CacheError(
+                f"cache {str(self.path)!r} is not a readable HDF5 file ({err}); rebuild it with `mvemo extract`"
+            ) from None
         if CLIPS not in self.file:
             self.file.close()
             raise CacheError(f"{str(self.path)!r} is an HDF5 file but not an mvemo cache (no clip table)")
@@ -108,7 +110,9 @@ class Cache:
         for name in self.feature_sets():
             group = self._group(name)
             for row in np.flatnonzero(group["status"][:] == FAILED):
-                table.append({"feature_set": name, "clip_id": self.clip_ids[row], "reason": group["error"][row].decode("utf-8", "replace")})
+                table.append(
+                    {"feature_set": name, "clip_id": self.clip_ids[row], "reason": group["error"][row].decode("utf-8", "replace")}
+                )
         return table
 
     def read_matrix(self, name: str, rows: np.ndarray | list[int] | None = None) -> np.ndarray:

@@ -271,7 +271,11 @@ class CacheWriter:
                 create.append(spec)
         if create:
             n = len(self.clip_ids)
-            self._restructure(lambda f: [_create_feature_set(f, spec, n, replace=spec.name in existing) for spec in create])
+            def create_all(f: h5py.File) -> None:
+                for spec in create:
+                    _create_feature_set(f, spec, n, replace=spec.name in existing)
+
+            self._restructure(create_all)
 
     def _check_fingerprint(self, spec: FeatureSpec) -> None:
         attrs = self.file[feature_path(spec.name)].attrs
@@ -382,7 +386,9 @@ def _set_rows(group: h5py.Group, rows: Sequence[int], **columns: Any) -> None:
         group[key][lo:hi] = span
 
 
-def _fit_row(values: np.ndarray, row_shape: tuple[int, ...], dtype: np.dtype, name: str, variable: bool) -> tuple[np.ndarray, int]:
+def _fit_row(
+    values: np.ndarray, row_shape: tuple[int, ...], dtype: np.dtype, name: str, variable: bool
+) -> tuple[np.ndarray, int]:
     if variable and values.shape[1:] == row_shape[1:]:
         length = min(values.shape[0], row_shape[0])
         padded = np.zeros(row_shape, dtype=dtype)
@@ -407,8 +413,8 @@ def _allocated(f: h5py.Group, name: str, shape: tuple[int, ...], dtype: Any, chu
     dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
     if h5py.check_string_dtype(np.dtype(dtype)) is None:  # variable-length strings need a fill value
         dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
-    chunks = (chunk_rows,) + tuple(shape[1:])
-    return f.create_dataset(name, shape=shape, maxshape=(None,) + tuple(shape[1:]), dtype=dtype, chunks=chunks, dcpl=dcpl)
+    chunks = (chunk_rows, *tuple(shape[1:]))
+    return f.create_dataset(name, shape=shape, maxshape=(None, *tuple(shape[1:])), dtype=dtype, chunks=chunks, dcpl=dcpl)
 
 
 def _per_row(f: h5py.Group, name: str, n: int, dtype: Any, fill: Any) -> h5py.Dataset:
@@ -418,7 +424,7 @@ def _per_row(f: h5py.Group, name: str, n: int, dtype: Any, fill: Any) -> h5py.Da
     return dset
 
 
-PER_ROW = {
+PER_ROW: dict[str, tuple[Any, Any]] = {
     "status": (np.uint8, TODO),
     "media_hash": (HASH_DTYPE, b""),
     "checksum": (np.uint32, 0),
@@ -468,7 +474,7 @@ def _append_clips(f: h5py.File, new: Sequence[Any], manifest: Manifest) -> None:
     for name in feature_set_names(f):
         group = f[feature_path(name)]
         for key in ("data", *PER_ROW):
-            group[key].resize((stop,) + group[key].shape[1:])
+            group[key].resize((stop, *group[key].shape[1:]))
         for key, (dtype, fill) in PER_ROW.items():
             group[key][start:stop] = np.full(len(new), fill, dtype=dtype)
 

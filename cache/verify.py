@@ -48,7 +48,9 @@ def verify_cache(path: str | os.PathLike[str]) -> VerifyReport:
             if fingerprint(record) != group.attrs["fingerprint"]:
                 report.problems.append(f"{name}: the stored fingerprint does not match its stored config record")
             if list(group["data"].shape[1:]) != record["layout"]["row_shape"]:
-                report.problems.append(f"{name}: rows of shape {group['data'].shape[1:]}, config says {record['layout']['row_shape']}")
+                report.problems.append(
+                    f"{name}: rows of shape {group['data'].shape[1:]}, config says {record['layout']['row_shape']}"
+                )
             status = group["status"][:]
             checksums = group["checksum"][:]
             row_hashes = group["media_hash"][:]

@@ -72,8 +72,14 @@ class MelConfig:
     dtype: str = "float16"
 
     def __post_init__(self) -> None:
-        _require(self.n_fft >= 16 and self.hop_length >= 1, f"n_fft={self.n_fft}, hop_length={self.hop_length}: expected n_fft >= 16, hop >= 1")
-        _require(0 <= self.fmin_hz < self.fmax_hz <= self.sample_rate_hz / 2, f"fmin_hz={self.fmin_hz}, fmax_hz={self.fmax_hz}: expected 0 <= fmin < fmax <= sample_rate_hz / 2")
+        _require(
+            self.n_fft >= 16 and self.hop_length >= 1,
+            f"n_fft={self.n_fft}, hop_length={self.hop_length}: expected n_fft >= 16, hop >= 1",
+        )
+        _require(
+            0 <= self.fmin_hz < self.fmax_hz <= self.sample_rate_hz / 2,
+            f"fmin_hz={self.fmin_hz}, fmax_hz={self.fmax_hz}: expected 0 <= fmin < fmax <= sample_rate_hz / 2",
+        )
         _require(self.top_db > 0, f"top_db={self.top_db}: expected > 0")
         _require(self.dtype in ("float16", "float32"), f"dtype={self.dtype!r}: expected 'float16' or 'float32'")
 
@@ -117,12 +123,24 @@ class LldConfig:
     audio_window: AudioWindow = field(default_factory=AudioWindow)
 
     def __post_init__(self) -> None:
-        _require(self.hop_length >= 1 and self.frame_length >= 2 * self.hop_length // 2, f"frame_length={self.frame_length}, hop_length={self.hop_length}: expected hop >= 1")
+        _require(
+            self.hop_length >= 1 and self.frame_length >= 2 * self.hop_length // 2,
+            f"frame_length={self.frame_length}, hop_length={self.hop_length}: expected hop >= 1",
+        )
         _require(1 <= self.n_mfcc <= self.n_mels, f"n_mfcc={self.n_mfcc}: expected 1..n_mels ({self.n_mels})")
-        _require(1 <= self.lpc_order < self.lpc_frame_length // 2, f"lpc_order={self.lpc_order}: expected 1..{self.lpc_frame_length // 2 - 1}")
+        _require(
+            1 <= self.lpc_order < self.lpc_frame_length // 2,
+            f"lpc_order={self.lpc_order}: expected 1..{self.lpc_frame_length // 2 - 1}",
+        )
         _require(0.0 <= self.rp_weight <= 1.0, f"rp_weight={self.rp_weight}: expected 0..1")
-        _require(0 < self.f0_fmin_hz < self.f0_fmax_hz < self.lpc_sample_rate_hz / 2, f"f0_fmin_hz={self.f0_fmin_hz}, f0_fmax_hz={self.f0_fmax_hz}: expected 0 < fmin < fmax < lpc_sample_rate_hz / 2")
-        _require(self.lpc_sample_rate_hz / self.f0_fmin_hz < self.lpc_frame_length / 2, f"f0_fmin_hz={self.f0_fmin_hz}: its period must fit twice in a {self.lpc_frame_length}-sample frame")
+        _require(
+            0 < self.f0_fmin_hz < self.f0_fmax_hz < self.lpc_sample_rate_hz / 2,
+            f"f0_fmin_hz={self.f0_fmin_hz}, f0_fmax_hz={self.f0_fmax_hz}: expected 0 < fmin < fmax < lpc_sample_rate_hz / 2",
+        )
+        _require(
+            self.lpc_sample_rate_hz / self.f0_fmin_hz < self.lpc_frame_length / 2,
+            f"f0_fmin_hz={self.f0_fmin_hz}: its period must fit twice in a {self.lpc_frame_length}-sample frame",
+        )
         try:
             scipy.signal.get_window(self.window, 8)
         except ValueError:
@@ -131,7 +149,7 @@ class LldConfig:
     @property
     def lpc_frame_length(self) -> int:
         """Frame length on the LPC copy: the same duration as the main frames."""
-        return int(round(self.frame_length * self.lpc_sample_rate_hz / self.sample_rate_hz))
+        return round(self.frame_length * self.lpc_sample_rate_hz / self.sample_rate_hz)
 
     @property
     def n_frames(self) -> int:
@@ -188,7 +206,11 @@ def low_level_descriptors(y_main: np.ndarray, y_lpc: np.ndarray, config: LldConf
     f0 = yin(frames, config.lpc_sample_rate_hz, fmin_hz=config.f0_fmin_hz, fmax_hz=config.f0_fmax_hz)
     formant = formants(a, config.lpc_sample_rate_hz)
     contrast = librosa.feature.spectral_contrast(
-        S=magnitude, sr=config.sample_rate_hz, n_fft=config.frame_length, fmin=config.contrast_fmin_hz, n_bands=config.contrast_n_bands
+        S=magnitude,
+        sr=config.sample_rate_hz,
+        n_fft=config.frame_length,
+        fmin=config.contrast_fmin_hz,
+        n_bands=config.contrast_n_bands,
     )
     chroma = _chroma(power, config)
     w = config.rp_weight
@@ -246,16 +268,29 @@ def _mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None
     return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
 
 
-def feature_specs(mel: MelConfig | None = None, lld: LldConfig | None = None, wave: WaveformConfig | None = None) -> list[FeatureSpec]:
+def feature_specs(
+    mel: MelConfig | None = None, lld: LldConfig | None = None, wave: WaveformConfig | None = None
+) -> list[FeatureSpec]:
     """The cache's feature sets for the audio configs given."""
     specs = []
     if wave is not None:
-        specs.append(FeatureSpec("waveform", (wave.n_samples,), wave.dtype, "mvemo.waveform", EXTRACTOR_VERSION, config_dict(wave)))
+        specs.append(
+            FeatureSpec("waveform", (wave.n_samples,), wave.dtype, "mvemo.waveform", EXTRACTOR_VERSION, config_dict(wave))
+        )
     if mel is not None:
         specs.append(FeatureSpec("mel", (mel.n_mels, mel.n_frames), mel.dtype, "mvemo.mel", EXTRACTOR_VERSION, config_dict(mel)))
     if lld is not None:
         specs.append(
-            FeatureSpec("lld", (lld.n_frames, len(lld.columns)), "float32", "mvemo.lld", EXTRACTOR_VERSION, config_dict(lld), columns=lld.columns, variable_length=True)
+            FeatureSpec(
+                "lld",
+                (lld.n_frames, len(lld.columns)),
+                "float32",
+                "mvemo.lld",
+                EXTRACTOR_VERSION,
+                config_dict(lld),
+                columns=lld.columns,
+                variable_length=True,
+            )
         )
     return specs
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -38,7 +39,7 @@ class AudioWindow:
             raise ConfigError(f"duration_s={self.duration_s}: must lie in (0, 3600) seconds")
 
     def n_samples(self, sr: int) -> int:
-        return int(round(self.duration_s * sr))
+        return round(self.duration_s * sr)
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,9 @@ def decode_audio(path: str | os.PathLike[str], window: AudioWindow, *, clip_id: 
         else:
             x, sr, names = _read_pyav(path, window, who)
     except (av.FFmpegError, sf.LibsndfileError, RuntimeError, ValueError) as err:
-        raise MediaError(f"{who}: cannot decode audio ({str(err).strip() or type(err).__name__}); replace or re-encode the file") from None
+        raise MediaError(
+            f"{who}: cannot decode audio ({str(err).strip() or type(err).__name__}); replace or re-encode the file"
+        ) from None
     y = np.nan_to_num(mono_weights(names) @ x, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
     return Decoded(y, sr, y.size / sr)
 
@@ -79,7 +82,7 @@ def decode_audio(path: str | os.PathLike[str], window: AudioWindow, *, clip_id: 
 def _read_soundfile(path: Path, window: AudioWindow) -> tuple[np.ndarray, int, list[str]]:
     with sf.SoundFile(path) as f:
         sr = f.samplerate
-        start = int(round(window.offset_s * sr))
+        start = round(window.offset_s * sr)
         if start < f.frames:
             f.seek(start)
             x = f.read(window.n_samples(sr), dtype="float32", always_2d=True)
@@ -95,16 +98,17 @@ def _read_pyav(path: Path, window: AudioWindow, who: str) -> tuple[np.ndarray, i
         stream = container.streams.audio[0]
         sr = int(stream.codec_context.sample_rate)
         names = [c.name for c in stream.codec_context.layout.channels]
-        begin = int(round(window.offset_s * sr))
+        begin = round(window.offset_s * sr)
         end = begin + window.n_samples(sr)
+        time_base = stream.time_base or Fraction(1, sr)
         if window.offset_s > 0:
-            container.seek(int(window.offset_s / stream.time_base), stream=stream, backward=True, any_frame=False)
+            container.seek(int(window.offset_s / time_base), stream=stream, backward=True, any_frame=False)
         out = np.zeros((len(names), end - begin), dtype=np.float32)
         filled, position = 0, None
         to_float = av.AudioResampler(format="fltp")
         for frame in container.decode(stream):
             if position is None:  # later frames follow sample by sample: ms-resolution pts (mkv) would jitter
-                position = int(round(frame.pts * stream.time_base * sr)) if frame.pts is not None else 0
+                position = round(frame.pts * time_base * sr) if frame.pts is not None else 0
             for planes in _float_planes(frame, to_float):
                 n = len(planes[0])
                 lo, hi = max(begin - position, 0), min(end - position, n)
@@ -122,7 +126,9 @@ def _float_planes(frame: av.AudioFrame, to_float: av.AudioResampler) -> list[lis
     (20 ms less per 30 s than ``to_ndarray`` through a resampler)."""
     if frame.format.name == "fltp":
         n = frame.samples
-        return [[np.frombuffer(plane, dtype=np.float32, count=n) for plane in frame.planes[: len(frame.layout.channels)]]]
+        return [
+            [np.frombuffer(memoryview(plane), dtype=np.float32, count=n) for plane in frame.planes[: len(frame.layout.channels)]]
+        ]
     return [list(block.to_ndarray()) for block in to_float.resample(frame)]
 
 

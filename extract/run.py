@@ -122,12 +122,16 @@ def compute_clip(clip: Clip, names: tuple[str, ...], configs: FeatureConfigs) ->
     audio = tuple(n for n in names if n in AUDIO_FEATURES)
     video = tuple(n for n in names if n in VIDEO_FEATURES)
     if audio:
-        if clip.audio is None:
+        audio_path = clip.audio
+        if audio_path is None:
             out.update(dict.fromkeys(audio, ABSENT))
         else:
-            out.update(_guarded(clip, audio, lambda: compute_audio_features(
-                decode_audio(clip.audio, configs.mel.window, clip_id=clip.clip_id), audio,
-                mel=configs.mel, lld=configs.lld, wave=configs.waveform)))
+
+            def audio_features() -> dict[str, np.ndarray]:
+                decoded = decode_audio(audio_path, configs.mel.window, clip_id=clip.clip_id)
+                return compute_audio_features(decoded, audio, mel=configs.mel, lld=configs.lld, wave=configs.waveform)
+
+            out.update(_guarded(clip, audio, audio_features))
     if video:
         if clip.video is None:
             out.update(dict.fromkeys(video, ABSENT))
@@ -191,7 +195,7 @@ def extract_features(
         row_of = {clip_id: row for row, clip_id in enumerate(writer.clip_ids)}
         clips = [c for c in manifest.clips if row_of[c.clip_id] in todo]
         jobs = [tuple(todo[row_of[c.clip_id]]) for c in clips]
-        results = executor.map(functools.partial(compute_clip, configs=configs), clips, jobs)
+        results: Iterable[dict[str, Any]] = executor.map(functools.partial(compute_clip, configs=configs), clips, jobs)
         if progress is not None:
             results = progress(results, len(clips))
         summary = {name: SetSummary() for name in names}
@@ -204,7 +208,12 @@ def extract_features(
                     pending[name][1].append(value)
                     summary[name].computed += 1
                 elif value is ABSENT:
-                    writer.fail(name, row, f"clip {clip.clip_id!r} has no {'audio' if name in AUDIO_FEATURES else 'video'} in the manifest", status=ABSENT)
+                    writer.fail(
+                        name,
+                        row,
+                        f"clip {clip.clip_id!r} has no {'audio' if name in AUDIO_FEATURES else 'video'} in the manifest",
+                        status=ABSENT,
+                    )
                 else:
                     writer.fail(name, row, value)
             if n % WRITE_EVERY_CLIPS == 0:

@@ -116,7 +116,7 @@ def _probe_video(container: Any, container_s: float) -> VideoInfo:
         fps=round(fps, 3),
         width=int(stream.codec_context.width),
         height=int(stream.codec_context.height),
-        frame_count=frames or int(round(duration_s * fps)),
+        frame_count=frames or round(duration_s * fps),
         rotation_deg=int(getattr(frame, "rotation", 0) or 0),
         duration_s=round(duration_s, 3),
         frame_count_estimated=not frames,

@@ -61,7 +61,7 @@ def scan_tree(root: str | os.PathLike[str], *, group_regex: str = DEFAULT_GROUP_
 
 
 def _media_files(folder: Path) -> list[Path]:
-    files = []
+    files: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         files.extend(Path(dirpath, f) for f in filenames if not f.startswith(".") and _kind(Path(f)))
@@ -81,7 +81,7 @@ def _clips_of_stem(label: str, paths: list[Path], root: Path, group: str) -> lis
     videos = [p for p in paths if _kind(p) == "video"]
     audios = [p for p in paths if _kind(p) == "audio"]
     if len(videos) == 1 and len(audios) == 1:
-        pairs = [(videos[0], videos[0], audios[0])]
+        pairs: list[tuple[Path, Path | None, Path]] = [(videos[0], videos[0], audios[0])]
     else:
         pairs = [(p, p if p in videos else None, p) for p in paths]
     return [

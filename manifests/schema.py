@@ -150,7 +150,7 @@ class Manifest:
 
     @property
     def n_folds(self) -> int:
-        return max(c.fold for c in self.clips) + 1 if self.has_folds else 0  # type: ignore[type-var]
+        return int(self.folds.max()) + 1 if self.has_folds else 0
 
     @property
     def folds(self) -> np.ndarray:
@@ -288,11 +288,11 @@ def _read_csv(text: str, path: Path) -> tuple[list[str] | None, list[dict[str, A
     reader = csv.DictReader(lines)
     header = reader.fieldnames or []
     _require_columns(header, path)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for n, row in enumerate(reader, start=1):
         if None in row:
             raise ManifestError(
-                f"{path} row {n}: {len(header) + len(row[None])} values for {len(header)} columns;"  # type: ignore[index]
+                f"{path} row {n}: {len(header) + len(row[None])} values for {len(header)} columns;"
                 " quote values that contain commas"
             )
         rows.append({k: v for k, v in row.items()})
@@ -301,7 +301,7 @@ def _read_csv(text: str, path: Path) -> tuple[list[str] | None, list[dict[str, A
 
 def _read_jsonl(text: str, path: Path) -> tuple[list[str] | None, list[dict[str, Any]]]:
     classes = None
-    rows = []
+    rows: list[dict[str, Any]] = []
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -50,21 +51,22 @@ def write_media(
     path = Path(path)
     with av.open(str(path), mode="w") as container:
         video = _add_video(container, frames, fps, video_codec, pix_fmt, rotation_deg) if frames is not None else None
-        codec = audio_codec or _AUDIO_CODECS.get(path.suffix.lower(), "aac")
-        audio = _add_audio(container, y, sr, codec) if y is not None else None
-        if video is not None:
-            for image in frames:  # type: ignore[union-attr]
+        audio = (
+            _add_audio(container, y, sr, audio_codec or _AUDIO_CODECS.get(path.suffix.lower(), "aac")) if y is not None else None
+        )
+        if video is not None and frames is not None:
+            for image in frames:
                 container.mux(video.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")))
             container.mux(video.encode())
-        if audio is not None:
-            _encode_audio(container, audio, y, sr)  # type: ignore[arg-type]
+        if audio is not None and y is not None:
+            _encode_audio(container, audio, y, sr)
     return path
 
 
 _AUDIO_CODECS = {".wav": "pcm_s16le", ".flac": "flac", ".ogg": "flac", ".mp3": "libmp3lame"}
 
 
-def _add_video(container, frames: np.ndarray, fps: float, codec: str, pix_fmt: str, rotation_deg: int):
+def _add_video(container: Any, frames: np.ndarray, fps: float, codec: str, pix_fmt: str, rotation_deg: int) -> Any:
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ConfigError(f"frames must be (n, height, width, 3) uint8, got {frames.shape} {frames.dtype}")
     stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
@@ -75,14 +77,14 @@ def _add_video(container, frames: np.ndarray, fps: float, codec: str, pix_fmt: s
     return stream
 
 
-def _add_audio(container, y: np.ndarray, sr: int, codec: str):
+def _add_audio(container: Any, y: np.ndarray, sr: int, codec: str) -> Any:
     channels = 1 if y.ndim == 1 else y.shape[1]
     stream = container.add_stream(codec, rate=sr)
     stream.layout = {1: "mono", 2: "stereo", 6: "5.1"}.get(channels, f"{channels}c")
     return stream
 
 
-def _encode_audio(container, stream, y: np.ndarray, sr: int) -> None:
+def _encode_audio(container: Any, stream: Any, y: np.ndarray, sr: int) -> None:
     samples = np.clip(np.asarray(y, dtype=np.float32), -1.0, 1.0)
     planar = samples[None, :] if samples.ndim == 1 else samples.T
     block = 4096
@@ -122,8 +124,8 @@ def write_demo_set(
     """
     rng = np.random.default_rng(seed)
     width, height = size
-    n_frames = max(1, int(round(duration_s * fps)))
-    t = np.arange(int(round(duration_s * sr))) / sr
+    n_frames = max(1, round(duration_s * fps))
+    t = np.arange(round(duration_s * sr)) / sr
     written = []
     for c, name in enumerate(DEMO_CLASSES):
         folder = Path(root) / name

@@ -29,7 +29,15 @@ def best_of(fn: Callable[[], Any], repeat: int = 5) -> float:
     return min(times)
 
 
-def bench_cache(*, n_clips: int = 3438, mel_shape: tuple[int, int] = (96, 1876), lld_shape: tuple[int, int] = (3000, 41), random_rows: int = 256, batch: int = 64, folder: str | None = None) -> dict[str, Any]:
+def bench_cache(
+    *,
+    n_clips: int = 3438,
+    mel_shape: tuple[int, int] = (96, 1876),
+    lld_shape: tuple[int, int] = (3000, 41),
+    random_rows: int = 256,
+    batch: int = 64,
+    folder: str | None = None,
+) -> dict[str, Any]:
     """Write and read a synthetic cache of ``n_clips`` clips with the feature sizes of the papers.
 
     Returns the figures of ``mvemo bench cache --json``: ``write_s``,

@@ -81,16 +81,31 @@ def _steps_ms(source: Path, repeat: int) -> dict[str, float]:
 
     return {
         "decode": ms(lambda: decode_audio(source, AudioWindow())),
-        "resample": ms(lambda: (resample_exact(decoded.y, decoded.sr, 44100, 30 * 44100), resample_exact(decoded.y, decoded.sr, 16000, 30 * 16000))),
+        "resample": ms(
+            lambda: (
+                resample_exact(decoded.y, decoded.sr, 44100, 30 * 44100),
+                resample_exact(decoded.y, decoded.sr, 16000, 30 * 16000),
+            )
+        ),
         "mel": ms(lambda: audio.mel_spectrogram(y16, mel_config)),
-        "mfcc": ms(lambda: audio._cepstrum(audio._mel_basis(44100, lld.frame_length, lld.n_mels, 0.0, None) @ audio._power_spectrogram(y44, lld.frame_length, lld.hop_length, lld.window), lld.n_mfcc)),
-        "rp": ms(lambda: audio._rp_cepstrum(residual_phase(audio._frames_on_grid(y16, lld), lpc(frames, lld.lpc_order, hamming)), lld)),
-        "other_llds": ms(lambda: (
-            yin(frames, 16000, fmin_hz=lld.f0_fmin_hz, fmax_hz=lld.f0_fmax_hz),
-            formants(a, 16000),
-            librosa.feature.spectral_contrast(S=np.sqrt(power), sr=44100, n_fft=lld.frame_length, fmin=lld.contrast_fmin_hz),
-            audio._chroma(power, lld),
-        )),
+        "mfcc": ms(
+            lambda: audio._cepstrum(
+                audio._mel_basis(44100, lld.frame_length, lld.n_mels, 0.0, None)
+                @ audio._power_spectrogram(y44, lld.frame_length, lld.hop_length, lld.window),
+                lld.n_mfcc,
+            )
+        ),
+        "rp": ms(
+            lambda: audio._rp_cepstrum(residual_phase(audio._frames_on_grid(y16, lld), lpc(frames, lld.lpc_order, hamming)), lld)
+        ),
+        "other_llds": ms(
+            lambda: (
+                yin(frames, 16000, fmin_hz=lld.f0_fmin_hz, fmax_hz=lld.f0_fmax_hz),
+                formants(a, 16000),
+                librosa.feature.spectral_contrast(S=np.sqrt(power), sr=44100, n_fft=lld.frame_length, fmin=lld.contrast_fmin_hz),
+                audio._chroma(power, lld),
+            )
+        ),
     }
 
 
@@ -112,7 +127,7 @@ def _naive(source: Path) -> None:
     padded = np.pad(y16, (length16 // 2, length16))
     rp_frames = []
     for k in range(1 + y44.size // 1024):
-        frame = padded[int(round(k * hop16)) : int(round(k * hop16)) + length16].astype(np.float64)
+        frame = padded[round(k * hop16) : round(k * hop16) + length16].astype(np.float64)
         a = librosa.lpc(frame * np.hamming(length16) + 1e-9, order=18)
         residual = scipy.signal.lfilter(a, [1.0], frame)
         rp = residual / (np.abs(scipy.signal.hilbert(residual)) + 1e-12)

@@ -7,11 +7,9 @@ Heavy modules are imported inside the commands, so ``--help`` stays fast.
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import click
-
 
 from pipeline.cli_bench import bench
 from pipeline.cli_cache import cache_group
@@ -107,12 +105,17 @@ def manifest_check(ctx: click.Context, manifest_path: str, as_json: bool) -> Non
     if as_json:
         print_json({"clips": len(reports), "problems": len(failed), "reports": [r.to_json() for r in reports]})
     else:
-        rows = [[r.clip_id, "ok" if r.ok else "PROBLEM", round(r.duration_s, 2), _describe_audio(r.audio), _describe_video(r.video)] for r in reports]
+        rows = [
+            [r.clip_id, "ok" if r.ok else "PROBLEM", round(r.duration_s, 2), _describe_audio(r.audio), _describe_video(r.video)]
+            for r in reports
+        ]
         click.echo(format_table(["clip", "status", "dur s", "audio", "video"], rows))
         for r in failed:
             for problem in r.problems:
                 click.echo(f"problem: clip {r.clip_id!r}: {problem}", err=True)
-        click.echo(f"{len(reports)} clips in {len(clips.classes)} classes: {len(reports) - len(failed)} ok, {len(failed)} with problems")
+        click.echo(
+            f"{len(reports)} clips in {len(clips.classes)} classes: {len(reports) - len(failed)} ok, {len(failed)} with problems"
+        )
     if failed:
         ctx.exit(EXIT_CLIPS_FAILED)
 
@@ -190,4 +193,4 @@ def cv_main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -12,7 +12,12 @@ BENCHES = ("audio", "cache", "all")
 @click.command("bench", cls=MvemoCommand)
 @click.argument("what", type=click.Choice(BENCHES))
 @click.option("--clips", default=3438, type=click.IntRange(min=1), help="Clips in the synthetic cache (cache bench).")
-@click.option("--tmp-dir", default=None, type=click.Path(file_okay=False), help="Where the synthetic cache is written.  [default: the system's temp folder]")
+@click.option(
+    "--tmp-dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Where the synthetic cache is written.  [default: the system's temp folder]",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def bench(what: str, clips: int, tmp_dir: str | None, as_json: bool) -> None:
     """Measure mvemo's speed on this machine, each figure beside a baseline of the same run.

@@ -25,9 +25,20 @@ def cache_info(cache_path: str, as_json: bool) -> None:
     if as_json:
         print_json(info)
         return
-    click.echo(f"{cache_path}: {info['clips']} clips, {len(info['classes'])} classes ({', '.join(info['classes'])}), folds {info['folds'] or 'none'}")
+    click.echo(
+        f"{cache_path}: {info['clips']} clips, {len(info['classes'])} classes ({', '.join(info['classes'])}), folds {info['folds'] or 'none'}"
+    )
     rows = [
-        [name, "x".join(map(str, s["shape"][1:])), s["dtype"], s["done"], s["failed"], _megabytes(s["bytes_per_clip"]), s["fingerprint"][:12], s["extractor"]]
+        [
+            name,
+            "x".join(map(str, s["shape"][1:])),
+            s["dtype"],
+            s["done"],
+            s["failed"],
+            _megabytes(s["bytes_per_clip"]),
+            s["fingerprint"][:12],
+            s["extractor"],
+        ]
         for name, s in info["feature_sets"].items()
     ]
     click.echo(format_table(["feature set", "row shape", "dtype", "done", "failed", "MB/clip", "fingerprint", "extractor"], rows))
@@ -52,6 +63,8 @@ def cache_verify(ctx: click.Context, cache_path: str) -> None:
         click.echo(f"failed (recorded): {failure['feature_set']}, clip {failure['clip_id']!r}: {failure['reason']}")
     for problem in report.problems:
         click.echo(f"problem: {problem}", err=True)
-    click.echo(f"{cache_path}: {report.rows_checked} done rows checked, {len(report.problems)} problems, {len(report.failures)} recorded failures, lock {report.lock}")
+    click.echo(
+        f"{cache_path}: {report.rows_checked} done rows checked, {len(report.problems)} problems, {len(report.failures)} recorded failures, lock {report.lock}"
+    )
     if not report.ok:
         ctx.exit(EXIT_CLIPS_FAILED)

@@ -12,13 +12,37 @@ DEFAULT_FEATURES = "mel,lld"
 @click.command("extract", cls=MvemoCommand)
 @click.argument("manifest_path", metavar="MANIFEST", type=click.Path(dir_okay=False))
 @click.option("--cache", "cache_path", required=True, type=click.Path(dir_okay=False), help="HDF5 cache to create or complete.")
-@click.option("--features", default=None, help="Comma-separated feature sets: waveform, mel, lld, frames (= frames224,frames112).  [default: mel,lld]")
+@click.option(
+    "--features",
+    default=None,
+    help="Comma-separated feature sets: waveform, mel, lld, frames (= frames224,frames112).  [default: mel,lld]",
+)
 @click.option("--recompute", multiple=True, help="Start this feature set over (repeatable), e.g. after changing its config.")
-@click.option("--config", "config_path", default=None, type=click.Path(dir_okay=False), help="TOML file with [audio], [mel], [lld], [waveform], [frames] tables.")
+@click.option(
+    "--config",
+    "config_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="TOML file with [audio], [mel], [lld], [waveform], [frames] tables.",
+)
 @click.option("--executor", default="serial", type=click.Choice(["serial", "processes"]), help="Where clips are computed.")
-@click.option("--workers", default=None, type=click.IntRange(min=1), help="Worker processes for --executor processes.  [default: one per core]")
+@click.option(
+    "--workers",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Worker processes for --executor processes.  [default: one per core]",
+)
 @click.pass_context
-def extract(ctx: click.Context, manifest_path: str, cache_path: str, features: str | None, recompute: tuple[str, ...], config_path: str | None, executor: str, workers: int | None) -> None:
+def extract(
+    ctx: click.Context,
+    manifest_path: str,
+    cache_path: str,
+    features: str | None,
+    recompute: tuple[str, ...],
+    config_path: str | None,
+    executor: str,
+    workers: int | None,
+) -> None:
     """Compute features of every clip of MANIFEST into the cache (stage one).
 
     Resumable: rows already done with the same config are skipped; a changed
@@ -29,11 +53,23 @@ def extract(ctx: click.Context, manifest_path: str, cache_path: str, features: s
 
     with CacheLock(cache_path) as lock:  # first thing: before heavy imports or work
         if lock.previous:
-            click.echo(f"took over the lock left by pid {lock.previous.get('pid')} (a run that stopped without releasing it)", err=True)
+            click.echo(
+                f"took over the lock left by pid {lock.previous.get('pid')} (a run that stopped without releasing it)", err=True
+            )
         _run(ctx, manifest_path, cache_path, features or DEFAULT_FEATURES, recompute, config_path, executor, workers, lock)
 
 
-def _run(ctx: click.Context, manifest_path: str, cache_path: str, features: str, recompute: tuple[str, ...], config_path: str | None, executor: str, workers: int | None, lock: object) -> None:
+def _run(
+    ctx: click.Context,
+    manifest_path: str,
+    cache_path: str,
+    features: str,
+    recompute: tuple[str, ...],
+    config_path: str | None,
+    executor: str,
+    workers: int | None,
+    lock: object,
+) -> None:
     from tqdm import tqdm
 
     from extract.run import extract_features, parse_features
@@ -48,7 +84,13 @@ def _run(ctx: click.Context, manifest_path: str, cache_path: str, features: str,
     pool = build_executor(executor, workers=workers)
     try:
         summary = extract_features(
-            manifest, cache_path, names, configs=configs, recompute=recompute, executor=pool, lock=lock,  # type: ignore[arg-type]
+            manifest,
+            cache_path,
+            names,
+            configs=configs,
+            recompute=recompute,
+            executor=pool,
+            lock=lock,  # type: ignore[arg-type]
             progress=lambda results, total: tqdm(results, total=total, desc="features", unit="clip", disable=None),
         )
     finally:

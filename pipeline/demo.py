@@ -20,7 +20,9 @@ class DemoResult:
     reports: list[ClipReport]
 
 
-def run_demo(out: str | os.PathLike[str], *, clips_per_class: int = 4, duration_s: float = 2.0, k: int = 4, seed: int = 0) -> DemoResult:
+def run_demo(
+    out: str | os.PathLike[str], *, clips_per_class: int = 4, duration_s: float = 2.0, k: int = 4, seed: int = 0
+) -> DemoResult:
     """Generate the synthetic set into ``out/data``, scan it, assign ``k`` folds and check every file."""
     data = Path(out) / "data"
     write_demo_set(data, clips_per_class=clips_per_class, duration_s=duration_s, seed=seed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
 import os
@@ -17,10 +18,8 @@ PR_SET_PDEATHSIG = 1
 
 def _worker_init() -> None:
     """Each worker dies with its parent (a killed ``extract`` leaves no orphans) and computes on one thread."""
-    try:
+    with contextlib.suppress(OSError):  # not Linux: workers still exit when their pipe to the parent closes
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass  # not Linux: workers still exit when their pipe to the parent closes
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = "1"
 

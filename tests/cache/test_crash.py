@@ -14,7 +14,6 @@ import pytest
 
 from cache.read import Cache
 from cache.verify import verify_cache
-from tests.cache.helpers import EMB, MEL
 
 N_CLIPS = 40
 REPO = Path(__file__).resolve().parents[2]
@@ -22,7 +21,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 def job(cache: Path, media: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "tests.cache.crash_job", str(cache), str(media), str(N_CLIPS)], env=env, cwd=REPO)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.cache.crash_job", str(cache), str(media), str(N_CLIPS)], env=env, cwd=REPO
+    )
 
 
 def snapshot(cache: Path) -> dict[str, np.ndarray]:

@@ -8,8 +8,15 @@ from hypothesis import strategies as st
 
 from cache.fingerprint import fingerprint, fingerprint_record, media_hash, media_stat_key, record_diff
 
-scalars = st.one_of(st.integers(-10**6, 10**6), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=8), st.booleans())
-configs = st.dictionaries(st.text(min_size=1, max_size=8), st.one_of(scalars, st.lists(scalars, max_size=3), st.dictionaries(st.text(min_size=1, max_size=4), scalars, max_size=3)), min_size=1, max_size=8)
+scalars = st.one_of(
+    st.integers(-(10**6), 10**6), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=8), st.booleans()
+)
+configs = st.dictionaries(
+    st.text(min_size=1, max_size=8),
+    st.one_of(scalars, st.lists(scalars, max_size=3), st.dictionaries(st.text(min_size=1, max_size=4), scalars, max_size=3)),
+    min_size=1,
+    max_size=8,
+)
 
 
 def record(config) -> dict:

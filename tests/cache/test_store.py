@@ -33,8 +33,16 @@ def fill(writer: CacheWriter, spec: FeatureSpec, rows=None) -> None:
 
 @pytest.mark.parametrize(
     "dtype, row_shape",
-    [("float32", (3, 5)), ("float16", (7,)), ("float64", (2, 2, 2)), ("int8", (4,)), ("int64", (3,)),
-     ("uint8", (2, 6, 6, 3)), ("bool", (5,)), ("float32", ())],
+    [
+        ("float32", (3, 5)),
+        ("float16", (7,)),
+        ("float64", (2, 2, 2)),
+        ("int8", (4,)),
+        ("int64", (3,)),
+        ("uint8", (2, 6, 6, 3)),
+        ("bool", (5,)),
+        ("float32", ()),
+    ],
 )
 def test_round_trip_of_every_dtype_and_shape(tmp_path: Path, manifest: Manifest, dtype: str, row_shape) -> None:
     spec = FeatureSpec("feat", row_shape, dtype, "test", "1")
@@ -99,7 +107,10 @@ def test_changed_config_raises_naming_fingerprints_keys_and_recompute(tmp_path: 
         fill(writer, MEL)
     changed = replace(MEL, config={"n_mels": 16, "hop_length": 512})
     with CacheWriter(cache, manifest) as writer:
-        with pytest.raises(CacheError, match=rf"{MEL.fingerprint[:12]}.*{changed.fingerprint[:12]}.*differing: config\.hop_length.*--recompute mel"):
+        with pytest.raises(
+            CacheError,
+            match=rf"{MEL.fingerprint[:12]}.*{changed.fingerprint[:12]}.*differing: config\.hop_length.*--recompute mel",
+        ):
             writer.prepare([changed])
         with pytest.raises(CacheError, match=r"differing: layout\.dtype, weights_sha256"):
             writer.prepare([replace(MEL, dtype="float16", weights_sha256="cd" * 32)])
@@ -123,7 +134,11 @@ def test_non_finite_rows_are_refused_and_recorded(tmp_path: Path, manifest: Mani
     with Cache(cache) as reader:
         assert reader.done("mel")[:4].tolist() == [True, False, False, False]
         failures = {f["clip_id"]: f["reason"] for f in reader.failures()}
-        assert failures == {"c/1": "the extractor produced NaN or inf values", "c/2": "the extractor produced NaN or inf values", "c/3": "cannot decode: moov atom not found"}
+        assert failures == {
+            "c/1": "the extractor produced NaN or inf values",
+            "c/2": "the extractor produced NaN or inf values",
+            "c/3": "cannot decode: moov atom not found",
+        }
     report = verify_cache(cache)
     assert report.ok and len(report.failures) == 3
 
@@ -226,9 +241,11 @@ def test_verify_finds_a_planted_nan_and_flipped_bytes(tmp_path: Path, manifest: 
     with h5py.File(cache, "r+") as f:
         emb = f[feature_path("emb/net/fold0")]["data"]
         emb[:] = -emb[:]
-    with CacheWriter(cache, manifest) as writer:
-        with pytest.raises(CacheError, match=r"emb/net/fold0', clip .*: stored row does not match its checksum"):
-            writer.prepare([EMB])
+    with (
+        CacheWriter(cache, manifest) as writer,
+        pytest.raises(CacheError, match=r"emb/net/fold0', clip .*: stored row does not match its checksum"),
+    ):
+        writer.prepare([EMB])
 
 
 def test_readers_need_no_pickle_and_refuse_non_caches(tmp_path: Path) -> None:

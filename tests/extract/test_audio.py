@@ -56,7 +56,6 @@ def test_lld_columns_match_librosa() -> None:
     np.testing.assert_allclose(lld[:, first : first + 12], chroma.T, atol=1e-3)
 
 
-
 def test_lld_pitch_of_a_sung_note() -> None:
     def note(sr: int) -> np.ndarray:
         t = np.arange(3 * sr) / sr

@@ -23,9 +23,7 @@ def make_manifest(group_sizes_per_class: list[list[int]]) -> Manifest:
     return Manifest(classes, tuple(clips))
 
 
-group_layouts = st.lists(
-    st.lists(st.integers(min_value=1, max_value=4), min_size=6, max_size=12), min_size=2, max_size=5
-)
+group_layouts = st.lists(st.lists(st.integers(min_value=1, max_value=4), min_size=6, max_size=12), min_size=2, max_size=5)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -64,8 +62,7 @@ def test_k_larger_than_the_groups_of_the_smallest_class_is_refused() -> None:
 
 def test_group_by_an_extra_column() -> None:
     clips = tuple(
-        Clip(f"c{i}", f"class{i % 2}", video=MEDIA, group=f"ignored{i}", extra={"artist": f"a{i // 4}"})
-        for i in range(24)
+        Clip(f"c{i}", f"class{i % 2}", video=MEDIA, group=f"ignored{i}", extra={"artist": f"a{i // 4}"}) for i in range(24)
     )
     split = assign_folds(Manifest(("class0", "class1"), clips), k=3, seed=0, group_by="artist")
     artist_folds: dict[str, set[int]] = {}

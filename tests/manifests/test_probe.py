@@ -11,7 +11,9 @@ from tests.conftest import tiny_audio, tiny_frames, write_tiny
 
 
 def test_probe_reports_stream_facts(tmp_path: Path) -> None:
-    path = write_media(tmp_path / "v.mp4", frames=tiny_frames(n=20), fps=25, y=tiny_audio(1.0, sr=22050, channels=1), sr=22050, rotation_deg=90)
+    path = write_media(
+        tmp_path / "v.mp4", frames=tiny_frames(n=20), fps=25, y=tiny_audio(1.0, sr=22050, channels=1), sr=22050, rotation_deg=90
+    )
     info = probe_file(path)
     assert not info.error
     assert (info.audio.codec, info.audio.sample_rate_hz, info.audio.channels) == ("aac", 22050, 1)

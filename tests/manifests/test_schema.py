@@ -19,8 +19,15 @@ def media(tmp_path: Path) -> Path:
 
 def make_manifest(media: Path, folds: tuple[int | None, ...] = (None, None, None)) -> Manifest:
     clips = (
-        Clip("A/a clip (1).mp4", "Sad", video=media / "a clip (1).mp4", audio=media / "a clip (1).mp4",
-             group="A/a clip", fold=folds[0], extra={"source": "yt", "note": "ü, with comma"}),
+        Clip(
+            "A/a clip (1).mp4",
+            "Sad",
+            video=media / "a clip (1).mp4",
+            audio=media / "a clip (1).mp4",
+            group="A/a clip",
+            fold=folds[0],
+            extra={"source": "yt", "note": "ü, with comma"},
+        ),
         Clip("B/b.wav", "Fear", audio=media / "b.wav", fold=folds[1], extra={"source": "cd"}),
         Clip("C/c.mp4", "Sad", video=media / "c.mp4", group="g", fold=folds[2]),
     )
@@ -71,15 +78,27 @@ def write_csv(tmp_path: Path, body: str, classes: str = '["Sad", "Fear"]') -> Pa
 
 
 BAD_CSV = [
-    ("clip_id,label,video,audio\nx,Sad,missing.mp4,\n", r"row 1 \(clip 'x'\): column 'video' file .*missing\.mp4.* does not exist"),
+    (
+        "clip_id,label,video,audio\nx,Sad,missing.mp4,\n",
+        r"row 1 \(clip 'x'\): column 'video' file .*missing\.mp4.* does not exist",
+    ),
     ("clip_id,label,video,audio\nx,Happy,c.mp4,\n", r"row 1 \(clip 'x'\): column 'label' value 'Happy' is not a class"),
     ("clip_id,label,video,audio\nx,Sad,c.mp4,\nx,Fear,d.mp4,\n", r"row 2 \(clip 'x'\): column 'clip_id' value 'x' repeats row 1"),
     ("clip_id,label,video,audio\nx,Sad,,\n", r"row 1 \(clip 'x'\): columns 'video' and 'audio' are both empty"),
-    ("clip_id,label,video,audio,fold\nx,Sad,c.mp4,,zero\n", r"row 1 \(clip 'x'\): column 'fold' value 'zero' is not a fold number"),
+    (
+        "clip_id,label,video,audio,fold\nx,Sad,c.mp4,,zero\n",
+        r"row 1 \(clip 'x'\): column 'fold' value 'zero' is not a fold number",
+    ),
     ("clip_id,label,video,audio,fold\nx,Sad,c.mp4,,-1\n", r"column 'fold' value '-1' is not a fold number"),
     ("clip_id,label,video,audio,fold\nx,Sad,c.mp4,,1.5\n", r"column 'fold' value '1.5' is not a fold number"),
-    ("clip_id,label,video,audio,fold\nx,Sad,c.mp4,,0\ny,Fear,d.mp4,,\n", r"row 2 \(clip 'y'\): column 'fold' is empty while other rows"),
-    ("clip_id,label,video,audio,fold\nx,Sad,c.mp4,,0\ny,Fear,d.mp4,,2\n", r"column 'fold' holds \[0, 2\].*missing \[1\].*mvemo manifest folds"),
+    (
+        "clip_id,label,video,audio,fold\nx,Sad,c.mp4,,0\ny,Fear,d.mp4,,\n",
+        r"row 2 \(clip 'y'\): column 'fold' is empty while other rows",
+    ),
+    (
+        "clip_id,label,video,audio,fold\nx,Sad,c.mp4,,0\ny,Fear,d.mp4,,2\n",
+        r"column 'fold' holds \[0, 2\].*missing \[1\].*mvemo manifest folds",
+    ),
     ("clip_id,label,video,audio,fold\nx,Sad,c.mp4,,0\ny,Fear,d.mp4,,0\n", r"column 'fold' holds \[0\]"),
     ("clip_id,video,audio\nx,c.mp4,\n", r"column 'label' is missing"),
     ("label,video,audio\nSad,c.mp4,\n", r"column 'clip_id' is missing"),
@@ -139,4 +158,4 @@ def test_with_folds_and_column(media: Path) -> None:
     with pytest.raises(ManifestError, match=r"no column 'artist'"):
         manifest.column("artist")
     with pytest.raises(ManifestError, match=r"has no folds"):
-        make_manifest(media).folds
+        _ = make_manifest(media).folds

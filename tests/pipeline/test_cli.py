@@ -51,7 +51,7 @@ def test_check_json_is_one_document(tree: Path, tmp_path: Path) -> None:
     assert result.exit_code == 3
     document = json.loads(result.stdout)
     assert document["clips"] == 13 and document["problems"] == 1
-    muted = [r for r in document["reports"] if r["clip_id"] == "Calm/muted.mp4"][0]
+    muted = next(r for r in document["reports"] if r["clip_id"] == "Calm/muted.mp4")
     assert muted["ok"] is False and muted["video"]["codec"] == "h264" and muted["audio"] is None
 
 
@@ -81,8 +81,19 @@ def test_folds_refuses_too_many_and_leaves_the_manifest_untouched(tree: Path, tm
 
 @pytest.mark.parametrize(
     "args",
-    [(), ("manifest",), ("manifest", "scan"), ("manifest", "folds"), ("manifest", "check"), ("cv",), ("demo",),
-     ("cache",), ("cache", "info"), ("cache", "verify"), ("bench",)],
+    [
+        (),
+        ("manifest",),
+        ("manifest", "scan"),
+        ("manifest", "folds"),
+        ("manifest", "check"),
+        ("cv",),
+        ("demo",),
+        ("cache",),
+        ("cache", "info"),
+        ("cache", "verify"),
+        ("bench",),
+    ],
 )
 def test_every_command_has_help_with_defaults(args: tuple[str, ...]) -> None:
     result = run(*args, "--help")

@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from click.testing import CliRunner
 
 from manifests import read_manifest
