@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -99,41 +100,202 @@ def _encode_audio(container: Any, stream: Any, y: np.ndarray, sr: int) -> None:
     container.mux(stream.encode())
 
 
-DEMO_CLASSES = ("Exciting", "Fear", "Neutral", "Relaxation", "Sad", "Tension")
+@dataclass(frozen=True)
+class AudioCues:
+    """Musical cues of one clip: the means of a class, drawn per clip with noise."""
+
+    tempo_bpm: float
+    minor: bool
+    loudness: float  # peak amplitude, 0..1
+    brightness: float  # harmonic roll-off: 0 dull .. 1 bright
+    regularity: float  # 1 = on the beat .. 0 = onsets jittered by half a beat
+    dissonance: float  # 0..1: level of a clashing voice a minor second up
 
 
-def write_demo_set(
-    root: str | os.PathLike[str],
-    *,
-    clips_per_class: int = 4,
-    duration_s: float = 2.0,
-    fps: float = 25.0,
-    size: tuple[int, int] = (160, 120),
-    sr: int = 16000,
-    seed: int = 0,
-) -> list[Path]:
+@dataclass(frozen=True)
+class VideoCues:
+    """Visual cues of one clip."""
+
+    motion: float  # shape speed in frame widths per second
+    warmth: float  # hue from cold (0, blue) to warm (1, orange)
+    brightness: float  # 0..1 value of the background
+    cuts_per_s: float  # scene changes per second
+
+
+# Complementary evidence by design: Exciting and Tension share their pictures and
+# differ in sound; Relaxation and Neutral share their sound and differ in
+# pictures; so do Sad and Fear. Neither modality alone separates all six.
+_AUDIO_PROFILES = {
+    "bright": AudioCues(tempo_bpm=140, minor=False, loudness=0.8, brightness=0.8, regularity=0.95, dissonance=0.0),
+    "tense": AudioCues(tempo_bpm=140, minor=True, loudness=0.8, brightness=0.8, regularity=0.4, dissonance=0.6),
+    "calm": AudioCues(tempo_bpm=80, minor=False, loudness=0.4, brightness=0.45, regularity=0.9, dissonance=0.0),
+    "dark": AudioCues(tempo_bpm=66, minor=True, loudness=0.3, brightness=0.25, regularity=0.7, dissonance=0.15),
+}
+_VIDEO_PROFILES = {
+    "action": VideoCues(motion=0.9, warmth=0.8, brightness=0.75, cuts_per_s=1.0),
+    "relax": VideoCues(motion=0.1, warmth=0.85, brightness=0.6, cuts_per_s=0.1),
+    "plain": VideoCues(motion=0.3, warmth=0.45, brightness=0.55, cuts_per_s=0.2),
+    "sad": VideoCues(motion=0.1, warmth=0.1, brightness=0.3, cuts_per_s=0.1),
+    "fear": VideoCues(motion=0.8, warmth=0.2, brightness=0.2, cuts_per_s=1.2),
+}
+CLASS_PROFILES = {
+    "Exciting": ("bright", "action"),
+    "Fear": ("dark", "fear"),
+    "Neutral": ("calm", "plain"),
+    "Relaxation": ("calm", "relax"),
+    "Sad": ("dark", "sad"),
+    "Tension": ("tense", "action"),
+}
+DEMO_CLASSES = tuple(CLASS_PROFILES)
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Size and spread of the synthetic set; ``spread`` scales the per-clip noise around each class's cues."""
+
+    clips_per_class: int = 12
+    duration_s: float = 10.0
+    fps: float = 25.0
+    width: int = 160
+    height: int = 120
+    sr: int = 22050
+    spread: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.clips_per_class < 1 or self.duration_s <= 0 or self.fps <= 0 or self.spread < 0:
+            raise ConfigError(f"{self}: clips_per_class >= 1, duration_s > 0, fps > 0 and spread >= 0 are required")
+        if self.width % 2 or self.height % 2 or self.width < 16 or self.height < 16:
+            raise ConfigError(f"width={self.width}, height={self.height}: even sizes of at least 16 (h264, yuv420p)")
+
+
+def draw_cues(label: str, rng: np.random.Generator, spread: float = 1.0) -> tuple[AudioCues, VideoCues]:
+    """One clip's cues: its class's profile with Gaussian noise (clipped to valid ranges)."""
+    audio_name, video_name = CLASS_PROFILES[label]
+    a, v = _AUDIO_PROFILES[audio_name], _VIDEO_PROFILES[video_name]
+
+    def jitter(value: float, sd: float, lo: float = 0.0, hi: float = 1.0) -> float:
+        return float(np.clip(value + spread * sd * rng.standard_normal(), lo, hi))
+
+    audio = AudioCues(
+        tempo_bpm=jitter(a.tempo_bpm, 12.0, 40.0, 220.0),
+        minor=a.minor if rng.random() > 0.15 * spread else not a.minor,
+        loudness=jitter(a.loudness, 0.12, 0.05, 1.0),
+        brightness=jitter(a.brightness, 0.15),
+        regularity=jitter(a.regularity, 0.15),
+        dissonance=jitter(a.dissonance, 0.15),
+    )
+    video = VideoCues(
+        motion=jitter(v.motion, 0.2, 0.0, 2.0),
+        warmth=jitter(v.warmth, 0.15),
+        brightness=jitter(v.brightness, 0.12, 0.05, 1.0),
+        cuts_per_s=jitter(v.cuts_per_s, 0.25, 0.0, 3.0),
+    )
+    return audio, video
+
+
+def synthesize_audio(cues: AudioCues, duration_s: float, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """A chord progression with a beat: mono float32, shape (round(duration_s * sr),)."""
+    n = round(duration_s * sr)
+    beat_s = 60.0 / cues.tempo_bpm
+    root_hz = 110.0 * 2 ** (rng.integers(0, 12) / 12)
+    third = 3 if cues.minor else 4
+    progression = [0, 5, 7, 0] if not cues.minor else [0, 8, 5, 7]
+    y = np.zeros(n, dtype=np.float64)
+    onsets = np.arange(0.0, duration_s, beat_s)
+    onsets = onsets + (1 - cues.regularity) * beat_s * 0.5 * rng.uniform(-1, 1, onsets.size)
+    partials = np.arange(1, 7)
+    partial_gain = (cues.brightness + 0.05) ** (partials - 1)
+    for b, start in enumerate(np.clip(onsets, 0, duration_s)):
+        i0 = int(start * sr)
+        length = min(int(beat_s * sr), n - i0)
+        if length <= 0:
+            continue
+        t = np.arange(length) / sr
+        envelope = np.exp(-t / (0.35 * beat_s))
+        step = progression[(b // 4) % len(progression)]
+        notes = [step, step + third, step + 7] + ([step + 1] if cues.dissonance > 0.05 else [])
+        levels = [1.0, 0.8, 0.8] + ([cues.dissonance] if cues.dissonance > 0.05 else [])
+        chord = np.zeros(length)
+        for note, level in zip(notes, levels):
+            f = root_hz * 2 ** (note / 12)
+            tones = np.sin(2 * np.pi * f * partials[:, None] * t[None, :]) * partial_gain[:, None]
+            chord += level * tones[f * partials < sr / 2].sum(axis=0)
+        click = rng.standard_normal(length) * np.exp(-t / 0.01) * (0.5 + cues.brightness)
+        y[i0 : i0 + length] += envelope * chord + click
+    y = y / (np.abs(y).max() + 1e-9) * cues.loudness
+    return y.astype(np.float32)
+
+
+def synthesize_video(
+    cues: VideoCues, duration_s: float, fps: float, size: tuple[int, int], rng: np.random.Generator
+) -> np.ndarray:
+    """Moving shapes over a coloured background with scene cuts: (n_frames, height, width, 3) uint8."""
+    width, height = size
+    n_frames = max(1, round(duration_s * fps))
+    cut_frames = set(np.flatnonzero(rng.random(n_frames) < cues.cuts_per_s / fps).tolist())
+    frames = np.empty((n_frames, height, width, 3), dtype=np.uint8)
+    scene = _new_scene(cues, rng, width, height)
+    for i in range(n_frames):
+        if i in cut_frames:
+            scene = _new_scene(cues, rng, width, height)
+        background, shapes = scene
+        frame = frames[i]
+        frame[:] = background
+        for x0, y0, vx, vy, side, colour in shapes:
+            x = int((x0 + vx * i / fps * width) % (width - side))
+            y = int((y0 + vy * i / fps * height) % (height - side))
+            frame[y : y + side, x : x + side] = colour
+    return frames
+
+
+def _new_scene(cues: VideoCues, rng: np.random.Generator, width: int, height: int) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
+    def colour(value: float) -> np.ndarray:
+        warm = np.array([255, 140, 40], dtype=float)
+        cold = np.array([40, 110, 255], dtype=float)
+        rgb = cues.warmth * warm + (1 - cues.warmth) * cold
+        return np.clip(rgb * value * rng.uniform(0.85, 1.15), 0, 255).astype(np.uint8)
+
+    background = colour(cues.brightness)
+    shapes = []
+    for _ in range(3):
+        angle = rng.uniform(0, 2 * np.pi)
+        side = int(rng.integers(height // 8, height // 3))
+        shapes.append(
+            (
+                rng.uniform(0, width),
+                rng.uniform(0, height),
+                cues.motion * np.cos(angle),
+                cues.motion * np.sin(angle),
+                side,
+                colour(min(1.0, cues.brightness + 0.35)),
+            )
+        )
+    return background, shapes
+
+
+def write_synthetic_set(root: str | os.PathLike[str], config: SyntheticConfig | None = None) -> list[dict[str, Any]]:
     """Write ``root/<class>/<n>.mp4`` music videos (h264 + AAC) for the six classes of paper 001.
 
-    Each class has its own tone pitch and its own frame colour, jittered per clip
-    by a seeded generator, so the files are real media with a learnable label.
+    Each clip draws its musical and visual cues from its class's distributions
+    (``draw_cues``), seeded per clip, so the same config writes the same set.
 
     Returns
     -------
-    list of Path
-        The files written, class by class.
+    list of dict
+        Per clip: ``path``, ``label`` and every drawn cue (``audio_*``, ``video_*``).
     """
-    rng = np.random.default_rng(seed)
-    width, height = size
-    n_frames = max(1, round(duration_s * fps))
-    t = np.arange(round(duration_s * sr)) / sr
+    config = config or SyntheticConfig()
     written = []
-    for c, name in enumerate(DEMO_CLASSES):
-        folder = Path(root) / name
+    for c, label in enumerate(DEMO_CLASSES):
+        folder = Path(root) / label
         folder.mkdir(parents=True, exist_ok=True)
-        for i in range(clips_per_class):
-            pitch_hz = 220.0 * 2 ** (c / 2 + rng.normal(0, 0.15))
-            y = (0.3 * np.sin(2 * np.pi * pitch_hz * t) + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
-            colour = np.clip(np.array([40 * c, 255 - 40 * c, 128]) + rng.normal(0, 20, 3), 0, 255)
-            frames = np.broadcast_to(colour.astype(np.uint8), (n_frames, height, width, 3))
-            written.append(write_media(folder / f"{i}.mp4", frames=frames, fps=fps, y=y, sr=sr))
+        for i in range(config.clips_per_class):
+            rng = np.random.default_rng([config.seed, c, i])
+            audio, video = draw_cues(label, rng, config.spread)
+            y = synthesize_audio(audio, config.duration_s, config.sr, rng)
+            frames = synthesize_video(video, config.duration_s, config.fps, (config.width, config.height), rng)
+            path = write_media(folder / f"{i:03d}.mp4", frames=frames, fps=config.fps, y=y, sr=config.sr)
+            cues = {f"audio_{k}": v for k, v in asdict(audio).items()} | {f"video_{k}": v for k, v in asdict(video).items()}
+            written.append({"path": path, "label": label, **cues})
     return written

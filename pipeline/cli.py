@@ -142,20 +142,25 @@ def _describe_video(info: Any) -> str:
 
 @cli.command("demo")
 @click.option("--out", default="demo-out", type=click.Path(file_okay=False), help="Folder for the data and the results.")
-@click.option("--clips-per-class", default=4, type=click.IntRange(min=2), help="Synthetic clips written per class.")
-@click.option("--duration-s", default=2.0, type=float, help="Length of each synthetic clip in seconds.")
+@click.option("--clips-per-class", default=12, type=click.IntRange(min=2), help="Synthetic clips written per class.")
+@click.option("--duration-s", default=10.0, type=float, help="Length of each synthetic clip in seconds.")
 @click.option("--seed", default=0, type=int, help="Seed of the generator and of the folds.")
 def demo(out: str, clips_per_class: int, duration_s: float, seed: int) -> None:
     """Run mvemo on a synthetic set of music videos (six classes of paper 001).
 
-    Writes OUT/data/<class>/*.mp4 (h264 + AAC), OUT/manifest.csv with folds,
-    and checks every file. Nothing is downloaded.
+    Each class draws musical cues (tempo, mode, loudness, timbre, rhythm,
+    dissonance) and visual cues (motion, colour warmth, brightness, cuts) from
+    its own distributions; some class pairs differ only in sound, others only in
+    pictures. Writes OUT/data/<class>/*.mp4 (h264 + AAC) and OUT/manifest.csv
+    with folds, and checks every file. Nothing is downloaded.
     """
     from manifests.folds import fold_table
+    from manifests.synthetic import SyntheticConfig
     from pipeline.demo import run_demo
     from pipeline.tables import format_table
 
-    result = run_demo(out, clips_per_class=clips_per_class, duration_s=duration_s, k=min(4, clips_per_class), seed=seed)
+    config = SyntheticConfig(clips_per_class=clips_per_class, duration_s=duration_s, seed=seed)
+    result = run_demo(out, config, k=min(4, clips_per_class))
     manifest = result.manifest
     table = fold_table(manifest)
     click.echo(format_table(["", *manifest.classes], [[f"fold {i}", *row.tolist()] for i, row in enumerate(table)]))
