@@ -32,10 +32,6 @@ TODO, DONE, FAILED, ABSENT = 0, 1, 2, 3
 HASH_DTYPE = "S64"
 ERROR_BYTES = 240
 ERROR_DTYPE = f"S{ERROR_BYTES}"
-# Chunk cache per dataset: a row chunk larger than the cache (HDF5's default is 1 MiB)
-# bypasses it and made row writes ~150x slower.
-CHUNK_CACHE_BYTES = 64 * 2**20
-CHUNK_CACHE_SLOTS = 100_003
 _NAME = re.compile(r"^[a-z0-9_]+(/[a-z0-9_+]+)*$")
 
 

@@ -19,6 +19,8 @@ leaves a killed writer's file flagged until ``h5clear`` runs, which h5py lacks.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import shutil
@@ -33,8 +35,6 @@ import numpy as np
 
 from cache.fingerprint import SCHEMA_VERSION, canonical_json, media_hash, media_stat_key, record_diff
 from cache.layout import (
-    CHUNK_CACHE_BYTES,
-    CHUNK_CACHE_SLOTS,
     CLIPS,
     DONE,
     ERROR_BYTES,
@@ -64,13 +64,15 @@ def mvemo_version() -> str:
 
 
 def open_h5(path: str | os.PathLike[str], mode: str = "r") -> h5py.File:
-    """Open a cache file: a writer with a chunk cache that holds whole rows, a reader without one.
+    """Open a cache file without HDF5's chunk cache and without its file locking.
 
-    HDF5's own file locking is off: row writes change no metadata, so reading
-    during a write is safe, and writers exclude each other with ``CacheLock``.
-    Readers skip the chunk cache so that whole chunks go straight into the
-    caller's array (bulk embedding reads ran at 0.4 of memcpy with a 64 MiB chunk
-    cache, 0.6 without).
+    No chunk cache: a chunk is a whole row (or, for small rows, a block written
+    with its neighbours), so writes and bulk reads go straight between the file
+    and the caller's array. Measured against a 64 MiB cache: writes 2x faster,
+    bulk embedding reads 0.6 instead of 0.4 of memcpy speed; and on a full disk a
+    failed write leaves no dirty chunk behind, which HDF5 would try (and fail, with
+    a crash) to flush at exit. No file locking: row writes change no metadata, so
+    reading during a write is safe, and writers exclude each other with ``CacheLock``.
     """
     return h5py.File(
         path,
@@ -78,15 +80,30 @@ def open_h5(path: str | os.PathLike[str], mode: str = "r") -> h5py.File:
         # The oldest format that holds the layout: superblock v3 (libver "latest") keeps a
         # "file open for write" flag that a killed writer leaves set, and h5py cannot clear it.
         libver=("earliest", "latest"),
-        rdcc_nbytes=0 if mode == "r" else CHUNK_CACHE_BYTES,
-        rdcc_nslots=CHUNK_CACHE_SLOTS,
-        rdcc_w0=1.0,
+        rdcc_nbytes=0,
         locking=False,
     )
 
 
 def row_checksum(row: np.ndarray) -> int:
     return zlib.crc32(np.ascontiguousarray(row).view(np.uint8).data)
+
+
+def _disk_errors(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn an I/O failure (full disk, file size limit) into a ``CacheError`` that says how to resume."""
+
+    @functools.wraps(method)
+    def guarded(self: CacheWriter, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (OSError, RuntimeError) as err:  # h5py reports a failed flush as RuntimeError
+            self._tmp.unlink(missing_ok=True)
+            raise CacheError(
+                f"writing cache {str(self.path)!r} failed ({err}); free disk space (or raise the file size limit)"
+                " and run again: rows already done are kept"
+            ) from None
+
+    return guarded
 
 
 class CacheWriter:
@@ -138,7 +155,8 @@ class CacheWriter:
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
+            with contextlib.suppress(OSError, RuntimeError):  # a full disk: what is flushed is consistent, the rest is redone
+                self._file.close()
             self._file = None
         if self._own_lock:
             self.lock.release()
@@ -155,6 +173,7 @@ class CacheWriter:
             raise CacheError(f"cache {str(self.path)!r} is closed")
         return self._file
 
+    @_disk_errors
     def _restructure(self, change: Callable[[h5py.File], None]) -> None:
         """Apply a structural change on a copy of the file and rename it over the original."""
         if self._file is not None:
@@ -271,6 +290,7 @@ class CacheWriter:
                 create.append(spec)
         if create:
             n = len(self.clip_ids)
+
             def create_all(f: h5py.File) -> None:
                 for spec in create:
                     _create_feature_set(f, spec, n, replace=spec.name in existing)
@@ -309,6 +329,7 @@ class CacheWriter:
         stale = group["media_hash"][:] != self._media_hash
         return np.flatnonzero((status == TODO) | ((status != TODO) & stale))
 
+    @_disk_errors
     def write(self, name: str, rows: Sequence[int], data: np.ndarray | Sequence[np.ndarray]) -> list[int]:
         """Write rows of a feature set and mark them done once their data is flushed.
 
@@ -351,6 +372,7 @@ class CacheWriter:
             self.fail(name, row, "the extractor produced NaN or inf values")
         return refused
 
+    @_disk_errors
     def fail(self, name: str, row: int, reason: str, *, status: int = FAILED) -> None:
         """Record that a clip could not be computed for a feature set, with the reason.
 
@@ -484,9 +506,9 @@ def _create_feature_set(f: h5py.File, spec: FeatureSpec, n: int, *, replace: boo
     if replace:
         del f[path]
     group = f.create_group(path)
-    _allocated(group, "data", (n, *spec.row_shape), spec.dtype, chunk_rows=max(1, MIN_CHUNK_BYTES // spec.row_bytes))
-    for key, (dtype, fill) in PER_ROW.items():
+    for key, (dtype, fill) in PER_ROW.items():  # first, so they lie before the bulk of the data in the file
         _per_row(group, key, n, dtype, fill)
+    _allocated(group, "data", (n, *spec.row_shape), spec.dtype, chunk_rows=max(1, MIN_CHUNK_BYTES // spec.row_bytes))
     group.attrs["fingerprint"] = spec.fingerprint
     group.attrs["record"] = canonical_json(spec.record)
     group.attrs["config"] = canonical_json(dict(spec.config))

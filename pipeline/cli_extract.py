@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from pipeline.clitools import EXIT_CLIPS_FAILED, MvemoCommand
+
+if TYPE_CHECKING:
+    from cache.lock import CacheLock
+    from extract.run import FeatureRunSummary
+    from manifests.schema import Manifest
 
 DEFAULT_FEATURES = "mel,lld"
 
@@ -50,57 +57,66 @@ def extract(
     and the run goes on (exit 3).
     """
     from cache.lock import CacheLock
+    from manifests.schema import read_manifest
 
-    with CacheLock(cache_path) as lock:  # first thing: before heavy imports or work
+    manifest = read_manifest(manifest_path)  # a bad manifest stops here, before anything is written
+    with CacheLock(cache_path) as lock:  # then the lock, before heavy imports or work
         if lock.previous:
             click.echo(
                 f"took over the lock left by pid {lock.previous.get('pid')} (a run that stopped without releasing it)", err=True
             )
-        _run(ctx, manifest_path, cache_path, features or DEFAULT_FEATURES, recompute, config_path, executor, workers, lock)
+        summary = _run(manifest, cache_path, parse_names(features), recompute, config_path, executor, workers, lock)
+    _report(summary, len(manifest), cache_path)
+    if summary.failures:
+        ctx.exit(EXIT_CLIPS_FAILED)
+
+
+def parse_names(features: str | None) -> tuple[str, ...]:
+    from extract.run import parse_features
+
+    return parse_features(features or DEFAULT_FEATURES)
 
 
 def _run(
-    ctx: click.Context,
-    manifest_path: str,
+    manifest: Manifest,
     cache_path: str,
-    features: str,
+    names: tuple[str, ...],
     recompute: tuple[str, ...],
     config_path: str | None,
     executor: str,
     workers: int | None,
-    lock: object,
-) -> None:
+    lock: CacheLock,
+) -> FeatureRunSummary:
     from tqdm import tqdm
 
-    from extract.run import extract_features, parse_features
-    from manifests.schema import read_manifest
+    from extract.run import extract_features
     from pipeline.config import feature_configs
     from pipeline.executors import build_executor
-    from pipeline.tables import format_table
 
-    names = parse_features(features)
     configs = feature_configs(config_path)
-    manifest = read_manifest(manifest_path, check_files=False)
     pool = build_executor(executor, workers=workers)
     try:
-        summary = extract_features(
+        return extract_features(
             manifest,
             cache_path,
             names,
             configs=configs,
             recompute=recompute,
             executor=pool,
-            lock=lock,  # type: ignore[arg-type]
+            lock=lock,
             progress=lambda results, total: tqdm(results, total=total, desc="features", unit="clip", disable=None),
         )
     finally:
         if pool is not None:
             pool.shutdown()
+
+
+def _report(summary: FeatureRunSummary, n_clips: int, cache_path: str) -> None:
+    from pipeline.tables import format_table
+
     rows = [[name, s.computed, s.done, len(s.failed), s.absent] for name, s in summary.sets.items()]
     click.echo(format_table(["feature set", "computed now", "done", "failed", "absent"], rows))
     for name, failed in summary.failures.items():
         for clip_id, reason in failed.items():
             click.echo(f"failed: {name}, clip {clip_id!r}: {reason}", err=True)
-    click.echo(f"{len(manifest)} clips in {summary.seconds:.1f} s into {cache_path}")
-    if summary.failures:
-        ctx.exit(EXIT_CLIPS_FAILED)
+    click.echo(f"{n_clips} clips in {summary.seconds:.1f} s into {cache_path}")
