@@ -33,14 +33,9 @@ WRITE_EVERY_CLIPS = 8
 
 
 class Executor(Protocol):
+    """Anything with ``map`` yielding, in input order, each job's result or the exception that lost it."""
+
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any]) -> Iterator[Any]: ...
-
-
-class SerialExecutor:
-    """Runs every job in this process, in order."""
-
-    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any]) -> Iterator[Any]:
-        return map(fn, *iterables)
 
 
 @dataclass(frozen=True)
@@ -184,7 +179,6 @@ def extract_features(
     """
     configs = configs or FeatureConfigs()
     names = tuple(dict.fromkeys(names))
-    executor = executor or SerialExecutor()
     began = time.perf_counter()
     with CacheWriter(cache_path, manifest, lock=lock) as writer:
         writer.prepare(configs.specs(names), recompute=recompute)
@@ -195,13 +189,16 @@ def extract_features(
         row_of = {clip_id: row for row, clip_id in enumerate(writer.clip_ids)}
         clips = [c for c in manifest.clips if row_of[c.clip_id] in todo]
         jobs = [tuple(todo[row_of[c.clip_id]]) for c in clips]
-        results: Iterable[dict[str, Any]] = executor.map(functools.partial(compute_clip, configs=configs), clips, jobs)
+        mapper = map if executor is None else executor.map
+        results: Iterable[Any] = mapper(functools.partial(compute_clip, configs=configs), clips, jobs)
         if progress is not None:
             results = progress(results, len(clips))
         summary = {name: SetSummary() for name in names}
         pending: dict[str, tuple[list[int], list[np.ndarray]]] = defaultdict(lambda: ([], []))
         for n, (clip, result) in enumerate(zip(clips, results), start=1):
             row = row_of[clip.clip_id]
+            if isinstance(result, BaseException):  # the executor lost the job (a worker died on this clip)
+                result = dict.fromkeys(todo[row], f"clip {clip.clip_id!r}: its worker died ({type(result).__name__}: {result})")
             for name, value in result.items():
                 if isinstance(value, np.ndarray):
                     pending[name][0].append(row)

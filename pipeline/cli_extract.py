@@ -32,12 +32,17 @@ DEFAULT_FEATURES = "mel,lld"
     type=click.Path(dir_okay=False),
     help="TOML file with [audio], [mel], [lld], [waveform], [frames] tables.",
 )
-@click.option("--executor", default="serial", type=click.Choice(["serial", "processes"]), help="Where clips are computed.")
+@click.option(
+    "--executor", default="serial", type=click.Choice(["serial", "processes", "dask"]), help="Where clips are computed."
+)
 @click.option(
     "--workers",
     default=None,
     type=click.IntRange(min=1),
-    help="Worker processes for --executor processes.  [default: one per core]",
+    help="Local worker processes (processes, or a local Dask cluster).  [default: 2]",
+)
+@click.option(
+    "--scheduler", default=None, help="Address of an existing Dask scheduler, e.g. tcp://10.0.0.5:8786 (with --executor dask)."
 )
 @click.pass_context
 def extract(
@@ -49,6 +54,7 @@ def extract(
     config_path: str | None,
     executor: str,
     workers: int | None,
+    scheduler: str | None,
 ) -> None:
     """Compute features of every clip of MANIFEST into the cache (stage one).
 
@@ -65,7 +71,7 @@ def extract(
             click.echo(
                 f"took over the lock left by pid {lock.previous.get('pid')} (a run that stopped without releasing it)", err=True
             )
-        summary = _run(manifest, cache_path, parse_names(features), recompute, config_path, executor, workers, lock)
+        summary = _run(manifest, cache_path, parse_names(features), recompute, config_path, (executor, workers, scheduler), lock)
     _report(summary, len(manifest), cache_path)
     if summary.failures:
         ctx.exit(EXIT_CLIPS_FAILED)
@@ -83,8 +89,7 @@ def _run(
     names: tuple[str, ...],
     recompute: tuple[str, ...],
     config_path: str | None,
-    executor: str,
-    workers: int | None,
+    executor: tuple[str, int | None, str | None],
     lock: CacheLock,
 ) -> FeatureRunSummary:
     from tqdm import tqdm
@@ -94,7 +99,8 @@ def _run(
     from pipeline.executors import build_executor
 
     configs = feature_configs(config_path)
-    pool = build_executor(executor, workers=workers)
+    kind, workers, scheduler = executor
+    pool = build_executor(kind, workers=workers, scheduler=scheduler)
     try:
         return extract_features(
             manifest,
@@ -107,8 +113,7 @@ def _run(
             progress=lambda results, total: tqdm(results, total=total, desc="features", unit="clip", disable=None),
         )
     finally:
-        if pool is not None:
-            pool.shutdown()
+        pool.close()
 
 
 def _report(summary: FeatureRunSummary, n_clips: int, cache_path: str) -> None:

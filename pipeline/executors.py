@@ -1,36 +1,132 @@
-"""Executors the command line builds and hands down to the stages (which never import ``pipeline``)."""
+"""Executors the command line builds and hands down to the stages (which never import ``pipeline``).
+
+Every executor offers ``map(fn, *iterables)``, yielding in input order either a
+result or the exception that took the job down (a worker that died, a task the
+cluster gave up on), so a stage records that clip as failed and goes on.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import multiprocessing
-import os
 import signal
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from manifests.errors import ConfigError
 
-EXECUTORS = ("serial", "processes")
+EXECUTORS = ("serial", "processes", "dask")
 PR_SET_PDEATHSIG = 1
+# A task may run twice (once more after its worker died); a clip that kills two workers is failed.
+DASK_ALLOWED_FAILURES = 1
 
 
-def _worker_init() -> None:
-    """Each worker dies with its parent (a killed ``extract`` leaves no orphans) and computes on one thread."""
-    with contextlib.suppress(OSError):  # not Linux: workers still exit when their pipe to the parent closes
+def limit_threads() -> None:
+    """One compute thread per worker process (two per process collapsed when the other core was busy)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+    with contextlib.suppress(ImportError):
+        import torch
+
+        torch.set_num_threads(1)
+
+
+def _process_worker_init() -> None:
+    """A pool worker dies with its parent (a killed ``extract`` leaves no orphans) and computes on one thread."""
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: workers still exit when their pipe closes
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[name] = "1"
+    limit_threads()
 
 
-def build_executor(kind: str = "serial", *, workers: int | None = None) -> Any:
-    """An object with ``map`` for the stages: None (serial in this process) or a process pool."""
+class Executor:
+    """The serial executor: every job in this process, in order."""
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any]) -> Iterator[Any]:
+        return map(fn, *iterables)
+
+    def close(self) -> None:
+        pass
+
+
+class ProcessExecutor(Executor):
+    """Local worker processes (``--executor processes --workers N``)."""
+
+    def __init__(self, workers: int) -> None:
+        context = multiprocessing.get_context("forkserver")
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_process_worker_init)
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any]) -> Iterator[Any]:
+        futures = [self.pool.submit(fn, *args) for args in zip(*iterables)]
+        for future in futures:
+            try:
+                yield future.result()
+            except Exception as err:  # a worker that died takes its job (and the pool) down
+                yield err
+
+    def close(self) -> None:
+        self.pool.shutdown(cancel_futures=True)
+
+
+class DaskExecutor(Executor):
+    """A Dask cluster: a local one (``--workers N``) or an existing scheduler (``--scheduler ADDR``)."""
+
+    def __init__(self, *, workers: int | None = None, scheduler: str | None = None) -> None:
+        try:
+            import dask
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise ConfigError("--executor dask needs Dask: pip install 'mvemo[dask]'") from None
+        self.cluster = None
+        if scheduler is None:
+            with dask.config.set({"distributed.scheduler.allowed-failures": DASK_ALLOWED_FAILURES}):
+                self.cluster = LocalCluster(n_workers=workers or 2, threads_per_worker=1, processes=True, dashboard_address=None)
+            self.client = Client(self.cluster)
+        else:
+            self.client = Client(scheduler)
+        self.client.register_plugin(_SingleThread())
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any]) -> Iterator[Any]:
+        futures = self.client.map(fn, *(list(items) for items in iterables), pure=False)
+        for future in futures:
+            try:
+                yield future.result()
+            except Exception as err:  # KilledWorker: the task took DASK_ALLOWED_FAILURES + 1 workers down
+                yield err
+            finally:
+                future.release()
+
+    def close(self) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+def _single_thread_plugin_base() -> type:
+    try:
+        from distributed.diagnostics.plugin import WorkerPlugin
+    except ImportError:
+        return object
+    return WorkerPlugin
+
+
+class _SingleThread(_single_thread_plugin_base()):  # type: ignore[misc]
+    """Applied to every worker, restarted ones included."""
+
+    def setup(self, worker: Any) -> None:
+        limit_threads()
+
+
+def build_executor(kind: str = "serial", *, workers: int | None = None, scheduler: str | None = None) -> Executor:
+    """The executor a command asked for."""
+    if scheduler is not None and kind != "dask":
+        raise ConfigError(f"--scheduler needs --executor dask (got --executor {kind})")
     if kind == "serial":
-        return None
+        return Executor()
     if kind == "processes":
-        n = workers or os.cpu_count() or 1
-        if n < 1:
-            raise ConfigError(f"--workers {workers}: expected at least 1")
-        return ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("forkserver"), initializer=_worker_init)
+        return ProcessExecutor(workers or 2)
+    if kind == "dask":
+        return DaskExecutor(workers=workers, scheduler=scheduler)
     raise ConfigError(f"--executor {kind!r}: choose one of {', '.join(EXECUTORS)}")

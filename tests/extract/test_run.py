@@ -68,7 +68,7 @@ def test_processes_give_the_same_cache_as_serial(tmp_path: Path, manifest: Manif
     try:
         extract_features(manifest, tmp_path / "pool.h5", ("mel", "lld", "waveform"), configs=CONFIGS, executor=pool)
     finally:
-        pool.shutdown()
+        pool.close()
     with Cache(tmp_path / "serial.h5") as a, Cache(tmp_path / "pool.h5") as b:
         for name in ("mel", "lld", "waveform"):
             np.testing.assert_array_equal(a.read_matrix(name)[a.done(name)], b.read_matrix(name)[b.done(name)])

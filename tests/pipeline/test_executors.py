@@ -1,0 +1,79 @@
+"""Stage one on a real Dask LocalCluster (loopback, 2 workers, 1 thread each) equals the serial run, even when a worker dies."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cache.read import Cache
+from extract.run import extract_features
+from manifests import Clip, ConfigError, Manifest
+from pipeline.executors import build_executor
+from tests.conftest import write_tiny
+from tests.extract.test_run import CONFIGS
+
+pytest.importorskip("distributed")
+
+
+@pytest.fixture
+def manifest(tmp_path: Path) -> Manifest:
+    clips = [Clip(f"c{i}", "ab"[i % 2], audio=write_tiny(tmp_path / f"{i}.mp4")) for i in range(6)]
+    return Manifest(("a", "b"), tuple(clips))
+
+
+def matrices(path: Path) -> dict[str, np.ndarray]:
+    with Cache(path) as cache:
+        return {name: cache.read_matrix(name) for name in cache.feature_sets()} | {"done": cache.done("mel")}
+
+
+def suicide_on_first_try(clip: Clip, names: tuple[str, ...], configs: object, marker: str) -> dict:
+    """A job that kills its worker the first time it meets clip c2 (the cluster must retry it elsewhere)."""
+    from extract.run import compute_clip
+
+    if clip.clip_id == "c2" and not os.path.exists(marker):
+        Path(marker).touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return compute_clip(clip, names, configs)
+
+
+def always_kill_on_c3(clip: Clip, names: tuple[str, ...], configs: object) -> dict:
+    from extract.run import compute_clip
+
+    if clip.clip_id == "c3":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return compute_clip(clip, names, configs)
+
+
+def test_dask_features_equal_serial_even_when_a_worker_dies(tmp_path: Path, manifest: Manifest, monkeypatch) -> None:
+    extract_features(manifest, tmp_path / "serial.h5", ("mel", "lld"), configs=CONFIGS)
+    executor = build_executor("dask", workers=2)
+    try:
+        extract_features(manifest, tmp_path / "dask.h5", ("mel", "lld"), configs=CONFIGS, executor=executor)
+        import extract.run
+
+        marker = str(tmp_path / "killed-once")
+        monkeypatch.setattr(
+            extract.run, "compute_clip", lambda clip, names, configs: suicide_on_first_try(clip, names, configs, marker)
+        )
+        summary = extract_features(manifest, tmp_path / "killed.h5", ("mel", "lld"), configs=CONFIGS, executor=executor)
+        monkeypatch.setattr(extract.run, "compute_clip", always_kill_on_c3)
+        doomed = extract_features(manifest, tmp_path / "doomed.h5", ("mel",), configs=CONFIGS, executor=executor)
+    finally:
+        executor.close()
+    assert os.path.exists(marker), "a worker was killed mid-run"
+    assert not summary.failures
+    assert set(doomed.failures["mel"]) == {"c3"} and "its worker died" in doomed.failures["mel"]["c3"]
+    assert doomed.sets["mel"].done == 5, "a clip that kills two workers is failed, the others are done"
+    serial = matrices(tmp_path / "serial.h5")
+    for other in ("dask.h5", "killed.h5"):
+        for key, value in matrices(tmp_path / other).items():
+            np.testing.assert_array_equal(value, serial[key])
+
+
+def test_scheduler_needs_dask() -> None:
+    with pytest.raises(ConfigError, match=r"--scheduler needs --executor dask"):
+        build_executor("processes", scheduler="tcp://127.0.0.1:1")
