@@ -6,7 +6,7 @@ import click
 
 from pipeline.clitools import MvemoCommand, print_json
 
-BENCHES = ("audio", "cache", "all")
+BENCHES = ("audio", "cache", "scale", "all")
 
 
 @click.command("bench", cls=MvemoCommand)
@@ -25,13 +25,21 @@ def bench(what: str, clips: int, tmp_dir: str | None, as_json: bool) -> None:
     audio: decode, resample, mel, MFCC, residual phase and the other LLDs of a 30 s
     clip on one core, beside a naive librosa path computing the same descriptors.
 
+    scale: mel and LLDs of 200 30 s AAC clips, serial vs 2 local processes vs a 2-worker
+    Dask LocalCluster.
+
     cache: write and read a synthetic cache (mel 96x1876, LLD 3000x41, embeddings of
     512, 1024 and 2048 per clip), beside numpy copies of the same bytes.
     """
     from pipeline.bench import bench_cache
     from pipeline.bench_audio import bench_audio
+    from pipeline.bench_scale import bench_scale
 
-    runs = {"audio": bench_audio, "cache": lambda: bench_cache(n_clips=clips, folder=tmp_dir)}
+    runs = {
+        "audio": bench_audio,
+        "cache": lambda: bench_cache(n_clips=clips, folder=tmp_dir),
+        "scale": lambda: bench_scale(folder=tmp_dir),
+    }
     results = {name: run() for name, run in runs.items() if what in (name, "all")}
     document = results[what] if what != "all" else results
     if as_json:
