@@ -18,13 +18,18 @@ from pipeline.executors import build_executor
 
 def bench_scale(*, n_clips: int = 200, workers: int = 2, duration_s: float = 30.0, folder: str | None = None) -> dict[str, Any]:
     """Seconds to compute mel and LLDs of ``n_clips`` AAC clips serially, and the speedups of
-    ``workers`` local processes and of a ``workers``-worker Dask LocalCluster, measured in one run."""
+    ``workers`` local processes and of a ``workers``-worker Dask LocalCluster, measured in one run.
+
+    Each executor is started and warmed up (imports, first clips) before it is timed.
+    """
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         manifest = _clips(Path(tmp), n_clips, duration_s)
         seconds = {}
         for kind in ("serial", "processes", "dask"):
             executor = build_executor(kind, workers=workers)
-            try:
+            try:  # throughput, not start-up: workers import and warm up on a few clips first
+                warm = Manifest(manifest.classes, manifest.clips[: 2 * workers])
+                extract_features(warm, Path(tmp) / f"warm-{kind}.h5", ("mel", "lld"), executor=executor)
                 began = time.perf_counter()
                 extract_features(manifest, Path(tmp) / f"{kind}.h5", ("mel", "lld"), executor=executor)
                 seconds[kind] = time.perf_counter() - began
