@@ -83,6 +83,9 @@ class DaskExecutor(Executor):
         if scheduler is None:
             settings = {
                 "distributed.scheduler.allowed-failures": DASK_ALLOWED_FAILURES,
+                # One task in flight per worker thread: a worker that dies then takes down only the
+                # clip that killed it, not a queued neighbour that would be blamed with it.
+                "distributed.scheduler.worker-saturation": 1.0,
                 # Dask's default MALLOC_TRIM_THRESHOLD_ pins glibc's mmap threshold, so every large
                 # numpy temporary is a fresh mmap with page faults: tasks ran 1.6x slower than in a pool.
                 "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
