@@ -196,8 +196,7 @@ def low_level_descriptors(y_main: np.ndarray, y_lpc: np.ndarray, config: LldConf
     ``y_main`` is the window at ``sample_rate_hz``, ``y_lpc`` the same window at
     ``lpc_sample_rate_hz``.
     """
-    magnitude = np.sqrt(_power_spectrogram(y_main, config.frame_length, config.hop_length, config.window))
-    power = magnitude**2
+    power = _power_spectrogram(y_main, config.frame_length, config.hop_length, config.window)
     mfcc = _cepstrum(_mel_basis(config.sample_rate_hz, config.frame_length, config.n_mels, 0.0, None) @ power, config.n_mfcc)
     frames = _frames_on_grid(y_lpc, config)
     hamming = scipy.signal.get_window("hamming", frames.shape[1], fftbins=False)
@@ -206,7 +205,7 @@ def low_level_descriptors(y_main: np.ndarray, y_lpc: np.ndarray, config: LldConf
     f0 = yin(frames, config.lpc_sample_rate_hz, fmin_hz=config.f0_fmin_hz, fmax_hz=config.f0_fmax_hz)
     formant = formants(a, config.lpc_sample_rate_hz)
     contrast = librosa.feature.spectral_contrast(
-        S=magnitude,
+        S=np.sqrt(power),
         sr=config.sample_rate_hz,
         n_fft=config.frame_length,
         fmin=config.contrast_fmin_hz,

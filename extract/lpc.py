@@ -81,7 +81,10 @@ def residual_phase(frames: np.ndarray, a: np.ndarray) -> np.ndarray:
     ndarray, shape (n_frames, frame_length), values in [-1, 1]
     """
     r = inverse_filter(frames, a)
-    envelope = np.hypot(r, hilbert(r))
+    envelope = hilbert(r)
+    envelope *= envelope
+    envelope += r * r
+    np.sqrt(envelope, out=envelope)
     return np.divide(r, envelope, out=np.zeros_like(r), where=envelope > 1e-12 * (1.0 + np.abs(r)))
 
 
@@ -139,19 +142,21 @@ def yin(frames: np.ndarray, sr: int, *, fmin_hz: float, fmax_hz: float, threshol
     frame length minus the longest period.
     """
     n_frames, length = frames.shape
+    dtype = frames.dtype
     max_lag = min(int(np.ceil(sr / fmin_hz)), length // 2)
     min_lag = max(int(np.floor(sr / fmax_hz)), 2)
     width = length - max_lag
-    n = fast_length(length + width)
+    n = fast_length(length)  # lags 0..max_lag of a width-long head never wrap around at this length
     head = scipy.fft.rfft(frames[:, :width], n=n, axis=1)
     cross = scipy.fft.irfft(np.conj(head) * scipy.fft.rfft(frames, n=n, axis=1), n=n, axis=1)[:, : max_lag + 1]
-    power = np.concatenate([np.zeros((n_frames, 1)), np.cumsum(frames**2, axis=1)], axis=1)
+    power = np.zeros((n_frames, length + 1), dtype=dtype)
+    np.cumsum(frames * frames, axis=1, out=power[:, 1:])
     lags = np.arange(max_lag + 1)
-    energy_shifted = power[:, lags + width] - power[:, lags]
-    diff = np.maximum(power[:, width : width + 1] + energy_shifted - 2 * cross, 0.0)
+    diff = power[:, width : width + 1] + (power[:, lags + width] - power[:, lags]) - 2 * cross
+    np.maximum(diff, 0, out=diff)
     cumulative = np.cumsum(diff[:, 1:], axis=1)
     cmnd = np.ones_like(diff)
-    np.divide(diff[:, 1:] * lags[1:], cumulative, out=cmnd[:, 1:], where=cumulative > 0)
+    np.divide(diff[:, 1:] * lags[1:].astype(dtype), cumulative, out=cmnd[:, 1:], where=cumulative > 0)
     search = cmnd[:, min_lag : max_lag + 1]
     dips = (search[:, :-1] < threshold) & (search[:, :-1] <= search[:, 1:])
     first = np.where(dips.any(axis=1), np.argmax(dips, axis=1), np.argmin(search, axis=1)) + min_lag
@@ -159,7 +164,7 @@ def yin(frames: np.ndarray, sr: int, *, fmin_hz: float, fmax_hz: float, threshol
     rows = np.arange(n_frames)
     left, mid, right = cmnd[rows, inner - 1], cmnd[rows, inner], cmnd[rows, inner + 1]
     curvature = left - 2 * mid + right
-    shift = np.divide(0.5 * (left - right), curvature, out=np.zeros(n_frames), where=curvature > 0)
+    shift = np.divide(0.5 * (left - right), curvature, out=np.zeros_like(mid), where=curvature > 0)
     period = inner + np.clip(shift, -1, 1)
     silent = power[:, -1] <= SILENCE_FLOOR * length
     return np.where(silent, 0.0, sr / period)

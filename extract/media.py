@@ -75,7 +75,9 @@ def decode_audio(path: str | os.PathLike[str], window: AudioWindow, *, clip_id: 
         raise MediaError(
             f"{who}: cannot decode audio ({str(err).strip() or type(err).__name__}); replace or re-encode the file"
         ) from None
-    y = np.nan_to_num(mono_weights(names) @ x, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
+    y = (mono_weights(names) @ x).astype(np.float32, copy=False)
+    if not np.isfinite(y).all():
+        y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
     return Decoded(y, sr, y.size / sr)
 
 
@@ -103,33 +105,29 @@ def _read_pyav(path: Path, window: AudioWindow, who: str) -> tuple[np.ndarray, i
         time_base = stream.time_base or Fraction(1, sr)
         if window.offset_s > 0:
             container.seek(int(window.offset_s / time_base), stream=stream, backward=True, any_frame=False)
-        out = np.zeros((len(names), end - begin), dtype=np.float32)
-        filled, position = 0, None
+        blocks: list[np.ndarray] = []
+        start = decoded = 0
         to_float = av.AudioResampler(format="fltp")
         for frame in container.decode(stream):
-            if position is None:  # later frames follow sample by sample: ms-resolution pts (mkv) would jitter
-                position = round(frame.pts * time_base * sr) if frame.pts is not None else 0
-            for planes in _float_planes(frame, to_float):
-                n = len(planes[0])
-                lo, hi = max(begin - position, 0), min(end - position, n)
-                for channel, plane in enumerate(planes):
-                    out[channel, position + lo - begin : position + hi - begin] = plane[lo:hi]
-                filled = max(filled, position + hi - begin)
-                position += n
-            if position >= end:
+            if not blocks:  # later frames follow sample by sample: ms-resolution pts (mkv) would jitter
+                start = round(frame.pts * time_base * sr) if frame.pts is not None else 0
+            for block in _float_blocks(frame, to_float):
+                blocks.append(block)
+                decoded += block.shape[1]
+            if start + decoded >= end:
                 break
-    return out[:, :filled], sr, names
+    x = np.concatenate(blocks, axis=1) if blocks else np.zeros((len(names), 0), dtype=np.float32)
+    return x[:, max(begin - start, 0) : max(end - start, 0)], sr, names
 
 
-def _float_planes(frame: av.AudioFrame, to_float: av.AudioResampler) -> list[list[np.ndarray]]:
-    """The frame as blocks of float32 channel planes: planar float (AAC, MP3) is read in place
-    (20 ms less per 30 s than ``to_ndarray`` through a resampler)."""
+def _float_blocks(frame: av.AudioFrame, to_float: av.AudioResampler) -> list[np.ndarray]:
+    """The frame as (channels, samples) float32 blocks: planar float (AAC, MP3) is read in place
+    (15 ms less per 30 s than ``to_ndarray`` through a resampler)."""
     if frame.format.name == "fltp":
         n = frame.samples
-        return [
-            [np.frombuffer(memoryview(plane), dtype=np.float32, count=n) for plane in frame.planes[: len(frame.layout.channels)]]
-        ]
-    return [list(block.to_ndarray()) for block in to_float.resample(frame)]
+        planes = frame.planes[: len(frame.layout.channels)]
+        return [np.vstack([np.frombuffer(memoryview(plane), dtype=np.float32, count=n) for plane in planes])]
+    return [block.to_ndarray() for block in to_float.resample(frame)]
 
 
 def mono_weights(channel_names: list[str]) -> np.ndarray:
