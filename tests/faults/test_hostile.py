@@ -1,0 +1,112 @@
+"""Hostile and broken inputs: pickle payloads never run, bad manifests stop cleanly, readers stay bounded."""
+
+from __future__ import annotations
+
+import pickle
+import re
+import resource
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cache.layout import feature_path
+from cache.read import Cache
+from cache.store import CacheWriter
+from pipeline.cli import cli
+from tests.cache.helpers import MEL, row_values, stand_in_manifest
+from tests.conftest import write_tiny
+
+
+class Payload:
+    """Unpickling this creates a file: the proof that something ran it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.marker,))
+
+
+def test_a_pickle_payload_in_a_cache_is_never_run(tmp_path: Path) -> None:
+    cache, marker = tmp_path / "c.h5", tmp_path / "ran"
+    with CacheWriter(cache, stand_in_manifest(tmp_path / "media", n=4)) as writer:
+        writer.prepare([MEL])
+        writer.write("mel", [0], [row_values(MEL, 0)])
+    blob = np.void(pickle.dumps(Payload(marker)))
+    with h5py.File(cache, "r+") as f:
+        f.attrs["payload"] = blob
+        f[feature_path("mel")].attrs["payload"] = blob
+        f["clips"].create_dataset("pickled", data=np.frombuffer(pickle.dumps(Payload(marker)), dtype=np.uint8))
+    for args in (["cache", "info", str(cache)], ["cache", "info", str(cache), "--json"], ["cache", "verify", str(cache)]):
+        assert CliRunner().invoke(cli, args).exit_code == 0
+    with Cache(cache) as reader:
+        reader.read_matrix("mel")
+        reader.info()
+    assert not marker.exists()
+
+
+def test_tampered_row_bytes_are_reported(tmp_path: Path) -> None:
+    cache = tmp_path / "c.h5"
+    with CacheWriter(cache, stand_in_manifest(tmp_path / "media", n=4)) as writer:
+        writer.prepare([MEL])
+        for row in range(4):
+            writer.write("mel", [row], [row_values(MEL, row)])
+    with h5py.File(cache, "r+") as f:
+        data = f[feature_path("mel")]["data"]
+        row = data[1]
+        row.reshape(-1).view(np.uint8)[100] ^= 0x40
+        data[1] = row
+    result = CliRunner().invoke(cli, ["cache", "verify", str(cache)])
+    assert result.exit_code == 3 and "clip 'c/1': row bytes do not match their checksum" in result.output
+
+
+BAD_MANIFESTS = {
+    "unknown_label": ("clip_id,label,video,audio\nx,Happy,ok.mp4,\n", r"column 'label' value 'Happy'"),
+    "duplicate_id": ("clip_id,label,video,audio\nx,Sad,ok.mp4,\nx,Sad,ok.mp4,\n", r"repeats row 1"),
+    "missing_file": ("clip_id,label,video,audio\nx,Sad,gone.mp4,\n", r"file .*gone\.mp4.* does not exist"),
+    "fold_gaps": ("clip_id,label,video,audio,fold\nx,Sad,ok.mp4,,0\ny,Sad,ok.mp4,,\n", r"column 'fold' is empty"),
+    "empty": ("clip_id,label,video,audio\n", r"has no clips"),
+    "missing_column": ("clip_id,video,audio\nx,ok.mp4,\n", r"column 'label' is missing"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MANIFESTS))
+def test_bad_manifests_exit_2_with_one_line_and_write_nothing(tmp_path: Path, case: str) -> None:
+    body, message = BAD_MANIFESTS[case]
+    write_tiny(tmp_path / "ok.mp4")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text('# classes: ["Sad"]\n' + body)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    for args in (
+        ["extract", str(manifest), "--cache", str(tmp_path / "c.h5")],
+        ["manifest", "folds", str(manifest)],
+        ["manifest", "check", str(manifest)],
+    ):
+        result = CliRunner().invoke(cli, args)
+        if args[0] == "manifest" and args[1] == "check" and case in ("missing_file",):
+            assert result.exit_code == 3  # check lists media problems instead of stopping at the first
+            continue
+        assert result.exit_code == 2, (args, result.output)
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in result.output
+        assert re.search(message, lines[0]), lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before, "nothing written"
+
+
+def test_reader_memory_stays_flat_over_ten_thousand_random_reads(tmp_path: Path) -> None:
+    cache = tmp_path / "c.h5"
+    with CacheWriter(cache, stand_in_manifest(tmp_path / "media", n=64)) as writer:
+        writer.prepare([MEL])
+        writer.write("mel", range(64), [row_values(MEL, r) for r in range(64)])
+    rng = np.random.default_rng(0)
+    with Cache(cache) as reader:
+        for _ in range(500):  # warm-up: allocator pools and HDF5 free lists reach their steady size
+            reader.read_matrix("mel", rng.integers(0, 64, 4))
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        for _ in range(10_000):
+            reader.read_matrix("mel", rng.integers(0, 64, 4))
+        grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown_kib < 20 * 1024, f"peak RSS grew {grown_kib} KiB over 10,000 reads"
