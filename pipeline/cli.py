@@ -13,8 +13,9 @@ import click
 
 from pipeline.cli_bench import bench
 from pipeline.cli_cache import cache_group
+from pipeline.cli_cv import cv, fuse
 from pipeline.cli_extract import extract
-from pipeline.clitools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand, MvemoGroup, print_json
+from pipeline.clitools import CONTEXT, EXIT_CLIPS_FAILED, MvemoGroup, print_json
 
 
 @click.group(cls=MvemoGroup, context_settings=CONTEXT)
@@ -168,20 +169,8 @@ def demo(out: str, clips_per_class: int, duration_s: float, seed: int) -> None:
     click.echo(f"{len(manifest)} clips in {len(manifest.classes)} classes, {ok} decodable; manifest: {result.manifest_path}")
 
 
-@click.command(cls=MvemoCommand, context_settings=CONTEXT)
-@click.option("--folds", "n_folds", default=6, type=int, help="Folds expected in the cache (the manifest's).")
-@click.option("--cache", "cache_path", required=True, type=click.Path(dir_okay=False), help="HDF5 cache of stage one.")
-@click.option("--out", default="reports", type=click.Path(file_okay=False), help="Folder for report.md, report.json and plots.")
-@click.option("--models", default=None, help="Comma-separated fusion models.  [default: all the cache allows]")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
-def cv(n_folds: int, cache_path: str, out: str, models: str | None, as_json: bool) -> None:
-    """Cross-validate the late-fusion heads over the cache (stage two)."""
-    from manifests.errors import ConfigError
-
-    raise ConfigError("stage two (mvemo-cv) is not part of this version yet; it arrives with the fusion issue")
-
-
 cli.add_command(cv)
+cli.add_command(fuse)
 cli.add_command(cache_group)
 cli.add_command(bench)
 cli.add_command(extract)

@@ -1,0 +1,168 @@
+"""Cross-validation of the fusion models over the cache's own folds.
+
+For test fold k, a head is fitted on the other folds' rows of the embeddings
+written for fold k (nets fine-tuned without fold k) and predicts fold k. The
+folds are the manifest's, stored in the cache: re-splitting would put clips that
+trained a fold's nets into its test set.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from sklearn.base import clone
+
+from cache.read import Cache
+from fuse.heads import make_head
+from fuse.metrics import mcnemar, summarize
+from fuse.models import FusionModel, features, protocol, select_models
+from manifests.errors import CacheError, ConfigError
+
+
+class Executor(Protocol):
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any]) -> Iterator[Any]: ...
+
+
+@dataclass
+class ModelPredictions:
+    """Out-of-fold predictions of one model: rows of the cache, their true classes, folds and probabilities."""
+
+    rows: np.ndarray
+    y: np.ndarray
+    folds: np.ndarray
+    proba: np.ndarray
+
+
+@dataclass
+class CvResult:
+    classes: tuple[str, ...]
+    n_folds: int
+    protocol: str
+    predictions: dict[str, ModelPredictions]
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    comparison: dict[str, Any] | None = None
+
+
+def check_folds(cache: Cache, n_folds: int | None) -> int:
+    """The cache's number of folds; ``n_folds`` must agree (exit 2 otherwise)."""
+    if len(cache) == 0 or cache.folds.min() < 0:
+        raise CacheError(
+            f"cache {str(cache.path)!r} has no folds; run `mvemo manifest folds MANIFEST --k 6`, then `mvemo extract` again"
+        )
+    stored = int(cache.folds.max()) + 1
+    if n_folds is not None and n_folds != stored:
+        raise ConfigError(
+            f"--folds {n_folds}: the cache holds the manifest's {stored} folds, and re-splitting would put clips"
+            f" that trained a fold's nets into its test set; use --folds {stored}"
+        )
+    return stored
+
+
+def fit_fold(cache_path: str | os.PathLike[str], model: FusionModel, fold: int, head: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Fit ``head`` on the rows outside ``fold`` and return (test rows, probabilities over all classes)."""
+    with Cache(cache_path) as cache:
+        X, usable = features(cache, model.inputs, fold)
+        y, folds, n_classes = cache.y, cache.folds, len(cache.classes)
+    train = np.flatnonzero(usable & (folds != fold))
+    test = np.flatnonzero(usable & (folds == fold))
+    proba = np.zeros((len(test), n_classes))
+    if len(test) == 0 or len(np.unique(y[train])) < 2:
+        proba[:] = 1.0 / n_classes
+        return test, proba
+    fitted = clone(head).fit(X[train], y[train])
+    proba[:, fitted.classes_] = fitted.predict_proba(X[test])  # a class absent from training keeps p = 0
+    return test, proba
+
+
+def cross_validate(
+    cache_path: str | os.PathLike[str],
+    *,
+    models: str | None = None,
+    n_folds: int | None = None,
+    head: Any = None,
+    executor: Executor | None = None,
+) -> CvResult:
+    """Every model x every fold, metrics per model, and integrated vs the best unimodal model.
+
+    Parameters
+    ----------
+    cache_path : path-like
+    models : str, optional
+        Comma-separated model names (``--models``); default all the cache can feed.
+    n_folds : int, optional
+        Must equal the cache's folds when given.
+    head : estimator, optional
+        A scikit-learn classifier, cloned per fit (default ``LogisticHead``).
+    executor : object with ``map``, optional
+        Where the (model, fold) fits run; serial by default.
+    """
+    head = head if head is not None else make_head()
+    with Cache(cache_path) as cache:
+        k = check_folds(cache, n_folds)
+        chosen = select_models(cache, models)
+        classes, y_all, folds_all, used_protocol = cache.classes, cache.y, cache.folds, protocol(cache)
+    direct = [m for m in chosen if not m.averages]
+    tasks = [(m, fold) for m in direct for fold in range(k)]
+    mapper = map if executor is None else executor.map
+    fit = functools.partial(fit_fold, cache_path, head=head)
+    outputs = list(mapper(fit, [m for m, _ in tasks], [fold for _, fold in tasks]))
+    predictions: dict[str, ModelPredictions] = {}
+    for model in direct:
+        parts = [out for (m, _), out in zip(tasks, outputs) if m == model]
+        for out in parts:
+            if isinstance(out, BaseException):
+                raise out
+        rows = np.concatenate([p[0] for p in parts])
+        proba = np.concatenate([p[1] for p in parts])
+        predictions[model.name] = ModelPredictions(rows, y_all[rows], folds_all[rows], proba)
+    for model in chosen:
+        if model.averages:
+            predictions[model.name] = _average(model, predictions, y_all, folds_all)
+    result = CvResult(tuple(classes), k, used_protocol, predictions)
+    result.metrics = {name: summarize(p.y, p.proba, p.folds, k) for name, p in predictions.items()}
+    result.comparison = _compare(result, chosen)
+    return result
+
+
+def _average(model: FusionModel, predictions: dict[str, ModelPredictions], y: np.ndarray, folds: np.ndarray) -> ModelPredictions:
+    """Decision-level fusion: the mean of the named models' probabilities on the rows they all predicted."""
+    parts = [predictions[name] for name in model.averages]
+    rows = functools.reduce(np.intersect1d, [p.rows for p in parts])
+    proba = np.mean([p.proba[_rows_of(p, rows)] for p in parts], axis=0)
+    return ModelPredictions(rows, y[rows], folds[rows], proba)
+
+
+def _rows_of(p: ModelPredictions, rows: np.ndarray) -> np.ndarray:
+    position = {int(r): i for i, r in enumerate(p.rows)}
+    return np.array([position[int(r)] for r in rows], dtype=np.int64)
+
+
+def _compare(result: CvResult, chosen: list[FusionModel]) -> dict[str, Any] | None:
+    """The integrated model against the best unimodal one: per-fold accuracy differences and McNemar."""
+    integrated = next((m.name for m in chosen if m.name.startswith("integrated") and not m.averages), None)
+    unimodal = [m.name for m in chosen if m.kind == "unimodal"]
+    if integrated is None or not unimodal:
+        return None
+    best = max(unimodal, key=lambda name: result.metrics[name]["accuracy"]["mean"])
+    a, b = result.predictions[integrated], result.predictions[best]
+    rows = np.intersect1d(a.rows, b.rows)
+    pred_a = np.argmax(a.proba[_rows_of(a, rows)], axis=1)
+    pred_b = np.argmax(b.proba[_rows_of(b, rows)], axis=1)
+    folds = a.folds[_rows_of(a, rows)]
+    y = a.y[_rows_of(a, rows)]
+    differences = [
+        float(np.mean(pred_a[folds == f] == y[folds == f]) - np.mean(pred_b[folds == f] == y[folds == f]))
+        for f in range(result.n_folds)
+        if np.any(folds == f)
+    ]
+    return {
+        "integrated": integrated,
+        "best_unimodal": best,
+        "per_fold_accuracy_difference": differences,
+        "mcnemar": mcnemar(y, pred_a, pred_b),
+    }

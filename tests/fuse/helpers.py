@@ -1,0 +1,50 @@
+"""Synthetic caches of embeddings with known structure, for stage-two tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cache.layout import FeatureSpec
+from cache.store import CacheWriter
+from manifests import Clip, Manifest
+
+CLASSES = ("calm", "sad", "tense")
+
+
+def embedding_cache(
+    path: Path,
+    *,
+    nets: dict[str, tuple[int, float]],
+    n_per_class: int = 30,
+    k: int = 3,
+    per_fold: bool = False,
+    seed: int = 0,
+    protocol: str = "leakfree",
+) -> Path:
+    """A cache whose emb sets hold class means plus noise: ``nets`` maps net -> (dim, separation)."""
+    rng = np.random.default_rng(seed)
+    n = n_per_class * len(CLASSES)
+    media = path.parent / "media"
+    media.mkdir(exist_ok=True)
+    clips = []
+    for i in range(n):
+        file = media / f"{i}.wav"
+        file.write_bytes(i.to_bytes(4, "little"))
+        clips.append(Clip(f"c{i}", CLASSES[i % len(CLASSES)], audio=file, fold=(i // len(CLASSES)) % k))
+    manifest = Manifest(CLASSES, tuple(clips))
+    y = manifest.y
+    specs, values = [], {}
+    for net, (dim, separation) in nets.items():
+        means = rng.standard_normal((len(CLASSES), dim)) * separation
+        X = (means[y] + rng.standard_normal((n, dim))).astype(np.float32)
+        names = [f"emb/{net}/fold{f}" for f in range(k)] if per_fold else [f"emb/{net}/all"]
+        for name in names:
+            specs.append(FeatureSpec(name, (dim,), "float32", net, "1", {"protocol": protocol}))
+            values[name] = X
+    with CacheWriter(path, manifest) as writer:
+        writer.prepare(specs)
+        for name, X in values.items():
+            writer.write(name, range(n), X)
+    return path

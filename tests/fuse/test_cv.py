@@ -1,0 +1,165 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+from sklearn.base import clone
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, roc_auc_score
+from sklearn.utils.estimator_checks import check_estimator
+
+from cache.read import Cache
+from fuse.cv import cross_validate
+from fuse.heads import LogisticHead, SoftmaxHead
+from fuse.models import available_models
+from fuse.saved import load_fusion_model
+from manifests import CacheError, ConfigError
+from pipeline.cli import cli
+from tests.fuse.helpers import embedding_cache
+
+AV_NETS = {"onedcnn": (16, 1.5), "twodcnn": (12, 0.0), "c3d": (10, 0.0), "i3d": (8, 1.5)}
+
+
+@pytest.mark.parametrize("head", [LogisticHead(), SoftmaxHead(lr=0.01, max_epochs=100)])
+def test_heads_follow_the_estimator_contract(head) -> None:
+    check_estimator(head)
+
+
+def test_separable_classes_are_learned_and_noise_is_chance(tmp_path: Path) -> None:
+    cache = embedding_cache(tmp_path / "c.h5", nets={"onedcnn": (8, 4.0), "i3d": (8, 0.0)}, n_per_class=40)
+    result = cross_validate(cache, models="onedcnn,i3d")
+    assert result.metrics["onedcnn"]["accuracy"]["mean"] > 0.95
+    assert abs(result.metrics["i3d"]["accuracy"]["mean"] - 1 / 3) < 0.15
+    assert result.metrics["onedcnn"]["roc_auc_macro"] > 0.99
+
+
+def test_metrics_equal_scikit_learn_on_the_same_predictions(tmp_path: Path) -> None:
+    cache = embedding_cache(tmp_path / "c.h5", nets={"onedcnn": (6, 0.7)})
+    result = cross_validate(cache)
+    p = result.predictions["onedcnn"]
+    metrics = result.metrics["onedcnn"]
+    pred = p.proba.argmax(axis=1)
+    assert metrics["f1_macro"] == pytest.approx(f1_score(p.y, pred, average="macro"))
+    assert metrics["roc_auc_macro"] == pytest.approx(roc_auc_score(p.y, p.proba, multi_class="ovr"))
+    assert metrics["confusion"] == confusion_matrix(p.y, pred).tolist()
+    per_fold = [accuracy_score(p.y[p.folds == k], pred[p.folds == k]) for k in range(3)]
+    assert metrics["accuracy"]["per_fold"] == pytest.approx(per_fold)
+    assert metrics["accuracy"]["min"] == pytest.approx(min(per_fold)) and metrics["accuracy"]["max"] == pytest.approx(
+        max(per_fold)
+    )
+    assert sorted(p.rows.tolist()) == list(range(90)), "every clip is predicted exactly once"
+
+
+class SpyHead(LogisticHead):
+    """Records the training rows each fit sees (their first feature is the row id)."""
+
+    seen: ClassVar[list[set[int]]] = []
+
+    def fit(self, X, y):
+        SpyHead.seen.append({round(float(v)) for v in X[:, 0]})
+        return super().fit(X, y)
+
+
+def test_the_test_fold_never_reaches_fit(tmp_path: Path) -> None:
+    cache = embedding_cache(tmp_path / "c.h5", nets={"onedcnn": (4, 1.0)}, per_fold=True)
+    with Cache(cache) as reader:
+        folds = reader.folds
+    import h5py
+
+    with h5py.File(cache, "r+") as f:  # stamp each row's id into feature 0 (checksums are not re-read here)
+        for k in range(3):
+            data = f[f"features/emb/onedcnn/fold{k}"]["data"]
+            values = data[:]
+            values[:, 0] = np.arange(len(values))
+            data[:] = values
+    SpyHead.seen = []
+    cross_validate(cache, head=SpyHead())
+    assert len(SpyHead.seen) == 3
+    for k, rows in enumerate(SpyHead.seen):
+        assert rows == set(np.flatnonzero(folds != k).tolist())
+
+
+def test_models_adapt_to_the_cache_and_integrated_is_compared(tmp_path: Path) -> None:
+    cache = embedding_cache(tmp_path / "c.h5", nets=AV_NETS)
+    with Cache(cache) as reader:
+        names = [m.name for m in available_models(reader)]
+    assert names == [
+        "onedcnn",
+        "twodcnn",
+        "c3d",
+        "i3d",
+        "c3d+onedcnn",
+        "i3d+onedcnn",
+        "c3d+twodcnn",
+        "i3d+twodcnn",
+        "integrated",
+        "integrated-decision",
+    ]
+    result = cross_validate(cache)
+    assert result.comparison["integrated"] == "integrated" and result.comparison["best_unimodal"] in ("onedcnn", "i3d")
+    assert result.metrics["integrated"]["accuracy"]["mean"] >= result.metrics["twodcnn"]["accuracy"]["mean"]
+    audio_only = embedding_cache(tmp_path / "a.h5", nets={"onedcnn": (4, 1.0), "twodcnn": (4, 1.0)})
+    with Cache(audio_only) as reader:
+        assert [m.name for m in available_models(reader)] == ["onedcnn", "twodcnn", "integrated-audio"]
+
+
+def test_folds_and_missing_embeddings_are_input_errors(tmp_path: Path) -> None:
+    cache = embedding_cache(tmp_path / "c.h5", nets={"onedcnn": (4, 1.0)})
+    with pytest.raises(ConfigError, match=r"--folds 6: the cache holds the manifest's 3 folds.*use --folds 3"):
+        cross_validate(cache, n_folds=6)
+    with pytest.raises(ConfigError, match=r"'i3d\+twodcnn' cannot be built.*mvemo extract MANIFEST --cache .* --nets"):
+        cross_validate(cache, models="i3d+twodcnn")
+    result = CliRunner().invoke(cli, ["cv", "--folds", "6", "--cache", str(cache), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "use --folds 3" in result.output
+
+
+def test_cv_and_fuse_write_reports_pictures_and_a_model(tmp_path: Path) -> None:
+    cache = embedding_cache(tmp_path / "c.h5", nets=AV_NETS, protocol="paper")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["fuse", str(cache), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    document = json.loads((out / "report.json").read_text())
+    assert document["protocol"] == "paper" and document["folds"] == 3 and document["classes"] == ["calm", "sad", "tense"]
+    assert {"accuracy", "f1_macro", "roc_auc_macro", "confusion"} <= set(document["models"]["i3d+twodcnn"])
+    assert set(document["models"]["integrated"]["accuracy"]) >= {"min", "mean", "max", "per_fold"}
+    assert "WARNING: protocol `paper`" in (out / "report.md").read_text()
+    for png in [out / "roc.png", *out.glob("confusion_*.png")]:
+        with Image.open(png) as image:
+            assert image.format == "PNG" and image.size[0] >= 400 and image.size[1] >= 300
+    assert len(list(out.glob("confusion_*.png"))) == len(document["models"])
+    model = load_fusion_model(out / "model")
+    assert model.classes == ["calm", "sad", "tense"]
+    assert model.document["protocol"] == "paper"
+    with Cache(cache) as reader:
+        inputs = {net: reader.read_matrix(f"emb/{net}/all") for net in AV_NETS}
+        y = reader.y
+    proba = model.predict_proba("integrated", inputs)
+    assert proba.shape == (90, 3) and np.allclose(proba.sum(axis=1), 1)
+    assert np.mean(proba.argmax(axis=1) == y) > 0.8, "trained on every clip, it fits them"
+    decision = model.predict_proba("integrated-decision", inputs)
+    assert np.allclose(
+        decision,
+        np.mean([model.predict_proba(p, inputs) for p in ("c3d+onedcnn", "i3d+onedcnn", "c3d+twodcnn", "i3d+twodcnn")], axis=0),
+    )
+
+
+def test_cv_json_is_the_report_document(tmp_path: Path) -> None:
+    cache = embedding_cache(tmp_path / "c.h5", nets={"onedcnn": (4, 2.0)})
+    result = CliRunner().invoke(cli, ["cv", "--folds", "3", "--cache", str(cache), "--out", str(tmp_path / "r"), "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["models"]["onedcnn"]["accuracy"]["mean"] > 0.8 and document["version"]
+
+
+def test_a_saved_model_is_never_unpickled(tmp_path: Path) -> None:
+    with pytest.raises(CacheError, match=r"holds no saved fusion model"):
+        load_fusion_model(tmp_path)
+
+
+def test_clone_keeps_head_parameters() -> None:
+    head = SoftmaxHead(optimizer="sgd", lr=0.01)
+    assert clone(head).get_params() == head.get_params()
