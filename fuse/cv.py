@@ -20,7 +20,7 @@ from sklearn.base import clone
 from cache.read import Cache
 from fuse.heads import make_head
 from fuse.metrics import mcnemar, summarize
-from fuse.models import FusionModel, features, protocol, select_models
+from fuse.models import FusionModel, features, protocol, resolve_sets, select_models
 from manifests.errors import CacheError, ConfigError
 
 
@@ -63,11 +63,21 @@ def check_folds(cache: Cache, n_folds: int | None) -> int:
     return stored
 
 
+@functools.lru_cache(maxsize=4)
+def _matrix(
+    cache_path: str, modified_ns: int, sets: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Features, usable rows, classes and folds of ``sets``, read once per process for every fold that uses them."""
+    with Cache(cache_path) as cache:
+        X, usable = features(cache, sets)
+        return X, usable, cache.y, cache.folds, len(cache.classes)
+
+
 def fit_fold(cache_path: str | os.PathLike[str], model: FusionModel, fold: int, head: Any) -> tuple[np.ndarray, np.ndarray]:
     """Fit ``head`` on the rows outside ``fold`` and return (test rows, probabilities over all classes)."""
     with Cache(cache_path) as cache:
-        X, usable = features(cache, model.inputs, fold)
-        y, folds, n_classes = cache.y, cache.folds, len(cache.classes)
+        sets = resolve_sets(cache, model.inputs, fold)
+    X, usable, y, folds, n_classes = _matrix(str(cache_path), os.stat(cache_path).st_mtime_ns, sets)
     train = np.flatnonzero(usable & (folds != fold))
     test = np.flatnonzero(usable & (folds == fold))
     proba = np.zeros((len(test), n_classes))

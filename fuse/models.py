@@ -95,14 +95,18 @@ def input_set(cache: Cache, net: str, fold: int | None) -> str:
     )
 
 
-def features(cache: Cache, inputs: tuple[str, ...], fold: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """The matrix a model reads for fold ``fold``, shape (n_clips, n_features), and the mask of rows it holds."""
+def resolve_sets(cache: Cache, inputs: tuple[str, ...], fold: int | None) -> tuple[str, ...]:
+    """The cached sets a model reads for test fold ``fold`` (``lldstats`` stands for the LLD statistics)."""
+    return tuple(LLDSTATS if name == LLDSTATS else input_set(cache, name, fold) for name in inputs)
+
+
+def features(cache: Cache, sets: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The concatenated matrix of ``sets``, shape (n_clips, n_features), and the mask of rows all of them hold."""
     blocks, usable = [], np.ones(len(cache), dtype=bool)
-    for name in inputs:
-        if name == LLDSTATS:
+    for set_name in sets:
+        if set_name == LLDSTATS:
             X, done = lld_statistics(cache)
         else:
-            set_name = input_set(cache, name, fold)
             X, done = cache.read_matrix(set_name).astype(np.float64), cache.done(set_name)
         blocks.append(X.reshape(len(cache), -1))
         usable &= done

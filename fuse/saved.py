@@ -20,7 +20,7 @@ from sklearn.base import clone
 
 from cache.read import Cache
 from fuse.heads import LinearSoftmax
-from fuse.models import LLDSTATS, FusionModel, features, input_set
+from fuse.models import LLDSTATS, FusionModel, features, input_set, resolve_sets
 from manifests.errors import CacheError
 
 MODEL_JSON = "model.json"
@@ -35,7 +35,7 @@ def train_final(cache_path: str | os.PathLike[str], models: list[FusionModel], h
         for model in models:
             if model.averages:
                 continue
-            X, usable = features(cache, model.inputs, None)
+            X, usable = features(cache, resolve_sets(cache, model.inputs, None))
             rows = np.flatnonzero(usable)
             if len(np.unique(y[rows])) < 2:
                 raise CacheError(f"model {model.name!r}: fewer than two classes among its {len(rows)} usable clips")
