@@ -110,9 +110,9 @@ def test_version_and_entry_points() -> None:
     assert "--folds" in cv_help.stdout
 
 
-def test_cv_says_it_is_not_built_yet(tmp_path: Path) -> None:
+def test_cv_on_a_missing_cache_names_extract(tmp_path: Path) -> None:
     result = CliRunner().invoke(cv, ["--cache", str(tmp_path / "c.h5")], prog_name="mvemo-cv")
-    assert result.exit_code == 2 and "not part of this version yet" in result.output
+    assert result.exit_code == 2 and "does not exist; build it with `mvemo extract" in result.output
 
 
 def test_mved_sample_scan_folds_check(mved_sample: Path, tmp_path: Path) -> None:
