@@ -5,6 +5,7 @@ Readers need h5py and numpy only and never unpickle anything.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -103,6 +104,11 @@ class Cache:
 
     def fingerprint(self, name: str) -> str:
         return str(self._group(name).attrs["fingerprint"])
+
+    def combined_fingerprint(self) -> str:
+        """sha256 over every feature set's name and fingerprint: what a report was computed from."""
+        parts = [f"{name}={self.fingerprint(name)}" for name in self.feature_sets()]
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
     def failures(self) -> list[dict[str, str]]:
         """The failures table: every (feature set, clip) that could not be computed, with its reason."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import librosa
 import numpy as np
@@ -172,6 +173,12 @@ class LldConfig:
 def config_dict(config: object) -> dict:
     """A config as plain JSON-ready data (nested dataclasses included)."""
     return asdict(config)  # type: ignore[call-overload]
+
+
+def config_from_dict(cls: type, data: dict) -> Any:
+    """The inverse of ``config_dict`` for the audio configs (their nested ``AudioWindow`` included)."""
+    values = {k: AudioWindow(**v) if isinstance(v, dict) else v for k, v in data.items()}
+    return cls(**values)
 
 
 def waveform(decoded: Decoded, config: WaveformConfig) -> np.ndarray:

@@ -65,7 +65,7 @@ def decode_audio(path: str | os.PathLike[str], window: AudioWindow, *, clip_id: 
     path = Path(path)
     who = f"clip {clip_id!r} ({path})" if clip_id else str(path)
     if not path.is_file():
-        raise MediaError(f"{who}: audio file does not exist; fix the manifest's path")
+        raise MediaError(f"{who}: audio file does not exist; fix the path")
     try:
         if path.suffix.lower() in SOUNDFILE_SUFFIXES:
             x, sr, names = _read_soundfile(path, window)

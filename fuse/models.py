@@ -114,13 +114,21 @@ def features(cache: Cache, sets: tuple[str, ...]) -> tuple[np.ndarray, np.ndarra
 
 
 def lld_statistics(cache: Cache) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation over each clip's valid frames of every LLD column, (n_clips, 2 * n_columns)."""
-    lld = cache.read_matrix("lld").astype(np.float64)
-    lengths = np.maximum(cache.valid_lengths("lld"), 1)
+    """``lldstats`` of every clip of the cache, and the mask of clips with LLDs."""
+    return summarize_lld(cache.read_matrix("lld"), cache.valid_lengths("lld")), cache.done("lld")
+
+
+def summarize_lld(lld: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Mean and standard deviation over each clip's valid frames of every LLD column.
+
+    ``lld`` (n_clips, n_frames, n_columns), ``lengths`` (n_clips,); returns (n_clips, 2 * n_columns).
+    """
+    lld = np.asarray(lld, dtype=np.float64)
+    lengths = np.maximum(np.asarray(lengths), 1)
     valid = (np.arange(lld.shape[1])[None, :] < lengths[:, None])[..., None]
     mean = (lld * valid).sum(axis=1) / lengths[:, None]
     var = (((lld - mean[:, None, :]) * valid) ** 2).sum(axis=1) / lengths[:, None]
-    return np.concatenate([mean, np.sqrt(var)], axis=1), cache.done("lld")
+    return np.concatenate([mean, np.sqrt(var)], axis=1)
 
 
 def protocol(cache: Cache) -> str:

@@ -14,7 +14,9 @@ import click
 from pipeline.cli_bench import bench
 from pipeline.cli_cache import cache_group
 from pipeline.cli_cv import cv, fuse
+from pipeline.cli_demo import demo
 from pipeline.cli_extract import extract
+from pipeline.cli_predict import predict
 from pipeline.clitools import CONTEXT, EXIT_CLIPS_FAILED, MvemoGroup, print_json
 
 
@@ -141,35 +143,9 @@ def _describe_video(info: Any) -> str:
     return f"{info.codec} {info.width}x{info.height} {info.fps:g} fps {approx}{info.frame_count} fr{rotation}"
 
 
-@cli.command("demo")
-@click.option("--out", default="demo-out", type=click.Path(file_okay=False), help="Folder for the data and the results.")
-@click.option("--clips-per-class", default=12, type=click.IntRange(min=2), help="Synthetic clips written per class.")
-@click.option("--duration-s", default=10.0, type=float, help="Length of each synthetic clip in seconds.")
-@click.option("--seed", default=0, type=int, help="Seed of the generator and of the folds.")
-def demo(out: str, clips_per_class: int, duration_s: float, seed: int) -> None:
-    """Run mvemo on a synthetic set of music videos (six classes of paper 001).
-
-    Each class draws musical cues (tempo, mode, loudness, timbre, rhythm,
-    dissonance) and visual cues (motion, colour warmth, brightness, cuts) from
-    its own distributions; some class pairs differ only in sound, others only in
-    pictures. Writes OUT/data/<class>/*.mp4 (h264 + AAC) and OUT/manifest.csv
-    with folds, and checks every file. Nothing is downloaded.
-    """
-    from manifests.folds import fold_table
-    from manifests.synthetic import SyntheticConfig
-    from pipeline.demo import run_demo
-    from pipeline.tables import format_table
-
-    config = SyntheticConfig(clips_per_class=clips_per_class, duration_s=duration_s, seed=seed)
-    result = run_demo(out, config, k=min(4, clips_per_class))
-    manifest = result.manifest
-    table = fold_table(manifest)
-    click.echo(format_table(["", *manifest.classes], [[f"fold {i}", *row.tolist()] for i, row in enumerate(table)]))
-    ok = sum(r.ok for r in result.reports)
-    click.echo(f"{len(manifest)} clips in {len(manifest.classes)} classes, {ok} decodable; manifest: {result.manifest_path}")
-
-
 cli.add_command(cv)
+cli.add_command(demo)
+cli.add_command(predict)
 cli.add_command(fuse)
 cli.add_command(cache_group)
 cli.add_command(bench)

@@ -1,23 +1,28 @@
-"""``mvemo demo``: the tool at work on a synthetic set of music videos, nothing downloaded."""
+"""``mvemo demo``: the whole tool on a synthetic set of music videos, nothing downloaded."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
+from extract.run import FeatureConfigs, FeatureRunSummary, extract_features
 from manifests.folds import assign_folds
-from manifests.probe import ClipReport, check_manifest
 from manifests.scan import scan_tree
 from manifests.schema import Manifest, write_manifest
 from manifests.synthetic import SyntheticConfig, write_synthetic_set
+
+DEMO_FEATURES = ("mel", "lld")
 
 
 @dataclass(frozen=True)
 class DemoResult:
     manifest_path: Path
     manifest: Manifest
-    reports: list[ClipReport]
+    features: FeatureRunSummary
+    report: dict[str, Any]
+    out: Path
 
 
 def build_demo_manifest(data: Path, config: SyntheticConfig, *, k: int) -> Manifest:
@@ -30,9 +35,23 @@ def build_demo_manifest(data: Path, config: SyntheticConfig, *, k: int) -> Manif
     return assign_folds(Manifest(scanned.classes, clips), k=k, seed=config.seed)
 
 
-def run_demo(out: str | os.PathLike[str], config: SyntheticConfig | None = None, *, k: int = 4) -> DemoResult:
-    """The demo in ``out``: data/, manifest.csv with folds, every file checked."""
+def run_demo(
+    out: str | os.PathLike[str],
+    config: SyntheticConfig | None = None,
+    *,
+    k: int = 6,
+    configs: FeatureConfigs | None = None,
+    executor: Any = None,
+    progress: Any = None,
+) -> DemoResult:
+    """Data, manifest with folds, stage one into ``out/cache.h5``, stage two into ``out`` (report, PNGs, ``model/``)."""
+    from fuse.run import fuse_cache
+
     config = config or SyntheticConfig()
-    manifest = build_demo_manifest(Path(out) / "data", config, k=k)
-    path = write_manifest(manifest, Path(out) / "manifest.csv")
-    return DemoResult(path, manifest, check_manifest(manifest))
+    out = Path(out)
+    manifest = build_demo_manifest(out / "data", config, k=k)
+    path = write_manifest(manifest, out / "manifest.csv")
+    cache = out / "cache.h5"
+    summary = extract_features(manifest, cache, DEMO_FEATURES, configs=configs, executor=executor, progress=progress)
+    report, _ = fuse_cache(cache, out)
+    return DemoResult(path, manifest, summary, report, out)

@@ -88,6 +88,8 @@ def test_folds_refuses_too_many_and_leaves_the_manifest_untouched(tree: Path, tm
         ("manifest", "folds"),
         ("manifest", "check"),
         ("cv",),
+        ("fuse",),
+        ("extract",),
         ("demo",),
         ("cache",),
         ("cache", "info"),

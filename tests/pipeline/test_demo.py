@@ -1,26 +1,66 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from cache.read import Cache
+from fuse.models import lld_statistics
+from fuse.saved import load_fusion_model
 from manifests import read_manifest
 from manifests.folds import fold_table
 from manifests.synthetic import DEMO_CLASSES
 from pipeline.cli import cli
 
 
-def test_demo_writes_checked_media_and_a_split_manifest(tmp_path: Path) -> None:
-    result = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path), "--clips-per-class", "2", "--duration-s", "0.5"])
+@pytest.fixture(scope="module")
+def tiny_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("demo")
+    result = CliRunner().invoke(cli, ["demo", "--out", str(out), "--clips-per-class", "2", "--duration-s", "2", "--workers", "1"])
     assert result.exit_code == 0, result.output
-    assert "12 clips in 6 classes, 12 decodable" in result.output
-    manifest = read_manifest(tmp_path / "manifest.csv")
-    assert manifest.classes == DEMO_CLASSES
+    assert "lldstats" in result.output and "final model:" in result.output
+    return out
+
+
+def test_tiny_demo_runs_the_whole_pipeline(tiny_demo: Path) -> None:
+    manifest = read_manifest(tiny_demo / "manifest.csv")
+    assert manifest.classes == DEMO_CLASSES and len(manifest) == 12
     assert (fold_table(manifest) == 1).all()
-    assert all(c.video == c.audio and c.video.suffix == ".mp4" for c in manifest.clips)
+    assert "audio_tempo_bpm" in manifest.extra_columns and "video_warmth" in manifest.extra_columns
+    report = json.loads((tiny_demo / "report.json").read_text())
+    assert report["classes"] == list(DEMO_CLASSES) and report["folds"] == 2
+    assert (tiny_demo / "roc.png").is_file() and (tiny_demo / "model" / "model.json").is_file()
+
+
+def test_predict_reproduces_the_final_model_on_its_own_clips(tiny_demo: Path) -> None:
+    files = sorted(str(p) for p in (tiny_demo / "data").glob("*/*.mp4"))
+    result = CliRunner().invoke(cli, ["predict", str(tiny_demo / "model"), *files, "--json"])
+    assert result.exit_code == 0, result.output
+    predicted = {r["file"]: r for r in json.loads(result.stdout)}
+    saved = load_fusion_model(tiny_demo / "model")
+    with Cache(tiny_demo / "cache.h5") as cache:
+        stats, _ = lld_statistics(cache)
+        manifest = read_manifest(tiny_demo / "manifest.csv")
+        expected = saved.predict_proba("lldstats", {"lldstats": stats})
+    for row, clip in enumerate(manifest.clips):
+        got = predicted[str(clip.video)]
+        assert got["model"] == "lldstats" and got["label"] in DEMO_CLASSES
+        np.testing.assert_allclose([got["probabilities"][c] for c in DEMO_CLASSES], expected[row], atol=1e-6)
+
+
+def test_predict_reports_a_bad_file_and_goes_on(tiny_demo: Path, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00" * 100)
+    good = next((tiny_demo / "data").glob("Sad/*.mp4"))
+    result = CliRunner().invoke(cli, ["predict", str(tiny_demo / "model"), str(junk), str(good), "--json"])
+    assert result.exit_code == 3
+    first, second = json.loads(result.stdout)
+    assert "cannot decode audio" in first["error"] and second["label"] in DEMO_CLASSES
 
 
 @pytest.mark.slow
@@ -28,5 +68,5 @@ def test_default_demo_through_the_installed_entry_point(tmp_path: Path) -> None:
     mvemo = Path(sys.executable).parent / "mvemo"
     done = subprocess.run([mvemo, "demo", "--out", str(tmp_path / "demo")], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "24 clips in 6 classes, 24 decodable" in done.stdout
-    assert len(list((tmp_path / "demo" / "data").glob("*/*.mp4"))) == 24
+    assert "lldstats" in done.stdout and "final model:" in done.stdout
+    assert len(list((tmp_path / "demo" / "data").glob("*/*.mp4"))) == 72

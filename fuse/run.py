@@ -1,0 +1,52 @@
+"""Stage two end to end: the CV report, then the final model trained on every clip."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from cache.read import Cache
+from cache.store import mvemo_version
+from fuse.cv import Executor, cross_validate
+from fuse.heads import make_head
+from fuse.models import select_models
+from fuse.report import write_report
+from fuse.saved import save_fusion_model, train_final
+
+
+def run_cv(
+    cache_path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    models: str | None = None,
+    n_folds: int | None = None,
+    head: str = "logistic",
+    executor: Executor | None = None,
+) -> dict[str, Any]:
+    """Cross-validate and write ``report.md``, ``report.json`` and the PNGs into ``out``; returns the report document."""
+    result = cross_validate(cache_path, models=models, n_folds=n_folds, head=make_head(head), executor=executor)
+    with Cache(cache_path) as cache:
+        fingerprint = cache.combined_fingerprint()
+    header = {"cache_fingerprint": fingerprint, "config": {"head": head, "models": models or "all"}, "version": mvemo_version()}
+    return write_report(result, out, header=header)
+
+
+def fuse_cache(
+    cache_path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    models: str | None = None,
+    head: str = "logistic",
+    executor: Executor | None = None,
+) -> tuple[dict[str, Any], Path]:
+    """The CV report in ``out``, then every model's head trained on all clips, saved in ``out/model``."""
+    document = run_cv(cache_path, out, models=models, head=head, executor=executor)
+    with Cache(cache_path) as cache:
+        chosen = select_models(cache, models)
+    heads = train_final(cache_path, chosen, make_head(head))
+    header = {key: document[key] for key in ("version", "protocol", "cache_fingerprint")} | {
+        "head": head,
+        "cv_accuracy": {name: m["accuracy"]["mean"] for name, m in document["models"].items()},
+    }
+    return document, save_fusion_model(Path(out) / "model", cache_path, chosen, heads, header)
