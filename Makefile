@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow demo bench lint dist
+.PHONY: install test test-slow demo bench lint dist extract fuse cv
 
 install: $(STAMP)
 
@@ -38,3 +38,18 @@ lint: install
 
 dist: install
 	$(BIN)/python -m build --no-isolation --outdir dist .
+
+# Stage one and two on your own data: make extract MANIFEST=m.csv CACHE=c.h5; make fuse CACHE=c.h5 OUT=reports
+MANIFEST ?= manifest.csv
+CACHE ?= cache.h5
+OUT ?= reports
+FOLDS ?= 6
+
+extract: install
+	$(BIN)/mvemo extract $(MANIFEST) --cache $(CACHE) --features mel,lld,waveform
+
+fuse: install
+	$(BIN)/mvemo fuse $(CACHE) --out $(OUT)
+
+cv: install
+	$(BIN)/mvemo-cv --folds $(FOLDS) --cache $(CACHE) --out $(OUT)
