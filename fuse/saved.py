@@ -56,6 +56,8 @@ def describe_inputs(cache: Cache, model: FusionModel) -> dict[str, Any]:
             "extractor": str(group.attrs["extractor"]),
             "weights_sha256": str(group.attrs["weights_sha256"]),
             **{k: config[k] for k in ("checkpoint", "checkpoint_sha256") if k in config},
+            # the configs of the cached inputs an embedding was computed from, to compute them again
+            "input_configs": {kind: cache.config(kind) for kind in config.get("inputs", {})},
         }
     return described
 

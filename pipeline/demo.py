@@ -13,7 +13,8 @@ from manifests.scan import scan_tree
 from manifests.schema import Manifest, write_manifest
 from manifests.synthetic import SyntheticConfig, write_synthetic_set
 
-DEMO_FEATURES = ("mel", "lld")
+DEMO_FEATURES = ("mel", "lld", "waveform")
+DEMO_NETS = ("onedcnn", "twodcnn", "crnn")
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ def run_demo(
     progress: Any = None,
 ) -> DemoResult:
     """Data, manifest with folds, stage one into ``out/cache.h5``, stage two into ``out`` (report, PNGs, ``model/``)."""
+    from extract.embed import export_embeddings
     from fuse.run import fuse_cache
 
     config = config or SyntheticConfig()
@@ -53,5 +55,6 @@ def run_demo(
     path = write_manifest(manifest, out / "manifest.csv")
     cache = out / "cache.h5"
     summary = extract_features(manifest, cache, DEMO_FEATURES, configs=configs, executor=executor, progress=progress)
+    export_embeddings(manifest, cache, DEMO_NETS)
     report, _ = fuse_cache(cache, out)
     return DemoResult(path, manifest, summary, report, out)

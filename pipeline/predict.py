@@ -8,8 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from extract.audio import LldConfig, compute_audio_features, config_from_dict, feature_specs
+from extract.audio import LldConfig, MelConfig, WaveformConfig, compute_audio_features, config_from_dict, feature_specs
+from extract.embed import build_net
 from extract.media import decode_audio
+from extract.run import FeatureConfigs
 from fuse.models import LLDSTATS, summarize_lld
 from fuse.saved import SavedFusionModel, load_fusion_model
 from manifests.errors import ConfigError, MvemoError
@@ -36,24 +38,60 @@ def model_inputs(saved: SavedFusionModel, name: str, path: Path) -> dict[str, np
         return inputs
     inputs = {}
     for input_name, (set_name, described) in zip(model["inputs"], model["feature_sets"].items()):
-        if input_name != LLDSTATS:
-            raise ConfigError(
-                f"model {name!r} reads {set_name}: embeddings of stage-one nets cannot be computed by this version;"
-                f" choose a model over LLDs with --model {LLDSTATS}"
-            )
-        config = config_from_dict(LldConfig, described["config"])
-        spec = feature_specs(lld=config)[0]
-        if spec.fingerprint != described["fingerprint"]:
-            raise ConfigError(
-                f"model {name!r}: the LLD config it was trained with has fingerprint {described['fingerprint'][:12]},"
-                f" this version computes {spec.fingerprint[:12]}; retrain it with `mvemo fuse` on a cache from this version"
-            )
-        decoded = decode_audio(path, config.audio_window, clip_id=str(path))
-        lld = compute_audio_features(decoded, ("lld",), mel=None, lld=config, wave=None)["lld"]  # type: ignore[arg-type]
-        padded = np.zeros((1, config.n_frames, lld.shape[1]), dtype=np.float32)
-        padded[0, : len(lld)] = lld
-        inputs[input_name] = summarize_lld(padded, np.array([len(lld)]))
+        if input_name == LLDSTATS:
+            lld = _features(path, {"lld": described["config"]}, {"lld": described["fingerprint"]})["lld"]
+            inputs[input_name] = summarize_lld(lld[None], np.array([len(lld)]))
+        else:
+            inputs[input_name] = _embedding(input_name, set_name, described, path, len(saved.classes))
     return inputs
+
+
+AUDIO_CONFIGS = {"mel": MelConfig, "lld": LldConfig, "waveform": WaveformConfig}
+
+
+def _features(path: Path, configs: dict[str, dict], fingerprints: dict[str, str]) -> dict[str, np.ndarray]:
+    """Audio feature sets of one file, computed with saved configs whose fingerprints must match this version's."""
+    unknown = sorted(set(configs) - set(AUDIO_CONFIGS))
+    if unknown:
+        raise ConfigError(f"the saved model reads {unknown}: this version computes only {sorted(AUDIO_CONFIGS)} for new files")
+    built = {kind: config_from_dict(AUDIO_CONFIGS[kind], config) for kind, config in configs.items()}
+    for spec in feature_specs(mel=built.get("mel"), lld=built.get("lld"), wave=built.get("waveform")):
+        if spec.fingerprint != fingerprints[spec.name]:
+            raise ConfigError(
+                f"the saved model's {spec.name} config has fingerprint {fingerprints[spec.name][:12]}, this version computes"
+                f" {spec.fingerprint[:12]}; retrain it with `mvemo fuse` on a cache from this version"
+            )
+    window = next(iter(built.values())).audio_window if "lld" in built else next(iter(built.values())).window
+    defaults = FeatureConfigs()
+    decoded = decode_audio(path, window, clip_id=str(path))
+    return compute_audio_features(
+        decoded,
+        tuple(built),
+        mel=built.get("mel", defaults.mel),
+        lld=built.get("lld", defaults.lld),
+        wave=built.get("waveform", defaults.waveform),
+    )
+
+
+def _embedding(net_name: str, set_name: str, described: dict[str, Any], path: Path, num_classes: int) -> np.ndarray:
+    """The net's embedding of one file: the saved net rebuilt (weights by sha256, or the same seeded init), its inputs computed."""
+    import torch
+
+    config = dict(described["config"])
+    if config.get("finetune", "none") != "none":
+        raise ConfigError(
+            f"{set_name}: fine-tuned nets cannot be rebuilt by this version (checkpoint loading arrives with fine-tuning)"
+        )
+    net, _ = build_net(net_name, num_classes, weights_dir=None, seed=config["seed"])
+    kinds = (net.input_kind,) if isinstance(net.input_kind, str) else net.input_kind
+    arrays = _features(path, described["input_configs"], config["inputs"])
+    if net.weights_sha256 != described["weights_sha256"]:
+        raise ConfigError(
+            f"{set_name} was computed with weights of sha256 {described['weights_sha256'][:12] or '(random init)'},"
+            f" found {net.weights_sha256[:12] or 'none'}; put the same weights in $MVEMO_WEIGHTS"
+        )
+    with torch.no_grad():
+        return net.embed(*net.prepare(*(arrays[k][None] for k in kinds))).numpy()
 
 
 def predict_files(model_dir: str | os.PathLike[str], files: list[str], *, model: str | None = None) -> list[dict[str, Any]]:

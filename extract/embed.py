@@ -1,0 +1,132 @@
+"""Embeddings of the unimodal nets into the cache: ``emb/<net>/all`` for nets used as they are.
+
+``--finetune none`` needs no training, so it is leak-free by construction: one
+forward pass per clip, written once as ``emb/<net>/all`` and read by every fold.
+Each set's fingerprint covers the net's config, its weights' sha256, the seed of
+a random initialisation and the fingerprints of the cached inputs it read.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from cache.layout import ABSENT, FAILED, FeatureSpec
+from cache.lock import CacheLock
+from cache.read import Cache
+from cache.store import CacheWriter
+from extract.nets import PRETRAINED, get_net
+from extract.nets.base import EmotionNet
+from extract.weights import find_weights
+from manifests.errors import ConfigError
+from manifests.schema import Manifest
+
+EXTRACTOR_VERSION = "1"
+
+
+def input_kinds(nets: Iterable[str]) -> tuple[str, ...]:
+    """The cached feature sets the nets read, in a stable order."""
+    kinds: list[str] = []
+    for name in nets:
+        kind = get_net(name, num_classes=2).input_kind
+        kinds.extend((kind,) if isinstance(kind, str) else kind)
+    return tuple(dict.fromkeys(kinds))
+
+
+@dataclass
+class EmbedSummary:
+    done: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, dict[str, str]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def build_net(name: str, num_classes: int, *, weights_dir: str | os.PathLike[str] | None, seed: int) -> tuple[EmotionNet, str]:
+    """The net with its pretrained weights where mvemo finds them (else a seeded random init), and a log line."""
+    torch.manual_seed(seed)
+    path = find_weights(PRETRAINED[name], weights_dir) if name in PRETRAINED else None
+    net = get_net(name, num_classes=num_classes, weights=path).eval()
+    if path is not None:
+        return net, f"{name}: pretrained weights {path}"
+    if name in PRETRAINED:
+        return (
+            net,
+            f"{name}: {PRETRAINED[name]} not found (--weights-dir, $MVEMO_WEIGHTS, ~/.cache/mvemo/weights): random initialisation",
+        )
+    return net, f"{name}: random initialisation (seed {seed})"
+
+
+def export_embeddings(
+    manifest: Manifest,
+    cache_path: str | os.PathLike[str],
+    nets: Iterable[str],
+    *,
+    weights_dir: str | os.PathLike[str] | None = None,
+    batch_size: int = 8,
+    seed: int = 0,
+    recompute: Iterable[str] = (),
+    lock: CacheLock | None = None,
+    progress: Callable[[Iterable[int], int], Iterable[int]] | None = None,
+) -> EmbedSummary:
+    """Write ``emb/<net>/all`` for every clip whose inputs are in the cache (computed before, by ``extract_features``)."""
+    nets = tuple(nets)
+    summary = EmbedSummary()
+    with Cache(cache_path) as reader:
+        sets = set(reader.feature_sets())
+        n_classes = len(reader.classes)
+    with CacheWriter(cache_path, manifest, lock=lock) as writer, Cache(cache_path) as cache:
+        for name in nets:
+            net, note = build_net(name, n_classes, weights_dir=weights_dir, seed=seed)
+            summary.notes.append(note)
+            kinds = (net.input_kind,) if isinstance(net.input_kind, str) else net.input_kind
+            missing = [k for k in kinds if k not in sets]
+            if missing:
+                raise ConfigError(
+                    f"net {name!r} reads {missing}, not in the cache; compute them with --features {','.join(missing)}"
+                )
+            config = {
+                **net.config,
+                "finetune": "none",
+                "protocol": "leakfree",
+                "seed": seed,
+                "inputs": {k: cache.fingerprint(k) for k in kinds},
+            }
+            set_name = f"emb/{name}/all"
+            writer.prepare(
+                [
+                    FeatureSpec(
+                        set_name,
+                        (net.embedding_dim,),
+                        "float32",
+                        f"mvemo.net.{name}",
+                        EXTRACTOR_VERSION,
+                        config,
+                        net.weights_sha256,
+                    )
+                ],
+                recompute=[set_name] if set_name in recompute else [],
+            )
+            todo = writer.todo(set_name)
+            ready = np.logical_and.reduce([cache.done(k) for k in kinds])
+            for row in todo[~ready[todo]]:
+                statuses = [cache.status(k)[row] for k in kinds]
+                reason = f"clip {writer.clip_ids[row]!r}: its input {', '.join(kinds)} was not computed"
+                writer.fail(set_name, int(row), reason, status=ABSENT if ABSENT in statuses else FAILED)
+            rows = todo[ready[todo]]
+            batches = range(0, len(rows), batch_size)
+            for start in progress(batches, len(batches)) if progress else batches:
+                batch = rows[start : start + batch_size]
+                arrays = [cache.read_matrix(k, batch) for k in kinds]
+                with torch.no_grad():
+                    embedding = net.embed(*net.prepare(*arrays)).numpy()
+                writer.write(set_name, batch.tolist(), embedding)
+    with Cache(cache_path) as cache:  # the writer's structural changes replaced the file the inputs were read from
+        failures = cache.failures()
+        for name in nets:
+            set_name = f"emb/{name}/all"
+            summary.done[name] = int(cache.done(set_name).sum())
+            summary.failed[name] = {f["clip_id"]: f["reason"] for f in failures if f["feature_set"] == set_name}
+    return summary

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cache.read import Cache
+from extract.embed import export_embeddings, input_kinds
+from extract.run import extract_features
+from manifests import Clip, Manifest, write_manifest
+from pipeline.cli import cli
+from tests.conftest import write_tiny
+from tests.extract.test_run import CONFIGS
+
+
+@pytest.fixture
+def manifest(tmp_path: Path) -> Manifest:
+    clips = [
+        Clip(f"c{i}", "ab"[i % 2], video=p, audio=p, fold=i % 2)
+        for i, p in enumerate(write_tiny(tmp_path / f"{i}.mp4") for i in range(4))
+    ]
+    silent = write_tiny(tmp_path / "silent.mp4", audio=False)
+    clips.append(Clip("mute", "a", video=silent, fold=0))
+    return Manifest(("a", "b"), tuple(clips))
+
+
+def test_inputs_of_the_nets() -> None:
+    assert input_kinds(["crnn", "twodcnn", "onedcnn"]) == ("mel", "lld", "waveform")
+
+
+def test_embeddings_are_written_deterministic_and_tied_to_their_inputs(tmp_path: Path, manifest: Manifest) -> None:
+    caches = []
+    for run in ("a", "b"):
+        cache = tmp_path / f"{run}.h5"
+        extract_features(manifest, cache, ("mel", "lld", "waveform"), configs=CONFIGS)
+        summary = export_embeddings(manifest, cache, ["twodcnn", "onedcnn", "crnn"], weights_dir=tmp_path / "none")
+        assert summary.done == {"twodcnn": 4, "onedcnn": 4, "crnn": 4}
+        assert any("random initialisation" in note for note in summary.notes)
+        caches.append(cache)
+    with Cache(caches[0]) as a, Cache(caches[1]) as b:
+        for net in ("twodcnn", "onedcnn", "crnn"):
+            np.testing.assert_array_equal(a.read_matrix(f"emb/{net}/all"), b.read_matrix(f"emb/{net}/all"))
+            assert a.config(f"emb/{net}/all")["inputs"]
+        assert a.status("emb/twodcnn/all")[4] == 3, "a clip without audio has no audio embedding (absent, not failed)"
+    again = export_embeddings(manifest, caches[0], ["twodcnn"])
+    assert again.done["twodcnn"] == 4
+
+
+def test_cli_nets_need_folds_and_refuse_finetuning_for_now(tmp_path: Path, manifest: Manifest) -> None:
+    path = write_manifest(manifest, tmp_path / "m.csv")
+    config = tmp_path / "c.toml"
+    config.write_text("[audio]\nduration_s = 1.0\n")
+    cache = tmp_path / "cache.h5"
+    result = CliRunner().invoke(cli, ["extract", str(path), "--cache", str(cache), "--nets", "twodcnn", "--finetune", "full"])
+    assert result.exit_code == 2 and "--finetune last|full is not part of this version yet" in result.output
+    unfolded = write_manifest(
+        Manifest(manifest.classes, tuple(Clip(c.clip_id, c.label, video=c.video, audio=c.audio) for c in manifest.clips)),
+        tmp_path / "u.csv",
+    )
+    result = CliRunner().invoke(cli, ["extract", str(unfolded), "--cache", str(cache), "--nets", "twodcnn"])
+    assert result.exit_code == 2 and "mvemo manifest folds" in result.output
+    result = CliRunner().invoke(
+        cli, ["extract", str(path), "--cache", str(cache), "--nets", "twodcnn,onedcnn", "--config", str(config)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "emb/twodcnn/all: 4 clips" in result.output
+    with Cache(cache) as reader:
+        assert {"mel", "waveform", "emb/twodcnn/all", "emb/onedcnn/all"} <= set(reader.feature_sets())
+        assert "lld" not in reader.feature_sets(), "--nets computes only the inputs its nets need"
