@@ -27,8 +27,7 @@ from extract.media import decode_audio
 from manifests.errors import ConfigError, MvemoError
 from manifests.schema import Clip, Manifest
 
-VIDEO_FEATURES = ("frames224", "frames112")
-FEATURE_ALIASES = {"frames": VIDEO_FEATURES}
+VIDEO_FEATURES = ("frames224", "frames112")  # read by the video nets; computed once video sampling lands
 WRITE_EVERY_CLIPS = 8
 
 
@@ -45,44 +44,32 @@ class FeatureConfigs:
     mel: MelConfig = field(default_factory=MelConfig)
     lld: LldConfig = field(default_factory=LldConfig)
     waveform: WaveformConfig = field(default_factory=WaveformConfig)
-    frames: Any = None
 
     def __post_init__(self) -> None:
         windows = {self.mel.window, self.lld.audio_window, self.waveform.window}
         if len(windows) > 1:
             raise ConfigError(f"mel, lld and waveform must analyse the same audio window, got {sorted(map(str, windows))}")
 
-    @property
-    def frame_config(self) -> Any:
-        """The video frame config (``extract.video.FrameConfig``), imported only when video is asked for."""
-        if self.frames is not None:
-            return self.frames
-        from extract.video import FrameConfig
-
-        return FrameConfig()
-
     def specs(self, names: Iterable[str]) -> list[FeatureSpec]:
         names = set(names)
-        specs = feature_specs(
+        video = sorted(names & set(VIDEO_FEATURES))
+        if video:
+            raise ConfigError(f"feature sets {video} (video frames, for c3d and i3d) are not computed by this version yet")
+        return feature_specs(
             self.mel if "mel" in names else None,
             self.lld if "lld" in names else None,
             self.waveform if "waveform" in names else None,
         )
-        if names & set(VIDEO_FEATURES):
-            from extract.video import video_feature_specs
-
-            specs += [s for s in video_feature_specs(self.frame_config) if s.name in names]
-        return specs
 
 
 def parse_features(text: str) -> tuple[str, ...]:
-    """``"mel,lld,frames"`` -> ("mel", "lld", "frames224", "frames112"); unknown names raise ``ConfigError``."""
-    known = (*AUDIO_FEATURES, *VIDEO_FEATURES, *FEATURE_ALIASES)
+    """``"mel, lld"`` -> ("mel", "lld"); unknown names raise ``ConfigError``."""
+    known = AUDIO_FEATURES
     names: list[str] = []
     for name in (n.strip() for n in text.split(",") if n.strip()):
         if name not in known:
             raise ConfigError(f"--features: unknown feature {name!r}; choose from {', '.join(known)}")
-        names.extend(FEATURE_ALIASES.get(name, (name,)))
+        names.append(name)
     if not names:
         raise ConfigError("--features is empty; give e.g. mel,lld")
     return tuple(dict.fromkeys(names))
@@ -113,28 +100,16 @@ def compute_clip(clip: Clip, names: tuple[str, ...], configs: FeatureConfigs) ->
 
     Runs in a worker: it never raises for bad media, so one broken file cannot stop a run.
     """
-    out: dict[str, Any] = {}
-    audio = tuple(n for n in names if n in AUDIO_FEATURES)
-    video = tuple(n for n in names if n in VIDEO_FEATURES)
-    if audio:
-        audio_path = clip.audio
-        if audio_path is None:
-            out.update(dict.fromkeys(audio, ABSENT))
-        else:
+    audio = tuple(n for n in names if n in AUDIO_FEATURES)  # FeatureConfigs.specs admits nothing else
+    if clip.audio is None:
+        return dict.fromkeys(audio, ABSENT)
+    audio_path = clip.audio
 
-            def audio_features() -> dict[str, np.ndarray]:
-                decoded = decode_audio(audio_path, configs.mel.window, clip_id=clip.clip_id)
-                return compute_audio_features(decoded, audio, mel=configs.mel, lld=configs.lld, wave=configs.waveform)
+    def audio_features() -> dict[str, np.ndarray]:
+        decoded = decode_audio(audio_path, configs.mel.window, clip_id=clip.clip_id)
+        return compute_audio_features(decoded, audio, mel=configs.mel, lld=configs.lld, wave=configs.waveform)
 
-            out.update(_guarded(clip, audio, audio_features))
-    if video:
-        if clip.video is None:
-            out.update(dict.fromkeys(video, ABSENT))
-        else:
-            from extract.video import compute_video_features
-
-            out.update(_guarded(clip, video, lambda: compute_video_features(clip, configs.frame_config)))
-    return out
+    return _guarded(clip, audio, audio_features)
 
 
 def _guarded(clip: Clip, names: tuple[str, ...], compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, Any]:
@@ -165,7 +140,7 @@ def extract_features(
     manifest : Manifest
     cache_path : path-like
     names : iterable of str
-        Feature sets: waveform, mel, lld, frames224, frames112.
+        Feature sets: waveform, mel, lld.
     configs : FeatureConfigs, optional
         Defaults to the papers' settings.
     recompute : iterable of str
@@ -208,7 +183,7 @@ def extract_features(
                     writer.fail(
                         name,
                         row,
-                        f"clip {clip.clip_id!r} has no {'audio' if name in AUDIO_FEATURES else 'video'} in the manifest",
+                        f"clip {clip.clip_id!r} has no audio in the manifest",
                         status=ABSENT,
                     )
                 else:

@@ -17,10 +17,12 @@ DEFAULT_FEATURES = "mel,lld"
 @click.command("extract", cls=MvemoCommand, context_settings=CONTEXT)
 @click.argument("manifest_path", metavar="MANIFEST", type=click.Path(dir_okay=False))
 @click.option("--cache", "cache_path", required=True, type=click.Path(dir_okay=False), help="HDF5 cache to create or complete.")
+@click.option("--features", default=None, help="Feature sets: waveform, mel, lld.  [default: mel,lld; with --nets, their inputs]")
 @click.option(
-    "--features", default=None, help="Feature sets: waveform, mel, lld, frames.  [default: mel,lld; with --nets, their inputs]"
+    "--nets",
+    default=None,
+    help="Comma-separated nets whose embeddings to write: onedcnn, twodcnn, crnn (i3d: once video frames land).",
 )
-@click.option("--nets", default=None, help="Comma-separated nets whose embeddings to write: onedcnn, twodcnn, crnn.")
 @click.option(
     "--finetune",
     default="none",
@@ -42,7 +44,7 @@ DEFAULT_FEATURES = "mel,lld"
     "config_path",
     default=None,
     type=click.Path(dir_okay=False),
-    help="TOML file with [audio], [mel], [lld], [waveform], [frames] tables.",
+    help="TOML file with [audio], [mel], [lld], [waveform] tables.",
 )
 @click.option(
     "--executor", default="serial", type=click.Choice(["serial", "processes", "dask"]), help="Where clips are computed."

@@ -1,8 +1,7 @@
 """User config files (TOML) turned into validated config dataclasses.
 
 A file may hold the tables ``[audio]`` (``offset_s``, ``duration_s``: the window
-every audio feature analyses), ``[mel]``, ``[lld]``, ``[waveform]`` and
-``[frames]``, each overriding the defaults of its dataclass. Unknown tables or
+every audio feature analyses), ``[mel]``, ``[lld]`` and ``[waveform]``, each overriding the defaults of its dataclass. Unknown tables or
 keys are errors, never ignored.
 """
 
@@ -15,7 +14,7 @@ from typing import Any
 
 from manifests.errors import ConfigError
 
-TABLES = ("audio", "mel", "lld", "waveform", "frames")
+TABLES = ("audio", "mel", "lld", "waveform")
 
 
 def load_toml(path: str | os.PathLike[str] | None) -> dict[str, Any]:
@@ -55,14 +54,8 @@ def feature_configs(path: str | os.PathLike[str] | None) -> Any:
 
     tables = load_toml(path)
     window = build(AudioWindow, tables.get("audio", {}), table="audio")
-    frames = None
-    if "frames" in tables:
-        from extract.video import FrameConfig
-
-        frames = build(FrameConfig, tables["frames"], table="frames")
     return FeatureConfigs(
         mel=build(MelConfig, tables.get("mel", {}), table="mel", window=window),
         lld=build(LldConfig, tables.get("lld", {}), table="lld", audio_window=window),
         waveform=build(WaveformConfig, tables.get("waveform", {}), table="waveform", window=window),
-        frames=frames,
     )

@@ -10,14 +10,15 @@ from typing import Any
 from cache.fingerprint import file_sha256
 from extract.nets.base import EmotionNet
 from extract.nets.crnn import CRNN
+from extract.nets.i3d import I3D
 from extract.nets.onedcnn import OneDCNN
 from extract.nets.twodcnn import TwoDCNN
 from manifests.errors import ConfigError
 
-BUILDERS: dict[str, Callable[..., EmotionNet]] = {"onedcnn": OneDCNN, "twodcnn": TwoDCNN, "crnn": CRNN}
+BUILDERS: dict[str, Callable[..., EmotionNet]] = {"onedcnn": OneDCNN, "twodcnn": TwoDCNN, "crnn": CRNN, "i3d": I3D}
 NET_NAMES = tuple(BUILDERS)
 # Pretrained weights each net can load, by file name (found with extract.weights.find_weights).
-PRETRAINED = {"twodcnn": "choi_compact_cnn_msd.h5"}
+PRETRAINED = {"twodcnn": "choi_compact_cnn_msd.h5", "i3d": "i3d_rgb_kinetics400.npz"}
 
 
 def get_net(name: str, *, num_classes: int, weights: str | os.PathLike[str] | None = None, **options: Any) -> EmotionNet:

@@ -17,6 +17,7 @@ INPUTS = {
     "twodcnn": lambda b: (torch.rand(b, 96, 400) * -80,),
     "onedcnn": lambda b: (torch.randn(b, 16000) * 0.1,),
     "crnn": lambda b: (torch.rand(b, 96, 400) * -80, torch.randn(b, 200, 63)),
+    "i3d": lambda b: (torch.rand(b, 3, 9, 193, 193) * 2 - 1,),
 }
 
 
@@ -98,3 +99,31 @@ def test_improved_center_loss_matches_the_formula_and_its_gradient() -> None:
     )
     centers = loss.centers.detach().clone().requires_grad_(True)
     assert torch.autograd.gradcheck(lambda inputs, c: torch.func.functional_call(loss, {"centers": c}, (inputs, y)), (x, centers))
+
+
+def test_i3d_matches_the_kinetics_reference() -> None:
+    weights, reference = WEIGHTS / "i3d_rgb_kinetics400.npz", WEIGHTS / "reference" / "i3d_kinetics400_reference.npz"
+    if not weights.is_file() or not reference.is_file():
+        pytest.skip(f"{weights} or {reference} is absent (a user's clone has no ../shared)")
+    torch.set_num_threads(2)
+    ref = np.load(reference, allow_pickle=False)
+    net = get_net("i3d", num_classes=6, weights=weights, kinetics_logits=True).eval()
+    assert net.weights_sha256 == KNOWN["i3d_rgb_kinetics400.npz"].sha256
+    (x,) = net.prepare(ref["input"])
+    with torch.no_grad():
+        logits, features = net(x).numpy(), net.embed(x).numpy()
+    assert np.linalg.norm(logits - ref["logits"]) / np.linalg.norm(ref["logits"]) <= 1e-3
+    assert np.linalg.norm(features - ref["features"]) / np.linalg.norm(ref["features"]) <= 1e-4
+    assert np.argsort(-logits[0])[:5].tolist() == np.argsort(-ref["logits"][0])[:5].tolist()
+
+
+def test_i3d_small_inputs_need_global_pooling() -> None:
+    torch.manual_seed(0)
+    frames = torch.rand(1, 3, 8, 112, 112) * 2 - 1
+    with pytest.raises(ConfigError, match=r"smaller than 9 frames and 193 pixels.*pool='global'"):
+        get_net("i3d", num_classes=6).embed(frames)
+    net = get_net("i3d", num_classes=6, pool="global").eval()
+    with torch.no_grad():
+        assert net.embed(frames).shape == (1, 1024) and net(frames).shape == (1, 6)
+    (prepared,) = net.prepare(np.full((2, 4, 8, 8, 3), 255, dtype=np.uint8))
+    assert prepared.shape == (2, 3, 4, 8, 8) and torch.allclose(prepared, torch.ones(1))
