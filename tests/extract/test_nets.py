@@ -127,3 +127,25 @@ def test_i3d_small_inputs_need_global_pooling() -> None:
         assert net.embed(frames).shape == (1, 1024) and net(frames).shape == (1, 6)
     (prepared,) = net.prepare(np.full((2, 4, 8, 8, 3), 255, dtype=np.uint8))
     assert prepared.shape == (2, 3, 4, 8, 8) and torch.allclose(prepared, torch.ones(1))
+
+
+def test_float16_mel_leaves_the_msd_embeddings_in_place(choi: Path, mved_sample: Path) -> None:
+    """The measurement behind caching the mel spectrogram as float16."""
+    from extract.audio import MelConfig, mel_spectrogram
+    from extract.media import AudioWindow, decode_audio, resample_exact
+
+    window = AudioWindow(duration_s=10.0)
+    files = sorted(mved_sample.glob("*/*.mp4"))[::30][:4]
+    mels = []
+    for path in files:
+        decoded = decode_audio(path, window)
+        mels.append(mel_spectrogram(resample_exact(decoded.y, decoded.sr, 16000, 160000), MelConfig(window=window)))
+    full = torch.from_numpy(np.stack(mels))
+    half = torch.from_numpy(np.stack(mels).astype(np.float16).astype(np.float32))
+    net = get_net("twodcnn", num_classes=6, weights=choi).eval()
+    with torch.no_grad():
+        a, b = net.embed(full), net.embed(half)
+    shift = torch.linalg.norm(a - b, dim=1)
+    assert (shift / torch.linalg.norm(a, dim=1)).max() < 1e-3
+    nearest = (torch.cdist(a, a) + torch.eye(len(files)) * 1e9).min(dim=1).values
+    assert (nearest > 50 * shift).all()
