@@ -14,7 +14,6 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedShuffleSplit
-from sklearn.preprocessing import StandardScaler
 from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -61,7 +60,7 @@ class LogisticHead(_LinearHead):
     optimizer with early stopping): equal accuracy within fold noise, 10-40x faster.
     """
 
-    def __init__(self, C: float = 0.1, max_iter: int = 300, tol: float = 1e-4) -> None:
+    def __init__(self, C: float = 0.1, max_iter: int = 300, tol: float = 1e-3) -> None:
         self.C = C
         self.max_iter = max_iter
         self.tol = tol
@@ -69,14 +68,14 @@ class LogisticHead(_LinearHead):
     def fit(self, X: Any, y: Any) -> LogisticHead:
         X, y = validate_data(self, X, y, dtype=np.float64)
         self.classes_ = unique_labels(y)
-        scaler = StandardScaler().fit(X)
+        mean, scale = standardization(X)
         model = LogisticRegression(C=self.C, max_iter=self.max_iter, tol=self.tol)
-        model.fit(scaler.transform(X), y)
+        model.fit((X - mean) / scale, y)
         weights, bias = model.coef_, model.intercept_
         self.n_iter_ = int(np.max(model.n_iter_))
         if len(self.classes_) == 2:  # sklearn keeps one logit for two classes: the softmax needs both
             weights, bias = np.vstack([np.zeros_like(weights), weights]), np.concatenate([[0.0], bias])
-        self.linear_ = LinearSoftmax(self.classes_, scaler.mean_, _safe_scale(scaler.scale_), weights, bias)
+        self.linear_ = LinearSoftmax(self.classes_, mean, scale, weights, bias)
         return self
 
 
@@ -123,8 +122,8 @@ class SoftmaxHead(_LinearHead):
         self.classes_ = unique_labels(y)
         if len(self.classes_) < 2:
             raise ValueError(f"SoftmaxHead needs at least 2 classes; got 1 class ({self.classes_.tolist()})")
-        scaler = StandardScaler().fit(X)
-        Z = scaler.transform(X).astype(np.float32)
+        mean, scale = standardization(X)
+        Z = ((X - mean) / scale).astype(np.float32)
         target = np.searchsorted(self.classes_, y)
         train, val = _inner_split(target, self.val_fraction, self.random_state)
         generator = torch.Generator().manual_seed(self.random_state)
@@ -153,7 +152,7 @@ class SoftmaxHead(_LinearHead):
         layer.load_state_dict(best_state or layer.state_dict())
         weights = layer.weight.detach().numpy().astype(np.float64)
         bias = layer.bias.detach().numpy().astype(np.float64)
-        self.linear_ = LinearSoftmax(self.classes_, scaler.mean_, _safe_scale(scaler.scale_), weights, bias)
+        self.linear_ = LinearSoftmax(self.classes_, mean, scale, weights, bias)
         return self
 
 
@@ -167,8 +166,13 @@ def make_head(kind: str = "logistic", **params: Any) -> _LinearHead:
     return HEADS[kind](**params)
 
 
-def _safe_scale(scale: np.ndarray) -> np.ndarray:
-    return np.where(scale > 0, scale, 1.0)
+def standardization(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of each column of the training rows (1 where a column is constant).
+
+    Plain numpy: StandardScaler's incremental algorithm took 60 ms a fit on 2,865 x 4,000.
+    """
+    scale = X.std(axis=0)
+    return X.mean(axis=0), np.where(scale > 0, scale, 1.0)
 
 
 def _inner_split(target: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
