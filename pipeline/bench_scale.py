@@ -26,15 +26,13 @@ def bench_scale(*, n_clips: int = 200, workers: int = 2, duration_s: float = 30.
         manifest = _clips(Path(tmp), n_clips, duration_s)
         seconds = {}
         for kind in ("serial", "processes", "dask"):
-            executor = build_executor(kind, workers=workers)
-            try:  # throughput, not start-up: workers import and warm up on a few clips first
+            with build_executor(kind, workers=workers) as executor:
+                # throughput, not start-up: workers import and warm up on a few clips first
                 warm = Manifest(manifest.classes, manifest.clips[: 2 * workers])
                 extract_features(warm, Path(tmp) / f"warm-{kind}.h5", ("mel", "lld"), executor=executor)
                 began = time.perf_counter()
                 extract_features(manifest, Path(tmp) / f"{kind}.h5", ("mel", "lld"), executor=executor)
                 seconds[kind] = time.perf_counter() - began
-            finally:
-                executor.close()
     return {
         "clips": n_clips,
         "workers": workers,

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from pipeline.clitools import CONTEXT, MvemoCommand, print_json
+from pipeline.clitools import CONTEXT, MvemoCommand, executor_options, print_json
 
 
 def echo_summary(document: dict[str, Any], out: str) -> None:
@@ -37,16 +37,19 @@ HEAD_OPTION = click.option(
     "--models", default=None, help="Comma-separated fusion models, e.g. integrated,i3d+twodcnn.  [default: all the cache allows]"
 )
 @HEAD_OPTION
+@executor_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report document on stdout.")
-def cv(n_folds: int, cache_path: str, out: str, models: str | None, head: str, as_json: bool) -> None:
+def cv(n_folds: int, cache_path: str, out: str, models: str | None, head: str, as_json: bool, **where: Any) -> None:
     """Cross-validate the late-fusion heads over the cache's folds (stage two).
 
     Reports per model accuracy min/mean/max over folds (paper 001 Table 3), macro F1,
     macro ROC-AUC and the confusion matrix summed over folds, as tables and plots.
     """
     from fuse.run import run_cv
+    from pipeline.executors import build_executor
 
-    document = run_cv(cache_path, out, models=models, n_folds=n_folds, head=head)
+    with build_executor(where["executor"], workers=where["workers"], scheduler=where["scheduler"]) as executor:
+        document = run_cv(cache_path, out, models=models, n_folds=n_folds, head=head, executor=executor)
     if as_json:
         print_json(document)
     else:
@@ -60,10 +63,13 @@ def cv(n_folds: int, cache_path: str, out: str, models: str | None, head: str, a
 )
 @click.option("--models", default=None, help="Comma-separated fusion models.  [default: all the cache allows]")
 @HEAD_OPTION
-def fuse(cache_path: str, out: str, models: str | None, head: str) -> None:
+@executor_options
+def fuse(cache_path: str, out: str, models: str | None, head: str, **where: Any) -> None:
     """The CV report in OUT, then each model's head trained on every clip, saved in OUT/model/ for `mvemo predict`."""
     from fuse.run import fuse_cache
+    from pipeline.executors import build_executor
 
-    document, folder = fuse_cache(cache_path, out, models=models, head=head)
+    with build_executor(where["executor"], workers=where["workers"], scheduler=where["scheduler"]) as executor:
+        document, folder = fuse_cache(cache_path, out, models=models, head=head, executor=executor)
     echo_summary(document, out)
     click.echo(f"final model: {folder}/model.json + heads.h5 (heads trained on every clip)")

@@ -42,8 +42,7 @@ def demo(out: str, clips_per_class: int, duration_s: float, seed: int, workers: 
         mel=MelConfig(window=window), lld=LldConfig(audio_window=window), waveform=WaveformConfig(window=window)
     )
     click.echo(f"writing {6 * clips_per_class} synthetic music videos of {duration_s:g} s into {out}/data ...")
-    executor = build_executor("serial" if workers == 1 else "processes", workers=workers)
-    try:
+    with build_executor("serial" if workers == 1 else "processes", workers=workers) as executor:
         result = run_demo(
             out,
             config,
@@ -52,7 +51,5 @@ def demo(out: str, clips_per_class: int, duration_s: float, seed: int, workers: 
             executor=executor,
             progress=lambda results, total: tqdm(results, total=total, desc="stage one", unit="clip"),
         )
-    finally:
-        executor.close()
     echo_summary(result.report, out)
     click.echo(f"final model: {out}/model/ (try `mvemo predict {out}/model FILE`); done in {time.perf_counter() - began:.0f} s")

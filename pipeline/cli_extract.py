@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from pipeline.clitools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand
+from pipeline.clitools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand, executor_options
 
 if TYPE_CHECKING:
     from manifests.schema import Manifest
@@ -46,18 +46,7 @@ DEFAULT_FEATURES = "mel,lld"
     type=click.Path(dir_okay=False),
     help="TOML file with [audio], [mel], [lld], [waveform] tables.",
 )
-@click.option(
-    "--executor", default="serial", type=click.Choice(["serial", "processes", "dask"]), help="Where clips are computed."
-)
-@click.option(
-    "--workers",
-    default=None,
-    type=click.IntRange(min=1),
-    help="Local worker processes (processes, or a local Dask cluster).  [default: 2]",
-)
-@click.option(
-    "--scheduler", default=None, help="Address of an existing Dask scheduler, e.g. tcp://10.0.0.5:8786 (with --executor dask)."
-)
+@executor_options
 @click.pass_context
 def extract(ctx: click.Context, manifest_path: str, cache_path: str, **options: Any) -> None:
     """Compute features and net embeddings of every clip of MANIFEST into the cache (stage one).
@@ -99,8 +88,7 @@ def _run(manifest: Manifest, cache_path: str, nets: tuple[str, ...], options: di
 
     requested = options["features"] or ("" if nets else DEFAULT_FEATURES)
     names = tuple(dict.fromkeys([*(parse_features(requested) if requested else ()), *input_kinds(nets)]))
-    pool = build_executor(options["executor"], workers=options["workers"], scheduler=options["scheduler"])
-    try:
+    with build_executor(options["executor"], workers=options["workers"], scheduler=options["scheduler"]) as pool:
         summary = extract_features(
             manifest,
             cache_path,
@@ -111,8 +99,6 @@ def _run(manifest: Manifest, cache_path: str, nets: tuple[str, ...], options: di
             lock=lock,
             progress=lambda results, total: tqdm(results, total=total, desc="features", unit="clip", disable=None),
         )
-    finally:
-        pool.close()
     _report_features(summary)
     failed = bool(summary.failures)
     if nets:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -36,3 +37,26 @@ class MvemoCommand(_MvemoErrorsExit2, click.Command):
 def print_json(document: Any) -> None:
     """The one JSON document a ``--json`` command prints on stdout."""
     click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+
+
+def executor_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--executor``, ``--workers`` and ``--scheduler``: where a command's jobs run."""
+    options = (
+        click.option(
+            "--executor", default="serial", type=click.Choice(["serial", "processes", "dask"]), help="Where the jobs run."
+        ),
+        click.option(
+            "--workers",
+            default=None,
+            type=click.IntRange(min=1),
+            help="Local worker processes (processes, or a local Dask cluster).  [default: 2]",
+        ),
+        click.option(
+            "--scheduler",
+            default=None,
+            help="Address of an existing Dask scheduler, e.g. tcp://10.0.0.5:8786 (with --executor dask).",
+        ),
+    )
+    for option in reversed(options):
+        command = option(command)
+    return command

@@ -50,6 +50,12 @@ class Executor:
     def close(self) -> None:
         pass
 
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 class ProcessExecutor(Executor):
     """Local worker processes (``--executor processes --workers N``)."""

@@ -74,6 +74,19 @@ def test_dask_features_equal_serial_even_when_a_worker_dies(tmp_path: Path, mani
             np.testing.assert_array_equal(value, serial[key])
 
 
+def test_cv_on_dask_equals_serial(tmp_path: Path) -> None:
+    from fuse.cv import cross_validate
+    from tests.fuse.helpers import embedding_cache
+
+    cache = embedding_cache(tmp_path / "c.h5", nets={"onedcnn": (6, 1.0), "i3d": (5, 1.0)})
+    serial = cross_validate(cache)
+    with build_executor("dask", workers=2) as executor:
+        distributed = cross_validate(cache, executor=executor)
+    assert serial.metrics == distributed.metrics
+    for name, p in serial.predictions.items():
+        np.testing.assert_array_equal(p.proba, distributed.predictions[name].proba)
+
+
 def test_scheduler_needs_dask() -> None:
     with pytest.raises(ConfigError, match=r"--scheduler needs --executor dask"):
         build_executor("processes", scheduler="tcp://127.0.0.1:1")
