@@ -17,6 +17,7 @@ from pipeline.cli_cv import cv, fuse
 from pipeline.cli_demo import demo
 from pipeline.cli_extract import extract
 from pipeline.cli_predict import predict
+from pipeline.cli_weights import weights_group
 from pipeline.clitools import CONTEXT, EXIT_CLIPS_FAILED, MvemoGroup, print_json
 
 
@@ -150,6 +151,7 @@ cli.add_command(fuse)
 cli.add_command(cache_group)
 cli.add_command(bench)
 cli.add_command(extract)
+cli.add_command(weights_group)
 
 
 def main() -> None:

@@ -1,57 +1,119 @@
-"""What every unimodal net offers the data pipeline and the fusion heads."""
+"""What every unimodal net offers the data pipeline, the training loop and the fusion heads."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+import os
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from extract.weights import WeightsError, read_weights
 from manifests.errors import ConfigError
 
 
 class EmotionNet(nn.Module):
-    """A unimodal net: ``embed(x)`` gives the penultimate features (what fusion consumes),
-    ``forward(x)`` the class logits of a linear head on them.
+    """A unimodal net: ``embed(*x)`` gives the penultimate features (what fusion consumes),
+    ``forward(*x)`` the class logits of a linear head on them.
+
+    Subclasses build their layers, then call ``_add_head`` last, so a seeded
+    random initialisation of the body does not depend on ``num_classes``.
 
     Attributes
     ----------
     input_kind : str or tuple of str
-        The cached feature set(s) that feed it (``waveform``, ``mel``, ``lld``, ``frames112``, ``frames224``).
+        The cached feature set(s) that feed it, in ``prepare``'s argument order
+        (``waveform``, ``mel``, ``lld``, ``frames112``, ``frames224``).
     embedding_dim : int
     config : dict
-        Every option that decides its outputs (for cache fingerprints).
+        JSON-serializable; the net's name, ``num_classes`` and every option
+        (``get_net(**config)`` rebuilds it), for cache fingerprints.
     weights_sha256 : str
-        sha256 of the pretrained weights loaded, "" for random initialisation.
+        sha256 of the weight file loaded, "" for random initialisation.
     """
 
-    input_kind: str | tuple[str, ...] = ()
-    embedding_dim: int = 0
+    name: ClassVar[str] = ""
+    input_kind: ClassVar[str | tuple[str, ...]] = ()
+    weights_format: ClassVar[str] = "none: this net has no public pretrained weights"
 
-    def __init__(self, num_classes: int, embedding_dim: int, config: dict[str, Any]) -> None:
+    def __init__(self, num_classes: int, embedding_dim: int, options: Mapping[str, Any]) -> None:
         super().__init__()
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ConfigError(f"{self.name} num_classes={num_classes!r}: expected a positive int (the number of classes)")
         self.embedding_dim = embedding_dim
-        self.config = config
+        self.config: dict[str, Any] = {"net": self.name, "num_classes": num_classes, **options}
         self.weights_sha256 = ""
-        self.head = nn.Linear(embedding_dim, num_classes)
+
+    def _add_head(self, dropout: float = 0.0) -> None:
+        self.head_dropout = nn.Dropout(dropout) if dropout else nn.Identity()
+        self.head = nn.Linear(self.embedding_dim, self.config["num_classes"])
 
     embed: Callable[..., torch.Tensor]  # (B, embedding_dim) from the prepared inputs
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(*inputs))
+        """(B, num_classes) logits."""
+        return self.head(self.head_dropout(self.embed(*inputs)))
+
+    def loss(self, embedding: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The training loss from ``embed``'s output and integer labels: cross-entropy (mean over the batch)."""
+        return F.cross_entropy(self.head(self.head_dropout(embedding)), y)
 
     def prepare(self, *arrays: np.ndarray) -> tuple[torch.Tensor, ...]:
-        """Cached numpy batches, in ``input_kind`` order, to the net's float32 inputs."""
-        return tuple(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)) for a in arrays)
-
-    def load_weights(self, path: Path) -> None:
-        """Load pretrained weights from their public format."""
-        raise ConfigError(f"{type(self).__name__} has no pretrained weights to load from {path}")
+        """Cached numpy batches, in ``input_kind`` order, to the net's float32 input tensors (on the CPU)."""
+        raise NotImplementedError
 
     def last_block(self) -> list[nn.Module]:
         """The modules ``--finetune last`` trains besides the head (training the head alone would
         leave the embeddings unchanged)."""
         raise NotImplementedError
+
+    def load_weights(self, path: str | os.PathLike[str]) -> None:
+        """Load pretrained weights from a file in their public format (see ``weights_format``)."""
+        self.load_arrays(read_weights(path), source=str(path))
+
+    def load_arrays(self, arrays: Mapping[str, np.ndarray], *, source: str) -> None:
+        raise WeightsError(f"weights {source}: {self.name} has no pretrained weights to load; use weights=None")
+
+    def _copy(self, target: torch.Tensor, arrays: Mapping[str, np.ndarray], key: str, *, source: str, transform: Callable[[np.ndarray], np.ndarray] | None = None) -> None:  # fmt: skip
+        """Copy ``arrays[key]`` (through ``transform``) into a parameter or buffer, checking that it exists and fits."""
+        if key not in arrays:
+            raise WeightsError(f"weights {source}: no array {key!r}; {self.name} loads {self.weights_format}")
+        value = arrays[key] if transform is None else transform(arrays[key])
+        if tuple(value.shape) != tuple(target.shape):
+            raise WeightsError(
+                f"weights {source}: {key!r} has shape {tuple(value.shape)}, {self.name} needs {tuple(target.shape)};"
+                f" {self.name} loads {self.weights_format}"
+            )
+        with torch.no_grad():
+            target.copy_(torch.from_numpy(np.array(value, dtype=np.float32)))
+
+
+def as_tensor(array: np.ndarray, *, net: str, kind: str, ndim: int, shape: str, dtype: type | None = None) -> torch.Tensor:
+    """A cached batch as a tensor (no copy where possible), after checking its rank (and dtype).
+
+    Raises ``ConfigError`` naming the net, the feature set, what came and what it needs.
+    """
+    array = np.asarray(array)
+    if array.ndim != ndim or (dtype is not None and array.dtype != dtype):
+        want = f"{np.dtype(dtype).name} " if dtype is not None else ""
+        raise ConfigError(
+            f"{net}.prepare: {kind} of shape {array.shape} and dtype {array.dtype}; expected a {want}batch {shape}"
+            f" as the cache stores it (feature set {kind!r})"
+        )
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def frames_tensor(frames: np.ndarray, *, net: str, kind: str) -> torch.Tensor:
+    """uint8 frames (B, T, H, W, 3) to float32 (B, 3, T, H, W) in 0..255."""
+    x = as_tensor(frames, net=net, kind=kind, ndim=5, shape="(B, T, H, W, 3) of RGB frames", dtype=np.uint8)
+    if x.shape[-1] != 3:
+        raise ConfigError(f"{net}.prepare: {kind} of shape {tuple(x.shape)}; expected RGB frames (B, T, H, W, 3)")
+    return x.to(torch.float32).permute(0, 4, 1, 2, 3).contiguous()
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)

@@ -1,22 +1,25 @@
 """The 1D music CNN of paper 001 (section 3.2, Fig. 3) on the raw 16 kHz waveform.
 
 Blocks of 1D convolution (kernel 3, 32 filters, stride 2), max pooling of 2,
-ELU and dropout 0.1; each block shortens the signal 4x (480,000 samples to 7
-after eight blocks). The global average pools of the last ``pooled_blocks``
-blocks are concatenated and go through a fully connected layer, whose output
-(after ELU) is the embedding.
+ELU and dropout 0.1; each block shortens the signal 4x (480,000 samples to 8
+after eight blocks; pooling rounds up, so short clips work too). The global
+average pools of the last ``pooled_blocks`` blocks are concatenated ("GAP from
+various network layers") and go through a fully connected layer with ELU and
+dropout, whose output is the embedding; the softmax head is the second fully
+connected layer. No pretrained weights exist: paper 001 trains it from scratch.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
-from extract.nets.base import EmotionNet
-from manifests.errors import ConfigError
+from extract.nets.base import EmotionNet, as_tensor, require
 
 
 class OneDCNN(EmotionNet):
+    name = "onedcnn"
     input_kind = "waveform"
 
     def __init__(
@@ -29,10 +32,14 @@ class OneDCNN(EmotionNet):
         fc_dim: int = 128,
         dropout: float = 0.1,
     ) -> None:
-        if not 1 <= pooled_blocks <= n_blocks:
-            raise ConfigError(f"onedcnn pooled_blocks={pooled_blocks}: expected 1..n_blocks ({n_blocks})")
-        config = {"n_blocks": n_blocks, "pooled_blocks": pooled_blocks, "filters": filters, "fc_dim": fc_dim, "dropout": dropout}
-        super().__init__(num_classes, fc_dim, config)
+        require(
+            n_blocks >= 1 and filters >= 1 and fc_dim >= 1,
+            f"onedcnn n_blocks={n_blocks}, filters={filters}, fc_dim={fc_dim}: expected >= 1",
+        )
+        require(1 <= pooled_blocks <= n_blocks, f"onedcnn pooled_blocks={pooled_blocks}: expected 1..n_blocks ({n_blocks})")
+        require(0.0 <= dropout < 1.0, f"onedcnn dropout={dropout}: expected a probability in [0, 1)")
+        options = {"n_blocks": n_blocks, "pooled_blocks": pooled_blocks, "filters": filters, "fc_dim": fc_dim, "dropout": dropout}
+        super().__init__(num_classes, fc_dim, options)
         self.pooled_blocks = pooled_blocks
         self.blocks = nn.ModuleList(
             nn.Sequential(
@@ -43,10 +50,11 @@ class OneDCNN(EmotionNet):
             )
             for i in range(n_blocks)
         )
-        self.fc = nn.Sequential(nn.Linear(filters * pooled_blocks, fc_dim), nn.ELU())
+        self.fc = nn.Sequential(nn.Linear(filters * pooled_blocks, fc_dim), nn.ELU(), nn.Dropout(dropout))
+        self._add_head()
 
     def embed(self, waveform: torch.Tensor) -> torch.Tensor:
-        """``waveform``: (B, n_samples) float32 in [-1, 1]."""
+        """``waveform``: (B, n_samples) float32 in [-1, 1] -> (B, fc_dim)."""
         x = waveform.unsqueeze(1)
         pooled = []
         for i, block in enumerate(self.blocks):
@@ -54,6 +62,12 @@ class OneDCNN(EmotionNet):
             if i >= len(self.blocks) - self.pooled_blocks:
                 pooled.append(x.mean(dim=2))
         return self.fc(torch.cat(pooled, dim=1))
+
+    def prepare(self, *arrays: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """Waveform (B, n_samples), float16 or float32 -> float32."""
+        (waveform,) = arrays
+        x = as_tensor(waveform, net=self.name, kind="waveform", ndim=2, shape="(B, n_samples) of 16 kHz audio")
+        return (x.to(torch.float32),)
 
     def last_block(self) -> list[nn.Module]:
         return [self.blocks[-1], self.fc]

@@ -2,35 +2,87 @@
 
 from __future__ import annotations
 
+import inspect
 import os
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
-from cache.fingerprint import file_sha256
 from extract.nets.base import EmotionNet
+from extract.nets.c3d import C3D
 from extract.nets.crnn import CRNN
 from extract.nets.i3d import I3D
 from extract.nets.onedcnn import OneDCNN
+from extract.nets.torchvision_video import MC318, R3D18, R2Plus1D18
 from extract.nets.twodcnn import TwoDCNN
+from extract.weights import sha256_of
 from manifests.errors import ConfigError
 
-BUILDERS: dict[str, Callable[..., EmotionNet]] = {"onedcnn": OneDCNN, "twodcnn": TwoDCNN, "crnn": CRNN, "i3d": I3D}
-NET_NAMES = tuple(BUILDERS)
-# Pretrained weights each net can load, by file name (found with extract.weights.find_weights).
-PRETRAINED = {"twodcnn": "choi_compact_cnn_msd.h5", "i3d": "i3d_rgb_kinetics400.npz"}
+NETS: dict[str, type[EmotionNet]] = {cls.name: cls for cls in (OneDCNN, TwoDCNN, C3D, I3D, CRNN, R3D18, R2Plus1D18, MC318)}
+NET_NAMES = tuple(NETS)
+# The public pretrained weights each net loads by default, by file name (found with extract.weights.find_weights).
+PRETRAINED = {
+    "twodcnn": "choi_compact_cnn_msd.h5",
+    "c3d": "c3d.pickle",
+    "i3d": "i3d_rgb_kinetics400.npz",
+    "r3d_18": "r3d_18-b3b3357e.pth",
+    "r2plus1d_18": "r2plus1d_18-91a641e6.pth",
+    "mc3_18": "mc3_18-a90a0ba3.pth",
+}
+
+
+def net_class(name: str) -> type[EmotionNet]:
+    if name not in NETS:
+        raise ConfigError(f"net {name!r}: not a known net; choose one of {', '.join(NET_NAMES)}")
+    return NETS[name]
+
+
+def net_options(name: str) -> dict[str, Any]:
+    """A net's options and their defaults (what ``config`` records besides ``net`` and ``num_classes``)."""
+    parameters = inspect.signature(net_class(name).__init__).parameters.values()
+    return {p.name: p.default for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def input_kind(name: str) -> str | tuple[str, ...]:
+    """The cached feature set(s) a net reads, without building it."""
+    return net_class(name).input_kind
 
 
 def get_net(name: str, *, num_classes: int, weights: str | os.PathLike[str] | None = None, **options: Any) -> EmotionNet:
-    """A net by name; ``weights=None`` is random initialisation (seeded by the caller), no file lookup."""
-    if name not in BUILDERS:
-        raise ConfigError(f"net {name!r}: choose one of {', '.join(NET_NAMES)}")
-    try:
-        net = BUILDERS[name](num_classes, **options)
-    except TypeError as err:
-        raise ConfigError(f"net {name!r}: {err}") from None
+    """A net by name, in training mode like any new ``nn.Module``.
+
+    Parameters
+    ----------
+    name : str
+        One of ``NET_NAMES``.
+    num_classes : int
+        Outputs of the head (``forward``'s logits).
+    weights : path-like, optional
+        A weight file in the net's public format (``net.weights_format``);
+        None is random initialisation (seeded by the caller) and no file lookup.
+    **options
+        The net's own options (``net_options(name)``); every one is recorded in ``net.config``.
+
+    Raises
+    ------
+    ConfigError
+        An unknown name or option, or an option out of range.
+    WeightsError
+        A weight file that is missing, unreadable or does not fit the net.
+    """
+    cls = net_class(name)
+    allowed = net_options(name)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        choices = ", ".join(f"{k}={v!r}" for k, v in allowed.items()) or "none"
+        raise ConfigError(f"net {name!r}: unknown option {', '.join(unknown)}; its options (defaults) are: {choices}")
+    net = cls(num_classes, **options)
     if weights is not None:
-        path = Path(weights)
-        net.load_weights(path)
-        net.weights_sha256 = file_sha256(path)
+        net.load_weights(weights)
+        net.weights_sha256 = sha256_of(weights)
     return net
+
+
+def net_from_config(config: Mapping[str, Any], *, weights: str | os.PathLike[str] | None = None) -> EmotionNet:
+    """The net a ``config`` (``net.config``, possibly through JSON) describes."""
+    options = {k: v for k, v in config.items() if k not in ("net", "num_classes")}
+    return get_net(config["net"], num_classes=config["num_classes"], weights=weights, **options)

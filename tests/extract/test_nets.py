@@ -1,151 +1,197 @@
+"""Every net on small CPU inputs: shapes, embedding dims, configs, batch independence, prepare, errors."""
+
 from __future__ import annotations
 
-from pathlib import Path
+import json
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
 import torch
 
-from extract.nets import NET_NAMES, get_net
-from extract.nets.crnn import ImprovedCenterLoss
-from extract.weights import KNOWN, find_weights
+from extract.nets import NET_NAMES, get_net, input_kind, net_from_config, net_options
+from extract.nets.base import EmotionNet
 from manifests import ConfigError
-from tests.conftest import SHARED
 
-WEIGHTS = SHARED / "weights"
-INPUTS = {
-    "twodcnn": lambda b: (torch.rand(b, 96, 400) * -80,),
-    "onedcnn": lambda b: (torch.randn(b, 16000) * 0.1,),
-    "crnn": lambda b: (torch.rand(b, 96, 400) * -80, torch.randn(b, 200, 63)),
-    "i3d": lambda b: (torch.rand(b, 3, 9, 193, 193) * 2 - 1,),
+# Small inputs per net, with the options that make them small; B clips.
+SMALL: dict[str, tuple[dict, Callable[[int], tuple[torch.Tensor, ...]]]] = {
+    "onedcnn": ({}, lambda b: (torch.randn(b, 16000) * 0.1,)),
+    "twodcnn": ({}, lambda b: (torch.rand(b, 96, 300) * -80,)),
+    "c3d": ({"n_frames": 16, "crop_px": 32}, lambda b: (torch.rand(b, 3, 16, 32, 32) * 255,)),
+    "i3d": ({"pool": "global"}, lambda b: (torch.rand(b, 3, 8, 64, 64) * 2 - 1,)),
+    "crnn": ({}, lambda b: (torch.rand(b, 96, 300) * -80, torch.randn(b, 40, 63))),
+    "r3d_18": ({}, lambda b: (torch.randn(b, 3, 4, 32, 32),)),
+    "r2plus1d_18": ({}, lambda b: (torch.randn(b, 3, 4, 32, 32),)),
+    "mc3_18": ({}, lambda b: (torch.randn(b, 3, 4, 32, 32),)),
+}
+# What the cache holds for each input kind (B clips), as prepare receives it.
+CACHED: dict[str, Callable[[np.random.Generator, int], np.ndarray]] = {
+    "waveform": lambda rng, b: (rng.standard_normal((b, 16000)) * 0.1).astype(np.float16),
+    "mel": lambda rng, b: (rng.random((b, 96, 300)) * -80).astype(np.float16),
+    "lld": lambda rng, b: rng.standard_normal((b, 40, 63)).astype(np.float32),
+    "frames112": lambda rng, b: rng.integers(0, 256, (b, 16, 32, 32, 3), dtype=np.uint8),
+    "frames224": lambda rng, b: rng.integers(0, 256, (b, 8, 64, 64, 3), dtype=np.uint8),
 }
 
 
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def small_net(name: str, num_classes: int = 6, seed: int = 0) -> EmotionNet:
+    torch.manual_seed(seed)
+    return get_net(name, num_classes=num_classes, **SMALL[name][0]).eval()
+
+
+def kinds(net: EmotionNet) -> tuple[str, ...]:
+    return (net.input_kind,) if isinstance(net.input_kind, str) else net.input_kind
+
+
+def test_every_net_of_the_issue_is_registered() -> None:
+    assert set(NET_NAMES) == {"onedcnn", "twodcnn", "c3d", "i3d", "crnn", "r3d_18", "r2plus1d_18", "mc3_18"} == set(SMALL)
+
+
 @pytest.mark.parametrize("name", NET_NAMES)
-def test_shapes_and_embedding_dims(name: str) -> None:
-    torch.manual_seed(0)
-    net = get_net(name, num_classes=6).eval()
-    inputs = INPUTS[name](3)
+def test_shapes_dims_and_batch_independence(name: str) -> None:
+    net = small_net(name)
+    torch.manual_seed(1)
+    inputs = SMALL[name][1](3)
     with torch.no_grad():
         embedding, logits = net.embed(*inputs), net(*inputs)
-    assert embedding.shape == (3, net.embedding_dim) and logits.shape == (3, 6)
-    assert torch.isfinite(embedding).all() and net.weights_sha256 == ""
-    with torch.no_grad():
         alone = net.embed(*(x[:1] for x in inputs))
+    assert embedding.shape == (3, net.embedding_dim) and logits.shape == (3, 6)
+    assert embedding.dtype == torch.float32 and torch.isfinite(embedding).all() and torch.isfinite(logits).all()
+    assert net.weights_sha256 == ""
     torch.testing.assert_close(alone, embedding[:1], rtol=1e-4, atol=1e-5, msg="a clip's embedding ignores its batch neighbours")
+    assert embedding.std(dim=0).max() > 0, "different clips give different embeddings"
 
 
-def test_unknown_net_and_bad_options() -> None:
-    with pytest.raises(ConfigError, match=r"net 'vggish': choose one of"):
-        get_net("vggish", num_classes=2)
-    with pytest.raises(ConfigError, match=r"activation='tanh'"):
-        get_net("twodcnn", num_classes=2, activation="tanh")
+def test_embedding_dims_of_the_papers() -> None:
+    dims = {name: get_net(name, num_classes=2, **SMALL[name][0]).embedding_dim for name in ("twodcnn", "c3d", "i3d", "crnn")}
+    assert dims == {"twodcnn": 5 * 32, "c3d": 512, "i3d": 1024, "crnn": 4 * 64}
 
 
-@pytest.fixture
-def choi() -> Path:
-    path = WEIGHTS / "choi_compact_cnn_msd.h5"
-    if not path.is_file():
-        pytest.skip(f"{path} is absent (a user's clone has no ../shared)")
-    return path
-
-
-def test_twodcnn_loads_the_msd_weights_and_tells_a_sweep_from_noise(choi: Path) -> None:
-    from extract.audio import MelConfig, mel_spectrogram
-    from extract.media import AudioWindow
-
-    net = get_net("twodcnn", num_classes=6, weights=choi).eval()
-    assert net.weights_sha256 == KNOWN["choi_compact_cnn_msd.h5"].sha256
-    import h5py
-
-    with h5py.File(choi) as f:
-        np.testing.assert_array_equal(net.blocks[2][0].weight.detach().numpy(), f["ConvBNEluDr/convolution2d_3_W:0"][()])
-    sr, seconds = 16000, 5.0
-    t = np.arange(int(sr * seconds)) / sr
-    sweep = np.sin(2 * np.pi * (100 + 700 * t) * t).astype(np.float32)
-    noise = np.random.default_rng(0).standard_normal(t.size).astype(np.float32) * 0.3
-    config = MelConfig(window=AudioWindow(duration_s=seconds))
-    mels = torch.from_numpy(np.stack([mel_spectrogram(sweep, config), mel_spectrogram(noise, config)]))
+@pytest.mark.parametrize("name", NET_NAMES)
+def test_prepare_turns_cached_batches_into_the_nets_input(name: str) -> None:
+    net = small_net(name)
+    rng = np.random.default_rng(0)
+    arrays = [CACHED[kind](rng, 2) for kind in kinds(net)]
+    prepared = net.prepare(*arrays)
+    assert len(prepared) == len(arrays) and all(t.dtype == torch.float32 for t in prepared)
     with torch.no_grad():
-        a, b = net.embed(mels)
-    assert torch.linalg.norm(a - b) > 0.1 * torch.linalg.norm(a), "the pretrained net is not degenerate"
+        assert net.embed(*prepared).shape == (2, net.embedding_dim)
+    with pytest.raises(ConfigError, match=rf"{name}\.prepare: .*expected"):
+        net.prepare(*(a[0] for a in arrays))  # a clip without its batch axis
 
 
-def test_find_weights_checks_sha256(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MVEMO_WEIGHTS", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert find_weights("choi_compact_cnn_msd.h5", tmp_path / "empty") is None
-    (tmp_path / "choi_compact_cnn_msd.h5").write_bytes(b"not the weights")
-    with pytest.raises(ConfigError, match=r"sha256 .* is not the expected .*keunwoochoi"):
-        find_weights("choi_compact_cnn_msd.h5", tmp_path)
-
-
-def center_loss_numpy(x: np.ndarray, y: np.ndarray, centers: np.ndarray) -> float:
-    total = 0.0
-    for i in range(len(x)):
-        distances = ((x[i] - centers) ** 2).sum(axis=1)
-        total += distances[y[i]] / (distances.sum() - distances[y[i]] + 1.0)
-    return 0.5 * total
-
-
-def test_improved_center_loss_matches_the_formula_and_its_gradient() -> None:
-    torch.manual_seed(0)
-    loss = ImprovedCenterLoss(num_classes=4, dim=5).double()
-    x = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
-    y = torch.tensor([0, 1, 2, 3, 0, 1, 2])
-    value = loss(x, y)
-    assert value.item() == pytest.approx(
-        center_loss_numpy(x.detach().numpy(), y.numpy(), loss.centers.detach().numpy()), rel=1e-10
+def test_prepare_of_the_video_nets_scales_as_their_weights_expect() -> None:
+    white = np.full((1, 16, 32, 32, 3), 255, dtype=np.uint8)
+    white[..., 0] = 0  # no red
+    (i3d,) = small_net("i3d").prepare(white)
+    assert i3d.shape == (1, 3, 16, 32, 32) and i3d[:, 0].eq(-1).all() and i3d[:, 1:].eq(1).all()
+    (c3d,) = small_net("c3d").prepare(white)
+    assert c3d[:, 0].eq(0).all() and c3d[:, 1:].eq(255).all()
+    (r3d,) = small_net("r3d_18").prepare(white)
+    torch.testing.assert_close(
+        r3d[0, :, 0, 0, 0], torch.tensor([-0.43216 / 0.22803, (1 - 0.394666) / 0.22145, (1 - 0.37645) / 0.216989])
     )
-    centers = loss.centers.detach().clone().requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda inputs, c: torch.func.functional_call(loss, {"centers": c}, (inputs, y)), (x, centers))
+    with pytest.raises(ConfigError, match=r"expected a uint8 batch \(B, T, H, W, 3\)"):
+        small_net("i3d").prepare(white.astype(np.float32))
 
 
-def test_i3d_matches_the_kinetics_reference() -> None:
-    weights, reference = WEIGHTS / "i3d_rgb_kinetics400.npz", WEIGHTS / "reference" / "i3d_kinetics400_reference.npz"
-    if not weights.is_file() or not reference.is_file():
-        pytest.skip(f"{weights} or {reference} is absent (a user's clone has no ../shared)")
-    torch.set_num_threads(2)
-    ref = np.load(reference, allow_pickle=False)
-    net = get_net("i3d", num_classes=6, weights=weights, kinetics_logits=True).eval()
-    assert net.weights_sha256 == KNOWN["i3d_rgb_kinetics400.npz"].sha256
-    (x,) = net.prepare(ref["input"])
+@pytest.mark.parametrize("name", NET_NAMES)
+def test_config_is_json_and_rebuilds_the_same_net(name: str) -> None:
+    net = small_net(name, seed=3)
+    config = json.loads(json.dumps(net.config))
+    assert config["net"] == name and config["num_classes"] == 6
+    assert set(config) == {"net", "num_classes", *net_options(name)}
+    torch.manual_seed(3)
+    again = net_from_config(config).eval()
+    assert again.config == net.config and type(again) is type(net) and again.input_kind == input_kind(name)
+    for (key, a), b in zip(net.state_dict().items(), again.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=key)
+
+
+@pytest.mark.parametrize("name", ["onedcnn", "twodcnn", "crnn", "i3d"])
+def test_seeded_embeddings_do_not_depend_on_the_number_of_classes(name: str) -> None:
+    torch.manual_seed(0)
+    inputs = SMALL[name][1](2)
     with torch.no_grad():
-        logits, features = net(x).numpy(), net.embed(x).numpy()
-    assert np.linalg.norm(logits - ref["logits"]) / np.linalg.norm(ref["logits"]) <= 1e-3
-    assert np.linalg.norm(features - ref["features"]) / np.linalg.norm(ref["features"]) <= 1e-4
-    assert np.argsort(-logits[0])[:5].tolist() == np.argsort(-ref["logits"][0])[:5].tolist()
+        a, b = small_net(name, num_classes=2).embed(*inputs), small_net(name, num_classes=9).embed(*inputs)
+    torch.testing.assert_close(a, b)
+
+
+def test_unknown_net_and_bad_options_name_the_value_and_the_fix() -> None:
+    with pytest.raises(ConfigError, match=r"net 'vggish': not a known net; choose one of onedcnn, twodcnn"):
+        get_net("vggish", num_classes=2)
+    with pytest.raises(ConfigError, match=r"net 'twodcnn': unknown option pool; its options \(defaults\) are: activation='elu'"):
+        get_net("twodcnn", num_classes=2, pool="global")
+    with pytest.raises(ConfigError, match=r"activation='tanh': expected 'elu' .* or 'relu'"):
+        get_net("twodcnn", num_classes=2, activation="tanh")
+    with pytest.raises(ConfigError, match=r"num_classes=0: expected a positive int"):
+        get_net("onedcnn", num_classes=0)
+    with pytest.raises(ConfigError, match=r"pooled_blocks=9: expected 1..n_blocks \(8\)"):
+        get_net("onedcnn", num_classes=2, pooled_blocks=9)
+    with pytest.raises(ConfigError, match=r"kinetics_logits=True with num_classes=6.*pass num_classes=400"):
+        get_net("i3d", num_classes=6, kinetics_logits=True)
+    with pytest.raises(ConfigError, match=r"crnn kernel=4: expected an odd size"):
+        get_net("crnn", num_classes=4, kernel=4)
+
+
+def test_twodcnn_relu_switch_and_per_clip_statistics_in_training_too() -> None:
+    torch.manual_seed(0)
+    elu, relu = get_net("twodcnn", num_classes=2).eval(), get_net("twodcnn", num_classes=2, activation="relu").eval()
+    mel = torch.rand(2, 96, 200) * -80
+    with torch.no_grad():
+        assert (relu.embed(mel) >= 0).all() and (elu.blocks[0][:3](mel[:, None]) < 0).any()
+        evaluated = elu.embed(mel)
+        trained = elu.train().embed(mel)
+    torch.testing.assert_close(trained, evaluated, msg="no batch statistics, no running statistics: train = eval")
 
 
 def test_i3d_small_inputs_need_global_pooling() -> None:
-    torch.manual_seed(0)
     frames = torch.rand(1, 3, 8, 112, 112) * 2 - 1
-    with pytest.raises(ConfigError, match=r"smaller than 9 frames and 193 pixels.*pool='global'"):
-        get_net("i3d", num_classes=6).embed(frames)
-    net = get_net("i3d", num_classes=6, pool="global").eval()
+    torch.manual_seed(0)
+    with pytest.raises(ConfigError, match=r"\(8, 112, 112\) .*smaller than 9 frames and 193 pixels.*use pool='global'"):
+        get_net("i3d", num_classes=6).eval().embed(frames)
+    net = small_net("i3d")
     with torch.no_grad():
         assert net.embed(frames).shape == (1, 1024) and net(frames).shape == (1, 6)
-    (prepared,) = net.prepare(np.full((2, 4, 8, 8, 3), 255, dtype=np.uint8))
-    assert prepared.shape == (2, 3, 4, 8, 8) and torch.allclose(prepared, torch.ones(1))
 
 
-def test_float16_mel_leaves_the_msd_embeddings_in_place(choi: Path, mved_sample: Path) -> None:
-    """The measurement behind caching the mel spectrogram as float16."""
-    from extract.audio import MelConfig, mel_spectrogram
-    from extract.media import AudioWindow, decode_audio, resample_exact
-
-    window = AudioWindow(duration_s=10.0)
-    files = sorted(mved_sample.glob("*/*.mp4"))[::30][:4]
-    mels = []
-    for path in files:
-        decoded = decode_audio(path, window)
-        mels.append(mel_spectrogram(resample_exact(decoded.y, decoded.sr, 16000, 160000), MelConfig(window=window)))
-    full = torch.from_numpy(np.stack(mels))
-    half = torch.from_numpy(np.stack(mels).astype(np.float16).astype(np.float32))
-    net = get_net("twodcnn", num_classes=6, weights=choi).eval()
+def test_i3d_reference_pooling_at_its_smallest_input_averages_one_window() -> None:
+    torch.manual_seed(0)
+    net = get_net("i3d", num_classes=3).eval()
+    frames = torch.rand(1, 3, 9, 193, 193) * 2 - 1
     with torch.no_grad():
-        a, b = net.embed(full), net.embed(half)
-    shift = torch.linalg.norm(a - b, dim=1)
-    assert (shift / torch.linalg.norm(a, dim=1)).max() < 1e-3
-    nearest = (torch.cdist(a, a) + torch.eye(len(files)) * 1e9).min(dim=1).values
-    assert (nearest > 50 * shift).all()
+        features = net.mixed_5c(frames)
+        per_time = net.per_time(frames)
+        assert features.shape[2:] == (2, 7, 7) and per_time.shape == (1, 1, 1024)
+        torch.testing.assert_close(net.embed(frames), features.mean(dim=(2, 3, 4)), msg="one (2, 7, 7) window = the global mean")
+        torch.testing.assert_close(net(frames), net.head(net.embed(frames)))
+
+
+def test_c3d_checks_its_input_size() -> None:
+    net = small_net("c3d")
+    with pytest.raises(ConfigError, match=r"fc6 was built for \(3, 16, 32, 32\); build the net with n_frames and crop_px"):
+        net.embed(torch.zeros(1, 3, 32, 32, 32))
+    full = get_net("c3d", num_classes=6)
+    assert full.fc6.in_features == 512 * 2 * 4 * 4, "32 frames of 112x112 leave (512, 2, 4, 4) after pool5"
+
+
+@pytest.mark.parametrize("name", NET_NAMES)
+def test_loss_and_last_block_support_fine_tuning(name: str) -> None:
+    net = small_net(name, num_classes=3).train()
+    inputs = SMALL[name][1](2)
+    y = torch.tensor([0, 2])
+    embedding = net.embed(*inputs)
+    loss = net.loss(embedding, y)
+    loss.backward()
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    trained = {id(p) for module in net.last_block() for p in module.parameters()}
+    assert trained and all(p.grad is not None for module in net.last_block() for p in module.parameters() if p.requires_grad)
+    assert not trained & {id(p) for p in net.head.parameters()}

@@ -1,0 +1,113 @@
+"""Paper 003's CRNN + Bi-LSTM and its improved center loss."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from extract.nets import get_net
+from extract.nets.crnn import ImprovedCenterLoss
+from manifests import ConfigError
+
+
+def center_loss_numpy(x: np.ndarray, y: np.ndarray, centers: np.ndarray) -> float:
+    """The formula, term by term: 1/2 sum_i ||x_i - Q_{y_i}||^2 / (sum_{j != y_i} ||x_i - Q_j||^2 + 1)."""
+    total = 0.0
+    for i in range(len(x)):
+        own = float(np.sum((x[i] - centers[y[i]]) ** 2))
+        others = sum(float(np.sum((x[i] - centers[j]) ** 2)) for j in range(len(centers)) if j != y[i])
+        total += own / (others + 1.0)
+    return 0.5 * total
+
+
+def test_improved_center_loss_matches_the_formula() -> None:
+    torch.manual_seed(0)
+    loss = ImprovedCenterLoss(num_classes=4, dim=5).double()
+    x = torch.randn(7, 5, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 3, 0, 1, 2])
+    expected = center_loss_numpy(x.numpy(), y.numpy(), loss.centers.detach().numpy())
+    assert loss(x, y).item() == pytest.approx(expected, rel=1e-12)
+    mean = ImprovedCenterLoss(num_classes=4, dim=5, reduction="mean").double()
+    mean.load_state_dict(loss.state_dict())
+    assert mean(x, y).item() == pytest.approx(expected / 7, rel=1e-12)
+
+
+def test_improved_center_loss_gradient() -> None:
+    torch.manual_seed(0)
+    loss = ImprovedCenterLoss(num_classes=3, dim=4).double()
+    x = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([0, 1, 2, 2, 0])
+    centers = loss.centers.detach().clone().requires_grad_(True)
+
+    def f(inputs: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(loss, {"centers": c}, (inputs, y))
+
+    assert torch.autograd.gradcheck(f, (x, centers))
+    # also where a sample sits on its own centre (a square root of the distance would have no gradient there)
+    on_centre = centers.detach()[y].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(f, (on_centre, centers))
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), shift=st.floats(-5, 5))
+def test_improved_center_loss_ignores_translation_and_batch_order(seed: int, shift: float) -> None:
+    g = torch.Generator().manual_seed(seed)
+    loss = ImprovedCenterLoss(num_classes=3, dim=4).double()
+    x = torch.randn(6, 4, dtype=torch.float64, generator=g)
+    y = torch.randint(0, 3, (6,), generator=g)
+    value = loss(x, y)
+    order = torch.randperm(6, generator=g)
+    torch.testing.assert_close(loss(x[order], y[order]), value)
+    moved = torch.func.functional_call(loss, {"centers": loss.centers + shift}, (x + shift, y))
+    torch.testing.assert_close(moved, value)
+    assert value.item() >= 0
+
+
+def test_the_loss_pulls_samples_to_their_centre_and_away_from_the_others() -> None:
+    loss = ImprovedCenterLoss(num_classes=2, dim=2).double()
+    with torch.no_grad():
+        loss.centers.copy_(torch.tensor([[0.0, 0.0], [4.0, 0.0]]))
+    x = torch.tensor([[1.0, 1.0]], dtype=torch.float64, requires_grad=True)
+    loss(x, torch.tensor([0])).backward()
+    assert x.grad is not None
+    step = -x.grad[0]
+    assert step[0] < 0 and step[1] < 0, "towards its own centre (0, 0), away from (4, 0)"
+
+
+def test_crnn_loss_adds_tau_times_the_center_loss() -> None:
+    torch.manual_seed(0)
+    net = get_net("crnn", num_classes=4, tau=0.5).eval()
+    embedding = torch.randn(3, net.embedding_dim)
+    y = torch.tensor([0, 3, 1])
+    ce = torch.nn.functional.cross_entropy(net.head(embedding), y)
+    torch.testing.assert_close(net.loss(embedding, y), ce + 0.5 * net.center_loss(embedding, y))
+    assert net.center_loss.reduction == "mean"
+    assert net.config["tau"] == 0.5
+
+
+def test_crnn_param_groups_give_the_centres_their_own_rate() -> None:
+    net = get_net("crnn", num_classes=4)
+    groups = net.param_groups(1e-3, center_lr=0.1)
+    assert [g["lr"] for g in groups] == [1e-3, 0.1] and groups[1]["params"] == [net.center_loss.centers]
+    assert sum(len(g["params"]) for g in groups) == len(list(net.parameters()))
+    torch.optim.Adam(groups)  # a valid optimizer spec
+
+
+def test_crnn_reads_both_branches_and_checks_their_shapes() -> None:
+    torch.manual_seed(0)
+    net = get_net("crnn", num_classes=4, n_lld=10).eval()
+    mel, lld = torch.rand(2, 96, 120) * -80, torch.randn(2, 30, 10)
+    with torch.no_grad():
+        base = net.embed(mel, lld)
+        other_lld = net.embed(mel, torch.randn(2, 30, 10))
+        other_mel = net.embed(torch.rand(2, 96, 120) * -80, lld)
+    half = 2 * net.config["hidden"]
+    assert torch.equal(base[:, :half], other_lld[:, :half]) and not torch.equal(base[:, half:], other_lld[:, half:])
+    assert torch.equal(base[:, half:], other_mel[:, half:]) and not torch.equal(base[:, :half], other_mel[:, :half])
+    with torch.no_grad():
+        torch.testing.assert_close(net.embed(mel, lld * 1000.0 + 7.0), base, msg="LLD columns are standardized per clip")
+    with pytest.raises(ConfigError, match=r"lld \(2, 30, 63\): expected .* \(B, frames, 10\); build the net with n_lld="):
+        net.embed(mel, torch.randn(2, 30, 63))
