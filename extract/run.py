@@ -14,9 +14,11 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from cache.layout import ABSENT, FeatureSpec
 from cache.lock import CacheLock
@@ -24,10 +26,11 @@ from cache.read import Cache
 from cache.store import CacheWriter
 from extract.audio import AUDIO_FEATURES, LldConfig, MelConfig, WaveformConfig, compute_audio_features, feature_specs
 from extract.media import decode_audio
+from extract.video import VIDEO_FEATURES, FrameConfig, compute_video_features, video_feature_specs
 from manifests.errors import ConfigError, MvemoError
 from manifests.schema import Clip, Manifest
 
-VIDEO_FEATURES = ("frames224", "frames112")  # read by the video nets; computed once video sampling lands
+FEATURE_GROUPS = {"frames": VIDEO_FEATURES}  # a name that stands for several sets
 WRITE_EVERY_CLIPS = 8
 
 
@@ -44,6 +47,7 @@ class FeatureConfigs:
     mel: MelConfig = field(default_factory=MelConfig)
     lld: LldConfig = field(default_factory=LldConfig)
     waveform: WaveformConfig = field(default_factory=WaveformConfig)
+    frames: FrameConfig = field(default_factory=FrameConfig)
 
     def __post_init__(self) -> None:
         windows = {self.mel.window, self.lld.audio_window, self.waveform.window}
@@ -52,24 +56,22 @@ class FeatureConfigs:
 
     def specs(self, names: Iterable[str]) -> list[FeatureSpec]:
         names = set(names)
-        video = sorted(names & set(VIDEO_FEATURES))
-        if video:
-            raise ConfigError(f"feature sets {video} (video frames, for c3d and i3d) are not computed by this version yet")
-        return feature_specs(
+        audio = feature_specs(
             self.mel if "mel" in names else None,
             self.lld if "lld" in names else None,
             self.waveform if "waveform" in names else None,
         )
+        return audio + [spec for spec in video_feature_specs(self.frames) if spec.name in names]
 
 
 def parse_features(text: str) -> tuple[str, ...]:
-    """``"mel, lld"`` -> ("mel", "lld"); unknown names raise ``ConfigError``."""
-    known = AUDIO_FEATURES
+    """``"mel, frames"`` -> ("mel", "frames224", "frames112"); unknown names raise ``ConfigError``."""
+    known = (*AUDIO_FEATURES, *VIDEO_FEATURES, *FEATURE_GROUPS)
     names: list[str] = []
     for name in (n.strip() for n in text.split(",") if n.strip()):
         if name not in known:
             raise ConfigError(f"--features: unknown feature {name!r}; choose from {', '.join(known)}")
-        names.append(name)
+        names.extend(FEATURE_GROUPS.get(name, (name,)))
     if not names:
         raise ConfigError("--features is empty; give e.g. mel,lld")
     return tuple(dict.fromkeys(names))
@@ -95,26 +97,38 @@ class FeatureRunSummary:
         return {name: s.failed for name, s in self.sets.items() if s.failed}
 
 
+def modality(name: str) -> str:
+    return "video" if name in VIDEO_FEATURES else "audio"
+
+
 def compute_clip(clip: Clip, names: tuple[str, ...], configs: FeatureConfigs) -> dict[str, Any]:
     """Every requested feature set of one clip: an array, or a failure reason (str), or ``ABSENT``.
 
     Runs in a worker: it never raises for bad media, so one broken file cannot stop a run.
+    A modality the manifest does not give the clip is ``ABSENT``; a file that lacks
+    the stream the manifest promises is a failure naming the clip.
     """
-    audio = tuple(n for n in names if n in AUDIO_FEATURES)  # FeatureConfigs.specs admits nothing else
-    if clip.audio is None:
-        return dict.fromkeys(audio, ABSENT)
-    audio_path = clip.audio
+    audio = tuple(n for n in names if modality(n) == "audio")  # FeatureConfigs.specs admits nothing else
+    video = tuple(n for n in names if modality(n) == "video")
 
-    def audio_features() -> dict[str, np.ndarray]:
-        decoded = decode_audio(audio_path, configs.mel.window, clip_id=clip.clip_id)
+    def audio_features(path: Path) -> dict[str, np.ndarray]:
+        decoded = decode_audio(path, configs.mel.window, clip_id=clip.clip_id)
         return compute_audio_features(decoded, audio, mel=configs.mel, lld=configs.lld, wave=configs.waveform)
 
-    return _guarded(clip, audio, audio_features)
+    def video_features(_: Path) -> dict[str, np.ndarray]:
+        return compute_video_features(clip, configs.frames)
+
+    result: dict[str, Any] = {}
+    for wanted, path, compute in ((audio, clip.audio, audio_features), (video, clip.video, video_features)):
+        if wanted:
+            result |= dict.fromkeys(wanted, ABSENT) if path is None else _guarded(clip, wanted, functools.partial(compute, path))
+    return result
 
 
 def _guarded(clip: Clip, names: tuple[str, ...], compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, Any]:
     try:
-        values = compute()
+        with threadpool_limits(1):  # BLAS threads change float sums: one thread makes every executor's cache identical
+            values = compute()
     except MvemoError as err:
         return dict.fromkeys(names, str(err))
     except Exception as err:  # a decoder or library fault on one clip must not stop the run
@@ -140,7 +154,7 @@ def extract_features(
     manifest : Manifest
     cache_path : path-like
     names : iterable of str
-        Feature sets: waveform, mel, lld.
+        Feature sets: waveform, mel, lld, frames224, frames112.
     configs : FeatureConfigs, optional
         Defaults to the papers' settings.
     recompute : iterable of str
@@ -180,12 +194,7 @@ def extract_features(
                     pending[name][1].append(value)
                     summary[name].computed += 1
                 elif value is ABSENT:
-                    writer.fail(
-                        name,
-                        row,
-                        f"clip {clip.clip_id!r} has no audio in the manifest",
-                        status=ABSENT,
-                    )
+                    writer.fail(name, row, f"clip {clip.clip_id!r} has no {modality(name)} in the manifest", status=ABSENT)
                 else:
                     writer.fail(name, row, value)
             if n % WRITE_EVERY_CLIPS == 0:

@@ -6,7 +6,7 @@ import click
 
 from pipeline.clitools import MvemoCommand, print_json
 
-BENCHES = ("audio", "cache", "fuse", "scale", "all")
+BENCHES = ("audio", "video", "cache", "fuse", "scale", "all")
 
 
 @click.command("bench", cls=MvemoCommand)
@@ -25,6 +25,9 @@ def bench(what: str, clips: int, tmp_dir: str | None, as_json: bool) -> None:
     audio: decode, resample, mel, MFCC, residual phase and the other LLDs of a 30 s
     clip on one core, beside a naive librosa path computing the same descriptors.
 
+    video: ms per 30 s clip to get the 32 preprocessed frames (240p, 720p, 1080p h264),
+    beside decoding every frame of the same file.
+
     fuse: the CV of every fusion model x 6 folds over embeddings of the five nets' sizes
     (4,000 dims integrated), beside one LogisticRegression fit.
 
@@ -38,9 +41,11 @@ def bench(what: str, clips: int, tmp_dir: str | None, as_json: bool) -> None:
     from pipeline.bench_audio import bench_audio
     from pipeline.bench_fuse import bench_fuse
     from pipeline.bench_scale import bench_scale
+    from pipeline.bench_video import bench_video
 
     runs = {
         "audio": bench_audio,
+        "video": lambda: bench_video(folder=tmp_dir),
         "cache": lambda: bench_cache(n_clips=clips, folder=tmp_dir),
         "fuse": lambda: bench_fuse(n_clips=clips, folder=tmp_dir),
         "scale": lambda: bench_scale(folder=tmp_dir),

@@ -10,6 +10,7 @@ from cache.read import Cache
 from extract.audio import LldConfig, MelConfig, WaveformConfig
 from extract.media import AudioWindow
 from extract.run import FeatureConfigs, extract_features, parse_features
+from extract.video import FrameConfig
 from manifests import Clip, ConfigError, Manifest, write_manifest
 from pipeline.cli import cli
 from tests.conftest import write_tiny
@@ -74,8 +75,32 @@ def test_processes_give_the_same_cache_as_serial(tmp_path: Path, manifest: Manif
             np.testing.assert_array_equal(a.read_matrix(name)[a.done(name)], b.read_matrix(name)[b.done(name)])
 
 
+def test_frames_of_video_clips_absent_for_audio_only_and_failed_without_a_video_stream(
+    tmp_path: Path, manifest: Manifest
+) -> None:
+    song = write_tiny(tmp_path / "song.wav", video=False)
+    clips = (*manifest.clips, Clip("song", "b", audio=song), Clip("not-a-video", "a", video=song, audio=song))
+    configs = FeatureConfigs(
+        mel=CONFIGS.mel, lld=CONFIGS.lld, waveform=CONFIGS.waveform, frames=FrameConfig(n_frames=4, window_duration_s=1.0)
+    )
+    summary = extract_features(
+        Manifest(manifest.classes, clips), tmp_path / "c.h5", parse_features("frames,mel"), configs=configs
+    )
+    frames = summary.sets["frames224"]
+    assert (frames.done, frames.absent) == (5, 1)  # c0-c2, novoice and video-only have pictures; song has none
+    assert set(frames.failed) == {"broken", "not-a-video"}
+    assert "not-a-video" in frames.failed["not-a-video"] and "no video stream" in frames.failed["not-a-video"]
+    assert summary.sets["frames112"].failed.keys() == frames.failed.keys()
+    assert summary.sets["mel"].done == 5  # c0-c2, song, not-a-video: the video sets change nothing of the audio ones
+    with Cache(tmp_path / "c.h5") as reader:
+        big, small = reader.read_matrix("frames224", [0]), reader.read_matrix("frames112", [0])
+        assert big.shape == (1, 4, 224, 224, 3) and small.shape == (1, 4, 112, 112, 3)
+        assert big.dtype == small.dtype == np.uint8 and big.std() > 0
+
+
 def test_parse_features() -> None:
     assert parse_features("mel, lld,waveform") == ("mel", "lld", "waveform")
+    assert parse_features("frames,mel,frames112") == ("frames224", "frames112", "mel")
     with pytest.raises(ConfigError, match=r"unknown feature 'mfcc'"):
         parse_features("mel,mfcc")
 
@@ -93,3 +118,18 @@ def test_cli_extract_exit_codes_and_config_file(tmp_path: Path, manifest: Manife
     config.write_text("[mel]\nn_melz = 48\n")
     result = CliRunner().invoke(cli, ["extract", str(path), "--cache", str(cache), "--config", str(config)])
     assert result.exit_code == 2 and "[mel]: unknown key(s) ['n_melz']" in result.output
+
+
+def test_the_frames_window_follows_the_audio_window_unless_set(tmp_path: Path) -> None:
+    from pipeline.config import feature_configs
+
+    config = tmp_path / "c.toml"
+    config.write_text("[audio]\noffset_s = 5.0\nduration_s = 10.0\n[frames]\nn_frames = 16\n")
+    frames = feature_configs(config).frames
+    assert (frames.n_frames, frames.window_start_s, frames.window_duration_s) == (16, 5.0, 10.0)
+    config.write_text("[audio]\noffset_s = 5.0\n[frames]\nwindow_start_s = 0.0\nwindow_duration_s = inf\n")
+    frames = feature_configs(config).frames
+    assert (frames.window_start_s, frames.window_duration_s) == (0.0, None)
+    config.write_text("[frames]\nn_framez = 16\n")
+    with pytest.raises(ConfigError, match=r"unknown keys \['n_framez'\]"):
+        feature_configs(config)

@@ -1,0 +1,320 @@
+"""Decoding in a child process, so that a file that hangs or crashes the decoder costs one clip, not the run.
+
+A check of the clock between packets (``video_decode``'s deadline) stops a
+decode that is merely slow, but not one stuck inside a single FFmpeg call (a
+demuxer looping on a crafted index, a read blocked on a dead mount), and a
+segfault in a decoder would take the whole run down with it. So by default each
+calling thread owns one long-lived child, ``python -m extract.video_worker``,
+that decodes its clips one at a time: the parent sends a JSON request on the
+child's stdin and reads back a JSON header and the raw frames from its stdout;
+when the answer does not come within the clip's ``timeout_s`` plus a grace
+period, the parent kills the child (it started it, by its pid), reports the
+clip and starts a fresh child for the next one.
+
+Why a long-lived ``subprocess`` and not a process per clip: ``multiprocessing``
+refuses children in daemonic workers (Dask's, ``multiprocessing.Pool``'s) and
+``fork`` is unsafe in multi-threaded callers, while a fresh interpreter costs
+~0.3-0.5 s to import PyAV and numpy. Started once, the child costs only the copy
+of the frames through the pipe per clip (``pipeline/bench_video.py`` measures it
+beside the in-process path). Results come back as raw bytes described by JSON;
+nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import weakref
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from extract.video_decode import (
+    DecodeParams,
+    DecodeTimeoutError,
+    NoVideoStreamError,
+    SampledFrames,
+    VideoSource,
+    read_sample,
+    who,
+)
+from manifests.errors import MediaError
+
+STARTUP_TIMEOUT_S = 120.0
+_HEADER = struct.Struct(">I")
+_ERRORS: dict[str, type[MediaError]] = {
+    "MediaError": MediaError,
+    "NoVideoStreamError": NoVideoStreamError,
+    "DecodeTimeoutError": DecodeTimeoutError,
+}
+
+
+def kill_grace_s(timeout_s: float) -> float:
+    """How long past ``timeout_s`` the parent waits for the child's own deadline check before killing it."""
+    return 1.0 + 0.1 * timeout_s
+
+
+class WorkerError(RuntimeError):
+    """The worker broke its protocol or raised something that is not a media problem: a bug."""
+
+
+class FrameWorker:
+    """One child process that samples frames from one clip at a time.
+
+    Parameters
+    ----------
+    command : sequence of str, optional
+        The child's command line; default ``python -m extract.video_worker``
+        with this checkout on ``PYTHONPATH``. Tests pass a child that never
+        answers to check that a hang is stopped.
+    """
+
+    def __init__(self, command: Sequence[str] | None = None) -> None:
+        self.command = list(command) if command is not None else [sys.executable, "-m", "extract.video_worker"]
+        self.owner_pid = os.getpid()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._finalizer: Any = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    def sample(self, path: str | os.PathLike[str], params: DecodeParams, *, clip_id: str = "") -> SampledFrames:
+        """``read_sample`` in the child; past ``params.timeout_s`` plus ``kill_grace_s`` the child is killed.
+
+        Raises
+        ------
+        MediaError
+            As ``read_sample``, or ``DecodeTimeoutError`` when the child was
+            killed, or ``MediaError`` when the child died on this file.
+        """
+        timeout_s = params.timeout_s
+        proc = self._ensure_started()
+        request = {"path": str(path), "clip_id": clip_id, "params": asdict(params)}
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s + kill_grace_s(timeout_s)
+        try:
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(json.dumps(request).encode() + b"\n")
+            proc.stdin.flush()
+            header = self._read_header(proc.stdout, deadline)
+            if not header["ok"]:
+                error: Exception = _ERRORS.get(header["error"], WorkerError)(header["message"])
+                if isinstance(error, WorkerError):
+                    error = WorkerError(f"video worker failed on {who(path, clip_id)}:\n{header['message']}")
+                raise _Answered(error)
+            frames = np.empty(header["shape"], dtype=np.uint8)
+            _read_into(proc.stdout, frames.data.cast("B"), deadline)
+            second = None
+            if header["second_shape"] is not None:
+                second = np.empty(header["second_shape"], dtype=np.uint8)
+                _read_into(proc.stdout, second.data.cast("B"), deadline)
+        except _Timeout:
+            self.close(kill=True)
+            raise DecodeTimeoutError(
+                f"{who(path, clip_id)}: decoding did not finish within timeout_s={timeout_s:g} and its process was"
+                " stopped; raise timeout_s if the file is fine but long or large, else re-encode or replace it"
+            ) from None
+        except (_Died, BrokenPipeError):
+            code = proc.wait()
+            self.close()
+            how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+            raise MediaError(
+                f"{who(path, clip_id)}: the decoder process died ({how}) while reading this file; re-encode or replace it"
+            ) from None
+        except _Answered as answer:  # the child said why and is ready for the next clip
+            raise answer.error from None
+        except BaseException:  # Ctrl-C, a bug: a half-read answer would be read as the next clip's
+            self.close(kill=True)
+            raise
+        return SampledFrames(
+            frames=frames,
+            timestamps_s=np.array(header["timestamps_s"], dtype=np.float64),
+            frame_indices=np.array(header["frame_indices"], dtype=np.int64),
+            target_times_s=np.array(header["target_times_s"], dtype=np.float64),
+            window_s=(header["window_s"][0], header["window_s"][1]),
+            source=VideoSource(**header["source"]),
+            decoded_frames=header["decoded_frames"],
+            frames_second=second,
+        )
+
+    def close(self, *, kill: bool = False) -> None:
+        """Stop the child: close its stdin so that it exits, or kill it."""
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+        if self._proc is not None:
+            _stop(self._proc, kill=kill)
+            self._proc = None
+
+    def _ensure_started(self) -> subprocess.Popen[bytes]:
+        if self._proc is not None and self._proc.poll() is None:
+            return self._proc
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+        proc = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0)
+        self._proc = proc
+        self._finalizer = weakref.finalize(self, _stop, proc, kill=True)
+        assert proc.stdout is not None
+        try:
+            ready = self._read_header(proc.stdout, time.monotonic() + STARTUP_TIMEOUT_S)
+        except (_Timeout, _Died):
+            self.close(kill=True)
+            raise WorkerError(f"the video worker {self.command} did not start; run it by hand to see why") from None
+        if not ready.get("ready"):
+            self.close(kill=True)
+            raise WorkerError(f"the video worker {self.command} answered {ready!r} instead of its ready line")
+        return proc
+
+    def _read_header(self, stream: IO[bytes], deadline: float | None) -> dict[str, Any]:
+        size = bytearray(_HEADER.size)
+        _read_into(stream, memoryview(size), deadline)
+        body = bytearray(_HEADER.unpack(size)[0])
+        _read_into(stream, memoryview(body), deadline)
+        return json.loads(body)
+
+
+class _Timeout(Exception):
+    pass
+
+
+class _Answered(Exception):
+    """The child answered with an error; ``error`` is what to raise."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+class _Died(Exception):
+    pass
+
+
+def _read_into(stream: IO[bytes], view: memoryview, deadline: float | None) -> None:
+    """Fill ``view`` from a pipe, waiting at most until ``deadline`` (monotonic seconds)."""
+    got = 0
+    with selectors.DefaultSelector() as selector:
+        selector.register(stream, selectors.EVENT_READ)
+        while got < len(view):
+            wait = None if deadline is None else deadline - time.monotonic()
+            if wait is not None and (wait <= 0 or not selector.select(wait)):
+                raise _Timeout
+            n = stream.readinto(view[got:])  # type: ignore[attr-defined]
+            if not n:
+                raise _Died
+            got += n
+
+
+def _stop(proc: subprocess.Popen[bytes], *, kill: bool) -> None:
+    if proc.poll() is None:
+        if kill:
+            proc.kill()
+        elif proc.stdin is not None:
+            try:
+                proc.stdin.close()
+            except OSError:
+                proc.kill()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe is not None and not pipe.closed:
+            pipe.close()
+
+
+_local = threading.local()
+
+
+def _forget_workers_in_fork() -> None:
+    global _local
+    _local = threading.local()  # a forked child must start its own worker, never talk to its parent's
+
+
+os.register_at_fork(after_in_child=_forget_workers_in_fork)
+
+
+def worker_for_this_thread() -> FrameWorker:
+    """This thread's worker, started on first use (Dask runs several tasks per process, one per thread)."""
+    worker = getattr(_local, "worker", None)
+    if worker is None or worker.owner_pid != os.getpid():
+        worker = _local.worker = FrameWorker()
+    return worker
+
+
+# ---- the child ---------------------------------------------------------------------------------
+
+
+def _send(out: IO[bytes], header: dict[str, Any], payload: memoryview | None = None) -> None:
+    body = json.dumps(header).encode()
+    _write_all(out, _HEADER.pack(len(body)) + body)
+    if payload is not None:
+        _write_all(out, payload)
+
+
+def _write_all(out: IO[bytes], data: bytes | memoryview) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        n = out.write(view)
+        view = view[n or 0 :]
+
+
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this child when its parent dies, even while it is stuck in a decoder."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def main() -> None:
+    """Serve requests from stdin until it closes. The protocol channel is the original stdout; anything
+    a library prints goes to stderr."""
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the parent decides
+    out = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)
+    _send(out, {"ready": True, "pid": os.getpid()})
+    for line in sys.stdin.buffer:
+        request = json.loads(line)
+        try:
+            sample = read_sample(request["path"], DecodeParams(**request["params"]), clip_id=request["clip_id"])
+        except MediaError as err:
+            _send(out, {"ok": False, "error": type(err).__name__, "message": str(err)})
+            continue
+        except Exception:  # a bug or a library fault: report it whole, keep serving
+            _send(out, {"ok": False, "error": "internal", "message": traceback.format_exc()})
+            continue
+        frames = np.ascontiguousarray(sample.frames)
+        second = None if sample.frames_second is None else np.ascontiguousarray(sample.frames_second)
+        header = {
+            "ok": True,
+            "shape": list(frames.shape),
+            "second_shape": None if second is None else list(second.shape),
+            "timestamps_s": sample.timestamps_s.tolist(),
+            "frame_indices": sample.frame_indices.tolist(),
+            "target_times_s": sample.target_times_s.tolist(),
+            "window_s": list(sample.window_s),
+            "source": asdict(sample.source),
+            "decoded_frames": sample.decoded_frames,
+        }
+        _send(out, header, frames.data)
+        if second is not None:
+            _write_all(out, second.data)
+
+
+if __name__ == "__main__":
+    main()
