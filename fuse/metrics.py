@@ -27,7 +27,8 @@ def summarize(y: np.ndarray, proba: np.ndarray, folds: np.ndarray, n_folds: int)
     present = np.unique(y)
     auc = None
     if len(present) == n_classes and n_classes > 1:
-        auc = float(roc_auc_score(y, proba, multi_class="ovr", average="macro", labels=np.arange(n_classes)))
+        scores_for_auc = proba[:, 1] if n_classes == 2 else proba  # sklearn takes the positive class's score for two
+        auc = float(roc_auc_score(y, scores_for_auc, multi_class="ovr", average="macro", labels=np.arange(n_classes)))
     return {
         "accuracy": {
             "min": min(scores),

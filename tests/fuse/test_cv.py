@@ -163,3 +163,13 @@ def test_a_saved_model_is_never_unpickled(tmp_path: Path) -> None:
 def test_clone_keeps_head_parameters() -> None:
     head = SoftmaxHead(optimizer="sgd", lr=0.01)
     assert clone(head).get_params() == head.get_params()
+
+
+def test_two_classes_have_a_roc_auc_too() -> None:
+    from fuse.metrics import summarize
+
+    rng = np.random.default_rng(0)
+    y = np.arange(20) % 2
+    proba = rng.dirichlet([1, 1], size=20)
+    metrics = summarize(y, proba, np.arange(20) % 2, 2)
+    assert metrics["roc_auc_macro"] == pytest.approx(roc_auc_score(y, proba[:, 1]))
