@@ -39,14 +39,17 @@ lint: install
 dist: install
 	$(BIN)/python -m build --no-isolation --outdir dist .
 
-# Stage one and two on your own data: make extract MANIFEST=m.csv CACHE=c.h5; make fuse CACHE=c.h5 OUT=reports
+# Stage one and two on your own data: make extract MANIFEST=m.csv CACHE=c.h5 [NETS=... FINETUNE=none|last|full];
+# make fuse CACHE=c.h5 OUT=reports
 MANIFEST ?= manifest.csv
 CACHE ?= cache.h5
 OUT ?= reports
 FOLDS ?= 6
+NETS ?= onedcnn,twodcnn,c3d,i3d,crnn
+FINETUNE ?= full
 
 extract: install
-	$(BIN)/mvemo extract $(MANIFEST) --cache $(CACHE) --features mel,lld,waveform
+	$(BIN)/mvemo extract $(MANIFEST) --cache $(CACHE) --features mel,lld --nets $(NETS) --finetune $(FINETUNE)
 
 fuse: install
 	$(BIN)/mvemo fuse $(CACHE) --out $(OUT)

@@ -96,6 +96,10 @@ class Cache:
         """Valid length of each row's first axis (the full length for fixed-size sets)."""
         return self._group(name)["valid_length"][:].astype(np.int64)
 
+    def row_shape(self, name: str) -> tuple[int, ...]:
+        """The shape of one clip's array in feature set ``name``."""
+        return tuple(int(n) for n in self._group(name)["data"].shape[1:])
+
     def columns(self, name: str) -> list[str]:
         return json.loads(self._group(name).attrs["columns"])
 

@@ -9,8 +9,9 @@ a random initialisation and the fingerprints of the cached inputs it read.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,8 +20,9 @@ from cache.layout import ABSENT, FAILED, FeatureSpec
 from cache.lock import CacheLock
 from cache.read import Cache
 from cache.store import CacheWriter
-from extract.nets import PRETRAINED, get_net
+from extract.nets import PRETRAINED, get_net, input_kind, net_options
 from extract.nets.base import EmotionNet
+from extract.train import embed_rows, kinds_of, resolve_device
 from extract.weights import find_weights
 from manifests.errors import ConfigError
 from manifests.schema import Manifest
@@ -44,11 +46,14 @@ class EmbedSummary:
     notes: list[str] = field(default_factory=list)
 
 
-def build_net(name: str, num_classes: int, *, weights_dir: str | os.PathLike[str] | None, seed: int) -> tuple[EmotionNet, str]:
-    """The net with its pretrained weights where mvemo finds them (else a seeded random init), and a log line."""
+def build_net(
+    name: str, num_classes: int, *, weights_dir: str | os.PathLike[str] | None, seed: int, options: Mapping[str, Any] = {}
+) -> tuple[EmotionNet, str]:
+    """The net (with its ``options``) and its pretrained weights where mvemo finds them (else a seeded random init),
+    and a log line."""
     torch.manual_seed(seed)
     path = find_weights(PRETRAINED[name], weights_dir) if name in PRETRAINED else None
-    net = get_net(name, num_classes=num_classes, weights=path).eval()
+    net = get_net(name, num_classes=num_classes, weights=path, **options).eval()
     if path is not None:
         return net, f"{name}: pretrained weights {path}"
     if name in PRETRAINED:
@@ -57,6 +62,31 @@ def build_net(name: str, num_classes: int, *, weights_dir: str | os.PathLike[str
             f"{name}: {PRETRAINED[name]} not found (--weights-dir, $MVEMO_WEIGHTS, ~/.cache/mvemo/weights): random initialisation",
         )
     return net, f"{name}: random initialisation (seed {seed})"
+
+
+def input_options(name: str, cache: Cache) -> dict[str, Any]:
+    """Options a net takes from its cached input's shape: C3D's ``n_frames`` (its fc6 size) from the frames cached."""
+    if "n_frames" not in net_options(name) or input_kind(name) not in cache.feature_sets():
+        return {}
+    return {"n_frames": cache.row_shape(str(input_kind(name)))[0]}
+
+
+def input_fingerprints(cache: Cache, net: str, kinds: tuple[str, ...]) -> dict[str, str]:
+    """The fingerprints of the cached sets a net reads; a missing one is a ``ConfigError`` naming ``--features``."""
+    missing = [k for k in kinds if k not in cache.feature_sets()]
+    if missing:
+        raise ConfigError(f"net {net!r} reads {missing}, not in the cache; compute them with --features {','.join(missing)}")
+    return {k: cache.fingerprint(k) for k in kinds}
+
+
+def fail_rows_without_inputs(writer: CacheWriter, cache: Cache, set_name: str, kinds: tuple[str, ...]) -> None:
+    """Record why rows of ``set_name`` whose inputs were not computed have no embedding (absent when an input is)."""
+    todo = writer.todo(set_name)
+    ready = np.logical_and.reduce([cache.done(k) for k in kinds])
+    for row in todo[~ready[todo]]:
+        statuses = [cache.status(k)[row] for k in kinds]
+        reason = f"clip {writer.clip_ids[row]!r}: its input {', '.join(kinds)} was not computed"
+        writer.fail(set_name, int(row), reason, status=ABSENT if ABSENT in statuses else FAILED)
 
 
 def export_embeddings(
@@ -68,31 +98,26 @@ def export_embeddings(
     batch_size: int = 8,
     seed: int = 0,
     recompute: Iterable[str] = (),
+    device: str = "auto",
     lock: CacheLock | None = None,
-    progress: Callable[[Iterable[int], int], Iterable[int]] | None = None,
+    progress: Callable[[Iterable[Any], int], Iterable[Any]] | None = None,
 ) -> EmbedSummary:
     """Write ``emb/<net>/all`` for every clip whose inputs are in the cache (computed before, by ``extract_features``)."""
     nets = tuple(nets)
     summary = EmbedSummary()
     with Cache(cache_path) as reader:
-        sets = set(reader.feature_sets())
         n_classes = len(reader.classes)
     with CacheWriter(cache_path, manifest, lock=lock) as writer, Cache(cache_path) as cache:
         for name in nets:
-            net, note = build_net(name, n_classes, weights_dir=weights_dir, seed=seed)
+            net, note = build_net(name, n_classes, weights_dir=weights_dir, seed=seed, options=input_options(name, cache))
             summary.notes.append(note)
-            kinds = (net.input_kind,) if isinstance(net.input_kind, str) else net.input_kind
-            missing = [k for k in kinds if k not in sets]
-            if missing:
-                raise ConfigError(
-                    f"net {name!r} reads {missing}, not in the cache; compute them with --features {','.join(missing)}"
-                )
+            kinds = kinds_of(net)
             config = {
                 **net.config,
                 "finetune": "none",
                 "protocol": "leakfree",
                 "seed": seed,
-                "inputs": {k: cache.fingerprint(k) for k in kinds},
+                "inputs": input_fingerprints(cache, name, kinds),
             }
             set_name = f"emb/{name}/all"
             writer.prepare(
@@ -109,19 +134,12 @@ def export_embeddings(
                 ],
                 recompute=[set_name] if set_name in recompute else [],
             )
+            fail_rows_without_inputs(writer, cache, set_name, kinds)
             todo = writer.todo(set_name)
-            ready = np.logical_and.reduce([cache.done(k) for k in kinds])
-            for row in todo[~ready[todo]]:
-                statuses = [cache.status(k)[row] for k in kinds]
-                reason = f"clip {writer.clip_ids[row]!r}: its input {', '.join(kinds)} was not computed"
-                writer.fail(set_name, int(row), reason, status=ABSENT if ABSENT in statuses else FAILED)
-            rows = todo[ready[todo]]
-            batches = range(0, len(rows), batch_size)
-            for start in progress(batches, len(batches)) if progress else batches:
-                batch = rows[start : start + batch_size]
-                arrays = [cache.read_matrix(k, batch) for k in kinds]
-                with torch.no_grad():
-                    embedding = net.embed(*net.prepare(*arrays)).numpy()
+            rows = todo[np.logical_and.reduce([cache.done(k) for k in kinds])[todo]]
+            batches = embed_rows(net, str(cache_path), rows, batch_size, resolve_device(device))
+            total = -(-len(rows) // batch_size)
+            for batch, embedding in progress(batches, total) if progress else batches:
                 writer.write(set_name, batch.tolist(), embedding)
     with Cache(cache_path) as cache:  # the writer's structural changes replaced the file the inputs were read from
         failures = cache.failures()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from manifests.errors import CacheError
 
 MODEL_JSON = "model.json"
 HEADS_H5 = "heads.h5"
+CHECKPOINTS = "checkpoints"
 
 
 def train_final(cache_path: str | os.PathLike[str], models: list[FusionModel], head: Any) -> dict[str, LinearSoftmax]:
@@ -55,7 +57,6 @@ def describe_inputs(cache: Cache, model: FusionModel) -> dict[str, Any]:
             "config": config,
             "extractor": str(group.attrs["extractor"]),
             "weights_sha256": str(group.attrs["weights_sha256"]),
-            **{k: config[k] for k in ("checkpoint", "checkpoint_sha256") if k in config},
             # the configs of the cached inputs an embedding was computed from, to compute them again
             "input_configs": {kind: cache.config(kind) for kind in config.get("inputs", {})},
         }
@@ -86,6 +87,7 @@ def save_fusion_model(
                 for m in models
             },
         }
+    _copy_checkpoints(document, Path(cache_path).parent, out)
     with h5py.File(out / HEADS_H5, "w") as f:
         for name, linear in heads.items():
             group = f.create_group(name)
@@ -93,6 +95,19 @@ def save_fusion_model(
                 group[key] = np.asarray(getattr(linear, key))
     (out / MODEL_JSON).write_text(json.dumps(document, indent=2))
     return out
+
+
+def _copy_checkpoints(document: dict[str, Any], cache_dir: Path, out: Path) -> None:
+    """Copy each fine-tuned net's checkpoint into ``out/checkpoints`` so the model folder travels alone."""
+    for model in document["models"].values():
+        for set_name, described in model["feature_sets"].items():
+            record = described["config"].get("checkpoint")
+            if record is None:
+                continue
+            target = Path(CHECKPOINTS) / f"{set_name.split('/')[1]}.pt"
+            (out / CHECKPOINTS).mkdir(exist_ok=True)
+            shutil.copyfile(cache_dir / record["path"], out / target)
+            described["checkpoint"] = {"path": str(target), "sha256": record["sha256"]}
 
 
 @dataclass

@@ -17,11 +17,15 @@ DEFAULT_FEATURES = "mel,lld"
 @click.command("extract", cls=MvemoCommand, context_settings=CONTEXT)
 @click.argument("manifest_path", metavar="MANIFEST", type=click.Path(dir_okay=False))
 @click.option("--cache", "cache_path", required=True, type=click.Path(dir_okay=False), help="HDF5 cache to create or complete.")
-@click.option("--features", default=None, help="Feature sets: waveform, mel, lld.  [default: mel,lld; with --nets, their inputs]")
+@click.option(
+    "--features",
+    default=None,
+    help="Feature sets: waveform, mel, lld, frames224, frames112 (frames: both).  [default: mel,lld; with --nets, their inputs]",
+)
 @click.option(
     "--nets",
     default=None,
-    help="Comma-separated nets whose embeddings to write: onedcnn, twodcnn, crnn (i3d: once video frames land).",
+    help="Comma-separated nets whose embeddings to write: onedcnn, twodcnn, crnn, c3d, i3d, r3d_18, mc3_18, r2plus1d_18.",
 )
 @click.option(
     "--finetune",
@@ -44,7 +48,13 @@ DEFAULT_FEATURES = "mel,lld"
     "config_path",
     default=None,
     type=click.Path(dir_okay=False),
-    help="TOML file with [audio], [mel], [lld], [waveform] tables.",
+    help="TOML file with [audio], [mel], [lld], [waveform], [frames], [train], [optim.<net>] tables.",
+)
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="Where nets run: auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:1, mps.",
 )
 @executor_options
 @click.pass_context
@@ -63,10 +73,6 @@ def extract(ctx: click.Context, manifest_path: str, cache_path: str, **options: 
     nets = tuple(n.strip() for n in (options["nets"] or "").split(",") if n.strip())
     if nets and not manifest.has_folds:
         raise ConfigError(f"--nets needs the manifest's folds; run `mvemo manifest folds {manifest_path} --k 6` first")
-    if nets and options["finetune"] != "none":
-        raise ConfigError(
-            "--finetune last|full is not part of this version yet; use --finetune none (pretrained or seeded embeddings)"
-        )
     with CacheLock(cache_path) as lock:  # then the lock, before heavy imports or work
         if lock.previous:
             click.echo(
@@ -83,9 +89,10 @@ def _run(manifest: Manifest, cache_path: str, nets: tuple[str, ...], options: di
 
     from extract.embed import export_embeddings, input_kinds
     from extract.run import extract_features, parse_features
-    from pipeline.config import feature_configs
+    from pipeline.config import feature_configs, train_config
     from pipeline.executors import build_executor
 
+    training = train_config(options["config_path"], finetune=options["finetune"]) if options["finetune"] != "none" else None
     requested = options["features"] or ("" if nets else DEFAULT_FEATURES)
     names = tuple(dict.fromkeys([*(parse_features(requested) if requested else ()), *input_kinds(nets)]))
     with build_executor(options["executor"], workers=options["workers"], scheduler=options["scheduler"]) as pool:
@@ -101,25 +108,69 @@ def _run(manifest: Manifest, cache_path: str, nets: tuple[str, ...], options: di
         )
     _report_features(summary)
     failed = bool(summary.failures)
-    if nets:
+    if nets and training is not None:
+        failed = _finetune(manifest, cache_path, nets, training, options, lock) or failed
+    elif nets:
         embedded = export_embeddings(
             manifest,
             cache_path,
             nets,
             weights_dir=options["weights_dir"],
             recompute=options["recompute"],
+            device=options["device"],
             lock=lock,
             progress=lambda batches, total: tqdm(batches, total=total, desc="embeddings", unit="batch", disable=None),
         )
         for note in embedded.notes:
             click.echo(note, err=True)
-        for net, reasons in embedded.failed.items():
-            for clip_id, reason in reasons.items():
-                click.echo(f"failed: emb/{net}/all, clip {clip_id!r}: {reason}", err=True)
-        click.echo(", ".join(f"emb/{net}/all: {n} clips" for net, n in embedded.done.items()))
-        failed = failed or any(embedded.failed.values())
+        done = {f"emb/{net}/all": n for net, n in embedded.done.items()}
+        failed = _report_embeddings(done, {f"emb/{net}/all": r for net, r in embedded.failed.items()}) or failed
     click.echo(f"{len(manifest)} clips in {summary.seconds:.1f} s (features) into {cache_path}")
     return failed
+
+
+def _finetune(
+    manifest: Manifest, cache_path: str, nets: tuple[str, ...], training: Any, options: dict[str, Any], lock: Any
+) -> bool:
+    """Fine-tuned embeddings per fold (or once), with a table of every (net, fold) unit."""
+    from cache.read import Cache
+    from extract.finetune import finetune_embeddings
+    from pipeline.tables import format_table
+
+    summary = finetune_embeddings(
+        manifest,
+        cache_path,
+        nets,
+        training,
+        protocol=options["protocol"],
+        weights_dir=options["weights_dir"],
+        device=options["device"],
+        recompute=options["recompute"],
+        lock=lock,
+        log=lambda line: click.echo(line, err=True),
+    )
+    for note in summary.notes:
+        click.echo(note, err=True)
+    rows = [
+        [u.net, "all" if u.fold is None else u.fold, u.epochs, "-" if u.val_accuracy is None else f"{u.val_accuracy:.3f}",
+         "skipped (done)" if u.skipped else f"{u.seconds:.1f}"]
+        for u in summary.units
+    ]  # fmt: skip
+    click.echo(format_table(["net", "fold", "epochs", "validation accuracy", "seconds"], rows))
+    with Cache(cache_path) as cache:
+        failures = cache.failures()
+        sets = [name for name in cache.feature_sets() if name.startswith(tuple(f"emb/{n}/" for n in nets))]
+        done = {name: int(cache.done(name).sum()) for name in sets}
+    failed = {name: {f["clip_id"]: f["reason"] for f in failures if f["feature_set"] == name} for name in sets}
+    return _report_embeddings(done, failed)
+
+
+def _report_embeddings(done: dict[str, int], failed: dict[str, dict[str, str]]) -> bool:
+    for name, reasons in failed.items():
+        for clip_id, reason in reasons.items():
+            click.echo(f"failed: {name}, clip {clip_id!r}: {reason}", err=True)
+    click.echo(", ".join(f"{name}: {n} clips" for name, n in done.items()))
+    return any(failed.values())
 
 
 def _report_features(summary: Any) -> None:

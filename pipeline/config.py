@@ -1,8 +1,13 @@
 """User config files (TOML) turned into validated config dataclasses.
 
 A file may hold the tables ``[audio]`` (``offset_s``, ``duration_s``: the window
-every audio feature analyses), ``[mel]``, ``[lld]`` and ``[waveform]``, each overriding the defaults of its dataclass. Unknown tables or
-keys are errors, never ignored.
+every audio feature analyses), ``[mel]``, ``[lld]``, ``[waveform]`` and ``[frames]``
+(``extract.video.FrameConfig``), each overriding the defaults of its dataclass.
+``[train]`` (``extract.train.TrainConfig``: ``max_epochs``, ``patience``,
+``batch_size``, ``validation_share``, ``seed``) and ``[optim.<net>]`` (``name``,
+``lr``, ``momentum``) set fine-tuning. The frames' window follows ``[audio]`` unless ``[frames]`` sets it, so both
+modalities see the same part of a video. Unknown tables or keys are errors,
+never ignored.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Any
 
 from manifests.errors import ConfigError
 
-TABLES = ("audio", "mel", "lld", "waveform")
+TABLES = ("audio", "mel", "lld", "waveform", "frames", "train", "optim")
 
 
 def load_toml(path: str | os.PathLike[str] | None) -> dict[str, Any]:
@@ -51,11 +56,28 @@ def feature_configs(path: str | os.PathLike[str] | None) -> Any:
     from extract.audio import LldConfig, MelConfig, WaveformConfig
     from extract.media import AudioWindow
     from extract.run import FeatureConfigs
+    from extract.video import FrameConfig
 
     tables = load_toml(path)
     window = build(AudioWindow, tables.get("audio", {}), table="audio")
+    frames = {"window_start_s": window.offset_s, "window_duration_s": window.duration_s, **tables.get("frames", {})}
     return FeatureConfigs(
         mel=build(MelConfig, tables.get("mel", {}), table="mel", window=window),
         lld=build(LldConfig, tables.get("lld", {}), table="lld", audio_window=window),
         waveform=build(WaveformConfig, tables.get("waveform", {}), table="waveform", window=window),
+        frames=FrameConfig.from_json(frames),
     )
+
+
+def train_config(path: str | os.PathLike[str] | None, *, finetune: str) -> Any:
+    """The ``extract.train.TrainConfig`` of a config file's ``[train]`` and ``[optim.<net>]`` tables."""
+    from extract.nets import NET_NAMES
+    from extract.train import OptimizerConfig, TrainConfig
+
+    tables = load_toml(path)
+    optim = tables.get("optim", {})
+    unknown = sorted(set(optim) - set(NET_NAMES))
+    if unknown:
+        raise ConfigError(f"[optim]: unknown net(s) {unknown}; tables are [optim.<net>] for nets {list(NET_NAMES)}")
+    optimizers = {net: build(OptimizerConfig, values, table=f"optim.{net}") for net, values in optim.items()}
+    return build(TrainConfig, tables.get("train", {}), table="train", finetune=finetune, optimizers=optimizers)

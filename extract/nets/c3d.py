@@ -86,10 +86,10 @@ class C3D(EmotionNet):
         h = self.dropout(torch.relu(self.fc6(h)))
         return self.dropout(torch.relu(self.fc7(h)))
 
-    def prepare(self, *arrays: np.ndarray) -> tuple[torch.Tensor, ...]:
+    def prepare(self, *arrays: np.ndarray | torch.Tensor, device: torch.device | None = None) -> tuple[torch.Tensor, ...]:
         """uint8 frames (B, T, H, W, 3) -> float32 (B, 3, T, H, W) in 0..255."""
         (frames,) = arrays
-        return (frames_tensor(frames, net=self.name, kind=self.input_kind),)
+        return (frames_tensor(frames, net=self.name, kind=self.input_kind, device=device),)
 
     def last_block(self) -> list[nn.Module]:
         return [self.features.get_submodule("conv5a"), self.features.get_submodule("conv5b"), self.fc6, self.fc7]

@@ -119,12 +119,12 @@ class CRNN(EmotionNet):
         rest = [p for p in self.parameters() if p is not centers]
         return [{"params": rest, "lr": lr}, {"params": [centers], "lr": lr if center_lr is None else center_lr}]
 
-    def prepare(self, *arrays: np.ndarray) -> tuple[torch.Tensor, ...]:
+    def prepare(self, *arrays: np.ndarray | torch.Tensor, device: torch.device | None = None) -> tuple[torch.Tensor, ...]:
         """dB mel (B, 96, T) and LLD (B, frames, n_lld), float16 or float32 -> float32."""
         mel, lld = arrays
         return (
-            as_tensor(mel, net=self.name, kind="mel", ndim=3, shape=f"(B, {N_MELS}, T) of dB").to(torch.float32),
-            as_tensor(lld, net=self.name, kind="lld", ndim=3, shape="(B, frames, n_lld)").to(torch.float32),
+            as_tensor(mel, net=self.name, kind="mel", ndim=3, shape=f"(B, {N_MELS}, T) of dB", device=device).to(torch.float32),
+            as_tensor(lld, net=self.name, kind="lld", ndim=3, shape="(B, frames, n_lld)", device=device).to(torch.float32),
         )
 
     def last_block(self) -> list[nn.Module]:

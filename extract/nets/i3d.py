@@ -167,10 +167,10 @@ class I3D(EmotionNet):
             return self.mixed_5c(frames).mean(dim=(2, 3, 4))
         return self.per_time(frames).mean(dim=1)
 
-    def prepare(self, *arrays: np.ndarray) -> tuple[torch.Tensor, ...]:
+    def prepare(self, *arrays: np.ndarray | torch.Tensor, device: torch.device | None = None) -> tuple[torch.Tensor, ...]:
         """uint8 frames (B, T, H, W, 3) -> (B, 3, T, H, W) float32 in [-1, 1]: x / 127.5 - 1, as the reference."""
         (frames,) = arrays
-        return (frames_tensor(frames, net=self.name, kind=self.input_kind) / 127.5 - 1.0,)
+        return (frames_tensor(frames, net=self.name, kind=self.input_kind, device=device) / 127.5 - 1.0,)
 
     def last_block(self) -> list[nn.Module]:
         return [self.features.get_submodule("Mixed_5c")]

@@ -63,10 +63,10 @@ class OneDCNN(EmotionNet):
                 pooled.append(x.mean(dim=2))
         return self.fc(torch.cat(pooled, dim=1))
 
-    def prepare(self, *arrays: np.ndarray) -> tuple[torch.Tensor, ...]:
+    def prepare(self, *arrays: np.ndarray | torch.Tensor, device: torch.device | None = None) -> tuple[torch.Tensor, ...]:
         """Waveform (B, n_samples), float16 or float32 -> float32."""
         (waveform,) = arrays
-        x = as_tensor(waveform, net=self.name, kind="waveform", ndim=2, shape="(B, n_samples) of 16 kHz audio")
+        x = as_tensor(waveform, net=self.name, kind="waveform", ndim=2, shape="(B, n_samples) of 16 kHz audio", device=device)
         return (x.to(torch.float32),)
 
     def last_block(self) -> list[nn.Module]:

@@ -43,12 +43,13 @@ class TorchvisionVideo(EmotionNet):
         """``frames``: (B, 3, T, H, W) float32, normalized (see ``prepare``) -> (B, 512)."""
         return self.backbone(frames)
 
-    def prepare(self, *arrays: np.ndarray) -> tuple[torch.Tensor, ...]:
+    def prepare(self, *arrays: np.ndarray | torch.Tensor, device: torch.device | None = None) -> tuple[torch.Tensor, ...]:
         """uint8 frames (B, T, H, W, 3) -> (B, 3, T, H, W) float32, (x / 255 - mean) / std with Kinetics' statistics."""
         (frames,) = arrays
-        mean = torch.tensor(KINETICS_MEAN).view(1, 3, 1, 1, 1) * 255.0
-        std = torch.tensor(KINETICS_STD).view(1, 3, 1, 1, 1) * 255.0
-        return ((frames_tensor(frames, net=self.name, kind=self.input_kind) - mean) / std,)
+        x = frames_tensor(frames, net=self.name, kind=self.input_kind, device=device)
+        mean = torch.tensor(KINETICS_MEAN, device=x.device).view(1, 3, 1, 1, 1) * 255.0
+        std = torch.tensor(KINETICS_STD, device=x.device).view(1, 3, 1, 1, 1) * 255.0
+        return ((x - mean) / std,)
 
     def last_block(self) -> list[nn.Module]:
         return [self.backbone.layer4]

@@ -77,10 +77,10 @@ class TwoDCNN(EmotionNet):
             pooled.append(x.mean(dim=(2, 3)))
         return torch.cat(pooled, dim=1)
 
-    def prepare(self, *arrays: np.ndarray) -> tuple[torch.Tensor, ...]:
+    def prepare(self, *arrays: np.ndarray | torch.Tensor, device: torch.device | None = None) -> tuple[torch.Tensor, ...]:
         """dB mel (B, 96, T), float16 or float32 -> float32."""
         (mel,) = arrays
-        x = as_tensor(mel, net=self.name, kind="mel", ndim=3, shape=f"(B, {N_MELS}, T) of dB")
+        x = as_tensor(mel, net=self.name, kind="mel", ndim=3, shape=f"(B, {N_MELS}, T) of dB", device=device)
         require(x.shape[1] == N_MELS, f"twodcnn.prepare: mel of shape {tuple(x.shape)}; expected {N_MELS} mel bands on axis 1")
         return (x.to(torch.float32),)
 

@@ -48,13 +48,11 @@ def test_embeddings_are_written_deterministic_and_tied_to_their_inputs(tmp_path:
     assert again.done["twodcnn"] == 4
 
 
-def test_cli_nets_need_folds_and_refuse_finetuning_for_now(tmp_path: Path, manifest: Manifest) -> None:
+def test_cli_nets_need_folds(tmp_path: Path, manifest: Manifest) -> None:
     path = write_manifest(manifest, tmp_path / "m.csv")
     config = tmp_path / "c.toml"
     config.write_text("[audio]\nduration_s = 1.0\n")
     cache = tmp_path / "cache.h5"
-    result = CliRunner().invoke(cli, ["extract", str(path), "--cache", str(cache), "--nets", "twodcnn", "--finetune", "full"])
-    assert result.exit_code == 2 and "--finetune last|full is not part of this version yet" in result.output
     unfolded = write_manifest(
         Manifest(manifest.classes, tuple(Clip(c.clip_id, c.label, video=c.video, audio=c.audio) for c in manifest.clips)),
         tmp_path / "u.csv",

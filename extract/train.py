@@ -1,0 +1,289 @@
+"""Training one net on cached inputs: optimizers, the device, early stopping, batches read from the cache.
+
+The training loop knows rows of a cache, not folds: ``extract.finetune`` decides
+which rows train, which validate and which are embedded, so that leak-freedom
+is decided in one place.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from cache.read import Cache
+from extract.nets.base import EmotionNet
+from manifests.errors import ConfigError
+
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+FINETUNE_MODES = ("last", "full")
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """An optimizer and its learning rate (``momentum`` for SGD and RMSprop)."""
+
+    name: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.name not in OPTIMIZERS:
+            raise ConfigError(f"optimizer {self.name!r}: choose one of {', '.join(OPTIMIZERS)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"optimizer lr={self.lr}: expected a learning rate > 0")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"optimizer momentum={self.momentum}: expected a value in [0, 1)")
+
+    def build(self, params: Sequence[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        if self.name == "adam":
+            return torch.optim.Adam(params, lr=self.lr)
+        if self.name == "sgd":
+            return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum)
+        return torch.optim.RMSprop(params, lr=self.lr, momentum=self.momentum)
+
+
+# Paper 001, Table 2: the best optimizer of each net (torchvision's video nets as I3D).
+PAPER_OPTIMIZERS = {
+    "onedcnn": OptimizerConfig("adam", 1e-3),
+    "twodcnn": OptimizerConfig("sgd", 1e-3, 0.5),
+    "c3d": OptimizerConfig("sgd", 1e-5, 0.0),
+    "i3d": OptimizerConfig("adam", 1e-4),
+    "crnn": OptimizerConfig("adam", 1e-3),
+    "r3d_18": OptimizerConfig("adam", 1e-4),
+    "mc3_18": OptimizerConfig("adam", 1e-4),
+    "r2plus1d_18": OptimizerConfig("adam", 1e-4),
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How each net is fine-tuned.
+
+    Parameters
+    ----------
+    finetune : {"last", "full"}
+        ``last`` trains the net's last block and the head (the head alone would
+        leave the embeddings unchanged), ``full`` every weight.
+    max_epochs, patience : int
+        Early stopping: training stops after ``patience`` epochs without a better
+        validation accuracy (ties go to the lower validation loss) and the best
+        epoch's weights are kept.
+    batch_size : int
+    validation_share : float
+        Share of the training clips held out, grouped and stratified like the
+        folds, to pick the epoch.
+    seed : int
+        Seeds the initialisation, the validation split and the batch order.
+    optimizers : dict of net name to OptimizerConfig
+        Overrides of ``PAPER_OPTIMIZERS``.
+    """
+
+    finetune: str = "full"
+    max_epochs: int = 30
+    patience: int = 5
+    batch_size: int = 8
+    validation_share: float = 0.2
+    seed: int = 0
+    optimizers: dict[str, OptimizerConfig] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.finetune not in FINETUNE_MODES:
+            raise ConfigError(f"finetune={self.finetune!r}: choose one of {', '.join(FINETUNE_MODES)}")
+        for key in ("max_epochs", "patience", "batch_size"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+                raise ConfigError(f"[train] {key}={getattr(self, key)!r}: expected an integer >= 1")
+        if not 0 < self.validation_share < 0.5:
+            raise ConfigError(f"[train] validation_share={self.validation_share}: expected a share in (0, 0.5)")
+
+    def optimizer(self, net: str) -> OptimizerConfig:
+        return self.optimizers.get(net, PAPER_OPTIMIZERS.get(net, OptimizerConfig()))
+
+    def record(self, net: str) -> dict[str, Any]:
+        """What decides a net's fine-tuned weights (fingerprinted)."""
+        fields = {k: v for k, v in asdict(self).items() if k != "optimizers"}
+        return {**fields, "optimizer": asdict(self.optimizer(net))}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA, then Apple MPS, then the CPU; otherwise the named device, which must exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: no CUDA device here; use --device auto or cpu")
+    return device
+
+
+def place(net: EmotionNet, device: torch.device) -> EmotionNet:
+    """``net`` on ``device``; on a GPU with cuDNN's autotuner and, for video nets, the channels_last_3d layout
+    (I3D export 212 -> 292 clips/s on an H100, measured)."""
+    net.to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        if any(kind.startswith("frames") for kind in kinds_of(net)):
+            net.to(memory_format=torch.channels_last_3d)
+    return net
+
+
+def autocast(device: torch.device) -> torch.autocast:
+    """bf16 autocast on a GPU; a disabled context on the CPU (exact fp32, deterministic)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def kinds_of(net: EmotionNet) -> tuple[str, ...]:
+    return (net.input_kind,) if isinstance(net.input_kind, str) else tuple(net.input_kind)
+
+
+class CachedBatches(torch.utils.data.Dataset[tuple[np.ndarray, ...]]):
+    """Batches of a net's cached inputs and labels, one item per batch of rows (each worker opens the cache itself)."""
+
+    def __init__(self, cache_path: str, kinds: tuple[str, ...], batches: list[np.ndarray], y: np.ndarray) -> None:
+        self.cache_path, self.kinds, self.batches, self.y = cache_path, kinds, batches, y
+        self._cache: Cache | None = None
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, ...]:
+        if self._cache is None:
+            self._cache = Cache(self.cache_path)
+        rows = self.batches[i]
+        return (rows, self.y[rows], *(self._cache.read_matrix(k, rows) for k in self.kinds))
+
+
+def batches_of(
+    cache_path: str, net: EmotionNet, batches: list[np.ndarray], y: np.ndarray, device: torch.device, workers: int
+) -> Iterator[tuple[np.ndarray, torch.Tensor, tuple[torch.Tensor, ...]]]:
+    """(rows, labels, prepared inputs) on ``device`` for each batch, read by ``workers`` processes on a GPU."""
+    on_gpu = device.type == "cuda"
+    dataset = CachedBatches(cache_path, kinds_of(net), batches, y)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers if on_gpu else 0, pin_memory=on_gpu)
+    try:
+        for rows, labels, *arrays in loader:  # the loader turned the arrays into (pinned, on a GPU) CPU tensors
+            yield np.asarray(rows), torch.as_tensor(labels).to(device, non_blocking=True), net.prepare(*arrays, device=device)
+    finally:
+        if dataset._cache is not None:
+            dataset._cache.close()
+
+
+def set_trainable(net: EmotionNet, finetune: str) -> list[torch.nn.Parameter]:
+    """Freeze what ``finetune`` keeps and return the parameters it trains."""
+    if finetune == "full":
+        trained = list(net.parameters())
+    else:
+        centers = getattr(net, "center_loss", None)  # the CRNN's learned class centres train with its head
+        modules = [*net.last_block(), net.head, *([centers] if isinstance(centers, torch.nn.Module) else [])]
+        trained = [p for module in modules for p in module.parameters()]
+    ids = {id(p) for p in trained}
+    for p in net.parameters():
+        p.requires_grad_(id(p) in ids)
+    return trained
+
+
+@dataclass
+class TrainResult:
+    state: dict[str, torch.Tensor]
+    epochs: int  # the epoch whose weights were kept (1-based)
+    val_accuracy: float | None
+    history: list[dict[str, float]]
+
+
+def shuffled_batches(rows: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    order = rng.permutation(rows)
+    return [np.sort(order[i : i + batch_size]) for i in range(0, len(order), batch_size)]
+
+
+def in_order(rows: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    return [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
+
+
+def train_net(
+    net: EmotionNet,
+    cache_path: str,
+    y: np.ndarray,
+    train_rows: np.ndarray,
+    val_rows: np.ndarray | None,
+    config: TrainConfig,
+    *,
+    epochs: int | None = None,
+    device: torch.device,
+    workers: int = 2,
+) -> TrainResult:
+    """Train ``net`` in place on ``train_rows``; with ``val_rows``, stop early and keep the best epoch's weights,
+    else train exactly ``epochs`` epochs (the final model on all clips)."""
+    place(net, device)
+    optimizer = config.optimizer(net.name).build(set_trainable(net, config.finetune))
+    rng = np.random.default_rng(config.seed)
+    best: TrainResult | None = None
+    history: list[dict[str, float]] = []
+    for epoch in range(1, (epochs or config.max_epochs) + 1):
+        net.train()
+        losses = []
+        for _, labels, inputs in batches_of(
+            cache_path, net, shuffled_batches(train_rows, config.batch_size, rng), y, device, workers
+        ):
+            optimizer.zero_grad(set_to_none=True)
+            with autocast(device):
+                loss = net.loss(net.embed(*inputs), labels)
+            if not torch.isfinite(loss):
+                raise ConfigError(
+                    f"{net.name}: the training loss became {loss.item()} at epoch {epoch}; lower its learning rate"
+                    f" ([optim.{net.name}] lr, now {config.optimizer(net.name).lr})"
+                )
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        record = {"epoch": epoch, "train_loss": float(np.mean(losses))}
+        if val_rows is not None:
+            record |= evaluate(net, cache_path, y, val_rows, config.batch_size, device, workers)
+        history.append(record)
+        if val_rows is None:
+            continue
+        key = (record["val_accuracy"], -record["val_loss"])
+        if best is None or key > (best.val_accuracy, -best.history[-1]["val_loss"]):
+            best = TrainResult(copy.deepcopy(net.state_dict()), epoch, record["val_accuracy"], [record])
+        elif epoch - best.epochs >= config.patience:
+            break
+    for p in net.parameters():
+        p.requires_grad_(True)
+    if best is None:
+        return TrainResult(copy.deepcopy(net.state_dict()), len(history), None, history)
+    net.load_state_dict(best.state)
+    return TrainResult(best.state, best.epochs, best.val_accuracy, history)
+
+
+@torch.no_grad()
+def evaluate(
+    net: EmotionNet, cache_path: str, y: np.ndarray, rows: np.ndarray, batch_size: int, device: torch.device, workers: int
+) -> dict[str, float]:
+    net.eval()
+    losses, correct = [], 0
+    for _, labels, inputs in batches_of(cache_path, net, in_order(rows, batch_size), y, device, workers):
+        with autocast(device):
+            embedding = net.embed(*inputs)
+            losses.append(net.loss(embedding, labels).item() * len(labels))
+            correct += int((net.head(embedding).argmax(1) == labels).sum())
+    return {"val_loss": float(np.sum(losses) / len(rows)), "val_accuracy": correct / len(rows)}
+
+
+@torch.no_grad()
+def embed_rows(
+    net: EmotionNet, cache_path: str, rows: np.ndarray, batch_size: int, device: torch.device, workers: int = 2
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(rows, float32 embeddings) per batch, in eval mode."""
+    place(net, device).eval()
+    y = np.zeros(int(rows.max()) + 1 if len(rows) else 0, dtype=np.int64)
+    for batch, _, inputs in batches_of(cache_path, net, in_order(rows, batch_size), y, device, workers):
+        with autocast(device):
+            embedding = net.embed(*inputs)
+        yield batch, embedding.float().cpu().numpy()

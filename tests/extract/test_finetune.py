@@ -1,0 +1,162 @@
+"""Fine-tuning per fold: what trains on what, what lands in the cache, resume and determinism (CPU, seconds)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import extract.finetune
+from cache.fingerprint import file_sha256
+from cache.read import Cache
+from extract.finetune import checkpoint_dir, finetune_embeddings
+from extract.run import extract_features
+from extract.train import CachedBatches, TrainConfig
+from fuse.models import protocol
+from fuse.run import fuse_cache
+from fuse.saved import load_fusion_model
+from manifests import Clip, Manifest, write_manifest
+from pipeline.cli import cli
+from tests.conftest import write_tiny
+from tests.extract.test_run import CONFIGS
+
+CONFIG = TrainConfig(finetune="last", max_epochs=2, patience=1, batch_size=4, validation_share=0.25)
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("media")
+    return [write_tiny(folder / f"{i}.wav", video=False) for i in range(12)]
+
+
+@pytest.fixture
+def manifest(media: list[Path]) -> Manifest:
+    """12 clips, 2 classes, 3 folds of 4 (2 per class)."""
+    return Manifest(("a", "b"), tuple(Clip(f"c{i}", "ab"[i % 2], audio=p, fold=(i // 2) % 3) for i, p in enumerate(media)))
+
+
+def features(manifest: Manifest, cache: Path) -> Path:
+    extract_features(manifest, cache, ("mel",), configs=CONFIGS)
+    return cache
+
+
+def test_leakfree_training_never_reads_the_test_fold(tmp_path: Path, manifest: Manifest, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = features(manifest, tmp_path / "c.h5")
+    read: list[set[int]] = []
+    train_net = extract.finetune.train_net
+
+    training = [False]
+
+    def recording_train_net(*args: Any, **kwargs: Any) -> Any:
+        read.append(set())
+        training[0] = True
+        try:
+            return train_net(*args, **kwargs)
+        finally:
+            training[0] = False
+
+    def recording_getitem(self: CachedBatches, i: int) -> Any:
+        if training[0]:  # batches read to train or to pick the epoch; embedding every clip afterwards is the point
+            read[-1].update(self.batches[i].tolist())
+        return original(self, i)
+
+    original = CachedBatches.__getitem__
+    monkeypatch.setattr(extract.finetune, "train_net", recording_train_net)
+    monkeypatch.setattr(CachedBatches, "__getitem__", recording_getitem)
+    summary = finetune_embeddings(manifest, cache, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")
+    folds = np.array([c.fold for c in manifest.clips])
+    assert [u.fold for u in summary.units] == [0, 1, 2, None]
+    for fold, rows in zip([0, 1, 2], read):
+        assert rows and not rows & set(np.flatnonzero(folds == fold).tolist()), f"fold {fold}'s clips trained its net"
+    assert read[3] == set(range(12)), "the final model trains on every clip"
+    with Cache(cache) as reader:
+        for name in ("emb/twodcnn/fold0", "emb/twodcnn/fold1", "emb/twodcnn/fold2", "emb/twodcnn/all"):
+            assert reader.done(name).all()
+            config = reader.config(name)
+            assert config["protocol"] == "leakfree" and config["finetune"] == "last"
+            checkpoint = cache.parent / config["checkpoint"]["path"]
+            assert file_sha256(checkpoint) == config["checkpoint"]["sha256"]
+        assert reader.config("emb/twodcnn/all")["training"]["epochs"] == int(
+            np.median([reader.config(f"emb/twodcnn/fold{k}")["result"]["epochs"] for k in range(3)])
+        )
+        assert not np.array_equal(reader.read_matrix("emb/twodcnn/fold0"), reader.read_matrix("emb/twodcnn/fold1"))
+        assert protocol(reader) == "leakfree"
+
+
+def test_same_config_and_seed_same_embeddings_and_an_interrupted_run_resumes_identically(
+    tmp_path: Path, manifest: Manifest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    whole = features(manifest, tmp_path / "whole.h5")
+    finetune_embeddings(manifest, whole, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")
+    broken = features(manifest, tmp_path / "broken.h5")
+    train_net, calls = extract.finetune.train_net, []
+
+    def dies_in_fold_1(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return train_net(*args, **kwargs)
+
+    monkeypatch.setattr(extract.finetune, "train_net", dies_in_fold_1)
+    with pytest.raises(KeyboardInterrupt):
+        finetune_embeddings(manifest, broken, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")
+    monkeypatch.setattr(extract.finetune, "train_net", train_net)
+    resumed = finetune_embeddings(manifest, broken, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")
+    assert [u.skipped for u in resumed.units] == [True, False, False, False]
+    with Cache(whole) as a, Cache(broken) as b:
+        for name in ("emb/twodcnn/fold0", "emb/twodcnn/fold1", "emb/twodcnn/fold2", "emb/twodcnn/all"):
+            np.testing.assert_array_equal(a.read_matrix(name), b.read_matrix(name))
+    again = finetune_embeddings(manifest, whole, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")
+    assert all(u.skipped for u in again.units)
+
+
+def test_paper_protocol_writes_one_model_under_every_fold_and_says_so(tmp_path: Path, manifest: Manifest) -> None:
+    cache = features(manifest, tmp_path / "c.h5")
+    summary = finetune_embeddings(manifest, cache, ["twodcnn"], CONFIG, protocol="paper", weights_dir=tmp_path / "none")
+    assert [u.fold for u in summary.units] == [None]
+    with Cache(cache) as reader:
+        everything = reader.read_matrix("emb/twodcnn/all")
+        for k in range(3):
+            np.testing.assert_array_equal(reader.read_matrix(f"emb/twodcnn/fold{k}"), everything)
+            assert reader.config(f"emb/twodcnn/fold{k}")["protocol"] == "paper"
+        assert protocol(reader) == "paper"
+
+
+def test_cli_fine_tunes_with_the_config_files_training_tables(tmp_path: Path, manifest: Manifest) -> None:
+    path = write_manifest(manifest, tmp_path / "m.csv")
+    config = tmp_path / "c.toml"
+    config.write_text(
+        "[audio]\nduration_s = 1.0\n[train]\nmax_epochs = 1\nvalidation_share = 0.25\n[optim.twodcnn]\nname = 'adam'\nlr = 1e-4\n"
+    )
+    cache = tmp_path / "cache.h5"
+    args = ["extract", str(path), "--cache", str(cache), "--nets", "twodcnn", "--finetune", "full", "--config", str(config)]
+    result = CliRunner().invoke(cli, [*args, "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "emb/twodcnn/fold2: 12 clips" in result.output and "validation accuracy" in result.output
+    with Cache(cache) as reader:
+        train = reader.config("emb/twodcnn/fold0")["training"]["train"]
+        assert train["optimizer"] == {"name": "adam", "lr": 1e-4, "momentum": 0.0} and train["max_epochs"] == 1
+    config.write_text("[optim.twodcnm]\nlr = 1e-4\n")  # refused before any work, even the features
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and "[optim]: unknown net(s) ['twodcnm']" in result.output
+
+
+def test_the_saved_fusion_model_carries_the_fine_tuned_net_and_predict_reproduces_it(tmp_path: Path, manifest: Manifest) -> None:
+    cache = features(manifest, tmp_path / "c.h5")
+    finetune_embeddings(manifest, cache, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")
+    _, model_dir = fuse_cache(cache, tmp_path / "out", models="twodcnn")
+    shutil.rmtree(checkpoint_dir(cache))  # the model folder travels alone
+    assert (model_dir / "checkpoints" / "twodcnn.pt").is_file()
+    files = [str(c.audio) for c in manifest.clips]
+    result = CliRunner().invoke(cli, ["predict", str(model_dir), *files, "--json"])
+    assert result.exit_code == 0, result.output
+    saved = load_fusion_model(model_dir)
+    with Cache(cache) as reader:
+        expected = saved.predict_proba("twodcnn", {"twodcnn": reader.read_matrix("emb/twodcnn/all")})
+    got = [[r["probabilities"][c] for c in manifest.classes] for r in json.loads(result.stdout)]
+    np.testing.assert_allclose(got, expected, atol=1e-4)
