@@ -53,7 +53,7 @@ def bench_cache(
     ]
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        manifest = _stand_in_manifest(Path(tmp), n_clips)
+        manifest = stand_in_manifest(Path(tmp), n_clips)
         path = Path(tmp) / "bench.h5"
         rows_of = {spec.name: rng.standard_normal((batch, *spec.row_shape), dtype=np.float32) for spec in specs}
         began = time.perf_counter()
@@ -94,7 +94,7 @@ def bench_cache(
     }
 
 
-def _stand_in_manifest(folder: Path, n_clips: int) -> Manifest:
+def stand_in_manifest(folder: Path, n_clips: int) -> Manifest:
     media = folder / "media"
     media.mkdir()
     clips = []

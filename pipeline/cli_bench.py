@@ -6,7 +6,7 @@ import click
 
 from pipeline.clitools import MvemoCommand, print_json
 
-BENCHES = ("audio", "video", "cache", "fuse", "scale", "all")
+BENCHES = ("audio", "video", "extract", "cache", "fuse", "scale", "all")
 
 
 @click.command("bench", cls=MvemoCommand)
@@ -18,8 +18,9 @@ BENCHES = ("audio", "video", "cache", "fuse", "scale", "all")
     type=click.Path(file_okay=False),
     help="Where the synthetic cache is written.  [default: the system's temp folder]",
 )
+@click.option("--device", default="auto", show_default=True, help="Where the extract bench runs the nets: auto, cpu, cuda.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
-def bench(what: str, clips: int, tmp_dir: str | None, as_json: bool) -> None:
+def bench(what: str, clips: int, tmp_dir: str | None, device: str, as_json: bool) -> None:
     """Measure mvemo's speed on this machine, each figure beside a baseline of the same run.
 
     audio: decode, resample, mel, MFCC, residual phase and the other LLDs of a 30 s
@@ -27,6 +28,9 @@ def bench(what: str, clips: int, tmp_dir: str | None, as_json: bool) -> None:
 
     video: ms per 30 s clip to get the 32 preprocessed frames (240p, 720p, 1080p h264),
     beside decoding every frame of the same file.
+
+    extract: each net's forward ms per clip (fp32, bf16) and fine-tune step on --device;
+    on a GPU also I3D and C3D embedding export in clips/s from frames in a cache.
 
     fuse: the CV of every fusion model x 6 folds over embeddings of the five nets' sizes
     (4,000 dims integrated), beside one LogisticRegression fit.
@@ -39,6 +43,7 @@ def bench(what: str, clips: int, tmp_dir: str | None, as_json: bool) -> None:
     """
     from pipeline.bench import bench_cache
     from pipeline.bench_audio import bench_audio
+    from pipeline.bench_extract import bench_extract
     from pipeline.bench_fuse import bench_fuse
     from pipeline.bench_scale import bench_scale
     from pipeline.bench_video import bench_video
@@ -46,6 +51,7 @@ def bench(what: str, clips: int, tmp_dir: str | None, as_json: bool) -> None:
     runs = {
         "audio": bench_audio,
         "video": lambda: bench_video(folder=tmp_dir),
+        "extract": lambda: bench_extract(device, folder=tmp_dir),
         "cache": lambda: bench_cache(n_clips=clips, folder=tmp_dir),
         "fuse": lambda: bench_fuse(n_clips=clips, folder=tmp_dir),
         "scale": lambda: bench_scale(folder=tmp_dir),

@@ -160,3 +160,22 @@ def test_the_saved_fusion_model_carries_the_fine_tuned_net_and_predict_reproduce
         expected = saved.predict_proba("twodcnn", {"twodcnn": reader.read_matrix("emb/twodcnn/all")})
     got = [[r["probabilities"][c] for c in manifest.classes] for r in json.loads(result.stdout)]
     np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["tpu", "cuda:x"])
+def test_an_unknown_device_is_a_config_error(name: str) -> None:
+    from extract.train import resolve_device
+    from manifests.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="is not a device"):
+        resolve_device(name)
+
+
+def test_auto_falls_back_to_an_existing_device() -> None:
+    import torch
+
+    from extract.train import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    assert resolve_device("auto").type == expected
