@@ -30,16 +30,20 @@ def demo(out: str, clips_per_class: int, duration_s: float, seed: int, workers: 
     from extract.audio import LldConfig, MelConfig, WaveformConfig
     from extract.media import AudioWindow
     from extract.run import FeatureConfigs
+    from extract.video import FrameConfig
     from manifests.synthetic import SyntheticConfig
     from pipeline.cli_cv import echo_summary
-    from pipeline.demo import run_demo
+    from pipeline.demo import DEMO_FRAMES, run_demo
     from pipeline.executors import build_executor
 
     began = time.perf_counter()
     config = SyntheticConfig(clips_per_class=clips_per_class, duration_s=duration_s, seed=seed)
     window = AudioWindow(duration_s=duration_s)
     features = FeatureConfigs(
-        mel=MelConfig(window=window), lld=LldConfig(audio_window=window), waveform=WaveformConfig(window=window)
+        mel=MelConfig(window=window),
+        lld=LldConfig(audio_window=window),
+        waveform=WaveformConfig(window=window),
+        frames=FrameConfig(n_frames=DEMO_FRAMES, window_duration_s=duration_s),
     )
     click.echo(f"writing {6 * clips_per_class} synthetic music videos of {duration_s:g} s into {out}/data ...")
     with build_executor("serial" if workers == 1 else "processes", workers=workers) as executor:

@@ -13,8 +13,9 @@ from manifests.scan import scan_tree
 from manifests.schema import Manifest, write_manifest
 from manifests.synthetic import SyntheticConfig, write_synthetic_set
 
-DEMO_FEATURES = ("mel", "lld", "waveform")
-DEMO_NETS = ("onedcnn", "twodcnn", "crnn")
+DEMO_FEATURES = ("mel", "lld", "waveform", "frames112")
+DEMO_NETS = ("onedcnn", "twodcnn", "crnn", "c3d")
+DEMO_FRAMES = 16  # C3D's smallest clip: half of paper 001's 32 frames, half the CPU time
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from manifests import read_manifest
 from manifests.folds import fold_table
 from manifests.synthetic import DEMO_CLASSES
 from pipeline.cli import cli
+from pipeline.demo import DEMO_NETS
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def test_tiny_demo_runs_the_whole_pipeline(tiny_demo: Path) -> None:
     assert (tiny_demo / "roc.png").is_file() and (tiny_demo / "model" / "model.json").is_file()
 
 
-@pytest.mark.parametrize("model", [None, "lldstats", "integrated-audio"])
+@pytest.mark.parametrize("model", [None, "lldstats", "c3d+twodcnn", "integrated"])
 def test_predict_reproduces_the_final_model_on_its_own_clips(tiny_demo: Path, model: str | None) -> None:
     files = sorted(str(p) for p in (tiny_demo / "data").glob("*/*.mp4"))
     result = CliRunner().invoke(
@@ -50,9 +51,7 @@ def test_predict_reproduces_the_final_model_on_its_own_clips(tiny_demo: Path, mo
     if model is None:
         assert chosen == max(saved.document["cv_accuracy"], key=saved.document["cv_accuracy"].get), "the best model by CV"
     with Cache(tiny_demo / "cache.h5") as cache:
-        inputs = {"lldstats": lld_statistics(cache)[0]} | {
-            n: cache.read_matrix(f"emb/{n}/all") for n in ("onedcnn", "twodcnn", "crnn")
-        }
+        inputs = {"lldstats": lld_statistics(cache)[0]} | {n: cache.read_matrix(f"emb/{n}/all") for n in DEMO_NETS}
         manifest = read_manifest(tiny_demo / "manifest.csv")
         expected = saved.predict_proba(chosen, inputs)
     for row, clip in enumerate(manifest.clips):
@@ -79,3 +78,8 @@ def test_default_demo_through_the_installed_entry_point(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "lldstats" in done.stdout and "final model:" in done.stdout
     assert len(list((tmp_path / "demo" / "data").glob("*/*.mp4"))) == 72
+    # Each modality alone confuses a pair of classes that the other tells apart, so fusion must win.
+    report = json.loads((tmp_path / "demo" / "report.json").read_text())
+    integrated, best = report["comparison"]["integrated"], report["comparison"]["best_unimodal"]
+    accuracy = {name: m["accuracy"]["mean"] for name, m in report["models"].items()}
+    assert integrated == "integrated" and accuracy[integrated] > accuracy[best], accuracy
