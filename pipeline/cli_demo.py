@@ -53,7 +53,7 @@ def demo(out: str, clips_per_class: int, duration_s: float, seed: int, workers: 
             k=min(6, clips_per_class),
             configs=features,
             executor=executor,
-            progress=lambda results, total: tqdm(results, total=total, desc="stage one", unit="clip"),
+            progress=lambda description, unit: lambda items, total: tqdm(items, total=total, desc=description, unit=unit),
         )
     echo_summary(result.report, out)
     click.echo(f"final model: {out}/model/ (try `mvemo predict {out}/model FILE`); done in {time.perf_counter() - began:.0f} s")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,11 @@ from manifests.scan import scan_tree
 from manifests.schema import Manifest, write_manifest
 from manifests.synthetic import SyntheticConfig, write_synthetic_set
 
-DEMO_FEATURES = ("mel", "lld", "waveform", "frames112")
-DEMO_NETS = ("onedcnn", "twodcnn", "crnn", "c3d")
-DEMO_FRAMES = 16  # C3D's smallest clip: half of paper 001's 32 frames, half the CPU time
+DEMO_FEATURES = ("mel", "lld", "waveform", "frames112", "frames224")
+DEMO_NETS = ("onedcnn", "twodcnn", "crnn", "c3d", "i3d")
+DEMO_FRAMES = 16  # C3D's smallest clip, and I3D's reference pooling needs 9: half of paper 001's 32, half the CPU time
+
+Progress = Callable[[str, str], Callable[[Iterable[Any], int], Iterable[Any]] | None]
 
 
 @dataclass(frozen=True)
@@ -44,9 +47,11 @@ def run_demo(
     k: int = 6,
     configs: FeatureConfigs | None = None,
     executor: Any = None,
-    progress: Any = None,
+    progress: Progress = lambda description, unit: None,
 ) -> DemoResult:
-    """Data, manifest with folds, stage one into ``out/cache.h5``, stage two into ``out`` (report, PNGs, ``model/``)."""
+    """Data, manifest with folds, stage one into ``out/cache.h5``, stage two into ``out`` (report, PNGs, ``model/``).
+
+    ``progress(description, unit)`` gives each stage's progress callable (None: silent)."""
     from extract.embed import export_embeddings
     from fuse.run import fuse_cache
 
@@ -55,7 +60,9 @@ def run_demo(
     manifest = build_demo_manifest(out / "data", config, k=k)
     path = write_manifest(manifest, out / "manifest.csv")
     cache = out / "cache.h5"
-    summary = extract_features(manifest, cache, DEMO_FEATURES, configs=configs, executor=executor, progress=progress)
-    export_embeddings(manifest, cache, DEMO_NETS)
-    report, _ = fuse_cache(cache, out)
+    summary = extract_features(
+        manifest, cache, DEMO_FEATURES, configs=configs, executor=executor, progress=progress("features", "clip")
+    )
+    export_embeddings(manifest, cache, DEMO_NETS, progress=progress(f"embeddings of {', '.join(DEMO_NETS)}", "batch"))
+    report, _ = fuse_cache(cache, out, executor=executor)
     return DemoResult(path, manifest, summary, report, out)

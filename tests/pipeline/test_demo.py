@@ -72,14 +72,21 @@ def test_predict_reports_a_bad_file_and_goes_on(tiny_demo: Path, tmp_path: Path)
 
 
 @pytest.mark.slow
-def test_default_demo_through_the_installed_entry_point(tmp_path: Path) -> None:
+def test_default_demo_fusion_beats_every_unimodal_model_over_seeds(tmp_path: Path) -> None:
+    """Each modality alone confuses class pairs that the other tells apart, so the integrated model must win, by a
+    margin on the mean over seeds (one run's 72 clips are too few to decide alone)."""
     mvemo = Path(sys.executable).parent / "mvemo"
-    done = subprocess.run([mvemo, "demo", "--out", str(tmp_path / "demo")], capture_output=True, text=True, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert "lldstats" in done.stdout and "final model:" in done.stdout
-    assert len(list((tmp_path / "demo" / "data").glob("*/*.mp4"))) == 72
-    # Each modality alone confuses a pair of classes that the other tells apart, so fusion must win.
-    report = json.loads((tmp_path / "demo" / "report.json").read_text())
-    integrated, best = report["comparison"]["integrated"], report["comparison"]["best_unimodal"]
-    accuracy = {name: m["accuracy"]["mean"] for name, m in report["models"].items()}
-    assert integrated == "integrated" and accuracy[integrated] > accuracy[best], accuracy
+    margins = []
+    for seed in (0, 1, 2):
+        out = tmp_path / f"demo{seed}"
+        done = subprocess.run(
+            [mvemo, "demo", "--out", str(out), "--seed", str(seed)], capture_output=True, text=True, cwd=tmp_path
+        )
+        assert done.returncode == 0, done.stderr
+        assert "lldstats" in done.stdout and "final model:" in done.stdout
+        assert len(list((out / "data").glob("*/*.mp4"))) == 72
+        report = json.loads((out / "report.json").read_text())
+        accuracy = {name: m["accuracy"]["mean"] for name, m in report["models"].items()}
+        unimodal = [accuracy[name] for name in (*DEMO_NETS, "lldstats")]
+        margins.append(accuracy["integrated"] - max(unimodal))
+    assert np.mean(margins) > 0.05, margins
