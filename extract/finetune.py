@@ -101,10 +101,7 @@ def finetune_embeddings(
     cache_path = str(cache_path)
     torch_device = resolve_device(device)
     summary = FinetuneSummary()
-    with Cache(cache_path) as cache:
-        y, folds = cache.y, cache.folds
-        groups = [g or f"clip:{c}" for g, c in zip(cache.groups, cache.clip_ids)]
-        n_classes = len(cache.classes)
+    y, folds, groups, n_classes = clip_table(cache_path)
     for name in nets:
         units = Units(cache_path, manifest, name, n_classes, config, protocol, weights_dir, lock, recompute)
         summary.notes.append(units.note)
@@ -127,6 +124,55 @@ def finetune_embeddings(
             chosen_epochs.append(unit.epochs)
             summary.units.append(unit)
     return summary
+
+
+def clip_table(cache_path: str) -> tuple[np.ndarray, np.ndarray, list[str], int]:
+    """Labels, folds, groups (a clip without one is its own) and the number of classes of a cache's clips."""
+    with Cache(cache_path) as cache:
+        groups = [g or f"clip:{c}" for g, c in zip(cache.groups, cache.clip_ids)]
+        return cache.y, cache.folds, groups, len(cache.classes)
+
+
+def build_finetune_net(
+    cache_path: str, name: str, n_classes: int, seed: int, weights_dir: str | os.PathLike[str] | None
+) -> tuple[EmotionNet, str]:
+    """The net as fine-tuning starts it (``FINETUNE_OPTIONS``, options from its cached input, pretrained weights)."""
+    with Cache(cache_path) as cache:
+        options = {**FINETUNE_OPTIONS.get(name, {}), **input_options(name, cache)}
+    return build_net(name, n_classes, weights_dir=weights_dir, seed=seed, options=options)
+
+
+def out_of_fold_probabilities(
+    cache_path: str | os.PathLike[str],
+    name: str,
+    config: TrainConfig,
+    *,
+    weights_dir: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    workers: int = 2,
+    log: Callable[[str], None] = lambda line: None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The net's own class probabilities for each fold's clips, fine-tuned as ``leakfree`` does on the other folds
+    (nothing written): (rows in a fold with their inputs cached, their probabilities)."""
+    cache_path = str(cache_path)
+    torch_device = resolve_device(device)
+    y, folds, groups, n_classes = clip_table(cache_path)
+    net, _ = build_finetune_net(cache_path, name, n_classes, config.seed, weights_dir)
+    with Cache(cache_path) as cache:
+        ready = ready_rows(cache, kinds_of(net))
+    ready = ready[folds[ready] >= 0]
+    proba = np.zeros((len(ready), n_classes), dtype=np.float32)
+    for k in sorted(set(folds[ready].tolist())):
+        train_rows, val_rows = inner_split(ready[folds[ready] != k], y, groups, config.validation_share, config.seed)
+        net, _ = build_finetune_net(cache_path, name, n_classes, config.seed, weights_dir)
+        result = train_net(net, cache_path, y, train_rows, val_rows, config, device=torch_device, workers=workers)
+        test = ready[folds[ready] == k]
+        for batch, p in embed_rows(net, cache_path, test, config.batch_size, torch_device, workers, probabilities=True):
+            proba[np.searchsorted(ready, batch)] = p
+        log(
+            f"{name}, {config.optimizer(name).name}, fold {k}: {result.epochs} epochs, validation accuracy {result.val_accuracy:.3f}"
+        )
+    return ready, proba
 
 
 class Units:
@@ -154,9 +200,7 @@ class Units:
             self.inputs = input_fingerprints(cache, name, self.kinds)
 
     def _build(self) -> tuple[EmotionNet, str]:
-        with Cache(self.cache_path) as cache:
-            options = {**FINETUNE_OPTIONS.get(self.name, {}), **input_options(self.name, cache)}
-        return build_net(self.name, self.n_classes, weights_dir=self.weights_dir, seed=self.config.seed, options=options)
+        return build_finetune_net(self.cache_path, self.name, self.n_classes, self.config.seed, self.weights_dir)
 
     def record(self, fold: int | None, epochs: int | None) -> dict[str, Any]:
         """Everything that decides the unit's weights; the set's config adds the checkpoint it produced."""

@@ -7,6 +7,7 @@ is decided in one place.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Iterator, Sequence
@@ -58,6 +59,28 @@ PAPER_OPTIMIZERS = {
     "r3d_18": OptimizerConfig("adam", 1e-4),
     "mc3_18": OptimizerConfig("adam", 1e-4),
     "r2plus1d_18": OptimizerConfig("adam", 1e-4),
+}
+
+_AUDIO_STUDY = {
+    "adam": OptimizerConfig("adam", 1e-3),
+    "sgd": OptimizerConfig("sgd", 1e-3, 0.5),
+    "rmsprop": OptimizerConfig("rmsprop", 1e-3),
+}
+_VIDEO_STUDY = {
+    "adam": OptimizerConfig("adam", 1e-4),
+    "sgd": OptimizerConfig("sgd", 1e-3, 0.5),
+    "rmsprop": OptimizerConfig("rmsprop", 1e-3),
+}
+# Paper 001, Table 2: the three optimizers each net was fine-tuned with (crnn, of paper 003, as the audio CNNs;
+# torchvision's video nets as I3D).
+STUDY_OPTIMIZERS = {
+    **dict.fromkeys(("onedcnn", "twodcnn", "crnn"), _AUDIO_STUDY),
+    "c3d": {
+        "adam": OptimizerConfig("adam", 1e-5),
+        "sgd": OptimizerConfig("sgd", 1e-5, 0.0),
+        "rmsprop": OptimizerConfig("rmsprop", 1e-3),
+    },
+    **dict.fromkeys(("i3d", "r3d_18", "mc3_18", "r2plus1d_18"), _VIDEO_STUDY),
 }
 
 
@@ -194,6 +217,18 @@ def set_trainable(net: EmotionNet, finetune: str) -> list[torch.nn.Parameter]:
     return trained
 
 
+@contextlib.contextmanager
+def memory_advice(net: str, batch_size: int) -> Iterator[None]:
+    """A device out-of-memory error becomes an input error naming the batch size to lower."""
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        raise ConfigError(
+            f"{net}: out of device memory at batch size {batch_size}; set a smaller one in --config"
+            f" ([train] batch_size = {max(1, batch_size // 2)}), or use another --device"
+        ) from None
+
+
 @dataclass
 class TrainResult:
     state: dict[str, torch.Tensor]
@@ -230,34 +265,35 @@ def train_net(
     rng = np.random.default_rng(config.seed)
     best: TrainResult | None = None
     history: list[dict[str, float]] = []
-    for epoch in range(1, (epochs or config.max_epochs) + 1):
-        net.train()
-        losses = []
-        for _, labels, inputs in batches_of(
-            cache_path, net, shuffled_batches(train_rows, config.batch_size, rng), y, device, workers
-        ):
-            optimizer.zero_grad(set_to_none=True)
-            with autocast(device):
-                loss = net.loss(net.embed(*inputs), labels)
-            if not torch.isfinite(loss):
-                raise ConfigError(
-                    f"{net.name}: the training loss became {loss.item()} at epoch {epoch}; lower its learning rate"
-                    f" ([optim.{net.name}] lr, now {config.optimizer(net.name).lr})"
-                )
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-        record = {"epoch": epoch, "train_loss": float(np.mean(losses))}
-        if val_rows is not None:
-            record |= evaluate(net, cache_path, y, val_rows, config.batch_size, device, workers)
-        history.append(record)
-        if val_rows is None:
-            continue
-        key = (record["val_accuracy"], -record["val_loss"])
-        if best is None or key > (best.val_accuracy, -best.history[-1]["val_loss"]):
-            best = TrainResult(copy.deepcopy(net.state_dict()), epoch, record["val_accuracy"], [record])
-        elif epoch - best.epochs >= config.patience:
-            break
+    with memory_advice(net.name, config.batch_size):
+        for epoch in range(1, (epochs or config.max_epochs) + 1):
+            net.train()
+            losses = []
+            for _, labels, inputs in batches_of(
+                cache_path, net, shuffled_batches(train_rows, config.batch_size, rng), y, device, workers
+            ):
+                optimizer.zero_grad(set_to_none=True)
+                with autocast(device):
+                    loss = net.loss(net.embed(*inputs), labels)
+                if not torch.isfinite(loss):
+                    raise ConfigError(
+                        f"{net.name}: the training loss became {loss.item()} at epoch {epoch}; lower its learning rate"
+                        f" ([optim.{net.name}] lr, now {config.optimizer(net.name).lr})"
+                    )
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item())
+            record = {"epoch": epoch, "train_loss": float(np.mean(losses))}
+            if val_rows is not None:
+                record |= evaluate(net, cache_path, y, val_rows, config.batch_size, device, workers)
+            history.append(record)
+            if val_rows is None:
+                continue
+            key = (record["val_accuracy"], -record["val_loss"])
+            if best is None or key > (best.val_accuracy, -best.history[-1]["val_loss"]):
+                best = TrainResult(copy.deepcopy(net.state_dict()), epoch, record["val_accuracy"], [record])
+            elif epoch - best.epochs >= config.patience:
+                break
     for p in net.parameters():
         p.requires_grad_(True)
     if best is None:
@@ -282,12 +318,22 @@ def evaluate(
 
 @torch.no_grad()
 def embed_rows(
-    net: EmotionNet, cache_path: str, rows: np.ndarray, batch_size: int, device: torch.device, workers: int = 2
+    net: EmotionNet,
+    cache_path: str,
+    rows: np.ndarray,
+    batch_size: int,
+    device: torch.device,
+    workers: int = 2,
+    *,
+    probabilities: bool = False,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(rows, float32 embeddings) per batch, in eval mode."""
+    """(rows, float32 embeddings) per batch, in eval mode; with ``probabilities``, the head's class probabilities."""
     place(net, device).eval()
     y = np.zeros(int(rows.max()) + 1 if len(rows) else 0, dtype=np.int64)
-    for batch, _, inputs in batches_of(cache_path, net, in_order(rows, batch_size), y, device, workers):
-        with autocast(device):
-            embedding = net.embed(*inputs)
-        yield batch, embedding.float().cpu().numpy()
+    with memory_advice(net.name, batch_size):
+        for batch, _, inputs in batches_of(cache_path, net, in_order(rows, batch_size), y, device, workers):
+            with autocast(device):
+                output = net.embed(*inputs)
+                if probabilities:
+                    output = torch.softmax(net.head(output).float(), dim=1)
+            yield batch, output.float().cpu().numpy()

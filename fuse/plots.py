@@ -54,3 +54,26 @@ def roc_curves(
     predictions: dict[str, tuple[np.ndarray, np.ndarray]], aucs: dict[str, float | None]
 ) -> dict[str, tuple[np.ndarray, np.ndarray, float | None]]:
     return {name: (*macro_roc(y, proba), aucs[name]) for name, (y, proba) in predictions.items()}
+
+
+def accuracy_bars_png(accuracy: dict[str, dict[str, dict[str, float]]], path: Path, *, title: str) -> Path:
+    """Grouped bars: for each group (a net), each member's (an optimizer's) mean accuracy, whiskers to min and max."""
+    groups = list(accuracy)
+    members = list(dict.fromkeys(m for group in accuracy.values() for m in group))
+    width = 0.8 / len(members)
+    fig, ax = plt.subplots(figsize=(1.5 + 1.4 * len(groups), 4.5), dpi=100)
+    for i, member in enumerate(members):
+        x = [g + (i - (len(members) - 1) / 2) * width for g, name in enumerate(groups) if member in accuracy[name]]
+        stats = [accuracy[name][member] for name in groups if member in accuracy[name]]
+        mean = np.array([100 * s["mean"] for s in stats])
+        spread = np.array([[100 * s["mean"] - 100 * s["min"] for s in stats], [100 * s["max"] - 100 * s["mean"] for s in stats]])
+        ax.bar(x, mean, width, yerr=spread, capsize=3, label=member)
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set_ylabel("test accuracy % (mean over folds, min-max)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -37,6 +37,12 @@ DEFAULT_FEATURES = "mel,lld"
     "--protocol", default="leakfree", type=click.Choice(["leakfree", "paper"]), help="Fine-tuning protocol (see README)."
 )
 @click.option(
+    "--optimizer-study",
+    is_flag=True,
+    help="Instead of writing embeddings, fine-tune each net with Adam, SGD and RMSprop (paper 001, Table 2) and write"
+    " a report into CACHE.optimizer-study/.",
+)
+@click.option(
     "--weights-dir",
     default=None,
     type=click.Path(file_okay=False),
@@ -89,10 +95,13 @@ def _run(manifest: Manifest, cache_path: str, nets: tuple[str, ...], options: di
 
     from extract.embed import export_embeddings, input_kinds
     from extract.run import extract_features, parse_features
+    from manifests.errors import ConfigError
     from pipeline.config import feature_configs, train_config
     from pipeline.executors import build_executor
 
     training = train_config(options["config_path"], finetune=options["finetune"]) if options["finetune"] != "none" else None
+    if options["optimizer_study"] and not (nets and training):
+        raise ConfigError("--optimizer-study fine-tunes nets: give --nets and --finetune last or full")
     requested = options["features"] or ("" if nets else DEFAULT_FEATURES)
     names = tuple(dict.fromkeys([*(parse_features(requested) if requested else ()), *input_kinds(nets)]))
     with build_executor(options["executor"], workers=options["workers"], scheduler=options["scheduler"]) as pool:
@@ -108,7 +117,9 @@ def _run(manifest: Manifest, cache_path: str, nets: tuple[str, ...], options: di
         )
     _report_features(summary)
     failed = bool(summary.failures)
-    if nets and training is not None:
+    if options["optimizer_study"]:
+        _optimizer_study(cache_path, nets, training, options)
+    elif nets and training is not None:
         failed = _finetune(manifest, cache_path, nets, training, options, lock) or failed
     elif nets:
         embedded = export_embeddings(
@@ -163,6 +174,21 @@ def _finetune(
         done = {name: int(cache.done(name).sum()) for name in sets}
     failed = {name: {f["clip_id"]: f["reason"] for f in failures if f["feature_set"] == name} for name in sets}
     return _report_embeddings(done, failed)
+
+
+def _optimizer_study(cache_path: str, nets: tuple[str, ...], training: Any, options: dict[str, Any]) -> None:
+    from pipeline.optimizer_study import console_table, run_optimizer_study, study_folder
+
+    document = run_optimizer_study(
+        cache_path,
+        nets,
+        training,
+        weights_dir=options["weights_dir"],
+        device=options["device"],
+        log=lambda line: click.echo(line, err=True),
+    )
+    click.echo(console_table(document))
+    click.echo(f"optimizer study: {study_folder(cache_path)}/optimizer_study.md, .json, .png")
 
 
 def _report_embeddings(done: dict[str, int], failed: dict[str, dict[str, str]]) -> bool:

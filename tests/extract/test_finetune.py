@@ -14,14 +14,15 @@ from click.testing import CliRunner
 import extract.finetune
 from cache.fingerprint import file_sha256
 from cache.read import Cache
-from extract.finetune import checkpoint_dir, finetune_embeddings
+from extract.finetune import checkpoint_dir, finetune_embeddings, out_of_fold_probabilities
 from extract.run import extract_features
-from extract.train import CachedBatches, TrainConfig
+from extract.train import STUDY_OPTIMIZERS, CachedBatches, TrainConfig
 from fuse.models import protocol
 from fuse.run import fuse_cache
 from fuse.saved import load_fusion_model
 from manifests import Clip, Manifest, write_manifest
 from pipeline.cli import cli
+from pipeline.optimizer_study import study_folder
 from tests.conftest import write_tiny
 from tests.extract.test_run import CONFIGS
 
@@ -179,3 +180,65 @@ def test_auto_falls_back_to_an_existing_device() -> None:
     assert resolve_device("cpu") == torch.device("cpu")
     expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     assert resolve_device("auto").type == expected
+
+
+def test_out_of_fold_probabilities_train_each_fold_without_it(
+    tmp_path: Path, manifest: Manifest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = features(manifest, tmp_path / "c.h5")
+    seen: list[set[int]] = []
+    train_net = extract.finetune.train_net
+
+    def recording(net: Any, path: str, y: Any, train_rows: Any, val_rows: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(set(train_rows.tolist()) | set(val_rows.tolist()))
+        return train_net(net, path, y, train_rows, val_rows, *args, **kwargs)
+
+    monkeypatch.setattr(extract.finetune, "train_net", recording)
+    rows, proba = out_of_fold_probabilities(cache, "twodcnn", CONFIG, weights_dir=tmp_path / "none")
+    folds = np.array([c.fold for c in manifest.clips])
+    assert rows.tolist() == list(range(12)) and len(seen) == 3
+    for k, used in enumerate(seen):
+        assert used == set(np.flatnonzero(folds != k).tolist()), f"fold {k}: train + validation are the other folds"
+    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-5)
+
+
+def test_optimizer_study_reports_each_optimizer_of_table_2_and_writes_no_embeddings(tmp_path: Path, manifest: Manifest) -> None:
+    path = write_manifest(manifest, tmp_path / "m.csv")
+    config = tmp_path / "c.toml"
+    config.write_text("[audio]\nduration_s = 1.0\n[train]\nmax_epochs = 1\nvalidation_share = 0.25\n")
+    cache = tmp_path / "cache.h5"
+    args = ["extract", str(path), "--cache", str(cache), "--nets", "twodcnn", "--config", str(config), "--optimizer-study"]
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code == 2 and "--finetune last or full" in refused.output
+    result = CliRunner().invoke(cli, [*args, "--finetune", "last", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    folder = study_folder(cache)
+    document = json.loads((folder / "optimizer_study.json").read_text())
+    twodcnn = document["nets"]["twodcnn"]
+    assert list(twodcnn) == ["adam", "sgd", "rmsprop"]
+    for label, optimizer in STUDY_OPTIMIZERS["twodcnn"].items():
+        assert twodcnn[label]["optimizer"]["lr"] == optimizer.lr and twodcnn[label]["clips"] == 12
+        assert 0 <= twodcnn[label]["accuracy"]["min"] <= twodcnn[label]["accuracy"]["mean"] <= twodcnn[label]["accuracy"]["max"]
+    assert "| twodcnn | sgd" in (folder / "optimizer_study.md").read_text().replace(" *", "")
+    assert (folder / "optimizer_study.png").stat().st_size > 0
+    with Cache(cache) as reader:
+        assert not [name for name in reader.feature_sets() if name.startswith("emb/")]
+
+
+def test_running_out_of_device_memory_names_a_smaller_batch(tmp_path: Path, manifest: Manifest) -> None:
+    import torch
+
+    from extract.finetune import build_finetune_net
+    from extract.train import train_net
+    from manifests.errors import ConfigError
+
+    cache = features(manifest, tmp_path / "c.h5")
+    net, _ = build_finetune_net(str(cache), "twodcnn", 2, 0, tmp_path / "none")
+
+    def out_of_memory(*inputs: Any) -> Any:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    net.embed = out_of_memory  # type: ignore[method-assign]
+    y = np.arange(12) % 2
+    with pytest.raises(ConfigError, match=r"twodcnn: out of device memory at batch size 4.*\[train\] batch_size = 2"):
+        train_net(net, str(cache), y, np.arange(8), None, CONFIG, epochs=1, device=torch.device("cpu"))
