@@ -67,6 +67,7 @@ def accuracy_bars_png(accuracy: dict[str, dict[str, dict[str, float]]], path: Pa
         stats = [accuracy[name][member] for name in groups if member in accuracy[name]]
         mean = np.array([100 * s["mean"] for s in stats])
         spread = np.array([[100 * s["mean"] - 100 * s["min"] for s in stats], [100 * s["max"] - 100 * s["mean"] for s in stats]])
+        spread = np.clip(spread, 0, None)  # the mean of equal folds can exceed their max by a rounding error
         ax.bar(x, mean, width, yerr=spread, capsize=3, label=member)
     ax.set_xticks(range(len(groups)), groups)
     ax.set_ylabel("test accuracy % (mean over folds, min-max)")
