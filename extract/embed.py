@@ -100,9 +100,12 @@ def export_embeddings(
     recompute: Iterable[str] = (),
     device: str = "auto",
     lock: CacheLock | None = None,
-    progress: Callable[[Iterable[Any], int], Iterable[Any]] | None = None,
+    progress: Callable[[str], Callable[[Iterable[Any], int], Iterable[Any]] | None] | None = None,
 ) -> EmbedSummary:
-    """Write ``emb/<net>/all`` for every clip whose inputs are in the cache (computed before, by ``extract_features``)."""
+    """Write ``emb/<net>/all`` for every clip whose inputs are in the cache (computed before, by ``extract_features``).
+
+    ``progress(net)``, if given, returns the callable that wraps that net's batches: ``bar(batches, total)``.
+    """
     nets = tuple(nets)
     summary = EmbedSummary()
     with Cache(cache_path) as reader:
@@ -139,7 +142,8 @@ def export_embeddings(
             rows = todo[np.logical_and.reduce([cache.done(k) for k in kinds])[todo]]
             batches = embed_rows(net, str(cache_path), rows, batch_size, resolve_device(device))
             total = -(-len(rows) // batch_size)
-            for batch, embedding in progress(batches, total) if progress else batches:
+            bar = progress(name) if progress else None
+            for batch, embedding in bar(batches, total) if bar else batches:
                 writer.write(set_name, batch.tolist(), embedding)
     with Cache(cache_path) as cache:  # the writer's structural changes replaced the file the inputs were read from
         failures = cache.failures()

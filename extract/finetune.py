@@ -19,6 +19,7 @@ and a rerun skips every unit whose set is complete with the same training record
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 import warnings
@@ -39,12 +40,14 @@ from cache.store import CacheWriter
 from extract.embed import EXTRACTOR_VERSION, build_net, fail_rows_without_inputs, input_fingerprints, input_options
 from extract.nets.base import EmotionNet
 from extract.train import TrainConfig, embed_rows, kinds_of, resolve_device, train_net
-from manifests.errors import ConfigError
+from manifests.errors import ConfigError, MvemoError
 from manifests.schema import Manifest
 
 PROTOCOLS = ("leakfree", "paper")
 # Net options while fine-tuning: paper 001 trains the 2D CNN with ReLU where the MSD weights were trained with ELU.
 FINETUNE_OPTIONS = {"twodcnn": {"activation": "relu"}}
+# What a fine-tuning job asks of a Dask cluster whose workers advertise it (dask-worker --resources GPU=1).
+GPU_RESOURCES = {"GPU": 1}
 
 
 @dataclass
@@ -92,38 +95,92 @@ def finetune_embeddings(
     device: str = "auto",
     workers: int = 2,
     recompute: Iterable[str] = (),
+    executor: Any = None,
     lock: CacheLock | None = None,
     log: Callable[[str], None] = lambda line: None,
 ) -> FinetuneSummary:
-    """Fine-tune each net per fold (or once) and write ``emb/<net>/fold<k>`` and ``emb/<net>/all``."""
+    """Fine-tune each net per fold (or once) and write ``emb/<net>/fold<k>`` and ``emb/<net>/all``.
+
+    Units train as jobs on ``executor`` (serial by default): first every net's fold units (or, with ``paper``,
+    its one unit), then each net's model on all clips, which trains for the median of its folds' epochs. A job
+    asks a Dask cluster for a ``GPU`` resource unless ``device`` is ``cpu``; this process writes every result.
+    """
     if protocol not in PROTOCOLS:
         raise ConfigError(f"--protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
     cache_path = str(cache_path)
-    torch_device = resolve_device(device)
     summary = FinetuneSummary()
     y, folds, groups, n_classes = clip_table(cache_path)
+    fold_ids = sorted(set(folds[folds >= 0].tolist()))
+    units = {}
     for name in nets:
-        units = Units(cache_path, manifest, name, n_classes, config, protocol, weights_dir, lock, recompute)
-        summary.notes.append(units.note)
-        with Cache(cache_path) as cache:
-            ready = ready_rows(cache, units.kinds)
-        fold_ids = sorted(set(folds[folds >= 0].tolist()))
-        plan: list[tuple[int | None, list[str]]]
+        units[name] = Units(cache_path, manifest, name, n_classes, config, protocol, weights_dir, lock, recompute)
+        summary.notes.append(units[name].note)
+    run = functools.partial(_run_units, y=y, device=device, workers=workers, executor=executor, log=log)
+    first: list[tuple[Units, int | None, list[str], np.ndarray, np.ndarray | None, int | None]] = []
+    for u in units.values():
         if protocol == "paper":
-            plan = [(None, [f"emb/{name}/all", *(f"emb/{name}/fold{k}" for k in fold_ids)])]
+            train, val = inner_split(u.ready, y, groups, config.validation_share, config.seed)
+            first.append((u, None, [f"emb/{u.name}/all", *(f"emb/{u.name}/fold{k}" for k in fold_ids)], train, val, None))
         else:
-            plan = [*((k, [f"emb/{name}/fold{k}"]) for k in fold_ids), (None, [f"emb/{name}/all"])]
-        chosen_epochs: list[int] = []
-        for fold, targets in plan:
-            if fold is None and protocol == "leakfree":  # the final model: all clips, the folds' median epochs
-                train_rows, val_rows, epochs = ready, None, int(np.median(chosen_epochs))
-            else:
-                pool = ready if fold is None else ready[folds[ready] != fold]
-                (train_rows, val_rows), epochs = inner_split(pool, y, groups, config.validation_share, config.seed), None
-            unit = units.run(fold, targets, train_rows, val_rows, epochs, y, torch_device, workers, log)
-            chosen_epochs.append(unit.epochs)
-            summary.units.append(unit)
+            for k in fold_ids:
+                train, val = inner_split(u.ready[folds[u.ready] != k], y, groups, config.validation_share, config.seed)
+                first.append((u, k, [f"emb/{u.name}/fold{k}"], train, val, None))
+    summary.units += run(first)
+    if protocol == "leakfree":  # the final models: all clips, for the median of their folds' epochs
+        epochs = {name: int(np.median([s.epochs for s in summary.units if s.net == name])) for name in units}
+        summary.units += run([(u, None, [f"emb/{u.name}/all"], u.ready, None, epochs[u.name]) for u in units.values()])
     return summary
+
+
+def _run_units(
+    plan: list[tuple[Units, int | None, list[str], np.ndarray, np.ndarray | None, int | None]],
+    *,
+    y: np.ndarray,
+    device: str,
+    workers: int,
+    executor: Any,
+    log: Callable[[str], None],
+) -> list[UnitSummary]:
+    """Train the units of ``plan`` not done before, as jobs, and write each result as it arrives (in plan order).
+
+    A failed job (an input error, a lost worker) stops the run after the others' results are written, so a rerun
+    resumes from there."""
+    summaries: dict[int, UnitSummary] = {}
+    jobs: list[UnitJob] = []
+    for i, (units, fold, targets, train_rows, val_rows, epochs) in enumerate(plan):
+        stored = units.done(targets, units.record(fold, epochs))
+        if stored is None:
+            jobs.append(units.job(fold, targets, train_rows, val_rows, epochs, y, device, workers))
+        else:
+            log(f"{units.name}, {_where(fold)}: done before (same training record), skipped")
+            summaries[i] = UnitSummary(units.name, fold, stored["epochs"], stored["val_accuracy"], 0.0, skipped=True)
+    todo = [i for i in range(len(plan)) if i not in summaries]
+    if executor is None:
+        results: Iterable[Any] = map(train_unit, jobs)
+    else:
+        results = executor.map(train_unit, jobs, resources=None if device == "cpu" else GPU_RESOURCES)
+    errors: list[BaseException] = []
+    for i, job, result in zip(todo, jobs, results):
+        if isinstance(result, BaseException):
+            errors.append(result)
+            continue
+        units = plan[i][0]
+        units.write(job, result)
+        accuracy = "" if result.val_accuracy is None else f", validation accuracy {result.val_accuracy:.3f}"
+        log(f"{units.name}, {_where(job.fold)}: {result.epochs} epochs{accuracy}, {result.seconds:.1f} s")
+        summaries[i] = UnitSummary(units.name, job.fold, result.epochs, result.val_accuracy, result.seconds)
+    if errors:
+        error = errors[0]
+        if isinstance(error, MvemoError):
+            raise error
+        raise ConfigError(
+            f"a fine-tuning job was lost ({type(error).__name__}: {error}); finished units are kept, rerun to resume"
+        ) from error
+    return [summaries[i] for i in range(len(plan))]
+
+
+def _where(fold: int | None) -> str:
+    return "all clips" if fold is None else f"fold {fold}"
 
 
 def clip_table(cache_path: str) -> tuple[np.ndarray, np.ndarray, list[str], int]:
@@ -175,8 +232,91 @@ def out_of_fold_probabilities(
     return ready, proba
 
 
+@dataclass(frozen=True)
+class UnitJob:
+    """All a worker needs to train one (net, fold) unit: the cache and checkpoints lie where it can read and write."""
+
+    cache_path: str
+    name: str
+    targets: tuple[str, ...]
+    n_classes: int
+    config: TrainConfig
+    protocol: str
+    weights_dir: str | None
+    pretrained_sha256: str
+    fold: int | None
+    train_rows: np.ndarray
+    val_rows: np.ndarray | None
+    epochs: int | None
+    y: np.ndarray
+    rows: np.ndarray
+    device: str
+    workers: int
+
+
+@dataclass
+class UnitResult:
+    """What a trained unit sends back: its outcome, its checkpoint and its embeddings of ``UnitJob.rows``."""
+
+    epochs: int
+    val_accuracy: float | None
+    history: list[dict[str, float]]
+    net_config: dict[str, Any]
+    checkpoint: Path
+    checkpoint_sha256: str
+    embeddings: np.ndarray
+    seconds: float
+
+
+def train_unit(job: UnitJob) -> UnitResult:
+    """Fine-tune one unit, save its checkpoint and embed every ready clip (a job that runs on any executor's worker)."""
+    began = time.perf_counter()
+    device = resolve_device(job.device)
+    net, _ = build_finetune_net(job.cache_path, job.name, job.n_classes, job.config.seed, job.weights_dir)
+    if net.weights_sha256 != job.pretrained_sha256:
+        raise ConfigError(
+            f"{job.name}: this worker found pretrained weights of sha256 {net.weights_sha256[:12] or '(none)'}, the run"
+            f" started from {job.pretrained_sha256[:12] or '(none)'}; give every worker the same --weights-dir"
+        )
+    result = train_net(
+        net,
+        job.cache_path,
+        job.y,
+        job.train_rows,
+        job.val_rows,
+        job.config,
+        epochs=job.epochs,
+        device=device,
+        workers=job.workers,
+    )
+    checkpoint = save_checkpoint(net, job.cache_path, job.fold, job.protocol)
+    batches = embed_rows(net, job.cache_path, job.rows, job.config.batch_size, device, job.workers)
+    embeddings = np.concatenate([e for _, e in batches]) if len(job.rows) else np.zeros((0, net.embedding_dim), np.float32)
+    return UnitResult(
+        result.epochs,
+        result.val_accuracy,
+        result.history,
+        net.config,
+        checkpoint,
+        file_sha256(checkpoint),
+        embeddings,
+        time.perf_counter() - began,
+    )
+
+
+def save_checkpoint(net: EmotionNet, cache_path: str, fold: int | None, protocol: str) -> Path:
+    """``<cache>.checkpoints/<net>/<fold or all>-<protocol>.pt``, written whole or not at all."""
+    folder = checkpoint_dir(cache_path) / net.name
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{'all' if fold is None else f'fold{fold}'}-{protocol}.pt"
+    partial = path.with_suffix(".pt.partial")
+    torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, partial)
+    os.replace(partial, path)
+    return path
+
+
 class Units:
-    """The (net, fold) units of one net: their training records, checkpoints and embedding sets."""
+    """The (net, fold) units of one net: their training records, jobs and embedding sets."""
 
     def __init__(
         self,
@@ -191,16 +331,14 @@ class Units:
         recompute: Iterable[str],
     ) -> None:
         self.cache_path, self.manifest, self.name, self.n_classes = cache_path, manifest, name, n_classes
-        self.config, self.protocol, self.weights_dir, self.lock = config, protocol, weights_dir, lock
+        self.config, self.protocol, self.lock = config, protocol, lock
+        self.weights_dir = None if weights_dir is None else str(weights_dir)
         self.recompute = set(recompute)
-        net, self.note = self._build()
-        self.kinds = kinds_of(net)
-        self.pretrained_sha256 = net.weights_sha256
+        net, self.note = build_finetune_net(cache_path, name, n_classes, config.seed, weights_dir)
+        self.kinds, self.embedding_dim, self.pretrained_sha256 = kinds_of(net), net.embedding_dim, net.weights_sha256
         with Cache(cache_path) as cache:
             self.inputs = input_fingerprints(cache, name, self.kinds)
-
-    def _build(self) -> tuple[EmotionNet, str]:
-        return build_finetune_net(self.cache_path, self.name, self.n_classes, self.config.seed, self.weights_dir)
+            self.ready = ready_rows(cache, self.kinds)
 
     def record(self, fold: int | None, epochs: int | None) -> dict[str, Any]:
         """Everything that decides the unit's weights; the set's config adds the checkpoint it produced."""
@@ -214,7 +352,7 @@ class Units:
             "inputs": self.inputs,
         }
 
-    def _done(self, targets: list[str], record: dict[str, Any]) -> dict[str, Any] | None:
+    def done(self, targets: list[str], record: dict[str, Any]) -> dict[str, Any] | None:
         """The stored training result when every target set is complete with this record, else None."""
         with Cache(self.cache_path) as cache:
             stored = None
@@ -222,12 +360,12 @@ class Units:
                 if target in self.recompute or target not in cache.feature_sets():
                     return None
                 config = cache.config(target)
-                if config.get("training") != record or not cache.done(target)[ready_rows(cache, self.kinds)].all():
+                if config.get("training") != record or not cache.done(target)[self.ready].all():
                     return None
                 stored = config["result"]
             return stored
 
-    def run(
+    def job(
         self,
         fold: int | None,
         targets: list[str],
@@ -235,77 +373,49 @@ class Units:
         val_rows: np.ndarray | None,
         epochs: int | None,
         y: np.ndarray,
-        device: torch.device,
+        device: str,
         workers: int,
-        log: Callable[[str], None],
-    ) -> UnitSummary:
-        where = "all clips" if fold is None else f"fold {fold}"
-        record = self.record(fold, epochs)
-        stored = self._done(targets, record)
-        if stored is not None:
-            log(f"{self.name}, {where}: done before (same training record), skipped")
-            return UnitSummary(self.name, fold, stored["epochs"], stored["val_accuracy"], 0.0, skipped=True)
-        began = time.perf_counter()
-        net, _ = self._build()
-        result = train_net(
-            net, self.cache_path, y, train_rows, val_rows, self.config, epochs=epochs, device=device, workers=workers
-        )
-        checkpoint = self._save(net, fold)
-        outcome = {
-            "epochs": result.epochs,
-            "val_accuracy": result.val_accuracy,
-            "train_clips": len(train_rows),
-            "val_clips": 0 if val_rows is None else len(val_rows),
-            "history": result.history,
-        }
+    ) -> UnitJob:
+        return UnitJob(
+            self.cache_path, self.name, tuple(targets), self.n_classes, self.config, self.protocol, self.weights_dir,
+            self.pretrained_sha256, fold, train_rows, val_rows, epochs, y, self.ready, device, workers,
+        )  # fmt: skip
+
+    def write(self, job: UnitJob, result: UnitResult) -> None:
+        """The unit's embeddings into each of its target sets, with its training record and checkpoint."""
+        targets = list(job.targets)
         config = {
-            **net.config,
+            **result.net_config,
             "finetune": self.config.finetune,
             "protocol": self.protocol,
             "seed": self.config.seed,
             "inputs": self.inputs,
-            "training": record,
-            "result": outcome,
-            "checkpoint": {"path": os.path.relpath(checkpoint, Path(self.cache_path).parent), "sha256": file_sha256(checkpoint)},
+            "training": self.record(job.fold, job.epochs),
+            "result": {
+                "epochs": result.epochs,
+                "val_accuracy": result.val_accuracy,
+                "train_clips": len(job.train_rows),
+                "val_clips": 0 if job.val_rows is None else len(job.val_rows),
+                "history": result.history,
+            },
+            "checkpoint": {
+                "path": os.path.relpath(result.checkpoint, Path(self.cache_path).parent),
+                "sha256": result.checkpoint_sha256,
+            },
         }
-        self._write(net, targets, config, device, workers)
-        seconds = time.perf_counter() - began
-        accuracy = "" if result.val_accuracy is None else f", validation accuracy {result.val_accuracy:.3f}"
-        log(f"{self.name}, {where}: {result.epochs} epochs{accuracy}, {seconds:.1f} s")
-        return UnitSummary(self.name, fold, result.epochs, result.val_accuracy, seconds)
-
-    def _save(self, net: EmotionNet, fold: int | None) -> Path:
-        folder = checkpoint_dir(self.cache_path) / self.name
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{'all' if fold is None else f'fold{fold}'}-{self.protocol}.pt"
-        partial = path.with_suffix(".pt.partial")
-        torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, partial)
-        os.replace(partial, path)
-        return path
-
-    def _write(self, net: EmotionNet, targets: list[str], config: dict[str, Any], device: torch.device, workers: int) -> None:
+        extractor = f"mvemo.net.{self.name}"
         specs = [
-            FeatureSpec(
-                t,
-                (net.embedding_dim,),
-                "float32",
-                f"mvemo.net.{self.name}",
-                EXTRACTOR_VERSION,
-                config,
-                config["checkpoint"]["sha256"],
-            )
+            FeatureSpec(t, (self.embedding_dim,), "float32", extractor, EXTRACTOR_VERSION, config, result.checkpoint_sha256)
             for t in targets
         ]
         with CacheWriter(self.cache_path, self.manifest, lock=self.lock) as writer:
             existing = set(writer.feature_sets())
             writer.prepare(specs, recompute=[t for t in targets if t in existing])
             with Cache(self.cache_path) as cache:
-                rows = ready_rows(cache, self.kinds)
                 for target in targets:
                     fail_rows_without_inputs(writer, cache, target, self.kinds)
-            for batch, embedding in embed_rows(net, self.cache_path, rows, self.config.batch_size, device, workers):
-                for target in targets:
-                    writer.write(target, batch.tolist(), embedding)
+            for target in targets:
+                writer.write(target, job.rows.tolist(), result.embeddings)
 
 
 def ready_rows(cache: Cache, kinds: tuple[str, ...]) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import multiprocessing
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -193,8 +194,10 @@ def batches_of(
 ) -> Iterator[tuple[np.ndarray, torch.Tensor, tuple[torch.Tensor, ...]]]:
     """(rows, labels, prepared inputs) on ``device`` for each batch, read by ``workers`` processes on a GPU."""
     on_gpu = device.type == "cuda"
+    # a daemonic process (a Dask worker by default) may not start loader processes: it reads the batches itself
+    readers = workers if on_gpu and not multiprocessing.current_process().daemon else 0
     dataset = CachedBatches(cache_path, kinds_of(net), batches, y)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers if on_gpu else 0, pin_memory=on_gpu)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=readers, pin_memory=on_gpu)
     try:
         for rows, labels, *arrays in loader:  # the loader turned the arrays into (pinned, on a GPU) CPU tensors
             yield np.asarray(rows), torch.as_tensor(labels).to(device, non_blocking=True), net.prepare(*arrays, device=device)

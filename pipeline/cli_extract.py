@@ -115,13 +115,13 @@ def _run(manifest: Manifest, cache_path: str, nets: tuple[str, ...], options: di
             lock=lock,
             progress=lambda results, total: tqdm(results, total=total, desc="features", unit="clip", disable=None),
         )
-    _report_features(summary)
-    failed = bool(summary.failures)
+        _report_features(summary)
+        failed = bool(summary.failures)
+        if nets and training is not None and not options["optimizer_study"]:
+            failed = _finetune(manifest, cache_path, nets, training, options, lock, pool) or failed
     if options["optimizer_study"]:
         _optimizer_study(cache_path, nets, training, options)
-    elif nets and training is not None:
-        failed = _finetune(manifest, cache_path, nets, training, options, lock) or failed
-    elif nets:
+    elif nets and training is None:
         embedded = export_embeddings(
             manifest,
             cache_path,
@@ -130,7 +130,9 @@ def _run(manifest: Manifest, cache_path: str, nets: tuple[str, ...], options: di
             recompute=options["recompute"],
             device=options["device"],
             lock=lock,
-            progress=lambda batches, total: tqdm(batches, total=total, desc="embeddings", unit="batch", disable=None),
+            progress=lambda net: (
+                lambda batches, total: tqdm(batches, total=total, desc=f"embeddings of {net}", unit="batch", disable=None)
+            ),
         )
         for note in embedded.notes:
             click.echo(note, err=True)
@@ -141,9 +143,9 @@ def _run(manifest: Manifest, cache_path: str, nets: tuple[str, ...], options: di
 
 
 def _finetune(
-    manifest: Manifest, cache_path: str, nets: tuple[str, ...], training: Any, options: dict[str, Any], lock: Any
+    manifest: Manifest, cache_path: str, nets: tuple[str, ...], training: Any, options: dict[str, Any], lock: Any, pool: Any
 ) -> bool:
-    """Fine-tuned embeddings per fold (or once), with a table of every (net, fold) unit."""
+    """Fine-tuned embeddings per fold (or once), each (net, fold) unit a job on ``pool``, with a table of the units."""
     from cache.read import Cache
     from extract.finetune import finetune_embeddings
     from pipeline.tables import format_table
@@ -157,6 +159,7 @@ def _finetune(
         weights_dir=options["weights_dir"],
         device=options["device"],
         recompute=options["recompute"],
+        executor=pool,
         lock=lock,
         log=lambda line: click.echo(line, err=True),
     )

@@ -2,37 +2,85 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from pipeline.clitools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand, print_json
+from pipeline.clitools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand, executor_options, print_json
 
 
 @click.command("predict", cls=MvemoCommand, context_settings=CONTEXT)
 @click.argument("model_dir", metavar="MODEL_DIR", type=click.Path(file_okay=False))
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--manifest", "manifest_path", default=None, type=click.Path(dir_okay=False), help="Label the clips of this manifest (CSV or JSONL) instead of FILES.")  # fmt: skip
+@click.option("--csv", "csv_path", default=None, type=click.Path(dir_okay=False), help="Write one results CSV: a row per clip with its label, a probability per class, or its error.")  # fmt: skip
 @click.option("--model", "model_name", default=None, help="Saved fusion model to use.  [default: the best by cross-validation]")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {file, label, probabilities} (or {file, error}).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {clip_id, file, label, probabilities} (or {clip_id, file, error}).")  # fmt: skip
+@executor_options
 @click.pass_context
-def predict(ctx: click.Context, model_dir: str, files: tuple[str, ...], model_name: str | None, as_json: bool) -> None:
-    """Label each FILE (video or audio) with the model saved by `mvemo fuse` in MODEL_DIR.
+def predict(
+    ctx: click.Context,
+    model_dir: str,
+    files: tuple[str, ...],
+    manifest_path: str | None,
+    csv_path: str | None,
+    model_name: str | None,
+    as_json: bool,
+    **options: Any,
+) -> None:
+    """Label each FILE (video or audio), or each clip of --manifest, with the model saved by `mvemo fuse` in MODEL_DIR.
 
-    A file that fails to decode is reported and the others still run (exit 3).
+    Clips fan out over --executor like `mvemo extract`. A clip that fails to decode is reported and the others
+    still run (exit 3). With --csv the console shows a summary instead of a row per clip.
     """
-    from pipeline.predict import predict_files
-    from pipeline.tables import format_table
+    from tqdm import tqdm
 
-    results = predict_files(model_dir, list(files), model=model_name)
+    from manifests import read_manifest
+    from manifests.errors import ConfigError
+    from pipeline.executors import build_executor
+    from pipeline.predict import Predictor, file_clip, write_results_csv
+
+    if bool(files) == bool(manifest_path):
+        raise ConfigError("give either FILE arguments or --manifest M, not both and not neither")
+    clips = list(read_manifest(manifest_path).clips) if manifest_path else [file_clip(f) for f in files]
+    labels = {c.clip_id: c.label for c in clips if c.label}
+    predictor = Predictor(model_dir, model_name)
+    with build_executor(options["executor"], workers=options["workers"], scheduler=options["scheduler"]) as pool:
+        stream = predictor.predict(clips, pool)
+        if csv_path:
+            stream = write_results_csv(stream, csv_path, predictor.classes, labels)
+        results = list(tqdm(stream, total=len(clips), desc="predict", unit="clip", disable=None))
+    failed = [r for r in results if "error" in r]
     if as_json:
         print_json(results)
+    elif csv_path:
+        _summary(results, labels, predictor, csv_path)
     else:
-        ok = [r for r in results if "label" in r]
-        if ok:
-            classes = list(ok[0]["probabilities"])
-            rows = [[r["file"], r["label"], *(f"{r['probabilities'][c]:.2f}" for c in classes)] for r in ok]
-            click.echo(format_table(["file", "emotion", *classes], rows))
-            click.echo(f"model: {ok[0]['model']}")
-        for r in results:
-            if "error" in r:
-                click.echo(f"failed: {r['file']}: {r['error']}", err=True)
-    if any("error" in r for r in results):
+        _table(results, predictor)
+    for r in failed:
+        click.echo(f"failed: {r['clip_id']}: {r['error']}", err=True)
+    if failed:
         ctx.exit(EXIT_CLIPS_FAILED)
+
+
+def _table(results: list[dict[str, Any]], predictor: Any) -> None:
+    from pipeline.tables import format_table
+
+    rows = [
+        [r["file"], r["label"], *(f"{r['probabilities'][c]:.2f}" for c in predictor.classes)] for r in results if "label" in r
+    ]
+    if rows:
+        click.echo(format_table(["file", "emotion", *predictor.classes], rows))
+    click.echo(f"model: {predictor.model}")
+
+
+def _summary(results: list[dict[str, Any]], labels: dict[str, str], predictor: Any, csv_path: str) -> None:
+    """Counts per predicted label and, where the manifest labels clips with the model's classes, the accuracy."""
+    labelled = [r for r in results if "label" in r]
+    counts = {c: sum(r["label"] == c for r in labelled) for c in predictor.classes}
+    click.echo(f"model: {predictor.model}; {len(labelled)} of {len(results)} clips labelled into {csv_path}")
+    click.echo(", ".join(f"{c} {n}" for c, n in counts.items()))
+    known = [r for r in labelled if labels.get(r["clip_id"]) in predictor.classes]
+    if known:
+        right = sum(r["label"] == labels[r["clip_id"]] for r in known)
+        click.echo(f"accuracy against the manifest's labels: {right}/{len(known)} = {right / len(known):.3f}")

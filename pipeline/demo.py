@@ -63,6 +63,6 @@ def run_demo(
     summary = extract_features(
         manifest, cache, DEMO_FEATURES, configs=configs, executor=executor, progress=progress("features", "clip")
     )
-    export_embeddings(manifest, cache, DEMO_NETS, progress=progress(f"embeddings of {', '.join(DEMO_NETS)}", "batch"))
+    export_embeddings(manifest, cache, DEMO_NETS, progress=lambda net: progress(f"embeddings of {net}", "batch"))
     report, _ = fuse_cache(cache, out, executor=executor)
     return DemoResult(path, manifest, summary, report, out)

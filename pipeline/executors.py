@@ -1,8 +1,10 @@
 """Executors the command line builds and hands down to the stages (which never import ``pipeline``).
 
-Every executor offers ``map(fn, *iterables)``, yielding in input order either a
-result or the exception that took the job down (a worker that died, a task the
-cluster gave up on), so a stage records that clip as failed and goes on.
+Every executor offers ``map(fn, *iterables, resources=None)``, yielding in input
+order either a result or the exception that took the job down (a worker that
+died, a task the cluster gave up on), so a stage records that clip as failed and
+goes on. ``resources`` (e.g. ``{"GPU": 1}``) are Dask worker resources a job
+asks for where the cluster's workers advertise them; elsewhere they mean nothing.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def _process_worker_init() -> None:
 class Executor:
     """The serial executor: every job in this process, in order."""
 
-    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any]) -> Iterator[Any]:
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], resources: dict[str, float] | None = None) -> Iterator[Any]:
         return map(fn, *iterables)
 
     def close(self) -> None:
@@ -64,7 +66,7 @@ class ProcessExecutor(Executor):
         context = multiprocessing.get_context("forkserver")
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_process_worker_init)
 
-    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any]) -> Iterator[Any]:
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], resources: dict[str, float] | None = None) -> Iterator[Any]:
         futures = [self.pool.submit(fn, *args) for args in zip(*iterables)]
         for future in futures:
             try:
@@ -103,8 +105,9 @@ class DaskExecutor(Executor):
             self.client = Client(scheduler)
         self.client.register_plugin(_SingleThread())
 
-    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any]) -> Iterator[Any]:
-        futures = self.client.map(fn, *(list(items) for items in iterables), pure=False)
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], resources: dict[str, float] | None = None) -> Iterator[Any]:
+        wanted = resources if resources and self.offers(resources) else None
+        futures = self.client.map(fn, *(list(items) for items in iterables), pure=False, resources=wanted)
         for future in futures:
             try:
                 yield future.result()
@@ -112,6 +115,11 @@ class DaskExecutor(Executor):
                 yield err
             finally:
                 future.release()
+
+    def offers(self, resources: dict[str, float]) -> bool:
+        """Whether some worker advertises every one of ``resources`` (a job asking for them would wait forever else)."""
+        workers = self.client.scheduler_info()["workers"].values()
+        return any(all(w.get("resources", {}).get(k, 0) >= v for k, v in resources.items()) for w in workers)
 
     def close(self) -> None:
         self.client.close()

@@ -1,24 +1,35 @@
-"""``mvemo predict``: label new files with a saved fusion model, computing exactly the features it was trained on."""
+"""``mvemo predict``: label new files with a saved fusion model, computing exactly the features it was trained on.
+
+Each clip is one job on the executor (serial, local processes or a Dask cluster),
+so a catalogue of new videos fans out like stage one; results stream into one CSV.
+"""
 
 from __future__ import annotations
 
+import csv
+import functools
+import json
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
 
 from extract.audio import LldConfig, MelConfig, WaveformConfig, compute_audio_features, config_from_dict, feature_specs
 from extract.embed import build_net
 from extract.finetune import load_checkpoint
 from extract.media import decode_audio
 from extract.nets import net_options
+from extract.nets.base import EmotionNet
 from extract.run import FeatureConfigs
 from extract.train import kinds_of
 from extract.video import VIDEO_FEATURES, FrameConfig, compute_video_features, video_feature_specs
 from fuse.models import LLDSTATS, summarize_lld
 from fuse.saved import SavedFusionModel, load_fusion_model
-from manifests.errors import ConfigError, MvemoError
+from manifests.errors import ConfigError, MediaError, MvemoError
 from manifests.schema import Clip
 
 
@@ -33,36 +44,56 @@ def choose_model(saved: SavedFusionModel, name: str | None) -> str:
     return max(models, key=lambda m: accuracy.get(m, 0.0))
 
 
-def model_inputs(saved: SavedFusionModel, name: str, path: Path) -> dict[str, np.ndarray]:
-    """Every input the model reads, computed from the file with the saved configs (fingerprints checked)."""
+def model_inputs(saved: SavedFusionModel, name: str, clip: Clip) -> dict[str, np.ndarray]:
+    """Every input the model reads, computed from the clip's media with the saved configs (fingerprints checked);
+    each feature set once, however many nets or pairs read it."""
+    return _model_inputs(saved, name, ClipFeatures(clip))
+
+
+def _model_inputs(saved: SavedFusionModel, name: str, features: ClipFeatures) -> dict[str, np.ndarray]:
     model = saved.document["models"][name]
+    inputs: dict[str, np.ndarray] = {}
     if model["averages"]:
-        inputs: dict[str, np.ndarray] = {}
         for pair in model["averages"]:
-            inputs.update(model_inputs(saved, pair, path))
+            inputs.update(_model_inputs(saved, pair, features))
         return inputs
-    inputs = {}
     for input_name, described in zip(model["inputs"], model["feature_sets"].values()):
         if input_name == LLDSTATS:
-            lld = _features(path, {"lld": described["config"]}, {"lld": described["fingerprint"]})["lld"]
+            lld = features.get({"lld": described["config"]}, {"lld": described["fingerprint"]})["lld"]
             inputs[input_name] = summarize_lld(lld[None], np.array([len(lld)]))
         else:
-            inputs[input_name] = _embedding(input_name, described, path, len(saved.classes), saved.folder)
+            net = _saved_net(input_name, len(saved.classes), json.dumps(described, sort_keys=True), saved.folder)
+            arrays = features.get(described["input_configs"], described["config"]["inputs"])
+            with torch.no_grad():
+                inputs[input_name] = net.embed(*net.prepare(*(arrays[k][None] for k in kinds_of(net)))).numpy()
     return inputs
 
 
 AUDIO_CONFIGS = {"mel": MelConfig, "lld": LldConfig, "waveform": WaveformConfig}
 
 
-def _features(path: Path, configs: dict[str, dict], fingerprints: dict[str, str]) -> dict[str, np.ndarray]:
-    """Feature sets of one file, computed with saved configs whose fingerprints must match this version's."""
-    audio = {k: v for k, v in configs.items() if k in AUDIO_CONFIGS}
-    video = {k: v for k, v in configs.items() if k in VIDEO_FEATURES}
-    unknown = sorted(set(configs) - set(audio) - set(video))
-    if unknown:
-        known = sorted([*AUDIO_CONFIGS, *VIDEO_FEATURES])
-        raise ConfigError(f"the saved model reads {unknown}: this version computes only {known} for new files")
-    return {**(_audio_features(path, audio, fingerprints) if audio else {}), **(_video_features(path, video, fingerprints) if video else {})}  # fmt: skip
+class ClipFeatures:
+    """The feature sets of one clip, each computed once, keyed by (name, fingerprint)."""
+
+    def __init__(self, clip: Clip) -> None:
+        self.clip = clip
+        self.computed: dict[tuple[str, str], np.ndarray] = {}
+
+    def get(self, configs: dict[str, dict], fingerprints: dict[str, str]) -> dict[str, np.ndarray]:
+        """The sets named in ``configs``, computed with those saved configs, whose fingerprints must match this version's."""
+        missing = {k: v for k, v in configs.items() if (k, fingerprints[k]) not in self.computed}
+        audio = {k: v for k, v in missing.items() if k in AUDIO_CONFIGS}
+        video = {k: v for k, v in missing.items() if k in VIDEO_FEATURES}
+        unknown = sorted(set(missing) - set(audio) - set(video))
+        if unknown:
+            known = sorted([*AUDIO_CONFIGS, *VIDEO_FEATURES])
+            raise ConfigError(f"the saved model reads {unknown}: this version computes only {known} for new files")
+        with threadpool_limits(1):  # as stage one computed the cached features: the same sums on every executor
+            if audio:
+                self.computed |= _audio_features(self.clip, audio, fingerprints)
+            if video:
+                self.computed |= _video_features(self.clip, video, fingerprints)
+        return {k: self.computed[(k, fingerprints[k])] for k in configs}
 
 
 def _check_fingerprint(name: str, computed: str, saved: str) -> None:
@@ -73,39 +104,44 @@ def _check_fingerprint(name: str, computed: str, saved: str) -> None:
         )
 
 
-def _video_features(path: Path, configs: dict[str, dict], fingerprints: dict[str, str]) -> dict[str, np.ndarray]:
+def _video_features(clip: Clip, configs: dict[str, dict], fingerprints: dict[str, str]) -> dict[tuple[str, str], np.ndarray]:
+    """Every video set one frame sampling gives (frames224 and frames112), keyed by (name, fingerprint)."""
     record: dict[str, Any] = {}
     for config in configs.values():
         record |= config
     frames = FrameConfig(**{k: record[k] for k in FrameConfig.__dataclass_fields__ if k in record})
-    for spec in video_feature_specs(frames):
+    specs = video_feature_specs(frames)
+    for spec in specs:
         if spec.name in configs:
             _check_fingerprint(spec.name, spec.fingerprint, fingerprints[spec.name])
-    computed = compute_video_features(Clip(str(path), "", video=path), frames)
-    return {name: computed[name] for name in configs}
+    computed = compute_video_features(clip, frames)
+    return {(spec.name, spec.fingerprint): computed[spec.name] for spec in specs}
 
 
-def _audio_features(path: Path, configs: dict[str, dict], fingerprints: dict[str, str]) -> dict[str, np.ndarray]:
+def _audio_features(clip: Clip, configs: dict[str, dict], fingerprints: dict[str, str]) -> dict[tuple[str, str], np.ndarray]:
     built = {kind: config_from_dict(AUDIO_CONFIGS[kind], config) for kind, config in configs.items()}
     for spec in feature_specs(mel=built.get("mel"), lld=built.get("lld"), wave=built.get("waveform")):
         _check_fingerprint(spec.name, spec.fingerprint, fingerprints[spec.name])
     window = next(iter(built.values())).audio_window if "lld" in built else next(iter(built.values())).window
     defaults = FeatureConfigs()
-    decoded = decode_audio(path, window, clip_id=str(path))
-    return compute_audio_features(
+    if clip.audio is None:
+        raise MediaError(f"clip {clip.clip_id!r}: the model reads audio and the manifest gives the clip no audio file")
+    decoded = decode_audio(clip.audio, window, clip_id=clip.clip_id)
+    computed = compute_audio_features(
         decoded,
         tuple(built),
         mel=built.get("mel", defaults.mel),
         lld=built.get("lld", defaults.lld),
         wave=built.get("waveform", defaults.waveform),
     )
+    return {(kind, fingerprints[kind]): computed[kind] for kind in built}
 
 
-def _embedding(net_name: str, described: dict[str, Any], path: Path, num_classes: int, folder: Path) -> np.ndarray:
-    """The net's embedding of one file: the saved net rebuilt (pretrained weights by sha256, the same seeded init,
-    or the fine-tuned checkpoint saved with the model), its inputs computed."""
-    import torch
-
+@functools.lru_cache(maxsize=8)
+def _saved_net(net_name: str, num_classes: int, described_json: str, folder: Path) -> EmotionNet:
+    """The saved net rebuilt once per process: pretrained weights by sha256, the same seeded init, or the
+    fine-tuned checkpoint saved with the model (``described_json``: its feature set in the model's document)."""
+    described = json.loads(described_json)
     config = described["config"]
     options = {k: config[k] for k in net_options(net_name) if k in config}
     net, _ = build_net(net_name, num_classes, weights_dir=None, seed=config["seed"], options=options)
@@ -116,26 +152,87 @@ def _embedding(net_name: str, described: dict[str, Any], path: Path, num_classes
             f"{net_name} was computed with weights of sha256 {described['weights_sha256'][:12] or '(random init)'},"
             f" found {net.weights_sha256[:12] or 'none'}; put the same weights in $MVEMO_WEIGHTS"
         )
-    arrays = _features(path, described["input_configs"], config["inputs"])
-    with torch.no_grad():
-        return net.eval().embed(*net.prepare(*(arrays[k][None] for k in kinds_of(net)))).numpy()
+    return net.eval()
 
 
-def predict_files(model_dir: str | os.PathLike[str], files: list[str], *, model: str | None = None) -> list[dict[str, Any]]:
-    """One result per file: ``{"file", "label", "probabilities"}`` or ``{"file", "error"}``; bad files never stop the rest."""
-    saved = load_fusion_model(model_dir)
-    name = choose_model(saved, model)
-    results: list[dict[str, Any]] = []
-    for file in files:
-        try:
-            proba = saved.predict_proba(name, model_inputs(saved, name, Path(file)))[0]
-        except MvemoError as err:
-            if isinstance(err, ConfigError):
-                raise
-            results.append({"file": file, "error": str(err)})
-            continue
-        probabilities = {c: float(p) for c, p in zip(saved.classes, proba)}
-        results.append(
-            {"file": file, "model": name, "label": saved.classes[int(np.argmax(proba))], "probabilities": probabilities}
-        )
-    return results
+def file_clip(file: str) -> Clip:
+    """A file named on the command line: one clip whose video and audio are that file, its path for id."""
+    return Clip(file, "", video=Path(file), audio=Path(file))
+
+
+class Predictor:
+    """A saved fusion model and the one of its models that labels new clips."""
+
+    def __init__(self, model_dir: str | os.PathLike[str], model: str | None = None) -> None:
+        self.saved = load_fusion_model(model_dir)
+        self.model = choose_model(self.saved, model)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.saved.classes
+
+    def predict(self, clips: Iterable[Clip], executor: Any = None) -> Iterator[dict[str, Any]]:
+        """One result per clip, in order: ``{"clip_id", "file", "model", "label", "probabilities"}`` or
+        ``{"clip_id", "file", "error"}``. A bad clip, even one that kills its worker, never stops the rest;
+        a ``ConfigError`` (the saved model does not fit this version) stops the run."""
+        clips = list(clips)
+        mapper = map if executor is None else executor.map
+        for clip, result in zip(clips, mapper(functools.partial(predict_clip, self.saved, self.model), clips)):
+            if isinstance(result, ConfigError):
+                raise result
+            if isinstance(result, BaseException):  # the executor lost the job (a worker died on this clip)
+                result = _failed(clip, f"clip {clip.clip_id!r}: its worker died ({type(result).__name__}: {result})")
+            yield result
+
+
+def predict_clip(saved: SavedFusionModel, name: str, clip: Clip) -> dict[str, Any]:
+    """The model's label for one clip (a job that runs on any executor's worker)."""
+    try:
+        proba = saved.predict_proba(name, model_inputs(saved, name, clip))[0]
+    except ConfigError:
+        raise
+    except MvemoError as err:
+        return _failed(clip, str(err))
+    except Exception as err:  # a decoder or library fault on one clip must not stop the run
+        return _failed(clip, f"clip {clip.clip_id!r}: {type(err).__name__}: {err}")
+    return {
+        "clip_id": clip.clip_id,
+        "file": _file_of(clip),
+        "model": name,
+        "label": saved.classes[int(np.argmax(proba))],
+        "probabilities": {c: float(p) for c, p in zip(saved.classes, proba)},
+    }
+
+
+def _file_of(clip: Clip) -> str:
+    return str(clip.video or clip.audio)
+
+
+def _failed(clip: Clip, reason: str) -> dict[str, Any]:
+    return {"clip_id": clip.clip_id, "file": _file_of(clip), "error": reason}
+
+
+def write_results_csv(
+    results: Iterable[dict[str, Any]], path: str | os.PathLike[str], classes: list[str], labels: dict[str, str] | None = None
+) -> Iterator[dict[str, Any]]:
+    """Stream ``results`` into one CSV (a row per clip: id, file, predicted label, a probability per class, or the
+    error; the manifest's label where it gives one), passing each result on. Rows go to ``PATH.partial``, which is
+    renamed to ``PATH`` once every clip is in, so an interrupted run leaves its finished rows and no complete-looking file.
+    """
+    path = Path(path)
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("w", newline="", encoding="utf-8") as f:
+        columns = ["clip_id", "file", *(["manifest_label"] if labels else []), "model", "predicted", *(f"p_{c}" for c in classes), "error"]  # fmt: skip
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for result in results:
+            row = {"clip_id": result["clip_id"], "file": result["file"], "error": result.get("error", "")}
+            if labels:
+                row["manifest_label"] = labels.get(result["clip_id"], "")
+            if "label" in result:
+                row |= {"model": result["model"], "predicted": result["label"]}
+                row |= {f"p_{c}": f"{p:.6f}" for c, p in result["probabilities"].items()}
+            writer.writerow(row)
+            f.flush()
+            yield result
+    os.replace(partial, path)

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ from click.testing import CliRunner
 from cache.read import Cache
 from fuse.models import lld_statistics
 from fuse.saved import load_fusion_model
-from manifests import read_manifest
+from manifests import Clip, read_manifest, write_manifest
 from manifests.folds import fold_table
 from manifests.synthetic import DEMO_CLASSES
 from pipeline.cli import cli
@@ -69,6 +71,42 @@ def test_predict_reports_a_bad_file_and_goes_on(tiny_demo: Path, tmp_path: Path)
     assert result.exit_code == 3
     first, second = json.loads(result.stdout)
     assert "cannot decode audio" in first["error"] and second["label"] in DEMO_CLASSES
+
+
+def test_predict_over_a_manifest_on_dask_writes_one_csv_equal_to_serial(tiny_demo: Path, tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00" * 100)
+    manifest = read_manifest(tiny_demo / "manifest.csv")
+    write_manifest(
+        replace(manifest, clips=(*manifest.clips, Clip("junk", "Sad", video=junk, audio=junk, fold=0))), tmp_path / "new.csv"
+    )
+    model = tiny_demo / "model"
+    args = ["predict", str(model), "--manifest", str(tmp_path / "new.csv"), "--model", "c3d+twodcnn"]
+    serial = CliRunner().invoke(cli, [*args, "--json"])
+    assert serial.exit_code == 3, serial.output
+    expected = {r["clip_id"]: r for r in json.loads(serial.stdout)}
+    out = tmp_path / "results.csv"
+    distributed = CliRunner().invoke(cli, [*args, "--csv", str(out), "--executor", "dask", "--workers", "2"])
+    assert distributed.exit_code == 3, distributed.output
+    assert "12 of 13 clips labelled" in distributed.stdout and "accuracy against the manifest's labels: " in distributed.stdout
+    assert "failed: junk: " in distributed.stderr and not out.with_name("results.csv.partial").exists()
+    with out.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["clip_id"] for r in rows] == [*manifest.clip_ids, "junk"], "one row per clip, in manifest order"
+    for row in rows[:-1]:
+        clip = expected[row["clip_id"]]
+        assert row["manifest_label"] in DEMO_CLASSES and row["predicted"] == clip["label"] and not row["error"]
+        # workers run torch on one thread, this process on all: float32 sums may differ in the last bits
+        np.testing.assert_allclose(
+            [float(row[f"p_{c}"]) for c in DEMO_CLASSES], [clip["probabilities"][c] for c in DEMO_CLASSES], atol=2e-6
+        )
+    assert "clip 'junk'" in rows[-1]["error"] and "re-encode or replace it" in rows[-1]["error"] and not rows[-1]["predicted"]
+
+
+def test_predict_needs_files_or_a_manifest(tiny_demo: Path) -> None:
+    result = CliRunner().invoke(cli, ["predict", str(tiny_demo / "model")])
+    assert result.exit_code == 2 and "give either FILE arguments or --manifest M" in result.output
 
 
 @pytest.mark.slow

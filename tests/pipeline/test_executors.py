@@ -90,3 +90,48 @@ def test_cv_on_dask_equals_serial(tmp_path: Path) -> None:
 def test_scheduler_needs_dask() -> None:
     with pytest.raises(ConfigError, match=r"--scheduler needs --executor dask"):
         build_executor("processes", scheduler="tcp://127.0.0.1:1")
+
+
+def test_fine_tuning_units_are_jobs_that_land_on_gpu_workers_and_equal_serial(tmp_path: Path) -> None:
+    """Each (net, fold) unit asks for GPU=1, so on a cluster where one worker advertises a GPU every unit runs
+    there (on the CPU here: device auto); the cache ends as the serial run's."""
+    import subprocess
+    import sys
+
+    import torch
+    from distributed import LocalCluster, get_task_stream
+
+    from extract.finetune import finetune_embeddings
+    from tests.extract.test_finetune import CONFIG, features
+
+    media = [write_tiny(tmp_path / "media" / f"{i}.wav", video=False) for i in range(12)]
+    manifest = Manifest(("a", "b"), tuple(Clip(f"c{i}", "ab"[i % 2], audio=p, fold=(i // 2) % 3) for i, p in enumerate(media)))
+    serial_cache, cluster_cache = features(manifest, tmp_path / "serial.h5"), features(manifest, tmp_path / "cluster.h5")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as on the cluster's workers: the same float sums
+    try:
+        finetune_embeddings(manifest, serial_cache, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")
+    finally:
+        torch.set_num_threads(threads)
+    with LocalCluster(n_workers=1, threads_per_worker=1, resources={"GPU": 1}, dashboard_address=None) as cluster:
+        cpu_only = subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", cluster.scheduler_address, "--nthreads", "1", "--no-dashboard"]
+        )
+        try:
+            with build_executor("dask", scheduler=cluster.scheduler_address) as executor:
+                executor.client.wait_for_workers(2, timeout=60)
+                gpu_worker = next(a for a, w in executor.client.scheduler_info()["workers"].items() if w["resources"])
+                with get_task_stream(executor.client) as stream:
+                    summary = finetune_embeddings(
+                        manifest, cluster_cache, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none", executor=executor
+                    )
+        finally:
+            cpu_only.terminate()
+            cpu_only.wait(timeout=30)
+    units = [task for task in stream.data if task["key"].startswith("train_unit")]
+    assert len(units) == 4 and {task["worker"] for task in units} == {gpu_worker}, "every unit ran on the GPU worker"
+    assert [u.fold for u in summary.units] == [0, 1, 2, None]
+    with Cache(serial_cache) as serial, Cache(cluster_cache) as cluster_run:
+        for name in ("emb/twodcnn/fold0", "emb/twodcnn/fold1", "emb/twodcnn/fold2", "emb/twodcnn/all"):
+            assert cluster_run.done(name).all()
+            np.testing.assert_array_equal(cluster_run.read_matrix(name), serial.read_matrix(name))
