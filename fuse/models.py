@@ -101,16 +101,17 @@ def resolve_sets(cache: Cache, inputs: tuple[str, ...], fold: int | None) -> tup
 
 
 def features(cache: Cache, sets: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """The concatenated matrix of ``sets``, shape (n_clips, n_features), and the mask of rows all of them hold."""
+    """The concatenated float32 matrix of ``sets``, shape (n_clips, n_features), and the mask of rows all of them
+    hold (float32 as cached: the heads' solver runs 3x faster than on float64, with the same accuracy)."""
     blocks, usable = [], np.ones(len(cache), dtype=bool)
     for set_name in sets:
         if set_name == LLDSTATS:
             X, done = lld_statistics(cache)
         else:
-            X, done = cache.read_matrix(set_name).astype(np.float64), cache.done(set_name)
+            X, done = cache.read_matrix(set_name), cache.done(set_name)
         blocks.append(X.reshape(len(cache), -1))
         usable &= done
-    return np.concatenate(blocks, axis=1), usable
+    return np.concatenate(blocks, axis=1, dtype=np.float32), usable
 
 
 def lld_statistics(cache: Cache) -> tuple[np.ndarray, np.ndarray]:
