@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import os
+import pickle
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -432,4 +433,8 @@ def load_checkpoint(net: EmotionNet, record: dict[str, str], folder: str | os.Pa
         raise ConfigError(
             f"checkpoint {str(path)!r} changed since the embeddings were written (sha256 differs); rerun mvemo extract"
         )
-    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)  # plain tensors only: a pickled object never runs
+    except pickle.UnpicklingError as err:
+        raise ConfigError(f"checkpoint {str(path)!r} holds more than a state dict of tensors; refused ({err})") from None
+    net.load_state_dict(state)

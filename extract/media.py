@@ -20,6 +20,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from extract.video_decode import check_file, decoder_reason, describe_clip
 from manifests.errors import ConfigError, MediaError
 
 SOUNDFILE_SUFFIXES = frozenset({".wav", ".flac", ".ogg"})
@@ -63,9 +64,8 @@ def decode_audio(path: str | os.PathLike[str], window: AudioWindow, *, clip_id: 
         Naming the clip, when the file is missing, undecodable or has no audio stream.
     """
     path = Path(path)
-    who = f"clip {clip_id!r} ({path})" if clip_id else str(path)
-    if not path.is_file():
-        raise MediaError(f"{who}: audio file does not exist; fix the path")
+    check_file(path, clip_id, kind="audio")
+    who = describe_clip(path, clip_id)
     try:
         if path.suffix.lower() in SOUNDFILE_SUFFIXES:
             x, sr, names = _read_soundfile(path, window)
@@ -73,7 +73,8 @@ def decode_audio(path: str | os.PathLike[str], window: AudioWindow, *, clip_id: 
             x, sr, names = _read_pyav(path, window, who)
     except (av.FFmpegError, sf.LibsndfileError, RuntimeError, ValueError) as err:
         raise MediaError(
-            f"{who}: cannot decode audio ({str(err).strip() or type(err).__name__}); replace or re-encode the file"
+            f"{who}: cannot decode audio ({decoder_reason(err)}): the file is corrupt, truncated or not media;"
+            " re-encode or replace it"
         ) from None
     y = (mono_weights(names) @ x).astype(np.float32, copy=False)
     if not np.isfinite(y).all():

@@ -151,18 +151,18 @@ class SampledFrames:
     frames_second: np.ndarray | None = None
 
 
-def who(path: str | os.PathLike[str], clip_id: str = "") -> str:
+def describe_clip(path: str | os.PathLike[str], clip_id: str = "") -> str:
     return f"clip {clip_id!r} ({path})" if clip_id else str(path)
 
 
-def check_file(path: Path, clip_id: str = "") -> None:
-    """Raise ``MediaError`` for a missing, non-regular or empty file, before any decoder sees it."""
+def check_file(path: Path, clip_id: str = "", kind: str = "video") -> None:
+    """Raise ``MediaError`` for a missing, non-regular or empty ``kind`` file, before any decoder sees it."""
     if not path.exists():
-        raise MediaError(f"{who(path, clip_id)}: video file does not exist; fix the path in the manifest")
+        raise MediaError(f"{describe_clip(path, clip_id)}: {kind} file does not exist; fix the path in the manifest")
     if not path.is_file():
-        raise MediaError(f"{who(path, clip_id)}: not a regular file; give a path to a video file")
+        raise MediaError(f"{describe_clip(path, clip_id)}: not a regular file; give a path to a {kind} file")
     if path.stat().st_size == 0:
-        raise MediaError(f"{who(path, clip_id)}: video file is empty (0 bytes); replace the file")
+        raise MediaError(f"{describe_clip(path, clip_id)}: {kind} file is empty (0 bytes); replace the file")
 
 
 class _Cancelled(Exception):
@@ -187,7 +187,7 @@ class _Deadline:
         if time.monotonic() > self.end:
             where = f" (stopped near {float(ticks * tb):.1f} s of the video)" if ticks is not None and tb is not None else ""
             raise DecodeTimeoutError(
-                f"{who(self.path, self.clip_id)}: decoding took longer than timeout_s={self.timeout_s:g}{where};"
+                f"{describe_clip(self.path, self.clip_id)}: decoding took longer than timeout_s={self.timeout_s:g}{where};"
                 " raise timeout_s if the file is fine but long or large, else re-encode or replace it"
             )
 
@@ -235,12 +235,12 @@ def _open(path: Path, clip_id: str) -> Any:
         return av.open(str(path), metadata_errors="ignore")
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as err:
         raise MediaError(
-            f"{who(path, clip_id)}: cannot open as media ({_reason(err)}): the file is corrupt, truncated"
+            f"{describe_clip(path, clip_id)}: cannot open as media ({decoder_reason(err)}): the file is corrupt, truncated"
             " or not a video; re-encode or replace it"
         ) from None
 
 
-def _reason(err: BaseException) -> str:
+def decoder_reason(err: BaseException) -> str:
     """FFmpeg's words for an error, without its errno and the path or function it appends."""
     text = getattr(err, "strerror", None) or str(err).strip() or type(err).__name__
     return str(text).split(": '")[0]
@@ -252,7 +252,7 @@ def _video_stream(container: Any, path: Path, clip_id: str) -> Any:
         cover = " (only cover art)" if container.streams.video else ""
         kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
         raise NoVideoStreamError(
-            f"{who(path, clip_id)}: the file has no video stream{cover} (streams: {kinds}); clear the clip's"
+            f"{describe_clip(path, clip_id)}: the file has no video stream{cover} (streams: {kinds}); clear the clip's"
             " 'video' column to use it as audio-only, or give a file with pictures"
         )
     return streams[0]
@@ -292,7 +292,9 @@ def _demux(container: Any, stream: Any, seek_pts: int | None, path: Path, clip_i
             if packet.size:
                 yield packet
     except av.FFmpegError as err:
-        raise MediaError(f"{who(path, clip_id)}: corrupt container ({_reason(err)}); re-encode or replace the file") from None
+        raise MediaError(
+            f"{describe_clip(path, clip_id)}: corrupt container ({decoder_reason(err)}); re-encode or replace the file"
+        ) from None
 
 
 @dataclass
@@ -339,7 +341,7 @@ def _read_index(
     else:
         index.complete = True
     if not any(index.shown):
-        raise MediaError(f"{who(path, clip_id)}: the video stream holds no frames; replace the file")
+        raise MediaError(f"{describe_clip(path, clip_id)}: the video stream holds no frames; replace the file")
     if index.complete:
         _check_not_truncated(container, stream, index, seek_pts is None, path, clip_id)
     return index
@@ -355,7 +357,7 @@ def _check_not_truncated(container: Any, stream: Any, index: _Index, from_start:
         found = sum(index.shown)
         if found < listed:
             raise MediaError(
-                f"{who(path, clip_id)}: the file is truncated: its index lists {listed} video frames, the data"
+                f"{describe_clip(path, clip_id)}: the file is truncated: its index lists {listed} video frames, the data"
                 f" holds {found}; re-download or re-encode it"
             )
     if not index.timed:
@@ -370,7 +372,7 @@ def _check_not_truncated(container: Any, stream: Any, index: _Index, from_start:
             slack_s = max(2.0, 0.1 * declared_s)
     if declared_s is not None and end_s < declared_s - slack_s:
         raise MediaError(
-            f"{who(path, clip_id)}: the file is truncated: its video ends at {end_s:.2f} s, its header"
+            f"{describe_clip(path, clip_id)}: the file is truncated: its video ends at {end_s:.2f} s, its header"
             f" declares {declared_s:.2f} s; re-download or re-encode it"
         )
 
@@ -430,7 +432,7 @@ def _window(params: DecodeParams, first: Fraction, end: Fraction | None, path: P
         stop = stop if end is None else min(stop, end)
     if stop <= start:
         raise MediaError(
-            f"{who(path, clip_id)}: window_start_s={params.window_start_s:g} lies past the end of the video"
+            f"{describe_clip(path, clip_id)}: window_start_s={params.window_start_s:g} lies past the end of the video"
             f" ({float(end or 0):.2f} s); lower window_start_s in the frame config"
         )
     return start, stop
@@ -467,7 +469,7 @@ def _sample_timed(
     if len(got) < len(want):
         missing = sorted(want - set(got))
         raise MediaError(
-            f"{who(path, clip_id)}: the decoder gave no picture for the frame at {float(missing[0] * tb):.2f} s"
+            f"{describe_clip(path, clip_id)}: the decoder gave no picture for the frame at {float(missing[0] * tb):.2f} s"
             f" ({len(missing)} of the sampled frames): the stream is corrupt; re-encode or replace the file"
         )
     return SampledFrames(
@@ -689,7 +691,7 @@ def _decode(
                 if frame.is_corrupt:
                     if strict:
                         raise MediaError(
-                            f"{who(path, clip_id)}: the frame at {float(frame.pts * tb):.2f} s is corrupt"
+                            f"{describe_clip(path, clip_id)}: the frame at {float(frame.pts * tb):.2f} s is corrupt"
                             " (the decoder concealed errors); re-encode or replace the file"
                         )
                     continue
@@ -702,7 +704,7 @@ def _decode(
             pts = packet.pts
             if pts != index.pts[i]:
                 raise MediaError(
-                    f"{who(path, clip_id)}: the file reads differently the second time (packet {i}); it is"
+                    f"{describe_clip(path, clip_id)}: the file reads differently the second time (packet {i}); it is"
                     " being written to, or its container is corrupt; re-encode or replace it"
                 )
             action = actions[i]
@@ -717,7 +719,7 @@ def _decode(
         collect(cc.decode(None))
     except av.FFmpegError as err:
         raise MediaError(
-            f"{who(path, clip_id)}: corrupt video data near {float(pts * tb):.2f} s ({_reason(err)});"
+            f"{describe_clip(path, clip_id)}: corrupt video data near {float(pts * tb):.2f} s ({decoder_reason(err)});"
             " re-encode or replace the file"
         ) from None
     return got, decoded
@@ -774,11 +776,13 @@ def _sample_by_order(path: Path, params: DecodeParams, index: _Index, deadline: 
                 n += 1
         except av.FFmpegError as err:
             raise MediaError(
-                f"{who(path, clip_id)}: corrupt video data after frame {n} ({_reason(err)}); re-encode or replace the file"
+                f"{describe_clip(path, clip_id)}: corrupt video data after frame {n} ({decoder_reason(err)}); re-encode or replace the file"
             ) from None
         codec = stream.codec_context.name
     if len(got) < len(wanted):
-        raise MediaError(f"{who(path, clip_id)}: the stream gave {n} pictures for {count} packets; re-encode or replace the file")
+        raise MediaError(
+            f"{describe_clip(path, clip_id)}: the stream gave {n} pictures for {count} packets; re-encode or replace the file"
+        )
     return SampledFrames(
         frames=np.stack([got[k][0] for k in picks]),
         frames_second=_stack_second([got[k][1] for k in picks]),

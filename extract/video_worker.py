@@ -46,8 +46,8 @@ from extract.video_decode import (
     NoVideoStreamError,
     SampledFrames,
     VideoSource,
+    describe_clip,
     read_sample,
-    who,
 )
 from manifests.errors import MediaError
 
@@ -111,7 +111,7 @@ class FrameWorker:
             if not header["ok"]:
                 error: Exception = _ERRORS.get(header["error"], WorkerError)(header["message"])
                 if isinstance(error, WorkerError):
-                    error = WorkerError(f"video worker failed on {who(path, clip_id)}:\n{header['message']}")
+                    error = WorkerError(f"video worker failed on {describe_clip(path, clip_id)}:\n{header['message']}")
                 raise _Answered(error)
             frames = np.empty(header["shape"], dtype=np.uint8)
             _read_into(proc.stdout, frames.data.cast("B"), deadline)
@@ -122,7 +122,7 @@ class FrameWorker:
         except _Timeout:
             self.close(kill=True)
             raise DecodeTimeoutError(
-                f"{who(path, clip_id)}: decoding did not finish within timeout_s={timeout_s:g} and its process was"
+                f"{describe_clip(path, clip_id)}: decoding did not finish within timeout_s={timeout_s:g} and its process was"
                 " stopped; raise timeout_s if the file is fine but long or large, else re-encode or replace it"
             ) from None
         except (_Died, BrokenPipeError):
@@ -130,7 +130,7 @@ class FrameWorker:
             self.close()
             how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
             raise MediaError(
-                f"{who(path, clip_id)}: the decoder process died ({how}) while reading this file; re-encode or replace it"
+                f"{describe_clip(path, clip_id)}: the decoder process died ({how}) while reading this file; re-encode or replace it"
             ) from None
         except _Answered as answer:  # the child said why and is ready for the next clip
             raise answer.error from None

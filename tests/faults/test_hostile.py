@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 import re
 import resource
@@ -12,9 +13,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from cache.fingerprint import file_sha256
 from cache.layout import feature_path
 from cache.read import Cache
 from cache.store import CacheWriter
+from manifests import ConfigError
 from pipeline.cli import cli
 from tests.cache.helpers import MEL, row_values, stand_in_manifest
 from tests.conftest import write_tiny
@@ -45,6 +48,33 @@ def test_a_pickle_payload_in_a_cache_is_never_run(tmp_path: Path) -> None:
     with Cache(cache) as reader:
         reader.read_matrix("mel")
         reader.info()
+    assert not marker.exists()
+
+
+def test_a_pickle_payload_in_a_model_s_checkpoint_or_heads_is_never_run(tmp_path: Path) -> None:
+    """Even with its sha256 recorded to match (an attacker who edits model.json too), a checkpoint that is not a
+    plain state dict is refused, and pickles planted in heads.h5 are never read."""
+    from extract.finetune import load_checkpoint
+    from extract.nets import get_net
+    from fuse.heads import LinearSoftmax
+    from fuse.saved import HEADS_H5, MODEL_JSON, load_fusion_model
+
+    marker = tmp_path / "ran"
+    checkpoint = tmp_path / "checkpoints" / "twodcnn.pt"
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(pickle.dumps({"conv.weight": Payload(marker)}))
+    record = {"path": "checkpoints/twodcnn.pt", "sha256": file_sha256(checkpoint)}
+    with pytest.raises(ConfigError, match=r"twodcnn.pt' holds more than a state dict of tensors; refused"):
+        load_checkpoint(get_net("twodcnn", num_classes=2), record, tmp_path)
+    (tmp_path / MODEL_JSON).write_text(json.dumps({"classes": ["a", "b"], "models": {}}))
+    linear = LinearSoftmax(np.array([0, 1]), np.zeros(3), np.ones(3), np.zeros((2, 3)), np.zeros(2))
+    with h5py.File(tmp_path / HEADS_H5, "w") as f:
+        for key in ("classes", "mean", "scale", "weights", "bias"):
+            f[f"lldstats/{key}"] = getattr(linear, key)
+        f.attrs["payload"] = np.void(pickle.dumps(Payload(marker)))
+        f["lldstats"].create_dataset("pickled", data=np.frombuffer(pickle.dumps(Payload(marker)), dtype=np.uint8))
+    saved = load_fusion_model(tmp_path)
+    np.testing.assert_allclose(saved.heads["lldstats"].predict_proba(np.zeros((1, 3))), [[0.5, 0.5]])
     assert not marker.exists()
 
 
