@@ -41,12 +41,14 @@ from cache.store import CacheWriter
 from extract.embed import EXTRACTOR_VERSION, build_net, fail_rows_without_inputs, input_fingerprints, input_options
 from extract.nets.base import EmotionNet
 from extract.train import TrainConfig, embed_rows, kinds_of, resolve_device, train_net
-from manifests.errors import ConfigError, MvemoError
+from manifests.errors import ConfigError
 from manifests.schema import Manifest
 
 PROTOCOLS = ("leakfree", "paper")
 # Net options while fine-tuning: paper 001 trains the 2D CNN with ReLU where the MSD weights were trained with ELU.
 FINETUNE_OPTIONS = {"twodcnn": {"activation": "relu"}}
+# A job whose worker died (Dask gave up on it, or the local pool broke): the unit itself may be fine.
+LOST_JOB_ERRORS = ("KilledWorker", "BrokenProcessPool")
 # What a fine-tuning job asks of a Dask cluster whose workers advertise it (dask-worker --resources GPU=1).
 GPU_RESOURCES = {"GPU": 1}
 
@@ -74,9 +76,16 @@ def checkpoint_dir(cache_path: str | os.PathLike[str]) -> Path:
     return path.with_name(path.name + ".checkpoints")
 
 
-def inner_split(rows: np.ndarray, y: np.ndarray, groups: list[str], share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def inner_split(
+    rows: np.ndarray, y: np.ndarray, groups: list[str], share: float, seed: int, unit: str = "fine-tuning"
+) -> tuple[np.ndarray, np.ndarray]:
     """(train, validation) rows: the first of round(1 / share) grouped, stratified splits of ``rows``
     (fewer splits, so a larger validation share, where the largest class has fewer clips than that)."""
+    if len({groups[r] for r in rows}) < 2:
+        raise ConfigError(
+            f"{unit}: {len(rows)} clips with their inputs computed, too few to train and pick an epoch;"
+            " compute the net's inputs for more clips (see the failures of `mvemo cache info`)"
+        )
     largest_class = int(np.bincount(y[rows]).max())
     splitter = StratifiedGroupKFold(n_splits=max(2, min(round(1 / share), largest_class)), shuffle=True, random_state=seed)
     with warnings.catch_warnings():  # a class with fewer clips than splits simply misses some splits
@@ -108,10 +117,13 @@ def finetune_embeddings(
     """
     if protocol not in PROTOCOLS:
         raise ConfigError(f"--protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
-    cache_path = str(cache_path)
+    cache_path = str(Path(cache_path).absolute())  # jobs may run on workers started in other folders
+    weights_dir = None if weights_dir is None else Path(weights_dir).absolute()
     summary = FinetuneSummary()
     y, folds, groups, n_classes = clip_table(cache_path)
     fold_ids = sorted(set(folds[folds >= 0].tolist()))
+    if not fold_ids:
+        raise ConfigError("fine-tuning needs the manifest's folds; run `mvemo manifest folds MANIFEST --k K` first")
     units = {}
     for name in nets:
         units[name] = Units(cache_path, manifest, name, n_classes, config, protocol, weights_dir, lock, recompute)
@@ -120,11 +132,12 @@ def finetune_embeddings(
     first: list[tuple[Units, int | None, list[str], np.ndarray, np.ndarray | None, int | None]] = []
     for u in units.values():
         if protocol == "paper":
-            train, val = inner_split(u.ready, y, groups, config.validation_share, config.seed)
+            train, val = inner_split(u.ready, y, groups, config.validation_share, config.seed, f"{u.name}, all clips")
             first.append((u, None, [f"emb/{u.name}/all", *(f"emb/{u.name}/fold{k}" for k in fold_ids)], train, val, None))
         else:
             for k in fold_ids:
-                train, val = inner_split(u.ready[folds[u.ready] != k], y, groups, config.validation_share, config.seed)
+                pool = u.ready[folds[u.ready] != k]
+                train, val = inner_split(pool, y, groups, config.validation_share, config.seed, f"{u.name}, fold {k}")
                 first.append((u, k, [f"emb/{u.name}/fold{k}"], train, val, None))
     summary.units += run(first)
     if protocol == "leakfree":  # the final models: all clips, for the median of their folds' epochs
@@ -172,11 +185,11 @@ def _run_units(
         summaries[i] = UnitSummary(units.name, job.fold, result.epochs, result.val_accuracy, result.seconds)
     if errors:
         error = errors[0]
-        if isinstance(error, MvemoError):
-            raise error
-        raise ConfigError(
-            f"a fine-tuning job was lost ({type(error).__name__}: {error}); finished units are kept, rerun to resume"
-        ) from error
+        if type(error).__name__ in LOST_JOB_ERRORS:
+            raise ConfigError(
+                f"a fine-tuning job was lost ({type(error).__name__}: {error}); finished units are kept, rerun to resume"
+            ) from error
+        raise error
     return [summaries[i] for i in range(len(plan))]
 
 

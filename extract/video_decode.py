@@ -160,7 +160,7 @@ def check_file(path: Path, clip_id: str = "", kind: str = "video") -> None:
     if not path.exists():
         raise MediaError(f"{describe_clip(path, clip_id)}: {kind} file does not exist; fix the path in the manifest")
     if not path.is_file():
-        raise MediaError(f"{describe_clip(path, clip_id)}: not a regular file; give a path to a {kind} file")
+        raise MediaError(f"{describe_clip(path, clip_id)}: not a regular file; give the {kind} file's path")
     if path.stat().st_size == 0:
         raise MediaError(f"{describe_clip(path, clip_id)}: {kind} file is empty (0 bytes); replace the file")
 

@@ -159,7 +159,8 @@ def _finetune(
         weights_dir=options["weights_dir"],
         device=options["device"],
         recompute=options["recompute"],
-        executor=pool,
+        # units fan out over a Dask cluster, whose GPU workers take one each; local workers would share one device
+        executor=pool if options["executor"] == "dask" else None,
         lock=lock,
         log=lambda line: click.echo(line, err=True),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -42,7 +43,10 @@ def predict(
 
     if bool(files) == bool(manifest_path):
         raise ConfigError("give either FILE arguments or --manifest M, not both and not neither")
-    clips = list(read_manifest(manifest_path).clips) if manifest_path else [file_clip(f) for f in files]
+    if csv_path and not Path(csv_path).absolute().parent.is_dir():
+        raise ConfigError(f"--csv {csv_path}: its folder does not exist; create it or choose another path")
+    # a missing file is one clip's failure, reported in its row, not the run's
+    clips = list(read_manifest(manifest_path, check_files=False).clips) if manifest_path else [file_clip(f) for f in files]
     labels = {c.clip_id: c.label for c in clips if c.label}
     predictor = Predictor(model_dir, model_name)
     with build_executor(options["executor"], workers=options["workers"], scheduler=options["scheduler"]) as pool:

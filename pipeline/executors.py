@@ -117,14 +117,21 @@ class DaskExecutor(Executor):
                 future.release()
 
     def offers(self, resources: dict[str, float]) -> bool:
-        """Whether some worker advertises every one of ``resources`` (a job asking for them would wait forever else)."""
-        workers = self.client.scheduler_info()["workers"].values()
-        return any(all(w.get("resources", {}).get(k, 0) >= v for k, v in resources.items()) for w in workers)
+        """Whether some worker advertises every one of ``resources`` (a job asking for them would wait forever else).
+        Asked of the scheduler itself: ``scheduler_info`` lists only the first workers of a large cluster."""
+        offered = self.client.run_on_scheduler(_scheduler_resources)
+        workers = set.union(set(), *(set(by_worker) for by_worker in offered.values()))
+        return any(all(offered.get(k, {}).get(w, 0) >= v for k, v in resources.items()) for w in workers)
 
     def close(self) -> None:
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
+
+
+def _scheduler_resources(dask_scheduler: Any) -> dict[str, dict[str, float]]:
+    """Run on the scheduler: each resource's quantity per worker address."""
+    return {name: dict(by_worker) for name, by_worker in dask_scheduler.resources.items()}
 
 
 def _single_thread_plugin_base() -> type:

@@ -157,14 +157,15 @@ def _saved_net(net_name: str, num_classes: int, described_json: str, folder: Pat
 
 def file_clip(file: str) -> Clip:
     """A file named on the command line: one clip whose video and audio are that file, its path for id."""
-    return Clip(file, "", video=Path(file), audio=Path(file))
+    path = Path(file).absolute()  # as a manifest's paths: a worker may run in another folder
+    return Clip(file, "", video=path, audio=path)
 
 
 class Predictor:
     """A saved fusion model and the one of its models that labels new clips."""
 
     def __init__(self, model_dir: str | os.PathLike[str], model: str | None = None) -> None:
-        self.saved = load_fusion_model(model_dir)
+        self.saved = load_fusion_model(Path(model_dir).absolute())
         self.model = choose_model(self.saved, model)
 
     @property

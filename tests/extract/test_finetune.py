@@ -14,13 +14,13 @@ from click.testing import CliRunner
 import extract.finetune
 from cache.fingerprint import file_sha256
 from cache.read import Cache
-from extract.finetune import checkpoint_dir, finetune_embeddings, out_of_fold_probabilities
+from extract.finetune import checkpoint_dir, finetune_embeddings, inner_split, out_of_fold_probabilities
 from extract.run import extract_features
 from extract.train import STUDY_OPTIMIZERS, CachedBatches, TrainConfig
 from fuse.models import protocol
 from fuse.run import fuse_cache
 from fuse.saved import load_fusion_model
-from manifests import Clip, Manifest, write_manifest
+from manifests import Clip, ConfigError, Manifest, write_manifest
 from pipeline.cli import cli
 from pipeline.optimizer_study import study_folder
 from tests.conftest import write_tiny
@@ -242,3 +242,9 @@ def test_running_out_of_device_memory_names_a_smaller_batch(tmp_path: Path, mani
     y = np.arange(12) % 2
     with pytest.raises(ConfigError, match=r"twodcnn: out of device memory at batch size 4.*\[train\] batch_size = 2"):
         train_net(net, str(cache), y, np.arange(8), None, CONFIG, epochs=1, device=torch.device("cpu"))
+
+
+def test_a_unit_with_too_few_clips_is_an_input_error_naming_it() -> None:
+    y, groups = np.array([0, 1, 0]), ["g", "g", "h"]
+    with pytest.raises(ConfigError, match=r"twodcnn, fold 2: 2 clips with their inputs computed, too few to train"):
+        inner_split(np.array([0, 1]), y, groups, 0.25, 0, "twodcnn, fold 2")

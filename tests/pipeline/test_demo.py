@@ -78,9 +78,9 @@ def test_predict_over_a_manifest_on_dask_writes_one_csv_equal_to_serial(tiny_dem
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"\x00" * 100)
     manifest = read_manifest(tiny_demo / "manifest.csv")
-    write_manifest(
-        replace(manifest, clips=(*manifest.clips, Clip("junk", "Sad", video=junk, audio=junk, fold=0))), tmp_path / "new.csv"
-    )
+    gone = tmp_path / "gone.mp4"
+    bad = (Clip("junk", "Sad", video=junk, audio=junk, fold=0), Clip("gone", "Sad", video=gone, audio=gone, fold=1))
+    write_manifest(replace(manifest, clips=(*manifest.clips, *bad)), tmp_path / "new.csv")
     model = tiny_demo / "model"
     args = ["predict", str(model), "--manifest", str(tmp_path / "new.csv"), "--model", "c3d+twodcnn"]
     serial = CliRunner().invoke(cli, [*args, "--json"])
@@ -89,19 +89,21 @@ def test_predict_over_a_manifest_on_dask_writes_one_csv_equal_to_serial(tiny_dem
     out = tmp_path / "results.csv"
     distributed = CliRunner().invoke(cli, [*args, "--csv", str(out), "--executor", "dask", "--workers", "2"])
     assert distributed.exit_code == 3, distributed.output
-    assert "12 of 13 clips labelled" in distributed.stdout and "accuracy against the manifest's labels: " in distributed.stdout
+    assert "12 of 14 clips labelled" in distributed.stdout and "accuracy against the manifest's labels: " in distributed.stdout
     assert "failed: junk: " in distributed.stderr and not out.with_name("results.csv.partial").exists()
     with out.open(newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [r["clip_id"] for r in rows] == [*manifest.clip_ids, "junk"], "one row per clip, in manifest order"
-    for row in rows[:-1]:
+    assert [r["clip_id"] for r in rows] == [*manifest.clip_ids, "junk", "gone"], "one row per clip, in manifest order"
+    for row in rows[:-2]:
         clip = expected[row["clip_id"]]
         assert row["manifest_label"] in DEMO_CLASSES and row["predicted"] == clip["label"] and not row["error"]
         # workers run torch on one thread, this process on all: float32 sums may differ in the last bits
         np.testing.assert_allclose(
             [float(row[f"p_{c}"]) for c in DEMO_CLASSES], [clip["probabilities"][c] for c in DEMO_CLASSES], atol=2e-6
         )
-    assert "clip 'junk'" in rows[-1]["error"] and "re-encode or replace it" in rows[-1]["error"] and not rows[-1]["predicted"]
+    junk_row, gone_row = rows[-2:]
+    assert "clip 'junk'" in junk_row["error"] and "re-encode or replace it" in junk_row["error"] and not junk_row["predicted"]
+    assert "clip 'gone'" in gone_row["error"] and "does not exist" in gone_row["error"]
 
 
 def test_predict_needs_files_or_a_manifest(tiny_demo: Path) -> None:
