@@ -19,6 +19,7 @@ from pipeline.cli_extract import extract
 from pipeline.cli_predict import predict
 from pipeline.cli_weights import weights_group
 from pipeline.clitools import CONTEXT, EXIT_CLIPS_FAILED, MvemoGroup, print_json
+from pipeline.executors import keep_freed_heap
 
 
 @click.group(cls=MvemoGroup, context_settings=CONTEXT)
@@ -156,6 +157,7 @@ cli.add_command(weights_group)
 
 def main() -> None:
     """Entry point of ``mvemo``."""
+    keep_freed_heap()
     cli(prog_name="mvemo")
 
 

@@ -54,6 +54,9 @@ def test_lld_columns_match_librosa() -> None:
     chroma = librosa.feature.chroma_stft(S=stft**2, sr=44100, n_fft=2048, tuning=0.0)
     first = columns.index("chroma_0")
     np.testing.assert_allclose(lld[:, first : first + 12], chroma.T, atol=1e-3)
+    contrast = librosa.feature.spectral_contrast(S=stft, sr=44100, n_fft=2048, fmin=200.0, n_bands=6)
+    first = columns.index("contrast_0")
+    np.testing.assert_allclose(lld[:, first : first + 7], contrast.T, atol=1e-2)
 
 
 def test_lld_pitch_of_a_sung_note() -> None:
@@ -184,3 +187,5 @@ def test_configs_validate() -> None:
         LldConfig(rp_weight=1.5)
     with pytest.raises(ConfigError, match=r"duration_s=0"):
         AudioWindow(duration_s=0)
+    with pytest.raises(ConfigError, match=r"contrast_fmin_hz=4000.0, contrast_n_bands=6"):
+        LldConfig(contrast_fmin_hz=4000.0)
