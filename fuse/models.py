@@ -83,16 +83,35 @@ def select_models(cache: Cache, names: str | None) -> list[FusionModel]:
 
 
 def input_set(cache: Cache, net: str, fold: int | None) -> str:
-    """The feature set one net contributes for test fold ``fold`` (None: the final model, all clips)."""
+    """The feature set one net contributes for test fold ``fold`` (None: the final model, all clips).
+
+    A fold reads ``emb/<net>/fold<k>``; it reads ``emb/<net>/all`` only where the net
+    was never fine-tuned: a fine-tuned ``all`` has trained on the test fold, and a
+    net with some fold sets but not this one is a fine-tuning that did not finish.
+    """
     sets = set(cache.feature_sets())
-    if fold is not None and f"emb/{net}/fold{fold}" in sets:
-        return f"emb/{net}/fold{fold}"
-    if f"emb/{net}/all" in sets:
-        return f"emb/{net}/all"
-    missing = f"emb/{net}/fold{fold}" if fold is not None else f"emb/{net}/all"
-    raise CacheError(
-        f"cache {str(cache.path)!r} lacks {missing}; compute it with `mvemo extract MANIFEST --cache {cache.path} --nets {net}`"
-    )
+    fold_set, all_set = f"emb/{net}/fold{fold}", f"emb/{net}/all"
+    where = f"cache {str(cache.path)!r}"
+    command = f"`mvemo extract MANIFEST --cache {cache.path} --nets {net}"
+    if fold is None:
+        if all_set in sets:
+            return all_set
+        raise CacheError(f"{where} lacks {all_set}; compute it with {command}`")
+    if fold_set in sets:
+        return fold_set
+    if any(name.startswith(f"emb/{net}/fold") for name in sets):
+        raise CacheError(
+            f"{where} lacks {fold_set} while other folds of {net} are fine-tuned: the fine-tuning did not finish;"
+            f" rerun it with {command} --finetune last|full` (it resumes where it stopped)"
+        )
+    if all_set not in sets:
+        raise CacheError(f"{where} lacks {fold_set}; compute it with {command}`")
+    if cache.config(all_set).get("finetune", "none") != "none":
+        raise CacheError(
+            f"{where} lacks {fold_set}, and {all_set} was fine-tuned on every clip, fold {fold}'s included:"
+            f" testing on it would leak; fine-tune per fold with {command} --finetune last|full`"
+        )
+    return all_set
 
 
 def resolve_sets(cache: Cache, inputs: tuple[str, ...], fold: int | None) -> tuple[str, ...]:

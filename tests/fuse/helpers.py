@@ -19,15 +19,21 @@ def embedding_cache(
     nets: dict[str, tuple[int, float]],
     n_per_class: int = 30,
     k: int = 3,
-    per_fold: bool = False,
+    fold_sets: tuple[int, ...] = (),
+    with_all: bool = True,
+    finetune: str = "none",
     seed: int = 0,
     protocol: str = "leakfree",
 ) -> Path:
-    """A cache whose emb sets hold class means plus noise: ``nets`` maps net -> (dim, separation)."""
+    """A cache whose emb sets hold class means plus noise: ``nets`` maps net -> (dim, separation).
+
+    Each net gets ``emb/<net>/fold<k>`` for the folds in ``fold_sets`` and, with
+    ``with_all``, ``emb/<net>/all`` made with ``finetune``.
+    """
     rng = np.random.default_rng(seed)
     n = n_per_class * len(CLASSES)
     media = path.parent / "media"
-    media.mkdir(exist_ok=True)
+    media.mkdir(parents=True, exist_ok=True)
     clips = []
     for i in range(n):
         file = media / f"{i}.wav"
@@ -39,9 +45,9 @@ def embedding_cache(
     for net, (dim, separation) in nets.items():
         means = rng.standard_normal((len(CLASSES), dim)) * separation
         X = (means[y] + rng.standard_normal((n, dim))).astype(np.float32)
-        names = [f"emb/{net}/fold{f}" for f in range(k)] if per_fold else [f"emb/{net}/all"]
+        names = [f"emb/{net}/fold{f}" for f in fold_sets] + ([f"emb/{net}/all"] if with_all else [])
         for name in names:
-            specs.append(FeatureSpec(name, (dim,), "float32", net, "1", {"protocol": protocol}))
+            specs.append(FeatureSpec(name, (dim,), "float32", net, "1", {"protocol": protocol, "finetune": finetune}))
             values[name] = X
     with CacheWriter(path, manifest) as writer:
         writer.prepare(specs)

@@ -65,7 +65,7 @@ class SpyHead(LogisticHead):
 
 
 def test_the_test_fold_never_reaches_fit(tmp_path: Path) -> None:
-    cache = embedding_cache(tmp_path / "c.h5", nets={"onedcnn": (4, 1.0)}, per_fold=True)
+    cache = embedding_cache(tmp_path / "c.h5", nets={"onedcnn": (4, 1.0)}, fold_sets=(0, 1, 2), with_all=False)
     with Cache(cache) as reader:
         folds = reader.folds
     import h5py
@@ -115,6 +115,17 @@ def test_folds_and_missing_embeddings_are_input_errors(tmp_path: Path) -> None:
         cross_validate(cache, models="i3d+twodcnn")
     result = CliRunner().invoke(cli, ["cv", "--folds", "6", "--cache", str(cache), "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and "use --folds 3" in result.output
+
+
+def test_a_fold_never_reads_embeddings_that_trained_on_it(tmp_path: Path) -> None:
+    trained_on_all = embedding_cache(tmp_path / "a" / "c.h5", nets={"onedcnn": (4, 1.0)}, finetune="full")
+    with pytest.raises(CacheError, match=r"lacks emb/onedcnn/fold0, and emb/onedcnn/all was fine-tuned on every clip"):
+        cross_validate(trained_on_all)
+    unfinished = embedding_cache(tmp_path / "b" / "c.h5", nets={"onedcnn": (4, 1.0)}, fold_sets=(0, 1))
+    with pytest.raises(CacheError, match=r"lacks emb/onedcnn/fold2 while other folds of onedcnn are fine-tuned"):
+        cross_validate(unfinished)
+    untrained = embedding_cache(tmp_path / "c" / "c.h5", nets={"onedcnn": (4, 3.0)})
+    assert cross_validate(untrained).metrics["onedcnn"]["accuracy"]["mean"] > 0.9
 
 
 def test_cv_and_fuse_write_reports_pictures_and_a_model(tmp_path: Path) -> None:
