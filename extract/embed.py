@@ -8,9 +8,11 @@ a random initialisation and the fingerprints of the cached inputs it read.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +24,7 @@ from cache.read import Cache
 from cache.store import CacheWriter
 from extract.nets import PRETRAINED, get_net, input_kind, net_options
 from extract.nets.base import EmotionNet
-from extract.train import embed_rows, kinds_of, resolve_device
+from extract.train import GPU_RESOURCES, embed_rows, in_order, kinds_of, resolve_device
 from extract.weights import find_weights
 from manifests.errors import ConfigError
 from manifests.schema import Manifest
@@ -89,6 +91,39 @@ def fail_rows_without_inputs(writer: CacheWriter, cache: Cache, set_name: str, k
         writer.fail(set_name, int(row), reason, status=ABSENT if ABSENT in statuses else FAILED)
 
 
+# Clips per job on an executor, in whole batches so that every clip meets the batch it meets in-process:
+# a minute of I3D on a CPU core, a fraction of a second on a GPU.
+BATCHES_PER_JOB = 8
+
+
+@dataclass(frozen=True)
+class EmbedJob:
+    """One net's embeddings of some rows of the cache, a job an executor's worker runs."""
+
+    cache_path: str
+    net: str
+    n_classes: int
+    weights_dir: str | None
+    seed: int
+    options: tuple[tuple[str, Any], ...]
+    rows: np.ndarray
+    batch_size: int
+    device: str
+
+
+def embed_job(job: EmbedJob) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of ``job`` and their float32 embeddings, shape (rows, embedding_dim)."""
+    net = _worker_net(job.net, job.n_classes, job.weights_dir, job.seed, job.options)
+    parts = list(embed_rows(net, job.cache_path, job.rows, job.batch_size, resolve_device(job.device)))
+    return np.concatenate([rows for rows, _ in parts]), np.concatenate([embedding for _, embedding in parts])
+
+
+@functools.lru_cache(maxsize=4)
+def _worker_net(name: str, n_classes: int, weights_dir: str | None, seed: int, options: tuple) -> EmotionNet:
+    """Each worker builds (and loads) a net once for all its jobs."""
+    return build_net(name, n_classes, weights_dir=weights_dir, seed=seed, options=dict(options))[0]
+
+
 def export_embeddings(
     manifest: Manifest,
     cache_path: str | os.PathLike[str],
@@ -99,20 +134,29 @@ def export_embeddings(
     seed: int = 0,
     recompute: Iterable[str] = (),
     device: str = "auto",
+    executor: Any = None,
     lock: CacheLock | None = None,
     progress: Callable[[str], Callable[[Iterable[Any], int], Iterable[Any]] | None] | None = None,
 ) -> EmbedSummary:
     """Write ``emb/<net>/all`` for every clip whose inputs are in the cache (computed before, by ``extract_features``).
 
-    ``progress(net)``, if given, returns the callable that wraps that net's batches: ``bar(batches, total)``.
+    Without ``executor`` the batches stream through this process (on a GPU, with
+    loader processes reading the cache); with one, jobs of ``BATCHES_PER_JOB``
+    batches run on its workers (asking a Dask cluster for a ``GPU`` unless
+    ``device`` is ``cpu``), and this process writes what they return. A job that
+    is lost fails its clips, with the reason; the others are written.
+    ``progress(net)``, if given, returns the callable that wraps that net's
+    results: ``bar(results, total)``.
     """
     nets = tuple(nets)
+    cache_path = str(Path(cache_path).absolute())  # jobs may run on workers started in other folders
     summary = EmbedSummary()
     with Cache(cache_path) as reader:
         n_classes = len(reader.classes)
     with CacheWriter(cache_path, manifest, lock=lock) as writer, Cache(cache_path) as cache:
         for name in nets:
-            net, note = build_net(name, n_classes, weights_dir=weights_dir, seed=seed, options=input_options(name, cache))
+            options = input_options(name, cache)
+            net, note = build_net(name, n_classes, weights_dir=weights_dir, seed=seed, options=options)
             summary.notes.append(note)
             kinds = kinds_of(net)
             config = {
@@ -123,28 +167,30 @@ def export_embeddings(
                 "inputs": input_fingerprints(cache, name, kinds),
             }
             set_name = f"emb/{name}/all"
-            writer.prepare(
-                [
-                    FeatureSpec(
-                        set_name,
-                        (net.embedding_dim,),
-                        "float32",
-                        f"mvemo.net.{name}",
-                        EXTRACTOR_VERSION,
-                        config,
-                        net.weights_sha256,
-                    )
-                ],
-                recompute=[set_name] if set_name in recompute else [],
+            spec = FeatureSpec(
+                set_name, (net.embedding_dim,), "float32", f"mvemo.net.{name}", EXTRACTOR_VERSION, config, net.weights_sha256
             )
+            writer.prepare([spec], recompute=[set_name] if set_name in recompute else [])
             fail_rows_without_inputs(writer, cache, set_name, kinds)
             todo = writer.todo(set_name)
             rows = todo[np.logical_and.reduce([cache.done(k) for k in kinds])[todo]]
-            batches = embed_rows(net, str(cache_path), rows, batch_size, resolve_device(device))
-            total = -(-len(rows) // batch_size)
+            if executor is None:
+                jobs = in_order(rows, batch_size)
+                results: Iterable[Any] = embed_rows(net, cache_path, rows, batch_size, resolve_device(device))
+            else:
+                shared = (cache_path, name, n_classes, None if weights_dir is None else str(Path(weights_dir).absolute()))
+                jobs = in_order(rows, batch_size * BATCHES_PER_JOB)
+                work = [EmbedJob(*shared, seed, tuple(sorted(options.items())), part, batch_size, device) for part in jobs]
+                results = executor.map(embed_job, work, resources=None if device == "cpu" else GPU_RESOURCES)
             bar = progress(name) if progress else None
-            for batch, embedding in bar(batches, total) if bar else batches:
-                writer.write(set_name, batch.tolist(), embedding)
+            for part, result in zip(jobs, bar(results, len(jobs)) if bar else results):
+                if isinstance(result, BaseException):  # a job the executor lost (its workers died)
+                    for row in part:
+                        reason = f"clip {writer.clip_ids[row]!r}: its embedding job was lost ({type(result).__name__}: {result})"
+                        writer.fail(set_name, int(row), reason)
+                    continue
+                done_rows, embedding = result
+                writer.write(set_name, done_rows.tolist(), embedding)
     with Cache(cache_path) as cache:  # the writer's structural changes replaced the file the inputs were read from
         failures = cache.failures()
         for name in nets:

@@ -40,7 +40,7 @@ from cache.read import Cache
 from cache.store import CacheWriter
 from extract.embed import EXTRACTOR_VERSION, build_net, fail_rows_without_inputs, input_fingerprints, input_options
 from extract.nets.base import EmotionNet
-from extract.train import TrainConfig, embed_rows, kinds_of, resolve_device, train_net
+from extract.train import GPU_RESOURCES, TrainConfig, embed_rows, kinds_of, resolve_device, train_net
 from manifests.errors import ConfigError
 from manifests.schema import Manifest
 
@@ -49,8 +49,6 @@ PROTOCOLS = ("leakfree", "paper")
 FINETUNE_OPTIONS = {"twodcnn": {"activation": "relu"}}
 # A job whose worker died (Dask gave up on it, or the local pool broke): the unit itself may be fine.
 LOST_JOB_ERRORS = ("KilledWorker", "BrokenProcessPool")
-# What a fine-tuning job asks of a Dask cluster whose workers advertise it (dask-worker --resources GPU=1).
-GPU_RESOURCES = {"GPU": 1}
 
 
 @dataclass

@@ -23,6 +23,8 @@ from extract.nets.base import EmotionNet
 from manifests.errors import ConfigError
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
+# What a job that runs a net asks of a Dask cluster whose workers advertise it (dask-worker --resources GPU=1).
+GPU_RESOURCES = {"GPU": 1}
 FINETUNE_MODES = ("last", "full")
 
 

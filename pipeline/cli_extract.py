@@ -119,25 +119,26 @@ def _run(manifest: Manifest, cache_path: str, nets: tuple[str, ...], options: di
         failed = bool(summary.failures)
         if nets and training is not None and not options["optimizer_study"]:
             failed = _finetune(manifest, cache_path, nets, training, options, lock, pool) or failed
+        elif nets and training is None:
+            embedded = export_embeddings(
+                manifest,
+                cache_path,
+                nets,
+                weights_dir=options["weights_dir"],
+                recompute=options["recompute"],
+                device=options["device"],
+                executor=None if options["executor"] == "serial" else pool,  # serial: batches stream through this process
+                lock=lock,
+                progress=lambda net: (
+                    lambda results, total: tqdm(results, total=total, desc=f"embeddings of {net}", unit="batch", disable=None)
+                ),
+            )
+            for note in embedded.notes:
+                click.echo(note, err=True)
+            done = {f"emb/{net}/all": n for net, n in embedded.done.items()}
+            failed = _report_embeddings(done, {f"emb/{net}/all": r for net, r in embedded.failed.items()}) or failed
     if options["optimizer_study"]:
         _optimizer_study(cache_path, nets, training, options)
-    elif nets and training is None:
-        embedded = export_embeddings(
-            manifest,
-            cache_path,
-            nets,
-            weights_dir=options["weights_dir"],
-            recompute=options["recompute"],
-            device=options["device"],
-            lock=lock,
-            progress=lambda net: (
-                lambda batches, total: tqdm(batches, total=total, desc=f"embeddings of {net}", unit="batch", disable=None)
-            ),
-        )
-        for note in embedded.notes:
-            click.echo(note, err=True)
-        done = {f"emb/{net}/all": n for net, n in embedded.done.items()}
-        failed = _report_embeddings(done, {f"emb/{net}/all": r for net, r in embedded.failed.items()}) or failed
     click.echo(f"{len(manifest)} clips in {summary.seconds:.1f} s (features) into {cache_path}")
     return failed
 

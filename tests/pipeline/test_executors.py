@@ -137,3 +137,52 @@ def test_fine_tuning_units_are_jobs_that_land_on_gpu_workers_and_equal_serial(tm
         for name in ("emb/twodcnn/fold0", "emb/twodcnn/fold1", "emb/twodcnn/fold2", "emb/twodcnn/all"):
             assert cluster_run.done(name).all()
             np.testing.assert_array_equal(cluster_run.read_matrix(name), serial.read_matrix(name))
+
+
+def embed_or_die(job: object, marker: str, always: bool) -> object:
+    """An embedding job that kills its worker when it holds row 2: once (retried elsewhere), or every time."""
+    from extract.embed import embed_job
+
+    if 2 in job.rows and (always or not os.path.exists(marker)):  # type: ignore[attr-defined]
+        Path(marker).touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return embed_job(job)  # type: ignore[arg-type]
+
+
+def test_dask_embeddings_equal_serial_even_when_a_worker_dies(tmp_path: Path, manifest: Manifest, monkeypatch) -> None:
+    import torch
+
+    import extract.embed
+    from extract.embed import export_embeddings
+
+    nets = ["onedcnn", "twodcnn"]
+    caches = {run: tmp_path / f"{run}.h5" for run in ("serial", "dask", "killed", "doomed")}
+    for cache in caches.values():
+        extract_features(manifest, cache, ("waveform", "mel"), configs=CONFIGS)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as on the cluster's workers: the same float sums
+    try:
+        export_embeddings(manifest, caches["serial"], nets, weights_dir=tmp_path / "none", batch_size=1)
+    finally:
+        torch.set_num_threads(threads)
+    monkeypatch.setattr(extract.embed, "BATCHES_PER_JOB", 2)  # three jobs of two clips per net
+    marker = str(tmp_path / "killed-once")
+    with build_executor("dask", workers=2) as executor:
+        export_embeddings(manifest, caches["dask"], nets, weights_dir=tmp_path / "none", batch_size=1, executor=executor)
+        monkeypatch.setattr(extract.embed, "embed_job", lambda job: embed_or_die(job, marker, always=False))
+        killed = export_embeddings(
+            manifest, caches["killed"], nets, weights_dir=tmp_path / "none", batch_size=1, executor=executor
+        )
+        monkeypatch.setattr(extract.embed, "embed_job", lambda job: embed_or_die(job, marker, always=True))
+        doomed = export_embeddings(
+            manifest, caches["doomed"], ["onedcnn"], weights_dir=tmp_path / "none", batch_size=1, executor=executor
+        )
+    assert os.path.exists(marker), "a worker was killed mid-job"
+    assert killed.done == {"onedcnn": 6, "twodcnn": 6} and not any(killed.failed.values())
+    assert doomed.done["onedcnn"] == 4 and set(doomed.failed["onedcnn"]) == {"c2", "c3"}
+    assert "embedding job was lost" in doomed.failed["onedcnn"]["c2"]
+    with Cache(caches["serial"]) as serial, Cache(caches["dask"]) as dask, Cache(caches["killed"]) as retried:
+        for net in nets:
+            expected = serial.read_matrix(f"emb/{net}/all")
+            np.testing.assert_array_equal(dask.read_matrix(f"emb/{net}/all"), expected)
+            np.testing.assert_array_equal(retried.read_matrix(f"emb/{net}/all"), expected)
