@@ -32,11 +32,11 @@ from manifests.schema import Manifest
 EXTRACTOR_VERSION = "1"
 
 
-def input_kinds(nets: Iterable[str]) -> tuple[str, ...]:
-    """The cached feature sets the nets read, in a stable order."""
+def input_kinds(nets: Iterable[str], net_options: Mapping[str, Mapping[str, Any]] = {}) -> tuple[str, ...]:
+    """The cached feature sets the nets (with their ``net_options``) read, in a stable order."""
     kinds: list[str] = []
     for name in nets:
-        kind = get_net(name, num_classes=2).input_kind
+        kind = get_net(name, num_classes=2, **net_options.get(name, {})).input_kind
         kinds.extend((kind,) if isinstance(kind, str) else kind)
     return tuple(dict.fromkeys(kinds))
 
@@ -134,6 +134,7 @@ def export_embeddings(
     seed: int = 0,
     recompute: Iterable[str] = (),
     device: str = "auto",
+    net_options: Mapping[str, Mapping[str, Any]] = {},
     executor: Any = None,
     lock: CacheLock | None = None,
     progress: Callable[[str], Callable[[Iterable[Any], int], Iterable[Any]] | None] | None = None,
@@ -145,8 +146,9 @@ def export_embeddings(
     batches run on its workers (asking a Dask cluster for a ``GPU`` unless
     ``device`` is ``cpu``), and this process writes what they return. A job that
     is lost fails its clips, with the reason; the others are written.
-    ``progress(net)``, if given, returns the callable that wraps that net's
-    results: ``bar(results, total)``.
+    ``net_options`` maps a net to options of ``get_net`` (a config file's
+    ``[net.<name>]``). ``progress(net)``, if given, returns the callable that
+    wraps that net's results: ``bar(results, total)``.
     """
     nets = tuple(nets)
     cache_path = str(Path(cache_path).absolute())  # jobs may run on workers started in other folders
@@ -155,7 +157,7 @@ def export_embeddings(
         n_classes = len(reader.classes)
     with CacheWriter(cache_path, manifest, lock=lock) as writer, Cache(cache_path) as cache:
         for name in nets:
-            options = input_options(name, cache)
+            options = {**net_options.get(name, {}), **input_options(name, cache)}
             net, note = build_net(name, n_classes, weights_dir=weights_dir, seed=seed, options=options)
             summary.notes.append(note)
             kinds = kinds_of(net)

@@ -203,12 +203,13 @@ def clip_table(cache_path: str) -> tuple[np.ndarray, np.ndarray, list[str], int]
 
 
 def build_finetune_net(
-    cache_path: str, name: str, n_classes: int, seed: int, weights_dir: str | os.PathLike[str] | None
+    cache_path: str, name: str, n_classes: int, config: TrainConfig, weights_dir: str | os.PathLike[str] | None
 ) -> tuple[EmotionNet, str]:
-    """The net as fine-tuning starts it (``FINETUNE_OPTIONS``, options from its cached input, pretrained weights)."""
+    """The net as fine-tuning starts it (``FINETUNE_OPTIONS``, then the config's, then those its cached input sets,
+    pretrained weights)."""
     with Cache(cache_path) as cache:
-        options = {**FINETUNE_OPTIONS.get(name, {}), **input_options(name, cache)}
-    return build_net(name, n_classes, weights_dir=weights_dir, seed=seed, options=options)
+        options = {**FINETUNE_OPTIONS.get(name, {}), **config.net_options.get(name, {}), **input_options(name, cache)}
+    return build_net(name, n_classes, weights_dir=weights_dir, seed=config.seed, options=options)
 
 
 def out_of_fold_probabilities(
@@ -226,14 +227,14 @@ def out_of_fold_probabilities(
     cache_path = str(cache_path)
     torch_device = resolve_device(device)
     y, folds, groups, n_classes = clip_table(cache_path)
-    net, _ = build_finetune_net(cache_path, name, n_classes, config.seed, weights_dir)
+    net, _ = build_finetune_net(cache_path, name, n_classes, config, weights_dir)
     with Cache(cache_path) as cache:
         ready = ready_rows(cache, kinds_of(net))
     ready = ready[folds[ready] >= 0]
     proba = np.zeros((len(ready), n_classes), dtype=np.float32)
     for k in sorted(set(folds[ready].tolist())):
         train_rows, val_rows = inner_split(ready[folds[ready] != k], y, groups, config.validation_share, config.seed)
-        net, _ = build_finetune_net(cache_path, name, n_classes, config.seed, weights_dir)
+        net, _ = build_finetune_net(cache_path, name, n_classes, config, weights_dir)
         result = train_net(net, cache_path, y, train_rows, val_rows, config, device=torch_device, workers=workers)
         test = ready[folds[ready] == k]
         for batch, p in embed_rows(net, cache_path, test, config.batch_size, torch_device, workers, probabilities=True):
@@ -284,7 +285,7 @@ def train_unit(job: UnitJob) -> UnitResult:
     """Fine-tune one unit, save its checkpoint and embed every ready clip (a job that runs on any executor's worker)."""
     began = time.perf_counter()
     device = resolve_device(job.device)
-    net, _ = build_finetune_net(job.cache_path, job.name, job.n_classes, job.config.seed, job.weights_dir)
+    net, _ = build_finetune_net(job.cache_path, job.name, job.n_classes, job.config, job.weights_dir)
     if net.weights_sha256 != job.pretrained_sha256:
         raise ConfigError(
             f"{job.name}: this worker found pretrained weights of sha256 {net.weights_sha256[:12] or '(none)'}, the run"
@@ -346,7 +347,7 @@ class Units:
         self.config, self.protocol, self.lock = config, protocol, lock
         self.weights_dir = None if weights_dir is None else str(weights_dir)
         self.recompute = set(recompute)
-        net, self.note = build_finetune_net(cache_path, name, n_classes, config.seed, weights_dir)
+        net, self.note = build_finetune_net(cache_path, name, n_classes, config, weights_dir)
         self.kinds, self.embedding_dim, self.pretrained_sha256 = kinds_of(net), net.embedding_dim, net.weights_sha256
         with Cache(cache_path) as cache:
             self.inputs = input_fingerprints(cache, name, self.kinds)

@@ -108,6 +108,8 @@ class TrainConfig:
         Seeds the initialisation, the validation split and the batch order.
     optimizers : dict of net name to OptimizerConfig
         Overrides of ``PAPER_OPTIMIZERS``.
+    net_options : dict of net name to dict
+        Options of ``get_net`` (a config file's ``[net.<name>]`` tables).
     """
 
     finetune: str = "full"
@@ -117,6 +119,7 @@ class TrainConfig:
     validation_share: float = 0.2
     seed: int = 0
     optimizers: dict[str, OptimizerConfig] = field(default_factory=dict)
+    net_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.finetune not in FINETUNE_MODES:
@@ -132,8 +135,8 @@ class TrainConfig:
 
     def record(self, net: str) -> dict[str, Any]:
         """What decides a net's fine-tuned weights (fingerprinted)."""
-        fields = {k: v for k, v in asdict(self).items() if k != "optimizers"}
-        return {**fields, "optimizer": asdict(self.optimizer(net))}
+        fields = {k: v for k, v in asdict(self).items() if k not in ("optimizers", "net_options")}
+        return {**fields, "optimizer": asdict(self.optimizer(net)), "net_options": self.net_options.get(net, {})}
 
 
 def resolve_device(name: str) -> torch.device:

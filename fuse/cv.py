@@ -23,6 +23,9 @@ from fuse.metrics import mcnemar, summarize
 from fuse.models import FusionModel, features, protocol, resolve_sets, select_models
 from manifests.errors import CacheError, ConfigError
 
+# Wraps results as they arrive, e.g. a progress bar: progress(results, total).
+Progress = Callable[[Iterable[Any], int], Iterable[Any]]
+
 
 class Executor(Protocol):
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any]) -> Iterator[Any]: ...
@@ -96,6 +99,7 @@ def cross_validate(
     n_folds: int | None = None,
     head: Any = None,
     executor: Executor | None = None,
+    progress: Progress | None = None,
 ) -> CvResult:
     """Every model x every fold, metrics per model, and integrated vs the best unimodal model.
 
@@ -110,6 +114,8 @@ def cross_validate(
         A scikit-learn classifier, cloned per fit (default ``LogisticHead``).
     executor : object with ``map``, optional
         Where the (model, fold) fits run; serial by default.
+    progress : callable, optional
+        ``progress(fits, total)`` wraps the fits' results as they arrive (a progress bar).
     """
     head = head if head is not None else make_head()
     with Cache(cache_path) as cache:
@@ -120,7 +126,8 @@ def cross_validate(
     tasks = [(m, fold) for m in direct for fold in range(k)]
     mapper = map if executor is None else executor.map
     fit = functools.partial(fit_fold, cache_path, head=head)
-    outputs = list(mapper(fit, [m for m, _ in tasks], [fold for _, fold in tasks]))
+    results = mapper(fit, [m for m, _ in tasks], [fold for _, fold in tasks])
+    outputs = list(progress(results, len(tasks)) if progress else results)
     predictions: dict[str, ModelPredictions] = {}
     for model in direct:
         parts = [out for (m, _), out in zip(tasks, outputs) if m == model]

@@ -8,7 +8,7 @@ from typing import Any
 
 from cache.read import Cache
 from cache.store import mvemo_version
-from fuse.cv import Executor, cross_validate
+from fuse.cv import Executor, Progress, cross_validate
 from fuse.heads import make_head
 from fuse.models import select_models
 from fuse.report import write_report
@@ -23,9 +23,14 @@ def run_cv(
     n_folds: int | None = None,
     head: str = "logistic",
     executor: Executor | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Cross-validate and write ``report.md``, ``report.json`` and the PNGs into ``out``; returns the report document."""
-    result = cross_validate(cache_path, models=models, n_folds=n_folds, head=make_head(head), executor=executor)
+    """Cross-validate and write ``report.md``, ``report.json`` and the PNGs into ``out``; returns the report document.
+
+    ``progress(fits, total)``, if given, wraps the (model, fold) fits as they finish."""
+    result = cross_validate(
+        cache_path, models=models, n_folds=n_folds, head=make_head(head), executor=executor, progress=progress
+    )
     with Cache(cache_path) as cache:
         fingerprint = cache.combined_fingerprint()
     header = {"cache_fingerprint": fingerprint, "config": {"head": head, "models": models or "all"}, "version": mvemo_version()}
@@ -39,9 +44,10 @@ def fuse_cache(
     models: str | None = None,
     head: str = "logistic",
     executor: Executor | None = None,
+    progress: Progress | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """The CV report in ``out``, then every model's head trained on all clips, saved in ``out/model``."""
-    document = run_cv(cache_path, out, models=models, head=head, executor=executor)
+    document = run_cv(cache_path, out, models=models, head=head, executor=executor, progress=progress)
     with Cache(cache_path) as cache:
         chosen = select_models(cache, models)
     heads = train_final(cache_path, chosen, make_head(head))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -274,11 +275,17 @@ def _new_scene(cues: VideoCues, rng: np.random.Generator, width: int, height: in
     return background, shapes
 
 
-def write_synthetic_set(root: str | os.PathLike[str], config: SyntheticConfig | None = None) -> list[dict[str, Any]]:
+def write_synthetic_set(
+    root: str | os.PathLike[str],
+    config: SyntheticConfig | None = None,
+    *,
+    progress: Callable[[Iterable[Any], int], Iterable[Any]] | None = None,
+) -> list[dict[str, Any]]:
     """Write ``root/<class>/<n>.mp4`` music videos (h264 + AAC) for the six classes of paper 001.
 
     Each clip draws its musical and visual cues from its class's distributions
     (``draw_cues``), seeded per clip, so the same config writes the same set.
+    ``progress(clips, total)``, if given, wraps the clips as they are written.
 
     Returns
     -------
@@ -287,15 +294,15 @@ def write_synthetic_set(root: str | os.PathLike[str], config: SyntheticConfig | 
     """
     config = config or SyntheticConfig()
     written = []
-    for c, label in enumerate(DEMO_CLASSES):
+    clips = [(c, label, i) for c, label in enumerate(DEMO_CLASSES) for i in range(config.clips_per_class)]
+    for c, label, i in progress(clips, len(clips)) if progress else clips:
         folder = Path(root) / label
         folder.mkdir(parents=True, exist_ok=True)
-        for i in range(config.clips_per_class):
-            rng = np.random.default_rng([config.seed, c, i])
-            audio, video = draw_cues(label, rng, config.spread)
-            y = synthesize_audio(audio, config.duration_s, config.sr, rng)
-            frames = synthesize_video(video, config.duration_s, config.fps, (config.width, config.height), rng)
-            path = write_media(folder / f"{i:03d}.mp4", frames=frames, fps=config.fps, y=y, sr=config.sr)
-            cues = {f"audio_{k}": v for k, v in asdict(audio).items()} | {f"video_{k}": v for k, v in asdict(video).items()}
-            written.append({"path": path, "label": label, **cues})
+        rng = np.random.default_rng([config.seed, c, i])
+        audio, video = draw_cues(label, rng, config.spread)
+        y = synthesize_audio(audio, config.duration_s, config.sr, rng)
+        frames = synthesize_video(video, config.duration_s, config.fps, (config.width, config.height), rng)
+        path = write_media(folder / f"{i:03d}.mp4", frames=frames, fps=config.fps, y=y, sr=config.sr)
+        cues = {f"audio_{k}": v for k, v in asdict(audio).items()} | {f"video_{k}": v for k, v in asdict(video).items()}
+        written.append({"path": path, "label": label, **cues})
     return written

@@ -21,6 +21,13 @@ def echo_summary(document: dict[str, Any], out: str) -> None:
     )
 
 
+def fits_bar(results: Any, total: int) -> Any:
+    """A progress bar over the (model, fold) fits, on stderr and only on a terminal."""
+    from tqdm import tqdm
+
+    return tqdm(results, total=total, desc="fusion heads", unit="fit", disable=None)
+
+
 HEAD_OPTION = click.option(
     "--head",
     default="logistic",
@@ -49,7 +56,7 @@ def cv(n_folds: int, cache_path: str, out: str, models: str | None, head: str, a
     from pipeline.executors import build_executor
 
     with build_executor(where["executor"], workers=where["workers"], scheduler=where["scheduler"]) as executor:
-        document = run_cv(cache_path, out, models=models, n_folds=n_folds, head=head, executor=executor)
+        document = run_cv(cache_path, out, models=models, n_folds=n_folds, head=head, executor=executor, progress=fits_bar)
     if as_json:
         print_json(document)
     else:
@@ -70,6 +77,6 @@ def fuse(cache_path: str, out: str, models: str | None, head: str, **where: Any)
     from pipeline.executors import build_executor
 
     with build_executor(where["executor"], workers=where["workers"], scheduler=where["scheduler"]) as executor:
-        document, folder = fuse_cache(cache_path, out, models=models, head=head, executor=executor)
+        document, folder = fuse_cache(cache_path, out, models=models, head=head, executor=executor, progress=fits_bar)
     echo_summary(document, out)
     click.echo(f"final model: {folder}/model.json + heads.h5 (heads trained on every clip)")

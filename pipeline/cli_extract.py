@@ -96,14 +96,15 @@ def _run(manifest: Manifest, cache_path: str, nets: tuple[str, ...], options: di
     from extract.embed import export_embeddings, input_kinds
     from extract.run import extract_features, parse_features
     from manifests.errors import ConfigError
-    from pipeline.config import feature_configs, train_config
+    from pipeline.config import feature_configs, net_config, train_config
     from pipeline.executors import build_executor
 
     training = train_config(options["config_path"], finetune=options["finetune"]) if options["finetune"] != "none" else None
     if options["optimizer_study"] and not (nets and training):
         raise ConfigError("--optimizer-study fine-tunes nets: give --nets and --finetune last or full")
+    net_options = net_config(options["config_path"])
     requested = options["features"] or ("" if nets else DEFAULT_FEATURES)
-    names = tuple(dict.fromkeys([*(parse_features(requested) if requested else ()), *input_kinds(nets)]))
+    names = tuple(dict.fromkeys([*(parse_features(requested) if requested else ()), *input_kinds(nets, net_options)]))
     with build_executor(options["executor"], workers=options["workers"], scheduler=options["scheduler"]) as pool:
         summary = extract_features(
             manifest,
@@ -127,6 +128,7 @@ def _run(manifest: Manifest, cache_path: str, nets: tuple[str, ...], options: di
                 weights_dir=options["weights_dir"],
                 recompute=options["recompute"],
                 device=options["device"],
+                net_options=net_options,
                 executor=None if options["executor"] == "serial" else pool,  # serial: batches stream through this process
                 lock=lock,
                 progress=lambda net: (

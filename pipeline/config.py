@@ -5,7 +5,9 @@ every audio feature analyses), ``[mel]``, ``[lld]``, ``[waveform]`` and ``[frame
 (``extract.video.FrameConfig``), each overriding the defaults of its dataclass.
 ``[train]`` (``extract.train.TrainConfig``: ``max_epochs``, ``patience``,
 ``batch_size``, ``validation_share``, ``seed``) and ``[optim.<net>]`` (``name``,
-``lr``, ``momentum``) set fine-tuning. The frames' window follows ``[audio]`` unless ``[frames]`` sets it, so both
+``lr``, ``momentum``) set fine-tuning. ``[net.<name>]`` sets a net's options (those of
+``extract.nets.get_net``, e.g. ``[net.i3d] pool = "global"``), for its embeddings with
+or without fine-tuning. The frames' window follows ``[audio]`` unless ``[frames]`` sets it, so both
 modalities see the same part of a video. Unknown tables or keys are errors,
 never ignored.
 """
@@ -19,7 +21,7 @@ from typing import Any
 
 from manifests.errors import ConfigError
 
-TABLES = ("audio", "mel", "lld", "waveform", "frames", "train", "optim")
+TABLES = ("audio", "mel", "lld", "waveform", "frames", "train", "optim", "net")
 
 
 def load_toml(path: str | os.PathLike[str] | None) -> dict[str, Any]:
@@ -70,14 +72,39 @@ def feature_configs(path: str | os.PathLike[str] | None) -> Any:
 
 
 def train_config(path: str | os.PathLike[str] | None, *, finetune: str) -> Any:
-    """The ``extract.train.TrainConfig`` of a config file's ``[train]`` and ``[optim.<net>]`` tables."""
-    from extract.nets import NET_NAMES
+    """The ``extract.train.TrainConfig`` of a config file's ``[train]``, ``[optim.<net>]`` and ``[net.<name>]`` tables."""
     from extract.train import OptimizerConfig, TrainConfig
 
     tables = load_toml(path)
-    optim = tables.get("optim", {})
-    unknown = sorted(set(optim) - set(NET_NAMES))
-    if unknown:
-        raise ConfigError(f"[optim]: unknown net(s) {unknown}; tables are [optim.<net>] for nets {list(NET_NAMES)}")
+    optim = per_net_tables(tables, "optim")
     optimizers = {net: build(OptimizerConfig, values, table=f"optim.{net}") for net, values in optim.items()}
-    return build(TrainConfig, tables.get("train", {}), table="train", finetune=finetune, optimizers=optimizers)
+    return build(
+        TrainConfig, tables.get("train", {}), table="train", finetune=finetune, optimizers=optimizers, net_options=_nets(tables)
+    )
+
+
+def net_config(path: str | os.PathLike[str] | None) -> dict[str, dict[str, Any]]:
+    """Each net's options from a config file's ``[net.<name>]`` tables, their keys checked against the net's options."""
+    return _nets(load_toml(path))
+
+
+def _nets(tables: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    from extract.nets import net_options
+
+    per_net = per_net_tables(tables, "net")
+    for net, values in per_net.items():
+        unknown = sorted(set(values) - set(net_options(net)))
+        if unknown:
+            raise ConfigError(f"[net.{net}]: unknown key(s) {unknown}; {net}'s options are {sorted(net_options(net))}")
+    return per_net
+
+
+def per_net_tables(tables: dict[str, Any], table: str) -> dict[str, dict[str, Any]]:
+    """The ``[table.<net>]`` sub-tables of a config, each named after a known net."""
+    from extract.nets import NET_NAMES
+
+    per_net = tables.get(table, {})
+    unknown = sorted(set(per_net) - set(NET_NAMES))
+    if unknown:
+        raise ConfigError(f"[{table}]: unknown net(s) {unknown}; tables are [{table}.<net>] for nets {list(NET_NAMES)}")
+    return per_net

@@ -14,9 +14,11 @@ from manifests.scan import scan_tree
 from manifests.schema import Manifest, write_manifest
 from manifests.synthetic import SyntheticConfig, write_synthetic_set
 
-DEMO_FEATURES = ("mel", "lld", "waveform", "frames112", "frames224")
+DEMO_FEATURES = ("mel", "lld", "waveform", "frames112")
 DEMO_NETS = ("onedcnn", "twodcnn", "crnn", "c3d", "i3d")
-DEMO_FRAMES = 16  # C3D's smallest clip, and I3D's reference pooling needs 9: half of paper 001's 32, half the CPU time
+DEMO_FRAMES = 16  # C3D's smallest clip: half of paper 001's 32, half the CPU time
+# The demo's videos are 160 x 120: I3D reads C3D's 112 px crops, pooled globally (its reference pooling needs 193 px).
+DEMO_NET_OPTIONS = {"i3d": {"pool": "global", "frames": "frames112"}}
 
 Progress = Callable[[str, str], Callable[[Iterable[Any], int], Iterable[Any]] | None]
 
@@ -30,9 +32,11 @@ class DemoResult:
     out: Path
 
 
-def build_demo_manifest(data: Path, config: SyntheticConfig, *, k: int) -> Manifest:
+def build_demo_manifest(
+    data: Path, config: SyntheticConfig, *, k: int, progress: Callable[[Iterable[Any], int], Iterable[Any]] | None = None
+) -> Manifest:
     """Generate the synthetic set into ``data``, scan it, keep each clip's drawn cues as extra columns, assign folds."""
-    cues = {Path(row.pop("path")).resolve(): row for row in write_synthetic_set(data, config)}
+    cues = {Path(row.pop("path")).resolve(): row for row in write_synthetic_set(data, config, progress=progress)}
     scanned = scan_tree(data)
     clips = tuple(
         replace(c, extra={k: v for k, v in cues[c.video.resolve()].items() if k != "label"}) for c in scanned.clips if c.video
@@ -57,12 +61,18 @@ def run_demo(
 
     config = config or SyntheticConfig()
     out = Path(out)
-    manifest = build_demo_manifest(out / "data", config, k=k)
+    manifest = build_demo_manifest(out / "data", config, k=k, progress=progress("synthetic videos", "clip"))
     path = write_manifest(manifest, out / "manifest.csv")
     cache = out / "cache.h5"
     summary = extract_features(
         manifest, cache, DEMO_FEATURES, configs=configs, executor=executor, progress=progress("features", "clip")
     )
-    export_embeddings(manifest, cache, DEMO_NETS, progress=lambda net: progress(f"embeddings of {net}", "batch"))
-    report, _ = fuse_cache(cache, out, executor=executor)
+    export_embeddings(
+        manifest,
+        cache,
+        DEMO_NETS,
+        net_options=DEMO_NET_OPTIONS,
+        progress=lambda net: progress(f"embeddings of {net}", "batch"),
+    )
+    report, _ = fuse_cache(cache, out, executor=executor, progress=progress("fusion heads", "fit"))
     return DemoResult(path, manifest, summary, report, out)

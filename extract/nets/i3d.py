@@ -12,7 +12,9 @@ scale is loaded and kept fixed) and eps 1e-3.
 reference file's ``features`` defines: average pool (2, 7, 7) with stride 1,
 then the mean over the remaining time steps (1024): paper 001's 3D global
 average pooling up to edge weighting. That needs at least 9 frames and 193
-pixels; ``pool='global'`` takes the plain global mean at any size.
+pixels; ``pool='global'`` takes the plain global mean at any size, such as
+``frames='frames112'`` (C3D's 112 px crops, a CPU-sized input) instead of the
+Kinetics input ``frames224``.
 ``forward`` is the head on that embedding, which for a linear head equals the
 reference's time-averaged per-step logits. ``kinetics_logits=True`` (with
 ``num_classes=400``) makes the head the checkpoint's own Kinetics-400 layer.
@@ -129,7 +131,19 @@ class I3D(EmotionNet):
         " (Conv3d_1a_7x7.conv3d.weight, ...)"
     )
 
-    def __init__(self, num_classes: int, *, pool: str = "reference", kinetics_logits: bool = False, dropout: float = 0.5) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        pool: str = "reference",
+        frames: str = "frames224",
+        kinetics_logits: bool = False,
+        dropout: float = 0.5,
+    ) -> None:
+        require(
+            frames in ("frames224", "frames112"),
+            f"i3d frames={frames!r}: expected 'frames224' (the Kinetics input) or 'frames112' (small frames, with pool='global')",
+        )
         require(
             pool in ("reference", "global"),
             f"i3d pool={pool!r}: expected 'reference' (avg pool (2,7,7), then the time mean) or 'global' (mean at any size)",
@@ -140,8 +154,10 @@ class I3D(EmotionNet):
             f" pass num_classes={KINETICS_CLASSES}, or kinetics_logits=False for a new head",
         )
         require(0.0 <= dropout < 1.0, f"i3d dropout={dropout}: expected a probability in [0, 1)")
-        super().__init__(num_classes, EMBEDDING_DIM, {"pool": pool, "kinetics_logits": kinetics_logits, "dropout": dropout})
+        options = {"pool": pool, "frames": frames, "kinetics_logits": kinetics_logits, "dropout": dropout}
+        super().__init__(num_classes, EMBEDDING_DIM, options)
         self.pool = pool
+        self.input_kind = frames
         self.features = inception_i3d()
         self._add_head(dropout)
 

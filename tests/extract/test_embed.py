@@ -67,3 +67,24 @@ def test_cli_nets_need_folds(tmp_path: Path, manifest: Manifest) -> None:
     with Cache(cache) as reader:
         assert {"mel", "waveform", "emb/twodcnn/all", "emb/onedcnn/all"} <= set(reader.feature_sets())
         assert "lld" not in reader.feature_sets(), "--nets computes only the inputs its nets need"
+
+
+def test_config_net_tables_set_a_nets_options_and_inputs(tmp_path: Path, manifest: Manifest) -> None:
+    path = write_manifest(manifest, tmp_path / "m.csv")
+    cache = tmp_path / "cache.h5"
+    config = tmp_path / "c.toml"
+    config.write_text('[audio]\nduration_s = 1.0\n[frames]\nn_frames = 4\n[net.i3d]\npool = "global"\nframes = "frames112"\n')
+    result = CliRunner().invoke(cli, ["extract", str(path), "--cache", str(cache), "--nets", "i3d", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    with Cache(cache) as reader:
+        assert "frames112" in reader.feature_sets() and "frames224" not in reader.feature_sets()
+        recorded = reader.config("emb/i3d/all")
+        assert recorded["pool"] == "global" and recorded["frames"] == "frames112" and set(recorded["inputs"]) == {"frames112"}
+        assert reader.done("emb/i3d/all").sum() == 5
+    for table, message in [
+        ("[net.i3d]\npooling = 'global'\n", "[net.i3d]: unknown key(s) ['pooling']; i3d's options are"),
+        ("[net.vgg]\npool = 'global'\n", "[net]: unknown net(s) ['vgg']"),
+    ]:
+        config.write_text(table)
+        result = CliRunner().invoke(cli, ["extract", str(path), "--cache", str(cache), "--nets", "i3d", "--config", str(config)])
+        assert result.exit_code == 2 and message in result.output

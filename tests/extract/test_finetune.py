@@ -133,6 +133,7 @@ def test_cli_fine_tunes_with_the_config_files_training_tables(tmp_path: Path, ma
     config = tmp_path / "c.toml"
     config.write_text(
         "[audio]\nduration_s = 1.0\n[train]\nmax_epochs = 1\nvalidation_share = 0.25\n[optim.twodcnn]\nname = 'adam'\nlr = 1e-4\n"
+        "[net.twodcnn]\nactivation = 'elu'\n"
     )
     cache = tmp_path / "cache.h5"
     args = ["extract", str(path), "--cache", str(cache), "--nets", "twodcnn", "--finetune", "full", "--config", str(config)]
@@ -142,6 +143,8 @@ def test_cli_fine_tunes_with_the_config_files_training_tables(tmp_path: Path, ma
     with Cache(cache) as reader:
         train = reader.config("emb/twodcnn/fold0")["training"]["train"]
         assert train["optimizer"] == {"name": "adam", "lr": 1e-4, "momentum": 0.0} and train["max_epochs"] == 1
+        assert train["net_options"] == {"activation": "elu"}
+        assert reader.config("emb/twodcnn/fold0")["activation"] == "elu", "the config's option beats fine-tuning's ReLU"
     config.write_text("[optim.twodcnm]\nlr = 1e-4\n")  # refused before any work, even the features
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2 and "[optim]: unknown net(s) ['twodcnm']" in result.output
@@ -233,7 +236,7 @@ def test_running_out_of_device_memory_names_a_smaller_batch(tmp_path: Path, mani
     from manifests.errors import ConfigError
 
     cache = features(manifest, tmp_path / "c.h5")
-    net, _ = build_finetune_net(str(cache), "twodcnn", 2, 0, tmp_path / "none")
+    net, _ = build_finetune_net(str(cache), "twodcnn", 2, CONFIG, tmp_path / "none")
 
     def out_of_memory(*inputs: Any) -> Any:
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

@@ -163,6 +163,17 @@ def test_i3d_small_inputs_need_global_pooling() -> None:
         assert net.embed(frames).shape == (1, 1024) and net(frames).shape == (1, 6)
 
 
+def test_i3d_reads_the_frames_its_option_names() -> None:
+    assert get_net("i3d", num_classes=2).input_kind == "frames224"
+    small = get_net("i3d", num_classes=2, pool="global", frames="frames112")
+    assert small.input_kind == "frames112" and net_from_config(small.config).input_kind == "frames112"
+    uint8 = np.zeros((1, 4, 112, 112, 3), dtype=np.uint8)
+    (prepared,) = small.prepare(uint8)
+    assert prepared.shape == (1, 3, 4, 112, 112) and float(prepared.min()) == -1.0
+    with pytest.raises(ConfigError, match=r"i3d frames='frames64'"):
+        get_net("i3d", num_classes=2, frames="frames64")
+
+
 def test_i3d_reference_pooling_at_its_smallest_input_averages_one_window() -> None:
     torch.manual_seed(0)
     net = get_net("i3d", num_classes=3).eval()
