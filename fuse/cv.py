@@ -49,6 +49,7 @@ class CvResult:
     predictions: dict[str, ModelPredictions]
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     comparison: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 def check_folds(cache: Cache, n_folds: int | None) -> int:
@@ -76,20 +77,31 @@ def _matrix(
         return X, usable, cache.y, cache.folds, len(cache.classes)
 
 
-def fit_fold(cache_path: str | os.PathLike[str], model: FusionModel, fold: int, head: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Fit ``head`` on the rows outside ``fold`` and return (test rows, probabilities over all classes)."""
+def fit_fold(
+    cache_path: str | os.PathLike[str], model: FusionModel, fold: int, head: Any
+) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """Fit ``head`` on the rows outside ``fold``: (test rows, probabilities over all classes, a note or None).
+
+    The note says what the fold lacked: test rows, or classes among its training
+    rows (those classes get probability 0; with fewer than two, every class 1/n).
+    """
     with Cache(cache_path) as cache:
         sets = resolve_sets(cache, model.inputs, fold)
+        classes = cache.classes
     X, usable, y, folds, n_classes = _matrix(str(cache_path), os.stat(cache_path).st_mtime_ns, sets)
     train = np.flatnonzero(usable & (folds != fold))
     test = np.flatnonzero(usable & (folds == fold))
     proba = np.zeros((len(test), n_classes))
-    if len(test) == 0 or len(np.unique(y[train])) < 2:
+    if len(test) == 0:
+        return test, proba, f"{model.name}, fold {fold}: no test clip has all of {', '.join(sets)}"
+    absent = [classes[c] for c in range(n_classes) if not np.any(y[train] == c)]
+    note = f"{model.name}, fold {fold}: no training clip of class {', '.join(absent)}" if absent else None
+    if n_classes - len(absent) < 2:
         proba[:] = 1.0 / n_classes
-        return test, proba
+        return test, proba, f"{note}; fewer than two classes to learn, every class predicted 1/{n_classes}"
     fitted = clone(head).fit(X[train], y[train])
-    proba[:, fitted.classes_] = fitted.predict_proba(X[test])  # a class absent from training keeps p = 0
-    return test, proba
+    proba[:, fitted.classes_] = fitted.predict_proba(X[test])
+    return test, proba, None if note is None else f"{note}, predicted with probability 0"
 
 
 def cross_validate(
@@ -129,18 +141,25 @@ def cross_validate(
     results = mapper(fit, [m for m, _ in tasks], [fold for _, fold in tasks])
     outputs = list(progress(results, len(tasks)) if progress else results)
     predictions: dict[str, ModelPredictions] = {}
+    notes: list[str] = []
     for model in direct:
         parts = [out for (m, _), out in zip(tasks, outputs) if m == model]
         for out in parts:
             if isinstance(out, BaseException):
                 raise out
+        notes += [p[2] for p in parts if p[2] is not None]
         rows = np.concatenate([p[0] for p in parts])
-        proba = np.concatenate([p[1] for p in parts])
-        predictions[model.name] = ModelPredictions(rows, y_all[rows], folds_all[rows], proba)
-    for model in chosen:
-        if model.averages:
+        if len(rows):
+            predictions[model.name] = ModelPredictions(rows, y_all[rows], folds_all[rows], np.concatenate([p[1] for p in parts]))
+        else:
+            notes.append(f"{model.name}: no clip has all its inputs in the cache; left out of the report")
+    for model in (m for m in chosen if m.averages):
+        missing = [name for name in model.averages if name not in predictions]
+        if missing:
+            notes.append(f"{model.name}: left out of the report with {', '.join(missing)}")
+        else:
             predictions[model.name] = _average(model, predictions, y_all, folds_all)
-    result = CvResult(tuple(classes), k, used_protocol, predictions)
+    result = CvResult(tuple(classes), k, used_protocol, predictions, notes=notes)
     result.metrics = {name: summarize(p.y, p.proba, p.folds, k) for name, p in predictions.items()}
     result.comparison = _compare(result, chosen)
     return result
@@ -161,8 +180,9 @@ def _rows_of(p: ModelPredictions, rows: np.ndarray) -> np.ndarray:
 
 def _compare(result: CvResult, chosen: list[FusionModel]) -> dict[str, Any] | None:
     """The integrated model against the best unimodal one: per-fold accuracy differences and McNemar."""
-    integrated = next((m.name for m in chosen if m.name.startswith("integrated") and not m.averages), None)
-    unimodal = [m.name for m in chosen if m.kind == "unimodal"]
+    reported = [m for m in chosen if m.name in result.predictions]
+    integrated = next((m.name for m in reported if m.name.startswith("integrated") and not m.averages), None)
+    unimodal = [m.name for m in reported if m.kind == "unimodal"]
     if integrated is None or not unimodal:
         return None
     best = max(unimodal, key=lambda name: result.metrics[name]["accuracy"]["mean"])

@@ -31,6 +31,7 @@ def write_report(result: CvResult, out: str | os.PathLike[str], *, header: dict[
         "classes": list(result.classes),
         "models": result.metrics,
         "comparison": result.comparison,
+        "notes": result.notes,
     }
     pngs = {}
     for name, metrics in result.metrics.items():
@@ -92,6 +93,8 @@ def markdown(document: dict[str, Any]) -> str:
             f" differences (points) {diffs}; McNemar on pooled predictions: {test['only_first_right']} clips only"
             f" the integrated model got right, {test['only_second_right']} only the unimodal one, p = {test['p_value']:.3g}.",
         ]
+    if document.get("notes"):
+        lines += ["", "## Notes", "", *(f"- {note}" for note in document["notes"])]
     lines += ["", "## Confusion matrices (summed over folds; rows true, columns predicted)", ""]
     classes = document["classes"]
     for name, m in document["models"].items():

@@ -16,6 +16,8 @@ def echo_summary(document: dict[str, Any], out: str) -> None:
     if document["protocol"] == "paper":
         click.echo(PAPER_BANNER.lstrip("> "), err=True)
     click.echo(format_table(SUMMARY_HEADER, summary_rows(document)))
+    for note in document.get("notes", []):
+        click.echo(f"note: {note}", err=True)
     click.echo(
         f"report: {out}/report.md, {out}/report.json; ROC: {out}/{document['figures']['roc']}; confusion matrices: {out}/confusion_*.png"
     )

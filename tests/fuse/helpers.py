@@ -22,13 +22,17 @@ def embedding_cache(
     fold_sets: tuple[int, ...] = (),
     with_all: bool = True,
     finetune: str = "none",
+    folds: list[int] | None = None,
+    failed_sets: tuple[str, ...] = (),
     seed: int = 0,
     protocol: str = "leakfree",
 ) -> Path:
     """A cache whose emb sets hold class means plus noise: ``nets`` maps net -> (dim, separation).
 
     Each net gets ``emb/<net>/fold<k>`` for the folds in ``fold_sets`` and, with
-    ``with_all``, ``emb/<net>/all`` made with ``finetune``.
+    ``with_all``, ``emb/<net>/all`` made with ``finetune``. ``folds`` gives each
+    clip's fold (default: round robin over groups of one clip per class); every
+    row of the sets in ``failed_sets`` is recorded failed instead of written.
     """
     rng = np.random.default_rng(seed)
     n = n_per_class * len(CLASSES)
@@ -38,7 +42,8 @@ def embedding_cache(
     for i in range(n):
         file = media / f"{i}.wav"
         file.write_bytes(i.to_bytes(4, "little"))
-        clips.append(Clip(f"c{i}", CLASSES[i % len(CLASSES)], audio=file, fold=(i // len(CLASSES)) % k))
+        fold = folds[i] if folds is not None else (i // len(CLASSES)) % k
+        clips.append(Clip(f"c{i}", CLASSES[i % len(CLASSES)], audio=file, fold=fold))
     manifest = Manifest(CLASSES, tuple(clips))
     y = manifest.y
     specs, values = [], {}
@@ -52,5 +57,9 @@ def embedding_cache(
     with CacheWriter(path, manifest) as writer:
         writer.prepare(specs)
         for name, X in values.items():
-            writer.write(name, range(n), X)
+            if name in failed_sets:
+                for row in range(n):
+                    writer.fail(name, row, f"clip c{row}: a planted failure")
+            else:
+                writer.write(name, range(n), X)
     return path

@@ -128,6 +128,23 @@ def test_a_fold_never_reads_embeddings_that_trained_on_it(tmp_path: Path) -> Non
     assert cross_validate(untrained).metrics["onedcnn"]["accuracy"]["mean"] > 0.9
 
 
+def test_a_fold_without_a_class_and_a_net_without_rows_are_reported(tmp_path: Path) -> None:
+    n = 30 * 3
+    folds = [0 if i % 3 == 2 else (i // 3) % 3 for i in range(n)]  # every "tense" clip in fold 0
+    nets = {"onedcnn": (4, 3.0), "i3d": (4, 3.0)}
+    cache = embedding_cache(tmp_path / "c.h5", nets=nets, folds=folds, failed_sets=("emb/i3d/all",))
+    result = cross_validate(cache)
+    assert result.notes[0] == "onedcnn, fold 0: no training clip of class tense, predicted with probability 0"
+    assert "i3d: no clip has all its inputs in the cache; left out of the report" in result.notes
+    assert set(result.metrics) == {"onedcnn"}
+    tense = result.predictions["onedcnn"].y == 2
+    assert not np.any(np.argmax(result.predictions["onedcnn"].proba[tense], axis=1) == 2)
+    report = CliRunner().invoke(cli, ["cv", "--folds", "3", "--cache", str(cache), "--out", str(tmp_path / "r")])
+    assert report.exit_code == 0, report.output
+    assert "note: onedcnn, fold 0: no training clip of class tense" in report.output
+    assert "## Notes" in (tmp_path / "r" / "report.md").read_text()
+
+
 def test_cv_and_fuse_write_reports_pictures_and_a_model(tmp_path: Path) -> None:
     cache = embedding_cache(tmp_path / "c.h5", nets=AV_NETS, protocol="paper")
     out = tmp_path / "out"
