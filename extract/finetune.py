@@ -27,7 +27,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import torch
@@ -92,6 +92,10 @@ def inner_split(
     return rows[train], rows[val]
 
 
+# One unit to train: its nets, fold (None: all clips), target sets, training and validation rows, fixed epochs.
+UnitPlan: TypeAlias = "tuple[Units, int | None, list[str], np.ndarray, np.ndarray | None, int | None]"
+
+
 def finetune_embeddings(
     manifest: Manifest,
     cache_path: str | os.PathLike[str],
@@ -106,12 +110,14 @@ def finetune_embeddings(
     executor: Any = None,
     lock: CacheLock | None = None,
     log: Callable[[str], None] = lambda line: None,
+    progress: Callable[[str], Callable[[Iterable[Any], int], Iterable[Any]] | None] | None = None,
 ) -> FinetuneSummary:
     """Fine-tune each net per fold (or once) and write ``emb/<net>/fold<k>`` and ``emb/<net>/all``.
 
     Units train as jobs on ``executor`` (serial by default): first every net's fold units (or, with ``paper``,
     its one unit), then each net's model on all clips, which trains for the median of its folds' epochs. A job
     asks a Dask cluster for a ``GPU`` resource unless ``device`` is ``cpu``; this process writes every result.
+    ``progress(phase)``, if given, returns the callable that wraps a phase's units as they finish: ``bar(units, total)``.
     """
     if protocol not in PROTOCOLS:
         raise ConfigError(f"--protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
@@ -126,8 +132,9 @@ def finetune_embeddings(
     for name in nets:
         units[name] = Units(cache_path, manifest, name, n_classes, config, protocol, weights_dir, lock, recompute)
         summary.notes.append(units[name].note)
+    bars = progress or (lambda phase: None)
     run = functools.partial(_run_units, y=y, device=device, workers=workers, executor=executor, log=log)
-    first: list[tuple[Units, int | None, list[str], np.ndarray, np.ndarray | None, int | None]] = []
+    first: list[UnitPlan] = []
     for u in units.values():
         if protocol == "paper":
             train, val = inner_split(u.ready, y, groups, config.validation_share, config.seed, f"{u.name}, all clips")
@@ -137,21 +144,23 @@ def finetune_embeddings(
                 pool = u.ready[folds[u.ready] != k]
                 train, val = inner_split(pool, y, groups, config.validation_share, config.seed, f"{u.name}, fold {k}")
                 first.append((u, k, [f"emb/{u.name}/fold{k}"], train, val, None))
-    summary.units += run(first)
+    summary.units += run(first, bar=bars("fine-tuning" if protocol == "paper" else "fine-tuning per fold"))
     if protocol == "leakfree":  # the final models: all clips, for the median of their folds' epochs
         epochs = {name: int(np.median([s.epochs for s in summary.units if s.net == name])) for name in units}
-        summary.units += run([(u, None, [f"emb/{u.name}/all"], u.ready, None, epochs[u.name]) for u in units.values()])
+        final: list[UnitPlan] = [(u, None, [f"emb/{u.name}/all"], u.ready, None, epochs[u.name]) for u in units.values()]
+        summary.units += run(final, bar=bars("fine-tuning on all clips"))
     return summary
 
 
 def _run_units(
-    plan: list[tuple[Units, int | None, list[str], np.ndarray, np.ndarray | None, int | None]],
+    plan: list[UnitPlan],
     *,
     y: np.ndarray,
     device: str,
     workers: int,
     executor: Any,
     log: Callable[[str], None],
+    bar: Callable[[Iterable[Any], int], Iterable[Any]] | None,
 ) -> list[UnitSummary]:
     """Train the units of ``plan`` not done before, as jobs, and write each result as it arrives (in plan order).
 
@@ -172,7 +181,7 @@ def _run_units(
     else:
         results = executor.map(train_unit, jobs, resources=None if device == "cpu" else GPU_RESOURCES)
     errors: list[BaseException] = []
-    for i, job, result in zip(todo, jobs, results):
+    for i, job, result in zip(todo, jobs, bar(results, len(jobs)) if bar else results):
         if isinstance(result, BaseException):
             errors.append(result)
             continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -90,14 +91,13 @@ def extract(ctx: click.Context, manifest_path: str, cache_path: str, **options: 
 
 
 def _run(manifest: Manifest, cache_path: str, nets: tuple[str, ...], options: dict[str, Any], lock: Any) -> bool:
-    """Features, then embeddings; prints the summary and returns whether any clip failed."""
-    from tqdm import tqdm
-
+    """Features, then embeddings; prints a table per stage and one of the stages' times; returns whether any clip failed."""
     from extract.embed import export_embeddings, input_kinds
     from extract.run import extract_features, parse_features
     from manifests.errors import ConfigError
     from pipeline.config import feature_configs, net_config, train_config
     from pipeline.executors import build_executor
+    from pipeline.tables import format_table
 
     training = train_config(options["config_path"], finetune=options["finetune"]) if options["finetune"] != "none" else None
     if options["optimizer_study"] and not (nets and training):
@@ -105,6 +105,7 @@ def _run(manifest: Manifest, cache_path: str, nets: tuple[str, ...], options: di
     net_options = net_config(options["config_path"])
     requested = options["features"] or ("" if nets else DEFAULT_FEATURES)
     names = tuple(dict.fromkeys([*(parse_features(requested) if requested else ()), *input_kinds(nets, net_options)]))
+    stages: list[list[Any]] = []
     with build_executor(options["executor"], workers=options["workers"], scheduler=options["scheduler"]) as pool:
         summary = extract_features(
             manifest,
@@ -114,12 +115,18 @@ def _run(manifest: Manifest, cache_path: str, nets: tuple[str, ...], options: di
             recompute=options["recompute"],
             executor=pool,
             lock=lock,
-            progress=lambda results, total: tqdm(results, total=total, desc="features", unit="clip", disable=None),
+            progress=_bar("features", "clip"),
         )
         _report_features(summary)
         failed = bool(summary.failures)
+        computed = sum(s.computed for s in summary.sets.values())
+        stages.append(
+            ["features", f"{summary.seconds:.1f}", f"{computed} rows computed, {sum(map(len, summary.failures.values()))} failed"]
+        )
+        began = time.perf_counter()
         if nets and training is not None and not options["optimizer_study"]:
             failed = _finetune(manifest, cache_path, nets, training, options, lock, pool) or failed
+            stages.append(["fine-tuning", f"{time.perf_counter() - began:.1f}", f"{options['finetune']}, {options['protocol']}"])
         elif nets and training is None:
             embedded = export_embeddings(
                 manifest,
@@ -131,18 +138,27 @@ def _run(manifest: Manifest, cache_path: str, nets: tuple[str, ...], options: di
                 net_options=net_options,
                 executor=None if options["executor"] == "serial" else pool,  # serial: batches stream through this process
                 lock=lock,
-                progress=lambda net: (
-                    lambda results, total: tqdm(results, total=total, desc=f"embeddings of {net}", unit="batch", disable=None)
-                ),
+                progress=lambda net: _bar(f"embeddings of {net}", "batch"),
             )
             for note in embedded.notes:
                 click.echo(note, err=True)
             done = {f"emb/{net}/all": n for net, n in embedded.done.items()}
             failed = _report_embeddings(done, {f"emb/{net}/all": r for net, r in embedded.failed.items()}) or failed
+            stages.append(["embeddings", f"{time.perf_counter() - began:.1f}", f"{len(nets)} nets, --finetune none"])
     if options["optimizer_study"]:
+        began = time.perf_counter()
         _optimizer_study(cache_path, nets, training, options)
-    click.echo(f"{len(manifest)} clips in {summary.seconds:.1f} s (features) into {cache_path}")
+        stages.append(["optimizer study", f"{time.perf_counter() - began:.1f}", ", ".join(nets)])
+    click.echo(format_table(["stage", "seconds", "what"], stages))
+    click.echo(f"{len(manifest)} clips into {cache_path}")
     return failed
+
+
+def _bar(description: str, unit: str) -> Any:
+    """A progress bar with its ETA for one stage, on stderr and only on a terminal: ``bar(items, total)``."""
+    from tqdm import tqdm
+
+    return lambda items, total: tqdm(items, total=total, desc=description, unit=unit, disable=None)
 
 
 def _finetune(
@@ -166,6 +182,7 @@ def _finetune(
         executor=pool if options["executor"] == "dask" else None,
         lock=lock,
         log=lambda line: click.echo(line, err=True),
+        progress=lambda phase: _bar(phase, "unit"),
     )
     for note in summary.notes:
         click.echo(note, err=True)
