@@ -25,8 +25,8 @@ from cache.lock import CacheLock
 from cache.read import Cache
 from cache.store import CacheWriter
 from extract.audio import AUDIO_FEATURES, LldConfig, MelConfig, WaveformConfig, compute_audio_features, feature_specs
-from extract.media import decode_audio
 from extract.video import VIDEO_FEATURES, FrameConfig, compute_video_features, video_feature_specs
+from extract.video_worker import read_audio
 from manifests.errors import ConfigError, MvemoError
 from manifests.schema import Clip, Manifest
 
@@ -42,14 +42,22 @@ class Executor(Protocol):
 
 @dataclass(frozen=True)
 class FeatureConfigs:
-    """The configs of every feature set stage one can compute. Audio sets share one analysis window."""
+    """The configs of every feature set stage one can compute. Audio sets share one analysis window.
+
+    ``audio_timeout_s`` bounds the decoding of a clip's audio, in the decoder process that also
+    samples its frames (None: in this process, unbounded); like ``FrameConfig.timeout_s`` it
+    changes no output, so it is in no fingerprint.
+    """
 
     mel: MelConfig = field(default_factory=MelConfig)
     lld: LldConfig = field(default_factory=LldConfig)
     waveform: WaveformConfig = field(default_factory=WaveformConfig)
     frames: FrameConfig = field(default_factory=FrameConfig)
+    audio_timeout_s: float | None = 60.0
 
     def __post_init__(self) -> None:
+        if self.audio_timeout_s is not None and not self.audio_timeout_s > 0:
+            raise ConfigError(f"[audio] timeout_s={self.audio_timeout_s}: expected seconds > 0")
         windows = {self.mel.window, self.lld.audio_window, self.waveform.window}
         if len(windows) > 1:
             raise ConfigError(f"mel, lld and waveform must analyse the same audio window, got {sorted(map(str, windows))}")
@@ -112,7 +120,7 @@ def compute_clip(clip: Clip, names: tuple[str, ...], configs: FeatureConfigs) ->
     video = tuple(n for n in names if modality(n) == "video")
 
     def audio_features(path: Path) -> dict[str, np.ndarray]:
-        decoded = decode_audio(path, configs.mel.window, clip_id=clip.clip_id)
+        decoded = read_audio(path, configs.mel.window, clip_id=clip.clip_id, timeout_s=configs.audio_timeout_s)
         return compute_audio_features(decoded, audio, mel=configs.mel, lld=configs.lld, wave=configs.waveform)
 
     def video_features(_: Path) -> dict[str, np.ndarray]:

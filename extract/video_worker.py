@@ -1,5 +1,9 @@
 """Decoding in a child process, so that a file that hangs or crashes the decoder costs one clip, not the run.
 
+The child samples a clip's frames (``FrameWorker.sample``) and decodes its audio
+track (``FrameWorker.decode_audio``): one container serves both, so a file that
+hangs the demuxer would hang either.
+
 A check of the clock between packets (``video_decode``'s deadline) stops a
 decode that is merely slow, but not one stuck inside a single FFmpeg call (a
 demuxer looping on a crafted index, a read blocked on a dead mount), and a
@@ -40,6 +44,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from extract.media import AudioWindow, Decoded, decode_audio
 from extract.video_decode import (
     DecodeParams,
     DecodeTimeoutError,
@@ -99,9 +104,30 @@ class FrameWorker:
             As ``read_sample``, or ``DecodeTimeoutError`` when the child was
             killed, or ``MediaError`` when the child died on this file.
         """
-        timeout_s = params.timeout_s
+        request = {"kind": "frames", "path": str(path), "clip_id": clip_id, "params": asdict(params)}
+        header, (frames, second) = self._ask(request, params.timeout_s)
+        return SampledFrames(
+            frames=frames,
+            timestamps_s=np.array(header["timestamps_s"], dtype=np.float64),
+            frame_indices=np.array(header["frame_indices"], dtype=np.int64),
+            target_times_s=np.array(header["target_times_s"], dtype=np.float64),
+            window_s=(header["window_s"][0], header["window_s"][1]),
+            source=VideoSource(**header["source"]),
+            decoded_frames=header["decoded_frames"],
+            frames_second=second,
+        )
+
+    def decode_audio(self, path: str | os.PathLike[str], window: AudioWindow, *, clip_id: str = "", timeout_s: float) -> Decoded:
+        """``extract.media.decode_audio`` in the child, killed past ``timeout_s`` plus ``kill_grace_s`` (a
+        container that hangs the demuxer would hang its audio track's reading as well as its frames')."""
+        request = {"kind": "audio", "path": str(path), "clip_id": clip_id, "window": asdict(window), "timeout_s": timeout_s}
+        header, (y,) = self._ask(request, timeout_s)
+        return Decoded(y, header["sr"], header["valid_s"])
+
+    def _ask(self, request: dict[str, Any], timeout_s: float | None) -> tuple[dict[str, Any], list[Any]]:
+        """Send one request; the answer's header and its arrays (None where the header gives none)."""
+        path, clip_id = request["path"], request["clip_id"]
         proc = self._ensure_started()
-        request = {"path": str(path), "clip_id": clip_id, "params": asdict(params)}
         deadline = None if timeout_s is None else time.monotonic() + timeout_s + kill_grace_s(timeout_s)
         try:
             assert proc.stdin is not None and proc.stdout is not None
@@ -111,14 +137,14 @@ class FrameWorker:
             if not header["ok"]:
                 error: Exception = _ERRORS.get(header["error"], WorkerError)(header["message"])
                 if isinstance(error, WorkerError):
-                    error = WorkerError(f"video worker failed on {describe_clip(path, clip_id)}:\n{header['message']}")
+                    error = WorkerError(f"decoder worker failed on {describe_clip(path, clip_id)}:\n{header['message']}")
                 raise _Answered(error)
-            frames = np.empty(header["shape"], dtype=np.uint8)
-            _read_into(proc.stdout, frames.data.cast("B"), deadline)
-            second = None
-            if header["second_shape"] is not None:
-                second = np.empty(header["second_shape"], dtype=np.uint8)
-                _read_into(proc.stdout, second.data.cast("B"), deadline)
+            arrays = []
+            for payload in header["payloads"]:
+                array = None if payload is None else np.empty(payload["shape"], dtype=np.dtype(payload["dtype"]))
+                if array is not None:
+                    _read_into(proc.stdout, array.data.cast("B"), deadline)
+                arrays.append(array)
         except _Timeout:
             self.close(kill=True)
             raise DecodeTimeoutError(
@@ -137,16 +163,7 @@ class FrameWorker:
         except BaseException:  # Ctrl-C, a bug: a half-read answer would be read as the next clip's
             self.close(kill=True)
             raise
-        return SampledFrames(
-            frames=frames,
-            timestamps_s=np.array(header["timestamps_s"], dtype=np.float64),
-            frame_indices=np.array(header["frame_indices"], dtype=np.int64),
-            target_times_s=np.array(header["target_times_s"], dtype=np.float64),
-            window_s=(header["window_s"][0], header["window_s"][1]),
-            source=VideoSource(**header["source"]),
-            decoded_frames=header["decoded_frames"],
-            frames_second=second,
-        )
+        return header, arrays
 
     def close(self, *, kill: bool = False) -> None:
         """Stop the child: close its stdin so that it exits, or kill it."""
@@ -253,6 +270,14 @@ def worker_for_this_thread() -> FrameWorker:
     return worker
 
 
+def read_audio(path: str | os.PathLike[str], window: AudioWindow, *, clip_id: str = "", timeout_s: float | None) -> Decoded:
+    """A clip's audio window, decoded by this thread's decoder process and stopped past ``timeout_s``
+    (None: decoded in this process, unbounded)."""
+    if timeout_s is None:
+        return decode_audio(path, window, clip_id=clip_id)
+    return worker_for_this_thread().decode_audio(path, window, clip_id=clip_id, timeout_s=timeout_s)
+
+
 # ---- the child ---------------------------------------------------------------------------------
 
 
@@ -291,29 +316,40 @@ def main() -> None:
     for line in sys.stdin.buffer:
         request = json.loads(line)
         try:
-            sample = read_sample(request["path"], DecodeParams(**request["params"]), clip_id=request["clip_id"])
+            header, arrays = _ANSWERS[request["kind"]](request)
         except MediaError as err:
             _send(out, {"ok": False, "error": type(err).__name__, "message": str(err)})
             continue
         except Exception:  # a bug or a library fault: report it whole, keep serving
             _send(out, {"ok": False, "error": "internal", "message": traceback.format_exc()})
             continue
-        frames = np.ascontiguousarray(sample.frames)
-        second = None if sample.frames_second is None else np.ascontiguousarray(sample.frames_second)
-        header = {
-            "ok": True,
-            "shape": list(frames.shape),
-            "second_shape": None if second is None else list(second.shape),
-            "timestamps_s": sample.timestamps_s.tolist(),
-            "frame_indices": sample.frame_indices.tolist(),
-            "target_times_s": sample.target_times_s.tolist(),
-            "window_s": list(sample.window_s),
-            "source": asdict(sample.source),
-            "decoded_frames": sample.decoded_frames,
-        }
-        _send(out, header, frames.data)
-        if second is not None:
-            _write_all(out, second.data)
+        arrays = [None if a is None else np.ascontiguousarray(a) for a in arrays]
+        payloads = [None if a is None else {"shape": list(a.shape), "dtype": a.dtype.str} for a in arrays]
+        _send(out, {"ok": True, **header, "payloads": payloads})
+        for array in arrays:
+            if array is not None:
+                _write_all(out, array.data)
+
+
+def _frames(request: dict[str, Any]) -> tuple[dict[str, Any], list[np.ndarray | None]]:
+    sample = read_sample(request["path"], DecodeParams(**request["params"]), clip_id=request["clip_id"])
+    header = {
+        "timestamps_s": sample.timestamps_s.tolist(),
+        "frame_indices": sample.frame_indices.tolist(),
+        "target_times_s": sample.target_times_s.tolist(),
+        "window_s": list(sample.window_s),
+        "source": asdict(sample.source),
+        "decoded_frames": sample.decoded_frames,
+    }
+    return header, [sample.frames, sample.frames_second]
+
+
+def _audio(request: dict[str, Any]) -> tuple[dict[str, Any], list[np.ndarray | None]]:
+    decoded = decode_audio(request["path"], AudioWindow(**request["window"]), clip_id=request["clip_id"])
+    return {"sr": decoded.sr, "valid_s": decoded.valid_s}, [decoded.y]
+
+
+_ANSWERS = {"frames": _frames, "audio": _audio}
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """User config files (TOML) turned into validated config dataclasses.
 
 A file may hold the tables ``[audio]`` (``offset_s``, ``duration_s``: the window
-every audio feature analyses), ``[mel]``, ``[lld]``, ``[waveform]`` and ``[frames]``
+every audio feature analyses; ``timeout_s``: how long one clip's audio may take to
+decode), ``[mel]``, ``[lld]``, ``[waveform]`` and ``[frames]``
 (``extract.video.FrameConfig``), each overriding the defaults of its dataclass.
 ``[train]`` (``extract.train.TrainConfig``: ``max_epochs``, ``patience``,
 ``batch_size``, ``validation_share``, ``seed``) and ``[optim.<net>]`` (``name``,
@@ -61,13 +62,16 @@ def feature_configs(path: str | os.PathLike[str] | None) -> Any:
     from extract.video import FrameConfig
 
     tables = load_toml(path)
-    window = build(AudioWindow, tables.get("audio", {}), table="audio")
+    audio = dict(tables.get("audio", {}))
+    timeout_s = audio.pop("timeout_s", FeatureConfigs.audio_timeout_s)
+    window = build(AudioWindow, audio, table="audio")
     frames = {"window_start_s": window.offset_s, "window_duration_s": window.duration_s, **tables.get("frames", {})}
     return FeatureConfigs(
         mel=build(MelConfig, tables.get("mel", {}), table="mel", window=window),
         lld=build(LldConfig, tables.get("lld", {}), table="lld", audio_window=window),
         waveform=build(WaveformConfig, tables.get("waveform", {}), table="waveform", window=window),
         frames=FrameConfig.from_json(frames),
+        audio_timeout_s=timeout_s,
     )
 
 

@@ -21,12 +21,12 @@ from threadpoolctl import threadpool_limits
 from extract.audio import LldConfig, MelConfig, WaveformConfig, compute_audio_features, config_from_dict, feature_specs
 from extract.embed import build_net
 from extract.finetune import load_checkpoint
-from extract.media import decode_audio
 from extract.nets import net_options
 from extract.nets.base import EmotionNet
 from extract.run import FeatureConfigs
 from extract.train import kinds_of
 from extract.video import VIDEO_FEATURES, FrameConfig, compute_video_features, video_feature_specs
+from extract.video_worker import read_audio
 from fuse.models import LLDSTATS, summarize_lld
 from fuse.saved import SavedFusionModel, load_fusion_model
 from manifests.errors import ConfigError, MediaError, MvemoError
@@ -126,7 +126,7 @@ def _audio_features(clip: Clip, configs: dict[str, dict], fingerprints: dict[str
     defaults = FeatureConfigs()
     if clip.audio is None:
         raise MediaError(f"clip {clip.clip_id!r}: the model reads audio and the manifest gives the clip no audio file")
-    decoded = decode_audio(clip.audio, window, clip_id=clip.clip_id)
+    decoded = read_audio(clip.audio, window, clip_id=clip.clip_id, timeout_s=defaults.audio_timeout_s)
     computed = compute_audio_features(
         decoded,
         tuple(built),

@@ -181,3 +181,42 @@ def test_an_interrupted_request_does_not_leave_a_half_read_answer(clip: Path, mo
         assert worker.sample(clip, DecodeParams(n_frames=4, timeout_s=30)).frames.shape[0] == 4
     finally:
         worker.close()
+
+
+def test_audio_decodes_in_the_decoder_process_as_here_and_a_hang_is_cut(tmp_path: Path) -> None:
+    from extract.media import AudioWindow, decode_audio
+    from extract.video_worker import read_audio
+
+    song = write_media(tmp_path / "song.mp4", y=tiny_audio(2.0, 44100), sr=44100)
+    window = AudioWindow(duration_s=1.5)
+    here, there = decode_audio(song, window), read_audio(song, window, clip_id="song", timeout_s=10)
+    np.testing.assert_array_equal(there.y, here.y)
+    assert (there.sr, there.valid_s) == (here.sr, here.valid_s)
+    with pytest.raises(MediaError, match=r"clip 'gone'.*audio file does not exist"):
+        read_audio(tmp_path / "gone.mp4", window, clip_id="gone", timeout_s=10)
+    worker = FrameWorker([sys.executable, "-c", _READY + " import time; time.sleep(600)"])
+    try:
+        began = time.monotonic()
+        with pytest.raises(DecodeTimeoutError, match=r"clip 'hung'.*timeout_s=0\.5.*process was stopped"):
+            worker.decode_audio(song, window, clip_id="hung", timeout_s=0.5)
+        assert time.monotonic() - began < 0.5 + kill_grace_s(0.5) + 2.0
+        assert worker.pid is None
+    finally:
+        worker.close(kill=True)
+
+
+def test_the_audio_timeout_is_configured_and_changes_no_fingerprint(tmp_path: Path) -> None:
+    from extract.run import FeatureConfigs
+    from manifests import ConfigError
+    from pipeline.config import feature_configs
+
+    config = tmp_path / "c.toml"
+    config.write_text("[audio]\nduration_s = 5.0\ntimeout_s = 7.5\n")
+    configs = feature_configs(config)
+    assert configs.audio_timeout_s == 7.5 and configs.mel.window.duration_s == 5.0
+    config.write_text("[audio]\nduration_s = 5.0\n")
+    default = feature_configs(config)
+    assert default.audio_timeout_s == 60.0
+    assert [s.fingerprint for s in configs.specs(["mel", "lld"])] == [s.fingerprint for s in default.specs(["mel", "lld"])]
+    with pytest.raises(ConfigError, match=r"\[audio\] timeout_s=0"):
+        FeatureConfigs(audio_timeout_s=0)
