@@ -1,0 +1,71 @@
+"""Through the `mvemo extract` command: a second writer is refused, a full disk stops the run cleanly and a rerun
+completes it to the cache of a run that never stopped. (A disk that fills up between rows:
+``tests/cache/test_disk_full.py``.)"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from click.testing import CliRunner
+
+from cache.read import Cache
+from manifests import Clip, Manifest, write_manifest
+from pipeline.cli import cli
+from tests.conftest import write_tiny
+
+REPO = Path(__file__).resolve().parents[2]
+HOLD_THE_LOCK = (
+    "import sys, time; from cache.lock import CacheLock; CacheLock(sys.argv[1]).acquire();"
+    " print('held', flush=True); time.sleep(120)"
+)
+
+
+def manifest_of(folder: Path, n: int) -> Path:
+    clips = [Clip(f"c{i}", "ab"[i % 2], audio=write_tiny(folder / f"{i}.wav", video=False)) for i in range(n)]
+    return write_manifest(Manifest(("a", "b"), tuple(clips)), folder / "m.csv")
+
+
+def test_a_second_extract_on_the_same_cache_is_refused_naming_the_first(tmp_path: Path) -> None:
+    manifest, cache = manifest_of(tmp_path, 2), tmp_path / "c.h5"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, str(cache)], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        result = CliRunner().invoke(cli, ["extract", str(manifest), "--cache", str(cache), "--features", "mel"])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.exit_code == 2, result.output
+    assert f"is being written by another process (pid {holder.pid} on host" in result.output
+    assert "Traceback" not in result.output and not cache.exists()
+
+
+def test_extract_on_a_full_disk_stops_cleanly_and_a_rerun_completes(tmp_path: Path) -> None:
+    manifest = manifest_of(tmp_path / "media", 40)
+    mvemo = Path(sys.executable).parent / "mvemo"
+
+    def extract(cache: Path, limit: int | None = None) -> subprocess.CompletedProcess:
+        def cap() -> None:  # as a disk that fills up: writes past `limit` bytes fail
+            if limit is not None:
+                resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+        command = [str(mvemo), "extract", str(manifest), "--cache", str(cache), "--features", "mel"]
+        return subprocess.run(command, capture_output=True, text=True, preexec_fn=cap, timeout=600)
+
+    assert extract(tmp_path / "reference.h5").returncode == 0
+    full = extract(tmp_path / "c.h5", limit=(tmp_path / "reference.h5").stat().st_size // 3)
+    assert full.returncode == 2, full.stderr
+    assert "free disk space (or raise the file size limit) and run again: rows already done are kept" in full.stderr
+    assert "Traceback" not in full.stderr
+    with Cache(tmp_path / "c.h5") as partial:  # the new set is made on a copy, renamed over the cache only when whole
+        assert partial.feature_sets() == [] and len(partial) == 40
+    assert not (tmp_path / ".c.h5.tmp").exists()
+    assert extract(tmp_path / "c.h5").returncode == 0
+    with Cache(tmp_path / "c.h5") as resumed, Cache(tmp_path / "reference.h5") as reference:
+        assert resumed.done("mel").all()
+        np.testing.assert_array_equal(resumed.read_matrix("mel"), reference.read_matrix("mel"))
