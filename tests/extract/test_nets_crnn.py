@@ -111,3 +111,23 @@ def test_crnn_reads_both_branches_and_checks_their_shapes() -> None:
         torch.testing.assert_close(net.embed(mel, lld * 1000.0 + 7.0), base, msg="LLD columns are standardized per clip")
     with pytest.raises(ConfigError, match=r"lld \(2, 30, 63\): expected .* \(B, frames, 10\); build the net with n_lld="):
         net.embed(mel, torch.randn(2, 30, 63))
+
+
+def test_crnn_first_layer_has_a_time_kernel_and_a_frequency_kernel() -> None:
+    """Paper 003's first convolution: one kernel along time, one along frequency, concatenated."""
+    torch.manual_seed(0)
+    net = get_net("crnn", num_classes=3, kernel=7).eval()
+    impulse = torch.zeros(1, 1, 96, 40)
+    impulse[0, 0, 48, 20] = 1.0
+    with torch.no_grad():
+        along_time = (net.conv_time(impulse) - net.conv_time.bias[None, :, None, None]).abs().sum(dim=1)[0]
+        along_freq = (net.conv_freq(impulse) - net.conv_freq.bias[None, :, None, None]).abs().sum(dim=1)[0]
+    rows, cols = torch.nonzero(along_time, as_tuple=True)
+    assert set(rows.tolist()) == {48} and set(cols.tolist()) == set(range(17, 24))
+    rows, cols = torch.nonzero(along_freq, as_tuple=True)
+    assert set(cols.tolist()) == {20} and set(rows.tolist()) == set(range(45, 52))
+    mel, lld = torch.rand(2, 96, 40) * -80, torch.randn(2, 40, 63)
+    with torch.no_grad():
+        before = net.embed(mel, lld)
+        net.conv_freq.weight.zero_()
+        assert not torch.allclose(net.embed(mel, lld), before), "the frequency branch feeds the embedding"

@@ -69,3 +69,17 @@ def test_bench_cache_json_keys(tmp_path: Path) -> None:
     for key in ("write_s", "embeddings_read_gbps", "random_mel_read_ms", "memcpy_gbps", "read_fraction_of_memcpy"):
         assert figures[key] > 0
     assert figures["clips"] == 40
+
+
+def test_info_states_what_a_clip_of_frames_costs(tmp_path: Path) -> None:
+    import re
+
+    from extract.video import FrameConfig, video_feature_specs
+
+    cache = tmp_path / "c.h5"
+    with CacheWriter(cache, stand_in_manifest(tmp_path / "media", n=2)) as writer:
+        writer.prepare(video_feature_specs(FrameConfig()))
+    result = CliRunner().invoke(cli, ["cache", "info", str(cache)])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^frames224\s+32x224x224x3\s+uint8\s+0\s+0\s+4\.817\s", result.output, re.M), result.output
+    assert re.search(r"^frames112\s+32x112x112x3\s+uint8\s+0\s+0\s+1\.204\s", result.output, re.M), result.output

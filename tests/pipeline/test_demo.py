@@ -130,3 +130,22 @@ def test_default_demo_fusion_beats_every_unimodal_model_over_seeds(tmp_path: Pat
         unimodal = [accuracy[name] for name in (*DEMO_NETS, "lldstats")]
         margins.append(accuracy["integrated"] - max(unimodal))
     assert np.mean(margins) > 0.05, margins
+
+
+def test_predict_refuses_a_model_whose_features_or_weights_differ(tiny_demo: Path, tmp_path: Path) -> None:
+    import shutil
+
+    clip = str(next((tiny_demo / "data").glob("Sad/*.mp4")))
+    for change, message in [
+        (lambda s: s["config"]["inputs"].update(mel="0" * 64), "the saved model's mel config has fingerprint 000000000000"),
+        (lambda s: s.update(weights_sha256="f" * 64), "twodcnn was computed with weights of sha256 ffffffffffff"),
+    ]:
+        folder = tmp_path / "model"
+        shutil.rmtree(folder, ignore_errors=True)
+        shutil.copytree(tiny_demo / "model", folder)
+        document = json.loads((folder / "model.json").read_text())
+        change(document["models"]["twodcnn"]["feature_sets"]["emb/twodcnn/all"])
+        (folder / "model.json").write_text(json.dumps(document))
+        result = CliRunner().invoke(cli, ["predict", str(folder), clip, "--model", "twodcnn"])
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert "Traceback" not in result.output
