@@ -162,9 +162,14 @@ HEADS = {"logistic": LogisticHead, "softmax": SoftmaxHead}
 
 
 def make_head(kind: str = "logistic", **params: Any) -> _LinearHead:
-    """A fresh head by name (``logistic`` default, ``softmax`` the torch layer)."""
+    """A fresh head by name (``logistic`` default, ``softmax`` the torch layer) with ``params`` (a config's
+    ``[head]`` table), each checked against the head's own parameters."""
     if kind not in HEADS:
         raise ConfigError(f"head {kind!r}: choose one of {sorted(HEADS)}")
+    allowed = HEADS[kind]().get_params()
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ConfigError(f"[head] {kind}: unknown parameter(s) {unknown}; its parameters are {sorted(allowed)}")
     return HEADS[kind](**params)
 
 

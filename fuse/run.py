@@ -22,6 +22,7 @@ def run_cv(
     models: str | None = None,
     n_folds: int | None = None,
     head: str = "logistic",
+    head_params: dict[str, Any] | None = None,
     executor: Executor | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
@@ -29,11 +30,17 @@ def run_cv(
 
     ``progress(fits, total)``, if given, wraps the (model, fold) fits as they finish."""
     result = cross_validate(
-        cache_path, models=models, n_folds=n_folds, head=make_head(head), executor=executor, progress=progress
+        cache_path,
+        models=models,
+        n_folds=n_folds,
+        head=make_head(head, **(head_params or {})),
+        executor=executor,
+        progress=progress,
     )
     with Cache(cache_path) as cache:
         fingerprint = cache.combined_fingerprint()
-    header = {"cache_fingerprint": fingerprint, "config": {"head": head, "models": models or "all"}, "version": mvemo_version()}
+    config = {"head": head, "head_params": head_params or {}, "models": models or "all"}
+    header = {"cache_fingerprint": fingerprint, "config": config, "version": mvemo_version()}
     return write_report(result, out, header=header)
 
 
@@ -43,16 +50,18 @@ def fuse_cache(
     *,
     models: str | None = None,
     head: str = "logistic",
+    head_params: dict[str, Any] | None = None,
     executor: Executor | None = None,
     progress: Progress | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """The CV report in ``out``, then every model's head trained on all clips, saved in ``out/model``."""
-    document = run_cv(cache_path, out, models=models, head=head, executor=executor, progress=progress)
+    document = run_cv(cache_path, out, models=models, head=head, head_params=head_params, executor=executor, progress=progress)
     with Cache(cache_path) as cache:
         chosen = select_models(cache, models)
-    heads = train_final(cache_path, chosen, make_head(head))
+    heads = train_final(cache_path, chosen, make_head(head, **(head_params or {})))
     header = {key: document[key] for key in ("version", "protocol", "cache_fingerprint")} | {
         "head": head,
+        "head_params": head_params or {},
         "cv_accuracy": {name: m["accuracy"]["mean"] for name, m in document["models"].items()},
     }
     return document, save_fusion_model(Path(out) / "model", cache_path, chosen, heads, header)

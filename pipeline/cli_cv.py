@@ -30,12 +30,21 @@ def fits_bar(results: Any, total: int) -> Any:
     return tqdm(results, total=total, desc="fusion heads", unit="fit", disable=None)
 
 
-HEAD_OPTION = click.option(
-    "--head",
-    default="logistic",
-    type=click.Choice(["logistic", "softmax"]),
-    help="Fusion head: L-BFGS logistic regression or the torch softmax layer.",
-)
+def head_options(command: Any) -> Any:
+    """``--head`` and ``--config`` (its ``[head]`` table), shared by cv and fuse."""
+    command = click.option(
+        "--config",
+        "config_path",
+        default=None,
+        type=click.Path(dir_okay=False),
+        help="TOML file whose [head] table sets the head's name and parameters (optimizer, lr, l2, C, ...).",
+    )(command)
+    return click.option(
+        "--head",
+        default=None,
+        type=click.Choice(["logistic", "softmax"]),
+        help="Fusion head: L-BFGS logistic regression or the torch softmax layer.  [default: the config's, else logistic]",
+    )(command)
 
 
 @click.command("cv", cls=MvemoCommand, context_settings=CONTEXT)
@@ -45,20 +54,24 @@ HEAD_OPTION = click.option(
 @click.option(
     "--models", default=None, help="Comma-separated fusion models, e.g. integrated,i3d+twodcnn.  [default: all the cache allows]"
 )
-@HEAD_OPTION
+@head_options
 @executor_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report document on stdout.")
-def cv(n_folds: int, cache_path: str, out: str, models: str | None, head: str, as_json: bool, **where: Any) -> None:
+def cv(n_folds: int, cache_path: str, out: str, models: str | None, as_json: bool, **where: Any) -> None:
     """Cross-validate the late-fusion heads over the cache's folds (stage two).
 
     Reports per model accuracy min/mean/max over folds (paper 001 Table 3), macro F1,
     macro ROC-AUC and the confusion matrix summed over folds, as tables and plots.
     """
     from fuse.run import run_cv
+    from pipeline.config import head_config
     from pipeline.executors import build_executor
 
+    head, params = head_config(where["config_path"], where["head"])
     with build_executor(where["executor"], workers=where["workers"], scheduler=where["scheduler"]) as executor:
-        document = run_cv(cache_path, out, models=models, n_folds=n_folds, head=head, executor=executor, progress=fits_bar)
+        document = run_cv(
+            cache_path, out, models=models, n_folds=n_folds, head=head, head_params=params, executor=executor, progress=fits_bar
+        )
     if as_json:
         print_json(document)
     else:
@@ -71,14 +84,18 @@ def cv(n_folds: int, cache_path: str, out: str, models: str | None, head: str, a
     "--out", required=True, type=click.Path(file_okay=False), help="Folder for the report and the final model (OUT/model/)."
 )
 @click.option("--models", default=None, help="Comma-separated fusion models.  [default: all the cache allows]")
-@HEAD_OPTION
+@head_options
 @executor_options
-def fuse(cache_path: str, out: str, models: str | None, head: str, **where: Any) -> None:
+def fuse(cache_path: str, out: str, models: str | None, **where: Any) -> None:
     """The CV report in OUT, then each model's head trained on every clip, saved in OUT/model/ for `mvemo predict`."""
     from fuse.run import fuse_cache
+    from pipeline.config import head_config
     from pipeline.executors import build_executor
 
+    head, params = head_config(where["config_path"], where["head"])
     with build_executor(where["executor"], workers=where["workers"], scheduler=where["scheduler"]) as executor:
-        document, folder = fuse_cache(cache_path, out, models=models, head=head, executor=executor, progress=fits_bar)
+        document, folder = fuse_cache(
+            cache_path, out, models=models, head=head, head_params=params, executor=executor, progress=fits_bar
+        )
     echo_summary(document, out)
     click.echo(f"final model: {folder}/model.json + heads.h5 (heads trained on every clip)")

@@ -8,7 +8,9 @@ decode), ``[mel]``, ``[lld]``, ``[waveform]`` and ``[frames]``
 ``batch_size``, ``validation_share``, ``seed``) and ``[optim.<net>]`` (``name``,
 ``lr``, ``momentum``) set fine-tuning. ``[net.<name>]`` sets a net's options (those of
 ``extract.nets.get_net``, e.g. ``[net.i3d] pool = "global"``), for its embeddings with
-or without fine-tuning. The frames' window follows ``[audio]`` unless ``[frames]`` sets it, so both
+or without fine-tuning. ``[head]`` sets stage two's fusion head: its ``name``
+(``logistic`` or ``softmax``) and the parameters of ``fuse.heads.LogisticHead`` or
+``SoftmaxHead`` (``optimizer``, ``lr``, ``l2``, ...). The frames' window follows ``[audio]`` unless ``[frames]`` sets it, so both
 modalities see the same part of a video. Unknown tables or keys are errors,
 never ignored.
 """
@@ -22,7 +24,7 @@ from typing import Any
 
 from manifests.errors import ConfigError
 
-TABLES = ("audio", "mel", "lld", "waveform", "frames", "train", "optim", "net")
+TABLES = ("audio", "mel", "lld", "waveform", "frames", "train", "optim", "net", "head")
 
 
 def load_toml(path: str | os.PathLike[str] | None) -> dict[str, Any]:
@@ -101,6 +103,13 @@ def _nets(tables: dict[str, Any]) -> dict[str, dict[str, Any]]:
         if unknown:
             raise ConfigError(f"[net.{net}]: unknown key(s) {unknown}; {net}'s options are {sorted(net_options(net))}")
     return per_net
+
+
+def head_config(path: str | os.PathLike[str] | None, name: str | None) -> tuple[str, dict[str, Any]]:
+    """The fusion head's name (``name`` if given, else the ``[head]`` table's, else ``logistic``) and its parameters."""
+    table = dict(load_toml(path).get("head", {}))
+    configured = table.pop("name", "logistic")
+    return name or configured, table
 
 
 def per_net_tables(tables: dict[str, Any], table: str) -> dict[str, dict[str, Any]]:

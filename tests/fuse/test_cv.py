@@ -201,3 +201,21 @@ def test_two_classes_have_a_roc_auc_too() -> None:
     proba = rng.dirichlet([1, 1], size=20)
     metrics = summarize(y, proba, np.arange(20) % 2, 2)
     assert metrics["roc_auc_macro"] == pytest.approx(roc_auc_score(y, proba[:, 1]))
+
+
+def test_the_config_file_sets_the_head_and_its_optimizer(tmp_path: Path) -> None:
+    cache = embedding_cache(tmp_path / "c.h5", nets={"onedcnn": (4, 4.0)})
+    config = tmp_path / "head.toml"
+    config.write_text('[head]\nname = "softmax"\noptimizer = "sgd"\nlr = 0.05\nmax_epochs = 30\n')
+    args = ["cv", "--folds", "3", "--cache", str(cache), "--out", str(tmp_path / "r"), "--config", str(config), "--json"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["config"]["head"] == "softmax"
+    assert document["config"]["head_params"] == {"optimizer": "sgd", "lr": 0.05, "max_epochs": 30}
+    assert document["models"]["onedcnn"]["accuracy"]["mean"] > 0.9
+    overridden = CliRunner().invoke(cli, [*args, "--head", "logistic"])
+    assert overridden.exit_code == 2 and "[head] logistic: unknown parameter(s) ['lr', 'max_epochs', 'optimizer']" in overridden.output
+    config.write_text('[head]\nname = "softmax"\nlearning_rate = 0.05\n')
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and "[head] softmax: unknown parameter(s) ['learning_rate']" in result.output
