@@ -5,7 +5,7 @@ Also the measurement behind ``extract.video_decode``'s strategy,
 skipped conversions, OpenCV ``grab``/``retrieve`` and ``CAP_PROP_POS_FRAMES``
 seeks, and mvemo's planned decode), run by hand::
 
-    .venv/bin/python -m pipeline.bench_video --strategies [--clips 8] [--json]
+    .venv/bin/python -m pipeline.bench_video --strategies [--clips 8]   # prints JSON
 """
 
 from __future__ import annotations
