@@ -215,7 +215,10 @@ def test_the_config_file_sets_the_head_and_its_optimizer(tmp_path: Path) -> None
     assert document["config"]["head_params"] == {"optimizer": "sgd", "lr": 0.05, "max_epochs": 30}
     assert document["models"]["onedcnn"]["accuracy"]["mean"] > 0.9
     overridden = CliRunner().invoke(cli, [*args, "--head", "logistic"])
-    assert overridden.exit_code == 2 and "[head] logistic: unknown parameter(s) ['lr', 'max_epochs', 'optimizer']" in overridden.output
+    assert (
+        overridden.exit_code == 2
+        and "[head] logistic: unknown parameter(s) ['lr', 'max_epochs', 'optimizer']" in overridden.output
+    )
     config.write_text('[head]\nname = "softmax"\nlearning_rate = 0.05\n')
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2 and "[head] softmax: unknown parameter(s) ['learning_rate']" in result.output
