@@ -106,11 +106,13 @@ def _read_pyav(path: Path, window: AudioWindow, who: str) -> tuple[np.ndarray, i
         time_base = stream.time_base or Fraction(1, sr)
         if window.offset_s > 0:
             container.seek(int(window.offset_s / time_base), stream=stream, backward=True, any_frame=False)
-        x = np.zeros((0, 0), dtype=np.float32)
+        x = np.zeros((len(names), 0), dtype=np.float32)
         position = filled = 0
+        first = True
         to_float = av.AudioResampler(format="fltp")
         for frame in container.decode(stream):
-            if not x.size:  # later frames follow sample by sample: ms-resolution pts (mkv) would jitter
+            if first:  # later frames follow sample by sample: ms-resolution pts (mkv) would jitter
+                first = False
                 start = round(frame.pts * time_base * sr) if frame.pts is not None else 0
                 position = -max(begin - start, 0)
                 x = np.zeros((len(names), max(end - start + position, 0)), dtype=np.float32)
