@@ -119,9 +119,10 @@ def _read_pyav(path: Path, window: AudioWindow, who: str) -> tuple[np.ndarray, i
             for planes in _float_planes(frame, to_float, len(names)):
                 n = planes[0].size
                 lo, hi = max(position, 0), min(position + n, x.shape[1])
-                for row, plane in zip(x, planes):
-                    row[lo:hi] = plane[lo - position : hi - position]
-                filled = max(filled, hi)
+                if lo < hi:  # a block wholly before the window (after a seek) or past its end adds nothing
+                    for row, plane in zip(x, planes):
+                        row[lo:hi] = plane[lo - position : hi - position]
+                    filled = hi
                 position += n
             if position >= x.shape[1]:
                 break

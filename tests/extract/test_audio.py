@@ -110,6 +110,16 @@ def test_offset_and_exact_lengths(tmp_path: Path) -> None:
     assert out.size == 16000 and not out[8100:].any()
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".webm", ".mp3"])
+def test_a_window_past_the_end_of_a_compressed_track_is_empty(tmp_path: Path, suffix: str) -> None:
+    codec = "libopus" if suffix == ".webm" else None
+    path = write_media(tmp_path / f"short{suffix}", y=music(48000, 2.0)[:, None], sr=48000, audio_codec=codec)
+    tail = decode_audio(path, AudioWindow(offset_s=1.5, duration_s=1.0))
+    assert 0.4 < tail.valid_s <= 0.55 and np.abs(tail.y).max() > 0.1
+    beyond = decode_audio(path, AudioWindow(offset_s=2.5, duration_s=1.0))
+    assert beyond.y.size == 0 and beyond.valid_s == 0
+
+
 def test_mono_mix_ignores_lfe() -> None:
     np.testing.assert_allclose(mono_weights(["FL", "FR", "FC", "LFE", "BL", "BR"]), [0.2, 0.2, 0.2, 0, 0.2, 0.2])
     np.testing.assert_allclose(mono_weights(["", ""]), [0.5, 0.5])
