@@ -78,8 +78,8 @@ class MelConfig:
 
     def __post_init__(self) -> None:
         _require(
-            self.n_fft >= 16 and self.hop_length >= 1,
-            f"n_fft={self.n_fft}, hop_length={self.hop_length}: expected n_fft >= 16, hop >= 1",
+            self.n_fft >= 16 and self.n_fft % 2 == 0 and self.hop_length >= 1,
+            f"n_fft={self.n_fft}, hop_length={self.hop_length}: expected an even n_fft >= 16, hop >= 1",
         )
         _require(
             0 <= self.fmin_hz < self.fmax_hz <= self.sample_rate_hz / 2,
@@ -129,8 +129,8 @@ class LldConfig:
 
     def __post_init__(self) -> None:
         _require(
-            self.hop_length >= 1 and self.frame_length >= 2 * self.hop_length // 2,
-            f"frame_length={self.frame_length}, hop_length={self.hop_length}: expected hop >= 1",
+            self.hop_length >= 1 and self.frame_length >= 16 and self.frame_length % 2 == 0,
+            f"frame_length={self.frame_length}, hop_length={self.hop_length}: expected an even frame_length >= 16, hop >= 1",
         )
         _require(1 <= self.n_mfcc <= self.n_mels, f"n_mfcc={self.n_mfcc}: expected 1..n_mels ({self.n_mels})")
         _require(
@@ -151,6 +151,7 @@ class LldConfig:
             f"contrast_fmin_hz={self.contrast_fmin_hz}, contrast_n_bands={self.contrast_n_bands}: expected n_bands >= 1"
             " and every octave band to start below sample_rate_hz / 2",
         )
+        _contrast_bands(self.sample_rate_hz, self.frame_length, self.contrast_fmin_hz, self.contrast_n_bands)
         try:
             scipy.signal.get_window(self.window, 8)
         except ValueError:
@@ -347,6 +348,11 @@ def _contrast_bands(sr: int, n_fft: int, fmin_hz: float, n_bands: int) -> tuple[
     bands = []
     for k, (f_low, f_high) in enumerate(itertools.pairwise(edges)):
         inside = np.flatnonzero((freq >= f_low) & (freq <= f_high))
+        _require(
+            inside.size > 0,
+            f"contrast_fmin_hz={fmin_hz}: the octave band {f_low:g}-{f_high:g} Hz holds no FFT bin of a {n_fft}-sample"
+            " frame; raise contrast_fmin_hz or frame_length",
+        )
         low = inside[0] - 1 if k > 0 else inside[0]
         high = freq.size if k == n_bands else inside[-1] + 1
         per_side = max(1, int(np.rint(0.02 * (high - low))))

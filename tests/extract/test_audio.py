@@ -199,3 +199,9 @@ def test_configs_validate() -> None:
         AudioWindow(duration_s=0)
     with pytest.raises(ConfigError, match=r"contrast_fmin_hz=4000.0, contrast_n_bands=6"):
         LldConfig(contrast_fmin_hz=4000.0)
+    with pytest.raises(ConfigError, match=r"octave band 10-20 Hz holds no FFT bin"):
+        LldConfig(contrast_fmin_hz=10.0)
+    with pytest.raises(ConfigError, match=r"n_fft=511.*even n_fft"):
+        MelConfig(n_fft=511)
+    with pytest.raises(ConfigError, match=r"frame_length=2047.*even frame_length"):
+        LldConfig(frame_length=2047)
