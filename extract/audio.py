@@ -22,7 +22,8 @@ from extract.lpc import fast_length, formants, lpc, residual_phase, yin
 from extract.media import AudioWindow, Decoded, resample_exact
 from manifests.errors import ConfigError
 
-EXTRACTOR_VERSION = "1"
+# Raised whenever a change moves the features' values: rows of another version then fail the fingerprint.
+EXTRACTOR_VERSION = "2"
 DB_AMIN = 1e-10
 
 

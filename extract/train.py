@@ -136,7 +136,8 @@ class TrainConfig:
     def record(self, net: str) -> dict[str, Any]:
         """What decides a net's fine-tuned weights (fingerprinted)."""
         fields = {k: v for k, v in asdict(self).items() if k not in ("optimizers", "net_options")}
-        return {**fields, "optimizer": asdict(self.optimizer(net)), "net_options": self.net_options.get(net, {})}
+        options = {"net_options": self.net_options[net]} if self.net_options.get(net) else {}
+        return {**fields, "optimizer": asdict(self.optimizer(net)), **options}
 
 
 def resolve_device(name: str) -> torch.device:
