@@ -30,6 +30,21 @@ from manifests.errors import ConfigError
 from manifests.schema import Manifest
 
 EXTRACTOR_VERSION = "1"
+# A job whose worker died (Dask gave up on it, or the local pool broke): the job itself may be fine.
+LOST_JOB_ERRORS = ("KilledWorker", "BrokenProcessPool")
+
+
+def is_lost_job(error: BaseException) -> bool:
+    return type(error).__name__ in LOST_JOB_ERRORS
+
+
+def require_same_weights(net: EmotionNet, expected_sha256: str) -> None:
+    """A worker must start from the pretrained weights the run fingerprinted (it looks for them on its own disk)."""
+    if net.weights_sha256 != expected_sha256:
+        raise ConfigError(
+            f"{net.name}: this worker found pretrained weights of sha256 {net.weights_sha256[:12] or '(none)'}, the run"
+            f" started from {expected_sha256[:12] or '(none)'}; give every worker the same --weights-dir"
+        )
 
 
 def input_kinds(nets: Iterable[str], net_options: Mapping[str, Mapping[str, Any]] = {}) -> tuple[str, ...]:
@@ -104,6 +119,7 @@ class EmbedJob:
     net: str
     n_classes: int
     weights_dir: str | None
+    pretrained_sha256: str
     seed: int
     options: tuple[tuple[str, Any], ...]
     rows: np.ndarray
@@ -113,15 +129,17 @@ class EmbedJob:
 
 def embed_job(job: EmbedJob) -> tuple[np.ndarray, np.ndarray]:
     """The rows of ``job`` and their float32 embeddings, shape (rows, embedding_dim)."""
-    net = _worker_net(job.net, job.n_classes, job.weights_dir, job.seed, job.options)
+    net = _worker_net(job.net, job.n_classes, job.weights_dir, job.pretrained_sha256, job.seed, job.options)
     parts = list(embed_rows(net, job.cache_path, job.rows, job.batch_size, resolve_device(job.device)))
     return np.concatenate([rows for rows, _ in parts]), np.concatenate([embedding for _, embedding in parts])
 
 
-@functools.lru_cache(maxsize=4)
-def _worker_net(name: str, n_classes: int, weights_dir: str | None, seed: int, options: tuple) -> EmotionNet:
-    """Each worker builds (and loads) a net once for all its jobs."""
-    return build_net(name, n_classes, weights_dir=weights_dir, seed=seed, options=dict(options))[0]
+@functools.lru_cache(maxsize=1)
+def _worker_net(name: str, n_classes: int, weights_dir: str | None, sha256: str, seed: int, options: tuple) -> EmotionNet:
+    """Each worker builds (and loads) the net of a run's jobs once; the next net replaces it."""
+    net = build_net(name, n_classes, weights_dir=weights_dir, seed=seed, options=dict(options))[0]
+    require_same_weights(net, sha256)
+    return net
 
 
 def export_embeddings(
@@ -145,7 +163,8 @@ def export_embeddings(
     loader processes reading the cache); with one, jobs of ``BATCHES_PER_JOB``
     batches run on its workers (asking a Dask cluster for a ``GPU`` unless
     ``device`` is ``cpu``), and this process writes what they return. A job that
-    is lost fails its clips, with the reason; the others are written.
+    is lost (its workers died) fails its clips, with the reason, and the others are
+    written; any other error of a job stops the run as it would in this process.
     ``net_options`` maps a net to options of ``get_net`` (a config file's
     ``[net.<name>]``). ``progress(net)``, if given, returns the callable that
     wraps that net's results: ``bar(results, total)``.
@@ -180,13 +199,16 @@ def export_embeddings(
                 jobs = in_order(rows, batch_size)
                 results: Iterable[Any] = embed_rows(net, cache_path, rows, batch_size, resolve_device(device))
             else:
-                shared = (cache_path, name, n_classes, None if weights_dir is None else str(Path(weights_dir).absolute()))
+                where = None if weights_dir is None else str(Path(weights_dir).absolute())
+                shared = (cache_path, name, n_classes, where, net.weights_sha256)
                 jobs = in_order(rows, batch_size * BATCHES_PER_JOB)
                 work = [EmbedJob(*shared, seed, tuple(sorted(options.items())), part, batch_size, device) for part in jobs]
                 results = executor.map(embed_job, work, resources=None if device == "cpu" else GPU_RESOURCES)
             bar = progress(name) if progress else None
             for part, result in zip(jobs, bar(results, len(jobs)) if bar else results):
-                if isinstance(result, BaseException):  # a job the executor lost (its workers died)
+                if isinstance(result, BaseException):
+                    if not is_lost_job(result):
+                        raise result
                     for row in part:
                         reason = f"clip {writer.clip_ids[row]!r}: its embedding job was lost ({type(result).__name__}: {result})"
                         writer.fail(set_name, int(row), reason)

@@ -38,7 +38,15 @@ from cache.layout import FeatureSpec
 from cache.lock import CacheLock
 from cache.read import Cache
 from cache.store import CacheWriter
-from extract.embed import EXTRACTOR_VERSION, build_net, fail_rows_without_inputs, input_fingerprints, input_options
+from extract.embed import (
+    EXTRACTOR_VERSION,
+    build_net,
+    fail_rows_without_inputs,
+    input_fingerprints,
+    input_options,
+    is_lost_job,
+    require_same_weights,
+)
 from extract.nets.base import EmotionNet
 from extract.train import GPU_RESOURCES, TrainConfig, embed_rows, kinds_of, resolve_device, train_net
 from manifests.errors import ConfigError
@@ -47,8 +55,6 @@ from manifests.schema import Manifest
 PROTOCOLS = ("leakfree", "paper")
 # Net options while fine-tuning: paper 001 trains the 2D CNN with ReLU where the MSD weights were trained with ELU.
 FINETUNE_OPTIONS = {"twodcnn": {"activation": "relu"}}
-# A job whose worker died (Dask gave up on it, or the local pool broke): the unit itself may be fine.
-LOST_JOB_ERRORS = ("KilledWorker", "BrokenProcessPool")
 
 
 @dataclass
@@ -192,7 +198,7 @@ def _run_units(
         summaries[i] = UnitSummary(units.name, job.fold, result.epochs, result.val_accuracy, result.seconds)
     if errors:
         error = errors[0]
-        if type(error).__name__ in LOST_JOB_ERRORS:
+        if is_lost_job(error):
             raise ConfigError(
                 f"a fine-tuning job was lost ({type(error).__name__}: {error}); finished units are kept, rerun to resume"
             ) from error
@@ -295,11 +301,7 @@ def train_unit(job: UnitJob) -> UnitResult:
     began = time.perf_counter()
     device = resolve_device(job.device)
     net, _ = build_finetune_net(job.cache_path, job.name, job.n_classes, job.config, job.weights_dir)
-    if net.weights_sha256 != job.pretrained_sha256:
-        raise ConfigError(
-            f"{job.name}: this worker found pretrained weights of sha256 {net.weights_sha256[:12] or '(none)'}, the run"
-            f" started from {job.pretrained_sha256[:12] or '(none)'}; give every worker the same --weights-dir"
-        )
+    require_same_weights(net, job.pretrained_sha256)
     result = train_net(
         net,
         job.cache_path,

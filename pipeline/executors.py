@@ -14,7 +14,8 @@ import ctypes
 import multiprocessing
 import signal
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from manifests.errors import ConfigError
@@ -91,16 +92,29 @@ class ProcessExecutor(Executor):
     """Local worker processes (``--executor processes --workers N``)."""
 
     def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
         context = multiprocessing.get_context("forkserver")
-        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_process_worker_init)
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_process_worker_init)
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], resources: dict[str, float] | None = None) -> Iterator[Any]:
-        futures = [self.pool.submit(fn, *args) for args in zip(*iterables)]
+        futures = [self._submit(fn, args) for args in zip(*iterables)]
         for future in futures:
             try:
                 yield future.result()
             except Exception as err:  # a worker that died takes its job (and the pool) down
                 yield err
+
+    def _submit(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Future:
+        """Submit a job; a pool that a dying worker broke (in an earlier stage) is replaced first."""
+        try:
+            return self.pool.submit(fn, *args)
+        except BrokenProcessPool:
+            self.pool.shutdown(cancel_futures=True)
+            self.pool = self._new_pool()
+            return self.pool.submit(fn, *args)
 
     def close(self) -> None:
         self.pool.shutdown(cancel_futures=True)

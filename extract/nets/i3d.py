@@ -149,6 +149,11 @@ class I3D(EmotionNet):
             f"i3d pool={pool!r}: expected 'reference' (avg pool (2,7,7), then the time mean) or 'global' (mean at any size)",
         )
         require(
+            frames == "frames224" or pool == "global",
+            f"i3d frames={frames!r} with pool={pool!r}: 112-pixel frames are smaller than the reference pool's 7x7 window;"
+            " set pool = 'global'",
+        )
+        require(
             not kinetics_logits or num_classes == KINETICS_CLASSES,
             f"i3d kinetics_logits=True with num_classes={num_classes}: the Kinetics head has {KINETICS_CLASSES} classes;"
             f" pass num_classes={KINETICS_CLASSES}, or kinetics_logits=False for a new head",

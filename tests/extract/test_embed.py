@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -7,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from cache.read import Cache
-from extract.embed import export_embeddings, input_kinds
+from extract.embed import EmbedJob, embed_job, export_embeddings, input_kinds
 from extract.run import extract_features
-from manifests import Clip, Manifest, write_manifest
+from manifests import Clip, ConfigError, Manifest, write_manifest
 from pipeline.cli import cli
 from tests.conftest import write_tiny
 from tests.extract.test_run import CONFIGS
@@ -88,3 +90,32 @@ def test_config_net_tables_set_a_nets_options_and_inputs(tmp_path: Path, manifes
         config.write_text(table)
         result = CliRunner().invoke(cli, ["extract", str(path), "--cache", str(cache), "--nets", "i3d", "--config", str(config)])
         assert result.exit_code == 2 and message in result.output
+
+
+class ReplyingExecutor:
+    """An executor whose every job comes back as ``reply``: how a pool reports a lost job or a job's own error."""
+
+    def __init__(self, reply: BaseException) -> None:
+        self.reply = reply
+
+    def map(self, fn: object, jobs: list, resources: object = None) -> Iterator[BaseException]:
+        return iter([self.reply] * len(jobs))
+
+
+def test_a_lost_job_fails_its_clips_and_any_other_job_error_stops_the_run(tmp_path: Path, manifest: Manifest) -> None:
+    cache, other = tmp_path / "c.h5", tmp_path / "other.h5"
+    for path in (cache, other):
+        extract_features(manifest, path, ("mel",), configs=CONFIGS)
+    lost = export_embeddings(manifest, cache, ["twodcnn"], executor=ReplyingExecutor(BrokenProcessPool("worker died")))
+    assert lost.done == {"twodcnn": 0} and len(lost.failed["twodcnn"]) == 4
+    assert "embedding job was lost (BrokenProcessPool: worker died)" in lost.failed["twodcnn"]["c0"]
+    with pytest.raises(ConfigError, match="batch size"):
+        export_embeddings(
+            manifest, other, ["twodcnn"], executor=ReplyingExecutor(ConfigError("out of memory: set a smaller batch size"))
+        )
+
+
+def test_a_worker_that_finds_other_pretrained_weights_refuses_its_job() -> None:
+    job = EmbedJob("unused.h5", "twodcnn", 2, None, "0123456789abcdef", 0, (), np.arange(2), 1, "cpu")
+    with pytest.raises(ConfigError, match=r"found pretrained weights of sha256 \(none\), the run started from 0123456789ab"):
+        embed_job(job)

@@ -172,6 +172,8 @@ def test_i3d_reads_the_frames_its_option_names() -> None:
     assert prepared.shape == (1, 3, 4, 112, 112) and float(prepared.min()) == -1.0
     with pytest.raises(ConfigError, match=r"i3d frames='frames64'"):
         get_net("i3d", num_classes=2, frames="frames64")
+    with pytest.raises(ConfigError, match=r"i3d frames='frames112' with pool='reference'.*set pool = 'global'"):
+        get_net("i3d", num_classes=2, frames="frames112")
 
 
 def test_i3d_reference_pooling_at_its_smallest_input_averages_one_window() -> None:

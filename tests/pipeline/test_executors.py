@@ -60,11 +60,11 @@ def test_dask_features_equal_serial_even_when_a_worker_dies(tmp_path: Path, mani
             extract.run, "compute_clip", lambda clip, names, configs: suicide_on_first_try(clip, names, configs, marker)
         )
         summary = extract_features(manifest, tmp_path / "killed.h5", ("mel", "lld"), configs=CONFIGS, executor=executor)
+        assert os.path.exists(marker), "a worker was killed mid-run"
         monkeypatch.setattr(extract.run, "compute_clip", always_kill_on_c3)
         doomed = extract_features(manifest, tmp_path / "doomed.h5", ("mel",), configs=CONFIGS, executor=executor)
     finally:
         executor.close()
-    assert os.path.exists(marker), "a worker was killed mid-run"
     assert not summary.failures
     assert set(doomed.failures["mel"]) == {"c3"} and "its worker died" in doomed.failures["mel"]["c3"]
     assert doomed.sets["mel"].done == 5, "a clip that kills two workers is failed, the others are done"
@@ -173,11 +173,11 @@ def test_dask_embeddings_equal_serial_even_when_a_worker_dies(tmp_path: Path, ma
         killed = export_embeddings(
             manifest, caches["killed"], nets, weights_dir=tmp_path / "none", batch_size=1, executor=executor
         )
+        assert os.path.exists(marker), "a worker was killed mid-job"
         monkeypatch.setattr(extract.embed, "embed_job", lambda job: embed_or_die(job, marker, always=True))
         doomed = export_embeddings(
             manifest, caches["doomed"], ["onedcnn"], weights_dir=tmp_path / "none", batch_size=1, executor=executor
         )
-    assert os.path.exists(marker), "a worker was killed mid-job"
     assert killed.done == {"onedcnn": 6, "twodcnn": 6} and not any(killed.failed.values())
     assert doomed.done["onedcnn"] == 4 and set(doomed.failed["onedcnn"]) == {"c2", "c3"}
     assert "embedding job was lost" in doomed.failed["onedcnn"]["c2"]
