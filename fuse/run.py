@@ -56,8 +56,8 @@ def fuse_cache(
 ) -> tuple[dict[str, Any], Path]:
     """The CV report in ``out``, then every model's head trained on all clips, saved in ``out/model``."""
     document = run_cv(cache_path, out, models=models, head=head, head_params=head_params, executor=executor, progress=progress)
-    with Cache(cache_path) as cache:
-        chosen = select_models(cache, models)
+    with Cache(cache_path) as cache:  # the models the report kept: one without clips was left out with a note
+        chosen = [model for model in select_models(cache, models) if model.name in document["models"]]
     heads = train_final(cache_path, chosen, make_head(head, **(head_params or {})))
     header = {key: document[key] for key in ("version", "protocol", "cache_fingerprint")} | {
         "head": head,

@@ -143,6 +143,9 @@ def test_a_fold_without_a_class_and_a_net_without_rows_are_reported(tmp_path: Pa
     assert report.exit_code == 0, report.output
     assert "note: onedcnn, fold 0: no training clip of class tense" in report.output
     assert "## Notes" in (tmp_path / "r" / "report.md").read_text()
+    fused = CliRunner().invoke(cli, ["fuse", str(cache), "--out", str(tmp_path / "f")])
+    assert fused.exit_code == 0, fused.output
+    assert set(json.loads((tmp_path / "f" / "model" / "model.json").read_text())["models"]) == {"onedcnn"}
 
 
 def test_cv_and_fuse_write_reports_pictures_and_a_model(tmp_path: Path) -> None:
