@@ -7,8 +7,9 @@ weights, bias), which is what a saved model stores.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -19,6 +20,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
 
 from manifests.errors import ConfigError
+
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
 
 
 @dataclass(frozen=True)
@@ -38,11 +41,25 @@ class LinearSoftmax:
         return p / p.sum(axis=1, keepdims=True)
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+POSITIVE = (lambda v: _is_number(v) and v > 0, "a number > 0")
+COUNT = (_is_count, "an integer >= 1")
+
+
 class _LinearHead(ClassifierMixin, BaseEstimator):
     """Shared predict/predict_proba of heads that expose ``linear_`` after ``fit``."""
 
     linear_: LinearSoftmax
     classes_: np.ndarray
+    # Each parameter's check and what it expects, for a config's [head] table.
+    PARAM_RULES: ClassVar[dict[str, tuple[Callable[[Any], bool], str]]] = {}
 
     def predict_proba(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "linear_")
@@ -60,6 +77,8 @@ class LogisticHead(_LinearHead):
     Measured against ``SoftmaxHead`` (the same softmax layer trained by a first-order
     optimizer with early stopping): equal accuracy within fold noise, 10-40x faster.
     """
+
+    PARAM_RULES: ClassVar = {"C": POSITIVE, "max_iter": COUNT, "tol": POSITIVE}
 
     def __init__(self, C: float = 0.1, max_iter: int = 300, tol: float = 1e-3) -> None:
         self.C = C
@@ -94,6 +113,18 @@ class SoftmaxHead(_LinearHead):
         Share of the training rows held out (stratified) to choose the epoch.
     random_state : int
     """
+
+    PARAM_RULES: ClassVar = {
+        "optimizer": (lambda v: v in OPTIMIZERS, f"one of {OPTIMIZERS}"),
+        "lr": POSITIVE,
+        "l2": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+        "momentum": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+        "max_epochs": COUNT,
+        "patience": COUNT,
+        "batch_size": COUNT,
+        "val_fraction": (lambda v: _is_number(v) and 0 < v < 0.5, "a share in (0, 0.5)"),
+        "random_state": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    }
 
     def __init__(
         self,
@@ -158,7 +189,7 @@ class SoftmaxHead(_LinearHead):
         return self
 
 
-HEADS = {"logistic": LogisticHead, "softmax": SoftmaxHead}
+HEADS: dict[str, type[_LinearHead]] = {"logistic": LogisticHead, "softmax": SoftmaxHead}
 
 
 def make_head(kind: str = "logistic", **params: Any) -> _LinearHead:
@@ -170,6 +201,10 @@ def make_head(kind: str = "logistic", **params: Any) -> _LinearHead:
     unknown = sorted(set(params) - set(allowed))
     if unknown:
         raise ConfigError(f"[head] {kind}: unknown parameter(s) {unknown}; its parameters are {sorted(allowed)}")
+    for name, value in params.items():
+        valid, expected = HEADS[kind].PARAM_RULES[name]
+        if not valid(value):
+            raise ConfigError(f"[head] {kind}: {name} = {value!r}; expected {expected}")
     return HEADS[kind](**params)
 
 
@@ -203,4 +238,4 @@ def _optimizer(name: str, params: Any, lr: float, momentum: float) -> Any:
         return torch.optim.SGD(params, lr=lr, momentum=momentum)
     if name == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr)
-    raise ConfigError(f"optimizer {name!r}: choose adam, sgd or rmsprop")
+    raise ConfigError(f"optimizer {name!r}: choose one of {OPTIMIZERS}")

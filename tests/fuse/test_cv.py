@@ -14,7 +14,7 @@ from sklearn.utils.estimator_checks import check_estimator
 
 from cache.read import Cache
 from fuse.cv import cross_validate
-from fuse.heads import LogisticHead, SoftmaxHead
+from fuse.heads import LogisticHead, SoftmaxHead, make_head
 from fuse.models import available_models
 from fuse.saved import load_fusion_model
 from manifests import CacheError, ConfigError
@@ -225,3 +225,14 @@ def test_the_config_file_sets_the_head_and_its_optimizer(tmp_path: Path) -> None
     config.write_text('[head]\nname = "softmax"\nlearning_rate = 0.05\n')
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2 and "[head] softmax: unknown parameter(s) ['learning_rate']" in result.output
+    for table, message in [
+        ("lr = -1", "[head] softmax: lr = -1; expected a number > 0"),
+        ('optimizer = "lbfgs"', "[head] softmax: optimizer = 'lbfgs'; expected one of ('adam', 'sgd', 'rmsprop')"),
+        ("batch_size = 0", "[head] softmax: batch_size = 0; expected an integer >= 1"),
+        ('val_fraction = "0.1"', "[head] softmax: val_fraction = '0.1'; expected a share in (0, 0.5)"),
+    ]:
+        config.write_text(f'[head]\nname = "softmax"\n{table}\n')
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2 and message in result.output, result.output
+    with pytest.raises(ConfigError, match=r"\[head\] logistic: C = -1.0; expected a number > 0"):
+        make_head("logistic", C=-1.0)
