@@ -56,8 +56,9 @@ class FeatureConfigs:
     audio_timeout_s: float | None = 60.0
 
     def __post_init__(self) -> None:
-        if self.audio_timeout_s is not None and not self.audio_timeout_s > 0:
-            raise ConfigError(f"[audio] timeout_s={self.audio_timeout_s}: expected seconds > 0")
+        timeout = self.audio_timeout_s
+        if timeout is not None and not (isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0):
+            raise ConfigError(f"[audio] timeout_s={timeout!r}: expected seconds > 0")
         windows = {self.mel.window, self.lld.audio_window, self.waveform.window}
         if len(windows) > 1:
             raise ConfigError(f"mel, lld and waveform must analyse the same audio window, got {sorted(map(str, windows))}")

@@ -120,7 +120,7 @@ class FrameWorker:
     def decode_audio(self, path: str | os.PathLike[str], window: AudioWindow, *, clip_id: str = "", timeout_s: float) -> Decoded:
         """``extract.media.decode_audio`` in the child, killed past ``timeout_s`` plus ``kill_grace_s`` (a
         container that hangs the demuxer would hang its audio track's reading as well as its frames')."""
-        request = {"kind": "audio", "path": str(path), "clip_id": clip_id, "window": asdict(window), "timeout_s": timeout_s}
+        request = {"kind": "audio", "path": str(path), "clip_id": clip_id, "window": asdict(window)}
         header, (y,) = self._ask(request, timeout_s)
         return Decoded(y, header["sr"], header["valid_s"])
 
@@ -191,10 +191,10 @@ class FrameWorker:
             ready = self._read_header(proc.stdout, time.monotonic() + STARTUP_TIMEOUT_S)
         except (_Timeout, _Died):
             self.close(kill=True)
-            raise WorkerError(f"the video worker {self.command} did not start; run it by hand to see why") from None
+            raise WorkerError(f"the decoder worker {self.command} did not start; run it by hand to see why") from None
         if not ready.get("ready"):
             self.close(kill=True)
-            raise WorkerError(f"the video worker {self.command} answered {ready!r} instead of its ready line")
+            raise WorkerError(f"the decoder worker {self.command} answered {ready!r} instead of its ready line")
         return proc
 
     def _read_header(self, stream: IO[bytes], deadline: float | None) -> dict[str, Any]:

@@ -44,10 +44,12 @@ def load_toml(path: str | os.PathLike[str] | None) -> dict[str, Any]:
     return table
 
 
-def build(cls: type, values: dict[str, Any], *, table: str, **fixed: Any) -> Any:
-    """``cls(**values, **fixed)``, naming the table and the allowed keys for an unknown key."""
+def build(cls: type, values: dict[str, Any], *, table: str, taken: tuple[str, ...] = (), **fixed: Any) -> Any:
+    """``cls(**values, **fixed)``, naming the table and the allowed keys for an unknown key (the ``taken`` keys
+    of the table read before included)."""
     names = {f.name for f in dataclasses.fields(cls)} - set(fixed)
     unknown = sorted(set(values) - names)
+    names |= set(taken)
     if unknown:
         raise ConfigError(f"[{table}]: unknown key(s) {unknown}; allowed keys are {sorted(names)}")
     try:
@@ -66,7 +68,7 @@ def feature_configs(path: str | os.PathLike[str] | None) -> Any:
     tables = load_toml(path)
     audio = dict(tables.get("audio", {}))
     timeout_s = audio.pop("timeout_s", FeatureConfigs.audio_timeout_s)
-    window = build(AudioWindow, audio, table="audio")
+    window = build(AudioWindow, audio, table="audio", taken=("timeout_s",))
     frames = {"window_start_s": window.offset_s, "window_duration_s": window.duration_s, **tables.get("frames", {})}
     return FeatureConfigs(
         mel=build(MelConfig, tables.get("mel", {}), table="mel", window=window),

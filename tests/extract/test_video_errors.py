@@ -220,3 +220,9 @@ def test_the_audio_timeout_is_configured_and_changes_no_fingerprint(tmp_path: Pa
     assert [s.fingerprint for s in configs.specs(["mel", "lld"])] == [s.fingerprint for s in default.specs(["mel", "lld"])]
     with pytest.raises(ConfigError, match=r"\[audio\] timeout_s=0"):
         FeatureConfigs(audio_timeout_s=0)
+    config.write_text('[audio]\ntimeout_s = "60"\n')
+    with pytest.raises(ConfigError, match=r"\[audio\] timeout_s='60': expected seconds > 0"):
+        feature_configs(config)
+    config.write_text("[audio]\ntimeout = 60\n")
+    with pytest.raises(ConfigError, match=r"allowed keys are \['duration_s', 'offset_s', 'timeout_s'\]"):
+        feature_configs(config)
