@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import librosa
@@ -188,20 +189,19 @@ def test_float16_waveform_noise_lies_below_aac_codec_noise(tmp_path: Path) -> No
     assert float16_db < -60 and float16_db < aac_db - 20, (float16_db, aac_db)
 
 
-def test_configs_validate() -> None:
-    with pytest.raises(ConfigError, match=r"window='hannn': not a scipy window"):
-        LldConfig(window="hannn")
-    with pytest.raises(ConfigError, match=r"fmax_hz=9000"):
-        MelConfig(fmax_hz=9000)
-    with pytest.raises(ConfigError, match=r"rp_weight=1.5"):
-        LldConfig(rp_weight=1.5)
-    with pytest.raises(ConfigError, match=r"duration_s=0"):
-        AudioWindow(duration_s=0)
-    with pytest.raises(ConfigError, match=r"contrast_fmin_hz=4000.0, contrast_n_bands=6"):
-        LldConfig(contrast_fmin_hz=4000.0)
-    with pytest.raises(ConfigError, match=r"octave band 10-20 Hz holds no FFT bin"):
-        LldConfig(contrast_fmin_hz=10.0)
-    with pytest.raises(ConfigError, match=r"n_fft=511.*even n_fft"):
-        MelConfig(n_fft=511)
-    with pytest.raises(ConfigError, match=r"frame_length=2047.*even frame_length"):
-        LldConfig(frame_length=2047)
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: LldConfig(window="hannn"), r"window='hannn': not a scipy window"),
+        (lambda: MelConfig(fmax_hz=9000), r"fmax_hz=9000"),
+        (lambda: LldConfig(rp_weight=1.5), r"rp_weight=1.5"),
+        (lambda: AudioWindow(duration_s=0), r"duration_s=0"),
+        (lambda: LldConfig(contrast_fmin_hz=4000.0), r"contrast_fmin_hz=4000.0, contrast_n_bands=6"),
+        (lambda: LldConfig(contrast_fmin_hz=10.0), r"octave band 10-20 Hz holds no FFT bin"),
+        (lambda: MelConfig(n_fft=511), r"n_fft=511.*even n_fft"),
+        (lambda: LldConfig(frame_length=2047), r"frame_length=2047.*even frame_length"),
+    ],
+)
+def test_configs_validate(build: Callable[[], object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build()
