@@ -23,7 +23,7 @@ from extract.media import AudioWindow, Decoded, resample_exact
 from manifests.errors import ConfigError
 
 # Raised whenever a change moves the features' values: rows of another version then fail the fingerprint.
-EXTRACTOR_VERSION = "2"
+EXTRACTOR_VERSION = "3"
 DB_AMIN = 1e-10
 
 

@@ -121,6 +121,20 @@ def test_a_window_past_the_end_of_a_compressed_track_is_empty(tmp_path: Path, su
     assert beyond.y.size == 0 and beyond.valid_s == 0
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".webm", ".mp3"])
+def test_an_offset_window_of_a_compressed_track_is_that_part_of_the_whole_track(tmp_path: Path, suffix: str) -> None:
+    sr = 48000
+    t = np.arange(3 * sr) / sr
+    sweep = 0.5 * np.sin(2 * np.pi * (200 * t + 300 * t**2))  # 200 Hz to 2 kHz: any shift breaks the match
+    codec = "libopus" if suffix == ".webm" else None
+    path = write_media(tmp_path / f"sweep{suffix}", y=sweep[:, None].astype(np.float32), sr=sr, audio_codec=codec)
+    whole = decode_audio(path, AudioWindow(duration_s=3.0)).y
+    part = decode_audio(path, AudioWindow(offset_s=1.25, duration_s=1.0)).y
+    np.testing.assert_array_equal(part, whole[round(1.25 * sr) : round(2.25 * sr)])
+    lag = np.argmax(np.correlate(whole[sr : 2 * sr], sweep[sr - 2048 : 2 * sr + 2048].astype(np.float32))) - 2048
+    assert lag == 0, f"{suffix}: the decoded track is {lag} samples off the source"
+
+
 def test_mono_mix_ignores_lfe() -> None:
     np.testing.assert_allclose(mono_weights(["FL", "FR", "FC", "LFE", "BL", "BR"]), [0.2, 0.2, 0.2, 0, 0.2, 0.2])
     np.testing.assert_allclose(mono_weights(["", ""]), [0.5, 0.5])
