@@ -3,6 +3,7 @@ ends identical to an uninterrupted run's."""
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -37,18 +38,29 @@ def mel_rows_done(cache: Path) -> int:
         return int(reader.done("mel").sum()) if "mel" in reader.feature_sets() else 0
 
 
+def units_written(cache: Path) -> int:
+    folder = cache.parent / f"{cache.name}.checkpoints" / "twodcnn"
+    return len(list(folder.glob("*.pt"))) if folder.is_dir() else 0
+
+
 def phase(cache: Path) -> str:
     """Where a killed run was: amid its features; amid fine-tuning (some units' checkpoints written); or between."""
     if mel_rows_done(cache) < N_CLIPS:
         return "features"
-    folder = cache.parent / f"{cache.name}.checkpoints" / "twodcnn"
-    units = len(list(folder.glob("*.pt"))) if folder.is_dir() else 0
+    units = units_written(cache)
     return f"fine-tuning ({units} of 4 units written)" if units else "after features"
 
 
 def wait_for_features_midway(cache: Path, run: subprocess.Popen, rng: np.random.Generator) -> None:
     """Until the run has written some of its mel rows and not all, then a random instant more."""
     while run.poll() is None and not 0 < mel_rows_done(cache) < N_CLIPS:
+        time.sleep(0.02)
+    time.sleep(rng.uniform(0.0, 0.05))
+
+
+def wait_for_fine_tuning_midway(cache: Path, run: subprocess.Popen, rng: np.random.Generator) -> None:
+    """Until the run has written some of its units' checkpoints and not all, then a random instant more."""
+    while run.poll() is None and not 0 < units_written(cache) < 4:
         time.sleep(0.02)
     time.sleep(rng.uniform(0.0, 0.05))
 
@@ -81,6 +93,8 @@ def test_killed_extracts_resume_to_the_uninterrupted_cache(tmp_path: Path) -> No
             run = extract(cache)
             if mel_rows_done(cache) == 0:  # the round's first kill lands amid the features
                 wait_for_features_midway(cache, run, rng)
+            elif units_written(cache) == 0:  # its second amid the fine-tuning
+                wait_for_fine_tuning_midway(cache, run, rng)
             else:
                 time.sleep(rng.uniform(0.1, 0.9) * duration_s)
             if run.poll() is not None:
@@ -95,7 +109,7 @@ def test_killed_extracts_resume_to_the_uninterrupted_cache(tmp_path: Path) -> No
         units = sorted(p.name for p in (tmp_path / f"killed{rounds}.h5.checkpoints" / "twodcnn").iterdir())
         assert units == ["all-leakfree.pt", "fold0-leakfree.pt", "fold1-leakfree.pt", "fold2-leakfree.pt"], units
     assert kills >= 10, f"{kills} kills landed in {rounds} rounds"
-    assert "features" in phases and any(p.startswith("fine-tuning") for p in phases), phases
+    assert "features" in phases and any(re.match(r"fine-tuning \([123] of 4", p) for p in phases), phases
     print(
         f"{kills} kills in {rounds} rounds of {duration_s:.1f} s runs ({', '.join(phases)}): every resumed cache equals the reference"
     )
