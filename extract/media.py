@@ -56,11 +56,10 @@ def decode_audio(path: str | os.PathLike[str], window: AudioWindow, *, clip_id: 
     """Decode the window of a file's first audio track to mono float32 at its own sample rate.
 
     Non-finite samples become 0. A file shorter than the window gives what it has
-    (``valid_s`` says how much); callers pad. The offset counts from the track's first
-    sample, as in a wav of the same audio (codec priming before pts 0 is dropped). The
+    (``valid_s`` says how much); callers pad. The window lies on the file's presentation
+    timeline, cut to where the track starts, as the video's frame window does. The
     track is decoded from its start rather than sought: after a seek, the pts of mp3,
-    webm and mkv frames put the window 48 to 1,105 samples off, and ms-resolution pts
-    (mkv) jitter.
+    webm and mkv frames put the window 48 to 1,105 samples off.
 
     Raises
     ------
@@ -104,42 +103,44 @@ def _read_pyav(path: Path, window: AudioWindow, who: str) -> tuple[np.ndarray, i
             raise MediaError(f"{who}: the file has no audio stream; clear the clip's 'audio' column or give a file with sound")
         stream = container.streams.audio[0]
         sr = int(stream.codec_context.sample_rate)
-        names = [c.name for c in stream.codec_context.layout.channels]
+        layout = stream.codec_context.layout
+        names = [c.name for c in layout.channels]
         begin = round(window.offset_s * sr)
-        wanted = window.n_samples(sr)
+        end = begin + window.n_samples(sr)
         time_base = stream.time_base or Fraction(1, sr)
-        skip: int | None = None
+        start: int | None = None
         blocks: list[list[bytes]] = []
         decoded = dropped = 0
-        to_float = av.AudioResampler(format="fltp")
+        to_track_layout = av.AudioResampler(format="fltp", layout=layout)
         for frame in container.decode(stream):
-            if skip is None:  # the first pts only places priming; later frames follow sample by sample
+            if start is None:  # later frames follow sample by sample: ms-resolution pts (mkv) would jitter
                 start = round(frame.pts * time_base * sr) if frame.pts is not None else 0
-                skip = begin + max(-start, 0)
-            for planes in _float_planes(frame, to_float, len(names)):
+            for planes in _float_planes(frame, to_track_layout, len(names)):
                 n = len(planes[0]) // 4
-                if decoded + n > skip:  # blocks wholly before the window are not kept
+                if start + decoded + n > begin:  # blocks wholly before the window are not kept
                     blocks.append(planes)
                 else:
                     dropped += n
                 decoded += n
-            if decoded >= skip + wanted:
+            if start + decoded >= end:
                 break
     x = np.empty((len(names), decoded - dropped), dtype=np.float32)
     for row, channel in zip(x, zip(*blocks)):
         row[:] = np.frombuffer(b"".join(channel), dtype=np.float32)
-    first = (skip or 0) - dropped
-    return x[:, first : first + wanted], sr, names
+    # The window [begin, end) of the timeline, cut to where the track starts, as the video's frame window is.
+    first = max(begin - (start or 0) - dropped, 0)
+    return x[:, first : first + max(end - max(begin, start or 0), 0)], sr, names
 
 
-def _float_planes(frame: av.AudioFrame, to_float: av.AudioResampler, n_channels: int) -> list[list[bytes]]:
-    """The frame as blocks of per-channel float32 sample bytes, joined once per clip: planar float (AAC, MP3)
-    is copied from its planes (a numpy view per plane and frame, filled into the window, cost 7 ms more per
-    30 s AAC track: 59 vs 53 ms), other formats go through a resampler to planar float."""
-    if frame.format.name == "fltp":
+def _float_planes(frame: av.AudioFrame, to_track_layout: av.AudioResampler, n_channels: int) -> list[list[bytes]]:
+    """The frame as blocks of float32 sample bytes, one per channel of the track, joined once per clip: planar
+    float (AAC, MP3) in the track's layout is copied from its planes (a numpy view per plane and frame, filled
+    into the window, cost 7 ms more per 30 s AAC track: 59 vs 53 ms); other formats, and frames whose layout
+    strays from the track's, go through a resampler to it."""
+    if frame.format.name == "fltp" and len(frame.planes) == n_channels:
         n_bytes = 4 * frame.samples
-        return [[bytes(plane)[:n_bytes] for plane in frame.planes[:n_channels]]]
-    return [[row.tobytes() for row in block.to_ndarray()] for block in to_float.resample(frame)]
+        return [[bytes(plane)[:n_bytes] for plane in frame.planes]]
+    return [[row.tobytes() for row in block.to_ndarray()] for block in to_track_layout.resample(frame)]
 
 
 def mono_weights(channel_names: list[str]) -> np.ndarray:
