@@ -27,7 +27,7 @@ from cache.store import CacheWriter
 from extract.audio import AUDIO_FEATURES, LldConfig, MelConfig, WaveformConfig, compute_audio_features, feature_specs
 from extract.video import VIDEO_FEATURES, FrameConfig, compute_video_features, video_feature_specs
 from extract.video_worker import read_audio
-from manifests.errors import ConfigError, MvemoError
+from manifests.errors import ConfigError, MvemoError, is_number
 from manifests.schema import Clip, Manifest
 
 FEATURE_GROUPS = {"frames": VIDEO_FEATURES}  # a name that stands for several sets
@@ -57,7 +57,7 @@ class FeatureConfigs:
 
     def __post_init__(self) -> None:
         timeout = self.audio_timeout_s
-        if timeout is not None and not (isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0):
+        if timeout is not None and not (is_number(timeout) and timeout > 0):
             raise ConfigError(f"[audio] timeout_s={timeout!r}: expected seconds > 0")
         windows = {self.mel.window, self.lld.audio_window, self.waveform.window}
         if len(windows) > 1:

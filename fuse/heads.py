@@ -19,7 +19,7 @@ from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
 
-from manifests.errors import ConfigError
+from manifests.errors import ConfigError, is_number
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 
@@ -41,15 +41,11 @@ class LinearSoftmax:
         return p / p.sum(axis=1, keepdims=True)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-POSITIVE = (lambda v: _is_number(v) and v > 0, "a number > 0")
+POSITIVE = (lambda v: is_number(v) and v > 0, "a number > 0")
 COUNT = (_is_count, "an integer >= 1")
 
 
@@ -117,12 +113,12 @@ class SoftmaxHead(_LinearHead):
     PARAM_RULES: ClassVar = {
         "optimizer": (lambda v: v in OPTIMIZERS, f"one of {OPTIMIZERS}"),
         "lr": POSITIVE,
-        "l2": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
-        "momentum": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+        "l2": (lambda v: is_number(v) and v >= 0, "a number >= 0"),
+        "momentum": (lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
         "max_epochs": COUNT,
         "patience": COUNT,
         "batch_size": COUNT,
-        "val_fraction": (lambda v: _is_number(v) and 0 < v < 0.5, "a share in (0, 0.5)"),
+        "val_fraction": (lambda v: is_number(v) and 0 < v < 0.5, "a share in (0, 0.5)"),
         "random_state": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
     }
 

@@ -24,3 +24,8 @@ class CacheError(MvemoError):
 
 class ConfigError(MvemoError, ValueError):
     """A configuration value outside its valid range."""
+
+
+def is_number(value: object) -> bool:
+    """A real number as a config or table value: an int or float, not a bool (which Python counts as an int)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
