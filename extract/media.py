@@ -124,12 +124,14 @@ def _read_pyav(path: Path, window: AudioWindow, who: str) -> tuple[np.ndarray, i
                 decoded += n
             if start + decoded >= end:
                 break
+    if start is None:  # no frame at all
+        return np.zeros((len(names), 0), dtype=np.float32), sr, names
     x = np.empty((len(names), decoded - dropped), dtype=np.float32)
     for row, channel in zip(x, zip(*blocks)):
         row[:] = np.frombuffer(b"".join(channel), dtype=np.float32)
     # The window [begin, end) of the timeline, cut to where the track starts, as the video's frame window is.
-    first = max(begin - (start or 0) - dropped, 0)
-    return x[:, first : first + max(end - max(begin, start or 0), 0)], sr, names
+    first = max(begin - start - dropped, 0)
+    return x[:, first : first + max(end - max(begin, start), 0)], sr, names
 
 
 def _float_planes(frame: av.AudioFrame, to_track_layout: av.AudioResampler, n_channels: int) -> list[list[bytes]]:
