@@ -23,8 +23,8 @@ from extract.media import AudioWindow, Decoded, resample_exact
 from extract.spectra import chroma_filterbank, mel_filterbank, n_frames, power_blocks, row_blocks, window
 from manifests.errors import ConfigError
 
-# Raised whenever a change moves the features' values: rows of another version then fail the fingerprint.
-EXTRACTOR_VERSION = "3"
+# Raised whenever a change moves a feature's values: its rows of another version then fail the fingerprint.
+EXTRACTOR_VERSIONS = {"waveform": "3", "mel": "3", "lld": "4"}
 DB_AMIN = 1e-10
 
 
@@ -342,10 +342,14 @@ def feature_specs(
     specs = []
     if wave is not None:
         specs.append(
-            FeatureSpec("waveform", (wave.n_samples,), wave.dtype, "mvemo.waveform", EXTRACTOR_VERSION, config_dict(wave))
+            FeatureSpec(
+                "waveform", (wave.n_samples,), wave.dtype, "mvemo.waveform", EXTRACTOR_VERSIONS["waveform"], config_dict(wave)
+            )
         )
     if mel is not None:
-        specs.append(FeatureSpec("mel", (mel.n_mels, mel.n_frames), mel.dtype, "mvemo.mel", EXTRACTOR_VERSION, config_dict(mel)))
+        specs.append(
+            FeatureSpec("mel", (mel.n_mels, mel.n_frames), mel.dtype, "mvemo.mel", EXTRACTOR_VERSIONS["mel"], config_dict(mel))
+        )
     if lld is not None:
         specs.append(
             FeatureSpec(
@@ -353,7 +357,7 @@ def feature_specs(
                 (lld.n_frames, len(lld.columns)),
                 "float32",
                 "mvemo.lld",
-                EXTRACTOR_VERSION,
+                EXTRACTOR_VERSIONS["lld"],
                 config_dict(lld),
                 columns=lld.columns,
                 variable_length=True,
