@@ -21,12 +21,23 @@ BENCH_CLASSES = ("a", "b", "c", "d", "e", "f")
 
 def best_of(fn: Callable[[], Any], repeat: int = 5) -> float:
     """The fastest of ``repeat`` runs of ``fn``, in seconds."""
-    times = []
+    return best_of_each({"": fn}, repeat)[""]
+
+
+def best_of_each(fns: dict[str, Callable[[], Any]], repeat: int = 5) -> dict[str, float]:
+    """The fastest of ``repeat`` runs of each function, in seconds, the functions taking turns.
+
+    Taking turns puts a figure and its baseline under the same load: on a shared
+    machine whose speed drifts by a third over a minute, back-to-back series
+    gave ratios that drifted as much.
+    """
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeat):
-        began = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - began)
-    return min(times)
+        for name, fn in fns.items():
+            began = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - began)
+    return {name: min(runs) for name, runs in times.items()}
 
 
 def bench_cache(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.bench import best_of
+from pipeline.bench import best_of_each
 from pipeline.executors import keep_freed_heap
 
 SHARED_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mved-sample"
@@ -22,22 +23,24 @@ def bench_audio(path: str | None = None, *, repeat: int = 5) -> dict[str, Any]:
     loop of ``librosa.lpc`` for residual phase and formants, ``librosa.yin``,
     ``chroma_stft`` and ``spectral_contrast``. (``librosa.load`` has no mp4
     backend without ffmpeg, so both paths decode with PyAV.) Both run on one
-    thread in a process set up as ``mvemo``'s (``keep_freed_heap``), each best of
-    ``repeat`` (the naive path best of 2: its first run compiles librosa's numba code).
+    thread in a process set up as ``mvemo``'s (``keep_freed_heap``); the steps, the
+    total and the naive path take turns, each best of ``repeat``, after one naive run
+    that compiles librosa's numba code.
     """
     from threadpoolctl import threadpool_limits
 
     keep_freed_heap()
     with threadpool_limits(1), tempfile.TemporaryDirectory() as tmp:
         source = Path(path) if path else _sample_clip(Path(tmp))
-        steps = _steps_ms(source, repeat)
-        total_ms = best_of(lambda: _ours(source), repeat) * 1e3
-        naive_ms = best_of(lambda: _naive(source), 2) * 1e3
+        _naive(source)  # compiles librosa's numba code
+        seconds = best_of_each({**_steps(source), "total": lambda: _ours(source), "naive": lambda: _naive(source)}, repeat)
+    ms = {name: round(s * 1e3, 2) for name, s in seconds.items()}
+    total_ms, naive_ms = ms.pop("total"), ms.pop("naive")
     return {
         "clip": str(source),
-        "steps_ms": {k: round(v, 2) for k, v in steps.items()},
-        "total_ms": round(total_ms, 2),
-        "naive_ms": round(naive_ms, 2),
+        "steps_ms": ms,
+        "total_ms": total_ms,
+        "naive_ms": naive_ms,
         "speedup": round(naive_ms / total_ms, 2),
     }
 
@@ -63,7 +66,7 @@ def _ours(source: Path) -> dict[str, np.ndarray]:
     return compute_audio_features(decoded, ("mel", "lld"), mel=MelConfig(), lld=LldConfig(), wave=WaveformConfig())
 
 
-def _steps_ms(source: Path, repeat: int) -> dict[str, float]:
+def _steps(source: Path) -> dict[str, Callable[[], Any]]:
     """Each step of ``_ours`` alone: the MFCC, spectral contrast and chroma share one STFT pass,
     the residual phase, formants and F0 one pass over the 16 kHz frames."""
     from extract import audio
@@ -73,21 +76,15 @@ def _steps_ms(source: Path, repeat: int) -> dict[str, float]:
     decoded = decode_audio(source, AudioWindow())
     y44 = resample_exact(decoded.y, decoded.sr, 44100, 30 * 44100)
     y16 = resample_exact(decoded.y, decoded.sr, 16000, 30 * 16000)
-
-    def ms(fn: Any) -> float:
-        return best_of(fn, repeat) * 1e3
-
     return {
-        "decode": ms(lambda: decode_audio(source, AudioWindow())),
-        "resample": ms(
-            lambda: (
-                resample_exact(decoded.y, decoded.sr, 44100, 30 * 44100),
-                resample_exact(decoded.y, decoded.sr, 16000, 30 * 16000),
-            )
+        "decode": lambda: decode_audio(source, AudioWindow()),
+        "resample": lambda: (
+            resample_exact(decoded.y, decoded.sr, 44100, 30 * 44100),
+            resample_exact(decoded.y, decoded.sr, 16000, 30 * 16000),
         ),
-        "mel": ms(lambda: audio.mel_spectrogram(y16, mel)),
-        "mfcc_contrast_chroma": ms(lambda: audio.spectral_llds(y44, lld)),
-        "rp_formants_f0": ms(lambda: audio.lpc_llds(y16, lld)),
+        "mel": lambda: audio.mel_spectrogram(y16, mel),
+        "mfcc_contrast_chroma": lambda: audio.spectral_llds(y44, lld),
+        "rp_formants_f0": lambda: audio.lpc_llds(y16, lld),
     }
 
 

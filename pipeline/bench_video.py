@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.bench import best_of
+from pipeline.bench import best_of, best_of_each
 
 SHARED_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mved-sample"
 FPS = 30
@@ -43,8 +43,8 @@ def bench_video(path: str | None = None, *, repeat: int = 3, folder: str | None 
     ``ms_per_clip``: ``extract.video.compute_video_features`` with the default
     ``FrameConfig`` (32 frames, decoding in its worker process, already started;
     frames224 and frames112 both made), best of ``repeat``. ``decode_all_ms``:
-    PyAV decoding every frame of the same file without converting any, in the
-    same run, with the same FFmpeg thread setting (automatic). 240p is ``path``,
+    PyAV decoding every frame of the same file without converting any, taking
+    turns with it, with the same FFmpeg thread setting (automatic). 240p is ``path``,
     else the first clip of the shared sample, else a generated clip; 720p and
     1080p are 30 s h264 clips generated into a temporary folder (about a minute
     of encoding: a textured picture that pans, zooms and changes every 3 s,
@@ -62,9 +62,15 @@ def bench_video(path: str | None = None, *, repeat: int = 3, folder: str | None 
             source = _clip_240p(path, Path(tmp)) if name == "240p" else generate_clip(Path(tmp) / f"{name}.mp4", width, height)
             clip = Clip(name, "bench", video=source)
             compute_video_features(clip, config)  # starts the worker, warms the page cache
-            ms = best_of(functools.partial(compute_video_features, clip, config), repeat) * 1e3
-            ms_in = best_of(functools.partial(sample_frames, source, in_process), repeat) * 1e3
-            all_ms = best_of(functools.partial(decode_all, source), repeat) * 1e3
+            seconds = best_of_each(
+                {
+                    "ms": functools.partial(compute_video_features, clip, config),
+                    "in_process": functools.partial(sample_frames, source, in_process),
+                    "decode_all": functools.partial(decode_all, source),
+                },
+                repeat,
+            )
+            ms, ms_in, all_ms = (seconds[k] * 1e3 for k in ("ms", "in_process", "decode_all"))
             sample = sample_frames(source, in_process)
             out["ms_per_clip"][name] = round(ms, 1)
             out["decode_all_ms"][name] = round(all_ms, 1)
