@@ -20,7 +20,7 @@ import scipy.signal
 from cache.layout import FeatureSpec
 from extract.lpc import fast_length, formants, lpc, residual_phase, yin
 from extract.media import AudioWindow, Decoded, resample_exact
-from extract.spectra import chroma_filterbank, mel_filterbank, n_frames, power_blocks, row_blocks, window
+from extract.spectra import chroma_filterbank, mel_filterbank, n_frames, periodic_window, power_blocks, row_blocks
 from manifests.errors import ConfigError
 
 # Raised whenever a change moves a feature's values: its rows of another version then fail the fingerprint.
@@ -276,7 +276,7 @@ def lpc_llds(y: np.ndarray, config: LldConfig) -> tuple[np.ndarray, np.ndarray, 
     length, sr = config.lpc_frame_length, config.lpc_sample_rate_hz
     hamming = scipy.signal.get_window("hamming", length, fftbins=False)
     n = fast_length(length)
-    rp_window = window(config.window, length)
+    rp_window = periodic_window(config.window, length)
     rp_bank = mel_filterbank(sr, n, config.rp_n_mels, 0.0, None)
     rp_mel = np.empty((config.n_frames, config.rp_n_mels), dtype=np.float32)
     f0 = np.empty(config.n_frames)

@@ -173,6 +173,20 @@ def test_mono_mix_ignores_lfe() -> None:
     np.testing.assert_allclose(mono_weights(["", ""]), [0.5, 0.5])
 
 
+def test_the_lfe_channel_of_a_surround_aac_track_is_left_out_of_the_mix(tmp_path: Path) -> None:
+    sr = 48000
+    t = np.arange(2 * sr) / sr
+    surround = np.tile(0.2 * np.sin(2 * np.pi * 440 * t)[:, None], (1, 6))
+    surround[:, 3] = 0.8 * np.sin(2 * np.pi * 60 * t)  # 5.1 order: FL FR FC LFE BL BR
+    path = write_media(tmp_path / "surround.mp4", y=surround.astype(np.float32), sr=sr)
+    y = decode_audio(path, AudioWindow(duration_s=2.0)).y.astype(np.float64)
+    spectrum = np.abs(np.fft.rfft(y[4096:-4096]))
+    freq = np.fft.rfftfreq(y.size - 8192, 1 / sr)
+    tone, lfe = spectrum[np.argmin(np.abs(freq - 440))], spectrum[np.argmin(np.abs(freq - 60))]
+    assert lfe < 1e-2 * tone, "the 60 Hz LFE tone leaked into the mono mix"
+    assert 0.15 < np.abs(y[4096:-4096]).max() < 0.25
+
+
 def features_of(path: Path, clip_id: str = "x") -> dict[str, np.ndarray]:
     decoded = decode_audio(path, WINDOW, clip_id=clip_id)
     return compute_audio_features(decoded, ("waveform", "mel", "lld"), mel=MEL, lld=LLD, wave=WaveformConfig(window=WINDOW))

@@ -43,6 +43,12 @@ def test_bands_without_any_bin_give_zero(rng: np.random.Generator) -> None:
     assert not out[:, 16:].any()
 
 
+def test_a_spectrum_of_another_length_is_refused(rng: np.random.Generator) -> None:
+    bank = mel_filterbank(16000, 512, 96, 0.0, 6000.0)
+    with pytest.raises(ValueError, match="300 bins given to a filterbank of 257"):
+        bank.apply(rng.random((3, 300), dtype=np.float32))
+
+
 def test_the_cached_filterbanks_are_librosas() -> None:
     eye = np.eye(1025, dtype=np.float32)
     np.testing.assert_allclose(
