@@ -2,9 +2,9 @@
 
 Every function takes a frame matrix, shape (n_frames, frame_length), float32 or
 float64 (the FFTs keep its precision, except the LPC's autocorrelation and Levinson
-recursion, always float64), and works on all frames at once (no Python loop over frames): autocorrelation, inverse
-filtering and the Hilbert transform by FFT, the Levinson-Durbin recursion
-vectorized over frames, and FFT lengths padded to fast sizes.
+recursion, always float64), and works on all frames at once (no Python loop over
+frames): autocorrelation, inverse filtering and the Hilbert transform by FFT, the
+Levinson-Durbin recursion vectorized over frames, and FFT lengths padded to fast sizes.
 """
 
 from __future__ import annotations

@@ -3,11 +3,13 @@ ends identical to an uninterrupted run's."""
 
 from __future__ import annotations
 
+import functools
 import re
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -51,16 +53,10 @@ def phase(cache: Path) -> str:
     return f"fine-tuning ({units} of 4 units written)" if units else "after features"
 
 
-def wait_for_features_midway(cache: Path, run: subprocess.Popen, rng: np.random.Generator) -> None:
-    """Until the run has written some of its mel rows and not all, then a random instant more."""
-    while run.poll() is None and not 0 < mel_rows_done(cache) < N_CLIPS:
-        time.sleep(0.02)
-    time.sleep(rng.uniform(0.0, 0.05))
-
-
-def wait_for_fine_tuning_midway(cache: Path, run: subprocess.Popen, rng: np.random.Generator) -> None:
-    """Until the run has written some of its units' checkpoints and not all, then a random instant more."""
-    while run.poll() is None and not 0 < units_written(cache) < 4:
+def wait_until_midway(run: subprocess.Popen, written: Callable[[], int], total: int, rng: np.random.Generator) -> None:
+    """Until the run has written some of ``total`` things (mel rows, units' checkpoints) and not all, then a random
+    instant more."""
+    while run.poll() is None and not 0 < written() < total:
         time.sleep(0.02)
     time.sleep(rng.uniform(0.0, 0.05))
 
@@ -92,9 +88,9 @@ def test_killed_extracts_resume_to_the_uninterrupted_cache(tmp_path: Path) -> No
         while True:  # kill at a random moment, until a sleep outlasts what is left of a run
             run = extract(cache)
             if mel_rows_done(cache) == 0:  # the round's first kill lands amid the features
-                wait_for_features_midway(cache, run, rng)
+                wait_until_midway(run, functools.partial(mel_rows_done, cache), N_CLIPS, rng)
             elif units_written(cache) == 0:  # its second amid the fine-tuning
-                wait_for_fine_tuning_midway(cache, run, rng)
+                wait_until_midway(run, functools.partial(units_written, cache), 4, rng)
             else:
                 time.sleep(rng.uniform(0.1, 0.9) * duration_s)
             if run.poll() is not None:
