@@ -249,14 +249,24 @@ def spectral_llds(y: np.ndarray, config: LldConfig) -> tuple[np.ndarray, np.ndar
     for rows, power in power_blocks(y, config.frame_length, config.hop_length, config.window):
         mel[rows] = mel_bank.apply(power)
         chroma[rows] = chroma_bank.apply(power)
-        magnitude = np.sqrt(power)
         for band, (low, high, k) in enumerate(bands):
-            ordered = np.sort(magnitude[:, low:high], axis=1)  # numpy's SIMD sort: 7x faster than np.partition here
-            valley[rows, band] = ordered[:, :k].mean(axis=1)
-            peak[rows, band] = ordered[:, -k:].mean(axis=1)
+            valley[rows, band], peak[rows, band] = _band_extremes(power[:, low:high], k)
     contrast = _power_db(peak) - _power_db(valley)
     chroma = librosa.util.normalize(chroma, norm=np.inf, axis=1)
     return _cepstrum(mel, config.n_mfcc), contrast, chroma
+
+
+def _band_extremes(power: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The mean magnitude of the ``k`` weakest and of the ``k`` strongest bins of each row of ``power``.
+
+    Magnitude order is power order, so the square roots are taken of the 2k bins kept;
+    one bin a side is a min and a max, more a sort (numpy's SIMD sort: 7x faster
+    than ``np.partition`` here).
+    """
+    if k == 1:
+        return np.sqrt(power.min(axis=1)), np.sqrt(power.max(axis=1))
+    ordered = np.sort(power, axis=1)
+    return np.sqrt(ordered[:, :k]).mean(axis=1), np.sqrt(ordered[:, -k:]).mean(axis=1)
 
 
 def lpc_llds(y: np.ndarray, config: LldConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
