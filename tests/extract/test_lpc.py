@@ -97,6 +97,31 @@ def test_yin_agrees_with_librosa_on_tones(rng: np.random.Generator) -> None:
     assert yin(np.zeros((1, length)), SR, fmin_hz=65, fmax_hz=1050)[0] == 0.0
 
 
+def reference_yin(frame: np.ndarray, fmin_hz: float, fmax_hz: float, threshold: float = 0.1) -> float:
+    """YIN for one frame the plain way: the difference function as direct sums over the integration window."""
+    max_lag = min(int(np.ceil(SR / fmin_hz)), len(frame) // 2)
+    min_lag = max(int(np.floor(SR / fmax_hz)), 2)
+    width = len(frame) - max_lag
+    d = np.array([np.sum((frame[:width] - frame[lag : lag + width]) ** 2) for lag in range(max_lag + 1)])
+    cmnd = np.ones_like(d)
+    cmnd[1:] = d[1:] * np.arange(1, max_lag + 1) / np.cumsum(d[1:])
+    dips = [lag for lag in range(min_lag, max_lag) if cmnd[lag] < threshold and cmnd[lag] <= cmnd[lag + 1]]
+    lag = dips[0] if dips else min_lag + int(np.argmin(cmnd[min_lag:]))
+    lag = min(max(lag, 1), max_lag - 1)
+    left, mid, right = cmnd[lag - 1 : lag + 2]
+    shift = 0.5 * (left - right) / (left - 2 * mid + right) if left - 2 * mid + right > 0 else 0.0
+    return SR / (lag + np.clip(shift, -1, 1))
+
+
+def test_yin_matches_the_per_frame_reference(frames: np.ndarray, rng: np.random.Generator) -> None:
+    """Tones with noise (a dip below the threshold) and white noise (none: the global minimum)."""
+    noise = rng.standard_normal((10, frames.shape[1]))
+    for batch in (frames, noise, frames.astype(np.float32)):
+        ours = yin(batch, SR, fmin_hz=65, fmax_hz=1050)
+        expected = [reference_yin(frame.astype(np.float64), 65, 1050) for frame in batch]
+        np.testing.assert_allclose(ours, expected, rtol=1e-4)
+
+
 def test_formants_of_a_synthetic_vowel(rng: np.random.Generator) -> None:
     targets = (500.0, 1500.0, 2500.0)
     denominator = np.array([1.0])
