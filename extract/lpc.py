@@ -1,8 +1,8 @@
 """Frame-batched linear prediction: LPC, residual phase, formants and YIN pitch.
 
 Every function takes a frame matrix, shape (n_frames, frame_length), float32 or
-float64 (the FFTs keep its precision, except the LPC's autocorrelation and Levinson
-recursion, always float64), and works on all frames at once (no Python loop over
+float64 (the FFTs keep its precision; the LPC's autocorrelation and the compiled
+loops below run in float64 whatever it is), and works on all frames at once (no Python loop over
 frames): autocorrelation, inverse filtering, the Hilbert transform and YIN's
 difference function by FFT over every frame, FFT lengths padded to fast sizes. The
 per-frame recursions that follow the FFTs (Levinson-Durbin, YIN's cumulative
@@ -189,6 +189,10 @@ def yin(frames: np.ndarray, sr: int, *, fmin_hz: float, fmax_hz: float, threshol
     length = frames.shape[1]
     max_lag = min(int(np.ceil(sr / fmin_hz)), length // 2)
     min_lag = max(int(np.floor(sr / fmax_hz)), 2)
+    if min_lag >= max_lag:
+        raise ValueError(f"fmin_hz={fmin_hz}, fmax_hz={fmax_hz}: no lag to search in {length}-sample frames at {sr} Hz")
+    if not np.issubdtype(frames.dtype, np.floating):
+        raise ValueError(f"frames of {frames.dtype}: expected float samples")
     width = length - max_lag
     n = fast_length(length)  # lags 0..max_lag of a width-long head never wrap around at this length
     head = scipy.fft.rfft(frames[:, :width], n=n, axis=1)

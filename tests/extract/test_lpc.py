@@ -1,4 +1,4 @@
-"""The vectorized LPC analysis against plain per-frame references written here."""
+"""The frame-batched LPC analysis against plain per-frame references written here."""
 
 from __future__ import annotations
 
@@ -114,12 +114,44 @@ def reference_yin(frame: np.ndarray, fmin_hz: float, fmax_hz: float, threshold: 
 
 
 def test_yin_matches_the_per_frame_reference(frames: np.ndarray, rng: np.random.Generator) -> None:
-    """Tones with noise (a dip below the threshold) and white noise (none: the global minimum)."""
+    """Clean tones (the first dip below the threshold, an octave or more from the global minimum) and
+    noisy frames (no dip: the global minimum), in float64 and float32."""
+    t = np.arange(frames.shape[1]) / SR
+    tones = np.stack([np.sin(2 * np.pi * f0 * t) + 0.3 * np.sin(4 * np.pi * f0 * t) for f0 in (220.0, 440.0, 880.0)])
     noise = rng.standard_normal((10, frames.shape[1]))
-    for batch in (frames, noise, frames.astype(np.float32)):
+    for batch in (tones, frames, noise, tones.astype(np.float32)):
         ours = yin(batch, SR, fmin_hz=65, fmax_hz=1050)
         expected = [reference_yin(frame.astype(np.float64), 65, 1050) for frame in batch]
         np.testing.assert_allclose(ours, expected, rtol=1e-4)
+    np.testing.assert_allclose(yin(tones, SR, fmin_hz=65, fmax_hz=1050), [220.0, 440.0, 880.0], rtol=0.002)
+
+
+def test_yin_refuses_a_range_with_no_lag_to_search() -> None:
+    with pytest.raises(ValueError, match="fmin_hz"):
+        yin(np.ones((1, 20)), SR, fmin_hz=65, fmax_hz=1050)  # frames too short for any period in range
+    with pytest.raises(ValueError, match="float"):
+        yin(np.ones((1, 743), dtype=np.int16), SR, fmin_hz=65, fmax_hz=1050)
+
+
+def reference_formants(a: np.ndarray, n_fft: int = 512, fmin_hz: float = 90.0) -> list[float]:
+    """The first three peaks of one frame's log LPC envelope, parabolically interpolated, the plain way."""
+    envelope = -np.log(np.abs(np.fft.rfft(a, n_fft)))
+    peaks = []
+    for k in range(int(np.ceil(fmin_hz * n_fft / SR)), len(envelope) - 1):
+        left, mid, right = envelope[k - 1 : k + 2]
+        if mid > left and mid >= right and len(peaks) < 3:
+            curvature = left - 2 * mid + right
+            peaks.append((k + (0.5 * (left - right) / curvature if curvature < 0 else 0.0)) * SR / n_fft)
+    return peaks + [0.0] * (3 - len(peaks))
+
+
+def test_formants_match_the_per_frame_reference(frames: np.ndarray) -> None:
+    a = lpc(frames, 18, np.hamming(frames.shape[1]))
+    found = formants(a, SR)
+    for i, coefficients in enumerate(a):
+        np.testing.assert_allclose(found[i], reference_formants(coefficients), atol=0.05)
+    few = formants(np.array([[1.0, -0.9]]), SR)  # one real pole: a falling envelope, no peak
+    assert np.array_equal(few, np.zeros((1, 3)))
 
 
 def test_formants_of_a_synthetic_vowel(rng: np.random.Generator) -> None:
