@@ -7,8 +7,9 @@ frames): autocorrelation, inverse filtering, the Hilbert transform and YIN's
 difference function by FFT over every frame, FFT lengths padded to fast sizes. The
 per-frame recursions that follow the FFTs (Levinson-Durbin, YIN's cumulative
 normalization and dip search, the envelope's peak picking) are loops compiled by
-numba over all frames: numpy's version of them, a pass over the whole matrix per
-step, took 16 ms of a 30 s clip against 9 ms compiled.
+numba over all frames: numpy's version of them made a pass over the whole matrix
+per step (the residual phase, F0 and formants of a 30 s clip: 49.1 ms against
+41.7 ms compiled).
 """
 
 from __future__ import annotations
