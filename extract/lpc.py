@@ -1,20 +1,18 @@
 """Frame-batched linear prediction: LPC, residual phase, formants and YIN pitch.
 
 Every function takes a frame matrix, shape (n_frames, frame_length), float32 or
-float64 (the FFTs keep its precision; the LPC's autocorrelation and the compiled
-loops below run in float64 whatever it is), and works on all frames at once (no Python loop over
-frames): autocorrelation, inverse filtering, the Hilbert transform and YIN's
-difference function by FFT over every frame, FFT lengths padded to fast sizes. The
-per-frame recursions that follow the FFTs (Levinson-Durbin, YIN's cumulative
-normalization and dip search, the envelope's peak picking) are loops compiled by
-numba over all frames: numpy's version of them made a pass over the whole matrix
-per step (the residual phase, F0 and formants of a 30 s clip: 49.1 ms against
-41.7 ms compiled).
+float64 (the FFTs keep its precision; the autocorrelation and the compiled loops
+run in float64 whatever it is), and works on all frames at once (no Python loop
+over frames). Inverse filtering, the Hilbert transform and YIN's difference
+function are FFTs over every frame, at lengths padded to fast sizes. The rest are
+loops compiled by numba over all frames: the autocorrelation's few lags as direct
+sums, the Levinson-Durbin recursion, YIN's cumulative normalization and dip search,
+and the envelope's peak picking. numpy's version of the recursions made a pass
+over the whole matrix per step (the residual phase, F0 and formants of a 30 s
+clip: 49.1 ms against 41.7 ms compiled).
 """
 
 from __future__ import annotations
-
-import functools
 
 import numba
 import numpy as np
@@ -36,30 +34,41 @@ def fast_length(n: int) -> int:
     return scipy.fft.next_fast_len(int(n), real=True)
 
 
-def autocorrelation(frames: np.ndarray, max_lag: int) -> np.ndarray:
-    """Biased autocorrelation of each frame at lags 0..max_lag in float64, shape (n_frames, max_lag + 1).
+def autocorrelation(frames: np.ndarray, max_lag: int, window: np.ndarray | None = None) -> np.ndarray:
+    """Biased autocorrelation of each frame, times ``window`` if given, at lags 0..max_lag in float64,
+    shape (n_frames, max_lag + 1).
 
     Float64 whatever the frames: in float32 its rounding (~1e-7 of R[0]) lies far above
     the white-noise correction, and on ill-conditioned frames (music resampled to
     16 kHz: up to 400 of 1,292 frames of an mved-sample clip) the LPC coefficients came
-    out as rounding noise, up to 0.9 off the float64 solution. The power spectrum at an
-    FFT length >= frame_length + max_lag (free of wrap-around at those lags) is taken
-    back to the few lags by a cosine matrix instead of a full inverse FFT.
+    out as rounding noise, up to 0.9 off the float64 solution. The few lags are direct
+    sums, compiled and vectorized: 2.1 ms for a 30 s clip's 1,292 frames of 743 samples
+    at 18 lags, against 5.7 ms by a float64 FFT of each frame.
     """
-    n = fast_length(frames.shape[1] + max_lag)
-    spectrum = scipy.fft.rfft(frames.astype(np.float64, copy=False), n=n, axis=1)
-    return (spectrum.real**2 + spectrum.imag**2) @ _lag_cosines(n, max_lag)
+    if window is None:
+        window = np.ones(frames.shape[1])
+    if window.shape != frames.shape[1:]:
+        raise ValueError(f"a window of {window.shape} samples for frames of {frames.shape[1:]}")
+    if max_lag < 0:
+        raise ValueError(f"max_lag={max_lag}: must be >= 0")
+    return _lagged_sums(frames, window.astype(np.float64), max_lag)
 
 
-@functools.lru_cache(maxsize=8)
-def _lag_cosines(n: int, max_lag: int) -> np.ndarray:
-    """The inverse real DFT of length ``n`` at lags 0..max_lag of a real, even spectrum, shape (n // 2 + 1, max_lag + 1)."""
-    bins = np.arange(n // 2 + 1)
-    weight = np.full(bins.size, 2.0 / n)
-    weight[0] = 1.0 / n
-    if n % 2 == 0:
-        weight[-1] = 1.0 / n
-    return weight[:, None] * np.cos(2 * np.pi * np.outer(bins, np.arange(max_lag + 1)) / n)
+# Reassociation lets the compiler vectorize the sums (their rounding stays float64's); NaN and inf keep their meaning.
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _lagged_sums(frames: np.ndarray, window: np.ndarray, max_lag: int) -> np.ndarray:
+    n_frames, n = frames.shape
+    r = np.zeros((n_frames, max_lag + 1))
+    x = np.empty(n)
+    for f in range(n_frames):
+        for t in range(n):
+            x[t] = frames[f, t] * window[t]
+        for lag in range(min(max_lag + 1, n)):
+            acc = 0.0
+            for t in range(n - lag):
+                acc += x[t] * x[t + lag]
+            r[f, lag] = acc
+    return r
 
 
 def lpc(frames: np.ndarray, order: int, window: np.ndarray | None = None) -> np.ndarray:
@@ -69,8 +78,7 @@ def lpc(frames: np.ndarray, order: int, window: np.ndarray | None = None) -> np.
     (paper 003 eq. 1-2 with a_k = -alpha_k). ``window`` (e.g. Hamming) is applied
     before the autocorrelation only.
     """
-    weighted = frames if window is None else frames * window.astype(np.float64)
-    r = autocorrelation(weighted, order)
+    r = autocorrelation(frames, order, window)
     r[:, 0] = r[:, 0] * (1.0 + WHITE_NOISE) + SILENCE_FLOOR
     return _levinson(r)
 
