@@ -50,8 +50,8 @@ def test_lpc_recovers_a_known_all_pole_filter(rng: np.random.Generator) -> None:
 
 @pytest.mark.parametrize("length", [101, 4], ids=["long", "shorter-than-the-lags"])
 def test_autocorrelation_equals_the_direct_sums(rng: np.random.Generator, length: int) -> None:
-    frames = rng.standard_normal((3, length)).astype(np.float32)
-    window = np.hanning(length)
+    frames = rng.standard_normal((6, length)).astype(np.float32)[::2]  # every other row: strided
+    window = rng.uniform(0.5, 1.5, length)  # no zeros at the ends to hide the edge samples
     wide = frames.astype(np.float64) * window
     direct = np.stack([np.einsum("ij,ij->i", wide[:, : max(length - k, 0)], wide[:, k:]) for k in range(6)], 1)
     ours = autocorrelation(frames, 5, window)
@@ -59,8 +59,16 @@ def test_autocorrelation_equals_the_direct_sums(rng: np.random.Generator, length
     np.testing.assert_allclose(ours, direct, rtol=1e-12, atol=1e-12 * direct[:, 0].max())
     plain = frames.astype(np.float64)
     np.testing.assert_allclose(autocorrelation(frames, 0)[:, 0], np.einsum("ij,ij->i", plain, plain), rtol=1e-12)
+
+
+def test_autocorrelation_refuses_what_its_loop_cannot_index() -> None:
+    frames = np.ones((3, 10), dtype=np.float32)
     with pytest.raises(ValueError, match="window"):
-        autocorrelation(frames, 5, window[1:])
+        autocorrelation(frames, 5, np.ones(9))
+    with pytest.raises(ValueError, match="expected"):
+        autocorrelation(frames[0], 5)
+    with pytest.raises(ValueError, match="max_lag"):
+        autocorrelation(frames, -1)
 
 
 def test_an_ill_conditioned_frame_gets_the_float64_solution(rng: np.random.Generator) -> None:
