@@ -12,14 +12,17 @@ from extract.lpc import SILENCE_FLOOR, WHITE_NOISE, autocorrelation, fast_length
 SR = 16000
 
 
-def reference_residual_phase(frame: np.ndarray, order: int, window: np.ndarray) -> np.ndarray:
-    """Paper 003 eq. 1-5 for one frame, the plain way: Toeplitz solve, lfilter, scipy's Hilbert."""
+def reference_lpc(frame: np.ndarray, order: int, window: np.ndarray) -> np.ndarray:
+    """LPC of one frame the plain way: direct autocorrelation sums, regularized, and a Toeplitz solve."""
     weighted = frame * window
     r = np.array([weighted[: len(frame) - k] @ weighted[k:] for k in range(order + 1)])
     r[0] = r[0] * (1 + WHITE_NOISE) + SILENCE_FLOOR
-    alpha = scipy.linalg.solve_toeplitz(r[:order], r[1 : order + 1])
-    a = np.concatenate([[1.0], -alpha])
-    residual = scipy.signal.lfilter(a, [1.0], frame)
+    return np.concatenate([[1.0], -scipy.linalg.solve_toeplitz(r[:order], r[1 : order + 1])])
+
+
+def reference_residual_phase(frame: np.ndarray, order: int, window: np.ndarray) -> np.ndarray:
+    """Paper 003 eq. 1-5 for one frame, the plain way: reference LPC, lfilter, scipy's Hilbert."""
+    residual = scipy.signal.lfilter(reference_lpc(frame, order, window), [1.0], frame)
     analytic = scipy.signal.hilbert(residual, N=fast_length(len(frame)))[: len(frame)]
     return residual / np.abs(analytic)
 
@@ -77,11 +80,7 @@ def test_an_ill_conditioned_frame_gets_the_float64_solution(rng: np.random.Gener
     sharp_lowpass = scipy.signal.butter(12, 1000, fs=SR, output="sos")
     frames = scipy.signal.sosfilt(sharp_lowpass, rng.standard_normal((20, 4000)), axis=1)[:, -743:].astype(np.float32)
     window = np.hamming(743)
-    expected = []
-    for frame in frames.astype(np.float64) * window:
-        r = np.array([frame[: 743 - k] @ frame[k:] for k in range(19)])
-        r[0] = r[0] * (1 + WHITE_NOISE) + SILENCE_FLOOR
-        expected.append(np.concatenate([[1.0], -scipy.linalg.solve_toeplitz(r[:18], r[1:])]))
+    expected = [reference_lpc(frame, 18, window) for frame in frames.astype(np.float64)]
     np.testing.assert_allclose(lpc(frames, 18, window), expected, atol=1e-4)
 
 
