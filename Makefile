@@ -1,5 +1,6 @@
 # The README's two commands, `make demo` and `make test`, work alone on a fresh machine:
 # each depends on `install`, which builds .venv/ once and again when the package metadata changes.
+# pip runs with -qq: warnings about a machine's extra package indexes would scroll by the hundred; errors still show.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -13,7 +14,7 @@ install: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet $(TORCH_PINS) -e '.[dev,dask]'
+	$(BIN)/python -m pip install -qq $(TORCH_PINS) -e '.[dev,dask]'
 	touch $@
 
 test: install
@@ -30,11 +31,17 @@ bench: install
 	$(BIN)/mvemo bench all
 
 # Lint, format, types and the import direction of ../shared/DESIGN.md (.importlinter).
+# mypy and import-linter read packages from disk, where mvemo.extract is extract/: they read a view of
+# symbolic links laid out as the installed package (links to files: import-linter walks no linked folder).
+LINT_VIEW := build/lint-view
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy
-	$(BIN)/lint-imports
+	rm -rf $(LINT_VIEW) && mkdir -p $(LINT_VIEW)/mvemo
+	ln -s $(CURDIR)/mvemo/__init__.py $(LINT_VIEW)/mvemo/__init__.py
+	for p in manifests cache extract fuse pipeline; do cp -rs $(CURDIR)/$$p $(LINT_VIEW)/mvemo/$$p; done
+	MYPYPATH=$(LINT_VIEW) $(BIN)/mypy -p mvemo
+	cd $(LINT_VIEW) && $(CURDIR)/$(BIN)/lint-imports --config $(CURDIR)/.importlinter --no-cache
 
 dist: install
 	$(BIN)/python -m build --no-isolation --outdir dist .

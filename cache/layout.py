@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from cache.fingerprint import fingerprint, fingerprint_record
-from manifests.errors import ConfigError
+from mvemo.cache.fingerprint import fingerprint, fingerprint_record
+from mvemo.manifests.errors import ConfigError
 
 CLIPS = "clips"
 FEATURES = "features"

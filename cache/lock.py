@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from manifests.errors import CacheError
+from mvemo.manifests.errors import CacheError
 
 
 def lock_path(cache_path: str | os.PathLike[str]) -> Path:

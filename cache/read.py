@@ -14,9 +14,9 @@ from typing import Any
 import h5py
 import numpy as np
 
-from cache.layout import CLIPS, DONE, FAILED, feature_path
-from cache.store import feature_set_names, open_h5
-from manifests.errors import CacheError
+from mvemo.cache.layout import CLIPS, DONE, FAILED, feature_path
+from mvemo.cache.store import feature_set_names, open_h5
+from mvemo.manifests.errors import CacheError
 
 
 class Cache:

@@ -33,8 +33,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from cache.fingerprint import SCHEMA_VERSION, canonical_json, media_hash, media_stat_key, record_diff
-from cache.layout import (
+from mvemo.cache.fingerprint import SCHEMA_VERSION, canonical_json, media_hash, media_stat_key, record_diff
+from mvemo.cache.layout import (
     CLIPS,
     DONE,
     ERROR_BYTES,
@@ -46,9 +46,9 @@ from cache.layout import (
     FeatureSpec,
     feature_path,
 )
-from cache.lock import CacheLock
-from manifests.errors import CacheError
-from manifests.schema import Manifest
+from mvemo.cache.lock import CacheLock
+from mvemo.manifests.errors import CacheError
+from mvemo.manifests.schema import Manifest
 
 VERIFY_SAMPLE = 8
 # A chunk is one clip row, except that rows smaller than this share a chunk: with a

@@ -17,11 +17,11 @@ import numpy as np
 import scipy.fft
 import scipy.signal
 
-from cache.layout import FeatureSpec
-from extract.lpc import fast_length, formants, lpc, residual_phase, yin
-from extract.media import AudioWindow, Decoded, resample_exact
-from extract.spectra import chroma_filterbank, mel_filterbank, n_frames, periodic_window, power_blocks, row_blocks
-from manifests.errors import ConfigError
+from mvemo.cache.layout import FeatureSpec
+from mvemo.extract.lpc import fast_length, formants, lpc, residual_phase, yin
+from mvemo.extract.media import AudioWindow, Decoded, resample_exact
+from mvemo.extract.spectra import chroma_filterbank, mel_filterbank, n_frames, periodic_window, power_blocks, row_blocks
+from mvemo.manifests.errors import ConfigError
 
 # Raised whenever a change moves a feature's values: its rows of another version then fail the fingerprint.
 EXTRACTOR_VERSIONS = {"waveform": "3", "mel": "3", "lld": "4"}

@@ -18,16 +18,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from cache.layout import ABSENT, FAILED, FeatureSpec
-from cache.lock import CacheLock
-from cache.read import Cache
-from cache.store import CacheWriter
-from extract.nets import PRETRAINED, get_net, input_kind, net_options
-from extract.nets.base import EmotionNet
-from extract.train import GPU_RESOURCES, embed_rows, in_order, kinds_of, resolve_device
-from extract.weights import find_weights
-from manifests.errors import ConfigError
-from manifests.schema import Manifest
+from mvemo.cache.layout import ABSENT, FAILED, FeatureSpec
+from mvemo.cache.lock import CacheLock
+from mvemo.cache.read import Cache
+from mvemo.cache.store import CacheWriter
+from mvemo.extract.nets import PRETRAINED, get_net, input_kind, net_options
+from mvemo.extract.nets.base import EmotionNet
+from mvemo.extract.train import GPU_RESOURCES, embed_rows, in_order, kinds_of, resolve_device
+from mvemo.extract.weights import find_weights
+from mvemo.manifests.errors import ConfigError
+from mvemo.manifests.schema import Manifest
 
 EXTRACTOR_VERSION = "1"
 # A job whose worker died (Dask gave up on it, or the local pool broke): the job itself may be fine.

@@ -33,12 +33,12 @@ import numpy as np
 import torch
 from sklearn.model_selection import StratifiedGroupKFold
 
-from cache.fingerprint import file_sha256
-from cache.layout import FeatureSpec
-from cache.lock import CacheLock
-from cache.read import Cache
-from cache.store import CacheWriter
-from extract.embed import (
+from mvemo.cache.fingerprint import file_sha256
+from mvemo.cache.layout import FeatureSpec
+from mvemo.cache.lock import CacheLock
+from mvemo.cache.read import Cache
+from mvemo.cache.store import CacheWriter
+from mvemo.extract.embed import (
     EXTRACTOR_VERSION,
     build_net,
     fail_rows_without_inputs,
@@ -47,10 +47,10 @@ from extract.embed import (
     is_lost_job,
     require_same_weights,
 )
-from extract.nets.base import EmotionNet
-from extract.train import GPU_RESOURCES, TrainConfig, embed_rows, kinds_of, resolve_device, train_net
-from manifests.errors import ConfigError
-from manifests.schema import Manifest
+from mvemo.extract.nets.base import EmotionNet
+from mvemo.extract.train import GPU_RESOURCES, TrainConfig, embed_rows, kinds_of, resolve_device, train_net
+from mvemo.manifests.errors import ConfigError
+from mvemo.manifests.schema import Manifest
 
 PROTOCOLS = ("leakfree", "paper")
 # Net options while fine-tuning: paper 001 trains the 2D CNN with ReLU where the MSD weights were trained with ELU.

@@ -21,8 +21,8 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from extract.video_decode import check_file, decoder_reason, describe_clip
-from manifests.errors import ConfigError, MediaError
+from mvemo.extract.video_decode import check_file, decoder_reason, describe_clip
+from mvemo.manifests.errors import ConfigError, MediaError
 
 SOUNDFILE_SUFFIXES = frozenset({".wav", ".flac", ".ogg"})
 

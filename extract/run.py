@@ -20,15 +20,15 @@ from typing import Any, Protocol
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from cache.layout import ABSENT, FeatureSpec
-from cache.lock import CacheLock
-from cache.read import Cache
-from cache.store import CacheWriter
-from extract.audio import AUDIO_FEATURES, LldConfig, MelConfig, WaveformConfig, compute_audio_features, feature_specs
-from extract.video import VIDEO_FEATURES, FrameConfig, compute_video_features, video_feature_specs
-from extract.video_worker import read_audio
-from manifests.errors import ConfigError, MvemoError, is_number
-from manifests.schema import Clip, Manifest
+from mvemo.cache.layout import ABSENT, FeatureSpec
+from mvemo.cache.lock import CacheLock
+from mvemo.cache.read import Cache
+from mvemo.cache.store import CacheWriter
+from mvemo.extract.audio import AUDIO_FEATURES, LldConfig, MelConfig, WaveformConfig, compute_audio_features, feature_specs
+from mvemo.extract.video import VIDEO_FEATURES, FrameConfig, compute_video_features, video_feature_specs
+from mvemo.extract.video_worker import read_audio
+from mvemo.manifests.errors import ConfigError, MvemoError, is_number
+from mvemo.manifests.schema import Clip, Manifest
 
 FEATURE_GROUPS = {"frames": VIDEO_FEATURES}  # a name that stands for several sets
 WRITE_EVERY_CLIPS = 8

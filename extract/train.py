@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from cache.read import Cache
-from extract.nets.base import EmotionNet
-from manifests.errors import ConfigError
+from mvemo.cache.read import Cache
+from mvemo.extract.nets.base import EmotionNet
+from mvemo.manifests.errors import ConfigError
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 # What a job that runs a net asks of a Dask cluster whose workers advertise it (dask-worker --resources GPU=1).

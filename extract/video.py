@@ -28,11 +28,18 @@ from typing import Any
 
 import numpy as np
 
-from cache.layout import FeatureSpec
-from extract.video_decode import DecodeParams, DecodeTimeoutError, NoVideoStreamError, SampledFrames, VideoSource, read_sample
-from extract.video_worker import worker_for_this_thread
-from manifests.errors import ConfigError
-from manifests.schema import Clip
+from mvemo.cache.layout import FeatureSpec
+from mvemo.extract.video_decode import (
+    DecodeParams,
+    DecodeTimeoutError,
+    NoVideoStreamError,
+    SampledFrames,
+    VideoSource,
+    read_sample,
+)
+from mvemo.extract.video_worker import worker_for_this_thread
+from mvemo.manifests.errors import ConfigError
+from mvemo.manifests.schema import Clip
 
 __all__ = [
     "VIDEO_FEATURES",

@@ -8,7 +8,7 @@ A check of the clock between packets (``video_decode``'s deadline) stops a
 decode that is merely slow, but not one stuck inside a single FFmpeg call (a
 demuxer looping on a crafted index, a read blocked on a dead mount), and a
 segfault in a decoder would take the whole run down with it. So by default each
-calling thread owns one long-lived child, ``python -m extract.video_worker``,
+calling thread owns one long-lived child, ``python -m mvemo.extract.video_worker``,
 that decodes its clips one at a time: the parent sends a JSON request on the
 child's stdin and reads back a JSON header and the raw frames from its stdout;
 when the answer does not come within the clip's ``timeout_s`` plus a grace
@@ -44,8 +44,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from extract.media import AudioWindow, Decoded, decode_audio
-from extract.video_decode import (
+from mvemo.extract.media import AudioWindow, Decoded, decode_audio
+from mvemo.extract.video_decode import (
     DecodeParams,
     DecodeTimeoutError,
     NoVideoStreamError,
@@ -54,7 +54,7 @@ from extract.video_decode import (
     describe_clip,
     read_sample,
 )
-from manifests.errors import MediaError
+from mvemo.manifests.errors import MediaError
 
 STARTUP_TIMEOUT_S = 120.0
 _HEADER = struct.Struct(">I")
@@ -80,13 +80,13 @@ class FrameWorker:
     Parameters
     ----------
     command : sequence of str, optional
-        The child's command line; default ``python -m extract.video_worker``
+        The child's command line; default ``python -m mvemo.extract.video_worker``
         with this checkout on ``PYTHONPATH``. Tests pass a child that never
         answers to check that a hang is stopped.
     """
 
     def __init__(self, command: Sequence[str] | None = None) -> None:
-        self.command = list(command) if command is not None else [sys.executable, "-m", "extract.video_worker"]
+        self.command = list(command) if command is not None else [sys.executable, "-m", "mvemo.extract.video_worker"]
         self.owner_pid = os.getpid()
         self._proc: subprocess.Popen[bytes] | None = None
         self._finalizer: Any = None

@@ -33,7 +33,7 @@ from typing import IO, Any, ClassVar
 
 import numpy as np
 
-from manifests.errors import ConfigError
+from mvemo.manifests.errors import ConfigError
 
 ENV_VAR = "MVEMO_WEIGHTS"
 USER_AGENT = "mvemo-weights/1"

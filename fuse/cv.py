@@ -17,11 +17,11 @@ from typing import Any, Protocol
 import numpy as np
 from sklearn.base import clone
 
-from cache.read import Cache
-from fuse.heads import make_head
-from fuse.metrics import mcnemar, summarize
-from fuse.models import FusionModel, features, protocol, resolve_sets, select_models
-from manifests.errors import CacheError, ConfigError
+from mvemo.cache.read import Cache
+from mvemo.fuse.heads import make_head
+from mvemo.fuse.metrics import mcnemar, summarize
+from mvemo.fuse.models import FusionModel, features, protocol, resolve_sets, select_models
+from mvemo.manifests.errors import CacheError, ConfigError
 
 # Wraps results as they arrive, e.g. a progress bar: progress(results, total).
 Progress = Callable[[Iterable[Any], int], Iterable[Any]]

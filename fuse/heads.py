@@ -19,7 +19,7 @@ from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
 
-from manifests.errors import ConfigError, is_number
+from mvemo.manifests.errors import ConfigError, is_number
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cache.read import Cache
-from manifests.errors import CacheError, ConfigError
+from mvemo.cache.read import Cache
+from mvemo.manifests.errors import CacheError, ConfigError
 
 AUDIO_NETS = ("onedcnn", "twodcnn", "crnn")
 VIDEO_NETS = ("c3d", "i3d", "r3d_18", "r2plus1d_18", "mc3_18")

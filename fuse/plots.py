@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from fuse.metrics import macro_roc
+from mvemo.fuse.metrics import macro_roc
 
 
 def confusion_png(confusion: list[list[int]], classes: tuple[str, ...], title: str, path: Path) -> Path:

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fuse.cv import CvResult
-from fuse.plots import confusion_png, roc_curves, roc_png
+from mvemo.fuse.cv import CvResult
+from mvemo.fuse.plots import confusion_png, roc_curves, roc_png
 
 PAPER_BANNER = (
     "> **WARNING: protocol `paper`.** The nets were fine-tuned once on every clip, test folds included,"

@@ -6,13 +6,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cache.read import Cache
-from cache.store import mvemo_version
-from fuse.cv import Executor, Progress, cross_validate
-from fuse.heads import make_head
-from fuse.models import select_models
-from fuse.report import write_report
-from fuse.saved import save_fusion_model, train_final
+from mvemo.cache.read import Cache
+from mvemo.cache.store import mvemo_version
+from mvemo.fuse.cv import Executor, Progress, cross_validate
+from mvemo.fuse.heads import make_head
+from mvemo.fuse.models import select_models
+from mvemo.fuse.report import write_report
+from mvemo.fuse.saved import save_fusion_model, train_final
 
 
 def run_cv(

@@ -19,10 +19,10 @@ import h5py
 import numpy as np
 from sklearn.base import clone
 
-from cache.read import Cache
-from fuse.heads import LinearSoftmax
-from fuse.models import LLDSTATS, FusionModel, features, input_set, resolve_sets
-from manifests.errors import CacheError
+from mvemo.cache.read import Cache
+from mvemo.fuse.heads import LinearSoftmax
+from mvemo.fuse.models import LLDSTATS, FusionModel, features, input_set, resolve_sets
+from mvemo.manifests.errors import CacheError
 
 MODEL_JSON = "model.json"
 HEADS_H5 = "heads.h5"

@@ -1,7 +1,7 @@
 """The clip table: schema, CSV/JSONL io, validation, folder scans, folds and media probing."""
 
-from manifests.errors import CacheError, ConfigError, ManifestError, MediaError, MvemoError
-from manifests.schema import Clip, Manifest, read_manifest, write_manifest
+from mvemo.manifests.errors import CacheError, ConfigError, ManifestError, MediaError, MvemoError
+from mvemo.manifests.schema import Clip, Manifest, read_manifest, write_manifest
 
 __all__ = [
     "CacheError",

@@ -7,8 +7,8 @@ from collections import defaultdict
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from manifests.errors import ManifestError
-from manifests.schema import Manifest
+from mvemo.manifests.errors import ManifestError
+from mvemo.manifests.schema import Manifest
 
 
 def assign_folds(manifest: Manifest, *, k: int = 6, seed: int = 0, group_by: str | None = None) -> Manifest:

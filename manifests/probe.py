@@ -9,7 +9,7 @@ from typing import Any
 
 import av
 
-from manifests.schema import Clip, Manifest
+from mvemo.manifests.schema import Clip, Manifest
 
 
 @dataclass(frozen=True)

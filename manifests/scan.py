@@ -8,8 +8,8 @@ import re
 from collections import defaultdict
 from pathlib import Path, PurePosixPath
 
-from manifests.errors import ManifestError
-from manifests.schema import Clip, Manifest
+from mvemo.manifests.errors import ManifestError
+from mvemo.manifests.schema import Clip, Manifest
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from manifests.errors import ManifestError
+from mvemo.manifests.errors import ManifestError
 
 COLUMNS = ("clip_id", "label", "video", "audio", "group", "fold")
 MEDIA_COLUMNS = ("video", "audio")

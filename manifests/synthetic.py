@@ -12,7 +12,7 @@ from typing import Any
 import av
 import numpy as np
 
-from manifests.errors import ConfigError
+from mvemo.manifests.errors import ConfigError
 
 
 def write_media(

@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from cache.layout import FeatureSpec
-from cache.read import Cache
-from cache.store import CacheWriter
-from manifests.schema import Clip, Manifest
+from mvemo.cache.layout import FeatureSpec
+from mvemo.cache.read import Cache
+from mvemo.cache.store import CacheWriter
+from mvemo.manifests.schema import Clip, Manifest
 
 EMBEDDING_DIMS = (512, 1024, 2048)
 BENCH_CLASSES = ("a", "b", "c", "d", "e", "f")

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.bench import best_of_each
-from pipeline.executors import keep_freed_heap
+from mvemo.pipeline.bench import best_of_each
+from mvemo.pipeline.executors import keep_freed_heap
 
 SHARED_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mved-sample"
 
@@ -49,7 +49,7 @@ def _sample_clip(tmp: Path) -> Path:
     clips = sorted(SHARED_SAMPLE.glob("*/*.mp4"))
     if clips:
         return clips[0]
-    from manifests.synthetic import write_media
+    from mvemo.manifests.synthetic import write_media
 
     rng = np.random.default_rng(0)
     t = np.arange(30 * 44100) / 44100
@@ -59,8 +59,8 @@ def _sample_clip(tmp: Path) -> Path:
 
 
 def _ours(source: Path) -> dict[str, np.ndarray]:
-    from extract.audio import LldConfig, MelConfig, WaveformConfig, compute_audio_features
-    from extract.media import AudioWindow, decode_audio
+    from mvemo.extract.audio import LldConfig, MelConfig, WaveformConfig, compute_audio_features
+    from mvemo.extract.media import AudioWindow, decode_audio
 
     decoded = decode_audio(source, AudioWindow())
     return compute_audio_features(decoded, ("mel", "lld"), mel=MelConfig(), lld=LldConfig(), wave=WaveformConfig())
@@ -69,8 +69,8 @@ def _ours(source: Path) -> dict[str, np.ndarray]:
 def _steps(source: Path) -> dict[str, Callable[[], Any]]:
     """Each step of ``_ours`` alone: the MFCC, spectral contrast and chroma share one STFT pass,
     the residual phase, formants and F0 one pass over the 16 kHz frames."""
-    from extract import audio
-    from extract.media import AudioWindow, decode_audio, resample_exact
+    from mvemo.extract import audio
+    from mvemo.extract.media import AudioWindow, decode_audio, resample_exact
 
     mel, lld = audio.MelConfig(), audio.LldConfig()
     decoded = decode_audio(source, AudioWindow())

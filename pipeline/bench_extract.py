@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from cache.layout import FeatureSpec
-from cache.store import CacheWriter
-from extract.nets import get_net
-from extract.nets.base import EmotionNet
-from extract.train import OptimizerConfig, autocast, embed_rows, kinds_of, resolve_device
-from pipeline.bench import stand_in_manifest
+from mvemo.cache.layout import FeatureSpec
+from mvemo.cache.store import CacheWriter
+from mvemo.extract.nets import get_net
+from mvemo.extract.nets.base import EmotionNet
+from mvemo.extract.train import OptimizerConfig, autocast, embed_rows, kinds_of, resolve_device
+from mvemo.pipeline.bench import stand_in_manifest
 
 NETS = ("onedcnn", "twodcnn", "crnn", "c3d", "i3d")
 CACHED = {

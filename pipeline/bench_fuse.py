@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from cache.layout import FeatureSpec
-from cache.store import CacheWriter
-from fuse.cv import cross_validate
-from fuse.heads import make_head
-from manifests.schema import Clip, Manifest
-from pipeline.executors import build_executor
+from mvemo.cache.layout import FeatureSpec
+from mvemo.cache.store import CacheWriter
+from mvemo.fuse.cv import cross_validate
+from mvemo.fuse.heads import make_head
+from mvemo.manifests.schema import Clip, Manifest
+from mvemo.pipeline.executors import build_executor
 
 # Embedding sizes of the five nets (sum ~4,000): the fused matrix of the integrated model.
 NET_DIMS = {"onedcnn": 1024, "twodcnn": 160, "crnn": 1280, "c3d": 512, "i3d": 1024}

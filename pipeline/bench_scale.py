@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from extract.run import extract_features
-from manifests.schema import Clip, Manifest
-from manifests.synthetic import write_media
-from pipeline.executors import build_executor
+from mvemo.extract.run import extract_features
+from mvemo.manifests.schema import Clip, Manifest
+from mvemo.manifests.synthetic import write_media
+from mvemo.pipeline.executors import build_executor
 
 
 def bench_scale(*, n_clips: int = 200, workers: int = 2, duration_s: float = 30.0, folder: str | None = None) -> dict[str, Any]:

@@ -5,7 +5,7 @@ Also the measurement behind ``extract.video_decode``'s strategy,
 skipped conversions, OpenCV ``grab``/``retrieve`` and ``CAP_PROP_POS_FRAMES``
 seeks, and mvemo's planned decode), run by hand::
 
-    .venv/bin/python -m pipeline.bench_video --strategies [--clips 8]   # prints JSON
+    .venv/bin/python -m mvemo.pipeline.bench_video --strategies [--clips 8]   # prints JSON
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.bench import best_of, best_of_each
+from mvemo.pipeline.bench import best_of, best_of_each
 
 SHARED_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mved-sample"
 FPS = 30
@@ -50,8 +50,8 @@ def bench_video(path: str | None = None, *, repeat: int = 3, folder: str | None 
     of encoding: a textured picture that pans, zooms and changes every 3 s,
     with grain, and a moving block), keyframe every 2 s (``gop``).
     """
-    from extract.video import FrameConfig, compute_video_features, sample_frames
-    from manifests.schema import Clip
+    from mvemo.extract.video import FrameConfig, compute_video_features, sample_frames
+    from mvemo.manifests.schema import Clip
 
     config = FrameConfig()
     in_process = FrameConfig(isolate=False)
@@ -205,7 +205,7 @@ class _Targets:
 def _targets_and_reference(path: Path, n_frames: int) -> tuple[_Targets, dict[int, np.ndarray]]:
     import av
 
-    from extract.video import FrameConfig, sample_frames
+    from mvemo.extract.video import FrameConfig, sample_frames
 
     sample = sample_frames(path, FrameConfig(n_frames=n_frames, isolate=False))
     needed = {j for i in sample.frame_indices.tolist() for j in (i - 1, i, i + 1)}
@@ -288,7 +288,7 @@ def _pyav_decode_all(path: Path, targets: _Targets) -> None:
 
 
 def _planned(path: Path, targets: _Targets) -> list[np.ndarray]:
-    from extract.video import FrameConfig, sample_frames
+    from mvemo.extract.video import FrameConfig, sample_frames
 
     return list(sample_frames(path, FrameConfig(n_frames=len(targets.pts), isolate=False)).frames)
 

@@ -11,15 +11,15 @@ from typing import Any
 
 import click
 
-from pipeline.cli_bench import bench
-from pipeline.cli_cache import cache_group
-from pipeline.cli_cv import cv, fuse
-from pipeline.cli_demo import demo
-from pipeline.cli_extract import extract
-from pipeline.cli_predict import predict
-from pipeline.cli_weights import weights_group
-from pipeline.clitools import CONTEXT, EXIT_CLIPS_FAILED, MvemoGroup, print_json
-from pipeline.executors import keep_freed_heap
+from mvemo.pipeline.cli_bench import bench
+from mvemo.pipeline.cli_cache import cache_group
+from mvemo.pipeline.cli_cv import cv, fuse
+from mvemo.pipeline.cli_demo import demo
+from mvemo.pipeline.cli_extract import extract
+from mvemo.pipeline.cli_predict import predict
+from mvemo.pipeline.cli_weights import weights_group
+from mvemo.pipeline.clitools import CONTEXT, EXIT_CLIPS_FAILED, MvemoGroup, print_json
+from mvemo.pipeline.executors import keep_freed_heap
 
 
 @click.group(cls=MvemoGroup, context_settings=CONTEXT)
@@ -54,8 +54,8 @@ def manifest_scan(root: str, output: str, group_regex: str | None) -> None:
     audio file with the same stem make one clip. Paths are written relative to
     the manifest's folder.
     """
-    from manifests.scan import DEFAULT_GROUP_REGEX, scan_tree
-    from manifests.schema import write_manifest
+    from mvemo.manifests.scan import DEFAULT_GROUP_REGEX, scan_tree
+    from mvemo.manifests.schema import write_manifest
 
     found = scan_tree(root, group_regex=group_regex or DEFAULT_GROUP_REGEX)
     write_manifest(found, output)
@@ -71,9 +71,9 @@ def manifest_scan(root: str, output: str, group_regex: str | None) -> None:
 @click.option("--group-by", default=None, help="Column whose equal values share a fold.  [default: the 'group' column]")
 def manifest_folds(manifest_path: str, k: int, seed: int, group_by: str | None) -> None:
     """Write stratified folds that never split a group into MANIFEST's 'fold' column."""
-    from manifests.folds import assign_folds, fold_table
-    from manifests.schema import read_manifest, write_manifest
-    from pipeline.tables import format_table
+    from mvemo.manifests.folds import assign_folds, fold_table
+    from mvemo.manifests.schema import read_manifest, write_manifest
+    from mvemo.pipeline.tables import format_table
 
     split = assign_folds(read_manifest(manifest_path), k=k, seed=seed, group_by=group_by)
     write_manifest(split, manifest_path)
@@ -99,9 +99,9 @@ def manifest_check(ctx: click.Context, manifest_path: str, as_json: bool) -> Non
     """
     from tqdm import tqdm
 
-    from manifests.probe import check_clip
-    from manifests.schema import read_manifest
-    from pipeline.tables import format_table
+    from mvemo.manifests.probe import check_clip
+    from mvemo.manifests.schema import read_manifest
+    from mvemo.pipeline.tables import format_table
 
     clips = read_manifest(manifest_path, check_files=False)
     probed: dict[Any, Any] = {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from pipeline.clitools import EXIT_CLIPS_FAILED, MvemoGroup, print_json
+from mvemo.pipeline.clitools import EXIT_CLIPS_FAILED, MvemoGroup, print_json
 
 
 @click.group("cache", cls=MvemoGroup)
@@ -17,8 +17,8 @@ def cache_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def cache_info(cache_path: str, as_json: bool) -> None:
     """Clips, classes and every feature set with its shape, dtype, done count, fingerprint and config."""
-    from cache.read import Cache
-    from pipeline.tables import format_table
+    from mvemo.cache.read import Cache
+    from mvemo.pipeline.tables import format_table
 
     with Cache(cache_path) as cache:
         info = cache.info()
@@ -56,7 +56,7 @@ def cache_verify(ctx: click.Context, cache_path: str) -> None:
 
     Clips recorded as failed are listed but are not corruption: they leave the exit code 0.
     """
-    from cache.verify import verify_cache
+    from mvemo.cache.verify import verify_cache
 
     report = verify_cache(cache_path)
     for failure in report.failures:

@@ -6,12 +6,12 @@ from typing import Any
 
 import click
 
-from pipeline.clitools import CONTEXT, MvemoCommand, executor_options, print_json
+from mvemo.pipeline.clitools import CONTEXT, MvemoCommand, executor_options, print_json
 
 
 def echo_summary(document: dict[str, Any], out: str) -> None:
-    from fuse.report import PAPER_BANNER, SUMMARY_HEADER, summary_rows
-    from pipeline.tables import format_table
+    from mvemo.fuse.report import PAPER_BANNER, SUMMARY_HEADER, summary_rows
+    from mvemo.pipeline.tables import format_table
 
     if document["protocol"] == "paper":
         click.echo(PAPER_BANNER.lstrip("> "), err=True)
@@ -63,9 +63,9 @@ def cv(n_folds: int, cache_path: str, out: str, models: str | None, as_json: boo
     Reports per model accuracy min/mean/max over folds (paper 001 Table 3), macro F1,
     macro ROC-AUC and the confusion matrix summed over folds, as tables and plots.
     """
-    from fuse.run import run_cv
-    from pipeline.config import head_config
-    from pipeline.executors import build_executor
+    from mvemo.fuse.run import run_cv
+    from mvemo.pipeline.config import head_config
+    from mvemo.pipeline.executors import build_executor
 
     head, params = head_config(where["config_path"], where["head"])
     with build_executor(where["executor"], workers=where["workers"], scheduler=where["scheduler"]) as executor:
@@ -88,9 +88,9 @@ def cv(n_folds: int, cache_path: str, out: str, models: str | None, as_json: boo
 @executor_options
 def fuse(cache_path: str, out: str, models: str | None, **where: Any) -> None:
     """The CV report in OUT, then each model's head trained on every clip, saved in OUT/model/ for `mvemo predict`."""
-    from fuse.run import fuse_cache
-    from pipeline.config import head_config
-    from pipeline.executors import build_executor
+    from mvemo.fuse.run import fuse_cache
+    from mvemo.pipeline.config import head_config
+    from mvemo.pipeline.executors import build_executor
 
     head, params = head_config(where["config_path"], where["head"])
     with build_executor(where["executor"], workers=where["workers"], scheduler=where["scheduler"]) as executor:

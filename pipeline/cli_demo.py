@@ -6,7 +6,7 @@ import time
 
 import click
 
-from pipeline.clitools import CONTEXT, MvemoCommand
+from mvemo.pipeline.clitools import CONTEXT, MvemoCommand
 
 
 @click.command("demo", cls=MvemoCommand, context_settings=CONTEXT)
@@ -27,14 +27,14 @@ def demo(out: str, clips_per_class: int, duration_s: float, seed: int, workers: 
     """
     from tqdm import tqdm
 
-    from extract.audio import LldConfig, MelConfig, WaveformConfig
-    from extract.media import AudioWindow
-    from extract.run import FeatureConfigs
-    from extract.video import FrameConfig
-    from manifests.synthetic import SyntheticConfig
-    from pipeline.cli_cv import echo_summary
-    from pipeline.demo import DEMO_FRAMES, run_demo
-    from pipeline.executors import build_executor
+    from mvemo.extract.audio import LldConfig, MelConfig, WaveformConfig
+    from mvemo.extract.media import AudioWindow
+    from mvemo.extract.run import FeatureConfigs
+    from mvemo.extract.video import FrameConfig
+    from mvemo.manifests.synthetic import SyntheticConfig
+    from mvemo.pipeline.cli_cv import echo_summary
+    from mvemo.pipeline.demo import DEMO_FRAMES, run_demo
+    from mvemo.pipeline.executors import build_executor
 
     began = time.perf_counter()
     config = SyntheticConfig(clips_per_class=clips_per_class, duration_s=duration_s, seed=seed)

@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from pipeline.clitools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand, executor_options
+from mvemo.pipeline.clitools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand, executor_options
 
 if TYPE_CHECKING:
-    from manifests.schema import Manifest
+    from mvemo.manifests.schema import Manifest
 
 DEFAULT_FEATURES = "mel,lld"
 
@@ -72,9 +72,9 @@ def extract(ctx: click.Context, manifest_path: str, cache_path: str, **options: 
     media file is computed again. Clips that fail are listed with their reason
     and the run goes on (exit 3).
     """
-    from cache.lock import CacheLock
-    from manifests.errors import ConfigError
-    from manifests.schema import read_manifest
+    from mvemo.cache.lock import CacheLock
+    from mvemo.manifests.errors import ConfigError
+    from mvemo.manifests.schema import read_manifest
 
     manifest = read_manifest(manifest_path)  # a bad manifest stops here, before anything is written
     nets = tuple(n.strip() for n in (options["nets"] or "").split(",") if n.strip())
@@ -92,12 +92,12 @@ def extract(ctx: click.Context, manifest_path: str, cache_path: str, **options: 
 
 def _run(manifest: Manifest, cache_path: str, nets: tuple[str, ...], options: dict[str, Any], lock: Any) -> bool:
     """Features, then embeddings; prints a table per stage and one of the stages' times; returns whether any clip failed."""
-    from extract.embed import export_embeddings, input_kinds
-    from extract.run import extract_features, parse_features
-    from manifests.errors import ConfigError
-    from pipeline.config import feature_configs, net_config, train_config
-    from pipeline.executors import build_executor
-    from pipeline.tables import format_table
+    from mvemo.extract.embed import export_embeddings, input_kinds
+    from mvemo.extract.run import extract_features, parse_features
+    from mvemo.manifests.errors import ConfigError
+    from mvemo.pipeline.config import feature_configs, net_config, train_config
+    from mvemo.pipeline.executors import build_executor
+    from mvemo.pipeline.tables import format_table
 
     training = train_config(options["config_path"], finetune=options["finetune"]) if options["finetune"] != "none" else None
     if options["optimizer_study"] and not (nets and training):
@@ -165,9 +165,9 @@ def _finetune(
     manifest: Manifest, cache_path: str, nets: tuple[str, ...], training: Any, options: dict[str, Any], lock: Any, pool: Any
 ) -> bool:
     """Fine-tuned embeddings per fold (or once), each (net, fold) unit a job on ``pool``, with a table of the units."""
-    from cache.read import Cache
-    from extract.finetune import finetune_embeddings
-    from pipeline.tables import format_table
+    from mvemo.cache.read import Cache
+    from mvemo.extract.finetune import finetune_embeddings
+    from mvemo.pipeline.tables import format_table
 
     summary = finetune_embeddings(
         manifest,
@@ -201,7 +201,7 @@ def _finetune(
 
 
 def _optimizer_study(cache_path: str, nets: tuple[str, ...], training: Any, options: dict[str, Any]) -> None:
-    from pipeline.optimizer_study import console_table, run_optimizer_study, study_folder
+    from mvemo.pipeline.optimizer_study import console_table, run_optimizer_study, study_folder
 
     document = run_optimizer_study(
         cache_path,
@@ -224,7 +224,7 @@ def _report_embeddings(done: dict[str, int], failed: dict[str, dict[str, str]]) 
 
 
 def _report_features(summary: Any) -> None:
-    from pipeline.tables import format_table
+    from mvemo.pipeline.tables import format_table
 
     rows = [[name, s.computed, s.done, len(s.failed), s.absent] for name, s in summary.sets.items()]
     click.echo(format_table(["feature set", "computed now", "done", "failed", "absent"], rows))

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from pipeline.clitools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand, executor_options, print_json
+from mvemo.pipeline.clitools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand, executor_options, print_json
 
 
 @click.command("predict", cls=MvemoCommand, context_settings=CONTEXT)
@@ -36,10 +36,10 @@ def predict(
     """
     from tqdm import tqdm
 
-    from manifests import read_manifest
-    from manifests.errors import ConfigError
-    from pipeline.executors import build_executor
-    from pipeline.predict import Predictor, file_clip, write_results_csv
+    from mvemo.manifests import read_manifest
+    from mvemo.manifests.errors import ConfigError
+    from mvemo.pipeline.executors import build_executor
+    from mvemo.pipeline.predict import Predictor, file_clip, write_results_csv
 
     if bool(files) == bool(manifest_path):
         raise ConfigError("give either FILE arguments or --manifest M, not both and not neither")
@@ -68,7 +68,7 @@ def predict(
 
 
 def _table(results: list[dict[str, Any]], predictor: Any) -> None:
-    from pipeline.tables import format_table
+    from mvemo.pipeline.tables import format_table
 
     rows = [
         [r["file"], r["label"], *(f"{r['probabilities'][c]:.2f}" for c in predictor.classes)] for r in results if "label" in r

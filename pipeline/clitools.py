@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from manifests.errors import MvemoError
+from mvemo.manifests.errors import MvemoError
 
 EXIT_INPUT_ERROR = 2
 EXIT_CLIPS_FAILED = 3

@@ -22,7 +22,7 @@ import os
 import tomllib
 from typing import Any
 
-from manifests.errors import ConfigError
+from mvemo.manifests.errors import ConfigError
 
 TABLES = ("audio", "mel", "lld", "waveform", "frames", "train", "optim", "net", "head")
 
@@ -60,10 +60,10 @@ def build(cls: type, values: dict[str, Any], *, table: str, taken: tuple[str, ..
 
 def feature_configs(path: str | os.PathLike[str] | None) -> Any:
     """The ``extract.run.FeatureConfigs`` of a config file (defaults where it says nothing)."""
-    from extract.audio import LldConfig, MelConfig, WaveformConfig
-    from extract.media import AudioWindow
-    from extract.run import FeatureConfigs
-    from extract.video import FrameConfig
+    from mvemo.extract.audio import LldConfig, MelConfig, WaveformConfig
+    from mvemo.extract.media import AudioWindow
+    from mvemo.extract.run import FeatureConfigs
+    from mvemo.extract.video import FrameConfig
 
     tables = load_toml(path)
     audio = dict(tables.get("audio", {}))
@@ -81,7 +81,7 @@ def feature_configs(path: str | os.PathLike[str] | None) -> Any:
 
 def train_config(path: str | os.PathLike[str] | None, *, finetune: str) -> Any:
     """The ``extract.train.TrainConfig`` of a config file's ``[train]``, ``[optim.<net>]`` and ``[net.<name>]`` tables."""
-    from extract.train import OptimizerConfig, TrainConfig
+    from mvemo.extract.train import OptimizerConfig, TrainConfig
 
     tables = load_toml(path)
     optim = per_net_tables(tables, "optim")
@@ -97,7 +97,7 @@ def net_config(path: str | os.PathLike[str] | None) -> dict[str, dict[str, Any]]
 
 
 def _nets(tables: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    from extract.nets import net_options
+    from mvemo.extract.nets import net_options
 
     per_net = per_net_tables(tables, "net")
     for net, values in per_net.items():
@@ -116,7 +116,7 @@ def head_config(path: str | os.PathLike[str] | None, name: str | None) -> tuple[
 
 def per_net_tables(tables: dict[str, Any], table: str) -> dict[str, dict[str, Any]]:
     """The ``[table.<net>]`` sub-tables of a config, each named after a known net."""
-    from extract.nets import NET_NAMES
+    from mvemo.extract.nets import NET_NAMES
 
     per_net = tables.get(table, {})
     unknown = sorted(set(per_net) - set(NET_NAMES))

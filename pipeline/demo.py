@@ -8,11 +8,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from extract.run import FeatureConfigs, FeatureRunSummary, extract_features
-from manifests.folds import assign_folds
-from manifests.scan import scan_tree
-from manifests.schema import Manifest, write_manifest
-from manifests.synthetic import SyntheticConfig, write_synthetic_set
+from mvemo.extract.run import FeatureConfigs, FeatureRunSummary, extract_features
+from mvemo.manifests.folds import assign_folds
+from mvemo.manifests.scan import scan_tree
+from mvemo.manifests.schema import Manifest, write_manifest
+from mvemo.manifests.synthetic import SyntheticConfig, write_synthetic_set
 
 DEMO_FEATURES = ("mel", "lld", "waveform", "frames112")
 DEMO_NETS = ("onedcnn", "twodcnn", "crnn", "c3d", "i3d")
@@ -56,8 +56,8 @@ def run_demo(
     """Data, manifest with folds, stage one into ``out/cache.h5``, stage two into ``out`` (report, PNGs, ``model/``).
 
     ``progress(description, unit)`` gives each stage's progress callable (None: silent)."""
-    from extract.embed import export_embeddings
-    from fuse.run import fuse_cache
+    from mvemo.extract.embed import export_embeddings
+    from mvemo.fuse.run import fuse_cache
 
     config = config or SyntheticConfig()
     out = Path(out)

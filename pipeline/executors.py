@@ -18,7 +18,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from manifests.errors import ConfigError
+from mvemo.manifests.errors import ConfigError
 
 EXECUTORS = ("serial", "processes", "dask")
 PR_SET_PDEATHSIG = 1

@@ -15,14 +15,14 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from cache.read import Cache
-from extract.finetune import out_of_fold_probabilities
-from extract.train import STUDY_OPTIMIZERS, TrainConfig
-from fuse.cv import check_folds
-from fuse.metrics import summarize
-from fuse.plots import accuracy_bars_png
-from manifests.errors import ConfigError
-from pipeline.tables import format_table
+from mvemo.cache.read import Cache
+from mvemo.extract.finetune import out_of_fold_probabilities
+from mvemo.extract.train import STUDY_OPTIMIZERS, TrainConfig
+from mvemo.fuse.cv import check_folds
+from mvemo.fuse.metrics import summarize
+from mvemo.fuse.plots import accuracy_bars_png
+from mvemo.manifests.errors import ConfigError
+from mvemo.pipeline.tables import format_table
 
 COLUMNS = ["net", "optimizer", "lr", "momentum", "accuracy mean % (min-max)", "macro F1", "ROC-AUC"]
 

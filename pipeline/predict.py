@@ -18,19 +18,19 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from extract.audio import LldConfig, MelConfig, WaveformConfig, compute_audio_features, config_from_dict, feature_specs
-from extract.embed import build_net
-from extract.finetune import load_checkpoint
-from extract.nets import net_options
-from extract.nets.base import EmotionNet
-from extract.run import FeatureConfigs
-from extract.train import kinds_of
-from extract.video import VIDEO_FEATURES, FrameConfig, compute_video_features, video_feature_specs
-from extract.video_worker import read_audio
-from fuse.models import LLDSTATS, summarize_lld
-from fuse.saved import SavedFusionModel, load_fusion_model
-from manifests.errors import ConfigError, MediaError, MvemoError
-from manifests.schema import Clip
+from mvemo.extract.audio import LldConfig, MelConfig, WaveformConfig, compute_audio_features, config_from_dict, feature_specs
+from mvemo.extract.embed import build_net
+from mvemo.extract.finetune import load_checkpoint
+from mvemo.extract.nets import net_options
+from mvemo.extract.nets.base import EmotionNet
+from mvemo.extract.run import FeatureConfigs
+from mvemo.extract.train import kinds_of
+from mvemo.extract.video import VIDEO_FEATURES, FrameConfig, compute_video_features, video_feature_specs
+from mvemo.extract.video_worker import read_audio
+from mvemo.fuse.models import LLDSTATS, summarize_lld
+from mvemo.fuse.saved import SavedFusionModel, load_fusion_model
+from mvemo.manifests.errors import ConfigError, MediaError, MvemoError
+from mvemo.manifests.schema import Clip
 
 
 def choose_model(saved: SavedFusionModel, name: str | None) -> str:

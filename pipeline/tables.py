@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from manifests.errors import is_number
+from mvemo.manifests.errors import is_number
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from manifests.synthetic import write_media
+from mvemo.manifests.synthetic import write_media
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MVED_SAMPLE = SHARED / "data" / "mved-sample"

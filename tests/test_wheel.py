@@ -33,6 +33,7 @@ def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
         ).stdout.strip()
     )
     (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    before = {p.name for p in site.iterdir()}
     subprocess.run(
         [venv / "bin" / "python", "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", str(wheel)], check=True
     )
@@ -43,9 +44,11 @@ def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([venv / "bin" / args[0], *args[1:]], cwd=outside, env=env, capture_output=True, text=True)
 
-    located = run("python", "-c", "import pipeline, manifests, cache, extract, fuse; print(pipeline.__file__)")
+    located = run("python", "-c", "import mvemo, mvemo.pipeline.cli, mvemo.extract.nets; print(mvemo.pipeline.__file__)")
     assert located.returncode == 0, located.stderr
     assert str(venv) in located.stdout, "mvemo must come from the wheel, not the repository"
+    installed = sorted({p.name for p in site.iterdir()} - before)
+    assert [name for name in installed if not name.endswith(".dist-info")] == ["mvemo"], f"installed at the top: {installed}"
     for command in (("mvemo", "--help"), ("mvemo-cv", "--help"), ("mvemo", "--version")):
         assert run(*command).returncode == 0, command
     demo = run("mvemo", "demo", "--out", str(outside / "demo"), "--clips-per-class", "2", "--duration-s", "2")

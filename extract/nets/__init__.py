@@ -1,6 +1,6 @@
 """The unimodal nets of papers 001 and 003 (and torchvision's video ResNets), by name."""
 
-from extract.nets.base import EmotionNet
-from extract.nets.registry import NET_NAMES, PRETRAINED, get_net, input_kind, net_from_config, net_options
+from mvemo.extract.nets.base import EmotionNet
+from mvemo.extract.nets.registry import NET_NAMES, PRETRAINED, get_net, input_kind, net_from_config, net_options
 
 __all__ = ["NET_NAMES", "PRETRAINED", "EmotionNet", "get_net", "input_kind", "net_from_config", "net_options"]

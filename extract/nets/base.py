@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from extract.weights import WeightsError, read_weights
-from manifests.errors import ConfigError
+from mvemo.extract.weights import WeightsError, read_weights
+from mvemo.manifests.errors import ConfigError
 
 
 class EmotionNet(nn.Module):

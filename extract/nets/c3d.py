@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from extract.nets.base import EmotionNet, frames_tensor, require
-from manifests.errors import ConfigError
+from mvemo.extract.nets.base import EmotionNet, frames_tensor, require
+from mvemo.manifests.errors import ConfigError
 
 CONVS = (
     ("conv1", 3, 64),

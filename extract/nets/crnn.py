@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from extract.nets.base import EmotionNet, as_tensor, require
-from manifests.errors import ConfigError
+from mvemo.extract.nets.base import EmotionNet, as_tensor, require
+from mvemo.manifests.errors import ConfigError
 
 N_MELS = 96
 POOL1, POOL2 = (4, 4), (4, 2)

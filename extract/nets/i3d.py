@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from extract.nets.base import EmotionNet, frames_tensor, require
-from extract.weights import WeightsError
-from manifests.errors import ConfigError
+from mvemo.extract.nets.base import EmotionNet, frames_tensor, require
+from mvemo.extract.weights import WeightsError
+from mvemo.manifests.errors import ConfigError
 
 MIXED = {
     "Mixed_3b": (192, (64, 96, 128, 16, 32, 32)),

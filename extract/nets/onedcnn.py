@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from extract.nets.base import EmotionNet, as_tensor, require
+from mvemo.extract.nets.base import EmotionNet, as_tensor, require
 
 
 class OneDCNN(EmotionNet):

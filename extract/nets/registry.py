@@ -7,15 +7,15 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from extract.nets.base import EmotionNet
-from extract.nets.c3d import C3D
-from extract.nets.crnn import CRNN
-from extract.nets.i3d import I3D
-from extract.nets.onedcnn import OneDCNN
-from extract.nets.torchvision_video import MC318, R3D18, R2Plus1D18
-from extract.nets.twodcnn import TwoDCNN
-from extract.weights import sha256_of
-from manifests.errors import ConfigError
+from mvemo.extract.nets.base import EmotionNet
+from mvemo.extract.nets.c3d import C3D
+from mvemo.extract.nets.crnn import CRNN
+from mvemo.extract.nets.i3d import I3D
+from mvemo.extract.nets.onedcnn import OneDCNN
+from mvemo.extract.nets.torchvision_video import MC318, R3D18, R2Plus1D18
+from mvemo.extract.nets.twodcnn import TwoDCNN
+from mvemo.extract.weights import sha256_of
+from mvemo.manifests.errors import ConfigError
 
 NETS: dict[str, type[EmotionNet]] = {cls.name: cls for cls in (OneDCNN, TwoDCNN, C3D, I3D, CRNN, R3D18, R2Plus1D18, MC318)}
 NET_NAMES = tuple(NETS)

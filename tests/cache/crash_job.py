@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from cache.store import CacheWriter
+from mvemo.cache.store import CacheWriter
 from tests.cache.helpers import EMB, MEL, row_values, stand_in_manifest
 
 

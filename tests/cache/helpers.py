@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cache.layout import FeatureSpec
-from manifests import Clip, Manifest
+from mvemo.cache.layout import FeatureSpec
+from mvemo.manifests import Clip, Manifest
 
 
 def stand_in_manifest(folder: Path, n: int = 12, classes: tuple[str, ...] = ("calm", "tense")) -> Manifest:

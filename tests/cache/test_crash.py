@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cache.read import Cache
-from cache.verify import verify_cache
+from mvemo.cache.read import Cache
+from mvemo.cache.verify import verify_cache
 
 N_CLIPS = 40
 REPO = Path(__file__).resolve().parents[2]

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cache.layout import FeatureSpec
-from cache.read import Cache
-from cache.store import CacheWriter
+from mvemo.cache.layout import FeatureSpec
+from mvemo.cache.read import Cache
+from mvemo.cache.store import CacheWriter
 from tests.cache.helpers import row_values, stand_in_manifest
 
 BIG = FeatureSpec("mel", (256, 300), "float32", "mel", "1")  # 300 KiB rows: a chunk each
@@ -19,8 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 CHILD = """
 import resource, sys
 from pathlib import Path
-from cache.store import CacheWriter
-from manifests import CacheError
+from mvemo.cache.store import CacheWriter
+from mvemo.manifests import CacheError
 from tests.cache.test_disk_full import BIG as MEL
 from tests.cache.helpers import row_values, stand_in_manifest
 manifest = stand_in_manifest(Path(sys.argv[2]), 40)

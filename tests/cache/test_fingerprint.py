@@ -6,7 +6,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cache.fingerprint import fingerprint, fingerprint_record, media_hash, media_stat_key, record_diff
+from mvemo.cache.fingerprint import fingerprint, fingerprint_record, media_hash, media_stat_key, record_diff
 
 scalars = st.one_of(
     st.integers(-(10**6), 10**6), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=8), st.booleans()

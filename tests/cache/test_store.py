@@ -12,12 +12,12 @@ import h5py
 import numpy as np
 import pytest
 
-from cache.layout import FeatureSpec, feature_path
-from cache.lock import CacheLock, lock_state
-from cache.read import Cache, read_matrix
-from cache.store import CacheWriter
-from cache.verify import verify_cache
-from manifests import CacheError, Manifest
+from mvemo.cache.layout import FeatureSpec, feature_path
+from mvemo.cache.lock import CacheLock, lock_state
+from mvemo.cache.read import Cache, read_matrix
+from mvemo.cache.store import CacheWriter
+from mvemo.cache.verify import verify_cache
+from mvemo.manifests import CacheError, Manifest
 from tests.cache.helpers import EMB, MEL, row_values, stand_in_manifest
 
 

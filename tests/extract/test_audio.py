@@ -9,10 +9,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from extract.audio import LldConfig, MelConfig, WaveformConfig, compute_audio_features, low_level_descriptors, mel_spectrogram
-from extract.media import AudioWindow, decode_audio, mono_weights, resample_exact
-from manifests import ConfigError, MediaError
-from manifests.synthetic import write_media
+from mvemo.extract.audio import (
+    LldConfig,
+    MelConfig,
+    WaveformConfig,
+    compute_audio_features,
+    low_level_descriptors,
+    mel_spectrogram,
+)
+from mvemo.extract.media import AudioWindow, decode_audio, mono_weights, resample_exact
+from mvemo.manifests import ConfigError, MediaError
+from mvemo.manifests.synthetic import write_media
 from tests.conftest import write_tiny
 
 WINDOW = AudioWindow(duration_s=3.0)

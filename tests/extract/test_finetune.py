@@ -11,18 +11,18 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import extract.finetune
-from cache.fingerprint import file_sha256
-from cache.read import Cache
-from extract.finetune import checkpoint_dir, finetune_embeddings, inner_split, out_of_fold_probabilities
-from extract.run import extract_features
-from extract.train import STUDY_OPTIMIZERS, CachedBatches, TrainConfig
-from fuse.models import protocol
-from fuse.run import fuse_cache
-from fuse.saved import load_fusion_model
-from manifests import Clip, ConfigError, Manifest, write_manifest
-from pipeline.cli import cli
-from pipeline.optimizer_study import study_folder
+import mvemo.extract.finetune
+from mvemo.cache.fingerprint import file_sha256
+from mvemo.cache.read import Cache
+from mvemo.extract.finetune import checkpoint_dir, finetune_embeddings, inner_split, out_of_fold_probabilities
+from mvemo.extract.run import extract_features
+from mvemo.extract.train import STUDY_OPTIMIZERS, CachedBatches, TrainConfig
+from mvemo.fuse.models import protocol
+from mvemo.fuse.run import fuse_cache
+from mvemo.fuse.saved import load_fusion_model
+from mvemo.manifests import Clip, ConfigError, Manifest, write_manifest
+from mvemo.pipeline.cli import cli
+from mvemo.pipeline.optimizer_study import study_folder
 from tests.conftest import write_tiny
 from tests.extract.test_run import CONFIGS
 
@@ -49,7 +49,7 @@ def features(manifest: Manifest, cache: Path) -> Path:
 def test_leakfree_training_never_reads_the_test_fold(tmp_path: Path, manifest: Manifest, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = features(manifest, tmp_path / "c.h5")
     read: list[set[int]] = []
-    train_net = extract.finetune.train_net
+    train_net = mvemo.extract.finetune.train_net
 
     training = [False]
 
@@ -67,7 +67,7 @@ def test_leakfree_training_never_reads_the_test_fold(tmp_path: Path, manifest: M
         return original(self, i)
 
     original = CachedBatches.__getitem__
-    monkeypatch.setattr(extract.finetune, "train_net", recording_train_net)
+    monkeypatch.setattr(mvemo.extract.finetune, "train_net", recording_train_net)
     monkeypatch.setattr(CachedBatches, "__getitem__", recording_getitem)
     summary = finetune_embeddings(manifest, cache, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")
     folds = np.array([c.fold for c in manifest.clips])
@@ -95,7 +95,7 @@ def test_same_config_and_seed_same_embeddings_and_an_interrupted_run_resumes_ide
     whole = features(manifest, tmp_path / "whole.h5")
     finetune_embeddings(manifest, whole, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")
     broken = features(manifest, tmp_path / "broken.h5")
-    train_net, calls = extract.finetune.train_net, []
+    train_net, calls = mvemo.extract.finetune.train_net, []
 
     def dies_in_fold_1(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
@@ -103,10 +103,10 @@ def test_same_config_and_seed_same_embeddings_and_an_interrupted_run_resumes_ide
             raise KeyboardInterrupt
         return train_net(*args, **kwargs)
 
-    monkeypatch.setattr(extract.finetune, "train_net", dies_in_fold_1)
+    monkeypatch.setattr(mvemo.extract.finetune, "train_net", dies_in_fold_1)
     with pytest.raises(KeyboardInterrupt):
         finetune_embeddings(manifest, broken, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")
-    monkeypatch.setattr(extract.finetune, "train_net", train_net)
+    monkeypatch.setattr(mvemo.extract.finetune, "train_net", train_net)
     resumed = finetune_embeddings(manifest, broken, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")
     assert [u.skipped for u in resumed.units] == [True, False, False, False]
     with Cache(whole) as a, Cache(broken) as b:
@@ -168,8 +168,8 @@ def test_the_saved_fusion_model_carries_the_fine_tuned_net_and_predict_reproduce
 
 @pytest.mark.parametrize("name", ["tpu", "cuda:x"])
 def test_an_unknown_device_is_a_config_error(name: str) -> None:
-    from extract.train import resolve_device
-    from manifests.errors import ConfigError
+    from mvemo.extract.train import resolve_device
+    from mvemo.manifests.errors import ConfigError
 
     with pytest.raises(ConfigError, match="is not a device"):
         resolve_device(name)
@@ -178,7 +178,7 @@ def test_an_unknown_device_is_a_config_error(name: str) -> None:
 def test_auto_falls_back_to_an_existing_device() -> None:
     import torch
 
-    from extract.train import resolve_device
+    from mvemo.extract.train import resolve_device
 
     assert resolve_device("cpu") == torch.device("cpu")
     expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
@@ -190,13 +190,13 @@ def test_out_of_fold_probabilities_train_each_fold_without_it(
 ) -> None:
     cache = features(manifest, tmp_path / "c.h5")
     seen: list[set[int]] = []
-    train_net = extract.finetune.train_net
+    train_net = mvemo.extract.finetune.train_net
 
     def recording(net: Any, path: str, y: Any, train_rows: Any, val_rows: Any, *args: Any, **kwargs: Any) -> Any:
         seen.append(set(train_rows.tolist()) | set(val_rows.tolist()))
         return train_net(net, path, y, train_rows, val_rows, *args, **kwargs)
 
-    monkeypatch.setattr(extract.finetune, "train_net", recording)
+    monkeypatch.setattr(mvemo.extract.finetune, "train_net", recording)
     rows, proba = out_of_fold_probabilities(cache, "twodcnn", CONFIG, weights_dir=tmp_path / "none")
     folds = np.array([c.fold for c in manifest.clips])
     assert rows.tolist() == list(range(12)) and len(seen) == 3
@@ -231,9 +231,9 @@ def test_optimizer_study_reports_each_optimizer_of_table_2_and_writes_no_embeddi
 def test_running_out_of_device_memory_names_a_smaller_batch(tmp_path: Path, manifest: Manifest) -> None:
     import torch
 
-    from extract.finetune import build_finetune_net
-    from extract.train import train_net
-    from manifests.errors import ConfigError
+    from mvemo.extract.finetune import build_finetune_net
+    from mvemo.extract.train import train_net
+    from mvemo.manifests.errors import ConfigError
 
     cache = features(manifest, tmp_path / "c.h5")
     net, _ = build_finetune_net(str(cache), "twodcnn", 2, CONFIG, tmp_path / "none")

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from extract.nets import NET_NAMES, get_net, input_kind, net_from_config, net_options
-from extract.nets.base import EmotionNet
-from manifests import ConfigError
+from mvemo.extract.nets import NET_NAMES, get_net, input_kind, net_from_config, net_options
+from mvemo.extract.nets.base import EmotionNet
+from mvemo.manifests import ConfigError
 
 # Small inputs per net, with the options that make them small; B clips.
 SMALL: dict[str, tuple[dict, Callable[[int], tuple[torch.Tensor, ...]]]] = {

@@ -8,9 +8,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from extract.nets import get_net
-from extract.nets.crnn import ImprovedCenterLoss
-from manifests import ConfigError
+from mvemo.extract.nets import get_net
+from mvemo.extract.nets.crnn import ImprovedCenterLoss
+from mvemo.manifests import ConfigError
 
 
 def center_loss_numpy(x: np.ndarray, y: np.ndarray, centers: np.ndarray) -> float:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from extract.nets import get_net
-from extract.weights import KNOWN, WeightsError, read_weights
+from mvemo.extract.nets import get_net
+from mvemo.extract.weights import KNOWN, WeightsError, read_weights
 from tests.conftest import SHARED
 
 WEIGHTS = SHARED / "weights"
@@ -59,8 +59,8 @@ def test_twodcnn_loads_every_conv_and_norm_weight_of_the_msd_file() -> None:
 
 
 def test_twodcnn_tells_a_sweep_from_noise() -> None:
-    from extract.audio import MelConfig, mel_spectrogram
-    from extract.media import AudioWindow
+    from mvemo.extract.audio import MelConfig, mel_spectrogram
+    from mvemo.extract.media import AudioWindow
 
     net = get_net("twodcnn", num_classes=6, weights=choi_path()).eval()
     sr, seconds = 16000, 5.0
@@ -79,9 +79,9 @@ def test_the_files_own_12khz_front_end_equals_mvemos_mel() -> None:
     """The sanity check of the cached mel: at 12 kHz, the file's STFT kernels and mel matrix give mvemo's mel spectrogram."""
     import librosa
 
-    from extract.audio import MelConfig, mel_spectrogram
-    from extract.media import AudioWindow
-    from extract.nets.twodcnn import ChoiMelgram
+    from mvemo.extract.audio import MelConfig, mel_spectrogram
+    from mvemo.extract.media import AudioWindow
+    from mvemo.extract.nets.twodcnn import ChoiMelgram
 
     path = choi_path()
     arrays = read_weights(path)
@@ -107,8 +107,8 @@ def test_the_files_own_12khz_front_end_equals_mvemos_mel() -> None:
 
 def test_float16_mel_leaves_the_msd_embeddings_in_place(mved_sample: Path) -> None:
     """The measurement behind caching the mel spectrogram as float16."""
-    from extract.audio import MelConfig, mel_spectrogram
-    from extract.media import AudioWindow, decode_audio, resample_exact
+    from mvemo.extract.audio import MelConfig, mel_spectrogram
+    from mvemo.extract.media import AudioWindow, decode_audio, resample_exact
 
     window = AudioWindow(duration_s=10.0)
     files = sorted(mved_sample.glob("*/*.mp4"))[::30][:4]
@@ -160,7 +160,7 @@ def test_i3d_matches_the_kinetics_reference() -> None:
 
 def jax_to_pytorch_i3d(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """The npz under pytorch-i3d's names and layouts (README mapping), as that port's state dict holds them."""
-    from extract.nets.i3d import BRANCHES
+    from mvemo.extract.nets.i3d import BRANCHES
 
     to_jax = {v: k for k, v in BRANCHES.items()}
     state: dict[str, torch.Tensor] = {}

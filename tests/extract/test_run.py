@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cache.read import Cache
-from extract.audio import LldConfig, MelConfig, WaveformConfig
-from extract.media import AudioWindow
-from extract.run import FeatureConfigs, extract_features, parse_features
-from extract.video import FrameConfig
-from manifests import Clip, ConfigError, Manifest, write_manifest
-from pipeline.cli import cli
+from mvemo.cache.read import Cache
+from mvemo.extract.audio import LldConfig, MelConfig, WaveformConfig
+from mvemo.extract.media import AudioWindow
+from mvemo.extract.run import FeatureConfigs, extract_features, parse_features
+from mvemo.extract.video import FrameConfig
+from mvemo.manifests import Clip, ConfigError, Manifest, write_manifest
+from mvemo.pipeline.cli import cli
 from tests.conftest import write_tiny
 
 WINDOW = AudioWindow(duration_s=1.0)
@@ -62,7 +62,7 @@ def test_a_changed_config_is_refused_until_recomputed(tmp_path: Path, manifest: 
 
 
 def test_processes_give_the_same_cache_as_serial(tmp_path: Path, manifest: Manifest) -> None:
-    from pipeline.executors import build_executor
+    from mvemo.pipeline.executors import build_executor
 
     extract_features(manifest, tmp_path / "serial.h5", ("mel", "lld", "waveform"), configs=CONFIGS)
     pool = build_executor("processes", workers=2)
@@ -121,7 +121,7 @@ def test_cli_extract_exit_codes_and_config_file(tmp_path: Path, manifest: Manife
 
 
 def test_the_frames_window_follows_the_audio_window_unless_set(tmp_path: Path) -> None:
-    from pipeline.config import feature_configs
+    from mvemo.pipeline.config import feature_configs
 
     config = tmp_path / "c.toml"
     config.write_text("[audio]\noffset_s = 5.0\nduration_s = 10.0\n[frames]\nn_frames = 16\n")

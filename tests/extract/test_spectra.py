@@ -8,10 +8,10 @@ import librosa
 import numpy as np
 import pytest
 
-from extract import spectra
-from extract.audio import LldConfig, lpc_llds, mel_spectrogram, spectral_llds
-from extract.media import AudioWindow
-from extract.spectra import Filterbank, chroma_filterbank, mel_filterbank, row_blocks
+from mvemo.extract import spectra
+from mvemo.extract.audio import LldConfig, lpc_llds, mel_spectrogram, spectral_llds
+from mvemo.extract.media import AudioWindow
+from mvemo.extract.spectra import Filterbank, chroma_filterbank, mel_filterbank, row_blocks
 from tests.extract.test_audio import MEL, music
 
 

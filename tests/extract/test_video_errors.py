@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from extract.video import DecodeTimeoutError, FrameConfig, NoVideoStreamError, compute_video_features, sample_frames
-from extract.video_decode import DecodeParams
-from extract.video_worker import FrameWorker, WorkerError, kill_grace_s
-from manifests import Clip, MediaError
-from manifests.synthetic import write_media
+from mvemo.extract.video import DecodeTimeoutError, FrameConfig, NoVideoStreamError, compute_video_features, sample_frames
+from mvemo.extract.video_decode import DecodeParams
+from mvemo.extract.video_worker import FrameWorker, WorkerError, kill_grace_s
+from mvemo.manifests import Clip, MediaError
+from mvemo.manifests.synthetic import write_media
 from tests.conftest import tiny_audio
 from tests.extract.test_video import counter_frames, write_video
 
@@ -173,7 +173,7 @@ def test_an_interrupted_request_does_not_leave_a_half_read_answer(clip: Path, mo
         def interrupted(*args: object) -> None:
             raise KeyboardInterrupt
 
-        monkeypatch.setattr("extract.video_worker._read_into", interrupted)
+        monkeypatch.setattr("mvemo.extract.video_worker._read_into", interrupted)
         with pytest.raises(KeyboardInterrupt):
             worker.sample(clip, DecodeParams(n_frames=4, timeout_s=30))
         assert worker.pid is None  # killed: its answer will never be mistaken for the next clip's
@@ -184,8 +184,8 @@ def test_an_interrupted_request_does_not_leave_a_half_read_answer(clip: Path, mo
 
 
 def test_audio_decodes_in_the_decoder_process_as_here_and_a_hang_is_cut(tmp_path: Path) -> None:
-    from extract.media import AudioWindow, decode_audio
-    from extract.video_worker import read_audio
+    from mvemo.extract.media import AudioWindow, decode_audio
+    from mvemo.extract.video_worker import read_audio
 
     song = write_media(tmp_path / "song.mp4", y=tiny_audio(2.0, 44100), sr=44100)
     window = AudioWindow(duration_s=1.5)
@@ -206,9 +206,9 @@ def test_audio_decodes_in_the_decoder_process_as_here_and_a_hang_is_cut(tmp_path
 
 
 def test_the_audio_timeout_is_configured_and_changes_no_fingerprint(tmp_path: Path) -> None:
-    from extract.run import FeatureConfigs
-    from manifests import ConfigError
-    from pipeline.config import feature_configs
+    from mvemo.extract.run import FeatureConfigs
+    from mvemo.manifests import ConfigError
+    from mvemo.pipeline.config import feature_configs
 
     config = tmp_path / "c.toml"
     config.write_text("[audio]\nduration_s = 5.0\ntimeout_s = 7.5\n")

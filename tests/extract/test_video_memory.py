@@ -17,15 +17,15 @@ from tests.extract.test_video import counter_frames
 
 PROBE = r"""
 import json, resource, sys
-from extract.video import FrameConfig, sample_frames
+from mvemo.extract.video import FrameConfig, sample_frames
 config = FrameConfig(window_duration_s=None, isolate=False)
 short, long = sys.argv[1], sys.argv[2]
 sample_frames(short, config)  # imports, decoder and converter warm
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 sample = sample_frames(long, config)
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-import extract.video_decode
-extract.video_decode.PACKET_BUFFER_BYTES = 1 << 20  # too small for the window: the second pass demuxes again
+import mvemo.extract.video_decode
+mvemo.extract.video_decode.PACKET_BUFFER_BYTES = 1 << 20  # too small for the window: the second pass demuxes again
 again = sample_frames(long, config)
 print(json.dumps({"before_kib": before, "after_kib": after, "frames": sample.source.frame_count,
                   "decoded": sample.decoded_frames, "shape": list(sample.frames.shape),

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from extract.video import (
+from mvemo.extract.video import (
     FrameConfig,
     SampledFrames,
     VideoSource,
@@ -21,7 +21,7 @@ from extract.video import (
     sample_frames,
     video_feature_specs,
 )
-from manifests import Clip, ConfigError
+from mvemo.manifests import Clip, ConfigError
 from tests.extract.test_video import counter_frames, read_counter, write_video
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from extract.weights import (
+from mvemo.extract.weights import (
     KNOWN,
     NumpyOnlyUnpickler,
     WeightsError,
@@ -33,7 +33,7 @@ from extract.weights import (
     weights_status,
     write_npz,
 )
-from manifests import ConfigError
+from mvemo.manifests import ConfigError
 from tests.conftest import SHARED
 
 WEIGHTS = SHARED / "weights"

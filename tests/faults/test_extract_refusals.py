@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from click.testing import CliRunner
 
-from cache.read import Cache
-from manifests import Clip, Manifest, write_manifest
-from pipeline.cli import cli
+from mvemo.cache.read import Cache
+from mvemo.manifests import Clip, Manifest, write_manifest
+from mvemo.pipeline.cli import cli
 from tests.conftest import write_tiny
 
 REPO = Path(__file__).resolve().parents[2]

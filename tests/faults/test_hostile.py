@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cache.fingerprint import file_sha256
-from cache.layout import feature_path
-from cache.read import Cache
-from cache.store import CacheWriter
-from manifests import ConfigError
-from pipeline.cli import cli
+from mvemo.cache.fingerprint import file_sha256
+from mvemo.cache.layout import feature_path
+from mvemo.cache.read import Cache
+from mvemo.cache.store import CacheWriter
+from mvemo.manifests import ConfigError
+from mvemo.pipeline.cli import cli
 from tests.cache.helpers import MEL, row_values, stand_in_manifest
 from tests.conftest import write_tiny
 
@@ -54,10 +54,10 @@ def test_a_pickle_payload_in_a_cache_is_never_run(tmp_path: Path) -> None:
 def test_a_pickle_payload_in_a_model_s_checkpoint_or_heads_is_never_run(tmp_path: Path) -> None:
     """Even with its sha256 recorded to match (an attacker who edits model.json too), a checkpoint that is not a
     plain state dict is refused, and pickles planted in heads.h5 are never read."""
-    from extract.finetune import load_checkpoint
-    from extract.nets import get_net
-    from fuse.heads import LinearSoftmax
-    from fuse.saved import HEADS_H5, MODEL_JSON, load_fusion_model
+    from mvemo.extract.finetune import load_checkpoint
+    from mvemo.extract.nets import get_net
+    from mvemo.fuse.heads import LinearSoftmax
+    from mvemo.fuse.saved import HEADS_H5, MODEL_JSON, load_fusion_model
 
     marker = tmp_path / "ran"
     checkpoint = tmp_path / "checkpoints" / "twodcnn.pt"

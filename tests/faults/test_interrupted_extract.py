@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cache.read import Cache
-from manifests import Clip, Manifest, write_manifest
+from mvemo.cache.read import Cache
+from mvemo.manifests import Clip, Manifest, write_manifest
 from tests.conftest import write_tiny
 
 CONFIG = (

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cache.layout import FeatureSpec
-from cache.store import CacheWriter
-from manifests import Clip, Manifest
+from mvemo.cache.layout import FeatureSpec
+from mvemo.cache.store import CacheWriter
+from mvemo.manifests import Clip, Manifest
 
 CLASSES = ("calm", "sad", "tense")
 

@@ -12,13 +12,13 @@ from sklearn.base import clone
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, roc_auc_score
 from sklearn.utils.estimator_checks import check_estimator
 
-from cache.read import Cache
-from fuse.cv import cross_validate
-from fuse.heads import LogisticHead, SoftmaxHead, make_head
-from fuse.models import available_models
-from fuse.saved import load_fusion_model
-from manifests import CacheError, ConfigError
-from pipeline.cli import cli
+from mvemo.cache.read import Cache
+from mvemo.fuse.cv import cross_validate
+from mvemo.fuse.heads import LogisticHead, SoftmaxHead, make_head
+from mvemo.fuse.models import available_models
+from mvemo.fuse.saved import load_fusion_model
+from mvemo.manifests import CacheError, ConfigError
+from mvemo.pipeline.cli import cli
 from tests.fuse.helpers import embedding_cache
 
 AV_NETS = {"onedcnn": (16, 1.5), "twodcnn": (12, 0.0), "c3d": (10, 0.0), "i3d": (8, 1.5)}
@@ -197,7 +197,7 @@ def test_clone_keeps_head_parameters() -> None:
 
 
 def test_two_classes_have_a_roc_auc_too() -> None:
-    from fuse.metrics import summarize
+    from mvemo.fuse.metrics import summarize
 
     rng = np.random.default_rng(0)
     y = np.arange(20) % 2

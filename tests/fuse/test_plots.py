@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fuse.plots import accuracy_bars_png
+from mvemo.fuse.plots import accuracy_bars_png
 
 
 def test_bars_of_equal_folds_whose_mean_rounds_above_their_max(tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from manifests import Clip, Manifest, ManifestError
-from manifests.folds import assign_folds, fold_table
+from mvemo.manifests import Clip, Manifest, ManifestError
+from mvemo.manifests.folds import assign_folds, fold_table
 
 MEDIA = Path("/nonexistent/clip.mp4")  # folds never open media
 

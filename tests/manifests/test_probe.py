@@ -4,9 +4,9 @@ from pathlib import Path
 
 import numpy as np
 
-from manifests import Clip, Manifest
-from manifests.probe import check_clip, check_manifest, probe_file
-from manifests.synthetic import write_media
+from mvemo.manifests import Clip, Manifest
+from mvemo.manifests.probe import check_clip, check_manifest, probe_file
+from mvemo.manifests.synthetic import write_media
 from tests.conftest import tiny_audio, tiny_frames, write_tiny
 
 
@@ -62,7 +62,7 @@ def test_check_lists_every_problem_and_reports_facts_as_facts(tmp_path: Path) ->
 def test_check_probes_a_shared_file_once(tmp_path: Path, monkeypatch) -> None:
     path = write_tiny(tmp_path / "v.mp4")
     calls = []
-    import manifests.probe as probe
+    import mvemo.manifests.probe as probe
 
     real = probe.probe_file
     monkeypatch.setattr(probe, "probe_file", lambda p: calls.append(p) or real(p))

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from manifests import ManifestError, read_manifest, write_manifest
-from manifests.scan import scan_tree
+from mvemo.manifests import ManifestError, read_manifest, write_manifest
+from mvemo.manifests.scan import scan_tree
 from tests.conftest import write_tiny
 
 

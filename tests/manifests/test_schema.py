@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from manifests import Clip, Manifest, ManifestError, read_manifest, write_manifest
+from mvemo.manifests import Clip, Manifest, ManifestError, read_manifest, write_manifest
 
 
 @pytest.fixture

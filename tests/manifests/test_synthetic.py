@@ -5,7 +5,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from manifests.synthetic import (
+from mvemo.manifests.synthetic import (
     CLASS_PROFILES,
     DEMO_CLASSES,
     SyntheticConfig,

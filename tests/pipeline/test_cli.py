@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from manifests import read_manifest
-from manifests.folds import fold_table
-from pipeline.cli import cli, cv
+from mvemo.manifests import read_manifest
+from mvemo.manifests.folds import fold_table
+from mvemo.pipeline.cli import cli, cv
 from tests.conftest import write_tiny
 
 

@@ -7,9 +7,9 @@ import h5py
 import numpy as np
 from click.testing import CliRunner
 
-from cache.layout import feature_path
-from cache.store import CacheWriter
-from pipeline.cli import cli
+from mvemo.cache.layout import feature_path
+from mvemo.cache.store import CacheWriter
+from mvemo.pipeline.cli import cli
 from tests.cache.helpers import EMB, MEL, row_values, stand_in_manifest
 
 
@@ -74,7 +74,7 @@ def test_bench_cache_json_keys(tmp_path: Path) -> None:
 def test_info_states_what_a_clip_of_frames_costs(tmp_path: Path) -> None:
     import re
 
-    from extract.video import FrameConfig, video_feature_specs
+    from mvemo.extract.video import FrameConfig, video_feature_specs
 
     cache = tmp_path / "c.h5"
     with CacheWriter(cache, stand_in_manifest(tmp_path / "media", n=2)) as writer:

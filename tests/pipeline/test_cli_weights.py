@@ -9,8 +9,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from extract.weights import KNOWN
-from pipeline.cli import cli
+from mvemo.extract.weights import KNOWN
+from mvemo.pipeline.cli import cli
 from tests.conftest import SHARED
 
 WEIGHTS = SHARED / "weights"

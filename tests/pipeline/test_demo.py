@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from cache.read import Cache
-from fuse.models import lld_statistics
-from fuse.saved import load_fusion_model
-from manifests import Clip, read_manifest, write_manifest
-from manifests.folds import fold_table
-from manifests.synthetic import DEMO_CLASSES
-from pipeline.cli import cli
-from pipeline.demo import DEMO_NETS
+from mvemo.cache.read import Cache
+from mvemo.fuse.models import lld_statistics
+from mvemo.fuse.saved import load_fusion_model
+from mvemo.manifests import Clip, read_manifest, write_manifest
+from mvemo.manifests.folds import fold_table
+from mvemo.manifests.synthetic import DEMO_CLASSES
+from mvemo.pipeline.cli import cli
+from mvemo.pipeline.demo import DEMO_NETS
 
 
 @pytest.fixture(scope="module")

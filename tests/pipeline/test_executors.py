@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cache.read import Cache
-from extract.run import extract_features
-from manifests import Clip, ConfigError, Manifest
-from pipeline.executors import build_executor
+from mvemo.cache.read import Cache
+from mvemo.extract.run import extract_features
+from mvemo.manifests import Clip, ConfigError, Manifest
+from mvemo.pipeline.executors import build_executor
 from tests.conftest import write_tiny
 from tests.extract.test_run import CONFIGS
 
@@ -32,7 +32,7 @@ def matrices(path: Path) -> dict[str, np.ndarray]:
 
 def suicide_on_first_try(clip: Clip, names: tuple[str, ...], configs: object, marker: str) -> dict:
     """A job that kills its worker the first time it meets clip c2 (the cluster must retry it elsewhere)."""
-    from extract.run import compute_clip
+    from mvemo.extract.run import compute_clip
 
     if clip.clip_id == "c2" and not os.path.exists(marker):
         Path(marker).touch()
@@ -41,7 +41,7 @@ def suicide_on_first_try(clip: Clip, names: tuple[str, ...], configs: object, ma
 
 
 def always_kill_on_c3(clip: Clip, names: tuple[str, ...], configs: object) -> dict:
-    from extract.run import compute_clip
+    from mvemo.extract.run import compute_clip
 
     if clip.clip_id == "c3":
         os.kill(os.getpid(), signal.SIGKILL)
@@ -53,15 +53,15 @@ def test_dask_features_equal_serial_even_when_a_worker_dies(tmp_path: Path, mani
     executor = build_executor("dask", workers=2)
     try:
         extract_features(manifest, tmp_path / "dask.h5", ("mel", "lld"), configs=CONFIGS, executor=executor)
-        import extract.run
+        import mvemo.extract.run
 
         marker = str(tmp_path / "killed-once")
         monkeypatch.setattr(
-            extract.run, "compute_clip", lambda clip, names, configs: suicide_on_first_try(clip, names, configs, marker)
+            mvemo.extract.run, "compute_clip", lambda clip, names, configs: suicide_on_first_try(clip, names, configs, marker)
         )
         summary = extract_features(manifest, tmp_path / "killed.h5", ("mel", "lld"), configs=CONFIGS, executor=executor)
         assert os.path.exists(marker), "a worker was killed mid-run"
-        monkeypatch.setattr(extract.run, "compute_clip", always_kill_on_c3)
+        monkeypatch.setattr(mvemo.extract.run, "compute_clip", always_kill_on_c3)
         doomed = extract_features(manifest, tmp_path / "doomed.h5", ("mel",), configs=CONFIGS, executor=executor)
     finally:
         executor.close()
@@ -75,7 +75,7 @@ def test_dask_features_equal_serial_even_when_a_worker_dies(tmp_path: Path, mani
 
 
 def test_cv_on_dask_equals_serial(tmp_path: Path) -> None:
-    from fuse.cv import cross_validate
+    from mvemo.fuse.cv import cross_validate
     from tests.fuse.helpers import embedding_cache
 
     cache = embedding_cache(tmp_path / "c.h5", nets={"onedcnn": (6, 1.0), "i3d": (5, 1.0)})
@@ -101,7 +101,7 @@ def test_fine_tuning_units_are_jobs_that_land_on_gpu_workers_and_equal_serial(tm
     import torch
     from distributed import LocalCluster, get_task_stream
 
-    from extract.finetune import finetune_embeddings
+    from mvemo.extract.finetune import finetune_embeddings
     from tests.extract.test_finetune import CONFIG, features
 
     media = [write_tiny(tmp_path / "media" / f"{i}.wav", video=False) for i in range(12)]
@@ -141,7 +141,7 @@ def test_fine_tuning_units_are_jobs_that_land_on_gpu_workers_and_equal_serial(tm
 
 def embed_or_die(job: object, marker: str, always: bool) -> object:
     """An embedding job that kills its worker when it holds row 2: once (retried elsewhere), or every time."""
-    from extract.embed import embed_job
+    from mvemo.extract.embed import embed_job
 
     if 2 in job.rows and (always or not os.path.exists(marker)):  # type: ignore[attr-defined]
         Path(marker).touch()
@@ -152,8 +152,8 @@ def embed_or_die(job: object, marker: str, always: bool) -> object:
 def test_dask_embeddings_equal_serial_even_when_a_worker_dies(tmp_path: Path, manifest: Manifest, monkeypatch) -> None:
     import torch
 
-    import extract.embed
-    from extract.embed import export_embeddings
+    import mvemo.extract.embed
+    from mvemo.extract.embed import export_embeddings
 
     nets = ["onedcnn", "twodcnn"]
     caches = {run: tmp_path / f"{run}.h5" for run in ("serial", "dask", "killed", "doomed")}
@@ -165,16 +165,16 @@ def test_dask_embeddings_equal_serial_even_when_a_worker_dies(tmp_path: Path, ma
         export_embeddings(manifest, caches["serial"], nets, weights_dir=tmp_path / "none", batch_size=1)
     finally:
         torch.set_num_threads(threads)
-    monkeypatch.setattr(extract.embed, "BATCHES_PER_JOB", 2)  # three jobs of two clips per net
+    monkeypatch.setattr(mvemo.extract.embed, "BATCHES_PER_JOB", 2)  # three jobs of two clips per net
     marker = str(tmp_path / "killed-once")
     with build_executor("dask", workers=2) as executor:
         export_embeddings(manifest, caches["dask"], nets, weights_dir=tmp_path / "none", batch_size=1, executor=executor)
-        monkeypatch.setattr(extract.embed, "embed_job", lambda job: embed_or_die(job, marker, always=False))
+        monkeypatch.setattr(mvemo.extract.embed, "embed_job", lambda job: embed_or_die(job, marker, always=False))
         killed = export_embeddings(
             manifest, caches["killed"], nets, weights_dir=tmp_path / "none", batch_size=1, executor=executor
         )
         assert os.path.exists(marker), "a worker was killed mid-job"
-        monkeypatch.setattr(extract.embed, "embed_job", lambda job: embed_or_die(job, marker, always=True))
+        monkeypatch.setattr(mvemo.extract.embed, "embed_job", lambda job: embed_or_die(job, marker, always=True))
         doomed = export_embeddings(
             manifest, caches["doomed"], ["onedcnn"], weights_dir=tmp_path / "none", batch_size=1, executor=executor
         )

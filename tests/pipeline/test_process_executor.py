@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 
-from pipeline.executors import ProcessExecutor
+from mvemo.pipeline.executors import ProcessExecutor
 
 
 def square_or_die(x: int) -> int:
