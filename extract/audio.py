@@ -18,8 +18,8 @@ import scipy.fft
 import scipy.signal
 
 from mvemo.cache.layout import FeatureSpec
+from mvemo.extract.decode.audio import AudioWindow, Decoded, resample_exact
 from mvemo.extract.lpc import fast_length, formants, lpc, residual_phase, yin
-from mvemo.extract.media import AudioWindow, Decoded, resample_exact
 from mvemo.extract.spectra import chroma_filterbank, mel_filterbank, n_frames, periodic_window, power_blocks, row_blocks
 from mvemo.manifests.errors import ConfigError
 

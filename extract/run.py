@@ -25,8 +25,8 @@ from mvemo.cache.lock import CacheLock
 from mvemo.cache.read import Cache
 from mvemo.cache.store import CacheWriter
 from mvemo.extract.audio import AUDIO_FEATURES, LldConfig, MelConfig, WaveformConfig, compute_audio_features, feature_specs
+from mvemo.extract.decode.worker import read_audio
 from mvemo.extract.video import VIDEO_FEATURES, FrameConfig, compute_video_features, video_feature_specs
-from mvemo.extract.video_worker import read_audio
 from mvemo.manifests.errors import ConfigError, MvemoError, is_number
 from mvemo.manifests.schema import Clip, Manifest
 

@@ -15,8 +15,8 @@ The cache keeps uint8 RGB (``frames224``: 32x224x224x3 = 4.8 MB a clip;
 ``frames112``: 1.2 MB): any scaling or mean subtraction belongs to the weights
 in use, so it lives in the net's config, and fine-tuning never decodes video
 again. Decoding (which frames, how fast, how robustly) is in
-``extract.video_decode``; the per-clip timeout's child process in
-``extract.video_worker``.
+``extract.decode.video``; the per-clip timeout's child process in
+``extract.decode.worker``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from mvemo.cache.layout import FeatureSpec
-from mvemo.extract.video_decode import (
+from mvemo.extract.decode.video import (
     DecodeParams,
     DecodeTimeoutError,
     NoVideoStreamError,
@@ -37,7 +37,7 @@ from mvemo.extract.video_decode import (
     VideoSource,
     read_sample,
 )
-from mvemo.extract.video_worker import worker_for_this_thread
+from mvemo.extract.decode.worker import worker_for_this_thread
 from mvemo.manifests.errors import ConfigError
 from mvemo.manifests.schema import Clip
 
@@ -83,7 +83,7 @@ class FrameConfig:
         Start of the sampled window, seconds from the file's time zero.
     window_duration_s : float or None
         Its length; cut to the video's end. The default 30 s equals the audio
-        window (``extract.media.AudioWindow``), so both modalities see the same
+        window (``extract.decode.audio.AudioWindow``), so both modalities see the same
         part of a long video; None (``inf`` in a TOML file, which has no null)
         samples to the end of the video.
     short_side_224_px : int

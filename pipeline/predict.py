@@ -19,6 +19,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from mvemo.extract.audio import LldConfig, MelConfig, WaveformConfig, compute_audio_features, config_from_dict, feature_specs
+from mvemo.extract.decode.worker import read_audio
 from mvemo.extract.embed import build_net
 from mvemo.extract.finetune import load_checkpoint
 from mvemo.extract.nets import net_options
@@ -26,7 +27,6 @@ from mvemo.extract.nets.base import EmotionNet
 from mvemo.extract.run import FeatureConfigs
 from mvemo.extract.train import kinds_of
 from mvemo.extract.video import VIDEO_FEATURES, FrameConfig, compute_video_features, video_feature_specs
-from mvemo.extract.video_worker import read_audio
 from mvemo.fuse.models import LLDSTATS, summarize_lld
 from mvemo.fuse.saved import SavedFusionModel, load_fusion_model
 from mvemo.manifests.errors import ConfigError, MediaError, MvemoError

@@ -44,7 +44,7 @@ def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([venv / "bin" / args[0], *args[1:]], cwd=outside, env=env, capture_output=True, text=True)
 
-    located = run("python", "-c", "import mvemo, mvemo.pipeline.cli, mvemo.extract.nets; print(mvemo.pipeline.__file__)")
+    located = run("python", "-c", "import mvemo, mvemo.pipeline.cli.main, mvemo.extract.nets; print(mvemo.pipeline.__file__)")
     assert located.returncode == 0, located.stderr
     assert str(venv) in located.stdout, "mvemo must come from the wheel, not the repository"
     installed = sorted({p.name for p in site.iterdir()} - before)

@@ -17,7 +17,7 @@ from mvemo.extract.audio import (
     low_level_descriptors,
     mel_spectrogram,
 )
-from mvemo.extract.media import AudioWindow, decode_audio, mono_weights, resample_exact
+from mvemo.extract.decode.audio import AudioWindow, decode_audio, mono_weights, resample_exact
 from mvemo.manifests import ConfigError, MediaError
 from mvemo.manifests.synthetic import write_media
 from tests.conftest import write_tiny

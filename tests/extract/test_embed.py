@@ -12,7 +12,7 @@ from mvemo.cache.read import Cache
 from mvemo.extract.embed import EmbedJob, embed_job, export_embeddings, input_kinds
 from mvemo.extract.run import extract_features
 from mvemo.manifests import Clip, ConfigError, Manifest, write_manifest
-from mvemo.pipeline.cli import cli
+from mvemo.pipeline.cli.main import cli
 from tests.conftest import write_tiny
 from tests.extract.test_run import CONFIGS
 

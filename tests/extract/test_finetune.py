@@ -21,7 +21,7 @@ from mvemo.fuse.models import protocol
 from mvemo.fuse.run import fuse_cache
 from mvemo.fuse.saved import load_fusion_model
 from mvemo.manifests import Clip, ConfigError, Manifest, write_manifest
-from mvemo.pipeline.cli import cli
+from mvemo.pipeline.cli.main import cli
 from mvemo.pipeline.optimizer_study import study_folder
 from tests.conftest import write_tiny
 from tests.extract.test_run import CONFIGS

@@ -60,7 +60,7 @@ def test_twodcnn_loads_every_conv_and_norm_weight_of_the_msd_file() -> None:
 
 def test_twodcnn_tells_a_sweep_from_noise() -> None:
     from mvemo.extract.audio import MelConfig, mel_spectrogram
-    from mvemo.extract.media import AudioWindow
+    from mvemo.extract.decode.audio import AudioWindow
 
     net = get_net("twodcnn", num_classes=6, weights=choi_path()).eval()
     sr, seconds = 16000, 5.0
@@ -80,7 +80,7 @@ def test_the_files_own_12khz_front_end_equals_mvemos_mel() -> None:
     import librosa
 
     from mvemo.extract.audio import MelConfig, mel_spectrogram
-    from mvemo.extract.media import AudioWindow
+    from mvemo.extract.decode.audio import AudioWindow
     from mvemo.extract.nets.twodcnn import ChoiMelgram
 
     path = choi_path()
@@ -108,7 +108,7 @@ def test_the_files_own_12khz_front_end_equals_mvemos_mel() -> None:
 def test_float16_mel_leaves_the_msd_embeddings_in_place(mved_sample: Path) -> None:
     """The measurement behind caching the mel spectrogram as float16."""
     from mvemo.extract.audio import MelConfig, mel_spectrogram
-    from mvemo.extract.media import AudioWindow, decode_audio, resample_exact
+    from mvemo.extract.decode.audio import AudioWindow, decode_audio, resample_exact
 
     window = AudioWindow(duration_s=10.0)
     files = sorted(mved_sample.glob("*/*.mp4"))[::30][:4]

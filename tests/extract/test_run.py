@@ -8,11 +8,11 @@ from click.testing import CliRunner
 
 from mvemo.cache.read import Cache
 from mvemo.extract.audio import LldConfig, MelConfig, WaveformConfig
-from mvemo.extract.media import AudioWindow
+from mvemo.extract.decode.audio import AudioWindow
 from mvemo.extract.run import FeatureConfigs, extract_features, parse_features
 from mvemo.extract.video import FrameConfig
 from mvemo.manifests import Clip, ConfigError, Manifest, write_manifest
-from mvemo.pipeline.cli import cli
+from mvemo.pipeline.cli.main import cli
 from tests.conftest import write_tiny
 
 WINDOW = AudioWindow(duration_s=1.0)

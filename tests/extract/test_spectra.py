@@ -10,7 +10,7 @@ import pytest
 
 from mvemo.extract import spectra
 from mvemo.extract.audio import LldConfig, lpc_llds, mel_spectrogram, spectral_llds
-from mvemo.extract.media import AudioWindow
+from mvemo.extract.decode.audio import AudioWindow
 from mvemo.extract.spectra import Filterbank, chroma_filterbank, mel_filterbank, row_blocks
 from tests.extract.test_audio import MEL, music
 

@@ -18,9 +18,9 @@ import cv2
 import numpy as np
 import pytest
 
-from mvemo.extract import video_decode
+from mvemo.extract.decode import video as video_decode
+from mvemo.extract.decode.video import DecodeParams, read_sample
 from mvemo.extract.video import FrameConfig, sample_frames
-from mvemo.extract.video_decode import DecodeParams, read_sample
 
 BITS = 10
 CONFIG = FrameConfig(isolate=False)
@@ -184,7 +184,7 @@ def test_parallel_groups_are_contiguous_balanced_and_start_at_runs() -> None:
 
 def test_a_window_too_large_to_buffer_is_read_twice_with_the_same_result(cfr_clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     buffered = sample_frames(cfr_clip, CONFIG)
-    monkeypatch.setattr("mvemo.extract.video_decode.PACKET_BUFFER_BYTES", 1000)
+    monkeypatch.setattr("mvemo.extract.decode.video.PACKET_BUFFER_BYTES", 1000)
     again = sample_frames(cfr_clip, CONFIG)
     np.testing.assert_array_equal(again.frames, buffered.frames)
     assert again.frame_indices.tolist() == buffered.frame_indices.tolist()

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mvemo.extract.decode.video import DecodeParams
+from mvemo.extract.decode.worker import FrameWorker, WorkerError, kill_grace_s
 from mvemo.extract.video import DecodeTimeoutError, FrameConfig, NoVideoStreamError, compute_video_features, sample_frames
-from mvemo.extract.video_decode import DecodeParams
-from mvemo.extract.video_worker import FrameWorker, WorkerError, kill_grace_s
 from mvemo.manifests import Clip, MediaError
 from mvemo.manifests.synthetic import write_media
 from tests.conftest import tiny_audio
@@ -173,7 +173,7 @@ def test_an_interrupted_request_does_not_leave_a_half_read_answer(clip: Path, mo
         def interrupted(*args: object) -> None:
             raise KeyboardInterrupt
 
-        monkeypatch.setattr("mvemo.extract.video_worker._read_into", interrupted)
+        monkeypatch.setattr("mvemo.extract.decode.worker._read_into", interrupted)
         with pytest.raises(KeyboardInterrupt):
             worker.sample(clip, DecodeParams(n_frames=4, timeout_s=30))
         assert worker.pid is None  # killed: its answer will never be mistaken for the next clip's
@@ -184,8 +184,8 @@ def test_an_interrupted_request_does_not_leave_a_half_read_answer(clip: Path, mo
 
 
 def test_audio_decodes_in_the_decoder_process_as_here_and_a_hang_is_cut(tmp_path: Path) -> None:
-    from mvemo.extract.media import AudioWindow, decode_audio
-    from mvemo.extract.video_worker import read_audio
+    from mvemo.extract.decode.audio import AudioWindow, decode_audio
+    from mvemo.extract.decode.worker import read_audio
 
     song = write_media(tmp_path / "song.mp4", y=tiny_audio(2.0, 44100), sr=44100)
     window = AudioWindow(duration_s=1.5)

@@ -23,7 +23,7 @@ from mvemo.cache import layout
 from mvemo.cache.read import Cache
 from mvemo.manifests import Clip, Manifest, write_manifest
 from mvemo.manifests.synthetic import write_media
-from mvemo.pipeline.cli import cli
+from mvemo.pipeline.cli.main import cli
 from tests.conftest import tiny_audio, tiny_frames
 from tests.extract.test_video import X264_BFRAMES, counter_frames, write_video
 from tests.extract.test_video_memory import _write_long

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from mvemo.cache.read import Cache
 from mvemo.manifests import Clip, Manifest, write_manifest
-from mvemo.pipeline.cli import cli
+from mvemo.pipeline.cli.main import cli
 from tests.conftest import write_tiny
 
 REPO = Path(__file__).resolve().parents[2]

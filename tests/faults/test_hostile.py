@@ -18,7 +18,7 @@ from mvemo.cache.layout import feature_path
 from mvemo.cache.read import Cache
 from mvemo.cache.store import CacheWriter
 from mvemo.manifests import ConfigError
-from mvemo.pipeline.cli import cli
+from mvemo.pipeline.cli.main import cli
 from tests.cache.helpers import MEL, row_values, stand_in_manifest
 from tests.conftest import write_tiny
 

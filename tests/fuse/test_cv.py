@@ -18,7 +18,7 @@ from mvemo.fuse.heads import LogisticHead, SoftmaxHead, make_head
 from mvemo.fuse.models import available_models
 from mvemo.fuse.saved import load_fusion_model
 from mvemo.manifests import CacheError, ConfigError
-from mvemo.pipeline.cli import cli
+from mvemo.pipeline.cli.main import cli
 from tests.fuse.helpers import embedding_cache
 
 AV_NETS = {"onedcnn": (16, 1.5), "twodcnn": (12, 0.0), "c3d": (10, 0.0), "i3d": (8, 1.5)}

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from mvemo.pipeline.bench import best_of_each
+from mvemo.pipeline.bench.common import best_of_each
 
 
 def test_functions_take_turns_and_each_gets_its_fastest_run(monkeypatch: pytest.MonkeyPatch) -> None:

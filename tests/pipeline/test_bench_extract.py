@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from mvemo.pipeline.bench_extract import CACHED, bench_extract, cached_batch
-from mvemo.pipeline.cli import cli
+from mvemo.pipeline.bench.extract import CACHED, bench_extract, cached_batch
+from mvemo.pipeline.cli.main import cli
 
 
 def test_cached_batches_have_the_cache_shapes_and_dtypes() -> None:

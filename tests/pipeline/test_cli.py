@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from mvemo.manifests import read_manifest
 from mvemo.manifests.folds import fold_table
-from mvemo.pipeline.cli import cli, cv
+from mvemo.pipeline.cli.main import cli, cv
 from tests.conftest import write_tiny
 
 

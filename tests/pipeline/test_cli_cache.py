@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from mvemo.cache.layout import feature_path
 from mvemo.cache.store import CacheWriter
-from mvemo.pipeline.cli import cli
+from mvemo.pipeline.cli.main import cli
 from tests.cache.helpers import EMB, MEL, row_values, stand_in_manifest
 
 

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from mvemo.extract.weights import KNOWN
-from mvemo.pipeline.cli import cli
+from mvemo.pipeline.cli.main import cli
 from tests.conftest import SHARED
 
 WEIGHTS = SHARED / "weights"

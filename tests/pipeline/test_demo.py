@@ -17,7 +17,7 @@ from mvemo.fuse.saved import load_fusion_model
 from mvemo.manifests import Clip, read_manifest, write_manifest
 from mvemo.manifests.folds import fold_table
 from mvemo.manifests.synthetic import DEMO_CLASSES
-from mvemo.pipeline.cli import cli
+from mvemo.pipeline.cli.main import cli
 from mvemo.pipeline.demo import DEMO_NETS
 
 

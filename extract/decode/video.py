@@ -23,7 +23,7 @@ Why this plan: with targets about 1 s apart and GOPs of 1-5 s (the shared
 sample's x264 encodes average 81 frames), nearly every reference frame up to
 the last target is needed, so per-target seeking re-decodes GOP prefixes and
 OpenCV's ``grab`` decodes every frame; skipping the ~40 % non-reference frames
-and the tails of GOPs is the exact saving left (``python -m mvemo.pipeline.bench_video
+and the tails of GOPs is the exact saving left (``python -m mvemo.pipeline.bench.video
 --strategies`` measures every strategy; its figures are in the README). Decoders with a
 reduced-resolution mode (``lowres``: MPEG-1/2/4 part 2, MJPEG, DV) decode at
 1/2-1/8 size when the working size allows; h264, hevc, vp9 and av1 have none,

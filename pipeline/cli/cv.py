@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from mvemo.pipeline.clitools import CONTEXT, MvemoCommand, executor_options, print_json
+from mvemo.pipeline.cli.tools import CONTEXT, MvemoCommand, executor_options, print_json
 
 
 def echo_summary(document: dict[str, Any], out: str) -> None:

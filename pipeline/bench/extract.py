@@ -21,7 +21,7 @@ from mvemo.cache.store import CacheWriter
 from mvemo.extract.nets import get_net
 from mvemo.extract.nets.base import EmotionNet
 from mvemo.extract.train import OptimizerConfig, autocast, embed_rows, kinds_of, resolve_device
-from mvemo.pipeline.bench import stand_in_manifest
+from mvemo.pipeline.bench.common import stand_in_manifest
 
 NETS = ("onedcnn", "twodcnn", "crnn", "c3d", "i3d")
 CACHED = {

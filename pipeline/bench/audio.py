@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from mvemo.pipeline.bench import best_of_each
+from mvemo.pipeline.bench.common import best_of_each
 from mvemo.pipeline.executors import keep_freed_heap
 
 SHARED_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mved-sample"
@@ -60,7 +60,7 @@ def _sample_clip(tmp: Path) -> Path:
 
 def _ours(source: Path) -> dict[str, np.ndarray]:
     from mvemo.extract.audio import LldConfig, MelConfig, WaveformConfig, compute_audio_features
-    from mvemo.extract.media import AudioWindow, decode_audio
+    from mvemo.extract.decode.audio import AudioWindow, decode_audio
 
     decoded = decode_audio(source, AudioWindow())
     return compute_audio_features(decoded, ("mel", "lld"), mel=MelConfig(), lld=LldConfig(), wave=WaveformConfig())
@@ -70,7 +70,7 @@ def _steps(source: Path) -> dict[str, Callable[[], Any]]:
     """Each step of ``_ours`` alone: the MFCC, spectral contrast and chroma share one STFT pass,
     the residual phase, formants and F0 one pass over the 16 kHz frames."""
     from mvemo.extract import audio
-    from mvemo.extract.media import AudioWindow, decode_audio, resample_exact
+    from mvemo.extract.decode.audio import AudioWindow, decode_audio, resample_exact
 
     mel, lld = audio.MelConfig(), audio.LldConfig()
     decoded = decode_audio(source, AudioWindow())

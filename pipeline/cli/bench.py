@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mvemo.pipeline.clitools import MvemoCommand, print_json
+from mvemo.pipeline.cli.tools import MvemoCommand, print_json
 
 BENCHES = ("audio", "video", "extract", "cache", "fuse", "scale", "all")
 
@@ -41,12 +41,12 @@ def bench(what: str, clips: int, tmp_dir: str | None, device: str, as_json: bool
     cache: write and read a synthetic cache (mel 96x1876, LLD 3000x41, embeddings of
     512, 1024 and 2048 per clip), beside numpy copies of the same bytes.
     """
-    from mvemo.pipeline.bench import bench_cache
-    from mvemo.pipeline.bench_audio import bench_audio
-    from mvemo.pipeline.bench_extract import bench_extract
-    from mvemo.pipeline.bench_fuse import bench_fuse
-    from mvemo.pipeline.bench_scale import bench_scale
-    from mvemo.pipeline.bench_video import bench_video
+    from mvemo.pipeline.bench.audio import bench_audio
+    from mvemo.pipeline.bench.cache import bench_cache
+    from mvemo.pipeline.bench.extract import bench_extract
+    from mvemo.pipeline.bench.fuse import bench_fuse
+    from mvemo.pipeline.bench.scale import bench_scale
+    from mvemo.pipeline.bench.video import bench_video
 
     runs = {
         "audio": bench_audio,

@@ -11,14 +11,14 @@ from typing import Any
 
 import click
 
-from mvemo.pipeline.cli_bench import bench
-from mvemo.pipeline.cli_cache import cache_group
-from mvemo.pipeline.cli_cv import cv, fuse
-from mvemo.pipeline.cli_demo import demo
-from mvemo.pipeline.cli_extract import extract
-from mvemo.pipeline.cli_predict import predict
-from mvemo.pipeline.cli_weights import weights_group
-from mvemo.pipeline.clitools import CONTEXT, EXIT_CLIPS_FAILED, MvemoGroup, print_json
+from mvemo.pipeline.cli.bench import bench
+from mvemo.pipeline.cli.cache import cache_group
+from mvemo.pipeline.cli.cv import cv, fuse
+from mvemo.pipeline.cli.demo import demo
+from mvemo.pipeline.cli.extract import extract
+from mvemo.pipeline.cli.predict import predict
+from mvemo.pipeline.cli.tools import CONTEXT, EXIT_CLIPS_FAILED, MvemoGroup, print_json
+from mvemo.pipeline.cli.weights import weights_group
 from mvemo.pipeline.executors import keep_freed_heap
 
 

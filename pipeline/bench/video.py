@@ -1,11 +1,11 @@
 """``mvemo bench video``: milliseconds per 30 s clip to get the 32 preprocessed frames, beside decoding every frame.
 
-Also the measurement behind ``extract.video_decode``'s strategy,
+Also the measurement behind ``extract.decode.video``'s strategy,
 ``compare_strategies`` (PyAV seek per target, PyAV sequential decode with
 skipped conversions, OpenCV ``grab``/``retrieve`` and ``CAP_PROP_POS_FRAMES``
 seeks, and mvemo's planned decode), run by hand::
 
-    .venv/bin/python -m mvemo.pipeline.bench_video --strategies [--clips 8]   # prints JSON
+    .venv/bin/python -m mvemo.pipeline.bench.video --strategies [--clips 8]   # prints JSON
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from mvemo.pipeline.bench import best_of, best_of_each
+from mvemo.pipeline.bench.common import best_of, best_of_each
 
 SHARED_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mved-sample"
 FPS = 30

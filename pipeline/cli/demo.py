@@ -6,7 +6,7 @@ import time
 
 import click
 
-from mvemo.pipeline.clitools import CONTEXT, MvemoCommand
+from mvemo.pipeline.cli.tools import CONTEXT, MvemoCommand
 
 
 @click.command("demo", cls=MvemoCommand, context_settings=CONTEXT)
@@ -28,11 +28,11 @@ def demo(out: str, clips_per_class: int, duration_s: float, seed: int, workers: 
     from tqdm import tqdm
 
     from mvemo.extract.audio import LldConfig, MelConfig, WaveformConfig
-    from mvemo.extract.media import AudioWindow
+    from mvemo.extract.decode.audio import AudioWindow
     from mvemo.extract.run import FeatureConfigs
     from mvemo.extract.video import FrameConfig
     from mvemo.manifests.synthetic import SyntheticConfig
-    from mvemo.pipeline.cli_cv import echo_summary
+    from mvemo.pipeline.cli.cv import echo_summary
     from mvemo.pipeline.demo import DEMO_FRAMES, run_demo
     from mvemo.pipeline.executors import build_executor
 

@@ -1,10 +1,9 @@
-"""``mvemo bench``: speed figures, each beside a baseline measured in the same run."""
+"""``mvemo bench cache``: writing and reading a paper-sized cache, beside memcpy and numpy copies."""
 
 from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,31 +12,9 @@ import numpy as np
 from mvemo.cache.layout import FeatureSpec
 from mvemo.cache.read import Cache
 from mvemo.cache.store import CacheWriter
-from mvemo.manifests.schema import Clip, Manifest
+from mvemo.pipeline.bench.common import best_of, stand_in_manifest
 
 EMBEDDING_DIMS = (512, 1024, 2048)
-BENCH_CLASSES = ("a", "b", "c", "d", "e", "f")
-
-
-def best_of(fn: Callable[[], Any], repeat: int = 5) -> float:
-    """The fastest of ``repeat`` runs of ``fn``, in seconds."""
-    return best_of_each({"": fn}, repeat)[""]
-
-
-def best_of_each(fns: dict[str, Callable[[], Any]], repeat: int = 5) -> dict[str, float]:
-    """The fastest of ``repeat`` runs of each function, in seconds, the functions taking turns.
-
-    Taking turns puts a figure and its baseline under the same load: on a shared
-    machine whose speed drifts by a third over a minute, back-to-back series
-    gave ratios that drifted as much.
-    """
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeat):
-        for name, fn in fns.items():
-            began = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - began)
-    return {name: min(runs) for name, runs in times.items()}
 
 
 def bench_cache(
@@ -103,14 +80,3 @@ def bench_cache(
         "memcpy_gbps": round(memcpy_gbps, 3),
         "read_fraction_of_memcpy": round(emb_gbps / memcpy_gbps, 3),
     }
-
-
-def stand_in_manifest(folder: Path, n_clips: int) -> Manifest:
-    media = folder / "media"
-    media.mkdir()
-    clips = []
-    for i in range(n_clips):
-        path = media / f"{i}.wav"
-        path.write_bytes(i.to_bytes(4, "little"))
-        clips.append(Clip(f"clip{i}", BENCH_CLASSES[i % len(BENCH_CLASSES)], audio=path))
-    return Manifest(BENCH_CLASSES, tuple(clips))

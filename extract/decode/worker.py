@@ -4,11 +4,11 @@ The child samples a clip's frames (``FrameWorker.sample``) and decodes its audio
 track (``FrameWorker.decode_audio``): one container serves both, so a file that
 hangs the demuxer would hang either.
 
-A check of the clock between packets (``video_decode``'s deadline) stops a
+A check of the clock between packets (``decode.video``'s deadline) stops a
 decode that is merely slow, but not one stuck inside a single FFmpeg call (a
 demuxer looping on a crafted index, a read blocked on a dead mount), and a
 segfault in a decoder would take the whole run down with it. So by default each
-calling thread owns one long-lived child, ``python -m mvemo.extract.video_worker``,
+calling thread owns one long-lived child, ``python -m mvemo.extract.decode.worker``,
 that decodes its clips one at a time: the parent sends a JSON request on the
 child's stdin and reads back a JSON header and the raw frames from its stdout;
 when the answer does not come within the clip's ``timeout_s`` plus a grace
@@ -19,7 +19,7 @@ Why a long-lived ``subprocess`` and not a process per clip: ``multiprocessing``
 refuses children in daemonic workers (Dask's, ``multiprocessing.Pool``'s) and
 ``fork`` is unsafe in multi-threaded callers, while a fresh interpreter costs
 ~0.3-0.5 s to import PyAV and numpy. Started once, the child costs only the copy
-of the frames through the pipe per clip (``pipeline/bench_video.py`` measures it
+of the frames through the pipe per clip (``pipeline/bench/video.py`` measures it
 beside the in-process path). Results come back as raw bytes described by JSON;
 nothing is unpickled.
 """
@@ -44,8 +44,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from mvemo.extract.media import AudioWindow, Decoded, decode_audio
-from mvemo.extract.video_decode import (
+from mvemo.extract.decode.audio import AudioWindow, Decoded, decode_audio
+from mvemo.extract.decode.video import (
     DecodeParams,
     DecodeTimeoutError,
     NoVideoStreamError,
@@ -80,13 +80,13 @@ class FrameWorker:
     Parameters
     ----------
     command : sequence of str, optional
-        The child's command line; default ``python -m mvemo.extract.video_worker``
+        The child's command line; default ``python -m mvemo.extract.decode.worker``
         with this checkout on ``PYTHONPATH``. Tests pass a child that never
         answers to check that a hang is stopped.
     """
 
     def __init__(self, command: Sequence[str] | None = None) -> None:
-        self.command = list(command) if command is not None else [sys.executable, "-m", "mvemo.extract.video_worker"]
+        self.command = list(command) if command is not None else [sys.executable, "-m", "mvemo.extract.decode.worker"]
         self.owner_pid = os.getpid()
         self._proc: subprocess.Popen[bytes] | None = None
         self._finalizer: Any = None
@@ -118,7 +118,7 @@ class FrameWorker:
         )
 
     def decode_audio(self, path: str | os.PathLike[str], window: AudioWindow, *, clip_id: str = "", timeout_s: float) -> Decoded:
-        """``extract.media.decode_audio`` in the child, killed past ``timeout_s`` plus ``kill_grace_s`` (a
+        """``extract.decode.audio.decode_audio`` in the child, killed past ``timeout_s`` plus ``kill_grace_s`` (a
         container that hangs the demuxer would hang its audio track's reading as well as its frames')."""
         request = {"kind": "audio", "path": str(path), "clip_id": clip_id, "window": asdict(window)}
         header, (y,) = self._ask(request, timeout_s)

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from mvemo.pipeline.clitools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand, executor_options, print_json
+from mvemo.pipeline.cli.tools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand, executor_options, print_json
 
 
 @click.command("predict", cls=MvemoCommand, context_settings=CONTEXT)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from mvemo.pipeline.clitools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand, executor_options
+from mvemo.pipeline.cli.tools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand, executor_options
 
 if TYPE_CHECKING:
     from mvemo.manifests.schema import Manifest

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mvemo.pipeline.clitools import EXIT_CLIPS_FAILED, MvemoGroup, print_json
+from mvemo.pipeline.cli.tools import EXIT_CLIPS_FAILED, MvemoGroup, print_json
 
 WEIGHTS_DIR_HELP = "Folder searched first (also $MVEMO_WEIGHTS, then ~/.cache/mvemo/weights)."
 

@@ -1,0 +1,1 @@
+"""Speed figures, each beside a baseline measured in the same run (``mvemo bench``)."""

@@ -1,0 +1,1 @@
+"""The command line: ``mvemo`` and ``mvemo-cv``, thin layers over library functions."""
