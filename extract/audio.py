@@ -42,7 +42,7 @@ class WaveformConfig:
     """
 
     sample_rate_hz: int = 16000
-    window: AudioWindow = field(default_factory=AudioWindow)
+    audio_window: AudioWindow = field(default_factory=AudioWindow)
     dtype: str = "float16"
 
     def __post_init__(self) -> None:
@@ -51,7 +51,7 @@ class WaveformConfig:
 
     @property
     def n_samples(self) -> int:
-        return self.window.n_samples(self.sample_rate_hz)
+        return self.audio_window.n_samples(self.sample_rate_hz)
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class MelConfig:
     fmin_hz: float = 0.0
     fmax_hz: float = 6000.0
     top_db: float = 80.0
-    window: AudioWindow = field(default_factory=AudioWindow)
+    audio_window: AudioWindow = field(default_factory=AudioWindow)
     dtype: str = "float16"
 
     def __post_init__(self) -> None:
@@ -92,7 +92,7 @@ class MelConfig:
 
     @property
     def n_frames(self) -> int:
-        return 1 + self.window.n_samples(self.sample_rate_hz) // self.hop_length
+        return 1 + self.audio_window.n_samples(self.sample_rate_hz) // self.hop_length
 
 
 @dataclass(frozen=True)
@@ -377,6 +377,7 @@ def feature_specs(
 
 
 AUDIO_FEATURES = ("waveform", "mel", "lld")
+AUDIO_CONFIGS = {"waveform": WaveformConfig, "mel": MelConfig, "lld": LldConfig}
 
 
 def compute_audio_features(
@@ -396,9 +397,9 @@ def compute_audio_features(
 
     out: dict[str, np.ndarray] = {}
     if "waveform" in names:
-        out["waveform"] = at(wave.sample_rate_hz, wave.window).astype(wave.dtype)
+        out["waveform"] = at(wave.sample_rate_hz, wave.audio_window).astype(wave.dtype)
     if "mel" in names:
-        out["mel"] = mel_spectrogram(at(mel.sample_rate_hz, mel.window), mel).astype(mel.dtype)
+        out["mel"] = mel_spectrogram(at(mel.sample_rate_hz, mel.audio_window), mel).astype(mel.dtype)
     if "lld" in names:
         window = lld.audio_window
         values = low_level_descriptors(at(lld.sample_rate_hz, window), at(lld.lpc_sample_rate_hz, window), lld)

@@ -27,6 +27,7 @@ from mvemo.extract.nets.base import EmotionNet
 from mvemo.extract.train import GPU_RESOURCES, embed_rows, in_order, kinds_of, resolve_device
 from mvemo.extract.weights import find_weights
 from mvemo.manifests.errors import ConfigError
+from mvemo.manifests.executor import Executor, Progress
 from mvemo.manifests.schema import Manifest
 
 EXTRACTOR_VERSION = "1"
@@ -153,11 +154,11 @@ def export_embeddings(
     recompute: Iterable[str] = (),
     device: str = "auto",
     net_options: Mapping[str, Mapping[str, Any]] = {},
-    executor: Any = None,
+    executor: Executor | None = None,
     lock: CacheLock | None = None,
-    progress: Callable[[str], Callable[[Iterable[Any], int], Iterable[Any]] | None] | None = None,
+    progress: Callable[[str], Progress | None] | None = None,
 ) -> EmbedSummary:
-    """Write ``emb/<net>/all`` for every clip whose inputs are in the cache (computed before, by ``extract_features``).
+    """Write ``emb/<net>/all`` for every clip whose inputs are in the cache (computed before, by ``compute_feature_sets``).
 
     Without ``executor`` the batches stream through this process (on a GPU, with
     loader processes reading the cache); with one, jobs of ``BATCHES_PER_JOB``

@@ -12,10 +12,10 @@ import functools
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -24,20 +24,25 @@ from mvemo.cache.layout import ABSENT, FeatureSpec
 from mvemo.cache.lock import CacheLock
 from mvemo.cache.read import Cache
 from mvemo.cache.store import CacheWriter
-from mvemo.extract.audio import AUDIO_FEATURES, LldConfig, MelConfig, WaveformConfig, compute_audio_features, feature_specs
+from mvemo.extract.audio import (
+    AUDIO_CONFIGS,
+    AUDIO_FEATURES,
+    LldConfig,
+    MelConfig,
+    WaveformConfig,
+    compute_audio_features,
+    config_from_dict,
+    feature_specs,
+)
+from mvemo.extract.decode.audio import AudioWindow
 from mvemo.extract.decode.worker import read_audio
 from mvemo.extract.video import VIDEO_FEATURES, FrameConfig, compute_video_features, video_feature_specs
 from mvemo.manifests.errors import ConfigError, MvemoError, is_number
+from mvemo.manifests.executor import Executor, Progress
 from mvemo.manifests.schema import Clip, Manifest
 
 FEATURE_GROUPS = {"frames": VIDEO_FEATURES}  # a name that stands for several sets
 WRITE_EVERY_CLIPS = 8
-
-
-class Executor(Protocol):
-    """Anything with ``map`` yielding, in input order, each job's result or the exception that lost it."""
-
-    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any]) -> Iterator[Any]: ...
 
 
 @dataclass(frozen=True)
@@ -59,9 +64,28 @@ class FeatureConfigs:
         timeout = self.audio_timeout_s
         if timeout is not None and not (is_number(timeout) and timeout > 0):
             raise ConfigError(f"[audio] timeout_s={timeout!r}: expected seconds > 0")
-        windows = {self.mel.window, self.lld.audio_window, self.waveform.window}
+        windows = {self.mel.audio_window, self.lld.audio_window, self.waveform.audio_window}
         if len(windows) > 1:
             raise ConfigError(f"mel, lld and waveform must analyse the same audio window, got {sorted(map(str, windows))}")
+
+    @classmethod
+    def from_records(cls, records: Mapping[str, Mapping[str, Any]]) -> FeatureConfigs:
+        """The configs that feature sets were computed with, from the ``config`` each stored (in a cache or a saved
+        model), by set name; the audio sets not named share the audio window of those named."""
+        unknown = sorted(set(records) - set(AUDIO_FEATURES) - set(VIDEO_FEATURES))
+        if unknown:
+            raise ConfigError(f"feature sets {unknown}: this version computes only {[*AUDIO_FEATURES, *VIDEO_FEATURES]}")
+        audio = {name: config_from_dict(AUDIO_CONFIGS[name], dict(records[name])) for name in AUDIO_FEATURES if name in records}
+        window = next((config.audio_window for config in audio.values()), AudioWindow())
+        video: dict[str, Any] = {}
+        for name in VIDEO_FEATURES:
+            video |= records.get(name, {})
+        return cls(
+            mel=audio.get("mel", MelConfig(audio_window=window)),
+            lld=audio.get("lld", LldConfig(audio_window=window)),
+            waveform=audio.get("waveform", WaveformConfig(audio_window=window)),
+            frames=FrameConfig(**{k: video[k] for k in FrameConfig.__dataclass_fields__ if k in video}),
+        )
 
     def specs(self, names: Iterable[str]) -> list[FeatureSpec]:
         names = set(names)
@@ -121,7 +145,7 @@ def compute_clip(clip: Clip, names: tuple[str, ...], configs: FeatureConfigs) ->
     video = tuple(n for n in names if modality(n) == "video")
 
     def audio_features(path: Path) -> dict[str, np.ndarray]:
-        decoded = read_audio(path, configs.mel.window, clip_id=clip.clip_id, timeout_s=configs.audio_timeout_s)
+        decoded = read_audio(path, configs.mel.audio_window, clip_id=clip.clip_id, timeout_s=configs.audio_timeout_s)
         return compute_audio_features(decoded, audio, mel=configs.mel, lld=configs.lld, wave=configs.waveform)
 
     def video_features(_: Path) -> dict[str, np.ndarray]:
@@ -145,7 +169,7 @@ def _guarded(clip: Clip, names: tuple[str, ...], compute: Callable[[], dict[str,
     return {name: values[name] for name in names}
 
 
-def extract_features(
+def compute_feature_sets(
     manifest: Manifest,
     cache_path: str | os.PathLike[str],
     names: Iterable[str],
@@ -154,7 +178,7 @@ def extract_features(
     recompute: Iterable[str] = (),
     executor: Executor | None = None,
     lock: CacheLock | None = None,
-    progress: Callable[[Iterable[Any], int], Iterable[Any]] | None = None,
+    progress: Progress | None = None,
 ) -> FeatureRunSummary:
     """Compute the feature sets ``names`` of every clip not yet done, into the cache at ``cache_path``.
 

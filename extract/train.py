@@ -21,10 +21,11 @@ import torch
 from mvemo.cache.read import Cache
 from mvemo.extract.nets.base import EmotionNet
 from mvemo.manifests.errors import ConfigError
+from mvemo.manifests.executor import Resources
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 # What a job that runs a net asks of a Dask cluster whose workers advertise it (dask-worker --resources GPU=1).
-GPU_RESOURCES = {"GPU": 1}
+GPU_RESOURCES: Resources = {"GPU": 1}
 FINETUNE_MODES = ("last", "full")
 
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from sklearn.base import clone
@@ -22,13 +21,7 @@ from mvemo.fuse.heads import make_head
 from mvemo.fuse.metrics import mcnemar, summarize
 from mvemo.fuse.models import FusionModel, features, protocol, resolve_sets, select_models
 from mvemo.manifests.errors import CacheError, ConfigError
-
-# Wraps results as they arrive, e.g. a progress bar: progress(results, total).
-Progress = Callable[[Iterable[Any], int], Iterable[Any]]
-
-
-class Executor(Protocol):
-    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any]) -> Iterator[Any]: ...
+from mvemo.manifests.executor import Executor, Progress
 
 
 @dataclass

@@ -8,11 +8,12 @@ from typing import Any
 
 from mvemo.cache.read import Cache
 from mvemo.cache.store import mvemo_version
-from mvemo.fuse.cv import Executor, Progress, cross_validate
+from mvemo.fuse.cv import cross_validate
 from mvemo.fuse.heads import make_head
 from mvemo.fuse.models import select_models
 from mvemo.fuse.report import write_report
 from mvemo.fuse.saved import save_fusion_model, train_final
+from mvemo.manifests.executor import Executor, Progress
 
 
 def run_cv(

@@ -77,6 +77,8 @@ def save_fusion_model(
         document = {
             **header,
             "classes": list(cache.classes),
+            # the content hash of every clip the model trained on: predict warns when it meets one again
+            "training_media_sha256": sorted({h.decode() for h in cache.media_hash} - {""}),
             "models": {
                 m.name: {
                     "kind": m.kind,

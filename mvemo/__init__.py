@@ -5,7 +5,7 @@ The public functions, for notebooks and cluster jobs (the command line calls the
     import mvemo
 
     manifest = mvemo.read_manifest("manifest.csv")           # clip_id, label, video, audio, group, fold
-    mvemo.extract_features(manifest, "cache.h5", ("mel", "lld"))
+    mvemo.extract_features(manifest, "cache.h5", features=("mel", "lld"), nets=("twodcnn",))
     result = mvemo.cross_validate("cache.h5")                  # every model x every fold of the cache
     print(result.metrics["twodcnn"]["accuracy"]["mean"])
 
@@ -30,7 +30,7 @@ _PUBLIC = {
     "Cache": "mvemo.cache.read",
     "read_matrix": "mvemo.cache.read",
     "FeatureConfigs": "mvemo.extract.run",
-    "extract_features": "mvemo.extract.run",
+    "extract_features": "mvemo.extract.stage",
     "cross_validate": "mvemo.fuse.cv",
     "run_cv": "mvemo.fuse.run",
     "fuse_cache": "mvemo.fuse.run",
@@ -57,7 +57,8 @@ __all__ = [
 
 if TYPE_CHECKING:
     from mvemo.cache.read import Cache, read_matrix
-    from mvemo.extract.run import FeatureConfigs, extract_features
+    from mvemo.extract.run import FeatureConfigs
+    from mvemo.extract.stage import extract_features
     from mvemo.fuse.cv import cross_validate
     from mvemo.fuse.run import fuse_cache, run_cv
     from mvemo.manifests.errors import MvemoError

@@ -71,9 +71,9 @@ def feature_configs(path: str | os.PathLike[str] | None) -> Any:
     window = build(AudioWindow, audio, table="audio", taken=("timeout_s",))
     frames = {"window_start_s": window.offset_s, "window_duration_s": window.duration_s, **tables.get("frames", {})}
     return FeatureConfigs(
-        mel=build(MelConfig, tables.get("mel", {}), table="mel", window=window),
+        mel=build(MelConfig, tables.get("mel", {}), table="mel", audio_window=window),
         lld=build(LldConfig, tables.get("lld", {}), table="lld", audio_window=window),
-        waveform=build(WaveformConfig, tables.get("waveform", {}), table="waveform", window=window),
+        waveform=build(WaveformConfig, tables.get("waveform", {}), table="waveform", audio_window=window),
         frames=FrameConfig.from_json(frames),
         audio_timeout_s=timeout_s,
     )

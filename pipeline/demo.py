@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mvemo.extract.run import FeatureConfigs, FeatureRunSummary, extract_features
+from mvemo.extract.run import FeatureConfigs, FeatureRunSummary, compute_feature_sets
 from mvemo.manifests.folds import assign_folds
 from mvemo.manifests.scan import scan_tree
 from mvemo.manifests.schema import Manifest, write_manifest
@@ -64,7 +64,7 @@ def run_demo(
     manifest = build_demo_manifest(out / "data", config, k=k, progress=progress("synthetic videos", "clip"))
     path = write_manifest(manifest, out / "manifest.csv")
     cache = out / "cache.h5"
-    summary = extract_features(
+    summary = compute_feature_sets(
         manifest, cache, DEMO_FEATURES, configs=configs, executor=executor, progress=progress("features", "clip")
     )
     export_embeddings(

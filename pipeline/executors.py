@@ -1,10 +1,10 @@
 """Executors the command line builds and hands down to the stages (which never import ``pipeline``).
 
-Every executor offers ``map(fn, *iterables, resources=None)``, yielding in input
-order either a result or the exception that took the job down (a worker that
-died, a task the cluster gave up on), so a stage records that clip as failed and
-goes on. ``resources`` (e.g. ``{"GPU": 1}``) are Dask worker resources a job
-asks for where the cluster's workers advertise them; elsewhere they mean nothing.
+Each fits ``mvemo.manifests.executor.Executor``: ``map(fn, *iterables, resources=None)``
+yields in input order either a result or the exception that took the job down (a
+worker that died, a task the cluster gave up on), so a stage records that clip as
+failed and goes on. ``resources`` (e.g. ``{"GPU": 1}``) are Dask worker resources a
+job asks for where the cluster's workers advertise them; elsewhere they mean nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from mvemo.manifests.errors import ConfigError
+from mvemo.manifests.executor import Resources
 
 EXECUTORS = ("serial", "processes", "dask")
 PR_SET_PDEATHSIG = 1
@@ -75,7 +76,10 @@ def _process_worker_init() -> None:
 class Executor:
     """The serial executor: every job in this process, in order."""
 
-    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], resources: dict[str, float] | None = None) -> Iterator[Any]:
+    in_process = True
+    own_devices = False
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], resources: Resources | None = None) -> Iterator[Any]:
         return map(fn, *iterables)
 
     def close(self) -> None:
@@ -91,6 +95,8 @@ class Executor:
 class ProcessExecutor(Executor):
     """Local worker processes (``--executor processes --workers N``)."""
 
+    in_process = False
+
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self.pool = self._new_pool()
@@ -99,7 +105,7 @@ class ProcessExecutor(Executor):
         context = multiprocessing.get_context("forkserver")
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_process_worker_init)
 
-    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], resources: dict[str, float] | None = None) -> Iterator[Any]:
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], resources: Resources | None = None) -> Iterator[Any]:
         futures = [self._submit(fn, args) for args in zip(*iterables)]
         for future in futures:
             try:
@@ -122,6 +128,9 @@ class ProcessExecutor(Executor):
 
 class DaskExecutor(Executor):
     """A Dask cluster: a local one (``--workers N``) or an existing scheduler (``--scheduler ADDR``)."""
+
+    in_process = False
+    own_devices = True  # GPU workers each advertise their own device (``--resources GPU=1``)
 
     def __init__(self, *, workers: int | None = None, scheduler: str | None = None) -> None:
         try:
@@ -147,9 +156,11 @@ class DaskExecutor(Executor):
             self.client = Client(scheduler)
         self.client.register_plugin(_PrepareWorker())
 
-    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], resources: dict[str, float] | None = None) -> Iterator[Any]:
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], resources: Resources | None = None) -> Iterator[Any]:
         wanted = resources if resources and self.offers(resources) else None
-        futures = self.client.map(fn, *(list(items) for items in iterables), pure=False, resources=wanted)
+        futures = self.client.map(
+            fn, *(list(items) for items in iterables), pure=False, resources=dict(wanted) if wanted else None
+        )
         for future in futures:
             try:
                 yield future.result()
@@ -158,7 +169,7 @@ class DaskExecutor(Executor):
             finally:
                 future.release()
 
-    def offers(self, resources: dict[str, float]) -> bool:
+    def offers(self, resources: Resources) -> bool:
         """Whether some worker advertises every one of ``resources`` (a job asking for them would wait forever else).
         Asked of the scheduler itself: ``scheduler_info`` lists only the first workers of a large cluster."""
         offered = self.client.run_on_scheduler(_scheduler_resources)

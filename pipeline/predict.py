@@ -16,17 +16,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
 
-from mvemo.extract.audio import LldConfig, MelConfig, WaveformConfig, compute_audio_features, config_from_dict, feature_specs
-from mvemo.extract.decode.worker import read_audio
+from mvemo.cache.fingerprint import media_hash
+from mvemo.cache.layout import ABSENT
 from mvemo.extract.embed import build_net
 from mvemo.extract.finetune import load_checkpoint
 from mvemo.extract.nets import net_options
 from mvemo.extract.nets.base import EmotionNet
-from mvemo.extract.run import FeatureConfigs
+from mvemo.extract.run import FeatureConfigs, compute_clip, modality
 from mvemo.extract.train import kinds_of
-from mvemo.extract.video import VIDEO_FEATURES, FrameConfig, compute_video_features, video_feature_specs
 from mvemo.fuse.models import LLDSTATS, summarize_lld
 from mvemo.fuse.saved import SavedFusionModel, load_fusion_model
 from mvemo.manifests.errors import ConfigError, MediaError, MvemoError
@@ -69,11 +67,8 @@ def _model_inputs(saved: SavedFusionModel, name: str, features: ClipFeatures) ->
     return inputs
 
 
-AUDIO_CONFIGS = {"mel": MelConfig, "lld": LldConfig, "waveform": WaveformConfig}
-
-
 class ClipFeatures:
-    """The feature sets of one clip, each computed once, keyed by (name, fingerprint)."""
+    """The feature sets of one clip, computed by stage one's own per-clip code, each once per (name, fingerprint)."""
 
     def __init__(self, clip: Clip) -> None:
         self.clip = clip
@@ -81,19 +76,18 @@ class ClipFeatures:
 
     def get(self, configs: dict[str, dict], fingerprints: dict[str, str]) -> dict[str, np.ndarray]:
         """The sets named in ``configs``, computed with those saved configs, whose fingerprints must match this version's."""
-        missing = {k: v for k, v in configs.items() if (k, fingerprints[k]) not in self.computed}
-        audio = {k: v for k, v in missing.items() if k in AUDIO_CONFIGS}
-        video = {k: v for k, v in missing.items() if k in VIDEO_FEATURES}
-        unknown = sorted(set(missing) - set(audio) - set(video))
-        if unknown:
-            known = sorted([*AUDIO_CONFIGS, *VIDEO_FEATURES])
-            raise ConfigError(f"the saved model reads {unknown}: this version computes only {known} for new files")
-        with threadpool_limits(1):  # as stage one computed the cached features: the same sums on every executor
-            if audio:
-                self.computed |= _audio_features(self.clip, audio, fingerprints)
-            if video:
-                self.computed |= _video_features(self.clip, video, fingerprints)
-        return {k: self.computed[(k, fingerprints[k])] for k in configs}
+        missing = {name: config for name, config in configs.items() if (name, fingerprints[name]) not in self.computed}
+        if missing:
+            feature_configs = FeatureConfigs.from_records(missing)
+            for spec in feature_configs.specs(missing):
+                _check_fingerprint(spec.name, spec.fingerprint, fingerprints[spec.name])
+            for name, value in compute_clip(self.clip, tuple(missing), feature_configs).items():
+                if value is ABSENT:
+                    raise MediaError(f"clip {self.clip.clip_id!r}: the model reads {modality(name)} and the clip has none")
+                if isinstance(value, str):
+                    raise MediaError(value)
+                self.computed[(name, fingerprints[name])] = value
+        return {name: self.computed[(name, fingerprints[name])] for name in configs}
 
 
 def _check_fingerprint(name: str, computed: str, saved: str) -> None:
@@ -102,39 +96,6 @@ def _check_fingerprint(name: str, computed: str, saved: str) -> None:
             f"the saved model's {name} config has fingerprint {saved[:12]}, this version computes"
             f" {computed[:12]}; retrain it with `mvemo fuse` on a cache from this version"
         )
-
-
-def _video_features(clip: Clip, configs: dict[str, dict], fingerprints: dict[str, str]) -> dict[tuple[str, str], np.ndarray]:
-    """Every video set one frame sampling gives (frames224 and frames112), keyed by (name, fingerprint)."""
-    record: dict[str, Any] = {}
-    for config in configs.values():
-        record |= config
-    frames = FrameConfig(**{k: record[k] for k in FrameConfig.__dataclass_fields__ if k in record})
-    specs = video_feature_specs(frames)
-    for spec in specs:
-        if spec.name in configs:
-            _check_fingerprint(spec.name, spec.fingerprint, fingerprints[spec.name])
-    computed = compute_video_features(clip, frames)
-    return {(spec.name, spec.fingerprint): computed[spec.name] for spec in specs}
-
-
-def _audio_features(clip: Clip, configs: dict[str, dict], fingerprints: dict[str, str]) -> dict[tuple[str, str], np.ndarray]:
-    built = {kind: config_from_dict(AUDIO_CONFIGS[kind], config) for kind, config in configs.items()}
-    for spec in feature_specs(mel=built.get("mel"), lld=built.get("lld"), wave=built.get("waveform")):
-        _check_fingerprint(spec.name, spec.fingerprint, fingerprints[spec.name])
-    window = next(iter(built.values())).audio_window if "lld" in built else next(iter(built.values())).window
-    defaults = FeatureConfigs()
-    if clip.audio is None:
-        raise MediaError(f"clip {clip.clip_id!r}: the model reads audio and the manifest gives the clip no audio file")
-    decoded = read_audio(clip.audio, window, clip_id=clip.clip_id, timeout_s=defaults.audio_timeout_s)
-    computed = compute_audio_features(
-        decoded,
-        tuple(built),
-        mel=built.get("mel", defaults.mel),
-        lld=built.get("lld", defaults.lld),
-        wave=built.get("waveform", defaults.waveform),
-    )
-    return {(kind, fingerprints[kind]): computed[kind] for kind in built}
 
 
 @functools.lru_cache(maxsize=8)
@@ -186,10 +147,23 @@ class Predictor:
             yield result
 
 
+def seen_in_training(saved: SavedFusionModel, clip: Clip) -> bool:
+    """Whether the clip's media are those of a clip the model trained on: its probabilities then test nothing.
+
+    A file given alone (its video and audio the same file) may have been a training clip's video and audio,
+    or its audio alone."""
+    known = set(saved.document.get("training_media_sha256", ()))
+    candidates = [[clip.video, clip.audio]]
+    if clip.video == clip.audio:
+        candidates.append([None, clip.audio])
+    return any(media_hash(paths) in known for paths in candidates)
+
+
 def predict_clip(saved: SavedFusionModel, name: str, clip: Clip) -> dict[str, Any]:
     """The model's label for one clip (a job that runs on any executor's worker)."""
     try:
         proba = saved.predict_proba(name, model_inputs(saved, name, clip))[0]
+        in_training = seen_in_training(saved, clip)
     except ConfigError:
         raise
     except MvemoError as err:
@@ -202,6 +176,7 @@ def predict_clip(saved: SavedFusionModel, name: str, clip: Clip) -> dict[str, An
         "model": name,
         "label": saved.classes[int(np.argmax(proba))],
         "probabilities": {c: float(p) for c, p in zip(saved.classes, proba)},
+        "in_training": in_training,
     }
 
 

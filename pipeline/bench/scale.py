@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from mvemo.extract.run import extract_features
+from mvemo.extract.run import compute_feature_sets
 from mvemo.manifests.schema import Clip, Manifest
 from mvemo.manifests.synthetic import write_media
 from mvemo.pipeline.executors import build_executor
@@ -29,9 +29,9 @@ def bench_scale(*, n_clips: int = 200, workers: int = 2, duration_s: float = 30.
             with build_executor(kind, workers=workers) as executor:
                 # throughput, not start-up: workers import and warm up on a few clips first
                 warm = Manifest(manifest.classes, manifest.clips[: 2 * workers])
-                extract_features(warm, Path(tmp) / f"warm-{kind}.h5", ("mel", "lld"), executor=executor)
+                compute_feature_sets(warm, Path(tmp) / f"warm-{kind}.h5", ("mel", "lld"), executor=executor)
                 began = time.perf_counter()
-                extract_features(manifest, Path(tmp) / f"{kind}.h5", ("mel", "lld"), executor=executor)
+                compute_feature_sets(manifest, Path(tmp) / f"{kind}.h5", ("mel", "lld"), executor=executor)
                 seconds[kind] = time.perf_counter() - began
     return {
         "clips": n_clips,

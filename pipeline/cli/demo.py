@@ -40,9 +40,9 @@ def demo(out: str, clips_per_class: int, duration_s: float, seed: int, workers: 
     config = SyntheticConfig(clips_per_class=clips_per_class, duration_s=duration_s, seed=seed)
     window = AudioWindow(duration_s=duration_s)
     features = FeatureConfigs(
-        mel=MelConfig(window=window),
+        mel=MelConfig(audio_window=window),
         lld=LldConfig(audio_window=window),
-        waveform=WaveformConfig(window=window),
+        waveform=WaveformConfig(audio_window=window),
         frames=FrameConfig(n_frames=DEMO_FRAMES, window_duration_s=duration_s),
     )
     click.echo(f"writing {6 * clips_per_class} synthetic music videos of {duration_s:g} s into {out}/data ...")

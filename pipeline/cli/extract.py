@@ -7,12 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from mvemo.pipeline.cli.tools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand, executor_options
+from mvemo.pipeline.cli.tools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand, executor_options, progress_bar
 
 if TYPE_CHECKING:
     from mvemo.manifests.schema import Manifest
-
-DEFAULT_FEATURES = "mel,lld"
 
 
 @click.command("extract", cls=MvemoCommand, context_settings=CONTEXT)
@@ -75,129 +73,81 @@ def extract(ctx: click.Context, manifest_path: str, cache_path: str, **options: 
     from mvemo.cache.lock import CacheLock
     from mvemo.manifests.errors import ConfigError
     from mvemo.manifests.schema import read_manifest
+    from mvemo.pipeline.config import train_config
 
     manifest = read_manifest(manifest_path)  # a bad manifest stops here, before anything is written
     nets = tuple(n.strip() for n in (options["nets"] or "").split(",") if n.strip())
-    if nets and not manifest.has_folds:
-        raise ConfigError(f"--nets needs the manifest's folds; run `mvemo manifest folds {manifest_path} --k 6` first")
+    training = train_config(options["config_path"], finetune=options["finetune"]) if options["finetune"] != "none" else None
+    if options["optimizer_study"] and not (nets and training):
+        raise ConfigError("--optimizer-study fine-tunes nets: give --nets and --finetune last or full")
     with CacheLock(cache_path) as lock:  # then the lock, before heavy imports or work
         if lock.previous:
             click.echo(
                 f"took over the lock left by pid {lock.previous.get('pid')} (a run that stopped without releasing it)", err=True
             )
-        failed = _run(manifest, cache_path, nets, options, lock)
-    if failed:
+        summary = _run(manifest, cache_path, nets, training, options, lock)
+    if summary.failed:
         ctx.exit(EXIT_CLIPS_FAILED)
 
 
-def _run(manifest: Manifest, cache_path: str, nets: tuple[str, ...], options: dict[str, Any], lock: Any) -> bool:
-    """Features, then embeddings; prints a table per stage and one of the stages' times; returns whether any clip failed."""
-    from mvemo.extract.embed import export_embeddings, input_kinds
-    from mvemo.extract.run import extract_features, parse_features
-    from mvemo.manifests.errors import ConfigError
-    from mvemo.pipeline.config import feature_configs, net_config, train_config
+def _run(manifest: Manifest, cache_path: str, nets: tuple[str, ...], training: Any, options: dict[str, Any], lock: Any) -> Any:
+    """Stage one (or, with --optimizer-study, its features and then the study), with its tables; returns its summary."""
+    from mvemo.extract.stage import StageTime, extract_features, feature_names
+    from mvemo.pipeline.config import feature_configs, net_config
     from mvemo.pipeline.executors import build_executor
     from mvemo.pipeline.tables import format_table
 
-    training = train_config(options["config_path"], finetune=options["finetune"]) if options["finetune"] != "none" else None
-    if options["optimizer_study"] and not (nets and training):
-        raise ConfigError("--optimizer-study fine-tunes nets: give --nets and --finetune last or full")
     net_options = net_config(options["config_path"])
-    requested = options["features"] or ("" if nets else DEFAULT_FEATURES)
-    names = tuple(dict.fromkeys([*(parse_features(requested) if requested else ()), *input_kinds(nets, net_options)]))
-    stages: list[list[Any]] = []
+    study = options["optimizer_study"]
     with build_executor(options["executor"], workers=options["workers"], scheduler=options["scheduler"]) as pool:
         summary = extract_features(
             manifest,
             cache_path,
-            names,
+            features=feature_names(options["features"], nets, net_options) if study else options["features"],
+            nets=() if study else nets,
+            training=training,
+            protocol=options["protocol"],
             configs=feature_configs(options["config_path"]),
+            net_options=net_options,
+            weights_dir=options["weights_dir"],
+            device=options["device"],
             recompute=options["recompute"],
             executor=pool,
             lock=lock,
-            progress=_bar("features", "clip"),
+            progress=progress_bar,
+            log=lambda line: click.echo(line, err=True),
         )
-        _report_features(summary)
-        failed = bool(summary.failures)
-        computed = sum(s.computed for s in summary.sets.values())
-        stages.append(
-            ["features", f"{summary.seconds:.1f}", f"{computed} rows computed, {sum(map(len, summary.failures.values()))} failed"]
-        )
-        began = time.perf_counter()
-        if nets and training is not None and not options["optimizer_study"]:
-            failed = _finetune(manifest, cache_path, nets, training, options, lock, pool) or failed
-            stages.append(["fine-tuning", f"{time.perf_counter() - began:.1f}", f"{options['finetune']}, {options['protocol']}"])
-        elif nets and training is None:
-            embedded = export_embeddings(
-                manifest,
-                cache_path,
-                nets,
-                weights_dir=options["weights_dir"],
-                recompute=options["recompute"],
-                device=options["device"],
-                net_options=net_options,
-                executor=None if options["executor"] == "serial" else pool,  # serial: batches stream through this process
-                lock=lock,
-                progress=lambda net: _bar(f"embeddings of {net}", "batch"),
-            )
-            for note in embedded.notes:
-                click.echo(note, err=True)
-            done = {f"emb/{net}/all": n for net, n in embedded.done.items()}
-            failed = _report_embeddings(done, {f"emb/{net}/all": r for net, r in embedded.failed.items()}) or failed
-            stages.append(["embeddings", f"{time.perf_counter() - began:.1f}", f"{len(nets)} nets, --finetune none"])
-    if options["optimizer_study"]:
+    _report(summary)
+    if study:
         began = time.perf_counter()
         _optimizer_study(cache_path, nets, training, options)
-        stages.append(["optimizer study", f"{time.perf_counter() - began:.1f}", ", ".join(nets)])
-    click.echo(format_table(["stage", "seconds", "what"], stages))
+        summary.stages.append(StageTime("optimizer study", time.perf_counter() - began, ", ".join(nets)))
+    click.echo(format_table(["stage", "seconds", "what"], [[s.stage, f"{s.seconds:.1f}", s.what] for s in summary.stages]))
     click.echo(f"{len(manifest)} clips into {cache_path}")
-    return failed
+    return summary
 
 
-def _bar(description: str, unit: str) -> Any:
-    """A progress bar with its ETA for one stage, on stderr and only on a terminal: ``bar(items, total)``."""
-    from tqdm import tqdm
-
-    return lambda items, total: tqdm(items, total=total, desc=description, unit=unit, disable=None)
-
-
-def _finetune(
-    manifest: Manifest, cache_path: str, nets: tuple[str, ...], training: Any, options: dict[str, Any], lock: Any, pool: Any
-) -> bool:
-    """Fine-tuned embeddings per fold (or once), each (net, fold) unit a job on ``pool``, with a table of the units."""
-    from mvemo.cache.read import Cache
-    from mvemo.extract.finetune import finetune_embeddings
+def _report(summary: Any) -> None:
+    """The feature sets' table, each failure with its reason, the fine-tuning units' table and the embeddings' counts."""
     from mvemo.pipeline.tables import format_table
 
-    summary = finetune_embeddings(
-        manifest,
-        cache_path,
-        nets,
-        training,
-        protocol=options["protocol"],
-        weights_dir=options["weights_dir"],
-        device=options["device"],
-        recompute=options["recompute"],
-        # units fan out over a Dask cluster, whose GPU workers take one each; local workers would share one device
-        executor=pool if options["executor"] == "dask" else None,
-        lock=lock,
-        log=lambda line: click.echo(line, err=True),
-        progress=lambda phase: _bar(phase, "unit"),
-    )
+    rows = [[name, s.computed, s.done, len(s.failed), s.absent] for name, s in summary.features.sets.items()]
+    click.echo(format_table(["feature set", "computed now", "done", "failed", "absent"], rows))
+    for failures in (summary.features.failures, summary.failed_embeddings):
+        for name, reasons in failures.items():
+            for clip_id, reason in reasons.items():
+                click.echo(f"failed: {name}, clip {clip_id!r}: {reason}", err=True)
     for note in summary.notes:
         click.echo(note, err=True)
-    rows = [
-        [u.net, "all" if u.fold is None else u.fold, u.epochs, "-" if u.val_accuracy is None else f"{u.val_accuracy:.3f}",
-         "skipped (done)" if u.skipped else f"{u.seconds:.1f}"]
-        for u in summary.units
-    ]  # fmt: skip
-    click.echo(format_table(["net", "fold", "epochs", "validation accuracy", "seconds"], rows))
-    with Cache(cache_path) as cache:
-        failures = cache.failures()
-        sets = [name for name in cache.feature_sets() if name.startswith(tuple(f"emb/{n}/" for n in nets))]
-        done = {name: int(cache.done(name).sum()) for name in sets}
-    failed = {name: {f["clip_id"]: f["reason"] for f in failures if f["feature_set"] == name} for name in sets}
-    return _report_embeddings(done, failed)
+    if summary.units:
+        rows = [
+            [u.net, "all" if u.fold is None else u.fold, u.epochs, "-" if u.val_accuracy is None else f"{u.val_accuracy:.3f}",
+             "skipped (done)" if u.skipped else f"{u.seconds:.1f}"]
+            for u in summary.units
+        ]  # fmt: skip
+        click.echo(format_table(["net", "fold", "epochs", "validation accuracy", "seconds"], rows))
+    if summary.embeddings:
+        click.echo(", ".join(f"{name}: {n} clips" for name, n in summary.embeddings.items()))
 
 
 def _optimizer_study(cache_path: str, nets: tuple[str, ...], training: Any, options: dict[str, Any]) -> None:
@@ -213,21 +163,3 @@ def _optimizer_study(cache_path: str, nets: tuple[str, ...], training: Any, opti
     )
     click.echo(console_table(document))
     click.echo(f"optimizer study: {study_folder(cache_path)}/optimizer_study.md, .json, .png")
-
-
-def _report_embeddings(done: dict[str, int], failed: dict[str, dict[str, str]]) -> bool:
-    for name, reasons in failed.items():
-        for clip_id, reason in reasons.items():
-            click.echo(f"failed: {name}, clip {clip_id!r}: {reason}", err=True)
-    click.echo(", ".join(f"{name}: {n} clips" for name, n in done.items()))
-    return any(failed.values())
-
-
-def _report_features(summary: Any) -> None:
-    from mvemo.pipeline.tables import format_table
-
-    rows = [[name, s.computed, s.done, len(s.failed), s.absent] for name, s in summary.sets.items()]
-    click.echo(format_table(["feature set", "computed now", "done", "failed", "absent"], rows))
-    for name, failed in summary.failures.items():
-        for clip_id, reason in failed.items():
-            click.echo(f"failed: {name}, clip {clip_id!r}: {reason}", err=True)

@@ -16,7 +16,7 @@ from mvemo.pipeline.cli.tools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand, e
 @click.option("--manifest", "manifest_path", default=None, type=click.Path(dir_okay=False), help="Label the clips of this manifest (CSV or JSONL) instead of FILES.")  # fmt: skip
 @click.option("--csv", "csv_path", default=None, type=click.Path(dir_okay=False), help="Write one results CSV: a row per clip with its label, a probability per class, or its error.")  # fmt: skip
 @click.option("--model", "model_name", default=None, help="Saved fusion model to use.  [default: the best by cross-validation]")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {clip_id, file, label, probabilities} (or {clip_id, file, error}).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {clip_id, file, model, label, probabilities, in_training} (or {clip_id, file, error}).")  # fmt: skip
 @executor_options
 @click.pass_context
 def predict(
@@ -61,6 +61,14 @@ def predict(
         _summary(results, labels, predictor, csv_path)
     else:
         _table(results, predictor)
+    seen = [r["clip_id"] for r in results if r.get("in_training")]
+    if seen:
+        click.echo(
+            f"warning: {len(seen)} of {len(clips)} clips were in the model's training set ({', '.join(seen[:5])}"
+            f"{', ...' if len(seen) > 5 else ''}): their probabilities are fitted, not predicted; judge the model by"
+            " `mvemo-cv`'s report or by clips it never saw",
+            err=True,
+        )
     for r in failed:
         click.echo(f"failed: {r['clip_id']}: {r['error']}", err=True)
     if failed:

@@ -1,9 +1,9 @@
-"""What every command shares: exit codes, error handling, JSON output."""
+"""What every command shares: exit codes, error handling, JSON output, progress bars."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import click
@@ -60,3 +60,10 @@ def executor_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(options):
         command = option(command)
     return command
+
+
+def progress_bar(description: str, unit: str) -> Callable[[Iterable[Any], int], Iterable[Any]]:
+    """The progress bar of one phase, with its ETA, on stderr and only on a terminal: ``progress_bar(d, u)(items, total)``."""
+    from tqdm import tqdm
+
+    return lambda items, total: tqdm(items, total=total, desc=description, unit=unit, disable=None)

@@ -23,7 +23,7 @@ from mvemo.manifests.synthetic import write_media
 from tests.conftest import write_tiny
 
 WINDOW = AudioWindow(duration_s=3.0)
-MEL = MelConfig(window=WINDOW)
+MEL = MelConfig(audio_window=WINDOW)
 LLD = LldConfig(audio_window=WINDOW)
 
 
@@ -196,7 +196,7 @@ def test_the_lfe_channel_of_a_surround_aac_track_is_left_out_of_the_mix(tmp_path
 
 def features_of(path: Path, clip_id: str = "x") -> dict[str, np.ndarray]:
     decoded = decode_audio(path, WINDOW, clip_id=clip_id)
-    return compute_audio_features(decoded, ("waveform", "mel", "lld"), mel=MEL, lld=LLD, wave=WaveformConfig(window=WINDOW))
+    return compute_audio_features(decoded, ("waveform", "mel", "lld"), mel=MEL, lld=LLD, wave=WaveformConfig(audio_window=WINDOW))
 
 
 @pytest.mark.parametrize(

@@ -10,22 +10,10 @@ from click.testing import CliRunner
 
 from mvemo.cache.read import Cache
 from mvemo.extract.embed import EmbedJob, embed_job, export_embeddings, input_kinds
-from mvemo.extract.run import extract_features
+from mvemo.extract.run import compute_feature_sets
 from mvemo.manifests import Clip, ConfigError, Manifest, write_manifest
 from mvemo.pipeline.cli.main import cli
-from tests.conftest import write_tiny
 from tests.extract.test_run import CONFIGS
-
-
-@pytest.fixture
-def manifest(tmp_path: Path) -> Manifest:
-    clips = [
-        Clip(f"c{i}", "ab"[i % 2], video=p, audio=p, fold=i % 2)
-        for i, p in enumerate(write_tiny(tmp_path / f"{i}.mp4") for i in range(4))
-    ]
-    silent = write_tiny(tmp_path / "silent.mp4", audio=False)
-    clips.append(Clip("mute", "a", video=silent, fold=0))
-    return Manifest(("a", "b"), tuple(clips))
 
 
 def test_inputs_of_the_nets() -> None:
@@ -36,7 +24,7 @@ def test_embeddings_are_written_deterministic_and_tied_to_their_inputs(tmp_path:
     caches = []
     for run in ("a", "b"):
         cache = tmp_path / f"{run}.h5"
-        extract_features(manifest, cache, ("mel", "lld", "waveform"), configs=CONFIGS)
+        compute_feature_sets(manifest, cache, ("mel", "lld", "waveform"), configs=CONFIGS)
         summary = export_embeddings(manifest, cache, ["twodcnn", "onedcnn", "crnn"], weights_dir=tmp_path / "none")
         assert summary.done == {"twodcnn": 4, "onedcnn": 4, "crnn": 4}
         assert any("random initialisation" in note for note in summary.notes)
@@ -105,7 +93,7 @@ class ReplyingExecutor:
 def test_a_lost_job_fails_its_clips_and_any_other_job_error_stops_the_run(tmp_path: Path, manifest: Manifest) -> None:
     cache, other = tmp_path / "c.h5", tmp_path / "other.h5"
     for path in (cache, other):
-        extract_features(manifest, path, ("mel",), configs=CONFIGS)
+        compute_feature_sets(manifest, path, ("mel",), configs=CONFIGS)
     lost = export_embeddings(manifest, cache, ["twodcnn"], executor=ReplyingExecutor(BrokenProcessPool("worker died")))
     assert lost.done == {"twodcnn": 0} and len(lost.failed["twodcnn"]) == 4
     assert "embedding job was lost (BrokenProcessPool: worker died)" in lost.failed["twodcnn"]["c0"]

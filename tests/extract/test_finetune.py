@@ -15,7 +15,7 @@ import mvemo.extract.finetune
 from mvemo.cache.fingerprint import file_sha256
 from mvemo.cache.read import Cache
 from mvemo.extract.finetune import checkpoint_dir, finetune_embeddings, inner_split, out_of_fold_probabilities
-from mvemo.extract.run import extract_features
+from mvemo.extract.run import compute_feature_sets
 from mvemo.extract.train import STUDY_OPTIMIZERS, CachedBatches, TrainConfig
 from mvemo.fuse.models import protocol
 from mvemo.fuse.run import fuse_cache
@@ -42,7 +42,7 @@ def manifest(media: list[Path]) -> Manifest:
 
 
 def features(manifest: Manifest, cache: Path) -> Path:
-    extract_features(manifest, cache, ("mel",), configs=CONFIGS)
+    compute_feature_sets(manifest, cache, ("mel",), configs=CONFIGS)
     return cache
 
 

@@ -67,7 +67,7 @@ def test_twodcnn_tells_a_sweep_from_noise() -> None:
     t = np.arange(int(sr * seconds)) / sr
     sweep = np.sin(2 * np.pi * (100 + 700 * t) * t).astype(np.float32)
     noise = np.random.default_rng(0).standard_normal(t.size).astype(np.float32) * 0.3
-    config = MelConfig(window=AudioWindow(duration_s=seconds))
+    config = MelConfig(audio_window=AudioWindow(duration_s=seconds))
     (mels,) = net.prepare(np.stack([mel_spectrogram(sweep, config), mel_spectrogram(noise, config)]).astype(np.float16))
     with torch.no_grad():
         a, b = net.embed(mels)
@@ -95,7 +95,7 @@ def test_the_files_own_12khz_front_end_equals_mvemos_mel() -> None:
         theirs = ChoiMelgram.from_file(path)(torch.from_numpy(y)[None])[0].numpy()
     frames = -(-n // 256)
     shift = 256 - ((frames - 1) * 256 + 512 - n) // 2  # centred frames start 256 samples early, TF "same" ones half its padding
-    config = MelConfig(sample_rate_hz=12000, window=AudioWindow(duration_s=n / sr), dtype="float32")
+    config = MelConfig(sample_rate_hz=12000, audio_window=AudioWindow(duration_s=n / sr), dtype="float32")
     ours = mel_spectrogram(np.concatenate([y[shift:], np.zeros(shift, np.float32)]), config)[:, : theirs.shape[1]]
     assert theirs.shape == ours.shape == (96, frames)
     np.testing.assert_allclose(theirs, ours, atol=2e-3, err_msg="dB of the two front ends")
@@ -115,7 +115,7 @@ def test_float16_mel_leaves_the_msd_embeddings_in_place(mved_sample: Path) -> No
     mels = []
     for path in files:
         decoded = decode_audio(path, window)
-        mels.append(mel_spectrogram(resample_exact(decoded.y, decoded.sr, 16000, 160000), MelConfig(window=window)))
+        mels.append(mel_spectrogram(resample_exact(decoded.y, decoded.sr, 16000, 160000), MelConfig(audio_window=window)))
     full = torch.from_numpy(np.stack(mels))
     half = torch.from_numpy(np.stack(mels).astype(np.float16).astype(np.float32))
     net = get_net("twodcnn", num_classes=6, weights=choi_path()).eval()

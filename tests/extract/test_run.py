@@ -9,14 +9,16 @@ from click.testing import CliRunner
 from mvemo.cache.read import Cache
 from mvemo.extract.audio import LldConfig, MelConfig, WaveformConfig
 from mvemo.extract.decode.audio import AudioWindow
-from mvemo.extract.run import FeatureConfigs, extract_features, parse_features
+from mvemo.extract.run import FeatureConfigs, compute_feature_sets, parse_features
 from mvemo.extract.video import FrameConfig
 from mvemo.manifests import Clip, ConfigError, Manifest, write_manifest
 from mvemo.pipeline.cli.main import cli
 from tests.conftest import write_tiny
 
 WINDOW = AudioWindow(duration_s=1.0)
-CONFIGS = FeatureConfigs(mel=MelConfig(window=WINDOW), lld=LldConfig(audio_window=WINDOW), waveform=WaveformConfig(window=WINDOW))
+CONFIGS = FeatureConfigs(
+    mel=MelConfig(audio_window=WINDOW), lld=LldConfig(audio_window=WINDOW), waveform=WaveformConfig(audio_window=WINDOW)
+)
 
 
 @pytest.fixture
@@ -36,26 +38,26 @@ def manifest(tmp_path: Path) -> Manifest:
 
 def test_features_are_computed_bad_clips_recorded_and_reruns_skip(tmp_path: Path, manifest: Manifest) -> None:
     cache = tmp_path / "c.h5"
-    summary = extract_features(manifest, cache, ("mel", "lld"), configs=CONFIGS)
+    summary = compute_feature_sets(manifest, cache, ("mel", "lld"), configs=CONFIGS)
     mel = summary.sets["mel"]
     assert (mel.done, mel.computed, mel.absent) == (3, 3, 1)
     assert set(mel.failed) == {"broken", "novoice"}
     assert "cannot decode audio" in mel.failed["broken"] and "has no audio stream" in mel.failed["novoice"]
     with Cache(cache) as reader:
         assert reader.done("mel").tolist() == [True, True, True, False, False, False]
-        assert reader.read_matrix("mel", [0]).shape == (1, 96, MelConfig(window=WINDOW).n_frames)
+        assert reader.read_matrix("mel", [0]).shape == (1, 96, MelConfig(audio_window=WINDOW).n_frames)
         assert np.isfinite(reader.read_matrix("lld")[:3]).all()
-    again = extract_features(manifest, cache, ("mel", "lld"), configs=CONFIGS)
+    again = compute_feature_sets(manifest, cache, ("mel", "lld"), configs=CONFIGS)
     assert again.sets["mel"].computed == 0 and again.sets["mel"].done == 3
 
 
 def test_a_changed_config_is_refused_until_recomputed(tmp_path: Path, manifest: Manifest) -> None:
     cache = tmp_path / "c.h5"
-    extract_features(manifest, cache, ("mel",), configs=CONFIGS)
-    changed = FeatureConfigs(mel=MelConfig(window=WINDOW, n_mels=64), lld=CONFIGS.lld, waveform=CONFIGS.waveform)
+    compute_feature_sets(manifest, cache, ("mel",), configs=CONFIGS)
+    changed = FeatureConfigs(mel=MelConfig(audio_window=WINDOW, n_mels=64), lld=CONFIGS.lld, waveform=CONFIGS.waveform)
     with pytest.raises(Exception, match=r"differing: config\.n_mels.*--recompute mel"):
-        extract_features(manifest, cache, ("mel",), configs=changed)
-    summary = extract_features(manifest, cache, ("mel",), configs=changed, recompute=["mel"])
+        compute_feature_sets(manifest, cache, ("mel",), configs=changed)
+    summary = compute_feature_sets(manifest, cache, ("mel",), configs=changed, recompute=["mel"])
     assert summary.sets["mel"].computed == 3
     with Cache(cache) as reader:
         assert reader.read_matrix("mel", [0]).shape[1] == 64
@@ -64,10 +66,10 @@ def test_a_changed_config_is_refused_until_recomputed(tmp_path: Path, manifest: 
 def test_processes_give_the_same_cache_as_serial(tmp_path: Path, manifest: Manifest) -> None:
     from mvemo.pipeline.executors import build_executor
 
-    extract_features(manifest, tmp_path / "serial.h5", ("mel", "lld", "waveform"), configs=CONFIGS)
+    compute_feature_sets(manifest, tmp_path / "serial.h5", ("mel", "lld", "waveform"), configs=CONFIGS)
     pool = build_executor("processes", workers=2)
     try:
-        extract_features(manifest, tmp_path / "pool.h5", ("mel", "lld", "waveform"), configs=CONFIGS, executor=pool)
+        compute_feature_sets(manifest, tmp_path / "pool.h5", ("mel", "lld", "waveform"), configs=CONFIGS, executor=pool)
     finally:
         pool.close()
     with Cache(tmp_path / "serial.h5") as a, Cache(tmp_path / "pool.h5") as b:
@@ -83,7 +85,7 @@ def test_frames_of_video_clips_absent_for_audio_only_and_failed_without_a_video_
     configs = FeatureConfigs(
         mel=CONFIGS.mel, lld=CONFIGS.lld, waveform=CONFIGS.waveform, frames=FrameConfig(n_frames=4, window_duration_s=1.0)
     )
-    summary = extract_features(
+    summary = compute_feature_sets(
         Manifest(manifest.classes, clips), tmp_path / "c.h5", parse_features("frames,mel"), configs=configs
     )
     frames = summary.sets["frames224"]
@@ -114,7 +116,7 @@ def test_cli_extract_exit_codes_and_config_file(tmp_path: Path, manifest: Manife
     assert result.exit_code == 3, result.output
     assert "failed: mel, clip 'broken'" in result.output
     with Cache(cache) as reader:
-        assert reader.config("mel")["n_mels"] == 48 and reader.config("mel")["window"]["duration_s"] == 1.0
+        assert reader.config("mel")["n_mels"] == 48 and reader.config("mel")["audio_window"]["duration_s"] == 1.0
     config.write_text("[mel]\nn_melz = 48\n")
     result = CliRunner().invoke(cli, ["extract", str(path), "--cache", str(cache), "--config", str(config)])
     assert result.exit_code == 2 and "[mel]: unknown key(s) ['n_melz']" in result.output

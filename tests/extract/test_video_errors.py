@@ -213,7 +213,7 @@ def test_the_audio_timeout_is_configured_and_changes_no_fingerprint(tmp_path: Pa
     config = tmp_path / "c.toml"
     config.write_text("[audio]\nduration_s = 5.0\ntimeout_s = 7.5\n")
     configs = feature_configs(config)
-    assert configs.audio_timeout_s == 7.5 and configs.mel.window.duration_s == 5.0
+    assert configs.audio_timeout_s == 7.5 and configs.mel.audio_window.duration_s == 5.0
     config.write_text("[audio]\nduration_s = 5.0\n")
     default = feature_configs(config)
     assert default.audio_timeout_s == 60.0

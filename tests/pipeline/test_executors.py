@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mvemo.cache.read import Cache
-from mvemo.extract.run import extract_features
+from mvemo.extract.run import compute_feature_sets
 from mvemo.manifests import Clip, ConfigError, Manifest
 from mvemo.pipeline.executors import build_executor
 from tests.conftest import write_tiny
@@ -49,20 +49,20 @@ def always_kill_on_c3(clip: Clip, names: tuple[str, ...], configs: object) -> di
 
 
 def test_dask_features_equal_serial_even_when_a_worker_dies(tmp_path: Path, manifest: Manifest, monkeypatch) -> None:
-    extract_features(manifest, tmp_path / "serial.h5", ("mel", "lld"), configs=CONFIGS)
+    compute_feature_sets(manifest, tmp_path / "serial.h5", ("mel", "lld"), configs=CONFIGS)
     executor = build_executor("dask", workers=2)
     try:
-        extract_features(manifest, tmp_path / "dask.h5", ("mel", "lld"), configs=CONFIGS, executor=executor)
+        compute_feature_sets(manifest, tmp_path / "dask.h5", ("mel", "lld"), configs=CONFIGS, executor=executor)
         import mvemo.extract.run
 
         marker = str(tmp_path / "killed-once")
         monkeypatch.setattr(
             mvemo.extract.run, "compute_clip", lambda clip, names, configs: suicide_on_first_try(clip, names, configs, marker)
         )
-        summary = extract_features(manifest, tmp_path / "killed.h5", ("mel", "lld"), configs=CONFIGS, executor=executor)
+        summary = compute_feature_sets(manifest, tmp_path / "killed.h5", ("mel", "lld"), configs=CONFIGS, executor=executor)
         assert os.path.exists(marker), "a worker was killed mid-run"
         monkeypatch.setattr(mvemo.extract.run, "compute_clip", always_kill_on_c3)
-        doomed = extract_features(manifest, tmp_path / "doomed.h5", ("mel",), configs=CONFIGS, executor=executor)
+        doomed = compute_feature_sets(manifest, tmp_path / "doomed.h5", ("mel",), configs=CONFIGS, executor=executor)
     finally:
         executor.close()
     assert not summary.failures
@@ -158,7 +158,7 @@ def test_dask_embeddings_equal_serial_even_when_a_worker_dies(tmp_path: Path, ma
     nets = ["onedcnn", "twodcnn"]
     caches = {run: tmp_path / f"{run}.h5" for run in ("serial", "dask", "killed", "doomed")}
     for cache in caches.values():
-        extract_features(manifest, cache, ("waveform", "mel"), configs=CONFIGS)
+        compute_feature_sets(manifest, cache, ("waveform", "mel"), configs=CONFIGS)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as on the cluster's workers: the same float sums
     try:

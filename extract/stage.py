@@ -1,0 +1,211 @@
+"""Stage one as one library function: features, then each net's embeddings (as they are, or fine-tuned), into the cache.
+
+``mvemo extract`` parses its options, calls :func:`extract_features` and prints
+what it returns; a notebook or a cluster job calls the same function.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mvemo.cache.lock import CacheLock
+from mvemo.cache.read import Cache
+from mvemo.extract.embed import export_embeddings, input_kinds
+from mvemo.extract.finetune import UnitSummary, finetune_embeddings
+from mvemo.extract.run import FeatureConfigs, FeatureRunSummary, compute_feature_sets, parse_features
+from mvemo.extract.train import TrainConfig
+from mvemo.manifests.errors import ConfigError
+from mvemo.manifests.executor import Executor, ProgressFactory
+from mvemo.manifests.schema import Manifest, read_manifest
+
+DEFAULT_FEATURES = ("mel", "lld")
+
+
+@dataclass(frozen=True)
+class StageTime:
+    """One stage of a run: its name, wall seconds and what it did."""
+
+    stage: str
+    seconds: float
+    what: str
+
+
+@dataclass
+class StageOneSummary:
+    """What a stage-one run did.
+
+    Attributes
+    ----------
+    features : FeatureRunSummary
+        Per feature set: rows done, computed now, failed (clip -> reason), absent.
+    embeddings : dict of str to int
+        Per embedding set (``emb/<net>/all``, ``emb/<net>/fold<k>``): clips done.
+    failed_embeddings : dict of str to dict of str to str
+        Per embedding set: clip id -> reason.
+    units : list of UnitSummary
+        The fine-tuning units (empty when the nets ran as they are).
+    notes : list of str
+        One line per net: the weights it started from.
+    stages : list of StageTime
+    """
+
+    features: FeatureRunSummary
+    embeddings: dict[str, int] = field(default_factory=dict)
+    failed_embeddings: dict[str, dict[str, str]] = field(default_factory=dict)
+    units: list[UnitSummary] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    stages: list[StageTime] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        """Whether any clip failed a feature set or an embedding."""
+        return bool(self.features.failures) or any(self.failed_embeddings.values())
+
+
+def feature_names(
+    features: str | Iterable[str] | None, nets: Iterable[str], net_options: Mapping[str, Mapping[str, Any]] = {}
+) -> tuple[str, ...]:
+    """The feature sets a run computes: those asked for, then the nets' inputs.
+
+    ``features`` None means the nets' inputs alone, or ``mel, lld`` without nets;
+    ``frames`` stands for ``frames224, frames112``.
+    """
+    nets = tuple(nets)
+    if features is None:
+        features = () if nets else DEFAULT_FEATURES
+    asked = parse_features(features if isinstance(features, str) else ",".join(features)) if features else ()
+    return tuple(dict.fromkeys([*asked, *input_kinds(nets, net_options)]))
+
+
+def extract_features(
+    manifest: Manifest | str | os.PathLike[str],
+    cache_path: str | os.PathLike[str],
+    *,
+    features: str | Iterable[str] | None = None,
+    nets: Iterable[str] = (),
+    training: TrainConfig | None = None,
+    protocol: str = "leakfree",
+    configs: FeatureConfigs | None = None,
+    net_options: Mapping[str, Mapping[str, Any]] | None = None,
+    weights_dir: str | os.PathLike[str] | None = None,
+    device: str = "auto",
+    recompute: Iterable[str] = (),
+    executor: Executor | None = None,
+    lock: CacheLock | None = None,
+    progress: ProgressFactory | None = None,
+    log: Callable[[str], None] = lambda line: None,
+) -> StageOneSummary:
+    """Stage one: every clip's feature sets, then each net's embeddings, into the cache at ``cache_path``.
+
+    Resumable: rows already done with the same config are skipped, and a changed
+    media file is computed again. A clip that fails is recorded with its reason
+    and the run goes on (``StageOneSummary.failed``).
+
+    Parameters
+    ----------
+    manifest : Manifest or path-like
+        The clip table; nets need its folds (``mvemo manifest folds``).
+    cache_path : path-like
+        The HDF5 cache to create or complete.
+    features : str or iterable of str, optional
+        Feature sets (``waveform, mel, lld, frames224, frames112``; ``frames`` for both).
+        Default: the nets' inputs, or ``mel, lld`` without nets.
+    nets : iterable of str
+        Nets whose embeddings to write (``onedcnn, twodcnn, crnn, c3d, i3d, ...``).
+    training : TrainConfig, optional
+        Fine-tune the nets (``emb/<net>/fold<k>`` per fold, then ``emb/<net>/all``);
+        None runs them as they are (``emb/<net>/all``).
+    protocol : {"leakfree", "paper"}
+        With ``training``: per fold without its test clips, or once on all clips (paper 001).
+    configs : FeatureConfigs, optional
+        The feature sets' configs; the papers' settings by default.
+    net_options : mapping, optional
+        Each net's options (a config file's ``[net.<name>]``); default ``training.net_options``.
+    weights_dir : path-like, optional
+        Where pretrained weights lie (also ``$MVEMO_WEIGHTS``, ``~/.cache/mvemo/weights``).
+    device : str
+        ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ``mps``.
+    recompute : iterable of str
+        Sets to start over, e.g. after changing their config.
+    executor : Executor, optional
+        Where clips and batches are computed (serial by default). Fine-tuning units
+        fan out only over workers with devices of their own (``own_devices``).
+    lock : CacheLock, optional
+        The cache's writer lock, when the caller already holds it.
+    progress : callable, optional
+        ``progress(description, unit)`` gives each phase's progress wrapper (a bar).
+    log : callable, optional
+        Receives one line per fine-tuned unit.
+    """
+    if not isinstance(manifest, Manifest):
+        manifest = read_manifest(manifest)
+    nets = tuple(nets)
+    if nets and not manifest.has_folds:
+        raise ConfigError("nets need the manifest's folds; run `mvemo manifest folds MANIFEST --k 6` first")
+    if net_options is None:
+        net_options = training.net_options if training is not None else {}
+    bar = progress or (lambda description, unit: None)
+    began = time.perf_counter()
+    summary = StageOneSummary(
+        compute_feature_sets(
+            manifest,
+            cache_path,
+            feature_names(features, nets, net_options),
+            configs=configs,
+            recompute=recompute,
+            executor=executor,
+            lock=lock,
+            progress=bar("features", "clip"),
+        )
+    )
+    computed = sum(s.computed for s in summary.features.sets.values())
+    failed = sum(map(len, summary.features.failures.values()))
+    summary.stages.append(StageTime("features", time.perf_counter() - began, f"{computed} rows computed, {failed} failed"))
+    if not nets:
+        return summary
+    began = time.perf_counter()
+    if training is None:
+        embedded = export_embeddings(
+            manifest,
+            cache_path,
+            nets,
+            weights_dir=weights_dir,
+            recompute=recompute,
+            device=device,
+            net_options=net_options,
+            executor=None if executor is None or executor.in_process else executor,  # in process: batches stream
+            lock=lock,
+            progress=lambda net: bar(f"embeddings of {net}", "batch"),
+        )
+        summary.notes += embedded.notes
+        summary.embeddings = {f"emb/{net}/all": n for net, n in embedded.done.items()}
+        summary.failed_embeddings = {f"emb/{net}/all": reasons for net, reasons in embedded.failed.items()}
+        summary.stages.append(StageTime("embeddings", time.perf_counter() - began, f"{len(nets)} nets, as they are"))
+        return summary
+    tuned = finetune_embeddings(
+        manifest,
+        cache_path,
+        nets,
+        training,
+        protocol=protocol,
+        weights_dir=weights_dir,
+        device=device,
+        recompute=recompute,
+        executor=executor if executor is not None and executor.own_devices else None,  # local units share one device
+        lock=lock,
+        log=log,
+        progress=lambda phase: bar(phase, "unit"),
+    )
+    summary.notes += tuned.notes
+    summary.units = tuned.units
+    with Cache(cache_path) as cache:
+        failures = cache.failures()
+        sets = [name for name in cache.feature_sets() if name.startswith(tuple(f"emb/{n}/" for n in nets))]
+        summary.embeddings = {name: int(cache.done(name).sum()) for name in sets}
+    summary.failed_embeddings = {name: {f["clip_id"]: f["reason"] for f in failures if f["feature_set"] == name} for name in sets}
+    summary.stages.append(StageTime("fine-tuning", time.perf_counter() - began, f"{training.finetune}, {protocol}"))
+    return summary

@@ -1,0 +1,39 @@
+"""The executor protocol: how a stage fans its jobs out without importing the command line that builds executors.
+
+``mvemo.pipeline.executors`` implements it (serial, local processes, Dask); stage
+one and stage two take any object that fits, so a notebook may pass its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol, TypedDict
+
+# ``progress(results, total)`` wraps a stream of results as they arrive (a progress bar) and yields them on.
+Progress = Callable[[Iterable[Any], int], Iterable[Any]]
+# ``progress_for(description, unit)`` gives the ``Progress`` of one phase of a stage (None: silent).
+ProgressFactory = Callable[[str, str], Progress | None]
+
+
+class Resources(TypedDict, total=False):
+    """What one job asks of a cluster's workers, as Dask worker resources (``dask worker --resources GPU=1``)."""
+
+    GPU: float
+
+
+class Executor(Protocol):
+    """Runs jobs and yields, in input order, each job's result or the exception that lost it.
+
+    Attributes
+    ----------
+    in_process : bool
+        Every job runs in this process, one after another (the serial executor).
+    own_devices : bool
+        Each worker has devices of its own (a cluster's GPU workers), so training
+        jobs may run side by side; local workers would share this machine's one device.
+    """
+
+    in_process: bool
+    own_devices: bool
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], resources: Resources | None = None) -> Iterator[Any]: ...
