@@ -27,7 +27,6 @@ from mvemo.cache.store import CacheWriter
 from mvemo.extract.audio import (
     AUDIO_CONFIGS,
     AUDIO_FEATURES,
-    LldConfig,
     MelConfig,
     WaveformConfig,
     compute_audio_features,
@@ -36,6 +35,7 @@ from mvemo.extract.audio import (
 )
 from mvemo.extract.decode.audio import AudioWindow
 from mvemo.extract.decode.worker import read_audio
+from mvemo.extract.lld import LldConfig
 from mvemo.extract.video import VIDEO_FEATURES, FrameConfig, compute_video_features, video_feature_specs
 from mvemo.manifests.errors import ConfigError, MvemoError, is_number
 from mvemo.manifests.executor import Executor, Progress

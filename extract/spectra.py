@@ -23,6 +23,9 @@ BLOCK_BYTES = 1 << 20
 # Bands per group of a banded filterbank (measured best of 8, 16 and 32 for 96 and 128 mel bands).
 BANDS_PER_GROUP = 16
 
+# The floor of power before dB: 1e-10 is -100 dB, below any 16-bit signal (librosa's ``amin``).
+DB_AMIN = 1e-10
+
 
 def row_blocks(n_rows: int, row_length: int) -> Iterator[slice]:
     """Consecutive slices of ``n_rows`` rows, each block of rows of ``row_length`` float32 within ``BLOCK_BYTES``."""

@@ -38,7 +38,7 @@ from mvemo.extract.decode.video import (
     read_sample,
 )
 from mvemo.extract.decode.worker import worker_for_this_thread
-from mvemo.manifests.errors import ConfigError
+from mvemo.manifests.errors import require
 from mvemo.manifests.schema import Clip
 
 __all__ = [
@@ -60,11 +60,6 @@ EXTRACTOR_VERSION = "1"
 VIDEO_FEATURES = ("frames224", "frames112")
 CROP_224_PX = 224
 CROP_112_PX = 112
-
-
-def _require(condition: bool, message: str) -> None:
-    if not condition:
-        raise ConfigError(message)
 
 
 @dataclass(frozen=True)
@@ -124,34 +119,34 @@ class FrameConfig:
     isolate: bool = True
 
     def __post_init__(self) -> None:
-        _require(
+        require(
             isinstance(self.n_frames, int) and 1 <= self.n_frames <= 1024,
             f"n_frames={self.n_frames!r}: expected an integer in 1..1024 (paper 001: 32)",
         )
-        _require(
+        require(
             math.isfinite(self.window_start_s) and self.window_start_s >= 0,
             f"window_start_s={self.window_start_s}: expected a finite number of seconds >= 0",
         )
-        _require(
+        require(
             self.window_duration_s is None or (math.isfinite(self.window_duration_s) and self.window_duration_s > 0),
             f"window_duration_s={self.window_duration_s}: expected seconds > 0, or None for the whole video",
         )
-        _require(
+        require(
             isinstance(self.short_side_224_px, int) and CROP_224_PX <= self.short_side_224_px <= 4096,
             f"short_side_224_px={self.short_side_224_px!r}: expected an integer in {CROP_224_PX}..4096 (I3D: 256)",
         )
-        _require(
+        require(
             isinstance(self.resize_112_short_px, int)
             and isinstance(self.resize_112_long_px, int)
             and CROP_112_PX <= self.resize_112_short_px <= self.resize_112_long_px <= 4096,
             f"resize_112_short_px={self.resize_112_short_px!r}, resize_112_long_px={self.resize_112_long_px!r}:"
             f" expected integers with {CROP_112_PX} <= short <= long <= 4096 (C3D: 128 and 171)",
         )
-        _require(
+        require(
             math.isfinite(self.timeout_s) and self.timeout_s > 0,
             f"timeout_s={self.timeout_s}: expected seconds > 0",
         )
-        _require(
+        require(
             isinstance(self.decode_threads, int) and 0 <= self.decode_threads <= 64,
             f"decode_threads={self.decode_threads!r}: expected an integer in 0..64 (0: FFmpeg chooses)",
         )
@@ -176,7 +171,7 @@ class FrameConfig:
         """The inverse of ``to_json`` (also reads a TOML table: ``window_duration_s = inf`` is None);
         unknown keys raise ``ConfigError``."""
         unknown = set(data) - set(cls.__dataclass_fields__)
-        _require(not unknown, f"frame config: unknown keys {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
+        require(not unknown, f"frame config: unknown keys {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}")
         values = dict(data)
         if values.get("window_duration_s") == math.inf:
             values["window_duration_s"] = None

@@ -29,3 +29,9 @@ class ConfigError(MvemoError, ValueError):
 def is_number(value: object) -> bool:
     """A real number as a config or table value: an int or float, not a bool (which Python counts as an int)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise ``ConfigError(message)`` unless ``condition``: the check of a config field."""
+    if not condition:
+        raise ConfigError(message)

@@ -60,8 +60,9 @@ def build(cls: type, values: dict[str, Any], *, table: str, taken: tuple[str, ..
 
 def feature_configs(path: str | os.PathLike[str] | None) -> Any:
     """The ``extract.run.FeatureConfigs`` of a config file (defaults where it says nothing)."""
-    from mvemo.extract.audio import LldConfig, MelConfig, WaveformConfig
+    from mvemo.extract.audio import MelConfig, WaveformConfig
     from mvemo.extract.decode.audio import AudioWindow
+    from mvemo.extract.lld import LldConfig
     from mvemo.extract.run import FeatureConfigs
     from mvemo.extract.video import FrameConfig
 

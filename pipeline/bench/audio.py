@@ -59,8 +59,9 @@ def _sample_clip(tmp: Path) -> Path:
 
 
 def _ours(source: Path) -> dict[str, np.ndarray]:
-    from mvemo.extract.audio import LldConfig, MelConfig, WaveformConfig, compute_audio_features
+    from mvemo.extract.audio import MelConfig, WaveformConfig, compute_audio_features
     from mvemo.extract.decode.audio import AudioWindow, decode_audio
+    from mvemo.extract.lld import LldConfig
 
     decoded = decode_audio(source, AudioWindow())
     return compute_audio_features(decoded, ("mel", "lld"), mel=MelConfig(), lld=LldConfig(), wave=WaveformConfig())
@@ -69,10 +70,10 @@ def _ours(source: Path) -> dict[str, np.ndarray]:
 def _steps(source: Path) -> dict[str, Callable[[], Any]]:
     """Each step of ``_ours`` alone: the MFCC, spectral contrast and chroma share one STFT pass,
     the residual phase, formants and F0 one pass over the 16 kHz frames."""
-    from mvemo.extract import audio
+    from mvemo.extract import audio, lld
     from mvemo.extract.decode.audio import AudioWindow, decode_audio, resample_exact
 
-    mel, lld = audio.MelConfig(), audio.LldConfig()
+    mel, lld_config = audio.MelConfig(), lld.LldConfig()
     decoded = decode_audio(source, AudioWindow())
     y44 = resample_exact(decoded.y, decoded.sr, 44100, 30 * 44100)
     y16 = resample_exact(decoded.y, decoded.sr, 16000, 30 * 16000)
@@ -83,8 +84,8 @@ def _steps(source: Path) -> dict[str, Callable[[], Any]]:
             resample_exact(decoded.y, decoded.sr, 16000, 30 * 16000),
         ),
         "mel": lambda: audio.mel_spectrogram(y16, mel),
-        "mfcc_contrast_chroma": lambda: audio.spectral_llds(y44, lld),
-        "rp_formants_f0": lambda: audio.lpc_llds(y16, lld),
+        "mfcc_contrast_chroma": lambda: lld.spectral_llds(y44, lld_config),
+        "rp_formants_f0": lambda: lld.lpc_llds(y16, lld_config),
     }
 
 

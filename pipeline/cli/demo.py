@@ -27,8 +27,9 @@ def demo(out: str, clips_per_class: int, duration_s: float, seed: int, workers: 
     """
     from tqdm import tqdm
 
-    from mvemo.extract.audio import LldConfig, MelConfig, WaveformConfig
+    from mvemo.extract.audio import MelConfig, WaveformConfig
     from mvemo.extract.decode.audio import AudioWindow
+    from mvemo.extract.lld import LldConfig
     from mvemo.extract.run import FeatureConfigs
     from mvemo.extract.video import FrameConfig
     from mvemo.manifests.synthetic import SyntheticConfig

@@ -9,15 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mvemo.extract.audio import (
-    LldConfig,
-    MelConfig,
-    WaveformConfig,
-    compute_audio_features,
-    low_level_descriptors,
-    mel_spectrogram,
-)
+from mvemo.extract.audio import MelConfig, WaveformConfig, compute_audio_features, mel_spectrogram
 from mvemo.extract.decode.audio import AudioWindow, decode_audio, mono_weights, resample_exact
+from mvemo.extract.lld import LldConfig, low_level_descriptors
 from mvemo.manifests import ConfigError, MediaError
 from mvemo.manifests.synthetic import write_media
 from tests.conftest import write_tiny

@@ -7,8 +7,9 @@ import pytest
 from click.testing import CliRunner
 
 from mvemo.cache.read import Cache
-from mvemo.extract.audio import LldConfig, MelConfig, WaveformConfig
+from mvemo.extract.audio import MelConfig, WaveformConfig
 from mvemo.extract.decode.audio import AudioWindow
+from mvemo.extract.lld import LldConfig
 from mvemo.extract.run import FeatureConfigs, compute_feature_sets, parse_features
 from mvemo.extract.video import FrameConfig
 from mvemo.manifests import Clip, ConfigError, Manifest, write_manifest

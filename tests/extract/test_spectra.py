@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from mvemo.extract import spectra
-from mvemo.extract.audio import LldConfig, lpc_llds, mel_spectrogram, spectral_llds
+from mvemo.extract.audio import mel_spectrogram
 from mvemo.extract.decode.audio import AudioWindow
+from mvemo.extract.lld import LldConfig, lpc_llds, spectral_llds
 from mvemo.extract.spectra import Filterbank, chroma_filterbank, mel_filterbank, row_blocks
 from tests.extract.test_audio import MEL, music
 
