@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import configparser
+import contextlib
 import importlib
+import io
+import itertools
 import subprocess
 import sys
+import textwrap
+from dataclasses import replace
 from pathlib import Path
+
+from mvemo.manifests import Clip, Manifest, write_manifest
+from tests.conftest import write_tiny
 
 REPO = Path(__file__).resolve().parents[1]
 FOLDERS = ("manifests", "cache", "extract", "fuse", "pipeline")
@@ -41,3 +49,21 @@ def test_the_public_api_names_resolve_lazily() -> None:
     for name in mvemo.__all__:
         assert callable(getattr(mvemo, name)), name
     assert sorted(mvemo.__all__) == sorted(set(mvemo.__all__))
+
+
+def test_the_example_of_the_public_api_runs(tmp_path: Path, monkeypatch) -> None:
+    mvemo = importlib.import_module("mvemo")
+    assert mvemo.__doc__ is not None
+    after = mvemo.__doc__.split("::\n", 1)[1].splitlines()
+    block = itertools.takewhile(lambda line: not line or line.startswith("    "), after)
+    example = textwrap.dedent("\n".join(block))
+    clips = [Clip(f"c{i}", "ab"[i % 2], video=write_tiny(tmp_path / f"{i}.mp4"), fold=i % 3) for i in range(6)]
+    write_manifest(Manifest(("a", "b"), tuple(replace(c, audio=c.video) for c in clips)), tmp_path / "manifest.csv")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MVEMO_WEIGHTS", str(tmp_path / "no-weights"))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(example, {})
+    assert 0.0 <= float(printed.getvalue()) <= 1.0
+    with mvemo.Cache(tmp_path / "cache.h5") as cache:
+        assert cache.done("emb/twodcnn/all").all()
