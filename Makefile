@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow demo bench lint dist extract fuse cv
+.PHONY: install test test-slow demo bench lint dist extract fuse cv docs
 
 install: $(STAMP)
 
@@ -45,6 +45,10 @@ lint: install
 
 dist: install
 	$(BIN)/python -m build --no-isolation --outdir dist .
+
+# docs/cli.md, the command-line reference, rendered from the click commands (a test compares the two).
+docs: install
+	$(BIN)/python -m mvemo.pipeline.cli.reference > docs/cli.md.tmp && mv docs/cli.md.tmp docs/cli.md
 
 # Stage one and two on your own data: make extract MANIFEST=m.csv CACHE=c.h5 [NETS=... FINETUNE=none|last|full];
 # make fuse CACHE=c.h5 OUT=reports
