@@ -206,7 +206,8 @@ def export_embeddings(
                 work = [EmbedJob(*shared, seed, tuple(sorted(options.items())), part, batch_size, device) for part in jobs]
                 results = executor.map(embed_job, work, resources=None if device == "cpu" else GPU_RESOURCES)
             bar = progress(name) if progress else None
-            for part, result in zip(jobs, bar(results, len(jobs)) if bar else results):
+            # results first: a progress bar around them sees its end and closes at 100 %
+            for result, part in zip(bar(results, len(jobs)) if bar else results, jobs, strict=True):
                 if isinstance(result, BaseException):
                     if not is_lost_job(result):
                         raise result

@@ -187,7 +187,8 @@ def _run_units(
     else:
         results = executor.map(train_unit, jobs, resources=None if device == "cpu" else GPU_RESOURCES)
     errors: list[BaseException] = []
-    for i, job, result in zip(todo, jobs, bar(results, len(jobs)) if bar else results):
+    # results first: a progress bar around them sees its end and closes at 100 %
+    for result, i, job in zip(bar(results, len(jobs)) if bar else results, todo, jobs, strict=True):
         if isinstance(result, BaseException):
             errors.append(result)
             continue

@@ -217,7 +217,8 @@ def compute_feature_sets(
             results = progress(results, len(clips))
         summary = {name: SetSummary() for name in names}
         pending: dict[str, tuple[list[int], list[np.ndarray]]] = defaultdict(lambda: ([], []))
-        for n, (clip, result) in enumerate(zip(clips, results), start=1):
+        # results first: a progress bar around them sees its end and closes at 100 %
+        for n, (result, clip) in enumerate(zip(results, clips, strict=True), start=1):
             row = row_of[clip.clip_id]
             if isinstance(result, BaseException):  # the executor lost the job (a worker died on this clip)
                 result = dict.fromkeys(todo[row], f"clip {clip.clip_id!r}: its worker died ({type(result).__name__}: {result})")

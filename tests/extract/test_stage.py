@@ -78,3 +78,20 @@ def test_a_failed_clip_marks_the_run_failed(tmp_path: Path, manifest: Manifest) 
     with_broken = Manifest(manifest.classes, (*manifest.clips, Clip("broken", "a", video=broken, audio=broken, fold=1)))
     summary = extract_features(with_broken, tmp_path / "d.h5", features="mel", configs=CONFIGS)
     assert summary.failed and "broken" in summary.features.failures["mel"]
+
+
+def test_every_progress_bar_sees_its_end(tmp_path: Path, manifest: Manifest) -> None:
+    ended: list[tuple[str, int, int]] = []
+
+    def bar(description: str, unit: str) -> Callable[[Iterable[Any], int], Iterator[Any]]:
+        def wrap(items: Iterable[Any], total: int) -> Iterator[Any]:
+            n = 0
+            for item in items:
+                n += 1
+                yield item
+            ended.append((description, n, total))  # reached only when the consumer asks past the last item
+
+        return wrap
+
+    extract_features(manifest, tmp_path / "e.h5", nets=("twodcnn",), configs=CONFIGS, weights_dir=tmp_path, progress=bar)
+    assert ended == [("features", 5, 5), ("embeddings of twodcnn", 1, 1)]
