@@ -3,8 +3,11 @@
 The lock is an ``flock`` on ``CACHE.h5.lock``, which the kernel releases when
 its holder dies however it dies, so a lock left by a killed process is taken
 over by the next writer (which says so). The file also holds the holder's pid,
-host and start time, so a refused writer can name it. This module imports the
-standard library only: ``extract`` takes the lock before any heavy import.
+host and start time, so a refused writer can name it. A writer that finishes
+removes the file while it still holds the lock; a writer that locked a file
+removed meanwhile sees that its path now names another file (or none) and tries
+again, so two writers never hold locks on two files of one name. This module
+imports the standard library only: ``extract`` takes the lock before any heavy import.
 """
 
 from __future__ import annotations
@@ -42,16 +45,7 @@ class CacheLock:
 
     def acquire(self) -> CacheLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = read_holder(self.path)
-            os.close(fd)
-            raise CacheError(
-                f"cache {str(self.path)[:-5]!r} is being written by another process ({describe_holder(holder)});"
-                " wait for it to finish, or stop it, then run again"
-            ) from None
+        fd = self._lock_current_file()
         self.previous = read_holder(self.path) or None
         record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
         os.ftruncate(fd, 0)
@@ -60,10 +54,30 @@ class CacheLock:
         self._fd = fd
         return self
 
+    def _lock_current_file(self) -> int:
+        """A descriptor holding the flock of the file the lock path names now."""
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = read_holder(self.path)
+                os.close(fd)
+                raise CacheError(
+                    f"cache {str(self.path)[:-5]!r} is being written by another process ({describe_holder(holder)});"
+                    " wait for it to finish, or stop it, then run again"
+                ) from None
+            try:
+                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    return fd
+            except FileNotFoundError:
+                pass
+            os.close(fd)  # the holder before removed the file it released: lock the new one
+
     def release(self) -> None:
         if self._fd is None:
             return
-        os.ftruncate(self._fd, 0)
+        self.path.unlink(missing_ok=True)
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
         self._fd = None

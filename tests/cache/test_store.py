@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import subprocess
@@ -207,7 +208,7 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path: Path, manifest: 
 
 def test_a_killed_holder_s_lock_is_taken_over(tmp_path: Path) -> None:
     cache = tmp_path / "c.h5"
-    code = "import sys, time; from cache.lock import CacheLock; CacheLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)"
+    code = "import sys, time; from mvemo.cache.lock import CacheLock; CacheLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)"
     holder = subprocess.Popen([sys.executable, "-c", code, str(cache)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(CacheError, match=rf"pid {holder.pid}"):
@@ -217,6 +218,20 @@ def test_a_killed_holder_s_lock_is_taken_over(tmp_path: Path) -> None:
     lock = CacheLock(cache).acquire()
     assert lock.previous["pid"] == holder.pid
     lock.release()
+    assert not lock.path.exists(), "a writer that finishes leaves no lock file"
+
+
+def test_a_lock_whose_file_was_replaced_locks_the_new_file(tmp_path: Path) -> None:
+    first = CacheLock(tmp_path / "c.h5").acquire()
+    stale = os.open(first.path, os.O_RDWR)  # a writer that opened the file just before the holder released it
+    first.release()
+    second = CacheLock(tmp_path / "c.h5").acquire()
+    fcntl.flock(stale, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the stale writer's lock succeeds, on a file no longer named
+    assert os.fstat(stale).st_ino != os.stat(second.path).st_ino
+    with pytest.raises(CacheError, match="being written by another process"):
+        CacheLock(tmp_path / "c.h5").acquire()
+    os.close(stale)
+    second.release()
 
 
 def test_verify_finds_a_planted_nan_and_flipped_bytes(tmp_path: Path, manifest: Manifest) -> None:

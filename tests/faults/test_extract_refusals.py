@@ -20,7 +20,7 @@ from tests.conftest import write_tiny
 
 REPO = Path(__file__).resolve().parents[2]
 HOLD_THE_LOCK = (
-    "import sys, time; from cache.lock import CacheLock; CacheLock(sys.argv[1]).acquire();"
+    "import sys, time; from mvemo.cache.lock import CacheLock; CacheLock(sys.argv[1]).acquire();"
     " print('held', flush=True); time.sleep(120)"
 )
 

@@ -19,6 +19,7 @@ from mvemo.manifests.folds import fold_table
 from mvemo.manifests.synthetic import DEMO_CLASSES
 from mvemo.pipeline.cli.main import cli
 from mvemo.pipeline.demo import DEMO_NETS
+from tests.conftest import write_tiny
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +39,7 @@ def test_tiny_demo_runs_the_whole_pipeline(tiny_demo: Path) -> None:
     report = json.loads((tiny_demo / "report.json").read_text())
     assert report["classes"] == list(DEMO_CLASSES) and report["folds"] == 2
     assert (tiny_demo / "roc.png").is_file() and (tiny_demo / "model" / "model.json").is_file()
+    assert not [p.name for p in tiny_demo.iterdir() if p.suffix in (".lock", ".partial", ".tmp")], "no stray file"
 
 
 @pytest.mark.parametrize("model", [None, "lldstats", "c3d+twodcnn", "integrated"])
@@ -47,6 +49,7 @@ def test_predict_reproduces_the_final_model_on_its_own_clips(tiny_demo: Path, mo
         cli, ["predict", str(tiny_demo / "model"), *files, "--json", *(["--model", model] if model else [])]
     )
     assert result.exit_code == 0, result.output
+    assert f"warning: {len(files)} of {len(files)} clips were in the model's training set" in result.stderr
     predicted = {r["file"]: r for r in json.loads(result.stdout)}
     saved = load_fusion_model(tiny_demo / "model")
     chosen = next(iter(predicted.values()))["model"]
@@ -58,7 +61,7 @@ def test_predict_reproduces_the_final_model_on_its_own_clips(tiny_demo: Path, mo
         expected = saved.predict_proba(chosen, inputs)
     for row, clip in enumerate(manifest.clips):
         got = predicted[str(clip.video)]
-        assert got["model"] == chosen and got["label"] in DEMO_CLASSES
+        assert got["model"] == chosen and got["label"] in DEMO_CLASSES and got["in_training"]
         # the cache's embeddings came in batches of 8, predict's one clip at a time: float32 rounding differs
         np.testing.assert_allclose([got["probabilities"][c] for c in DEMO_CLASSES], expected[row], atol=1e-4)
 
@@ -67,10 +70,13 @@ def test_predict_reports_a_bad_file_and_goes_on(tiny_demo: Path, tmp_path: Path)
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"\x00" * 100)
     good = next((tiny_demo / "data").glob("Sad/*.mp4"))
-    result = CliRunner().invoke(cli, ["predict", str(tiny_demo / "model"), str(junk), str(good), "--json"])
+    fresh = write_tiny(tmp_path / "fresh.mp4")
+    result = CliRunner().invoke(cli, ["predict", str(tiny_demo / "model"), str(junk), str(good), str(fresh), "--json"])
     assert result.exit_code == 3
-    first, second = json.loads(result.stdout)
+    first, second, third = json.loads(result.stdout)
     assert "cannot decode audio" in first["error"] and second["label"] in DEMO_CLASSES
+    assert second["in_training"] and not third["in_training"], "only a training clip's own media count as seen"
+    assert "warning: 1 of 3 clips were in the model's training set" in result.stderr
 
 
 def test_predict_over_a_manifest_on_dask_writes_one_csv_equal_to_serial(tiny_demo: Path, tmp_path: Path) -> None:
