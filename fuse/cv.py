@@ -19,7 +19,7 @@ from sklearn.base import clone
 from mvemo.cache.read import Cache
 from mvemo.fuse.heads import make_head
 from mvemo.fuse.metrics import mcnemar, summarize
-from mvemo.fuse.models import FusionModel, features, protocol, resolve_sets, select_models
+from mvemo.fuse.models import FusionModel, features, fine_tuned_nets, protocol, resolve_sets, select_models
 from mvemo.manifests.errors import CacheError, ConfigError
 from mvemo.manifests.executor import Executor, Progress
 
@@ -40,6 +40,7 @@ class CvResult:
     n_folds: int
     protocol: str
     predictions: dict[str, ModelPredictions]
+    fine_tuned: tuple[str, ...] = ()
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     comparison: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
@@ -127,6 +128,7 @@ def cross_validate(
         k = check_folds(cache, n_folds)
         chosen = select_models(cache, models)
         classes, y_all, folds_all, used_protocol = cache.classes, cache.y, cache.folds, protocol(cache)
+        fine_tuned = tuple(fine_tuned_nets(cache))
     direct = [m for m in chosen if not m.averages]
     tasks = [(m, fold) for m in direct for fold in range(k)]
     mapper = map if executor is None else executor.map
@@ -152,7 +154,7 @@ def cross_validate(
             notes.append(f"{model.name}: left out of the report with {', '.join(missing)}")
         else:
             predictions[model.name] = _average(model, predictions, y_all, folds_all)
-    result = CvResult(tuple(classes), k, used_protocol, predictions, notes=notes)
+    result = CvResult(tuple(classes), k, used_protocol, predictions, fine_tuned, notes=notes)
     result.metrics = {name: summarize(p.y, p.proba, p.folds, k) for name, p in predictions.items()}
     result.comparison = _compare(result, chosen)
     return result

@@ -75,11 +75,20 @@ def select_models(cache: Cache, names: str | None) -> list[FusionModel]:
         if name not in by_name:
             raise ConfigError(
                 f"--models: {name!r} cannot be built from this cache (available: {', '.join(by_name) or 'none'});"
-                f" compute its embeddings with `mvemo extract MANIFEST --cache {cache.path} --nets ...`"
+                f" compute its inputs with `mvemo extract MANIFEST --cache {cache.path} {_inputs_option(name)}`"
             )
         chosen.append(by_name[name])
     required = [by_name[m] for model in chosen for m in model.averages]  # a decision model needs its pairs
     return list(dict.fromkeys([*required, *chosen]))
+
+
+def _inputs_option(model: str) -> str:
+    """The ``mvemo extract`` options that compute a model's inputs: ``--features lld`` for lldstats, else its nets."""
+    if model == LLDSTATS:
+        return "--features lld"
+    if model.startswith("integrated"):
+        return "--nets ..."
+    return f"--nets {','.join(part for part in model.split('+') if part != LLDSTATS)}"
 
 
 def input_set(cache: Cache, net: str, fold: int | None) -> str:
@@ -149,6 +158,12 @@ def summarize_lld(lld: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     mean = (lld * valid).sum(axis=1) / lengths[:, None]
     var = (((lld - mean[:, None, :]) * valid) ** 2).sum(axis=1) / lengths[:, None]
     return np.concatenate([mean, np.sqrt(var)], axis=1)
+
+
+def fine_tuned_nets(cache: Cache) -> list[str]:
+    """The nets whose embeddings in the cache come from fine-tuning (not from the weights as they are)."""
+    sets = [name for name in cache.feature_sets() if name.startswith("emb/")]
+    return sorted({name.split("/")[1] for name in sets if cache.config(name).get("finetune", "none") != "none"})
 
 
 def protocol(cache: Cache) -> str:

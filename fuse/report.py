@@ -26,6 +26,7 @@ def write_report(result: CvResult, out: str | os.PathLike[str], *, header: dict[
     out.mkdir(parents=True, exist_ok=True)
     document = {
         "protocol": result.protocol,
+        "fine_tuned_nets": list(result.fine_tuned),
         "folds": result.n_folds,
         **header,
         "classes": list(result.classes),
@@ -70,14 +71,29 @@ def summary_rows(document: dict[str, Any]) -> list[list[Any]]:
 SUMMARY_HEADER = ["model", "acc min %", "acc mean %", "acc max %", "std", "F1 macro", "ROC-AUC"]
 
 
+def _training_note(document: dict[str, Any]) -> str:
+    """What the heads trained on: embeddings of nets fine-tuned per fold, or of nets used as they are."""
+    tuned = document.get("fine_tuned_nets", [])
+    if document["protocol"] == "paper":
+        return f"The nets ({', '.join(tuned)}) were fine-tuned on every clip, each fold's test clips included."
+    if not tuned:
+        return (
+            "The nets were used as they are, fine-tuned on no clip; each fold's head trains on the other folds' clips,"
+            " and the test fold's clips fitted no weight, epoch or scaler."
+        )
+    return (
+        f"Each fold's head trains on embeddings of the other folds' clips, which that fold's fine-tuned nets"
+        f" ({', '.join(tuned)}) have seen in training; the test fold's clips trained no weight, epoch or scaler."
+    )
+
+
 def markdown(document: dict[str, Any]) -> str:
     lines = [f"# mvemo cross-validation ({document['folds']} folds, protocol `{document['protocol']}`)", ""]
     if document["protocol"] == "paper":
         lines += [PAPER_BANNER, ""]
     lines += [
         f"mvemo {document.get('version', '?')}, cache fingerprint `{str(document.get('cache_fingerprint', ''))[:16]}`."
-        " Folds are the manifest's. Each fold's head trains on embeddings of the other folds' clips, which that"
-        " fold's nets have seen in training; the test fold's clips trained no weight, epoch or scaler.",
+        f" Folds are the manifest's. {_training_note(document)}",
         "",
         "| " + " | ".join(SUMMARY_HEADER) + " |",
         "|" + "---|" * len(SUMMARY_HEADER),

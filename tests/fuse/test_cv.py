@@ -16,6 +16,7 @@ from mvemo.cache.read import Cache
 from mvemo.fuse.cv import cross_validate
 from mvemo.fuse.heads import LogisticHead, SoftmaxHead, make_head
 from mvemo.fuse.models import available_models
+from mvemo.fuse.run import run_cv
 from mvemo.fuse.saved import load_fusion_model
 from mvemo.manifests import CacheError, ConfigError
 from mvemo.pipeline.cli.main import cli
@@ -236,3 +237,22 @@ def test_the_config_file_sets_the_head_and_its_optimizer(tmp_path: Path) -> None
         assert result.exit_code == 2 and message in result.output, result.output
     with pytest.raises(ConfigError, match=r"\[head\] logistic: C = -1.0; expected a number > 0"):
         make_head("logistic", C=-1.0)
+
+
+@pytest.mark.parametrize("finetune", ["none", "full"])
+def test_the_report_speaks_of_nets_seen_in_training_only_when_they_were_fine_tuned(tmp_path: Path, finetune: str) -> None:
+    folds = (0, 1, 2) if finetune != "none" else ()
+    cache = embedding_cache(tmp_path / "c.h5", nets={"onedcnn": (4, 1.0)}, fold_sets=folds, finetune=finetune)
+    document = run_cv(cache, tmp_path / "r")
+    text = (tmp_path / "r" / "report.md").read_text()
+    assert document["fine_tuned_nets"] == ([] if finetune == "none" else ["onedcnn"])
+    assert ("have seen in training" in text) == (finetune != "none")
+    assert ("used as they are" in text) == (finetune == "none")
+
+
+def test_a_missing_model_names_the_extract_option_that_computes_its_inputs(tmp_path: Path) -> None:
+    cache = embedding_cache(tmp_path / "c.h5", nets={"onedcnn": (4, 1.0)})
+    with pytest.raises(ConfigError, match=r"'lldstats' cannot be built.*--cache \S+ --features lld`"):
+        cross_validate(cache, models="lldstats")
+    with pytest.raises(ConfigError, match=r"'c3d\+twodcnn' cannot be built.*--nets c3d,twodcnn`"):
+        cross_validate(cache, models="c3d+twodcnn")
