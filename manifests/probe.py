@@ -11,6 +11,10 @@ import av
 
 from mvemo.manifests.schema import Clip, Manifest
 
+# A stream may end this much before its declared duration (AAC priming, rounding) without counting as cut off.
+TRUNCATION_SLACK_S = 0.1
+TRUNCATION_SLACK_SHARE = 0.02
+
 
 @dataclass(frozen=True)
 class AudioInfo:
@@ -80,11 +84,52 @@ def probe_file(path: str | os.PathLike[str]) -> MediaInfo:
             container_s = container.duration / av.time_base if container.duration else 0.0
             audio = _probe_audio(container, container_s) if container.streams.audio else None
             video = _probe_video(container, container_s) if container.streams.video else None
+            truncated = _truncation(container)
     except (av.FFmpegError, UnicodeDecodeError, StopIteration, ValueError) as err:
         return MediaInfo(str(path), error=f"cannot decode: {_reason(err)}")
     if audio is None and video is None:
         return MediaInfo(str(path), error="no audio or video stream")
-    return MediaInfo(str(path), audio=audio, video=video)
+    return MediaInfo(str(path), audio=audio, video=video, error=truncated)
+
+
+def declared_end_s(stream: Any) -> float | None:
+    """Where a stream's header says it ends, in seconds on the file's timeline: its duration after its start,
+    or a Matroska ``DURATION`` tag; None when the header says neither."""
+    if stream.duration:
+        return float((stream.duration + (stream.start_time or 0)) * stream.time_base)
+    tag = (stream.metadata or {}).get("DURATION", "")
+    try:
+        hours, minutes, seconds = tag.split(":")
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+        return None
+
+
+def _truncation(container: Any) -> str:
+    """Why the file is cut off ("" when it is whole): a stream whose packets end well before its declared end.
+
+    Demuxing reads every packet without decoding one: about the cost of reading the file.
+    """
+    streams = [s for s in container.streams if s.type in ("audio", "video")]
+    ends = dict.fromkeys((s.index for s in streams), 0.0)
+    container.seek(0)
+    try:
+        for packet in container.demux(*streams):
+            if packet.pts is not None and packet.time_base is not None:
+                end_s = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+                ends[packet.stream.index] = max(ends[packet.stream.index], end_s)
+    except av.FFmpegError as err:
+        return f"the file is truncated or corrupt: reading it stopped ({_reason(err)}); re-download or re-encode it"
+    for stream in streams:
+        declared_s = declared_end_s(stream)
+        if declared_s is not None and ends[stream.index] < declared_s - max(
+            TRUNCATION_SLACK_S, TRUNCATION_SLACK_SHARE * declared_s
+        ):
+            return (
+                f"the file is truncated: its {stream.type} ends at {ends[stream.index]:.2f} s, its header declares"
+                f" {declared_s:.2f} s; re-download or re-encode it"
+            )
+    return ""
 
 
 def _stream_duration(stream: Any, container_s: float) -> float:

@@ -257,9 +257,10 @@ def write_manifest(manifest: Manifest, path: str | os.PathLike[str]) -> Path:
     """Write ``manifest`` as CSV or JSONL (by suffix), paths relative to the file's folder.
 
     The file is written to a temporary name and renamed, so a crash never leaves
-    half a manifest.
+    half a manifest; its folder is made where it does not exist.
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     root = path.parent.absolute()
     rows = [_row_from_clip(c, root) for c in manifest.clips]
     columns = list(COLUMNS) + manifest.extra_columns

@@ -59,6 +59,7 @@ import av
 import numpy as np
 
 from mvemo.manifests.errors import MediaError
+from mvemo.manifests.probe import declared_end_s
 
 NONREF_CODECS = frozenset({"h264", "hevc", "mpeg1video", "mpeg2video", "mpeg4"})
 LOWRES_CODECS = frozenset(
@@ -365,7 +366,7 @@ def _check_not_truncated(container: Any, stream: Any, index: _Index, from_start:
     tb = stream.time_base
     end_s = float(max(p + d for p, d, s in zip(index.pts, index.duration, index.shown) if s) * tb)
     slack_s = 1.0
-    declared_s = _declared_s(stream)
+    declared_s = declared_end_s(stream)
     if declared_s is None and container.duration:
         declared_s = (container.duration + (container.start_time or 0)) / av.time_base
         if len([s for s in container.streams if s.type in ("audio", "video")]) > 1:
@@ -375,18 +376,6 @@ def _check_not_truncated(container: Any, stream: Any, index: _Index, from_start:
             f"{describe_clip(path, clip_id)}: the file is truncated: its video ends at {end_s:.2f} s, its header"
             f" declares {declared_s:.2f} s; re-download or re-encode it"
         )
-
-
-def _declared_s(stream: Any) -> float | None:
-    """The video stream's own declared end, seconds: its duration, or a Matroska ``DURATION`` tag."""
-    if stream.duration:
-        return float((stream.duration + (stream.start_time or 0)) * stream.time_base)
-    tag = (stream.metadata or {}).get("DURATION", "")
-    try:
-        hours, minutes, seconds = tag.split(":")
-        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
-    except ValueError:
-        return None
 
 
 def uniform_times(start: Fraction, end: Fraction, n: int) -> list[Fraction]:

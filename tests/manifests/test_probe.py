@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import av
 import numpy as np
+import pytest
 
 from mvemo.manifests import Clip, Manifest
 from mvemo.manifests.probe import check_clip, check_manifest, probe_file
@@ -68,3 +70,29 @@ def test_check_probes_a_shared_file_once(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(probe, "probe_file", lambda p: calls.append(p) or real(p))
     report = check_clip(Clip("x", "A", video=path, audio=path))
     assert report.ok and calls == [path]
+
+
+def faststart(source: Path, target: Path) -> Path:
+    """``source`` remuxed with its index (moov) first, as streamed and downloaded mp4s are: a cut file still opens."""
+    with av.open(str(source)) as src, av.open(str(target), "w", options={"movflags": "faststart"}) as dst:
+        streams = [s for s in src.streams if s.type in ("audio", "video")]
+        out = {s.index: dst.add_stream_from_template(s) for s in streams}
+        for packet in src.demux(*streams):
+            if packet.dts is not None:
+                packet.stream = out[packet.stream.index]
+                dst.mux(packet)
+    return target
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_a_file_cut_after_its_header_is_truncated_and_a_whole_one_is_not(tmp_path: Path, suffix: str) -> None:
+    written = write_media(tmp_path / f"w{suffix}", frames=tiny_frames(50), y=tiny_audio(2.0), sr=16000)
+    whole = faststart(written, tmp_path / f"fast{suffix}") if suffix == ".mp4" else written
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    assert probe_file(whole).error == ""
+    info = probe_file(cut)
+    assert info.video is not None, "the header opens: only reading to the end shows the cut"
+    assert "truncated" in info.error and "re-download or re-encode" in info.error
+    report = check_clip(Clip("cut", "a", video=cut, audio=cut))
+    assert not report.ok and "truncated" in report.problems[0]

@@ -38,8 +38,7 @@ def make_manifest(media: Path, folds: tuple[int | None, ...] = (None, None, None
 @pytest.mark.parametrize("folds", [(None, None, None), (0, 1, 0)])
 def test_round_trip_keeps_rows_classes_extras_and_paths(media: Path, tmp_path: Path, suffix: str, folds) -> None:
     original = make_manifest(media, folds)
-    elsewhere = tmp_path / "sub" / "deeper"
-    elsewhere.mkdir(parents=True)
+    elsewhere = tmp_path / "sub" / "deeper"  # made by write_manifest, as `manifest scan -o new/m.csv` needs
     path = write_manifest(original, elsewhere / f"m{suffix}")
     again = read_manifest(path)
     assert again.classes == ("Sad", "Fear")
