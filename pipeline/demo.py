@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mvemo.extract.run import FeatureConfigs, FeatureRunSummary, compute_feature_sets
+from mvemo.extract.audio import MelConfig, WaveformConfig
+from mvemo.extract.decode.audio import AudioWindow
+from mvemo.extract.lld import LldConfig
+from mvemo.extract.run import FeatureConfigs, FeatureRunSummary
+from mvemo.extract.stage import extract_features
+from mvemo.extract.video import FrameConfig
+from mvemo.manifests.executor import Executor, Progress, ProgressFactory
 from mvemo.manifests.folds import assign_folds
 from mvemo.manifests.scan import scan_tree
 from mvemo.manifests.schema import Manifest, write_manifest
@@ -20,8 +25,6 @@ DEMO_FRAMES = 16  # C3D's smallest clip: half of paper 001's 32, half the CPU ti
 # The demo's videos are 160 x 120: I3D reads C3D's 112 px crops, pooled globally (its reference pooling needs 193 px).
 DEMO_NET_OPTIONS = {"i3d": {"pool": "global", "frames": "frames112"}}
 
-Progress = Callable[[str, str], Callable[[Iterable[Any], int], Iterable[Any]] | None]
-
 
 @dataclass(frozen=True)
 class DemoResult:
@@ -32,9 +35,7 @@ class DemoResult:
     out: Path
 
 
-def build_demo_manifest(
-    data: Path, config: SyntheticConfig, *, k: int, progress: Callable[[Iterable[Any], int], Iterable[Any]] | None = None
-) -> Manifest:
+def build_demo_manifest(data: Path, config: SyntheticConfig, *, k: int, progress: Progress | None = None) -> Manifest:
     """Generate the synthetic set into ``data``, scan it, keep each clip's drawn cues as extra columns, assign folds."""
     cues = {Path(row.pop("path")).resolve(): row for row in write_synthetic_set(data, config, progress=progress)}
     scanned = scan_tree(data)
@@ -44,19 +45,28 @@ def build_demo_manifest(
     return assign_folds(Manifest(scanned.classes, clips), k=k, seed=config.seed)
 
 
+def demo_configs(duration_s: float) -> FeatureConfigs:
+    """The demo's feature configs: every set over the whole clip, and DEMO_FRAMES frames."""
+    window = AudioWindow(duration_s=duration_s)
+    return FeatureConfigs(
+        mel=MelConfig(audio_window=window),
+        lld=LldConfig(audio_window=window),
+        waveform=WaveformConfig(audio_window=window),
+        frames=FrameConfig(n_frames=DEMO_FRAMES, window_duration_s=duration_s),
+    )
+
+
 def run_demo(
     out: str | os.PathLike[str],
     config: SyntheticConfig | None = None,
     *,
     k: int = 6,
-    configs: FeatureConfigs | None = None,
-    executor: Any = None,
-    progress: Progress = lambda description, unit: None,
+    executor: Executor | None = None,
+    progress: ProgressFactory = lambda description, unit: None,
 ) -> DemoResult:
     """Data, manifest with folds, stage one into ``out/cache.h5``, stage two into ``out`` (report, PNGs, ``model/``).
 
     ``progress(description, unit)`` gives each stage's progress callable (None: silent)."""
-    from mvemo.extract.embed import export_embeddings
     from mvemo.fuse.run import fuse_cache
 
     config = config or SyntheticConfig()
@@ -64,15 +74,15 @@ def run_demo(
     manifest = build_demo_manifest(out / "data", config, k=k, progress=progress("synthetic videos", "clip"))
     path = write_manifest(manifest, out / "manifest.csv")
     cache = out / "cache.h5"
-    summary = compute_feature_sets(
-        manifest, cache, DEMO_FEATURES, configs=configs, executor=executor, progress=progress("features", "clip")
-    )
-    export_embeddings(
+    stage_one = extract_features(
         manifest,
         cache,
-        DEMO_NETS,
+        features=DEMO_FEATURES,
+        nets=DEMO_NETS,
+        configs=demo_configs(config.duration_s),
         net_options=DEMO_NET_OPTIONS,
-        progress=lambda net: progress(f"embeddings of {net}", "batch"),
+        executor=executor,
+        progress=progress,
     )
     report, _ = fuse_cache(cache, out, executor=executor, progress=progress("fusion heads", "fit"))
-    return DemoResult(path, manifest, summary, report, out)
+    return DemoResult(path, manifest, stage_one.features, report, out)

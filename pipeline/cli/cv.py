@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from mvemo.pipeline.cli.tools import CONTEXT, MvemoCommand, executor_options, print_json
+from mvemo.pipeline.cli.tools import CONTEXT, MvemoCommand, executor_options, print_json, progress_bar
 
 
 def echo_summary(document: dict[str, Any], out: str) -> None:
@@ -21,13 +21,6 @@ def echo_summary(document: dict[str, Any], out: str) -> None:
     click.echo(
         f"report: {out}/report.md, {out}/report.json; ROC: {out}/{document['figures']['roc']}; confusion matrices: {out}/confusion_*.png"
     )
-
-
-def fits_bar(results: Any, total: int) -> Any:
-    """A progress bar over the (model, fold) fits, on stderr and only on a terminal."""
-    from tqdm import tqdm
-
-    return tqdm(results, total=total, desc="fusion heads", unit="fit", disable=None)
 
 
 def head_options(command: Any) -> Any:
@@ -70,7 +63,14 @@ def cv(n_folds: int, cache_path: str, out: str, models: str | None, as_json: boo
     head, params = head_config(where["config_path"], where["head"])
     with build_executor(where["executor"], workers=where["workers"], scheduler=where["scheduler"]) as executor:
         document = run_cv(
-            cache_path, out, models=models, n_folds=n_folds, head=head, head_params=params, executor=executor, progress=fits_bar
+            cache_path,
+            out,
+            models=models,
+            n_folds=n_folds,
+            head=head,
+            head_params=params,
+            executor=executor,
+            progress=progress_bar("fusion heads", "fit"),
         )
     if as_json:
         print_json(document)
@@ -95,7 +95,13 @@ def fuse(cache_path: str, out: str, models: str | None, **where: Any) -> None:
     head, params = head_config(where["config_path"], where["head"])
     with build_executor(where["executor"], workers=where["workers"], scheduler=where["scheduler"]) as executor:
         document, folder = fuse_cache(
-            cache_path, out, models=models, head=head, head_params=params, executor=executor, progress=fits_bar
+            cache_path,
+            out,
+            models=models,
+            head=head,
+            head_params=params,
+            executor=executor,
+            progress=progress_bar("fusion heads", "fit"),
         )
     echo_summary(document, out)
     click.echo(f"final model: {folder}/model.json + heads.h5 (heads trained on every clip)")

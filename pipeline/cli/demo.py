@@ -6,7 +6,7 @@ import time
 
 import click
 
-from mvemo.pipeline.cli.tools import CONTEXT, MvemoCommand
+from mvemo.pipeline.cli.tools import CONTEXT, MvemoCommand, progress_bar
 
 
 @click.command("demo", cls=MvemoCommand, context_settings=CONTEXT)
@@ -25,36 +25,15 @@ def demo(out: str, clips_per_class: int, duration_s: float, seed: int, workers: 
     into OUT/cache.h5 and stage two into OUT (report, plots, OUT/model/).
     Nothing is downloaded.
     """
-    from tqdm import tqdm
-
-    from mvemo.extract.audio import MelConfig, WaveformConfig
-    from mvemo.extract.decode.audio import AudioWindow
-    from mvemo.extract.lld import LldConfig
-    from mvemo.extract.run import FeatureConfigs
-    from mvemo.extract.video import FrameConfig
     from mvemo.manifests.synthetic import SyntheticConfig
     from mvemo.pipeline.cli.cv import echo_summary
-    from mvemo.pipeline.demo import DEMO_FRAMES, run_demo
+    from mvemo.pipeline.demo import run_demo
     from mvemo.pipeline.executors import build_executor
 
     began = time.perf_counter()
     config = SyntheticConfig(clips_per_class=clips_per_class, duration_s=duration_s, seed=seed)
-    window = AudioWindow(duration_s=duration_s)
-    features = FeatureConfigs(
-        mel=MelConfig(audio_window=window),
-        lld=LldConfig(audio_window=window),
-        waveform=WaveformConfig(audio_window=window),
-        frames=FrameConfig(n_frames=DEMO_FRAMES, window_duration_s=duration_s),
-    )
     click.echo(f"writing {6 * clips_per_class} synthetic music videos of {duration_s:g} s into {out}/data ...")
     with build_executor("serial" if workers == 1 else "processes", workers=workers) as executor:
-        result = run_demo(
-            out,
-            config,
-            k=min(6, clips_per_class),
-            configs=features,
-            executor=executor,
-            progress=lambda description, unit: lambda items, total: tqdm(items, total=total, desc=description, unit=unit),
-        )
+        result = run_demo(out, config, k=min(6, clips_per_class), executor=executor, progress=progress_bar)
     echo_summary(result.report, out)
     click.echo(f"final model: {out}/model/ (try `mvemo predict {out}/model FILE`); done in {time.perf_counter() - began:.0f} s")

@@ -17,7 +17,7 @@ from mvemo.pipeline.cli.cv import cv, fuse
 from mvemo.pipeline.cli.demo import demo
 from mvemo.pipeline.cli.extract import extract
 from mvemo.pipeline.cli.predict import predict
-from mvemo.pipeline.cli.tools import CONTEXT, EXIT_CLIPS_FAILED, MvemoGroup, print_json
+from mvemo.pipeline.cli.tools import CONTEXT, EXIT_CLIPS_FAILED, MvemoGroup, print_json, progress_bar
 from mvemo.pipeline.cli.weights import weights_group
 from mvemo.pipeline.executors import keep_freed_heap
 
@@ -97,15 +97,13 @@ def manifest_check(ctx: click.Context, manifest_path: str, as_json: bool) -> Non
     Exits 3 when any clip has a problem (missing or undecodable file, a promised
     modality missing, zero duration), listing every one.
     """
-    from tqdm import tqdm
-
     from mvemo.manifests.probe import check_clip
     from mvemo.manifests.schema import read_manifest
     from mvemo.pipeline.tables import format_table
 
     clips = read_manifest(manifest_path, check_files=False)
     probed: dict[Any, Any] = {}
-    reports = [check_clip(c, probed) for c in tqdm(clips.clips, desc="probing", unit="clip", disable=None, leave=False)]
+    reports = [check_clip(c, probed) for c in progress_bar("probing", "clip", leave=False)(clips.clips, len(clips))]
     failed = [r for r in reports if not r.ok]
     if as_json:
         print_json({"clips": len(reports), "problems": len(failed), "reports": [r.to_json() for r in reports]})

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from mvemo.pipeline.cli.tools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand, executor_options, print_json
+from mvemo.pipeline.cli.tools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand, executor_options, print_json, progress_bar
 
 
 @click.command("predict", cls=MvemoCommand, context_settings=CONTEXT)
@@ -34,8 +34,6 @@ def predict(
     Clips fan out over --executor like `mvemo extract`. A clip that fails to decode is reported and the others
     still run (exit 3). With --csv the console shows a summary instead of a row per clip.
     """
-    from tqdm import tqdm
-
     from mvemo.manifests import read_manifest
     from mvemo.manifests.errors import ConfigError
     from mvemo.pipeline.executors import build_executor
@@ -53,7 +51,7 @@ def predict(
         stream = predictor.predict(clips, pool)
         if csv_path:
             stream = write_results_csv(stream, csv_path, predictor.classes, labels)
-        results = list(tqdm(stream, total=len(clips), desc="predict", unit="clip", disable=None))
+        results = list(progress_bar("predict", "clip")(stream, len(clips)))
     failed = [r for r in results if "error" in r]
     if as_json:
         print_json(results)

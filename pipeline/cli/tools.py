@@ -62,8 +62,10 @@ def executor_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def progress_bar(description: str, unit: str) -> Callable[[Iterable[Any], int], Iterable[Any]]:
-    """The progress bar of one phase, with its ETA, on stderr and only on a terminal: ``progress_bar(d, u)(items, total)``."""
+def progress_bar(description: str, unit: str, *, leave: bool = True) -> Callable[[Iterable[Any], int], Iterable[Any]]:
+    """The progress bar of one phase, with its ETA, on stderr and only on a terminal: ``progress_bar(d, u)(items, total)``.
+
+    ``leave=False`` clears it when done (for a phase whose results are printed after it)."""
     from tqdm import tqdm
 
-    return lambda items, total: tqdm(items, total=total, desc=description, unit=unit, disable=None)
+    return lambda items, total: tqdm(items, total=total, desc=description, unit=unit, disable=None, leave=leave)
