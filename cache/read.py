@@ -17,6 +17,7 @@ import numpy as np
 from mvemo.cache.layout import CLIPS, DONE, FAILED, feature_path
 from mvemo.cache.store import feature_set_names, open_h5
 from mvemo.manifests.errors import CacheError
+from mvemo.manifests.schema import group_id
 
 
 class Cache:
@@ -50,7 +51,8 @@ class Cache:
         clips = self.file[CLIPS]
         self.classes = tuple(json.loads(self.file.attrs["classes"]))
         self.clip_ids = [s.decode() for s in clips["clip_id"][:]]
-        self.groups = [s.decode() for s in clips["group"][:]]
+        # each clip's group as folds and inner splits use it: a clip without one is a group of its own
+        self.groups = [group_id(g.decode(), c) for g, c in zip(clips["group"][:], self.clip_ids)]
         self.y = clips["label"][:].astype(np.int64)
         self.folds = clips["fold"][:].astype(np.int64)
         self.media_hash = clips["media_hash"][:]

@@ -23,7 +23,6 @@ import functools
 import os
 import pickle
 import time
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,6 @@ from typing import Any, TypeAlias
 
 import numpy as np
 import torch
-from sklearn.model_selection import StratifiedGroupKFold
 
 from mvemo.cache.fingerprint import file_sha256
 from mvemo.cache.layout import FeatureSpec
@@ -50,6 +48,7 @@ from mvemo.extract.embed import (
 from mvemo.extract.nets.base import EmotionNet
 from mvemo.extract.train import GPU_RESOURCES, TrainConfig, embed_rows, kinds_of, resolve_device, train_net
 from mvemo.manifests.errors import ConfigError
+from mvemo.manifests.folds import inner_split as grouped_inner_split
 from mvemo.manifests.schema import Manifest
 
 PROTOCOLS = ("leakfree", "paper")
@@ -83,18 +82,14 @@ def checkpoint_dir(cache_path: str | os.PathLike[str]) -> Path:
 def inner_split(
     rows: np.ndarray, y: np.ndarray, groups: list[str], share: float, seed: int, unit: str = "fine-tuning"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(train, validation) rows: the first of round(1 / share) grouped, stratified splits of ``rows``
-    (fewer splits, so a larger validation share, where the largest class has fewer clips than that)."""
+    """(train, validation) rows of ``rows``: the grouped, stratified split of ``manifests.folds.inner_split``,
+    with an error naming the ``unit`` and the fix where the rows are too few to split."""
     if len({groups[r] for r in rows}) < 2:
         raise ConfigError(
             f"{unit}: {len(rows)} clips with their inputs computed, too few to train and pick an epoch;"
             " compute the net's inputs for more clips (see the failures of `mvemo cache info`)"
         )
-    largest_class = int(np.bincount(y[rows]).max())
-    splitter = StratifiedGroupKFold(n_splits=max(2, min(round(1 / share), largest_class)), shuffle=True, random_state=seed)
-    with warnings.catch_warnings():  # a class with fewer clips than splits simply misses some splits
-        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
-        train, val = next(splitter.split(np.zeros(len(rows)), y[rows], [groups[r] for r in rows]))
+    train, val = grouped_inner_split(y[rows], [groups[r] for r in rows], share=share, seed=seed)
     return rows[train], rows[val]
 
 
@@ -214,8 +209,7 @@ def _where(fold: int | None) -> str:
 def clip_table(cache_path: str) -> tuple[np.ndarray, np.ndarray, list[str], int]:
     """Labels, folds, groups (a clip without one is its own) and the number of classes of a cache's clips."""
     with Cache(cache_path) as cache:
-        groups = [g or f"clip:{c}" for g, c in zip(cache.groups, cache.clip_ids)]
-        return cache.y, cache.folds, groups, len(cache.classes)
+        return cache.y, cache.folds, cache.groups, len(cache.classes)
 
 
 def build_finetune_net(

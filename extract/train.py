@@ -22,8 +22,8 @@ from mvemo.cache.read import Cache
 from mvemo.extract.nets.base import EmotionNet
 from mvemo.manifests.errors import ConfigError
 from mvemo.manifests.executor import Resources
+from mvemo.manifests.optim import OPTIMIZERS, make_optimizer
 
-OPTIMIZERS = ("adam", "sgd", "rmsprop")
 # What a job that runs a net asks of a Dask cluster whose workers advertise it (dask-worker --resources GPU=1).
 GPU_RESOURCES: Resources = {"GPU": 1}
 FINETUNE_MODES = ("last", "full")
@@ -46,11 +46,8 @@ class OptimizerConfig:
             raise ConfigError(f"optimizer momentum={self.momentum}: expected a value in [0, 1)")
 
     def build(self, params: Sequence[torch.nn.Parameter]) -> torch.optim.Optimizer:
-        if self.name == "adam":
-            return torch.optim.Adam(params, lr=self.lr)
-        if self.name == "sgd":
-            return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum)
-        return torch.optim.RMSprop(params, lr=self.lr, momentum=self.momentum)
+        optimizer: torch.optim.Optimizer = make_optimizer(self.name, params, lr=self.lr, momentum=self.momentum)
+        return optimizer
 
 
 # Paper 001, Table 2: the best optimizer of each net (torchvision's video nets as I3D).

@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sklearn.base import clone
 
 from mvemo.cache.read import Cache
-from mvemo.fuse.heads import make_head
+from mvemo.fuse.heads import fit_head, make_head
 from mvemo.fuse.metrics import mcnemar, summarize
 from mvemo.fuse.models import FusionModel, features, fine_tuned_nets, protocol, resolve_sets, select_models
 from mvemo.manifests.errors import CacheError, ConfigError
@@ -64,11 +63,11 @@ def check_folds(cache: Cache, n_folds: int | None) -> int:
 @functools.lru_cache(maxsize=4)
 def _matrix(
     cache_path: str, modified_ns: int, sets: tuple[str, ...]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    """Features, usable rows, classes and folds of ``sets``, read once per process for every fold that uses them."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Features, usable rows, classes, folds and groups of ``sets``, read once per process for every fold that uses them."""
     with Cache(cache_path) as cache:
         X, usable = features(cache, sets)
-        return X, usable, cache.y, cache.folds, len(cache.classes)
+        return X, usable, cache.y, cache.folds, np.array(cache.groups), len(cache.classes)
 
 
 def fit_fold(
@@ -82,7 +81,7 @@ def fit_fold(
     with Cache(cache_path) as cache:
         sets = resolve_sets(cache, model.inputs, fold)
         classes = cache.classes
-    X, usable, y, folds, n_classes = _matrix(str(cache_path), os.stat(cache_path).st_mtime_ns, sets)
+    X, usable, y, folds, groups, n_classes = _matrix(str(cache_path), os.stat(cache_path).st_mtime_ns, sets)
     train = np.flatnonzero(usable & (folds != fold))
     test = np.flatnonzero(usable & (folds == fold))
     proba = np.zeros((len(test), n_classes))
@@ -93,7 +92,7 @@ def fit_fold(
     if n_classes - len(absent) < 2:
         proba[:] = 1.0 / n_classes
         return test, proba, f"{note}; fewer than two classes to learn, every class predicted 1/{n_classes}"
-    fitted = clone(head).fit(X[train], y[train])
+    fitted = fit_head(head, X[train], y[train], groups[train])
     proba[:, fitted.classes_] = fitted.predict_proba(X[test])
     return test, proba, None if note is None else f"{note}, predicted with probability 0"
 

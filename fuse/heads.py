@@ -7,21 +7,21 @@ weights, bias), which is what a saved model stores.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedShuffleSplit
 from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
 
 from mvemo.manifests.errors import ConfigError, is_number
-
-OPTIMIZERS = ("adam", "sgd", "rmsprop")
+from mvemo.manifests.folds import inner_split
+from mvemo.manifests.optim import OPTIMIZERS, make_optimizer
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,8 @@ class LogisticHead(_LinearHead):
         self.max_iter = max_iter
         self.tol = tol
 
-    def fit(self, X: Any, y: Any) -> LogisticHead:
+    def fit(self, X: Any, y: Any, groups: Any = None) -> LogisticHead:
+        """Fit on rows ``X`` of classes ``y``; ``groups`` is unused (every head takes it: the softmax head splits by it)."""
         X, y = validate_data(self, X, y, dtype=(np.float32, np.float64))  # float32 stays: 3x faster fits, same accuracy
         self.classes_ = unique_labels(y)
         mean, scale = standardization(X)
@@ -106,7 +107,11 @@ class SoftmaxHead(_LinearHead):
     lr, l2, momentum : float
     max_epochs, patience, batch_size : int
     val_fraction : float
-        Share of the training rows held out (stratified) to choose the epoch.
+        Share of the training rows held out to choose the epoch, by the grouped,
+        stratified ``manifests.folds.inner_split`` of the ``groups`` given to ``fit``
+        (each row its own group when none are given). Rows too few to split (one
+        group) train ``max_epochs`` epochs without early stopping: no row ever
+        validates the epoch it trained.
     random_state : int
     """
 
@@ -144,7 +149,7 @@ class SoftmaxHead(_LinearHead):
         self.val_fraction = val_fraction
         self.random_state = random_state
 
-    def fit(self, X: Any, y: Any) -> SoftmaxHead:
+    def fit(self, X: Any, y: Any, groups: Any = None) -> SoftmaxHead:
         import torch
 
         X, y = validate_data(self, X, y, dtype=(np.float32, np.float64))
@@ -154,11 +159,15 @@ class SoftmaxHead(_LinearHead):
         mean, scale = standardization(X)
         Z = ((X - mean) / scale).astype(np.float32)
         target = np.searchsorted(self.classes_, y)
-        train, val = _inner_split(target, self.val_fraction, self.random_state)
+        groups = np.arange(len(target)).astype(str) if groups is None else np.asarray(groups, dtype=str)
+        try:
+            train, val = inner_split(target, groups.tolist(), share=self.val_fraction, seed=self.random_state)
+        except ConfigError:
+            train, val = np.arange(len(target)), None
         generator = torch.Generator().manual_seed(self.random_state)
         torch.manual_seed(self.random_state)
         layer = torch.nn.Linear(Z.shape[1], len(self.classes_))
-        optimizer = _optimizer(self.optimizer, layer.parameters(), self.lr, self.momentum)
+        optimizer = make_optimizer(self.optimizer, layer.parameters(), lr=self.lr, momentum=self.momentum)
         Zt, yt = torch.from_numpy(Z), torch.from_numpy(target)
         best, best_state, stale = np.inf, None, 0
         for _ in range(self.max_epochs):
@@ -169,6 +178,8 @@ class SoftmaxHead(_LinearHead):
                 loss = torch.nn.functional.cross_entropy(layer(Zt[batch]), yt[batch]) + self.l2 * layer.weight.pow(2).sum()
                 loss.backward()
                 optimizer.step()
+            if val is None:
+                continue
             with torch.no_grad():
                 held = torch.from_numpy(val)
                 score = torch.nn.functional.cross_entropy(layer(Zt[held]), yt[held]).item()
@@ -204,6 +215,15 @@ def make_head(kind: str = "logistic", **params: Any) -> _LinearHead:
     return HEADS[kind](**params)
 
 
+def fit_head(head: Any, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> Any:
+    """A clone of ``head`` fitted on ``X, y``, given the rows' ``groups`` where its ``fit`` takes them: mvemo's
+    heads do, and any scikit-learn classifier without them serves too."""
+    fitted = clone(head)
+    if "groups" in inspect.signature(fitted.fit).parameters:
+        return fitted.fit(X, y, groups=groups)
+    return fitted.fit(X, y)
+
+
 def standardization(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation of each column of the training rows (1 where a column is constant).
 
@@ -211,27 +231,3 @@ def standardization(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     scale = X.std(axis=0)
     return X.mean(axis=0), np.where(scale > 0, scale, 1.0)
-
-
-def _inner_split(target: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified train/validation rows of the training set; all rows train when a class is too small."""
-    counts = np.bincount(target)
-    n_val = max(len(counts), round(val_fraction * len(target)))
-    if counts.min() < 2 or n_val >= len(target):
-        everything = np.arange(len(target))
-        return everything, everything
-    splitter = StratifiedShuffleSplit(n_splits=1, test_size=n_val, random_state=seed)
-    train, val = next(splitter.split(np.zeros(len(target)), target))
-    return train, val
-
-
-def _optimizer(name: str, params: Any, lr: float, momentum: float) -> Any:
-    import torch
-
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr)
-    raise ConfigError(f"optimizer {name!r}: choose one of {OPTIMIZERS}")

@@ -17,10 +17,9 @@ from typing import Any
 
 import h5py
 import numpy as np
-from sklearn.base import clone
 
 from mvemo.cache.read import Cache
-from mvemo.fuse.heads import LinearSoftmax
+from mvemo.fuse.heads import LinearSoftmax, fit_head
 from mvemo.fuse.models import LLDSTATS, FusionModel, features, input_set, resolve_sets
 from mvemo.manifests.errors import CacheError
 
@@ -33,7 +32,7 @@ def train_final(cache_path: str | os.PathLike[str], models: list[FusionModel], h
     """Each model's head fitted on every usable clip of the final feature sets (``emb/<net>/all``, LLDs)."""
     heads = {}
     with Cache(cache_path) as cache:
-        y = cache.y
+        y, groups = cache.y, np.array(cache.groups)
         for model in models:
             if model.averages:
                 continue
@@ -41,7 +40,7 @@ def train_final(cache_path: str | os.PathLike[str], models: list[FusionModel], h
             rows = np.flatnonzero(usable)
             if len(np.unique(y[rows])) < 2:
                 raise CacheError(f"model {model.name!r}: fewer than two classes among its {len(rows)} usable clips")
-            heads[model.name] = clone(head).fit(X[rows], y[rows]).linear_
+            heads[model.name] = fit_head(head, X[rows], y[rows], groups[rows]).linear_
     return heads
 
 

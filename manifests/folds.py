@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
+from collections.abc import Sequence
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from mvemo.manifests.errors import ManifestError
-from mvemo.manifests.schema import Manifest
+from mvemo.manifests.errors import ConfigError, ManifestError
+from mvemo.manifests.schema import Manifest, group_id
 
 
 def assign_folds(manifest: Manifest, *, k: int = 6, seed: int = 0, group_by: str | None = None) -> Manifest:
@@ -56,7 +58,43 @@ def _groups(manifest: Manifest, group_by: str | None) -> list[str]:
     if group_by is None:
         return manifest.groups
     values = [str(v) if v not in (None, "") else "" for v in manifest.column(group_by)]
-    return [value or f"clip:{clip_id}" for value, clip_id in zip(values, manifest.clip_ids)]
+    return [group_id(value, clip_id) for value, clip_id in zip(values, manifest.clip_ids)]
+
+
+def inner_split(y: np.ndarray, groups: Sequence[str], *, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One grouped, stratified split of some rows into training and validation: the one split every inner
+    choice uses (an epoch of fine-tuning, the softmax head's early stopping).
+
+    Parameters
+    ----------
+    y : ndarray of int, shape (n,)
+        The rows' classes.
+    groups : sequence of str, length n
+        The rows' groups (``group_id``); a group never sits on both sides.
+    share : float
+        About this share of the rows validates: the first of round(1 / share) splits, fewer
+        where the largest class or the groups are fewer.
+    seed : int
+
+    Returns
+    -------
+    train, validation : ndarray of int
+        Positions into ``y``, disjoint.
+
+    Raises
+    ------
+    ConfigError
+        With fewer than two groups: nothing could validate without training too.
+    """
+    n_groups = len(set(groups))
+    if n_groups < 2:
+        raise ConfigError(f"{len(y)} rows in {n_groups} group: too few to hold some out for validation")
+    n_splits = max(2, min(round(1 / share), int(np.bincount(y).max()), n_groups))
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():  # a class with fewer rows than splits simply misses some splits
+        warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+        train, val = next(splitter.split(np.zeros(len(y)), y, list(groups)))
+    return train, val
 
 
 def fold_table(manifest: Manifest) -> np.ndarray:

@@ -141,8 +141,8 @@ class Manifest:
 
     @property
     def groups(self) -> list[str]:
-        """The group of every clip; a clip without one is its own group (its id)."""
-        return [c.group or c.clip_id for c in self.clips]
+        """The group of every clip (``group_id``)."""
+        return [group_id(c.group, c.clip_id) for c in self.clips]
 
     @property
     def has_folds(self) -> bool:
@@ -214,6 +214,11 @@ class Manifest:
         if problems:
             more = f" (and {len(problems) - 1} more missing files)" if len(problems) > 1 else ""
             raise ManifestError(problems[0] + more)
+
+
+def group_id(group: str, clip_id: str) -> str:
+    """The group a clip belongs to: its ``group``, or its own id when it has none (a group of one)."""
+    return group or clip_id
 
 
 def read_manifest(path: str | os.PathLike[str], *, check_files: bool = True) -> Manifest:

@@ -19,6 +19,7 @@ from mvemo.fuse.models import available_models
 from mvemo.fuse.run import run_cv
 from mvemo.fuse.saved import load_fusion_model
 from mvemo.manifests import CacheError, ConfigError
+from mvemo.manifests.folds import inner_split
 from mvemo.pipeline.cli.main import cli
 from tests.fuse.helpers import embedding_cache
 
@@ -256,3 +257,25 @@ def test_a_missing_model_names_the_extract_option_that_computes_its_inputs(tmp_p
         cross_validate(cache, models="lldstats")
     with pytest.raises(ConfigError, match=r"'c3d\+twodcnn' cannot be built.*--nets c3d,twodcnn`"):
         cross_validate(cache, models="c3d+twodcnn")
+
+
+def test_the_softmax_head_validates_on_whole_groups_it_never_trained_on(monkeypatch) -> None:
+    import mvemo.fuse.heads
+
+    splits = []
+
+    def recording(y, groups, **kwargs):
+        split = inner_split(y, groups, **kwargs)
+        splits.append((groups, *split))
+        return split
+
+    monkeypatch.setattr(mvemo.fuse.heads, "inner_split", recording)
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 30)
+    X = rng.standard_normal((60, 4)) + y[:, None]
+    groups = [f"song{i // 3}" for i in range(60)]
+    SoftmaxHead(max_epochs=5).fit(X, y, groups=groups)
+    ((seen, train, val),) = splits
+    assert seen == groups and not {groups[i] for i in train} & {groups[i] for i in val}
+    one_group = SoftmaxHead(max_epochs=5).fit(X, y, groups=["all"] * 60)
+    assert one_group.predict(X).shape == (60,), "one group: trained without early stopping, no row validating"

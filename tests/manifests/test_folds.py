@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mvemo.manifests import Clip, Manifest, ManifestError
-from mvemo.manifests.folds import assign_folds, fold_table
+from mvemo.manifests import Clip, ConfigError, Manifest, ManifestError
+from mvemo.manifests.folds import assign_folds, fold_table, inner_split
 
 MEDIA = Path("/nonexistent/clip.mp4")  # folds never open media
 
@@ -77,3 +77,24 @@ def test_clips_without_group_stand_alone() -> None:
     manifest = make_manifest([[1] * 6, [1] * 6])
     split = assign_folds(manifest, k=6, seed=0)
     assert np.bincount(split.folds).tolist() == [2] * 6
+
+
+def test_the_inner_split_keeps_groups_whole_and_every_class_on_both_sides() -> None:
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], 20)
+    groups = [f"song{i // 2}" for i in range(60)]  # two clips of each song
+    order = rng.permutation(60)
+    y, groups = y[order], [groups[i] for i in order]
+    train, val = inner_split(y, groups, share=0.2, seed=3)
+    assert sorted([*train, *val]) == list(range(60)) and not set(train) & set(val)
+    assert not {groups[i] for i in train} & {groups[i] for i in val}, "no song on both sides"
+    assert set(y[val]) == set(y[train]) == {0, 1, 2}
+    assert 8 <= len(val) <= 16
+    again = inner_split(y, groups, share=0.2, seed=3)
+    assert [a.tolist() for a in again] == [train.tolist(), val.tolist()]
+
+
+def test_the_inner_split_needs_two_groups() -> None:
+    assert [len(part) for part in inner_split(np.array([0, 1, 0, 1]), ["a", "a", "b", "b"], share=0.2, seed=0)] == [2, 2]
+    with pytest.raises(ConfigError, match="4 rows in 1 group: too few to hold some out"):
+        inner_split(np.array([0, 1, 0, 1]), ["a"] * 4, share=0.2, seed=0)
