@@ -29,14 +29,9 @@ from typing import Any
 import numpy as np
 
 from mvemo.cache.layout import FeatureSpec
-from mvemo.extract.decode.video import (
-    DecodeParams,
-    DecodeTimeoutError,
-    NoVideoStreamError,
-    SampledFrames,
-    VideoSource,
-    read_sample,
-)
+from mvemo.extract.decode.frames import VideoSource
+from mvemo.extract.decode.packets import DecodeParams, DecodeTimeoutError, NoVideoStreamError
+from mvemo.extract.decode.video import SampledFrames, read_sample
 from mvemo.extract.decode.worker import worker_for_this_thread
 from mvemo.manifests.errors import require
 from mvemo.manifests.schema import Clip

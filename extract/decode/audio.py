@@ -21,7 +21,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from mvemo.extract.decode.video import check_file, decoder_reason, describe_clip
+from mvemo.extract.decode.packets import check_file, decoder_reason, describe_clip
 from mvemo.manifests.errors import ConfigError, MediaError
 
 SOUNDFILE_SUFFIXES = frozenset({".wav", ".flac", ".ogg"})

@@ -15,7 +15,7 @@ Two passes over one stream:
    non-reference frames other than the samples are skipped by the decoder
    (``skip_frame=NONREF``) for codecs where "non-reference" means that no
    other frame predicts from it (``NONREF_CODECS``), so the skip cannot change
-   a kept frame. Only kept frames are scaled and converted (``_Converter``:
+   a kept frame. Only kept frames are scaled and converted (``Converter``:
    swscale bilinear to the working size in the source's pixel format, then to
    RGB), then turned to their display orientation.
 
@@ -44,13 +44,9 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import math
 import os
-import threading
-import time
-from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -58,61 +54,35 @@ from typing import Any
 import av
 import numpy as np
 
+from mvemo.extract.decode.frames import (
+    DROP,
+    KEEP,
+    REFERENCE,
+    Converter,
+    VideoSource,
+    configure_decoder,
+    decode_packets,
+    stack_second,
+    video_source,
+)
+from mvemo.extract.decode.packets import (
+    Cancelled,
+    Deadline,
+    DecodeParams,
+    PacketIndex,
+    check_file,
+    decoder_reason,
+    demux,
+    describe_clip,
+    open_container,
+    read_index,
+    seek_point,
+    video_stream,
+)
 from mvemo.manifests.errors import MediaError
-from mvemo.manifests.probe import declared_end_s
 
 NONREF_CODECS = frozenset({"h264", "hevc", "mpeg1video", "mpeg2video", "mpeg4"})
-LOWRES_CODECS = frozenset(
-    {"mpeg1video", "mpeg2video", "mpeg4", "h263", "msmpeg4v1", "msmpeg4v2", "msmpeg4v3", "mjpeg", "dvvideo"}
-)
-PACKET_BUFFER_BYTES = 64 * 2**20
 MAX_PARALLEL_DECODERS = 4
-DROP, REFERENCE, KEEP = 0, 1, 2
-
-
-class NoVideoStreamError(MediaError):
-    """The file opens but has no video stream (cover art does not count): the clip is audio-only or wrong."""
-
-
-class DecodeTimeoutError(MediaError):
-    """Decoding one clip took longer than the configured ``timeout_s``."""
-
-
-@dataclass(frozen=True)
-class DecodeParams:
-    """What ``read_sample`` needs; ``extract.video.FrameConfig`` documents each field."""
-
-    n_frames: int = 32
-    window_start_s: float = 0.0
-    window_duration_s: float | None = 30.0
-    short_side_px: int = 256
-    second_size_px: tuple[int, int] | None = (128, 171)
-    threads: int = 0
-    timeout_s: float | None = None
-
-
-@dataclass(frozen=True)
-class VideoSource:
-    """Facts about the video stream a sample came from.
-
-    ``width_px``/``height_px`` are the coded size; ``rotation_deg`` the display
-    rotation (counterclockwise) that was applied; ``fps`` the mean rate of the
-    frames read; ``frame_count`` the frames read from the read start to the
-    window's end (the whole stream with the default window of a clip up to 30 s).
-    """
-
-    codec: str
-    pix_fmt: str
-    width_px: int
-    height_px: int
-    sample_aspect_ratio: float
-    rotation_deg: int
-    fps: float
-    frame_count: int
-    start_s: float
-    end_s: float
-    variable_frame_rate: bool
-    timestamps_from_order: bool = False
 
 
 @dataclass(frozen=True)
@@ -152,47 +122,6 @@ class SampledFrames:
     frames_second: np.ndarray | None = None
 
 
-def describe_clip(path: str | os.PathLike[str], clip_id: str = "") -> str:
-    return f"clip {clip_id!r} ({path})" if clip_id else str(path)
-
-
-def check_file(path: Path, clip_id: str = "", kind: str = "video") -> None:
-    """Raise ``MediaError`` for a missing, non-regular or empty ``kind`` file, before any decoder sees it."""
-    if not path.exists():
-        raise MediaError(f"{describe_clip(path, clip_id)}: {kind} file does not exist; fix the path in the manifest")
-    if not path.is_file():
-        raise MediaError(f"{describe_clip(path, clip_id)}: not a regular file; give the {kind} file's path")
-    if path.stat().st_size == 0:
-        raise MediaError(f"{describe_clip(path, clip_id)}: {kind} file is empty (0 bytes); replace the file")
-
-
-class _Cancelled(Exception):
-    """Raised in a parallel decoder after another one failed; never leaves ``read_sample``."""
-
-
-class _Deadline:
-    def __init__(self, timeout_s: float | None, path: Path, clip_id: str) -> None:
-        self.timeout_s = timeout_s
-        self.end = math.inf if timeout_s is None else time.monotonic() + timeout_s
-        self.path, self.clip_id = path, clip_id
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        """Make every later ``check`` raise (a parallel decoder failed; the others stop)."""
-        self.cancelled = True
-
-    def check(self, ticks: int | None = None, tb: Fraction | None = None) -> None:
-        """Raise ``DecodeTimeoutError`` once past the deadline; ``ticks * tb`` says where in the video."""
-        if self.cancelled:
-            raise _Cancelled
-        if time.monotonic() > self.end:
-            where = f" (stopped near {float(ticks * tb):.1f} s of the video)" if ticks is not None and tb is not None else ""
-            raise DecodeTimeoutError(
-                f"{describe_clip(self.path, self.clip_id)}: decoding took longer than timeout_s={self.timeout_s:g}{where};"
-                " raise timeout_s if the file is fine but long or large, else re-encode or replace it"
-            )
-
-
 def read_sample(path: str | os.PathLike[str], params: DecodeParams, *, clip_id: str = "") -> SampledFrames:
     """Sample ``params.n_frames`` frames at uniform times of a video's window, in this process.
 
@@ -209,173 +138,26 @@ def read_sample(path: str | os.PathLike[str], params: DecodeParams, *, clip_id: 
     """
     path = Path(path)
     check_file(path, clip_id)
-    deadline = _Deadline(params.timeout_s, path, clip_id)
-    container = _open(path, clip_id)
+    deadline = Deadline(params.timeout_s, path, clip_id)
+    container = open_container(path, clip_id)
     try:
-        stream = _video_stream(container, path, clip_id)
-        seek_pts = _seek_point(container, stream, params.window_start_s)
+        stream = video_stream(container, path, clip_id)
+        seek_pts = seek_point(container, stream, params.window_start_s)
         if seek_pts is None and params.window_start_s > 0:  # seeking failed: read from the start
             container.close()
-            container = _open(path, clip_id)
-            stream = _video_stream(container, path, clip_id)
-        index = _read_index(container, stream, seek_pts, params, deadline, path, clip_id)
+            container = open_container(path, clip_id)
+            stream = video_stream(container, path, clip_id)
+        index = read_index(container, stream, seek_pts, params, deadline, path, clip_id)
         if not index.timed:
             return _sample_by_order(path, params, index, deadline, clip_id)
         if index.packets is not None:
             return _sample_timed(stream, index.packets, params, index, deadline, path, clip_id)
     finally:
         container.close()
-    with _open(path, clip_id) as container:  # the window was too large to buffer: read it again
-        stream = _video_stream(container, path, clip_id)
-        packets = _demux(container, stream, index.seek_pts, path, clip_id)
+    with open_container(path, clip_id) as container:  # the window was too large to buffer: read it again
+        stream = video_stream(container, path, clip_id)
+        packets = demux(container, stream, index.seek_pts, path, clip_id)
         return _sample_timed(stream, packets, params, index, deadline, path, clip_id)
-
-
-def _open(path: Path, clip_id: str) -> Any:
-    try:
-        return av.open(str(path), metadata_errors="ignore")
-    except (av.FFmpegError, UnicodeDecodeError, ValueError) as err:
-        raise MediaError(
-            f"{describe_clip(path, clip_id)}: cannot open as media ({decoder_reason(err)}): the file is corrupt, truncated"
-            " or not a video; re-encode or replace it"
-        ) from None
-
-
-def decoder_reason(err: BaseException) -> str:
-    """FFmpeg's words for an error, without its errno and the path or function it appends."""
-    text = getattr(err, "strerror", None) or str(err).strip() or type(err).__name__
-    return str(text).split(": '")[0]
-
-
-def _video_stream(container: Any, path: Path, clip_id: str) -> Any:
-    streams = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
-    if not streams:
-        cover = " (only cover art)" if container.streams.video else ""
-        kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"
-        raise NoVideoStreamError(
-            f"{describe_clip(path, clip_id)}: the file has no video stream{cover} (streams: {kinds}); clear the clip's"
-            " 'video' column to use it as audio-only, or give a file with pictures"
-        )
-    return streams[0]
-
-
-def _seek_point(container: Any, stream: Any, window_start_s: float) -> int | None:
-    """Where to start reading for a window that starts at ``window_start_s``: None for the stream's start,
-    else a seek target (stream ticks) from which the first packet is a keyframe shown at or before the
-    window's start. Demuxers seek by decode time (mp4) or keyframe time (mkv): a keyframe decoded before
-    the start may be shown after it, and its leading pictures would miss their references; so the target
-    steps back until the first keyframe read is shown in time, or falls back to the stream's start."""
-    if window_start_s <= 0 or stream.time_base is None:
-        return None
-    start = int(Fraction(window_start_s) / stream.time_base)
-    step = max(1, int(1 / stream.time_base))  # one second
-    target = start
-    for attempt in range(6):
-        try:
-            container.seek(target, stream=stream, backward=True, any_frame=False)
-            first = next((p for p in container.demux(stream) if p.size), None)
-        except av.FFmpegError:
-            return None
-        if first is None or first.pts is None:
-            return None
-        if first.pts <= start and first.is_keyframe:
-            return target
-        target = min(target, first.dts if first.dts is not None else first.pts) - step * (2**attempt)
-    return None
-
-
-def _demux(container: Any, stream: Any, seek_pts: int | None, path: Path, clip_id: str) -> Iterator[Any]:
-    """Packets with a payload, from the keyframe at or before ``seek_pts`` (or the start)."""
-    try:
-        if seek_pts is not None:
-            container.seek(seek_pts, stream=stream, backward=True, any_frame=False)
-        for packet in container.demux(stream):
-            if packet.size:
-                yield packet
-    except av.FFmpegError as err:
-        raise MediaError(
-            f"{describe_clip(path, clip_id)}: corrupt container ({decoder_reason(err)}); re-encode or replace the file"
-        ) from None
-
-
-@dataclass
-class _Index:
-    """Pass 1: one entry per packet with a payload, in decode order."""
-
-    pts: list[int] = field(default_factory=list)
-    key: list[bool] = field(default_factory=list)
-    shown: list[bool] = field(default_factory=list)  # False: an edit list discards it (it may still be a reference)
-    duration: list[int] = field(default_factory=list)
-    packets: list[Any] | None = field(default_factory=list)
-    buffered_bytes: int = 0
-    complete: bool = False  # the stream's end was reached (not cut at the window's end)
-    seek_pts: int | None = None  # where reading started (None: the stream's start)
-    timed: bool = True  # every packet has a pts
-
-
-def _read_index(
-    container: Any, stream: Any, seek_pts: int | None, params: DecodeParams, deadline: _Deadline, path: Path, clip_id: str
-) -> _Index:
-    tb = stream.time_base or Fraction(1, 90000)
-    stop: int | None = None
-    if params.window_duration_s is not None:
-        stop = math.ceil((Fraction(params.window_start_s) + Fraction(params.window_duration_s)) / tb)
-    index = _Index(seek_pts=seek_pts)
-    for n, packet in enumerate(_demux(container, stream, seek_pts, path, clip_id)):
-        if n % 64 == 0:
-            deadline.check()
-        # dts <= pts and dts only grows: once dts reaches the window's end no later packet shows inside it.
-        if stop is not None and packet.dts is not None and packet.dts >= stop and index.pts:
-            break
-        if packet.pts is None:
-            index.timed = False
-        index.pts.append(packet.pts if packet.pts is not None else -1)
-        index.key.append(bool(packet.is_keyframe))
-        index.shown.append(not packet.is_discard)
-        index.duration.append(int(packet.duration or 0))
-        if index.packets is not None:
-            index.buffered_bytes += packet.size
-            if index.buffered_bytes <= PACKET_BUFFER_BYTES:
-                index.packets.append(packet)
-            else:
-                index.packets = None
-    else:
-        index.complete = True
-    if not any(index.shown):
-        raise MediaError(f"{describe_clip(path, clip_id)}: the video stream holds no frames; replace the file")
-    if index.complete:
-        _check_not_truncated(container, stream, index, seek_pts is None, path, clip_id)
-    return index
-
-
-def _check_not_truncated(container: Any, stream: Any, index: _Index, from_start: bool, path: Path, clip_id: str) -> None:
-    """A read that reached the end must find what the header promises: every sample of the demuxer's table
-    (mp4, mov), and frames up to the declared duration of the video (the stream's, or its Matroska
-    DURATION tag) within 1 s. Where only the container's duration is known and other streams may be longer,
-    only a shortfall of over 2 s and 10 % counts."""
-    if from_start and stream.index_entries is not None and len(stream.index_entries) > 1:
-        listed = sum(1 for entry in stream.index_entries if not entry.is_discard)
-        found = sum(index.shown)
-        if found < listed:
-            raise MediaError(
-                f"{describe_clip(path, clip_id)}: the file is truncated: its index lists {listed} video frames, the data"
-                f" holds {found}; re-download or re-encode it"
-            )
-    if not index.timed:
-        return
-    tb = stream.time_base
-    end_s = float(max(p + d for p, d, s in zip(index.pts, index.duration, index.shown) if s) * tb)
-    slack_s = 1.0
-    declared_s = declared_end_s(stream)
-    if declared_s is None and container.duration:
-        declared_s = (container.duration + (container.start_time or 0)) / av.time_base
-        if len([s for s in container.streams if s.type in ("audio", "video")]) > 1:
-            slack_s = max(2.0, 0.1 * declared_s)
-    if declared_s is not None and end_s < declared_s - slack_s:
-        raise MediaError(
-            f"{describe_clip(path, clip_id)}: the file is truncated: its video ends at {end_s:.2f} s, its header"
-            f" declares {declared_s:.2f} s; re-download or re-encode it"
-        )
 
 
 def uniform_times(start: Fraction, end: Fraction, n: int) -> list[Fraction]:
@@ -414,7 +196,7 @@ def _window(params: DecodeParams, first: Fraction, end: Fraction | None, path: P
     start = max(Fraction(params.window_start_s), first)
     if params.window_duration_s is None:
         if end is None:
-            raise ValueError("an open window needs the video's end")  # _read_index reads to the end then
+            raise ValueError("an open window needs the video's end")  # read_index reads to the end then
         stop = end
     else:
         stop = Fraction(params.window_start_s) + Fraction(params.window_duration_s)
@@ -428,7 +210,7 @@ def _window(params: DecodeParams, first: Fraction, end: Fraction | None, path: P
 
 
 def _sample_timed(
-    stream: Any, packets: Any, params: DecodeParams, index: _Index, deadline: _Deadline, path: Path, clip_id: str
+    stream: Any, packets: Any, params: DecodeParams, index: PacketIndex, deadline: Deadline, path: Path, clip_id: str
 ) -> SampledFrames:
     tb = stream.time_base
     shown = sorted(p for p, s in zip(index.pts, index.shown) if s)
@@ -439,7 +221,7 @@ def _sample_timed(
     targets, picks = _pick(shown, window, params.n_frames, tb)
     want = {shown[i] for i in picks}
     codec = stream.codec_context.name
-    convert = _Converter(params.short_side_px, params.second_size_px, stream)
+    convert = Converter(params.short_side_px, params.second_size_px, stream)
     planned = _plan(index, want)
     skip_nonref = codec in NONREF_CODECS
     groups = _parallel_groups(planned, index, params.threads) if isinstance(packets, list) else []
@@ -448,9 +230,9 @@ def _sample_timed(
             path, packets, groups, params, index, planned, want, convert, deadline, skip_nonref, clip_id
         )
     else:
-        _configure(stream, params.threads, params.short_side_px)
+        configure_decoder(stream, params.threads, params.short_side_px)
         items = enumerate(packets)
-        got, decoded = _decode(stream, items, index, planned, want, convert, deadline, skip_nonref, path, clip_id)
+        got, decoded = decode_packets(stream, items, index, planned, want, convert, deadline, skip_nonref, path, clip_id)
     if len(got) < len(want):
         # The plan lost a frame (a keyframe flag that lies, say): decode the window again, nothing skipped.
         got, more = _decode_again(path, params, index, want, convert, deadline, clip_id)
@@ -463,25 +245,25 @@ def _sample_timed(
         )
     return SampledFrames(
         frames=np.stack([got[shown[i]][0] for i in picks]),
-        frames_second=_stack_second([got[shown[i]][1] for i in picks]),
+        frames_second=stack_second([got[shown[i]][1] for i in picks]),
         timestamps_s=np.array([float(shown[i] * tb) for i in picks]),
         frame_indices=np.array(picks, dtype=np.int64),
         target_times_s=np.array([float(t) for t in targets]),
         window_s=(float(window[0]), float(window[1])),
-        source=_source(convert, codec, np.array(shown, dtype=np.float64) * float(tb), float(last_duration * tb)),
+        source=video_source(convert, codec, np.array(shown, dtype=np.float64) * float(tb), float(last_duration * tb)),
         decoded_frames=decoded,
     )
 
 
 def _decode_again(
-    path: Path, params: DecodeParams, index: _Index, want: set[int], convert: _Converter, deadline: _Deadline, clip_id: str
+    path: Path, params: DecodeParams, index: PacketIndex, want: set[int], convert: Converter, deadline: Deadline, clip_id: str
 ) -> tuple[dict[int, tuple[np.ndarray, np.ndarray | None]], int]:
     plain = np.array([KEEP if p in want else REFERENCE for p in index.pts], dtype=np.uint8)
-    with _open(path, clip_id) as container:
-        stream = _video_stream(container, path, clip_id)
-        _configure(stream, params.threads, params.short_side_px)
-        items = enumerate(_demux(container, stream, index.seek_pts, path, clip_id))
-        return _decode(stream, items, index, plain, want, convert, deadline, False, path, clip_id, strict=True)
+    with open_container(path, clip_id) as container:
+        stream = video_stream(container, path, clip_id)
+        configure_decoder(stream, params.threads, params.short_side_px)
+        items = enumerate(demux(container, stream, index.seek_pts, path, clip_id))
+        return decode_packets(stream, items, index, plain, want, convert, deadline, False, path, clip_id, strict=True)
 
 
 def _cores() -> int:
@@ -491,7 +273,7 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _parallel_groups(plan: np.ndarray, index: _Index, threads: int) -> list[tuple[int, int]]:
+def _parallel_groups(plan: np.ndarray, index: PacketIndex, threads: int) -> list[tuple[int, int]]:
     """Split the plan's runs (stretches of packets to send, each starting at a keyframe, so independent) into
     up to ``threads`` (0: one per core, at most ``MAX_PARALLEL_DECODERS``) contiguous groups of about equal
     compressed size, one per decoder. Fewer than two runs: no split (FFmpeg's frame threads serve then)."""
@@ -514,11 +296,11 @@ def _decode_parallel(
     packets: list[Any],
     groups: list[tuple[int, int]],
     params: DecodeParams,
-    index: _Index,
+    index: PacketIndex,
     plan: np.ndarray,
     want: set[int],
-    convert: _Converter,
-    deadline: _Deadline,
+    convert: Converter,
+    deadline: Deadline,
     skip_nonref: bool,
     clip_id: str,
 ) -> tuple[dict[int, tuple[np.ndarray, np.ndarray | None]], int]:
@@ -527,11 +309,11 @@ def _decode_parallel(
 
     def decode_group(bounds: tuple[int, int]) -> tuple[dict[int, tuple[np.ndarray, np.ndarray | None]], int]:
         first, last = bounds
-        with _open(path, clip_id) as container:
-            stream = _video_stream(container, path, clip_id)
-            _configure(stream, 1, params.short_side_px)
+        with open_container(path, clip_id) as container:
+            stream = video_stream(container, path, clip_id)
+            configure_decoder(stream, 1, params.short_side_px)
             items = ((i, packets[i]) for i in range(first, last + 1))
-            return _decode(stream, items, index, plan, want, convert, deadline, skip_nonref, path, clip_id)
+            return decode_packets(stream, items, index, plan, want, convert, deadline, skip_nonref, path, clip_id)
 
     got: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
     decoded = 0
@@ -541,7 +323,7 @@ def _decode_parallel(
         failed = [e for f in futures if f.done() and (e := f.exception()) is not None]
         if failed:
             deadline.cancel()  # the other decoders stop at their next packet
-            raise next((e for e in failed if not isinstance(e, _Cancelled)), failed[0])
+            raise next((e for e in failed if not isinstance(e, Cancelled)), failed[0])
         for future in futures:
             part, n = future.result()
             got.update(part)
@@ -549,7 +331,7 @@ def _decode_parallel(
     return got, decoded
 
 
-def _plan(index: _Index, want: set[int]) -> np.ndarray:
+def _plan(index: PacketIndex, want: set[int]) -> np.ndarray:
     """What to do with each packet, in decode order: DROP it, decode it as a REFERENCE (a non-reference
     frame may be skipped), or KEEP it (decode and convert)."""
     n = len(index.pts)
@@ -565,195 +347,21 @@ def _plan(index: _Index, want: set[int]) -> np.ndarray:
     return plan
 
 
-def _configure(stream: Any, threads: int, short_side_px: int) -> None:
-    """Decoder threads, and the reduced-resolution decode (``lowres``: 1/2, 1/4 or 1/8 of each side, done in
-    the inverse transform) where the codec has one and the result keeps a short side >= ``short_side_px``.
-    MPEG-4 part 2 at 1080p decodes 3x faster at 1/4; decoders without it (h264, hevc, vp9, av1) ignore it."""
-    cc = stream.codec_context
-    cc.thread_type = "AUTO"
-    cc.thread_count = threads
-    short = min(cc.width or 0, cc.height or 0)
-    level = 0
-    while level < 3 and short >> (level + 1) >= short_side_px:
-        level += 1
-    if level and cc.name in LOWRES_CODECS:
-        cc.options = {**cc.options, "lowres": str(level)}
-
-
-class _Converter:
-    """Kept frames to RGB uint8 at the working size (shorter display side ``short_side_px``) and, if asked,
-    at a second fixed size, both in display orientation.
-
-    As FFmpeg's ``scale=W:H:flags=bilinear`` followed by the conversion to rgb24 (the filter graph of the
-    I3D reference): swscale first scales bilinearly in the frame's own pixel format, then converts without
-    scaling, using the frame's colour matrix and range. Measured 3x faster than scaling straight to rgb24
-    (0.26 vs 0.84 ms a frame at 240p; mean difference 0.9 levels, from chroma siting). The second size is
-    scaled from the working-size picture the same way (swscale's bilinear widens its kernel when it
-    shrinks, so it does not alias; 0.1 ms a frame at any source size, where OpenCV's INTER_AREA took
-    0.6 ms). The rotation of the display matrix is applied last.
-    """
-
-    def __init__(self, short_side_px: int, second_size_px: tuple[int, int] | None, stream: Any) -> None:
-        self.short_side_px = short_side_px
-        self.second_size_px = second_size_px
-        sar = stream.sample_aspect_ratio or stream.codec_context.sample_aspect_ratio
-        self.sar = Fraction(sar) if sar and sar > 0 else Fraction(1)
-        self.size: tuple[int, int] | None = None
-        self.second: tuple[int, int] | None = None
-        self.rotation_deg = 0
-        self.pix_fmt = ""
-        self.coded = (stream.codec_context.width, stream.codec_context.height)  # before a lowres decoder opens
-        self._lock = threading.Lock()  # parallel decoders share one converter
-
-    def _sizes(self, frame: Any) -> None:
-        self.pix_fmt = frame.format.name
-        self.rotation_deg = round((frame.rotation or 0) / 90.0) * 90 % 360
-        display_w = frame.width * self.sar
-        scale = Fraction(self.short_side_px) / min(display_w, Fraction(frame.height))
-        self.size = (max(1, round(display_w * scale)), max(1, round(frame.height * scale)))
-        if self.second_size_px is not None:
-            short, long = self.second_size_px
-            landscape = (display_w >= frame.height) != (self.rotation_deg in (90, 270))  # as displayed
-            shown = (long, short) if landscape else (short, long)  # (width, height) as displayed
-            self.second = shown[::-1] if self.rotation_deg in (90, 270) else shown
-
-    def __call__(self, frame: Any) -> tuple[np.ndarray, np.ndarray | None]:
-        with self._lock:
-            if self.size is None:
-                self._sizes(frame)
-        assert self.size is not None
-        scaled = frame
-        if (frame.width, frame.height) != self.size:
-            scaled = frame.reformat(
-                width=self.size[0], height=self.size[1], format=frame.format.name, interpolation="BILINEAR", threads=1
-            )
-        rgb = self._rgb(scaled, frame)
-        second = None
-        if self.second is not None:
-            small = scaled.reformat(
-                width=self.second[0], height=self.second[1], format=frame.format.name, interpolation="BILINEAR", threads=1
-            )
-            second = self._rgb(small, frame)
-        return rgb, second
-
-    def _rgb(self, picture: Any, frame: Any) -> np.ndarray:
-        rgb = picture.reformat(format="rgb24", src_colorspace=frame.colorspace, src_color_range=frame.color_range, threads=1)
-        array = rgb.to_ndarray()
-        return np.rot90(array, self.rotation_deg // 90) if self.rotation_deg else array
-
-
-def _decode(
-    stream: Any,
-    items: Iterable[tuple[int, Any]],
-    index: _Index,
-    plan: np.ndarray,
-    want: set[int],
-    convert: _Converter,
-    deadline: _Deadline,
-    skip_nonref: bool,
-    path: Path,
-    clip_id: str,
-    *,
-    strict: bool = False,
-) -> tuple[dict[int, tuple[np.ndarray, np.ndarray | None]], int]:
-    """Send the planned packets of ``items`` ((position in the index, packet) in decode order); convert each
-    wanted frame the first time it comes out.
-
-    A decoder error on a sent packet means a corrupt file. A kept frame flagged
-    corrupt (the decoder concealed errors) is left out, so that the caller
-    decodes again without skipping; with ``strict`` it is an error.
-    """
-    cc = stream.codec_context
-    tb = stream.time_base
-    got: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
-    decoded = 0
-    actions = plan.tolist()
-    last = max(i for i, a in enumerate(actions) if a != DROP)
-    mode = "DEFAULT"
-    pts = 0
-
-    def collect(frames: list[Any]) -> None:
-        nonlocal decoded
-        decoded += len(frames)
-        for frame in frames:
-            if frame.pts in want and frame.pts not in got:
-                if frame.is_corrupt:
-                    if strict:
-                        raise MediaError(
-                            f"{describe_clip(path, clip_id)}: the frame at {float(frame.pts * tb):.2f} s is corrupt"
-                            " (the decoder concealed errors); re-encode or replace the file"
-                        )
-                    continue
-                got[frame.pts] = convert(frame)
-
-    try:
-        for i, packet in items:
-            if i > last:
-                break
-            pts = packet.pts
-            if pts != index.pts[i]:
-                raise MediaError(
-                    f"{describe_clip(path, clip_id)}: the file reads differently the second time (packet {i}); it is"
-                    " being written to, or its container is corrupt; re-encode or replace it"
-                )
-            action = actions[i]
-            if action == DROP:
-                continue
-            deadline.check(pts, tb)
-            wanted = "NONREF" if skip_nonref and action == REFERENCE else "DEFAULT"
-            if wanted != mode:  # read by the decoder per packet (frame threads copy it on submit)
-                cc.skip_frame = mode = wanted
-            collect(cc.decode(packet))
-        cc.skip_frame = "DEFAULT"
-        collect(cc.decode(None))
-    except av.FFmpegError as err:
-        raise MediaError(
-            f"{describe_clip(path, clip_id)}: corrupt video data near {float(pts * tb):.2f} s ({decoder_reason(err)});"
-            " re-encode or replace the file"
-        ) from None
-    return got, decoded
-
-
-def _stack_second(pictures: list[np.ndarray | None]) -> np.ndarray | None:
-    return None if any(p is None for p in pictures) else np.stack(pictures)  # type: ignore[arg-type]
-
-
-def _source(convert: _Converter, codec: str, seconds: np.ndarray, last_duration_s: float, **extra: Any) -> VideoSource:
-    """Facts of the stream from its sorted frame times (seconds)."""
-    gaps = np.diff(seconds)
-    span = float(seconds[-1] - seconds[0]) + last_duration_s
-    vfr = bool(gaps.size > 1 and gaps.max() - gaps.min() > 1e-3 + 0.01 * float(np.median(gaps)))
-    return VideoSource(
-        codec=codec,
-        pix_fmt=convert.pix_fmt,
-        width_px=convert.coded[0],
-        height_px=convert.coded[1],
-        sample_aspect_ratio=float(convert.sar),
-        rotation_deg=convert.rotation_deg,
-        fps=round(len(seconds) / span, 4) if span > 0 else 0.0,
-        frame_count=len(seconds),
-        start_s=float(seconds[0]),
-        end_s=float(seconds[-1]) + last_duration_s,
-        variable_frame_rate=vfr,
-        **extra,
-    )
-
-
-def _sample_by_order(path: Path, params: DecodeParams, index: _Index, deadline: _Deadline, clip_id: str) -> SampledFrames:
+def _sample_by_order(path: Path, params: DecodeParams, index: PacketIndex, deadline: Deadline, clip_id: str) -> SampledFrames:
     """Packets without timestamps: decode every frame and time it by its output order at the nominal rate."""
     count = sum(index.shown)
-    with _open(path, clip_id) as container:
-        stream = _video_stream(container, path, clip_id)
+    with open_container(path, clip_id) as container:
+        stream = video_stream(container, path, clip_id)
         step = 1 / Fraction(stream.average_rate or stream.guessed_rate or stream.base_rate or 25)
         window = _window(params, Fraction(0), count * step, path, clip_id)
         targets, picks = _pick(list(range(count)), window, params.n_frames, step)
         wanted = set(picks)
-        _configure(stream, params.threads, params.short_side_px)
-        convert = _Converter(params.short_side_px, params.second_size_px, stream)
+        configure_decoder(stream, params.threads, params.short_side_px)
+        convert = Converter(params.short_side_px, params.second_size_px, stream)
         got: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
         n = 0
         try:
-            for packet in _demux(container, stream, None, path, clip_id):
+            for packet in demux(container, stream, None, path, clip_id):
                 deadline.check(n, step)
                 for frame in stream.codec_context.decode(packet):
                     if n in wanted:
@@ -774,11 +382,11 @@ def _sample_by_order(path: Path, params: DecodeParams, index: _Index, deadline: 
         )
     return SampledFrames(
         frames=np.stack([got[k][0] for k in picks]),
-        frames_second=_stack_second([got[k][1] for k in picks]),
+        frames_second=stack_second([got[k][1] for k in picks]),
         timestamps_s=np.array([float(k * step) for k in picks]),
         frame_indices=np.array(picks, dtype=np.int64),
         target_times_s=np.array([float(t) for t in targets]),
         window_s=(float(window[0]), float(window[1])),
-        source=_source(convert, codec, np.arange(count) * float(step), float(step), timestamps_from_order=True),
+        source=video_source(convert, codec, np.arange(count) * float(step), float(step), timestamps_from_order=True),
         decoded_frames=n,
     )

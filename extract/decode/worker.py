@@ -45,15 +45,9 @@ from typing import IO, Any
 import numpy as np
 
 from mvemo.extract.decode.audio import AudioWindow, Decoded, decode_audio
-from mvemo.extract.decode.video import (
-    DecodeParams,
-    DecodeTimeoutError,
-    NoVideoStreamError,
-    SampledFrames,
-    VideoSource,
-    describe_clip,
-    read_sample,
-)
+from mvemo.extract.decode.frames import VideoSource
+from mvemo.extract.decode.packets import DecodeParams, DecodeTimeoutError, NoVideoStreamError, describe_clip
+from mvemo.extract.decode.video import SampledFrames, read_sample
 from mvemo.manifests.errors import MediaError
 
 STARTUP_TIMEOUT_S = 120.0

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from mvemo.extract.decode import video as video_decode
-from mvemo.extract.decode.video import DecodeParams, read_sample
+from mvemo.extract.decode.packets import DecodeParams, PacketIndex
+from mvemo.extract.decode.video import read_sample
 from mvemo.extract.video import FrameConfig, sample_frames
 
 BITS = 10
@@ -163,7 +164,7 @@ def test_a_plan_that_loses_frames_falls_back_to_decoding_everything(cfr_clip: Pa
     those pictures, and the window is decoded again in full: the result is still exact."""
     good = sample_frames(cfr_clip, CONFIG)
 
-    def targets_only(index: video_decode._Index, want: set[int]) -> np.ndarray:
+    def targets_only(index: PacketIndex, want: set[int]) -> np.ndarray:
         return np.array([video_decode.KEEP if p in want else video_decode.DROP for p in index.pts], dtype=np.uint8)
 
     monkeypatch.setattr(video_decode, "_plan", targets_only)
@@ -174,7 +175,7 @@ def test_a_plan_that_loses_frames_falls_back_to_decoding_everything(cfr_clip: Pa
 
 def test_parallel_groups_are_contiguous_balanced_and_start_at_runs() -> None:
     plan = np.array([2, 1, 1, 0, 0, 1, 2, 0, 1, 1, 1, 2, 0, 1, 2, 0], dtype=np.uint8)
-    index = video_decode._Index(packets=[SimpleNamespace(size=100)] * len(plan))
+    index = PacketIndex(packets=[SimpleNamespace(size=100)] * len(plan))
     runs = [(0, 2), (5, 6), (8, 11), (13, 14)]
     assert video_decode._parallel_groups(plan, index, 1) == []
     assert video_decode._parallel_groups(plan, index, 8) == runs  # no more groups than runs
@@ -184,7 +185,7 @@ def test_parallel_groups_are_contiguous_balanced_and_start_at_runs() -> None:
 
 def test_a_window_too_large_to_buffer_is_read_twice_with_the_same_result(cfr_clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     buffered = sample_frames(cfr_clip, CONFIG)
-    monkeypatch.setattr("mvemo.extract.decode.video.PACKET_BUFFER_BYTES", 1000)
+    monkeypatch.setattr("mvemo.extract.decode.packets.PACKET_BUFFER_BYTES", 1000)
     again = sample_frames(cfr_clip, CONFIG)
     np.testing.assert_array_equal(again.frames, buffered.frames)
     assert again.frame_indices.tolist() == buffered.frame_indices.tolist()

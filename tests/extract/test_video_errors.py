@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mvemo.extract.decode.video import DecodeParams
+from mvemo.extract.decode.packets import DecodeParams
 from mvemo.extract.decode.worker import FrameWorker, WorkerError, kill_grace_s
 from mvemo.extract.video import DecodeTimeoutError, FrameConfig, NoVideoStreamError, compute_video_features, sample_frames
 from mvemo.manifests import Clip, MediaError

@@ -24,8 +24,8 @@ sample_frames(short, config)  # imports, decoder and converter warm
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 sample = sample_frames(long, config)
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-import mvemo.extract.decode.video
-mvemo.extract.decode.video.PACKET_BUFFER_BYTES = 1 << 20  # too small for the window: the second pass demuxes again
+import mvemo.extract.decode.packets
+mvemo.extract.decode.packets.PACKET_BUFFER_BYTES = 1 << 20  # too small for the window: the second pass demuxes again
 again = sample_frames(long, config)
 print(json.dumps({"before_kib": before, "after_kib": after, "frames": sample.source.frame_count,
                   "decoded": sample.decoded_frames, "shape": list(sample.frames.shape),
