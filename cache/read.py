@@ -14,8 +14,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from mvemo.cache.h5file import feature_set_names, open_h5
 from mvemo.cache.layout import CLIPS, DONE, FAILED, feature_path
-from mvemo.cache.store import feature_set_names, open_h5
 from mvemo.manifests.errors import CacheError
 from mvemo.manifests.schema import group_id
 

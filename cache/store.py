@@ -24,24 +24,30 @@ import functools
 import json
 import os
 import shutil
-import zlib
 from collections.abc import Callable, Iterable, Sequence
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from mvemo.cache.fingerprint import SCHEMA_VERSION, canonical_json, media_hash, media_stat_key, record_diff
+from mvemo.cache.fingerprint import canonical_json, media_hash, media_stat_key, record_diff
+from mvemo.cache.h5file import (
+    append_clips,
+    create_clip_table,
+    create_feature_set,
+    feature_set_names,
+    fit_row,
+    fsync_dir,
+    open_h5,
+    row_checksum,
+    set_rows,
+)
 from mvemo.cache.layout import (
     CLIPS,
     DONE,
     ERROR_BYTES,
-    ERROR_DTYPE,
     FAILED,
-    FEATURES,
-    HASH_DTYPE,
     TODO,
     FeatureSpec,
     feature_path,
@@ -51,42 +57,6 @@ from mvemo.manifests.errors import CacheError
 from mvemo.manifests.schema import Manifest
 
 VERIFY_SAMPLE = 8
-# A chunk is one clip row, except that rows smaller than this share a chunk: with a
-# chunk per 2 KiB embedding, a bulk read ran at 14% of memcpy speed, HDF5's per-chunk cost.
-MIN_CHUNK_BYTES = 256 * 2**10
-
-
-def mvemo_version() -> str:
-    try:
-        return version("mvemo")
-    except PackageNotFoundError:
-        return "unknown"
-
-
-def open_h5(path: str | os.PathLike[str], mode: str = "r") -> h5py.File:
-    """Open a cache file without HDF5's chunk cache and without its file locking.
-
-    No chunk cache: a chunk is a whole row (or, for small rows, a block written
-    with its neighbours), so writes and bulk reads go straight between the file
-    and the caller's array. Measured against a 64 MiB cache: writes 2x faster,
-    bulk embedding reads 0.6 instead of 0.4 of memcpy speed; and on a full disk a
-    failed write leaves no dirty chunk behind, which HDF5 would try (and fail, with
-    a crash) to flush at exit. No file locking: row writes change no metadata, so
-    reading during a write is safe, and writers exclude each other with ``CacheLock``.
-    """
-    return h5py.File(
-        path,
-        mode,
-        # The oldest format that holds the layout: superblock v3 (libver "latest") keeps a
-        # "file open for write" flag that a killed writer leaves set, and h5py cannot clear it.
-        libver=("earliest", "latest"),
-        rdcc_nbytes=0,
-        locking=False,
-    )
-
-
-def row_checksum(row: np.ndarray) -> int:
-    return zlib.crc32(np.ascontiguousarray(row).view(np.uint8).data)
 
 
 def _disk_errors(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -136,7 +106,7 @@ class CacheWriter:
         self._file: h5py.File | None = None
         try:
             if not self.path.exists():
-                self._restructure(lambda f: _create_clip_table(f, manifest))
+                self._restructure(lambda f: create_clip_table(f, manifest))
             self._file = self._open()
             self._sync_clips(manifest)
         except BaseException:
@@ -186,7 +156,7 @@ class CacheWriter:
         with open(self._tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(self._tmp, self.path)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         self._file = self._open()
 
     # -- clips -------------------------------------------------------------------------
@@ -212,7 +182,7 @@ class CacheWriter:
             )
         new = [c for c in manifest.clips if c.clip_id not in row_of]
         if new:
-            self._restructure(lambda f: _append_clips(f, new, manifest))
+            self._restructure(lambda f: append_clips(f, new, manifest))
         self._update_clip_columns(manifest)
         self._update_media_hashes(manifest)
 
@@ -293,7 +263,7 @@ class CacheWriter:
 
             def create_all(f: h5py.File) -> None:
                 for spec in create:
-                    _create_feature_set(f, spec, n, replace=spec.name in existing)
+                    create_feature_set(f, spec, n, replace=spec.name in existing)
 
             self._restructure(create_all)
 
@@ -354,7 +324,7 @@ class CacheWriter:
         row_shape = dset.shape[1:]
         written, refused, checksums, lengths = [], [], [], []
         for row, values in zip(rows, data):
-            padded, length = _fit_row(np.asarray(values), row_shape, dset.dtype, name, group.attrs["variable_length"])
+            padded, length = fit_row(np.asarray(values), row_shape, dset.dtype, name, group.attrs["variable_length"])
             if padded.dtype.kind == "f" and not np.isfinite(padded).all():
                 refused.append(int(row))
                 continue
@@ -366,7 +336,7 @@ class CacheWriter:
         self.file.flush()
         if written:
             media = self._media_hash[written]
-            _set_rows(group, written, checksum=checksums, valid_length=lengths, media_hash=media, error=b"", status=DONE)
+            set_rows(group, written, checksum=checksums, valid_length=lengths, media_hash=media, error=b"", status=DONE)
             self.file.flush()
         for row in refused:
             self.fail(name, row, "the extractor produced NaN or inf values")
@@ -380,141 +350,5 @@ class CacheWriter:
         """
         group = self.file[feature_path(name)]
         error = reason.encode("utf-8")[:ERROR_BYTES]
-        _set_rows(group, [row], error=error, media_hash=self._media_hash[row], status=status)
+        set_rows(group, [row], error=error, media_hash=self._media_hash[row], status=status)
         self.file.flush()
-
-
-def feature_set_names(f: h5py.File) -> list[str]:
-    """Every feature set of an open cache file, sorted."""
-    if FEATURES not in f:
-        return []
-    names: list[str] = []
-
-    def visit(name: str, obj: Any) -> None:
-        if isinstance(obj, h5py.Group) and "fingerprint" in obj.attrs:
-            names.append(name)
-
-    f[FEATURES].visititems(visit)
-    return sorted(names)
-
-
-def _set_rows(group: h5py.Group, rows: Sequence[int], **columns: Any) -> None:
-    """Set per-row columns of ``rows`` with one read and one write of the span they cover."""
-    lo, hi = min(rows), max(rows) + 1
-    index = np.asarray(rows) - lo
-    for key, values in columns.items():
-        span = group[key][lo:hi]
-        span[index] = values
-        group[key][lo:hi] = span
-
-
-def _fit_row(
-    values: np.ndarray, row_shape: tuple[int, ...], dtype: np.dtype, name: str, variable: bool
-) -> tuple[np.ndarray, int]:
-    if variable and values.shape[1:] == row_shape[1:]:
-        length = min(values.shape[0], row_shape[0])
-        padded = np.zeros(row_shape, dtype=dtype)
-        padded[:length] = values[:length]
-        return padded, length
-    if values.shape != row_shape:
-        raise CacheError(f"feature set {name!r}: a row of shape {values.shape} for a set of rows {row_shape}")
-    return values.astype(dtype, copy=False), row_shape[0] if row_shape else 1
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _allocated(f: h5py.Group, name: str, shape: tuple[int, ...], dtype: Any, chunk_rows: int = 1) -> h5py.Dataset:
-    """A chunked dataset whose every chunk is allocated now, so later row writes change no metadata."""
-    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
-    if h5py.check_string_dtype(np.dtype(dtype)) is None:  # variable-length strings need a fill value
-        dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
-    chunks = (chunk_rows, *tuple(shape[1:]))
-    return f.create_dataset(name, shape=shape, maxshape=(None, *tuple(shape[1:])), dtype=dtype, chunks=chunks, dcpl=dcpl)
-
-
-def _per_row(f: h5py.Group, name: str, n: int, dtype: Any, fill: Any) -> h5py.Dataset:
-    dset = _allocated(f, name, (n,), dtype, chunk_rows=4096)
-    if n:
-        dset[:] = np.full(n, fill, dtype=dtype)
-    return dset
-
-
-PER_ROW: dict[str, tuple[Any, Any]] = {
-    "status": (np.uint8, TODO),
-    "media_hash": (HASH_DTYPE, b""),
-    "checksum": (np.uint32, 0),
-    "error": (ERROR_DTYPE, b""),
-    "valid_length": (np.int32, 0),
-}
-CLIP_COLUMNS = {
-    "clip_id": h5py.string_dtype(),
-    "group": h5py.string_dtype(),
-    "video": h5py.string_dtype(),
-    "audio": h5py.string_dtype(),
-    "label": np.int32,
-    "fold": np.int32,
-    "media_hash": HASH_DTYPE,
-    "media_stat": HASH_DTYPE,
-}
-
-
-def _create_clip_table(f: h5py.File, manifest: Manifest) -> None:
-    f.attrs["schema_version"] = SCHEMA_VERSION
-    f.attrs["mvemo_version"] = mvemo_version()
-    f.attrs["classes"] = canonical_json(list(manifest.classes))
-    clips = f.create_group(CLIPS)
-    for name, dtype in CLIP_COLUMNS.items():
-        _allocated(clips, name, (0,), dtype, chunk_rows=4096)
-    _append_clips(f, list(manifest.clips), manifest)
-
-
-def _append_clips(f: h5py.File, new: Sequence[Any], manifest: Manifest) -> None:
-    clips = f[CLIPS]
-    start = clips["clip_id"].shape[0]
-    stop = start + len(new)
-    index = {name: i for i, name in enumerate(manifest.classes)}
-    values = {
-        "clip_id": [c.clip_id for c in new],
-        "group": [c.group for c in new],
-        "video": [str(c.video or "") for c in new],
-        "audio": [str(c.audio or "") for c in new],
-        "label": [index[c.label] for c in new],
-        "fold": [-1 if c.fold is None else c.fold for c in new],
-        "media_hash": [b""] * len(new),
-        "media_stat": [b""] * len(new),
-    }
-    for name, dtype in CLIP_COLUMNS.items():
-        clips[name].resize((stop,))
-        clips[name][start:stop] = np.array(values[name], dtype=dtype)
-    for name in feature_set_names(f):
-        group = f[feature_path(name)]
-        for key in ("data", *PER_ROW):
-            group[key].resize((stop, *group[key].shape[1:]))
-        for key, (dtype, fill) in PER_ROW.items():
-            group[key][start:stop] = np.full(len(new), fill, dtype=dtype)
-
-
-def _create_feature_set(f: h5py.File, spec: FeatureSpec, n: int, *, replace: bool) -> None:
-    path = feature_path(spec.name)
-    if replace:
-        del f[path]
-    group = f.create_group(path)
-    for key, (dtype, fill) in PER_ROW.items():  # first, so they lie before the bulk of the data in the file
-        _per_row(group, key, n, dtype, fill)
-    _allocated(group, "data", (n, *spec.row_shape), spec.dtype, chunk_rows=max(1, MIN_CHUNK_BYTES // spec.row_bytes))
-    group.attrs["fingerprint"] = spec.fingerprint
-    group.attrs["record"] = canonical_json(spec.record)
-    group.attrs["config"] = canonical_json(dict(spec.config))
-    group.attrs["extractor"] = spec.extractor
-    group.attrs["extractor_version"] = spec.extractor_version
-    group.attrs["weights_sha256"] = spec.weights_sha256
-    group.attrs["schema_version"] = SCHEMA_VERSION
-    group.attrs["columns"] = json.dumps(list(spec.columns))
-    group.attrs["variable_length"] = spec.variable_length

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from mvemo.cache.fingerprint import fingerprint, media_hash, media_stat_key
+from mvemo.cache.h5file import row_checksum
 from mvemo.cache.layout import ABSENT, CLIPS, DONE, FAILED, TODO, feature_path
 from mvemo.cache.lock import lock_state
 from mvemo.cache.read import Cache
-from mvemo.cache.store import row_checksum
 
 
 @dataclass

@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from mvemo.cache.h5file import mvemo_version
 from mvemo.cache.read import Cache
-from mvemo.cache.store import mvemo_version
 from mvemo.fuse.cv import cross_validate
 from mvemo.fuse.heads import make_head
 from mvemo.fuse.models import select_models
