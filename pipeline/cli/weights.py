@@ -82,7 +82,7 @@ def weights_list(weights_dir: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def weights_fetch(name: str, url: str | None, weights_dir: str | None, sha256: str | None, as_json: bool) -> None:
     """Download NAME, check its sha256, convert it to its safe local format where needed, and store it."""
-    from mvemo.extract.weights import fetch_weights
+    from mvemo.extract.weight_fetch import fetch_weights
 
     fetched = fetch_weights(name, url=url, weights_dir=weights_dir, sha256=sha256)
     if fetched.checked.startswith("nothing"):

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from mvemo.extract.nets import get_net
-from mvemo.extract.weights import KNOWN, WeightsError, read_weights
+from mvemo.extract.weight_files import read_weights
+from mvemo.extract.weights import KNOWN, WeightsError
 from tests.conftest import SHARED
 
 WEIGHTS = SHARED / "weights"

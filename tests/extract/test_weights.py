@@ -18,20 +18,17 @@ import numpy as np
 import pytest
 import torch
 
+from mvemo.extract.weight_fetch import fetch_weights
+from mvemo.extract.weight_files import NumpyOnlyUnpickler, load_numpy_pickle, read_weights, write_npz
 from mvemo.extract.weights import (
     KNOWN,
-    NumpyOnlyUnpickler,
     WeightsError,
-    fetch_weights,
     find_weights,
-    load_numpy_pickle,
-    read_weights,
     require_weights,
     search_dirs,
     sha256_of,
     verify_weights,
     weights_status,
-    write_npz,
 )
 from mvemo.manifests import ConfigError
 from tests.conftest import SHARED

