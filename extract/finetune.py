@@ -21,39 +21,30 @@ from __future__ import annotations
 
 import functools
 import os
-import pickle
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
 
 import numpy as np
-import torch
 
-from mvemo.cache.fingerprint import file_sha256
 from mvemo.cache.layout import FeatureSpec
 from mvemo.cache.lock import CacheLock
 from mvemo.cache.read import Cache
 from mvemo.cache.store import CacheWriter
 from mvemo.extract.embed import (
     EXTRACTOR_VERSION,
-    build_net,
     fail_rows_without_inputs,
     input_fingerprints,
-    input_options,
     is_lost_job,
-    require_same_weights,
 )
-from mvemo.extract.nets.base import EmotionNet
 from mvemo.extract.train import GPU_RESOURCES, TrainConfig, embed_rows, kinds_of, resolve_device, train_net
+from mvemo.extract.units import UnitJob, UnitResult, build_finetune_net, train_unit
 from mvemo.manifests.errors import ConfigError
 from mvemo.manifests.folds import inner_split as grouped_inner_split
 from mvemo.manifests.schema import Manifest
 
 PROTOCOLS = ("leakfree", "paper")
-# Net options while fine-tuning: paper 001 trains the 2D CNN with ReLU where the MSD weights were trained with ELU.
-FINETUNE_OPTIONS = {"twodcnn": {"activation": "relu"}}
 
 
 @dataclass
@@ -72,11 +63,6 @@ class UnitSummary:
 class FinetuneSummary:
     units: list[UnitSummary] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-
-def checkpoint_dir(cache_path: str | os.PathLike[str]) -> Path:
-    path = Path(cache_path)
-    return path.with_name(path.name + ".checkpoints")
 
 
 def inner_split(
@@ -212,16 +198,6 @@ def clip_table(cache_path: str) -> tuple[np.ndarray, np.ndarray, list[str], int]
         return cache.y, cache.folds, cache.groups, len(cache.classes)
 
 
-def build_finetune_net(
-    cache_path: str, name: str, n_classes: int, config: TrainConfig, weights_dir: str | os.PathLike[str] | None
-) -> tuple[EmotionNet, str]:
-    """The net as fine-tuning starts it (``FINETUNE_OPTIONS``, then the config's, then those its cached input sets,
-    pretrained weights)."""
-    with Cache(cache_path) as cache:
-        options = {**FINETUNE_OPTIONS.get(name, {}), **config.net_options.get(name, {}), **input_options(name, cache)}
-    return build_net(name, n_classes, weights_dir=weights_dir, seed=config.seed, options=options)
-
-
 def out_of_fold_probabilities(
     cache_path: str | os.PathLike[str],
     name: str,
@@ -253,85 +229,6 @@ def out_of_fold_probabilities(
             f"{name}, {config.optimizer(name).name}, fold {k}: {result.epochs} epochs, validation accuracy {result.val_accuracy:.3f}"
         )
     return ready, proba
-
-
-@dataclass(frozen=True)
-class UnitJob:
-    """All a worker needs to train one (net, fold) unit: the cache and checkpoints lie where it can read and write."""
-
-    cache_path: str
-    name: str
-    targets: tuple[str, ...]
-    n_classes: int
-    config: TrainConfig
-    protocol: str
-    weights_dir: str | None
-    pretrained_sha256: str
-    fold: int | None
-    train_rows: np.ndarray
-    val_rows: np.ndarray | None
-    epochs: int | None
-    y: np.ndarray
-    rows: np.ndarray
-    device: str
-    workers: int
-
-
-@dataclass
-class UnitResult:
-    """What a trained unit sends back: its outcome, its checkpoint and its embeddings of ``UnitJob.rows``."""
-
-    epochs: int
-    val_accuracy: float | None
-    history: list[dict[str, float]]
-    net_config: dict[str, Any]
-    checkpoint: Path
-    checkpoint_sha256: str
-    embeddings: np.ndarray
-    seconds: float
-
-
-def train_unit(job: UnitJob) -> UnitResult:
-    """Fine-tune one unit, save its checkpoint and embed every ready clip (a job that runs on any executor's worker)."""
-    began = time.perf_counter()
-    device = resolve_device(job.device)
-    net, _ = build_finetune_net(job.cache_path, job.name, job.n_classes, job.config, job.weights_dir)
-    require_same_weights(net, job.pretrained_sha256)
-    result = train_net(
-        net,
-        job.cache_path,
-        job.y,
-        job.train_rows,
-        job.val_rows,
-        job.config,
-        epochs=job.epochs,
-        device=device,
-        workers=job.workers,
-    )
-    checkpoint = save_checkpoint(net, job.cache_path, job.fold, job.protocol)
-    batches = embed_rows(net, job.cache_path, job.rows, job.config.batch_size, device, job.workers)
-    embeddings = np.concatenate([e for _, e in batches]) if len(job.rows) else np.zeros((0, net.embedding_dim), np.float32)
-    return UnitResult(
-        result.epochs,
-        result.val_accuracy,
-        result.history,
-        net.config,
-        checkpoint,
-        file_sha256(checkpoint),
-        embeddings,
-        time.perf_counter() - began,
-    )
-
-
-def save_checkpoint(net: EmotionNet, cache_path: str, fold: int | None, protocol: str) -> Path:
-    """``<cache>.checkpoints/<net>/<fold or all>-<protocol>.pt``, written whole or not at all."""
-    folder = checkpoint_dir(cache_path) / net.name
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{'all' if fold is None else f'fold{fold}'}-{protocol}.pt"
-    partial = path.with_suffix(".pt.partial")
-    torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, partial)
-    os.replace(partial, path)
-    return path
 
 
 class Units:
@@ -440,19 +337,3 @@ class Units:
 def ready_rows(cache: Cache, kinds: tuple[str, ...]) -> np.ndarray:
     """Rows whose every input is computed."""
     return np.flatnonzero(np.logical_and.reduce([cache.done(k) for k in kinds]))
-
-
-def load_checkpoint(net: EmotionNet, record: dict[str, str], folder: str | os.PathLike[str]) -> None:
-    """Load a checkpoint (``record``: its ``path`` relative to ``folder`` and its ``sha256``) into ``net``."""
-    path = Path(folder) / record["path"]
-    if not path.is_file():
-        raise ConfigError(f"checkpoint {str(path)!r} is missing; keep the checkpoints beside the cache or model that names them")
-    if file_sha256(path) != record["sha256"]:
-        raise ConfigError(
-            f"checkpoint {str(path)!r} changed since the embeddings were written (sha256 differs); rerun mvemo extract"
-        )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)  # plain tensors only: a pickled object never runs
-    except pickle.UnpicklingError as err:
-        raise ConfigError(f"checkpoint {str(path)!r} holds more than a state dict of tensors; refused ({err})") from None
-    net.load_state_dict(state)

@@ -20,11 +20,11 @@ import torch
 from mvemo.cache.fingerprint import media_hash
 from mvemo.cache.layout import ABSENT
 from mvemo.extract.embed import build_net
-from mvemo.extract.finetune import load_checkpoint
 from mvemo.extract.nets import net_options
 from mvemo.extract.nets.base import EmotionNet
 from mvemo.extract.run import FeatureConfigs, compute_clip, modality
 from mvemo.extract.train import kinds_of
+from mvemo.extract.units import load_checkpoint
 from mvemo.fuse.models import LLDSTATS, summarize_lld
 from mvemo.fuse.saved import SavedFusionModel, load_fusion_model
 from mvemo.manifests.errors import ConfigError, MediaError, MvemoError

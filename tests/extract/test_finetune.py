@@ -12,11 +12,13 @@ import pytest
 from click.testing import CliRunner
 
 import mvemo.extract.finetune
+import mvemo.extract.units
 from mvemo.cache.fingerprint import file_sha256
 from mvemo.cache.read import Cache
-from mvemo.extract.finetune import checkpoint_dir, finetune_embeddings, inner_split, out_of_fold_probabilities
+from mvemo.extract.finetune import finetune_embeddings, inner_split, out_of_fold_probabilities
 from mvemo.extract.run import compute_feature_sets
 from mvemo.extract.train import STUDY_OPTIMIZERS, CachedBatches, TrainConfig
+from mvemo.extract.units import checkpoint_dir
 from mvemo.fuse.models import protocol
 from mvemo.fuse.run import fuse_cache
 from mvemo.fuse.saved import load_fusion_model
@@ -67,7 +69,7 @@ def test_leakfree_training_never_reads_the_test_fold(tmp_path: Path, manifest: M
         return original(self, i)
 
     original = CachedBatches.__getitem__
-    monkeypatch.setattr(mvemo.extract.finetune, "train_net", recording_train_net)
+    monkeypatch.setattr(mvemo.extract.units, "train_net", recording_train_net)
     monkeypatch.setattr(CachedBatches, "__getitem__", recording_getitem)
     summary = finetune_embeddings(manifest, cache, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")
     folds = np.array([c.fold for c in manifest.clips])
@@ -103,10 +105,10 @@ def test_same_config_and_seed_same_embeddings_and_an_interrupted_run_resumes_ide
             raise KeyboardInterrupt
         return train_net(*args, **kwargs)
 
-    monkeypatch.setattr(mvemo.extract.finetune, "train_net", dies_in_fold_1)
+    monkeypatch.setattr(mvemo.extract.units, "train_net", dies_in_fold_1)
     with pytest.raises(KeyboardInterrupt):
         finetune_embeddings(manifest, broken, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")
-    monkeypatch.setattr(mvemo.extract.finetune, "train_net", train_net)
+    monkeypatch.setattr(mvemo.extract.units, "train_net", train_net)
     resumed = finetune_embeddings(manifest, broken, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")
     assert [u.skipped for u in resumed.units] == [True, False, False, False]
     with Cache(whole) as a, Cache(broken) as b:
@@ -231,8 +233,8 @@ def test_optimizer_study_reports_each_optimizer_of_table_2_and_writes_no_embeddi
 def test_running_out_of_device_memory_names_a_smaller_batch(tmp_path: Path, manifest: Manifest) -> None:
     import torch
 
-    from mvemo.extract.finetune import build_finetune_net
     from mvemo.extract.train import train_net
+    from mvemo.extract.units import build_finetune_net
     from mvemo.manifests.errors import ConfigError
 
     cache = features(manifest, tmp_path / "c.h5")
