@@ -20,6 +20,7 @@ from mvemo.fuse.run import run_cv
 from mvemo.fuse.saved import load_fusion_model
 from mvemo.manifests import CacheError, ConfigError
 from mvemo.manifests.folds import inner_split
+from mvemo.manifests.optim import make_optimizer
 from mvemo.pipeline.cli.main import cli
 from tests.fuse.helpers import embedding_cache
 
@@ -277,5 +278,15 @@ def test_the_softmax_head_validates_on_whole_groups_it_never_trained_on(monkeypa
     SoftmaxHead(max_epochs=5).fit(X, y, groups=groups)
     ((seen, train, val),) = splits
     assert seen == groups and not {groups[i] for i in train} & {groups[i] for i in val}
-    one_group = SoftmaxHead(max_epochs=5).fit(X, y, groups=["all"] * 60)
-    assert one_group.predict(X).shape == (60,), "one group: trained without early stopping, no row validating"
+    steps = []
+
+    def counting(*args, **kwargs):
+        optimizer = make_optimizer(*args, **kwargs)
+        optimizer.register_step_post_hook(lambda *_: steps.append(1))
+        return optimizer
+
+    monkeypatch.setattr(mvemo.fuse.heads, "make_optimizer", counting)
+    one_group = SoftmaxHead(max_epochs=5, patience=1, batch_size=64).fit(X, y, groups=["all"] * 60)
+    assert len(splits) == 1, "one group: no split drawn"
+    assert len(steps) == 5, "one group: max_epochs epochs of one batch each, without early stopping"
+    assert one_group.predict(X).shape == (60,)

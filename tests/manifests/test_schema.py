@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from mvemo.manifests import Clip, Manifest, ManifestError, read_manifest, write_manifest
+from mvemo.manifests.schema import group_id
 
 
 @pytest.fixture
@@ -66,6 +67,11 @@ def test_y_groups_and_folds(media: Path) -> None:
     assert manifest.groups == ["A/a clip", "B/b.wav", "g"]
     assert manifest.folds.tolist() == [1, 0, 1]
     assert manifest.n_folds == 2
+
+
+def test_a_clip_without_a_group_is_a_group_of_its_own() -> None:
+    assert group_id("song 1", "A/a.mp4") == "song 1"
+    assert group_id("", "A/a.mp4") == "A/a.mp4", "the clip's own id, as the manifest documents"
 
 
 def write_csv(tmp_path: Path, body: str, classes: str = '["Sad", "Fear"]') -> Path:
