@@ -77,7 +77,12 @@ def media_hash(paths: list[Path | None]) -> str:
     Reading every byte costs about 1 ms per MB, far less than decoding them; the
     cache reads it again only for files whose ``media_stat_key`` changed (as git does).
     """
+    return combined_digest([None if path is None else file_sha256(path) for path in paths])
+
+
+def combined_digest(digests: list[str | None]) -> str:
+    """``media_hash`` of files whose own sha256 (hex) are ``digests``; None marks an absent modality."""
     digest = hashlib.sha256()
-    for path in paths:
-        digest.update(b"-" if path is None else file_sha256(path).encode())
+    for one in digests:
+        digest.update(b"-" if one is None else one.encode())
     return digest.hexdigest()

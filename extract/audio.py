@@ -6,6 +6,7 @@ into the cache's fingerprints.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -15,7 +16,7 @@ from mvemo.cache.layout import FeatureSpec
 from mvemo.extract.decode.audio import AudioWindow, Decoded, resample_exact
 from mvemo.extract.lld import LldConfig, low_level_descriptors
 from mvemo.extract.spectra import DB_AMIN, mel_filterbank, n_frames, power_blocks
-from mvemo.manifests.errors import require
+from mvemo.manifests.errors import ConfigError, require
 
 # Raised whenever a change moves a feature's values: its rows of another version then fail the fingerprint.
 EXTRACTOR_VERSIONS = {"waveform": "3", "mel": "3", "lld": "4"}
@@ -89,7 +90,16 @@ def config_dict(config: object) -> dict:
 
 
 def config_from_dict(cls: type, data: dict) -> Any:
-    """The inverse of ``config_dict`` for the audio configs (their nested ``AudioWindow`` included)."""
+    """The inverse of ``config_dict`` for the audio configs (their nested ``AudioWindow`` included).
+
+    A key the config does not have (a config stored by another mvemo version) raises ``ConfigError``."""
+    name = cls.__name__.removesuffix("Config").lower()
+    unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ConfigError(
+            f"the {name} config holds keys {unknown} this version does not know (it was stored by another mvemo"
+            f" version); compute the set again with `mvemo extract --recompute {name}`, then retrain with `mvemo fuse`"
+        )
     values = {k: AudioWindow(**v) if isinstance(v, dict) else v for k, v in data.items()}
     return cls(**values)
 

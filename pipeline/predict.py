@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mvemo.cache.fingerprint import media_hash
+from mvemo.cache.fingerprint import combined_digest, file_sha256, media_hash
 from mvemo.cache.layout import ABSENT
 from mvemo.extract.embed import build_net
 from mvemo.extract.nets import net_options
@@ -153,10 +153,10 @@ def seen_in_training(saved: SavedFusionModel, clip: Clip) -> bool:
     A file given alone (its video and audio the same file) may have been a training clip's video and audio,
     or its audio alone."""
     known = set(saved.document.get("training_media_sha256", ()))
-    candidates = [[clip.video, clip.audio]]
-    if clip.video == clip.audio:
-        candidates.append([None, clip.audio])
-    return any(media_hash(paths) in known for paths in candidates)
+    if clip.video is None or clip.video != clip.audio:
+        return media_hash([clip.video, clip.audio]) in known
+    digest = file_sha256(clip.video)  # read once for both readings of the file
+    return combined_digest([digest, digest]) in known or combined_digest([None, digest]) in known
 
 
 def predict_clip(saved: SavedFusionModel, name: str, clip: Clip) -> dict[str, Any]:

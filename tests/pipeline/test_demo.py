@@ -145,6 +145,10 @@ def test_predict_refuses_a_model_whose_features_or_weights_differ(tiny_demo: Pat
     for change, message in [
         (lambda s: s["config"]["inputs"].update(mel="0" * 64), "the saved model's mel config has fingerprint 000000000000"),
         (lambda s: s.update(weights_sha256="f" * 64), "twodcnn was computed with weights of sha256 ffffffffffff"),
+        (
+            lambda s: s["input_configs"]["mel"].update(window=s["input_configs"]["mel"].pop("audio_window")),
+            "the mel config holds keys ['window'] this version does not know",
+        ),
     ]:
         folder = tmp_path / "model"
         shutil.rmtree(folder, ignore_errors=True)
