@@ -71,11 +71,11 @@ def feature_names(
 ) -> tuple[str, ...]:
     """The feature sets a run computes: those asked for, then the nets' inputs.
 
-    ``features`` None means the nets' inputs alone, or ``mel, lld`` without nets;
+    ``features`` None (or empty) means the nets' inputs alone, or ``mel, lld`` without nets;
     ``frames`` stands for ``frames224, frames112``.
     """
     nets = tuple(nets)
-    if features is None:
+    if not features:
         features = () if nets else DEFAULT_FEATURES
     asked = parse_features(features if isinstance(features, str) else ",".join(features)) if features else ()
     return tuple(dict.fromkeys([*asked, *input_kinds(nets, net_options)]))
@@ -177,7 +177,9 @@ def extract_features(
             recompute=recompute,
             device=device,
             net_options=net_options,
-            executor=None if executor is None or executor.in_process else executor,  # in process: batches stream
+            executor=None
+            if executor is None or getattr(executor, "in_process", False)
+            else executor,  # in process: batches stream
             lock=lock,
             progress=lambda net: bar(f"embeddings of {net}", "batch"),
         )
@@ -195,7 +197,7 @@ def extract_features(
         weights_dir=weights_dir,
         device=device,
         recompute=recompute,
-        executor=executor if executor is not None and executor.own_devices else None,  # local units share one device
+        executor=executor if getattr(executor, "own_devices", False) else None,  # local units share one device
         lock=lock,
         log=log,
         progress=lambda phase: bar(phase, "unit"),

@@ -29,8 +29,12 @@ class Executor(Protocol):
     in_process : bool
         Every job runs in this process, one after another (the serial executor).
     own_devices : bool
-        Each worker has devices of its own (a cluster's GPU workers), so training
-        jobs may run side by side; local workers would share this machine's one device.
+        Training jobs go to its workers (a Dask cluster, whose GPU workers each take
+        one); False keeps them in this process, one after another, as local workers
+        would share this machine's one device.
+
+    An executor without these attributes counts as neither: its jobs run elsewhere,
+    and training stays in this process.
     """
 
     in_process: bool

@@ -130,7 +130,7 @@ class DaskExecutor(Executor):
     """A Dask cluster: a local one (``--workers N``) or an existing scheduler (``--scheduler ADDR``)."""
 
     in_process = False
-    own_devices = True  # GPU workers each advertise their own device (``--resources GPU=1``)
+    own_devices = True  # training units fan out; GPU workers each take one (``--resources GPU=1``)
 
     def __init__(self, *, workers: int | None = None, scheduler: str | None = None) -> None:
         try:

@@ -25,6 +25,7 @@ from mvemo.extract.nets.base import EmotionNet
 from mvemo.extract.run import FeatureConfigs, compute_clip, modality
 from mvemo.extract.train import kinds_of
 from mvemo.extract.units import load_checkpoint
+from mvemo.extract.video import VIDEO_FEATURES
 from mvemo.fuse.models import LLDSTATS, summarize_lld
 from mvemo.fuse.saved import SavedFusionModel, load_fusion_model
 from mvemo.manifests.errors import ConfigError, MediaError, MvemoError
@@ -79,14 +80,20 @@ class ClipFeatures:
         missing = {name: config for name, config in configs.items() if (name, fingerprints[name]) not in self.computed}
         if missing:
             feature_configs = FeatureConfigs.from_records(missing)
-            for spec in feature_configs.specs(missing):
-                _check_fingerprint(spec.name, spec.fingerprint, fingerprints[spec.name])
-            for name, value in compute_clip(self.clip, tuple(missing), feature_configs).items():
+            # one frame sampling gives every video set: compute them all, so a second net's set needs no decode
+            names = (*missing, *(v for v in VIDEO_FEATURES if v not in missing and set(missing) & set(VIDEO_FEATURES)))
+            computed_as = {spec.name: spec.fingerprint for spec in feature_configs.specs(names)}
+            for name in missing:
+                _check_fingerprint(name, computed_as[name], fingerprints[name])
+            for name, value in compute_clip(self.clip, names, feature_configs).items():
                 if value is ABSENT:
-                    raise MediaError(f"clip {self.clip.clip_id!r}: the model reads {modality(name)} and the clip has none")
+                    raise MediaError(
+                        f"clip {self.clip.clip_id!r}: the model reads {modality(name)} and the clip has none;"
+                        f" give the clip a file with {modality(name)}, or choose a --model that does not read it"
+                    )
                 if isinstance(value, str):
                     raise MediaError(value)
-                self.computed[(name, fingerprints[name])] = value
+                self.computed[(name, computed_as[name])] = value
         return {name: self.computed[(name, fingerprints[name])] for name in configs}
 
 
@@ -151,12 +158,15 @@ def seen_in_training(saved: SavedFusionModel, clip: Clip) -> bool:
     """Whether the clip's media are those of a clip the model trained on: its probabilities then test nothing.
 
     A file given alone (its video and audio the same file) may have been a training clip's video and audio,
-    or its audio alone."""
+    its audio alone or its video alone."""
     known = set(saved.document.get("training_media_sha256", ()))
+    if not known:
+        return False
     if clip.video is None or clip.video != clip.audio:
         return media_hash([clip.video, clip.audio]) in known
-    digest = file_sha256(clip.video)  # read once for both readings of the file
-    return combined_digest([digest, digest]) in known or combined_digest([None, digest]) in known
+    digest = file_sha256(clip.video)  # read once for every way a training clip may have used the file
+    uses: list[list[str | None]] = [[digest, digest], [None, digest], [digest, None]]
+    return any(combined_digest(pair) in known for pair in uses)
 
 
 def predict_clip(saved: SavedFusionModel, name: str, clip: Clip) -> dict[str, Any]:

@@ -80,6 +80,8 @@ def extract(ctx: click.Context, manifest_path: str, cache_path: str, **options: 
     training = train_config(options["config_path"], finetune=options["finetune"]) if options["finetune"] != "none" else None
     if options["optimizer_study"] and not (nets and training):
         raise ConfigError("--optimizer-study fine-tunes nets: give --nets and --finetune last or full")
+    if nets and not manifest.has_folds:  # before the lock and hours of features
+        raise ConfigError(f"--nets needs the manifest's folds; run `mvemo manifest folds {manifest_path} --k 6` first")
     with CacheLock(cache_path) as lock:  # then the lock, before heavy imports or work
         if lock.previous:
             click.echo(

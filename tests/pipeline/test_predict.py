@@ -1,0 +1,29 @@
+"""predict's per-clip features: stage one's code, each set computed once per clip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mvemo.extract.run
+from mvemo.extract.run import FeatureConfigs
+from mvemo.manifests import Clip
+from mvemo.pipeline.predict import ClipFeatures
+from tests.conftest import write_tiny
+
+
+def test_one_frame_sampling_serves_both_video_sets(tmp_path: Path, monkeypatch) -> None:
+    sample = mvemo.extract.run.compute_video_features
+    calls = []
+
+    def counted(clip, config):
+        calls.append(clip.clip_id)
+        return sample(clip, config)
+
+    monkeypatch.setattr(mvemo.extract.run, "compute_video_features", counted)
+    path = write_tiny(tmp_path / "a.mp4")
+    specs = {spec.name: spec for spec in FeatureConfigs().specs(("frames224", "frames112"))}
+    features = ClipFeatures(Clip("a", "", video=path, audio=path))
+    for name in ("frames112", "frames224", "frames112"):
+        got = features.get({name: specs[name].config}, {name: specs[name].fingerprint})
+        assert got[name].shape == specs[name].row_shape
+    assert calls == ["a"], "the second net's video set comes from the first sampling"
