@@ -146,7 +146,8 @@ class Predictor:
         a ``ConfigError`` (the saved model does not fit this version) stops the run."""
         clips = list(clips)
         mapper = map if executor is None else executor.map
-        for clip, result in zip(clips, mapper(functools.partial(predict_clip, self.saved, self.model), clips)):
+        # results first: the executor's stream is read to its end, and ends with the clips
+        for result, clip in zip(mapper(functools.partial(predict_clip, self.saved, self.model), clips), clips, strict=True):
             if isinstance(result, ConfigError):
                 raise result
             if isinstance(result, BaseException):  # the executor lost the job (a worker died on this clip)
