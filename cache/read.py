@@ -111,6 +111,14 @@ class Cache:
     def fingerprint(self, name: str) -> str:
         return str(self._group(name).attrs["fingerprint"])
 
+    def weights_sha256(self, name: str) -> str:
+        """The sha256 of the pretrained weights a set was computed with ("" for none: random init, or no net)."""
+        return str(self._group(name).attrs["weights_sha256"])
+
+    def error(self, name: str, row: int) -> str:
+        """Why row ``row`` of a set failed ("" where it did not)."""
+        return bytes(self._group(name)["error"][row]).decode("utf-8", "replace")
+
     def combined_fingerprint(self) -> str:
         """sha256 over every feature set's name and fingerprint: what a report was computed from."""
         parts = [f"{name}={self.fingerprint(name)}" for name in self.feature_sets()]
@@ -122,9 +130,7 @@ class Cache:
         for name in self.feature_sets():
             group = self._group(name)
             for row in np.flatnonzero(group["status"][:] == FAILED):
-                table.append(
-                    {"feature_set": name, "clip_id": self.clip_ids[row], "reason": group["error"][row].decode("utf-8", "replace")}
-                )
+                table.append({"feature_set": name, "clip_id": self.clip_ids[row], "reason": self.error(name, int(row))})
         return table
 
     def read_matrix(self, name: str, rows: np.ndarray | list[int] | None = None) -> np.ndarray:

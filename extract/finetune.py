@@ -70,12 +70,13 @@ def inner_split(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(train, validation) rows of ``rows``: the grouped, stratified split of ``manifests.folds.inner_split``,
     with an error naming the ``unit`` and the fix where the rows are too few to split."""
-    if len({groups[r] for r in rows}) < 2:
+    try:
+        train, val = grouped_inner_split(y[rows], [groups[r] for r in rows], share=share, seed=seed)
+    except ConfigError as err:
         raise ConfigError(
-            f"{unit}: {len(rows)} clips with their inputs computed, too few to train and pick an epoch;"
+            f"{unit}: {len(rows)} clips with their inputs computed, too few to train and pick an epoch ({err});"
             " compute the net's inputs for more clips (see the failures of `mvemo cache info`)"
-        )
-    train, val = grouped_inner_split(y[rows], [groups[r] for r in rows], share=share, seed=seed)
+        ) from None
     return rows[train], rows[val]
 
 
@@ -198,6 +199,17 @@ def clip_table(cache_path: str) -> tuple[np.ndarray, np.ndarray, list[str], int]
         return cache.y, cache.folds, cache.groups, len(cache.classes)
 
 
+@dataclass
+class OutOfFold:
+    """A net's own probabilities for each fold's clips, fine-tuned on the other folds: ``rows`` with their inputs
+    cached, ``proba`` (len(rows), n_classes), and per fold the validation loss and accuracy of the kept epoch on
+    the inner split of its training rows (``validation``), what a choice between trainings may read."""
+
+    rows: np.ndarray
+    proba: np.ndarray
+    validation: dict[int, dict[str, float]]
+
+
 def out_of_fold_probabilities(
     cache_path: str | os.PathLike[str],
     name: str,
@@ -207,9 +219,8 @@ def out_of_fold_probabilities(
     device: str = "auto",
     workers: int = 2,
     log: Callable[[str], None] = lambda line: None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The net's own class probabilities for each fold's clips, fine-tuned as ``leakfree`` does on the other folds
-    (nothing written): (rows in a fold with their inputs cached, their probabilities)."""
+) -> OutOfFold:
+    """The net fine-tuned as ``leakfree`` does on the other folds, fold by fold (nothing written)."""
     cache_path = str(cache_path)
     torch_device = resolve_device(device)
     y, folds, groups, n_classes = clip_table(cache_path)
@@ -218,17 +229,22 @@ def out_of_fold_probabilities(
         ready = ready_rows(cache, kinds_of(net))
     ready = ready[folds[ready] >= 0]
     proba = np.zeros((len(ready), n_classes), dtype=np.float32)
+    validation = {}
     for k in sorted(set(folds[ready].tolist())):
         train_rows, val_rows = inner_split(ready[folds[ready] != k], y, groups, config.validation_share, config.seed)
         net, _ = build_finetune_net(cache_path, name, n_classes, config, weights_dir)
         result = train_net(net, cache_path, y, train_rows, val_rows, config, device=torch_device, workers=workers)
+        validation[k] = {
+            "val_loss": result.history[result.epochs - 1]["val_loss"],
+            "val_accuracy": float(result.val_accuracy or 0.0),
+        }
         test = ready[folds[ready] == k]
         for batch, p in embed_rows(net, cache_path, test, config.batch_size, torch_device, workers, probabilities=True):
             proba[np.searchsorted(ready, batch)] = p
         log(
             f"{name}, {config.optimizer(name).name}, fold {k}: {result.epochs} epochs, validation accuracy {result.val_accuracy:.3f}"
         )
-    return ready, proba
+    return OutOfFold(ready, proba, validation)
 
 
 class Units:

@@ -1,9 +1,11 @@
-"""Cross-validation of the fusion models over the cache's own folds.
+"""Nested cross-validation of the fusion models over the cache's folds, repeated over fold seeds where allowed.
 
-For test fold k, a head is fitted on the other folds' rows of the embeddings
-written for fold k (nets fine-tuned without fold k) and predicts fold k. The
-folds are the manifest's, stored in the cache: re-splitting would put clips that
-trained a fold's nets into its test set.
+For test fold k, every model is fitted on the other folds' rows of the inputs
+written for fold k (nets fine-tuned without fold k), with each choice made on
+inner folds of those rows (``fuse.compose``), and predicts fold k. Repeat 0 uses
+the manifest's folds, stored in the cache; repeat r > 0 draws folds again with
+seed r, groups and stratification kept, which only inputs that no fold trained
+allow: re-splitting would put clips that trained a fold's nets into its test set.
 """
 
 from __future__ import annotations
@@ -16,21 +18,36 @@ from typing import Any
 import numpy as np
 
 from mvemo.cache.read import Cache
-from mvemo.fuse.heads import fit_head, make_head
-from mvemo.fuse.metrics import mcnemar, summarize
-from mvemo.fuse.models import FusionModel, features, fine_tuned_nets, protocol, resolve_sets, select_models
+from mvemo.fuse.compose import Trainings, fit
+from mvemo.fuse.heads import make_head
+from mvemo.fuse.metrics import compare, summarize, summarize_repeats
+from mvemo.fuse.models import (
+    FusionModel,
+    fine_tuned_nets,
+    input_set_name,
+    missing_reasons,
+    protocol,
+    random_init_nets,
+    read_input,
+    select_models,
+)
+from mvemo.fuse.selection import SelectionConfig
 from mvemo.manifests.errors import CacheError, ConfigError
 from mvemo.manifests.executor import Executor, Progress
+from mvemo.manifests.folds import draw_folds
 
 
 @dataclass
 class ModelPredictions:
-    """Out-of-fold predictions of one model: rows of the cache, their true classes, folds and probabilities."""
+    """Out-of-fold predictions of one model in one repeat: rows of the cache, their true classes, folds and
+    probabilities, and per fold what was chosen on inner folds (``choices``) and in a few words (``described``)."""
 
     rows: np.ndarray
     y: np.ndarray
     folds: np.ndarray
     proba: np.ndarray
+    choices: list[dict[str, Any]] = field(default_factory=list)
+    described: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -43,6 +60,13 @@ class CvResult:
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     comparison: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    # every repeat's predictions (the first is ``predictions``) and the folds each repeat drew
+    repeats: list[dict[str, ModelPredictions]] = field(default_factory=list)
+    repeat_folds: list[np.ndarray] = field(default_factory=list)
+    clips: dict[str, Any] = field(default_factory=dict)
+    models: list[FusionModel] = field(default_factory=list)
+    clip_ids: list[str] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
 
 
 def check_folds(cache: Cache, n_folds: int | None) -> int:
@@ -55,46 +79,90 @@ def check_folds(cache: Cache, n_folds: int | None) -> int:
     if n_folds is not None and n_folds != stored:
         raise ConfigError(
             f"--folds {n_folds}: the cache holds the manifest's {stored} folds, and re-splitting would put clips"
-            f" that trained a fold's nets into its test set; use --folds {stored}"
+            f" that trained a fold's nets into its test set; use --folds {stored} (or leave --folds out)"
         )
     return stored
 
 
-@functools.lru_cache(maxsize=4)
-def _matrix(
-    cache_path: str, modified_ns: int, sets: tuple[str, ...]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    """Features, usable rows, classes, folds and groups of ``sets``, read once per process for every fold that uses them."""
+@functools.lru_cache(maxsize=16)
+def _input(cache_path: str, modified_ns: int, set_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """An input's matrix and done rows, read once per process for every fold and model that uses them."""
     with Cache(cache_path) as cache:
-        X, usable = features(cache, sets)
-        return X, usable, cache.y, cache.folds, np.array(cache.groups), len(cache.classes)
+        return read_input(cache, set_name)
+
+
+@dataclass
+class FoldOutcome:
+    rows: np.ndarray
+    proba: np.ndarray
+    choices: dict[str, Any]
+    described: str
+    note: str | None
 
 
 def fit_fold(
-    cache_path: str | os.PathLike[str], model: FusionModel, fold: int, head: Any
-) -> tuple[np.ndarray, np.ndarray, str | None]:
-    """Fit ``head`` on the rows outside ``fold``: (test rows, probabilities over all classes, a note or None).
+    cache_path: str | os.PathLike[str],
+    models: tuple[FusionModel, ...],
+    head: Any,
+    selection: SelectionConfig,
+    folds: np.ndarray,
+    fold: int,
+) -> dict[str, FoldOutcome]:
+    """Every model fitted on the rows outside ``fold`` of ``folds`` and its probabilities for the rows inside.
 
-    The note says what the fold lacked: test rows, or classes among its training
-    rows (those classes get probability 0; with fewer than two, every class 1/n).
+    A model uses the rows that hold all its inputs. Models on the same rows share
+    their fits (a pair's head serves ``integrated`` too). A fold's note says what it
+    lacked: test rows, or classes among its training rows (those classes get
+    probability 0; with fewer than two, every class 1/n).
     """
     with Cache(cache_path) as cache:
-        sets = resolve_sets(cache, model.inputs, fold)
-        classes = cache.classes
-    X, usable, y, folds, groups, n_classes = _matrix(str(cache_path), os.stat(cache_path).st_mtime_ns, sets)
-    train = np.flatnonzero(usable & (folds != fold))
-    test = np.flatnonzero(usable & (folds == fold))
-    proba = np.zeros((len(test), n_classes))
-    if len(test) == 0:
-        return test, proba, f"{model.name}, fold {fold}: no test clip has all of {', '.join(sets)}"
-    absent = [classes[c] for c in range(n_classes) if not np.any(y[train] == c)]
-    note = f"{model.name}, fold {fold}: no training clip of class {', '.join(absent)}" if absent else None
-    if n_classes - len(absent) < 2:
-        proba[:] = 1.0 / n_classes
-        return test, proba, f"{note}; fewer than two classes to learn, every class predicted 1/{n_classes}"
-    fitted = fit_head(head, X[train], y[train], groups[train])
-    proba[:, fitted.classes_] = fitted.predict_proba(X[test])
-    return test, proba, None if note is None else f"{note}, predicted with probability 0"
+        classes, y, groups = cache.classes, cache.y, cache.groups
+        sets = {m.name: {i: input_set_name(cache, i, fold) for i in m.inputs} for m in models}
+    modified = os.stat(cache_path).st_mtime_ns
+    n_classes = len(classes)
+    trainings = Trainings(y, groups, n_classes, head, selection)
+    outcomes = {}
+    for model in models:
+        read = {i: _input(str(cache_path), modified, s) for i, s in sets[model.name].items()}
+        usable = np.logical_and.reduce([done for _, done in read.values()])
+        train = np.flatnonzero(usable & (folds != fold))
+        test = np.flatnonzero(usable & (folds == fold))
+        proba = np.zeros((len(test), n_classes))
+        if len(test) == 0:
+            outcomes[model.name] = FoldOutcome(test, proba, {}, "", f"{model.name}, fold {fold}: no test clip has all its inputs")
+            continue
+        absent = [classes[c] for c in range(n_classes) if not np.any(y[train] == c)]
+        note = f"{model.name}, fold {fold}: no training clip of class {', '.join(absent)}" if absent else None
+        if n_classes - len(absent) < 2:
+            proba[:] = 1.0 / n_classes
+            note = f"{note}; fewer than two classes to learn, every class predicted 1/{n_classes}"
+            outcomes[model.name] = FoldOutcome(test, proba, {}, "", note)
+            continue
+        try:
+            fitted = fit(model.node, trainings.on(train, {i: X for i, (X, _) in read.items()}))
+        except ConfigError as err:
+            raise ConfigError(f"{model.name}, fold {fold}: {err}") from None
+        proba = fitted.proba({i: X[test] for i, (X, _) in read.items()})
+        note = None if note is None else f"{note}, predicted with probability 0"
+        outcomes[model.name] = FoldOutcome(test, proba, fitted.choices(), fitted.describe(), note)
+    return outcomes
+
+
+def repeat_folds(cache: Cache, models: list[FusionModel], k: int, repeats: int) -> list[np.ndarray]:
+    """The folds of each repeat: the manifest's, then folds drawn with seeds 1, 2, ...; more than one repeat
+    needs inputs that no fold trained (exit 2 otherwise)."""
+    if repeats < 1:
+        raise ConfigError(f"--repeats {repeats}: expected 1 or more")
+    if repeats > 1:
+        per_fold = sorted({s for m in models for i in m.inputs for s in [input_set_name(cache, i, 0)] if "/fold" in s})
+        if per_fold:
+            raise ConfigError(
+                f"--repeats {repeats}: {', '.join(per_fold)} and the other folds' sets were fine-tuned per fold of the"
+                " manifest, so other folds would test clips that trained them; use --repeats 1 with these, or"
+                " embeddings of nets used as they are (--finetune none)"
+            )
+    groups = cache.groups
+    return [cache.folds, *(draw_folds(cache.y, groups, k=k, seed=r) for r in range(1, repeats))]
 
 
 def cross_validate(
@@ -102,98 +170,115 @@ def cross_validate(
     *,
     models: str | None = None,
     n_folds: int | None = None,
+    repeats: int = 1,
     head: Any = None,
+    selection: SelectionConfig | None = None,
     executor: Executor | None = None,
     progress: Progress | None = None,
 ) -> CvResult:
-    """Every model x every fold, metrics per model, and integrated vs the best unimodal model.
+    """Every model x every fold x every repeat, metrics per model, and each model against the best unimodal one.
 
     Parameters
     ----------
     cache_path : path-like
     models : str, optional
-        Comma-separated model names (``--models``); default all the cache can feed.
+        ``--models`` (the grammar of ``fuse.grammar``); default the models of ``fuse.models.available_models``.
     n_folds : int, optional
         Must equal the cache's folds when given.
+    repeats : int
+        Runs of the whole protocol over fold seeds (above 1 only for inputs no fold trained).
     head : estimator, optional
-        A scikit-learn classifier, cloned per fit (default ``LogisticHead``).
+        A scikit-learn classifier, cloned per fit (default ``LogisticHead``, C chosen on inner folds).
+    selection : SelectionConfig, optional
+        How choices are made on inner folds (a config's ``[fuse]`` table).
     executor : object with ``map``, optional
-        Where the (model, fold) fits run; serial by default.
+        Where the (repeat, fold) fits run; serial by default.
     progress : callable, optional
         ``progress(fits, total)`` wraps the fits' results as they arrive (a progress bar).
     """
-    head = head if head is not None else make_head()
+    selection = selection or SelectionConfig()
+    head = head if head is not None else make_head(selection=selection)
     with Cache(cache_path) as cache:
         k = check_folds(cache, n_folds)
         chosen = select_models(cache, models)
-        classes, y_all, folds_all, used_protocol = cache.classes, cache.y, cache.folds, protocol(cache)
+        all_folds = repeat_folds(cache, chosen, k, repeats)
+        classes, y_all, used_protocol = cache.classes, cache.y, protocol(cache)
         fine_tuned = tuple(fine_tuned_nets(cache))
-    direct = [m for m in chosen if not m.averages]
-    tasks = [(m, fold) for m in direct for fold in range(k)]
+        clips, left_out_notes = clip_counts(cache, chosen, k)
+        random_init = random_init_nets(cache)
+        clip_ids, groups = cache.clip_ids, cache.groups
+    tasks = [(r, fold) for r in range(repeats) for fold in range(k)]
     mapper = map if executor is None else executor.map
-    fit = functools.partial(fit_fold, cache_path, head=head)
-    results = mapper(fit, [m for m, _ in tasks], [fold for _, fold in tasks])
+    task = functools.partial(fit_fold, cache_path, tuple(chosen), head, selection)
+    results = mapper(task, [all_folds[r] for r, _ in tasks], [fold for _, fold in tasks])
     outputs = list(progress(results, len(tasks)) if progress else results)
-    predictions: dict[str, ModelPredictions] = {}
-    notes: list[str] = []
-    for model in direct:
-        parts = [out for (m, _), out in zip(tasks, outputs) if m == model]
-        for out in parts:
-            if isinstance(out, BaseException):
-                raise out
-        notes += [p[2] for p in parts if p[2] is not None]
-        rows = np.concatenate([p[0] for p in parts])
-        if len(rows):
-            predictions[model.name] = ModelPredictions(rows, y_all[rows], folds_all[rows], np.concatenate([p[1] for p in parts]))
-        else:
-            notes.append(f"{model.name}: no clip has all its inputs in the cache; left out of the report")
-    for model in (m for m in chosen if m.averages):
-        missing = [name for name in model.averages if name not in predictions]
-        if missing:
-            notes.append(f"{model.name}: left out of the report with {', '.join(missing)}")
-        else:
-            predictions[model.name] = _average(model, predictions, y_all, folds_all)
-    result = CvResult(tuple(classes), k, used_protocol, predictions, fine_tuned, notes=notes)
-    result.metrics = {name: summarize(p.y, p.proba, p.folds, k) for name, p in predictions.items()}
-    result.comparison = _compare(result, chosen)
+    for out in outputs:
+        if isinstance(out, BaseException):
+            raise out
+    notes = list(left_out_notes)
+    if random_init and models is None:
+        notes.append(
+            f"{', '.join(random_init)}: embeddings of random weights, never fine-tuned; reported alone and left out of"
+            " every default fusion (name them in --models to fuse them)"
+        )
+    per_repeat = []
+    for r in range(repeats):
+        parts = [(fold, out) for (rr, fold), out in zip(tasks, outputs) if rr == r]
+        predictions = {}
+        for model in chosen:
+            pieces = [(fold, out[model.name]) for fold, out in parts]
+            if r == 0:
+                notes += [p.note for _, p in pieces if p.note is not None]
+            rows = np.concatenate([p.rows for _, p in pieces])
+            if len(rows) == 0:
+                if r == 0:
+                    notes.append(f"{model.name}: no clip has all its inputs in the cache; left out of the report")
+                continue
+            predictions[model.name] = ModelPredictions(
+                rows,
+                y_all[rows],
+                all_folds[r][rows],
+                np.concatenate([p.proba for _, p in pieces]),
+                [p.choices for _, p in pieces],
+                [p.described for _, p in pieces],
+            )
+        per_repeat.append(predictions)
+    result = CvResult(tuple(classes), k, used_protocol, per_repeat[0], fine_tuned, notes=notes)
+    result.repeats, result.repeat_folds, result.clips, result.models = per_repeat, all_folds, clips, chosen
+    result.clip_ids, result.groups = clip_ids, groups
+    result.metrics = {
+        name: summarize_repeats([summarize(p.y, p.proba, p.folds, k) for p in (rep[name] for rep in per_repeat)], k=k)
+        for name in per_repeat[0]
+    }
+    unimodal = [m.name for m in chosen if m.kind == "unimodal" and m.name in result.metrics]
+    result.comparison = compare(result.metrics, unimodal, k=k) if unimodal else None
     return result
 
 
-def _average(model: FusionModel, predictions: dict[str, ModelPredictions], y: np.ndarray, folds: np.ndarray) -> ModelPredictions:
-    """Decision-level fusion: the mean of the named models' probabilities on the rows they all predicted."""
-    parts = [predictions[name] for name in model.averages]
-    rows = functools.reduce(np.intersect1d, [p.rows for p in parts])
-    proba = np.mean([p.proba[_rows_of(p, rows)] for p in parts], axis=0)
-    return ModelPredictions(rows, y[rows], folds[rows], proba)
-
-
-def _rows_of(p: ModelPredictions, rows: np.ndarray) -> np.ndarray:
-    position = {int(r): i for i, r in enumerate(p.rows)}
-    return np.array([position[int(r)] for r in rows], dtype=np.int64)
-
-
-def _compare(result: CvResult, chosen: list[FusionModel]) -> dict[str, Any] | None:
-    """The integrated model against the best unimodal one: per-fold accuracy differences and McNemar."""
-    reported = [m for m in chosen if m.name in result.predictions]
-    integrated = next((m.name for m in reported if m.name.startswith("integrated") and not m.averages), None)
-    unimodal = [m.name for m in reported if m.kind == "unimodal"]
-    if integrated is None or not unimodal:
-        return None
-    best = max(unimodal, key=lambda name: result.metrics[name]["accuracy"]["mean"])
-    a, b = result.predictions[integrated], result.predictions[best]
-    rows = np.intersect1d(a.rows, b.rows)
-    pred_a = np.argmax(a.proba[_rows_of(a, rows)], axis=1)
-    pred_b = np.argmax(b.proba[_rows_of(b, rows)], axis=1)
-    folds = a.folds[_rows_of(a, rows)]
-    y = a.y[_rows_of(a, rows)]
-    differences = [
-        float(np.mean(pred_a[folds == f] == y[folds == f]) - np.mean(pred_b[folds == f] == y[folds == f]))
-        for f in range(result.n_folds)
-        if np.any(folds == f)
+def clip_counts(cache: Cache, models: list[FusionModel], k: int) -> tuple[dict[str, Any], list[str]]:
+    """Clips in the cache per class, and per model the clips it uses and those it leaves out with the reason
+    (a clip is left out when a set its test fold reads lacks it)."""
+    classes, y, folds = cache.classes, cache.y, cache.folds
+    reasons: dict[str, dict[int, str]] = {}
+    per_model: dict[str, dict[str, Any]] = {}
+    for model in models:
+        missing: dict[int, list[str]] = {}
+        for name in model.inputs:
+            for fold in range(k):
+                set_name = input_set_name(cache, name, fold)
+                if set_name not in reasons:
+                    reasons[set_name] = missing_reasons(cache, set_name)
+                for row, reason in reasons[set_name].items():
+                    if folds[row] == fold:
+                        missing.setdefault(row, []).append(reason)
+        used = np.setdiff1d(np.arange(len(cache)), list(missing))
+        per_model[model.name] = {
+            "used": len(used),
+            "used_per_class": {c: int(np.sum(y[used] == i)) for i, c in enumerate(classes)},
+            "left_out": [{"clip_id": cache.clip_ids[row], "reason": "; ".join(why)} for row, why in sorted(missing.items())],
+        }
+    counts = {"total": len(cache), "per_class": {c: int(np.sum(y == i)) for i, c in enumerate(classes)}, "models": per_model}
+    notes = [
+        f"{name}: {len(m['left_out'])} clip(s) left out, listed in the report" for name, m in per_model.items() if m["left_out"]
     ]
-    return {
-        "integrated": integrated,
-        "best_unimodal": best,
-        "per_fold_accuracy_difference": differences,
-        "mcnemar": mcnemar(y, pred_a, pred_b),
-    }
+    return counts, notes

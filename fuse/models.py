@@ -1,40 +1,52 @@
-"""Fusion models as data, adapted to what a cache holds, and the feature matrix each one reads.
+"""The inputs a cache holds, the models they compose into by default, and the matrix each input reads.
 
-Unimodal: one net's embedding (and ``lldstats``, the mean and standard deviation
-over time of every LLD column, a cheap handcrafted baseline). Pairs: paper 001's
-four audio + video pairs. ``integrated``: every net's embedding concatenated
-(paper 001's integrated multimodal, feature level). ``integrated-decision``: the
-average of the pair models' probabilities (the other reading of the paper).
+Inputs: every net's embedding and ``lldstats`` (the mean and standard deviation
+over time of every LLD column, a cheap handcrafted baseline). Default models: each
+input alone, paper 001's four audio + video pairs, ``integrated`` (or
+``integrated-audio`` without video): the inner-best of each input alone, all of them
+concatenated, their late fusion and their stacking (``fuse.compose``), and
+``integrated-decision``: the late fusion of the pairs. Embeddings of nets with
+random weights that were never fine-tuned enter no default fusion: name them in
+``--models`` to fuse them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
+from mvemo.cache.layout import DONE, FAILED
 from mvemo.cache.read import Cache
+from mvemo.fuse.compose import Best, Features, Late, Node, Stack, inputs_of, integrated
+from mvemo.fuse.grammar import parse_models
 from mvemo.manifests.errors import CacheError, ConfigError
 
 AUDIO_NETS = ("onedcnn", "twodcnn", "crnn")
 VIDEO_NETS = ("c3d", "i3d", "r3d_18", "r2plus1d_18", "mc3_18")
 PAPER_PAIRS = (("c3d", "onedcnn"), ("i3d", "onedcnn"), ("c3d", "twodcnn"), ("i3d", "twodcnn"))
 LLDSTATS = "lldstats"
+INTEGRATED = ("integrated", "integrated-audio")
 
 
 @dataclass(frozen=True)
 class FusionModel:
-    """A named model: the inputs it concatenates, or (decision level) the models it averages."""
+    """A named model (``fuse.compose``): its name in reports, and its tree."""
 
     name: str
-    inputs: tuple[str, ...] = ()
-    averages: tuple[str, ...] = ()
+    node: Node
 
     @property
     def kind(self) -> str:
-        if self.averages:
-            return "decision"
-        return "unimodal" if len(self.inputs) == 1 else "fusion"
+        node = self.node
+        if isinstance(node, Features):
+            return "unimodal" if len(node.inputs) == 1 else "fusion"
+        return {Late: "decision", Stack: "stack", Best: "selected"}[type(node)]
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return inputs_of(self.node)
 
 
 def cached_nets(cache: Cache) -> list[str]:
@@ -43,52 +55,80 @@ def cached_nets(cache: Cache) -> list[str]:
     return [n for n in (*AUDIO_NETS, *VIDEO_NETS) if n in found] + sorted(found - set(AUDIO_NETS) - set(VIDEO_NETS))
 
 
-def available_models(cache: Cache) -> list[FusionModel]:
-    """Every model the cache can feed: unimodal, the paper's pairs, integrated (both levels)."""
-    nets = cached_nets(cache)
-    models = [FusionModel(net, (net,)) for net in nets]
-    if "lld" in cache.feature_sets():
-        models.append(FusionModel(LLDSTATS, (LLDSTATS,)))
-    pairs = [FusionModel(f"{video}+{audio}", (video, audio)) for video, audio in PAPER_PAIRS if video in nets and audio in nets]
-    models += pairs
-    if len(nets) > 1:
-        audio_only = not any(n in VIDEO_NETS for n in nets)
-        models.append(FusionModel("integrated-audio" if audio_only else "integrated", tuple(nets)))
+def cached_inputs(cache: Cache) -> list[str]:
+    """Every input the cache can feed a model: the nets' embeddings, then ``lldstats`` where LLDs are cached."""
+    return cached_nets(cache) + ([LLDSTATS] if "lld" in cache.feature_sets() else [])
+
+
+def random_init_nets(cache: Cache) -> list[str]:
+    """Nets whose embeddings come from random weights never fine-tuned: noise a default fusion leaves out."""
+    nets = []
+    for net in cached_nets(cache):
+        sets = [n for n in cache.feature_sets() if n.startswith(f"emb/{net}/")]
+        if all(not cache.weights_sha256(n) and cache.config(n).get("finetune", "none") == "none" for n in sets):
+            nets.append(net)
+    return nets
+
+
+def named_models(cache: Cache) -> dict[str, Node]:
+    """The models that have names: ``integrated`` (or ``integrated-audio``) and ``integrated-decision``,
+    where the cache holds two inputs (pairs) of pretrained or fine-tuned nets."""
+    trusted = [name for name in cached_inputs(cache) if name not in random_init_nets(cache)]
+    named: dict[str, Node] = {}
+    if len(trusted) > 1:
+        name = INTEGRATED[1] if not any(n in VIDEO_NETS for n in trusted) else INTEGRATED[0]
+        named[name] = integrated(tuple(Features((input_name,)) for input_name in trusted))
+    pairs = paper_pairs(trusted)
     if len(pairs) > 1:
-        models.append(FusionModel("integrated-decision", averages=tuple(p.name for p in pairs)))
-    return models
+        named["integrated-decision"] = Late(tuple(pairs))
+    return named
+
+
+def paper_pairs(nets: list[str]) -> list[Features]:
+    return [Features((video, audio)) for video, audio in PAPER_PAIRS if video in nets and audio in nets]
+
+
+def available_models(cache: Cache) -> list[FusionModel]:
+    """The default models: every input alone, the paper's pairs of trusted nets, and the named models."""
+    random_init = random_init_nets(cache)
+    models = [FusionModel(name, Features((name,))) for name in cached_inputs(cache)]
+    models += [FusionModel(p.expr, p) for p in paper_pairs([n for n in cached_nets(cache) if n not in random_init])]
+    return models + [FusionModel(name, node) for name, node in named_models(cache).items()]
 
 
 def select_models(cache: Cache, names: str | None) -> list[FusionModel]:
-    """The models named in ``--models`` (comma-separated), or all available ones."""
-    models = available_models(cache)
-    if not names:
+    """The models of ``--models`` (the grammar of ``fuse.grammar``), or the default ones."""
+    if not names or not names.strip():
+        models = available_models(cache)
         if not models:
             raise CacheError(
                 f"cache {str(cache.path)!r} has no embeddings or LLDs to fuse;"
                 f" compute them with `mvemo extract MANIFEST --cache {cache.path} --nets ...` (or --features lld)"
             )
         return models
-    by_name = {m.name: m for m in models}
-    chosen = []
-    for name in (n.strip() for n in names.split(",") if n.strip()):
-        if name not in by_name:
-            raise ConfigError(
-                f"--models: {name!r} cannot be built from this cache (available: {', '.join(by_name) or 'none'});"
-                f" compute its inputs with `mvemo extract MANIFEST --cache {cache.path} {_inputs_option(name)}`"
-            )
-        chosen.append(by_name[name])
-    required = [by_name[m] for model in chosen for m in model.averages]  # a decision model needs its pairs
-    return list(dict.fromkeys([*required, *chosen]))
+    known: dict[str, Node] = {name: Features((name,)) for name in cached_inputs(cache)} | named_models(cache)
+    chosen = parse_models(names, known, _unknown(cache, known))
+    return list(dict.fromkeys(FusionModel(name, node) for name, node in chosen))
 
 
-def _inputs_option(model: str) -> str:
-    """The ``mvemo extract`` options that compute a model's inputs: ``--features lld`` for lldstats, else its nets."""
-    if model == LLDSTATS:
+def _unknown(cache: Cache, known: dict[str, Node]) -> Callable[[str], Exception]:
+    def error(name: str) -> Exception:
+        return ConfigError(
+            f"--models: {name!r} cannot be built from this cache (it has {', '.join(known) or 'nothing to fuse'});"
+            f" compute its inputs with `mvemo extract MANIFEST --cache {cache.path} {_inputs_option(name)}`"
+        )
+
+    return error
+
+
+def _inputs_option(name: str) -> str:
+    """The ``mvemo extract`` options that compute an input: ``--features lld`` for lldstats, else its net
+    (two nets or more for a named model)."""
+    if name == LLDSTATS:
         return "--features lld"
-    if model.startswith("integrated"):
-        return "--nets ..."
-    return f"--nets {','.join(part for part in model.split('+') if part != LLDSTATS)}"
+    if name in (*INTEGRATED, "integrated-decision"):
+        return "--nets ... (two pretrained or fine-tuned nets at least)"
+    return f"--nets {name}"
 
 
 def input_set(cache: Cache, net: str, fold: int | None) -> str:
@@ -123,23 +163,34 @@ def input_set(cache: Cache, net: str, fold: int | None) -> str:
     return all_set
 
 
-def resolve_sets(cache: Cache, inputs: tuple[str, ...], fold: int | None) -> tuple[str, ...]:
-    """The cached sets a model reads for test fold ``fold`` (``lldstats`` stands for the LLD statistics)."""
-    return tuple(LLDSTATS if name == LLDSTATS else input_set(cache, name, fold) for name in inputs)
+def input_set_name(cache: Cache, name: str, fold: int | None) -> str:
+    """The cached set an input reads for test fold ``fold`` (None: the final model): ``lld`` for ``lldstats``."""
+    return "lld" if name == LLDSTATS else input_set(cache, name, fold)
 
 
-def features(cache: Cache, sets: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """The concatenated float32 matrix of ``sets``, shape (n_clips, n_features), and the mask of rows all of them
-    hold (float32 as cached: the heads' solver runs 3x faster than on float64, with the same accuracy)."""
-    blocks, usable = [], np.ones(len(cache), dtype=bool)
-    for set_name in sets:
-        if set_name == LLDSTATS:
-            X, done = lld_statistics(cache)
+def read_input(cache: Cache, set_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The float32 matrix an input reads from ``set_name``, shape (n_clips, n_features), and the mask of rows done
+    (float32 as cached: the heads' solver runs 3x faster than on float64, with the same accuracy)."""
+    if set_name == "lld":
+        X, done = lld_statistics(cache)
+    else:
+        X, done = cache.read_matrix(set_name), cache.done(set_name)
+    return np.asarray(X.reshape(len(cache), -1), dtype=np.float32), done
+
+
+def missing_reasons(cache: Cache, set_name: str) -> dict[int, str]:
+    """Why each row a set does not hold is missing: its failure, a changed media file, or never computed."""
+    status = cache.status(set_name)
+    done = cache.done(set_name)
+    reasons = {}
+    for row in np.flatnonzero(~done):
+        if status[row] == FAILED:
+            reasons[int(row)] = f"{set_name} failed: {cache.error(set_name, int(row))}"
+        elif status[row] == DONE:
+            reasons[int(row)] = f"{set_name} is stale: the media changed since it was computed; rerun `mvemo extract`"
         else:
-            X, done = cache.read_matrix(set_name), cache.done(set_name)
-        blocks.append(X.reshape(len(cache), -1))
-        usable &= done
-    return np.concatenate(blocks, axis=1, dtype=np.float32), usable
+            reasons[int(row)] = f"{set_name} not computed; run `mvemo extract` on the manifest"
+    return reasons
 
 
 def lld_statistics(cache: Cache) -> tuple[np.ndarray, np.ndarray]:
@@ -164,6 +215,20 @@ def fine_tuned_nets(cache: Cache) -> list[str]:
     """The nets whose embeddings in the cache come from fine-tuning (not from the weights as they are)."""
     sets = [name for name in cache.feature_sets() if name.startswith("emb/")]
     return sorted({name.split("/")[1] for name in sets if cache.config(name).get("finetune", "none") != "none"})
+
+
+def provenance(cache: Cache) -> dict[str, dict[str, str]]:
+    """Per net: the sha256 of the weights its embeddings started from (or "random init"), how it was fine-tuned
+    (``none`` where some sets differ: the modes joined) and the protocol."""
+    described = {}
+    for net in cached_nets(cache):
+        sets = [n for n in cache.feature_sets() if n.startswith(f"emb/{net}/")]
+        described[net] = {
+            "weights": " ".join(sorted({cache.weights_sha256(n) or "random init" for n in sets})),
+            "finetune": "/".join(sorted({cache.config(n).get("finetune", "none") for n in sets})),
+            "protocol": "/".join(sorted({cache.config(n).get("protocol", "leakfree") for n in sets})),
+        }
+    return described
 
 
 def protocol(cache: Cache) -> str:

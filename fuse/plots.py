@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -14,7 +15,7 @@ from mvemo.fuse.metrics import macro_roc
 
 
 def confusion_png(confusion: list[list[int]], classes: tuple[str, ...], title: str, path: Path) -> Path:
-    """Counts summed over folds, rows true class, columns predicted, each row shaded by its share."""
+    """Counts summed over folds with each row's shares (rows true class, columns predicted), shaded by share."""
     matrix = np.asarray(confusion)
     shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     size = 1.2 + 0.75 * len(classes)
@@ -22,7 +23,8 @@ def confusion_png(confusion: list[list[int]], classes: tuple[str, ...], title: s
     ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(classes)):
         for j in range(len(classes)):
-            ax.text(j, i, str(matrix[i, j]), ha="center", va="center", color="white" if shares[i, j] > 0.5 else "black")
+            colour = "white" if shares[i, j] > 0.5 else "black"
+            ax.text(j, i, f"{matrix[i, j]}\n{100 * shares[i, j]:.0f}%", ha="center", va="center", color=colour, fontsize=8)
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
     ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")
@@ -34,16 +36,50 @@ def confusion_png(confusion: list[list[int]], classes: tuple[str, ...], title: s
     return path
 
 
+def model_styles(names: list[str]) -> dict[str, dict[str, Any]]:
+    """A distinct colour and line style per model, readable with a dozen models or more (9 colours x 4 styles;
+    tab10's grey is left to the chance line)."""
+    colours = [c for i, c in enumerate(matplotlib.colormaps["tab10"].colors) if i != 7]  # type: ignore[attr-defined]
+    dashes = ["-", "--", "-.", (0, (1, 1))]
+    return {name: {"color": colours[i % 9], "linestyle": dashes[(i + i // 9) % 4]} for i, name in enumerate(names)}
+
+
 def roc_png(curves: dict[str, tuple[np.ndarray, np.ndarray, float | None]], path: Path) -> Path:
-    """Each model's macro-average one-vs-rest ROC curve, its AUC in the legend."""
-    fig, ax = plt.subplots(figsize=(6.5, 6), dpi=100)
+    """Each model's macro-average one-vs-rest ROC curve in its own colour and line style, its AUC in the legend."""
+    fig, ax = plt.subplots(figsize=(8, 6.5), dpi=100)
+    styles = model_styles(list(curves))
     for name, (fpr, tpr, auc) in curves.items():
-        ax.plot(fpr, tpr, label=f"{name} (AUC {auc:.3f})" if auc is not None else name)
+        ax.plot(fpr, tpr, linewidth=1.4, label=f"{name} (AUC {auc:.3f})" if auc is not None else name, **styles[name])
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
     ax.set_title("Macro-average ROC, out-of-fold")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def comparison_png(metrics: dict[str, dict[str, Any]], path: Path) -> Path:
+    """Per model, accuracy and macro F1 of every fold of every repeat as points, their mean and 95 % interval as a bar."""
+    names = list(metrics)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 1.2 + 0.42 * len(names)), dpi=100, sharey=True)
+    rng = np.random.default_rng(0)
+    for ax, key, label in zip(axes, ("accuracy", "f1"), ("accuracy %", "macro F1 %")):
+        for i, name in enumerate(names):
+            summary = metrics[name][key]
+            points = [100 * v for rep in summary["folds"] for v in rep if v is not None]
+            ax.scatter(points, i + rng.uniform(-0.18, 0.18, len(points)), s=9, color="tab:blue", alpha=0.45, linewidths=0)
+            low, high = (100 * v for v in summary["interval"])
+            ax.plot([low, high], [i, i], color="black", linewidth=2)
+            ax.plot([100 * summary["mean"]], [i], marker="D", color="tab:red", markersize=5)
+        ax.set_xlabel(f"{label} per test fold (points); mean and 95 % interval")
+        ax.set_xlim(0, 100)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(names)), names)
+    axes[0].invert_yaxis()
+    fig.suptitle("Models compared over the same folds")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -1,74 +1,141 @@
-"""``report.md``, ``report.json`` and the PNGs of a cross-validation."""
+"""``report.md``, ``report.json``, ``oof_predictions.csv`` and the PNGs of a cross-validation."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mvemo.fuse.cv import CvResult
-from mvemo.fuse.plots import confusion_png, roc_curves, roc_png
+from mvemo.fuse.plots import comparison_png, confusion_png, roc_curves, roc_png
 
 PAPER_BANNER = (
     "> **WARNING: protocol `paper`.** The nets were fine-tuned once on every clip, test folds included,"
     " as papers 001 and 003 did. These accuracies are inflated; rerun `mvemo extract --protocol leakfree`"
     " for honest figures."
 )
+OOF_CSV = "oof_predictions.csv"
 
 
 def write_report(result: CvResult, out: str | os.PathLike[str], *, header: dict[str, Any]) -> dict[str, Any]:
     """Write the report files into ``out`` and return the JSON document.
 
-    ``header`` holds ``cache_fingerprint``, ``config`` and ``version``.
+    ``header`` holds ``cache_fingerprint``, ``config`` (with ``selection``), ``version``, ``versions`` and
+    ``provenance`` (per net: ``weights``, ``finetune``, ``protocol``).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    kinds = {m.name: (m.kind, m.node.expr) for m in result.models}
     document = {
         "protocol": result.protocol,
         "fine_tuned_nets": list(result.fine_tuned),
         "folds": result.n_folds,
+        "repeats": len(result.repeats),
         **header,
         "classes": list(result.classes),
-        "models": result.metrics,
+        "clips": result.clips,
+        "models": {
+            name: {"kind": kinds[name][0], "expression": kinds[name][1]}
+            | metrics
+            | {"choices": [rep[name].choices for rep in result.repeats], "described": result.predictions[name].described}
+            for name, metrics in result.metrics.items()
+        },
         "comparison": result.comparison,
         "notes": result.notes,
     }
     pngs = {}
     for name, metrics in result.metrics.items():
-        file = out / f"confusion_{name.replace('+', '_')}.png"
+        file = out / f"confusion_{safe_name(name)}.png"
         pngs[name] = confusion_png(metrics["confusion"], result.classes, f"{name}: confusion over {result.n_folds} folds", file)
     curves = roc_curves(
         {n: (p.y, p.proba) for n, p in result.predictions.items()}, {n: m["roc_auc_macro"] for n, m in result.metrics.items()}
     )
     roc = roc_png(curves, out / "roc.png")
-    document["figures"] = {"confusion": {n: p.name for n, p in pngs.items()}, "roc": roc.name}
+    comparison = comparison_png(result.metrics, out / "models.png")
+    document["figures"] = {"confusion": {n: p.name for n, p in pngs.items()}, "roc": roc.name, "models": comparison.name}
+    document["oof_predictions"] = write_oof_csv(result, out / OOF_CSV).name
     (out / "report.json").write_text(json.dumps(document, indent=2))
     (out / "report.md").write_text(markdown(document))
     return document
 
 
+def safe_name(name: str) -> str:
+    """A model's name as a file name: its expression's punctuation made underscores."""
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in name).strip("_")
+
+
+def write_oof_csv(result: CvResult, path: Path) -> Path:
+    """One row per (model, repeat, clip): its group and test fold, true and predicted class, a probability per class."""
+    classes = list(result.classes)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["model", "repeat", "clip_id", "group", "fold", "true", "predicted", *(f"p_{c}" for c in classes)])
+        for r, predictions in enumerate(result.repeats):
+            for name, p in predictions.items():
+                predicted = np.argmax(p.proba, axis=1)
+                for row, fold, true, pred, proba in zip(p.rows, p.folds, p.y, predicted, p.proba):
+                    writer.writerow(
+                        [
+                            name,
+                            r,
+                            result.clip_ids[row],
+                            result.groups[row],
+                            int(fold),
+                            classes[true],
+                            classes[pred],
+                            *(f"{v:.6f}" for v in proba),
+                        ]
+                    )
+    return path
+
+
+def percent(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
 def summary_rows(document: dict[str, Any]) -> list[list[Any]]:
-    """One row per model: accuracy min/mean/max/std (%), macro F1, macro ROC-AUC."""
+    """One row per model: accuracy mean, 95 % interval and fold range (%), macro F1, macro ROC-AUC, and the
+    difference from the best unimodal model (points, interval, folds won-lost)."""
+    comparison = document.get("comparison") or {"best_unimodal": None, "models": {}}
     rows = []
     for name, m in document["models"].items():
         acc = m["accuracy"]
         auc = "-" if m["roc_auc_macro"] is None else f"{m['roc_auc_macro']:.3f}"
+        versus = comparison["models"].get(name)
+        if name == comparison["best_unimodal"]:
+            difference = "best unimodal"
+        elif versus is None:
+            difference = "-"
+        else:
+            low, high = versus["interval"]
+            difference = f"{100 * versus['mean']:+.1f} ({100 * low:+.1f}, {100 * high:+.1f}) {versus['won']}-{versus['lost']}"
         rows.append(
             [
                 name,
-                f"{100 * acc['min']:.1f}",
-                f"{100 * acc['mean']:.1f}",
-                f"{100 * acc['max']:.1f}",
-                f"{100 * acc['std']:.1f}",
+                percent(acc["mean"]),
+                f"{percent(acc['interval'][0])}-{percent(acc['interval'][1])}",
+                f"{percent(acc['min'])}-{percent(acc['max'])}",
                 f"{m['f1_macro']:.3f}",
                 auc,
+                difference,
             ]
         )
     return rows
 
 
-SUMMARY_HEADER = ["model", "acc min %", "acc mean %", "acc max %", "std", "F1 macro", "ROC-AUC"]
+SUMMARY_HEADER = [
+    "model",
+    "acc %",
+    "95% interval",
+    "folds min-max",
+    "F1 macro",
+    "ROC-AUC",
+    "vs best unimodal: points (95%), won-lost",
+]
 
 
 def _training_note(document: dict[str, Any]) -> str:
@@ -78,44 +145,121 @@ def _training_note(document: dict[str, Any]) -> str:
         return f"The nets ({', '.join(tuned)}) were fine-tuned on every clip, each fold's test clips included."
     if not tuned:
         return (
-            "The nets were used as they are, fine-tuned on no clip; each fold's head trains on the other folds' clips,"
-            " and the test fold's clips fitted no weight, epoch or scaler."
+            "The nets were used as they are, fine-tuned on no clip; each fold's heads train on the other folds' clips,"
+            " every choice is made on inner folds of those clips, and the test fold's clips fitted no weight, epoch,"
+            " scaler or choice."
         )
     return (
-        f"Each fold's head trains on embeddings of the other folds' clips, which that fold's fine-tuned nets"
-        f" ({', '.join(tuned)}) have seen in training; the test fold's clips trained no weight, epoch or scaler."
+        f"Each fold's heads train on embeddings of the other folds' clips, which that fold's fine-tuned nets"
+        f" ({', '.join(tuned)}) have seen in training; every choice is made on inner folds of those clips, and the"
+        " test fold's clips trained no weight, epoch, scaler or choice."
     )
 
 
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    """A markdown table and the blank line after it."""
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(str(v) for v in row) + " |" for row in rows),
+        "",
+    ]
+
+
 def markdown(document: dict[str, Any]) -> str:
-    lines = [f"# mvemo cross-validation ({document['folds']} folds, protocol `{document['protocol']}`)", ""]
+    folds, repeats = document["folds"], document["repeats"]
+    selection = document["config"].get("selection", {})
+    lines = [
+        f"# mvemo cross-validation ({folds} folds x {repeats} repeat{'s' if repeats > 1 else ''}, protocol `{document['protocol']}`)",
+        "",
+    ]
     if document["protocol"] == "paper":
         lines += [PAPER_BANNER, ""]
     lines += [
         f"mvemo {document.get('version', '?')}, cache fingerprint `{str(document.get('cache_fingerprint', ''))[:16]}`."
-        f" Folds are the manifest's. {_training_note(document)}",
+        f" Repeat 0 uses the manifest's folds{', later repeats folds drawn with seeds 1, 2, ...' if repeats > 1 else ''}."
+        f" {_training_note(document)}",
         "",
-        "| " + " | ".join(SUMMARY_HEADER) + " |",
-        "|" + "---|" * len(SUMMARY_HEADER),
+        f"Choices are made on {selection.get('inner_folds', '?')} grouped, stratified inner folds, scored by"
+        f" {selection.get('scoring', '?')}. Accuracy is the mean over every test fold of every repeat; the 95 % interval"
+        " corrects the fold scores' variance for their overlapping training rows (Nadeau & Bengio 2003). Each model is"
+        " compared with the best unimodal one fold by fold.",
+        "",
+        *_table(SUMMARY_HEADER, summary_rows(document)),
+        f"![models]({document['figures']['models']}) ![ROC]({document['figures']['roc']})",
+        "",
     ]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in summary_rows(document)]
-    comparison = document.get("comparison")
-    if comparison:
-        test = comparison["mcnemar"]
-        diffs = ", ".join(f"{100 * d:+.1f}" for d in comparison["per_fold_accuracy_difference"])
-        lines += [
-            "",
-            f"**{comparison['integrated']} vs best unimodal {comparison['best_unimodal']}**: per-fold accuracy"
-            f" differences (points) {diffs}; McNemar on pooled predictions: {test['only_first_right']} clips only"
-            f" the integrated model got right, {test['only_second_right']} only the unimodal one, p = {test['p_value']:.3g}.",
-        ]
+    lines += _choices(document)
+    lines += _clips(document)
+    lines += _provenance(document)
     if document.get("notes"):
-        lines += ["", "## Notes", "", *(f"- {note}" for note in document["notes"])]
-    lines += ["", "## Confusion matrices (summed over folds; rows true, columns predicted)", ""]
-    classes = document["classes"]
-    for name, m in document["models"].items():
-        lines += [f"### {name}", "", "| true \\ predicted | " + " | ".join(classes) + " |", "|" + "---|" * (len(classes) + 1)]
-        lines += [f"| {c} | " + " | ".join(str(v) for v in row) + " |" for c, row in zip(classes, m["confusion"])]
-        lines += ["", f"![{name}]({document['figures']['confusion'][name]})", ""]
-    lines += ["## ROC", "", f"![ROC]({document['figures']['roc']})", ""]
+        lines += ["## Notes", "", *(f"- {note}" for note in document["notes"]), ""]
+    lines += _per_class(document)
+    lines += [
+        f"Out-of-fold probabilities of every model, repeat and clip: [{document['oof_predictions']}]({document['oof_predictions']}).",
+        "",
+    ]
     return "\n".join(lines)
+
+
+def _choices(document: dict[str, Any]) -> list[str]:
+    folds = document["folds"]
+    rows = [[name, m["kind"], *m["described"]] for name, m in document["models"].items()]
+    rows = [row + ["-"] * (folds + 2 - len(row)) for row in rows]
+    return ["## Chosen on inner folds (repeat 0)", "", *_table(["model", "kind", *(f"fold {k}" for k in range(folds))], rows)]
+
+
+def _clips(document: dict[str, Any]) -> list[str]:
+    clips, classes = document["clips"], document["classes"]
+    lines = [
+        "## Clips",
+        "",
+        f"{clips['total']} clips in the cache: " + ", ".join(f"{c} {n}" for c, n in clips["per_class"].items()) + ".",
+        "",
+    ]
+    rows = [
+        [name, m["used"], *(m["used_per_class"][c] for c in classes), len(m["left_out"])] for name, m in clips["models"].items()
+    ]
+    lines += _table(["model", "used", *classes, "left out"], rows)
+    left_out: dict[tuple[str, str], list[str]] = {
+        (item["clip_id"], item["reason"]): [] for m in clips["models"].values() for item in m["left_out"]
+    }
+    for name, m in clips["models"].items():
+        for item in m["left_out"]:
+            left_out[(item["clip_id"], item["reason"])].append(name)
+    if left_out:
+        lines += [
+            "Left out:",
+            "",
+            *_table(["clip", "models", "reason"], [[c, ", ".join(n), r] for (c, r), n in left_out.items()]),
+        ]
+    return lines
+
+
+def _provenance(document: dict[str, Any]) -> list[str]:
+    rows = [[net, p["weights"], p["finetune"], p["protocol"]] for net, p in document.get("provenance", {}).items()]
+    versions = ", ".join(f"{name} {version}" for name, version in document.get("versions", {}).items())
+    lines = ["## Provenance", ""]
+    if rows:
+        lines += _table(["net", "weights (sha256)", "fine-tuning", "protocol"], rows)
+    lines += [f"Config: `{json.dumps(document['config'], sort_keys=True)}`", "", f"Versions: {versions}.", ""]
+    return lines
+
+
+def _per_class(document: dict[str, Any]) -> list[str]:
+    classes = document["classes"]
+    lines = ["## Per class and confusion matrices (repeat 0, summed over folds; rows true, columns predicted)", ""]
+    for name, m in document["models"].items():
+        scores = m["per_class"]
+        rows = [
+            [c, f"{scores['precision'][i]:.2f}", f"{scores['recall'][i]:.2f}", f"{scores['f1'][i]:.2f}", scores["support"][i]]
+            for i, c in enumerate(classes)
+        ]
+        lines += [f"### {name}", "", *_table(["class", "precision", "recall", "F1", "clips"], rows)]
+        counts = [
+            [c, *(f"{n} ({100 * share:.0f}%)" for n, share in zip(row, shares))]
+            for c, row, shares in zip(classes, m["confusion"], m["confusion_normalized"])
+        ]
+        lines += _table(["true \\ predicted", *classes], counts)
+        lines += [f"![{name}]({document['figures']['confusion'][name]})", ""]
+    return lines

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import platform
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +12,24 @@ from mvemo.cache.h5file import mvemo_version
 from mvemo.cache.read import Cache
 from mvemo.fuse.cv import cross_validate
 from mvemo.fuse.heads import make_head
-from mvemo.fuse.models import select_models
+from mvemo.fuse.models import INTEGRATED, provenance, select_models
 from mvemo.fuse.report import write_report
 from mvemo.fuse.saved import save_fusion_model, train_final
+from mvemo.fuse.selection import SelectionConfig
 from mvemo.manifests.executor import Executor, Progress
+
+PACKAGES = ("numpy", "scipy", "scikit-learn", "h5py", "torch")
+
+
+def package_versions() -> dict[str, str]:
+    """Python's and the numerical packages' versions, for a report's provenance."""
+    versions = {"python": platform.python_version(), "mvemo": mvemo_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
 
 
 def run_cv(
@@ -22,26 +38,39 @@ def run_cv(
     *,
     models: str | None = None,
     n_folds: int | None = None,
+    repeats: int = 1,
     head: str = "logistic",
     head_params: dict[str, Any] | None = None,
+    selection: SelectionConfig | None = None,
     executor: Executor | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Cross-validate and write ``report.md``, ``report.json`` and the PNGs into ``out``; returns the report document.
+    """Cross-validate and write ``report.md``, ``report.json``, ``oof_predictions.csv`` and the PNGs into ``out``;
+    returns the report document.
 
-    ``progress(fits, total)``, if given, wraps the (model, fold) fits as they finish."""
+    ``progress(fits, total)``, if given, wraps the (repeat, fold) fits as they finish."""
+    selection = selection or SelectionConfig()
     result = cross_validate(
         cache_path,
         models=models,
         n_folds=n_folds,
-        head=make_head(head, **(head_params or {})),
+        repeats=repeats,
+        head=make_head(head, selection, **(head_params or {})),
+        selection=selection,
         executor=executor,
         progress=progress,
     )
     with Cache(cache_path) as cache:
         fingerprint = cache.combined_fingerprint()
-    config = {"head": head, "head_params": head_params or {}, "models": models or "all"}
-    header = {"cache_fingerprint": fingerprint, "config": config, "version": mvemo_version()}
+        nets = provenance(cache)
+    config = {"head": head, "head_params": head_params or {}, "selection": selection.to_json(), "models": models or "default"}
+    header = {
+        "cache_fingerprint": fingerprint,
+        "config": config,
+        "version": mvemo_version(),
+        "versions": package_versions(),
+        "provenance": nets,
+    }
     return write_report(result, out, header=header)
 
 
@@ -50,19 +79,41 @@ def fuse_cache(
     out: str | os.PathLike[str],
     *,
     models: str | None = None,
+    repeats: int = 1,
     head: str = "logistic",
     head_params: dict[str, Any] | None = None,
+    selection: SelectionConfig | None = None,
     executor: Executor | None = None,
     progress: Progress | None = None,
 ) -> tuple[dict[str, Any], Path]:
-    """The CV report in ``out``, then every model's head trained on all clips, saved in ``out/model``."""
-    document = run_cv(cache_path, out, models=models, head=head, head_params=head_params, executor=executor, progress=progress)
+    """The CV report in ``out``, then every model fitted on all clips (its choices made on inner folds of them),
+    saved in ``out/model``.
+
+    The saved model's default for ``predict`` is the integrated model (``integrated``, ``integrated-audio`` or an
+    ``integrated(...)`` of named inputs) where it is saved, else the model of best CV accuracy."""
+    selection = selection or SelectionConfig()
+    document = run_cv(
+        cache_path,
+        out,
+        models=models,
+        repeats=repeats,
+        head=head,
+        head_params=head_params,
+        selection=selection,
+        executor=executor,
+        progress=progress,
+    )
     with Cache(cache_path) as cache:  # the models the report kept: one without clips was left out with a note
         chosen = [model for model in select_models(cache, models) if model.name in document["models"]]
-    heads = train_final(cache_path, chosen, make_head(head, **(head_params or {})))
-    header = {key: document[key] for key in ("version", "protocol", "cache_fingerprint")} | {
+    fitted = train_final(cache_path, chosen, make_head(head, selection, **(head_params or {})), selection)
+    accuracy = {name: m["accuracy"]["mean"] for name, m in document["models"].items()}
+    integrated = [name for name in accuracy if name in INTEGRATED or name.startswith("integrated(")]
+    default = integrated[0] if integrated else max(accuracy, key=accuracy.__getitem__)
+    header = {key: document[key] for key in ("version", "protocol", "cache_fingerprint", "provenance")} | {
         "head": head,
         "head_params": head_params or {},
-        "cv_accuracy": {name: m["accuracy"]["mean"] for name, m in document["models"].items()},
+        "selection": selection.to_json(),
+        "cv_accuracy": accuracy,
+        "default_model": default,
     }
-    return document, save_fusion_model(Path(out) / "model", cache_path, chosen, heads, header)
+    return document, save_fusion_model(Path(out) / "model", cache_path, chosen, fitted, header)

@@ -1,9 +1,11 @@
 """The final fusion model: heads trained on every clip, saved as JSON + HDF5 (never pickle), and loaded back.
 
-``DIR/model/model.json`` names the classes, each model's inputs and the cached
-feature sets (fingerprints, configs, net checkpoints and their sha256) they were
-computed with, so ``predict`` can compute exactly the same features for new
-files. ``DIR/model/heads.h5`` holds each head as a linear softmax layer.
+``DIR/model/model.json`` names the classes, each model's tree (``fuse.compose``:
+its heads, weights and what was chosen on inner folds of every clip), its inputs
+and the cached feature sets (fingerprints, configs, net checkpoints and their
+sha256) they were computed with, so ``predict`` can compute exactly the same
+features for new files. ``DIR/model/heads.h5`` holds each head as a linear
+softmax layer.
 """
 
 from __future__ import annotations
@@ -19,29 +21,95 @@ import h5py
 import numpy as np
 
 from mvemo.cache.read import Cache
-from mvemo.fuse.heads import LinearSoftmax, fit_head
-from mvemo.fuse.models import LLDSTATS, FusionModel, features, input_set, resolve_sets
-from mvemo.manifests.errors import CacheError
+from mvemo.fuse.compose import (
+    Best,
+    Features,
+    Fitted,
+    FittedBest,
+    FittedFeatures,
+    FittedLate,
+    FittedStack,
+    Late,
+    Stack,
+    Trainings,
+    fit,
+)
+from mvemo.fuse.heads import LinearSoftmax
+from mvemo.fuse.models import LLDSTATS, FusionModel, input_set, input_set_name, read_input
+from mvemo.fuse.selection import SelectionConfig
+from mvemo.manifests.errors import CacheError, ConfigError
 
 MODEL_JSON = "model.json"
+# 2: each model a tree (features, late, stack, best) of linear heads
+FORMAT = 2
 HEADS_H5 = "heads.h5"
 CHECKPOINTS = "checkpoints"
 
 
-def train_final(cache_path: str | os.PathLike[str], models: list[FusionModel], head: Any) -> dict[str, LinearSoftmax]:
-    """Each model's head fitted on every usable clip of the final feature sets (``emb/<net>/all``, LLDs)."""
-    heads = {}
+def train_final(
+    cache_path: str | os.PathLike[str], models: list[FusionModel], head: Any, selection: SelectionConfig | None = None
+) -> dict[str, Fitted]:
+    """Each model fitted on every usable clip of the final feature sets (``emb/<net>/all``, LLDs), its choices
+    made on inner folds of those clips."""
+    selection = selection or SelectionConfig()
+    fitted = {}
     with Cache(cache_path) as cache:
-        y, groups = cache.y, np.array(cache.groups)
+        y = cache.y
+        trainings = Trainings(y, cache.groups, len(cache.classes), head, selection)
         for model in models:
-            if model.averages:
-                continue
-            X, usable = features(cache, resolve_sets(cache, model.inputs, None))
-            rows = np.flatnonzero(usable)
+            read = {name: read_input(cache, input_set_name(cache, name, None)) for name in model.inputs}
+            rows = np.flatnonzero(np.logical_and.reduce([done for _, done in read.values()]))
             if len(np.unique(y[rows])) < 2:
                 raise CacheError(f"model {model.name!r}: fewer than two classes among its {len(rows)} usable clips")
-            heads[model.name] = fit_head(head, X[rows], y[rows], groups[rows]).linear_
-    return heads
+            fitted[model.name] = fit(model.node, trainings.on(rows, {name: X for name, (X, _) in read.items()}))
+    return fitted
+
+
+def to_record(fitted: Fitted, heads: dict[str, LinearSoftmax]) -> dict[str, Any]:
+    """A fitted model as JSON, its linear heads added to ``heads`` (stored in ``heads.h5`` under their keys)."""
+
+    def head(estimator: Any) -> str:
+        if not hasattr(estimator, "linear_"):
+            raise ConfigError(f"{type(estimator).__name__}: only mvemo's heads (a linear softmax layer) can be saved")
+        key = f"head{len(heads)}"
+        heads[key] = estimator.linear_
+        return key
+
+    if isinstance(fitted, FittedFeatures):
+        return {"kind": "features", "inputs": list(fitted.node.inputs), "head": head(fitted.model), "chosen": fitted.choices()}
+    if isinstance(fitted, FittedLate):
+        members = [to_record(m, heads) for m in fitted.members]
+        return {"kind": "late", "weighted": fitted.node.weighted, "weights": fitted.weights.tolist(), "members": members}
+    if isinstance(fitted, FittedStack):
+        return {
+            "kind": "stack",
+            "members": [to_record(m, heads) for m in fitted.members],
+            "meta": head(fitted.meta),
+            "chosen": fitted.selected,
+        }
+    assert isinstance(fitted, FittedBest)
+    return {
+        "kind": "best",
+        "candidates": [m.expr for m in fitted.node.members],
+        "scores": fitted.scores,
+        "chosen": to_record(fitted.chosen, heads),
+    }
+
+
+def from_record(record: dict[str, Any], heads: dict[str, LinearSoftmax], n_classes: int) -> Fitted:
+    """The fitted model a record describes (``to_record``'s inverse, as far as predicting goes)."""
+    kind = record["kind"]
+    if kind == "features":
+        linear = heads[record["head"]]
+        return FittedFeatures(Features(tuple(record["inputs"])), linear, linear.classes, n_classes, record["chosen"])
+    members = [from_record(m, heads, n_classes) for m in record.get("members", [])]
+    if kind == "late":
+        return FittedLate(Late(tuple(m.node for m in members), record["weighted"]), members, np.asarray(record["weights"]))
+    if kind == "stack":
+        meta = heads[record["meta"]]
+        return FittedStack(Stack(tuple(m.node for m in members)), members, meta, meta.classes, n_classes, record["chosen"])
+    chosen = from_record(record["chosen"], heads, n_classes)
+    return FittedBest(Best((chosen.node,)), chosen, record["scores"])
 
 
 def describe_inputs(cache: Cache, model: FusionModel) -> dict[str, Any]:
@@ -66,24 +134,27 @@ def save_fusion_model(
     out: str | os.PathLike[str],
     cache_path: str | os.PathLike[str],
     models: list[FusionModel],
-    heads: dict[str, LinearSoftmax],
+    fitted: dict[str, Fitted],
     header: dict[str, Any],
 ) -> Path:
     """Write ``out/model.json`` and ``out/heads.h5``; returns the folder."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    heads: dict[str, LinearSoftmax] = {}
     with Cache(cache_path) as cache:
         document = {
             **header,
+            "format": FORMAT,
             "classes": list(cache.classes),
             # the content hash of every clip the model trained on: predict warns when it meets one again
             "training_media_sha256": sorted({h.decode() for h in cache.media_hash} - {""}),
             "models": {
                 m.name: {
                     "kind": m.kind,
+                    "expression": m.node.expr,
                     "inputs": list(m.inputs),
-                    "averages": list(m.averages),
-                    "feature_sets": {} if m.averages else describe_inputs(cache, m),
+                    "model": to_record(fitted[m.name], heads),
+                    "feature_sets": describe_inputs(cache, m),
                 }
                 for m in models
             },
@@ -117,7 +188,7 @@ class SavedFusionModel:
 
     folder: Path
     document: dict[str, Any]
-    heads: dict[str, LinearSoftmax]
+    fitted: dict[str, Fitted]
 
     @property
     def classes(self) -> list[str]:
@@ -125,14 +196,8 @@ class SavedFusionModel:
 
     def predict_proba(self, name: str, inputs: dict[str, np.ndarray]) -> np.ndarray:
         """Probabilities over all classes, shape (n, n_classes); ``inputs`` maps each input name to (n, d)."""
-        model = self.document["models"][name]
-        if model["averages"]:
-            return np.mean([self.predict_proba(pair, inputs) for pair in model["averages"]], axis=0)
-        X = np.concatenate([np.asarray(inputs[i], dtype=np.float64).reshape(len(inputs[i]), -1) for i in model["inputs"]], axis=1)
-        head = self.heads[name]
-        proba = np.zeros((len(X), len(self.classes)))
-        proba[:, head.classes] = head.predict_proba(X)
-        return proba
+        blocks = {key: np.asarray(X, dtype=np.float64).reshape(len(X), -1) for key, X in inputs.items()}
+        return self.fitted[name].proba(blocks)
 
 
 def load_fusion_model(folder: str | os.PathLike[str]) -> SavedFusionModel:
@@ -143,8 +208,15 @@ def load_fusion_model(folder: str | os.PathLike[str]) -> SavedFusionModel:
             f"{str(folder)!r} holds no saved fusion model ({MODEL_JSON} + {HEADS_H5}); make one with `mvemo fuse CACHE --out DIR`"
         )
     document = json.loads((folder / MODEL_JSON).read_text())
+    if document.get("format") != FORMAT:
+        raise ConfigError(
+            f"{str(folder)!r} was saved by another version of mvemo (model format {document.get('format', 1)}, this one"
+            f" reads {FORMAT}); save it again with `mvemo fuse CACHE --out DIR`"
+        )
     with h5py.File(folder / HEADS_H5, "r") as f:
         heads = {
             name: LinearSoftmax(*(f[name][key][()] for key in ("classes", "mean", "scale", "weights", "bias"))) for name in f
         }
-    return SavedFusionModel(folder, document, heads)
+    n_classes = len(document["classes"])
+    fitted = {name: from_record(m["model"], heads, n_classes) for name, m in document["models"].items()}
+    return SavedFusionModel(folder, document, fitted)

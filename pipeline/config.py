@@ -10,7 +10,9 @@ decode), ``[mel]``, ``[lld]``, ``[waveform]`` and ``[frames]``
 ``extract.nets.get_net``, e.g. ``[net.i3d] pool = "global"``), for its embeddings with
 or without fine-tuning. ``[head]`` sets stage two's fusion head: its ``name``
 (``logistic`` or ``softmax``) and the parameters of ``fuse.heads.LogisticHead`` or
-``SoftmaxHead`` (``optimizer``, ``lr``, ``l2``, ...). The frames' window follows ``[audio]`` unless ``[frames]`` sets it, so both
+``SoftmaxHead`` (``optimizer``, ``lr``, ``l2``, ...; a parameter left out is chosen on inner folds where the
+head chooses it: ``C``, ``lr``, ``l2``). ``[fuse]`` (``fuse.selection.SelectionConfig``: ``inner_folds``,
+``scoring``, ``C_grid``, ``lr_grid``, ``l2_grid``, ``seed``) sets how stage two chooses. The frames' window follows ``[audio]`` unless ``[frames]`` sets it, so both
 modalities see the same part of a video. Unknown tables or keys are errors,
 never ignored.
 """
@@ -24,7 +26,7 @@ from typing import Any
 
 from mvemo.manifests.errors import ConfigError
 
-TABLES = ("audio", "mel", "lld", "waveform", "frames", "train", "optim", "net", "head")
+TABLES = ("audio", "mel", "lld", "waveform", "frames", "train", "optim", "net", "head", "fuse")
 
 
 def load_toml(path: str | os.PathLike[str] | None) -> dict[str, Any]:
@@ -108,11 +110,15 @@ def _nets(tables: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return per_net
 
 
-def head_config(path: str | os.PathLike[str] | None, name: str | None) -> tuple[str, dict[str, Any]]:
-    """The fusion head's name (``name`` if given, else the ``[head]`` table's, else ``logistic``) and its parameters."""
-    table = dict(load_toml(path).get("head", {}))
+def head_config(path: str | os.PathLike[str] | None, name: str | None) -> tuple[str, dict[str, Any], Any]:
+    """The fusion head's name (``name`` if given, else the ``[head]`` table's, else ``logistic``), its parameters,
+    and the ``fuse.selection.SelectionConfig`` of the ``[fuse]`` table."""
+    from mvemo.fuse.selection import SelectionConfig
+
+    tables = load_toml(path)
+    table = dict(tables.get("head", {}))
     configured = table.pop("name", "logistic")
-    return name or configured, table
+    return name or configured, table, SelectionConfig.from_table(tables.get("fuse", {}))
 
 
 def per_net_tables(tables: dict[str, Any], table: str) -> dict[str, dict[str, Any]]:

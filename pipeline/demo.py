@@ -24,6 +24,18 @@ DEMO_NETS = ("onedcnn", "twodcnn", "crnn", "c3d", "i3d")
 DEMO_FRAMES = 16  # C3D's smallest clip: half of paper 001's 32, half the CPU time
 # The demo's videos are 160 x 120: I3D reads C3D's 112 px crops, pooled globally (its reference pooling needs 193 px).
 DEMO_NET_OPTIONS = {"i3d": {"pool": "global", "frames": "frames112"}}
+# No weights ship with the demo: its nets are random init, which no default fusion reads, so the demo names them.
+DEMO_MODELS = ",".join(
+    [
+        *DEMO_NETS,
+        "lldstats",
+        "c3d+onedcnn",
+        "i3d+onedcnn",
+        "c3d+twodcnn",
+        "i3d+twodcnn",
+        f"integrated({','.join(DEMO_NETS)},lldstats)",
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -84,5 +96,5 @@ def run_demo(
         executor=executor,
         progress=progress,
     )
-    report, _ = fuse_cache(cache, out, executor=executor, progress=progress("fusion heads", "fit"))
+    report, _ = fuse_cache(cache, out, models=DEMO_MODELS, executor=executor, progress=progress("fusion heads", "fit"))
     return DemoResult(path, manifest, stage_one.features, report, out)

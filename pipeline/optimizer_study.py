@@ -1,9 +1,11 @@
 """``mvemo extract --optimizer-study``: paper 001's Table 2, each net fine-tuned with Adam, SGD and RMSprop.
 
 Every (net, optimizer) is fine-tuned per fold exactly as the ``leakfree`` protocol
-does (the other folds train it, an inner split picks its epoch), and its own
-softmax head labels the test fold. Nothing is written to the cache: the study
-picks optimizers; ``[optim.<net>]`` in a config then sets them for ``--finetune``.
+does: the other folds train it, and an inner split of them (``manifests.folds.inner_split``)
+picks its epoch. In each fold the optimizer of least validation loss on that inner
+split is selected, and only the selected one's softmax head labels the test fold:
+the outer folds score the selection and choose nothing. Nothing is written to the
+cache; ``[optim.<net>]`` in a config then sets the optimizers for ``--finetune``.
 """
 
 from __future__ import annotations
@@ -15,16 +17,19 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mvemo.cache.read import Cache
-from mvemo.extract.finetune import out_of_fold_probabilities
+from mvemo.extract.finetune import OutOfFold, out_of_fold_probabilities
 from mvemo.extract.train import STUDY_OPTIMIZERS, TrainConfig
 from mvemo.fuse.cv import check_folds
-from mvemo.fuse.metrics import summarize
+from mvemo.fuse.metrics import summarize, summarize_repeats
 from mvemo.fuse.plots import accuracy_bars_png
 from mvemo.manifests.errors import ConfigError
 from mvemo.pipeline.tables import format_table
 
-COLUMNS = ["net", "optimizer", "lr", "momentum", "accuracy mean % (min-max)", "macro F1", "ROC-AUC"]
+COLUMNS = ["net", "optimizer", "lr", "momentum", "inner val loss", "inner val accuracy % (min-max)", "selected in folds"]
+SELECTED_COLUMNS = ["net", "selected per fold", "test accuracy % (min-max)", "macro F1", "ROC-AUC"]
 
 
 def study_folder(cache_path: str | os.PathLike[str]) -> Path:
@@ -51,36 +56,77 @@ def run_optimizer_study(
         y, folds, n_folds = cache.y, cache.folds, check_folds(cache, None)
     results: dict[str, dict[str, Any]] = {}
     for name in nets:
-        results[name] = {}
+        runs = {}
         for label, optimizer in STUDY_OPTIMIZERS[name].items():
             trial = replace(config, optimizers={**config.optimizers, name: optimizer})
-            rows, proba = out_of_fold_probabilities(cache_path, name, trial, weights_dir=weights_dir, device=device, log=log)
-            metrics = summarize(y[rows], proba, folds[rows], n_folds)
-            results[name][label] = {"optimizer": asdict(optimizer), "clips": len(rows)} | {
-                key: metrics[key] for key in ("accuracy", "f1_macro", "roc_auc_macro")
-            }
+            runs[label] = out_of_fold_probabilities(cache_path, name, trial, weights_dir=weights_dir, device=device, log=log)
+        results[name] = select_per_fold(runs, y, folds, n_folds)
+        for label, optimizer in STUDY_OPTIMIZERS[name].items():
+            results[name]["optimizers"][label]["optimizer"] = asdict(optimizer)
     document = {"protocol": "leakfree", "train": {k: v for k, v in asdict(config).items() if k != "optimizers"}, "nets": results}
     out = study_folder(cache_path)
     out.mkdir(parents=True, exist_ok=True)
     (out / "optimizer_study.json").write_text(json.dumps(document, indent=2) + "\n")
     (out / "optimizer_study.md").write_text(markdown(document))
-    accuracy = {net: {label: r["accuracy"] for label, r in by.items()} for net, by in results.items()}
-    accuracy_bars_png(accuracy, out / "optimizer_study.png", title="Fine-tuning optimizers (paper 001, Table 2)")
+    validation = {net: {label: r["inner_accuracy"] for label, r in by["optimizers"].items()} for net, by in results.items()}
+    accuracy_bars_png(
+        validation, out / "optimizer_study.png", title="Inner validation accuracy per optimizer (paper 001, Table 2)"
+    )
     return document
 
 
+def select_per_fold(runs: dict[str, OutOfFold], y: np.ndarray, folds: np.ndarray, n_folds: int) -> dict[str, Any]:
+    """Per fold the optimizer of least inner validation loss, and the outer scores of those selected alone.
+
+    Each optimizer's inner validation loss and accuracy are summarized over folds (mean, min, max) with the
+    folds it was selected in; ``selected`` holds the outer test folds' metrics of the selection."""
+    labels = list(runs)
+    chosen = {k: min(labels, key=lambda label: runs[label].validation[k]["val_loss"]) for k in runs[labels[0]].validation}
+    rows = runs[labels[0]].rows
+    proba = np.zeros_like(runs[labels[0]].proba)
+    for k, label in chosen.items():
+        in_fold = folds[rows] == k
+        proba[in_fold] = runs[label].proba[in_fold]
+    optimizers = {}
+    for label, run in runs.items():
+        accuracy = [v["val_accuracy"] for v in run.validation.values()]
+        loss = [v["val_loss"] for v in run.validation.values()]
+        optimizers[label] = {
+            "inner_loss": float(np.mean(loss)),
+            "inner_loss_per_fold": {k: v["val_loss"] for k, v in run.validation.items()},
+            "inner_accuracy": {"mean": float(np.mean(accuracy)), "min": min(accuracy), "max": max(accuracy)},
+            "selected_in_folds": [k for k, c in chosen.items() if c == label],
+        }
+    metrics = summarize_repeats([summarize(y[rows], proba, folds[rows], n_folds)], k=n_folds)
+    selected = {key: metrics[key] for key in ("accuracy", "f1_macro", "roc_auc_macro")} | {"per_fold": chosen, "clips": len(rows)}
+    return {"optimizers": optimizers, "selected": selected}
+
+
 def table_rows(document: dict[str, Any]) -> list[list[Any]]:
-    """One row per (net, optimizer), the net's best mean accuracy marked with *."""
+    """One row per (net, optimizer): its inner validation figures and the folds it was selected in."""
     rows = []
     for net, by in document["nets"].items():
-        best = max(by, key=lambda label: by[label]["accuracy"]["mean"])
-        for label, r in by.items():
-            a, auc = r["accuracy"], r["roc_auc_macro"]
+        for label, r in by["optimizers"].items():
+            a = r["inner_accuracy"]
             rows.append(
-                [net, label + (" *" if label == best else ""), f"{r['optimizer']['lr']:g}", f"{r['optimizer']['momentum']:g}",
-                 f"{100 * a['mean']:.1f} ({100 * a['min']:.1f}-{100 * a['max']:.1f})", f"{r['f1_macro']:.3f}",
-                 "-" if auc is None else f"{auc:.3f}"]
+                [net, label, f"{r['optimizer']['lr']:g}", f"{r['optimizer']['momentum']:g}", f"{r['inner_loss']:.3f}",
+                 f"{100 * a['mean']:.1f} ({100 * a['min']:.1f}-{100 * a['max']:.1f})",
+                 ", ".join(str(k) for k in r["selected_in_folds"]) or "-"]
             )  # fmt: skip
+    return rows
+
+
+def selected_rows(document: dict[str, Any]) -> list[list[Any]]:
+    """One row per net: the outer folds' scores of the optimizers selected on inner splits."""
+    rows = []
+    for net, by in document["nets"].items():
+        s = by["selected"]
+        a, auc = s["accuracy"], s["roc_auc_macro"]
+        per_fold = ", ".join(f"{k}: {label}" for k, label in s["per_fold"].items())
+        rows.append(
+            [net, per_fold, f"{100 * a['mean']:.1f} ({100 * a['min']:.1f}-{100 * a['max']:.1f})", f"{s['f1_macro']:.3f}",
+             "-" if auc is None else f"{auc:.3f}"]
+        )  # fmt: skip
     return rows
 
 
@@ -90,14 +136,23 @@ def markdown(document: dict[str, Any]) -> str:
         "# Optimizer study (paper 001, Table 2)",
         "",
         f"Each net fine-tuned ({train['finetune']}, at most {train['max_epochs']} epochs, patience {train['patience']},"
-        f" seed {train['seed']}) per fold on the other folds; its own head labels the test fold. * marks each net's best.",
+        f" seed {train['seed']}) per fold on the other folds, with each optimizer. In each fold, the optimizer of least"
+        " validation loss on an inner split of the training folds is selected; the test folds score the selection only.",
+        "",
+        "## Inner validation, per optimizer",
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),
         *("| " + " | ".join(str(c) for c in row) + " |" for row in table_rows(document)),
+        "",
+        "## Outer test folds, the selected optimizers",
+        "",
+        "| " + " | ".join(SELECTED_COLUMNS) + " |",
+        "|" + "---|" * len(SELECTED_COLUMNS),
+        *("| " + " | ".join(str(c) for c in row) + " |" for row in selected_rows(document)),
     ]
     return "\n".join(lines) + "\n"
 
 
 def console_table(document: dict[str, Any]) -> str:
-    return format_table(COLUMNS, table_rows(document))
+    return format_table(COLUMNS, table_rows(document)) + "\n\n" + format_table(SELECTED_COLUMNS, selected_rows(document))

@@ -33,29 +33,22 @@ from mvemo.manifests.schema import Clip
 
 
 def choose_model(saved: SavedFusionModel, name: str | None) -> str:
-    """``name``, or the saved model with the best cross-validated accuracy."""
+    """``name``, or the saved model's default: its integrated model where it was saved, else the model of best
+    cross-validated accuracy (``fuse.run.fuse_cache``)."""
     models = saved.document["models"]
     if name is not None:
         if name not in models:
             raise ConfigError(f"--model {name!r}: the saved model holds {sorted(models)}")
         return name
-    accuracy = saved.document.get("cv_accuracy", {})
-    return max(models, key=lambda m: accuracy.get(m, 0.0))
+    return str(saved.document["default_model"])
 
 
 def model_inputs(saved: SavedFusionModel, name: str, clip: Clip) -> dict[str, np.ndarray]:
     """Every input the model reads, computed from the clip's media with the saved configs (fingerprints checked);
-    each feature set once, however many nets or pairs read it."""
-    return _model_inputs(saved, name, ClipFeatures(clip))
-
-
-def _model_inputs(saved: SavedFusionModel, name: str, features: ClipFeatures) -> dict[str, np.ndarray]:
+    each feature set once, however many nets read it."""
     model = saved.document["models"][name]
+    features = ClipFeatures(clip)
     inputs: dict[str, np.ndarray] = {}
-    if model["averages"]:
-        for pair in model["averages"]:
-            inputs.update(_model_inputs(saved, pair, features))
-        return inputs
     for input_name, described in zip(model["inputs"], model["feature_sets"].values()):
         if input_name == LLDSTATS:
             lld = features.get({"lld": described["config"]}, {"lld": described["fingerprint"]})["lld"]

@@ -51,5 +51,5 @@ def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
     assert [name for name in installed if not name.endswith(".dist-info")] == ["mvemo"], f"installed at the top: {installed}"
     for command in (("mvemo", "--help"), ("mvemo-cv", "--help"), ("mvemo", "--version")):
         assert run(*command).returncode == 0, command
-    demo = run("mvemo", "demo", "--out", str(outside / "demo"), "--clips-per-class", "2", "--duration-s", "2")
+    demo = run("mvemo", "demo", "--out", str(outside / "demo"), "--clips-per-class", "4", "--duration-s", "2")
     assert demo.returncode == 0, demo.stderr

@@ -19,7 +19,8 @@ def echo_summary(document: dict[str, Any], out: str) -> None:
     for note in document.get("notes", []):
         click.echo(f"note: {note}", err=True)
     click.echo(
-        f"report: {out}/report.md, {out}/report.json; ROC: {out}/{document['figures']['roc']}; confusion matrices: {out}/confusion_*.png"
+        f"report: {out}/report.md, {out}/report.json, {out}/{document['oof_predictions']}; models: {out}/{document['figures']['models']};"
+        f" ROC: {out}/{document['figures']['roc']}; confusion matrices: {out}/confusion_*.png"
     )
 
 
@@ -30,7 +31,8 @@ def head_options(command: Any) -> Any:
         "config_path",
         default=None,
         type=click.Path(dir_okay=False),
-        help="TOML file whose [head] table sets the head's name and parameters (optimizer, lr, l2, C, ...).",
+        help="TOML file whose [head] table sets the head's name and parameters (optimizer, lr, l2, C, ...; those left"
+        " out are chosen on inner folds) and whose [fuse] table how (inner_folds, scoring, C_grid, lr_grid, l2_grid, seed).",
     )(command)
     return click.option(
         "--head",
@@ -40,35 +42,59 @@ def head_options(command: Any) -> Any:
     )(command)
 
 
+MODELS_HELP = (
+    "Models, comma-separated, composed from what the cache holds: a+b (one head over both inputs' columns),"
+    " late(a,b) (the mean of their heads' probabilities; late(a,b,weights=inner): weights chosen on inner folds),"
+    " stack(a,b) (a logistic meta-head over their inner out-of-fold probabilities), best(a,b) (the one of best"
+    " inner score); inputs are the nets' embeddings and lldstats; integrated, integrated-audio and"
+    " integrated-decision name the defaults, e.g. 'twodcnn+lldstats,late(i3d,twodcnn),integrated'."
+    "  [default: each input, the paper's pairs, integrated, integrated-decision]"
+)
+
+
+def fuse_options(command: Any) -> Any:
+    """``--models`` and ``--repeats``, shared by cv and fuse."""
+    command = click.option(
+        "--repeats",
+        default=1,
+        type=click.IntRange(min=1),
+        show_default=True,
+        help="Run the CV over this many fold seeds (the manifest's folds, then seeds 1, 2, ...), for intervals;"
+        " above 1 only with inputs no fold trained (--finetune none, LLDs).",
+    )(command)
+    return click.option("--models", default=None, help=MODELS_HELP)(command)
+
+
 @click.command("cv", cls=MvemoCommand, context_settings=CONTEXT)
-@click.option("--folds", "n_folds", default=6, type=int, help="Folds expected in the cache (the manifest's).")
+@click.option("--folds", "n_folds", default=None, type=int, help="Folds expected in the cache.  [default: the cache's own]")
 @click.option("--cache", "cache_path", required=True, type=click.Path(dir_okay=False), help="HDF5 cache of stage one.")
 @click.option("--out", default="reports", type=click.Path(file_okay=False), help="Folder for report.md, report.json and plots.")
-@click.option(
-    "--models", default=None, help="Comma-separated fusion models, e.g. integrated,i3d+twodcnn.  [default: all the cache allows]"
-)
+@fuse_options
 @head_options
 @executor_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report document on stdout.")
-def cv(n_folds: int, cache_path: str, out: str, models: str | None, as_json: bool, **where: Any) -> None:
-    """Cross-validate the late-fusion heads over the cache's folds (stage two).
+def cv(n_folds: int | None, cache_path: str, out: str, models: str | None, repeats: int, as_json: bool, **where: Any) -> None:
+    """Cross-validate the fusion models over the cache's folds (stage two), every choice made on inner folds.
 
-    Reports per model accuracy min/mean/max over folds (paper 001 Table 3), macro F1,
-    macro ROC-AUC and the confusion matrix summed over folds, as tables and plots.
+    Reports per model accuracy mean, 95 % interval and min/max over folds (paper 001 Table 3), macro F1, macro
+    ROC-AUC, the difference from the best unimodal model, per-class scores and confusion matrices, as tables,
+    plots and oof_predictions.csv.
     """
     from mvemo.fuse.run import run_cv
     from mvemo.pipeline.config import head_config
     from mvemo.pipeline.executors import build_executor
 
-    head, params = head_config(where["config_path"], where["head"])
+    head, params, selection = head_config(where["config_path"], where["head"])
     with build_executor(where["executor"], workers=where["workers"], scheduler=where["scheduler"]) as executor:
         document = run_cv(
             cache_path,
             out,
             models=models,
             n_folds=n_folds,
+            repeats=repeats,
             head=head,
             head_params=params,
+            selection=selection,
             executor=executor,
             progress=progress_bar("fusion heads", "fit"),
         )
@@ -83,23 +109,25 @@ def cv(n_folds: int, cache_path: str, out: str, models: str | None, as_json: boo
 @click.option(
     "--out", required=True, type=click.Path(file_okay=False), help="Folder for the report and the final model (OUT/model/)."
 )
-@click.option("--models", default=None, help="Comma-separated fusion models.  [default: all the cache allows]")
+@fuse_options
 @head_options
 @executor_options
-def fuse(cache_path: str, out: str, models: str | None, **where: Any) -> None:
+def fuse(cache_path: str, out: str, models: str | None, repeats: int, **where: Any) -> None:
     """The CV report in OUT, then each model's head trained on every clip, saved in OUT/model/ for `mvemo predict`."""
     from mvemo.fuse.run import fuse_cache
     from mvemo.pipeline.config import head_config
     from mvemo.pipeline.executors import build_executor
 
-    head, params = head_config(where["config_path"], where["head"])
+    head, params, selection = head_config(where["config_path"], where["head"])
     with build_executor(where["executor"], workers=where["workers"], scheduler=where["scheduler"]) as executor:
         document, folder = fuse_cache(
             cache_path,
             out,
             models=models,
+            repeats=repeats,
             head=head,
             head_params=params,
+            selection=selection,
             executor=executor,
             progress=progress_bar("fusion heads", "fit"),
         )

@@ -11,7 +11,12 @@ from mvemo.pipeline.cli.tools import CONTEXT, MvemoCommand, progress_bar
 
 @click.command("demo", cls=MvemoCommand, context_settings=CONTEXT)
 @click.option("--out", default="demo-out", type=click.Path(file_okay=False), help="Folder for the data and the results.")
-@click.option("--clips-per-class", default=12, type=click.IntRange(min=2), help="Synthetic clips written per class.")
+@click.option(
+    "--clips-per-class",
+    default=12,
+    type=click.IntRange(min=4),
+    help="Synthetic clips written per class (at least 4: each class needs 2 training clips per fold to choose on inner folds).",
+)
 @click.option("--duration-s", default=10.0, type=float, help="Length of each synthetic clip in seconds.")
 @click.option("--seed", default=0, type=int, help="Seed of the generator and of the folds.")
 @click.option("--workers", default=2, type=click.IntRange(min=1), help="Worker processes for stage one (1: serial).")
@@ -34,6 +39,6 @@ def demo(out: str, clips_per_class: int, duration_s: float, seed: int, workers: 
     config = SyntheticConfig(clips_per_class=clips_per_class, duration_s=duration_s, seed=seed)
     click.echo(f"writing {6 * clips_per_class} synthetic music videos of {duration_s:g} s into {out}/data ...")
     with build_executor("serial" if workers == 1 else "processes", workers=workers) as executor:
-        result = run_demo(out, config, k=min(6, clips_per_class), executor=executor, progress=progress_bar)
+        result = run_demo(out, config, k=min(6, clips_per_class // 2), executor=executor, progress=progress_bar)
     echo_summary(result.report, out)
     click.echo(f"final model: {out}/model/ (try `mvemo predict {out}/model FILE`); done in {time.perf_counter() - began:.0f} s")

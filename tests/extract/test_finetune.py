@@ -199,9 +199,10 @@ def test_out_of_fold_probabilities_train_each_fold_without_it(
         return train_net(net, path, y, train_rows, val_rows, *args, **kwargs)
 
     monkeypatch.setattr(mvemo.extract.finetune, "train_net", recording)
-    rows, proba = out_of_fold_probabilities(cache, "twodcnn", CONFIG, weights_dir=tmp_path / "none")
+    result = out_of_fold_probabilities(cache, "twodcnn", CONFIG, weights_dir=tmp_path / "none")
+    rows, proba = result.rows, result.proba
     folds = np.array([c.fold for c in manifest.clips])
-    assert rows.tolist() == list(range(12)) and len(seen) == 3
+    assert rows.tolist() == list(range(12)) and len(seen) == 3 and sorted(result.validation) == [0, 1, 2]
     for k, used in enumerate(seen):
         assert used == set(np.flatnonzero(folds != k).tolist()), f"fold {k}: train + validation are the other folds"
     np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-5)
@@ -220,11 +221,20 @@ def test_optimizer_study_reports_each_optimizer_of_table_2_and_writes_no_embeddi
     folder = study_folder(cache)
     document = json.loads((folder / "optimizer_study.json").read_text())
     twodcnn = document["nets"]["twodcnn"]
-    assert list(twodcnn) == ["adam", "sgd", "rmsprop"]
+    assert list(twodcnn["optimizers"]) == ["adam", "sgd", "rmsprop"]
     for label, optimizer in STUDY_OPTIMIZERS["twodcnn"].items():
-        assert twodcnn[label]["optimizer"]["lr"] == optimizer.lr and twodcnn[label]["clips"] == 12
-        assert 0 <= twodcnn[label]["accuracy"]["min"] <= twodcnn[label]["accuracy"]["mean"] <= twodcnn[label]["accuracy"]["max"]
-    assert "| twodcnn | sgd" in (folder / "optimizer_study.md").read_text().replace(" *", "")
+        r = twodcnn["optimizers"][label]
+        assert r["optimizer"]["lr"] == optimizer.lr and r["inner_loss"] > 0
+        assert "accuracy" not in r, "an optimizer's outer scores are never shown: they would invite choosing on them"
+    chosen = twodcnn["selected"]["per_fold"]
+    assert sorted(chosen) == ["0", "1", "2"]
+    for k, label in chosen.items():
+        losses = {name: r["inner_loss_per_fold"][k] for name, r in twodcnn["optimizers"].items()}
+        assert label == min(losses, key=losses.__getitem__), f"fold {k}: the optimizer of least inner validation loss"
+    assert sorted(k for r in twodcnn["optimizers"].values() for k in r["selected_in_folds"]) == [0, 1, 2]
+    assert twodcnn["selected"]["clips"] == 12 and 0 <= twodcnn["selected"]["accuracy"]["mean"] <= 1
+    text = (folder / "optimizer_study.md").read_text()
+    assert "| twodcnn | sgd |" in text and "## Outer test folds, the selected optimizers" in text
     assert (folder / "optimizer_study.png").stat().st_size > 0
     with Cache(cache) as reader:
         assert not [name for name in reader.feature_sets() if name.startswith("emb/")]

@@ -57,7 +57,7 @@ def test_a_pickle_payload_in_a_model_s_checkpoint_or_heads_is_never_run(tmp_path
     from mvemo.extract.nets import get_net
     from mvemo.extract.units import load_checkpoint
     from mvemo.fuse.heads import LinearSoftmax
-    from mvemo.fuse.saved import HEADS_H5, MODEL_JSON, load_fusion_model
+    from mvemo.fuse.saved import FORMAT, HEADS_H5, MODEL_JSON, load_fusion_model
 
     marker = tmp_path / "ran"
     checkpoint = tmp_path / "checkpoints" / "twodcnn.pt"
@@ -66,15 +66,17 @@ def test_a_pickle_payload_in_a_model_s_checkpoint_or_heads_is_never_run(tmp_path
     record = {"path": "checkpoints/twodcnn.pt", "sha256": file_sha256(checkpoint)}
     with pytest.raises(ConfigError, match=r"twodcnn.pt' holds more than a state dict of tensors; refused"):
         load_checkpoint(get_net("twodcnn", num_classes=2), record, tmp_path)
-    (tmp_path / MODEL_JSON).write_text(json.dumps({"classes": ["a", "b"], "models": {}}))
+    tree = {"kind": "features", "inputs": ["lldstats"], "head": "head0", "chosen": {}}
+    document = {"format": FORMAT, "classes": ["a", "b"], "models": {"lldstats": {"model": tree}}}
+    (tmp_path / MODEL_JSON).write_text(json.dumps(document))
     linear = LinearSoftmax(np.array([0, 1]), np.zeros(3), np.ones(3), np.zeros((2, 3)), np.zeros(2))
     with h5py.File(tmp_path / HEADS_H5, "w") as f:
         for key in ("classes", "mean", "scale", "weights", "bias"):
-            f[f"lldstats/{key}"] = getattr(linear, key)
+            f[f"head0/{key}"] = getattr(linear, key)
         f.attrs["payload"] = np.void(pickle.dumps(Payload(marker)))
-        f["lldstats"].create_dataset("pickled", data=np.frombuffer(pickle.dumps(Payload(marker)), dtype=np.uint8))
+        f["head0"].create_dataset("pickled", data=np.frombuffer(pickle.dumps(Payload(marker)), dtype=np.uint8))
     saved = load_fusion_model(tmp_path)
-    np.testing.assert_allclose(saved.heads["lldstats"].predict_proba(np.zeros((1, 3))), [[0.5, 0.5]])
+    np.testing.assert_allclose(saved.predict_proba("lldstats", {"lldstats": np.zeros((1, 3))}), [[0.5, 0.5]])
     assert not marker.exists()
 
 

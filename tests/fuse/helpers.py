@@ -26,13 +26,15 @@ def embedding_cache(
     failed_sets: tuple[str, ...] = (),
     seed: int = 0,
     protocol: str = "leakfree",
+    weights: dict[str, str] | None = None,
 ) -> Path:
     """A cache whose emb sets hold class means plus noise: ``nets`` maps net -> (dim, separation).
 
     Each net gets ``emb/<net>/fold<k>`` for the folds in ``fold_sets`` and, with
     ``with_all``, ``emb/<net>/all`` made with ``finetune``. ``folds`` gives each
     clip's fold (default: round robin over groups of one clip per class); every
-    row of the sets in ``failed_sets`` is recorded failed instead of written.
+    row of the sets in ``failed_sets`` is recorded failed instead of written. Each net's sets record the sha256
+    of pretrained weights (``weights`` overrides a net's: "" for random init).
     """
     rng = np.random.default_rng(seed)
     n = n_per_class * len(CLASSES)
@@ -52,7 +54,8 @@ def embedding_cache(
         X = (means[y] + rng.standard_normal((n, dim))).astype(np.float32)
         names = [f"emb/{net}/fold{f}" for f in fold_sets] + ([f"emb/{net}/all"] if with_all else [])
         for name in names:
-            specs.append(FeatureSpec(name, (dim,), "float32", net, "1", {"protocol": protocol, "finetune": finetune}))
+            sha = (weights or {}).get(net, f"{net}-weights-sha256")
+            specs.append(FeatureSpec(name, (dim,), "float32", net, "1", {"protocol": protocol, "finetune": finetune}, sha))
             values[name] = X
     with CacheWriter(path, manifest) as writer:
         writer.prepare(specs)

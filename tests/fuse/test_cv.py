@@ -27,7 +27,7 @@ from tests.fuse.helpers import embedding_cache
 AV_NETS = {"onedcnn": (16, 1.5), "twodcnn": (12, 0.0), "c3d": (10, 0.0), "i3d": (8, 1.5)}
 
 
-@pytest.mark.parametrize("head", [LogisticHead(), SoftmaxHead(lr=0.01, max_epochs=100)])
+@pytest.mark.parametrize("head", [LogisticHead(), SoftmaxHead(lr=0.01, l2=1e-3, max_epochs=100)])
 def test_heads_follow_the_estimator_contract(head) -> None:
     check_estimator(head)
 
@@ -89,8 +89,8 @@ def test_the_test_fold_never_reaches_fit(tmp_path: Path) -> None:
 def test_models_adapt_to_the_cache_and_integrated_is_compared(tmp_path: Path) -> None:
     cache = embedding_cache(tmp_path / "c.h5", nets=AV_NETS)
     with Cache(cache) as reader:
-        names = [m.name for m in available_models(reader)]
-    assert names == [
+        models = {m.name: m for m in available_models(reader)}
+    assert list(models) == [
         "onedcnn",
         "twodcnn",
         "c3d",
@@ -102,19 +102,37 @@ def test_models_adapt_to_the_cache_and_integrated_is_compared(tmp_path: Path) ->
         "integrated",
         "integrated-decision",
     ]
-    result = cross_validate(cache)
-    assert result.comparison["integrated"] == "integrated" and result.comparison["best_unimodal"] in ("onedcnn", "i3d")
-    assert result.metrics["integrated"]["accuracy"]["mean"] >= result.metrics["twodcnn"]["accuracy"]["mean"]
+    alone = "onedcnn,twodcnn,c3d,i3d"
+    assert models["integrated"].node.expr == f"best({alone},onedcnn+twodcnn+c3d+i3d,late({alone}),stack({alone}))"
+    assert models["integrated-decision"].node.expr == "late(c3d+onedcnn,i3d+onedcnn,c3d+twodcnn,i3d+twodcnn)"
+    weak = {"onedcnn": (16, 0.45), "twodcnn": (12, 0.0), "c3d": (10, 0.0), "i3d": (16, 0.45)}  # each alone ~70 %
+    result = cross_validate(embedding_cache(tmp_path / "w" / "c.h5", nets=weak, n_per_class=40))
+    assert result.comparison["best_unimodal"] in ("onedcnn", "i3d")
+    versus = result.comparison["models"]["integrated"]
+    assert versus["mean"] > 0.05 and versus["won"] == 3, "two informative nets fused beat either alone on every fold"
     audio_only = embedding_cache(tmp_path / "a.h5", nets={"onedcnn": (4, 1.0), "twodcnn": (4, 1.0)})
     with Cache(audio_only) as reader:
         assert [m.name for m in available_models(reader)] == ["onedcnn", "twodcnn", "integrated-audio"]
+
+
+def test_random_init_embeddings_stay_out_of_default_fusions_unless_named(tmp_path: Path) -> None:
+    nets = {"onedcnn": (4, 1.0), "twodcnn": (4, 1.0), "i3d": (4, 1.0)}
+    cache = embedding_cache(tmp_path / "c.h5", nets=nets, weights={"onedcnn": ""})
+    with Cache(cache) as reader:
+        models = {m.name: m for m in available_models(reader)}
+    assert set(models) == {"onedcnn", "twodcnn", "i3d", "i3d+twodcnn", "integrated"}
+    assert "onedcnn" not in models["integrated"].inputs
+    result = cross_validate(cache)
+    assert any(note.startswith("onedcnn: embeddings of random weights") for note in result.notes)
+    named = cross_validate(cache, models="onedcnn+twodcnn,late(onedcnn,i3d)")
+    assert set(named.metrics) == {"onedcnn+twodcnn", "late(onedcnn,i3d)"}
 
 
 def test_folds_and_missing_embeddings_are_input_errors(tmp_path: Path) -> None:
     cache = embedding_cache(tmp_path / "c.h5", nets={"onedcnn": (4, 1.0)})
     with pytest.raises(ConfigError, match=r"--folds 6: the cache holds the manifest's 3 folds.*use --folds 3"):
         cross_validate(cache, n_folds=6)
-    with pytest.raises(ConfigError, match=r"'i3d\+twodcnn' cannot be built.*mvemo extract MANIFEST --cache .* --nets"):
+    with pytest.raises(ConfigError, match=r"'i3d' cannot be built from this cache \(it has onedcnn\).*--nets i3d`"):
         cross_validate(cache, models="i3d+twodcnn")
     result = CliRunner().invoke(cli, ["cv", "--folds", "6", "--cache", str(cache), "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and "use --folds 3" in result.output
@@ -136,17 +154,17 @@ def test_a_fold_without_a_class_and_a_net_without_rows_are_reported(tmp_path: Pa
     folds = [0 if i % 3 == 2 else (i // 3) % 3 for i in range(n)]  # every "tense" clip in fold 0
     nets = {"onedcnn": (4, 3.0), "i3d": (4, 3.0)}
     cache = embedding_cache(tmp_path / "c.h5", nets=nets, folds=folds, failed_sets=("emb/i3d/all",))
-    result = cross_validate(cache)
-    assert result.notes[0] == "onedcnn, fold 0: no training clip of class tense, predicted with probability 0"
+    result = cross_validate(cache, models="onedcnn,i3d")
+    assert "onedcnn, fold 0: no training clip of class tense, predicted with probability 0" in result.notes
     assert "i3d: no clip has all its inputs in the cache; left out of the report" in result.notes
     assert set(result.metrics) == {"onedcnn"}
     tense = result.predictions["onedcnn"].y == 2
     assert not np.any(np.argmax(result.predictions["onedcnn"].proba[tense], axis=1) == 2)
-    report = CliRunner().invoke(cli, ["cv", "--folds", "3", "--cache", str(cache), "--out", str(tmp_path / "r")])
+    report = CliRunner().invoke(cli, ["cv", "--cache", str(cache), "--out", str(tmp_path / "r"), "--models", "onedcnn,i3d"])
     assert report.exit_code == 0, report.output
     assert "note: onedcnn, fold 0: no training clip of class tense" in report.output
     assert "## Notes" in (tmp_path / "r" / "report.md").read_text()
-    fused = CliRunner().invoke(cli, ["fuse", str(cache), "--out", str(tmp_path / "f")])
+    fused = CliRunner().invoke(cli, ["fuse", str(cache), "--out", str(tmp_path / "f"), "--models", "onedcnn,i3d"])
     assert fused.exit_code == 0, fused.output
     assert set(json.loads((tmp_path / "f" / "model" / "model.json").read_text())["models"]) == {"onedcnn"}
 
@@ -256,7 +274,7 @@ def test_a_missing_model_names_the_extract_option_that_computes_its_inputs(tmp_p
     cache = embedding_cache(tmp_path / "c.h5", nets={"onedcnn": (4, 1.0)})
     with pytest.raises(ConfigError, match=r"'lldstats' cannot be built.*--cache \S+ --features lld`"):
         cross_validate(cache, models="lldstats")
-    with pytest.raises(ConfigError, match=r"'c3d\+twodcnn' cannot be built.*--nets c3d,twodcnn`"):
+    with pytest.raises(ConfigError, match=r"'c3d' cannot be built.*--nets c3d`"):
         cross_validate(cache, models="c3d+twodcnn")
 
 
@@ -275,7 +293,7 @@ def test_the_softmax_head_validates_on_whole_groups_it_never_trained_on(monkeypa
     y = np.repeat([0, 1], 30)
     X = rng.standard_normal((60, 4)) + y[:, None]
     groups = [f"song{i // 3}" for i in range(60)]
-    SoftmaxHead(max_epochs=5).fit(X, y, groups=groups)
+    SoftmaxHead(lr=1e-2, l2=1e-3, max_epochs=5).fit(X, y, groups=groups)
     ((seen, train, val),) = splits
     assert seen == groups and not {groups[i] for i in train} & {groups[i] for i in val}
     steps = []
@@ -286,7 +304,7 @@ def test_the_softmax_head_validates_on_whole_groups_it_never_trained_on(monkeypa
         return optimizer
 
     monkeypatch.setattr(mvemo.fuse.heads, "make_optimizer", counting)
-    one_group = SoftmaxHead(max_epochs=5, patience=1, batch_size=64).fit(X, y, groups=["all"] * 60)
+    one_group = SoftmaxHead(lr=1e-2, l2=1e-3, max_epochs=5, patience=1, batch_size=64).fit(X, y, groups=["all"] * 60)
     assert len(splits) == 1, "one group: no split drawn"
     assert len(steps) == 5, "one group: max_epochs epochs of one batch each, without early stopping"
     assert one_group.predict(X).shape == (60,)

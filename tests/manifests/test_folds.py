@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mvemo.manifests import Clip, ConfigError, Manifest, ManifestError
-from mvemo.manifests.folds import assign_folds, fold_table, inner_split
+from mvemo.manifests.folds import assign_folds, fold_table, inner_split, inner_splits
 
 MEDIA = Path("/nonexistent/clip.mp4")  # folds never open media
 
@@ -94,7 +94,21 @@ def test_the_inner_split_keeps_groups_whole_and_every_class_on_both_sides() -> N
     assert [a.tolist() for a in again] == [train.tolist(), val.tolist()]
 
 
-def test_the_inner_split_needs_two_groups() -> None:
+def test_the_inner_split_needs_two_groups_of_every_class() -> None:
     assert [len(part) for part in inner_split(np.array([0, 1, 0, 1]), ["a", "a", "b", "b"], share=0.2, seed=0)] == [2, 2]
-    with pytest.raises(ConfigError, match="4 rows in 1 group: too few to hold some out"):
+    with pytest.raises(ConfigError, match="4 rows: class 0 has 1 group"):
         inner_split(np.array([0, 1, 0, 1]), ["a"] * 4, share=0.2, seed=0)
+    with pytest.raises(ConfigError, match="class 2 has 1 group"):
+        inner_splits(np.array([0, 1, 0, 1, 2]), ["a", "b", "c", "d", "e"], k=5, seed=0)
+
+
+def test_inner_folds_shrink_to_the_groups_of_the_rarest_class_and_cover_every_row_once() -> None:
+    y = np.array([0] * 12 + [1] * 3)
+    groups = [f"g{i // 2}" for i in range(12)] + ["x", "y", "z"]
+    splits = inner_splits(y, groups, k=5, seed=1)
+    assert len(splits) == 3, "class 1 has three groups: three folds, each validating one of them"
+    assert sorted(np.concatenate([val for _, val in splits]).tolist()) == list(range(15))
+    for train, val in splits:
+        assert set(y[val]) == set(y[train]) == {0, 1}
+        assert not {groups[i] for i in train} & {groups[i] for i in val}
+    assert [v.tolist() for _, v in inner_splits(y, groups, k=5, seed=1)] == [v.tolist() for _, v in splits]

@@ -25,7 +25,7 @@ from tests.conftest import write_tiny
 @pytest.fixture(scope="module")
 def tiny_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("demo")
-    result = CliRunner().invoke(cli, ["demo", "--out", str(out), "--clips-per-class", "2", "--duration-s", "2", "--workers", "1"])
+    result = CliRunner().invoke(cli, ["demo", "--out", str(out), "--clips-per-class", "4", "--duration-s", "2", "--workers", "1"])
     assert result.exit_code == 0, result.output
     assert "lldstats" in result.output and "final model:" in result.output
     return out
@@ -33,8 +33,8 @@ def tiny_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_tiny_demo_runs_the_whole_pipeline(tiny_demo: Path) -> None:
     manifest = read_manifest(tiny_demo / "manifest.csv")
-    assert manifest.classes == DEMO_CLASSES and len(manifest) == 12
-    assert (fold_table(manifest) == 1).all()
+    assert manifest.classes == DEMO_CLASSES and len(manifest) == 24
+    assert (fold_table(manifest) == 2).all()
     assert "audio_tempo_bpm" in manifest.extra_columns and "video_warmth" in manifest.extra_columns
     report = json.loads((tiny_demo / "report.json").read_text())
     assert report["classes"] == list(DEMO_CLASSES) and report["folds"] == 2
@@ -42,7 +42,10 @@ def test_tiny_demo_runs_the_whole_pipeline(tiny_demo: Path) -> None:
     assert not [p.name for p in tiny_demo.iterdir() if p.suffix in (".lock", ".partial", ".tmp")], "no stray file"
 
 
-@pytest.mark.parametrize("model", [None, "lldstats", "c3d+twodcnn", "integrated"])
+INTEGRATED = f"integrated({','.join(DEMO_NETS)},lldstats)"
+
+
+@pytest.mark.parametrize("model", [None, "lldstats", "c3d+twodcnn"])
 def test_predict_reproduces_the_final_model_on_its_own_clips(tiny_demo: Path, model: str | None) -> None:
     files = sorted(str(p) for p in (tiny_demo / "data").glob("*/*.mp4"))
     result = CliRunner().invoke(
@@ -54,7 +57,7 @@ def test_predict_reproduces_the_final_model_on_its_own_clips(tiny_demo: Path, mo
     saved = load_fusion_model(tiny_demo / "model")
     chosen = next(iter(predicted.values()))["model"]
     if model is None:
-        assert chosen == max(saved.document["cv_accuracy"], key=saved.document["cv_accuracy"].get), "the best model by CV"
+        assert chosen == saved.document["default_model"] == INTEGRATED, "the integrated model, chosen on inner folds"
     with Cache(tiny_demo / "cache.h5") as cache:
         inputs = {"lldstats": lld_statistics(cache)[0]} | {n: cache.read_matrix(f"emb/{n}/all") for n in DEMO_NETS}
         manifest = read_manifest(tiny_demo / "manifest.csv")
@@ -95,7 +98,7 @@ def test_predict_over_a_manifest_on_dask_writes_one_csv_equal_to_serial(tiny_dem
     out = tmp_path / "results.csv"
     distributed = CliRunner().invoke(cli, [*args, "--csv", str(out), "--executor", "dask", "--workers", "2"])
     assert distributed.exit_code == 3, distributed.output
-    assert "12 of 14 clips labelled" in distributed.stdout and "accuracy against the manifest's labels: " in distributed.stdout
+    assert "24 of 26 clips labelled" in distributed.stdout and "accuracy against the manifest's labels: " in distributed.stdout
     assert "failed: junk: " in distributed.stderr and not out.with_name("results.csv.partial").exists()
     with out.open(newline="") as f:
         rows = list(csv.DictReader(f))
@@ -134,7 +137,7 @@ def test_default_demo_fusion_beats_every_unimodal_model_over_seeds(tmp_path: Pat
         report = json.loads((out / "report.json").read_text())
         accuracy = {name: m["accuracy"]["mean"] for name, m in report["models"].items()}
         unimodal = [accuracy[name] for name in (*DEMO_NETS, "lldstats")]
-        margins.append(accuracy["integrated"] - max(unimodal))
+        margins.append(accuracy[INTEGRATED] - max(unimodal))
     assert np.mean(margins) > 0.05, margins
 
 

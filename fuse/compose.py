@@ -1,0 +1,328 @@
+"""Fusion models as trees over the cached inputs, fitted with every choice made on inner folds.
+
+A model is one of:
+
+- ``Features(a, b, ...)``, written ``a+b``: feature level, the inputs' columns
+  concatenated (each standardized by the head) into one head;
+- ``Late(m, n, ...)``, written ``late(m,n)``: decision level, the mean of the
+  members' probabilities, or with ``weights=inner`` a mixture whose weights
+  maximize the likelihood of the inner folds' out-of-fold probabilities;
+- ``Stack(m, n, ...)``, written ``stack(m,n)``: a logistic meta-head over the
+  log-probabilities of the members, trained on their inner out-of-fold ones;
+- ``Best(m, n, ...)``, written ``best(m,n)``: the member with the best inner
+  score (``fuse.selection.inner_score`` of its inner out-of-fold probabilities).
+
+Fitting a model on some rows (an outer fold's training rows, or every clip for the
+final model) sees those rows alone: the inner folds are drawn from them, so an
+outer test fold never influences a choice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mvemo.fuse.heads import LogisticHead, fit_head
+from mvemo.fuse.selection import EPS, SelectionConfig, inner_score, mixture_weights
+from mvemo.manifests.folds import inner_splits
+
+
+@dataclass(frozen=True)
+class Features:
+    inputs: tuple[str, ...]
+
+    @property
+    def expr(self) -> str:
+        return "+".join(self.inputs)
+
+    @property
+    def members(self) -> tuple[Node, ...]:
+        return ()
+
+
+@dataclass(frozen=True)
+class Late:
+    members: tuple[Node, ...]
+    weighted: bool = False
+
+    @property
+    def expr(self) -> str:
+        return f"late({','.join(m.expr for m in self.members)}{',weights=inner' if self.weighted else ''})"
+
+
+@dataclass(frozen=True)
+class Stack:
+    members: tuple[Node, ...]
+
+    @property
+    def expr(self) -> str:
+        return f"stack({','.join(m.expr for m in self.members)})"
+
+
+@dataclass(frozen=True)
+class Best:
+    members: tuple[Node, ...]
+
+    @property
+    def expr(self) -> str:
+        return f"best({','.join(m.expr for m in self.members)})"
+
+
+Node = Features | Late | Stack | Best
+
+
+def integrated(members: tuple[Node, ...]) -> Best:
+    """Paper 001's integrated model, chosen on inner folds so that it cannot fall below its parts by construction:
+    the inner-best of each member alone, all of them concatenated (where all are feature level), their late fusion
+    and their stacking."""
+    concatenated = []
+    if all(isinstance(m, Features) for m in members):
+        concatenated = [Features(tuple(dict.fromkeys(i for m in members for i in m.inputs)))]  # type: ignore[union-attr]
+    return Best((*members, *concatenated, Late(members), Stack(members)))
+
+
+def leaves(node: Node) -> list[Features]:
+    """The feature-level models a model fits heads for, each once, in order."""
+    if isinstance(node, Features):
+        return [node]
+    return list(dict.fromkeys(leaf for member in node.members for leaf in leaves(member)))
+
+
+def inputs_of(node: Node) -> tuple[str, ...]:
+    """Every cached input a model reads, each once, in order."""
+    return tuple(dict.fromkeys(name for leaf in leaves(node) for name in leaf.inputs))
+
+
+@dataclass
+class Training:
+    """The rows a model is fitted on and how its choices are made.
+
+    ``blocks`` maps each input to its (n, d) matrix of these rows; ``y`` holds class
+    indices into ``n_classes``; ``groups`` the rows' groups, kept whole by inner folds.
+    Fits are remembered, so a head shared by several models is fitted once.
+    """
+
+    blocks: Mapping[str, np.ndarray]
+    y: np.ndarray
+    groups: list[str]
+    n_classes: int
+    head: Any
+    selection: SelectionConfig
+    fitted: dict[Node, Fitted] = field(default_factory=dict)
+
+    def splits(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        return inner_splits(self.y, self.groups, k=self.selection.inner_folds, seed=self.selection.seed)
+
+
+class Trainings:
+    """The ``Training`` of each set of rows, so that models on the same rows share their fits."""
+
+    def __init__(self, y: np.ndarray, groups: list[str], n_classes: int, head: Any, selection: SelectionConfig) -> None:
+        self.y, self.groups, self.n_classes, self.head, self.selection = y, groups, n_classes, head, selection
+        self.by_rows: dict[bytes, Training] = {}
+
+    def on(self, rows: np.ndarray, matrices: Mapping[str, np.ndarray]) -> Training:
+        """The training on ``rows`` of the cache, holding those rows of each of ``matrices`` (input -> all rows)."""
+        key = rows.tobytes()
+        if key not in self.by_rows:
+            self.by_rows[key] = Training(
+                {}, self.y[rows], [self.groups[r] for r in rows], self.n_classes, self.head, self.selection
+            )
+        training = self.by_rows[key]
+        training.blocks = dict(training.blocks) | {name: X[rows] for name, X in matrices.items() if name not in training.blocks}
+        return training
+
+
+class Fitted:
+    """A fitted model: probabilities over all classes for new rows, and what was chosen on inner folds."""
+
+    node: Node
+    # Out-of-fold probabilities of the training rows on inner folds (n, n_classes), where a choice above needs them.
+    inner_proba: np.ndarray | None = None
+
+    def proba(self, blocks: Mapping[str, np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+    def choices(self) -> dict[str, Any]:
+        """What was chosen on inner folds, as JSON."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """The choices in a few words, for a report's table."""
+        raise NotImplementedError
+
+
+def full_proba(model: Any, classes: np.ndarray, X: np.ndarray, n_classes: int) -> np.ndarray:
+    """``model``'s probabilities of its ``classes`` spread over all ``n_classes`` (0 for a class it never saw)."""
+    proba = np.zeros((len(X), n_classes))
+    proba[:, classes] = model.predict_proba(X)
+    return proba
+
+
+def concatenated(blocks: Mapping[str, np.ndarray], inputs: tuple[str, ...]) -> np.ndarray:
+    if len(inputs) == 1:
+        return blocks[inputs[0]]
+    return np.concatenate([blocks[name] for name in inputs], axis=1)
+
+
+class FittedFeatures(Fitted):
+    node: Features
+
+    def __init__(self, node: Features, model: Any, classes: np.ndarray, n_classes: int, selected: dict[str, Any]) -> None:
+        self.node, self.model, self.classes, self.n_classes, self.selected = node, model, classes, n_classes, selected
+
+    def proba(self, blocks: Mapping[str, np.ndarray]) -> np.ndarray:
+        return full_proba(self.model, self.classes, concatenated(blocks, self.node.inputs), self.n_classes)
+
+    def choices(self) -> dict[str, Any]:
+        return dict(self.selected)
+
+    def describe(self) -> str:
+        return ", ".join(f"{k}={v:.3g}" for k, v in self.selected.items())
+
+
+class FittedLate(Fitted):
+    node: Late
+
+    def __init__(self, node: Late, members: list[Fitted], weights: np.ndarray) -> None:
+        self.node, self.members, self.weights = node, members, weights
+        if all(m.inner_proba is not None for m in members):
+            self.inner_proba = _mixture([m.inner_proba for m in members], weights)  # type: ignore[misc]
+
+    def proba(self, blocks: Mapping[str, np.ndarray]) -> np.ndarray:
+        return _mixture([m.proba(blocks) for m in self.members], self.weights)
+
+    def choices(self) -> dict[str, Any]:
+        return {"weights": [float(w) for w in self.weights], "members": {m.node.expr: m.choices() for m in self.members}}
+
+    def describe(self) -> str:
+        weights = f"weights {'/'.join(f'{w:.2f}' for w in self.weights)}; " if self.node.weighted else ""
+        return weights + "; ".join(f"{m.node.expr}: {m.describe()}" for m in self.members if m.describe())
+
+
+def _mixture(probas: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
+    return np.tensordot(weights, np.stack(probas), axes=1)
+
+
+def _log(proba: np.ndarray) -> np.ndarray:
+    return np.log(np.clip(proba, EPS, 1.0))
+
+
+class FittedStack(Fitted):
+    node: Stack
+
+    def __init__(
+        self, node: Stack, members: list[Fitted], meta: Any, classes: np.ndarray, n_classes: int, selected: dict
+    ) -> None:
+        self.node, self.members, self.meta, self.classes, self.n_classes, self.selected = (
+            node,
+            members,
+            meta,
+            classes,
+            n_classes,
+            selected,
+        )
+
+    def meta_features(self, probas: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate([_log(p) for p in probas], axis=1)
+
+    def proba(self, blocks: Mapping[str, np.ndarray]) -> np.ndarray:
+        return full_proba(self.meta, self.classes, self.meta_features([m.proba(blocks) for m in self.members]), self.n_classes)
+
+    def choices(self) -> dict[str, Any]:
+        return {"meta": dict(self.selected), "members": {m.node.expr: m.choices() for m in self.members}}
+
+    def describe(self) -> str:
+        meta = ", ".join(f"{k}={v:.3g}" for k, v in self.selected.items())
+        return f"meta {meta}; " + "; ".join(f"{m.node.expr}: {m.describe()}" for m in self.members if m.describe())
+
+
+class FittedBest(Fitted):
+    node: Best
+
+    def __init__(self, node: Best, chosen: Fitted, scores: dict[str, float]) -> None:
+        self.node, self.chosen, self.scores = node, chosen, scores
+        self.inner_proba = chosen.inner_proba
+
+    def proba(self, blocks: Mapping[str, np.ndarray]) -> np.ndarray:
+        return self.chosen.proba(blocks)
+
+    def choices(self) -> dict[str, Any]:
+        return {"chosen": self.chosen.node.expr, "inner_scores": self.scores, "of_chosen": self.chosen.choices()}
+
+    def describe(self) -> str:
+        detail = self.chosen.describe()
+        return self.chosen.node.expr + (f" ({detail})" if detail else "")
+
+
+def fit(node: Node, training: Training, *, inner: bool = False) -> Fitted:
+    """``node`` fitted on ``training``'s rows; with ``inner``, its ``inner_proba`` too (a choice above reads it)."""
+    fitted = training.fitted.get(node)
+    if fitted is None:
+        fitted = _FIT[type(node)](node, training)
+        training.fitted[node] = fitted
+    if inner and fitted.inner_proba is None:
+        fitted.inner_proba = _out_of_fold(node, training)
+    return fitted
+
+
+def _fit_features(node: Features, training: Training) -> Fitted:
+    X = concatenated(training.blocks, node.inputs)
+    head = fit_head(training.head, X, training.y, np.asarray(training.groups))
+    fitted = FittedFeatures(node, head, head.classes_, training.n_classes, getattr(head, "selected_", {}))
+    if getattr(head, "inner_proba_", None) is not None:
+        fitted.inner_proba = np.zeros((len(X), training.n_classes))
+        fitted.inner_proba[:, head.classes_] = head.inner_proba_
+    return fitted
+
+
+def _out_of_fold(node: Node, training: Training) -> np.ndarray:
+    """Inner out-of-fold probabilities of a head fitted with fixed settings (nothing chosen): one fit per inner fold."""
+    assert isinstance(node, Features), "composite models compute theirs from their members'"
+    proba = np.zeros((len(training.y), training.n_classes))
+    for train, val in training.splits():
+        part = Training(
+            {name: X[train] for name, X in training.blocks.items()},
+            training.y[train],
+            [training.groups[i] for i in train],
+            training.n_classes,
+            training.head,
+            training.selection,
+        )
+        proba[val] = fit(node, part).proba({name: X[val] for name, X in training.blocks.items()})
+    return proba
+
+
+def _fit_late(node: Late, training: Training) -> Fitted:
+    members = [fit(m, training, inner=node.weighted) for m in node.members]
+    if node.weighted:
+        weights = mixture_weights([m.inner_proba for m in members], training.y)  # type: ignore[misc]
+    else:
+        weights = np.full(len(members), 1.0 / len(members))
+    return FittedLate(node, members, weights)
+
+
+def _fit_stack(node: Stack, training: Training) -> Fitted:
+    members = [fit(m, training, inner=True) for m in node.members]
+    stack = FittedStack(node, members, None, np.arange(0), training.n_classes, {})
+    F = stack.meta_features([m.inner_proba for m in members])  # type: ignore[misc]
+    s = training.selection
+    meta = LogisticHead(C_grid=s.C_grid, inner_folds=s.inner_folds, scoring=s.scoring, random_state=s.seed)
+    meta.fit(F, training.y, groups=training.groups)
+    stack.meta, stack.classes, stack.selected = meta, meta.classes_, meta.selected_
+    stack.inner_proba = np.zeros((len(F), training.n_classes))
+    stack.inner_proba[:, meta.classes_] = meta.inner_proba_
+    return stack
+
+
+def _fit_best(node: Best, training: Training) -> Fitted:
+    members = [fit(m, training, inner=True) for m in node.members]
+    scores = {m.node.expr: inner_score(training.y, m.inner_proba, training.selection.scoring) for m in members}  # type: ignore[arg-type]
+    chosen = max(members, key=lambda m: scores[m.node.expr])  # the first listed on a tie
+    return FittedBest(node, chosen, scores)
+
+
+_FIT: dict[type, Any] = {Features: _fit_features, Late: _fit_late, Stack: _fit_stack, Best: _fit_best}

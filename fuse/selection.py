@@ -1,0 +1,170 @@
+"""Model selection on inner folds: the settings, the score, and the warm-started path of a logistic head.
+
+Every choice of stage two (a head's C, learning rate, weight decay and epochs, the
+weights of a decision-level fusion, the meta-head of stacking, the fusion picked as
+``integrated``) is scored here, on out-of-fold probabilities of inner folds drawn
+from the outer fold's training rows only (``manifests.folds.inner_splits``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score
+
+from mvemo.manifests.errors import ConfigError, is_number, require
+
+SCORINGS = ("log_loss", "accuracy", "f1_macro")
+# Probabilities are clipped here before a log: a class a fit never saw scores finite.
+EPS = 1e-7
+# The C path stops this many grid steps past the best score: larger C only fit the training rows closer. The
+# log-loss of held-out rows is smooth and single-peaked in log C (one step is enough and saved 30 % of a nested CV);
+# accuracy and F1 move in steps and plateaus, so they get two.
+PATH_PATIENCE = {"log_loss": 1, "accuracy": 2, "f1_macro": 2}
+# The path's fits stop at this many times the head's tolerance (2.5x faster; the same C chosen in every fold of
+# `mvemo bench fuse`); the chosen C's fits then go on, warm-started, to the head's tolerance.
+PATH_TOL_FACTOR = 10
+
+
+def decades(low: float, high: float) -> tuple[float, ...]:
+    """``low``, ``10 * low``, ... up to ``high``: a log grid of decades."""
+    return tuple(float(low * 10**i) for i in range(round(np.log10(high / low)) + 1))
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """How stage two chooses on inner folds (a config's ``[fuse]`` table).
+
+    Parameters
+    ----------
+    inner_folds : int
+        Inner folds of each outer fold's training rows (fewer where a class has fewer groups).
+    scoring : {"log_loss", "accuracy", "f1_macro"}
+        What the inner folds' pooled out-of-fold predictions are scored by.
+    C_grid : tuple of float
+        The logistic head's C, tried in increasing order.
+    lr_grid, l2_grid : tuple of float
+        The softmax head's learning rates and L2 weights; its epochs are chosen too.
+    seed : int
+        Seed of the inner folds' shuffle.
+    """
+
+    inner_folds: int = 5
+    scoring: str = "log_loss"
+    C_grid: tuple[float, ...] = decades(1e-4, 1e2)
+    lr_grid: tuple[float, ...] = (1e-3, 1e-2)
+    l2_grid: tuple[float, ...] = (1e-4, 1e-3, 1e-2)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(
+            isinstance(self.inner_folds, int) and not isinstance(self.inner_folds, bool) and self.inner_folds >= 2,
+            f"[fuse] inner_folds = {self.inner_folds!r}: expected an integer >= 2",
+        )
+        require(self.scoring in SCORINGS, f"[fuse] scoring = {self.scoring!r}: expected one of {SCORINGS}")
+        for name in ("C_grid", "lr_grid", "l2_grid"):
+            grid = getattr(self, name)
+            positive = name != "l2_grid"
+            valid = (
+                isinstance(grid, tuple | list)
+                and grid
+                and all(is_number(v) and (v > 0 or (not positive and v == 0)) for v in grid)
+            )
+            require(
+                bool(valid), f"[fuse] {name} = {grid!r}: expected a non-empty list of numbers {'> 0' if positive else '>= 0'}"
+            )
+            object.__setattr__(self, name, tuple(sorted(float(v) for v in grid)))
+
+    @classmethod
+    def from_table(cls, table: dict[str, Any]) -> SelectionConfig:
+        """From a config's ``[fuse]`` table, naming an unknown key."""
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(table) - known)
+        if unknown:
+            raise ConfigError(f"[fuse]: unknown key(s) {unknown}; allowed keys are {sorted(known)}")
+        return cls(**table)
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def inner_score(y: np.ndarray, proba: np.ndarray, scoring: str) -> float:
+    """The score of out-of-fold probabilities ``proba`` (n, n_classes) of classes ``y`` (indices): higher is better."""
+    if scoring == "log_loss":
+        picked = np.clip(proba[np.arange(len(y)), y], EPS, 1.0)
+        return float(np.mean(np.log(picked)))
+    pred = np.argmax(proba, axis=1)
+    if scoring == "accuracy":
+        return float(np.mean(pred == y))
+    return float(f1_score(y, pred, average="macro", labels=np.arange(proba.shape[1]), zero_division=0))
+
+
+def logistic_path(
+    Z: np.ndarray,
+    y: np.ndarray,
+    splits: list[tuple[np.ndarray, np.ndarray]],
+    *,
+    Cs: tuple[float, ...],
+    scoring: str,
+    tol: float,
+    max_iter: int,
+) -> tuple[int, np.ndarray, list[float]]:
+    """C chosen on inner folds for L-BFGS multinomial logistic regression of standardized ``Z`` on classes ``y``.
+
+    Each inner fold's model runs up the grid warm-started from the previous C, to
+    ``PATH_TOL_FACTOR * tol``, and the path stops ``PATH_PATIENCE[scoring]`` steps
+    past the best pooled score; the models then return to the best C and converge
+    to ``tol``, for the out-of-fold probabilities returned.
+    (LogisticRegressionCV runs such a path too, but keeps no out-of-fold
+    probabilities, which stacking and the choice of ``integrated`` read, and its
+    attributes changed shape between scikit-learn 1.6 and 1.9.)
+
+    Returns
+    -------
+    best : int
+        Index into ``Cs`` of the best score (the smallest C on a tie).
+    proba : ndarray, shape (n, n_classes)
+        Out-of-fold probabilities at that C.
+    scores : list of float
+        The pooled score of each C tried.
+    """
+    n_classes = int(y.max()) + 1
+    models = [LogisticRegression(C=Cs[0], warm_start=True, tol=PATH_TOL_FACTOR * tol, max_iter=max_iter) for _ in splits]
+
+    def out_of_fold(C: float) -> np.ndarray:
+        proba = np.zeros((len(y), n_classes))
+        for model, (train, val) in zip(models, splits):
+            model.set_params(C=C).fit(Z[train], y[train])
+            proba[np.ix_(val, model.classes_)] = model.predict_proba(Z[val])
+        return proba
+
+    scores = []
+    for C in Cs:
+        scores.append(inner_score(y, out_of_fold(C), scoring))
+        if len(scores) - 1 - int(np.argmax(scores)) >= PATH_PATIENCE[scoring]:
+            break
+    best = int(np.argmax(scores))
+    for model in models:
+        model.set_params(tol=tol)
+    return best, out_of_fold(Cs[best]), scores
+
+
+def mixture_weights(probas: list[np.ndarray], y: np.ndarray, *, iterations: int = 200) -> np.ndarray:
+    """Weights on the simplex of a mixture of the members' probabilities that maximize the likelihood of ``y``.
+
+    The likelihood is concave in the weights; the EM update w_j <- mean_i(w_j p_ij / sum_k w_k p_ik)
+    climbs it monotonically from equal weights.
+    """
+    p = np.clip(np.stack([proba[np.arange(len(y)), y] for proba in probas], axis=1), EPS, 1.0)  # (n, members)
+    w = np.full(len(probas), 1.0 / len(probas))
+    for _ in range(iterations):
+        share = p * w
+        share /= share.sum(axis=1, keepdims=True)
+        updated = share.mean(axis=0)
+        if np.max(np.abs(updated - w)) < 1e-6:
+            return updated
+        w = updated
+    return w

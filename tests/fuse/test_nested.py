@@ -1,0 +1,152 @@
+"""Nested selection: every choice is made on inner folds of the outer training rows, and the outer fold only scores."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mvemo.fuse.cv import cross_validate
+from mvemo.fuse.run import fuse_cache, run_cv
+from mvemo.fuse.saved import load_fusion_model
+from mvemo.manifests import ConfigError
+from mvemo.pipeline.cli.main import cli
+from tests.fuse.helpers import CLASSES, embedding_cache
+
+NETS = {"onedcnn": (12, 0.5), "twodcnn": (8, 0.3), "i3d": (12, 0.5)}
+MODELS = "onedcnn,i3d+onedcnn,late(onedcnn,i3d,weights=inner),stack(onedcnn,i3d),integrated"
+
+
+def test_the_outer_fold_changes_no_choice_and_none_of_its_own_predictions(tmp_path: Path) -> None:
+    cache = embedding_cache(tmp_path / "c.h5", nets=NETS, n_per_class=24)
+    before = cross_validate(cache, models=MODELS)
+    with h5py.File(cache, "r+") as f:  # fold 0's clips get other labels: only the outer test fold changes
+        labels = f["clips/label"][:]
+        fold0 = f["clips/fold"][:] == 0
+        labels[fold0] = (labels[fold0] + 1) % len(CLASSES)
+        f["clips/label"][:] = labels
+    after = cross_validate(cache, models=MODELS)
+    for name in before.predictions:
+        b, a = before.predictions[name], after.predictions[name]
+        assert b.choices[0] == a.choices[0], f"{name}: a choice of fold 0 moved with fold 0's labels"
+        in_fold0 = b.folds == 0
+        np.testing.assert_array_equal(a.rows[a.folds == 0], b.rows[in_fold0])
+        np.testing.assert_allclose(a.proba[a.folds == 0], b.proba[in_fold0], err_msg=name)
+    assert before.predictions["onedcnn"].choices[1] != after.predictions["onedcnn"].choices[1] or not np.allclose(
+        before.predictions["onedcnn"].proba[before.predictions["onedcnn"].folds == 1],
+        after.predictions["onedcnn"].proba[after.predictions["onedcnn"].folds == 1],
+    ), "fold 1 trains on fold 0's labels: it must see the change (else the test proves nothing)"
+
+
+def test_choices_are_recorded_per_model_and_fold(tmp_path: Path) -> None:
+    cache = embedding_cache(tmp_path / "c.h5", nets=NETS, n_per_class=24)
+    document = run_cv(cache, tmp_path / "r", models=MODELS)
+    grid = document["config"]["selection"]["C_grid"]
+    for fold_choices in document["models"]["onedcnn"]["choices"][0]:
+        assert fold_choices["C"] in grid
+    late = document["models"]["late(onedcnn,i3d,weights=inner)"]["choices"][0][0]
+    assert sum(late["weights"]) == pytest.approx(1) and set(late["members"]) == {"onedcnn", "i3d"}
+    stack = document["models"]["stack(onedcnn,i3d)"]["choices"][0][0]
+    assert stack["meta"]["C"] in grid
+    integrated = document["models"]["integrated"]["choices"][0][0]
+    assert integrated["chosen"] in integrated["inner_scores"]
+    assert integrated["inner_scores"][integrated["chosen"]] == max(integrated["inner_scores"].values())
+    text = (tmp_path / "r" / "report.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| onedcnn | unimodal |"))
+    assert row.count("C=") == 3, "the C of each of the 3 folds"
+
+
+def test_repeats_draw_new_folds_and_give_intervals(tmp_path: Path) -> None:
+    cache = embedding_cache(tmp_path / "c.h5", nets={"onedcnn": (8, 0.6), "i3d": (8, 0.4)}, n_per_class=24)
+    result = cross_validate(cache, models="onedcnn,i3d,i3d+onedcnn", repeats=3)
+    assert len(result.repeats) == 3 and len(result.repeat_folds) == 3
+    assert not np.array_equal(result.repeat_folds[0], result.repeat_folds[1])
+    for folds in result.repeat_folds[1:]:
+        assert np.bincount(folds).tolist() == [24] * 3, "stratified and balanced"
+    accuracy = result.metrics["i3d+onedcnn"]["accuracy"]
+    assert len(accuracy["per_repeat"]) == 3 and accuracy["mean"] == pytest.approx(np.mean(accuracy["per_repeat"]))
+    assert accuracy["interval"][0] < accuracy["mean"] < accuracy["interval"][1]
+    versus = result.comparison["models"]["i3d+onedcnn"]
+    assert versus["won"] + versus["lost"] + versus["tied"] == 9 and len(versus["per_repeat"]) == 3
+
+
+def test_repeats_are_refused_for_embeddings_fine_tuned_per_fold(tmp_path: Path) -> None:
+    cache = embedding_cache(tmp_path / "c.h5", nets={"onedcnn": (4, 1.0)}, fold_sets=(0, 1, 2), with_all=False, finetune="full")
+    with pytest.raises(ConfigError, match=r"--repeats 2: emb/onedcnn/fold0.*fine-tuned per fold"):
+        cross_validate(cache, repeats=2)
+    result = CliRunner().invoke(cli, ["cv", "--cache", str(cache), "--out", str(tmp_path / "r"), "--repeats", "2"])
+    assert result.exit_code == 2 and "--repeats 2" in result.output and "Traceback" not in result.output
+    assert cross_validate(cache, repeats=1).metrics["onedcnn"]["repeats"] == 1
+
+
+def test_folds_default_to_the_cache_and_a_mismatch_is_an_error(tmp_path: Path) -> None:
+    cache = embedding_cache(tmp_path / "c.h5", nets={"onedcnn": (4, 2.0)})
+    ok = CliRunner().invoke(cli, ["cv", "--cache", str(cache), "--out", str(tmp_path / "r"), "--json"])
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout)["folds"] == 3
+    wrong = CliRunner().invoke(cli, ["cv", "--folds", "6", "--cache", str(cache), "--out", str(tmp_path / "r")])
+    assert wrong.exit_code == 2 and "use --folds 3" in wrong.output
+
+
+def test_oof_csv_has_a_row_per_model_repeat_and_clip(tmp_path: Path) -> None:
+    cache = embedding_cache(tmp_path / "c.h5", nets={"onedcnn": (4, 1.0), "i3d": (4, 1.0)}, n_per_class=12)
+    document = run_cv(cache, tmp_path / "r", models="onedcnn,late(onedcnn,i3d)", repeats=2)
+    with (tmp_path / "r" / document["oof_predictions"]).open() as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["model", "repeat", "clip_id", "group", "fold", "true", "predicted", *(f"p_{c}" for c in CLASSES)]
+    assert len(rows) == 2 * 2 * 36
+    for model in ("onedcnn", "late(onedcnn,i3d)"):
+        for repeat in ("0", "1"):
+            clips = [r["clip_id"] for r in rows if r["model"] == model and r["repeat"] == repeat]
+            assert sorted(clips) == sorted(f"c{i}" for i in range(36)), "every clip once per model and repeat"
+    for r in rows:
+        probabilities = [float(r[f"p_{c}"]) for c in CLASSES]
+        assert sum(probabilities) == pytest.approx(1, abs=1e-5) and r["predicted"] == CLASSES[int(np.argmax(probabilities))]
+
+
+def test_a_left_out_clip_is_counted_with_its_reason(tmp_path: Path) -> None:
+    cache = embedding_cache(tmp_path / "c.h5", nets={"onedcnn": (4, 2.0), "i3d": (4, 2.0)}, n_per_class=12)
+    with h5py.File(cache, "r+") as f:  # clip c5's i3d embedding failed
+        group = f["features/emb/i3d/all"]
+        group["status"][5] = 2
+        group["error"][5] = b"clip c5: its video track cannot be decoded"
+    document = run_cv(cache, tmp_path / "r", models="onedcnn,i3d,i3d+onedcnn")
+    clips = document["clips"]
+    assert clips["total"] == 36 and clips["models"]["onedcnn"]["used"] == 36
+    for model in ("i3d", "i3d+onedcnn"):
+        assert clips["models"][model]["used"] == 35
+        (left,) = clips["models"][model]["left_out"]
+        assert left["clip_id"] == "c5" and "its video track cannot be decoded" in left["reason"]
+        assert document["models"][model]["n_rows"] == 35
+    text = (tmp_path / "r" / "report.md").read_text()
+    assert "| c5 | i3d, i3d+onedcnn | emb/i3d/all failed: clip c5: its video track cannot be decoded |" in text
+
+
+def test_the_saved_model_predicts_as_its_tree_does(tmp_path: Path) -> None:
+    cache = embedding_cache(tmp_path / "c.h5", nets=NETS, n_per_class=18)
+    document, folder = fuse_cache(cache, tmp_path / "out", models=MODELS)
+    saved = load_fusion_model(folder)
+    assert saved.document["default_model"] == "integrated"
+    from mvemo.cache.read import Cache
+
+    with Cache(cache) as reader:
+        inputs = {net: reader.read_matrix(f"emb/{net}/all") for net in NETS}
+        y = reader.y
+    for name in document["models"]:
+        proba = saved.predict_proba(name, inputs)
+        assert proba.shape == (54, 3) and np.allclose(proba.sum(axis=1), 1)
+        assert np.mean(proba.argmax(axis=1) == y) > 0.6, f"{name}: trained on every clip, it fits them"
+    stack = saved.document["models"]["stack(onedcnn,i3d)"]["model"]
+    assert stack["kind"] == "stack" and [m["inputs"] for m in stack["members"]] == [["onedcnn"], ["i3d"]]
+    chosen = saved.document["models"]["integrated"]["model"]
+    assert chosen["kind"] == "best" and chosen["scores"]
+    late = saved.document["models"]["late(onedcnn,i3d,weights=inner)"]["model"]
+    parts = [saved.fitted["late(onedcnn,i3d,weights=inner)"].members[i].proba(inputs) for i in range(2)]
+    np.testing.assert_allclose(
+        saved.predict_proba("late(onedcnn,i3d,weights=inner)", inputs), np.tensordot(late["weights"], parts, axes=1)
+    )

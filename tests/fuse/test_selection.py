@@ -1,0 +1,112 @@
+"""Choices on inner folds: the C path, the softmax head's grid, mixture weights, and the intervals of repeated CV."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import t as student_t
+from sklearn.linear_model import LogisticRegression
+
+from mvemo.fuse.heads import LogisticHead, SoftmaxHead, make_head
+from mvemo.fuse.metrics import compare, corrected_interval
+from mvemo.fuse.selection import inner_score, logistic_path, mixture_weights
+from mvemo.manifests import ConfigError
+from mvemo.manifests.folds import inner_splits
+from mvemo.pipeline.config import head_config
+
+
+def blobs(separation: float, n: int = 90, dim: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    return rng.standard_normal((3, dim))[y] * separation + rng.standard_normal((n, dim)), y
+
+
+def test_noise_gets_the_strongest_regularization_and_clear_classes_a_weak_one() -> None:
+    X, y = blobs(0.0, n=300)
+    assert LogisticHead().fit(X, y).selected_["C"] <= 1e-2, "noise: nearly the priors"
+    X, y = blobs(3.0)
+    assert LogisticHead().fit(X, y).selected_["C"] >= 1.0
+
+
+def test_the_path_gives_the_out_of_fold_probabilities_of_plain_fits_at_the_chosen_c() -> None:
+    X, y = blobs(0.6)
+    Z = (X - X.mean(axis=0)) / X.std(axis=0)
+    splits = inner_splits(y, [str(i) for i in range(len(y))], k=5, seed=0)
+    best, proba, scores = logistic_path(
+        Z, y, splits, Cs=(1e-3, 1e-2, 1e-1, 1.0, 10.0), scoring="log_loss", tol=1e-6, max_iter=1000
+    )
+    assert best == int(np.argmax(scores)) and len(scores) >= best + 1
+    plain = np.zeros_like(proba)
+    for train, val in splits:
+        model = LogisticRegression(C=(1e-3, 1e-2, 1e-1, 1.0, 10.0)[best], tol=1e-6, max_iter=1000).fit(Z[train], y[train])
+        plain[val] = model.predict_proba(Z[val])
+    np.testing.assert_allclose(proba, plain, atol=1e-3)
+    assert scores[best] == pytest.approx(inner_score(y, plain, "log_loss"), abs=1e-3)
+
+
+def test_the_softmax_head_chooses_its_rate_decay_and_epochs_on_inner_folds() -> None:
+    X, y = blobs(1.0)
+    head = SoftmaxHead(max_epochs=30, patience=3, lr_grid=(1e-3, 1e-1), l2_grid=(0.0, 1.0)).fit(X, y)
+    assert head.selected_["lr"] in (1e-3, 1e-1) and head.selected_["l2"] in (0.0, 1.0)
+    assert 1 <= head.selected_["epochs"] <= 30
+    assert head.selected_["l2"] == 0.0, "an L2 weight of 1 on a sum of squares crushes the layer"
+    assert head.inner_proba_.shape == (90, 3) and np.mean(head.predict(X) == y) > 0.8
+    fixed = SoftmaxHead(lr=1e-2, l2=1e-3, max_epochs=5).fit(X, y)
+    assert fixed.selected_ == {}
+
+
+def test_mixture_weights_maximize_the_likelihood() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 200)
+    good = np.full((200, 3), 0.1)
+    good[np.arange(200), y] = 0.8
+    noise = rng.dirichlet([1, 1, 1], size=200)
+    weights = mixture_weights([noise, good], y)
+    assert weights.sum() == pytest.approx(1) and weights[1] > 0.9
+    grid = np.linspace(0, 1, 101)
+    likelihood = [np.mean(np.log((1 - w) * noise[np.arange(200), y] + w * good[np.arange(200), y])) for w in grid]
+    assert weights[1] == pytest.approx(grid[int(np.argmax(likelihood))], abs=0.011)
+
+
+def test_the_interval_corrects_for_overlapping_training_rows() -> None:
+    scores = [0.6, 0.7, 0.65, 0.55, 0.72, 0.68]
+    low, high = corrected_interval(scores, k=6)
+    half = student_t.ppf(0.975, 5) * np.sqrt(np.var(scores, ddof=1) * (1 / 6 + 1 / 5))
+    assert (low, high) == pytest.approx((np.mean(scores) - half, np.mean(scores) + half))
+    naive = student_t.ppf(0.975, 5) * np.std(scores, ddof=1) / np.sqrt(6)
+    assert high - low > 2 * naive, "wider than the interval that takes folds as independent"
+
+
+def test_compare_counts_folds_won_and_lost_against_the_best_unimodal_model() -> None:
+    def model(folds: list[list[float]]) -> dict:
+        every = [a for rep in folds for a in rep]
+        return {"accuracy": {"mean": float(np.mean(every)), "folds": folds}}
+
+    metrics = {
+        "a": model([[0.5, 0.6], [0.55, 0.5]]),
+        "b": model([[0.4, 0.4], [0.4, 0.4]]),
+        "a+b": model([[0.6, 0.6], [0.5, 0.7]]),
+    }
+    comparison = compare(metrics, ["a", "b"], k=2)
+    assert comparison["best_unimodal"] == "a"
+    fused = comparison["models"]["a+b"]
+    assert (fused["won"], fused["lost"], fused["tied"]) == (2, 1, 1)
+    assert fused["per_repeat"] == pytest.approx([0.05, 0.075]) and fused["mean"] == pytest.approx(0.0625)
+
+
+def test_the_fuse_table_sets_the_choices(tmp_path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[fuse]\ninner_folds = 3\nscoring = "accuracy"\nC_grid = [1, 0.01]\n')
+    head, params, selection = head_config(config, None)
+    assert (head, params) == ("logistic", {}) and selection.C_grid == (0.01, 1.0) and selection.inner_folds == 3
+    built = make_head(head, selection, **params)
+    assert built.get_params()["C_grid"] == (0.01, 1.0) and built.get_params()["scoring"] == "accuracy"
+    for table, message in [
+        ("inner_folds = 1", "inner_folds = 1: expected an integer >= 2"),
+        ('scoring = "auc"', "scoring = 'auc'"),
+        ("C_grid = [0]", "C_grid = \\[0\\]: expected a non-empty list of numbers > 0"),
+        ("folds = 3", "\\[fuse\\]: unknown key\\(s\\) \\['folds'\\]"),
+    ]:
+        config.write_text(f"[fuse]\n{table}\n")
+        with pytest.raises(ConfigError, match=message):
+            head_config(config, None)
