@@ -34,7 +34,7 @@ from mvemo.fuse.models import (
 from mvemo.fuse.selection import SelectionConfig
 from mvemo.manifests.errors import CacheError, ConfigError
 from mvemo.manifests.executor import Executor, Progress
-from mvemo.manifests.folds import draw_folds
+from mvemo.manifests.folds import TooFewGroups, draw_folds
 
 
 @dataclass
@@ -140,6 +140,12 @@ def fit_fold(
             continue
         try:
             fitted = fit(model.node, trainings.on(train, {i: X for i, (X, _) in read.items()}))
+        except TooFewGroups as err:
+            raise ConfigError(
+                f"{model.name}, fold {fold}: class {classes[int(err.label)]!r} has fewer than 2 groups among the"  # type: ignore[call-overload]
+                " training folds, and every choice is made on inner folds of them; add clips of that class, or"
+                " draw fewer folds (`mvemo manifest folds MANIFEST --k`)"
+            ) from None
         except ConfigError as err:
             raise ConfigError(f"{model.name}, fold {fold}: {err}") from None
         proba = fitted.proba({i: X[test] for i, (X, _) in read.items()})
@@ -149,8 +155,9 @@ def fit_fold(
 
 
 def repeat_folds(cache: Cache, models: list[FusionModel], k: int, repeats: int) -> list[np.ndarray]:
-    """The folds of each repeat: the manifest's, then folds drawn with seeds 1, 2, ...; more than one repeat
-    needs inputs that no fold trained (exit 2 otherwise)."""
+    """The folds of each repeat: the manifest's, then folds drawn with seeds 1, 2, ... (a draw equal to an earlier
+    repeat's is skipped: it would count one split twice). More than one repeat needs inputs that no fold trained
+    (exit 2 otherwise). Drawn folds keep the cache's ``group`` column whole."""
     if repeats < 1:
         raise ConfigError(f"--repeats {repeats}: expected 1 or more")
     if repeats > 1:
@@ -161,8 +168,22 @@ def repeat_folds(cache: Cache, models: list[FusionModel], k: int, repeats: int) 
                 " manifest, so other folds would test clips that trained them; use --repeats 1 with these, or"
                 " embeddings of nets used as they are (--finetune none)"
             )
-    groups = cache.groups
-    return [cache.folds, *(draw_folds(cache.y, groups, k=k, seed=r) for r in range(1, repeats))]
+    drawn, seen = [cache.folds], {_partition(cache.folds)}
+    for seed in range(1, 20 * repeats):
+        if len(drawn) == repeats:
+            return drawn
+        folds = draw_folds(cache.y, cache.groups, k=k, seed=seed)
+        if _partition(folds) not in seen:
+            drawn.append(folds)
+            seen.add(_partition(folds))
+    if len(drawn) < repeats:
+        raise ConfigError(f"--repeats {repeats}: these clips and groups allow only {len(drawn)} different splits into {k} folds")
+    return drawn
+
+
+def _partition(folds: np.ndarray) -> frozenset[frozenset[int]]:
+    """A split as the set of its folds' rows, whatever the folds' numbers."""
+    return frozenset(frozenset(np.flatnonzero(folds == f).tolist()) for f in np.unique(folds))
 
 
 def cross_validate(

@@ -92,7 +92,10 @@ class _Parser:
             return self.call(first)
         parts = [self.lookup(first)]
         while self.accept("+"):
-            parts.append(self.lookup(self.name()))
+            name = self.name()
+            if name in CALLS and self.peek() == "(":
+                self.fail(f"only cached inputs join with '+', not {name}(...): put the inputs inside it")
+            parts.append(self.lookup(name))
         if len(parts) == 1:
             return parts[0]
         if not all(isinstance(p, Features) for p in parts):
@@ -105,9 +108,12 @@ class _Parser:
         return self.names[name]
 
     def call(self, kind: str) -> Node:
-        members, weighted = [], False
+        members, weighted, weights_given = [], False, False
         while True:
             if self.peek() == "weights":
+                if weights_given:
+                    self.fail("weights= given twice")
+                weights_given = True
                 self.position += 1
                 if not self.accept("=") or self.peek() not in ("inner", "equal"):
                     self.fail("write weights=inner (chosen on inner folds) or weights=equal")

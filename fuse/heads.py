@@ -55,6 +55,9 @@ class _LinearHead(ClassifierMixin, BaseEstimator):
 
     linear_: LinearSoftmax
     classes_: np.ndarray
+    # where settings were chosen on inner folds: what was chosen, and the inner folds' out-of-fold probabilities
+    selected_: dict[str, float]
+    inner_proba_: np.ndarray | None
     # Each parameter's check and what it expects, for a config's [head] table.
     PARAM_RULES: ClassVar[dict[str, tuple[Callable[[Any], bool], str]]] = {}
 
@@ -86,6 +89,7 @@ class LogisticHead(_LinearHead):
         "C": (lambda v: v is None or (is_number(v) and v > 0), "a number > 0, or none to choose it on inner folds"),
         "max_iter": COUNT,
         "tol": POSITIVE,
+        "random_state": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
     }
 
     def __init__(
@@ -114,11 +118,11 @@ class LogisticHead(_LinearHead):
             raise ValueError(f"LogisticHead needs at least 2 classes; got 1 class ({self.classes_.tolist()})")
         mean, scale = standardization(X)
         Z = (X - mean) / scale
-        C, self.selected_ = self.C, {}
+        C, self.selected_, self.inner_proba_ = self.C, {}, None
         with threadpool_limits(1):  # BLAS threads slowed these thin products 1.6x (`mvemo bench fuse`): fan fits out instead
             if C is None:
                 target = np.searchsorted(self.classes_, y)
-                splits = inner_splits(target, _groups(groups, len(y)), k=self.inner_folds, seed=self.random_state)
+                splits = inner_splits(y, _groups(groups, len(y)), k=self.inner_folds, seed=self.random_state)
                 best, self.inner_proba_, _ = logistic_path(
                     Z, target, splits, Cs=tuple(self.C_grid), scoring=self.scoring, tol=self.tol, max_iter=self.max_iter
                 )
@@ -217,8 +221,9 @@ class SoftmaxHead(_LinearHead):
         Z = ((X - mean) / scale).astype(np.float32)
         target = np.searchsorted(self.classes_, y)
         group_list = _groups(groups, len(y))
+        self.inner_proba_ = None
         if self.lr is None or self.l2 is None:
-            lr, l2, epochs = self._select(Z, target, group_list)
+            lr, l2, epochs = self._select(Z, y, target, group_list)
             self.selected_ = {"lr": lr, "l2": l2, "epochs": epochs}
             layer, _ = self._train(Z, target, np.arange(len(y)), None, lr=lr, l2=l2, epochs=epochs)
         else:
@@ -232,9 +237,9 @@ class SoftmaxHead(_LinearHead):
         self.linear_ = LinearSoftmax(self.classes_, mean.astype(np.float64), scale.astype(np.float64), weights, bias)
         return self
 
-    def _select(self, Z: np.ndarray, target: np.ndarray, groups: list[str]) -> tuple[float, float, int]:
+    def _select(self, Z: np.ndarray, y: np.ndarray, target: np.ndarray, groups: list[str]) -> tuple[float, float, int]:
         """(lr, l2, epochs) with the best pooled inner score; sets ``inner_proba_``."""
-        splits = inner_splits(target, groups, k=self.inner_folds, seed=self.random_state)
+        splits = inner_splits(y, groups, k=self.inner_folds, seed=self.random_state)
         lrs = self.lr_grid if self.lr is None else (self.lr,)
         l2s = self.l2_grid if self.l2 is None else (self.l2,)
         best: tuple[float, float, float, int, np.ndarray] | None = None

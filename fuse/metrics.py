@@ -68,7 +68,7 @@ def summarize_repeats(runs: list[dict[str, Any]], *, k: int) -> dict[str, Any]:
     """One model's metrics over R runs of ``summarize`` (R repeats of k-fold CV), the first run's pooled
     figures (confusion, per class) kept as they are.
 
-    ``accuracy``: mean, std, min and max over every fold of every repeat, the 95 % interval of the mean,
+    ``accuracy``: mean, sample std, min and max over every fold of every repeat, the 95 % interval of the mean,
     the first repeat's ``per_fold``, each repeat's mean (``per_repeat``) and every fold score (``folds``).
     ``f1``: the same for per-fold macro F1. ``f1_macro`` and ``roc_auc_macro``: pooled per repeat, averaged.
     """
@@ -80,7 +80,7 @@ def summarize_repeats(runs: list[dict[str, Any]], *, k: int) -> dict[str, Any]:
     metrics |= {
         "accuracy": {
             "mean": float(np.mean(every)),
-            "std": float(np.std(every)),
+            "std": float(np.std(every, ddof=1)) if len(every) > 1 else 0.0,
             "min": min(every),
             "max": max(every),
             "interval": corrected_interval(every, k=k),

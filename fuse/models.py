@@ -73,7 +73,8 @@ def random_init_nets(cache: Cache) -> list[str]:
 def named_models(cache: Cache) -> dict[str, Node]:
     """The models that have names: ``integrated`` (or ``integrated-audio``) and ``integrated-decision``,
     where the cache holds two inputs (pairs) of pretrained or fine-tuned nets."""
-    trusted = [name for name in cached_inputs(cache) if name not in random_init_nets(cache)]
+    random_init = random_init_nets(cache)
+    trusted = [name for name in cached_inputs(cache) if name not in random_init]
     named: dict[str, Node] = {}
     if len(trusted) > 1:
         name = INTEGRATED[1] if not any(n in VIDEO_NETS for n in trusted) else INTEGRATED[0]

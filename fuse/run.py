@@ -90,7 +90,8 @@ def fuse_cache(
     saved in ``out/model``.
 
     The saved model's default for ``predict`` is the integrated model (``integrated``, ``integrated-audio`` or an
-    ``integrated(...)`` of named inputs) where it is saved, else the model of best CV accuracy."""
+    ``integrated(...)`` of named inputs) where it is saved, else the first model listed: never one chosen by its
+    outer-fold scores."""
     selection = selection or SelectionConfig()
     document = run_cv(
         cache_path,
@@ -108,7 +109,7 @@ def fuse_cache(
     fitted = train_final(cache_path, chosen, make_head(head, selection, **(head_params or {})), selection)
     accuracy = {name: m["accuracy"]["mean"] for name, m in document["models"].items()}
     integrated = [name for name in accuracy if name in INTEGRATED or name.startswith("integrated(")]
-    default = integrated[0] if integrated else max(accuracy, key=accuracy.__getitem__)
+    default = (integrated or list(accuracy))[0]
     header = {key: document[key] for key in ("version", "protocol", "cache_fingerprint", "provenance")} | {
         "head": head,
         "head_params": head_params or {},

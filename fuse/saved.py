@@ -35,7 +35,7 @@ from mvemo.fuse.compose import (
     fit,
 )
 from mvemo.fuse.heads import LinearSoftmax
-from mvemo.fuse.models import LLDSTATS, FusionModel, input_set, input_set_name, read_input
+from mvemo.fuse.models import FusionModel, input_set_name, read_input
 from mvemo.fuse.selection import SelectionConfig
 from mvemo.manifests.errors import CacheError, ConfigError
 
@@ -108,15 +108,17 @@ def from_record(record: dict[str, Any], heads: dict[str, LinearSoftmax], n_class
     if kind == "stack":
         meta = heads[record["meta"]]
         return FittedStack(Stack(tuple(m.node for m in members)), members, meta, meta.classes, n_classes, record["chosen"])
-    chosen = from_record(record["chosen"], heads, n_classes)
-    return FittedBest(Best((chosen.node,)), chosen, record["scores"])
+    if kind == "best":
+        chosen = from_record(record["chosen"], heads, n_classes)
+        return FittedBest(Best((chosen.node,)), chosen, record["scores"])
+    raise ConfigError(f"a saved model of kind {kind!r}: this version reads features, late, stack and best; save it again")
 
 
-def describe_inputs(cache: Cache, model: FusionModel) -> dict[str, Any]:
-    """The cached feature sets a model's final head reads, with what recomputing them needs."""
+def describe_inputs(cache: Cache, inputs: tuple[str, ...]) -> dict[str, Any]:
+    """The cached feature sets a final model reads, with what recomputing them needs."""
     described: dict[str, dict[str, Any]] = {}
-    for name in model.inputs:
-        set_name = "lld" if name == LLDSTATS else input_set(cache, name, None)
+    for name in inputs:
+        set_name = input_set_name(cache, name, None)
         group = cache.file[f"features/{set_name}"]
         config = cache.config(set_name)
         described[set_name] = {
@@ -152,9 +154,9 @@ def save_fusion_model(
                 m.name: {
                     "kind": m.kind,
                     "expression": m.node.expr,
-                    "inputs": list(m.inputs),
+                    "inputs": list(fitted[m.name].inputs()),
                     "model": to_record(fitted[m.name], heads),
-                    "feature_sets": describe_inputs(cache, m),
+                    "feature_sets": describe_inputs(cache, fitted[m.name].inputs()),
                 }
                 for m in models
             },

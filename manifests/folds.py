@@ -38,10 +38,8 @@ def assign_folds(manifest: Manifest, *, k: int = 6, seed: int = 0, group_by: str
         raise ManifestError(f"--k {k}: cross-validation needs at least 2 folds")
     groups = _groups(manifest, group_by)
     y = manifest.y
-    groups_per_class: dict[int, set[str]] = defaultdict(set)
-    for label, group in zip(y, groups):
-        groups_per_class[int(label)].add(group)
-    fewest, smallest = min((len(g), manifest.classes[c]) for c, g in groups_per_class.items())
+    fewest, rarest = fewest_groups(y, groups)
+    smallest = manifest.classes[rarest]
     if k > fewest:
         raise ManifestError(
             f"--k {k} is larger than the {fewest} groups of class {smallest!r}: some fold would have no"
@@ -66,12 +64,29 @@ def _groups(manifest: Manifest, group_by: str | None) -> list[str]:
     return [group_id(value, clip_id) for value, clip_id in zip(values, manifest.clip_ids)]
 
 
+class TooFewGroups(ConfigError):
+    """Some class has fewer than two groups among rows to split into inner folds (``label``: that class)."""
+
+    def __init__(self, message: str, label: object) -> None:
+        super().__init__(message)
+        self.label = label
+
+
+def fewest_groups(y: np.ndarray, groups: Sequence[str]) -> tuple[int, int]:
+    """The fewest groups any class has among the rows, and that class (the first such in label order)."""
+    groups_of: dict[int, set[str]] = defaultdict(set)
+    for label, group in zip(np.asarray(y).tolist(), groups):
+        groups_of[int(label)].add(group)
+    return min(((len(g), c) for c, g in groups_of.items()), default=(0, -1))
+
+
 def inner_splits(y: np.ndarray, groups: Sequence[str], *, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Grouped, stratified inner folds of some rows: the one definition every inner choice uses (a head's
     hyperparameters, stacking, the fusion picked as ``integrated``, an epoch of fine-tuning, an optimizer).
 
-    The rule for small classes: there are ``min(k, g)`` folds, ``g`` the fewest groups of any class
-    among the rows, so every class has a group in every fold's validation side and the rest on its training side.
+    The rule for small classes: there are ``min(k, g)`` folds, ``g`` the fewest groups of any class among the
+    rows, so that every class can reach both sides of every fold (StratifiedGroupKFold balances the classes
+    as its groups allow; a class of unequal groups may still miss a fold's validation side).
 
     Parameters
     ----------
@@ -91,30 +106,27 @@ def inner_splits(y: np.ndarray, groups: Sequence[str], *, k: int, seed: int) -> 
 
     Raises
     ------
-    ConfigError
+    TooFewGroups
         When some class has fewer than two groups: it could not be validated without also being
         absent from training.
     """
-    y = np.asarray(y)
-    groups_of: dict[int, set[str]] = defaultdict(set)
-    for label, group in zip(y.tolist(), groups):
-        groups_of[label].add(group)
-    fewest, rarest = min(((len(g), c) for c, g in groups_of.items()), default=(0, None))
+    unique, codes = np.unique(np.asarray(y), return_inverse=True)
+    labels = unique.tolist()
+    fewest, rarest = fewest_groups(codes, groups)
     if fewest < 2:
-        raise ConfigError(
-            f"{len(y)} rows: class {rarest} has {fewest} group(s) among them, and inner folds need at least 2 groups"
-            f" of every class to validate without training on what they validate; add clips of that class"
+        raise TooFewGroups(
+            f"{len(codes)} rows: class {labels[rarest]!r} has {fewest} group(s) among them, and inner folds need at least"
+            " 2 groups of every class to validate without training on what they validate; add clips of that class",
+            labels[rarest],
         )
-    return list(_grouped_splits(y.tobytes(), str(y.dtype), tuple(groups), min(k, fewest), seed))
+    return list(_grouped_splits(codes.astype(np.int64).tobytes(), tuple(groups), min(k, fewest), seed))
 
 
 @functools.lru_cache(maxsize=32)
-def _grouped_splits(
-    y_bytes: bytes, dtype: str, groups: tuple[str, ...], k: int, seed: int
-) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+def _grouped_splits(codes: bytes, groups: tuple[str, ...], k: int, seed: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
     """StratifiedGroupKFold's folds, drawn once for all the heads fitted on the same rows (its search over groups
     took a third of a nested CV's time when every head drew them again)."""
-    y = np.frombuffer(y_bytes, dtype=dtype)
+    y = np.frombuffer(codes, dtype=np.int64)
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     return tuple(splitter.split(np.zeros(len(y)), y, list(groups)))
 

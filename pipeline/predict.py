@@ -33,8 +33,8 @@ from mvemo.manifests.schema import Clip
 
 
 def choose_model(saved: SavedFusionModel, name: str | None) -> str:
-    """``name``, or the saved model's default: its integrated model where it was saved, else the model of best
-    cross-validated accuracy (``fuse.run.fuse_cache``)."""
+    """``name``, or the saved model's default: its integrated model where it was saved, else the first model
+    listed (``fuse.run.fuse_cache``)."""
     models = saved.document["models"]
     if name is not None:
         if name not in models:

@@ -150,3 +150,36 @@ def test_the_saved_model_predicts_as_its_tree_does(tmp_path: Path) -> None:
     np.testing.assert_allclose(
         saved.predict_proba("late(onedcnn,i3d,weights=inner)", inputs), np.tensordot(late["weights"], parts, axes=1)
     )
+
+
+def test_composites_nest_with_heads_of_fixed_settings(tmp_path: Path) -> None:
+    from mvemo.fuse.heads import make_head
+
+    cache = embedding_cache(tmp_path / "c.h5", nets=NETS, n_per_class=18)
+    models = [
+        "best(late(onedcnn,twodcnn),onedcnn)",
+        "stack(late(onedcnn,i3d),onedcnn)",
+        "late(late(onedcnn,i3d),twodcnn,weights=inner)",
+    ]
+    result = cross_validate(cache, models=",".join(models), head=make_head(C=1.0))
+    assert list(result.metrics) == models
+    assert all(p.choices[0] for p in result.predictions.values())
+
+
+def test_a_class_with_one_group_in_a_training_fold_is_named_with_the_fix(tmp_path: Path) -> None:
+    folds = [i % 2 for i in range(6)]  # 2 clips per class, one in each fold: training folds hold one group per class
+    cache = embedding_cache(tmp_path / "c.h5", nets={"onedcnn": (4, 1.0)}, n_per_class=2, folds=folds, k=2)
+    with pytest.raises(ConfigError, match=r"onedcnn, fold 0: class '(calm|sad|tense)' has fewer than 2 groups.*--k"):
+        cross_validate(cache)
+
+
+def test_a_repeat_never_repeats_the_manifests_split(tmp_path: Path) -> None:
+    from mvemo.cache.read import Cache
+    from mvemo.manifests.folds import draw_folds
+
+    with Cache(embedding_cache(tmp_path / "a" / "c.h5", nets={"onedcnn": (4, 1.0)}, n_per_class=6)) as reader:
+        seed_one = draw_folds(reader.y, reader.groups, k=3, seed=1).tolist()
+    cache = embedding_cache(tmp_path / "b" / "c.h5", nets={"onedcnn": (4, 1.0)}, n_per_class=6, folds=seed_one)
+    result = cross_validate(cache, repeats=3)
+    splits = {frozenset(frozenset(np.flatnonzero(f == k).tolist()) for k in range(3)) for f in result.repeat_folds}
+    assert len(splits) == 3, "the manifest's folds were drawn with seed 1: repeat 1 takes another seed"
