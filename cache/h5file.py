@@ -202,6 +202,7 @@ def create_feature_set(f: h5py.File, spec: FeatureSpec, n: int, *, replace: bool
     group.attrs["extractor"] = spec.extractor
     group.attrs["extractor_version"] = spec.extractor_version
     group.attrs["weights_sha256"] = spec.weights_sha256
+    group.attrs["weights_file"] = spec.weights_file
     group.attrs["schema_version"] = SCHEMA_VERSION
     group.attrs["columns"] = json.dumps(list(spec.columns))
     group.attrs["variable_length"] = spec.variable_length

@@ -54,6 +54,9 @@ class FeatureSpec:
         The extractor's full config (JSON-serializable).
     weights_sha256 : str
         sha256 of the weights file where a net is involved.
+    weights_file : str
+        That file's name, for reports ("" for none: a random initialisation, or no net); the sha256 alone
+        goes into the fingerprint.
     columns : tuple of str
         Names of the last axis's columns, where they have names (LLDs).
     variable_length : bool
@@ -69,6 +72,7 @@ class FeatureSpec:
     weights_sha256: str = ""
     columns: tuple[str, ...] = ()
     variable_length: bool = False
+    weights_file: str = ""
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):

@@ -115,6 +115,10 @@ class Cache:
         """The sha256 of the pretrained weights a set was computed with ("" for none: random init, or no net)."""
         return str(self._group(name).attrs["weights_sha256"])
 
+    def weights_file(self, name: str) -> str:
+        """The name of that weights file ("" for none, or a cache written before mvemo recorded it)."""
+        return str(self._group(name).attrs.get("weights_file", ""))
+
     def error(self, name: str, row: int) -> str:
         """Why row ``row`` of a set failed ("" where it did not)."""
         return bytes(self._group(name)["error"][row]).decode("utf-8", "replace")

@@ -19,7 +19,7 @@ from mvemo.extract.spectra import DB_AMIN, mel_filterbank, n_frames, power_block
 from mvemo.manifests.errors import ConfigError, require
 
 # Raised whenever a change moves a feature's values: its rows of another version then fail the fingerprint.
-EXTRACTOR_VERSIONS = {"waveform": "3", "mel": "3", "lld": "4"}
+EXTRACTOR_VERSIONS = {"waveform": "3", "mel": "3", "lld": "4", "logmel": "1"}
 
 
 @dataclass(frozen=True)
@@ -68,16 +68,47 @@ class MelConfig:
     dtype: str = "float16"
 
     def __post_init__(self) -> None:
-        require(
-            self.n_fft >= 16 and self.n_fft % 2 == 0 and self.hop_length >= 1,
-            f"n_fft={self.n_fft}, hop_length={self.hop_length}: expected an even n_fft >= 16, hop >= 1",
-        )
+        require_stft(self.n_fft, self.hop_length, "[mel]")
         require(
             0 <= self.fmin_hz < self.fmax_hz <= self.sample_rate_hz / 2,
             f"fmin_hz={self.fmin_hz}, fmax_hz={self.fmax_hz}: expected 0 <= fmin < fmax <= sample_rate_hz / 2",
         )
         require(self.top_db > 0, f"top_db={self.top_db}: expected > 0")
         require(self.dtype in ("float16", "float32"), f"dtype={self.dtype!r}: expected 'float16' or 'float32'")
+
+    @property
+    def n_frames(self) -> int:
+        return 1 + self.audio_window.n_samples(self.sample_rate_hz) // self.hop_length
+
+
+def require_stft(n_fft: int, hop_length: int, table: str) -> None:
+    require(
+        n_fft >= 16 and n_fft % 2 == 0 and hop_length >= 1,
+        f"{table} n_fft={n_fft}, hop_length={hop_length}: expected an even n_fft >= 16, hop >= 1",
+    )
+
+
+@dataclass(frozen=True)
+class LogMelConfig:
+    """The input of the MSD music encoders (musicnn and its VGG, Pons & Serra 2019): log10(10000 x + 1) of a
+    Slaney mel power spectrogram, 96 bands over the whole band (0-8 kHz at 16 kHz), n_fft 512, hop 256,
+    periodic Hann, centred frames with zero padding: 96 x 1876 for 30 s.
+
+    Computed in float32 (the original package casts the power to float16 first, which overflows to inf on loud
+    bins) and cached as float32: float16 moved musicnn's clip embedding by 6.9e-4 and the VGG's by 1.4e-3 of
+    their norm on the parity clip.
+    """
+
+    sample_rate_hz: int = 16000
+    n_fft: int = 512
+    hop_length: int = 256
+    n_mels: int = 96
+    audio_window: AudioWindow = field(default_factory=AudioWindow)
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        require_stft(self.n_fft, self.hop_length, "[logmel]")
+        require(self.dtype in ("float16", "float32"), f"[logmel] dtype={self.dtype!r}: expected 'float16' or 'float32'")
 
     @property
     def n_frames(self) -> int:
@@ -122,8 +153,21 @@ def mel_spectrogram(y: np.ndarray, config: MelConfig) -> np.ndarray:
     return np.maximum(db - db.max(), -config.top_db).astype(np.float32)
 
 
+def log_mel_spectrogram(y: np.ndarray, config: LogMelConfig) -> np.ndarray:
+    """log10(10000 x + 1) of the mel power spectrogram, shape (n_mels, n_frames), float32, from mono audio ``y`` at
+    ``config.sample_rate_hz`` already of the window's length."""
+    bank = mel_filterbank(config.sample_rate_hz, config.n_fft, config.n_mels, 0.0, config.sample_rate_hz / 2)
+    mel = np.empty((n_frames(y, config.hop_length), config.n_mels), dtype=np.float32)
+    for rows, power in power_blocks(y, config.n_fft, config.hop_length, "hann"):
+        mel[rows] = bank.apply(power)
+    return np.log10(10000.0 * mel.T + 1.0, dtype=np.float32)
+
+
 def feature_specs(
-    mel: MelConfig | None = None, lld: LldConfig | None = None, wave: WaveformConfig | None = None
+    mel: MelConfig | None = None,
+    lld: LldConfig | None = None,
+    wave: WaveformConfig | None = None,
+    logmel: LogMelConfig | None = None,
 ) -> list[FeatureSpec]:
     """The cache's feature sets for the audio configs given."""
     specs = []
@@ -137,6 +181,10 @@ def feature_specs(
         specs.append(
             FeatureSpec("mel", (mel.n_mels, mel.n_frames), mel.dtype, "mvemo.mel", EXTRACTOR_VERSIONS["mel"], config_dict(mel))
         )
+    if logmel is not None:
+        shape = (logmel.n_mels, logmel.n_frames)
+        version = EXTRACTOR_VERSIONS["logmel"]
+        specs.append(FeatureSpec("logmel", shape, logmel.dtype, "mvemo.logmel", version, config_dict(logmel)))
     if lld is not None:
         specs.append(
             FeatureSpec(
@@ -153,17 +201,23 @@ def feature_specs(
     return specs
 
 
-AUDIO_FEATURES = ("waveform", "mel", "lld")
-AUDIO_CONFIGS = {"waveform": WaveformConfig, "mel": MelConfig, "lld": LldConfig}
+AUDIO_FEATURES = ("waveform", "mel", "logmel", "lld")
+AUDIO_CONFIGS = {"waveform": WaveformConfig, "mel": MelConfig, "logmel": LogMelConfig, "lld": LldConfig}
 
 
 def compute_audio_features(
-    decoded: Decoded, names: tuple[str, ...], *, mel: MelConfig, lld: LldConfig, wave: WaveformConfig
+    decoded: Decoded,
+    names: tuple[str, ...],
+    *,
+    mel: MelConfig,
+    lld: LldConfig,
+    wave: WaveformConfig,
+    logmel: LogMelConfig,
 ) -> dict[str, np.ndarray]:
     """The requested audio feature sets of one decoded clip, as cached (dtype cast, LLD cut to its valid frames).
 
     Each target rate is resampled once and shared (the 16 kHz copy feeds the
-    waveform, the mel spectrogram and the LPC analysis).
+    waveform, both mel spectrograms and the LPC analysis).
     """
     copies: dict[int, np.ndarray] = {}
 
@@ -177,6 +231,8 @@ def compute_audio_features(
         out["waveform"] = at(wave.sample_rate_hz, wave.audio_window).astype(wave.dtype)
     if "mel" in names:
         out["mel"] = mel_spectrogram(at(mel.sample_rate_hz, mel.audio_window), mel).astype(mel.dtype)
+    if "logmel" in names:
+        out["logmel"] = log_mel_spectrogram(at(logmel.sample_rate_hz, logmel.audio_window), logmel).astype(logmel.dtype)
     if "lld" in names:
         window = lld.audio_window
         values = low_level_descriptors(at(lld.sample_rate_hz, window), at(lld.lpc_sample_rate_hz, window), lld)

@@ -22,10 +22,10 @@ from mvemo.cache.layout import ABSENT, FAILED, FeatureSpec
 from mvemo.cache.lock import CacheLock
 from mvemo.cache.read import Cache
 from mvemo.cache.store import CacheWriter
-from mvemo.extract.nets import PRETRAINED, get_net, input_kind, net_options
+from mvemo.extract.nets import PRETRAINED, get_net, input_kind, net_options, split_init
 from mvemo.extract.nets.base import EmotionNet
 from mvemo.extract.train import GPU_RESOURCES, embed_rows, in_order, kinds_of, resolve_device
-from mvemo.extract.weights import find_weights
+from mvemo.extract.weights import require_weights
 from mvemo.manifests.errors import ConfigError
 from mvemo.manifests.executor import Executor, Progress
 from mvemo.manifests.schema import Manifest
@@ -52,7 +52,7 @@ def input_kinds(nets: Iterable[str], net_options: Mapping[str, Mapping[str, Any]
     """The cached feature sets the nets (with their ``net_options``) read, in a stable order."""
     kinds: list[str] = []
     for name in nets:
-        kind = get_net(name, num_classes=2, **net_options.get(name, {})).input_kind
+        kind = get_net(name, num_classes=2, **split_init(name, net_options.get(name, {}))[1]).input_kind
         kinds.extend((kind,) if isinstance(kind, str) else kind)
     return tuple(dict.fromkeys(kinds))
 
@@ -67,19 +67,35 @@ class EmbedSummary:
 def build_net(
     name: str, num_classes: int, *, weights_dir: str | os.PathLike[str] | None, seed: int, options: Mapping[str, Any] = {}
 ) -> tuple[EmotionNet, str]:
-    """The net (with its ``options``) and its pretrained weights where mvemo finds them (else a seeded random init),
-    and a log line."""
+    """The net (with its ``options``) and a log line: with its published pretrained weights, or a seeded random
+    initialisation where it has none or ``options`` holds ``init = "random"`` (``--random-init``).
+
+    Raises
+    ------
+    WeightsError
+        A net with published weights whose file no search folder holds (exit 2: never silently random), naming
+        the file, every folder searched and the fetch command.
+    """
+    init, options = split_init(name, options)
     torch.manual_seed(seed)
-    path = find_weights(PRETRAINED[name], weights_dir) if name in PRETRAINED else None
-    net = get_net(name, num_classes=num_classes, weights=path, **options).eval()
-    if path is not None:
-        return net, f"{name}: pretrained weights {path}"
-    if name in PRETRAINED:
-        return (
-            net,
-            f"{name}: {PRETRAINED[name]} not found (--weights-dir, $MVEMO_WEIGHTS, ~/.cache/mvemo/weights): random initialisation",
-        )
-    return net, f"{name}: random initialisation (seed {seed})"
+    if init == "random" or name not in PRETRAINED:
+        why = "asked (--random-init)" if name in PRETRAINED else "it has no published weights"
+        return get_net(name, num_classes=num_classes, **options).eval(), f"{name}: random initialisation (seed {seed}; {why})"
+    path = require_weights(PRETRAINED[name], weights_dir, hint=f"or run it from random weights with --random-init {name}")
+    return get_net(name, num_classes=num_classes, weights=path, **options).eval(), f"{name}: pretrained weights {path}"
+
+
+def weights_change(cache: Cache, set_name: str, net: EmotionNet) -> str:
+    """What recomputing a cached embedding set with ``net`` changes about its weights."""
+    before = describe_weights(cache.weights_file(set_name), cache.weights_sha256(set_name))
+    after = describe_weights(net.weights_file, net.weights_sha256)
+    if cache.weights_sha256(set_name) == net.weights_sha256:
+        return f"{set_name}: recomputed with the same weights ({after})"
+    return f"{set_name}: recomputed with other weights: {before} before, {after} now"
+
+
+def describe_weights(file: str, sha256: str) -> str:
+    return f"{file or 'a weights file'} (sha256 {sha256[:12]})" if sha256 else "random init"
 
 
 def input_options(name: str, cache: Cache) -> dict[str, Any]:
@@ -190,8 +206,18 @@ def export_embeddings(
             }
             set_name = f"emb/{name}/all"
             spec = FeatureSpec(
-                set_name, (net.embedding_dim,), "float32", f"mvemo.net.{name}", EXTRACTOR_VERSION, config, net.weights_sha256
+                set_name,
+                (net.embedding_dim,),
+                "float32",
+                f"mvemo.net.{name}",
+                EXTRACTOR_VERSION,
+                config,
+                net.weights_sha256,
+                columns=net.columns,
+                weights_file=net.weights_file,
             )
+            if set_name in recompute and set_name in cache.feature_sets():
+                summary.notes.append(weights_change(cache, set_name, net))
             writer.prepare([spec], recompute=[set_name] if set_name in recompute else [])
             fail_rows_without_inputs(writer, cache, set_name, kinds)
             todo = writer.todo(set_name)

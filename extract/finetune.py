@@ -268,6 +268,7 @@ class Units:
         self.recompute = set(recompute)
         net, self.note = build_finetune_net(cache_path, name, n_classes, config, weights_dir)
         self.kinds, self.embedding_dim, self.pretrained_sha256 = kinds_of(net), net.embedding_dim, net.weights_sha256
+        self.pretrained_file = net.weights_file
         with Cache(cache_path) as cache:
             self.inputs = input_fingerprints(cache, name, self.kinds)
             self.ready = ready_rows(cache, self.kinds)
@@ -337,7 +338,16 @@ class Units:
         }
         extractor = f"mvemo.net.{self.name}"
         specs = [
-            FeatureSpec(t, (self.embedding_dim,), "float32", extractor, EXTRACTOR_VERSION, config, result.checkpoint_sha256)
+            FeatureSpec(
+                t,
+                (self.embedding_dim,),
+                "float32",
+                extractor,
+                EXTRACTOR_VERSION,
+                config,
+                result.checkpoint_sha256,
+                weights_file=self.pretrained_file,  # where the fine-tuning started; the checkpoint's sha256 is fingerprinted
+            )
             for t in targets
         ]
         with CacheWriter(self.cache_path, self.manifest, lock=self.lock) as writer:

@@ -27,6 +27,7 @@ from mvemo.cache.store import CacheWriter
 from mvemo.extract.audio import (
     AUDIO_CONFIGS,
     AUDIO_FEATURES,
+    LogMelConfig,
     MelConfig,
     WaveformConfig,
     compute_audio_features,
@@ -59,14 +60,24 @@ class FeatureConfigs:
     waveform: WaveformConfig = field(default_factory=WaveformConfig)
     frames: FrameConfig = field(default_factory=FrameConfig)
     audio_timeout_s: float | None = 60.0
+    logmel: LogMelConfig = field(default_factory=LogMelConfig)
 
     def __post_init__(self) -> None:
         timeout = self.audio_timeout_s
         if timeout is not None and not (is_number(timeout) and timeout > 0):
             raise ConfigError(f"[audio] timeout_s={timeout!r}: expected seconds > 0")
-        windows = {self.mel.audio_window, self.lld.audio_window, self.waveform.audio_window}
+        windows = {self.mel.audio_window, self.lld.audio_window, self.waveform.audio_window, self.logmel.audio_window}
         if len(windows) > 1:
-            raise ConfigError(f"mel, lld and waveform must analyse the same audio window, got {sorted(map(str, windows))}")
+            raise ConfigError(
+                f"mel, logmel, lld and waveform must analyse the same audio window, got {sorted(map(str, windows))}"
+            )
+
+    @classmethod
+    def of_window(cls, window: AudioWindow, **configs: Any) -> FeatureConfigs:
+        """Every audio set's default config over ``window`` (the frames' too), the ``configs`` given replacing them."""
+        defaults = {name: AUDIO_CONFIGS[name](audio_window=window) for name in AUDIO_FEATURES}
+        frames = FrameConfig(window_start_s=window.offset_s, window_duration_s=window.duration_s)
+        return cls(**{"frames": frames, **defaults, **configs})
 
     @classmethod
     def from_records(cls, records: Mapping[str, Mapping[str, Any]]) -> FeatureConfigs:
@@ -80,12 +91,8 @@ class FeatureConfigs:
         video: dict[str, Any] = {}
         for name in VIDEO_FEATURES:
             video |= records.get(name, {})
-        return cls(
-            mel=audio.get("mel", MelConfig(audio_window=window)),
-            lld=audio.get("lld", LldConfig(audio_window=window)),
-            waveform=audio.get("waveform", WaveformConfig(audio_window=window)),
-            frames=FrameConfig(**{k: video[k] for k in FrameConfig.__dataclass_fields__ if k in video}),
-        )
+        frames = FrameConfig(**{k: video[k] for k in FrameConfig.__dataclass_fields__ if k in video})
+        return cls.of_window(window, frames=frames, **audio)
 
     def specs(self, names: Iterable[str]) -> list[FeatureSpec]:
         names = set(names)
@@ -93,6 +100,7 @@ class FeatureConfigs:
             self.mel if "mel" in names else None,
             self.lld if "lld" in names else None,
             self.waveform if "waveform" in names else None,
+            self.logmel if "logmel" in names else None,
         )
         return audio + [spec for spec in video_feature_specs(self.frames) if spec.name in names]
 
@@ -146,7 +154,9 @@ def compute_clip(clip: Clip, names: tuple[str, ...], configs: FeatureConfigs) ->
 
     def audio_features(path: Path) -> dict[str, np.ndarray]:
         decoded = read_audio(path, configs.mel.audio_window, clip_id=clip.clip_id, timeout_s=configs.audio_timeout_s)
-        return compute_audio_features(decoded, audio, mel=configs.mel, lld=configs.lld, wave=configs.waveform)
+        return compute_audio_features(
+            decoded, audio, mel=configs.mel, lld=configs.lld, wave=configs.waveform, logmel=configs.logmel
+        )
 
     def video_features(_: Path) -> dict[str, np.ndarray]:
         return compute_video_features(clip, configs.frames)

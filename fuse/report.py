@@ -19,10 +19,15 @@ PAPER_BANNER = (
     " for honest figures."
 )
 OOF_CSV = "oof_predictions.csv"
+TAGS_CSV = "tags.csv"
 
 
-def write_report(result: CvResult, out: str | os.PathLike[str], *, header: dict[str, Any]) -> dict[str, Any]:
+def write_report(
+    result: CvResult, out: str | os.PathLike[str], *, header: dict[str, Any], tags: dict[str, list[list[str]]] | None = None
+) -> dict[str, Any]:
     """Write the report files into ``out`` and return the JSON document.
+
+    ``tags`` (``fuse.models.top_tags``) gives ``tags.csv``: each clip's top tags per set of tag probabilities.
 
     ``header`` holds ``cache_fingerprint``, ``config`` (with ``selection``), ``version``, ``versions`` and
     ``provenance`` (per net: ``weights``, ``finetune``, ``protocol``).
@@ -58,6 +63,8 @@ def write_report(result: CvResult, out: str | os.PathLike[str], *, header: dict[
     comparison = comparison_png(result.metrics, out / "models.png")
     document["figures"] = {"confusion": {n: p.name for n, p in pngs.items()}, "roc": roc.name, "models": comparison.name}
     document["oof_predictions"] = write_oof_csv(result, out / OOF_CSV).name
+    if tags:
+        document["tags"] = write_tags_csv(result.clip_ids, tags, out / TAGS_CSV).name
     (out / "report.json").write_text(json.dumps(document, indent=2))
     (out / "report.md").write_text(markdown(document))
     return document
@@ -90,6 +97,16 @@ def write_oof_csv(result: CvResult, path: Path) -> Path:
                             *(f"{v:.6f}" for v in proba),
                         ]
                     )
+    return path
+
+
+def write_tags_csv(clip_ids: list[str], tags: dict[str, list[list[str]]], path: Path) -> Path:
+    """One row per clip: its id, then its top tags in each set of tag probabilities ("tag probability; ...")."""
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["clip_id", *tags])
+        for row, clip_id in enumerate(clip_ids):
+            writer.writerow([clip_id, *("; ".join(per_clip[row]) for per_clip in tags.values())])
     return path
 
 
@@ -199,6 +216,8 @@ def markdown(document: dict[str, Any]) -> str:
         f"Out-of-fold probabilities of every model, repeat and clip: [{document['oof_predictions']}]({document['oof_predictions']}).",
         "",
     ]
+    if document.get("tags"):
+        lines += [f"Each clip's top Million Song Dataset tags: [{document['tags']}]({document['tags']}).", ""]
     return "\n".join(lines)
 
 

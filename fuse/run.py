@@ -12,7 +12,7 @@ from mvemo.cache.h5file import mvemo_version
 from mvemo.cache.read import Cache
 from mvemo.fuse.cv import cross_validate
 from mvemo.fuse.heads import make_head
-from mvemo.fuse.models import INTEGRATED, provenance, select_models
+from mvemo.fuse.models import INTEGRATED, provenance, select_models, top_tags
 from mvemo.fuse.report import write_report
 from mvemo.fuse.saved import save_fusion_model, train_final
 from mvemo.fuse.selection import SelectionConfig
@@ -63,6 +63,7 @@ def run_cv(
     with Cache(cache_path) as cache:
         fingerprint = cache.combined_fingerprint()
         nets = provenance(cache)
+        tags = top_tags(cache)
     config = {"head": head, "head_params": head_params or {}, "selection": selection.to_json(), "models": models or "default"}
     header = {
         "cache_fingerprint": fingerprint,
@@ -71,7 +72,7 @@ def run_cv(
         "versions": package_versions(),
         "provenance": nets,
     }
-    return write_report(result, out, header=header)
+    return write_report(result, out, header=header, tags=tags)
 
 
 def fuse_cache(

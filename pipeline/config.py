@@ -2,7 +2,7 @@
 
 A file may hold the tables ``[audio]`` (``offset_s``, ``duration_s``: the window
 every audio feature analyses; ``timeout_s``: how long one clip's audio may take to
-decode), ``[mel]``, ``[lld]``, ``[waveform]`` and ``[frames]``
+decode), ``[mel]``, ``[logmel]``, ``[lld]``, ``[waveform]`` and ``[frames]``
 (``extract.video.FrameConfig``), each overriding the defaults of its dataclass.
 ``[train]`` (``extract.train.TrainConfig``: ``max_epochs``, ``patience``,
 ``batch_size``, ``validation_share``, ``seed``) and ``[optim.<net>]`` (``name``,
@@ -26,7 +26,7 @@ from typing import Any
 
 from mvemo.manifests.errors import ConfigError
 
-TABLES = ("audio", "mel", "lld", "waveform", "frames", "train", "optim", "net", "head", "fuse")
+TABLES = ("audio", "mel", "logmel", "lld", "waveform", "frames", "train", "optim", "net", "head", "fuse")
 
 
 def load_toml(path: str | os.PathLike[str] | None) -> dict[str, Any]:
@@ -62,7 +62,7 @@ def build(cls: type, values: dict[str, Any], *, table: str, taken: tuple[str, ..
 
 def feature_configs(path: str | os.PathLike[str] | None) -> Any:
     """The ``extract.run.FeatureConfigs`` of a config file (defaults where it says nothing)."""
-    from mvemo.extract.audio import MelConfig, WaveformConfig
+    from mvemo.extract.audio import LogMelConfig, MelConfig, WaveformConfig
     from mvemo.extract.decode.audio import AudioWindow
     from mvemo.extract.lld import LldConfig
     from mvemo.extract.run import FeatureConfigs
@@ -77,36 +77,47 @@ def feature_configs(path: str | os.PathLike[str] | None) -> Any:
         mel=build(MelConfig, tables.get("mel", {}), table="mel", audio_window=window),
         lld=build(LldConfig, tables.get("lld", {}), table="lld", audio_window=window),
         waveform=build(WaveformConfig, tables.get("waveform", {}), table="waveform", audio_window=window),
+        logmel=build(LogMelConfig, tables.get("logmel", {}), table="logmel", audio_window=window),
         frames=FrameConfig.from_json(frames),
         audio_timeout_s=timeout_s,
     )
 
 
-def train_config(path: str | os.PathLike[str] | None, *, finetune: str) -> Any:
-    """The ``extract.train.TrainConfig`` of a config file's ``[train]``, ``[optim.<net>]`` and ``[net.<name>]`` tables."""
+def train_config(path: str | os.PathLike[str] | None, *, finetune: str, random_init: tuple[str, ...] = ()) -> Any:
+    """The ``extract.train.TrainConfig`` of a config file's ``[train]``, ``[optim.<net>]`` and ``[net.<name>]`` tables
+    (the ``random_init`` nets starting from random weights)."""
     from mvemo.extract.train import OptimizerConfig, TrainConfig
 
     tables = load_toml(path)
     optim = per_net_tables(tables, "optim")
     optimizers = {net: build(OptimizerConfig, values, table=f"optim.{net}") for net, values in optim.items()}
+    net_options = _nets(tables, random_init)
     return build(
-        TrainConfig, tables.get("train", {}), table="train", finetune=finetune, optimizers=optimizers, net_options=_nets(tables)
+        TrainConfig, tables.get("train", {}), table="train", finetune=finetune, optimizers=optimizers, net_options=net_options
     )
 
 
-def net_config(path: str | os.PathLike[str] | None) -> dict[str, dict[str, Any]]:
-    """Each net's options from a config file's ``[net.<name>]`` tables, their keys checked against the net's options."""
-    return _nets(load_toml(path))
+def net_config(path: str | os.PathLike[str] | None, random_init: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+    """Each net's options from a config file's ``[net.<name>]`` tables, their keys checked against the net's options,
+    with ``init = "random"`` for the ``random_init`` nets (``--random-init``)."""
+    return _nets(load_toml(path), random_init)
 
 
-def _nets(tables: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    from mvemo.extract.nets import net_options
+def _nets(tables: dict[str, Any], random_init: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
+    from mvemo.extract.nets import INIT, NET_NAMES, net_options, split_init
 
-    per_net = per_net_tables(tables, "net")
+    unknown_nets = sorted(set(random_init) - set(NET_NAMES))
+    if unknown_nets:
+        raise ConfigError(f"--random-init: unknown net(s) {unknown_nets}; nets are {list(NET_NAMES)}")
+    per_net = {net: dict(values) for net, values in per_net_tables(tables, "net").items()}
+    for net in random_init:
+        per_net.setdefault(net, {})[INIT] = "random"
     for net, values in per_net.items():
-        unknown = sorted(set(values) - set(net_options(net)))
+        allowed = sorted([*net_options(net), INIT])
+        unknown = sorted(set(values) - set(allowed))
         if unknown:
-            raise ConfigError(f"[net.{net}]: unknown key(s) {unknown}; {net}'s options are {sorted(net_options(net))}")
+            raise ConfigError(f"[net.{net}]: unknown key(s) {unknown}; {net}'s options are {allowed}")
+        split_init(net, values)
     return per_net
 
 

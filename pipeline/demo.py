@@ -7,9 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from mvemo.extract.audio import MelConfig, WaveformConfig
 from mvemo.extract.decode.audio import AudioWindow
-from mvemo.extract.lld import LldConfig
 from mvemo.extract.run import FeatureConfigs, FeatureRunSummary
 from mvemo.extract.stage import extract_features
 from mvemo.extract.video import FrameConfig
@@ -23,8 +21,13 @@ DEMO_FEATURES = ("mel", "lld", "waveform", "frames112")
 DEMO_NETS = ("onedcnn", "twodcnn", "crnn", "c3d", "i3d")
 DEMO_FRAMES = 16  # C3D's smallest clip: half of paper 001's 32, half the CPU time
 # The demo's videos are 160 x 120: I3D reads C3D's 112 px crops, pooled globally (its reference pooling needs 193 px).
-DEMO_NET_OPTIONS = {"i3d": {"pool": "global", "frames": "frames112"}}
-# No weights ship with the demo: its nets are random init, which no default fusion reads, so the demo names them.
+# No weights ship with the demo: it asks for random weights where nets have published ones.
+DEMO_NET_OPTIONS = {
+    "i3d": {"pool": "global", "frames": "frames112", "init": "random"},
+    "twodcnn": {"init": "random"},
+    "c3d": {"init": "random"},
+}
+# Random-init nets enter no default fusion, so the demo names its models.
 DEMO_MODELS = ",".join(
     [
         *DEMO_NETS,
@@ -59,13 +62,8 @@ def build_demo_manifest(data: Path, config: SyntheticConfig, *, k: int, progress
 
 def demo_configs(duration_s: float) -> FeatureConfigs:
     """The demo's feature configs: every set over the whole clip, and DEMO_FRAMES frames."""
-    window = AudioWindow(duration_s=duration_s)
-    return FeatureConfigs(
-        mel=MelConfig(audio_window=window),
-        lld=LldConfig(audio_window=window),
-        waveform=WaveformConfig(audio_window=window),
-        frames=FrameConfig(n_frames=DEMO_FRAMES, window_duration_s=duration_s),
-    )
+    frames = FrameConfig(n_frames=DEMO_FRAMES, window_duration_s=duration_s)
+    return FeatureConfigs.of_window(AudioWindow(duration_s=duration_s), frames=frames)
 
 
 def run_demo(

@@ -20,7 +20,7 @@ import torch
 from mvemo.cache.fingerprint import combined_digest, file_sha256, media_hash
 from mvemo.cache.layout import ABSENT
 from mvemo.extract.embed import build_net
-from mvemo.extract.nets import net_options
+from mvemo.extract.nets import INIT, net_options
 from mvemo.extract.nets.base import EmotionNet
 from mvemo.extract.run import FeatureConfigs, compute_clip, modality
 from mvemo.extract.train import kinds_of
@@ -43,9 +43,10 @@ def choose_model(saved: SavedFusionModel, name: str | None) -> str:
     return str(saved.document["default_model"])
 
 
-def model_inputs(saved: SavedFusionModel, name: str, clip: Clip) -> dict[str, np.ndarray]:
+def model_inputs(saved: SavedFusionModel, name: str, clip: Clip, weights_dir: str | None = None) -> dict[str, np.ndarray]:
     """Every input the model reads, computed from the clip's media with the saved configs (fingerprints checked);
-    each feature set once, however many nets read it."""
+    each feature set once, however many nets read it. Pretrained weights are looked for as ``extract`` does
+    (``weights_dir``, ``$MVEMO_WEIGHTS``, ``~/.cache/mvemo/weights``)."""
     model = saved.document["models"][name]
     features = ClipFeatures(clip)
     inputs: dict[str, np.ndarray] = {}
@@ -54,7 +55,8 @@ def model_inputs(saved: SavedFusionModel, name: str, clip: Clip) -> dict[str, np
             lld = features.get({"lld": described["config"]}, {"lld": described["fingerprint"]})["lld"]
             inputs[input_name] = summarize_lld(lld[None], np.array([len(lld)]))
         else:
-            net = _saved_net(input_name, len(saved.classes), json.dumps(described, sort_keys=True), saved.folder)
+            described_json = json.dumps(described, sort_keys=True)
+            net = _saved_net(input_name, len(saved.classes), described_json, saved.folder, weights_dir)
             arrays = features.get(described["input_configs"], described["config"]["inputs"])
             with torch.no_grad():
                 inputs[input_name] = net.embed(*net.prepare(*(arrays[k][None] for k in kinds_of(net)))).numpy()
@@ -99,19 +101,22 @@ def _check_fingerprint(name: str, computed: str, saved: str) -> None:
 
 
 @functools.lru_cache(maxsize=8)
-def _saved_net(net_name: str, num_classes: int, described_json: str, folder: Path) -> EmotionNet:
-    """The saved net rebuilt once per process: pretrained weights by sha256, the same seeded init, or the
-    fine-tuned checkpoint saved with the model (``described_json``: its feature set in the model's document)."""
+def _saved_net(net_name: str, num_classes: int, described_json: str, folder: Path, weights_dir: str | None) -> EmotionNet:
+    """The saved net rebuilt once per process: its pretrained weights found as extract finds them (the same
+    sha256, else an error), the same seeded random init, or the fine-tuned checkpoint saved with the model
+    (``described_json``: its feature set in the model's document)."""
     described = json.loads(described_json)
     config = described["config"]
     options = {k: config[k] for k in net_options(net_name) if k in config}
-    net, _ = build_net(net_name, num_classes, weights_dir=None, seed=config["seed"], options=options)
+    if "checkpoint" in described or not described["weights_sha256"]:  # a checkpoint holds every weight
+        options[INIT] = "random"
+    net, _ = build_net(net_name, num_classes, weights_dir=weights_dir, seed=config["seed"], options=options)
     if "checkpoint" in described:
         load_checkpoint(net, described["checkpoint"], folder)
     elif net.weights_sha256 != described["weights_sha256"]:
         raise ConfigError(
-            f"{net_name} was computed with weights of sha256 {described['weights_sha256'][:12] or '(random init)'},"
-            f" found {net.weights_sha256[:12] or 'none'}; put the same weights in $MVEMO_WEIGHTS"
+            f"{net_name} was computed with weights of sha256 {described['weights_sha256'][:12]}, the file found has"
+            f" {net.weights_sha256[:12]}; give --weights-dir the folder of the weights the model was trained with"
         )
     return net.eval()
 
@@ -125,9 +130,12 @@ def file_clip(file: str) -> Clip:
 class Predictor:
     """A saved fusion model and the one of its models that labels new clips."""
 
-    def __init__(self, model_dir: str | os.PathLike[str], model: str | None = None) -> None:
+    def __init__(
+        self, model_dir: str | os.PathLike[str], model: str | None = None, weights_dir: str | os.PathLike[str] | None = None
+    ) -> None:
         self.saved = load_fusion_model(Path(model_dir).absolute())
         self.model = choose_model(self.saved, model)
+        self.weights_dir = None if weights_dir is None else str(Path(weights_dir).absolute())  # workers run elsewhere
 
     @property
     def classes(self) -> list[str]:
@@ -140,7 +148,8 @@ class Predictor:
         clips = list(clips)
         mapper = map if executor is None else executor.map
         # results first: the executor's stream is read to its end, and ends with the clips
-        for result, clip in zip(mapper(functools.partial(predict_clip, self.saved, self.model), clips), clips, strict=True):
+        job = functools.partial(predict_clip, self.saved, self.model, weights_dir=self.weights_dir)
+        for result, clip in zip(mapper(job, clips), clips, strict=True):
             if isinstance(result, ConfigError):
                 raise result
             if isinstance(result, BaseException):  # the executor lost the job (a worker died on this clip)
@@ -163,10 +172,10 @@ def seen_in_training(saved: SavedFusionModel, clip: Clip) -> bool:
     return any(combined_digest(pair) in known for pair in uses)
 
 
-def predict_clip(saved: SavedFusionModel, name: str, clip: Clip) -> dict[str, Any]:
+def predict_clip(saved: SavedFusionModel, name: str, clip: Clip, *, weights_dir: str | None = None) -> dict[str, Any]:
     """The model's label for one clip (a job that runs on any executor's worker)."""
     try:
-        proba = saved.predict_proba(name, model_inputs(saved, name, clip))[0]
+        proba = saved.predict_proba(name, model_inputs(saved, name, clip, weights_dir))[0]
         in_training = seen_in_training(saved, clip)
     except ConfigError:
         raise

@@ -45,3 +45,15 @@ def write_tiny(path: Path, *, video: bool = True, audio: bool = True) -> Path:
         y=tiny_audio() if audio else None,
         sr=16000,
     )
+
+
+@pytest.fixture(autouse=True)
+def no_installed_weights(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests see no weights a user installed ($MVEMO_WEIGHTS, ~/.cache/mvemo/weights, torch's hub cache): a net runs
+    with the weights a test gives it, or from the random weights a test asks for."""
+    home = tmp_path_factory.getbasetemp() / "home"
+    home.mkdir(exist_ok=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("MVEMO_WEIGHTS", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(home / "torch"))

@@ -1,6 +1,25 @@
 """The unimodal nets of papers 001 and 003 (and torchvision's video ResNets), by name."""
 
 from mvemo.extract.nets.base import EmotionNet
-from mvemo.extract.nets.registry import NET_NAMES, PRETRAINED, get_net, input_kind, net_from_config, net_options
+from mvemo.extract.nets.registry import (
+    INIT,
+    NET_NAMES,
+    PRETRAINED,
+    get_net,
+    input_kind,
+    net_from_config,
+    net_options,
+    split_init,
+)
 
-__all__ = ["NET_NAMES", "PRETRAINED", "EmotionNet", "get_net", "input_kind", "net_from_config", "net_options"]
+__all__ = [
+    "INIT",
+    "NET_NAMES",
+    "PRETRAINED",
+    "EmotionNet",
+    "get_net",
+    "input_kind",
+    "net_from_config",
+    "net_options",
+    "split_init",
+]

@@ -34,6 +34,10 @@ class EmotionNet(nn.Module):
         (``get_net(**config)`` rebuilds it), for cache fingerprints.
     weights_sha256 : str
         sha256 of the weight file loaded, "" for random initialisation.
+    weights_file : str
+        Its file name, "" for random initialisation.
+    columns : tuple of str
+        Names of the embedding's columns where they have names (musicnn's tag probabilities), else empty.
     """
 
     name: ClassVar[str] = ""
@@ -47,6 +51,8 @@ class EmotionNet(nn.Module):
         self.embedding_dim = embedding_dim
         self.config: dict[str, Any] = {"net": self.name, "num_classes": num_classes, **options}
         self.weights_sha256 = ""
+        self.weights_file = ""
+        self.columns: tuple[str, ...] = ()
 
     def _add_head(self, dropout: float = 0.0) -> None:
         self.head_dropout = nn.Dropout(dropout) if dropout else nn.Identity()

@@ -11,23 +11,43 @@ from mvemo.extract.nets.base import EmotionNet
 from mvemo.extract.nets.c3d import C3D
 from mvemo.extract.nets.crnn import CRNN
 from mvemo.extract.nets.i3d import I3D
+from mvemo.extract.nets.musicnn import MsdVgg, Musicnn
 from mvemo.extract.nets.onedcnn import OneDCNN
 from mvemo.extract.nets.torchvision_video import MC318, R3D18, R2Plus1D18
 from mvemo.extract.nets.twodcnn import TwoDCNN
 from mvemo.extract.weights import sha256_of
 from mvemo.manifests.errors import ConfigError
 
-NETS: dict[str, type[EmotionNet]] = {cls.name: cls for cls in (OneDCNN, TwoDCNN, C3D, I3D, CRNN, R3D18, R2Plus1D18, MC318)}
+NETS: dict[str, type[EmotionNet]] = {
+    cls.name: cls for cls in (OneDCNN, TwoDCNN, C3D, I3D, CRNN, Musicnn, MsdVgg, R3D18, R2Plus1D18, MC318)
+}
 NET_NAMES = tuple(NETS)
 # The public pretrained weights each net loads by default, by file name (found with extract.weights.find_weights).
 PRETRAINED = {
     "twodcnn": "choi_compact_cnn_msd.h5",
+    "musicnn": "musicnn_msd_musicnn.npz",
+    "msdvgg": "musicnn_msd_vgg.npz",
     "c3d": "c3d.pickle",
     "i3d": "i3d_rgb_kinetics400.npz",
     "r3d_18": "r3d_18-b3b3357e.pth",
     "r2plus1d_18": "r2plus1d_18-91a641e6.pth",
     "mc3_18": "mc3_18-a90a0ba3.pth",
 }
+
+
+# Stage one's option of every net, beside the net's own: "pretrained" (its published weights, the default) or
+# "random" (a seeded random initialisation, only when asked: --random-init or [net.<name>] init = "random").
+INIT = "init"
+INITS = ("pretrained", "random")
+
+
+def split_init(name: str, options: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(``init``, the net's own options) of a net's stage-one options."""
+    rest = dict(options)
+    init = rest.pop(INIT, "pretrained")
+    if init not in INITS:
+        raise ConfigError(f"[net.{name}] {INIT} = {init!r}: expected one of {list(INITS)}")
+    return init, rest
 
 
 def net_class(name: str) -> type[EmotionNet]:
@@ -78,7 +98,7 @@ def get_net(name: str, *, num_classes: int, weights: str | os.PathLike[str] | No
     net = cls(num_classes, **options)
     if weights is not None:
         net.load_weights(weights)
-        net.weights_sha256 = sha256_of(weights)
+        net.weights_sha256, net.weights_file = sha256_of(weights), os.path.basename(weights)
     return net
 
 

@@ -59,12 +59,14 @@ def _sample_clip(tmp: Path) -> Path:
 
 
 def _ours(source: Path) -> dict[str, np.ndarray]:
-    from mvemo.extract.audio import MelConfig, WaveformConfig, compute_audio_features
+    from mvemo.extract.audio import LogMelConfig, MelConfig, WaveformConfig, compute_audio_features
     from mvemo.extract.decode.audio import AudioWindow, decode_audio
     from mvemo.extract.lld import LldConfig
 
     decoded = decode_audio(source, AudioWindow())
-    return compute_audio_features(decoded, ("mel", "lld"), mel=MelConfig(), lld=LldConfig(), wave=WaveformConfig())
+    return compute_audio_features(
+        decoded, ("mel", "lld"), mel=MelConfig(), lld=LldConfig(), wave=WaveformConfig(), logmel=LogMelConfig()
+    )
 
 
 def _steps(source: Path) -> dict[str, Callable[[], Any]]:

@@ -23,10 +23,12 @@ from mvemo.extract.nets.base import EmotionNet
 from mvemo.extract.train import OptimizerConfig, autocast, embed_rows, kinds_of, resolve_device
 from mvemo.pipeline.bench.common import stand_in_manifest
 
-NETS = ("onedcnn", "twodcnn", "crnn", "c3d", "i3d")
+NETS = ("onedcnn", "twodcnn", "crnn", "musicnn", "msdvgg", "c3d", "i3d")
+MUSIC_ENCODERS = ("musicnn", "msdvgg")
 CACHED = {
     "waveform": ((480_000,), np.float16),
     "mel": ((96, 1876), np.float16),
+    "logmel": ((96, 1876), np.float32),
     "lld": ((1292, 63), np.float32),
     "frames112": ((32, 112, 112, 3), np.uint8),
     "frames224": ((32, 224, 224, 3), np.uint8),
@@ -100,6 +102,23 @@ def net_figures(net: EmotionNet, batch: int, device: torch.device, repeat: int) 
     }
 
 
+def encoder_cpu_figures(name: str, repeat: int = 3) -> dict[str, float]:
+    """ms of one 30-s clip's embedding (its ten 3-s patches through the net, pooled) on the CPU, on one thread and on
+    all of torch's threads."""
+    net = get_net(name, num_classes=NUM_CLASSES).eval()
+    (logmel,) = net.prepare(cached_batch("logmel", 1, np.random.default_rng(0)))
+    threads = torch.get_num_threads()
+    out = {}
+    for n in dict.fromkeys((1, threads)):
+        torch.set_num_threads(n)
+        try:
+            with torch.no_grad():
+                out[f"threads_{n}"] = round(time_ms(lambda: net.embed(logmel), torch.device("cpu"), repeat), 1)
+        finally:
+            torch.set_num_threads(threads)
+    return out
+
+
 def export_figures(
     name: str, device: torch.device, batch_sizes: tuple[int, ...], n_clips: int, folder: str | None
 ) -> dict[str, Any]:
@@ -144,6 +163,9 @@ def bench_extract(device: str = "auto", *, folder: str | None = None, nets: tupl
         figures["nets"][name] = net_figures(
             get_net(name, num_classes=NUM_CLASSES), batch, torch_device, repeat=5 if on_gpu else 2
         )
+    encoders = [name for name in MUSIC_ENCODERS if name in nets]
+    if encoders:
+        figures["music_encoders_cpu_ms_per_clip"] = {name: encoder_cpu_figures(name) for name in encoders}
     if on_gpu:
         figures["export_clips_per_s"] = {
             name: export_figures(name, torch_device, (8, 16, 32), 512, folder) for name in ("i3d", "c3d") if name in nets

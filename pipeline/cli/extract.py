@@ -19,12 +19,14 @@ if TYPE_CHECKING:
 @click.option(
     "--features",
     default=None,
-    help="Feature sets: waveform, mel, lld, frames224, frames112 (frames: both).  [default: mel,lld; with --nets, their inputs]",
+    help="Feature sets: waveform, mel, logmel, lld, frames224, frames112 (frames: both).  [default: mel,lld; with --nets,"
+    " their inputs]",
 )
 @click.option(
     "--nets",
     default=None,
-    help="Comma-separated nets whose embeddings to write: onedcnn, twodcnn, crnn, c3d, i3d, r3d_18, mc3_18, r2plus1d_18.",
+    help="Comma-separated nets whose embeddings to write: onedcnn, twodcnn, crnn, musicnn, msdvgg, c3d, i3d, r3d_18,"
+    " mc3_18, r2plus1d_18.",
 )
 @click.option(
     "--finetune",
@@ -47,13 +49,19 @@ if TYPE_CHECKING:
     type=click.Path(file_okay=False),
     help="Folder of pretrained weights (also $MVEMO_WEIGHTS, ~/.cache/mvemo/weights).",
 )
+@click.option(
+    "--random-init",
+    default=None,
+    help="Comma-separated nets to run from seeded random weights instead of their published ones (a net whose"
+    ' weights file is missing is an error otherwise; also [net.<name>] init = "random").',
+)
 @click.option("--recompute", multiple=True, help="Start this feature set over (repeatable), e.g. after changing its config.")
 @click.option(
     "--config",
     "config_path",
     default=None,
     type=click.Path(dir_okay=False),
-    help="TOML file with [audio], [mel], [lld], [waveform], [frames], [train], [optim.<net>] tables.",
+    help="TOML file with [audio], [mel], [logmel], [lld], [waveform], [frames], [train], [optim.<net>], [net.<name>] tables.",
 )
 @click.option(
     "--device",
@@ -76,8 +84,14 @@ def extract(ctx: click.Context, manifest_path: str, cache_path: str, **options: 
     from mvemo.pipeline.config import train_config
 
     manifest = read_manifest(manifest_path)  # a bad manifest stops here, before anything is written
-    nets = tuple(n.strip() for n in (options["nets"] or "").split(",") if n.strip())
-    training = train_config(options["config_path"], finetune=options["finetune"]) if options["finetune"] != "none" else None
+    nets = names(options["nets"])
+    options["random_init"] = names(options["random_init"])
+    finetune = options["finetune"]
+    training = (
+        train_config(options["config_path"], finetune=finetune, random_init=options["random_init"])
+        if finetune != "none"
+        else None
+    )
     if options["optimizer_study"] and not (nets and training):
         raise ConfigError("--optimizer-study fine-tunes nets: give --nets and --finetune last or full")
     if nets and not manifest.has_folds:  # before the lock and hours of features
@@ -92,6 +106,11 @@ def extract(ctx: click.Context, manifest_path: str, cache_path: str, **options: 
         ctx.exit(EXIT_CLIPS_FAILED)
 
 
+def names(text: str | None) -> tuple[str, ...]:
+    """A comma-separated list of names (None: none)."""
+    return tuple(n.strip() for n in (text or "").split(",") if n.strip())
+
+
 def _run(manifest: Manifest, cache_path: str, nets: tuple[str, ...], training: Any, options: dict[str, Any], lock: Any) -> Any:
     """Stage one (or, with --optimizer-study, its features and then the study), with its tables; returns its summary."""
     from mvemo.extract.stage import StageTime, extract_features, feature_names
@@ -99,7 +118,7 @@ def _run(manifest: Manifest, cache_path: str, nets: tuple[str, ...], training: A
     from mvemo.pipeline.executors import build_executor
     from mvemo.pipeline.tables import format_table
 
-    net_options = net_config(options["config_path"])
+    net_options = net_config(options["config_path"], options["random_init"])
     study = options["optimizer_study"]
     with build_executor(options["executor"], workers=options["workers"], scheduler=options["scheduler"]) as pool:
         summary = extract_features(

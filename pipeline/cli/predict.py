@@ -15,7 +15,18 @@ from mvemo.pipeline.cli.tools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand, e
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--manifest", "manifest_path", default=None, type=click.Path(dir_okay=False), help="Label the clips of this manifest (CSV or JSONL) instead of FILES.")  # fmt: skip
 @click.option("--csv", "csv_path", default=None, type=click.Path(dir_okay=False), help="Write one results CSV: a row per clip with its label, a probability per class, or its error.")  # fmt: skip
-@click.option("--model", "model_name", default=None, help="Saved fusion model to use.  [default: the best by cross-validation]")
+@click.option(
+    "--model",
+    "model_name",
+    default=None,
+    help="Saved fusion model to use.  [default: the integrated model, else the first saved]",
+)
+@click.option(
+    "--weights-dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Folder of the pretrained weights the model was trained with (also $MVEMO_WEIGHTS, ~/.cache/mvemo/weights).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {clip_id, file, model, label, probabilities, in_training} (or {clip_id, file, error}).")  # fmt: skip
 @executor_options
 @click.pass_context
@@ -26,6 +37,7 @@ def predict(
     manifest_path: str | None,
     csv_path: str | None,
     model_name: str | None,
+    weights_dir: str | None,
     as_json: bool,
     **options: Any,
 ) -> None:
@@ -46,7 +58,7 @@ def predict(
     # a missing file is one clip's failure, reported in its row, not the run's
     clips = list(read_manifest(manifest_path, check_files=False).clips) if manifest_path else [file_clip(f) for f in files]
     labels = {c.clip_id: c.label for c in clips if c.label}
-    predictor = Predictor(model_dir, model_name)
+    predictor = Predictor(model_dir, model_name, weights_dir)
     with build_executor(options["executor"], workers=options["workers"], scheduler=options["scheduler"]) as pool:
         stream = predictor.predict(clips, pool)
         if csv_path:

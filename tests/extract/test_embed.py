@@ -13,6 +13,7 @@ from mvemo.extract.embed import EmbedJob, embed_job, export_embeddings, input_ki
 from mvemo.extract.run import compute_feature_sets
 from mvemo.manifests import Clip, ConfigError, Manifest, write_manifest
 from mvemo.pipeline.cli.main import cli
+from tests.extract.test_finetune import RANDOM
 from tests.extract.test_run import CONFIGS
 
 
@@ -25,7 +26,7 @@ def test_embeddings_are_written_deterministic_and_tied_to_their_inputs(tmp_path:
     for run in ("a", "b"):
         cache = tmp_path / f"{run}.h5"
         compute_feature_sets(manifest, cache, ("mel", "lld", "waveform"), configs=CONFIGS)
-        summary = export_embeddings(manifest, cache, ["twodcnn", "onedcnn", "crnn"], weights_dir=tmp_path / "none")
+        summary = export_embeddings(manifest, cache, ["twodcnn", "onedcnn", "crnn"], net_options=RANDOM)
         assert summary.done == {"twodcnn": 4, "onedcnn": 4, "crnn": 4}
         assert any("random initialisation" in note for note in summary.notes)
         caches.append(cache)
@@ -34,7 +35,7 @@ def test_embeddings_are_written_deterministic_and_tied_to_their_inputs(tmp_path:
             np.testing.assert_array_equal(a.read_matrix(f"emb/{net}/all"), b.read_matrix(f"emb/{net}/all"))
             assert a.config(f"emb/{net}/all")["inputs"]
         assert a.status("emb/twodcnn/all")[4] == 3, "a clip without audio has no audio embedding (absent, not failed)"
-    again = export_embeddings(manifest, caches[0], ["twodcnn"])
+    again = export_embeddings(manifest, caches[0], ["twodcnn"], net_options=RANDOM)
     assert again.done["twodcnn"] == 4
 
 
@@ -50,7 +51,19 @@ def test_cli_nets_need_folds(tmp_path: Path, manifest: Manifest) -> None:
     result = CliRunner().invoke(cli, ["extract", str(unfolded), "--cache", str(cache), "--nets", "twodcnn"])
     assert result.exit_code == 2 and "mvemo manifest folds" in result.output
     result = CliRunner().invoke(
-        cli, ["extract", str(path), "--cache", str(cache), "--nets", "twodcnn,onedcnn", "--config", str(config)]
+        cli,
+        [
+            "extract",
+            str(path),
+            "--cache",
+            str(cache),
+            "--nets",
+            "twodcnn,onedcnn",
+            "--config",
+            str(config),
+            "--random-init",
+            "twodcnn",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "emb/twodcnn/all: 4 clips" in result.output
@@ -63,7 +76,9 @@ def test_config_net_tables_set_a_nets_options_and_inputs(tmp_path: Path, manifes
     path = write_manifest(manifest, tmp_path / "m.csv")
     cache = tmp_path / "cache.h5"
     config = tmp_path / "c.toml"
-    config.write_text('[audio]\nduration_s = 1.0\n[frames]\nn_frames = 4\n[net.i3d]\npool = "global"\nframes = "frames112"\n')
+    config.write_text(
+        '[audio]\nduration_s = 1.0\n[frames]\nn_frames = 4\n[net.i3d]\npool = "global"\nframes = "frames112"\ninit = "random"\n'
+    )
     result = CliRunner().invoke(cli, ["extract", str(path), "--cache", str(cache), "--nets", "i3d", "--config", str(config)])
     assert result.exit_code == 0, result.output
     with Cache(cache) as reader:
@@ -94,16 +109,67 @@ def test_a_lost_job_fails_its_clips_and_any_other_job_error_stops_the_run(tmp_pa
     cache, other = tmp_path / "c.h5", tmp_path / "other.h5"
     for path in (cache, other):
         compute_feature_sets(manifest, path, ("mel",), configs=CONFIGS)
-    lost = export_embeddings(manifest, cache, ["twodcnn"], executor=ReplyingExecutor(BrokenProcessPool("worker died")))
+    lost = export_embeddings(
+        manifest, cache, ["twodcnn"], net_options=RANDOM, executor=ReplyingExecutor(BrokenProcessPool("worker died"))
+    )
     assert lost.done == {"twodcnn": 0} and len(lost.failed["twodcnn"]) == 4
     assert "embedding job was lost (BrokenProcessPool: worker died)" in lost.failed["twodcnn"]["c0"]
     with pytest.raises(ConfigError, match="batch size"):
         export_embeddings(
-            manifest, other, ["twodcnn"], executor=ReplyingExecutor(ConfigError("out of memory: set a smaller batch size"))
+            manifest,
+            other,
+            ["twodcnn"],
+            net_options=RANDOM,
+            executor=ReplyingExecutor(ConfigError("out of memory: set a smaller batch size")),
         )
 
 
 def test_a_worker_that_finds_other_pretrained_weights_refuses_its_job() -> None:
-    job = EmbedJob("unused.h5", "twodcnn", 2, None, "0123456789abcdef", 0, (), np.arange(2), 1, "cpu")
+    job = EmbedJob("unused.h5", "twodcnn", 2, None, "0123456789abcdef", 0, (("init", "random"),), np.arange(2), 1, "cpu")
     with pytest.raises(ConfigError, match=r"found pretrained weights of sha256 \(none\), the run started from 0123456789ab"):
         embed_job(job)
+
+
+def test_a_net_whose_weights_are_missing_stops_the_run_unless_random_init_is_asked(tmp_path: Path, manifest: Manifest) -> None:
+    path = write_manifest(manifest, tmp_path / "m.csv")
+    config = tmp_path / "c.toml"
+    config.write_text("[audio]\nduration_s = 1.0\n")
+    cache = tmp_path / "cache.h5"
+    args = ["extract", str(path), "--cache", str(cache), "--nets", "twodcnn,onedcnn", "--config", str(config)]
+    refused = CliRunner().invoke(cli, [*args, "--weights-dir", str(tmp_path / "empty")])
+    assert refused.exit_code == 2 and "Traceback" not in refused.output
+    message = " ".join(refused.output.split())
+    assert "weights 'choi_compact_cnn_msd.h5' not found: looked for" in message
+    assert (
+        str(tmp_path / "empty" / "choi_compact_cnn_msd.h5") in message
+        and ".cache/mvemo/weights/choi_compact_cnn_msd.h5" in message
+    )
+    assert "mvemo weights fetch choi_compact_cnn_msd.h5" in message and "--random-init twodcnn" in message
+    asked = CliRunner().invoke(cli, [*args, "--random-init", "twodcnn"])
+    assert asked.exit_code == 0, asked.output
+    assert "twodcnn: random initialisation (seed 0; asked (--random-init))" in asked.output
+    assert "onedcnn: random initialisation (seed 0; it has no published weights)" in asked.output
+    with Cache(cache) as reader:
+        assert reader.weights_sha256("emb/twodcnn/all") == "" and reader.weights_file("emb/twodcnn/all") == ""
+    config.write_text('[audio]\nduration_s = 1.0\n[net.twodcnn]\ninit = "random"\n')
+    again = CliRunner().invoke(cli, args)
+    assert again.exit_code == 0 and "emb/twodcnn/all: 4 clips" in again.output
+    config.write_text('[audio]\nduration_s = 1.0\n[net.twodcnn]\ninit = "xavier"\n')
+    wrong = CliRunner().invoke(cli, args)
+    assert wrong.exit_code == 2 and "[net.twodcnn] init = 'xavier': expected one of ['pretrained', 'random']" in wrong.output
+
+
+def test_recomputing_with_other_weights_says_what_changes(tmp_path: Path, manifest: Manifest) -> None:
+    from tests.extract.test_nets_pretrained import choi_path
+
+    weights = choi_path().parent
+    cache = tmp_path / "c.h5"
+    compute_feature_sets(manifest, cache, ("mel",), configs=CONFIGS)
+    export_embeddings(manifest, cache, ["twodcnn"], net_options=RANDOM)
+    summary = export_embeddings(manifest, cache, ["twodcnn"], weights_dir=weights, recompute=["emb/twodcnn/all"])
+    assert (
+        "emb/twodcnn/all: recomputed with other weights: random init before, choi_compact_cnn_msd.h5 (sha256 42e791b8c1b4) now"
+        in summary.notes
+    )
+    with Cache(cache) as reader:
+        assert reader.weights_file("emb/twodcnn/all") == "choi_compact_cnn_msd.h5"

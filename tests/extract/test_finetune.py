@@ -28,7 +28,9 @@ from mvemo.pipeline.optimizer_study import study_folder
 from tests.conftest import write_tiny
 from tests.extract.test_run import CONFIGS
 
-CONFIG = TrainConfig(finetune="last", max_epochs=2, patience=1, batch_size=4, validation_share=0.25)
+# No weights are installed for tests: the 2D CNN starts from random weights, asked for.
+RANDOM = {"twodcnn": {"init": "random"}}
+CONFIG = TrainConfig(finetune="last", max_epochs=2, patience=1, batch_size=4, validation_share=0.25, net_options=RANDOM)
 
 
 @pytest.fixture(scope="module")
@@ -139,13 +141,14 @@ def test_cli_fine_tunes_with_the_config_files_training_tables(tmp_path: Path, ma
     )
     cache = tmp_path / "cache.h5"
     args = ["extract", str(path), "--cache", str(cache), "--nets", "twodcnn", "--finetune", "full", "--config", str(config)]
+    args += ["--random-init", "twodcnn"]
     result = CliRunner().invoke(cli, [*args, "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert "emb/twodcnn/fold2: 12 clips" in result.output and "validation accuracy" in result.output
     with Cache(cache) as reader:
         train = reader.config("emb/twodcnn/fold0")["training"]["train"]
         assert train["optimizer"] == {"name": "adam", "lr": 1e-4, "momentum": 0.0} and train["max_epochs"] == 1
-        assert train["net_options"] == {"activation": "elu"}
+        assert train["net_options"] == {"activation": "elu", "init": "random"}
         assert reader.config("emb/twodcnn/fold0")["activation"] == "elu", "the config's option beats fine-tuning's ReLU"
     config.write_text("[optim.twodcnm]\nlr = 1e-4\n")  # refused before any work, even the features
     result = CliRunner().invoke(cli, args)
@@ -214,6 +217,7 @@ def test_optimizer_study_reports_each_optimizer_of_table_2_and_writes_no_embeddi
     config.write_text("[audio]\nduration_s = 1.0\n[train]\nmax_epochs = 1\nvalidation_share = 0.25\n")
     cache = tmp_path / "cache.h5"
     args = ["extract", str(path), "--cache", str(cache), "--nets", "twodcnn", "--config", str(config), "--optimizer-study"]
+    args += ["--random-init", "twodcnn"]
     refused = CliRunner().invoke(cli, args)
     assert refused.exit_code == 2 and "--finetune last or full" in refused.output
     result = CliRunner().invoke(cli, [*args, "--finetune", "last", "--device", "cpu"])

@@ -7,9 +7,8 @@ import pytest
 from click.testing import CliRunner
 
 from mvemo.cache.read import Cache
-from mvemo.extract.audio import MelConfig, WaveformConfig
+from mvemo.extract.audio import MelConfig
 from mvemo.extract.decode.audio import AudioWindow
-from mvemo.extract.lld import LldConfig
 from mvemo.extract.run import FeatureConfigs, compute_feature_sets, parse_features
 from mvemo.extract.video import FrameConfig
 from mvemo.manifests import Clip, ConfigError, Manifest, write_manifest
@@ -17,9 +16,7 @@ from mvemo.pipeline.cli.main import cli
 from tests.conftest import write_tiny
 
 WINDOW = AudioWindow(duration_s=1.0)
-CONFIGS = FeatureConfigs(
-    mel=MelConfig(audio_window=WINDOW), lld=LldConfig(audio_window=WINDOW), waveform=WaveformConfig(audio_window=WINDOW)
-)
+CONFIGS = FeatureConfigs.of_window(WINDOW, frames=FrameConfig())
 
 
 @pytest.fixture
@@ -55,7 +52,7 @@ def test_features_are_computed_bad_clips_recorded_and_reruns_skip(tmp_path: Path
 def test_a_changed_config_is_refused_until_recomputed(tmp_path: Path, manifest: Manifest) -> None:
     cache = tmp_path / "c.h5"
     compute_feature_sets(manifest, cache, ("mel",), configs=CONFIGS)
-    changed = FeatureConfigs(mel=MelConfig(audio_window=WINDOW, n_mels=64), lld=CONFIGS.lld, waveform=CONFIGS.waveform)
+    changed = FeatureConfigs.of_window(WINDOW, frames=FrameConfig(), mel=MelConfig(audio_window=WINDOW, n_mels=64))
     with pytest.raises(Exception, match=r"differing: config\.n_mels.*--recompute mel"):
         compute_feature_sets(manifest, cache, ("mel",), configs=changed)
     summary = compute_feature_sets(manifest, cache, ("mel",), configs=changed, recompute=["mel"])
@@ -83,9 +80,7 @@ def test_frames_of_video_clips_absent_for_audio_only_and_failed_without_a_video_
 ) -> None:
     song = write_tiny(tmp_path / "song.wav", video=False)
     clips = (*manifest.clips, Clip("song", "b", audio=song), Clip("not-a-video", "a", video=song, audio=song))
-    configs = FeatureConfigs(
-        mel=CONFIGS.mel, lld=CONFIGS.lld, waveform=CONFIGS.waveform, frames=FrameConfig(n_frames=4, window_duration_s=1.0)
-    )
+    configs = FeatureConfigs.of_window(WINDOW, frames=FrameConfig(n_frames=4, window_duration_s=1.0))
     summary = compute_feature_sets(
         Manifest(manifest.classes, clips), tmp_path / "c.h5", parse_features("frames,mel"), configs=configs
     )

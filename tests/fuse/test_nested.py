@@ -183,3 +183,32 @@ def test_a_repeat_never_repeats_the_manifests_split(tmp_path: Path) -> None:
     result = cross_validate(cache, repeats=3)
     splits = {frozenset(frozenset(np.flatnonzero(f == k).tolist()) for k in range(3)) for f in result.repeat_folds}
     assert len(splits) == 3, "the manifest's folds were drawn with seed 1: repeat 1 takes another seed"
+
+
+def test_a_set_of_tag_probabilities_gives_each_clips_top_tags(tmp_path: Path) -> None:
+    from mvemo.cache.layout import FeatureSpec
+    from mvemo.cache.store import CacheWriter
+    from mvemo.manifests import Clip, Manifest
+
+    media = tmp_path / "media"
+    media.mkdir()
+    clips = []
+    for i in range(12):
+        (media / f"{i}.wav").write_bytes(bytes([i]))
+        clips.append(Clip(f"c{i}", CLASSES[i % 3], audio=media / f"{i}.wav", fold=(i // 3) % 2))
+    tags = ("rock", "jazz", "sad", "happy")
+    proba = np.tile(np.array([0.1, 0.9, 0.5, 0.2], dtype=np.float32), (12, 1))
+    proba[:, 0] += np.arange(12) / 10  # rock rises clip by clip
+    spec = FeatureSpec(
+        "emb/musicnn/all", (4,), "float32", "t", "1", {"layer": "taggram"}, "sha", columns=tuple(f"{t} (mean)" for t in tags)
+    )
+    cache = tmp_path / "c.h5"
+    with CacheWriter(cache, Manifest(CLASSES, tuple(clips))) as writer:
+        writer.prepare([spec])
+        writer.write("emb/musicnn/all", range(12), proba)
+    document = run_cv(cache, tmp_path / "r", models="musicnn")
+    with (tmp_path / "r" / document["tags"]).open() as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0] == {"clip_id": "c0", "emb/musicnn/all": "jazz 0.90; sad 0.50; happy 0.20"}
+    assert rows[11]["emb/musicnn/all"] == "rock 1.20; jazz 0.90; sad 0.50"
+    assert "top Million Song Dataset tags: [tags.csv]" in (tmp_path / "r" / "report.md").read_text()

@@ -19,7 +19,7 @@ from mvemo.manifests.folds import fold_table
 from mvemo.manifests.synthetic import DEMO_CLASSES
 from mvemo.pipeline.cli.main import cli
 from mvemo.pipeline.demo import DEMO_NETS
-from tests.conftest import write_tiny
+from tests.conftest import SHARED, write_tiny
 
 
 @pytest.fixture(scope="module")
@@ -145,20 +145,31 @@ def test_predict_refuses_a_model_whose_features_or_weights_differ(tiny_demo: Pat
     import shutil
 
     clip = str(next((tiny_demo / "data").glob("Sad/*.mp4")))
-    for change, message in [
-        (lambda s: s["config"]["inputs"].update(mel="0" * 64), "the saved model's mel config has fingerprint 000000000000"),
-        (lambda s: s.update(weights_sha256="f" * 64), "twodcnn was computed with weights of sha256 ffffffffffff"),
+    weights = SHARED / "weights"
+    cases = [
+        (lambda s: s["config"]["inputs"].update(mel="0" * 64), (), "the saved model's mel config has fingerprint 000000000000"),
+        (lambda s: s.update(weights_sha256="f" * 64), (), "weights 'choi_compact_cnn_msd.h5' not found: looked for"),
         (
             lambda s: s["input_configs"]["mel"].update(window=s["input_configs"]["mel"].pop("audio_window")),
+            (),
             "the mel config holds keys ['window'] this version does not know",
         ),
-    ]:
+    ]
+    if (weights / "choi_compact_cnn_msd.h5").is_file():
+        cases.append(
+            (
+                lambda s: s.update(weights_sha256="f" * 64),
+                ("--weights-dir", str(weights)),
+                "twodcnn was computed with weights of sha256 ffffffffffff, the file found has 42e791b8c1b4",
+            )
+        )
+    for change, options, message in cases:
         folder = tmp_path / "model"
         shutil.rmtree(folder, ignore_errors=True)
         shutil.copytree(tiny_demo / "model", folder)
         document = json.loads((folder / "model.json").read_text())
         change(document["models"]["twodcnn"]["feature_sets"]["emb/twodcnn/all"])
         (folder / "model.json").write_text(json.dumps(document))
-        result = CliRunner().invoke(cli, ["predict", str(folder), clip, "--model", "twodcnn"])
-        assert result.exit_code == 2 and message in result.output, result.output
+        result = CliRunner().invoke(cli, ["predict", str(folder), clip, "--model", "twodcnn", *options])
+        assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
         assert "Traceback" not in result.output

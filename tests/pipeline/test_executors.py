@@ -14,6 +14,7 @@ from mvemo.extract.run import compute_feature_sets
 from mvemo.manifests import Clip, ConfigError, Manifest
 from mvemo.pipeline.executors import build_executor
 from tests.conftest import write_tiny
+from tests.extract.test_finetune import RANDOM
 from tests.extract.test_run import CONFIGS
 
 pytest.importorskip("distributed")
@@ -162,22 +163,18 @@ def test_dask_embeddings_equal_serial_even_when_a_worker_dies(tmp_path: Path, ma
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as on the cluster's workers: the same float sums
     try:
-        export_embeddings(manifest, caches["serial"], nets, weights_dir=tmp_path / "none", batch_size=1)
+        export_embeddings(manifest, caches["serial"], nets, net_options=RANDOM, batch_size=1)
     finally:
         torch.set_num_threads(threads)
     monkeypatch.setattr(mvemo.extract.embed, "BATCHES_PER_JOB", 2)  # three jobs of two clips per net
     marker = str(tmp_path / "killed-once")
     with build_executor("dask", workers=2) as executor:
-        export_embeddings(manifest, caches["dask"], nets, weights_dir=tmp_path / "none", batch_size=1, executor=executor)
+        export_embeddings(manifest, caches["dask"], nets, net_options=RANDOM, batch_size=1, executor=executor)
         monkeypatch.setattr(mvemo.extract.embed, "embed_job", lambda job: embed_or_die(job, marker, always=False))
-        killed = export_embeddings(
-            manifest, caches["killed"], nets, weights_dir=tmp_path / "none", batch_size=1, executor=executor
-        )
+        killed = export_embeddings(manifest, caches["killed"], nets, net_options=RANDOM, batch_size=1, executor=executor)
         assert os.path.exists(marker), "a worker was killed mid-job"
         monkeypatch.setattr(mvemo.extract.embed, "embed_job", lambda job: embed_or_die(job, marker, always=True))
-        doomed = export_embeddings(
-            manifest, caches["doomed"], ["onedcnn"], weights_dir=tmp_path / "none", batch_size=1, executor=executor
-        )
+        doomed = export_embeddings(manifest, caches["doomed"], ["onedcnn"], batch_size=1, executor=executor)
     assert killed.done == {"onedcnn": 6, "twodcnn": 6} and not any(killed.failed.values())
     assert doomed.done["onedcnn"] == 4 and set(doomed.failed["onedcnn"]) == {"c2", "c3"}
     assert "embedding job was lost" in doomed.failed["onedcnn"]["c2"]

@@ -1,0 +1,103 @@
+"""musicnn and its VGG: parity with the musicnn 0.1.0 package's intermediates, the log-mel they read, the clip pooling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mvemo.extract.audio import LogMelConfig, log_mel_spectrogram
+from mvemo.extract.nets import get_net
+from mvemo.extract.nets.musicnn import PATCH_FRAMES
+from mvemo.extract.weights import KNOWN, WeightsError, sha256_of
+from tests.conftest import SHARED
+
+WEIGHTS = SHARED / "weights"
+REFERENCE = WEIGHTS / "reference" / "musicnn_msd_reference.npz"
+FILES = {"musicnn": "musicnn_msd_musicnn.npz", "msdvgg": "musicnn_msd_vgg.npz"}
+PREFIX = {"musicnn": "musicnn", "msdvgg": "vgg"}
+
+
+def shared(path: Path) -> Path:
+    if not path.is_file():
+        pytest.skip(f"{path} is absent (a clone without ../shared)")
+    return path
+
+
+def relative_error(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a.astype(np.float64) - b) / np.linalg.norm(b))
+
+
+def test_the_log_mel_of_the_reference_waveform_matches_the_package_in_float32() -> None:
+    reference = np.load(shared(REFERENCE), allow_pickle=False)
+    logmel = log_mel_spectrogram(reference["waveform_16k"], LogMelConfig())
+    assert logmel.shape == (96, 1876) and logmel.dtype == np.float32
+    assert relative_error(logmel.T, reference["logmel"]) < 1e-4
+    loud = np.full(16000, 1.3, dtype=np.float32)  # float16 power overflowed to inf in the original
+    assert np.isfinite(log_mel_spectrogram(loud, LogMelConfig())).all()
+
+
+@pytest.mark.parametrize("name", ["musicnn", "msdvgg"])
+def test_every_intermediate_matches_the_package(name: str) -> None:
+    reference = np.load(shared(REFERENCE), allow_pickle=False)
+    net = get_net(name, num_classes=6, weights=shared(WEIGHTS / FILES[name])).eval()
+    assert net.weights_sha256 == KNOWN[FILES[name]].sha256
+    with torch.no_grad():
+        layers = net.patches.layers(torch.from_numpy(reference["input"]))
+    keys = [k for k in reference.files if k.startswith(f"{PREFIX[name]}/")]
+    assert len(keys) >= 7
+    for key in keys:
+        expected = reference[key]
+        got = layers[key.split("/")[1]].numpy().reshape(expected.shape)
+        assert relative_error(got, expected) < 1e-4, key
+
+
+@pytest.mark.parametrize(
+    ("name", "layer", "dim"), [("musicnn", "penultimate", 200), ("musicnn", "taggram", 50), ("msdvgg", "pool5", 256)]
+)
+def test_a_clip_pools_its_patches_layer(name: str, layer: str, dim: int) -> None:
+    torch.manual_seed(0)
+    logmel = torch.rand(2, 96, 1876) * 4
+    nets = {pool: get_net(name, num_classes=3, layer=layer, pool=pool).eval() for pool in ("mean", "max", "meanmax")}
+    for net in nets.values():
+        net.patches.load_state_dict(nets["mean"].patches.state_dict())
+    with torch.no_grad():
+        patches = (
+            logmel[:, :, : 10 * PATCH_FRAMES].reshape(2, 96, 10, PATCH_FRAMES).permute(0, 2, 3, 1).reshape(20, PATCH_FRAMES, 96)
+        )
+        key = "pool5_flat" if layer == "pool5" else layer
+        per_patch = nets["mean"].patches.layers(patches)[key].reshape(2, 10, dim)
+        embedded = {pool: net.embed(*net.prepare(logmel.numpy())) for pool, net in nets.items()}
+    torch.testing.assert_close(embedded["mean"], per_patch.mean(dim=1), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(embedded["max"], per_patch.amax(dim=1), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(embedded["meanmax"], torch.cat([embedded["mean"], embedded["max"]], dim=1))
+    assert nets["meanmax"].embedding_dim == 2 * dim and nets["meanmax"](*nets["meanmax"].prepare(logmel.numpy())).shape == (2, 3)
+    with torch.no_grad():
+        short = nets["mean"].embed(*nets["mean"].prepare(logmel[:, :, :100].numpy()))
+    assert short.shape == (2, dim) and torch.isfinite(short).all(), "a clip shorter than a patch is zero-padded to one"
+
+
+def test_options_and_files_that_do_not_fit_are_refused(tmp_path: Path) -> None:
+    from mvemo.manifests import ConfigError
+
+    with pytest.raises(ConfigError, match=r"musicnn layer='pool5': expected one of \['penultimate'"):
+        get_net("musicnn", num_classes=2, layer="pool5")
+    with pytest.raises(ConfigError, match=r"msdvgg pool='median'"):
+        get_net("msdvgg", num_classes=2, pool="median")
+    vgg = shared(WEIGHTS / FILES["msdvgg"])
+    with pytest.raises(WeightsError, match=r"no array 'conv2d/kernel'; musicnn loads musicnn_msd_musicnn.npz"):
+        get_net("musicnn", num_classes=2, weights=vgg)
+    assert sha256_of(vgg) == KNOWN[FILES["msdvgg"]].sha256
+
+
+def test_the_tag_probabilities_are_named_columns() -> None:
+    from mvemo.extract.nets.musicnn import MSD_TAGS
+
+    net = get_net("musicnn", num_classes=2, layer="taggram", pool="meanmax")
+    assert len(net.columns) == net.embedding_dim == 100 and net.columns[0] == "rock (mean)" and net.columns[50] == "rock (max)"
+    assert get_net("musicnn", num_classes=2).columns == () and len(MSD_TAGS) == 50
+    tags = SHARED / "weights" / "msd50_tags.txt"
+    if tags.is_file():
+        assert tuple(tags.read_text().split("\n")[:50]) == MSD_TAGS
