@@ -14,7 +14,7 @@ install: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -qq $(TORCH_PINS) -e '.[dev,dask]'
+	$(BIN)/python -m pip install -qq $(TORCH_PINS) -e '.[dev,dask,opensmile]'
 	touch $@
 
 test: install
@@ -49,6 +49,7 @@ dist: install
 # docs/cli.md, the command-line reference, rendered from the click commands (a test compares the two).
 docs: install
 	$(BIN)/python -m mvemo.pipeline.cli.reference > docs/cli.md.tmp && mv docs/cli.md.tmp docs/cli.md
+	$(BIN)/python -m mvemo.pipeline.descriptor_reference > docs/descriptors.md.tmp && mv docs/descriptors.md.tmp docs/descriptors.md
 
 # Stage one and two on your own data: make extract MANIFEST=m.csv CACHE=c.h5 [NETS=... FINETUNE=none|last|full];
 # make fuse CACHE=c.h5 OUT=reports
@@ -60,7 +61,7 @@ NETS ?= onedcnn,twodcnn,c3d,i3d,crnn
 FINETUNE ?= full
 
 extract: install
-	$(BIN)/mvemo extract $(MANIFEST) --cache $(CACHE) --features mel,lld --nets $(NETS) --finetune $(FINETUNE)
+	$(BIN)/mvemo extract $(MANIFEST) --cache $(CACHE) --features mel,lld,descriptors --nets $(NETS) --finetune $(FINETUNE)
 
 fuse: install
 	$(BIN)/mvemo fuse $(CACHE) --out $(OUT)

@@ -1,4 +1,5 @@
-"""Audio features of papers 001 and 003: waveform and mel spectrogram, and the pass that computes them with the LLDs.
+"""Audio features: waveform and mel spectrogram (papers 001 and 003), log-mel (the MSD encoders), and the pass that
+computes them with the LLDs, the descriptors and the openSMILE sets.
 
 All configs are frozen dataclasses validated on construction; their fields go
 into the cache's fingerprints.
@@ -7,6 +8,7 @@ into the cache's fingerprints.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -14,12 +16,14 @@ import numpy as np
 
 from mvemo.cache.layout import FeatureSpec
 from mvemo.extract.decode.audio import AudioWindow, Decoded, resample_exact
+from mvemo.extract.descriptors import DescriptorConfig, descriptors
 from mvemo.extract.lld import LldConfig, low_level_descriptors
+from mvemo.extract.smile import CompareConfig, EgemapsConfig, smile_columns, smile_features, smile_version
 from mvemo.extract.spectra import DB_AMIN, mel_filterbank, n_frames, power_blocks
 from mvemo.manifests.errors import ConfigError, require
 
 # Raised whenever a change moves a feature's values: its rows of another version then fail the fingerprint.
-EXTRACTOR_VERSIONS = {"waveform": "3", "mel": "3", "lld": "4", "logmel": "1"}
+EXTRACTOR_VERSIONS = {"waveform": "3", "mel": "3", "lld": "4", "logmel": "1", "descriptors": "1", "egemaps": "1", "compare": "1"}
 
 
 @dataclass(frozen=True)
@@ -120,11 +124,11 @@ def config_dict(config: object) -> dict:
     return asdict(config)  # type: ignore[call-overload]
 
 
-def config_from_dict(cls: type, data: dict) -> Any:
-    """The inverse of ``config_dict`` for the audio configs (their nested ``AudioWindow`` included).
+def config_from_dict(name: str, data: dict) -> Any:
+    """The inverse of ``config_dict`` for the config of audio set ``name`` (its nested ``AudioWindow`` included).
 
     A key the config does not have (a config stored by another mvemo version) raises ``ConfigError``."""
-    name = cls.__name__.removesuffix("Config").lower()
+    cls = AUDIO_CONFIGS[name]
     unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
     if unknown:
         raise ConfigError(
@@ -163,61 +167,47 @@ def log_mel_spectrogram(y: np.ndarray, config: LogMelConfig) -> np.ndarray:
     return np.log10(10000.0 * mel.T + 1.0, dtype=np.float32)
 
 
-def feature_specs(
-    mel: MelConfig | None = None,
-    lld: LldConfig | None = None,
-    wave: WaveformConfig | None = None,
-    logmel: LogMelConfig | None = None,
-) -> list[FeatureSpec]:
-    """The cache's feature sets for the audio configs given."""
-    specs = []
-    if wave is not None:
-        specs.append(
-            FeatureSpec(
-                "waveform", (wave.n_samples,), wave.dtype, "mvemo.waveform", EXTRACTOR_VERSIONS["waveform"], config_dict(wave)
-            )
-        )
-    if mel is not None:
-        specs.append(
-            FeatureSpec("mel", (mel.n_mels, mel.n_frames), mel.dtype, "mvemo.mel", EXTRACTOR_VERSIONS["mel"], config_dict(mel))
-        )
-    if logmel is not None:
-        shape = (logmel.n_mels, logmel.n_frames)
-        version = EXTRACTOR_VERSIONS["logmel"]
-        specs.append(FeatureSpec("logmel", shape, logmel.dtype, "mvemo.logmel", version, config_dict(logmel)))
-    if lld is not None:
-        specs.append(
-            FeatureSpec(
-                "lld",
-                (lld.n_frames, len(lld.columns)),
-                "float32",
-                "mvemo.lld",
-                EXTRACTOR_VERSIONS["lld"],
-                config_dict(lld),
-                columns=lld.columns,
-                variable_length=True,
-            )
-        )
-    return specs
+def feature_specs(configs: Mapping[str, Any]) -> list[FeatureSpec]:
+    """The cache's feature sets of the audio ``configs``, by set name."""
+    return [_spec(name, config) for name, config in configs.items()]
 
 
-AUDIO_FEATURES = ("waveform", "mel", "logmel", "lld")
-AUDIO_CONFIGS = {"waveform": WaveformConfig, "mel": MelConfig, "logmel": LogMelConfig, "lld": LldConfig}
+def _spec(name: str, config: Any) -> FeatureSpec:
+    extractor, version, record = f"mvemo.{name}", EXTRACTOR_VERSIONS[name], config_dict(config)
+    if name == "waveform":
+        return FeatureSpec(name, (config.n_samples,), config.dtype, extractor, version, record)
+    if name in ("mel", "logmel"):
+        return FeatureSpec(name, (config.n_mels, config.n_frames), config.dtype, extractor, version, record)
+    if name == "lld":
+        shape = (config.n_frames, len(config.columns))
+        return FeatureSpec(name, shape, "float32", extractor, version, record, columns=config.columns, variable_length=True)
+    if name == "descriptors":
+        return FeatureSpec(name, (len(config.columns),), "float32", extractor, version, record, columns=config.columns)
+    columns = smile_columns(config)
+    return FeatureSpec(
+        name, (len(columns),), "float32", extractor, f"{version}+opensmile{smile_version()}", record, columns=columns
+    )
 
 
-def compute_audio_features(
-    decoded: Decoded,
-    names: tuple[str, ...],
-    *,
-    mel: MelConfig,
-    lld: LldConfig,
-    wave: WaveformConfig,
-    logmel: LogMelConfig,
-) -> dict[str, np.ndarray]:
-    """The requested audio feature sets of one decoded clip, as cached (dtype cast, LLD cut to its valid frames).
+AUDIO_CONFIGS: dict[str, type] = {
+    "waveform": WaveformConfig,
+    "mel": MelConfig,
+    "logmel": LogMelConfig,
+    "lld": LldConfig,
+    "descriptors": DescriptorConfig,
+    "egemaps": EgemapsConfig,
+    "compare": CompareConfig,
+}
+AUDIO_FEATURES = tuple(AUDIO_CONFIGS)
 
-    Each target rate is resampled once and shared (the 16 kHz copy feeds the
-    waveform, both mel spectrograms and the LPC analysis).
+
+def compute_audio_features(decoded: Decoded, names: tuple[str, ...], configs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The requested audio feature sets of one decoded clip, as cached (dtype cast, LLD cut to its valid frames),
+    from ``configs`` by set name.
+
+    Each target rate is resampled once and shared (the 16 kHz copy feeds the waveform, both mel spectrograms,
+    the LPC analysis and the descriptors). The clip-level sets (``descriptors``, ``egemaps``, ``compare``) read
+    only the audio the file has, not the window's zero padding.
     """
     copies: dict[int, np.ndarray] = {}
 
@@ -226,16 +216,25 @@ def compute_audio_features(
             copies[sr] = resample_exact(decoded.y, decoded.sr, sr, window.n_samples(sr))
         return copies[sr]
 
+    def real(sr: int, window: AudioWindow) -> np.ndarray:
+        return at(sr, window)[: int(np.ceil(min(decoded.valid_s, window.duration_s) * sr))]
+
     out: dict[str, np.ndarray] = {}
-    if "waveform" in names:
-        out["waveform"] = at(wave.sample_rate_hz, wave.audio_window).astype(wave.dtype)
-    if "mel" in names:
-        out["mel"] = mel_spectrogram(at(mel.sample_rate_hz, mel.audio_window), mel).astype(mel.dtype)
-    if "logmel" in names:
-        out["logmel"] = log_mel_spectrogram(at(logmel.sample_rate_hz, logmel.audio_window), logmel).astype(logmel.dtype)
-    if "lld" in names:
-        window = lld.audio_window
-        values = low_level_descriptors(at(lld.sample_rate_hz, window), at(lld.lpc_sample_rate_hz, window), lld)
-        valid = int(np.ceil(min(decoded.valid_s, window.duration_s) * lld.sample_rate_hz / lld.hop_length))
-        out["lld"] = values[: max(1, min(valid, lld.n_frames))]
+    for name in names:
+        config = configs[name]
+        window = config.audio_window
+        if name == "waveform":
+            out[name] = at(config.sample_rate_hz, window).astype(config.dtype)
+        elif name == "mel":
+            out[name] = mel_spectrogram(at(config.sample_rate_hz, window), config).astype(config.dtype)
+        elif name == "logmel":
+            out[name] = log_mel_spectrogram(at(config.sample_rate_hz, window), config).astype(config.dtype)
+        elif name == "lld":
+            values = low_level_descriptors(at(config.sample_rate_hz, window), at(config.lpc_sample_rate_hz, window), config)
+            valid = int(np.ceil(min(decoded.valid_s, window.duration_s) * config.sample_rate_hz / config.hop_length))
+            out[name] = values[: max(1, min(valid, config.n_frames))]
+        elif name == "descriptors":
+            out[name] = descriptors(real(config.sample_rate_hz, window), config)
+        else:
+            out[name] = smile_features(real(config.sample_rate_hz, window), config)
     return out

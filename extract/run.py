@@ -36,7 +36,9 @@ from mvemo.extract.audio import (
 )
 from mvemo.extract.decode.audio import AudioWindow
 from mvemo.extract.decode.worker import read_audio
+from mvemo.extract.descriptors import DescriptorConfig
 from mvemo.extract.lld import LldConfig
+from mvemo.extract.smile import CompareConfig, EgemapsConfig
 from mvemo.extract.video import VIDEO_FEATURES, FrameConfig, compute_video_features, video_feature_specs
 from mvemo.manifests.errors import ConfigError, MvemoError, is_number
 from mvemo.manifests.executor import Executor, Progress
@@ -61,16 +63,28 @@ class FeatureConfigs:
     frames: FrameConfig = field(default_factory=FrameConfig)
     audio_timeout_s: float | None = 60.0
     logmel: LogMelConfig = field(default_factory=LogMelConfig)
+    descriptors: DescriptorConfig = field(default_factory=DescriptorConfig)
+    egemaps: EgemapsConfig = field(default_factory=EgemapsConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
 
     def __post_init__(self) -> None:
         timeout = self.audio_timeout_s
         if timeout is not None and not (is_number(timeout) and timeout > 0):
             raise ConfigError(f"[audio] timeout_s={timeout!r}: expected seconds > 0")
-        windows = {self.mel.audio_window, self.lld.audio_window, self.waveform.audio_window, self.logmel.audio_window}
+        windows = {config.audio_window for config in self.audio.values()}
         if len(windows) > 1:
             raise ConfigError(
-                f"mel, logmel, lld and waveform must analyse the same audio window, got {sorted(map(str, windows))}"
+                f"the audio sets {list(AUDIO_FEATURES)} must analyse the same audio window, got {sorted(map(str, windows))}"
             )
+
+    @property
+    def audio(self) -> dict[str, Any]:
+        """The config of every audio set, by set name."""
+        return {name: getattr(self, name) for name in AUDIO_FEATURES}
+
+    @property
+    def audio_window(self) -> AudioWindow:
+        return self.mel.audio_window
 
     @classmethod
     def of_window(cls, window: AudioWindow, **configs: Any) -> FeatureConfigs:
@@ -86,7 +100,7 @@ class FeatureConfigs:
         unknown = sorted(set(records) - set(AUDIO_FEATURES) - set(VIDEO_FEATURES))
         if unknown:
             raise ConfigError(f"feature sets {unknown}: this version computes only {[*AUDIO_FEATURES, *VIDEO_FEATURES]}")
-        audio = {name: config_from_dict(AUDIO_CONFIGS[name], dict(records[name])) for name in AUDIO_FEATURES if name in records}
+        audio = {name: config_from_dict(name, dict(records[name])) for name in AUDIO_FEATURES if name in records}
         window = next((config.audio_window for config in audio.values()), AudioWindow())
         video: dict[str, Any] = {}
         for name in VIDEO_FEATURES:
@@ -96,12 +110,7 @@ class FeatureConfigs:
 
     def specs(self, names: Iterable[str]) -> list[FeatureSpec]:
         names = set(names)
-        audio = feature_specs(
-            self.mel if "mel" in names else None,
-            self.lld if "lld" in names else None,
-            self.waveform if "waveform" in names else None,
-            self.logmel if "logmel" in names else None,
-        )
+        audio = feature_specs({name: config for name, config in self.audio.items() if name in names})
         return audio + [spec for spec in video_feature_specs(self.frames) if spec.name in names]
 
 
@@ -153,10 +162,8 @@ def compute_clip(clip: Clip, names: tuple[str, ...], configs: FeatureConfigs) ->
     video = tuple(n for n in names if modality(n) == "video")
 
     def audio_features(path: Path) -> dict[str, np.ndarray]:
-        decoded = read_audio(path, configs.mel.audio_window, clip_id=clip.clip_id, timeout_s=configs.audio_timeout_s)
-        return compute_audio_features(
-            decoded, audio, mel=configs.mel, lld=configs.lld, wave=configs.waveform, logmel=configs.logmel
-        )
+        decoded = read_audio(path, configs.audio_window, clip_id=clip.clip_id, timeout_s=configs.audio_timeout_s)
+        return compute_audio_features(decoded, audio, configs.audio)
 
     def video_features(_: Path) -> dict[str, np.ndarray]:
         return compute_video_features(clip, configs.frames)

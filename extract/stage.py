@@ -22,7 +22,7 @@ from mvemo.manifests.errors import ConfigError
 from mvemo.manifests.executor import Executor, ProgressFactory
 from mvemo.manifests.schema import Manifest, read_manifest
 
-DEFAULT_FEATURES = ("mel", "lld")
+DEFAULT_FEATURES = ("mel", "lld", "descriptors")
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def feature_names(
 ) -> tuple[str, ...]:
     """The feature sets a run computes: those asked for, then the nets' inputs.
 
-    ``features`` None (or empty) means the nets' inputs alone, or ``mel, lld`` without nets;
+    ``features`` None (or empty) means the nets' inputs alone, or ``mel, lld, descriptors`` without nets;
     ``frames`` stands for ``frames224, frames112``.
     """
     nets = tuple(nets)

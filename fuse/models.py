@@ -1,7 +1,9 @@
 """The inputs a cache holds, the models they compose into by default, and the matrix each input reads.
 
-Inputs: every net's embedding and ``lldstats`` (the mean and standard deviation
-over time of every LLD column, a cheap handcrafted baseline). Default models: each
+Inputs: every net's embedding, ``lldstats`` (the mean and standard deviation
+over time of every LLD column, a cheap handcrafted baseline) and every cached set
+that holds one named vector per clip (``descriptors``, ``egemaps``, ``compare``).
+Default models: each
 input alone, paper 001's four audio + video pairs, ``integrated`` (or
 ``integrated-audio`` without video): the inner-best of each input alone, all of them
 concatenated, their late fusion and their stacking (``fuse.compose``), and
@@ -56,8 +58,18 @@ def cached_nets(cache: Cache) -> list[str]:
 
 
 def cached_inputs(cache: Cache) -> list[str]:
-    """Every input the cache can feed a model: the nets' embeddings, then ``lldstats`` where LLDs are cached."""
-    return cached_nets(cache) + ([LLDSTATS] if "lld" in cache.feature_sets() else [])
+    """Every input the cache can feed a model: the nets' embeddings, ``lldstats`` where LLDs are cached, then the
+    clip-level vector sets."""
+    return cached_nets(cache) + ([LLDSTATS] if "lld" in cache.feature_sets() else []) + vector_sets(cache)
+
+
+def vector_sets(cache: Cache) -> list[str]:
+    """The cached feature sets that hold one vector of named columns per clip: each is an input by its name."""
+    return [
+        name
+        for name in cache.feature_sets()
+        if not name.startswith("emb/") and cache.columns(name) and len(cache.row_shape(name)) == 1
+    ]
 
 
 def random_init_nets(cache: Cache) -> list[str]:
@@ -116,20 +128,21 @@ def _unknown(cache: Cache, known: dict[str, Node]) -> Callable[[str], Exception]
     def error(name: str) -> Exception:
         return ConfigError(
             f"--models: {name!r} cannot be built from this cache (it has {', '.join(known) or 'nothing to fuse'});"
-            f" compute its inputs with `mvemo extract MANIFEST --cache {cache.path} {_inputs_option(name)}`"
+            f" compute its inputs with {_how_to_compute(cache, name)}"
         )
 
     return error
 
 
-def _inputs_option(name: str) -> str:
-    """The ``mvemo extract`` options that compute an input: ``--features lld`` for lldstats, else its net
-    (two nets or more for a named model)."""
+def _how_to_compute(cache: Cache, name: str) -> str:
+    """The ``mvemo extract`` command that computes an input: ``--features lld`` for lldstats, its net, or its
+    feature set (two nets or more for a named model)."""
+    command = f"`mvemo extract MANIFEST --cache {cache.path}"
     if name == LLDSTATS:
-        return "--features lld"
+        return f"{command} --features lld`"
     if name in (*INTEGRATED, "integrated-decision"):
-        return "--nets ... (two pretrained or fine-tuned nets at least)"
-    return f"--nets {name}"
+        return f"{command} --nets ...` (two pretrained or fine-tuned nets at least)"
+    return f"{command} --nets {name}` for a net, or {command} --features {name}` for a feature set"
 
 
 def input_set(cache: Cache, net: str, fold: int | None) -> str:
@@ -165,8 +178,11 @@ def input_set(cache: Cache, net: str, fold: int | None) -> str:
 
 
 def input_set_name(cache: Cache, name: str, fold: int | None) -> str:
-    """The cached set an input reads for test fold ``fold`` (None: the final model): ``lld`` for ``lldstats``."""
-    return "lld" if name == LLDSTATS else input_set(cache, name, fold)
+    """The cached set an input reads for test fold ``fold`` (None: the final model): ``lld`` for ``lldstats``, a
+    vector set itself."""
+    if name == LLDSTATS:
+        return "lld"
+    return name if name in vector_sets(cache) else input_set(cache, name, fold)
 
 
 def read_input(cache: Cache, set_name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -2,7 +2,8 @@
 
 A file may hold the tables ``[audio]`` (``offset_s``, ``duration_s``: the window
 every audio feature analyses; ``timeout_s``: how long one clip's audio may take to
-decode), ``[mel]``, ``[logmel]``, ``[lld]``, ``[waveform]`` and ``[frames]``
+decode), one table per audio set (``[mel]``, ``[logmel]``, ``[lld]``, ``[waveform]``,
+``[descriptors]``, ``[egemaps]``, ``[compare]``) and ``[frames]``
 (``extract.video.FrameConfig``), each overriding the defaults of its dataclass.
 ``[train]`` (``extract.train.TrainConfig``: ``max_epochs``, ``patience``,
 ``batch_size``, ``validation_share``, ``seed``) and ``[optim.<net>]`` (``name``,
@@ -26,7 +27,22 @@ from typing import Any
 
 from mvemo.manifests.errors import ConfigError
 
-TABLES = ("audio", "mel", "logmel", "lld", "waveform", "frames", "train", "optim", "net", "head", "fuse")
+TABLES = (
+    "audio",
+    "mel",
+    "logmel",
+    "lld",
+    "waveform",
+    "descriptors",
+    "egemaps",
+    "compare",
+    "frames",
+    "train",
+    "optim",
+    "net",
+    "head",
+    "fuse",
+)
 
 
 def load_toml(path: str | os.PathLike[str] | None) -> dict[str, Any]:
@@ -61,10 +77,10 @@ def build(cls: type, values: dict[str, Any], *, table: str, taken: tuple[str, ..
 
 
 def feature_configs(path: str | os.PathLike[str] | None) -> Any:
-    """The ``extract.run.FeatureConfigs`` of a config file (defaults where it says nothing)."""
-    from mvemo.extract.audio import LogMelConfig, MelConfig, WaveformConfig
+    """The ``extract.run.FeatureConfigs`` of a config file (defaults where it says nothing): ``[audio]`` (the window
+    every audio set analyses), one table per set (``[mel]``, ``[descriptors]``, ...) and ``[frames]``."""
+    from mvemo.extract.audio import AUDIO_CONFIGS
     from mvemo.extract.decode.audio import AudioWindow
-    from mvemo.extract.lld import LldConfig
     from mvemo.extract.run import FeatureConfigs
     from mvemo.extract.video import FrameConfig
 
@@ -73,14 +89,8 @@ def feature_configs(path: str | os.PathLike[str] | None) -> Any:
     timeout_s = audio.pop("timeout_s", FeatureConfigs.audio_timeout_s)
     window = build(AudioWindow, audio, table="audio", taken=("timeout_s",))
     frames = {"window_start_s": window.offset_s, "window_duration_s": window.duration_s, **tables.get("frames", {})}
-    return FeatureConfigs(
-        mel=build(MelConfig, tables.get("mel", {}), table="mel", audio_window=window),
-        lld=build(LldConfig, tables.get("lld", {}), table="lld", audio_window=window),
-        waveform=build(WaveformConfig, tables.get("waveform", {}), table="waveform", audio_window=window),
-        logmel=build(LogMelConfig, tables.get("logmel", {}), table="logmel", audio_window=window),
-        frames=FrameConfig.from_json(frames),
-        audio_timeout_s=timeout_s,
-    )
+    sets = {name: build(cls, tables.get(name, {}), table=name, audio_window=window) for name, cls in AUDIO_CONFIGS.items()}
+    return FeatureConfigs(**sets, frames=FrameConfig.from_json(frames), audio_timeout_s=timeout_s)
 
 
 def train_config(path: str | os.PathLike[str] | None, *, finetune: str, random_init: tuple[str, ...] = ()) -> Any:

@@ -17,7 +17,7 @@ from mvemo.manifests.scan import scan_tree
 from mvemo.manifests.schema import Manifest, write_manifest
 from mvemo.manifests.synthetic import SyntheticConfig, write_synthetic_set
 
-DEMO_FEATURES = ("mel", "lld", "waveform", "frames112")
+DEMO_FEATURES = ("mel", "lld", "descriptors", "waveform", "frames112")
 DEMO_NETS = ("onedcnn", "twodcnn", "crnn", "c3d", "i3d")
 DEMO_FRAMES = 16  # C3D's smallest clip: half of paper 001's 32, half the CPU time
 # The demo's videos are 160 x 120: I3D reads C3D's 112 px crops, pooled globally (its reference pooling needs 193 px).
@@ -32,11 +32,12 @@ DEMO_MODELS = ",".join(
     [
         *DEMO_NETS,
         "lldstats",
+        "descriptors",
         "c3d+onedcnn",
         "i3d+onedcnn",
         "c3d+twodcnn",
         "i3d+twodcnn",
-        f"integrated({','.join(DEMO_NETS)},lldstats)",
+        f"integrated({','.join(DEMO_NETS)},lldstats,descriptors)",
     ]
 )
 

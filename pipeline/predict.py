@@ -50,10 +50,10 @@ def model_inputs(saved: SavedFusionModel, name: str, clip: Clip, weights_dir: st
     model = saved.document["models"][name]
     features = ClipFeatures(clip)
     inputs: dict[str, np.ndarray] = {}
-    for input_name, described in zip(model["inputs"], model["feature_sets"].values()):
-        if input_name == LLDSTATS:
-            lld = features.get({"lld": described["config"]}, {"lld": described["fingerprint"]})["lld"]
-            inputs[input_name] = summarize_lld(lld[None], np.array([len(lld)]))
+    for input_name, (set_name, described) in zip(model["inputs"], model["feature_sets"].items()):
+        if not set_name.startswith("emb/"):
+            value = features.get({set_name: described["config"]}, {set_name: described["fingerprint"]})[set_name]
+            inputs[input_name] = summarize_lld(value[None], np.array([len(value)])) if input_name == LLDSTATS else value[None]
         else:
             described_json = json.dumps(described, sort_keys=True)
             net = _saved_net(input_name, len(saved.classes), described_json, saved.folder, weights_dir)

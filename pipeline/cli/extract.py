@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 @click.option(
     "--features",
     default=None,
-    help="Feature sets: waveform, mel, logmel, lld, frames224, frames112 (frames: both).  [default: mel,lld; with --nets,"
-    " their inputs]",
+    help="Feature sets: waveform, mel, logmel, lld, descriptors, egemaps, compare (these two need mvemo[opensmile]),"
+    " frames224, frames112 (frames: both).  [default: mel,lld,descriptors; with --nets, their inputs]",
 )
 @click.option(
     "--nets",
@@ -61,7 +61,8 @@ if TYPE_CHECKING:
     "config_path",
     default=None,
     type=click.Path(dir_okay=False),
-    help="TOML file with [audio], [mel], [logmel], [lld], [waveform], [frames], [train], [optim.<net>], [net.<name>] tables.",
+    help="TOML file with [audio], [mel], [logmel], [lld], [waveform], [descriptors], [egemaps], [compare], [frames],"
+    " [train], [optim.<net>], [net.<name>] tables.",
 )
 @click.option(
     "--device",

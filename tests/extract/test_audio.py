@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mvemo.extract.audio import LogMelConfig, MelConfig, WaveformConfig, compute_audio_features, mel_spectrogram
+from mvemo.extract.audio import MelConfig, WaveformConfig, compute_audio_features, mel_spectrogram
 from mvemo.extract.decode.audio import AudioWindow, decode_audio, mono_weights, resample_exact
 from mvemo.extract.lld import LldConfig, low_level_descriptors
 from mvemo.manifests import ConfigError, MediaError
@@ -190,8 +190,8 @@ def test_the_lfe_channel_of_a_surround_aac_track_is_left_out_of_the_mix(tmp_path
 
 def features_of(path: Path, clip_id: str = "x") -> dict[str, np.ndarray]:
     decoded = decode_audio(path, WINDOW, clip_id=clip_id)
-    wave, logmel = WaveformConfig(audio_window=WINDOW), LogMelConfig(audio_window=WINDOW)
-    return compute_audio_features(decoded, ("waveform", "mel", "lld"), mel=MEL, lld=LLD, wave=wave, logmel=logmel)
+    configs = {"waveform": WaveformConfig(audio_window=WINDOW), "mel": MEL, "lld": LLD}
+    return compute_audio_features(decoded, ("waveform", "mel", "lld"), configs)
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,7 @@ class RecordingExecutor:
 
 
 def test_feature_names_default_to_the_nets_inputs_or_mel_and_lld() -> None:
-    assert feature_names(None, ()) == feature_names("", ()) == ("mel", "lld")
+    assert feature_names(None, ()) == feature_names("", ()) == ("mel", "lld", "descriptors")
     assert feature_names(None, ("twodcnn", "onedcnn")) == ("mel", "waveform")
     assert feature_names("lld, frames", ("twodcnn",)) == ("lld", "frames224", "frames112", "mel")
     assert feature_names(("mel",), ("twodcnn",)) == ("mel",)

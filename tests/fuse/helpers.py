@@ -27,6 +27,7 @@ def embedding_cache(
     seed: int = 0,
     protocol: str = "leakfree",
     weights: dict[str, str] | None = None,
+    vectors: dict[str, tuple[int, float]] | None = None,
 ) -> Path:
     """A cache whose emb sets hold class means plus noise: ``nets`` maps net -> (dim, separation).
 
@@ -34,7 +35,8 @@ def embedding_cache(
     ``with_all``, ``emb/<net>/all`` made with ``finetune``. ``folds`` gives each
     clip's fold (default: round robin over groups of one clip per class); every
     row of the sets in ``failed_sets`` is recorded failed instead of written. Each net's sets record the sha256
-    of pretrained weights (``weights`` overrides a net's: "" for random init).
+    of pretrained weights (``weights`` overrides a net's: "" for random init). ``vectors`` maps a clip-level
+    feature set (as ``descriptors``) -> (dim, separation), with named columns.
     """
     rng = np.random.default_rng(seed)
     n = n_per_class * len(CLASSES)
@@ -57,6 +59,11 @@ def embedding_cache(
             sha = (weights or {}).get(net, f"{net}-weights-sha256")
             specs.append(FeatureSpec(name, (dim,), "float32", net, "1", {"protocol": protocol, "finetune": finetune}, sha))
             values[name] = X
+    for name, (dim, separation) in (vectors or {}).items():
+        means = rng.standard_normal((len(CLASSES), dim)) * separation
+        columns = tuple(f"{name}_{i}" for i in range(dim))
+        specs.append(FeatureSpec(name, (dim,), "float32", f"mvemo.{name}", "1", {}, columns=columns))
+        values[name] = (means[y] + rng.standard_normal((n, dim))).astype(np.float32)
     with CacheWriter(path, manifest) as writer:
         writer.prepare(specs)
         for name, X in values.items():

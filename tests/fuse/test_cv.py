@@ -308,3 +308,17 @@ def test_the_softmax_head_validates_on_whole_groups_it_never_trained_on(monkeypa
     assert len(splits) == 1, "one group: no split drawn"
     assert len(steps) == 5, "one group: max_epochs epochs of one batch each, without early stopping"
     assert one_group.predict(X).shape == (60,)
+
+
+def test_a_clip_level_feature_set_is_an_input_that_composes_like_an_embedding(tmp_path: Path) -> None:
+    cache = embedding_cache(tmp_path / "c.h5", nets={"twodcnn": (8, 0.0)}, vectors={"descriptors": (12, 1.5)})
+    with Cache(cache) as reader:
+        models = {m.name: m for m in available_models(reader)}
+    assert {"twodcnn", "descriptors", "integrated-audio"} <= set(models)
+    assert "descriptors" in models["integrated-audio"].inputs
+    result = cross_validate(cache, models="descriptors,twodcnn,twodcnn+descriptors,late(twodcnn,descriptors)")
+    accuracy = {name: m["accuracy"]["mean"] for name, m in result.metrics.items()}
+    assert accuracy["descriptors"] > 0.8 and accuracy["twodcnn"] < 0.6  # only the descriptors carry the classes
+    assert accuracy["twodcnn+descriptors"] > 0.7
+    with pytest.raises(ConfigError, match=r"'egemaps' cannot be built.*--features egemaps` for a feature set"):
+        cross_validate(cache, models="egemaps")

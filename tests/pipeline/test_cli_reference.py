@@ -1,4 +1,5 @@
-"""The documentation: docs/cli.md is what the click tree renders now, and every relative link lands on a file."""
+"""The documentation: docs/cli.md and docs/descriptors.md are what the code renders now, and every relative link
+lands on a file."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from mvemo.extract.descriptors import DescriptorConfig
+from mvemo.pipeline import descriptor_reference
 from mvemo.pipeline.cli.reference import cli_reference, command_paths
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,6 +29,12 @@ def relative_links(page: Path) -> list[str]:
 def test_docs_cli_md_is_the_rendered_reference() -> None:
     written = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
     assert written == cli_reference(), "docs/cli.md is out of date with the click commands: run `make docs`"
+
+
+def test_docs_descriptors_md_is_the_rendered_column_table() -> None:
+    written = (REPO / "docs" / "descriptors.md").read_text(encoding="utf-8")
+    assert written == descriptor_reference.render(), "docs/descriptors.md is out of date with the code: run `make docs`"
+    assert all(f"`{name}`" in written for name in DescriptorConfig().columns)
 
 
 def test_the_reference_does_not_depend_on_the_terminal_width(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -42,10 +42,10 @@ def test_tiny_demo_runs_the_whole_pipeline(tiny_demo: Path) -> None:
     assert not [p.name for p in tiny_demo.iterdir() if p.suffix in (".lock", ".partial", ".tmp")], "no stray file"
 
 
-INTEGRATED = f"integrated({','.join(DEMO_NETS)},lldstats)"
+INTEGRATED = f"integrated({','.join(DEMO_NETS)},lldstats,descriptors)"
 
 
-@pytest.mark.parametrize("model", [None, "lldstats", "c3d+twodcnn"])
+@pytest.mark.parametrize("model", [None, "lldstats", "descriptors", "c3d+twodcnn"])
 def test_predict_reproduces_the_final_model_on_its_own_clips(tiny_demo: Path, model: str | None) -> None:
     files = sorted(str(p) for p in (tiny_demo / "data").glob("*/*.mp4"))
     result = CliRunner().invoke(
@@ -59,7 +59,8 @@ def test_predict_reproduces_the_final_model_on_its_own_clips(tiny_demo: Path, mo
     if model is None:
         assert chosen == saved.document["default_model"] == INTEGRATED, "the integrated model, chosen on inner folds"
     with Cache(tiny_demo / "cache.h5") as cache:
-        inputs = {"lldstats": lld_statistics(cache)[0]} | {n: cache.read_matrix(f"emb/{n}/all") for n in DEMO_NETS}
+        inputs = {"lldstats": lld_statistics(cache)[0], "descriptors": cache.read_matrix("descriptors")}
+        inputs |= {n: cache.read_matrix(f"emb/{n}/all") for n in DEMO_NETS}
         manifest = read_manifest(tiny_demo / "manifest.csv")
         expected = saved.predict_proba(chosen, inputs)
     for row, clip in enumerate(manifest.clips):
@@ -136,7 +137,7 @@ def test_default_demo_fusion_beats_every_unimodal_model_over_seeds(tmp_path: Pat
         assert len(list((out / "data").glob("*/*.mp4"))) == 72
         report = json.loads((out / "report.json").read_text())
         accuracy = {name: m["accuracy"]["mean"] for name, m in report["models"].items()}
-        unimodal = [accuracy[name] for name in (*DEMO_NETS, "lldstats")]
+        unimodal = [accuracy[name] for name in (*DEMO_NETS, "lldstats", "descriptors")]
         margins.append(accuracy[INTEGRATED] - max(unimodal))
     assert np.mean(margins) > 0.05, margins
 

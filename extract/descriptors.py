@@ -1,0 +1,320 @@
+"""Music-emotion descriptors: one vector per clip over dynamics, rhythm, timbre, tonality and texture.
+
+Computed from the 16 kHz mono copy of the clip's audio window that stage one already makes for its other
+sets (no second decode), cut to the audio the file really has, with librosa, scipy and pyloudnorm. One
+STFT feeds every spectral measure; a mel spectrogram of it feeds the MFCC, the onset envelope (rhythm) and
+the harmonic/percussive split. ``columns`` names every column with its unit, what it measures and the value
+it takes where the measure is undefined (a silent clip, a constant series): the cache never holds NaN.
+The docs page ``docs/descriptors.md`` is generated from it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import librosa
+import numpy as np
+import pyloudnorm
+
+from mvemo.extract.decode.audio import AudioWindow
+from mvemo.manifests.errors import require
+
+SILENCE_DBFS = -100.0  # a clip whose loudest sample lies below this is silent: every column takes its undefined value
+ACTIVE_FRAME_DBFS = -60.0  # frames below this RMS level are left out of every series but the level's own
+LOUDNESS_FLOOR_LUFS = -70.0  # EBU R128's absolute gate: what integrated loudness is for a clip with no block above it
+
+
+@dataclass(frozen=True)
+class DescriptorConfig:
+    """The analysis behind ``descriptors``: STFT ``n_fft``/``hop_length`` at ``sample_rate_hz``, ``n_mels`` bands
+    for the MFCC, onsets and harmonic/percussive split; statistics over the frames of the clip's real audio."""
+
+    sample_rate_hz: int = 16000
+    n_fft: int = 1024
+    hop_length: int = 512
+    n_mels: int = 64
+    n_mfcc: int = 13
+    audio_window: AudioWindow = field(default_factory=AudioWindow)
+
+    def __post_init__(self) -> None:
+        require(8000 <= self.sample_rate_hz <= 48000, f"[descriptors] sample_rate_hz={self.sample_rate_hz}: expected 8000..48000")
+        require(
+            self.n_fft >= 256 and self.n_fft % 2 == 0 and 1 <= self.hop_length <= self.n_fft,
+            f"[descriptors] n_fft={self.n_fft}, hop_length={self.hop_length}: expected an even n_fft >= 256, 1 <= hop <= n_fft",
+        )
+        require(8 <= self.n_mels <= 256, f"[descriptors] n_mels={self.n_mels}: expected 8..256")
+        require(1 <= self.n_mfcc <= self.n_mels, f"[descriptors] n_mfcc={self.n_mfcc}: expected 1..n_mels")
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return tuple(c.name for c in columns(self))
+
+
+class Column(NamedTuple):
+    name: str
+    unit: str
+    measures: str
+    undefined: float
+
+
+class Series(NamedTuple):
+    """A frame-level measure: ``n`` columns (named ``name`` or ``name_1..n``), each summarized by ``STATISTICS``."""
+
+    name: str
+    unit: str
+    measures: str
+    n: int = 1
+    undefined: float = 0.0
+
+
+STATISTICS = {
+    "mean": "mean over the frames",
+    "std": "standard deviation over the frames",
+    "p10": "10th percentile over the frames",
+    "p50": "median over the frames",
+    "p90": "90th percentile over the frames",
+    "skew": "skewness over the frames, 0 for a constant series",
+    "delta": "mean absolute change between successive frames, per frame",
+}
+CHROMA = ("c", "cs", "d", "ds", "e", "f", "fs", "g", "gs", "a", "as", "b")
+TONNETZ = ("fifth_x", "fifth_y", "minor_third_x", "minor_third_y", "major_third_x", "major_third_y")
+
+
+def series(config: DescriptorConfig) -> tuple[Series, ...]:
+    return (
+        Series(
+            "rms", "dBFS", "frame RMS level, every frame (a full-scale sine reads -3; floored at -100)", undefined=SILENCE_DBFS
+        ),
+        Series("centroid", "Hz", "spectral centroid: brightness"),
+        Series("bandwidth", "Hz", "spectral bandwidth around the centroid"),
+        Series("rolloff", "Hz", "frequency below which 85 % of the spectral energy lies"),
+        Series("flatness", "ratio", "spectral flatness: 0 tonal, 1 noise-like", undefined=1.0),
+        Series("flux", "dB", "spectral flux: mean rise of the log-mel bands (the onset envelope)"),
+        Series("zcr", "ratio", "zero-crossing rate: fraction of sign changes per sample"),
+        Series(
+            "contrast",
+            "dB",
+            "spectral contrast, peak minus valley, in 7 bands: below 100 Hz, 5 octaves to 3.2 kHz, then to 8 kHz",
+            n=7,
+        ),
+        Series("mfcc", "", f"MFCC 1-{config.n_mfcc} of the log-mel spectrum: timbre", n=config.n_mfcc),
+        Series(
+            "mfcc_delta",
+            "per frame",
+            f"local slope of MFCC 1-{config.n_mfcc} over 9 frames (librosa.feature.delta)",
+            n=config.n_mfcc,
+        ),
+        Series("chroma", "ratio", "energy of each pitch class C..B, normalized to the frame's maximum", n=12),
+        Series("tonnetz", "", "tonal centroid: the chroma on the circles of fifths, minor and major thirds", n=6),
+    )
+
+
+SCALARS = (
+    Column(
+        "loudness_lufs",
+        "LUFS",
+        "EBU R128 integrated loudness (-70, the absolute gate, when nothing passes it)",
+        LOUDNESS_FLOOR_LUFS,
+    ),
+    Column("rms_range", "dB", "dynamic range: 95th minus 5th percentile of the frame RMS level", 0.0),
+    Column("rms_slope", "dB/s", "least-squares slope of the frame RMS level: crescendo (> 0) or fade (< 0)", 0.0),
+    Column("tempo", "BPM", "global tempo of the onset envelope (librosa.feature.tempo); 0 with fewer than 2 onsets", 0.0),
+    Column("tempo_confidence", "ratio", "autocorrelation of the onset envelope at the tempo's lag, over its value at 0", 0.0),
+    Column("pulse_clarity", "ratio", "largest autocorrelation of the onset envelope at a lag of 30-300 BPM, over lag 0", 0.0),
+    Column("beat_strength", "ratio", "mean onset strength on the tracked beats over its mean on all frames", 0.0),
+    Column("onset_rate", "1/s", "onsets per second: peaks of the onset envelope 1 dB above its local mean", 0.0),
+    Column(
+        "key_strength", "correlation", "largest correlation of the mean chroma with the 24 Krumhansl-Kessler key profiles", 0.0
+    ),
+    Column("mode_clarity", "correlation", "best major-key correlation minus best minor-key correlation: > 0 major", 0.0),
+    Column("harmonic_change", "1/s", "harmonic change rate: mean distance between successive tonnetz frames, per second", 0.0),
+    Column("harmonic_percussive", "dB", "energy of the harmonic part over the percussive part (median-filter HPSS)", 0.0),
+)
+TEMPOGRAM_RATIOS = 13
+
+
+def columns(config: DescriptorConfig) -> list[Column]:
+    """Every column of the ``descriptors`` vector, in order."""
+    out = list(SCALARS)
+    out += [
+        Column(
+            f"tempogram_ratio_{i + 1}",
+            "ratio",
+            f"tempogram ratio {i + 1} of 13 (librosa.feature.tempogram_ratio) of the mean tempogram, at the tempo",
+            0.0,
+        )
+        for i in range(TEMPOGRAM_RATIOS)
+    ]
+    for s in series(config):
+        for name in _series_names(s):
+            out += [
+                Column(
+                    f"{name}_{stat}",
+                    s.unit,
+                    f"{s.measures}: {what}",
+                    s.undefined if stat in ("mean", "p10", "p50", "p90") else 0.0,
+                )
+                for stat, what in STATISTICS.items()
+            ]
+    return out
+
+
+def _series_names(s: Series) -> list[str]:
+    if s.name == "chroma":
+        return [f"chroma_{c}" for c in CHROMA]
+    if s.name == "tonnetz":
+        return [f"tonnetz_{t}" for t in TONNETZ]
+    return [s.name] if s.n == 1 else [f"{s.name}_{i + 1}" for i in range(s.n)]
+
+
+# Krumhansl & Kessler's probe-tone profiles of C major and C minor
+MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+CONTRAST_FMIN_HZ = 100.0  # librosa's 6 bands above it must lie below the Nyquist frequency: the last one reaches it
+ONSET_PEAK_SPANS_S = {"pre_max": 0.03, "post_max": 0.03, "pre_avg": 0.1, "post_avg": 0.1, "wait": 0.06}
+# an onset rises this far above the envelope's local mean: absolute, so a steady tone's ripple (0.3 dB) is none
+ONSET_DELTA_DB = 1.0
+HPSS_KERNEL = 17  # median filters over 17 frames (0.54 s) and 17 of the 64 mel bands
+
+
+def descriptors(y: np.ndarray, config: DescriptorConfig) -> np.ndarray:
+    """The descriptor vector of mono audio ``y`` at ``config.sample_rate_hz``, the clip's real audio only.
+
+    Returns float32 of shape (len(columns(config)),), every value finite: a measure that is undefined
+    for this clip takes its column's ``undefined`` value.
+    """
+    table = columns(config)
+    undefined = np.array([c.undefined for c in table])
+    y = np.asarray(y, dtype=np.float32)
+    if y.size == 0 or float(np.max(np.abs(y))) < 10 ** (SILENCE_DBFS / 20):
+        return undefined.astype(np.float32)
+    with warnings.catch_warnings():  # a clip shorter than n_fft: librosa warns on every call, the frames still hold it
+        warnings.filterwarnings("ignore", message=r"n_fft=\d+ is too large")
+        return _descriptors(y, config, undefined)
+
+
+def _descriptors(y: np.ndarray, config: DescriptorConfig, undefined: np.ndarray) -> np.ndarray:
+    sr, hop = config.sample_rate_hz, config.hop_length
+    magnitude = np.abs(librosa.stft(y, n_fft=config.n_fft, hop_length=hop))
+    power = magnitude**2
+    mel_db = librosa.power_to_db(librosa.feature.melspectrogram(S=power, sr=sr, n_mels=config.n_mels), top_db=None)
+    onsets = librosa.onset.onset_strength(S=mel_db, sr=sr, hop_length=hop, n_fft=config.n_fft)
+    rms_db = 20 * np.log10(
+        np.maximum(librosa.feature.rms(y=y, frame_length=config.n_fft, hop_length=hop)[0], 10 ** (SILENCE_DBFS / 20))
+    )
+    active = rms_db > ACTIVE_FRAME_DBFS  # silent stretches (an intro, a break) would read as 0 Hz, flat, chromaless
+    centroid = librosa.feature.spectral_centroid(S=magnitude, sr=sr)
+    mfcc = librosa.feature.mfcc(S=mel_db, n_mfcc=config.n_mfcc)
+    chroma = librosa.feature.chroma_stft(S=power, sr=sr, n_fft=config.n_fft, tuning=0.0)
+    tonnetz = librosa.feature.tonnetz(chroma=chroma, sr=sr)
+    gated = {
+        "centroid": centroid,
+        "bandwidth": librosa.feature.spectral_bandwidth(S=magnitude, sr=sr, centroid=centroid),
+        "rolloff": librosa.feature.spectral_rolloff(S=magnitude, sr=sr, roll_percent=0.85),
+        "flatness": librosa.feature.spectral_flatness(S=magnitude),
+        "flux": onsets[None],
+        "zcr": librosa.feature.zero_crossing_rate(y, frame_length=config.n_fft, hop_length=hop),
+        "contrast": librosa.feature.spectral_contrast(S=magnitude, sr=sr, fmin=CONTRAST_FMIN_HZ),
+        "mfcc": mfcc,
+        "mfcc_delta": librosa.feature.delta(mfcc, mode="nearest"),
+        "chroma": chroma,
+        "tonnetz": tonnetz,
+    }
+    frames = {"rms": rms_db[None]} | {name: x[:, active[: x.shape[1]]] for name, x in gated.items()}
+    rhythm, tempogram_ratios = _rhythm(onsets, sr, hop)
+    scalars = {
+        "loudness_lufs": _loudness(y, sr),
+        "rms_range": float(np.percentile(rms_db, 95) - np.percentile(rms_db, 5)),
+        "rms_slope": _slope(rms_db, hop / sr),
+        **rhythm,
+        **_tonality(frames["chroma"].mean(axis=1), frames["tonnetz"], sr / hop),
+        "harmonic_percussive": _harmonic_percussive(librosa.db_to_power(mel_db)),
+    }
+    values = [scalars[c.name] for c in SCALARS] + list(tempogram_ratios)
+    for s in series(config):
+        values += list(_statistics(frames[s.name]).ravel())
+    out = np.asarray(values, dtype=np.float64)
+    return np.where(np.isfinite(out), out, undefined).astype(np.float32)
+
+
+def _statistics(x: np.ndarray) -> np.ndarray:
+    """(n, T) -> (n, len(STATISTICS)), NaN where a statistic is undefined (fewer than 2 frames, a constant row)."""
+    n, t = x.shape
+    if t == 0:
+        return np.full((n, len(STATISTICS)), np.nan)
+    x = x.astype(np.float64)
+    std = x.std(axis=1)
+    centred = x - x.mean(axis=1, keepdims=True)
+    constant = std <= 1e-9 * (1 + np.abs(x).max(axis=1))
+    skew = np.where(constant, 0.0, (centred**3).mean(axis=1) / np.where(constant, 1.0, std) ** 3)
+    delta = np.abs(np.diff(x, axis=1)).mean(axis=1) if t > 1 else np.full(n, np.nan)
+    p10, p50, p90 = np.percentile(x, [10, 50, 90], axis=1)
+    return np.stack([x.mean(axis=1), std, p10, p50, p90, skew, delta], axis=1)
+
+
+def _loudness(y: np.ndarray, sr: int) -> float:
+    meter = pyloudnorm.Meter(sr)
+    if y.size < meter.block_size * sr:
+        return np.nan
+    return max(float(meter.integrated_loudness(y.astype(np.float64))), LOUDNESS_FLOOR_LUFS)
+
+
+def _slope(values: np.ndarray, step_s: float) -> float:
+    if values.size < 2:
+        return np.nan
+    return float(np.polyfit(np.arange(values.size) * step_s, values, 1)[0])
+
+
+def _rhythm(onsets: np.ndarray, sr: int, hop: int) -> tuple[dict[str, float], np.ndarray]:
+    """Tempo, its confidence, pulse clarity, beat strength and onset rate; the tempogram ratios. Without two
+    detected onsets there is no pulse: every rhythm column takes its undefined value but the onset rate."""
+    frames_per_s = sr / hop
+    # librosa's peak-picking spans in seconds, at least a frame each: its defaults round to 0 frames at a 32-ms hop
+    peaks: dict[str, Any] = {k: max(1, round(s * frames_per_s)) for k, s in ONSET_PEAK_SPANS_S.items()}
+    detected = librosa.onset.onset_detect(
+        onset_envelope=onsets, sr=sr, hop_length=hop, normalize=False, delta=ONSET_DELTA_DB, **peaks
+    ).size
+    onset_rate = detected / (onsets.size / frames_per_s)
+    if detected < 2:
+        names = ("tempo", "tempo_confidence", "pulse_clarity", "beat_strength")
+        return dict.fromkeys(names, np.nan) | {"onset_rate": onset_rate}, np.full(TEMPOGRAM_RATIOS, np.nan)
+    tempogram = librosa.feature.tempogram(onset_envelope=onsets, sr=sr, hop_length=hop)
+    tempo = float(librosa.feature.tempo(onset_envelope=onsets, sr=sr, hop_length=hop, tg=tempogram)[0])
+    centred = onsets - onsets.mean()
+    acf = librosa.autocorrelate(centred)
+    acf = acf / acf[0] if acf[0] > 0 else np.zeros_like(acf)
+    lags = np.arange(acf.size)
+    in_range = (lags >= 60 * frames_per_s / 300) & (lags <= 60 * frames_per_s / 30)
+    tempo_lag = round(60 * frames_per_s / tempo) if tempo > 0 else acf.size
+    _, beats = librosa.beat.beat_track(onset_envelope=onsets, sr=sr, hop_length=hop, bpm=tempo)
+    mean_tempogram = tempogram.mean(axis=1, keepdims=True)  # one interpolation instead of one per frame (linear)
+    ratios = librosa.feature.tempogram_ratio(tg=mean_tempogram, sr=sr, hop_length=hop, bpm=np.array([tempo]))
+    return {
+        "tempo": tempo,
+        "tempo_confidence": max(0.0, float(acf[tempo_lag])) if tempo_lag < acf.size else 0.0,
+        "pulse_clarity": max(0.0, float(acf[in_range].max())) if in_range.any() else 0.0,
+        "beat_strength": float(onsets[beats].mean() / onsets.mean()) if beats.size else 0.0,
+        "onset_rate": onset_rate,
+    }, ratios[:, 0]
+
+
+def _tonality(chroma_mean: np.ndarray, tonnetz: np.ndarray, frames_per_s: float) -> dict[str, float]:
+    """Key strength and mode clarity of the mean chroma (Krumhansl-Kessler), and the harmonic change rate."""
+    keys = np.arange(12)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        major = [np.corrcoef(chroma_mean, np.roll(MAJOR_PROFILE, k))[0, 1] for k in keys]
+        minor = [np.corrcoef(chroma_mean, np.roll(MINOR_PROFILE, k))[0, 1] for k in keys]
+    change = np.linalg.norm(np.diff(tonnetz, axis=1), axis=0)
+    return {
+        "key_strength": float(np.max(major + minor)),
+        "mode_clarity": float(np.max(major) - np.max(minor)),
+        "harmonic_change": float(change.mean() * frames_per_s) if change.size else np.nan,
+    }
+
+
+def _harmonic_percussive(mel_power: np.ndarray) -> float:
+    harmonic, percussive = librosa.decompose.hpss(mel_power, kernel_size=HPSS_KERNEL)
+    h, p = float(harmonic.sum()), float(percussive.sum())
+    return 10 * np.log10(h / p) if h > 0 and p > 0 else np.nan
