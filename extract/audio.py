@@ -149,22 +149,26 @@ def mel_spectrogram(y: np.ndarray, config: MelConfig) -> np.ndarray:
 
     ``y`` is mono audio at ``config.sample_rate_hz``, already of the window's length.
     """
-    bank = mel_filterbank(config.sample_rate_hz, config.n_fft, config.n_mels, config.fmin_hz, config.fmax_hz)
-    mel = np.empty((n_frames(y, config.hop_length), config.n_mels), dtype=np.float32)
-    for rows, power in power_blocks(y, config.n_fft, config.hop_length, "hann"):
-        mel[rows] = bank.apply(power)
-    db = 10.0 * np.log10(np.maximum(mel.T, DB_AMIN))
+    mel = mel_power(y, config.sample_rate_hz, config.n_fft, config.hop_length, config.n_mels, config.fmin_hz, config.fmax_hz)
+    db = 10.0 * np.log10(np.maximum(mel, DB_AMIN))
     return np.maximum(db - db.max(), -config.top_db).astype(np.float32)
 
 
 def log_mel_spectrogram(y: np.ndarray, config: LogMelConfig) -> np.ndarray:
     """log10(10000 x + 1) of the mel power spectrogram, shape (n_mels, n_frames), float32, from mono audio ``y`` at
     ``config.sample_rate_hz`` already of the window's length."""
-    bank = mel_filterbank(config.sample_rate_hz, config.n_fft, config.n_mels, 0.0, config.sample_rate_hz / 2)
-    mel = np.empty((n_frames(y, config.hop_length), config.n_mels), dtype=np.float32)
-    for rows, power in power_blocks(y, config.n_fft, config.hop_length, "hann"):
+    sr = config.sample_rate_hz
+    mel = mel_power(y, sr, config.n_fft, config.hop_length, config.n_mels, 0.0, sr / 2)
+    return np.log10(10000.0 * mel + 1.0, dtype=np.float32)
+
+
+def mel_power(y: np.ndarray, sr: int, n_fft: int, hop_length: int, n_mels: int, fmin_hz: float, fmax_hz: float) -> np.ndarray:
+    """Slaney mel power of periodic-Hann centred frames, shape (n_mels, n_frames), float32."""
+    bank = mel_filterbank(sr, n_fft, n_mels, fmin_hz, fmax_hz)
+    mel = np.empty((n_frames(y, hop_length), n_mels), dtype=np.float32)
+    for rows, power in power_blocks(y, n_fft, hop_length, "hann"):
         mel[rows] = bank.apply(power)
-    return np.log10(10000.0 * mel.T + 1.0, dtype=np.float32)
+    return mel.T
 
 
 def feature_specs(configs: Mapping[str, Any]) -> list[FeatureSpec]:

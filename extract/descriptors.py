@@ -199,7 +199,8 @@ def _descriptors(y: np.ndarray, config: DescriptorConfig, undefined: np.ndarray)
     sr, hop = config.sample_rate_hz, config.hop_length
     magnitude = np.abs(librosa.stft(y, n_fft=config.n_fft, hop_length=hop))
     power = magnitude**2
-    mel_db = librosa.power_to_db(librosa.feature.melspectrogram(S=power, sr=sr, n_mels=config.n_mels), top_db=None)
+    mel = librosa.feature.melspectrogram(S=power, sr=sr, n_mels=config.n_mels)
+    mel_db = librosa.power_to_db(mel, top_db=None)
     onsets = librosa.onset.onset_strength(S=mel_db, sr=sr, hop_length=hop, n_fft=config.n_fft)
     rms_db = 20 * np.log10(
         np.maximum(librosa.feature.rms(y=y, frame_length=config.n_fft, hop_length=hop)[0], 10 ** (SILENCE_DBFS / 20))
@@ -230,7 +231,7 @@ def _descriptors(y: np.ndarray, config: DescriptorConfig, undefined: np.ndarray)
         "rms_slope": _slope(rms_db, hop / sr),
         **rhythm,
         **_tonality(frames["chroma"].mean(axis=1), frames["tonnetz"], sr / hop),
-        "harmonic_percussive": _harmonic_percussive(librosa.db_to_power(mel_db)),
+        "harmonic_percussive": _harmonic_percussive(mel),
     }
     values = [scalars[c.name] for c in SCALARS] + list(tempogram_ratios)
     for s in series(config):

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from mvemo.fuse.heads import LogisticHead, fit_head
+from mvemo.fuse.heads import fit_head, make_head
 from mvemo.fuse.selection import EPS, SelectionConfig, inner_score, mixture_weights
 from mvemo.manifests.folds import inner_splits
 
@@ -312,8 +312,7 @@ def _fit_late(node: Late, training: Training, inner: bool) -> Fitted:
 
 def _fit_stack(node: Stack, training: Training, inner: bool) -> Fitted:
     members = [fit(m, training, inner=True) for m in node.members]
-    s = training.selection
-    meta = LogisticHead(C_grid=s.C_grid, inner_folds=s.inner_folds, scoring=s.scoring, random_state=s.seed)
+    meta = make_head("logistic", training.selection)
     meta.fit(meta_features([m.inner_proba for m in members]), training.y, groups=training.groups)  # type: ignore[misc]
     stack = FittedStack(node, members, meta, meta.classes_, training.n_classes, meta.selected_)
     stack.inner_proba = np.zeros((len(training.y), training.n_classes))

@@ -117,7 +117,8 @@ def fit_fold(
     """
     with Cache(cache_path) as cache:
         classes, y, groups = cache.classes, cache.y, cache.groups
-        sets = {m.name: {i: input_set_name(cache, i, fold) for i in m.inputs} for m in models}
+        set_names = {i: input_set_name(cache, i, fold) for m in models for i in m.inputs}
+    sets = {m.name: {i: set_names[i] for i in m.inputs} for m in models}
     modified = os.stat(cache_path).st_mtime_ns
     n_classes = len(classes)
     trainings = Trainings(y, groups, n_classes, head, selection)
@@ -282,11 +283,12 @@ def clip_counts(cache: Cache, models: list[FusionModel], k: int) -> tuple[dict[s
     classes, y, folds = cache.classes, cache.y, cache.folds
     reasons: dict[str, dict[int, str]] = {}
     per_model: dict[str, dict[str, Any]] = {}
+    set_names = {(i, fold): input_set_name(cache, i, fold) for m in models for i in m.inputs for fold in range(k)}
     for model in models:
         missing: dict[int, list[str]] = {}
         for name in model.inputs:
             for fold in range(k):
-                set_name = input_set_name(cache, name, fold)
+                set_name = set_names[name, fold]
                 if set_name not in reasons:
                     reasons[set_name] = missing_reasons(cache, set_name)
                 for row, reason in reasons[set_name].items():

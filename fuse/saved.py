@@ -56,8 +56,10 @@ def train_final(
     with Cache(cache_path) as cache:
         y = cache.y
         trainings = Trainings(y, cache.groups, len(cache.classes), head, selection)
+        set_names = {name: input_set_name(cache, name, None) for model in models for name in model.inputs}
+        reads = {set_name: read_input(cache, set_name) for set_name in set(set_names.values())}  # each set once
         for model in models:
-            read = {name: read_input(cache, input_set_name(cache, name, None)) for name in model.inputs}
+            read = {name: reads[set_names[name]] for name in model.inputs}
             rows = np.flatnonzero(np.logical_and.reduce([done for _, done in read.values()]))
             if len(np.unique(y[rows])) < 2:
                 raise CacheError(f"model {model.name!r}: fewer than two classes among its {len(rows)} usable clips")
@@ -71,7 +73,8 @@ def to_record(fitted: Fitted, heads: dict[str, LinearSoftmax]) -> dict[str, Any]
     def head(estimator: Any) -> str:
         if not hasattr(estimator, "linear_"):
             raise ConfigError(f"{type(estimator).__name__}: only mvemo's heads (a linear softmax layer) can be saved")
-        key = f"head{len(heads)}"
+        # a head shared by several models (a pair's, inside integrated too) is stored once
+        key = next((k for k, linear in heads.items() if linear is estimator.linear_), f"head{len(heads)}")
         heads[key] = estimator.linear_
         return key
 

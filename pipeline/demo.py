@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mvemo.extract.decode.audio import AudioWindow
+from mvemo.extract.nets import INIT
 from mvemo.extract.run import FeatureConfigs, FeatureRunSummary
 from mvemo.extract.stage import extract_features
 from mvemo.extract.video import FrameConfig
@@ -23,9 +24,9 @@ DEMO_FRAMES = 16  # C3D's smallest clip: half of paper 001's 32, half the CPU ti
 # The demo's videos are 160 x 120: I3D reads C3D's 112 px crops, pooled globally (its reference pooling needs 193 px).
 # No weights ship with the demo: it asks for random weights where nets have published ones.
 DEMO_NET_OPTIONS = {
-    "i3d": {"pool": "global", "frames": "frames112", "init": "random"},
-    "twodcnn": {"init": "random"},
-    "c3d": {"init": "random"},
+    "i3d": {"pool": "global", "frames": "frames112", INIT: "random"},
+    "twodcnn": {INIT: "random"},
+    "c3d": {INIT: "random"},
 }
 # Random-init nets enter no default fusion, so the demo names its models.
 DEMO_MODELS = ",".join(

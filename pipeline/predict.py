@@ -48,16 +48,23 @@ def model_inputs(saved: SavedFusionModel, name: str, clip: Clip, weights_dir: st
     each feature set once, however many nets read it. Pretrained weights are looked for as ``extract`` does
     (``weights_dir``, ``$MVEMO_WEIGHTS``, ``~/.cache/mvemo/weights``)."""
     model = saved.document["models"][name]
-    features = ClipFeatures(clip)
+    configs: dict[str, dict] = {}
+    fingerprints: dict[str, str] = {}
+    for set_name, described in model["feature_sets"].items():
+        if set_name.startswith("emb/"):  # a net's embedding: the cached sets it was computed from
+            configs |= described["input_configs"]
+            fingerprints |= described["config"]["inputs"]
+        else:
+            configs[set_name], fingerprints[set_name] = described["config"], described["fingerprint"]
+    arrays = ClipFeatures(clip).get(configs, fingerprints)  # one decode of the clip for every set the model reads
     inputs: dict[str, np.ndarray] = {}
     for input_name, (set_name, described) in zip(model["inputs"], model["feature_sets"].items()):
         if not set_name.startswith("emb/"):
-            value = features.get({set_name: described["config"]}, {set_name: described["fingerprint"]})[set_name]
+            value = arrays[set_name]
             inputs[input_name] = summarize_lld(value[None], np.array([len(value)])) if input_name == LLDSTATS else value[None]
         else:
             described_json = json.dumps(described, sort_keys=True)
             net = _saved_net(input_name, len(saved.classes), described_json, saved.folder, weights_dir)
-            arrays = features.get(described["input_configs"], described["config"]["inputs"])
             with torch.no_grad():
                 inputs[input_name] = net.embed(*net.prepare(*(arrays[k][None] for k in kinds_of(net)))).numpy()
     return inputs

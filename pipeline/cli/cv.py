@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -66,6 +67,25 @@ def fuse_options(command: Any) -> Any:
     return click.option("--models", default=None, help=MODELS_HELP)(command)
 
 
+def _run_fusion(run: Callable[..., Any], cache_path: str, out: str, where: dict[str, Any], **options: Any) -> Any:
+    """``run`` (stage two's cv or fuse) with the head of ``--config``/``--head`` on the executor of the options."""
+    from mvemo.pipeline.config import head_config
+    from mvemo.pipeline.executors import build_executor
+
+    head, params, selection = head_config(where["config_path"], where["head"])
+    with build_executor(where["executor"], workers=where["workers"], scheduler=where["scheduler"]) as executor:
+        return run(
+            cache_path,
+            out,
+            head=head,
+            head_params=params,
+            selection=selection,
+            executor=executor,
+            progress=progress_bar("fusion heads", "fit"),
+            **options,
+        )
+
+
 @click.command("cv", cls=MvemoCommand, context_settings=CONTEXT)
 @click.option("--folds", "n_folds", default=None, type=int, help="Folds expected in the cache.  [default: the cache's own]")
 @click.option("--cache", "cache_path", required=True, type=click.Path(dir_okay=False), help="HDF5 cache of stage one.")
@@ -82,23 +102,8 @@ def cv(n_folds: int | None, cache_path: str, out: str, models: str | None, repea
     plots and oof_predictions.csv.
     """
     from mvemo.fuse.run import run_cv
-    from mvemo.pipeline.config import head_config
-    from mvemo.pipeline.executors import build_executor
 
-    head, params, selection = head_config(where["config_path"], where["head"])
-    with build_executor(where["executor"], workers=where["workers"], scheduler=where["scheduler"]) as executor:
-        document = run_cv(
-            cache_path,
-            out,
-            models=models,
-            n_folds=n_folds,
-            repeats=repeats,
-            head=head,
-            head_params=params,
-            selection=selection,
-            executor=executor,
-            progress=progress_bar("fusion heads", "fit"),
-        )
+    document = _run_fusion(run_cv, cache_path, out, where, models=models, n_folds=n_folds, repeats=repeats)
     if as_json:
         print_json(document)
     else:
@@ -116,21 +121,7 @@ def cv(n_folds: int | None, cache_path: str, out: str, models: str | None, repea
 def fuse(cache_path: str, out: str, models: str | None, repeats: int, **where: Any) -> None:
     """The CV report in OUT, then each model's head trained on every clip, saved in OUT/model/ for `mvemo predict`."""
     from mvemo.fuse.run import fuse_cache
-    from mvemo.pipeline.config import head_config
-    from mvemo.pipeline.executors import build_executor
 
-    head, params, selection = head_config(where["config_path"], where["head"])
-    with build_executor(where["executor"], workers=where["workers"], scheduler=where["scheduler"]) as executor:
-        document, folder = fuse_cache(
-            cache_path,
-            out,
-            models=models,
-            repeats=repeats,
-            head=head,
-            head_params=params,
-            selection=selection,
-            executor=executor,
-            progress=progress_bar("fusion heads", "fit"),
-        )
+    document, folder = _run_fusion(fuse_cache, cache_path, out, where, models=models, repeats=repeats)
     echo_summary(document, out)
     click.echo(f"final model: {folder}/model.json + heads.h5 (heads trained on every clip)")
