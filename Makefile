@@ -51,10 +51,10 @@ docs: install
 	$(BIN)/python -m mvemo.pipeline.cli.reference > docs/cli.md.tmp && mv docs/cli.md.tmp docs/cli.md
 	$(BIN)/python -m mvemo.pipeline.descriptor_reference > docs/descriptors.md.tmp && mv docs/descriptors.md.tmp docs/descriptors.md
 
-# Stage one and two on your own data: make extract MANIFEST=m.csv CACHE=c.h5 [NETS=... FINETUNE=none|last|full];
-# make fuse CACHE=c.h5 OUT=reports
+# Stage one and two on your own data: make extract MANIFEST=m.csv CACHE=cache [NETS=... FINETUNE=none|last|full];
+# make fuse CACHE=cache OUT=reports
 MANIFEST ?= manifest.csv
-CACHE ?= cache.h5
+CACHE ?= cache
 OUT ?= reports
 FOLDS ?= 6
 NETS ?= onedcnn,twodcnn,c3d,i3d,crnn

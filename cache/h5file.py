@@ -1,16 +1,16 @@
-"""The HDF5 file under a cache: how it is opened, and its datasets, each allocated whole when created.
+"""The HDF5 files under a cache: how they are opened and written whole, and the clip table.
 
-The clip table (one row per clip, in manifest order) and each feature set's data, per-row status,
-error, checksum and media hash. Allocating every dataset whole is what lets a row write change
-raw bytes only, never HDF5 metadata (``cache.store`` explains why that makes the writer crash-safe).
+Every file is written under a temporary name, flushed to disk and renamed into place, so a
+file a reader or writer finds is complete. Its datasets are allocated whole when created,
+so a later row write changes raw bytes only, never HDF5 metadata (``cache.store`` explains
+why that makes the writer crash-safe).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -19,26 +19,9 @@ import h5py
 import numpy as np
 
 from mvemo.cache.fingerprint import SCHEMA_VERSION, canonical_json
-from mvemo.cache.layout import (
-    CLIPS,
-    ERROR_DTYPE,
-    FEATURES,
-    HASH_DTYPE,
-    TODO,
-    FeatureSpec,
-    feature_path,
-)
+from mvemo.cache.layout import CLIPS_FILE, HASH_DTYPE
 from mvemo.manifests.errors import CacheError
-from mvemo.manifests.schema import Manifest
-
-# Each feature set's per-row columns beside its data: dtype, and the value a new row starts with.
-PER_ROW: dict[str, tuple[Any, Any]] = {
-    "status": (np.uint8, TODO),
-    "media_hash": (HASH_DTYPE, b""),
-    "checksum": (np.uint32, 0),
-    "error": (ERROR_DTYPE, b""),
-    "valid_length": (np.int32, 0),
-}
+from mvemo.manifests.schema import Clip, Manifest
 
 
 def mvemo_version() -> str:
@@ -49,59 +32,32 @@ def mvemo_version() -> str:
         return "unknown"
 
 
-# A chunk is one clip row, except that rows smaller than this share a chunk: with a
-# chunk per 2 KiB embedding, a bulk read ran at 14% of memcpy speed, HDF5's per-chunk cost.
-MIN_CHUNK_BYTES = 256 * 2**10
-
-
 def open_h5(path: str | os.PathLike[str], mode: str = "r") -> h5py.File:
-    """Open a cache file without HDF5's chunk cache and without its file locking.
+    """Open (``r``, ``r+``) or create (``w``) a cache file without HDF5's caches and file locking.
 
-    No chunk cache: a chunk is a whole row (or, for small rows, a block written
-    with its neighbours), so writes and bulk reads go straight between the file
-    and the caller's array. Measured against a 64 MiB cache: writes 2x faster,
-    bulk embedding reads 0.6 instead of 0.4 of memcpy speed; and on a full disk a
-    failed write leaves no dirty chunk behind, which HDF5 would try (and fail, with
-    a crash) to flush at exit. No file locking: row writes change no metadata, so
-    reading during a write is safe, and writers exclude each other with ``CacheLock``.
+    No data sieve and no chunk cache: a write of a 512-byte row through HDF5's 64 KiB
+    sieve wrote the whole 64 KiB (128 times the row; ``add_set_bytes_ratio`` of
+    ``mvemo bench cache``), and bulk reads go straight into the caller's array. No file
+    locking: row writes change no metadata, so reading during a write is safe, and
+    writers exclude each other with ``CacheLock``.
     """
-    return h5py.File(
-        path,
-        mode,
-        # The oldest format that holds the layout: superblock v3 (libver "latest") keeps a
-        # "file open for write" flag that a killed writer leaves set, and h5py cannot clear it.
-        libver=("earliest", "latest"),
-        rdcc_nbytes=0,
-        locking=False,
-    )
+    fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
+    fapl.set_sieve_buf_size(0)
+    fapl.set_cache(0, 0, 0, 0.75)
+    fapl.set_file_locking(False, True)
+    # The oldest format that holds the layout: superblock v3 (libver "latest") keeps a
+    # "file open for write" flag that a killed writer leaves set, and h5py cannot clear it.
+    fapl.set_libver_bounds(h5py.h5f.LIBVER_EARLIEST, h5py.h5f.LIBVER_LATEST)
+    name = os.fsencode(path)
+    if mode == "w":
+        fid = h5py.h5f.create(name, h5py.h5f.ACC_TRUNC, fapl=fapl)
+    else:
+        fid = h5py.h5f.open(name, {"r": h5py.h5f.ACC_RDONLY, "r+": h5py.h5f.ACC_RDWR}[mode], fapl=fapl)
+    return h5py.File(fid)
 
 
 def row_checksum(row: np.ndarray) -> int:
     return zlib.crc32(np.ascontiguousarray(row).view(np.uint8).data)
-
-
-def feature_set_names(f: h5py.File) -> list[str]:
-    """Every feature set of an open cache file, sorted."""
-    if FEATURES not in f:
-        return []
-    names: list[str] = []
-
-    def visit(name: str, obj: Any) -> None:
-        if isinstance(obj, h5py.Group) and "fingerprint" in obj.attrs:
-            names.append(name)
-
-    f[FEATURES].visititems(visit)
-    return sorted(names)
-
-
-def set_rows(group: h5py.Group, rows: Sequence[int], **columns: Any) -> None:
-    """Set per-row columns of ``rows`` with one read and one write of the span they cover."""
-    lo, hi = min(rows), max(rows) + 1
-    index = np.asarray(rows) - lo
-    for key, values in columns.items():
-        span = group[key][lo:hi]
-        span[index] = values
-        group[key][lo:hi] = span
 
 
 def fit_row(values: np.ndarray, row_shape: tuple[int, ...], dtype: np.dtype, name: str, variable: bool) -> tuple[np.ndarray, int]:
@@ -123,20 +79,32 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def allocated(f: h5py.Group, name: str, shape: tuple[int, ...], dtype: Any, chunk_rows: int = 1) -> h5py.Dataset:
-    """A chunked dataset whose every chunk is allocated now, so later row writes change no metadata."""
+def temporary_name(path: Path) -> Path:
+    """Where ``path`` is written before it is renamed into place; a writer removes those a kill left."""
+    return path.with_name(f".{path.name}.tmp")
+
+
+def write_whole(path: Path, fill: Callable[[h5py.File], None]) -> None:
+    """Create the HDF5 file ``path`` by ``fill``, flushed to disk before it takes its name: never half there."""
+    tmp = temporary_name(path)
+    tmp.unlink(missing_ok=True)
+    with open_h5(tmp, "w") as f:
+        fill(f)
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def allocated(f: h5py.Group, name: str, shape: tuple[int, ...], dtype: Any, fill: Any = None) -> h5py.Dataset:
+    """A contiguous dataset allocated now, so later row writes change no metadata; ``fill`` its first values."""
     dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
     dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
-    if h5py.check_string_dtype(np.dtype(dtype)) is None:  # variable-length strings need a fill value
+    if not _is_text(np.dtype(dtype)):  # variable-length strings need a fill value
         dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
-    chunks = (chunk_rows, *tuple(shape[1:]))
-    return f.create_dataset(name, shape=shape, maxshape=(None, *tuple(shape[1:])), dtype=dtype, chunks=chunks, dcpl=dcpl)
-
-
-def per_row(f: h5py.Group, name: str, n: int, dtype: Any, fill: Any) -> h5py.Dataset:
-    dset = allocated(f, name, (n,), dtype, chunk_rows=4096)
-    if n:
-        dset[:] = np.full(n, fill, dtype=dtype)
+    dset = f.create_dataset(name, shape=shape, dtype=dtype, dcpl=dcpl)
+    if fill is not None and dset.size:
+        dset[...] = np.asarray(fill, dtype=dtype) if np.ndim(fill) else np.full(shape, fill, dtype=dtype)
     return dset
 
 
@@ -149,60 +117,45 @@ CLIP_COLUMNS = {
     "fold": np.int32,
     "media_hash": HASH_DTYPE,
     "media_stat": HASH_DTYPE,
+    "removed": np.uint8,  # 1: the manifest no longer lists the clip; its rows stay, unseen, until it returns
 }
 
 
-def create_clip_table(f: h5py.File, manifest: Manifest) -> None:
-    f.attrs["schema_version"] = SCHEMA_VERSION
-    f.attrs["mvemo_version"] = mvemo_version()
-    f.attrs["classes"] = canonical_json(list(manifest.classes))
-    clips = f.create_group(CLIPS)
-    for name, dtype in CLIP_COLUMNS.items():
-        allocated(clips, name, (0,), dtype, chunk_rows=4096)
-    append_clips(f, list(manifest.clips), manifest)
-
-
-def append_clips(f: h5py.File, new: Sequence[Any], manifest: Manifest) -> None:
-    clips = f[CLIPS]
-    start = clips["clip_id"].shape[0]
-    stop = start + len(new)
+def clip_columns(clips: list[Clip], manifest: Manifest) -> dict[str, np.ndarray]:
+    """The clip-table columns of ``clips``, whose media are not hashed yet."""
     index = {name: i for i, name in enumerate(manifest.classes)}
-    values = {
-        "clip_id": [c.clip_id for c in new],
-        "group": [c.group for c in new],
-        "video": [str(c.video or "") for c in new],
-        "audio": [str(c.audio or "") for c in new],
-        "label": [index[c.label] for c in new],
-        "fold": [-1 if c.fold is None else c.fold for c in new],
-        "media_hash": [b""] * len(new),
-        "media_stat": [b""] * len(new),
+    values: dict[str, list[Any]] = {
+        "clip_id": [c.clip_id for c in clips],
+        "group": [c.group for c in clips],
+        "video": [str(c.video or "") for c in clips],
+        "audio": [str(c.audio or "") for c in clips],
+        "label": [index[c.label] for c in clips],
+        "fold": [-1 if c.fold is None else c.fold for c in clips],
+        "media_hash": [b""] * len(clips),
+        "media_stat": [b""] * len(clips),
+        "removed": [0] * len(clips),
     }
-    for name, dtype in CLIP_COLUMNS.items():
-        clips[name].resize((stop,))
-        clips[name][start:stop] = np.array(values[name], dtype=dtype)
-    for name in feature_set_names(f):
-        group = f[feature_path(name)]
-        for key in ("data", *PER_ROW):
-            group[key].resize((stop, *group[key].shape[1:]))
-        for key, (dtype, fill) in PER_ROW.items():
-            group[key][start:stop] = np.full(len(new), fill, dtype=dtype)
+    return {name: np.array(values[name], dtype=dtype) for name, dtype in CLIP_COLUMNS.items()}
 
 
-def create_feature_set(f: h5py.File, spec: FeatureSpec, n: int, *, replace: bool) -> None:
-    path = feature_path(spec.name)
-    if replace:
-        del f[path]
-    group = f.create_group(path)
-    for key, (dtype, fill) in PER_ROW.items():  # first, so they lie before the bulk of the data in the file
-        per_row(group, key, n, dtype, fill)
-    allocated(group, "data", (n, *spec.row_shape), spec.dtype, chunk_rows=max(1, MIN_CHUNK_BYTES // spec.row_bytes))
-    group.attrs["fingerprint"] = spec.fingerprint
-    group.attrs["record"] = canonical_json(spec.record)
-    group.attrs["config"] = canonical_json(dict(spec.config))
-    group.attrs["extractor"] = spec.extractor
-    group.attrs["extractor_version"] = spec.extractor_version
-    group.attrs["weights_sha256"] = spec.weights_sha256
-    group.attrs["weights_file"] = spec.weights_file
-    group.attrs["schema_version"] = SCHEMA_VERSION
-    group.attrs["columns"] = json.dumps(list(spec.columns))
-    group.attrs["variable_length"] = spec.variable_length
+def write_clip_table(root: Path, columns: Mapping[str, np.ndarray], classes: tuple[str, ...]) -> None:
+    """Write ``root/clips.h5`` whole: the small file that changes when clips are added."""
+
+    def fill(f: h5py.File) -> None:
+        f.attrs["schema_version"] = SCHEMA_VERSION
+        f.attrs["mvemo_version"] = mvemo_version()
+        f.attrs["classes"] = canonical_json(list(classes))
+        for name, dtype in CLIP_COLUMNS.items():
+            allocated(f, name, (len(columns[name]),), dtype, fill=columns[name])
+
+    write_whole(root / CLIPS_FILE, fill)
+
+
+def read_clip_table(f: h5py.File) -> dict[str, np.ndarray]:
+    """Every column of an open ``clips.h5``, one array each, in row order (text columns as str)."""
+    return {name: f[name].asstr()[:] if _is_text(f[name].dtype) else f[name][:] for name in CLIP_COLUMNS}
+
+
+def _is_text(dtype: np.dtype) -> bool:
+    info = h5py.check_string_dtype(dtype)
+    return info is not None and info.length is None

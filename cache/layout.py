@@ -1,16 +1,16 @@
-"""Where things live inside a cache file, and how a feature set is described.
+"""Where things live inside a cache directory, and how a feature set is described.
 
 ::
 
-    /                         attrs: schema_version, mvemo_version, classes (JSON)
-    /clips/{clip_id, label, group, fold, video, audio, media_hash, media_stat}   one row per clip
-    /features/<name>/data     (n_clips, *row_shape), chunk = one clip row, uncompressed
-    /features/<name>/status   uint8 per row: 0 to do, 1 done, 2 failed, 3 absent modality
-    /features/<name>/media_hash, checksum, error, valid_length   per row
-    /features/<name>          attrs: fingerprint, config (JSON), extractor, extractor_version,
-                              weights_sha256, schema_version, row_shape, dtype, columns (JSON)
+    CACHE/clips.h5                      attrs: schema_version, mvemo_version, classes (JSON)
+                                        clip_id, label, group, fold, video, audio, media_hash, media_stat, removed
+    CACHE/sets/<name>/rows-<a>-<b>.h5   one segment of a set: rows a..b-1 of the clip table
+                                        data (b-a, *row_shape), contiguous; status, media_key, checksum,
+                                        valid_length per row; attrs: fingerprint, record, config, extractor, ...
+    CACHE/sets/<name>/errors.jsonl      why rows failed: {"clip_id", "reason"} per line, the last one counts
 
-``<name>`` is e.g. ``mel``, ``lld``, ``frames224``, ``emb/i3d/fold0`` or ``emb/i3d/all``.
+``<name>`` is e.g. ``mel``, ``lld``, ``frames224``, ``emb/i3d/fold0`` or ``emb/i3d/all``. A set
+exists once its first segment (rows from 0) exists; clips appended later get a new segment.
 """
 
 from __future__ import annotations
@@ -18,20 +18,21 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mvemo.cache.fingerprint import fingerprint, fingerprint_record
-from mvemo.manifests.errors import ConfigError
+from mvemo.manifests.errors import CacheError, ConfigError
 
-CLIPS = "clips"
-FEATURES = "features"
+CLIPS_FILE = "clips.h5"
+SETS = "sets"
+ERRORS_FILE = "errors.jsonl"
 # ABSENT: the manifest gives the clip no such modality (an audio-only clip's video frames).
 TODO, DONE, FAILED, ABSENT = 0, 1, 2, 3
 HASH_DTYPE = "S64"
-ERROR_BYTES = 240
-ERROR_DTYPE = f"S{ERROR_BYTES}"
+ERROR_CHARS = 240
 _NAME = re.compile(r"^[a-z0-9_]+(/[a-z0-9_+]+)*$")
 
 
@@ -114,5 +115,19 @@ class FeatureSpec:
         return int(np.prod(self.row_shape)) * np.dtype(self.dtype).itemsize
 
 
-def feature_path(name: str) -> str:
-    return f"{FEATURES}/{name}"
+def set_dir(root: Path, name: str) -> Path:
+    """The folder of a feature set's segments."""
+    return root / SETS / name
+
+
+def media_keys(hashes: np.ndarray) -> np.ndarray:
+    """The first 64 bits of each media hash (hex bytes; b"" is 0): what a set's rows record of their media."""
+    return np.array([int(h[:16] or b"0", 16) for h in hashes], dtype=np.uint64)
+
+
+def single_file_error(root: Path) -> CacheError:
+    """What to do with a cache path that names a file: the single-file layout of earlier versions."""
+    return CacheError(
+        f"cache {str(root)!r} is one HDF5 file, the layout of mvemo before 0.2 (a cache is now a folder of files);"
+        f" run `mvemo cache migrate {root}` once to convert it in place, or give --cache a new folder"
+    )

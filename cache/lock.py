@@ -1,6 +1,6 @@
 """One writer at a time: an advisory lock beside the cache file.
 
-The lock is an ``flock`` on ``CACHE.h5.lock``, which the kernel releases when
+The lock is an ``flock`` on ``CACHE.lock`` beside the cache folder, which the kernel releases when
 its holder dies however it dies, so a lock left by a killed process is taken
 over by the next writer (which says so). The file also holds the holder's pid,
 host and start time, so a refused writer can name it. A writer that finishes

@@ -1,4 +1,4 @@
-"""Reading a cache: the clip table, feature matrices and what each feature set holds.
+"""Reading a cache folder: the clip table, feature matrices and what each feature set holds.
 
 Readers need h5py and numpy only and never unpickle anything.
 """
@@ -11,23 +11,27 @@ import os
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
-from mvemo.cache.h5file import feature_set_names, open_h5
-from mvemo.cache.layout import CLIPS, DONE, FAILED, feature_path
+from mvemo.cache.h5file import open_h5, read_clip_table
+from mvemo.cache.layout import CLIPS_FILE, DONE, FAILED, media_keys, single_file_error
+from mvemo.cache.sets import OpenSet, read_errors, set_names
 from mvemo.manifests.errors import CacheError
 from mvemo.manifests.schema import group_id
 
 
 class Cache:
-    """A read-only view of a cache file; use as a context manager.
+    """A read-only view of a cache folder; use as a context manager.
+
+    Rows are the clips the manifest listed at the last write, in the clip table's
+    order (the manifest's order; appended clips last); clips removed from the manifest
+    stay on disk, unseen, and come back with their rows if the manifest lists them again.
 
     Attributes
     ----------
     classes : tuple of str
     clip_ids : list of str
-        One per row, in row order (the manifest's order; appended clips last).
+        One per row.
     y : ndarray, shape (n_clips,), int64
         Class index of every row.
     folds : ndarray, shape (n_clips,), int64
@@ -37,28 +41,41 @@ class Cache:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        if not self.path.is_file():
+        if self.path.is_file():
+            raise single_file_error(self.path)
+        clips_file = self.path / CLIPS_FILE
+        if not clips_file.is_file():
+            if self.path.is_dir() and any(self.path.iterdir()):
+                raise CacheError(f"{str(self.path)!r} is a folder but not an mvemo cache (no {CLIPS_FILE})")
             raise CacheError(f"cache {str(self.path)!r} does not exist; build it with `mvemo extract MANIFEST --cache {path}`")
         try:
-            self.file = open_h5(self.path, "r")
-        except OSError as err:
+            with open_h5(clips_file, "r") as f:
+                self._attrs = dict(f.attrs)
+                table = read_clip_table(f)
+        except (OSError, KeyError) as err:
             raise CacheError(
-                f"cache {str(self.path)!r} is not a readable HDF5 file ({err}); rebuild it with `mvemo extract`"
+                f"cache {str(self.path)!r}: {CLIPS_FILE} is not a readable clip table ({err}); rebuild it with `mvemo extract`"
             ) from None
-        if CLIPS not in self.file:
-            self.file.close()
-            raise CacheError(f"{str(self.path)!r} is an HDF5 file but not an mvemo cache (no clip table)")
-        clips = self.file[CLIPS]
-        self.classes = tuple(json.loads(self.file.attrs["classes"]))
-        self.clip_ids = [s.decode() for s in clips["clip_id"][:]]
+        self._n_stored = len(table["clip_id"])
+        self.rows_stored = np.flatnonzero(table["removed"] == 0)  # the clip-table row of each visible row
+        keep = self.rows_stored
+        self.classes = tuple(json.loads(self._attrs["classes"]))
+        self.clip_ids = table["clip_id"][keep].tolist()
         # each clip's group as folds and inner splits use it: a clip without one is a group of its own
-        self.groups = [group_id(g.decode(), c) for g, c in zip(clips["group"][:], self.clip_ids)]
-        self.y = clips["label"][:].astype(np.int64)
-        self.folds = clips["fold"][:].astype(np.int64)
-        self.media_hash = clips["media_hash"][:]
+        self.groups = [group_id(g, c) for g, c in zip(table["group"][keep], self.clip_ids)]
+        self.y = table["label"][keep].astype(np.int64)
+        self.folds = table["fold"][keep].astype(np.int64)
+        self.media_hash = table["media_hash"][keep]
+        self.media = {key: table[key][keep].tolist() for key in ("video", "audio")}
+        self.media_stat = table["media_stat"][keep]
+        self._media_keys = media_keys(self.media_hash)
+        self._names = set_names(self.path)
+        self._open: dict[str, OpenSet] = {}
 
     def close(self) -> None:
-        self.file.close()
+        for opened in self._open.values():
+            opened.close()
+        self._open = {}
 
     def __enter__(self) -> Cache:
         return self
@@ -71,57 +88,71 @@ class Cache:
 
     @property
     def attrs(self) -> dict[str, Any]:
-        return dict(self.file.attrs)
+        return dict(self._attrs)
 
     def feature_sets(self) -> list[str]:
-        return feature_set_names(self.file)
+        return list(self._names)
 
-    def _group(self, name: str) -> h5py.Group:
-        path = feature_path(name)
-        if path not in self.file or "fingerprint" not in self.file[path].attrs:
-            raise CacheError(
-                f"cache {str(self.path)!r} has no feature set {name!r} (it has {self.feature_sets()});"
-                f" compute it with `mvemo extract MANIFEST --cache {self.path}`"
-            )
-        return self.file[path]
+    def _set(self, name: str) -> OpenSet:
+        if name not in self._open:
+            if name not in self._names:
+                raise CacheError(
+                    f"cache {str(self.path)!r} has no feature set {name!r} (it has {self._names});"
+                    f" compute it with `mvemo extract MANIFEST --cache {self.path}`"
+                )
+            self._open[name] = OpenSet(self.path, name)
+        return self._open[name]
+
+    def per_row(self, name: str, key: str) -> np.ndarray:
+        """A per-row column of a set (status, media_key, checksum, valid_length), one value per row."""
+        return self._set(name).column(key, self._n_stored)[self.rows_stored]
 
     def status(self, name: str) -> np.ndarray:
-        """Per-row status of a feature set: 0 to do, 1 done, 2 failed."""
-        return self._group(name)["status"][:]
+        """Per-row status of a feature set: 0 to do, 1 done, 2 failed, 3 absent modality."""
+        return self.per_row(name, "status")
 
     def done(self, name: str) -> np.ndarray:
         """Boolean mask of the rows whose values are computed and current."""
-        group = self._group(name)
-        return (group["status"][:] == DONE) & (group["media_hash"][:] == self.media_hash)
+        return (self.status(name) == DONE) & (self.per_row(name, "media_key") == self._media_keys)
 
     def valid_lengths(self, name: str) -> np.ndarray:
         """Valid length of each row's first axis (the full length for fixed-size sets)."""
-        return self._group(name)["valid_length"][:].astype(np.int64)
+        return self.per_row(name, "valid_length").astype(np.int64)
 
     def row_shape(self, name: str) -> tuple[int, ...]:
         """The shape of one clip's array in feature set ``name``."""
-        return tuple(int(n) for n in self._group(name)["data"].shape[1:])
+        return self._set(name).row_shape
+
+    def set_attrs(self, name: str) -> dict[str, Any]:
+        """What a set records of itself: fingerprint, record, config, extractor, weights, columns."""
+        return dict(self._set(name).attrs)
 
     def columns(self, name: str) -> list[str]:
-        return json.loads(self._group(name).attrs["columns"])
+        return json.loads(self._set(name).attrs["columns"])
 
     def config(self, name: str) -> dict[str, Any]:
-        return json.loads(self._group(name).attrs["config"])
+        return json.loads(self._set(name).attrs["config"])
 
     def fingerprint(self, name: str) -> str:
-        return str(self._group(name).attrs["fingerprint"])
+        return str(self._set(name).attrs["fingerprint"])
 
     def weights_sha256(self, name: str) -> str:
         """The sha256 of the pretrained weights a set was computed with ("" for none: random init, or no net)."""
-        return str(self._group(name).attrs["weights_sha256"])
+        return str(self._set(name).attrs["weights_sha256"])
 
     def weights_file(self, name: str) -> str:
         """The name of that weights file ("" for none, or a cache written before mvemo recorded it)."""
-        return str(self._group(name).attrs.get("weights_file", ""))
+        return str(self._set(name).attrs.get("weights_file", ""))
 
-    def error(self, name: str, row: int) -> str:
-        """Why row ``row`` of a set failed ("" where it did not)."""
-        return bytes(self._group(name)["error"][row]).decode("utf-8", "replace")
+    def modified_ns(self, name: str) -> int:
+        """When a set's files (or the clip table) last changed: a key for what was read from it."""
+        return max(self._set(name).modified_ns(), os.stat(self.path / CLIPS_FILE).st_mtime_ns)
+
+    def errors(self, name: str) -> dict[int, str]:
+        """Why each failed row of a set failed: {row: reason}."""
+        failed = np.flatnonzero(self.status(name) == FAILED)
+        reasons = read_errors(self.path, name) if failed.size else {}
+        return {int(row): reasons.get(self.clip_ids[row], "") for row in failed}
 
     def combined_fingerprint(self) -> str:
         """sha256 over every feature set's name and fingerprint: what a report was computed from."""
@@ -130,40 +161,34 @@ class Cache:
 
     def failures(self) -> list[dict[str, str]]:
         """The failures table: every (feature set, clip) that could not be computed, with its reason."""
-        table = []
-        for name in self.feature_sets():
-            group = self._group(name)
-            for row in np.flatnonzero(group["status"][:] == FAILED):
-                table.append({"feature_set": name, "clip_id": self.clip_ids[row], "reason": self.error(name, int(row))})
-        return table
+        return [
+            {"feature_set": name, "clip_id": self.clip_ids[row], "reason": reason}
+            for name in self.feature_sets()
+            for row, reason in self.errors(name).items()
+        ]
 
     def read_matrix(self, name: str, rows: np.ndarray | list[int] | None = None) -> np.ndarray:
         """The values of a feature set, all rows or the given ones, in the order given.
 
         Reads with ``read_direct`` into one preallocated array, a contiguous run of
-        rows at a time (fancy indexing measured 30x slower). Rows not done hold
-        whatever was allocated: select them with ``done``.
+        rows at a time (fancy indexing measured 30x slower): a set of one segment with
+        no clip removed is one read. Rows not done hold whatever was allocated (zeros
+        for a clip appended since the set was last written): select them with ``done``.
 
         Returns
         -------
         ndarray, shape (n_rows, *row_shape)
         """
-        dset = self._group(name)["data"]
-        if rows is None:
-            out = np.empty(dset.shape, dtype=dset.dtype)
-            if out.size:
-                dset.read_direct(out)
-            return out
-        rows = np.asarray(rows, dtype=np.int64)
-        if rows.size and (rows.min() < 0 or rows.max() >= dset.shape[0]):
-            raise CacheError(f"feature set {name!r}: rows must lie in 0..{dset.shape[0] - 1}")
+        opened = self._set(name)
+        rows = np.arange(len(self)) if rows is None else np.asarray(rows, dtype=np.int64)
+        if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
+            raise CacheError(f"feature set {name!r}: rows must lie in 0..{len(self) - 1}")
         order = np.argsort(rows, kind="stable")
-        sorted_rows = rows[order]
-        out = np.empty((rows.size, *dset.shape[1:]), dtype=dset.dtype)
-        starts = np.flatnonzero(np.diff(sorted_rows, prepend=-2) != 1)
-        for begin, end in zip(starts, [*starts[1:], rows.size]):
-            first = sorted_rows[begin]
-            dset.read_direct(out, np.s_[first : first + end - begin], np.s_[begin:end])
+        stored = self.rows_stored[rows[order]]
+        beyond = bool(stored.size) and int(stored[-1]) >= opened.stop  # clips appended since the set was written
+        out = (np.zeros if beyond else np.empty)((rows.size, *opened.row_shape), dtype=opened.dtype)
+        for position, index, first, count in opened.runs(stored):
+            opened.files[index]["data"].read_direct(out, np.s_[first : first + count], np.s_[position : position + count])
         if np.array_equal(order, np.arange(rows.size)):
             return out
         unsorted = np.empty_like(out)
@@ -174,24 +199,26 @@ class Cache:
         """The ``mvemo cache info --json`` document."""
         sets = {}
         for name in self.feature_sets():
-            group = self._group(name)
-            data = group["data"]
+            opened = self._set(name)
+            attrs = opened.attrs
             sets[name] = {
-                "shape": list(data.shape),
-                "dtype": str(data.dtype),
+                "shape": [len(self), *opened.row_shape],
+                "dtype": str(opened.dtype),
                 "done": int(self.done(name).sum()),
-                "failed": int((group["status"][:] == FAILED).sum()),
-                "fingerprint": str(group.attrs["fingerprint"]),
-                "config": json.loads(group.attrs["config"]),
-                "extractor": str(group.attrs["extractor"]),
-                "extractor_version": str(group.attrs["extractor_version"]),
-                "bytes_per_clip": int(np.prod(data.shape[1:]) * data.dtype.itemsize),
+                "failed": int((self.status(name) == FAILED).sum()),
+                "fingerprint": str(attrs["fingerprint"]),
+                "config": json.loads(attrs["config"]),
+                "extractor": str(attrs["extractor"]),
+                "extractor_version": str(attrs["extractor_version"]),
+                "bytes_per_clip": int(np.prod(opened.row_shape) * opened.dtype.itemsize),
+                "bytes_on_disk": sum(s.path.stat().st_size for s in opened.segments),
+                "segments": len(opened.segments),
             }
         return {
             "clips": len(self),
             "classes": list(self.classes),
-            "schema_version": int(self.file.attrs["schema_version"]),
-            "mvemo_version": str(self.file.attrs["mvemo_version"]),
+            "schema_version": int(self._attrs["schema_version"]),
+            "mvemo_version": str(self._attrs["mvemo_version"]),
             "folds": int(self.folds.max() + 1) if len(self) and self.folds.min() >= 0 else 0,
             "feature_sets": sets,
         }

@@ -1,17 +1,19 @@
-"""The single writer of a cache file: resumable, fingerprinted and safe against ``kill -9``.
+"""The single writer of a cache folder: resumable, fingerprinted, safe against ``kill -9``, and never copying.
 
 Crash safety rests on two rules, chosen by killing writers at random moments
 (tests/cache/test_crash.py):
 
 1. **Row writes never touch HDF5 metadata.** Every dataset is allocated whole
-   when it is created (early allocation, no fill), so writing a row only
+   when its file is created (early allocation, no fill), so writing a row only
    overwrites raw bytes in place. A row's data is flushed before its ``done``
    status is written and flushed: a kill leaves either a done row with correct
    data or a row still to do.
-2. **Structural changes are copy-on-write.** Creating feature sets, appending
-   clips or starting a set over happen on a copy of the file that replaces the
-   original by an atomic rename, so a kill mid-change leaves the old file whole.
-   This costs one file copy per run that adds sets (seconds per GB), never per row.
+2. **New files appear whole.** A new set, the segment of a set for clips added
+   since, and the clip table when clips are added are each written under a
+   temporary name and renamed into place (``cache.h5file.write_whole``): a kill
+   leaves the files before, and a temporary file the next writer removes. Nothing
+   else is ever rewritten, so adding a set writes that set's bytes and no other's
+   (``mvemo bench cache``: ``add_set_bytes_ratio``).
 
 HDF5's SWMR mode was the alternative: it cannot create objects while writing and
 leaves a killed writer's file flagged until ``h5clear`` runs, which h5py lacks.
@@ -23,36 +25,25 @@ import contextlib
 import functools
 import json
 import os
-import shutil
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from mvemo.cache.fingerprint import canonical_json, media_hash, media_stat_key, record_diff
 from mvemo.cache.h5file import (
-    append_clips,
-    create_clip_table,
-    create_feature_set,
-    feature_set_names,
+    CLIP_COLUMNS,
+    clip_columns,
     fit_row,
-    fsync_dir,
     open_h5,
+    read_clip_table,
     row_checksum,
-    set_rows,
+    write_clip_table,
 )
-from mvemo.cache.layout import (
-    CLIPS,
-    DONE,
-    ERROR_BYTES,
-    FAILED,
-    TODO,
-    FeatureSpec,
-    feature_path,
-)
+from mvemo.cache.layout import CLIPS_FILE, DONE, FAILED, TODO, FeatureSpec, media_keys, single_file_error
 from mvemo.cache.lock import CacheLock
+from mvemo.cache.sets import OpenSet, append_error, chain, create_segment, remove_set, segment_attrs, set_names
 from mvemo.manifests.errors import CacheError
 from mvemo.manifests.schema import Manifest
 
@@ -67,7 +58,7 @@ def _disk_errors(method: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return method(self, *args, **kwargs)
         except (OSError, RuntimeError) as err:  # h5py reports a failed flush as RuntimeError
-            self._tmp.unlink(missing_ok=True)
+            remove_temporary_files(self.path)
             raise CacheError(
                 f"writing cache {str(self.path)!r} failed ({err}); free disk space (or raise the file size limit)"
                 " and run again: rows already done are kept"
@@ -76,17 +67,28 @@ def _disk_errors(method: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
+def remove_temporary_files(root: Path) -> list[Path]:
+    """Delete the temporary files a killed or failed writer left under ``root``; returns them."""
+    found = [p for p in root.rglob(".*.tmp") if p.is_file()]
+    for path in found:
+        path.unlink(missing_ok=True)
+    return found
+
+
 class CacheWriter:
-    """The one process that writes a cache file; workers send it arrays.
+    """The one process that writes a cache folder; workers send it arrays.
+
+    Rows are numbered as ``Cache`` numbers them: the clips the manifest lists, in the
+    clip table's order.
 
     Parameters
     ----------
     path : path-like
-        The cache file, created when absent.
+        The cache folder, created when absent.
     manifest : Manifest
-        The clip table. Clips new to the cache are appended; a clip of the cache
-        that the manifest lacks, or (once embeddings exist) a changed label or
-        fold, raises ``CacheError``.
+        The clip table. Clips new to the cache are appended; clips the manifest no
+        longer lists are hidden, their rows kept; a changed label or fold of a listed
+        clip raises ``CacheError`` once embeddings exist.
     lock : CacheLock, optional
         A lock already held (``extract`` takes it before heavy imports);
         otherwise the writer takes its own.
@@ -99,15 +101,14 @@ class CacheWriter:
 
     def __init__(self, path: str | os.PathLike[str], manifest: Manifest, *, lock: CacheLock | None = None) -> None:
         self.path = Path(path)
+        if self.path.is_file():
+            raise single_file_error(self.path)
         self._own_lock = lock is None
         self.lock = CacheLock(self.path).acquire() if lock is None else lock
-        self._tmp = self.path.with_name(f".{self.path.name}.tmp")
-        self._tmp.unlink(missing_ok=True)
-        self._file: h5py.File | None = None
+        self._sets: dict[str, OpenSet] = {}
         try:
-            if not self.path.exists():
-                self._restructure(lambda f: create_clip_table(f, manifest))
-            self._file = self._open()
+            self.path.mkdir(parents=True, exist_ok=True)
+            remove_temporary_files(self.path)
             self._sync_clips(manifest)
         except BaseException:
             self.close()
@@ -115,19 +116,11 @@ class CacheWriter:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def _open(self) -> h5py.File:
-        try:
-            return open_h5(self.path, "r+")
-        except OSError as err:
-            raise CacheError(
-                f"cache {str(self.path)!r} cannot be opened for writing ({err}); move it away and run again"
-            ) from None
-
     def close(self) -> None:
-        if self._file is not None:
+        for opened in self._sets.values():
             with contextlib.suppress(OSError, RuntimeError):  # a full disk: what is flushed is consistent, the rest is redone
-                self._file.close()
-            self._file = None
+                opened.close()
+        self._sets = {}
         if self._own_lock:
             self.lock.release()
 
@@ -137,109 +130,102 @@ class CacheWriter:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @property
-    def file(self) -> h5py.File:
-        if self._file is None:
-            raise CacheError(f"cache {str(self.path)!r} is closed")
-        return self._file
-
-    @_disk_errors
-    def _restructure(self, change: Callable[[h5py.File], None]) -> None:
-        """Apply a structural change on a copy of the file and rename it over the original."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        if self.path.exists():
-            shutil.copyfile(self.path, self._tmp)
-        with open_h5(self._tmp, "r+" if self.path.exists() else "w") as f:
-            change(f)
-        with open(self._tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(self._tmp, self.path)
-        fsync_dir(self.path.parent)
-        self._file = self._open()
-
     # -- clips -------------------------------------------------------------------------
 
     @property
     def clip_ids(self) -> list[str]:
-        return [s.decode() for s in self.file[f"{CLIPS}/clip_id"][:]]
+        """The manifest's clips, in row order."""
+        return [self._ids[row] for row in self._listed]
 
+    @_disk_errors
     def _sync_clips(self, manifest: Manifest) -> None:
-        cached = self.clip_ids
-        row_of = {clip_id: row for row, clip_id in enumerate(cached)}
-        missing = [c for c in cached if c not in set(manifest.clip_ids)]
-        if missing:
-            raise CacheError(
-                f"cache {str(self.path)!r} holds {len(missing)} clips the manifest lacks (first: {missing[0]!r});"
-                " use the manifest the cache was built from, or write to a new cache file"
-            )
-        classes = self.file.attrs["classes"]
+        table_path = self.path / CLIPS_FILE
+        if not table_path.exists():
+            write_clip_table(self.path, clip_columns(list(manifest.clips), manifest), manifest.classes)
+        with open_h5(table_path, "r") as f:
+            classes = f.attrs["classes"]
+            table = read_clip_table(f)
         if classes != canonical_json(list(manifest.classes)):
             raise CacheError(
                 f"cache {str(self.path)!r} has classes {classes}, the manifest {list(manifest.classes)};"
-                " write to a new cache file"
+                " write to a new cache folder"
             )
-        new = [c for c in manifest.clips if c.clip_id not in row_of]
+        known = set(table["clip_id"].tolist())
+        new = [c for c in manifest.clips if c.clip_id not in known]
         if new:
-            self._restructure(lambda f: append_clips(f, new, manifest))
-        self._update_clip_columns(manifest)
-        self._update_media_hashes(manifest)
+            added = clip_columns(new, manifest)
+            table = {key: np.concatenate([table[key], added[key]]) for key in CLIP_COLUMNS}
+            write_clip_table(self.path, table, manifest.classes)
+        self._ids = table["clip_id"].tolist()
+        listed = set(manifest.clip_ids)
+        removed = np.array([clip_id not in listed for clip_id in self._ids], dtype=np.uint8)
+        self._listed = np.flatnonzero(removed == 0)
+        self._row_of = {self._ids[stored]: row for row, stored in enumerate(self._listed)}
+        changes = {"removed": removed, **self._clip_columns(table, manifest), **self._media_columns(table, manifest)}
+        changed = {key: values for key, values in changes.items() if not np.array_equal(values, table[key])}
+        if changed:
+            with open_h5(table_path, "r+") as f:
+                for key, values in changed.items():  # media_hash before media_stat: a kill between rehashes
+                    f[key][:] = values
+                    f.flush()
+        self._media_keys = media_keys(changes["media_hash"])
 
-    def _update_clip_columns(self, manifest: Manifest) -> None:
-        clips = self.file[CLIPS]
-        order = self._rows_of(manifest.clip_ids)
-        labels = np.empty(len(order), dtype=np.int32)
+    def _clip_columns(self, table: dict[str, np.ndarray], manifest: Manifest) -> dict[str, np.ndarray]:
+        """Labels and folds of the listed clips from the manifest (refused once embeddings hang on them)."""
+        order = self._listed[self._rows_of(manifest.clip_ids)]
+        labels, folds = table["label"].copy(), table["fold"].copy()
         labels[order] = manifest.y
-        folds = np.full(len(order), -1, dtype=np.int32)
-        if manifest.has_folds:
-            folds[order] = manifest.folds
-        changed = np.flatnonzero((clips["label"][:] != labels) | (clips["fold"][:] != folds))
+        folds[order] = manifest.folds if manifest.has_folds else -1
+        changed = np.flatnonzero(
+            (table["label"][self._listed] != labels[self._listed]) | (table["fold"][self._listed] != folds[self._listed])
+        )
         if changed.size and any(name.startswith("emb/") for name in self.feature_sets()):
             clip_id = self.clip_ids[changed[0]]
             raise CacheError(
                 f"clip {clip_id!r}: its label or fold in the manifest differs from the cache's, whose embeddings"
                 f" were trained on the old ones ({changed.size} clips differ); restore the manifest or write to a new cache"
             )
-        if changed.size:
-            clips["label"][:] = labels
-            clips["fold"][:] = folds
-            self.file.flush()
+        return {"label": labels, "fold": folds}
 
-    def _update_media_hashes(self, manifest: Manifest) -> None:
-        clips = self.file[CLIPS]
-        rows = self._rows_of(manifest.clip_ids)
-        stats = clips["media_stat"][:]
-        hashes = clips["media_hash"][:]
-        for row, clip in zip(rows, manifest.clips):
+    def _media_columns(self, table: dict[str, np.ndarray], manifest: Manifest) -> dict[str, np.ndarray]:
+        """Each listed clip's media hash, read again only where its files' size or time changed."""
+        hashes, stats = table["media_hash"].copy(), table["media_stat"].copy()
+        for row, clip in zip(self._listed[self._rows_of(manifest.clip_ids)], manifest.clips):
             paths = [p if p is not None and p.exists() else None for p in (clip.video, clip.audio)]
             key = media_stat_key(paths).encode()
             if key != stats[row]:
                 stats[row], hashes[row] = key, media_hash(paths).encode()
-        if not np.array_equal(stats, clips["media_stat"][:]):
-            clips["media_hash"][:] = hashes
-            clips["media_stat"][:] = stats
-            self.file.flush()
-        self._media_hash = hashes
+        return {"media_hash": hashes, "media_stat": stats}
 
     def _rows_of(self, clip_ids: Sequence[str]) -> np.ndarray:
-        row_of = {clip_id: row for row, clip_id in enumerate(self.clip_ids)}
-        return np.array([row_of[c] for c in clip_ids], dtype=np.int64)
+        return np.array([self._row_of[c] for c in clip_ids], dtype=np.int64)
 
     def row_of(self, clip_id: str) -> int:
-        return int(self._rows_of([clip_id])[0])
+        return self._row_of[clip_id]
 
     # -- feature sets ------------------------------------------------------------------
 
     def feature_sets(self) -> list[str]:
-        return feature_set_names(self.file)
+        return set_names(self.path)
 
+    def _set(self, name: str) -> OpenSet:
+        if name not in self._sets:
+            self._sets[name] = OpenSet(self.path, name)
+        return self._sets[name]
+
+    def _forget(self, name: str) -> None:
+        opened = self._sets.pop(name, None)
+        if opened is not None:
+            opened.close()
+
+    @_disk_errors
     def prepare(self, specs: Iterable[FeatureSpec], *, recompute: Iterable[str] = ()) -> None:
-        """Make sure every spec's feature set exists with its fingerprint.
+        """Make sure every spec's feature set exists with its fingerprint and holds a row for every clip.
 
         A set that exists with the same fingerprint is kept (a sample of its done
-        rows is read back and checked); a set in ``recompute`` starts over; new
-        sets are created in one structural change.
+        rows is read back and checked) and gets a new segment for clips added since;
+        a set in ``recompute`` starts over; a new set is created. Either way only the
+        new files are written.
 
         Raises
         ------
@@ -248,55 +234,60 @@ class CacheWriter:
             the config keys that differ and ``--recompute NAME``; or when a sampled
             done row no longer matches its checksum.
         """
-        specs = list(specs)
         recompute = set(recompute)
         existing = set(self.feature_sets())
-        create = []
         for spec in specs:
             if spec.name in existing and spec.name not in recompute:
                 self._check_fingerprint(spec)
                 self._verify_sample(spec.name)
             else:
-                create.append(spec)
-        if create:
-            n = len(self.clip_ids)
+                self._forget(spec.name)
+                remove_set(self.path, spec.name)
+            self._extend(spec)
 
-            def create_all(f: h5py.File) -> None:
-                for spec in create:
-                    create_feature_set(f, spec, n, replace=spec.name in existing)
-
-            self._restructure(create_all)
+    def _extend(self, spec: FeatureSpec) -> None:
+        """Give the set a segment for the clip-table rows it lacks, after removing files off its chain."""
+        linked, stray = chain(self.path, spec.name)
+        for segment in stray:
+            segment.path.unlink()
+        start, stop = (linked[-1].stop if linked else 0), len(self._ids)
+        if start < stop:
+            self._forget(spec.name)
+            create_segment(self.path, spec.name, segment_attrs(spec), spec.row_shape, spec.dtype, start, stop)
 
     def _check_fingerprint(self, spec: FeatureSpec) -> None:
-        attrs = self.file[feature_path(spec.name)].attrs
+        attrs = self._set(spec.name).attrs
         if attrs["fingerprint"] == spec.fingerprint:
             return
         diff = record_diff(json.loads(attrs["record"]), spec.record)
         raise CacheError(
             f"feature set {spec.name!r} in {str(self.path)!r} was computed with another config"
             f" (cached fingerprint {attrs['fingerprint'][:12]}, now {spec.fingerprint[:12]}; differing: {', '.join(diff)});"
-            f" run with --recompute {spec.name} to start it over, or use another cache file"
+            f" run with --recompute {spec.name} to start it over, or use another cache folder"
         )
 
     def _verify_sample(self, name: str) -> None:
-        group = self.file[feature_path(name)]
-        done = np.flatnonzero(group["status"][:] == DONE)
+        opened = self._set(name)
+        n = len(self._ids)
+        done = np.flatnonzero(opened.column("status", n) == DONE)
         if not done.size:
             return
         sample = np.random.default_rng(len(done)).choice(done, size=min(VERIFY_SAMPLE, done.size), replace=False)
-        checksums = group["checksum"][:]
-        for row in sample:
-            if row_checksum(group["data"][row]) != checksums[row]:
+        checksums = opened.column("checksum", n)
+        for stored in sample:
+            index, local = opened.locate(int(stored))
+            if row_checksum(opened.files[index]["data"][local]) != checksums[stored]:
                 raise CacheError(
-                    f"feature set {name!r}, clip {self.clip_ids[row]!r}: stored row does not match its checksum;"
+                    f"feature set {name!r}, clip {self._ids[stored]!r}: stored row does not match its checksum;"
                     f" run `mvemo cache verify {self.path}` and --recompute {name}"
                 )
 
     def todo(self, name: str) -> np.ndarray:
         """Rows still to compute: not done and not failed, or computed from media that has changed since."""
-        group = self.file[feature_path(name)]
-        status = group["status"][:]
-        stale = group["media_hash"][:] != self._media_hash
+        opened = self._set(name)
+        n = len(self._ids)
+        status = opened.column("status", n)[self._listed]
+        stale = opened.column("media_key", n)[self._listed] != self._media_keys[self._listed]
         return np.flatnonzero((status == TODO) | ((status != TODO) & stale))
 
     @_disk_errors
@@ -319,25 +310,35 @@ class CacheWriter:
             Rows refused because they hold NaN or inf: they are marked failed with
             that reason, so nothing non-finite ever reaches the cache.
         """
-        group = self.file[feature_path(name)]
-        dset = group["data"]
-        row_shape = dset.shape[1:]
-        written, refused, checksums, lengths = [], [], [], []
+        opened = self._set(name)
+        row_shape, dtype, variable = opened.row_shape, opened.dtype, bool(opened.attrs["variable_length"])
+        accepted: dict[int, tuple[np.ndarray, int]] = {}  # stored row -> (values, valid length)
+        refused = []
         for row, values in zip(rows, data):
-            padded, length = fit_row(np.asarray(values), row_shape, dset.dtype, name, group.attrs["variable_length"])
+            padded, length = fit_row(np.asarray(values), row_shape, dtype, name, variable)
             if padded.dtype.kind == "f" and not np.isfinite(padded).all():
                 refused.append(int(row))
-                continue
-            padded = np.ascontiguousarray(padded)
-            dset.write_direct(padded[None], dest_sel=np.s_[int(row) : int(row) + 1])
-            written.append(int(row))
-            checksums.append(row_checksum(padded))
-            lengths.append(length)
-        self.file.flush()
-        if written:
-            media = self._media_hash[written]
-            set_rows(group, written, checksum=checksums, valid_length=lengths, media_hash=media, error=b"", status=DONE)
-            self.file.flush()
+            else:
+                accepted[int(self._listed[row])] = (padded, length)
+        stored = np.array(sorted(accepted), dtype=np.int64)
+        runs = list(opened.runs(stored))
+        for position, index, first, count in runs:  # consecutive rows in one write
+            block = np.ascontiguousarray(np.stack([accepted[int(r)][0] for r in stored[position : position + count]]))
+            opened.writable(index)["data"].write_direct(block, dest_sel=np.s_[first : first + count])
+        for index in {index for _, index, _, _ in runs}:
+            opened.files[index].flush()
+        for position, index, first, count in runs:
+            span = stored[position : position + count]
+            opened.set_rows(
+                index,
+                list(range(first, first + count)),
+                checksum=[row_checksum(accepted[int(r)][0]) for r in span],
+                valid_length=[accepted[int(r)][1] for r in span],
+                media_key=self._media_keys[span],
+                status=DONE,
+            )
+        for index in {index for _, index, _, _ in runs}:
+            opened.files[index].flush()
         for row in refused:
             self.fail(name, row, "the extractor produced NaN or inf values")
         return refused
@@ -348,7 +349,9 @@ class CacheWriter:
 
         ``status=ABSENT`` records instead that the clip has no such modality (not a failure).
         """
-        group = self.file[feature_path(name)]
-        error = reason.encode("utf-8")[:ERROR_BYTES]
-        set_rows(group, [row], error=error, media_hash=self._media_hash[row], status=status)
-        self.file.flush()
+        opened = self._set(name)
+        stored = int(self._listed[row])
+        append_error(self.path, name, self._ids[stored], reason)
+        index, local = opened.locate(stored)
+        opened.set_rows(index, [local], media_key=self._media_keys[stored], status=status)
+        opened.files[index].flush()

@@ -117,8 +117,9 @@ def fail_rows_without_inputs(writer: CacheWriter, cache: Cache, set_name: str, k
     """Record why rows of ``set_name`` whose inputs were not computed have no embedding (absent when an input is)."""
     todo = writer.todo(set_name)
     ready = np.logical_and.reduce([cache.done(k) for k in kinds])
+    status = {k: cache.status(k) for k in kinds}
     for row in todo[~ready[todo]]:
-        statuses = [cache.status(k)[row] for k in kinds]
+        statuses = [status[k][row] for k in kinds]
         reason = f"clip {writer.clip_ids[row]!r}: its input {', '.join(kinds)} was not computed"
         writer.fail(set_name, int(row), reason, status=ABSENT if ABSENT in statuses else FAILED)
 

@@ -85,7 +85,7 @@ def check_folds(cache: Cache, n_folds: int | None) -> int:
 
 
 @functools.lru_cache(maxsize=16)
-def _input(cache_path: str, modified_ns: int, set_name: str) -> tuple[np.ndarray, np.ndarray]:
+def _input(cache_path: str, set_name: str, modified_ns: int) -> tuple[np.ndarray, np.ndarray]:
     """An input's matrix and done rows, read once per process for every fold and model that uses them."""
     with Cache(cache_path) as cache:
         return read_input(cache, set_name)
@@ -118,13 +118,13 @@ def fit_fold(
     with Cache(cache_path) as cache:
         classes, y, groups = cache.classes, cache.y, cache.groups
         set_names = {i: input_set_name(cache, i, fold) for m in models for i in m.inputs}
+        modified = {s: cache.modified_ns(s) for s in set_names.values()}
     sets = {m.name: {i: set_names[i] for i in m.inputs} for m in models}
-    modified = os.stat(cache_path).st_mtime_ns
     n_classes = len(classes)
     trainings = Trainings(y, groups, n_classes, head, selection)
     outcomes = {}
     for model in models:
-        read = {i: _input(str(cache_path), modified, s) for i, s in sets[model.name].items()}
+        read = {i: _input(str(cache_path), s, modified[s]) for i, s in sets[model.name].items()}
         usable = np.logical_and.reduce([done for _, done in read.values()])
         train = np.flatnonzero(usable & (folds != fold))
         test = np.flatnonzero(usable & (folds == fold))

@@ -199,10 +199,11 @@ def missing_reasons(cache: Cache, set_name: str) -> dict[int, str]:
     """Why each row a set does not hold is missing: its failure, a changed media file, or never computed."""
     status = cache.status(set_name)
     done = cache.done(set_name)
+    errors = cache.errors(set_name)
     reasons = {}
     for row in np.flatnonzero(~done):
         if status[row] == FAILED:
-            reasons[int(row)] = f"{set_name} failed: {cache.error(set_name, int(row))}"
+            reasons[int(row)] = f"{set_name} failed: {errors[int(row)]}"
         elif status[row] == DONE:
             reasons[int(row)] = f"{set_name} is stale: the media changed since it was computed; rerun `mvemo extract`"
         else:

@@ -122,13 +122,13 @@ def describe_inputs(cache: Cache, inputs: tuple[str, ...]) -> dict[str, Any]:
     described: dict[str, dict[str, Any]] = {}
     for name in inputs:
         set_name = input_set_name(cache, name, None)
-        group = cache.file[f"features/{set_name}"]
+        attrs = cache.set_attrs(set_name)
         config = cache.config(set_name)
         described[set_name] = {
             "fingerprint": cache.fingerprint(set_name),
             "config": config,
-            "extractor": str(group.attrs["extractor"]),
-            "weights_sha256": str(group.attrs["weights_sha256"]),
+            "extractor": str(attrs["extractor"]),
+            "weights_sha256": str(attrs["weights_sha256"]),
             # the configs of the cached inputs an embedding was computed from, to compute them again
             "input_configs": {kind: cache.config(kind) for kind in config.get("inputs", {})},
         }

@@ -13,15 +13,20 @@ from mvemo.manifests.errors import ConfigError, ManifestError
 from mvemo.manifests.schema import Manifest, group_id
 
 
-def assign_folds(manifest: Manifest, *, k: int = 6, seed: int = 0, group_by: str | None = None) -> Manifest:
+def assign_folds(
+    manifest: Manifest, *, k: int | None = None, seed: int = 0, group_by: str | None = None, keep: bool = True
+) -> Manifest:
     """A copy of ``manifest`` with stratified, group-preserving folds 0..k-1.
 
     Parameters
     ----------
     manifest : Manifest
-        The clip table; existing folds are replaced.
-    k : int
-        Number of folds, at least 2.
+        The clip table, possibly with folds for some clips (read with ``partial_folds``).
+    k : int, optional
+        Number of folds, at least 2. Default: the existing folds' number, else 6.
+    keep : bool
+        Where some clips have folds, keep every one of them and fold in the others
+        (``extend_folds``); False draws all folds anew.
     seed : int
         Seed of the shuffle: the same seed gives the same folds.
     group_by : str, optional
@@ -34,10 +39,26 @@ def assign_folds(manifest: Manifest, *, k: int = 6, seed: int = 0, group_by: str
         When ``k`` < 2 or ``k`` exceeds the number of groups in the smallest class
         (some fold would then miss that class), or ``group_by`` is not a column.
     """
-    if k < 2:
-        raise ManifestError(f"--k {k}: cross-validation needs at least 2 folds")
+    existing = np.array([-1 if c.fold is None else c.fold for c in manifest.clips], dtype=np.int64)
     groups = _groups(manifest, group_by)
     y = manifest.y
+    if keep and existing.max() >= 0:
+        stored = int(existing.max()) + 1
+        given = sorted(set(existing[existing >= 0].tolist()))
+        if given != list(range(stored)) or stored < 2:
+            raise ManifestError(
+                f"column 'fold' holds {given}, not folds 0..k-1 with k >= 2 to keep;"
+                " use --reshuffle (with --k K) to draw every fold anew"
+            )
+        if k not in (None, stored):
+            raise ManifestError(
+                f"--k {k}: the manifest has {stored} folds and keeping them keeps their number; use --k {stored},"
+                " or --reshuffle to draw every fold anew (which invalidates a cache's per-fold embeddings)"
+            )
+        return manifest.with_folds(extend_folds(y, groups, existing, k=stored, seed=seed).tolist())
+    k = 6 if k is None else k
+    if k < 2:
+        raise ManifestError(f"--k {k}: cross-validation needs at least 2 folds")
     fewest, rarest = fewest_groups(y, groups)
     smallest = manifest.classes[rarest]
     if k > fewest:
@@ -55,6 +76,41 @@ def draw_folds(y: np.ndarray, groups: Sequence[str], *, k: int, seed: int) -> np
     for fold, (_, test) in enumerate(splitter.split(np.zeros(len(y)), y, list(groups))):
         folds[test] = fold
     return folds
+
+
+def extend_folds(y: np.ndarray, groups: Sequence[str], folds: np.ndarray, *, k: int, seed: int) -> np.ndarray:
+    """Folds for the rows whose fold is -1, every other row's kept: shape (n,), int64.
+
+    A new clip of a group that has a fold joins it, so groups stay disjoint across
+    folds. Each new group then goes (largest first, equal sizes in ``seed``'s order)
+    to the fold that keeps each class's share per fold the most even: the greedy
+    rule of scikit-learn's ``StratifiedGroupKFold``, with the old clips fixed.
+    """
+    out = np.asarray(folds, dtype=np.int64).copy()
+    fold_of = {g: int(f) for g, f in zip(groups, out) if f >= 0}
+    for row in np.flatnonzero(out < 0).tolist():
+        out[row] = fold_of.get(groups[row], -1)
+    new_groups: dict[str, list[int]] = defaultdict(list)
+    for row in np.flatnonzero(out < 0).tolist():
+        new_groups[groups[row]].append(row)
+    n_classes = int(np.max(y)) + 1 if len(y) else 0
+    counts = np.zeros((k, n_classes))
+    np.add.at(counts, (out[out >= 0], y[out >= 0]), 1)
+    per_class = np.maximum(np.bincount(y, minlength=n_classes), 1)
+    names = list(new_groups)
+    order = np.random.default_rng(seed).permutation(len(names))
+    for index in sorted(order, key=lambda i: -len(new_groups[names[i]])):
+        rows = new_groups[names[index]]
+        added = np.bincount(y[rows], minlength=n_classes)
+        costs = []
+        for fold in range(k):
+            trial = counts.copy()
+            trial[fold] += added
+            costs.append((np.std(trial / per_class, axis=0).mean(), trial.sum(axis=1).std(), fold))
+        best = min(costs)[2]
+        counts[best] += added
+        out[rows] = best
+    return out
 
 
 def _groups(manifest: Manifest, group_by: str | None) -> list[str]:

@@ -78,6 +78,8 @@ class Manifest:
 
     classes: tuple[str, ...]
     clips: tuple[Clip, ...]
+    # Clips without a fold beside clips with one: only ``mvemo manifest folds`` reads such a manifest, to fold them in.
+    partial_folds: bool = field(default=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes", tuple(self.classes))
@@ -112,11 +114,13 @@ class Manifest:
         given = [f for f in folds if f is not None]
         if not given:
             return
+        if self.partial_folds:
+            return  # ``assign_folds`` checks the folds it keeps
         if len(given) != len(folds):
             row = folds.index(None) + 1
             raise ManifestError(
                 f"row {row} (clip {self.clips[row - 1].clip_id!r}): column 'fold' is empty while other rows"
-                f" have folds; {FOLDS_FIX} to every clip"
+                " have folds; run `mvemo manifest folds MANIFEST`: it gives the clips without one a fold and moves no other"
             )
         k = max(given) + 1
         missing = sorted(set(range(k)) - set(given))
@@ -146,7 +150,7 @@ class Manifest:
 
     @property
     def has_folds(self) -> bool:
-        return bool(self.clips) and self.clips[0].fold is not None
+        return bool(self.clips) and all(c.fold is not None for c in self.clips)
 
     @property
     def n_folds(self) -> int:
@@ -221,7 +225,7 @@ def group_id(group: str, clip_id: str) -> str:
     return group or clip_id
 
 
-def read_manifest(path: str | os.PathLike[str], *, check_files: bool = True) -> Manifest:
+def read_manifest(path: str | os.PathLike[str], *, check_files: bool = True, partial_folds: bool = False) -> Manifest:
     """Read a manifest from CSV or JSONL (chosen by the ``.jsonl``/``.json`` suffix).
 
     Parameters
@@ -230,6 +234,8 @@ def read_manifest(path: str | os.PathLike[str], *, check_files: bool = True) -> 
         The manifest file. Relative media paths are taken from its folder.
     check_files : bool
         Also require every media file to exist.
+    partial_folds : bool
+        Accept clips without a fold beside clips with one (new clips to fold in).
 
     Raises
     ------
@@ -252,7 +258,7 @@ def read_manifest(path: str | os.PathLike[str], *, check_files: bool = True) -> 
         raise ManifestError(f"manifest {str(path)!r} has no clips; add rows or build it with `mvemo manifest scan`")
     if classes is None:
         classes = sorted({c.label for c in clips})
-    manifest = Manifest(tuple(classes), tuple(clips))
+    manifest = Manifest(tuple(classes), tuple(clips), partial_folds)
     if check_files:
         manifest.require_files()
     return manifest

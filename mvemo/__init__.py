@@ -5,8 +5,8 @@ The public functions, for notebooks and cluster jobs (the command line calls the
     import mvemo
 
     manifest = mvemo.read_manifest("manifest.csv")           # clip_id, label, video, audio, group, fold
-    mvemo.extract_features(manifest, "cache.h5", features=("mel", "lld"), nets=("twodcnn",))
-    result = mvemo.cross_validate("cache.h5")                  # every model x every fold of the cache
+    mvemo.extract_features(manifest, "cache", features=("mel", "lld"), nets=("twodcnn",))
+    result = mvemo.cross_validate("cache")                  # every model x every fold of the cache
     print(result.metrics["twodcnn"]["accuracy"]["mean"])
 
 The subpackages follow the stages: ``mvemo.manifests`` (the clip table), ``mvemo.cache`` (the

@@ -76,7 +76,7 @@ def run_demo(
     executor: Executor | None = None,
     progress: ProgressFactory = lambda description, unit: None,
 ) -> DemoResult:
-    """Data, manifest with folds, stage one into ``out/cache.h5``, stage two into ``out`` (report, PNGs, ``model/``).
+    """Data, manifest with folds, stage one into ``out/cache``, stage two into ``out`` (report, PNGs, ``model/``).
 
     ``progress(description, unit)`` gives each stage's progress callable (None: silent)."""
     from mvemo.fuse.run import fuse_cache
@@ -85,7 +85,7 @@ def run_demo(
     out = Path(out)
     manifest = build_demo_manifest(out / "data", config, k=k, progress=progress("synthetic videos", "clip"))
     path = write_manifest(manifest, out / "manifest.csv")
-    cache = out / "cache.h5"
+    cache = out / "cache"
     stage_one = extract_features(
         manifest,
         cache,

@@ -70,5 +70,5 @@ def test_the_example_of_the_public_api_runs(tmp_path: Path, monkeypatch) -> None
     with contextlib.redirect_stdout(printed):
         exec(example, {})
     assert 0.0 <= float(printed.getvalue()) <= 1.0
-    with mvemo.Cache(tmp_path / "cache.h5") as cache:
+    with mvemo.Cache(tmp_path / "cache") as cache:
         assert cache.done("emb/twodcnn/all").all()

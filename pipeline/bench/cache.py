@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 from pathlib import Path
@@ -12,9 +13,11 @@ import numpy as np
 from mvemo.cache.layout import FeatureSpec
 from mvemo.cache.read import Cache
 from mvemo.cache.store import CacheWriter
-from mvemo.pipeline.bench.common import best_of, stand_in_manifest
+from mvemo.pipeline.bench.common import best_of, best_of_each, stand_in_manifest
 
 EMBEDDING_DIMS = (512, 1024, 2048)
+GROW_CLIPS = 1000
+GROW_SET_DIM = 128
 
 
 def bench_cache(
@@ -24,6 +27,7 @@ def bench_cache(
     lld_shape: tuple[int, int] = (3000, 41),
     random_rows: int = 256,
     batch: int = 64,
+    grow_gb: float = 0.2,
     folder: str | None = None,
 ) -> dict[str, Any]:
     """Write and read a synthetic cache of ``n_clips`` clips with the feature sizes of the papers.
@@ -32,7 +36,7 @@ def bench_cache(
     ``embeddings_read_gbps``, ``random_mel_read_ms``, ``memcpy_gbps`` and
     ``read_fraction_of_memcpy``, plus each baseline (a numpy copy of the same
     bytes). Reads come from the OS page cache, so they measure mvemo and HDF5,
-    not the disk.
+    not the disk. Then ``bench_add_set`` with caches of ``grow_gb`` and ten times that.
     """
     specs = [
         FeatureSpec("mel", mel_shape, "float32", "bench", "1"),
@@ -79,4 +83,66 @@ def bench_cache(
         "numpy_random_mel_copy_ms": round(numpy_take_s * 1e3, 3),
         "memcpy_gbps": round(memcpy_gbps, 3),
         "read_fraction_of_memcpy": round(emb_gbps / memcpy_gbps, 3),
+        **bench_add_set(grow_gb, folder=folder),
     }
+
+
+def bench_add_set(small_gb: float, *, repeat: int = 3, folder: str | None = None) -> dict[str, Any]:
+    """Add one 128-d embedding set of 1,000 clips to caches whose sets hold ``small_gb`` and ten times that.
+
+    ``add_set_bytes_ratio``: bytes the adding process wrote (``wchar`` of ``/proc/self/io``, so
+    every write call counts, metadata and clip table included) over the set's own bytes; None
+    where the kernel does not count them. ``add_set_time_ratio``: seconds to add it (open the
+    writer, create the set, write every row, close) to the larger cache over the smaller, the
+    best of ``repeat`` each, taking turns.
+    """
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        manifest = stand_in_manifest(Path(tmp), GROW_CLIPS)
+        layouts = (("small", 1), ("large", 10))
+        caches = {size: _filled_cache(Path(tmp) / f"cache-{size}", manifest, small_gb, n) for size, n in layouts}
+        values = np.random.default_rng(0).standard_normal((GROW_CLIPS, GROW_SET_DIM), dtype=np.float32)
+        added = {size: 0 for size in caches}
+
+        def add_set(size: str) -> int:
+            added[size] += 1
+            spec = FeatureSpec(f"emb/added{added[size]}/all", (GROW_SET_DIM,), "float32", "bench", "1")
+            before = _bytes_written()
+            with CacheWriter(caches[size], manifest) as writer:
+                writer.prepare([spec])
+                writer.write(spec.name, range(GROW_CLIPS), values)
+            after = _bytes_written()
+            return -1 if before is None or after is None else after - before
+
+        written = add_set("small")
+        times = best_of_each({size: functools.partial(add_set, size) for size in caches}, repeat=repeat)
+    return {
+        "add_set_cache_gb": [round(small_gb, 3), round(10 * small_gb, 3)],
+        "add_set_ms": round(times["small"] * 1e3, 2),
+        "add_set_bytes_ratio": round(written / values.nbytes, 3) if written >= 0 else None,
+        "add_set_time_ratio": round(times["large"] / times["small"], 3),
+    }
+
+
+def _filled_cache(path: Path, manifest: Any, gb: float, n_sets: int) -> Path:
+    """A cache of ``n_sets`` sets of ``gb`` each, every row written (not sparse)."""
+    row_floats = max(1, int(gb * 1e9 / 4 / GROW_CLIPS))
+    rows = np.ones((64, row_floats), dtype=np.float32)
+    with CacheWriter(path, manifest) as writer:
+        for k in range(n_sets):
+            spec = FeatureSpec(f"existing{k}", (row_floats,), "float32", "bench", "1")
+            writer.prepare([spec])
+            for start in range(0, GROW_CLIPS, len(rows)):
+                stop = min(start + len(rows), GROW_CLIPS)
+                writer.write(spec.name, range(start, stop), rows[: stop - start])
+    return path
+
+
+def _bytes_written() -> int | None:
+    """Bytes this process passed to write calls so far (Linux); None elsewhere."""
+    try:
+        for line in Path("/proc/self/io").read_text().splitlines():
+            if line.startswith("wchar:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None

@@ -18,9 +18,15 @@ BENCHES = ("audio", "video", "extract", "cache", "fuse", "scale", "all")
     type=click.Path(file_okay=False),
     help="Where the synthetic cache is written.  [default: the system's temp folder]",
 )
+@click.option(
+    "--grow-gb",
+    default=0.2,
+    type=click.FloatRange(min=0.001),
+    help="Cache bench: the sets of the smaller cache one set is added to (the larger holds ten times that).",
+)
 @click.option("--device", default="auto", show_default=True, help="Where the extract bench runs the nets: auto, cpu, cuda.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
-def bench(what: str, clips: int, tmp_dir: str | None, device: str, as_json: bool) -> None:
+def bench(what: str, clips: int, tmp_dir: str | None, grow_gb: float, device: str, as_json: bool) -> None:
     """Measure mvemo's speed on this machine, each figure beside a baseline of the same run.
 
     audio: decode, resample, mel, MFCC, residual phase and the other LLDs of a 30 s
@@ -39,7 +45,9 @@ def bench(what: str, clips: int, tmp_dir: str | None, device: str, as_json: bool
     Dask LocalCluster.
 
     cache: write and read a synthetic cache (mel 96x1876, LLD 3000x41, embeddings of
-    512, 1024 and 2048 per clip), beside numpy copies of the same bytes.
+    512, 1024 and 2048 per clip), beside numpy copies of the same bytes; then add one
+    128-d set to caches of --grow-gb and ten times that: bytes written over the set's
+    size, and the larger cache's time over the smaller's.
     """
     from mvemo.pipeline.bench.audio import bench_audio
     from mvemo.pipeline.bench.cache import bench_cache
@@ -52,7 +60,7 @@ def bench(what: str, clips: int, tmp_dir: str | None, device: str, as_json: bool
         "audio": bench_audio,
         "video": lambda: bench_video(folder=tmp_dir),
         "extract": lambda: bench_extract(device, folder=tmp_dir),
-        "cache": lambda: bench_cache(n_clips=clips, folder=tmp_dir),
+        "cache": lambda: bench_cache(n_clips=clips, grow_gb=grow_gb, folder=tmp_dir),
         "fuse": lambda: bench_fuse(n_clips=clips, folder=tmp_dir),
         "scale": lambda: bench_scale(folder=tmp_dir),
     }

@@ -13,7 +13,7 @@ def cache_group() -> None:
 
 
 @cache_group.command("info")
-@click.argument("cache_path", metavar="CACHE.h5", type=click.Path(dir_okay=False))
+@click.argument("cache_path", metavar="CACHE", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def cache_info(cache_path: str, as_json: bool) -> None:
     """Clips, classes and every feature set with its shape, dtype, done count, fingerprint and config."""
@@ -49,7 +49,7 @@ def _megabytes(n: int) -> float:
 
 
 @cache_group.command("verify")
-@click.argument("cache_path", metavar="CACHE.h5", type=click.Path(dir_okay=False))
+@click.argument("cache_path", metavar="CACHE", type=click.Path())
 @click.pass_context
 def cache_verify(ctx: click.Context, cache_path: str) -> None:
     """Check every done row (finite, checksum, shape), stale rows and the lock; exit 3 listing problems.
@@ -68,3 +68,83 @@ def cache_verify(ctx: click.Context, cache_path: str) -> None:
     )
     if not report.ok:
         ctx.exit(EXIT_CLIPS_FAILED)
+
+
+@cache_group.command("migrate")
+@click.argument("cache_path", metavar="CACHE", type=click.Path())
+def cache_migrate(cache_path: str) -> None:
+    """Convert a single-file cache of mvemo before 0.2 into a cache folder of the same name, in place.
+
+    Every set keeps its rows, checksums, failures and fingerprint (nothing is computed
+    again). The old file is kept as CACHE.single-file.h5: delete it once the new cache
+    is checked (`mvemo cache verify CACHE`).
+    """
+    from mvemo.cache.maintain import migrate
+    from mvemo.cache.read import Cache
+
+    backup = migrate(cache_path)
+    with Cache(cache_path) as cache:
+        sets = cache.feature_sets()
+        click.echo(f"{cache_path}: a cache folder now, {len(cache)} clips, {len(sets)} feature sets; the old file is {backup}")
+
+
+@cache_group.command("gc")
+@click.argument("cache_path", metavar="CACHE", type=click.Path())
+@click.option(
+    "--features", default=None, help="Feature sets to keep, as `mvemo extract --features` names them.  [default: as extract]"
+)
+@click.option("--nets", default=None, help="Comma-separated nets whose embeddings (and checkpoints) to keep.")
+@click.option(
+    "--config",
+    "config_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="The TOML file extract used ([net.<name>] inputs).",
+)
+@click.option("--dry-run", is_flag=True, help="List what would be removed, remove nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+def cache_gc(
+    cache_path: str, features: str | None, nets: str | None, config_path: str | None, dry_run: bool, as_json: bool
+) -> None:
+    """Remove the sets a `mvemo extract` with these options no longer writes, and report the bytes freed.
+
+    Kept: the feature sets of --features and the nets' inputs, and every embedding set
+    (emb/<net>/...) and checkpoint of the --nets. Also removed: files killed writers left.
+    """
+    from mvemo.cache.lock import CacheLock
+    from mvemo.cache.maintain import collect_garbage
+    from mvemo.extract.stage import feature_names
+    from mvemo.pipeline.cli.extract import names
+    from mvemo.pipeline.config import net_config
+
+    kept_nets = names(nets)
+    kept = set(feature_names(features, kept_nets, net_config(config_path)))
+    prefixes = tuple(f"emb/{net}/" for net in kept_nets)
+    with CacheLock(cache_path) as lock:
+        report = collect_garbage(cache_path, lambda name: name in kept or name.startswith(prefixes), dry_run=dry_run, lock=lock)
+        report["leftovers"] |= _unused_checkpoints(cache_path, kept_nets, dry_run)
+    report["freed_bytes"] = sum(report["removed"].values()) + sum(report["leftovers"].values())
+    if as_json:
+        print_json(report | {"dry_run": dry_run})
+        return
+    verb = "would remove" if dry_run else "removed"
+    for name, size in report["removed"].items():
+        click.echo(f"{verb} set {name} ({_megabytes(size)} MB)")
+    for path, size in report["leftovers"].items():
+        click.echo(f"{verb} {path} ({_megabytes(size)} MB)")
+    click.echo(f"{cache_path}: {_megabytes(report['freed_bytes'])} MB {'would be ' if dry_run else ''}freed")
+
+
+def _unused_checkpoints(cache_path: str, nets: tuple[str, ...], dry_run: bool) -> dict[str, int]:
+    """The fine-tuning checkpoints of nets not kept: {folder: bytes}, removed unless ``dry_run``."""
+    import shutil
+
+    from mvemo.extract.units import checkpoint_dir
+
+    folder = checkpoint_dir(cache_path)
+    unused = [d for d in folder.iterdir() if d.is_dir() and d.name not in nets] if folder.is_dir() else []
+    sizes = {str(d): sum(f.stat().st_size for f in d.rglob("*") if f.is_file()) for d in unused}
+    if not dry_run:
+        for d in unused:
+            shutil.rmtree(d)
+    return sizes

@@ -88,7 +88,7 @@ def _run_fusion(run: Callable[..., Any], cache_path: str, out: str, where: dict[
 
 @click.command("cv", cls=MvemoCommand, context_settings=CONTEXT)
 @click.option("--folds", "n_folds", default=None, type=int, help="Folds expected in the cache.  [default: the cache's own]")
-@click.option("--cache", "cache_path", required=True, type=click.Path(dir_okay=False), help="HDF5 cache of stage one.")
+@click.option("--cache", "cache_path", required=True, type=click.Path(), help="Cache folder of stage one.")
 @click.option("--out", default="reports", type=click.Path(file_okay=False), help="Folder for report.md, report.json and plots.")
 @fuse_options
 @head_options
@@ -111,7 +111,7 @@ def cv(n_folds: int | None, cache_path: str, out: str, models: str | None, repea
 
 
 @click.command("fuse", cls=MvemoCommand, context_settings=CONTEXT)
-@click.argument("cache_path", metavar="CACHE.h5", type=click.Path(dir_okay=False))
+@click.argument("cache_path", metavar="CACHE", type=click.Path())
 @click.option(
     "--out", required=True, type=click.Path(file_okay=False), help="Folder for the report and the final model (OUT/model/)."
 )

@@ -27,7 +27,7 @@ def demo(out: str, clips_per_class: int, duration_s: float, seed: int, workers: 
     dissonance) and visual cues (motion, colour warmth, brightness, cuts) from
     its own distributions; some class pairs differ only in sound, others only in
     pictures. Writes OUT/data/ and OUT/manifest.csv (with folds), runs stage one
-    into OUT/cache.h5 and stage two into OUT (report, plots, OUT/model/).
+    into OUT/cache and stage two into OUT (report, plots, OUT/model/).
     Nothing is downloaded.
     """
     from mvemo.manifests.synthetic import SyntheticConfig

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 @click.command("extract", cls=MvemoCommand, context_settings=CONTEXT)
 @click.argument("manifest_path", metavar="MANIFEST", type=click.Path(dir_okay=False))
-@click.option("--cache", "cache_path", required=True, type=click.Path(dir_okay=False), help="HDF5 cache to create or complete.")
+@click.option("--cache", "cache_path", required=True, type=click.Path(), help="Cache folder to create or complete.")
 @click.option(
     "--features",
     default=None,

@@ -66,24 +66,37 @@ def manifest_scan(root: str, output: str, group_regex: str | None) -> None:
 
 @manifest.command("folds")
 @click.argument("manifest_path", metavar="MANIFEST", type=click.Path(dir_okay=False))
-@click.option("--k", "k", default=6, type=int, help="Number of folds.")
+@click.option("--k", "k", default=None, type=int, help="Number of folds.  [default: the manifest's, else 6]")
 @click.option("--seed", default=0, type=int, help="Seed of the shuffle; the same seed gives the same folds.")
 @click.option("--group-by", default=None, help="Column whose equal values share a fold.  [default: the 'group' column]")
-def manifest_folds(manifest_path: str, k: int, seed: int, group_by: str | None) -> None:
-    """Write stratified folds that never split a group into MANIFEST's 'fold' column."""
+@click.option(
+    "--keep/--reshuffle",
+    default=True,
+    help="Keep every fold the manifest has and give only the clips without one a fold (new clips), or draw all anew.",
+)
+def manifest_folds(manifest_path: str, k: int | None, seed: int, group_by: str | None, keep: bool) -> None:
+    """Write stratified folds that never split a group into MANIFEST's 'fold' column.
+
+    Clips added to a manifest with folds (their 'fold' empty) join their group's fold,
+    or the fold that keeps the classes most even; no clip that had a fold moves, so a
+    cache's per-fold embeddings stay valid and only the new clips are computed.
+    """
     from mvemo.manifests.folds import assign_folds, fold_table
     from mvemo.manifests.schema import read_manifest, write_manifest
     from mvemo.pipeline.tables import format_table
 
-    split = assign_folds(read_manifest(manifest_path), k=k, seed=seed, group_by=group_by)
+    before = read_manifest(manifest_path, partial_folds=True)
+    new = sum(c.fold is None for c in before.clips)
+    split = assign_folds(before, k=k, seed=seed, group_by=group_by, keep=keep)
     write_manifest(split, manifest_path)
     table = fold_table(split)
     rows = [[f"fold {i}", *row.tolist(), int(row.sum())] for i, row in enumerate(table)]
     click.echo(format_table(["", *split.classes, "total"], rows))
     every = bool((table > 0).all())
+    kept = keep and new < len(before)
+    how = f"kept the folds of {len(before) - new} clips, folded in {new} new" if kept else f"{split.n_folds} folds (seed {seed})"
     click.echo(
-        f"wrote {k} folds (seed {seed}) into {manifest_path}: {len(split)} clips,"
-        f" {'every class in every fold' if every else 'SOME FOLD LACKS A CLASS'}"
+        f"wrote {manifest_path}: {how}; {len(split)} clips, {'every class in every fold' if every else 'SOME FOLD LACKS A CLASS'}"
     )
 
 

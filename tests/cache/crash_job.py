@@ -1,4 +1,5 @@
-"""A writer process for the crash test: fills two feature sets row by row, slowly enough to be killed."""
+"""A writer process for the crash test: fills a set for most clips, then adds clips and a second set, row by row,
+slowly enough to be killed in every kind of write (clip table, new set, new segment, rows)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ from tests.cache.helpers import EMB, MEL, row_values, stand_in_manifest
 
 
 def main(cache_path: str, media: str, n: int) -> None:
-    manifest = stand_in_manifest(Path(media), n)
-    with CacheWriter(cache_path, manifest) as writer:
-        writer.prepare([MEL, EMB])
-        for spec in (MEL, EMB):
-            for row in writer.todo(spec.name):
-                time.sleep(0.004)
-                writer.write(spec.name, [row], [row_values(spec, int(row))])
+    for clips, specs in ((n * 3 // 4, [MEL]), (n, [MEL, EMB])):
+        with CacheWriter(cache_path, stand_in_manifest(Path(media), clips)) as writer:
+            writer.prepare(specs)
+            for spec in specs:
+                for row in writer.todo(spec.name):
+                    time.sleep(0.004)
+                    writer.write(spec.name, [row], [row_values(spec, int(row))])
 
 
 if __name__ == "__main__":

@@ -29,3 +29,9 @@ def row_values(spec: FeatureSpec, row: int) -> np.ndarray:
 
 MEL = FeatureSpec("mel", (16, 40), "float32", "mel", "1", {"n_mels": 16, "hop_length": 256})
 EMB = FeatureSpec("emb/net/fold0", (8,), "float16", "net", "1", {"lr": 1e-3}, weights_sha256="ab" * 32)
+
+
+def first_segment(cache: Path, name: str) -> Path:
+    """The file holding a set's rows from 0 on."""
+    (path,) = (cache / "sets" / name).glob("rows-000000000-*.h5")
+    return path

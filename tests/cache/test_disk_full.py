@@ -14,7 +14,7 @@ from mvemo.cache.read import Cache
 from mvemo.cache.store import CacheWriter
 from tests.cache.helpers import row_values, stand_in_manifest
 
-BIG = FeatureSpec("mel", (256, 300), "float32", "mel", "1")  # 300 KiB rows: a chunk each
+BIG = FeatureSpec("mel", (256, 300), "float32", "mel", "1")  # 300 KiB rows
 REPO = Path(__file__).resolve().parents[2]
 CHILD = """
 import resource, sys
@@ -22,11 +22,11 @@ from pathlib import Path
 from mvemo.cache.store import CacheWriter
 from mvemo.manifests import CacheError
 from tests.cache.test_disk_full import BIG as MEL
-from tests.cache.helpers import row_values, stand_in_manifest
+from tests.cache.helpers import first_segment, row_values, stand_in_manifest
 manifest = stand_in_manifest(Path(sys.argv[2]), 40)
 with CacheWriter(sys.argv[1], manifest) as writer:
     writer.prepare([MEL])
-    limit = Path(sys.argv[1]).stat().st_size // 3  # past a third of the (sparse) file, writes fail as on a full disk
+    limit = first_segment(Path(sys.argv[1]), 'mel').stat().st_size // 3  # past a third of the (sparse) file, writes fail as on a full disk
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
     try:
         for row in writer.todo("mel"):

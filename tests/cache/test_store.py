@@ -13,13 +13,13 @@ import h5py
 import numpy as np
 import pytest
 
-from mvemo.cache.layout import FeatureSpec, feature_path
+from mvemo.cache.layout import FeatureSpec
 from mvemo.cache.lock import CacheLock, lock_state
 from mvemo.cache.read import Cache, read_matrix
 from mvemo.cache.store import CacheWriter
 from mvemo.cache.verify import verify_cache
 from mvemo.manifests import CacheError, Manifest
-from tests.cache.helpers import EMB, MEL, row_values, stand_in_manifest
+from tests.cache.helpers import EMB, MEL, first_segment, row_values, stand_in_manifest
 
 
 @pytest.fixture
@@ -176,8 +176,46 @@ def test_new_clips_are_appended_and_old_rows_kept(tmp_path: Path, manifest: Mani
     with Cache(cache) as reader:
         assert reader.clip_ids == bigger.clip_ids and reader.done("mel").all()
         np.testing.assert_array_equal(reader.read_matrix("mel", [2, 13]), np.stack([row_values(MEL, 2), row_values(MEL, 13)]))
-    with pytest.raises(CacheError, match=r"holds 3 clips the manifest lacks \(first: 'c/12'\)"):
-        CacheWriter(cache, manifest)
+    segments = sorted(p.name for p in (cache / "sets" / "mel").glob("rows-*.h5"))
+    assert segments == ["rows-000000000-000000012.h5", "rows-000000012-000000015.h5"], "the new clips got a segment of their own"
+
+
+def test_adding_a_set_or_clips_rewrites_no_existing_set(tmp_path: Path, manifest: Manifest) -> None:
+    cache = tmp_path / "c.h5"
+    with CacheWriter(cache, manifest) as writer:
+        writer.prepare([MEL])
+        fill(writer, MEL)
+    mel = first_segment(cache, "mel")
+    before = (mel.stat().st_ino, mel.stat().st_mtime_ns, mel.read_bytes())
+    with CacheWriter(cache, stand_in_manifest(tmp_path / "media", n=14)) as writer:
+        writer.prepare([MEL, EMB])
+        fill(writer, EMB)
+        fill(writer, MEL)
+    assert (mel.stat().st_ino, mel.stat().st_mtime_ns, mel.read_bytes()) == before, "the old segment was not touched"
+    with Cache(cache) as reader:
+        assert reader.done("mel").all() and reader.done("emb/net/fold0").all()
+
+
+def test_a_removed_clip_is_hidden_and_comes_back_without_recomputing(tmp_path: Path, manifest: Manifest) -> None:
+    cache = tmp_path / "c.h5"
+    with CacheWriter(cache, manifest) as writer:
+        writer.prepare([MEL])
+        fill(writer, MEL)
+    fewer = Manifest(manifest.classes, tuple(c for c in manifest.clips if c.clip_id != "c/4"))
+    with CacheWriter(cache, fewer) as writer:
+        writer.prepare([MEL])
+        assert writer.todo("mel").size == 0, "removing a clip recomputes nothing"
+        assert writer.row_of("c/5") == 4
+    with Cache(cache) as reader:
+        assert reader.clip_ids == fewer.clip_ids and len(reader) == 11
+        expected = np.stack([row_values(MEL, r) for r in range(12) if r != 4])
+        np.testing.assert_array_equal(reader.read_matrix("mel"), expected)
+        np.testing.assert_array_equal(reader.read_matrix("mel", [4]), row_values(MEL, 5)[None])
+    with CacheWriter(cache, manifest) as writer:
+        writer.prepare([MEL])
+        assert writer.todo("mel").size == 0, "a clip listed again brings its rows back"
+    with Cache(cache) as reader:
+        assert reader.clip_ids == manifest.clip_ids and reader.done("mel").all()
 
 
 def test_labels_and_folds_freeze_once_embeddings_exist(tmp_path: Path, manifest: Manifest) -> None:
@@ -241,21 +279,19 @@ def test_verify_finds_a_planted_nan_and_flipped_bytes(tmp_path: Path, manifest: 
         fill(writer, MEL)
         fill(writer, EMB)
     assert verify_cache(cache).ok
-    with h5py.File(cache, "r+") as f:
-        data = f[feature_path("mel")]["data"]
-        row = data[2]
+    with h5py.File(first_segment(cache, "mel"), "r+") as f:
+        row = f["data"][2]
         row[3, 3] = np.nan
-        data[2] = row
-        emb = f[feature_path("emb/net/fold0")]["data"]
-        flipped = emb[5].view(np.uint16) ^ np.uint16(0x0100)
-        emb[5] = flipped.view(np.float16)
+        f["data"][2] = row
+    with h5py.File(first_segment(cache, "emb/net/fold0"), "r+") as f:
+        flipped = f["data"][5].view(np.uint16) ^ np.uint16(0x0100)
+        f["data"][5] = flipped.view(np.float16)
     report = verify_cache(cache)
     assert not report.ok
     assert any("mel, clip 'c/2': non-finite" in p for p in report.problems)
     assert any("emb/net/fold0, clip 'c/5': row bytes do not match their checksum" in p for p in report.problems)
-    with h5py.File(cache, "r+") as f:
-        emb = f[feature_path("emb/net/fold0")]["data"]
-        emb[:] = -emb[:]
+    with h5py.File(first_segment(cache, "emb/net/fold0"), "r+") as f:
+        f["data"][:] = -f["data"][:]
     with (
         CacheWriter(cache, manifest) as writer,
         pytest.raises(CacheError, match=r"emb/net/fold0', clip .*: stored row does not match its checksum"),
@@ -263,13 +299,35 @@ def test_verify_finds_a_planted_nan_and_flipped_bytes(tmp_path: Path, manifest: 
         writer.prepare([EMB])
 
 
-def test_readers_need_no_pickle_and_refuse_non_caches(tmp_path: Path) -> None:
+def test_readers_refuse_what_is_not_a_cache_saying_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(CacheError, match=r"does not exist; build it with `mvemo extract"):
-        Cache(tmp_path / "none.h5")
-    (tmp_path / "junk.h5").write_bytes(b"not hdf5")
-    with pytest.raises(CacheError, match=r"not a readable HDF5 file"):
-        Cache(tmp_path / "junk.h5")
-    with h5py.File(tmp_path / "other.h5", "w") as f:
-        f["x"] = 1
+        Cache(tmp_path / "none")
+    (tmp_path / "old.h5").write_bytes(b"a single file")
+    with pytest.raises(CacheError, match=r"one HDF5 file, the layout of mvemo before 0.2.*`mvemo cache migrate .*old.h5`"):
+        Cache(tmp_path / "old.h5")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "x").write_text("x")
     with pytest.raises(CacheError, match=r"not an mvemo cache"):
-        Cache(tmp_path / "other.h5")
+        Cache(tmp_path / "folder")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "clips.h5").write_bytes(b"not hdf5")
+    with pytest.raises(CacheError, match=r"not a readable clip table"):
+        Cache(tmp_path / "broken")
+
+
+def test_a_reader_reads_while_the_writer_adds_rows_sets_and_clips(tmp_path: Path, manifest: Manifest) -> None:
+    cache = tmp_path / "c.h5"
+    with CacheWriter(cache, manifest) as writer:
+        writer.prepare([MEL])
+        fill(writer, MEL, rows=range(6))
+    with Cache(cache) as reader, CacheWriter(cache, stand_in_manifest(tmp_path / "media", n=14)) as writer:
+        writer.prepare([MEL, EMB])
+        fill(writer, MEL)
+        fill(writer, EMB)
+        assert len(reader) == 12 and reader.feature_sets() == ["mel"], "a reader keeps the cache it opened"
+        done = reader.done("mel")
+        assert done[:6].all() and done[6:].sum() in range(7), "rows written since show up done, or not yet"
+        rows = np.flatnonzero(done)
+        np.testing.assert_array_equal(reader.read_matrix("mel", rows), np.stack([row_values(MEL, r) for r in rows]))
+        with Cache(cache) as later:
+            assert len(later) == 14 and later.done("emb/net/fold0").all() and later.done("mel").all()

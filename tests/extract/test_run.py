@@ -11,7 +11,7 @@ from mvemo.extract.audio import MelConfig
 from mvemo.extract.decode.audio import AudioWindow
 from mvemo.extract.run import FeatureConfigs, compute_feature_sets, parse_features
 from mvemo.extract.video import FrameConfig
-from mvemo.manifests import Clip, ConfigError, Manifest, write_manifest
+from mvemo.manifests import Clip, ConfigError, Manifest, read_manifest, write_manifest
 from mvemo.pipeline.cli.main import cli
 from tests.conftest import write_tiny
 
@@ -131,3 +131,27 @@ def test_the_frames_window_follows_the_audio_window_unless_set(tmp_path: Path) -
     config.write_text("[frames]\nn_framez = 16\n")
     with pytest.raises(ConfigError, match=r"unknown keys \['n_framez'\]"):
         feature_configs(config)
+
+
+def test_added_clips_alone_are_computed_and_a_removed_clip_costs_nothing(tmp_path: Path) -> None:
+    media = [write_tiny(tmp_path / f"v{i}.mp4") for i in range(6)]
+    clips = [Clip(f"c{i}", "ab"[i % 2], video=p, audio=p) for i, p in enumerate(media)]
+    path = write_manifest(Manifest(("a", "b"), tuple(clips[:4])), tmp_path / "m.csv")
+    assert CliRunner().invoke(cli, ["manifest", "folds", str(path), "--k", "2"]).exit_code == 0
+    cache = tmp_path / "cache"
+    first = read_manifest(path)
+    assert compute_feature_sets(first, cache, ("mel",), configs=CONFIGS).sets["mel"].computed == 4
+    (segment,) = (cache / "sets" / "mel").glob("rows-*.h5")
+    stamp = segment.stat().st_mtime_ns
+    with path.open("a") as f:  # two new clips, their fold left empty
+        f.write("".join(f"c{i},{'ab'[i % 2]},v{i}.mp4,v{i}.mp4,,\n" for i in (4, 5)))
+    result = CliRunner().invoke(cli, ["manifest", "folds", str(path)])
+    assert result.exit_code == 0 and "kept the folds of 4 clips, folded in 2 new" in result.output, result.output
+    grown = read_manifest(path)
+    assert grown.folds[:4].tolist() == first.folds.tolist()
+    assert compute_feature_sets(grown, cache, ("mel",), configs=CONFIGS).sets["mel"].computed == 2
+    assert segment.stat().st_mtime_ns == stamp, "the first clips' rows were not rewritten"
+    fewer = Manifest(grown.classes, grown.clips[1:])
+    assert compute_feature_sets(fewer, cache, ("mel",), configs=CONFIGS).sets["mel"].computed == 0
+    with Cache(cache) as reader:
+        assert reader.clip_ids == ["c1", "c2", "c3", "c4", "c5"] and reader.done("mel").all()

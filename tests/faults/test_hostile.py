@@ -14,12 +14,11 @@ import pytest
 from click.testing import CliRunner
 
 from mvemo.cache.fingerprint import file_sha256
-from mvemo.cache.layout import feature_path
 from mvemo.cache.read import Cache
 from mvemo.cache.store import CacheWriter
 from mvemo.manifests import ConfigError
 from mvemo.pipeline.cli.main import cli
-from tests.cache.helpers import MEL, row_values, stand_in_manifest
+from tests.cache.helpers import MEL, first_segment, row_values, stand_in_manifest
 from tests.conftest import write_tiny
 
 
@@ -39,10 +38,11 @@ def test_a_pickle_payload_in_a_cache_is_never_run(tmp_path: Path) -> None:
         writer.prepare([MEL])
         writer.write("mel", [0], [row_values(MEL, 0)])
     blob = np.void(pickle.dumps(Payload(marker)))
-    with h5py.File(cache, "r+") as f:
+    with h5py.File(cache / "clips.h5", "r+") as f:
         f.attrs["payload"] = blob
-        f[feature_path("mel")].attrs["payload"] = blob
-        f["clips"].create_dataset("pickled", data=np.frombuffer(pickle.dumps(Payload(marker)), dtype=np.uint8))
+        f.create_dataset("pickled", data=np.frombuffer(pickle.dumps(Payload(marker)), dtype=np.uint8))
+    with h5py.File(first_segment(cache, "mel"), "r+") as f:
+        f.attrs["payload"] = blob
     for args in (["cache", "info", str(cache)], ["cache", "info", str(cache), "--json"], ["cache", "verify", str(cache)]):
         assert CliRunner().invoke(cli, args).exit_code == 0
     with Cache(cache) as reader:
@@ -86,11 +86,10 @@ def test_tampered_row_bytes_are_reported(tmp_path: Path) -> None:
         writer.prepare([MEL])
         for row in range(4):
             writer.write("mel", [row], [row_values(MEL, row)])
-    with h5py.File(cache, "r+") as f:
-        data = f[feature_path("mel")]["data"]
-        row = data[1]
+    with h5py.File(first_segment(cache, "mel"), "r+") as f:
+        row = f["data"][1]
         row.reshape(-1).view(np.uint8)[100] ^= 0x40
-        data[1] = row
+        f["data"][1] = row
     result = CliRunner().invoke(cli, ["cache", "verify", str(cache)])
     assert result.exit_code == 3 and "clip 'c/1': row bytes do not match their checksum" in result.output
 
@@ -99,7 +98,10 @@ BAD_MANIFESTS = {
     "unknown_label": ("clip_id,label,video,audio\nx,Happy,ok.mp4,\n", r"column 'label' value 'Happy'"),
     "duplicate_id": ("clip_id,label,video,audio\nx,Sad,ok.mp4,\nx,Sad,ok.mp4,\n", r"repeats row 1"),
     "missing_file": ("clip_id,label,video,audio\nx,Sad,gone.mp4,\n", r"file .*gone\.mp4.* does not exist"),
-    "fold_gaps": ("clip_id,label,video,audio,fold\nx,Sad,ok.mp4,,0\ny,Sad,ok.mp4,,\n", r"column 'fold' is empty"),
+    "fold_gaps": (
+        "clip_id,label,video,audio,fold\nx,Sad,ok.mp4,,0\ny,Sad,ok.mp4,,\n",
+        r"column 'fold' is empty|not folds 0..k-1 .* --reshuffle",
+    ),
     "empty": ("clip_id,label,video,audio\n", r"has no clips"),
     "missing_column": ("clip_id,video,audio\nx,ok.mp4,\n", r"column 'label' is missing"),
 }

@@ -22,6 +22,7 @@ from mvemo.manifests import CacheError, ConfigError
 from mvemo.manifests.folds import inner_split
 from mvemo.manifests.optim import make_optimizer
 from mvemo.pipeline.cli.main import cli
+from tests.cache.helpers import first_segment
 from tests.fuse.helpers import embedding_cache
 
 AV_NETS = {"onedcnn": (16, 1.5), "twodcnn": (12, 0.0), "c3d": (10, 0.0), "i3d": (8, 1.5)}
@@ -73,9 +74,9 @@ def test_the_test_fold_never_reaches_fit(tmp_path: Path) -> None:
         folds = reader.folds
     import h5py
 
-    with h5py.File(cache, "r+") as f:  # stamp each row's id into feature 0 (checksums are not re-read here)
-        for k in range(3):
-            data = f[f"features/emb/onedcnn/fold{k}"]["data"]
+    for k in range(3):  # stamp each row's id into feature 0 (checksums are not re-read here)
+        with h5py.File(first_segment(cache, f"emb/onedcnn/fold{k}"), "r+") as f:
+            data = f["data"]
             values = data[:]
             values[:, 0] = np.arange(len(values))
             data[:] = values

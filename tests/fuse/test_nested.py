@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from mvemo.cache.sets import append_error
 from mvemo.fuse.cv import cross_validate
 from mvemo.fuse.run import fuse_cache, run_cv
 from mvemo.fuse.saved import load_fusion_model
 from mvemo.manifests import ConfigError
 from mvemo.pipeline.cli.main import cli
+from tests.cache.helpers import first_segment
 from tests.fuse.helpers import CLASSES, embedding_cache
 
 NETS = {"onedcnn": (12, 0.5), "twodcnn": (8, 0.3), "i3d": (12, 0.5)}
@@ -25,11 +27,11 @@ MODELS = "onedcnn,i3d+onedcnn,late(onedcnn,i3d,weights=inner),stack(onedcnn,i3d)
 def test_the_outer_fold_changes_no_choice_and_none_of_its_own_predictions(tmp_path: Path) -> None:
     cache = embedding_cache(tmp_path / "c.h5", nets=NETS, n_per_class=24)
     before = cross_validate(cache, models=MODELS)
-    with h5py.File(cache, "r+") as f:  # fold 0's clips get other labels: only the outer test fold changes
-        labels = f["clips/label"][:]
-        fold0 = f["clips/fold"][:] == 0
+    with h5py.File(cache / "clips.h5", "r+") as f:  # fold 0's clips get other labels: only the outer test fold changes
+        labels = f["label"][:]
+        fold0 = f["fold"][:] == 0
         labels[fold0] = (labels[fold0] + 1) % len(CLASSES)
-        f["clips/label"][:] = labels
+        f["label"][:] = labels
     after = cross_validate(cache, models=MODELS)
     for name in before.predictions:
         b, a = before.predictions[name], after.predictions[name]
@@ -111,10 +113,9 @@ def test_oof_csv_has_a_row_per_model_repeat_and_clip(tmp_path: Path) -> None:
 
 def test_a_left_out_clip_is_counted_with_its_reason(tmp_path: Path) -> None:
     cache = embedding_cache(tmp_path / "c.h5", nets={"onedcnn": (4, 2.0), "i3d": (4, 2.0)}, n_per_class=12)
-    with h5py.File(cache, "r+") as f:  # clip c5's i3d embedding failed
-        group = f["features/emb/i3d/all"]
-        group["status"][5] = 2
-        group["error"][5] = b"clip c5: its video track cannot be decoded"
+    with h5py.File(first_segment(cache, "emb/i3d/all"), "r+") as f:  # clip c5's i3d embedding failed
+        f["status"][5] = 2
+    append_error(cache, "emb/i3d/all", "c5", "clip c5: its video track cannot be decoded")
     document = run_cv(cache, tmp_path / "r", models="onedcnn,i3d,i3d+onedcnn")
     clips = document["clips"]
     assert clips["total"] == 36 and clips["models"]["onedcnn"]["used"] == 36

@@ -112,3 +112,43 @@ def test_inner_folds_shrink_to_the_groups_of_the_rarest_class_and_cover_every_ro
         assert set(y[val]) == set(y[train]) == {0, 1}
         assert not {groups[i] for i in train} & {groups[i] for i in val}
     assert [v.tolist() for _, v in inner_splits(y, groups, k=5, seed=1)] == [v.tolist() for _, v in splits]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(layout=group_layouts, more=group_layouts, k=st.integers(min_value=2, max_value=5), seed=st.integers(0, 2**16))
+def test_new_clips_are_folded_in_without_moving_an_old_one(layout, more, k, seed) -> None:
+    old = assign_folds(make_manifest(layout), k=k, seed=seed)
+    # new clips: fresh groups, plus one clip joining each of a few existing groups
+    joining = [Clip(f"join-{i}", c.label, video=MEDIA, group=c.group) for i, c in enumerate(old.clips[:5]) if c.group]
+    fresh = [
+        Clip(f"new-{c.clip_id}", c.label, video=MEDIA, group=f"new-{c.group}" if c.group else "")
+        for c in make_manifest(more).clips
+        if c.label in old.classes
+    ]
+    grown = Manifest(old.classes, (*old.clips, *joining, *fresh), partial_folds=True)
+    split = assign_folds(grown, seed=seed)
+    folds = split.folds
+    assert folds[: len(old)].tolist() == old.folds.tolist(), "an old clip moved"
+    assert split.n_folds == k
+    by_group: dict[str, set[int]] = {}
+    for group, fold in zip(split.groups, folds):
+        by_group.setdefault(group, set()).add(int(fold))
+    assert all(len(f) == 1 for f in by_group.values()), "a group was split across folds"
+
+
+def test_new_clips_keep_the_class_balance_close() -> None:
+    old = assign_folds(make_manifest([[1] * 30, [1] * 30]), k=3, seed=0)
+    fresh = [Clip(f"new{i}", old.classes[i % 2], video=MEDIA) for i in range(60)]
+    split = assign_folds(Manifest(old.classes, (*old.clips, *fresh), partial_folds=True), seed=0)
+    table = fold_table(split)
+    assert table.max() - table.min() <= 1, table
+    with pytest.raises(ManifestError, match=r"--k 4: the manifest has 3 folds .* --reshuffle"):
+        assign_folds(Manifest(old.classes, (*old.clips, *fresh), partial_folds=True), k=4)
+    redrawn = assign_folds(Manifest(old.classes, (*old.clips, *fresh), partial_folds=True), k=4, keep=False)
+    assert redrawn.n_folds == 4
+
+
+def test_a_manifest_with_some_folds_missing_names_the_command_that_folds_them_in() -> None:
+    old = assign_folds(make_manifest([[1] * 6, [1] * 6]), k=3, seed=0)
+    with pytest.raises(ManifestError, match=r"column 'fold' is empty .* `mvemo manifest folds MANIFEST`: .* moves no other"):
+        Manifest(old.classes, (*old.clips, Clip("new", old.classes[0], video=MEDIA)))

@@ -7,10 +7,9 @@ import h5py
 import numpy as np
 from click.testing import CliRunner
 
-from mvemo.cache.layout import feature_path
 from mvemo.cache.store import CacheWriter
 from mvemo.pipeline.cli.main import cli
-from tests.cache.helpers import EMB, MEL, row_values, stand_in_manifest
+from tests.cache.helpers import EMB, MEL, first_segment, row_values, stand_in_manifest
 
 
 def build(tmp_path: Path) -> Path:
@@ -50,8 +49,8 @@ def test_verify_exit_codes(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["cache", "verify", str(cache)])
     assert result.exit_code == 0, result.output
     assert "failed (recorded): emb/net/fold0, clip 'c/2': cannot decode: broken tail" in result.output
-    with h5py.File(cache, "r+") as f:
-        f[feature_path("mel")]["data"][4] = np.full(MEL.row_shape, np.inf, dtype=np.float32)
+    with h5py.File(first_segment(cache, "mel"), "r+") as f:
+        f["data"][4] = np.full(MEL.row_shape, np.inf, dtype=np.float32)
     result = CliRunner().invoke(cli, ["cache", "verify", str(cache)])
     assert result.exit_code == 3
     assert "mel, clip 'c/4': non-finite values" in result.output
@@ -63,11 +62,14 @@ def test_missing_cache_is_an_input_error(tmp_path: Path) -> None:
 
 
 def test_bench_cache_json_keys(tmp_path: Path) -> None:
-    result = CliRunner().invoke(cli, ["bench", "cache", "--clips", "40", "--tmp-dir", str(tmp_path), "--json"])
+    args = ["bench", "cache", "--clips", "40", "--grow-gb", "0.002", "--tmp-dir", str(tmp_path), "--json"]
+    result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     figures = json.loads(result.stdout)
     for key in ("write_s", "embeddings_read_gbps", "random_mel_read_ms", "memcpy_gbps", "read_fraction_of_memcpy"):
         assert figures[key] > 0
+    assert figures["add_set_cache_gb"] == [0.002, 0.02]
+    assert 1.0 <= figures["add_set_bytes_ratio"] and figures["add_set_time_ratio"] > 0
     assert figures["clips"] == 40
 
 

@@ -58,7 +58,7 @@ def test_predict_reproduces_the_final_model_on_its_own_clips(tiny_demo: Path, mo
     chosen = next(iter(predicted.values()))["model"]
     if model is None:
         assert chosen == saved.document["default_model"] == INTEGRATED, "the integrated model, chosen on inner folds"
-    with Cache(tiny_demo / "cache.h5") as cache:
+    with Cache(tiny_demo / "cache") as cache:
         inputs = {"lldstats": lld_statistics(cache)[0], "descriptors": cache.read_matrix("descriptors")}
         inputs |= {n: cache.read_matrix(f"emb/{n}/all") for n in DEMO_NETS}
         manifest = read_manifest(tiny_demo / "manifest.csv")
