@@ -25,7 +25,9 @@ from mvemo.manifests.errors import CacheError
 
 
 def lock_path(cache_path: str | os.PathLike[str]) -> Path:
-    return Path(f"{os.fspath(cache_path)}.lock")
+    """``CACHE.lock`` beside the cache folder, whichever way its path is spelt (``c``, ``c/``, ``./c``)."""
+    path = Path(os.path.abspath(cache_path))
+    return path.with_name(path.name + ".lock")
 
 
 class CacheLock:
@@ -64,7 +66,7 @@ class CacheLock:
                 holder = read_holder(self.path)
                 os.close(fd)
                 raise CacheError(
-                    f"cache {str(self.path)[:-5]!r} is being written by another process ({describe_holder(holder)});"
+                    f"cache {str(self.path.with_suffix(''))!r} is being written by another process ({describe_holder(holder)});"
                     " wait for it to finish, or stop it, then run again"
                 ) from None
             try:

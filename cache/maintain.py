@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 
 from mvemo.cache.h5file import CLIP_COLUMNS, fsync_dir, open_h5, write_clip_table
-from mvemo.cache.layout import DONE, ERRORS_FILE, TODO, media_keys, set_dir, single_file_error
+from mvemo.cache.layout import CLIPS_FILE, DONE, ERRORS_FILE, TODO, media_keys, set_dir, single_file_error
 from mvemo.cache.lock import CacheLock
 from mvemo.cache.sets import chain, create_segment, remove_set, set_names
 from mvemo.cache.store import remove_temporary_files
@@ -42,6 +42,8 @@ def migrate(path: str | os.PathLike[str]) -> Path:
         When ``path`` is no single-file mvemo cache (already a folder, or not a cache).
     """
     path = Path(path)
+    if (path / CLIPS_FILE).is_file():
+        raise CacheError(f"{str(path)!r} is a cache folder already: nothing to migrate")
     backup = path.with_name(path.name + BACKUP_SUFFIX)
     source = path if path.is_file() else backup
     if not source.is_file():
@@ -125,7 +127,7 @@ def collect_garbage(
     with contextlib.nullcontext() if lock else CacheLock(root):
         unwanted = [name for name in set_names(root) if not wanted(name)]
         removed = {name: _set_bytes(root, name) for name in unwanted}
-        strays = [s.path for name in set_names(root, with_strays=True) for s in chain(root, name)[1]]
+        strays = [s.path for name in set_names(root, with_strays=True) if name not in removed for s in chain(root, name)[1]]
         leftovers = {str(p): p.stat().st_size for p in [*strays, *root.rglob(".*.tmp")]}
         if not dry_run:
             for name in unwanted:

@@ -24,6 +24,7 @@ import numpy as np
 from mvemo.cache.fingerprint import SCHEMA_VERSION, canonical_json
 from mvemo.cache.h5file import allocated, open_h5, write_whole
 from mvemo.cache.layout import ERROR_CHARS, ERRORS_FILE, SETS, TODO, FeatureSpec, set_dir
+from mvemo.manifests.errors import CacheError
 
 # Each segment's per-row columns beside its data: dtype, and the value a new row starts with.
 PER_ROW: dict[str, tuple[Any, Any]] = {
@@ -146,7 +147,12 @@ class OpenSet:
     def __init__(self, root: Path, name: str) -> None:
         self.root, self.name = root, name
         self.segments, _ = chain(root, name)
-        self.files = [open_h5(s.path, "r") for s in self.segments]
+        try:
+            self.files = [open_h5(s.path, "r") for s in self.segments]
+        except FileNotFoundError:
+            self.segments = []  # removed since it was listed: a writer is starting the set over
+        if not self.segments:
+            raise CacheError(f"feature set {name!r} of {str(root)!r} is being started over by a writer; read it again later")
 
     def writable(self, index: int) -> h5py.File:
         if self.files[index].mode != "r+":
@@ -190,13 +196,14 @@ class OpenSet:
         """Split ascending ``rows`` into runs of consecutive rows in one segment: (position in rows, segment index,
         first local row, count). Rows no segment holds are left out."""
         starts = np.flatnonzero(np.diff(rows, prepend=-2) != 1)
+        firsts = np.array([segment.start for segment in self.segments])
         for begin, end in zip(starts, [*starts[1:], rows.size]):
             position, first, count = int(begin), int(rows[begin]), int(end - begin)
-            for index, segment in enumerate(self.segments):
-                if count and segment.start <= first < segment.stop:
-                    take = min(count, segment.stop - first)
-                    yield position, index, first - segment.start, take
-                    position, first, count = position + take, first + take, count - take
+            index = int(np.searchsorted(firsts, first, side="right")) - 1
+            while count and 0 <= index < len(self.segments) and first < self.segments[index].stop:
+                take = min(count, self.segments[index].stop - first)
+                yield position, index, first - self.segments[index].start, take
+                position, first, count, index = position + take, first + take, count - take, index + 1
 
     def locate(self, row: int) -> tuple[int, int]:
         """Which segment holds ``row``, and the row's place in it."""
@@ -220,12 +227,10 @@ class OpenSet:
 
 
 def append_error(root: Path, name: str, clip_id: str, reason: str) -> None:
-    """Record why a clip failed for a set: one JSON line, flushed (a line cut by a kill is skipped on reading)."""
+    """Record why a clip failed for a set: one JSON line (a line cut by a kill is skipped on reading)."""
     line = json.dumps({"clip_id": clip_id, "reason": reason[:ERROR_CHARS]}) + "\n"
     with open(set_dir(root, name) / ERRORS_FILE, "a", encoding="utf-8") as f:
         f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def read_errors(root: Path, name: str) -> dict[str, str]:

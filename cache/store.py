@@ -132,11 +132,6 @@ class CacheWriter:
 
     # -- clips -------------------------------------------------------------------------
 
-    @property
-    def clip_ids(self) -> list[str]:
-        """The manifest's clips, in row order."""
-        return [self._ids[row] for row in self._listed]
-
     @_disk_errors
     def _sync_clips(self, manifest: Manifest) -> None:
         table_path = self.path / CLIPS_FILE
@@ -160,7 +155,8 @@ class CacheWriter:
         listed = set(manifest.clip_ids)
         removed = np.array([clip_id not in listed for clip_id in self._ids], dtype=np.uint8)
         self._listed = np.flatnonzero(removed == 0)
-        self._row_of = {self._ids[stored]: row for row, stored in enumerate(self._listed)}
+        self.clip_ids = [self._ids[stored] for stored in self._listed]  # the manifest's clips, in row order
+        self._row_of = {clip_id: row for row, clip_id in enumerate(self.clip_ids)}
         changes = {"removed": removed, **self._clip_columns(table, manifest), **self._media_columns(table, manifest)}
         changed = {key: values for key, values in changes.items() if not np.array_equal(values, table[key])}
         if changed:
@@ -269,7 +265,7 @@ class CacheWriter:
     def _verify_sample(self, name: str) -> None:
         opened = self._set(name)
         n = len(self._ids)
-        done = np.flatnonzero(opened.column("status", n) == DONE)
+        done = np.flatnonzero((opened.column("status", n) == DONE) & (opened.column("media_key", n) == self._media_keys))
         if not done.size:
             return
         sample = np.random.default_rng(len(done)).choice(done, size=min(VERIFY_SAMPLE, done.size), replace=False)
@@ -321,7 +317,10 @@ class CacheWriter:
             else:
                 accepted[int(self._listed[row])] = (padded, length)
         stored = np.array(sorted(accepted), dtype=np.int64)
+        if stored.size and int(stored[-1]) >= opened.stop:
+            raise CacheError(f"feature set {name!r} holds no row for clip {self._ids[int(stored[-1])]!r}; prepare the set first")
         runs = list(opened.runs(stored))
+        self._mark_todo(opened, runs, stored)
         for position, index, first, count in runs:  # consecutive rows in one write
             block = np.ascontiguousarray(np.stack([accepted[int(r)][0] for r in stored[position : position + count]]))
             opened.writable(index)["data"].write_direct(block, dest_sel=np.s_[first : first + count])
@@ -343,6 +342,16 @@ class CacheWriter:
             self.fail(name, row, "the extractor produced NaN or inf values")
         return refused
 
+    def _mark_todo(self, opened: OpenSet, runs: list[tuple[int, int, int, int]], stored: np.ndarray) -> None:
+        """Mark to do, and flush, the rows about to be overwritten that hold a status (a stale row being computed
+        again): a kill while their new bytes land then leaves rows to do, never a done row with other bytes."""
+        status = opened.column("status", len(self._ids))
+        for position, index, first, count in runs:
+            held = np.flatnonzero(status[stored[position : position + count]] != TODO)
+            if held.size:
+                opened.set_rows(index, (first + held).tolist(), status=TODO)
+                opened.files[index].flush()
+
     @_disk_errors
     def fail(self, name: str, row: int, reason: str, *, status: int = FAILED) -> None:
         """Record that a clip could not be computed for a feature set, with the reason.
@@ -351,7 +360,10 @@ class CacheWriter:
         """
         opened = self._set(name)
         stored = int(self._listed[row])
-        append_error(self.path, name, self._ids[stored], reason)
+        if stored >= opened.stop:
+            raise CacheError(f"feature set {name!r} holds no row for clip {self._ids[stored]!r}; prepare the set first")
+        if status == FAILED:  # an absent modality needs no reason: the manifest gives it
+            append_error(self.path, name, self._ids[stored], reason)
         index, local = opened.locate(stored)
         opened.set_rows(index, [local], media_key=self._media_keys[stored], status=status)
         opened.files[index].flush()

@@ -87,6 +87,7 @@ def test_gc_removes_unreferenced_sets_and_leftovers_and_reports_bytes(tmp_path: 
         for row in range(len(manifest)):
             writer.write("mel", [row], [row_values(MEL, row)])
     (cache / "sets" / "mel" / ".rows-000000000-000000012.h5.tmp").write_bytes(b"x" * 100)  # a killed writer's file
+    (cache / "sets" / "emb" / "net" / "fold0" / "rows-000000020-000000022.h5").write_bytes(b"y" * 50)  # off the chain
     emb_bytes = sum(p.stat().st_size for p in (cache / "sets" / "emb").rglob("*.h5"))
     dry = CliRunner().invoke(cli, ["cache", "gc", str(cache), "--features", "mel", "--dry-run", "--json"])
     assert dry.exit_code == 0, dry.output

@@ -331,3 +331,34 @@ def test_a_reader_reads_while_the_writer_adds_rows_sets_and_clips(tmp_path: Path
         np.testing.assert_array_equal(reader.read_matrix("mel", rows), np.stack([row_values(MEL, r) for r in rows]))
         with Cache(cache) as later:
             assert len(later) == 14 and later.done("emb/net/fold0").all() and later.done("mel").all()
+
+
+def test_a_kill_while_a_stale_row_is_rewritten_leaves_it_to_do(tmp_path: Path, manifest: Manifest, monkeypatch) -> None:
+    from mvemo.cache.sets import OpenSet
+
+    cache = tmp_path / "c.h5"
+    with CacheWriter(cache, manifest) as writer:
+        writer.prepare([MEL])
+        fill(writer, MEL)
+    manifest.clips[6].video.write_bytes(b"re-encoded" * 70)
+    marking = OpenSet.set_rows
+
+    def killed_before_done(self, index, rows, **columns):
+        if columns.get("status") == 1:
+            raise KeyboardInterrupt  # as a kill between the new bytes and their checksum
+        marking(self, index, rows, **columns)
+
+    with CacheWriter(cache, manifest) as writer:
+        monkeypatch.setattr(OpenSet, "set_rows", killed_before_done)
+        with pytest.raises(KeyboardInterrupt):
+            writer.write("mel", [6], [row_values(MEL, 60)])
+    monkeypatch.undo()
+    with CacheWriter(cache, manifest) as writer:
+        writer.prepare([MEL])  # no checksum error: the half-rewritten row is to do, not done
+        assert writer.todo("mel").tolist() == [6]
+    assert verify_cache(cache).ok
+
+
+def test_one_cache_has_one_lock_however_its_path_is_spelt(tmp_path: Path, manifest: Manifest) -> None:
+    with CacheWriter(tmp_path / "c", manifest), pytest.raises(CacheError, match=r"'.*c' is being written by another process"):
+        CacheLock(f"{tmp_path / 'c'}/").acquire()
