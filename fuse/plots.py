@@ -114,3 +114,37 @@ def accuracy_bars_png(accuracy: dict[str, dict[str, dict[str, float]]], path: Pa
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def class_colours(classes: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """One colour per class, in class order (tab10, then tab20 past ten classes)."""
+    palette = matplotlib.colormaps["tab10" if len(classes) <= 10 else "tab20"].colors  # type: ignore[attr-defined]
+    return {c: palette[i % len(palette)] for i, c in enumerate(classes)}
+
+
+def timeline_png(starts: np.ndarray, ends: np.ndarray, proba: np.ndarray, classes: list[str], title: str, path: Path) -> Path:
+    """Each class's probability stacked over time, the argmax as a band beneath. Windows overlap: each one
+    stands for the seconds nearer its middle than its neighbours' middles."""
+    colours = class_colours(classes)
+    middles = (starts + ends) / 2
+    edges = np.concatenate([[starts[0]], (middles[1:] + middles[:-1]) / 2, [ends[-1]]])
+    tops = np.cumsum(proba, axis=1)
+    bottoms = tops - proba
+    fig, (ax, band) = plt.subplots(2, 1, figsize=(10, 4), sharex=True, height_ratios=[6, 1])
+    for k, name in enumerate(classes):
+        low, high = np.append(bottoms[:, k], bottoms[-1, k]), np.append(tops[:, k], tops[-1, k])
+        ax.fill_between(edges, low, high, step="post", color=colours[name], label=name, linewidth=0)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("probability")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    for left, right, row in zip(edges[:-1], edges[1:], proba):
+        band.axvspan(left, right, color=colours[classes[int(np.argmax(row))]])
+    band.set_yticks([])
+    band.set_ylabel("argmax", rotation=0, ha="right", va="center", fontsize=8)
+    band.set_xlabel("time (s)")
+    band.set_xlim(starts[0], ends[-1])
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -10,7 +10,7 @@ import csv
 import functools
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,16 +47,30 @@ def model_inputs(saved: SavedFusionModel, name: str, clip: Clip, weights_dir: st
     """Every input the model reads, computed from the clip's media with the saved configs (fingerprints checked);
     each feature set once, however many nets read it. Pretrained weights are looked for as ``extract`` does
     (``weights_dir``, ``$MVEMO_WEIGHTS``, ``~/.cache/mvemo/weights``)."""
-    model = saved.document["models"][name]
+    configs, fingerprints = model_configs(saved, name)
+    arrays = ClipFeatures(clip).get(configs, fingerprints)  # one decode of the clip for every set the model reads
+    return inputs_from_sets(saved, name, arrays, weights_dir)
+
+
+def model_configs(saved: SavedFusionModel, name: str) -> tuple[dict[str, dict], dict[str, str]]:
+    """The config and fingerprint of every cached feature set a saved model reads, a net's inputs included."""
     configs: dict[str, dict] = {}
     fingerprints: dict[str, str] = {}
-    for set_name, described in model["feature_sets"].items():
+    for set_name, described in saved.document["models"][name]["feature_sets"].items():
         if set_name.startswith("emb/"):  # a net's embedding: the cached sets it was computed from
             configs |= described["input_configs"]
             fingerprints |= described["config"]["inputs"]
         else:
             configs[set_name], fingerprints[set_name] = described["config"], described["fingerprint"]
-    arrays = ClipFeatures(clip).get(configs, fingerprints)  # one decode of the clip for every set the model reads
+    return configs, fingerprints
+
+
+def inputs_from_sets(
+    saved: SavedFusionModel, name: str, arrays: dict[str, np.ndarray], weights_dir: str | None = None
+) -> dict[str, np.ndarray]:
+    """The model's inputs (one row each) from one clip's feature sets: vector sets as they are, LLD statistics,
+    and each net's embedding of its input sets."""
+    model = saved.document["models"][name]
     inputs: dict[str, np.ndarray] = {}
     for input_name, (set_name, described) in zip(model["inputs"], model["feature_sets"].items()):
         if not set_name.startswith("emb/"):
@@ -81,13 +95,11 @@ class ClipFeatures:
         """The sets named in ``configs``, computed with those saved configs, whose fingerprints must match this version's."""
         missing = {name: config for name, config in configs.items() if (name, fingerprints[name]) not in self.computed}
         if missing:
-            feature_configs = FeatureConfigs.from_records(missing)
             # one frame sampling gives every video set: compute them all, so a second net's set needs no decode
             names = (*missing, *(v for v in VIDEO_FEATURES if v not in missing and set(missing) & set(VIDEO_FEATURES)))
-            computed_as = {spec.name: spec.fingerprint for spec in feature_configs.specs(names)}
-            for name in missing:
-                _check_fingerprint(name, computed_as[name], fingerprints[name])
-            for name, value in compute_clip(self.clip, names, feature_configs).items():
+            computed_as = fingerprints_of(missing, names)
+            check_fingerprints(computed_as, fingerprints, missing)
+            for name, value in compute_clip(self.clip, names, FeatureConfigs.from_records(missing)).items():
                 if value is ABSENT:
                     raise MediaError(
                         f"clip {self.clip.clip_id!r}: the model reads {modality(name)} and the clip has none;"
@@ -99,12 +111,21 @@ class ClipFeatures:
         return {name: self.computed[(name, fingerprints[name])] for name in configs}
 
 
-def _check_fingerprint(name: str, computed: str, saved: str) -> None:
-    if computed != saved:
-        raise ConfigError(
-            f"the saved model's {name} config has fingerprint {saved[:12]}, this version computes"
-            f" {computed[:12]}; retrain it with `mvemo fuse` on a cache from this version"
-        )
+def fingerprints_of(configs: dict[str, dict], names: Iterable[str] | None = None) -> dict[str, str]:
+    """The fingerprints this version gives the feature sets ``names`` (default: those of ``configs``) computed with
+    ``configs`` (saved records, by set name)."""
+    specs = FeatureConfigs.from_records(configs).specs(configs if names is None else names)
+    return {spec.name: spec.fingerprint for spec in specs}
+
+
+def check_fingerprints(computed: dict[str, str], saved: dict[str, str], names: Iterable[str]) -> None:
+    """Raise ``ConfigError`` where a set's saved fingerprint is not the one this version computes."""
+    for name in names:
+        if computed[name] != saved[name]:
+            raise ConfigError(
+                f"the saved model's {name} config has fingerprint {saved[name][:12]}, this version computes"
+                f" {computed[name][:12]}; retrain it with `mvemo fuse` on a cache from this version"
+            )
 
 
 @functools.lru_cache(maxsize=8)
@@ -152,16 +173,21 @@ class Predictor:
         """One result per clip, in order: ``{"clip_id", "file", "model", "label", "probabilities"}`` or
         ``{"clip_id", "file", "error"}``. A bad clip, even one that kills its worker, never stops the rest;
         a ``ConfigError`` (the saved model does not fit this version) stops the run."""
-        clips = list(clips)
-        mapper = map if executor is None else executor.map
-        # results first: the executor's stream is read to its end, and ends with the clips
         job = functools.partial(predict_clip, self.saved, self.model, weights_dir=self.weights_dir)
-        for result, clip in zip(mapper(job, clips), clips, strict=True):
-            if isinstance(result, ConfigError):
-                raise result
-            if isinstance(result, BaseException):  # the executor lost the job (a worker died on this clip)
-                result = _failed(clip, f"clip {clip.clip_id!r}: its worker died ({type(result).__name__}: {result})")
-            yield result
+        return each_clip(job, clips, executor)
+
+
+def each_clip(job: Any, clips: Iterable[Clip], executor: Any) -> Iterator[dict[str, Any]]:
+    """``job`` of every clip on the executor, results in order; a lost job is the clip's failure."""
+    clips = list(clips)
+    mapper = map if executor is None else executor.map
+    # results first: the executor's stream is read to its end, and ends with the clips
+    for result, clip in zip(mapper(job, clips), clips, strict=True):
+        if isinstance(result, ConfigError):
+            raise result
+        if isinstance(result, BaseException):  # the executor lost the job (a worker died on this clip)
+            result = failed_result(clip, f"clip {clip.clip_id!r}: its worker died ({type(result).__name__}: {result})")
+        yield result
 
 
 def seen_in_training(saved: SavedFusionModel, clip: Clip) -> bool:
@@ -181,30 +207,39 @@ def seen_in_training(saved: SavedFusionModel, clip: Clip) -> bool:
 
 def predict_clip(saved: SavedFusionModel, name: str, clip: Clip, *, weights_dir: str | None = None) -> dict[str, Any]:
     """The model's label for one clip (a job that runs on any executor's worker)."""
-    try:
+
+    def label() -> dict[str, Any]:
         proba = saved.predict_proba(name, model_inputs(saved, name, clip, weights_dir))[0]
-        in_training = seen_in_training(saved, clip)
+        return {
+            "clip_id": clip.clip_id,
+            "file": _file_of(clip),
+            "model": name,
+            "label": saved.classes[int(np.argmax(proba))],
+            "probabilities": {c: float(p) for c, p in zip(saved.classes, proba)},
+            "in_training": seen_in_training(saved, clip),
+        }
+
+    return clip_result(clip, label)
+
+
+def clip_result(clip: Clip, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``compute()``, or the clip's failure: a bad clip never stops a run; a ``ConfigError`` (the saved model
+    does not fit this version) does."""
+    try:
+        return compute()
     except ConfigError:
         raise
     except MvemoError as err:
-        return _failed(clip, str(err))
+        return failed_result(clip, str(err))
     except Exception as err:  # a decoder or library fault on one clip must not stop the run
-        return _failed(clip, f"clip {clip.clip_id!r}: {type(err).__name__}: {err}")
-    return {
-        "clip_id": clip.clip_id,
-        "file": _file_of(clip),
-        "model": name,
-        "label": saved.classes[int(np.argmax(proba))],
-        "probabilities": {c: float(p) for c, p in zip(saved.classes, proba)},
-        "in_training": in_training,
-    }
+        return failed_result(clip, f"clip {clip.clip_id!r}: {type(err).__name__}: {err}")
 
 
 def _file_of(clip: Clip) -> str:
     return str(clip.video or clip.audio)
 
 
-def _failed(clip: Clip, reason: str) -> dict[str, Any]:
+def failed_result(clip: Clip, reason: str) -> dict[str, Any]:
     return {"clip_id": clip.clip_id, "file": _file_of(clip), "error": reason}
 
 

@@ -28,6 +28,9 @@ from mvemo.pipeline.cli.tools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand, e
     help="Folder of the pretrained weights the model was trained with (also $MVEMO_WEIGHTS, ~/.cache/mvemo/weights).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {clip_id, file, model, label, probabilities, in_training} (or {clip_id, file, error}).")  # fmt: skip
+@click.option("--timeline", is_flag=True, help="Read each file as windows of the model's length every --hop seconds: an emotion timeline (CSV and PNG per file into --out) and the label of the whole from the pooled windows.")  # fmt: skip
+@click.option("--hop", "hop_s", default=15.0, type=click.FloatRange(min=0.5), help="Seconds between the starts of two windows (--timeline).")  # fmt: skip
+@click.option("--out", "out_dir", default="timelines", type=click.Path(file_okay=False), help="Folder of the timelines (--timeline).")  # fmt: skip
 @executor_options
 @click.pass_context
 def predict(
@@ -39,6 +42,9 @@ def predict(
     model_name: str | None,
     weights_dir: str | None,
     as_json: bool,
+    timeline: bool,
+    hop_s: float,
+    out_dir: str,
     **options: Any,
 ) -> None:
     """Label each FILE (video or audio), or each clip of --manifest, with the model saved by `mvemo fuse` in MODEL_DIR.
@@ -53,12 +59,17 @@ def predict(
 
     if bool(files) == bool(manifest_path):
         raise ConfigError("give either FILE arguments or --manifest M, not both and not neither")
+    if timeline and csv_path:
+        raise ConfigError("--timeline writes a CSV per file into --out; leave --csv out")
     if csv_path and not Path(csv_path).absolute().parent.is_dir():
         raise ConfigError(f"--csv {csv_path}: its folder does not exist; create it or choose another path")
     # a missing file is one clip's failure, reported in its row, not the run's
     clips = list(read_manifest(manifest_path, check_files=False).clips) if manifest_path else [file_clip(f) for f in files]
     labels = {c.clip_id: c.label for c in clips if c.label}
     predictor = Predictor(model_dir, model_name, weights_dir)
+    if timeline:
+        _timelines(ctx, predictor, clips, hop_s, out_dir, as_json, options)
+        return
     with build_executor(options["executor"], workers=options["workers"], scheduler=options["scheduler"]) as pool:
         stream = predictor.predict(clips, pool)
         if csv_path:
@@ -79,6 +90,33 @@ def predict(
             " `mvemo-cv`'s report or by clips it never saw",
             err=True,
         )
+    for r in failed:
+        click.echo(f"failed: {r['clip_id']}: {r['error']}", err=True)
+    if failed:
+        ctx.exit(EXIT_CLIPS_FAILED)
+
+
+def _timelines(
+    ctx: click.Context, predictor: Any, clips: list[Any], hop_s: float, out_dir: str, as_json: bool, options: dict[str, Any]
+) -> None:
+    """Each clip's timeline CSV and PNG into ``out_dir``, and a table (or JSON) of the labels of the wholes."""
+    from mvemo.pipeline.executors import build_executor
+    from mvemo.pipeline.tables import format_table
+    from mvemo.pipeline.timeline import timelines
+
+    with build_executor(options["executor"], workers=options["workers"], scheduler=options["scheduler"]) as pool:
+        stream = timelines(predictor, clips, hop_s, str(Path(out_dir).absolute()), pool)
+        results = list(progress_bar("timeline", "file")(stream, len(clips)))
+    failed = [r for r in results if "error" in r]
+    if as_json:
+        print_json(results)
+    else:
+        rows = [[r["file"], r["label"], r["model"], r["windows"], r["png"]] for r in results if "label" in r]
+        if rows:
+            click.echo(format_table(["file", "emotion (whole)", "model", "windows", "timeline"], rows))
+        for r in results:
+            for note in r.get("notes", []):
+                click.echo(f"note: {r['clip_id']}: {note}", err=True)
     for r in failed:
         click.echo(f"failed: {r['clip_id']}: {r['error']}", err=True)
     if failed:

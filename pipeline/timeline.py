@@ -1,0 +1,225 @@
+"""``mvemo predict --timeline``: a whole music video read as overlapping windows, an emotion timeline and one label.
+
+A saved model was trained on one window per clip (30 s by default); a file is read as a sequence
+of windows of that length, every ``hop_s`` seconds, on the file's presentation timeline: the
+audio samples and the video frames of a window come from the same seconds (each stream cut to
+where it starts, as stage one does). The last window ends at the end of the file, so no second is
+left out and none is padded; a file shorter than one window is one window, padded as stage one
+pads a short clip. Each window gets the model's probabilities; the clip's label comes from the
+model's inputs averaged over the windows (the pooled vector), not from a vote.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mvemo.extract.run import modality
+from mvemo.fuse.saved import SavedFusionModel
+from mvemo.manifests.errors import ConfigError, MediaError
+from mvemo.manifests.probe import probe_file
+from mvemo.manifests.schema import Clip
+from mvemo.pipeline.predict import (
+    ClipFeatures,
+    Predictor,
+    check_fingerprints,
+    clip_result,
+    each_clip,
+    fingerprints_of,
+    inputs_from_sets,
+    model_configs,
+)
+
+# Streams whose lengths differ by more than this are reported (AAC priming and rounding stay below it).
+LENGTH_TOLERANCE_S = 0.5
+
+
+@dataclass(frozen=True)
+class Window:
+    start_s: float
+    end_s: float
+
+
+def plan_windows(duration_s: float, length_s: float, hop_s: float) -> list[Window]:
+    """Windows of ``length_s`` every ``hop_s`` from 0, the last one moved to end at ``duration_s``;
+    one window of ``length_s`` from 0 when the file is shorter than that."""
+    if hop_s <= 0 or length_s <= 0:
+        raise ConfigError(f"--hop {hop_s} and a window of {length_s} s: both must be positive")
+    if duration_s <= length_s:
+        return [Window(0.0, length_s)]
+    starts = list(np.arange(0.0, duration_s - length_s + 1e-9, hop_s))
+    if starts[-1] + length_s < duration_s - 1e-6:
+        starts.append(duration_s - length_s)
+    return [Window(round(float(s), 3), round(float(s) + length_s, 3)) for s in starts]
+
+
+@dataclass
+class Timeline:
+    """One file's windows with the model's probabilities for each, and the label of the whole."""
+
+    file: str
+    model: str
+    classes: list[str]
+    windows: list[Window]
+    proba: np.ndarray  # (n_windows, n_classes)
+    overall: np.ndarray  # (n_classes,), from the pooled inputs
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return self.classes[int(np.argmax(self.overall))]
+
+    def write(self, out: Path) -> tuple[Path, Path]:
+        """``<stem>.timeline.csv`` (start_s, end_s, a probability per class, argmax) and ``<stem>.timeline.png``."""
+        from mvemo.fuse.plots import timeline_png
+
+        out.mkdir(parents=True, exist_ok=True)
+        stem = Path(self.file).name
+        table = out / f"{stem}.timeline.csv"
+        with table.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["start_s", "end_s", *(f"p_{c}" for c in self.classes), "argmax"])
+            for window, row in zip(self.windows, self.proba):
+                label = self.classes[int(np.argmax(row))]
+                writer.writerow([f"{window.start_s:.3f}", f"{window.end_s:.3f}", *(f"{p:.6f}" for p in row), label])
+        starts = np.array([w.start_s for w in self.windows])
+        ends = np.array([w.end_s for w in self.windows])
+        title = f"{stem}: {self.label} ({self.model}, {len(self.windows)} windows)"
+        picture = timeline_png(starts, ends, self.proba, self.classes, title, out / f"{stem}.timeline.png")
+        return table, picture
+
+
+def clip_timeline(saved: SavedFusionModel, name: str, clip: Clip, hop_s: float, weights_dir: str | None = None) -> Timeline:
+    """The timeline of one file: the model ``name`` over its windows, or, where the file lacks a modality the
+    model reads, the best saved model (by its CV accuracy) that reads only what the file has, with a note.
+
+    Raises
+    ------
+    MediaError
+        When the file cannot be read, or no saved model reads only the modalities it has.
+    """
+    lengths = stream_lengths(clip)
+    notes = []
+    name, note = _model_for(saved, name, set(lengths), clip.clip_id)
+    if note:
+        notes.append(note)
+    configs, fingerprints = model_configs(saved, name)
+    check_fingerprints(fingerprints_of(configs), fingerprints, configs)
+    read = {modality(set_name) for set_name in configs}
+    duration_s = min(lengths[m] for m in read)
+    if len(read) == 2 and abs(lengths["audio"] - lengths["video"]) > LENGTH_TOLERANCE_S:
+        notes.append(
+            f"audio {lengths['audio']:.1f} s, video {lengths['video']:.1f} s: the timeline covers the first"
+            f" {duration_s:.1f} s, where both are"
+        )
+    length_s = window_length(configs)
+    windows = plan_windows(duration_s, length_s, hop_s)
+    if duration_s < length_s:
+        notes.append(f"{duration_s:.1f} s is shorter than one {length_s:g}-s window: one window, padded as stage one pads")
+    per_window = []
+    for window in windows:  # one decode per window, its features dropped once embedded: memory stays one window's
+        records = with_window(configs, window.start_s, length_s)
+        arrays = ClipFeatures(clip).get(records, fingerprints_of(records))
+        per_window.append(inputs_from_sets(saved, name, arrays, weights_dir))
+    proba = np.concatenate([saved.predict_proba(name, inputs) for inputs in per_window])
+    pooled = {key: np.mean([inputs[key] for inputs in per_window], axis=0) for key in per_window[0]}
+    overall = saved.predict_proba(name, pooled)[0]
+    return Timeline(str(clip.video or clip.audio), name, list(saved.classes), windows, proba, overall, notes)
+
+
+def stream_lengths(clip: Clip) -> dict[str, float]:
+    """The seconds of each modality the clip has (its video from ``clip.video``, its audio from ``clip.audio``)."""
+    lengths = {}
+    for kind, path in (("audio", clip.audio), ("video", clip.video)):
+        if path is None:
+            continue
+        info = probe_file(path)
+        if info.error:
+            raise MediaError(f"clip {clip.clip_id!r}: {info.error}")
+        stream = info.audio if kind == "audio" else info.video
+        if stream is not None:
+            lengths[kind] = stream.duration_s
+    if not lengths:
+        raise MediaError(f"clip {clip.clip_id!r}: the file has neither an audio nor a video stream")
+    return lengths
+
+
+def window_length(configs: dict[str, dict]) -> float:
+    """The window the model was trained on, in seconds: its audio window, else its frames' window, else 30 s."""
+    for config in configs.values():
+        if "audio_window" in config:
+            return float(config["audio_window"]["duration_s"])
+    durations = [c["window_duration_s"] for c in configs.values() if c.get("window_duration_s")]
+    return float(durations[0]) if durations else 30.0
+
+
+def with_window(configs: dict[str, dict], start_s: float, length_s: float) -> dict[str, dict]:
+    """The saved configs moved to the window from ``start_s``: audio and frames on the same seconds."""
+    moved = {}
+    for set_name, config in configs.items():
+        config = dict(config)
+        if "audio_window" in config:
+            config["audio_window"] = {**config["audio_window"], "offset_s": start_s, "duration_s": length_s}
+        if modality(set_name) == "video":
+            config |= {"window_start_s": start_s, "window_duration_s": length_s}
+        moved[set_name] = config
+    return moved
+
+
+def _model_for(saved: SavedFusionModel, name: str, present: set[str], clip_id: str) -> tuple[str, str]:
+    """``name`` when the file has every modality it reads; else the saved model with the best CV accuracy among
+    those reading only ``present``, and a note saying so."""
+
+    def reads(model: str) -> set[str]:
+        return {modality(set_name) for set_name in model_configs(saved, model)[0]}
+
+    if reads(name) <= present:
+        return name, ""
+    accuracy = saved.document.get("cv_accuracy", {})
+    fitting = sorted((m for m in saved.document["models"] if reads(m) <= present), key=lambda m: -accuracy.get(m, 0.0))
+    absent = ", ".join(sorted(reads(name) - present))
+    if not fitting:
+        raise MediaError(f"clip {clip_id!r} has no {absent} and every saved model reads it; give a file with {absent}")
+    kind = " and ".join(sorted(present))
+    best = fitting[0]
+    return (
+        best,
+        f"the file has no {absent}: the timeline reads its {kind} alone, with {best!r}, the best saved model reading {kind} only",
+    )
+
+
+def timelines(predictor: Predictor, clips: list[Clip], hop_s: float, out: str, executor: Any = None) -> Iterator[dict[str, Any]]:
+    """Each clip's emotion timeline written into ``out``, one result per clip as ``Predictor.predict`` gives them:
+    its label of the whole, the model, its windows, CSV, PNG and notes, or its error."""
+    job = functools.partial(timeline_job, predictor.saved, predictor.model, hop_s, out, weights_dir=predictor.weights_dir)
+    return each_clip(job, clips, executor)
+
+
+def timeline_job(
+    saved: SavedFusionModel, name: str, hop_s: float, out: str, clip: Clip, *, weights_dir: str | None = None
+) -> dict[str, Any]:
+    """Write one file's timeline CSV and PNG into ``out`` (a job that runs on any executor's worker)."""
+
+    def write() -> dict[str, Any]:
+        timeline = clip_timeline(saved, name, clip, hop_s, weights_dir)
+        table, picture = timeline.write(Path(out))
+        return {
+            "clip_id": clip.clip_id,
+            "file": timeline.file,
+            "model": timeline.model,
+            "label": timeline.label,
+            "probabilities": {c: float(p) for c, p in zip(timeline.classes, timeline.overall)},
+            "windows": len(timeline.windows),
+            "csv": os.fspath(table),
+            "png": os.fspath(picture),
+            "notes": timeline.notes,
+        }
+
+    return clip_result(clip, write)
