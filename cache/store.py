@@ -34,6 +34,7 @@ import numpy as np
 from mvemo.cache.fingerprint import canonical_json, media_hash, media_stat_key, record_diff
 from mvemo.cache.h5file import (
     CLIP_COLUMNS,
+    TEMPORARY,
     clip_columns,
     fit_row,
     open_h5,
@@ -69,7 +70,7 @@ def _disk_errors(method: Callable[..., Any]) -> Callable[..., Any]:
 
 def remove_temporary_files(root: Path) -> list[Path]:
     """Delete the temporary files a killed or failed writer left under ``root``; returns them."""
-    found = [p for p in root.rglob(".*.tmp") if p.is_file()]
+    found = [p for p in root.rglob(".*.tmp") if p.is_file() and TEMPORARY.match(p.name)]
     for path in found:
         path.unlink(missing_ok=True)
     return found

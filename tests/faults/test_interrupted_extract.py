@@ -34,7 +34,7 @@ def contents(cache: Path) -> dict[str, np.ndarray]:
 
 
 def mel_rows_done(cache: Path) -> int:
-    if not cache.exists():
+    if not (cache / "clips.h5").exists():  # not begun, or killed while writing its clip table
         return 0
     with Cache(cache) as reader:
         return int(reader.done("mel").sum()) if "mel" in reader.feature_sets() else 0
