@@ -128,6 +128,6 @@ def media_keys(hashes: np.ndarray) -> np.ndarray:
 def single_file_error(root: Path) -> CacheError:
     """What to do with a cache path that names a file: the single-file layout of earlier versions."""
     return CacheError(
-        f"cache {str(root)!r} is one HDF5 file, the layout of mvemo before 0.2 (a cache is now a folder of files);"
+        f"cache {str(root)!r} is one HDF5 file, the layout of earlier mvemo versions (a cache is now a folder of files);"
         f" run `mvemo cache migrate {root}` once to convert it in place, or give --cache a new folder"
     )

@@ -73,7 +73,7 @@ def cache_verify(ctx: click.Context, cache_path: str) -> None:
 @cache_group.command("migrate")
 @click.argument("cache_path", metavar="CACHE", type=click.Path())
 def cache_migrate(cache_path: str) -> None:
-    """Convert a single-file cache of mvemo before 0.2 into a cache folder of the same name, in place.
+    """Convert a single-file cache of an earlier mvemo version into a cache folder of the same name, in place.
 
     Every set keeps its rows, checksums, failures and fingerprint (nothing is computed
     again). The old file is kept as CACHE.single-file.h5: delete it once the new cache

@@ -20,7 +20,7 @@ from tests.cache.helpers import EMB, MEL, row_values, stand_in_manifest
 
 
 def write_single_file_cache(path: Path, manifest: Manifest) -> None:
-    """A cache as mvemo before 0.2 wrote it: one HDF5 file, a clip table and a group per set."""
+    """A cache as earlier mvemo versions wrote it: one HDF5 file, a clip table and a group per set."""
     from mvemo.cache.fingerprint import media_hash
     from mvemo.cache.h5file import row_checksum
     from mvemo.cache.sets import segment_attrs
@@ -58,7 +58,7 @@ def test_migrate_keeps_every_row_fingerprint_and_failure(tmp_path: Path) -> None
     manifest = stand_in_manifest(tmp_path / "media")
     old = tmp_path / "c.h5"
     write_single_file_cache(old, manifest)
-    with pytest.raises(CacheError, match=r"one HDF5 file, the layout of mvemo before 0.2.*`mvemo cache migrate"):
+    with pytest.raises(CacheError, match=r"one HDF5 file, the layout of earlier mvemo versions.*`mvemo cache migrate"):
         CacheWriter(old, manifest)
     manifest_path = write_manifest(manifest, tmp_path / "m.csv")
     result = CliRunner().invoke(cli, ["extract", str(manifest_path), "--cache", str(old), "--features", "mel"])

@@ -303,7 +303,7 @@ def test_readers_refuse_what_is_not_a_cache_saying_what_to_do(tmp_path: Path) ->
     with pytest.raises(CacheError, match=r"does not exist; build it with `mvemo extract"):
         Cache(tmp_path / "none")
     (tmp_path / "old.h5").write_bytes(b"a single file")
-    with pytest.raises(CacheError, match=r"one HDF5 file, the layout of mvemo before 0.2.*`mvemo cache migrate .*old.h5`"):
+    with pytest.raises(CacheError, match=r"one HDF5 file, the layout of earlier mvemo versions.*`mvemo cache migrate .*old.h5`"):
         Cache(tmp_path / "old.h5")
     (tmp_path / "begun").mkdir()
     (tmp_path / "begun" / ".clips.h5.tmp").write_bytes(b"half")  # a writer killed while creating the cache
