@@ -29,6 +29,9 @@ from mvemo.manifests.errors import CacheError, ConfigError
 CLIPS_FILE = "clips.h5"
 SETS = "sets"
 ERRORS_FILE = "errors.jsonl"
+# The key of a set's config that marks it pooled over windows (``extract.windowed``): length, hop, pooling,
+# the window set's fingerprint and, for an embedding, its inputs' configs.
+POOLED_KEY = "windows"
 # ABSENT: the manifest gives the clip no such modality (an audio-only clip's video frames).
 TODO, DONE, FAILED, ABSENT = 0, 1, 2, 3
 HASH_DTYPE = "S64"

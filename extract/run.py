@@ -8,6 +8,7 @@ its reason and the run goes on; nothing non-finite reaches the cache.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import time
@@ -108,6 +109,12 @@ class FeatureConfigs:
         frames = FrameConfig(**{k: video[k] for k in FrameConfig.__dataclass_fields__ if k in video})
         return cls.of_window(window, frames=frames, **audio)
 
+    def at(self, offset_s: float) -> FeatureConfigs:
+        """These configs over the window that starts ``offset_s`` seconds into the file: audio and frames alike."""
+        window = dataclasses.replace(self.audio_window, offset_s=offset_s)
+        audio = {name: dataclasses.replace(config, audio_window=window) for name, config in self.audio.items()}
+        return dataclasses.replace(self, frames=dataclasses.replace(self.frames, window_start_s=offset_s), **audio)
+
     def specs(self, names: Iterable[str]) -> list[FeatureSpec]:
         names = set(names)
         audio = feature_specs({name: config for name, config in self.audio.items() if name in names})
@@ -196,6 +203,7 @@ def compute_feature_sets(
     executor: Executor | None = None,
     lock: CacheLock | None = None,
     progress: Progress | None = None,
+    offsets: Mapping[str, float] | None = None,
 ) -> FeatureRunSummary:
     """Compute the feature sets ``names`` of every clip not yet done, into the cache at ``cache_path``.
 
@@ -215,6 +223,8 @@ def compute_feature_sets(
         A lock the caller already holds.
     progress : callable, optional
         Wraps the result iterator (e.g. a tqdm bar): ``progress(iterable, total)``.
+    offsets : mapping of str to float, optional
+        Per clip id, where its window starts in seconds (the rows of a window cache), instead of the configs' own.
     """
     configs = configs or FeatureConfigs()
     names = tuple(dict.fromkeys(names))
@@ -229,7 +239,8 @@ def compute_feature_sets(
         clips = [c for c in manifest.clips if row_of[c.clip_id] in todo]
         jobs = [tuple(todo[row_of[c.clip_id]]) for c in clips]
         mapper = map if executor is None else executor.map
-        results: Iterable[Any] = mapper(functools.partial(compute_clip, configs=configs), clips, jobs)
+        per_clip = [configs if offsets is None else configs.at(offsets[c.clip_id]) for c in clips]
+        results: Iterable[Any] = mapper(compute_clip, clips, jobs, per_clip)
         if progress is not None:
             results = progress(results, len(clips))
         summary = {name: SetSummary() for name in names}

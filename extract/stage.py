@@ -6,6 +6,7 @@ what it returns; a notebook or a cluster job calls the same function.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -18,6 +19,8 @@ from mvemo.extract.embed import export_embeddings, input_kinds
 from mvemo.extract.finetune import UnitSummary, finetune_embeddings
 from mvemo.extract.run import FeatureConfigs, FeatureRunSummary, compute_feature_sets, parse_features
 from mvemo.extract.train import TrainConfig
+from mvemo.extract.windowed import pool_windows, write_times
+from mvemo.extract.windows import WindowConfig, plan_clips, window_cache
 from mvemo.manifests.errors import ConfigError
 from mvemo.manifests.executor import Executor, ProgressFactory
 from mvemo.manifests.schema import Manifest, read_manifest
@@ -51,6 +54,10 @@ class StageOneSummary:
     notes : list of str
         One line per net: the weights it started from.
     stages : list of StageTime
+    pooled : dict of str to int
+        With windows: per clip-level set pooled from the window cache, clips done.
+    failed_pooled : dict of str to dict of str to str
+        With windows: per pooled set, clip id -> reason.
     """
 
     features: FeatureRunSummary
@@ -59,11 +66,14 @@ class StageOneSummary:
     units: list[UnitSummary] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     stages: list[StageTime] = field(default_factory=list)
+    pooled: dict[str, int] = field(default_factory=dict)
+    failed_pooled: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def failed(self) -> bool:
-        """Whether any clip failed a feature set or an embedding."""
-        return bool(self.features.failures) or any(self.failed_embeddings.values())
+        """Whether any clip (or window) failed a feature set, an embedding or a pooled set."""
+        failures = (self.failed_embeddings, self.failed_pooled)
+        return bool(self.features.failures) or any(reasons for failed in failures for reasons in failed.values())
 
 
 def feature_names(
@@ -90,6 +100,7 @@ def extract_features(
     training: TrainConfig | None = None,
     protocol: str = "leakfree",
     configs: FeatureConfigs | None = None,
+    windows: WindowConfig | None = None,
     net_options: Mapping[str, Mapping[str, Any]] | None = None,
     weights_dir: str | os.PathLike[str] | None = None,
     device: str = "auto",
@@ -110,7 +121,7 @@ def extract_features(
     manifest : Manifest or path-like
         The clip table; nets need its folds (``mvemo manifest folds``).
     cache_path : path-like
-        The HDF5 cache to create or complete.
+        The cache folder to create or complete.
     features : str or iterable of str, optional
         Feature sets (``waveform, mel, lld, frames224, frames112``; ``frames`` for both).
         Default: the nets' inputs, or ``mel, lld`` without nets.
@@ -123,6 +134,10 @@ def extract_features(
         With ``training``: per fold without its test clips, or once on all clips (paper 001).
     configs : FeatureConfigs, optional
         The feature sets' configs; the papers' settings by default.
+    windows : WindowConfig, optional
+        ``[clip]``: with ``windows`` true, every file is read whole, in windows of ``[audio] duration_s`` every
+        ``hop_s``; every set of every window goes into the window cache (``CACHE/windows``) and each vector set,
+        pooled over a clip's windows, into the cache (``extract.windowed``).
     net_options : mapping, optional
         Each net's options (a config file's ``[net.<name>]``); default ``training.net_options``.
     weights_dir : path-like, optional
@@ -146,6 +161,64 @@ def extract_features(
     nets = tuple(nets)
     if nets and not manifest.has_folds:
         raise ConfigError("nets need the manifest's folds; run `mvemo manifest folds MANIFEST --k 6` first")
+    configs = configs or FeatureConfigs()
+    stage = functools.partial(
+        _stage_one,
+        features=features,
+        nets=nets,
+        training=training,
+        protocol=protocol,
+        configs=configs,
+        net_options=net_options,
+        weights_dir=weights_dir,
+        device=device,
+        recompute=recompute,
+        executor=executor,
+        progress=progress,
+        log=log,
+    )
+    if windows is None or not windows.windows:
+        return stage(manifest, cache_path, lock=lock)
+    if configs.audio_window.offset_s:
+        raise ConfigError(
+            f"[clip] windows = true reads each file whole from 0 s; [audio] offset_s = {configs.audio_window.offset_s}"
+            " has no meaning there: drop it"
+        )
+    length_s = configs.audio_window.duration_s
+    began = time.perf_counter()
+    plan = plan_clips(manifest, length_s=length_s, hop_s=windows.hop_s)
+    planned = StageTime("windows", time.perf_counter() - began, f"{len(plan.windows)} windows of {len(manifest)} clips")
+    inner = window_cache(cache_path)
+    summary = stage(plan.manifest, inner, offsets=plan.offsets())
+    began = time.perf_counter()
+    write_times(plan, inner, length_s=length_s, hop_s=windows.hop_s)
+    pooled = pool_windows(plan, inner, manifest, cache_path, windows, length_s=length_s, lock=lock)
+    summary.pooled, summary.failed_pooled = pooled.done, pooled.failed
+    summary.stages.insert(0, planned)
+    summary.stages.append(StageTime("pooling", time.perf_counter() - began, f"{windows.pooling} of {len(pooled.done)} sets"))
+    return summary
+
+
+def _stage_one(
+    manifest: Manifest,
+    cache_path: str | os.PathLike[str],
+    *,
+    features: str | Iterable[str] | None,
+    nets: tuple[str, ...],
+    training: TrainConfig | None,
+    protocol: str,
+    configs: FeatureConfigs | None,
+    net_options: Mapping[str, Mapping[str, Any]] | None,
+    weights_dir: str | os.PathLike[str] | None,
+    device: str,
+    recompute: Iterable[str],
+    executor: Executor | None,
+    lock: CacheLock | None = None,
+    progress: ProgressFactory | None,
+    log: Callable[[str], None],
+    offsets: Mapping[str, float] | None = None,
+) -> StageOneSummary:
+    """Features, then embeddings, of every row of ``manifest`` (clips, or the windows of ``offsets``)."""
     if net_options is None:
         net_options = training.net_options if training is not None else {}
     bar = progress or (lambda description, unit: None)
@@ -159,6 +232,7 @@ def extract_features(
             executor=executor,
             lock=lock,
             progress=bar("features", "clip"),
+            offsets=offsets,
         )
     )
     computed = sum(s.computed for s in summary.features.sets.values())

@@ -20,6 +20,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from mvemo.cache.layout import POOLED_KEY
 from mvemo.cache.read import Cache
 from mvemo.fuse.compose import (
     Best,
@@ -129,8 +130,11 @@ def describe_inputs(cache: Cache, inputs: tuple[str, ...]) -> dict[str, Any]:
             "config": config,
             "extractor": str(attrs["extractor"]),
             "weights_sha256": str(attrs["weights_sha256"]),
-            # the configs of the cached inputs an embedding was computed from, to compute them again
-            "input_configs": {kind: cache.config(kind) for kind in config.get("inputs", {})},
+            # the configs of the cached inputs an embedding was computed from, to compute them again (those of a
+            # set pooled over windows lie in the window cache, and in its config)
+            "input_configs": config[POOLED_KEY].get("input_configs", {})
+            if POOLED_KEY in config
+            else {kind: cache.config(kind) for kind in config.get("inputs", {})},
         }
     return described
 

@@ -12,7 +12,8 @@ decode), one table per audio set (``[mel]``, ``[logmel]``, ``[lld]``, ``[wavefor
 or without fine-tuning. ``[head]`` sets stage two's fusion head: its ``name``
 (``logistic`` or ``softmax``) and the parameters of ``fuse.heads.LogisticHead`` or
 ``SoftmaxHead`` (``optimizer``, ``lr``, ``l2``, ...; a parameter left out is chosen on inner folds where the
-head chooses it: ``C``, ``lr``, ``l2``). ``[fuse]`` (``fuse.selection.SelectionConfig``: ``inner_folds``,
+head chooses it: ``C``, ``lr``, ``l2``). ``[clip]`` (``extract.windows.WindowConfig``: ``windows``, ``hop_s``, ``pooling``)
+reads whole files as windows of ``[audio] duration_s``. ``[fuse]`` (``fuse.selection.SelectionConfig``: ``inner_folds``,
 ``scoring``, ``C_grid``, ``lr_grid``, ``l2_grid``, ``seed``) sets how stage two chooses. The frames' window follows ``[audio]`` unless ``[frames]`` sets it, so both
 modalities see the same part of a video. Unknown tables or keys are errors,
 never ignored.
@@ -28,6 +29,7 @@ from typing import Any
 from mvemo.manifests.errors import ConfigError
 
 TABLES = (
+    "clip",
     "audio",
     "mel",
     "logmel",
@@ -91,6 +93,13 @@ def feature_configs(path: str | os.PathLike[str] | None) -> Any:
     frames = {"window_start_s": window.offset_s, "window_duration_s": window.duration_s, **tables.get("frames", {})}
     sets = {name: build(cls, tables.get(name, {}), table=name, audio_window=window) for name, cls in AUDIO_CONFIGS.items()}
     return FeatureConfigs(**sets, frames=FrameConfig.from_json(frames), audio_timeout_s=timeout_s)
+
+
+def window_config(path: str | os.PathLike[str] | None) -> Any:
+    """The ``extract.windows.WindowConfig`` of a config file's ``[clip]`` table (one window per clip without it)."""
+    from mvemo.extract.windows import WindowConfig
+
+    return build(WindowConfig, load_toml(path).get("clip", {}), table="clip")
 
 
 def train_config(path: str | os.PathLike[str] | None, *, finetune: str, random_init: tuple[str, ...] = ()) -> Any:

@@ -6,7 +6,9 @@ audio samples and the video frames of a window come from the same seconds (each 
 where it starts, as stage one does). The last window ends at the end of the file, so no second is
 left out and none is padded; a file shorter than one window is one window, padded as stage one
 pads a short clip. Each window gets the model's probabilities; the clip's label comes from the
-model's inputs averaged over the windows (the pooled vector), not from a vote.
+model's inputs pooled over the windows, not from a vote: averaged, or as stage one pooled them for
+a model trained on pooled windows (``[clip] windows = true``), which then reads each window as a
+clip of one window.
 """
 
 from __future__ import annotations
@@ -22,42 +24,24 @@ from typing import Any
 import numpy as np
 
 from mvemo.extract.run import modality
+from mvemo.extract.windows import Window, plan_windows
 from mvemo.fuse.saved import SavedFusionModel
-from mvemo.manifests.errors import ConfigError, MediaError
+from mvemo.manifests.errors import MediaError
 from mvemo.manifests.probe import probe_file
 from mvemo.manifests.schema import Clip
-from mvemo.pipeline.predict import (
-    ClipFeatures,
-    Predictor,
+from mvemo.pipeline.inputs import (
     check_fingerprints,
-    clip_result,
-    each_clip,
     fingerprints_of,
-    inputs_from_sets,
     model_configs,
+    model_windows,
+    pool_inputs,
+    window_inputs,
+    window_length,
 )
+from mvemo.pipeline.predict import Predictor, clip_result, each_clip
 
 # Streams whose lengths differ by more than this are reported (AAC priming and rounding stay below it).
 LENGTH_TOLERANCE_S = 0.5
-
-
-@dataclass(frozen=True)
-class Window:
-    start_s: float
-    end_s: float
-
-
-def plan_windows(duration_s: float, length_s: float, hop_s: float) -> list[Window]:
-    """Windows of ``length_s`` every ``hop_s`` from 0, the last one moved to end at ``duration_s``;
-    one window of ``length_s`` from 0 when the file is shorter than that."""
-    if hop_s <= 0 or length_s <= 0:
-        raise ConfigError(f"--hop {hop_s} and a window of {length_s} s: both must be positive")
-    if duration_s <= length_s:
-        return [Window(0.0, length_s)]
-    starts = list(np.arange(0.0, duration_s - length_s + 1e-9, hop_s))
-    if starts[-1] + length_s < duration_s - 1e-6:
-        starts.append(duration_s - length_s)
-    return [Window(round(float(s), 3), round(float(s) + length_s, 3)) for s in starts]
 
 
 @dataclass
@@ -123,24 +107,22 @@ def clip_timeline(saved: SavedFusionModel, name: str, clip: Clip, hop_s: float, 
     windows = plan_windows(duration_s, length_s, hop_s)
     if duration_s < length_s:
         notes.append(f"{duration_s:.1f} s is shorter than one {length_s:g}-s window: one window, padded as stage one pads")
-    per_window = []
-    for window in windows:  # one decode per window, its features dropped once embedded: memory stays one window's
-        records = with_window(configs, window.start_s, length_s)
-        arrays = ClipFeatures(clip).get(records, fingerprints_of(records))
-        per_window.append(inputs_from_sets(saved, name, arrays, weights_dir))
-    proba = np.concatenate([saved.predict_proba(name, inputs) for inputs in per_window])
-    pooled = {key: np.mean([inputs[key] for inputs in per_window], axis=0) for key in per_window[0]}
-    overall = saved.predict_proba(name, pooled)[0]
+    pooled = model_windows(saved, name)
+    pooling = "mean" if pooled is None else pooled["pooling"]
+    per_window = window_inputs(saved, name, clip, windows, weights_dir)
+    proba = np.concatenate([saved.predict_proba(name, pool_inputs([inputs], pooling)) for inputs in per_window])
+    overall = saved.predict_proba(name, pool_inputs(per_window, pooling))[0]
     return Timeline(str(clip.video or clip.audio), name, list(saved.classes), windows, proba, overall, notes)
 
 
 def stream_lengths(clip: Clip) -> dict[str, float]:
     """The seconds of each modality the clip has (its video from ``clip.video``, its audio from ``clip.audio``)."""
     lengths = {}
+    probed = {path: probe_file(path) for path in dict.fromkeys(p for p in (clip.audio, clip.video) if p is not None)}
     for kind, path in (("audio", clip.audio), ("video", clip.video)):
         if path is None:
             continue
-        info = probe_file(path)
+        info = probed[path]
         if info.error:
             raise MediaError(f"clip {clip.clip_id!r}: {info.error}")
         stream = info.audio if kind == "audio" else info.video
@@ -149,28 +131,6 @@ def stream_lengths(clip: Clip) -> dict[str, float]:
     if not lengths:
         raise MediaError(f"clip {clip.clip_id!r}: the file has neither an audio nor a video stream")
     return lengths
-
-
-def window_length(configs: dict[str, dict]) -> float:
-    """The window the model was trained on, in seconds: its audio window, else its frames' window, else 30 s."""
-    for config in configs.values():
-        if "audio_window" in config:
-            return float(config["audio_window"]["duration_s"])
-    durations = [c["window_duration_s"] for c in configs.values() if c.get("window_duration_s")]
-    return float(durations[0]) if durations else 30.0
-
-
-def with_window(configs: dict[str, dict], start_s: float, length_s: float) -> dict[str, dict]:
-    """The saved configs moved to the window from ``start_s``: audio and frames on the same seconds."""
-    moved = {}
-    for set_name, config in configs.items():
-        config = dict(config)
-        if "audio_window" in config:
-            config["audio_window"] = {**config["audio_window"], "offset_s": start_s, "duration_s": length_s}
-        if modality(set_name) == "video":
-            config |= {"window_start_s": start_s, "window_duration_s": length_s}
-        moved[set_name] = config
-    return moved
 
 
 def _model_for(saved: SavedFusionModel, name: str, present: set[str], clip_id: str) -> tuple[str, str]:

@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     "config_path",
     default=None,
     type=click.Path(dir_okay=False),
-    help="TOML file with [audio], [mel], [logmel], [lld], [waveform], [descriptors], [egemaps], [compare], [frames],"
+    help="TOML file with [clip], [audio], [mel], [logmel], [lld], [waveform], [descriptors], [egemaps], [compare], [frames],"
     " [train], [optim.<net>], [net.<name>] tables.",
 )
 @click.option(
@@ -115,7 +115,7 @@ def names(text: str | None) -> tuple[str, ...]:
 def _run(manifest: Manifest, cache_path: str, nets: tuple[str, ...], training: Any, options: dict[str, Any], lock: Any) -> Any:
     """Stage one (or, with --optimizer-study, its features and then the study), with its tables; returns its summary."""
     from mvemo.extract.stage import StageTime, extract_features, feature_names
-    from mvemo.pipeline.config import feature_configs, net_config
+    from mvemo.pipeline.config import feature_configs, net_config, window_config
     from mvemo.pipeline.executors import build_executor
     from mvemo.pipeline.tables import format_table
 
@@ -130,6 +130,7 @@ def _run(manifest: Manifest, cache_path: str, nets: tuple[str, ...], training: A
             training=training,
             protocol=options["protocol"],
             configs=feature_configs(options["config_path"]),
+            windows=window_config(options["config_path"]),
             net_options=net_options,
             weights_dir=options["weights_dir"],
             device=options["device"],
@@ -155,7 +156,7 @@ def _report(summary: Any) -> None:
 
     rows = [[name, s.computed, s.done, len(s.failed), s.absent] for name, s in summary.features.sets.items()]
     click.echo(format_table(["feature set", "computed now", "done", "failed", "absent"], rows))
-    for failures in (summary.features.failures, summary.failed_embeddings):
+    for failures in (summary.features.failures, summary.failed_embeddings, summary.failed_pooled):
         for name, reasons in failures.items():
             for clip_id, reason in reasons.items():
                 click.echo(f"failed: {name}, clip {clip_id!r}: {reason}", err=True)
@@ -168,8 +169,11 @@ def _report(summary: Any) -> None:
             for u in summary.units
         ]  # fmt: skip
         click.echo(format_table(["net", "fold", "epochs", "validation accuracy", "seconds"], rows))
+    unit = "windows" if summary.pooled else "clips"
     if summary.embeddings:
-        click.echo(", ".join(f"{name}: {n} clips" for name, n in summary.embeddings.items()))
+        click.echo(", ".join(f"{name}: {n} {unit}" for name, n in summary.embeddings.items()))
+    if summary.pooled:
+        click.echo("pooled: " + ", ".join(f"{name}: {n} clips" for name, n in summary.pooled.items()))
 
 
 def _optimizer_study(cache_path: str, nets: tuple[str, ...], training: Any, options: dict[str, Any]) -> None:

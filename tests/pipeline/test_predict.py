@@ -7,7 +7,7 @@ from pathlib import Path
 import mvemo.extract.run
 from mvemo.extract.run import FeatureConfigs
 from mvemo.manifests import Clip
-from mvemo.pipeline.predict import ClipFeatures
+from mvemo.pipeline.inputs import ClipFeatures
 from tests.conftest import write_tiny
 
 

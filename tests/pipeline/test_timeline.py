@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from mvemo.extract.windows import plan_windows
 from mvemo.manifests import Manifest, write_manifest
 from mvemo.manifests.folds import assign_folds
 from mvemo.manifests.scan import scan_tree
@@ -22,7 +23,7 @@ from mvemo.manifests.synthetic import (
     write_synthetic_set,
 )
 from mvemo.pipeline.cli.main import cli
-from mvemo.pipeline.timeline import _model_for, plan_windows
+from mvemo.pipeline.timeline import _model_for
 
 # Demo classes told apart by their sound (the others share it with one of these): a model reading audio separates them.
 BY_SOUND = ("Exciting", "Neutral", "Sad", "Tension")

@@ -1,0 +1,138 @@
+"""Stage one over whole files: the window cache's times, and each clip's vectors pooled from its windows.
+
+The window cache (``extract.windows``) is computed by stage one's own passes, its rows being
+windows; this module adds what only windows have: ``window_times`` (each row's start and end
+in seconds) and, in the cache itself, every vector set of the window cache (embeddings,
+descriptors, ...) pooled over each clip's windows under the set's own name, its config that of
+the window set plus a ``windows`` block (length, hop, pooling, the window set's fingerprint and,
+for an embedding, the configs of its inputs, which live in the window cache). A clip with a
+window that failed fails with that window's reason: a clip-level vector is never pooled from
+part of a clip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mvemo.cache.layout import ABSENT, DONE, POOLED_KEY, FeatureSpec
+from mvemo.cache.lock import CacheLock
+from mvemo.cache.read import Cache
+from mvemo.cache.store import CacheWriter
+from mvemo.extract.windows import TIMES_SET, WindowConfig, WindowPlan, pool, pooled_width
+from mvemo.manifests.schema import Manifest
+
+
+def times_spec(length_s: float, hop_s: float) -> FeatureSpec:
+    """``window_times``: a window row's start and end in seconds on its file's timeline."""
+    config = {"length_s": length_s, "hop_s": hop_s}
+    return FeatureSpec(TIMES_SET, (2,), "float64", extractor="windows", extractor_version="1", config=config)
+
+
+def write_times(plan: WindowPlan, path: str | os.PathLike[str], *, length_s: float, hop_s: float) -> None:
+    """Write every window row's times into the window cache at ``path``."""
+    with CacheWriter(path, plan.manifest) as writer:
+        writer.prepare([times_spec(length_s, hop_s)])
+        rows = writer.todo(TIMES_SET)
+        if rows.size:
+            times = [np.array([w.start_s, w.end_s]) for w in (plan.windows[writer.clip_ids[r]] for r in rows)]
+            writer.write(TIMES_SET, rows.tolist(), times)
+
+
+def pooled_sets(cache: Cache) -> list[str]:
+    """The window cache's sets pooled into clip-level vectors: the embeddings, and the vectors of named columns
+    (descriptors, ...: what stage two reads as they are)."""
+    return [
+        name
+        for name in cache.feature_sets()
+        if name.startswith("emb/") or (cache.columns(name) and len(cache.row_shape(name)) == 1)
+    ]
+
+
+def is_pooled(config: dict[str, Any]) -> bool:
+    return POOLED_KEY in config
+
+
+@dataclass
+class PoolSummary:
+    """Per pooled set: clips done, and clip id -> reason for those that failed."""
+
+    done: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+def pool_windows(
+    plan: WindowPlan,
+    windows_path: str | os.PathLike[str],
+    manifest: Manifest,
+    cache_path: str | os.PathLike[str],
+    windows: WindowConfig,
+    *,
+    length_s: float,
+    lock: CacheLock | None = None,
+) -> PoolSummary:
+    """Pool each clip's windows of every vector set of the window cache into the cache at ``cache_path``.
+
+    Pooled sets are written whole on every run (cheap: one vector per clip), so they always follow their window
+    sets; a set of the same name that is not pooled (computed without windows) is never replaced: the cache refuses
+    it as a set of another config.
+    """
+    summary = PoolSummary()
+    with Cache(windows_path) as source, CacheWriter(cache_path, manifest, lock=lock) as writer:
+        names = pooled_sets(source)
+        specs = [_pooled_spec(source, name, windows, length_s) for name in names]
+        stale = [name for name in names if name in writer.feature_sets() and is_pooled(writer.config(name))]
+        writer.prepare(specs, recompute=stale)
+        rows_of = plan.rows_of(writer.clip_ids, source.clip_ids)
+        for name in names:
+            status, errors, done = source.status(name), source.errors(name), source.done(name)
+            rows, vectors, failed = [], [], {}
+            for row, clip_id in enumerate(writer.clip_ids):
+                windows_of = rows_of[clip_id]
+                if windows_of and done[windows_of].all():
+                    rows.append(row)
+                    vectors.append(pool(source.read_matrix(name, windows_of), windows.pooling))
+                elif windows_of and (status[windows_of] == ABSENT).all():
+                    writer.fail(name, row, "", status=ABSENT)
+                else:
+                    failed[clip_id] = _reason(clip_id, windows_of, status, errors, source.clip_ids)
+                    writer.fail(name, row, failed[clip_id])
+            refused = writer.write(name, rows, vectors) if rows else []
+            summary.done[name] = len(rows) - len(refused)
+            summary.failed[name] = failed | {writer.clip_ids[r]: "the pooled vector holds NaN or inf" for r in refused}
+    return summary
+
+
+def _reason(clip_id: str, rows: list[int], status: np.ndarray, errors: dict[int, str], ids: list[str]) -> str:
+    if not rows:
+        return f"clip {clip_id!r} has no window in the window cache; run extract again"
+    bad = next(row for row in rows if status[row] != DONE)
+    why = errors.get(bad) or "not computed"
+    return f"clip {clip_id!r}: window {ids[bad]!r} failed: {why}"
+
+
+def _pooled_spec(source: Cache, name: str, windows: WindowConfig, length_s: float) -> FeatureSpec:
+    attrs = source.set_attrs(name)
+    record = json.loads(attrs["record"])
+    config = source.config(name)
+    block = {"length_s": length_s, "hop_s": windows.hop_s, "pooling": windows.pooling, "of": source.fingerprint(name)}
+    if "inputs" in config:  # an embedding: the configs of the sets it read, to compute them again at predict time
+        block["input_configs"] = {kind: source.config(kind) for kind in config["inputs"]}
+    columns = source.columns(name)
+    if columns and windows.pooling == "mean+std":
+        columns = [f"mean_{c}" for c in columns] + [f"std_{c}" for c in columns]
+    return FeatureSpec(
+        name,
+        (pooled_width(source.row_shape(name)[0], windows.pooling),),
+        "float32",
+        extractor=record["extractor"],
+        extractor_version=record["extractor_version"],
+        config={**config, POOLED_KEY: block},
+        weights_sha256=source.weights_sha256(name),
+        weights_file=source.weights_file(name),
+        columns=tuple(columns),
+    )

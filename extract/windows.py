@@ -1,0 +1,162 @@
+"""A whole file as overlapping windows on one time axis, and the clip-level vector pooled from them.
+
+A window is ``length_s`` seconds (the ``[audio] duration_s`` every set analyses, 30 s by
+default) every ``hop_s`` seconds from the file's time zero; the last window is moved to
+end where the file ends, so no second is left out and none is padded; a file shorter than
+one window is one window, padded as a short clip is. Audio and video share the axis: a
+window's samples and frames come from the same presentation seconds, each stream cut to
+where it starts (a container's start times and edit lists are applied by the decoder, so
+an audio track that starts late is silent before its start, as stage one reads it). A
+file's length is that of its shorter stream, so every window has both.
+
+Stage one with ``[clip] windows = true`` computes every set of every window into the
+window cache (``CACHE/windows``: one row per window, its clip's label, group and fold,
+``window_times`` holding each row's start and end) and writes each vector set pooled over
+the clip's windows into the cache itself, under the set's own name: stage two trains on
+clip-level vectors as it always does.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mvemo.manifests.errors import ConfigError, is_number
+from mvemo.manifests.probe import probe_file
+from mvemo.manifests.schema import Clip, Manifest, group_id
+
+POOLINGS = ("mean", "max", "mean+std")
+WINDOWS_FOLDER = "windows"
+TIMES_SET = "window_times"
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """The ``[clip]`` table: whether stage one reads whole files as windows, their hop and the pooling.
+
+    Parameters
+    ----------
+    windows : bool
+        False (default): one window per clip, ``[audio] offset_s`` and ``duration_s``. True: the
+        whole file, in windows of ``[audio] duration_s`` every ``hop_s``.
+    hop_s : float
+        Seconds from one window's start to the next (15 s: windows of 30 s overlap by half).
+    pooling : {"mean", "max", "mean+std"}
+        How a clip's window vectors become its clip-level vector (``mean+std`` doubles its width).
+    """
+
+    windows: bool = False
+    hop_s: float = 15.0
+    pooling: str = "mean"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.windows, bool):
+            raise ConfigError(f"[clip] windows={self.windows!r}: expected true or false")
+        if not (is_number(self.hop_s) and self.hop_s > 0):
+            raise ConfigError(f"[clip] hop_s={self.hop_s!r}: expected seconds > 0")
+        if self.pooling not in POOLINGS:
+            raise ConfigError(f"[clip] pooling={self.pooling!r}: expected one of {list(POOLINGS)}")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Window:
+    start_s: float
+    end_s: float
+
+
+def plan_windows(duration_s: float, length_s: float, hop_s: float) -> list[Window]:
+    """Windows of ``length_s`` every ``hop_s`` from 0, the last one moved to end at ``duration_s``;
+    one window of ``length_s`` from 0 when the file is not longer than that."""
+    if hop_s <= 0 or length_s <= 0:
+        raise ConfigError(f"a hop of {hop_s} s and a window of {length_s} s: both must be positive")
+    if duration_s <= length_s:
+        return [Window(0.0, length_s)]
+    starts = list(np.arange(0.0, duration_s - length_s + 1e-9, hop_s))
+    if starts[-1] + length_s < duration_s - 1e-6:
+        starts.append(duration_s - length_s)
+    return [Window(round(float(s), 3), round(float(s) + length_s, 3)) for s in starts]
+
+
+def pool(vectors: np.ndarray, pooling: str) -> np.ndarray:
+    """One clip's vector from its windows' ``vectors`` (n_windows, d): (d,) for mean and max, (2d,) for mean+std."""
+    vectors = np.asarray(vectors, dtype=np.float64)
+    if pooling == "mean":
+        return vectors.mean(axis=0)
+    if pooling == "max":
+        return vectors.max(axis=0)
+    if pooling == "mean+std":
+        return np.concatenate([vectors.mean(axis=0), vectors.std(axis=0)])
+    raise ConfigError(f"pooling {pooling!r}: expected one of {list(POOLINGS)}")
+
+
+def pooled_width(width: int, pooling: str) -> int:
+    return 2 * width if pooling == "mean+std" else width
+
+
+def media_length_s(clip: Clip) -> float | None:
+    """Seconds that every stream the clip has covers (each distinct file probed once); None when it cannot be probed
+    (stage one then fails the clip with the decoder's own reason)."""
+    lengths = []
+    probed = {path: probe_file(path) for path in dict.fromkeys(p for p in (clip.audio, clip.video) if p is not None)}
+    for kind, path in (("audio", clip.audio), ("video", clip.video)):
+        info = probed.get(path) if path is not None else None
+        if info is None:
+            continue
+        if info.error:
+            return None
+        stream = info.audio if kind == "audio" else info.video
+        if stream is not None:
+            lengths.append(stream.duration_s)
+    return min(lengths) if lengths else None
+
+
+def window_id(clip_id: str, window: Window) -> str:
+    """A window's row id in the window cache: its clip's id and its start, e.g. ``song@15.000``."""
+    return f"{clip_id}@{window.start_s:.3f}"
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Every clip's windows: ``manifest`` lists them as clips (their clip's label, group and fold), ``windows``
+    gives each window row's times and ``clip_of`` its clip's id."""
+
+    manifest: Manifest
+    windows: Mapping[str, Window]
+    clip_of: Mapping[str, str]
+
+    def offsets(self) -> dict[str, float]:
+        return {row_id: window.start_s for row_id, window in self.windows.items()}
+
+    def rows_of(self, clip_ids: Iterable[str], row_ids: list[str]) -> dict[str, list[int]]:
+        """The window-cache rows of each clip, in time order (``row_ids``: the window cache's ids)."""
+        rows: dict[str, list[int]] = {clip_id: [] for clip_id in clip_ids}
+        for row, row_id in enumerate(row_ids):
+            if row_id in self.clip_of:
+                rows[self.clip_of[row_id]].append(row)
+        return rows
+
+
+def plan_clips(manifest: Manifest, *, length_s: float, hop_s: float) -> WindowPlan:
+    """Each clip's windows over its whole length, as a manifest whose rows are windows (a clip's windows share its
+    group, so folds and inner folds never split them)."""
+    clips, windows, clip_of = [], {}, {}
+    for clip in manifest.clips:
+        duration_s = media_length_s(clip)
+        for window in plan_windows(duration_s or 0.0, length_s, hop_s):
+            row_id = window_id(clip.clip_id, window)
+            clips.append(replace(clip, clip_id=row_id, group=group_id(clip.group, clip.clip_id)))
+            windows[row_id], clip_of[row_id] = window, clip.clip_id
+    return WindowPlan(replace(manifest, clips=tuple(clips)), windows, clip_of)
+
+
+def window_cache(cache_path: str | os.PathLike[str]) -> Path:
+    """The cache of a cache's windows: a cache folder of its own inside it."""
+    return Path(cache_path) / WINDOWS_FOLDER

@@ -1,0 +1,201 @@
+"""The inputs a saved fusion model reads, computed from a file with the configs it was trained on.
+
+Shared by ``predict`` and ``predict --timeline``. A model trained on one window per clip reads
+that window; a model trained on vectors pooled over windows (``[clip] windows = true``) reads
+the whole file in windows of its length and hop and pools them as stage one did. A window's
+audio and frames come from the same seconds (``extract.windows``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mvemo.cache.layout import ABSENT, POOLED_KEY
+from mvemo.extract.embed import build_net
+from mvemo.extract.nets import INIT, net_options
+from mvemo.extract.nets.base import EmotionNet
+from mvemo.extract.run import FeatureConfigs, compute_clip, modality
+from mvemo.extract.train import kinds_of
+from mvemo.extract.units import load_checkpoint
+from mvemo.extract.video import VIDEO_FEATURES
+from mvemo.extract.windows import Window, media_length_s, plan_windows, pool
+from mvemo.fuse.models import LLDSTATS, summarize_lld
+from mvemo.fuse.saved import SavedFusionModel
+from mvemo.manifests.errors import ConfigError, MediaError
+from mvemo.manifests.schema import Clip
+
+
+def model_inputs(saved: SavedFusionModel, name: str, clip: Clip, weights_dir: str | None = None) -> dict[str, np.ndarray]:
+    """Every input the model reads, computed from the clip's media with the saved configs (fingerprints checked);
+    each feature set once, however many nets read it; over the whole file and pooled where the model was trained
+    on pooled windows. Pretrained weights are looked for as ``extract`` does (``weights_dir``, ``$MVEMO_WEIGHTS``,
+    ``~/.cache/mvemo/weights``)."""
+    configs, fingerprints = model_configs(saved, name)
+    pooled = model_windows(saved, name)
+    if pooled is None:
+        arrays = ClipFeatures(clip).get(configs, fingerprints)  # one decode of the clip for every set the model reads
+        return inputs_from_sets(saved, name, arrays, weights_dir)
+    check_fingerprints(fingerprints_of(configs), fingerprints, configs)
+    duration_s = media_length_s(clip)
+    if duration_s is None:
+        raise MediaError(f"clip {clip.clip_id!r}: its media cannot be read; check it with `mvemo manifest check`")
+    windows = plan_windows(duration_s, pooled["length_s"], pooled["hop_s"])
+    return pool_inputs(window_inputs(saved, name, clip, windows, weights_dir), pooled["pooling"])
+
+
+def model_windows(saved: SavedFusionModel, name: str) -> dict[str, Any] | None:
+    """How the sets a model reads were pooled over windows (``length_s``, ``hop_s``, ``pooling``), or None."""
+    for described in saved.document["models"][name]["feature_sets"].values():
+        if POOLED_KEY in described["config"]:
+            return described["config"][POOLED_KEY]
+    return None
+
+
+def window_inputs(
+    saved: SavedFusionModel, name: str, clip: Clip, windows: list[Window], weights_dir: str | None = None
+) -> list[dict[str, np.ndarray]]:
+    """The model's inputs of each window of the clip (its saved configs moved to the window, their fingerprints
+    checked by the caller); each window decoded, embedded and dropped, so memory stays one window's."""
+    configs, _ = model_configs(saved, name)
+    per_window = []
+    for window in windows:
+        arrays = ClipFeatures(clip).get(with_window(configs, window.start_s, window.end_s - window.start_s))
+        per_window.append(inputs_from_sets(saved, name, arrays, weights_dir))
+    return per_window
+
+
+def pool_inputs(per_window: list[dict[str, np.ndarray]], pooling: str) -> dict[str, np.ndarray]:
+    """One row per input from the windows' rows, pooled as stage one pools (``extract.windows.pool``)."""
+    return {key: pool(np.concatenate([inputs[key] for inputs in per_window]), pooling)[None] for key in per_window[0]}
+
+
+def window_length(configs: dict[str, dict]) -> float:
+    """The window the model was trained on, in seconds: its audio window, else its frames' window, else 30 s."""
+    for config in configs.values():
+        if "audio_window" in config:
+            return float(config["audio_window"]["duration_s"])
+    durations = [c["window_duration_s"] for c in configs.values() if c.get("window_duration_s")]
+    return float(durations[0]) if durations else 30.0
+
+
+def with_window(configs: dict[str, dict], start_s: float, length_s: float) -> dict[str, dict]:
+    """The saved configs moved to the window from ``start_s``: audio and frames on the same seconds."""
+    moved = {}
+    for set_name, config in configs.items():
+        config = dict(config)
+        if "audio_window" in config:
+            config["audio_window"] = {**config["audio_window"], "offset_s": start_s, "duration_s": length_s}
+        if modality(set_name) == "video":
+            config |= {"window_start_s": start_s, "window_duration_s": length_s}
+        moved[set_name] = config
+    return moved
+
+
+def model_configs(saved: SavedFusionModel, name: str) -> tuple[dict[str, dict], dict[str, str]]:
+    """The config and fingerprint of every cached feature set a saved model reads, a net's inputs included (a set
+    pooled over windows: those of its window set)."""
+    configs: dict[str, dict] = {}
+    fingerprints: dict[str, str] = {}
+    for set_name, described in saved.document["models"][name]["feature_sets"].items():
+        config = dict(described["config"])
+        pooled = config.pop(POOLED_KEY, None)
+        if set_name.startswith("emb/"):  # a net's embedding: the cached sets it was computed from
+            configs |= described["input_configs"]
+            fingerprints |= config["inputs"]
+        else:
+            configs[set_name] = config
+            fingerprints[set_name] = described["fingerprint"] if pooled is None else pooled["of"]
+    return configs, fingerprints
+
+
+def inputs_from_sets(
+    saved: SavedFusionModel, name: str, arrays: dict[str, np.ndarray], weights_dir: str | None = None
+) -> dict[str, np.ndarray]:
+    """The model's inputs (one row each) from one clip's feature sets: vector sets as they are, LLD statistics,
+    and each net's embedding of its input sets."""
+    model = saved.document["models"][name]
+    inputs: dict[str, np.ndarray] = {}
+    for input_name, (set_name, described) in zip(model["inputs"], model["feature_sets"].items()):
+        if not set_name.startswith("emb/"):
+            value = arrays[set_name]
+            inputs[input_name] = summarize_lld(value[None], np.array([len(value)])) if input_name == LLDSTATS else value[None]
+        else:
+            described_json = json.dumps(described, sort_keys=True)
+            net = _saved_net(input_name, len(saved.classes), described_json, saved.folder, weights_dir)
+            with torch.no_grad():
+                inputs[input_name] = net.embed(*net.prepare(*(arrays[k][None] for k in kinds_of(net)))).numpy()
+    return inputs
+
+
+class ClipFeatures:
+    """The feature sets of one clip, computed by stage one's own per-clip code, each once per (name, fingerprint)."""
+
+    def __init__(self, clip: Clip) -> None:
+        self.clip = clip
+        self.computed: dict[tuple[str, str], np.ndarray] = {}
+
+    def get(self, configs: dict[str, dict], fingerprints: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+        """The sets named in ``configs``, computed with those saved configs, whose ``fingerprints`` must match this
+        version's (None: the caller checked them, e.g. before moving the configs to a window)."""
+        fingerprints = fingerprints or fingerprints_of(configs)
+        missing = {name: config for name, config in configs.items() if (name, fingerprints[name]) not in self.computed}
+        if missing:
+            # one frame sampling gives every video set: compute them all, so a second net's set needs no decode
+            names = (*missing, *(v for v in VIDEO_FEATURES if v not in missing and set(missing) & set(VIDEO_FEATURES)))
+            computed_as = fingerprints_of(missing, names)
+            check_fingerprints(computed_as, fingerprints, missing)
+            for name, value in compute_clip(self.clip, names, FeatureConfigs.from_records(missing)).items():
+                if value is ABSENT:
+                    raise MediaError(
+                        f"clip {self.clip.clip_id!r}: the model reads {modality(name)} and the clip has none;"
+                        f" give the clip a file with {modality(name)}, or choose a --model that does not read it"
+                    )
+                if isinstance(value, str):
+                    raise MediaError(value)
+                self.computed[(name, computed_as[name])] = value
+        return {name: self.computed[(name, fingerprints[name])] for name in configs}
+
+
+def fingerprints_of(configs: dict[str, dict], names: Iterable[str] | None = None) -> dict[str, str]:
+    """The fingerprints this version gives the feature sets ``names`` (default: those of ``configs``) computed with
+    ``configs`` (saved records, by set name)."""
+    specs = FeatureConfigs.from_records(configs).specs(configs if names is None else names)
+    return {spec.name: spec.fingerprint for spec in specs}
+
+
+def check_fingerprints(computed: dict[str, str], saved: dict[str, str], names: Iterable[str]) -> None:
+    """Raise ``ConfigError`` where a set's saved fingerprint is not the one this version computes."""
+    for name in names:
+        if computed[name] != saved[name]:
+            raise ConfigError(
+                f"the saved model's {name} config has fingerprint {saved[name][:12]}, this version computes"
+                f" {computed[name][:12]}; retrain it with `mvemo fuse` on a cache from this version"
+            )
+
+
+@functools.lru_cache(maxsize=8)
+def _saved_net(net_name: str, num_classes: int, described_json: str, folder: Path, weights_dir: str | None) -> EmotionNet:
+    """The saved net rebuilt once per process: its pretrained weights found as extract finds them (the same
+    sha256, else an error), the same seeded random init, or the fine-tuned checkpoint saved with the model
+    (``described_json``: its feature set in the model's document)."""
+    described = json.loads(described_json)
+    config = described["config"]
+    options = {k: config[k] for k in net_options(net_name) if k in config}
+    if "checkpoint" in described or not described["weights_sha256"]:  # a checkpoint holds every weight
+        options[INIT] = "random"
+    net, _ = build_net(net_name, num_classes, weights_dir=weights_dir, seed=config["seed"], options=options)
+    if "checkpoint" in described:
+        load_checkpoint(net, described["checkpoint"], folder)
+    elif net.weights_sha256 != described["weights_sha256"]:
+        raise ConfigError(
+            f"{net_name} was computed with weights of sha256 {described['weights_sha256'][:12]}, the file found has"
+            f" {net.weights_sha256[:12]}; give --weights-dir the folder of the weights the model was trained with"
+        )
+    return net.eval()
