@@ -27,8 +27,10 @@ test-slow: install
 demo: install
 	$(BIN)/mvemo demo --out demo-out
 
+# The timeline bench needs the pretrained weights: ../shared/weights where it lies beside the clone, else WEIGHTS=DIR.
+WEIGHTS ?= $(wildcard ../shared/weights)
 bench: install
-	$(BIN)/mvemo bench all
+	$(BIN)/mvemo bench all $(if $(WEIGHTS),--weights-dir $(WEIGHTS))
 
 # Lint, format, types and the import direction of ../shared/DESIGN.md (.importlinter).
 # mypy and import-linter read packages from disk, where mvemo.extract is extract/: they read a view of

@@ -118,12 +118,15 @@ def _gop_of(path: Path) -> str:
     )
 
 
-def generate_clip(path: Path, width: int, height: int, *, seconds: int = DURATION_S, fps: int = FPS) -> Path:
+def generate_clip(
+    path: Path, width: int, height: int, *, seconds: int = DURATION_S, fps: int = FPS, audio_sr: int | None = None
+) -> Path:
     """A 30 s h264 clip whose decoding costs about what a real one of its size does (~2.4 Mbps at 720p).
 
     Pans and zooms over a multi-scale noise texture (sub-pixel motion), a new
     texture every 3 s, frame grain, and a block moving across; keyframe every
-    ``GOP_S`` seconds.
+    ``GOP_S`` seconds. With ``audio_sr``, a stereo AAC track at that rate (chords that change every 2 s, and
+    noise), interleaved second by second as a muxer expects.
     """
     import av
     import cv2
@@ -134,7 +137,10 @@ def generate_clip(path: Path, width: int, height: int, *, seconds: int = DURATIO
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps), options=X264)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        sound = None if audio_sr is None else container.add_stream("aac", rate=audio_sr, layout="stereo")
         for i in range(seconds * fps):
+            if sound is not None and i % fps == 0:
+                _encode_second(container, sound, i // fps, rng)
             k = i % (3 * fps)
             if k == 0:
                 texture = _texture(rng, height, width)
@@ -145,7 +151,26 @@ def generate_clip(path: Path, width: int, height: int, *, seconds: int = DURATIO
             image[max(cy - r, 0) : cy + r, max(cx - r, 0) : cx + r] = (255, 200, 40)
             container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
         container.mux(stream.encode())
+        if sound is not None:
+            container.mux(sound.encode())
     return path
+
+
+def _encode_second(container: Any, stream: Any, second: int, rng: np.random.Generator) -> None:
+    """Second ``second`` of the generated clip's sound: a chord (a new root every 2 s) and noise, in AAC frames."""
+    import av
+
+    sr = stream.rate
+    t = second + np.arange(sr) / sr
+    root = 110.0 * 2 ** (((second // 2) * 5 % 12) / 12)
+    y = sum(0.15 * np.sin(2 * np.pi * root * ratio * t) for ratio in (1.0, 1.26, 1.5)) + 0.02 * rng.standard_normal(sr)
+    planar = np.repeat(y.astype(np.float32)[None], 2, axis=0)
+    size = stream.frame_size or 1024
+    for start in range(0, sr, size):
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(planar[:, start : start + size]), format="fltp", layout="stereo")
+        frame.sample_rate, frame.pts, frame.time_base = sr, second * sr + start, Fraction(1, sr)
+        for packet in stream.encode(frame):
+            container.mux(packet)
 
 
 def _texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:

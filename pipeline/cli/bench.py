@@ -6,7 +6,7 @@ import click
 
 from mvemo.pipeline.cli.tools import MvemoCommand, print_json
 
-BENCHES = ("audio", "video", "extract", "cache", "fuse", "scale", "all")
+BENCHES = ("audio", "video", "extract", "cache", "fuse", "scale", "timeline", "all")
 
 
 @click.command("bench", cls=MvemoCommand)
@@ -25,8 +25,26 @@ BENCHES = ("audio", "video", "extract", "cache", "fuse", "scale", "all")
     help="Cache bench: the sets of the smaller cache one set is added to (the larger holds ten times that).",
 )
 @click.option("--device", default="auto", show_default=True, help="Where the extract bench runs the nets: auto, cpu, cuda.")
+@click.option(
+    "--minutes", default=1.0, show_default=True, type=click.FloatRange(min=0.5), help="Timeline bench: the video's length."
+)
+@click.option(
+    "--weights-dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Timeline bench: folder of the pretrained weights (also $MVEMO_WEIGHTS, ~/.cache/mvemo/weights).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
-def bench(what: str, clips: int, tmp_dir: str | None, grow_gb: float, device: str, as_json: bool) -> None:
+def bench(
+    what: str,
+    clips: int,
+    tmp_dir: str | None,
+    grow_gb: float,
+    device: str,
+    minutes: float,
+    weights_dir: str | None,
+    as_json: bool,
+) -> None:
     """Measure mvemo's speed on this machine, each figure beside a baseline of the same run.
 
     audio: decode, resample, mel, MFCC, residual phase and the other LLDs of a 30 s
@@ -48,12 +66,18 @@ def bench(what: str, clips: int, tmp_dir: str | None, grow_gb: float, device: st
     512, 1024 and 2048 per clip), beside numpy copies of the same bytes; then add one
     128-d set to caches of --grow-gb and ten times that: bytes written over the set's
     size, and the larger cache's time over the smaller's.
+
+    timeline: wall and CPU seconds per minute of a generated 1080p video for
+    `predict --timeline` with the integrated model over the pretrained nets
+    (twodcnn, musicnn, msdvgg, I3D) and the LLD statistics, and its peak memory
+    (goal: 60 s per minute); skipped where their weights are not found.
     """
     from mvemo.pipeline.bench.audio import bench_audio
     from mvemo.pipeline.bench.cache import bench_cache
     from mvemo.pipeline.bench.extract import bench_extract
     from mvemo.pipeline.bench.fuse import bench_fuse
     from mvemo.pipeline.bench.scale import bench_scale
+    from mvemo.pipeline.bench.timeline import bench_timeline
     from mvemo.pipeline.bench.video import bench_video
 
     runs = {
@@ -63,6 +87,7 @@ def bench(what: str, clips: int, tmp_dir: str | None, grow_gb: float, device: st
         "cache": lambda: bench_cache(n_clips=clips, grow_gb=grow_gb, folder=tmp_dir),
         "fuse": lambda: bench_fuse(n_clips=clips, folder=tmp_dir),
         "scale": lambda: bench_scale(folder=tmp_dir),
+        "timeline": lambda: bench_timeline(minutes=minutes, weights_dir=weights_dir, folder=tmp_dir),
     }
     results = {name: run() for name, run in runs.items() if what in (name, "all")}
     document = results[what] if what != "all" else results

@@ -1,13 +1,15 @@
-"""The timing helper of ``mvemo bench``: figures and baselines take turns."""
+"""The timing helper of ``mvemo bench``: figures and baselines take turns; a bench without its weights says so."""
 
 from __future__ import annotations
 
 import itertools
 import time
+from pathlib import Path
 
 import pytest
 
 from mvemo.pipeline.bench.common import best_of_each
+from mvemo.pipeline.bench.timeline import bench_timeline
 
 
 def test_functions_take_turns_and_each_gets_its_fastest_run(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -23,3 +25,9 @@ def test_functions_take_turns_and_each_gets_its_fastest_run(monkeypatch: pytest.
     best = best_of_each({"figure": lambda: run("figure"), "baseline": lambda: run("baseline")}, repeat=3)
     assert calls == ["figure", "baseline"] * 3
     assert best == {"figure": 1.0, "baseline": 4.0}
+
+
+def test_timeline_bench_says_which_weights_it_lacks(tmp_path: Path) -> None:
+    figures = bench_timeline(weights_dir=str(tmp_path), folder=str(tmp_path))
+    assert set(figures) == {"skipped"}
+    assert "i3d_rgb_kinetics400.npz" in figures["skipped"] and "--weights-dir" in figures["skipped"]
