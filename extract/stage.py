@@ -19,7 +19,7 @@ from mvemo.extract.embed import export_embeddings, input_kinds
 from mvemo.extract.finetune import UnitSummary, finetune_embeddings
 from mvemo.extract.run import FeatureConfigs, FeatureRunSummary, compute_feature_sets, parse_features
 from mvemo.extract.train import TrainConfig
-from mvemo.extract.windowed import pool_windows, write_times
+from mvemo.extract.windowed import check_windowing, pool_windows, write_times
 from mvemo.extract.windows import WindowConfig, plan_clips, window_cache
 from mvemo.manifests.errors import ConfigError
 from mvemo.manifests.executor import Executor, ProgressFactory
@@ -177,13 +177,11 @@ def extract_features(
         progress=progress,
         log=log,
     )
-    if windows is None or not windows.windows:
+    windowed = windows is not None and windows.windows
+    check_windowing(cache_path, windowed=windowed)
+    if windows is None or not windowed:
         return stage(manifest, cache_path, lock=lock)
-    if configs.audio_window.offset_s:
-        raise ConfigError(
-            f"[clip] windows = true reads each file whole from 0 s; [audio] offset_s = {configs.audio_window.offset_s}"
-            " has no meaning there: drop it"
-        )
+    check_window_configs(configs, windows)
     length_s = configs.audio_window.duration_s
     began = time.perf_counter()
     plan = plan_clips(manifest, length_s=length_s, hop_s=windows.hop_s)
@@ -197,6 +195,27 @@ def extract_features(
     summary.stages.insert(0, planned)
     summary.stages.append(StageTime("pooling", time.perf_counter() - began, f"{windows.pooling} of {len(pooled.done)} sets"))
     return summary
+
+
+def check_window_configs(configs: FeatureConfigs, windows: WindowConfig) -> None:
+    """Windows start at 0 and every set, frames included, reads the same window: refuse what says otherwise."""
+    audio, frames = configs.audio_window, configs.frames
+    if audio.offset_s:
+        raise ConfigError(
+            f"[clip] windows = true reads each file whole from 0 s; [audio] offset_s = {audio.offset_s} has no"
+            " meaning there: drop it"
+        )
+    if frames.window_start_s or frames.window_duration_s != audio.duration_s:
+        raise ConfigError(
+            f"[clip] windows = true: the frames read each window's seconds, so [frames] window_start_s ="
+            f" {frames.window_start_s} and window_duration_s = {frames.window_duration_s} must be 0 and [audio]"
+            f" duration_s = {audio.duration_s}: drop them from [frames]"
+        )
+    if windows.hop_s > audio.duration_s:
+        raise ConfigError(
+            f"[clip] hop_s = {windows.hop_s} is longer than the {audio.duration_s}-s window: seconds between windows"
+            " would be left out; give a hop of at most [audio] duration_s"
+        )
 
 
 def _stage_one(

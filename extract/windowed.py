@@ -15,15 +15,17 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mvemo.cache.layout import ABSENT, DONE, POOLED_KEY, FeatureSpec
+from mvemo.cache.layout import ABSENT, CLIPS_FILE, FAILED, POOLED_KEY, FeatureSpec, single_file_error
 from mvemo.cache.lock import CacheLock
 from mvemo.cache.read import Cache
 from mvemo.cache.store import CacheWriter
 from mvemo.extract.windows import TIMES_SET, WindowConfig, WindowPlan, pool, pooled_width
+from mvemo.manifests.errors import ConfigError
 from mvemo.manifests.schema import Manifest
 
 
@@ -36,7 +38,7 @@ def times_spec(length_s: float, hop_s: float) -> FeatureSpec:
 def write_times(plan: WindowPlan, path: str | os.PathLike[str], *, length_s: float, hop_s: float) -> None:
     """Write every window row's times into the window cache at ``path``."""
     with CacheWriter(path, plan.manifest) as writer:
-        writer.prepare([times_spec(length_s, hop_s)])
+        writer.prepare([times_spec(length_s, hop_s)], recompute=[TIMES_SET])  # 16 bytes a window: written whole
         rows = writer.todo(TIMES_SET)
         if rows.size:
             times = [np.array([w.start_s, w.end_s]) for w in (plan.windows[writer.clip_ids[r]] for r in rows)]
@@ -78,47 +80,82 @@ def pool_windows(
     """Pool each clip's windows of every vector set of the window cache into the cache at ``cache_path``.
 
     Pooled sets are written whole on every run (cheap: one vector per clip), so they always follow their window
-    sets; a set of the same name that is not pooled (computed without windows) is never replaced: the cache refuses
-    it as a set of another config.
+    sets. A clip is pooled once every window of it is done; it fails with the reason of a window that failed, or
+    of its file when its length could not be read; it stays to do while a window is (a set this run did not
+    compute, whose file has changed since).
     """
     summary = PoolSummary()
     with Cache(windows_path) as source, CacheWriter(cache_path, manifest, lock=lock) as writer:
         names = pooled_sets(source)
         specs = [_pooled_spec(source, name, windows, length_s) for name in names]
-        stale = [name for name in names if name in writer.feature_sets() and is_pooled(writer.config(name))]
-        writer.prepare(specs, recompute=stale)
+        writer.prepare(specs, recompute=[name for name in names if name in writer.feature_sets()])
         rows_of = plan.rows_of(writer.clip_ids, source.clip_ids)
         for name in names:
             status, errors, done = source.status(name), source.errors(name), source.done(name)
+            values = source.read_matrix(name)
             rows, vectors, failed = [], [], {}
             for row, clip_id in enumerate(writer.clip_ids):
-                windows_of = rows_of[clip_id]
-                if windows_of and done[windows_of].all():
+                of_clip = rows_of[clip_id]
+                failure = plan.problems.get(clip_id) or _window_failure(clip_id, of_clip, status, errors, source.clip_ids)
+                if failure:
+                    failed[clip_id] = failure
+                    writer.fail(name, row, failure)
+                elif of_clip and done[of_clip].all():
                     rows.append(row)
-                    vectors.append(pool(source.read_matrix(name, windows_of), windows.pooling))
-                elif windows_of and (status[windows_of] == ABSENT).all():
+                    vectors.append(pool(values[of_clip], windows.pooling))
+                elif of_clip and (status[of_clip] == ABSENT).all():
                     writer.fail(name, row, "", status=ABSENT)
-                else:
-                    failed[clip_id] = _reason(clip_id, windows_of, status, errors, source.clip_ids)
-                    writer.fail(name, row, failed[clip_id])
             refused = writer.write(name, rows, vectors) if rows else []
             summary.done[name] = len(rows) - len(refused)
             summary.failed[name] = failed | {writer.clip_ids[r]: "the pooled vector holds NaN or inf" for r in refused}
     return summary
 
 
-def _reason(clip_id: str, rows: list[int], status: np.ndarray, errors: dict[int, str], ids: list[str]) -> str:
-    if not rows:
-        return f"clip {clip_id!r} has no window in the window cache; run extract again"
-    bad = next(row for row in rows if status[row] != DONE)
-    why = errors.get(bad) or "not computed"
-    return f"clip {clip_id!r}: window {ids[bad]!r} failed: {why}"
+def _window_failure(clip_id: str, rows: list[int], status: np.ndarray, errors: dict[int, str], ids: list[str]) -> str:
+    """Why the first failed window of a clip failed ("" when none did)."""
+    bad = [row for row in rows if status[row] == FAILED]
+    return f"clip {clip_id!r}: its window {ids[bad[0]]!r} failed: {errors.get(bad[0], '')}" if bad else ""
+
+
+def check_windowing(cache_path: str | os.PathLike[str], *, windowed: bool) -> None:
+    """Refuse, before any work, a run that would mix in one cache the sets of a clip's first window and those pooled
+    over its windows: stage two would fuse them and predict could not compute both.
+
+    Raises
+    ------
+    CacheError
+        For a single-file cache of an earlier version, naming ``mvemo cache migrate``.
+    ConfigError
+        When the cache holds sets of the other kind, naming them and what to do.
+    """
+    path = Path(cache_path)
+    if path.is_file():
+        raise single_file_error(path)
+    if not (path / CLIPS_FILE).is_file():
+        return
+    with Cache(path) as cache:
+        pooled = [name for name in cache.feature_sets() if is_pooled(cache.config(name))]
+        other = sorted(set(cache.feature_sets()) - set(pooled))
+    if windowed and other:
+        raise ConfigError(
+            f"cache {str(path)!r} holds sets of each clip's first window ({', '.join(other)}); [clip] windows = true"
+            f" pools whole files, and one cache must not mix the two: give --cache a new folder, or remove those sets"
+            f" (`mvemo cache gc {path} --features ... --nets ...`)"
+        )
+    if not windowed and pooled:
+        raise ConfigError(
+            f"cache {str(path)!r} holds sets pooled over windows ({', '.join(pooled)}): run with the same [clip]"
+            " windows = true table (--config), or give --cache another folder"
+        )
 
 
 def _pooled_spec(source: Cache, name: str, windows: WindowConfig, length_s: float) -> FeatureSpec:
     attrs = source.set_attrs(name)
     record = json.loads(attrs["record"])
     config = source.config(name)
+    if "checkpoint" in config:  # a fine-tuned net's: its path from the folder holding the cache, not the window cache
+        checkpoint = config["checkpoint"]
+        config["checkpoint"] = {**checkpoint, "path": os.path.join(source.path.parent.name, checkpoint["path"])}
     block = {"length_s": length_s, "hop_s": windows.hop_s, "pooling": windows.pooling, "of": source.fingerprint(name)}
     if "inputs" in config:  # an embedding: the configs of the sets it read, to compute them again at predict time
         block["input_configs"] = {kind: source.config(kind) for kind in config["inputs"]}

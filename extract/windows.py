@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -62,9 +61,6 @@ class WindowConfig:
         if self.pooling not in POOLINGS:
             raise ConfigError(f"[clip] pooling={self.pooling!r}: expected one of {list(POOLINGS)}")
 
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
 class Window:
@@ -101,21 +97,23 @@ def pooled_width(width: int, pooling: str) -> int:
     return 2 * width if pooling == "mean+std" else width
 
 
-def media_length_s(clip: Clip) -> float | None:
-    """Seconds that every stream the clip has covers (each distinct file probed once); None when it cannot be probed
-    (stage one then fails the clip with the decoder's own reason)."""
+def media_length_s(clip: Clip) -> tuple[float | None, str]:
+    """Seconds that every stream the clip has covers (each distinct file probed once), or None and why not: a file
+    that cannot be read whole (missing, undecodable, cut off) has no length to lay windows over."""
     lengths = []
     probed = {path: probe_file(path) for path in dict.fromkeys(p for p in (clip.audio, clip.video) if p is not None)}
     for kind, path in (("audio", clip.audio), ("video", clip.video)):
-        info = probed.get(path) if path is not None else None
-        if info is None:
+        if path is None:
             continue
+        info = probed[path]
         if info.error:
-            return None
+            return None, f"clip {clip.clip_id!r}: {path}: {info.error}"
         stream = info.audio if kind == "audio" else info.video
         if stream is not None:
             lengths.append(stream.duration_s)
-    return min(lengths) if lengths else None
+    if not lengths:
+        return None, f"clip {clip.clip_id!r}: its files hold none of the streams the manifest gives it"
+    return min(lengths), ""
 
 
 def window_id(clip_id: str, window: Window) -> str:
@@ -126,17 +124,20 @@ def window_id(clip_id: str, window: Window) -> str:
 @dataclass(frozen=True)
 class WindowPlan:
     """Every clip's windows: ``manifest`` lists them as clips (their clip's label, group and fold), ``windows``
-    gives each window row's times and ``clip_of`` its clip's id."""
+    gives each window row's times and ``clip_of`` its clip's id; ``problems`` the clips whose length could not be
+    read, each with why (they get one window from 0, whose sets fail or not as the decoders find, and fail as
+    clips: a clip vector is never pooled from part of a clip)."""
 
     manifest: Manifest
     windows: Mapping[str, Window]
     clip_of: Mapping[str, str]
+    problems: Mapping[str, str] = field(default_factory=dict)
 
     def offsets(self) -> dict[str, float]:
         return {row_id: window.start_s for row_id, window in self.windows.items()}
 
     def rows_of(self, clip_ids: Iterable[str], row_ids: list[str]) -> dict[str, list[int]]:
-        """The window-cache rows of each clip, in time order (``row_ids``: the window cache's ids)."""
+        """The window-cache rows of each clip (``row_ids``: the window cache's ids)."""
         rows: dict[str, list[int]] = {clip_id: [] for clip_id in clip_ids}
         for row, row_id in enumerate(row_ids):
             if row_id in self.clip_of:
@@ -147,14 +148,16 @@ class WindowPlan:
 def plan_clips(manifest: Manifest, *, length_s: float, hop_s: float) -> WindowPlan:
     """Each clip's windows over its whole length, as a manifest whose rows are windows (a clip's windows share its
     group, so folds and inner folds never split them)."""
-    clips, windows, clip_of = [], {}, {}
+    clips, windows, clip_of, problems = [], {}, {}, {}
     for clip in manifest.clips:
-        duration_s = media_length_s(clip)
+        duration_s, problem = media_length_s(clip)
+        if problem:
+            problems[clip.clip_id] = problem
         for window in plan_windows(duration_s or 0.0, length_s, hop_s):
             row_id = window_id(clip.clip_id, window)
             clips.append(replace(clip, clip_id=row_id, group=group_id(clip.group, clip.clip_id)))
             windows[row_id], clip_of[row_id] = window, clip.clip_id
-    return WindowPlan(replace(manifest, clips=tuple(clips)), windows, clip_of)
+    return WindowPlan(replace(manifest, clips=tuple(clips)), windows, clip_of, problems)
 
 
 def window_cache(cache_path: str | os.PathLike[str]) -> Path:

@@ -43,11 +43,12 @@ def model_inputs(saved: SavedFusionModel, name: str, clip: Clip, weights_dir: st
         arrays = ClipFeatures(clip).get(configs, fingerprints)  # one decode of the clip for every set the model reads
         return inputs_from_sets(saved, name, arrays, weights_dir)
     check_fingerprints(fingerprints_of(configs), fingerprints, configs)
-    duration_s = media_length_s(clip)
+    duration_s, problem = media_length_s(clip)
     if duration_s is None:
-        raise MediaError(f"clip {clip.clip_id!r}: its media cannot be read; check it with `mvemo manifest check`")
+        raise MediaError(f"{problem}; check it with `mvemo manifest check`")
     windows = plan_windows(duration_s, pooled["length_s"], pooled["hop_s"])
-    return pool_inputs(window_inputs(saved, name, clip, windows, weights_dir), pooled["pooling"])
+    per_window = window_inputs(saved, name, clip, windows, pooled["length_s"], weights_dir)
+    return pool_inputs(per_window, pooled["pooling"])
 
 
 def model_windows(saved: SavedFusionModel, name: str) -> dict[str, Any] | None:
@@ -59,14 +60,14 @@ def model_windows(saved: SavedFusionModel, name: str) -> dict[str, Any] | None:
 
 
 def window_inputs(
-    saved: SavedFusionModel, name: str, clip: Clip, windows: list[Window], weights_dir: str | None = None
+    saved: SavedFusionModel, name: str, clip: Clip, windows: list[Window], length_s: float, weights_dir: str | None = None
 ) -> list[dict[str, np.ndarray]]:
     """The model's inputs of each window of the clip (its saved configs moved to the window, their fingerprints
     checked by the caller); each window decoded, embedded and dropped, so memory stays one window's."""
     configs, _ = model_configs(saved, name)
     per_window = []
     for window in windows:
-        arrays = ClipFeatures(clip).get(with_window(configs, window.start_s, window.end_s - window.start_s))
+        arrays = ClipFeatures(clip).get(with_window(configs, window.start_s, length_s))
         per_window.append(inputs_from_sets(saved, name, arrays, weights_dir))
     return per_window
 

@@ -109,7 +109,14 @@ def clip_timeline(saved: SavedFusionModel, name: str, clip: Clip, hop_s: float, 
         notes.append(f"{duration_s:.1f} s is shorter than one {length_s:g}-s window: one window, padded as stage one pads")
     pooled = model_windows(saved, name)
     pooling = "mean" if pooled is None else pooled["pooling"]
-    per_window = window_inputs(saved, name, clip, windows, weights_dir)
+    if pooled is not None and pooled["hop_s"] != hop_s:
+        notes.append(
+            f"the model pooled windows every {pooled['hop_s']:g} s in training; with --hop {hop_s:g} the label of the"
+            " whole may differ from `mvemo predict`'s"
+        )
+    if pooling == "mean+std":
+        notes.append("the model pools mean+std: each window's own row reads it as a clip of one window (std 0)")
+    per_window = window_inputs(saved, name, clip, windows, length_s, weights_dir)
     proba = np.concatenate([saved.predict_proba(name, pool_inputs([inputs], pooling)) for inputs in per_window])
     overall = saved.predict_proba(name, pool_inputs(per_window, pooling))[0]
     return Timeline(str(clip.video or clip.audio), name, list(saved.classes), windows, proba, overall, notes)

@@ -4,13 +4,12 @@ The model is the integrated one over the nets with published weights (twodcnn, m
 on the sound, I3D on the frames) and the LLD statistics, fitted on a small synthetic set: its
 heads do not change the cost. The video is a generated 1080p h264 + AAC file
 (``bench.video.generate_clip``). The timeline runs in a process of its own, so its wall time,
-CPU time (its children's included: the frame decoder) and peak memory are its alone.
+CPU time (its children's included: the frame decoder) and peak memory (of its largest process) are its alone.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -68,8 +67,8 @@ def _timeline(model: Path, video: Path, out: Path, weights_dir: str | None) -> d
     command = [sys.executable, "-c", "from mvemo.pipeline.cli.main import main; main()", "predict", str(model), str(video)]
     command += ["--timeline", "--out", str(out), *(["--weights-dir", weights_dir] if weights_dir else [])]
     began = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(process.pid, 0)
+    pid = os.posix_spawn(sys.executable, command, os.environ, file_actions=[(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)])
+    _, status, usage = os.wait4(pid, 0)  # the rusage of that process and its children alone
     wall_s = time.perf_counter() - began
     if status:
         raise RuntimeError(f"the timeline run failed (status {status}): {' '.join(command)}")

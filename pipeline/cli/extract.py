@@ -82,7 +82,7 @@ def extract(ctx: click.Context, manifest_path: str, cache_path: str, **options: 
     from mvemo.cache.lock import CacheLock
     from mvemo.manifests.errors import ConfigError
     from mvemo.manifests.schema import read_manifest
-    from mvemo.pipeline.config import train_config
+    from mvemo.pipeline.config import train_config, window_config
 
     manifest = read_manifest(manifest_path)  # a bad manifest stops here, before anything is written
     nets = names(options["nets"])
@@ -95,6 +95,9 @@ def extract(ctx: click.Context, manifest_path: str, cache_path: str, **options: 
     )
     if options["optimizer_study"] and not (nets and training):
         raise ConfigError("--optimizer-study fine-tunes nets: give --nets and --finetune last or full")
+    options["windows"] = window_config(options["config_path"])
+    if options["optimizer_study"] and options["windows"].windows:
+        raise ConfigError("--optimizer-study fine-tunes on one window per clip: run it with a config without [clip] windows")
     if nets and not manifest.has_folds:  # before the lock and hours of features
         raise ConfigError(f"--nets needs the manifest's folds; run `mvemo manifest folds {manifest_path} --k 6` first")
     with CacheLock(cache_path) as lock:  # then the lock, before heavy imports or work
@@ -115,7 +118,7 @@ def names(text: str | None) -> tuple[str, ...]:
 def _run(manifest: Manifest, cache_path: str, nets: tuple[str, ...], training: Any, options: dict[str, Any], lock: Any) -> Any:
     """Stage one (or, with --optimizer-study, its features and then the study), with its tables; returns its summary."""
     from mvemo.extract.stage import StageTime, extract_features, feature_names
-    from mvemo.pipeline.config import feature_configs, net_config, window_config
+    from mvemo.pipeline.config import feature_configs, net_config
     from mvemo.pipeline.executors import build_executor
     from mvemo.pipeline.tables import format_table
 
@@ -130,7 +133,7 @@ def _run(manifest: Manifest, cache_path: str, nets: tuple[str, ...], training: A
             training=training,
             protocol=options["protocol"],
             configs=feature_configs(options["config_path"]),
-            windows=window_config(options["config_path"]),
+            windows=options["windows"],
             net_options=net_options,
             weights_dir=options["weights_dir"],
             device=options["device"],

@@ -13,12 +13,13 @@ from mvemo.cache.read import Cache
 from mvemo.extract.decode.audio import AudioWindow
 from mvemo.extract.run import FeatureConfigs
 from mvemo.extract.stage import extract_features
+from mvemo.extract.train import TrainConfig
 from mvemo.extract.video import FrameConfig
 from mvemo.extract.windows import TIMES_SET, WindowConfig, plan_clips, plan_windows, pool, window_cache
 from mvemo.fuse.run import fuse_cache
 from mvemo.fuse.saved import load_fusion_model
 from mvemo.manifests import Clip, Manifest
-from mvemo.manifests.errors import CacheError, ConfigError
+from mvemo.manifests.errors import ConfigError
 from mvemo.manifests.schema import group_id
 from mvemo.manifests.synthetic import SyntheticConfig
 from mvemo.pipeline.config import window_config
@@ -102,7 +103,7 @@ def test_the_cache_holds_each_clip_pooled_from_its_windows(windowed: tuple[Path,
                 np.testing.assert_allclose(cache.read_matrix(name, [row])[0], expected, rtol=1e-5, atol=1e-6)
         assert cache.columns("descriptors")[0].startswith("mean_")
         reason = cache.errors("descriptors")[cache.clip_ids.index("broken")]
-        assert "broken@0.000" in reason and "failed" in reason, reason
+        assert "'broken'" in reason and "broken.mp4" in reason and "cannot decode" in reason, reason
 
 
 def test_a_second_run_computes_nothing_again(windowed: tuple[Path, Manifest]) -> None:
@@ -113,12 +114,30 @@ def test_a_second_run_computes_nothing_again(windowed: tuple[Path, Manifest]) ->
     assert again.pooled["descriptors"] == len(manifest) - 1
 
 
-def test_a_set_computed_without_windows_is_never_replaced_by_pooled_vectors(windowed, tmp_path: Path) -> None:
-    _, manifest = windowed
+def test_one_cache_never_mixes_first_windows_and_pooled_windows(windowed: tuple[Path, Manifest], tmp_path: Path) -> None:
+    cache_path, manifest = windowed
     clips = replace(manifest, clips=manifest.clips[:4])
     extract_features(clips, tmp_path / "cache", features="descriptors", configs=configs())
-    with pytest.raises(CacheError, match=r"descriptors.*another config"):
+    with pytest.raises(ConfigError, match=r"first window \(descriptors\).*must not mix"):
         extract_features(clips, tmp_path / "cache", features="descriptors", configs=configs(), windows=WindowConfig(windows=True))
+    with pytest.raises(ConfigError, match=r"pooled over windows \(descriptors, emb/onedcnn/all\)"):
+        extract_features(manifest, cache_path, features="descriptors", configs=configs())
+
+
+def test_a_fine_tuned_net_on_windows_reaches_predict(windowed: tuple[Path, Manifest], tmp_path: Path) -> None:
+    _, manifest = windowed
+    clips = replace(manifest, clips=tuple(c for c in manifest.clips if c.clip_id != "broken"))
+    training = TrainConfig(finetune="last", max_epochs=1, patience=1, batch_size=8, validation_share=0.25)
+    windows = WindowConfig(windows=True, hop_s=HOP_S)
+    extract_features(clips, tmp_path / "cache", nets=("onedcnn",), training=training, configs=configs(), windows=windows)
+    with Cache(tmp_path / "cache") as cache:
+        assert "emb/onedcnn/fold0" in cache.feature_sets()
+        assert cache.config("emb/onedcnn/all")["checkpoint"]["path"].startswith("cache/windows.checkpoints/")
+        cached = cache.read_matrix("emb/onedcnn/all", [0])[0]
+    fuse_cache(tmp_path / "cache", tmp_path / "report", models="onedcnn")
+    saved = load_fusion_model(tmp_path / "report" / "model")
+    computed = model_inputs(saved, "onedcnn", clips.clips[0])["onedcnn"][0]
+    np.testing.assert_allclose(computed, cached, rtol=1e-4, atol=1e-5)
 
 
 def test_predict_pools_a_new_file_as_stage_one_did(windowed: tuple[Path, Manifest], tmp_path: Path) -> None:
@@ -142,8 +161,16 @@ def test_clip_table_is_checked(tmp_path: Path) -> None:
             window_config(path)
 
 
-def test_windows_start_at_the_file_start(windowed: tuple[Path, Manifest], tmp_path: Path) -> None:
+def test_windows_refuse_configs_that_would_not_cover_the_file(windowed: tuple[Path, Manifest], tmp_path: Path) -> None:
     _, manifest = windowed
     late = FeatureConfigs.of_window(AudioWindow(offset_s=1.0, duration_s=LENGTH_S))
-    with pytest.raises(ConfigError, match="offset_s"):
-        extract_features(manifest, tmp_path / "c", features="descriptors", configs=late, windows=WindowConfig(windows=True))
+    other_frames = FeatureConfigs.of_window(AudioWindow(duration_s=LENGTH_S), frames=FrameConfig(window_duration_s=30.0))
+    on = WindowConfig(windows=True)
+    for bad, windows, match in (
+        (late, on, "offset_s"),
+        (other_frames, on, r"\[frames\] window_start_s"),
+        (configs(), WindowConfig(windows=True, hop_s=LENGTH_S + 1), "hop_s"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            extract_features(manifest, tmp_path / "c", features="descriptors", configs=bad, windows=windows)
+    assert not (tmp_path / "c").exists(), "refused before anything is written"
