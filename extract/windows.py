@@ -97,23 +97,30 @@ def pooled_width(width: int, pooling: str) -> int:
     return 2 * width if pooling == "mean+std" else width
 
 
-def media_length_s(clip: Clip) -> tuple[float | None, str]:
-    """Seconds that every stream the clip has covers (each distinct file probed once), or None and why not: a file
-    that cannot be read whole (missing, undecodable, cut off) has no length to lay windows over."""
-    lengths = []
+def stream_lengths(clip: Clip) -> tuple[dict[str, float], str]:
+    """The seconds of each modality the clip has (its audio from ``clip.audio``, its video from ``clip.video``; each
+    distinct file probed once), or {} and why not: a file that cannot be read whole (missing, undecodable, cut off)
+    has no length to lay windows over."""
+    lengths = {}
     probed = {path: probe_file(path) for path in dict.fromkeys(p for p in (clip.audio, clip.video) if p is not None)}
     for kind, path in (("audio", clip.audio), ("video", clip.video)):
         if path is None:
             continue
         info = probed[path]
         if info.error:
-            return None, f"clip {clip.clip_id!r}: {path}: {info.error}"
+            return {}, f"clip {clip.clip_id!r}: {path}: {info.error}"
         stream = info.audio if kind == "audio" else info.video
         if stream is not None:
-            lengths.append(stream.duration_s)
+            lengths[kind] = stream.duration_s
     if not lengths:
-        return None, f"clip {clip.clip_id!r}: its files hold none of the streams the manifest gives it"
-    return min(lengths), ""
+        return {}, f"clip {clip.clip_id!r}: its files hold none of the streams the manifest gives it"
+    return lengths, ""
+
+
+def media_length_s(clip: Clip) -> tuple[float | None, str]:
+    """Seconds that every stream the clip has covers, or None and why not (``stream_lengths``)."""
+    lengths, problem = stream_lengths(clip)
+    return (min(lengths.values()) if lengths else None), problem
 
 
 def window_id(clip_id: str, window: Window) -> str:

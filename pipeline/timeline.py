@@ -24,10 +24,9 @@ from typing import Any
 import numpy as np
 
 from mvemo.extract.run import modality
-from mvemo.extract.windows import Window, plan_windows
+from mvemo.extract.windows import Window, plan_windows, stream_lengths
 from mvemo.fuse.saved import SavedFusionModel
 from mvemo.manifests.errors import MediaError
-from mvemo.manifests.probe import probe_file
 from mvemo.manifests.schema import Clip
 from mvemo.pipeline.inputs import (
     check_fingerprints,
@@ -89,7 +88,9 @@ def clip_timeline(saved: SavedFusionModel, name: str, clip: Clip, hop_s: float, 
     MediaError
         When the file cannot be read, or no saved model reads only the modalities it has.
     """
-    lengths = stream_lengths(clip)
+    lengths, problem = stream_lengths(clip)
+    if problem:
+        raise MediaError(problem)
     notes = []
     name, note = _model_for(saved, name, set(lengths), clip.clip_id)
     if note:
@@ -120,24 +121,6 @@ def clip_timeline(saved: SavedFusionModel, name: str, clip: Clip, hop_s: float, 
     proba = np.concatenate([saved.predict_proba(name, pool_inputs([inputs], pooling)) for inputs in per_window])
     overall = saved.predict_proba(name, pool_inputs(per_window, pooling))[0]
     return Timeline(str(clip.video or clip.audio), name, list(saved.classes), windows, proba, overall, notes)
-
-
-def stream_lengths(clip: Clip) -> dict[str, float]:
-    """The seconds of each modality the clip has (its video from ``clip.video``, its audio from ``clip.audio``)."""
-    lengths = {}
-    probed = {path: probe_file(path) for path in dict.fromkeys(p for p in (clip.audio, clip.video) if p is not None)}
-    for kind, path in (("audio", clip.audio), ("video", clip.video)):
-        if path is None:
-            continue
-        info = probed[path]
-        if info.error:
-            raise MediaError(f"clip {clip.clip_id!r}: {info.error}")
-        stream = info.audio if kind == "audio" else info.video
-        if stream is not None:
-            lengths[kind] = stream.duration_s
-    if not lengths:
-        raise MediaError(f"clip {clip.clip_id!r}: the file has neither an audio nor a video stream")
-    return lengths
 
 
 def _model_for(saved: SavedFusionModel, name: str, present: set[str], clip_id: str) -> tuple[str, str]:

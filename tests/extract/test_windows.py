@@ -25,6 +25,7 @@ from mvemo.manifests.synthetic import SyntheticConfig
 from mvemo.pipeline.config import window_config
 from mvemo.pipeline.demo import build_demo_manifest
 from mvemo.pipeline.inputs import model_inputs
+from mvemo.pipeline.timeline import clip_timeline
 
 LENGTH_S, HOP_S, DURATION_S = 2.0, 1.5, 5.0
 
@@ -149,6 +150,20 @@ def test_predict_pools_a_new_file_as_stage_one_did(windowed: tuple[Path, Manifes
         for name, set_name in (("descriptors", "descriptors"), ("onedcnn", "emb/onedcnn/all")):
             computed = model_inputs(saved, name, clip)[name][0]
             np.testing.assert_allclose(computed, cache.read_matrix(set_name, [0])[0], rtol=1e-4, atol=1e-5)
+
+
+def test_the_timeline_of_a_pooled_model_labels_the_whole_as_predict_does(windowed, tmp_path: Path) -> None:
+    cache_path, manifest = windowed
+    fuse_cache(cache_path, tmp_path, models="descriptors")
+    saved = load_fusion_model(tmp_path / "model")
+    clip = manifest.clips[1]
+    predicted = saved.predict_proba("descriptors", model_inputs(saved, "descriptors", clip))[0]
+    same_hop = clip_timeline(saved, "descriptors", clip, HOP_S)
+    np.testing.assert_allclose(same_hop.overall, predicted, rtol=1e-6)
+    assert [n for n in same_hop.notes if "--hop" in n] == []
+    assert any("std 0" in n for n in same_hop.notes), "mean+std pooling read per window is said"
+    other_hop = clip_timeline(saved, "descriptors", clip, 1.0)
+    assert len(other_hop.windows) == 4 and any("--hop 1" in n for n in other_hop.notes)
 
 
 def test_clip_table_is_checked(tmp_path: Path) -> None:
