@@ -59,12 +59,11 @@ class Timeline:
     def label(self) -> str:
         return self.classes[int(np.argmax(self.overall))]
 
-    def write(self, out: Path) -> tuple[Path, Path]:
+    def write(self, out: Path, stem: str) -> tuple[Path, Path]:
         """``<stem>.timeline.csv`` (start_s, end_s, a probability per class, argmax) and ``<stem>.timeline.png``."""
         from mvemo.fuse.plots import timeline_png
 
         out.mkdir(parents=True, exist_ok=True)
-        stem = Path(self.file).name
         table = out / f"{stem}.timeline.csv"
         with table.open("w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
@@ -148,18 +147,41 @@ def _model_for(saved: SavedFusionModel, name: str, present: set[str], clip_id: s
 def timelines(predictor: Predictor, clips: list[Clip], hop_s: float, out: str, executor: Any = None) -> Iterator[dict[str, Any]]:
     """Each clip's emotion timeline written into ``out``, one result per clip as ``Predictor.predict`` gives them:
     its label of the whole, the model, its windows, CSV, PNG and notes, or its error."""
-    job = functools.partial(timeline_job, predictor.saved, predictor.model, hop_s, out, weights_dir=predictor.weights_dir)
+    stems = dict(zip((c.clip_id for c in clips), output_stems([c.video or c.audio for c in clips])))
+    job = functools.partial(
+        timeline_job, predictor.saved, predictor.model, hop_s, out, stems=stems, weights_dir=predictor.weights_dir
+    )
     return each_clip(job, clips, executor)
 
 
+def output_stems(files: list[Path | None]) -> list[str]:
+    """Each file's name in the output folder: its file name or, where files of one name lie in several folders, as
+    many of its last folders as tell it apart, joined by ``__`` (``live/song.mp4`` -> ``live__song.mp4``)."""
+    parts = [Path(f or "").absolute().parts[1:] for f in files]
+    distinct = set(parts)
+    stems = []
+    for mine in parts:
+        others = distinct - {mine}
+        depth = next(k for k in range(1, len(mine) + 1) if k == len(mine) or all(o[-k:] != mine[-k:] for o in others))
+        stems.append("__".join(mine[-depth:]))
+    return stems
+
+
 def timeline_job(
-    saved: SavedFusionModel, name: str, hop_s: float, out: str, clip: Clip, *, weights_dir: str | None = None
+    saved: SavedFusionModel,
+    name: str,
+    hop_s: float,
+    out: str,
+    clip: Clip,
+    *,
+    stems: dict[str, str],
+    weights_dir: str | None = None,
 ) -> dict[str, Any]:
     """Write one file's timeline CSV and PNG into ``out`` (a job that runs on any executor's worker)."""
 
     def write() -> dict[str, Any]:
         timeline = clip_timeline(saved, name, clip, hop_s, weights_dir)
-        table, picture = timeline.write(Path(out))
+        table, picture = timeline.write(Path(out), stems[clip.clip_id])
         return {
             "clip_id": clip.clip_id,
             "file": timeline.file,

@@ -52,6 +52,10 @@ def windowed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Manifest]:
 
 
 def test_windows_cover_the_file_and_end_at_its_end() -> None:
+    windows = plan_windows(100.0, 30.0, 15.0)
+    assert [(w.start_s, w.end_s) for w in windows] == [(0, 30), (15, 45), (30, 60), (45, 75), (60, 90), (70, 100)]
+    assert [(w.start_s, w.end_s) for w in plan_windows(90.0, 30.0, 15.0)][-1] == (60, 90), "no extra window"
+    assert [(w.start_s, w.end_s) for w in plan_windows(12.0, 30.0, 15.0)] == [(0, 30)], "short: one padded window"
     for duration_s in (0.5, 2.0, 5.0, 7.3, 31.0):
         windows = plan_windows(duration_s, LENGTH_S, HOP_S)
         assert windows[0].start_s == 0.0

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from mvemo.extract.windows import plan_windows
 from mvemo.manifests import Manifest, write_manifest
 from mvemo.manifests.folds import assign_folds
 from mvemo.manifests.scan import scan_tree
@@ -23,19 +22,12 @@ from mvemo.manifests.synthetic import (
     write_synthetic_set,
 )
 from mvemo.pipeline.cli.main import cli
-from mvemo.pipeline.timeline import _model_for
+from mvemo.pipeline.timeline import _model_for, output_stems
 
 # Demo classes told apart by their sound (the others share it with one of these): a model reading audio separates them.
 BY_SOUND = ("Exciting", "Neutral", "Sad", "Tension")
 WINDOW_S, HOP_S, SR = 6.0, 3.0, 16000
 SEGMENTS = [("Exciting", 45.0), ("Sad", 45.0), ("Tension", 45.0), ("Neutral", 45.0)]  # a 3-minute video
-
-
-def test_windows_cover_the_file_and_the_last_ends_at_its_end() -> None:
-    windows = plan_windows(100.0, 30.0, 15.0)
-    assert [(w.start_s, w.end_s) for w in windows] == [(0, 30), (15, 45), (30, 60), (45, 75), (60, 90), (70, 100)]
-    assert [(w.start_s, w.end_s) for w in plan_windows(90.0, 30.0, 15.0)][-1] == (60, 90), "no extra window"
-    assert [(w.start_s, w.end_s) for w in plan_windows(12.0, 30.0, 15.0)] == [(0, 30)], "short: one padded window"
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +116,14 @@ def test_a_file_without_a_modality_gets_the_best_model_reading_what_it_has() -> 
     assert (
         note == "the file has no video: the timeline reads its audio alone, with 'mel', the best saved model reading audio only"
     )
+
+
+def test_files_of_one_name_in_several_folders_get_outputs_of_their_own(tmp_path: Path) -> None:
+    files = [tmp_path / "a/live/song.mp4", tmp_path / "b/studio/song.mp4", tmp_path / "x/live/song.mp4", tmp_path / "o.mp4"]
+    assert output_stems([*files, files[-1]]) == [
+        "a__live__song.mp4",
+        "studio__song.mp4",
+        "x__live__song.mp4",
+        "o.mp4",
+        "o.mp4",
+    ], "a folder more where a name repeats; one file named twice is one output"
