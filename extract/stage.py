@@ -177,9 +177,9 @@ def extract_features(
         progress=progress,
         log=log,
     )
-    windowed = windows is not None and windows.windows
-    check_windowing(cache_path, windowed=windowed)
-    if windows is None or not windowed:
+    windows = windows or WindowConfig()
+    check_windowing(cache_path, windowed=windows.windows)
+    if not windows.windows:
         return stage(manifest, cache_path, lock=lock)
     check_window_configs(configs, windows)
     length_s = configs.audio_window.duration_s
@@ -226,7 +226,7 @@ def _stage_one(
     nets: tuple[str, ...],
     training: TrainConfig | None,
     protocol: str,
-    configs: FeatureConfigs | None,
+    configs: FeatureConfigs,
     net_options: Mapping[str, Mapping[str, Any]] | None,
     weights_dir: str | os.PathLike[str] | None,
     device: str,
