@@ -202,9 +202,9 @@ def _descriptors(y: np.ndarray, config: DescriptorConfig, undefined: np.ndarray)
     mel = librosa.feature.melspectrogram(S=power, sr=sr, n_mels=config.n_mels)
     mel_db = librosa.power_to_db(mel, top_db=None)
     onsets = librosa.onset.onset_strength(S=mel_db, sr=sr, hop_length=hop, n_fft=config.n_fft)
-    rms_db = 20 * np.log10(
-        np.maximum(librosa.feature.rms(y=y, frame_length=config.n_fft, hop_length=hop)[0], 10 ** (SILENCE_DBFS / 20))
-    )
+    # In float64: float32's floor reads -100.0000076 dB, not the undefined value of a silent frame.
+    rms = librosa.feature.rms(y=y, frame_length=config.n_fft, hop_length=hop)[0].astype(np.float64)
+    rms_db = 20 * np.log10(np.maximum(rms, 10 ** (SILENCE_DBFS / 20)))
     active = rms_db > ACTIVE_FRAME_DBFS  # silent stretches (an intro, a break) would read as 0 Hz, flat, chromaless
     centroid = librosa.feature.spectral_centroid(S=magnitude, sr=sr)
     mfcc = librosa.feature.mfcc(S=mel_db, n_mfcc=config.n_mfcc)
