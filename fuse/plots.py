@@ -1,4 +1,5 @@
-"""Pictures of a CV result: a confusion matrix per model and one ROC plot of every model (paper 001 Fig. 6, 7)."""
+"""Pictures of a CV result: a confusion matrix per model and one ROC plot of every model (paper 001 Fig. 6, 7), and
+a file's emotion timeline; a class has one colour in all of them."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from mvemo.fuse.metrics import macro_roc
 
 
 def confusion_png(confusion: list[list[int]], classes: tuple[str, ...], title: str, path: Path) -> Path:
-    """Counts summed over folds with each row's shares (rows true class, columns predicted), shaded by share."""
+    """Counts summed over folds with each row's shares (rows true class, columns predicted), shaded by share; each
+    class named in its colour, the colour a timeline gives it."""
     matrix = np.asarray(confusion)
     shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     size = 1.2 + 0.75 * len(classes)
@@ -27,6 +29,9 @@ def confusion_png(confusion: list[list[int]], classes: tuple[str, ...], title: s
             ax.text(j, i, f"{matrix[i, j]}\n{100 * shares[i, j]:.0f}%", ha="center", va="center", color=colour, fontsize=8)
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
     ax.set_yticks(range(len(classes)), classes)
+    colours = class_colours(classes)
+    for label in [*ax.get_xticklabels(), *ax.get_yticklabels()]:
+        label.set(color=colours[label.get_text()], fontweight="bold")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
