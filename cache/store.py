@@ -205,10 +205,6 @@ class CacheWriter:
     def feature_sets(self) -> list[str]:
         return set_names(self.path)
 
-    def config(self, name: str) -> dict[str, Any]:
-        """The config a set was computed with."""
-        return json.loads(self._set(name).attrs["config"])
-
     def _set(self, name: str) -> OpenSet:
         if name not in self._sets:
             self._sets[name] = OpenSet(self.path, name)
