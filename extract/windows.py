@@ -2,12 +2,14 @@
 
 A window is ``length_s`` seconds (the ``[audio] duration_s`` every set analyses, 30 s by
 default) every ``hop_s`` seconds from the file's time zero; the last window is moved to
-end where the file ends, so no second is left out and none is padded; a file shorter than
-one window is one window, padded as a short clip is. Audio and video share the axis: a
+end where the file ends, so no second is left out (but a last half second: ``TAIL_S``) and
+none is padded; a file shorter than one window is one window, padded as a short clip is. Audio and video share the axis: a
 window's samples and frames come from the same presentation seconds, each stream cut to
-where it starts (a container's start times and edit lists are applied by the decoder, so
-an audio track that starts late is silent before its start, as stage one reads it). A
-file's length is that of its shorter stream, so every window has both.
+where it starts: a container's start times and edit lists are applied by the decoders, so
+a window reads from each stream the seconds it has of the window (an audio track that
+starts 0.5 s late gives the first window its sound from 0.5 s on, zero-padded at the end,
+as a video that starts late gives frames sampled from its first one). A file's length is
+where its earlier-ending stream ends, so every window has both.
 
 Stage one with ``[clip] windows = true`` computes every set of every window into the
 window cache (``CACHE/windows``: one row per window, its clip's label, group and fold,
@@ -30,6 +32,7 @@ from mvemo.manifests.probe import probe_file
 from mvemo.manifests.schema import Clip, Manifest, group_id
 
 POOLINGS = ("mean", "max", "mean+std")
+TAIL_S = 0.5  # seconds at a file's end worth a window of their own (fewer: an AAC frame's padding, a start offset)
 WINDOWS_FOLDER = "windows"
 TIMES_SET = "window_times"
 
@@ -69,16 +72,18 @@ class Window:
 
 
 def plan_windows(duration_s: float, length_s: float, hop_s: float) -> list[Window]:
-    """Windows of ``length_s`` every ``hop_s`` from 0, the last one moved to end at ``duration_s``;
-    one window of ``length_s`` from 0 when the file is not longer than that."""
+    """Windows of ``length_s`` every ``hop_s`` from 0 and one more ending at ``duration_s``, unless the seconds
+    left after the others are fewer than ``TAIL_S`` (that window would be a near copy of the one before, counted
+    twice in a pooled vector); one window of ``length_s`` from 0 when the file is not longer than that."""
     if hop_s <= 0 or length_s <= 0:
         raise ConfigError(f"a hop of {hop_s} s and a window of {length_s} s: both must be positive")
     if duration_s <= length_s:
         return [Window(0.0, length_s)]
-    starts = list(np.arange(0.0, duration_s - length_s + 1e-9, hop_s))
-    if starts[-1] + length_s < duration_s - 1e-6:
-        starts.append(duration_s - length_s)
-    return [Window(round(float(s), 3), round(float(s) + length_s, 3)) for s in starts]
+    starts = [round(float(s), 3) for s in np.arange(0.0, duration_s - length_s + 1e-9, hop_s)]  # ms: a window's id
+    last = round(duration_s - length_s, 3)
+    if last - starts[-1] >= TAIL_S:
+        starts.append(last)
+    return [Window(s, round(s + length_s, 3)) for s in starts]
 
 
 def pool(vectors: np.ndarray, pooling: str) -> np.ndarray:
@@ -97,11 +102,13 @@ def pooled_width(width: int, pooling: str) -> int:
     return 2 * width if pooling == "mean+std" else width
 
 
-def stream_lengths(clip: Clip) -> tuple[dict[str, float], str]:
-    """The seconds of each modality the clip has (its audio from ``clip.audio``, its video from ``clip.video``; each
-    distinct file probed once), or {} and why not: a file that cannot be read whole (missing, undecodable, cut off)
-    has no length to lay windows over."""
-    lengths = {}
+def stream_ends(clip: Clip) -> tuple[dict[str, float], str]:
+    """Where each modality the clip has ends on its file's timeline, in seconds from time zero (read from the
+    stream's packets: its start time included, and right for containers such as Matroska whose header gives no
+    stream length; its audio from ``clip.audio``, its video from ``clip.video``, each distinct file probed once),
+    or {} and why not: a file that cannot be read whole (missing, undecodable, cut off) has no length to lay
+    windows over."""
+    ends = {}
     probed = {path: probe_file(path) for path in dict.fromkeys(p for p in (clip.audio, clip.video) if p is not None)}
     for kind, path in (("audio", clip.audio), ("video", clip.video)):
         if path is None:
@@ -111,16 +118,20 @@ def stream_lengths(clip: Clip) -> tuple[dict[str, float], str]:
             return {}, f"clip {clip.clip_id!r}: {path}: {info.error}"
         stream = info.audio if kind == "audio" else info.video
         if stream is not None:
-            lengths[kind] = stream.duration_s
-    if not lengths:
+            ends[kind] = stream.end_s
+    if not ends:
         return {}, f"clip {clip.clip_id!r}: its files hold none of the streams the manifest gives it"
-    return lengths, ""
+    return ends, ""
 
 
-def media_length_s(clip: Clip) -> tuple[float | None, str]:
-    """Seconds that every stream the clip has covers, or None and why not (``stream_lengths``)."""
-    lengths, problem = stream_lengths(clip)
-    return (min(lengths.values()) if lengths else None), problem
+def media_length_s(clip: Clip, modalities: Iterable[str] = ("audio", "video")) -> tuple[float | None, str]:
+    """Seconds from time zero that every stream of ``modalities`` the clip has covers, or None and why not
+    (``stream_ends``)."""
+    ends, problem = stream_ends(clip)
+    covered = [end for kind, end in ends.items() if kind in modalities]
+    if not covered and not problem:
+        problem = f"clip {clip.clip_id!r}: its files hold no {' or '.join(modalities)} stream"
+    return (min(covered) if covered else None), problem
 
 
 def window_id(clip_id: str, window: Window) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ class AudioInfo:
     sample_rate_hz: int
     channels: int
     duration_s: float
+    end_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class VideoInfo:
     rotation_deg: int
     duration_s: float
     frame_count_estimated: bool = False
+    end_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,8 @@ class ClipReport:
 
 
 def probe_file(path: str | os.PathLike[str]) -> MediaInfo:
-    """Open ``path`` with PyAV and decode the first frame of its first audio and video stream.
+    """Open ``path`` with PyAV, decode the first frame of its first audio and video stream (cover art is no video)
+    and demux every packet: each stream's ``end_s`` is where it ends on the file's timeline.
 
     Never raises for a bad file: the reason is in ``MediaInfo.error``.
     """
@@ -82,14 +85,32 @@ def probe_file(path: str | os.PathLike[str]) -> MediaInfo:
     try:
         with av.open(str(path)) as container:
             container_s = container.duration / av.time_base if container.duration else 0.0
-            audio = _probe_audio(container, container_s) if container.streams.audio else None
-            video = _probe_video(container, container_s) if container.streams.video else None
-            truncated = _truncation(container)
+            audio_stream = container.streams.audio[0] if container.streams.audio else None
+            video_stream = next(iter(picture_streams(container)), None)
+            audio = _probe_audio(container, audio_stream, container_s) if audio_stream else None
+            video = _probe_video(container, video_stream, container_s) if video_stream else None
+            ends, truncated = _stream_ends(container)
     except (av.FFmpegError, UnicodeDecodeError, StopIteration, ValueError) as err:
         return MediaInfo(str(path), error=f"cannot decode: {_reason(err)}")
     if audio is None and video is None:
         return MediaInfo(str(path), error="no audio or video stream")
+    if audio is not None:
+        audio = replace(audio, end_s=_end_s(audio_stream, ends))
+    if video is not None:
+        video = replace(video, end_s=_end_s(video_stream, ends))
     return MediaInfo(str(path), audio=audio, video=video, error=truncated)
+
+
+def _end_s(stream: Any, ends: dict[int, float]) -> float:
+    """Where the stream ends on the file's timeline: where its header says (MP4's edit lists trim an AAC track's
+    priming and padding there), else where its packets end (a Matroska file without DURATION tags)."""
+    declared_s = declared_end_s(stream)
+    return round(declared_s if declared_s is not None else ends[stream.index], 3)
+
+
+def picture_streams(container: Any) -> list[Any]:
+    """The file's video streams, without cover art (a still picture attached to a song is no video)."""
+    return [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
 
 
 def declared_end_s(stream: Any) -> float | None:
@@ -105,12 +126,13 @@ def declared_end_s(stream: Any) -> float | None:
         return None
 
 
-def _truncation(container: Any) -> str:
-    """Why the file is cut off ("" when it is whole): a stream whose packets end well before its declared end.
+def _stream_ends(container: Any) -> tuple[dict[int, float], str]:
+    """Where each audio and video stream's packets end on the file's timeline (seconds, by stream index), and why
+    the file is cut off ("" when it is whole): a stream whose packets end well before its declared end.
 
     Demuxing reads every packet without decoding one: about the cost of reading the file.
     """
-    streams = [s for s in container.streams if s.type in ("audio", "video")]
+    streams = [*container.streams.audio, *picture_streams(container)]
     ends = dict.fromkeys((s.index for s in streams), 0.0)
     container.seek(0)
     try:
@@ -119,17 +141,17 @@ def _truncation(container: Any) -> str:
                 end_s = float((packet.pts + (packet.duration or 0)) * packet.time_base)
                 ends[packet.stream.index] = max(ends[packet.stream.index], end_s)
     except av.FFmpegError as err:
-        return f"the file is truncated or corrupt: reading it stopped ({_reason(err)}); re-download or re-encode it"
+        return ends, f"the file is truncated or corrupt: reading it stopped ({_reason(err)}); re-download or re-encode it"
     for stream in streams:
         declared_s = declared_end_s(stream)
         if declared_s is not None and ends[stream.index] < declared_s - max(
             TRUNCATION_SLACK_S, TRUNCATION_SLACK_SHARE * declared_s
         ):
-            return (
+            return ends, (
                 f"the file is truncated: its {stream.type} ends at {ends[stream.index]:.2f} s, its header declares"
                 f" {declared_s:.2f} s; re-download or re-encode it"
             )
-    return ""
+    return ends, ""
 
 
 def _stream_duration(stream: Any, container_s: float) -> float:
@@ -138,10 +160,9 @@ def _stream_duration(stream: Any, container_s: float) -> float:
     return container_s
 
 
-def _probe_audio(container: Any, container_s: float) -> AudioInfo:
-    stream = container.streams.audio[0]
+def _probe_audio(container: Any, stream: Any, container_s: float) -> AudioInfo:
     ctx = stream.codec_context
-    _first_frame(container, audio=0)
+    _first_frame(container, stream)
     return AudioInfo(
         codec=ctx.name,
         sample_rate_hz=int(ctx.sample_rate or 0),
@@ -150,9 +171,8 @@ def _probe_audio(container: Any, container_s: float) -> AudioInfo:
     )
 
 
-def _probe_video(container: Any, container_s: float) -> VideoInfo:
-    stream = container.streams.video[0]
-    frame = _first_frame(container, video=0)
+def _probe_video(container: Any, stream: Any, container_s: float) -> VideoInfo:
+    frame = _first_frame(container, stream)
     fps = float(stream.average_rate or stream.guessed_rate or 0)
     duration_s = _stream_duration(stream, container_s)
     frames = int(stream.frames or 0)
@@ -168,9 +188,9 @@ def _probe_video(container: Any, container_s: float) -> VideoInfo:
     )
 
 
-def _first_frame(container: Any, **stream: int) -> Any:
+def _first_frame(container: Any, stream: Any) -> Any:
     container.seek(0)
-    return next(container.decode(**stream))
+    return next(container.decode(stream))
 
 
 def _reason(err: BaseException) -> str:

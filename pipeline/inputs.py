@@ -43,7 +43,7 @@ def model_inputs(saved: SavedFusionModel, name: str, clip: Clip, weights_dir: st
         arrays = ClipFeatures(clip).get(configs, fingerprints)  # one decode of the clip for every set the model reads
         return inputs_from_sets(saved, name, arrays, weights_dir)
     check_fingerprints(fingerprints_of(configs), fingerprints, configs)
-    duration_s, problem = media_length_s(clip)
+    duration_s, problem = media_length_s(clip, {modality(set_name) for set_name in configs})
     if duration_s is None:
         raise MediaError(f"{problem}; check it with `mvemo manifest check`")
     windows = plan_windows(duration_s, pooled["length_s"], pooled["hop_s"])

@@ -1,11 +1,10 @@
 """``mvemo predict --timeline``: a whole music video read as overlapping windows, an emotion timeline and one label.
 
 A saved model was trained on one window per clip (30 s by default); a file is read as a sequence
-of windows of that length, every ``hop_s`` seconds, on the file's presentation timeline: the
-audio samples and the video frames of a window come from the same seconds (each stream cut to
-where it starts, as stage one does). The last window ends at the end of the file, so no second is
-left out and none is padded; a file shorter than one window is one window, padded as stage one
-pads a short clip. Each window gets the model's probabilities; the clip's label comes from the
+of windows of that length, every ``hop_s`` seconds, laid out as stage one lays them
+(``extract.windows.plan_windows``) on the file's presentation timeline: the audio samples and
+the video frames of a window come from the same seconds (each stream cut to where it starts, as
+stage one does). Each window gets the model's probabilities; the clip's label comes from the
 model's inputs pooled over the windows, not from a vote: averaged, or as stage one pooled them for
 a model trained on pooled windows (``[clip] windows = true``), which then reads each window as a
 clip of one window.
@@ -24,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from mvemo.extract.run import modality
-from mvemo.extract.windows import Window, plan_windows, stream_lengths
+from mvemo.extract.windows import Window, plan_windows, stream_ends
 from mvemo.fuse.saved import SavedFusionModel
-from mvemo.manifests.errors import MediaError
+from mvemo.manifests.errors import ConfigError, MediaError
 from mvemo.manifests.schema import Clip
 from mvemo.pipeline.inputs import (
     check_fingerprints,
@@ -87,20 +86,20 @@ def clip_timeline(saved: SavedFusionModel, name: str, clip: Clip, hop_s: float, 
     MediaError
         When the file cannot be read, or no saved model reads only the modalities it has.
     """
-    lengths, problem = stream_lengths(clip)
+    ends, problem = stream_ends(clip)
     if problem:
         raise MediaError(problem)
     notes = []
-    name, note = _model_for(saved, name, set(lengths), clip.clip_id)
+    name, note = _model_for(saved, name, set(ends), clip.clip_id)
     if note:
         notes.append(note)
     configs, fingerprints = model_configs(saved, name)
     check_fingerprints(fingerprints_of(configs), fingerprints, configs)
     read = {modality(set_name) for set_name in configs}
-    duration_s = min(lengths[m] for m in read)
-    if len(read) == 2 and abs(lengths["audio"] - lengths["video"]) > LENGTH_TOLERANCE_S:
+    duration_s = min(ends[m] for m in read)
+    if len(read) == 2 and abs(ends["audio"] - ends["video"]) > LENGTH_TOLERANCE_S:
         notes.append(
-            f"audio {lengths['audio']:.1f} s, video {lengths['video']:.1f} s: the timeline covers the first"
+            f"audio {ends['audio']:.1f} s, video {ends['video']:.1f} s: the timeline covers the first"
             f" {duration_s:.1f} s, where both are"
         )
     length_s = window_length(configs)
@@ -119,7 +118,8 @@ def clip_timeline(saved: SavedFusionModel, name: str, clip: Clip, hop_s: float, 
     per_window = window_inputs(saved, name, clip, windows, length_s, weights_dir)
     proba = np.concatenate([saved.predict_proba(name, pool_inputs([inputs], pooling)) for inputs in per_window])
     overall = saved.predict_proba(name, pool_inputs(per_window, pooling))[0]
-    return Timeline(str(clip.video or clip.audio), name, list(saved.classes), windows, proba, overall, notes)
+    shown = [Window(w.start_s, min(w.end_s, round(duration_s, 3))) for w in windows]  # a short file's padding unshown
+    return Timeline(str(clip.video or clip.audio), name, list(saved.classes), shown, proba, overall, notes)
 
 
 def _model_for(saved: SavedFusionModel, name: str, present: set[str], clip_id: str) -> tuple[str, str]:
@@ -144,9 +144,28 @@ def _model_for(saved: SavedFusionModel, name: str, present: set[str], clip_id: s
     )
 
 
-def timelines(predictor: Predictor, clips: list[Clip], hop_s: float, out: str, executor: Any = None) -> Iterator[dict[str, Any]]:
+def timelines(
+    predictor: Predictor, clips: list[Clip], hop_s: float | None, out: str, executor: Any = None
+) -> Iterator[dict[str, Any]]:
     """Each clip's emotion timeline written into ``out``, one result per clip as ``Predictor.predict`` gives them:
-    its label of the whole, the model, its windows, CSV, PNG and notes, or its error."""
+    its label of the whole, the model, its windows, CSV, PNG and notes, or its error.
+
+    ``hop_s`` None: the hop the model's windows were pooled with in stage one, else half its window.
+
+    Raises
+    ------
+    ConfigError
+        Before any work, for a hop longer than the model's window (seconds between windows would go unread).
+    """
+    length_s = window_length(model_configs(predictor.saved, predictor.model)[0])
+    if hop_s is None:
+        pooled = model_windows(predictor.saved, predictor.model)
+        hop_s = length_s / 2 if pooled is None else float(pooled["hop_s"])
+    if hop_s > length_s:
+        raise ConfigError(
+            f"--hop {hop_s:g}: longer than the model's {length_s:g}-s window, it would leave the seconds between"
+            f" windows unread; give --hop {length_s:g} or less"
+        )
     stems = dict(zip((c.clip_id for c in clips), output_stems([c.video or c.audio for c in clips])))
     job = functools.partial(
         timeline_job, predictor.saved, predictor.model, hop_s, out, stems=stems, weights_dir=predictor.weights_dir

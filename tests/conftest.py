@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -45,6 +46,23 @@ def write_tiny(path: Path, *, video: bool = True, audio: bool = True) -> Path:
         y=tiny_audio() if audio else None,
         sr=16000,
     )
+
+
+def write_song_with_cover(path: Path, y: np.ndarray, *, sr: int) -> Path:
+    """An mp3 of mono ``y`` with a cover picture attached, as music libraries hold songs."""
+    with av.open(str(path), "w") as out:
+        sound = out.add_stream("mp3", rate=sr, layout="mono")
+        cover = out.add_stream("mjpeg", rate=1)
+        cover.width, cover.height, cover.pix_fmt = 32, 32, "yuvj420p"
+        cover.disposition = av.stream.Disposition.attached_pic
+        picture = av.VideoFrame.from_ndarray(tiny_frames(n=1, width=32)[0], format="rgb24").reformat(format="yuvj420p")
+        out.mux([*cover.encode(picture), *cover.encode()])
+        frame = av.AudioFrame.from_ndarray(np.asarray(y, dtype=np.float32)[None], format="flt", layout="mono")
+        frame.sample_rate = sr
+        for block in av.AudioResampler(format="fltp", layout="mono", rate=sr).resample(frame):
+            out.mux(sound.encode(block))
+        out.mux(sound.encode())
+    return path
 
 
 @pytest.fixture(autouse=True)

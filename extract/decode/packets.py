@@ -19,7 +19,7 @@ from typing import Any
 import av
 
 from mvemo.manifests.errors import MediaError
-from mvemo.manifests.probe import declared_end_s
+from mvemo.manifests.probe import declared_end_s, picture_streams
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def decoder_reason(err: BaseException) -> str:
 
 
 def video_stream(container: Any, path: Path, clip_id: str) -> Any:
-    streams = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+    streams = picture_streams(container)
     if not streams:
         cover = " (only cover art)" if container.streams.video else ""
         kinds = ", ".join(sorted({s.type for s in container.streams})) or "none"

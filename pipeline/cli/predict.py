@@ -29,7 +29,7 @@ from mvemo.pipeline.cli.tools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand, e
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {clip_id, file, model, label, probabilities, in_training} (or {clip_id, file, error}).")  # fmt: skip
 @click.option("--timeline", is_flag=True, help="Read each file as windows of the model's length every --hop seconds: an emotion timeline (CSV and PNG per file into --out) and the label of the whole from the pooled windows.")  # fmt: skip
-@click.option("--hop", "hop_s", default=15.0, type=click.FloatRange(min=0.5), help="Seconds between the starts of two windows (--timeline).")  # fmt: skip
+@click.option("--hop", "hop_s", default=None, type=click.FloatRange(min=0.5), help="Seconds between the starts of two windows (--timeline).  [default: the model's [clip] hop_s where it was trained on windows, else half its window: 15 s]")  # fmt: skip
 @click.option("--out", "out_dir", default="timelines", type=click.Path(file_okay=False), help="Folder of the timelines (--timeline).")  # fmt: skip
 @executor_options
 @click.pass_context
@@ -43,7 +43,7 @@ def predict(
     weights_dir: str | None,
     as_json: bool,
     timeline: bool,
-    hop_s: float,
+    hop_s: float | None,
     out_dir: str,
     **options: Any,
 ) -> None:
@@ -97,7 +97,13 @@ def predict(
 
 
 def _timelines(
-    ctx: click.Context, predictor: Any, clips: list[Any], hop_s: float, out_dir: str, as_json: bool, options: dict[str, Any]
+    ctx: click.Context,
+    predictor: Any,
+    clips: list[Any],
+    hop_s: float | None,
+    out_dir: str,
+    as_json: bool,
+    options: dict[str, Any],
 ) -> None:
     """Each clip's timeline CSV and PNG into ``out_dir``, and a table (or JSON) of the labels of the wholes."""
     from mvemo.pipeline.executors import build_executor

@@ -56,6 +56,9 @@ def test_windows_cover_the_file_and_end_at_its_end() -> None:
     assert [(w.start_s, w.end_s) for w in windows] == [(0, 30), (15, 45), (30, 60), (45, 75), (60, 90), (70, 100)]
     assert [(w.start_s, w.end_s) for w in plan_windows(90.0, 30.0, 15.0)][-1] == (60, 90), "no extra window"
     assert [(w.start_s, w.end_s) for w in plan_windows(12.0, 30.0, 15.0)] == [(0, 30)], "short: one padded window"
+    for duration_s in (60.0004, 60.069, 60.49):
+        assert [w.start_s for w in plan_windows(duration_s, 30.0, 15.0)] == [0, 15, 30], "no near copy of a window"
+    assert [w.start_s for w in plan_windows(60.5, 30.0, 15.0)] == [0, 15, 30, 30.5], "half a second has a window"
     for duration_s in (0.5, 2.0, 5.0, 7.3, 31.0):
         windows = plan_windows(duration_s, LENGTH_S, HOP_S)
         assert windows[0].start_s == 0.0

@@ -9,7 +9,7 @@ import pytest
 from mvemo.manifests import Clip, Manifest
 from mvemo.manifests.probe import check_clip, check_manifest, probe_file
 from mvemo.manifests.synthetic import write_media
-from tests.conftest import tiny_audio, tiny_frames, write_tiny
+from tests.conftest import tiny_audio, tiny_frames, write_song_with_cover, write_tiny
 
 
 def test_probe_reports_stream_facts(tmp_path: Path) -> None:
@@ -23,6 +23,23 @@ def test_probe_reports_stream_facts(tmp_path: Path) -> None:
     video = info.video
     assert (video.codec, video.width, video.height, video.fps, video.frame_count) == ("h264", 48, 32, 25.0, 20)
     assert video.rotation_deg in (90, -90, 270)
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_each_stream_ends_where_it_ends_on_the_timeline_though_the_container_holds_no_stream_length(
+    tmp_path: Path, suffix: str
+) -> None:
+    sr = 16000
+    path = write_media(tmp_path / f"v{suffix}", frames=tiny_frames(n=40), fps=5, y=tiny_audio(12.0, sr=sr), sr=sr)
+    info = probe_file(path)
+    assert info.video.end_s == pytest.approx(8.0, abs=0.05), "8 s of frames"
+    assert info.audio.end_s == pytest.approx(12.0, abs=0.1), "12 s of sound (AAC pads its last frame in Matroska)"
+
+
+def test_cover_art_is_no_video(tmp_path: Path) -> None:
+    info = probe_file(write_song_with_cover(tmp_path / "song.mp3", tiny_audio(2.0, channels=1), sr=16000))
+    assert not info.error and info.video is None
+    assert info.audio.end_s == pytest.approx(2.0, abs=0.1)
 
 
 def test_probe_never_raises_on_bad_files(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,6 +24,7 @@ from mvemo.manifests.synthetic import (
 )
 from mvemo.pipeline.cli.main import cli
 from mvemo.pipeline.timeline import _model_for, output_stems
+from tests.conftest import write_song_with_cover
 
 # Demo classes told apart by their sound (the others share it with one of these): a model reading audio separates them.
 BY_SOUND = ("Exciting", "Neutral", "Sad", "Tension")
@@ -93,7 +95,8 @@ def test_a_short_file_is_one_padded_window_and_a_file_without_audio_says_why(aud
     assert "is shorter than one 6-s window: one window, padded" in result.output
     assert "clip" in result.output and "has no audio and every saved model reads it" in result.output
     rows = list(csv.DictReader((out / "short.m4a.timeline.csv").open()))
-    assert [(r["start_s"], r["end_s"]) for r in rows] == [("0.000", "6.000")]
+    assert len(rows) == 1 and rows[0]["start_s"] == "0.000"
+    assert float(rows[0]["end_s"]) == pytest.approx(2.0, abs=0.05), "the window ends where the file does"
     assert not (out / "silent.mp4.timeline.csv").exists()
 
 
@@ -127,3 +130,69 @@ def test_files_of_one_name_in_several_folders_get_outputs_of_their_own(tmp_path:
         "o.mp4",
         "o.mp4",
     ], "a folder more where a name repeats; one file named twice is one output"
+
+
+@pytest.fixture(scope="module")
+def sound_and_picture_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Saved models over 6-s windows: ``descriptors`` (sound), ``c3d`` (pictures) and ``descriptors+c3d`` (both)."""
+    root = tmp_path_factory.mktemp("timeline-av")
+    write_synthetic_set(root / "data", SyntheticConfig(clips_per_class=4, duration_s=WINDOW_S, width=32, height=32, fps=5))
+    scanned = scan_tree(root / "data")
+    kept = Manifest(BY_SOUND, tuple(c for c in scanned.clips if c.label in BY_SOUND))
+    manifest = write_manifest(assign_folds(kept, k=2, seed=0), root / "m.csv")
+    (root / "c.toml").write_text(f"[audio]\nduration_s = {WINDOW_S}\n")
+    runner = CliRunner()
+    extract = ["extract", str(manifest), "--cache", str(root / "cache"), "--features", "descriptors", "--nets", "c3d"]
+    result = runner.invoke(cli, [*extract, "--random-init", "c3d", "--config", str(root / "c.toml")])
+    assert result.exit_code == 0, result.output
+    models = "descriptors,c3d,descriptors+c3d"
+    result = runner.invoke(cli, ["fuse", str(root / "cache"), "--out", str(root / "fused"), "--models", models])
+    assert result.exit_code == 0, result.output
+    return root / "fused" / "model"
+
+
+def test_files_without_a_modality_and_streams_of_different_lengths_say_what_the_timeline_covers(
+    sound_and_picture_model: Path, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(3)
+    sound, picture = draw_cues("Tension", rng)
+    song = write_song_with_cover(tmp_path / "song.mp3", synthesize_audio(sound, 12.0, SR, rng), sr=SR)
+    silent = write_media(tmp_path / "silent.mkv", frames=synthesize_video(picture, 9.0, 5, (32, 32), rng), fps=5)
+    uneven = write_media(
+        tmp_path / "uneven.mp4",
+        frames=synthesize_video(picture, 8.0, 5, (32, 32), rng),
+        fps=5,
+        y=synthesize_audio(sound, 14.0, SR, rng),
+        sr=SR,
+    )
+    out = tmp_path / "t"
+    args = ["predict", str(sound_and_picture_model), str(song), str(silent), str(uneven), "--model", "descriptors+c3d"]
+    result = CliRunner().invoke(cli, [*args, "--timeline", "--hop", str(HOP_S), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    by_file = {Path(r["file"]).name: r for r in json.loads(result.output)}
+    audio_only = by_file["song.mp3"]
+    assert audio_only["model"] == "descriptors"
+    assert audio_only["notes"] == [
+        "the file has no video: the timeline reads its audio alone, with 'descriptors', the best saved model reading audio only"
+    ]
+    rows = list(csv.DictReader((out / "song.mp3.timeline.csv").open()))
+    assert [r["start_s"] for r in rows[:3]] == ["0.000", "3.000", "6.000"], "a song with cover art is audio alone"
+    assert float(rows[-1]["end_s"]) == pytest.approx(12.0, abs=0.1)
+    video_only = by_file["silent.mkv"]
+    assert (video_only["model"], video_only["windows"]) == ("c3d", 2)
+    assert video_only["notes"] == [
+        "the file has no audio: the timeline reads its video alone, with 'c3d', the best saved model reading video only"
+    ]
+    both = by_file["uneven.mp4"]
+    assert both["model"] == "descriptors+c3d"
+    assert any(n.startswith("audio 14.0 s, video 8.0 s: the timeline covers the first 8.0 s") for n in both["notes"])
+    rows = list(csv.DictReader((out / "uneven.mp4.timeline.csv").open()))
+    assert [(r["start_s"], r["end_s"]) for r in rows] == [("0.000", "6.000"), ("2.000", "8.000")]
+
+
+def test_a_hop_longer_than_the_window_is_refused_before_any_work(audio_model: Path, tmp_path: Path) -> None:
+    song = write_media(tmp_path / "song.wav", y=np.zeros(SR * 20, dtype=np.float32), sr=SR)
+    result = CliRunner().invoke(cli, ["predict", str(audio_model), str(song), "--timeline", "--hop", "7", "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "--hop 7: longer than the model's 6-s window" in result.output and "give --hop 6 or less" in result.output
+    assert not list(tmp_path.glob("*.timeline.*"))
