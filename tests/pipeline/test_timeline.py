@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from mvemo.manifests import Manifest, write_manifest
+from mvemo.extract.decode.audio import AudioWindow
+from mvemo.extract.run import FeatureConfigs
+from mvemo.manifests import Clip, Manifest, write_manifest
 from mvemo.manifests.folds import assign_folds
 from mvemo.manifests.scan import scan_tree
 from mvemo.manifests.synthetic import (
@@ -23,6 +25,7 @@ from mvemo.manifests.synthetic import (
     write_synthetic_set,
 )
 from mvemo.pipeline.cli.main import cli
+from mvemo.pipeline.inputs import ClipFeatures, with_window
 from mvemo.pipeline.timeline import _model_for, output_stems
 from tests.conftest import write_song_with_cover
 
@@ -196,3 +199,23 @@ def test_a_hop_longer_than_the_window_is_refused_before_any_work(audio_model: Pa
     assert result.exit_code == 2
     assert "--hop 7: longer than the model's 6-s window" in result.output and "give --hop 6 or less" in result.output
     assert not list(tmp_path.glob("*.timeline.*"))
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_a_windows_sound_and_pictures_come_from_the_same_seconds(tmp_path: Path, suffix: str) -> None:
+    fps, switch_s, length_s = 10, 11.0, 6.0  # at 11 s the sound starts and the picture turns white
+    frames = np.zeros((20 * fps, 32, 32, 3), dtype=np.uint8)
+    frames[int(switch_s * fps) :] = 255
+    t = np.arange(20 * SR) / SR
+    y = np.where(t >= switch_s, 0.5 * np.sin(2 * np.pi * 440 * t), 0.0).astype(np.float32)
+    path = write_media(tmp_path / f"switch{suffix}", frames=frames, fps=fps, y=y, sr=SR)
+    specs = FeatureConfigs.of_window(AudioWindow(duration_s=length_s)).specs(("waveform", "frames112"))
+    saved = {spec.name: spec.config for spec in specs}
+    for start_s in (7.0, 9.5):
+        arrays = ClipFeatures(Clip("switch", "", video=path, audio=path)).get(with_window(saved, start_s, length_s))
+        sound_s = np.argmax(np.abs(arrays["waveform"].astype(np.float32)) > 0.1) / SR
+        assert sound_s == pytest.approx(switch_s - start_s, abs=0.03), "the sound starts where it does in the file"
+        n = len(arrays["frames112"])
+        middles = (2 * np.arange(n) + 1) / (2 * n) * length_s  # each sampled frame's moment in the window
+        white = int(np.argmax(arrays["frames112"].mean(axis=(1, 2, 3)) > 128))
+        assert middles[white - 1] - 1 / fps <= sound_s <= middles[white] + 1 / fps, "the picture turns white then too"
