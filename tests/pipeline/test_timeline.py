@@ -35,30 +35,31 @@ WINDOW_S, HOP_S, SR = 6.0, 3.0, 16000
 SEGMENTS = [("Exciting", 45.0), ("Sad", 45.0), ("Tension", 45.0), ("Neutral", 45.0)]  # a 3-minute video
 
 
-@pytest.fixture(scope="module")
-def audio_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A ``descriptors`` model over 6-s windows, trained on synthetic clips of the four classes told apart by sound."""
-    root = tmp_path_factory.mktemp("timeline")
-    write_synthetic_set(root / "data", SyntheticConfig(clips_per_class=12, duration_s=WINDOW_S, width=32, height=32, fps=5))
+def trained_model(root: Path, *, clips_per_class: int, extract: list[str], models: str) -> Path:
+    """A model saved by ``mvemo fuse --models MODELS`` over ``mvemo extract EXTRACT...`` of synthetic 6-s clips of the
+    classes told apart by sound."""
+    write_synthetic_set(
+        root / "data", SyntheticConfig(clips_per_class=clips_per_class, duration_s=WINDOW_S, width=32, height=32, fps=5)
+    )
     scanned = scan_tree(root / "data")
     kept = Manifest(BY_SOUND, tuple(c for c in scanned.clips if c.label in BY_SOUND))
     manifest = write_manifest(assign_folds(kept, k=2, seed=0), root / "m.csv")
     (root / "c.toml").write_text(f"[audio]\nduration_s = {WINDOW_S}\n")
     runner = CliRunner()
-    extract = [
-        "extract",
-        str(manifest),
-        "--cache",
-        str(root / "cache"),
-        "--features",
-        "descriptors",
-        "--config",
-        str(root / "c.toml"),
-    ]
-    assert runner.invoke(cli, extract).exit_code == 0
-    result = runner.invoke(cli, ["fuse", str(root / "cache"), "--out", str(root / "fused"), "--models", "descriptors"])
+    result = runner.invoke(
+        cli, ["extract", str(manifest), "--cache", str(root / "cache"), "--config", str(root / "c.toml"), *extract]
+    )
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["fuse", str(root / "cache"), "--out", str(root / "fused"), "--models", models])
     assert result.exit_code == 0, result.output
     return root / "fused" / "model"
+
+
+@pytest.fixture(scope="module")
+def audio_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``descriptors`` model over 6-s windows, trained on synthetic clips of the four classes told apart by sound."""
+    root = tmp_path_factory.mktemp("timeline")
+    return trained_model(root, clips_per_class=12, extract=["--features", "descriptors"], models="descriptors")
 
 
 def test_the_timeline_follows_the_class_changes_within_one_hop(audio_model: Path, tmp_path: Path) -> None:
@@ -138,20 +139,9 @@ def test_files_of_one_name_in_several_folders_get_outputs_of_their_own(tmp_path:
 @pytest.fixture(scope="module")
 def sound_and_picture_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Saved models over 6-s windows: ``descriptors`` (sound), ``c3d`` (pictures) and ``descriptors+c3d`` (both)."""
+    extract = ["--features", "descriptors", "--nets", "c3d", "--random-init", "c3d"]
     root = tmp_path_factory.mktemp("timeline-av")
-    write_synthetic_set(root / "data", SyntheticConfig(clips_per_class=4, duration_s=WINDOW_S, width=32, height=32, fps=5))
-    scanned = scan_tree(root / "data")
-    kept = Manifest(BY_SOUND, tuple(c for c in scanned.clips if c.label in BY_SOUND))
-    manifest = write_manifest(assign_folds(kept, k=2, seed=0), root / "m.csv")
-    (root / "c.toml").write_text(f"[audio]\nduration_s = {WINDOW_S}\n")
-    runner = CliRunner()
-    extract = ["extract", str(manifest), "--cache", str(root / "cache"), "--features", "descriptors", "--nets", "c3d"]
-    result = runner.invoke(cli, [*extract, "--random-init", "c3d", "--config", str(root / "c.toml")])
-    assert result.exit_code == 0, result.output
-    models = "descriptors,c3d,descriptors+c3d"
-    result = runner.invoke(cli, ["fuse", str(root / "cache"), "--out", str(root / "fused"), "--models", models])
-    assert result.exit_code == 0, result.output
-    return root / "fused" / "model"
+    return trained_model(root, clips_per_class=4, extract=extract, models="descriptors,c3d,descriptors+c3d")
 
 
 def test_files_without_a_modality_and_streams_of_different_lengths_say_what_the_timeline_covers(
