@@ -110,10 +110,13 @@ class FeatureConfigs:
         return cls.of_window(window, frames=frames, **audio)
 
     def at(self, offset_s: float) -> FeatureConfigs:
-        """These configs over the window that starts ``offset_s`` seconds into the file: audio and frames alike."""
+        """These configs over the window that starts ``offset_s`` seconds into the file: audio and frames alike, each
+        as long as before (frames without a length: as long as the audio window, never to the file's end)."""
         window = dataclasses.replace(self.audio_window, offset_s=offset_s)
         audio = {name: dataclasses.replace(config, audio_window=window) for name, config in self.audio.items()}
-        return dataclasses.replace(self, frames=dataclasses.replace(self.frames, window_start_s=offset_s), **audio)
+        duration_s = self.frames.window_duration_s or window.duration_s
+        frames = dataclasses.replace(self.frames, window_start_s=offset_s, window_duration_s=duration_s)
+        return dataclasses.replace(self, frames=frames, **audio)
 
     def specs(self, names: Iterable[str]) -> list[FeatureSpec]:
         names = set(names)

@@ -47,7 +47,7 @@ def model_inputs(saved: SavedFusionModel, name: str, clip: Clip, weights_dir: st
     if duration_s is None:
         raise MediaError(f"{problem}; check it with `mvemo manifest check`")
     windows = plan_windows(duration_s, pooled["length_s"], pooled["hop_s"])
-    per_window = window_inputs(saved, name, clip, windows, pooled["length_s"], weights_dir)
+    per_window = window_inputs(saved, name, clip, windows, weights_dir)
     return pool_inputs(per_window, pooled["pooling"])
 
 
@@ -60,14 +60,14 @@ def model_windows(saved: SavedFusionModel, name: str) -> dict[str, Any] | None:
 
 
 def window_inputs(
-    saved: SavedFusionModel, name: str, clip: Clip, windows: list[Window], length_s: float, weights_dir: str | None = None
+    saved: SavedFusionModel, name: str, clip: Clip, windows: list[Window], weights_dir: str | None = None
 ) -> list[dict[str, np.ndarray]]:
     """The model's inputs of each window of the clip (its saved configs moved to the window, their fingerprints
     checked by the caller); each window decoded, embedded and dropped, so memory stays one window's."""
     configs, _ = model_configs(saved, name)
     per_window = []
     for window in windows:
-        arrays = ClipFeatures(clip).get(with_window(configs, window.start_s, length_s))
+        arrays = ClipFeatures(clip).get(at_window(configs, window.start_s))
         per_window.append(inputs_from_sets(saved, name, arrays, weights_dir))
     return per_window
 
@@ -86,17 +86,11 @@ def window_length(configs: dict[str, dict]) -> float:
     return float(durations[0]) if durations else 30.0
 
 
-def with_window(configs: dict[str, dict], start_s: float, length_s: float) -> dict[str, dict]:
-    """The saved configs moved to the window from ``start_s``: audio and frames on the same seconds."""
-    moved = {}
-    for set_name, config in configs.items():
-        config = dict(config)
-        if "audio_window" in config:
-            config["audio_window"] = {**config["audio_window"], "offset_s": start_s, "duration_s": length_s}
-        if modality(set_name) == "video":
-            config |= {"window_start_s": start_s, "window_duration_s": length_s}
-        moved[set_name] = config
-    return moved
+def at_window(configs: dict[str, dict], start_s: float) -> dict[str, dict]:
+    """The saved configs (records, by set name) moved to the window from ``start_s``, as stage one moves them
+    (``FeatureConfigs.at``): audio and frames on the same seconds."""
+    moved = FeatureConfigs.from_records(configs).at(start_s)
+    return {spec.name: dict(spec.config) for spec in moved.specs(configs)}
 
 
 def model_configs(saved: SavedFusionModel, name: str) -> tuple[dict[str, dict], dict[str, str]]:

@@ -115,7 +115,7 @@ def clip_timeline(saved: SavedFusionModel, name: str, clip: Clip, hop_s: float, 
         )
     if pooling == "mean+std":
         notes.append("the model pools mean+std: each window's own row reads it as a clip of one window (std 0)")
-    per_window = window_inputs(saved, name, clip, windows, length_s, weights_dir)
+    per_window = window_inputs(saved, name, clip, windows, weights_dir)
     proba = np.concatenate([saved.predict_proba(name, pool_inputs([inputs], pooling)) for inputs in per_window])
     overall = saved.predict_proba(name, pool_inputs(per_window, pooling))[0]
     shown = [Window(w.start_s, min(w.end_s, round(duration_s, 3))) for w in windows]  # a short file's padding unshown

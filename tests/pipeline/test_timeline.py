@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,7 +26,7 @@ from mvemo.manifests.synthetic import (
     write_synthetic_set,
 )
 from mvemo.pipeline.cli.main import cli
-from mvemo.pipeline.inputs import ClipFeatures, with_window
+from mvemo.pipeline.inputs import ClipFeatures, at_window
 from mvemo.pipeline.timeline import _model_for, output_stems
 from tests.conftest import write_song_with_cover
 
@@ -202,10 +203,20 @@ def test_a_windows_sound_and_pictures_come_from_the_same_seconds(tmp_path: Path,
     specs = FeatureConfigs.of_window(AudioWindow(duration_s=length_s)).specs(("waveform", "frames112"))
     saved = {spec.name: spec.config for spec in specs}
     for start_s in (7.0, 9.5):
-        arrays = ClipFeatures(Clip("switch", "", video=path, audio=path)).get(with_window(saved, start_s, length_s))
+        arrays = ClipFeatures(Clip("switch", "", video=path, audio=path)).get(at_window(saved, start_s))
         sound_s = np.argmax(np.abs(arrays["waveform"].astype(np.float32)) > 0.1) / SR
         assert sound_s == pytest.approx(switch_s - start_s, abs=0.03), "the sound starts where it does in the file"
         n = len(arrays["frames112"])
         middles = (2 * np.arange(n) + 1) / (2 * n) * length_s  # each sampled frame's moment in the window
         white = int(np.argmax(arrays["frames112"].mean(axis=(1, 2, 3)) > 128))
         assert middles[white - 1] - 1 / fps <= sound_s <= middles[white] + 1 / fps, "the picture turns white then too"
+
+
+@pytest.mark.parametrize(("frames_s", "expected_s"), [(10.0, 10.0), (None, 30.0)])
+def test_a_window_moves_every_set_to_its_start_and_keeps_the_frames_length(frames_s, expected_s) -> None:
+    trained = FeatureConfigs.of_window(AudioWindow(duration_s=30.0)).at(0.0)
+    frames = replace(trained.frames, window_duration_s=frames_s)
+    records = {spec.name: spec.config for spec in replace(trained, frames=frames).specs(("mel", "frames112"))}
+    moved = at_window(records, 45.0)
+    assert moved["mel"]["audio_window"]["offset_s"] == 45.0 and moved["mel"]["audio_window"]["duration_s"] == 30.0
+    assert (moved["frames112"]["window_start_s"], moved["frames112"]["window_duration_s"]) == (45.0, expected_s)
