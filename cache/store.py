@@ -168,11 +168,13 @@ class CacheWriter:
         self._media_keys = media_keys(changes["media_hash"])
 
     def _clip_columns(self, table: dict[str, np.ndarray], manifest: Manifest) -> dict[str, np.ndarray]:
-        """Labels and folds of the listed clips from the manifest (refused once embeddings hang on them)."""
+        """Labels, folds and groups of the listed clips from the manifest (a changed label or fold is refused once
+        embeddings hang on them; groups follow the manifest, and stage two refuses folds that split one)."""
         order = self._listed[self._rows_of(manifest.clip_ids)]
-        labels, folds = table["label"].copy(), table["fold"].copy()
+        labels, folds, groups = table["label"].copy(), table["fold"].copy(), table["group"].copy()
         labels[order] = manifest.y
         folds[order] = manifest.folds if manifest.has_folds else -1
+        groups[order] = [c.group for c in manifest.clips]
         changed = np.flatnonzero(
             (table["label"][self._listed] != labels[self._listed]) | (table["fold"][self._listed] != folds[self._listed])
         )
@@ -182,7 +184,7 @@ class CacheWriter:
                 f"clip {clip_id!r}: its label or fold in the manifest differs from the cache's, whose embeddings"
                 f" were trained on the old ones ({changed.size} clips differ); restore the manifest or write to a new cache"
             )
-        return {"label": labels, "fold": folds}
+        return {"label": labels, "fold": folds, "group": groups}
 
     def _media_columns(self, table: dict[str, np.ndarray], manifest: Manifest) -> dict[str, np.ndarray]:
         """Each listed clip's media hash, read again only where its files' size or time changed."""

@@ -23,6 +23,7 @@ from mvemo.extract.windowed import check_windowing, pool_windows, write_times
 from mvemo.extract.windows import WindowConfig, plan_clips, window_cache
 from mvemo.manifests.errors import ConfigError
 from mvemo.manifests.executor import Executor, ProgressFactory
+from mvemo.manifests.folds import require_whole_groups
 from mvemo.manifests.schema import Manifest, read_manifest
 
 DEFAULT_FEATURES = ("mel", "lld", "descriptors")
@@ -161,6 +162,8 @@ def extract_features(
     nets = tuple(nets)
     if nets and not manifest.has_folds:
         raise ConfigError("nets need the manifest's folds; run `mvemo manifest folds MANIFEST --k 6` first")
+    if manifest.has_folds:
+        require_whole_groups(manifest.folds, manifest.groups, manifest.clip_ids, where="the manifest")
     configs = configs or FeatureConfigs()
     stage = functools.partial(
         _stage_one,

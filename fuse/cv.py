@@ -34,7 +34,7 @@ from mvemo.fuse.models import (
 from mvemo.fuse.selection import SelectionConfig
 from mvemo.manifests.errors import CacheError, ConfigError
 from mvemo.manifests.executor import Executor, Progress
-from mvemo.manifests.folds import TooFewGroups, draw_folds
+from mvemo.manifests.folds import TooFewGroups, draw_folds, require_whole_groups
 
 
 @dataclass
@@ -70,11 +70,12 @@ class CvResult:
 
 
 def check_folds(cache: Cache, n_folds: int | None) -> int:
-    """The cache's number of folds; ``n_folds`` must agree (exit 2 otherwise)."""
+    """The cache's number of folds; ``n_folds`` must agree, and no fold may split a group (exit 2 otherwise)."""
     if len(cache) == 0 or cache.folds.min() < 0:
         raise CacheError(
             f"cache {str(cache.path)!r} has no folds; run `mvemo manifest folds MANIFEST --k 6`, then `mvemo extract` again"
         )
+    require_whole_groups(cache.folds, cache.groups, cache.clip_ids, where=f"cache {str(cache.path)!r}")
     stored = int(cache.folds.max()) + 1
     if n_folds is not None and n_folds != stored:
         raise ConfigError(

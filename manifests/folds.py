@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from mvemo.manifests.errors import ConfigError, ManifestError
-from mvemo.manifests.schema import Manifest, group_id
+from mvemo.manifests.schema import Manifest
 
 
 def assign_folds(
@@ -30,17 +30,22 @@ def assign_folds(
     seed : int
         Seed of the shuffle: the same seed gives the same folds.
     group_by : str, optional
-        Column whose equal values must share a fold. Default: the ``group``
-        column where filled; a clip without a group stands alone.
+        Column whose equal values must share a fold. Its values are written into the
+        ``group`` column (a clip with none keeps its group), so that every later split
+        (the outer folds of every repeat, every inner and validation split) keeps the
+        same groups whole. Default: the ``group`` column as it is.
 
     Raises
     ------
     ManifestError
         When ``k`` < 2 or ``k`` exceeds the number of groups in the smallest class
-        (some fold would then miss that class), or ``group_by`` is not a column.
+        (some fold would then miss that class), ``group_by`` is not a column, or the
+        folds to keep split a group.
     """
+    if group_by is not None:
+        manifest = manifest.with_groups(_groups_by(manifest, group_by))
     existing = np.array([-1 if c.fold is None else c.fold for c in manifest.clips], dtype=np.int64)
-    groups = _groups(manifest, group_by)
+    groups = manifest.groups
     y = manifest.y
     if keep and existing.max() >= 0:
         stored = int(existing.max()) + 1
@@ -55,6 +60,7 @@ def assign_folds(
                 f"--k {k}: the manifest has {stored} folds and keeping them keeps their number; use --k {stored},"
                 " or --reshuffle to draw every fold anew (which invalidates a cache's per-fold embeddings)"
             )
+        require_whole_groups(existing, groups, manifest.clip_ids)
         return manifest.with_folds(extend_folds(y, groups, existing, k=stored, seed=seed).tolist())
     k = 6 if k is None else k
     if k < 2:
@@ -67,6 +73,39 @@ def assign_folds(
             f" {smallest!r} clip; use --k {fewest} or fewer, or add clips of that class"
         )
     return manifest.with_folds(draw_folds(y, groups, k=k, seed=seed).tolist())
+
+
+SPLIT_GROUP_FIX = (
+    "a group's clips must share a fold, or clips of one song or artist would sit on both sides of a split: draw the"
+    " folds anew with `mvemo manifest folds MANIFEST --reshuffle` (a cache's per-fold embeddings then need"
+    " extracting again), or correct the 'group' column"
+)
+
+
+def split_groups(folds: np.ndarray, groups: Sequence[str]) -> dict[str, list[int]]:
+    """The groups whose clips lie in more than one fold, each with its folds (rows of fold -1 have none yet)."""
+    folds_of: dict[str, set[int]] = defaultdict(set)
+    for group, fold in zip(groups, np.asarray(folds).tolist()):
+        if fold >= 0:
+            folds_of[group].add(int(fold))
+    return {group: sorted(f) for group, f in folds_of.items() if len(f) > 1}
+
+
+def require_whole_groups(folds: np.ndarray, groups: Sequence[str], clip_ids: Sequence[str], *, where: str = "") -> None:
+    """Refuse folds that split a group: ``ManifestError`` naming the first such group, its folds and clips, how many
+    groups are split, and the fix. ``where`` names the table (a manifest or cache) in the message."""
+    split = split_groups(folds, groups)
+    if not split:
+        return
+    group, in_folds = next(iter(split.items()))
+    members = [
+        f"{clip_id!r} in fold {int(fold)}" for clip_id, g, fold in zip(clip_ids, groups, np.asarray(folds)) if g == group
+    ]
+    more = f" ({len(split) - 1} more groups are split too)" if len(split) > 1 else ""
+    raise ManifestError(
+        f"{where}{': ' if where else ''}group {group!r} lies in folds {in_folds} ({', '.join(members[:4])}"
+        f"{', ...' if len(members) > 4 else ''}){more}; {SPLIT_GROUP_FIX}"
+    )
 
 
 def draw_folds(y: np.ndarray, groups: Sequence[str], *, k: int, seed: int) -> np.ndarray:
@@ -113,11 +152,10 @@ def extend_folds(y: np.ndarray, groups: Sequence[str], folds: np.ndarray, *, k: 
     return out
 
 
-def _groups(manifest: Manifest, group_by: str | None) -> list[str]:
-    if group_by is None:
-        return manifest.groups
-    values = [str(v) if v not in (None, "") else "" for v in manifest.column(group_by)]
-    return [group_id(value, clip_id) for value, clip_id in zip(values, manifest.clip_ids)]
+def _groups_by(manifest: Manifest, column: str) -> list[str]:
+    """Each clip's value of ``column`` as its group, its own group where the value is empty."""
+    values = ["" if v is None else str(v).strip() for v in manifest.column(column)]
+    return [value or clip.group for value, clip in zip(values, manifest.clips)]
 
 
 class TooFewGroups(ConfigError):
@@ -166,6 +204,8 @@ def inner_splits(y: np.ndarray, groups: Sequence[str], *, k: int, seed: int) -> 
         When some class has fewer than two groups: it could not be validated without also being
         absent from training.
     """
+    if len(y) == 0:
+        raise TooFewGroups("no rows to split into inner folds; a fold's training rows hold no clip", None)
     unique, codes = np.unique(np.asarray(y), return_inverse=True)
     labels = unique.tolist()
     fewest, rarest = fewest_groups(codes, groups)

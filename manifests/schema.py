@@ -176,6 +176,13 @@ class Manifest:
         clips = [replace(c, fold=int(f)) for c, f in zip(self.clips, folds)]
         return Manifest(self.classes, tuple(clips))
 
+    def with_groups(self, groups: Sequence[str]) -> Manifest:
+        """A copy with ``groups[i]`` written into clip i's ``group`` column (folds kept as they are)."""
+        if len(groups) != len(self.clips):
+            raise ManifestError(f"{len(groups)} group values for {len(self.clips)} clips")
+        clips = [replace(c, group=str(g)) for c, g in zip(self.clips, groups)]
+        return Manifest(self.classes, tuple(clips), self.partial_folds)
+
     def column(self, name: str) -> list[Any]:
         """Values of one column (a standard one or an extra), one per clip.
 

@@ -68,7 +68,12 @@ def manifest_scan(root: str, output: str, group_regex: str | None) -> None:
 @click.argument("manifest_path", metavar="MANIFEST", type=click.Path(dir_okay=False))
 @click.option("--k", "k", default=None, type=int, help="Number of folds.  [default: the manifest's, else 6]")
 @click.option("--seed", default=0, type=int, help="Seed of the shuffle; the same seed gives the same folds.")
-@click.option("--group-by", default=None, help="Column whose equal values share a fold.  [default: the 'group' column]")
+@click.option(
+    "--group-by",
+    default=None,
+    help="Column whose equal values share a fold, written into the 'group' column that every later split keeps whole."
+    "  [default: the 'group' column]",
+)
 @click.option(
     "--keep/--reshuffle",
     default=True,
@@ -95,8 +100,10 @@ def manifest_folds(manifest_path: str, k: int | None, seed: int, group_by: str |
     every = bool((table > 0).all())
     kept = keep and new < len(before)
     how = f"kept the folds of {len(before) - new} clips, folded in {new} new" if kept else f"{split.n_folds} folds (seed {seed})"
+    grouped = f", groups from column {group_by!r} written into 'group'" if group_by else ""
     click.echo(
-        f"wrote {manifest_path}: {how}; {len(split)} clips, {'every class in every fold' if every else 'SOME FOLD LACKS A CLASS'}"
+        f"wrote {manifest_path}: {how}; {len(split)} clips in {len(set(split.groups))} groups{grouped},"
+        f" {'every class in every fold' if every else 'SOME FOLD LACKS A CLASS'}"
     )
 
 
@@ -108,13 +115,17 @@ def manifest_check(ctx: click.Context, manifest_path: str, as_json: bool) -> Non
     """Open every media file of MANIFEST and report its streams and problems.
 
     Exits 3 when any clip has a problem (missing or undecodable file, a promised
-    modality missing, zero duration), listing every one.
+    modality missing, zero duration), listing every one; exits 2 before probing
+    when the folds split a group.
     """
+    from mvemo.manifests.folds import require_whole_groups
     from mvemo.manifests.probe import check_clip
     from mvemo.manifests.schema import read_manifest
     from mvemo.pipeline.tables import format_table
 
     clips = read_manifest(manifest_path, check_files=False)
+    if clips.has_folds:
+        require_whole_groups(clips.folds, clips.groups, clips.clip_ids, where=manifest_path)
     probed: dict[Any, Any] = {}
     reports = [check_clip(c, probed) for c in progress_bar("probing", "clip", leave=False)(clips.clips, len(clips))]
     failed = [r for r in reports if not r.ok]

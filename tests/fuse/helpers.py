@@ -23,6 +23,7 @@ def embedding_cache(
     with_all: bool = True,
     finetune: str = "none",
     folds: list[int] | None = None,
+    groups: list[str] | None = None,
     failed_sets: tuple[str, ...] = (),
     seed: int = 0,
     protocol: str = "leakfree",
@@ -33,7 +34,7 @@ def embedding_cache(
 
     Each net gets ``emb/<net>/fold<k>`` for the folds in ``fold_sets`` and, with
     ``with_all``, ``emb/<net>/all`` made with ``finetune``. ``folds`` gives each
-    clip's fold (default: round robin over groups of one clip per class); every
+    clip's fold (default: round robin over groups of one clip per class), ``groups`` its group (default none); every
     row of the sets in ``failed_sets`` is recorded failed instead of written. Each net's sets record the sha256
     of pretrained weights (``weights`` overrides a net's: "" for random init). ``vectors`` maps a clip-level
     feature set (as ``descriptors``) -> (dim, separation), with named columns.
@@ -47,7 +48,8 @@ def embedding_cache(
         file = media / f"{i}.wav"
         file.write_bytes(i.to_bytes(4, "little"))
         fold = folds[i] if folds is not None else (i // len(CLASSES)) % k
-        clips.append(Clip(f"c{i}", CLASSES[i % len(CLASSES)], audio=file, fold=fold))
+        group = groups[i] if groups is not None else ""
+        clips.append(Clip(f"c{i}", CLASSES[i % len(CLASSES)], audio=file, group=group, fold=fold))
     manifest = Manifest(CLASSES, tuple(clips))
     y = manifest.y
     specs, values = [], {}

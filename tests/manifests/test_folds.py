@@ -100,6 +100,10 @@ def test_the_inner_split_needs_two_groups_of_every_class() -> None:
         inner_split(np.array([0, 1, 0, 1]), ["a"] * 4, share=0.2, seed=0)
     with pytest.raises(ConfigError, match="class 2 has 1 group"):
         inner_splits(np.array([0, 1, 0, 1, 2]), ["a", "b", "c", "d", "e"], k=5, seed=0)
+    with pytest.raises(ConfigError, match="class 0 has 1 group"):  # every class a single member: no sklearn ValueError
+        inner_split(np.array([0, 1, 2]), ["a", "b", "c"], share=0.2, seed=0)
+    with pytest.raises(ConfigError, match="no rows to split"):
+        inner_splits(np.array([], dtype=np.int64), [], k=5, seed=0)
 
 
 def test_inner_folds_shrink_to_the_groups_of_the_rarest_class_and_cover_every_row_once() -> None:
