@@ -20,10 +20,11 @@ import numpy as np
 from mvemo.cache.read import Cache
 from mvemo.fuse.compose import Trainings, fit
 from mvemo.fuse.heads import make_head
-from mvemo.fuse.metrics import compare, summarize, summarize_repeats
+from mvemo.fuse.metrics import paired_differences, summarize, summarize_repeats
 from mvemo.fuse.models import (
     FusionModel,
     fine_tuned_nets,
+    incomplete_inputs,
     input_set_name,
     missing_reasons,
     protocol,
@@ -40,7 +41,9 @@ from mvemo.manifests.folds import TooFewGroups, draw_folds, require_whole_groups
 @dataclass
 class ModelPredictions:
     """Out-of-fold predictions of one model in one repeat: rows of the cache, their true classes, folds and
-    probabilities, and per fold what was chosen on inner folds (``choices``) and in a few words (``described``)."""
+    probabilities, and per fold what was chosen on inner folds (``choices``), in a few words (``described``), and
+    the accuracy of the inner folds' out-of-fold predictions at what was chosen (``inner_accuracy``, None where the
+    model chose nothing on inner folds)."""
 
     rows: np.ndarray
     y: np.ndarray
@@ -48,6 +51,12 @@ class ModelPredictions:
     proba: np.ndarray
     choices: list[dict[str, Any]] = field(default_factory=list)
     described: list[str] = field(default_factory=list)
+    inner_accuracy: list[float | None] = field(default_factory=list)
+
+    def outcomes(self, n_folds: int) -> list[np.ndarray]:
+        """Per test fold, the (m, 2) array of each scored row and whether its most probable class is right."""
+        right = np.argmax(self.proba, axis=1) == self.y
+        return [np.stack([self.rows[self.folds == f], right[self.folds == f]], axis=1) for f in range(n_folds)]
 
 
 @dataclass
@@ -67,6 +76,10 @@ class CvResult:
     models: list[FusionModel] = field(default_factory=list)
     clip_ids: list[str] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)
+    # models that no fold could score, each with the reason: reported so, never with a figure
+    unscored: dict[str, str] = field(default_factory=dict)
+    # models that read embeddings of nets fine-tuned per fold (their inner scores are optimistic)
+    fine_tuned_models: list[str] = field(default_factory=list)
 
 
 def check_folds(cache: Cache, n_folds: int | None) -> int:
@@ -86,10 +99,10 @@ def check_folds(cache: Cache, n_folds: int | None) -> int:
 
 
 @functools.lru_cache(maxsize=16)
-def _input(cache_path: str, set_name: str, modified_ns: int) -> tuple[np.ndarray, np.ndarray]:
-    """An input's matrix and done rows, read once per process for every fold and model that uses them."""
+def _input(cache_path: str, set_name: str, modified_ns: int) -> np.ndarray:
+    """An input's matrix, read once per process for every fold and model that uses it."""
     with Cache(cache_path) as cache:
-        return read_input(cache, set_name)
+        return read_input(cache, set_name)[0]
 
 
 @dataclass
@@ -99,6 +112,32 @@ class FoldOutcome:
     choices: dict[str, Any]
     described: str
     note: str | None
+    inner_accuracy: float | None = None
+
+
+@dataclass(frozen=True)
+class FoldInputs:
+    """What every fit of one test fold reads, fixed before any fit: the set each input reads and when it last
+    changed, and per model the rows that hold all its inputs (read once, so that a writer still adding rows
+    cannot make the fits and the clip counts disagree)."""
+
+    sets: dict[str, str]
+    modified: dict[str, int]
+    usable: dict[str, np.ndarray]
+
+
+def fold_inputs(cache: Cache, models: list[FusionModel], n_folds: int) -> list[FoldInputs]:
+    """The ``FoldInputs`` of each test fold."""
+    done: dict[str, np.ndarray] = {}
+    per_fold = []
+    for fold in range(n_folds):
+        sets = {i: input_set_name(cache, i, fold) for m in models for i in m.inputs}
+        for set_name in sets.values():
+            if set_name not in done:
+                done[set_name] = cache.done(set_name)
+        usable = {m.name: np.logical_and.reduce([done[sets[i]] for i in m.inputs]) for m in models}
+        per_fold.append(FoldInputs(sets, {s: cache.modified_ns(s) for s in set(sets.values())}, usable))
+    return per_fold
 
 
 def fit_fold(
@@ -108,30 +147,28 @@ def fit_fold(
     selection: SelectionConfig,
     folds: np.ndarray,
     fold: int,
+    inputs: FoldInputs,
 ) -> dict[str, FoldOutcome]:
     """Every model fitted on the rows outside ``fold`` of ``folds`` and its probabilities for the rows inside.
 
-    A model uses the rows that hold all its inputs. Models on the same rows share
+    A model uses the rows that hold all its inputs (``inputs.usable``). Models on the same rows share
     their fits (a pair's head serves ``integrated`` too). A fold's note says what it
     lacked: test rows, or classes among its training rows (those classes get
     probability 0; with fewer than two, every class 1/n).
     """
     with Cache(cache_path) as cache:
         classes, y, groups = cache.classes, cache.y, cache.groups
-        set_names = {i: input_set_name(cache, i, fold) for m in models for i in m.inputs}
-        modified = {s: cache.modified_ns(s) for s in set_names.values()}
-    sets = {m.name: {i: set_names[i] for i in m.inputs} for m in models}
     n_classes = len(classes)
     trainings = Trainings(y, groups, n_classes, head, selection)
     outcomes = {}
     for model in models:
-        read = {i: _input(str(cache_path), s, modified[s]) for i, s in sets[model.name].items()}
-        usable = np.logical_and.reduce([done for _, done in read.values()])
+        read = {i: _input(str(cache_path), inputs.sets[i], inputs.modified[inputs.sets[i]]) for i in model.inputs}
+        usable = inputs.usable[model.name]
         train = np.flatnonzero(usable & (folds != fold))
         test = np.flatnonzero(usable & (folds == fold))
         proba = np.zeros((len(test), n_classes))
         if len(test) == 0:
-            outcomes[model.name] = FoldOutcome(test, proba, {}, "", f"{model.name}, fold {fold}: no test clip has all its inputs")
+            outcomes[model.name] = FoldOutcome(test, proba, {}, "", f"{model.name}, fold {fold}: no test clip has all its inputs; not scored")
             continue
         absent = [classes[c] for c in range(n_classes) if not np.any(y[train] == c)]
         note = f"{model.name}, fold {fold}: no training clip of class {', '.join(absent)}" if absent else None
@@ -141,7 +178,7 @@ def fit_fold(
             outcomes[model.name] = FoldOutcome(test, proba, {}, "", note)
             continue
         try:
-            fitted = fit(model.node, trainings.on(train, {i: X for i, (X, _) in read.items()}))
+            fitted = fit(model.node, trainings.on(train, read))
         except TooFewGroups as err:
             raise ConfigError(
                 f"{model.name}, fold {fold}: class {classes[int(err.label)]!r} has fewer than 2 groups among the"  # type: ignore[call-overload]
@@ -150,9 +187,10 @@ def fit_fold(
             ) from None
         except ConfigError as err:
             raise ConfigError(f"{model.name}, fold {fold}: {err}") from None
-        proba = fitted.proba({i: X[test] for i, (X, _) in read.items()})
+        proba = fitted.proba({i: X[test] for i, X in read.items()})
         note = None if note is None else f"{note}, predicted with probability 0"
-        outcomes[model.name] = FoldOutcome(test, proba, fitted.choices(), fitted.describe(), note)
+        inner = None if fitted.inner_proba is None else float(np.mean(np.argmax(fitted.inner_proba, axis=1) == y[train]))
+        outcomes[model.name] = FoldOutcome(test, proba, fitted.choices(), fitted.describe(), note, inner)
     return outcomes
 
 
@@ -194,12 +232,13 @@ def cross_validate(
     models: str | None = None,
     n_folds: int | None = None,
     repeats: int = 1,
+    reference: str | None = None,
     head: Any = None,
     selection: SelectionConfig | None = None,
     executor: Executor | None = None,
     progress: Progress | None = None,
 ) -> CvResult:
-    """Every model x every fold x every repeat, metrics per model, and each model against the best unimodal one.
+    """Every model x every fold x every repeat, metrics per model, and each model against a reference model.
 
     Parameters
     ----------
@@ -210,6 +249,8 @@ def cross_validate(
         Must equal the cache's folds when given.
     repeats : int
         Runs of the whole protocol over fold seeds (above 1 only for inputs no fold trained).
+    reference : str, optional
+        The model every other is compared with, named before any scoring; default the first unimodal model listed.
     head : estimator, optional
         A scikit-learn classifier, cloned per fit (default ``LogisticHead``, C chosen on inner folds).
     selection : SelectionConfig, optional
@@ -224,78 +265,113 @@ def cross_validate(
     with Cache(cache_path) as cache:
         k = check_folds(cache, n_folds)
         chosen = select_models(cache, models)
+        reference = reference_model(chosen, reference)
         all_folds = repeat_folds(cache, chosen, k, repeats)
         classes, y_all, used_protocol = cache.classes, cache.y, protocol(cache)
         fine_tuned = tuple(fine_tuned_nets(cache))
-        clips, left_out_notes = clip_counts(cache, chosen, k)
+        per_fold = fold_inputs(cache, chosen, k)
+        clips, left_out_notes = clip_counts(cache, chosen, per_fold)
+        notes = [f"{name}: left out of the default models: {why}" for name, why in incomplete_inputs(cache).items()]
         random_init = random_init_nets(cache)
         clip_ids, groups = cache.clip_ids, cache.groups
+        tuned_models = [m.name for m in chosen if any("/fold" in per_fold[0].sets[i] for i in m.inputs)]
     tasks = [(r, fold) for r in range(repeats) for fold in range(k)]
     mapper = map if executor is None else executor.map
     task = functools.partial(fit_fold, cache_path, tuple(chosen), head, selection)
-    results = mapper(task, [all_folds[r] for r, _ in tasks], [fold for _, fold in tasks])
+    results = mapper(task, [all_folds[r] for r, _ in tasks], [fold for _, fold in tasks], [per_fold[f] for _, f in tasks])
     outputs = list(progress(results, len(tasks)) if progress else results)
     for out in outputs:
         if isinstance(out, BaseException):
             raise out
-    notes = list(left_out_notes)
+    notes += left_out_notes
     if random_init and models is None:
         notes.append(
             f"{', '.join(random_init)}: embeddings of random weights, never fine-tuned; reported alone and left out of"
             " every default fusion (name them in --models to fuse them)"
         )
     per_repeat = []
+    unscored: dict[str, str] = {}
     for r in range(repeats):
         parts = [(fold, out) for (rr, fold), out in zip(tasks, outputs) if rr == r]
         predictions = {}
         for model in chosen:
-            pieces = [(fold, out[model.name]) for fold, out in parts]
-            if r == 0:
-                notes += [p.note for _, p in pieces if p.note is not None]
-            rows = np.concatenate([p.rows for _, p in pieces])
+            pieces = [out[model.name] for _, out in parts]
+            notes += [p.note if repeats == 1 else f"repeat {r}: {p.note}" for p in pieces if p.note is not None]
+            rows = np.concatenate([p.rows for p in pieces])
             if len(rows) == 0:
-                if r == 0:
-                    notes.append(f"{model.name}: no clip has all its inputs in the cache; left out of the report")
+                unscored[model.name] = "no clip has all its inputs in the cache (see the clips table)"
                 continue
             predictions[model.name] = ModelPredictions(
                 rows,
                 y_all[rows],
                 all_folds[r][rows],
-                np.concatenate([p.proba for _, p in pieces]),
-                [p.choices for _, p in pieces],
-                [p.described for _, p in pieces],
+                np.concatenate([p.proba for p in pieces]),
+                [p.choices for p in pieces],
+                [p.described for p in pieces],
+                [p.inner_accuracy for p in pieces],
             )
         per_repeat.append(predictions)
     result = CvResult(tuple(classes), k, used_protocol, per_repeat[0], fine_tuned, notes=notes)
     result.repeats, result.repeat_folds, result.clips, result.models = per_repeat, all_folds, clips, chosen
-    result.clip_ids, result.groups = clip_ids, groups
+    result.clip_ids, result.groups, result.unscored, result.fine_tuned_models = clip_ids, groups, unscored, tuned_models
     result.metrics = {
-        name: summarize_repeats([summarize(p.y, p.proba, p.folds, k) for p in (rep[name] for rep in per_repeat)], k=k)
-        for name in per_repeat[0]
+        m.name: summarize_repeats([summarize(p.y, p.proba, p.folds, k) for p in (rep[m.name] for rep in per_repeat)], k=k)
+        | {"inner_accuracy": _mean_present([a for rep in per_repeat for a in rep[m.name].inner_accuracy])}
+        for m in chosen
+        if m.name not in unscored
     }
-    unimodal = [m.name for m in chosen if m.kind == "unimodal" and m.name in result.metrics]
-    result.comparison = compare(result.metrics, unimodal, k=k) if unimodal else None
+    result.comparison = compare(per_repeat, reference, k=k) if reference not in unscored else None
+    if reference in unscored:
+        notes.append(f"{reference}, the reference, has no scored clip: no model is compared with it")
     return result
 
 
-def clip_counts(cache: Cache, models: list[FusionModel], k: int) -> tuple[dict[str, Any], list[str]]:
+def reference_model(models: list[FusionModel], reference: str | None) -> str:
+    """The model every other is compared with: ``reference`` (one of ``models``), else the first unimodal one
+    listed, else the first listed. Named before any fit, so that no outer score picks it."""
+    names = [m.name for m in models]
+    if reference is not None:
+        if reference not in names:
+            raise ConfigError(f"--reference {reference!r} is not among the models {names}; name one of them")
+        return reference
+    return next((m.name for m in models if m.kind == "unimodal"), names[0])
+
+
+def compare(per_repeat: list[dict[str, ModelPredictions]], reference: str, *, k: int) -> dict[str, Any]:
+    """Every scored model against ``reference`` on the clips both score, fold by fold over every repeat
+    (``fuse.metrics.paired_differences``)."""
+    theirs = [rep[reference].outcomes(k) for rep in per_repeat]
+    models = {}
+    for name in per_repeat[0]:
+        if name != reference:
+            versus = paired_differences([rep[name].outcomes(k) for rep in per_repeat], theirs, k=k)
+            if versus is not None:
+                models[name] = versus
+    return {"reference": reference, "models": models}
+
+
+def _mean_present(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
+
+
+def clip_counts(cache: Cache, models: list[FusionModel], per_fold: list[FoldInputs]) -> tuple[dict[str, Any], list[str]]:
     """Clips in the cache per class, and per model the clips it uses and those it leaves out with the reason
     (a clip is left out when a set its test fold reads lacks it)."""
     classes, y, folds = cache.classes, cache.y, cache.folds
     reasons: dict[str, dict[int, str]] = {}
     per_model: dict[str, dict[str, Any]] = {}
-    set_names = {(i, fold): input_set_name(cache, i, fold) for m in models for i in m.inputs for fold in range(k)}
     for model in models:
         missing: dict[int, list[str]] = {}
-        for name in model.inputs:
-            for fold in range(k):
-                set_name = set_names[name, fold]
+        for fold, inputs in enumerate(per_fold):
+            for name in model.inputs:
+                set_name = inputs.sets[name]
                 if set_name not in reasons:
                     reasons[set_name] = missing_reasons(cache, set_name)
                 for row, reason in reasons[set_name].items():
                     if folds[row] == fold:
                         missing.setdefault(row, []).append(reason)
-        used = np.setdiff1d(np.arange(len(cache)), list(missing))
+        used = np.flatnonzero(np.logical_or.reduce([inputs.usable[model.name] & (folds == f) for f, inputs in enumerate(per_fold)]))
         per_model[model.name] = {
             "used": len(used),
             "used_per_class": {c: int(np.sum(y[used] == i)) for i, c in enumerate(classes)},

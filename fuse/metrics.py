@@ -1,4 +1,5 @@
-"""The metrics papers 001 and 002 report, computed honestly from out-of-fold predictions, with their intervals.
+"""The metrics papers 001 and 002 report, computed honestly from out-of-fold predictions, with their intervals
+(``METRIC_DEFINITIONS`` says how each is pooled; a report prints it).
 
 Intervals follow Nadeau & Bengio (2003): the fold scores of k-fold CV repeated R
 times are not independent (their training rows overlap), so the variance of their
@@ -13,51 +14,62 @@ from typing import Any
 
 import numpy as np
 from scipy.stats import t as student_t
-from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support, roc_auc_score, roc_curve
+from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score, roc_curve
+
+
+METRIC_DEFINITIONS = {
+    "accuracy": "the share of a test fold's clips whose most probable class is their class, averaged over every test"
+    " fold of every repeat, each fold weighing the same; min-max over those folds",
+    "95% interval": "the t interval of that mean with the fold scores' variance corrected for their overlapping"
+    " training rows (Nadeau & Bengio 2003)",
+    "pooled accuracy": "the share of all out-of-fold predictions of a repeat that are right (each clip weighing the"
+    " same), averaged over repeats",
+    "F1 macro": "the mean over classes of F1, computed on all out-of-fold predictions of a repeat pooled, averaged over"
+    " repeats (per-fold F1 of ~20 clips is biased low, so it is not used)",
+    "ROC-AUC": "one-vs-rest ROC-AUC per class, averaged over classes, on all out-of-fold probabilities of a repeat"
+    " pooled, averaged over repeats",
+    "paired difference": "per test fold of every repeat, a model's accuracy minus the reference's on the clips both"
+    " score; its mean, corrected 95 % interval, and the folds won-lost",
+}
 
 
 def summarize(y: np.ndarray, proba: np.ndarray, folds: np.ndarray, n_folds: int) -> dict[str, Any]:
-    """One run of k-fold CV: accuracy and macro F1 per fold (None for a fold without rows), pooled macro F1,
-    one-vs-rest macro ROC-AUC, per-class precision, recall and F1, and the pooled confusion matrix as counts
-    and with rows normalized.
+    """One run of k-fold CV: accuracy per fold (None for a fold without rows), pooled accuracy, pooled macro F1,
+    one-vs-rest macro ROC-AUC and the pooled confusion matrix (counts, rows true).
 
-    ``y`` holds class indices, ``proba`` (n, n_classes) out-of-fold probabilities.
+    ``y`` holds class indices, ``proba`` (n, n_classes) out-of-fold probabilities, at least one row.
     ROC-AUC is None when a class never occurs in ``y``.
     """
+    if len(y) == 0:
+        raise ValueError("summarize: no rows; a model without scored rows is reported as not scored")
     n_classes = proba.shape[1]
     labels = np.arange(n_classes)
     pred = np.argmax(proba, axis=1)
-    in_fold = [folds == k for k in range(n_folds)]
     auc = None
     if len(np.unique(y)) == n_classes and n_classes > 1:
         scores_for_auc = proba[:, 1] if n_classes == 2 else proba  # sklearn takes the positive class's score for two
         auc = float(roc_auc_score(y, scores_for_auc, multi_class="ovr", average="macro", labels=labels))
-    precision, recall, f1, support = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
-    confusion = confusion_matrix(y, pred, labels=labels)
     return {
-        "accuracy": {"per_fold": [float(np.mean(pred[f] == y[f])) if np.any(f) else None for f in in_fold]},
-        "f1_per_fold": [_f1(y[f], pred[f], labels) if np.any(f) else None for f in in_fold],
-        "f1_macro": _f1(y, pred, labels),
+        "accuracy": {"per_fold": [float(np.mean(pred[f] == y[f])) if np.any(f) else None for f in (folds == k for k in range(n_folds))]},
+        "accuracy_pooled": float(np.mean(pred == y)),
+        "f1_macro": float(f1_score(y, pred, average="macro", labels=labels, zero_division=0)),
         "roc_auc_macro": auc,
-        "per_class": {"precision": precision.tolist(), "recall": recall.tolist(), "f1": f1.tolist(), "support": support.tolist()},
-        "confusion": confusion.tolist(),
-        "confusion_normalized": (confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)).tolist(),
+        "confusion": confusion_matrix(y, pred, labels=labels).tolist(),
         "n_rows": len(y),
     }
 
 
-def _f1(y: np.ndarray, pred: np.ndarray, labels: np.ndarray) -> float:
-    return float(f1_score(y, pred, average="macro", labels=labels, zero_division=0))
-
-
-def corrected_interval(scores: list[float], *, k: int, level: float = 0.95) -> list[float]:
-    """The ``level`` interval of the mean of the fold scores of repeated k-fold CV (Nadeau & Bengio's correction)."""
+def corrected_interval(
+    scores: list[float], *, k: int, level: float = 0.95, bounds: tuple[float, float] = (0.0, 1.0)
+) -> list[float]:
+    """The ``level`` interval of the mean of the fold scores of repeated k-fold CV (Nadeau & Bengio's correction),
+    clipped to the ``bounds`` the score can take (an accuracy's 0-1, a difference's -1-1)."""
     x = np.asarray(scores, dtype=np.float64)
     mean = float(np.mean(x))
     if len(x) < 2:
         return [mean, mean]
     half = float(student_t.ppf(0.5 + level / 2, len(x) - 1) * np.sqrt(np.var(x, ddof=1) * (1 / len(x) + 1 / (k - 1))))
-    return [mean - half, mean + half]
+    return [max(bounds[0], mean - half), min(bounds[1], mean + half)]
 
 
 def _present(values: list[float | None]) -> list[float]:
@@ -65,19 +77,23 @@ def _present(values: list[float | None]) -> list[float]:
 
 
 def summarize_repeats(runs: list[dict[str, Any]], *, k: int) -> dict[str, Any]:
-    """One model's metrics over R runs of ``summarize`` (R repeats of k-fold CV), the first run's pooled
-    figures (confusion, per class) kept as they are.
+    """One model's metrics over R runs of ``summarize`` (R repeats of k-fold CV).
 
     ``accuracy``: mean, sample std, min and max over every fold of every repeat, the 95 % interval of the mean,
     the first repeat's ``per_fold``, each repeat's mean (``per_repeat``) and every fold score (``folds``).
-    ``f1``: the same for per-fold macro F1. ``f1_macro`` and ``roc_auc_macro``: pooled per repeat, averaged.
+    ``accuracy_pooled``, ``f1_macro`` and ``roc_auc_macro``: per repeat on its pooled predictions (``per_repeat``),
+    and their mean. ``confusion`` is summed over the repeats (each clip counted once per repeat), and ``per_class``
+    precision, recall and F1 come from it; ``support`` counts a class's clips in one repeat.
     """
-    metrics = dict(runs[0])
     accuracy = [_present(run["accuracy"]["per_fold"]) for run in runs]
     every = [a for rep in accuracy for a in rep]
-    every_f1 = [v for run in runs for v in _present(run["f1_per_fold"])]
     aucs = [run["roc_auc_macro"] for run in runs]
-    metrics |= {
+    confusion = np.sum([run["confusion"] for run in runs], axis=0)
+    right = np.diag(confusion).astype(np.float64)
+    precision = right / np.maximum(confusion.sum(axis=0), 1)
+    recall = right / np.maximum(confusion.sum(axis=1), 1)
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
+    return {
         "accuracy": {
             "mean": float(np.mean(every)),
             "std": float(np.std(every, ddof=1)) if len(every) > 1 else 0.0,
@@ -88,42 +104,57 @@ def summarize_repeats(runs: list[dict[str, Any]], *, k: int) -> dict[str, Any]:
             "per_repeat": [float(np.mean(rep)) for rep in accuracy],
             "folds": [run["accuracy"]["per_fold"] for run in runs],
         },
-        "f1": {
-            "mean": float(np.mean(every_f1)),
-            "interval": corrected_interval(every_f1, k=k),
-            "folds": [r["f1_per_fold"] for r in runs],
-        },
+        "accuracy_pooled": _over_repeats([run["accuracy_pooled"] for run in runs]),
         "f1_macro": float(np.mean([run["f1_macro"] for run in runs])),
+        "f1_macro_per_repeat": [run["f1_macro"] for run in runs],
         "roc_auc_macro": None if None in aucs else float(np.mean(aucs)),
+        "roc_auc_per_repeat": aucs,
+        "per_class": {
+            "precision": precision.tolist(),
+            "recall": recall.tolist(),
+            "f1": f1.tolist(),
+            "support": (confusion.sum(axis=1) // len(runs)).tolist(),
+        },
+        "confusion": confusion.tolist(),
+        "confusion_normalized": (confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)).tolist(),
+        "n_rows": runs[0]["n_rows"],
         "repeats": len(runs),
     }
-    return metrics
 
 
-def compare(metrics: dict[str, dict[str, Any]], unimodal: list[str], *, k: int) -> dict[str, Any]:
-    """Every model against the unimodal model of best mean accuracy, fold by fold over every repeat: the mean
-    accuracy difference with its 95 % interval, the folds won, lost and tied, and each repeat's mean difference."""
-    best = max(unimodal, key=lambda name: metrics[name]["accuracy"]["mean"])
-    reference = metrics[best]["accuracy"]["folds"]
-    models = {}
-    for name, m in metrics.items():
-        if name == best:
-            continue
-        pairs = [
-            [a - b for a, b in zip(mine, theirs) if a is not None and b is not None]
-            for mine, theirs in zip(m["accuracy"]["folds"], reference)
-        ]
-        every = [d for rep in pairs for d in rep]
-        if every:
-            models[name] = {
-                "mean": float(np.mean(every)),
-                "interval": corrected_interval(every, k=k),
-                "won": sum(d > 0 for d in every),
-                "lost": sum(d < 0 for d in every),
-                "tied": sum(d == 0 for d in every),
-                "per_repeat": [float(np.mean(rep)) if rep else None for rep in pairs],
-            }
-    return {"best_unimodal": best, "models": models}
+def _over_repeats(values: list[float]) -> dict[str, Any]:
+    return {"mean": float(np.mean(values)), "per_repeat": values}
+
+
+def paired_differences(mine: list[list[np.ndarray]], theirs: list[list[np.ndarray]], *, k: int) -> dict[str, Any] | None:
+    """A model against the reference, fold by fold over every repeat, on the clips both score.
+
+    ``mine[r][f]`` and ``theirs[r][f]`` are the (m, 2) arrays of (row, right or wrong) of repeat r's test fold f.
+    Returns the mean accuracy difference with its 95 % interval, the folds won, lost and tied, the clips
+    compared per fold on average and each repeat's mean difference; None where no fold has a clip both score.
+    """
+    per_repeat: list[list[float]] = []
+    compared = []
+    for my_folds, their_folds in zip(mine, theirs):
+        differences = []
+        for a, b in zip(my_folds, their_folds):
+            common, ia, ib = np.intersect1d(a[:, 0], b[:, 0], return_indices=True)
+            if len(common):
+                differences.append(float(np.mean(a[ia, 1]) - np.mean(b[ib, 1])))
+                compared.append(len(common))
+        per_repeat.append(differences)
+    every = [d for rep in per_repeat for d in rep]
+    if not every:
+        return None
+    return {
+        "mean": float(np.mean(every)),
+        "interval": corrected_interval(every, k=k, bounds=(-1.0, 1.0)),
+        "won": sum(d > 0 for d in every),
+        "lost": sum(d < 0 for d in every),
+        "tied": sum(d == 0 for d in every),
+        "clips_per_fold": float(np.mean(compared)),
+        "per_repeat": [float(np.mean(rep)) if rep else None for rep in per_repeat],
+    }
 
 
 def macro_roc(y: np.ndarray, proba: np.ndarray, grid: int = 201) -> tuple[np.ndarray, np.ndarray]:

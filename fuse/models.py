@@ -3,7 +3,7 @@
 Inputs: every net's embedding, ``lldstats`` (the mean and standard deviation
 over time of every LLD column, a cheap handcrafted baseline) and every cached set
 that holds one named vector per clip (``descriptors``, ``egemaps``, ``compare``).
-Default models: each
+Default models, over the inputs stage one has finished (``complete_inputs``): each
 input alone, paper 001's four audio + video pairs, ``integrated`` (or
 ``integrated-audio`` without video): the inner-best of each input alone, all of them
 concatenated, their late fusion and their stacking (``fuse.compose``), and
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mvemo.cache.layout import DONE, FAILED
+from mvemo.cache.layout import DONE, FAILED, TODO
 from mvemo.cache.read import Cache
 from mvemo.fuse.compose import Best, Features, Late, Node, Stack, inputs_of, integrated
 from mvemo.fuse.grammar import parse_models
@@ -82,11 +82,61 @@ def random_init_nets(cache: Cache) -> list[str]:
     return nets
 
 
+def input_sets(cache: Cache, name: str) -> list[str]:
+    """Every cached set an input reads, for any test fold or the final model."""
+    if name == LLDSTATS:
+        return ["lld"]
+    if name in vector_sets(cache):
+        return [name]
+    return sorted(s for s in cache.feature_sets() if s.startswith(f"emb/{name}/"))
+
+
+def pending_rows(cache: Cache, set_name: str) -> np.ndarray:
+    """The rows a set still has to compute: never computed, or computed before their media changed (stale).
+    Failed rows and rows of an absent modality are final."""
+    status = cache.status(set_name)
+    return (status == TODO) | ((status == DONE) & ~cache.done(set_name))
+
+
+def incomplete_inputs(cache: Cache) -> dict[str, str]:
+    """The inputs that stage one has not finished, each with why and the command that completes it: a set with rows
+    still to compute, or a net fine-tuned per fold with a fold set missing."""
+    n_folds = int(cache.folds.max()) + 1 if len(cache) else 0
+    incomplete = {}
+    for name in cached_inputs(cache):
+        sets = input_sets(cache, name)
+        pending = {s: int(pending_rows(cache, s).sum()) for s in sets}
+        why = [f"{s}: {n} of {len(cache)} clips not computed yet or stale" for s, n in pending.items() if n]
+        tuned = [s for s in sets if "/fold" in s]
+        if tuned and len(tuned) < n_folds:
+            why.append(f"fine-tuned for {len(tuned)} of {n_folds} folds")
+        if why:
+            incomplete[name] = f"{'; '.join(why)}; complete it with {_completing_command(cache, name, tuned=bool(tuned))}"
+    return incomplete
+
+
+def _completing_command(cache: Cache, name: str, *, tuned: bool) -> str:
+    """The ``mvemo extract`` command that finishes a cached input (it resumes where it stopped)."""
+    if name == LLDSTATS:
+        option = "--features lld"
+    elif name in vector_sets(cache):
+        option = f"--features {name}"
+    else:
+        option = f"--nets {name}" + (" --finetune last|full" if tuned else "")
+    return f"`mvemo extract MANIFEST --cache {cache.path} {option}` (it resumes where it stopped)"
+
+
+def complete_inputs(cache: Cache) -> list[str]:
+    """The cached inputs that stage one has finished: the default models read these alone."""
+    incomplete = incomplete_inputs(cache)
+    return [name for name in cached_inputs(cache) if name not in incomplete]
+
+
 def named_models(cache: Cache) -> dict[str, Node]:
     """The models that have names: ``integrated`` (or ``integrated-audio``) and ``integrated-decision``,
-    where the cache holds two inputs (pairs) of pretrained or fine-tuned nets."""
+    where the cache holds two complete inputs (pairs) of pretrained or fine-tuned nets."""
     random_init = random_init_nets(cache)
-    trusted = [name for name in cached_inputs(cache) if name not in random_init]
+    trusted = [name for name in complete_inputs(cache) if name not in random_init]
     named: dict[str, Node] = {}
     if len(trusted) > 1:
         name = INTEGRATED[1] if not any(n in VIDEO_NETS for n in trusted) else INTEGRATED[0]
@@ -102,10 +152,11 @@ def paper_pairs(nets: list[str]) -> list[Features]:
 
 
 def available_models(cache: Cache) -> list[FusionModel]:
-    """The default models: every input alone, the paper's pairs of trusted nets, and the named models."""
+    """The default models: every complete input alone, the paper's pairs of trusted nets, and the named models."""
     random_init = random_init_nets(cache)
-    models = [FusionModel(name, Features((name,))) for name in cached_inputs(cache)]
-    models += [FusionModel(p.expr, p) for p in paper_pairs([n for n in cached_nets(cache) if n not in random_init])]
+    complete = complete_inputs(cache)
+    models = [FusionModel(name, Features((name,))) for name in complete]
+    models += [FusionModel(p.expr, p) for p in paper_pairs([n for n in complete if n not in random_init])]
     return models + [FusionModel(name, node) for name, node in named_models(cache).items()]
 
 
@@ -114,6 +165,10 @@ def select_models(cache: Cache, names: str | None) -> list[FusionModel]:
     if not names or not names.strip():
         models = available_models(cache)
         if not models:
+            incomplete = incomplete_inputs(cache)
+            if incomplete:
+                name, why = next(iter(incomplete.items()))
+                raise CacheError(f"cache {str(cache.path)!r}: no input is complete to fuse; {name}: {why}")
             raise CacheError(
                 f"cache {str(cache.path)!r} has no embeddings or LLDs to fuse;"
                 f" compute them with `mvemo extract MANIFEST --cache {cache.path} --nets ...` (or --features lld)"

@@ -49,8 +49,9 @@ def model_styles(names: list[str]) -> dict[str, dict[str, Any]]:
     return {name: {"color": colours[i % 9], "linestyle": dashes[(i + i // 9) % 4]} for i, name in enumerate(names)}
 
 
-def roc_png(curves: dict[str, tuple[np.ndarray, np.ndarray, float | None]], path: Path) -> Path:
-    """Each model's macro-average one-vs-rest ROC curve in its own colour and line style, its AUC in the legend."""
+def roc_png(curves: dict[str, tuple[np.ndarray, np.ndarray, float | None]], path: Path, *, repeats: int = 1) -> Path:
+    """Each model's macro-average one-vs-rest ROC curve in its own colour and line style, its AUC in the legend
+    (both the mean over ``repeats``)."""
     fig, ax = plt.subplots(figsize=(8, 6.5), dpi=100)
     styles = model_styles(list(curves))
     for name, (fpr, tpr, auc) in curves.items():
@@ -58,7 +59,8 @@ def roc_png(curves: dict[str, tuple[np.ndarray, np.ndarray, float | None]], path
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("false positive rate")
     ax.set_ylabel("true positive rate")
-    ax.set_title("Macro-average ROC, out-of-fold")
+    over = f", mean over {repeats} repeats" if repeats > 1 else ""
+    ax.set_title(f"Macro-average ROC, out-of-fold{over}")
     ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
@@ -67,23 +69,29 @@ def roc_png(curves: dict[str, tuple[np.ndarray, np.ndarray, float | None]], path
 
 
 def comparison_png(metrics: dict[str, dict[str, Any]], path: Path) -> Path:
-    """Per model, accuracy and macro F1 of every fold of every repeat as points, their mean and 95 % interval as a bar."""
+    """Per model: the accuracy of every test fold of every repeat as points, with their mean and 95 % interval as a
+    bar; and the macro F1 of each repeat's pooled out-of-fold predictions as points, with their mean."""
     names = list(metrics)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 1.2 + 0.42 * len(names)), dpi=100, sharey=True)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 1.2 + 0.42 * len(names)), dpi=100, sharey=True)
     rng = np.random.default_rng(0)
-    for ax, key, label in zip(axes, ("accuracy", "f1"), ("accuracy %", "macro F1 %")):
-        for i, name in enumerate(names):
-            summary = metrics[name][key]
-            points = [100 * v for rep in summary["folds"] for v in rep if v is not None]
-            ax.scatter(points, i + rng.uniform(-0.18, 0.18, len(points)), s=9, color="tab:blue", alpha=0.45, linewidths=0)
-            low, high = (100 * v for v in summary["interval"])
-            ax.plot([low, high], [i, i], color="black", linewidth=2)
-            ax.plot([100 * summary["mean"]], [i], marker="D", color="tab:red", markersize=5)
-        ax.set_xlabel(f"{label} per test fold (points); mean and 95 % interval")
+    repeats = max(m["repeats"] for m in metrics.values())
+    for i, name in enumerate(names):
+        accuracy = metrics[name]["accuracy"]
+        points = [100 * v for rep in accuracy["folds"] for v in rep if v is not None]
+        left.scatter(points, i + rng.uniform(-0.18, 0.18, len(points)), s=9, color="tab:blue", alpha=0.45, linewidths=0)
+        low, high = (100 * v for v in accuracy["interval"])
+        left.plot([low, high], [i, i], color="black", linewidth=2)
+        left.plot([100 * accuracy["mean"]], [i], marker="D", color="tab:red", markersize=5)
+        f1 = [100 * v for v in metrics[name]["f1_macro_per_repeat"]]
+        right.scatter(f1, i + rng.uniform(-0.18, 0.18, len(f1)), s=12, color="tab:green", alpha=0.6, linewidths=0)
+        right.plot([100 * metrics[name]["f1_macro"]], [i], marker="D", color="tab:red", markersize=5)
+    left.set_xlabel("accuracy % per test fold of every repeat; mean and 95 % interval")
+    right.set_xlabel(f"macro F1 % of each repeat's pooled predictions ({repeats} repeat(s)); mean")
+    for ax in (left, right):
         ax.set_xlim(0, 100)
         ax.grid(axis="x", alpha=0.3)
-    axes[0].set_yticks(range(len(names)), names)
-    axes[0].invert_yaxis()
+    left.set_yticks(range(len(names)), names)
+    left.invert_yaxis()
     fig.suptitle("Models compared over the same folds")
     fig.tight_layout()
     fig.savefig(path)
@@ -92,9 +100,14 @@ def comparison_png(metrics: dict[str, dict[str, Any]], path: Path) -> Path:
 
 
 def roc_curves(
-    predictions: dict[str, tuple[np.ndarray, np.ndarray]], aucs: dict[str, float | None]
+    predictions: dict[str, list[tuple[np.ndarray, np.ndarray]]], aucs: dict[str, float | None]
 ) -> dict[str, tuple[np.ndarray, np.ndarray, float | None]]:
-    return {name: (*macro_roc(y, proba), aucs[name]) for name, (y, proba) in predictions.items()}
+    """Each model's macro ROC curve averaged over its repeats' (y, proba), with its AUC (the mean over repeats)."""
+    curves = {}
+    for name, runs in predictions.items():
+        per_repeat = [macro_roc(y, proba) for y, proba in runs]
+        curves[name] = (per_repeat[0][0], np.mean([tpr for _, tpr in per_repeat], axis=0), aucs[name])
+    return curves
 
 
 def accuracy_bars_png(accuracy: dict[str, dict[str, dict[str, float]]], path: Path, *, title: str) -> Path:

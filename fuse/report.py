@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mvemo.fuse.cv import CvResult
+from mvemo.fuse.metrics import METRIC_DEFINITIONS
 from mvemo.fuse.plots import comparison_png, confusion_png, roc_curves, roc_png
 
 PAPER_BANNER = (
@@ -35,31 +37,41 @@ def write_report(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     kinds = {m.name: (m.kind, m.node.expr) for m in result.models}
+    repeats = len(result.repeats)
     document = {
         "protocol": result.protocol,
         "fine_tuned_nets": list(result.fine_tuned),
         "folds": result.n_folds,
-        "repeats": len(result.repeats),
+        "repeats": repeats,
         **header,
         "classes": list(result.classes),
         "clips": result.clips,
+        "metric_definitions": METRIC_DEFINITIONS,
         "models": {
             name: {"kind": kinds[name][0], "expression": kinds[name][1]}
             | metrics
-            | {"choices": [rep[name].choices for rep in result.repeats], "described": result.predictions[name].described}
+            | {
+                "choices": [rep[name].choices for rep in result.repeats],
+                "described": result.predictions[name].described,
+                "inner_accuracy_per_fold": [rep[name].inner_accuracy for rep in result.repeats],
+            }
             for name, metrics in result.metrics.items()
         },
+        "unscored": result.unscored,
+        "fine_tuned_models": [name for name in result.fine_tuned_models if name in result.metrics],
         "comparison": result.comparison,
         "notes": result.notes,
     }
+    pooled = f"{repeats} repeats pooled" if repeats > 1 else f"{result.n_folds} folds"
     pngs = {}
     for name, metrics in result.metrics.items():
         file = out / f"confusion_{safe_name(name)}.png"
-        pngs[name] = confusion_png(metrics["confusion"], result.classes, f"{name}: confusion over {result.n_folds} folds", file)
+        pngs[name] = confusion_png(metrics["confusion"], result.classes, f"{name}: confusion, {pooled}", file)
     curves = roc_curves(
-        {n: (p.y, p.proba) for n, p in result.predictions.items()}, {n: m["roc_auc_macro"] for n, m in result.metrics.items()}
+        {n: [(rep[n].y, rep[n].proba) for rep in result.repeats] for n in result.metrics},
+        {n: m["roc_auc_macro"] for n, m in result.metrics.items()},
     )
-    roc = roc_png(curves, out / "roc.png")
+    roc = roc_png(curves, out / "roc.png", repeats=repeats)
     comparison = comparison_png(result.metrics, out / "models.png")
     document["figures"] = {"confusion": {n: p.name for n, p in pngs.items()}, "roc": roc.name, "models": comparison.name}
     document["oof_predictions"] = write_oof_csv(result, out / OOF_CSV).name
@@ -114,17 +126,32 @@ def percent(value: float) -> str:
     return f"{100 * value:.1f}"
 
 
+def summary_header(document: dict[str, Any]) -> list[str]:
+    reference = (document.get("comparison") or {}).get("reference", "the reference")
+    return [
+        "model",
+        "acc %",
+        "95% interval",
+        "folds min-max",
+        "pooled acc %",
+        "F1 macro",
+        "ROC-AUC",
+        f"vs {reference}: points (95%), won-lost",
+    ]
+
+
 def summary_rows(document: dict[str, Any]) -> list[list[Any]]:
-    """One row per model: accuracy mean, 95 % interval and fold range (%), macro F1, macro ROC-AUC, and the
-    difference from the best unimodal model (points, interval, folds won-lost)."""
-    comparison = document.get("comparison") or {"best_unimodal": None, "models": {}}
+    """One row per model: accuracy mean, 95 % interval and fold range (%), pooled accuracy, macro F1, macro ROC-AUC,
+    and the paired difference from the reference (points, interval, folds won-lost); a model that no fold scored
+    says so, with no figure."""
+    comparison = document.get("comparison") or {"reference": None, "models": {}}
     rows = []
     for name, m in document["models"].items():
         acc = m["accuracy"]
         auc = "-" if m["roc_auc_macro"] is None else f"{m['roc_auc_macro']:.3f}"
         versus = comparison["models"].get(name)
-        if name == comparison["best_unimodal"]:
-            difference = "best unimodal"
+        if name == comparison["reference"]:
+            difference = "reference"
         elif versus is None:
             difference = "-"
         else:
@@ -136,23 +163,15 @@ def summary_rows(document: dict[str, Any]) -> list[list[Any]]:
                 percent(acc["mean"]),
                 f"{percent(acc['interval'][0])}-{percent(acc['interval'][1])}",
                 f"{percent(acc['min'])}-{percent(acc['max'])}",
+                percent(m["accuracy_pooled"]["mean"]),
                 f"{m['f1_macro']:.3f}",
                 auc,
                 difference,
             ]
         )
+    for name, why in document.get("unscored", {}).items():
+        rows.append([name, f"not scored: {why}", *["-"] * 6])
     return rows
-
-
-SUMMARY_HEADER = [
-    "model",
-    "acc %",
-    "95% interval",
-    "folds min-max",
-    "F1 macro",
-    "ROC-AUC",
-    "vs best unimodal: points (95%), won-lost",
-]
 
 
 def _training_note(document: dict[str, Any]) -> str:
@@ -186,6 +205,7 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
 def markdown(document: dict[str, Any]) -> str:
     folds, repeats = document["folds"], document["repeats"]
     selection = document["config"].get("selection", {})
+    reference = (document.get("comparison") or {}).get("reference")
     lines = [
         f"# mvemo cross-validation ({folds} folds x {repeats} repeat{'s' if repeats > 1 else ''}, protocol `{document['protocol']}`)",
         "",
@@ -198,19 +218,24 @@ def markdown(document: dict[str, Any]) -> str:
         f" {_training_note(document)}",
         "",
         f"Choices are made on {selection.get('inner_folds', '?')} grouped, stratified inner folds, scored by"
-        f" {selection.get('scoring', '?')}. Accuracy is the mean over every test fold of every repeat; the 95 % interval"
-        " corrects the fold scores' variance for their overlapping training rows (Nadeau & Bengio 2003). Each model is"
-        " compared with the best unimodal one fold by fold.",
+        f" {selection.get('scoring', '?')}. Every figure below covers all {repeats} repeat(s) unless its heading names"
+        f" one. Each model is compared with {reference or 'no model'}, named before scoring"
+        " (`--reference`, else the first unimodal model listed), on the clips both score.",
         "",
-        *_table(SUMMARY_HEADER, summary_rows(document)),
+        *_table(summary_header(document), summary_rows(document)),
         f"![models]({document['figures']['models']}) ![ROC]({document['figures']['roc']})",
+        "",
+        "## How each figure is computed",
+        "",
+        *(f"- **{name}**: {text}." for name, text in document["metric_definitions"].items()),
         "",
     ]
     lines += _choices(document)
+    lines += _inner_outer(document)
     lines += _clips(document)
     lines += _provenance(document)
     if document.get("notes"):
-        lines += ["## Notes", "", *(f"- {note}" for note in document["notes"]), ""]
+        lines += ["## Notes (every repeat)", "", *(f"- {note}" for note in document["notes"]), ""]
     lines += _per_class(document)
     lines += [
         f"Out-of-fold probabilities of every model, repeat and clip: [{document['oof_predictions']}]({document['oof_predictions']}).",
@@ -222,10 +247,40 @@ def markdown(document: dict[str, Any]) -> str:
 
 
 def _choices(document: dict[str, Any]) -> list[str]:
-    folds = document["folds"]
+    folds, repeats = document["folds"], document["repeats"]
     rows = [[name, m["kind"], *m["described"]] for name, m in document["models"].items()]
     rows = [row + ["-"] * (folds + 2 - len(row)) for row in rows]
-    return ["## Chosen on inner folds (repeat 0)", "", *_table(["model", "kind", *(f"fold {k}" for k in range(folds))], rows)]
+    heading = "repeat 0" if repeats == 1 else f"repeat 0 of {repeats}; report.json holds every repeat's"
+    lines = [f"## Chosen on inner folds ({heading})", "", *_table(["model", "kind", *(f"fold {k}" for k in range(folds))], rows)]
+    tallies = [[name, _tally(m["choices"])] for name, m in document["models"].items() if m["kind"] == "selected"]
+    if tallies:
+        lines += [f"Members chosen in the {repeats * folds} folds of every repeat:", "", *_table(["model", "chosen"], tallies)]
+    return lines
+
+
+def _tally(choices: list[list[dict[str, Any]]]) -> str:
+    counts = Counter(c["chosen"] for rep in choices for c in rep if "chosen" in c)
+    return ", ".join(f"{expr} in {n}" for expr, n in counts.most_common())
+
+
+def _inner_outer(document: dict[str, Any]) -> list[str]:
+    """Inner against outer accuracy of the models that read nets fine-tuned per fold: their nets trained on the
+    rows the inner folds validate, so the inner score is optimistic and the gap shows by how much."""
+    rows = []
+    for name in document.get("fine_tuned_models", []):
+        m = document["models"][name]
+        inner, outer = m.get("inner_accuracy"), m["accuracy"]["mean"]
+        if inner is not None:
+            rows.append([name, percent(inner), percent(outer), f"{100 * (inner - outer):+.1f}"])
+    if not rows:
+        return []
+    return [
+        "## Inner and outer accuracy of inputs from nets fine-tuned per fold",
+        "",
+        "Each fold's fine-tuned nets trained on the rows its inner folds validate, so inner scores are optimistic.",
+        "",
+        *_table(["model", "inner acc % (chosen setting)", "outer acc %", "gap (points)"], rows),
+    ]
 
 
 def _clips(document: dict[str, Any]) -> list[str]:
@@ -266,8 +321,9 @@ def _provenance(document: dict[str, Any]) -> list[str]:
 
 
 def _per_class(document: dict[str, Any]) -> list[str]:
-    classes = document["classes"]
-    lines = ["## Per class and confusion matrices (repeat 0, summed over folds; rows true, columns predicted)", ""]
+    classes, repeats = document["classes"], document["repeats"]
+    pooled = f"all {repeats} repeats pooled, each clip counted once per repeat" if repeats > 1 else "summed over folds"
+    lines = [f"## Per class and confusion matrices ({pooled}; rows true, columns predicted)", ""]
     for name, m in document["models"].items():
         scores = m["per_class"]
         rows = [

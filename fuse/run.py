@@ -39,6 +39,7 @@ def run_cv(
     models: str | None = None,
     n_folds: int | None = None,
     repeats: int = 1,
+    reference: str | None = None,
     head: str = "logistic",
     head_params: dict[str, Any] | None = None,
     selection: SelectionConfig | None = None,
@@ -55,6 +56,7 @@ def run_cv(
         models=models,
         n_folds=n_folds,
         repeats=repeats,
+        reference=reference,
         head=make_head(head, selection, **(head_params or {})),
         selection=selection,
         executor=executor,
@@ -64,7 +66,13 @@ def run_cv(
         fingerprint = cache.combined_fingerprint()
         nets = provenance(cache)
         tags = top_tags(cache)
-    config = {"head": head, "head_params": head_params or {}, "selection": selection.to_json(), "models": models or "default"}
+    config = {
+        "head": head,
+        "head_params": head_params or {},
+        "selection": selection.to_json(),
+        "models": models or "default",
+        "reference": result.comparison["reference"] if result.comparison else reference,
+    }
     header = {
         "cache_fingerprint": fingerprint,
         "config": config,
@@ -81,6 +89,7 @@ def fuse_cache(
     *,
     models: str | None = None,
     repeats: int = 1,
+    reference: str | None = None,
     head: str = "logistic",
     head_params: dict[str, Any] | None = None,
     selection: SelectionConfig | None = None,
@@ -99,6 +108,7 @@ def fuse_cache(
         out,
         models=models,
         repeats=repeats,
+        reference=reference,
         head=head,
         head_params=head_params,
         selection=selection,

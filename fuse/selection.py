@@ -79,12 +79,13 @@ class SelectionConfig:
             object.__setattr__(self, name, tuple(sorted(float(v) for v in grid)))
 
     @classmethod
-    def from_table(cls, table: dict[str, Any]) -> SelectionConfig:
-        """From a config's ``[fuse]`` table, naming an unknown key."""
+    def from_table(cls, table: dict[str, Any], *, taken: tuple[str, ...] = ()) -> SelectionConfig:
+        """From a config's ``[fuse]`` table, naming an unknown key (the ``taken`` keys, read by others, among those
+        allowed)."""
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(table) - known)
         if unknown:
-            raise ConfigError(f"[fuse]: unknown key(s) {unknown}; allowed keys are {sorted(known)}")
+            raise ConfigError(f"[fuse]: unknown key(s) {unknown}; allowed keys are {sorted(known | set(taken))}")
         return cls(**table)
 
     def to_json(self) -> dict[str, Any]:

@@ -14,7 +14,8 @@ or without fine-tuning. ``[head]`` sets stage two's fusion head: its ``name``
 ``SoftmaxHead`` (``optimizer``, ``lr``, ``l2``, ...; a parameter left out is chosen on inner folds where the
 head chooses it: ``C``, ``lr``, ``l2``). ``[clip]`` (``extract.windows.WindowConfig``: ``windows``, ``hop_s``, ``pooling``)
 reads whole files as windows of ``[audio] duration_s``. ``[fuse]`` (``fuse.selection.SelectionConfig``: ``inner_folds``,
-``scoring``, ``C_grid``, ``lr_grid``, ``l2_grid``, ``seed``) sets how stage two chooses. The frames' window follows ``[audio]`` unless ``[frames]`` sets it, so both
+``scoring``, ``C_grid``, ``lr_grid``, ``l2_grid``, ``seed``) sets how stage two chooses, and its ``reference`` the model
+every other is compared with. The frames' window follows ``[audio]`` unless ``[frames]`` sets it, so both
 modalities see the same part of a video. Unknown tables or keys are errors,
 never ignored.
 """
@@ -140,15 +141,19 @@ def _nets(tables: dict[str, Any], random_init: tuple[str, ...] = ()) -> dict[str
     return per_net
 
 
-def head_config(path: str | os.PathLike[str] | None, name: str | None) -> tuple[str, dict[str, Any], Any]:
+def head_config(path: str | os.PathLike[str] | None, name: str | None) -> tuple[str, dict[str, Any], Any, str | None]:
     """The fusion head's name (``name`` if given, else the ``[head]`` table's, else ``logistic``), its parameters,
-    and the ``fuse.selection.SelectionConfig`` of the ``[fuse]`` table."""
+    the ``fuse.selection.SelectionConfig`` of the ``[fuse]`` table, and that table's ``reference`` model (None)."""
     from mvemo.fuse.selection import SelectionConfig
 
     tables = load_toml(path)
     table = dict(tables.get("head", {}))
     configured = table.pop("name", "logistic")
-    return name or configured, table, SelectionConfig.from_table(tables.get("fuse", {}))
+    fuse = dict(tables.get("fuse", {}))
+    reference = fuse.pop("reference", None)
+    if reference is not None and not isinstance(reference, str):
+        raise ConfigError(f"[fuse] reference = {reference!r}: expected a model's name, e.g. \"musicnn\"")
+    return name or configured, table, SelectionConfig.from_table(fuse, taken=("reference",)), reference
 
 
 def per_net_tables(tables: dict[str, Any], table: str) -> dict[str, dict[str, Any]]:

@@ -11,12 +11,12 @@ from mvemo.pipeline.cli.tools import CONTEXT, MvemoCommand, executor_options, pr
 
 
 def echo_summary(document: dict[str, Any], out: str) -> None:
-    from mvemo.fuse.report import PAPER_BANNER, SUMMARY_HEADER, summary_rows
+    from mvemo.fuse.report import PAPER_BANNER, summary_header, summary_rows
     from mvemo.pipeline.tables import format_table
 
     if document["protocol"] == "paper":
         click.echo(PAPER_BANNER.lstrip("> "), err=True)
-    click.echo(format_table(SUMMARY_HEADER, summary_rows(document)))
+    click.echo(format_table(summary_header(document), summary_rows(document)))
     for note in document.get("notes", []):
         click.echo(f"note: {note}", err=True)
     click.echo(
@@ -55,7 +55,13 @@ MODELS_HELP = (
 
 
 def fuse_options(command: Any) -> Any:
-    """``--models`` and ``--repeats``, shared by cv and fuse."""
+    """``--models``, ``--repeats`` and ``--reference``, shared by cv and fuse."""
+    command = click.option(
+        "--reference",
+        default=None,
+        help="The model every other is compared with, fold by fold on the clips both score; named before scoring."
+        "  [default: the config's [fuse] reference, else the first unimodal model listed]",
+    )(command)
     command = click.option(
         "--repeats",
         default=1,
@@ -72,11 +78,12 @@ def _run_fusion(run: Callable[..., Any], cache_path: str, out: str, where: dict[
     from mvemo.pipeline.config import head_config
     from mvemo.pipeline.executors import build_executor
 
-    head, params, selection = head_config(where["config_path"], where["head"])
+    head, params, selection, reference = head_config(where["config_path"], where["head"])
     with build_executor(where["executor"], workers=where["workers"], scheduler=where["scheduler"]) as executor:
         return run(
             cache_path,
             out,
+            reference=options.pop("reference") or reference,
             head=head,
             head_params=params,
             selection=selection,
@@ -94,16 +101,18 @@ def _run_fusion(run: Callable[..., Any], cache_path: str, out: str, where: dict[
 @head_options
 @executor_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report document on stdout.")
-def cv(n_folds: int | None, cache_path: str, out: str, models: str | None, repeats: int, as_json: bool, **where: Any) -> None:
+def cv(
+    n_folds: int | None, cache_path: str, out: str, models: str | None, repeats: int, reference: str | None, as_json: bool, **where: Any
+) -> None:
     """Cross-validate the fusion models over the cache's folds (stage two), every choice made on inner folds.
 
-    Reports per model accuracy mean, 95 % interval and min/max over folds (paper 001 Table 3), macro F1, macro
-    ROC-AUC, the difference from the best unimodal model, per-class scores and confusion matrices, as tables,
-    plots and oof_predictions.csv.
+    Reports per model accuracy mean, 95 % interval and min/max over folds (paper 001 Table 3), pooled accuracy,
+    macro F1, macro ROC-AUC, the paired difference from the reference model, per-class scores and confusion
+    matrices, as tables, plots and oof_predictions.csv; report.md defines each figure.
     """
     from mvemo.fuse.run import run_cv
 
-    document = _run_fusion(run_cv, cache_path, out, where, models=models, n_folds=n_folds, repeats=repeats)
+    document = _run_fusion(run_cv, cache_path, out, where, models=models, n_folds=n_folds, repeats=repeats, reference=reference)
     if as_json:
         print_json(document)
     else:
@@ -118,10 +127,10 @@ def cv(n_folds: int | None, cache_path: str, out: str, models: str | None, repea
 @fuse_options
 @head_options
 @executor_options
-def fuse(cache_path: str, out: str, models: str | None, repeats: int, **where: Any) -> None:
+def fuse(cache_path: str, out: str, models: str | None, repeats: int, reference: str | None, **where: Any) -> None:
     """The CV report in OUT, then each model's head trained on every clip, saved in OUT/model/ for `mvemo predict`."""
     from mvemo.fuse.run import fuse_cache
 
-    document, folder = _run_fusion(fuse_cache, cache_path, out, where, models=models, repeats=repeats)
+    document, folder = _run_fusion(fuse_cache, cache_path, out, where, models=models, repeats=repeats, reference=reference)
     echo_summary(document, out)
     click.echo(f"final model: {folder}/model.json + heads.h5 (heads trained on every clip)")

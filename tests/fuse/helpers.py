@@ -25,6 +25,7 @@ def embedding_cache(
     folds: list[int] | None = None,
     groups: list[str] | None = None,
     failed_sets: tuple[str, ...] = (),
+    written: dict[str, int] | None = None,
     seed: int = 0,
     protocol: str = "leakfree",
     weights: dict[str, str] | None = None,
@@ -35,7 +36,8 @@ def embedding_cache(
     Each net gets ``emb/<net>/fold<k>`` for the folds in ``fold_sets`` and, with
     ``with_all``, ``emb/<net>/all`` made with ``finetune``. ``folds`` gives each
     clip's fold (default: round robin over groups of one clip per class), ``groups`` its group (default none); every
-    row of the sets in ``failed_sets`` is recorded failed instead of written. Each net's sets record the sha256
+    row of the sets in ``failed_sets`` is recorded failed instead of written, and a set in ``written`` has only its first
+    rows written (the others still to compute, as while stage one runs). Each net's sets record the sha256
     of pretrained weights (``weights`` overrides a net's: "" for random init). ``vectors`` maps a clip-level
     feature set (as ``descriptors``) -> (dim, separation), with named columns.
     """
@@ -73,5 +75,6 @@ def embedding_cache(
                 for row in range(n):
                     writer.fail(name, row, f"clip c{row}: a planted failure")
             else:
-                writer.write(name, range(n), X)
+                rows = range((written or {}).get(name, n))
+                writer.write(name, rows, X[rows])
     return path

@@ -8,7 +8,7 @@ from scipy.stats import t as student_t
 from sklearn.linear_model import LogisticRegression
 
 from mvemo.fuse.heads import LogisticHead, SoftmaxHead, make_head
-from mvemo.fuse.metrics import compare, corrected_interval
+from mvemo.fuse.metrics import corrected_interval, paired_differences
 from mvemo.fuse.selection import inner_score, logistic_path, mixture_weights
 from mvemo.manifests import ConfigError
 from mvemo.manifests.folds import inner_splits
@@ -77,27 +77,30 @@ def test_the_interval_corrects_for_overlapping_training_rows() -> None:
     assert high - low > 2 * naive, "wider than the interval that takes folds as independent"
 
 
-def test_compare_counts_folds_won_and_lost_against_the_best_unimodal_model() -> None:
-    def model(folds: list[list[float]]) -> dict:
-        every = [a for rep in folds for a in rep]
-        return {"accuracy": {"mean": float(np.mean(every)), "folds": folds}}
+def outcomes(rows_right: list[list[tuple[int, int]]]) -> list[np.ndarray]:
+    return [np.array(fold, dtype=np.int64).reshape(-1, 2) for fold in rows_right]
 
-    metrics = {
-        "a": model([[0.5, 0.6], [0.55, 0.5]]),
-        "b": model([[0.4, 0.4], [0.4, 0.4]]),
-        "a+b": model([[0.6, 0.6], [0.5, 0.7]]),
-    }
-    comparison = compare(metrics, ["a", "b"], k=2)
-    assert comparison["best_unimodal"] == "a"
-    fused = comparison["models"]["a+b"]
-    assert (fused["won"], fused["lost"], fused["tied"]) == (2, 1, 1)
-    assert fused["per_repeat"] == pytest.approx([0.05, 0.075]) and fused["mean"] == pytest.approx(0.0625)
+
+def test_paired_differences_count_folds_on_the_clips_both_models_score() -> None:
+    reference = [outcomes([[(0, 1), (1, 0)], [(2, 1), (3, 1)]]), outcomes([[(0, 0), (1, 0)], [(2, 1), (3, 0)]])]
+    fused = [outcomes([[(0, 1), (1, 1)], [(2, 1), (3, 1)]]), outcomes([[(0, 1), (1, 0)], [(2, 0), (3, 0)]])]
+    versus = paired_differences(fused, reference, k=2)
+    assert versus is not None
+    assert (versus["won"], versus["lost"], versus["tied"]) == (2, 1, 1)
+    assert versus["per_repeat"] == pytest.approx([0.25, 0.0]) and versus["mean"] == pytest.approx(0.125)
+    # a model that scores clip 1 alone in fold 0 is compared there on clip 1 alone, where both are wrong
+    partial = [outcomes([[(1, 0)], [(2, 1), (3, 1)]])]
+    versus = paired_differences(partial, reference[:1], k=2)
+    assert versus["per_repeat"] == pytest.approx([0.0]) and (versus["won"], versus["tied"]) == (0, 2)
+    assert versus["clips_per_fold"] == pytest.approx(1.5)
+    assert paired_differences([outcomes([[(5, 1)], []])], reference[:1], k=2) is None, "no clip in common: no figure"
 
 
 def test_the_fuse_table_sets_the_choices(tmp_path) -> None:
     config = tmp_path / "c.toml"
     config.write_text('[fuse]\ninner_folds = 3\nscoring = "accuracy"\nC_grid = [1, 0.01]\n')
-    head, params, selection = head_config(config, None)
+    head, params, selection, reference = head_config(config, None)
+    assert reference is None
     assert (head, params) == ("logistic", {}) and selection.C_grid == (0.01, 1.0) and selection.inner_folds == 3
     built = make_head(head, selection, **params)
     assert built.get_params()["C_grid"] == (0.01, 1.0) and built.get_params()["scoring"] == "accuracy"
