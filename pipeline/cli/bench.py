@@ -6,12 +6,17 @@ import click
 
 from mvemo.pipeline.cli.tools import MvemoCommand, print_json
 
-BENCHES = ("audio", "video", "extract", "cache", "fuse", "scale", "timeline", "all")
+BENCHES = ("audio", "video", "extract", "cache", "fuse", "scale", "timeline", "memory", "all")
 
 
 @click.command("bench", cls=MvemoCommand)
 @click.argument("what", type=click.Choice(BENCHES))
-@click.option("--clips", default=3438, type=click.IntRange(min=1), help="Clips in the synthetic cache (cache and fuse benches).")
+@click.option(
+    "--clips",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Clips in the synthetic cache.  [default: 3438 for the cache and fuse benches, 20000 for memory]",
+)
 @click.option(
     "--tmp-dir",
     default=None,
@@ -37,7 +42,7 @@ BENCHES = ("audio", "video", "extract", "cache", "fuse", "scale", "timeline", "a
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def bench(
     what: str,
-    clips: int,
+    clips: int | None,
     tmp_dir: str | None,
     grow_gb: float,
     device: str,
@@ -71,11 +76,16 @@ def bench(
     `predict --timeline` with the integrated model over the pretrained nets
     (twodcnn, musicnn, msdvgg, I3D) and the LLD statistics, and its peak memory
     (goal: 60 s per minute); skipped where their weights are not found.
+
+    memory: peak memory of `mvemo-cv --models lldstats` over a cache of --clips
+    clips with LLDs of the real shape (20,000: 6.5 GB of LLDs; goal 4 GB), beside
+    the same run over a tenth of the clips.
     """
     from mvemo.pipeline.bench.audio import bench_audio
     from mvemo.pipeline.bench.cache import bench_cache
     from mvemo.pipeline.bench.extract import bench_extract
     from mvemo.pipeline.bench.fuse import bench_fuse
+    from mvemo.pipeline.bench.memory import bench_memory
     from mvemo.pipeline.bench.scale import bench_scale
     from mvemo.pipeline.bench.timeline import bench_timeline
     from mvemo.pipeline.bench.video import bench_video
@@ -84,10 +94,11 @@ def bench(
         "audio": bench_audio,
         "video": lambda: bench_video(folder=tmp_dir),
         "extract": lambda: bench_extract(device, folder=tmp_dir),
-        "cache": lambda: bench_cache(n_clips=clips, grow_gb=grow_gb, folder=tmp_dir),
-        "fuse": lambda: bench_fuse(n_clips=clips, folder=tmp_dir),
+        "cache": lambda: bench_cache(n_clips=clips or 3438, grow_gb=grow_gb, folder=tmp_dir),
+        "fuse": lambda: bench_fuse(n_clips=clips or 3438, folder=tmp_dir),
         "scale": lambda: bench_scale(folder=tmp_dir),
         "timeline": lambda: bench_timeline(minutes=minutes, weights_dir=weights_dir, folder=tmp_dir),
+        "memory": lambda: bench_memory(n_clips=clips or 20_000, folder=tmp_dir),
     }
     results = {name: run() for name, run in runs.items() if what in (name, "all")}
     document = results[what] if what != "all" else results

@@ -1,0 +1,63 @@
+"""What stage two reads from a cache: LLD statistics in chunks of clips, and standardization that a column constant
+up to rounding cannot blow up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mvemo.fuse.models
+from mvemo.cache.layout import FeatureSpec
+from mvemo.cache.read import Cache
+from mvemo.cache.store import CacheWriter
+from mvemo.fuse.heads import LogisticHead, standardization
+from mvemo.fuse.models import lld_statistics, summarize_lld
+from mvemo.manifests import Clip, Manifest
+
+
+def lld_cache(path: Path, lengths: list[int], *, frames: int = 40, columns: int = 5) -> Path:
+    media = path.parent / "media"
+    media.mkdir(parents=True, exist_ok=True)
+    clips = []
+    for i in range(len(lengths)):
+        (media / f"{i}.wav").write_bytes(i.to_bytes(4, "little"))
+        clips.append(Clip(f"c{i}", "ab"[i % 2], audio=media / f"{i}.wav", fold=i % 2))
+    rng = np.random.default_rng(0)
+    values = [(rng.standard_normal((n, columns)) * (1 + i % 3) + i).astype(np.float32) for i, n in enumerate(lengths)]
+    spec = FeatureSpec("lld", (frames, columns), "float32", "test", "1", variable_length=True)
+    with CacheWriter(path, Manifest(("a", "b"), tuple(clips))) as writer:
+        writer.prepare([spec])
+        writer.write("lld", range(len(lengths)), values)
+    return path
+
+
+def test_lld_statistics_read_in_chunks_equal_the_whole_tensor_summarized(tmp_path: Path, monkeypatch) -> None:
+    lengths = [40, 12, 1, 33, 40, 7, 25, 40, 3, 18, 40]
+    cache = lld_cache(tmp_path / "c", lengths)
+    with Cache(cache) as reader:
+        whole = summarize_lld(reader.read_matrix("lld"), reader.valid_lengths("lld"))
+        monkeypatch.setattr(mvemo.fuse.models, "LLD_CHUNK_ROWS", 4)
+        read = []
+        original = reader.read_matrix
+        monkeypatch.setattr(reader, "read_matrix", lambda name, rows=None: read.append(len(rows)) or original(name, rows))
+        stats, done = lld_statistics(reader)
+    assert read == [4, 4, 3], "never more than a chunk of clips at once"
+    assert stats == pytest.approx(whole.astype(np.float32), rel=1e-6) and done.all()
+    assert stats[2, 5:] == pytest.approx(0.0), "a one-frame clip has no spread"
+
+
+def test_a_column_constant_up_to_rounding_is_scaled_by_its_level() -> None:
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 3)) * [1.0, 2.0, 1e-9] + [0.0, 0.0, 0.5]
+    mean, scale = standardization(X)
+    assert scale[:2] == pytest.approx(X[:, :2].std(axis=0))
+    typical = np.median(X.std(axis=0))
+    assert scale[2] == pytest.approx(max(0.5, typical)), "the near-constant column is scaled by its level, not its noise"
+    assert standardization(np.zeros((5, 2)))[1] == pytest.approx([1.0, 1.0])
+    y = (X[:, 0] > 0).astype(int)
+    head = LogisticHead(C=1.0).fit(X, y)
+    shifted = X[:5].copy()
+    shifted[:, 2] += 0.1  # new clips where that column moved a little
+    assert head.predict_proba(shifted) == pytest.approx(head.predict_proba(X[:5]), abs=0.05)
