@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import multiprocessing
 import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -67,9 +69,12 @@ def prepare_worker() -> None:
 
 
 def _process_worker_init() -> None:
-    """A pool worker dies with its parent (a killed ``extract`` leaves no orphans) and computes on one thread."""
+    """A pool worker dies with its parent (a killed ``extract`` leaves no orphans), leaves Ctrl-C to the run that
+    stops it (the SIGINT a terminal sends the whole process group would print a traceback per worker), and
+    computes on one thread."""
     with contextlib.suppress(OSError, AttributeError):  # not Linux: workers still exit when their pipe closes
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     prepare_worker()
 
 
@@ -82,14 +87,15 @@ class Executor:
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], resources: Resources | None = None) -> Iterator[Any]:
         return map(fn, *iterables)
 
-    def close(self) -> None:
-        pass
+    def close(self, *, stop: bool = False) -> None:
+        """Release the workers: after their jobs finish, or, with ``stop``, at once (running jobs stopped, queued ones
+        cancelled)."""
 
     def __enter__(self) -> Executor:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        self.close(stop=exc_type is not None)  # an error or a signal (Ctrl-C, SIGTERM) waits for no job
 
 
 class ProcessExecutor(Executor):
@@ -122,7 +128,10 @@ class ProcessExecutor(Executor):
             self.pool = self._new_pool()
             return self.pool.submit(fn, *args)
 
-    def close(self) -> None:
+    def close(self, *, stop: bool = False) -> None:
+        if stop:  # the pool has no public way to stop running jobs: its worker processes are terminated
+            for process in list((self.pool._processes or {}).values()):
+                process.terminate()
         self.pool.shutdown(cancel_futures=True)
 
 
@@ -138,35 +147,44 @@ class DaskExecutor(Executor):
             from distributed import Client, LocalCluster
         except ImportError:
             raise ConfigError("--executor dask needs Dask: pip install 'mvemo[dask]'") from None
-        self.cluster = None
-        if scheduler is None:
-            settings = {
-                "distributed.scheduler.allowed-failures": DASK_ALLOWED_FAILURES,
-                # One task in flight per worker thread: a worker that dies then takes down only the
-                # clip that killed it, not a queued neighbour that would be blamed with it.
-                "distributed.scheduler.worker-saturation": 1.0,
-                # Dask's default MALLOC_TRIM_THRESHOLD_ pins glibc's mmap threshold, so every large
-                # numpy temporary is a fresh mmap with page faults: tasks ran 1.6x slower than in a pool.
-                "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
-            }
-            with dask.config.set(settings):
-                self.cluster = LocalCluster(n_workers=workers or 2, threads_per_worker=1, processes=True, dashboard_address=None)
-            self.client = Client(self.cluster)
-        else:
-            self.client = Client(scheduler)
-        self.client.register_plugin(_PrepareWorker())
+        self.cluster: Any = None
+        self.client: Any = None
+        self.local = scheduler is None
+        self.pending: set[Any] = set()  # futures of map's jobs not yet yielded
+        try:
+            if self.local:
+                settings = {
+                    "distributed.scheduler.allowed-failures": DASK_ALLOWED_FAILURES,
+                    # One task in flight per worker thread: a worker that dies then takes down only the
+                    # clip that killed it, not a queued neighbour that would be blamed with it.
+                    "distributed.scheduler.worker-saturation": 1.0,
+                    # Dask's default MALLOC_TRIM_THRESHOLD_ pins glibc's mmap threshold, so every large
+                    # numpy temporary is a fresh mmap with page faults: tasks ran 1.6x slower than in a pool.
+                    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                }
+                with dask.config.set(settings):
+                    self.cluster = LocalCluster(n_workers=workers or 2, threads_per_worker=1, processes=True, dashboard_address=None)
+                self.client = Client(self.cluster)
+            else:
+                self.client = Client(scheduler)
+            self.client.register_plugin(_PrepareWorker())
+        except BaseException:  # a signal or a failure while starting: what started stops
+            self.close(stop=True)
+            raise
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], resources: Resources | None = None) -> Iterator[Any]:
         wanted = resources if resources and self.offers(resources) else None
         futures = self.client.map(
             fn, *(list(items) for items in iterables), pure=False, resources=dict(wanted) if wanted else None
         )
+        self.pending.update(futures)
         for future in futures:
             try:
                 yield future.result()
             except Exception as err:  # KilledWorker: the task took DASK_ALLOWED_FAILURES + 1 workers down
                 yield err
             finally:
+                self.pending.discard(future)
                 future.release()
 
     def offers(self, resources: Resources) -> bool:
@@ -176,10 +194,22 @@ class DaskExecutor(Executor):
         workers = set.union(set(), *(set(by_worker) for by_worker in offered.values()))
         return any(all(offered.get(k, {}).get(w, 0) >= v for k, v in resources.items()) for w in workers)
 
-    def close(self) -> None:
-        self.client.close()
+    def close(self, *, stop: bool = False) -> None:
+        if stop and self.local:  # our own workers stop mid-task: missed heartbeats and the nanny's kill are no news
+            _quiet_dask_logs()
+            with contextlib.suppress(Exception):
+                self.client.run(_quiet_dask_logs)
+        if stop and self.pending:  # a shared scheduler would otherwise run the abandoned tasks to their end
+            self.client.cancel(list(self.pending), force=True)
+        self.pending.clear()
+        if self.client is not None:
+            self.client.close()
         if self.cluster is not None:
             self.cluster.close()
+
+
+def _quiet_dask_logs() -> None:
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
 
 
 def _scheduler_resources(dask_scheduler: Any) -> dict[str, dict[str, float]]:
@@ -196,10 +226,13 @@ def _worker_plugin_base() -> type:
 
 
 class _PrepareWorker(_worker_plugin_base()):  # type: ignore[misc]
-    """Applied to every worker, restarted ones included."""
+    """Applied to every worker, restarted ones included: it computes as a pool worker does, and leaves Ctrl-C (sent by
+    a terminal to the whole process group, a local cluster's workers included) to the run that stops it."""
 
     def setup(self, worker: Any) -> None:
         prepare_worker()
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def build_executor(kind: str = "serial", *, workers: int | None = None, scheduler: str | None = None) -> Executor:

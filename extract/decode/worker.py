@@ -177,7 +177,11 @@ class FrameWorker:
         env = dict(os.environ, **dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"), "1"))
         root = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-        proc = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0)
+        # A process group of its own: Ctrl-C reaches the run's group, and a child still starting (before it ignores
+        # SIGINT) would die there printing Python's shutdown; the parent stops it instead.
+        proc = subprocess.Popen(
+            self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0, process_group=0
+        )
         self._proc = proc
         self._finalizer = weakref.finalize(self, _stop, proc, kill=True)
         assert proc.stdout is not None
@@ -303,12 +307,20 @@ def _die_with_parent() -> None:
 
 
 def main() -> None:
-    """Serve requests from stdin until it closes. The protocol channel is the original stdout; anything
-    a library prints goes to stderr."""
+    """Serve requests from stdin until it closes (or its parent stops reading: the parent was stopped, and
+    this child ends without a word). The protocol channel is the original stdout; anything a library prints
+    goes to stderr."""
     _die_with_parent()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the parent decides
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a SIGINT sent to this group alone: the parent decides
     out = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)
+    try:
+        _serve(out)
+    except BrokenPipeError:
+        pass
+
+
+def _serve(out: IO[bytes]) -> None:
     _send(out, {"ready": True, "pid": os.getpid()})
     for line in sys.stdin.buffer:
         request = json.loads(line)

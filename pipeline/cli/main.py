@@ -17,7 +17,7 @@ from mvemo.pipeline.cli.cv import cv, fuse
 from mvemo.pipeline.cli.demo import demo
 from mvemo.pipeline.cli.extract import extract
 from mvemo.pipeline.cli.predict import predict
-from mvemo.pipeline.cli.tools import CONTEXT, EXIT_CLIPS_FAILED, MvemoGroup, print_json, progress_bar
+from mvemo.pipeline.cli.tools import CONTEXT, EXIT_CLIPS_FAILED, MvemoGroup, print_json, progress_bar, stop_on_signals
 from mvemo.pipeline.cli.weights import weights_group
 from mvemo.pipeline.executors import keep_freed_heap
 
@@ -180,11 +180,13 @@ cli.add_command(weights_group)
 def main() -> None:
     """Entry point of ``mvemo``."""
     keep_freed_heap()
+    stop_on_signals()
     cli(prog_name="mvemo")
 
 
 def cv_main() -> None:
     """Entry point of ``mvemo-cv``."""
+    stop_on_signals()
     cv(prog_name="mvemo-cv")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -15,8 +16,31 @@ EXIT_CLIPS_FAILED = 3
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 100}
 
 
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT (Ctrl-C) in a command: it unwinds like Ctrl-C, so every executor stops its workers and every
+    writer closes on its way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def stop_on_signals() -> None:
+    """Make SIGTERM (a scheduler's timeout or preemption) and SIGINT end a command by raising ``Interrupted``; a second
+    signal while it unwinds ends the process at once."""
+
+    def stop(signum: int, frame: Any) -> None:
+        for name in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(name, signal.SIG_DFL)
+        raise Interrupted(signum)
+
+    for name in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(name, stop)
+
+
 class _MvemoErrorsExit2:
-    """Turn an ``MvemoError`` raised by any subcommand into one line on stderr and exit 2."""
+    """Turn an ``MvemoError`` raised by any subcommand into one line on stderr and exit 2, and an interruption into one
+    line and exit 128 + the signal's number."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -24,6 +48,13 @@ class _MvemoErrorsExit2:
         except MvemoError as err:
             click.echo(f"{ctx.find_root().info_name}: error: {err}", err=True)
             ctx.exit(EXIT_INPUT_ERROR)
+        except Interrupted as stopped:
+            click.echo(
+                f"{ctx.find_root().info_name}: `{ctx.command_path}` interrupted by {stopped}: its workers are stopped and"
+                " what it wrote is kept (a cache's completed rows included); run it again to resume",
+                err=True,
+            )
+            ctx.exit(128 + stopped.signum)
 
 
 class MvemoGroup(_MvemoErrorsExit2, click.Group):
