@@ -53,11 +53,11 @@ docs: install
 	$(BIN)/python -m mvemo.pipeline.cli.reference > docs/cli.md.tmp && mv docs/cli.md.tmp docs/cli.md
 	$(BIN)/python -m mvemo.pipeline.descriptor_reference > docs/descriptors.md.tmp && mv docs/descriptors.md.tmp docs/descriptors.md
 
-# Stage one and two on your own data: make extract MANIFEST=m.csv CACHE=cache [NETS=... FINETUNE=none|last|full];
-# make fuse CACHE=cache OUT=reports
+# Stage one and two on your own data: make extract MANIFEST=m.csv [CACHE=runs/cache NETS=... FINETUNE=none|last|full];
+# make fuse [CACHE=runs/cache OUT=runs/reports]. The cache and reports go under runs/ (ignored by git), never into a source folder.
 MANIFEST ?= manifest.csv
-CACHE ?= cache
-OUT ?= reports
+CACHE ?= runs/cache
+OUT ?= runs/reports
 FOLDS ?= 6
 NETS ?= onedcnn,twodcnn,c3d,i3d,crnn
 FINETUNE ?= full

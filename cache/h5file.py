@@ -9,7 +9,6 @@ why that makes the writer crash-safe).
 from __future__ import annotations
 
 import os
-import re
 import zlib
 from collections.abc import Callable, Mapping
 from importlib.metadata import PackageNotFoundError, version
@@ -78,9 +77,6 @@ def fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-TEMPORARY = re.compile(r"^\..*\.tmp$")  # the names of files being written (``temporary_name``)
 
 
 def temporary_name(path: Path) -> Path:

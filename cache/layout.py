@@ -8,6 +8,7 @@
                                         data (b-a, *row_shape), contiguous; status, media_key, checksum,
                                         valid_length per row; attrs: fingerprint, record, config, extractor, ...
     CACHE/sets/<name>/errors.jsonl      why rows failed: {"clip_id", "reason"} per line, the last one counts
+    CACHE/windows/                      with ``[clip] windows``: the cache of every clip's windows
 
 ``<name>`` is e.g. ``mel``, ``lld``, ``frames224``, ``emb/i3d/fold0`` or ``emb/i3d/all``. A set
 exists once its first segment (rows from 0) exists; clips appended later get a new segment.
@@ -28,6 +29,9 @@ from mvemo.manifests.errors import CacheError, ConfigError
 
 CLIPS_FILE = "clips.h5"
 SETS = "sets"
+# A cache of the windows of whole files (``[clip] windows``), a cache folder of its own inside the cache.
+WINDOWS_FOLDER = "windows"
+TEMPORARY = re.compile(r"^\..*\.tmp$")  # the names of files being written (``h5file.temporary_name``)
 ERRORS_FILE = "errors.jsonl"
 # The key of a set's config that marks it pooled over windows (``extract.windowed``): length, hop, pooling,
 # the window set's fingerprint and, for an embedding, its inputs' configs.
@@ -134,3 +138,28 @@ def single_file_error(root: Path) -> CacheError:
         f"cache {str(root)!r} is one HDF5 file, the layout of earlier mvemo versions (a cache is now a folder of files);"
         f" run `mvemo cache migrate {root}` once to convert it in place, or give --cache a new folder"
     )
+
+
+def foreign_entries(path: Path) -> list[str]:
+    """What a folder holds besides a cache's own entries (and files being written): a folder a cache must not go to."""
+    own = {CLIPS_FILE, SETS, WINDOWS_FOLDER}
+    return sorted(p.name for p in path.iterdir() if p.name not in own and not TEMPORARY.match(p.name)) if path.is_dir() else []
+
+
+def require_cache_folder(path: Path) -> None:
+    """Refuse to write a cache into a folder that holds other things and no cache (a source folder, a data folder).
+
+    Raises
+    ------
+    CacheError
+        Naming the folder, a few of what it holds, and the fix.
+    """
+    if (path / CLIPS_FILE).is_file():
+        return
+    foreign = foreign_entries(path)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise CacheError(
+            f"{str(path)!r} is a folder that holds other things ({shown}) and no mvemo cache; a cache is created only"
+            f" in a new or empty folder: give --cache a new folder, e.g. {str(path.with_name(path.name + '-cache'))!r}"
+        )

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from mvemo.cache.h5file import TEMPORARY, open_h5, read_clip_table
-from mvemo.cache.layout import CLIPS_FILE, DONE, FAILED, media_keys, single_file_error
+from mvemo.cache.h5file import open_h5, read_clip_table
+from mvemo.cache.layout import CLIPS_FILE, DONE, FAILED, foreign_entries, media_keys, single_file_error
 from mvemo.cache.sets import OpenSet, read_errors, set_names
 from mvemo.manifests.errors import CacheError
 from mvemo.manifests.schema import group_id
@@ -45,7 +45,7 @@ class Cache:
             raise single_file_error(self.path)
         clips_file = self.path / CLIPS_FILE
         if not clips_file.is_file():
-            if self.path.is_dir() and any(not TEMPORARY.match(p.name) for p in self.path.iterdir()):
+            if foreign_entries(self.path):
                 raise CacheError(f"{str(self.path)!r} is a folder but not an mvemo cache (no {CLIPS_FILE})")
             raise CacheError(f"cache {str(self.path)!r} does not exist; build it with `mvemo extract MANIFEST --cache {path}`")
         try:

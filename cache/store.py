@@ -34,7 +34,6 @@ import numpy as np
 from mvemo.cache.fingerprint import canonical_json, media_hash, media_stat_key, record_diff
 from mvemo.cache.h5file import (
     CLIP_COLUMNS,
-    TEMPORARY,
     clip_columns,
     fit_row,
     open_h5,
@@ -42,7 +41,17 @@ from mvemo.cache.h5file import (
     row_checksum,
     write_clip_table,
 )
-from mvemo.cache.layout import CLIPS_FILE, DONE, FAILED, TODO, FeatureSpec, media_keys, single_file_error
+from mvemo.cache.layout import (
+    CLIPS_FILE,
+    DONE,
+    FAILED,
+    TEMPORARY,
+    TODO,
+    FeatureSpec,
+    media_keys,
+    require_cache_folder,
+    single_file_error,
+)
 from mvemo.cache.lock import CacheLock
 from mvemo.cache.sets import OpenSet, append_error, chain, create_segment, remove_set, segment_attrs, set_names
 from mvemo.manifests.errors import CacheError
@@ -104,6 +113,7 @@ class CacheWriter:
         self.path = Path(path)
         if self.path.is_file():
             raise single_file_error(self.path)
+        require_cache_folder(self.path)
         self._own_lock = lock is None
         self.lock = CacheLock(self.path).acquire() if lock is None else lock
         self._sets: dict[str, OpenSet] = {}

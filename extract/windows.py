@@ -27,13 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
+from mvemo.cache.layout import WINDOWS_FOLDER
 from mvemo.manifests.errors import ConfigError, is_number
 from mvemo.manifests.probe import probe_file
 from mvemo.manifests.schema import Clip, Manifest, group_id
 
 POOLINGS = ("mean", "max", "mean+std")
 TAIL_S = 0.5  # seconds at a file's end worth a window of their own (fewer: an AAC frame's padding, a start offset)
-WINDOWS_FOLDER = "windows"
 TIMES_SET = "window_times"
 
 

@@ -168,7 +168,9 @@ def fit_fold(
         test = np.flatnonzero(usable & (folds == fold))
         proba = np.zeros((len(test), n_classes))
         if len(test) == 0:
-            outcomes[model.name] = FoldOutcome(test, proba, {}, "", f"{model.name}, fold {fold}: no test clip has all its inputs; not scored")
+            outcomes[model.name] = FoldOutcome(
+                test, proba, {}, "", f"{model.name}, fold {fold}: no test clip has all its inputs; not scored"
+            )
             continue
         absent = [classes[c] for c in range(n_classes) if not np.any(y[train] == c)]
         note = f"{model.name}, fold {fold}: no training clip of class {', '.join(absent)}" if absent else None
@@ -371,7 +373,9 @@ def clip_counts(cache: Cache, models: list[FusionModel], per_fold: list[FoldInpu
                 for row, reason in reasons[set_name].items():
                     if folds[row] == fold:
                         missing.setdefault(row, []).append(reason)
-        used = np.flatnonzero(np.logical_or.reduce([inputs.usable[model.name] & (folds == f) for f, inputs in enumerate(per_fold)]))
+        used = np.flatnonzero(
+            np.logical_or.reduce([inputs.usable[model.name] & (folds == f) for f, inputs in enumerate(per_fold)])
+        )
         per_model[model.name] = {
             "used": len(used),
             "used_per_class": {c: int(np.sum(y[used] == i)) for i, c in enumerate(classes)},

@@ -16,7 +16,6 @@ import numpy as np
 from scipy.stats import t as student_t
 from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score, roc_curve
 
-
 METRIC_DEFINITIONS = {
     "accuracy": "the share of a test fold's clips whose most probable class is their class, averaged over every test"
     " fold of every repeat, each fold weighing the same; min-max over those folds",
@@ -50,7 +49,9 @@ def summarize(y: np.ndarray, proba: np.ndarray, folds: np.ndarray, n_folds: int)
         scores_for_auc = proba[:, 1] if n_classes == 2 else proba  # sklearn takes the positive class's score for two
         auc = float(roc_auc_score(y, scores_for_auc, multi_class="ovr", average="macro", labels=labels))
     return {
-        "accuracy": {"per_fold": [float(np.mean(pred[f] == y[f])) if np.any(f) else None for f in (folds == k for k in range(n_folds))]},
+        "accuracy": {
+            "per_fold": [float(np.mean(pred[f] == y[f])) if np.any(f) else None for f in (folds == k for k in range(n_folds))]
+        },
         "accuracy_pooled": float(np.mean(pred == y)),
         "f1_macro": float(f1_score(y, pred, average="macro", labels=labels, zero_division=0)),
         "roc_auc_macro": auc,

@@ -98,9 +98,7 @@ def require_whole_groups(folds: np.ndarray, groups: Sequence[str], clip_ids: Seq
     if not split:
         return
     group, in_folds = next(iter(split.items()))
-    members = [
-        f"{clip_id!r} in fold {int(fold)}" for clip_id, g, fold in zip(clip_ids, groups, np.asarray(folds)) if g == group
-    ]
+    members = [f"{clip_id!r} in fold {int(fold)}" for clip_id, g, fold in zip(clip_ids, groups, np.asarray(folds)) if g == group]
     more = f" ({len(split) - 1} more groups are split too)" if len(split) > 1 else ""
     raise ManifestError(
         f"{where}{': ' if where else ''}group {group!r} lies in folds {in_folds} ({', '.join(members[:4])}"

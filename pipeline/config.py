@@ -152,7 +152,7 @@ def head_config(path: str | os.PathLike[str] | None, name: str | None) -> tuple[
     fuse = dict(tables.get("fuse", {}))
     reference = fuse.pop("reference", None)
     if reference is not None and not isinstance(reference, str):
-        raise ConfigError(f"[fuse] reference = {reference!r}: expected a model's name, e.g. \"musicnn\"")
+        raise ConfigError(f'[fuse] reference = {reference!r}: expected a model\'s name, e.g. "musicnn"')
     return name or configured, table, SelectionConfig.from_table(fuse, taken=("reference",)), reference
 
 

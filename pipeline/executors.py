@@ -163,7 +163,9 @@ class DaskExecutor(Executor):
                     "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
                 }
                 with dask.config.set(settings):
-                    self.cluster = LocalCluster(n_workers=workers or 2, threads_per_worker=1, processes=True, dashboard_address=None)
+                    self.cluster = LocalCluster(
+                        n_workers=workers or 2, threads_per_worker=1, processes=True, dashboard_address=None
+                    )
                 self.client = Client(self.cluster)
             else:
                 self.client = Client(scheduler)

@@ -26,6 +26,7 @@ nothing is unpickled.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -179,9 +180,7 @@ class FrameWorker:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         # A process group of its own: Ctrl-C reaches the run's group, and a child still starting (before it ignores
         # SIGINT) would die there printing Python's shutdown; the parent stops it instead.
-        proc = subprocess.Popen(
-            self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0, process_group=0
-        )
+        proc = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0, process_group=0)
         self._proc = proc
         self._finalizer = weakref.finalize(self, _stop, proc, kill=True)
         assert proc.stdout is not None
@@ -314,10 +313,8 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a SIGINT sent to this group alone: the parent decides
     out = os.fdopen(os.dup(1), "wb", buffering=0)
     os.dup2(2, 1)
-    try:
+    with contextlib.suppress(BrokenPipeError):
         _serve(out)
-    except BrokenPipeError:
-        pass
 
 
 def _serve(out: IO[bytes]) -> None:

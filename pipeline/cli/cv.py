@@ -102,7 +102,14 @@ def _run_fusion(run: Callable[..., Any], cache_path: str, out: str, where: dict[
 @executor_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report document on stdout.")
 def cv(
-    n_folds: int | None, cache_path: str, out: str, models: str | None, repeats: int, reference: str | None, as_json: bool, **where: Any
+    n_folds: int | None,
+    cache_path: str,
+    out: str,
+    models: str | None,
+    repeats: int,
+    reference: str | None,
+    as_json: bool,
+    **where: Any,
 ) -> None:
     """Cross-validate the fusion models over the cache's folds (stage two), every choice made on inner folds.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -79,6 +80,7 @@ def extract(ctx: click.Context, manifest_path: str, cache_path: str, **options: 
     media file is computed again. Clips that fail are listed with their reason
     and the run goes on (exit 3).
     """
+    from mvemo.cache.layout import require_cache_folder
     from mvemo.cache.lock import CacheLock
     from mvemo.manifests.errors import ConfigError
     from mvemo.manifests.schema import read_manifest
@@ -100,6 +102,7 @@ def extract(ctx: click.Context, manifest_path: str, cache_path: str, **options: 
         raise ConfigError("--optimizer-study fine-tunes on one window per clip: run it with a config without [clip] windows")
     if nets and not manifest.has_folds:  # before the lock and hours of features
         raise ConfigError(f"--nets needs the manifest's folds; run `mvemo manifest folds {manifest_path} --k 6` first")
+    require_cache_folder(Path(cache_path))  # before the lock file lands beside a folder that is no cache
     with CacheLock(cache_path) as lock:  # then the lock, before heavy imports or work
         if lock.previous:
             click.echo(

@@ -11,10 +11,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from mvemo.cache.read import Cache
-from mvemo.manifests import Clip, Manifest, write_manifest
+from mvemo.cache.store import CacheWriter
+from mvemo.manifests import CacheError, Clip, Manifest, read_manifest, write_manifest
 from mvemo.pipeline.cli.main import cli
 from tests.cache.helpers import first_segment
 from tests.conftest import write_tiny
@@ -70,3 +72,23 @@ def test_extract_on_a_full_disk_stops_cleanly_and_a_rerun_completes(tmp_path: Pa
     with Cache(tmp_path / "c.h5") as resumed, Cache(tmp_path / "reference.h5") as reference:
         assert resumed.done("mel").all()
         np.testing.assert_array_equal(resumed.read_matrix("mel"), reference.read_matrix("mel"))
+
+
+def test_a_cache_is_never_written_into_a_folder_that_holds_other_things(tmp_path: Path) -> None:
+    manifest = manifest_of(tmp_path, 2)
+    source = tmp_path / "cache"  # a source folder named as the README's first cache was
+    source.mkdir()
+    (source / "__init__.py").write_text("")
+    (source / "store.py").write_text("")
+    result = CliRunner().invoke(cli, ["extract", str(manifest), "--cache", str(source), "--features", "mel"], prog_name="mvemo")
+    assert result.exit_code == 2, result.output
+    assert f"{str(source)!r} is a folder that holds other things (__init__.py, store.py) and no mvemo cache" in result.output
+    assert sorted(p.name for p in source.iterdir()) == ["__init__.py", "store.py"], "nothing written into it"
+    assert not (tmp_path / "cache.lock").exists()
+    with pytest.raises(CacheError, match="holds other things"):
+        CacheWriter(source, read_manifest(manifest))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for cache in (empty, empty, tmp_path / "new"):  # an empty folder, then that cache again, a new folder
+        result = CliRunner().invoke(cli, ["extract", str(manifest), "--cache", str(cache), "--features", "mel"])
+        assert result.exit_code == 0, result.output

@@ -45,8 +45,8 @@ def session_processes(leader: int) -> dict[int, str]:
         if not entry.isdigit() or int(entry) == leader:
             continue
         try:
-            state, _, _, session = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[:4]
-            command = open(f"/proc/{entry}/cmdline").read().replace("\0", " ")
+            state, _, _, session = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[:4]
+            command = Path(f"/proc/{entry}/cmdline").read_text().replace("\0", " ")
         except (FileNotFoundError, ProcessLookupError):
             continue
         if int(session) == leader and state != "Z":
@@ -64,7 +64,19 @@ def wait_for(condition, timeout_s: float) -> bool:
 
 
 def extract(manifest: Path, cache: Path, executor: str) -> list[str]:
-    return [str(MVEMO), "extract", str(manifest), "--cache", str(cache), "--features", "mel,frames", "--executor", executor, "--workers", "2"]
+    return [
+        str(MVEMO),
+        "extract",
+        str(manifest),
+        "--cache",
+        str(cache),
+        "--features",
+        "mel,frames",
+        "--executor",
+        executor,
+        "--workers",
+        "2",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -82,7 +94,9 @@ def test_a_signal_stops_every_worker_and_leaves_a_cache_a_rerun_completes(
     manifest: Path, tmp_path: Path, executor: str, signum: int, to_group: bool
 ) -> None:
     cache = tmp_path / "cache"
-    run = subprocess.Popen(extract(manifest, cache, executor), start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen(
+        extract(manifest, cache, executor), start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         decoding = wait_for(lambda: any("mvemo.extract.decode.worker" in c for c in session_processes(run.pid).values()), 120)
         assert decoding, f"no decoder child started: {run.poll()} {session_processes(run.pid)}"

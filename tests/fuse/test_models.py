@@ -51,7 +51,7 @@ def test_lld_statistics_read_in_chunks_equal_the_whole_tensor_summarized(tmp_pat
 def test_a_column_constant_up_to_rounding_is_scaled_by_its_level() -> None:
     rng = np.random.default_rng(0)
     X = rng.standard_normal((200, 3)) * [1.0, 2.0, 1e-9] + [0.0, 0.0, 0.5]
-    mean, scale = standardization(X)
+    _, scale = standardization(X)
     assert scale[:2] == pytest.approx(X[:, :2].std(axis=0))
     typical = np.median(X.std(axis=0))
     assert scale[2] == pytest.approx(max(0.5, typical)), "the near-constant column is scaled by its level, not its noise"

@@ -39,7 +39,9 @@ def test_a_half_computed_input_leaves_the_defaults_and_no_row_scores_zero_clips(
     assert all("msdvgg" not in m.inputs for m in defaults), "the half-computed input is in no default model"
     document = run_cv(cache, tmp_path / "r")
     assert "msdvgg" not in document["models"]
-    assert any(note.startswith("msdvgg: left out of the default models") and "--nets msdvgg" in note for note in document["notes"])
+    assert any(
+        note.startswith("msdvgg: left out of the default models") and "--nets msdvgg" in note for note in document["notes"]
+    )
     # i3d failed on every clip: named, its models are reported as not scored, with no figure
     named = run_cv(cache, tmp_path / "n", models="musicnn,msdvgg,i3d,i3d+musicnn")
     assert set(named["unscored"]) == {"i3d", "i3d+musicnn"} and set(named["models"]) == {"musicnn", "msdvgg"}
@@ -75,7 +77,9 @@ def test_figures_cover_every_repeat_and_say_how_they_are_pooled(tmp_path: Path) 
     musicnn = document["models"]["musicnn"]
     assert sum(map(sum, musicnn["confusion"])) == 3 * 48, "the confusion matrix sums every repeat's predictions"
     assert musicnn["per_class"]["support"] == [16, 16, 16]
-    assert len(musicnn["f1_macro_per_repeat"]) == 3 and musicnn["f1_macro"] == pytest.approx(np.mean(musicnn["f1_macro_per_repeat"]))
+    assert len(musicnn["f1_macro_per_repeat"]) == 3 and musicnn["f1_macro"] == pytest.approx(
+        np.mean(musicnn["f1_macro_per_repeat"])
+    )
     pooled = musicnn["accuracy_pooled"]
     assert len(pooled["per_repeat"]) == 3 and pooled["mean"] == pytest.approx(np.mean(pooled["per_repeat"]))
     assert 0 <= musicnn["accuracy"]["interval"][0] <= musicnn["accuracy"]["interval"][1] <= 1, "an accuracy stays in 0-100 %"

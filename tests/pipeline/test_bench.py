@@ -39,4 +39,6 @@ def test_memory_bench_measures_mvemo_cv_in_a_process_of_its_own(tmp_path: Path) 
     figures = bench_memory(n_clips=240, k=3, folder=str(tmp_path))
     assert figures["clips"] == 240 and figures["lld_gb"] == pytest.approx(240 * 1292 * 63 * 4 / 1e9, abs=0.01)
     assert 50 < figures["peak_rss_mb_tenth_of_the_clips"] <= figures["peak_rss_mb"] < figures["goal_peak_mb"]
-    assert figures["peak_ratio_10x_clips"] == pytest.approx(figures["peak_rss_mb"] / figures["peak_rss_mb_tenth_of_the_clips"], abs=0.01)
+    assert figures["peak_ratio_10x_clips"] == pytest.approx(
+        figures["peak_rss_mb"] / figures["peak_rss_mb_tenth_of_the_clips"], abs=0.01
+    )

@@ -38,7 +38,9 @@ def artist_manifest(tmp_path: Path, folds: list[int] | None = None) -> Path:
     for i in range(N_CLIPS):
         (media / f"{i}.wav").write_bytes(b"RIFF")
         fold = None if folds is None else folds[i]
-        clips.append(Clip(f"c{i}", CLASSES[i % 3], audio=media / f"{i}.wav", group=f"song{i}", fold=fold, extra={"artist": artist_of(i)}))
+        clips.append(
+            Clip(f"c{i}", CLASSES[i % 3], audio=media / f"{i}.wav", group=f"song{i}", fold=fold, extra={"artist": artist_of(i)})
+        )
     return write_manifest(Manifest(CLASSES, tuple(clips)), tmp_path / "m.csv")
 
 
@@ -104,7 +106,11 @@ def test_every_command_refuses_folds_that_split_a_group(split_artist: Path, tmp_
     assert not (tmp_path / "new-cache" / "clips.h5").exists(), "nothing was written"
     manifest = read_manifest(split_artist)
     cache = embedding_cache(
-        tmp_path / "cache", nets={"musicnn": (4, 1.0)}, n_per_class=N_CLIPS // 3, folds=manifest.folds.tolist(), groups=manifest.groups
+        tmp_path / "cache",
+        nets={"musicnn": (4, 1.0)},
+        n_per_class=N_CLIPS // 3,
+        folds=manifest.folds.tolist(),
+        groups=manifest.groups,
     )
     result = CliRunner().invoke(cli, ["cv", "--cache", str(cache), "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and expected in result.output, result.output
