@@ -142,8 +142,11 @@ def single_file_error(root: Path) -> CacheError:
 
 def foreign_entries(path: Path) -> list[str]:
     """What a folder holds besides a cache's own entries (and files being written): a folder a cache must not go to."""
-    own = {CLIPS_FILE, SETS, WINDOWS_FOLDER}
-    return sorted(p.name for p in path.iterdir() if p.name not in own and not TEMPORARY.match(p.name)) if path.is_dir() else []
+    if not path.is_dir():
+        return []
+    # the window cache keeps its lock and its nets' checkpoints beside it, as any cache does: inside this one
+    own = {CLIPS_FILE, SETS, WINDOWS_FOLDER, f"{WINDOWS_FOLDER}.lock", f"{WINDOWS_FOLDER}.checkpoints"}
+    return sorted(p.name for p in path.iterdir() if p.name not in own and not TEMPORARY.match(p.name))
 
 
 def require_cache_folder(path: Path) -> None:
