@@ -72,3 +72,12 @@ def test_the_example_of_the_public_api_runs(tmp_path: Path, monkeypatch) -> None
     assert 0.0 <= float(printed.getvalue()) <= 1.0
     with mvemo.Cache(tmp_path / "cache") as cache:
         assert cache.done("emb/twodcnn/all").all()
+
+
+def test_the_license_file_matches_the_metadata_and_ships_with_the_package() -> None:
+    metadata = configparser.ConfigParser()
+    metadata.read(REPO / "setup.cfg")
+    assert metadata["metadata"]["license"] == "MIT"
+    assert metadata["metadata"]["license_files"].split() == ["LICENSE"]
+    text = (REPO / "LICENSE").read_text()
+    assert text.startswith("MIT License\n") and "Permission is hereby granted, free of charge" in text

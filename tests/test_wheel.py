@@ -49,6 +49,8 @@ def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
     assert str(venv) in located.stdout, "mvemo must come from the wheel, not the repository"
     installed = sorted({p.name for p in site.iterdir()} - before)
     assert [name for name in installed if not name.endswith(".dist-info")] == ["mvemo"], f"installed at the top: {installed}"
+    dist_info = next(site / name for name in installed if name.endswith(".dist-info"))
+    assert any(p.name == "LICENSE" for p in dist_info.rglob("*")), "the licence ships with the wheel"
     for command in (("mvemo", "--help"), ("mvemo-cv", "--help"), ("mvemo", "--version")):
         assert run(*command).returncode == 0, command
     demo = run("mvemo", "demo", "--out", str(outside / "demo"), "--clips-per-class", "4", "--duration-s", "2")
