@@ -36,7 +36,13 @@ class LinearSoftmax:
     bias: np.ndarray
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        logits = ((np.asarray(X, dtype=np.float64) - self.mean) / self.scale) @ self.weights.T + self.bias
+        X = np.asarray(X, dtype=np.float64)
+        if X.shape[1] != len(self.mean):  # a saved head over inputs that now have another size
+            raise ConfigError(
+                f"a head of the saved model reads {len(self.mean)} columns and its inputs give {X.shape[1]}; retrain it"
+                " with `mvemo fuse` on a cache of the same feature sets"
+            )
+        logits = ((X - self.mean) / self.scale) @ self.weights.T + self.bias
         logits -= logits.max(axis=1, keepdims=True)
         p = np.exp(logits)
         return p / p.sum(axis=1, keepdims=True)

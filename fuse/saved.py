@@ -37,6 +37,7 @@ from mvemo.fuse.compose import (
 )
 from mvemo.fuse.heads import LinearSoftmax
 from mvemo.fuse.models import FusionModel, input_set_name, read_input
+from mvemo.fuse.saved_check import HEAD_ARRAYS, Invalid, check_saved_model
 from mvemo.fuse.selection import SelectionConfig
 from mvemo.manifests.errors import CacheError, ConfigError
 
@@ -45,6 +46,7 @@ MODEL_JSON = "model.json"
 FORMAT = 2
 HEADS_H5 = "heads.h5"
 CHECKPOINTS = "checkpoints"
+RESAVE = "save the model again with `mvemo fuse CACHE --out DIR`"
 
 
 def train_final(
@@ -172,7 +174,7 @@ def save_fusion_model(
     with h5py.File(out / HEADS_H5, "w") as f:
         for name, linear in heads.items():
             group = f.create_group(name)
-            for key in ("classes", "mean", "scale", "weights", "bias"):
+            for key in HEAD_ARRAYS:
                 group[key] = np.asarray(getattr(linear, key))
     (out / MODEL_JSON).write_text(json.dumps(document, indent=2))
     return out
@@ -210,22 +212,44 @@ class SavedFusionModel:
 
 
 def load_fusion_model(folder: str | os.PathLike[str]) -> SavedFusionModel:
-    """Read ``folder/model.json`` and ``folder/heads.h5`` (plain arrays: nothing is unpickled)."""
+    """Read ``folder/model.json`` and ``folder/heads.h5`` (plain arrays: nothing is unpickled), checked whole
+    (``fuse.saved_check``) before anything is built from them.
+
+    Raises
+    ------
+    CacheError
+        When the folder holds no saved model.
+    ConfigError
+        Naming ``model.json`` and its first problem: another format, broken JSON or HDF5, or models, inputs,
+        classes, feature sets and heads that do not agree.
+    """
     folder = Path(folder)
     if not (folder / MODEL_JSON).is_file() or not (folder / HEADS_H5).is_file():
         raise CacheError(
             f"{str(folder)!r} holds no saved fusion model ({MODEL_JSON} + {HEADS_H5}); make one with `mvemo fuse CACHE --out DIR`"
         )
-    document = json.loads((folder / MODEL_JSON).read_text())
-    if document.get("format") != FORMAT:
-        raise ConfigError(
-            f"{str(folder)!r} was saved by another version of mvemo (model format {document.get('format', 1)}, this one"
-            f" reads {FORMAT}); save it again with `mvemo fuse CACHE --out DIR`"
-        )
-    with h5py.File(folder / HEADS_H5, "r") as f:
-        heads = {
-            name: LinearSoftmax(*(f[name][key][()] for key in ("classes", "mean", "scale", "weights", "bias"))) for name in f
-        }
+    where = folder / MODEL_JSON
+    try:
+        document = json.loads(where.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{where}: not JSON ({err}); {RESAVE}") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        found = document.get("format", 1) if isinstance(document, dict) else "unknown"
+        raise ConfigError(f"{where}: saved by another version of mvemo (model format {found}, this one reads {FORMAT}); {RESAVE}")
+    try:
+        with h5py.File(folder / HEADS_H5, "r") as f:
+            arrays = {name: {key: f[name][key][()] for key in f[name]} for name in f if isinstance(f[name], h5py.Group)}
+    except OSError as err:
+        raise ConfigError(f"{folder / HEADS_H5}: not a readable HDF5 file ({err}); {RESAVE}") from None
+    try:
+        check_saved_model(document, arrays, folder)
+    except Invalid as problem:
+        raise ConfigError(f"{where}: {problem}; {RESAVE}") from None
+    heads = {
+        name: LinearSoftmax(*(group[key] for key in HEAD_ARRAYS))
+        for name, group in arrays.items()
+        if set(HEAD_ARRAYS) <= set(group)
+    }
     n_classes = len(document["classes"])
     fitted = {name: from_record(m["model"], heads, n_classes) for name, m in document["models"].items()}
     return SavedFusionModel(folder, document, fitted)

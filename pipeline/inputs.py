@@ -27,7 +27,7 @@ from mvemo.extract.units import load_checkpoint
 from mvemo.extract.video import VIDEO_FEATURES
 from mvemo.extract.windows import Window, media_length_s, plan_windows, pool
 from mvemo.fuse.models import LLDSTATS, summarize_lld
-from mvemo.fuse.saved import SavedFusionModel
+from mvemo.fuse.saved import MODEL_JSON, SavedFusionModel
 from mvemo.manifests.errors import ConfigError, MediaError
 from mvemo.manifests.schema import Clip
 
@@ -49,6 +49,43 @@ def model_inputs(saved: SavedFusionModel, name: str, clip: Clip, weights_dir: st
     windows = plan_windows(duration_s, pooled["length_s"], pooled["hop_s"])
     per_window = window_inputs(saved, name, clip, windows, weights_dir)
     return pool_inputs(per_window, pooled["pooling"])
+
+
+def check_computable(saved: SavedFusionModel) -> None:
+    """Refuse, before any clip is read, a saved model that reads what this version cannot compute: a net or feature
+    set it does not know, a config it cannot read, or one it would compute with another fingerprint.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``model.json``, the model and the problem.
+    """
+    where = saved.folder / MODEL_JSON
+    for name, model in saved.document["models"].items():
+        try:
+            for input_name, (set_name, described) in zip(model["inputs"], model["feature_sets"].items()):
+                if set_name.startswith("emb/"):
+                    net_options(input_name)  # an unknown net raises
+                    _check_net_record(set_name, described)
+            configs, fingerprints = model_configs(saved, name)
+            check_fingerprints(fingerprints_of(configs), fingerprints, configs)
+        except ConfigError as err:
+            raise ConfigError(f"{where}: models[{name!r}]: {err}") from None
+        except (TypeError, KeyError, ValueError) as err:  # a config edited out of shape
+            raise ConfigError(
+                f"{where}: models[{name!r}]: a feature set's config cannot be read ({type(err).__name__}: {err})"
+            ) from None
+
+
+def _check_net_record(set_name: str, described: dict[str, Any]) -> None:
+    """A net's feature set in a saved model names what rebuilding the net and its inputs needs: the seed of its
+    random init, its input sets' fingerprints and their configs."""
+    config, input_configs = described["config"], described["input_configs"]
+    fingerprints = config.get("inputs")
+    if not isinstance(fingerprints, dict) or not fingerprints or set(input_configs) != set(fingerprints):
+        raise ConfigError(f"{set_name}: its config's inputs {fingerprints!r} are not the fingerprints of its input_configs")
+    if not isinstance(config.get("seed"), int):
+        raise ConfigError(f"{set_name}: its config's seed {config.get('seed')!r} is not an integer")
 
 
 def model_windows(saved: SavedFusionModel, name: str) -> dict[str, Any] | None:

@@ -19,7 +19,7 @@ from mvemo.cache.fingerprint import combined_digest, file_sha256, media_hash
 from mvemo.fuse.saved import SavedFusionModel, load_fusion_model
 from mvemo.manifests.errors import ConfigError, MvemoError
 from mvemo.manifests.schema import Clip
-from mvemo.pipeline.inputs import model_inputs
+from mvemo.pipeline.inputs import check_computable, model_inputs
 
 
 def choose_model(saved: SavedFusionModel, name: str | None) -> str:
@@ -46,6 +46,7 @@ class Predictor:
         self, model_dir: str | os.PathLike[str], model: str | None = None, weights_dir: str | os.PathLike[str] | None = None
     ) -> None:
         self.saved = load_fusion_model(Path(model_dir).absolute())
+        check_computable(self.saved)
         self.model = choose_model(self.saved, model)
         self.weights_dir = None if weights_dir is None else str(Path(weights_dir).absolute())  # workers run elsewhere
 

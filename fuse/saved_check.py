@@ -1,0 +1,180 @@
+"""The check of a saved fusion model when it is opened.
+
+``model.json`` is checked against its schema, and its models, inputs, classes, feature sets and
+heads against each other and against ``heads.h5``, so that a damaged or hand-edited model fails
+at once with the file and its first problem, never later on each clip as if the clips were at
+fault. What this version can compute of the feature sets is checked by ``predict`` (which knows
+the nets and feature sets); this module knows the saved format alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mvemo.fuse.models import LLDSTATS
+from mvemo.manifests.errors import is_number
+
+HEAD_ARRAYS = ("classes", "mean", "scale", "weights", "bias")
+
+
+class Invalid(Exception):
+    """The first problem found, with where in the document it lies."""
+
+
+def check_saved_model(document: Any, heads: Mapping[str, Mapping[str, np.ndarray]], folder: Path) -> None:
+    """Raise ``Invalid`` naming the first problem of a saved model: ``document`` (``model.json``), ``heads`` (each
+    group of ``heads.h5`` by name: its arrays by key), ``folder`` (where its checkpoints lie)."""
+    _require(isinstance(document, dict), "", "is not a JSON object")
+    classes = document.get("classes")
+    _require(
+        isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) and c for c in classes),
+        "classes",
+        "is not a list of two or more class names",
+    )
+    _require(len(set(classes)) == len(classes), "classes", f"names a class twice: {classes}")
+    models = document.get("models")
+    _require(isinstance(models, dict) and models, "models", "is not a non-empty object of models by name")
+    default = document.get("default_model")
+    _require(isinstance(default, str) and default in models, "default_model", f"is not one of the models {sorted(models)}")
+    media = document.get("training_media_sha256", [])
+    _require(
+        isinstance(media, list) and all(isinstance(h, str) for h in media), "training_media_sha256", "is not a list of sha256"
+    )
+    accuracy = document.get("cv_accuracy", {})
+    _require(
+        isinstance(accuracy, dict) and all(is_number(a) for a in accuracy.values()), "cv_accuracy", "is not numbers by model"
+    )
+    for name, model in models.items():
+        _check_model(model, f"models[{name!r}]", len(classes), heads, folder)
+
+
+def _check_model(model: Any, where: str, n_classes: int, heads: Mapping[str, Mapping[str, np.ndarray]], folder: Path) -> None:
+    _require(isinstance(model, dict), where, "is not an object")
+    for key in ("kind", "expression"):
+        _require(isinstance(model.get(key), str), f"{where}.{key}", "is not a string")
+    inputs = model.get("inputs")
+    _require(
+        isinstance(inputs, list) and inputs and all(isinstance(i, str) and i for i in inputs) and len(set(inputs)) == len(inputs),
+        f"{where}.inputs",
+        "is not a list of distinct input names",
+    )
+    sets = model.get("feature_sets")
+    _require(
+        isinstance(sets, dict) and len(sets) == len(inputs), f"{where}.feature_sets", f"is not one feature set per input {inputs}"
+    )
+    for input_name, (set_name, described) in zip(inputs, sets.items()):
+        _check_feature_set(input_name, set_name, described, f"{where}.feature_sets[{set_name!r}]", folder)
+    record = model.get("model")
+    read = _check_record(record, f"{where}.model", set(inputs), n_classes, heads)
+    _require(read == set(inputs), f"{where}.inputs", f"{inputs} are not the inputs its heads read ({sorted(read)})")
+
+
+def _check_feature_set(input_name: str, set_name: str, described: Any, where: str, folder: Path) -> None:
+    expected = {LLDSTATS: "lld"}.get(input_name, input_name)
+    if set_name.startswith("emb/"):
+        expected = f"emb/{input_name}/all"
+    _require(set_name == expected, where, f"is not the set input {input_name!r} reads ({expected!r})")
+    _require(isinstance(described, dict), where, "is not an object")
+    for key in ("fingerprint", "extractor", "weights_sha256"):
+        _require(isinstance(described.get(key), str), f"{where}.{key}", "is not a string")
+    _require(len(described["fingerprint"]) == 64, f"{where}.fingerprint", "is not a sha256")
+    config = described.get("config")
+    _require(isinstance(config, dict), f"{where}.config", "is not an object")
+    input_configs = described.get("input_configs")
+    _require(isinstance(input_configs, dict), f"{where}.input_configs", "is not an object")
+    checkpoint = described.get("checkpoint")
+    if checkpoint is not None:
+        _require(
+            isinstance(checkpoint, dict)
+            and isinstance(checkpoint.get("path"), str)
+            and isinstance(checkpoint.get("sha256"), str),
+            f"{where}.checkpoint",
+            "is not a path and a sha256",
+        )
+        _require(
+            (folder / checkpoint["path"]).is_file(),
+            f"{where}.checkpoint.path",
+            f"{checkpoint['path']!r} is not in the model's folder",
+        )
+
+
+def _check_record(
+    record: Any, where: str, inputs: set[str], n_classes: int, heads: Mapping[str, Mapping[str, np.ndarray]]
+) -> set[str]:
+    """Check one node of a model's tree; returns the inputs it reads."""
+    _require(isinstance(record, dict), where, "is not an object")
+    kind = record.get("kind")
+    if kind == "features":
+        read = record.get("inputs")
+        _require(
+            isinstance(read, list) and read and all(isinstance(i, str) for i in read) and set(read) <= inputs,
+            f"{where}.inputs",
+            f"is not a list of the model's inputs {sorted(inputs)}",
+        )
+        _check_head(record.get("head"), f"{where}.head", n_classes, heads, None)
+        _require(isinstance(record.get("chosen"), dict), f"{where}.chosen", "is not an object")
+        return set(read)
+    if kind == "best":
+        _require(isinstance(record.get("candidates"), list), f"{where}.candidates", "is not a list")
+        scores = record.get("scores")
+        _require(isinstance(scores, dict) and all(is_number(s) for s in scores.values()), f"{where}.scores", "is not numbers")
+        return _check_record(record.get("chosen"), f"{where}.chosen", inputs, n_classes, heads)
+    _require(kind in ("late", "stack"), f"{where}.kind", f"{kind!r} is not features, late, stack or best")
+    members = record.get("members")
+    _require(isinstance(members, list) and members, f"{where}.members", "is not a non-empty list")
+    read = set().union(*(_check_record(m, f"{where}.members[{i}]", inputs, n_classes, heads) for i, m in enumerate(members)))
+    if kind == "late":
+        weights = record.get("weights")
+        _require(isinstance(record.get("weighted"), bool), f"{where}.weighted", "is not true or false")
+        _require(
+            isinstance(weights, list) and len(weights) == len(members) and all(is_number(w) and w >= 0 for w in weights),
+            f"{where}.weights",
+            f"is not {len(members)} weights >= 0, one per member",
+        )
+    else:
+        _check_head(record.get("meta"), f"{where}.meta", n_classes, heads, len(members) * n_classes)
+        _require(isinstance(record.get("chosen"), dict), f"{where}.chosen", "is not an object")
+    return read
+
+
+def _check_head(key: Any, where: str, n_classes: int, heads: Mapping[str, Mapping[str, np.ndarray]], width: int | None) -> None:
+    """A head named by ``key`` lies in heads.h5 whole: its arrays' shapes agree, its classes are the model's, and (a
+    stacking meta-head) it reads ``width`` columns."""
+    _require(isinstance(key, str) and key in heads, where, f"{key!r} is not in heads.h5 (it holds {sorted(heads)})")
+    arrays = heads[key]
+    missing = [name for name in HEAD_ARRAYS if name not in arrays]
+    _require(not missing, where, f"{key!r} in heads.h5 lacks {missing}")
+    classes, mean, scale, weights, bias = (np.asarray(arrays[name]) for name in HEAD_ARRAYS)
+    _require(
+        classes.ndim == 1 and classes.dtype.kind in "iu" and len(np.unique(classes)) == len(classes) >= 2,
+        where,
+        f"{key!r}: its classes {classes.tolist()} are not distinct class indices",
+    )
+    _require(
+        int(classes.max()) < n_classes,
+        where,
+        f"{key!r} outputs class {int(classes.max())}, and model.json lists {n_classes} classes",
+    )
+    d = mean.shape[0] if mean.ndim == 1 else -1
+    _require(
+        mean.ndim == 1 and scale.shape == (d,) and weights.shape == (len(classes), d) and bias.shape == (len(classes),),
+        where,
+        f"{key!r}: mean {mean.shape}, scale {scale.shape}, weights {weights.shape} and bias {bias.shape} do not fit"
+        f" {len(classes)} classes",
+    )
+    numbers = all(a.dtype.kind in "fiu" for a in (mean, scale, weights, bias))
+    _require(
+        numbers and all(np.isfinite(a).all() for a in (mean, scale, weights, bias)) and bool((scale > 0).all()),
+        where,
+        f"{key!r} holds values that are not finite numbers, or a scale <= 0",
+    )
+    _require(width is None or d == width, where, f"{key!r} reads {d} columns, its members give {width}")
+
+
+def _require(condition: object, where: str, problem: str) -> None:
+    if not condition:
+        raise Invalid(f"{where} {problem}" if where else problem)
