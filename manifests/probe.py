@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,7 @@ def probe_file(path: str | os.PathLike[str]) -> MediaInfo:
             video = _probe_video(container, video_stream, container_s) if video_stream else None
             ends, truncated = _stream_ends(container)
     except (av.FFmpegError, UnicodeDecodeError, StopIteration, ValueError) as err:
-        return MediaInfo(str(path), error=f"cannot decode: {_reason(err)}")
+        return MediaInfo(str(path), error=CUT_OFF_REASON if iso_file_cut_off(path) else f"cannot decode: {_reason(err)}")
     if audio is None and video is None:
         return MediaInfo(str(path), error="no audio or video stream")
     if audio is not None:
@@ -126,6 +127,44 @@ def declared_end_s(stream: Any) -> float | None:
         return None
 
 
+def cut_short(end_s: float, declared_s: float | None) -> bool:
+    """Whether a stream that ends at ``end_s`` falls short of the end its header declares (AAC priming, rounding and
+    mp3 padding stay within the slack)."""
+    return declared_s is not None and end_s < declared_s - max(TRUNCATION_SLACK_S, TRUNCATION_SLACK_SHARE * declared_s)
+
+
+def truncated_reason(kind: str, end_s: float, declared_s: float) -> str:
+    return (
+        f"the file is truncated: its {kind} ends at {end_s:.2f} s, its header declares {declared_s:.2f} s;"
+        " re-download or re-encode it"
+    )
+
+
+def iso_file_cut_off(path: str | os.PathLike[str]) -> bool:
+    """Whether an ISO media file (mp4, m4a, mov: its first box ``ftyp``) ends inside one of its top-level boxes: a
+    download cut off. An mp4 whose index (``moov``) comes last then has none, and no demuxer opens it."""
+    size = os.path.getsize(path)
+    offset = 0
+    with open(path, "rb") as f:
+        while offset + 8 <= size:
+            f.seek(offset)
+            header = f.read(16)
+            box_size, kind = struct.unpack(">I4s", header[:8])
+            if offset == 0 and kind != b"ftyp":
+                return False
+            if box_size == 1 and len(header) == 16:  # a 64-bit size follows
+                box_size = struct.unpack(">Q", header[8:16])[0]
+            elif box_size == 0:  # the box runs to the end of the file
+                return False
+            if box_size < 8:
+                return False
+            offset += box_size
+    return offset > size
+
+
+CUT_OFF_REASON = "the file is truncated: it ends inside its data, before its index; re-download or re-encode it"
+
+
 def _stream_ends(container: Any) -> tuple[dict[int, float], str]:
     """Where each audio and video stream's packets end on the file's timeline (seconds, by stream index), and why
     the file is cut off ("" when it is whole): a stream whose packets end well before its declared end.
@@ -144,13 +183,8 @@ def _stream_ends(container: Any) -> tuple[dict[int, float], str]:
         return ends, f"the file is truncated or corrupt: reading it stopped ({_reason(err)}); re-download or re-encode it"
     for stream in streams:
         declared_s = declared_end_s(stream)
-        if declared_s is not None and ends[stream.index] < declared_s - max(
-            TRUNCATION_SLACK_S, TRUNCATION_SLACK_SHARE * declared_s
-        ):
-            return ends, (
-                f"the file is truncated: its {stream.type} ends at {ends[stream.index]:.2f} s, its header declares"
-                f" {declared_s:.2f} s; re-download or re-encode it"
-            )
+        if declared_s is not None and cut_short(ends[stream.index], declared_s):
+            return ends, truncated_reason(stream.type, ends[stream.index], declared_s)
     return ends, ""
 
 

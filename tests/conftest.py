@@ -75,3 +75,15 @@ def no_installed_weights(tmp_path_factory: pytest.TempPathFactory, monkeypatch: 
     monkeypatch.delenv("MVEMO_WEIGHTS", raising=False)
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setenv("TORCH_HOME", str(home / "torch"))
+
+
+def faststart(source: Path, target: Path) -> Path:
+    """``source`` remuxed with its index (moov) first, as streamed and downloaded mp4s are: a cut file still opens."""
+    with av.open(str(source)) as src, av.open(str(target), "w", options={"movflags": "faststart"}) as dst:
+        streams = [s for s in src.streams if s.type in ("audio", "video")]
+        out = {s.index: dst.add_stream_from_template(s) for s in streams}
+        for packet in src.demux(*streams):
+            if packet.dts is not None:
+                packet.stream = out[packet.stream.index]
+                dst.mux(packet)
+    return target

@@ -23,6 +23,7 @@ import soxr
 
 from mvemo.extract.decode.packets import check_file, decoder_reason, describe_clip
 from mvemo.manifests.errors import ConfigError, MediaError
+from mvemo.manifests.probe import CUT_OFF_REASON, cut_short, declared_end_s, iso_file_cut_off, truncated_reason
 
 SOUNDFILE_SUFFIXES = frozenset({".wav", ".flac", ".ogg"})
 
@@ -76,6 +77,8 @@ def decode_audio(path: str | os.PathLike[str], window: AudioWindow, *, clip_id: 
         else:
             x, sr, names = _read_pyav(path, window, who)
     except (av.FFmpegError, sf.LibsndfileError, RuntimeError, ValueError) as err:
+        if iso_file_cut_off(path):
+            raise MediaError(f"{who}: {CUT_OFF_REASON}") from None
         raise MediaError(
             f"{who}: cannot decode audio ({decoder_reason(err)}): the file is corrupt, truncated or not media;"
             " re-encode or replace it"
@@ -113,6 +116,9 @@ def _read_pyav(path: Path, window: AudioWindow, who: str) -> tuple[np.ndarray, i
         blocks: list[list[bytes]] = []
         decoded = dropped = 0
         to_track_layout = av.AudioResampler(format="fltp", layout=layout)
+        # where the track ends, where the file has an index that says so before any packet is read (an mp3's end
+        # is estimated from its bitrate: no figure to hold a cut against)
+        declared_s = declared_end_s(stream) if stream.index_entries else None
         for frame in container.decode(stream):
             if start is None:  # later frames follow sample by sample: ms-resolution pts (mkv) would jitter
                 start = round(frame.pts * time_base * sr) if frame.pts is not None else 0
@@ -125,6 +131,10 @@ def _read_pyav(path: Path, window: AudioWindow, who: str) -> tuple[np.ndarray, i
                 decoded += n
             if start + decoded >= end:
                 break
+        else:  # the track ended before the window did: where its header says, or cut off
+            ended_s = (start or 0) / sr + decoded / sr
+            if declared_s is not None and cut_short(ended_s, declared_s):
+                raise MediaError(f"{who}: {truncated_reason('audio', ended_s, declared_s)}")
     if start is None:  # no frame at all
         return np.zeros((len(names), 0), dtype=np.float32), sr, names
     channel_by_channel = b"".join(itertools.chain.from_iterable(zip(*blocks)))

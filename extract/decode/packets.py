@@ -19,7 +19,7 @@ from typing import Any
 import av
 
 from mvemo.manifests.errors import MediaError
-from mvemo.manifests.probe import declared_end_s, picture_streams
+from mvemo.manifests.probe import CUT_OFF_REASON, declared_end_s, iso_file_cut_off, picture_streams
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,8 @@ def open_container(path: Path, clip_id: str) -> Any:
     try:
         return av.open(str(path), metadata_errors="ignore")
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as err:
+        if iso_file_cut_off(path):
+            raise MediaError(f"{describe_clip(path, clip_id)}: {CUT_OFF_REASON}") from None
         raise MediaError(
             f"{describe_clip(path, clip_id)}: cannot open as media ({decoder_reason(err)}): the file is corrupt, truncated"
             " or not a video; re-encode or replace it"

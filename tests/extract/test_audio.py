@@ -14,7 +14,7 @@ from mvemo.extract.decode.audio import AudioWindow, decode_audio, mono_weights, 
 from mvemo.extract.lld import LldConfig, low_level_descriptors
 from mvemo.manifests import ConfigError, MediaError
 from mvemo.manifests.synthetic import write_media
-from tests.conftest import write_tiny
+from tests.conftest import faststart, tiny_audio, tiny_frames, write_tiny
 
 WINDOW = AudioWindow(duration_s=3.0)
 MEL = MelConfig(audio_window=WINDOW)
@@ -236,6 +236,23 @@ def test_missing_stream_and_broken_files_name_the_clip(tmp_path: Path) -> None:
         decode_audio(junk, WINDOW, clip_id="j")
     with pytest.raises(MediaError, match=r"does not exist"):
         decode_audio(tmp_path / "gone.wav", WINDOW, clip_id="g")
+
+
+@pytest.mark.parametrize("layout", ["index first", "index last", "matroska"])
+def test_a_file_cut_in_half_is_truncated_not_half_a_clip_padded_with_silence(tmp_path: Path, layout: str) -> None:
+    suffix = ".mkv" if layout == "matroska" else ".mp4"
+    written = write_media(tmp_path / f"w{suffix}", frames=tiny_frames(50), y=tiny_audio(2.0), sr=16000)
+    whole = faststart(written, tmp_path / "fast.mp4") if layout == "index first" else written
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    assert decode_audio(whole, WINDOW).valid_s == pytest.approx(2.0, abs=0.05), "a whole file shorter than the window is fine"
+    expected = (
+        r"it ends inside its data, before its index"
+        if layout == "index last"
+        else r"its audio ends at [\d.]+ s, its header declares 2"
+    )
+    with pytest.raises(MediaError, match=rf"clip 'c'.*the file is truncated: {expected}.*re-download or re-encode it"):
+        decode_audio(cut, WINDOW, clip_id="c")
 
 
 def test_float16_waveform_noise_lies_below_aac_codec_noise(tmp_path: Path) -> None:

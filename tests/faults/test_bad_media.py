@@ -24,7 +24,7 @@ from mvemo.cache.read import Cache
 from mvemo.manifests import Clip, Manifest, write_manifest
 from mvemo.manifests.synthetic import write_media
 from mvemo.pipeline.cli.main import cli
-from tests.conftest import tiny_audio, tiny_frames
+from tests.conftest import faststart, tiny_audio, tiny_frames
 from tests.extract.test_video import X264_BFRAMES, counter_frames, write_video
 from tests.extract.test_video_memory import _write_long
 
@@ -57,6 +57,8 @@ def write_corpus(folder: Path) -> list[Case]:
     (folder / "zero.mp4").write_bytes(b"")
     whole = music_video(folder / "whole.mp4").read_bytes()
     (folder / "truncated.mp4").write_bytes(whole[: len(whole) // 2])
+    fast = faststart(folder / "whole.mp4", folder / "whole-fast.mp4").read_bytes()
+    (folder / "truncated-index-first.mp4").write_bytes(fast[: len(fast) // 2])
     write_media(folder / "song.mp3", y=tiny_audio(2.0, 44100), sr=44100)
     shutil.move(folder / "song.mp3", folder / "mp3-named.mp4")
     write_media(folder / "no-audio.mp4", frames=tiny_frames(50))
@@ -74,7 +76,16 @@ def write_corpus(folder: Path) -> list[Case]:
     music_video(folder / "spaces ünïcode (1).mp4")
     return [
         Case("zero", "zero.mp4", True, FAILED, FAILED, "file is empty (0 bytes); replace the file", check_ok=False),
-        Case("truncated", "truncated.mp4", True, FAILED, FAILED, "corrupt, truncated or not", check_ok=False),
+        Case("truncated", "truncated.mp4", True, FAILED, FAILED, "truncated: it ends inside its data", check_ok=False),
+        Case(
+            "truncated-index-first",
+            "truncated-index-first.mp4",
+            True,
+            FAILED,
+            FAILED,
+            "the file is truncated: its",
+            check_ok=False,
+        ),
         Case("mp3-named", "mp3-named.mp4", False, OK, ABSENT),
         Case("no-audio", "no-audio.mp4", True, FAILED, OK, "has no audio stream; clear the clip's 'audio'", check_ok=False),
         Case("audio-only", "audio-only.mp4", False, OK, ABSENT),

@@ -2,14 +2,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
 from mvemo.manifests import Clip, Manifest
-from mvemo.manifests.probe import check_clip, check_manifest, probe_file
+from mvemo.manifests.probe import check_clip, check_manifest, iso_file_cut_off, probe_file
 from mvemo.manifests.synthetic import write_media
-from tests.conftest import tiny_audio, tiny_frames, write_song_with_cover, write_tiny
+from tests.conftest import faststart, tiny_audio, tiny_frames, write_song_with_cover, write_tiny
 
 
 def test_probe_reports_stream_facts(tmp_path: Path) -> None:
@@ -53,7 +52,8 @@ def test_probe_never_raises_on_bad_files(tmp_path: Path) -> None:
     assert "does not exist" in probe_file(tmp_path / "nope.mp4").error
     assert "empty" in probe_file(empty).error
     assert "cannot decode" in probe_file(text).error
-    assert "cannot decode" in probe_file(truncated).error
+    assert probe_file(truncated).error.startswith("the file is truncated: it ends inside its data, before its index")
+    assert not iso_file_cut_off(tmp_path / "whole.mp4") and not iso_file_cut_off(text)
 
 
 def test_check_lists_every_problem_and_reports_facts_as_facts(tmp_path: Path) -> None:
@@ -87,18 +87,6 @@ def test_check_probes_a_shared_file_once(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(probe, "probe_file", lambda p: calls.append(p) or real(p))
     report = check_clip(Clip("x", "A", video=path, audio=path))
     assert report.ok and calls == [path]
-
-
-def faststart(source: Path, target: Path) -> Path:
-    """``source`` remuxed with its index (moov) first, as streamed and downloaded mp4s are: a cut file still opens."""
-    with av.open(str(source)) as src, av.open(str(target), "w", options={"movflags": "faststart"}) as dst:
-        streams = [s for s in src.streams if s.type in ("audio", "video")]
-        out = {s.index: dst.add_stream_from_template(s) for s in streams}
-        for packet in src.demux(*streams):
-            if packet.dts is not None:
-                packet.stream = out[packet.stream.index]
-                dst.mux(packet)
-    return target
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
