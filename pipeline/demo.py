@@ -12,6 +12,7 @@ from mvemo.extract.nets import INIT
 from mvemo.extract.run import FeatureConfigs, FeatureRunSummary
 from mvemo.extract.stage import extract_features
 from mvemo.extract.video import FrameConfig
+from mvemo.manifests.errors import MediaError
 from mvemo.manifests.executor import Executor, Progress, ProgressFactory
 from mvemo.manifests.folds import assign_folds
 from mvemo.manifests.scan import scan_tree
@@ -96,5 +97,15 @@ def run_demo(
         executor=executor,
         progress=progress,
     )
+    require_clips_left(stage_one.features, len(manifest))
     report, _ = fuse_cache(cache, out, models=DEMO_MODELS, executor=executor, progress=progress("fusion heads", "fit"))
     return DemoResult(path, manifest, stage_one.features, report, out)
+
+
+def require_clips_left(features: FeatureRunSummary, n_clips: int) -> None:
+    """Stop the demo before stage two when stage one failed every clip (a decoder missing from this machine, say):
+    there is nothing to fuse, and a demo that trained on nothing must not end as if it had worked."""
+    failed = {clip_id: reason for reasons in features.failures.values() for clip_id, reason in reasons.items()}
+    if len(failed) == n_clips:
+        reason = next(iter(failed.values()))
+        raise MediaError(f"stage one failed every one of the {n_clips} synthetic clips, so stage two was not run; the first: {reason}")

@@ -174,3 +174,17 @@ def test_predict_refuses_a_model_whose_features_or_weights_differ(tiny_demo: Pat
         result = CliRunner().invoke(cli, ["predict", str(folder), clip, "--model", "twodcnn", *options])
         assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
         assert "Traceback" not in result.output
+
+
+def test_the_demo_fails_when_stage_one_fails_every_clip(tmp_path: Path, monkeypatch) -> None:
+    import mvemo.extract.run
+
+    def decoder_missing(clip, names, configs):
+        return dict.fromkeys(names, f"clip {clip.clip_id!r}: no decoder for h264 on this machine")
+
+    monkeypatch.setattr(mvemo.extract.run, "compute_clip", decoder_missing)
+    args = ["demo", "--out", str(tmp_path / "d"), "--clips-per-class", "4", "--duration-s", "1", "--workers", "1"]
+    result = CliRunner().invoke(cli, args, prog_name="mvemo")
+    assert result.exit_code == 2, result.output
+    assert "stage one failed every one of the 24 synthetic clips, so stage two was not run" in result.stderr
+    assert "no decoder for h264" in result.stderr and not (tmp_path / "d" / "model").exists()
