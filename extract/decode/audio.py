@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -59,9 +60,12 @@ def decode_audio(path: str | os.PathLike[str], window: AudioWindow, *, clip_id: 
 
     Non-finite samples become 0. A file shorter than the window gives what it has
     (``valid_s`` says how much); callers pad. The window lies on the file's presentation
-    timeline, cut to where the track starts, as the video's frame window does. The
-    track is decoded from its start rather than sought: after a seek, the pts of mp3,
-    webm and mkv frames put the window 48 to 1,105 samples off.
+    timeline, cut to where the track starts, as the video's frame window does. A window
+    from ``SEEK_FROM_S`` on is read from a seek ``SEEK_MARGIN_S`` before it, its frames
+    placed on the grid of the track's first frames (``FrameGrid``): the pts of mp3, webm
+    and mkv frames after a seek alone put the window 48 to 1,105 samples off. The samples
+    are those read from the start, up to the rounding of a restarted AAC decoder (2e-5)
+    and AAC's noise substitution, whose random noise depends on where decoding began.
 
     Raises
     ------
@@ -101,7 +105,54 @@ def _read_soundfile(path: Path, window: AudioWindow) -> tuple[np.ndarray, int, l
     return x.T, sr, [""] * x.shape[1]
 
 
+# A window that starts this far into a track is read from a seek, not from the track's start: reading a 1-hour
+# file's windows one by one from its start (the timeline, [clip] windows) cost time quadratic in its length.
+SEEK_FROM_S = 10.0
+# A seek lands this long before the window, so that the decoder's state (an AAC frame's overlap, an mp3's bit
+# reservoir) has settled when the window begins.
+SEEK_MARGIN_S = 1.0
+
+
 def _read_pyav(path: Path, window: AudioWindow, who: str) -> tuple[np.ndarray, int, list[str]]:
+    if window.offset_s >= SEEK_FROM_S:
+        sought = _decode_window(path, window, who, seek=True)
+        if sought is not None:
+            return sought
+    decoded = _decode_window(path, window, who, seek=False)
+    assert decoded is not None  # read from the start, every frame has its place
+    return decoded
+
+
+@dataclass(frozen=True)
+class FrameGrid:
+    """Where a track's frames lie, learnt from its first two frames read from its start: a frame's first sample is
+    ``start + first_size + k * size`` for its k-th place after the first frame. A frame's pts after a seek only
+    estimates its place (an mp3's first frame is shortened by its decoder delay, Matroska counts milliseconds):
+    snapped to this grid it is exact, as reading from the start is."""
+
+    start: int
+    first_size: int
+    second: int
+    size: int
+
+    @classmethod
+    def of(cls, frames: list[Any], sr: int, time_base: Fraction) -> FrameGrid | None:
+        if len(frames) < 2 or any(f.pts is None for f in frames):
+            return None
+        first, second = frames
+        return cls(round(first.pts * time_base * sr), first.samples, round(second.pts * time_base * sr), second.samples)
+
+    def place(self, frame: Any, sr: int, time_base: Fraction) -> int | None:
+        """The timeline sample of a frame read after a seek; None where frames vary in size (no grid holds)."""
+        if frame.pts is None or frame.samples != self.size:
+            return None
+        k = round((round(frame.pts * time_base * sr) - self.second) / self.size)
+        return self.start + self.first_size + k * self.size
+
+
+def _decode_window(path: Path, window: AudioWindow, who: str, *, seek: bool) -> tuple[np.ndarray, int, list[str]] | None:
+    """The window of the file's first audio track, read from its start or (``seek``) from a seek before the window;
+    None where a seek cannot place its frames exactly (read from the start then)."""
     with av.open(str(path)) as container:
         if not container.streams.audio:
             raise MediaError(f"{who}: the file has no audio stream; clear the clip's 'audio' column or give a file with sound")
@@ -112,16 +163,27 @@ def _read_pyav(path: Path, window: AudioWindow, who: str) -> tuple[np.ndarray, i
         begin = round(window.offset_s * sr)
         end = begin + window.n_samples(sr)
         time_base = stream.time_base or Fraction(1, sr)
+        # where the track ends, where the file has an index that says so before any packet is read (an mp3's end
+        # is estimated from its bitrate: no figure to hold a cut against)
+        declared_s = declared_end_s(stream) if stream.index_entries else None
+        grid = None
+        if seek:
+            grid = FrameGrid.of(list(itertools.islice(container.decode(stream), 2)), sr, time_base)
+            if grid is None:
+                return None
+            container.seek(int((window.offset_s - SEEK_MARGIN_S) / time_base), stream=stream, backward=True)
         start: int | None = None
         blocks: list[list[bytes]] = []
         decoded = dropped = 0
         to_track_layout = av.AudioResampler(format="fltp", layout=layout)
-        # where the track ends, where the file has an index that says so before any packet is read (an mp3's end
-        # is estimated from its bitrate: no figure to hold a cut against)
-        declared_s = declared_end_s(stream) if stream.index_entries else None
         for frame in container.decode(stream):
             if start is None:  # later frames follow sample by sample: ms-resolution pts (mkv) would jitter
-                start = round(frame.pts * time_base * sr) if frame.pts is not None else 0
+                if grid is None:
+                    start = round(frame.pts * time_base * sr) if frame.pts is not None else 0
+                else:
+                    start = grid.place(frame, sr, time_base)
+                    if start is None or start > begin:  # no grid, or the seek overshot: read from the start
+                        return None
             for planes in _float_planes(frame, to_track_layout, len(names)):
                 n = len(planes[0]) // 4
                 if start + decoded + n > begin:  # blocks wholly before the window are not kept

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+import mvemo.extract.decode.audio
 from mvemo.extract.audio import MelConfig, WaveformConfig, compute_audio_features, mel_spectrogram
 from mvemo.extract.decode.audio import AudioWindow, decode_audio, mono_weights, resample_exact
 from mvemo.extract.lld import LldConfig, low_level_descriptors
@@ -143,6 +144,33 @@ def test_an_offset_window_of_a_compressed_track_is_that_part_of_the_whole_track(
     np.testing.assert_array_equal(part, whole[round(1.25 * sr) - late : round(2.25 * sr) - late])
     lag = np.argmax(np.correlate(whole[sr : 2 * sr], sweep[sr - 2048 : 2 * sr + 2048].astype(np.float32))) - 2048
     assert lag == 0, f"{suffix}: the decoded track is {lag} samples off the source"
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".m4a", ".mkv", ".webm", ".mp3"])
+def test_a_window_read_from_a_seek_is_the_same_samples_and_costs_what_an_early_one_does(
+    tmp_path: Path, suffix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sr = 48000
+    t = np.arange(12 * sr) / sr
+    sweep = 0.5 * np.sin(2 * np.pi * (200 * t + 80 * t**2))  # any shift breaks the match
+    codec = "libopus" if suffix == ".webm" else None
+    path = write_media(tmp_path / f"sweep{suffix}", y=sweep[:, None].astype(np.float32), sr=sr, audio_codec=codec)
+    whole = decode_audio(path, AudioWindow(duration_s=12.0)).y  # from the start
+    late = max(first_pts_in_samples(path), 0)
+    monkeypatch.setattr(mvemo.extract.decode.audio, "SEEK_FROM_S", 1.5)
+    frames = []
+    counted = mvemo.extract.decode.audio._float_planes
+    monkeypatch.setattr(mvemo.extract.decode.audio, "_float_planes", lambda *a: frames.append(1) or counted(*a))
+    decoded = {}
+    for offset_s in (2.0, 4.75, 9.5):
+        frames.clear()
+        part = decode_audio(path, AudioWindow(offset_s=offset_s, duration_s=1.0)).y
+        begin = round(offset_s * sr) - late
+        # one sample off would differ by ~0.02: the AAC decoder, restarted, rounds within 2e-5
+        np.testing.assert_allclose(part, whole[begin : begin + sr], atol=1e-4, err_msg=f"{suffix} at {offset_s} s")
+        decoded[offset_s] = len(frames)
+    # read from the start, the window 4.75 s later would decode 4.75 s more (over 200 frames)
+    assert decoded[9.5] <= decoded[4.75] + 2, f"{suffix}: a later window decoded more of the track {decoded}"
 
 
 def test_frames_in_another_layout_than_the_tracks_are_mixed_in_the_tracks(tmp_path: Path) -> None:
