@@ -22,7 +22,7 @@ from mvemo.cache.layout import ABSENT, FAILED, FeatureSpec
 from mvemo.cache.lock import CacheLock
 from mvemo.cache.read import Cache
 from mvemo.cache.store import CacheWriter
-from mvemo.extract.nets import PRETRAINED, get_net, input_kind, net_options, split_init
+from mvemo.extract.nets import get_net, input_kind, net_options, pretrained_file, split_init
 from mvemo.extract.nets.base import EmotionNet
 from mvemo.extract.train import GPU_RESOURCES, embed_rows, in_order, kinds_of, resolve_device
 from mvemo.extract.weights import require_weights
@@ -78,10 +78,11 @@ def build_net(
     """
     init, options = split_init(name, options)
     torch.manual_seed(seed)
-    if init == "random" or name not in PRETRAINED:
-        why = "asked (--random-init)" if name in PRETRAINED else "it has no published weights"
+    file = pretrained_file(name)
+    if init == "random" or file is None:
+        why = "asked (--random-init)" if file is not None else "it has no published weights"
         return get_net(name, num_classes=num_classes, **options).eval(), f"{name}: random initialisation (seed {seed}; {why})"
-    path = require_weights(PRETRAINED[name], weights_dir, hint=f"or run it from random weights with --random-init {name}")
+    path = require_weights(file, weights_dir, hint=f"or run it from random weights with --random-init {name}")
     return get_net(name, num_classes=num_classes, weights=path, **options).eval(), f"{name}: pretrained weights {path}"
 
 

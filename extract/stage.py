@@ -17,6 +17,7 @@ from mvemo.cache.lock import CacheLock
 from mvemo.cache.read import Cache
 from mvemo.extract.embed import export_embeddings, input_kinds
 from mvemo.extract.finetune import UnitSummary, finetune_embeddings
+from mvemo.extract.nets import base_name
 from mvemo.extract.run import FeatureConfigs, FeatureRunSummary, compute_feature_sets, parse_features
 from mvemo.extract.train import TrainConfig
 from mvemo.extract.windowed import check_windowing, pool_windows, write_times
@@ -164,6 +165,7 @@ def extract_features(
         raise ConfigError("nets need the manifest's folds; run `mvemo manifest folds MANIFEST --k 6` first")
     if manifest.has_folds:
         require_whole_groups(manifest.folds, manifest.groups, manifest.clip_ids, where="the manifest")
+    require_variant_tables(nets, net_options if net_options is not None else training.net_options if training else {})
     configs = configs or FeatureConfigs()
     stage = functools.partial(
         _stage_one,
@@ -198,6 +200,18 @@ def extract_features(
     summary.stages.insert(0, planned)
     summary.stages.append(StageTime("pooling", time.perf_counter() - began, f"{windows.pooling} of {len(pooled.done)} sets"))
     return summary
+
+
+def require_variant_tables(nets: Iterable[str], net_options: Mapping[str, Mapping[str, Any]]) -> None:
+    """A net variant (``musicnn.taggram``) is defined by its config table; without one it would be its net again."""
+    for net in nets:
+        base_name(net)  # an unknown net raises
+        if "." in net and net not in net_options:
+            base, variant = net.split(".", 1)
+            raise ConfigError(
+                f"--nets {net}: no [net.{base}.{variant}] table in --config defines that variant of {base};"
+                f' add one (e.g. [net.{base}.{variant}] layer = "...") or name {base} alone'
+            )
 
 
 def check_window_configs(configs: FeatureConfigs, windows: WindowConfig) -> None:

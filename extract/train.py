@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from mvemo.cache.read import Cache
+from mvemo.extract.nets import base_name
 from mvemo.extract.nets.base import EmotionNet
 from mvemo.manifests.errors import ConfigError
 from mvemo.manifests.executor import Resources
@@ -132,7 +133,9 @@ class TrainConfig:
             raise ConfigError(f"[train] validation_share={self.validation_share}: expected a share in (0, 0.5)")
 
     def optimizer(self, net: str) -> OptimizerConfig:
-        return self.optimizers.get(net, PAPER_OPTIMIZERS.get(net, OptimizerConfig()))
+        """The net's ``[optim.<net>]``, else paper 001's (a variant trains as its net does)."""
+        base = base_name(net)
+        return self.optimizers.get(base, PAPER_OPTIMIZERS.get(base, OptimizerConfig()))
 
     def record(self, net: str) -> dict[str, Any]:
         """What decides a net's fine-tuned weights (fingerprinted)."""

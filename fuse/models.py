@@ -52,9 +52,16 @@ class FusionModel:
 
 
 def cached_nets(cache: Cache) -> list[str]:
-    """Nets with embeddings in the cache (``emb/<net>/fold<k>`` or ``emb/<net>/all``), audio first."""
+    """Nets with embeddings in the cache (``emb/<net>/fold<k>`` or ``emb/<net>/all``), audio first, each net's
+    variants (``musicnn.taggram``) after it."""
     found = {name.split("/")[1] for name in cache.feature_sets() if name.startswith("emb/")}
-    return [n for n in (*AUDIO_NETS, *VIDEO_NETS) if n in found] + sorted(found - set(AUDIO_NETS) - set(VIDEO_NETS))
+    order = {net: i for i, net in enumerate((*AUDIO_NETS, *VIDEO_NETS))}
+    return sorted(found, key=lambda name: (order.get(base_net(name), len(order)), base_net(name), name))
+
+
+def base_net(name: str) -> str:
+    """The net an input of a net variant (``musicnn.taggram``) comes from; any other name as it is."""
+    return name.split(".", 1)[0]
 
 
 def cached_inputs(cache: Cache) -> list[str]:
@@ -139,7 +146,7 @@ def named_models(cache: Cache) -> dict[str, Node]:
     trusted = [name for name in complete_inputs(cache) if name not in random_init]
     named: dict[str, Node] = {}
     if len(trusted) > 1:
-        name = INTEGRATED[1] if not any(n in VIDEO_NETS for n in trusted) else INTEGRATED[0]
+        name = INTEGRATED[1] if not any(base_net(n) in VIDEO_NETS for n in trusted) else INTEGRATED[0]
         named[name] = integrated(tuple(Features((input_name,)) for input_name in trusted))
     pairs = paper_pairs(trusted)
     if len(pairs) > 1:

@@ -9,7 +9,8 @@ decode), one table per audio set (``[mel]``, ``[logmel]``, ``[lld]``, ``[wavefor
 ``batch_size``, ``validation_share``, ``seed``) and ``[optim.<net>]`` (``name``,
 ``lr``, ``momentum``) set fine-tuning. ``[net.<name>]`` sets a net's options (those of
 ``extract.nets.get_net``, e.g. ``[net.i3d] pool = "global"``), for its embeddings with
-or without fine-tuning. ``[head]`` sets stage two's fusion head: its ``name``
+or without fine-tuning; ``[net.<name>.<variant>]`` defines the variant ``<name>.<variant>``
+(``--nets musicnn.taggram``), the net with those options too, cached as an input of its own. ``[head]`` sets stage two's fusion head: its ``name``
 (``logistic`` or ``softmax``) and the parameters of ``fuse.heads.LogisticHead`` or
 ``SoftmaxHead`` (``optimizer``, ``lr``, ``l2``, ...; a parameter left out is chosen on inner folds where the
 head chooses it: ``C``, ``lr``, ``l2``). ``[clip]`` (``extract.windows.WindowConfig``: ``windows``, ``hop_s``, ``pooling``)
@@ -124,12 +125,21 @@ def net_config(path: str | os.PathLike[str] | None, random_init: tuple[str, ...]
 
 
 def _nets(tables: dict[str, Any], random_init: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
-    from mvemo.extract.nets import INIT, NET_NAMES, net_options, split_init
+    """Each net's options, and each variant's (a ``[net.<net>.<variant>]`` table: the net's options, then its own)."""
+    from mvemo.extract.nets import INIT, base_name, net_options, split_init
 
-    unknown_nets = sorted(set(random_init) - set(NET_NAMES))
-    if unknown_nets:
-        raise ConfigError(f"--random-init: unknown net(s) {unknown_nets}; nets are {list(NET_NAMES)}")
-    per_net = {net: dict(values) for net, values in per_net_tables(tables, "net").items()}
+    for net in random_init:
+        try:
+            base_name(net)
+        except ConfigError as err:
+            raise ConfigError(f"--random-init: {err}") from None
+    per_net: dict[str, dict[str, Any]] = {}
+    for net, values in per_net_tables(tables, "net").items():
+        own = {key: value for key, value in values.items() if not isinstance(value, dict)}
+        per_net[net] = own
+        for variant, options in values.items():
+            if isinstance(options, dict):
+                per_net[f"{net}.{variant}"] = own | options
     for net in random_init:
         per_net.setdefault(net, {})[INIT] = "random"
     for net, values in per_net.items():

@@ -108,4 +108,6 @@ def require_clips_left(features: FeatureRunSummary, n_clips: int) -> None:
     failed = {clip_id: reason for reasons in features.failures.values() for clip_id, reason in reasons.items()}
     if len(failed) == n_clips:
         reason = next(iter(failed.values()))
-        raise MediaError(f"stage one failed every one of the {n_clips} synthetic clips, so stage two was not run; the first: {reason}")
+        raise MediaError(
+            f"stage one failed every one of the {n_clips} synthetic clips, so stage two was not run; the first: {reason}"
+        )

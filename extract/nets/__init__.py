@@ -5,10 +5,12 @@ from mvemo.extract.nets.registry import (
     INIT,
     NET_NAMES,
     PRETRAINED,
+    base_name,
     get_net,
     input_kind,
     net_from_config,
     net_options,
+    pretrained_file,
     split_init,
 )
 
@@ -17,9 +19,11 @@ __all__ = [
     "NET_NAMES",
     "PRETRAINED",
     "EmotionNet",
+    "base_name",
     "get_net",
     "input_kind",
     "net_from_config",
     "net_options",
+    "pretrained_file",
     "split_init",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,10 +51,30 @@ def split_init(name: str, options: Mapping[str, Any]) -> tuple[str, dict[str, An
     return init, rest
 
 
+# A variant of a net, ``<net>.<variant>``: the net with the options of its ``[net.<net>.<variant>]`` table (another
+# layer or pooling of musicnn, say), cached as an input of its own, so that ``best(...)`` chooses among variants on
+# inner folds rather than a default fixed by outer scores.
+VARIANT = re.compile(r"^([a-z0-9_]+)(?:\.([a-z0-9_]+))?$")
+
+
+def base_name(name: str) -> str:
+    """The net a name stands for: ``musicnn`` for ``musicnn`` and its variant ``musicnn.taggram``."""
+    match = VARIANT.match(name)
+    if match is None or match.group(1) not in NETS:
+        raise ConfigError(
+            f"net {name!r}: not a known net or a variant of one (<net>.<variant>, lowercase); nets are {', '.join(NET_NAMES)}"
+        )
+    return match.group(1)
+
+
 def net_class(name: str) -> type[EmotionNet]:
-    if name not in NETS:
-        raise ConfigError(f"net {name!r}: not a known net; choose one of {', '.join(NET_NAMES)}")
-    return NETS[name]
+    """The class of a net, or of the net a variant is of."""
+    return NETS[base_name(name)]
+
+
+def pretrained_file(name: str) -> str | None:
+    """The file of a net's (or its variant's) published weights, None for a net that has none."""
+    return PRETRAINED.get(base_name(name))
 
 
 def net_options(name: str) -> dict[str, Any]:

@@ -130,7 +130,7 @@ def test_seeded_embeddings_do_not_depend_on_the_number_of_classes(name: str) -> 
 
 
 def test_unknown_net_and_bad_options_name_the_value_and_the_fix() -> None:
-    with pytest.raises(ConfigError, match=r"net 'vggish': not a known net; choose one of onedcnn, twodcnn"):
+    with pytest.raises(ConfigError, match=r"net 'vggish': not a known net or a variant of one .*; nets are onedcnn, twodcnn"):
         get_net("vggish", num_classes=2)
     with pytest.raises(ConfigError, match=r"net 'twodcnn': unknown option pool; its options \(defaults\) are: activation='elu'"):
         get_net("twodcnn", num_classes=2, pool="global")
