@@ -13,12 +13,9 @@ import h5py
 import pytest
 from click.testing import CliRunner
 
-from mvemo.manifests import Manifest, write_manifest
-from mvemo.manifests.folds import assign_folds
-from mvemo.manifests.scan import scan_tree
-from mvemo.manifests.synthetic import SyntheticConfig, write_synthetic_set
 from mvemo.pipeline.cli.main import cli
 from tests.conftest import write_tiny
+from tests.pipeline.helpers import synthetic_manifest
 
 MODELS = "descriptors,lldstats,twodcnn,late(descriptors,lldstats),stack(descriptors,twodcnn)"
 
@@ -26,11 +23,7 @@ MODELS = "descriptors,lldstats,twodcnn,late(descriptors,lldstats),stack(descript
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("saved")
-    write_synthetic_set(root / "data", SyntheticConfig(clips_per_class=4, duration_s=4.0, width=32, height=32, fps=5))
-    scanned = scan_tree(root / "data")
-    classes = ("Exciting", "Sad", "Tension")
-    kept = Manifest(classes, tuple(c for c in scanned.clips if c.label in classes))
-    manifest = write_manifest(assign_folds(kept, k=2, seed=0), root / "m.csv")
+    manifest = synthetic_manifest(root, ("Exciting", "Sad", "Tension"), clips_per_class=4, duration_s=4.0)
     (root / "c.toml").write_text("[audio]\nduration_s = 4.0\n")
     runner = CliRunner()
     extract = ["extract", str(manifest), "--cache", str(root / "cache"), "--config", str(root / "c.toml")]

@@ -14,21 +14,18 @@ from click.testing import CliRunner
 
 from mvemo.extract.decode.audio import AudioWindow
 from mvemo.extract.run import FeatureConfigs
-from mvemo.manifests import Clip, Manifest, write_manifest
-from mvemo.manifests.folds import assign_folds
-from mvemo.manifests.scan import scan_tree
+from mvemo.manifests import Clip
 from mvemo.manifests.synthetic import (
-    SyntheticConfig,
     draw_cues,
     synthesize_audio,
     synthesize_video,
     write_media,
-    write_synthetic_set,
 )
 from mvemo.pipeline.cli.main import cli
 from mvemo.pipeline.inputs import ClipFeatures, at_window
 from mvemo.pipeline.timeline import _model_for, output_stems
 from tests.conftest import write_song_with_cover
+from tests.pipeline.helpers import synthetic_manifest
 
 # Demo classes told apart by their sound (the others share it with one of these): a model reading audio separates them.
 BY_SOUND = ("Exciting", "Neutral", "Sad", "Tension")
@@ -39,12 +36,7 @@ SEGMENTS = [("Exciting", 45.0), ("Sad", 45.0), ("Tension", 45.0), ("Neutral", 45
 def trained_model(root: Path, *, clips_per_class: int, extract: list[str], models: str) -> Path:
     """A model saved by ``mvemo fuse --models MODELS`` over ``mvemo extract EXTRACT...`` of synthetic 6-s clips of the
     classes told apart by sound."""
-    write_synthetic_set(
-        root / "data", SyntheticConfig(clips_per_class=clips_per_class, duration_s=WINDOW_S, width=32, height=32, fps=5)
-    )
-    scanned = scan_tree(root / "data")
-    kept = Manifest(BY_SOUND, tuple(c for c in scanned.clips if c.label in BY_SOUND))
-    manifest = write_manifest(assign_folds(kept, k=2, seed=0), root / "m.csv")
+    manifest = synthetic_manifest(root, BY_SOUND, clips_per_class=clips_per_class, duration_s=WINDOW_S)
     (root / "c.toml").write_text(f"[audio]\nduration_s = {WINDOW_S}\n")
     runner = CliRunner()
     result = runner.invoke(

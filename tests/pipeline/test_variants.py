@@ -11,12 +11,9 @@ from click.testing import CliRunner
 
 from mvemo.cache.read import Cache
 from mvemo.fuse.models import available_models
-from mvemo.manifests import Manifest, write_manifest
-from mvemo.manifests.folds import assign_folds
-from mvemo.manifests.scan import scan_tree
-from mvemo.manifests.synthetic import SyntheticConfig, write_synthetic_set
 from mvemo.pipeline.cli.main import cli
 from tests.conftest import write_tiny
+from tests.pipeline.helpers import synthetic_manifest
 
 CONFIG = """
 [audio]
@@ -36,11 +33,7 @@ layer = "taggram"
 @pytest.fixture(scope="module")
 def variants(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("variants")
-    write_synthetic_set(root / "data", SyntheticConfig(clips_per_class=4, duration_s=8.0, width=32, height=32, fps=5))
-    scanned = scan_tree(root / "data")
-    classes = ("Exciting", "Sad", "Tension")
-    kept = Manifest(classes, tuple(c for c in scanned.clips if c.label in classes))
-    write_manifest(assign_folds(kept, k=2, seed=0), root / "m.csv")
+    synthetic_manifest(root, ("Exciting", "Sad", "Tension"), clips_per_class=4, duration_s=8.0)
     (root / "c.toml").write_text(CONFIG)
     return root
 
