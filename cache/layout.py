@@ -40,7 +40,7 @@ POOLED_KEY = "windows"
 TODO, DONE, FAILED, ABSENT = 0, 1, 2, 3
 HASH_DTYPE = "S64"
 ERROR_CHARS = 240
-_NAME = re.compile(r"^[a-z0-9_]+(/[a-z0-9_+.]+)*$")  # emb/musicnn.taggram/all: a net variant holds a dot
+_NAME = re.compile(r"^[a-z0-9_]+(/[a-z0-9_+]+(\.[a-z0-9_]+)?)*$")  # emb/musicnn.taggram/all: a net variant, one dot
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import contextlib
 import copy
 import math
 import multiprocessing
+import signal
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -207,13 +208,22 @@ def batches_of(
     # a daemonic process (a Dask worker by default) may not start loader processes: it reads the batches itself
     readers = workers if on_gpu and not multiprocessing.current_process().daemon else 0
     dataset = CachedBatches(cache_path, kinds_of(net), batches, y)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=readers, pin_memory=on_gpu)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=None, num_workers=readers, pin_memory=on_gpu, worker_init_fn=_reader_signals
+    )
     try:
         for rows, labels, *arrays in loader:  # the loader turned the arrays into (pinned, on a GPU) CPU tensors
             yield np.asarray(rows), torch.as_tensor(labels).to(device, non_blocking=True), net.prepare(*arrays, device=device)
     finally:
         if dataset._cache is not None:
             dataset._cache.close()
+
+
+def _reader_signals(worker_id: int) -> None:
+    """A loader process forked from a command leaves Ctrl-C and SIGTERM to it (it inherited the command's handlers,
+    which would print a traceback per reader): the loader stops its readers when the command unwinds."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def set_trainable(net: EmotionNet, finetune: str) -> list[torch.nn.Parameter]:

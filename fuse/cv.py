@@ -20,7 +20,7 @@ import numpy as np
 from mvemo.cache.read import Cache
 from mvemo.fuse.compose import Trainings, fit
 from mvemo.fuse.heads import make_head
-from mvemo.fuse.metrics import paired_differences, summarize, summarize_repeats
+from mvemo.fuse.metrics import mean_present, paired_differences, summarize, summarize_repeats
 from mvemo.fuse.models import (
     FusionModel,
     fine_tuned_nets,
@@ -273,7 +273,18 @@ def cross_validate(
         fine_tuned = tuple(fine_tuned_nets(cache))
         per_fold = fold_inputs(cache, chosen, k)
         clips, left_out_notes = clip_counts(cache, chosen, per_fold)
-        notes = [f"{name}: left out of the default models: {why}" for name, why in incomplete_inputs(cache).items()]
+        if not any(inputs.usable[m.name].any() for m in chosen for inputs in per_fold):
+            first = next(iter(clips["models"].values()))["left_out"][0]
+            raise CacheError(
+                f"cache {str(cache.path)!r}: no clip holds every input of any model of {[m.name for m in chosen]}"
+                f" (clip {first['clip_id']!r}: {first['reason']}); compute the inputs with `mvemo extract`, or name"
+                " models of inputs the cache holds"
+            )
+        incomplete = incomplete_inputs(cache)
+        if models is None:
+            notes = [f"{name}: left out of the default models: {why}" for name, why in incomplete.items()]
+        else:
+            notes = [f"{name} is incomplete: {why}" for name, why in incomplete.items()]
         random_init = random_init_nets(cache)
         clip_ids, groups = cache.clip_ids, cache.groups
         tuned_models = [m.name for m in chosen if any("/fold" in per_fold[0].sets[i] for i in m.inputs)]
@@ -318,7 +329,7 @@ def cross_validate(
     result.clip_ids, result.groups, result.unscored, result.fine_tuned_models = clip_ids, groups, unscored, tuned_models
     result.metrics = {
         m.name: summarize_repeats([summarize(p.y, p.proba, p.folds, k) for p in (rep[m.name] for rep in per_repeat)], k=k)
-        | {"inner_accuracy": _mean_present([a for rep in per_repeat for a in rep[m.name].inner_accuracy])}
+        | {"inner_accuracy": mean_present([a for rep in per_repeat for a in rep[m.name].inner_accuracy])}
         for m in chosen
         if m.name not in unscored
     }
@@ -350,11 +361,6 @@ def compare(per_repeat: list[dict[str, ModelPredictions]], reference: str, *, k:
             if versus is not None:
                 models[name] = versus
     return {"reference": reference, "models": models}
-
-
-def _mean_present(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return float(np.mean(present)) if present else None
 
 
 def clip_counts(cache: Cache, models: list[FusionModel], per_fold: list[FoldInputs]) -> tuple[dict[str, Any], list[str]]:

@@ -77,6 +77,12 @@ def _present(values: list[float | None]) -> list[float]:
     return [v for v in values if v is not None]
 
 
+def mean_present(values: list[float | None]) -> float | None:
+    """The mean of the values that are not None (None where none is)."""
+    present = _present(values)
+    return float(np.mean(present)) if present else None
+
+
 def summarize_repeats(runs: list[dict[str, Any]], *, k: int) -> dict[str, Any]:
     """One model's metrics over R runs of ``summarize`` (R repeats of k-fold CV).
 

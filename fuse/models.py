@@ -83,7 +83,7 @@ def random_init_nets(cache: Cache) -> list[str]:
     """Nets whose embeddings come from random weights never fine-tuned: noise a default fusion leaves out."""
     nets = []
     for net in cached_nets(cache):
-        sets = [n for n in cache.feature_sets() if n.startswith(f"emb/{net}/")]
+        sets = input_sets(cache, net)
         if all(_weights(cache, n) == "random init" and cache.config(n).get("finetune", "none") == "none" for n in sets):
             nets.append(net)
     return nets
@@ -133,17 +133,18 @@ def _completing_command(cache: Cache, name: str, *, tuned: bool) -> str:
     return f"`mvemo extract MANIFEST --cache {cache.path} {option}` (it resumes where it stopped)"
 
 
-def complete_inputs(cache: Cache) -> list[str]:
-    """The cached inputs that stage one has finished: the default models read these alone."""
-    incomplete = incomplete_inputs(cache)
+def complete_inputs(cache: Cache, incomplete: dict[str, str] | None = None) -> list[str]:
+    """The cached inputs that stage one has finished (all but ``incomplete``, computed where not given): the
+    default models read these alone."""
+    incomplete = incomplete_inputs(cache) if incomplete is None else incomplete
     return [name for name in cached_inputs(cache) if name not in incomplete]
 
 
-def named_models(cache: Cache) -> dict[str, Node]:
+def named_models(cache: Cache, complete: list[str]) -> dict[str, Node]:
     """The models that have names: ``integrated`` (or ``integrated-audio``) and ``integrated-decision``,
-    where the cache holds two complete inputs (pairs) of pretrained or fine-tuned nets."""
+    where the cache holds two ``complete`` inputs (pairs) of pretrained or fine-tuned nets."""
     random_init = random_init_nets(cache)
-    trusted = [name for name in complete_inputs(cache) if name not in random_init]
+    trusted = [name for name in complete if name not in random_init]
     named: dict[str, Node] = {}
     if len(trusted) > 1:
         name = INTEGRATED[1] if not any(base_net(n) in VIDEO_NETS for n in trusted) else INTEGRATED[0]
@@ -158,21 +159,23 @@ def paper_pairs(nets: list[str]) -> list[Features]:
     return [Features((video, audio)) for video, audio in PAPER_PAIRS if video in nets and audio in nets]
 
 
-def available_models(cache: Cache) -> list[FusionModel]:
-    """The default models: every complete input alone, the paper's pairs of trusted nets, and the named models."""
+def available_models(cache: Cache, complete: list[str] | None = None) -> list[FusionModel]:
+    """The default models: every complete input alone, the paper's pairs of trusted nets, and the named models
+    (``complete``: the complete inputs where the caller has them)."""
     random_init = random_init_nets(cache)
-    complete = complete_inputs(cache)
+    complete = complete_inputs(cache) if complete is None else complete
     models = [FusionModel(name, Features((name,))) for name in complete]
     models += [FusionModel(p.expr, p) for p in paper_pairs([n for n in complete if n not in random_init])]
-    return models + [FusionModel(name, node) for name, node in named_models(cache).items()]
+    return models + [FusionModel(name, node) for name, node in named_models(cache, complete).items()]
 
 
 def select_models(cache: Cache, names: str | None) -> list[FusionModel]:
     """The models of ``--models`` (the grammar of ``fuse.grammar``), or the default ones."""
+    incomplete = incomplete_inputs(cache)
+    complete = complete_inputs(cache, incomplete)
     if not names or not names.strip():
-        models = available_models(cache)
+        models = available_models(cache, complete)
         if not models:
-            incomplete = incomplete_inputs(cache)
             if incomplete:
                 name, why = next(iter(incomplete.items()))
                 raise CacheError(f"cache {str(cache.path)!r}: no input is complete to fuse; {name}: {why}")
@@ -181,7 +184,7 @@ def select_models(cache: Cache, names: str | None) -> list[FusionModel]:
                 f" compute them with `mvemo extract MANIFEST --cache {cache.path} --nets ...` (or --features lld)"
             )
         return models
-    known: dict[str, Node] = {name: Features((name,)) for name in cached_inputs(cache)} | named_models(cache)
+    known: dict[str, Node] = {name: Features((name,)) for name in cached_inputs(cache)} | named_models(cache, complete)
     chosen = parse_models(names, known, _unknown(cache, known))
     return list(dict.fromkeys(FusionModel(name, node) for name, node in chosen))
 
@@ -314,7 +317,7 @@ def provenance(cache: Cache) -> dict[str, dict[str, str]]:
     from their ``pretrained_sha256``), how it was fine-tuned and the protocol (modes of its sets joined by "/")."""
     described = {}
     for net in cached_nets(cache):
-        sets = [n for n in cache.feature_sets() if n.startswith(f"emb/{net}/")]
+        sets = input_sets(cache, net)
         described[net] = {
             "weights": " / ".join(sorted({_weights(cache, n) for n in sets})),
             "finetune": "/".join(sorted({cache.config(n).get("finetune", "none") for n in sets})),

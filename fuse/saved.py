@@ -248,7 +248,7 @@ def load_fusion_model(folder: str | os.PathLike[str]) -> SavedFusionModel:
     heads = {
         name: LinearSoftmax(*(group[key] for key in HEAD_ARRAYS))
         for name, group in arrays.items()
-        if set(HEAD_ARRAYS) <= set(group)
+        if set(HEAD_ARRAYS) <= set(group)  # a group no model names was not checked: it is left out
     }
     n_classes = len(document["classes"])
     fitted = {name: from_record(m["model"], heads, n_classes) for name, m in document["models"].items()}

@@ -151,7 +151,7 @@ def extend_folds(y: np.ndarray, groups: Sequence[str], folds: np.ndarray, *, k: 
 
 
 def _groups_by(manifest: Manifest, column: str) -> list[str]:
-    """Each clip's value of ``column`` as its group, its own group where the value is empty."""
+    """Each clip's value of ``column`` as its group; a clip whose value is empty keeps the group it had."""
     values = ["" if v is None else str(v).strip() for v in manifest.column(column)]
     return [value or clip.group for value, clip in zip(values, manifest.clips)]
 
@@ -203,7 +203,7 @@ def inner_splits(y: np.ndarray, groups: Sequence[str], *, k: int, seed: int) -> 
         absent from training.
     """
     if len(y) == 0:
-        raise TooFewGroups("no rows to split into inner folds; a fold's training rows hold no clip", None)
+        raise ConfigError("no rows to split into inner folds; a fold's training rows hold no clip")
     unique, codes = np.unique(np.asarray(y), return_inverse=True)
     labels = unique.tolist()
     fewest, rarest = fewest_groups(codes, groups)

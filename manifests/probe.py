@@ -143,6 +143,13 @@ def truncated_reason(kind: str, end_s: float, declared_s: float) -> str:
 def iso_file_cut_off(path: str | os.PathLike[str]) -> bool:
     """Whether an ISO media file (mp4, m4a, mov: its first box ``ftyp``) ends inside one of its top-level boxes: a
     download cut off. An mp4 whose index (``moov``) comes last then has none, and no demuxer opens it."""
+    try:
+        return _boxes_run_past_the_end(path)
+    except OSError:  # asked after a failed open: a file that vanished or cannot be read is no cut-off file
+        return False
+
+
+def _boxes_run_past_the_end(path: str | os.PathLike[str]) -> bool:
     size = os.path.getsize(path)
     offset = 0
     with open(path, "rb") as f:

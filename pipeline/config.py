@@ -140,8 +140,11 @@ def _nets(tables: dict[str, Any], random_init: tuple[str, ...] = ()) -> dict[str
         for variant, options in values.items():
             if isinstance(options, dict):
                 per_net[f"{net}.{variant}"] = own | options
-    for net in random_init:
-        per_net.setdefault(net, {})[INIT] = "random"
+    for net in random_init:  # a net's variants with it, as its table's init = "random" reaches them
+        per_net.setdefault(net, {})
+        for name in per_net:
+            if name == net or name.startswith(f"{net}."):
+                per_net[name][INIT] = "random"
     for net, values in per_net.items():
         allowed = sorted([*net_options(net), INIT])
         unknown = sorted(set(values) - set(allowed))

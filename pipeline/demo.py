@@ -103,11 +103,13 @@ def run_demo(
 
 
 def require_clips_left(features: FeatureRunSummary, n_clips: int) -> None:
-    """Stop the demo before stage two when stage one failed every clip (a decoder missing from this machine, say):
-    there is nothing to fuse, and a demo that trained on nothing must not end as if it had worked."""
+    """Stop the demo before stage two when every clip failed some feature set (a decoder missing from this machine,
+    say): the demo's models read every set, so none has a clip to train on, and a demo that trained on nothing must
+    not end as if it had worked."""
     failed = {clip_id: reason for reasons in features.failures.values() for clip_id, reason in reasons.items()}
     if len(failed) == n_clips:
         reason = next(iter(failed.values()))
         raise MediaError(
-            f"stage one failed every one of the {n_clips} synthetic clips, so stage two was not run; the first: {reason}"
+            f"stage one failed each of the {n_clips} synthetic clips in some feature set ({', '.join(features.failures)}),"
+            f" so stage two was not run; the first: {reason}"
         )

@@ -61,8 +61,9 @@ def decode_audio(path: str | os.PathLike[str], window: AudioWindow, *, clip_id: 
     Non-finite samples become 0. A file shorter than the window gives what it has
     (``valid_s`` says how much); callers pad. The window lies on the file's presentation
     timeline, cut to where the track starts, as the video's frame window does. A window
-    from ``SEEK_FROM_S`` on is read from a seek ``SEEK_MARGIN_S`` before it, its frames
-    placed on the grid of the track's first frames (``FrameGrid``): the pts of mp3, webm
+    from ``SEEK_FROM_S`` on is read from a seek ``SEEK_MARGIN_S`` before it where the codec's
+    frames are all of one size (``FIXED_FRAME_CODECS``), placed on the grid of the track's
+    first frames (``FrameGrid``): the pts of mp3, webm
     and mkv frames after a seek alone put the window 48 to 1,105 samples off. The samples
     are those read from the start, up to the rounding of a restarted AAC decoder (2e-5)
     and AAC's noise substitution, whose random noise depends on where decoding began.
@@ -111,10 +112,13 @@ SEEK_FROM_S = 10.0
 # A seek lands this long before the window, so that the decoder's state (an AAC frame's overlap, an mp3's bit
 # reservoir) has settled when the window begins.
 SEEK_MARGIN_S = 1.0
+# Codecs whose every frame holds the same number of samples, so that a frame's place after a seek follows from its
+# pts on the grid of the track's first frames; others (Vorbis, FLAC, PCM) are read from the start.
+FIXED_FRAME_CODECS = frozenset({"aac", "mp3", "mp3float", "mp2", "mp2float", "ac3", "eac3", "opus"})
 
 
 def _read_pyav(path: Path, window: AudioWindow, who: str) -> tuple[np.ndarray, int, list[str]]:
-    if window.offset_s >= SEEK_FROM_S:
+    if window.offset_s >= SEEK_FROM_S:  # _decode_window reads from the start a codec of frames of many sizes
         sought = _decode_window(path, window, who, seek=True)
         if sought is not None:
             return sought
@@ -143,7 +147,8 @@ class FrameGrid:
         return cls(round(first.pts * time_base * sr), first.samples, round(second.pts * time_base * sr), second.samples)
 
     def place(self, frame: Any, sr: int, time_base: Fraction) -> int | None:
-        """The timeline sample of a frame read after a seek; None where frames vary in size (no grid holds)."""
+        """The timeline sample of a frame read after a seek; None for a frame off the grid's size (a codec of
+        fixed frame sizes has none but its first)."""
         if frame.pts is None or frame.samples != self.size:
             return None
         k = round((round(frame.pts * time_base * sr) - self.second) / self.size)
@@ -168,6 +173,8 @@ def _decode_window(path: Path, window: AudioWindow, who: str, *, seek: bool) -> 
         declared_s = declared_end_s(stream) if stream.index_entries else None
         grid = None
         if seek:
+            if stream.codec_context.name not in FIXED_FRAME_CODECS:
+                return None
             grid = FrameGrid.of(list(itertools.islice(container.decode(stream), 2)), sr, time_base)
             if grid is None:
                 return None

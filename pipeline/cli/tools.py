@@ -51,7 +51,8 @@ class _MvemoErrorsExit2:
         except Interrupted as stopped:
             click.echo(
                 f"{ctx.find_root().info_name}: `{ctx.command_path}` interrupted by {stopped}: its workers are stopped and"
-                " what it wrote is kept (a cache's completed rows included); run it again to resume",
+                " what it wrote is kept (a cache's completed rows included); run it again to finish (extract resumes"
+                " where it stopped)",
                 err=True,
             )
             ctx.exit(128 + stopped.signum)

@@ -111,7 +111,7 @@ def test_a_signal_stops_every_worker_and_leaves_a_cache_a_rerun_completes(
     assert run.returncode == 128 + signum, stderr
     lines = [line for line in stderr.splitlines() if line.strip() and "%|" not in line]
     assert lines == [f"mvemo: `mvemo extract` interrupted by {name}: its workers are stopped and what it wrote is kept"
-                     " (a cache's completed rows included); run it again to resume"], stderr  # fmt: skip
+                     " (a cache's completed rows included); run it again to finish (extract resumes where it stopped)"], stderr  # fmt: skip
     assert "Traceback" not in stderr
     assert wait_for(lambda: not session_processes(run.pid), 10), f"left running: {session_processes(run.pid)}"
     if (cache / "clips.h5").exists():

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from mvemo.cache.read import Cache
 from mvemo.fuse.cv import cross_validate
@@ -16,6 +17,8 @@ from mvemo.fuse.heads import LogisticHead
 from mvemo.fuse.metrics import METRIC_DEFINITIONS
 from mvemo.fuse.models import available_models, incomplete_inputs
 from mvemo.fuse.run import run_cv
+from mvemo.manifests import CacheError
+from mvemo.pipeline.cli.main import cli
 from tests.fuse.helpers import embedding_cache
 
 NETS = {"musicnn": (6, 1.2), "msdvgg": (6, 1.2), "i3d": (6, 1.2)}
@@ -110,5 +113,20 @@ def test_inner_and_outer_accuracy_of_per_fold_fine_tuned_inputs(tmp_path: Path) 
     folds = document["models"]["musicnn"]["inner_accuracy_per_fold"][0]
     assert inner == pytest.approx(np.mean(folds)) and all(0 <= a <= 1 for a in folds)
     report = (tmp_path / "r" / "report.md").read_text()
-    assert "## Inner and outer accuracy of inputs from nets fine-tuned per fold" in report
-    assert re.search(r"\| musicnn \| [\d.]+ \| [\d.]+ \| [+-][\d.]+ \|", report)
+    assert "## Inner and outer accuracy" in report
+    assert re.search(r"\| musicnn \| yes \| [\d.]+ \| [\d.]+ \| [+-][\d.]+ \|", report)
+    untuned = embedding_cache(tmp_path / "u", nets={"musicnn": (6, 1.0)}, n_per_class=16)
+    run_cv(untuned, tmp_path / "ru")
+    assert re.search(r"\| musicnn \| no \| [\d.]+ \| [\d.]+ \| [+-][\d.]+ \|", (tmp_path / "ru" / "report.md").read_text())
+
+
+def test_no_model_with_a_clip_to_score_is_an_input_error(tmp_path: Path) -> None:
+    cache = embedding_cache(
+        tmp_path / "c", nets={"musicnn": (4, 1.0), "i3d": (4, 1.0)}, n_per_class=8, failed_sets=("emb/i3d/all",)
+    )
+    with pytest.raises(CacheError, match=r"no clip holds every input of any model of \['i3d'\] \(clip 'c0': emb/i3d/all failed"):
+        cross_validate(cache, models="i3d")
+    result = CliRunner().invoke(
+        cli, ["cv", "--cache", str(cache), "--out", str(tmp_path / "r"), "--models", "i3d"], prog_name="mvemo-cv"
+    )
+    assert result.exit_code == 2 and "Traceback" not in result.output and len(result.stderr.splitlines()) == 1

@@ -156,3 +156,13 @@ def test_a_manifest_with_some_folds_missing_names_the_command_that_folds_them_in
     old = assign_folds(make_manifest([[1] * 6, [1] * 6]), k=3, seed=0)
     with pytest.raises(ManifestError, match=r"column 'fold' is empty .* `mvemo manifest folds MANIFEST`: .* moves no other"):
         Manifest(old.classes, (*old.clips, Clip("new", old.classes[0], video=MEDIA)))
+
+
+def test_group_by_refuses_kept_folds_its_groups_would_split() -> None:
+    clips = tuple(Clip(f"c{i}", f"class{i % 2}", video=MEDIA, extra={"artist": f"a{i // 4}"}) for i in range(24))
+    drawn = assign_folds(Manifest(("class0", "class1"), clips), k=3, seed=0)  # each clip its own group
+    assert len({drawn.folds[i] for i in range(4)}) > 1, "artist a0's clips lie in several folds"
+    with pytest.raises(ManifestError, match=r"group 'a0' lies in folds \[.*--reshuffle"):
+        assign_folds(drawn, group_by="artist")
+    regrouped = assign_folds(drawn, group_by="artist", keep=False)
+    assert all(len({regrouped.folds[i] for i in range(4 * a, 4 * a + 4)}) == 1 for a in range(6))

@@ -186,5 +186,27 @@ def test_the_demo_fails_when_stage_one_fails_every_clip(tmp_path: Path, monkeypa
     args = ["demo", "--out", str(tmp_path / "d"), "--clips-per-class", "4", "--duration-s", "1", "--workers", "1"]
     result = CliRunner().invoke(cli, args, prog_name="mvemo")
     assert result.exit_code == 2, result.output
-    assert "stage one failed every one of the 24 synthetic clips, so stage two was not run" in result.stderr
+    assert "stage one failed each of the 24 synthetic clips in some feature set (" in result.stderr
+    assert "so stage two was not run" in result.stderr
     assert "no decoder for h264" in result.stderr and not (tmp_path / "d" / "model").exists()
+
+
+@pytest.mark.slow
+def test_the_demo_exits_3_naming_the_clips_stage_one_failed(tmp_path: Path, monkeypatch) -> None:
+    import mvemo.extract.run
+
+    compute = mvemo.extract.run.compute_clip
+
+    def one_clip_fails(clip, names, configs):
+        result = compute(clip, names, configs)
+        if clip.clip_id.endswith("Exciting/000.mp4") and "descriptors" in result:
+            result["descriptors"] = f"clip {clip.clip_id!r}: a planted failure"
+        return result
+
+    monkeypatch.setattr(mvemo.extract.run, "compute_clip", one_clip_fails)
+    args = ["demo", "--out", str(tmp_path / "d"), "--clips-per-class", "6", "--duration-s", "2", "--workers", "1"]
+    result = CliRunner().invoke(cli, args, prog_name="mvemo")
+    assert result.exit_code == 3, result.output
+    failed = [line for line in result.stderr.splitlines() if line.startswith("failed: descriptors, clip ")]
+    assert len(failed) == 1 and "a planted failure" in failed[0], result.stderr
+    assert (tmp_path / "d" / "model" / "model.json").is_file(), "stage two ran on the clips left"
