@@ -77,10 +77,7 @@ def decode_audio(path: str | os.PathLike[str], window: AudioWindow, *, clip_id: 
     check_file(path, clip_id, kind="audio")
     who = describe_clip(path, clip_id)
     try:
-        if path.suffix.lower() in SOUNDFILE_SUFFIXES:
-            x, sr, names = _read_soundfile(path, window)
-        else:
-            x, sr, names = _read_pyav(path, window, who)
+        x, sr, names = _read_audio(path, window, who)
     except (av.FFmpegError, sf.LibsndfileError, RuntimeError, ValueError) as err:
         if iso_file_cut_off(path):
             raise MediaError(f"{who}: {CUT_OFF_REASON}") from None
@@ -92,6 +89,17 @@ def decode_audio(path: str | os.PathLike[str], window: AudioWindow, *, clip_id: 
     if not np.isfinite(y).all():
         y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
     return Decoded(y, sr, y.size / sr)
+
+
+def _read_audio(path: Path, window: AudioWindow, who: str) -> tuple[np.ndarray, int, list[str]]:
+    """libsndfile for wav, flac and ogg (faster, no codec), FFmpeg for the rest and for what libsndfile refuses: a
+    misnamed file, some Ogg Opus files that FFmpeg wrote (3 of the MVED sample's tracks transcoded to Opus)."""
+    if path.suffix.lower() in SOUNDFILE_SUFFIXES:
+        try:
+            return _read_soundfile(path, window)
+        except sf.LibsndfileError:
+            pass
+    return _read_pyav(path, window, who)
 
 
 def _read_soundfile(path: Path, window: AudioWindow) -> tuple[np.ndarray, int, list[str]]:

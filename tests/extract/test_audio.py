@@ -270,6 +270,22 @@ def test_missing_stream_and_broken_files_name_the_clip(tmp_path: Path) -> None:
         decode_audio(tmp_path / "gone.wav", WINDOW, clip_id="g")
 
 
+def test_a_file_libsndfile_refuses_is_read_by_ffmpeg(tmp_path: Path) -> None:
+    """A misnamed file (an AAC track saved as .ogg, say) has the samples of the same file under its own name."""
+    y = music(44100, 2.0)
+    m4a = write_media(tmp_path / "song.m4a", y=y, sr=44100)
+    misnamed = tmp_path / "song.ogg"
+    misnamed.write_bytes(m4a.read_bytes())
+    with pytest.raises(sf.LibsndfileError):
+        sf.info(misnamed)
+    window = AudioWindow(duration_s=2.0)
+    np.testing.assert_array_equal(decode_audio(misnamed, window).y, decode_audio(m4a, window).y)
+    junk = tmp_path / "junk.ogg"
+    junk.write_bytes(b"OggS" + b"\x00" * 1000)
+    with pytest.raises(MediaError, match=r"clip 'j'.*cannot decode audio"):
+        decode_audio(junk, window, clip_id="j")
+
+
 @pytest.mark.parametrize("layout", ["index first", "index last", "matroska"])
 def test_a_file_cut_in_half_is_truncated_not_half_a_clip_padded_with_silence(tmp_path: Path, layout: str) -> None:
     suffix = ".mkv" if layout == "matroska" else ".mp4"
