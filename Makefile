@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow demo bench lint dist extract fuse cv docs
+.PHONY: install test test-slow demo bench gpu-check lint dist extract fuse cv docs
 
 install: $(STAMP)
 
@@ -31,6 +31,14 @@ demo: install
 WEIGHTS ?= $(wildcard ../shared/weights)
 bench: install
 	$(BIN)/mvemo bench all $(if $(WEIGHTS),--weights-dir $(WEIGHTS))
+
+# The GPU path checked in one run of at most ten minutes, printing one JSON document (pipeline/bench/gpu.py):
+# the gpu tests, embedding throughput, fine-tuning over the MVED sample, the paper protocol's leak.
+# DEVICE=cpu is its dry run on a tiny set. It reads ../shared (weights/, data/mved-sample/), or SHARED=DIR.
+DEVICE ?= cuda
+SHARED ?= ../shared
+gpu-check: install
+	$(BIN)/python -m mvemo.pipeline.bench.gpu --device $(DEVICE) --shared $(SHARED) $(if $(filter cpu,$(DEVICE)),--tiny)
 
 # Lint, format, types and the import direction of ../shared/DESIGN.md (.importlinter).
 # mypy and import-linter read packages from disk, where mvemo.extract is extract/: they read a view of

@@ -174,9 +174,9 @@ def place(net: EmotionNet, device: torch.device) -> EmotionNet:
     return net
 
 
-def autocast(device: torch.device) -> torch.autocast:
-    """bf16 autocast on a GPU; a disabled context on the CPU (exact fp32, deterministic)."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+def autocast(device: torch.device, *, bf16: bool = True) -> torch.autocast:
+    """bf16 autocast on a GPU; a disabled context on the CPU (exact fp32, deterministic) or with ``bf16`` False."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
 
 
 def kinds_of(net: EmotionNet) -> tuple[str, ...]:
@@ -349,13 +349,15 @@ def embed_rows(
     workers: int = 2,
     *,
     probabilities: bool = False,
+    bf16: bool = True,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(rows, float32 embeddings) per batch, in eval mode; with ``probabilities``, the head's class probabilities."""
+    """(rows, float32 embeddings) per batch, in eval mode; with ``probabilities``, the head's class probabilities.
+    On a GPU the nets run under bf16 autocast; ``bf16`` False runs them in float32 there too."""
     place(net, device).eval()
     y = np.zeros(int(rows.max()) + 1 if len(rows) else 0, dtype=np.int64)
     with memory_advice(net.name, batch_size):
         for batch, _, inputs in batches_of(cache_path, net, in_order(rows, batch_size), y, device, workers):
-            with autocast(device):
+            with autocast(device, bf16=bf16):
                 output = net.embed(*inputs)
                 if probabilities:
                     output = torch.softmax(net.head(output).float(), dim=1)

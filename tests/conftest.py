@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
-from mvemo.manifests.synthetic import write_media
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# ../shared beside the clone, or $MVEMO_SHARED (the GPU check points it at a copy on a machine that lacks ../shared)
+SHARED = Path(os.environ.get("MVEMO_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
 MVED_SAMPLE = SHARED / "data" / "mved-sample"
 
 
@@ -39,6 +38,8 @@ def tiny_audio(duration_s: float = 0.5, sr: int = 16000, channels: int = 2) -> n
 
 def write_tiny(path: Path, *, video: bool = True, audio: bool = True) -> Path:
     """A short real media file: h264 video and/or AAC (or PCM/FLAC by suffix) audio."""
+    from mvemo.manifests.synthetic import write_media  # PyAV: imported where used, so the GPU tests run without it
+
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_media(
         path,
@@ -50,6 +51,8 @@ def write_tiny(path: Path, *, video: bool = True, audio: bool = True) -> Path:
 
 def write_song_with_cover(path: Path, y: np.ndarray, *, sr: int) -> Path:
     """An mp3 of mono ``y`` with a cover picture attached, as music libraries hold songs."""
+    import av
+
     with av.open(str(path), "w") as out:
         sound = out.add_stream("mp3", rate=sr, layout="mono")
         cover = out.add_stream("mjpeg", rate=1)
@@ -79,6 +82,8 @@ def no_installed_weights(tmp_path_factory: pytest.TempPathFactory, monkeypatch: 
 
 def faststart(source: Path, target: Path) -> Path:
     """``source`` remuxed with its index (moov) first, as streamed and downloaded mp4s are: a cut file still opens."""
+    import av
+
     with av.open(str(source)) as src, av.open(str(target), "w", options={"movflags": "faststart"}) as dst:
         streams = [s for s in src.streams if s.type in ("audio", "video")]
         out = {s.index: dst.add_stream_from_template(s) for s in streams}

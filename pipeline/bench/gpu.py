@@ -1,0 +1,417 @@
+"""``make gpu-check``: the GPU path checked in one prepared run of at most ten minutes, for short loans of a GPU.
+
+Four parts, each timed, run in this order and printed as one JSON document with the device's name:
+
+- ``tests``: the tests marked ``gpu`` (the pretrained nets' float32 parity with their references, bf16 autocast
+  against float32), in a pytest process of their own, with each measured error;
+- ``throughput``: clips per second over generated 30-s clips of stage one's decoding (worker processes writing
+  the cache) and of i3d's (float32 and bf16) and musicnn's embeddings read from it by loader processes, with
+  memory and utilisation sampled from ``nvidia-smi`` during each;
+- ``finetune``: twodcnn and musicnn fine-tuned (``--finetune last``, leak-free, 2 folds x 1 epoch) over the MVED
+  sample, checking that each fold's embeddings are written;
+- ``leak``: ``--protocol paper`` against ``leakfree`` with ``--finetune last``: the accuracy each protocol's
+  embeddings give in stage two, one repeat, and their difference in points; left out when too little of the
+  time budget remains.
+
+``--device cpu --tiny`` is the dry run (a few short clips, the synthetic set for the sample): it checks the script,
+not the figures, so a GPU's short time goes to measuring.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import torch
+
+from mvemo.cache.h5file import mvemo_version
+from mvemo.cache.read import Cache
+from mvemo.extract.decode.audio import AudioWindow
+from mvemo.extract.nets import get_net, pretrained_file
+from mvemo.extract.run import FeatureConfigs
+from mvemo.extract.stage import StageOneSummary, extract_features
+from mvemo.extract.train import TrainConfig, embed_rows, resolve_device
+from mvemo.extract.weights import find_weights
+from mvemo.fuse.run import run_cv
+from mvemo.manifests.folds import assign_folds
+from mvemo.manifests.scan import scan_tree
+from mvemo.manifests.schema import Manifest
+from mvemo.manifests.synthetic import SyntheticConfig, write_synthetic_set
+from mvemo.pipeline.executors import build_executor
+
+PARTS = ("tests", "throughput", "finetune", "leak")
+DEVICE_TESTS = "tests/extract/test_nets_on_device.py"
+FINETUNED = ("twodcnn", "musicnn")
+EMBEDDED = {"i3d": "frames224", "musicnn": "logmel"}
+LEAK_MIN_LEFT_S = 240.0
+TINY_S = 4.0
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    """What the check runs on: ``shared`` holds ``weights/`` and ``data/mved-sample/`` (as ``../shared`` does);
+    ``folder`` gets this run's caches and reports, ``generated`` the generated clips (kept and reused with --keep)."""
+
+    device: torch.device
+    shared: Path
+    folder: Path
+    generated: Path
+    tiny: bool = False
+    budget_s: float = 540.0
+    clips: int = 96
+    leak_epochs: int = 5
+
+    @property
+    def weights(self) -> Path:
+        return self.shared / "weights"
+
+    @property
+    def workers(self) -> int:
+        return 2 if self.tiny else os.cpu_count() or 1
+
+    @property
+    def sample(self) -> Path:
+        return self.shared / "data" / "mved-sample"
+
+    @property
+    def features(self) -> FeatureConfigs:
+        """The papers' 30-s window, or the tiny clips' 4 s (musicnn then embeds one patch, not ten of silence)."""
+        return FeatureConfigs.of_window(AudioWindow(duration_s=TINY_S)) if self.tiny else FeatureConfigs()
+
+
+def device_facts(device: torch.device) -> dict[str, Any]:
+    facts: dict[str, Any] = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "mvemo": mvemo_version(),
+        "cpu_count": os.cpu_count(),
+    }
+    if device.type == "cuda":
+        facts |= {
+            "device": torch.cuda.get_device_name(device),
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(),
+            "memory_gib": round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1),
+        }
+        driver = nvidia_smi("driver_version")
+        if driver:
+            facts["driver"] = driver[0][0]
+    return facts
+
+
+def nvidia_smi(*fields: str) -> list[list[str]]:
+    """One row per GPU of ``nvidia-smi --query-gpu`` (empty when nvidia-smi is absent or fails)."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    done = subprocess.run([*query(fields)], capture_output=True, text=True, check=False)
+    return rows_of(done.stdout)
+
+
+def query(fields: tuple[str, ...]) -> list[str]:
+    return ["nvidia-smi", f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"]
+
+
+def rows_of(output: str) -> list[list[str]]:
+    return [[v.strip() for v in line.split(",")] for line in output.splitlines() if line.strip()]
+
+
+@contextmanager
+def gpu_samples(device: torch.device, into: dict[str, Any]) -> Iterator[None]:
+    """``nvidia-smi``'s utilisation and memory, sampled every 100 ms while the block runs (one process streaming
+    them); their summary goes into ``into["gpu"]``, with torch's own peak allocation. Nothing on a CPU."""
+    if device.type != "cuda" or shutil.which("nvidia-smi") is None:
+        yield
+        return
+    torch.cuda.reset_peak_memory_stats(device)
+    sampler = subprocess.Popen([*query(("utilization.gpu", "memory.used")), "-lms", "100"], stdout=subprocess.PIPE, text=True)
+    try:
+        yield
+    finally:
+        sampler.terminate()
+        output, _ = sampler.communicate()
+        use = np.array([[float(v) for v in row] for row in rows_of(output) if len(row) == 2] or np.zeros((0, 2)))
+        into["gpu"] = {
+            "samples": len(use),
+            "utilization_mean_pct": round(float(use[:, 0].mean()), 1) if len(use) else None,
+            "utilization_max_pct": round(float(use[:, 0].max()), 1) if len(use) else None,
+            "memory_used_max_mib": round(float(use[:, 1].max())) if len(use) else None,
+            "torch_peak_allocated_mib": round(torch.cuda.max_memory_allocated(device) / 2**20),
+        }
+
+
+# --- tests -------------------------------------------------------------------------------------------------------------
+
+
+def run_device_tests(config: CheckConfig) -> dict[str, Any]:
+    """The tests marked ``gpu``, on ``config.device``, in a pytest process run from the clone's root."""
+    if not Path(DEVICE_TESTS).is_file():
+        return {"not_run": f"{DEVICE_TESTS} is not here: run the check from a clone's root"}
+    report = config.folder / "device-tests.xml"
+    env = os.environ | {"MVEMO_TEST_DEVICE": str(config.device), "MVEMO_SHARED": str(config.shared)}
+    command = [sys.executable, "-m", "pytest", "-m", "gpu", "-o", "addopts=", "-o", "junit_family=xunit1", "-q", "-rs"]
+    done = subprocess.run(
+        [*command, "-p", "no:cacheprovider", f"--junitxml={report}", DEVICE_TESTS],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if not report.is_file():
+        return {"exit_code": done.returncode, "output": done.stdout[-2000:] + done.stderr[-2000:]}
+    return {"exit_code": done.returncode, **junit_outcomes(report)}
+
+
+def junit_outcomes(junit_xml: Path) -> dict[str, Any]:
+    """Each test's outcome, seconds and recorded properties, and the counts of each outcome."""
+    tests: dict[str, Any] = {}
+    for case in ET.parse(junit_xml).getroot().iter("testcase"):
+        outcome = next((child.tag for child in case if child.tag in ("failure", "error", "skipped")), "passed")
+        entry: dict[str, Any] = {"outcome": outcome, "seconds": round(float(case.get("time", 0.0)), 2)}
+        entry |= {p.get("name", ""): float(p.get("value", "nan")) for p in case.iter("property")}
+        if outcome != "passed":
+            entry["message"] = next(child.get("message", "") for child in case if child.tag == outcome)[:500]
+        tests[case.get("name", "")] = entry
+    counts = {o: sum(t["outcome"] == o for t in tests.values()) for o in ("passed", "failure", "error", "skipped")}
+    return {"counts": counts, "tests": tests}
+
+
+# --- throughput --------------------------------------------------------------------------------------------------------
+
+
+def generated_manifest(config: CheckConfig) -> Manifest:
+    """``config.clips`` clips (30 s, 640x360, or 4 s and 160x120 when tiny): one generated music video per class
+    (in ``config.generated``, written unless there), linked under as many names as needed (the decoders do the same
+    work for each)."""
+    synthetic = (
+        SyntheticConfig(clips_per_class=1, duration_s=TINY_S)
+        if config.tiny
+        else SyntheticConfig(clips_per_class=1, duration_s=30.0, width=640, height=360)
+    )
+    if not config.generated.is_dir():
+        write_synthetic_set(config.generated, synthetic)
+    written = sorted(config.generated.glob("*/*.mp4"))
+    root = config.folder / "clips"
+    for i in range(config.clips):
+        source = written[i % len(written)]
+        target = root / source.parent.name / f"{i}.mp4"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(source, target)
+    return scan_tree(root)
+
+
+def embedding_rate(name: str, cache: Path, n_clips: int, config: CheckConfig, *, bf16: bool) -> dict[str, Any]:
+    """Clips/s of ``name``'s embeddings read from ``cache`` by loader processes: the cache's clips 8 times over (once
+    when tiny), timed from the first batch out, so that the loaders' start is not counted."""
+    file = pretrained_file(name)
+    weights = find_weights(file, config.weights) if file else None
+    net = get_net(name, num_classes=6, weights=weights)  # no file: random weights, said so in the figures
+    batch, passes = (2, 1) if config.tiny else (16, 8)
+    rows = np.tile(np.arange(n_clips), passes)
+    loaders = min(8, config.workers)
+    figures: dict[str, Any] = {"weights": weights.name if weights else "random (same shapes and work; speed only)"}
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False  # float32 means float32
+    try:
+        list(embed_rows(net, str(cache), rows[: batch * 2], batch, config.device, workers=loaders, bf16=bf16))
+        with gpu_samples(config.device, figures):
+            began, first, clips = time.perf_counter(), None, 0
+            for batch_rows, _ in embed_rows(net, str(cache), rows, batch, config.device, workers=loaders, bf16=bf16):
+                if first is None:
+                    first = time.perf_counter()
+                else:
+                    clips += len(batch_rows)
+            seconds = time.perf_counter() - (first or began)
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
+    steady = clips / seconds if clips else len(rows) / (time.perf_counter() - began)
+    return figures | {"clips_per_s": round(steady, 1), "batch": batch, "clips": len(rows), "loaders": loaders}
+
+
+def throughput(config: CheckConfig) -> dict[str, Any]:
+    """Stage one's decoding rate and each embedding's rate, over generated clips."""
+    manifest = generated_manifest(config)
+    cache = config.folder / "throughput-cache"
+    figures: dict[str, Any] = {"clips": len(manifest), "decode_workers": config.workers}
+    with build_executor("processes", workers=config.workers) as executor:
+        summary = extract_features(manifest, cache, features=tuple(EMBEDDED.values()), configs=config.features, executor=executor)
+    figures["decode"] = {
+        "sets": list(EMBEDDED.values()),
+        "clips_per_s": round(len(manifest) / summary.features.seconds, 1),
+        "failed": {name: len(failed) for name, failed in summary.features.failures.items()},
+    }
+    for name in EMBEDDED:
+        for bf16 in (False, True):
+            figures[f"{name}_{'bf16' if bf16 else 'float32'}"] = embedding_rate(name, cache, len(manifest), config, bf16=bf16)
+    return figures
+
+
+# --- fine-tuning and its leak ------------------------------------------------------------------------------------------
+
+
+def sample_manifest(config: CheckConfig) -> Manifest:
+    """The MVED sample in 2 folds (the synthetic set when tiny)."""
+    if config.tiny:
+        root = config.folder / "tiny-sample"
+        if not root.is_dir():  # 4 clips a class: 2 folds leave 2 groups of each class to train and validate on
+            write_synthetic_set(root, SyntheticConfig(clips_per_class=4, duration_s=TINY_S))
+    else:
+        root = config.sample
+    return assign_folds(scan_tree(root), k=2, seed=0)
+
+
+def fine_tune(manifest: Manifest, config: CheckConfig, *, protocol: str, epochs: int) -> tuple[Path, StageOneSummary]:
+    """The cache of ``FINETUNED`` fine-tuned with ``protocol`` for ``epochs``, named by both: a second call with the
+    same finds its embeddings done (the leak part reuses the fine-tuning part's when their epochs agree)."""
+    cache = config.folder / f"{protocol}-{epochs}epochs"
+    training = TrainConfig(finetune="last", max_epochs=epochs, patience=max(1, epochs // 2))
+    with build_executor("processes", workers=config.workers) as executor:
+        return cache, extract_features(
+            manifest,
+            cache,
+            nets=FINETUNED,
+            training=training,
+            protocol=protocol,
+            configs=config.features,
+            weights_dir=config.weights,
+            device=str(config.device),
+            executor=executor,
+        )
+
+
+def stage_figures(summary: StageOneSummary) -> dict[str, Any]:
+    return {
+        "stages_s": {stage.stage: round(stage.seconds, 1) for stage in summary.stages},
+        "units": [
+            {
+                "net": u.net,
+                "fold": u.fold,
+                "epochs": u.epochs,
+                "val_accuracy": u.val_accuracy,
+                "seconds": round(u.seconds, 1),
+                "skipped": u.skipped,
+            }
+            for u in summary.units
+        ],
+        "failed": {name: len(failed) for name, failed in summary.features.failures.items() if failed}
+        | {name: len(failed) for name, failed in summary.failed_embeddings.items() if failed},
+    }
+
+
+def finetune(config: CheckConfig) -> dict[str, Any]:
+    """twodcnn and musicnn fine-tuned leak-free over 2 folds for 1 epoch; each fold's embeddings checked."""
+    manifest = sample_manifest(config)
+    figures: dict[str, Any] = {"clips": len(manifest)}
+    with gpu_samples(config.device, figures):
+        cache, summary = fine_tune(manifest, config, protocol="leakfree", epochs=1)
+    with Cache(cache) as opened:
+        written = {name: int(opened.done(name).sum()) for name in opened.feature_sets() if name.startswith("emb/")}
+    expected = [f"emb/{net}/fold{k}" for net in FINETUNED for k in range(2)]
+    figures |= stage_figures(summary) | {"embeddings": written}
+    figures["per_fold_embeddings_written"] = all(written.get(name) == len(manifest) for name in expected)
+    return figures
+
+
+def leak(config: CheckConfig) -> dict[str, Any]:
+    """Stage two's accuracy on embeddings fine-tuned with each protocol, one repeat of the manifest's 2 folds."""
+    manifest = sample_manifest(config)
+    figures: dict[str, Any] = {"clips": len(manifest), "folds": 2, "repeats": 1, "epochs": config.leak_epochs}
+    accuracy: dict[str, dict[str, float]] = {}
+    for protocol in ("leakfree", "paper"):
+        cache, summary = fine_tune(manifest, config, protocol=protocol, epochs=config.leak_epochs)
+        figures[protocol] = stage_figures(summary)
+        report = run_cv(cache, config.folder / f"leak-{protocol}-report", models=",".join(FINETUNED))
+        accuracy[protocol] = {name: m["accuracy"]["mean"] for name, m in report["models"].items()}
+    figures["accuracy_pct"] = {p: {n: round(100 * a, 1) for n, a in acc.items()} for p, acc in accuracy.items()}
+    figures["paper_minus_leakfree_points"] = {
+        name: round(100 * (accuracy["paper"][name] - accuracy["leakfree"][name]), 1) for name in accuracy["leakfree"]
+    }
+    return figures
+
+
+PART_RUNS: dict[str, Callable[[CheckConfig], dict[str, Any]]] = {
+    "tests": run_device_tests,
+    "throughput": throughput,
+    "finetune": finetune,
+    "leak": leak,
+}
+
+
+def gpu_check(config: CheckConfig, parts: tuple[str, ...] = PARTS) -> dict[str, Any]:
+    """The check's JSON document: the device, then each part's figures and seconds (an error is recorded, and the
+    next part runs)."""
+    began = time.perf_counter()
+    document: dict[str, Any] = {"device": device_facts(config.device), "tiny": config.tiny, "budget_s": config.budget_s}
+    for part in parts:
+        left = config.budget_s - (time.perf_counter() - began)
+        if part == "leak" and left < LEAK_MIN_LEFT_S and not config.tiny:
+            document[part] = {"not_run": f"{left:.0f} s of the {config.budget_s:.0f} s budget left (needs {LEAK_MIN_LEFT_S:.0f})"}
+            continue
+        part_began = time.perf_counter()
+        try:
+            document[part] = PART_RUNS[part](config)
+        except Exception as err:  # one part's failure is a figure of the check: the others still run
+            document[part] = {"error": f"{type(err).__name__}: {err}"[:2000]}
+        document[part]["seconds"] = round(time.perf_counter() - part_began, 1)
+    document["seconds"] = round(time.perf_counter() - began, 1)
+    return document
+
+
+@click.command()
+@click.option("--device", default="cuda", show_default=True, help="cuda, cuda:N, or cpu for the dry run.")
+@click.option(
+    "--shared",
+    default="../shared",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder holding weights/ and data/mved-sample/.",
+)
+@click.option("--parts", default=",".join(PARTS), show_default=True, help="Which parts to run, comma-separated.")
+@click.option("--tiny", is_flag=True, help="The dry run's sizes: a few short clips, the synthetic set for the sample.")
+@click.option(
+    "--clips", default=None, type=click.IntRange(min=1), help="Generated clips of the throughput part.  [default: 96, 4 tiny]"
+)
+@click.option("--budget-s", default=540.0, show_default=True, help="Wall seconds the check should fit in.")
+@click.option(
+    "--keep",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Keep this run's caches and reports in DIR/run, and the generated clips in DIR/generated (reused).",
+)
+def main(device: str, shared: str, parts: str, tiny: bool, clips: int | None, budget_s: float, keep: str | None) -> None:
+    """Check the GPU path and print one JSON document of its figures."""
+    chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
+    unknown = sorted(set(chosen) - set(PARTS))
+    if unknown:
+        raise click.BadParameter(f"{', '.join(unknown)}: choose among {', '.join(PARTS)}", param_hint="--parts")
+    with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
+        kept = Path(keep) if keep else Path(tmp)
+        shutil.rmtree(kept / "run", ignore_errors=True)  # the caches of an earlier run would make this one's figures
+        (kept / "run").mkdir(parents=True)
+        config = CheckConfig(
+            device=resolve_device(device),
+            shared=Path(shared).resolve(),
+            folder=kept / "run",
+            generated=kept / "generated",
+            tiny=tiny,
+            budget_s=budget_s,
+            clips=clips or (4 if tiny else 96),
+            leak_epochs=1 if tiny else 5,
+        )
+        print(json.dumps(gpu_check(config, chosen), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""``make gpu-check``: its parts' bookkeeping, and its dry run on the CPU (the whole script on a tiny set)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from mvemo.pipeline.bench import gpu
+from mvemo.pipeline.bench.gpu import CheckConfig, gpu_check, gpu_samples, junit_outcomes, nvidia_smi
+from tests.conftest import SHARED
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_each_tests_outcome_seconds_and_recorded_figures_are_read_from_pytests_report(tmp_path: Path) -> None:
+    (tmp_path / "test_three.py").write_text(
+        "import pytest\n"
+        "def test_fine(record_property):\n    record_property('error', 0.25)\n"
+        "def test_broken():\n    assert 1 == 2, 'one is not two'\n"
+        "def test_elsewhere():\n    pytest.skip('needs a GPU')\n"
+    )
+    report = tmp_path / "report.xml"
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "junit_family=xunit1"]
+    subprocess.run([*command, f"--junitxml={report}", "test_three.py"], cwd=tmp_path, capture_output=True, check=False)
+    outcomes = junit_outcomes(report)
+    assert outcomes["counts"] == {"passed": 1, "failure": 1, "error": 0, "skipped": 1}
+    assert outcomes["tests"]["test_fine"]["error"] == 0.25
+    assert "one is not two" in outcomes["tests"]["test_broken"]["message"]
+    assert outcomes["tests"]["test_elsewhere"]["message"].endswith("needs a GPU")
+
+
+def config_in(folder: Path, budget_s: float = 540.0) -> CheckConfig:
+    return CheckConfig(device=torch.device("cpu"), shared=folder, folder=folder, generated=folder, budget_s=budget_s)
+
+
+def test_a_failing_part_is_recorded_and_the_next_one_still_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(config: CheckConfig) -> dict[str, Any]:
+        raise RuntimeError("CUDA error: an illegal memory access")
+
+    monkeypatch.setitem(gpu.PART_RUNS, "throughput", broken)
+    monkeypatch.setitem(gpu.PART_RUNS, "finetune", lambda config: {"ran": True})
+    document = gpu_check(config_in(tmp_path), ("throughput", "finetune"))
+    assert document["throughput"]["error"] == "RuntimeError: CUDA error: an illegal memory access"
+    assert document["finetune"]["ran"] is True
+    assert document["device"]["device"] == "cpu" and document["seconds"] >= 0
+
+
+def test_the_leak_is_left_out_when_too_little_of_the_budget_remains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(gpu.PART_RUNS, "leak", lambda config: pytest.fail("the leak ran"))
+    document = gpu_check(config_in(tmp_path, budget_s=gpu.LEAK_MIN_LEFT_S - 1), ("leak",))
+    assert document["leak"]["not_run"].endswith(f"(needs {gpu.LEAK_MIN_LEFT_S:.0f})")
+
+
+def test_without_nvidia_smi_nothing_is_sampled(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "")
+    assert nvidia_smi("utilization.gpu") == []
+    figures: dict[str, Any] = {}
+    with gpu_samples(torch.device("cpu"), figures):
+        pass
+    assert figures == {}
+
+
+@pytest.mark.slow
+def test_the_dry_run_checks_every_part_on_the_cpu() -> None:
+    """``make gpu-check DEVICE=cpu``: the script end to end on a tiny set, so a GPU's short loan goes to measuring."""
+    if not (SHARED / "weights" / "musicnn_msd_musicnn.npz").is_file():
+        pytest.skip(f"{SHARED / 'weights'} is absent: the check's nets run with their published weights")
+    done = subprocess.run(
+        ["make", "-s", "gpu-check", "DEVICE=cpu", f"SHARED={SHARED}"], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    document = json.loads(done.stdout)
+    assert document["tiny"] is True and document["device"]["device"] == "cpu"
+    assert not [part for part in gpu.PARTS if "error" in document[part] or "not_run" in document[part]], document
+    tests = document["tests"]
+    assert tests["exit_code"] == 0 and tests["counts"]["failure"] == tests["counts"]["error"] == 0
+    assert tests["counts"]["passed"] >= 3, "the float32 parity tests run on the CPU too"
+    throughput = document["throughput"]
+    assert throughput["decode"]["clips_per_s"] > 0 and not any(throughput["decode"]["failed"].values())
+    for key in ("i3d_float32", "i3d_bf16", "musicnn_float32", "musicnn_bf16"):
+        assert throughput[key]["clips_per_s"] > 0 and throughput[key]["weights"].endswith(".npz")
+    finetune = document["finetune"]
+    assert finetune["per_fold_embeddings_written"] is True and not finetune["failed"]
+    assert sorted((u["net"], u["fold"] is None) for u in finetune["units"]) == sorted(
+        (net, fold == "all") for net in gpu.FINETUNED for fold in (0, 1, "all")
+    )
+    leak = document["leak"]
+    for net in gpu.FINETUNED:
+        paper, leakfree = leak["accuracy_pct"]["paper"][net], leak["accuracy_pct"]["leakfree"][net]
+        assert leak["paper_minus_leakfree_points"][net] == pytest.approx(paper - leakfree, abs=0.11)
