@@ -33,7 +33,7 @@ SETS = "sets"
 WINDOWS_FOLDER = "windows"
 TEMPORARY = re.compile(r"^\..*\.tmp$")  # the names of files being written (``h5file.temporary_name``)
 ERRORS_FILE = "errors.jsonl"
-# The key of a set's config that marks it pooled over windows (``extract.windowed``): length, hop, pooling,
+# The key of a set's config that marks it pooled over windows (``extract.window_cache``): length, hop, pooling,
 # the window set's fingerprint and, for an embedding, its inputs' configs.
 POOLED_KEY = "windows"
 # ABSENT: the manifest gives the clip no such modality (an audio-only clip's video frames).

@@ -19,7 +19,6 @@ and a rerun skips every unit whose set is complete with the same training record
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -38,8 +37,8 @@ from mvemo.extract.embed import (
     input_fingerprints,
     is_lost_job,
 )
-from mvemo.extract.train import GPU_RESOURCES, TrainConfig, embed_rows, kinds_of, resolve_device, train_net
-from mvemo.extract.units import UnitJob, UnitResult, build_finetune_net, train_unit
+from mvemo.extract.finetune_jobs import UnitJob, UnitResult, build_finetune_net, train_unit
+from mvemo.extract.train import GPU_RESOURCES, TrainConfig, kinds_of
 from mvemo.manifests.errors import ConfigError
 from mvemo.manifests.folds import inner_split as grouped_inner_split
 from mvemo.manifests.schema import Manifest
@@ -121,7 +120,6 @@ def finetune_embeddings(
         units[name] = Units(cache_path, manifest, name, n_classes, config, protocol, weights_dir, lock, recompute)
         summary.notes.append(units[name].note)
     bars = progress or (lambda phase: None)
-    run = functools.partial(_run_units, y=y, device=device, workers=workers, executor=executor, log=log)
     first: list[UnitPlan] = []
     for u in units.values():
         if protocol == "paper":
@@ -132,11 +130,13 @@ def finetune_embeddings(
                 pool = u.ready[folds[u.ready] != k]
                 train, val = inner_split(pool, y, groups, config.validation_share, config.seed, f"{u.name}, fold {k}")
                 first.append((u, k, [f"emb/{u.name}/fold{k}"], train, val, None))
-    summary.units += run(first, bar=bars("fine-tuning" if protocol == "paper" else "fine-tuning per fold"))
+    phase = "fine-tuning" if protocol == "paper" else "fine-tuning per fold"
+    summary.units += _run_units(first, y=y, device=device, workers=workers, executor=executor, log=log, bar=bars(phase))
     if protocol == "leakfree":  # the final models: all clips, for the median of their folds' epochs
         epochs = {name: int(np.median([s.epochs for s in summary.units if s.net == name])) for name in units}
         final: list[UnitPlan] = [(u, None, [f"emb/{u.name}/all"], u.ready, None, epochs[u.name]) for u in units.values()]
-        summary.units += run(final, bar=bars("fine-tuning on all clips"))
+        bar = bars("fine-tuning on all clips")
+        summary.units += _run_units(final, y=y, device=device, workers=workers, executor=executor, log=log, bar=bar)
     return summary
 
 
@@ -197,54 +197,6 @@ def clip_table(cache_path: str) -> tuple[np.ndarray, np.ndarray, list[str], int]
     """Labels, folds, groups (a clip without one is its own) and the number of classes of a cache's clips."""
     with Cache(cache_path) as cache:
         return cache.y, cache.folds, cache.groups, len(cache.classes)
-
-
-@dataclass
-class OutOfFold:
-    """A net's own probabilities for each fold's clips, fine-tuned on the other folds: ``rows`` with their inputs
-    cached, ``proba`` (len(rows), n_classes), and per fold the validation loss and accuracy of the kept epoch on
-    the inner split of its training rows (``validation``), what a choice between trainings may read."""
-
-    rows: np.ndarray
-    proba: np.ndarray
-    validation: dict[int, dict[str, float]]
-
-
-def out_of_fold_probabilities(
-    cache_path: str | os.PathLike[str],
-    name: str,
-    config: TrainConfig,
-    *,
-    weights_dir: str | os.PathLike[str] | None = None,
-    device: str = "auto",
-    workers: int = 2,
-    log: Callable[[str], None] = lambda line: None,
-) -> OutOfFold:
-    """The net fine-tuned as ``leakfree`` does on the other folds, fold by fold (nothing written)."""
-    cache_path = str(cache_path)
-    torch_device = resolve_device(device)
-    y, folds, groups, n_classes = clip_table(cache_path)
-    net, _ = build_finetune_net(cache_path, name, n_classes, config, weights_dir)
-    with Cache(cache_path) as cache:
-        ready = ready_rows(cache, kinds_of(net))
-    ready = ready[folds[ready] >= 0]
-    proba = np.zeros((len(ready), n_classes), dtype=np.float32)
-    validation = {}
-    for k in sorted(set(folds[ready].tolist())):
-        train_rows, val_rows = inner_split(ready[folds[ready] != k], y, groups, config.validation_share, config.seed)
-        net, _ = build_finetune_net(cache_path, name, n_classes, config, weights_dir)
-        result = train_net(net, cache_path, y, train_rows, val_rows, config, device=torch_device, workers=workers)
-        validation[k] = {
-            "val_loss": result.history[result.epochs - 1]["val_loss"],
-            "val_accuracy": float(result.val_accuracy or 0.0),
-        }
-        test = ready[folds[ready] == k]
-        for batch, p in embed_rows(net, cache_path, test, config.batch_size, torch_device, workers, probabilities=True):
-            proba[np.searchsorted(ready, batch)] = p
-        log(
-            f"{name}, {config.optimizer(name).name}, fold {k}: {result.epochs} epochs, validation accuracy {result.val_accuracy:.3f}"
-        )
-    return OutOfFold(ready, proba, validation)
 
 
 class Units:

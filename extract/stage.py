@@ -6,7 +6,6 @@ what it returns; a notebook or a cluster job calls the same function.
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -16,12 +15,12 @@ from typing import Any
 from mvemo.cache.lock import CacheLock
 from mvemo.cache.read import Cache
 from mvemo.extract.embed import export_embeddings, input_kinds
+from mvemo.extract.features import FeatureConfigs, FeatureRunSummary, compute_feature_sets, parse_features
 from mvemo.extract.finetune import UnitSummary, finetune_embeddings
 from mvemo.extract.nets import base_name
-from mvemo.extract.run import FeatureConfigs, FeatureRunSummary, compute_feature_sets, parse_features
 from mvemo.extract.train import TrainConfig
-from mvemo.extract.windowed import check_windowing, pool_windows, write_times
-from mvemo.extract.windows import WindowConfig, plan_clips, window_cache
+from mvemo.extract.window_cache import check_windowing, pool_windows, write_times
+from mvemo.extract.window_plan import WindowConfig, plan_clips, window_cache
 from mvemo.manifests.errors import ConfigError
 from mvemo.manifests.executor import Executor, ProgressFactory
 from mvemo.manifests.folds import require_whole_groups
@@ -139,7 +138,7 @@ def extract_features(
     windows : WindowConfig, optional
         ``[clip]``: with ``windows`` true, every file is read whole, in windows of ``[audio] duration_s`` every
         ``hop_s``; every set of every window goes into the window cache (``CACHE/windows``) and each vector set,
-        pooled over a clip's windows, into the cache (``extract.windowed``).
+        pooled over a clip's windows, into the cache (``extract.window_cache``).
     net_options : mapping, optional
         Each net's options (a config file's ``[net.<name>]``); default ``training.net_options``.
     weights_dir : path-like, optional
@@ -167,32 +166,58 @@ def extract_features(
         require_whole_groups(manifest.folds, manifest.groups, manifest.clip_ids, where="the manifest")
     require_variant_tables(nets, net_options if net_options is not None else training.net_options if training else {})
     configs = configs or FeatureConfigs()
-    stage = functools.partial(
-        _stage_one,
-        features=features,
+    if net_options is None:
+        net_options = training.net_options if training is not None else {}
+    run = StageOneRun(
         nets=nets,
+        sets=feature_names(features, nets, net_options),
         training=training,
         protocol=protocol,
         configs=configs,
         net_options=net_options,
         weights_dir=weights_dir,
         device=device,
-        recompute=recompute,
+        recompute=tuple(recompute),
         executor=executor,
-        progress=progress,
+        progress=progress or (lambda description, unit: None),
         log=log,
     )
     windows = windows or WindowConfig()
     check_windowing(cache_path, windowed=windows.windows)
-    if not windows.windows:
-        return stage(manifest, cache_path, lock=lock)
-    check_window_configs(configs, windows)
-    length_s = configs.audio_window.duration_s
+    if windows.windows:
+        return _extract_windows(run, manifest, cache_path, windows, lock=lock)
+    return _extract_clips(run, manifest, cache_path, lock=lock)
+
+
+@dataclass(frozen=True)
+class StageOneRun:
+    """What one ``extract_features`` call computes, and with what: its arguments, resolved, passed down as one."""
+
+    nets: tuple[str, ...]
+    sets: tuple[str, ...]
+    training: TrainConfig | None
+    protocol: str
+    configs: FeatureConfigs
+    net_options: Mapping[str, Mapping[str, Any]]
+    weights_dir: str | os.PathLike[str] | None
+    device: str
+    recompute: tuple[str, ...]
+    executor: Executor | None
+    progress: ProgressFactory
+    log: Callable[[str], None]
+
+
+def _extract_windows(
+    run: StageOneRun, manifest: Manifest, cache_path: str | os.PathLike[str], windows: WindowConfig, *, lock: CacheLock | None
+) -> StageOneSummary:
+    """Stage one over whole files: every window's sets into the window cache, then each clip's pooled vectors."""
+    check_window_configs(run.configs, windows)
+    length_s = run.configs.audio_window.duration_s
     began = time.perf_counter()
     plan = plan_clips(manifest, length_s=length_s, hop_s=windows.hop_s)
     planned = StageTime("windows", time.perf_counter() - began, f"{len(plan.windows)} windows of {len(manifest)} clips")
     inner = window_cache(cache_path)
-    summary = stage(plan.manifest, inner, offsets=plan.offsets())
+    summary = _extract_clips(run, plan.manifest, inner, offsets=plan.offsets())
     began = time.perf_counter()
     write_times(plan, inner, length_s=length_s, hop_s=windows.hop_s)
     pooled = pool_windows(plan, inner, manifest, cache_path, windows, length_s=length_s, lock=lock)
@@ -235,36 +260,23 @@ def check_window_configs(configs: FeatureConfigs, windows: WindowConfig) -> None
         )
 
 
-def _stage_one(
+def _extract_clips(
+    run: StageOneRun,
     manifest: Manifest,
     cache_path: str | os.PathLike[str],
     *,
-    features: str | Iterable[str] | None,
-    nets: tuple[str, ...],
-    training: TrainConfig | None,
-    protocol: str,
-    configs: FeatureConfigs,
-    net_options: Mapping[str, Mapping[str, Any]] | None,
-    weights_dir: str | os.PathLike[str] | None,
-    device: str,
-    recompute: Iterable[str],
-    executor: Executor | None,
     lock: CacheLock | None = None,
-    progress: ProgressFactory | None,
-    log: Callable[[str], None],
     offsets: Mapping[str, float] | None = None,
 ) -> StageOneSummary:
     """Features, then embeddings, of every row of ``manifest`` (clips, or the windows of ``offsets``)."""
-    if net_options is None:
-        net_options = training.net_options if training is not None else {}
-    bar = progress or (lambda description, unit: None)
+    bar, nets, executor = run.progress, run.nets, run.executor
     summary = StageOneSummary(
         compute_feature_sets(
             manifest,
             cache_path,
-            feature_names(features, nets, net_options),
-            configs=configs,
-            recompute=recompute,
+            run.sets,
+            configs=run.configs,
+            recompute=run.recompute,
             executor=executor,
             lock=lock,
             progress=bar("features", "clip"),
@@ -277,15 +289,15 @@ def _stage_one(
     if not nets:
         return summary
     began = time.perf_counter()
-    if training is None:
+    if run.training is None:
         embedded = export_embeddings(
             manifest,
             cache_path,
             nets,
-            weights_dir=weights_dir,
-            recompute=recompute,
-            device=device,
-            net_options=net_options,
+            weights_dir=run.weights_dir,
+            recompute=run.recompute,
+            device=run.device,
+            net_options=run.net_options,
             executor=None
             if executor is None or getattr(executor, "in_process", False)
             else executor,  # in process: batches stream
@@ -301,14 +313,14 @@ def _stage_one(
         manifest,
         cache_path,
         nets,
-        training,
-        protocol=protocol,
-        weights_dir=weights_dir,
-        device=device,
-        recompute=recompute,
+        run.training,
+        protocol=run.protocol,
+        weights_dir=run.weights_dir,
+        device=run.device,
+        recompute=run.recompute,
         executor=executor if getattr(executor, "own_devices", False) else None,  # local units share one device
         lock=lock,
-        log=log,
+        log=run.log,
         progress=lambda phase: bar(phase, "unit"),
     )
     summary.notes += tuned.notes
@@ -318,5 +330,5 @@ def _stage_one(
         sets = [name for name in cache.feature_sets() if name.startswith(tuple(f"emb/{n}/" for n in nets))]
         summary.embeddings = {name: int(cache.done(name).sum()) for name in sets}
     summary.failed_embeddings = {name: {f["clip_id"]: f["reason"] for f in failures if f["feature_set"] == name} for name in sets}
-    summary.stages.append(StageTime("fine-tuning", time.perf_counter() - began, f"{training.finetune}, {protocol}"))
+    summary.stages.append(StageTime("fine-tuning", time.perf_counter() - began, f"{run.training.finetune}, {run.protocol}"))
     return summary

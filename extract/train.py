@@ -24,7 +24,7 @@ from mvemo.extract.nets import base_name
 from mvemo.extract.nets.base import EmotionNet
 from mvemo.manifests.errors import ConfigError
 from mvemo.manifests.executor import Resources
-from mvemo.manifests.optim import OPTIMIZERS, make_optimizer
+from mvemo.manifests.shared_optimizers import OPTIMIZERS, make_optimizer
 
 # What a job that runs a net asks of a Dask cluster whose workers advertise it (dask-worker --resources GPU=1).
 GPU_RESOURCES: Resources = {"GPU": 1}

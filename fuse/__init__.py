@@ -1,1 +1,1 @@
-"""fuse"""
+"""Stage two: ``stage.run_cv`` (the CV report) and ``stage.fuse_cache`` (the report, then the saved model), over the models of ``models`` composed by ``compose``; ``saved.load_fusion_model`` reads a saved model."""

@@ -20,18 +20,10 @@ import numpy as np
 from mvemo.cache.read import Cache
 from mvemo.fuse.compose import Trainings, fit
 from mvemo.fuse.heads import make_head
+from mvemo.fuse.inputs import input_set_name, missing_reasons, read_input
 from mvemo.fuse.metrics import mean_present, paired_differences, summarize, summarize_repeats
-from mvemo.fuse.models import (
-    FusionModel,
-    fine_tuned_nets,
-    incomplete_inputs,
-    input_set_name,
-    missing_reasons,
-    protocol,
-    random_init_nets,
-    read_input,
-    select_models,
-)
+from mvemo.fuse.models import FusionModel, incomplete_inputs, random_init_nets, select_models
+from mvemo.fuse.provenance import fine_tuned_nets, protocol
 from mvemo.fuse.selection import SelectionConfig
 from mvemo.manifests.errors import CacheError, ConfigError
 from mvemo.manifests.executor import Executor, Progress
@@ -290,8 +282,11 @@ def cross_validate(
         tuned_models = [m.name for m in chosen if any("/fold" in per_fold[0].sets[i] for i in m.inputs)]
     tasks = [(r, fold) for r in range(repeats) for fold in range(k)]
     mapper = map if executor is None else executor.map
-    task = functools.partial(fit_fold, cache_path, tuple(chosen), head, selection)
-    results = mapper(task, [all_folds[r] for r, _ in tasks], [fold for _, fold in tasks], [per_fold[f] for _, f in tasks])
+    n = len(tasks)
+    fixed = ([cache_path] * n, [tuple(chosen)] * n, [head] * n, [selection] * n)
+    results = mapper(
+        fit_fold, *fixed, [all_folds[r] for r, _ in tasks], [fold for _, fold in tasks], [per_fold[f] for _, f in tasks]
+    )
     outputs = list(progress(results, len(tasks)) if progress else results)
     for out in outputs:
         if isinstance(out, BaseException):

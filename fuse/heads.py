@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 from mvemo.fuse.selection import SelectionConfig, inner_score, logistic_path
 from mvemo.manifests.errors import ConfigError, is_number
 from mvemo.manifests.folds import inner_split, inner_splits
-from mvemo.manifests.optim import OPTIMIZERS, make_optimizer
+from mvemo.manifests.shared_optimizers import OPTIMIZERS, make_optimizer
 
 
 @dataclass(frozen=True)

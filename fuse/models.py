@@ -1,4 +1,4 @@
-"""The inputs a cache holds, the models they compose into by default, and the matrix each input reads.
+"""The model catalogue: the inputs a cache holds and the models they compose into by default.
 
 Inputs: every net's embedding, ``lldstats`` (the mean and standard deviation
 over time of every LLD column, a cheap handcrafted baseline) and every cached set
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mvemo.cache.layout import DONE, FAILED, TODO
+from mvemo.cache.layout import DONE, TODO
 from mvemo.cache.read import Cache
 from mvemo.fuse.compose import Best, Features, Late, Node, Stack, inputs_of, integrated
 from mvemo.fuse.grammar import parse_models
@@ -84,7 +84,7 @@ def random_init_nets(cache: Cache) -> list[str]:
     nets = []
     for net in cached_nets(cache):
         sets = input_sets(cache, net)
-        if all(_weights(cache, n) == "random init" and cache.config(n).get("finetune", "none") == "none" for n in sets):
+        if all(weights_origin(cache, n) == "random init" and cache.config(n).get("finetune", "none") == "none" for n in sets):
             nets.append(net)
     return nets
 
@@ -210,150 +210,8 @@ def _how_to_compute(cache: Cache, name: str) -> str:
     return f"{command} --nets {name}` for a net, or {command} --features {name}` for a feature set"
 
 
-def input_set(cache: Cache, net: str, fold: int | None) -> str:
-    """The feature set one net contributes for test fold ``fold`` (None: the final model, all clips).
-
-    A fold reads ``emb/<net>/fold<k>``; it reads ``emb/<net>/all`` only where the net
-    was never fine-tuned: a fine-tuned ``all`` has trained on the test fold, and a
-    net with some fold sets but not this one is a fine-tuning that did not finish.
-    """
-    sets = set(cache.feature_sets())
-    fold_set, all_set = f"emb/{net}/fold{fold}", f"emb/{net}/all"
-    where = f"cache {str(cache.path)!r}"
-    command = f"`mvemo extract MANIFEST --cache {cache.path} --nets {net}"
-    if fold is None:
-        if all_set in sets:
-            return all_set
-        raise CacheError(f"{where} lacks {all_set}; compute it with {command}`")
-    if fold_set in sets:
-        return fold_set
-    if any(name.startswith(f"emb/{net}/fold") for name in sets):
-        raise CacheError(
-            f"{where} lacks {fold_set} while other folds of {net} are fine-tuned: the fine-tuning did not finish;"
-            f" rerun it with {command} --finetune last|full` (it resumes where it stopped)"
-        )
-    if all_set not in sets:
-        raise CacheError(f"{where} lacks {fold_set}; compute it with {command}`")
-    if cache.config(all_set).get("finetune", "none") != "none":
-        raise CacheError(
-            f"{where} lacks {fold_set}, and {all_set} was fine-tuned on every clip, fold {fold}'s included:"
-            f" testing on it would leak; fine-tune per fold with {command} --finetune last|full`"
-        )
-    return all_set
-
-
-def input_set_name(cache: Cache, name: str, fold: int | None) -> str:
-    """The cached set an input reads for test fold ``fold`` (None: the final model): ``lld`` for ``lldstats``, a
-    vector set itself."""
-    if name == LLDSTATS:
-        return "lld"
-    return name if name in vector_sets(cache) else input_set(cache, name, fold)
-
-
-def read_input(cache: Cache, set_name: str) -> tuple[np.ndarray, np.ndarray]:
-    """The float32 matrix an input reads from ``set_name``, shape (n_clips, n_features), and the mask of rows done
-    (float32 as cached: the heads' solver runs 3x faster than on float64, with the same accuracy)."""
-    if set_name == "lld":
-        X, done = lld_statistics(cache)
-    else:
-        X, done = cache.read_matrix(set_name), cache.done(set_name)
-    return np.asarray(X.reshape(len(cache), -1), dtype=np.float32), done
-
-
-def missing_reasons(cache: Cache, set_name: str) -> dict[int, str]:
-    """Why each row a set does not hold is missing: its failure, a changed media file, or never computed."""
-    status = cache.status(set_name)
-    done = cache.done(set_name)
-    errors = cache.errors(set_name)
-    reasons = {}
-    for row in np.flatnonzero(~done):
-        if status[row] == FAILED:
-            reasons[int(row)] = f"{set_name} failed: {errors[int(row)]}"
-        elif status[row] == DONE:
-            reasons[int(row)] = f"{set_name} is stale: the media changed since it was computed; rerun `mvemo extract`"
-        else:
-            reasons[int(row)] = f"{set_name} not computed; run `mvemo extract` on the manifest"
-    return reasons
-
-
-# Clips whose LLDs are summarized at once: (64, 1292, 63) float64 and its temporaries stay near 150 MB, whatever the
-# number of clips (the whole tensor of 100,000 clips was 33 GB as float32).
-LLD_CHUNK_ROWS = 64
-
-
-def lld_statistics(cache: Cache) -> tuple[np.ndarray, np.ndarray]:
-    """``lldstats`` of every clip of the cache, read ``LLD_CHUNK_ROWS`` clips at a time, and the mask of clips with
-    LLDs."""
-    lengths = cache.valid_lengths("lld")
-    columns = cache.row_shape("lld")[-1]
-    stats = np.empty((len(cache), 2 * columns), dtype=np.float32)
-    for start in range(0, len(cache), LLD_CHUNK_ROWS):
-        rows = np.arange(start, min(start + LLD_CHUNK_ROWS, len(cache)))
-        stats[rows] = summarize_lld(cache.read_matrix("lld", rows), lengths[rows])
-    return stats, cache.done("lld")
-
-
-def summarize_lld(lld: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Mean and standard deviation over each clip's valid frames of every LLD column.
-
-    ``lld`` (n_clips, n_frames, n_columns), ``lengths`` (n_clips,); returns (n_clips, 2 * n_columns).
-    """
-    lld = np.asarray(lld, dtype=np.float64)
-    lengths = np.maximum(np.asarray(lengths), 1)
-    valid = (np.arange(lld.shape[1])[None, :] < lengths[:, None])[..., None]
-    mean = (lld * valid).sum(axis=1) / lengths[:, None]
-    var = (((lld - mean[:, None, :]) * valid) ** 2).sum(axis=1) / lengths[:, None]
-    return np.concatenate([mean, np.sqrt(var)], axis=1)
-
-
-def fine_tuned_nets(cache: Cache) -> list[str]:
-    """The nets whose embeddings in the cache come from fine-tuning (not from the weights as they are)."""
-    sets = [name for name in cache.feature_sets() if name.startswith("emb/")]
-    return sorted({name.split("/")[1] for name in sets if cache.config(name).get("finetune", "none") != "none"})
-
-
-def provenance(cache: Cache) -> dict[str, dict[str, str]]:
-    """Per net: the weights its embeddings started from (file and sha256, or "random init"; fine-tuned sets start
-    from their ``pretrained_sha256``), how it was fine-tuned and the protocol (modes of its sets joined by "/")."""
-    described = {}
-    for net in cached_nets(cache):
-        sets = input_sets(cache, net)
-        described[net] = {
-            "weights": " / ".join(sorted({_weights(cache, n) for n in sets})),
-            "finetune": "/".join(sorted({cache.config(n).get("finetune", "none") for n in sets})),
-            "protocol": "/".join(sorted({cache.config(n).get("protocol", "leakfree") for n in sets})),
-        }
-    return described
-
-
-def _weights(cache: Cache, set_name: str) -> str:
+def weights_origin(cache: Cache, set_name: str) -> str:
+    """The weights a set's embeddings started from: file and sha256, or "random init"."""
     training = cache.config(set_name).get("training")
     sha256 = training["pretrained_sha256"] if training else cache.weights_sha256(set_name)
     return f"{cache.weights_file(set_name) or 'weights'} sha256 {sha256}" if sha256 else "random init"
-
-
-def top_tags(cache: Cache, k: int = 3) -> dict[str, list[list[str]]]:
-    """Per embedding set of named tag probabilities (``[net.musicnn] layer = "taggram"``), each clip's ``k`` most
-    probable tags with their mean probability over its patches (the max where only the max is cached), or [] for a
-    clip the set lacks."""
-    tagged = {}
-    for set_name in cache.feature_sets():
-        columns = cache.columns(set_name) if set_name.startswith("emb/") else []
-        kind = " (mean)" if any(c.endswith(" (mean)") for c in columns) else " (max)"
-        picked = [i for i, c in enumerate(columns) if c.endswith(kind)]
-        if not picked:
-            continue
-        proba, done = cache.read_matrix(set_name)[:, picked], cache.done(set_name)
-        names = [columns[i].removesuffix(kind) for i in picked]
-        tagged[set_name] = [
-            [f"{names[j]} {row[j]:.2f}" for j in np.argsort(-row)[:k]] if ok else [] for row, ok in zip(proba, done)
-        ]
-    return tagged
-
-
-def protocol(cache: Cache) -> str:
-    """``paper`` if any embedding set was fine-tuned on every clip (the papers' leaky protocol), else ``leakfree``."""
-    for name in cache.feature_sets():
-        if name.startswith("emb/") and cache.config(name).get("protocol") == "paper":
-            return "paper"
-    return "leakfree"

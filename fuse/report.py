@@ -29,7 +29,7 @@ def write_report(
 ) -> dict[str, Any]:
     """Write the report files into ``out`` and return the JSON document.
 
-    ``tags`` (``fuse.models.top_tags``) gives ``tags.csv``: each clip's top tags per set of tag probabilities.
+    ``tags`` (``fuse.provenance.top_tags``) gives ``tags.csv``: each clip's top tags per set of tag probabilities.
 
     ``header`` holds ``cache_fingerprint``, ``config`` (with ``selection``), ``version``, ``versions`` and
     ``provenance`` (per net: ``weights``, ``finetune``, ``protocol``).

@@ -36,7 +36,8 @@ from mvemo.fuse.compose import (
     fit,
 )
 from mvemo.fuse.heads import LinearSoftmax
-from mvemo.fuse.models import FusionModel, input_set_name, read_input
+from mvemo.fuse.inputs import input_set_name, read_input
+from mvemo.fuse.models import FusionModel
 from mvemo.fuse.saved_check import HEAD_ARRAYS, Invalid, check_saved_model
 from mvemo.fuse.selection import SelectionConfig
 from mvemo.manifests.errors import CacheError, ConfigError
@@ -204,6 +205,33 @@ class SavedFusionModel:
     @property
     def classes(self) -> list[str]:
         return list(self.document["classes"])
+
+    @property
+    def models(self) -> list[str]:
+        """The names of the models saved, in the report's order."""
+        return list(self.document["models"])
+
+    @property
+    def default_model(self) -> str:
+        """The model ``predict`` uses unless told otherwise (the integrated model where one was saved)."""
+        return str(self.document["default_model"])
+
+    def inputs(self, name: str) -> list[str]:
+        """The inputs model ``name`` reads (net names, ``lldstats``, vector sets), in the order of its sets."""
+        return list(self.document["models"][name]["inputs"])
+
+    def feature_sets(self, name: str) -> dict[str, dict[str, Any]]:
+        """The cached sets model ``name`` read, one per input, by set name: each one's config and fingerprint, and
+        for a net's embedding its input configs, weights and checkpoint."""
+        return dict(self.document["models"][name]["feature_sets"])
+
+    def pooling(self, name: str) -> dict[str, Any] | None:
+        """How the sets model ``name`` reads were pooled over windows (``length_s``, ``hop_s``, ``pooling``), or
+        None for a model of one window per clip."""
+        for described in self.document["models"][name]["feature_sets"].values():
+            if POOLED_KEY in described["config"]:
+                return dict(described["config"][POOLED_KEY])
+        return None
 
     def predict_proba(self, name: str, inputs: dict[str, np.ndarray]) -> np.ndarray:
         """Probabilities over all classes, shape (n, n_classes); ``inputs`` maps each input name to (n, d)."""

@@ -29,13 +29,13 @@ _PUBLIC = {
     "MvemoError": "mvemo.manifests.errors",
     "Cache": "mvemo.cache.read",
     "read_matrix": "mvemo.cache.read",
-    "FeatureConfigs": "mvemo.extract.run",
+    "FeatureConfigs": "mvemo.extract.features",
     "extract_features": "mvemo.extract.stage",
     "cross_validate": "mvemo.fuse.cv",
-    "run_cv": "mvemo.fuse.run",
-    "fuse_cache": "mvemo.fuse.run",
+    "run_cv": "mvemo.fuse.stage",
+    "fuse_cache": "mvemo.fuse.stage",
     "build_executor": "mvemo.pipeline.executors",
-    "Predictor": "mvemo.pipeline.predict",
+    "Predictor": "mvemo.pipeline.predict.predictor",
 }
 
 __all__ = [
@@ -57,16 +57,16 @@ __all__ = [
 
 if TYPE_CHECKING:
     from mvemo.cache.read import Cache, read_matrix
-    from mvemo.extract.run import FeatureConfigs
+    from mvemo.extract.features import FeatureConfigs
     from mvemo.extract.stage import extract_features
     from mvemo.fuse.cv import cross_validate
-    from mvemo.fuse.run import fuse_cache, run_cv
+    from mvemo.fuse.stage import fuse_cache, run_cv
     from mvemo.manifests.errors import MvemoError
     from mvemo.manifests.folds import assign_folds
     from mvemo.manifests.scan import scan_tree
     from mvemo.manifests.schema import read_manifest, write_manifest
     from mvemo.pipeline.executors import build_executor
-    from mvemo.pipeline.predict import Predictor
+    from mvemo.pipeline.predict.predictor import Predictor
 
 
 def __getattr__(name: str) -> Any:

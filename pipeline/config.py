@@ -4,7 +4,7 @@ A file may hold the tables ``[audio]`` (``offset_s``, ``duration_s``: the window
 every audio feature analyses; ``timeout_s``: how long one clip's audio may take to
 decode), one table per audio set (``[mel]``, ``[logmel]``, ``[lld]``, ``[waveform]``,
 ``[descriptors]``, ``[egemaps]``, ``[compare]``) and ``[frames]``
-(``extract.video.FrameConfig``), each overriding the defaults of its dataclass.
+(``extract.frame_sets.FrameConfig``), each overriding the defaults of its dataclass.
 ``[train]`` (``extract.train.TrainConfig``: ``max_epochs``, ``patience``,
 ``batch_size``, ``validation_share``, ``seed``) and ``[optim.<net>]`` (``name``,
 ``lr``, ``momentum``) set fine-tuning. ``[net.<name>]`` sets a net's options (those of
@@ -13,7 +13,7 @@ or without fine-tuning; ``[net.<name>.<variant>]`` defines the variant ``<name>.
 (``--nets musicnn.taggram``), the net with those options too, cached as an input of its own. ``[head]`` sets stage two's fusion head: its ``name``
 (``logistic`` or ``softmax``) and the parameters of ``fuse.heads.LogisticHead`` or
 ``SoftmaxHead`` (``optimizer``, ``lr``, ``l2``, ...; a parameter left out is chosen on inner folds where the
-head chooses it: ``C``, ``lr``, ``l2``). ``[clip]`` (``extract.windows.WindowConfig``: ``windows``, ``hop_s``, ``pooling``)
+head chooses it: ``C``, ``lr``, ``l2``). ``[clip]`` (``extract.window_plan.WindowConfig``: ``windows``, ``hop_s``, ``pooling``)
 reads whole files as windows of ``[audio] duration_s``. ``[fuse]`` (``fuse.selection.SelectionConfig``: ``inner_folds``,
 ``scoring``, ``C_grid``, ``lr_grid``, ``l2_grid``, ``seed``) sets how stage two chooses, and its ``reference`` the model
 every other is compared with. The frames' window follows ``[audio]`` unless ``[frames]`` sets it, so both
@@ -81,12 +81,12 @@ def build(cls: type, values: dict[str, Any], *, table: str, taken: tuple[str, ..
 
 
 def feature_configs(path: str | os.PathLike[str] | None) -> Any:
-    """The ``extract.run.FeatureConfigs`` of a config file (defaults where it says nothing): ``[audio]`` (the window
+    """The ``extract.features.FeatureConfigs`` of a config file (defaults where it says nothing): ``[audio]`` (the window
     every audio set analyses), one table per set (``[mel]``, ``[descriptors]``, ...) and ``[frames]``."""
     from mvemo.extract.audio import AUDIO_CONFIGS
     from mvemo.extract.decode.audio import AudioWindow
-    from mvemo.extract.run import FeatureConfigs
-    from mvemo.extract.video import FrameConfig
+    from mvemo.extract.features import FeatureConfigs
+    from mvemo.extract.frame_sets import FrameConfig
 
     tables = load_toml(path)
     audio = dict(tables.get("audio", {}))
@@ -98,8 +98,8 @@ def feature_configs(path: str | os.PathLike[str] | None) -> Any:
 
 
 def window_config(path: str | os.PathLike[str] | None) -> Any:
-    """The ``extract.windows.WindowConfig`` of a config file's ``[clip]`` table (one window per clip without it)."""
-    from mvemo.extract.windows import WindowConfig
+    """The ``extract.window_plan.WindowConfig`` of a config file's ``[clip]`` table (one window per clip without it)."""
+    from mvemo.extract.window_plan import WindowConfig
 
     return build(WindowConfig, load_toml(path).get("clip", {}), table="clip")
 

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from mvemo.extract.decode.audio import AudioWindow
+from mvemo.extract.features import FeatureConfigs, FeatureRunSummary
+from mvemo.extract.frame_sets import FrameConfig
 from mvemo.extract.nets import INIT
-from mvemo.extract.run import FeatureConfigs, FeatureRunSummary
 from mvemo.extract.stage import extract_features
-from mvemo.extract.video import FrameConfig
 from mvemo.manifests.errors import MediaError
 from mvemo.manifests.executor import Executor, Progress, ProgressFactory
 from mvemo.manifests.folds import assign_folds
@@ -80,7 +80,7 @@ def run_demo(
     """Data, manifest with folds, stage one into ``out/cache``, stage two into ``out`` (report, PNGs, ``model/``).
 
     ``progress(description, unit)`` gives each stage's progress callable (None: silent)."""
-    from mvemo.fuse.run import fuse_cache
+    from mvemo.fuse.stage import fuse_cache
 
     config = config or SyntheticConfig()
     out = Path(out)

@@ -24,7 +24,7 @@ from mvemo.manifests.probe import CUT_OFF_REASON, declared_end_s, iso_file_cut_o
 
 @dataclass(frozen=True)
 class DecodeParams:
-    """What ``read_sample`` needs; ``extract.video.FrameConfig`` documents each field."""
+    """What ``read_sample`` needs; ``extract.frame_sets.FrameConfig`` documents each field."""
 
     n_frames: int = 32
     window_start_s: float = 0.0

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mvemo.extract.weight_files import read_weights
-from mvemo.extract.weights import WeightsError
+from mvemo.extract.weights.io import read_weights
+from mvemo.extract.weights.registry import WeightsError
 from mvemo.manifests.errors import ConfigError
 
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mvemo.extract.nets.base import EmotionNet, frames_tensor, require
-from mvemo.extract.weights import WeightsError
+from mvemo.extract.weights.registry import WeightsError
 from mvemo.manifests.errors import ConfigError
 
 MIXED = {

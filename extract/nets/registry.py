@@ -16,7 +16,7 @@ from mvemo.extract.nets.musicnn import MsdVgg, Musicnn
 from mvemo.extract.nets.onedcnn import OneDCNN
 from mvemo.extract.nets.torchvision_video import MC318, R3D18, R2Plus1D18
 from mvemo.extract.nets.twodcnn import TwoDCNN
-from mvemo.extract.weights import sha256_of
+from mvemo.extract.weights.registry import sha256_of
 from mvemo.manifests.errors import ConfigError
 
 NETS: dict[str, type[EmotionNet]] = {

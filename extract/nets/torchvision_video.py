@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from mvemo.extract.nets.base import EmotionNet, frames_tensor, require
-from mvemo.extract.weights import WeightsError
+from mvemo.extract.weights.registry import WeightsError
 
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
 KINETICS_STD = (0.22803, 0.22145, 0.216989)

@@ -37,8 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mvemo.extract.nets.base import EmotionNet, as_tensor, require
-from mvemo.extract.weight_files import read_weights
-from mvemo.extract.weights import WeightsError
+from mvemo.extract.weights.io import read_weights
+from mvemo.extract.weights.registry import WeightsError
 
 POOLS = ((2, 4), (3, 4), (2, 5), (2, 4), (4, 4))
 CHANNELS = 32

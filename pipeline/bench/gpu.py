@@ -40,12 +40,12 @@ import torch
 from mvemo.cache.h5file import mvemo_version
 from mvemo.cache.read import Cache
 from mvemo.extract.decode.audio import AudioWindow
+from mvemo.extract.features import FeatureConfigs
 from mvemo.extract.nets import get_net, pretrained_file
-from mvemo.extract.run import FeatureConfigs
 from mvemo.extract.stage import StageOneSummary, extract_features
 from mvemo.extract.train import TrainConfig, embed_rows, resolve_device
-from mvemo.extract.weights import find_weights
-from mvemo.fuse.run import run_cv
+from mvemo.extract.weights.registry import find_weights
+from mvemo.fuse.stage import run_cv
 from mvemo.manifests.folds import assign_folds
 from mvemo.manifests.scan import scan_tree
 from mvemo.manifests.schema import Manifest
@@ -332,7 +332,7 @@ def leak(config: CheckConfig) -> dict[str, Any]:
     for protocol in ("leakfree", "paper"):
         cache, summary = fine_tune(manifest, config, protocol=protocol, epochs=config.leak_epochs)
         figures[protocol] = stage_figures(summary)
-        report = run_cv(cache, config.folder / f"leak-{protocol}-report", models=",".join(FINETUNED))
+        report = run_cv(cache, config.folder / f"leak-{protocol}-report", models=",".join(FINETUNED)).document
         accuracy[protocol] = {name: m["accuracy"]["mean"] for name, m in report["models"].items()}
     figures["accuracy_pct"] = {p: {n: round(100 * a, 1) for n, a in acc.items()} for p, acc in accuracy.items()}
     figures["paper_minus_leakfree_points"] = {

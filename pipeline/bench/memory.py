@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from mvemo.cache.store import CacheWriter
-from mvemo.extract.run import FeatureConfigs
+from mvemo.extract.features import FeatureConfigs
 from mvemo.manifests.schema import Clip, Manifest
 from mvemo.pipeline.bench.common import BENCH_CLASSES
 

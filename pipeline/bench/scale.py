@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from mvemo.extract.run import compute_feature_sets
+from mvemo.extract.features import compute_feature_sets
 from mvemo.manifests.schema import Clip, Manifest
 from mvemo.manifests.synthetic import write_media
 from mvemo.pipeline.executors import build_executor

@@ -25,7 +25,7 @@ GOAL_S_PER_MINUTE = 60.0
 def bench_timeline(*, minutes: float = 1.0, weights_dir: str | None = None, folder: str | None = None) -> dict[str, Any]:
     """The figures of ``mvemo bench timeline --json``; ``{"skipped": why}`` where the nets' weights are not found."""
     from mvemo.extract.nets.registry import PRETRAINED
-    from mvemo.extract.weights import find_weights
+    from mvemo.extract.weights.registry import find_weights
 
     missing = [PRETRAINED[net] for net in NETS if find_weights(PRETRAINED[net], weights_dir) is None]
     if missing:
@@ -53,7 +53,7 @@ def bench_timeline(*, minutes: float = 1.0, weights_dir: str | None = None, fold
 def _model(tmp: Path, weights_dir: str | None) -> Path:
     """A saved integrated model over the pretrained nets, fitted on 18 synthetic 10-s clips."""
     from mvemo.extract.stage import extract_features
-    from mvemo.fuse.run import fuse_cache
+    from mvemo.fuse.stage import fuse_cache
     from mvemo.manifests.synthetic import SyntheticConfig
     from mvemo.pipeline.demo import build_demo_manifest
 

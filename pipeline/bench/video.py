@@ -40,7 +40,7 @@ SIZES = {"240p": (426, 240), "720p": (1280, 720), "1080p": (1920, 1080)}
 def bench_video(path: str | None = None, *, repeat: int = 3, folder: str | None = None) -> dict[str, Any]:
     """The figures of ``mvemo bench video --json``.
 
-    ``ms_per_clip``: ``extract.video.compute_video_features`` with the default
+    ``ms_per_clip``: ``extract.frame_sets.compute_video_features`` with the default
     ``FrameConfig`` (32 frames, decoding in its worker process, already started;
     frames224 and frames112 both made), best of ``repeat``. ``decode_all_ms``:
     PyAV decoding every frame of the same file without converting any, taking
@@ -50,7 +50,7 @@ def bench_video(path: str | None = None, *, repeat: int = 3, folder: str | None 
     of encoding: a textured picture that pans, zooms and changes every 3 s,
     with grain, and a moving block), keyframe every 2 s (``gop``).
     """
-    from mvemo.extract.video import FrameConfig, compute_video_features, sample_frames
+    from mvemo.extract.frame_sets import FrameConfig, compute_video_features, sample_frames
     from mvemo.manifests.schema import Clip
 
     config = FrameConfig()
@@ -230,7 +230,7 @@ class _Targets:
 def _targets_and_reference(path: Path, n_frames: int) -> tuple[_Targets, dict[int, np.ndarray]]:
     import av
 
-    from mvemo.extract.video import FrameConfig, sample_frames
+    from mvemo.extract.frame_sets import FrameConfig, sample_frames
 
     sample = sample_frames(path, FrameConfig(n_frames=n_frames, isolate=False))
     needed = {j for i in sample.frame_indices.tolist() for j in (i - 1, i, i + 1)}
@@ -313,7 +313,7 @@ def _pyav_decode_all(path: Path, targets: _Targets) -> None:
 
 
 def _planned(path: Path, targets: _Targets) -> list[np.ndarray]:
-    from mvemo.extract.video import FrameConfig, sample_frames
+    from mvemo.extract.frame_sets import FrameConfig, sample_frames
 
     return list(sample_frames(path, FrameConfig(n_frames=len(targets.pts), isolate=False)).frames)
 

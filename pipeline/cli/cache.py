@@ -139,7 +139,7 @@ def _unused_checkpoints(cache_path: str, nets: tuple[str, ...], dry_run: bool) -
     """The fine-tuning checkpoints of nets not kept: {folder: bytes}, removed unless ``dry_run``."""
     import shutil
 
-    from mvemo.extract.units import checkpoint_dir
+    from mvemo.extract.finetune_jobs import checkpoint_dir
 
     folder = checkpoint_dir(cache_path)
     unused = [d for d in folder.iterdir() if d.is_dir() and d.name not in nets] if folder.is_dir() else []

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -73,24 +74,25 @@ def fuse_options(command: Any) -> Any:
     return click.option("--models", default=None, help=MODELS_HELP)(command)
 
 
-def _run_fusion(run: Callable[..., Any], cache_path: str, out: str, where: dict[str, Any], **options: Any) -> Any:
-    """``run`` (stage two's cv or fuse) with the head of ``--config``/``--head`` on the executor of the options."""
+@contextlib.contextmanager
+def fusion_arguments(where: dict[str, Any], models: str | None, repeats: int, reference: str | None) -> Iterator[dict[str, Any]]:
+    """The arguments ``run_cv`` and ``fuse_cache`` share: the models, repeats and reference, the head of
+    ``--config``/``--head``, and the executor of the options (open while the block runs)."""
     from mvemo.pipeline.config import head_config
     from mvemo.pipeline.executors import build_executor
 
-    head, params, selection, reference = head_config(where["config_path"], where["head"])
+    head, params, selection, configured = head_config(where["config_path"], where["head"])
     with build_executor(where["executor"], workers=where["workers"], scheduler=where["scheduler"]) as executor:
-        return run(
-            cache_path,
-            out,
-            reference=options.pop("reference") or reference,
-            head=head,
-            head_params=params,
-            selection=selection,
-            executor=executor,
-            progress=progress_bar("fusion heads", "fit"),
-            **options,
-        )
+        yield {
+            "models": models,
+            "repeats": repeats,
+            "reference": reference or configured,
+            "head": head,
+            "head_params": params,
+            "selection": selection,
+            "executor": executor,
+            "progress": progress_bar("fusion heads", "fit"),
+        }
 
 
 @click.command("cv", cls=MvemoCommand, context_settings=CONTEXT)
@@ -117,9 +119,10 @@ def cv(
     macro F1, macro ROC-AUC, the paired difference from the reference model, per-class scores and confusion
     matrices, as tables, plots and oof_predictions.csv; report.md defines each figure.
     """
-    from mvemo.fuse.run import run_cv
+    from mvemo.fuse.stage import run_cv
 
-    document = _run_fusion(run_cv, cache_path, out, where, models=models, n_folds=n_folds, repeats=repeats, reference=reference)
+    with fusion_arguments(where, models, repeats, reference) as arguments:
+        document = run_cv(cache_path, out, n_folds=n_folds, **arguments).document
     if as_json:
         print_json(document)
     else:
@@ -136,8 +139,9 @@ def cv(
 @executor_options
 def fuse(cache_path: str, out: str, models: str | None, repeats: int, reference: str | None, **where: Any) -> None:
     """The CV report in OUT, then each model's head trained on every clip, saved in OUT/model/ for `mvemo predict`."""
-    from mvemo.fuse.run import fuse_cache
+    from mvemo.fuse.stage import fuse_cache
 
-    document, folder = _run_fusion(fuse_cache, cache_path, out, where, models=models, repeats=repeats, reference=reference)
+    with fusion_arguments(where, models, repeats, reference) as arguments:
+        document, folder = fuse_cache(cache_path, out, **arguments)
     echo_summary(document, out)
     click.echo(f"final model: {folder}/model.json + heads.h5 (heads trained on every clip)")

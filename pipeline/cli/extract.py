@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import time
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +12,44 @@ import click
 from mvemo.pipeline.cli.tools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand, executor_options, progress_bar
 
 if TYPE_CHECKING:
+    from mvemo.cache.lock import CacheLock
     from mvemo.manifests.schema import Manifest
+
+
+def net_run_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of a command that runs nets: weights, random init, config file, device, executor."""
+    options = (
+        click.option(
+            "--weights-dir",
+            default=None,
+            type=click.Path(file_okay=False),
+            help="Folder of pretrained weights (also $MVEMO_WEIGHTS, ~/.cache/mvemo/weights).",
+        ),
+        click.option(
+            "--random-init",
+            default=None,
+            help="Comma-separated nets to run from seeded random weights instead of their published ones (a net"
+            ' whose weights file is missing is an error otherwise; also [net.<name>] init = "random").',
+        ),
+        click.option(
+            "--config",
+            "config_path",
+            default=None,
+            type=click.Path(dir_okay=False),
+            help="TOML file with [clip], [audio], [mel], [logmel], [lld], [waveform], [descriptors], [egemaps],"
+            " [compare], [frames], [train], [optim.<net>], [net.<name>] tables.",
+        ),
+        click.option(
+            "--device",
+            default="auto",
+            show_default=True,
+            help="Where nets run: auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:1, mps.",
+        ),
+    )
+    command = executor_options(command)
+    for option in reversed(options):
+        command = option(command)
+    return command
 
 
 @click.command("extract", cls=MvemoCommand, context_settings=CONTEXT)
@@ -38,40 +76,8 @@ if TYPE_CHECKING:
 @click.option(
     "--protocol", default="leakfree", type=click.Choice(["leakfree", "paper"]), help="Fine-tuning protocol (see README)."
 )
-@click.option(
-    "--optimizer-study",
-    is_flag=True,
-    help="Instead of writing embeddings, fine-tune each net with Adam, SGD and RMSprop (paper 001, Table 2) and write"
-    " a report into CACHE.optimizer-study/.",
-)
-@click.option(
-    "--weights-dir",
-    default=None,
-    type=click.Path(file_okay=False),
-    help="Folder of pretrained weights (also $MVEMO_WEIGHTS, ~/.cache/mvemo/weights).",
-)
-@click.option(
-    "--random-init",
-    default=None,
-    help="Comma-separated nets to run from seeded random weights instead of their published ones (a net whose"
-    ' weights file is missing is an error otherwise; also [net.<name>] init = "random").',
-)
 @click.option("--recompute", multiple=True, help="Start this feature set over (repeatable), e.g. after changing its config.")
-@click.option(
-    "--config",
-    "config_path",
-    default=None,
-    type=click.Path(dir_okay=False),
-    help="TOML file with [clip], [audio], [mel], [logmel], [lld], [waveform], [descriptors], [egemaps], [compare], [frames],"
-    " [train], [optim.<net>], [net.<name>] tables.",
-)
-@click.option(
-    "--device",
-    default="auto",
-    show_default=True,
-    help="Where nets run: auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:1, mps.",
-)
-@executor_options
+@net_run_options
 @click.pass_context
 def extract(ctx: click.Context, manifest_path: str, cache_path: str, **options: Any) -> None:
     """Compute features and net embeddings of every clip of MANIFEST into the cache (stage one).
@@ -80,14 +86,9 @@ def extract(ctx: click.Context, manifest_path: str, cache_path: str, **options: 
     media file is computed again. Clips that fail are listed with their reason
     and the run goes on (exit 3).
     """
-    from mvemo.cache.layout import require_cache_folder
-    from mvemo.cache.lock import CacheLock
-    from mvemo.manifests.errors import ConfigError
-    from mvemo.manifests.schema import read_manifest
     from mvemo.pipeline.config import train_config, window_config
 
-    manifest = read_manifest(manifest_path)  # a bad manifest stops here, before anything is written
-    nets = names(options["nets"])
+    manifest = read_checked_manifest(manifest_path, nets=names(options["nets"]))
     options["random_init"] = names(options["random_init"])
     finetune = options["finetune"]
     training = (
@@ -95,22 +96,37 @@ def extract(ctx: click.Context, manifest_path: str, cache_path: str, **options: 
         if finetune != "none"
         else None
     )
-    if options["optimizer_study"] and not (nets and training):
-        raise ConfigError("--optimizer-study fine-tunes nets: give --nets and --finetune last or full")
     options["windows"] = window_config(options["config_path"])
-    if options["optimizer_study"] and options["windows"].windows:
-        raise ConfigError("--optimizer-study fine-tunes on one window per clip: run it with a config without [clip] windows")
-    if nets and not manifest.has_folds:  # before the lock and hours of features
+    with locked_cache(cache_path) as lock:
+        summary = _run(manifest, cache_path, names(options["nets"]), training, options, lock)
+    if summary.failed:
+        ctx.exit(EXIT_CLIPS_FAILED)
+
+
+def read_checked_manifest(manifest_path: str, *, nets: tuple[str, ...]) -> Manifest:
+    """The manifest, read before anything is written; with nets, its folds are required before hours of features."""
+    from mvemo.manifests.errors import ConfigError
+    from mvemo.manifests.schema import read_manifest
+
+    manifest = read_manifest(manifest_path)
+    if nets and not manifest.has_folds:
         raise ConfigError(f"--nets needs the manifest's folds; run `mvemo manifest folds {manifest_path} --k 6` first")
+    return manifest
+
+
+@contextlib.contextmanager
+def locked_cache(cache_path: str) -> Iterator[CacheLock]:
+    """The cache's writer lock, taken after checking that the folder is (or can become) a cache, before heavy work."""
+    from mvemo.cache.layout import require_cache_folder
+    from mvemo.cache.lock import CacheLock
+
     require_cache_folder(Path(cache_path))  # before the lock file lands beside a folder that is no cache
-    with CacheLock(cache_path) as lock:  # then the lock, before heavy imports or work
+    with CacheLock(cache_path) as lock:
         if lock.previous:
             click.echo(
                 f"took over the lock left by pid {lock.previous.get('pid')} (a run that stopped without releasing it)", err=True
             )
-        summary = _run(manifest, cache_path, nets, training, options, lock)
-    if summary.failed:
-        ctx.exit(EXIT_CLIPS_FAILED)
+        yield lock
 
 
 def names(text: str | None) -> tuple[str, ...]:
@@ -119,41 +135,56 @@ def names(text: str | None) -> tuple[str, ...]:
 
 
 def _run(manifest: Manifest, cache_path: str, nets: tuple[str, ...], training: Any, options: dict[str, Any], lock: Any) -> Any:
-    """Stage one (or, with --optimizer-study, its features and then the study), with its tables; returns its summary."""
-    from mvemo.extract.stage import StageTime, extract_features, feature_names
+    """Stage one with its tables; returns its summary."""
+    summary = run_stage_one(manifest, cache_path, nets, training, options, lock, features=options["features"])
+    show_stages(summary, f"{len(manifest)} clips into {cache_path}")
+    return summary
+
+
+def run_stage_one(
+    manifest: Manifest,
+    cache_path: str,
+    nets: tuple[str, ...],
+    training: Any,
+    options: dict[str, Any],
+    lock: Any,
+    *,
+    features: Any,
+) -> Any:
+    """``extract_features`` with the command's options, then its feature, failure and unit tables."""
+    from mvemo.extract.stage import extract_features
     from mvemo.pipeline.config import feature_configs, net_config
     from mvemo.pipeline.executors import build_executor
-    from mvemo.pipeline.tables import format_table
 
     net_options = net_config(options["config_path"], options["random_init"])
-    study = options["optimizer_study"]
     with build_executor(options["executor"], workers=options["workers"], scheduler=options["scheduler"]) as pool:
         summary = extract_features(
             manifest,
             cache_path,
-            features=feature_names(options["features"], nets, net_options) if study else options["features"],
-            nets=() if study else nets,
+            features=features,
+            nets=nets,
             training=training,
-            protocol=options["protocol"],
+            protocol=options.get("protocol", "leakfree"),
             configs=feature_configs(options["config_path"]),
             windows=options["windows"],
             net_options=net_options,
             weights_dir=options["weights_dir"],
             device=options["device"],
-            recompute=options["recompute"],
+            recompute=options.get("recompute", ()),
             executor=pool,
             lock=lock,
             progress=progress_bar,
             log=lambda line: click.echo(line, err=True),
         )
     _report(summary)
-    if study:
-        began = time.perf_counter()
-        _optimizer_study(cache_path, nets, training, options)
-        summary.stages.append(StageTime("optimizer study", time.perf_counter() - began, ", ".join(nets)))
-    click.echo(format_table(["stage", "seconds", "what"], [[s.stage, f"{s.seconds:.1f}", s.what] for s in summary.stages]))
-    click.echo(f"{len(manifest)} clips into {cache_path}")
     return summary
+
+
+def show_stages(summary: Any, closing: str) -> None:
+    from mvemo.pipeline.tables import format_table
+
+    click.echo(format_table(["stage", "seconds", "what"], [[s.stage, f"{s.seconds:.1f}", s.what] for s in summary.stages]))
+    click.echo(closing)
 
 
 def _report(summary: Any) -> None:
@@ -180,18 +211,3 @@ def _report(summary: Any) -> None:
         click.echo(", ".join(f"{name}: {n} {unit}" for name, n in summary.embeddings.items()))
     if summary.pooled:
         click.echo("pooled: " + ", ".join(f"{name}: {n} clips" for name, n in summary.pooled.items()))
-
-
-def _optimizer_study(cache_path: str, nets: tuple[str, ...], training: Any, options: dict[str, Any]) -> None:
-    from mvemo.pipeline.optimizer_study import console_table, run_optimizer_study, study_folder
-
-    document = run_optimizer_study(
-        cache_path,
-        nets,
-        training,
-        weights_dir=options["weights_dir"],
-        device=options["device"],
-        log=lambda line: click.echo(line, err=True),
-    )
-    click.echo(console_table(document))
-    click.echo(f"optimizer study: {study_folder(cache_path)}/optimizer_study.md, .json, .png")

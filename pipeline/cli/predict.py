@@ -55,7 +55,7 @@ def predict(
     from mvemo.manifests import read_manifest
     from mvemo.manifests.errors import ConfigError
     from mvemo.pipeline.executors import build_executor
-    from mvemo.pipeline.predict import Predictor, file_clip, write_results_csv
+    from mvemo.pipeline.predict.predictor import Predictor, file_clip, write_results_csv
 
     if bool(files) == bool(manifest_path):
         raise ConfigError("give either FILE arguments or --manifest M, not both and not neither")
@@ -107,8 +107,8 @@ def _timelines(
 ) -> None:
     """Each clip's timeline CSV and PNG into ``out_dir``, and a table (or JSON) of the labels of the wholes."""
     from mvemo.pipeline.executors import build_executor
+    from mvemo.pipeline.predict.timeline import timelines
     from mvemo.pipeline.tables import format_table
-    from mvemo.pipeline.timeline import timelines
 
     with build_executor(options["executor"], workers=options["workers"], scheduler=options["scheduler"]) as pool:
         stream = timelines(predictor, clips, hop_s, str(Path(out_dir).absolute()), pool)

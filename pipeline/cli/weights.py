@@ -21,7 +21,7 @@ def weights_group() -> None:
 def _where(weights_dir: str | None) -> list[str]:
     import os
 
-    from mvemo.extract.weights import ENV_VAR, search_dirs, torch_hub_checkpoints
+    from mvemo.extract.weights.registry import ENV_VAR, search_dirs, torch_hub_checkpoints
 
     labels = []
     for folder in search_dirs(weights_dir):
@@ -41,7 +41,7 @@ def _where(weights_dir: str | None) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def weights_list(weights_dir: str | None, as_json: bool) -> None:
     """Each known weight file: the nets that load it, its sha256, its public source, and where it was found."""
-    from mvemo.extract.weights import KNOWN, search_dirs, torch_hub_checkpoints, weights_status
+    from mvemo.extract.weights.registry import KNOWN, search_dirs, torch_hub_checkpoints, weights_status
 
     states = [weights_status(name, weights_dir, check=False) for name in KNOWN]
     if as_json:
@@ -82,7 +82,7 @@ def weights_list(weights_dir: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def weights_fetch(name: str, url: str | None, weights_dir: str | None, sha256: str | None, as_json: bool) -> None:
     """Download NAME, check its sha256, convert it to its safe local format where needed, and store it."""
-    from mvemo.extract.weight_fetch import fetch_weights
+    from mvemo.extract.weights.fetch import fetch_weights
 
     fetched = fetch_weights(name, url=url, weights_dir=weights_dir, sha256=sha256)
     if fetched.checked.startswith("nothing"):
@@ -104,7 +104,7 @@ def weights_fetch(name: str, url: str | None, weights_dir: str | None, sha256: s
 @click.pass_context
 def weights_verify(ctx: click.Context, weights_dir: str | None, as_json: bool) -> None:
     """Check the sha256 of every known file found; exit 3 when one is corrupt (missing files are listed, not errors)."""
-    from mvemo.extract.weights import KNOWN, verify_weights
+    from mvemo.extract.weights.registry import KNOWN, verify_weights
 
     states = verify_weights(weights_dir)
     bad = [s for s in states if s.status == "mismatch"]

@@ -14,7 +14,7 @@ from mvemo.extract import smile
 from mvemo.extract.audio import compute_audio_features
 from mvemo.extract.decode.audio import AudioWindow, decode_audio
 from mvemo.extract.descriptors import DescriptorConfig, columns, descriptors
-from mvemo.extract.run import FeatureConfigs
+from mvemo.extract.features import FeatureConfigs
 from mvemo.manifests import ConfigError
 
 SR = 16000

@@ -10,11 +10,11 @@ from click.testing import CliRunner
 
 from mvemo.cache.read import Cache
 from mvemo.extract.embed import EmbedJob, embed_job, export_embeddings, input_kinds
-from mvemo.extract.run import compute_feature_sets
+from mvemo.extract.features import compute_feature_sets
 from mvemo.manifests import Clip, ConfigError, Manifest, write_manifest
 from mvemo.pipeline.cli.main import cli
+from tests.extract.test_features import CONFIGS
 from tests.extract.test_finetune import RANDOM
-from tests.extract.test_run import CONFIGS
 
 
 def test_inputs_of_the_nets() -> None:

@@ -11,22 +11,23 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import mvemo.extract.finetune
-import mvemo.extract.units
+import mvemo.extract.finetune_jobs
+import mvemo.extract.finetune_study
 from mvemo.cache.fingerprint import file_sha256
 from mvemo.cache.read import Cache
-from mvemo.extract.finetune import finetune_embeddings, inner_split, out_of_fold_probabilities
-from mvemo.extract.run import compute_feature_sets
+from mvemo.extract.features import compute_feature_sets
+from mvemo.extract.finetune import finetune_embeddings, inner_split
+from mvemo.extract.finetune_jobs import checkpoint_dir
+from mvemo.extract.finetune_study import out_of_fold_probabilities
 from mvemo.extract.train import STUDY_OPTIMIZERS, CachedBatches, TrainConfig
-from mvemo.extract.units import checkpoint_dir
-from mvemo.fuse.models import protocol
-from mvemo.fuse.run import fuse_cache
+from mvemo.fuse.provenance import protocol
 from mvemo.fuse.saved import load_fusion_model
+from mvemo.fuse.stage import fuse_cache
 from mvemo.manifests import Clip, ConfigError, Manifest, write_manifest
 from mvemo.pipeline.cli.main import cli
-from mvemo.pipeline.optimizer_study import study_folder
+from mvemo.pipeline.study import study_folder
 from tests.conftest import write_tiny
-from tests.extract.test_run import CONFIGS
+from tests.extract.test_features import CONFIGS
 
 # No weights are installed for tests: the 2D CNN starts from random weights, asked for.
 RANDOM = {"twodcnn": {"init": "random"}}
@@ -53,7 +54,7 @@ def features(manifest: Manifest, cache: Path) -> Path:
 def test_leakfree_training_never_reads_the_test_fold(tmp_path: Path, manifest: Manifest, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = features(manifest, tmp_path / "c.h5")
     read: list[set[int]] = []
-    train_net = mvemo.extract.finetune.train_net
+    train_net = mvemo.extract.finetune_jobs.train_net
 
     training = [False]
 
@@ -71,7 +72,7 @@ def test_leakfree_training_never_reads_the_test_fold(tmp_path: Path, manifest: M
         return original(self, i)
 
     original = CachedBatches.__getitem__
-    monkeypatch.setattr(mvemo.extract.units, "train_net", recording_train_net)
+    monkeypatch.setattr(mvemo.extract.finetune_jobs, "train_net", recording_train_net)
     monkeypatch.setattr(CachedBatches, "__getitem__", recording_getitem)
     summary = finetune_embeddings(manifest, cache, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")
     folds = np.array([c.fold for c in manifest.clips])
@@ -99,7 +100,7 @@ def test_same_config_and_seed_same_embeddings_and_an_interrupted_run_resumes_ide
     whole = features(manifest, tmp_path / "whole.h5")
     finetune_embeddings(manifest, whole, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")
     broken = features(manifest, tmp_path / "broken.h5")
-    train_net, calls = mvemo.extract.finetune.train_net, []
+    train_net, calls = mvemo.extract.finetune_jobs.train_net, []
 
     def dies_in_fold_1(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
@@ -107,10 +108,10 @@ def test_same_config_and_seed_same_embeddings_and_an_interrupted_run_resumes_ide
             raise KeyboardInterrupt
         return train_net(*args, **kwargs)
 
-    monkeypatch.setattr(mvemo.extract.units, "train_net", dies_in_fold_1)
+    monkeypatch.setattr(mvemo.extract.finetune_jobs, "train_net", dies_in_fold_1)
     with pytest.raises(KeyboardInterrupt):
         finetune_embeddings(manifest, broken, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")
-    monkeypatch.setattr(mvemo.extract.units, "train_net", train_net)
+    monkeypatch.setattr(mvemo.extract.finetune_jobs, "train_net", train_net)
     resumed = finetune_embeddings(manifest, broken, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")
     assert [u.skipped for u in resumed.units] == [True, False, False, False]
     with Cache(whole) as a, Cache(broken) as b:
@@ -195,13 +196,13 @@ def test_out_of_fold_probabilities_train_each_fold_without_it(
 ) -> None:
     cache = features(manifest, tmp_path / "c.h5")
     seen: list[set[int]] = []
-    train_net = mvemo.extract.finetune.train_net
+    train_net = mvemo.extract.finetune_jobs.train_net
 
     def recording(net: Any, path: str, y: Any, train_rows: Any, val_rows: Any, *args: Any, **kwargs: Any) -> Any:
         seen.append(set(train_rows.tolist()) | set(val_rows.tolist()))
         return train_net(net, path, y, train_rows, val_rows, *args, **kwargs)
 
-    monkeypatch.setattr(mvemo.extract.finetune, "train_net", recording)
+    monkeypatch.setattr(mvemo.extract.finetune_study, "train_net", recording)
     result = out_of_fold_probabilities(cache, "twodcnn", CONFIG, weights_dir=tmp_path / "none")
     rows, proba = result.rows, result.proba
     folds = np.array([c.fold for c in manifest.clips])
@@ -216,10 +217,10 @@ def test_optimizer_study_reports_each_optimizer_of_table_2_and_writes_no_embeddi
     config = tmp_path / "c.toml"
     config.write_text("[audio]\nduration_s = 1.0\n[train]\nmax_epochs = 1\nvalidation_share = 0.25\n")
     cache = tmp_path / "cache.h5"
-    args = ["extract", str(path), "--cache", str(cache), "--nets", "twodcnn", "--config", str(config), "--optimizer-study"]
+    args = ["study", "optimizers", str(path), "--cache", str(cache), "--nets", "twodcnn", "--config", str(config)]
     args += ["--random-init", "twodcnn"]
-    refused = CliRunner().invoke(cli, args)
-    assert refused.exit_code == 2 and "--finetune last or full" in refused.output
+    refused = CliRunner().invoke(cli, [*args, "--finetune", "none"])
+    assert refused.exit_code == 2 and "'none' is not one of 'last', 'full'" in refused.output
     result = CliRunner().invoke(cli, [*args, "--finetune", "last", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     folder = study_folder(cache)
@@ -247,8 +248,8 @@ def test_optimizer_study_reports_each_optimizer_of_table_2_and_writes_no_embeddi
 def test_running_out_of_device_memory_names_a_smaller_batch(tmp_path: Path, manifest: Manifest) -> None:
     import torch
 
+    from mvemo.extract.finetune_jobs import build_finetune_net
     from mvemo.extract.train import train_net
-    from mvemo.extract.units import build_finetune_net
     from mvemo.manifests.errors import ConfigError
 
     cache = features(manifest, tmp_path / "c.h5")

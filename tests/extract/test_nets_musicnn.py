@@ -11,8 +11,9 @@ import torch
 from mvemo.extract.audio import LogMelConfig, log_mel_spectrogram
 from mvemo.extract.nets import get_net
 from mvemo.extract.nets.musicnn import PATCH_FRAMES
-from mvemo.extract.weights import KNOWN, WeightsError, sha256_of
+from mvemo.extract.weights.registry import KNOWN, WeightsError, sha256_of
 from tests.conftest import SHARED
+from tests.extract.references import relative_error, shared_file
 
 WEIGHTS = SHARED / "weights"
 REFERENCE = WEIGHTS / "reference" / "musicnn_msd_reference.npz"
@@ -20,18 +21,8 @@ FILES = {"musicnn": "musicnn_msd_musicnn.npz", "msdvgg": "musicnn_msd_vgg.npz"}
 PREFIX = {"musicnn": "musicnn", "msdvgg": "vgg"}
 
 
-def shared(path: Path) -> Path:
-    if not path.is_file():
-        pytest.skip(f"{path} is absent (a clone without ../shared)")
-    return path
-
-
-def relative_error(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.linalg.norm(a.astype(np.float64) - b) / np.linalg.norm(b))
-
-
 def test_the_log_mel_of_the_reference_waveform_matches_the_package_in_float32() -> None:
-    reference = np.load(shared(REFERENCE), allow_pickle=False)
+    reference = np.load(shared_file(REFERENCE), allow_pickle=False)
     logmel = log_mel_spectrogram(reference["waveform_16k"], LogMelConfig())
     assert logmel.shape == (96, 1876) and logmel.dtype == np.float32
     assert relative_error(logmel.T, reference["logmel"]) < 1e-4
@@ -41,8 +32,8 @@ def test_the_log_mel_of_the_reference_waveform_matches_the_package_in_float32() 
 
 @pytest.mark.parametrize("name", ["musicnn", "msdvgg"])
 def test_every_intermediate_matches_the_package(name: str) -> None:
-    reference = np.load(shared(REFERENCE), allow_pickle=False)
-    net = get_net(name, num_classes=6, weights=shared(WEIGHTS / FILES[name])).eval()
+    reference = np.load(shared_file(REFERENCE), allow_pickle=False)
+    net = get_net(name, num_classes=6, weights=shared_file(WEIGHTS / FILES[name])).eval()
     assert net.weights_sha256 == KNOWN[FILES[name]].sha256
     with torch.no_grad():
         layers = net.patches.layers(torch.from_numpy(reference["input"]))
@@ -86,7 +77,7 @@ def test_options_and_files_that_do_not_fit_are_refused(tmp_path: Path) -> None:
         get_net("musicnn", num_classes=2, layer="pool5")
     with pytest.raises(ConfigError, match=r"msdvgg pool='median'"):
         get_net("msdvgg", num_classes=2, pool="median")
-    vgg = shared(WEIGHTS / FILES["msdvgg"])
+    vgg = shared_file(WEIGHTS / FILES["msdvgg"])
     with pytest.raises(WeightsError, match=r"no array 'conv2d/kernel'; musicnn loads musicnn_msd_musicnn.npz"):
         get_net("musicnn", num_classes=2, weights=vgg)
     assert sha256_of(vgg) == KNOWN[FILES["msdvgg"]].sha256

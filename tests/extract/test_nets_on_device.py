@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +17,7 @@ import torch
 from mvemo.extract.nets import get_net
 from mvemo.extract.nets.base import EmotionNet
 from tests.conftest import SHARED
+from tests.extract.references import relative_error, shared_file
 
 pytestmark = pytest.mark.gpu
 
@@ -29,16 +29,6 @@ FLOAT32_TOLERANCE = 1e-4  # relative L2 error against the reference frameworks' 
 # bf16 keeps 8 bits of mantissa: its embeddings sit about 1e-2 (relative L2) from float32's (I3D on the reference
 # clip: 0.0095); the bound leaves room for that and still fails a wrong cast or a lost layer.
 BF16_TOLERANCE = 3e-2
-
-
-def shared_file(path: Path) -> Path:
-    if not path.is_file():
-        pytest.skip(f"{path} is absent (a clone without ../shared; the GPU check sets $MVEMO_SHARED)")
-    return path
-
-
-def relative_error(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.linalg.norm(a.astype(np.float64) - b) / np.linalg.norm(b))
 
 
 @pytest.fixture

@@ -10,18 +10,13 @@ import pytest
 import torch
 
 from mvemo.extract.nets import get_net
-from mvemo.extract.weight_files import read_weights
-from mvemo.extract.weights import KNOWN, WeightsError
+from mvemo.extract.weights.io import read_weights
+from mvemo.extract.weights.registry import KNOWN, WeightsError
 from tests.conftest import SHARED
+from tests.extract.references import relative_error, shared_file
 
 WEIGHTS = SHARED / "weights"
 REFERENCE = WEIGHTS / "reference" / "i3d_kinetics400_reference.npz"
-
-
-def shared_file(path: Path) -> Path:
-    if not path.is_file():
-        pytest.skip(f"{path} is absent (a clone without ../shared)")
-    return path
 
 
 def choi_path() -> Path:
@@ -38,10 +33,6 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def relative_error(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
 # --- twodcnn: Choi's compact convnet -----------------------------------------------------------------------------------

@@ -12,11 +12,11 @@ import pytest
 import mvemo
 from mvemo.cache.read import Cache
 from mvemo.extract.embed import export_embeddings
-from mvemo.extract.run import compute_feature_sets
+from mvemo.extract.features import compute_feature_sets
 from mvemo.extract.stage import extract_features, feature_names
 from mvemo.manifests import Clip, ConfigError, Manifest
+from tests.extract.test_features import CONFIGS
 from tests.extract.test_finetune import RANDOM
-from tests.extract.test_run import CONFIGS
 
 
 class RecordingExecutor:

@@ -21,7 +21,7 @@ import pytest
 from mvemo.extract.decode import video as video_decode
 from mvemo.extract.decode.packets import DecodeParams, PacketIndex
 from mvemo.extract.decode.video import read_sample
-from mvemo.extract.video import FrameConfig, sample_frames
+from mvemo.extract.frame_sets import FrameConfig, sample_frames
 
 BITS = 10
 CONFIG = FrameConfig(isolate=False)

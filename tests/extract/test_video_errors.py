@@ -13,7 +13,7 @@ import pytest
 
 from mvemo.extract.decode.packets import DecodeParams
 from mvemo.extract.decode.worker import FrameWorker, WorkerError, kill_grace_s
-from mvemo.extract.video import DecodeTimeoutError, FrameConfig, NoVideoStreamError, compute_video_features, sample_frames
+from mvemo.extract.frame_sets import DecodeTimeoutError, FrameConfig, NoVideoStreamError, compute_video_features, sample_frames
 from mvemo.manifests import Clip, MediaError
 from mvemo.manifests.synthetic import write_media
 from tests.conftest import tiny_audio
@@ -206,7 +206,7 @@ def test_audio_decodes_in_the_decoder_process_as_here_and_a_hang_is_cut(tmp_path
 
 
 def test_the_audio_timeout_is_configured_and_changes_no_fingerprint(tmp_path: Path) -> None:
-    from mvemo.extract.run import FeatureConfigs
+    from mvemo.extract.features import FeatureConfigs
     from mvemo.manifests import ConfigError
     from mvemo.pipeline.config import feature_configs
 

@@ -17,7 +17,7 @@ from tests.extract.test_video import counter_frames
 
 PROBE = r"""
 import json, resource, sys
-from mvemo.extract.video import FrameConfig, sample_frames
+from mvemo.extract.frame_sets import FrameConfig, sample_frames
 config = FrameConfig(window_duration_s=None, isolate=False)
 short, long = sys.argv[1], sys.argv[2]
 sample_frames(short, config)  # imports, decoder and converter warm

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from mvemo.extract.video import (
+from mvemo.extract.frame_sets import (
     FrameConfig,
     SampledFrames,
     VideoSource,

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-from mvemo.extract.weight_fetch import fetch_weights
-from mvemo.extract.weight_files import NumpyOnlyUnpickler, load_numpy_pickle, read_weights, write_npz
-from mvemo.extract.weights import (
+from mvemo.extract.weights.fetch import fetch_weights
+from mvemo.extract.weights.io import NumpyOnlyUnpickler, load_numpy_pickle, read_weights, write_npz
+from mvemo.extract.weights.registry import (
     KNOWN,
     WeightsError,
     find_weights,
@@ -312,7 +312,7 @@ def test_fetch_refuses_a_converted_checkpoint_that_differs(tmp_path: Path) -> No
 def test_fetch_converts_the_musicnn_wheel_to_the_known_npz(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     """The musicnn weights are TF1 checkpoints inside the PyPI wheel: TensorFlow reads them (faked here), mvemo keeps
     the float variables without the optimizer's state and writes the same bytes as the shipped file."""
-    import mvemo.extract.weight_fetch as weight_fetch
+    import mvemo.extract.weights.fetch as weight_fetch
 
     arrays = read_weights(shared_file(name))
     folder = "musicnn/MSD_musicnn/" if "musicnn_msd_musicnn" in name else "musicnn/MSD_vgg/"
@@ -335,7 +335,7 @@ def test_fetch_converts_the_musicnn_wheel_to_the_known_npz(tmp_path: Path, monke
 
 
 def test_converting_a_tensorflow_checkpoint_without_tensorflow_names_the_extra(tmp_path: Path) -> None:
-    import mvemo.extract.weight_fetch as weight_fetch
+    import mvemo.extract.weights.fetch as weight_fetch
 
     try:
         import tensorflow  # noqa: F401

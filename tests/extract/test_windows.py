@@ -11,21 +11,21 @@ import pytest
 
 from mvemo.cache.read import Cache
 from mvemo.extract.decode.audio import AudioWindow
-from mvemo.extract.run import FeatureConfigs
+from mvemo.extract.features import FeatureConfigs
+from mvemo.extract.frame_sets import FrameConfig
 from mvemo.extract.stage import extract_features
 from mvemo.extract.train import TrainConfig
-from mvemo.extract.video import FrameConfig
-from mvemo.extract.windows import TIMES_SET, WindowConfig, plan_clips, plan_windows, pool, window_cache
-from mvemo.fuse.run import fuse_cache
+from mvemo.extract.window_plan import TIMES_SET, WindowConfig, plan_clips, plan_windows, pool, window_cache
 from mvemo.fuse.saved import load_fusion_model
+from mvemo.fuse.stage import fuse_cache
 from mvemo.manifests import Clip, Manifest
 from mvemo.manifests.errors import ConfigError
 from mvemo.manifests.schema import group_id
 from mvemo.manifests.synthetic import SyntheticConfig
 from mvemo.pipeline.config import window_config
 from mvemo.pipeline.demo import build_demo_manifest
-from mvemo.pipeline.inputs import model_inputs
-from mvemo.pipeline.timeline import clip_timeline
+from mvemo.pipeline.predict.inputs import model_inputs
+from mvemo.pipeline.predict.timeline import clip_timeline
 
 LENGTH_S, HOP_S, DURATION_S = 2.0, 1.5, 5.0
 

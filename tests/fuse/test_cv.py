@@ -16,11 +16,11 @@ from mvemo.cache.read import Cache
 from mvemo.fuse.cv import cross_validate
 from mvemo.fuse.heads import LogisticHead, SoftmaxHead, make_head
 from mvemo.fuse.models import available_models
-from mvemo.fuse.run import run_cv
 from mvemo.fuse.saved import load_fusion_model
+from mvemo.fuse.stage import run_cv
 from mvemo.manifests import CacheError, ConfigError
 from mvemo.manifests.folds import inner_split
-from mvemo.manifests.optim import make_optimizer
+from mvemo.manifests.shared_optimizers import make_optimizer
 from mvemo.pipeline.cli.main import cli
 from tests.cache.helpers import first_segment
 from tests.fuse.helpers import embedding_cache
@@ -266,7 +266,7 @@ def test_the_config_file_sets_the_head_and_its_optimizer(tmp_path: Path) -> None
 def test_the_report_speaks_of_nets_seen_in_training_only_when_they_were_fine_tuned(tmp_path: Path, finetune: str) -> None:
     folds = (0, 1, 2) if finetune != "none" else ()
     cache = embedding_cache(tmp_path / "c.h5", nets={"onedcnn": (4, 1.0)}, fold_sets=folds, finetune=finetune)
-    document = run_cv(cache, tmp_path / "r")
+    document = run_cv(cache, tmp_path / "r").document
     text = (tmp_path / "r" / "report.md").read_text()
     assert document["fine_tuned_nets"] == ([] if finetune == "none" else ["onedcnn"])
     assert ("have seen in training" in text) == (finetune != "none")

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import mvemo.fuse.models
+import mvemo.fuse.inputs
 from mvemo.cache.layout import FeatureSpec
 from mvemo.cache.read import Cache
 from mvemo.cache.store import CacheWriter
 from mvemo.fuse.heads import LogisticHead, standardization
-from mvemo.fuse.models import lld_statistics, summarize_lld
+from mvemo.fuse.inputs import lld_statistics, summarize_lld
 from mvemo.manifests import Clip, Manifest
 
 
@@ -38,7 +38,7 @@ def test_lld_statistics_read_in_chunks_equal_the_whole_tensor_summarized(tmp_pat
     cache = lld_cache(tmp_path / "c", lengths)
     with Cache(cache) as reader:
         whole = summarize_lld(reader.read_matrix("lld"), reader.valid_lengths("lld"))
-        monkeypatch.setattr(mvemo.fuse.models, "LLD_CHUNK_ROWS", 4)
+        monkeypatch.setattr(mvemo.fuse.inputs, "LLD_CHUNK_ROWS", 4)
         read = []
         original = reader.read_matrix
         monkeypatch.setattr(reader, "read_matrix", lambda name, rows=None: read.append(len(rows)) or original(name, rows))

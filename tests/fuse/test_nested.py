@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 from mvemo.cache.sets import append_error
 from mvemo.fuse.cv import cross_validate
-from mvemo.fuse.run import fuse_cache, run_cv
 from mvemo.fuse.saved import load_fusion_model
+from mvemo.fuse.stage import fuse_cache, run_cv
 from mvemo.manifests import ConfigError
 from mvemo.pipeline.cli.main import cli
 from tests.cache.helpers import first_segment
@@ -47,7 +47,7 @@ def test_the_outer_fold_changes_no_choice_and_none_of_its_own_predictions(tmp_pa
 
 def test_choices_are_recorded_per_model_and_fold(tmp_path: Path) -> None:
     cache = embedding_cache(tmp_path / "c.h5", nets=NETS, n_per_class=24)
-    document = run_cv(cache, tmp_path / "r", models=MODELS)
+    document = run_cv(cache, tmp_path / "r", models=MODELS).document
     grid = document["config"]["selection"]["C_grid"]
     for fold_choices in document["models"]["onedcnn"]["choices"][0]:
         assert fold_choices["C"] in grid
@@ -97,7 +97,7 @@ def test_folds_default_to_the_cache_and_a_mismatch_is_an_error(tmp_path: Path) -
 
 def test_oof_csv_has_a_row_per_model_repeat_and_clip(tmp_path: Path) -> None:
     cache = embedding_cache(tmp_path / "c.h5", nets={"onedcnn": (4, 1.0), "i3d": (4, 1.0)}, n_per_class=12)
-    document = run_cv(cache, tmp_path / "r", models="onedcnn,late(onedcnn,i3d)", repeats=2)
+    document = run_cv(cache, tmp_path / "r", models="onedcnn,late(onedcnn,i3d)", repeats=2).document
     with (tmp_path / "r" / document["oof_predictions"]).open() as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["model", "repeat", "clip_id", "group", "fold", "true", "predicted", *(f"p_{c}" for c in CLASSES)]
@@ -116,7 +116,7 @@ def test_a_left_out_clip_is_counted_with_its_reason(tmp_path: Path) -> None:
     with h5py.File(first_segment(cache, "emb/i3d/all"), "r+") as f:  # clip c5's i3d embedding failed
         f["status"][5] = 2
     append_error(cache, "emb/i3d/all", "c5", "clip c5: its video track cannot be decoded")
-    document = run_cv(cache, tmp_path / "r", models="onedcnn,i3d,i3d+onedcnn")
+    document = run_cv(cache, tmp_path / "r", models="onedcnn,i3d,i3d+onedcnn").document
     clips = document["clips"]
     assert clips["total"] == 36 and clips["models"]["onedcnn"]["used"] == 36
     for model in ("i3d", "i3d+onedcnn"):
@@ -207,7 +207,7 @@ def test_a_set_of_tag_probabilities_gives_each_clips_top_tags(tmp_path: Path) ->
     with CacheWriter(cache, Manifest(CLASSES, tuple(clips))) as writer:
         writer.prepare([spec])
         writer.write("emb/musicnn/all", range(12), proba)
-    document = run_cv(cache, tmp_path / "r", models="musicnn")
+    document = run_cv(cache, tmp_path / "r", models="musicnn").document
     with (tmp_path / "r" / document["tags"]).open() as f:
         rows = list(csv.DictReader(f))
     assert rows[0] == {"clip_id": "c0", "emb/musicnn/all": "jazz 0.90; sad 0.50; happy 0.20"}

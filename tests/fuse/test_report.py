@@ -16,7 +16,7 @@ from mvemo.fuse.cv import cross_validate
 from mvemo.fuse.heads import LogisticHead
 from mvemo.fuse.metrics import METRIC_DEFINITIONS
 from mvemo.fuse.models import available_models, incomplete_inputs
-from mvemo.fuse.run import run_cv
+from mvemo.fuse.stage import run_cv
 from mvemo.manifests import CacheError
 from mvemo.pipeline.cli.main import cli
 from tests.fuse.helpers import embedding_cache
@@ -40,13 +40,13 @@ def test_a_half_computed_input_leaves_the_defaults_and_no_row_scores_zero_clips(
         assert "emb/msdvgg/all: 30 of 60 clips not computed yet" in incomplete_inputs(reader)["msdvgg"]
         defaults = available_models(reader)
     assert all("msdvgg" not in m.inputs for m in defaults), "the half-computed input is in no default model"
-    document = run_cv(cache, tmp_path / "r")
+    document = run_cv(cache, tmp_path / "r").document
     assert "msdvgg" not in document["models"]
     assert any(
         note.startswith("msdvgg: left out of the default models") and "--nets msdvgg" in note for note in document["notes"]
     )
     # i3d failed on every clip: named, its models are reported as not scored, with no figure
-    named = run_cv(cache, tmp_path / "n", models="musicnn,msdvgg,i3d,i3d+musicnn")
+    named = run_cv(cache, tmp_path / "n", models="musicnn,msdvgg,i3d,i3d+musicnn").document
     assert set(named["unscored"]) == {"i3d", "i3d+musicnn"} and set(named["models"]) == {"musicnn", "msdvgg"}
     assert named["models"]["msdvgg"]["n_rows"] == 30
     rows = table_rows((tmp_path / "n" / "report.md").read_text())
@@ -65,7 +65,7 @@ def test_a_later_repeats_note_reaches_the_report_with_its_repeat(tmp_path: Path)
         fold = int(result.repeat_folds[r][2])
         note = f"repeat {r}: musicnn, fold {fold}: no training clip of class tense, predicted with probability 0"
         assert note in result.notes
-    document = run_cv(cache, tmp_path / "r", repeats=4, head_params={"C": 1.0})
+    document = run_cv(cache, tmp_path / "r", repeats=4, head_params={"C": 1.0}).document
     report = (tmp_path / "r" / "report.md").read_text()
     assert "## Notes (every repeat)" in report and "repeat 3: musicnn, fold" in report
     assert document["repeats"] == 4
@@ -73,7 +73,7 @@ def test_a_later_repeats_note_reaches_the_report_with_its_repeat(tmp_path: Path)
 
 def test_figures_cover_every_repeat_and_say_how_they_are_pooled(tmp_path: Path) -> None:
     cache = embedding_cache(tmp_path / "c", nets=NETS, n_per_class=16)
-    document = run_cv(cache, tmp_path / "r", models="musicnn,i3d,integrated", repeats=3)
+    document = run_cv(cache, tmp_path / "r", models="musicnn,i3d,integrated", repeats=3).document
     report = (tmp_path / "r" / "report.md").read_text()
     for name in METRIC_DEFINITIONS:
         assert f"- **{name}**:" in report
@@ -107,7 +107,7 @@ def test_the_reference_is_named_not_picked_by_its_score(tmp_path: Path) -> None:
 
 def test_inner_and_outer_accuracy_of_per_fold_fine_tuned_inputs(tmp_path: Path) -> None:
     cache = embedding_cache(tmp_path / "c", nets={"musicnn": (6, 1.0)}, fold_sets=(0, 1, 2), finetune="full", n_per_class=16)
-    document = run_cv(cache, tmp_path / "r")
+    document = run_cv(cache, tmp_path / "r").document
     assert document["fine_tuned_models"] == ["musicnn"]
     inner = document["models"]["musicnn"]["inner_accuracy"]
     folds = document["models"]["musicnn"]["inner_accuracy_per_fold"][0]

@@ -76,7 +76,7 @@ def test_bench_cache_json_keys(tmp_path: Path) -> None:
 def test_info_states_what_a_clip_of_frames_costs(tmp_path: Path) -> None:
     import re
 
-    from mvemo.extract.video import FrameConfig, video_feature_specs
+    from mvemo.extract.frame_sets import FrameConfig, video_feature_specs
 
     cache = tmp_path / "c.h5"
     with CacheWriter(cache, stand_in_manifest(tmp_path / "media", n=2)) as writer:

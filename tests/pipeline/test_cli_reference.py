@@ -57,7 +57,7 @@ def test_every_command_has_its_section_and_usage_line() -> None:
 def test_every_option_of_extract_is_in_its_table() -> None:
     text = cli_reference()
     section = text.split("\n## mvemo extract\n")[1].split("\n## ")[0]
-    for option in ("--cache", "--features", "--nets", "--finetune", "--protocol", "--optimizer-study", "--config", "--device"):
+    for option in ("--cache", "--features", "--nets", "--finetune", "--protocol", "--config", "--device"):
         assert f"| `{option}` |" in section, option
     assert "| `--finetune` | `none` or `last` or `full` | `none` |" in section
 

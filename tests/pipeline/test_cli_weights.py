@@ -9,7 +9,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from mvemo.extract.weights import KNOWN
+from mvemo.extract.weights.registry import KNOWN
 from mvemo.pipeline.cli.main import cli
 from tests.conftest import SHARED
 

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from mvemo.cache.read import Cache
-from mvemo.fuse.models import lld_statistics
+from mvemo.fuse.inputs import lld_statistics
 from mvemo.fuse.saved import load_fusion_model
 from mvemo.manifests import Clip, read_manifest, write_manifest
 from mvemo.manifests.folds import fold_table
@@ -177,12 +177,12 @@ def test_predict_refuses_a_model_whose_features_or_weights_differ(tiny_demo: Pat
 
 
 def test_the_demo_fails_when_stage_one_fails_every_clip(tmp_path: Path, monkeypatch) -> None:
-    import mvemo.extract.run
+    import mvemo.extract.features
 
     def decoder_missing(clip, names, configs):
         return dict.fromkeys(names, f"clip {clip.clip_id!r}: no decoder for h264 on this machine")
 
-    monkeypatch.setattr(mvemo.extract.run, "compute_clip", decoder_missing)
+    monkeypatch.setattr(mvemo.extract.features, "compute_clip", decoder_missing)
     args = ["demo", "--out", str(tmp_path / "d"), "--clips-per-class", "4", "--duration-s", "1", "--workers", "1"]
     result = CliRunner().invoke(cli, args, prog_name="mvemo")
     assert result.exit_code == 2, result.output
@@ -193,9 +193,9 @@ def test_the_demo_fails_when_stage_one_fails_every_clip(tmp_path: Path, monkeypa
 
 @pytest.mark.slow
 def test_the_demo_exits_3_naming_the_clips_stage_one_failed(tmp_path: Path, monkeypatch) -> None:
-    import mvemo.extract.run
+    import mvemo.extract.features
 
-    compute = mvemo.extract.run.compute_clip
+    compute = mvemo.extract.features.compute_clip
 
     def one_clip_fails(clip, names, configs):
         result = compute(clip, names, configs)
@@ -203,7 +203,7 @@ def test_the_demo_exits_3_naming_the_clips_stage_one_failed(tmp_path: Path, monk
             result["descriptors"] = f"clip {clip.clip_id!r}: a planted failure"
         return result
 
-    monkeypatch.setattr(mvemo.extract.run, "compute_clip", one_clip_fails)
+    monkeypatch.setattr(mvemo.extract.features, "compute_clip", one_clip_fails)
     args = ["demo", "--out", str(tmp_path / "d"), "--clips-per-class", "6", "--duration-s", "2", "--workers", "1"]
     result = CliRunner().invoke(cli, args, prog_name="mvemo")
     assert result.exit_code == 3, result.output

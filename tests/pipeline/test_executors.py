@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from mvemo.cache.read import Cache
-from mvemo.extract.run import compute_feature_sets
+from mvemo.extract.features import compute_feature_sets
 from mvemo.manifests import Clip, ConfigError, Manifest
 from mvemo.pipeline.executors import build_executor
 from tests.conftest import write_tiny
+from tests.extract.test_features import CONFIGS
 from tests.extract.test_finetune import RANDOM
-from tests.extract.test_run import CONFIGS
 
 pytest.importorskip("distributed")
 
@@ -33,7 +33,7 @@ def matrices(path: Path) -> dict[str, np.ndarray]:
 
 def suicide_on_first_try(clip: Clip, names: tuple[str, ...], configs: object, marker: str) -> dict:
     """A job that kills its worker the first time it meets clip c2 (the cluster must retry it elsewhere)."""
-    from mvemo.extract.run import compute_clip
+    from mvemo.extract.features import compute_clip
 
     if clip.clip_id == "c2" and not os.path.exists(marker):
         Path(marker).touch()
@@ -42,7 +42,7 @@ def suicide_on_first_try(clip: Clip, names: tuple[str, ...], configs: object, ma
 
 
 def always_kill_on_c3(clip: Clip, names: tuple[str, ...], configs: object) -> dict:
-    from mvemo.extract.run import compute_clip
+    from mvemo.extract.features import compute_clip
 
     if clip.clip_id == "c3":
         os.kill(os.getpid(), signal.SIGKILL)
@@ -54,15 +54,17 @@ def test_dask_features_equal_serial_even_when_a_worker_dies(tmp_path: Path, mani
     executor = build_executor("dask", workers=2)
     try:
         compute_feature_sets(manifest, tmp_path / "dask.h5", ("mel", "lld"), configs=CONFIGS, executor=executor)
-        import mvemo.extract.run
+        import mvemo.extract.features
 
         marker = str(tmp_path / "killed-once")
         monkeypatch.setattr(
-            mvemo.extract.run, "compute_clip", lambda clip, names, configs: suicide_on_first_try(clip, names, configs, marker)
+            mvemo.extract.features,
+            "compute_clip",
+            lambda clip, names, configs: suicide_on_first_try(clip, names, configs, marker),
         )
         summary = compute_feature_sets(manifest, tmp_path / "killed.h5", ("mel", "lld"), configs=CONFIGS, executor=executor)
         assert os.path.exists(marker), "a worker was killed mid-run"
-        monkeypatch.setattr(mvemo.extract.run, "compute_clip", always_kill_on_c3)
+        monkeypatch.setattr(mvemo.extract.features, "compute_clip", always_kill_on_c3)
         doomed = compute_feature_sets(manifest, tmp_path / "doomed.h5", ("mel",), configs=CONFIGS, executor=executor)
     finally:
         executor.close()

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import mvemo.extract.run
-from mvemo.extract.run import FeatureConfigs
+import mvemo.extract.features
+from mvemo.extract.features import FeatureConfigs
 from mvemo.manifests import Clip
-from mvemo.pipeline.inputs import ClipFeatures
+from mvemo.pipeline.predict.inputs import ClipFeatures
 from tests.conftest import write_tiny
 
 
 def test_one_frame_sampling_serves_both_video_sets(tmp_path: Path, monkeypatch) -> None:
-    sample = mvemo.extract.run.compute_video_features
+    sample = mvemo.extract.features.compute_video_features
     calls = []
 
     def counted(clip, config):
         calls.append(clip.clip_id)
         return sample(clip, config)
 
-    monkeypatch.setattr(mvemo.extract.run, "compute_video_features", counted)
+    monkeypatch.setattr(mvemo.extract.features, "compute_video_features", counted)
     path = write_tiny(tmp_path / "a.mp4")
     specs = {spec.name: spec for spec in FeatureConfigs().specs(("frames224", "frames112"))}
     features = ClipFeatures(Clip("a", "", video=path, audio=path))

@@ -6,14 +6,14 @@ import csv
 import json
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from mvemo.extract.decode.audio import AudioWindow
-from mvemo.extract.run import FeatureConfigs
+from mvemo.extract.features import FeatureConfigs
+from mvemo.fuse.saved import SavedFusionModel
 from mvemo.manifests import Clip
 from mvemo.manifests.synthetic import (
     draw_cues,
@@ -22,8 +22,8 @@ from mvemo.manifests.synthetic import (
     write_media,
 )
 from mvemo.pipeline.cli.main import cli
-from mvemo.pipeline.inputs import ClipFeatures, at_window
-from mvemo.pipeline.timeline import _model_for, output_stems
+from mvemo.pipeline.predict.inputs import ClipFeatures, at_window
+from mvemo.pipeline.predict.timeline import _model_for, output_stems
 from tests.conftest import write_song_with_cover
 from tests.pipeline.helpers import synthetic_manifest
 
@@ -109,7 +109,7 @@ def test_a_file_without_a_modality_gets_the_best_model_reading_what_it_has() -> 
         },
         "cv_accuracy": {"integrated": 0.9, "descriptors": 0.6, "mel": 0.7},
     }
-    saved = SimpleNamespace(document=document)
+    saved = SavedFusionModel(Path("."), document, fitted={})
     assert _model_for(saved, "integrated", {"audio", "video"}, "c") == ("integrated", "")
     name, note = _model_for(saved, "integrated", {"audio"}, "c")
     assert name == "mel"

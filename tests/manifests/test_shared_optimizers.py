@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mvemo.manifests import ConfigError
-from mvemo.manifests.optim import OPTIMIZERS, make_optimizer
+from mvemo.manifests.shared_optimizers import OPTIMIZERS, make_optimizer
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 
 A saved model was trained on one window per clip (30 s by default); a file is read as a sequence
 of windows of that length, every ``hop_s`` seconds, laid out as stage one lays them
-(``extract.windows.plan_windows``) on the file's presentation timeline: the audio samples and
+(``extract.window_plan.plan_windows``) on the file's presentation timeline: the audio samples and
 the video frames of a window come from the same seconds (each stream cut to where it starts, as
 stage one does). Each window gets the model's probabilities; the clip's label comes from the
 model's inputs pooled over the windows, not from a vote: averaged, or as stage one pooled them for
@@ -13,30 +13,28 @@ clip of one window.
 from __future__ import annotations
 
 import csv
-import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mvemo.extract.run import modality
-from mvemo.extract.windows import Window, plan_windows, stream_ends
+from mvemo.extract.features import modality
+from mvemo.extract.window_plan import Window, plan_windows, stream_ends
 from mvemo.fuse.saved import SavedFusionModel
 from mvemo.manifests.errors import ConfigError, MediaError
 from mvemo.manifests.schema import Clip
-from mvemo.pipeline.inputs import (
+from mvemo.pipeline.predict.inputs import (
     check_fingerprints,
     fingerprints_of,
     model_configs,
-    model_windows,
     pool_inputs,
     window_inputs,
     window_length,
 )
-from mvemo.pipeline.predict import Predictor, clip_result, each_clip
+from mvemo.pipeline.predict.predictor import Predictor, clip_result, clip_results
 
 # Streams whose lengths differ by more than this are reported (AAC priming and rounding stay below it).
 LENGTH_TOLERANCE_S = 0.5
@@ -106,7 +104,7 @@ def clip_timeline(saved: SavedFusionModel, name: str, clip: Clip, hop_s: float, 
     windows = plan_windows(duration_s, length_s, hop_s)
     if duration_s < length_s:
         notes.append(f"{duration_s:.1f} s is shorter than one {length_s:g}-s window: one window, padded as stage one pads")
-    pooled = model_windows(saved, name)
+    pooled = saved.pooling(name)
     pooling = "mean" if pooled is None else pooled["pooling"]
     if pooled is not None and pooled["hop_s"] != hop_s:
         notes.append(
@@ -132,7 +130,7 @@ def _model_for(saved: SavedFusionModel, name: str, present: set[str], clip_id: s
     if reads(name) <= present:
         return name, ""
     accuracy = saved.document.get("cv_accuracy", {})
-    fitting = sorted((m for m in saved.document["models"] if reads(m) <= present), key=lambda m: -accuracy.get(m, 0.0))
+    fitting = sorted((m for m in saved.models if reads(m) <= present), key=lambda m: -accuracy.get(m, 0.0))
     absent = ", ".join(sorted(reads(name) - present))
     if not fitting:
         raise MediaError(f"clip {clip_id!r} has no {absent} and every saved model reads it; give a file with {absent}")
@@ -159,7 +157,7 @@ def timelines(
     """
     length_s = window_length(model_configs(predictor.saved, predictor.model)[0])
     if hop_s is None:
-        pooled = model_windows(predictor.saved, predictor.model)
+        pooled = predictor.saved.pooling(predictor.model)
         hop_s = length_s / 2 if pooled is None else float(pooled["hop_s"])
     if hop_s > length_s:
         raise ConfigError(
@@ -167,10 +165,14 @@ def timelines(
             f" windows unread; give --hop {length_s:g} or less"
         )
     stems = dict(zip((c.clip_id for c in clips), output_stems([c.video or c.audio for c in clips])))
-    job = functools.partial(
-        timeline_job, predictor.saved, predictor.model, hop_s, out, stems=stems, weights_dir=predictor.weights_dir
-    )
-    return each_clip(job, clips, executor)
+    saved, model, weights_dir = predictor.saved, predictor.model, predictor.weights_dir
+    n = len(clips)
+    if executor is None:
+        results: Iterable[Any] = (timeline_job(saved, model, hop_s, out, clip, stems, weights_dir) for clip in clips)
+    else:
+        jobs = ([saved] * n, [model] * n, [hop_s] * n, [out] * n, clips, [stems] * n, [weights_dir] * n)
+        results = executor.map(timeline_job, *jobs)
+    return clip_results(results, clips)
 
 
 def output_stems(files: list[Path | None]) -> list[str]:
@@ -192,7 +194,6 @@ def timeline_job(
     hop_s: float,
     out: str,
     clip: Clip,
-    *,
     stems: dict[str, str],
     weights_dir: str | None = None,
 ) -> dict[str, Any]:

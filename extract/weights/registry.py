@@ -4,8 +4,8 @@ Lookup order: ``--weights-dir``, ``$MVEMO_WEIGHTS``, ``~/.cache/mvemo/weights``
 (and torch's hub cache, ``$TORCH_HOME/hub/checkpoints``, for torchvision's
 files). A known file found there is checked against its published sha256
 before use; a corrupt one is an error, never skipped for the next folder.
-``extract.weight_files`` reads them (never with the general unpickler);
-``extract.weight_fetch`` downloads them.
+``extract.weights.io`` reads them (never with the general unpickler);
+``extract.weights.fetch`` downloads them.
 """
 
 from __future__ import annotations

@@ -4,21 +4,31 @@ from __future__ import annotations
 
 import os
 import platform
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from mvemo.cache.h5file import mvemo_version
 from mvemo.cache.read import Cache
-from mvemo.fuse.cv import cross_validate
+from mvemo.fuse.cv import CvResult, cross_validate
 from mvemo.fuse.heads import make_head
-from mvemo.fuse.models import INTEGRATED, provenance, select_models, top_tags
+from mvemo.fuse.models import INTEGRATED
+from mvemo.fuse.provenance import provenance, top_tags
 from mvemo.fuse.report import write_report
 from mvemo.fuse.saved import save_fusion_model, train_final
 from mvemo.fuse.selection import SelectionConfig
 from mvemo.manifests.executor import Executor, Progress
 
 PACKAGES = ("numpy", "scipy", "scikit-learn", "h5py", "torch")
+
+
+@dataclass(frozen=True)
+class CvRun:
+    """What ``run_cv`` did: the cross-validation's result (the models it read among them) and the report written."""
+
+    result: CvResult
+    document: dict[str, Any]
 
 
 def package_versions() -> dict[str, str]:
@@ -45,9 +55,9 @@ def run_cv(
     selection: SelectionConfig | None = None,
     executor: Executor | None = None,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> CvRun:
     """Cross-validate and write ``report.md``, ``report.json``, ``oof_predictions.csv`` and the PNGs into ``out``;
-    returns the report document.
+    returns the result and the report document.
 
     ``progress(fits, total)``, if given, wraps the (repeat, fold) fits as they finish."""
     selection = selection or SelectionConfig()
@@ -80,7 +90,7 @@ def run_cv(
         "versions": package_versions(),
         "provenance": nets,
     }
-    return write_report(result, out, header=header, tags=tags)
+    return CvRun(result, write_report(result, out, header=header, tags=tags))
 
 
 def fuse_cache(
@@ -103,7 +113,7 @@ def fuse_cache(
     ``integrated(...)`` of named inputs) where it is saved, else the first model listed: never one chosen by its
     outer-fold scores."""
     selection = selection or SelectionConfig()
-    document = run_cv(
+    run = run_cv(
         cache_path,
         out,
         models=models,
@@ -115,8 +125,8 @@ def fuse_cache(
         executor=executor,
         progress=progress,
     )
-    with Cache(cache_path) as cache:  # the models the report kept: one without clips was left out with a note
-        chosen = [model for model in select_models(cache, models) if model.name in document["models"]]
+    document = run.document
+    chosen = [model for model in run.result.models if model.name in document["models"]]  # the scored ones
     fitted = train_final(cache_path, chosen, make_head(head, selection, **(head_params or {})), selection)
     accuracy = {name: m["accuracy"]["mean"] for name, m in document["models"].items()}
     integrated = [name for name in accuracy if name in INTEGRATED or name.startswith("integrated(")]

@@ -38,9 +38,9 @@ from mvemo.extract.audio import (
 from mvemo.extract.decode.audio import AudioWindow
 from mvemo.extract.decode.worker import read_audio
 from mvemo.extract.descriptors import DescriptorConfig
+from mvemo.extract.frame_sets import VIDEO_FEATURES, FrameConfig, compute_video_features, video_feature_specs
 from mvemo.extract.lld import LldConfig
 from mvemo.extract.smile import CompareConfig, EgemapsConfig
-from mvemo.extract.video import VIDEO_FEATURES, FrameConfig, compute_video_features, video_feature_specs
 from mvemo.manifests.errors import ConfigError, MvemoError, is_number
 from mvemo.manifests.executor import Executor, Progress
 from mvemo.manifests.schema import Clip, Manifest

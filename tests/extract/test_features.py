@@ -9,8 +9,8 @@ from click.testing import CliRunner
 from mvemo.cache.read import Cache
 from mvemo.extract.audio import MelConfig
 from mvemo.extract.decode.audio import AudioWindow
-from mvemo.extract.run import FeatureConfigs, compute_feature_sets, parse_features
-from mvemo.extract.video import FrameConfig
+from mvemo.extract.features import FeatureConfigs, compute_feature_sets, parse_features
+from mvemo.extract.frame_sets import FrameConfig
 from mvemo.manifests import Clip, ConfigError, Manifest, read_manifest, write_manifest
 from mvemo.pipeline.cli.main import cli
 from tests.conftest import write_tiny

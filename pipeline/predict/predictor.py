@@ -7,7 +7,6 @@ so a catalogue of new videos fans out like stage one; results stream into one CS
 from __future__ import annotations
 
 import csv
-import functools
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -19,18 +18,17 @@ from mvemo.cache.fingerprint import combined_digest, file_sha256, media_hash
 from mvemo.fuse.saved import SavedFusionModel, load_fusion_model
 from mvemo.manifests.errors import ConfigError, MvemoError
 from mvemo.manifests.schema import Clip
-from mvemo.pipeline.inputs import check_computable, model_inputs
+from mvemo.pipeline.predict.inputs import check_computable, model_inputs
 
 
 def choose_model(saved: SavedFusionModel, name: str | None) -> str:
     """``name``, or the saved model's default: its integrated model where it was saved, else the first model
-    listed (``fuse.run.fuse_cache``)."""
-    models = saved.document["models"]
+    listed (``fuse.stage.fuse_cache``)."""
     if name is not None:
-        if name not in models:
-            raise ConfigError(f"--model {name!r}: the saved model holds {sorted(models)}")
+        if name not in saved.models:
+            raise ConfigError(f"--model {name!r}: the saved model holds {sorted(saved.models)}")
         return name
-    return str(saved.document["default_model"])
+    return saved.default_model
 
 
 def file_clip(file: str) -> Clip:
@@ -58,16 +56,19 @@ class Predictor:
         """One result per clip, in order: ``{"clip_id", "file", "model", "label", "probabilities"}`` or
         ``{"clip_id", "file", "error"}``. A bad clip, even one that kills its worker, never stops the rest;
         a ``ConfigError`` (the saved model does not fit this version) stops the run."""
-        job = functools.partial(predict_clip, self.saved, self.model, weights_dir=self.weights_dir)
-        return each_clip(job, clips, executor)
+        clips = list(clips)
+        n = len(clips)
+        if executor is None:
+            results: Iterable[Any] = (predict_clip(self.saved, self.model, clip, self.weights_dir) for clip in clips)
+        else:
+            results = executor.map(predict_clip, [self.saved] * n, [self.model] * n, clips, [self.weights_dir] * n)
+        return clip_results(results, clips)
 
 
-def each_clip(job: Any, clips: Iterable[Clip], executor: Any) -> Iterator[dict[str, Any]]:
-    """``job`` of every clip on the executor, results in order; a lost job is the clip's failure."""
-    clips = list(clips)
-    mapper = map if executor is None else executor.map
+def clip_results(results: Iterable[Any], clips: list[Clip]) -> Iterator[dict[str, Any]]:
+    """The results of the clips' jobs, in order: a ``ConfigError`` stops the run, a lost job is its clip's failure."""
     # results first: the executor's stream is read to its end, and ends with the clips
-    for result, clip in zip(mapper(job, clips), clips, strict=True):
+    for result, clip in zip(results, clips, strict=True):
         if isinstance(result, ConfigError):
             raise result
         if isinstance(result, BaseException):  # the executor lost the job (a worker died on this clip)
@@ -90,7 +91,7 @@ def seen_in_training(saved: SavedFusionModel, clip: Clip) -> bool:
     return any(combined_digest(pair) in known for pair in uses)
 
 
-def predict_clip(saved: SavedFusionModel, name: str, clip: Clip, *, weights_dir: str | None = None) -> dict[str, Any]:
+def predict_clip(saved: SavedFusionModel, name: str, clip: Clip, weights_dir: str | None = None) -> dict[str, Any]:
     """The model's label for one clip (a job that runs on any executor's worker)."""
 
     def label() -> dict[str, Any]:

@@ -3,7 +3,7 @@
 Shared by ``predict`` and ``predict --timeline``. A model trained on one window per clip reads
 that window; a model trained on vectors pooled over windows (``[clip] windows = true``) reads
 the whole file in windows of its length and hop and pools them as stage one did. A window's
-audio and frames come from the same seconds (``extract.windows``).
+audio and frames come from the same seconds (``extract.window_plan``).
 """
 
 from __future__ import annotations
@@ -15,18 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from mvemo.cache.layout import ABSENT, POOLED_KEY
-from mvemo.extract.embed import build_net
-from mvemo.extract.nets import INIT, net_options
+from mvemo.extract.clip_embedding import embed_clip, rebuild_net
+from mvemo.extract.features import FeatureConfigs, compute_clip, modality
+from mvemo.extract.frame_sets import VIDEO_FEATURES
+from mvemo.extract.nets import net_options
 from mvemo.extract.nets.base import EmotionNet
-from mvemo.extract.run import FeatureConfigs, compute_clip, modality
-from mvemo.extract.train import kinds_of
-from mvemo.extract.units import load_checkpoint
-from mvemo.extract.video import VIDEO_FEATURES
-from mvemo.extract.windows import Window, media_length_s, plan_windows, pool
-from mvemo.fuse.models import LLDSTATS, summarize_lld
+from mvemo.extract.window_plan import Window, media_length_s, plan_windows, pool
+from mvemo.fuse.inputs import summarize_lld
+from mvemo.fuse.models import LLDSTATS
 from mvemo.fuse.saved import MODEL_JSON, SavedFusionModel
 from mvemo.manifests.errors import ConfigError, MediaError
 from mvemo.manifests.schema import Clip
@@ -38,7 +36,7 @@ def model_inputs(saved: SavedFusionModel, name: str, clip: Clip, weights_dir: st
     on pooled windows. Pretrained weights are looked for as ``extract`` does (``weights_dir``, ``$MVEMO_WEIGHTS``,
     ``~/.cache/mvemo/weights``)."""
     configs, fingerprints = model_configs(saved, name)
-    pooled = model_windows(saved, name)
+    pooled = saved.pooling(name)
     if pooled is None:
         arrays = ClipFeatures(clip).get(configs, fingerprints)  # one decode of the clip for every set the model reads
         return inputs_from_sets(saved, name, arrays, weights_dir)
@@ -61,9 +59,9 @@ def check_computable(saved: SavedFusionModel) -> None:
         Naming ``model.json``, the model and the problem.
     """
     where = saved.folder / MODEL_JSON
-    for name, model in saved.document["models"].items():
+    for name in saved.models:
         try:
-            for input_name, (set_name, described) in zip(model["inputs"], model["feature_sets"].items()):
+            for input_name, (set_name, described) in zip(saved.inputs(name), saved.feature_sets(name).items()):
                 if set_name.startswith("emb/"):
                     net_options(input_name)  # an unknown net raises
                     _check_net_record(set_name, described)
@@ -88,14 +86,6 @@ def _check_net_record(set_name: str, described: dict[str, Any]) -> None:
         raise ConfigError(f"{set_name}: its config's seed {config.get('seed')!r} is not an integer")
 
 
-def model_windows(saved: SavedFusionModel, name: str) -> dict[str, Any] | None:
-    """How the sets a model reads were pooled over windows (``length_s``, ``hop_s``, ``pooling``), or None."""
-    for described in saved.document["models"][name]["feature_sets"].values():
-        if POOLED_KEY in described["config"]:
-            return described["config"][POOLED_KEY]
-    return None
-
-
 def window_inputs(
     saved: SavedFusionModel, name: str, clip: Clip, windows: list[Window], weights_dir: str | None = None
 ) -> list[dict[str, np.ndarray]]:
@@ -110,7 +100,7 @@ def window_inputs(
 
 
 def pool_inputs(per_window: list[dict[str, np.ndarray]], pooling: str) -> dict[str, np.ndarray]:
-    """One row per input from the windows' rows, pooled as stage one pools (``extract.windows.pool``)."""
+    """One row per input from the windows' rows, pooled as stage one pools (``extract.window_plan.pool``)."""
     return {key: pool(np.concatenate([inputs[key] for inputs in per_window]), pooling)[None] for key in per_window[0]}
 
 
@@ -135,7 +125,7 @@ def model_configs(saved: SavedFusionModel, name: str) -> tuple[dict[str, dict], 
     pooled over windows: those of its window set)."""
     configs: dict[str, dict] = {}
     fingerprints: dict[str, str] = {}
-    for set_name, described in saved.document["models"][name]["feature_sets"].items():
+    for set_name, described in saved.feature_sets(name).items():
         config = dict(described["config"])
         pooled = config.pop(POOLED_KEY, None)
         if set_name.startswith("emb/"):  # a net's embedding: the cached sets it was computed from
@@ -152,17 +142,15 @@ def inputs_from_sets(
 ) -> dict[str, np.ndarray]:
     """The model's inputs (one row each) from one clip's feature sets: vector sets as they are, LLD statistics,
     and each net's embedding of its input sets."""
-    model = saved.document["models"][name]
     inputs: dict[str, np.ndarray] = {}
-    for input_name, (set_name, described) in zip(model["inputs"], model["feature_sets"].items()):
+    for input_name, (set_name, described) in zip(saved.inputs(name), saved.feature_sets(name).items()):
         if not set_name.startswith("emb/"):
             value = arrays[set_name]
             inputs[input_name] = summarize_lld(value[None], np.array([len(value)])) if input_name == LLDSTATS else value[None]
         else:
             described_json = json.dumps(described, sort_keys=True)
             net = _saved_net(input_name, len(saved.classes), described_json, saved.folder, weights_dir)
-            with torch.no_grad():
-                inputs[input_name] = net.embed(*net.prepare(*(arrays[k][None] for k in kinds_of(net)))).numpy()
+            inputs[input_name] = embed_clip(net, arrays)
     return inputs
 
 
@@ -214,20 +202,5 @@ def check_fingerprints(computed: dict[str, str], saved: dict[str, str], names: I
 
 @functools.lru_cache(maxsize=8)
 def _saved_net(net_name: str, num_classes: int, described_json: str, folder: Path, weights_dir: str | None) -> EmotionNet:
-    """The saved net rebuilt once per process: its pretrained weights found as extract finds them (the same
-    sha256, else an error), the same seeded random init, or the fine-tuned checkpoint saved with the model
-    (``described_json``: its feature set in the model's document)."""
-    described = json.loads(described_json)
-    config = described["config"]
-    options = {k: config[k] for k in net_options(net_name) if k in config}
-    if "checkpoint" in described or not described["weights_sha256"]:  # a checkpoint holds every weight
-        options[INIT] = "random"
-    net, _ = build_net(net_name, num_classes, weights_dir=weights_dir, seed=config["seed"], options=options)
-    if "checkpoint" in described:
-        load_checkpoint(net, described["checkpoint"], folder)
-    elif net.weights_sha256 != described["weights_sha256"]:
-        raise ConfigError(
-            f"{net_name} was computed with weights of sha256 {described['weights_sha256'][:12]}, the file found has"
-            f" {net.weights_sha256[:12]}; give --weights-dir the folder of the weights the model was trained with"
-        )
-    return net.eval()
+    """The saved net rebuilt once per process (``described_json``: its feature set in the model's document)."""
+    return rebuild_net(net_name, num_classes, json.loads(described_json), folder, weights_dir)

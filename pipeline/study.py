@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from mvemo.cache.read import Cache
-from mvemo.extract.finetune import OutOfFold, out_of_fold_probabilities
+from mvemo.extract.finetune_study import OutOfFold, out_of_fold_probabilities
 from mvemo.extract.train import STUDY_OPTIMIZERS, TrainConfig
 from mvemo.fuse.cv import check_folds
 from mvemo.fuse.metrics import summarize, summarize_repeats

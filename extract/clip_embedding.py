@@ -1,0 +1,47 @@
+"""One clip's embedding outside a cache, as stage one computed it: a net rebuilt from what a cache recorded of its
+set, then run on that clip's feature sets (``predict`` and its timeline read nets only through here)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mvemo.extract.embed import build_net
+from mvemo.extract.finetune_jobs import load_checkpoint
+from mvemo.extract.nets import INIT, net_options
+from mvemo.extract.nets.base import EmotionNet
+from mvemo.extract.train import kinds_of
+from mvemo.manifests.errors import ConfigError
+
+
+def rebuild_net(
+    name: str, num_classes: int, described: dict[str, Any], folder: Path, weights_dir: str | os.PathLike[str] | None
+) -> EmotionNet:
+    """The net of an embedding set, in eval mode: its pretrained weights found as extract finds them (the same
+    sha256, else an error), the same seeded random init, or the fine-tuned checkpoint under ``folder``.
+
+    ``described``: the set as a saved model records it (``config``, ``weights_sha256``, and ``checkpoint`` where it
+    was fine-tuned)."""
+    config = described["config"]
+    options = {k: config[k] for k in net_options(name) if k in config}
+    if "checkpoint" in described or not described["weights_sha256"]:  # a checkpoint holds every weight
+        options[INIT] = "random"
+    net, _ = build_net(name, num_classes, weights_dir=weights_dir, seed=config["seed"], options=options)
+    if "checkpoint" in described:
+        load_checkpoint(net, described["checkpoint"], folder)
+    elif net.weights_sha256 != described["weights_sha256"]:
+        raise ConfigError(
+            f"{name} was computed with weights of sha256 {described['weights_sha256'][:12]}, the file found has"
+            f" {net.weights_sha256[:12]}; give --weights-dir the folder of the weights the model was trained with"
+        )
+    return net.eval()
+
+
+def embed_clip(net: EmotionNet, sets: dict[str, np.ndarray]) -> np.ndarray:
+    """The net's embedding (1, dim) of one clip, from that clip's feature sets by name (its input sets among them)."""
+    with torch.no_grad():
+        return net.embed(*net.prepare(*(sets[kind][None] for kind in kinds_of(net)))).numpy()

@@ -1,0 +1,1 @@
+"""Pretrained weight files: the published files and their lookup (``registry``), reading them (``io``), fetching them (``fetch``)."""

@@ -1,0 +1,107 @@
+"""The matrix each input reads from a cache: a net's embedding for a test fold, a vector set, or ``lldstats``
+summarized from the LLDs; and why a row is missing."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mvemo.cache.layout import DONE, FAILED
+from mvemo.cache.read import Cache
+from mvemo.fuse.models import LLDSTATS, vector_sets
+from mvemo.manifests.errors import CacheError
+
+
+def input_set(cache: Cache, net: str, fold: int | None) -> str:
+    """The feature set one net contributes for test fold ``fold`` (None: the final model, all clips).
+
+    A fold reads ``emb/<net>/fold<k>``; it reads ``emb/<net>/all`` only where the net
+    was never fine-tuned: a fine-tuned ``all`` has trained on the test fold, and a
+    net with some fold sets but not this one is a fine-tuning that did not finish.
+    """
+    sets = set(cache.feature_sets())
+    fold_set, all_set = f"emb/{net}/fold{fold}", f"emb/{net}/all"
+    where = f"cache {str(cache.path)!r}"
+    command = f"`mvemo extract MANIFEST --cache {cache.path} --nets {net}"
+    if fold is None:
+        if all_set in sets:
+            return all_set
+        raise CacheError(f"{where} lacks {all_set}; compute it with {command}`")
+    if fold_set in sets:
+        return fold_set
+    if any(name.startswith(f"emb/{net}/fold") for name in sets):
+        raise CacheError(
+            f"{where} lacks {fold_set} while other folds of {net} are fine-tuned: the fine-tuning did not finish;"
+            f" rerun it with {command} --finetune last|full` (it resumes where it stopped)"
+        )
+    if all_set not in sets:
+        raise CacheError(f"{where} lacks {fold_set}; compute it with {command}`")
+    if cache.config(all_set).get("finetune", "none") != "none":
+        raise CacheError(
+            f"{where} lacks {fold_set}, and {all_set} was fine-tuned on every clip, fold {fold}'s included:"
+            f" testing on it would leak; fine-tune per fold with {command} --finetune last|full`"
+        )
+    return all_set
+
+
+def input_set_name(cache: Cache, name: str, fold: int | None) -> str:
+    """The cached set an input reads for test fold ``fold`` (None: the final model): ``lld`` for ``lldstats``, a
+    vector set itself."""
+    if name == LLDSTATS:
+        return "lld"
+    return name if name in vector_sets(cache) else input_set(cache, name, fold)
+
+
+def read_input(cache: Cache, set_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The float32 matrix an input reads from ``set_name``, shape (n_clips, n_features), and the mask of rows done
+    (float32 as cached: the heads' solver runs 3x faster than on float64, with the same accuracy)."""
+    if set_name == "lld":
+        X, done = lld_statistics(cache)
+    else:
+        X, done = cache.read_matrix(set_name), cache.done(set_name)
+    return np.asarray(X.reshape(len(cache), -1), dtype=np.float32), done
+
+
+def missing_reasons(cache: Cache, set_name: str) -> dict[int, str]:
+    """Why each row a set does not hold is missing: its failure, a changed media file, or never computed."""
+    status = cache.status(set_name)
+    done = cache.done(set_name)
+    errors = cache.errors(set_name)
+    reasons = {}
+    for row in np.flatnonzero(~done):
+        if status[row] == FAILED:
+            reasons[int(row)] = f"{set_name} failed: {errors[int(row)]}"
+        elif status[row] == DONE:
+            reasons[int(row)] = f"{set_name} is stale: the media changed since it was computed; rerun `mvemo extract`"
+        else:
+            reasons[int(row)] = f"{set_name} not computed; run `mvemo extract` on the manifest"
+    return reasons
+
+
+# Clips whose LLDs are summarized at once: (64, 1292, 63) float64 and its temporaries stay near 150 MB, whatever the
+# number of clips (the whole tensor of 100,000 clips was 33 GB as float32).
+LLD_CHUNK_ROWS = 64
+
+
+def lld_statistics(cache: Cache) -> tuple[np.ndarray, np.ndarray]:
+    """``lldstats`` of every clip of the cache, read ``LLD_CHUNK_ROWS`` clips at a time, and the mask of clips with
+    LLDs."""
+    lengths = cache.valid_lengths("lld")
+    columns = cache.row_shape("lld")[-1]
+    stats = np.empty((len(cache), 2 * columns), dtype=np.float32)
+    for start in range(0, len(cache), LLD_CHUNK_ROWS):
+        rows = np.arange(start, min(start + LLD_CHUNK_ROWS, len(cache)))
+        stats[rows] = summarize_lld(cache.read_matrix("lld", rows), lengths[rows])
+    return stats, cache.done("lld")
+
+
+def summarize_lld(lld: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Mean and standard deviation over each clip's valid frames of every LLD column.
+
+    ``lld`` (n_clips, n_frames, n_columns), ``lengths`` (n_clips,); returns (n_clips, 2 * n_columns).
+    """
+    lld = np.asarray(lld, dtype=np.float64)
+    lengths = np.maximum(np.asarray(lengths), 1)
+    valid = (np.arange(lld.shape[1])[None, :] < lengths[:, None])[..., None]
+    mean = (lld * valid).sum(axis=1) / lengths[:, None]
+    var = (((lld - mean[:, None, :]) * valid) ** 2).sum(axis=1) / lengths[:, None]
+    return np.concatenate([mean, np.sqrt(var)], axis=1)

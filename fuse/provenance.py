@@ -1,0 +1,56 @@
+"""What a report says of a cache's embeddings: the weights each net started from, how it was fine-tuned and
+under which protocol, and the top tags of tag-probability sets."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mvemo.cache.read import Cache
+from mvemo.fuse.models import cached_nets, input_sets, weights_origin
+
+
+def fine_tuned_nets(cache: Cache) -> list[str]:
+    """The nets whose embeddings in the cache come from fine-tuning (not from the weights as they are)."""
+    sets = [name for name in cache.feature_sets() if name.startswith("emb/")]
+    return sorted({name.split("/")[1] for name in sets if cache.config(name).get("finetune", "none") != "none"})
+
+
+def provenance(cache: Cache) -> dict[str, dict[str, str]]:
+    """Per net: the weights its embeddings started from (file and sha256, or "random init"; fine-tuned sets start
+    from their ``pretrained_sha256``), how it was fine-tuned and the protocol (modes of its sets joined by "/")."""
+    described = {}
+    for net in cached_nets(cache):
+        sets = input_sets(cache, net)
+        described[net] = {
+            "weights": " / ".join(sorted({weights_origin(cache, n) for n in sets})),
+            "finetune": "/".join(sorted({cache.config(n).get("finetune", "none") for n in sets})),
+            "protocol": "/".join(sorted({cache.config(n).get("protocol", "leakfree") for n in sets})),
+        }
+    return described
+
+
+def top_tags(cache: Cache, k: int = 3) -> dict[str, list[list[str]]]:
+    """Per embedding set of named tag probabilities (``[net.musicnn] layer = "taggram"``), each clip's ``k`` most
+    probable tags with their mean probability over its patches (the max where only the max is cached), or [] for a
+    clip the set lacks."""
+    tagged = {}
+    for set_name in cache.feature_sets():
+        columns = cache.columns(set_name) if set_name.startswith("emb/") else []
+        kind = " (mean)" if any(c.endswith(" (mean)") for c in columns) else " (max)"
+        picked = [i for i, c in enumerate(columns) if c.endswith(kind)]
+        if not picked:
+            continue
+        proba, done = cache.read_matrix(set_name)[:, picked], cache.done(set_name)
+        names = [columns[i].removesuffix(kind) for i in picked]
+        tagged[set_name] = [
+            [f"{names[j]} {row[j]:.2f}" for j in np.argsort(-row)[:k]] if ok else [] for row, ok in zip(proba, done)
+        ]
+    return tagged
+
+
+def protocol(cache: Cache) -> str:
+    """``paper`` if any embedding set was fine-tuned on every clip (the papers' leaky protocol), else ``leakfree``."""
+    for name in cache.feature_sets():
+        if name.startswith("emb/") and cache.config(name).get("protocol") == "paper":
+            return "paper"
+    return "leakfree"
