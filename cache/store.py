@@ -128,12 +128,16 @@ class CacheWriter:
     # -- lifecycle ---------------------------------------------------------------------
 
     def close(self) -> None:
+        self.close_sets()
+        if self._own_lock:
+            self.lock.release()
+
+    def close_sets(self) -> None:
+        """Close the sets' open files, keeping the lock: a reader opened after sees every row written."""
         for opened in self._sets.values():
             with contextlib.suppress(OSError, RuntimeError):  # a full disk: what is flushed is consistent, the rest is redone
                 opened.close()
         self._sets = {}
-        if self._own_lock:
-            self.lock.release()
 
     def __enter__(self) -> CacheWriter:
         return self

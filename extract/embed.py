@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from mvemo.cache.handle import CacheHandle
 from mvemo.cache.layout import ABSENT, FAILED, FeatureSpec
-from mvemo.cache.lock import CacheLock
 from mvemo.cache.read import Cache
 from mvemo.cache.store import CacheWriter
 from mvemo.extract.nets import get_net, input_kind, net_options, pretrained_file, split_init
@@ -28,7 +28,6 @@ from mvemo.extract.train import GPU_RESOURCES, embed_rows, in_order, kinds_of, r
 from mvemo.extract.weights.registry import require_weights
 from mvemo.manifests.errors import ConfigError
 from mvemo.manifests.executor import Executor, Progress
-from mvemo.manifests.schema import Manifest
 
 EXTRACTOR_VERSION = "1"
 # A job whose worker died (Dask gave up on it, or the local pool broke): the job itself may be fine.
@@ -162,8 +161,7 @@ def _worker_net(name: str, n_classes: int, weights_dir: str | None, sha256: str,
 
 
 def export_embeddings(
-    manifest: Manifest,
-    cache_path: str | os.PathLike[str],
+    cache: CacheHandle,
     nets: Iterable[str],
     *,
     weights_dir: str | os.PathLike[str] | None = None,
@@ -173,7 +171,6 @@ def export_embeddings(
     device: str = "auto",
     net_options: Mapping[str, Mapping[str, Any]] = {},
     executor: Executor | None = None,
-    lock: CacheLock | None = None,
     progress: Callable[[str], Progress | None] | None = None,
 ) -> EmbedSummary:
     """Write ``emb/<net>/all`` for every clip whose inputs are in the cache (computed before, by ``compute_feature_sets``).
@@ -189,66 +186,65 @@ def export_embeddings(
     wraps that net's results: ``bar(results, total)``.
     """
     nets = tuple(nets)
-    cache_path = str(Path(cache_path).absolute())  # jobs may run on workers started in other folders
+    cache_path = str(cache.path)
     summary = EmbedSummary()
-    with Cache(cache_path) as reader:
-        n_classes = len(reader.classes)
-    with CacheWriter(cache_path, manifest, lock=lock) as writer, Cache(cache_path) as cache:
-        for name in nets:
-            options = {**net_options.get(name, {}), **input_options(name, cache)}
-            net, note = build_net(name, n_classes, weights_dir=weights_dir, seed=seed, options=options)
-            summary.notes.append(note)
-            kinds = kinds_of(net)
-            config = {
-                **net.config,
-                "finetune": "none",
-                "protocol": "leakfree",
-                "seed": seed,
-                "inputs": input_fingerprints(cache, name, kinds),
-            }
-            set_name = f"emb/{name}/all"
-            spec = FeatureSpec(
-                set_name,
-                (net.embedding_dim,),
-                "float32",
-                f"mvemo.net.{name}",
-                EXTRACTOR_VERSION,
-                config,
-                net.weights_sha256,
-                columns=net.columns,
-                weights_file=net.weights_file,
-            )
-            if set_name in recompute and set_name in cache.feature_sets():
-                summary.notes.append(weights_change(cache, set_name, net))
-            writer.prepare([spec], recompute=[set_name] if set_name in recompute else [])
-            fail_rows_without_inputs(writer, cache, set_name, kinds)
-            todo = writer.todo(set_name)
-            rows = todo[np.logical_and.reduce([cache.done(k) for k in kinds])[todo]]
-            if executor is None:
-                jobs = in_order(rows, batch_size)
-                results: Iterable[Any] = embed_rows(net, cache_path, rows, batch_size, resolve_device(device))
-            else:
-                where = None if weights_dir is None else str(Path(weights_dir).absolute())
-                shared = (cache_path, name, n_classes, where, net.weights_sha256)
-                jobs = in_order(rows, batch_size * BATCHES_PER_JOB)
-                work = [EmbedJob(*shared, seed, tuple(sorted(options.items())), part, batch_size, device) for part in jobs]
-                results = executor.map(embed_job, work, resources=None if device == "cpu" else GPU_RESOURCES)
-            bar = progress(name) if progress else None
-            # results first: a progress bar around them sees its end and closes at 100 %
-            for result, part in zip(bar(results, len(jobs)) if bar else results, jobs, strict=True):
-                if isinstance(result, BaseException):
-                    if not is_lost_job(result):
-                        raise result
-                    for row in part:
-                        reason = f"clip {writer.clip_ids[row]!r}: its embedding job was lost ({type(result).__name__}: {result})"
-                        writer.fail(set_name, int(row), reason)
-                    continue
-                done_rows, embedding = result
-                writer.write(set_name, done_rows.tolist(), embedding)
-    with Cache(cache_path) as cache:  # the writer's structural changes replaced the file the inputs were read from
-        failures = cache.failures()
-        for name in nets:
-            set_name = f"emb/{name}/all"
-            summary.done[name] = int(cache.done(set_name).sum())
-            summary.failed[name] = {f["clip_id"]: f["reason"] for f in failures if f["feature_set"] == set_name}
+    writer, reader = cache.writer, cache.reopen()  # the reader sees the inputs written before
+    n_classes = len(reader.classes)
+    for name in nets:
+        options = {**net_options.get(name, {}), **input_options(name, reader)}
+        net, note = build_net(name, n_classes, weights_dir=weights_dir, seed=seed, options=options)
+        summary.notes.append(note)
+        kinds = kinds_of(net)
+        config = {
+            **net.config,
+            "finetune": "none",
+            "protocol": "leakfree",
+            "seed": seed,
+            "inputs": input_fingerprints(reader, name, kinds),
+        }
+        set_name = f"emb/{name}/all"
+        spec = FeatureSpec(
+            set_name,
+            (net.embedding_dim,),
+            "float32",
+            f"mvemo.net.{name}",
+            EXTRACTOR_VERSION,
+            config,
+            net.weights_sha256,
+            columns=net.columns,
+            weights_file=net.weights_file,
+        )
+        if set_name in recompute and set_name in reader.feature_sets():
+            summary.notes.append(weights_change(reader, set_name, net))
+        writer.prepare([spec], recompute=[set_name] if set_name in recompute else [])
+        fail_rows_without_inputs(writer, reader, set_name, kinds)
+        todo = writer.todo(set_name)
+        rows = todo[np.logical_and.reduce([reader.done(k) for k in kinds])[todo]]
+        if executor is None:
+            jobs = in_order(rows, batch_size)
+            results: Iterable[Any] = embed_rows(net, cache_path, rows, batch_size, resolve_device(device))
+        else:
+            where = None if weights_dir is None else str(Path(weights_dir).absolute())
+            shared = (cache_path, name, n_classes, where, net.weights_sha256)
+            jobs = in_order(rows, batch_size * BATCHES_PER_JOB)
+            work = [EmbedJob(*shared, seed, tuple(sorted(options.items())), part, batch_size, device) for part in jobs]
+            results = executor.map(embed_job, work, resources=None if device == "cpu" else GPU_RESOURCES)
+        bar = progress(name) if progress else None
+        # results first: a progress bar around them sees its end and closes at 100 %
+        for result, part in zip(bar(results, len(jobs)) if bar else results, jobs, strict=True):
+            if isinstance(result, BaseException):
+                if not is_lost_job(result):
+                    raise result
+                for row in part:
+                    reason = f"clip {writer.clip_ids[row]!r}: its embedding job was lost ({type(result).__name__}: {result})"
+                    writer.fail(set_name, int(row), reason)
+                continue
+            done_rows, embedding = result
+            writer.write(set_name, done_rows.tolist(), embedding)
+    reader = cache.reopen()  # the writer's structural changes replaced the files the inputs were read from
+    failures = reader.failures()
+    for name in nets:
+        set_name = f"emb/{name}/all"
+        summary.done[name] = int(reader.done(set_name).sum())
+        summary.failed[name] = {f["clip_id"]: f["reason"] for f in failures if f["feature_set"] == set_name}
     return summary

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -21,9 +20,8 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from mvemo.cache.handle import CacheHandle
 from mvemo.cache.layout import ABSENT, FeatureSpec
-from mvemo.cache.lock import CacheLock
-from mvemo.cache.read import Cache
 from mvemo.cache.store import CacheWriter
 from mvemo.extract.audio import (
     AUDIO_CONFIGS,
@@ -198,22 +196,22 @@ def _guarded(clip: Clip, names: tuple[str, ...], compute: Callable[[], dict[str,
 
 def compute_feature_sets(
     manifest: Manifest,
-    cache_path: str | os.PathLike[str],
+    cache: CacheHandle,
     names: Iterable[str],
     *,
     configs: FeatureConfigs | None = None,
     recompute: Iterable[str] = (),
     executor: Executor | None = None,
-    lock: CacheLock | None = None,
     progress: Progress | None = None,
     offsets: Mapping[str, float] | None = None,
 ) -> FeatureRunSummary:
-    """Compute the feature sets ``names`` of every clip not yet done, into the cache at ``cache_path``.
+    """Compute the feature sets ``names`` of every clip not yet done, into the cache.
 
     Parameters
     ----------
     manifest : Manifest
-    cache_path : path-like
+    cache : CacheHandle
+        The cache, opened for ``manifest`` by the stage.
     names : iterable of str
         Feature sets: waveform, mel, lld, frames224, frames112.
     configs : FeatureConfigs, optional
@@ -222,8 +220,6 @@ def compute_feature_sets(
         Feature sets to start over.
     executor : object with ``map``, optional
         Where clips are computed; serial by default.
-    lock : CacheLock, optional
-        A lock the caller already holds.
     progress : callable, optional
         Wraps the result iterator (e.g. a tqdm bar): ``progress(iterable, total)``.
     offsets : mapping of str to float, optional
@@ -232,46 +228,46 @@ def compute_feature_sets(
     configs = configs or FeatureConfigs()
     names = tuple(dict.fromkeys(names))
     began = time.perf_counter()
-    with CacheWriter(cache_path, manifest, lock=lock) as writer:
-        writer.prepare(configs.specs(names), recompute=recompute)
-        todo: dict[int, list[str]] = defaultdict(list)
-        for name in names:
-            for row in writer.todo(name):
-                todo[int(row)].append(name)
-        row_of = {clip_id: row for row, clip_id in enumerate(writer.clip_ids)}
-        clips = [c for c in manifest.clips if row_of[c.clip_id] in todo]
-        jobs = [tuple(todo[row_of[c.clip_id]]) for c in clips]
-        mapper = map if executor is None else executor.map
-        per_clip = [configs if offsets is None else configs.at(offsets[c.clip_id]) for c in clips]
-        results: Iterable[Any] = mapper(compute_clip, clips, jobs, per_clip)
-        if progress is not None:
-            results = progress(results, len(clips))
-        summary = {name: SetSummary() for name in names}
-        pending: dict[str, tuple[list[int], list[np.ndarray]]] = defaultdict(lambda: ([], []))
-        # results first: a progress bar around them sees its end and closes at 100 %
-        for n, (result, clip) in enumerate(zip(results, clips, strict=True), start=1):
-            row = row_of[clip.clip_id]
-            if isinstance(result, BaseException):  # the executor lost the job (a worker died on this clip)
-                result = dict.fromkeys(todo[row], f"clip {clip.clip_id!r}: its worker died ({type(result).__name__}: {result})")
-            for name, value in result.items():
-                if isinstance(value, np.ndarray):
-                    pending[name][0].append(row)
-                    pending[name][1].append(value)
-                    summary[name].computed += 1
-                elif value is ABSENT:
-                    writer.fail(name, row, f"clip {clip.clip_id!r} has no {modality(name)} in the manifest", status=ABSENT)
-                else:
-                    writer.fail(name, row, value)
-            if n % WRITE_EVERY_CLIPS == 0:
-                _flush(writer, pending)
-        _flush(writer, pending)
-    with Cache(cache_path) as cache:
-        failures = cache.failures()
-        for name, s in summary.items():
-            status = cache.status(name)
-            s.done = int(cache.done(name).sum())
-            s.absent = int((status == ABSENT).sum())
-            s.failed = {f["clip_id"]: f["reason"] for f in failures if f["feature_set"] == name}
+    writer = cache.writer
+    writer.prepare(configs.specs(names), recompute=recompute)
+    todo: dict[int, list[str]] = defaultdict(list)
+    for name in names:
+        for row in writer.todo(name):
+            todo[int(row)].append(name)
+    row_of = {clip_id: row for row, clip_id in enumerate(writer.clip_ids)}
+    clips = [c for c in manifest.clips if row_of[c.clip_id] in todo]
+    jobs = [tuple(todo[row_of[c.clip_id]]) for c in clips]
+    mapper = map if executor is None else executor.map
+    per_clip = [configs if offsets is None else configs.at(offsets[c.clip_id]) for c in clips]
+    results: Iterable[Any] = mapper(compute_clip, clips, jobs, per_clip)
+    if progress is not None:
+        results = progress(results, len(clips))
+    summary = {name: SetSummary() for name in names}
+    pending: dict[str, tuple[list[int], list[np.ndarray]]] = defaultdict(lambda: ([], []))
+    # results first: a progress bar around them sees its end and closes at 100 %
+    for n, (result, clip) in enumerate(zip(results, clips, strict=True), start=1):
+        row = row_of[clip.clip_id]
+        if isinstance(result, BaseException):  # the executor lost the job (a worker died on this clip)
+            result = dict.fromkeys(todo[row], f"clip {clip.clip_id!r}: its worker died ({type(result).__name__}: {result})")
+        for name, value in result.items():
+            if isinstance(value, np.ndarray):
+                pending[name][0].append(row)
+                pending[name][1].append(value)
+                summary[name].computed += 1
+            elif value is ABSENT:
+                writer.fail(name, row, f"clip {clip.clip_id!r} has no {modality(name)} in the manifest", status=ABSENT)
+            else:
+                writer.fail(name, row, value)
+        if n % WRITE_EVERY_CLIPS == 0:
+            _flush(writer, pending)
+    _flush(writer, pending)
+    reader = cache.reopen()
+    failures = reader.failures()
+    for name, s in summary.items():
+        status = reader.status(name)
+        s.done = int(reader.done(name).sum())
+        s.absent = int((status == ABSENT).sum())
+        s.failed = {f["clip_id"]: f["reason"] for f in failures if f["feature_set"] == name}
     return FeatureRunSummary(summary, time.perf_counter() - began)
 
 

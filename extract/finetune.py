@@ -27,10 +27,9 @@ from typing import Any, TypeAlias
 
 import numpy as np
 
+from mvemo.cache.handle import CacheHandle
 from mvemo.cache.layout import FeatureSpec
-from mvemo.cache.lock import CacheLock
 from mvemo.cache.read import Cache
-from mvemo.cache.store import CacheWriter
 from mvemo.extract.embed import (
     EXTRACTOR_VERSION,
     fail_rows_without_inputs,
@@ -41,7 +40,6 @@ from mvemo.extract.finetune_jobs import UnitJob, UnitResult, build_finetune_net,
 from mvemo.extract.train import GPU_RESOURCES, TrainConfig, kinds_of
 from mvemo.manifests.errors import ConfigError
 from mvemo.manifests.folds import inner_split as grouped_inner_split
-from mvemo.manifests.schema import Manifest
 
 PROTOCOLS = ("leakfree", "paper")
 
@@ -84,8 +82,7 @@ UnitPlan: TypeAlias = "tuple[Units, int | None, list[str], np.ndarray, np.ndarra
 
 
 def finetune_embeddings(
-    manifest: Manifest,
-    cache_path: str | os.PathLike[str],
+    cache: CacheHandle,
     nets: Iterable[str],
     config: TrainConfig,
     *,
@@ -95,7 +92,6 @@ def finetune_embeddings(
     workers: int = 2,
     recompute: Iterable[str] = (),
     executor: Any = None,
-    lock: CacheLock | None = None,
     log: Callable[[str], None] = lambda line: None,
     progress: Callable[[str], Callable[[Iterable[Any], int], Iterable[Any]] | None] | None = None,
 ) -> FinetuneSummary:
@@ -108,16 +104,15 @@ def finetune_embeddings(
     """
     if protocol not in PROTOCOLS:
         raise ConfigError(f"--protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
-    cache_path = str(Path(cache_path).absolute())  # jobs may run on workers started in other folders
     weights_dir = None if weights_dir is None else Path(weights_dir).absolute()
     summary = FinetuneSummary()
-    y, folds, groups, n_classes = clip_table(cache_path)
+    y, folds, groups, n_classes = clip_table(cache.reopen())  # the reader sees the inputs written before
     fold_ids = sorted(set(folds[folds >= 0].tolist()))
     if not fold_ids:
         raise ConfigError("fine-tuning needs the manifest's folds; run `mvemo manifest folds MANIFEST --k K` first")
     units = {}
     for name in nets:
-        units[name] = Units(cache_path, manifest, name, n_classes, config, protocol, weights_dir, lock, recompute)
+        units[name] = Units(cache, name, n_classes, config, protocol, weights_dir, recompute)
         summary.notes.append(units[name].note)
     bars = progress or (lambda phase: None)
     first: list[UnitPlan] = []
@@ -131,17 +126,18 @@ def finetune_embeddings(
                 train, val = inner_split(pool, y, groups, config.validation_share, config.seed, f"{u.name}, fold {k}")
                 first.append((u, k, [f"emb/{u.name}/fold{k}"], train, val, None))
     phase = "fine-tuning" if protocol == "paper" else "fine-tuning per fold"
-    summary.units += _run_units(first, y=y, device=device, workers=workers, executor=executor, log=log, bar=bars(phase))
+    summary.units += _run_units(first, cache, y=y, device=device, workers=workers, executor=executor, log=log, bar=bars(phase))
     if protocol == "leakfree":  # the final models: all clips, for the median of their folds' epochs
         epochs = {name: int(np.median([s.epochs for s in summary.units if s.net == name])) for name in units}
         final: list[UnitPlan] = [(u, None, [f"emb/{u.name}/all"], u.ready, None, epochs[u.name]) for u in units.values()]
         bar = bars("fine-tuning on all clips")
-        summary.units += _run_units(final, y=y, device=device, workers=workers, executor=executor, log=log, bar=bar)
+        summary.units += _run_units(final, cache, y=y, device=device, workers=workers, executor=executor, log=log, bar=bar)
     return summary
 
 
 def _run_units(
     plan: list[UnitPlan],
+    cache: CacheHandle,
     *,
     y: np.ndarray,
     device: str,
@@ -154,6 +150,7 @@ def _run_units(
 
     A failed job (an input error, a lost worker) stops the run after the others' results are written, so a rerun
     resumes from there."""
+    cache.reopen()  # what earlier units wrote decides which are done
     summaries: dict[int, UnitSummary] = {}
     jobs: list[UnitJob] = []
     for i, (units, fold, targets, train_rows, val_rows, epochs) in enumerate(plan):
@@ -193,10 +190,9 @@ def _where(fold: int | None) -> str:
     return "all clips" if fold is None else f"fold {fold}"
 
 
-def clip_table(cache_path: str) -> tuple[np.ndarray, np.ndarray, list[str], int]:
+def clip_table(cache: Cache) -> tuple[np.ndarray, np.ndarray, list[str], int]:
     """Labels, folds, groups (a clip without one is its own) and the number of classes of a cache's clips."""
-    with Cache(cache_path) as cache:
-        return cache.y, cache.folds, cache.groups, len(cache.classes)
+    return cache.y, cache.folds, cache.groups, len(cache.classes)
 
 
 class Units:
@@ -204,26 +200,23 @@ class Units:
 
     def __init__(
         self,
-        cache_path: str,
-        manifest: Manifest,
+        cache: CacheHandle,
         name: str,
         n_classes: int,
         config: TrainConfig,
         protocol: str,
         weights_dir: str | os.PathLike[str] | None,
-        lock: CacheLock | None,
         recompute: Iterable[str],
     ) -> None:
-        self.cache_path, self.manifest, self.name, self.n_classes = cache_path, manifest, name, n_classes
-        self.config, self.protocol, self.lock = config, protocol, lock
+        self.cache, self.name, self.n_classes = cache, name, n_classes
+        self.config, self.protocol = config, protocol
         self.weights_dir = None if weights_dir is None else str(weights_dir)
         self.recompute = set(recompute)
-        net, self.note = build_finetune_net(cache_path, name, n_classes, config, weights_dir)
+        net, self.note = build_finetune_net(cache.reader, name, n_classes, config, weights_dir)
         self.kinds, self.embedding_dim, self.pretrained_sha256 = kinds_of(net), net.embedding_dim, net.weights_sha256
         self.pretrained_file = net.weights_file
-        with Cache(cache_path) as cache:
-            self.inputs = input_fingerprints(cache, name, self.kinds)
-            self.ready = ready_rows(cache, self.kinds)
+        self.inputs = input_fingerprints(cache.reader, name, self.kinds)
+        self.ready = ready_rows(cache.reader, self.kinds)
 
     def record(self, fold: int | None, epochs: int | None) -> dict[str, Any]:
         """Everything that decides the unit's weights; the set's config adds the checkpoint it produced."""
@@ -239,16 +232,16 @@ class Units:
 
     def done(self, targets: list[str], record: dict[str, Any]) -> dict[str, Any] | None:
         """The stored training result when every target set is complete with this record, else None."""
-        with Cache(self.cache_path) as cache:
-            stored = None
-            for target in targets:
-                if target in self.recompute or target not in cache.feature_sets():
-                    return None
-                config = cache.config(target)
-                if config.get("training") != record or not cache.done(target)[self.ready].all():
-                    return None
-                stored = config["result"]
-            return stored
+        cache = self.cache.reader
+        stored = None
+        for target in targets:
+            if target in self.recompute or target not in cache.feature_sets():
+                return None
+            config = cache.config(target)
+            if config.get("training") != record or not cache.done(target)[self.ready].all():
+                return None
+            stored = config["result"]
+        return stored
 
     def job(
         self,
@@ -262,7 +255,7 @@ class Units:
         workers: int,
     ) -> UnitJob:
         return UnitJob(
-            self.cache_path, self.name, tuple(targets), self.n_classes, self.config, self.protocol, self.weights_dir,
+            str(self.cache.path), self.name, tuple(targets), self.n_classes, self.config, self.protocol, self.weights_dir,
             self.pretrained_sha256, fold, train_rows, val_rows, epochs, y, self.ready, device, workers,
         )  # fmt: skip
 
@@ -284,7 +277,7 @@ class Units:
                 "history": result.history,
             },
             "checkpoint": {
-                "path": os.path.relpath(result.checkpoint, Path(self.cache_path).parent),
+                "path": os.path.relpath(result.checkpoint, self.cache.path.parent),
                 "sha256": result.checkpoint_sha256,
             },
         }
@@ -302,14 +295,13 @@ class Units:
             )
             for t in targets
         ]
-        with CacheWriter(self.cache_path, self.manifest, lock=self.lock) as writer:
-            existing = set(writer.feature_sets())
-            writer.prepare(specs, recompute=[t for t in targets if t in existing])
-            with Cache(self.cache_path) as cache:
-                for target in targets:
-                    fail_rows_without_inputs(writer, cache, target, self.kinds)
-            for target in targets:
-                writer.write(target, job.rows.tolist(), result.embeddings)
+        writer = self.cache.writer
+        existing = set(writer.feature_sets())
+        writer.prepare(specs, recompute=[t for t in targets if t in existing])
+        for target in targets:
+            fail_rows_without_inputs(writer, self.cache.reader, target, self.kinds)
+        for target in targets:
+            writer.write(target, job.rows.tolist(), result.embeddings)
 
 
 def ready_rows(cache: Cache, kinds: tuple[str, ...]) -> np.ndarray:

@@ -38,12 +38,11 @@ def checkpoint_dir(cache_path: str | os.PathLike[str]) -> Path:
 
 
 def build_finetune_net(
-    cache_path: str, name: str, n_classes: int, config: TrainConfig, weights_dir: str | os.PathLike[str] | None
+    cache: Cache, name: str, n_classes: int, config: TrainConfig, weights_dir: str | os.PathLike[str] | None
 ) -> tuple[EmotionNet, str]:
     """The net as fine-tuning starts it (``FINETUNE_OPTIONS``, then the config's, then those its cached input sets,
     pretrained weights)."""
-    with Cache(cache_path) as cache:
-        options = {**FINETUNE_OPTIONS.get(name, {}), **config.net_options.get(name, {}), **input_options(name, cache)}
+    options = {**FINETUNE_OPTIONS.get(name, {}), **config.net_options.get(name, {}), **input_options(name, cache)}
     return build_net(name, n_classes, weights_dir=weights_dir, seed=config.seed, options=options)
 
 
@@ -87,7 +86,8 @@ def train_unit(job: UnitJob) -> UnitResult:
     """Fine-tune one unit, save its checkpoint and embed every ready clip (a job that runs on any executor's worker)."""
     began = time.perf_counter()
     device = resolve_device(job.device)
-    net, _ = build_finetune_net(job.cache_path, job.name, job.n_classes, job.config, job.weights_dir)
+    with Cache(job.cache_path) as cache:  # the worker's side of the process boundary
+        net, _ = build_finetune_net(cache, job.name, job.n_classes, job.config, job.weights_dir)
     require_same_weights(net, job.pretrained_sha256)
     result = train_net(
         net,

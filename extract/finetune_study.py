@@ -27,7 +27,7 @@ class OutOfFold:
 
 
 def out_of_fold_probabilities(
-    cache_path: str | os.PathLike[str],
+    cache: Cache,
     name: str,
     config: TrainConfig,
     *,
@@ -37,18 +37,17 @@ def out_of_fold_probabilities(
     log: Callable[[str], None] = lambda line: None,
 ) -> OutOfFold:
     """The net fine-tuned as ``leakfree`` does on the other folds, fold by fold (nothing written)."""
-    cache_path = str(cache_path)
+    cache_path = str(cache.path)  # the loader processes' side of the process boundary
     torch_device = resolve_device(device)
-    y, folds, groups, n_classes = clip_table(cache_path)
-    net, _ = build_finetune_net(cache_path, name, n_classes, config, weights_dir)
-    with Cache(cache_path) as cache:
-        ready = ready_rows(cache, kinds_of(net))
+    y, folds, groups, n_classes = clip_table(cache)
+    net, _ = build_finetune_net(cache, name, n_classes, config, weights_dir)
+    ready = ready_rows(cache, kinds_of(net))
     ready = ready[folds[ready] >= 0]
     proba = np.zeros((len(ready), n_classes), dtype=np.float32)
     validation = {}
     for k in sorted(set(folds[ready].tolist())):
         train_rows, val_rows = inner_split(ready[folds[ready] != k], y, groups, config.validation_share, config.seed)
-        net, _ = build_finetune_net(cache_path, name, n_classes, config, weights_dir)
+        net, _ = build_finetune_net(cache, name, n_classes, config, weights_dir)
         result = train_net(net, cache_path, y, train_rows, val_rows, config, device=torch_device, workers=workers)
         validation[k] = {
             "val_loss": result.history[result.epochs - 1]["val_loss"],

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mvemo.cache.handle import CacheHandle
 from mvemo.cache.lock import CacheLock
-from mvemo.cache.read import Cache
 from mvemo.extract.embed import export_embeddings, input_kinds
 from mvemo.extract.features import FeatureConfigs, FeatureRunSummary, compute_feature_sets, parse_features
 from mvemo.extract.finetune import UnitSummary, finetune_embeddings
@@ -183,10 +183,12 @@ def extract_features(
         log=log,
     )
     windows = windows or WindowConfig()
-    check_windowing(cache_path, windowed=windows.windows)
-    if windows.windows:
-        return _extract_windows(run, manifest, cache_path, windows, lock=lock)
-    return _extract_clips(run, manifest, cache_path, lock=lock)
+    with CacheHandle(cache_path, manifest, lock=lock) as cache:  # the cache, opened once for the stage
+        check_windowing(cache, windowed=windows.windows)  # these two before anything is written
+        if windows.windows:
+            check_window_configs(configs, windows)
+            return _extract_windows(run, manifest, cache, windows)
+        return _extract_clips(run, manifest, cache)
 
 
 @dataclass(frozen=True)
@@ -207,20 +209,17 @@ class StageOneRun:
     log: Callable[[str], None]
 
 
-def _extract_windows(
-    run: StageOneRun, manifest: Manifest, cache_path: str | os.PathLike[str], windows: WindowConfig, *, lock: CacheLock | None
-) -> StageOneSummary:
+def _extract_windows(run: StageOneRun, manifest: Manifest, cache: CacheHandle, windows: WindowConfig) -> StageOneSummary:
     """Stage one over whole files: every window's sets into the window cache, then each clip's pooled vectors."""
-    check_window_configs(run.configs, windows)
     length_s = run.configs.audio_window.duration_s
     began = time.perf_counter()
     plan = plan_clips(manifest, length_s=length_s, hop_s=windows.hop_s)
     planned = StageTime("windows", time.perf_counter() - began, f"{len(plan.windows)} windows of {len(manifest)} clips")
-    inner = window_cache(cache_path)
-    summary = _extract_clips(run, plan.manifest, inner, offsets=plan.offsets())
-    began = time.perf_counter()
-    write_times(plan, inner, length_s=length_s, hop_s=windows.hop_s)
-    pooled = pool_windows(plan, inner, manifest, cache_path, windows, length_s=length_s, lock=lock)
+    with CacheHandle(window_cache(cache.path), plan.manifest) as windows_cache:
+        summary = _extract_clips(run, plan.manifest, windows_cache, offsets=plan.offsets())
+        began = time.perf_counter()
+        write_times(plan, windows_cache, length_s=length_s, hop_s=windows.hop_s)
+        pooled = pool_windows(plan, windows_cache.reopen(), cache, windows, length_s=length_s)
     summary.pooled, summary.failed_pooled = pooled.done, pooled.failed
     summary.stages.insert(0, planned)
     summary.stages.append(StageTime("pooling", time.perf_counter() - began, f"{windows.pooling} of {len(pooled.done)} sets"))
@@ -261,24 +260,18 @@ def check_window_configs(configs: FeatureConfigs, windows: WindowConfig) -> None
 
 
 def _extract_clips(
-    run: StageOneRun,
-    manifest: Manifest,
-    cache_path: str | os.PathLike[str],
-    *,
-    lock: CacheLock | None = None,
-    offsets: Mapping[str, float] | None = None,
+    run: StageOneRun, manifest: Manifest, cache: CacheHandle, *, offsets: Mapping[str, float] | None = None
 ) -> StageOneSummary:
     """Features, then embeddings, of every row of ``manifest`` (clips, or the windows of ``offsets``)."""
     bar, nets, executor = run.progress, run.nets, run.executor
     summary = StageOneSummary(
         compute_feature_sets(
             manifest,
-            cache_path,
+            cache,
             run.sets,
             configs=run.configs,
             recompute=run.recompute,
             executor=executor,
-            lock=lock,
             progress=bar("features", "clip"),
             offsets=offsets,
         )
@@ -291,8 +284,7 @@ def _extract_clips(
     began = time.perf_counter()
     if run.training is None:
         embedded = export_embeddings(
-            manifest,
-            cache_path,
+            cache,
             nets,
             weights_dir=run.weights_dir,
             recompute=run.recompute,
@@ -301,7 +293,6 @@ def _extract_clips(
             executor=None
             if executor is None or getattr(executor, "in_process", False)
             else executor,  # in process: batches stream
-            lock=lock,
             progress=lambda net: bar(f"embeddings of {net}", "batch"),
         )
         summary.notes += embedded.notes
@@ -310,8 +301,7 @@ def _extract_clips(
         summary.stages.append(StageTime("embeddings", time.perf_counter() - began, f"{len(nets)} nets, as they are"))
         return summary
     tuned = finetune_embeddings(
-        manifest,
-        cache_path,
+        cache,
         nets,
         run.training,
         protocol=run.protocol,
@@ -319,16 +309,15 @@ def _extract_clips(
         device=run.device,
         recompute=run.recompute,
         executor=executor if getattr(executor, "own_devices", False) else None,  # local units share one device
-        lock=lock,
         log=run.log,
         progress=lambda phase: bar(phase, "unit"),
     )
     summary.notes += tuned.notes
     summary.units = tuned.units
-    with Cache(cache_path) as cache:
-        failures = cache.failures()
-        sets = [name for name in cache.feature_sets() if name.startswith(tuple(f"emb/{n}/" for n in nets))]
-        summary.embeddings = {name: int(cache.done(name).sum()) for name in sets}
+    reader = cache.reopen()
+    failures = reader.failures()
+    sets = [name for name in reader.feature_sets() if name.startswith(tuple(f"emb/{n}/" for n in nets))]
+    summary.embeddings = {name: int(reader.done(name).sum()) for name in sets}
     summary.failed_embeddings = {name: {f["clip_id"]: f["reason"] for f in failures if f["feature_set"] == name} for name in sets}
     summary.stages.append(StageTime("fine-tuning", time.perf_counter() - began, f"{run.training.finetune}, {run.protocol}"))
     return summary

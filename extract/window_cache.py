@@ -15,18 +15,15 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mvemo.cache.layout import ABSENT, CLIPS_FILE, FAILED, POOLED_KEY, FeatureSpec, single_file_error
-from mvemo.cache.lock import CacheLock
+from mvemo.cache.handle import CacheHandle
+from mvemo.cache.layout import ABSENT, FAILED, POOLED_KEY, FeatureSpec
 from mvemo.cache.read import Cache
-from mvemo.cache.store import CacheWriter
 from mvemo.extract.window_plan import TIMES_SET, WindowConfig, WindowPlan, pool, pooled_width
 from mvemo.manifests.errors import ConfigError
-from mvemo.manifests.schema import Manifest
 
 
 def times_spec(length_s: float, hop_s: float) -> FeatureSpec:
@@ -35,14 +32,14 @@ def times_spec(length_s: float, hop_s: float) -> FeatureSpec:
     return FeatureSpec(TIMES_SET, (2,), "float64", extractor="windows", extractor_version="1", config=config)
 
 
-def write_times(plan: WindowPlan, path: str | os.PathLike[str], *, length_s: float, hop_s: float) -> None:
-    """Write every window row's times into the window cache at ``path``."""
-    with CacheWriter(path, plan.manifest) as writer:
-        writer.prepare([times_spec(length_s, hop_s)], recompute=[TIMES_SET])  # 16 bytes a window: written whole
-        rows = writer.todo(TIMES_SET)
-        if rows.size:
-            times = [np.array([w.start_s, w.end_s]) for w in (plan.windows[writer.clip_ids[r]] for r in rows)]
-            writer.write(TIMES_SET, rows.tolist(), times)
+def write_times(plan: WindowPlan, windows_cache: CacheHandle, *, length_s: float, hop_s: float) -> None:
+    """Write every window row's times into the window cache (opened for ``plan.manifest``)."""
+    writer = windows_cache.writer
+    writer.prepare([times_spec(length_s, hop_s)], recompute=[TIMES_SET])  # 16 bytes a window: written whole
+    rows = writer.todo(TIMES_SET)
+    if rows.size:
+        times = [np.array([w.start_s, w.end_s]) for w in (plan.windows[writer.clip_ids[r]] for r in rows)]
+        writer.write(TIMES_SET, rows.tolist(), times)
 
 
 def pooled_sets(cache: Cache) -> list[str]:
@@ -67,17 +64,9 @@ class PoolSummary:
     failed: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
-def pool_windows(
-    plan: WindowPlan,
-    windows_path: str | os.PathLike[str],
-    manifest: Manifest,
-    cache_path: str | os.PathLike[str],
-    windows: WindowConfig,
-    *,
-    length_s: float,
-    lock: CacheLock | None = None,
-) -> PoolSummary:
-    """Pool each clip's windows of every vector set of the window cache into the cache at ``cache_path``.
+def pool_windows(plan: WindowPlan, source: Cache, cache: CacheHandle, windows: WindowConfig, *, length_s: float) -> PoolSummary:
+    """Pool each clip's windows of every vector set of the window cache (``source``, read after its last write)
+    into the cache.
 
     Pooled sets are written whole on every run (cheap: one vector per clip), so they always follow their window
     sets. A clip is pooled once every window of it is done; it fails with the reason of a window that failed, or
@@ -85,29 +74,29 @@ def pool_windows(
     compute, whose file has changed since).
     """
     summary = PoolSummary()
-    with Cache(windows_path) as source, CacheWriter(cache_path, manifest, lock=lock) as writer:
-        names = pooled_sets(source)
-        specs = [_pooled_spec(source, name, windows, length_s) for name in names]
-        writer.prepare(specs, recompute=[name for name in names if name in writer.feature_sets()])
-        rows_of = plan.rows_of(writer.clip_ids, source.clip_ids)
-        for name in names:
-            status, errors, done = source.status(name), source.errors(name), source.done(name)
-            values = source.read_matrix(name)
-            rows, vectors, failed = [], [], {}
-            for row, clip_id in enumerate(writer.clip_ids):
-                of_clip = rows_of[clip_id]
-                failure = plan.problems.get(clip_id) or _window_failure(clip_id, of_clip, status, errors, source.clip_ids)
-                if failure:
-                    failed[clip_id] = failure
-                    writer.fail(name, row, failure)
-                elif of_clip and done[of_clip].all():
-                    rows.append(row)
-                    vectors.append(pool(values[of_clip], windows.pooling))
-                elif of_clip and (status[of_clip] == ABSENT).all():
-                    writer.fail(name, row, "", status=ABSENT)
-            refused = writer.write(name, rows, vectors) if rows else []
-            summary.done[name] = len(rows) - len(refused)
-            summary.failed[name] = failed | {writer.clip_ids[r]: "the pooled vector holds NaN or inf" for r in refused}
+    writer = cache.writer
+    names = pooled_sets(source)
+    specs = [_pooled_spec(source, name, windows, length_s) for name in names]
+    writer.prepare(specs, recompute=[name for name in names if name in writer.feature_sets()])
+    rows_of = plan.rows_of(writer.clip_ids, source.clip_ids)
+    for name in names:
+        status, errors, done = source.status(name), source.errors(name), source.done(name)
+        values = source.read_matrix(name)
+        rows, vectors, failed = [], [], {}
+        for row, clip_id in enumerate(writer.clip_ids):
+            of_clip = rows_of[clip_id]
+            failure = plan.problems.get(clip_id) or _window_failure(clip_id, of_clip, status, errors, source.clip_ids)
+            if failure:
+                failed[clip_id] = failure
+                writer.fail(name, row, failure)
+            elif of_clip and done[of_clip].all():
+                rows.append(row)
+                vectors.append(pool(values[of_clip], windows.pooling))
+            elif of_clip and (status[of_clip] == ABSENT).all():
+                writer.fail(name, row, "", status=ABSENT)
+        refused = writer.write(name, rows, vectors) if rows else []
+        summary.done[name] = len(rows) - len(refused)
+        summary.failed[name] = failed | {writer.clip_ids[r]: "the pooled vector holds NaN or inf" for r in refused}
     return summary
 
 
@@ -117,25 +106,20 @@ def _window_failure(clip_id: str, rows: list[int], status: np.ndarray, errors: d
     return f"clip {clip_id!r}: its window {ids[bad[0]]!r} failed: {errors.get(bad[0], '')}" if bad else ""
 
 
-def check_windowing(cache_path: str | os.PathLike[str], *, windowed: bool) -> None:
+def check_windowing(cache: CacheHandle, *, windowed: bool) -> None:
     """Refuse, before any work, a run that would mix in one cache the sets of a clip's first window and those pooled
     over its windows: stage two would fuse them and predict could not compute both.
 
     Raises
     ------
-    CacheError
-        For a single-file cache of an earlier version, naming ``mvemo cache migrate``.
     ConfigError
         When the cache holds sets of the other kind, naming them and what to do.
     """
-    path = Path(cache_path)
-    if path.is_file():
-        raise single_file_error(path)
-    if not (path / CLIPS_FILE).is_file():
+    if not cache.exists:
         return
-    with Cache(path) as cache:
-        pooled = [name for name in cache.feature_sets() if is_pooled(cache.config(name))]
-        other = sorted(set(cache.feature_sets()) - set(pooled))
+    path, reader = cache.path, cache.reader
+    pooled = [name for name in reader.feature_sets() if is_pooled(reader.config(name))]
+    other = sorted(set(reader.feature_sets()) - set(pooled))
     if windowed and other:
         raise ConfigError(
             f"cache {str(path)!r} holds sets of each clip's first window ({', '.join(other)}); [clip] windows = true"

@@ -51,18 +51,18 @@ def run_optimizer_study(
     nets = tuple(nets)
     unknown = [n for n in nets if n not in STUDY_OPTIMIZERS]
     if unknown:
-        raise ConfigError(f"--optimizer-study: no optimizer table for {unknown}; nets are {list(STUDY_OPTIMIZERS)}")
+        raise ConfigError(f"mvemo study optimizers: no optimizer table for {unknown}; nets are {list(STUDY_OPTIMIZERS)}")
+    results: dict[str, dict[str, Any]] = {}
     with Cache(cache_path) as cache:
         y, folds, n_folds = cache.y, cache.folds, check_folds(cache, None)
-    results: dict[str, dict[str, Any]] = {}
-    for name in nets:
-        runs = {}
-        for label, optimizer in STUDY_OPTIMIZERS[name].items():
-            trial = replace(config, optimizers={**config.optimizers, name: optimizer})
-            runs[label] = out_of_fold_probabilities(cache_path, name, trial, weights_dir=weights_dir, device=device, log=log)
-        results[name] = select_per_fold(runs, y, folds, n_folds)
-        for label, optimizer in STUDY_OPTIMIZERS[name].items():
-            results[name]["optimizers"][label]["optimizer"] = asdict(optimizer)
+        for name in nets:
+            runs = {}
+            for label, optimizer in STUDY_OPTIMIZERS[name].items():
+                trial = replace(config, optimizers={**config.optimizers, name: optimizer})
+                runs[label] = out_of_fold_probabilities(cache, name, trial, weights_dir=weights_dir, device=device, log=log)
+            results[name] = select_per_fold(runs, y, folds, n_folds)
+            for label, optimizer in STUDY_OPTIMIZERS[name].items():
+                results[name]["optimizers"][label]["optimizer"] = asdict(optimizer)
     document = {"protocol": "leakfree", "train": {k: v for k, v in asdict(config).items() if k != "optimizers"}, "nets": results}
     out = study_folder(cache_path)
     out.mkdir(parents=True, exist_ok=True)

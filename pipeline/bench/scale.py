@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from mvemo.cache.handle import CacheHandle
 from mvemo.extract.features import compute_feature_sets
 from mvemo.manifests.schema import Clip, Manifest
 from mvemo.manifests.synthetic import write_media
@@ -29,9 +30,11 @@ def bench_scale(*, n_clips: int = 200, workers: int = 2, duration_s: float = 30.
             with build_executor(kind, workers=workers) as executor:
                 # throughput, not start-up: workers import and warm up on a few clips first
                 warm = Manifest(manifest.classes, manifest.clips[: 2 * workers])
-                compute_feature_sets(warm, Path(tmp) / f"warm-{kind}.h5", ("mel", "lld"), executor=executor)
+                with CacheHandle(Path(tmp) / f"warm-{kind}.h5", warm) as cache:
+                    compute_feature_sets(warm, cache, ("mel", "lld"), executor=executor)
                 began = time.perf_counter()
-                compute_feature_sets(manifest, Path(tmp) / f"{kind}.h5", ("mel", "lld"), executor=executor)
+                with CacheHandle(Path(tmp) / f"{kind}.h5", manifest) as cache:
+                    compute_feature_sets(manifest, cache, ("mel", "lld"), executor=executor)
                 seconds[kind] = time.perf_counter() - began
     return {
         "clips": n_clips,

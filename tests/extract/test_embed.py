@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from mvemo.cache.read import Cache
-from mvemo.extract.embed import EmbedJob, embed_job, export_embeddings, input_kinds
-from mvemo.extract.features import compute_feature_sets
+from mvemo.extract.embed import EmbedJob, embed_job, input_kinds
 from mvemo.manifests import Clip, ConfigError, Manifest, write_manifest
 from mvemo.pipeline.cli.main import cli
+from tests.extract.stage_helpers import embeddings_into, features_into
 from tests.extract.test_features import CONFIGS
 from tests.extract.test_finetune import RANDOM
 
@@ -25,8 +25,8 @@ def test_embeddings_are_written_deterministic_and_tied_to_their_inputs(tmp_path:
     caches = []
     for run in ("a", "b"):
         cache = tmp_path / f"{run}.h5"
-        compute_feature_sets(manifest, cache, ("mel", "lld", "waveform"), configs=CONFIGS)
-        summary = export_embeddings(manifest, cache, ["twodcnn", "onedcnn", "crnn"], net_options=RANDOM)
+        features_into(manifest, cache, ("mel", "lld", "waveform"), configs=CONFIGS)
+        summary = embeddings_into(manifest, cache, ["twodcnn", "onedcnn", "crnn"], net_options=RANDOM)
         assert summary.done == {"twodcnn": 4, "onedcnn": 4, "crnn": 4}
         assert any("random initialisation" in note for note in summary.notes)
         caches.append(cache)
@@ -35,7 +35,7 @@ def test_embeddings_are_written_deterministic_and_tied_to_their_inputs(tmp_path:
             np.testing.assert_array_equal(a.read_matrix(f"emb/{net}/all"), b.read_matrix(f"emb/{net}/all"))
             assert a.config(f"emb/{net}/all")["inputs"]
         assert a.status("emb/twodcnn/all")[4] == 3, "a clip without audio has no audio embedding (absent, not failed)"
-    again = export_embeddings(manifest, caches[0], ["twodcnn"], net_options=RANDOM)
+    again = embeddings_into(manifest, caches[0], ["twodcnn"], net_options=RANDOM)
     assert again.done["twodcnn"] == 4
 
 
@@ -108,14 +108,14 @@ class ReplyingExecutor:
 def test_a_lost_job_fails_its_clips_and_any_other_job_error_stops_the_run(tmp_path: Path, manifest: Manifest) -> None:
     cache, other = tmp_path / "c.h5", tmp_path / "other.h5"
     for path in (cache, other):
-        compute_feature_sets(manifest, path, ("mel",), configs=CONFIGS)
-    lost = export_embeddings(
+        features_into(manifest, path, ("mel",), configs=CONFIGS)
+    lost = embeddings_into(
         manifest, cache, ["twodcnn"], net_options=RANDOM, executor=ReplyingExecutor(BrokenProcessPool("worker died"))
     )
     assert lost.done == {"twodcnn": 0} and len(lost.failed["twodcnn"]) == 4
     assert "embedding job was lost (BrokenProcessPool: worker died)" in lost.failed["twodcnn"]["c0"]
     with pytest.raises(ConfigError, match="batch size"):
-        export_embeddings(
+        embeddings_into(
             manifest,
             other,
             ["twodcnn"],
@@ -164,9 +164,9 @@ def test_recomputing_with_other_weights_says_what_changes(tmp_path: Path, manife
 
     weights = choi_path().parent
     cache = tmp_path / "c.h5"
-    compute_feature_sets(manifest, cache, ("mel",), configs=CONFIGS)
-    export_embeddings(manifest, cache, ["twodcnn"], net_options=RANDOM)
-    summary = export_embeddings(manifest, cache, ["twodcnn"], weights_dir=weights, recompute=["emb/twodcnn/all"])
+    features_into(manifest, cache, ("mel",), configs=CONFIGS)
+    embeddings_into(manifest, cache, ["twodcnn"], net_options=RANDOM)
+    summary = embeddings_into(manifest, cache, ["twodcnn"], weights_dir=weights, recompute=["emb/twodcnn/all"])
     assert (
         "emb/twodcnn/all: recomputed with other weights: random init before, choi_compact_cnn_msd.h5 (sha256 42e791b8c1b4) now"
         in summary.notes

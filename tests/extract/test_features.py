@@ -9,11 +9,12 @@ from click.testing import CliRunner
 from mvemo.cache.read import Cache
 from mvemo.extract.audio import MelConfig
 from mvemo.extract.decode.audio import AudioWindow
-from mvemo.extract.features import FeatureConfigs, compute_feature_sets, parse_features
+from mvemo.extract.features import FeatureConfigs, parse_features
 from mvemo.extract.frame_sets import FrameConfig
 from mvemo.manifests import Clip, ConfigError, Manifest, read_manifest, write_manifest
 from mvemo.pipeline.cli.main import cli
 from tests.conftest import write_tiny
+from tests.extract.stage_helpers import features_into
 
 WINDOW = AudioWindow(duration_s=1.0)
 CONFIGS = FeatureConfigs.of_window(WINDOW, frames=FrameConfig())
@@ -36,7 +37,7 @@ def manifest(tmp_path: Path) -> Manifest:
 
 def test_features_are_computed_bad_clips_recorded_and_reruns_skip(tmp_path: Path, manifest: Manifest) -> None:
     cache = tmp_path / "c.h5"
-    summary = compute_feature_sets(manifest, cache, ("mel", "lld"), configs=CONFIGS)
+    summary = features_into(manifest, cache, ("mel", "lld"), configs=CONFIGS)
     mel = summary.sets["mel"]
     assert (mel.done, mel.computed, mel.absent) == (3, 3, 1)
     assert set(mel.failed) == {"broken", "novoice"}
@@ -45,17 +46,17 @@ def test_features_are_computed_bad_clips_recorded_and_reruns_skip(tmp_path: Path
         assert reader.done("mel").tolist() == [True, True, True, False, False, False]
         assert reader.read_matrix("mel", [0]).shape == (1, 96, MelConfig(audio_window=WINDOW).n_frames)
         assert np.isfinite(reader.read_matrix("lld")[:3]).all()
-    again = compute_feature_sets(manifest, cache, ("mel", "lld"), configs=CONFIGS)
+    again = features_into(manifest, cache, ("mel", "lld"), configs=CONFIGS)
     assert again.sets["mel"].computed == 0 and again.sets["mel"].done == 3
 
 
 def test_a_changed_config_is_refused_until_recomputed(tmp_path: Path, manifest: Manifest) -> None:
     cache = tmp_path / "c.h5"
-    compute_feature_sets(manifest, cache, ("mel",), configs=CONFIGS)
+    features_into(manifest, cache, ("mel",), configs=CONFIGS)
     changed = FeatureConfigs.of_window(WINDOW, frames=FrameConfig(), mel=MelConfig(audio_window=WINDOW, n_mels=64))
     with pytest.raises(Exception, match=r"differing: config\.n_mels.*--recompute mel"):
-        compute_feature_sets(manifest, cache, ("mel",), configs=changed)
-    summary = compute_feature_sets(manifest, cache, ("mel",), configs=changed, recompute=["mel"])
+        features_into(manifest, cache, ("mel",), configs=changed)
+    summary = features_into(manifest, cache, ("mel",), configs=changed, recompute=["mel"])
     assert summary.sets["mel"].computed == 3
     with Cache(cache) as reader:
         assert reader.read_matrix("mel", [0]).shape[1] == 64
@@ -64,10 +65,10 @@ def test_a_changed_config_is_refused_until_recomputed(tmp_path: Path, manifest: 
 def test_processes_give_the_same_cache_as_serial(tmp_path: Path, manifest: Manifest) -> None:
     from mvemo.pipeline.executors import build_executor
 
-    compute_feature_sets(manifest, tmp_path / "serial.h5", ("mel", "lld", "waveform"), configs=CONFIGS)
+    features_into(manifest, tmp_path / "serial.h5", ("mel", "lld", "waveform"), configs=CONFIGS)
     pool = build_executor("processes", workers=2)
     try:
-        compute_feature_sets(manifest, tmp_path / "pool.h5", ("mel", "lld", "waveform"), configs=CONFIGS, executor=pool)
+        features_into(manifest, tmp_path / "pool.h5", ("mel", "lld", "waveform"), configs=CONFIGS, executor=pool)
     finally:
         pool.close()
     with Cache(tmp_path / "serial.h5") as a, Cache(tmp_path / "pool.h5") as b:
@@ -81,9 +82,7 @@ def test_frames_of_video_clips_absent_for_audio_only_and_failed_without_a_video_
     song = write_tiny(tmp_path / "song.wav", video=False)
     clips = (*manifest.clips, Clip("song", "b", audio=song), Clip("not-a-video", "a", video=song, audio=song))
     configs = FeatureConfigs.of_window(WINDOW, frames=FrameConfig(n_frames=4, window_duration_s=1.0))
-    summary = compute_feature_sets(
-        Manifest(manifest.classes, clips), tmp_path / "c.h5", parse_features("frames,mel"), configs=configs
-    )
+    summary = features_into(Manifest(manifest.classes, clips), tmp_path / "c.h5", parse_features("frames,mel"), configs=configs)
     frames = summary.sets["frames224"]
     assert (frames.done, frames.absent) == (5, 1)  # c0-c2, novoice and video-only have pictures; song has none
     assert set(frames.failed) == {"broken", "not-a-video"}
@@ -140,7 +139,7 @@ def test_added_clips_alone_are_computed_and_a_removed_clip_costs_nothing(tmp_pat
     assert CliRunner().invoke(cli, ["manifest", "folds", str(path), "--k", "2"]).exit_code == 0
     cache = tmp_path / "cache"
     first = read_manifest(path)
-    assert compute_feature_sets(first, cache, ("mel",), configs=CONFIGS).sets["mel"].computed == 4
+    assert features_into(first, cache, ("mel",), configs=CONFIGS).sets["mel"].computed == 4
     (segment,) = (cache / "sets" / "mel").glob("rows-*.h5")
     stamp = segment.stat().st_mtime_ns
     with path.open("a") as f:  # two new clips, their fold left empty
@@ -149,9 +148,9 @@ def test_added_clips_alone_are_computed_and_a_removed_clip_costs_nothing(tmp_pat
     assert result.exit_code == 0 and "kept the folds of 4 clips, folded in 2 new" in result.output, result.output
     grown = read_manifest(path)
     assert grown.folds[:4].tolist() == first.folds.tolist()
-    assert compute_feature_sets(grown, cache, ("mel",), configs=CONFIGS).sets["mel"].computed == 2
+    assert features_into(grown, cache, ("mel",), configs=CONFIGS).sets["mel"].computed == 2
     assert segment.stat().st_mtime_ns == stamp, "the first clips' rows were not rewritten"
     fewer = Manifest(grown.classes, grown.clips[1:])
-    assert compute_feature_sets(fewer, cache, ("mel",), configs=CONFIGS).sets["mel"].computed == 0
+    assert features_into(fewer, cache, ("mel",), configs=CONFIGS).sets["mel"].computed == 0
     with Cache(cache) as reader:
         assert reader.clip_ids == ["c1", "c2", "c3", "c4", "c5"] and reader.done("mel").all()

@@ -15,8 +15,7 @@ import mvemo.extract.finetune_jobs
 import mvemo.extract.finetune_study
 from mvemo.cache.fingerprint import file_sha256
 from mvemo.cache.read import Cache
-from mvemo.extract.features import compute_feature_sets
-from mvemo.extract.finetune import finetune_embeddings, inner_split
+from mvemo.extract.finetune import inner_split
 from mvemo.extract.finetune_jobs import checkpoint_dir
 from mvemo.extract.finetune_study import out_of_fold_probabilities
 from mvemo.extract.train import STUDY_OPTIMIZERS, CachedBatches, TrainConfig
@@ -27,6 +26,7 @@ from mvemo.manifests import Clip, ConfigError, Manifest, write_manifest
 from mvemo.pipeline.cli.main import cli
 from mvemo.pipeline.study import study_folder
 from tests.conftest import write_tiny
+from tests.extract.stage_helpers import features_into, finetune_into
 from tests.extract.test_features import CONFIGS
 
 # No weights are installed for tests: the 2D CNN starts from random weights, asked for.
@@ -47,7 +47,7 @@ def manifest(media: list[Path]) -> Manifest:
 
 
 def features(manifest: Manifest, cache: Path) -> Path:
-    compute_feature_sets(manifest, cache, ("mel",), configs=CONFIGS)
+    features_into(manifest, cache, ("mel",), configs=CONFIGS)
     return cache
 
 
@@ -74,7 +74,7 @@ def test_leakfree_training_never_reads_the_test_fold(tmp_path: Path, manifest: M
     original = CachedBatches.__getitem__
     monkeypatch.setattr(mvemo.extract.finetune_jobs, "train_net", recording_train_net)
     monkeypatch.setattr(CachedBatches, "__getitem__", recording_getitem)
-    summary = finetune_embeddings(manifest, cache, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")
+    summary = finetune_into(manifest, cache, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")
     folds = np.array([c.fold for c in manifest.clips])
     assert [u.fold for u in summary.units] == [0, 1, 2, None]
     for fold, rows in zip([0, 1, 2], read):
@@ -98,7 +98,7 @@ def test_same_config_and_seed_same_embeddings_and_an_interrupted_run_resumes_ide
     tmp_path: Path, manifest: Manifest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     whole = features(manifest, tmp_path / "whole.h5")
-    finetune_embeddings(manifest, whole, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")
+    finetune_into(manifest, whole, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")
     broken = features(manifest, tmp_path / "broken.h5")
     train_net, calls = mvemo.extract.finetune_jobs.train_net, []
 
@@ -110,20 +110,20 @@ def test_same_config_and_seed_same_embeddings_and_an_interrupted_run_resumes_ide
 
     monkeypatch.setattr(mvemo.extract.finetune_jobs, "train_net", dies_in_fold_1)
     with pytest.raises(KeyboardInterrupt):
-        finetune_embeddings(manifest, broken, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")
+        finetune_into(manifest, broken, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")
     monkeypatch.setattr(mvemo.extract.finetune_jobs, "train_net", train_net)
-    resumed = finetune_embeddings(manifest, broken, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")
+    resumed = finetune_into(manifest, broken, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")
     assert [u.skipped for u in resumed.units] == [True, False, False, False]
     with Cache(whole) as a, Cache(broken) as b:
         for name in ("emb/twodcnn/fold0", "emb/twodcnn/fold1", "emb/twodcnn/fold2", "emb/twodcnn/all"):
             np.testing.assert_array_equal(a.read_matrix(name), b.read_matrix(name))
-    again = finetune_embeddings(manifest, whole, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")
+    again = finetune_into(manifest, whole, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")
     assert all(u.skipped for u in again.units)
 
 
 def test_paper_protocol_writes_one_model_under_every_fold_and_says_so(tmp_path: Path, manifest: Manifest) -> None:
     cache = features(manifest, tmp_path / "c.h5")
-    summary = finetune_embeddings(manifest, cache, ["twodcnn"], CONFIG, protocol="paper", weights_dir=tmp_path / "none")
+    summary = finetune_into(manifest, cache, ["twodcnn"], CONFIG, protocol="paper", weights_dir=tmp_path / "none")
     assert [u.fold for u in summary.units] == [None]
     with Cache(cache) as reader:
         everything = reader.read_matrix("emb/twodcnn/all")
@@ -158,7 +158,7 @@ def test_cli_fine_tunes_with_the_config_files_training_tables(tmp_path: Path, ma
 
 def test_the_saved_fusion_model_carries_the_fine_tuned_net_and_predict_reproduces_it(tmp_path: Path, manifest: Manifest) -> None:
     cache = features(manifest, tmp_path / "c.h5")
-    finetune_embeddings(manifest, cache, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")
+    finetune_into(manifest, cache, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")
     _, model_dir = fuse_cache(cache, tmp_path / "out", models="twodcnn")
     shutil.rmtree(checkpoint_dir(cache))  # the model folder travels alone
     assert (model_dir / "checkpoints" / "twodcnn.pt").is_file()
@@ -203,7 +203,8 @@ def test_out_of_fold_probabilities_train_each_fold_without_it(
         return train_net(net, path, y, train_rows, val_rows, *args, **kwargs)
 
     monkeypatch.setattr(mvemo.extract.finetune_study, "train_net", recording)
-    result = out_of_fold_probabilities(cache, "twodcnn", CONFIG, weights_dir=tmp_path / "none")
+    with Cache(cache) as reader:
+        result = out_of_fold_probabilities(reader, "twodcnn", CONFIG, weights_dir=tmp_path / "none")
     rows, proba = result.rows, result.proba
     folds = np.array([c.fold for c in manifest.clips])
     assert rows.tolist() == list(range(12)) and len(seen) == 3 and sorted(result.validation) == [0, 1, 2]
@@ -253,7 +254,8 @@ def test_running_out_of_device_memory_names_a_smaller_batch(tmp_path: Path, mani
     from mvemo.manifests.errors import ConfigError
 
     cache = features(manifest, tmp_path / "c.h5")
-    net, _ = build_finetune_net(str(cache), "twodcnn", 2, CONFIG, tmp_path / "none")
+    with Cache(cache) as reader:
+        net, _ = build_finetune_net(reader, "twodcnn", 2, CONFIG, tmp_path / "none")
 
     def out_of_memory(*inputs: Any) -> Any:
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

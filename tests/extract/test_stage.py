@@ -11,10 +11,9 @@ import pytest
 
 import mvemo
 from mvemo.cache.read import Cache
-from mvemo.extract.embed import export_embeddings
-from mvemo.extract.features import compute_feature_sets
 from mvemo.extract.stage import extract_features, feature_names
 from mvemo.manifests import Clip, ConfigError, Manifest
+from tests.extract.stage_helpers import embeddings_into, features_into
 from tests.extract.test_features import CONFIGS
 from tests.extract.test_finetune import RANDOM
 
@@ -49,8 +48,8 @@ def test_stage_one_writes_the_nets_inputs_and_embeddings_as_the_steps_would(tmp_
     assert summary.embeddings == {"emb/twodcnn/all": 4} and not summary.failed
     assert any("random initialisation" in note for note in summary.notes)
     steps = tmp_path / "steps.h5"
-    compute_feature_sets(manifest, steps, ("mel",), configs=CONFIGS)
-    export_embeddings(manifest, steps, ["twodcnn"], net_options=RANDOM)
+    features_into(manifest, steps, ("mel",), configs=CONFIGS)
+    embeddings_into(manifest, steps, ["twodcnn"], net_options=RANDOM)
     with Cache(tmp_path / "stage.h5") as stage, Cache(steps) as step:
         np.testing.assert_array_equal(stage.read_matrix("emb/twodcnn/all"), step.read_matrix("emb/twodcnn/all"))
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from mvemo.cache.read import Cache
-from mvemo.extract.features import compute_feature_sets
 from mvemo.manifests import Clip, ConfigError, Manifest
 from mvemo.pipeline.executors import build_executor
 from tests.conftest import write_tiny
+from tests.extract.stage_helpers import embeddings_into, features_into, finetune_into
 from tests.extract.test_features import CONFIGS
 from tests.extract.test_finetune import RANDOM
 
@@ -50,10 +50,10 @@ def always_kill_on_c3(clip: Clip, names: tuple[str, ...], configs: object) -> di
 
 
 def test_dask_features_equal_serial_even_when_a_worker_dies(tmp_path: Path, manifest: Manifest, monkeypatch) -> None:
-    compute_feature_sets(manifest, tmp_path / "serial.h5", ("mel", "lld"), configs=CONFIGS)
+    features_into(manifest, tmp_path / "serial.h5", ("mel", "lld"), configs=CONFIGS)
     executor = build_executor("dask", workers=2)
     try:
-        compute_feature_sets(manifest, tmp_path / "dask.h5", ("mel", "lld"), configs=CONFIGS, executor=executor)
+        features_into(manifest, tmp_path / "dask.h5", ("mel", "lld"), configs=CONFIGS, executor=executor)
         import mvemo.extract.features
 
         marker = str(tmp_path / "killed-once")
@@ -62,10 +62,10 @@ def test_dask_features_equal_serial_even_when_a_worker_dies(tmp_path: Path, mani
             "compute_clip",
             lambda clip, names, configs: suicide_on_first_try(clip, names, configs, marker),
         )
-        summary = compute_feature_sets(manifest, tmp_path / "killed.h5", ("mel", "lld"), configs=CONFIGS, executor=executor)
+        summary = features_into(manifest, tmp_path / "killed.h5", ("mel", "lld"), configs=CONFIGS, executor=executor)
         assert os.path.exists(marker), "a worker was killed mid-run"
         monkeypatch.setattr(mvemo.extract.features, "compute_clip", always_kill_on_c3)
-        doomed = compute_feature_sets(manifest, tmp_path / "doomed.h5", ("mel",), configs=CONFIGS, executor=executor)
+        doomed = features_into(manifest, tmp_path / "doomed.h5", ("mel",), configs=CONFIGS, executor=executor)
     finally:
         executor.close()
     assert not summary.failures
@@ -104,7 +104,6 @@ def test_fine_tuning_units_are_jobs_that_land_on_gpu_workers_and_equal_serial(tm
     import torch
     from distributed import LocalCluster, get_task_stream
 
-    from mvemo.extract.finetune import finetune_embeddings
     from tests.extract.test_finetune import CONFIG, features
 
     media = [write_tiny(tmp_path / "media" / f"{i}.wav", video=False) for i in range(12)]
@@ -113,7 +112,7 @@ def test_fine_tuning_units_are_jobs_that_land_on_gpu_workers_and_equal_serial(tm
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as on the cluster's workers: the same float sums
     try:
-        finetune_embeddings(manifest, serial_cache, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")
+        finetune_into(manifest, serial_cache, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")
     finally:
         torch.set_num_threads(threads)
     with LocalCluster(n_workers=1, threads_per_worker=1, resources={"GPU": 1}, dashboard_address=None) as cluster:
@@ -125,7 +124,7 @@ def test_fine_tuning_units_are_jobs_that_land_on_gpu_workers_and_equal_serial(tm
                 executor.client.wait_for_workers(2, timeout=60)
                 gpu_worker = next(a for a, w in executor.client.scheduler_info()["workers"].items() if w["resources"])
                 with get_task_stream(executor.client) as stream:
-                    summary = finetune_embeddings(
+                    summary = finetune_into(
                         manifest, cluster_cache, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none", executor=executor
                     )
         finally:
@@ -156,27 +155,26 @@ def test_dask_embeddings_equal_serial_even_when_a_worker_dies(tmp_path: Path, ma
     import torch
 
     import mvemo.extract.embed
-    from mvemo.extract.embed import export_embeddings
 
     nets = ["onedcnn", "twodcnn"]
     caches = {run: tmp_path / f"{run}.h5" for run in ("serial", "dask", "killed", "doomed")}
     for cache in caches.values():
-        compute_feature_sets(manifest, cache, ("waveform", "mel"), configs=CONFIGS)
+        features_into(manifest, cache, ("waveform", "mel"), configs=CONFIGS)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as on the cluster's workers: the same float sums
     try:
-        export_embeddings(manifest, caches["serial"], nets, net_options=RANDOM, batch_size=1)
+        embeddings_into(manifest, caches["serial"], nets, net_options=RANDOM, batch_size=1)
     finally:
         torch.set_num_threads(threads)
     monkeypatch.setattr(mvemo.extract.embed, "BATCHES_PER_JOB", 2)  # three jobs of two clips per net
     marker = str(tmp_path / "killed-once")
     with build_executor("dask", workers=2) as executor:
-        export_embeddings(manifest, caches["dask"], nets, net_options=RANDOM, batch_size=1, executor=executor)
+        embeddings_into(manifest, caches["dask"], nets, net_options=RANDOM, batch_size=1, executor=executor)
         monkeypatch.setattr(mvemo.extract.embed, "embed_job", lambda job: embed_or_die(job, marker, always=False))
-        killed = export_embeddings(manifest, caches["killed"], nets, net_options=RANDOM, batch_size=1, executor=executor)
+        killed = embeddings_into(manifest, caches["killed"], nets, net_options=RANDOM, batch_size=1, executor=executor)
         assert os.path.exists(marker), "a worker was killed mid-job"
         monkeypatch.setattr(mvemo.extract.embed, "embed_job", lambda job: embed_or_die(job, marker, always=True))
-        doomed = export_embeddings(manifest, caches["doomed"], ["onedcnn"], batch_size=1, executor=executor)
+        doomed = embeddings_into(manifest, caches["doomed"], ["onedcnn"], batch_size=1, executor=executor)
     assert killed.done == {"onedcnn": 6, "twodcnn": 6} and not any(killed.failed.values())
     assert doomed.done["onedcnn"] == 4 and set(doomed.failed["onedcnn"]) == {"c2", "c3"}
     assert "embedding job was lost" in doomed.failed["onedcnn"]["c2"]
