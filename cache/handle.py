@@ -51,10 +51,10 @@ class CacheHandle:
         return self._reader
 
     def reopen(self) -> Cache:
-        """A reader that sees everything written so far: the writer's open files are closed (so that worker processes
-        read them whole) and the reader is opened again."""
-        if self._writer is not None:
-            self._writer.close_sets()
+        """A reader that sees everything written so far, and the clip table synced with the manifest (the writer is
+        opened first where it was not): the writer's open files are closed (so that worker processes read them
+        whole) and the reader is opened again."""
+        self.writer.close_sets()
         if self._reader is not None:
             self._reader.close()
             self._reader = None

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from mvemo.cache.handle import CacheHandle
-from mvemo.cache.layout import ABSENT, FAILED, POOLED_KEY, FeatureSpec
+from mvemo.cache.layout import ABSENT, FAILED, POOLED_KEY, FeatureSpec, single_file_error
 from mvemo.cache.read import Cache
 from mvemo.extract.window_plan import TIMES_SET, WindowConfig, WindowPlan, pool, pooled_width
 from mvemo.manifests.errors import ConfigError
@@ -112,9 +112,13 @@ def check_windowing(cache: CacheHandle, *, windowed: bool) -> None:
 
     Raises
     ------
+    CacheError
+        For a single-file cache of an earlier version, naming ``mvemo cache migrate``.
     ConfigError
         When the cache holds sets of the other kind, naming them and what to do.
     """
+    if cache.path.is_file():
+        raise single_file_error(cache.path)
     if not cache.exists:
         return
     path, reader = cache.path, cache.reader

@@ -1,4 +1,4 @@
-"""``mvemo extract --optimizer-study``: paper 001's Table 2, each net fine-tuned with Adam, SGD and RMSprop.
+"""``mvemo study optimizers``: paper 001's Table 2, each net fine-tuned with Adam, SGD and RMSprop.
 
 Every (net, optimizer) is fine-tuned per fold exactly as the ``leakfree`` protocol
 does: the other folds train it, and an inner split of them (``manifests.folds.inner_split``)

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from mvemo.pipeline.cli.extract import locked_cache, names, net_run_options, read_checked_manifest, run_stage_one, show_stages
-from mvemo.pipeline.cli.tools import CONTEXT, MvemoCommand, MvemoGroup
+from mvemo.pipeline.cli.tools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand, MvemoGroup
 
 
 @click.group("study", cls=MvemoGroup)
@@ -24,7 +24,8 @@ def study_group() -> None:
 @click.option("--nets", required=True, help="Comma-separated nets to fine-tune, e.g. onedcnn,twodcnn,c3d,i3d,crnn.")
 @click.option("--finetune", default="last", show_default=True, type=click.Choice(["last", "full"]), help="Which weights train.")
 @net_run_options
-def optimizers(manifest_path: str, cache_path: str, **options: Any) -> None:
+@click.pass_context
+def optimizers(ctx: click.Context, manifest_path: str, cache_path: str, **options: Any) -> None:
     """Fine-tune each net of --nets with Adam, SGD and RMSprop (paper 001, Table 2) and write the inner validation
     accuracy per net and optimizer into CACHE.optimizer-study/ (optimizer_study.md, .json, .png).
 
@@ -57,3 +58,5 @@ def optimizers(manifest_path: str, cache_path: str, **options: Any) -> None:
     summary.stages.append(StageTime("optimizer study", time.perf_counter() - began, ", ".join(nets)))
     click.echo(console_table(document))
     show_stages(summary, f"optimizer study: {study_folder(cache_path)}/optimizer_study.md, .json, .png")
+    if summary.failed:
+        ctx.exit(EXIT_CLIPS_FAILED)

@@ -63,6 +63,10 @@ def test_migrate_keeps_every_row_fingerprint_and_failure(tmp_path: Path) -> None
     manifest_path = write_manifest(manifest, tmp_path / "m.csv")
     result = CliRunner().invoke(cli, ["extract", str(manifest_path), "--cache", str(old), "--features", "mel"])
     assert result.exit_code == 2 and f"run `mvemo cache migrate {old}` once" in result.output, result.output
+    windows = tmp_path / "windows.toml"
+    windows.write_text("[clip]\nwindows = true\n")
+    result = CliRunner().invoke(cli, ["extract", str(manifest_path), "--cache", str(old), "--config", str(windows)])
+    assert result.exit_code == 2 and f"run `mvemo cache migrate {old}` once" in result.output, result.output
     result = CliRunner().invoke(cli, ["cache", "migrate", str(old)])
     assert result.exit_code == 0, result.output
     assert old.is_dir() and (tmp_path / "c.h5.single-file.h5").is_file()
