@@ -134,18 +134,32 @@ def accuracy_bars_png(accuracy: dict[str, dict[str, dict[str, float]]], path: Pa
     return path
 
 
-def class_colours(classes: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """One colour per class, in class order (tab10, then tab20 past ten classes)."""
-    palette = matplotlib.colormaps["tab10" if len(classes) <= 10 else "tab20"].colors  # type: ignore[attr-defined]
+# Okabe & Ito's palette ("Color Universal Design", 2008): eight colours told apart with any colour vision.
+COLOUR_BLIND_SAFE = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#000000")
+
+
+def class_colours(classes: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """One colour per class, in class order, as ``#rrggbb``: Okabe and Ito's eight for up to eight classes, told
+    apart with any colour vision; tab20 past eight."""
+    if len(classes) <= len(COLOUR_BLIND_SAFE):
+        palette = list(COLOUR_BLIND_SAFE)
+    else:
+        palette = [matplotlib.colors.to_hex(c) for c in matplotlib.colormaps["tab20"].colors]  # type: ignore[attr-defined]
     return {c: palette[i % len(palette)] for i, c in enumerate(classes)}
+
+
+def window_edges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """The seconds each of overlapping windows stands for: those nearer its middle than its neighbours' middles
+    (n + 1 edges, from the first start to the last end)."""
+    middles = (starts + ends) / 2
+    return np.concatenate([[starts[0]], (middles[1:] + middles[:-1]) / 2, [ends[-1]]])
 
 
 def timeline_png(starts: np.ndarray, ends: np.ndarray, proba: np.ndarray, classes: list[str], title: str, path: Path) -> Path:
     """Each class's probability stacked over time, the argmax as a band beneath. Windows overlap: each one
     stands for the seconds nearer its middle than its neighbours' middles."""
     colours = class_colours(classes)
-    middles = (starts + ends) / 2
-    edges = np.concatenate([[starts[0]], (middles[1:] + middles[:-1]) / 2, [ends[-1]]])
+    edges = window_edges(starts, ends)
     tops = np.cumsum(proba, axis=1)
     bottoms = tops - proba
     fig, (ax, band) = plt.subplots(2, 1, figsize=(10, 4), sharex=True, height_ratios=[6, 1])

@@ -1,4 +1,4 @@
-"""``report.md``, ``report.json``, ``oof_predictions.csv`` and the PNGs of a cross-validation."""
+"""``report.md``, ``report.html``, ``report.json``, ``oof_predictions.csv`` and the PNGs of a cross-validation."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import numpy as np
 
 from mvemo.fuse.cv import CvResult
 from mvemo.fuse.metrics import METRIC_DEFINITIONS
+from mvemo.fuse.pages import markdown_page
 from mvemo.fuse.plots import comparison_png, confusion_png, roc_curves, roc_png
 
 PAPER_BANNER = (
@@ -78,7 +79,9 @@ def write_report(
     if tags:
         document["tags"] = write_tags_csv(result.clip_ids, tags, out / TAGS_CSV).name
     (out / "report.json").write_text(json.dumps(document, indent=2))
-    (out / "report.md").write_text(markdown(document))
+    text = markdown(document)
+    (out / "report.md").write_text(text)
+    (out / "report.html").write_text(markdown_page(text, out, f"mvemo cross-validation: {out.name}"))
     return document
 
 
@@ -222,7 +225,7 @@ def markdown(document: dict[str, Any]) -> str:
         f" one. Each model is compared with {reference or 'no model'}, named before scoring"
         " (`--reference`, else the first unimodal model listed), on the clips both score.",
         "",
-        *_table(summary_header(document), summary_rows(document)),
+        *_table(summary_header(document), _linked_to_confusion(summary_rows(document), document)),
         f"![models]({document['figures']['models']}) ![ROC]({document['figures']['roc']})",
         "",
         "## How each figure is computed",
@@ -244,6 +247,12 @@ def markdown(document: dict[str, Any]) -> str:
     if document.get("tags"):
         lines += [f"Each clip's top Million Song Dataset tags: [{document['tags']}]({document['tags']}).", ""]
     return "\n".join(lines)
+
+
+def _linked_to_confusion(rows: list[list[Any]], document: dict[str, Any]) -> list[list[Any]]:
+    """The summary's rows, each scored model's name a link to its confusion matrix."""
+    figures = document["figures"]["confusion"]
+    return [[f"[{row[0]}]({figures[row[0]]})" if row[0] in figures else row[0], *row[1:]] for row in rows]
 
 
 def _choices(document: dict[str, Any]) -> list[str]:

@@ -233,6 +233,18 @@ class SavedFusionModel:
                 return dict(described["config"][POOLED_KEY])
         return None
 
+    def provenance(self, name: str) -> dict[str, Any]:
+        """Where model ``name``'s figures come from: the mvemo that saved it, and per input set its extractor and
+        the sha256 of its pretrained weights (empty for none)."""
+        return {
+            "model": name,
+            "saved_with": str(self.document.get("version", "unknown")),
+            "sets": {
+                set_name: {"extractor": d["extractor"], "weights_sha256": d["weights_sha256"]}
+                for set_name, d in self.feature_sets(name).items()
+            },
+        }
+
     def predict_proba(self, name: str, inputs: dict[str, np.ndarray]) -> np.ndarray:
         """Probabilities over all classes, shape (n, n_classes); ``inputs`` maps each input name to (n, d)."""
         blocks = {key: np.asarray(X, dtype=np.float64).reshape(len(X), -1) for key, X in inputs.items()}

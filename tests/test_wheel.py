@@ -55,3 +55,5 @@ def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
         assert run(*command).returncode == 0, command
     demo = run("mvemo", "demo", "--out", str(outside / "demo"), "--clips-per-class", "4", "--duration-s", "2")
     assert demo.returncode == 0, demo.stderr
+    page = (outside / "demo" / "report.html").read_text()
+    assert "<script>" in page and "data:image/png;base64," in page, "the page's script and figures ship and inline"

@@ -21,7 +21,7 @@ def echo_summary(document: dict[str, Any], out: str) -> None:
     for note in document.get("notes", []):
         click.echo(f"note: {note}", err=True)
     click.echo(
-        f"report: {out}/report.md, {out}/report.json, {out}/{document['oof_predictions']}; models: {out}/{document['figures']['models']};"
+        f"report: {out}/report.md, {out}/report.html, {out}/report.json, {out}/{document['oof_predictions']}; models: {out}/{document['figures']['models']};"
         f" ROC: {out}/{document['figures']['roc']}; confusion matrices: {out}/confusion_*.png"
     )
 
@@ -98,7 +98,9 @@ def fusion_arguments(where: dict[str, Any], models: str | None, repeats: int, re
 @click.command("cv", cls=MvemoCommand, context_settings=CONTEXT)
 @click.option("--folds", "n_folds", default=None, type=int, help="Folds expected in the cache.  [default: the cache's own]")
 @click.option("--cache", "cache_path", required=True, type=click.Path(), help="Cache folder of stage one.")
-@click.option("--out", default="reports", type=click.Path(file_okay=False), help="Folder for report.md, report.json and plots.")
+@click.option(
+    "--out", default="reports", type=click.Path(file_okay=False), help="Folder for report.md, report.html, report.json and plots."
+)
 @fuse_options
 @head_options
 @executor_options

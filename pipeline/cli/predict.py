@@ -28,9 +28,10 @@ from mvemo.pipeline.cli.tools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand, e
     help="Folder of the pretrained weights the model was trained with (also $MVEMO_WEIGHTS, ~/.cache/mvemo/weights).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {clip_id, file, model, label, probabilities, in_training} (or {clip_id, file, error}).")  # fmt: skip
-@click.option("--timeline", is_flag=True, help="Read each file as windows of the model's length every --hop seconds: an emotion timeline (CSV and PNG per file into --out) and the label of the whole from the pooled windows.")  # fmt: skip
+@click.option("--timeline", is_flag=True, help="Read each file as windows of the model's length every --hop seconds: an emotion timeline (CSV, PNG and an HTML page that plays the file beside it, per file into --out, and index.html) and the label of the whole from the pooled windows.")  # fmt: skip
 @click.option("--hop", "hop_s", default=None, type=click.FloatRange(min=0.5), help="Seconds between the starts of two windows (--timeline).  [default: the model's [clip] hop_s where it was trained on windows, else half its window: 15 s]")  # fmt: skip
 @click.option("--out", "out_dir", default="timelines", type=click.Path(file_okay=False), help="Folder of the timelines (--timeline).")  # fmt: skip
+@click.option("--embed-media", is_flag=True, help="Inline each file (up to 20 MB) into its timeline page, so that the page travels alone (--timeline).  [default: the page refers to the file by a relative path]")  # fmt: skip
 @executor_options
 @click.pass_context
 def predict(
@@ -45,6 +46,7 @@ def predict(
     timeline: bool,
     hop_s: float | None,
     out_dir: str,
+    embed_media: bool,
     **options: Any,
 ) -> None:
     """Label each FILE (video or audio), or each clip of --manifest, with the model saved by `mvemo fuse` in MODEL_DIR.
@@ -61,6 +63,8 @@ def predict(
         raise ConfigError("give either FILE arguments or --manifest M, not both and not neither")
     if timeline and csv_path:
         raise ConfigError("--timeline writes a CSV per file into --out; leave --csv out")
+    if embed_media and not timeline:
+        raise ConfigError("--embed-media inlines files into timeline pages; add --timeline or leave it out")
     if csv_path and not Path(csv_path).absolute().parent.is_dir():
         raise ConfigError(f"--csv {csv_path}: its folder does not exist; create it or choose another path")
     # a missing file is one clip's failure, reported in its row, not the run's
@@ -68,7 +72,7 @@ def predict(
     labels = {c.clip_id: c.label for c in clips if c.label}
     predictor = Predictor(model_dir, model_name, weights_dir)
     if timeline:
-        _timelines(ctx, predictor, clips, hop_s, out_dir, as_json, options)
+        _timelines(ctx, predictor, clips, hop_s, out_dir, embed_media, as_json, options)
         return
     with build_executor(options["executor"], workers=options["workers"], scheduler=options["scheduler"]) as pool:
         stream = predictor.predict(clips, pool)
@@ -102,24 +106,30 @@ def _timelines(
     clips: list[Any],
     hop_s: float | None,
     out_dir: str,
+    embed_media: bool,
     as_json: bool,
     options: dict[str, Any],
 ) -> None:
-    """Each clip's timeline CSV and PNG into ``out_dir``, and a table (or JSON) of the labels of the wholes."""
+    """Each clip's timeline CSV, PNG and page into ``out_dir``, their index.html, and a table (or JSON) of the labels
+    of the wholes."""
     from mvemo.pipeline.executors import build_executor
+    from mvemo.pipeline.predict.page import index_page
     from mvemo.pipeline.predict.timeline import timelines
     from mvemo.pipeline.tables import format_table
 
+    out = Path(out_dir).absolute()
     with build_executor(options["executor"], workers=options["workers"], scheduler=options["scheduler"]) as pool:
-        stream = timelines(predictor, clips, hop_s, str(Path(out_dir).absolute()), pool)
+        stream = timelines(predictor, clips, hop_s, str(out), pool, embed_media=embed_media)
         results = list(progress_bar("timeline", "file")(stream, len(clips)))
+    index = index_page(results, predictor.classes, out)
     failed = [r for r in results if "error" in r]
     if as_json:
         print_json(results)
     else:
-        rows = [[r["file"], r["label"], r["model"], r["windows"], r["png"]] for r in results if "label" in r]
+        rows = [[r["file"], r["label"], r["model"], r["windows"], r["html"]] for r in results if "label" in r]
         if rows:
-            click.echo(format_table(["file", "emotion (whole)", "model", "windows", "timeline"], rows))
+            click.echo(format_table(["file", "emotion (whole)", "model", "windows", "timeline page"], rows))
+        click.echo(f"index: {index}")
         for r in results:
             for note in r.get("notes", []):
                 click.echo(f"note: {r['clip_id']}: {note}", err=True)

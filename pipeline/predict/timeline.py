@@ -45,20 +45,41 @@ class Timeline:
     """One file's windows with the model's probabilities for each, and the label of the whole."""
 
     file: str
+    is_video: bool  # else an audio file
     model: str
     classes: list[str]
     windows: list[Window]
     proba: np.ndarray  # (n_windows, n_classes)
     overall: np.ndarray  # (n_classes,), from the pooled inputs
+    provenance: dict[str, Any]  # SavedFusionModel.provenance
     notes: list[str] = field(default_factory=list)
 
     @property
     def label(self) -> str:
         return self.classes[int(np.argmax(self.overall))]
 
-    def write(self, out: Path, stem: str) -> tuple[Path, Path]:
-        """``<stem>.timeline.csv`` (start_s, end_s, a probability per class, argmax) and ``<stem>.timeline.png``."""
+    def page_data(self) -> dict[str, Any]:
+        """What the timeline page draws, as JSON: the file's name, model, label, classes, the pooled probabilities,
+        each window's start, end and probabilities, the notes and the model's provenance."""
+        return {
+            "file": Path(self.file).name,
+            "model": self.model,
+            "label": self.label,
+            "classes": self.classes,
+            "overall": [round(float(p), 4) for p in self.overall],
+            "starts": [w.start_s for w in self.windows],
+            "ends": [w.end_s for w in self.windows],
+            "proba": np.round(self.proba, 4).tolist(),
+            "notes": self.notes,
+            "provenance": self.provenance,
+        }
+
+    def write(self, out: Path, stem: str, *, embed_media: bool = False) -> tuple[Path, Path, Path]:
+        """``<stem>.timeline.csv`` (start_s, end_s, a probability per class, argmax), ``<stem>.timeline.png`` and
+        ``<stem>.timeline.html``, the page that plays the file beside its timeline (the file inlined with
+        ``embed_media``, up to ``page.EMBED_LIMIT_BYTES``)."""
         from mvemo.fuse.plots import timeline_png
+        from mvemo.pipeline.predict.page import media_source, timeline_page
 
         out.mkdir(parents=True, exist_ok=True)
         table = out / f"{stem}.timeline.csv"
@@ -72,7 +93,11 @@ class Timeline:
         ends = np.array([w.end_s for w in self.windows])
         title = f"{stem}: {self.label} ({self.model}, {len(self.windows)} windows)"
         picture = timeline_png(starts, ends, self.proba, self.classes, title, out / f"{stem}.timeline.png")
-        return table, picture
+        source, note = media_source(Path(self.file), out, embed_media)
+        if note:
+            self.notes.append(note)
+        page = timeline_page(self.page_data(), source, self.is_video, out / f"{stem}.timeline.html")
+        return table, picture, page
 
 
 def clip_timeline(saved: SavedFusionModel, name: str, clip: Clip, hop_s: float, weights_dir: str | None = None) -> Timeline:
@@ -117,7 +142,8 @@ def clip_timeline(saved: SavedFusionModel, name: str, clip: Clip, hop_s: float, 
     proba = np.concatenate([saved.predict_proba(name, pool_inputs([inputs], pooling)) for inputs in per_window])
     overall = saved.predict_proba(name, pool_inputs(per_window, pooling))[0]
     shown = [Window(w.start_s, min(w.end_s, round(duration_s, 3))) for w in windows]  # a short file's padding unshown
-    return Timeline(str(clip.video or clip.audio), name, list(saved.classes), shown, proba, overall, notes)
+    file, is_video = str(clip.video or clip.audio), clip.video is not None
+    return Timeline(file, is_video, name, list(saved.classes), shown, proba, overall, saved.provenance(name), notes)
 
 
 def _model_for(saved: SavedFusionModel, name: str, present: set[str], clip_id: str) -> tuple[str, str]:
@@ -143,10 +169,16 @@ def _model_for(saved: SavedFusionModel, name: str, present: set[str], clip_id: s
 
 
 def timelines(
-    predictor: Predictor, clips: list[Clip], hop_s: float | None, out: str, executor: Any = None
+    predictor: Predictor,
+    clips: list[Clip],
+    hop_s: float | None,
+    out: str,
+    executor: Any = None,
+    *,
+    embed_media: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Each clip's emotion timeline written into ``out``, one result per clip as ``Predictor.predict`` gives them:
-    its label of the whole, the model, its windows, CSV, PNG and notes, or its error.
+    its label of the whole, the model, its windows, length, CSV, PNG, page and notes, or its error.
 
     ``hop_s`` None: the hop the model's windows were pooled with in stage one, else half its window.
 
@@ -168,9 +200,9 @@ def timelines(
     saved, model, weights_dir = predictor.saved, predictor.model, predictor.weights_dir
     n = len(clips)
     if executor is None:
-        results: Iterable[Any] = (timeline_job(saved, model, hop_s, out, clip, stems, weights_dir) for clip in clips)
+        results: Iterable[Any] = (timeline_job(saved, model, hop_s, out, clip, stems, weights_dir, embed_media) for clip in clips)
     else:
-        jobs = ([saved] * n, [model] * n, [hop_s] * n, [out] * n, clips, [stems] * n, [weights_dir] * n)
+        jobs = ([saved] * n, [model] * n, [hop_s] * n, [out] * n, clips, [stems] * n, [weights_dir] * n, [embed_media] * n)
         results = executor.map(timeline_job, *jobs)
     return clip_results(results, clips)
 
@@ -196,12 +228,13 @@ def timeline_job(
     clip: Clip,
     stems: dict[str, str],
     weights_dir: str | None = None,
+    embed_media: bool = False,
 ) -> dict[str, Any]:
-    """Write one file's timeline CSV and PNG into ``out`` (a job that runs on any executor's worker)."""
+    """Write one file's timeline CSV, PNG and page into ``out`` (a job that runs on any executor's worker)."""
 
     def write() -> dict[str, Any]:
         timeline = clip_timeline(saved, name, clip, hop_s, weights_dir)
-        table, picture = timeline.write(Path(out), stems[clip.clip_id])
+        table, picture, page = timeline.write(Path(out), stems[clip.clip_id], embed_media=embed_media)
         return {
             "clip_id": clip.clip_id,
             "file": timeline.file,
@@ -209,8 +242,10 @@ def timeline_job(
             "label": timeline.label,
             "probabilities": {c: float(p) for c, p in zip(timeline.classes, timeline.overall)},
             "windows": len(timeline.windows),
+            "length_s": timeline.windows[-1].end_s,
             "csv": os.fspath(table),
             "png": os.fspath(picture),
+            "html": os.fspath(page),
             "notes": timeline.notes,
         }
 

@@ -25,10 +25,10 @@ NETS = {"musicnn": (6, 1.2), "msdvgg": (6, 1.2), "i3d": (6, 1.2)}
 
 
 def table_rows(report: str) -> dict[str, list[str]]:
-    """The summary table's rows of report.md by model name."""
+    """The summary table's rows of report.md by model name (a scored model's name is a link to its confusion matrix)."""
     lines = report.split("## How each figure", 1)[0].splitlines()
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines if line.startswith("| ")]
-    return {row[0]: row[1:] for row in rows[1:]}
+    return {re.sub(r"^\[(.*)\]\(confusion_.*\.png\)$", r"\1", row[0]): row[1:] for row in rows[1:]}
 
 
 def test_a_half_computed_input_leaves_the_defaults_and_no_row_scores_zero_clips(tmp_path: Path) -> None:

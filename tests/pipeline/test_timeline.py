@@ -69,6 +69,9 @@ def test_the_timeline_follows_the_class_changes_within_one_hop(audio_model: Path
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader((tmp_path / "t" / "song.mp4.timeline.csv").open()))
     assert (tmp_path / "t" / "song.mp4.timeline.png").stat().st_size > 10_000
+    page = (tmp_path / "t" / "song.mp4.timeline.html").read_text()
+    assert 'src="../song.mp4"' in page and 'id="timeline-data"' in page
+    assert 'href="song.mp4.timeline.html"' in (tmp_path / "t" / "index.html").read_text()
     changes = np.cumsum([s for _, s in SEGMENTS])[:-1]
     assert float(rows[-1]["end_s"]) == pytest.approx(180.0, abs=0.1) and len(rows) == 59
     followed = []

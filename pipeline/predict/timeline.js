@@ -1,0 +1,163 @@
+// An emotion-timeline page: the classes' probabilities stacked over the file, a cursor that follows playback,
+// a click or drag on the chart (or the arrow keys) to seek, and a window's figures on hover.
+// Each window stands for the seconds nearer its middle than its neighbours' middles, as in the PNG.
+"use strict";
+(function () {
+  const data = JSON.parse(document.getElementById("timeline-data").textContent);
+  const media = document.getElementById("media");
+  const chart = document.getElementById("chart");
+  const tooltip = document.getElementById("tooltip");
+  const now = document.getElementById("now");
+  const SVG = "http://www.w3.org/2000/svg";
+  const WIDTH = 1000, HEIGHT = 160, GAP = 4, BAND = 16;
+  const n = data.starts.length;
+  const middles = data.starts.map((start, i) => (start + data.ends[i]) / 2);
+  const edges = [data.starts[0]];
+  for (let i = 1; i < n; i++) edges.push((middles[i - 1] + middles[i]) / 2);
+  edges.push(data.ends[n - 1]);
+  const span = edges[n] - edges[0];
+  const x = (t) => ((t - edges[0]) / span) * WIDTH;
+  let current = -1;
+  let dragging = false;
+
+  function element(name, attributes) {
+    const node = document.createElementNS(SVG, name);
+    for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, value);
+    return node;
+  }
+
+  function clock(t) {
+    const minutes = Math.floor(t / 60);
+    return minutes + ":" + (t - 60 * minutes).toFixed(1).padStart(4, "0");
+  }
+
+  function top(i) {
+    const row = data.proba[i];
+    return row.indexOf(Math.max(...row));
+  }
+
+  function describe(i) {
+    const k = top(i);
+    return clock(data.starts[i]) + "\u2013" + clock(data.ends[i]) + ": " + data.classes[k] + " (" +
+      Math.round(100 * data.proba[i][k]) + " %)";
+  }
+
+  function draw() {
+    const svg = element("svg", { viewBox: `0 0 ${WIDTH} ${HEIGHT + GAP + BAND}`, preserveAspectRatio: "none" });
+    svg.setAttribute("aria-hidden", "true");
+    svg.setAttribute("shape-rendering", "crispEdges");
+    for (let i = 0; i < n; i++) {
+      const segment = element("g", { class: "segment", "data-index": i });
+      const left = x(edges[i]), width = x(edges[i + 1]) - left;
+      let y = HEIGHT;
+      data.proba[i].forEach((p, k) => {
+        y -= p * HEIGHT;
+        segment.append(element("rect", { x: left, y: y, width: width, height: p * HEIGHT, fill: data.colours[k] }));
+      });
+      segment.append(element("rect", { x: left, y: HEIGHT + GAP, width: width, height: BAND, fill: data.colours[top(i)] }));
+      svg.append(segment);
+    }
+    svg.append(element("line", { id: "cursor", x1: 0, x2: 0, y1: 0, y2: HEIGHT + GAP + BAND }));
+    chart.append(svg);
+    const rows = document.querySelector("#windows tbody");
+    for (let i = 0; i < n; i++) {
+      const row = rows.insertRow();
+      row.insertCell().textContent = clock(data.starts[i]) + "\u2013" + clock(data.ends[i]);
+      row.cells[0].dataset.sort = data.starts[i];
+      row.insertCell().textContent = data.classes[top(i)];
+      for (const p of data.proba[i]) row.insertCell().textContent = (100 * p).toFixed(1);
+    }
+    chart.setAttribute("aria-valuemin", edges[0]);
+    chart.setAttribute("aria-valuemax", edges[n]);
+  }
+
+  function windowAt(t) {
+    let low = 0, high = n - 1;
+    while (low < high) {
+      const middle = Math.ceil((low + high) / 2);
+      if (edges[middle] <= t + 1e-6) low = middle;
+      else high = middle - 1;
+    }
+    return low;
+  }
+
+  function show(t) {
+    const cursor = document.getElementById("cursor");
+    cursor.setAttribute("x1", x(t));
+    cursor.setAttribute("x2", x(t));
+    const i = windowAt(t);
+    chart.setAttribute("aria-valuenow", t.toFixed(2));
+    if (i === current) return;
+    chart.querySelectorAll(".segment.current").forEach((s) => s.classList.remove("current"));
+    chart.querySelector(`.segment[data-index="${i}"]`).classList.add("current");
+    current = i;
+    chart.dataset.window = i;
+    now.textContent = `Window ${i + 1} of ${n}, ${describe(i)}`;
+    chart.setAttribute("aria-valuetext", now.textContent);
+  }
+
+  function seek(t) {
+    const clamped = Math.min(Math.max(t, edges[0]), edges[n]);
+    media.currentTime = clamped;
+    show(clamped);
+  }
+
+  function timeAt(event) {
+    const box = chart.getBoundingClientRect();
+    return edges[0] + ((event.clientX - box.left) / box.width) * span;
+  }
+
+  function hover(event) {
+    const i = windowAt(timeAt(event));
+    const k = top(i);
+    tooltip.replaceChildren();
+    const heading = document.createElement("strong");
+    heading.textContent = `${clock(data.starts[i])}\u2013${clock(data.ends[i])}: ${data.classes[k]}`;
+    const list = document.createElement("ul");
+    data.classes.forEach((name, c) => {
+      const item = document.createElement("li");
+      item.textContent = `${name} ${(100 * data.proba[i][c]).toFixed(1)} %`;
+      if (c === k) item.className = "top";
+      list.append(item);
+    });
+    tooltip.append(heading, list);
+    tooltip.hidden = false;
+    const box = chart.getBoundingClientRect();
+    tooltip.style.left = Math.min(event.clientX - box.left + 12, box.width - tooltip.offsetWidth) + "px";
+  }
+
+  chart.addEventListener("pointerdown", (event) => {
+    dragging = true;
+    chart.setPointerCapture(event.pointerId);
+    seek(timeAt(event));
+  });
+  chart.addEventListener("pointermove", (event) => {
+    if (dragging) seek(timeAt(event));
+    hover(event);
+  });
+  chart.addEventListener("pointerup", () => { dragging = false; });
+  chart.addEventListener("pointerleave", () => { tooltip.hidden = true; });
+  chart.addEventListener("keydown", (event) => {
+    const step = { ArrowRight: 1, ArrowLeft: -1, PageDown: 1, PageUp: -1 }[event.key];
+    let target;
+    if (step !== undefined) target = Math.min(Math.max(current + step, 0), n - 1);
+    else if (event.key === "Home") target = 0;
+    else if (event.key === "End") target = n - 1;
+    else return;
+    event.preventDefault();
+    seek(edges[target]);
+  });
+  for (const kind of ["timeupdate", "seeking", "seeked", "loadedmetadata"]) {
+    media.addEventListener(kind, () => show(media.currentTime));
+  }
+  function follow() {
+    show(media.currentTime);
+    if (!media.paused) requestAnimationFrame(follow);
+  }
+  media.addEventListener("play", () => requestAnimationFrame(follow));
+
+  draw();
+  show(media.currentTime);
+  chart.dataset.ready = "true";
+  performance.mark("timeline-drawn");
+})();

@@ -1,0 +1,92 @@
+"""Headless Chromium for the page tests (Debian's chromium and chromium-driver, driven by selenium), synthetic
+timelines to show in it, and the folder of the pages' screenshots."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import pytest
+
+from mvemo.extract.window_plan import plan_windows
+from mvemo.pipeline.predict.timeline import Timeline
+
+REPO = Path(__file__).resolve().parents[2]
+# Each page's screenshot at a fixed size, kept as a test artefact (CI keeps build/ of its clone)
+SCREENSHOTS = Path(os.environ.get("MVEMO_TEST_ARTEFACTS", REPO / "build" / "test-artefacts")) / "pages"
+WINDOW_SIZE = (1280, 960)
+CLASSES = ["Exciting", "Fear", "Neutral", "Relaxation", "Sad", "Tension"]
+
+
+def chromium() -> Iterator[Any]:
+    """A headless Chromium session, or a skip saying what is missing."""
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')")
+    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (browser and driver):
+        pytest.skip("no Chromium: apt-get install chromium chromium-driver (.ci/run installs them)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--mute-audio",
+        f"--window-size={WINDOW_SIZE[0]},{WINDOW_SIZE[1]}",
+    ):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    session = webdriver.Chrome(options=options, service=webdriver.ChromeService(driver))
+    try:
+        yield session
+    finally:
+        session.quit()
+
+
+def console_errors(session: Any) -> list[dict[str, Any]]:
+    """The console's errors since the last call."""
+    return [entry for entry in session.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def screenshot(session: Any, name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    session.save_screenshot(str(path))
+    return path
+
+
+def write_video(path: Path, seconds: int, size: tuple[int, int], fps: int = 1) -> Path:
+    """An H.264 video of ``seconds`` at ``size`` (width, height), its frames drawn one at a time (a 1080p file of
+    minutes never lies in memory whole)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        stream.options = {"preset": "ultrafast"}
+        frame = np.zeros((size[1], size[0], 3), np.uint8)
+        for k in range(seconds * fps):
+            frame[:] = (40 * k % 256, 90, 160)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def synthetic_timeline(media: Path, duration_s: float, length_s: float, hop_s: float, seed: int = 0) -> Timeline:
+    """A timeline over ``media`` whose top class changes every few windows, with a model's provenance."""
+    windows = plan_windows(duration_s, length_s, hop_s)
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 0.5, (len(windows), len(CLASSES)))
+    logits[np.arange(len(windows)), (np.arange(len(windows)) // 3) % len(CLASSES)] += 2.5
+    proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    provenance = {
+        "model": "late(i3d,musicnn)",
+        "saved_with": "0.1.0",
+        "sets": {
+            "emb/i3d/all": {"extractor": "i3d", "weights_sha256": "3f" * 32},
+            "emb/musicnn/all": {"extractor": "musicnn", "weights_sha256": "a1" * 32},
+        },
+    }
+    return Timeline(str(media), True, "late(i3d,musicnn)", CLASSES, windows, proba, proba.mean(axis=0), provenance, [])
