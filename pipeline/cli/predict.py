@@ -31,7 +31,7 @@ from mvemo.pipeline.cli.tools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand, e
 @click.option("--timeline", is_flag=True, help="Read each file as windows of the model's length every --hop seconds: an emotion timeline (CSV, PNG and an HTML page that plays the file beside it, per file into --out, and index.html) and the label of the whole from the pooled windows.")  # fmt: skip
 @click.option("--hop", "hop_s", default=None, type=click.FloatRange(min=0.5), help="Seconds between the starts of two windows (--timeline).  [default: the model's [clip] hop_s where it was trained on windows, else half its window: 15 s]")  # fmt: skip
 @click.option("--out", "out_dir", default="timelines", type=click.Path(file_okay=False), help="Folder of the timelines (--timeline).")  # fmt: skip
-@click.option("--embed-media", is_flag=True, help="Inline each file (up to 20 MB) into its timeline page, so that the page travels alone (--timeline).  [default: the page refers to the file by a relative path]")  # fmt: skip
+@click.option("--embed-media", is_flag=True, help="Inline each file (up to 20 MiB) into its timeline page, so that the page travels alone (--timeline).  [default: the page refers to the file by a relative path]")  # fmt: skip
 @executor_options
 @click.pass_context
 def predict(

@@ -25,6 +25,8 @@ from mvemo.fuse.plots import class_colours, window_edges
 INDEX_HTML = "index.html"
 # --embed-media inlines files up to this size; a larger one is referenced, with a note on its page
 EMBED_LIMIT_BYTES = 20 * 2**20
+# Characters that would let a name end or comment out the script element that holds the page's data
+SCRIPT_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
 
 
 def media_source(media: Path, out: Path, embed: bool) -> tuple[str, str]:
@@ -33,7 +35,7 @@ def media_source(media: Path, out: Path, embed: bool) -> tuple[str, str]:
     if embed and media.stat().st_size <= EMBED_LIMIT_BYTES:
         return data_uri(media), ""
     relative = Path(os.path.relpath(media.absolute(), out.absolute())).as_posix()
-    note = f"--embed-media: {media.name} is over {EMBED_LIMIT_BYTES // 2**20} MB, the page refers to it" if embed else ""
+    note = f"--embed-media: {media.name} is over {EMBED_LIMIT_BYTES // 2**20} MiB, the page refers to it" if embed else ""
     return quote(relative), note
 
 
@@ -49,7 +51,7 @@ def timeline_page(data: dict[str, Any], source: str, is_video: bool, path: Path)
         f"<p>The whole file: <strong>{html.escape(data['label'])}</strong> ({100 * whole[data['label']]:.0f} %),"
         f" model <code>{html.escape(data['model'])}</code>, {len(data['starts'])} windows.</p>",
         f'<{tag} id="media" controls preload="metadata" src="{html.escape(source)}"></{tag}>',
-        '<p id="now" aria-live="polite"></p>',
+        '<p id="now"></p><p id="announce" class="visually-hidden" aria-live="polite"></p>',
         f'<div id="chart" role="slider" tabindex="0" aria-label="Emotion over time in {name}"'
         ' aria-describedby="chart-help"><div id="tooltip" hidden></div></div>',
         _legend(colours),
@@ -65,7 +67,7 @@ def timeline_page(data: dict[str, Any], source: str, is_video: bool, path: Path)
         *(["<h2>Notes</h2>", "<ul>", *(f"<li>{html.escape(n)}</li>" for n in data["notes"]), "</ul>"] if data["notes"] else []),
         _provenance(data["provenance"]),
         '<script type="application/json" id="timeline-data">'
-        + json.dumps(data | {"colours": [colours[c] for c in classes]}).replace("</", "<\\/")
+        + json.dumps(data | {"colours": [colours[c] for c in classes]}, allow_nan=False).translate(SCRIPT_SAFE)
         + "</script>",
     ]
     script = asset("mvemo.pipeline.predict", "timeline.js")
@@ -79,7 +81,7 @@ def index_page(results: list[dict[str, Any]], classes: list[str], out: Path) -> 
     of its top class per window (sortable by each); the files that failed, with why."""
     colours = class_colours(classes)
     rows = []
-    for r in sorted((r for r in results if "html" in r), key=lambda r: r["file"]):
+    for r in sorted((r for r in results if "html" in r), key=lambda r: (Path(r["file"]).name, r["file"])):
         starts, ends, top = _read_windows(Path(r["csv"]))
         link = quote(Path(r["html"]).name)
         rows.append(
@@ -91,8 +93,8 @@ def index_page(results: list[dict[str, Any]], classes: list[str], out: Path) -> 
     body = [
         "<h1>Emotion timelines</h1>",
         f"<p>{len(rows)} files. Click a column's header to sort by it.</p>",
-        '<table id="files"><thead><tr><th>file</th><th>label</th><th>length</th><th>windows</th><th>top class per window'
-        "</th></tr></thead><tbody>",
+        '<table id="files"><thead><tr><th aria-sort="ascending">file</th><th>label</th><th>length</th><th>windows</th>'
+        "<th data-nosort>top class per window</th></tr></thead><tbody>",
         *rows,
         "</tbody></table>",
         _legend(colours),
@@ -100,6 +102,7 @@ def index_page(results: list[dict[str, Any]], classes: list[str], out: Path) -> 
         *(f"<li>{html.escape(r['clip_id'])}: {html.escape(r['error'])}</li>" for r in failed),
         *(["</ul>"] if failed else []),
     ]
+    out.mkdir(parents=True, exist_ok=True)
     path = out / INDEX_HTML
     path.write_text(page("Emotion timelines", "\n".join(body)), encoding="utf-8")
     return path
@@ -119,7 +122,7 @@ def _read_windows(table: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
 def _strip(starts: np.ndarray, ends: np.ndarray, top: list[str], colours: dict[str, str]) -> str:
     """A small SVG of the top class over time, its text alternative naming the runs of one class."""
     edges = window_edges(starts, ends)
-    scale = 100 / (edges[-1] - edges[0])
+    scale = 100 / ((edges[-1] - edges[0]) or 1)
     rects = "".join(
         f'<rect x="{(left - edges[0]) * scale:.2f}" width="{(right - left) * scale:.2f}" height="1" fill="{colours[c]}"/>'
         for left, right, c in zip(edges[:-1], edges[1:], top)
@@ -156,5 +159,6 @@ def _provenance(provenance: dict[str, Any]) -> str:
 
 
 def _clock(seconds: float) -> str:
-    minutes = int(seconds // 60)
-    return f"{minutes}:{seconds - 60 * minutes:04.1f}"
+    """m:ss.s, rounded to tenths first (59.96 s is 1:00.0)."""
+    minutes, tenths = divmod(round(seconds * 10), 600)
+    return f"{minutes}:{tenths / 10:04.1f}"

@@ -58,28 +58,37 @@ class Timeline:
     def label(self) -> str:
         return self.classes[int(np.argmax(self.overall))]
 
+    def seconds(self) -> tuple[np.ndarray, np.ndarray]:
+        """The windows' starts and ends."""
+        return np.array([w.start_s for w in self.windows]), np.array([w.end_s for w in self.windows])
+
     def page_data(self) -> dict[str, Any]:
         """What the timeline page draws, as JSON: the file's name, model, label, classes, the pooled probabilities,
-        each window's start, end and probabilities, the notes and the model's provenance."""
+        each window's start, end, edges (``fuse.plots.window_edges``) and probabilities, the notes and the model's
+        provenance."""
+        from mvemo.fuse.plots import window_edges
+
+        starts, ends = self.seconds()
         return {
             "file": Path(self.file).name,
             "model": self.model,
             "label": self.label,
             "classes": self.classes,
             "overall": [round(float(p), 4) for p in self.overall],
-            "starts": [w.start_s for w in self.windows],
-            "ends": [w.end_s for w in self.windows],
+            "starts": starts.tolist(),
+            "ends": ends.tolist(),
+            "edges": window_edges(starts, ends).round(3).tolist(),
             "proba": np.round(self.proba, 4).tolist(),
             "notes": self.notes,
             "provenance": self.provenance,
         }
 
-    def write(self, out: Path, stem: str, *, embed_media: bool = False) -> tuple[Path, Path, Path]:
+    def write(self, out: Path, stem: str, media_source: str) -> tuple[Path, Path, Path]:
         """``<stem>.timeline.csv`` (start_s, end_s, a probability per class, argmax), ``<stem>.timeline.png`` and
-        ``<stem>.timeline.html``, the page that plays the file beside its timeline (the file inlined with
-        ``embed_media``, up to ``page.EMBED_LIMIT_BYTES``)."""
+        ``<stem>.timeline.html``, the page that plays the file (at ``media_source``, ``page.media_source``) beside
+        its timeline."""
         from mvemo.fuse.plots import timeline_png
-        from mvemo.pipeline.predict.page import media_source, timeline_page
+        from mvemo.pipeline.predict.page import timeline_page
 
         out.mkdir(parents=True, exist_ok=True)
         table = out / f"{stem}.timeline.csv"
@@ -89,14 +98,10 @@ class Timeline:
             for window, row in zip(self.windows, self.proba):
                 label = self.classes[int(np.argmax(row))]
                 writer.writerow([f"{window.start_s:.3f}", f"{window.end_s:.3f}", *(f"{p:.6f}" for p in row), label])
-        starts = np.array([w.start_s for w in self.windows])
-        ends = np.array([w.end_s for w in self.windows])
+        starts, ends = self.seconds()
         title = f"{stem}: {self.label} ({self.model}, {len(self.windows)} windows)"
         picture = timeline_png(starts, ends, self.proba, self.classes, title, out / f"{stem}.timeline.png")
-        source, note = media_source(Path(self.file), out, embed_media)
-        if note:
-            self.notes.append(note)
-        page = timeline_page(self.page_data(), source, self.is_video, out / f"{stem}.timeline.html")
+        page = timeline_page(self.page_data(), media_source, self.is_video, out / f"{stem}.timeline.html")
         return table, picture, page
 
 
@@ -142,7 +147,7 @@ def clip_timeline(saved: SavedFusionModel, name: str, clip: Clip, hop_s: float, 
     proba = np.concatenate([saved.predict_proba(name, pool_inputs([inputs], pooling)) for inputs in per_window])
     overall = saved.predict_proba(name, pool_inputs(per_window, pooling))[0]
     shown = [Window(w.start_s, min(w.end_s, round(duration_s, 3))) for w in windows]  # a short file's padding unshown
-    file, is_video = str(clip.video or clip.audio), clip.video is not None
+    file, is_video = str(clip.video or clip.audio), "video" in ends
     return Timeline(file, is_video, name, list(saved.classes), shown, proba, overall, saved.provenance(name), notes)
 
 
@@ -233,8 +238,12 @@ def timeline_job(
     """Write one file's timeline CSV, PNG and page into ``out`` (a job that runs on any executor's worker)."""
 
     def write() -> dict[str, Any]:
+        from mvemo.pipeline.predict.page import media_source
+
         timeline = clip_timeline(saved, name, clip, hop_s, weights_dir)
-        table, picture, page = timeline.write(Path(out), stems[clip.clip_id], embed_media=embed_media)
+        source, note = media_source(Path(timeline.file), Path(out), embed_media)
+        timeline.notes += [note] if note else []
+        table, picture, page = timeline.write(Path(out), stems[clip.clip_id], source)
         return {
             "clip_id": clip.clip_id,
             "file": timeline.file,
@@ -242,7 +251,6 @@ def timeline_job(
             "label": timeline.label,
             "probabilities": {c: float(p) for c, p in zip(timeline.classes, timeline.overall)},
             "windows": len(timeline.windows),
-            "length_s": timeline.windows[-1].end_s,
             "csv": os.fspath(table),
             "png": os.fspath(picture),
             "html": os.fspath(page),

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from mvemo.extract.window_plan import plan_windows
+from mvemo.pipeline.predict.page import media_source
 from mvemo.pipeline.predict.timeline import Timeline
 
 REPO = Path(__file__).resolve().parents[2]
@@ -74,7 +75,14 @@ def write_video(path: Path, seconds: int, size: tuple[int, int], fps: int = 1) -
     return path
 
 
-def synthetic_timeline(media: Path, duration_s: float, length_s: float, hop_s: float, seed: int = 0) -> Timeline:
+def write_page(timeline: Timeline, out: Path, stem: str) -> tuple[Path, Path, Path]:
+    """The timeline's CSV, PNG and page in ``out``, its media referenced."""
+    return timeline.write(out, stem, media_source(Path(timeline.file), out, embed=False)[0])
+
+
+def synthetic_timeline(
+    media: Path, duration_s: float, length_s: float, hop_s: float, seed: int = 0, *, is_video: bool = True
+) -> Timeline:
     """A timeline over ``media`` whose top class changes every few windows, with a model's provenance."""
     windows = plan_windows(duration_s, length_s, hop_s)
     rng = np.random.default_rng(seed)
@@ -89,4 +97,4 @@ def synthetic_timeline(media: Path, duration_s: float, length_s: float, hop_s: f
             "emb/musicnn/all": {"extractor": "musicnn", "weights_sha256": "a1" * 32},
         },
     }
-    return Timeline(str(media), True, "late(i3d,musicnn)", CLASSES, windows, proba, proba.mean(axis=0), provenance, [])
+    return Timeline(str(media), is_video, "late(i3d,musicnn)", CLASSES, windows, proba, proba.mean(axis=0), provenance, [])

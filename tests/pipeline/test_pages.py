@@ -1,24 +1,35 @@
 """The HTML pages in a real browser (headless Chromium): a timeline page plays its file beside the chart, seeks on a
-click, a drag or the arrow keys, and shows a window's figures on hover; the index lists and sorts the files; the CV
-report's tables sort and a model's row leads to its confusion matrix. Each page's screenshot is kept."""
+click, a drag or the keys, and shows a window's figures on hover; any file name leaves it whole; the index lists
+and sorts the files; the CV report's tables sort and a model's row leads to its confusion matrix. Each page's
+screenshot is kept."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from mvemo.fuse.plots import window_edges
 from mvemo.fuse.stage import run_cv
-from mvemo.pipeline.predict.page import EMBED_LIMIT_BYTES, index_page, media_source
+from mvemo.manifests.synthetic import write_media
+from mvemo.pipeline.predict.page import EMBED_LIMIT_BYTES, _clock, index_page, media_source
+from mvemo.pipeline.predict.timeline import Timeline
 from tests.fuse.helpers import embedding_cache
-from tests.pipeline.browser import chromium, console_errors, screenshot, synthetic_timeline, write_video
+from tests.pipeline.browser import (
+    CLASSES,
+    chromium,
+    console_errors,
+    screenshot,
+    synthetic_timeline,
+    write_page,
+    write_video,
+)
 
 LENGTH_S, HOP_S = 6.0, 3.0
+CHART = "document.getElementById('chart')"
 
 
 @pytest.fixture(scope="module")
@@ -27,51 +38,58 @@ def browser() -> Iterator[Any]:
 
 
 def open_page(browser: Any, path: Path) -> None:
+    """Load ``path`` (selenium returns after its load event) and check that its chart, if any, was drawn."""
     browser.get(path.as_uri())
-    browser.execute_script("return document.readyState")  # get() returns after the load event
+    if browser.execute_script(f"return {CHART} !== null"):
+        assert browser.execute_script(f"return {CHART}.dataset.ready") == "true", "the script drew the chart"
+
+
+def edges_of(timeline: Timeline) -> np.ndarray:
+    return np.array(timeline.page_data()["edges"])
 
 
 def window_at(edges: np.ndarray, t: float) -> int:
     return int(np.clip(np.searchsorted(edges, t + 1e-6, side="right") - 1, 0, len(edges) - 2))
 
 
-def wait_for(browser: Any, script: str, expected: Any, timeout_s: float = 5.0) -> Any:
+def wait_for(browser: Any, script: str, expected: Any, timeout_s: float = 5.0) -> None:
     from selenium.webdriver.support.ui import WebDriverWait
 
     WebDriverWait(browser, timeout_s).until(lambda b: b.execute_script(script) == expected)
-    return expected
+
+
+def window_shown(browser: Any) -> int:
+    return int(browser.execute_script(f"return {CHART}.dataset.window"))
 
 
 @pytest.fixture(scope="module")
-def timeline_page(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+def timeline_page(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Timeline]:
     root = tmp_path_factory.mktemp("page")
-    video = write_video(root / "song.mp4", 40, (320, 180), fps=2)
-    timeline = synthetic_timeline(video, 40.0, LENGTH_S, HOP_S)
-    _, _, page = timeline.write(root / "timelines", "song.mp4")
-    return page, timeline
+    timeline = synthetic_timeline(write_video(root / "song.mp4", 40, (320, 180), fps=2), 40.0, LENGTH_S, HOP_S)
+    return write_page(timeline, root / "timelines", "song.mp4")[2], timeline
 
 
-def test_the_page_plays_the_file_and_its_cursor_follows_the_time(browser: Any, timeline_page: tuple[Path, Any]) -> None:
+def test_the_page_plays_the_file_and_its_cursor_follows_the_time(browser: Any, timeline_page: tuple[Path, Timeline]) -> None:
     page, timeline = timeline_page
     open_page(browser, page)
-    assert browser.execute_script("return document.getElementById('chart').dataset.ready") == "true"
     assert console_errors(browser) == []
     n = len(timeline.windows)
     assert browser.execute_script("return document.querySelectorAll('#chart .segment').length") == n, "a segment per window"
     wait_for(browser, "return document.getElementById('media').readyState >= 1", True)
-    edges = window_edges(np.array([w.start_s for w in timeline.windows]), np.array([w.end_s for w in timeline.windows]))
+    edges = edges_of(timeline)
     for t in (0.0, 4.4, 4.6, 17.0, 31.2, 39.5):
         browser.execute_script(f"document.getElementById('media').currentTime = {t}")
-        wait_for(browser, "return document.getElementById('chart').dataset.window", str(window_at(edges, t)))
-        cursor = browser.execute_script("return +document.getElementById('cursor').getAttribute('x1')")
-        assert cursor == pytest.approx(1000 * (t - edges[0]) / (edges[-1] - edges[0]), abs=0.5)
+        wait_for(browser, f"return {CHART}.dataset.window", str(window_at(edges, t)))
+        cursor = float(browser.execute_script(f"return {CHART}.dataset.cursor"))
+        assert cursor == pytest.approx(1000 * (t - edges[0]) / (edges[-1] - edges[0]), abs=0.01)
     now = browser.find_element("id", "now").text
     k = window_at(edges, 39.5)
     assert now.startswith(f"Window {k + 1} of {n}") and timeline.classes[int(np.argmax(timeline.proba[k]))] in now
+    assert browser.find_elements("css selector", "#windows tbody tr") != [], "the windows as a table"
     screenshot(browser, "timeline")
 
 
-def test_a_click_or_a_drag_on_the_chart_seeks_and_the_keys_move_one_window(browser: Any, timeline_page: tuple[Path, Any]) -> None:
+def test_a_click_or_a_drag_on_the_chart_seeks_and_the_keys_move_one_window(browser: Any, timeline_page: tuple[Path, Timeline]) -> None:  # fmt: skip
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
 
@@ -80,32 +98,31 @@ def test_a_click_or_a_drag_on_the_chart_seeks_and_the_keys_move_one_window(brows
     wait_for(browser, "return document.getElementById('media').readyState >= 1", True)
     chart = browser.find_element("id", "chart")
     width = chart.rect["width"]
-    edges = window_edges(np.array([w.start_s for w in timeline.windows]), np.array([w.end_s for w in timeline.windows]))
-    seconds_per_pixel = (edges[-1] - edges[0]) / width
+    edges = edges_of(timeline)
+    span = edges[-1] - edges[0]
     current_time = "return document.getElementById('media').currentTime"
     for share in (0.25, 0.8):
         ActionChains(browser).move_to_element_with_offset(chart, int(width * (share - 0.5)), 0).click().perform()
-        assert browser.execute_script(current_time) == pytest.approx(
-            edges[0] + share * (edges[-1] - edges[0]), abs=2 * seconds_per_pixel
-        )
-    ActionChains(browser).move_to_element_with_offset(chart, int(-0.4 * width), 0).click_and_hold().move_by_offset(
-        int(0.3 * width), 0
-    ).release().perform()
-    assert browser.execute_script(current_time) == pytest.approx(
-        edges[0] + 0.4 * (edges[-1] - edges[0]), abs=2 * seconds_per_pixel
-    )
-    start = int(browser.execute_script("return document.getElementById('chart').dataset.window"))
+        assert browser.execute_script(current_time) == pytest.approx(edges[0] + share * span, abs=2 * span / width)
+    drag = ActionChains(browser).move_to_element_with_offset(chart, int(-0.4 * width), 0).click_and_hold()
+    drag.move_by_offset(int(0.3 * width), 0).release().perform()
+    assert browser.execute_script(current_time) == pytest.approx(edges[0] + 0.4 * span, abs=2 * span / width)
+    start = window_shown(browser)
     chart.send_keys(Keys.ARROW_RIGHT)
-    wait_for(browser, "return document.getElementById('chart').dataset.window", str(start + 1))
+    wait_for(browser, f"return {CHART}.dataset.window", str(start + 1))
     assert browser.execute_script(current_time) == pytest.approx(edges[start + 1], abs=1e-3), "to the next window's seconds"
-    chart.send_keys(Keys.ARROW_LEFT, Keys.ARROW_LEFT)
-    wait_for(browser, "return document.getElementById('chart').dataset.window", str(start - 1))
+    assert browser.find_element("id", "tooltip").is_displayed(), "the keyboard shows the window's figures too"
+    chart.send_keys(Keys.ARROW_LEFT, Keys.ARROW_DOWN)
+    wait_for(browser, f"return {CHART}.dataset.window", str(start - 1))
+    assert browser.find_element("id", "announce").text.startswith(f"Window {start}"), "a seek is announced"
     chart.send_keys(Keys.END)
-    wait_for(browser, "return document.getElementById('chart').dataset.window", str(len(timeline.windows) - 1))
+    wait_for(browser, f"return {CHART}.dataset.window", str(len(timeline.windows) - 1))
+    chart.send_keys(Keys.HOME, Keys.PAGE_DOWN)
+    wait_for(browser, f"return {CHART}.dataset.window", str(max(1, round(len(timeline.windows) / 10))))
     assert console_errors(browser) == []
 
 
-def test_hovering_a_window_shows_its_seconds_probabilities_and_top_class(browser: Any, timeline_page: tuple[Path, Any]) -> None:
+def test_hovering_a_window_shows_its_seconds_probabilities_and_top_class(browser: Any, timeline_page: tuple[Path, Timeline]) -> None:  # fmt: skip
     from selenium.webdriver.common.action_chains import ActionChains
 
     page, timeline = timeline_page
@@ -114,17 +131,36 @@ def test_hovering_a_window_shows_its_seconds_probabilities_and_top_class(browser
     ActionChains(browser).move_to_element_with_offset(chart, int(0.1 * chart.rect["width"]), 0).perform()
     tooltip = browser.find_element("id", "tooltip")
     assert tooltip.is_displayed()
-    edges = window_edges(np.array([w.start_s for w in timeline.windows]), np.array([w.end_s for w in timeline.windows]))
+    edges = edges_of(timeline)
     k = window_at(edges, edges[0] + 0.6 * (edges[-1] - edges[0]))
-    top = timeline.classes[int(np.argmax(timeline.proba[k]))]
-    window = timeline.windows[k]
-    assert (
-        tooltip.text.splitlines()[0]
-        == f"{int(window.start_s // 60)}:{window.start_s % 60:04.1f}\u2013{int(window.end_s // 60)}:{window.end_s % 60:04.1f}: {top}"
-    )
+    top, window = timeline.classes[int(np.argmax(timeline.proba[k]))], timeline.windows[k]
+    assert tooltip.text.splitlines()[0] == f"{_clock(window.start_s)}\u2013{_clock(window.end_s)}: {top}"
     shown = {line.rsplit(" ", 2)[0]: float(line.rsplit(" ", 2)[1]) for line in tooltip.text.splitlines()[1:]}
     assert shown == pytest.approx({c: 100 * p for c, p in zip(timeline.classes, timeline.proba[k])}, abs=0.06)
     screenshot(browser, "timeline-hover")
+
+
+def test_any_file_name_a_song_and_a_single_window_give_a_whole_page(browser: Any, tmp_path: Path) -> None:
+    """Names that would end or comment out the page's data, an audio file, a file shorter than one window."""
+    folder = tmp_path / "odd <!--<script & #1 été"
+    folder.mkdir()
+    video = write_video(folder / "a <!--<script> 'b' #2.mp4", 12, (64, 36))
+    odd = replace(synthetic_timeline(video, 12.0, LENGTH_S, HOP_S), classes=["</script>", *CLASSES[1:]])
+    song = write_media(tmp_path / "song.m4a", y=np.zeros(16000 * 10, np.float32), sr=16000)
+    audio = synthetic_timeline(song, 10.0, LENGTH_S, HOP_S, is_video=False)
+    short = synthetic_timeline(video, 4.0, LENGTH_S, HOP_S)
+    for name, timeline in (("odd", odd), ("song", audio), ("short", short)):
+        page = write_page(timeline, tmp_path / "out", name)[2]
+        open_page(browser, page)
+        assert console_errors(browser) == [], name
+        segments = browser.execute_script("return document.querySelectorAll('#chart .segment').length")
+        assert segments == len(timeline.windows), name
+        tag = browser.execute_script("return document.getElementById('media').tagName")
+        assert tag == ("AUDIO" if name == "song" else "VIDEO"), name
+        wait_for(browser, "return document.getElementById('media').readyState >= 1", True)
+        if name == "odd":
+            assert browser.find_element("tag name", "h1").text == "a <!--<script> 'b' #2.mp4"
+            assert "</script>" in browser.find_element("css selector", ".legend").text
 
 
 def test_the_index_lists_every_file_and_sorts_by_name_label_and_length(browser: Any, tmp_path: Path) -> None:
@@ -132,9 +168,9 @@ def test_the_index_lists_every_file_and_sorts_by_name_label_and_length(browser: 
 
     out = tmp_path / "timelines"
     results = []
-    for name, seconds, seed in (("b.mp4", 30, 1), ("c.mp4", 12, 2), ("a.mp4", 21, 3)):
+    for name, seconds, seed in (("b.mp4", 30, 1), ("c.mp4", 12, 2), ("a10.mp4", 21, 3), ("a9.mp4", 15, 4)):
         timeline = synthetic_timeline(write_video(tmp_path / name, seconds, (64, 36)), seconds, LENGTH_S, HOP_S, seed)
-        table, _, page = timeline.write(out, name)
+        table, _, page = write_page(timeline, out, name)
         results.append({"file": timeline.file, "label": timeline.label, "csv": str(table), "html": str(page)})
     results.append({"clip_id": "broken", "error": "its video track cannot be decoded"})
     open_page(browser, index_page(results, timeline.classes, out))
@@ -143,25 +179,36 @@ def test_the_index_lists_every_file_and_sorts_by_name_label_and_length(browser: 
     def column(k: int) -> list[str]:
         return [row.find_elements(By.TAG_NAME, "td")[k].text for row in browser.find_elements(By.CSS_SELECTOR, "#files tbody tr")]
 
-    assert column(0) == ["a.mp4", "b.mp4", "c.mp4"], "every file, by name"
+    assert column(0) == ["a10.mp4", "a9.mp4", "b.mp4", "c.mp4"], "every file, by name"
     links = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "#files tbody a")]
     assert all(Path(link.removeprefix("file://")).is_file() for link in links)
     header = browser.find_elements(By.CSS_SELECTOR, "#files thead th button")
+    assert len(header) == 4, "the strip's column does not sort"
+    header[0].click()
+    assert column(0) == ["c.mp4", "b.mp4", "a10.mp4", "a9.mp4"], "by name, descending: it was sorted ascending"
+    header[0].click()
+    assert column(0) == ["a9.mp4", "a10.mp4", "b.mp4", "c.mp4"], "names with numbers in numeric order"
     header[2].click()
-    assert column(0) == ["c.mp4", "a.mp4", "b.mp4"], "shortest first"
+    assert column(0) == ["c.mp4", "a9.mp4", "a10.mp4", "b.mp4"], "shortest first"
     header[2].click()
-    assert column(0) == ["b.mp4", "a.mp4", "c.mp4"], "longest first"
+    assert column(0) == ["b.mp4", "a10.mp4", "a9.mp4", "c.mp4"], "longest first"
     header[1].click()
     assert column(1) == sorted(column(1))
     assert "broken: its video track cannot be decoded" in browser.find_element(By.TAG_NAME, "body").text
     screenshot(browser, "index")
 
 
+def test_an_index_of_files_that_all_failed_is_written_into_a_new_folder(tmp_path: Path) -> None:
+    page = index_page([{"clip_id": "nope", "error": "clip 'nope': no such file"}], ["calm", "sad"], tmp_path / "new")
+    text = page.read_text()
+    assert "0 files." in text and "nope: clip &#x27;nope&#x27;: no such file" in text
+
+
 def test_the_reports_tables_sort_and_a_models_row_leads_to_its_confusion_matrix(browser: Any, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
 
     cache = embedding_cache(tmp_path / "c", nets={"musicnn": (6, 1.2), "i3d": (6, 0.6)}, n_per_class=12)
-    run_cv(cache, tmp_path / "r", models="musicnn,i3d,i3d+musicnn")
+    run_cv(cache, tmp_path / "r", models="musicnn,i3d,i3d+musicnn", reference="i3d")
     open_page(browser, tmp_path / "r" / "report.html")
     assert console_errors(browser) == []
     images = browser.find_elements(By.TAG_NAME, "img")
@@ -169,13 +216,20 @@ def test_the_reports_tables_sort_and_a_models_row_leads_to_its_confusion_matrix(
     assert all(browser.execute_script("return arguments[0].naturalWidth", i) > 0 for i in images)
     summary = browser.find_elements(By.TAG_NAME, "table")[0]
 
-    def accuracies() -> list[float]:
-        return [float(row.find_elements(By.TAG_NAME, "td")[1].text) for row in summary.find_elements(By.CSS_SELECTOR, "tbody tr")]
+    def cells(k: int) -> list[str]:
+        return [row.find_elements(By.TAG_NAME, "td")[k].text for row in summary.find_elements(By.CSS_SELECTOR, "tbody tr")]
 
-    summary.find_elements(By.CSS_SELECTOR, "thead th button")[1].click()
-    assert accuracies() == sorted(accuracies())
-    summary.find_elements(By.CSS_SELECTOR, "thead th button")[1].click()
-    assert accuracies() == sorted(accuracies(), reverse=True)
+    buttons = summary.find_elements(By.CSS_SELECTOR, "thead th button")
+    buttons[1].click()
+    assert [float(v) for v in cells(1)] == sorted(float(v) for v in cells(1))
+    buttons[1].click()
+    assert [float(v) for v in cells(1)] == sorted((float(v) for v in cells(1)), reverse=True)
+    for _ in range(2):
+        buttons[-1].click()
+        differences = cells(len(buttons) - 1)
+        assert differences[-1] == "reference", "a cell without a number sorts last in either direction"
+        numbers = [float(v.split()[0]) for v in differences[:-1]]
+        assert numbers in (sorted(numbers), sorted(numbers, reverse=True))
     link = summary.find_element(By.LINK_TEXT, "i3d+musicnn")
     target = link.get_attribute("href").split("#", 1)[1]
     figure = browser.find_element(By.ID, target)
@@ -188,7 +242,7 @@ def test_the_reports_tables_sort_and_a_models_row_leads_to_its_confusion_matrix(
 def test_a_five_minute_1080p_page_is_small_and_opens_within_a_second(browser: Any, tmp_path: Path) -> None:
     video = write_video(tmp_path / "long.mp4", 300, (1920, 1080))
     timeline = synthetic_timeline(video, 300.0, 30.0, 1.0)  # a window every second: 271 windows
-    _, _, page = timeline.write(tmp_path / "timelines", "long.mp4")
+    page = write_page(timeline, tmp_path / "timelines", "long.mp4")[2]
     assert page.stat().st_size < 200_000
     open_page(browser, page)
     timings = browser.execute_script(
@@ -203,13 +257,14 @@ def test_a_five_minute_1080p_page_is_small_and_opens_within_a_second(browser: An
 
 
 def test_media_is_referenced_or_inlined_up_to_the_limit(tmp_path: Path) -> None:
-    small = write_video(tmp_path / "media" / "a b.mp4", 4, (64, 36)) if (tmp_path / "media").mkdir() is None else None
-    assert small is not None
-    source, note = media_source(small, tmp_path / "out", embed=False)
-    assert source == "../media/a%20b.mp4" and note == ""
+    (tmp_path / "media").mkdir()
+    small = write_video(tmp_path / "media" / "a b.mp4", 4, (64, 36))
+    assert media_source(small, tmp_path / "out", embed=False) == ("../media/a%20b.mp4", "")
     source, note = media_source(small, tmp_path / "out", embed=True)
     assert source.startswith("data:video/mp4;base64,") and note == ""
     large = tmp_path / "media" / "large.mp4"
     large.write_bytes(b"\0" * (EMBED_LIMIT_BYTES + 1))
-    source, note = media_source(large, tmp_path / "out", embed=True)
-    assert source == "../media/large.mp4" and re.search(r"large\.mp4 is over 20 MB", note)
+    assert media_source(large, tmp_path / "out", embed=True) == (
+        "../media/large.mp4",
+        "--embed-media: large.mp4 is over 20 MiB, the page refers to it",
+    )
