@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -36,14 +37,16 @@ from mvemo.extract.audio import (
 from mvemo.extract.decode.audio import AudioWindow
 from mvemo.extract.decode.worker import read_audio
 from mvemo.extract.descriptors import DescriptorConfig
-from mvemo.extract.frame_sets import VIDEO_FEATURES, FrameConfig, compute_video_features, video_feature_specs
+from mvemo.extract.faces.sets import FACE_FEATURES, FaceConfig, face_specs
+from mvemo.extract.frame_sets import VIDEO_FEATURES, FrameConfig, compute_video_features, sampling_record, video_feature_specs
 from mvemo.extract.lld import LldConfig
 from mvemo.extract.smile import CompareConfig, EgemapsConfig
 from mvemo.manifests.errors import ConfigError, MvemoError, is_number
 from mvemo.manifests.executor import Executor, Progress
 from mvemo.manifests.schema import Clip, Manifest
 
-FEATURE_GROUPS = {"frames": VIDEO_FEATURES}  # a name that stands for several sets
+FEATURE_GROUPS = {"frames": VIDEO_FEATURES, "faces": FACE_FEATURES}  # a name that stands for several sets
+VIDEO_SETS = (*VIDEO_FEATURES, *FACE_FEATURES)  # the sets read from a clip's sampled frames
 WRITE_EVERY_CLIPS = 8
 
 
@@ -65,6 +68,7 @@ class FeatureConfigs:
     descriptors: DescriptorConfig = field(default_factory=DescriptorConfig)
     egemaps: EgemapsConfig = field(default_factory=EgemapsConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
+    faces: FaceConfig = field(default_factory=FaceConfig)
 
     def __post_init__(self) -> None:
         timeout = self.audio_timeout_s
@@ -93,19 +97,27 @@ class FeatureConfigs:
         return cls(**{"frames": frames, **defaults, **configs})
 
     @classmethod
-    def from_records(cls, records: Mapping[str, Mapping[str, Any]]) -> FeatureConfigs:
+    def from_records(cls, records: Mapping[str, Mapping[str, Any]], weights_dir: str | None = None) -> FeatureConfigs:
         """The configs that feature sets were computed with, from the ``config`` each stored (in a cache or a saved
-        model), by set name; the audio sets not named share the audio window of those named."""
-        unknown = sorted(set(records) - set(AUDIO_FEATURES) - set(VIDEO_FEATURES))
+        model), by set name; the audio sets not named share the audio window of those named. ``weights_dir``: where
+        the faces sets' weight files lie."""
+        unknown = sorted(set(records) - set(AUDIO_FEATURES) - set(VIDEO_SETS))
         if unknown:
-            raise ConfigError(f"feature sets {unknown}: this version computes only {[*AUDIO_FEATURES, *VIDEO_FEATURES]}")
+            raise ConfigError(f"feature sets {unknown}: this version computes only {[*AUDIO_FEATURES, *VIDEO_SETS]}")
         audio = {name: config_from_dict(name, dict(records[name])) for name in AUDIO_FEATURES if name in records}
         window = next((config.audio_window for config in audio.values()), AudioWindow())
         video: dict[str, Any] = {}
-        for name in VIDEO_FEATURES:
+        for name in VIDEO_SETS:
             video |= records.get(name, {})
         frames = FrameConfig(**{k: video[k] for k in FrameConfig.__dataclass_fields__ if k in video})
-        return cls.of_window(window, frames=frames, **audio)
+        faces = FaceConfig(**{k: video[k] for k in FaceConfig.__dataclass_fields__ if k in video}, weights_dir=weights_dir)
+        return cls.of_window(window, frames=frames, faces=faces, **audio)
+
+    def with_weights_dir(self, weights_dir: str | os.PathLike[str] | None) -> FeatureConfigs:
+        """These configs with the faces sets' weight files looked for in ``weights_dir`` first (None: as they are)."""
+        if weights_dir is None:
+            return self
+        return dataclasses.replace(self, faces=dataclasses.replace(self.faces, weights_dir=os.fspath(weights_dir)))
 
     def at(self, offset_s: float) -> FeatureConfigs:
         """These configs over the window that starts ``offset_s`` seconds into the file: audio and frames alike, each
@@ -119,12 +131,16 @@ class FeatureConfigs:
     def specs(self, names: Iterable[str]) -> list[FeatureSpec]:
         names = set(names)
         audio = feature_specs({name: config for name, config in self.audio.items() if name in names})
-        return audio + [spec for spec in video_feature_specs(self.frames) if spec.name in names]
+        video = [spec for spec in video_feature_specs(self.frames) if spec.name in names]
+        if names & set(FACE_FEATURES):  # their specs need the weight files: only when asked for
+            faces = face_specs(self.faces, self.frames.n_frames, sampling_record(self.frames))
+            video += [spec for spec in faces if spec.name in names]
+        return audio + video
 
 
 def parse_features(text: str) -> tuple[str, ...]:
     """``"mel, frames"`` -> ("mel", "frames224", "frames112"); unknown names raise ``ConfigError``."""
-    known = (*AUDIO_FEATURES, *VIDEO_FEATURES, *FEATURE_GROUPS)
+    known = tuple(dict.fromkeys((*AUDIO_FEATURES, *VIDEO_SETS, *FEATURE_GROUPS)))
     names: list[str] = []
     for name in (n.strip() for n in text.split(",") if n.strip()):
         if name not in known:
@@ -156,7 +172,7 @@ class FeatureRunSummary:
 
 
 def modality(name: str) -> str:
-    return "video" if name in VIDEO_FEATURES else "audio"
+    return "video" if name in VIDEO_SETS else "audio"
 
 
 def compute_clip(clip: Clip, names: tuple[str, ...], configs: FeatureConfigs) -> dict[str, Any]:
@@ -174,7 +190,7 @@ def compute_clip(clip: Clip, names: tuple[str, ...], configs: FeatureConfigs) ->
         return compute_audio_features(decoded, audio, configs.audio)
 
     def video_features(_: Path) -> dict[str, np.ndarray]:
-        return compute_video_features(clip, configs.frames)
+        return compute_video_features(clip, configs.frames, configs.faces if set(video) & set(FACE_FEATURES) else None)
 
     result: dict[str, Any] = {}
     for wanted, path, compute in ((audio, clip.audio, audio_features), (video, clip.video, video_features)):

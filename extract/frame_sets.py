@@ -33,6 +33,7 @@ from mvemo.extract.decode.frames import VideoSource
 from mvemo.extract.decode.packets import DecodeParams, DecodeTimeoutError, NoVideoStreamError
 from mvemo.extract.decode.video import SampledFrames, read_sample
 from mvemo.extract.decode.worker import worker_for_this_thread
+from mvemo.extract.faces.sets import FaceConfig, compute_face_sets
 from mvemo.manifests.errors import require
 from mvemo.manifests.schema import Clip
 
@@ -48,6 +49,7 @@ __all__ = [
     "frames112",
     "frames224",
     "sample_frames",
+    "sampling_record",
     "video_feature_specs",
 ]
 
@@ -173,7 +175,7 @@ class FrameConfig:
         return cls(**values)
 
 
-def _sampling_record(config: FrameConfig) -> dict[str, Any]:
+def sampling_record(config: FrameConfig) -> dict[str, Any]:
     """The fields that decide which frames are sampled and at what working size (fingerprinted)."""
     return {
         "n_frames": config.n_frames,
@@ -187,7 +189,7 @@ def _sampling_record(config: FrameConfig) -> dict[str, Any]:
 
 def video_feature_specs(config: FrameConfig) -> list[FeatureSpec]:
     """The cache's feature sets ``frames224`` (n_frames x 224 x 224 x 3 uint8) and ``frames112`` (x 112 x 112)."""
-    record = _sampling_record(config)
+    record = sampling_record(config)
     return [
         FeatureSpec(
             "frames224",
@@ -268,8 +270,9 @@ def frames112(sample: SampledFrames) -> np.ndarray:
     return np.ascontiguousarray(center_crop(sample.frames_second, CROP_112_PX))
 
 
-def compute_video_features(clip: Clip, config: FrameConfig) -> dict[str, np.ndarray]:
-    """The cached video feature sets of one clip: {"frames224": (n, 224, 224, 3), "frames112": (n, 112, 112, 3)} uint8.
+def compute_video_features(clip: Clip, config: FrameConfig, faces: FaceConfig | None = None) -> dict[str, np.ndarray]:
+    """The cached video feature sets of one clip: {"frames224": (n, 224, 224, 3), "frames112": (n, 112, 112, 3)} uint8,
+    and with ``faces`` the sets of ``extract.faces.sets`` from the same frames at their working size.
 
     Raises
     ------
@@ -281,4 +284,5 @@ def compute_video_features(clip: Clip, config: FrameConfig) -> dict[str, np.ndar
             f"clip {clip.clip_id!r}: the manifest gives no video file; it is audio-only, so skip its video features"
         )
     sample = sample_frames(clip.video, config, clip_id=clip.clip_id)
-    return {"frames224": frames224(sample), "frames112": frames112(sample)}
+    sets = {"frames224": frames224(sample), "frames112": frames112(sample)}
+    return sets if faces is None else sets | compute_face_sets(sample.frames, faces)

@@ -165,7 +165,7 @@ def extract_features(
     if manifest.has_folds:
         require_whole_groups(manifest.folds, manifest.groups, manifest.clip_ids, where="the manifest")
     require_variant_tables(nets, net_options if net_options is not None else training.net_options if training else {})
-    configs = configs or FeatureConfigs()
+    configs = (configs or FeatureConfigs()).with_weights_dir(weights_dir)
     if net_options is None:
         net_options = training.net_options if training is not None else {}
     run = StageOneRun(

@@ -155,28 +155,51 @@ def window_edges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     return np.concatenate([[starts[0]], (middles[1:] + middles[:-1]) / 2, [ends[-1]]])
 
 
-def timeline_png(starts: np.ndarray, ends: np.ndarray, proba: np.ndarray, classes: list[str], title: str, path: Path) -> Path:
+def timeline_png(
+    starts: np.ndarray,
+    ends: np.ndarray,
+    proba: np.ndarray,
+    classes: list[str],
+    title: str,
+    path: Path,
+    *,
+    faces: dict[str, np.ndarray] | None = None,
+) -> Path:
     """Each class's probability stacked over time, the argmax as a band beneath. Windows overlap: each one
-    stands for the seconds nearer its middle than its neighbours' middles."""
+    stands for the seconds nearer its middle than its neighbours' middles. ``faces`` (``face_share`` and a
+    ``face_<expression>`` mean probability per window) adds the expression track beneath: the expressions stacked,
+    scaled by the share of frames that show a face."""
     colours = class_colours(classes)
     edges = window_edges(starts, ends)
-    tops = np.cumsum(proba, axis=1)
-    bottoms = tops - proba
-    fig, (ax, band) = plt.subplots(2, 1, figsize=(10, 4), sharex=True, height_ratios=[6, 1])
-    for k, name in enumerate(classes):
-        low, high = np.append(bottoms[:, k], bottoms[-1, k]), np.append(tops[:, k], tops[-1, k])
-        ax.fill_between(edges, low, high, step="post", color=colours[name], label=name, linewidth=0)
-    ax.set_ylim(0, 1)
+    rows = [6, 1] + ([4] if faces else [])
+    fig, axes = plt.subplots(len(rows), 1, figsize=(10, 4 + 2 * bool(faces)), sharex=True, height_ratios=rows)
+    ax, band = axes[0], axes[1]
+    _stacked(ax, edges, proba, classes, colours)
     ax.set_ylabel("probability")
     ax.set_title(title, fontsize=10)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     for left, right, row in zip(edges[:-1], edges[1:], proba):
         band.axvspan(left, right, color=colours[classes[int(np.argmax(row))]])
     band.set_yticks([])
     band.set_ylabel("argmax", rotation=0, ha="right", va="center", fontsize=8)
-    band.set_xlabel("time (s)")
-    band.set_xlim(starts[0], ends[-1])
+    if faces:
+        expressions = [name.removeprefix("face_") for name in faces if name != "face_share"]
+        shares = np.stack([faces[f"face_{e}"] for e in expressions], axis=1) * faces["face_share"][:, None]
+        _stacked(axes[2], edges, shares, expressions, class_colours(expressions))
+        axes[2].set_ylabel("faces:\nexpression x\nshare shown", fontsize=8)
+    axes[-1].set_xlabel("time (s)")
+    axes[-1].set_xlim(starts[0], ends[-1])
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _stacked(ax: Any, edges: np.ndarray, values: np.ndarray, names: list[str], colours: dict[str, str]) -> None:
+    """``values`` (windows x names) stacked as steps over the windows' ``edges``, a legend to the right."""
+    tops = np.cumsum(values, axis=1)
+    bottoms = tops - values
+    for k, name in enumerate(names):
+        low, high = np.append(bottoms[:, k], bottoms[-1, k]), np.append(tops[:, k], tops[-1, k])
+        ax.fill_between(edges, low, high, step="post", color=colours[name], label=name, linewidth=0)
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from mvemo.cache.read import Cache
-from mvemo.fuse.models import cached_nets, input_sets, weights_origin
+from mvemo.fuse.models import cached_nets, input_sets, vector_sets, weights_origin
 
 
 def fine_tuned_nets(cache: Cache) -> list[str]:
@@ -17,8 +17,13 @@ def fine_tuned_nets(cache: Cache) -> list[str]:
 
 def provenance(cache: Cache) -> dict[str, dict[str, str]]:
     """Per net: the weights its embeddings started from (file and sha256, or "random init"; fine-tuned sets start
-    from their ``pretrained_sha256``), how it was fine-tuned and the protocol (modes of its sets joined by "/")."""
-    described = {}
+    from their ``pretrained_sha256``), how it was fine-tuned and the protocol (modes of its sets joined by "/");
+    per vector set computed with pretrained nets (``faces``): its weight files and their sha256."""
+    described = {
+        name: {"weights": weights_origin(cache, name), "finetune": "none", "protocol": "-"}
+        for name in vector_sets(cache)
+        if cache.weights_sha256(name)
+    }
     for net in cached_nets(cache):
         sets = input_sets(cache, net)
         described[net] = {

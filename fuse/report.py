@@ -327,7 +327,7 @@ def _provenance(document: dict[str, Any]) -> list[str]:
     versions = ", ".join(f"{name} {version}" for name, version in document.get("versions", {}).items())
     lines = ["## Provenance", ""]
     if rows:
-        lines += _table(["net", "weights (sha256)", "fine-tuning", "protocol"], rows)
+        lines += _table(["net or set", "weights (sha256)", "fine-tuning", "protocol"], rows)
     lines += [f"Config: `{json.dumps(document['config'], sort_keys=True)}`", "", f"Versions: {versions}.", ""]
     return lines
 

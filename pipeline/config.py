@@ -41,6 +41,7 @@ TABLES = (
     "egemaps",
     "compare",
     "frames",
+    "faces",
     "train",
     "optim",
     "net",
@@ -82,9 +83,10 @@ def build(cls: type, values: dict[str, Any], *, table: str, taken: tuple[str, ..
 
 def feature_configs(path: str | os.PathLike[str] | None) -> Any:
     """The ``extract.features.FeatureConfigs`` of a config file (defaults where it says nothing): ``[audio]`` (the window
-    every audio set analyses), one table per set (``[mel]``, ``[descriptors]``, ...) and ``[frames]``."""
+    every audio set analyses), one table per set (``[mel]``, ``[descriptors]``, ...), ``[frames]`` and ``[faces]``."""
     from mvemo.extract.audio import AUDIO_CONFIGS
     from mvemo.extract.decode.audio import AudioWindow
+    from mvemo.extract.faces.sets import FaceConfig
     from mvemo.extract.features import FeatureConfigs
     from mvemo.extract.frame_sets import FrameConfig
 
@@ -94,7 +96,8 @@ def feature_configs(path: str | os.PathLike[str] | None) -> Any:
     window = build(AudioWindow, audio, table="audio", taken=("timeout_s",))
     frames = {"window_start_s": window.offset_s, "window_duration_s": window.duration_s, **tables.get("frames", {})}
     sets = {name: build(cls, tables.get(name, {}), table=name, audio_window=window) for name, cls in AUDIO_CONFIGS.items()}
-    return FeatureConfigs(**sets, frames=FrameConfig.from_json(frames), audio_timeout_s=timeout_s)
+    faces = build(FaceConfig, tables.get("faces", {}), table="faces", weights_dir=None)
+    return FeatureConfigs(**sets, frames=FrameConfig.from_json(frames), faces=faces, audio_timeout_s=timeout_s)
 
 
 def window_config(path: str | os.PathLike[str] | None) -> Any:
@@ -126,9 +129,15 @@ def net_config(path: str | os.PathLike[str] | None, random_init: tuple[str, ...]
 
 def _nets(tables: dict[str, Any], random_init: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
     """Each net's options, and each variant's (a ``[net.<net>.<variant>]`` table: the net's options, then its own)."""
+    from mvemo.extract.faces.sets import FACE_FEATURES
     from mvemo.extract.nets import INIT, base_name, net_options, split_init
 
     for net in random_init:
+        if net in FACE_FEATURES:
+            raise ConfigError(
+                f"--random-init {net}: the faces sets' detector and expression net run with their published weights"
+                " only (a random detector finds no face); leave it out of --random-init"
+            )
         try:
             base_name(net)
         except ConfigError as err:

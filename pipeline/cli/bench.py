@@ -6,7 +6,7 @@ import click
 
 from mvemo.pipeline.cli.tools import MvemoCommand, print_json
 
-BENCHES = ("audio", "video", "extract", "cache", "fuse", "scale", "timeline", "memory", "all")
+BENCHES = ("audio", "video", "extract", "cache", "fuse", "scale", "timeline", "memory", "faces", "all")
 
 
 @click.command("bench", cls=MvemoCommand)
@@ -37,7 +37,7 @@ BENCHES = ("audio", "video", "extract", "cache", "fuse", "scale", "timeline", "m
     "--weights-dir",
     default=None,
     type=click.Path(file_okay=False),
-    help="Timeline bench: folder of the pretrained weights (also $MVEMO_WEIGHTS, ~/.cache/mvemo/weights).",
+    help="Timeline and faces benches: folder of the pretrained weights (also $MVEMO_WEIGHTS, ~/.cache/mvemo/weights).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def bench(
@@ -77,6 +77,10 @@ def bench(
     (twodcnn, musicnn, msdvgg, I3D) and the LLD statistics, and its peak memory
     (goal: 60 s per minute); skipped where their weights are not found.
 
+    faces: ms per 30 s clip for the faces sets (32 frames through MTCNN and the mini
+    Xception, one core) at 240p and 1080p, beside sampling the 32 frames alone;
+    skipped where their weights are not found.
+
     memory: peak memory of `mvemo-cv --models lldstats` over a cache of --clips
     clips with LLDs of the real shape (20,000: 6.5 GB of LLDs; goal 4 GB), beside
     the same run over a tenth of the clips.
@@ -84,6 +88,7 @@ def bench(
     from mvemo.pipeline.bench.audio import bench_audio
     from mvemo.pipeline.bench.cache import bench_cache
     from mvemo.pipeline.bench.extract import bench_extract
+    from mvemo.pipeline.bench.faces import bench_faces
     from mvemo.pipeline.bench.fuse import bench_fuse
     from mvemo.pipeline.bench.memory import bench_memory
     from mvemo.pipeline.bench.scale import bench_scale
@@ -99,6 +104,7 @@ def bench(
         "scale": lambda: bench_scale(folder=tmp_dir),
         "timeline": lambda: bench_timeline(minutes=minutes, weights_dir=weights_dir, folder=tmp_dir),
         "memory": lambda: bench_memory(n_clips=clips or 20_000, folder=tmp_dir),
+        "faces": lambda: bench_faces(weights_dir=weights_dir, folder=tmp_dir),
     }
     results = {name: run() for name, run in runs.items() if what in (name, "all")}
     document = results[what] if what != "all" else results

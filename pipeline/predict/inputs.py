@@ -38,9 +38,9 @@ def model_inputs(saved: SavedFusionModel, name: str, clip: Clip, weights_dir: st
     configs, fingerprints = model_configs(saved, name)
     pooled = saved.pooling(name)
     if pooled is None:
-        arrays = ClipFeatures(clip).get(configs, fingerprints)  # one decode of the clip for every set the model reads
+        arrays = ClipFeatures(clip, weights_dir).get(configs, fingerprints)  # one decode for every set the model reads
         return inputs_from_sets(saved, name, arrays, weights_dir)
-    check_fingerprints(fingerprints_of(configs), fingerprints, configs)
+    check_fingerprints(fingerprints_of(configs, weights_dir=weights_dir), fingerprints, configs)
     duration_s, problem = media_length_s(clip, {modality(set_name) for set_name in configs})
     if duration_s is None:
         raise MediaError(f"{problem}; check it with `mvemo manifest check`")
@@ -49,9 +49,10 @@ def model_inputs(saved: SavedFusionModel, name: str, clip: Clip, weights_dir: st
     return pool_inputs(per_window, pooled["pooling"])
 
 
-def check_computable(saved: SavedFusionModel) -> None:
+def check_computable(saved: SavedFusionModel, weights_dir: str | None = None) -> None:
     """Refuse, before any clip is read, a saved model that reads what this version cannot compute: a net or feature
-    set it does not know, a config it cannot read, or one it would compute with another fingerprint.
+    set it does not know, a config it cannot read, or one it would compute with another fingerprint (the faces
+    sets' weight files are looked for in ``weights_dir`` first).
 
     Raises
     ------
@@ -66,7 +67,7 @@ def check_computable(saved: SavedFusionModel) -> None:
                     net_options(input_name)  # an unknown net raises
                     _check_net_record(set_name, described)
             configs, fingerprints = model_configs(saved, name)
-            check_fingerprints(fingerprints_of(configs), fingerprints, configs)
+            check_fingerprints(fingerprints_of(configs, weights_dir=weights_dir), fingerprints, configs)
         except ConfigError as err:
             raise ConfigError(f"{where}: models[{name!r}]: {err}") from None
         except (TypeError, KeyError, ValueError) as err:  # a config edited out of shape
@@ -94,7 +95,7 @@ def window_inputs(
     configs, _ = model_configs(saved, name)
     per_window = []
     for window in windows:
-        arrays = ClipFeatures(clip).get(at_window(configs, window.start_s))
+        arrays = ClipFeatures(clip, weights_dir).get(at_window(configs, window.start_s, weights_dir))
         per_window.append(inputs_from_sets(saved, name, arrays, weights_dir))
     return per_window
 
@@ -113,10 +114,10 @@ def window_length(configs: dict[str, dict]) -> float:
     return float(durations[0]) if durations else 30.0
 
 
-def at_window(configs: dict[str, dict], start_s: float) -> dict[str, dict]:
+def at_window(configs: dict[str, dict], start_s: float, weights_dir: str | None = None) -> dict[str, dict]:
     """The saved configs (records, by set name) moved to the window from ``start_s``, as stage one moves them
     (``FeatureConfigs.at``): audio and frames on the same seconds."""
-    moved = FeatureConfigs.from_records(configs).at(start_s)
+    moved = FeatureConfigs.from_records(configs, weights_dir).at(start_s)
     return {spec.name: dict(spec.config) for spec in moved.specs(configs)}
 
 
@@ -155,23 +156,24 @@ def inputs_from_sets(
 
 
 class ClipFeatures:
-    """The feature sets of one clip, computed by stage one's own per-clip code, each once per (name, fingerprint)."""
+    """The feature sets of one clip, computed by stage one's own per-clip code, each once per (name, fingerprint);
+    the faces sets' weight files are looked for in ``weights_dir`` first."""
 
-    def __init__(self, clip: Clip) -> None:
-        self.clip = clip
+    def __init__(self, clip: Clip, weights_dir: str | None = None) -> None:
+        self.clip, self.weights_dir = clip, weights_dir
         self.computed: dict[tuple[str, str], np.ndarray] = {}
 
     def get(self, configs: dict[str, dict], fingerprints: dict[str, str] | None = None) -> dict[str, np.ndarray]:
         """The sets named in ``configs``, computed with those saved configs, whose ``fingerprints`` must match this
         version's (None: the caller checked them, e.g. before moving the configs to a window)."""
-        fingerprints = fingerprints or fingerprints_of(configs)
+        fingerprints = fingerprints or fingerprints_of(configs, weights_dir=self.weights_dir)
         missing = {name: config for name, config in configs.items() if (name, fingerprints[name]) not in self.computed}
         if missing:
             # one frame sampling gives every video set: compute them all, so a second net's set needs no decode
             names = (*missing, *(v for v in VIDEO_FEATURES if v not in missing and set(missing) & set(VIDEO_FEATURES)))
-            computed_as = fingerprints_of(missing, names)
+            computed_as = fingerprints_of(missing, names, self.weights_dir)
             check_fingerprints(computed_as, fingerprints, missing)
-            for name, value in compute_clip(self.clip, names, FeatureConfigs.from_records(missing)).items():
+            for name, value in compute_clip(self.clip, names, FeatureConfigs.from_records(missing, self.weights_dir)).items():
                 if value is ABSENT:
                     raise MediaError(
                         f"clip {self.clip.clip_id!r}: the model reads {modality(name)} and the clip has none;"
@@ -183,10 +185,12 @@ class ClipFeatures:
         return {name: self.computed[(name, fingerprints[name])] for name in configs}
 
 
-def fingerprints_of(configs: dict[str, dict], names: Iterable[str] | None = None) -> dict[str, str]:
+def fingerprints_of(
+    configs: dict[str, dict], names: Iterable[str] | None = None, weights_dir: str | None = None
+) -> dict[str, str]:
     """The fingerprints this version gives the feature sets ``names`` (default: those of ``configs``) computed with
     ``configs`` (saved records, by set name)."""
-    specs = FeatureConfigs.from_records(configs).specs(configs if names is None else names)
+    specs = FeatureConfigs.from_records(configs, weights_dir).specs(configs if names is None else names)
     return {spec.name: spec.fingerprint for spec in specs}
 
 

@@ -44,9 +44,9 @@ class Predictor:
         self, model_dir: str | os.PathLike[str], model: str | None = None, weights_dir: str | os.PathLike[str] | None = None
     ) -> None:
         self.saved = load_fusion_model(Path(model_dir).absolute())
-        check_computable(self.saved)
-        self.model = choose_model(self.saved, model)
         self.weights_dir = None if weights_dir is None else str(Path(weights_dir).absolute())  # workers run elsewhere
+        check_computable(self.saved, self.weights_dir)
+        self.model = choose_model(self.saved, model)
 
     @property
     def classes(self) -> list[str]:

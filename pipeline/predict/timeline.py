@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from mvemo.extract.faces.sets import FER_CLASSES, clip_columns
 from mvemo.extract.features import modality
 from mvemo.extract.window_plan import Window, plan_windows, stream_ends
 from mvemo.fuse.saved import SavedFusionModel
@@ -38,6 +39,8 @@ from mvemo.pipeline.predict.predictor import Predictor, clip_result, clip_result
 
 # Streams whose lengths differ by more than this are reported (AAC priming and rounding stay below it).
 LENGTH_TOLERANCE_S = 0.5
+# A model that reads the faces: its timeline's expression track, per window
+FACE_TRACK = ("face_share", *(f"face_{e}" for e in FER_CLASSES))
 
 
 @dataclass
@@ -53,10 +56,16 @@ class Timeline:
     overall: np.ndarray  # (n_classes,), from the pooled inputs
     provenance: dict[str, Any]  # SavedFusionModel.provenance
     notes: list[str] = field(default_factory=list)
+    faces: np.ndarray | None = None  # (n_windows, 8): FACE_TRACK per window, where the model reads ``faces``
 
     @property
     def label(self) -> str:
         return self.classes[int(np.argmax(self.overall))]
+
+    @property
+    def face_columns(self) -> tuple[str, ...]:
+        """The CSV's expression track: the share of frames with a face and each expression's mean probability."""
+        return () if self.faces is None else FACE_TRACK
 
     def seconds(self) -> tuple[np.ndarray, np.ndarray]:
         """The windows' starts and ends."""
@@ -94,13 +103,15 @@ class Timeline:
         table = out / f"{stem}.timeline.csv"
         with table.open("w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
-            writer.writerow(["start_s", "end_s", *(f"p_{c}" for c in self.classes), "argmax"])
-            for window, row in zip(self.windows, self.proba):
+            writer.writerow(["start_s", "end_s", *(f"p_{c}" for c in self.classes), "argmax", *self.face_columns])
+            for k, (window, row) in enumerate(zip(self.windows, self.proba)):
                 label = self.classes[int(np.argmax(row))]
-                writer.writerow([f"{window.start_s:.3f}", f"{window.end_s:.3f}", *(f"{p:.6f}" for p in row), label])
+                faces = [] if self.faces is None else [f"{v:.6f}" for v in self.faces[k]]
+                writer.writerow([f"{window.start_s:.3f}", f"{window.end_s:.3f}", *(f"{p:.6f}" for p in row), label, *faces])
         starts, ends = self.seconds()
         title = f"{stem}: {self.label} ({self.model}, {len(self.windows)} windows)"
-        picture = timeline_png(starts, ends, self.proba, self.classes, title, out / f"{stem}.timeline.png")
+        track = None if self.faces is None else dict(zip(FACE_TRACK, self.faces.T))
+        picture = timeline_png(starts, ends, self.proba, self.classes, title, out / f"{stem}.timeline.png", faces=track)
         page = timeline_page(self.page_data(), media_source, self.is_video, out / f"{stem}.timeline.html")
         return table, picture, page
 
@@ -122,7 +133,7 @@ def clip_timeline(saved: SavedFusionModel, name: str, clip: Clip, hop_s: float, 
     if note:
         notes.append(note)
     configs, fingerprints = model_configs(saved, name)
-    check_fingerprints(fingerprints_of(configs), fingerprints, configs)
+    check_fingerprints(fingerprints_of(configs, weights_dir=weights_dir), fingerprints, configs)
     read = {modality(set_name) for set_name in configs}
     duration_s = min(ends[m] for m in read)
     if len(read) == 2 and abs(ends["audio"] - ends["video"]) > LENGTH_TOLERANCE_S:
@@ -148,7 +159,19 @@ def clip_timeline(saved: SavedFusionModel, name: str, clip: Clip, hop_s: float, 
     overall = saved.predict_proba(name, pool_inputs(per_window, pooling))[0]
     shown = [Window(w.start_s, min(w.end_s, round(duration_s, 3))) for w in windows]  # a short file's padding unshown
     file, is_video = str(clip.video or clip.audio), "video" in ends
-    return Timeline(file, is_video, name, list(saved.classes), shown, proba, overall, saved.provenance(name), notes)
+    provenance = saved.provenance(name)
+    faces = _expression_track(saved, name, per_window)
+    return Timeline(file, is_video, name, list(saved.classes), shown, proba, overall, provenance, notes, faces)
+
+
+def _expression_track(saved: SavedFusionModel, name: str, per_window: list[dict[str, np.ndarray]]) -> np.ndarray | None:
+    """Per window, the share of frames with a face and each expression's mean probability, where the model reads
+    the ``faces`` input (None where it does not)."""
+    if "faces" not in saved.inputs(name):
+        return None
+    columns = clip_columns(saved.feature_sets(name)["faces"]["config"]["expression_net"])
+    picked = [columns.index(c) for c in ("face_share", *(f"expr_mean_{e}" for e in FER_CLASSES))]
+    return np.concatenate([inputs["faces"] for inputs in per_window])[:, picked]
 
 
 def _model_for(saved: SavedFusionModel, name: str, present: set[str], clip_id: str) -> tuple[str, str]:

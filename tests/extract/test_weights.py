@@ -347,3 +347,23 @@ def test_converting_a_tensorflow_checkpoint_without_tensorflow_names_the_extra(t
     (tmp_path / "junk.whl").write_bytes(b"not a zip")
     with pytest.raises(WeightsError, match=r"not a zip archive; give the musicnn 0.1.0 wheel"):
         fetch_weights("musicnn_msd_vgg.npz", url=str(tmp_path / "junk.whl"), weights_dir=tmp_path / "w")
+
+
+def test_fetch_converts_the_facenet_pytorch_wheel_to_the_known_mtcnn_npz(tmp_path: Path) -> None:
+    """The MTCNN weights are three state dicts inside the facenet-pytorch wheel: read with weights_only, written as
+    the same bytes as the shipped file."""
+    name = "faces_mtcnn.npz"
+    arrays = read_weights(shared_file(name))
+    wheel = tmp_path / "facenet_pytorch-2.6.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for net in ("pnet", "rnet", "onet"):
+            state = {k.split("/", 1)[1]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith(f"{net}/")}
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            archive.writestr(f"facenet_pytorch/data/{net}.pt", buffer.getvalue())
+    fetched = fetch_weights(name, url=str(wheel), weights_dir=tmp_path / "w")
+    assert fetched.converted and fetched.sha256 == KNOWN[name].sha256 and os.listdir(tmp_path / "w") == [name]
+    with zipfile.ZipFile(tmp_path / "other.whl", "w") as archive:
+        archive.writestr("facenet_pytorch/models/mtcnn.py", b"")
+    with pytest.raises(WeightsError, match=r"no facenet_pytorch/data/pnet.pt; give the facenet-pytorch 2.6.0 wheel"):
+        fetch_weights(name, url=str(tmp_path / "other.whl"), weights_dir=tmp_path / "w2")

@@ -15,9 +15,9 @@ def test_one_frame_sampling_serves_both_video_sets(tmp_path: Path, monkeypatch) 
     sample = mvemo.extract.features.compute_video_features
     calls = []
 
-    def counted(clip, config):
+    def counted(clip, config, faces):
         calls.append(clip.clip_id)
-        return sample(clip, config)
+        return sample(clip, config, faces)
 
     monkeypatch.setattr(mvemo.extract.features, "compute_video_features", counted)
     path = write_tiny(tmp_path / "a.mp4")

@@ -1,0 +1,148 @@
+"""The faces: MTCNN and the FER2013 Xceptions against the original frameworks' outputs on MVED frames, and the
+``faces`` sets finite and flagged on frames with no face, several faces, and a face that enters mid-clip."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mvemo.extract.faces.mtcnn import MTCNN
+from mvemo.extract.faces.sets import (
+    FER_CLASSES,
+    FRAME_COLUMNS,
+    MIN_FACE_PX,
+    FaceConfig,
+    clip_columns,
+    compute_face_sets,
+    face_crop,
+    gray_faces,
+)
+from mvemo.extract.faces.xception import ExpressionNet
+from mvemo.extract.weights.registry import WeightsError
+from tests.conftest import SHARED
+from tests.extract.references import relative_error, shared_file
+
+WEIGHTS = SHARED / "weights"
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict[str, np.ndarray]:
+    with np.load(shared_file(WEIGHTS / "reference" / "faces_reference.npz"), allow_pickle=False) as npz:
+        return {key: npz[key] for key in npz.files}
+
+
+@pytest.fixture(scope="module")
+def mtcnn() -> MTCNN:
+    detector = MTCNN(MIN_FACE_PX)
+    detector.load_weights(shared_file(WEIGHTS / "faces_mtcnn.npz"))
+    return detector
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the reference was made
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_the_three_nets_give_the_reference_raw_outputs(mtcnn: MTCNN, reference: dict[str, np.ndarray]) -> None:
+    with torch.no_grad():
+        outputs = {
+            "pnet": mtcnn.pnet(torch.from_numpy(reference["mtcnn/pnet_input"])),
+            "rnet": mtcnn.rnet(torch.from_numpy(reference["mtcnn/rnet_input"])),
+            "onet": mtcnn.onet(torch.from_numpy(reference["mtcnn/onet_input"])),
+        }
+    names = {"pnet": ("reg", "prob"), "rnet": ("reg", "prob"), "onet": ("reg", "landmarks", "prob")}
+    for net, values in outputs.items():
+        for name, value in zip(names[net], values):
+            expected = reference[f"mtcnn/{net}_{name}"]
+            assert np.allclose(value.numpy(), expected, rtol=1e-4, atol=1e-5), f"{net} {name}"
+
+
+def test_detections_match_the_reference_frames(mtcnn: MTCNN, reference: dict[str, np.ndarray]) -> None:
+    found = mtcnn.detect(reference["frames"])
+    assert [len(f) for f in found] == list(reference["mtcnn/count"]), "1, 2, 6, 0, 1, 1, 1, 2 faces"
+    for k, faces in enumerate(found):
+        n = len(faces)
+        assert np.abs(faces.boxes - reference["mtcnn/boxes"][k, :n]).max(initial=0) < 1e-2, f"frame {k}: boxes"
+        assert np.abs(faces.probs - reference["mtcnn/probs"][k, :n]).max(initial=0) < 1e-4, f"frame {k}: probs"
+        assert np.abs(faces.landmarks - reference["mtcnn/landmarks"][k, :n]).max(initial=0) < 1e-2, f"frame {k}: landmarks"
+
+
+@pytest.mark.parametrize("size", ["mini", "big"])
+def test_the_expression_nets_give_the_reference_outputs(size: str, reference: dict[str, np.ndarray]) -> None:
+    net = ExpressionNet(shared_file(WEIGHTS / f"faces_fer2013_{size}_xception.h5"))
+    x = torch.from_numpy(reference["fer/input"]).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        read = net(x)
+    nhwc = {"features": read.feature_map, "class_map": read.class_map}
+    for key, value in nhwc.items():
+        assert relative_error(value.permute(0, 2, 3, 1).numpy(), reference[f"{size}/{key}"]) < 1e-4, key
+    assert relative_error(read.logits.numpy(), reference[f"{size}/logits"]) < 1e-4
+    assert np.abs(read.proba.numpy() - reference[f"{size}/softmax"]).max() < 1e-5
+    assert tuple(str(c) for c in reference["fer/labels"]) == FER_CLASSES
+
+
+def test_faces_are_cropped_and_normalised_as_the_reference(reference: dict[str, np.ndarray]) -> None:
+    for row in np.flatnonzero(reference["fer/crop_face"] >= 0):
+        frame, face = reference["fer/crop_frame"][row], reference["fer/crop_face"][row]
+        crop = face_crop(reference["frames"][frame], reference["mtcnn/boxes"][frame, face])
+        assert np.array_equal(crop, reference["fer/crop_gray64"][row])
+    inputs = gray_faces(list(reference["fer/crop_gray64"])).numpy()
+    assert np.array_equal(inputs[:, 0], reference["fer/input"][:15, ..., 0])
+
+
+@pytest.fixture(scope="module")
+def config() -> FaceConfig:
+    shared_file(WEIGHTS / "faces_mtcnn.npz")
+    return FaceConfig(weights_dir=str(WEIGHTS))
+
+
+def pasted(reference: dict[str, np.ndarray], faces: list[tuple[int, int]], size: tuple[int, int] = (256, 455)) -> np.ndarray:
+    """A plain frame of ``size`` with the reference's faces (frame, face) pasted side by side, each with a margin."""
+    frame = np.full((*size, 3), 90, np.uint8)
+    left = 10
+    for k, face in faces:
+        x1, y1, x2, y2 = (int(v) for v in reference["mtcnn/boxes"][k, face])
+        margin = (x2 - x1) // 4
+        patch = reference["frames"][k][max(y1 - margin, 0) : y2 + margin, max(x1 - margin, 0) : x2 + margin]
+        frame[10 : 10 + len(patch), left : left + patch.shape[1]] = patch
+        left += patch.shape[1] + 10
+    return frame
+
+
+def test_no_face_several_faces_and_a_face_entering_give_finite_flagged_sets(
+    reference: dict[str, np.ndarray], config: FaceConfig
+) -> None:
+    blank = np.full((8, 256, 455, 3), 90, np.uint8)
+    one, two = pasted(reference, [(0, 0)]), pasted(reference, [(0, 0), (1, 0)])
+    cases = {
+        "no face": blank,
+        "several faces": np.stack([two] * 8),
+        "a face entering at frame 5": np.concatenate([blank[:5], np.stack([one] * 3)]),
+    }
+    columns = clip_columns("mini")
+    for name, frames in cases.items():
+        sets = compute_face_sets(frames, config)
+        vector, per_frame = sets["faces"], sets["face_frames"]
+        assert vector.shape == (len(columns),) and per_frame.shape == (8, len(FRAME_COLUMNS)), name
+        assert np.isfinite(vector).all() and np.isfinite(per_frame).all(), name
+        at = {c: vector[i] for i, c in enumerate(columns)}
+        if name == "no face":
+            assert at["no_face"] == 1 and not vector[columns.index("no_face") + 1 :].any() and at["face_share"] == 0
+        elif name == "several faces":
+            assert at["no_face"] == 0 and at["face_share"] == 1 and at["faces_per_frame"] >= 2
+            assert at["face_motion"] < 1e-3, "a still face does not move"
+        else:
+            assert list(per_frame[:, 1]) == [0] * 5 + [1] * 3 and math.isclose(at["face_share"], 3 / 8)
+            expressions = [at[f"expr_mean_{c}"] for c in FER_CLASSES]
+            assert math.isclose(sum(expressions), 1, rel_tol=1e-5) and at["expr_mean_happy"] == max(expressions)
+
+
+def test_a_missing_weight_file_names_it_and_the_fetch_command(tmp_path) -> None:
+    with pytest.raises(WeightsError, match=r"weights 'faces_mtcnn.npz' not found.*mvemo weights fetch faces_mtcnn.npz"):
+        FaceConfig(weights_dir=str(tmp_path)).weight_files()
