@@ -57,7 +57,7 @@ def timeline_page(data: dict[str, Any], source: str, is_video: bool, path: Path)
         _legend(colours),
         '<p id="chart-help" class="muted">Class probabilities stacked per window, the top class in the band beneath;'
         " each window stands for the seconds nearer its middle than its neighbours'. Click or drag to seek; on the"
-        " focused chart the arrow keys move one window, Home and End go to the first and the last.</p>",
+        " focused chart the arrow keys move one window, Page Up and Page Down a tenth, Home and End the first and the last.</p>",
         "<details><summary>The windows as a table</summary>",
         '<table id="windows"><thead><tr><th>window</th><th>top class</th>'
         + "".join(f"<th>{html.escape(c)} %</th>" for c in classes)
