@@ -117,7 +117,8 @@ class FeatureConfigs:
         """These configs with the faces sets' weight files looked for in ``weights_dir`` first (None: as they are)."""
         if weights_dir is None:
             return self
-        return dataclasses.replace(self, faces=dataclasses.replace(self.faces, weights_dir=os.fspath(weights_dir)))
+        folder = os.path.abspath(weights_dir)  # workers may run in another folder
+        return dataclasses.replace(self, faces=dataclasses.replace(self.faces, weights_dir=folder))
 
     def at(self, offset_s: float) -> FeatureConfigs:
         """These configs over the window that starts ``offset_s`` seconds into the file: audio and frames alike, each

@@ -116,6 +116,9 @@ class MTCNN(nn.Module):
     def load_weights(self, path: str | os.PathLike[str]) -> None:
         """Load ``faces_mtcnn.npz``: every net's every parameter, nothing left over."""
         arrays = read_weights(path)
+        stray = sorted(k for k in arrays if k.split("/", 1)[0] not in ("pnet", "rnet", "onet"))
+        if stray:
+            raise WeightsError(f"weights {path}: arrays {stray[:3]} belong to no MTCNN net; give faces_mtcnn.npz")
         for name, net in (("pnet", self.pnet), ("rnet", self.rnet), ("onet", self.onet)):
             state = {k.split("/", 1)[1]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith(f"{name}/")}
             try:

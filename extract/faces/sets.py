@@ -1,15 +1,17 @@
 """The ``faces`` feature sets: the performers' faces in a clip's sampled frames, as a clip vector and per frame.
 
 Each sampled frame (the same frames as the video nets', at their working size: short side 256, whole width) goes
-through MTCNN; the largest face is kept (MTCNN's own ``select_largest``), cropped as face_classification crops it
-(the box's floor/ceil, clipped to the frame), made gray and 64x64 (bilinear), and read by a FER2013 Xception.
+through MTCNN. One face is kept per frame: the one that overlaps the face kept in the frame before, else the
+largest (MTCNN's own ``select_largest``). It is cropped as face_classification crops it (the box's floor/ceil,
+clipped to the frame), made gray and 64x64 (bilinear), and read by a FER2013 Xception.
 
-``face_frames`` (n_frames x 14): per frame, the faces found, whether one was kept, its probability, its box
-(centre and size as shares of the frame's width and height) and the 7 expression probabilities.
-``faces`` (one vector a clip): the share of frames with a face, faces per frame, a ``no_face`` flag, the
-expression probabilities' mean and std over the frames with a face, the face's height (mean, std) and motion,
-the detector's mean probability, and the mean of the expression net's penultimate features. A clip with no face
-in any frame has 0 in every column but ``no_face`` (1), and the video nets' clips are unchanged: never NaN.
+``face_frames`` (n_frames x ``frame_columns``): per frame, the faces found, whether one was kept, its
+probability, its box (centre and size as shares of the frame's width and height), its 7 expression probabilities
+and the expression net's penultimate features. ``faces`` (one vector a clip, ``clip_columns``): the share of
+frames with a face, faces per frame, a ``no_face`` flag, the expression probabilities' mean and std over the
+frames with a face, the face's height (mean, std) and motion, the detector's mean probability, and the mean and
+std of the penultimate features. A clip with no face in any frame has 0 in every column but ``no_face`` (1):
+never NaN.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import cv2
 import numpy as np
 
 from mvemo.cache.layout import FeatureSpec
@@ -40,9 +41,8 @@ EXTRACTOR_VERSION = "1"
 DETECTOR_FILE = "faces_mtcnn.npz"
 EXPRESSION_FILES = {"mini": "faces_fer2013_mini_xception.h5", "big": "faces_fer2013_big_xception.h5"}
 FEATURE_DIMS = {"mini": 128, "big": 256}
-FRAME_COLUMNS = (
-    "faces_found", "has_face", "face_prob", "face_cx", "face_cy", "face_width", "face_height", *(f"expr_{c}" for c in FER_CLASSES)
-)  # fmt: skip
+# A face kept in one frame is followed into the next while their boxes overlap by this much (intersection over union)
+TRACK_IOU = 0.3
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,8 @@ class FaceConfig:
     min_face_px : int
         MTCNN's smallest face, in pixels of the working-size frame (its default: 20).
     weights_dir : str or None
-        Where the weight files lie (also ``--weights-dir``, ``$MVEMO_WEIGHTS``); not fingerprinted, their sha256 is.
+        Where the weight files lie: set by ``--weights-dir`` (not a ``[faces]`` key), then ``$MVEMO_WEIGHTS`` and
+        ``~/.cache/mvemo/weights`` are searched; not fingerprinted, the files' sha256 are.
     """
 
     expression_net: str = "mini"
@@ -91,6 +92,15 @@ class FaceConfig:
         return {k: v for k, v in asdict(self).items() if k != "weights_dir"}
 
 
+def frame_columns(expression_net: str) -> tuple[str, ...]:
+    """The ``face_frames`` columns, per frame: the faces found, the kept face's flag, probability, box and
+    expression probabilities, and the expression net's penultimate features."""
+    return (
+        "faces_found", "has_face", "face_prob", "face_cx", "face_cy", "face_width", "face_height",
+        *(f"expr_{c}" for c in FER_CLASSES), *(f"expr_feature_{k}" for k in range(FEATURE_DIMS[expression_net])),
+    )  # fmt: skip
+
+
 def clip_columns(expression_net: str) -> tuple[str, ...]:
     """The ``faces`` vector's columns."""
     return (
@@ -103,7 +113,8 @@ def clip_columns(expression_net: str) -> tuple[str, ...]:
         "face_height_std",
         "face_motion",
         "face_prob_mean",
-        *(f"expr_feature_{k}" for k in range(FEATURE_DIMS[expression_net])),
+        *(f"expr_feature_mean_{k}" for k in range(FEATURE_DIMS[expression_net])),
+        *(f"expr_feature_std_{k}" for k in range(FEATURE_DIMS[expression_net])),
     )
 
 
@@ -112,15 +123,20 @@ def face_specs(config: FaceConfig, n_frames: int, sampling: dict[str, Any]) -> l
     files = config.weight_files()
     digests = "+".join(sha256_of(f) for f in files)
     names = "+".join(f.name for f in files)
-    record = {**sampling, **config.to_json(), "crop": "box floor/ceil clipped, RGB2GRAY, bilinear 64x64"}
+    record = {
+        **sampling,
+        **config.to_json(),
+        "crop": "box floor/ceil clipped, RGB2GRAY, bilinear 64x64",
+        "kept": f"the largest face, followed while IoU >= {TRACK_IOU}",
+    }
     return [
         FeatureSpec(
             "faces", (len(clip_columns(config.expression_net)),), "float32", "mvemo.faces", EXTRACTOR_VERSION, record,
             digests, clip_columns(config.expression_net), weights_file=names,
         ),
         FeatureSpec(
-            "face_frames", (n_frames, len(FRAME_COLUMNS)), "float32", "mvemo.face_frames", EXTRACTOR_VERSION, record,
-            digests, FRAME_COLUMNS, weights_file=names,
+            "face_frames", (n_frames, len(frame_columns(config.expression_net))), "float32", "mvemo.face_frames",
+            EXTRACTOR_VERSION, record, digests, frame_columns(config.expression_net), weights_file=names,
         ),
     ]  # fmt: skip
 
@@ -137,11 +153,17 @@ def _nets(config: FaceConfig) -> tuple[MTCNN, ExpressionNet]:
     return detector, ExpressionNet(expression_file)
 
 
+def _clipped(box: np.ndarray, height: int, width: int) -> tuple[int, int, int, int]:
+    """The box as face_classification crops it: floor and ceil, clipped to the frame."""
+    x1, y1 = max(math.floor(box[0]), 0), max(math.floor(box[1]), 0)
+    return x1, y1, min(math.ceil(box[2]), width), min(math.ceil(box[3]), height)
+
+
 def face_crop(frame: np.ndarray, box: np.ndarray) -> np.ndarray:
     """A face as the expression nets read it: the box (floor/ceil, clipped to the frame) in gray, 64x64 bilinear."""
-    height, width = frame.shape[:2]
-    x1, y1 = max(math.floor(box[0]), 0), max(math.floor(box[1]), 0)
-    x2, y2 = min(math.ceil(box[2]), width), min(math.ceil(box[3]), height)
+    import cv2
+
+    x1, y1, x2, y2 = _clipped(box, *frame.shape[:2])
     gray = cv2.cvtColor(np.ascontiguousarray(frame[y1:y2, x1:x2]), cv2.COLOR_RGB2GRAY)
     return cv2.resize(gray, (INPUT_PX, INPUT_PX))
 
@@ -154,60 +176,80 @@ def gray_faces(crops: list[np.ndarray]) -> Any:
     return torch.from_numpy((stacked - 0.5) * 2.0).unsqueeze(1)
 
 
+def kept_faces(found: list[Faces], height: int, width: int) -> dict[int, int]:
+    """Per frame with a face, the one kept: the face that overlaps the one kept in the frame before (IoU >=
+    ``TRACK_IOU``), else the largest; faces whose clipped box is empty (wholly outside the frame) are skipped."""
+    kept: dict[int, int] = {}
+    for k, faces in enumerate(found):
+        visible = [i for i in range(len(faces)) if _area(_clipped(faces.boxes[i], height, width)) > 0]
+        if not visible:
+            continue
+        chosen = visible[0]  # MTCNN lists the largest first
+        if k - 1 in kept:
+            overlaps = [_iou(faces.boxes[i], found[k - 1].boxes[kept[k - 1]]) for i in visible]
+            if max(overlaps) >= TRACK_IOU:
+                chosen = visible[int(np.argmax(overlaps))]
+        kept[k] = chosen
+    return kept
+
+
+def _area(box: tuple[float, ...] | np.ndarray) -> float:
+    return max(box[2] - box[0], 0) * max(box[3] - box[1], 0)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    inter = _area((max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])))
+    return float(inter / (_area(a) + _area(b) - inter)) if inter > 0 else 0.0
+
+
 def compute_face_sets(frames: np.ndarray, config: FaceConfig) -> dict[str, np.ndarray]:
-    """``faces`` and ``face_frames`` of one clip's frames (T, H, W, 3) uint8 RGB."""
+    """``faces`` and ``face_frames`` of one clip's frames (T, H, W, 3) uint8 RGB.
+
+    Torch runs on one thread here (the same floats whatever the executor); the process's count is restored after.
+    """
     import torch
 
     detector, expression = _nets(config)
+    height, width = frames.shape[1:3]
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one thread: the same floats whatever the executor
+    torch.set_num_threads(1)
     try:
         found = detector.detect(frames)
-        kept = [k for k, faces in enumerate(found) if len(faces)]
+        kept = kept_faces(found, height, width)
+        crops = [face_crop(frames[k], found[k].boxes[i]) for k, i in kept.items()]
         with torch.no_grad():
-            read = expression(gray_faces([face_crop(frames[k], found[k].boxes[0]) for k in kept])) if kept else None
+            read = expression(gray_faces(crops)) if crops else None
     finally:
         torch.set_num_threads(threads)
-    per_frame = _per_frame(found, frames.shape[1:3], kept, None if read is None else read.proba.numpy())
-    features = np.zeros((0, FEATURE_DIMS[config.expression_net]), np.float32) if read is None else read.features.numpy()
-    return {"face_frames": per_frame, "faces": _clip_vector(per_frame, features, frames.shape[1:3])}
+    per_frame = np.zeros((len(frames), len(frame_columns(config.expression_net))), np.float32)
+    per_frame[:, 0] = [len(faces) for faces in found]
+    for row, (k, i) in enumerate(kept.items()):
+        x1, y1, x2, y2 = found[k].boxes[i]
+        box = [(x1 + x2) / 2 / width, (y1 + y2) / 2 / height, (x2 - x1) / width, (y2 - y1) / height]
+        assert read is not None
+        per_frame[k, 1:] = [1.0, found[k].probs[i], *box, *read.proba[row].numpy(), *read.features[row].numpy()]
+    return {"face_frames": per_frame, "faces": _clip_vector(per_frame, (height, width))}
 
 
-def _per_frame(found: list[Faces], size: tuple[int, int], kept: list[int], proba: np.ndarray | None) -> np.ndarray:
-    height, width = size
-    rows = np.zeros((len(found), len(FRAME_COLUMNS)), np.float32)
-    rows[:, 0] = [len(faces) for faces in found]
-    for row, k in enumerate(kept):
-        x1, y1, x2, y2 = found[k].boxes[0]
-        rows[k, 1:7] = [
-            1.0,
-            found[k].probs[0],
-            (x1 + x2) / 2 / width,
-            (y1 + y2) / 2 / height,
-            (x2 - x1) / width,
-            (y2 - y1) / height,
-        ]
-        assert proba is not None
-        rows[k, 7:] = proba[row]
-    return rows
-
-
-def _clip_vector(per_frame: np.ndarray, features: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def _clip_vector(per_frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The ``faces`` vector (``clip_columns``) of a clip's ``face_frames``."""
     with_face = per_frame[per_frame[:, 1] > 0]
     n_classes = len(FER_CLASSES)
-    vector = np.zeros(3 + 2 * n_classes + 4 + features.shape[1], np.float32)
+    expressions, features = with_face[:, 7 : 7 + n_classes], with_face[:, 7 + n_classes :]
+    vector = np.zeros(3 + 2 * n_classes + 4 + 2 * features.shape[1], np.float32)
     vector[0] = len(with_face) / len(per_frame)
     vector[1] = per_frame[:, 0].mean()
     vector[2] = float(not len(with_face))
     if len(with_face):
-        expressions = with_face[:, 7:]
-        vector[3 : 3 + n_classes] = expressions.mean(axis=0)
-        vector[3 + n_classes : 3 + 2 * n_classes] = expressions.std(axis=0)
-        at = 3 + 2 * n_classes
-        vector[at : at + 2] = with_face[:, 6].mean(), with_face[:, 6].std()
-        vector[at + 2] = _motion(per_frame, size)
-        vector[at + 3] = with_face[:, 2].mean()
-        vector[at + 4 :] = features.mean(axis=0)
+        vector[3:] = np.concatenate(
+            [
+                expressions.mean(axis=0),
+                expressions.std(axis=0),
+                [with_face[:, 6].mean(), with_face[:, 6].std(), _motion(per_frame, size), with_face[:, 2].mean()],
+                features.mean(axis=0),
+                features.std(axis=0),
+            ]
+        )
     return vector
 
 

@@ -1,5 +1,5 @@
 """``mvemo bench faces``: ms per 30-s clip for the faces sets (32 frames through MTCNN and the mini Xception) on
-one CPU core, at 240p and 1080p, beside sampling the same 32 frames alone.
+one CPU core (``compute_face_sets`` runs torch on one thread), at 240p and 1080p, beside sampling the same 32 frames alone.
 
 The clips are generated (``bench.video.generate_clip``): moving textures, no face. The detector's later stages
 then see few candidates, so a clip full of faces costs more (stage one's run over the MVED sample, in
@@ -20,8 +20,6 @@ REPEATS = 3
 
 def bench_faces(*, weights_dir: str | None = None, folder: str | None = None) -> dict[str, Any]:
     """The figures of ``mvemo bench faces --json``; ``{"skipped": why}`` where the weight files are not found."""
-    import torch
-
     from mvemo.extract.faces.sets import DETECTOR_FILE, EXPRESSION_FILES, FaceConfig, compute_face_sets
     from mvemo.extract.frame_sets import FrameConfig, sample_frames
     from mvemo.extract.weights.registry import find_weights
@@ -31,7 +29,6 @@ def bench_faces(*, weights_dir: str | None = None, folder: str | None = None) ->
     if missing:
         return {"skipped": f"weights {missing} not found: give --weights-dir (see `mvemo weights list`)"}
     config, frames = FaceConfig(weights_dir=weights_dir), FrameConfig(isolate=False, decode_threads=1)
-    torch.set_num_threads(1)
     figures: dict[str, Any] = {"cores": 1, "frames": frames.n_frames, "expression_net": config.expression_net}
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         for size in ("240p", "1080p"):

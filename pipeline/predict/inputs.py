@@ -22,6 +22,7 @@ from mvemo.extract.features import FeatureConfigs, compute_clip, modality
 from mvemo.extract.frame_sets import VIDEO_FEATURES
 from mvemo.extract.nets import net_options
 from mvemo.extract.nets.base import EmotionNet
+from mvemo.extract.weights.registry import WeightsError
 from mvemo.extract.window_plan import Window, media_length_s, plan_windows, pool
 from mvemo.fuse.inputs import summarize_lld
 from mvemo.fuse.models import LLDSTATS
@@ -49,15 +50,18 @@ def model_inputs(saved: SavedFusionModel, name: str, clip: Clip, weights_dir: st
     return pool_inputs(per_window, pooled["pooling"])
 
 
-def check_computable(saved: SavedFusionModel, weights_dir: str | None = None) -> None:
+def check_computable(saved: SavedFusionModel, chosen: str, weights_dir: str | None = None) -> None:
     """Refuse, before any clip is read, a saved model that reads what this version cannot compute: a net or feature
-    set it does not know, a config it cannot read, or one it would compute with another fingerprint (the faces
-    sets' weight files are looked for in ``weights_dir`` first).
+    set it does not know, a config it cannot read, or one it would compute with another fingerprint. The faces
+    sets' weight files (looked for in ``weights_dir`` first) are required for the ``chosen`` model only: another
+    model that reads them fails when it is used.
 
     Raises
     ------
     ConfigError
         Naming ``model.json``, the model and the problem.
+    WeightsError
+        The ``chosen`` model reads a set whose weight file is missing or corrupt.
     """
     where = saved.folder / MODEL_JSON
     for name in saved.models:
@@ -68,6 +72,9 @@ def check_computable(saved: SavedFusionModel, weights_dir: str | None = None) ->
                     _check_net_record(set_name, described)
             configs, fingerprints = model_configs(saved, name)
             check_fingerprints(fingerprints_of(configs, weights_dir=weights_dir), fingerprints, configs)
+        except WeightsError:
+            if name == chosen:
+                raise
         except ConfigError as err:
             raise ConfigError(f"{where}: models[{name!r}]: {err}") from None
         except (TypeError, KeyError, ValueError) as err:  # a config edited out of shape

@@ -45,8 +45,8 @@ class Predictor:
     ) -> None:
         self.saved = load_fusion_model(Path(model_dir).absolute())
         self.weights_dir = None if weights_dir is None else str(Path(weights_dir).absolute())  # workers run elsewhere
-        check_computable(self.saved, self.weights_dir)
         self.model = choose_model(self.saved, model)
+        check_computable(self.saved, self.model, self.weights_dir)
 
     @property
     def classes(self) -> list[str]:

@@ -9,21 +9,23 @@ import numpy as np
 import pytest
 import torch
 
-from mvemo.extract.faces.mtcnn import MTCNN
+from mvemo.extract.faces.mtcnn import MTCNN, Faces
 from mvemo.extract.faces.sets import (
     FER_CLASSES,
-    FRAME_COLUMNS,
     MIN_FACE_PX,
     FaceConfig,
     clip_columns,
     compute_face_sets,
     face_crop,
+    face_specs,
+    frame_columns,
     gray_faces,
+    kept_faces,
 )
 from mvemo.extract.faces.xception import ExpressionNet
 from mvemo.extract.weights.registry import WeightsError
 from tests.conftest import SHARED
-from tests.extract.references import relative_error, shared_file
+from tests.extract.references import face_patch, relative_error, shared_file
 
 WEIGHTS = SHARED / "weights"
 
@@ -107,9 +109,7 @@ def pasted(reference: dict[str, np.ndarray], faces: list[tuple[int, int]], size:
     frame = np.full((*size, 3), 90, np.uint8)
     left = 10
     for k, face in faces:
-        x1, y1, x2, y2 = (int(v) for v in reference["mtcnn/boxes"][k, face])
-        margin = (x2 - x1) // 4
-        patch = reference["frames"][k][max(y1 - margin, 0) : y2 + margin, max(x1 - margin, 0) : x2 + margin]
+        patch = face_patch(reference, k, face, 0.25)
         frame[10 : 10 + len(patch), left : left + patch.shape[1]] = patch
         left += patch.shape[1] + 10
     return frame
@@ -125,11 +125,11 @@ def test_no_face_several_faces_and_a_face_entering_give_finite_flagged_sets(
         "several faces": np.stack([two] * 8),
         "a face entering at frame 5": np.concatenate([blank[:5], np.stack([one] * 3)]),
     }
-    columns = clip_columns("mini")
+    columns, per_frame_columns = clip_columns("mini"), frame_columns("mini")
     for name, frames in cases.items():
         sets = compute_face_sets(frames, config)
         vector, per_frame = sets["faces"], sets["face_frames"]
-        assert vector.shape == (len(columns),) and per_frame.shape == (8, len(FRAME_COLUMNS)), name
+        assert vector.shape == (len(columns),) and per_frame.shape == (8, len(per_frame_columns)), name
         assert np.isfinite(vector).all() and np.isfinite(per_frame).all(), name
         at = {c: vector[i] for i, c in enumerate(columns)}
         if name == "no face":
@@ -137,6 +137,10 @@ def test_no_face_several_faces_and_a_face_entering_give_finite_flagged_sets(
         elif name == "several faces":
             assert at["no_face"] == 0 and at["face_share"] == 1 and at["faces_per_frame"] >= 2
             assert at["face_motion"] < 1e-3, "a still face does not move"
+            kept_width = per_frame[0, per_frame_columns.index("face_width")] * 455
+            assert kept_width > 100, "the larger face (123 px, the other 93 px) is kept"
+            means = [at[f"expr_feature_mean_{k}"] for k in range(128)]
+            assert at["expr_feature_std_0"] < 1e-5 and any(means), "a still face: its features, each frame the same"
         else:
             assert list(per_frame[:, 1]) == [0] * 5 + [1] * 3 and math.isclose(at["face_share"], 3 / 8)
             expressions = [at[f"expr_mean_{c}"] for c in FER_CLASSES]
@@ -146,3 +150,30 @@ def test_no_face_several_faces_and_a_face_entering_give_finite_flagged_sets(
 def test_a_missing_weight_file_names_it_and_the_fetch_command(tmp_path) -> None:
     with pytest.raises(WeightsError, match=r"weights 'faces_mtcnn.npz' not found.*mvemo weights fetch faces_mtcnn.npz"):
         FaceConfig(weights_dir=str(tmp_path)).weight_files()
+
+
+def test_a_face_is_followed_and_a_box_outside_the_frame_is_never_kept() -> None:
+    def faces(*boxes: tuple[float, float, float, float]) -> Faces:
+        return Faces(np.array(boxes, np.float32), np.ones(len(boxes), np.float32), np.zeros((len(boxes), 5, 2), np.float32))
+
+    found = [
+        faces((10, 10, 60, 60), (200, 10, 230, 40)),  # the largest first
+        faces((195, 10, 250, 65), (12, 12, 60, 60)),  # a larger face enters; the first one is followed
+        faces((-80, -80, -20, -20), (14, 12, 62, 60)),  # a box wholly outside the frame is skipped
+        faces((-80, -80, -20, -20)),
+        faces((300, 100, 340, 140)),  # nothing to follow: the largest
+    ]
+    assert kept_faces(found, 200, 400) == {0: 0, 1: 1, 2: 1, 4: 0}
+
+
+def test_the_fingerprints_follow_the_config_and_the_files_not_where_they_lie(monkeypatch: pytest.MonkeyPatch) -> None:
+    shared_file(WEIGHTS / "faces_mtcnn.npz")
+
+    def fingerprints(config: FaceConfig) -> list[str]:
+        return [spec.fingerprint for spec in face_specs(config, 32, {"n_frames": 32})]
+
+    here = fingerprints(FaceConfig(weights_dir=str(WEIGHTS)))
+    monkeypatch.setenv("MVEMO_WEIGHTS", str(WEIGHTS))
+    assert fingerprints(FaceConfig()) == here
+    assert fingerprints(FaceConfig(expression_net="big")) != here
+    assert fingerprints(FaceConfig(min_face_px=40, weights_dir=str(WEIGHTS))) != here

@@ -18,7 +18,8 @@ from mvemo.manifests.synthetic import write_media
 from mvemo.pipeline.cli.main import cli
 from mvemo.pipeline.config import net_config
 from tests.conftest import SHARED
-from tests.extract.references import shared_file
+from tests.extract.references import face_patch, shared_file
+from tests.pipeline.helpers import synthetic_manifest
 
 WEIGHTS = SHARED / "weights"
 SR, FPS, SIZE = 16000, 2, (256, 456)
@@ -29,15 +30,12 @@ def frames_of(reference: dict[str, np.ndarray], seconds: float, face: bool, rng:
     clip's draw puts it."""
     frames = np.clip(rng.normal(90, 12, (int(seconds * FPS), *SIZE, 3)), 0, 255).astype(np.uint8)
     if face:
-        x1, y1, x2, y2 = (int(v) for v in reference["mtcnn/boxes"][0, 0])
-        margin = (x2 - x1) // 3
-        patch = reference["frames"][0][max(y1 - margin, 0) : y2 + margin, max(x1 - margin, 0) : x2 + margin]
+        patch = face_patch(reference, 0, 0, 1 / 3)
         top, left = int(rng.integers(0, SIZE[0] - len(patch))), int(rng.integers(0, SIZE[1] - patch.shape[1]))
         frames[:, top : top + len(patch), left : left + patch.shape[1]] = patch
     return frames
 
 
-@pytest.mark.slow
 def test_a_model_over_faces_trains_predicts_and_draws_the_expression_track(tmp_path: Path) -> None:
     with np.load(shared_file(WEIGHTS / "reference" / "faces_reference.npz"), allow_pickle=False) as npz:
         reference = {key: npz[key] for key in ("frames", "mtcnn/boxes")}
@@ -75,3 +73,12 @@ def test_a_model_over_faces_trains_predicts_and_draws_the_expression_track(tmp_p
 def test_random_init_is_refused_for_the_face_detector() -> None:
     with pytest.raises(ConfigError, match=r"--random-init faces: .* published weights only"):
         net_config(None, ("faces",))
+
+
+def test_a_missing_weight_file_stops_extract_with_exit_2_naming_it_and_the_fetch_command(tmp_path: Path) -> None:
+    manifest = synthetic_manifest(tmp_path, ("Sad", "Tension"), clips_per_class=2, duration_s=2.0)
+    result = CliRunner().invoke(
+        cli, ["extract", str(manifest), "--cache", str(tmp_path / "cache"), "--features", "faces", "--weights-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 2
+    assert "weights 'faces_mtcnn.npz' not found" in result.output and "mvemo weights fetch faces_mtcnn.npz" in result.output
