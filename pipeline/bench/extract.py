@@ -15,13 +15,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from mvemo.cache.layout import FeatureSpec
 from mvemo.cache.store import CacheWriter
 from mvemo.extract.nets import get_net
 from mvemo.extract.nets.base import EmotionNet
 from mvemo.extract.train import OptimizerConfig, autocast, embed_rows, kinds_of, resolve_device
-from mvemo.pipeline.bench.common import stand_in_manifest
+from mvemo.pipeline.bench.common import best_of_each, stand_in_manifest
 
 NETS = ("onedcnn", "twodcnn", "crnn", "musicnn", "msdvgg", "c3d", "i3d")
 MUSIC_ENCODERS = ("musicnn", "msdvgg")
@@ -102,21 +103,43 @@ def net_figures(net: EmotionNet, batch: int, device: torch.device, repeat: int) 
     }
 
 
-def encoder_cpu_figures(name: str, repeat: int = 3) -> dict[str, float]:
-    """ms of one 30-s clip's embedding (its ten 3-s patches through the net, pooled) on the CPU, on one thread and on
-    all of torch's threads."""
+GEMM_SIZE = 2048
+
+
+def encoder_cpu_figures(name: str, repeat: int) -> dict[str, Any]:
+    """One 30-s clip's embedding (its ten 3-s patches through the net, pooled) on the CPU, on one thread and on all of
+    torch's threads: ms per clip, its GFLOP (torch's flop counter: two per multiply-add of the convs and matmuls), the
+    GFLOP/s achieved, and that rate as a fraction of the fp32 GEMM rate (a 2048-square matmul) on as many threads,
+    the two timed in turns."""
     net = get_net(name, num_classes=NUM_CLASSES).eval()
     (logmel,) = net.prepare(cached_batch("logmel", 1, np.random.default_rng(0)))
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net.embed(logmel)
+    gflop = counter.get_total_flops() / 1e9
+    a, b = torch.randn(GEMM_SIZE, GEMM_SIZE), torch.randn(GEMM_SIZE, GEMM_SIZE)
     threads = torch.get_num_threads()
-    out = {}
+    out: dict[str, Any] = {"gflop_per_clip": round(gflop, 2)}
     for n in dict.fromkeys((1, threads)):
         torch.set_num_threads(n)
         try:
             with torch.no_grad():
-                out[f"threads_{n}"] = round(time_ms(lambda: net.embed(logmel), torch.device("cpu"), repeat), 1)
+                net.embed(logmel)  # warm-up: oneDNN's kernels for these shapes
+                seconds = best_of_each({"net": lambda: net.embed(logmel), "gemm": lambda: a @ b}, repeat)
         finally:
             torch.set_num_threads(threads)
+        achieved, gemm = gflop / seconds["net"], 2 * GEMM_SIZE**3 / seconds["gemm"] / 1e9
+        out[f"threads_{n}"] = {
+            "ms": round(seconds["net"] * 1e3, 1),
+            "gflop_per_s": round(achieved, 1),
+            "gemm_gflop_per_s": round(gemm, 1),
+            "of_gemm": round(achieved / gemm, 2),
+        }
     return out
+
+
+def bench_encoders(names: tuple[str, ...] = MUSIC_ENCODERS, repeat: int = 5) -> dict[str, Any]:
+    """``mvemo bench encoders``: each music encoder's ``encoder_cpu_figures``."""
+    return {name: encoder_cpu_figures(name, repeat) for name in names}
 
 
 def export_figures(
@@ -163,9 +186,6 @@ def bench_extract(device: str = "auto", *, folder: str | None = None, nets: tupl
         figures["nets"][name] = net_figures(
             get_net(name, num_classes=NUM_CLASSES), batch, torch_device, repeat=5 if on_gpu else 2
         )
-    encoders = [name for name in MUSIC_ENCODERS if name in nets]
-    if encoders:
-        figures["music_encoders_cpu_ms_per_clip"] = {name: encoder_cpu_figures(name) for name in encoders}
     if on_gpu:
         figures["export_clips_per_s"] = {
             name: export_figures(name, torch_device, (8, 16, 32), 512, folder) for name in ("i3d", "c3d") if name in nets

@@ -6,7 +6,7 @@ import click
 
 from mvemo.pipeline.cli.tools import MvemoCommand, print_json
 
-BENCHES = ("audio", "video", "extract", "cache", "fuse", "scale", "timeline", "memory", "faces", "all")
+BENCHES = ("audio", "video", "extract", "encoders", "cache", "fuse", "scale", "timeline", "memory", "faces", "all")
 
 
 @click.command("bench", cls=MvemoCommand)
@@ -61,6 +61,10 @@ def bench(
     extract: each net's forward ms per clip (fp32, bf16) and fine-tune step on --device;
     on a GPU also I3D and C3D embedding export in clips/s from frames in a cache.
 
+    encoders: musicnn's and msdvgg's ms per 30-s clip on the CPU (one thread and all),
+    their GFLOP per clip, and the rate achieved as a fraction of this machine's fp32
+    GEMM rate, timed in turns in the same run (goal: 0.6 on 2 cores).
+
     fuse: the CV of every fusion model x 6 folds over embeddings of the five nets' sizes
     (4,000 dims integrated), beside one LogisticRegression fit.
 
@@ -87,7 +91,7 @@ def bench(
     """
     from mvemo.pipeline.bench.audio import bench_audio
     from mvemo.pipeline.bench.cache import bench_cache
-    from mvemo.pipeline.bench.extract import bench_extract
+    from mvemo.pipeline.bench.extract import bench_encoders, bench_extract
     from mvemo.pipeline.bench.faces import bench_faces
     from mvemo.pipeline.bench.fuse import bench_fuse
     from mvemo.pipeline.bench.memory import bench_memory
@@ -99,6 +103,7 @@ def bench(
         "audio": bench_audio,
         "video": lambda: bench_video(folder=tmp_dir),
         "extract": lambda: bench_extract(device, folder=tmp_dir),
+        "encoders": bench_encoders,
         "cache": lambda: bench_cache(n_clips=clips or 3438, grow_gb=grow_gb, folder=tmp_dir),
         "fuse": lambda: bench_fuse(n_clips=clips or 3438, folder=tmp_dir),
         "scale": lambda: bench_scale(folder=tmp_dir),

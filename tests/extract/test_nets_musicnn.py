@@ -61,8 +61,9 @@ def test_a_clip_pools_its_patches_layer(name: str, layer: str, dim: int) -> None
         key = "pool5_flat" if layer == "pool5" else layer
         per_patch = nets["mean"].patches.layers(patches)[key].reshape(2, 10, dim)
         embedded = {pool: net.embed(*net.prepare(logmel.numpy())) for pool, net in nets.items()}
-    torch.testing.assert_close(embedded["mean"], per_patch.mean(dim=1), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(embedded["max"], per_patch.amax(dim=1), rtol=1e-5, atol=1e-6)
+    # the clip runs its patches two at a time on a CPU, where oneDNN sums in another order than for all twenty at once
+    torch.testing.assert_close(embedded["mean"], per_patch.mean(dim=1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(embedded["max"], per_patch.amax(dim=1), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(embedded["meanmax"], torch.cat([embedded["mean"], embedded["max"]], dim=1))
     assert nets["meanmax"].embedding_dim == 2 * dim and nets["meanmax"](*nets["meanmax"].prepare(logmel.numpy())).shape == (2, 3)
     with torch.no_grad():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from mvemo.pipeline.bench.extract import CACHED, bench_extract, cached_batch
+from mvemo.pipeline.bench.extract import CACHED, bench_encoders, bench_extract, cached_batch
 from mvemo.pipeline.cli.main import cli
 
 
@@ -28,3 +28,21 @@ def test_cpu_figures_of_one_net_without_the_gpu_export() -> None:
 def test_the_cli_refuses_an_unknown_device() -> None:
     result = CliRunner().invoke(cli, ["bench", "extract", "--device", "tpu", "--json"])
     assert result.exit_code == 2 and "--device 'tpu' is not a device" in result.output, result.output
+
+
+def test_the_encoders_bench_counts_msdvggs_flops_and_relates_its_rate_to_the_gemm_rate() -> None:
+    from mvemo.extract.nets.musicnn import N_MELS, PATCH_FRAMES, VggPatches
+
+    figures = bench_encoders(("msdvgg",), repeat=1)["msdvgg"]
+    # two flops per multiply-add: five 3x3 convs over the pooled maps of each of a 30-s clip's ten patches, and the tags
+    height, width, channels, macs = PATCH_FRAMES, N_MELS, 1, 0
+    for (window, stride), out_channels in zip(VggPatches.POOLING, (128,) * 5):
+        macs += height * width * channels * out_channels * 9
+        height, width = (height - window[0]) // stride[0] + 1, (width - window[1]) // stride[1] + 1
+        channels = out_channels
+    expected_gflop = 10 * 2 * macs / 1e9
+    assert abs(figures["gflop_per_clip"] - expected_gflop) < 0.01, (figures["gflop_per_clip"], expected_gflop)
+    for key in [k for k in figures if k.startswith("threads_")]:
+        run = figures[key]
+        assert abs(run["gflop_per_s"] * run["ms"] / 1e3 - figures["gflop_per_clip"]) < 0.05 * figures["gflop_per_clip"]
+        assert abs(run["of_gemm"] - run["gflop_per_s"] / run["gemm_gflop_per_s"]) < 0.01
