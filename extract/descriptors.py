@@ -19,6 +19,7 @@ import numpy as np
 import pyloudnorm
 
 from mvemo.extract.decode.audio import AudioWindow
+from mvemo.extract.spectra import running_median
 from mvemo.manifests.errors import require
 
 SILENCE_DBFS = -100.0  # a clip whose loudest sample lies below this is silent: every column takes its undefined value
@@ -316,6 +317,9 @@ def _tonality(chroma_mean: np.ndarray, tonnetz: np.ndarray, frames_per_s: float)
 
 
 def _harmonic_percussive(mel_power: np.ndarray) -> float:
-    harmonic, percussive = librosa.decompose.hpss(mel_power, kernel_size=HPSS_KERNEL)
+    """librosa's ``decompose.hpss`` (margin 1, soft masks of power 2) with its median filters as running medians."""
+    along_time, along_frequency = (running_median(mel_power, HPSS_KERNEL, axis) for axis in (1, 0))
+    harmonic = mel_power * librosa.util.softmask(along_time, along_frequency, power=2, split_zeros=True)
+    percussive = mel_power * librosa.util.softmask(along_frequency, along_time, power=2, split_zeros=True)
     h, p = float(harmonic.sum()), float(percussive.sum())
     return 10 * np.log10(h / p) if h > 0 and p > 0 else np.nan

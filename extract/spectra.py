@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import librosa
+import numba
 import numpy as np
 import scipy.fft
 import scipy.signal
@@ -103,3 +104,39 @@ def mel_filterbank(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | 
 def chroma_filterbank(sr: int, n_fft: int, n_chroma: int) -> Filterbank:
     """``librosa.filters.chroma`` with tuning 0 as a ``Filterbank``."""
     return Filterbank.of(librosa.filters.chroma(sr=sr, n_fft=n_fft, n_chroma=n_chroma, tuning=0.0))
+
+
+def running_median(x: np.ndarray, width: int, axis: int) -> np.ndarray:
+    """The median of each ``width`` (odd) neighbours along ``axis``, mirrored at the ends: what
+    ``scipy.ndimage.median_filter(x, size, mode="reflect")`` gives with ``size`` ``width`` along ``axis`` and 1
+    elsewhere, value for value.
+
+    A sorted window slides along each row, one value out and one in (O(width) a step): over HPSS's 64 x 940 mel
+    power with widths of 17 it took 3 ms where ndimage's rank filter took 17.
+    """
+    rows = np.moveaxis(np.asarray(x), axis, -1)
+    half = width // 2
+    padded = np.pad(rows.reshape(-1, rows.shape[-1]), ((0, 0), (half, half)), mode="symmetric")
+    return np.moveaxis(_running_median_rows(padded, width).reshape(rows.shape), -1, axis)
+
+
+@numba.njit(cache=True, nogil=True)
+def _running_median_rows(padded: np.ndarray, width: int) -> np.ndarray:
+    rows, n = padded.shape[0], padded.shape[1] - width + 1
+    out = np.empty((rows, n), padded.dtype)
+    window = np.empty(width, padded.dtype)
+    for r in range(rows):
+        window[:] = np.sort(padded[r, :width])
+        out[r, 0] = window[width // 2]
+        for i in range(1, n):
+            new = padded[r, i + width - 1]
+            j = np.searchsorted(window, padded[r, i - 1])  # the leaving value's place: it moves to where new belongs
+            while j + 1 < width and window[j + 1] < new:
+                window[j] = window[j + 1]
+                j += 1
+            while j > 0 and window[j - 1] > new:
+                window[j] = window[j - 1]
+                j -= 1
+            window[j] = new
+            out[r, i] = window[width // 2]
+    return out

@@ -12,7 +12,7 @@ from mvemo.extract import spectra
 from mvemo.extract.audio import mel_spectrogram
 from mvemo.extract.decode.audio import AudioWindow
 from mvemo.extract.lld import LldConfig, lpc_llds, spectral_llds
-from mvemo.extract.spectra import Filterbank, chroma_filterbank, mel_filterbank, row_blocks
+from mvemo.extract.spectra import Filterbank, chroma_filterbank, mel_filterbank, row_blocks, running_median
 from tests.extract.test_audio import MEL, music
 
 
@@ -75,3 +75,19 @@ def test_features_do_not_depend_on_the_block_size(monkeypatch: pytest.MonkeyPatc
     blocked = lpc_llds(y16, lld), spectral_llds(y44, lld), mel_spectrogram(y16, MEL)
     for ours, theirs in zip((*whole[0], *whole[1], whole[2]), (*blocked[0], *blocked[1], blocked[2])):
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("shape", "width", "axis"), [((64, 300), 17, 1), ((64, 300), 17, 0), ((3, 5), 17, 1), ((5, 3), 7, 0), ((4, 1), 17, 1)]
+)
+def test_running_median_equals_ndimages_reflected_median_filter(shape: tuple[int, int], width: int, axis: int) -> None:
+    """Ties (small integers) and rows shorter than the window, whose mirror is mirrored again, included."""
+    from scipy.ndimage import median_filter
+
+    rng = np.random.default_rng(width + axis)
+    for x in (rng.integers(0, 4, shape).astype(np.float32), (rng.random(shape) ** 4).astype(np.float64)):
+        size = [1, 1]
+        size[axis] = width
+        expected = median_filter(x, size=size, mode="reflect")
+        got = running_median(x, width, axis)
+        assert got.dtype == x.dtype and np.array_equal(got, expected)
