@@ -9,10 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from mvemo.pipeline.bench.common import best_of_each
+from mvemo.pipeline.bench.common import SHARED_SAMPLE, best_of_each
 from mvemo.pipeline.executors import keep_freed_heap
-
-SHARED_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mved-sample"
 
 
 def bench_audio(path: str | None = None, *, repeat: int = 5) -> dict[str, Any]:

@@ -10,6 +10,8 @@ from typing import Any
 from mvemo.manifests.schema import Clip, Manifest
 
 BENCH_CLASSES = ("a", "b", "c", "d", "e", "f")
+# The MVED sample of ../shared beside the clone, whose first clip the audio and video benches time where it lies.
+SHARED_SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "mved-sample"
 
 
 def best_of(fn: Callable[[], Any], repeat: int = 5) -> float:

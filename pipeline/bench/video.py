@@ -23,9 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from mvemo.pipeline.bench.common import best_of, best_of_each
+from mvemo.pipeline.bench.common import SHARED_SAMPLE, best_of, best_of_each
 
-SHARED_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mved-sample"
 FPS = 30
 DURATION_S = 30
 GOP_S = 2

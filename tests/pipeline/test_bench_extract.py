@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from click.testing import CliRunner
 
 from mvemo.pipeline.bench.extract import CACHED, bench_encoders, bench_extract, cached_batch
@@ -46,3 +48,12 @@ def test_the_encoders_bench_counts_msdvggs_flops_and_relates_its_rate_to_the_gem
         run = figures[key]
         assert abs(run["gflop_per_s"] * run["ms"] / 1e3 - figures["gflop_per_clip"]) < 0.05 * figures["gflop_per_clip"]
         assert abs(run["of_gemm"] - run["gflop_per_s"] / run["gemm_gflop_per_s"]) < 0.01
+
+
+def test_the_benches_find_the_shared_sample_beside_the_clone() -> None:
+    """The audio and video benches time the sample's first clip where it lies: a wrong folder silently timed a
+    generated clip instead (a 240p clip of heavier texture, a third slower to sample)."""
+    from mvemo.pipeline.bench.common import SHARED_SAMPLE
+
+    repository = Path(__file__).resolve().parents[2]
+    assert repository.parent / "shared" / "data" / "mved-sample" == SHARED_SAMPLE
