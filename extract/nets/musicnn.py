@@ -75,9 +75,10 @@ def max_of_bn_relu(conv: nn.Conv2d, bn: BatchNorm2dOf1d, x: torch.Tensor, pool: 
     the scale is positive, ``min(scale * c + shift, shift)`` where it is negative. A max over a window commutes with
     both, so the conv runs with the affine map folded into its weights, the max is taken over its raw output, and one
     clamp of the pooled map finishes: one pass over the largest maps of each net instead of three (musicnn's timbral
-    block, msdvgg's first two blocks; equal to 2e-5).
+    block, msdvgg's first two blocks; equal to 2e-5). Under autocast the blocks run as written: folded into a bf16
+    conv, the norm's affine map took msdvgg's embedding 0.029 from float32 (relative L2, an H200) instead of 0.015.
     """
-    if bn.training:
+    if bn.training or torch.is_autocast_enabled(x.device.type):
         return cast(torch.Tensor, pool(bn(F.relu(conv(x)))))
     norm = bn.bn
     assert norm.running_var is not None and norm.running_mean is not None  # tf_batch_norm tracks running statistics

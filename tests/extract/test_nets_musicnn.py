@@ -93,3 +93,29 @@ def test_the_tag_probabilities_are_named_columns() -> None:
     tags = SHARED / "weights" / "msd50_tags.txt"
     if tags.is_file():
         assert tuple(tags.read_text().split("\n")[:50]) == MSD_TAGS
+
+
+def test_a_blocks_folded_norm_and_early_max_equal_the_blocks_layers_as_written() -> None:
+    """Channels of negative, zero and positive scale; musicnn's max over mel and msdvgg's overlapping pooling."""
+    from functools import partial
+
+    import torch.nn.functional as F
+
+    from mvemo.extract.nets.musicnn import BatchNorm2dOf1d, max_of_bn_relu, max_over_mel, max_pool_channels_last
+
+    torch.manual_seed(0)
+    conv, bn = torch.nn.Conv2d(1, 6, (3, 5)), BatchNorm2dOf1d(6)
+    with torch.no_grad():
+        bn.bn.weight.copy_(torch.tensor([-2.0, -0.5, 0.0, 0.5, 1.0, 3.0]))
+        bn.bn.bias.normal_()
+        bn.bn.running_mean.normal_()
+        bn.bn.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(2, 1, 40, 30)
+    for pool in (max_over_mel, partial(max_pool_channels_last, window=(4, 1), stride=(2, 2))):
+        bn.eval()
+        with torch.no_grad():
+            written = pool(bn(F.relu(conv(x))))
+            folded = max_of_bn_relu(conv, bn, x, pool)
+        torch.testing.assert_close(folded, written, rtol=1e-5, atol=1e-5)
+    nchw = torch.randn(2, 3, 11, 9)
+    torch.testing.assert_close(max_pool_channels_last(nchw, (2, 2), (2, 2)), F.max_pool2d(nchw, 2, 2))
