@@ -168,9 +168,11 @@ def extract_features(
     configs = (configs or FeatureConfigs()).with_weights_dir(weights_dir)
     if net_options is None:
         net_options = training.net_options if training is not None else {}
+    sets = feature_names(features, nets, net_options)
+    require_computed(tuple(recompute), sets, nets)
     run = StageOneRun(
         nets=nets,
-        sets=feature_names(features, nets, net_options),
+        sets=sets,
         training=training,
         protocol=protocol,
         configs=configs,
@@ -189,6 +191,17 @@ def extract_features(
             check_window_configs(configs, windows)
             return _extract_windows(run, manifest, cache, windows)
         return _extract_clips(run, manifest, cache)
+
+
+def require_computed(recompute: tuple[str, ...], sets: tuple[str, ...], nets: tuple[str, ...]) -> None:
+    """Each set to start over is one this run writes: a feature set, or a net's ``emb/<net>/...``."""
+    for name in recompute:
+        if name not in sets and not any(name.startswith(f"emb/{net}/") for net in nets):
+            written = [*sets, *(f"emb/{net}/all" for net in nets)]
+            raise ConfigError(
+                f"--recompute {name}: this run writes no set of that name; it writes {', '.join(written) or 'none'}"
+                " (name the set with --features or its net with --nets in the same run)"
+            )
 
 
 @dataclass(frozen=True)

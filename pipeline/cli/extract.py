@@ -76,7 +76,11 @@ def net_run_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option(
     "--protocol", default="leakfree", type=click.Choice(["leakfree", "paper"]), help="Fine-tuning protocol (see README)."
 )
-@click.option("--recompute", multiple=True, help="Start this feature set over (repeatable), e.g. after changing its config.")
+@click.option(
+    "--recompute",
+    multiple=True,
+    help="Start these feature sets over, e.g. after changing a config (comma-separated or repeated; each a set this run writes).",
+)
 @net_run_options
 @click.pass_context
 def extract(ctx: click.Context, manifest_path: str, cache_path: str, **options: Any) -> None:
@@ -170,7 +174,7 @@ def run_stage_one(
             net_options=net_options,
             weights_dir=options["weights_dir"],
             device=options["device"],
-            recompute=options.get("recompute", ()),
+            recompute=tuple(name for value in options.get("recompute", ()) for name in names(value)),
             executor=pool,
             lock=lock,
             progress=progress_bar,

@@ -137,3 +137,19 @@ def test_mved_sample_scan_folds_check(mved_sample: Path, tmp_path: Path) -> None
     result = run("manifest", "check", str(out))
     assert result.exit_code == 0, result.output
     assert "136 clips in 6 classes: 136 ok, 0 with problems" in result.output
+
+
+def test_recompute_takes_a_comma_list_and_refuses_a_set_the_run_does_not_write(tmp_path: Path) -> None:
+    for label in ("Sad", "Calm"):
+        for i in range(3):
+            write_tiny(tmp_path / "clips" / label / f"{i}.mp4")
+    manifest, cache = str(tmp_path / "m.csv"), str(tmp_path / "c")
+    assert run("manifest", "scan", str(tmp_path / "clips"), "-o", manifest).exit_code == 0
+    first = run("extract", manifest, "--cache", cache, "--features", "mel,lld")
+    assert first.exit_code == 0 and "12 rows computed" in first.output, first.output
+    again = run("extract", manifest, "--cache", cache, "--features", "mel,lld")
+    assert again.exit_code == 0 and "0 rows computed" in again.output, again.output
+    both = run("extract", manifest, "--cache", cache, "--features", "mel,lld", "--recompute", "mel,lld")
+    assert both.exit_code == 0 and "12 rows computed" in both.output, "both sets start over, not one named 'mel,lld'"
+    unknown = run("extract", manifest, "--cache", cache, "--features", "mel", "--recompute", "lld")
+    assert unknown.exit_code == 2 and "--recompute lld: this run writes no set of that name; it writes mel" in unknown.output
