@@ -30,7 +30,7 @@ from mvemo.extract.nets.base import EmotionNet, as_tensor, require
 N_MELS = 96
 PATCH_FRAMES = 187
 # Patches through the net at a time. On a CPU two, so that each block's maps stay in the cache (one patch's
-# largest maps take 9-25 MB): a 30-s clip's ten patches at once took musicnn 707 ms, two at a time 444 ms.
+# largest maps take 9-25 MB): a 30-s clip's ten patches at once took musicnn 661 ms, two at a time 444 ms.
 PATCH_CHUNK_CPU = 2
 PATCH_CHUNK_GPU = 32
 # The 50 Million Song Dataset tags, output i = tag i (musicnn's configuration.MSD_LABELS).
