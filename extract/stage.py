@@ -15,7 +15,13 @@ from typing import Any
 from mvemo.cache.handle import CacheHandle
 from mvemo.cache.lock import CacheLock
 from mvemo.extract.embed import export_embeddings, input_kinds
-from mvemo.extract.features import FeatureConfigs, FeatureRunSummary, compute_feature_sets, parse_features
+from mvemo.extract.features import (
+    FEATURE_GROUPS,
+    FeatureConfigs,
+    FeatureRunSummary,
+    compute_feature_sets,
+    parse_features,
+)
 from mvemo.extract.finetune import UnitSummary, finetune_embeddings
 from mvemo.extract.nets import base_name
 from mvemo.extract.train import TrainConfig
@@ -169,7 +175,6 @@ def extract_features(
     if net_options is None:
         net_options = training.net_options if training is not None else {}
     sets = feature_names(features, nets, net_options)
-    require_computed(tuple(recompute), sets, nets)
     run = StageOneRun(
         nets=nets,
         sets=sets,
@@ -179,7 +184,7 @@ def extract_features(
         net_options=net_options,
         weights_dir=weights_dir,
         device=device,
-        recompute=tuple(recompute),
+        recompute=recomputed_sets(recompute, sets, nets),
         executor=executor,
         progress=progress or (lambda description, unit: None),
         log=log,
@@ -193,15 +198,18 @@ def extract_features(
         return _extract_clips(run, manifest, cache)
 
 
-def require_computed(recompute: tuple[str, ...], sets: tuple[str, ...], nets: tuple[str, ...]) -> None:
-    """Each set to start over is one this run writes: a feature set, or a net's ``emb/<net>/...``."""
-    for name in recompute:
+def recomputed_sets(recompute: Iterable[str], sets: tuple[str, ...], nets: tuple[str, ...]) -> tuple[str, ...]:
+    """The sets ``--recompute`` starts over (``frames`` stands for its two sets), each one this run writes: a feature
+    set, or a net's ``emb/<net>/...``."""
+    names = tuple(dict.fromkeys(n for name in recompute for n in FEATURE_GROUPS.get(name, (name,))))
+    for name in names:
         if name not in sets and not any(name.startswith(f"emb/{net}/") for net in nets):
             written = [*sets, *(f"emb/{net}/all" for net in nets)]
             raise ConfigError(
                 f"--recompute {name}: this run writes no set of that name; it writes {', '.join(written) or 'none'}"
                 " (name the set with --features or its net with --nets in the same run)"
             )
+    return names
 
 
 @dataclass(frozen=True)

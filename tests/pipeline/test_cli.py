@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from mvemo.extract.stage import recomputed_sets
 from mvemo.manifests import read_manifest
 from mvemo.manifests.folds import fold_table
 from mvemo.pipeline.cli.main import cli, cv
@@ -151,5 +152,7 @@ def test_recompute_takes_a_comma_list_and_refuses_a_set_the_run_does_not_write(t
     assert again.exit_code == 0 and "0 rows computed" in again.output, again.output
     both = run("extract", manifest, "--cache", cache, "--features", "mel,lld", "--recompute", "mel,lld")
     assert both.exit_code == 0 and "12 rows computed" in both.output, "both sets start over, not one named 'mel,lld'"
+    assert recomputed_sets(["frames"], ("mel", "frames224", "frames112"), ()) == ("frames224", "frames112")
+    assert recomputed_sets(["emb/musicnn.max/all"], ("logmel",), ("musicnn.max",)) == ("emb/musicnn.max/all",)
     unknown = run("extract", manifest, "--cache", cache, "--features", "mel", "--recompute", "lld")
     assert unknown.exit_code == 2 and "--recompute lld: this run writes no set of that name; it writes mel" in unknown.output
