@@ -198,18 +198,21 @@ def extract_features(
         return _extract_clips(run, manifest, cache)
 
 
-def recomputed_sets(recompute: Iterable[str], sets: tuple[str, ...], nets: tuple[str, ...]) -> tuple[str, ...]:
-    """The sets ``--recompute`` starts over (``frames`` stands for its two sets), each one this run writes: a feature
-    set, or a net's ``emb/<net>/...``."""
-    names = tuple(dict.fromkeys(n for name in recompute for n in FEATURE_GROUPS.get(name, (name,))))
-    for name in names:
-        if name not in sets and not any(name.startswith(f"emb/{net}/") for net in nets):
+def recomputed_sets(recompute: str | Iterable[str], sets: tuple[str, ...], nets: tuple[str, ...]) -> tuple[str, ...]:
+    """The sets ``--recompute`` starts over: each name one this run writes, a feature set or a net's
+    ``emb/<net>/...``, or a group (``frames``, ``faces``) standing for those of its sets the run writes."""
+    names = recompute.split(",") if isinstance(recompute, str) else recompute
+    chosen: list[str] = []
+    for name in (n.strip() for n in names if n.strip()):
+        members = [m for m in FEATURE_GROUPS.get(name, (name,)) if m in sets or m.startswith(tuple(f"emb/{n}/" for n in nets))]
+        if not members:
             written = [*sets, *(f"emb/{net}/all" for net in nets)]
             raise ConfigError(
                 f"--recompute {name}: this run writes no set of that name; it writes {', '.join(written) or 'none'}"
                 " (name the set with --features or its net with --nets in the same run)"
             )
-    return names
+        chosen += members
+    return tuple(dict.fromkeys(chosen))
 
 
 @dataclass(frozen=True)

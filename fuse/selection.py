@@ -135,16 +135,14 @@ def logistic_path(
     """
     n_classes = int(y.max()) + 1
     models = [LogisticRegression(C=Cs[0], warm_start=True, tol=PATH_TOL_FACTOR * tol, max_iter=max_iter) for _ in splits]
-    # Each split's rows, gathered once for the whole path: gathering them for every C copied the matrix per fit.
-    rows = [(Z[train], y[train], Z[val], val) for train, val in splits]
 
     def out_of_fold(C: float) -> np.ndarray:
         proba = np.zeros((len(y), n_classes))
         # Z is standardized from rows checked once by the head: scikit-learn need not scan them again per fit.
         with config_context(assume_finite=True):
-            for model, (Z_train, y_train, Z_val, val) in zip(models, rows):
-                model.set_params(C=C).fit(Z_train, y_train)
-                proba[np.ix_(val, model.classes_)] = model.predict_proba(Z_val)
+            for model, (train, val) in zip(models, splits):
+                model.set_params(C=C).fit(Z[train], y[train])
+                proba[np.ix_(val, model.classes_)] = model.predict_proba(Z[val])
         return proba
 
     scores = []

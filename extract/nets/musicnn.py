@@ -16,7 +16,7 @@ chosen ``layer`` over its patches (``pool``: mean, max, or both concatenated).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial, reduce
 from typing import Any, ClassVar, cast
 
@@ -29,10 +29,10 @@ from mvemo.extract.nets.base import EmotionNet, as_tensor, require
 
 N_MELS = 96
 PATCH_FRAMES = 187
-# Patches through the net at a time. On a CPU two, so that each block's maps stay in the cache (one patch's
-# largest maps take 9-25 MB): a 30-s clip's ten patches at once took musicnn 661 ms, two at a time 444 ms.
+# Patches through the net at a time. At inference on a CPU two, so that each block's maps stay in the cache (one
+# patch's largest maps take 9-25 MB): a 30-s clip's ten patches at once took musicnn 661 ms, two at a time 444 ms.
+PATCH_CHUNK = 32
 PATCH_CHUNK_CPU = 2
-PATCH_CHUNK_GPU = 32
 # The 50 Million Song Dataset tags, output i = tag i (musicnn's configuration.MSD_LABELS).
 MSD_TAGS = (
     "rock", "pop", "alternative", "indie", "electronic", "female vocalists", "dance", "00s", "alternative rock", "jazz",
@@ -68,7 +68,9 @@ class BatchNorm2dOf1d(nn.Module):
         return self.bn(x.reshape(b, c, h * w)).reshape(b, c, h, w)
 
 
-def max_of_bn_relu(conv: nn.Conv2d, bn: BatchNorm2dOf1d, x: torch.Tensor, pool: Any) -> torch.Tensor:
+def max_of_bn_relu(
+    conv: nn.Conv2d, bn: BatchNorm2dOf1d, x: torch.Tensor, pool: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
     """``pool(bn(relu(conv(x))))`` for a ``pool`` that takes maxima over windows of each channel's map.
 
     At inference the batch norm is ``scale * relu(c) + shift`` per channel: ``max(scale * c + shift, shift)`` where
@@ -79,28 +81,28 @@ def max_of_bn_relu(conv: nn.Conv2d, bn: BatchNorm2dOf1d, x: torch.Tensor, pool: 
     conv, the norm's affine map took msdvgg's embedding 0.029 from float32 (relative L2, an H200) instead of 0.015.
     """
     if bn.training or torch.is_autocast_enabled(x.device.type):
-        return cast(torch.Tensor, pool(bn(F.relu(conv(x)))))
+        return pool(bn(F.relu(conv(x))))
     norm = bn.bn
     assert norm.running_var is not None and norm.running_mean is not None  # tf_batch_norm tracks running statistics
     scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
     shift = norm.bias - norm.running_mean * scale
     bias = shift if conv.bias is None else conv.bias * scale + shift
-    pooled = cast(torch.Tensor, pool(conv._conv_forward(x, conv.weight * scale[:, None, None, None], bias)))
+    pooled = pool(conv._conv_forward(x, conv.weight * scale[:, None, None, None], bias))
     view = (-1,) + (1,) * (pooled.ndim - 2)
     positive = (scale >= 0).view(view)
     infinity = torch.full_like(shift, torch.inf).view(view)
     return pooled.clamp(torch.where(positive, shift.view(view), -infinity), torch.where(positive, infinity, shift.view(view)))
 
 
-def max_pool_channels_last(y: torch.Tensor, window: tuple[int, int], stride: tuple[int, int]) -> torch.Tensor:
-    """``F.max_pool2d(y, window, stride)``, laid out channels last.
+def max_pool(y: torch.Tensor, window: tuple[int, int], stride: tuple[int, int]) -> torch.Tensor:
+    """``F.max_pool2d(y, window, stride)``; on a CPU laid out channels last.
 
     oneDNN runs msdvgg's 128-channel convs at the machine's GEMM rate on channels-last maps and a fifth slower on
-    NCHW ones. PyTorch pools a channels-last map ten times faster than an NCHW one, whose pooling took 185 ms a clip
-    in the first block: that map, the output of a conv over one channel (which stays NCHW), is pooled as the max of
-    its strided views (23 ms).
+    NCHW ones, and PyTorch pools a channels-last map ten times faster. An NCHW map on a CPU (the output of a conv over
+    one channel, which stays NCHW, or of a batch norm in training), whose pooling took 185 ms a clip in the first
+    block, is pooled as the max of its strided views (23 ms).
     """
-    if y.is_contiguous(memory_format=torch.channels_last):
+    if y.device.type != "cpu" or y.is_contiguous(memory_format=torch.channels_last):
         return F.max_pool2d(y, window, stride)
     for axis, size, step in ((3, window[1], stride[1]), (2, window[0], stride[0])):  # columns, then rows
         count = (y.shape[axis] - size) // step + 1
@@ -238,9 +240,7 @@ class VggPatches(PatchNet):
         out: dict[str, torch.Tensor] = {}
         convs, bns = cast(list[nn.Conv2d], list(self.convs)), cast(list[BatchNorm2dOf1d], list(self.bns))
         for i, (conv, bn, (window, stride)) in enumerate(zip(convs, bns, self.POOLING)):
-            h = max_of_bn_relu(
-                conv, bn, self.dropout(h) if i else h, partial(max_pool_channels_last, window=window, stride=stride)
-            )
+            h = max_of_bn_relu(conv, bn, self.dropout(h) if i else h, partial(max_pool, window=window, stride=stride))
             out[f"pool{i + 1}"] = h.permute(0, 2, 3, 1)
         flat = out["pool5"].reshape(b, -1)  # NHWC order, as TF flattens
         out["pool5_flat"] = flat
@@ -250,7 +250,8 @@ class VggPatches(PatchNet):
 
     def load_arrays(self, arrays: Mapping[str, np.ndarray], copy: Any) -> None:
         load_batch_norm(self.input_bn, arrays, "batch_normalization", copy)
-        for i, (conv, bn) in enumerate(zip(self.convs, cast(list[BatchNorm2dOf1d], list(self.bns)))):
+        convs, bns = cast(list[nn.Conv2d], list(self.convs)), cast(list[BatchNorm2dOf1d], list(self.bns))
+        for i, (conv, bn) in enumerate(zip(convs, bns)):
             copy(conv.weight, arrays, f"{i + 1}CNN/kernel", transform=lambda k: k.transpose(3, 2, 0, 1))
             copy(conv.bias, arrays, f"{i + 1}CNN/bias")
             load_batch_norm(bn.bn, arrays, f"batch_normalization_{i + 1}", copy)
@@ -303,7 +304,8 @@ class MusicnnBase(EmotionNet):
         x = F.pad(logmel, (0, max(0, PATCH_FRAMES - t)))[:, :, : n * PATCH_FRAMES]
         patches = x.reshape(b, N_MELS, n, PATCH_FRAMES).permute(0, 2, 3, 1).reshape(b * n, PATCH_FRAMES, N_MELS)
         key = self.layer_keys.get(self.config["layer"], self.config["layer"])
-        chunk = PATCH_CHUNK_CPU if patches.device.type == "cpu" else PATCH_CHUNK_GPU
+        # training keeps its batches whole: a batch norm's statistics over two patches (or one) would differ by device
+        chunk = PATCH_CHUNK_CPU if patches.device.type == "cpu" and not self.training else PATCH_CHUNK
         chunks = [self.patches.layers(patches[i : i + chunk])[key] for i in range(0, b * n, chunk)]
         values = torch.cat(chunks).reshape(b, n, -1)
         pool = self.config["pool"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,8 +11,9 @@ from typing import Any
 from mvemo.manifests.schema import Clip, Manifest
 
 BENCH_CLASSES = ("a", "b", "c", "d", "e", "f")
-# The MVED sample of ../shared beside the clone, whose first clip the audio and video benches time where it lies.
-SHARED_SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "mved-sample"
+# The MVED sample of ../shared beside the clone (or of $MVEMO_SHARED, as for the tests and the GPU check), whose first
+# clip the audio and video benches time where it lies; they name the clip they timed.
+SHARED_SAMPLE = Path(os.environ.get("MVEMO_SHARED") or Path(__file__).resolve().parents[3] / "shared") / "data" / "mved-sample"
 
 
 def best_of(fn: Callable[[], Any], repeat: int = 5) -> float:

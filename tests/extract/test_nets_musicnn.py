@@ -101,7 +101,7 @@ def test_a_blocks_folded_norm_and_early_max_equal_the_blocks_layers_as_written()
 
     import torch.nn.functional as F
 
-    from mvemo.extract.nets.musicnn import BatchNorm2dOf1d, max_of_bn_relu, max_over_mel, max_pool_channels_last
+    from mvemo.extract.nets.musicnn import BatchNorm2dOf1d, max_of_bn_relu, max_over_mel, max_pool
 
     torch.manual_seed(0)
     conv, bn = torch.nn.Conv2d(1, 6, (3, 5)), BatchNorm2dOf1d(6)
@@ -111,11 +111,29 @@ def test_a_blocks_folded_norm_and_early_max_equal_the_blocks_layers_as_written()
         bn.bn.running_mean.normal_()
         bn.bn.running_var.uniform_(0.5, 2.0)
     x = torch.randn(2, 1, 40, 30)
-    for pool in (max_over_mel, partial(max_pool_channels_last, window=(4, 1), stride=(2, 2))):
+    for pool in (max_over_mel, partial(max_pool, window=(4, 1), stride=(2, 2))):
         bn.eval()
         with torch.no_grad():
             written = pool(bn(F.relu(conv(x))))
             folded = max_of_bn_relu(conv, bn, x, pool)
         torch.testing.assert_close(folded, written, rtol=1e-5, atol=1e-5)
     nchw = torch.randn(2, 3, 11, 9)
-    torch.testing.assert_close(max_pool_channels_last(nchw, (2, 2), (2, 2)), F.max_pool2d(nchw, 2, 2))
+    torch.testing.assert_close(max_pool(nchw, (2, 2), (2, 2)), F.max_pool2d(nchw, 2, 2))
+
+
+@pytest.mark.parametrize("name", ["musicnn", "msdvgg"])
+def test_training_runs_a_clips_patches_as_one_batch_whatever_their_count(name: str) -> None:
+    """Two patches at a time is for inference on a CPU: in training a batch norm would see one patch's statistics
+    (musicnn's dense norms refuse a batch of one, as with an odd number of patches) and differ from a GPU's."""
+    torch.manual_seed(0)
+    net = get_net(name, num_classes=3).train()
+    logmel = torch.rand(1, 96, 3 * PATCH_FRAMES) * 4
+    assert net.embed(logmel).shape == (1, net.embedding_dim)
+    layer = "pool5_flat" if name == "msdvgg" else net.config["layer"]
+    patches = logmel.reshape(1, 96, 3, PATCH_FRAMES).permute(0, 2, 3, 1).reshape(3, PATCH_FRAMES, 96)
+    torch.manual_seed(1)
+    whole = net.patches.layers(patches)[layer].reshape(1, 3, -1)
+    torch.manual_seed(1)
+    embedded = net.embed(logmel)
+    pooled = {"mean": [whole.mean(dim=1)], "meanmax": [whole.mean(dim=1), whole.amax(dim=1)]}[net.config["pool"]]
+    torch.testing.assert_close(embedded, torch.cat(pooled, dim=1), msg="the three patches went through as one batch")

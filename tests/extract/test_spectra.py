@@ -78,10 +78,23 @@ def test_features_do_not_depend_on_the_block_size(monkeypatch: pytest.MonkeyPatc
 
 
 @pytest.mark.parametrize(
-    ("shape", "width", "axis"), [((64, 300), 17, 1), ((64, 300), 17, 0), ((3, 5), 17, 1), ((5, 3), 7, 0), ((4, 1), 17, 1)]
+    ("shape", "width", "axis"),
+    [
+        ((64, 300), 17, 1),
+        ((64, 300), 17, 0),
+        ((3, 5), 17, 1),
+        ((5, 3), 7, 0),
+        ((4, 1), 17, 1),
+        ((3, 2), 17, 1),
+        ((3, 4), 33, 1),
+        ((3, 9), 17, 1),
+        ((2, 10), 1, 1),
+        ((2, 0), 5, 1),
+    ],
 )
 def test_running_median_equals_ndimages_reflected_median_filter(shape: tuple[int, int], width: int, axis: int) -> None:
-    """Ties (small integers) and rows shorter than the window, whose mirror is mirrored again, included."""
+    """Ties (small integers), rows shorter than the window (odd and even, some shorter than half of it), a window of
+    one, and empty rows."""
     from scipy.ndimage import median_filter
 
     rng = np.random.default_rng(width + axis)
@@ -91,3 +104,8 @@ def test_running_median_equals_ndimages_reflected_median_filter(shape: tuple[int
         expected = median_filter(x, size=size, mode="reflect")
         got = running_median(x, width, axis)
         assert got.dtype == x.dtype and np.array_equal(got, expected)
+
+
+def test_running_median_refuses_an_even_window() -> None:
+    with pytest.raises(ValueError, match="width 4; expected an odd number"):
+        running_median(np.zeros((2, 10)), 4, 1)

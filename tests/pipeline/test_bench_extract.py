@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from click.testing import CliRunner
 
 from mvemo.pipeline.bench.extract import CACHED, bench_encoders, bench_extract, cached_batch
@@ -36,7 +34,7 @@ def test_the_encoders_bench_counts_msdvggs_flops_and_relates_its_rate_to_the_gem
     from mvemo.extract.nets.musicnn import N_MELS, PATCH_FRAMES, VggPatches
 
     figures = bench_encoders(("msdvgg",), repeat=1)["msdvgg"]
-    # two flops per multiply-add: five 3x3 convs over the pooled maps of each of a 30-s clip's ten patches, and the tags
+    # two flops per multiply-add: the five 3x3 convs over the pooled maps of each of a 30-s clip's ten patches
     height, width, channels, macs = PATCH_FRAMES, N_MELS, 1, 0
     for (window, stride), out_channels in zip(VggPatches.POOLING, (128,) * 5):
         macs += height * width * channels * out_channels * 9
@@ -50,10 +48,10 @@ def test_the_encoders_bench_counts_msdvggs_flops_and_relates_its_rate_to_the_gem
         assert abs(run["of_gemm"] - run["gflop_per_s"] / run["gemm_gflop_per_s"]) < 0.01
 
 
-def test_the_benches_find_the_shared_sample_beside_the_clone() -> None:
+def test_the_benches_find_the_shared_sample_where_the_tests_do() -> None:
     """The audio and video benches time the sample's first clip where it lies: a wrong folder silently timed a
     generated clip instead (a 240p clip of heavier texture, a third slower to sample)."""
     from mvemo.pipeline.bench.common import SHARED_SAMPLE
+    from tests.conftest import SHARED
 
-    repository = Path(__file__).resolve().parents[2]
-    assert repository.parent / "shared" / "data" / "mved-sample" == SHARED_SAMPLE
+    assert SHARED / "data" / "mved-sample" == SHARED_SAMPLE

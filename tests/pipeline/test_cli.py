@@ -153,6 +153,7 @@ def test_recompute_takes_a_comma_list_and_refuses_a_set_the_run_does_not_write(t
     both = run("extract", manifest, "--cache", cache, "--features", "mel,lld", "--recompute", "mel,lld")
     assert both.exit_code == 0 and "12 rows computed" in both.output, "both sets start over, not one named 'mel,lld'"
     assert recomputed_sets(["frames"], ("mel", "frames224", "frames112"), ()) == ("frames224", "frames112")
+    assert recomputed_sets("frames", ("frames112",), ("c3d",)) == ("frames112",), "c3d's run writes one of the two"
     assert recomputed_sets(["emb/musicnn.max/all"], ("logmel",), ("musicnn.max",)) == ("emb/musicnn.max/all",)
     unknown = run("extract", manifest, "--cache", cache, "--features", "mel", "--recompute", "lld")
     assert unknown.exit_code == 2 and "--recompute lld: this run writes no set of that name; it writes mel" in unknown.output
