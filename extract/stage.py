@@ -199,12 +199,13 @@ def extract_features(
 
 
 def recomputed_sets(recompute: str | Iterable[str], sets: tuple[str, ...], nets: tuple[str, ...]) -> tuple[str, ...]:
-    """The sets ``--recompute`` starts over: each name one this run writes, a feature set or a net's
-    ``emb/<net>/...``, or a group (``frames``, ``faces``) standing for those of its sets the run writes."""
-    names = recompute.split(",") if isinstance(recompute, str) else recompute
+    """The sets ``--recompute`` starts over (its values comma-separated, or repeated): each name one this run writes,
+    a feature set or a net's ``emb/<net>/...``, or a group (``frames``, ``faces``) standing for those of its sets the run writes."""
+    items = [recompute] if isinstance(recompute, str) else recompute
+    net_sets = tuple(f"emb/{net}/" for net in nets)
     chosen: list[str] = []
-    for name in (n.strip() for n in names if n.strip()):
-        members = [m for m in FEATURE_GROUPS.get(name, (name,)) if m in sets or m.startswith(tuple(f"emb/{n}/" for n in nets))]
+    for name in (n.strip() for item in items for n in item.split(",") if n.strip()):
+        members = [m for m in FEATURE_GROUPS.get(name, (name,)) if m in sets or m.startswith(net_sets)]
         if not members:
             written = [*sets, *(f"emb/{net}/all" for net in nets)]
             raise ConfigError(

@@ -174,7 +174,7 @@ def run_stage_one(
             net_options=net_options,
             weights_dir=options["weights_dir"],
             device=options["device"],
-            recompute=tuple(name for value in options.get("recompute", ()) for name in names(value)),
+            recompute=options.get("recompute", ()),
             executor=pool,
             lock=lock,
             progress=progress_bar,
