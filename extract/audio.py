@@ -1,5 +1,5 @@
 """Audio features: waveform and mel spectrogram (papers 001 and 003), log-mel (the MSD encoders), and the pass that
-computes them with the LLDs, the descriptors and the openSMILE sets.
+computes them with the LLDs, the descriptors (``descriptors``, ``expressive``) and the openSMILE sets.
 
 All configs are frozen dataclasses validated on construction; their fields go
 into the cache's fingerprints.
@@ -17,13 +17,23 @@ import numpy as np
 from mvemo.cache.layout import FeatureSpec
 from mvemo.extract.decode.audio import AudioWindow, Decoded, resample_exact
 from mvemo.extract.descriptors import DescriptorConfig, descriptors
+from mvemo.extract.expressive import ExpressiveConfig, expressive
 from mvemo.extract.lld import LldConfig, low_level_descriptors
 from mvemo.extract.smile import CompareConfig, EgemapsConfig, smile_columns, smile_features, smile_version
 from mvemo.extract.spectra import DB_AMIN, mel_filterbank, n_frames, power_blocks
 from mvemo.manifests.errors import ConfigError, require
 
 # Raised whenever a change moves a feature's values: its rows of another version then fail the fingerprint.
-EXTRACTOR_VERSIONS = {"waveform": "3", "mel": "3", "lld": "4", "logmel": "1", "descriptors": "1", "egemaps": "1", "compare": "1"}
+EXTRACTOR_VERSIONS = {
+    "waveform": "3",
+    "mel": "3",
+    "lld": "4",
+    "logmel": "1",
+    "descriptors": "1",
+    "expressive": "1",
+    "egemaps": "1",
+    "compare": "1",
+}
 
 
 @dataclass(frozen=True)
@@ -185,7 +195,7 @@ def _spec(name: str, config: Any) -> FeatureSpec:
     if name == "lld":
         shape = (config.n_frames, len(config.columns))
         return FeatureSpec(name, shape, "float32", extractor, version, record, columns=config.columns, variable_length=True)
-    if name == "descriptors":
+    if name in ("descriptors", "expressive"):
         return FeatureSpec(name, (len(config.columns),), "float32", extractor, version, record, columns=config.columns)
     columns = smile_columns(config)
     return FeatureSpec(
@@ -199,6 +209,7 @@ AUDIO_CONFIGS: dict[str, type] = {
     "logmel": LogMelConfig,
     "lld": LldConfig,
     "descriptors": DescriptorConfig,
+    "expressive": ExpressiveConfig,
     "egemaps": EgemapsConfig,
     "compare": CompareConfig,
 }
@@ -210,7 +221,7 @@ def compute_audio_features(decoded: Decoded, names: tuple[str, ...], configs: Ma
     from ``configs`` by set name.
 
     Each target rate is resampled once and shared (the 16 kHz copy feeds the waveform, both mel spectrograms,
-    the LPC analysis and the descriptors). The clip-level sets (``descriptors``, ``egemaps``, ``compare``) read
+    the LPC analysis and the descriptors). The clip-level sets (``descriptors``, ``expressive``, ``egemaps``, ``compare``) read
     only the audio the file has, not the window's zero padding.
     """
     copies: dict[int, np.ndarray] = {}
@@ -239,6 +250,8 @@ def compute_audio_features(decoded: Decoded, names: tuple[str, ...], configs: Ma
             out[name] = values[: max(1, min(valid, config.n_frames))]
         elif name == "descriptors":
             out[name] = descriptors(real(config.sample_rate_hz, window), config)
+        elif name == "expressive":
+            out[name] = expressive(real(config.sample_rate_hz, window), config)
         else:
             out[name] = smile_features(real(config.sample_rate_hz, window), config)
     return out

@@ -37,6 +37,7 @@ from mvemo.extract.audio import (
 from mvemo.extract.decode.audio import AudioWindow
 from mvemo.extract.decode.worker import read_audio
 from mvemo.extract.descriptors import DescriptorConfig
+from mvemo.extract.expressive import ExpressiveConfig
 from mvemo.extract.faces.sets import FACE_FEATURES, FaceConfig, face_specs
 from mvemo.extract.frame_sets import VIDEO_FEATURES, FrameConfig, compute_video_features, sampling_record, video_feature_specs
 from mvemo.extract.lld import LldConfig
@@ -66,6 +67,7 @@ class FeatureConfigs:
     audio_timeout_s: float | None = 60.0
     logmel: LogMelConfig = field(default_factory=LogMelConfig)
     descriptors: DescriptorConfig = field(default_factory=DescriptorConfig)
+    expressive: ExpressiveConfig = field(default_factory=ExpressiveConfig)
     egemaps: EgemapsConfig = field(default_factory=EgemapsConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
     faces: FaceConfig = field(default_factory=FaceConfig)

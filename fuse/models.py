@@ -2,7 +2,7 @@
 
 Inputs: every net's embedding, ``lldstats`` (the mean and standard deviation
 over time of every LLD column, a cheap handcrafted baseline) and every cached set
-that holds one named vector per clip (``descriptors``, ``egemaps``, ``compare``).
+that holds one named vector per clip (``descriptors``, ``expressive``, ``egemaps``, ``compare``).
 Default models, over the inputs stage one has finished (``complete_inputs``): each
 input alone, paper 001's four audio + video pairs, ``integrated`` (or
 ``integrated-audio`` without video): the inner-best of each input alone, all of them

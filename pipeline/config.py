@@ -3,7 +3,7 @@
 A file may hold the tables ``[audio]`` (``offset_s``, ``duration_s``: the window
 every audio feature analyses; ``timeout_s``: how long one clip's audio may take to
 decode), one table per audio set (``[mel]``, ``[logmel]``, ``[lld]``, ``[waveform]``,
-``[descriptors]``, ``[egemaps]``, ``[compare]``) and ``[frames]``
+``[descriptors]``, ``[expressive]``, ``[egemaps]``, ``[compare]``) and ``[frames]``
 (``extract.frame_sets.FrameConfig``), each overriding the defaults of its dataclass.
 ``[train]`` (``extract.train.TrainConfig``: ``max_epochs``, ``patience``,
 ``batch_size``, ``validation_share``, ``seed``) and ``[optim.<net>]`` (``name``,
@@ -38,6 +38,7 @@ TABLES = (
     "lld",
     "waveform",
     "descriptors",
+    "expressive",
     "egemaps",
     "compare",
     "frames",

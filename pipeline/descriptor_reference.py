@@ -1,4 +1,5 @@
-"""The descriptors' column reference: ``extract.descriptors.columns`` rendered as Markdown.
+"""The descriptors' column reference: ``extract.descriptors.columns`` and ``extract.expressive.COLUMNS`` rendered as
+Markdown.
 
 ``python -m mvemo.pipeline.descriptor_reference > docs/descriptors.md`` (``make docs``) writes the page, and a
 test checks that the file equals what this module renders, so the page and the code cannot disagree.
@@ -6,7 +7,9 @@ test checks that the file equals what this module renders, so the page and the c
 
 from __future__ import annotations
 
-from mvemo.extract.descriptors import ACTIVE_FRAME_DBFS, STATISTICS, DescriptorConfig, columns
+from mvemo.extract.descriptors import ACTIVE_FRAME_DBFS, STATISTICS, Column, DescriptorConfig, columns
+from mvemo.extract.expressive import COLUMNS as EXPRESSIVE_COLUMNS
+from mvemo.extract.expressive import HYSTERESIS_ST, MIN_NOTE_S, NOTE_MEDIAN_S
 
 HEADER = """\
 # The `descriptors` feature set
@@ -26,18 +29,41 @@ Every frame series but the RMS level is measured over the active frames only (RM
 {active:g} dBFS), so a silent intro or break does not read as 0 Hz, flat and toneless.
 Frame series are summarized by {n_stats} statistics, as `<series>_<statistic>`: {stats}.
 """
+EXPRESSIVE = """
+## The `expressive` feature set: the melody and how it is played
+
+One vector per clip (`mvemo extract ... --features expressive`), read in stage two as the input
+`expressive`, alone or beside the descriptors (`--models 'descriptors+expressive'`). After Panda et
+al. (2018, IEEE TAFFC), whose melodic and expressive features carried much of their emotion
+classifier's gain. From the same 16 kHz copy of the clip's real audio: its harmonic part (median-filter
+HPSS) -> the predominant melody (pYIN, each frame refined by YIN's continuous estimate) -> notes.
+A note is a stretch of one semitone: the contour's running median over {median:g} s (it keeps a
+step's edge and flattens a vibrato's swing) takes the nearest semitone, kept until it lies {hyst:g}
+semitones away; runs of at least {min_note:g} s whose median barely moves are notes, and the frames
+between two notes of one unbroken phrase are a step (none) or a glide. Vibrato and tremolo are
+periodic swings of a note's pitch and level at 3-9 Hz. A clip without melody (drums alone) takes
+every column's undefined value but the texture's; a silent clip takes them all.
+
+{n} columns:
+"""
+
+
+def table(columns: list[Column]) -> list[str]:
+    lines = ["| # | column | unit | what it measures | undefined |", "|---|---|---|---|---|"]
+    return lines + [f"| {i} | `{c.name}` | {c.unit} | {c.measures} | {c.undefined:g} |" for i, c in enumerate(columns)]
 
 
 def render(config: DescriptorConfig | None = None) -> str:
-    table = columns(config or DescriptorConfig())
+    described = columns(config or DescriptorConfig())
     stats = ", ".join(f"`{name}` ({what})" for name, what in STATISTICS.items())
     lines = [
         HEADER.format(n_stats=len(STATISTICS), stats=stats, active=ACTIVE_FRAME_DBFS),
-        f"{len(table)} columns with the default config:",
+        f"{len(described)} columns with the default config:",
         "",
     ]
-    lines += ["| # | column | unit | what it measures | undefined |", "|---|---|---|---|---|"]
-    lines += [f"| {i} | `{c.name}` | {c.unit} | {c.measures} | {c.undefined:g} |" for i, c in enumerate(table)]
+    lines += table(described)
+    lines.append(EXPRESSIVE.format(median=NOTE_MEDIAN_S, hyst=HYSTERESIS_ST, min_note=MIN_NOTE_S, n=len(EXPRESSIVE_COLUMNS)))
+    lines += table(list(EXPRESSIVE_COLUMNS))
     return "\n".join(lines) + "\n"
 
 

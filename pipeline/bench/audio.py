@@ -15,7 +15,7 @@ from mvemo.pipeline.executors import keep_freed_heap
 
 def bench_audio(path: str | None = None, *, repeat: int = 5) -> dict[str, Any]:
     """Per-step and total milliseconds of mvemo's audio features for one 30 s clip, beside the naive path, and
-    ``descriptors_ms``: the ``descriptors`` set from the decoded 16 kHz audio (not part of the total).
+    ``descriptors_ms`` and ``expressive_ms``: those sets from the decoded 16 kHz audio (not part of the total).
 
     The naive path computes the same descriptors the way research code does:
     decode, ``librosa.resample``, ``melspectrogram``, ``mfcc``, a per-frame Python
@@ -35,11 +35,12 @@ def bench_audio(path: str | None = None, *, repeat: int = 5) -> dict[str, Any]:
         seconds = best_of_each({**_steps(source), "total": lambda: _ours(source), "naive": lambda: _naive(source)}, repeat)
     ms = {name: round(s * 1e3, 2) for name, s in seconds.items()}
     total_ms, naive_ms = ms.pop("total"), ms.pop("naive")
-    descriptors_ms = ms.pop("descriptors")
+    descriptors_ms, expressive_ms = ms.pop("descriptors"), ms.pop("expressive")
     return {
         "clip": str(source),
         "steps_ms": ms,
         "descriptors_ms": descriptors_ms,
+        "expressive_ms": expressive_ms,
         "total_ms": total_ms,
         "naive_ms": naive_ms,
         "speedup": round(naive_ms / total_ms, 2),
@@ -71,7 +72,7 @@ def _ours(source: Path) -> dict[str, np.ndarray]:
 def _steps(source: Path) -> dict[str, Callable[[], Any]]:
     """Each step of ``_ours`` alone: the MFCC, spectral contrast and chroma share one STFT pass,
     the residual phase, formants and F0 one pass over the 16 kHz frames."""
-    from mvemo.extract import audio, descriptors, lld
+    from mvemo.extract import audio, descriptors, expressive, lld
     from mvemo.extract.decode.audio import AudioWindow, decode_audio, resample_exact
 
     mel, lld_config = audio.MelConfig(), lld.LldConfig()
@@ -88,6 +89,7 @@ def _steps(source: Path) -> dict[str, Callable[[], Any]]:
         "mfcc_contrast_chroma": lambda: lld.spectral_llds(y44, lld_config),
         "rp_formants_f0": lambda: lld.lpc_llds(y16, lld_config),
         "descriptors": lambda: descriptors.descriptors(y16, descriptors.DescriptorConfig()),
+        "expressive": lambda: expressive.expressive(y16, expressive.ExpressiveConfig()),
     }
 
 

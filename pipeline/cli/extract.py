@@ -36,8 +36,8 @@ def net_run_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "config_path",
             default=None,
             type=click.Path(dir_okay=False),
-            help="TOML file with [clip], [audio], [mel], [logmel], [lld], [waveform], [descriptors], [egemaps],"
-            " [compare], [frames], [train], [optim.<net>], [net.<name>] tables.",
+            help="TOML file with [clip], [audio], [mel], [logmel], [lld], [waveform], [descriptors], [expressive],"
+            " [egemaps], [compare], [frames], [train], [optim.<net>], [net.<name>] tables.",
         ),
         click.option(
             "--device",
@@ -58,8 +58,8 @@ def net_run_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option(
     "--features",
     default=None,
-    help="Feature sets: waveform, mel, logmel, lld, descriptors, egemaps, compare (these two need mvemo[opensmile]),"
-    " frames224, frames112 (frames: both).  [default: mel,lld,descriptors; with --nets, their inputs]",
+    help="Feature sets: waveform, mel, logmel, lld, descriptors, expressive (melody and its playing), egemaps, compare"
+    " (these two need mvemo[opensmile]), frames224, frames112 (frames: both).  [default: mel,lld,descriptors; with --nets, their inputs]",
 )
 @click.option(
     "--nets",
