@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from mvemo.fuse.heads import fit_head, make_head
+from mvemo.fuse.families import make_head
+from mvemo.fuse.heads import fit_head
 from mvemo.fuse.selection import EPS, SelectionConfig, inner_score, mixture_weights
 from mvemo.manifests.folds import inner_splits
 
@@ -168,6 +169,11 @@ class Fitted:
         return inputs_of(self.node)
 
 
+def described(selected: Mapping[str, Any]) -> str:
+    """What a head chose, in a few words: ``head=lda, shrinkage=0.3``."""
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in selected.items())
+
+
 def full_proba(model: Any, classes: np.ndarray, X: np.ndarray, n_classes: int) -> np.ndarray:
     """``model``'s probabilities of its ``classes`` spread over all ``n_classes`` (0 for a class it never saw)."""
     proba = np.zeros((len(X), n_classes))
@@ -194,7 +200,7 @@ class FittedFeatures(Fitted):
         return dict(self.selected)
 
     def describe(self) -> str:
-        return ", ".join(f"{k}={v:.3g}" for k, v in self.selected.items())
+        return described(self.selected)
 
 
 class FittedLate(Fitted):
@@ -247,7 +253,7 @@ class FittedStack(Fitted):
         return {"meta": dict(self.selected), "members": {m.node.expr: m.choices() for m in self.members}}
 
     def describe(self) -> str:
-        meta = ", ".join(f"{k}={v:.3g}" for k, v in self.selected.items())
+        meta = described(self.selected)
         return f"meta {meta}; " + "; ".join(f"{m.node.expr}: {m.describe()}" for m in self.members if m.describe())
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from mvemo.cache.read import Cache
 from mvemo.fuse.compose import Trainings, fit
-from mvemo.fuse.heads import make_head
+from mvemo.fuse.families import make_head
 from mvemo.fuse.inputs import input_set_name, missing_reasons, read_input
 from mvemo.fuse.metrics import mean_present, paired_differences, summarize, summarize_repeats
 from mvemo.fuse.models import FusionModel, incomplete_inputs, random_init_nets, select_models

@@ -135,12 +135,18 @@ class LogisticHead(_LinearHead):
                 C = self.C_grid[best]
                 self.selected_ = {"C": C}
             model = LogisticRegression(C=C, max_iter=self.max_iter, tol=self.tol).fit(Z, y)
-        weights, bias = model.coef_, model.intercept_
+        weights, bias = softmax_layer(model.coef_, model.intercept_, len(self.classes_))
         self.n_iter_ = int(np.max(model.n_iter_))
-        if len(self.classes_) == 2:  # sklearn keeps one logit for two classes: the softmax needs both
-            weights, bias = np.vstack([np.zeros_like(weights), weights]), np.concatenate([[0.0], bias])
         self.linear_ = LinearSoftmax(self.classes_, *(np.asarray(a, dtype=np.float64) for a in (mean, scale, weights, bias)))
         return self
+
+
+def softmax_layer(weights: np.ndarray, bias: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """A scikit-learn linear model's ``coef_`` and ``intercept_`` as one logit per class: for two classes it keeps
+    one logit, the second class's against a first of 0."""
+    if n_classes == 2 and len(weights) == 1:
+        return np.vstack([np.zeros_like(weights), weights]), np.concatenate([[0.0], bias])
+    return weights, bias
 
 
 def _groups(groups: Any, n: int) -> list[str]:
@@ -306,29 +312,6 @@ def layer_proba(layer: Any, Z: np.ndarray) -> np.ndarray:
 
     with torch.no_grad():
         return torch.softmax(layer(torch.from_numpy(Z)), dim=1).numpy().astype(np.float64)
-
-
-HEADS: dict[str, type[_LinearHead]] = {"logistic": LogisticHead, "softmax": SoftmaxHead}
-
-
-def make_head(kind: str = "logistic", selection: SelectionConfig | None = None, **params: Any) -> _LinearHead:
-    """A fresh head by name (``logistic`` default, ``softmax`` the torch layer) with ``params`` (a config's
-    ``[head]`` table), each checked against the head's own rules, choosing what they leave open as ``selection``
-    (a config's ``[fuse]`` table) says."""
-    if kind not in HEADS:
-        raise ConfigError(f"head {kind!r}: choose one of {sorted(HEADS)}")
-    rules = HEADS[kind].PARAM_RULES
-    unknown = sorted(set(params) - set(rules))
-    if unknown:
-        raise ConfigError(f"[head] {kind}: unknown parameter(s) {unknown}; its parameters are {sorted(rules)}")
-    for name, value in params.items():
-        valid, expected = rules[name]
-        if not valid(value):
-            raise ConfigError(f"[head] {kind}: {name} = {value!r}; expected {expected}")
-    selection = selection or SelectionConfig()
-    chosen = {"inner_folds": selection.inner_folds, "scoring": selection.scoring, "random_state": selection.seed}
-    grids = {"C_grid": selection.C_grid} if kind == "logistic" else {"lr_grid": selection.lr_grid, "l2_grid": selection.l2_grid}
-    return HEADS[kind](**(chosen | grids | params))
 
 
 def fit_head(head: Any, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> Any:

@@ -264,7 +264,32 @@ def _choices(document: dict[str, Any]) -> list[str]:
     tallies = [[name, _tally(m["choices"])] for name, m in document["models"].items() if m["kind"] == "selected"]
     if tallies:
         lines += [f"Members chosen in the {repeats * folds} folds of every repeat:", "", *_table(["model", "chosen"], tallies)]
+    families = [[name, heads] for name, m in document["models"].items() if (heads := _head_tally(m["choices"]))]
+    if families:
+        lines += [
+            f"Head families chosen in the {repeats * folds} folds of every repeat ([fuse] heads; each head of a fusion counted):",
+            "",
+            *_table(["model", "heads"], families),
+        ]
     return lines
+
+
+def _head_tally(choices: Any) -> str:
+    """How often each head family was chosen, over every head within ``choices`` (nested: a fusion's members)."""
+    counts: Counter[str] = Counter()
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("head"), str):
+                counts[node["head"]] += 1
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(choices)
+    return ", ".join(f"{name} in {n}" for name, n in counts.most_common())
 
 
 def _tally(choices: list[list[dict[str, Any]]]) -> str:

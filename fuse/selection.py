@@ -51,6 +51,9 @@ class SelectionConfig:
         The softmax head's learning rates and L2 weights; its epochs are chosen too.
     seed : int
         Seed of the inner folds' shuffle.
+    heads : tuple of str
+        The head families (``fuse.families.HEADS``); several: each fits and the inner folds choose one per model
+        and fold.
     """
 
     inner_folds: int = 5
@@ -59,8 +62,14 @@ class SelectionConfig:
     lr_grid: tuple[float, ...] = (1e-3, 1e-2)
     l2_grid: tuple[float, ...] = (1e-4, 1e-3, 1e-2)
     seed: int = 0
+    heads: tuple[str, ...] = ("logistic",)
 
     def __post_init__(self) -> None:
+        require(
+            isinstance(self.heads, tuple | list) and bool(self.heads) and all(isinstance(h, str) for h in self.heads),
+            f'[fuse] heads = {self.heads!r}: expected a non-empty list of head names, e.g. ["logistic", "lda"]',
+        )
+        object.__setattr__(self, "heads", tuple(dict.fromkeys(self.heads)))
         require(
             isinstance(self.inner_folds, int) and not isinstance(self.inner_folds, bool) and self.inner_folds >= 2,
             f"[fuse] inner_folds = {self.inner_folds!r}: expected an integer >= 2",

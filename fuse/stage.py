@@ -12,7 +12,7 @@ from typing import Any
 from mvemo.cache.h5file import mvemo_version
 from mvemo.cache.read import Cache
 from mvemo.fuse.cv import CvResult, cross_validate
-from mvemo.fuse.heads import make_head
+from mvemo.fuse.families import make_head
 from mvemo.fuse.models import INTEGRATED
 from mvemo.fuse.provenance import provenance, top_tags
 from mvemo.fuse.report import write_report

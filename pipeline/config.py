@@ -176,7 +176,13 @@ def head_config(path: str | os.PathLike[str] | None, name: str | None) -> tuple[
     reference = fuse.pop("reference", None)
     if reference is not None and not isinstance(reference, str):
         raise ConfigError(f'[fuse] reference = {reference!r}: expected a model\'s name, e.g. "musicnn"')
-    return name or configured, table, SelectionConfig.from_table(fuse, taken=("reference",)), reference
+    selection = SelectionConfig.from_table(fuse, taken=("reference",))
+    if len(selection.heads) > 1 and (name or "name" in tables.get("head", {}) or table):
+        raise ConfigError(
+            f"[fuse] heads = {list(selection.heads)}: the inner folds choose the head among them; give no --head,"
+            " [head] name or [head] parameters beside it"
+        )
+    return name or configured, table, selection, reference
 
 
 def per_net_tables(tables: dict[str, Any], table: str) -> dict[str, dict[str, Any]]:

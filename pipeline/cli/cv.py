@@ -26,6 +26,9 @@ def echo_summary(document: dict[str, Any], out: str) -> None:
     )
 
 
+HEAD_NAMES = ["logistic", "softmax", "lda", "pca-logistic", "svm"]  # fuse.families.HEADS, without importing it
+
+
 def head_options(command: Any) -> Any:
     """``--head`` and ``--config`` (its ``[head]`` table), shared by cv and fuse."""
     command = click.option(
@@ -34,13 +37,16 @@ def head_options(command: Any) -> Any:
         default=None,
         type=click.Path(dir_okay=False),
         help="TOML file whose [head] table sets the head's name and parameters (optimizer, lr, l2, C, ...; those left"
-        " out are chosen on inner folds) and whose [fuse] table how (inner_folds, scoring, C_grid, lr_grid, l2_grid, seed).",
+        " out are chosen on inner folds) and whose [fuse] table how (inner_folds, scoring, C_grid, lr_grid, l2_grid, seed,"
+        " heads: the families the inner folds choose among).",
     )(command)
     return click.option(
         "--head",
         default=None,
-        type=click.Choice(["logistic", "softmax"]),
-        help="Fusion head: L-BFGS logistic regression or the torch softmax layer.  [default: the config's, else logistic]",
+        type=click.Choice(HEAD_NAMES),
+        help="Fusion head: L-BFGS logistic regression, the torch softmax layer, shrinkage LDA, PCA-whitened logistic"
+        " regression or a linear SVM with probabilities by temperature; [fuse] heads = [...] lets inner folds choose"
+        " among several.  [default: the config's, else logistic]",
     )(command)
 
 

@@ -14,7 +14,8 @@ from sklearn.utils.estimator_checks import check_estimator
 
 from mvemo.cache.read import Cache
 from mvemo.fuse.cv import cross_validate
-from mvemo.fuse.heads import LogisticHead, SoftmaxHead, make_head
+from mvemo.fuse.families import LdaHead, PcaLogisticHead, SvmHead, make_head
+from mvemo.fuse.heads import LogisticHead, SoftmaxHead
 from mvemo.fuse.models import available_models
 from mvemo.fuse.saved import load_fusion_model
 from mvemo.fuse.stage import run_cv
@@ -28,7 +29,9 @@ from tests.fuse.helpers import embedding_cache
 AV_NETS = {"onedcnn": (16, 1.5), "twodcnn": (12, 0.0), "c3d": (10, 0.0), "i3d": (8, 1.5)}
 
 
-@pytest.mark.parametrize("head", [LogisticHead(), SoftmaxHead(lr=0.01, l2=1e-3, max_epochs=100)])
+@pytest.mark.parametrize(
+    "head", [LogisticHead(), SoftmaxHead(lr=0.01, l2=1e-3, max_epochs=100), LdaHead(), PcaLogisticHead(), SvmHead()]
+)
 def test_heads_follow_the_estimator_contract(head) -> None:
     check_estimator(head)
 

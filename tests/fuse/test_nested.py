@@ -154,7 +154,7 @@ def test_the_saved_model_predicts_as_its_tree_does(tmp_path: Path) -> None:
 
 
 def test_composites_nest_with_heads_of_fixed_settings(tmp_path: Path) -> None:
-    from mvemo.fuse.heads import make_head
+    from mvemo.fuse.families import make_head
 
     cache = embedding_cache(tmp_path / "c.h5", nets=NETS, n_per_class=18)
     models = [
