@@ -30,6 +30,7 @@ import numpy as np
 
 from mvemo.fuse.families import make_head
 from mvemo.fuse.heads import fit_head
+from mvemo.fuse.patches import patch_head
 from mvemo.fuse.selection import EPS, SelectionConfig, inner_score, mixture_weights
 from mvemo.manifests.folds import inner_splits
 
@@ -121,7 +122,15 @@ class Training:
     n_classes: int
     head: Any
     selection: SelectionConfig
+    patches: Mapping[str, int] = field(default_factory=dict)  # inputs that keep each clip's patches: how many
     fitted: dict[Node, Fitted] = field(default_factory=dict)
+
+    def head_of(self, node: Features) -> Any:
+        """The head a feature-level model fits: over one input of patches, a patch-level head
+        (``fuse.patches``); otherwise ``head``."""
+        if len(node.inputs) == 1 and node.inputs[0] in self.patches:
+            return patch_head(self.head, self.patches[node.inputs[0]], self.selection.scoring)
+        return self.head
 
     def splits(self) -> list[tuple[np.ndarray, np.ndarray]]:
         return inner_splits(self.y, self.groups, k=self.selection.inner_folds, seed=self.selection.seed)
@@ -130,8 +139,17 @@ class Training:
 class Trainings:
     """The ``Training`` of each set of rows, so that models on the same rows share their fits."""
 
-    def __init__(self, y: np.ndarray, groups: list[str], n_classes: int, head: Any, selection: SelectionConfig) -> None:
+    def __init__(
+        self,
+        y: np.ndarray,
+        groups: list[str],
+        n_classes: int,
+        head: Any,
+        selection: SelectionConfig,
+        patches: Mapping[str, int] | None = None,
+    ) -> None:
         self.y, self.groups, self.n_classes, self.head, self.selection = y, groups, n_classes, head, selection
+        self.patches = dict(patches or {})
         self.by_rows: dict[bytes, Training] = {}
 
     def on(self, rows: np.ndarray, matrices: Mapping[str, np.ndarray]) -> Training:
@@ -139,7 +157,7 @@ class Trainings:
         key = rows.tobytes()
         if key not in self.by_rows:
             self.by_rows[key] = Training(
-                {}, self.y[rows], [self.groups[r] for r in rows], self.n_classes, self.head, self.selection
+                {}, self.y[rows], [self.groups[r] for r in rows], self.n_classes, self.head, self.selection, self.patches
             )
         training = self.by_rows[key]
         training.blocks = dict(training.blocks) | {name: X[rows] for name, X in matrices.items() if name not in training.blocks}
@@ -289,7 +307,7 @@ def fit(node: Node, training: Training, *, inner: bool = False) -> Fitted:
 
 def _fit_features(node: Features, training: Training, inner: bool) -> Fitted:
     X = concatenated(training.blocks, node.inputs)
-    head = fit_head(training.head, X, training.y, np.asarray(training.groups))
+    head = fit_head(training.head_of(node), X, training.y, np.asarray(training.groups))
     fitted = FittedFeatures(node, head, head.classes_, training.n_classes, getattr(head, "selected_", {}))
     if getattr(head, "inner_proba_", None) is not None:
         fitted.inner_proba = np.zeros((len(X), training.n_classes))
@@ -297,7 +315,7 @@ def _fit_features(node: Features, training: Training, inner: bool) -> Fitted:
     elif inner:  # a head with fixed settings chose nothing on inner folds: one fit per inner fold
         fitted.inner_proba = np.zeros((len(X), training.n_classes))
         for train, val in training.splits():
-            part = fit_head(training.head, X[train], training.y[train], np.asarray(training.groups)[train])
+            part = fit_head(training.head_of(node), X[train], training.y[train], np.asarray(training.groups)[train])
             fitted.inner_proba[val] = full_proba(part, part.classes_, X[val], training.n_classes)
     return fitted
 

@@ -20,7 +20,7 @@ import numpy as np
 from mvemo.cache.read import Cache
 from mvemo.fuse.compose import Trainings, fit
 from mvemo.fuse.families import make_head
-from mvemo.fuse.inputs import input_set_name, missing_reasons, read_input
+from mvemo.fuse.inputs import input_set_name, missing_reasons, patch_count, read_input
 from mvemo.fuse.metrics import mean_present, paired_differences, summarize, summarize_repeats
 from mvemo.fuse.models import FusionModel, incomplete_inputs, random_init_nets, select_models
 from mvemo.fuse.provenance import fine_tuned_nets, protocol
@@ -116,6 +116,7 @@ class FoldInputs:
     sets: dict[str, str]
     modified: dict[str, int]
     usable: dict[str, np.ndarray]
+    patches: dict[str, int]
 
 
 def fold_inputs(cache: Cache, models: list[FusionModel], n_folds: int) -> list[FoldInputs]:
@@ -128,7 +129,8 @@ def fold_inputs(cache: Cache, models: list[FusionModel], n_folds: int) -> list[F
             if set_name not in done:
                 done[set_name] = cache.done(set_name)
         usable = {m.name: np.logical_and.reduce([done[sets[i]] for i in m.inputs]) for m in models}
-        per_fold.append(FoldInputs(sets, {s: cache.modified_ns(s) for s in set(sets.values())}, usable))
+        patches = {i: n for i, s in sets.items() if (n := patch_count(cache, s)) is not None}
+        per_fold.append(FoldInputs(sets, {s: cache.modified_ns(s) for s in set(sets.values())}, usable, patches))
     return per_fold
 
 
@@ -151,7 +153,7 @@ def fit_fold(
     with Cache(cache_path) as cache:
         classes, y, groups = cache.classes, cache.y, cache.groups
     n_classes = len(classes)
-    trainings = Trainings(y, groups, n_classes, head, selection)
+    trainings = Trainings(y, groups, n_classes, head, selection, inputs.patches)
     outcomes = {}
     for model in models:
         read = {i: _input(str(cache_path), inputs.sets[i], inputs.modified[inputs.sets[i]]) for i in model.inputs}

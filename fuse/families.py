@@ -101,6 +101,9 @@ class LdaHead(_ChoosingHead):
         self.scoring = scoring
         self.random_state = random_state
 
+    def chooses(self) -> bool:
+        return self.shrinkage is None
+
     def fit(self, X: Any, y: Any, groups: Any = None) -> LdaHead:
         Z, y, target, mean, scale = self._prepare(X, y)
         n_classes = len(self.classes_)
@@ -179,6 +182,9 @@ class PcaLogisticHead(_ChoosingHead):
         self.scoring = scoring
         self.random_state = random_state
 
+    def chooses(self) -> bool:
+        return self.C is None
+
     def fit(self, X: Any, y: Any, groups: Any = None) -> PcaLogisticHead:
         Z, y, _, mean, scale = self._prepare(X, y)
         with threadpool_limits(1):
@@ -221,6 +227,9 @@ class SvmHead(_ChoosingHead):
         self.inner_folds = inner_folds
         self.scoring = scoring
         self.random_state = random_state
+
+    def chooses(self) -> bool:
+        return True
 
     def fit(self, X: Any, y: Any, groups: Any = None) -> SvmHead:
         Z, y, target, mean, scale = self._prepare(X, y)
@@ -279,12 +288,16 @@ def fitted_temperature(scores: np.ndarray, target: np.ndarray) -> float:
 
 class ChosenHead(_LinearHead):
     """The family of best inner score among ``candidates`` ((name, head) pairs whose heads choose their settings on
-    inner folds; those folds are the same for all, drawn by the same seed). ``selected_`` names it (``head``) with
-    its own choices; ``inner_scores_`` holds every family's."""
+    inner folds; those folds are the same for all, drawn by the same seed). ``selected_`` names it (under ``key``)
+    with its own choices; ``inner_scores_`` holds every family's."""
 
-    def __init__(self, candidates: tuple[tuple[str, Any], ...] = (), scoring: str = "log_loss") -> None:
+    def __init__(self, candidates: tuple[tuple[str, Any], ...] = (), scoring: str = "log_loss", key: str = "head") -> None:
         self.candidates = candidates
         self.scoring = scoring
+        self.key = key
+
+    def chooses(self) -> bool:
+        return True
 
     def fit(self, X: Any, y: Any, groups: Any = None) -> ChosenHead:
         fitted = {name: fit_head(head, X, y, np.asarray(_groups(groups, len(y)))) for name, head in self.candidates}
@@ -294,7 +307,7 @@ class ChosenHead(_LinearHead):
         name = max(self.inner_scores_, key=lambda n: self.inner_scores_[n])
         chosen = fitted[name]
         self.linear_, self.inner_proba_ = chosen.linear_, chosen.inner_proba_
-        self.selected_ = {"head": name, **chosen.selected_}  # type: ignore[dict-item]
+        self.selected_ = {self.key: name, **chosen.selected_}  # type: ignore[dict-item]
         self.n_features_in_ = chosen.n_features_in_
         return self
 

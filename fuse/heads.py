@@ -67,6 +67,10 @@ class _LinearHead(ClassifierMixin, BaseEstimator):
     # Each parameter's check and what it expects, for a config's [head] table.
     PARAM_RULES: ClassVar[dict[str, tuple[Callable[[Any], bool], str]]] = {}
 
+    def chooses(self) -> bool:
+        """Whether ``fit`` chooses settings on inner folds (and so leaves their out-of-fold ``inner_proba_``)."""
+        raise NotImplementedError
+
     def predict_proba(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "linear_")
         X = validate_data(self, X, reset=False, dtype=np.float64)
@@ -115,6 +119,9 @@ class LogisticHead(_LinearHead):
         self.inner_folds = inner_folds
         self.scoring = scoring
         self.random_state = random_state
+
+    def chooses(self) -> bool:
+        return self.C is None
 
     def fit(self, X: Any, y: Any, groups: Any = None) -> LogisticHead:
         """Fit on rows ``X`` of classes ``y``; inner folds keep each of ``groups`` whole (default: a group per row)."""
@@ -223,6 +230,9 @@ class SoftmaxHead(_LinearHead):
         self.inner_folds = inner_folds
         self.scoring = scoring
         self.random_state = random_state
+
+    def chooses(self) -> bool:
+        return self.lr is None or self.l2 is None
 
     def fit(self, X: Any, y: Any, groups: Any = None) -> SoftmaxHead:
         X, y = validate_data(self, X, y, dtype=(np.float32, np.float64))

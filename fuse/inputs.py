@@ -51,6 +51,13 @@ def input_set_name(cache: Cache, name: str, fold: int | None) -> str:
     return name if name in vector_sets(cache) else input_set(cache, name, fold)
 
 
+def patch_count(cache: Cache, set_name: str) -> int | None:
+    """How many 3-s patches per clip a set keeps, patch after patch (a music encoder's ``pool = "patches"``
+    variant); None for a set of one vector per clip."""
+    config = cache.config(set_name)
+    return int(config["patches"]) if config.get("pool") == "patches" else None
+
+
 def read_input(cache: Cache, set_name: str) -> tuple[np.ndarray, np.ndarray]:
     """The float32 matrix an input reads from ``set_name``, shape (n_clips, n_features), and the mask of rows done
     (float32 as cached: the heads' solver runs 3x faster than on float64, with the same accuracy)."""

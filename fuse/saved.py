@@ -36,7 +36,7 @@ from mvemo.fuse.compose import (
     fit,
 )
 from mvemo.fuse.heads import LinearSoftmax
-from mvemo.fuse.inputs import input_set_name, read_input
+from mvemo.fuse.inputs import input_set_name, patch_count, read_input
 from mvemo.fuse.models import FusionModel
 from mvemo.fuse.saved_check import HEAD_ARRAYS, Invalid, check_saved_model
 from mvemo.fuse.selection import SelectionConfig
@@ -59,8 +59,9 @@ def train_final(
     fitted = {}
     with Cache(cache_path) as cache:
         y = cache.y
-        trainings = Trainings(y, cache.groups, len(cache.classes), head, selection)
         set_names = {name: input_set_name(cache, name, None) for model in models for name in model.inputs}
+        patches = {name: n for name, s in set_names.items() if (n := patch_count(cache, s)) is not None}
+        trainings = Trainings(y, cache.groups, len(cache.classes), head, selection, patches)
         reads = {set_name: read_input(cache, set_name) for set_name in set(set_names.values())}  # each set once
         for model in models:
             read = {name: reads[set_names[name]] for name in model.inputs}

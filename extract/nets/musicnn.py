@@ -43,7 +43,7 @@ MSD_TAGS = (
 )  # fmt: skip
 N_TAGS = len(MSD_TAGS)
 BN_EPS = 1e-3
-POOLS = ("mean", "max", "meanmax")
+POOLS = ("mean", "max", "meanmax", "patches")  # patches: every patch's layer kept, patch after patch
 
 
 def tf_batch_norm(channels: int) -> nn.BatchNorm1d:
@@ -280,11 +280,16 @@ class MusicnnBase(EmotionNet):
     # the key of the layer in ``PatchNet.layers``, where it differs from the option's name
     layer_keys: ClassVar[dict[str, str]] = {}
 
-    def __init__(self, num_classes: int, *, layer: str, pool: str) -> None:
+    def __init__(self, num_classes: int, *, layer: str, pool: str, patches: int) -> None:
         dims = self.patches_class.layer_dims
         require(layer in dims, f"{self.name} layer={layer!r}: expected one of {list(dims)}")
         require(pool in POOLS, f"{self.name} pool={pool!r}: expected one of {list(POOLS)} (over the clip's 3-s patches)")
-        super().__init__(num_classes, dims[layer] * (2 if pool == "meanmax" else 1), {"layer": layer, "pool": pool})
+        require(
+            isinstance(patches, int) and not isinstance(patches, bool) and patches >= 1,
+            f"{self.name} patches={patches!r}: expected the number of 3-s patches of the window (10 for 30 s)",
+        )
+        config = {"layer": layer, "pool": pool} | ({"patches": patches} if pool == "patches" else {})
+        super().__init__(num_classes, dims[layer] * {"meanmax": 2, "patches": patches}.get(pool, 1), config)
         self.patches = self.patches_class()
         self._add_head()
         if layer == "taggram":  # the tag probabilities by name: the report lists each clip's top tags
@@ -309,6 +314,13 @@ class MusicnnBase(EmotionNet):
         chunks = [self.patches.layers(patches[i : i + chunk])[key] for i in range(0, b * n, chunk)]
         values = torch.cat(chunks).reshape(b, n, -1)
         pool = self.config["pool"]
+        if pool == "patches":
+            require(
+                n == self.config["patches"],
+                f"{self.name}: a window of {t} log-mel frames holds {n} patches of 3 s, the variant keeps"
+                f" {self.config['patches']}; set patches = {n} in its [net.{self.name}.<variant>] table",
+            )
+            return values.reshape(b, -1)
         pooled = [values.mean(dim=1)] if pool != "max" else []
         return torch.cat([*pooled, *([values.amax(dim=1)] if pool != "mean" else [])], dim=1)
 
@@ -326,8 +338,8 @@ class Musicnn(MusicnnBase):
     patches_class = MusicnnPatches
     weights_format = "musicnn_msd_musicnn.npz (the musicnn 0.1.0 MSD_musicnn checkpoint's variables by TF name)"
 
-    def __init__(self, num_classes: int, *, layer: str = "penultimate", pool: str = "mean") -> None:
-        super().__init__(num_classes, layer=layer, pool=pool)
+    def __init__(self, num_classes: int, *, layer: str = "penultimate", pool: str = "mean", patches: int = 10) -> None:
+        super().__init__(num_classes, layer=layer, pool=pool, patches=patches)
 
 
 class MsdVgg(MusicnnBase):
@@ -336,5 +348,5 @@ class MsdVgg(MusicnnBase):
     layer_keys: ClassVar[dict[str, str]] = {"pool5": "pool5_flat"}
     weights_format = "musicnn_msd_vgg.npz (the musicnn 0.1.0 MSD_vgg checkpoint's variables by TF name)"
 
-    def __init__(self, num_classes: int, *, layer: str = "pool5", pool: str = "meanmax") -> None:
-        super().__init__(num_classes, layer=layer, pool=pool)
+    def __init__(self, num_classes: int, *, layer: str = "pool5", pool: str = "meanmax", patches: int = 10) -> None:
+        super().__init__(num_classes, layer=layer, pool=pool, patches=patches)

@@ -12,6 +12,7 @@ from mvemo.extract.audio import LogMelConfig, log_mel_spectrogram
 from mvemo.extract.nets import get_net
 from mvemo.extract.nets.musicnn import PATCH_FRAMES
 from mvemo.extract.weights.registry import KNOWN, WeightsError, sha256_of
+from mvemo.manifests import ConfigError
 from tests.conftest import SHARED
 from tests.extract.references import relative_error, shared_file
 
@@ -51,7 +52,8 @@ def test_every_intermediate_matches_the_package(name: str) -> None:
 def test_a_clip_pools_its_patches_layer(name: str, layer: str, dim: int) -> None:
     torch.manual_seed(0)
     logmel = torch.rand(2, 96, 1876) * 4
-    nets = {pool: get_net(name, num_classes=3, layer=layer, pool=pool).eval() for pool in ("mean", "max", "meanmax")}
+    pools = ("mean", "max", "meanmax", "patches")
+    nets = {pool: get_net(name, num_classes=3, layer=layer, pool=pool).eval() for pool in pools}
     for net in nets.values():
         net.patches.load_state_dict(nets["mean"].patches.state_dict())
     with torch.no_grad():
@@ -65,6 +67,11 @@ def test_a_clip_pools_its_patches_layer(name: str, layer: str, dim: int) -> None
     torch.testing.assert_close(embedded["mean"], per_patch.mean(dim=1), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(embedded["max"], per_patch.amax(dim=1), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(embedded["meanmax"], torch.cat([embedded["mean"], embedded["max"]], dim=1))
+    torch.testing.assert_close(embedded["patches"], per_patch.reshape(2, 10 * dim), rtol=1e-5, atol=1e-5)
+    assert nets["patches"].embedding_dim == 10 * dim and nets["patches"].config["patches"] == 10
+    assert "patches" not in nets["mean"].config, "the other pools' configs, in the cache's fingerprints, stay as they were"
+    with pytest.raises(ConfigError, match="holds 5 patches of 3 s, the variant keeps 10; set patches = 5"):
+        nets["patches"].embed(*nets["patches"].prepare(logmel[:, :, : 5 * PATCH_FRAMES].numpy()))
     assert nets["meanmax"].embedding_dim == 2 * dim and nets["meanmax"](*nets["meanmax"].prepare(logmel.numpy())).shape == (2, 3)
     with torch.no_grad():
         short = nets["mean"].embed(*nets["mean"].prepare(logmel[:, :, :100].numpy()))
@@ -72,7 +79,6 @@ def test_a_clip_pools_its_patches_layer(name: str, layer: str, dim: int) -> None
 
 
 def test_options_and_files_that_do_not_fit_are_refused(tmp_path: Path) -> None:
-    from mvemo.manifests import ConfigError
 
     with pytest.raises(ConfigError, match=r"musicnn layer='pool5': expected one of \['penultimate'"):
         get_net("musicnn", num_classes=2, layer="pool5")

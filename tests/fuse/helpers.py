@@ -30,6 +30,7 @@ def embedding_cache(
     protocol: str = "leakfree",
     weights: dict[str, str] | None = None,
     vectors: dict[str, tuple[int, float]] | None = None,
+    patches: dict[str, int] | None = None,
 ) -> Path:
     """A cache whose emb sets hold class means plus noise: ``nets`` maps net -> (dim, separation).
 
@@ -39,7 +40,8 @@ def embedding_cache(
     row of the sets in ``failed_sets`` is recorded failed instead of written, and a set in ``written`` has only its first
     rows written (the others still to compute, as while stage one runs). Each net's sets record the sha256
     of pretrained weights (``weights`` overrides a net's: "" for random init). ``vectors`` maps a clip-level
-    feature set (as ``descriptors``) -> (dim, separation), with named columns.
+    feature set (as ``descriptors``) -> (dim, separation), with named columns. ``patches`` maps a net to the patches
+    per clip its sets keep (``pool = "patches"``): each patch its own noise around the class mean, patch after patch.
     """
     rng = np.random.default_rng(seed)
     n = n_per_class * len(CLASSES)
@@ -57,11 +59,13 @@ def embedding_cache(
     specs, values = [], {}
     for net, (dim, separation) in nets.items():
         means = rng.standard_normal((len(CLASSES), dim)) * separation
-        X = (means[y] + rng.standard_normal((n, dim))).astype(np.float32)
+        count = (patches or {}).get(net, 1)
+        X = (means[y][:, None, :] + rng.standard_normal((n, count, dim))).reshape(n, count * dim).astype(np.float32)
         names = [f"emb/{net}/fold{f}" for f in fold_sets] + ([f"emb/{net}/all"] if with_all else [])
+        config = {"protocol": protocol, "finetune": finetune} | ({"pool": "patches", "patches": count} if count > 1 else {})
         for name in names:
             sha = (weights or {}).get(net, f"{net}-weights-sha256")
-            specs.append(FeatureSpec(name, (dim,), "float32", net, "1", {"protocol": protocol, "finetune": finetune}, sha))
+            specs.append(FeatureSpec(name, (count * dim,), "float32", net, "1", config, sha))
             values[name] = X
     for name, (dim, separation) in (vectors or {}).items():
         means = rng.standard_normal((len(CLASSES), dim)) * separation
