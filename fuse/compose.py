@@ -32,6 +32,7 @@ from mvemo.fuse.families import make_head
 from mvemo.fuse.heads import fit_head
 from mvemo.fuse.patches import patch_head
 from mvemo.fuse.selection import EPS, SelectionConfig, inner_score, mixture_weights
+from mvemo.fuse.upper import UpperHead, UpperLayers
 from mvemo.manifests.folds import inner_splits
 
 
@@ -123,13 +124,18 @@ class Training:
     head: Any
     selection: SelectionConfig
     patches: Mapping[str, int] = field(default_factory=dict)  # inputs that keep each clip's patches: how many
+    upper: Mapping[str, UpperLayers] = field(default_factory=dict)  # inputs cut below layers to fine-tune: those
     fitted: dict[Node, Fitted] = field(default_factory=dict)
 
     def head_of(self, node: Features) -> Any:
-        """The head a feature-level model fits: over one input of patches, a patch-level head
-        (``fuse.patches``); otherwise ``head``."""
-        if len(node.inputs) == 1 and node.inputs[0] in self.patches:
-            return patch_head(self.head, self.patches[node.inputs[0]], self.selection.scoring)
+        """The head a feature-level model fits: over one input of activations at a cut, the layers above it
+        fine-tuned (``fuse.upper``); over one input of patches, a patch-level head (``fuse.patches``); otherwise
+        ``head``."""
+        (first, *others) = node.inputs
+        if not others and first in self.upper:
+            return UpperHead(self.upper[first], scoring=self.selection.scoring, random_state=self.selection.seed)
+        if not others and first in self.patches:
+            return patch_head(self.head, self.patches[first], self.selection.scoring)
         return self.head
 
     def splits(self) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -147,9 +153,10 @@ class Trainings:
         head: Any,
         selection: SelectionConfig,
         patches: Mapping[str, int] | None = None,
+        upper: Mapping[str, UpperLayers] | None = None,
     ) -> None:
         self.y, self.groups, self.n_classes, self.head, self.selection = y, groups, n_classes, head, selection
-        self.patches = dict(patches or {})
+        self.patches, self.upper = dict(patches or {}), dict(upper or {})
         self.by_rows: dict[bytes, Training] = {}
 
     def on(self, rows: np.ndarray, matrices: Mapping[str, np.ndarray]) -> Training:
@@ -157,7 +164,14 @@ class Trainings:
         key = rows.tobytes()
         if key not in self.by_rows:
             self.by_rows[key] = Training(
-                {}, self.y[rows], [self.groups[r] for r in rows], self.n_classes, self.head, self.selection, self.patches
+                {},
+                self.y[rows],
+                [self.groups[r] for r in rows],
+                self.n_classes,
+                self.head,
+                self.selection,
+                self.patches,
+                self.upper,
             )
         training = self.by_rows[key]
         training.blocks = dict(training.blocks) | {name: X[rows] for name, X in matrices.items() if name not in training.blocks}

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -20,11 +21,12 @@ import numpy as np
 from mvemo.cache.read import Cache
 from mvemo.fuse.compose import Trainings, fit
 from mvemo.fuse.families import make_head
-from mvemo.fuse.inputs import input_set_name, missing_reasons, patch_count, read_input
+from mvemo.fuse.inputs import input_set_name, layers_above, missing_reasons, patch_count, read_input
 from mvemo.fuse.metrics import mean_present, paired_differences, summarize, summarize_repeats
 from mvemo.fuse.models import FusionModel, incomplete_inputs, random_init_nets, select_models
 from mvemo.fuse.provenance import fine_tuned_nets, protocol
 from mvemo.fuse.selection import SelectionConfig
+from mvemo.fuse.upper import UpperLayers
 from mvemo.manifests.errors import CacheError, ConfigError
 from mvemo.manifests.executor import Executor, Progress
 from mvemo.manifests.folds import TooFewGroups, draw_folds, require_whole_groups
@@ -117,6 +119,7 @@ class FoldInputs:
     modified: dict[str, int]
     usable: dict[str, np.ndarray]
     patches: dict[str, int]
+    upper: dict[str, UpperLayers] = field(default_factory=dict)
 
 
 def fold_inputs(cache: Cache, models: list[FusionModel], n_folds: int) -> list[FoldInputs]:
@@ -153,7 +156,7 @@ def fit_fold(
     with Cache(cache_path) as cache:
         classes, y, groups = cache.classes, cache.y, cache.groups
     n_classes = len(classes)
-    trainings = Trainings(y, groups, n_classes, head, selection, inputs.patches)
+    trainings = Trainings(y, groups, n_classes, head, selection, inputs.patches, inputs.upper)
     outcomes = {}
     for model in models:
         read = {i: _input(str(cache_path), inputs.sets[i], inputs.modified[inputs.sets[i]]) for i in model.inputs}
@@ -233,6 +236,7 @@ def cross_validate(
     selection: SelectionConfig | None = None,
     executor: Executor | None = None,
     progress: Progress | None = None,
+    upper: Mapping[str, UpperLayers] | None = None,
 ) -> CvResult:
     """Every model x every fold x every repeat, metrics per model, and each model against a reference model.
 
@@ -255,6 +259,8 @@ def cross_validate(
         Where the (repeat, fold) fits run; serial by default.
     progress : callable, optional
         ``progress(fits, total)`` wraps the fits' results as they arrive (a progress bar).
+    upper : mapping of str to UpperLayers, optional
+        For each input of activations at a cut, the published layers above it (``fuse.upper``).
     """
     selection = selection or SelectionConfig()
     head = head if head is not None else make_head(selection=selection)
@@ -265,7 +271,7 @@ def cross_validate(
         all_folds = repeat_folds(cache, chosen, k, repeats)
         classes, y_all, used_protocol = cache.classes, cache.y, protocol(cache)
         fine_tuned = tuple(fine_tuned_nets(cache))
-        per_fold = fold_inputs(cache, chosen, k)
+        per_fold = [replace(f, upper=layers_above(cache, f.sets, upper or {})) for f in fold_inputs(cache, chosen, k)]
         clips, left_out_notes = clip_counts(cache, chosen, per_fold)
         if not any(inputs.usable[m.name].any() for m in chosen for inputs in per_fold):
             first = next(iter(clips["models"].values()))["left_out"][0]

@@ -3,12 +3,15 @@ summarized from the LLDs; and why a row is missing."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from mvemo.cache.layout import DONE, FAILED
 from mvemo.cache.read import Cache
 from mvemo.fuse.models import LLDSTATS, vector_sets
-from mvemo.manifests.errors import CacheError
+from mvemo.fuse.upper import UpperLayers
+from mvemo.manifests.errors import CacheError, ConfigError
 
 
 def input_set(cache: Cache, net: str, fold: int | None) -> str:
@@ -56,6 +59,31 @@ def patch_count(cache: Cache, set_name: str) -> int | None:
     variant); None for a set of one vector per clip."""
     config = cache.config(set_name)
     return int(config["patches"]) if config.get("pool") == "patches" else None
+
+
+CUT_LAYERS = ("pooled",)  # a music encoder's activations below layers that stage two fine-tunes (fuse.upper)
+
+
+def is_cut(cache: Cache, set_name: str) -> bool:
+    """Whether a set holds per-patch activations at a cut, for ``fuse.upper`` to fine-tune the layers above."""
+    config = cache.config(set_name)
+    return config.get("layer") in CUT_LAYERS and config.get("pool") == "patches"
+
+
+def layers_above(cache: Cache, sets: Mapping[str, str], upper: Mapping[str, UpperLayers]) -> dict[str, UpperLayers]:
+    """The published layers above the cut of each input (name -> its set) that holds activations at one, from
+    ``upper``; an input without them is an error naming the fix."""
+    out = {}
+    for name, set_name in sets.items():
+        if is_cut(cache, set_name):
+            if name not in upper:
+                raise ConfigError(
+                    f"{name} holds a music encoder's activations at a cut: stage two fine-tunes the layers above it"
+                    " from the published weights they came from; give --weights-dir DIR (the folder of the weights"
+                    " stage one used)"
+                )
+            out[name] = upper[name]
+    return out
 
 
 def read_input(cache: Cache, set_name: str) -> tuple[np.ndarray, np.ndarray]:

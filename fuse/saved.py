@@ -10,9 +10,11 @@ softmax layer.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,32 +38,39 @@ from mvemo.fuse.compose import (
     fit,
 )
 from mvemo.fuse.heads import LinearSoftmax
-from mvemo.fuse.inputs import input_set_name, patch_count, read_input
+from mvemo.fuse.inputs import input_set_name, layers_above, patch_count, read_input
 from mvemo.fuse.models import FusionModel
-from mvemo.fuse.saved_check import HEAD_ARRAYS, Invalid, check_saved_model
+from mvemo.fuse.saved_check import HEAD_ARRAYS, UPPER_HEAD_ARRAYS, Invalid, check_saved_model
 from mvemo.fuse.selection import SelectionConfig
+from mvemo.fuse.upper import UpperLayers, UpperSoftmax
 from mvemo.manifests.errors import CacheError, ConfigError
 
 MODEL_JSON = "model.json"
 # 2: each model a tree (features, late, stack, best) of linear heads
 FORMAT = 2
 HEADS_H5 = "heads.h5"
+SavedHead = LinearSoftmax | UpperSoftmax  # what heads.h5 holds: a linear softmax layer, or fine-tuned upper layers
 CHECKPOINTS = "checkpoints"
 RESAVE = "save the model again with `mvemo fuse CACHE --out DIR`"
 
 
 def train_final(
-    cache_path: str | os.PathLike[str], models: list[FusionModel], head: Any, selection: SelectionConfig | None = None
+    cache_path: str | os.PathLike[str],
+    models: list[FusionModel],
+    head: Any,
+    selection: SelectionConfig | None = None,
+    upper: Mapping[str, UpperLayers] | None = None,
 ) -> dict[str, Fitted]:
     """Each model fitted on every usable clip of the final feature sets (``emb/<net>/all``, LLDs), its choices
-    made on inner folds of those clips."""
+    made on inner folds of those clips (``upper``: as ``fuse.cv.cross_validate``'s)."""
     selection = selection or SelectionConfig()
     fitted = {}
     with Cache(cache_path) as cache:
         y = cache.y
         set_names = {name: input_set_name(cache, name, None) for model in models for name in model.inputs}
         patches = {name: n for name, s in set_names.items() if (n := patch_count(cache, s)) is not None}
-        trainings = Trainings(y, cache.groups, len(cache.classes), head, selection, patches)
+        above = layers_above(cache, set_names, upper or {})
+        trainings = Trainings(y, cache.groups, len(cache.classes), head, selection, patches, above)
         reads = {set_name: read_input(cache, set_name) for set_name in set(set_names.values())}  # each set once
         for model in models:
             read = {name: reads[set_names[name]] for name in model.inputs}
@@ -72,15 +81,16 @@ def train_final(
     return fitted
 
 
-def to_record(fitted: Fitted, heads: dict[str, LinearSoftmax]) -> dict[str, Any]:
+def to_record(fitted: Fitted, heads: dict[str, SavedHead]) -> dict[str, Any]:
     """A fitted model as JSON, its linear heads added to ``heads`` (stored in ``heads.h5`` under their keys)."""
 
     def head(estimator: Any) -> str:
-        if not hasattr(estimator, "linear_"):
-            raise ConfigError(f"{type(estimator).__name__}: only mvemo's heads (a linear softmax layer) can be saved")
+        saved = getattr(estimator, "linear_", None) or getattr(estimator, "upper_", None)
+        if saved is None:
+            raise ConfigError(f"{type(estimator).__name__}: only mvemo's heads (LinearSoftmax, UpperSoftmax) can be saved")
         # a head shared by several models (a pair's, inside integrated too) is stored once
-        key = next((k for k, linear in heads.items() if linear is estimator.linear_), f"head{len(heads)}")
-        heads[key] = estimator.linear_
+        key = next((k for k, stored in heads.items() if stored is saved), f"head{len(heads)}")
+        heads[key] = saved
         return key
 
     if isinstance(fitted, FittedFeatures):
@@ -104,7 +114,7 @@ def to_record(fitted: Fitted, heads: dict[str, LinearSoftmax]) -> dict[str, Any]
     }
 
 
-def from_record(record: dict[str, Any], heads: dict[str, LinearSoftmax], n_classes: int) -> Fitted:
+def from_record(record: dict[str, Any], heads: dict[str, SavedHead], n_classes: int) -> Fitted:
     """The fitted model a record describes (``to_record``'s inverse, as far as predicting goes)."""
     kind = record["kind"]
     if kind == "features":
@@ -153,7 +163,7 @@ def save_fusion_model(
     """Write ``out/model.json`` and ``out/heads.h5``; returns the folder."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    heads: dict[str, LinearSoftmax] = {}
+    heads: dict[str, SavedHead] = {}
     with Cache(cache_path) as cache:
         document = {
             **header,
@@ -174,10 +184,10 @@ def save_fusion_model(
         }
     _copy_checkpoints(document, Path(cache_path).parent, out)
     with h5py.File(out / HEADS_H5, "w") as f:
-        for name, linear in heads.items():
+        for name, saved in heads.items():
             group = f.create_group(name)
-            for key in HEAD_ARRAYS:
-                group[key] = np.asarray(getattr(linear, key))
+            for field in dataclasses.fields(saved):
+                group[field.name] = np.asarray(getattr(saved, field.name))
     (out / MODEL_JSON).write_text(json.dumps(document, indent=2))
     return out
 
@@ -286,10 +296,12 @@ def load_fusion_model(folder: str | os.PathLike[str]) -> SavedFusionModel:
         check_saved_model(document, arrays, folder)
     except Invalid as problem:
         raise ConfigError(f"{where}: {problem}; {RESAVE}") from None
-    heads = {
-        name: LinearSoftmax(*(group[key] for key in HEAD_ARRAYS))
+    heads: dict[str, SavedHead] = {  # a group no model names was not checked: it is left out
+        name: UpperSoftmax(**{key: group[key] for key in UPPER_HEAD_ARRAYS})
+        if set(UPPER_HEAD_ARRAYS) <= set(group)
+        else LinearSoftmax(*(group[key] for key in HEAD_ARRAYS))
         for name, group in arrays.items()
-        if set(HEAD_ARRAYS) <= set(group)  # a group no model names was not checked: it is left out
+        if set(HEAD_ARRAYS) <= set(group) or set(UPPER_HEAD_ARRAYS) <= set(group)
     }
     n_classes = len(document["classes"])
     fitted = {name: from_record(m["model"], heads, n_classes) for name, m in document["models"].items()}

@@ -19,6 +19,19 @@ from mvemo.fuse.models import LLDSTATS
 from mvemo.manifests.errors import is_number
 
 HEAD_ARRAYS = ("classes", "mean", "scale", "weights", "bias")
+# fine-tuned layers above a cut (fuse.upper.UpperSoftmax)
+UPPER_HEAD_ARRAYS = (
+    "classes",
+    "pool_scale",
+    "pool_shift",
+    "dense_weight",
+    "dense_bias",
+    "bn_scale",
+    "bn_shift",
+    "classifier_weight",
+    "classifier_bias",
+    "patches",
+)
 
 
 class Invalid(Exception):
@@ -146,6 +159,9 @@ def _check_head(key: Any, where: str, n_classes: int, heads: Mapping[str, Mappin
     stacking meta-head) it reads ``width`` columns."""
     _require(isinstance(key, str) and key in heads, where, f"{key!r} is not in heads.h5 (it holds {sorted(heads)})")
     arrays = heads[key]
+    if width is None and "classifier_weight" in arrays:
+        _check_upper_head(key, where, n_classes, arrays)
+        return
     missing = [name for name in HEAD_ARRAYS if name not in arrays]
     _require(not missing, where, f"{key!r} in heads.h5 lacks {missing}")
     classes, mean, scale, weights, bias = (np.asarray(arrays[name]) for name in HEAD_ARRAYS)
@@ -173,6 +189,40 @@ def _check_head(key: Any, where: str, n_classes: int, heads: Mapping[str, Mappin
         f"{key!r} holds values that are not finite numbers, or a scale <= 0",
     )
     _require(width is None or d == width, where, f"{key!r} reads {d} columns, its members give {width}")
+
+
+def _check_upper_head(key: str, where: str, n_classes: int, arrays: Mapping[str, np.ndarray]) -> None:
+    """Fine-tuned layers above a cut lie in heads.h5 whole: their shapes chain, their classes are the model's."""
+    missing = [name for name in UPPER_HEAD_ARRAYS if name not in arrays]
+    _require(not missing, where, f"{key!r} in heads.h5 lacks {missing}")
+    a = {name: np.asarray(arrays[name]) for name in UPPER_HEAD_ARRAYS}
+    classes, patches = a["classes"], a["patches"]
+    _require(
+        classes.ndim == 1
+        and classes.dtype.kind in "iu"
+        and len(np.unique(classes)) == len(classes) >= 2
+        and int(classes.max()) < n_classes,
+        where,
+        f"{key!r}: its classes {classes.tolist()} are not distinct indices of the model's {n_classes} classes",
+    )
+    hidden, width = a["dense_weight"].shape if a["dense_weight"].ndim == 2 else (-1, -1)
+    shapes = {
+        "pool_scale": (width,),
+        "pool_shift": (width,),
+        "dense_bias": (hidden,),
+        "bn_scale": (hidden,),
+        "bn_shift": (hidden,),
+        "classifier_weight": (len(classes), hidden),
+        "classifier_bias": (len(classes),),
+    }
+    wrong = [name for name, shape in shapes.items() if a[name].shape != shape]
+    _require(not wrong and hidden > 0, where, f"{key!r}: the shapes of {wrong or ['dense_weight']} do not chain")
+    _require(patches.ndim == 0 and patches.dtype.kind in "iu" and int(patches) >= 1, where, f"{key!r}: patches is not a count")
+    _require(
+        all(a[name].dtype.kind in "fiu" and np.isfinite(a[name]).all() for name in shapes),
+        where,
+        f"{key!r} holds values that are not finite numbers",
+    )
 
 
 def _require(condition: object, where: str, problem: str) -> None:

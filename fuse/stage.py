@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -18,6 +19,7 @@ from mvemo.fuse.provenance import provenance, top_tags
 from mvemo.fuse.report import write_report
 from mvemo.fuse.saved import save_fusion_model, train_final
 from mvemo.fuse.selection import SelectionConfig
+from mvemo.fuse.upper import UpperLayers
 from mvemo.manifests.executor import Executor, Progress
 
 PACKAGES = ("numpy", "scipy", "scikit-learn", "h5py", "torch")
@@ -55,11 +57,13 @@ def run_cv(
     selection: SelectionConfig | None = None,
     executor: Executor | None = None,
     progress: Progress | None = None,
+    upper: Mapping[str, UpperLayers] | None = None,
 ) -> CvRun:
     """Cross-validate and write ``report.md``, ``report.json``, ``oof_predictions.csv`` and the PNGs into ``out``;
     returns the result and the report document.
 
-    ``progress(fits, total)``, if given, wraps the (repeat, fold) fits as they finish."""
+    ``progress(fits, total)``, if given, wraps the (repeat, fold) fits as they finish; ``upper``: the published
+    layers above each input cut below them (``fuse.upper``)."""
     selection = selection or SelectionConfig()
     result = cross_validate(
         cache_path,
@@ -71,6 +75,7 @@ def run_cv(
         selection=selection,
         executor=executor,
         progress=progress,
+        upper=upper,
     )
     with Cache(cache_path) as cache:
         fingerprint = cache.combined_fingerprint()
@@ -105,6 +110,7 @@ def fuse_cache(
     selection: SelectionConfig | None = None,
     executor: Executor | None = None,
     progress: Progress | None = None,
+    upper: Mapping[str, UpperLayers] | None = None,
 ) -> tuple[dict[str, Any], Path]:
     """The CV report in ``out``, then every model fitted on all clips (its choices made on inner folds of them),
     saved in ``out/model``.
@@ -124,10 +130,11 @@ def fuse_cache(
         selection=selection,
         executor=executor,
         progress=progress,
+        upper=upper,
     )
     document = run.document
     chosen = [model for model in run.result.models if model.name in document["models"]]  # the scored ones
-    fitted = train_final(cache_path, chosen, make_head(head, selection, **(head_params or {})), selection)
+    fitted = train_final(cache_path, chosen, make_head(head, selection, **(head_params or {})), selection, upper)
     accuracy = {name: m["accuracy"]["mean"] for name, m in document["models"].items()}
     integrated = [name for name in accuracy if name in INTEGRATED or name.startswith("integrated(")]
     default = (integrated or list(accuracy))[0]

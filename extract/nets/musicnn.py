@@ -141,7 +141,13 @@ class PatchNet(nn.Module):
 class MusicnnPatches(PatchNet):
     """musicnn: a timbral and temporal front end, a dense mid end with residuals, a pooled back end."""
 
-    layer_dims: ClassVar[dict[str, int]] = {"penultimate": 200, "mean_pool": 753, "max_pool": 753, "taggram": N_TAGS}
+    layer_dims: ClassVar[dict[str, int]] = {
+        "penultimate": 200,
+        "mean_pool": 753,
+        "max_pool": 753,
+        "pooled": 1506,
+        "taggram": N_TAGS,
+    }
 
     def __init__(self) -> None:
         super().__init__()
@@ -160,7 +166,8 @@ class MusicnnPatches(PatchNet):
 
     def layers(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """``x`` (B, 187, 96) -> timbral (B, T, 408), temporal (B, T, 153), cnn1-3 (B, T, 64), mean_pool and max_pool
-        (B, 753), penultimate (B, 200), logits and taggram (B, 50)."""
+        (B, 753), pooled (B, 1506: both, interleaved, the back end's input), penultimate (B, 200), logits and
+        taggram (B, 50)."""
         b = x.shape[0]
         z = self.input_bn(x.reshape(b, 1, -1)).reshape(b, 1, *x.shape[1:])  # (B, 1, T, 96)
         front = []
@@ -185,6 +192,7 @@ class MusicnnPatches(PatchNet):
             **{f"cnn{i + 1}": m.transpose(1, 2) for i, m in enumerate(mid)},
             "mean_pool": mean_pool,
             "max_pool": max_pool,
+            "pooled": interleaved,
             "penultimate": penultimate,
             "logits": logits,
             "taggram": torch.sigmoid(logits),
@@ -215,6 +223,28 @@ class MusicnnPatches(PatchNet):
 
     def last_block(self) -> list[nn.Module]:
         return [self.pool_bn, self.dense, self.dense_bn]
+
+    def upper_layers(self) -> dict[str, np.ndarray]:
+        """The layers above the ``pooled`` cut as float32 arrays, each batch norm (at inference) as the scale and
+        shift it applies: penultimate = bn_scale * relu(dense_weight @ (pool_scale * pooled + pool_shift) +
+        dense_bias) + bn_shift."""
+
+        def affine(bn: nn.BatchNorm1d) -> tuple[torch.Tensor, torch.Tensor]:
+            assert bn.running_var is not None and bn.running_mean is not None
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            return scale, bn.bias - bn.running_mean * scale
+
+        with torch.no_grad():
+            (pool_scale, pool_shift), (bn_scale, bn_shift) = affine(self.pool_bn), affine(self.dense_bn)
+            arrays = {
+                "pool_scale": pool_scale,
+                "pool_shift": pool_shift,
+                "dense_weight": self.dense.weight,
+                "dense_bias": self.dense.bias,
+                "bn_scale": bn_scale,
+                "bn_shift": bn_shift,
+            }
+            return {name: a.detach().cpu().numpy().astype(np.float32) for name, a in arrays.items()}
 
 
 class VggPatches(PatchNet):
@@ -350,3 +380,9 @@ class MsdVgg(MusicnnBase):
 
     def __init__(self, num_classes: int, *, layer: str = "pool5", pool: str = "meanmax", patches: int = 10) -> None:
         super().__init__(num_classes, layer=layer, pool=pool, patches=patches)
+
+
+def upper_layers(net: EmotionNet) -> dict[str, np.ndarray]:
+    """The layers above the ``pooled`` cut of a built musicnn, as arrays (``MusicnnPatches.upper_layers``)."""
+    require(isinstance(net, Musicnn), f"{net.name}: only musicnn has layers above a cut that stage two fine-tunes")
+    return cast(MusicnnPatches, cast(Musicnn, net).patches).upper_layers()

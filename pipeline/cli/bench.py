@@ -6,7 +6,7 @@ import click
 
 from mvemo.pipeline.cli.tools import MvemoCommand, print_json
 
-BENCHES = ("audio", "video", "extract", "encoders", "cache", "fuse", "scale", "timeline", "memory", "faces", "all")
+BENCHES = ("audio", "video", "extract", "encoders", "cache", "fuse", "upper", "scale", "timeline", "memory", "faces", "all")
 
 
 @click.command("bench", cls=MvemoCommand)
@@ -37,7 +37,7 @@ BENCHES = ("audio", "video", "extract", "encoders", "cache", "fuse", "scale", "t
     "--weights-dir",
     default=None,
     type=click.Path(file_okay=False),
-    help="Timeline and faces benches: folder of the pretrained weights (also $MVEMO_WEIGHTS, ~/.cache/mvemo/weights).",
+    help="Timeline, faces and upper benches: folder of the pretrained weights (also $MVEMO_WEIGHTS, ~/.cache/mvemo/weights).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def bench(
@@ -68,6 +68,10 @@ def bench(
     fuse: the CV of every fusion model x 6 folds over embeddings of the five nets' sizes
     (4,000 dims integrated), beside one LogisticRegression fit.
 
+    upper: one outer fold's fine-tuning of musicnn's upper layers over cached activations
+    of --clips clips (default 900), inner-fold choices included, on one thread (a CV runs a
+    fold per core; goal 300 s), beside the logistic head on the frozen penultimate.
+
     scale: mel and LLDs of 200 30 s AAC clips, serial vs 2 local processes vs a 2-worker
     Dask LocalCluster.
 
@@ -97,6 +101,7 @@ def bench(
     from mvemo.pipeline.bench.memory import bench_memory
     from mvemo.pipeline.bench.scale import bench_scale
     from mvemo.pipeline.bench.timeline import bench_timeline
+    from mvemo.pipeline.bench.upper import bench_upper
     from mvemo.pipeline.bench.video import bench_video
 
     runs = {
@@ -106,6 +111,7 @@ def bench(
         "encoders": bench_encoders,
         "cache": lambda: bench_cache(n_clips=clips or 3438, grow_gb=grow_gb, folder=tmp_dir),
         "fuse": lambda: bench_fuse(n_clips=clips or 3438, folder=tmp_dir),
+        "upper": lambda: bench_upper(n_clips=clips or 900, weights_dir=weights_dir),
         "scale": lambda: bench_scale(folder=tmp_dir),
         "timeline": lambda: bench_timeline(minutes=minutes, weights_dir=weights_dir, folder=tmp_dir),
         "memory": lambda: bench_memory(n_clips=clips or 20_000, folder=tmp_dir),

@@ -40,6 +40,13 @@ def head_options(command: Any) -> Any:
         " out are chosen on inner folds) and whose [fuse] table how (inner_folds, scoring, C_grid, lr_grid, l2_grid, seed,"
         " heads: the families the inner folds choose among).",
     )(command)
+    command = click.option(
+        "--weights-dir",
+        default=None,
+        type=click.Path(file_okay=False),
+        help="Folder of the pretrained weights stage one used (also $MVEMO_WEIGHTS, ~/.cache/mvemo/weights): read"
+        ' only for inputs cut below layers to fine-tune (layer = "pooled", pool = "patches").',
+    )(command)
     return click.option(
         "--head",
         default=None,
@@ -82,13 +89,18 @@ def fuse_options(command: Any) -> Any:
 
 
 @contextlib.contextmanager
-def fusion_arguments(where: dict[str, Any], models: str | None, repeats: int, reference: str | None) -> Iterator[dict[str, Any]]:
+def fusion_arguments(
+    where: dict[str, Any], cache_path: str, models: str | None, repeats: int, reference: str | None
+) -> Iterator[dict[str, Any]]:
     """The arguments ``run_cv`` and ``fuse_cache`` share: the models, repeats and reference, the head of
-    ``--config``/``--head``, and the executor of the options (open while the block runs)."""
+    ``--config``/``--head``, the published layers above the cache's cuts, and the executor of the options (open
+    while the block runs)."""
     from mvemo.pipeline.config import head_config
     from mvemo.pipeline.executors import build_executor
+    from mvemo.pipeline.upper_layers import published_upper_layers
 
     head, params, selection, configured = head_config(where["config_path"], where["head"])
+    upper = published_upper_layers(cache_path, where["weights_dir"])
     with build_executor(where["executor"], workers=where["workers"], scheduler=where["scheduler"]) as executor:
         yield {
             "models": models,
@@ -97,6 +109,7 @@ def fusion_arguments(where: dict[str, Any], models: str | None, repeats: int, re
             "head": head,
             "head_params": params,
             "selection": selection,
+            "upper": upper,
             "executor": executor,
             "progress": progress_bar("fusion heads", "fit"),
         }
@@ -130,7 +143,7 @@ def cv(
     """
     from mvemo.fuse.stage import run_cv
 
-    with fusion_arguments(where, models, repeats, reference) as arguments:
+    with fusion_arguments(where, cache_path, models, repeats, reference) as arguments:
         document = run_cv(cache_path, out, n_folds=n_folds, **arguments).document
     if as_json:
         print_json(document)
@@ -150,7 +163,7 @@ def fuse(cache_path: str, out: str, models: str | None, repeats: int, reference:
     """The CV report in OUT, then each model's head trained on every clip, saved in OUT/model/ for `mvemo predict`."""
     from mvemo.fuse.stage import fuse_cache
 
-    with fusion_arguments(where, models, repeats, reference) as arguments:
+    with fusion_arguments(where, cache_path, models, repeats, reference) as arguments:
         document, folder = fuse_cache(cache_path, out, **arguments)
     echo_summary(document, out)
     click.echo(f"final model: {folder}/model.json + heads.h5 (heads trained on every clip)")

@@ -112,7 +112,10 @@ def test_config_is_json_and_rebuilds_the_same_net(name: str) -> None:
     net = small_net(name, seed=3)
     config = json.loads(json.dumps(net.config))
     assert config["net"] == name and config["num_classes"] == 6
-    assert set(config) == {"net", "num_classes", *net_options(name)}
+    # a music encoder's patch count means something only where it keeps its patches: recorded there alone, so that
+    # the sets cached before the option existed keep their fingerprints
+    unrecorded = {"patches"} if config.get("pool") in ("mean", "max", "meanmax") else set()
+    assert set(config) == {"net", "num_classes", *net_options(name)} - unrecorded
     torch.manual_seed(3)
     again = net_from_config(config).eval()
     assert again.config == net.config and type(again) is type(net) and again.input_kind == input_kind(name)

@@ -31,6 +31,7 @@ def embedding_cache(
     weights: dict[str, str] | None = None,
     vectors: dict[str, tuple[int, float]] | None = None,
     patches: dict[str, int] | None = None,
+    layers: dict[str, str] | None = None,
 ) -> Path:
     """A cache whose emb sets hold class means plus noise: ``nets`` maps net -> (dim, separation).
 
@@ -41,7 +42,8 @@ def embedding_cache(
     rows written (the others still to compute, as while stage one runs). Each net's sets record the sha256
     of pretrained weights (``weights`` overrides a net's: "" for random init). ``vectors`` maps a clip-level
     feature set (as ``descriptors``) -> (dim, separation), with named columns. ``patches`` maps a net to the patches
-    per clip its sets keep (``pool = "patches"``): each patch its own noise around the class mean, patch after patch.
+    per clip its sets keep (``pool = "patches"``): each patch its own noise around the class mean, patch after patch;
+    ``layers`` the layer a net's sets record.
     """
     rng = np.random.default_rng(seed)
     n = n_per_class * len(CLASSES)
@@ -63,6 +65,7 @@ def embedding_cache(
         X = (means[y][:, None, :] + rng.standard_normal((n, count, dim))).reshape(n, count * dim).astype(np.float32)
         names = [f"emb/{net}/fold{f}" for f in fold_sets] + ([f"emb/{net}/all"] if with_all else [])
         config = {"protocol": protocol, "finetune": finetune} | ({"pool": "patches", "patches": count} if count > 1 else {})
+        config |= {"layer": layers[net]} if layers and net in layers else {}
         for name in names:
             sha = (weights or {}).get(net, f"{net}-weights-sha256")
             specs.append(FeatureSpec(name, (count * dim,), "float32", net, "1", config, sha))
