@@ -82,6 +82,12 @@ class ExpressiveConfig:
             f"[expressive] fmin_hz={self.fmin_hz}, fmax_hz={self.fmax_hz}: expected 30 <= fmin < fmax <= sample rate / 4",
         )
         require(
+            self.n_fft // 2 >= 2 * self.sample_rate_hz / self.fmin_hz,
+            f"[expressive] n_fft={self.n_fft}: pYIN and YIN need half a frame to hold two periods of fmin_hz="
+            f"{self.fmin_hz} ({2 * self.sample_rate_hz / self.fmin_hz:.0f} samples at {self.sample_rate_hz} Hz);"
+            " raise n_fft or fmin_hz",
+        )
+        require(
             self.sample_rate_hz / self.hop_length >= 2.5 * MODULATION_HZ[1],
             f"[expressive] hop_length={self.hop_length}: frames must come at {2.5 * MODULATION_HZ[1]:g}/s or more",
         )

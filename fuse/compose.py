@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from mvemo.fuse.families import make_head
+from mvemo.fuse.families import family_head
 from mvemo.fuse.heads import fit_head
 from mvemo.fuse.patches import patch_head
 from mvemo.fuse.selection import EPS, SelectionConfig, inner_score, mixture_weights
@@ -350,7 +350,7 @@ def _fit_late(node: Late, training: Training, inner: bool) -> Fitted:
 
 def _fit_stack(node: Stack, training: Training, inner: bool) -> Fitted:
     members = [fit(m, training, inner=True) for m in node.members]
-    meta = make_head("logistic", training.selection)
+    meta = family_head("logistic", training.selection)
     meta.fit(meta_features([m.inner_proba for m in members]), training.y, groups=training.groups)  # type: ignore[misc]
     stack = FittedStack(node, members, meta, meta.classes_, training.n_classes, meta.selected_)
     stack.inner_proba = np.zeros((len(training.y), training.n_classes))

@@ -24,6 +24,7 @@ from threadpoolctl import threadpool_limits
 from mvemo.fuse.heads import (
     COUNT,
     POSITIVE,
+    SEED,
     LinearSoftmax,
     LogisticHead,
     SoftmaxHead,
@@ -33,11 +34,11 @@ from mvemo.fuse.heads import (
     softmax_layer,
     standardization,
 )
-from mvemo.fuse.selection import PATH_PATIENCE, SelectionConfig, decades, inner_score
+from mvemo.fuse.selection import EPS, PATH_PATIENCE, SelectionConfig, decades, inner_score
 from mvemo.manifests.errors import ConfigError, is_number
 from mvemo.manifests.folds import inner_splits
 
-SEED = (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer")
+ABSENT_LOGIT = -1e3  # the logit of a class the training rows lack: probability 0, as the logistic head gives it
 
 
 class _ChoosingHead(_LinearHead):
@@ -133,7 +134,7 @@ class Discriminant:
     def __init__(self, Z: np.ndarray, target: np.ndarray, n_classes: int) -> None:
         counts = np.bincount(target, minlength=n_classes)
         self.means = np.stack([Z[target == k].mean(axis=0) if counts[k] else np.zeros(Z.shape[1]) for k in range(n_classes)])
-        self.log_priors = np.log(np.maximum(counts, 1) / len(target))
+        self.log_priors = np.where(counts > 0, np.log(np.maximum(counts, 1) / len(target)), ABSENT_LOGIT)  # absent: ~0
         self.values, self.axes = principal_axes(Z - self.means[target])
         self.level = max(float(self.values.sum()) / Z.shape[1], 1e-12)  # tr S / d
         self.projected = self.means @ self.axes  # the class means on the axes
@@ -189,8 +190,10 @@ class PcaLogisticHead(_ChoosingHead):
         Z, y, _, mean, scale = self._prepare(X, y)
         with threadpool_limits(1):
             values, axes = principal_axes(Z - Z.mean(axis=0))
+        if not values.size or values[0] <= 0:
+            raise ConfigError("pca-logistic: the training rows are all equal; there is no component to whiten onto")
         share = np.cumsum(values) / max(values.sum(), 1e-300)
-        kept = min(int(np.searchsorted(share, self.variance - 1e-12)) + 1, int(np.sum(values > 1e-12 * values[0])) or 1)
+        kept = min(int(np.searchsorted(share, self.variance - 1e-12)) + 1, int(np.sum(values > 1e-12 * values[0])))
         whitening = axes[:, :kept] / np.sqrt(np.maximum(values[:kept], 1e-300))
         params = {k: getattr(self, k) for k in ("C", "max_iter", "tol", "C_grid", "inner_folds", "scoring", "random_state")}
         logistic = LogisticHead(**params).fit((Z - Z.mean(axis=0)) @ whitening, y, groups)
@@ -260,7 +263,7 @@ class SvmHead(_ChoosingHead):
             svm = LinearSVC(C=C, max_iter=self.max_iter, random_state=self.random_state).fit(Z, target)
         self.n_iter_ = int(svm.n_iter_)  # the last fit's: the final SVM's once fit returns
         weights, bias = softmax_layer(svm.coef_, svm.intercept_, len(svm.classes_))
-        full_weights, full_bias = np.zeros((n_classes, Z.shape[1])), np.full(n_classes, -1e3)
+        full_weights, full_bias = np.zeros((n_classes, Z.shape[1])), np.full(n_classes, ABSENT_LOGIT)
         full_weights[svm.classes_], full_bias[svm.classes_] = weights, bias
         return full_weights, full_bias
 
@@ -281,7 +284,8 @@ def fitted_temperature(scores: np.ndarray, target: np.ndarray) -> float:
     def loss(log_t: float) -> float:
         logits = np.exp(log_t) * scores
         logits -= logits.max(axis=1, keepdims=True)
-        return float(np.mean(np.log(np.exp(logits).sum(axis=1)) - logits[np.arange(len(target)), target]))
+        picked = logits[np.arange(len(target)), target] - np.log(np.exp(logits).sum(axis=1))
+        return float(-np.mean(np.maximum(picked, np.log(EPS))))  # a class a fold never saw costs -log EPS, not T x 1000
 
     return float(np.exp(minimize_scalar(loss, bounds=(-8.0, 8.0), method="bounded").x))
 
@@ -321,24 +325,31 @@ HEADS: dict[str, type[_LinearHead]] = {
 }
 
 
-def make_head(kind: str = "logistic", selection: SelectionConfig | None = None, **params: Any) -> _LinearHead:
-    """A fresh head by name (``logistic`` default; ``softmax`` the torch layer; ``lda``, ``pca-logistic``, ``svm``)
-    with ``params`` (a config's ``[head]`` table), each checked against the head's own rules, choosing what they
-    leave open as ``selection`` (a config's ``[fuse]`` table) says. Where ``selection.heads`` names several
-    families, the head is the one of them that its inner folds choose (``ChosenHead``); ``kind`` and ``params``
-    then stay at their defaults."""
+def make_head(kind: str | None = None, selection: SelectionConfig | None = None, **params: Any) -> _LinearHead:
+    """A fresh head: the family ``kind`` names (``logistic``; ``softmax`` the torch layer; ``lda``,
+    ``pca-logistic``, ``svm``), else the one ``selection.heads`` names (a config's ``[fuse]`` table; ``logistic``
+    by default), with ``params`` (a config's ``[head]`` table) checked against the family's own rules, what they
+    leave open chosen as ``selection`` says. Where ``selection.heads`` names several families, the head is the one
+    of them its inner folds choose (``ChosenHead``), and ``kind`` and ``params`` stay unset."""
     selection = selection or SelectionConfig()
     if len(selection.heads) > 1:
-        if kind != "logistic" or params:
+        if kind is not None or params:
             raise ConfigError(
-                f"[fuse] heads = {list(selection.heads)} chooses the head on inner folds: give no --head {kind} and no"
-                " [head] parameters beside it"
+                f"[fuse] heads = {list(selection.heads)}: the inner folds choose the head among them; give no --head,"
+                " [head] name or [head] parameters beside it"
             )
-        return ChosenHead(tuple((name, _family(name, selection, {})) for name in selection.heads), selection.scoring)
-    return _family(selection.heads[0] if kind == "logistic" else kind, selection, params)
+        if "softmax" in selection.heads:
+            raise ConfigError(
+                "[fuse] heads: softmax cannot be among the families the inner folds choose from: its inner"
+                " probabilities come from the epochs chosen on those very rows, which flatters it"
+            )
+        return ChosenHead(tuple((name, family_head(name, selection)) for name in selection.heads), selection.scoring)
+    return family_head(kind or selection.heads[0], selection, params)
 
 
-def _family(kind: str, selection: SelectionConfig, params: dict[str, Any]) -> _LinearHead:
+def family_head(kind: str, selection: SelectionConfig, params: dict[str, Any] | None = None) -> _LinearHead:
+    """A fresh head of family ``kind`` with ``params`` checked, its open settings chosen as ``selection`` says."""
+    params = params or {}
     if kind not in HEADS:
         raise ConfigError(f"head {kind!r}: choose one of {sorted(HEADS)}")
     rules = HEADS[kind].PARAM_RULES

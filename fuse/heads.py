@@ -54,6 +54,7 @@ def _is_count(value: Any) -> bool:
 
 POSITIVE = (lambda v: is_number(v) and v > 0, "a number > 0")
 COUNT = (_is_count, "an integer >= 1")
+SEED = (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer")
 
 
 class _LinearHead(ClassifierMixin, BaseEstimator):
@@ -99,7 +100,7 @@ class LogisticHead(_LinearHead):
         "C": (lambda v: v is None or (is_number(v) and v > 0), "a number > 0, or none to choose it on inner folds"),
         "max_iter": COUNT,
         "tol": POSITIVE,
-        "random_state": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+        "random_state": SEED,
     }
 
     def __init__(
@@ -198,7 +199,7 @@ class SoftmaxHead(_LinearHead):
         "patience": COUNT,
         "batch_size": COUNT,
         "val_fraction": (lambda v: is_number(v) and 0 < v < 0.5, "a share in (0, 0.5)"),
-        "random_state": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+        "random_state": SEED,
     }
 
     def __init__(

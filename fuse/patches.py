@@ -18,6 +18,7 @@ from sklearn.utils.multiclass import unique_labels
 
 from mvemo.fuse.families import ChosenHead
 from mvemo.fuse.heads import LinearSoftmax, _groups, _LinearHead, fit_head
+from mvemo.manifests.errors import ConfigError
 
 POOLINGS = ("patch", "clip")
 
@@ -35,6 +36,8 @@ class PatchHead(_LinearHead):
     def fit(self, X: Any, y: Any, groups: Any = None) -> PatchHead:
         X, y = np.asarray(X), np.asarray(y)
         n, p = len(X), self.patches
+        if X.ndim != 2 or X.shape[1] % p:
+            raise ConfigError(f"a patch-level head over {p} patches per clip: the input's {X.shape[1:]} columns do not split")
         per_patch = X.reshape(n, p, -1)
         self.classes_, self.n_features_in_ = unique_labels(y), X.shape[1]
         clip_groups = np.asarray(_groups(groups, n))
@@ -54,12 +57,17 @@ class PatchHead(_LinearHead):
         return self
 
     def chooses(self) -> bool:
-        return bool(self.base.chooses())
+        return chooses(self.base)
+
+
+def chooses(head: Any) -> bool:
+    """Whether ``head`` chooses settings on inner folds: mvemo's heads say; any other classifier does not."""
+    return bool(getattr(head, "chooses", lambda: False)())
 
 
 def patch_head(base: Any, patches: int, scoring: str) -> _LinearHead:
     """``base`` over an input of ``patches`` patches per clip, trained on patch rows or on clip means as the inner
     folds choose (``selected_["pooling"]``); a head of fixed settings, which chooses nothing there, on patch rows."""
-    if not base.chooses():
+    if not chooses(base):
         return PatchHead(base, patches, "patch")
     return ChosenHead(tuple((p, PatchHead(base, patches, p)) for p in POOLINGS), scoring, key="pooling")

@@ -9,6 +9,7 @@ the nets and feature sets); this module knows the saved format alone.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,22 +17,11 @@ from typing import Any
 import numpy as np
 
 from mvemo.fuse.models import LLDSTATS
+from mvemo.fuse.upper import UpperSoftmax
 from mvemo.manifests.errors import is_number
 
 HEAD_ARRAYS = ("classes", "mean", "scale", "weights", "bias")
-# fine-tuned layers above a cut (fuse.upper.UpperSoftmax)
-UPPER_HEAD_ARRAYS = (
-    "classes",
-    "pool_scale",
-    "pool_shift",
-    "dense_weight",
-    "dense_bias",
-    "bn_scale",
-    "bn_shift",
-    "classifier_weight",
-    "classifier_bias",
-    "patches",
-)
+UPPER_HEAD_ARRAYS = tuple(field.name for field in dataclasses.fields(UpperSoftmax))  # fine-tuned layers above a cut
 
 
 class Invalid(Exception):
@@ -219,7 +209,7 @@ def _check_upper_head(key: str, where: str, n_classes: int, arrays: Mapping[str,
     _require(not wrong and hidden > 0, where, f"{key!r}: the shapes of {wrong or ['dense_weight']} do not chain")
     _require(patches.ndim == 0 and patches.dtype.kind in "iu" and int(patches) >= 1, where, f"{key!r}: patches is not a count")
     _require(
-        all(a[name].dtype.kind in "fiu" and np.isfinite(a[name]).all() for name in shapes),
+        all(a[name].dtype.kind in "fiu" and np.isfinite(a[name]).all() for name in UPPER_HEAD_ARRAYS),
         where,
         f"{key!r} holds values that are not finite numbers",
     )

@@ -52,7 +52,7 @@ def run_cv(
     n_folds: int | None = None,
     repeats: int = 1,
     reference: str | None = None,
-    head: str = "logistic",
+    head: str | None = None,
     head_params: dict[str, Any] | None = None,
     selection: SelectionConfig | None = None,
     executor: Executor | None = None,
@@ -82,7 +82,7 @@ def run_cv(
         nets = provenance(cache)
         tags = top_tags(cache)
     config = {
-        "head": head,
+        "head": head or " | ".join(selection.heads),
         "head_params": head_params or {},
         "selection": selection.to_json(),
         "models": models or "default",
@@ -105,7 +105,7 @@ def fuse_cache(
     models: str | None = None,
     repeats: int = 1,
     reference: str | None = None,
-    head: str = "logistic",
+    head: str | None = None,
     head_params: dict[str, Any] | None = None,
     selection: SelectionConfig | None = None,
     executor: Executor | None = None,
@@ -139,7 +139,7 @@ def fuse_cache(
     integrated = [name for name in accuracy if name in INTEGRATED or name.startswith("integrated(")]
     default = (integrated or list(accuracy))[0]
     header = {key: document[key] for key in ("version", "protocol", "cache_fingerprint", "provenance")} | {
-        "head": head,
+        "head": head or " | ".join(selection.heads),
         "head_params": head_params or {},
         "selection": selection.to_json(),
         "cv_accuracy": accuracy,

@@ -158,36 +158,38 @@ class UpperHead(ClassifierMixin, BaseEstimator):
         return True
 
     def fit(self, X: Any, y: Any, groups: Any = None) -> UpperHead:
-        assert self.layers is not None, "an UpperHead needs the layers above its cut"
         y = np.asarray(y)
         self.classes_ = unique_labels(y)
         target = np.searchsorted(self.classes_, y)
         patches = self._patches(X)
         self.n_features_in_ = np.asarray(X).shape[1]
-        splits = inner_splits(target, _groups(groups, len(y)), k=self.inner_folds, seed=self.random_state)
+        groups = np.asarray(_groups(groups, len(y)))
+        splits = inner_splits(target, list(groups), k=self.inner_folds, seed=self.random_state)
         with one_thread():
-            probes = [self._probe(patches[train], target[train]) for train, _ in splits]
+            probes = [self._probe(patches[train], target[train], groups[train]) for train, _ in splits]
             best: tuple[float, dict[str, float], np.ndarray] | None = None
             for lr, decay, dropout in itertools.product(self.lr_grid, self.weight_decay_grid, self.dropout_grid):
-                proba, epochs = np.zeros((len(y), len(self.classes_))), []
-                for (train, val), probe in zip(splits, probes, strict=True):
-                    net, epoch = self._train(patches, target, train, val, probe, lr, decay, dropout, self.max_epochs)
-                    proba[val] = _proba(net, patches[val])
-                    epochs.append(epoch)
+                trained = [
+                    self._train(patches, target, train, val, probe, lr, decay, dropout, self.max_epochs)[1:]
+                    for (train, val), probe in zip(splits, probes, strict=True)
+                ]
+                proba = cross_fitted_epochs(trained, [val for _, val in splits], (len(y), len(self.classes_)))
                 score = inner_score(target, proba, self.scoring)
                 if best is None or score > best[0]:
-                    chosen = {"lr": lr, "weight_decay": decay, "dropout": dropout, "epochs": max(1, round(np.mean(epochs)))}
-                    best = (score, chosen, proba)
-            assert best is not None
+                    epochs = max(1, round(float(np.mean([epoch for epoch, _ in trained]))))
+                    best = (score, {"lr": lr, "weight_decay": decay, "dropout": dropout, "epochs": epochs}, proba)
+            assert best is not None  # the grids are non-empty
             _, self.selected_, self.inner_proba_ = best
             s = self.selected_
-            every, probe = np.arange(len(y)), self._probe(patches, target)
-            net, _ = self._train(patches, target, every, None, probe, s["lr"], s["weight_decay"], s["dropout"], int(s["epochs"]))
-        values = {name: p.detach().numpy().astype(np.float64) for name, p in net.named_parameters()}
-        values = {name.replace(".", "_"): v for name, v in values.items()}
+            probe = self._probe(patches, target, groups)
+            net, _, _ = self._train(
+                patches, target, np.arange(len(y)), None, probe, s["lr"], s["weight_decay"], s["dropout"], int(s["epochs"])
+            )
+        values = {name.replace(".", "_"): p.detach().numpy().astype(np.float64) for name, p in net.named_parameters()}
+        layers = self._layers()
         self.upper_ = UpperSoftmax(
             classes=self.classes_,
-            patches=np.asarray(self.layers.patches),
+            patches=np.asarray(layers.patches),
             **{name: values[name] for name in (*UPPER_ARRAYS, "classifier_weight", "classifier_bias")},
         )
         return self
@@ -198,20 +200,32 @@ class UpperHead(ClassifierMixin, BaseEstimator):
     def predict(self, X: Any) -> np.ndarray:
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
+    def _layers(self) -> UpperLayers:
+        if self.layers is None:
+            raise ValueError("UpperHead(layers=None): give it the layers above the cut (fuse.upper.UpperLayers)")
+        return self.layers
+
     def _patches(self, X: Any) -> np.ndarray:
         X = np.asarray(X, dtype=np.float32)
-        assert self.layers is not None
-        return X.reshape(len(X), self.layers.patches, -1)
+        layers = self._layers()
+        width = layers.patches * len(layers.arrays["pool_scale"])
+        if X.ndim != 2 or X.shape[1] != width:
+            raise ConfigError(
+                f"the layers above the cut read {layers.patches} patches of {len(layers.arrays['pool_scale'])} columns"
+                f" ({width}); the input gives {X.shape[1:]}: compute it with the same net options as those layers"
+            )
+        return X.reshape(len(X), layers.patches, -1)
 
-    def _probe(self, patches: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The classifier's start: the logistic head on the frozen penultimate of these rows, as (weight, bias) over
-        the raw penultimate."""
+    def _probe(self, patches: np.ndarray, target: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The classifier's start: the logistic head on the frozen penultimate of these rows (C chosen on their inner
+        folds, grouped), as (weight, bias) over the raw penultimate."""
         import torch
 
-        assert self.layers is not None
         with torch.no_grad():
-            frozen = upper_net(self.layers.arrays, len(self.classes_), 0.0).eval().embed(torch.from_numpy(patches)).numpy()
-        linear = LogisticHead(random_state=self.random_state).fit(frozen, target).linear_
+            net = upper_net(self._layers().arrays, len(self.classes_), 0.0).eval()
+            frozen = net.embed(torch.from_numpy(patches)).numpy()
+        head = LogisticHead(scoring=self.scoring, random_state=self.random_state)
+        linear = head.fit(frozen, target, groups=groups).linear_
         weight = np.zeros((len(self.classes_), frozen.shape[1]))
         bias = np.full(len(self.classes_), -10.0)  # a class these rows lack
         weight[linear.classes] = linear.weights / linear.scale
@@ -229,15 +243,16 @@ class UpperHead(ClassifierMixin, BaseEstimator):
         decay: float,
         dropout: float,
         epochs: int,
-    ) -> tuple[Any, int]:
-        """The net trained on rows ``train`` for at most ``epochs`` epochs and the epoch kept: the one of least
-        validation loss on rows ``val`` (early stopping after ``patience`` worse epochs), else the last."""
+    ) -> tuple[Any, int, list[np.ndarray]]:
+        """The net trained on rows ``train`` for at most ``epochs`` epochs, the epoch kept (the one of least
+        validation loss on rows ``val``, early stopping after ``patience`` worse epochs; else the last) and the
+        probabilities of rows ``val`` after each epoch trained."""
         import torch
         import torch.nn.functional as F
 
         torch.manual_seed(self.random_state)
         generator = torch.Generator().manual_seed(self.random_state)
-        net = upper_net(self.layers.arrays if self.layers else {}, len(self.classes_), dropout)
+        net = upper_net(self._layers().arrays, len(self.classes_), dropout)
         with torch.no_grad():
             net.classifier.weight.copy_(torch.from_numpy(probe[0]))
             net.classifier.bias.copy_(torch.from_numpy(probe[1]))
@@ -246,6 +261,7 @@ class UpperHead(ClassifierMixin, BaseEstimator):
         X, yt = torch.from_numpy(patches), torch.from_numpy(target)
         n_patches, keep = X.shape[1], min(self.subset, X.shape[1])
         best, best_state, best_epoch, stale = np.inf, None, epochs, 0
+        curve: list[np.ndarray] = []
         for epoch in range(1, epochs + 1):
             net.train()
             order = torch.from_numpy(train)[torch.randperm(len(train), generator=generator)]
@@ -260,9 +276,8 @@ class UpperHead(ClassifierMixin, BaseEstimator):
                 optimizer.step()
             if val is None:
                 continue
-            net.eval()
-            with torch.no_grad():
-                score = F.cross_entropy(net(X[val]), yt[val]).item()
+            curve.append(_proba(net, patches[val]))
+            score = float(-np.mean(np.log(np.clip(curve[-1][np.arange(len(val)), target[val]], 1e-300, 1.0))))
             if score < best - 1e-6:
                 best, best_state, best_epoch, stale = score, {k: v.clone() for k, v in net.state_dict().items()}, epoch, 0
             else:
@@ -271,7 +286,20 @@ class UpperHead(ClassifierMixin, BaseEstimator):
                     break
         if best_state is not None:
             net.load_state_dict(best_state)
-        return net, best_epoch
+        return net, best_epoch, curve
+
+
+def cross_fitted_epochs(
+    trained: list[tuple[int, list[np.ndarray]]], vals: list[np.ndarray], shape: tuple[int, int]
+) -> np.ndarray:
+    """Out-of-fold probabilities of inner folds trained with early stopping, each fold's rows read at the epoch the
+    other folds chose (their mean best epoch, or its last epoch where it stopped before): read at the epoch chosen
+    on them, its own rows would flatter the setting."""
+    proba = np.zeros(shape)
+    for k, ((_, curve), val) in enumerate(zip(trained, vals, strict=True)):
+        others = [epoch for j, (epoch, _) in enumerate(trained) if j != k] or [trained[k][0]]
+        proba[val] = curve[min(max(1, round(float(np.mean(others)))), len(curve)) - 1]
+    return proba
 
 
 def _proba(net: Any, patches: np.ndarray) -> np.ndarray:

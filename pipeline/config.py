@@ -164,25 +164,20 @@ def _nets(tables: dict[str, Any], random_init: tuple[str, ...] = ()) -> dict[str
     return per_net
 
 
-def head_config(path: str | os.PathLike[str] | None, name: str | None) -> tuple[str, dict[str, Any], Any, str | None]:
-    """The fusion head's name (``name`` if given, else the ``[head]`` table's, else ``logistic``), its parameters,
+def head_config(path: str | os.PathLike[str] | None, name: str | None) -> tuple[str | None, dict[str, Any], Any, str | None]:
+    """The fusion head's name (``name`` if given, else the ``[head]`` table's, else None: as ``[fuse] heads``
+    says, ``logistic`` by default), its parameters,
     the ``fuse.selection.SelectionConfig`` of the ``[fuse]`` table, and that table's ``reference`` model (None)."""
     from mvemo.fuse.selection import SelectionConfig
 
     tables = load_toml(path)
     table = dict(tables.get("head", {}))
-    configured = table.pop("name", "logistic")
+    configured = table.pop("name", None)
     fuse = dict(tables.get("fuse", {}))
     reference = fuse.pop("reference", None)
     if reference is not None and not isinstance(reference, str):
         raise ConfigError(f'[fuse] reference = {reference!r}: expected a model\'s name, e.g. "musicnn"')
-    selection = SelectionConfig.from_table(fuse, taken=("reference",))
-    if len(selection.heads) > 1 and (name or "name" in tables.get("head", {}) or table):
-        raise ConfigError(
-            f"[fuse] heads = {list(selection.heads)}: the inner folds choose the head among them; give no --head,"
-            " [head] name or [head] parameters beside it"
-        )
-    return name or configured, table, selection, reference
+    return name or configured, table, SelectionConfig.from_table(fuse, taken=("reference",)), reference
 
 
 def per_net_tables(tables: dict[str, Any], table: str) -> dict[str, dict[str, Any]]:

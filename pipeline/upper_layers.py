@@ -13,17 +13,22 @@ from mvemo.extract.nets import get_net, pretrained_file
 from mvemo.extract.nets.musicnn import upper_layers
 from mvemo.extract.weights.registry import require_weights, sha256_of
 from mvemo.fuse.inputs import is_cut
+from mvemo.fuse.models import select_models
 from mvemo.fuse.upper import UpperLayers
 from mvemo.manifests.errors import ConfigError
 
 
-def published_upper_layers(cache_path: str | os.PathLike[str], weights_dir: str | None) -> dict[str, UpperLayers]:
-    """Input name -> the layers above its cut, for every input of the cache cut below layers to fine-tune."""
+def published_upper_layers(
+    cache_path: str | os.PathLike[str], weights_dir: str | None, models: str | None
+) -> dict[str, UpperLayers]:
+    """Input name -> the layers above its cut, for every input of the ``models`` (``--models``; None: the default
+    ones) that holds activations at a cut. Without such an input, nothing is read."""
     out: dict[str, UpperLayers] = {}
     with Cache(cache_path) as cache:
+        inputs = {name for model in select_models(cache, models) for name in model.inputs}
         for set_name in cache.feature_sets():
             name = set_name.split("/")[1] if set_name.startswith("emb/") else ""
-            if not name or name in out or not is_cut(cache, set_name):
+            if name not in inputs or name in out or not is_cut(cache, set_name):
                 continue
             config = cache.config(set_name)
             file = pretrained_file(config["net"])

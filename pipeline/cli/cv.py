@@ -100,7 +100,7 @@ def fusion_arguments(
     from mvemo.pipeline.upper_layers import published_upper_layers
 
     head, params, selection, configured = head_config(where["config_path"], where["head"])
-    upper = published_upper_layers(cache_path, where["weights_dir"])
+    upper = published_upper_layers(cache_path, where["weights_dir"], models)
     with build_executor(where["executor"], workers=where["workers"], scheduler=where["scheduler"]) as executor:
         yield {
             "models": models,

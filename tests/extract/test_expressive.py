@@ -167,3 +167,5 @@ def test_config_is_validated() -> None:
         ExpressiveConfig(fmin_hz=2000.0)
     with pytest.raises(ConfigError, match=r"\[expressive\] hop_length"):
         ExpressiveConfig(hop_length=1024, n_fft=2048)
+    with pytest.raises(ConfigError, match=r"\[expressive\] n_fft=512: pYIN and YIN need half a frame"):
+        ExpressiveConfig(sample_rate_hz=48000, n_fft=512, hop_length=256)

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.special import softmax
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression
 
 from mvemo.cache.read import Cache
+from mvemo.fuse.compose import Features
 from mvemo.fuse.families import (
     ChosenHead,
     Discriminant,
@@ -99,7 +101,7 @@ def test_each_family_chooses_on_inner_folds_and_keeps_groups(head: object) -> No
 
 def test_chosen_head_keeps_the_family_of_best_inner_score() -> None:
     X, y = blobs(n=150, d=60, signal=0.6)
-    head = make_head("logistic", SelectionConfig(heads=("logistic", "lda", "svm")))
+    head = make_head(None, SelectionConfig(heads=("logistic", "lda", "svm")))
     assert isinstance(head, ChosenHead)
     fitted = head.fit(X, y)
     scores = fitted.inner_scores_
@@ -112,11 +114,14 @@ def test_head_names_and_their_checks() -> None:
     from mvemo.fuse.families import HEADS
 
     assert sorted(HEAD_NAMES) == sorted(HEADS)
-    assert isinstance(make_head("logistic", SelectionConfig(heads=("lda",))), LdaHead)
+    assert isinstance(make_head(None, SelectionConfig(heads=("lda",))), LdaHead)
+    assert isinstance(make_head("logistic", SelectionConfig(heads=("lda",))), LogisticHead), "a head named is that head"
     with pytest.raises(ConfigError, match="head 'qda'"):
-        make_head("logistic", SelectionConfig(heads=("qda",)))
-    with pytest.raises(ConfigError, match="give no --head svm"):
+        make_head(None, SelectionConfig(heads=("qda",)))
+    with pytest.raises(ConfigError, match="give no --head"):
         make_head("svm", SelectionConfig(heads=("logistic", "lda")))
+    with pytest.raises(ConfigError, match="softmax cannot be among"):
+        make_head(None, SelectionConfig(heads=("logistic", "softmax")))
     with pytest.raises(ConfigError, match=r"\[fuse\] heads"):
         SelectionConfig(heads=())
     with pytest.raises(ConfigError, match=r"shrinkage = 2"):
@@ -147,7 +152,39 @@ def test_the_families_chosen_reach_the_report_and_the_saved_model(tmp_path: Path
     saved = load_fusion_model(folder)
     with Cache(cache) as reader:
         inputs = {net: reader.read_matrix(f"emb/{net}/all") for net in ("musicnn", "i3d")}
-        y = reader.y
+        y, groups = reader.y, np.asarray(reader.groups)
     head = saved.document["models"]["musicnn"]["model"]["chosen"]["head"]
-    alone = make_head(head).fit(inputs["musicnn"], y)
+    alone = make_head(head).fit(inputs["musicnn"], y, groups=groups)
     np.testing.assert_allclose(saved.predict_proba("musicnn", inputs), alone.predict_proba(inputs["musicnn"]), atol=1e-9)
+
+
+def test_a_stack_meta_head_stays_logistic_whatever_the_families() -> None:
+    from mvemo.fuse.compose import Stack, Trainings, fit
+    from mvemo.fuse.grammar import parse_models
+
+    X, y = blobs(n=90)
+    target = np.searchsorted(np.unique(y), y)
+    selection = SelectionConfig(heads=("lda",))
+    training = Trainings(target, [str(i) for i in range(90)], 3, make_head(None, selection), selection).on(
+        np.arange(90), {"a": X[:, :6], "b": X[:, 6:]}
+    )
+    ((_, node),) = parse_models("stack(a,b)", {"a": Features(("a",)), "b": Features(("b",))}, KeyError)
+    assert isinstance(node, Stack)
+    stacked = fit(node, training)
+    assert isinstance(stacked.meta, LogisticHead) and all(isinstance(m.model, LdaHead) for m in stacked.members)
+
+
+def test_a_class_the_rows_lack_stays_at_probability_zero_and_spares_the_temperature() -> None:
+    rng = np.random.default_rng(0)
+    target = rng.integers(0, 2, 500)
+    target[:5] = 2  # five rows of a class the fold's SVM never saw: it scores them -1000
+    scores = rng.standard_normal((500, 3))
+    scores[np.arange(500), target] += 1.0
+    scores[:, 2] = -1e3
+    alone = fitted_temperature(scores[5:, :2], target[5:])
+    assert fitted_temperature(scores, target) == pytest.approx(alone, rel=0.2)
+    X, y = blobs(n=90, classes=2)
+    discriminant = Discriminant((X - X.mean(0)) / X.std(0), np.searchsorted(np.unique(y), y), 3)
+    weights = discriminant.weights(0.3)
+    proba = softmax(((X - X.mean(0)) / X.std(0)) @ weights.T + discriminant.bias_of(weights), axis=1)
+    assert proba[:, 2].max() < 1e-100
