@@ -43,7 +43,7 @@ def embedding_cache(
     of pretrained weights (``weights`` overrides a net's: "" for random init). ``vectors`` maps a clip-level
     feature set (as ``descriptors``) -> (dim, separation), with named columns. ``patches`` maps a net to the patches
     per clip its sets keep (``pool = "patches"``): each patch its own noise around the class mean, patch after patch;
-    ``layers`` the layer a net's sets record.
+    ``layers`` the layer a net's sets record (with the net's name).
     """
     rng = np.random.default_rng(seed)
     n = n_per_class * len(CLASSES)
@@ -65,7 +65,7 @@ def embedding_cache(
         X = (means[y][:, None, :] + rng.standard_normal((n, count, dim))).reshape(n, count * dim).astype(np.float32)
         names = [f"emb/{net}/fold{f}" for f in fold_sets] + ([f"emb/{net}/all"] if with_all else [])
         config = {"protocol": protocol, "finetune": finetune} | ({"pool": "patches", "patches": count} if count > 1 else {})
-        config |= {"layer": layers[net]} if layers and net in layers else {}
+        config |= {"layer": layers[net], "net": net.split(".")[0]} if layers and net in layers else {}
         for name in names:
             sha = (weights or {}).get(net, f"{net}-weights-sha256")
             specs.append(FeatureSpec(name, (count * dim,), "float32", net, "1", config, sha))

@@ -64,20 +64,26 @@ def test_the_head_is_the_whole_net_with_its_lower_layers_frozen() -> None:
     assert all(p.grad is None for p in net.patches.mid.parameters()), "the layers below the cut stay frozen"
 
 
-def synthetic_cut(n: int = 120, seed: int = 0) -> tuple[UpperLayers, np.ndarray, np.ndarray]:
-    """Activations whose class lies in a few of the 1,506 columns, and published layers of random weights."""
+SMALL = 40  # columns per patch of the stage-two tests' activations: the layers' shapes matter there, not their size
+
+
+def synthetic_cut(
+    n: int = 120, width: int = 1506, hidden: int = 200, seed: int = 0
+) -> tuple[UpperLayers, np.ndarray, np.ndarray]:
+    """Activations whose class lies in a few of their columns, and layers above them of random weights (musicnn's
+    shapes by default)."""
     rng = np.random.default_rng(seed)
     arrays = {
-        "pool_scale": np.ones(1506, np.float32),
-        "pool_shift": np.zeros(1506, np.float32),
-        "dense_weight": (rng.standard_normal((200, 1506)) / 40).astype(np.float32),
-        "dense_bias": np.zeros(200, np.float32),
-        "bn_scale": np.ones(200, np.float32),
-        "bn_shift": np.zeros(200, np.float32),
+        "pool_scale": np.ones(width, np.float32),
+        "pool_shift": np.zeros(width, np.float32),
+        "dense_weight": (rng.standard_normal((hidden, width)) / np.sqrt(width)).astype(np.float32),
+        "dense_bias": np.zeros(hidden, np.float32),
+        "bn_scale": np.ones(hidden, np.float32),
+        "bn_shift": np.zeros(hidden, np.float32),
     }
     y = np.arange(n) % 3
-    X = rng.standard_normal((n, 10, 1506)).astype(np.float32)
-    X[:, :, :20] += 1.5 * (y[:, None, None] == np.arange(20)[None, None, :] % 3)
+    X = rng.standard_normal((n, 10, width)).astype(np.float32)
+    X[:, :, :12] += 1.5 * (y[:, None, None] == np.arange(12)[None, None, :] % 3)
     return UpperLayers(arrays, 10), X.reshape(n, -1), y
 
 
@@ -94,14 +100,14 @@ def test_the_head_learns_and_reports_its_choices() -> None:
 def test_stage_two_fine_tunes_a_cut_input_only_with_the_layers_above_it(tmp_path: Path) -> None:
     cache = embedding_cache(
         tmp_path / "c.h5",
-        nets={"musicnn.upper": (1506, 0.3)},
+        nets={"musicnn.upper": (SMALL, 0.3)},
         n_per_class=12,
         patches={"musicnn.upper": 10},
         layers={"musicnn.upper": "pooled"},
     )
     with pytest.raises(ConfigError, match=r"musicnn\.upper holds a music encoder's activations at a cut.*--weights-dir"):
         cross_validate(cache, models="musicnn.upper")
-    layers, _, _ = synthetic_cut()
+    layers, _, _ = synthetic_cut(width=SMALL, hidden=8)
     result = cross_validate(cache, models="musicnn.upper", upper={"musicnn.upper": layers})
     choices = result.repeats[0]["musicnn.upper"].choices
     assert len(choices) == 3 and all(set(c) == {"lr", "weight_decay", "dropout", "epochs"} for c in choices)
@@ -115,12 +121,12 @@ def test_a_fine_tuned_head_is_saved_as_arrays_and_predicts_as_fitted(tmp_path: P
 
     cache = embedding_cache(
         tmp_path / "c.h5",
-        nets={"musicnn.upper": (1506, 0.3)},
+        nets={"musicnn.upper": (SMALL, 0.3)},
         n_per_class=12,
         patches={"musicnn.upper": 10},
         layers={"musicnn.upper": "pooled"},
     )
-    layers, _, _ = synthetic_cut()
+    layers, _, _ = synthetic_cut(width=SMALL, hidden=8)
     _, folder = fuse_cache(cache, tmp_path / "out", models="musicnn.upper", upper={"musicnn.upper": layers})
     saved = load_fusion_model(folder)
     with Cache(cache) as reader:
