@@ -23,7 +23,7 @@ from mvemo.fuse.compose import Trainings, fit
 from mvemo.fuse.families import make_head
 from mvemo.fuse.inputs import input_set_name, layers_above, missing_reasons, patch_count, read_input
 from mvemo.fuse.metrics import mean_present, paired_differences, summarize, summarize_repeats
-from mvemo.fuse.models import FusionModel, incomplete_inputs, random_init_nets, select_models
+from mvemo.fuse.models import FusionModel, incomplete_inputs, per_patch_inputs, random_init_nets, select_models
 from mvemo.fuse.provenance import fine_tuned_nets, protocol
 from mvemo.fuse.selection import SelectionConfig
 from mvemo.fuse.upper import UpperLayers
@@ -285,7 +285,7 @@ def cross_validate(
             notes = [f"{name}: left out of the default models: {why}" for name, why in incomplete.items()]
         else:
             notes = [f"{name} is incomplete: {why}" for name, why in incomplete.items()]
-        random_init = random_init_nets(cache)
+        random_init, per_patch = random_init_nets(cache), per_patch_inputs(cache)
         clip_ids, groups = cache.clip_ids, cache.groups
         tuned_models = [m.name for m in chosen if any("/fold" in per_fold[0].sets[i] for i in m.inputs)]
     tasks = [(r, fold) for r in range(repeats) for fold in range(k)]
@@ -304,6 +304,11 @@ def cross_validate(
         notes.append(
             f"{', '.join(random_init)}: embeddings of random weights, never fine-tuned; reported alone and left out of"
             " every default fusion (name them in --models to fuse them)"
+        )
+    if per_patch and models is None:
+        notes.append(
+            f"{', '.join(per_patch)}: per-patch inputs, each for its own patch-level or fine-tuned head; reported alone"
+            " and left out of every default fusion (name them in --models, e.g. late(musicnn.upper,i3d), to fuse them)"
         )
     per_repeat = []
     unscored: dict[str, str] = {}

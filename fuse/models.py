@@ -89,6 +89,13 @@ def random_init_nets(cache: Cache) -> list[str]:
     return nets
 
 
+def per_patch_inputs(cache: Cache) -> list[str]:
+    """Nets' variants that keep each clip's patches (``pool = "patches"``, a cut's activations among them): each
+    is for its own patch-level or fine-tuned head; in a default fusion's concatenation they would be raw columns
+    beside the pooled embeddings of the same net, so the default fusions leave them out."""
+    return [net for net in cached_nets(cache) if any(cache.config(s).get("pool") == "patches" for s in input_sets(cache, net))]
+
+
 def input_sets(cache: Cache, name: str) -> list[str]:
     """Every cached set an input reads, for any test fold or the final model."""
     if name == LLDSTATS:
@@ -142,9 +149,10 @@ def complete_inputs(cache: Cache, incomplete: dict[str, str] | None = None) -> l
 
 def named_models(cache: Cache, complete: list[str]) -> dict[str, Node]:
     """The models that have names: ``integrated`` (or ``integrated-audio``) and ``integrated-decision``,
-    where the cache holds two ``complete`` inputs (pairs) of pretrained or fine-tuned nets."""
-    random_init = random_init_nets(cache)
-    trusted = [name for name in complete if name not in random_init]
+    where the cache holds two ``complete`` inputs (pairs) of pretrained or fine-tuned nets; inputs of random
+    weights and per-patch inputs enter neither."""
+    left_out = set(random_init_nets(cache)) | set(per_patch_inputs(cache))
+    trusted = [name for name in complete if name not in left_out]
     named: dict[str, Node] = {}
     if len(trusted) > 1:
         name = INTEGRATED[1] if not any(base_net(n) in VIDEO_NETS for n in trusted) else INTEGRATED[0]

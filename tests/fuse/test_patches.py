@@ -75,3 +75,16 @@ def test_a_cached_patch_input_is_fitted_per_patch_and_saved_as_one_layer(tmp_pat
     pooling = saved.document["models"]["musicnn.patches"]["model"]["chosen"]["pooling"]
     alone = PatchHead(LogisticHead(), PATCHES, pooling).fit(X, y, groups)
     np.testing.assert_allclose(saved.predict_proba("musicnn.patches", {"musicnn.patches": X}), alone.predict_proba(X), atol=1e-9)
+
+
+def test_default_fusions_leave_per_patch_inputs_out_and_say_so(tmp_path: Path) -> None:
+    from mvemo.fuse.compose import inputs_of
+    from mvemo.fuse.cv import cross_validate
+
+    nets = {"musicnn": (DIM, 1.0), "i3d": (DIM, 1.0), "musicnn.patches": (DIM, 1.0)}
+    cache = embedding_cache(tmp_path / "c.h5", nets=nets, n_per_class=12, patches={"musicnn.patches": PATCHES})
+    result = cross_validate(cache)
+    models = {m.name: m for m in result.models}
+    assert "musicnn.patches" in models, "reported alone"
+    assert set(inputs_of(models["integrated"].node)) == {"musicnn", "i3d"}
+    assert any(note.startswith("musicnn.patches: per-patch inputs") for note in result.notes)
