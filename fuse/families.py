@@ -23,7 +23,6 @@ from threadpoolctl import threadpool_limits
 
 from mvemo.fuse.heads import (
     COUNT,
-    POSITIVE,
     SEED,
     LinearSoftmax,
     LogisticHead,
@@ -41,21 +40,23 @@ from mvemo.manifests.folds import inner_splits
 ABSENT_LOGIT = -1e3  # the logit of a class the training rows lack: probability 0, as the logistic head gives it
 
 
+def prepared(head: _LinearHead, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A family's rows standardized, the labels as validated, their class indices, and the standardization; sets
+    ``head.classes_``."""
+    X, y = validate_data(head, X, y, dtype=(np.float32, np.float64))
+    head.classes_ = unique_labels(y)
+    if len(head.classes_) < 2:
+        raise ValueError(f"{type(head).__name__} needs at least 2 classes; got 1 class ({head.classes_.tolist()})")
+    mean, scale = standardization(X)
+    return (X - mean) / scale, y, np.searchsorted(head.classes_, y), mean, scale
+
+
 class _ChoosingHead(_LinearHead):
-    """What the families share: their rows standardized, classes as indices, inner folds like every head's."""
+    """What LDA and the SVM share: inner folds like every head's."""
 
     inner_folds: int
     scoring: str
     random_state: int
-
-    def _prepare(self, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Standardized rows, the labels as validated, their class indices, and the standardization."""
-        X, y = validate_data(self, X, y, dtype=(np.float32, np.float64))
-        self.classes_ = unique_labels(y)
-        if len(self.classes_) < 2:
-            raise ValueError(f"{type(self).__name__} needs at least 2 classes; got 1 class ({self.classes_.tolist()})")
-        mean, scale = standardization(X)
-        return (X - mean) / scale, y, np.searchsorted(self.classes_, y), mean, scale
 
     def _splits(self, y: np.ndarray, groups: Any) -> list[tuple[np.ndarray, np.ndarray]]:
         return inner_splits(y, _groups(groups, len(y)), k=self.inner_folds, seed=self.random_state)
@@ -106,7 +107,7 @@ class LdaHead(_ChoosingHead):
         return self.shrinkage is None
 
     def fit(self, X: Any, y: Any, groups: Any = None) -> LdaHead:
-        Z, y, target, mean, scale = self._prepare(X, y)
+        Z, y, target, mean, scale = prepared(self, X, y)
         n_classes = len(self.classes_)
         shrinkage, self.selected_, self.inner_proba_ = self.shrinkage, {}, None
         with threadpool_limits(1):
@@ -149,19 +150,13 @@ class Discriminant:
         return -0.5 * np.einsum("kd,kd->k", self.means, weights) + self.log_priors
 
 
-class PcaLogisticHead(_ChoosingHead):
+class PcaLogisticHead(LogisticHead):
     """Standardization, whitening onto the principal components that hold ``variance`` of the training rows'
     variance, then the logistic head (C chosen on inner folds, or ``C``). Folded into one linear layer over the
     standardized inputs. The components read no label: the inner validation rows share them, as the
     standardization."""
 
-    PARAM_RULES: ClassVar = {
-        "variance": (lambda v: is_number(v) and 0 < v <= 1, "a share in (0, 1]"),
-        "C": LogisticHead.PARAM_RULES["C"],
-        "max_iter": COUNT,
-        "tol": POSITIVE,
-        "random_state": SEED,
-    }
+    PARAM_RULES: ClassVar = {**LogisticHead.PARAM_RULES, "variance": (lambda v: is_number(v) and 0 < v <= 1, "a share in (0, 1]")}
 
     def __init__(
         self,
@@ -174,20 +169,11 @@ class PcaLogisticHead(_ChoosingHead):
         scoring: str = "log_loss",
         random_state: int = 0,
     ) -> None:
+        super().__init__(C, max_iter, tol, C_grid, inner_folds, scoring, random_state)
         self.variance = variance
-        self.C = C
-        self.max_iter = max_iter
-        self.tol = tol
-        self.C_grid = C_grid
-        self.inner_folds = inner_folds
-        self.scoring = scoring
-        self.random_state = random_state
-
-    def chooses(self) -> bool:
-        return self.C is None
 
     def fit(self, X: Any, y: Any, groups: Any = None) -> PcaLogisticHead:
-        Z, y, _, mean, scale = self._prepare(X, y)
+        Z, y, _, mean, scale = prepared(self, X, y)
         with threadpool_limits(1):
             values, axes = principal_axes(Z - Z.mean(axis=0))
         if not values.size or values[0] <= 0:
@@ -195,7 +181,7 @@ class PcaLogisticHead(_ChoosingHead):
         share = np.cumsum(values) / max(values.sum(), 1e-300)
         kept = min(int(np.searchsorted(share, self.variance - 1e-12)) + 1, int(np.sum(values > 1e-12 * values[0])))
         whitening = axes[:, :kept] / np.sqrt(np.maximum(values[:kept], 1e-300))
-        params = {k: getattr(self, k) for k in ("C", "max_iter", "tol", "C_grid", "inner_folds", "scoring", "random_state")}
+        params = {k: v for k, v in self.get_params().items() if k != "variance"}
         logistic = LogisticHead(**params).fit((Z - Z.mean(axis=0)) @ whitening, y, groups)
         inner = logistic.linear_
         on_components = inner.weights / inner.scale
@@ -235,7 +221,7 @@ class SvmHead(_ChoosingHead):
         return True
 
     def fit(self, X: Any, y: Any, groups: Any = None) -> SvmHead:
-        Z, y, target, mean, scale = self._prepare(X, y)
+        Z, y, target, mean, scale = prepared(self, X, y)
         splits = self._splits(y, groups)
         tried: list[tuple[float, float, float, np.ndarray]] = []  # score, C, temperature, inner probabilities
         with threadpool_limits(1):
