@@ -102,8 +102,9 @@ def test_the_fuse_table_sets_the_choices(tmp_path) -> None:
     config.write_text('[fuse]\ninner_folds = 3\nscoring = "accuracy"\nC_grid = [1, 0.01]\n')
     head, params, selection, reference = head_config(config, None)
     assert reference is None
-    assert (head, params) == ("logistic", {}) and selection.C_grid == (0.01, 1.0) and selection.inner_folds == 3
+    assert (head, params) == (None, {}) and selection.C_grid == (0.01, 1.0) and selection.inner_folds == 3
     built = make_head(head, selection, **params)
+    assert isinstance(built, LogisticHead), "no head named: [fuse] heads' default, logistic"
     assert built.get_params()["C_grid"] == (0.01, 1.0) and built.get_params()["scoring"] == "accuracy"
     for table, message in [
         ("inner_folds = 1", "inner_folds = 1: expected an integer >= 2"),
