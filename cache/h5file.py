@@ -129,7 +129,7 @@ def clip_columns(clips: list[Clip], manifest: Manifest) -> dict[str, np.ndarray]
         "group": [c.group for c in clips],
         "video": [str(c.video or "") for c in clips],
         "audio": [str(c.audio or "") for c in clips],
-        "label": [index[c.label] for c in clips],
+        "label": [index.get(c.label, -1) for c in clips],
         "fold": [-1 if c.fold is None else c.fold for c in clips],
         "media_hash": [b""] * len(clips),
         "media_stat": [b""] * len(clips),

@@ -4,6 +4,7 @@
 
     CACHE/clips.h5                      attrs: schema_version, mvemo_version, classes (JSON)
                                         clip_id, label, group, fold, video, audio, media_hash, media_stat, removed
+    CACHE/targets.h5                    tags and valence/arousal values by clip-table row (``cache.targets``)
     CACHE/sets/<name>/rows-<a>-<b>.h5   one segment of a set: rows a..b-1 of the clip table
                                         data (b-a, *row_shape), contiguous; status, media_key, checksum,
                                         valid_length per row; attrs: fingerprint, record, config, extractor, ...
@@ -28,6 +29,7 @@ from mvemo.cache.fingerprint import fingerprint, fingerprint_record
 from mvemo.manifests.errors import CacheError, ConfigError
 
 CLIPS_FILE = "clips.h5"
+TARGETS_FILE = "targets.h5"  # the clips' tags and valence/arousal values (``cache.targets``)
 SETS = "sets"
 # A cache of the windows of whole files (``[clip] windows``), a cache folder of its own inside the cache.
 WINDOWS_FOLDER = "windows"
@@ -145,7 +147,7 @@ def foreign_entries(path: Path) -> list[str]:
     if not path.is_dir():
         return []
     # the window cache keeps its lock and its nets' checkpoints beside it, as any cache does: inside this one
-    own = {CLIPS_FILE, SETS, WINDOWS_FOLDER, f"{WINDOWS_FOLDER}.lock", f"{WINDOWS_FOLDER}.checkpoints"}
+    own = {CLIPS_FILE, TARGETS_FILE, SETS, WINDOWS_FOLDER, f"{WINDOWS_FOLDER}.lock", f"{WINDOWS_FOLDER}.checkpoints"}
     return sorted(p.name for p in path.iterdir() if p.name not in own and not TEMPORARY.match(p.name))
 
 

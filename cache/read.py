@@ -16,6 +16,7 @@ import numpy as np
 from mvemo.cache.h5file import open_h5, read_clip_table
 from mvemo.cache.layout import CLIPS_FILE, DONE, FAILED, foreign_entries, media_keys, single_file_error
 from mvemo.cache.sets import OpenSet, read_errors, set_names
+from mvemo.cache.targets import read_targets
 from mvemo.manifests.errors import CacheError
 from mvemo.manifests.schema import group_id
 
@@ -37,6 +38,8 @@ class Cache:
     folds : ndarray, shape (n_clips,), int64
         Fold of every row, -1 where the manifest had no folds.
     groups : list of str
+    targets : cache.targets.Targets
+        The rows' tags and valence/arousal values, where the manifest gave them.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -69,6 +72,7 @@ class Cache:
         self.media = {key: table[key][keep].tolist() for key in ("video", "audio")}
         self.media_stat = table["media_stat"][keep]
         self._media_keys = media_keys(self.media_hash)
+        self.targets = read_targets(self.path, self._n_stored).rows(keep)
         self._names = set_names(self.path)
         self._open: dict[str, OpenSet] = {}
 

@@ -54,6 +54,7 @@ from mvemo.cache.layout import (
 )
 from mvemo.cache.lock import CacheLock
 from mvemo.cache.sets import OpenSet, append_error, chain, create_segment, remove_set, segment_attrs, set_names
+from mvemo.cache.targets import manifest_targets, read_targets, write_targets
 from mvemo.manifests.errors import CacheError
 from mvemo.manifests.schema import Manifest
 
@@ -180,6 +181,9 @@ class CacheWriter:
                     f[key][:] = values
                     f.flush()
         self._media_keys = media_keys(changes["media_hash"])
+        targets = manifest_targets(manifest, self._listed[self._rows_of(manifest.clip_ids)], len(self._ids))
+        if not targets.same(read_targets(self.path, len(self._ids))):
+            write_targets(self.path, targets)
 
     def _clip_columns(self, table: dict[str, np.ndarray], manifest: Manifest) -> dict[str, np.ndarray]:
         """Labels, folds and groups of the listed clips from the manifest (a changed label or fold is refused once

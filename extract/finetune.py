@@ -191,7 +191,18 @@ def _where(fold: int | None) -> str:
 
 
 def clip_table(cache: Cache) -> tuple[np.ndarray, np.ndarray, list[str], int]:
-    """Labels, folds, groups (a clip without one is its own) and the number of classes of a cache's clips."""
+    """Labels, folds, groups (a clip without one is its own) and the number of classes of a cache's clips.
+
+    Raises
+    ------
+    ConfigError
+        When the manifest gave no class labels: fine-tuning learns the classes.
+    """
+    if not cache.classes:
+        raise ConfigError(
+            f"cache {str(cache.path)!r}: its manifest has no 'label' column, and fine-tuning a net learns the classes;"
+            " extract with --finetune none (tags and valence/arousal heads train in stage two)"
+        )
     return cache.y, cache.folds, cache.groups, len(cache.classes)
 
 

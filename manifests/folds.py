@@ -46,7 +46,7 @@ def assign_folds(
         manifest = manifest.with_groups(_groups_by(manifest, group_by))
     existing = np.array([-1 if c.fold is None else c.fold for c in manifest.clips], dtype=np.int64)
     groups = manifest.groups
-    y = manifest.y
+    y = manifest.strata
     if keep and existing.max() >= 0:
         stored = int(existing.max()) + 1
         given = sorted(set(existing[existing >= 0].tolist()))
@@ -66,11 +66,11 @@ def assign_folds(
     if k < 2:
         raise ManifestError(f"--k {k}: cross-validation needs at least 2 folds")
     fewest, rarest = fewest_groups(y, groups)
-    smallest = manifest.classes[rarest]
+    smallest = manifest.strata_names[rarest]
     if k > fewest:
         raise ManifestError(
-            f"--k {k} is larger than the {fewest} groups of class {smallest!r}: some fold would have no"
-            f" {smallest!r} clip; use --k {fewest} or fewer, or add clips of that class"
+            f"--k {k} is larger than the {fewest} groups of {stratum_kind(manifest)} {smallest!r}: some fold would"
+            f" have no {smallest!r} clip; use --k {fewest} or fewer, or add clips of it"
         )
     return manifest.with_folds(draw_folds(y, groups, k=k, seed=seed).tolist())
 
@@ -104,6 +104,11 @@ def require_whole_groups(folds: np.ndarray, groups: Sequence[str], clip_ids: Seq
         f"{where}{': ' if where else ''}group {group!r} lies in folds {in_folds} ({', '.join(members[:4])}"
         f"{', ...' if len(members) > 4 else ''}){more}; {SPLIT_GROUP_FIX}"
     )
+
+
+def stratum_kind(manifest: Manifest) -> str:
+    """What the manifest's folds are stratified by, in a word (``Manifest.strata``)."""
+    return "class" if manifest.classes else "tag" if manifest.tags else "quadrant"
 
 
 def draw_folds(y: np.ndarray, groups: Sequence[str], *, k: int, seed: int) -> np.ndarray:
@@ -236,7 +241,8 @@ def inner_split(y: np.ndarray, groups: Sequence[str], *, share: float, seed: int
 
 
 def fold_table(manifest: Manifest) -> np.ndarray:
-    """Clips per (fold, class), shape (n_folds, n_classes), int64."""
-    table = np.zeros((manifest.n_folds, len(manifest.classes)), dtype=np.int64)
-    np.add.at(table, (manifest.folds, manifest.y), 1)
+    """Clips per (fold, stratum), shape (n_folds, n_strata), int64 (``Manifest.strata_names``: the classes, else
+    each clip's rarest tag, else the quadrants)."""
+    table = np.zeros((manifest.n_folds, len(manifest.strata_names)), dtype=np.int64)
+    np.add.at(table, (manifest.folds, manifest.strata), 1)
     return table

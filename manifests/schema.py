@@ -1,13 +1,16 @@
 """The clip table: ``Clip`` rows, the ``Manifest`` that holds them, and CSV/JSONL io.
 
-A manifest is one row per clip: ``clip_id, label, video, audio, group, fold``
-plus any extra columns a user keeps (they survive a round trip). Paths in a
+A manifest is one row per clip: ``clip_id, label, video, audio, group, fold``,
+the other targets ``tags, valence, arousal`` where it has them (``manifests.targets``;
+``label`` may be absent where another target is given), plus any extra columns a user
+keeps (they survive a round trip). Paths in a
 file are relative to the manifest's folder, or absolute; in memory they are
 absolute, and writing makes them relative to the folder written to, so a
 manifest can be saved anywhere. The class names and their order are stored
 with the rows: in a CSV as a first comment line ``# classes: [...]`` (JSON),
 in JSONL as a first header object ``{"classes": [...]}``. A file without them
-takes the sorted set of its labels.
+takes the sorted set of its labels. The tag vocabulary and the valence/arousal
+scale are stored the same way (``# tags: [...]``, ``# scale: [low, high]``).
 """
 
 from __future__ import annotations
@@ -23,11 +26,24 @@ from typing import Any
 import numpy as np
 
 from mvemo.manifests.errors import ManifestError
+from mvemo.manifests.targets import (
+    TARGET_COLUMNS,
+    VALUE_COLUMNS,
+    check_targets,
+    parse_header_list,
+    parse_scale,
+    parse_tags,
+    parse_value,
+    parse_vocabulary,
+    quadrants,
+    rarest_tag,
+    tag_matrix,
+)
 
 COLUMNS = ("clip_id", "label", "video", "audio", "group", "fold")
 MEDIA_COLUMNS = ("video", "audio")
 FOLDS_FIX = "run `mvemo manifest folds MANIFEST --k K` to assign them"
-CSV_CLASSES_PREFIX = "# classes:"
+HEADERS = ("classes", "tags", "scale")  # the CSV's ``# name: [...]`` lines, the JSONL header object's keys
 
 
 @dataclass(frozen=True)
@@ -39,7 +55,7 @@ class Clip:
     clip_id : str
         Unique key of the clip (``scan`` uses the path under its root).
     label : str
-        Class name; one of the manifest's ``classes``.
+        Class name; one of the manifest's ``classes`` (empty in a manifest without labels).
     video, audio : Path or None
         Absolute paths of the media giving each modality (one file may give both).
     group : str
@@ -47,6 +63,10 @@ class Clip:
         empty means the clip stands alone.
     fold : int or None
         Cross-validation fold, 0..k-1, or None before ``mvemo manifest folds``.
+    tags : tuple of str
+        Emotion tags, each one of the manifest's ``tags``.
+    valence, arousal : float or None
+        Values on the manifest's ``scale``, None where the manifest has none.
     extra : dict
         Unknown columns, kept as read.
     """
@@ -58,6 +78,9 @@ class Clip:
     group: str = ""
     fold: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    valence: float | None = None
+    arousal: float | None = None
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -67,23 +90,27 @@ class Clip:
 
 @dataclass(frozen=True)
 class Manifest:
-    """An ordered clip table with its class names; validated on construction.
+    """An ordered clip table with its class names, tag vocabulary and value scale; validated on construction.
 
     Raises
     ------
     ManifestError
-        On a duplicate ``clip_id``, an unknown label, a clip with neither video nor
-        audio, or fold values that are partly missing or not exactly ``0..k-1``.
+        On a duplicate ``clip_id``, an unknown label or tag, a clip with neither video nor
+        audio, fold values that are partly missing or not exactly ``0..k-1``, or values
+        that are partly missing or off the scale (``manifests.targets.check_targets``).
     """
 
     classes: tuple[str, ...]
     clips: tuple[Clip, ...]
     # Clips without a fold beside clips with one: only ``mvemo manifest folds`` reads such a manifest, to fold them in.
     partial_folds: bool = field(default=False, compare=False, repr=False)
+    tags: tuple[str, ...] = ()
+    scale: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes", tuple(self.classes))
         object.__setattr__(self, "clips", tuple(self.clips))
+        object.__setattr__(self, "tags", tuple(self.tags))
         if len(set(self.classes)) != len(self.classes):
             raise ManifestError(f"class names repeat in {list(self.classes)}; give each class once")
         known = set(self.classes)
@@ -98,7 +125,7 @@ class Manifest:
                     " clip ids must be unique (scan uses the path under its root)"
                 )
             seen[clip.clip_id] = row
-            if clip.label not in known:
+            if clip.label not in known and (self.classes or clip.label):
                 raise ManifestError(
                     f"{where}: column 'label' value {clip.label!r} is not a class of this manifest"
                     f" {list(self.classes)}; fix the label or add the class to the '# classes:' line"
@@ -107,6 +134,7 @@ class Manifest:
                 raise ManifestError(
                     f"{where}: columns 'video' and 'audio' are both empty; give the clip a media file or drop the row"
                 )
+        check_targets(self.clips, classes=self.classes, tags=self.tags, scale=self.scale)
         self._check_folds()
 
     def _check_folds(self) -> None:
@@ -139,9 +167,45 @@ class Manifest:
 
     @property
     def y(self) -> np.ndarray:
-        """Class index of every clip, shape (n_clips,), int64, in ``classes`` order."""
+        """Class index of every clip, shape (n_clips,), int64, in ``classes`` order (-1 in a manifest without labels)."""
         index = {name: i for i, name in enumerate(self.classes)}
-        return np.array([index[c.label] for c in self.clips], dtype=np.int64)
+        return np.array([index.get(c.label, -1) for c in self.clips], dtype=np.int64)
+
+    @property
+    def tag_matrix(self) -> np.ndarray:
+        """Which clip carries which tag: shape (n_clips, n_tags), uint8, in ``tags`` order."""
+        return tag_matrix([c.tags for c in self.clips], self.tags)
+
+    @property
+    def value_names(self) -> tuple[str, ...]:
+        """The value columns the clips have: ``("valence", "arousal")``, one of them, or none."""
+        return tuple(v for v in VALUE_COLUMNS if self.clips and getattr(self.clips[0], v) is not None)
+
+    @property
+    def values(self) -> np.ndarray:
+        """Each clip's values of ``value_names``: shape (n_clips, n_values), float64."""
+        return np.array([[getattr(c, v) for v in self.value_names] for c in self.clips], dtype=float).reshape(
+            len(self.clips), len(self.value_names)
+        )
+
+    @property
+    def strata(self) -> np.ndarray:
+        """What stratified folds balance, shape (n_clips,), int64: the class; without labels the clip's rarest tag
+        (``manifests.targets.rarest_tag``); without tags the quadrant of its values."""
+        if self.classes:
+            return self.y
+        if self.tags:
+            return rarest_tag(self.tag_matrix)
+        return quadrants(self.values, self.scale) if self.scale is not None else np.zeros(len(self.clips), dtype=np.int64)
+
+    @property
+    def strata_names(self) -> list[str]:
+        """The name of each stratum of ``strata``: the classes, the tags (and "no tag"), or the quadrants."""
+        if self.classes:
+            return list(self.classes)
+        if self.tags:
+            return [*self.tags, "no tag"]
+        return ["Q1", "Q2", "Q3", "Q4"] if len(self.value_names) == 2 else ["high", "low"]
 
     @property
     def groups(self) -> list[str]:
@@ -173,15 +237,13 @@ class Manifest:
         """A copy with ``folds[i]`` written into clip i's ``fold`` column."""
         if len(folds) != len(self.clips):
             raise ManifestError(f"{len(folds)} fold values for {len(self.clips)} clips")
-        clips = [replace(c, fold=int(f)) for c, f in zip(self.clips, folds)]
-        return Manifest(self.classes, tuple(clips))
+        return replace(self, clips=tuple(replace(c, fold=int(f)) for c, f in zip(self.clips, folds)), partial_folds=False)
 
     def with_groups(self, groups: Sequence[str]) -> Manifest:
         """A copy with ``groups[i]`` written into clip i's ``group`` column (folds kept as they are)."""
         if len(groups) != len(self.clips):
             raise ManifestError(f"{len(groups)} group values for {len(self.clips)} clips")
-        clips = [replace(c, group=str(g)) for c, g in zip(self.clips, groups)]
-        return Manifest(self.classes, tuple(clips), self.partial_folds)
+        return replace(self, clips=tuple(replace(c, group=str(g)) for c, g in zip(self.clips, groups)))
 
     def column(self, name: str) -> list[Any]:
         """Values of one column (a standard one or an extra), one per clip.
@@ -191,10 +253,10 @@ class Manifest:
         ManifestError
             When no clip has that column.
         """
-        if name in COLUMNS:
+        if name in COLUMNS + TARGET_COLUMNS:
             return [getattr(c, name) for c in self.clips]
         if not any(name in c.extra for c in self.clips):
-            known = list(COLUMNS) + self.extra_columns
+            known = list(COLUMNS + TARGET_COLUMNS) + self.extra_columns
             raise ManifestError(f"no column {name!r} in the manifest; choose one of {known}")
         return [c.extra.get(name, "") for c in self.clips]
 
@@ -258,14 +320,16 @@ def read_manifest(path: str | os.PathLike[str], *, check_files: bool = True, par
     except UnicodeDecodeError as err:
         raise ManifestError(f"manifest {str(path)!r} is not UTF-8 text ({err}); save it as UTF-8") from None
     reader = _read_jsonl if path.suffix.lower() in (".jsonl", ".json") else _read_csv
-    classes, rows = reader(text, path)
+    headers, rows = reader(text, path)
     root = path.parent.absolute()
     clips = [_clip_from_row(row, n, root) for n, row in enumerate(rows, start=1)]
     if not clips:
         raise ManifestError(f"manifest {str(path)!r} has no clips; add rows or build it with `mvemo manifest scan`")
-    if classes is None:
-        classes = sorted({c.label for c in clips})
-    manifest = Manifest(tuple(classes), tuple(clips), partial_folds)
+    where = f"manifest {str(path)!r}"
+    classes = headers.get("classes") or sorted({c.label for c in clips} - {""})
+    tags = parse_vocabulary(headers["tags"], where=where) if "tags" in headers else sorted({t for c in clips for t in c.tags})
+    scale = parse_scale(headers["scale"], where=where) if "scale" in headers else None
+    manifest = Manifest(tuple(classes), tuple(clips), partial_folds, tuple(tags), scale)
     if check_files:
         manifest.require_files()
     return manifest
@@ -281,15 +345,23 @@ def write_manifest(manifest: Manifest, path: str | os.PathLike[str]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     root = path.parent.absolute()
     rows = [_row_from_clip(c, root) for c in manifest.clips]
-    columns = list(COLUMNS) + manifest.extra_columns
+    targets = (["tags"] if manifest.tags else []) + list(manifest.value_names)
+    columns = [c for c in COLUMNS if c != "label" or manifest.classes] + targets + manifest.extra_columns
+    given: dict[str, list[Any]] = {
+        "classes": list(manifest.classes),
+        "tags": list(manifest.tags),
+        "scale": list(manifest.scale or ()),
+    }
+    headers = {name: value for name, value in given.items() if value}
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8", newline="") as f:
         if path.suffix.lower() in (".jsonl", ".json"):
-            f.write(json.dumps({"classes": list(manifest.classes)}, ensure_ascii=False) + "\n")
+            f.write(json.dumps(headers, ensure_ascii=False) + "\n")
             for row in rows:
                 f.write(json.dumps({k: row.get(k) for k in columns if k in row}, ensure_ascii=False) + "\n")
         else:
-            f.write(f"{CSV_CLASSES_PREFIX} {json.dumps(list(manifest.classes), ensure_ascii=False)}\n")
+            for name, value in headers.items():
+                f.write(f"# {name}: {json.dumps(value, ensure_ascii=False)}\n")
             writer = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
             writer.writeheader()
             for row in rows:
@@ -298,15 +370,21 @@ def write_manifest(manifest: Manifest, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def _read_csv(text: str, path: Path) -> tuple[list[str] | None, list[dict[str, Any]]]:
+def _read_csv(text: str, path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    headers, header, rows = read_csv_table(text, path)
+    _require_columns(header, path)
+    return headers, rows
+
+
+def read_csv_table(text: str, path: Path) -> tuple[dict[str, Any], list[str], list[dict[str, Any]]]:
+    """A CSV's header lines (``# classes:``, ``# tags:``, ``# scale:``), its column names and its rows."""
     lines = text.splitlines(keepends=True)
-    classes = None
-    if lines and lines[0].startswith(CSV_CLASSES_PREFIX):
-        classes = _parse_classes(lines[0][len(CSV_CLASSES_PREFIX) :], path)
+    headers: dict[str, Any] = {}
+    while lines and (name := _header_name(lines[0])) is not None:
+        headers[name] = parse_header_list(lines[0].split(":", 1)[1], name=name, where=str(path))
         lines = lines[1:]
     reader = csv.DictReader(lines)
-    header = reader.fieldnames or []
-    _require_columns(header, path)
+    header = list(reader.fieldnames or [])
     rows: list[dict[str, Any]] = []
     for n, row in enumerate(reader, start=1):
         if None in row:
@@ -315,11 +393,17 @@ def _read_csv(text: str, path: Path) -> tuple[list[str] | None, list[dict[str, A
                 " quote values that contain commas"
             )
         rows.append({k: v for k, v in row.items()})
-    return classes, rows
+    return _checked_headers(headers, path), header, rows
 
 
-def _read_jsonl(text: str, path: Path) -> tuple[list[str] | None, list[dict[str, Any]]]:
-    classes = None
+def _header_name(line: str) -> str | None:
+    """``classes`` for a line ``# classes: [...]``, and so for each of ``HEADERS``; None for any other line."""
+    name = line[1:].split(":", 1)[0].strip() if line.startswith("#") and ":" in line else None
+    return name if name in HEADERS else None
+
+
+def _read_jsonl(text: str, path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    headers: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -330,35 +414,36 @@ def _read_jsonl(text: str, path: Path) -> tuple[list[str] | None, list[dict[str,
             raise ManifestError(f"{path} line {n}: not JSON ({err.msg}); write one JSON object per line") from None
         if not isinstance(obj, dict):
             raise ManifestError(f"{path} line {n}: {line[:40]!r} is not a JSON object; write one object per line")
-        if not rows and classes is None and "classes" in obj and "clip_id" not in obj:
-            classes = _parse_classes(json.dumps(obj["classes"]), path)
+        if not rows and not headers and "clip_id" not in obj and set(obj) & set(HEADERS):
+            headers = {name: obj[name] for name in HEADERS if name in obj}
             continue
         rows.append(obj)
     if rows:
         _require_columns(list(dict.fromkeys(k for r in rows for k in r)), path)
-    return classes, rows
+    return _checked_headers(headers, path), rows
 
 
-def _parse_classes(text: str, path: Path) -> list[str]:
-    try:
-        classes = json.loads(text)
-    except json.JSONDecodeError:
-        classes = None
-    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):
+def _checked_headers(headers: dict[str, Any], path: Path) -> dict[str, Any]:
+    classes = headers.get("classes")
+    if classes is not None and (
+        not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes)
+    ):
         raise ManifestError(
-            f"{path}: the classes header {text.strip()!r} is not a JSON list of class names;"
-            ' write it as ["Exciting", "Fear", ...]'
+            f'{path}: the classes header {classes!r} is not a JSON list of class names; write it as ["Exciting", "Fear", ...]'
         )
-    return classes
+    return headers
 
 
 def _require_columns(header: Iterable[str], path: Path) -> None:
     header = list(header)
-    for name in ("clip_id", "label"):
-        if name not in header:
-            raise ManifestError(
-                f"{path}: column {name!r} is missing (columns are {header}); add it, the manifest needs {list(COLUMNS)}"
-            )
+    if "clip_id" not in header:
+        raise ManifestError(
+            f"{path}: column 'clip_id' is missing (columns are {header}); add it, the manifest needs {list(COLUMNS)}"
+        )
+    if not any(name in header for name in ("label", *TARGET_COLUMNS)):
+        raise ManifestError(
+            f"{path}: no target column (columns are {header}); add 'label' (one class per clip), 'tags' or 'valence'/'arousal'"
+        )
     if not any(m in header for m in MEDIA_COLUMNS):
         raise ManifestError(f"{path}: neither a 'video' nor an 'audio' column (columns are {header}); add them")
 
@@ -366,17 +451,18 @@ def _require_columns(header: Iterable[str], path: Path) -> None:
 def _clip_from_row(row: Mapping[str, Any], n: int, root: Path) -> Clip:
     clip_id = _text(row.get("clip_id"))
     where = f"row {n} (clip {clip_id!r})"
-    media = {}
-    for column in MEDIA_COLUMNS:
-        value = _text(row.get(column))
-        media[column] = Path(os.path.normpath(root / value)) if value else None
+    video, audio = (_text(row.get(column)) for column in MEDIA_COLUMNS)
     return Clip(
         clip_id=clip_id,
         label=_text(row.get("label")),
         group=_text(row.get("group")),
         fold=_parse_fold(row.get("fold"), where),
-        extra={k: v for k, v in row.items() if k not in COLUMNS},
-        **media,
+        extra={k: v for k, v in row.items() if k not in COLUMNS + TARGET_COLUMNS},
+        tags=parse_tags(row.get("tags")),
+        video=Path(os.path.normpath(root / video)) if video else None,
+        audio=Path(os.path.normpath(root / audio)) if audio else None,
+        valence=parse_value(row.get("valence"), column="valence", where=where),
+        arousal=parse_value(row.get("arousal"), column="arousal", where=where),
     )
 
 
@@ -405,6 +491,9 @@ def _row_from_clip(clip: Clip, root: Path) -> dict[str, Any]:
         "audio": _relative(clip.audio, root),
         "group": clip.group,
         "fold": clip.fold,
+        "tags": ";".join(clip.tags),
+        "valence": clip.valence,
+        "arousal": clip.arousal,
     }
     row.update(clip.extra)
     return row

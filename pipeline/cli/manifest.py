@@ -23,21 +23,61 @@ def manifest_group() -> None:
     help="Regular expression removed from the end of each path (without extension) to form its group; "
     "segments of one video then share a fold.  [default: '[-_ ]\\d+[-_ ]of[-_ ]\\d+$', e.g. '-7-of-10']",
 )
-def manifest_scan(root: str, output: str, group_regex: str | None) -> None:
-    """Build a manifest from ROOT/<class>/**/<media file>.
+@click.option(
+    "--labels",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="CSV of each clip's targets (columns label, tags, valence, arousal, those it has); ROOT's layout then carries no class.",
+)
+@click.option("--key", default="clip_id", show_default=True, help="Column of --labels holding each clip's id or file stem.")
+@click.option("--scale", default=None, help="Low and high end of the valence/arousal scale, e.g. 1,9.")
+def manifest_scan(root: str, output: str, group_regex: str | None, labels: str | None, key: str, scale: str | None) -> None:
+    """Build a manifest from ROOT/<class>/**/<media file>, or from any layout with --labels.
 
     A video file gives both modalities, an audio file audio only; a video and an
     audio file with the same stem make one clip. Paths are written relative to
-    the manifest's folder.
+    the manifest's folder. With --labels, every media file needs a row there, and
+    an unknown tag or a missing value stops the scan naming the clip.
     """
-    from mvemo.manifests.scan import DEFAULT_GROUP_REGEX, scan_tree
+    from mvemo.manifests.scan import DEFAULT_GROUP_REGEX, scan_labelled, scan_tree
     from mvemo.manifests.schema import write_manifest
 
-    found = scan_tree(root, group_regex=group_regex or DEFAULT_GROUP_REGEX)
+    regex = group_regex or DEFAULT_GROUP_REGEX
+    if labels is None:
+        found = scan_tree(root, group_regex=regex)
+    else:
+        found = scan_labelled(root, labels, key=key, group_regex=regex, scale=_scale(scale))
     write_manifest(found, output)
-    counts = ", ".join(f"{name} {n}" for name, n in zip(found.classes, _class_counts(found)))
-    groups = len(set(found.groups))
-    click.echo(f"wrote {output}: {len(found)} clips in {len(found.classes)} classes ({counts}), {groups} groups")
+    click.echo(f"wrote {output}: {len(found)} clips, {_targets(found)}, {len(set(found.groups))} groups")
+
+
+def _scale(text: str | None) -> tuple[float, float] | None:
+    from mvemo.manifests.errors import ConfigError
+    from mvemo.manifests.targets import parse_scale
+
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--scale {text!r}: expected the low and high end, e.g. 1,9") from None
+    return parse_scale(values, where="--scale")
+
+
+def _targets(found: Any) -> str:
+    """The manifest's targets in a few words: its classes with their clips, its tags, its values."""
+    import numpy as np
+
+    parts = []
+    if found.classes:
+        counts = np.bincount(found.y, minlength=len(found.classes)).tolist()
+        parts.append(f"{len(found.classes)} classes ({', '.join(f'{c} {n}' for c, n in zip(found.classes, counts))})")
+    if found.tags:
+        counts = found.tag_matrix.sum(axis=0).tolist()
+        parts.append(f"{len(found.tags)} tags ({', '.join(f'{t} {n}' for t, n in zip(found.tags, counts))})")
+    if found.value_names:
+        parts.append(f"{' and '.join(found.value_names)} on the scale {list(found.scale)}")
+    return "; ".join(parts)
 
 
 @manifest_group.command("folds")
@@ -62,7 +102,7 @@ def manifest_folds(manifest_path: str, k: int | None, seed: int, group_by: str |
     or the fold that keeps the classes most even; no clip that had a fold moves, so a
     cache's per-fold embeddings stay valid and only the new clips are computed.
     """
-    from mvemo.manifests.folds import assign_folds, fold_table
+    from mvemo.manifests.folds import assign_folds, fold_table, stratum_kind
     from mvemo.manifests.schema import read_manifest, write_manifest
     from mvemo.pipeline.tables import format_table
 
@@ -72,14 +112,14 @@ def manifest_folds(manifest_path: str, k: int | None, seed: int, group_by: str |
     write_manifest(split, manifest_path)
     table = fold_table(split)
     rows = [[f"fold {i}", *row.tolist(), int(row.sum())] for i, row in enumerate(table)]
-    click.echo(format_table(["", *split.classes, "total"], rows))
+    click.echo(format_table(["", *split.strata_names, "total"], rows))
     every = bool((table > 0).all())
     kept = keep and new < len(before)
     how = f"kept the folds of {len(before) - new} clips, folded in {new} new" if kept else f"{split.n_folds} folds (seed {seed})"
     grouped = f", groups from column {group_by!r} written into 'group'" if group_by else ""
     click.echo(
         f"wrote {manifest_path}: {how}; {len(split)} clips in {len(set(split.groups))} groups{grouped},"
-        f" {'every class in every fold' if every else 'SOME FOLD LACKS A CLASS'}"
+        f" {'every stratum in every fold' if every else 'SOME FOLD LACKS A STRATUM'} ({stratum_kind(split)})"
     )
 
 
@@ -116,17 +156,9 @@ def manifest_check(ctx: click.Context, manifest_path: str, as_json: bool) -> Non
         for r in failed:
             for problem in r.problems:
                 click.echo(f"problem: clip {r.clip_id!r}: {problem}", err=True)
-        click.echo(
-            f"{len(reports)} clips in {len(clips.classes)} classes: {len(reports) - len(failed)} ok, {len(failed)} with problems"
-        )
+        click.echo(f"{len(reports)} clips ({_targets(clips)}): {len(reports) - len(failed)} ok, {len(failed)} with problems")
     if failed:
         ctx.exit(EXIT_CLIPS_FAILED)
-
-
-def _class_counts(found: Any) -> list[int]:
-    import numpy as np
-
-    return np.bincount(found.y, minlength=len(found.classes)).tolist()
 
 
 def _describe_audio(info: Any) -> str:

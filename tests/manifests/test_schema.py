@@ -105,7 +105,7 @@ BAD_CSV = [
         r"column 'fold' holds \[0, 2\].*missing \[1\].*mvemo manifest folds",
     ),
     ("clip_id,label,video,audio,fold\nx,Sad,c.mp4,,0\ny,Fear,d.mp4,,0\n", r"column 'fold' holds \[0\]"),
-    ("clip_id,video,audio\nx,c.mp4,\n", r"column 'label' is missing"),
+    ("clip_id,video,audio\nx,c.mp4,\n", r"no target column"),
     ("label,video,audio\nSad,c.mp4,\n", r"column 'clip_id' is missing"),
     ("clip_id,label\nx,Sad\n", r"neither a 'video' nor an 'audio' column"),
     ("clip_id,label,video,audio\n", r"has no clips"),
@@ -149,10 +149,10 @@ def test_jsonl_errors(tmp_path: Path) -> None:
 
 
 def test_jsonl_keeps_typed_extras(media: Path, tmp_path: Path) -> None:
-    manifest = Manifest(("Sad",), (Clip("x", "Sad", video=media / "c.mp4", extra={"bpm": 120, "tags": ["a"]}),))
+    manifest = Manifest(("Sad",), (Clip("x", "Sad", video=media / "c.mp4", extra={"bpm": 120, "moods": ["a"]}),))
     path = write_manifest(manifest, tmp_path / "m.jsonl")
     again = read_manifest(path)
-    assert again.clips[0].extra == {"bpm": 120, "tags": ["a"]}
+    assert again.clips[0].extra == {"bpm": 120, "moods": ["a"]}
     assert json.loads(path.read_text().splitlines()[0]) == {"classes": ["Sad"]}
 
 

@@ -33,16 +33,16 @@ def test_scan_folds_check(tree: Path, tmp_path: Path) -> None:
     out = tmp_path / "m.csv"
     result = run("manifest", "scan", str(tree), "-o", str(out))
     assert result.exit_code == 0, result.output
-    assert "13 clips in 3 classes (Calm 5, Fear 4, Sad 4)" in result.output
+    assert "13 clips, 3 classes (Calm 5, Fear 4, Sad 4)" in result.output
     result = run("manifest", "folds", str(out), "--k", "4", "--seed", "1")
     assert result.exit_code == 0, result.output
-    assert "every class in every fold" in result.output
+    assert "every stratum in every fold (class)" in result.output
     manifest = read_manifest(out)
     assert (fold_table(manifest) > 0).all() and manifest.n_folds == 4
     result = run("manifest", "check", str(out))
     assert result.exit_code == 3, "the muted video promises audio it lacks"
     assert "Calm/muted.mp4" in result.output and "has no audio stream" in result.output
-    assert "13 clips in 3 classes: 12 ok, 1 with problems" in result.output
+    assert "13 clips (3 classes (Calm 5, Fear 4, Sad 4)): 12 ok, 1 with problems" in result.output
 
 
 def test_check_json_is_one_document(tree: Path, tmp_path: Path) -> None:
@@ -137,7 +137,7 @@ def test_mved_sample_scan_folds_check(mved_sample: Path, tmp_path: Path) -> None
     assert len(set(manifest.groups)) < 136, "segments of one video share a group"
     result = run("manifest", "check", str(out))
     assert result.exit_code == 0, result.output
-    assert "136 clips in 6 classes: 136 ok, 0 with problems" in result.output
+    assert ": 136 ok, 0 with problems" in result.output and "136 clips (6 classes (" in result.output
 
 
 def test_recompute_takes_a_comma_list_and_refuses_a_set_the_run_does_not_write(tmp_path: Path) -> None:
