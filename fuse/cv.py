@@ -22,7 +22,7 @@ from mvemo.cache.read import Cache
 from mvemo.fuse.compose import Trainings, fit
 from mvemo.fuse.families import make_head
 from mvemo.fuse.inputs import input_set_name, layers_above, missing_reasons, patch_count, read_input
-from mvemo.fuse.metrics import mean_present, paired_differences, summarize, summarize_repeats
+from mvemo.fuse.metrics import best_f1_threshold, mean_present, paired_differences, summarize, summarize_repeats
 from mvemo.fuse.models import FusionModel, incomplete_inputs, per_patch_inputs, random_init_nets, select_models
 from mvemo.fuse.provenance import fine_tuned_nets, protocol
 from mvemo.fuse.selection import SelectionConfig
@@ -30,6 +30,32 @@ from mvemo.fuse.upper import UpperLayers
 from mvemo.manifests.errors import CacheError, ConfigError
 from mvemo.manifests.executor import Executor, Progress
 from mvemo.manifests.folds import TooFewGroups, draw_folds, require_whole_groups
+
+
+@dataclass(frozen=True)
+class Labels:
+    """What the heads learn: class names, each row's class index, and what the folds of repeats are stratified by
+    (the classes; for one tag of ``fuse.tagging``, every tag's shared strata, so that every tag sees the same folds)."""
+
+    classes: tuple[str, ...]
+    y: np.ndarray
+    strata: np.ndarray
+
+
+def cache_labels(cache: Cache) -> Labels:
+    """The cache's class labels (``--target label``).
+
+    Raises
+    ------
+    ConfigError
+        When the manifest gave the clips no class.
+    """
+    if not cache.classes:
+        raise ConfigError(
+            f"cache {str(cache.path)!r}: its manifest has no 'label' column; use --target tags or"
+            " --target valence,arousal for the targets it has"
+        )
+    return Labels(cache.classes, cache.y, cache.y)
 
 
 @dataclass
@@ -46,6 +72,8 @@ class ModelPredictions:
     choices: list[dict[str, Any]] = field(default_factory=list)
     described: list[str] = field(default_factory=list)
     inner_accuracy: list[float | None] = field(default_factory=list)
+    # per fold, for two classes, the probability of the second above which the inner folds' F1 is best
+    thresholds: list[float] = field(default_factory=list)
 
     def outcomes(self, n_folds: int) -> list[np.ndarray]:
         """Per test fold, the (m, 2) array of each scored row and whether its most probable class is right."""
@@ -93,7 +121,7 @@ def check_folds(cache: Cache, n_folds: int | None) -> int:
 
 
 @functools.lru_cache(maxsize=16)
-def _input(cache_path: str, set_name: str, modified_ns: int) -> np.ndarray:
+def input_matrix(cache_path: str, set_name: str, modified_ns: int) -> np.ndarray:
     """An input's matrix, read once per process for every fold and model that uses it."""
     with Cache(cache_path) as cache:
         return read_input(cache, set_name)[0]
@@ -107,6 +135,7 @@ class FoldOutcome:
     described: str
     note: str | None
     inner_accuracy: float | None = None
+    threshold: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -142,6 +171,7 @@ def fit_fold(
     models: tuple[FusionModel, ...],
     head: Any,
     selection: SelectionConfig,
+    labels: Labels,
     folds: np.ndarray,
     fold: int,
     inputs: FoldInputs,
@@ -154,12 +184,13 @@ def fit_fold(
     probability 0; with fewer than two, every class 1/n).
     """
     with Cache(cache_path) as cache:
-        classes, y, groups = cache.classes, cache.y, cache.groups
+        groups = cache.groups
+    classes, y = labels.classes, labels.y
     n_classes = len(classes)
     trainings = Trainings(y, groups, n_classes, head, selection, inputs.patches, inputs.upper)
     outcomes = {}
     for model in models:
-        read = {i: _input(str(cache_path), inputs.sets[i], inputs.modified[inputs.sets[i]]) for i in model.inputs}
+        read = {i: input_matrix(str(cache_path), inputs.sets[i], inputs.modified[inputs.sets[i]]) for i in model.inputs}
         usable = inputs.usable[model.name]
         train = np.flatnonzero(usable & (folds != fold))
         test = np.flatnonzero(usable & (folds == fold))
@@ -189,11 +220,14 @@ def fit_fold(
         proba = fitted.proba({i: X[test] for i, X in read.items()})
         note = None if note is None else f"{note}, predicted with probability 0"
         inner = None if fitted.inner_proba is None else float(np.mean(np.argmax(fitted.inner_proba, axis=1) == y[train]))
-        outcomes[model.name] = FoldOutcome(test, proba, fitted.choices(), fitted.describe(), note, inner)
+        threshold = 0.5
+        if n_classes == 2 and fitted.inner_proba is not None:
+            threshold = best_f1_threshold(y[train], fitted.inner_proba[:, 1])
+        outcomes[model.name] = FoldOutcome(test, proba, fitted.choices(), fitted.describe(), note, inner, threshold)
     return outcomes
 
 
-def repeat_folds(cache: Cache, models: list[FusionModel], k: int, repeats: int) -> list[np.ndarray]:
+def repeat_folds(cache: Cache, models: list[FusionModel], k: int, repeats: int, strata: np.ndarray) -> list[np.ndarray]:
     """The folds of each repeat: the manifest's, then folds drawn with seeds 1, 2, ... (a draw equal to an earlier
     repeat's is skipped: it would count one split twice). More than one repeat needs inputs that no fold trained
     (exit 2 otherwise). Drawn folds keep the cache's ``group`` column whole."""
@@ -211,7 +245,7 @@ def repeat_folds(cache: Cache, models: list[FusionModel], k: int, repeats: int) 
     for seed in range(1, 20 * repeats):
         if len(drawn) == repeats:
             return drawn
-        folds = draw_folds(cache.y, cache.groups, k=k, seed=seed)
+        folds = draw_folds(strata, cache.groups, k=k, seed=seed)
         if _partition(folds) not in seen:
             drawn.append(folds)
             seen.add(_partition(folds))
@@ -237,6 +271,7 @@ def cross_validate(
     executor: Executor | None = None,
     progress: Progress | None = None,
     upper: Mapping[str, UpperLayers] | None = None,
+    labels: Labels | None = None,
 ) -> CvResult:
     """Every model x every fold x every repeat, metrics per model, and each model against a reference model.
 
@@ -261,6 +296,8 @@ def cross_validate(
         ``progress(fits, total)`` wraps the fits' results as they arrive (a progress bar).
     upper : mapping of str to UpperLayers, optional
         For each input of activations at a cut, the published layers above it (``fuse.upper``).
+    labels : Labels, optional
+        What the heads learn; default the cache's classes (``cache_labels``).
     """
     selection = selection or SelectionConfig()
     head = head if head is not None else make_head(selection=selection)
@@ -268,11 +305,12 @@ def cross_validate(
         k = check_folds(cache, n_folds)
         chosen = select_models(cache, models)
         reference = reference_model(chosen, reference)
-        all_folds = repeat_folds(cache, chosen, k, repeats)
-        classes, y_all, used_protocol = cache.classes, cache.y, protocol(cache)
+        labels = labels or cache_labels(cache)
+        all_folds = repeat_folds(cache, chosen, k, repeats, labels.strata)
+        classes, y_all, used_protocol = labels.classes, labels.y, protocol(cache)
         fine_tuned = tuple(fine_tuned_nets(cache))
         per_fold = [replace(f, upper=layers_above(cache, f.sets, upper or {})) for f in fold_inputs(cache, chosen, k)]
-        clips, left_out_notes = clip_counts(cache, chosen, per_fold)
+        clips, left_out_notes = clip_counts(cache, chosen, per_fold, labels)
         if not any(inputs.usable[m.name].any() for m in chosen for inputs in per_fold):
             first = next(iter(clips["models"].values()))["left_out"][0]
             raise CacheError(
@@ -291,7 +329,7 @@ def cross_validate(
     tasks = [(r, fold) for r in range(repeats) for fold in range(k)]
     mapper = map if executor is None else executor.map
     n = len(tasks)
-    fixed = ([cache_path] * n, [tuple(chosen)] * n, [head] * n, [selection] * n)
+    fixed = ([cache_path] * n, [tuple(chosen)] * n, [head] * n, [selection] * n, [labels] * n)
     results = mapper(
         fit_fold, *fixed, [all_folds[r] for r, _ in tasks], [fold for _, fold in tasks], [per_fold[f] for _, f in tasks]
     )
@@ -330,6 +368,7 @@ def cross_validate(
                 [p.choices for p in pieces],
                 [p.described for p in pieces],
                 [p.inner_accuracy for p in pieces],
+                [p.threshold for p in pieces],
             )
         per_repeat.append(predictions)
     result = CvResult(tuple(classes), k, used_protocol, per_repeat[0], fine_tuned, notes=notes)
@@ -371,10 +410,12 @@ def compare(per_repeat: list[dict[str, ModelPredictions]], reference: str, *, k:
     return {"reference": reference, "models": models}
 
 
-def clip_counts(cache: Cache, models: list[FusionModel], per_fold: list[FoldInputs]) -> tuple[dict[str, Any], list[str]]:
+def clip_counts(
+    cache: Cache, models: list[FusionModel], per_fold: list[FoldInputs], labels: Labels
+) -> tuple[dict[str, Any], list[str]]:
     """Clips in the cache per class, and per model the clips it uses and those it leaves out with the reason
     (a clip is left out when a set its test fold reads lacks it)."""
-    classes, y, folds = cache.classes, cache.y, cache.folds
+    classes, y, folds = labels.classes, labels.y, cache.folds
     reasons: dict[str, dict[int, str]] = {}
     per_model: dict[str, dict[str, Any]] = {}
     for model in models:

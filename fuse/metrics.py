@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 from scipy.stats import t as student_t
-from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score, roc_curve
+from sklearn.metrics import confusion_matrix, f1_score, precision_recall_curve, roc_auc_score, roc_curve
 
 METRIC_DEFINITIONS = {
     "accuracy": "the share of a test fold's clips whose most probable class is their class, averaged over every test"
@@ -58,6 +58,16 @@ def summarize(y: np.ndarray, proba: np.ndarray, folds: np.ndarray, n_folds: int)
         "confusion": confusion_matrix(y, pred, labels=labels).tolist(),
         "n_rows": len(y),
     }
+
+
+def best_f1_threshold(y: np.ndarray, scores: np.ndarray) -> float:
+    """The score at and above which calling rows positive gives the best F1 on these rows (``y`` 0/1); 0.5 where
+    no row is positive. Chosen on inner folds' out-of-fold scores, it is the threshold a tag is scored at."""
+    if not np.any(y == 1):
+        return 0.5
+    precision, recall, thresholds = precision_recall_curve(y, scores)
+    f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
+    return float(thresholds[int(np.argmax(f1))])
 
 
 def corrected_interval(

@@ -13,14 +13,19 @@ from typing import Any
 from mvemo.cache.h5file import mvemo_version
 from mvemo.cache.read import Cache
 from mvemo.fuse.cv import CvResult, cross_validate
+from mvemo.fuse.dimensional import ValuesResult, cross_validate_values
 from mvemo.fuse.families import make_head
 from mvemo.fuse.models import INTEGRATED
 from mvemo.fuse.provenance import provenance, top_tags
 from mvemo.fuse.report import write_report
 from mvemo.fuse.saved import save_fusion_model, train_final
 from mvemo.fuse.selection import SelectionConfig
+from mvemo.fuse.tagging import TagResult, cross_validate_tags
+from mvemo.fuse.target_report import tags_document, values_document, write_target_report
 from mvemo.fuse.upper import UpperLayers
+from mvemo.manifests.errors import ConfigError
 from mvemo.manifests.executor import Executor, Progress
+from mvemo.manifests.targets import VALUE_COLUMNS
 
 PACKAGES = ("numpy", "scipy", "scikit-learn", "h5py", "torch")
 
@@ -96,6 +101,56 @@ def run_cv(
         "provenance": nets,
     }
     return CvRun(result, write_report(result, out, header=header, tags=tags))
+
+
+def resolve_target(cache_path: str | os.PathLike[str], target: str | None) -> str:
+    """``--target`` as ``label``, ``tags`` or value names joined by commas (``valence,arousal``); default the
+    cache's labels, else its tags, else its values.
+
+    Raises
+    ------
+    ConfigError
+        For any other text.
+    """
+    if target is None:
+        with Cache(cache_path) as cache:
+            if cache.classes or not (cache.targets.tags or cache.targets.value_names):
+                return "label"
+            return "tags" if cache.targets.tags else ",".join(cache.targets.value_names)
+    names = [n.strip() for n in target.split(",")]
+    if target in ("label", "tags") or (names and len(set(names)) == len(names) and set(names) <= set(VALUE_COLUMNS)):
+        return target if target in ("label", "tags") else ",".join(names)
+    raise ConfigError(f"--target {target!r}: expected label, tags, or valence,arousal (or one of the two)")
+
+
+def run_target_cv(
+    cache_path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    target: str,
+    *,
+    head: str | None = None,
+    head_params: dict[str, Any] | None = None,
+    selection: SelectionConfig | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """The CV report of tags (``target`` "tags", ``fuse.tagging``) or values (e.g. "valence,arousal",
+    ``fuse.dimensional``) in ``out``; ``options`` as ``run_cv``'s. Values use ridge heads: ``head``, the executor
+    and the reference do not apply to them."""
+    selection = selection or SelectionConfig()
+    result: TagResult | ValuesResult
+    if target == "tags":
+        result = cross_validate_tags(
+            cache_path, head=make_head(head, selection, **(head_params or {})), selection=selection, **options
+        )
+        document = tags_document(result)
+    else:
+        fixed = {key: options.get(key) for key in ("models", "n_folds")}
+        values = cross_validate_values(
+            cache_path, names=tuple(target.split(",")), repeats=options.get("repeats", 1), selection=selection, **fixed
+        )
+        document, result = values_document(values), values
+    document |= {"version": mvemo_version(), "versions": package_versions(), "selection": selection.to_json()}
+    return write_target_report(document, result, Path(out))
 
 
 def fuse_cache(

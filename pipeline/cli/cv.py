@@ -121,6 +121,13 @@ def fusion_arguments(
 @click.option(
     "--out", default="reports", type=click.Path(file_okay=False), help="Folder for report.md, report.html, report.json and plots."
 )
+@click.option(
+    "--target",
+    default=None,
+    help="What the heads learn: label (one class per clip), tags (several per clip: one-vs-rest heads, mAP and"
+    " per-tag AUC) or valence,arousal (or one of them: ridge heads, CCC, R², RMSE and quadrants).  [default: the"
+    " cache's labels, else its tags, else its values]",
+)
 @fuse_options
 @head_options
 @executor_options
@@ -129,6 +136,7 @@ def cv(
     n_folds: int | None,
     cache_path: str,
     out: str,
+    target: str | None,
     models: str | None,
     repeats: int,
     reference: str | None,
@@ -141,14 +149,32 @@ def cv(
     macro F1, macro ROC-AUC, the paired difference from the reference model, per-class scores and confusion
     matrices, as tables, plots and oof_predictions.csv; report.md defines each figure.
     """
-    from mvemo.fuse.stage import run_cv
+    from mvemo.fuse.stage import resolve_target, run_cv, run_target_cv
 
+    kind = resolve_target(cache_path, target)
     with fusion_arguments(where, cache_path, models, repeats, reference) as arguments:
-        document = run_cv(cache_path, out, n_folds=n_folds, **arguments).document
+        if kind == "label":
+            document = run_cv(cache_path, out, n_folds=n_folds, **arguments).document
+        else:
+            document = run_target_cv(cache_path, out, kind, n_folds=n_folds, **arguments)
     if as_json:
         print_json(document)
-    else:
+    elif kind == "label":
         echo_summary(document, out)
+    else:
+        echo_target_summary(document, out)
+
+
+def echo_target_summary(document: dict[str, Any], out: str) -> None:
+    from mvemo.fuse.target_report import summary_table
+    from mvemo.pipeline.tables import format_table
+
+    click.echo(format_table(*summary_table(document)))
+    for note in document.get("notes", []):
+        click.echo(f"note: {note}", err=True)
+    click.echo(
+        f"report: {out}/report.md, {out}/report.json; plots: {', '.join(f'{out}/{f}' for f in document['figures'].values())}"
+    )
 
 
 @click.command("fuse", cls=MvemoCommand, context_settings=CONTEXT)

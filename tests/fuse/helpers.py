@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ def embedding_cache(
     vectors: dict[str, tuple[int, float]] | None = None,
     patches: dict[str, int] | None = None,
     layers: dict[str, str] | None = None,
+    retarget: Callable[[Manifest], Manifest] | None = None,
 ) -> Path:
     """A cache whose emb sets hold class means plus noise: ``nets`` maps net -> (dim, separation).
 
@@ -43,7 +45,8 @@ def embedding_cache(
     of pretrained weights (``weights`` overrides a net's: "" for random init). ``vectors`` maps a clip-level
     feature set (as ``descriptors``) -> (dim, separation), with named columns. ``patches`` maps a net to the patches
     per clip its sets keep (``pool = "patches"``): each patch its own noise around the class mean, patch after patch;
-    ``layers`` the layer a net's sets record (with the net's name).
+    ``layers`` the layer a net's sets record (with the net's name). ``retarget`` gives the manifest written its
+    tags and values (from the clips' classes, which the embeddings carry).
     """
     rng = np.random.default_rng(seed)
     n = n_per_class * len(CLASSES)
@@ -75,7 +78,7 @@ def embedding_cache(
         columns = tuple(f"{name}_{i}" for i in range(dim))
         specs.append(FeatureSpec(name, (dim,), "float32", f"mvemo.{name}", "1", {}, columns=columns))
         values[name] = (means[y] + rng.standard_normal((n, dim))).astype(np.float32)
-    with CacheWriter(path, manifest) as writer:
+    with CacheWriter(path, retarget(manifest) if retarget else manifest) as writer:
         writer.prepare(specs)
         for name, X in values.items():
             if name in failed_sets:

@@ -1,0 +1,181 @@
+"""Valence and arousal: nested cross-validation of ridge heads over the same models, and the metrics of regression.
+
+For each outer fold of each repeat, every model is fitted on the other folds' rows (``fuse.regression``: a ridge
+head per dimension with alpha chosen on grouped inner folds, late fusion as the mean, ``best`` and ``integrated``
+by inner error) and predicts the fold. Folds of repeats are stratified by quadrant, groups kept whole. Scores are
+also mapped to the quadrants at the middle of the manifest's scale and scored as four classes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, f1_score
+
+from mvemo.cache.read import Cache
+from mvemo.fuse.cv import check_folds, fold_inputs, input_matrix, repeat_folds
+from mvemo.fuse.metrics import corrected_interval
+from mvemo.fuse.models import per_patch_inputs, select_models
+from mvemo.fuse.regression import fit_values
+from mvemo.fuse.selection import SelectionConfig
+from mvemo.manifests.errors import ConfigError
+from mvemo.manifests.folds import fewest_groups
+from mvemo.manifests.targets import QUADRANTS, VALUE_COLUMNS, quadrants
+
+VALUE_METRIC_DEFINITIONS = {
+    "CCC": "Lin's concordance correlation coefficient, 2 cov(y, p) / (var y + var p + (mean y - mean p)^2): agreement"
+    " in correlation, scale and offset; per test fold (mean and corrected 95 % interval over every fold of every"
+    " repeat) and pooled over a repeat's clips",
+    "R²": "1 - the squared error over the variance of the true values, pooled over a repeat's clips",
+    "Pearson r": "the correlation of predicted and true values, pooled over a repeat's clips",
+    "RMSE": "the root mean squared error in the scale's units, pooled over a repeat's clips",
+    "quadrant accuracy": "the share of clips whose predicted (valence, arousal) lies in their quadrant, the middle of"
+    " the scale dividing them; with its macro F1 and confusion matrix (rows true)",
+}
+
+
+def ccc(y: np.ndarray, pred: np.ndarray) -> float:
+    """Lin's concordance correlation coefficient of two equally long vectors (0 where both are constant)."""
+    y, pred = np.asarray(y, dtype=float), np.asarray(pred, dtype=float)
+    denominator = y.var() + pred.var() + (y.mean() - pred.mean()) ** 2
+    return float(2 * np.mean((y - y.mean()) * (pred - pred.mean())) / denominator) if denominator > 0 else 0.0
+
+
+def value_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """CCC, R², Pearson r and RMSE of one dimension's pooled predictions."""
+    residual = np.mean((y - pred) ** 2)
+    pearson = float(np.corrcoef(y, pred)[0, 1]) if y.std() > 0 and pred.std() > 0 else 0.0
+    r2 = float(1 - residual / y.var()) if y.var() > 0 else 0.0
+    return {"ccc": ccc(y, pred), "r2": r2, "pearson": pearson, "rmse": float(np.sqrt(residual))}
+
+
+@dataclass
+class ValuePredictions:
+    """Out-of-fold predictions of one model in one repeat: cache rows, their folds, true and predicted values
+    (n_rows, n_dims), and per fold what the inner folds chose."""
+
+    rows: np.ndarray
+    folds: np.ndarray
+    values: np.ndarray
+    pred: np.ndarray
+    described: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ValuesResult:
+    names: tuple[str, ...]
+    scale: tuple[float, float]
+    n_folds: int
+    repeats: list[dict[str, ValuePredictions]]
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def cross_validate_values(
+    cache_path: str | os.PathLike[str],
+    *,
+    names: tuple[str, ...] | None = None,
+    models: str | None = None,
+    n_folds: int | None = None,
+    repeats: int = 1,
+    selection: SelectionConfig | None = None,
+) -> ValuesResult:
+    """Every model x every fold x every repeat for the value dimensions ``names`` (default every one the cache
+    holds: valence, arousal), with the metrics of ``VALUE_METRIC_DEFINITIONS``.
+
+    Raises
+    ------
+    ConfigError
+        When the cache holds no such values, or a model reads per-patch inputs (their heads are classifiers).
+    """
+    selection = selection or SelectionConfig()
+    with Cache(cache_path) as cache:
+        targets = cache.targets
+        names = names or targets.value_names
+        absent = [n for n in names if n not in targets.value_names]
+        if not targets.value_names or absent:
+            raise ConfigError(
+                f"cache {str(cache_path)!r} holds no {', '.join(absent or VALUE_COLUMNS)} values (it has"
+                f" {list(targets.value_names)}); give the manifest those columns and a '# scale:' line, then run"
+                " `mvemo extract` again to store them"
+            )
+        k = check_folds(cache, n_folds)
+        chosen = select_models(cache, models)
+        patched = [m.name for m in chosen if set(m.inputs) & set(per_patch_inputs(cache))]
+        if patched:
+            raise ConfigError(
+                f"--target values: {', '.join(patched)} read per-patch inputs, whose heads are classifiers; name other models"
+            )
+        strata = quadrants(targets.values, targets.scale)  # type: ignore[arg-type]
+        all_folds = repeat_folds(cache, chosen, k, repeats, strata)
+        per_fold = fold_inputs(cache, chosen, k)
+        groups = cache.groups
+        columns = [targets.value_names.index(n) for n in names]
+        values = targets.values[:, columns]
+    per_repeat = []
+    for folds in all_folds:
+        predictions = {}
+        for model in chosen:
+            parts = []
+            for fold, inputs in enumerate(per_fold):
+                read = {i: input_matrix(str(cache_path), inputs.sets[i], inputs.modified[inputs.sets[i]]) for i in model.inputs}
+                usable = inputs.usable[model.name]
+                train, test = np.flatnonzero(usable & (folds != fold)), np.flatnonzero(usable & (folds == fold))
+                if len(test) == 0:
+                    continue
+                blocks = {i: X[train] for i, X in read.items()}
+                fitted = fit_values(
+                    model.node,
+                    blocks,
+                    values[train],
+                    groups=[groups[r] for r in train],
+                    strata=strata[train],
+                    selection=selection,
+                )
+                parts.append((test, fitted.predict({i: X[test] for i, X in read.items()}), fitted.describe()))
+            if parts:
+                rows = np.concatenate([p[0] for p in parts])
+                pred = np.concatenate([p[1] for p in parts])
+                predictions[model.name] = ValuePredictions(rows, folds[rows], values[rows], pred, [p[2] for p in parts])
+        per_repeat.append(predictions)
+    result = ValuesResult(tuple(names), targets.scale, k, per_repeat)  # type: ignore[arg-type]
+    result.metrics = {name: summarize_values(result, name) for name in per_repeat[0]}
+    return result
+
+
+def inner_strata(strata: np.ndarray, groups: list[str]) -> np.ndarray:
+    """What inner folds of these rows stratify by: the quadrants where each has two groups or more among them,
+    else nothing (a quadrant of one group could not sit on both sides of an inner split)."""
+    fewest, _ = fewest_groups(strata, groups)
+    return strata if fewest >= 2 else np.zeros_like(strata)
+
+
+def summarize_values(result: ValuesResult, model: str) -> dict[str, Any]:
+    """Per dimension, each pooled metric's mean over repeats and the per-fold CCC's mean and corrected interval;
+    with both dimensions, the quadrant mapping's accuracy, macro F1 and confusion (pooled, summed over repeats)."""
+    runs = [rep[model] for rep in result.repeats if model in rep]
+    summary: dict[str, Any] = {"repeats": len(runs), "n_rows": len(runs[0].rows)}
+    for d, name in enumerate(result.names):
+        pooled = [value_metrics(p.values[:, d], p.pred[:, d]) for p in runs]
+        per_fold = [ccc(p.values[p.folds == f, d], p.pred[p.folds == f, d]) for p in runs for f in np.unique(p.folds)]
+        summary[name] = {key: float(np.mean([m[key] for m in pooled])) for key in pooled[0]} | {
+            "ccc_per_fold": {
+                "mean": float(np.mean(per_fold)),
+                "interval": corrected_interval(per_fold, k=result.n_folds, bounds=(-1.0, 1.0)),
+                "min": float(np.min(per_fold)),
+                "max": float(np.max(per_fold)),
+            }
+        }
+    if result.names == VALUE_COLUMNS:
+        true = np.concatenate([quadrants(p.values, result.scale) for p in runs])
+        pred = np.concatenate([quadrants(p.pred, result.scale) for p in runs])
+        labels = np.arange(len(QUADRANTS))
+        summary["quadrants"] = {
+            "accuracy": float(np.mean(true == pred)),
+            "f1_macro": float(f1_score(true, pred, labels=labels, average="macro", zero_division=0)),
+            "confusion": confusion_matrix(true, pred, labels=labels).tolist(),
+        }
+    return summary

@@ -1,0 +1,149 @@
+"""Multi-label emotion tags (paper 004's framing): one-vs-rest heads over the same models, and tagging metrics.
+
+Each tag is a two-class problem run through the whole nested cross-validation of ``fuse.cv``: per outer fold a
+head per tag (its C chosen on inner folds stratified by that tag, grouped as the outer ones), late fusion and
+``integrated`` as for classes. Every tag sees the same outer folds in every repeat: they are stratified by each
+clip's rarest tag (``manifests.targets.rarest_tag``), whatever the tag. A tag is called present at and above the
+probability whose F1 is best on that fold's inner out-of-fold probabilities, never on the outer fold.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import average_precision_score, f1_score, label_ranking_average_precision_score, roc_auc_score
+
+from mvemo.cache.read import Cache
+from mvemo.fuse.cv import CvResult, Labels, cross_validate
+from mvemo.manifests.errors import ConfigError
+from mvemo.manifests.targets import rarest_tag
+
+TAG_METRIC_DEFINITIONS = {
+    "ROC-AUC macro": "per tag, the ROC-AUC of its out-of-fold probabilities over a repeat's pooled clips; the mean"
+    " over tags with both present and absent clips; averaged over repeats",
+    "ROC-AUC micro": "the ROC-AUC of every (clip, tag) pair's probability pooled, averaged over repeats",
+    "mAP": "per tag, the average precision (the area under its precision-recall curve, sklearn's step form); the"
+    " mean over tags; averaged over repeats",
+    "AP micro": "the average precision of every (clip, tag) pair pooled",
+    "F1": "per tag, with the tag called present at and above the threshold chosen on each fold's inner folds; its"
+    " macro mean over tags",
+    "LRAP": "label-ranking average precision: per clip with at least one tag, the mean over its tags of the share of"
+    " tags ranked at or above it that are its own; averaged over clips",
+}
+
+
+@dataclass
+class TagResult:
+    """Cross-validated tags: per tag its ``CvResult`` (two classes, the tag second), the metrics per model over
+    every repeat (``metrics[model]``), and the tags no fold could learn with the reason."""
+
+    tags: tuple[str, ...]
+    n_folds: int
+    per_tag: dict[str, CvResult]
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    unscored: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def cross_validate_tags(cache_path: str | os.PathLike[str], **options: Any) -> TagResult:
+    """Every tag's nested cross-validation, then the tagging metrics per model (``TAG_METRIC_DEFINITIONS``).
+
+    ``options`` are ``fuse.cv.cross_validate``'s (models, n_folds, repeats, head, selection, executor, progress,
+    upper). A tag with fewer than two groups of present (or absent) clips among some fold's training rows cannot
+    choose on inner folds: it is reported unscored with the reason, and the others are scored.
+
+    Raises
+    ------
+    ConfigError
+        When the cache holds no tags, or no tag can be scored.
+    """
+    with Cache(cache_path) as cache:
+        targets = cache.targets
+    if not targets.tags:
+        raise ConfigError(
+            f"cache {str(cache_path)!r} holds no tags; give the manifest a 'tags' column (`mvemo manifest scan ROOT"
+            " --labels LABELS.csv`) and run `mvemo extract` again to store them"
+        )
+    matrix = targets.tag_matrix.astype(np.int64)
+    strata = rarest_tag(targets.tag_matrix)
+    per_tag, unscored = {}, {}
+    for t, tag in enumerate(targets.tags):
+        labels = Labels((f"not {tag}", tag), matrix[:, t], strata)
+        try:
+            per_tag[tag] = cross_validate(cache_path, labels=labels, **options)
+        except ConfigError as err:
+            unscored[tag] = str(err)
+    if not per_tag:
+        tag, why = next(iter(unscored.items()))
+        raise ConfigError(f"no tag could be scored (tag {tag!r}: {why})")
+    first = next(iter(per_tag.values()))
+    result = TagResult(targets.tags, first.n_folds, per_tag, unscored=unscored, notes=list(first.notes))
+    result.notes += [f"tag {tag!r}: not scored: {why}" for tag, why in unscored.items()]
+    models = [m for m in first.predictions if all(m in r.predictions for r in per_tag.values())]
+    result.metrics = {m: _over_repeats([tag_metrics(*_repeat(per_tag, m, r)) for r in range(len(first.repeats))]) for m in models}
+    return result
+
+
+def _repeat(per_tag: dict[str, CvResult], model: str, r: int) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """One repeat of one model: the tags, and on the rows every tag scored, the true tags, the probabilities and
+    the inner-chosen thresholds, shape (n_rows, n_tags) each."""
+    predictions = [result.repeats[r][model] for result in per_tag.values()]
+    rows = sorted(set.intersection(*(set(p.rows.tolist()) for p in predictions)))
+    columns = []
+    for p in predictions:
+        at = {row: i for i, row in enumerate(p.rows.tolist())}
+        take = [at[row] for row in rows]
+        thresholds = np.asarray(p.thresholds)[p.folds[take]]
+        columns.append((p.y[take], p.proba[take, 1], thresholds))
+    y, proba, thresholds = (np.stack([c[i] for c in columns], axis=1) for i in range(3))
+    return list(per_tag), y, proba, thresholds
+
+
+def tag_metrics(tags: list[str], y: np.ndarray, proba: np.ndarray, thresholds: np.ndarray) -> dict[str, Any]:
+    """The tagging metrics of one repeat (``TAG_METRIC_DEFINITIONS``): ``y`` 0/1, ``proba`` and ``thresholds``
+    of shape (n_rows, n_tags). A per-tag AUC or AP is None where the tag is always present or always absent."""
+    called = proba >= thresholds
+    per_tag = {}
+    for t, tag in enumerate(tags):
+        both = 0 < y[:, t].sum() < len(y)
+        per_tag[tag] = {
+            "roc_auc": float(roc_auc_score(y[:, t], proba[:, t])) if both else None,
+            "average_precision": float(average_precision_score(y[:, t], proba[:, t])) if both else None,
+            "f1": float(f1_score(y[:, t], called[:, t], zero_division=0)),
+            "prevalence": float(y[:, t].mean()),
+        }
+    tagged = y.sum(axis=1) > 0
+    return {
+        "roc_auc_macro": _mean([m["roc_auc"] for m in per_tag.values()]),
+        "roc_auc_micro": float(roc_auc_score(y.ravel(), proba.ravel())) if 0 < y.sum() < y.size else None,
+        "map": _mean([m["average_precision"] for m in per_tag.values()]),
+        "ap_micro": float(average_precision_score(y.ravel(), proba.ravel())) if y.sum() else None,
+        "f1_macro": float(np.mean([m["f1"] for m in per_tag.values()])),
+        "lrap": float(label_ranking_average_precision_score(y[tagged], proba[tagged])) if tagged.any() else None,
+        "per_tag": per_tag,
+        "n_rows": len(y),
+    }
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.mean(present)) if present else None
+
+
+def _over_repeats(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each metric's mean over repeats with its min and max (``{"mean", "min", "max"}``), per tag too."""
+
+    def spread(values: list[float | None]) -> dict[str, float] | None:
+        present = [v for v in values if v is not None]
+        return {"mean": float(np.mean(present)), "min": min(present), "max": max(present)} if present else None
+
+    keys = [k for k in runs[0] if k not in ("per_tag", "n_rows")]
+    summary: dict[str, Any] = {k: spread([run[k] for run in runs]) for k in keys}
+    summary["per_tag"] = {
+        tag: {k: spread([run["per_tag"][tag][k] for run in runs]) for k in runs[0]["per_tag"][tag]} for tag in runs[0]["per_tag"]
+    }
+    summary["repeats"], summary["n_rows"] = len(runs), runs[0]["n_rows"]
+    return summary

@@ -1,0 +1,167 @@
+"""Reports of the other target kinds: tags (per-tag AP bars) and valence/arousal (predicted-vs-true scatters).
+
+Each writes ``report.json``, ``report.md`` (tables, with every metric defined) and its PNGs into ``out``, as the
+class report does (``fuse.report``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from mvemo.fuse.dimensional import VALUE_METRIC_DEFINITIONS, ValuesResult
+from mvemo.fuse.plots import model_styles
+from mvemo.fuse.report import safe_name
+from mvemo.fuse.tagging import TAG_METRIC_DEFINITIONS, TagResult
+from mvemo.manifests.targets import QUADRANT_MEANING, QUADRANTS
+
+TAG_COLUMNS = [("ROC-AUC macro", "roc_auc_macro"), ("ROC-AUC micro", "roc_auc_micro"), ("mAP", "map"),
+               ("AP micro", "ap_micro"), ("F1 macro", "f1_macro"), ("LRAP", "lrap")]  # fmt: skip
+
+
+def tags_document(result: TagResult) -> dict[str, Any]:
+    """The tag report: per model the metrics over repeats, per tag and model the per-fold choices."""
+    return {
+        "target": "tags",
+        "tags": list(result.tags),
+        "n_folds": result.n_folds,
+        "metrics": result.metrics,
+        "unscored": result.unscored,
+        "choices": {tag: {m: r.predictions[m].described for m in r.predictions} for tag, r in result.per_tag.items()},
+        "definitions": TAG_METRIC_DEFINITIONS,
+        "notes": result.notes,
+        "figures": {"average_precision": "tag_ap.png"},
+    }
+
+
+def values_document(result: ValuesResult) -> dict[str, Any]:
+    """The valence/arousal report: per model the metrics over repeats and the per-fold choices."""
+    return {
+        "target": ",".join(result.names),
+        "names": list(result.names),
+        "scale": list(result.scale),
+        "n_folds": result.n_folds,
+        "metrics": result.metrics,
+        "choices": {m: p.described for m, p in result.repeats[0].items()},
+        "definitions": VALUE_METRIC_DEFINITIONS,
+        "notes": result.notes,
+        "figures": {m: f"scatter_{safe_name(m)}.png" for m in result.repeats[0]},
+    }
+
+
+def summary_table(document: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """The header and rows of a report's summary table: a row per model."""
+    rows = []
+    if document["target"] == "tags":
+        for model, m in document["metrics"].items():
+            rows.append([model, *(_spread(m[key]) for _, key in TAG_COLUMNS)])
+        return ["model", *(name for name, _ in TAG_COLUMNS)], rows
+    names = document["names"]
+    for model, m in document["metrics"].items():
+        cells = []
+        for name in names:
+            fold = m[name]["ccc_per_fold"]
+            cells += [f"{m[name]['ccc']:.3f}", f"{fold['mean']:.3f} [{fold['interval'][0]:.3f}, {fold['interval'][1]:.3f}]",
+                      f"{m[name]['r2']:.3f}", f"{m[name]['pearson']:.3f}", f"{m[name]['rmse']:.3f}"]  # fmt: skip
+        quadrant = m.get("quadrants")
+        rows.append([model, *cells, *([f"{100 * quadrant['accuracy']:.1f}"] if quadrant else [])])
+    header = [f"{name} {metric}" for name in names for metric in ("CCC", "CCC per fold [95%]", "R²", "r", "RMSE")]
+    return ["model", *header, *(["quadrant acc %"] if len(names) == 2 else [])], rows
+
+
+def write_target_report(document: dict[str, Any], result: TagResult | ValuesResult, out: Path) -> dict[str, Any]:
+    """Write ``report.json``, ``report.md`` and the plots of a tag or value report into ``out``; returns the
+    document."""
+    out.mkdir(parents=True, exist_ok=True)
+    if isinstance(result, TagResult):
+        tag_ap_png(document, out / document["figures"]["average_precision"])
+    else:
+        for model, name in document["figures"].items():
+            scatter_png(result, model, out / name)
+    (out / "report.json").write_text(json.dumps(document, indent=2), encoding="utf-8")
+    (out / "report.md").write_text(markdown(document), encoding="utf-8")
+    return document
+
+
+def markdown(document: dict[str, Any]) -> str:
+    header, rows = summary_table(document)
+    kind = "Emotion tags" if document["target"] == "tags" else f"{' and '.join(document['names']).capitalize()}"
+    lines = [f"# {kind}: {document['n_folds']}-fold nested cross-validation", ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    if document["target"] == "tags":
+        lines += [
+            "",
+            "## Per tag (mean over repeats)",
+            "",
+            "| model | tag | prevalence | ROC-AUC | AP | F1 |",
+            "|---|---|---|---|---|---|",
+        ]
+        for model, m in document["metrics"].items():
+            for tag, t in m["per_tag"].items():
+                cells = [_spread(t[k], detail=False) for k in ("prevalence", "roc_auc", "average_precision", "f1")]
+                lines.append(f"| {model} | {tag} | " + " | ".join(cells) + " |")
+        lines += ["", f"![average precision per tag]({document['figures']['average_precision']})"]
+    else:
+        if len(document["names"]) == 2:
+            lines += ["", "Quadrants: " + "; ".join(f"{q} {QUADRANT_MEANING[q]}" for q in QUADRANTS) + "."]
+        lines += [""] + [f"![{model}]({name})" for model, name in document["figures"].items()]
+    lines += ["", "## Definitions", ""] + [f"- **{name}**: {text}" for name, text in document["definitions"].items()]
+    lines += [""] + [f"- note: {note}" for note in document["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def _spread(value: dict[str, float] | None, *, detail: bool = True) -> str:
+    if value is None:
+        return "-"
+    return f"{value['mean']:.3f}" + (
+        f" ({value['min']:.3f}-{value['max']:.3f})" if detail and value["max"] > value["min"] else ""
+    )
+
+
+def tag_ap_png(document: dict[str, Any], path: Path) -> Path:
+    """Average precision per tag, a bar per model, the tag's prevalence (a random ranking's AP) marked."""
+    tags, models = document["tags"], list(document["metrics"])
+    styles = model_styles(models)
+    fig, ax = plt.subplots(figsize=(1.5 + 0.9 * len(tags) * max(1, len(models)) / 3, 3.6), dpi=100)
+    width = 0.8 / max(len(models), 1)
+    for i, model in enumerate(models):
+        per_tag = document["metrics"][model]["per_tag"]
+        heights = [(per_tag.get(t, {}).get("average_precision") or {"mean": 0.0})["mean"] for t in tags]
+        ax.bar(np.arange(len(tags)) + i * width, heights, width, label=model, color=styles[model]["color"])
+    first = document["metrics"][models[0]]["per_tag"]
+    for j, tag in enumerate(tags):
+        if tag in first:
+            ax.hlines(first[tag]["prevalence"]["mean"], j - width / 2, j + 0.8 - width / 2, colors="black", linestyles=":")
+    ax.set_xticks(np.arange(len(tags)) + 0.4 - width / 2, tags, rotation=30, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("average precision (dotted: prevalence)")
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def scatter_png(result: ValuesResult, model: str, path: Path) -> Path:
+    """Predicted against true values of the first repeat, a panel per dimension, with its CCC and the diagonal."""
+    predictions = result.repeats[0][model]
+    low, high = result.scale
+    fig, axes = plt.subplots(1, len(result.names), figsize=(3.4 * len(result.names), 3.4), dpi=100, squeeze=False)
+    for d, (ax, name) in enumerate(zip(axes[0], result.names)):
+        ax.scatter(predictions.values[:, d], predictions.pred[:, d], s=10, alpha=0.7)
+        ax.plot([low, high], [low, high], color="grey", linestyle=":")
+        ax.set(xlim=(low, high), ylim=(low, high), xlabel=f"true {name}", ylabel=f"predicted {name}")
+        ax.set_title(f"{name}: CCC {result.metrics[model][name]['ccc']:.2f}")
+    fig.suptitle(model, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

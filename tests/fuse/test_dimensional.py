@@ -1,0 +1,60 @@
+"""Valence and arousal through the nested cross-validation: recovered where the embeddings carry them."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mvemo.fuse.dimensional import ccc, cross_validate_values, value_metrics
+from mvemo.manifests import ConfigError, Manifest
+from tests.fuse.helpers import embedding_cache
+
+
+def valued(manifest: Manifest) -> Manifest:
+    """Valence from the class (carried by the embeddings, one value per class plus a little noise), arousal too."""
+    rng = np.random.default_rng(3)
+    valence, arousal = np.array([7.0, 2.5, 4.0]), np.array([3.0, 2.0, 7.5])
+    clips = tuple(
+        replace(
+            c,
+            valence=float(np.clip(valence[y] + 0.3 * rng.standard_normal(), 1, 9)),
+            arousal=float(np.clip(arousal[y] + 0.3 * rng.standard_normal(), 1, 9)),
+        )
+        for c, y in zip(manifest.clips, manifest.y)
+    )
+    return replace(manifest, clips=clips, scale=(1.0, 9.0))
+
+
+def test_values_carried_by_the_embeddings_reach_a_high_ccc(tmp_path: Path) -> None:
+    cache = embedding_cache(tmp_path / "cache", nets={"a": (8, 2.0), "b": (8, 0.0)}, n_per_class=20, retarget=valued)
+    result = cross_validate_values(cache, models="a,b,late(a,b),integrated(a,b)", repeats=2)
+    assert result.names == ("valence", "arousal") and len(result.repeats) == 2
+    for name in result.names:
+        assert result.metrics["a"][name]["ccc"] > 0.8
+        assert result.metrics["b"][name]["ccc"] < 0.3, "an input carrying nothing"
+        assert result.metrics["integrated(a,b)"][name]["ccc"] > 0.8, "integrated chooses the carrying input"
+    assert result.metrics["a"]["quadrants"]["accuracy"] > 0.8
+    assert np.sum(result.metrics["a"]["quadrants"]["confusion"]) == 2 * 60
+    only = cross_validate_values(cache, names=("arousal",), models="a")
+    assert only.names == ("arousal",) and "quadrants" not in only.metrics["a"]
+
+
+def test_metrics_of_known_predictions() -> None:
+    y = np.array([1.0, 2.0, 3.0, 4.0])
+    assert ccc(y, y) == pytest.approx(1.0)
+    shifted = value_metrics(y, y + 1)
+    assert shifted["pearson"] == pytest.approx(1.0) and shifted["rmse"] == pytest.approx(1.0)
+    assert shifted["ccc"] == pytest.approx(2 * 1.25 / (1.25 + 1.25 + 1)), "an offset costs concordance, not correlation"
+    assert shifted["r2"] == pytest.approx(1 - 1 / 1.25)
+
+
+def test_a_cache_without_values_or_with_a_stack_is_refused(tmp_path: Path) -> None:
+    plain = embedding_cache(tmp_path / "plain", nets={"a": (4, 1.0)}, n_per_class=4)
+    with pytest.raises(ConfigError, match="holds no valence, arousal values"):
+        cross_validate_values(plain)
+    cache = embedding_cache(tmp_path / "cache", nets={"a": (4, 1.0), "b": (4, 1.0)}, n_per_class=8, retarget=valued)
+    with pytest.raises(ConfigError, match="stack"):
+        cross_validate_values(cache, models="stack(a,b)")

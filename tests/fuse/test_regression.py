@@ -1,0 +1,161 @@
+"""Stage two for valence/arousal: the ridge head's closed-form inner path against scikit-learn, and the model trees."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.linear_model import Ridge
+from sklearn.metrics import r2_score
+from sklearn.utils.estimator_checks import check_estimator
+
+from mvemo.fuse.compose import Best, Features, Late, Stack, integrated
+from mvemo.fuse.heads import standardization
+from mvemo.fuse.regression import RidgeHead, fit_values, ridge_path
+from mvemo.fuse.selection import SelectionConfig
+from mvemo.manifests import ConfigError
+from mvemo.manifests.folds import inner_splits
+
+GOOD, NOISE = Features(("good",)), Features(("noise",))
+
+
+def linear_data(n: int, d: int, *, noise: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Columns of unequal scales and offsets, and a linear function of them plus ``noise``."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)) * rng.uniform(0.1, 10.0, d) + rng.uniform(-5.0, 5.0, d)
+    y = (X - X.mean(axis=0)) / X.std(axis=0) @ rng.standard_normal(d) + 3.0 + noise * rng.standard_normal(n)
+    return X, y
+
+
+def value_blocks(n: int = 120, seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
+    """An input that predicts both values (valence, arousal) the same way for every seed, one of noise, and groups of
+    three rows."""
+    rng = np.random.default_rng(seed)
+    good, noise = rng.standard_normal((n, 8)), rng.standard_normal((n, 8))
+    values = good @ np.random.default_rng(99).standard_normal((8, 2)) + 0.3 * rng.standard_normal((n, 2))
+    return {"good": good, "noise": noise}, values, [f"g{i // 3}" for i in range(n)]
+
+
+def fit_on(node, blocks, values, groups):
+    return fit_values(node, blocks, values, groups=groups, strata=np.zeros(len(values), dtype=int), selection=SelectionConfig())
+
+
+def test_ridge_head_recovers_a_linear_signal_and_its_coefficients_are_its_predictions() -> None:
+    X, y = linear_data(200, 10, noise=0.2)
+    head = RidgeHead().fit(X[:150], y[:150])
+    assert r2_score(y[150:], head.predict(X[150:])) > 0.9
+    assert X[150:] @ head.coef_ + head.intercept_ == pytest.approx(head.predict(X[150:]), abs=1e-10)
+    assert head.selected_ == {"alpha": head.alpha_} and head.inner_pred_.shape == (150,)
+    assert r2_score(y[:150], head.inner_pred_) > 0.9
+
+
+@pytest.mark.parametrize("n, d", [(90, 12), (60, 150)])
+def test_the_closed_form_inner_path_equals_scikit_learn_ridge_per_split(n: int, d: int) -> None:
+    X, y = linear_data(n, d, noise=1.0, seed=1)
+    groups = [f"g{i // 2}" for i in range(n)]
+    alphas = (0.01, 1.0, 100.0, 1e4)
+    head = RidgeHead(alphas=alphas).fit(X, y, groups=groups)
+    mean, scale = standardization(X)
+    Z = (X - mean) / scale
+    reference = np.zeros((n, len(alphas)))
+    for train, val in inner_splits(np.zeros(n, dtype=int), groups, k=5, seed=0):
+        center, offset, coefs = ridge_path(Z[train], y[train], np.array(alphas))
+        for j, alpha in enumerate(alphas):
+            reference[val, j] = Ridge(alpha=alpha).fit(Z[train], y[train]).predict(Z[val])
+            assert (Z[val] - center) @ coefs[:, j] + offset == pytest.approx(reference[val, j], abs=1e-8)
+    best = int(np.argmin(np.mean((reference - y[:, None]) ** 2, axis=0)))
+    assert head.alpha_ == alphas[best]
+    assert head.inner_pred_ == pytest.approx(reference[:, best], abs=1e-8)
+    refit = Ridge(alpha=head.alpha_).fit(Z, y)
+    assert head.predict(X) == pytest.approx(refit.predict(Z), abs=1e-8), "the standardization is folded in exactly"
+
+
+def test_alpha_is_small_for_a_strong_signal_and_large_for_noise() -> None:
+    X, y = linear_data(100, 5, noise=0.01)
+    assert RidgeHead().fit(X, y).alpha_ <= 0.1
+    noise = np.random.default_rng(3).standard_normal(100)
+    assert RidgeHead().fit(X, noise).alpha_ >= 1e3
+
+
+def test_inner_folds_keep_groups_whole() -> None:
+    # Each group is two copies of one row with a value of pure noise: a fold that split a group would validate a row
+    # on its own twin, and a wide ridge head nearly interpolates its training rows.
+    rng = np.random.default_rng(0)
+    X = np.repeat(rng.standard_normal((50, 200)), 2, axis=0)
+    y = np.repeat(rng.standard_normal(50), 2)
+    groups = [f"g{i // 2}" for i in range(100)]
+    leaky, grouped = RidgeHead().fit(X, y), RidgeHead().fit(X, y, groups=groups)
+    assert r2_score(y, leaky.inner_pred_) > 0.5, "rows as their own groups see their twins"
+    assert r2_score(y, grouped.inner_pred_) < 0.05 and grouped.alpha_ == 1e4
+    for train, val in inner_splits(np.zeros(100, dtype=int), groups, k=5, seed=0):
+        assert not {groups[i] for i in train} & {groups[i] for i in val}
+
+
+def test_rows_of_one_group_and_bad_alphas_are_refused() -> None:
+    X, y = linear_data(20, 3, noise=0.1)
+    with pytest.raises(ConfigError, match="at least 2 groups"):
+        RidgeHead().fit(X, y, groups=["same"] * 20)
+    with pytest.raises(ConfigError, match="alphas"):
+        RidgeHead(alphas=(1.0, -1.0)).fit(X, y)
+
+
+def test_ridge_head_follows_the_estimator_contract() -> None:
+    head = RidgeHead(alphas=(1.0, 10.0), inner_folds=3, seed=2)
+    assert clone(head).get_params() == head.get_params()
+    check_estimator(RidgeHead())
+
+
+def test_late_fusion_averages_its_members() -> None:
+    blocks, values, groups = value_blocks()
+    late = fit_on(Late((GOOD, NOISE)), blocks, values, groups)
+    good, noise = fit_on(GOOD, blocks, values, groups), fit_on(NOISE, blocks, values, groups)
+    assert late.predict(blocks) == pytest.approx((good.predict(blocks) + noise.predict(blocks)) / 2, abs=1e-10)
+    assert late.inner_pred == pytest.approx((good.inner_pred + noise.inner_pred) / 2)
+    per_dimension = [RidgeHead().fit(blocks["good"], v, groups=groups).predict(blocks["good"]) for v in values.T]
+    assert good.predict(blocks) == pytest.approx(np.stack(per_dimension, axis=1), abs=1e-10)
+    assert json.loads(json.dumps(late.choices()))["members"]["good"]["alpha"] == [h.alpha_ for h in good.heads]
+
+
+def test_best_picks_the_informative_input_and_integrated_fits_each_head_once(monkeypatch) -> None:
+    blocks, values, groups = value_blocks()
+    best = fit_on(Best((NOISE, GOOD)), blocks, values, groups)
+    choices = json.loads(json.dumps(best.choices()))
+    assert choices["chosen"] == "good" and choices["inner_scores"]["good"] < 0.2 < choices["inner_scores"]["noise"]
+    assert best.describe().startswith("good (alpha=") and " / " in best.describe()
+    fits = []
+    original = RidgeHead.fit
+    monkeypatch.setattr(RidgeHead, "fit", lambda self, *a, **k: fits.append(1) or original(self, *a, **k))
+    model = fit_on(integrated((GOOD, NOISE)), blocks, values, groups)
+    assert len(fits) == 3 * 2, "good, noise and good+noise, each per dimension; late(good,noise) reuses them"
+    assert model.choices()["chosen"] in ("good", "good+noise")
+    held_out, truth, _ = value_blocks(seed=1)
+    assert r2_score(truth, model.predict(held_out)) > 0.9
+
+
+@pytest.mark.parametrize(
+    "node, message",
+    [
+        (Stack((GOOD, NOISE)), "stack"),
+        (Best((GOOD, Late((GOOD, NOISE), weighted=True))), "weights=inner"),
+    ],
+)
+def test_stacking_and_inner_weights_are_refused_before_fitting(node, message: str, monkeypatch) -> None:
+    blocks, values, groups = value_blocks()
+    monkeypatch.setattr(RidgeHead, "fit", lambda *a, **k: pytest.fail("fitted before refusing"))
+    with pytest.raises(ConfigError, match=message):
+        fit_on(node, blocks, values, groups)
+
+
+@pytest.mark.parametrize("node", [GOOD, Late((GOOD, Features(("good", "noise")))), integrated((GOOD, NOISE))])
+def test_linear_parts_reproduce_the_predictions(node) -> None:
+    blocks, values, groups = value_blocks()
+    fitted = fit_on(node, blocks, values, groups)
+    new, _, _ = value_blocks(seed=2)
+    total = np.zeros((120, 2))
+    for inputs, coef, intercept, weight in fitted.linear_parts():
+        assert coef.shape == (2, sum(new[name].shape[1] for name in inputs)) and intercept.shape == (2,)
+        total += weight * (np.concatenate([new[name] for name in inputs], axis=1) @ coef.T + intercept)
+    assert total == pytest.approx(fitted.predict(new), abs=1e-12)
+    assert sum(part.weight for part in fitted.linear_parts()) == pytest.approx(1.0)
