@@ -148,6 +148,28 @@ CLASS_PROFILES = {
     "Tension": ("tense", "action"),
 }
 DEMO_CLASSES = tuple(CLASS_PROFILES)
+# The demo's other targets follow from each clip's drawn cues (``cue_targets``): tags heard or seen, and valence
+# and arousal on [-1, 1].
+DEMO_TAGS = ("energetic", "dark", "calm", "warm", "restless")
+DEMO_SCALE = (-1.0, 1.0)
+
+
+def cue_targets(audio: AudioCues, video: VideoCues) -> tuple[tuple[str, ...], float, float]:
+    """A clip's tags, valence and arousal from how it was made: energetic (fast and loud), dark (minor), calm (slow
+    and soft), warm (warm colours), restless (fast motion or many cuts); arousal from tempo, loudness and motion,
+    valence from mode, consonance and colour warmth, both on [-1, 1]."""
+    tempo = (audio.tempo_bpm - 40.0) / 180.0
+    arousal = 2 * (0.4 * tempo + 0.35 * audio.loudness + 0.25 * min(video.motion, 1.0)) - 1
+    valence = 2 * (0.45 * (not audio.minor) + 0.3 * (1 - audio.dissonance) + 0.25 * video.warmth) - 1
+    on = {
+        "energetic": audio.tempo_bpm > 110 and audio.loudness > 0.6,
+        "dark": audio.minor,
+        "calm": audio.tempo_bpm < 95 and audio.loudness < 0.5,
+        "warm": video.warmth > 0.6,
+        "restless": video.motion > 0.6 or video.cuts_per_s > 0.7,
+    }
+    clip = float(np.clip(valence, -1, 1)), float(np.clip(arousal, -1, 1))
+    return tuple(t for t in DEMO_TAGS if on[t]), *clip
 
 
 @dataclass(frozen=True)
@@ -290,7 +312,8 @@ def write_synthetic_set(
     Returns
     -------
     list of dict
-        Per clip: ``path``, ``label`` and every drawn cue (``audio_*``, ``video_*``).
+        Per clip: ``path``, ``label``, every drawn cue (``audio_*``, ``video_*``) and the targets that follow from
+        them (``tags``, ``valence``, ``arousal``: ``cue_targets``).
     """
     config = config or SyntheticConfig()
     written = []
@@ -304,5 +327,6 @@ def write_synthetic_set(
         frames = synthesize_video(video, config.duration_s, config.fps, (config.width, config.height), rng)
         path = write_media(folder / f"{i:03d}.mp4", frames=frames, fps=config.fps, y=y, sr=config.sr)
         cues = {f"audio_{k}": v for k, v in asdict(audio).items()} | {f"video_{k}": v for k, v in asdict(video).items()}
-        written.append({"path": path, "label": label, **cues})
+        tags, valence, arousal = cue_targets(audio, video)
+        written.append({"path": path, "label": label, **cues, "tags": tags, "valence": valence, "arousal": arousal})
     return written

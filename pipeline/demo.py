@@ -17,7 +17,8 @@ from mvemo.manifests.executor import Executor, Progress, ProgressFactory
 from mvemo.manifests.folds import assign_folds
 from mvemo.manifests.scan import scan_tree
 from mvemo.manifests.schema import Manifest, write_manifest
-from mvemo.manifests.synthetic import SyntheticConfig, write_synthetic_set
+from mvemo.manifests.synthetic import DEMO_SCALE, DEMO_TAGS, SyntheticConfig, write_synthetic_set
+from mvemo.manifests.targets import TARGET_COLUMNS
 
 DEMO_FEATURES = ("mel", "lld", "descriptors", "waveform", "frames112")
 DEMO_NETS = ("onedcnn", "twodcnn", "crnn", "c3d", "i3d")
@@ -43,6 +44,11 @@ DEMO_MODELS = ",".join(
     ]
 )
 
+# The tags and valence/arousal follow from sound and colour (``manifests.synthetic.cue_targets``): the handcrafted
+# sets hear the one, C3D's random filters see the other.
+DEMO_TARGET_MODELS = "lldstats,descriptors,c3d,late(descriptors,c3d)"
+DEMO_TARGETS = {"tags": "tags", "valence,arousal": "valence-arousal"}  # --target -> its report's folder under out
+
 
 @dataclass(frozen=True)
 class DemoResult:
@@ -51,16 +57,25 @@ class DemoResult:
     features: FeatureRunSummary
     report: dict[str, Any]
     out: Path
+    target_reports: dict[str, dict[str, Any]]
 
 
 def build_demo_manifest(data: Path, config: SyntheticConfig, *, k: int, progress: Progress | None = None) -> Manifest:
-    """Generate the synthetic set into ``data``, scan it, keep each clip's drawn cues as extra columns, assign folds."""
+    """Generate the synthetic set into ``data``, scan it, keep each clip's drawn cues as extra columns and the tags,
+    valence and arousal they imply as targets, assign folds."""
     cues = {Path(row.pop("path")).resolve(): row for row in write_synthetic_set(data, config, progress=progress)}
     scanned = scan_tree(data)
+    targets = ("label", *TARGET_COLUMNS)
     clips = tuple(
-        replace(c, extra={k: v for k, v in cues[c.video.resolve()].items() if k != "label"}) for c in scanned.clips if c.video
+        replace(
+            c,
+            extra={k: v for k, v in cues[c.video.resolve()].items() if k not in targets},
+            **{k: cues[c.video.resolve()][k] for k in TARGET_COLUMNS},
+        )
+        for c in scanned.clips
+        if c.video
     )
-    return assign_folds(Manifest(scanned.classes, clips), k=k, seed=config.seed)
+    return assign_folds(Manifest(scanned.classes, clips, tags=DEMO_TAGS, scale=DEMO_SCALE), k=k, seed=config.seed)
 
 
 def demo_configs(duration_s: float) -> FeatureConfigs:
@@ -77,10 +92,11 @@ def run_demo(
     executor: Executor | None = None,
     progress: ProgressFactory = lambda description, unit: None,
 ) -> DemoResult:
-    """Data, manifest with folds, stage one into ``out/cache``, stage two into ``out`` (report, PNGs, ``model/``).
+    """Data, manifest with folds, stage one into ``out/cache``, stage two into ``out`` (report, PNGs, ``model/``), and
+    the reports of tags and of valence/arousal into ``out/tags`` and ``out/valence-arousal``.
 
     ``progress(description, unit)`` gives each stage's progress callable (None: silent)."""
-    from mvemo.fuse.stage import fuse_cache
+    from mvemo.fuse.stage import fuse_cache, run_target_cv
 
     config = config or SyntheticConfig()
     out = Path(out)
@@ -99,7 +115,11 @@ def run_demo(
     )
     require_clips_left(stage_one.features, len(manifest))
     report, _ = fuse_cache(cache, out, models=DEMO_MODELS, executor=executor, progress=progress("fusion heads", "fit"))
-    return DemoResult(path, manifest, stage_one.features, report, out)
+    targets = {
+        target: run_target_cv(cache, out / folder, target, models=DEMO_TARGET_MODELS, executor=executor)
+        for target, folder in DEMO_TARGETS.items()
+    }
+    return DemoResult(path, manifest, stage_one.features, report, out, targets)
 
 
 def require_clips_left(features: FeatureRunSummary, n_clips: int) -> None:

@@ -28,12 +28,14 @@ def demo(ctx: click.Context, out: str, clips_per_class: int, duration_s: float, 
     dissonance) and visual cues (motion, colour warmth, brightness, cuts) from
     its own distributions; some class pairs differ only in sound, others only in
     pictures. Writes OUT/data/ and OUT/manifest.csv (with folds), runs stage one
-    into OUT/cache and stage two into OUT (report, plots, OUT/model/).
+    into OUT/cache and stage two into OUT (report, plots, OUT/model/); the clips'
+    tags and valence/arousal, which follow from their cues, are cross-validated
+    into OUT/tags and OUT/valence-arousal.
     Nothing is downloaded. Exits 3 when some clip failed stage one (each listed), 2 when every clip did.
     """
     from mvemo.manifests.synthetic import SyntheticConfig
-    from mvemo.pipeline.cli.cv import echo_summary
-    from mvemo.pipeline.demo import run_demo
+    from mvemo.pipeline.cli.cv import echo_summary, echo_target_summary
+    from mvemo.pipeline.demo import DEMO_TARGETS, run_demo
     from mvemo.pipeline.executors import build_executor
 
     began = time.perf_counter()
@@ -42,6 +44,9 @@ def demo(ctx: click.Context, out: str, clips_per_class: int, duration_s: float, 
     with build_executor("serial" if workers == 1 else "processes", workers=workers) as executor:
         result = run_demo(out, config, k=min(6, clips_per_class // 2), executor=executor, progress=progress_bar)
     echo_summary(result.report, out)
+    for target, document in result.target_reports.items():
+        click.echo(f"--target {target}:")
+        echo_target_summary(document, f"{out}/{DEMO_TARGETS[target]}")
     click.echo(f"final model: {out}/model/ (try `mvemo predict {out}/model FILE`); done in {time.perf_counter() - began:.0f} s")
     for name, reasons in result.features.failures.items():
         for clip_id, reason in reasons.items():

@@ -8,7 +8,9 @@ import numpy as np
 from mvemo.manifests.synthetic import (
     CLASS_PROFILES,
     DEMO_CLASSES,
+    DEMO_TAGS,
     SyntheticConfig,
+    cue_targets,
     draw_cues,
     synthesize_audio,
     synthesize_video,
@@ -92,3 +94,20 @@ def test_the_media_carry_the_cues(tmp_path: Path) -> None:
     assert np.abs(media["Exciting"][1]).mean() > 1.5 * np.abs(media["Sad"][1]).mean(), "louder music"
     motion = {label: np.abs(np.diff(frames.astype(float), axis=0)).mean() for label, (frames, _) in media.items()}
     assert motion["Exciting"] > 2 * motion["Relaxation"]
+
+
+def test_demo_targets_follow_from_the_cues() -> None:
+    rng = np.random.default_rng(0)
+    expected = {
+        "Exciting": ({"energetic", "warm", "restless"}, 1, 1),
+        "Tension": ({"energetic", "dark", "warm", "restless"}, 1, 1),
+        "Relaxation": ({"calm", "warm"}, 1, -1),
+        "Sad": ({"dark", "calm"}, -1, -1),
+    }
+    for label, (tags, valence_sign, arousal_sign) in expected.items():
+        tagged, valence, arousal = cue_targets(*draw_cues(label, rng, spread=0.0))
+        assert set(tagged) == tags, label
+        assert set(tagged) <= set(DEMO_TAGS) and -1 <= valence <= 1 and -1 <= arousal <= 1
+        assert np.sign(arousal) == arousal_sign, label
+        if label != "Tension":  # minor and dissonant, but warm pictures: near the middle
+            assert np.sign(valence) == valence_sign, label

@@ -16,9 +16,9 @@ from mvemo.fuse.inputs import lld_statistics
 from mvemo.fuse.saved import load_fusion_model
 from mvemo.manifests import Clip, read_manifest, write_manifest
 from mvemo.manifests.folds import fold_table
-from mvemo.manifests.synthetic import DEMO_CLASSES
+from mvemo.manifests.synthetic import DEMO_CLASSES, DEMO_SCALE, DEMO_TAGS
 from mvemo.pipeline.cli.main import cli
-from mvemo.pipeline.demo import DEMO_NETS
+from mvemo.pipeline.demo import DEMO_NETS, DEMO_TARGET_MODELS
 from tests.conftest import SHARED, write_tiny
 
 
@@ -40,6 +40,18 @@ def test_tiny_demo_runs_the_whole_pipeline(tiny_demo: Path) -> None:
     assert report["classes"] == list(DEMO_CLASSES) and report["folds"] == 2
     assert (tiny_demo / "roc.png").is_file() and (tiny_demo / "model" / "model.json").is_file()
     assert not [p.name for p in tiny_demo.iterdir() if p.suffix in (".lock", ".partial", ".tmp")], "no stray file"
+
+
+def test_tiny_demo_cross_validates_tags_and_values(tiny_demo: Path) -> None:
+    manifest = read_manifest(tiny_demo / "manifest.csv")
+    assert manifest.tags == DEMO_TAGS and manifest.value_names == ("valence", "arousal") and manifest.scale == DEMO_SCALE
+    tags = json.loads((tiny_demo / "tags" / "report.json").read_text())
+    assert tags["target"] == "tags" and (tiny_demo / "tags" / "tag_ap.png").is_file()
+    assert list(tags["metrics"]) == ["lldstats", "descriptors", "c3d", "late(descriptors,c3d)"] == DEMO_TARGET_MODELS.split(",", 3)
+    assert set(tags["unscored"]) | set(tags["metrics"]["lldstats"]["per_tag"]) == set(DEMO_TAGS)
+    values = json.loads((tiny_demo / "valence-arousal" / "report.json").read_text())
+    assert values["names"] == ["valence", "arousal"]
+    assert all(np.isfinite(m["valence"]["ccc"]) and "quadrants" in m for m in values["metrics"].values())
 
 
 INTEGRATED = f"integrated({','.join(DEMO_NETS)},lldstats,descriptors)"
