@@ -22,6 +22,7 @@ import numpy as np
 
 from mvemo.cache.h5file import allocated, open_h5, write_whole
 from mvemo.cache.layout import TARGETS_FILE
+from mvemo.manifests.errors import CacheError
 from mvemo.manifests.schema import Manifest
 
 
@@ -55,6 +56,7 @@ class Targets:
         return Targets(self.tags, self.tag_matrix[keep], self.value_names, self.values[keep], self.scale)
 
     def same(self, other: Targets) -> bool:
+        """Whether ``other`` holds the same vocabulary, value names, scale and values (NaN equal to NaN)."""
         return (
             (self.tags, self.value_names, self.scale) == (other.tags, other.value_names, other.scale)
             and np.array_equal(self.tag_matrix, other.tag_matrix)
@@ -93,12 +95,20 @@ def read_targets(root: Path, n_stored: int) -> Targets:
     path = root / TARGETS_FILE
     if not path.is_file():
         return Targets(tag_matrix=np.zeros((n_stored, 0), dtype=np.uint8), values=np.zeros((n_stored, 0)))
-    with open_h5(path, "r") as f:
-        scale = json.loads(f.attrs["scale"])
-        return Targets(
-            tuple(json.loads(f.attrs["tags"])),
-            f["tags"][:],
-            tuple(json.loads(f.attrs["value_names"])),
-            f["values"][:],
-            None if scale is None else (float(scale[0]), float(scale[1])),
-        )
+    try:
+        with open_h5(path, "r") as f:
+            scale = json.loads(f.attrs["scale"])
+            targets = Targets(
+                tuple(json.loads(f.attrs["tags"])),
+                f["tags"][:],
+                tuple(json.loads(f.attrs["value_names"])),
+                f["values"][:],
+                None if scale is None else (float(scale[0]), float(scale[1])),
+            )
+    except (OSError, KeyError, ValueError, TypeError, IndexError) as err:
+        raise CacheError(
+            f"{str(path)!r} is not a readable targets file ({err}); run `mvemo extract` again to rewrite it"
+        ) from None
+    if targets.tag_matrix.shape != (n_stored, len(targets.tags)) or targets.values.shape != (n_stored, len(targets.value_names)):
+        raise CacheError(f"{str(path)!r} does not fit the clip table's {n_stored} rows; run `mvemo extract` again to rewrite it")
+    return targets

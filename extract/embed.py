@@ -63,11 +63,16 @@ class EmbedSummary:
     notes: list[str] = field(default_factory=list)
 
 
+EMBEDDING_ONLY_CLASSES = 2
+
+
 def build_net(
     name: str, num_classes: int, *, weights_dir: str | os.PathLike[str] | None, seed: int, options: Mapping[str, Any] = {}
 ) -> tuple[EmotionNet, str]:
     """The net (with its ``options``) and a log line: with its published pretrained weights, or a seeded random
-    initialisation where it has none or ``options`` holds ``init = "random"`` (``--random-init``).
+    initialisation where it has none or ``options`` holds ``init = "random"`` (``--random-init``). Clips without class
+    labels (``num_classes`` 0: tags or values only) give it a head of ``EMBEDDING_ONLY_CLASSES``, which no embedding
+    reads; stage one and ``predict`` build it alike.
 
     Raises
     ------
@@ -76,6 +81,7 @@ def build_net(
         the file, every folder searched and the fetch command.
     """
     init, options = split_init(name, options)
+    num_classes = num_classes or EMBEDDING_ONLY_CLASSES
     torch.manual_seed(seed)
     file = pretrained_file(name)
     if init == "random" or file is None:

@@ -31,6 +31,7 @@ from mvemo.cache.layout import WINDOWS_FOLDER
 from mvemo.manifests.errors import ConfigError, is_number
 from mvemo.manifests.probe import probe_file
 from mvemo.manifests.schema import Clip, Manifest, group_id
+from mvemo.manifests.targets import read_annotations, window_values
 
 POOLINGS = ("mean", "max", "mean+std")
 TAIL_S = 0.5  # seconds at a file's end worth a window of their own (fewer: an AAC frame's padding, a start offset)
@@ -165,15 +166,26 @@ class WindowPlan:
 
 def plan_clips(manifest: Manifest, *, length_s: float, hop_s: float) -> WindowPlan:
     """Each clip's windows over its whole length, as a manifest whose rows are windows (a clip's windows share its
-    group, so folds and inner folds never split them)."""
+    group, so folds and inner folds never split them). A clip with annotations over time gives each window the mean
+    of its annotated values within it (``manifests.targets.window_values``), so that stage two over the window
+    cache (``mvemo-cv --cache CACHE/windows --target valence,arousal``) trains and scores windows against them."""
     clips, windows, clip_of, problems = [], {}, {}, {}
+    names = manifest.value_names
     for clip in manifest.clips:
         duration_s, problem = media_length_s(clip)
         if problem:
             problems[clip.clip_id] = problem
+        annotated = None
+        if clip.annotations is not None:
+            annotated = read_annotations(clip.annotations, clip_id=clip.clip_id, names=names, scale=manifest.scale)  # type: ignore[arg-type]
         for window in plan_windows(duration_s or 0.0, length_s, hop_s):
             row_id = window_id(clip.clip_id, window)
-            clips.append(replace(clip, clip_id=row_id, group=group_id(clip.group, clip.clip_id)))
+            row = replace(clip, clip_id=row_id, group=group_id(clip.group, clip.clip_id))
+            if annotated is not None:
+                means = window_values(*annotated, window.start_s, window.end_s, clip_id=clip.clip_id)
+                mean = dict(zip(names, map(float, means)))
+                row = replace(row, valence=mean.get("valence", row.valence), arousal=mean.get("arousal", row.arousal))
+            clips.append(row)
             windows[row_id], clip_of[row_id] = window, clip.clip_id
     return WindowPlan(replace(manifest, clips=tuple(clips)), windows, clip_of, problems)
 

@@ -32,6 +32,10 @@ from mvemo.manifests.executor import Executor, Progress
 from mvemo.manifests.folds import TooFewGroups, draw_folds, require_whole_groups
 
 
+class TooFewToChoose(ConfigError):
+    """A class has fewer than two groups among a fold's training rows: nothing can be chosen on inner folds."""
+
+
 @dataclass(frozen=True)
 class Labels:
     """What the heads learn: class names, each row's class index, and what the folds of repeats are stratified by
@@ -210,7 +214,7 @@ def fit_fold(
         try:
             fitted = fit(model.node, trainings.on(train, read))
         except TooFewGroups as err:
-            raise ConfigError(
+            raise TooFewToChoose(
                 f"{model.name}, fold {fold}: class {classes[int(err.label)]!r} has fewer than 2 groups among the"  # type: ignore[call-overload]
                 " training folds, and every choice is made on inner folds of them; add clips of that class, or"
                 " draw fewer folds (`mvemo manifest folds MANIFEST --k`)"

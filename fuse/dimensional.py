@@ -22,7 +22,6 @@ from mvemo.fuse.models import per_patch_inputs, select_models
 from mvemo.fuse.regression import fit_values
 from mvemo.fuse.selection import SelectionConfig
 from mvemo.manifests.errors import ConfigError
-from mvemo.manifests.folds import fewest_groups
 from mvemo.manifests.targets import QUADRANTS, VALUE_COLUMNS, quadrants
 
 VALUE_METRIC_DEFINITIONS = {
@@ -144,13 +143,6 @@ def cross_validate_values(
     result = ValuesResult(tuple(names), targets.scale, k, per_repeat)  # type: ignore[arg-type]
     result.metrics = {name: summarize_values(result, name) for name in per_repeat[0]}
     return result
-
-
-def inner_strata(strata: np.ndarray, groups: list[str]) -> np.ndarray:
-    """What inner folds of these rows stratify by: the quadrants where each has two groups or more among them,
-    else nothing (a quadrant of one group could not sit on both sides of an inner split)."""
-    fewest, _ = fewest_groups(strata, groups)
-    return strata if fewest >= 2 else np.zeros_like(strata)
 
 
 def summarize_values(result: ValuesResult, model: str) -> dict[str, Any]:

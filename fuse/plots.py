@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from mvemo.fuse.metrics import macro_roc
+from mvemo.manifests.targets import QUADRANTS, quadrants
 
 
 def confusion_png(confusion: list[list[int]], classes: tuple[str, ...], title: str, path: Path) -> Path:
@@ -186,8 +187,13 @@ def timeline_png(
         shares = np.stack([faces[f"face_{e}"] for e in expressions], axis=1) * faces["face_share"][:, None]
         _stacked(axes[2], edges, shares, expressions, class_colours(expressions))
         axes[2].set_ylabel("faces:\nexpression x\nshare shown", fontsize=8)
-    axes[-1].set_xlabel("time (s)")
-    axes[-1].set_xlim(starts[0], ends[-1])
+    return _save_timeline(fig, axes[-1], starts, ends, path)
+
+
+def _save_timeline(fig: Any, bottom: Any, starts: np.ndarray, ends: np.ndarray, path: Path) -> Path:
+    """A timeline figure's time axis on its ``bottom`` panel, from the first start to the last end, saved to ``path``."""
+    bottom.set_xlabel("time (s)")
+    bottom.set_xlim(starts[0], ends[-1])
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -203,3 +209,54 @@ def _stacked(ax: Any, edges: np.ndarray, values: np.ndarray, names: list[str], c
         ax.fill_between(edges, low, high, step="post", color=colours[name], label=name, linewidth=0)
     ax.set_ylim(0, 1)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+
+
+def tags_timeline_png(
+    starts: np.ndarray, ends: np.ndarray, proba: np.ndarray, tags: list[str], thresholds: list[float], title: str, path: Path
+) -> Path:
+    """Each tag's probability over time as steps, its threshold dotted; beneath, a row per tag filled where the
+    tag is called (at or above its threshold)."""
+    colours = class_colours(tags)
+    edges = window_edges(starts, ends)
+    fig, (ax, band) = plt.subplots(2, 1, figsize=(10, 4 + 0.2 * len(tags)), sharex=True, height_ratios=[6, 1 + 0.3 * len(tags)])
+    for k, tag in enumerate(tags):
+        ax.step(edges, np.append(proba[:, k], proba[-1, k]), where="post", color=colours[tag], label=tag)
+        ax.axhline(thresholds[k], color=colours[tag], linestyle=":", linewidth=0.8)
+        for left, right, p in zip(edges[:-1], edges[1:], proba[:, k]):
+            if p >= thresholds[k]:
+                band.fill_between([left, right], k, k + 0.8, color=colours[tag], linewidth=0)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("probability (dotted: threshold)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    band.set_yticks(np.arange(len(tags)) + 0.4, tags, fontsize=7)
+    band.set_ylim(0, len(tags))
+    return _save_timeline(fig, band, starts, ends, path)
+
+
+QUADRANT_COLOURS = {"Q1": "#E69F00", "Q2": "#D55E00", "Q3": "#0072B2", "Q4": "#009E73", "high": "#E69F00", "low": "#0072B2"}
+
+
+def values_timeline_png(
+    starts: np.ndarray, ends: np.ndarray, values: np.ndarray, names: list[str], scale: tuple[float, float], title: str, path: Path
+) -> Path:
+    """Valence and arousal (or one of them) over time on their scale, its middle dashed; beneath, the quadrant of
+    each window (Q1 both high, Q2 valence low and arousal high, Q3 both low, Q4 valence high and arousal low)."""
+    edges = window_edges(starts, ends)
+    colours = {"valence": "#CC79A7", "arousal": "#56B4E9"}
+    fig, (ax, band) = plt.subplots(2, 1, figsize=(10, 4), sharex=True, height_ratios=[6, 1])
+    for k, name in enumerate(names):
+        ax.step(edges, np.append(values[:, k], values[-1, k]), where="post", color=colours[name], label=name, linewidth=2)
+    ax.axhline(sum(scale) / 2, color="grey", linestyle="--", linewidth=0.8)
+    ax.set_ylim(*scale)
+    ax.set_ylabel("value")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    categories = list(QUADRANTS) if len(names) == 2 else ["high", "low"]
+    for left, right, index in zip(edges[:-1], edges[1:], quadrants(values, scale)):
+        quadrant = categories[index]
+        band.axvspan(left, right, color=QUADRANT_COLOURS[quadrant])
+        band.text((left + right) / 2, 0.5, quadrant, ha="center", va="center", fontsize=7, color="white")
+    band.set_yticks([])
+    band.set_ylabel("quadrant", rotation=0, ha="right", va="center", fontsize=8)
+    return _save_timeline(fig, band, starts, ends, path)

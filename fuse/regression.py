@@ -24,7 +24,7 @@ from mvemo.fuse.compose import Best, Features, Late, Node, Stack, concatenated
 from mvemo.fuse.heads import standardization
 from mvemo.fuse.selection import SelectionConfig, decades
 from mvemo.manifests.errors import ConfigError, is_number
-from mvemo.manifests.folds import TooFewGroups, inner_splits
+from mvemo.manifests.folds import TooFewGroups, fewest_groups, inner_splits
 
 
 class RidgeHead(RegressorMixin, BaseEstimator):
@@ -34,7 +34,10 @@ class RidgeHead(RegressorMixin, BaseEstimator):
     training rows' smaller Gram matrix, which gives every alpha in closed form; the alpha of least mean squared error of
     the pooled out-of-fold predictions (the largest on a tie) is then refitted on
     every row. As in ``fuse.heads.LogisticHead``, the standardization uses every
-    training row: it reads no target.
+    training row: it reads no target. Rows predicted are clipped to the range of the
+    rows fitted, column by column (each inner split's to its training rows'): a sparse
+    embedding's column that barely varies in training has a tiny scale, and a new row's
+    value there would otherwise swing a linear prediction far off the scale.
 
     Parameters
     ----------
@@ -50,6 +53,8 @@ class RidgeHead(RegressorMixin, BaseEstimator):
     coef_ : ndarray, shape (d,)
         Weights on raw columns (the standardization folded in): ``predict(X) = X @ coef_ + intercept_``.
     intercept_ : float
+    low_, high_ : ndarray, shape (d,)
+        Each column's least and greatest value in the rows fitted; ``predict`` clips to them.
     alpha_ : float
         The alpha chosen.
     inner_pred_ : ndarray, shape (n,)
@@ -78,7 +83,7 @@ class RidgeHead(RegressorMixin, BaseEstimator):
         pred = np.empty((len(y), len(alphas)))
         for train, val in self._splits(len(y), groups, strata):
             center, offset, coefs = ridge_path(Z[train], y[train], alphas)
-            pred[val] = (Z[val] - center) @ coefs + offset
+            pred[val] = (np.clip(Z[val], Z[train].min(axis=0), Z[train].max(axis=0)) - center) @ coefs + offset
         mse = np.mean((pred - y[:, None]) ** 2, axis=0)
         best = int(np.flatnonzero(mse <= mse.min())[-1])
         self.alpha_ = float(alphas[best])
@@ -87,6 +92,7 @@ class RidgeHead(RegressorMixin, BaseEstimator):
         center, offset, coefs = ridge_path(Z, y, alphas[best : best + 1])
         self.coef_ = coefs[:, 0] / scale
         self.intercept_ = float(offset - (mean / scale + center) @ coefs[:, 0])
+        self.low_, self.high_ = X.min(axis=0), X.max(axis=0)
         return self
 
     def _splits(self, n: int, groups: Any, strata: Any) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -105,7 +111,7 @@ class RidgeHead(RegressorMixin, BaseEstimator):
         """Predictions for rows ``X`` (n, d): shape (n,)."""
         check_is_fitted(self, "coef_")
         X = validate_data(self, X, reset=False, dtype=np.float64)
-        return X @ self.coef_ + self.intercept_
+        return np.clip(X, self.low_, self.high_) @ self.coef_ + self.intercept_
 
 
 def ridge_path(Z: np.ndarray, y: np.ndarray, alphas: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
@@ -128,18 +134,24 @@ def ridge_path(Z: np.ndarray, y: np.ndarray, alphas: np.ndarray) -> tuple[np.nda
 
 
 class LinearPart(NamedTuple):
-    """One term of a fitted model's predictions: ``weight * (concatenated(blocks, inputs) @ coef.T + intercept)``,
-    ``coef`` (m, d) and ``intercept`` (m,) for m dimensions of values."""
+    """One term of a fitted model's predictions: ``weight * (clip(X, low, high) @ coef.T + intercept)`` with ``X``
+    the inputs' concatenated columns, ``low`` and ``high`` (d,) their range in the rows fitted, ``coef`` (m, d) and
+    ``intercept`` (m,) for m dimensions of values."""
 
     inputs: tuple[str, ...]
     coef: np.ndarray
     intercept: np.ndarray
     weight: float
+    low: np.ndarray
+    high: np.ndarray
 
 
 def predict_parts(parts: Sequence[LinearPart], blocks: Mapping[str, np.ndarray]) -> np.ndarray:
     """The sum of ``parts`` on rows ``blocks`` (input -> (n, d_i)): shape (n, m)."""
-    return sum(part.weight * (concatenated(blocks, part.inputs) @ part.coef.T + part.intercept) for part in parts)
+    return sum(
+        part.weight * (np.clip(concatenated(blocks, part.inputs), part.low, part.high) @ part.coef.T + part.intercept)
+        for part in parts
+    )
 
 
 def relative_error(values: np.ndarray, pred: np.ndarray) -> float:
@@ -181,7 +193,8 @@ class FeaturesValues(FittedValues):
 
     def linear_parts(self) -> list[LinearPart]:
         coef = np.stack([head.coef_ for head in self.heads])
-        return [LinearPart(self.node.inputs, coef, np.array([head.intercept_ for head in self.heads]), 1.0)]
+        intercept = np.array([head.intercept_ for head in self.heads])
+        return [LinearPart(self.node.inputs, coef, intercept, 1.0, self.heads[0].low_, self.heads[0].high_)]
 
     def choices(self) -> dict[str, Any]:
         return {"alpha": [head.alpha_ for head in self.heads]}
@@ -247,7 +260,8 @@ def fit_values(
     groups : sequence of str, length n
         The rows' groups, kept whole by inner folds.
     strata : ndarray of int, shape (n,)
-        What inner folds stratify by (e.g. binned values).
+        What inner folds stratify by (the quadrants), where every stratum has two groups or more among the rows;
+        else they are not stratified (a stratum of one group could not sit on both sides of an inner split).
     selection : SelectionConfig
         Its ``inner_folds`` and ``seed`` draw the inner folds.
 
@@ -263,6 +277,8 @@ def fit_values(
     """
     _require_offered(node)
     values = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
+    if fewest_groups(strata, groups)[0] < 2:
+        strata = np.zeros_like(strata)
     fitted: dict[Node, FittedValues] = {}
 
     def fit(node: Node) -> FittedValues:

@@ -17,7 +17,7 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import h5py
 import numpy as np
@@ -41,6 +41,18 @@ from mvemo.fuse.heads import LinearSoftmax
 from mvemo.fuse.inputs import input_set_name, layers_above, patch_count, read_input
 from mvemo.fuse.models import FusionModel
 from mvemo.fuse.saved_check import HEAD_ARRAYS, UPPER_HEAD_ARRAYS, Invalid, check_saved_model
+from mvemo.fuse.saved_targets import (
+    VALUE_ARRAYS,
+    FittedLinearValues,
+    FittedTags,
+    LinearValues,
+    fit_final_tags,
+    fit_final_values,
+    tags_from_record,
+    tags_record,
+    values_from_record,
+    values_record,
+)
 from mvemo.fuse.selection import SelectionConfig
 from mvemo.fuse.upper import UpperLayers, UpperSoftmax
 from mvemo.manifests.errors import CacheError, ConfigError
@@ -49,7 +61,8 @@ MODEL_JSON = "model.json"
 # 2: each model a tree (features, late, stack, best) of linear heads
 FORMAT = 2
 HEADS_H5 = "heads.h5"
-SavedHead = LinearSoftmax | UpperSoftmax  # what heads.h5 holds: a linear softmax layer, or fine-tuned upper layers
+# what heads.h5 holds: a linear softmax layer, fine-tuned upper layers, or a linear map to values
+SavedHead: TypeAlias = LinearSoftmax | UpperSoftmax | LinearValues
 CHECKPOINTS = "checkpoints"
 RESAVE = "save the model again with `mvemo fuse CACHE --out DIR`"
 
@@ -60,11 +73,13 @@ def train_final(
     head: Any,
     selection: SelectionConfig | None = None,
     upper: Mapping[str, UpperLayers] | None = None,
-) -> dict[str, Fitted]:
+    target: str = "label",
+) -> dict[str, Fitted | FittedTags | FittedLinearValues]:
     """Each model fitted on every usable clip of the final feature sets (``emb/<net>/all``, LLDs), its choices
-    made on inner folds of those clips (``upper``: as ``fuse.cv.cross_validate``'s)."""
+    made on inner folds of those clips (``upper``: as ``fuse.cv.cross_validate``'s); for ``target`` "tags" a model
+    per tag, for values (e.g. "valence,arousal") ridge heads (``fuse.saved_targets``)."""
     selection = selection or SelectionConfig()
-    fitted = {}
+    fitted: dict[str, Fitted | FittedTags | FittedLinearValues] = {}
     with Cache(cache_path) as cache:
         y = cache.y
         set_names = {name: input_set_name(cache, name, None) for model in models for name in model.inputs}
@@ -72,17 +87,43 @@ def train_final(
         above = layers_above(cache, set_names, upper or {})
         trainings = Trainings(y, cache.groups, len(cache.classes), head, selection, patches, above)
         reads = {set_name: read_input(cache, set_name) for set_name in set(set_names.values())}  # each set once
+        targets, groups = cache.targets, cache.groups
         for model in models:
             read = {name: reads[set_names[name]] for name in model.inputs}
             rows = np.flatnonzero(np.logical_and.reduce([done for _, done in read.values()]))
-            if len(np.unique(y[rows])) < 2:
+            blocks = {name: X for name, (X, _) in read.items()}
+            if target == "tags":
+                fitted[model.name] = fit_final_tags(
+                    model.node, rows, blocks, list(targets.tags), targets.tag_matrix, groups, head, selection, patches, above
+                )
+            elif target != "label":
+                columns = [targets.value_names.index(n) for n in target.split(",")]
+                values = targets.values[:, columns]
+                fitted[model.name] = fit_final_values(model.node, rows, blocks, values, targets.scale, groups, selection)
+            elif len(np.unique(y[rows])) < 2:
                 raise CacheError(f"model {model.name!r}: fewer than two classes among its {len(rows)} usable clips")
-            fitted[model.name] = fit(model.node, trainings.on(rows, {name: X for name, (X, _) in read.items()}))
+            else:
+                fitted[model.name] = fit(model.node, trainings.on(rows, blocks))
     return fitted
 
 
-def to_record(fitted: Fitted, heads: dict[str, SavedHead]) -> dict[str, Any]:
+def outputs_of(cache: Cache, target: str) -> dict[str, Any]:
+    """What a saved model's outputs are, for ``model.json``: its target and the cache's classes, with its tags, or
+    its value names and scale."""
+    outputs: dict[str, Any] = {"target": target, "classes": list(cache.classes)}  # the nets' heads are sized by them
+    if target == "tags":
+        return outputs | {"tags": list(cache.targets.tags)}
+    if target != "label":
+        return outputs | {"values": target.split(","), "scale": list(cache.targets.scale or ())}
+    return outputs
+
+
+def to_record(fitted: Fitted | FittedTags | FittedLinearValues, heads: dict[str, SavedHead]) -> dict[str, Any]:
     """A fitted model as JSON, its linear heads added to ``heads`` (stored in ``heads.h5`` under their keys)."""
+    if isinstance(fitted, FittedTags):
+        return tags_record(fitted, lambda m: to_record(m, heads))
+    if isinstance(fitted, FittedLinearValues):
+        return values_record(fitted, heads)
 
     def head(estimator: Any) -> str:
         saved = getattr(estimator, "linear_", None) or getattr(estimator, "upper_", None)
@@ -114,17 +155,22 @@ def to_record(fitted: Fitted, heads: dict[str, SavedHead]) -> dict[str, Any]:
     }
 
 
-def from_record(record: dict[str, Any], heads: dict[str, SavedHead], n_classes: int) -> Fitted:
-    """The fitted model a record describes (``to_record``'s inverse, as far as predicting goes)."""
+def from_record(record: dict[str, Any], heads: dict[str, SavedHead], n_classes: int) -> Any:
+    """The fitted model a record describes (``to_record``'s inverse, as far as predicting goes): a ``Fitted``, or
+    for tags and values a ``FittedTags`` or ``FittedLinearValues``."""
     kind = record["kind"]
+    if kind == "tags":
+        return tags_from_record(record, lambda member: from_record(member, heads, 2))
+    if kind == "values":
+        return values_from_record(record, heads)
     if kind == "features":
-        linear = heads[record["head"]]
+        linear: Any = heads[record["head"]]
         return FittedFeatures(Features(tuple(record["inputs"])), linear, linear.classes, n_classes, record["chosen"])
     members = [from_record(m, heads, n_classes) for m in record.get("members", [])]
     if kind == "late":
         return FittedLate(Late(tuple(m.node for m in members), record["weighted"]), members, np.asarray(record["weights"]))
     if kind == "stack":
-        meta = heads[record["meta"]]
+        meta: Any = heads[record["meta"]]
         return FittedStack(Stack(tuple(m.node for m in members)), members, meta, meta.classes, n_classes, record["chosen"])
     if kind == "best":
         chosen = from_record(record["chosen"], heads, n_classes)
@@ -157,10 +203,12 @@ def save_fusion_model(
     out: str | os.PathLike[str],
     cache_path: str | os.PathLike[str],
     models: list[FusionModel],
-    fitted: dict[str, Fitted],
+    fitted: dict[str, Any],
     header: dict[str, Any],
+    target: str = "label",
 ) -> Path:
-    """Write ``out/model.json`` and ``out/heads.h5``; returns the folder."""
+    """Write ``out/model.json`` and ``out/heads.h5`` of the models of ``target`` (``train_final``'s); returns the
+    folder."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     heads: dict[str, SavedHead] = {}
@@ -168,7 +216,7 @@ def save_fusion_model(
         document = {
             **header,
             "format": FORMAT,
-            "classes": list(cache.classes),
+            **outputs_of(cache, target),
             # the content hash of every clip the model trained on: predict warns when it meets one again
             "training_media_sha256": sorted({h.decode() for h in cache.media_hash} - {""}),
             "models": {
@@ -205,6 +253,19 @@ def _copy_checkpoints(document: dict[str, Any], cache_dir: Path, out: Path) -> N
             described["checkpoint"] = {"path": str(target), "sha256": record["sha256"]}
 
 
+HEAD_KINDS = (UPPER_HEAD_ARRAYS, HEAD_ARRAYS, VALUE_ARRAYS)
+
+
+def saved_head(group: Mapping[str, np.ndarray]) -> SavedHead:
+    """The head a group of ``heads.h5`` holds, by its arrays: fine-tuned upper layers, a softmax layer, or a linear
+    map to values."""
+    if set(UPPER_HEAD_ARRAYS) <= set(group):
+        return UpperSoftmax(**{key: group[key] for key in UPPER_HEAD_ARRAYS})
+    if set(HEAD_ARRAYS) <= set(group):
+        return LinearSoftmax(*(group[key] for key in HEAD_ARRAYS))
+    return LinearValues(*(group[key] for key in VALUE_ARRAYS))
+
+
 @dataclass
 class SavedFusionModel:
     """A loaded fusion model: ``predict_proba(name, inputs)`` with inputs keyed like the model's."""
@@ -215,7 +276,31 @@ class SavedFusionModel:
 
     @property
     def classes(self) -> list[str]:
-        return list(self.document["classes"])
+        return list(self.document.get("classes", ()))
+
+    @property
+    def target(self) -> str:
+        """What the model predicts: ``label``, ``tags`` or value names joined by commas (``valence,arousal``)."""
+        return str(self.document.get("target", "label"))
+
+    @property
+    def outputs(self) -> list[str]:
+        """The names of ``predict_proba``'s columns: the classes, the tags, or the value names."""
+        key = {"label": "classes", "tags": "tags"}.get(self.target, "values")
+        return list(self.document[key])
+
+    @property
+    def scale(self) -> tuple[float, float] | None:
+        """The values' scale (its middle divides the quadrants), for a value model."""
+        scale = self.document.get("scale")
+        return (float(scale[0]), float(scale[1])) if scale else None
+
+    def thresholds(self, name: str) -> list[float]:
+        """Model ``name``'s threshold per tag, at and above which the tag is called (a tag model)."""
+        fitted = self.fitted[name]
+        if not isinstance(fitted, FittedTags):
+            raise ConfigError(f"model {name!r} predicts {self.target}, not tags: it has no thresholds")
+        return list(fitted.thresholds)
 
     @property
     def models(self) -> list[str]:
@@ -257,7 +342,8 @@ class SavedFusionModel:
         }
 
     def predict_proba(self, name: str, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        """Probabilities over all classes, shape (n, n_classes); ``inputs`` maps each input name to (n, d)."""
+        """Probabilities over all classes, shape (n, n_classes) (a tag model: each tag's, (n, n_tags); a value
+        model: the values, (n, n_values)); ``inputs`` maps each input name to (n, d)."""
         blocks = {key: np.asarray(X, dtype=np.float64).reshape(len(X), -1) for key, X in inputs.items()}
         return self.fitted[name].proba(blocks)
 
@@ -297,12 +383,8 @@ def load_fusion_model(folder: str | os.PathLike[str]) -> SavedFusionModel:
     except Invalid as problem:
         raise ConfigError(f"{where}: {problem}; {RESAVE}") from None
     heads: dict[str, SavedHead] = {  # a group no model names was not checked: it is left out
-        name: UpperSoftmax(**{key: group[key] for key in UPPER_HEAD_ARRAYS})
-        if set(UPPER_HEAD_ARRAYS) <= set(group)
-        else LinearSoftmax(*(group[key] for key in HEAD_ARRAYS))
-        for name, group in arrays.items()
-        if set(HEAD_ARRAYS) <= set(group) or set(UPPER_HEAD_ARRAYS) <= set(group)
+        name: saved_head(group) for name, group in arrays.items() if any(set(k) <= set(group) for k in HEAD_KINDS)
     }
-    n_classes = len(document["classes"])
+    n_classes = len(document.get("classes", ()))
     fitted = {name: from_record(m["model"], heads, n_classes) for name, m in document["models"].items()}
     return SavedFusionModel(folder, document, fitted)

@@ -19,6 +19,7 @@ import numpy as np
 from mvemo.fuse.models import LLDSTATS
 from mvemo.fuse.upper import UpperSoftmax
 from mvemo.manifests.errors import is_number
+from mvemo.manifests.targets import VALUE_COLUMNS
 
 HEAD_ARRAYS = ("classes", "mean", "scale", "weights", "bias")
 UPPER_HEAD_ARRAYS = tuple(field.name for field in dataclasses.fields(UpperSoftmax))  # fine-tuned layers above a cut
@@ -32,13 +33,15 @@ def check_saved_model(document: Any, heads: Mapping[str, Mapping[str, np.ndarray
     """Raise ``Invalid`` naming the first problem of a saved model: ``document`` (``model.json``), ``heads`` (each
     group of ``heads.h5`` by name: its arrays by key), ``folder`` (where its checkpoints lie)."""
     _require(isinstance(document, dict), "", "is not a JSON object")
-    classes = document.get("classes")
+    target = document.get("target", "label")
     _require(
-        isinstance(classes, list) and len(classes) >= 2 and all(isinstance(c, str) and c for c in classes),
-        "classes",
-        "is not a list of two or more class names",
+        target in ("label", "tags") or (isinstance(target, str) and target.split(",") == document.get("values")),
+        "target",
+        "is not label, tags or the value names",
     )
-    _require(len(set(classes)) == len(classes), "classes", f"names a class twice: {classes}")
+    outputs = _check_outputs(document, target)
+    classes = document.get("classes")
+    _require(isinstance(classes, list) and all(isinstance(c, str) for c in classes), "classes", "is not a list of names")
     models = document.get("models")
     _require(isinstance(models, dict) and models, "models", "is not a non-empty object of models by name")
     default = document.get("default_model")
@@ -52,10 +55,34 @@ def check_saved_model(document: Any, heads: Mapping[str, Mapping[str, np.ndarray
         isinstance(accuracy, dict) and all(is_number(a) for a in accuracy.values()), "cv_accuracy", "is not numbers by model"
     )
     for name, model in models.items():
-        _check_model(model, f"models[{name!r}]", len(classes), heads, folder)
+        _check_model(model, f"models[{name!r}]", target, outputs, heads, folder)
 
 
-def _check_model(model: Any, where: str, n_classes: int, heads: Mapping[str, Mapping[str, np.ndarray]], folder: Path) -> None:
+def _check_outputs(document: dict[str, Any], target: str) -> list[str]:
+    """The names of a saved model's outputs: its classes, its tags, or its value names (with their scale)."""
+    key = {"label": "classes", "tags": "tags"}.get(target, "values")
+    names: Any = document.get(key)
+    fewest = 2 if key == "classes" else 1
+    _require(
+        isinstance(names, list) and len(names) >= fewest and all(isinstance(c, str) and c for c in names),
+        key,
+        f"is not a list of {fewest} or more names",
+    )
+    _require(len(set(names)) == len(names), key, f"names one twice: {names}")
+    if key == "values":
+        _require(set(names) <= set(VALUE_COLUMNS), key, f"are not among {list(VALUE_COLUMNS)}")
+        scale = document.get("scale")
+        _require(
+            isinstance(scale, list) and len(scale) == 2 and all(is_number(v) for v in scale) and scale[0] < scale[1],
+            "scale",
+            "is not [low, high]",
+        )
+    return names
+
+
+def _check_model(
+    model: Any, where: str, target: str, outputs: list[str], heads: Mapping[str, Mapping[str, np.ndarray]], folder: Path
+) -> None:
     _require(isinstance(model, dict), where, "is not an object")
     for key in ("kind", "expression"):
         _require(isinstance(model.get(key), str), f"{where}.{key}", "is not a string")
@@ -72,7 +99,12 @@ def _check_model(model: Any, where: str, n_classes: int, heads: Mapping[str, Map
     for input_name, (set_name, described) in zip(inputs, sets.items()):
         _check_feature_set(input_name, set_name, described, f"{where}.feature_sets[{set_name!r}]", folder)
     record = model.get("model")
-    read = _check_record(record, f"{where}.model", set(inputs), n_classes, heads)
+    if target == "tags":
+        read = _check_tags(record, f"{where}.model", set(inputs), outputs, heads)
+    elif target != "label":
+        read = _check_values(record, f"{where}.model", set(inputs), len(outputs), heads)
+    else:
+        read = _check_record(record, f"{where}.model", set(inputs), len(outputs), heads)
     _require(read == set(inputs), f"{where}.inputs", f"{inputs} are not the inputs its heads read ({sorted(read)})")
 
 
@@ -141,6 +173,55 @@ def _check_record(
     else:
         _check_head(record.get("meta"), f"{where}.meta", n_classes, heads, len(members) * n_classes)
         _require(isinstance(record.get("chosen"), dict), f"{where}.chosen", "is not an object")
+    return read
+
+
+def _check_tags(
+    record: Any, where: str, inputs: set[str], tags: list[str], heads: Mapping[str, Mapping[str, np.ndarray]]
+) -> set[str]:
+    """A tag model: a two-class model and a threshold in [0, 1] per tag, in the tags' order."""
+    _require(isinstance(record, dict) and record.get("kind") == "tags", where, "is not a tag model")
+    per_tag = record.get("per_tag")
+    _require(
+        isinstance(per_tag, list) and [e.get("tag") if isinstance(e, dict) else None for e in per_tag] == tags,
+        f"{where}.per_tag",
+        f"is not one entry per tag {tags}",
+    )
+    read: set[str] = set()
+    for i, entry in enumerate(per_tag):
+        threshold = entry.get("threshold")
+        _require(is_number(threshold) and 0 <= threshold <= 1, f"{where}.per_tag[{i}].threshold", "is not in [0, 1]")
+        read |= _check_record(entry.get("model"), f"{where}.per_tag[{i}].model", inputs, 2, heads)
+    return read
+
+
+def _check_values(
+    record: Any, where: str, inputs: set[str], n_values: int, heads: Mapping[str, Mapping[str, np.ndarray]]
+) -> set[str]:
+    """A value model: linear maps of the model's inputs, each in heads.h5 whole with one row per value."""
+    _require(isinstance(record, dict) and record.get("kind") == "values", where, "is not a value model")
+    parts = record.get("parts")
+    _require(isinstance(parts, list) and parts, f"{where}.parts", "is not a non-empty list")
+    read: set[str] = set()
+    for i, part in enumerate(parts):
+        at = f"{where}.parts[{i}]"
+        _require(isinstance(part, dict) and is_number(part.get("weight")), at, "is not an object with a weight")
+        names = part.get("inputs")
+        _require(isinstance(names, list) and names and set(names) <= inputs, f"{at}.inputs", f"are not among {sorted(inputs)}")
+        key = part.get("head")
+        _require(isinstance(key, str) and key in heads, f"{at}.head", f"{key!r} is not in heads.h5")
+        coef, intercept, low, high = (
+            np.asarray(heads[key].get(name, np.zeros(0))) for name in ("coef", "intercept", "low", "high")
+        )
+        d = coef.shape[1] if coef.ndim == 2 else -1
+        _require(
+            coef.shape == (n_values, d) and intercept.shape == (n_values,) and low.shape == high.shape == (d,)
+            and all(a.dtype.kind == "f" and np.isfinite(a).all() for a in (coef, intercept, low, high)),
+            f"{at}.head",
+            f"{key!r}: coef {coef.shape}, intercept {intercept.shape}, low {low.shape} and high {high.shape} are not a"
+            f" finite map of d columns to {n_values} values",
+        )  # fmt: skip
+        read |= set(names)
     return read
 
 

@@ -15,8 +15,8 @@ from mvemo.cache.read import Cache
 from mvemo.fuse.cv import CvResult, cross_validate
 from mvemo.fuse.dimensional import ValuesResult, cross_validate_values
 from mvemo.fuse.families import make_head
-from mvemo.fuse.models import INTEGRATED
-from mvemo.fuse.provenance import provenance, top_tags
+from mvemo.fuse.models import INTEGRATED, select_models
+from mvemo.fuse.provenance import protocol, provenance, top_tags
 from mvemo.fuse.report import write_report
 from mvemo.fuse.saved import save_fusion_model, train_final
 from mvemo.fuse.selection import SelectionConfig
@@ -119,7 +119,7 @@ def resolve_target(cache_path: str | os.PathLike[str], target: str | None) -> st
             return "tags" if cache.targets.tags else ",".join(cache.targets.value_names)
     names = [n.strip() for n in target.split(",")]
     if target in ("label", "tags") or (names and len(set(names)) == len(names) and set(names) <= set(VALUE_COLUMNS)):
-        return target if target in ("label", "tags") else ",".join(names)
+        return target if target in ("label", "tags") else ",".join(n for n in VALUE_COLUMNS if n in names)
     raise ConfigError(f"--target {target!r}: expected label, tags, or valence,arousal (or one of the two)")
 
 
@@ -148,6 +148,10 @@ def run_target_cv(
         values = cross_validate_values(
             cache_path, names=tuple(target.split(",")), repeats=options.get("repeats", 1), selection=selection, **fixed
         )
+        if head or options.get("reference"):
+            values.notes.append(
+                "valence/arousal heads are ridge regressions, alpha chosen on inner folds: --head and --reference do not apply"
+            )
         document, result = values_document(values), values
     document |= {"version": mvemo_version(), "versions": package_versions(), "selection": selection.to_json()}
     return write_target_report(document, result, Path(out))
@@ -157,6 +161,7 @@ def fuse_cache(
     cache_path: str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
+    target: str = "label",
     models: str | None = None,
     repeats: int = 1,
     reference: str | None = None,
@@ -167,37 +172,34 @@ def fuse_cache(
     progress: Progress | None = None,
     upper: Mapping[str, UpperLayers] | None = None,
 ) -> tuple[dict[str, Any], Path]:
-    """The CV report in ``out``, then every model fitted on all clips (its choices made on inner folds of them),
-    saved in ``out/model``.
+    """The CV report of ``target`` (``resolve_target``) in ``out``, then every model fitted on all clips (its
+    choices made on inner folds of them), saved in ``out/model``.
 
     The saved model's default for ``predict`` is the integrated model (``integrated``, ``integrated-audio`` or an
     ``integrated(...)`` of named inputs) where it is saved, else the first model listed: never one chosen by its
     outer-fold scores."""
     selection = selection or SelectionConfig()
-    run = run_cv(
-        cache_path,
-        out,
-        models=models,
-        repeats=repeats,
-        reference=reference,
-        head=head,
-        head_params=head_params,
-        selection=selection,
-        executor=executor,
-        progress=progress,
-        upper=upper,
-    )
-    document = run.document
-    chosen = [model for model in run.result.models if model.name in document["models"]]  # the scored ones
-    fitted = train_final(cache_path, chosen, make_head(head, selection, **(head_params or {})), selection, upper)
-    accuracy = {name: m["accuracy"]["mean"] for name, m in document["models"].items()}
-    integrated = [name for name in accuracy if name in INTEGRATED or name.startswith("integrated(")]
-    default = (integrated or list(accuracy))[0]
-    header = {key: document[key] for key in ("version", "protocol", "cache_fingerprint", "provenance")} | {
+    options: dict[str, Any] = {"models": models, "repeats": repeats, "reference": reference, "executor": executor}
+    options |= {"progress": progress, "upper": upper, "head": head, "head_params": head_params, "selection": selection}
+    scores: dict[str, Any] = {}
+    if target == "label":
+        run = run_cv(cache_path, out, **options)
+        document, scored = run.document, run.document["models"]
+        scores = {"cv_accuracy": {name: m["accuracy"]["mean"] for name, m in scored.items()}}
+    else:
+        document = run_target_cv(cache_path, out, target, **options)
+        scored = document["metrics"]
+    with Cache(cache_path) as cache:
+        chosen = [model for model in select_models(cache, models) if model.name in scored]
+        header: dict[str, Any] = {"version": mvemo_version(), "protocol": protocol(cache)}
+        header["cache_fingerprint"] = cache.combined_fingerprint()
+        header["provenance"] = provenance(cache)
+    fitted = train_final(cache_path, chosen, make_head(head, selection, **(head_params or {})), selection, upper, target)
+    integrated = [name for name in scored if name in INTEGRATED or name.startswith("integrated(")]
+    header |= scores | {
         "head": head or " | ".join(selection.heads),
         "head_params": head_params or {},
         "selection": selection.to_json(),
-        "cv_accuracy": accuracy,
-        "default_model": default,
+        "default_model": (integrated or list(scored))[0],
     }
-    return document, save_fusion_model(Path(out) / "model", cache_path, chosen, fitted, header)
+    return document, save_fusion_model(Path(out) / "model", cache_path, chosen, fitted, header, target)

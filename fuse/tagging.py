@@ -17,7 +17,7 @@ import numpy as np
 from sklearn.metrics import average_precision_score, f1_score, label_ranking_average_precision_score, roc_auc_score
 
 from mvemo.cache.read import Cache
-from mvemo.fuse.cv import CvResult, Labels, cross_validate
+from mvemo.fuse.cv import CvResult, Labels, TooFewToChoose, cross_validate
 from mvemo.manifests.errors import ConfigError
 from mvemo.manifests.targets import rarest_tag
 
@@ -30,8 +30,8 @@ TAG_METRIC_DEFINITIONS = {
     "AP micro": "the average precision of every (clip, tag) pair pooled",
     "F1": "per tag, with the tag called present at and above the threshold chosen on each fold's inner folds; its"
     " macro mean over tags",
-    "LRAP": "label-ranking average precision: per clip with at least one tag, the mean over its tags of the share of"
-    " tags ranked at or above it that are its own; averaged over clips",
+    "LRAP": "label-ranking average precision over the scored tags: per clip with at least one of them, the mean over"
+    " its tags of the share of tags ranked at or above it that are its own; averaged over clips",
 }
 
 
@@ -53,7 +53,8 @@ def cross_validate_tags(cache_path: str | os.PathLike[str], **options: Any) -> T
 
     ``options`` are ``fuse.cv.cross_validate``'s (models, n_folds, repeats, head, selection, executor, progress,
     upper). A tag with fewer than two groups of present (or absent) clips among some fold's training rows cannot
-    choose on inner folds: it is reported unscored with the reason, and the others are scored.
+    choose on inner folds (``fuse.cv.TooFewToChoose``): it is reported unscored with the reason, and the others are
+    scored; any other error stops the run.
 
     Raises
     ------
@@ -61,7 +62,7 @@ def cross_validate_tags(cache_path: str | os.PathLike[str], **options: Any) -> T
         When the cache holds no tags, or no tag can be scored.
     """
     with Cache(cache_path) as cache:
-        targets = cache.targets
+        targets, groups = cache.targets, cache.groups
     if not targets.tags:
         raise ConfigError(
             f"cache {str(cache_path)!r} holds no tags; give the manifest a 'tags' column (`mvemo manifest scan ROOT"
@@ -72,9 +73,13 @@ def cross_validate_tags(cache_path: str | os.PathLike[str], **options: Any) -> T
     per_tag, unscored = {}, {}
     for t, tag in enumerate(targets.tags):
         labels = Labels((f"not {tag}", tag), matrix[:, t], strata)
+        why = unlearnable(matrix[:, t], groups)
+        if why:
+            unscored[tag] = why
+            continue
         try:
             per_tag[tag] = cross_validate(cache_path, labels=labels, **options)
-        except ConfigError as err:
+        except TooFewToChoose as err:
             unscored[tag] = str(err)
     if not per_tag:
         tag, why = next(iter(unscored.items()))
@@ -85,6 +90,16 @@ def cross_validate_tags(cache_path: str | os.PathLike[str], **options: Any) -> T
     models = [m for m in first.predictions if all(m in r.predictions for r in per_tag.values())]
     result.metrics = {m: _over_repeats([tag_metrics(*_repeat(per_tag, m, r)) for r in range(len(first.repeats))]) for m in models}
     return result
+
+
+def unlearnable(y: np.ndarray, groups: list[str]) -> str | None:
+    """Why nothing can be chosen on inner folds for a tag (``y`` 0/1 per row), or None: fewer than two groups carry
+    it, or lack it. Such a tag is reported unscored, and a saved model gives it its share (``fuse.saved_targets``)."""
+    carried = len({g for g, v in zip(groups, y) if v})
+    lacked = len({g for g, v in zip(groups, y) if not v})
+    if min(carried, lacked) >= 2:
+        return None
+    return f"{carried} group(s) carry it and {lacked} lack it; choosing on inner folds needs 2 or more of each"
 
 
 def _repeat(per_tag: dict[str, CvResult], model: str, r: int) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -67,10 +68,10 @@ def assign_folds(
         raise ManifestError(f"--k {k}: cross-validation needs at least 2 folds")
     fewest, rarest = fewest_groups(y, groups)
     smallest = manifest.strata_names[rarest]
-    if k > fewest:
+    if k > fewest and manifest.classes:  # a rare tag or quadrant is spread over as many folds as it has groups
         raise ManifestError(
-            f"--k {k} is larger than the {fewest} groups of {stratum_kind(manifest)} {smallest!r}: some fold would"
-            f" have no {smallest!r} clip; use --k {fewest} or fewer, or add clips of it"
+            f"--k {k} is larger than the {fewest} groups of class {smallest!r}: some fold would have no {smallest!r}"
+            f" clip; use --k {fewest} or fewer, or add clips of that class"
         )
     return manifest.with_folds(draw_folds(y, groups, k=k, seed=seed).tolist())
 
@@ -112,11 +113,14 @@ def stratum_kind(manifest: Manifest) -> str:
 
 
 def draw_folds(y: np.ndarray, groups: Sequence[str], *, k: int, seed: int) -> np.ndarray:
-    """Stratified folds 0..k-1 that keep each group whole, shuffled by ``seed``: shape (n,), int64."""
+    """Stratified folds 0..k-1 that keep each group whole, shuffled by ``seed``: shape (n,), int64. A stratum of
+    fewer groups than ``k`` (a rare tag's) lies in as many folds as it has groups."""
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     folds = np.empty(len(y), dtype=np.int64)
-    for fold, (_, test) in enumerate(splitter.split(np.zeros(len(y)), y, list(groups))):
-        folds[test] = fold
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
+        for fold, (_, test) in enumerate(splitter.split(np.zeros(len(y)), y, list(groups))):
+            folds[test] = fold
     return folds
 
 

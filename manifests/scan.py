@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from mvemo.manifests.errors import ManifestError
 from mvemo.manifests.schema import Clip, Manifest, read_csv_table
-from mvemo.manifests.targets import parse_scale, parse_tags, parse_value, parse_vocabulary
+from mvemo.manifests.targets import ANNOTATIONS_COLUMN, TARGET_COLUMNS, parse_scale, parse_tags, parse_value, parse_vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -68,16 +70,19 @@ def scan_labelled(
 ) -> Manifest:
     """A manifest of every media file under ``root`` (any layout), its targets taken from a side table.
 
-    ``labels`` is a CSV whose column ``key`` holds each clip's id (the path under ``root``, as ``scan_tree``
-    writes it, or the file's stem) and whose columns ``label``, ``tags``, ``valence`` and ``arousal``, those it
-    has, hold the targets. Its header lines may state the classes, the tag vocabulary and the scale as a
-    manifest's do (``# tags: [...]``, ``# scale: [1, 9]``); ``scale`` overrides its ``# scale:`` line.
+    Files pair as in ``scan_tree`` (a video and an audio file of one stem make one clip). ``labels`` is a CSV
+    whose column ``key`` holds each clip's id (the path under ``root``, as ``scan_tree`` writes it, or the file's
+    stem where no other folder has that stem) and whose columns ``label``, ``tags``, ``valence``, ``arousal`` and
+    ``annotations`` (a path relative to ``labels``' folder), those it has, hold the targets; a ``group`` column
+    replaces the group drawn from the path, and any other column is kept as an extra (e.g. ``artist``, for
+    ``mvemo manifest folds --group-by artist``). Its header lines may state the classes, the tag vocabulary and the
+    scale as a manifest's do (``# tags: [...]``, ``# scale: [1, 9]``); ``scale`` overrides its ``# scale:`` line.
 
     Raises
     ------
     ManifestError
-        Naming the clip: a media file without a row, an unknown tag, a non-finite value, or a value column that
-        some clips leave empty. Rows without a media file are left out with a warning.
+        Naming the clip: a media file without a row, two rows of one id, an unknown tag, a non-finite value, or a
+        value column that some clips leave empty. Rows without a media file are left out with a warning.
     """
     root = Path(os.path.normpath(Path(root).absolute()))
     labels = Path(labels)
@@ -91,31 +96,34 @@ def scan_labelled(
             f"--labels {str(labels)!r} has no column {key!r} (columns are {columns}); name the id column with --key"
         )
     marker = _compile(group_regex)
-    by_id = {_text(row[key]): (n, row) for n, row in enumerate(rows, start=1)}
-    clips, matched = [], set()
-    for path in sorted(_media_files(root)):
-        clip_id = path.relative_to(root).as_posix()
-        stem = PurePosixPath(clip_id).with_suffix("")
-        n, row = by_id.get(clip_id) or by_id.get(stem.name) or (0, None)
-        if row is None:
+    by_id: dict[str, tuple[int, dict[str, Any]]] = {}
+    for n, row in enumerate(rows, start=1):
+        value = _text(row[key])
+        if value in by_id:
             raise ManifestError(
-                f"clip {clip_id!r}: no row of --labels {str(labels)!r} has {key} {clip_id!r} or {stem.name!r};"
-                " add its row, or move the file out of the scanned folder"
+                f"--labels {str(labels)!r} rows {by_id[value][0]} and {n} both have {key} {value!r}; give each clip one row"
             )
-        matched.add(n)
-        where = f"--labels {str(labels)!r} row {n} (clip {clip_id!r})"
-        clips.append(
-            Clip(
-                clip_id,
-                _text(row.get("label")),
-                path if _kind(path) == "video" else None,
-                path,
-                marker.sub("", stem.as_posix()),
-                tags=parse_tags(row.get("tags")),
-                valence=parse_value(row.get("valence"), column="valence", where=where),
-                arousal=parse_value(row.get("arousal"), column="arousal", where=where),
+        by_id[value] = (n, row)
+    by_stem: dict[PurePosixPath, list[Path]] = defaultdict(list)
+    for path in sorted(_media_files(root)):
+        by_stem[PurePosixPath(path.relative_to(root).as_posix()).with_suffix("")].append(path)
+    stems = Counter(stem.name for stem in by_stem)  # a stem that names files in two folders identifies neither
+    clips, matched = [], set()
+    for stem, paths in by_stem.items():
+        for clip in _clips_of_stem("", paths, root, marker.sub("", stem.as_posix())):
+            n, row = by_id.get(clip.clip_id) or (by_id.get(stem.name) if stems[stem.name] == 1 else None) or (0, {})
+            if not n:
+                twice = f" (its stem {stem.name!r} names files in {stems[stem.name]} folders)" if stems[stem.name] > 1 else ""
+                raise ManifestError(
+                    f"clip {clip.clip_id!r}: no row of --labels {str(labels)!r} has {key} {clip.clip_id!r} or"
+                    f" {stem.name!r}{twice}; add its row, or move the file out of the scanned folder"
+                )
+            matched.add(n)
+            clips.append(
+                _labelled(
+                    clip, row, where=f"--labels {str(labels)!r} row {n} (clip {clip.clip_id!r})", key=key, folder=labels.parent
+                )
             )
-        )
     unused = len(rows) - len(matched)
     if unused:
         log.warning("scan: %d rows of %s match no media file under %s and were left out", unused, labels, root)
@@ -127,6 +135,22 @@ def scan_labelled(
     if scale is None and "scale" in headers:
         scale = parse_scale(headers["scale"], where=where)
     return Manifest(tuple(classes), tuple(clips), tags=tuple(tags), scale=scale)
+
+
+def _labelled(clip: Clip, row: dict[str, Any], *, where: str, key: str, folder: Path) -> Clip:
+    """``clip`` with the targets of its row of a side table (annotation paths relative to the table's ``folder``),
+    its ``group`` where the row gives one, and the row's other columns as extras."""
+    notes = _text(row.get(ANNOTATIONS_COLUMN))
+    return replace(
+        clip,
+        label=_text(row.get("label")),
+        group=_text(row.get("group")) or clip.group,
+        tags=parse_tags(row.get("tags")),
+        valence=parse_value(row.get("valence"), column="valence", where=where),
+        arousal=parse_value(row.get("arousal"), column="arousal", where=where),
+        annotations=Path(os.path.normpath(folder.absolute() / notes)) if notes else None,
+        extra={k: v for k, v in row.items() if k not in (key, "label", "group", *TARGET_COLUMNS, ANNOTATIONS_COLUMN)},
+    )
 
 
 def _compile(group_regex: str) -> re.Pattern[str]:

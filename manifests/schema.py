@@ -27,6 +27,7 @@ import numpy as np
 
 from mvemo.manifests.errors import ManifestError
 from mvemo.manifests.targets import (
+    ANNOTATIONS_COLUMN,
     TARGET_COLUMNS,
     VALUE_COLUMNS,
     check_targets,
@@ -67,6 +68,8 @@ class Clip:
         Emotion tags, each one of the manifest's ``tags``.
     valence, arousal : float or None
         Values on the manifest's ``scale``, None where the manifest has none.
+    annotations : Path or None
+        Absolute path of a CSV of the clip's values over time (``manifests.targets.read_annotations``).
     extra : dict
         Unknown columns, kept as read.
     """
@@ -81,6 +84,7 @@ class Clip:
     tags: tuple[str, ...] = ()
     valence: float | None = None
     arousal: float | None = None
+    annotations: Path | None = None
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -269,10 +273,10 @@ class Manifest:
         return list(names)
 
     def missing_files(self) -> list[str]:
-        """One message per media path that does not exist, naming row, column, path and fix."""
+        """One message per media or annotation path that does not exist, naming row, column, path and fix."""
         problems = []
         for row, clip in enumerate(self.clips, start=1):
-            for column in clip.modalities:
+            for column in (*clip.modalities, *([ANNOTATIONS_COLUMN] if clip.annotations else [])):
                 path = getattr(clip, column)
                 if not path.is_file():
                     problems.append(
@@ -346,6 +350,7 @@ def write_manifest(manifest: Manifest, path: str | os.PathLike[str]) -> Path:
     root = path.parent.absolute()
     rows = [_row_from_clip(c, root) for c in manifest.clips]
     targets = (["tags"] if manifest.tags else []) + list(manifest.value_names)
+    targets += [ANNOTATIONS_COLUMN] if any(c.annotations for c in manifest.clips) else []
     columns = [c for c in COLUMNS if c != "label" or manifest.classes] + targets + manifest.extra_columns
     given: dict[str, list[Any]] = {
         "classes": list(manifest.classes),
@@ -457,12 +462,13 @@ def _clip_from_row(row: Mapping[str, Any], n: int, root: Path) -> Clip:
         label=_text(row.get("label")),
         group=_text(row.get("group")),
         fold=_parse_fold(row.get("fold"), where),
-        extra={k: v for k, v in row.items() if k not in COLUMNS + TARGET_COLUMNS},
+        extra={k: v for k, v in row.items() if k not in (*COLUMNS, *TARGET_COLUMNS, ANNOTATIONS_COLUMN)},
         tags=parse_tags(row.get("tags")),
         video=Path(os.path.normpath(root / video)) if video else None,
         audio=Path(os.path.normpath(root / audio)) if audio else None,
         valence=parse_value(row.get("valence"), column="valence", where=where),
         arousal=parse_value(row.get("arousal"), column="arousal", where=where),
+        annotations=Path(os.path.normpath(root / notes)) if (notes := _text(row.get(ANNOTATIONS_COLUMN))) else None,
     )
 
 
@@ -494,6 +500,7 @@ def _row_from_clip(clip: Clip, root: Path) -> dict[str, Any]:
         "tags": ";".join(clip.tags),
         "valence": clip.valence,
         "arousal": clip.arousal,
+        ANNOTATIONS_COLUMN: _relative(clip.annotations, root),
     }
     row.update(clip.extra)
     return row

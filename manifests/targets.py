@@ -8,15 +8,20 @@ A manifest may carry three kinds of target (DESIGN.md, "Targets"):
 - ``valence`` and ``arousal``: one number per clip on the scale of a ``# scale: [low, high]`` header line.
   The middle of the scale divides the four quadrants of Russell's circumplex: Q1 (valence and arousal high,
   e.g. happy), Q2 (low valence, high arousal: angry), Q3 (both low: sad), Q4 (high valence, low arousal: calm).
+  A clip may also name an ``annotations`` CSV of its values over time (``time_s`` and the value columns, e.g. one
+  row per second, as DEAM and PMEmo give them): a window of the clip then takes the mean of the rows within it
+  (``window_values``).
 
 Stratified folds follow the first kind a manifest has, in that order (``strata``).
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +29,8 @@ import numpy as np
 from mvemo.manifests.errors import ManifestError
 
 TAG_SEPARATOR = ";"
+ANNOTATIONS_COLUMN = "annotations"  # a clip's CSV of values over time
+TIME_COLUMN = "time_s"
 VALUE_COLUMNS = ("valence", "arousal")
 TARGET_COLUMNS = ("tags", *VALUE_COLUMNS)
 QUADRANTS = ("Q1", "Q2", "Q3", "Q4")
@@ -124,6 +131,12 @@ def check_targets(
                         f"row {row} (clip {clip.clip_id!r}): column {column!r} value {value} lies outside the scale"
                         f" {list(scale)}; fix the value or the '# scale:' line"
                     )
+    noted = next((c for c in clips if c.annotations is not None), None)
+    if noted is not None and not any(getattr(noted, c) is not None for c in VALUE_COLUMNS):
+        raise ManifestError(
+            f"clip {noted.clip_id!r} names annotations over time, and the manifest has no 'valence' or 'arousal'"
+            " column; give the clips' values (e.g. the mean or static rating) and a '# scale:' line"
+        )
     if clips and not classes and not tags and all(getattr(clips[0], c) is None for c in VALUE_COLUMNS):
         raise ManifestError(
             "the manifest has no target: no 'label', 'tags', 'valence' or 'arousal' column; add one"
@@ -156,3 +169,55 @@ def rarest_tag(matrix: np.ndarray) -> np.ndarray:
     counts = matrix.sum(axis=0)
     order = np.where(matrix.astype(bool), counts[None, :], np.iinfo(np.int64).max)
     return np.where(matrix.any(axis=1), np.argmin(order, axis=1), matrix.shape[1]).astype(np.int64)
+
+
+def read_annotations(
+    path: Path, *, clip_id: str, names: Sequence[str], scale: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """A clip's values over time: the times (n,) in seconds, increasing, and the values of ``names`` (n, len(names)),
+    each finite and on ``scale``.
+
+    Raises
+    ------
+    ManifestError
+        Naming the clip, the file and the row: a missing file or column, no row, a value that is not a finite number
+        or lies off the scale, times that go back.
+    """
+    where = f"clip {clip_id!r}: annotations {str(path)!r}"
+    if not path.is_file():
+        raise ManifestError(f"{where} does not exist; fix the 'annotations' path (relative to the manifest's folder)")
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in (TIME_COLUMN, *names) if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ManifestError(f"{where} has no column {missing[0]!r} (columns {reader.fieldnames}); add it")
+        rows = [[parse_value(row[c], column=c, where=f"{where} row {n}") for c in (TIME_COLUMN, *names)] for n, row in enumerate(reader, start=1)]  # fmt: skip
+    table = np.array(rows, dtype=float).reshape(len(rows), 1 + len(names))
+    if not len(table) or np.isnan(table).any():
+        row = int(np.argwhere(np.isnan(table))[0, 0]) + 1 if len(table) else 0
+        raise ManifestError(f"{where} row {row} has an empty cell, or the file no row; give every row a time and values")
+    if np.any(np.diff(table[:, 0]) < 0):
+        raise ManifestError(
+            f"{where}: its times go back at row {int(np.argmax(np.diff(table[:, 0]) < 0)) + 2}; sort it by time_s"
+        )
+    off = np.flatnonzero(((table[:, 1:] < scale[0]) | (table[:, 1:] > scale[1])).any(axis=1))
+    if off.size:
+        raise ManifestError(f"{where} row {off[0] + 1}: a value lies outside the scale {list(scale)}; fix the value or the scale")
+    return table[:, 0], table[:, 1:]
+
+
+def window_values(times: np.ndarray, values: np.ndarray, start_s: float, end_s: float, *, clip_id: str) -> np.ndarray:
+    """The mean of the annotated values at times in [start_s, end_s): shape (n_values,).
+
+    Raises
+    ------
+    ManifestError
+        When no annotated time lies in the window (an annotation file shorter than its clip).
+    """
+    inside = (times >= start_s) & (times < end_s)
+    if not inside.any():
+        raise ManifestError(
+            f"clip {clip_id!r}: its annotations ({times[0]:g}-{times[-1]:g} s) hold no time in its window"
+            f" {start_s:g}-{end_s:g} s; annotate the whole clip or shorten its windows ([clip] hop_s, [audio] duration_s)"
+        )
+    return values[inside].mean(axis=0)

@@ -46,7 +46,7 @@ DEMO_MODELS = ",".join(
 
 # The tags and valence/arousal follow from sound and colour (``manifests.synthetic.cue_targets``): the handcrafted
 # sets hear the one, C3D's random filters see the other.
-DEMO_TARGET_MODELS = "lldstats,descriptors,c3d,late(descriptors,c3d)"
+DEMO_TARGET_MODELS = "lldstats,descriptors,c3d,late(descriptors,c3d),integrated(lldstats,descriptors,c3d)"
 DEMO_TARGETS = {"tags": "tags", "valence,arousal": "valence-arousal"}  # --target -> its report's folder under out
 
 
@@ -93,10 +93,10 @@ def run_demo(
     progress: ProgressFactory = lambda description, unit: None,
 ) -> DemoResult:
     """Data, manifest with folds, stage one into ``out/cache``, stage two into ``out`` (report, PNGs, ``model/``), and
-    the reports of tags and of valence/arousal into ``out/tags`` and ``out/valence-arousal``.
+    the reports and saved models of tags and of valence/arousal into ``out/tags`` and ``out/valence-arousal``.
 
     ``progress(description, unit)`` gives each stage's progress callable (None: silent)."""
-    from mvemo.fuse.stage import fuse_cache, run_target_cv
+    from mvemo.fuse.stage import fuse_cache
 
     config = config or SyntheticConfig()
     out = Path(out)
@@ -116,7 +116,7 @@ def run_demo(
     require_clips_left(stage_one.features, len(manifest))
     report, _ = fuse_cache(cache, out, models=DEMO_MODELS, executor=executor, progress=progress("fusion heads", "fit"))
     targets = {
-        target: run_target_cv(cache, out / folder, target, models=DEMO_TARGET_MODELS, executor=executor)
+        target: fuse_cache(cache, out / folder, target=target, models=DEMO_TARGET_MODELS, executor=executor)[0]
         for target, folder in DEMO_TARGETS.items()
     }
     return DemoResult(path, manifest, stage_one.features, report, out, targets)

@@ -70,7 +70,7 @@ MODELS_HELP = (
 
 
 def fuse_options(command: Any) -> Any:
-    """``--models``, ``--repeats`` and ``--reference``, shared by cv and fuse."""
+    """``--target``, ``--models``, ``--repeats`` and ``--reference``, shared by cv and fuse."""
     command = click.option(
         "--reference",
         default=None,
@@ -85,7 +85,14 @@ def fuse_options(command: Any) -> Any:
         help="Run the CV over this many fold seeds (the manifest's folds, then seeds 1, 2, ...), for intervals;"
         " above 1 only with inputs no fold trained (--finetune none, LLDs).",
     )(command)
-    return click.option("--models", default=None, help=MODELS_HELP)(command)
+    command = click.option("--models", default=None, help=MODELS_HELP)(command)
+    return click.option(
+        "--target",
+        default=None,
+        help="What the heads learn: label (one class per clip), tags (several per clip: one-vs-rest heads, mAP and"
+        " per-tag AUC) or valence,arousal (or one of them: ridge heads, CCC, R², RMSE and quadrants).  [default: the"
+        " cache's labels, else its tags, else its values]",
+    )(command)
 
 
 @contextlib.contextmanager
@@ -120,13 +127,6 @@ def fusion_arguments(
 @click.option("--cache", "cache_path", required=True, type=click.Path(), help="Cache folder of stage one.")
 @click.option(
     "--out", default="reports", type=click.Path(file_okay=False), help="Folder for report.md, report.html, report.json and plots."
-)
-@click.option(
-    "--target",
-    default=None,
-    help="What the heads learn: label (one class per clip), tags (several per clip: one-vs-rest heads, mAP and"
-    " per-tag AUC) or valence,arousal (or one of them: ridge heads, CCC, R², RMSE and quadrants).  [default: the"
-    " cache's labels, else its tags, else its values]",
 )
 @fuse_options
 @head_options
@@ -185,11 +185,17 @@ def echo_target_summary(document: dict[str, Any], out: str) -> None:
 @fuse_options
 @head_options
 @executor_options
-def fuse(cache_path: str, out: str, models: str | None, repeats: int, reference: str | None, **where: Any) -> None:
+def fuse(
+    cache_path: str, out: str, target: str | None, models: str | None, repeats: int, reference: str | None, **where: Any
+) -> None:
     """The CV report in OUT, then each model's head trained on every clip, saved in OUT/model/ for `mvemo predict`."""
-    from mvemo.fuse.stage import fuse_cache
+    from mvemo.fuse.stage import fuse_cache, resolve_target
 
+    kind = resolve_target(cache_path, target)
     with fusion_arguments(where, cache_path, models, repeats, reference) as arguments:
-        document, folder = fuse_cache(cache_path, out, **arguments)
-    echo_summary(document, out)
+        document, folder = fuse_cache(cache_path, out, target=kind, **arguments)
+    if kind == "label":
+        echo_summary(document, out)
+    else:
+        echo_target_summary(document, out)
     click.echo(f"final model: {folder}/model.json + heads.h5 (heads trained on every clip)")

@@ -57,7 +57,7 @@ def predict(
     from mvemo.manifests import read_manifest
     from mvemo.manifests.errors import ConfigError
     from mvemo.pipeline.executors import build_executor
-    from mvemo.pipeline.predict.predictor import Predictor, file_clip, write_results_csv
+    from mvemo.pipeline.predict.predictor import Predictor, file_clip, output_columns, write_results_csv
 
     if bool(files) == bool(manifest_path):
         raise ConfigError("give either FILE arguments or --manifest M, not both and not neither")
@@ -77,7 +77,7 @@ def predict(
     with build_executor(options["executor"], workers=options["workers"], scheduler=options["scheduler"]) as pool:
         stream = predictor.predict(clips, pool)
         if csv_path:
-            stream = write_results_csv(stream, csv_path, predictor.classes, labels)
+            stream = write_results_csv(stream, csv_path, output_columns(predictor.saved), labels)
         results = list(progress_bar("predict", "clip")(stream, len(clips)))
     failed = [r for r in results if "error" in r]
     if as_json:
@@ -114,6 +114,7 @@ def _timelines(
     of the wholes."""
     from mvemo.pipeline.executors import build_executor
     from mvemo.pipeline.predict.page import index_page
+    from mvemo.pipeline.predict.predictor import categories_of
     from mvemo.pipeline.predict.timeline import timelines
     from mvemo.pipeline.tables import format_table
 
@@ -121,7 +122,7 @@ def _timelines(
     with build_executor(options["executor"], workers=options["workers"], scheduler=options["scheduler"]) as pool:
         stream = timelines(predictor, clips, hop_s, str(out), pool, embed_media=embed_media)
         results = list(progress_bar("timeline", "file")(stream, len(clips)))
-    index = index_page(results, predictor.classes, out)
+    index = index_page(results, categories_of(predictor.saved.target, predictor.outputs), out)
     failed = [r for r in results if "error" in r]
     if as_json:
         print_json(results)
@@ -140,20 +141,21 @@ def _timelines(
 
 
 def _table(results: list[dict[str, Any]], predictor: Any) -> None:
+    from mvemo.pipeline.predict.predictor import scores_of
     from mvemo.pipeline.tables import format_table
 
-    rows = [
-        [r["file"], r["label"], *(f"{r['probabilities'][c]:.2f}" for c in predictor.classes)] for r in results if "label" in r
-    ]
+    rows = [[r["file"], r["label"], *(f"{s:.2f}" for s in scores_of(r).values())] for r in results if "label" in r]
     if rows:
-        click.echo(format_table(["file", "emotion", *predictor.classes], rows))
+        heading = {"label": "emotion", "tags": "tags"}.get(predictor.saved.target, "quadrant")
+        click.echo(format_table(["file", heading, *predictor.outputs], rows))
     click.echo(f"model: {predictor.model}")
 
 
 def _summary(results: list[dict[str, Any]], labels: dict[str, str], predictor: Any, csv_path: str) -> None:
     """Counts per predicted label and, where the manifest labels clips with the model's classes, the accuracy."""
     labelled = [r for r in results if "label" in r]
-    counts = {c: sum(r["label"] == c for r in labelled) for c in predictor.classes}
+    called = [name for r in labelled for name in r["label"].split(";") if name]  # a class, tags, or a quadrant
+    counts = {c: called.count(c) for c in (predictor.classes or sorted(set(called)))}
     click.echo(f"model: {predictor.model}; {len(labelled)} of {len(results)} clips labelled into {csv_path}")
     click.echo(", ".join(f"{c} {n}" for c, n in counts.items()))
     known = [r for r in labelled if labels.get(r["clip_id"]) in predictor.classes]

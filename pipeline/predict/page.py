@@ -76,6 +76,34 @@ def timeline_page(data: dict[str, Any], source: str, is_video: bool, path: Path)
     return path
 
 
+def figure_page(data: dict[str, Any], source: str, is_video: bool, picture: Path, path: Path) -> Path:
+    """Write the timeline page of a tag or value model: its media over the timeline's PNG, the windows' scores as a
+    table, the scores of the whole, the notes and the provenance."""
+    names = data["classes"]
+    name = html.escape(data["file"])
+    tag = "video" if is_video else "audio"
+    rows = [
+        [f"{_clock(start)}\u2013{_clock(end)}", *(f"{v:.3f}" for v in scores)]
+        for start, end, scores in zip(data["starts"], data["ends"], data["proba"])
+    ]
+    body = [
+        f"<h1>{name}</h1>",
+        f"<p>The whole file: <strong>{html.escape(data['label'] or 'no tag')}</strong>, model"
+        f" <code>{html.escape(data['model'])}</code>, {len(data['starts'])} windows.</p>",
+        f'<{tag} id="media" controls preload="metadata" src="{html.escape(source)}"></{tag}>',
+        f'<p><img src="{data_uri(picture)}" alt="{html.escape(", ".join(names))} over time in {name}" style="max-width:100%"></p>',
+        "<details><summary>The windows as a table</summary>",
+        _table(["window", *names], rows),
+        "</details>",
+        "<h2>The whole file</h2>",
+        _table(["", *names], [["whole", *(f"{v:.3f}" for v in data["overall"])]]),
+        *(["<h2>Notes</h2>", "<ul>", *(f"<li>{html.escape(n)}</li>" for n in data["notes"]), "</ul>"] if data["notes"] else []),
+        _provenance(data["provenance"]),
+    ]
+    path.write_text(page(f"{data['file']}: emotion timeline", "\n".join(body)), encoding="utf-8")
+    return path
+
+
 def index_page(results: list[dict[str, Any]], classes: list[str], out: Path) -> Path:
     """Write ``out/index.html``: each file that has a timeline, linked to its page, with its label, length and a strip
     of its top class per window (sortable by each); the files that failed, with why."""

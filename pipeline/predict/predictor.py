@@ -18,6 +18,7 @@ from mvemo.cache.fingerprint import combined_digest, file_sha256, media_hash
 from mvemo.fuse.saved import SavedFusionModel, load_fusion_model
 from mvemo.manifests.errors import ConfigError, MvemoError
 from mvemo.manifests.schema import Clip
+from mvemo.manifests.targets import QUADRANTS, quadrants
 from mvemo.pipeline.predict.inputs import check_computable, model_inputs
 
 
@@ -51,6 +52,11 @@ class Predictor:
     @property
     def classes(self) -> list[str]:
         return self.saved.classes
+
+    @property
+    def outputs(self) -> list[str]:
+        """What each result scores: the classes, the tags, or the value names (``SavedFusionModel.outputs``)."""
+        return self.saved.outputs
 
     def predict(self, clips: Iterable[Clip], executor: Any = None) -> Iterator[dict[str, Any]]:
         """One result per clip, in order: ``{"clip_id", "file", "model", "label", "probabilities"}`` or
@@ -92,20 +98,62 @@ def seen_in_training(saved: SavedFusionModel, clip: Clip) -> bool:
 
 
 def predict_clip(saved: SavedFusionModel, name: str, clip: Clip, weights_dir: str | None = None) -> dict[str, Any]:
-    """The model's label for one clip (a job that runs on any executor's worker)."""
+    """The model's prediction for one clip (a job that runs on any executor's worker): ``label_scores``."""
 
     def label() -> dict[str, Any]:
-        proba = saved.predict_proba(name, model_inputs(saved, name, clip, weights_dir))[0]
-        return {
-            "clip_id": clip.clip_id,
-            "file": _file_of(clip),
-            "model": name,
-            "label": saved.classes[int(np.argmax(proba))],
-            "probabilities": {c: float(p) for c, p in zip(saved.classes, proba)},
-            "in_training": seen_in_training(saved, clip),
-        }
+        scores = saved.predict_proba(name, model_inputs(saved, name, clip, weights_dir))[0]
+        return (
+            {"clip_id": clip.clip_id, "file": _file_of(clip), "model": name}
+            | label_scores(saved, name, scores)
+            | {"in_training": seen_in_training(saved, clip)}
+        )
 
     return clip_result(clip, label)
+
+
+def label_scores(saved: SavedFusionModel, name: str, scores: np.ndarray) -> dict[str, Any]:
+    """One clip's ``label`` and scores by the model's kind: the most probable class and each class's
+    ``probabilities``; the tags called (at or above their thresholds, ``;``-joined) and each tag's
+    ``probabilities``; or the quadrant (Q1..Q4, or high/low with one value) and the ``values``."""
+    thresholds = saved.thresholds(name) if saved.target == "tags" else None
+    label = label_of(saved.target, saved.outputs, scores, thresholds=thresholds, scale=saved.scale)
+    key = "probabilities" if saved.target in ("label", "tags") else "values"
+    return {"label": label, key: dict(zip(saved.outputs, map(float, scores)))}
+
+
+def label_of(
+    target: str,
+    outputs: list[str],
+    scores: np.ndarray,
+    *,
+    thresholds: list[float] | None = None,
+    scale: tuple[float, float] | None = None,
+) -> str:
+    """The label of one row of scores (n_outputs,): the most probable class, the tags at or above their
+    ``thresholds`` (``;``-joined), or the quadrant of the values on ``scale``."""
+    if target == "label":
+        return outputs[int(np.argmax(scores))]
+    if target == "tags":
+        return ";".join(tag for tag, p, at in zip(outputs, scores, thresholds or []) if p >= at)
+    return categories_of(target, outputs)[int(quadrants(scores[None, :], scale)[0])]  # type: ignore[arg-type]
+
+
+def categories_of(target: str, outputs: list[str]) -> list[str]:
+    """What a model of ``target`` names a clip or window by: its classes, its tags, or the quadrants (Q1..Q4, or
+    high and low with one value)."""
+    if target in ("label", "tags"):
+        return list(outputs)
+    return list(QUADRANTS) if len(outputs) == 2 else ["high", "low"]
+
+
+def scores_of(result: dict[str, Any]) -> dict[str, float]:
+    """A result's probabilities (of classes or tags) or values."""
+    return dict(result.get("probabilities") or result["values"])
+
+
+def output_columns(saved: SavedFusionModel) -> list[str]:
+    """The results CSV's score columns: ``p_<class>``, ``p_<tag>``, or the value names."""
+    return saved.outputs if saved.target not in ("label", "tags") else [f"p_{c}" for c in saved.outputs]
 
 
 def clip_result(clip: Clip, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -130,17 +178,17 @@ def failed_result(clip: Clip, reason: str) -> dict[str, Any]:
 
 
 def write_results_csv(
-    results: Iterable[dict[str, Any]], path: str | os.PathLike[str], classes: list[str], labels: dict[str, str] | None = None
+    results: Iterable[dict[str, Any]], path: str | os.PathLike[str], columns: list[str], labels: dict[str, str] | None = None
 ) -> Iterator[dict[str, Any]]:
-    """Stream ``results`` into one CSV (a row per clip: id, file, predicted label, a probability per class, or the
-    error; the manifest's label where it gives one), passing each result on. Rows go to ``PATH.partial``, which is
+    """Stream ``results`` into one CSV (a row per clip: id, file, predicted label, its scores in ``columns``
+    (``output_columns``), or the error; the manifest's label where it gives one), passing each result on. Rows go to ``PATH.partial``, which is
     renamed to ``PATH`` once every clip is in, so an interrupted run leaves its finished rows and no complete-looking file.
     """
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
     with partial.open("w", newline="", encoding="utf-8") as f:
-        columns = ["clip_id", "file", *(["manifest_label"] if labels else []), "model", "predicted", *(f"p_{c}" for c in classes), "error"]  # fmt: skip
-        writer = csv.DictWriter(f, fieldnames=columns)
+        header = ["clip_id", "file", *(["manifest_label"] if labels else []), "model", "predicted", *columns, "error"]
+        writer = csv.DictWriter(f, fieldnames=header)
         writer.writeheader()
         for result in results:
             row = {"clip_id": result["clip_id"], "file": result["file"], "error": result.get("error", "")}
@@ -148,7 +196,7 @@ def write_results_csv(
                 row["manifest_label"] = labels.get(result["clip_id"], "")
             if "label" in result:
                 row |= {"model": result["model"], "predicted": result["label"]}
-                row |= {f"p_{c}": f"{p:.6f}" for c, p in result["probabilities"].items()}
+                row |= {column: f"{p:.6f}" for column, p in zip(columns, scores_of(result).values())}
             writer.writerow(row)
             f.flush()
             yield result

@@ -35,7 +35,7 @@ from mvemo.pipeline.predict.inputs import (
     window_inputs,
     window_length,
 )
-from mvemo.pipeline.predict.predictor import Predictor, clip_result, clip_results
+from mvemo.pipeline.predict.predictor import Predictor, clip_result, clip_results, label_of, label_scores
 
 # Streams whose lengths differ by more than this are reported (AAC priming and rounding stay below it).
 LENGTH_TOLERANCE_S = 0.5
@@ -45,22 +45,33 @@ FACE_TRACK = ("face_share", *(f"face_{e}" for e in FER_CLASSES))
 
 @dataclass
 class Timeline:
-    """One file's windows with the model's probabilities for each, and the label of the whole."""
+    """One file's windows with the model's scores for each (class or tag probabilities, or values: ``kind``), and
+    the label of the whole (``predictor.label_scores``)."""
 
     file: str
     is_video: bool  # else an audio file
     model: str
-    classes: list[str]
+    classes: list[str]  # the scores' names: the classes, the tags, or the value names
     windows: list[Window]
     proba: np.ndarray  # (n_windows, n_classes)
     overall: np.ndarray  # (n_classes,), from the pooled inputs
     provenance: dict[str, Any]  # SavedFusionModel.provenance
     notes: list[str] = field(default_factory=list)
     faces: np.ndarray | None = None  # (n_windows, 8): FACE_TRACK per window, where the model reads ``faces``
+    kind: str = "label"  # SavedFusionModel.target
+    thresholds: list[float] | None = None  # a tag model's, per tag
+    scale: tuple[float, float] | None = None  # a value model's
 
     @property
     def label(self) -> str:
-        return self.classes[int(np.argmax(self.overall))]
+        """The whole file's label (``predictor.label_of``): its class, its tags called, or its quadrant."""
+        return label_of(self.kind, self.classes, self.overall, thresholds=self.thresholds, scale=self.scale)
+
+    def top(self, row: np.ndarray) -> str:
+        """A window's ``argmax`` column: its most probable class or tag, or the quadrant of its values."""
+        if self.kind in ("label", "tags"):
+            return self.classes[int(np.argmax(row))]
+        return label_of(self.kind, self.classes, row, scale=self.scale)
 
     @property
     def face_columns(self) -> tuple[str, ...]:
@@ -96,24 +107,34 @@ class Timeline:
         """``<stem>.timeline.csv`` (start_s, end_s, a probability per class, argmax), ``<stem>.timeline.png`` and
         ``<stem>.timeline.html``, the page that plays the file (at ``media_source``, ``page.media_source``) beside
         its timeline."""
-        from mvemo.fuse.plots import timeline_png
-        from mvemo.pipeline.predict.page import timeline_page
+        from mvemo.fuse.plots import tags_timeline_png, timeline_png, values_timeline_png
+        from mvemo.pipeline.predict.page import figure_page, timeline_page
 
         out.mkdir(parents=True, exist_ok=True)
         table = out / f"{stem}.timeline.csv"
         with table.open("w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
-            writer.writerow(["start_s", "end_s", *(f"p_{c}" for c in self.classes), "argmax", *self.face_columns])
+            columns = self.classes if self.kind not in ("label", "tags") else [f"p_{c}" for c in self.classes]
+            called = ["called"] if self.thresholds is not None else []
+            writer.writerow(["start_s", "end_s", *columns, "argmax", *called, *self.face_columns])
             for k, (window, row) in enumerate(zip(self.windows, self.proba)):
-                label = self.classes[int(np.argmax(row))]
                 faces = [] if self.faces is None else [f"{v:.6f}" for v in self.faces[k]]
-                writer.writerow([f"{window.start_s:.3f}", f"{window.end_s:.3f}", *(f"{p:.6f}" for p in row), label, *faces])
+                tags = [";".join(t for t, p, at in zip(self.classes, row, self.thresholds or []) if p >= at)] if called else []
+                cells = [f"{window.start_s:.3f}", f"{window.end_s:.3f}", *(f"{p:.6f}" for p in row), self.top(row)]
+                writer.writerow([*cells, *tags, *faces])
         starts, ends = self.seconds()
-        title = f"{stem}: {self.label} ({self.model}, {len(self.windows)} windows)"
+        title = f"{stem}: {self.label or 'no tag'} ({self.model}, {len(self.windows)} windows)"
         track = None if self.faces is None else dict(zip(FACE_TRACK, self.faces.T))
-        picture = timeline_png(starts, ends, self.proba, self.classes, title, out / f"{stem}.timeline.png", faces=track)
-        page = timeline_page(self.page_data(), media_source, self.is_video, out / f"{stem}.timeline.html")
-        return table, picture, page
+        png = out / f"{stem}.timeline.png"
+        html_path = out / f"{stem}.timeline.html"
+        if self.kind == "label":
+            picture = timeline_png(starts, ends, self.proba, self.classes, title, png, faces=track)
+            return table, picture, timeline_page(self.page_data(), media_source, self.is_video, html_path)
+        if self.kind == "tags":
+            picture = tags_timeline_png(starts, ends, self.proba, self.classes, self.thresholds or [], title, png)
+        else:
+            picture = values_timeline_png(starts, ends, self.proba, self.classes, self.scale, title, png)  # type: ignore[arg-type]
+        return table, picture, figure_page(self.page_data(), media_source, self.is_video, picture, html_path)
 
 
 def clip_timeline(saved: SavedFusionModel, name: str, clip: Clip, hop_s: float, weights_dir: str | None = None) -> Timeline:
@@ -161,7 +182,22 @@ def clip_timeline(saved: SavedFusionModel, name: str, clip: Clip, hop_s: float, 
     file, is_video = str(clip.video or clip.audio), "video" in ends
     provenance = saved.provenance(name)
     faces = _expression_track(saved, name, per_window)
-    return Timeline(file, is_video, name, list(saved.classes), shown, proba, overall, provenance, notes, faces)
+    thresholds = saved.thresholds(name) if saved.target == "tags" else None
+    return Timeline(
+        file,
+        is_video,
+        name,
+        saved.outputs,
+        shown,
+        proba,
+        overall,
+        provenance,
+        notes,
+        faces,
+        saved.target,
+        thresholds,
+        saved.scale,
+    )
 
 
 def _expression_track(saved: SavedFusionModel, name: str, per_window: list[dict[str, np.ndarray]]) -> np.ndarray | None:
@@ -271,8 +307,7 @@ def timeline_job(
             "clip_id": clip.clip_id,
             "file": timeline.file,
             "model": timeline.model,
-            "label": timeline.label,
-            "probabilities": {c: float(p) for c, p in zip(timeline.classes, timeline.overall)},
+            **label_scores(saved, timeline.model, timeline.overall),
             "windows": len(timeline.windows),
             "csv": os.fspath(table),
             "png": os.fspath(picture),

@@ -16,6 +16,7 @@ from mvemo.extract.frame_sets import FrameConfig
 from mvemo.extract.stage import extract_features
 from mvemo.extract.train import TrainConfig
 from mvemo.extract.window_plan import TIMES_SET, WindowConfig, plan_clips, plan_windows, pool, window_cache
+from mvemo.fuse.dimensional import cross_validate_values
 from mvemo.fuse.saved import load_fusion_model
 from mvemo.fuse.stage import fuse_cache
 from mvemo.manifests import Clip, Manifest
@@ -34,6 +35,15 @@ def configs() -> FeatureConfigs:
     return FeatureConfigs.of_window(AudioWindow(duration_s=LENGTH_S), frames=FrameConfig(n_frames=8, window_duration_s=LENGTH_S))
 
 
+def annotated(clip: Clip) -> Clip:
+    """The clip with a CSV of its values each half second: valence rising 0.1 a second through its clip value."""
+    path = clip.video.with_suffix(".va.csv")  # type: ignore[union-attr]
+    times = np.arange(0.0, DURATION_S, 0.5)
+    rows = [f"{t},{np.clip(clip.valence + 0.1 * (t - 2.5), -1, 1)},{clip.arousal}" for t in times]
+    path.write_text("time_s,valence,arousal\n" + "\n".join(rows) + "\n")
+    return replace(clip, annotations=path)
+
+
 @pytest.fixture(scope="module")
 def windowed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Manifest]:
     """Synthetic 5-s clips and one broken file, through stage one in 2-s windows every 1.5 s, pooled mean+std."""
@@ -41,7 +51,10 @@ def windowed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Manifest]:
     manifest = build_demo_manifest(root / "data", SyntheticConfig(clips_per_class=4, duration_s=DURATION_S), k=2)
     broken = root / "broken.mp4"
     broken.write_bytes(b"not a video" * 100)
-    clips = (*manifest.clips, Clip("broken", manifest.classes[0], video=broken, audio=broken, fold=0))
+    clips = (
+        *map(annotated, manifest.clips),
+        Clip("broken", manifest.classes[0], broken, broken, fold=0, valence=0.0, arousal=0.0),
+    )
     manifest = replace(manifest, clips=clips)
     windows = WindowConfig(windows=True, hop_s=HOP_S, pooling="mean+std")
     summary = extract_features(
@@ -196,3 +209,21 @@ def test_windows_refuse_configs_that_would_not_cover_the_file(windowed: tuple[Pa
         with pytest.raises(ConfigError, match=match):
             extract_features(manifest, tmp_path / "c", features="descriptors", configs=bad, windows=windows)
     assert not (tmp_path / "c").exists(), "refused before anything is written"
+
+
+def test_windows_of_annotated_clips_take_their_values_and_train_against_them(windowed: tuple[Path, Manifest]) -> None:
+    cache, manifest = windowed
+    with Cache(window_cache(cache)) as windows:
+        times = windows.read_matrix(TIMES_SET)
+        assert windows.targets.value_names == ("valence", "arousal")
+        clip = manifest.clips[0]
+        rows = [i for i, row_id in enumerate(windows.clip_ids) if row_id.startswith(f"{clip.clip_id}@")]
+        for row in rows:
+            start, end = times[row]
+            seconds = np.arange(0.0, DURATION_S, 0.5)
+            inside = (seconds >= start) & (seconds < end)
+            expected = np.clip(clip.valence + 0.1 * (seconds[inside] - 2.5), -1, 1).mean()
+            assert windows.targets.values[row, 0] == pytest.approx(expected), "the mean of the annotations in the window"
+        assert len({round(windows.targets.values[r, 0], 6) for r in rows}) > 1, "windows of one clip differ"
+    result = cross_validate_values(window_cache(cache), models="descriptors")
+    assert np.isfinite(result.metrics["descriptors"]["valence"]["ccc"]), "stage two scores windows against them"

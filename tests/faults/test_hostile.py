@@ -105,7 +105,7 @@ BAD_MANIFESTS = {
         r"column 'fold' is empty|not folds 0..k-1 .* --reshuffle",
     ),
     "empty": ("clip_id,label,video,audio\n", r"has no clips"),
-    "missing_column": ("clip_id,video,audio\nx,ok.mp4,\n", r"column 'label' is missing"),
+    "missing_column": ("clip_id,video,audio\nx,ok.mp4,\n", r"no target column"),
 }
 
 

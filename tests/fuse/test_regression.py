@@ -46,7 +46,11 @@ def test_ridge_head_recovers_a_linear_signal_and_its_coefficients_are_its_predic
     X, y = linear_data(200, 10, noise=0.2)
     head = RidgeHead().fit(X[:150], y[:150])
     assert r2_score(y[150:], head.predict(X[150:])) > 0.9
-    assert X[150:] @ head.coef_ + head.intercept_ == pytest.approx(head.predict(X[150:]), abs=1e-10)
+    clipped = np.clip(X[150:], head.low_, head.high_)
+    assert clipped @ head.coef_ + head.intercept_ == pytest.approx(head.predict(X[150:]), abs=1e-10)
+    assert np.array_equal(head.low_, X[:150].min(axis=0)) and np.array_equal(head.high_, X[:150].max(axis=0))
+    far = X[150:151] + 1e6
+    assert head.predict(far) == pytest.approx(head.predict(np.clip(far, head.low_, head.high_))), "no extrapolation"
     assert head.selected_ == {"alpha": head.alpha_} and head.inner_pred_.shape == (150,)
     assert r2_score(y[:150], head.inner_pred_) > 0.9
 
@@ -62,9 +66,10 @@ def test_the_closed_form_inner_path_equals_scikit_learn_ridge_per_split(n: int, 
     reference = np.zeros((n, len(alphas)))
     for train, val in inner_splits(np.zeros(n, dtype=int), groups, k=5, seed=0):
         center, offset, coefs = ridge_path(Z[train], y[train], np.array(alphas))
+        held_out = np.clip(Z[val], Z[train].min(axis=0), Z[train].max(axis=0))  # clipped to the training rows' range
         for j, alpha in enumerate(alphas):
-            reference[val, j] = Ridge(alpha=alpha).fit(Z[train], y[train]).predict(Z[val])
-            assert (Z[val] - center) @ coefs[:, j] + offset == pytest.approx(reference[val, j], abs=1e-8)
+            reference[val, j] = Ridge(alpha=alpha).fit(Z[train], y[train]).predict(held_out)
+            assert (held_out - center) @ coefs[:, j] + offset == pytest.approx(reference[val, j], abs=1e-8)
     best = int(np.argmin(np.mean((reference - y[:, None]) ** 2, axis=0)))
     assert head.alpha_ == alphas[best]
     assert head.inner_pred_ == pytest.approx(reference[:, best], abs=1e-8)
@@ -154,8 +159,10 @@ def test_linear_parts_reproduce_the_predictions(node) -> None:
     fitted = fit_on(node, blocks, values, groups)
     new, _, _ = value_blocks(seed=2)
     total = np.zeros((120, 2))
-    for inputs, coef, intercept, weight in fitted.linear_parts():
+    for inputs, coef, intercept, weight, low, high in fitted.linear_parts():
         assert coef.shape == (2, sum(new[name].shape[1] for name in inputs)) and intercept.shape == (2,)
-        total += weight * (np.concatenate([new[name] for name in inputs], axis=1) @ coef.T + intercept)
+        X = np.concatenate([new[name] for name in inputs], axis=1)
+        assert np.array_equal(low, np.concatenate([blocks[name] for name in inputs], axis=1).min(axis=0))
+        total += weight * (np.clip(X, low, high) @ coef.T + intercept)
     assert total == pytest.approx(fitted.predict(new), abs=1e-12)
     assert sum(part.weight for part in fitted.linear_parts()) == pytest.approx(1.0)

@@ -11,7 +11,7 @@ import pytest
 from mvemo.manifests import Clip, Manifest, ManifestError, read_manifest, write_manifest
 from mvemo.manifests.folds import assign_folds, fold_table, require_whole_groups
 from mvemo.manifests.scan import scan_labelled
-from mvemo.manifests.targets import quadrants, rarest_tag
+from mvemo.manifests.targets import quadrants, rarest_tag, read_annotations, window_values
 
 TAGS = ("calm", "dark", "happy")
 
@@ -131,3 +131,63 @@ def test_folds_of_tagged_and_valued_manifests_keep_groups_and_spread_strata(tmp_
 def test_jsonl_header_holds_every_target_header(tmp_path: Path) -> None:
     path = write_manifest(tagged_manifest(tmp_path), tmp_path / "m.jsonl")
     assert json.loads(path.read_text().splitlines()[0]) == {"tags": list(TAGS), "scale": [1.0, 9.0]}
+
+
+def test_annotations_round_trip_and_give_a_window_its_mean(tmp_path: Path) -> None:
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.csv").write_text("time_s,valence,arousal\n0,2,3\n1,4,5\n2,6,7\n")
+    path = write_csv(
+        tmp_path, "# scale: [1, 9]\nclip_id,audio,valence,arousal,annotations\na,a.wav,4,5,notes/a.csv\nb,b.wav,5,5,\n"
+    )
+    manifest = read_manifest(path)
+    assert manifest.clips[0].annotations == notes / "a.csv" and manifest.clips[1].annotations is None
+    again = read_manifest(write_manifest(manifest, tmp_path / "out" / "m.csv"))
+    assert again.clips[0].annotations == notes / "a.csv", "written relative to the new manifest's folder"
+    times, values = read_annotations(notes / "a.csv", clip_id="a", names=("valence", "arousal"), scale=(1, 9))
+    np.testing.assert_allclose(window_values(times, values, 0.5, 2.5, clip_id="a"), [5, 6])
+    with pytest.raises(ManifestError, match=r"clip 'a': its annotations \(0-2 s\) hold no time in its window 3-5 s"):
+        window_values(times, values, 3, 5, clip_id="a")
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("time_s,valence\n0,2\n", r"has no column 'arousal'"),
+        ("time_s,valence,arousal\n0,2,3\n1,nan,3\n", r"row 2: column 'valence' value 'nan' is not a finite number"),
+        ("time_s,valence,arousal\n1,2,3\n0,2,3\n", r"times go back at row 2"),
+        ("time_s,valence,arousal\n0,2,3\n1,2,30\n", r"row 2: a value lies outside the scale"),
+        ("time_s,valence,arousal\n", r"no row"),
+    ],
+)
+def test_bad_annotations_name_the_clip_file_and_row(tmp_path: Path, body: str, message: str) -> None:
+    (tmp_path / "a.csv").write_text(body)
+    with pytest.raises(ManifestError, match=rf"clip 'a': annotations .*a\.csv.*{message}"):
+        read_annotations(tmp_path / "a.csv", clip_id="a", names=("valence", "arousal"), scale=(1, 9))
+
+
+def test_annotations_need_value_columns_and_an_existing_file(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match=r"clip 'a' names annotations over time, and the manifest has no 'valence'"):
+        read_manifest(write_csv(tmp_path, '# tags: ["x"]\nclip_id,audio,tags,annotations\na,a.wav,x,a.csv\n'))
+    with pytest.raises(ManifestError, match=r"column 'annotations' file .*gone.csv' does not exist"):
+        read_manifest(write_csv(tmp_path, "# scale: [1, 9]\nclip_id,audio,valence,annotations\na,a.wav,4,gone.csv\n"))
+
+
+def test_labelled_scan_pairs_stems_keeps_extras_and_groups_and_refuses_ambiguity(tmp_path: Path) -> None:
+    root = tmp_path / "media"
+    for name in ("x/song.mp4", "x/song.wav", "y/other.wav", "z/other.wav"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("id,valence,artist,group\nx/song.mp4,2,ann,\ny/other.wav,3,bob,g1\nz/other.wav,4,bob,g1\n")
+    manifest = scan_labelled(root, labels, key="id", scale=(1, 9))
+    song = manifest.clips[0]
+    assert len(manifest) == 3 and (song.video, song.audio) == (root / "x/song.mp4", root / "x/song.wav"), "one clip"
+    assert [c.extra["artist"] for c in manifest.clips] == ["ann", "bob", "bob"]
+    assert [c.group for c in manifest.clips] == ["x/song", "g1", "g1"], "a group column replaces the path's"
+    labels.write_text("id,valence\nx/song.mp4,2\nother,3\n")
+    with pytest.raises(ManifestError, match=r"its stem 'other' names files in 2 folders"):
+        scan_labelled(root, labels, key="id", scale=(1, 9))
+    labels.write_text("id,valence\nx/song.mp4,2\nx/song.mp4,3\n")
+    with pytest.raises(ManifestError, match=r"rows 1 and 2 both have id 'x/song.mp4'"):
+        scan_labelled(root, labels, key="id", scale=(1, 9))

@@ -47,11 +47,14 @@ def test_tiny_demo_cross_validates_tags_and_values(tiny_demo: Path) -> None:
     assert manifest.tags == DEMO_TAGS and manifest.value_names == ("valence", "arousal") and manifest.scale == DEMO_SCALE
     tags = json.loads((tiny_demo / "tags" / "report.json").read_text())
     assert tags["target"] == "tags" and (tiny_demo / "tags" / "tag_ap.png").is_file()
-    assert list(tags["metrics"]) == ["lldstats", "descriptors", "c3d", "late(descriptors,c3d)"] == DEMO_TARGET_MODELS.split(",", 3)
+    models = ["lldstats", "descriptors", "c3d", "late(descriptors,c3d)", "integrated(lldstats,descriptors,c3d)"]
+    assert list(tags["metrics"]) == models and ",".join(models) == DEMO_TARGET_MODELS
     assert set(tags["unscored"]) | set(tags["metrics"]["lldstats"]["per_tag"]) == set(DEMO_TAGS)
+    assert tags["metrics"]["lldstats"]["roc_auc_macro"]["mean"] > 0.7, "the sound's tags are heard in its descriptors"
     values = json.loads((tiny_demo / "valence-arousal" / "report.json").read_text())
     assert values["names"] == ["valence", "arousal"]
     assert all(np.isfinite(m["valence"]["ccc"]) and "quadrants" in m for m in values["metrics"].values())
+    assert values["metrics"]["lldstats"]["arousal"]["ccc"] > 0.5, "arousal follows tempo and loudness"
 
 
 INTEGRATED = f"integrated({','.join(DEMO_NETS)},lldstats,descriptors)"
@@ -82,6 +85,56 @@ def test_predict_reproduces_the_final_model_on_its_own_clips(tiny_demo: Path, mo
         np.testing.assert_allclose([got["probabilities"][c] for c in DEMO_CLASSES], expected[row], atol=1e-4)
 
 
+@pytest.mark.parametrize("folder", ["tags", "valence-arousal"])
+def test_tag_and_value_models_predict_what_they_were_trained_for(tiny_demo: Path, folder: str) -> None:
+    saved = load_fusion_model(tiny_demo / folder / "model")
+    files = sorted(str(p) for p in (tiny_demo / "data").glob("*/*.mp4"))[:6]
+    result = CliRunner().invoke(cli, ["predict", str(tiny_demo / folder / "model"), *files, "--json"])
+    assert result.exit_code == 0, result.output
+    predicted = json.loads(result.stdout)
+    with Cache(tiny_demo / "cache") as cache:
+        inputs = {"lldstats": lld_statistics(cache)[0], "descriptors": cache.read_matrix("descriptors")}
+        inputs |= {"c3d": cache.read_matrix("emb/c3d/all")}
+        rows = [cache.clip_ids.index(str(Path(f).relative_to(tiny_demo / "data"))) for f in files]
+        expected = saved.predict_proba(saved.default_model, inputs)[rows]
+    if folder == "tags":
+        assert saved.target == "tags" and saved.outputs == list(DEMO_TAGS)
+        thresholds = saved.thresholds(saved.default_model)
+        for got, want in zip(predicted, expected):
+            np.testing.assert_allclose([got["probabilities"][t] for t in DEMO_TAGS], want, atol=1e-4)
+            called = [t for t, p, at in zip(DEMO_TAGS, want, thresholds) if p >= at]
+            assert got["label"] == ";".join(called), "the tags at or above their inner-chosen thresholds"
+    else:
+        assert saved.target == "valence,arousal" and saved.outputs == ["valence", "arousal"] and saved.scale == DEMO_SCALE
+        for got, want in zip(predicted, expected):
+            np.testing.assert_allclose([got["values"]["valence"], got["values"]["arousal"]], want, atol=1e-4)
+            quadrant = "Q1" if want[0] >= 0 and want[1] >= 0 else "Q2" if want[1] >= 0 else "Q3" if want[0] < 0 else "Q4"
+            assert got["label"] == quadrant
+
+
+@pytest.mark.parametrize("folder", ["tags", "valence-arousal"])
+def test_tag_and_value_models_draw_a_timeline(tiny_demo: Path, tmp_path: Path, folder: str) -> None:
+    file = next((tiny_demo / "data").glob("Sad/*.mp4"))
+    out = tmp_path / "timelines"
+    model = tiny_demo / folder / "model"
+    result = CliRunner().invoke(cli, ["predict", str(model), str(file), "--timeline", "--hop", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    with (out / f"{file.name}.timeline.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) >= 1 and (out / f"{file.name}.timeline.png").is_file() and (out / "index.html").is_file()
+    page = (out / f"{file.name}.timeline.html").read_text()
+    assert "data:image/png;base64," in page
+    if folder == "tags":
+        assert list(rows[0]) == ["start_s", "end_s", *(f"p_{t}" for t in DEMO_TAGS), "argmax", "called"]
+        thresholds = load_fusion_model(model).thresholds(load_fusion_model(model).default_model)
+        for r in rows:
+            called = [t for t, at in zip(DEMO_TAGS, thresholds) if float(r[f"p_{t}"]) >= at]
+            assert r["called"] == ";".join(called) and r["argmax"] in DEMO_TAGS
+    else:
+        assert list(rows[0]) == ["start_s", "end_s", "valence", "arousal", "argmax"]
+        assert all(r["argmax"] in ("Q1", "Q2", "Q3", "Q4") for r in rows) and "valence" in page
+
+
 def test_predict_reports_a_bad_file_and_goes_on(tiny_demo: Path, tmp_path: Path) -> None:
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"\x00" * 100)
@@ -101,7 +154,8 @@ def test_predict_over_a_manifest_on_dask_writes_one_csv_equal_to_serial(tiny_dem
     junk.write_bytes(b"\x00" * 100)
     manifest = read_manifest(tiny_demo / "manifest.csv")
     gone = tmp_path / "gone.mp4"
-    bad = (Clip("junk", "Sad", video=junk, audio=junk, fold=0), Clip("gone", "Sad", video=gone, audio=gone, fold=1))
+    values = {"valence": 0.0, "arousal": 0.0}  # the demo's manifest gives every clip values
+    bad = (Clip("junk", "Sad", junk, junk, fold=0, **values), Clip("gone", "Sad", gone, gone, fold=1, **values))
     write_manifest(replace(manifest, clips=(*manifest.clips, *bad)), tmp_path / "new.csv")
     model = tiny_demo / "model"
     args = ["predict", str(model), "--manifest", str(tmp_path / "new.csv"), "--model", "c3d+twodcnn"]

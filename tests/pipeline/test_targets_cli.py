@@ -30,21 +30,20 @@ def audio_root(tmp_path: Path) -> Path:
     return root
 
 
-def test_scan_with_labels_writes_tags_values_and_scale(audio_root: Path, tmp_path: Path) -> None:
+def scan_with_labels(root: Path, tmp_path: Path, body: str) -> object:
+    """``mvemo manifest scan ROOT --labels`` of a side table holding ``body``, ids in column ``id``, scale 1-9."""
     labels = tmp_path / "labels.csv"
-    labels.write_text('# tags: ["calm", "dark"]\nid,tags,valence,arousal\ns0,calm,2,3\ns1,,4,5\ns2,dark;calm,6,7\ns3,dark,8,9\n')
-    result = run(
-        "manifest",
-        "scan",
-        str(audio_root),
-        "-o",
-        str(tmp_path / "m.csv"),
-        "--labels",
-        str(labels),
-        "--key",
-        "id",
-        "--scale",
-        "1,9",
+    labels.write_text(body)
+    return run(
+        "manifest", "scan", str(root), "-o", str(tmp_path / "m.csv"), "--labels", str(labels), "--key", "id", "--scale", "1,9"
+    )
+
+
+def test_scan_with_labels_writes_tags_values_and_scale(audio_root: Path, tmp_path: Path) -> None:
+    result = scan_with_labels(
+        audio_root,
+        tmp_path,
+        '# tags: ["calm", "dark"]\nid,tags,valence,arousal\ns0,calm,2,3\ns1,,4,5\ns2,dark;calm,6,7\ns3,dark,8,9\n',
     )
     assert result.exit_code == 0, result.output
     assert "2 tags (calm 2, dark 2); valence and arousal on the scale [1.0, 9.0]" in result.output
@@ -62,21 +61,7 @@ def test_scan_with_labels_writes_tags_values_and_scale(audio_root: Path, tmp_pat
     ],
 )
 def test_bad_label_input_exits_2_naming_the_clip(audio_root: Path, tmp_path: Path, body: str, message: str) -> None:
-    labels = tmp_path / "labels.csv"
-    labels.write_text(body)
-    result = run(
-        "manifest",
-        "scan",
-        str(audio_root),
-        "-o",
-        str(tmp_path / "m.csv"),
-        "--labels",
-        str(labels),
-        "--key",
-        "id",
-        "--scale",
-        "1,9",
-    )
+    result = scan_with_labels(audio_root, tmp_path, body)
     assert result.exit_code == 2, result.output
     assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
     assert re.search(message, result.output), result.output

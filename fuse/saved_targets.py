@@ -1,0 +1,155 @@
+"""Final models of tags and of valence/arousal: trained on every clip, saved as records and arrays (never pickle).
+
+A tag model is one two-class model per tag (``fuse.compose``'s tree, saved as any class model) with the threshold
+at and above which the tag is called, chosen on inner folds of every clip. A value model is a weighted sum of
+linear maps of its inputs (``fuse.regression.LinearPart``): ``heads.h5`` holds each map's ``coef`` (m, d),
+``intercept`` (m,) and the range ``low``, ``high`` (d,) its inputs are clipped to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from mvemo.fuse.compose import Features, Fitted, FittedFeatures, Node, Trainings, fit, inputs_of
+from mvemo.fuse.heads import LinearSoftmax
+from mvemo.fuse.metrics import best_f1_threshold
+from mvemo.fuse.regression import LinearPart, fit_values, predict_parts
+from mvemo.fuse.selection import SelectionConfig
+from mvemo.fuse.tagging import unlearnable
+from mvemo.manifests.targets import quadrants
+
+VALUE_ARRAYS = ("coef", "intercept", "low", "high")
+
+
+@dataclass
+class LinearValues:
+    """A linear map to values as ``heads.h5`` stores it: ``coef`` (m, d), ``intercept`` (m,), and the range its
+    inputs are clipped to, ``low`` and ``high`` (d,) (``fuse.regression.LinearPart``)."""
+
+    coef: np.ndarray
+    intercept: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+
+
+class FittedTags:
+    """One two-class model per tag, each with its threshold: ``proba`` gives each tag's probability (n, n_tags)."""
+
+    def __init__(self, tags: list[str], members: list[Fitted], thresholds: list[float]) -> None:
+        self.tags, self.members, self.thresholds = tags, members, thresholds
+
+    def proba(self, blocks: Mapping[str, np.ndarray]) -> np.ndarray:
+        return np.stack([m.proba(blocks)[:, 1] for m in self.members], axis=1)
+
+    def inputs(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(name for m in self.members for name in m.inputs()))
+
+
+class FittedLinearValues:
+    """A value model as its linear parts: ``proba`` (named as the class models' method) gives the values (n, m)."""
+
+    def __init__(self, parts: list[LinearPart], chosen: dict[str, Any]) -> None:
+        self.parts, self.chosen = parts, chosen
+
+    def proba(self, blocks: Mapping[str, np.ndarray]) -> np.ndarray:
+        return predict_parts(self.parts, blocks)
+
+    def inputs(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(name for part in self.parts for name in part.inputs))
+
+
+@dataclass
+class PriorHead:
+    """A tag's share among the rows whatever the inputs, as a linear softmax layer of zero weights: the head of a tag
+    that too few groups carry (or lack) for anything to be chosen on inner folds."""
+
+    linear_: LinearSoftmax
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self.linear_.predict_proba(X)
+
+
+def prior_member(inputs: tuple[str, ...], width: int, share: float) -> FittedFeatures:
+    """The model of a tag that cannot be learnt: its share (kept off 0 and 1) over the model's inputs."""
+    p = float(np.clip(share, 1e-6, 1 - 1e-6))
+    linear = LinearSoftmax(np.array([0, 1]), np.zeros(width), np.ones(width), np.zeros((2, width)), np.log([1 - p, p]))
+    return FittedFeatures(Features(inputs), PriorHead(linear), linear.classes, 2, {"prior": share})
+
+
+def fit_final_tags(
+    node: Node, rows: np.ndarray, blocks: Mapping[str, np.ndarray], tags: list[str], tag_matrix: np.ndarray,
+    groups: list[str], head: Any, selection: SelectionConfig, patches: Mapping[str, int], upper: Mapping[str, Any],
+) -> FittedTags:  # fmt: skip
+    """A model per tag fitted on ``rows`` (of the cache; ``blocks`` holds every row), its threshold the best-F1
+    probability of the inner folds' out-of-fold predictions of those rows (``patches`` and ``upper``: as
+    ``fuse.compose.Trainings``'). A tag that fewer than two groups carry,
+    or lack, among the rows gets its share instead (``prior_member``, threshold 0.5), as its CV reported it
+    unscored."""
+    members: list[Fitted] = []
+    thresholds = []
+    inputs = inputs_of(node)
+    width = sum(blocks[name].shape[1] for name in inputs)
+    for t in range(tag_matrix.shape[1]):
+        y = tag_matrix[:, t].astype(np.int64)
+        if unlearnable(y[rows], [groups[r] for r in rows]):
+            members.append(prior_member(inputs, width, float(y[rows].mean())))
+            thresholds.append(0.5)
+            continue
+        fitted = fit(node, Trainings(y, groups, 2, head, selection, patches, upper).on(rows, blocks), inner=True)
+        members.append(fitted)
+        inner = fitted.inner_proba
+        thresholds.append(0.5 if inner is None else best_f1_threshold(y[rows], inner[:, 1]))
+    return FittedTags(tags, members, thresholds)
+
+
+def fit_final_values(
+    node: Node, rows: np.ndarray, blocks: Mapping[str, np.ndarray], values: np.ndarray,
+    scale: tuple[float, float] | None, groups: list[str], selection: SelectionConfig,
+) -> FittedLinearValues:  # fmt: skip
+    """The value model fitted on ``rows`` (of the cache), inner folds stratified by quadrant (of ``scale``) where
+    they can be."""
+    strata = np.zeros(len(rows), dtype=np.int64) if scale is None else quadrants(values[rows], scale)
+    train_groups = [groups[r] for r in rows]
+    fitted = fit_values(
+        node, {i: X[rows] for i, X in blocks.items()}, values[rows], groups=train_groups, strata=strata, selection=selection
+    )
+    return FittedLinearValues(fitted.linear_parts(), fitted.choices())
+
+
+def tags_record(fitted: FittedTags, record: Callable[[Fitted], dict[str, Any]]) -> dict[str, Any]:
+    """A tag model as JSON: each tag's class-model record (``record``, ``fuse.saved.to_record``) and threshold."""
+    return {
+        "kind": "tags",
+        "per_tag": [
+            {"tag": tag, "threshold": threshold, "model": record(member)}
+            for tag, member, threshold in zip(fitted.tags, fitted.members, fitted.thresholds)
+        ],
+    }
+
+
+def values_record(fitted: FittedLinearValues, heads: dict[str, Any]) -> dict[str, Any]:
+    """A value model as JSON, each linear map added to ``heads`` under its key."""
+    parts = []
+    for part in fitted.parts:
+        key = f"head{len(heads)}"
+        heads[key] = LinearValues(*(np.asarray(a, dtype=np.float64) for a in (part.coef, part.intercept, part.low, part.high)))
+        parts.append({"inputs": list(part.inputs), "head": key, "weight": float(part.weight)})
+    return {"kind": "values", "parts": parts, "chosen": fitted.chosen}
+
+
+def tags_from_record(record: dict[str, Any], member: Callable[[dict[str, Any]], Fitted]) -> FittedTags:
+    members = [member(entry["model"]) for entry in record["per_tag"]]
+    tags = [str(entry["tag"]) for entry in record["per_tag"]]
+    return FittedTags(tags, members, [float(entry["threshold"]) for entry in record["per_tag"]])
+
+
+def values_from_record(record: dict[str, Any], heads: Mapping[str, Any]) -> FittedLinearValues:
+    parts = []
+    for p in record["parts"]:
+        head = heads[p["head"]]
+        parts.append(LinearPart(tuple(p["inputs"]), head.coef, head.intercept, float(p["weight"]), head.low, head.high))
+    return FittedLinearValues(parts, record["chosen"])

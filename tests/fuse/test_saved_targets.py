@@ -1,0 +1,89 @@
+"""Saved models of tags and of valence/arousal: trained on every clip, saved without pickle, loaded and checked."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from mvemo.cache.read import Cache
+from mvemo.fuse.saved import load_fusion_model
+from mvemo.fuse.stage import fuse_cache
+from mvemo.manifests import ConfigError, Manifest
+from tests.fuse.helpers import embedding_cache
+
+
+def targeted(manifest: Manifest) -> Manifest:
+    """A tag and values that follow from the class (which the embeddings carry)."""
+    clips = tuple(
+        replace(c, tags=("low",) if y == 0 else (), valence=float(y) - 1, arousal=1 - float(y))
+        for c, y in zip(manifest.clips, manifest.y)
+    )
+    return replace(manifest, clips=clips, tags=("low", "never"), scale=(-2.0, 2.0))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return embedding_cache(
+        tmp_path_factory.mktemp("t") / "cache", nets={"a": (6, 2.0), "b": (4, 1.0)}, n_per_class=10, retarget=targeted
+    )
+
+
+def saved(cache: Path, out: Path, target: str) -> Path:
+    fuse_cache(cache, out, target=target, models="a,b,late(a,b)")
+    return out / "model"
+
+
+def test_a_saved_tag_model_gives_each_tag_its_probability_and_threshold(cache: Path, tmp_path: Path) -> None:
+    model = load_fusion_model(saved(cache, tmp_path / "tags", "tags"))
+    assert (model.target, model.outputs, model.default_model) == ("tags", ["low", "never"], "a")
+    with Cache(cache) as c:
+        proba = model.predict_proba("a", {"a": c.read_matrix("emb/a/all")})
+        truth = c.targets.tag_matrix
+    assert proba.shape == (30, 2) and ((proba >= 0) & (proba <= 1)).all()
+    low, never = model.thresholds("a")
+    assert np.mean((proba[:, 0] >= low) == truth[:, 0].astype(bool)) > 0.9, "the carried tag is called on its clips"
+    assert not np.any(proba[:, 1] >= max(never, 0.5)), "a tag no clip carries is never called"
+
+
+def test_a_saved_value_model_predicts_within_the_training_range(cache: Path, tmp_path: Path) -> None:
+    model = load_fusion_model(saved(cache, tmp_path / "values", "valence,arousal"))
+    assert (model.target, model.outputs, model.scale) == ("valence,arousal", ["valence", "arousal"], (-2.0, 2.0))
+    with Cache(cache) as c:
+        X, values = c.read_matrix("emb/a/all"), c.targets.values
+    pred = model.predict_proba("a", {"a": X})
+    assert np.corrcoef(pred[:, 0], values[:, 0])[0, 1] > 0.9
+    extreme = model.predict_proba("a", {"a": X[:1] * 1e6})
+    assert np.all(np.abs(extreme) < 10), "inputs are clipped to the training range: no wild extrapolation"
+
+
+@pytest.mark.parametrize(
+    "target, damage, message",
+    [
+        ("tags", lambda doc: doc["models"]["a"]["model"]["per_tag"][0].update(threshold=1.5), r"threshold is not in \[0, 1\]"),
+        ("tags", lambda doc: doc.update(tags=["low"]), r"per_tag is not one entry per tag \['low'\]"),
+        ("valence,arousal", lambda doc: doc.update(scale=[1, 1]), r"scale is not \[low, high\]"),
+        ("valence,arousal", lambda doc: doc.update(values=["valence"], target="valence"), r"not a\s+finite map"),
+    ],
+)
+def test_a_damaged_saved_model_is_refused_naming_the_problem(cache: Path, tmp_path: Path, target, damage, message) -> None:
+    folder = saved(cache, tmp_path / "m", target)
+    document = json.loads((folder / "model.json").read_text())
+    damage(document)
+    (folder / "model.json").write_text(json.dumps(document))
+    with pytest.raises(ConfigError, match=message):
+        load_fusion_model(folder)
+
+
+def test_value_heads_of_the_wrong_shape_are_refused(cache: Path, tmp_path: Path) -> None:
+    folder = saved(cache, tmp_path / "m", "valence,arousal")
+    with h5py.File(folder / "heads.h5", "r+") as f:
+        key = next(iter(f))
+        del f[key]["low"]
+        f[key]["low"] = np.zeros(2)
+    with pytest.raises(ConfigError, match=r"low \(2,\)"):
+        load_fusion_model(folder)
