@@ -29,7 +29,7 @@ from mvemo.fuse.selection import SelectionConfig
 from mvemo.fuse.upper import UpperLayers
 from mvemo.manifests.errors import CacheError, ConfigError
 from mvemo.manifests.executor import Executor, Progress
-from mvemo.manifests.folds import TooFewGroups, draw_folds, require_whole_groups
+from mvemo.manifests.folds import TooFewGroups, draw_folds, iterative_folds, require_whole_groups
 
 
 class TooFewToChoose(ConfigError):
@@ -38,12 +38,14 @@ class TooFewToChoose(ConfigError):
 
 @dataclass(frozen=True)
 class Labels:
-    """What the heads learn: class names, each row's class index, and what the folds of repeats are stratified by
-    (the classes; for one tag of ``fuse.tagging``, every tag's shared strata, so that every tag sees the same folds)."""
+    """What the heads learn: class names, each row's class index, and what the folds of repeats are stratified by:
+    ``strata`` (the classes), or for one tag of ``fuse.tagging`` every tag at once (``tag_matrix``), so that every
+    tag sees the same folds."""
 
     classes: tuple[str, ...]
     y: np.ndarray
     strata: np.ndarray
+    tag_matrix: np.ndarray | None = None
 
 
 def cache_labels(cache: Cache) -> Labels:
@@ -231,10 +233,13 @@ def fit_fold(
     return outcomes
 
 
-def repeat_folds(cache: Cache, models: list[FusionModel], k: int, repeats: int, strata: np.ndarray) -> list[np.ndarray]:
+def repeat_folds(
+    cache: Cache, models: list[FusionModel], k: int, repeats: int, strata: np.ndarray, *, tag_matrix: np.ndarray | None = None
+) -> list[np.ndarray]:
     """The folds of each repeat: the manifest's, then folds drawn with seeds 1, 2, ... (a draw equal to an earlier
-    repeat's is skipped: it would count one split twice). More than one repeat needs inputs that no fold trained
-    (exit 2 otherwise). Drawn folds keep the cache's ``group`` column whole."""
+    repeat's is skipped: it would count one split twice), stratified by ``strata``, or by every tag of
+    ``tag_matrix`` at once (``manifests.folds.iterative_folds``). More than one repeat needs inputs that no fold
+    trained (exit 2 otherwise). Drawn folds keep the cache's ``group`` column whole."""
     if repeats < 1:
         raise ConfigError(f"--repeats {repeats}: expected 1 or more")
     if repeats > 1:
@@ -249,7 +254,10 @@ def repeat_folds(cache: Cache, models: list[FusionModel], k: int, repeats: int, 
     for seed in range(1, 20 * repeats):
         if len(drawn) == repeats:
             return drawn
-        folds = draw_folds(strata, cache.groups, k=k, seed=seed)
+        if tag_matrix is None:
+            folds = draw_folds(strata, cache.groups, k=k, seed=seed)
+        else:
+            folds = iterative_folds(tag_matrix, cache.groups, k=k, seed=seed)
         if _partition(folds) not in seen:
             drawn.append(folds)
             seen.add(_partition(folds))
@@ -310,7 +318,7 @@ def cross_validate(
         chosen = select_models(cache, models)
         reference = reference_model(chosen, reference)
         labels = labels or cache_labels(cache)
-        all_folds = repeat_folds(cache, chosen, k, repeats, labels.strata)
+        all_folds = repeat_folds(cache, chosen, k, repeats, labels.strata, tag_matrix=labels.tag_matrix)
         classes, y_all, used_protocol = labels.classes, labels.y, protocol(cache)
         fine_tuned = tuple(fine_tuned_nets(cache))
         per_fold = [replace(f, upper=layers_above(cache, f.sets, upper or {})) for f in fold_inputs(cache, chosen, k)]

@@ -2,8 +2,8 @@
 
 Each tag is a two-class problem run through the whole nested cross-validation of ``fuse.cv``: per outer fold a
 head per tag (its C chosen on inner folds stratified by that tag, grouped as the outer ones), late fusion and
-``integrated`` as for classes. Every tag sees the same outer folds in every repeat: they are stratified by each
-clip's rarest tag (``manifests.targets.rarest_tag``), whatever the tag. A tag is called present at and above the
+``integrated`` as for classes. Every tag sees the same outer folds in every repeat: the manifest's, then folds
+that balance every tag at once (``manifests.folds.iterative_folds``), whatever the tag. A tag is called present at and above the
 probability whose F1 is best on that fold's inner out-of-fold probabilities, never on the outer fold.
 """
 
@@ -19,7 +19,6 @@ from sklearn.metrics import average_precision_score, f1_score, label_ranking_ave
 from mvemo.cache.read import Cache
 from mvemo.fuse.cv import CvResult, Labels, TooFewToChoose, cross_validate
 from mvemo.manifests.errors import ConfigError
-from mvemo.manifests.targets import rarest_tag
 
 TAG_METRIC_DEFINITIONS = {
     "ROC-AUC macro": "per tag, the ROC-AUC of its out-of-fold probabilities over a repeat's pooled clips; the mean"
@@ -69,10 +68,9 @@ def cross_validate_tags(cache_path: str | os.PathLike[str], **options: Any) -> T
             " --labels LABELS.csv`) and run `mvemo extract` again to store them"
         )
     matrix = targets.tag_matrix.astype(np.int64)
-    strata = rarest_tag(targets.tag_matrix)
     per_tag, unscored = {}, {}
     for t, tag in enumerate(targets.tags):
-        labels = Labels((f"not {tag}", tag), matrix[:, t], strata)
+        labels = Labels((f"not {tag}", tag), matrix[:, t], matrix[:, t], targets.tag_matrix)
         why = unlearnable(matrix[:, t], groups)
         if why:
             unscored[tag] = why

@@ -17,7 +17,8 @@ from mvemo.manifests.schema import Manifest
 def assign_folds(
     manifest: Manifest, *, k: int | None = None, seed: int = 0, group_by: str | None = None, keep: bool = True
 ) -> Manifest:
-    """A copy of ``manifest`` with stratified, group-preserving folds 0..k-1.
+    """A copy of ``manifest`` with stratified, group-preserving folds 0..k-1: by class, by every tag at once for a
+    manifest of tags without classes (``iterative_folds``), or by quadrant (``Manifest.strata``).
 
     Parameters
     ----------
@@ -73,6 +74,8 @@ def assign_folds(
             f"--k {k} is larger than the {fewest} groups of class {smallest!r}: some fold would have no {smallest!r}"
             f" clip; use --k {fewest} or fewer, or add clips of that class"
         )
+    if not manifest.classes and manifest.tags:
+        return manifest.with_folds(iterative_folds(manifest.tag_matrix, groups, k=k, seed=seed).tolist())
     return manifest.with_folds(draw_folds(y, groups, k=k, seed=seed).tolist())
 
 
@@ -122,6 +125,37 @@ def draw_folds(y: np.ndarray, groups: Sequence[str], *, k: int, seed: int) -> np
         for fold, (_, test) in enumerate(splitter.split(np.zeros(len(y)), y, list(groups))):
             folds[test] = fold
     return folds
+
+
+def iterative_folds(matrix: np.ndarray, groups: Sequence[str], *, k: int, seed: int) -> np.ndarray:
+    """Folds 0..k-1 that balance every tag at once and keep each group whole: shape (n,), int64.
+
+    Iterative stratification (Sechidis, Tsoumakas & Vlahavas 2011) over groups: each fold is owed a k-th of every
+    tag's clips and of all clips; the tag that the fewest groups left carry goes first, each of those groups (in
+    ``seed``'s order) to the fold owed the most of that tag (ties: the most clips, then ``seed``'s order of the
+    folds), which is then owed that much less of every tag. Groups without a tag go last, to the folds owed the
+    most clips. ``matrix``: which clip carries which tag, (n, n_tags).
+    """
+    index = {g: i for i, g in enumerate(dict.fromkeys(groups))}
+    member = np.array([index[g] for g in groups], dtype=np.int64)
+    counts = np.zeros((len(index), matrix.shape[1]))
+    np.add.at(counts, member, np.asarray(matrix, dtype=float))
+    sizes = np.bincount(member, minlength=len(index)).astype(float)
+    rng = np.random.default_rng(seed)
+    owed, owed_size = np.tile(counts.sum(axis=0) / k, (k, 1)), np.full(k, len(member) / k)
+    tie = rng.permutation(k)
+    fold_of = np.full(len(index), -1)
+    while (left := np.flatnonzero(fold_of < 0)).size:
+        carrying = (counts[left] > 0).sum(axis=0)
+        tag = int(np.argmin(np.where(carrying > 0, carrying, np.iinfo(np.int64).max))) if carrying.any() else None
+        batch = left if tag is None else left[counts[left, tag] > 0]
+        for g in rng.permutation(batch):
+            first = owed[:, tag] if tag is not None else owed_size
+            fold = int(np.lexsort((tie, -owed_size, -first))[0])
+            fold_of[g] = fold
+            owed[fold] -= counts[g]
+            owed_size[fold] -= sizes[g]
+    return fold_of[member].astype(np.int64)
 
 
 def extend_folds(y: np.ndarray, groups: Sequence[str], folds: np.ndarray, *, k: int, seed: int) -> np.ndarray:

@@ -48,6 +48,7 @@ DEMO_MODELS = ",".join(
 # sets hear the one, C3D's random filters see the other.
 DEMO_TARGET_MODELS = "lldstats,descriptors,c3d,late(descriptors,c3d),integrated(lldstats,descriptors,c3d)"
 DEMO_TARGETS = {"tags": "tags", "valence,arousal": "valence-arousal"}  # --target -> its report's folder under out
+DEMO_TARGET_REPEATS = 3  # every input is used as it is (no fold trained it), so folds can be drawn again
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,9 @@ def run_demo(
     require_clips_left(stage_one.features, len(manifest))
     report, _ = fuse_cache(cache, out, models=DEMO_MODELS, executor=executor, progress=progress("fusion heads", "fit"))
     targets = {
-        target: fuse_cache(cache, out / folder, target=target, models=DEMO_TARGET_MODELS, executor=executor)[0]
+        target: fuse_cache(
+            cache, out / folder, target=target, models=DEMO_TARGET_MODELS, repeats=DEMO_TARGET_REPEATS, executor=executor
+        )[0]
         for target, folder in DEMO_TARGETS.items()
     }
     return DemoResult(path, manifest, stage_one.features, report, out, targets)

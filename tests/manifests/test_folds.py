@@ -8,7 +8,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mvemo.manifests import Clip, ConfigError, Manifest, ManifestError
-from mvemo.manifests.folds import assign_folds, fold_table, inner_split, inner_splits
+from mvemo.manifests.folds import (
+    assign_folds,
+    draw_folds,
+    fold_table,
+    inner_split,
+    inner_splits,
+    iterative_folds,
+    split_groups,
+)
+from mvemo.manifests.targets import rarest_tag
 
 MEDIA = Path("/nonexistent/clip.mp4")  # folds never open media
 
@@ -166,3 +175,28 @@ def test_group_by_refuses_kept_folds_its_groups_would_split() -> None:
         assign_folds(drawn, group_by="artist")
     regrouped = assign_folds(drawn, group_by="artist", keep=False)
     assert all(len({regrouped.folds[i] for i in range(4 * a, 4 * a + 4)}) == 1 for a in range(6))
+
+
+def test_iterative_folds_balance_every_tag_and_keep_groups_whole() -> None:
+    rng = np.random.default_rng(0)
+    n_groups, k = 60, 5
+    group_tags = (rng.random((n_groups, 6)) < np.array([0.5, 0.3, 0.2, 0.1, 0.08, 0.05])).astype(np.uint8)
+    sizes = rng.integers(1, 4, n_groups)
+    groups = [f"g{g}" for g in range(n_groups) for _ in range(sizes[g])]
+    matrix = np.repeat(group_tags, sizes, axis=0)
+    folds = iterative_folds(matrix, groups, k=k, seed=0)
+    assert sorted(set(folds.tolist())) == list(range(k)) and not split_groups(folds, groups)
+    assert np.array_equal(folds, iterative_folds(matrix, groups, k=k, seed=0)), "the same seed, the same folds"
+    for t in range(matrix.shape[1]):
+        carriers = {g for g, on in zip(groups, matrix[:, t]) if on}
+        if len(carriers) >= k:
+            assert set(folds[matrix[:, t] == 1].tolist()) == set(range(k)), f"tag {t} in every fold"
+
+    def spread(f: np.ndarray) -> float:
+        """Mean over tags of the standard deviation over folds of the fold's share of the tag's clips."""
+        shares = np.array([[matrix[f == i, t].sum() / max(matrix[:, t].sum(), 1) for i in range(k)] for t in range(6)])
+        return float(shares.std(axis=1).mean())
+
+    iterative = np.mean([spread(iterative_folds(matrix, groups, k=k, seed=s)) for s in range(5)])
+    rarest = np.mean([spread(draw_folds(rarest_tag(matrix), groups, k=k, seed=s)) for s in range(5)])
+    assert iterative < rarest, (iterative, rarest)

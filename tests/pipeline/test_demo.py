@@ -18,7 +18,7 @@ from mvemo.manifests import Clip, read_manifest, write_manifest
 from mvemo.manifests.folds import fold_table
 from mvemo.manifests.synthetic import DEMO_CLASSES, DEMO_SCALE, DEMO_TAGS
 from mvemo.pipeline.cli.main import cli
-from mvemo.pipeline.demo import DEMO_NETS, DEMO_TARGET_MODELS
+from mvemo.pipeline.demo import DEMO_NETS, DEMO_TARGET_MODELS, DEMO_TARGET_REPEATS
 from tests.conftest import SHARED, write_tiny
 
 
@@ -51,10 +51,12 @@ def test_tiny_demo_cross_validates_tags_and_values(tiny_demo: Path) -> None:
     assert list(tags["metrics"]) == models and ",".join(models) == DEMO_TARGET_MODELS
     assert set(tags["unscored"]) | set(tags["metrics"]["lldstats"]["per_tag"]) == set(DEMO_TAGS)
     assert tags["metrics"]["lldstats"]["roc_auc_macro"]["mean"] > 0.7, "the sound's tags are heard in its descriptors"
+    assert tags["metrics"]["lldstats"]["repeats"] == DEMO_TARGET_REPEATS
     values = json.loads((tiny_demo / "valence-arousal" / "report.json").read_text())
     assert values["names"] == ["valence", "arousal"]
     assert all(np.isfinite(m["valence"]["ccc"]) and "quadrants" in m for m in values["metrics"].values())
     assert values["metrics"]["lldstats"]["arousal"]["ccc"] > 0.5, "arousal follows tempo and loudness"
+    assert values["metrics"]["lldstats"]["repeats"] == DEMO_TARGET_REPEATS
 
 
 INTEGRATED = f"integrated({','.join(DEMO_NETS)},lldstats,descriptors)"
