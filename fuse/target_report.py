@@ -1,7 +1,7 @@
 """Reports of the other target kinds: tags (per-tag AP bars) and valence/arousal (predicted-vs-true scatters).
 
-Each writes ``report.json``, ``report.md`` (tables, with every metric defined) and its PNGs into ``out``, as the
-class report does (``fuse.report``).
+Each writes ``report.json``, ``report.md`` (tables, with every metric defined), ``report.html`` (the same, its
+tables sortable and its PNGs inlined) and its PNGs into ``out``, as the class report does (``fuse.report``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from mvemo.fuse.dimensional import VALUE_METRIC_DEFINITIONS, ValuesResult
+from mvemo.fuse.pages import markdown_page
 from mvemo.fuse.plots import model_styles
 from mvemo.fuse.report import safe_name
 from mvemo.fuse.tagging import TAG_METRIC_DEFINITIONS, TagResult
@@ -77,16 +78,18 @@ def summary_table(document: dict[str, Any]) -> tuple[list[str], list[list[Any]]]
 
 
 def write_target_report(document: dict[str, Any], result: TagResult | ValuesResult, out: Path) -> dict[str, Any]:
-    """Write ``report.json``, ``report.md`` and the plots of a tag or value report into ``out``; returns the
-    document."""
+    """Write ``report.json``, ``report.md``, ``report.html`` and the plots of a tag or value report into ``out``;
+    returns the document."""
     out.mkdir(parents=True, exist_ok=True)
     if isinstance(result, TagResult):
         tag_ap_png(document, out / document["figures"]["average_precision"])
     else:
         for model, name in document["figures"].items():
             scatter_png(result, model, out / name)
+    text = markdown(document)
     (out / "report.json").write_text(json.dumps(document, indent=2), encoding="utf-8")
-    (out / "report.md").write_text(markdown(document), encoding="utf-8")
+    (out / "report.md").write_text(text, encoding="utf-8")
+    (out / "report.html").write_text(markdown_page(text, out, f"mvemo cross-validation of {document['target']}: {out.name}"))
     return document
 
 
@@ -130,7 +133,7 @@ def tag_ap_png(document: dict[str, Any], path: Path) -> Path:
     """Average precision per tag, a bar per model, the tag's prevalence (a random ranking's AP) marked."""
     tags, models = document["tags"], list(document["metrics"])
     styles = model_styles(models)
-    fig, ax = plt.subplots(figsize=(1.5 + 0.9 * len(tags) * max(1, len(models)) / 3, 3.6), dpi=100)
+    fig, ax = plt.subplots(figsize=(4.5 + 0.9 * len(tags) * max(1, len(models)) / 3, 3.6), dpi=100)
     width = 0.8 / max(len(models), 1)
     for i, model in enumerate(models):
         per_tag = document["metrics"][model]["per_tag"]
@@ -143,7 +146,7 @@ def tag_ap_png(document: dict[str, Any], path: Path) -> Path:
     ax.set_xticks(np.arange(len(tags)) + 0.4 - width / 2, tags, rotation=30, ha="right")
     ax.set_ylim(0, 1)
     ax.set_ylabel("average precision (dotted: prevalence)")
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

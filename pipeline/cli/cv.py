@@ -172,9 +172,8 @@ def echo_target_summary(document: dict[str, Any], out: str) -> None:
     click.echo(format_table(*summary_table(document)))
     for note in document.get("notes", []):
         click.echo(f"note: {note}", err=True)
-    click.echo(
-        f"report: {out}/report.md, {out}/report.json; plots: {', '.join(f'{out}/{f}' for f in document['figures'].values())}"
-    )
+    plots = ", ".join(f"{out}/{f}" for f in document["figures"].values())
+    click.echo(f"report: {out}/report.md, {out}/report.html, {out}/report.json; plots: {plots}")
 
 
 @click.command("fuse", cls=MvemoCommand, context_settings=CONTEXT)
