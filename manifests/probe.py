@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import av
 
+from mvemo.manifests.errors import ManifestError
 from mvemo.manifests.schema import Clip, Manifest
+from mvemo.manifests.targets import read_annotations
 
 # A stream may end this much before its declared duration (AAC priming, rounding) without counting as cut off.
 TRUNCATION_SLACK_S = 0.1
@@ -240,12 +243,19 @@ def _reason(err: BaseException) -> str:
     return str(err).strip() or type(err).__name__
 
 
-def check_clip(clip: Clip, probe: dict[Path, MediaInfo] | None = None) -> ClipReport:
+def check_clip(
+    clip: Clip,
+    probe: dict[Path, MediaInfo] | None = None,
+    *,
+    values: Sequence[str] = (),
+    scale: tuple[float, float] | None = None,
+) -> ClipReport:
     """Probe every file of ``clip`` and list its problems.
 
     Problems: a missing or undecodable file, a modality the manifest promises
-    that the file lacks, zero duration. Facts such as a short duration, a low
-    sample rate or mono audio are reported, not problems.
+    that the file lacks, zero duration, an annotation file of the manifest's value
+    columns ``values`` on ``scale`` that cannot be read (``targets.read_annotations``).
+    Facts such as a short duration, a low sample rate or mono audio are reported, not problems.
     """
     probe = {} if probe is None else probe
     problems = []
@@ -270,10 +280,15 @@ def check_clip(clip: Clip, probe: dict[Path, MediaInfo] | None = None) -> ClipRe
         duration_s = max(duration_s, stream.duration_s)
         if stream.duration_s <= 0:
             problems.append(f"{modality} stream of {str(path)!r} has zero duration; replace the file")
+    if clip.annotations is not None and scale is not None:
+        try:
+            read_annotations(clip.annotations, clip_id=clip.clip_id, names=values, scale=scale)
+        except ManifestError as err:  # a report's problems are its clip's: its id is said once, by the report
+            problems.append(str(err).removeprefix(f"clip {clip.clip_id!r}: "))
     return ClipReport(clip.clip_id, clip.label, found["audio"], found["video"], duration_s, problems)
 
 
 def check_manifest(manifest: Manifest) -> list[ClipReport]:
     """One ``ClipReport`` per clip, in manifest order; each file is probed once."""
     probe: dict[Path, MediaInfo] = {}
-    return [check_clip(clip, probe) for clip in manifest.clips]
+    return [check_clip(clip, probe, values=manifest.value_names, scale=manifest.scale) for clip in manifest.clips]

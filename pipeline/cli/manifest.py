@@ -143,7 +143,8 @@ def manifest_check(ctx: click.Context, manifest_path: str, as_json: bool) -> Non
     if clips.has_folds:
         require_whole_groups(clips.folds, clips.groups, clips.clip_ids, where=manifest_path)
     probed: dict[Any, Any] = {}
-    reports = [check_clip(c, probed) for c in progress_bar("probing", "clip", leave=False)(clips.clips, len(clips))]
+    found = progress_bar("probing", "clip", leave=False)(clips.clips, len(clips))
+    reports = [check_clip(c, probed, values=clips.value_names, scale=clips.scale) for c in found]
     failed = [r for r in reports if not r.ok]
     if as_json:
         print_json({"clips": len(reports), "problems": len(failed), "reports": [r.to_json() for r in reports]})

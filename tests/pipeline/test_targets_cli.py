@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from mvemo.manifests import Manifest, read_manifest
 from mvemo.pipeline.cli.main import cli
+from tests.conftest import write_tiny
 from tests.fuse.helpers import embedding_cache
 
 
@@ -92,3 +93,20 @@ def test_cv_target_writes_its_report(tmp_path: Path, target: str, figure: str) -
         assert document["metrics"]["a"]["valence"]["ccc"] > 0.8 and document["metrics"]["a"]["arousal"]["ccc"] > 0.8
     refused = run("cv", "--cache", str(cache), "--out", str(out), "--target", "mood")
     assert refused.exit_code == 2 and "--target 'mood'" in refused.output
+
+
+def test_manifest_check_lists_a_bad_annotation_file_as_its_clips_problem(tmp_path: Path) -> None:
+    write_tiny(tmp_path / "a.mp4")
+    write_tiny(tmp_path / "b.mp4")
+    (tmp_path / "a.csv").write_text("time_s,valence\n0,0.2\n1,0.3\n")
+    (tmp_path / "b.csv").write_text("time_s,valence\n0,0.2\n1,7\n")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        "# scale: [-1, 1]\nclip_id,video,audio,valence,annotations\na,a.mp4,a.mp4,0.2,a.csv\nb,b.mp4,b.mp4,0.1,b.csv\n"
+    )
+    result = run("manifest", "check", str(manifest))
+    assert result.exit_code == 3, result.output
+    assert (
+        "problem: clip 'b': annotations" in result.output and "row 2: a value lies outside the scale" in result.output
+    )
+    assert "1 ok, 1 with problems" in result.output
