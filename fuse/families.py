@@ -18,7 +18,6 @@ from scipy.special import softmax
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import LinearSVC
 from sklearn.utils.multiclass import unique_labels
-from sklearn.utils.validation import validate_data
 from threadpoolctl import threadpool_limits
 
 from mvemo.fuse.heads import (
@@ -30,25 +29,15 @@ from mvemo.fuse.heads import (
     _groups,
     _LinearHead,
     fit_head,
+    prepared,
     softmax_layer,
-    standardization,
 )
+from mvemo.fuse.selected import SelectLogisticHead
 from mvemo.fuse.selection import EPS, PATH_PATIENCE, SelectionConfig, decades, inner_score
 from mvemo.manifests.errors import ConfigError, is_number
 from mvemo.manifests.folds import inner_splits
 
 ABSENT_LOGIT = -1e3  # the logit of a class the training rows lack: probability 0, as the logistic head gives it
-
-
-def prepared(head: _LinearHead, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A family's rows standardized, the labels as validated, their class indices, and the standardization; sets
-    ``head.classes_``."""
-    X, y = validate_data(head, X, y, dtype=(np.float32, np.float64))
-    head.classes_ = unique_labels(y)
-    if len(head.classes_) < 2:
-        raise ValueError(f"{type(head).__name__} needs at least 2 classes; got 1 class ({head.classes_.tolist()})")
-    mean, scale = standardization(X)
-    return (X - mean) / scale, y, np.searchsorted(head.classes_, y), mean, scale
 
 
 class _ChoosingHead(_LinearHead):
@@ -308,12 +297,13 @@ HEADS: dict[str, type[_LinearHead]] = {
     "lda": LdaHead,
     "pca-logistic": PcaLogisticHead,
     "svm": SvmHead,
+    "select-logistic": SelectLogisticHead,
 }
 
 
 def make_head(kind: str | None = None, selection: SelectionConfig | None = None, **params: Any) -> _LinearHead:
     """A fresh head: the family ``kind`` names (``logistic``; ``softmax`` the torch layer; ``lda``,
-    ``pca-logistic``, ``svm``), else the one ``selection.heads`` names (a config's ``[fuse]`` table; ``logistic``
+    ``pca-logistic``, ``svm``, ``select-logistic``: ``fuse.selected``), else the one ``selection.heads`` names (a config's ``[fuse]`` table; ``logistic``
     by default), with ``params`` (a config's ``[head]`` table) checked against the family's own rules, what they
     leave open chosen as ``selection`` says. Where ``selection.heads`` names several families, the head is the one
     of them its inner folds choose (``ChosenHead``), and ``kind`` and ``params`` stay unset."""
@@ -350,6 +340,7 @@ def family_head(kind: str, selection: SelectionConfig, params: dict[str, Any] | 
     grids = {
         "logistic": {"C_grid": selection.C_grid},
         "pca-logistic": {"C_grid": selection.C_grid},
+        "select-logistic": {"C_grid": selection.C_grid},
         "softmax": {"lr_grid": selection.lr_grid, "l2_grid": selection.l2_grid},
     }.get(kind, {})
     return HEADS[kind](**(chosen | grids | params))

@@ -340,6 +340,17 @@ def fit_head(head: Any, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> Any
 CONSTANT_SHARE = 1e-6
 
 
+def prepared(head: _LinearHead, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A family's rows standardized, the labels as validated, their class indices, and the standardization; sets
+    ``head.classes_``."""
+    X, y = validate_data(head, X, y, dtype=(np.float32, np.float64))
+    head.classes_ = unique_labels(y)
+    if len(head.classes_) < 2:
+        raise ValueError(f"{type(head).__name__} needs at least 2 classes; got 1 class ({head.classes_.tolist()})")
+    mean, scale = standardization(X)
+    return (X - mean) / scale, y, np.searchsorted(head.classes_, y), mean, scale
+
+
 def standardization(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and scale of each column of the training rows: its standard deviation, or its level where the column
     is constant up to ``CONSTANT_SHARE`` of that level (the level: the larger of the mean's magnitude and the median

@@ -122,8 +122,10 @@ def logistic_path(
     scoring: str,
     tol: float,
     max_iter: int,
+    columns: list[np.ndarray] | None = None,
 ) -> tuple[int, np.ndarray, list[float]]:
-    """C chosen on inner folds for L-BFGS multinomial logistic regression of standardized ``Z`` on classes ``y``.
+    """C chosen on inner folds for L-BFGS multinomial logistic regression of standardized ``Z`` on classes ``y``
+    (each inner fold on its own ``columns`` of ``Z`` where given: those its training rows selected).
 
     Each inner fold's model runs up the grid warm-started from the previous C, to
     ``PATH_TOL_FACTOR * tol``, and the path stops ``PATH_PATIENCE[scoring]`` steps
@@ -149,9 +151,10 @@ def logistic_path(
         proba = np.zeros((len(y), n_classes))
         # Z is standardized from rows checked once by the head: scikit-learn need not scan them again per fit.
         with config_context(assume_finite=True):
-            for model, (train, val) in zip(models, splits):
-                model.set_params(C=C).fit(Z[train], y[train])
-                proba[np.ix_(val, model.classes_)] = model.predict_proba(Z[val])
+            for i, (model, (train, val)) in enumerate(zip(models, splits)):
+                Zi = Z if columns is None else Z[:, columns[i]]
+                model.set_params(C=C).fit(Zi[train], y[train])
+                proba[np.ix_(val, model.classes_)] = model.predict_proba(Zi[val])
         return proba
 
     scores = []

@@ -26,7 +26,7 @@ def echo_summary(document: dict[str, Any], out: str) -> None:
     )
 
 
-HEAD_NAMES = ["logistic", "softmax", "lda", "pca-logistic", "svm"]  # fuse.families.HEADS, without importing it
+HEAD_NAMES = ["logistic", "softmax", "lda", "pca-logistic", "svm", "select-logistic"]  # fuse.families.HEADS, without importing it
 
 
 def head_options(command: Any) -> Any:
@@ -52,7 +52,8 @@ def head_options(command: Any) -> Any:
         default=None,
         type=click.Choice(HEAD_NAMES),
         help="Fusion head: L-BFGS logistic regression, the torch softmax layer, shrinkage LDA, PCA-whitened logistic"
-        " regression or a linear SVM with probabilities by temperature; [fuse] heads = [...] lets inner folds choose"
+        " regression, a linear SVM with probabilities by temperature, or logistic regression over the columns of best"
+        " ANOVA F, ranked within each inner fold (select-logistic); [fuse] heads = [...] lets inner folds choose"
         " among several.  [default: the config's, else logistic]",
     )(command)
 

@@ -106,7 +106,5 @@ def test_manifest_check_lists_a_bad_annotation_file_as_its_clips_problem(tmp_pat
     )
     result = run("manifest", "check", str(manifest))
     assert result.exit_code == 3, result.output
-    assert (
-        "problem: clip 'b': annotations" in result.output and "row 2: a value lies outside the scale" in result.output
-    )
+    assert "problem: clip 'b': annotations" in result.output and "row 2: a value lies outside the scale" in result.output
     assert "1 ok, 1 with problems" in result.output
