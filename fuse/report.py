@@ -236,7 +236,7 @@ def markdown(document: dict[str, Any]) -> str:
     lines += _choices(document)
     lines += _inner_outer(document)
     lines += _clips(document)
-    lines += _provenance(document)
+    lines += provenance_section(document)
     if document.get("notes"):
         lines += ["## Notes (every repeat)", "", *(f"- {note}" for note in document["notes"]), ""]
     lines += _per_class(document)
@@ -347,7 +347,9 @@ def _clips(document: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _provenance(document: dict[str, Any]) -> list[str]:
+def provenance_section(document: dict[str, Any]) -> list[str]:
+    """A report's provenance: each net's or set's weights (sha256 or random init), fine-tuning and protocol, the
+    config and the package versions."""
     rows = [[net, p["weights"], p["finetune"], p["protocol"]] for net, p in document.get("provenance", {}).items()]
     versions = ", ".join(f"{name} {version}" for name, version in document.get("versions", {}).items())
     lines = ["## Provenance", ""]

@@ -153,7 +153,10 @@ def run_target_cv(
                 "valence/arousal heads are ridge regressions, alpha chosen on inner folds: --head and --reference do not apply"
             )
         document, result = values_document(values), values
-    document |= {"version": mvemo_version(), "versions": package_versions(), "selection": selection.to_json()}
+    with Cache(cache_path) as cache:
+        nets = provenance(cache)
+    config = {"target": target, "models": options.get("models") or "default", "selection": selection.to_json()}
+    document |= {"version": mvemo_version(), "versions": package_versions(), "provenance": nets, "config": config}
     return write_target_report(document, result, Path(out))
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from mvemo.fuse.dimensional import VALUE_METRIC_DEFINITIONS, ValuesResult
 from mvemo.fuse.pages import markdown_page
 from mvemo.fuse.plots import model_styles
-from mvemo.fuse.report import safe_name
+from mvemo.fuse.report import provenance_section, safe_name
 from mvemo.fuse.tagging import TAG_METRIC_DEFINITIONS, TagResult
 from mvemo.manifests.targets import QUADRANT_MEANING, QUADRANTS
 
@@ -117,7 +117,8 @@ def markdown(document: dict[str, Any]) -> str:
             lines += ["", "Quadrants: " + "; ".join(f"{q} {QUADRANT_MEANING[q]}" for q in QUADRANTS) + "."]
         lines += [""] + [f"![{model}]({name})" for model, name in document["figures"].items()]
     lines += ["", "## Definitions", ""] + [f"- **{name}**: {text}" for name, text in document["definitions"].items()]
-    lines += [""] + [f"- note: {note}" for note in document["notes"]]
+    lines += [""] + [f"- note: {note}" for note in document["notes"]] + [""]
+    lines += provenance_section(document)
     return "\n".join(lines) + "\n"
 
 

@@ -87,6 +87,7 @@ def test_cv_target_writes_its_report(tmp_path: Path, target: str, figure: str) -
     document = json.loads((out / "report.json").read_text())
     assert document["target"] == target and (out / figure).is_file() and (out / "report.md").is_file()
     assert "data:image/png;base64," in (out / "report.html").read_text(), "the page inlines its plots"
+    assert "| a | weights sha256 a-weights-sha256 | none | leakfree |" in (out / "report.md").read_text(), "each net's weights"
     if target == "tags":
         assert document["metrics"]["a"]["per_tag"]["low"]["roc_auc"]["mean"] > 0.9
     else:
