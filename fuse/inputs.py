@@ -61,7 +61,8 @@ def patch_count(cache: Cache, set_name: str) -> int | None:
     return int(config["patches"]) if config.get("pool") == "patches" else None
 
 
-CUT_LAYERS = ("pooled",)  # a music encoder's activations below layers that stage two fine-tunes (fuse.upper)
+# a music encoder's activations below layers that stage two fine-tunes (fuse.upper; extract.nets.musicnn.UPPER_CUTS)
+CUT_LAYERS = ("pooled", "cnn2_cut", "cnn1_cut", "pool4")
 
 
 def is_cut(cache: Cache, set_name: str) -> bool:

@@ -234,8 +234,8 @@ def save_fusion_model(
     with h5py.File(out / HEADS_H5, "w") as f:
         for name, saved in heads.items():
             group = f.create_group(name)
-            for field in dataclasses.fields(saved):
-                group[field.name] = np.asarray(getattr(saved, field.name))
+            for key, array in head_arrays(saved).items():
+                group[key] = np.asarray(array)
     (out / MODEL_JSON).write_text(json.dumps(document, indent=2))
     return out
 
@@ -256,11 +256,18 @@ def _copy_checkpoints(document: dict[str, Any], cache_dir: Path, out: Path) -> N
 HEAD_KINDS = (UPPER_HEAD_ARRAYS, HEAD_ARRAYS, VALUE_ARRAYS)
 
 
+def head_arrays(saved: SavedHead) -> dict[str, Any]:
+    """A head as the arrays of its ``heads.h5`` group (``saved_head`` reads them back)."""
+    if isinstance(saved, UpperSoftmax):
+        return saved.arrays()
+    return {field.name: getattr(saved, field.name) for field in dataclasses.fields(saved)}
+
+
 def saved_head(group: Mapping[str, np.ndarray]) -> SavedHead:
     """The head a group of ``heads.h5`` holds, by its arrays: fine-tuned upper layers, a softmax layer, or a linear
     map to values."""
     if set(UPPER_HEAD_ARRAYS) <= set(group):
-        return UpperSoftmax(**{key: group[key] for key in UPPER_HEAD_ARRAYS})
+        return UpperSoftmax.from_arrays(group)
     if set(HEAD_ARRAYS) <= set(group):
         return LinearSoftmax(*(group[key] for key in HEAD_ARRAYS))
     return LinearValues(*(group[key] for key in VALUE_ARRAYS))

@@ -9,7 +9,6 @@ the nets and feature sets); this module knows the saved format alone.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from mvemo.manifests.errors import is_number
 from mvemo.manifests.targets import VALUE_COLUMNS
 
 HEAD_ARRAYS = ("classes", "mean", "scale", "weights", "bias")
-UPPER_HEAD_ARRAYS = tuple(field.name for field in dataclasses.fields(UpperSoftmax))  # fine-tuned layers above a cut
+UPPER_HEAD_ARRAYS = UpperSoftmax.BASE  # fine-tuned layers above a cut: these, and the layers' arrays by name
 
 
 class Invalid(Exception):
@@ -267,7 +266,7 @@ def _check_upper_head(key: str, where: str, n_classes: int, arrays: Mapping[str,
     missing = [name for name in UPPER_HEAD_ARRAYS if name not in arrays]
     _require(not missing, where, f"{key!r} in heads.h5 lacks {missing}")
     a = {name: np.asarray(arrays[name]) for name in UPPER_HEAD_ARRAYS}
-    classes, patches = a["classes"], a["patches"]
+    classes = a["classes"]
     _require(
         classes.ndim == 1
         and classes.dtype.kind in "iu"
@@ -276,23 +275,24 @@ def _check_upper_head(key: str, where: str, n_classes: int, arrays: Mapping[str,
         where,
         f"{key!r}: its classes {classes.tolist()} are not distinct indices of the model's {n_classes} classes",
     )
-    hidden, width = a["dense_weight"].shape if a["dense_weight"].ndim == 2 else (-1, -1)
-    shapes = {
-        "pool_scale": (width,),
-        "pool_shift": (width,),
-        "dense_bias": (hidden,),
-        "bn_scale": (hidden,),
-        "bn_shift": (hidden,),
-        "classifier_weight": (len(classes), hidden),
-        "classifier_bias": (len(classes),),
-    }
-    wrong = [name for name, shape in shapes.items() if a[name].shape != shape]
-    _require(not wrong and hidden > 0, where, f"{key!r}: the shapes of {wrong or ['dense_weight']} do not chain")
-    _require(patches.ndim == 0 and patches.dtype.kind in "iu" and int(patches) >= 1, where, f"{key!r}: patches is not a count")
+    counts = [a[name] for name in ("patches", "width")]
     _require(
-        all(a[name].dtype.kind in "fiu" and np.isfinite(a[name]).all() for name in UPPER_HEAD_ARRAYS),
+        all(c.ndim == 0 and c.dtype.kind in "iu" and int(c) >= 1 for c in counts),
+        where,
+        f"{key!r}: patches or width is not a count",
+    )
+    _require(
+        all(np.asarray(v).dtype.kind in "fiu" and np.isfinite(v).all() for v in arrays.values()),
         where,
         f"{key!r} holds values that are not finite numbers",
+    )
+    saved = UpperSoftmax.from_arrays(arrays)
+    try:
+        chained = saved.predict_proba(np.zeros((1, saved.layers.patches * saved.layers.width), np.float32)).shape
+    except (KeyError, IndexError, ValueError, RuntimeError) as err:
+        raise Invalid(f"{where} {key!r}: its layers do not chain ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+    _require(
+        chained == (1, len(classes)), where, f"{key!r}: its classifier gives {chained[1]} outputs for {len(classes)} classes"
     )
 
 

@@ -1,21 +1,29 @@
 """Upper-layer fine-tuning from cached activations: a music encoder's layers above a cut, trained in stage two
 as a head.
 
-Stage one caches each clip's per-patch activations at the cut once (``[net.musicnn.upper] layer = "pooled",
-pool = "patches"``: the back end's input, 1,506 values per 3-s patch). The layers above it (musicnn's
-batch-normalized dense layer of 200, its penultimate) start from the published weights and train here, per
-outer fold, with a new classifier over the clip's mean penultimate: the whole net with its lower layers
-frozen, without running them (``tests/fuse/test_upper.py`` checks outputs and gradients against the net).
+Stage one caches each clip's per-patch activations at a cut once (``[net.musicnn.upper] layer = "pooled",
+pool = "patches"``; the cuts are ``extract.nets.musicnn.UPPER_CUTS``). The layers above it start from the
+published weights and train here, per outer fold, with a new classifier over the clip's mean penultimate: the
+whole net with its lower layers frozen, without running them (``tests/fuse/test_upper.py`` checks outputs and
+gradients against the net). The layers above each cut, by the arrays ``upper_layers`` gives:
+
+- musicnn ``pooled`` (the back end's input, 1,506 values per 3-s patch): its batch-normalized dense layer of 200;
+- musicnn ``cnn2_cut`` / ``cnn1_cut`` (the mid end's map over time after its second / first convolution, and the
+  back end's input of the channels below): the last one / two residual convolutions of the mid end, then the back
+  end;
+- msdvgg ``pool4``: its last convolutional block, whose pooled map (256) is the penultimate.
 
 - The classifier starts as a linear probe: the logistic head fitted to the frozen penultimate (linear probing
   then fine-tuning, Kumar et al. 2022, keeps the pretrained features from being torn by a random head).
 - Each step draws ``subset`` of a clip's patches: an augmentation; a clip is scored on all of them.
 - Weight decay pulls every parameter toward where it started (L2-SP, Li et al. 2018), not toward 0.
+- Dropout acts where the published net had it in training: on musicnn's back-end input, on msdvgg's last block's.
 - Learning rate, weight decay and dropout are chosen on ``inner_folds`` inner folds of the training rows
   (grouped, stratified, as every head's), each fold trained with early stopping on its validation rows and the
   setting of best pooled out-of-fold score kept; its epochs are the mean of its folds' best epochs. Then the
   head trains on every training row for that many epochs. Three inner folds, not five, and one dropout: the
-  time of a fold on 900 clips (``mvemo bench upper``).
+  time of a fold on 900 clips (``mvemo bench upper``). Which cut is chosen on inner folds through
+  ``best(musicnn.upper, musicnn.cnn2, ...)``, as any choice among inputs.
 """
 
 from __future__ import annotations
@@ -27,7 +35,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import unique_labels
 
@@ -36,46 +43,64 @@ from mvemo.fuse.selection import inner_score
 from mvemo.manifests.errors import ConfigError
 from mvemo.manifests.folds import inner_splits
 
-UPPER_ARRAYS = ("pool_scale", "pool_shift", "dense_weight", "dense_bias", "bn_scale", "bn_shift")
+VGG_POOL4_MELS = 6  # msdvgg's pool4 map per patch is (time, 6 mel bands, 128 channels)
+MID_CONVS = ("cnn2", "cnn3")  # musicnn's residual mid-end convolutions a cut may lie under, bottom up
+CHUNK = 64  # clips through the layers at a time when scoring: a conv cut's maps of 900 clips would take gigabytes
 
 
 @dataclass(frozen=True)
 class UpperLayers:
-    """The published layers above the cut (``UPPER_ARRAYS``, from ``extract.nets.musicnn.MusicnnPatches.
-    upper_layers``) and the patches per clip of the cached activations they read."""
+    """The published layers above a cut (arrays by name, from ``extract.nets.musicnn.upper_layers``), the patches
+    per clip of the cached activations they read and the columns per patch."""
 
     arrays: Mapping[str, np.ndarray]
     patches: int
+    width: int
 
 
 @dataclass(frozen=True)
 class UpperSoftmax:
-    """The whole of a fitted upper head, as a saved model stores it (``fuse.saved_check.UPPER_HEAD_ARRAYS``):
-    p(y | clip) = softmax(classifier(mean over the clip's patches of bn_scale * relu(dense(pool_scale * x +
-    pool_shift)) + bn_shift)), in numpy."""
+    """The whole of a fitted upper head, as a saved model stores it: its classes, the fine-tuned ``layers`` above
+    the cut and the classifier over the clip's mean penultimate. ``arrays()`` lays it out flat for ``heads.h5``
+    (``from_arrays`` reads it back)."""
 
     classes: np.ndarray
-    pool_scale: np.ndarray
-    pool_shift: np.ndarray
-    dense_weight: np.ndarray
-    dense_bias: np.ndarray
-    bn_scale: np.ndarray
-    bn_shift: np.ndarray
+    layers: UpperLayers
     classifier_weight: np.ndarray
     classifier_bias: np.ndarray
-    patches: np.ndarray  # a 0-d integer
+
+    BASE = ("classes", "patches", "width", "classifier_weight", "classifier_bias")
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "classes": self.classes,
+            "patches": np.asarray(self.layers.patches),
+            "width": np.asarray(self.layers.width),
+            "classifier_weight": self.classifier_weight,
+            "classifier_bias": self.classifier_bias,
+            **self.layers.arrays,
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> UpperSoftmax:
+        layers = {name: np.asarray(a) for name, a in arrays.items() if name not in cls.BASE}
+        layers_above = UpperLayers(layers, int(arrays["patches"]), int(arrays["width"]))
+        return cls(np.asarray(arrays["classes"]), layers_above, arrays["classifier_weight"], arrays["classifier_bias"])
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float64)
-        width = int(self.patches) * len(self.pool_scale)
+        width = self.layers.patches * self.layers.width
         if X.shape[1] != width:
             raise ConfigError(
                 f"an upper head of the saved model reads {width} columns and its input gives {X.shape[1]}; retrain it"
                 " with `mvemo fuse` on a cache of the same feature sets"
             )
-        x = X.reshape(len(X), int(self.patches), -1) * self.pool_scale + self.pool_shift
-        hidden = np.maximum(x @ self.dense_weight.T + self.dense_bias, 0.0) * self.bn_scale + self.bn_shift
-        return softmax(hidden.mean(axis=1) @ self.classifier_weight.T + self.classifier_bias, axis=1)
+        import torch
+
+        with one_thread(), torch.no_grad():
+            net = upper_net(self.layers, len(self.classes), 0.0)
+            net.classifier.weight.copy_(torch.as_tensor(np.asarray(self.classifier_weight, np.float32)))
+            net.classifier.bias.copy_(torch.as_tensor(np.asarray(self.classifier_bias, np.float32)))
+            return _proba(net, np.asarray(X, np.float32).reshape(len(X), self.layers.patches, -1))
 
 
 @contextmanager
@@ -91,29 +116,50 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def upper_net(arrays: Mapping[str, np.ndarray], n_classes: int, dropout: float) -> Any:
-    """The layers above the cut with a classifier: (B, patches, 1506) -> (B, n_classes) logits of the clip's mean
-    penultimate."""
+def upper_net(layers: UpperLayers, n_classes: int, dropout: float) -> Any:
+    """The layers above the cut with a classifier: (B, patches, width) -> (B, n_classes) logits of the clip's mean
+    penultimate. Every array of ``layers`` is a parameter of ``net.layer`` by its name."""
     import torch
+    import torch.nn.functional as F
     from torch import nn
 
     class UpperNet(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            tensor = {name: torch.as_tensor(np.asarray(arrays[name], dtype=np.float32)) for name in UPPER_ARRAYS}
-            self.pool_scale, self.pool_shift = nn.Parameter(tensor["pool_scale"]), nn.Parameter(tensor["pool_shift"])
-            hidden, width = tensor["dense_weight"].shape
-            self.dense = nn.Linear(width, hidden)
-            with torch.no_grad():
-                self.dense.weight.copy_(tensor["dense_weight"])
-                self.dense.bias.copy_(tensor["dense_bias"])
-            self.bn_scale, self.bn_shift = nn.Parameter(tensor["bn_scale"]), nn.Parameter(tensor["bn_shift"])
+            self.layer = nn.ParameterDict(  # copies: training must leave the published arrays as they are
+                {name: nn.Parameter(torch.tensor(np.asarray(a), dtype=torch.float32)) for name, a in layers.arrays.items()}
+            )
             self.dropout = nn.Dropout(dropout)
+            with torch.no_grad():
+                hidden = self.penultimate(torch.zeros(1, layers.width)).shape[1]
             self.classifier = nn.Linear(hidden, n_classes)
 
+        def penultimate(self, x: torch.Tensor) -> torch.Tensor:
+            """(N, width) activations of N patches -> (N, hidden)."""
+            p = self.layer
+            if "conv5_weight" in p:  # msdvgg: the last block over the pool4 map
+                channels = p["conv5_bias"].shape[0]
+                h = self.dropout(x).reshape(len(x), -1, VGG_POOL4_MELS, channels).permute(0, 3, 1, 2)
+                h = F.relu(F.conv2d(h, p["conv5_weight"], p["conv5_bias"], padding=1))
+                h = F.max_pool2d(h * p["conv5_scale"][:, None, None] + p["conv5_shift"][:, None, None], 4, 4)
+                return h.permute(0, 2, 3, 1).reshape(len(x), -1)  # TF's flattening order
+            convs = [name for name in MID_CONVS if f"{name}_weight" in p]
+            if convs:  # musicnn: the mid end's last convolutions, then each new map's max and mean over time
+                channels = p[f"{convs[0]}_bias"].shape[0]
+                below = x.shape[1] - (p["pool_scale"].shape[0] - 2 * channels * len(convs))
+                h, pooled = x[:, :below].reshape(len(x), below // channels, channels).transpose(1, 2), [x[:, below:]]
+                for name in convs:
+                    k = p[f"{name}_weight"].shape[2]  # TF 'same': (k - 1) // 2 zeros before, k // 2 after
+                    out = F.relu(F.conv1d(F.pad(h, ((k - 1) // 2, k // 2)), p[f"{name}_weight"], p[f"{name}_bias"]))
+                    h = h + out * p[f"{name}_scale"][:, None] + p[f"{name}_shift"][:, None]
+                    pooled.append(torch.stack([h.amax(dim=2), h.mean(dim=2)], dim=2).reshape(len(x), -1))
+                x = torch.cat(pooled, dim=1)
+            x = self.dropout(x * p["pool_scale"] + p["pool_shift"])
+            return torch.relu(F.linear(x, p["dense_weight"], p["dense_bias"])) * p["bn_scale"] + p["bn_shift"]
+
         def embed(self, x: torch.Tensor) -> torch.Tensor:
-            h = torch.relu(self.dense(self.dropout(x * self.pool_scale + self.pool_shift)))
-            return (h * self.bn_scale + self.bn_shift).mean(dim=1)
+            """(B, patches, width) -> (B, hidden): the mean of the patches' penultimates."""
+            return self.penultimate(x.reshape(-1, x.shape[2])).reshape(x.shape[0], x.shape[1], -1).mean(dim=1)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.classifier(self.embed(x))
@@ -185,12 +231,13 @@ class UpperHead(ClassifierMixin, BaseEstimator):
             net, _, _ = self._train(
                 patches, target, np.arange(len(y)), None, probe, s["lr"], s["weight_decay"], s["dropout"], int(s["epochs"])
             )
-        values = {name.replace(".", "_"): p.detach().numpy().astype(np.float64) for name, p in net.named_parameters()}
         layers = self._layers()
+        tuned = {name: p.detach().numpy().copy() for name, p in net.layer.items()}
         self.upper_ = UpperSoftmax(
             classes=self.classes_,
-            patches=np.asarray(layers.patches),
-            **{name: values[name] for name in (*UPPER_ARRAYS, "classifier_weight", "classifier_bias")},
+            layers=UpperLayers(tuned, layers.patches, layers.width),
+            classifier_weight=net.classifier.weight.detach().numpy().copy(),
+            classifier_bias=net.classifier.bias.detach().numpy().copy(),
         )
         return self
 
@@ -208,11 +255,11 @@ class UpperHead(ClassifierMixin, BaseEstimator):
     def _patches(self, X: Any) -> np.ndarray:
         X = np.asarray(X, dtype=np.float32)
         layers = self._layers()
-        width = layers.patches * len(layers.arrays["pool_scale"])
+        width = layers.patches * layers.width
         if X.ndim != 2 or X.shape[1] != width:
             raise ConfigError(
-                f"the layers above the cut read {layers.patches} patches of {len(layers.arrays['pool_scale'])} columns"
-                f" ({width}); the input gives {X.shape[1:]}: compute it with the same net options as those layers"
+                f"the layers above the cut read {layers.patches} patches of {layers.width} columns ({width}); the input"
+                f" gives {X.shape[1:]}: compute it with the same net options as those layers"
             )
         return X.reshape(len(X), layers.patches, -1)
 
@@ -222,8 +269,10 @@ class UpperHead(ClassifierMixin, BaseEstimator):
         import torch
 
         with torch.no_grad():
-            net = upper_net(self._layers().arrays, len(self.classes_), 0.0).eval()
-            frozen = net.embed(torch.from_numpy(patches)).numpy()
+            net = upper_net(self._layers(), len(self.classes_), 0.0).eval()
+            frozen = np.concatenate(
+                [net.embed(torch.from_numpy(patches[i : i + CHUNK])).numpy() for i in range(0, len(patches), CHUNK)]
+            )
         head = LogisticHead(scoring=self.scoring, random_state=self.random_state)
         linear = head.fit(frozen, target, groups=groups).linear_
         weight = np.zeros((len(self.classes_), frozen.shape[1]))
@@ -252,7 +301,7 @@ class UpperHead(ClassifierMixin, BaseEstimator):
 
         torch.manual_seed(self.random_state)
         generator = torch.Generator().manual_seed(self.random_state)
-        net = upper_net(self._layers().arrays, len(self.classes_), dropout)
+        net = upper_net(self._layers(), len(self.classes_), dropout)
         with torch.no_grad():
             net.classifier.weight.copy_(torch.from_numpy(probe[0]))
             net.classifier.bias.copy_(torch.from_numpy(probe[1]))
@@ -308,4 +357,5 @@ def _proba(net: Any, patches: np.ndarray) -> np.ndarray:
 
     net.eval()
     with torch.no_grad():
-        return torch.softmax(net(torch.from_numpy(patches)), dim=1).numpy().astype(np.float64)
+        logits = [net(torch.from_numpy(patches[i : i + CHUNK])) for i in range(0, len(patches), CHUNK)]
+        return torch.softmax(torch.cat(logits), dim=1).numpy().astype(np.float64)

@@ -42,5 +42,6 @@ def published_upper_layers(
                 )
             options = {k: config[k] for k in ("layer", "pool", "patches")}
             net = get_net(config["net"], num_classes=2, weights=path, **options)
-            out[name] = UpperLayers(upper_layers(net), int(config["patches"]))
+            patches = int(config["patches"])
+            out[name] = UpperLayers(upper_layers(net), patches, net.embedding_dim // patches)
     return out

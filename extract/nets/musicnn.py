@@ -44,6 +44,8 @@ MSD_TAGS = (
 N_TAGS = len(MSD_TAGS)
 BN_EPS = 1e-3
 POOLS = ("mean", "max", "meanmax", "patches")  # patches: every patch's layer kept, patch after patch
+# the layers (with pool = "patches") whose activations stage two fine-tunes the layers above, lowest last
+UPPER_CUTS = {"musicnn": ("pooled", "cnn2_cut", "cnn1_cut"), "msdvgg": ("pool4",)}
 
 
 def tf_batch_norm(channels: int) -> nn.BatchNorm1d:
@@ -147,6 +149,10 @@ class MusicnnPatches(PatchNet):
         "max_pool": 753,
         "pooled": 1506,
         "taggram": N_TAGS,
+        # cuts under the mid end's last convolutions (``upper_layers``): the map of cnn1 (cnn2) over time, then the
+        # back end's input of the channels below it
+        "cnn1_cut": PATCH_FRAMES * 64 + 2 * (561 + 64),
+        "cnn2_cut": PATCH_FRAMES * 64 + 2 * (561 + 128),
     }
 
     def __init__(self) -> None:
@@ -167,7 +173,8 @@ class MusicnnPatches(PatchNet):
     def layers(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """``x`` (B, 187, 96) -> timbral (B, T, 408), temporal (B, T, 153), cnn1-3 (B, T, 64), mean_pool and max_pool
         (B, 753), pooled (B, 1506: both, interleaved, the back end's input), penultimate (B, 200), logits and
-        taggram (B, 50)."""
+        taggram (B, 50); the cuts cnn1_cut and cnn2_cut (B, T x 64 + the pooled columns of the channels up to that
+        convolution)."""
         b = x.shape[0]
         z = self.input_bn(x.reshape(b, 1, -1)).reshape(b, 1, *x.shape[1:])  # (B, 1, T, 96)
         front = []
@@ -186,10 +193,15 @@ class MusicnnPatches(PatchNet):
         interleaved = torch.stack([max_pool, mean_pool], dim=2).reshape(b, -1)  # TF flattened [max, mean] per channel
         penultimate = self.dense_bn(F.relu(self.dense(self.dropout(self.pool_bn(interleaved)))))
         logits = self.tags(self.dropout(penultimate))
+        below = [2 * (front_features.shape[1] + 64 * (i + 1)) for i in range(2)]  # pooled columns under cnn2, cnn3
         return {
             "timbral": torch.cat(front[:2], dim=1).transpose(1, 2),
             "temporal": torch.cat(front[2:], dim=1).transpose(1, 2),
             **{f"cnn{i + 1}": m.transpose(1, 2) for i, m in enumerate(mid)},
+            **{
+                f"cnn{i + 1}_cut": torch.cat([mid[i].transpose(1, 2).reshape(b, -1), interleaved[:, :n]], dim=1)
+                for i, n in enumerate(below)
+            },
             "mean_pool": mean_pool,
             "max_pool": max_pool,
             "pooled": interleaved,
@@ -224,33 +236,41 @@ class MusicnnPatches(PatchNet):
     def last_block(self) -> list[nn.Module]:
         return [self.pool_bn, self.dense, self.dense_bn]
 
-    def upper_layers(self) -> dict[str, np.ndarray]:
-        """The layers above the ``pooled`` cut as float32 arrays, each batch norm (at inference) as the scale and
-        shift it applies: penultimate = bn_scale * relu(dense_weight @ (pool_scale * pooled + pool_shift) +
-        dense_bias) + bn_shift."""
+    def upper_layers(self, cut: str) -> dict[str, np.ndarray]:
+        """The layers above ``cut`` (pooled, cnn2_cut, cnn1_cut) as float32 arrays, each batch norm (at inference) as
+        the scale and shift it applies (``fuse.upper.upper_net`` runs them):
 
-        def affine(bn: nn.BatchNorm1d) -> tuple[torch.Tensor, torch.Tensor]:
-            assert bn.running_var is not None and bn.running_mean is not None
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-            return scale, bn.bias - bn.running_mean * scale
+        - the back end: penultimate = bn_scale * relu(dense_weight @ (pool_scale * pooled + pool_shift) + dense_bias)
+          + bn_shift;
+        - under it, from cnn2_cut cnn3, from cnn1_cut cnn2 and cnn3: h += cnnK_scale * relu(conv1d(h, cnnK_weight,
+          cnnK_bias), 'same') + cnnK_shift."""
+        require(cut in UPPER_CUTS["musicnn"], f"musicnn: no layers above {cut!r} to fine-tune; cuts: {UPPER_CUTS['musicnn']}")
+        arrays: dict[str, torch.Tensor] = {}
+        for i in range(3 - UPPER_CUTS["musicnn"].index(cut), 3):  # cnn3 (i = 2) from cnn2_cut; cnn2 too from cnn1_cut
+            conv, bn = cast(nn.Conv1d, self.mid[i]), cast(nn.BatchNorm1d, self.mid_bn[i])
+            arrays |= affine_arrays(f"cnn{i + 1}", bn, conv.weight, conv.bias)
+        arrays |= affine_arrays("pool", self.pool_bn) | affine_arrays("bn", self.dense_bn)
+        arrays |= {"dense_weight": self.dense.weight, "dense_bias": self.dense.bias}
+        return {name: a.detach().cpu().numpy().astype(np.float32) for name, a in arrays.items()}
 
-        with torch.no_grad():
-            (pool_scale, pool_shift), (bn_scale, bn_shift) = affine(self.pool_bn), affine(self.dense_bn)
-            arrays = {
-                "pool_scale": pool_scale,
-                "pool_shift": pool_shift,
-                "dense_weight": self.dense.weight,
-                "dense_bias": self.dense.bias,
-                "bn_scale": bn_scale,
-                "bn_shift": bn_shift,
-            }
-            return {name: a.detach().cpu().numpy().astype(np.float32) for name, a in arrays.items()}
+
+def affine_arrays(
+    name: str, bn: nn.BatchNorm1d, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
+    """A batch norm at inference as ``<name>_scale`` and ``<name>_shift`` (scale = gamma / sqrt(var + eps), shift =
+    beta - mean x scale), with the layer under it as ``<name>_weight`` and ``<name>_bias`` where given."""
+    assert bn.running_var is not None and bn.running_mean is not None
+    with torch.no_grad():
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        out = {f"{name}_scale": scale, f"{name}_shift": bn.bias - bn.running_mean * scale}
+    return out | ({f"{name}_weight": weight, f"{name}_bias": bias} if weight is not None and bias is not None else {})
 
 
 class VggPatches(PatchNet):
     """musicnn's VGG-like baseline: 5 x (conv 3x3, 128 channels, ReLU, batch norm, max pool), then 50 logits."""
 
-    layer_dims: ClassVar[dict[str, int]] = {"pool5": 256, "taggram": N_TAGS}
+    # pool4: the map under the last block, (time 11, mel 6, 128 channels) per patch, a cut (``upper_layers``)
+    layer_dims: ClassVar[dict[str, int]] = {"pool4": 11 * 6 * 128, "pool5": 256, "taggram": N_TAGS}
     POOLING = (((4, 1), (2, 2)), ((2, 2), (2, 2)), ((2, 2), (2, 2)), ((2, 2), (2, 2)), ((4, 4), (4, 4)))
 
     def __init__(self) -> None:
@@ -290,6 +310,14 @@ class VggPatches(PatchNet):
 
     def last_block(self) -> list[nn.Module]:
         return [self.convs[4], self.bns[4]]
+
+    def upper_layers(self, cut: str) -> dict[str, np.ndarray]:
+        """The last block above ``cut`` (pool4) as float32 arrays: pool5 = maxpool 4x4 of (conv5_scale * relu(conv2d(
+        pool4, conv5_weight, conv5_bias), 'same') + conv5_shift)."""
+        require(cut in UPPER_CUTS["msdvgg"], f"msdvgg: no layers above {cut!r} to fine-tune; cuts: {UPPER_CUTS['msdvgg']}")
+        conv, bn = cast(nn.Conv2d, self.convs[4]), cast(BatchNorm2dOf1d, self.bns[4])
+        arrays = affine_arrays("conv5", bn.bn, conv.weight, conv.bias)
+        return {name: a.detach().cpu().numpy().astype(np.float32) for name, a in arrays.items()}
 
 
 def load_batch_norm(bn: nn.BatchNorm1d, arrays: Mapping[str, np.ndarray], name: str, copy: Any) -> None:
@@ -383,6 +411,10 @@ class MsdVgg(MusicnnBase):
 
 
 def upper_layers(net: EmotionNet) -> dict[str, np.ndarray]:
-    """The layers above the ``pooled`` cut of a built musicnn, as arrays (``MusicnnPatches.upper_layers``)."""
-    require(isinstance(net, Musicnn), f"{net.name}: only musicnn has layers above a cut that stage two fine-tunes")
-    return cast(MusicnnPatches, cast(Musicnn, net).patches).upper_layers()
+    """The published layers above the cut a built music encoder's ``layer`` names, as arrays (``UPPER_CUTS``)."""
+    cut = net.config.get("layer")
+    require(
+        isinstance(net, MusicnnBase) and cut in UPPER_CUTS.get(net.name, ()),
+        f"{net.name} layer={cut!r}: stage two fine-tunes the layers above {UPPER_CUTS} only",
+    )
+    return cast(MusicnnPatches | VggPatches, cast(MusicnnBase, net).patches).upper_layers(str(cut))

@@ -10,17 +10,18 @@ import pytest
 import torch
 
 from mvemo.extract.nets import get_net
-from mvemo.extract.nets.musicnn import PATCH_FRAMES
+from mvemo.extract.nets.musicnn import PATCH_FRAMES, UPPER_CUTS
 from mvemo.fuse.cv import cross_validate
-from mvemo.fuse.upper import UpperHead, UpperLayers, upper_net
+from mvemo.fuse.upper import MID_CONVS, UpperHead, UpperLayers, upper_net
 from mvemo.manifests import ConfigError
 from tests.fuse.helpers import embedding_cache
 
 
-def musicnn_and_its_cut(clips: int = 2) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
-    """A musicnn of random weights (batch norms with moved statistics), a log-mel batch, its activations at the cut."""
+def encoder_and_its_cut(name: str, cut: str, clips: int = 2) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """A music encoder of random weights (batch norms with moved statistics) whose clip embedding is the mean
+    penultimate above ``cut``, a log-mel batch, and its activations at the cut."""
     torch.manual_seed(0)
-    net = get_net("musicnn", num_classes=3)
+    net = get_net(name, num_classes=3, **({"layer": "pool5", "pool": "mean"} if name == "msdvgg" else {}))
     for module in net.modules():
         if isinstance(module, torch.nn.BatchNorm1d):
             module.running_mean.uniform_(-0.5, 0.5)
@@ -30,61 +31,84 @@ def musicnn_and_its_cut(clips: int = 2) -> tuple[torch.nn.Module, torch.Tensor, 
     logmel = torch.rand(clips, 96, 10 * PATCH_FRAMES) * 3
     patches = logmel.reshape(clips, 96, 10, PATCH_FRAMES).permute(0, 2, 3, 1).reshape(clips * 10, PATCH_FRAMES, 96)
     with torch.no_grad():
-        cut = net.patches.layers(patches)["pooled"].reshape(clips, 10, -1)
-    return net, logmel, cut
+        activations = net.patches.layers(patches)[cut].reshape(clips, 10, -1)
+    return net, logmel, activations
 
 
-def test_the_head_is_the_whole_net_with_its_lower_layers_frozen() -> None:
-    net, logmel, cut = musicnn_and_its_cut()
-    upper = upper_net(net.patches.upper_layers(), 3, dropout=0.5).eval()
+def layers_above(net: torch.nn.Module, cut: str) -> tuple[dict[str, torch.nn.Module], dict[str, torch.nn.BatchNorm1d]]:
+    """The whole net's layers above ``cut`` that the upper head trains, by the names of its arrays: the weighted
+    ones, and the batch norms (which the head holds as a scale and a shift)."""
+    p = net.patches
+    if cut == "pool4":
+        return {"conv5": p.convs[4]}, {"conv5": p.bns[4].bn}
+    convs = {f"cnn{i + 1}": i for i in range(3 - UPPER_CUTS["musicnn"].index(cut), 3)}
+    weighted = {"dense": p.dense, **{name: p.mid[i] for name, i in convs.items()}}
+    return weighted, {"pool": p.pool_bn, "bn": p.dense_bn, **{name: p.mid_bn[i] for name, i in convs.items()}}
+
+
+@pytest.mark.parametrize(("name", "cut"), [("musicnn", cut) for cut in UPPER_CUTS["musicnn"]] + [("msdvgg", "pool4")])
+def test_the_head_is_the_whole_net_with_its_lower_layers_frozen(name: str, cut: str) -> None:
+    net, logmel, activations = encoder_and_its_cut(name, cut)
+    width = activations.shape[2]
+    assert width == type(net.patches).layer_dims[cut]
+    upper = upper_net(UpperLayers(net.patches.upper_layers(cut), 10, width), 3, dropout=0.5).eval()
     with torch.no_grad():
         upper.classifier.weight.copy_(net.head.weight)
         upper.classifier.bias.copy_(net.head.bias)
-    target = torch.tensor([0, 2])
-    trained = [net.patches.pool_bn, net.patches.dense, net.patches.dense_bn, net.head]
+    weighted, norms = layers_above(net, cut)
+    trained = [*weighted.values(), *norms.values(), net.head]
     for p in net.parameters():
         p.requires_grad_(any(p is q for m in trained for q in m.parameters()))
     whole = net(*net.prepare(logmel.numpy()))
-    part = upper(cut)
+    part = upper(activations)
     torch.testing.assert_close(part, whole, rtol=1e-5, atol=1e-5)
+    target = torch.tensor([0, 2])
     torch.nn.functional.cross_entropy(whole, target).backward()
     torch.nn.functional.cross_entropy(part, target).backward()
-    patches = net.patches
-    for mine, theirs in ((upper.dense, patches.dense), (upper.classifier, net.head)):
-        torch.testing.assert_close(mine.weight.grad, theirs.weight.grad, rtol=1e-4, atol=1e-6)
-        torch.testing.assert_close(mine.bias.grad, theirs.bias.grad, rtol=1e-4, atol=1e-6)
-    for bn, scale, shift in (
-        (patches.pool_bn, upper.pool_scale, upper.pool_shift),
-        (patches.dense_bn, upper.bn_scale, upper.bn_shift),
-    ):
+    mine = upper.layer
+    for key, theirs in weighted.items():
+        torch.testing.assert_close(mine[f"{key}_weight"].grad, theirs.weight.grad, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(mine[f"{key}_bias"].grad, theirs.bias.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(upper.classifier.weight.grad, net.head.weight.grad, rtol=1e-4, atol=1e-6)
+    for key, bn in norms.items():
+        scale, shift = mine[f"{key}_scale"], mine[f"{key}_shift"]
         # a batch norm at inference is the affine map scale = gamma / sqrt(var + eps), shift = beta - mean x scale
         via_gamma = (scale.grad - bn.running_mean * shift.grad) / torch.sqrt(bn.running_var + bn.eps)
         torch.testing.assert_close(via_gamma, bn.weight.grad, rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(shift.grad, bn.bias.grad, rtol=1e-4, atol=1e-6)
-    assert all(p.grad is None for p in net.patches.mid.parameters()), "the layers below the cut stay frozen"
+    frozen = [q for q in net.parameters() if not any(q is t for m in trained for t in m.parameters())]
+    assert frozen and all(q.grad is None for q in frozen), "the layers below the cut stay frozen"
 
 
-SMALL = 40  # columns per patch of the stage-two tests' activations: the layers' shapes matter there, not their size
+SMALL = 40  # the back end's input of the stage-two tests' activations: the layers' shapes matter there, not their size
 
 
 def synthetic_cut(
-    n: int = 120, width: int = 1506, hidden: int = 200, seed: int = 0
+    n: int = 120, pooled: int = 1506, hidden: int = 200, convs: int = 0, seed: int = 0
 ) -> tuple[UpperLayers, np.ndarray, np.ndarray]:
     """Activations whose class lies in a few of their columns, and layers above them of random weights (musicnn's
-    shapes by default)."""
+    back end by default; ``convs`` mid-end convolutions of 4 channels over 5 steps under it)."""
     rng = np.random.default_rng(seed)
     arrays = {
-        "pool_scale": np.ones(width, np.float32),
-        "pool_shift": np.zeros(width, np.float32),
-        "dense_weight": (rng.standard_normal((hidden, width)) / np.sqrt(width)).astype(np.float32),
+        "pool_scale": np.ones(pooled, np.float32),
+        "pool_shift": np.zeros(pooled, np.float32),
+        "dense_weight": (rng.standard_normal((hidden, pooled)) / np.sqrt(pooled)).astype(np.float32),
         "dense_bias": np.zeros(hidden, np.float32),
         "bn_scale": np.ones(hidden, np.float32),
         "bn_shift": np.zeros(hidden, np.float32),
     }
+    for name in MID_CONVS[len(MID_CONVS) - convs :]:
+        arrays |= {
+            f"{name}_weight": (rng.standard_normal((4, 4, 7)) / 5).astype(np.float32),
+            f"{name}_bias": np.zeros(4, np.float32),
+            f"{name}_scale": np.ones(4, np.float32),
+            f"{name}_shift": np.zeros(4, np.float32),
+        }
+    width = pooled - 2 * 4 * convs + 5 * 4 * (convs > 0)
     y = np.arange(n) % 3
     X = rng.standard_normal((n, 10, width)).astype(np.float32)
     X[:, :, :12] += 1.5 * (y[:, None, None] == np.arange(12)[None, None, :] % 3)
-    return UpperLayers(arrays, 10), X.reshape(n, -1), y
+    return UpperLayers(arrays, 10, width), X.reshape(n, -1), y
 
 
 def test_the_head_learns_and_reports_its_choices() -> None:
@@ -107,34 +131,41 @@ def test_stage_two_fine_tunes_a_cut_input_only_with_the_layers_above_it(tmp_path
     )
     with pytest.raises(ConfigError, match=r"musicnn\.upper holds a music encoder's activations at a cut.*--weights-dir"):
         cross_validate(cache, models="musicnn.upper")
-    layers, _, _ = synthetic_cut(width=SMALL, hidden=8)
+    layers, _, _ = synthetic_cut(pooled=SMALL, hidden=8)
     result = cross_validate(cache, models="musicnn.upper", upper={"musicnn.upper": layers})
     choices = result.repeats[0]["musicnn.upper"].choices
     assert len(choices) == 3 and all(set(c) == {"lr", "weight_decay", "dropout", "epochs"} for c in choices)
 
 
-def test_a_fine_tuned_head_is_saved_as_arrays_and_predicts_as_fitted(tmp_path: Path) -> None:
-    from mvemo.cache.read import Cache
-    from mvemo.fuse.saved import load_fusion_model
-    from mvemo.fuse.stage import fuse_cache
-    from mvemo.fuse.upper import one_thread
+@pytest.mark.parametrize(("cut", "convs"), [("pooled", 0), ("cnn2_cut", 1)])
+def test_a_fine_tuned_head_is_saved_as_arrays_and_predicts_as_fitted(tmp_path: Path, cut: str, convs: int) -> None:
+    import h5py
 
+    from mvemo.cache.read import Cache
+    from mvemo.fuse.saved import HEADS_H5, load_fusion_model
+    from mvemo.fuse.stage import fuse_cache
+
+    layers, _, _ = synthetic_cut(pooled=SMALL, hidden=8, convs=convs)
     cache = embedding_cache(
         tmp_path / "c.h5",
-        nets={"musicnn.upper": (SMALL, 0.3)},
+        nets={"musicnn.upper": (layers.width, 0.3)},
         n_per_class=12,
         patches={"musicnn.upper": 10},
-        layers={"musicnn.upper": "pooled"},
+        layers={"musicnn.upper": cut},
     )
-    layers, _, _ = synthetic_cut(width=SMALL, hidden=8)
     _, folder = fuse_cache(cache, tmp_path / "out", models="musicnn.upper", upper={"musicnn.upper": layers})
     saved = load_fusion_model(folder)
     with Cache(cache) as reader:
         X, y, groups = reader.read_matrix("emb/musicnn.upper/all"), reader.y, np.asarray(reader.groups)
     head = UpperHead(layers).fit(X, y, groups)
+    assert set(head.upper_.layers.arrays) == set(layers.arrays)
+    assert any(not np.array_equal(head.upper_.layers.arrays[k], layers.arrays[k]) for k in layers.arrays), "it trained"
     np.testing.assert_allclose(saved.predict_proba("musicnn.upper", {"musicnn.upper": X}), head.predict_proba(X), atol=1e-6)
-    with one_thread(), torch.no_grad():  # the numpy layers of the saved head are the torch net it trained
-        net = upper_net(layers.arrays, 3, 0.0)
-        net.load_state_dict({k: torch.from_numpy(getattr(head.upper_, k.replace(".", "_"))).float() for k in net.state_dict()})
-        expected = torch.softmax(net.eval()(torch.from_numpy(X.reshape(len(X), 10, -1))), dim=1).numpy()
-    np.testing.assert_allclose(head.predict_proba(X), expected, atol=1e-5)
+    damaged = "cnn3_weight" if convs else "dense_weight"
+    with h5py.File(folder / HEADS_H5, "r+") as f:
+        (group,) = f.values()
+        array = group[damaged][()]
+        del group[damaged]
+        group[damaged] = array[:-1]
+    with pytest.raises(ConfigError, match=r"its layers do not chain \(RuntimeError"):
+        load_fusion_model(folder)

@@ -17,33 +17,48 @@ from tests.conftest import SHARED
 from tests.fuse.helpers import embedding_cache
 
 WEIGHTS = SHARED / "weights"
-MUSICNN = WEIGHTS / "musicnn_msd_musicnn.npz"
+CUTS = {"musicnn": ("pooled", 1506), "msdvgg": ("pool4", 8448)}  # a cut of each encoder and its columns per patch
 
 
-def cut_cache(path: Path, sha256: str) -> Path:
+def cut_cache(path: Path, net: str, sha256: str) -> Path:
+    cut, width = CUTS[net]
     return embedding_cache(
         path,
-        nets={"musicnn.upper": (1506, 0.3), "i3d": (8, 1.0)},
+        nets={f"{net}.upper": (width, 0.3), "i3d": (8, 1.0)},
         n_per_class=6,
-        patches={"musicnn.upper": 10},
-        layers={"musicnn.upper": "pooled"},
-        weights={"musicnn.upper": sha256},
+        patches={f"{net}.upper": 10},
+        layers={f"{net}.upper": cut},
+        weights={f"{net}.upper": sha256},
     )
 
 
-@pytest.mark.skipif(not MUSICNN.is_file(), reason=f"needs the musicnn weights in {WEIGHTS} (../shared beside the clone)")
-def test_the_layers_come_from_the_file_the_activations_came_from(tmp_path: Path) -> None:
-    cache = cut_cache(tmp_path / "c.h5", sha256_of(MUSICNN))
-    layers = published_upper_layers(cache, str(WEIGHTS), "musicnn.upper,i3d")
-    expected = upper_layers(get_net("musicnn", num_classes=2, weights=MUSICNN))
-    assert set(layers) == {"musicnn.upper"} and layers["musicnn.upper"].patches == 10
+@pytest.mark.parametrize("net", sorted(CUTS))
+def test_the_layers_come_from_the_file_the_activations_came_from(tmp_path: Path, net: str) -> None:
+    file = WEIGHTS / f"musicnn_msd_{'vgg' if net == 'msdvgg' else net}.npz"
+    if not file.is_file():
+        pytest.skip(f"needs the {net} weights in {WEIGHTS} (../shared beside the clone)")
+    cache = cut_cache(tmp_path / "c.h5", net, sha256_of(file))
+    layers = published_upper_layers(cache, str(WEIGHTS), f"{net}.upper,i3d")
+    cut, width = CUTS[net]
+    expected = upper_layers(get_net(net, num_classes=2, weights=file, layer=cut, pool="patches"))
+    assert set(layers) == {f"{net}.upper"} and (layers[f"{net}.upper"].patches, layers[f"{net}.upper"].width) == (10, width)
+    assert set(layers[f"{net}.upper"].arrays) == set(expected)
     for name, array in expected.items():
-        np.testing.assert_array_equal(layers["musicnn.upper"].arrays[name], array)
-    other = cut_cache(tmp_path / "other.h5", "0" * 64)
+        np.testing.assert_array_equal(layers[f"{net}.upper"].arrays[name], array)
+    other = cut_cache(tmp_path / "other.h5", net, "0" * 64)
     with pytest.raises(ConfigError, match="the activations came from 000000000000; give --weights-dir"):
-        published_upper_layers(other, str(WEIGHTS), "musicnn.upper")
+        published_upper_layers(other, str(WEIGHTS), f"{net}.upper")
+
+
+def test_every_cut_is_one_the_cli_offers_and_stage_two_fine_tunes() -> None:
+    from mvemo.extract.nets.musicnn import UPPER_CUTS
+    from mvemo.fuse.inputs import CUT_LAYERS
+    from mvemo.pipeline.cli.bench import UPPER_CUT_NAMES
+
+    cuts = [cut for net in UPPER_CUTS.values() for cut in net]
+    assert sorted(cuts) == sorted(UPPER_CUT_NAMES) == sorted(CUT_LAYERS)
 
 
 def test_models_without_a_cut_input_read_no_weights(tmp_path: Path) -> None:
-    cache = cut_cache(tmp_path / "c.h5", "0" * 64)
+    cache = cut_cache(tmp_path / "c.h5", "musicnn", "0" * 64)
     assert published_upper_layers(cache, str(tmp_path / "no-weights"), "i3d") == {}
