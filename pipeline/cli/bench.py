@@ -6,6 +6,8 @@ import click
 
 from mvemo.pipeline.cli.tools import MvemoCommand, print_json
 
+# extract.nets.musicnn.UPPER_CUTS, without importing torch
+UPPER_CUT_NAMES = ["pooled", "cnn2_cut", "cnn1_cut", "pool4"]
 BENCHES = ("audio", "video", "extract", "encoders", "cache", "fuse", "upper", "scale", "timeline", "memory", "faces", "all")
 
 
@@ -39,6 +41,13 @@ BENCHES = ("audio", "video", "extract", "encoders", "cache", "fuse", "upper", "s
     type=click.Path(file_okay=False),
     help="Timeline, faces and upper benches: folder of the pretrained weights (also $MVEMO_WEIGHTS, ~/.cache/mvemo/weights).",
 )
+@click.option(
+    "--cut",
+    default="pooled",
+    show_default=True,
+    type=click.Choice(UPPER_CUT_NAMES),
+    help="Upper bench: the cut whose layers above are fine-tuned (pooled, cnn2_cut, cnn1_cut: musicnn; pool4: msdvgg).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def bench(
     what: str,
@@ -48,6 +57,7 @@ def bench(
     device: str,
     minutes: float,
     weights_dir: str | None,
+    cut: str,
     as_json: bool,
 ) -> None:
     """Measure mvemo's speed on this machine, each figure beside a baseline of the same run.
@@ -68,7 +78,7 @@ def bench(
     fuse: the CV of every fusion model x 6 folds over embeddings of the five nets' sizes
     (4,000 dims integrated), beside one LogisticRegression fit.
 
-    upper: one outer fold's fine-tuning of musicnn's upper layers over cached activations
+    upper: one outer fold's fine-tuning of the layers above --cut over cached activations
     of --clips clips (default 900), inner-fold choices included, on one thread (a CV runs a
     fold per core; goal 300 s), beside the logistic head on the frozen penultimate.
 
@@ -111,7 +121,7 @@ def bench(
         "encoders": bench_encoders,
         "cache": lambda: bench_cache(n_clips=clips or 3438, grow_gb=grow_gb, folder=tmp_dir),
         "fuse": lambda: bench_fuse(n_clips=clips or 3438, folder=tmp_dir),
-        "upper": lambda: bench_upper(n_clips=clips or 900, weights_dir=weights_dir),
+        "upper": lambda: bench_upper(n_clips=clips or 900, cut=cut, weights_dir=weights_dir),
         "scale": lambda: bench_scale(folder=tmp_dir),
         "timeline": lambda: bench_timeline(minutes=minutes, weights_dir=weights_dir, folder=tmp_dir),
         "memory": lambda: bench_memory(n_clips=clips or 20_000, folder=tmp_dir),
