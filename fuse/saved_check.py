@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from mvemo.fuse.models import LLDSTATS
-from mvemo.fuse.upper import UpperSoftmax
+from mvemo.fuse.upper import UpperSoftmax, layers_problem, penultimate_size
 from mvemo.manifests.errors import is_number
 from mvemo.manifests.targets import VALUE_COLUMNS
 
@@ -286,14 +286,14 @@ def _check_upper_head(key: str, where: str, n_classes: int, arrays: Mapping[str,
         where,
         f"{key!r} holds values that are not finite numbers",
     )
-    saved = UpperSoftmax.from_arrays(arrays)
-    try:
-        chained = saved.predict_proba(np.zeros((1, saved.layers.patches * saved.layers.width), np.float32)).shape
-    except (KeyError, IndexError, ValueError, RuntimeError) as err:
-        raise Invalid(f"{where} {key!r}: its layers do not chain ({type(err).__name__}: {str(err).splitlines()[0]})") from None
-    _require(
-        chained == (1, len(classes)), where, f"{key!r}: its classifier gives {chained[1]} outputs for {len(classes)} classes"
-    )
+    layers = UpperSoftmax.from_arrays(arrays).layers
+    problem = layers_problem(layers)
+    _require(problem is None, where, f"{key!r}: {problem}")
+    wanted = {"classifier_weight": (len(classes), penultimate_size(layers)), "classifier_bias": (len(classes),)}
+    wrong = [
+        f"{name} {np.shape(arrays[name])} (not {shape})" for name, shape in wanted.items() if np.shape(arrays[name]) != shape
+    ]
+    _require(not wrong, where, f"{key!r}: {', '.join(wrong)}")
 
 
 def _require(condition: object, where: str, problem: str) -> None:

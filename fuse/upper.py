@@ -17,7 +17,8 @@ gradients against the net). The layers above each cut, by the arrays ``upper_lay
   then fine-tuning, Kumar et al. 2022, keeps the pretrained features from being torn by a random head).
 - Each step draws ``subset`` of a clip's patches: an augmentation; a clip is scored on all of them.
 - Weight decay pulls every parameter toward where it started (L2-SP, Li et al. 2018), not toward 0.
-- Dropout acts where the published net had it in training: on musicnn's back-end input, on msdvgg's last block's.
+- Dropout acts where the published net had it in training: on musicnn's back-end input, on msdvgg's last block's
+  (there at the grid's rate, 0.5, where msdvgg trained with 0.25).
 - Learning rate, weight decay and dropout are chosen on ``inner_folds`` inner folds of the training rows
   (grouped, stratified, as every head's), each fold trained with early stopping on its validation rows and the
   setting of best pooled out-of-fold score kept; its epochs are the mean of its folds' best epochs. Then the
@@ -56,6 +57,48 @@ class UpperLayers:
     arrays: Mapping[str, np.ndarray]
     patches: int
     width: int
+
+
+BACK_END = {"pool_scale": "P", "pool_shift": "P", "dense_weight": "HP", "dense_bias": "H", "bn_scale": "H", "bn_shift": "H"}
+MID_CONV = {"weight": "CCK", "bias": "C", "scale": "C", "shift": "C"}
+VGG_BLOCK = {"conv5_weight": "CCkk", "conv5_bias": "C", "conv5_scale": "C", "conv5_shift": "C"}
+
+
+def layers_problem(layers: UpperLayers) -> str | None:
+    """What keeps ``layers`` from being the layers above one of the cuts, with every array of its exact shape and
+    ``width`` columns per patch that they read; None if nothing does."""
+    arrays = layers.arrays
+    if "conv5_weight" in arrays:
+        expected = VGG_BLOCK
+    else:
+        names = [name for name in MID_CONVS if any(key.startswith(f"{name}_") for key in arrays)]
+        if names != list(MID_CONVS[len(MID_CONVS) - len(names) :]):
+            return f"its mid-end convolutions {names} are not the last ones of {list(MID_CONVS)}"
+        expected = BACK_END | {f"{name}_{part}": dims for name in names for part, dims in MID_CONV.items()}
+    if set(arrays) != set(expected):
+        return f"it holds the arrays {sorted(arrays)}, the layers above a cut hold {sorted(expected)}"
+    sizes: dict[str, int] = {}
+    for name, dims in expected.items():
+        shape = np.shape(arrays[name])
+        if len(shape) != len(dims) or any(sizes.setdefault(d, n) != n for d, n in zip(dims, shape)):
+            return f"{name} has shape {shape}, which does not chain with the others ({', '.join(expected)})"
+    if "conv5_weight" in arrays:
+        per_step = VGG_POOL4_MELS * sizes["C"]
+        fits = sizes["k"] == 3 and layers.width % per_step == 0 and layers.width // per_step >= 4  # a window of the pool
+        return None if fits else f"conv5 over width {layers.width} is not a 3 x 3 conv over 4 or more steps of {per_step}"
+    convs = (len(expected) - len(BACK_END)) // len(MID_CONV)
+    pooled_below = sizes["P"] - 2 * convs * sizes.get("C", 0)  # the back end's input columns cached as they are
+    steps = layers.width - pooled_below
+    fits = steps == 0 if not convs else pooled_below >= 0 and steps > 0 and steps % sizes["C"] == 0
+    return None if fits else f"width {layers.width} does not fit the back end's input of {sizes['P']}"
+
+
+def penultimate_size(layers: UpperLayers) -> int:
+    """The width of the penultimate the classifier reads: musicnn's dense layer, or msdvgg's pooled last map."""
+    if "conv5_weight" in layers.arrays:
+        channels = len(layers.arrays["conv5_bias"])
+        return channels * (layers.width // (VGG_POOL4_MELS * channels) // 4) * (VGG_POOL4_MELS // 4)
+    return len(layers.arrays["dense_bias"])
 
 
 @dataclass(frozen=True)
@@ -130,9 +173,7 @@ def upper_net(layers: UpperLayers, n_classes: int, dropout: float) -> Any:
                 {name: nn.Parameter(torch.tensor(np.asarray(a), dtype=torch.float32)) for name, a in layers.arrays.items()}
             )
             self.dropout = nn.Dropout(dropout)
-            with torch.no_grad():
-                hidden = self.penultimate(torch.zeros(1, layers.width)).shape[1]
-            self.classifier = nn.Linear(hidden, n_classes)
+            self.classifier = nn.Linear(penultimate_size(layers), n_classes)
 
         def penultimate(self, x: torch.Tensor) -> torch.Tensor:
             """(N, width) activations of N patches -> (N, hidden)."""
@@ -266,13 +307,7 @@ class UpperHead(ClassifierMixin, BaseEstimator):
     def _probe(self, patches: np.ndarray, target: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The classifier's start: the logistic head on the frozen penultimate of these rows (C chosen on their inner
         folds, grouped), as (weight, bias) over the raw penultimate."""
-        import torch
-
-        with torch.no_grad():
-            net = upper_net(self._layers(), len(self.classes_), 0.0).eval()
-            frozen = np.concatenate(
-                [net.embed(torch.from_numpy(patches[i : i + CHUNK])).numpy() for i in range(0, len(patches), CHUNK)]
-            )
+        frozen = frozen_penultimate(self._layers(), patches)
         head = LogisticHead(scoring=self.scoring, random_state=self.random_state)
         linear = head.fit(frozen, target, groups=groups).linear_
         weight = np.zeros((len(self.classes_), frozen.shape[1]))
@@ -336,6 +371,18 @@ class UpperHead(ClassifierMixin, BaseEstimator):
         if best_state is not None:
             net.load_state_dict(best_state)
         return net, best_epoch, curve
+
+
+def frozen_penultimate(layers: UpperLayers, patches: np.ndarray) -> np.ndarray:
+    """The clips' mean penultimate through the published layers, untrained: (clips, patches, width) -> (clips,
+    hidden), a chunk of clips at a time."""
+    import torch
+
+    with torch.no_grad():
+        net = upper_net(layers, 2, 0.0).eval()
+        return np.concatenate(
+            [net.embed(torch.from_numpy(patches[i : i + CHUNK])).numpy() for i in range(0, len(patches), CHUNK)]
+        )
 
 
 def cross_fitted_epochs(

@@ -346,6 +346,10 @@ class MusicnnBase(EmotionNet):
             isinstance(patches, int) and not isinstance(patches, bool) and patches >= 1,
             f"{self.name} patches={patches!r}: expected the number of 3-s patches of the window (10 for 30 s)",
         )
+        require(
+            pool == "patches" or layer == "pooled" or layer not in UPPER_CUTS.get(self.name, ()),
+            f'{self.name} layer={layer!r} is a cut under layers that stage two fine-tunes: it needs pool = "patches"',
+        )
         config = {"layer": layer, "pool": pool} | ({"patches": patches} if pool == "patches" else {})
         super().__init__(num_classes, dims[layer] * {"meanmax": 2, "patches": patches}.get(pool, 1), config)
         self.patches = self.patches_class()
@@ -413,8 +417,9 @@ class MsdVgg(MusicnnBase):
 def upper_layers(net: EmotionNet) -> dict[str, np.ndarray]:
     """The published layers above the cut a built music encoder's ``layer`` names, as arrays (``UPPER_CUTS``)."""
     cut = net.config.get("layer")
+    cuts = "; ".join(f"{name}: {', '.join(layers)}" for name, layers in UPPER_CUTS.items())
     require(
         isinstance(net, MusicnnBase) and cut in UPPER_CUTS.get(net.name, ()),
-        f"{net.name} layer={cut!r}: stage two fine-tunes the layers above {UPPER_CUTS} only",
+        f"{net.name} layer={cut!r}: stage two fine-tunes the layers above these cuts only ({cuts})",
     )
     return cast(MusicnnPatches | VggPatches, cast(MusicnnBase, net).patches).upper_layers(str(cut))

@@ -21,7 +21,7 @@ def bench_upper(n_clips: int = 900, *, cut: str = "pooled", weights_dir: str | N
     from mvemo.extract.nets.musicnn import UPPER_CUTS, upper_layers
     from mvemo.extract.weights.registry import find_weights
     from mvemo.fuse.heads import LogisticHead
-    from mvemo.fuse.upper import UpperHead, UpperLayers, one_thread, upper_net
+    from mvemo.fuse.upper import UpperHead, UpperLayers, frozen_penultimate, one_thread
 
     name = next(net for net, cuts in UPPER_CUTS.items() if cut in cuts)
     file = find_weights(str(pretrained_file(name)), weights_dir)
@@ -36,12 +36,9 @@ def bench_upper(n_clips: int = 900, *, cut: str = "pooled", weights_dir: str | N
     began = time.perf_counter()
     head = UpperHead(layers).fit(X[train].reshape(int(train.sum()), -1), y[train], groups=np.flatnonzero(train))
     upper_s = time.perf_counter() - began
-    import torch
-
     began = time.perf_counter()
-    with one_thread(), torch.no_grad():
-        frozen = upper_net(layers, 6, 0.0).eval().embed(torch.from_numpy(X[train])).numpy()
-    LogisticHead().fit(frozen, y[train])
+    with one_thread():
+        LogisticHead().fit(frozen_penultimate(layers, X[train]), y[train])
     frozen_s = time.perf_counter() - began
     return {
         "clips": n_clips,

@@ -45,7 +45,7 @@ def head_options(command: Any) -> Any:
         default=None,
         type=click.Path(file_okay=False),
         help="Folder of the pretrained weights stage one used (also $MVEMO_WEIGHTS, ~/.cache/mvemo/weights): read"
-        ' only for inputs cut below layers to fine-tune (layer = "pooled", pool = "patches").',
+        ' only for inputs cut below layers to fine-tune (a cut as layer, e.g. "pooled", and pool = "patches").',
     )(command)
     return click.option(
         "--head",

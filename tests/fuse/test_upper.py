@@ -3,7 +3,9 @@ same outputs and gradients), it trains as its module says, and stage two runs it
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ import torch
 from mvemo.extract.nets import get_net
 from mvemo.extract.nets.musicnn import PATCH_FRAMES, UPPER_CUTS
 from mvemo.fuse.cv import cross_validate
-from mvemo.fuse.upper import MID_CONVS, UpperHead, UpperLayers, upper_net
+from mvemo.fuse.upper import MID_CONVS, VGG_POOL4_MELS, UpperHead, UpperLayers, upper_net
 from mvemo.manifests import ConfigError
 from tests.fuse.helpers import embedding_cache
 
@@ -84,27 +86,28 @@ SMALL = 40  # the back end's input of the stage-two tests' activations: the laye
 
 
 def synthetic_cut(
-    n: int = 120, pooled: int = 1506, hidden: int = 200, convs: int = 0, seed: int = 0
+    n: int = 120, pooled: int = 1506, hidden: int = 200, convs: int = 0, vgg: bool = False, seed: int = 0
 ) -> tuple[UpperLayers, np.ndarray, np.ndarray]:
-    """Activations whose class lies in a few of their columns, and layers above them of random weights (musicnn's
-    back end by default; ``convs`` mid-end convolutions of 4 channels over 5 steps under it)."""
+    """Activations whose class lies in a few of their columns, and layers above them of random weights: musicnn's
+    back end by default (``convs`` mid-end convolutions of 4 channels over 5 steps under it), or with ``vgg`` an
+    msdvgg block of 4 channels over a map of 8 steps."""
     rng = np.random.default_rng(seed)
-    arrays = {
-        "pool_scale": np.ones(pooled, np.float32),
-        "pool_shift": np.zeros(pooled, np.float32),
-        "dense_weight": (rng.standard_normal((hidden, pooled)) / np.sqrt(pooled)).astype(np.float32),
-        "dense_bias": np.zeros(hidden, np.float32),
-        "bn_scale": np.ones(hidden, np.float32),
-        "bn_shift": np.zeros(hidden, np.float32),
-    }
-    for name in MID_CONVS[len(MID_CONVS) - convs :]:
-        arrays |= {
-            f"{name}_weight": (rng.standard_normal((4, 4, 7)) / 5).astype(np.float32),
-            f"{name}_bias": np.zeros(4, np.float32),
-            f"{name}_scale": np.ones(4, np.float32),
-            f"{name}_shift": np.zeros(4, np.float32),
-        }
-    width = pooled - 2 * 4 * convs + 5 * 4 * (convs > 0)
+
+    def random(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))).astype(np.float32)
+
+    def affine(name: str, size: int) -> dict[str, np.ndarray]:
+        return {f"{name}_scale": np.ones(size, np.float32), f"{name}_shift": np.zeros(size, np.float32)}
+
+    if vgg:
+        arrays = {"conv5_weight": random(4, 4, 3, 3), "conv5_bias": np.zeros(4, np.float32), **affine("conv5", 4)}
+        width = 8 * VGG_POOL4_MELS * 4
+    else:
+        arrays = {"dense_weight": random(hidden, pooled), "dense_bias": np.zeros(hidden, np.float32)}
+        arrays |= affine("pool", pooled) | affine("bn", hidden)
+        for name in MID_CONVS[len(MID_CONVS) - convs :]:
+            arrays |= {f"{name}_weight": random(4, 4, 7), f"{name}_bias": np.zeros(4, np.float32), **affine(name, 4)}
+        width = pooled - 2 * 4 * convs + 5 * 4 * (convs > 0)
     y = np.arange(n) % 3
     X = rng.standard_normal((n, 10, width)).astype(np.float32)
     X[:, :, :12] += 1.5 * (y[:, None, None] == np.arange(12)[None, None, :] % 3)
@@ -137,35 +140,54 @@ def test_stage_two_fine_tunes_a_cut_input_only_with_the_layers_above_it(tmp_path
     assert len(choices) == 3 and all(set(c) == {"lr", "weight_decay", "dropout", "epochs"} for c in choices)
 
 
-@pytest.mark.parametrize(("cut", "convs"), [("pooled", 0), ("cnn2_cut", 1)])
-def test_a_fine_tuned_head_is_saved_as_arrays_and_predicts_as_fitted(tmp_path: Path, cut: str, convs: int) -> None:
+CUT_LAYOUTS = {  # a cut of each kind: (the net, synthetic_cut's options, an array to remove, an array to damage)
+    "pooled": ("musicnn", {}, "bn_shift", "dense_bias"),
+    "cnn2_cut": ("musicnn", {"convs": 1}, "cnn3_scale", "cnn3_shift"),
+    "cnn1_cut": ("musicnn", {"convs": 2}, "cnn2_weight", "cnn3_bias"),
+    "pool4": ("msdvgg", {"vgg": True}, "conv5_shift", "conv5_scale"),
+}
+
+
+@pytest.mark.parametrize("cut", sorted(CUT_LAYOUTS))
+def test_a_fine_tuned_head_is_saved_as_arrays_predicts_as_fitted_and_is_checked_whole(tmp_path: Path, cut: str) -> None:
     import h5py
 
     from mvemo.cache.read import Cache
     from mvemo.fuse.saved import HEADS_H5, load_fusion_model
     from mvemo.fuse.stage import fuse_cache
 
-    layers, _, _ = synthetic_cut(pooled=SMALL, hidden=8, convs=convs)
+    net, options, removed, damaged = CUT_LAYOUTS[cut]
+    layers, _, _ = synthetic_cut(pooled=SMALL, hidden=8, **options)  # type: ignore[arg-type]
+    published = {name: array.copy() for name, array in layers.arrays.items()}
+    name = f"{net}.upper"
     cache = embedding_cache(
-        tmp_path / "c.h5",
-        nets={"musicnn.upper": (layers.width, 0.3)},
-        n_per_class=12,
-        patches={"musicnn.upper": 10},
-        layers={"musicnn.upper": cut},
+        tmp_path / "c.h5", nets={name: (layers.width, 0.3)}, n_per_class=12, patches={name: 10}, layers={name: cut}
     )
-    _, folder = fuse_cache(cache, tmp_path / "out", models="musicnn.upper", upper={"musicnn.upper": layers})
+    _, folder = fuse_cache(cache, tmp_path / "out", models=name, upper={name: layers})
     saved = load_fusion_model(folder)
     with Cache(cache) as reader:
-        X, y, groups = reader.read_matrix("emb/musicnn.upper/all"), reader.y, np.asarray(reader.groups)
+        X, y, groups = reader.read_matrix(f"emb/{name}/all"), reader.y, np.asarray(reader.groups)
     head = UpperHead(layers).fit(X, y, groups)
-    assert set(head.upper_.layers.arrays) == set(layers.arrays)
-    assert any(not np.array_equal(head.upper_.layers.arrays[k], layers.arrays[k]) for k in layers.arrays), "it trained"
-    np.testing.assert_allclose(saved.predict_proba("musicnn.upper", {"musicnn.upper": X}), head.predict_proba(X), atol=1e-6)
-    damaged = "cnn3_weight" if convs else "dense_weight"
-    with h5py.File(folder / HEADS_H5, "r+") as f:
-        (group,) = f.values()
-        array = group[damaged][()]
-        del group[damaged]
-        group[damaged] = array[:-1]
-    with pytest.raises(ConfigError, match=r"its layers do not chain \(RuntimeError"):
-        load_fusion_model(folder)
+    for key, array in published.items():  # training leaves the published layers as they were, and moves its own
+        np.testing.assert_array_equal(layers.arrays[key], array)
+    assert any(not np.array_equal(head.upper_.layers.arrays[key], array) for key, array in published.items())
+    np.testing.assert_allclose(saved.predict_proba(name, {name: X}), head.predict_proba(X), atol=1e-6)
+
+    def damage(edit: Any) -> str:
+        with h5py.File(folder / HEADS_H5, "r") as f:
+            (key,) = f.keys()
+            arrays = {k: f[key][k][()] for k in f[key]}
+        broken = tmp_path / f"broken-{len(list(tmp_path.glob('broken-*')))}"
+        shutil.copytree(folder, broken)
+        with h5py.File(broken / HEADS_H5, "w") as f:
+            group = f.create_group(key)
+            for k, array in edit(arrays).items():
+                group[k] = array
+        with pytest.raises(ConfigError) as err:
+            load_fusion_model(broken)
+        return str(err.value)
+
+    assert "the layers above a cut hold" in damage(lambda a: {k: v for k, v in a.items() if k != removed})
+    assert "does not chain" in damage(lambda a: a | {damaged: a[damaged][:1]})  # broadcastable, and caught
+    assert "classifier_bias (1,)" in damage(lambda a: a | {"classifier_bias": a["classifier_bias"][:1]})
+    assert "width" in damage(lambda a: a | {"width": np.asarray(int(a["width"]) + 1)})
