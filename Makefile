@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow demo bench gpu-check lint dist extract fuse cv docs
+.PHONY: install test test-slow test-quick demo bench gpu-check lint dist extract fuse cv docs
 
 install: $(STAMP)
 
@@ -17,12 +17,21 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install -qq $(TORCH_PINS) -e '.[dev,dask,opensmile]'
 	touch $@
 
+# The tests run on every core (pytest-xdist, one thread each, at most 4 workers: each holds up to a GB), a test file
+# on one worker (its module fixtures built once), but for the tests that time something, which run alone after.
+# pytest exits 5 when no test is selected: that is not a failure.
+PYTEST := $(BIN)/python -m pytest
+PARALLEL := -n auto --maxprocesses 4 --dist loadfile
 test: install
-	$(BIN)/python -m pytest
+	$(PYTEST) $(PARALLEL) -m "not slow and not gpu and not timed"
+	$(PYTEST) -m "timed and not slow and not gpu"; rc=$$?; [ $$rc -eq 5 ] || exit $$rc
 
-# pytest exits 5 when no test carries the marker: nothing slow to run is not a failure.
 test-slow: install
-	$(BIN)/python -m pytest -m slow; rc=$$?; [ $$rc -eq 5 ] || exit $$rc
+	$(PYTEST) $(PARALLEL) -m slow; rc=$$?; [ $$rc -eq 5 ] || exit $$rc
+
+# The edit-run loop: the tests under half a second each, the failed ones of the last run first, stop at the first failure.
+test-quick: install
+	$(PYTEST) $(PARALLEL) -m "not slow and not gpu and not heavy and not timed" --failed-first -x
 
 demo: install
 	$(BIN)/mvemo demo --out demo-out

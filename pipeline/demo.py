@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -92,11 +93,13 @@ def run_demo(
     k: int = 6,
     executor: Executor | None = None,
     progress: ProgressFactory = lambda description, unit: None,
+    targets: Sequence[str] | None = None,
 ) -> DemoResult:
     """Data, manifest with folds, stage one into ``out/cache``, stage two into ``out`` (report, PNGs, ``model/``), and
     the reports and saved models of tags and of valence/arousal into ``out/tags`` and ``out/valence-arousal``.
 
-    ``progress(description, unit)`` gives each stage's progress callable (None: silent)."""
+    ``progress(description, unit)`` gives each stage's progress callable (None: silent); ``targets``: the kinds of
+    ``DEMO_TARGETS`` run beside the classes (default all, ``()`` for the classes alone)."""
     from mvemo.fuse.stage import fuse_cache
 
     config = config or SyntheticConfig()
@@ -116,13 +119,14 @@ def run_demo(
     )
     require_clips_left(stage_one.features, len(manifest))
     report, _ = fuse_cache(cache, out, models=DEMO_MODELS, executor=executor, progress=progress("fusion heads", "fit"))
-    targets = {
+    target_reports = {
         target: fuse_cache(
             cache, out / folder, target=target, models=DEMO_TARGET_MODELS, repeats=DEMO_TARGET_REPEATS, executor=executor
         )[0]
         for target, folder in DEMO_TARGETS.items()
+        if targets is None or target in targets
     }
-    return DemoResult(path, manifest, stage_one.features, report, out, targets)
+    return DemoResult(path, manifest, stage_one.features, report, out, target_reports)
 
 
 def require_clips_left(features: FeatureRunSummary, n_clips: int) -> None:

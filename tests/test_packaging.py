@@ -18,6 +18,9 @@ import pytest
 from mvemo.manifests import Clip, Manifest, write_manifest
 from tests.conftest import SHARED, write_tiny
 
+# Over half a second a test (end-to-end runs, trained nets): left out of `make test-quick`.
+pytestmark = pytest.mark.heavy
+
 REPO = Path(__file__).resolve().parents[1]
 FOLDERS = ("manifests", "cache", "extract", "fuse", "pipeline")
 

@@ -15,6 +15,9 @@ import pytest
 from mvemo.cache.read import Cache
 from mvemo.cache.verify import verify_cache
 
+# Over half a second a test (end-to-end runs, trained nets): left out of `make test-quick`.
+pytestmark = pytest.mark.heavy
+
 N_CLIPS = 40
 REPO = Path(__file__).resolve().parents[2]
 
@@ -79,6 +82,6 @@ def test_kill_9_at_random_moments_then_rerun_gives_the_uninterrupted_cache(tmp_p
     assert kill_and_rerun(tmp_path, target_kills=15, seed=0) >= 15
 
 
-@pytest.mark.slow
+@pytest.mark.slow(reason="a hundred kill -9s of a running extract, each followed by a rerun (fifteen run in make test)")
 def test_a_hundred_kills(tmp_path: Path) -> None:
     assert kill_and_rerun(tmp_path, target_kills=100, seed=1) >= 100

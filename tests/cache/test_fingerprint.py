@@ -3,10 +3,14 @@ from __future__ import annotations
 import copy
 import random
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from mvemo.cache.fingerprint import fingerprint, fingerprint_record, media_hash, media_stat_key, record_diff
+
+# Over half a second a test (end-to-end runs, trained nets): left out of `make test-quick`.
+pytestmark = pytest.mark.heavy
 
 scalars = st.one_of(
     st.integers(-(10**6), 10**6), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=8), st.booleans()

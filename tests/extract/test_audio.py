@@ -31,6 +31,7 @@ def music(sr: int, duration_s: float = 3.0, seed: int = 0) -> np.ndarray:
     return y.astype(np.float32)
 
 
+@pytest.mark.heavy
 def test_mel_matches_librosa() -> None:
     y = music(16000)
     ours = mel_spectrogram(y, MEL)
@@ -45,6 +46,7 @@ def test_thirty_seconds_give_96_by_1876() -> None:
     assert mel_spectrogram(np.zeros(480000, dtype=np.float32), MelConfig()).shape == (96, 1876)
 
 
+@pytest.mark.heavy
 def test_lld_columns_match_librosa() -> None:
     y44, y16 = music(44100), music(16000)
     lld = low_level_descriptors(y44, y16, LLD)

@@ -45,6 +45,7 @@ def music(duration_s: float = 10.0) -> np.ndarray:
     return notes([60, 64, 67], duration_s) + 0.3 * clicks(100, duration_s)
 
 
+@pytest.mark.heavy
 def test_one_named_value_per_column() -> None:
     vector = descriptors(music(), CONFIG)
     assert vector.dtype == np.float32 and vector.shape == (len(NAMES),) == (len(set(NAMES)),)
@@ -142,6 +143,7 @@ def test_stereo_equals_mono_and_the_window_padding_is_not_measured(tmp_path: Pat
 opensmile_installed = pytest.mark.skipif(importlib.util.find_spec("opensmile") is None, reason="needs mvemo[opensmile]")
 
 
+@pytest.mark.heavy
 @opensmile_installed
 def test_egemaps_through_opensmile(tmp_path: Path) -> None:
     (spec,) = FeatureConfigs().specs(("egemaps",))

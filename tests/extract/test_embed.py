@@ -21,6 +21,7 @@ def test_inputs_of_the_nets() -> None:
     assert input_kinds(["crnn", "twodcnn", "onedcnn"]) == ("mel", "lld", "waveform")
 
 
+@pytest.mark.heavy
 def test_embeddings_are_written_deterministic_and_tied_to_their_inputs(tmp_path: Path, manifest: Manifest) -> None:
     caches = []
     for run in ("a", "b"):
@@ -72,6 +73,7 @@ def test_cli_nets_need_folds(tmp_path: Path, manifest: Manifest) -> None:
         assert "lld" not in reader.feature_sets(), "--nets computes only the inputs its nets need"
 
 
+@pytest.mark.heavy
 def test_config_net_tables_set_a_nets_options_and_inputs(tmp_path: Path, manifest: Manifest) -> None:
     path = write_manifest(manifest, tmp_path / "m.csv")
     cache = tmp_path / "cache.h5"

@@ -12,6 +12,9 @@ from mvemo.extract.expressive import COLUMNS, ExpressiveConfig, expressive, modu
 from mvemo.extract.features import FeatureConfigs
 from mvemo.manifests import ConfigError
 
+# Over half a second a test (end-to-end runs, trained nets): left out of `make test-quick`.
+pytestmark = pytest.mark.heavy
+
 SR = 16000
 CONFIG = ExpressiveConfig()
 NAMES = CONFIG.columns

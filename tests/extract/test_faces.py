@@ -27,6 +27,9 @@ from mvemo.extract.weights.registry import WeightsError
 from tests.conftest import SHARED
 from tests.extract.references import face_patch, relative_error, shared_file
 
+# Over half a second a test (end-to-end runs, trained nets): left out of `make test-quick`.
+pytestmark = pytest.mark.heavy
+
 WEIGHTS = SHARED / "weights"
 
 

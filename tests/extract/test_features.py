@@ -62,6 +62,7 @@ def test_a_changed_config_is_refused_until_recomputed(tmp_path: Path, manifest: 
         assert reader.read_matrix("mel", [0]).shape[1] == 64
 
 
+@pytest.mark.heavy
 def test_processes_give_the_same_cache_as_serial(tmp_path: Path, manifest: Manifest) -> None:
     from mvemo.pipeline.executors import build_executor
 

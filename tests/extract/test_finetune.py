@@ -94,6 +94,7 @@ def test_leakfree_training_never_reads_the_test_fold(tmp_path: Path, manifest: M
         assert protocol(reader) == "leakfree"
 
 
+@pytest.mark.heavy
 def test_same_config_and_seed_same_embeddings_and_an_interrupted_run_resumes_identically(
     tmp_path: Path, manifest: Manifest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -156,6 +157,7 @@ def test_cli_fine_tunes_with_the_config_files_training_tables(tmp_path: Path, ma
     assert result.exit_code == 2 and "[optim]: unknown net(s) ['twodcnm']" in result.output
 
 
+@pytest.mark.heavy
 def test_the_saved_fusion_model_carries_the_fine_tuned_net_and_predict_reproduces_it(tmp_path: Path, manifest: Manifest) -> None:
     cache = features(manifest, tmp_path / "c.h5")
     finetune_into(manifest, cache, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")

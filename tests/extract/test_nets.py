@@ -59,6 +59,7 @@ def test_every_net_of_the_issue_is_registered() -> None:
     assert set(NET_NAMES) == nets == set(SMALL)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("name", NET_NAMES)
 def test_shapes_dims_and_batch_independence(name: str) -> None:
     net = small_net(name)
@@ -107,6 +108,7 @@ def test_prepare_of_the_video_nets_scales_as_their_weights_expect() -> None:
         small_net("i3d").prepare(white.astype(np.float32))
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("name", NET_NAMES)
 def test_config_is_json_and_rebuilds_the_same_net(name: str) -> None:
     net = small_net(name, seed=3)
@@ -183,6 +185,7 @@ def test_i3d_reads_the_frames_its_option_names() -> None:
         get_net("i3d", num_classes=2, frames="frames112")
 
 
+@pytest.mark.heavy
 def test_i3d_reference_pooling_at_its_smallest_input_averages_one_window() -> None:
     torch.manual_seed(0)
     net = get_net("i3d", num_classes=3).eval()
@@ -203,6 +206,7 @@ def test_c3d_checks_its_input_size() -> None:
     assert full.fc6.in_features == 512 * 2 * 4 * 4, "32 frames of 112x112 leave (512, 2, 4, 4) after pool5"
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("name", NET_NAMES)
 def test_loss_and_last_block_support_fine_tuning(name: str) -> None:
     net = small_net(name, num_classes=3).train()

@@ -46,6 +46,7 @@ def test_every_intermediate_matches_the_package(name: str) -> None:
         assert relative_error(got, expected) < 1e-4, key
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize(
     ("name", "layer", "dim"), [("musicnn", "penultimate", 200), ("musicnn", "taggram", 50), ("msdvgg", "pool5", 256)]
 )

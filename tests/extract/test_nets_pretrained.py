@@ -131,6 +131,7 @@ def test_a_file_of_another_net_is_refused_by_name(tmp_path: Path) -> None:
 # --- i3d ---------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.heavy
 def test_i3d_matches_the_kinetics_reference() -> None:
     """The issue's must-pass parity: forward vs ``logits`` <= 1e-3, embed vs ``features`` <= 1e-4 (relative L2)."""
     weights, reference = i3d_path(), shared_file(REFERENCE)
@@ -176,6 +177,7 @@ def jax_to_pytorch_i3d(arrays: dict[str, np.ndarray]) -> dict[str, torch.Tensor]
     return state
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
 def test_i3d_loads_the_pytorch_i3d_state_dict_format(tmp_path: Path, zip_format: bool) -> None:
     state = jax_to_pytorch_i3d(read_weights(i3d_path()))
@@ -255,6 +257,7 @@ def test_torchvision_video_net_loads_its_state_dict(tmp_path: Path) -> None:
         torch.testing.assert_close(net.embed(frames), reference(frames), rtol=0, atol=0)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("name", ["r3d_18", "r2plus1d_18"])
 def test_torchvision_video_nets_check_names_and_shapes(tmp_path: Path, name: str) -> None:
     from torchvision.models import video

@@ -77,6 +77,7 @@ def test_features_do_not_depend_on_the_block_size(monkeypatch: pytest.MonkeyPatc
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize(
     ("shape", "width", "axis"),
     [

@@ -127,6 +127,8 @@ def test_errors_cross_the_process_boundary_with_their_type(clip: Path, tmp_path:
 _READY = "import json, os, struct, sys; b = json.dumps({'ready': True}).encode(); sys.stdout.buffer.write(struct.pack('>I', len(b)) + b); sys.stdout.flush();"
 
 
+@pytest.mark.heavy
+@pytest.mark.timed
 def test_a_hung_decoder_is_killed_at_the_timeout(clip: Path) -> None:
     """A child stuck inside a call (here: asleep) never answers; the parent kills it and the next clip gets a
     fresh child."""
@@ -183,6 +185,8 @@ def test_an_interrupted_request_does_not_leave_a_half_read_answer(clip: Path, mo
         worker.close()
 
 
+@pytest.mark.heavy
+@pytest.mark.timed
 def test_audio_decodes_in_the_decoder_process_as_here_and_a_hang_is_cut(tmp_path: Path) -> None:
     from mvemo.extract.decode.audio import AudioWindow, decode_audio
     from mvemo.extract.decode.worker import read_audio

@@ -51,7 +51,7 @@ def _write_long(path: Path, seconds: int, fps: int = 25, height: int = 180, widt
     return path
 
 
-@pytest.mark.slow
+@pytest.mark.slow(reason="decodes a ten-minute video, sampling the memory")
 def test_peak_rss_does_not_grow_with_video_length(tmp_path: Path) -> None:
     short = _write_long(tmp_path / "short.mp4", 10)
     long = _write_long(tmp_path / "long.mp4", 600)

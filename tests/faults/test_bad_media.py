@@ -28,6 +28,9 @@ from tests.conftest import faststart, tiny_audio, tiny_frames
 from tests.extract.test_video import X264_BFRAMES, counter_frames, write_video
 from tests.extract.test_video_memory import _write_long
 
+# Over half a second a test (end-to-end runs, trained nets): left out of `make test-quick`.
+pytestmark = pytest.mark.heavy
+
 OK, FAILED, ABSENT = "ok", "failed", "absent"
 AUDIO_SETS, VIDEO_SETS = ("mel", "lld"), ("frames224", "frames112")
 FEATURES = "mel,lld,frames"
@@ -187,7 +190,7 @@ def tree_rss_kib(pid: int) -> int:
     return total
 
 
-@pytest.mark.slow
+@pytest.mark.slow(reason="writes and extracts a ten-minute and a 4K video, sampling the memory of every process")
 @pytest.mark.parametrize("kind", ["ten-minutes", "4k"])
 def test_extract_of_a_long_or_4k_clip_stays_under_2_gib(tmp_path: Path, kind: str) -> None:
     """`manifest check` reads the clip right, and the peak of `mvemo extract`'s memory, with the decoder process it

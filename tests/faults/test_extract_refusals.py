@@ -48,6 +48,7 @@ def test_a_second_extract_on_the_same_cache_is_refused_naming_the_first(tmp_path
     assert "Traceback" not in result.output and not cache.exists()
 
 
+@pytest.mark.heavy
 def test_extract_on_a_full_disk_stops_cleanly_and_a_rerun_completes(tmp_path: Path) -> None:
     manifest = manifest_of(tmp_path / "media", 40)
     mvemo = Path(sys.executable).parent / "mvemo"

@@ -132,6 +132,7 @@ def test_bad_manifests_exit_2_with_one_line_and_write_nothing(tmp_path: Path, ca
     assert sorted(p.name for p in tmp_path.iterdir()) == before, "nothing written"
 
 
+@pytest.mark.heavy
 def test_reader_memory_stays_flat_over_ten_thousand_random_reads(tmp_path: Path) -> None:
     cache = tmp_path / "c.h5"
     with CacheWriter(cache, stand_in_manifest(tmp_path / "media", n=64)) as writer:

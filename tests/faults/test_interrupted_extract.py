@@ -61,7 +61,7 @@ def wait_until_midway(run: subprocess.Popen, written: Callable[[], int], total: 
     time.sleep(rng.uniform(0.0, 0.05))
 
 
-@pytest.mark.slow
+@pytest.mark.slow(reason="ten kills at random moments of extracts that fine-tune a net, each resumed")
 def test_killed_extracts_resume_to_the_uninterrupted_cache(tmp_path: Path) -> None:
     clips = [
         Clip(f"c{i}", "ab"[i % 2], audio=write_tiny(tmp_path / f"{i}.wav", video=False), fold=(i // 2) % 3)

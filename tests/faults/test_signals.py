@@ -19,6 +19,9 @@ from mvemo.cache.read import Cache
 from mvemo.manifests import Clip, Manifest, write_manifest
 from mvemo.manifests.synthetic import write_media
 
+# Over half a second a test (end-to-end runs, trained nets): left out of `make test-quick`.
+pytestmark = pytest.mark.heavy
+
 N_CLIPS = 12
 MVEMO = Path(sys.executable).parent / "mvemo"
 
@@ -79,15 +82,19 @@ def extract(manifest: Path, cache: Path, executor: str) -> list[str]:
     ]
 
 
+# One signal and executor in make test; the others each stop and rerun an extract of twelve 20-s videos.
+SLOW = pytest.mark.slow(reason="another executor or signal: an extract of twelve 20-s videos stopped and run again")
+
+
 @pytest.mark.parametrize(
     ("executor", "signum", "to_group"),
     [
         ("processes", signal.SIGINT, True),
-        pytest.param("processes", signal.SIGTERM, False, marks=pytest.mark.slow),
-        pytest.param("serial", signal.SIGTERM, False, marks=pytest.mark.slow),
-        pytest.param("serial", signal.SIGINT, True, marks=pytest.mark.slow),
-        pytest.param("dask", signal.SIGTERM, False, marks=pytest.mark.slow),
-        pytest.param("dask", signal.SIGINT, True, marks=pytest.mark.slow),
+        pytest.param("processes", signal.SIGTERM, False, marks=SLOW),
+        pytest.param("serial", signal.SIGTERM, False, marks=SLOW),
+        pytest.param("serial", signal.SIGINT, True, marks=SLOW),
+        pytest.param("dask", signal.SIGTERM, False, marks=SLOW),
+        pytest.param("dask", signal.SIGINT, True, marks=SLOW),
     ],
 )
 def test_a_signal_stops_every_worker_and_leaves_a_cache_a_rerun_completes(

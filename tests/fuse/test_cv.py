@@ -29,6 +29,7 @@ from tests.fuse.helpers import embedding_cache
 AV_NETS = {"onedcnn": (16, 1.5), "twodcnn": (12, 0.0), "c3d": (10, 0.0), "i3d": (8, 1.5)}
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize(
     "head", [LogisticHead(), SoftmaxHead(lr=0.01, l2=1e-3, max_epochs=100), LdaHead(), PcaLogisticHead(), SvmHead()]
 )
@@ -90,6 +91,7 @@ def test_the_test_fold_never_reaches_fit(tmp_path: Path) -> None:
         assert rows == set(np.flatnonzero(folds != k).tolist())
 
 
+@pytest.mark.heavy
 def test_models_adapt_to_the_cache_and_integrated_is_compared(tmp_path: Path) -> None:
     cache = embedding_cache(tmp_path / "c.h5", nets=AV_NETS)
     with Cache(cache) as reader:
@@ -119,6 +121,7 @@ def test_models_adapt_to_the_cache_and_integrated_is_compared(tmp_path: Path) ->
         assert [m.name for m in available_models(reader)] == ["onedcnn", "twodcnn", "integrated-audio"]
 
 
+@pytest.mark.heavy
 def test_random_init_embeddings_stay_out_of_default_fusions_unless_named(tmp_path: Path) -> None:
     nets = {"onedcnn": (4, 1.0), "twodcnn": (4, 1.0), "i3d": (4, 1.0)}
     cache = embedding_cache(tmp_path / "c.h5", nets=nets, weights={"onedcnn": ""})
@@ -155,6 +158,7 @@ def test_a_fold_never_reads_embeddings_that_trained_on_it(tmp_path: Path) -> Non
     assert cross_validate(untrained).metrics["onedcnn"]["accuracy"]["mean"] > 0.9
 
 
+@pytest.mark.heavy
 def test_a_fold_without_a_class_and_a_net_without_rows_are_reported(tmp_path: Path) -> None:
     n = 30 * 3
     folds = [0 if i % 3 == 2 else (i // 3) % 3 for i in range(n)]  # every "tense" clip in fold 0
@@ -175,6 +179,7 @@ def test_a_fold_without_a_class_and_a_net_without_rows_are_reported(tmp_path: Pa
     assert set(json.loads((tmp_path / "f" / "model" / "model.json").read_text())["models"]) == {"onedcnn"}
 
 
+@pytest.mark.heavy
 def test_cv_and_fuse_write_reports_pictures_and_a_model(tmp_path: Path) -> None:
     cache = embedding_cache(tmp_path / "c.h5", nets=AV_NETS, protocol="paper")
     out = tmp_path / "out"
@@ -233,6 +238,7 @@ def test_two_classes_have_a_roc_auc_too() -> None:
     assert metrics["roc_auc_macro"] == pytest.approx(roc_auc_score(y, proba[:, 1]))
 
 
+@pytest.mark.heavy
 def test_the_config_file_sets_the_head_and_its_optimizer(tmp_path: Path) -> None:
     cache = embedding_cache(tmp_path / "c.h5", nets={"onedcnn": (4, 4.0)})
     config = tmp_path / "head.toml"
@@ -265,6 +271,7 @@ def test_the_config_file_sets_the_head_and_its_optimizer(tmp_path: Path) -> None
         make_head("logistic", C=-1.0)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("finetune", ["none", "full"])
 def test_the_report_speaks_of_nets_seen_in_training_only_when_they_were_fine_tuned(tmp_path: Path, finetune: str) -> None:
     folds = (0, 1, 2) if finetune != "none" else ()
@@ -316,6 +323,7 @@ def test_the_softmax_head_validates_on_whole_groups_it_never_trained_on(monkeypa
     assert one_group.predict(X).shape == (60,)
 
 
+@pytest.mark.heavy
 def test_a_clip_level_feature_set_is_an_input_that_composes_like_an_embedding(tmp_path: Path) -> None:
     cache = embedding_cache(tmp_path / "c.h5", nets={"twodcnn": (8, 0.0)}, vectors={"descriptors": (12, 1.5)})
     with Cache(cache) as reader:

@@ -138,6 +138,7 @@ def test_two_classes_fold_into_two_logits() -> None:
     assert logistic.coef_.shape == (1, X.shape[1])  # what softmax_layer widens
 
 
+@pytest.mark.heavy
 def test_the_families_chosen_reach_the_report_and_the_saved_model(tmp_path: Path) -> None:
     cache = embedding_cache(tmp_path / "c.h5", nets={"musicnn": (8, 1.5), "i3d": (8, 1.0)}, n_per_class=18)
     selection = SelectionConfig(heads=("logistic", "lda"))

@@ -20,6 +20,9 @@ from mvemo.pipeline.cli.main import cli
 from tests.cache.helpers import first_segment
 from tests.fuse.helpers import CLASSES, embedding_cache
 
+# Over half a second a test (end-to-end runs, trained nets): left out of `make test-quick`.
+pytestmark = pytest.mark.heavy
+
 NETS = {"onedcnn": (12, 0.5), "twodcnn": (8, 0.3), "i3d": (12, 0.5)}
 MODELS = "onedcnn,i3d+onedcnn,late(onedcnn,i3d,weights=inner),stack(onedcnn,i3d),integrated"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from scipy.special import softmax
 
 from mvemo.cache.read import Cache
@@ -62,6 +63,7 @@ def test_inner_folds_choose_the_pooling_and_keep_a_clips_patches_together() -> N
     assert not patch_head(LogisticHead(C=1.0), PATCHES, "log_loss").chooses()  # fixed settings: patch rows, no choice
 
 
+@pytest.mark.heavy
 def test_a_cached_patch_input_is_fitted_per_patch_and_saved_as_one_layer(tmp_path: Path) -> None:
     cache = embedding_cache(
         tmp_path / "c.h5", nets={"musicnn.patches": (DIM, 1.0)}, n_per_class=18, patches={"musicnn.patches": PATCHES}
@@ -77,6 +79,7 @@ def test_a_cached_patch_input_is_fitted_per_patch_and_saved_as_one_layer(tmp_pat
     np.testing.assert_allclose(saved.predict_proba("musicnn.patches", {"musicnn.patches": X}), alone.predict_proba(X), atol=1e-9)
 
 
+@pytest.mark.heavy
 def test_default_fusions_leave_per_patch_inputs_out_and_say_so(tmp_path: Path) -> None:
     from mvemo.fuse.compose import inputs_of
     from mvemo.fuse.cv import cross_validate

@@ -21,6 +21,9 @@ from mvemo.manifests import CacheError
 from mvemo.pipeline.cli.main import cli
 from tests.fuse.helpers import embedding_cache
 
+# Over half a second a test (end-to-end runs, trained nets): left out of `make test-quick`.
+pytestmark = pytest.mark.heavy
+
 NETS = {"musicnn": (6, 1.2), "msdvgg": (6, 1.2), "i3d": (6, 1.2)}
 
 

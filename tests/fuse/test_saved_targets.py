@@ -16,6 +16,9 @@ from mvemo.fuse.stage import fuse_cache
 from mvemo.manifests import ConfigError, Manifest
 from tests.fuse.helpers import embedding_cache
 
+# Over half a second a test (end-to-end runs, trained nets): left out of `make test-quick`.
+pytestmark = pytest.mark.heavy
+
 
 def targeted(manifest: Manifest) -> Manifest:
     """A tag and values that follow from the class (which the embeddings carry)."""

@@ -26,6 +26,7 @@ def tagged(manifest: Manifest) -> Manifest:
     return replace(manifest, clips=tuple(clips), tags=TAGS)
 
 
+@pytest.mark.heavy
 def test_tags_carried_by_the_embeddings_are_recovered_and_a_random_one_is_not(tmp_path: Path) -> None:
     cache = embedding_cache(tmp_path / "cache", nets={"a": (8, 2.0), "b": (8, 0.0)}, n_per_class=20, retarget=tagged)
     result = cross_validate_tags(cache, models="a,b,late(a,b)", repeats=2)

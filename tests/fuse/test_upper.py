@@ -18,6 +18,9 @@ from mvemo.fuse.upper import MID_CONVS, VGG_POOL4_MELS, UpperHead, UpperLayers, 
 from mvemo.manifests import ConfigError
 from tests.fuse.helpers import embedding_cache
 
+# Over half a second a test (end-to-end runs, trained nets): left out of `make test-quick`.
+pytestmark = pytest.mark.heavy
+
 
 def encoder_and_its_cut(name: str, cut: str, clips: int = 2) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
     """A music encoder of random weights (batch norms with moved statistics) whose clip embedding is the mean

@@ -35,6 +35,7 @@ def make_manifest(group_sizes_per_class: list[list[int]]) -> Manifest:
 group_layouts = st.lists(st.lists(st.integers(min_value=1, max_value=4), min_size=6, max_size=12), min_size=2, max_size=5)
 
 
+@pytest.mark.heavy
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(layout=group_layouts, k=st.integers(min_value=2, max_value=6), seed=st.integers(0, 2**16))
 def test_folds_keep_groups_cover_every_class_and_repeat_for_a_seed(layout, k, seed) -> None:

@@ -34,7 +34,7 @@ def test_timeline_bench_says_which_weights_it_lacks(tmp_path: Path) -> None:
     assert "i3d_rgb_kinetics400.npz" in figures["skipped"] and "--weights-dir" in figures["skipped"]
 
 
-@pytest.mark.slow
+@pytest.mark.slow(reason="mvemo-cv on 240 generated clips in a process of its own, its memory sampled")
 def test_memory_bench_measures_mvemo_cv_in_a_process_of_its_own(tmp_path: Path) -> None:
     figures = bench_memory(n_clips=240, k=3, folder=str(tmp_path))
     assert figures["clips"] == 240 and figures["lld_gb"] == pytest.approx(240 * 1292 * 63 * 4 / 1e9, abs=0.01)

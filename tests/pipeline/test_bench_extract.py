@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from click.testing import CliRunner
 
 from mvemo.pipeline.bench.extract import CACHED, bench_encoders, bench_extract, cached_batch
 from mvemo.pipeline.cli.main import cli
+
+# Over half a second a test (end-to-end runs, trained nets): left out of `make test-quick`.
+pytestmark = pytest.mark.heavy
 
 
 def test_cached_batches_have_the_cache_shapes_and_dtypes() -> None:

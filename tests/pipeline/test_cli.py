@@ -14,6 +14,9 @@ from mvemo.manifests.folds import fold_table
 from mvemo.pipeline.cli.main import cli, cv
 from tests.conftest import write_tiny
 
+# Over half a second a test (end-to-end runs, trained nets): left out of `make test-quick`.
+pytestmark = pytest.mark.heavy
+
 
 def run(*args: str) -> object:
     return CliRunner().invoke(cli, list(args), prog_name="mvemo")

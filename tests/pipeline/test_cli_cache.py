@@ -5,6 +5,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from mvemo.cache.store import CacheWriter
@@ -61,6 +62,7 @@ def test_missing_cache_is_an_input_error(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "does not exist" in result.output
 
 
+@pytest.mark.heavy
 def test_bench_cache_json_keys(tmp_path: Path) -> None:
     args = ["bench", "cache", "--clips", "40", "--grow-gb", "0.002", "--tmp-dir", str(tmp_path), "--json"]
     result = CliRunner().invoke(cli, args)

@@ -17,6 +17,9 @@ from tests.extract.stage_helpers import embeddings_into, features_into, finetune
 from tests.extract.test_features import CONFIGS
 from tests.extract.test_finetune import RANDOM
 
+# Over half a second a test (end-to-end runs, trained nets): left out of `make test-quick`.
+pytestmark = pytest.mark.heavy
+
 pytest.importorskip("distributed")
 
 

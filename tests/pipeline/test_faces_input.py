@@ -21,6 +21,9 @@ from tests.conftest import SHARED
 from tests.extract.references import face_patch, shared_file
 from tests.pipeline.helpers import synthetic_manifest
 
+# Over half a second a test (end-to-end runs, trained nets): left out of `make test-quick`.
+pytestmark = pytest.mark.heavy
+
 WEIGHTS = SHARED / "weights"
 SR, FPS, SIZE = 16000, 2, (256, 456)
 

@@ -15,6 +15,9 @@ from mvemo.pipeline.bench import gpu
 from mvemo.pipeline.bench.gpu import CheckConfig, gpu_check, gpu_samples, junit_outcomes, nvidia_smi
 from tests.conftest import SHARED
 
+# Over half a second a test (end-to-end runs, trained nets): left out of `make test-quick`.
+pytestmark = pytest.mark.heavy
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -66,7 +69,7 @@ def test_without_nvidia_smi_nothing_is_sampled(monkeypatch: pytest.MonkeyPatch) 
     assert figures == {}
 
 
-@pytest.mark.slow
+@pytest.mark.slow(reason="the GPU check end to end on the CPU: its tests, nets, fine-tuning and the leak")
 def test_the_dry_run_checks_every_part_on_the_cpu() -> None:
     """``make gpu-check DEVICE=cpu``: the script end to end on a tiny set, so a GPU's short loan goes to measuring."""
     if not (SHARED / "weights" / "musicnn_msd_musicnn.npz").is_file():

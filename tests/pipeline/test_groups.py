@@ -44,6 +44,7 @@ def artist_manifest(tmp_path: Path, folds: list[int] | None = None) -> Path:
     return write_manifest(Manifest(CLASSES, tuple(clips)), tmp_path / "m.csv")
 
 
+@pytest.mark.heavy
 def test_group_by_writes_the_groups_that_every_repeat_and_inner_split_keeps_whole(tmp_path: Path, monkeypatch) -> None:
     path = artist_manifest(tmp_path)
     result = run("manifest", "folds", str(path), "--k", "3", "--group-by", "artist")

@@ -28,6 +28,9 @@ from tests.pipeline.browser import (
     write_video,
 )
 
+# Over half a second a test (end-to-end runs, trained nets): left out of `make test-quick`.
+pytestmark = pytest.mark.heavy
+
 LENGTH_S, HOP_S = 6.0, 3.0
 CHART = "document.getElementById('chart')"
 
@@ -239,6 +242,7 @@ def test_the_reports_tables_sort_and_a_models_row_leads_to_its_confusion_matrix(
     screenshot(browser, "report")
 
 
+@pytest.mark.timed
 def test_a_five_minute_1080p_page_is_small_and_opens_within_a_second(browser: Any, tmp_path: Path) -> None:
     video = write_video(tmp_path / "long.mp4", 300, (1920, 1080))
     timeline = synthetic_timeline(video, 300.0, 30.0, 1.0)  # a window every second: 271 windows

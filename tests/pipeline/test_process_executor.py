@@ -5,7 +5,12 @@ from __future__ import annotations
 import os
 import signal
 
+import pytest
+
 from mvemo.pipeline.executors import ProcessExecutor
+
+# Over half a second a test (end-to-end runs, trained nets): left out of `make test-quick`.
+pytestmark = pytest.mark.heavy
 
 
 def square_or_die(x: int) -> int:

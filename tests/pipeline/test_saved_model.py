@@ -14,15 +14,20 @@ import pytest
 from click.testing import CliRunner
 
 from mvemo.pipeline.cli.main import cli
+from tests.built import built_once
 from tests.conftest import write_tiny
+from tests.pipeline import helpers
 from tests.pipeline.helpers import synthetic_manifest
 
 MODELS = "descriptors,lldstats,twodcnn,late(descriptors,lldstats),stack(descriptors,twodcnn)"
 
 
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("saved")
+@pytest.fixture(scope="session")
+def saved() -> Path:
+    return built_once("saved-model", save_a_model, code=[__file__, helpers.__file__]) / "fused" / "model"
+
+
+def save_a_model(root: Path) -> None:
     manifest = synthetic_manifest(root, ("Exciting", "Sad", "Tension"), clips_per_class=4, duration_s=4.0)
     (root / "c.toml").write_text("[audio]\nduration_s = 4.0\n")
     runner = CliRunner()
@@ -31,7 +36,6 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert result.exit_code == 0, result.output
     result = runner.invoke(cli, ["fuse", str(root / "cache"), "--out", str(root / "fused"), "--models", MODELS])
     assert result.exit_code == 0, result.output
-    return root / "fused" / "model"
 
 
 @pytest.fixture
@@ -116,6 +120,7 @@ def predict(model: Path, clip: Path):
     return CliRunner().invoke(cli, ["predict", str(model), str(clip)], prog_name="mvemo")
 
 
+@pytest.mark.heavy
 def test_an_intact_saved_model_opens_and_labels_a_clip(saved: Path, clip: Path) -> None:
     result = predict(saved, clip)
     assert result.exit_code == 0, result.output

@@ -17,6 +17,9 @@ from mvemo.pipeline.cli.main import cli
 from tests.conftest import write_tiny
 from tests.fuse.helpers import embedding_cache
 
+# Over half a second a test (end-to-end runs, trained nets): left out of `make test-quick`.
+pytestmark = pytest.mark.heavy
+
 
 def run(*args: str) -> object:
     return CliRunner().invoke(cli, list(args), prog_name="mvemo")

@@ -24,7 +24,9 @@ from mvemo.manifests.synthetic import (
 from mvemo.pipeline.cli.main import cli
 from mvemo.pipeline.predict.inputs import ClipFeatures, at_window
 from mvemo.pipeline.predict.timeline import _model_for, output_stems
+from tests.built import built_once
 from tests.conftest import write_song_with_cover
+from tests.pipeline import helpers
 from tests.pipeline.helpers import synthetic_manifest
 
 # Demo classes told apart by their sound (the others share it with one of these): a model reading audio separates them.
@@ -48,13 +50,20 @@ def trained_model(root: Path, *, clips_per_class: int, extract: list[str], model
     return root / "fused" / "model"
 
 
-@pytest.fixture(scope="module")
-def audio_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+BUILT_BY = [__file__, helpers.__file__]
+
+
+@pytest.fixture(scope="session")
+def audio_model() -> Path:
     """A ``descriptors`` model over 6-s windows, trained on synthetic clips of the four classes told apart by sound."""
-    root = tmp_path_factory.mktemp("timeline")
-    return trained_model(root, clips_per_class=12, extract=["--features", "descriptors"], models="descriptors")
+
+    def build(root: Path) -> None:
+        trained_model(root, clips_per_class=12, extract=["--features", "descriptors"], models="descriptors")
+
+    return built_once("timeline-audio-model", build, code=BUILT_BY) / "fused" / "model"
 
 
+@pytest.mark.heavy
 def test_the_timeline_follows_the_class_changes_within_one_hop(audio_model: Path, tmp_path: Path) -> None:
     rng = np.random.default_rng(7)
     audio, frames = [], []
@@ -132,14 +141,18 @@ def test_files_of_one_name_in_several_folders_get_outputs_of_their_own(tmp_path:
     ], "a folder more where a name repeats; one file named twice is one output"
 
 
-@pytest.fixture(scope="module")
-def sound_and_picture_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="session")
+def sound_and_picture_model() -> Path:
     """Saved models over 6-s windows: ``descriptors`` (sound), ``c3d`` (pictures) and ``descriptors+c3d`` (both)."""
-    extract = ["--features", "descriptors", "--nets", "c3d", "--random-init", "c3d"]
-    root = tmp_path_factory.mktemp("timeline-av")
-    return trained_model(root, clips_per_class=4, extract=extract, models="descriptors,c3d,descriptors+c3d")
+
+    def build(root: Path) -> None:
+        extract = ["--features", "descriptors", "--nets", "c3d", "--random-init", "c3d"]
+        trained_model(root, clips_per_class=4, extract=extract, models="descriptors,c3d,descriptors+c3d")
+
+    return built_once("timeline-av-model", build, code=BUILT_BY) / "fused" / "model"
 
 
+@pytest.mark.heavy
 def test_files_without_a_modality_and_streams_of_different_lengths_say_what_the_timeline_covers(
     sound_and_picture_model: Path, tmp_path: Path
 ) -> None:

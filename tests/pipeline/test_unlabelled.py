@@ -18,6 +18,9 @@ from mvemo.manifests.synthetic import DEMO_TAGS, SyntheticConfig
 from mvemo.pipeline.demo import build_demo_manifest, demo_configs
 from mvemo.pipeline.predict.predictor import Predictor
 
+# Over half a second a test (end-to-end runs, trained nets): left out of `make test-quick`.
+pytestmark = pytest.mark.heavy
+
 
 @pytest.fixture(scope="module")
 def unlabelled(tmp_path_factory: pytest.TempPathFactory) -> Path:

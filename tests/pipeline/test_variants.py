@@ -15,6 +15,9 @@ from mvemo.pipeline.cli.main import cli
 from tests.conftest import write_tiny
 from tests.pipeline.helpers import synthetic_manifest
 
+# Over half a second a test (end-to-end runs, trained nets): left out of `make test-quick`.
+pytestmark = pytest.mark.heavy
+
 CONFIG = """
 [audio]
 duration_s = 8.0
