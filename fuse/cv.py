@@ -187,7 +187,8 @@ def fit_fold(
     A model uses the rows that hold all its inputs (``inputs.usable``). Models on the same rows share
     their fits (a pair's head serves ``integrated`` too). A fold's note says what it
     lacked: test rows, or classes among its training rows (those classes get
-    probability 0; with fewer than two, every class 1/n).
+    probability 0; with fewer than two, nothing is learnt and the fold's test rows are not scored: a guess of 1/n
+    for every class would be scored as if it were a prediction, and flatter a rare tag's ranking).
     """
     with Cache(cache_path) as cache:
         groups = cache.groups
@@ -209,12 +210,11 @@ def fit_fold(
         absent = [classes[c] for c in range(n_classes) if not np.any(y[train] == c)]
         note = f"{model.name}, fold {fold}: no training clip of class {', '.join(absent)}" if absent else None
         if n_classes - len(absent) < 2:
-            proba[:] = 1.0 / n_classes
-            note = f"{note}; fewer than two classes to learn, every class predicted 1/{n_classes}"
-            outcomes[model.name] = FoldOutcome(test, proba, {}, "", note)
+            note = f"{note}; fewer than two classes to learn: its {len(test)} test clip(s) are not scored"
+            outcomes[model.name] = FoldOutcome(test[:0], proba[:0], {}, "", note)
             continue
-        try:
-            fitted = fit(model.node, trainings.on(train, read))
+        try:  # a tag's threshold is chosen on inner folds, as the saved model's is: they are computed where nothing asked
+            fitted = fit(model.node, trainings.on(train, read), inner=labels.tag_matrix is not None)
         except TooFewGroups as err:
             raise TooFewToChoose(
                 f"{model.name}, fold {fold}: class {classes[int(err.label)]!r} has fewer than 2 groups among the"  # type: ignore[call-overload]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import average_precision_score, f1_score, label_ranking_average_precision_score, roc_auc_score
+from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
 from mvemo.cache.read import Cache
 from mvemo.fuse.cv import CvResult, Labels, TooFewToChoose, cross_validate
@@ -83,7 +83,9 @@ def cross_validate_tags(cache_path: str | os.PathLike[str], **options: Any) -> T
         tag, why = next(iter(unscored.items()))
         raise ConfigError(f"no tag could be scored (tag {tag!r}: {why})")
     first = next(iter(per_tag.values()))
-    result = TagResult(targets.tags, first.n_folds, per_tag, unscored=unscored, notes=list(first.notes))
+    common = [note for note in first.notes if all(note in r.notes for r in per_tag.values())]
+    own = [f"tag {tag!r}: {note}" for tag, r in per_tag.items() for note in r.notes if note not in common]
+    result = TagResult(targets.tags, first.n_folds, per_tag, unscored=unscored, notes=common + own)
     result.notes += [f"tag {tag!r}: not scored: {why}" for tag, why in unscored.items()]
     models = [m for m in first.predictions if all(m in r.predictions for r in per_tag.values())]
     result.metrics = {m: _over_repeats([tag_metrics(*_repeat(per_tag, m, r)) for r in range(len(first.repeats))]) for m in models}
@@ -100,45 +102,70 @@ def unlearnable(y: np.ndarray, groups: list[str]) -> str | None:
     return f"{carried} group(s) carry it and {lacked} lack it; choosing on inner folds needs 2 or more of each"
 
 
-def _repeat(per_tag: dict[str, CvResult], model: str, r: int) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-    """One repeat of one model: the tags, and on the rows every tag scored, the true tags, the probabilities and
-    the inner-chosen thresholds, shape (n_rows, n_tags) each."""
+def _repeat(
+    per_tag: dict[str, CvResult], model: str, r: int
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One repeat of one model: the tags, and on the rows some tag scored, the true tags, the probabilities, the
+    inner-chosen thresholds and whether each (row, tag) was scored, shape (n_rows, n_tags) each. A tag leaves out
+    the test rows of a fold whose training rows could not teach it (``fuse.cv.fit_fold``)."""
     predictions = [result.repeats[r][model] for result in per_tag.values()]
-    rows = sorted(set.intersection(*(set(p.rows.tolist()) for p in predictions)))
-    columns = []
-    for p in predictions:
-        at = {row: i for i, row in enumerate(p.rows.tolist())}
-        take = [at[row] for row in rows]
-        thresholds = np.asarray(p.thresholds)[p.folds[take]]
-        columns.append((p.y[take], p.proba[take, 1], thresholds))
-    y, proba, thresholds = (np.stack([c[i] for c in columns], axis=1) for i in range(3))
-    return list(per_tag), y, proba, thresholds
+    rows = sorted(set().union(*(p.rows.tolist() for p in predictions)))
+    at = {row: i for i, row in enumerate(rows)}
+    shape = (len(rows), len(predictions))
+    y, proba, thresholds, scored = np.zeros(shape, np.int64), np.zeros(shape), np.full(shape, 0.5), np.zeros(shape, bool)
+    for t, p in enumerate(predictions):
+        take = [at[row] for row in p.rows.tolist()]
+        y[take, t], proba[take, t], scored[take, t] = p.y, p.proba[:, 1], True
+        thresholds[take, t] = np.asarray(p.thresholds)[p.folds]
+    return list(per_tag), y, proba, thresholds, scored
 
 
-def tag_metrics(tags: list[str], y: np.ndarray, proba: np.ndarray, thresholds: np.ndarray) -> dict[str, Any]:
+def tag_metrics(
+    tags: list[str], y: np.ndarray, proba: np.ndarray, thresholds: np.ndarray, scored: np.ndarray | None = None
+) -> dict[str, Any]:
     """The tagging metrics of one repeat (``TAG_METRIC_DEFINITIONS``): ``y`` 0/1, ``proba`` and ``thresholds``
-    of shape (n_rows, n_tags). A per-tag AUC or AP is None where the tag is always present or always absent."""
+    of shape (n_rows, n_tags), each computed on the (row, tag) pairs ``scored`` (default all). A per-tag AUC or AP
+    is None where the tag is always present or always absent among its scored rows."""
+    scored = np.ones(y.shape, bool) if scored is None else scored
     called = proba >= thresholds
     per_tag = {}
     for t, tag in enumerate(tags):
-        both = 0 < y[:, t].sum() < len(y)
+        rows = scored[:, t]
+        truth, score = y[rows, t], proba[rows, t]
+        both = 0 < truth.sum() < len(truth)
         per_tag[tag] = {
-            "roc_auc": float(roc_auc_score(y[:, t], proba[:, t])) if both else None,
-            "average_precision": float(average_precision_score(y[:, t], proba[:, t])) if both else None,
-            "f1": float(f1_score(y[:, t], called[:, t], zero_division=0)),
-            "prevalence": float(y[:, t].mean()),
+            "roc_auc": float(roc_auc_score(truth, score)) if both else None,
+            "average_precision": float(average_precision_score(truth, score)) if both else None,
+            "f1": float(f1_score(truth, called[rows, t], zero_division=0)),
+            "prevalence": float(truth.mean()) if len(truth) else None,
+            "n_rows": int(rows.sum()),
         }
-    tagged = y.sum(axis=1) > 0
+    pairs_y, pairs_p = y[scored], proba[scored]
     return {
         "roc_auc_macro": _mean([m["roc_auc"] for m in per_tag.values()]),
-        "roc_auc_micro": float(roc_auc_score(y.ravel(), proba.ravel())) if 0 < y.sum() < y.size else None,
+        "roc_auc_micro": float(roc_auc_score(pairs_y, pairs_p)) if 0 < pairs_y.sum() < pairs_y.size else None,
         "map": _mean([m["average_precision"] for m in per_tag.values()]),
-        "ap_micro": float(average_precision_score(y.ravel(), proba.ravel())) if y.sum() else None,
+        "ap_micro": float(average_precision_score(pairs_y, pairs_p)) if pairs_y.sum() else None,
         "f1_macro": float(np.mean([m["f1"] for m in per_tag.values()])),
-        "lrap": float(label_ranking_average_precision_score(y[tagged], proba[tagged])) if tagged.any() else None,
+        "lrap": _lrap(y, proba, scored),
         "per_tag": per_tag,
         "n_rows": len(y),
     }
+
+
+def _lrap(y: np.ndarray, proba: np.ndarray, scored: np.ndarray) -> float | None:
+    """Label-ranking average precision (scikit-learn's definition) over each row's scored tags, the rows with at
+    least one of their scored tags present; None where no row has one."""
+    scores = []
+    for truth, p, on in zip(y, proba, scored):
+        truth, p = truth[on], p[on]
+        if not truth.any():
+            continue
+        present = p[truth == 1]
+        ranked_at_or_above = (p[None, :] >= present[:, None]).sum(axis=1)
+        present_at_or_above = (present[None, :] >= present[:, None]).sum(axis=1)
+        scores.append(float(np.mean(present_at_or_above / ranked_at_or_above)))
+    return float(np.mean(scores)) if scores else None
 
 
 def _mean(values: list[float | None]) -> float | None:
