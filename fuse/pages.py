@@ -6,10 +6,14 @@ from __future__ import annotations
 import base64
 import html
 import mimetypes
+import re
+from collections.abc import Collection
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from markdown_it import MarkdownIt
+from markdown_it.token import Token
 
 
 def asset(package: str, name: str) -> str:
@@ -52,22 +56,57 @@ def figure_id(file_name: str) -> str:
     return "figure-" + Path(file_name).stem
 
 
-def markdown_page(text: str, folder: Path, title: str) -> str:
-    """A markdown document of ``folder`` as a page: its tables sortable, each image it shows from ``folder`` inlined
-    with an id (``figure_id``), and each link to such an image pointing at it on the page instead."""
+class Markdown(str):
+    """Text that is markdown already (a link or an image the report made): ``md_table`` writes it as it is."""
+
+
+# What markdown reads as syntax in running text: escaped, it shows as itself.
+_SYNTAX = re.compile(r"([\\`*_\[\]<>|#!~&])")
+
+
+def md_text(value: object) -> str:
+    """``value`` as literal text wherever a report puts it (a table cell, a heading, a list item, a link's or an
+    image's text): each character markdown reads as syntax escaped and line breaks made spaces, so that a class,
+    tag, clip id or model such as ``rock|pop`` or ``![x](/etc/hostname)`` shows as itself and stays in its cell.
+    A ``Markdown`` value is returned as it is."""
+    if isinstance(value, Markdown):
+        return value
+    return _SYNTAX.sub(r"\\\1", re.sub(r"[\r\n]+", " ", str(value)))
+
+
+def md_table(header: list[Any], rows: list[list[Any]]) -> list[str]:
+    """A markdown table of ``md_text`` cells, and the blank line after it."""
+    return [
+        "| " + " | ".join(md_text(h) for h in header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(md_text(v) for v in row) + " |" for row in rows),
+        "",
+    ]
+
+
+def markdown_page(text: str, folder: Path, title: str, figures: Collection[str]) -> str:
+    """A markdown document of ``folder`` as a page: its tables sortable, each of the ``figures`` it shows (file names
+    in ``folder`` that the report drew) inlined with an id (``figure_id``), and each link to such a figure pointing at
+    it on the page instead. Any other image is dropped for its text: a page carries only what mvemo drew, never a
+    file a name in the report points at."""
     renderer = MarkdownIt("commonmark", {"html": False}).enable("table")
     tokens = renderer.parse(text)
-    inline = [child for token in tokens for child in token.children or []]
-    shown = {str(c.attrs["src"]) for c in inline if c.type == "image" and (folder / str(c.attrs["src"])).is_file()}
-    uris = {name: data_uri(folder / name) for name in shown}
+    drawn = {name for name in figures if Path(name).name == name and (folder / name).is_file()}
+    uris = {name: data_uri(folder / name) for name in drawn}
     placed: set[str] = set()
-    for child in inline:
-        if child.type == "image" and child.attrs["src"] in shown:
-            name = str(child.attrs["src"])
-            child.attrSet("src", uris[name])
-            if name not in placed:
-                child.attrSet("id", figure_id(name))
-                placed.add(name)
-        elif child.type == "link_open" and child.attrs.get("href") in shown:
-            child.attrSet("href", "#" + figure_id(str(child.attrs["href"])))
+    for token in tokens:
+        children = []
+        for child in token.children or []:
+            if child.type == "image" and child.attrs["src"] in drawn:
+                name = str(child.attrs["src"])
+                child.attrSet("src", uris[name])
+                if name not in placed:
+                    child.attrSet("id", figure_id(name))
+                    placed.add(name)
+            elif child.type == "image":
+                child = Token("text", "", 0, content=child.content)
+            elif child.type == "link_open" and child.attrs.get("href") in drawn:
+                child.attrSet("href", "#" + figure_id(str(child.attrs["href"])))
+            children.append(child)
+        token.children = children if token.children is not None else None
     return page(title, renderer.renderer.render(tokens, renderer.options, {}))

@@ -13,7 +13,7 @@ import numpy as np
 
 from mvemo.fuse.cv import CvResult
 from mvemo.fuse.metrics import METRIC_DEFINITIONS
-from mvemo.fuse.pages import markdown_page
+from mvemo.fuse.pages import Markdown, markdown_page, md_table, md_text
 from mvemo.fuse.plots import comparison_png, confusion_png, roc_curves, roc_png
 
 PAPER_BANNER = (
@@ -81,8 +81,14 @@ def write_report(
     (out / "report.json").write_text(json.dumps(document, indent=2))
     text = markdown(document)
     (out / "report.md").write_text(text)
-    (out / "report.html").write_text(markdown_page(text, out, f"mvemo cross-validation: {out.name}"))
+    (out / "report.html").write_text(markdown_page(text, out, f"mvemo cross-validation: {out.name}", figure_files(document)))
     return document
+
+
+def figure_files(document: dict[str, Any]) -> list[str]:
+    """The PNG files a report's document says it drew (``figures``, nested by kind)."""
+    figures = document["figures"]
+    return [name for value in figures.values() for name in (value.values() if isinstance(value, dict) else [value])]
 
 
 def safe_name(name: str) -> str:
@@ -195,16 +201,6 @@ def _training_note(document: dict[str, Any]) -> str:
     )
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
-    """A markdown table and the blank line after it."""
-    return [
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-        *("| " + " | ".join(str(v) for v in row) + " |" for row in rows),
-        "",
-    ]
-
-
 def markdown(document: dict[str, Any]) -> str:
     folds, repeats = document["folds"], document["repeats"]
     selection = document["config"].get("selection", {})
@@ -222,10 +218,10 @@ def markdown(document: dict[str, Any]) -> str:
         "",
         f"Choices are made on {selection.get('inner_folds', '?')} grouped, stratified inner folds, scored by"
         f" {selection.get('scoring', '?')}. Every figure below covers all {repeats} repeat(s) unless its heading names"
-        f" one. Each model is compared with {reference or 'no model'}, named before scoring"
+        f" one. Each model is compared with {md_text(reference or 'no model')}, named before scoring"
         " (`--reference`, else the first unimodal model listed), on the clips both score.",
         "",
-        *_table(summary_header(document), _linked_to_confusion(summary_rows(document), document)),
+        *md_table(summary_header(document), _linked_to_confusion(summary_rows(document), document)),
         f"![models]({document['figures']['models']}) ![ROC]({document['figures']['roc']})",
         "",
         "## How each figure is computed",
@@ -238,7 +234,7 @@ def markdown(document: dict[str, Any]) -> str:
     lines += _clips(document)
     lines += provenance_section(document)
     if document.get("notes"):
-        lines += ["## Notes (every repeat)", "", *(f"- {note}" for note in document["notes"]), ""]
+        lines += ["## Notes (every repeat)", "", *(f"- {md_text(note)}" for note in document["notes"]), ""]
     lines += _per_class(document)
     lines += [
         f"Out-of-fold probabilities of every model, repeat and clip: [{document['oof_predictions']}]({document['oof_predictions']}).",
@@ -252,7 +248,7 @@ def markdown(document: dict[str, Any]) -> str:
 def _linked_to_confusion(rows: list[list[Any]], document: dict[str, Any]) -> list[list[Any]]:
     """The summary's rows, each scored model's name a link to its confusion matrix."""
     figures = document["figures"]["confusion"]
-    return [[f"[{row[0]}]({figures[row[0]]})" if row[0] in figures else row[0], *row[1:]] for row in rows]
+    return [[Markdown(f"[{md_text(row[0])}]({figures[row[0]]})") if row[0] in figures else row[0], *row[1:]] for row in rows]
 
 
 def _choices(document: dict[str, Any]) -> list[str]:
@@ -260,16 +256,20 @@ def _choices(document: dict[str, Any]) -> list[str]:
     rows = [[name, m["kind"], *m["described"]] for name, m in document["models"].items()]
     rows = [row + ["-"] * (folds + 2 - len(row)) for row in rows]
     heading = "repeat 0" if repeats == 1 else f"repeat 0 of {repeats}; report.json holds every repeat's"
-    lines = [f"## Chosen on inner folds ({heading})", "", *_table(["model", "kind", *(f"fold {k}" for k in range(folds))], rows)]
+    lines = [
+        f"## Chosen on inner folds ({heading})",
+        "",
+        *md_table(["model", "kind", *(f"fold {k}" for k in range(folds))], rows),
+    ]
     tallies = [[name, _tally(m["choices"])] for name, m in document["models"].items() if m["kind"] == "selected"]
     if tallies:
-        lines += [f"Members chosen in the {repeats * folds} folds of every repeat:", "", *_table(["model", "chosen"], tallies)]
+        lines += [f"Members chosen in the {repeats * folds} folds of every repeat:", "", *md_table(["model", "chosen"], tallies)]
     families = [[name, heads] for name, m in document["models"].items() if (heads := _head_tally(m["choices"]))]
     if families:
         lines += [
             f"Head families chosen in the {repeats * folds} folds of every repeat ([fuse] heads; each head of a fusion counted):",
             "",
-            *_table(["model", "heads"], families),
+            *md_table(["model", "heads"], families),
         ]
     return lines
 
@@ -316,7 +316,7 @@ def _inner_outer(document: dict[str, Any]) -> list[str]:
         " fine-tuned per fold leans more: its nets trained on the rows its inner folds validate. Read its gap"
         " against the others'.",
         "",
-        *_table(["model", "nets fine-tuned per fold", "inner acc % (chosen setting)", "outer acc %", "gap (points)"], rows),
+        *md_table(["model", "nets fine-tuned per fold", "inner acc % (chosen setting)", "outer acc %", "gap (points)"], rows),
     ]
 
 
@@ -325,13 +325,13 @@ def _clips(document: dict[str, Any]) -> list[str]:
     lines = [
         "## Clips",
         "",
-        f"{clips['total']} clips in the cache: " + ", ".join(f"{c} {n}" for c, n in clips["per_class"].items()) + ".",
+        md_text(f"{clips['total']} clips in the cache: " + ", ".join(f"{c} {n}" for c, n in clips["per_class"].items()) + "."),
         "",
     ]
     rows = [
         [name, m["used"], *(m["used_per_class"][c] for c in classes), len(m["left_out"])] for name, m in clips["models"].items()
     ]
-    lines += _table(["model", "used", *classes, "left out"], rows)
+    lines += md_table(["model", "used", *classes, "left out"], rows)
     left_out: dict[tuple[str, str], list[str]] = {
         (item["clip_id"], item["reason"]): [] for m in clips["models"].values() for item in m["left_out"]
     }
@@ -342,7 +342,7 @@ def _clips(document: dict[str, Any]) -> list[str]:
         lines += [
             "Left out:",
             "",
-            *_table(["clip", "models", "reason"], [[c, ", ".join(n), r] for (c, r), n in left_out.items()]),
+            *md_table(["clip", "models", "reason"], [[c, ", ".join(n), r] for (c, r), n in left_out.items()]),
         ]
     return lines
 
@@ -354,8 +354,8 @@ def provenance_section(document: dict[str, Any]) -> list[str]:
     versions = ", ".join(f"{name} {version}" for name, version in document.get("versions", {}).items())
     lines = ["## Provenance", ""]
     if rows:
-        lines += _table(["net or set", "weights (sha256)", "fine-tuning", "protocol"], rows)
-    lines += [f"Config: `{json.dumps(document['config'], sort_keys=True)}`", "", f"Versions: {versions}.", ""]
+        lines += md_table(["net or set", "weights (sha256)", "fine-tuning", "protocol"], rows)
+    lines += [f"Config: {md_text(json.dumps(document['config'], sort_keys=True))}", "", f"Versions: {md_text(versions)}.", ""]
     return lines
 
 
@@ -369,11 +369,11 @@ def _per_class(document: dict[str, Any]) -> list[str]:
             [c, f"{scores['precision'][i]:.2f}", f"{scores['recall'][i]:.2f}", f"{scores['f1'][i]:.2f}", scores["support"][i]]
             for i, c in enumerate(classes)
         ]
-        lines += [f"### {name}", "", *_table(["class", "precision", "recall", "F1", "clips"], rows)]
+        lines += [f"### {md_text(name)}", "", *md_table(["class", "precision", "recall", "F1", "clips"], rows)]
         counts = [
             [c, *(f"{n} ({100 * share:.0f}%)" for n, share in zip(row, shares))]
             for c, row, shares in zip(classes, m["confusion"], m["confusion_normalized"])
         ]
-        lines += _table(["true \\ predicted", *classes], counts)
-        lines += [f"![{name}]({document['figures']['confusion'][name]})", ""]
+        lines += md_table(["true \\ predicted", *classes], counts)
+        lines += [f"![{md_text(name)}]({document['figures']['confusion'][name]})", ""]
     return lines

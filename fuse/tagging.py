@@ -102,9 +102,7 @@ def unlearnable(y: np.ndarray, groups: list[str]) -> str | None:
     return f"{carried} group(s) carry it and {lacked} lack it; choosing on inner folds needs 2 or more of each"
 
 
-def _repeat(
-    per_tag: dict[str, CvResult], model: str, r: int
-) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _repeat(per_tag: dict[str, CvResult], model: str, r: int) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One repeat of one model: the tags, and on the rows some tag scored, the true tags, the probabilities, the
     inner-chosen thresholds and whether each (row, tag) was scored, shape (n_rows, n_tags) each. A tag leaves out
     the test rows of a fold whose training rows could not teach it (``fuse.cv.fit_fold``)."""

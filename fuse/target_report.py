@@ -17,9 +17,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from mvemo.fuse.dimensional import VALUE_METRIC_DEFINITIONS, ValuesResult
-from mvemo.fuse.pages import markdown_page
+from mvemo.fuse.pages import markdown_page, md_table, md_text
 from mvemo.fuse.plots import model_styles
-from mvemo.fuse.report import provenance_section, safe_name
+from mvemo.fuse.report import figure_files, provenance_section, safe_name
 from mvemo.fuse.tagging import TAG_METRIC_DEFINITIONS, TagResult
 from mvemo.manifests.targets import QUADRANT_MEANING, QUADRANTS
 
@@ -89,35 +89,29 @@ def write_target_report(document: dict[str, Any], result: TagResult | ValuesResu
     text = markdown(document)
     (out / "report.json").write_text(json.dumps(document, indent=2), encoding="utf-8")
     (out / "report.md").write_text(text, encoding="utf-8")
-    (out / "report.html").write_text(markdown_page(text, out, f"mvemo cross-validation of {document['target']}: {out.name}"))
+    title = f"mvemo cross-validation of {document['target']}: {out.name}"
+    (out / "report.html").write_text(markdown_page(text, out, title, figure_files(document)))
     return document
 
 
 def markdown(document: dict[str, Any]) -> str:
     header, rows = summary_table(document)
     kind = "Emotion tags" if document["target"] == "tags" else f"{' and '.join(document['names']).capitalize()}"
-    lines = [f"# {kind}: {document['n_folds']}-fold nested cross-validation", ""]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    lines = [f"# {md_text(kind)}: {document['n_folds']}-fold nested cross-validation", "", *md_table(header, rows)]
     if document["target"] == "tags":
-        lines += [
-            "",
-            "## Per tag (mean over repeats)",
-            "",
-            "| model | tag | prevalence | ROC-AUC | AP | F1 |",
-            "|---|---|---|---|---|---|",
+        per_tag = [
+            [model, tag, *(_spread(t[k], detail=False) for k in ("prevalence", "roc_auc", "average_precision", "f1"))]
+            for model, m in document["metrics"].items()
+            for tag, t in m["per_tag"].items()
         ]
-        for model, m in document["metrics"].items():
-            for tag, t in m["per_tag"].items():
-                cells = [_spread(t[k], detail=False) for k in ("prevalence", "roc_auc", "average_precision", "f1")]
-                lines.append(f"| {model} | {tag} | " + " | ".join(cells) + " |")
-        lines += ["", f"![average precision per tag]({document['figures']['average_precision']})"]
+        lines += ["## Per tag (mean over repeats)", "", *md_table(["model", "tag", "prevalence", "ROC-AUC", "AP", "F1"], per_tag)]
+        lines += [f"![average precision per tag]({document['figures']['average_precision']})"]
     else:
         if len(document["names"]) == 2:
-            lines += ["", "Quadrants: " + "; ".join(f"{q} {QUADRANT_MEANING[q]}" for q in QUADRANTS) + "."]
-        lines += [""] + [f"![{model}]({name})" for model, name in document["figures"].items()]
+            lines += ["Quadrants: " + "; ".join(f"{q} {QUADRANT_MEANING[q]}" for q in QUADRANTS) + "."]
+        lines += [""] + [f"![{md_text(model)}]({name})" for model, name in document["figures"].items()]
     lines += ["", "## Definitions", ""] + [f"- **{name}**: {text}" for name, text in document["definitions"].items()]
-    lines += [""] + [f"- note: {note}" for note in document["notes"]] + [""]
+    lines += [""] + [f"- note: {md_text(note)}" for note in document["notes"]] + [""]
     lines += provenance_section(document)
     return "\n".join(lines) + "\n"
 

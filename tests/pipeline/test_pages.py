@@ -272,3 +272,29 @@ def test_media_is_referenced_or_inlined_up_to_the_limit(tmp_path: Path) -> None:
         "../media/large.mp4",
         "--embed-media: large.mp4 is over 20 MiB, the page refers to it",
     )
+
+
+def test_hostile_names_show_as_text_in_a_report_and_a_timeline(browser: Any, tmp_path: Path) -> None:
+    """Classes and a clip id holding markdown, HTML, a path and a script (``tests.fuse.test_hostile_names``): in
+    Chromium both pages show them as text, run no script of theirs and show no file but the figures mvemo drew."""
+    from selenium.webdriver.common.by import By
+
+    from tests.fuse.test_hostile_names import SECRET, hostile
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text(SECRET)
+    names, rename = hostile(secret)
+    cache = embedding_cache(tmp_path / "c", nets={"a": (4, 2.0)}, n_per_class=10, retarget=rename)
+    run_cv(cache, tmp_path / "r", models="a")
+    timeline = synthetic_timeline(write_video(tmp_path / "song.mp4", 12, (64, 36)), 12.0, LENGTH_S, HOP_S)
+    classes = [*names, *CLASSES[len(names) :]]
+    page = write_page(replace(timeline, classes=classes), tmp_path / "t", "song.mp4")[2]
+    for path, scripts, shot in ((tmp_path / "r" / "report.html", 1, "report"), (page, 2, "timeline")):
+        open_page(browser, path)
+        assert console_errors(browser) == []
+        body = browser.find_element(By.TAG_NAME, "body").text
+        assert all(name in body for name in names) and SECRET not in body, path
+        assert browser.execute_script("return document.querySelectorAll('script:not([type])').length") == scripts
+        sources = [img.get_attribute("src") for img in browser.find_elements(By.TAG_NAME, "img")]
+        assert all(src.startswith("data:image/png;base64,") for src in sources), sources
+        screenshot(browser, f"hostile-names-{shot}")
