@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score
 
 from mvemo.cache.read import Cache
-from mvemo.fuse.cv import check_folds, fold_inputs, input_matrix, repeat_folds
+from mvemo.fuse.cv import Labels, check_folds, clip_counts, fold_inputs, input_matrix, repeat_folds
 from mvemo.fuse.metrics import corrected_interval
 from mvemo.fuse.models import per_patch_inputs, select_models
 from mvemo.fuse.regression import fit_values
@@ -71,6 +71,10 @@ class ValuesResult:
     repeats: list[dict[str, ValuePredictions]]
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # the clips each model used and those it left out with why (``fuse.cv.clip_counts``, per quadrant)
+    clips: dict[str, Any] = field(default_factory=dict)
+    # models that no fold could score, each with the reason: reported so, never with a figure
+    unscored: dict[str, str] = field(default_factory=dict)
 
 
 def cross_validate_values(
@@ -111,6 +115,7 @@ def cross_validate_values(
         strata = quadrants(targets.values, targets.scale)  # type: ignore[arg-type]
         all_folds = repeat_folds(cache, chosen, k, repeats, strata)
         per_fold = fold_inputs(cache, chosen, k)
+        clips, notes = clip_counts(cache, chosen, per_fold, Labels(QUADRANTS, strata, strata))
         groups = cache.groups
         columns = [targets.value_names.index(n) for n in names]
         values = targets.values[:, columns]
@@ -140,7 +145,11 @@ def cross_validate_values(
                 pred = np.concatenate([p[1] for p in parts])
                 predictions[model.name] = ValuePredictions(rows, folds[rows], values[rows], pred, [p[2] for p in parts])
         per_repeat.append(predictions)
-    result = ValuesResult(tuple(names), targets.scale, k, per_repeat)  # type: ignore[arg-type]
+    result = ValuesResult(tuple(names), targets.scale, k, per_repeat, notes=notes, clips=clips)  # type: ignore[arg-type]
+    result.unscored = {
+        m.name: "no clip has all its inputs in the cache (see the clips table)" for m in chosen if m.name not in per_repeat[0]
+    }
+    result.notes += [f"{name}: not scored: {why}" for name, why in result.unscored.items()]
     result.metrics = {name: summarize_values(result, name) for name in per_repeat[0]}
     return result
 

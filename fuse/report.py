@@ -231,7 +231,7 @@ def markdown(document: dict[str, Any]) -> str:
     ]
     lines += _choices(document)
     lines += _inner_outer(document)
-    lines += _clips(document)
+    lines += clips_section(document)
     lines += provenance_section(document)
     if document.get("notes"):
         lines += ["## Notes (every repeat)", "", *(f"- {md_text(note)}" for note in document["notes"]), ""]
@@ -320,18 +320,19 @@ def _inner_outer(document: dict[str, Any]) -> list[str]:
     ]
 
 
-def _clips(document: dict[str, Any]) -> list[str]:
-    clips, classes = document["clips"], document["classes"]
-    lines = [
-        "## Clips",
-        "",
-        md_text(f"{clips['total']} clips in the cache: " + ", ".join(f"{c} {n}" for c, n in clips["per_class"].items()) + "."),
-        "",
-    ]
+def clips_section(document: dict[str, Any]) -> list[str]:
+    """The clips each model used (per class or quadrant, where ``clips`` counts them so) and those it left out,
+    with why: every figure of a report rests on its model's clips here."""
+    clips = document["clips"]
+    per_class = clips.get("per_class")
+    classes = list(per_class or [])
+    total = f"{clips['total']} clips in the cache" + (
+        ": " + ", ".join(f"{c} {n}" for c, n in per_class.items()) if per_class else ""
+    )
     rows = [
         [name, m["used"], *(m["used_per_class"][c] for c in classes), len(m["left_out"])] for name, m in clips["models"].items()
     ]
-    lines += md_table(["model", "used", *classes, "left out"], rows)
+    lines = ["## Clips", "", md_text(total + "."), "", *md_table(["model", "used", *classes, "left out"], rows)]
     left_out: dict[tuple[str, str], list[str]] = {
         (item["clip_id"], item["reason"]): [] for m in clips["models"].values() for item in m["left_out"]
     }

@@ -16,7 +16,7 @@ from mvemo.fuse.cv import CvResult, cross_validate
 from mvemo.fuse.dimensional import ValuesResult, cross_validate_values
 from mvemo.fuse.families import make_head
 from mvemo.fuse.models import INTEGRATED, select_models
-from mvemo.fuse.provenance import protocol, provenance, top_tags
+from mvemo.fuse.provenance import fine_tuned_nets, protocol, provenance, top_tags
 from mvemo.fuse.report import write_report
 from mvemo.fuse.saved import save_fusion_model, train_final
 from mvemo.fuse.selection import SelectionConfig
@@ -154,9 +154,10 @@ def run_target_cv(
             )
         document, result = values_document(values), values
     with Cache(cache_path) as cache:
-        nets = provenance(cache)
+        nets, used_protocol, tuned = provenance(cache), protocol(cache), fine_tuned_nets(cache)
     config = {"target": target, "models": options.get("models") or "default", "selection": selection.to_json()}
     document |= {"version": mvemo_version(), "versions": package_versions(), "provenance": nets, "config": config}
+    document |= {"protocol": used_protocol, "fine_tuned_nets": tuned}
     return write_target_report(document, result, Path(out))
 
 

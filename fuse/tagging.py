@@ -45,6 +45,10 @@ class TagResult:
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     unscored: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # the clips each model used and those it left out with why (as ``fuse.cv.clip_counts``, whatever the tag)
+    clips: dict[str, Any] = field(default_factory=dict)
+    # models that no fold could score, each with the reason
+    unscored_models: dict[str, str] = field(default_factory=dict)
 
 
 def cross_validate_tags(cache_path: str | os.PathLike[str], **options: Any) -> TagResult:
@@ -87,7 +91,15 @@ def cross_validate_tags(cache_path: str | os.PathLike[str], **options: Any) -> T
     own = [f"tag {tag!r}: {note}" for tag, r in per_tag.items() for note in r.notes if note not in common]
     result = TagResult(targets.tags, first.n_folds, per_tag, unscored=unscored, notes=common + own)
     result.notes += [f"tag {tag!r}: not scored: {why}" for tag, why in unscored.items()]
+    result.clips = {
+        "total": first.clips["total"],
+        "models": {m: {k: c[k] for k in ("used", "left_out")} for m, c in first.clips["models"].items()},
+    }
     models = [m for m in first.predictions if all(m in r.predictions for r in per_tag.values())]
+    result.unscored_models = {
+        m.name: first.unscored.get(m.name, "no tag scored it") for m in first.models if m.name not in models
+    }
+    result.notes += [f"{name}: not scored: {why}" for name, why in result.unscored_models.items()]
     result.metrics = {m: _over_repeats([tag_metrics(*_repeat(per_tag, m, r)) for r in range(len(first.repeats))]) for m in models}
     return result
 

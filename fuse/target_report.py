@@ -19,7 +19,7 @@ import numpy as np
 from mvemo.fuse.dimensional import VALUE_METRIC_DEFINITIONS, ValuesResult
 from mvemo.fuse.pages import markdown_page, md_table, md_text
 from mvemo.fuse.plots import model_styles
-from mvemo.fuse.report import figure_files, provenance_section, safe_name
+from mvemo.fuse.report import PAPER_BANNER, clips_section, figure_files, provenance_section, safe_name
 from mvemo.fuse.tagging import TAG_METRIC_DEFINITIONS, TagResult
 from mvemo.manifests.targets import QUADRANT_MEANING, QUADRANTS
 
@@ -35,6 +35,8 @@ def tags_document(result: TagResult) -> dict[str, Any]:
         "n_folds": result.n_folds,
         "metrics": result.metrics,
         "unscored": result.unscored,
+        "unscored_models": result.unscored_models,
+        "clips": result.clips,
         "choices": {tag: {m: r.predictions[m].described for m in r.predictions} for tag, r in result.per_tag.items()},
         "definitions": TAG_METRIC_DEFINITIONS,
         "notes": result.notes,
@@ -50,6 +52,8 @@ def values_document(result: ValuesResult) -> dict[str, Any]:
         "scale": list(result.scale),
         "n_folds": result.n_folds,
         "metrics": result.metrics,
+        "unscored_models": result.unscored,
+        "clips": result.clips,
         "choices": {m: p.described for m, p in result.repeats[0].items()},
         "definitions": VALUE_METRIC_DEFINITIONS,
         "notes": result.notes,
@@ -59,11 +63,12 @@ def values_document(result: ValuesResult) -> dict[str, Any]:
 
 def summary_table(document: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
     """The header and rows of a report's summary table: a row per model."""
-    rows = []
+    rows: list[list[Any]] = []
+    unscored = [[model, f"not scored: {why}"] for model, why in document.get("unscored_models", {}).items()]
     if document["target"] == "tags":
         for model, m in document["metrics"].items():
-            rows.append([model, *(_spread(m[key]) for _, key in TAG_COLUMNS)])
-        return ["model", *(name for name, _ in TAG_COLUMNS)], rows
+            rows.append([model, m["n_rows"], *(_spread(m[key]) for _, key in TAG_COLUMNS)])
+        return ["model", "clips", *(name for name, _ in TAG_COLUMNS)], rows + unscored
     names = document["names"]
     for model, m in document["metrics"].items():
         cells = []
@@ -72,9 +77,9 @@ def summary_table(document: dict[str, Any]) -> tuple[list[str], list[list[Any]]]
             cells += [f"{m[name]['ccc']:.3f}", f"{fold['mean']:.3f} [{fold['interval'][0]:.3f}, {fold['interval'][1]:.3f}]",
                       f"{m[name]['r2']:.3f}", f"{m[name]['pearson']:.3f}", f"{m[name]['rmse']:.3f}"]  # fmt: skip
         quadrant = m.get("quadrants")
-        rows.append([model, *cells, *([f"{100 * quadrant['accuracy']:.1f}"] if quadrant else [])])
+        rows.append([model, m["n_rows"], *cells, *([f"{100 * quadrant['accuracy']:.1f}"] if quadrant else [])])
     header = [f"{name} {metric}" for name in names for metric in ("CCC", "CCC per fold [95%]", "R²", "r", "RMSE")]
-    return ["model", *header, *(["quadrant acc %"] if len(names) == 2 else [])], rows
+    return ["model", "clips", *header, *(["quadrant acc %"] if len(names) == 2 else [])], rows + unscored
 
 
 def write_target_report(document: dict[str, Any], result: TagResult | ValuesResult, out: Path) -> dict[str, Any]:
@@ -97,14 +102,19 @@ def write_target_report(document: dict[str, Any], result: TagResult | ValuesResu
 def markdown(document: dict[str, Any]) -> str:
     header, rows = summary_table(document)
     kind = "Emotion tags" if document["target"] == "tags" else f"{' and '.join(document['names']).capitalize()}"
-    lines = [f"# {md_text(kind)}: {document['n_folds']}-fold nested cross-validation", "", *md_table(header, rows)]
+    lines = [f"# {md_text(kind)}: {document['n_folds']}-fold nested cross-validation, protocol `{document['protocol']}`", ""]
+    if document["protocol"] == "paper":
+        lines += [PAPER_BANNER, ""]
+    lines += md_table(header, rows)
     if document["target"] == "tags":
         per_tag = [
-            [model, tag, *(_spread(t[k], detail=False) for k in ("prevalence", "roc_auc", "average_precision", "f1"))]
+            [model, tag, f"{t['n_rows']['mean']:.0f}"]
+            + [_spread(t[k], detail=False) for k in ("prevalence", "roc_auc", "average_precision", "f1")]
             for model, m in document["metrics"].items()
             for tag, t in m["per_tag"].items()
         ]
-        lines += ["## Per tag (mean over repeats)", "", *md_table(["model", "tag", "prevalence", "ROC-AUC", "AP", "F1"], per_tag)]
+        header = ["model", "tag", "clips scored", "prevalence", "ROC-AUC", "AP", "F1"]
+        lines += ["## Per tag (mean over repeats)", "", *md_table(header, per_tag)]
         lines += [f"![average precision per tag]({document['figures']['average_precision']})"]
     else:
         if len(document["names"]) == 2:
@@ -112,6 +122,7 @@ def markdown(document: dict[str, Any]) -> str:
         lines += [""] + [f"![{md_text(model)}]({name})" for model, name in document["figures"].items()]
     lines += ["", "## Definitions", ""] + [f"- **{name}**: {text}" for name, text in document["definitions"].items()]
     lines += [""] + [f"- note: {md_text(note)}" for note in document["notes"]] + [""]
+    lines += clips_section(document)
     lines += provenance_section(document)
     return "\n".join(lines) + "\n"
 

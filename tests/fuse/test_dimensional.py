@@ -58,3 +58,26 @@ def test_a_cache_without_values_or_with_a_stack_is_refused(tmp_path: Path) -> No
     cache = embedding_cache(tmp_path / "cache", nets={"a": (4, 1.0), "b": (4, 1.0)}, n_per_class=8, retarget=valued)
     with pytest.raises(ConfigError, match="stack"):
         cross_validate_values(cache, models="stack(a,b)")
+
+
+def test_every_figure_says_how_many_clips_it_rests_on_and_a_model_left_out_says_why(tmp_path: Path) -> None:
+    """The repro: ``a`` computed for 9 of 30 clips, ``b`` for none. The report gives a's 9 clips and the 21 it left
+    out with why, and b as not scored: no figure from fewer clips than it says, no model gone in silence."""
+    from mvemo.fuse.stage import run_target_cv
+
+    cache = embedding_cache(
+        tmp_path / "cache",
+        nets={"a": (8, 2.0), "b": (8, 2.0)},
+        n_per_class=10,
+        written={"emb/a/all": 9},
+        failed_sets=("emb/b/all",),
+        retarget=valued,
+    )
+    document = run_target_cv(cache, tmp_path / "va", "valence,arousal", models="a,b")
+    assert document["metrics"]["a"]["n_rows"] == 9 and "b" not in document["metrics"]
+    assert document["clips"]["models"]["a"]["used"] == 9 and len(document["clips"]["models"]["a"]["left_out"]) == 21
+    assert "no clip has all its inputs" in document["unscored_models"]["b"]
+    assert any(note.startswith("b: not scored") for note in document["notes"])
+    text = (tmp_path / "va" / "report.md").read_text()
+    assert "| a | 9 |" in text and "| b | not scored: no clip has all its inputs" in text and "## Clips" in text
+    assert document["protocol"] == "leakfree" and "protocol `leakfree`" in text

@@ -116,3 +116,17 @@ def test_a_head_that_chooses_nothing_still_gets_its_threshold_from_inner_folds(t
     result = cross_validate_tags(cache, models="a", head=LogisticHead(C=1.0))
     thresholds = result.per_tag["gentle"].predictions["a"].thresholds
     assert len(thresholds) == 3 and all(t != 0.5 for t in thresholds), thresholds
+
+
+@pytest.mark.parametrize("target", ["tags", "valence,arousal"])
+def test_tag_and_value_reports_warn_of_the_paper_protocol_as_the_class_report_does(tmp_path: Path, target: str) -> None:
+    from mvemo.fuse.report import PAPER_BANNER
+    from mvemo.fuse.stage import run_target_cv
+    from tests.fuse.test_dimensional import valued
+
+    both = lambda m: valued(tagged(m))  # noqa: E731
+    cache = embedding_cache(tmp_path / "cache", nets={"a": (8, 2.0)}, n_per_class=10, protocol="paper", retarget=both)
+    document = run_target_cv(cache, tmp_path / "report", target, models="a")
+    assert document["protocol"] == "paper"
+    assert PAPER_BANNER in (tmp_path / "report" / "report.md").read_text()
+    assert "| a | 30 |" in (tmp_path / "report" / "report.md").read_text(), "the clips each figure rests on"
