@@ -8,6 +8,7 @@ why that makes the writer crash-safe).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import zlib
 from collections.abc import Callable, Mapping
@@ -32,6 +33,24 @@ def mvemo_version() -> str:
         return "unknown"
 
 
+# Every file keeps a user block ahead of its HDF5 bytes: a sealed file's sha256 lies there (``write_whole``).
+USERBLOCK = 512
+SEAL = b"mvemo-sha256:"
+# What a file mvemo wrote but cannot read any more needs: said wherever one is found.
+DAMAGED = (
+    "the file was cut short, overwritten or edited; restore it, or remove it and run `mvemo extract` again to compute"
+    " it anew (`mvemo cache verify CACHE` lists every such file)"
+)
+
+
+class DamagedFile(CacheError):
+    """A file mvemo wrote that it cannot read any more: ``path``, the ``problem`` found, and what to do (``DAMAGED``)."""
+
+    def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
+        self.path, self.problem = Path(path), problem
+        super().__init__(f"{os.fsdecode(path)}: {problem}; {DAMAGED}")
+
+
 def open_h5(path: str | os.PathLike[str], mode: str = "r") -> h5py.File:
     """Open (``r``, ``r+``) or create (``w``) a cache file without HDF5's caches and file locking.
 
@@ -50,10 +69,48 @@ def open_h5(path: str | os.PathLike[str], mode: str = "r") -> h5py.File:
     fapl.set_libver_bounds(h5py.h5f.LIBVER_EARLIEST, h5py.h5f.LIBVER_LATEST)
     name = os.fsencode(path)
     if mode == "w":
-        fid = h5py.h5f.create(name, h5py.h5f.ACC_TRUNC, fapl=fapl)
+        fcpl = h5py.h5p.create(h5py.h5p.FILE_CREATE)
+        fcpl.set_userblock(USERBLOCK)
+        fid = h5py.h5f.create(name, h5py.h5f.ACC_TRUNC, fapl=fapl, fcpl=fcpl)
     else:
-        fid = h5py.h5f.open(name, {"r": h5py.h5f.ACC_RDONLY, "r+": h5py.h5f.ACC_RDWR}[mode], fapl=fapl)
+        check_seal(Path(os.fsdecode(path)))
+        try:
+            fid = h5py.h5f.open(name, {"r": h5py.h5f.ACC_RDONLY, "r+": h5py.h5f.ACC_RDWR}[mode], fapl=fapl)
+        except FileNotFoundError:
+            raise
+        except OSError as err:
+            raise DamagedFile(path, f"not a readable HDF5 file ({_reason(err)})") from None
     return h5py.File(fid)
+
+
+def checked(f: h5py.File, key: str, dtype: Any = None, length: int | None = None) -> h5py.Dataset:
+    """``f[key]``, checked to be the array mvemo wrote there: a dataset of ``dtype`` (any number or boolean dtype
+    where None) and of ``length`` rows where given.
+
+    Raises
+    ------
+    CacheError
+        Naming the file, the key and what it holds instead (a file damaged or edited by hand).
+    """
+    where = f"{f.filename}: {key!r}"
+    try:
+        item = f.get(key)
+    except (KeyError, OSError, ValueError) as err:
+        raise CacheError(f"{where} cannot be read ({_reason(err)}); {DAMAGED}") from None
+    if not isinstance(item, h5py.Dataset):
+        raise CacheError(f"{where} is {'missing' if item is None else 'a group'} where an array belongs; {DAMAGED}")
+    wanted = "a number or boolean" if dtype is None else str(np.dtype(dtype))
+    if (item.dtype.kind not in "biuf") if dtype is None else (item.dtype != np.dtype(dtype)):
+        raise CacheError(f"{where} holds {item.dtype} where {wanted} belongs; {DAMAGED}")
+    if length is not None and (not item.shape or item.shape[0] != length):
+        raise CacheError(f"{where} holds {item.shape} rows where {length} belong; {DAMAGED}")
+    return item
+
+
+def _reason(err: BaseException) -> str:
+    """h5py's message without its wrapper: "truncated file: eof = ...", "message type not found"."""
+    text = str(err)
+    return text[text.index("(") + 1 : text.rindex(")")] if "(" in text and text.endswith(")") else text
 
 
 def row_checksum(row: np.ndarray) -> int:
@@ -84,16 +141,44 @@ def temporary_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp")
 
 
-def write_whole(path: Path, fill: Callable[[h5py.File], None]) -> None:
-    """Create the HDF5 file ``path`` by ``fill``, flushed to disk before it takes its name: never half there."""
+def write_whole(path: Path, fill: Callable[[h5py.File], None], *, sealed: bool = False) -> None:
+    """Create the HDF5 file ``path`` by ``fill``, flushed to disk before it takes its name: never half there.
+
+    ``sealed``, for a file never written again (the clip table, the targets): the sha256 of its HDF5 bytes goes
+    into its user block (the bytes HDF5 leaves to its user, ahead of the file), and every open checks it before
+    HDF5 reads the file (``check_seal``)."""
     tmp = temporary_name(path)
     tmp.unlink(missing_ok=True)
     with open_h5(tmp, "w") as f:
         fill(f)
+    if sealed:
+        seal(tmp)
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp, path)
     fsync_dir(path.parent)
+
+
+def seal(path: Path) -> None:
+    """Write the sha256 of a file's HDF5 bytes into its user block (``check_seal`` reads it)."""
+    with open(path, "r+b") as handle:
+        handle.seek(USERBLOCK)
+        digest = hashlib.sha256(handle.read()).hexdigest().encode()
+        handle.seek(0)
+        handle.write(SEAL + digest)
+
+
+def check_seal(path: Path) -> None:
+    """A sealed file's bytes against the sha256 written into it (``write_whole``); an unsealed one passes.
+
+    A damaged file must be found before HDF5 reads it: a zeroed block of its heap can make the library loop."""
+    with open(path, "rb") as handle:
+        if handle.read(len(SEAL)) != SEAL:
+            return
+        stored = handle.read(64)
+        handle.seek(USERBLOCK)
+        if hashlib.sha256(handle.read()).hexdigest().encode() != stored:
+            raise DamagedFile(path, "its bytes do not match the sha256 written with it")
 
 
 def allocated(f: h5py.Group, name: str, shape: tuple[int, ...], dtype: Any, fill: Any = None) -> h5py.Dataset:
@@ -148,12 +233,15 @@ def write_clip_table(root: Path, columns: Mapping[str, np.ndarray], classes: tup
         for name, dtype in CLIP_COLUMNS.items():
             allocated(f, name, (len(columns[name]),), dtype, fill=columns[name])
 
-    write_whole(root / CLIPS_FILE, fill)
+    write_whole(root / CLIPS_FILE, fill, sealed=True)
 
 
 def read_clip_table(f: h5py.File) -> dict[str, np.ndarray]:
-    """Every column of an open ``clips.h5``, one array each, in row order (text columns as str)."""
-    return {name: f[name].asstr()[:] if _is_text(f[name].dtype) else f[name][:] for name in CLIP_COLUMNS}
+    """Every column of an open ``clips.h5``, one array each, in row order (text columns as str), each checked to be
+    the array it was written as (``checked``)."""
+    n = len(checked(f, "clip_id", CLIP_COLUMNS["clip_id"]))
+    columns = {name: checked(f, name, dtype, n) for name, dtype in CLIP_COLUMNS.items()}
+    return {name: column.asstr()[:] if _is_text(column.dtype) else column[:] for name, column in columns.items()}
 
 
 def _is_text(dtype: np.dtype) -> bool:

@@ -55,6 +55,8 @@ class Cache:
             with open_h5(clips_file, "r") as f:
                 self._attrs = dict(f.attrs)
                 table = read_clip_table(f)
+        except CacheError as err:
+            raise CacheError(f"cache {str(self.path)!r}: {err}") from None
         except (OSError, KeyError) as err:
             raise CacheError(
                 f"cache {str(self.path)!r}: {CLIPS_FILE} is not a readable clip table ({err}); rebuild it with `mvemo extract`"
@@ -163,11 +165,12 @@ class Cache:
         parts = [f"{name}={self.fingerprint(name)}" for name in self.feature_sets()]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
-    def failures(self) -> list[dict[str, str]]:
-        """The failures table: every (feature set, clip) that could not be computed, with its reason."""
+    def failures(self, names: list[str] | None = None) -> list[dict[str, str]]:
+        """The failures table: every (feature set, clip) that could not be computed, with its reason; of the sets
+        ``names`` (default every set)."""
         return [
             {"feature_set": name, "clip_id": self.clip_ids[row], "reason": reason}
-            for name in self.feature_sets()
+            for name in (self.feature_sets() if names is None else names)
             for row, reason in self.errors(name).items()
         ]
 

@@ -22,7 +22,7 @@ import h5py
 import numpy as np
 
 from mvemo.cache.fingerprint import SCHEMA_VERSION, canonical_json
-from mvemo.cache.h5file import allocated, open_h5, write_whole
+from mvemo.cache.h5file import allocated, checked, open_h5, write_whole
 from mvemo.cache.layout import ERROR_CHARS, ERRORS_FILE, SETS, TODO, FeatureSpec, set_dir
 from mvemo.manifests.errors import CacheError
 
@@ -89,6 +89,16 @@ def set_names(root: Path, *, with_strays: bool = False) -> list[str]:
     return sorted(names)
 
 
+def _check_segment(f: h5py.File, n: int, first: h5py.File) -> None:
+    """A segment's arrays as ``create_segment`` wrote them: the per-row columns of ``n`` rows, and its data of the
+    first segment's row shape and dtype (``h5file.checked``)."""
+    for key, (dtype, _) in PER_ROW.items():
+        checked(f, key, dtype, n)
+    data, like = checked(f, "data", None, n), checked(first, "data", None)
+    if (data.shape[1:], data.dtype) != (like.shape[1:], like.dtype):
+        raise CacheError(f"{f.filename}: rows of {data.shape[1:]} {data.dtype}, the set's are {like.shape[1:]} {like.dtype}")
+
+
 def segment_attrs(spec: FeatureSpec) -> dict[str, Any]:
     """What each segment of a set records of it."""
     return {
@@ -147,10 +157,17 @@ class OpenSet:
     def __init__(self, root: Path, name: str) -> None:
         self.root, self.name = root, name
         self.segments, _ = chain(root, name)
+        self.files: list[h5py.File] = []
         try:
-            self.files = [open_h5(s.path, "r") for s in self.segments]
+            for segment in self.segments:
+                self.files.append(open_h5(segment.path, "r"))
+                _check_segment(self.files[-1], len(segment), self.files[0])
         except FileNotFoundError:
+            self.close()
             self.segments = []  # removed since it was listed: a writer is starting the set over
+        except CacheError as err:
+            self.close()
+            raise CacheError(f"feature set {name!r}: {err}") from None
         if not self.segments:
             raise CacheError(f"feature set {name!r} of {str(root)!r} is being started over by a writer; read it again later")
 

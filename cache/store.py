@@ -175,11 +175,8 @@ class CacheWriter:
         self._row_of = {clip_id: row for row, clip_id in enumerate(self.clip_ids)}
         changes = {"removed": removed, **self._clip_columns(table, manifest), **self._media_columns(table, manifest)}
         changed = {key: values for key, values in changes.items() if not np.array_equal(values, table[key])}
-        if changed:
-            with open_h5(table_path, "r+") as f:
-                for key, values in changed.items():  # media_hash before media_stat: a kill between rehashes
-                    f[key][:] = values
-                    f.flush()
+        if changed:  # written whole, as every sealed file: a kill leaves the old table or the new one
+            write_clip_table(self.path, table | changed, manifest.classes)
         self._media_keys = media_keys(changes["media_hash"])
         targets = manifest_targets(manifest, self._listed[self._rows_of(manifest.clip_ids)], len(self._ids))
         if not targets.same(read_targets(self.path, len(self._ids))):

@@ -20,7 +20,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from mvemo.cache.h5file import allocated, open_h5, write_whole
+from mvemo.cache.h5file import allocated, checked, open_h5, write_whole
 from mvemo.cache.layout import TARGETS_FILE
 from mvemo.manifests.errors import CacheError
 from mvemo.manifests.schema import Manifest
@@ -87,7 +87,7 @@ def write_targets(root: Path, targets: Targets) -> None:
         allocated(f, "tags", targets.tag_matrix.shape, np.uint8, fill=targets.tag_matrix)
         allocated(f, "values", targets.values.shape, np.float64, fill=targets.values)
 
-    write_whole(path, fill)
+    write_whole(path, fill, sealed=True)
 
 
 def read_targets(root: Path, n_stored: int) -> Targets:
@@ -100,9 +100,9 @@ def read_targets(root: Path, n_stored: int) -> Targets:
             scale = json.loads(f.attrs["scale"])
             targets = Targets(
                 tuple(json.loads(f.attrs["tags"])),
-                f["tags"][:],
+                checked(f, "tags", np.uint8, n_stored)[:],
                 tuple(json.loads(f.attrs["value_names"])),
-                f["values"][:],
+                checked(f, "values", np.float64, n_stored)[:],
                 None if scale is None else (float(scale[0]), float(scale[1])),
             )
     except (OSError, KeyError, ValueError, TypeError, IndexError) as err:

@@ -15,6 +15,7 @@ from mvemo.cache.layout import ABSENT, DONE, FAILED, TODO, media_keys
 from mvemo.cache.lock import lock_state
 from mvemo.cache.read import Cache
 from mvemo.cache.sets import OpenSet, chain
+from mvemo.manifests.errors import CacheError
 
 
 @dataclass
@@ -44,33 +45,41 @@ def verify_cache(path: str | os.PathLike[str]) -> VerifyReport:
     report = VerifyReport(lock=lock_state(path))
     with Cache(path) as cache:
         current = _current_media_hashes(cache)
-        report.failures = cache.failures()
         report.leftovers = [str(p) for p in Path(path).rglob(".*.tmp")]
         for name in cache.feature_sets():
-            _check_segments(cache, name, report)
-            status = cache.status(name)
-            checksums = cache.per_row(name, "checksum")
-            for row in np.flatnonzero(status == DONE).tolist():
-                values = cache.read_matrix(name, [row])[0]
-                report.rows_checked += 1
-                clip = cache.clip_ids[row]
-                if values.dtype.kind == "f" and not np.isfinite(values).all():
-                    report.problems.append(f"{name}, clip {clip!r}: non-finite values in a done row")
-                elif row_checksum(values) != checksums[row]:
-                    report.problems.append(f"{name}, clip {clip!r}: row bytes do not match their checksum (corrupt)")
-            stale = np.flatnonzero((status != TODO) & (cache.per_row(name, "media_key") != current))
-            if stale.size:
-                report.stale[name] = [cache.clip_ids[r] for r in stale]
-                report.problems.append(
-                    f"{name}: {stale.size} rows computed from media that has changed since"
-                    f" (first: {cache.clip_ids[stale[0]]!r}); rerun `mvemo extract` to recompute them"
-                )
-            bad_status = np.flatnonzero(~np.isin(status, (TODO, DONE, FAILED, ABSENT)))
-            if bad_status.size:
-                report.problems.append(f"{name}: {bad_status.size} rows with an unknown status value")
+            try:
+                _check_set(cache, name, current, report)
+            except (CacheError, KeyError, ValueError, OSError) as err:  # a file of the set is damaged: say which
+                report.problems.append(str(err) if isinstance(err, CacheError) else f"feature set {name!r}: unreadable ({err})")
     if report.lock != "free":
         report.problems.append(f"the cache is {report.lock}: a write is in progress")
     return report
+
+
+def _check_set(cache: Cache, name: str, current: np.ndarray, report: VerifyReport) -> None:
+    """One set's segments, done rows (finite, checksums), stale rows and status values (``verify_cache``)."""
+    _check_segments(cache, name, report)
+    report.failures += cache.failures([name])
+    status = cache.status(name)
+    checksums = cache.per_row(name, "checksum")
+    for row in np.flatnonzero(status == DONE).tolist():
+        values = cache.read_matrix(name, [row])[0]
+        report.rows_checked += 1
+        clip = cache.clip_ids[row]
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            report.problems.append(f"{name}, clip {clip!r}: non-finite values in a done row")
+        elif row_checksum(values) != checksums[row]:
+            report.problems.append(f"{name}, clip {clip!r}: row bytes do not match their checksum (corrupt)")
+    stale = np.flatnonzero((status != TODO) & (cache.per_row(name, "media_key") != current))
+    if stale.size:
+        report.stale[name] = [cache.clip_ids[r] for r in stale]
+        report.problems.append(
+            f"{name}: {stale.size} rows computed from media that has changed since"
+            f" (first: {cache.clip_ids[stale[0]]!r}); rerun `mvemo extract` to recompute them"
+        )
+    bad_status = np.flatnonzero(~np.isin(status, (TODO, DONE, FAILED, ABSENT)))
+    if bad_status.size:
+        report.problems.append(f"{name}: {bad_status.size} rows with an unknown status value")
 
 
 def _check_segments(cache: Cache, name: str, report: VerifyReport) -> None:

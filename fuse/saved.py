@@ -22,6 +22,7 @@ from typing import Any, TypeAlias
 import h5py
 import numpy as np
 
+from mvemo.cache.h5file import DamagedFile, open_h5, write_whole
 from mvemo.cache.layout import POOLED_KEY
 from mvemo.cache.read import Cache
 from mvemo.fuse.compose import (
@@ -231,11 +232,14 @@ def save_fusion_model(
             },
         }
     _copy_checkpoints(document, Path(cache_path).parent, out)
-    with h5py.File(out / HEADS_H5, "w") as f:
+
+    def fill(f: h5py.File) -> None:
         for name, saved in heads.items():
             group = f.create_group(name)
             for key, array in head_arrays(saved).items():
                 group[key] = np.asarray(array)
+
+    write_whole(out / HEADS_H5, fill, sealed=True)  # a damaged copy is refused before HDF5 reads it
     (out / MODEL_JSON).write_text(json.dumps(document, indent=2))
     return out
 
@@ -355,6 +359,18 @@ class SavedFusionModel:
         return self.fitted[name].proba(blocks)
 
 
+def read_head_group(group: h5py.Group) -> dict[str, np.ndarray]:
+    """A head's arrays by key, each checked to be an array of numbers (a group or text in its place is a damaged or
+    hand-edited file)."""
+    arrays = {}
+    for key, item in group.items():
+        if not isinstance(item, h5py.Dataset) or item.dtype.kind not in "biuf":
+            found = "a group" if not isinstance(item, h5py.Dataset) else f"{item.dtype} values"
+            raise Invalid(f"{group.name.lstrip('/')}/{key} is {found} where an array of numbers belongs")
+        arrays[key] = item[()]
+    return arrays
+
+
 def load_fusion_model(folder: str | os.PathLike[str]) -> SavedFusionModel:
     """Read ``folder/model.json`` and ``folder/heads.h5`` (plain arrays: nothing is unpickled), checked whole
     (``fuse.saved_check``) before anything is built from them.
@@ -381,10 +397,14 @@ def load_fusion_model(folder: str | os.PathLike[str]) -> SavedFusionModel:
         found = document.get("format", 1) if isinstance(document, dict) else "unknown"
         raise ConfigError(f"{where}: saved by another version of mvemo (model format {found}, this one reads {FORMAT}); {RESAVE}")
     try:
-        with h5py.File(folder / HEADS_H5, "r") as f:
-            arrays = {name: {key: f[name][key][()] for key in f[name]} for name in f if isinstance(f[name], h5py.Group)}
-    except OSError as err:
+        with open_h5(folder / HEADS_H5, "r") as f:
+            arrays = {name: read_head_group(group) for name, group in f.items() if isinstance(group, h5py.Group)}
+    except DamagedFile as err:
+        raise ConfigError(f"{err.path}: {err.problem}; {RESAVE}") from None
+    except (OSError, KeyError, ValueError) as err:
         raise ConfigError(f"{folder / HEADS_H5}: not a readable HDF5 file ({err}); {RESAVE}") from None
+    except Invalid as problem:
+        raise ConfigError(f"{folder / HEADS_H5}: {problem}; {RESAVE}") from None
     try:
         check_saved_model(document, arrays, folder)
     except Invalid as problem:

@@ -315,7 +315,7 @@ def test_readers_refuse_what_is_not_a_cache_saying_what_to_do(tmp_path: Path) ->
         Cache(tmp_path / "folder")
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "clips.h5").write_bytes(b"not hdf5")
-    with pytest.raises(CacheError, match=r"not a readable clip table"):
+    with pytest.raises(CacheError, match=r"not a readable HDF5 file"):
         Cache(tmp_path / "broken")
 
 
@@ -366,3 +366,17 @@ def test_a_kill_while_a_stale_row_is_rewritten_leaves_it_to_do(tmp_path: Path, m
 def test_one_cache_has_one_lock_however_its_path_is_spelt(tmp_path: Path, manifest: Manifest) -> None:
     with CacheWriter(tmp_path / "c", manifest), pytest.raises(CacheError, match=r"'.*c' is being written by another process"):
         CacheLock(f"{tmp_path / 'c'}/").acquire()
+
+
+def test_a_damaged_later_segment_is_named(tmp_path: Path, manifest: Manifest) -> None:
+    cache = tmp_path / "c.h5"
+    with CacheWriter(cache, manifest) as writer:
+        writer.prepare([MEL])
+        fill(writer, MEL)
+    with CacheWriter(cache, stand_in_manifest(tmp_path / "media", n=15)) as writer:
+        writer.prepare([MEL])
+        fill(writer, MEL)
+    second = cache / "sets" / "mel" / "rows-000000012-000000015.h5"
+    second.write_bytes(second.read_bytes()[:1000])
+    with Cache(cache) as reader, pytest.raises(CacheError, match=r"feature set 'mel': .*rows-000000012-000000015\.h5: not a"):
+        reader.read_matrix("mel")

@@ -38,16 +38,20 @@ def test_a_pickle_payload_in_a_cache_is_never_run(tmp_path: Path) -> None:
         writer.prepare([MEL])
         writer.write("mel", [0], [row_values(MEL, 0)])
     blob = np.void(pickle.dumps(Payload(marker)))
-    with h5py.File(cache / "clips.h5", "r+") as f:
-        f.attrs["payload"] = blob
-        f.create_dataset("pickled", data=np.frombuffer(pickle.dumps(Payload(marker)), dtype=np.uint8))
     with h5py.File(first_segment(cache, "mel"), "r+") as f:
         f.attrs["payload"] = blob
-    for args in (["cache", "info", str(cache)], ["cache", "info", str(cache), "--json"], ["cache", "verify", str(cache)]):
+    commands = (["cache", "info", str(cache)], ["cache", "info", str(cache), "--json"], ["cache", "verify", str(cache)])
+    for args in commands:
         assert CliRunner().invoke(cli, args).exit_code == 0
     with Cache(cache) as reader:
         reader.read_matrix("mel")
         reader.info()
+    with h5py.File(cache / "clips.h5", "r+") as f:  # the clip table is sealed: an edited one is refused unread
+        f.attrs["payload"] = blob
+        f.create_dataset("pickled", data=np.frombuffer(pickle.dumps(Payload(marker)), dtype=np.uint8))
+    for args in commands:
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2 and "do not match the sha256 written with it" in result.output, result.output
     assert not marker.exists()
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from mvemo.cache.h5file import seal
 from mvemo.cache.sets import append_error
 from mvemo.fuse.cv import cross_validate
 from mvemo.fuse.saved import load_fusion_model
@@ -35,6 +36,7 @@ def test_the_outer_fold_changes_no_choice_and_none_of_its_own_predictions(tmp_pa
         fold0 = f["fold"][:] == 0
         labels[fold0] = (labels[fold0] + 1) % len(CLASSES)
         f["label"][:] = labels
+    seal(cache / "clips.h5")  # an edit on purpose, sealed again as mvemo seals the clip table
     after = cross_validate(cache, models=MODELS)
     for name in before.predictions:
         b, a = before.predictions[name], after.predictions[name]

@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
+from mvemo.cache.h5file import seal
 from mvemo.cache.read import Cache
 from mvemo.fuse.saved import load_fusion_model
 from mvemo.fuse.stage import fuse_cache
@@ -88,5 +89,6 @@ def test_value_heads_of_the_wrong_shape_are_refused(cache: Path, tmp_path: Path)
         key = next(iter(f))
         del f[key]["low"]
         f[key]["low"] = np.zeros(2)
+    seal(folder / "heads.h5")  # an edit on purpose, sealed again: the checks behind the seal are what is tested
     with pytest.raises(ConfigError, match=r"low \(2,\)"):
         load_fusion_model(folder)

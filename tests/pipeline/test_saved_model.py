@@ -13,9 +13,11 @@ import h5py
 import pytest
 from click.testing import CliRunner
 
+from mvemo.cache.h5file import seal
 from mvemo.pipeline.cli.main import cli
 from tests.built import built_once
 from tests.conftest import write_tiny
+from tests.faults.test_damaged_files import DAMAGES, damage
 from tests.pipeline import helpers
 from tests.pipeline.helpers import synthetic_manifest
 
@@ -147,6 +149,7 @@ def test_broken_files_are_one_line_too(saved: Path, clip: Path, tmp_path: Path) 
     model = edited(saved, tmp_path / "h", lambda d: None)
     with h5py.File(model / "heads.h5", "r+") as f:
         del f[next(iter(f))]["bias"]
+    seal(model / "heads.h5")  # an edit on purpose, sealed again: the checks behind the seal are what is tested
     result = predict(model, clip)
     assert result.exit_code == 2 and "lacks ['bias']" in result.stderr, result.output
     (model / "heads.h5").write_bytes(b"not hdf5")
@@ -165,7 +168,19 @@ def test_a_head_over_inputs_of_another_size_stops_the_run_instead_of_failing_eac
         group = f.create_group(head)
         group["classes"], group["bias"] = arrays["classes"], arrays["bias"]
         group["mean"], group["scale"], group["weights"] = arrays["mean"][:10], arrays["scale"][:10], arrays["weights"][:, :10]
+    seal(model / "heads.h5")
     result = predict(model, clip)
     assert result.exit_code == 2, result.output
     assert "a head of the saved model reads 10 columns and its inputs give 126" in result.stderr
     assert result.stdout == "" and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("how", DAMAGES)
+def test_a_damaged_heads_file_is_one_line_and_exit_2(saved: Path, clip: Path, tmp_path: Path, how: str) -> None:
+    """heads.h5 cut short, a block zeroed, an array replaced by a group or by text (``tests.faults.test_damaged_files``)."""
+    model = edited(saved, tmp_path, lambda d: None)
+    damage(model / "heads.h5", how)
+    result = predict(model, clip)
+    assert result.exit_code == 2 and result.stdout == "", result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "heads.h5" in lines[0] and "Traceback" not in result.output, result.output
