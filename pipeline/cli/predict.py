@@ -152,13 +152,18 @@ def _table(results: list[dict[str, Any]], predictor: Any) -> None:
 
 
 def _summary(results: list[dict[str, Any]], labels: dict[str, str], predictor: Any, csv_path: str) -> None:
-    """Counts per predicted label and, where the manifest labels clips with the model's classes, the accuracy."""
+    """Counts of what the model names clips by (its classes, the tags called, or the quadrants) and, for a model of
+    classes where the manifest labels clips with them, the accuracy."""
+    from mvemo.pipeline.predict.predictor import categories_of
+
+    target = predictor.saved.target
     labelled = [r for r in results if "label" in r]
     called = [name for r in labelled for name in r["label"].split(";") if name]  # a class, tags, or a quadrant
-    counts = {c: called.count(c) for c in (predictor.classes or sorted(set(called)))}
+    counts = {c: called.count(c) for c in categories_of(target, predictor.outputs)}
     click.echo(f"model: {predictor.model}; {len(labelled)} of {len(results)} clips labelled into {csv_path}")
-    click.echo(", ".join(f"{c} {n}" for c, n in counts.items()))
-    known = [r for r in labelled if labels.get(r["clip_id"]) in predictor.classes]
+    kind = {"label": "", "tags": "tags called: "}.get(target, "quadrants: ")
+    click.echo(kind + ", ".join(f"{c} {n}" for c, n in counts.items()))
+    known = [r for r in labelled if target == "label" and labels.get(r["clip_id"]) in predictor.classes]
     if known:
         right = sum(r["label"] == labels[r["clip_id"]] for r in known)
         click.echo(f"accuracy against the manifest's labels: {right}/{len(known)} = {right / len(known):.3f}")

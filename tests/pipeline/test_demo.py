@@ -263,3 +263,20 @@ def test_the_demo_exits_3_naming_the_clips_stage_one_failed(tmp_path: Path, monk
     failed = [line for line in result.stderr.splitlines() if line.startswith("failed: descriptors, clip ")]
     assert len(failed) == 1 and "a planted failure" in failed[0], result.stderr
     assert (tmp_path / "d" / "model" / "model.json").is_file(), "stage two ran on the clips left"
+
+
+@pytest.mark.parametrize(("folder", "counts"), [("tags", "tags called: "), ("valence-arousal", "quadrants: Q1 ")])
+def test_predict_csv_of_tag_and_value_models_sums_up_what_they_predict(
+    tiny_demo: Path, tmp_path: Path, folder: str, counts: str
+) -> None:
+    """On the demo's manifest, which labels its clips with classes too: the summary counts the tags called or the
+    quadrants, never the classes, and gives no accuracy against labels these models never predict."""
+    demo = read_manifest(tiny_demo / "manifest.csv")
+    kept = {str(Path(f).relative_to(tiny_demo / "data")) for f in one_clip_per_class(tiny_demo)}
+    write_manifest(replace(demo, clips=tuple(c for c in demo.clips if c.clip_id in kept)), tmp_path / "m.csv")
+    args = ["predict", str(tiny_demo / folder / "model"), "--manifest", str(tmp_path / "m.csv"), "--csv", str(tmp_path / "r.csv")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    summary = result.stdout.splitlines()[-1]
+    assert summary.startswith(counts) and not any(c in summary for c in DEMO_CLASSES), summary
+    assert "accuracy" not in result.stdout
