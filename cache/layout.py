@@ -17,6 +17,7 @@ exists once its first segment (rows from 0) exists; clips appended later get a n
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -168,3 +169,11 @@ def require_cache_folder(path: Path) -> None:
             f"{str(path)!r} is a folder that holds other things ({shown}) and no mvemo cache; a cache is created only"
             f" in a new or empty folder: give --cache a new folder, e.g. {str(path.with_name(path.name + '-cache'))!r}"
         )
+
+
+def inside(folder: str | os.PathLike[str], relative: str) -> Path | None:
+    """``folder / relative`` resolved, or None where it leaves ``folder`` (an absolute path, ``..``, a link out):
+    a path a cache or a saved model records is read only inside the folder that holds it."""
+    base = Path(folder).resolve()
+    path = (base / relative).resolve()
+    return path if path.is_relative_to(base) else None

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from mvemo.cache.fingerprint import file_sha256
+from mvemo.cache.layout import inside
 from mvemo.cache.read import Cache
 from mvemo.extract.embed import (
     build_net,
@@ -128,7 +129,12 @@ def save_checkpoint(net: EmotionNet, cache_path: str, fold: int | None, protocol
 
 def load_checkpoint(net: EmotionNet, record: dict[str, str], folder: str | os.PathLike[str]) -> None:
     """Load a checkpoint (``record``: its ``path`` relative to ``folder`` and its ``sha256``) into ``net``."""
-    path = Path(folder) / record["path"]
+    path = inside(folder, record["path"])
+    if path is None:
+        raise ConfigError(
+            f"checkpoint {record['path']!r} lies outside {str(folder)!r}, the folder that names it: a checkpoint is read"
+            " from there alone; save the model again with `mvemo fuse`, or rerun `mvemo extract`"
+        )
     if not path.is_file():
         raise ConfigError(f"checkpoint {str(path)!r} is missing; keep the checkpoints beside the cache or model that names them")
     if file_sha256(path) != record["sha256"]:

@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 
 from mvemo.cache.h5file import DamagedFile, open_h5, write_whole
-from mvemo.cache.layout import POOLED_KEY
+from mvemo.cache.layout import POOLED_KEY, inside
 from mvemo.cache.read import Cache
 from mvemo.fuse.compose import (
     Best,
@@ -251,9 +251,15 @@ def _copy_checkpoints(document: dict[str, Any], cache_dir: Path, out: Path) -> N
             record = described["config"].get("checkpoint")
             if record is None:
                 continue
+            source = inside(cache_dir, record["path"])
+            if source is None:
+                raise CacheError(
+                    f"feature set {set_name!r} names the checkpoint {record['path']!r}, outside {str(cache_dir)!r}, the folder"
+                    " of its cache; a checkpoint is read from there alone: rerun `mvemo extract` to write it again"
+                )
             target = Path(CHECKPOINTS) / f"{set_name.split('/')[1]}.pt"
             (out / CHECKPOINTS).mkdir(exist_ok=True)
-            shutil.copyfile(cache_dir / record["path"], out / target)
+            shutil.copyfile(source, out / target)
             described["checkpoint"] = {"path": str(target), "sha256": record["sha256"]}
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from mvemo.cache.layout import inside
 from mvemo.fuse.models import LLDSTATS
 from mvemo.fuse.upper import UpperSoftmax, layers_problem, penultimate_size
 from mvemo.manifests.errors import is_number
@@ -129,8 +130,9 @@ def _check_feature_set(input_name: str, set_name: str, described: Any, where: st
             f"{where}.checkpoint",
             "is not a path and a sha256",
         )
+        path = inside(folder, checkpoint["path"])
         _require(
-            (folder / checkpoint["path"]).is_file(),
+            path is not None and path.is_file(),
             f"{where}.checkpoint.path",
             f"{checkpoint['path']!r} is not in the model's folder",
         )

@@ -380,3 +380,13 @@ def test_a_damaged_later_segment_is_named(tmp_path: Path, manifest: Manifest) ->
     second.write_bytes(second.read_bytes()[:1000])
     with Cache(cache) as reader, pytest.raises(CacheError, match=r"feature set 'mel': .*rows-000000012-000000015\.h5: not a"):
         reader.read_matrix("mel")
+
+
+def test_a_recorded_path_is_read_only_inside_its_folder(tmp_path: Path) -> None:
+    from mvemo.cache.layout import inside
+
+    (tmp_path / "model" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "model" / "out").symlink_to(tmp_path)
+    assert inside(tmp_path / "model", "checkpoints/musicnn.pt") == (tmp_path / "model" / "checkpoints" / "musicnn.pt").resolve()
+    for leaving in ("/etc/hostname", "../secret", "checkpoints/../../secret", "out/secret"):
+        assert inside(tmp_path / "model", leaving) is None, leaving

@@ -115,6 +115,18 @@ EDITS = {
         r"models\['twodcnn'\]: emb/twodcnn/all: its config's seed None is not an integer",
     ),
     "another format": (lambda d: d.update(format=1), r"saved by another version of mvemo \(model format 1"),
+    "a checkpoint at an absolute path": (
+        lambda d: d["models"]["twodcnn"]["feature_sets"]["emb/twodcnn/all"].update(
+            checkpoint={"path": "/etc/hostname", "sha256": "0" * 64}
+        ),
+        r"emb/twodcnn/all'\]\.checkpoint\.path '/etc/hostname' is not in the model's folder",
+    ),
+    "a checkpoint up and out of the folder": (
+        lambda d: d["models"]["twodcnn"]["feature_sets"]["emb/twodcnn/all"].update(
+            checkpoint={"path": "../../../../../../../../etc/hostname", "sha256": "0" * 64}
+        ),
+        r"checkpoint\.path '\.\./(\.\./)*etc/hostname' is not in the model's folder",
+    ),
 }
 
 
