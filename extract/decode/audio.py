@@ -71,7 +71,7 @@ def decode_audio(path: str | os.PathLike[str], window: AudioWindow, *, clip_id: 
     Raises
     ------
     MediaError
-        Naming the clip, when the file is missing, undecodable or has no audio stream.
+        Naming the clip, when the file is missing, undecodable, has no audio stream or no sample in the window.
     """
     path = Path(path)
     check_file(path, clip_id, kind="audio")
@@ -86,6 +86,9 @@ def decode_audio(path: str | os.PathLike[str], window: AudioWindow, *, clip_id: 
             " re-encode or replace it"
         ) from None
     y = (mono_weights(names) @ x).astype(np.float32, copy=False)
+    if y.size == 0:  # padding alone would be computed, trained on and labelled as if it were the clip
+        where = f" from {window.offset_s:g} s on" if window.offset_s else ""
+        raise MediaError(f"{who}: its audio holds no samples{where}; re-encode or replace the file, or leave its audio out")
     if not np.isfinite(y).all():
         y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
     return Decoded(y, sr, y.size / sr)

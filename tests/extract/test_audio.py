@@ -335,3 +335,24 @@ def test_float16_waveform_noise_lies_below_aac_codec_noise(tmp_path: Path) -> No
 def test_configs_validate(build: Callable[[], object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         build()
+
+
+def test_an_audio_file_with_no_samples_fails_its_clip_instead_of_becoming_padding(tmp_path: Path) -> None:
+    import soundfile as sf
+    from click.testing import CliRunner
+
+    from mvemo.cache.read import Cache
+    from mvemo.manifests import Clip, Manifest, write_manifest
+    from mvemo.pipeline.cli.main import cli
+
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, dtype=np.float32), 16000)
+    sound = tmp_path / "tone.wav"
+    sf.write(sound, 0.1 * np.sin(np.arange(16000) / 5.0).astype(np.float32), 16000)
+    manifest = Manifest(("a",), (Clip("empty", "a", audio=empty), Clip("tone", "a", audio=sound)))
+    path = write_manifest(manifest, tmp_path / "m.csv")
+    result = CliRunner().invoke(cli, ["extract", str(path), "--cache", str(tmp_path / "c"), "--features", "mel"])
+    assert result.exit_code == 3, result.output
+    assert "clip 'empty'" in result.stderr and "holds no samples" in result.stderr
+    with Cache(tmp_path / "c") as cache:
+        assert cache.done("mel").tolist() == [False, True]
