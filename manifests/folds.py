@@ -67,6 +67,12 @@ def assign_folds(
     k = 6 if k is None else k
     if k < 2:
         raise ManifestError(f"--k {k}: cross-validation needs at least 2 folds")
+    n_groups = len(set(groups))
+    if k > n_groups:
+        raise ManifestError(
+            f"--k {k}: the manifest's {len(manifest)} clips form {n_groups} groups (a group's clips share a fold), too"
+            f" few for {k} folds; use --k {n_groups} or fewer, or add clips"
+        )
     fewest, rarest = fewest_groups(y, groups)
     smallest = manifest.strata_names[rarest]
     if k > fewest and manifest.classes:  # a rare tag or quadrant is spread over as many folds as it has groups

@@ -201,3 +201,23 @@ def test_iterative_folds_balance_every_tag_and_keep_groups_whole() -> None:
     iterative = np.mean([spread(iterative_folds(matrix, groups, k=k, seed=s)) for s in range(5)])
     rarest = np.mean([spread(draw_folds(rarest_tag(matrix), groups, k=k, seed=s)) for s in range(5)])
     assert iterative < rarest, (iterative, rarest)
+
+
+@pytest.mark.parametrize("kind", ["values", "tags"])
+def test_more_folds_than_groups_is_refused_saying_how_many_there_can_be(kind: str) -> None:
+    """A manifest of valence/arousal or of tags alone, three artists: never sklearn's error, never advice to run the
+    command that was just run."""
+    clips = tuple(
+        Clip(
+            f"c{i}",
+            "",
+            audio=Path(f"{i}.wav"),
+            group=f"artist{i % 3}",
+            **({"valence": 0.2 * i, "arousal": 0.5} if kind == "values" else {"tags": ("calm",) if i % 2 else ()}),
+        )
+        for i in range(9)
+    )
+    manifest = Manifest((), clips, **({"scale": (0.0, 2.0)} if kind == "values" else {"tags": ("calm",)}))
+    with pytest.raises(ManifestError, match=r"--k 6: the manifest's 9 clips form 3 groups .* use --k 3 or fewer"):
+        assign_folds(manifest, k=6)
+    assert set(assign_folds(manifest, k=3).folds.tolist()) == {0, 1, 2}
