@@ -22,7 +22,7 @@ import torch
 from mvemo.cache.read import Cache
 from mvemo.extract.nets import base_name
 from mvemo.extract.nets.base import EmotionNet
-from mvemo.manifests.errors import ConfigError
+from mvemo.manifests.errors import ConfigError, is_seed
 from mvemo.manifests.executor import Resources
 from mvemo.manifests.shared_optimizers import OPTIMIZERS, make_optimizer
 
@@ -132,6 +132,8 @@ class TrainConfig:
                 raise ConfigError(f"[train] {key}={getattr(self, key)!r}: expected an integer >= 1")
         if not 0 < self.validation_share < 0.5:
             raise ConfigError(f"[train] validation_share={self.validation_share}: expected a share in (0, 0.5)")
+        if not is_seed(self.seed):
+            raise ConfigError(f"[train] seed={self.seed!r}: expected an integer from 0 to 2**32-1")
 
     def optimizer(self, net: str) -> OptimizerConfig:
         """The net's ``[optim.<net>]``, else paper 001's (a variant trains as its net does)."""

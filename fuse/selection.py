@@ -16,7 +16,7 @@ from sklearn import config_context
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 
-from mvemo.manifests.errors import ConfigError, is_number, require
+from mvemo.manifests.errors import ConfigError, is_number, is_seed, require
 
 SCORINGS = ("log_loss", "accuracy", "f1_macro")
 # Probabilities are clipped here before a log: a class a fit never saw scores finite.
@@ -75,6 +75,7 @@ class SelectionConfig:
             f"[fuse] inner_folds = {self.inner_folds!r}: expected an integer >= 2",
         )
         require(self.scoring in SCORINGS, f"[fuse] scoring = {self.scoring!r}: expected one of {SCORINGS}")
+        require(is_seed(self.seed), f"[fuse] seed = {self.seed!r}: expected an integer from 0 to 2**32-1")
         for name in ("C_grid", "lr_grid", "l2_grid"):
             grid = getattr(self, name)
             positive = name != "l2_grid"

@@ -5,6 +5,10 @@ the fix. The command line turns any ``MvemoError`` into one line on stderr and
 exit code 2; a traceback means a bug.
 """
 
+from __future__ import annotations
+
+from pathlib import Path
+
 
 class MvemoError(Exception):
     """Root of every error mvemo raises on purpose."""
@@ -31,7 +35,26 @@ def is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def is_seed(value: object) -> bool:
+    """A random seed as numpy and torch take it: an integer in 0..2**32-1, not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32
+
+
 def require(condition: bool, message: str) -> None:
     """Raise ``ConfigError(message)`` unless ``condition``: the check of a config field."""
     if not condition:
         raise ConfigError(message)
+
+
+def utf8_text(path: Path, where: str) -> str:
+    """A text file's content (a byte-order mark dropped).
+
+    Raises
+    ------
+    ManifestError
+        Naming ``where`` when the file is not UTF-8 text.
+    """
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ManifestError(f"{where} is not UTF-8 text ({err.reason} at byte {err.start}); save it as UTF-8") from None

@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from mvemo.manifests.errors import ManifestError
+from mvemo.manifests.errors import ManifestError, utf8_text
 from mvemo.manifests.schema import Clip, Manifest, read_csv_table
 from mvemo.manifests.targets import ANNOTATIONS_COLUMN, TARGET_COLUMNS, parse_scale, parse_tags, parse_value, parse_vocabulary
 
@@ -90,7 +90,7 @@ def scan_labelled(
         raise ManifestError(f"scan root {str(root)!r} is not a folder; give the folder that holds the media files")
     if not labels.is_file():
         raise ManifestError(f"--labels {str(labels)!r} does not exist; give the CSV of each clip's targets")
-    headers, columns, rows = read_csv_table(labels.read_text(encoding="utf-8-sig"), labels)
+    headers, columns, rows = read_csv_table(utf8_text(labels, f"--labels {str(labels)!r}"), labels)
     if key not in columns:
         raise ManifestError(
             f"--labels {str(labels)!r} has no column {key!r} (columns are {columns}); name the id column with --key"

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from mvemo.manifests.errors import ManifestError
+from mvemo.manifests.errors import ManifestError, utf8_text
 from mvemo.manifests.targets import (
     ANNOTATIONS_COLUMN,
     TARGET_COLUMNS,
@@ -319,10 +319,7 @@ def read_manifest(path: str | os.PathLike[str], *, check_files: bool = True, par
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"manifest {str(path)!r} does not exist; build one with `mvemo manifest scan ROOT -o {path}`")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise ManifestError(f"manifest {str(path)!r} is not UTF-8 text ({err}); save it as UTF-8") from None
+    text = utf8_text(path, f"manifest {str(path)!r}")
     reader = _read_jsonl if path.suffix.lower() in (".jsonl", ".json") else _read_csv
     headers, rows = reader(text, path)
     root = path.parent.absolute()
@@ -388,6 +385,14 @@ def read_csv_table(text: str, path: Path) -> tuple[dict[str, Any], list[str], li
     while lines and (name := _header_name(lines[0])) is not None:
         headers[name] = parse_header_list(lines[0].split(":", 1)[1], name=name, where=str(path))
         lines = lines[1:]
+    try:
+        header, rows = _csv_rows(lines, path)
+    except csv.Error as err:
+        raise ManifestError(f"{path}: not a CSV table ({err}); save it as plain comma-separated text") from None
+    return _checked_headers(headers, path), header, rows
+
+
+def _csv_rows(lines: list[str], path: Path) -> tuple[list[str], list[dict[str, Any]]]:
     reader = csv.DictReader(lines)
     header = list(reader.fieldnames or [])
     rows: list[dict[str, Any]] = []
@@ -398,7 +403,7 @@ def read_csv_table(text: str, path: Path) -> tuple[dict[str, Any], list[str], li
                 " quote values that contain commas"
             )
         rows.append({k: v for k, v in row.items()})
-    return _checked_headers(headers, path), header, rows
+    return header, rows
 
 
 def _header_name(line: str) -> str | None:

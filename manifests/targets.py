@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from mvemo.manifests.errors import ManifestError
+from mvemo.manifests.errors import ManifestError, utf8_text
 
 TAG_SEPARATOR = ";"
 ANNOTATIONS_COLUMN = "annotations"  # a clip's CSV of values over time
@@ -186,12 +186,15 @@ def read_annotations(
     where = f"clip {clip_id!r}: annotations {str(path)!r}"
     if not path.is_file():
         raise ManifestError(f"{where} does not exist; fix the 'annotations' path (relative to the manifest's folder)")
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in (TIME_COLUMN, *names) if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ManifestError(f"{where} has no column {missing[0]!r} (columns {reader.fieldnames}); add it")
-        rows = [[parse_value(row[c], column=c, where=f"{where} row {n}") for c in (TIME_COLUMN, *names)] for n, row in enumerate(reader, start=1)]  # fmt: skip
+    reader = csv.DictReader(utf8_text(path, where).splitlines())
+    try:
+        columns, table_rows = reader.fieldnames or [], list(reader)
+    except csv.Error as err:
+        raise ManifestError(f"{where}: not a CSV table ({err}); save it as plain comma-separated text") from None
+    missing = [c for c in (TIME_COLUMN, *names) if c not in columns]
+    if missing:
+        raise ManifestError(f"{where} has no column {missing[0]!r} (columns {columns}); add it")
+    rows = [[parse_value(row[c], column=c, where=f"{where} row {n}") for c in (TIME_COLUMN, *names)] for n, row in enumerate(table_rows, start=1)]  # fmt: skip
     table = np.array(rows, dtype=float).reshape(len(rows), 1 + len(names))
     if not len(table) or np.isnan(table).any():
         row = int(np.argwhere(np.isnan(table))[0, 0]) + 1 if len(table) else 0

@@ -65,6 +65,12 @@ def load_toml(path: str | os.PathLike[str] | None) -> dict[str, Any]:
     unknown = sorted(set(table) - set(TABLES))
     if unknown:
         raise ConfigError(f"--config: unknown table(s) {unknown}; known tables are {list(TABLES)}")
+    values = [name for name, value in table.items() if not isinstance(value, dict)]
+    if values:
+        raise ConfigError(
+            f"--config {os.fspath(path)!r}: {values[0]} = {table[values[0]]!r} is a value where a table belongs; write"
+            f" [{values[0]}] on a line of its own with its keys below it"
+        )
     return table
 
 

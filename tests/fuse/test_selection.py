@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy.stats import t as student_t
@@ -115,3 +118,32 @@ def test_the_fuse_table_sets_the_choices(tmp_path) -> None:
         config.write_text(f"[fuse]\n{table}\n")
         with pytest.raises(ConfigError, match=message):
             head_config(config, None)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[fuse]\nseed = -1\n", r"\[fuse\] seed = -1: expected an integer from 0 to 2\*\*32-1"),
+        ("[fuse]\nseed = 1.5\n", r"\[fuse\] seed = 1.5: expected an integer"),
+        ('head = "svm"\n', r"head = 'svm' is a value where a table belongs; write \[head\] on a line of its own"),
+    ],
+)
+def test_config_values_out_of_range_are_one_line(tmp_path: Path, text: str, message: str) -> None:
+    """Values that numpy or Python would refuse with a traceback are refused first, naming the key and the fix."""
+    from click.testing import CliRunner
+
+    from mvemo.pipeline.cli.main import cli
+    from tests.fuse.helpers import embedding_cache
+
+    cache = embedding_cache(tmp_path / "c", nets={"a": (4, 2.0)}, n_per_class=6)
+    (tmp_path / "c.toml").write_text(text)
+    result = CliRunner().invoke(cli, ["cv", "--cache", str(cache), "--config", str(tmp_path / "c.toml")])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert re.search(message, result.stderr), result.stderr
+
+
+def test_a_training_seed_out_of_range_is_refused() -> None:
+    from mvemo.extract.train import TrainConfig
+
+    with pytest.raises(ConfigError, match=r"\[train\] seed=-3: expected an integer from 0 to 2\*\*32-1"):
+        TrainConfig(seed=-3)

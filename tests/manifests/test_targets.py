@@ -158,10 +158,12 @@ def test_annotations_round_trip_and_give_a_window_its_mean(tmp_path: Path) -> No
         ("time_s,valence,arousal\n1,2,3\n0,2,3\n", r"times go back at row 2"),
         ("time_s,valence,arousal\n0,2,3\n1,2,30\n", r"row 2: a value lies outside the scale"),
         ("time_s,valence,arousal\n", r"no row"),
+        ("time_s,valence,arousal\n0,2,3 \xe9t\xe9\n".encode("latin-1"), r"is not UTF-8 text \(invalid continuation byte"),
+        ("time_s,valence,arousal\n0," + "2" * 200_000 + ",3\n", r"not a CSV table \(field larger than field limit"),
     ],
 )
-def test_bad_annotations_name_the_clip_file_and_row(tmp_path: Path, body: str, message: str) -> None:
-    (tmp_path / "a.csv").write_text(body)
+def test_bad_annotations_name_the_clip_file_and_row(tmp_path: Path, body: str | bytes, message: str) -> None:
+    (tmp_path / "a.csv").write_bytes(body if isinstance(body, bytes) else body.encode())
     with pytest.raises(ManifestError, match=rf"clip 'a': annotations .*a\.csv.*{message}"):
         read_annotations(tmp_path / "a.csv", clip_id="a", names=("valence", "arousal"), scale=(1, 9))
 
