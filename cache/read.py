@@ -174,33 +174,59 @@ class Cache:
             for row, reason in self.errors(name).items()
         ]
 
-    def read_matrix(self, name: str, rows: np.ndarray | list[int] | None = None) -> np.ndarray:
-        """The values of a feature set, all rows or the given ones, in the order given.
+    def read_matrix(self, name: str, rows: np.ndarray | list[int] | None = None, *, partial: bool = False) -> np.ndarray:
+        """The values of a feature set, all rows or the given ones, in the order given; every one of them done.
 
-        Reads with ``read_direct`` into one preallocated array, a contiguous run of
-        rows at a time (fancy indexing measured 30x slower): a set of one segment with
-        no clip removed is one read. Rows not done hold whatever was allocated (zeros
-        for a clip appended since the set was last written): select them with ``done``.
+        ``partial``: rows not done too, as a masked array (``numpy.ma``) whose mask covers them, their values NaN
+        (0 in a set of integers), never the bytes allocated where they will be written.
 
         Returns
         -------
         ndarray, shape (n_rows, *row_shape)
+
+        Raises
+        ------
+        CacheError
+            Naming the set and how many rows are not done (to do, failed, or computed from media changed since), unless
+            ``partial``: a script reading a set that ``extract`` is still writing gets no half-written rows.
         """
+        values, done = self.read_rows(name, rows)
+        if partial:
+            mask = np.broadcast_to(~done.reshape(-1, *[1] * (values.ndim - 1)), values.shape)
+            return np.ma.MaskedArray(values, mask=mask.copy())
+        if not done.all():
+            pending = np.flatnonzero(~done)
+            first = self.clip_ids[int(pending[0] if rows is None else np.asarray(rows)[pending[0]])]
+            raise CacheError(
+                f"feature set {name!r}: {pending.size} of the {done.size} rows asked for are not done (first: clip"
+                f" {first!r}: to do, failed, or computed from media changed since); read the rows `done({name!r})`"
+                " marks, pass partial=True to get them masked, or finish the set with `mvemo extract`"
+            )
+        return values
+
+    def read_rows(self, name: str, rows: np.ndarray | list[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """A feature set's rows (all, or the given ones in the order given) and which of them are done; a row not
+        done holds NaN (0 in a set of integers).
+
+        Reads with ``read_direct`` into one preallocated array, a contiguous run of
+        rows at a time (fancy indexing measured 30x slower): a set of one segment with
+        no clip removed is one read."""
         opened = self._set(name)
         rows = np.arange(len(self)) if rows is None else np.asarray(rows, dtype=np.int64)
         if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
             raise CacheError(f"feature set {name!r}: rows must lie in 0..{len(self) - 1}")
         order = np.argsort(rows, kind="stable")
         stored = self.rows_stored[rows[order]]
-        beyond = bool(stored.size) and int(stored[-1]) >= opened.stop  # clips appended since the set was written
-        out = (np.zeros if beyond else np.empty)((rows.size, *opened.row_shape), dtype=opened.dtype)
+        out = np.zeros((rows.size, *opened.row_shape), dtype=opened.dtype)
         for position, index, first, count in opened.runs(stored):
             opened.files[index]["data"].read_direct(out, np.s_[first : first + count], np.s_[position : position + count])
-        if np.array_equal(order, np.arange(rows.size)):
-            return out
-        unsorted = np.empty_like(out)
-        unsorted[order] = out
-        return unsorted
+        if not np.array_equal(order, np.arange(rows.size)):
+            unsorted = np.empty_like(out)
+            unsorted[order] = out
+            out = unsorted
+        done = self.done(name)[rows]
+        out[~done] = np.nan if out.dtype.kind == "f" else 0
+        return out, done
 
     def info(self) -> dict[str, Any]:
         """The ``mvemo cache info --json`` document."""
@@ -231,7 +257,9 @@ class Cache:
         }
 
 
-def read_matrix(path: str | os.PathLike[str], name: str, rows: np.ndarray | list[int] | None = None) -> np.ndarray:
+def read_matrix(
+    path: str | os.PathLike[str], name: str, rows: np.ndarray | list[int] | None = None, *, partial: bool = False
+) -> np.ndarray:
     """Read one feature set of a cache file (see ``Cache.read_matrix``)."""
     with Cache(path) as cache:
-        return cache.read_matrix(name, rows)
+        return cache.read_matrix(name, rows, partial=partial)

@@ -80,8 +80,8 @@ def pool_windows(plan: WindowPlan, source: Cache, cache: CacheHandle, windows: W
     writer.prepare(specs, recompute=[name for name in names if name in writer.feature_sets()])
     rows_of = plan.rows_of(writer.clip_ids, source.clip_ids)
     for name in names:
-        status, errors, done = source.status(name), source.errors(name), source.done(name)
-        values = source.read_matrix(name)
+        status, errors = source.status(name), source.errors(name)
+        values, done = source.read_rows(name)
         rows, vectors, failed = [], [], {}
         for row, clip_id in enumerate(writer.clip_ids):
             of_clip = rows_of[clip_id]

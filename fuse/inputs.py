@@ -93,7 +93,7 @@ def read_input(cache: Cache, set_name: str) -> tuple[np.ndarray, np.ndarray]:
     if set_name == "lld":
         X, done = lld_statistics(cache)
     else:
-        X, done = cache.read_matrix(set_name), cache.done(set_name)
+        X, done = cache.read_rows(set_name)
     return np.asarray(X.reshape(len(cache), -1), dtype=np.float32), done
 
 

@@ -45,7 +45,8 @@ def top_tags(cache: Cache, k: int = 3) -> dict[str, list[list[str]]]:
         picked = [i for i, c in enumerate(columns) if c.endswith(kind)]
         if not picked:
             continue
-        proba, done = cache.read_matrix(set_name)[:, picked], cache.done(set_name)
+        values, done = cache.read_rows(set_name)
+        proba = values[:, picked]
         names = [columns[i].removesuffix(kind) for i in picked]
         tagged[set_name] = [
             [f"{names[j]} {row[j]:.2f}" for j in np.argsort(-row)[:k]] if ok else [] for row, ok in zip(proba, done)

@@ -31,7 +31,7 @@ def job(cache: Path, media: Path) -> subprocess.Popen:
 
 def snapshot(cache: Path) -> dict[str, np.ndarray]:
     with Cache(cache) as reader:
-        return {name: reader.read_matrix(name)[reader.done(name)] for name in reader.feature_sets()} | {
+        return {name: reader.read_matrix(name, np.flatnonzero(reader.done(name))) for name in reader.feature_sets()} | {
             f"{name}:done": reader.done(name) for name in reader.feature_sets()
         }
 

@@ -390,3 +390,21 @@ def test_a_recorded_path_is_read_only_inside_its_folder(tmp_path: Path) -> None:
     assert inside(tmp_path / "model", "checkpoints/musicnn.pt") == (tmp_path / "model" / "checkpoints" / "musicnn.pt").resolve()
     for leaving in ("/etc/hostname", "../secret", "checkpoints/../../secret", "out/secret"):
         assert inside(tmp_path / "model", leaving) is None, leaving
+
+
+def test_read_matrix_never_hands_out_a_row_that_is_not_done(tmp_path: Path, manifest: Manifest) -> None:
+    """A script reading a set while extract still writes it: rows not done raise, naming the set and how many; with
+    partial=True they come masked, NaN, never the bytes allocated where they will be written."""
+    cache = tmp_path / "c.h5"
+    with CacheWriter(cache, manifest) as writer:
+        writer.prepare([MEL])
+        writer.write("mel", [0, 1, 2], [row_values(MEL, r) for r in (0, 1, 2)])
+    with Cache(cache) as reader:
+        with pytest.raises(CacheError, match=r"feature set 'mel': 9 of the 12 rows asked for are not done \(first: clip "):
+            reader.read_matrix("mel")
+        np.testing.assert_array_equal(reader.read_matrix("mel", [2, 0]), np.stack([row_values(MEL, 2), row_values(MEL, 0)]))
+        masked = reader.read_matrix("mel", partial=True)
+        assert masked.mask[:3].sum() == 0 and masked.mask[3:].all()
+        assert np.isnan(masked.data[3:]).all() and np.array_equal(masked.data[1], row_values(MEL, 1))
+    with pytest.raises(CacheError, match="not done"):
+        read_matrix(cache, "mel")

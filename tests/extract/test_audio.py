@@ -117,13 +117,14 @@ def test_offset_and_exact_lengths(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".webm", ".mp3"])
-def test_a_window_past_the_end_of_a_compressed_track_is_empty(tmp_path: Path, suffix: str) -> None:
+def test_a_window_past_the_end_of_a_compressed_track_holds_no_samples(tmp_path: Path, suffix: str) -> None:
+    """The tail is what the track has; a window wholly past its end is an error, never a window of padding."""
     codec = "libopus" if suffix == ".webm" else None
     path = write_media(tmp_path / f"short{suffix}", y=music(48000, 2.0)[:, None], sr=48000, audio_codec=codec)
     tail = decode_audio(path, AudioWindow(offset_s=1.5, duration_s=1.0))
     assert 0.4 < tail.valid_s <= 0.55 and np.abs(tail.y).max() > 0.1
-    beyond = decode_audio(path, AudioWindow(offset_s=2.5, duration_s=1.0))
-    assert beyond.y.size == 0 and beyond.valid_s == 0
+    with pytest.raises(MediaError, match=r"its audio holds no samples from 2\.5 s on"):
+        decode_audio(path, AudioWindow(offset_s=2.5, duration_s=1.0))
 
 
 def first_pts_in_samples(path: Path) -> int:

@@ -33,7 +33,7 @@ def test_embeddings_are_written_deterministic_and_tied_to_their_inputs(tmp_path:
         caches.append(cache)
     with Cache(caches[0]) as a, Cache(caches[1]) as b:
         for net in ("twodcnn", "onedcnn", "crnn"):
-            np.testing.assert_array_equal(a.read_matrix(f"emb/{net}/all"), b.read_matrix(f"emb/{net}/all"))
+            np.testing.assert_array_equal(a.read_rows(f"emb/{net}/all")[0], b.read_rows(f"emb/{net}/all")[0])
             assert a.config(f"emb/{net}/all")["inputs"]
         assert a.status("emb/twodcnn/all")[4] == 3, "a clip without audio has no audio embedding (absent, not failed)"
     again = embeddings_into(manifest, caches[0], ["twodcnn"], net_options=RANDOM)

@@ -45,7 +45,7 @@ def test_features_are_computed_bad_clips_recorded_and_reruns_skip(tmp_path: Path
     with Cache(cache) as reader:
         assert reader.done("mel").tolist() == [True, True, True, False, False, False]
         assert reader.read_matrix("mel", [0]).shape == (1, 96, MelConfig(audio_window=WINDOW).n_frames)
-        assert np.isfinite(reader.read_matrix("lld")[:3]).all()
+        assert np.isfinite(reader.read_matrix("lld", [0, 1, 2])).all()
     again = features_into(manifest, cache, ("mel", "lld"), configs=CONFIGS)
     assert again.sets["mel"].computed == 0 and again.sets["mel"].done == 3
 
@@ -74,7 +74,7 @@ def test_processes_give_the_same_cache_as_serial(tmp_path: Path, manifest: Manif
         pool.close()
     with Cache(tmp_path / "serial.h5") as a, Cache(tmp_path / "pool.h5") as b:
         for name in ("mel", "lld", "waveform"):
-            np.testing.assert_array_equal(a.read_matrix(name)[a.done(name)], b.read_matrix(name)[b.done(name)])
+            np.testing.assert_array_equal(a.read_rows(name)[0], b.read_rows(name)[0])
 
 
 def test_frames_of_video_clips_absent_for_audio_only_and_failed_without_a_video_stream(
