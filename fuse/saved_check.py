@@ -50,10 +50,13 @@ def check_saved_model(document: Any, heads: Mapping[str, Mapping[str, np.ndarray
     _require(
         isinstance(media, list) and all(isinstance(h, str) for h in media), "training_media_sha256", "is not a list of sha256"
     )
-    accuracy = document.get("cv_accuracy", {})
+    score = cv_score(document)
     _require(
-        isinstance(accuracy, dict) and all(is_number(a) for a in accuracy.values()), "cv_accuracy", "is not numbers by model"
+        isinstance(score, dict) and isinstance(score.get("metric"), str) and isinstance(score.get("models"), dict),
+        "cv_score",
+        "is not a metric and its scores by model",
     )
+    _require(all(is_number(a) for a in score["models"].values()), "cv_score.models", "is not numbers by model")
     for name, model in models.items():
         _check_model(model, f"models[{name!r}]", target, outputs, heads, folder)
 
@@ -136,6 +139,12 @@ def _check_feature_set(input_name: str, set_name: str, described: Any, where: st
             f"{where}.checkpoint.path",
             f"{checkpoint['path']!r} is not in the model's folder",
         )
+
+
+def cv_score(document: dict[str, Any]) -> Any:
+    """A saved model's cross-validated scores by model with their metric (``fuse.stage.cv_scores``); a model saved
+    before mvemo recorded them for every target kind gives its ``cv_accuracy``."""
+    return document.get("cv_score") or {"metric": "accuracy", "models": document.get("cv_accuracy", {})}
 
 
 def _check_record(

@@ -10,6 +10,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mvemo.cache.h5file import mvemo_version
 from mvemo.cache.read import Cache
 from mvemo.fuse.cv import CvResult, cross_validate
@@ -161,6 +163,18 @@ def run_target_cv(
     return write_target_report(document, result, Path(out))
 
 
+def cv_scores(target: str, scored: dict[str, Any]) -> dict[str, Any]:
+    """Each saved model's cross-validated score, for predict to choose among them (``pipeline.predict.timeline``):
+    the mean accuracy of classes, the mean macro ROC-AUC of tags, the mean CCC over the value dimensions."""
+    if target == "label":
+        return {"metric": "accuracy", "models": {name: m["accuracy"]["mean"] for name, m in scored.items()}}
+    if target == "tags":
+        auc = {name: m["roc_auc_macro"] for name, m in scored.items()}
+        return {"metric": "ROC-AUC macro", "models": {name: a["mean"] for name, a in auc.items() if a is not None}}
+    names = target.split(",")
+    return {"metric": "CCC", "models": {name: float(np.mean([m[v]["ccc"] for v in names])) for name, m in scored.items()}}
+
+
 def fuse_cache(
     cache_path: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -185,14 +199,13 @@ def fuse_cache(
     selection = selection or SelectionConfig()
     options: dict[str, Any] = {"models": models, "repeats": repeats, "reference": reference, "executor": executor}
     options |= {"progress": progress, "upper": upper, "head": head, "head_params": head_params, "selection": selection}
-    scores: dict[str, Any] = {}
     if target == "label":
         run = run_cv(cache_path, out, **options)
         document, scored = run.document, run.document["models"]
-        scores = {"cv_accuracy": {name: m["accuracy"]["mean"] for name, m in scored.items()}}
     else:
         document = run_target_cv(cache_path, out, target, **options)
         scored = document["metrics"]
+    scores = {"cv_score": cv_scores(target, scored)}
     with Cache(cache_path) as cache:
         chosen = [model for model in select_models(cache, models) if model.name in scored]
         header: dict[str, Any] = {"version": mvemo_version(), "protocol": protocol(cache)}

@@ -25,6 +25,7 @@ from mvemo.extract.faces.sets import FER_CLASSES, clip_columns
 from mvemo.extract.features import modality
 from mvemo.extract.window_plan import Window, plan_windows, stream_ends
 from mvemo.fuse.saved import SavedFusionModel
+from mvemo.fuse.saved_check import cv_score
 from mvemo.manifests.errors import ConfigError, MediaError
 from mvemo.manifests.schema import Clip
 from mvemo.pipeline.predict.inputs import (
@@ -211,16 +212,17 @@ def _expression_track(saved: SavedFusionModel, name: str, per_window: list[dict[
 
 
 def _model_for(saved: SavedFusionModel, name: str, present: set[str], clip_id: str) -> tuple[str, str]:
-    """``name`` when the file has every modality it reads; else the saved model with the best CV accuracy among
-    those reading only ``present``, and a note saying so."""
+    """``name`` when the file has every modality it reads; else the saved model with the best cross-validated score
+    (``fuse.saved_check.cv_score``: accuracy, ROC-AUC or CCC) among those reading only ``present``, and a note saying
+    so."""
 
     def reads(model: str) -> set[str]:
         return {modality(set_name) for set_name in model_configs(saved, model)[0]}
 
     if reads(name) <= present:
         return name, ""
-    accuracy = saved.document.get("cv_accuracy", {})
-    fitting = sorted((m for m in saved.models if reads(m) <= present), key=lambda m: -accuracy.get(m, 0.0))
+    score = cv_score(saved.document)
+    fitting = sorted((m for m in saved.models if reads(m) <= present), key=lambda m: -score["models"].get(m, -np.inf))
     absent = ", ".join(sorted(reads(name) - present))
     if not fitting:
         raise MediaError(f"clip {clip_id!r} has no {absent} and every saved model reads it; give a file with {absent}")
@@ -228,7 +230,8 @@ def _model_for(saved: SavedFusionModel, name: str, present: set[str], clip_id: s
     best = fitting[0]
     return (
         best,
-        f"the file has no {absent}: the timeline reads its {kind} alone, with {best!r}, the best saved model reading {kind} only",
+        f"the file has no {absent}: the timeline reads its {kind} alone, with {best!r}, the saved model reading {kind}"
+        f" only of the best cross-validated {score['metric']}",
     )
 
 

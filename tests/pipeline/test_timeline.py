@@ -126,8 +126,12 @@ def test_a_file_without_a_modality_gets_the_best_model_reading_what_it_has() -> 
     name, note = _model_for(saved, "integrated", {"audio"}, "c")
     assert name == "mel"
     assert (
-        note == "the file has no video: the timeline reads its audio alone, with 'mel', the best saved model reading audio only"
-    )
+        note == "the file has no video: the timeline reads its audio alone, with 'mel', the saved model reading audio"
+        " only of the best cross-validated accuracy"
+    ), "a model saved before scores were kept for every target reads as accuracy"
+    document["cv_score"] = {"metric": "CCC", "models": {"integrated": 0.5, "descriptors": 0.4, "mel": 0.1}}
+    name, note = _model_for(SavedFusionModel(Path("."), document, fitted={}), "integrated", {"audio"}, "c")
+    assert name == "descriptors" and note.endswith("of the best cross-validated CCC"), "a value model's score is its CCC"
 
 
 def test_files_of_one_name_in_several_folders_get_outputs_of_their_own(tmp_path: Path) -> None:
@@ -175,7 +179,8 @@ def test_files_without_a_modality_and_streams_of_different_lengths_say_what_the_
     audio_only = by_file["song.mp3"]
     assert audio_only["model"] == "descriptors"
     assert audio_only["notes"] == [
-        "the file has no video: the timeline reads its audio alone, with 'descriptors', the best saved model reading audio only"
+        "the file has no video: the timeline reads its audio alone, with 'descriptors', the saved model reading audio"
+        " only of the best cross-validated accuracy"
     ]
     rows = list(csv.DictReader((out / "song.mp3.timeline.csv").open()))
     assert [r["start_s"] for r in rows[:3]] == ["0.000", "3.000", "6.000"], "a song with cover art is audio alone"
@@ -183,7 +188,8 @@ def test_files_without_a_modality_and_streams_of_different_lengths_say_what_the_
     video_only = by_file["silent.mkv"]
     assert (video_only["model"], video_only["windows"]) == ("c3d", 2)
     assert video_only["notes"] == [
-        "the file has no audio: the timeline reads its video alone, with 'c3d', the best saved model reading video only"
+        "the file has no audio: the timeline reads its video alone, with 'c3d', the saved model reading video"
+        " only of the best cross-validated accuracy"
     ]
     both = by_file["uneven.mp4"]
     assert both["model"] == "descriptors+c3d"
