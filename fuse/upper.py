@@ -251,7 +251,8 @@ class UpperHead(ClassifierMixin, BaseEstimator):
         patches = self._patches(X)
         self.n_features_in_ = np.asarray(X).shape[1]
         groups = np.asarray(_groups(groups, len(y)))
-        splits = inner_splits(target, list(groups), k=self.inner_folds, seed=self.random_state)
+        # split on y, not on its codes: a class with too few groups is then named by its label (the same splits)
+        splits = inner_splits(y, list(groups), k=self.inner_folds, seed=self.random_state)
         with one_thread():
             probes = [self._probe(patches[train], target[train], groups[train]) for train, _ in splits]
             best: tuple[float, dict[str, float], np.ndarray] | None = None

@@ -127,6 +127,18 @@ def test_the_head_learns_and_reports_its_choices() -> None:
     assert np.mean(head.predict(X[90:]) == y[90:]) > 0.8
 
 
+def test_too_few_groups_of_a_class_name_that_class_not_its_index_among_the_rows() -> None:
+    """Rows of classes 1 and 2 only, class 2 in one group: the error names label 2 (its index among the rows is 1)."""
+    from mvemo.manifests.folds import TooFewGroups
+
+    layers, X, y = synthetic_cut()
+    keep = np.flatnonzero(y > 0)[:40]
+    groups = np.where(y[keep] == 2, 0, np.arange(len(keep)) + 1)
+    with pytest.raises(TooFewGroups) as raised:
+        UpperHead(layers, max_epochs=1).fit(X[keep], y[keep], groups=groups)
+    assert raised.value.label == 2
+
+
 def test_stage_two_fine_tunes_a_cut_input_only_with_the_layers_above_it(tmp_path: Path) -> None:
     cache = embedding_cache(
         tmp_path / "c.h5",
