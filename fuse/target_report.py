@@ -136,23 +136,27 @@ def _spread(value: dict[str, float] | None, *, detail: bool = True) -> str:
 
 
 def tag_ap_png(document: dict[str, Any], path: Path) -> Path:
-    """Average precision per tag, a bar per model, the tag's prevalence (a random ranking's AP) marked."""
+    """Average precision per tag, one row per tag (read at a glance for any number of tags), a bar per model, the
+    tag's prevalence (a random ranking's AP) marked on its row."""
     tags, models = document["tags"], list(document["metrics"])
     styles = model_styles(models)
-    fig, ax = plt.subplots(figsize=(4.5 + 0.9 * len(tags) * max(1, len(models)) / 3, 3.6), dpi=100)
-    width = 0.8 / max(len(models), 1)
+    height = 0.8 / max(len(models), 1)
+    fig, ax = plt.subplots(figsize=(7.0, 1.0 + len(tags) * max(0.28, 0.16 * len(models))), dpi=100)
+    rows = np.arange(len(tags))
     for i, model in enumerate(models):
         per_tag = document["metrics"][model]["per_tag"]
-        heights = [(per_tag.get(t, {}).get("average_precision") or {"mean": 0.0})["mean"] for t in tags]
-        ax.bar(np.arange(len(tags)) + i * width, heights, width, label=model, color=styles[model]["color"])
+        widths = [((per_tag.get(t) or {}).get("average_precision") or {"mean": 0.0})["mean"] for t in tags]
+        ax.barh(rows - 0.4 + (i + 0.5) * height, widths, height, label=model, color=styles[model]["color"])
     first = document["metrics"][models[0]]["per_tag"]
     for j, tag in enumerate(tags):
-        if tag in first:
-            ax.hlines(first[tag]["prevalence"]["mean"], j - width / 2, j + 0.8 - width / 2, colors="black", linestyles=":")
-    ax.set_xticks(np.arange(len(tags)) + 0.4 - width / 2, tags, rotation=30, ha="right")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("average precision (dotted: prevalence)")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+        prevalence = (first.get(tag) or {}).get("prevalence")
+        if prevalence:
+            ax.vlines(prevalence["mean"], j - 0.45, j + 0.45, colors="black", linestyles=":")
+    ax.set_yticks(rows, tags)
+    ax.set_ylim(len(tags) - 0.5, -0.5)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("average precision (dotted: the tag's prevalence, a random ranking's)")
+    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(len(models), 3), frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

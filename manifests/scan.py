@@ -17,7 +17,7 @@ from mvemo.manifests.targets import ANNOTATIONS_COLUMN, TARGET_COLUMNS, parse_sc
 log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".mkv", ".webm", ".mov", ".avi"})
-AUDIO_EXTENSIONS = frozenset({".mp3", ".m4a", ".wav", ".flac", ".ogg"})
+AUDIO_EXTENSIONS = frozenset({".mp3", ".m4a", ".wav", ".flac", ".ogg", ".opus"})
 # A trailing segment marker such as "-7-of-10": datasets cut one video into several clips.
 DEFAULT_GROUP_REGEX = r"[-_ ]\d+[-_ ]of[-_ ]\d+$"
 

@@ -44,7 +44,8 @@ def write_media(
     video_codec, pix_fmt : str
         Video encoder and the encoded pixel format.
     audio_codec : str, optional
-        Audio encoder; default by suffix (PCM for .wav, FLAC for .flac and .ogg, MP3 for .mp3, AAC otherwise).
+        Audio encoder; default by suffix (PCM for .wav, FLAC for .flac and .ogg, Opus for .opus, MP3 for .mp3, AAC
+        otherwise).
     rotation_deg : int
         Display rotation written into the video stream's metadata.
     """
@@ -65,7 +66,7 @@ def write_media(
     return path
 
 
-_AUDIO_CODECS = {".wav": "pcm_s16le", ".flac": "flac", ".ogg": "flac", ".mp3": "libmp3lame"}
+_AUDIO_CODECS = {".wav": "pcm_s16le", ".flac": "flac", ".ogg": "flac", ".opus": "libopus", ".mp3": "libmp3lame"}
 
 
 def _add_video(container: Any, frames: np.ndarray, fps: float, codec: str, pix_fmt: str, rotation_deg: int) -> Any:

@@ -130,3 +130,17 @@ def test_tag_and_value_reports_warn_of_the_paper_protocol_as_the_class_report_do
     assert document["protocol"] == "paper"
     assert PAPER_BANNER in (tmp_path / "report" / "report.md").read_text()
     assert "| a | 30 |" in (tmp_path / "report" / "report.md").read_text(), "the clips each figure rests on"
+
+
+def test_the_ap_plot_gives_each_of_many_tags_a_row(tmp_path: Path) -> None:
+    """24 tags and 4 models: a row per tag, tall enough to read (the bars side by side made a 3,330 x 360 strip)."""
+    from matplotlib.image import imread
+
+    from mvemo.fuse.target_report import tag_ap_png
+
+    rng = np.random.default_rng(0)
+    tags, models = [f"mood{i}" for i in range(24)], ["a", "b", "late(a,b)", "integrated(a,b)"]
+    per_tag = {t: {"average_precision": {"mean": rng.random()}, "prevalence": {"mean": 0.1}} for t in tags}
+    document = {"tags": tags, "metrics": {m: {"per_tag": per_tag} for m in models}}
+    height, width, _ = imread(tag_ap_png(document, tmp_path / "ap.png")).shape
+    assert width <= 800 and height / len(tags) >= 20, (width, height)

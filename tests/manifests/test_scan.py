@@ -20,6 +20,7 @@ def tree(tmp_path: Path) -> Path:
     write_tiny(root / "Fear" / "pair.mp4", audio=False)
     write_tiny(root / "Fear" / "pair.wav", video=False)
     write_tiny(root / "Fear" / "only audio.flac", video=False)
+    write_tiny(root / "Fear" / "voice.opus", video=False)
     (root / "Fear" / "notes.txt").write_text("not media")
     (root / ".hidden").mkdir()
     write_tiny(root / ".hidden" / "x.mp4")
@@ -34,6 +35,7 @@ def test_scan_builds_one_clip_per_file_keyed_by_path(tree: Path) -> None:
         "Fear/10.mp4",
         "Fear/pair.mp4",
         "Fear/only audio.flac",
+        "Fear/voice.opus",
         "Sad/10.mp4",
         "Sad/song (live)-1-of-3.mp4",
         "Sad/song (live)-2-of-3.mp4",
