@@ -41,13 +41,15 @@ WEIGHTS ?= $(wildcard ../shared/weights)
 bench: install
 	$(BIN)/mvemo bench all $(if $(WEIGHTS),--weights-dir $(WEIGHTS))
 
-# The GPU path checked in one run of at most ten minutes, printing one JSON document (pipeline/bench/gpu.py):
+# The GPU path checked in one run of at most ten minutes, printing one JSON document, also written to
+# build/gpu-check.json after every part (pipeline/bench/gpu.py):
 # the gpu tests, embedding throughput, fine-tuning over the MVED sample, the paper protocol's leak.
 # DEVICE=cpu is its dry run on a tiny set. It reads ../shared (weights/, data/mved-sample/), or SHARED=DIR.
 DEVICE ?= cuda
 SHARED ?= ../shared
 gpu-check: install
-	$(BIN)/python -m mvemo.pipeline.bench.gpu --device $(DEVICE) --shared $(SHARED) $(if $(filter cpu,$(DEVICE)),--tiny)
+	$(BIN)/python -m mvemo.pipeline.bench.gpu --device $(DEVICE) --shared $(SHARED) --json-out build/gpu-check.json \
+		$(if $(filter cpu,$(DEVICE)),--tiny)
 
 # Lint, format, types and the import direction of ../shared/DESIGN.md (.importlinter).
 # mypy and import-linter read packages from disk, where mvemo.extract is extract/: they read a view of

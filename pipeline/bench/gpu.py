@@ -1,6 +1,7 @@
 """``make gpu-check``: the GPU path checked in one prepared run of at most ten minutes, for short loans of a GPU.
 
-Four parts, each timed, run in this order and printed as one JSON document with the device's name:
+Four parts, each timed in a process of its own within its share of the time budget, run in this order and printed
+as one JSON document with the device's name (also written to ``--json-out`` after every part):
 
 - ``tests``: the tests marked ``gpu`` (the pretrained nets' float32 parity with their references, bf16 autocast
   against float32), in a pytest process of their own, with each measured error;
@@ -20,8 +21,10 @@ not the figures, so a GPU's short time goes to measuring.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -57,6 +60,8 @@ DEVICE_TESTS = "tests/extract/test_nets_on_device.py"
 FINETUNED = ("twodcnn", "musicnn")
 EMBEDDED = {"i3d": "frames224", "musicnn": "logmel"}
 LEAK_MIN_LEFT_S = 240.0
+RESERVE_S = 45.0  # kept for each part still to run when a part's time limit is set
+MIN_PART_S = 30.0
 TINY_S = 4.0
 
 
@@ -349,24 +354,71 @@ PART_RUNS: dict[str, Callable[[CheckConfig], dict[str, Any]]] = {
 }
 
 
-def gpu_check(config: CheckConfig, parts: tuple[str, ...] = PARTS) -> dict[str, Any]:
-    """The check's JSON document: the device, then each part's figures and seconds (an error is recorded, and the
-    next part runs)."""
+def gpu_check(config: CheckConfig, parts: tuple[str, ...] = PARTS, *, json_out: Path | None = None) -> dict[str, Any]:
+    """The check's JSON document: the device, then each part's figures and seconds.
+
+    Each part runs in a process of its own, stopped when it outlasts its share of the budget (what is left, less
+    ``RESERVE_S`` for each part after it): an error or a hang is that part's figure, and the next part runs. After
+    every part the document so far is written to ``json_out`` and a line to stderr, so that a loan cut short keeps
+    what was measured."""
     began = time.perf_counter()
     document: dict[str, Any] = {"device": device_facts(config.device), "tiny": config.tiny, "budget_s": config.budget_s}
-    for part in parts:
+    for n, part in enumerate(parts):
         left = config.budget_s - (time.perf_counter() - began)
         if part == "leak" and left < LEAK_MIN_LEFT_S and not config.tiny:
             document[part] = {"not_run": f"{left:.0f} s of the {config.budget_s:.0f} s budget left (needs {LEAK_MIN_LEFT_S:.0f})"}
             continue
         part_began = time.perf_counter()
-        try:
-            document[part] = PART_RUNS[part](config)
-        except Exception as err:  # one part's failure is a figure of the check: the others still run
-            document[part] = {"error": f"{type(err).__name__}: {err}"[:2000]}
+        document[part] = run_part(PART_RUNS[part], config, max(left - RESERVE_S * (len(parts) - n - 1), MIN_PART_S))
         document[part]["seconds"] = round(time.perf_counter() - part_began, 1)
+        document["seconds"] = round(time.perf_counter() - began, 1)
+        if json_out is not None:
+            write_json(document, json_out)
+        outcome = document[part].get("error", "done")
+        click.echo(f"gpu-check: {part} in {document[part]['seconds']} s: {outcome}"[:300], err=True)
     document["seconds"] = round(time.perf_counter() - began, 1)
     return document
+
+
+def run_part(run: Callable[[CheckConfig], dict[str, Any]], config: CheckConfig, limit_s: float) -> dict[str, Any]:
+    """``run(config)`` in a process of its own (spawned: CUDA is never forked), its figures, or ``{"error": ...}``
+    when it raises, dies or outlasts ``limit_s`` (it is then killed with every process it started, and their GPU
+    memory with them)."""
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=_part_process, args=(run, config, sender))
+    process.start()
+    sender.close()
+    try:
+        if receiver.poll(limit_s):
+            status, value = receiver.recv()
+        else:
+            status, value = "error", f"stopped after {limit_s:.0f} s, its share of the budget: it hung or ran too long"
+    except EOFError:  # the process died before it answered
+        process.join(5)
+        status, value = "error", f"its process died (exit code {process.exitcode})"
+    finally:
+        process.join(5)
+        if process.is_alive():
+            os.killpg(process.pid, signal.SIGKILL)  # the part and the workers it started
+            process.join()
+    return value if status == "ok" else {"error": value}
+
+
+def _part_process(run: Callable[[CheckConfig], dict[str, Any]], config: CheckConfig, sender: Any) -> None:
+    os.setsid()  # a process group of its own: a part stopped at its limit is stopped with its workers
+    try:
+        sender.send(("ok", run(config)))
+    except Exception as err:  # one part's failure is a figure of the check: the others still run
+        sender.send(("error", f"{type(err).__name__}: {err}"[:2000]))
+
+
+def write_json(document: dict[str, Any], path: Path) -> None:
+    """``document`` as ``path``, whole (written beside it, then renamed into place)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(document, indent=2))
+    os.replace(partial, path)
 
 
 @click.command()
@@ -385,12 +437,20 @@ def gpu_check(config: CheckConfig, parts: tuple[str, ...] = PARTS) -> dict[str, 
 )
 @click.option("--budget-s", default=540.0, show_default=True, help="Wall seconds the check should fit in.")
 @click.option(
+    "--json-out",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Write the document here too, after every part (a loan cut short keeps what was measured).",
+)
+@click.option(
     "--keep",
     default=None,
     type=click.Path(file_okay=False),
     help="Keep this run's caches and reports in DIR/run, and the generated clips in DIR/generated (reused).",
 )
-def main(device: str, shared: str, parts: str, tiny: bool, clips: int | None, budget_s: float, keep: str | None) -> None:
+def main(
+    device: str, shared: str, parts: str, tiny: bool, clips: int | None, budget_s: float, json_out: str | None, keep: str | None
+) -> None:
     """Check the GPU path and print one JSON document of its figures."""
     chosen = tuple(p.strip() for p in parts.split(",") if p.strip())
     unknown = sorted(set(chosen) - set(PARTS))
@@ -410,7 +470,7 @@ def main(device: str, shared: str, parts: str, tiny: bool, clips: int | None, bu
             clips=clips or (4 if tiny else 96),
             leak_epochs=1 if tiny else 5,
         )
-        print(json.dumps(gpu_check(config, chosen), indent=2))
+        print(json.dumps(gpu_check(config, chosen, json_out=Path(json_out) if json_out else None), indent=2))
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,16 +44,43 @@ def config_in(folder: Path, budget_s: float = 540.0) -> CheckConfig:
     return CheckConfig(device=torch.device("cpu"), shared=folder, folder=folder, generated=folder, budget_s=budget_s)
 
 
-def test_a_failing_part_is_recorded_and_the_next_one_still_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(config: CheckConfig) -> dict[str, Any]:
-        raise RuntimeError("CUDA error: an illegal memory access")
+# Parts run in processes of their own: the stand-ins are module functions, which a spawned process can import.
+def broken_part(config: CheckConfig) -> dict[str, Any]:
+    raise RuntimeError("CUDA error: an illegal memory access")
 
-    monkeypatch.setitem(gpu.PART_RUNS, "throughput", broken)
-    monkeypatch.setitem(gpu.PART_RUNS, "finetune", lambda config: {"ran": True})
-    document = gpu_check(config_in(tmp_path), ("throughput", "finetune"))
-    assert document["throughput"]["error"] == "RuntimeError: CUDA error: an illegal memory access"
-    assert document["finetune"]["ran"] is True
-    assert document["device"]["device"] == "cpu" and document["seconds"] >= 0
+
+def hung_part(config: CheckConfig) -> dict[str, Any]:
+    time.sleep(600)
+    return {}
+
+
+def dying_part(config: CheckConfig) -> dict[str, Any]:
+    os._exit(9)
+
+
+def quick_part(config: CheckConfig) -> dict[str, Any]:
+    return {"ran": True}
+
+
+def test_a_failing_hung_or_dead_part_is_recorded_and_the_next_one_still_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A part that raises, one that hangs past its share of the budget (stopped), one whose process dies: each is
+    that part's figure; the document so far lands in the JSON file after every part."""
+    monkeypatch.setitem(gpu.PART_RUNS, "tests", broken_part)
+    monkeypatch.setitem(gpu.PART_RUNS, "throughput", hung_part)
+    monkeypatch.setitem(gpu.PART_RUNS, "finetune", dying_part)
+    monkeypatch.setitem(gpu.PART_RUNS, "leak", quick_part)
+    monkeypatch.setattr(gpu, "RESERVE_S", 0.0)
+    monkeypatch.setattr(gpu, "MIN_PART_S", 8.0)
+    monkeypatch.setattr(gpu, "LEAK_MIN_LEFT_S", -float("inf"))  # the budget is spent: the leak still runs here
+    written = tmp_path / "out" / "gpu-check.json"
+    document = gpu_check(config_in(tmp_path, budget_s=8.0), gpu.PARTS, json_out=written)
+    assert document["tests"]["error"] == "RuntimeError: CUDA error: an illegal memory access"
+    assert document["throughput"]["error"].startswith("stopped after 8 s") and document["throughput"]["seconds"] < 20
+    assert document["finetune"]["error"] == "its process died (exit code 9)"
+    assert document["leak"]["ran"] is True and document["device"]["device"] == "cpu"
+    assert json.loads(written.read_text()) == document
 
 
 def test_the_leak_is_left_out_when_too_little_of_the_budget_remains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
