@@ -10,7 +10,6 @@ allow: re-splitting would put clips that trained a fold's nets into its test set
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -126,11 +125,11 @@ def check_folds(cache: Cache, n_folds: int | None) -> int:
     return stored
 
 
-@functools.lru_cache(maxsize=16)
-def input_matrix(cache_path: str, set_name: str, modified_ns: int) -> np.ndarray:
-    """An input's matrix, read once per process for every fold and model that uses it."""
+def fold_matrices(cache_path: str | os.PathLike[str], inputs: FoldInputs) -> dict[str, np.ndarray]:
+    """The matrix of each set a fold's inputs read, read once for every model of the fold and dropped after it: a
+    run holds one fold's inputs at a time, never every set it has read."""
     with Cache(cache_path) as cache:
-        return read_input(cache, set_name)[0]
+        return {set_name: read_input(cache, set_name)[0] for set_name in set(inputs.sets.values())}
 
 
 @dataclass
@@ -146,12 +145,11 @@ class FoldOutcome:
 
 @dataclass(frozen=True)
 class FoldInputs:
-    """What every fit of one test fold reads, fixed before any fit: the set each input reads and when it last
-    changed, and per model the rows that hold all its inputs (read once, so that a writer still adding rows
-    cannot make the fits and the clip counts disagree)."""
+    """What every fit of one test fold reads, fixed before any fit: the set each input reads, and per model the rows
+    that hold all its inputs (read once, so that a writer still adding rows cannot make the fits and the clip counts
+    disagree)."""
 
     sets: dict[str, str]
-    modified: dict[str, int]
     usable: dict[str, np.ndarray]
     patches: dict[str, int]
     upper: dict[str, UpperLayers] = field(default_factory=dict)
@@ -168,7 +166,7 @@ def fold_inputs(cache: Cache, models: list[FusionModel], n_folds: int) -> list[F
                 done[set_name] = cache.done(set_name)
         usable = {m.name: np.logical_and.reduce([done[sets[i]] for i in m.inputs]) for m in models}
         patches = {i: n for i, s in sets.items() if (n := patch_count(cache, s)) is not None}
-        per_fold.append(FoldInputs(sets, {s: cache.modified_ns(s) for s in set(sets.values())}, usable, patches))
+        per_fold.append(FoldInputs(sets, usable, patches))
     return per_fold
 
 
@@ -196,8 +194,9 @@ def fit_fold(
     n_classes = len(classes)
     trainings = Trainings(y, groups, n_classes, head, selection, inputs.patches, inputs.upper)
     outcomes = {}
+    matrices = fold_matrices(cache_path, inputs)
     for model in models:
-        read = {i: input_matrix(str(cache_path), inputs.sets[i], inputs.modified[inputs.sets[i]]) for i in model.inputs}
+        read = {i: matrices[inputs.sets[i]] for i in model.inputs}
         usable = inputs.usable[model.name]
         train = np.flatnonzero(usable & (folds != fold))
         test = np.flatnonzero(usable & (folds == fold))

@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score
 
 from mvemo.cache.read import Cache
-from mvemo.fuse.cv import Labels, check_folds, clip_counts, fold_inputs, input_matrix, repeat_folds
+from mvemo.fuse.cv import Labels, check_folds, clip_counts, fold_inputs, fold_matrices, repeat_folds
 from mvemo.fuse.metrics import corrected_interval
 from mvemo.fuse.models import per_patch_inputs, select_models
 from mvemo.fuse.regression import fit_values
@@ -121,11 +121,11 @@ def cross_validate_values(
         values = targets.values[:, columns]
     per_repeat = []
     for folds in all_folds:
-        predictions = {}
-        for model in chosen:
-            parts = []
-            for fold, inputs in enumerate(per_fold):
-                read = {i: input_matrix(str(cache_path), inputs.sets[i], inputs.modified[inputs.sets[i]]) for i in model.inputs}
+        parts: dict[str, list[tuple[np.ndarray, np.ndarray, str]]] = {model.name: [] for model in chosen}
+        for fold, inputs in enumerate(per_fold):
+            matrices = fold_matrices(cache_path, inputs)
+            for model in chosen:
+                read = {i: matrices[inputs.sets[i]] for i in model.inputs}
                 usable = inputs.usable[model.name]
                 train, test = np.flatnonzero(usable & (folds != fold)), np.flatnonzero(usable & (folds == fold))
                 if len(test) == 0:
@@ -139,11 +139,13 @@ def cross_validate_values(
                     strata=strata[train],
                     selection=selection,
                 )
-                parts.append((test, fitted.predict({i: X[test] for i, X in read.items()}), fitted.describe()))
-            if parts:
-                rows = np.concatenate([p[0] for p in parts])
-                pred = np.concatenate([p[1] for p in parts])
-                predictions[model.name] = ValuePredictions(rows, folds[rows], values[rows], pred, [p[2] for p in parts])
+                parts[model.name].append((test, fitted.predict({i: X[test] for i, X in read.items()}), fitted.describe()))
+        predictions = {}
+        for name, pieces in parts.items():
+            if pieces:
+                rows = np.concatenate([p[0] for p in pieces])
+                pred = np.concatenate([p[1] for p in pieces])
+                predictions[name] = ValuePredictions(rows, folds[rows], values[rows], pred, [p[2] for p in pieces])
         per_repeat.append(predictions)
     result = ValuesResult(tuple(names), targets.scale, k, per_repeat, notes=notes, clips=clips)  # type: ignore[arg-type]
     result.unscored = {
