@@ -399,7 +399,7 @@ def run_part(run: Callable[[CheckConfig], dict[str, Any]], config: CheckConfig, 
         status, value = "error", f"its process died (exit code {process.exitcode})"
     finally:
         process.join(5)
-        if process.is_alive():
+        if process.is_alive() and process.pid is not None:
             os.killpg(process.pid, signal.SIGKILL)  # the part and the workers it started
             process.join()
     return value if status == "ok" else {"error": value}
