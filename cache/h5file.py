@@ -76,9 +76,9 @@ def open_h5(path: str | os.PathLike[str], mode: str = "r") -> h5py.File:
         check_seal(Path(os.fsdecode(path)))
         try:
             fid = h5py.h5f.open(name, {"r": h5py.h5f.ACC_RDONLY, "r+": h5py.h5f.ACC_RDWR}[mode], fapl=fapl)
-        except FileNotFoundError:
-            raise
         except OSError as err:
+            if err.errno is not None:  # the system's error (missing, no permission, I/O): not the file's content
+                raise
             raise DamagedFile(path, f"not a readable HDF5 file ({_reason(err)})") from None
     return h5py.File(fid)
 

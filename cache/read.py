@@ -215,6 +215,7 @@ class Cache:
         rows = np.arange(len(self)) if rows is None else np.asarray(rows, dtype=np.int64)
         if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
             raise CacheError(f"feature set {name!r}: rows must lie in 0..{len(self) - 1}")
+        done_before = self.done(name)[rows]  # a row a writer finishes while it is read is not done here
         order = np.argsort(rows, kind="stable")
         stored = self.rows_stored[rows[order]]
         out = np.zeros((rows.size, *opened.row_shape), dtype=opened.dtype)
@@ -224,7 +225,7 @@ class Cache:
             unsorted = np.empty_like(out)
             unsorted[order] = out
             out = unsorted
-        done = self.done(name)[rows]
+        done = done_before & self.done(name)[rows]  # and one it starts over is not either
         out[~done] = np.nan if out.dtype.kind == "f" else 0
         return out, done
 

@@ -179,7 +179,11 @@ class CacheWriter:
             write_clip_table(self.path, table | changed, manifest.classes)
         self._media_keys = media_keys(changes["media_hash"])
         targets = manifest_targets(manifest, self._listed[self._rows_of(manifest.clip_ids)], len(self._ids))
-        if not targets.same(read_targets(self.path, len(self._ids))):
+        try:
+            same = targets.same(read_targets(self.path, len(self._ids)))
+        except CacheError:  # the clip table has grown since (or the file is damaged): the manifest's are written
+            same = False
+        if not same:
             write_targets(self.path, targets)
 
     def _clip_columns(self, table: dict[str, np.ndarray], manifest: Manifest) -> dict[str, np.ndarray]:

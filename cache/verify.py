@@ -62,7 +62,7 @@ def _check_set(cache: Cache, name: str, current: np.ndarray, report: VerifyRepor
     report.failures += cache.failures([name])
     status = cache.status(name)
     checksums = cache.per_row(name, "checksum")
-    for row in np.flatnonzero(status == DONE).tolist():
+    for row in np.flatnonzero(cache.done(name)).tolist():  # stale rows are listed below
         values = cache.read_matrix(name, [row])[0]
         report.rows_checked += 1
         clip = cache.clip_ids[row]

@@ -11,6 +11,7 @@ allow: re-splitting would put clips that trained a fold's nets into its test set
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -125,11 +126,32 @@ def check_folds(cache: Cache, n_folds: int | None) -> int:
     return stored
 
 
-def fold_matrices(cache_path: str | os.PathLike[str], inputs: FoldInputs) -> dict[str, np.ndarray]:
-    """The matrix of each set a fold's inputs read, read once for every model of the fold and dropped after it: a
-    run holds one fold's inputs at a time, never every set it has read."""
-    with Cache(cache_path) as cache:
-        return {set_name: read_input(cache, set_name)[0] for set_name in set(inputs.sets.values())}
+# The matrices of the run in progress in this process (a cross-validation, or fuse's CV and final model): each read
+# once for every fold, repeat, tag and model that reads it, and dropped when the run ends (``release_run``) or
+# another run starts in this process. Never held past a run.
+_RUN: dict[str, Any] = {"id": None, "matrices": {}}
+
+
+def run_matrix(run: str, cache: Cache, set_name: str) -> np.ndarray:
+    """The float32 input matrix of ``set_name`` (``fuse.inputs.read_input``), read once in this process for the
+    ``run``."""
+    if _RUN["id"] != run:
+        _RUN.update(id=run, matrices={})
+    key = (str(cache.path), set_name, cache.modified_ns(set_name))
+    if key not in _RUN["matrices"]:
+        _RUN["matrices"][key] = read_input(cache, set_name)[0]
+    return _RUN["matrices"][key]
+
+
+def release_run(run: str) -> None:
+    """Drop the matrices that ``run`` read in this process."""
+    if _RUN["id"] == run:
+        _RUN.update(id=None, matrices={})
+
+
+def new_run() -> str:
+    """A name for a run whose matrices ``run_matrix`` holds until ``release_run``."""
+    return uuid.uuid4().hex
 
 
 @dataclass
@@ -179,8 +201,10 @@ def fit_fold(
     folds: np.ndarray,
     fold: int,
     inputs: FoldInputs,
+    run: str,
 ) -> dict[str, FoldOutcome]:
-    """Every model fitted on the rows outside ``fold`` of ``folds`` and its probabilities for the rows inside.
+    """Every model fitted on the rows outside ``fold`` of ``folds`` and its probabilities for the rows inside (its
+    inputs' matrices those of ``run``, ``run_matrix``).
 
     A model uses the rows that hold all its inputs (``inputs.usable``). Models on the same rows share
     their fits (a pair's head serves ``integrated`` too). A fold's note says what it
@@ -190,11 +214,11 @@ def fit_fold(
     """
     with Cache(cache_path) as cache:
         groups = cache.groups
+        matrices = {set_name: run_matrix(run, cache, set_name) for set_name in set(inputs.sets.values())}
     classes, y = labels.classes, labels.y
     n_classes = len(classes)
     trainings = Trainings(y, groups, n_classes, head, selection, inputs.patches, inputs.upper)
     outcomes = {}
-    matrices = fold_matrices(cache_path, inputs)
     for model in models:
         read = {i: matrices[inputs.sets[i]] for i in model.inputs}
         usable = inputs.usable[model.name]
@@ -283,6 +307,7 @@ def cross_validate(
     progress: Progress | None = None,
     upper: Mapping[str, UpperLayers] | None = None,
     labels: Labels | None = None,
+    run: str | None = None,
 ) -> CvResult:
     """Every model x every fold x every repeat, metrics per model, and each model against a reference model.
 
@@ -309,6 +334,9 @@ def cross_validate(
         For each input of activations at a cut, the published layers above it (``fuse.upper``).
     labels : Labels, optional
         What the heads learn; default the cache's classes (``cache_labels``).
+    run : str, optional
+        The run whose matrices the fits read (``run_matrix``), kept for the caller to reuse (the final model, the
+        other tags) and release; default a run of this call's own, released when it ends.
     """
     selection = selection or SelectionConfig()
     head = head if head is not None else make_head(selection=selection)
@@ -341,10 +369,18 @@ def cross_validate(
     mapper = map if executor is None else executor.map
     n = len(tasks)
     fixed = ([cache_path] * n, [tuple(chosen)] * n, [head] * n, [selection] * n, [labels] * n)
+    this_run = run or new_run()
     results = mapper(
-        fit_fold, *fixed, [all_folds[r] for r, _ in tasks], [fold for _, fold in tasks], [per_fold[f] for _, f in tasks]
+        fit_fold,
+        *fixed,
+        [all_folds[r] for r, _ in tasks],
+        [fold for _, fold in tasks],
+        [per_fold[f] for _, f in tasks],
+        [this_run] * n,
     )
     outputs = list(progress(results, len(tasks)) if progress else results)
+    if run is None:
+        release_run(this_run)
     for out in outputs:
         if isinstance(out, BaseException):
             raise out

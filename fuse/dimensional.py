@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score
 
 from mvemo.cache.read import Cache
-from mvemo.fuse.cv import Labels, check_folds, clip_counts, fold_inputs, fold_matrices, repeat_folds
+from mvemo.fuse.cv import Labels, check_folds, clip_counts, fold_inputs, new_run, release_run, repeat_folds, run_matrix
 from mvemo.fuse.metrics import corrected_interval
 from mvemo.fuse.models import per_patch_inputs, select_models
 from mvemo.fuse.regression import fit_values
@@ -85,9 +85,10 @@ def cross_validate_values(
     n_folds: int | None = None,
     repeats: int = 1,
     selection: SelectionConfig | None = None,
+    run: str | None = None,
 ) -> ValuesResult:
     """Every model x every fold x every repeat for the value dimensions ``names`` (default every one the cache
-    holds: valence, arousal), with the metrics of ``VALUE_METRIC_DEFINITIONS``.
+    holds: valence, arousal), with the metrics of ``VALUE_METRIC_DEFINITIONS``; ``run`` as ``fuse.cv.cross_validate``'s.
 
     Raises
     ------
@@ -115,15 +116,18 @@ def cross_validate_values(
         strata = quadrants(targets.values, targets.scale)  # type: ignore[arg-type]
         all_folds = repeat_folds(cache, chosen, k, repeats, strata)
         per_fold = fold_inputs(cache, chosen, k)
-        clips, notes = clip_counts(cache, chosen, per_fold, Labels(QUADRANTS, strata, strata))
+        halves = QUADRANTS if len(targets.value_names) == 2 else ("high", "low")  # what quadrants() counts by
+        clips, notes = clip_counts(cache, chosen, per_fold, Labels(halves, strata, strata))
         groups = cache.groups
         columns = [targets.value_names.index(n) for n in names]
         values = targets.values[:, columns]
+    this_run = run or new_run()
     per_repeat = []
     for folds in all_folds:
         parts: dict[str, list[tuple[np.ndarray, np.ndarray, str]]] = {model.name: [] for model in chosen}
         for fold, inputs in enumerate(per_fold):
-            matrices = fold_matrices(cache_path, inputs)
+            with Cache(cache_path) as cache:
+                matrices = {set_name: run_matrix(this_run, cache, set_name) for set_name in set(inputs.sets.values())}
             for model in chosen:
                 read = {i: matrices[inputs.sets[i]] for i in model.inputs}
                 usable = inputs.usable[model.name]
@@ -147,6 +151,8 @@ def cross_validate_values(
                 pred = np.concatenate([p[1] for p in pieces])
                 predictions[name] = ValuePredictions(rows, folds[rows], values[rows], pred, [p[2] for p in pieces])
         per_repeat.append(predictions)
+    if run is None:
+        release_run(this_run)
     result = ValuesResult(tuple(names), targets.scale, k, per_repeat, notes=notes, clips=clips)  # type: ignore[arg-type]
     result.unscored = {
         m.name: "no clip has all its inputs in the cache (see the clips table)" for m in chosen if m.name not in per_repeat[0]

@@ -124,10 +124,12 @@ def lld_statistics(cache: Cache) -> tuple[np.ndarray, np.ndarray]:
     lengths = cache.valid_lengths("lld")
     columns = cache.row_shape("lld")[-1]
     stats = np.empty((len(cache), 2 * columns), dtype=np.float32)
+    done = np.zeros(len(cache), dtype=bool)
     for start in range(0, len(cache), LLD_CHUNK_ROWS):
         rows = np.arange(start, min(start + LLD_CHUNK_ROWS, len(cache)))
-        stats[rows] = summarize_lld(cache.read_matrix("lld", rows), lengths[rows])
-    return stats, cache.done("lld")
+        lld, done[rows] = cache.read_rows("lld", rows)
+        stats[rows] = summarize_lld(lld, lengths[rows])
+    return stats, done
 
 
 def summarize_lld(lld: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -38,8 +38,9 @@ from mvemo.fuse.compose import (
     Trainings,
     fit,
 )
+from mvemo.fuse.cv import new_run, release_run, run_matrix
 from mvemo.fuse.heads import LinearSoftmax
-from mvemo.fuse.inputs import input_set_name, layers_above, patch_count, read_input
+from mvemo.fuse.inputs import input_set_name, layers_above, patch_count
 from mvemo.fuse.models import FusionModel
 from mvemo.fuse.saved_check import HEAD_ARRAYS, UPPER_HEAD_ARRAYS, Invalid, check_saved_model
 from mvemo.fuse.saved_targets import (
@@ -75,10 +76,12 @@ def train_final(
     selection: SelectionConfig | None = None,
     upper: Mapping[str, UpperLayers] | None = None,
     target: str = "label",
+    run: str | None = None,
 ) -> dict[str, Fitted | FittedTags | FittedLinearValues]:
     """Each model fitted on every usable clip of the final feature sets (``emb/<net>/all``, LLDs), its choices
-    made on inner folds of those clips (``upper``: as ``fuse.cv.cross_validate``'s); for ``target`` "tags" a model
-    per tag, for values (e.g. "valence,arousal") ridge heads (``fuse.saved_targets``)."""
+    made on inner folds of those clips (``upper`` and ``run``: as ``fuse.cv.cross_validate``'s, so that the
+    matrices its CV read serve it too); for ``target`` "tags" a model per tag, for values (e.g. "valence,arousal")
+    ridge heads (``fuse.saved_targets``)."""
     selection = selection or SelectionConfig()
     fitted: dict[str, Fitted | FittedTags | FittedLinearValues] = {}
     with Cache(cache_path) as cache:
@@ -87,7 +90,10 @@ def train_final(
         patches = {name: n for name, s in set_names.items() if (n := patch_count(cache, s)) is not None}
         above = layers_above(cache, set_names, upper or {})
         trainings = Trainings(y, cache.groups, len(cache.classes), head, selection, patches, above)
-        reads = {set_name: read_input(cache, set_name) for set_name in set(set_names.values())}  # each set once
+        this_run = run or new_run()
+        reads = {s: (run_matrix(this_run, cache, s), cache.done(s)) for s in set(set_names.values())}  # each set once
+        if run is None:
+            release_run(this_run)
         targets, groups = cache.targets, cache.groups
         for model in models:
             read = {name: reads[set_names[name]] for name in model.inputs}

@@ -14,7 +14,7 @@ import numpy as np
 
 from mvemo.cache.h5file import mvemo_version
 from mvemo.cache.read import Cache
-from mvemo.fuse.cv import CvResult, cross_validate
+from mvemo.fuse.cv import CvResult, cross_validate, new_run, release_run
 from mvemo.fuse.dimensional import ValuesResult, cross_validate_values
 from mvemo.fuse.families import make_head
 from mvemo.fuse.models import INTEGRATED, select_models
@@ -65,12 +65,13 @@ def run_cv(
     executor: Executor | None = None,
     progress: Progress | None = None,
     upper: Mapping[str, UpperLayers] | None = None,
+    run: str | None = None,
 ) -> CvRun:
     """Cross-validate and write ``report.md``, ``report.json``, ``oof_predictions.csv`` and the PNGs into ``out``;
     returns the result and the report document.
 
     ``progress(fits, total)``, if given, wraps the (repeat, fold) fits as they finish; ``upper``: the published
-    layers above each input cut below them (``fuse.upper``)."""
+    layers above each input cut below them (``fuse.upper``); ``run``: as ``fuse.cv.cross_validate``'s."""
     selection = selection or SelectionConfig()
     result = cross_validate(
         cache_path,
@@ -83,6 +84,7 @@ def run_cv(
         executor=executor,
         progress=progress,
         upper=upper,
+        run=run,
     )
     with Cache(cache_path) as cache:
         fingerprint = cache.combined_fingerprint()
@@ -146,7 +148,7 @@ def run_target_cv(
         )
         document = tags_document(result)
     else:
-        fixed = {key: options.get(key) for key in ("models", "n_folds")}
+        fixed = {key: options.get(key) for key in ("models", "n_folds", "run")}
         values = cross_validate_values(
             cache_path, names=tuple(target.split(",")), repeats=options.get("repeats", 1), selection=selection, **fixed
         )
@@ -197,11 +199,24 @@ def fuse_cache(
     ``integrated(...)`` of named inputs) where it is saved, else the first model listed: never one chosen by its
     outer-fold scores."""
     selection = selection or SelectionConfig()
-    options: dict[str, Any] = {"models": models, "repeats": repeats, "reference": reference, "executor": executor}
-    options |= {"progress": progress, "upper": upper, "head": head, "head_params": head_params, "selection": selection}
+    run = new_run()  # the CV's matrices, read once, serve the final model too
+    try:
+        return _fuse(cache_path, out, target, models, run, head, head_params, selection, upper, repeats=repeats,
+                     reference=reference, executor=executor, progress=progress)  # fmt: skip
+    finally:
+        release_run(run)
+
+
+def _fuse(
+    cache_path: str | os.PathLike[str], out: str | os.PathLike[str], target: str, models: str | None, run: str,
+    head: str | None, head_params: dict[str, Any] | None, selection: SelectionConfig,
+    upper: Mapping[str, UpperLayers] | None, **cv: Any,
+) -> tuple[dict[str, Any], Path]:  # fmt: skip
+    options: dict[str, Any] = {"models": models, "upper": upper, "head": head, "head_params": head_params}
+    options |= {"selection": selection, "run": run, **cv}
     if target == "label":
-        run = run_cv(cache_path, out, **options)
-        document, scored = run.document, run.document["models"]
+        document = run_cv(cache_path, out, **options).document
+        scored = document["models"]
     else:
         document = run_target_cv(cache_path, out, target, **options)
         scored = document["metrics"]
@@ -211,7 +226,7 @@ def fuse_cache(
         header: dict[str, Any] = {"version": mvemo_version(), "protocol": protocol(cache)}
         header["cache_fingerprint"] = cache.combined_fingerprint()
         header["provenance"] = provenance(cache)
-    fitted = train_final(cache_path, chosen, make_head(head, selection, **(head_params or {})), selection, upper, target)
+    fitted = train_final(cache_path, chosen, make_head(head, selection, **(head_params or {})), selection, upper, target, run)
     integrated = [name for name in scored if name in INTEGRATED or name.startswith("integrated(")]
     header |= scores | {
         "head": head or " | ".join(selection.heads),

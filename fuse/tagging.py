@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
+from sklearn.metrics import average_precision_score, f1_score, label_ranking_average_precision_score, roc_auc_score
 
 from mvemo.cache.read import Cache
-from mvemo.fuse.cv import CvResult, Labels, TooFewToChoose, cross_validate
+from mvemo.fuse.cv import CvResult, Labels, TooFewToChoose, cross_validate, new_run, release_run
 from mvemo.manifests.errors import ConfigError
 
 TAG_METRIC_DEFINITIONS = {
@@ -55,7 +55,7 @@ def cross_validate_tags(cache_path: str | os.PathLike[str], **options: Any) -> T
     """Every tag's nested cross-validation, then the tagging metrics per model (``TAG_METRIC_DEFINITIONS``).
 
     ``options`` are ``fuse.cv.cross_validate``'s (models, n_folds, repeats, head, selection, executor, progress,
-    upper). A tag with fewer than two groups of present (or absent) clips among some fold's training rows cannot
+    upper, run: every tag's CV reads the same run's matrices). A tag with fewer than two groups of present (or absent) clips among some fold's training rows cannot
     choose on inner folds (``fuse.cv.TooFewToChoose``): it is reported unscored with the reason, and the others are
     scored; any other error stops the run.
 
@@ -73,6 +73,8 @@ def cross_validate_tags(cache_path: str | os.PathLike[str], **options: Any) -> T
         )
     matrix = targets.tag_matrix.astype(np.int64)
     per_tag, unscored = {}, {}
+    run = options.pop("run", None)
+    options["run"] = run or new_run()  # every tag reads the same matrices
     for t, tag in enumerate(targets.tags):
         labels = Labels((f"not {tag}", tag), matrix[:, t], matrix[:, t], targets.tag_matrix)
         why = unlearnable(matrix[:, t], groups)
@@ -83,6 +85,8 @@ def cross_validate_tags(cache_path: str | os.PathLike[str], **options: Any) -> T
             per_tag[tag] = cross_validate(cache_path, labels=labels, **options)
         except TooFewToChoose as err:
             unscored[tag] = str(err)
+    if run is None:
+        release_run(options["run"])
     if not per_tag:
         tag, why = next(iter(unscored.items()))
         raise ConfigError(f"no tag could be scored (tag {tag!r}: {why})")
@@ -164,18 +168,10 @@ def tag_metrics(
 
 
 def _lrap(y: np.ndarray, proba: np.ndarray, scored: np.ndarray) -> float | None:
-    """Label-ranking average precision (scikit-learn's definition) over each row's scored tags, the rows with at
-    least one of their scored tags present; None where no row has one."""
-    scores = []
-    for truth, p, on in zip(y, proba, scored):
-        truth, p = truth[on], p[on]
-        if not truth.any():
-            continue
-        present = p[truth == 1]
-        ranked_at_or_above = (p[None, :] >= present[:, None]).sum(axis=1)
-        present_at_or_above = (present[None, :] >= present[:, None]).sum(axis=1)
-        scores.append(float(np.mean(present_at_or_above / ranked_at_or_above)))
-    return float(np.mean(scores)) if scores else None
+    """Label-ranking average precision (scikit-learn's) over each row's scored tags, the rows with at least one of
+    their scored tags present; None where no row has one."""
+    rows = [(truth[on][None], p[on][None]) for truth, p, on in zip(y, proba, scored) if truth[on].any()]
+    return float(np.mean([label_ranking_average_precision_score(t, p) for t, p in rows])) if rows else None
 
 
 def _mean(values: list[float | None]) -> float | None:

@@ -14,6 +14,7 @@ import os
 import platform
 import re
 import shutil
+import time
 from collections.abc import Callable, Iterable
 from functools import cache
 from importlib import metadata
@@ -23,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 BUILT = Path(os.environ.get("MVEMO_TEST_FIXTURES", REPO / "build" / "test-fixtures"))
 SOURCES = ("mvemo", "manifests", "cache", "extract", "fuse", "pipeline")
 PACKAGES = ("numpy", "scipy", "scikit-learn", "h5py", "torch", "av", "librosa")
+STALE_S = 24 * 3600
 
 
 @cache
@@ -50,15 +52,16 @@ def built_once(name: str, build: Callable[[Path], None], *, code: Iterable[str |
     """``BUILT/<name>-<key>/``, made by ``build(folder)`` unless a complete one is there already.
 
     ``code``: the test files whose functions build it (``__file__`` of the module, and of the helpers it calls).
-    Folders of the same name with another key are removed when a new one is built."""
+    Folders of the same name with another key, built over a day before, are removed when a new one is built."""
     BUILT.mkdir(parents=True, exist_ok=True)
     folder = BUILT / f"{name}-{fixture_key(code)}"
     complete = folder / ".complete"
     with (BUILT / f"{name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # the other workers wait here while one builds it
         if not complete.exists():
-            for old in BUILT.iterdir():
-                if re.fullmatch(rf"{re.escape(name)}-[0-9a-f]{{16}}", old.name):
+            for old in BUILT.iterdir():  # a day old: a session still reading one (another checkout's code) is done
+                stale = time.time() - old.stat().st_mtime > STALE_S
+                if stale and re.fullmatch(rf"{re.escape(name)}-[0-9a-f]{{16}}", old.name):
                     shutil.rmtree(old)
             folder.mkdir()
             try:

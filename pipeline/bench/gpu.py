@@ -389,6 +389,8 @@ def run_part(run: Callable[[CheckConfig], dict[str, Any]], config: CheckConfig, 
     process = context.Process(target=_part_process, args=(run, config, sender))
     process.start()
     sender.close()
+    status: str = "error"
+    value: Any = "interrupted"
     try:
         if receiver.poll(limit_s):
             status, value = receiver.recv()
@@ -398,11 +400,20 @@ def run_part(run: Callable[[CheckConfig], dict[str, Any]], config: CheckConfig, 
         process.join(5)
         status, value = "error", f"its process died (exit code {process.exitcode})"
     finally:
-        process.join(5)
-        if process.is_alive() and process.pid is not None:
-            os.killpg(process.pid, signal.SIGKILL)  # the part and the workers it started
-            process.join()
+        receiver.close()
+        process.join(0 if status == "error" else 5)
+        _stop_group(process)
     return value if status == "ok" else {"error": value}
+
+
+def _stop_group(process: Any) -> None:
+    """Kill a part's process and every process it started (its group), whether it finished or not: no worker of
+    one part runs on into the next."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:  # the group is gone, or the part never reached setsid: the process alone
+        process.kill()
+    process.join()
 
 
 def _part_process(run: Callable[[CheckConfig], dict[str, Any]], config: CheckConfig, sender: Any) -> None:

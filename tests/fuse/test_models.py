@@ -40,8 +40,8 @@ def test_lld_statistics_read_in_chunks_equal_the_whole_tensor_summarized(tmp_pat
         whole = summarize_lld(reader.read_matrix("lld"), reader.valid_lengths("lld"))
         monkeypatch.setattr(mvemo.fuse.inputs, "LLD_CHUNK_ROWS", 4)
         read = []
-        original = reader.read_matrix
-        monkeypatch.setattr(reader, "read_matrix", lambda name, rows=None: read.append(len(rows)) or original(name, rows))
+        original = reader.read_rows
+        monkeypatch.setattr(reader, "read_rows", lambda name, rows=None: read.append(len(rows)) or original(name, rows))
         stats, done = lld_statistics(reader)
     assert read == [4, 4, 3], "never more than a chunk of clips at once"
     assert stats == pytest.approx(whole.astype(np.float32), rel=1e-6) and done.all()
