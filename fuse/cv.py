@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -126,21 +126,23 @@ def check_folds(cache: Cache, n_folds: int | None) -> int:
     return stored
 
 
-# The matrices of the run in progress in this process (a cross-validation, or fuse's CV and final model): each read
-# once for every fold, repeat, tag and model that reads it, and dropped when the run ends (``release_run``) or
-# another run starts in this process. Never held past a run.
+# The matrices of the run in progress in this process (a cross-validation, or fuse's CV and final model): the sets
+# one step (a fold, the final model) reads, kept for the next step while it reads them too (a set every fold shares,
+# LLD statistics, a frozen net's embeddings) and dropped as soon as a step does not; all dropped when the run ends
+# (``release_run``) or another starts. Memory: one step's inputs at a time, never every set a run has read.
 _RUN: dict[str, Any] = {"id": None, "matrices": {}}
 
 
-def run_matrix(run: str, cache: Cache, set_name: str) -> np.ndarray:
-    """The float32 input matrix of ``set_name`` (``fuse.inputs.read_input``), read once in this process for the
-    ``run``."""
+def run_matrices(run: str, cache: Cache, set_names: Iterable[str]) -> dict[str, np.ndarray]:
+    """The float32 input matrix of each of ``set_names`` (``fuse.inputs.read_input``), those the ``run``'s last
+    step read in this process reused, the others read."""
     if _RUN["id"] != run:
         _RUN.update(id=run, matrices={})
-    key = (str(cache.path), set_name, cache.modified_ns(set_name))
-    if key not in _RUN["matrices"]:
-        _RUN["matrices"][key] = read_input(cache, set_name)[0]
-    return _RUN["matrices"][key]
+    held = _RUN["matrices"]
+    keys = {set_name: (str(cache.path), set_name, cache.modified_ns(set_name)) for set_name in set(set_names)}
+    matrices = {s: held[key] if key in held else read_input(cache, s)[0] for s, key in keys.items()}
+    _RUN["matrices"] = {key: matrices[s] for s, key in keys.items()}
+    return matrices
 
 
 def release_run(run: str) -> None:
@@ -150,7 +152,7 @@ def release_run(run: str) -> None:
 
 
 def new_run() -> str:
-    """A name for a run whose matrices ``run_matrix`` holds until ``release_run``."""
+    """A name for a run whose matrices ``run_matrices`` holds until ``release_run``."""
     return uuid.uuid4().hex
 
 
@@ -204,7 +206,7 @@ def fit_fold(
     run: str,
 ) -> dict[str, FoldOutcome]:
     """Every model fitted on the rows outside ``fold`` of ``folds`` and its probabilities for the rows inside (its
-    inputs' matrices those of ``run``, ``run_matrix``).
+    inputs' matrices those of ``run``, ``run_matrices``).
 
     A model uses the rows that hold all its inputs (``inputs.usable``). Models on the same rows share
     their fits (a pair's head serves ``integrated`` too). A fold's note says what it
@@ -214,7 +216,7 @@ def fit_fold(
     """
     with Cache(cache_path) as cache:
         groups = cache.groups
-        matrices = {set_name: run_matrix(run, cache, set_name) for set_name in set(inputs.sets.values())}
+        matrices = run_matrices(run, cache, inputs.sets.values())
     classes, y = labels.classes, labels.y
     n_classes = len(classes)
     trainings = Trainings(y, groups, n_classes, head, selection, inputs.patches, inputs.upper)
@@ -335,7 +337,7 @@ def cross_validate(
     labels : Labels, optional
         What the heads learn; default the cache's classes (``cache_labels``).
     run : str, optional
-        The run whose matrices the fits read (``run_matrix``), kept for the caller to reuse (the final model, the
+        The run whose matrices the fits read (``run_matrices``), kept for the caller to reuse (the final model, the
         other tags) and release; default a run of this call's own, released when it ends.
     """
     selection = selection or SelectionConfig()

@@ -16,7 +16,7 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score
 
 from mvemo.cache.read import Cache
-from mvemo.fuse.cv import Labels, check_folds, clip_counts, fold_inputs, new_run, release_run, repeat_folds, run_matrix
+from mvemo.fuse.cv import Labels, check_folds, clip_counts, fold_inputs, new_run, release_run, repeat_folds, run_matrices
 from mvemo.fuse.metrics import corrected_interval
 from mvemo.fuse.models import per_patch_inputs, select_models
 from mvemo.fuse.regression import fit_values
@@ -127,7 +127,7 @@ def cross_validate_values(
         parts: dict[str, list[tuple[np.ndarray, np.ndarray, str]]] = {model.name: [] for model in chosen}
         for fold, inputs in enumerate(per_fold):
             with Cache(cache_path) as cache:
-                matrices = {set_name: run_matrix(this_run, cache, set_name) for set_name in set(inputs.sets.values())}
+                matrices = run_matrices(this_run, cache, inputs.sets.values())
             for model in chosen:
                 read = {i: matrices[inputs.sets[i]] for i in model.inputs}
                 usable = inputs.usable[model.name]

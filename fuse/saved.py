@@ -38,7 +38,7 @@ from mvemo.fuse.compose import (
     Trainings,
     fit,
 )
-from mvemo.fuse.cv import new_run, release_run, run_matrix
+from mvemo.fuse.cv import new_run, release_run, run_matrices
 from mvemo.fuse.heads import LinearSoftmax
 from mvemo.fuse.inputs import input_set_name, layers_above, patch_count
 from mvemo.fuse.models import FusionModel
@@ -91,7 +91,7 @@ def train_final(
         above = layers_above(cache, set_names, upper or {})
         trainings = Trainings(y, cache.groups, len(cache.classes), head, selection, patches, above)
         this_run = run or new_run()
-        reads = {s: (run_matrix(this_run, cache, s), cache.done(s)) for s in set(set_names.values())}  # each set once
+        reads = {s: (m, cache.done(s)) for s, m in run_matrices(this_run, cache, set_names.values()).items()}
         if run is None:
             release_run(this_run)
         targets, groups = cache.targets, cache.groups
