@@ -5,11 +5,13 @@ Readers need h5py and numpy only and never unpickle anything.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 
@@ -256,6 +258,20 @@ class Cache:
             "folds": int(self.folds.max() + 1) if len(self) and self.folds.min() >= 0 else 0,
             "feature_sets": sets,
         }
+
+
+CacheLike: TypeAlias = "Cache | str | os.PathLike[str]"  # an open cache, or its folder
+
+
+@contextlib.contextmanager
+def opened(cache: CacheLike) -> Iterator[Cache]:
+    """``cache`` itself when it is an open ``Cache`` (the caller's handle, left open), else the cache at that path,
+    opened for the block: a stage opens its cache once and hands the handle down."""
+    if isinstance(cache, Cache):
+        yield cache
+        return
+    with Cache(cache) as handle:
+        yield handle
 
 
 def read_matrix(

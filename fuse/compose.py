@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from mvemo.fuse.families import family_head
-from mvemo.fuse.heads import fit_head
-from mvemo.fuse.patches import patch_head
+from mvemo.fuse.heads.families import family_head
+from mvemo.fuse.heads.linear import fit_head
+from mvemo.fuse.heads.patches import patch_head
+from mvemo.fuse.heads.upper import UpperHead, UpperLayers
 from mvemo.fuse.selection import EPS, SelectionConfig, inner_score, mixture_weights
-from mvemo.fuse.upper import UpperHead, UpperLayers
 from mvemo.manifests.folds import inner_splits
 
 
@@ -129,7 +129,7 @@ class Training:
 
     def head_of(self, node: Features) -> Any:
         """The head a feature-level model fits: over one input of activations at a cut, the layers above it
-        fine-tuned (``fuse.upper``); over one input of patches, a patch-level head (``fuse.patches``); otherwise
+        fine-tuned (``fuse.heads.upper``); over one input of patches, a patch-level head (``fuse.heads.patches``); otherwise
         ``head``."""
         (first, *others) = node.inputs
         if not others and first in self.upper:

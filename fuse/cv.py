@@ -10,7 +10,6 @@ allow: re-splitting would put clips that trained a fold's nets into its test set
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -18,15 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from mvemo.cache.read import Cache
+from mvemo.cache.read import Cache, CacheLike, opened
 from mvemo.fuse.compose import Trainings, fit
-from mvemo.fuse.families import make_head
+from mvemo.fuse.heads.families import make_head
+from mvemo.fuse.heads.upper import UpperLayers
 from mvemo.fuse.inputs import input_set_name, layers_above, missing_reasons, patch_count, read_input
 from mvemo.fuse.metrics import best_f1_threshold, mean_present, paired_differences, summarize, summarize_repeats
 from mvemo.fuse.models import FusionModel, incomplete_inputs, per_patch_inputs, random_init_nets, select_models
 from mvemo.fuse.provenance import fine_tuned_nets, protocol
 from mvemo.fuse.selection import SelectionConfig
-from mvemo.fuse.upper import UpperLayers
 from mvemo.manifests.errors import CacheError, ConfigError
 from mvemo.manifests.executor import Executor, Progress
 from mvemo.manifests.folds import TooFewGroups, draw_folds, iterative_folds, require_whole_groups
@@ -39,7 +38,7 @@ class TooFewToChoose(ConfigError):
 @dataclass(frozen=True)
 class Labels:
     """What the heads learn: class names, each row's class index, and what the folds of repeats are stratified by:
-    ``strata`` (the classes), or for one tag of ``fuse.tagging`` every tag at once (``tag_matrix``), so that every
+    ``strata`` (the classes), or for one tag of ``fuse.targets.tags`` every tag at once (``tag_matrix``), so that every
     tag sees the same folds."""
 
     classes: tuple[str, ...]
@@ -195,7 +194,7 @@ def fold_inputs(cache: Cache, models: list[FusionModel], n_folds: int) -> list[F
 
 
 def fit_fold(
-    cache_path: str | os.PathLike[str],
+    cache: CacheLike,
     models: tuple[FusionModel, ...],
     head: Any,
     selection: SelectionConfig,
@@ -206,7 +205,8 @@ def fit_fold(
     run: str,
 ) -> dict[str, FoldOutcome]:
     """Every model fitted on the rows outside ``fold`` of ``folds`` and its probabilities for the rows inside (its
-    inputs' matrices those of ``run``, ``run_matrices``).
+    inputs' matrices those of ``run``, ``run_matrices``); ``cache`` the run's open cache, or in a worker process
+    its folder, opened there.
 
     A model uses the rows that hold all its inputs (``inputs.usable``). Models on the same rows share
     their fits (a pair's head serves ``integrated`` too). A fold's note says what it
@@ -214,7 +214,7 @@ def fit_fold(
     probability 0; with fewer than two, nothing is learnt and the fold's test rows are not scored: a guess of 1/n
     for every class would be scored as if it were a prediction, and flatter a rare tag's ranking).
     """
-    with Cache(cache_path) as cache:
+    with opened(cache) as cache:
         groups = cache.groups
         matrices = run_matrices(run, cache, inputs.sets.values())
     classes, y = labels.classes, labels.y
@@ -297,7 +297,7 @@ def _partition(folds: np.ndarray) -> frozenset[frozenset[int]]:
 
 
 def cross_validate(
-    cache_path: str | os.PathLike[str],
+    cache: CacheLike,
     *,
     models: str | None = None,
     n_folds: int | None = None,
@@ -315,7 +315,8 @@ def cross_validate(
 
     Parameters
     ----------
-    cache_path : path-like
+    cache : Cache or path-like
+        The cache, open or by its folder.
     models : str, optional
         ``--models`` (the grammar of ``fuse.grammar``); default the models of ``fuse.models.available_models``.
     n_folds : int, optional
@@ -333,7 +334,7 @@ def cross_validate(
     progress : callable, optional
         ``progress(fits, total)`` wraps the fits' results as they arrive (a progress bar).
     upper : mapping of str to UpperLayers, optional
-        For each input of activations at a cut, the published layers above it (``fuse.upper``).
+        For each input of activations at a cut, the published layers above it (``fuse.heads.upper``).
     labels : Labels, optional
         What the heads learn; default the cache's classes (``cache_labels``).
     run : str, optional
@@ -342,7 +343,7 @@ def cross_validate(
     """
     selection = selection or SelectionConfig()
     head = head if head is not None else make_head(selection=selection)
-    with Cache(cache_path) as cache:
+    with opened(cache) as cache:
         k = check_folds(cache, n_folds)
         chosen = select_models(cache, models)
         reference = reference_model(chosen, reference)
@@ -367,22 +368,23 @@ def cross_validate(
         random_init, per_patch = random_init_nets(cache), per_patch_inputs(cache)
         clip_ids, groups = cache.clip_ids, cache.groups
         tuned_models = [m.name for m in chosen if any("/fold" in per_fold[0].sets[i] for i in m.inputs)]
-    tasks = [(r, fold) for r in range(repeats) for fold in range(k)]
-    mapper = map if executor is None else executor.map
-    n = len(tasks)
-    fixed = ([cache_path] * n, [tuple(chosen)] * n, [head] * n, [selection] * n, [labels] * n)
-    this_run = run or new_run()
-    results = mapper(
-        fit_fold,
-        *fixed,
-        [all_folds[r] for r, _ in tasks],
-        [fold for _, fold in tasks],
-        [per_fold[f] for _, f in tasks],
-        [this_run] * n,
-    )
-    outputs = list(progress(results, len(tasks)) if progress else results)
-    if run is None:
-        release_run(this_run)
+        tasks = [(r, fold) for r in range(repeats) for fold in range(k)]
+        n = len(tasks)
+        # in this process the fits read the open cache; worker processes get its folder and open it themselves
+        where = cache if executor is None else cache.path
+        fixed = ([where] * n, [tuple(chosen)] * n, [head] * n, [selection] * n, [labels] * n)
+        this_run = run or new_run()
+        results = (map if executor is None else executor.map)(
+            fit_fold,
+            *fixed,
+            [all_folds[r] for r, _ in tasks],
+            [fold for _, fold in tasks],
+            [per_fold[f] for _, f in tasks],
+            [this_run] * n,
+        )
+        outputs = list(progress(results, len(tasks)) if progress else results)
+        if run is None:
+            release_run(this_run)
     for out in outputs:
         if isinstance(out, BaseException):
             raise out

@@ -9,8 +9,8 @@ import numpy as np
 
 from mvemo.cache.layout import DONE, FAILED
 from mvemo.cache.read import Cache
+from mvemo.fuse.heads.upper import UpperLayers
 from mvemo.fuse.models import LLDSTATS, vector_sets
-from mvemo.fuse.upper import UpperLayers
 from mvemo.manifests.errors import CacheError, ConfigError
 
 
@@ -61,12 +61,12 @@ def patch_count(cache: Cache, set_name: str) -> int | None:
     return int(config["patches"]) if config.get("pool") == "patches" else None
 
 
-# a music encoder's activations below layers that stage two fine-tunes (fuse.upper; extract.nets.musicnn.UPPER_CUTS)
+# a music encoder's activations below layers that stage two fine-tunes (fuse.heads.upper; extract.nets.musicnn.UPPER_CUTS)
 CUT_LAYERS = ("pooled", "cnn2_cut", "cnn1_cut", "pool4")
 
 
 def is_cut(cache: Cache, set_name: str) -> bool:
-    """Whether a set holds per-patch activations at a cut, for ``fuse.upper`` to fine-tune the layers above."""
+    """Whether a set holds per-patch activations at a cut, for ``fuse.heads.upper`` to fine-tune the layers above."""
     config = cache.config(set_name)
     return config.get("layer") in CUT_LAYERS and config.get("pool") == "patches"
 

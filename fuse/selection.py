@@ -52,7 +52,7 @@ class SelectionConfig:
     seed : int
         Seed of the inner folds' shuffle.
     heads : tuple of str
-        The head families (``fuse.families.HEADS``); several: each fits and the inner folds choose one per model
+        The head families (``fuse.heads.families.HEADS``); several: each fits and the inner folds choose one per model
         and fold.
     """
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import platform
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -13,23 +13,71 @@ from typing import Any
 import numpy as np
 
 from mvemo.cache.h5file import mvemo_version
-from mvemo.cache.read import Cache
+from mvemo.cache.read import Cache, CacheLike, opened
 from mvemo.fuse.cv import CvResult, cross_validate, new_run, release_run
-from mvemo.fuse.dimensional import ValuesResult, cross_validate_values
-from mvemo.fuse.families import make_head
+from mvemo.fuse.heads.families import make_head
+from mvemo.fuse.heads.upper import UpperLayers
 from mvemo.fuse.models import INTEGRATED, select_models
 from mvemo.fuse.provenance import fine_tuned_nets, protocol, provenance, top_tags
-from mvemo.fuse.report import write_report
-from mvemo.fuse.saved import save_fusion_model, train_final
+from mvemo.fuse.report.classes import write_report
+from mvemo.fuse.report.targets import tags_document, values_document, write_target_report
+from mvemo.fuse.saved.model import save_fusion_model, train_final
 from mvemo.fuse.selection import SelectionConfig
-from mvemo.fuse.tagging import TagResult, cross_validate_tags
-from mvemo.fuse.target_report import tags_document, values_document, write_target_report
-from mvemo.fuse.upper import UpperLayers
+from mvemo.fuse.targets.tags import TagResult, cross_validate_tags
+from mvemo.fuse.targets.values import ValuesResult, cross_validate_values
 from mvemo.manifests.errors import ConfigError
 from mvemo.manifests.executor import Executor, Progress
 from mvemo.manifests.targets import VALUE_COLUMNS
 
 PACKAGES = ("numpy", "scipy", "scikit-learn", "h5py", "torch")
+
+
+@dataclass(frozen=True)
+class FuseSettings:
+    """How a stage-two run goes, built once (by the CLI's ``fusion_arguments``) and taken by ``run_cv``,
+    ``run_target_cv`` and ``fuse_cache`` alike.
+
+    ``target``: ``resolve_target``'s; ``models``: ``--models`` (None: the defaults); ``n_folds``: must equal the
+    cache's; ``repeats`` and ``reference``: ``fuse.cv.cross_validate``'s; ``head`` and ``head_params``: the head
+    family and its fixed parameters (``fuse.heads.families.make_head``; None: the ``selection``'s heads, chosen on
+    inner folds); ``executor`` and ``progress``: where the fits run and what reports them; ``upper``: the published
+    layers above each input cut below them (``fuse.heads.upper``)."""
+
+    target: str = "label"
+    models: str | None = None
+    n_folds: int | None = None
+    repeats: int = 1
+    reference: str | None = None
+    head: str | None = None
+    head_params: dict[str, Any] = field(default_factory=dict)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    executor: Executor | None = None
+    progress: Progress | None = None
+    upper: Mapping[str, UpperLayers] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, settings: FuseSettings | None, **changes: Any) -> FuseSettings:
+        """``settings`` (default the defaults) with ``changes``, those given as None left at their defaults."""
+        given = {key: value for key, value in changes.items() if value is not None}
+        return replace(settings or cls(), **given)
+
+    def make_head(self) -> Any:
+        return make_head(self.head, self.selection, **self.head_params)
+
+    def cv_options(self) -> dict[str, Any]:
+        """``fuse.cv.cross_validate``'s options of these settings."""
+        keys = ("models", "n_folds", "repeats", "reference", "selection", "executor", "progress", "upper")
+        return {key: getattr(self, key) for key in keys} | {"head": self.make_head()}
+
+    def config(self) -> dict[str, Any]:
+        """What a report and a saved model record of these settings."""
+        return {
+            "target": self.target,
+            "head": self.head or " | ".join(self.selection.heads),
+            "head_params": self.head_params,
+            "selection": self.selection.to_json(),
+            "models": self.models or "default",
+        }
 
 
 @dataclass(frozen=True)
@@ -52,62 +100,28 @@ def package_versions() -> dict[str, str]:
 
 
 def run_cv(
-    cache_path: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    *,
-    models: str | None = None,
-    n_folds: int | None = None,
-    repeats: int = 1,
-    reference: str | None = None,
-    head: str | None = None,
-    head_params: dict[str, Any] | None = None,
-    selection: SelectionConfig | None = None,
-    executor: Executor | None = None,
-    progress: Progress | None = None,
-    upper: Mapping[str, UpperLayers] | None = None,
-    run: str | None = None,
+    cache: CacheLike, out: str | os.PathLike[str], settings: FuseSettings | None = None, *, run: str | None = None, **changes: Any
 ) -> CvRun:
-    """Cross-validate and write ``report.md``, ``report.json``, ``oof_predictions.csv`` and the PNGs into ``out``;
-    returns the result and the report document.
-
-    ``progress(fits, total)``, if given, wraps the (repeat, fold) fits as they finish; ``upper``: the published
-    layers above each input cut below them (``fuse.upper``); ``run``: as ``fuse.cv.cross_validate``'s."""
-    selection = selection or SelectionConfig()
-    result = cross_validate(
-        cache_path,
-        models=models,
-        n_folds=n_folds,
-        repeats=repeats,
-        reference=reference,
-        head=make_head(head, selection, **(head_params or {})),
-        selection=selection,
-        executor=executor,
-        progress=progress,
-        upper=upper,
-        run=run,
-    )
-    with Cache(cache_path) as cache:
-        fingerprint = cache.combined_fingerprint()
-        nets = provenance(cache)
+    """Cross-validate the classes and write ``report.md``, ``report.json``, ``oof_predictions.csv`` and the PNGs into
+    ``out``; returns the result and the report document. ``settings`` with ``changes`` (``FuseSettings.of``);
+    ``run``: as ``fuse.cv.cross_validate``'s."""
+    settings = FuseSettings.of(settings, **changes)
+    with opened(cache) as cache:
+        result = cross_validate(cache, **settings.cv_options(), run=run)
+        config = {key: value for key, value in settings.config().items() if key != "target"}
+        config["reference"] = result.comparison["reference"] if result.comparison else settings.reference
+        header = {
+            "cache_fingerprint": cache.combined_fingerprint(),
+            "config": config,
+            "version": mvemo_version(),
+            "versions": package_versions(),
+            "provenance": provenance(cache),
+        }
         tags = top_tags(cache)
-    config = {
-        "head": head or " | ".join(selection.heads),
-        "head_params": head_params or {},
-        "selection": selection.to_json(),
-        "models": models or "default",
-        "reference": result.comparison["reference"] if result.comparison else reference,
-    }
-    header = {
-        "cache_fingerprint": fingerprint,
-        "config": config,
-        "version": mvemo_version(),
-        "versions": package_versions(),
-        "provenance": nets,
-    }
     return CvRun(result, write_report(result, out, header=header, tags=tags))
 
 
-def resolve_target(cache_path: str | os.PathLike[str], target: str | None) -> str:
+def resolve_target(cache: Cache, target: str | None) -> str:
     """``--target`` as ``label``, ``tags`` or value names joined by commas (``valence,arousal``); default the
     cache's labels, else its tags, else its values.
 
@@ -117,10 +131,9 @@ def resolve_target(cache_path: str | os.PathLike[str], target: str | None) -> st
         For any other text.
     """
     if target is None:
-        with Cache(cache_path) as cache:
-            if cache.classes or not (cache.targets.tags or cache.targets.value_names):
-                return "label"
-            return "tags" if cache.targets.tags else ",".join(cache.targets.value_names)
+        if cache.classes or not (cache.targets.tags or cache.targets.value_names):
+            return "label"
+        return "tags" if cache.targets.tags else ",".join(cache.targets.value_names)
     names = [n.strip() for n in target.split(",")]
     if target in ("label", "tags") or (names and len(set(names)) == len(names) and set(names) <= set(VALUE_COLUMNS)):
         return target if target in ("label", "tags") else ",".join(n for n in VALUE_COLUMNS if n in names)
@@ -128,38 +141,33 @@ def resolve_target(cache_path: str | os.PathLike[str], target: str | None) -> st
 
 
 def run_target_cv(
-    cache_path: str | os.PathLike[str],
+    cache: CacheLike,
     out: str | os.PathLike[str],
     target: str,
+    settings: FuseSettings | None = None,
     *,
-    head: str | None = None,
-    head_params: dict[str, Any] | None = None,
-    selection: SelectionConfig | None = None,
-    **options: Any,
+    run: str | None = None,
+    **changes: Any,
 ) -> dict[str, Any]:
-    """The CV report of tags (``target`` "tags", ``fuse.tagging``) or values (e.g. "valence,arousal",
-    ``fuse.dimensional``) in ``out``; ``options`` as ``run_cv``'s. Values use ridge heads: ``head``, the executor
-    and the reference do not apply to them."""
-    selection = selection or SelectionConfig()
+    """The CV report of tags (``target`` "tags", ``fuse.targets.tags``) or values (e.g. "valence,arousal",
+    ``fuse.targets.values``) in ``out``; ``settings``, ``changes`` and ``run`` as ``run_cv``'s. Values use ridge
+    heads: the head, the executor and the reference do not apply to them."""
+    settings = FuseSettings.of(settings, target=target, **changes)
     result: TagResult | ValuesResult
-    if target == "tags":
-        result = cross_validate_tags(
-            cache_path, head=make_head(head, selection, **(head_params or {})), selection=selection, **options
-        )
-        document = tags_document(result)
-    else:
-        fixed = {key: options.get(key) for key in ("models", "n_folds", "run")}
-        values = cross_validate_values(
-            cache_path, names=tuple(target.split(",")), repeats=options.get("repeats", 1), selection=selection, **fixed
-        )
-        if head or options.get("reference"):
-            values.notes.append(
-                "valence/arousal heads are ridge regressions, alpha chosen on inner folds: --head and --reference do not apply"
-            )
-        document, result = values_document(values), values
-    with Cache(cache_path) as cache:
+    with opened(cache) as cache:
+        if target == "tags":
+            result = cross_validate_tags(cache, **settings.cv_options(), run=run)
+            document = tags_document(result)
+        else:
+            fixed = {key: getattr(settings, key) for key in ("models", "n_folds", "repeats", "selection")}
+            values = cross_validate_values(cache, names=tuple(target.split(",")), run=run, **fixed)
+            if settings.head or settings.reference:
+                values.notes.append(
+                    "valence/arousal heads are ridge regressions, alpha chosen on inner folds: --head and --reference do not apply"
+                )
+            document, result = values_document(values), values
         nets, used_protocol, tuned = provenance(cache), protocol(cache), fine_tuned_nets(cache)
-    config = {"target": target, "models": options.get("models") or "default", "selection": selection.to_json()}
+    config = {key: settings.config()[key] for key in ("target", "models", "selection")}
     document |= {"version": mvemo_version(), "versions": package_versions(), "provenance": nets, "config": config}
     document |= {"protocol": used_protocol, "fine_tuned_nets": tuned}
     return write_target_report(document, result, Path(out))
@@ -178,60 +186,39 @@ def cv_scores(target: str, scored: dict[str, Any]) -> dict[str, Any]:
 
 
 def fuse_cache(
-    cache_path: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    *,
-    target: str = "label",
-    models: str | None = None,
-    repeats: int = 1,
-    reference: str | None = None,
-    head: str | None = None,
-    head_params: dict[str, Any] | None = None,
-    selection: SelectionConfig | None = None,
-    executor: Executor | None = None,
-    progress: Progress | None = None,
-    upper: Mapping[str, UpperLayers] | None = None,
+    cache: CacheLike, out: str | os.PathLike[str], settings: FuseSettings | None = None, **changes: Any
 ) -> tuple[dict[str, Any], Path]:
-    """The CV report of ``target`` (``resolve_target``) in ``out``, then every model fitted on all clips (its
-    choices made on inner folds of them), saved in ``out/model``.
+    """The CV report of the settings' target (``resolve_target``) in ``out``, then every model fitted on all clips
+    (its choices made on inner folds of them), saved in ``out/model``; ``settings`` with ``changes`` as
+    ``run_cv``'s.
 
     The saved model's default for ``predict`` is the integrated model (``integrated``, ``integrated-audio`` or an
     ``integrated(...)`` of named inputs) where it is saved, else the first model listed: never one chosen by its
     outer-fold scores."""
-    selection = selection or SelectionConfig()
-    run = new_run()  # the CV's matrices, read once, serve the final model too
+    settings = FuseSettings.of(settings, **changes)
+    run = new_run()  # the matrices the CV read last serve the final model too
     try:
-        return _fuse(cache_path, out, target, models, run, head, head_params, selection, upper, repeats=repeats,
-                     reference=reference, executor=executor, progress=progress)  # fmt: skip
+        with opened(cache) as cache:
+            return _fuse(cache, Path(out), settings, run)
     finally:
         release_run(run)
 
 
-def _fuse(
-    cache_path: str | os.PathLike[str], out: str | os.PathLike[str], target: str, models: str | None, run: str,
-    head: str | None, head_params: dict[str, Any] | None, selection: SelectionConfig,
-    upper: Mapping[str, UpperLayers] | None, **cv: Any,
-) -> tuple[dict[str, Any], Path]:  # fmt: skip
-    options: dict[str, Any] = {"models": models, "upper": upper, "head": head, "head_params": head_params}
-    options |= {"selection": selection, "run": run, **cv}
+def _fuse(cache: Cache, out: Path, settings: FuseSettings, run: str) -> tuple[dict[str, Any], Path]:
+    target = settings.target
     if target == "label":
-        document = run_cv(cache_path, out, **options).document
+        document = run_cv(cache, out, settings, run=run).document
         scored = document["models"]
     else:
-        document = run_target_cv(cache_path, out, target, **options)
+        document = run_target_cv(cache, out, target, settings, run=run)
         scored = document["metrics"]
-    scores = {"cv_score": cv_scores(target, scored)}
-    with Cache(cache_path) as cache:
-        chosen = [model for model in select_models(cache, models) if model.name in scored]
-        header: dict[str, Any] = {"version": mvemo_version(), "protocol": protocol(cache)}
-        header["cache_fingerprint"] = cache.combined_fingerprint()
-        header["provenance"] = provenance(cache)
-    fitted = train_final(cache_path, chosen, make_head(head, selection, **(head_params or {})), selection, upper, target, run)
+    chosen = [model for model in select_models(cache, settings.models) if model.name in scored]
+    header: dict[str, Any] = {"version": mvemo_version(), "protocol": protocol(cache)}
+    header["cache_fingerprint"] = cache.combined_fingerprint()
+    header["provenance"] = provenance(cache)
+    fitted = train_final(cache, chosen, settings.make_head(), settings.selection, settings.upper, target, run)
     integrated = [name for name in scored if name in INTEGRATED or name.startswith("integrated(")]
-    header |= scores | {
-        "head": head or " | ".join(selection.heads),
-        "head_params": head_params or {},
-        "selection": selection.to_json(),
-        "default_model": (integrated or list(scored))[0],
-    }
-    return document, save_fusion_model(Path(out) / "model", cache_path, chosen, fitted, header, target)
+    header |= {"cv_score": cv_scores(target, scored)}
+    header |= {key: settings.config()[key] for key in ("head", "head_params", "selection")}
+    header["default_model"] = (integrated or list(scored))[0]
+    return document, save_fusion_model(out / "model", cache, chosen, fitted, header, target)

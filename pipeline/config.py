@@ -11,7 +11,7 @@ decode), one table per audio set (``[mel]``, ``[logmel]``, ``[lld]``, ``[wavefor
 ``extract.nets.get_net``, e.g. ``[net.i3d] pool = "global"``), for its embeddings with
 or without fine-tuning; ``[net.<name>.<variant>]`` defines the variant ``<name>.<variant>``
 (``--nets musicnn.taggram``), the net with those options too, cached as an input of its own. ``[head]`` sets stage two's fusion head: its ``name``
-(``logistic`` or ``softmax``) and the parameters of ``fuse.heads.LogisticHead`` or
+(``logistic`` or ``softmax``) and the parameters of ``fuse.heads.linear.LogisticHead`` or
 ``SoftmaxHead`` (``optimizer``, ``lr``, ``l2``, ...; a parameter left out is chosen on inner folds where the
 head chooses it: ``C``, ``lr``, ``l2``). ``[clip]`` (``extract.window_plan.WindowConfig``: ``windows``, ``hop_s``, ``pooling``)
 reads whole files as windows of ``[audio] duration_s``. ``[fuse]`` (``fuse.selection.SelectionConfig``: ``inner_folds``,

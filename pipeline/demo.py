@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from mvemo.cache.read import Cache
 from mvemo.extract.decode.audio import AudioWindow
 from mvemo.extract.features import FeatureConfigs, FeatureRunSummary
 from mvemo.extract.frame_sets import FrameConfig
@@ -100,7 +101,7 @@ def run_demo(
 
     ``progress(description, unit)`` gives each stage's progress callable (None: silent); ``targets``: the kinds of
     ``DEMO_TARGETS`` run beside the classes (default all, ``()`` for the classes alone)."""
-    from mvemo.fuse.stage import fuse_cache
+    from mvemo.fuse.stage import FuseSettings, fuse_cache
 
     config = config or SyntheticConfig()
     out = Path(out)
@@ -118,14 +119,15 @@ def run_demo(
         progress=progress,
     )
     require_clips_left(stage_one.features, len(manifest))
-    report, _ = fuse_cache(cache, out, models=DEMO_MODELS, executor=executor, progress=progress("fusion heads", "fit"))
-    target_reports = {
-        target: fuse_cache(
-            cache, out / folder, target=target, models=DEMO_TARGET_MODELS, repeats=DEMO_TARGET_REPEATS, executor=executor
-        )[0]
-        for target, folder in DEMO_TARGETS.items()
-        if targets is None or target in targets
-    }
+    classes = FuseSettings(models=DEMO_MODELS, executor=executor, progress=progress("fusion heads", "fit"))
+    others = replace(classes, models=DEMO_TARGET_MODELS, repeats=DEMO_TARGET_REPEATS, progress=None)
+    with Cache(cache) as opened:
+        report, _ = fuse_cache(opened, out, classes)
+        target_reports = {
+            target: fuse_cache(opened, out / folder, replace(others, target=target))[0]
+            for target, folder in DEMO_TARGETS.items()
+            if targets is None or target in targets
+        }
     return DemoResult(path, manifest, stage_one.features, report, out, target_reports)
 
 

@@ -24,7 +24,7 @@ from mvemo.extract.finetune_study import OutOfFold, out_of_fold_probabilities
 from mvemo.extract.train import STUDY_OPTIMIZERS, TrainConfig
 from mvemo.fuse.cv import check_folds
 from mvemo.fuse.metrics import summarize, summarize_repeats
-from mvemo.fuse.plots import accuracy_bars_png
+from mvemo.fuse.report.plots import accuracy_bars_png
 from mvemo.manifests.errors import ConfigError
 from mvemo.pipeline.tables import format_table
 

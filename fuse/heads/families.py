@@ -20,7 +20,7 @@ from sklearn.svm import LinearSVC
 from sklearn.utils.multiclass import unique_labels
 from threadpoolctl import threadpool_limits
 
-from mvemo.fuse.heads import (
+from mvemo.fuse.heads.linear import (
     COUNT,
     SEED,
     LinearSoftmax,
@@ -32,7 +32,7 @@ from mvemo.fuse.heads import (
     prepared,
     softmax_layer,
 )
-from mvemo.fuse.selected import SelectLogisticHead
+from mvemo.fuse.heads.selected import SelectLogisticHead
 from mvemo.fuse.selection import EPS, PATH_PATIENCE, SelectionConfig, decades, inner_score
 from mvemo.manifests.errors import ConfigError, is_number
 from mvemo.manifests.folds import inner_splits
@@ -303,7 +303,7 @@ HEADS: dict[str, type[_LinearHead]] = {
 
 def make_head(kind: str | None = None, selection: SelectionConfig | None = None, **params: Any) -> _LinearHead:
     """A fresh head: the family ``kind`` names (``logistic``; ``softmax`` the torch layer; ``lda``,
-    ``pca-logistic``, ``svm``, ``select-logistic``: ``fuse.selected``), else the one ``selection.heads`` names (a config's ``[fuse]`` table; ``logistic``
+    ``pca-logistic``, ``svm``, ``select-logistic``: ``fuse.heads.selected``), else the one ``selection.heads`` names (a config's ``[fuse]`` table; ``logistic``
     by default), with ``params`` (a config's ``[head]`` table) checked against the family's own rules, what they
     leave open chosen as ``selection`` says. Where ``selection.heads`` names several families, the head is the one
     of them its inner folds choose (``ChosenHead``), and ``kind`` and ``params`` stay unset."""

@@ -16,8 +16,8 @@ import numpy as np
 from scipy.special import softmax
 from sklearn.utils.multiclass import unique_labels
 
-from mvemo.fuse.families import ChosenHead
-from mvemo.fuse.heads import LinearSoftmax, _groups, _LinearHead, fit_head
+from mvemo.fuse.heads.families import ChosenHead
+from mvemo.fuse.heads.linear import LinearSoftmax, _groups, _LinearHead, fit_head
 from mvemo.manifests.errors import ConfigError
 
 POOLINGS = ("patch", "clip")

@@ -18,7 +18,7 @@ from sklearn.feature_selection import f_classif
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
-from mvemo.fuse.heads import LinearSoftmax, LogisticHead, _groups, prepared, softmax_layer
+from mvemo.fuse.heads.linear import LinearSoftmax, LogisticHead, _groups, prepared, softmax_layer
 from mvemo.fuse.selection import SelectionConfig, logistic_path
 from mvemo.manifests.errors import ConfigError, is_number
 from mvemo.manifests.folds import inner_splits

@@ -39,7 +39,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import unique_labels
 
-from mvemo.fuse.heads import LogisticHead, _groups
+from mvemo.fuse.heads.linear import LogisticHead, _groups
 from mvemo.fuse.selection import inner_score
 from mvemo.manifests.errors import ConfigError
 from mvemo.manifests.folds import inner_splits
@@ -291,7 +291,7 @@ class UpperHead(ClassifierMixin, BaseEstimator):
 
     def _layers(self) -> UpperLayers:
         if self.layers is None:
-            raise ValueError("UpperHead(layers=None): give it the layers above the cut (fuse.upper.UpperLayers)")
+            raise ValueError("UpperHead(layers=None): give it the layers above the cut (fuse.heads.upper.UpperLayers)")
         return self.layers
 
     def _patches(self, X: Any) -> np.ndarray:

@@ -13,8 +13,8 @@ import numpy as np
 
 from mvemo.fuse.cv import CvResult
 from mvemo.fuse.metrics import METRIC_DEFINITIONS
-from mvemo.fuse.pages import Markdown, markdown_page, md_table, md_text
-from mvemo.fuse.plots import comparison_png, confusion_png, roc_curves, roc_png
+from mvemo.fuse.report.pages import Markdown, markdown_page, md_table, md_text
+from mvemo.fuse.report.plots import comparison_png, confusion_png, roc_curves, roc_png
 
 PAPER_BANNER = (
     "> **WARNING: protocol `paper`.** The nets were fine-tuned once on every clip, test folds included,"

@@ -17,7 +17,7 @@ from markdown_it.token import Token
 
 
 def asset(package: str, name: str) -> str:
-    """The text of a page asset that ships in ``package`` (``page.css`` and ``sortable.js`` in mvemo.fuse)."""
+    """The text of a page asset that ships in ``package`` (``page.css`` and ``sortable.js`` in mvemo.fuse.report)."""
     return (resources.files(package) / name).read_text(encoding="utf-8")
 
 
@@ -32,11 +32,11 @@ def page(title: str, body: str, *, style: str = "", script: str = "") -> str:
             '<meta charset="utf-8">',
             '<meta name="viewport" content="width=device-width, initial-scale=1">',
             f"<title>{html.escape(title)}</title>",
-            f"<style>\n{asset('mvemo.fuse', 'page.css')}{style}</style>",
+            f"<style>\n{asset('mvemo.fuse.report', 'page.css')}{style}</style>",
             "</head>",
             "<body>",
             body,
-            f"<script>\n{asset('mvemo.fuse', 'sortable.js')}</script>",
+            f"<script>\n{asset('mvemo.fuse.report', 'sortable.js')}</script>",
             f"<script>\n{script}</script>" if script else "",
             "</body>",
             "</html>",

@@ -1,7 +1,7 @@
 """Reports of the other target kinds: tags (per-tag AP bars) and valence/arousal (predicted-vs-true scatters).
 
 Each writes ``report.json``, ``report.md`` (tables, with every metric defined), ``report.html`` (the same, its
-tables sortable and its PNGs inlined) and its PNGs into ``out``, as the class report does (``fuse.report``).
+tables sortable and its PNGs inlined) and its PNGs into ``out``, as the class report does (``fuse.report.classes``).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from mvemo.fuse.dimensional import VALUE_METRIC_DEFINITIONS, ValuesResult
-from mvemo.fuse.pages import markdown_page, md_table, md_text
-from mvemo.fuse.plots import model_styles
-from mvemo.fuse.report import PAPER_BANNER, clips_section, figure_files, provenance_section, safe_name
-from mvemo.fuse.tagging import TAG_METRIC_DEFINITIONS, TagResult
+from mvemo.fuse.report.classes import PAPER_BANNER, clips_section, figure_files, provenance_section, safe_name
+from mvemo.fuse.report.pages import markdown_page, md_table, md_text
+from mvemo.fuse.report.plots import model_styles
+from mvemo.fuse.targets.tags import TAG_METRIC_DEFINITIONS, TagResult
+from mvemo.fuse.targets.values import VALUE_METRIC_DEFINITIONS, ValuesResult
 from mvemo.manifests.targets import QUADRANT_MEANING, QUADRANTS
 
 TAG_COLUMNS = [("ROC-AUC macro", "roc_auc_macro"), ("ROC-AUC micro", "roc_auc_micro"), ("mAP", "map"),

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from mvemo.cache.layout import inside
+from mvemo.fuse.heads.upper import UpperSoftmax, layers_problem, penultimate_size
 from mvemo.fuse.models import LLDSTATS
-from mvemo.fuse.upper import UpperSoftmax, layers_problem, penultimate_size
 from mvemo.manifests.errors import is_number
 from mvemo.manifests.targets import VALUE_COLUMNS
 

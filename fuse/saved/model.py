@@ -39,11 +39,12 @@ from mvemo.fuse.compose import (
     fit,
 )
 from mvemo.fuse.cv import new_run, release_run, run_matrices
-from mvemo.fuse.heads import LinearSoftmax
+from mvemo.fuse.heads.linear import LinearSoftmax
+from mvemo.fuse.heads.upper import UpperLayers, UpperSoftmax
 from mvemo.fuse.inputs import input_set_name, layers_above, patch_count
 from mvemo.fuse.models import FusionModel
-from mvemo.fuse.saved_check import HEAD_ARRAYS, UPPER_HEAD_ARRAYS, Invalid, check_saved_model
-from mvemo.fuse.saved_targets import (
+from mvemo.fuse.saved.check import HEAD_ARRAYS, UPPER_HEAD_ARRAYS, Invalid, check_saved_model
+from mvemo.fuse.saved.targets import (
     VALUE_ARRAYS,
     FittedLinearValues,
     FittedTags,
@@ -56,7 +57,6 @@ from mvemo.fuse.saved_targets import (
     values_record,
 )
 from mvemo.fuse.selection import SelectionConfig
-from mvemo.fuse.upper import UpperLayers, UpperSoftmax
 from mvemo.manifests.errors import CacheError, ConfigError
 
 MODEL_JSON = "model.json"
@@ -70,7 +70,7 @@ RESAVE = "save the model again with `mvemo fuse CACHE --out DIR`"
 
 
 def train_final(
-    cache_path: str | os.PathLike[str],
+    cache: Cache,
     models: list[FusionModel],
     head: Any,
     selection: SelectionConfig | None = None,
@@ -81,36 +81,35 @@ def train_final(
     """Each model fitted on every usable clip of the final feature sets (``emb/<net>/all``, LLDs), its choices
     made on inner folds of those clips (``upper`` and ``run``: as ``fuse.cv.cross_validate``'s, so that the
     matrices its CV read serve it too); for ``target`` "tags" a model per tag, for values (e.g. "valence,arousal")
-    ridge heads (``fuse.saved_targets``)."""
+    ridge heads (``fuse.saved.targets``)."""
     selection = selection or SelectionConfig()
     fitted: dict[str, Fitted | FittedTags | FittedLinearValues] = {}
-    with Cache(cache_path) as cache:
-        y = cache.y
-        set_names = {name: input_set_name(cache, name, None) for model in models for name in model.inputs}
-        patches = {name: n for name, s in set_names.items() if (n := patch_count(cache, s)) is not None}
-        above = layers_above(cache, set_names, upper or {})
-        trainings = Trainings(y, cache.groups, len(cache.classes), head, selection, patches, above)
-        this_run = run or new_run()
-        reads = {s: (m, cache.done(s)) for s, m in run_matrices(this_run, cache, set_names.values()).items()}
-        if run is None:
-            release_run(this_run)
-        targets, groups = cache.targets, cache.groups
-        for model in models:
-            read = {name: reads[set_names[name]] for name in model.inputs}
-            rows = np.flatnonzero(np.logical_and.reduce([done for _, done in read.values()]))
-            blocks = {name: X for name, (X, _) in read.items()}
-            if target == "tags":
-                fitted[model.name] = fit_final_tags(
-                    model.node, rows, blocks, list(targets.tags), targets.tag_matrix, groups, head, selection, patches, above
-                )
-            elif target != "label":
-                columns = [targets.value_names.index(n) for n in target.split(",")]
-                values = targets.values[:, columns]
-                fitted[model.name] = fit_final_values(model.node, rows, blocks, values, targets.scale, groups, selection)
-            elif len(np.unique(y[rows])) < 2:
-                raise CacheError(f"model {model.name!r}: fewer than two classes among its {len(rows)} usable clips")
-            else:
-                fitted[model.name] = fit(model.node, trainings.on(rows, blocks))
+    y = cache.y
+    set_names = {name: input_set_name(cache, name, None) for model in models for name in model.inputs}
+    patches = {name: n for name, s in set_names.items() if (n := patch_count(cache, s)) is not None}
+    above = layers_above(cache, set_names, upper or {})
+    trainings = Trainings(y, cache.groups, len(cache.classes), head, selection, patches, above)
+    this_run = run or new_run()
+    reads = {s: (m, cache.done(s)) for s, m in run_matrices(this_run, cache, set_names.values()).items()}
+    if run is None:
+        release_run(this_run)
+    targets, groups = cache.targets, cache.groups
+    for model in models:
+        read = {name: reads[set_names[name]] for name in model.inputs}
+        rows = np.flatnonzero(np.logical_and.reduce([done for _, done in read.values()]))
+        blocks = {name: X for name, (X, _) in read.items()}
+        if target == "tags":
+            fitted[model.name] = fit_final_tags(
+                model.node, rows, blocks, list(targets.tags), targets.tag_matrix, groups, head, selection, patches, above
+            )
+        elif target != "label":
+            columns = [targets.value_names.index(n) for n in target.split(",")]
+            values = targets.values[:, columns]
+            fitted[model.name] = fit_final_values(model.node, rows, blocks, values, targets.scale, groups, selection)
+        elif len(np.unique(y[rows])) < 2:
+            raise CacheError(f"model {model.name!r}: fewer than two classes among its {len(rows)} usable clips")
+        else:
+            fitted[model.name] = fit(model.node, trainings.on(rows, blocks))
     return fitted
 
 
@@ -208,7 +207,7 @@ def describe_inputs(cache: Cache, inputs: tuple[str, ...]) -> dict[str, Any]:
 
 def save_fusion_model(
     out: str | os.PathLike[str],
-    cache_path: str | os.PathLike[str],
+    cache: Cache,
     models: list[FusionModel],
     fitted: dict[str, Any],
     header: dict[str, Any],
@@ -219,25 +218,24 @@ def save_fusion_model(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     heads: dict[str, SavedHead] = {}
-    with Cache(cache_path) as cache:
-        document = {
-            **header,
-            "format": FORMAT,
-            **outputs_of(cache, target),
-            # the content hash of every clip the model trained on: predict warns when it meets one again
-            "training_media_sha256": sorted({h.decode() for h in cache.media_hash} - {""}),
-            "models": {
-                m.name: {
-                    "kind": m.kind,
-                    "expression": m.node.expr,
-                    "inputs": list(fitted[m.name].inputs()),
-                    "model": to_record(fitted[m.name], heads),
-                    "feature_sets": describe_inputs(cache, fitted[m.name].inputs()),
-                }
-                for m in models
-            },
-        }
-    _copy_checkpoints(document, Path(cache_path).parent, out)
+    document = {
+        **header,
+        "format": FORMAT,
+        **outputs_of(cache, target),
+        # the content hash of every clip the model trained on: predict warns when it meets one again
+        "training_media_sha256": sorted({h.decode() for h in cache.media_hash} - {""}),
+        "models": {
+            m.name: {
+                "kind": m.kind,
+                "expression": m.node.expr,
+                "inputs": list(fitted[m.name].inputs()),
+                "model": to_record(fitted[m.name], heads),
+                "feature_sets": describe_inputs(cache, fitted[m.name].inputs()),
+            }
+            for m in models
+        },
+    }
+    _copy_checkpoints(document, cache.path.parent, out)
 
     def fill(f: h5py.File) -> None:
         for name, saved in heads.items():
@@ -385,7 +383,7 @@ def read_head_group(group: h5py.Group) -> dict[str, np.ndarray]:
 
 def load_fusion_model(folder: str | os.PathLike[str]) -> SavedFusionModel:
     """Read ``folder/model.json`` and ``folder/heads.h5`` (plain arrays: nothing is unpickled), checked whole
-    (``fuse.saved_check``) before anything is built from them.
+    (``fuse.saved.check``) before anything is built from them.
 
     Raises
     ------

@@ -2,7 +2,7 @@
 
 A tag model is one two-class model per tag (``fuse.compose``'s tree, saved as any class model) with the threshold
 at and above which the tag is called, chosen on inner folds of every clip. A value model is a weighted sum of
-linear maps of its inputs (``fuse.regression.LinearPart``): ``heads.h5`` holds each map's ``coef`` (m, d),
+linear maps of its inputs (``fuse.targets.regression.LinearPart``): ``heads.h5`` holds each map's ``coef`` (m, d),
 ``intercept`` (m,) and the range ``low``, ``high`` (d,) its inputs are clipped to.
 """
 
@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 
 from mvemo.fuse.compose import Features, Fitted, FittedFeatures, Node, Trainings, fit, inputs_of
-from mvemo.fuse.heads import LinearSoftmax
+from mvemo.fuse.heads.linear import LinearSoftmax
 from mvemo.fuse.metrics import best_f1_threshold
-from mvemo.fuse.regression import LinearPart, fit_values, predict_parts
 from mvemo.fuse.selection import SelectionConfig
-from mvemo.fuse.tagging import unlearnable
+from mvemo.fuse.targets.regression import LinearPart, fit_values, predict_parts
+from mvemo.fuse.targets.tags import unlearnable
 from mvemo.manifests.targets import quadrants
 
 VALUE_ARRAYS = ("coef", "intercept", "low", "high")
@@ -28,7 +28,7 @@ VALUE_ARRAYS = ("coef", "intercept", "low", "high")
 @dataclass
 class LinearValues:
     """A linear map to values as ``heads.h5`` stores it: ``coef`` (m, d), ``intercept`` (m,), and the range its
-    inputs are clipped to, ``low`` and ``high`` (d,) (``fuse.regression.LinearPart``)."""
+    inputs are clipped to, ``low`` and ``high`` (d,) (``fuse.targets.regression.LinearPart``)."""
 
     coef: np.ndarray
     intercept: np.ndarray
@@ -121,7 +121,7 @@ def fit_final_values(
 
 
 def tags_record(fitted: FittedTags, record: Callable[[Fitted], dict[str, Any]]) -> dict[str, Any]:
-    """A tag model as JSON: each tag's class-model record (``record``, ``fuse.saved.to_record``) and threshold."""
+    """A tag model as JSON: each tag's class-model record (``record``, ``fuse.saved.model.to_record``) and threshold."""
     return {
         "kind": "tags",
         "per_tag": [

@@ -21,7 +21,7 @@ from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from mvemo.fuse.compose import Best, Features, Late, Node, Stack, concatenated
-from mvemo.fuse.heads import standardization
+from mvemo.fuse.heads.linear import standardization
 from mvemo.fuse.selection import SelectionConfig, decades
 from mvemo.manifests.errors import ConfigError, is_number
 from mvemo.manifests.folds import TooFewGroups, fewest_groups, inner_splits
@@ -33,7 +33,7 @@ class RidgeHead(RegressorMixin, BaseEstimator):
     Each inner split's ridge path comes from one eigendecomposition of its centered
     training rows' smaller Gram matrix, which gives every alpha in closed form; the alpha of least mean squared error of
     the pooled out-of-fold predictions (the largest on a tie) is then refitted on
-    every row. As in ``fuse.heads.LogisticHead``, the standardization uses every
+    every row. As in ``fuse.heads.linear.LogisticHead``, the standardization uses every
     training row: it reads no target. Rows predicted are clipped to the range of the
     rows fitted, column by column (each inner split's to its training rows'): a sparse
     embedding's column that barely varies in training has a tiny scale, and a new row's

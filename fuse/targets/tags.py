@@ -9,14 +9,13 @@ probability whose F1 is best on that fold's inner out-of-fold probabilities, nev
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from sklearn.metrics import average_precision_score, f1_score, label_ranking_average_precision_score, roc_auc_score
 
-from mvemo.cache.read import Cache
+from mvemo.cache.read import Cache, CacheLike, opened
 from mvemo.fuse.cv import CvResult, Labels, TooFewToChoose, cross_validate, new_run, release_run
 from mvemo.manifests.errors import ConfigError
 
@@ -51,7 +50,7 @@ class TagResult:
     unscored_models: dict[str, str] = field(default_factory=dict)
 
 
-def cross_validate_tags(cache_path: str | os.PathLike[str], **options: Any) -> TagResult:
+def cross_validate_tags(cache: CacheLike, **options: Any) -> TagResult:
     """Every tag's nested cross-validation, then the tagging metrics per model (``TAG_METRIC_DEFINITIONS``).
 
     ``options`` are ``fuse.cv.cross_validate``'s (models, n_folds, repeats, head, selection, executor, progress,
@@ -64,11 +63,15 @@ def cross_validate_tags(cache_path: str | os.PathLike[str], **options: Any) -> T
     ConfigError
         When the cache holds no tags, or no tag can be scored.
     """
-    with Cache(cache_path) as cache:
-        targets, groups = cache.targets, cache.groups
+    with opened(cache) as cache:
+        return _cross_validate_tags(cache, **options)
+
+
+def _cross_validate_tags(cache: Cache, **options: Any) -> TagResult:
+    targets, groups = cache.targets, cache.groups
     if not targets.tags:
         raise ConfigError(
-            f"cache {str(cache_path)!r} holds no tags; give the manifest a 'tags' column (`mvemo manifest scan ROOT"
+            f"cache {str(cache.path)!r} holds no tags; give the manifest a 'tags' column (`mvemo manifest scan ROOT"
             " --labels LABELS.csv`) and run `mvemo extract` again to store them"
         )
     matrix = targets.tag_matrix.astype(np.int64)
@@ -82,7 +85,7 @@ def cross_validate_tags(cache_path: str | os.PathLike[str], **options: Any) -> T
             unscored[tag] = why
             continue
         try:
-            per_tag[tag] = cross_validate(cache_path, labels=labels, **options)
+            per_tag[tag] = cross_validate(cache, labels=labels, **options)
         except TooFewToChoose as err:
             unscored[tag] = str(err)
     if run is None:
@@ -110,7 +113,7 @@ def cross_validate_tags(cache_path: str | os.PathLike[str], **options: Any) -> T
 
 def unlearnable(y: np.ndarray, groups: list[str]) -> str | None:
     """Why nothing can be chosen on inner folds for a tag (``y`` 0/1 per row), or None: fewer than two groups carry
-    it, or lack it. Such a tag is reported unscored, and a saved model gives it its share (``fuse.saved_targets``)."""
+    it, or lack it. Such a tag is reported unscored, and a saved model gives it its share (``fuse.saved.targets``)."""
     carried = len({g for g, v in zip(groups, y) if v})
     lacked = len({g for g, v in zip(groups, y) if not v})
     if min(carried, lacked) >= 2:

@@ -1,6 +1,6 @@
 """Valence and arousal: nested cross-validation of ridge heads over the same models, and the metrics of regression.
 
-For each outer fold of each repeat, every model is fitted on the other folds' rows (``fuse.regression``: a ridge
+For each outer fold of each repeat, every model is fitted on the other folds' rows (``fuse.targets.regression``: a ridge
 head per dimension with alpha chosen on grouped inner folds, late fusion as the mean, ``best`` and ``integrated``
 by inner error) and predicts the fold. Folds of repeats are stratified by quadrant, groups kept whole. Scores are
 also mapped to the quadrants at the middle of the manifest's scale and scored as four classes.
@@ -8,19 +8,18 @@ also mapped to the quadrants at the middle of the manifest's scale and scored as
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score
 
-from mvemo.cache.read import Cache
+from mvemo.cache.read import Cache, CacheLike, opened
 from mvemo.fuse.cv import Labels, check_folds, clip_counts, fold_inputs, new_run, release_run, repeat_folds, run_matrices
 from mvemo.fuse.metrics import corrected_interval
 from mvemo.fuse.models import per_patch_inputs, select_models
-from mvemo.fuse.regression import fit_values
 from mvemo.fuse.selection import SelectionConfig
+from mvemo.fuse.targets.regression import fit_values
 from mvemo.manifests.errors import ConfigError
 from mvemo.manifests.targets import QUADRANTS, VALUE_COLUMNS, quadrants
 
@@ -78,7 +77,7 @@ class ValuesResult:
 
 
 def cross_validate_values(
-    cache_path: str | os.PathLike[str],
+    cache: CacheLike,
     *,
     names: tuple[str, ...] | None = None,
     models: str | None = None,
@@ -95,39 +94,49 @@ def cross_validate_values(
     ConfigError
         When the cache holds no such values, or a model reads per-patch inputs (their heads are classifiers).
     """
-    selection = selection or SelectionConfig()
-    with Cache(cache_path) as cache:
-        targets = cache.targets
-        names = names or targets.value_names
-        absent = [n for n in names if n not in targets.value_names]
-        if not targets.value_names or absent:
-            raise ConfigError(
-                f"cache {str(cache_path)!r} holds no {', '.join(absent or VALUE_COLUMNS)} values (it has"
-                f" {list(targets.value_names)}); give the manifest those columns and a '# scale:' line, then run"
-                " `mvemo extract` again to store them"
-            )
-        k = check_folds(cache, n_folds)
-        chosen = select_models(cache, models)
-        patched = [m.name for m in chosen if set(m.inputs) & set(per_patch_inputs(cache))]
-        if patched:
-            raise ConfigError(
-                f"--target values: {', '.join(patched)} read per-patch inputs, whose heads are classifiers; name other models"
-            )
-        strata = quadrants(targets.values, targets.scale)  # type: ignore[arg-type]
-        all_folds = repeat_folds(cache, chosen, k, repeats, strata)
-        per_fold = fold_inputs(cache, chosen, k)
-        halves = QUADRANTS if len(targets.value_names) == 2 else ("high", "low")  # what quadrants() counts by
-        clips, notes = clip_counts(cache, chosen, per_fold, Labels(halves, strata, strata))
-        groups = cache.groups
-        columns = [targets.value_names.index(n) for n in names]
-        values = targets.values[:, columns]
+    with opened(cache) as cache:
+        return _cross_validate_values(cache, names, models, n_folds, repeats, selection or SelectionConfig(), run)
+
+
+def _cross_validate_values(
+    cache: Cache,
+    names: tuple[str, ...] | None,
+    models: str | None,
+    n_folds: int | None,
+    repeats: int,
+    selection: SelectionConfig,
+    run: str | None,
+) -> ValuesResult:
+    targets = cache.targets
+    names = names or targets.value_names
+    absent = [n for n in names if n not in targets.value_names]
+    if not targets.value_names or absent:
+        raise ConfigError(
+            f"cache {str(cache.path)!r} holds no {', '.join(absent or VALUE_COLUMNS)} values (it has"
+            f" {list(targets.value_names)}); give the manifest those columns and a '# scale:' line, then run"
+            " `mvemo extract` again to store them"
+        )
+    k = check_folds(cache, n_folds)
+    chosen = select_models(cache, models)
+    patched = [m.name for m in chosen if set(m.inputs) & set(per_patch_inputs(cache))]
+    if patched:
+        raise ConfigError(
+            f"--target values: {', '.join(patched)} read per-patch inputs, whose heads are classifiers; name other models"
+        )
+    strata = quadrants(targets.values, targets.scale)  # type: ignore[arg-type]
+    all_folds = repeat_folds(cache, chosen, k, repeats, strata)
+    per_fold = fold_inputs(cache, chosen, k)
+    halves = QUADRANTS if len(targets.value_names) == 2 else ("high", "low")  # what quadrants() counts by
+    clips, notes = clip_counts(cache, chosen, per_fold, Labels(halves, strata, strata))
+    groups = cache.groups
+    columns = [targets.value_names.index(n) for n in names]
+    values = targets.values[:, columns]
     this_run = run or new_run()
     per_repeat = []
     for folds in all_folds:
         parts: dict[str, list[tuple[np.ndarray, np.ndarray, str]]] = {model.name: [] for model in chosen}
         for fold, inputs in enumerate(per_fold):
-            with Cache(cache_path) as cache:
-                matrices = run_matrices(this_run, cache, inputs.sets.values())
+            matrices = run_matrices(this_run, cache, inputs.sets.values())
             for model in chosen:
                 read = {i: matrices[inputs.sets[i]] for i in model.inputs}
                 usable = inputs.usable[model.name]

@@ -12,7 +12,7 @@ import numpy as np
 from mvemo.cache.layout import FeatureSpec
 from mvemo.cache.store import CacheWriter
 from mvemo.fuse.cv import cross_validate
-from mvemo.fuse.families import make_head
+from mvemo.fuse.heads.families import make_head
 from mvemo.manifests.schema import Clip, Manifest
 from mvemo.pipeline.executors import build_executor
 

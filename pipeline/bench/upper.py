@@ -20,8 +20,8 @@ def bench_upper(n_clips: int = 900, *, cut: str = "pooled", weights_dir: str | N
     from mvemo.extract.nets import get_net, pretrained_file
     from mvemo.extract.nets.musicnn import UPPER_CUTS, upper_layers
     from mvemo.extract.weights.registry import find_weights
-    from mvemo.fuse.heads import LogisticHead
-    from mvemo.fuse.upper import UpperHead, UpperLayers, frozen_penultimate, one_thread
+    from mvemo.fuse.heads.linear import LogisticHead
+    from mvemo.fuse.heads.upper import UpperHead, UpperLayers, frozen_penultimate, one_thread
 
     name = next(net for net, cuts in UPPER_CUTS.items() if cut in cuts)
     file = find_weights(str(pretrained_file(name)), weights_dir)

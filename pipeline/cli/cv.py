@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from mvemo.pipeline.cli.tools import CONTEXT, MvemoCommand, executor_options, print_json, progress_bar
 
+if TYPE_CHECKING:
+    from mvemo.cache.read import Cache
+    from mvemo.fuse.stage import FuseSettings
+
 
 def echo_summary(document: dict[str, Any], out: str) -> None:
-    from mvemo.fuse.report import PAPER_BANNER, summary_header, summary_rows
+    from mvemo.fuse.report.classes import PAPER_BANNER, summary_header, summary_rows
     from mvemo.pipeline.tables import format_table
 
     if document["protocol"] == "paper":
@@ -26,7 +30,14 @@ def echo_summary(document: dict[str, Any], out: str) -> None:
     )
 
 
-HEAD_NAMES = ["logistic", "softmax", "lda", "pca-logistic", "svm", "select-logistic"]  # fuse.families.HEADS, without importing it
+HEAD_NAMES = [
+    "logistic",
+    "softmax",
+    "lda",
+    "pca-logistic",
+    "svm",
+    "select-logistic",
+]  # fuse.heads.families.HEADS, without importing it
 
 
 def head_options(command: Any) -> Any:
@@ -97,30 +108,37 @@ def fuse_options(command: Any) -> Any:
 
 
 @contextlib.contextmanager
-def fusion_arguments(
-    where: dict[str, Any], cache_path: str, models: str | None, repeats: int, reference: str | None
-) -> Iterator[dict[str, Any]]:
-    """The arguments ``run_cv`` and ``fuse_cache`` share: the models, repeats and reference, the head of
-    ``--config``/``--head``, the published layers above the cache's cuts, and the executor of the options (open
-    while the block runs)."""
+def fusion_arguments(cache_path: str, target: str | None, options: dict[str, Any]) -> Iterator[tuple[Cache, FuseSettings]]:
+    """The cache, opened once for the run, and the settings ``run_cv``, ``run_target_cv`` and ``fuse_cache`` share:
+    the target, models, folds, repeats and reference, the head of ``--config``/``--head``, the published layers
+    above the cache's cuts, and the executor of the options (open while the block runs)."""
+    from mvemo.cache.read import Cache
+    from mvemo.fuse.stage import FuseSettings, resolve_target
     from mvemo.pipeline.config import head_config
     from mvemo.pipeline.executors import build_executor
     from mvemo.pipeline.upper_layers import published_upper_layers
 
-    head, params, selection, configured = head_config(where["config_path"], where["head"])
-    upper = published_upper_layers(cache_path, where["weights_dir"], models)
-    with build_executor(where["executor"], workers=where["workers"], scheduler=where["scheduler"]) as executor:
-        yield {
-            "models": models,
-            "repeats": repeats,
-            "reference": reference or configured,
-            "head": head,
-            "head_params": params,
-            "selection": selection,
-            "upper": upper,
-            "executor": executor,
-            "progress": progress_bar("fusion heads", "fit"),
-        }
+    head, params, selection, configured = head_config(options["config_path"], options["head"])
+    with Cache(cache_path) as cache:
+        kind = resolve_target(cache, target)
+        upper = published_upper_layers(cache, options["weights_dir"], options["models"])
+        with build_executor(options["executor"], workers=options["workers"], scheduler=options["scheduler"]) as executor:
+            yield (
+                cache,
+                FuseSettings(
+                    target=kind,
+                    models=options["models"],
+                    n_folds=options.get("n_folds"),
+                    repeats=options["repeats"],
+                    reference=options["reference"] or configured,
+                    head=head,
+                    head_params=params or {},
+                    selection=selection,
+                    executor=executor,
+                    progress=progress_bar("fusion heads", "fit"),
+                    upper=upper,
+                ),
+            )
 
 
 @click.command("cv", cls=MvemoCommand, context_settings=CONTEXT)
@@ -133,41 +151,30 @@ def fusion_arguments(
 @head_options
 @executor_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report document on stdout.")
-def cv(
-    n_folds: int | None,
-    cache_path: str,
-    out: str,
-    target: str | None,
-    models: str | None,
-    repeats: int,
-    reference: str | None,
-    as_json: bool,
-    **where: Any,
-) -> None:
+def cv(cache_path: str, out: str, target: str | None, as_json: bool, **options: Any) -> None:
     """Cross-validate the fusion models over the cache's folds (stage two), every choice made on inner folds.
 
     Reports per model accuracy mean, 95 % interval and min/max over folds (paper 001 Table 3), pooled accuracy,
     macro F1, macro ROC-AUC, the paired difference from the reference model, per-class scores and confusion
     matrices, as tables, plots and oof_predictions.csv; report.md defines each figure.
     """
-    from mvemo.fuse.stage import resolve_target, run_cv, run_target_cv
+    from mvemo.fuse.stage import run_cv, run_target_cv
 
-    kind = resolve_target(cache_path, target)
-    with fusion_arguments(where, cache_path, models, repeats, reference) as arguments:
-        if kind == "label":
-            document = run_cv(cache_path, out, n_folds=n_folds, **arguments).document
+    with fusion_arguments(cache_path, target, options) as (cache, settings):
+        if settings.target == "label":
+            document = run_cv(cache, out, settings).document
         else:
-            document = run_target_cv(cache_path, out, kind, n_folds=n_folds, **arguments)
+            document = run_target_cv(cache, out, settings.target, settings)
     if as_json:
         print_json(document)
-    elif kind == "label":
+    elif settings.target == "label":
         echo_summary(document, out)
     else:
         echo_target_summary(document, out)
 
 
 def echo_target_summary(document: dict[str, Any], out: str) -> None:
-    from mvemo.fuse.target_report import summary_table
+    from mvemo.fuse.report.targets import summary_table
     from mvemo.pipeline.tables import format_table
 
     click.echo(format_table(*summary_table(document)))
@@ -185,16 +192,13 @@ def echo_target_summary(document: dict[str, Any], out: str) -> None:
 @fuse_options
 @head_options
 @executor_options
-def fuse(
-    cache_path: str, out: str, target: str | None, models: str | None, repeats: int, reference: str | None, **where: Any
-) -> None:
+def fuse(cache_path: str, out: str, target: str | None, **options: Any) -> None:
     """The CV report in OUT, then each model's head trained on every clip, saved in OUT/model/ for `mvemo predict`."""
-    from mvemo.fuse.stage import fuse_cache, resolve_target
+    from mvemo.fuse.stage import fuse_cache
 
-    kind = resolve_target(cache_path, target)
-    with fusion_arguments(where, cache_path, models, repeats, reference) as arguments:
-        document, folder = fuse_cache(cache_path, out, target=kind, **arguments)
-    if kind == "label":
+    with fusion_arguments(cache_path, target, options) as (cache, settings):
+        document, folder = fuse_cache(cache, out, settings)
+    if settings.target == "label":
         echo_summary(document, out)
     else:
         echo_target_summary(document, out)

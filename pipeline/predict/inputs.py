@@ -26,7 +26,7 @@ from mvemo.extract.weights.registry import WeightsError
 from mvemo.extract.window_plan import Window, media_length_s, plan_windows, pool
 from mvemo.fuse.inputs import summarize_lld
 from mvemo.fuse.models import LLDSTATS
-from mvemo.fuse.saved import MODEL_JSON, SavedFusionModel
+from mvemo.fuse.saved.model import MODEL_JSON, SavedFusionModel
 from mvemo.manifests.errors import ConfigError, MediaError
 from mvemo.manifests.schema import Clip
 

@@ -1,7 +1,7 @@
 """The timeline's pages: ``<stem>.timeline.html``, where a music video plays beside its emotion over time, and
 ``index.html``, the files of one run, each with its label, length and a strip of its top class per window.
 
-A page is one file (``fuse.pages``): its data, CSS and scripts inline, the media referenced by a relative path
+A page is one file (``fuse.report.pages``): its data, CSS and scripts inline, the media referenced by a relative path
 (or inlined). The page's data is ``Timeline.page_data()`` plus the classes' colours, as JSON that
 ``timeline.js`` draws.
 """
@@ -19,8 +19,8 @@ from urllib.parse import quote
 import numpy as np
 
 from mvemo.cache.h5file import mvemo_version
-from mvemo.fuse.pages import asset, data_uri, page
-from mvemo.fuse.plots import class_colours, window_edges
+from mvemo.fuse.report.pages import asset, data_uri, page
+from mvemo.fuse.report.plots import class_colours, window_edges
 
 INDEX_HTML = "index.html"
 # --embed-media inlines files up to this size; a larger one is referenced, with a note on its page

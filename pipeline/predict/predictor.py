@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from mvemo.cache.fingerprint import combined_digest, file_sha256, media_hash
-from mvemo.fuse.saved import SavedFusionModel, load_fusion_model
+from mvemo.fuse.saved.model import SavedFusionModel, load_fusion_model
 from mvemo.manifests.errors import ConfigError, MvemoError
 from mvemo.manifests.schema import Clip
 from mvemo.manifests.targets import QUADRANTS, quadrants

@@ -24,8 +24,8 @@ import numpy as np
 from mvemo.extract.faces.sets import FER_CLASSES, clip_columns
 from mvemo.extract.features import modality
 from mvemo.extract.window_plan import Window, plan_windows, stream_ends
-from mvemo.fuse.saved import SavedFusionModel
-from mvemo.fuse.saved_check import cv_score
+from mvemo.fuse.saved.check import cv_score
+from mvemo.fuse.saved.model import SavedFusionModel
 from mvemo.manifests.errors import ConfigError, MediaError
 from mvemo.manifests.schema import Clip
 from mvemo.pipeline.predict.inputs import (
@@ -85,9 +85,9 @@ class Timeline:
 
     def page_data(self) -> dict[str, Any]:
         """What the timeline page draws, as JSON: the file's name, model, label, classes, the pooled probabilities,
-        each window's start, end, edges (``fuse.plots.window_edges``) and probabilities, the notes and the model's
+        each window's start, end, edges (``fuse.report.plots.window_edges``) and probabilities, the notes and the model's
         provenance."""
-        from mvemo.fuse.plots import window_edges
+        from mvemo.fuse.report.plots import window_edges
 
         starts, ends = self.seconds()
         return {
@@ -108,7 +108,7 @@ class Timeline:
         """``<stem>.timeline.csv`` (start_s, end_s, a probability per class, argmax), ``<stem>.timeline.png`` and
         ``<stem>.timeline.html``, the page that plays the file (at ``media_source``, ``page.media_source``) beside
         its timeline."""
-        from mvemo.fuse.plots import tags_timeline_png, timeline_png, values_timeline_png
+        from mvemo.fuse.report.plots import tags_timeline_png, timeline_png, values_timeline_png
         from mvemo.pipeline.predict.page import figure_page, timeline_page
 
         out.mkdir(parents=True, exist_ok=True)
@@ -213,7 +213,7 @@ def _expression_track(saved: SavedFusionModel, name: str, per_window: list[dict[
 
 def _model_for(saved: SavedFusionModel, name: str, present: set[str], clip_id: str) -> tuple[str, str]:
     """``name`` when the file has every modality it reads; else the saved model with the best cross-validated score
-    (``fuse.saved_check.cv_score``: accuracy, ROC-AUC or CCC) among those reading only ``present``, and a note saying
+    (``fuse.saved.check.cv_score``: accuracy, ROC-AUC or CCC) among those reading only ``present``, and a note saying
     so."""
 
     def reads(model: str) -> set[str]:

@@ -20,7 +20,7 @@ from mvemo.extract.finetune_jobs import checkpoint_dir
 from mvemo.extract.finetune_study import out_of_fold_probabilities
 from mvemo.extract.train import STUDY_OPTIMIZERS, CachedBatches, TrainConfig
 from mvemo.fuse.provenance import protocol
-from mvemo.fuse.saved import load_fusion_model
+from mvemo.fuse.saved.model import load_fusion_model
 from mvemo.fuse.stage import fuse_cache
 from mvemo.manifests import Clip, ConfigError, Manifest, write_manifest
 from mvemo.pipeline.cli.main import cli

@@ -16,9 +16,9 @@ from mvemo.extract.frame_sets import FrameConfig
 from mvemo.extract.stage import extract_features
 from mvemo.extract.train import TrainConfig
 from mvemo.extract.window_plan import TIMES_SET, WindowConfig, plan_clips, plan_windows, pool, window_cache
-from mvemo.fuse.dimensional import cross_validate_values
-from mvemo.fuse.saved import load_fusion_model
+from mvemo.fuse.saved.model import load_fusion_model
 from mvemo.fuse.stage import fuse_cache
+from mvemo.fuse.targets.values import cross_validate_values
 from mvemo.manifests import Clip, Manifest
 from mvemo.manifests.errors import ConfigError
 from mvemo.manifests.schema import group_id

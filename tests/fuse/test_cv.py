@@ -15,10 +15,10 @@ from sklearn.utils.estimator_checks import check_estimator
 import mvemo.fuse.cv
 from mvemo.cache.read import Cache
 from mvemo.fuse.cv import cross_validate
-from mvemo.fuse.families import LdaHead, PcaLogisticHead, SvmHead, make_head
-from mvemo.fuse.heads import LogisticHead, SoftmaxHead
+from mvemo.fuse.heads.families import LdaHead, PcaLogisticHead, SvmHead, make_head
+from mvemo.fuse.heads.linear import LogisticHead, SoftmaxHead
 from mvemo.fuse.models import available_models
-from mvemo.fuse.saved import load_fusion_model
+from mvemo.fuse.saved.model import load_fusion_model
 from mvemo.fuse.stage import run_cv
 from mvemo.manifests import CacheError, ConfigError
 from mvemo.manifests.folds import inner_split
@@ -317,7 +317,7 @@ def test_a_missing_model_names_the_extract_option_that_computes_its_inputs(tmp_p
 
 
 def test_the_softmax_head_validates_on_whole_groups_it_never_trained_on(monkeypatch) -> None:
-    import mvemo.fuse.heads
+    import mvemo.fuse.heads.linear
 
     splits = []
 
@@ -326,7 +326,7 @@ def test_the_softmax_head_validates_on_whole_groups_it_never_trained_on(monkeypa
         splits.append((groups, *split))
         return split
 
-    monkeypatch.setattr(mvemo.fuse.heads, "inner_split", recording)
+    monkeypatch.setattr(mvemo.fuse.heads.linear, "inner_split", recording)
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1], 30)
     X = rng.standard_normal((60, 4)) + y[:, None]
@@ -341,7 +341,7 @@ def test_the_softmax_head_validates_on_whole_groups_it_never_trained_on(monkeypa
         optimizer.register_step_post_hook(lambda *_: steps.append(1))
         return optimizer
 
-    monkeypatch.setattr(mvemo.fuse.heads, "make_optimizer", counting)
+    monkeypatch.setattr(mvemo.fuse.heads.linear, "make_optimizer", counting)
     one_group = SoftmaxHead(lr=1e-2, l2=1e-3, max_epochs=5, patience=1, batch_size=64).fit(X, y, groups=["all"] * 60)
     assert len(splits) == 1, "one group: no split drawn"
     assert len(steps) == 5, "one group: max_epochs epochs of one batch each, without early stopping"

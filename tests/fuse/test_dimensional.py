@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mvemo.fuse.dimensional import ccc, cross_validate_values, value_metrics
+from mvemo.fuse.targets.values import ccc, cross_validate_values, value_metrics
 from mvemo.manifests import ConfigError, Manifest
 from tests.fuse.helpers import embedding_cache
 

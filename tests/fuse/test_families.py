@@ -14,7 +14,7 @@ from sklearn.linear_model import LogisticRegression
 
 from mvemo.cache.read import Cache
 from mvemo.fuse.compose import Features
-from mvemo.fuse.families import (
+from mvemo.fuse.heads.families import (
     ChosenHead,
     Discriminant,
     LdaHead,
@@ -24,8 +24,8 @@ from mvemo.fuse.families import (
     make_head,
     principal_axes,
 )
-from mvemo.fuse.heads import LinearSoftmax, LogisticHead, standardization
-from mvemo.fuse.saved import load_fusion_model
+from mvemo.fuse.heads.linear import LinearSoftmax, LogisticHead, standardization
+from mvemo.fuse.saved.model import load_fusion_model
 from mvemo.fuse.selection import SelectionConfig
 from mvemo.fuse.stage import fuse_cache
 from mvemo.manifests import ConfigError
@@ -111,7 +111,7 @@ def test_chosen_head_keeps_the_family_of_best_inner_score() -> None:
 
 
 def test_head_names_and_their_checks() -> None:
-    from mvemo.fuse.families import HEADS
+    from mvemo.fuse.heads.families import HEADS
 
     assert sorted(HEAD_NAMES) == sorted(HEADS)
     assert isinstance(make_head(None, SelectionConfig(heads=("lda",))), LdaHead)

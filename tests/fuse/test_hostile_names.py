@@ -9,7 +9,7 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-from mvemo.fuse.pages import markdown_page, md_table
+from mvemo.fuse.report.pages import markdown_page, md_table
 from mvemo.fuse.stage import run_cv, run_target_cv
 from mvemo.manifests import Manifest
 from tests.fuse.helpers import embedding_cache

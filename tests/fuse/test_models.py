@@ -12,7 +12,7 @@ import mvemo.fuse.inputs
 from mvemo.cache.layout import FeatureSpec
 from mvemo.cache.read import Cache
 from mvemo.cache.store import CacheWriter
-from mvemo.fuse.heads import LogisticHead, standardization
+from mvemo.fuse.heads.linear import LogisticHead, standardization
 from mvemo.fuse.inputs import lld_statistics, summarize_lld
 from mvemo.manifests import Clip, Manifest
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from mvemo.cache.h5file import seal
 from mvemo.cache.sets import append_error
 from mvemo.fuse.cv import cross_validate
-from mvemo.fuse.saved import load_fusion_model
+from mvemo.fuse.saved.model import load_fusion_model
 from mvemo.fuse.stage import fuse_cache, run_cv
 from mvemo.manifests import ConfigError
 from mvemo.pipeline.cli.main import cli
@@ -159,7 +159,7 @@ def test_the_saved_model_predicts_as_its_tree_does(tmp_path: Path) -> None:
 
 
 def test_composites_nest_with_heads_of_fixed_settings(tmp_path: Path) -> None:
-    from mvemo.fuse.families import make_head
+    from mvemo.fuse.heads.families import make_head
 
     cache = embedding_cache(tmp_path / "c.h5", nets=NETS, n_per_class=18)
     models = [

@@ -10,9 +10,9 @@ import pytest
 from scipy.special import softmax
 
 from mvemo.cache.read import Cache
-from mvemo.fuse.heads import LogisticHead
-from mvemo.fuse.patches import PatchHead, patch_head
-from mvemo.fuse.saved import load_fusion_model
+from mvemo.fuse.heads.linear import LogisticHead
+from mvemo.fuse.heads.patches import PatchHead, patch_head
+from mvemo.fuse.saved.model import load_fusion_model
 from mvemo.fuse.stage import fuse_cache
 from tests.fuse.helpers import embedding_cache
 

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from mvemo.fuse.plots import accuracy_bars_png, class_colours, confusion_png, timeline_png
+from mvemo.fuse.report.plots import accuracy_bars_png, class_colours, confusion_png, timeline_png
 
 # Machado, Oliveira & Fernandes (2009): full dichromacy as a matrix on linear RGB.
 DICHROMACY = {

@@ -12,9 +12,9 @@ from sklearn.metrics import r2_score
 from sklearn.utils.estimator_checks import check_estimator
 
 from mvemo.fuse.compose import Best, Features, Late, Stack, integrated
-from mvemo.fuse.heads import standardization
-from mvemo.fuse.regression import RidgeHead, fit_values, ridge_path
+from mvemo.fuse.heads.linear import standardization
 from mvemo.fuse.selection import SelectionConfig
+from mvemo.fuse.targets.regression import RidgeHead, fit_values, ridge_path
 from mvemo.manifests import ConfigError
 from mvemo.manifests.folds import inner_splits
 

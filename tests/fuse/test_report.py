@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from mvemo.cache.read import Cache
 from mvemo.fuse.cv import cross_validate
-from mvemo.fuse.heads import LogisticHead
+from mvemo.fuse.heads.linear import LogisticHead
 from mvemo.fuse.metrics import METRIC_DEFINITIONS
 from mvemo.fuse.models import available_models, incomplete_inputs
 from mvemo.fuse.stage import run_cv

@@ -12,7 +12,7 @@ import pytest
 
 from mvemo.cache.h5file import seal
 from mvemo.cache.read import Cache
-from mvemo.fuse.saved import load_fusion_model
+from mvemo.fuse.saved.model import load_fusion_model
 from mvemo.fuse.stage import fuse_cache
 from mvemo.manifests import ConfigError, Manifest
 from tests.fuse.helpers import embedding_cache

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import mvemo.fuse.selected as selected
-from mvemo.fuse.families import make_head
-from mvemo.fuse.heads import LinearSoftmax, LogisticHead
-from mvemo.fuse.selected import SelectLogisticHead, ranked_columns
+import mvemo.fuse.heads.selected as selected
+from mvemo.fuse.heads.families import make_head
+from mvemo.fuse.heads.linear import LinearSoftmax, LogisticHead
+from mvemo.fuse.heads.selected import SelectLogisticHead, ranked_columns
 from mvemo.fuse.selection import SelectionConfig
 
 

@@ -10,8 +10,8 @@ import pytest
 from scipy.stats import t as student_t
 from sklearn.linear_model import LogisticRegression
 
-from mvemo.fuse.families import make_head
-from mvemo.fuse.heads import LogisticHead, SoftmaxHead
+from mvemo.fuse.heads.families import make_head
+from mvemo.fuse.heads.linear import LogisticHead, SoftmaxHead
 from mvemo.fuse.metrics import corrected_interval, paired_differences
 from mvemo.fuse.selection import inner_score, logistic_path, mixture_weights
 from mvemo.manifests import ConfigError

@@ -10,7 +10,7 @@ import pytest
 
 from mvemo.cache.read import Cache
 from mvemo.fuse.metrics import best_f1_threshold
-from mvemo.fuse.tagging import cross_validate_tags, tag_metrics
+from mvemo.fuse.targets.tags import cross_validate_tags, tag_metrics
 from mvemo.manifests import ConfigError, Manifest
 from tests.fuse.helpers import embedding_cache
 
@@ -115,7 +115,7 @@ def test_lrap_over_scored_pairs_is_scikit_learns_on_each_rows_scored_tags(rng: n
 def test_a_head_that_chooses_nothing_still_gets_its_threshold_from_inner_folds(tmp_path: Path) -> None:
     """A fixed C chooses nothing on inner folds; the tag's threshold is still the best-F1 point of inner out-of-fold
     probabilities, as the saved model's is, never a default 0.5."""
-    from mvemo.fuse.heads import LogisticHead
+    from mvemo.fuse.heads.linear import LogisticHead
 
     cache = embedding_cache(tmp_path / "cache", nets={"a": (8, 2.0)}, n_per_class=12, retarget=tagged)
     result = cross_validate_tags(cache, models="a", head=LogisticHead(C=1.0))
@@ -125,7 +125,7 @@ def test_a_head_that_chooses_nothing_still_gets_its_threshold_from_inner_folds(t
 
 @pytest.mark.parametrize("target", ["tags", "valence,arousal"])
 def test_tag_and_value_reports_warn_of_the_paper_protocol_as_the_class_report_does(tmp_path: Path, target: str) -> None:
-    from mvemo.fuse.report import PAPER_BANNER
+    from mvemo.fuse.report.classes import PAPER_BANNER
     from mvemo.fuse.stage import run_target_cv
     from tests.fuse.test_dimensional import valued
 
@@ -141,7 +141,7 @@ def test_the_ap_plot_gives_each_of_many_tags_a_row(tmp_path: Path) -> None:
     """24 tags and 4 models: a row per tag, tall enough to read (the bars side by side made a 3,330 x 360 strip)."""
     from matplotlib.image import imread
 
-    from mvemo.fuse.target_report import tag_ap_png
+    from mvemo.fuse.report.targets import tag_ap_png
 
     rng = np.random.default_rng(0)
     tags, models = [f"mood{i}" for i in range(24)], ["a", "b", "late(a,b)", "integrated(a,b)"]

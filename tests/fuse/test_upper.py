@@ -14,7 +14,7 @@ import torch
 from mvemo.extract.nets import get_net
 from mvemo.extract.nets.musicnn import PATCH_FRAMES, UPPER_CUTS
 from mvemo.fuse.cv import cross_validate
-from mvemo.fuse.upper import MID_CONVS, VGG_POOL4_MELS, UpperHead, UpperLayers, upper_net
+from mvemo.fuse.heads.upper import MID_CONVS, VGG_POOL4_MELS, UpperHead, UpperLayers, upper_net
 from mvemo.manifests import ConfigError
 from tests.fuse.helpers import embedding_cache
 
@@ -168,7 +168,7 @@ def test_a_fine_tuned_head_is_saved_as_arrays_predicts_as_fitted_and_is_checked_
     import h5py
 
     from mvemo.cache.read import Cache
-    from mvemo.fuse.saved import HEADS_H5, load_fusion_model
+    from mvemo.fuse.saved.model import HEADS_H5, load_fusion_model
     from mvemo.fuse.stage import fuse_cache
 
     net, options, removed, damaged = CUT_LAYOUTS[cut]

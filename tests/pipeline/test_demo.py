@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from mvemo.cache.read import Cache
 from mvemo.fuse.inputs import lld_statistics
-from mvemo.fuse.saved import load_fusion_model
+from mvemo.fuse.saved.model import load_fusion_model
 from mvemo.manifests import Clip, read_manifest, write_manifest
 from mvemo.manifests.folds import fold_table
 from mvemo.manifests.synthetic import DEMO_CLASSES, DEMO_SCALE, DEMO_TAGS

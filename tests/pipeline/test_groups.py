@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 import mvemo.fuse.compose
-import mvemo.fuse.heads
+import mvemo.fuse.heads.linear
 from mvemo.cache.read import Cache
 from mvemo.fuse.cv import cross_validate
 from mvemo.manifests import Clip, Manifest, read_manifest, write_manifest
@@ -63,7 +63,7 @@ def test_group_by_writes_the_groups_that_every_repeat_and_inner_split_keeps_whol
         return splits
 
     monkeypatch.setattr(mvemo.fuse.compose, "inner_splits", spy)
-    monkeypatch.setattr(mvemo.fuse.heads, "inner_splits", spy)
+    monkeypatch.setattr(mvemo.fuse.heads.linear, "inner_splits", spy)
     cache = embedding_cache(
         tmp_path / "cache",
         nets={"musicnn": (6, 1.0), "i3d": (4, 1.0)},

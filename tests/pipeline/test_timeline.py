@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from mvemo.extract.decode.audio import AudioWindow
 from mvemo.extract.features import FeatureConfigs
-from mvemo.fuse.saved import SavedFusionModel
+from mvemo.fuse.saved.model import SavedFusionModel
 from mvemo.manifests import Clip
 from mvemo.manifests.synthetic import (
     draw_cues,

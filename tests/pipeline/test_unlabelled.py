@@ -11,7 +11,7 @@ import pytest
 
 from mvemo.cache.read import Cache
 from mvemo.extract.stage import extract_features
-from mvemo.fuse.saved import load_fusion_model
+from mvemo.fuse.saved.model import load_fusion_model
 from mvemo.fuse.stage import fuse_cache
 from mvemo.manifests.folds import assign_folds
 from mvemo.manifests.synthetic import DEMO_TAGS, SyntheticConfig

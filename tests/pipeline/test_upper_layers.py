@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mvemo.cache.read import Cache
 from mvemo.extract.nets import get_net
 from mvemo.extract.nets.musicnn import upper_layers
 from mvemo.extract.weights.registry import sha256_of
@@ -38,7 +39,8 @@ def test_the_layers_come_from_the_file_the_activations_came_from(tmp_path: Path,
     if not file.is_file():
         pytest.skip(f"needs the {net} weights in {WEIGHTS} (../shared beside the clone)")
     cache = cut_cache(tmp_path / "c.h5", net, sha256_of(file))
-    layers = published_upper_layers(cache, str(WEIGHTS), f"{net}.upper,i3d")
+    with Cache(cache) as opened:
+        layers = published_upper_layers(opened, str(WEIGHTS), f"{net}.upper,i3d")
     cut, width = CUTS[net]
     expected = upper_layers(get_net(net, num_classes=2, weights=file, layer=cut, pool="patches"))
     assert set(layers) == {f"{net}.upper"} and (layers[f"{net}.upper"].patches, layers[f"{net}.upper"].width) == (10, width)
@@ -46,8 +48,8 @@ def test_the_layers_come_from_the_file_the_activations_came_from(tmp_path: Path,
     for name, array in expected.items():
         np.testing.assert_array_equal(layers[f"{net}.upper"].arrays[name], array)
     other = cut_cache(tmp_path / "other.h5", net, "0" * 64)
-    with pytest.raises(ConfigError, match="the activations came from 000000000000; give --weights-dir"):
-        published_upper_layers(other, str(WEIGHTS), f"{net}.upper")
+    with Cache(other) as opened, pytest.raises(ConfigError, match="the activations came from 000000000000; give --weights"):
+        published_upper_layers(opened, str(WEIGHTS), f"{net}.upper")
 
 
 def test_every_cut_is_one_the_cli_offers_and_stage_two_fine_tunes() -> None:
@@ -65,4 +67,5 @@ def test_every_cut_is_one_the_cli_offers_and_stage_two_fine_tunes() -> None:
 
 def test_models_without_a_cut_input_read_no_weights(tmp_path: Path) -> None:
     cache = cut_cache(tmp_path / "c.h5", "musicnn", "0" * 64)
-    assert published_upper_layers(cache, str(tmp_path / "no-weights"), "i3d") == {}
+    with Cache(cache) as opened:
+        assert published_upper_layers(opened, str(tmp_path / "no-weights"), "i3d") == {}
