@@ -14,9 +14,10 @@ import numpy as np
 
 from mvemo.cache.h5file import mvemo_version
 from mvemo.cache.read import Cache, CacheLike, opened
-from mvemo.fuse.cv import CvResult, cross_validate, new_run, release_run
+from mvemo.fuse.cv import CvResult, cross_validate
 from mvemo.fuse.heads.families import make_head
 from mvemo.fuse.heads.upper import UpperLayers
+from mvemo.fuse.loop import new_run, release_run
 from mvemo.fuse.models import INTEGRATED, select_models
 from mvemo.fuse.provenance import fine_tuned_nets, protocol, provenance, top_tags
 from mvemo.fuse.report.classes import write_report
@@ -99,6 +100,12 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def made_by(cache: Cache) -> dict[str, Any]:
+    """What every report records of how it was made: mvemo's and the packages' versions, and the provenance of each
+    net the cache's sets came from."""
+    return {"version": mvemo_version(), "versions": package_versions(), "provenance": provenance(cache)}
+
+
 def run_cv(
     cache: CacheLike, out: str | os.PathLike[str], settings: FuseSettings | None = None, *, run: str | None = None, **changes: Any
 ) -> CvRun:
@@ -110,13 +117,7 @@ def run_cv(
         result = cross_validate(cache, **settings.cv_options(), run=run)
         config = {key: value for key, value in settings.config().items() if key != "target"}
         config["reference"] = result.comparison["reference"] if result.comparison else settings.reference
-        header = {
-            "cache_fingerprint": cache.combined_fingerprint(),
-            "config": config,
-            "version": mvemo_version(),
-            "versions": package_versions(),
-            "provenance": provenance(cache),
-        }
+        header = {"cache_fingerprint": cache.combined_fingerprint(), "config": config, **made_by(cache)}
         tags = top_tags(cache)
     return CvRun(result, write_report(result, out, header=header, tags=tags))
 
@@ -159,17 +160,15 @@ def run_target_cv(
             result = cross_validate_tags(cache, **settings.cv_options(), run=run)
             document = tags_document(result)
         else:
-            fixed = {key: getattr(settings, key) for key in ("models", "n_folds", "repeats", "selection")}
+            fixed = {key: getattr(settings, key) for key in ("models", "n_folds", "repeats", "selection", "executor", "progress")}
             values = cross_validate_values(cache, names=tuple(target.split(",")), run=run, **fixed)
             if settings.head or settings.reference:
                 values.notes.append(
                     "valence/arousal heads are ridge regressions, alpha chosen on inner folds: --head and --reference do not apply"
                 )
             document, result = values_document(values), values
-        nets, used_protocol, tuned = provenance(cache), protocol(cache), fine_tuned_nets(cache)
-    config = {key: settings.config()[key] for key in ("target", "models", "selection")}
-    document |= {"version": mvemo_version(), "versions": package_versions(), "provenance": nets, "config": config}
-    document |= {"protocol": used_protocol, "fine_tuned_nets": tuned}
+        document |= made_by(cache) | {"config": {key: settings.config()[key] for key in ("target", "models", "selection")}}
+        document |= {"protocol": protocol(cache), "fine_tuned_nets": fine_tuned_nets(cache)}
     return write_target_report(document, result, Path(out))
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from mvemo.cache.read import Cache
 from mvemo.extract.finetune_study import OutOfFold, out_of_fold_probabilities
 from mvemo.extract.train import STUDY_OPTIMIZERS, TrainConfig
-from mvemo.fuse.cv import check_folds
+from mvemo.fuse.loop import check_folds
 from mvemo.fuse.metrics import summarize, summarize_repeats
 from mvemo.fuse.report.plots import accuracy_bars_png
 from mvemo.manifests.errors import ConfigError

@@ -37,7 +37,7 @@ def tags_document(result: TagResult) -> dict[str, Any]:
         "unscored": result.unscored,
         "unscored_models": result.unscored_models,
         "clips": result.clips,
-        "choices": {tag: {m: r.predictions[m].described for m in r.predictions} for tag, r in result.per_tag.items()},
+        "choices": result.choices(),
         "definitions": TAG_METRIC_DEFINITIONS,
         "notes": result.notes,
         "figures": {"average_precision": "tag_ap.png"},

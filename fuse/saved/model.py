@@ -38,10 +38,10 @@ from mvemo.fuse.compose import (
     Trainings,
     fit,
 )
-from mvemo.fuse.cv import new_run, release_run, run_matrices
 from mvemo.fuse.heads.linear import LinearSoftmax
 from mvemo.fuse.heads.upper import UpperLayers, UpperSoftmax
 from mvemo.fuse.inputs import input_set_name, layers_above, patch_count
+from mvemo.fuse.loop import new_run, release_run, run_matrices
 from mvemo.fuse.models import FusionModel
 from mvemo.fuse.saved.check import HEAD_ARRAYS, UPPER_HEAD_ARRAYS, Invalid, check_saved_model
 from mvemo.fuse.saved.targets import (

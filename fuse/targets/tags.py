@@ -1,6 +1,6 @@
 """Multi-label emotion tags (paper 004's framing): one-vs-rest heads over the same models, and tagging metrics.
 
-Each tag is a two-class problem run through the whole nested cross-validation of ``fuse.cv``: per outer fold a
+Each tag is a two-class problem, all of them fitted in one pass of the loop of ``fuse.loop``: per outer fold a
 head per tag (its C chosen on inner folds stratified by that tag, grouped as the outer ones), late fusion and
 ``integrated`` as for classes. Every tag sees the same outer folds in every repeat: the manifest's, then folds
 that balance every tag at once (``manifests.folds.iterative_folds``), whatever the tag. A tag is called present at and above the
@@ -15,8 +15,13 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import average_precision_score, f1_score, label_ranking_average_precision_score, roc_auc_score
 
-from mvemo.cache.read import Cache, CacheLike, opened
-from mvemo.fuse.cv import CvResult, Labels, TooFewToChoose, cross_validate, new_run, release_run
+from mvemo.cache.read import CacheLike, opened
+from mvemo.fuse.compose import Trainings
+from mvemo.fuse.cv import classify
+from mvemo.fuse.heads.families import make_head
+from mvemo.fuse.loop import FoldFit, FoldInputs, FoldOutcome, FoldRuns, Labels, TooFewToChoose, run_folds
+from mvemo.fuse.models import FusionModel
+from mvemo.fuse.selection import SelectionConfig
 from mvemo.manifests.errors import ConfigError
 
 TAG_METRIC_DEFINITIONS = {
@@ -34,81 +39,181 @@ TAG_METRIC_DEFINITIONS = {
 
 
 @dataclass
+class TagPredictions:
+    """Out-of-fold predictions of one model in one repeat over the scored tags: the rows some tag scored, their
+    folds, and per (row, tag) the truth, the probability, the threshold chosen on inner folds of the row's outer
+    fold and whether the pair is scored (a fold whose training rows could not teach a tag scores none of its rows
+    for it), each (n_rows, n_tags); per fold, what the inner folds chose for each tag (``described``)."""
+
+    rows: np.ndarray
+    folds: np.ndarray
+    y: np.ndarray
+    proba: np.ndarray
+    thresholds: np.ndarray
+    scored: np.ndarray
+    described: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
 class TagResult:
-    """Cross-validated tags: per tag its ``CvResult`` (two classes, the tag second), the metrics per model over
-    every repeat (``metrics[model]``), and the tags no fold could learn with the reason."""
+    """Cross-validated tags: the metrics per model over every repeat (``metrics[model]``), each repeat's
+    predictions and folds, and the tags no fold could learn with the reason."""
 
     tags: tuple[str, ...]
     n_folds: int
-    per_tag: dict[str, CvResult]
+    repeats: list[dict[str, TagPredictions]]
+    repeat_folds: list[np.ndarray]
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     unscored: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    # the clips each model used and those it left out with why (as ``fuse.cv.clip_counts``, whatever the tag)
+    # the clips each model used and those it left out with why (as ``fuse.loop.clip_counts``, whatever the tag)
     clips: dict[str, Any] = field(default_factory=dict)
     # models that no fold could score, each with the reason
     unscored_models: dict[str, str] = field(default_factory=dict)
 
+    def choices(self) -> dict[str, dict[str, list[str]]]:
+        """Per scored tag and model, what the inner folds chose in each outer fold of the first repeat."""
+        scored = [tag for tag in self.tags if tag not in self.unscored]
+        first = self.repeats[0]
+        chosen = {tag: {m: [d[tag] for d in p.described if tag in d] for m, p in first.items()} for tag in scored}
+        return {tag: {m: described for m, described in per_model.items() if described} for tag, per_model in chosen.items()}
 
-def cross_validate_tags(cache: CacheLike, **options: Any) -> TagResult:
-    """Every tag's nested cross-validation, then the tagging metrics per model (``TAG_METRIC_DEFINITIONS``).
 
-    ``options`` are ``fuse.cv.cross_validate``'s (models, n_folds, repeats, head, selection, executor, progress,
-    upper, run: every tag's CV reads the same run's matrices). A tag with fewer than two groups of present (or absent) clips among some fold's training rows cannot
-    choose on inner folds (``fuse.cv.TooFewToChoose``): it is reported unscored with the reason, and the others are
-    scored; any other error stops the run.
+@dataclass(frozen=True)
+class Tags:
+    """The target of several tags per clip: a two-class head per tag over the same models and folds, its threshold
+    chosen on inner folds (``fuse.loop.TargetKind``). ``learnable``: the tags that enough groups carry and lack to
+    choose on inner folds (``unlearnable``); the others are not fitted."""
+
+    labels: Labels
+    tags: tuple[str, ...]
+    learnable: tuple[int, ...]
+    head: Any
+    selection: SelectionConfig
+
+    def tag_labels(self, t: int) -> Labels:
+        assert self.labels.tag_matrix is not None
+        column = self.labels.tag_matrix[:, t].astype(np.int64)
+        return Labels((f"not {self.tags[t]}", self.tags[t]), column, column, self.labels.tag_matrix)
+
+    def fitter(self, groups: list[str], inputs: FoldInputs) -> FoldFit:
+        per_tag = {t: self.tag_labels(t) for t in self.learnable}
+        trainings = {
+            t: Trainings(labels.y, groups, 2, self.head, self.selection, inputs.patches, inputs.upper)
+            for t, labels in per_tag.items()
+        }
+
+        def fit_tags(
+            model: FusionModel, read: dict[str, np.ndarray], train: np.ndarray, test: np.ndarray, fold: int
+        ) -> FoldOutcome:
+            n = (len(test), len(self.tags))
+            out = FoldOutcome(test, np.zeros(n), {}, {}, [], None, np.full(len(self.tags), 0.5), np.zeros(n, bool))
+            for t, labels in per_tag.items():
+                tag = self.tags[t]
+                try:
+                    one = classify(model, read, train, test, fold, labels, trainings[t], inner=True)
+                except TooFewToChoose as err:
+                    out.failed[tag] = str(err)
+                    continue
+                out.notes += [f"tag {tag!r}: {note}" for note in one.notes]
+                if len(one.rows):
+                    out.pred[:, t], out.scored[:, t], out.threshold[t] = one.pred[:, 1], True, one.threshold  # type: ignore[index]
+                    out.choices[tag], out.described[tag] = one.choices, one.described
+            return out
+
+        return fit_tags
+
+
+def cross_validate_tags(
+    cache: CacheLike,
+    *,
+    head: Any = None,
+    selection: SelectionConfig | None = None,
+    reference: str | None = None,
+    **options: Any,
+) -> TagResult:
+    """Every tag's nested cross-validation in one pass of the loop (``fuse.loop.run_folds``, whose ``options`` it
+    takes: models, n_folds, repeats, executor, progress, upper, run), then the tagging metrics per model
+    (``TAG_METRIC_DEFINITIONS``). ``head`` and ``selection`` as ``fuse.cv.cross_validate``'s; no model is compared
+    with a ``reference`` here. A tag with fewer than two groups of present (or absent) clips among some fold's training
+    rows cannot choose on inner folds (``fuse.loop.TooFewToChoose``): it is reported unscored with the reason, and
+    the others are scored; any other error stops the run.
 
     Raises
     ------
     ConfigError
         When the cache holds no tags, or no tag can be scored.
     """
+    selection = selection or SelectionConfig()
+    head = head if head is not None else make_head(selection=selection)
     with opened(cache) as cache:
-        return _cross_validate_tags(cache, **options)
-
-
-def _cross_validate_tags(cache: Cache, **options: Any) -> TagResult:
-    targets, groups = cache.targets, cache.groups
-    if not targets.tags:
-        raise ConfigError(
-            f"cache {str(cache.path)!r} holds no tags; give the manifest a 'tags' column (`mvemo manifest scan ROOT"
-            " --labels LABELS.csv`) and run `mvemo extract` again to store them"
-        )
-    matrix = targets.tag_matrix.astype(np.int64)
-    per_tag, unscored = {}, {}
-    run = options.pop("run", None)
-    options["run"] = run or new_run()  # every tag reads the same matrices
-    for t, tag in enumerate(targets.tags):
-        labels = Labels((f"not {tag}", tag), matrix[:, t], matrix[:, t], targets.tag_matrix)
-        why = unlearnable(matrix[:, t], groups)
-        if why:
-            unscored[tag] = why
-            continue
-        try:
-            per_tag[tag] = cross_validate(cache, labels=labels, **options)
-        except TooFewToChoose as err:
-            unscored[tag] = str(err)
-    if run is None:
-        release_run(options["run"])
-    if not per_tag:
+        targets = cache.targets
+        if not targets.tags:
+            raise ConfigError(
+                f"cache {str(cache.path)!r} holds no tags; give the manifest a 'tags' column (`mvemo manifest scan ROOT"
+                " --labels LABELS.csv`) and run `mvemo extract` again to store them"
+            )
+        matrix = targets.tag_matrix.astype(np.int64)
+        hopeless = {t: why for t in range(len(targets.tags)) if (why := unlearnable(matrix[:, t], cache.groups))}
+        labels = Labels(("clips",), np.zeros(len(cache), np.int64), np.zeros(len(cache), np.int64), targets.tag_matrix)
+        learnable = tuple(t for t in range(len(targets.tags)) if t not in hopeless)
+        kind = Tags(labels, tuple(targets.tags), learnable, head, selection)
+        runs = run_folds(cache, lambda cache, chosen: kind, **options)
+    tags = kind.tags
+    failed: dict[str, str] = {}  # each tag's first failure, in the order the fits ran
+    for outcomes in runs.outcomes:
+        for fold in range(runs.n_folds):
+            for per_fold in outcomes.values():
+                for tag, why in per_fold[fold].failed.items():
+                    failed.setdefault(tag, why)
+    unscored = {tag: hopeless.get(t) or failed[tag] for t, tag in enumerate(tags) if t in hopeless or tag in failed}
+    if len(unscored) == len(tags):
         tag, why = next(iter(unscored.items()))
         raise ConfigError(f"no tag could be scored (tag {tag!r}: {why})")
-    first = next(iter(per_tag.values()))
-    common = [note for note in first.notes if all(note in r.notes for r in per_tag.values())]
-    own = [f"tag {tag!r}: {note}" for tag, r in per_tag.items() for note in r.notes if note not in common]
-    result = TagResult(targets.tags, first.n_folds, per_tag, unscored=unscored, notes=common + own)
+    kept = [t for t, tag in enumerate(tags) if tag not in unscored]
+    per_repeat = [
+        {m.name: p for m in runs.models if (p := _pooled(runs, r, m.name, kept, matrix)) is not None}
+        for r in range(len(runs.outcomes))
+    ]
+    unscored_models = {}
+    for m in runs.models:
+        if m.name not in per_repeat[0]:
+            unscored_models[m.name] = "no clip has all its inputs in the cache (see the clips table)"
+        elif not per_repeat[0][m.name].scored.any(axis=0).all():
+            unscored_models[m.name] = "no tag scored it"
+    result = TagResult(tags, runs.n_folds, per_repeat, runs.repeat_folds, unscored=unscored, notes=runs.notes)
     result.notes += [f"tag {tag!r}: not scored: {why}" for tag, why in unscored.items()]
     result.clips = {
-        "total": first.clips["total"],
-        "models": {m: {k: c[k] for k in ("used", "left_out")} for m, c in first.clips["models"].items()},
+        "total": runs.clips["total"],
+        "models": {m: {k: c[k] for k in ("used", "left_out")} for m, c in runs.clips["models"].items()},
     }
-    models = [m for m in first.predictions if all(m in r.predictions for r in per_tag.values())]
-    result.unscored_models = {
-        m.name: first.unscored.get(m.name, "no tag scored it") for m in first.models if m.name not in models
-    }
-    result.notes += [f"{name}: not scored: {why}" for name, why in result.unscored_models.items()]
-    result.metrics = {m: _over_repeats([tag_metrics(*_repeat(per_tag, m, r)) for r in range(len(first.repeats))]) for m in models}
+    result.unscored_models = unscored_models
+    result.notes += [f"{name}: not scored: {why}" for name, why in unscored_models.items()]
+    names = [tags[t] for t in kept]
+    models = [m.name for m in runs.models if m.name not in unscored_models]
+    result.metrics = {m: _over_repeats([tag_metrics(names, *_arrays(rep[m])) for rep in per_repeat]) for m in models}
     return result
+
+
+def _pooled(runs: FoldRuns, r: int, model: str, kept: list[int], matrix: np.ndarray) -> TagPredictions | None:
+    """One repeat of one model on the ``kept`` tags: the rows some of them scored, in the cache's order."""
+    pieces = runs.pooled(r, model)
+    if not pieces:
+        return None
+    rows = np.concatenate([p.rows for p in pieces])
+    scored = np.concatenate([p.scored[:, kept] for p in pieces])  # type: ignore[index]
+    proba = np.concatenate([p.pred[:, kept] for p in pieces])
+    thresholds = np.concatenate([np.broadcast_to(p.threshold[kept], (len(p.rows), len(kept))) for p in pieces])
+    take = np.flatnonzero(scored.any(axis=1))
+    take = take[np.argsort(rows[take], kind="stable")]
+    rows = rows[take]
+    folds = runs.repeat_folds[r][rows]
+    described = [p.described for p in pieces]
+    return TagPredictions(rows, folds, matrix[rows][:, kept], proba[take], thresholds[take], scored[take], described)
+
+
+def _arrays(p: TagPredictions) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    return p.y, p.proba, p.thresholds, p.scored
 
 
 def unlearnable(y: np.ndarray, groups: list[str]) -> str | None:
@@ -119,22 +224,6 @@ def unlearnable(y: np.ndarray, groups: list[str]) -> str | None:
     if min(carried, lacked) >= 2:
         return None
     return f"{carried} group(s) carry it and {lacked} lack it; choosing on inner folds needs 2 or more of each"
-
-
-def _repeat(per_tag: dict[str, CvResult], model: str, r: int) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One repeat of one model: the tags, and on the rows some tag scored, the true tags, the probabilities, the
-    inner-chosen thresholds and whether each (row, tag) was scored, shape (n_rows, n_tags) each. A tag leaves out
-    the test rows of a fold whose training rows could not teach it (``fuse.cv.fit_fold``)."""
-    predictions = [result.repeats[r][model] for result in per_tag.values()]
-    rows = sorted(set().union(*(p.rows.tolist() for p in predictions)))
-    at = {row: i for i, row in enumerate(rows)}
-    shape = (len(rows), len(predictions))
-    y, proba, thresholds, scored = np.zeros(shape, np.int64), np.zeros(shape), np.full(shape, 0.5), np.zeros(shape, bool)
-    for t, p in enumerate(predictions):
-        take = [at[row] for row in p.rows.tolist()]
-        y[take, t], proba[take, t], scored[take, t] = p.y, p.proba[:, 1], True
-        thresholds[take, t] = np.asarray(p.thresholds)[p.folds]
-    return list(per_tag), y, proba, thresholds, scored
 
 
 def tag_metrics(

@@ -15,9 +15,9 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score
 
 from mvemo.cache.read import Cache, CacheLike, opened
-from mvemo.fuse.cv import Labels, check_folds, clip_counts, fold_inputs, new_run, release_run, repeat_folds, run_matrices
+from mvemo.fuse.loop import FoldFit, FoldInputs, FoldOutcome, Labels, run_folds
 from mvemo.fuse.metrics import corrected_interval
-from mvemo.fuse.models import per_patch_inputs, select_models
+from mvemo.fuse.models import FusionModel, per_patch_inputs
 from mvemo.fuse.selection import SelectionConfig
 from mvemo.fuse.targets.regression import fit_values
 from mvemo.manifests.errors import ConfigError
@@ -76,95 +76,89 @@ class ValuesResult:
     unscored: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Values:
+    """The target of values per clip (valence, arousal): ridge heads over the model trees, alpha chosen on grouped
+    inner folds stratified by quadrant (``fuse.targets.regression``; ``fuse.loop.TargetKind``)."""
+
+    labels: Labels
+    values: np.ndarray
+    selection: SelectionConfig
+
+    def fitter(self, groups: list[str], inputs: FoldInputs) -> FoldFit:
+        def fit_one(
+            model: FusionModel, read: dict[str, np.ndarray], train: np.ndarray, test: np.ndarray, fold: int
+        ) -> FoldOutcome:
+            blocks = {i: X[train] for i, X in read.items()}
+            fitted = fit_values(
+                model.node,
+                blocks,
+                self.values[train],
+                groups=[groups[r] for r in train],
+                strata=self.labels.strata[train],
+                selection=self.selection,
+            )
+            return FoldOutcome(test, fitted.predict({i: X[test] for i, X in read.items()}), described=fitted.describe())
+
+        return fit_one
+
+
 def cross_validate_values(
     cache: CacheLike,
     *,
     names: tuple[str, ...] | None = None,
-    models: str | None = None,
-    n_folds: int | None = None,
-    repeats: int = 1,
     selection: SelectionConfig | None = None,
-    run: str | None = None,
+    **options: Any,
 ) -> ValuesResult:
     """Every model x every fold x every repeat for the value dimensions ``names`` (default every one the cache
-    holds: valence, arousal), with the metrics of ``VALUE_METRIC_DEFINITIONS``; ``run`` as ``fuse.cv.cross_validate``'s.
+    holds: valence, arousal), in the loop of ``fuse.loop.run_folds`` (whose ``options`` it takes: models, n_folds,
+    repeats, executor, progress, run), with the metrics of ``VALUE_METRIC_DEFINITIONS``.
 
     Raises
     ------
     ConfigError
         When the cache holds no such values, or a model reads per-patch inputs (their heads are classifiers).
     """
+    selection = selection or SelectionConfig()
     with opened(cache) as cache:
-        return _cross_validate_values(cache, names, models, n_folds, repeats, selection or SelectionConfig(), run)
+        targets = cache.targets
+        names = names or targets.value_names
+        absent = [n for n in names if n not in targets.value_names]
+        if not targets.value_names or absent:
+            raise ConfigError(
+                f"cache {str(cache.path)!r} holds no {', '.join(absent or VALUE_COLUMNS)} values (it has"
+                f" {list(targets.value_names)}); give the manifest those columns and a '# scale:' line, then run"
+                " `mvemo extract` again to store them"
+            )
+        strata = quadrants(targets.values, targets.scale)  # type: ignore[arg-type]
+        halves = QUADRANTS if len(targets.value_names) == 2 else ("high", "low")  # what quadrants() counts by
+        values = targets.values[:, [targets.value_names.index(n) for n in names]]
+        kind = Values(Labels(halves, strata, strata), values, selection)
 
-
-def _cross_validate_values(
-    cache: Cache,
-    names: tuple[str, ...] | None,
-    models: str | None,
-    n_folds: int | None,
-    repeats: int,
-    selection: SelectionConfig,
-    run: str | None,
-) -> ValuesResult:
-    targets = cache.targets
-    names = names or targets.value_names
-    absent = [n for n in names if n not in targets.value_names]
-    if not targets.value_names or absent:
-        raise ConfigError(
-            f"cache {str(cache.path)!r} holds no {', '.join(absent or VALUE_COLUMNS)} values (it has"
-            f" {list(targets.value_names)}); give the manifest those columns and a '# scale:' line, then run"
-            " `mvemo extract` again to store them"
-        )
-    k = check_folds(cache, n_folds)
-    chosen = select_models(cache, models)
-    patched = [m.name for m in chosen if set(m.inputs) & set(per_patch_inputs(cache))]
-    if patched:
-        raise ConfigError(
-            f"--target values: {', '.join(patched)} read per-patch inputs, whose heads are classifiers; name other models"
-        )
-    strata = quadrants(targets.values, targets.scale)  # type: ignore[arg-type]
-    all_folds = repeat_folds(cache, chosen, k, repeats, strata)
-    per_fold = fold_inputs(cache, chosen, k)
-    halves = QUADRANTS if len(targets.value_names) == 2 else ("high", "low")  # what quadrants() counts by
-    clips, notes = clip_counts(cache, chosen, per_fold, Labels(halves, strata, strata))
-    groups = cache.groups
-    columns = [targets.value_names.index(n) for n in names]
-    values = targets.values[:, columns]
-    this_run = run or new_run()
-    per_repeat = []
-    for folds in all_folds:
-        parts: dict[str, list[tuple[np.ndarray, np.ndarray, str]]] = {model.name: [] for model in chosen}
-        for fold, inputs in enumerate(per_fold):
-            matrices = run_matrices(this_run, cache, inputs.sets.values())
-            for model in chosen:
-                read = {i: matrices[inputs.sets[i]] for i in model.inputs}
-                usable = inputs.usable[model.name]
-                train, test = np.flatnonzero(usable & (folds != fold)), np.flatnonzero(usable & (folds == fold))
-                if len(test) == 0:
-                    continue
-                blocks = {i: X[train] for i, X in read.items()}
-                fitted = fit_values(
-                    model.node,
-                    blocks,
-                    values[train],
-                    groups=[groups[r] for r in train],
-                    strata=strata[train],
-                    selection=selection,
+        def regression(cache: Cache, chosen: list[FusionModel]) -> Values:
+            patched = [m.name for m in chosen if set(m.inputs) & set(per_patch_inputs(cache))]
+            if patched:
+                raise ConfigError(
+                    f"--target values: {', '.join(patched)} read per-patch inputs, whose heads are classifiers; name other models"
                 )
-                parts[model.name].append((test, fitted.predict({i: X[test] for i, X in read.items()}), fitted.describe()))
+            return kind
+
+        runs = run_folds(cache, regression, **options)
+    per_repeat = []
+    for r, folds in enumerate(runs.repeat_folds):
         predictions = {}
-        for name, pieces in parts.items():
+        for model in runs.models:
+            pieces = runs.pooled(r, model.name)
             if pieces:
-                rows = np.concatenate([p[0] for p in pieces])
-                pred = np.concatenate([p[1] for p in pieces])
-                predictions[name] = ValuePredictions(rows, folds[rows], values[rows], pred, [p[2] for p in pieces])
+                rows = np.concatenate([p.rows for p in pieces])
+                pred = np.concatenate([p.pred for p in pieces])
+                predictions[model.name] = ValuePredictions(rows, folds[rows], values[rows], pred, [p.described for p in pieces])
         per_repeat.append(predictions)
-    if run is None:
-        release_run(this_run)
-    result = ValuesResult(tuple(names), targets.scale, k, per_repeat, notes=notes, clips=clips)  # type: ignore[arg-type]
+    result = ValuesResult(tuple(names), targets.scale, runs.n_folds, per_repeat, notes=runs.notes, clips=runs.clips)  # type: ignore[arg-type]
     result.unscored = {
-        m.name: "no clip has all its inputs in the cache (see the clips table)" for m in chosen if m.name not in per_repeat[0]
+        m.name: "no clip has all its inputs in the cache (see the clips table)"
+        for m in runs.models
+        if m.name not in per_repeat[0]
     }
     result.notes += [f"{name}: not scored: {why}" for name, why in result.unscored.items()]
     result.metrics = {name: summarize_values(result, name) for name in per_repeat[0]}

@@ -12,7 +12,7 @@ from sklearn.base import clone
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, roc_auc_score
 from sklearn.utils.estimator_checks import check_estimator
 
-import mvemo.fuse.cv
+import mvemo.fuse.loop
 from mvemo.cache.read import Cache
 from mvemo.fuse.cv import cross_validate
 from mvemo.fuse.heads.families import LdaHead, PcaLogisticHead, SvmHead, make_head
@@ -163,20 +163,20 @@ def test_a_run_reads_each_set_once_and_holds_one_fold_s_sets_at_a_time(tmp_path:
     """A set every fold reads (clip-level descriptors, a frozen net's) is read once for the whole run, over all
     its repeats; a fine-tuned net's fold sets once each, dropped when the next fold does not read them."""
     reads, held = [], []
-    read_input = mvemo.fuse.cv.read_input
+    read_input = mvemo.fuse.loop.read_input
 
     def spy(reader: Cache, set_name: str):
         reads.append(set_name)
-        held.append(len(mvemo.fuse.cv._RUN["matrices"]))
+        held.append(len(mvemo.fuse.loop._RUN["matrices"]))
         return read_input(reader, set_name)
 
-    monkeypatch.setattr(mvemo.fuse.cv, "read_input", spy)
+    monkeypatch.setattr(mvemo.fuse.loop, "read_input", spy)
     descriptors = {"descriptors": (5, 1.0)}
     fine_tuned = embedding_cache(tmp_path / "a" / "c.h5", nets={"onedcnn": (4, 1.0)}, fold_sets=(0, 1, 2), vectors=descriptors)
     cross_validate(fine_tuned, models="onedcnn+descriptors,descriptors")
     assert sorted(reads) == ["descriptors", "emb/onedcnn/fold0", "emb/onedcnn/fold1", "emb/onedcnn/fold2"], reads
     assert max(held) <= 2, "never more than one fold's sets held while the next one's are read"
-    assert mvemo.fuse.cv._RUN["matrices"] == {}, "the run's matrices are dropped when it ends"
+    assert mvemo.fuse.loop._RUN["matrices"] == {}, "the run's matrices are dropped when it ends"
     reads.clear()
     frozen = embedding_cache(tmp_path / "b" / "c.h5", nets={"onedcnn": (4, 1.0)}, vectors=descriptors)
     cross_validate(frozen, models="onedcnn+descriptors", repeats=2)

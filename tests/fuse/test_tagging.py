@@ -40,8 +40,9 @@ def test_tags_carried_by_the_embeddings_are_recovered_and_a_random_one_is_not(tm
     assert all(abs(noise[t]["roc_auc"]["mean"] - 0.5) < 0.2 for t in TAGS), "an input carrying nothing: chance"
     assert result.metrics["a"]["lrap"]["mean"] > result.metrics["b"]["lrap"]["mean"]
     assert result.metrics["a"]["repeats"] == 2
-    first = result.per_tag["gentle"].repeat_folds
-    assert all(np.array_equal(f, g) for f, g in zip(first, result.per_tag["random"].repeat_folds)), "one split per repeat"
+    assert len(result.repeat_folds) == 2 and not np.array_equal(*result.repeat_folds), "every tag on each repeat's split"
+    predictions = result.repeats[1]["a"]
+    assert np.array_equal(predictions.folds, result.repeat_folds[1][predictions.rows])
 
 
 def test_tag_metrics_against_hand_computed_values() -> None:
@@ -119,8 +120,10 @@ def test_a_head_that_chooses_nothing_still_gets_its_threshold_from_inner_folds(t
 
     cache = embedding_cache(tmp_path / "cache", nets={"a": (8, 2.0)}, n_per_class=12, retarget=tagged)
     result = cross_validate_tags(cache, models="a", head=LogisticHead(C=1.0))
-    thresholds = result.per_tag["gentle"].predictions["a"].thresholds
-    assert len(thresholds) == 3 and all(t != 0.5 for t in thresholds), thresholds
+    predictions = result.repeats[0]["a"]
+    gentle = result.tags.index("gentle")
+    thresholds = {fold: predictions.thresholds[predictions.folds == fold, gentle] for fold in range(3)}
+    assert all(len(set(t)) == 1 and t[0] != 0.5 for t in thresholds.values()), "one threshold a fold, from its inner folds"
 
 
 @pytest.mark.parametrize("target", ["tags", "valence,arousal"])
