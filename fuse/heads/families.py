@@ -13,19 +13,20 @@ import warnings
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 from scipy.special import softmax
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import LinearSVC
 from sklearn.utils.multiclass import unique_labels
 from threadpoolctl import threadpool_limits
 
+from mvemo.fuse.heads.kernel import KernelSvmHead
 from mvemo.fuse.heads.linear import (
     COUNT,
     SEED,
     LinearSoftmax,
     LogisticHead,
     SoftmaxHead,
+    _ChoosingHead,
     _groups,
     _LinearHead,
     fit_head,
@@ -33,22 +34,9 @@ from mvemo.fuse.heads.linear import (
     softmax_layer,
 )
 from mvemo.fuse.heads.selected import SelectLogisticHead
-from mvemo.fuse.selection import EPS, PATH_PATIENCE, SelectionConfig, decades, inner_score
+from mvemo.fuse.heads.temperature import ABSENT_LOGIT, cross_fitted, fitted_temperature
+from mvemo.fuse.selection import PATH_PATIENCE, SelectionConfig, decades, inner_score
 from mvemo.manifests.errors import ConfigError, is_number
-from mvemo.manifests.folds import inner_splits
-
-ABSENT_LOGIT = -1e3  # the logit of a class the training rows lack: probability 0, as the logistic head gives it
-
-
-class _ChoosingHead(_LinearHead):
-    """What LDA and the SVM share: inner folds like every head's."""
-
-    inner_folds: int
-    scoring: str
-    random_state: int
-
-    def _splits(self, y: np.ndarray, groups: Any) -> list[tuple[np.ndarray, np.ndarray]]:
-        return inner_splits(y, _groups(groups, len(y)), k=self.inner_folds, seed=self.random_state)
 
 
 def principal_axes(Zc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -243,28 +231,6 @@ class SvmHead(_ChoosingHead):
         return full_weights, full_bias
 
 
-def cross_fitted(scores: np.ndarray, target: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """Probabilities of out-of-fold ``scores``, each inner fold's at the temperature fitted to the other folds'
-    scores: a temperature fitted to the rows it is scored on would flatter the SVM against the other families."""
-    proba = np.zeros_like(scores)
-    for _, val in splits:
-        others = np.setdiff1d(np.arange(len(target)), val)
-        proba[val] = softmax(fitted_temperature(scores[others], target[others]) * scores[val], axis=1)
-    return proba
-
-
-def fitted_temperature(scores: np.ndarray, target: np.ndarray) -> float:
-    """The T > 0 that minimizes the log-loss of softmax(T x scores) for classes ``target`` (a convex problem in T)."""
-
-    def loss(log_t: float) -> float:
-        logits = np.exp(log_t) * scores
-        logits -= logits.max(axis=1, keepdims=True)
-        picked = logits[np.arange(len(target)), target] - np.log(np.exp(logits).sum(axis=1))
-        return float(-np.mean(np.maximum(picked, np.log(EPS))))  # a class a fold never saw costs -log EPS, not T x 1000
-
-    return float(np.exp(minimize_scalar(loss, bounds=(-8.0, 8.0), method="bounded").x))
-
-
 class ChosenHead(_LinearHead):
     """The family of best inner score among ``candidates`` ((name, head) pairs whose heads choose their settings on
     inner folds; those folds are the same for all, drawn by the same seed). ``selected_`` names it (under ``key``)
@@ -297,13 +263,14 @@ HEADS: dict[str, type[_LinearHead]] = {
     "lda": LdaHead,
     "pca-logistic": PcaLogisticHead,
     "svm": SvmHead,
+    "rbf-svm": KernelSvmHead,
     "select-logistic": SelectLogisticHead,
 }
 
 
 def make_head(kind: str | None = None, selection: SelectionConfig | None = None, **params: Any) -> _LinearHead:
     """A fresh head: the family ``kind`` names (``logistic``; ``softmax`` the torch layer; ``lda``,
-    ``pca-logistic``, ``svm``, ``select-logistic``: ``fuse.heads.selected``), else the one ``selection.heads`` names (a config's ``[fuse]`` table; ``logistic``
+    ``pca-logistic``, ``svm``, ``rbf-svm``: ``fuse.heads.kernel``, ``select-logistic``: ``fuse.heads.selected``), else the one ``selection.heads`` names (a config's ``[fuse]`` table; ``logistic``
     by default), with ``params`` (a config's ``[head]`` table) checked against the family's own rules, what they
     leave open chosen as ``selection`` says. Where ``selection.heads`` names several families, the head is the one
     of them its inner folds choose (``ChosenHead``), and ``kind`` and ``params`` stay unset."""

@@ -82,6 +82,17 @@ class _LinearHead(ClassifierMixin, BaseEstimator):
         return self.classes_[np.argmax(proba, axis=1)]
 
 
+class _ChoosingHead(_LinearHead):
+    """What LDA and the SVM share: inner folds like every head's."""
+
+    inner_folds: int
+    scoring: str
+    random_state: int
+
+    def _splits(self, y: np.ndarray, groups: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+        return inner_splits(y, _groups(groups, len(y)), k=self.inner_folds, seed=self.random_state)
+
+
 class LogisticHead(_LinearHead):
     """Standardization + multinomial logistic regression (L-BFGS, L2 ``C``): the fast default.
 

@@ -9,6 +9,7 @@ the nets and feature sets); this module knows the saved format alone.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,14 @@ from typing import Any
 import numpy as np
 
 from mvemo.cache.layout import inside
+from mvemo.fuse.heads.kernel import KernelSoftmax
 from mvemo.fuse.heads.upper import UpperSoftmax, layers_problem, penultimate_size
 from mvemo.fuse.models import LLDSTATS
 from mvemo.manifests.errors import is_number
 from mvemo.manifests.targets import VALUE_COLUMNS
 
 HEAD_ARRAYS = ("classes", "mean", "scale", "weights", "bias")
+KERNEL_HEAD_ARRAYS = tuple(field.name for field in dataclasses.fields(KernelSoftmax))
 UPPER_HEAD_ARRAYS = UpperSoftmax.BASE  # fine-tuned layers above a cut: these, and the layers' arrays by name
 
 
@@ -243,19 +246,13 @@ def _check_head(key: Any, where: str, n_classes: int, heads: Mapping[str, Mappin
     if width is None and "classifier_weight" in arrays:
         _check_upper_head(key, where, n_classes, arrays)
         return
+    if "support" in arrays:
+        _check_kernel_head(key, where, n_classes, arrays, width)
+        return
     missing = [name for name in HEAD_ARRAYS if name not in arrays]
     _require(not missing, where, f"{key!r} in heads.h5 lacks {missing}")
     classes, mean, scale, weights, bias = (np.asarray(arrays[name]) for name in HEAD_ARRAYS)
-    _require(
-        classes.ndim == 1 and classes.dtype.kind in "iu" and len(np.unique(classes)) == len(classes) >= 2,
-        where,
-        f"{key!r}: its classes {classes.tolist()} are not distinct class indices",
-    )
-    _require(
-        int(classes.max()) < n_classes,
-        where,
-        f"{key!r} outputs class {int(classes.max())}, and model.json lists {n_classes} classes",
-    )
+    _check_classes(key, where, classes, n_classes)
     d = mean.shape[0] if mean.ndim == 1 else -1
     _require(
         mean.ndim == 1 and scale.shape == (d,) and weights.shape == (len(classes), d) and bias.shape == (len(classes),),
@@ -268,6 +265,47 @@ def _check_head(key: Any, where: str, n_classes: int, heads: Mapping[str, Mappin
         numbers and all(np.isfinite(a).all() for a in (mean, scale, weights, bias)) and bool((scale > 0).all()),
         where,
         f"{key!r} holds values that are not finite numbers, or a scale <= 0",
+    )
+    _require(width is None or d == width, where, f"{key!r} reads {d} columns, its members give {width}")
+
+
+def _check_classes(key: str, where: str, classes: np.ndarray, n_classes: int) -> None:
+    _require(
+        classes.ndim == 1 and classes.dtype.kind in "iu" and len(np.unique(classes)) == len(classes) >= 2,
+        where,
+        f"{key!r}: its classes {classes.tolist()} are not distinct class indices",
+    )
+    _require(
+        int(classes.max()) < n_classes,
+        where,
+        f"{key!r} outputs class {int(classes.max())}, and model.json lists {n_classes} classes",
+    )
+
+
+def _check_kernel_head(key: str, where: str, n_classes: int, arrays: Mapping[str, np.ndarray], width: int | None) -> None:
+    """A kernel head (``fuse.heads.kernel.KernelSoftmax``) whole: shapes that fit, finite numbers, gamma > 0."""
+    missing = [name for name in KERNEL_HEAD_ARRAYS if name not in arrays]
+    _require(not missing, where, f"{key!r} in heads.h5 lacks {missing}")
+    classes, mean, scale, support, coef, bias, gamma = (np.asarray(arrays[name]) for name in KERNEL_HEAD_ARRAYS)
+    _check_classes(key, where, classes, n_classes)
+    d = mean.shape[0] if mean.ndim == 1 else -1
+    n = support.shape[0] if support.ndim == 2 else -1
+    _require(
+        mean.ndim == 1
+        and scale.shape == (d,)
+        and support.shape == (n, d)
+        and coef.shape == (len(classes), n)
+        and bias.shape == (len(classes),)
+        and gamma.shape == (),
+        where,
+        f"{key!r}: mean {mean.shape}, scale {scale.shape}, support {support.shape}, coef {coef.shape}, bias"
+        f" {bias.shape} and gamma {gamma.shape} do not fit {len(classes)} classes",
+    )
+    values = (mean, scale, support, coef, bias, gamma)
+    _require(
+        all(a.dtype.kind in "fiu" and np.isfinite(a).all() for a in values) and bool((scale > 0).all()) and float(gamma) > 0,
+        where,
+        f"{key!r} holds values that are not finite numbers, a scale <= 0 or a gamma <= 0",
     )
     _require(width is None or d == width, where, f"{key!r} reads {d} columns, its members give {width}")
 

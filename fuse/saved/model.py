@@ -38,12 +38,13 @@ from mvemo.fuse.compose import (
     Trainings,
     fit,
 )
+from mvemo.fuse.heads.kernel import KernelSoftmax
 from mvemo.fuse.heads.linear import LinearSoftmax
 from mvemo.fuse.heads.upper import UpperLayers, UpperSoftmax
 from mvemo.fuse.inputs import input_set_name, layers_above, patch_count
 from mvemo.fuse.loop import new_run, release_run, run_matrices
 from mvemo.fuse.models import FusionModel
-from mvemo.fuse.saved.check import HEAD_ARRAYS, UPPER_HEAD_ARRAYS, Invalid, check_saved_model
+from mvemo.fuse.saved.check import HEAD_ARRAYS, KERNEL_HEAD_ARRAYS, UPPER_HEAD_ARRAYS, Invalid, check_saved_model
 from mvemo.fuse.saved.targets import (
     VALUE_ARRAYS,
     FittedLinearValues,
@@ -64,7 +65,7 @@ MODEL_JSON = "model.json"
 FORMAT = 2
 HEADS_H5 = "heads.h5"
 # what heads.h5 holds: a linear softmax layer, fine-tuned upper layers, or a linear map to values
-SavedHead: TypeAlias = LinearSoftmax | UpperSoftmax | LinearValues
+SavedHead: TypeAlias = LinearSoftmax | KernelSoftmax | UpperSoftmax | LinearValues
 CHECKPOINTS = "checkpoints"
 RESAVE = "save the model again with `mvemo fuse CACHE --out DIR`"
 
@@ -267,7 +268,7 @@ def _copy_checkpoints(document: dict[str, Any], cache_dir: Path, out: Path) -> N
             described["checkpoint"] = {"path": str(target), "sha256": record["sha256"]}
 
 
-HEAD_KINDS = (UPPER_HEAD_ARRAYS, HEAD_ARRAYS, VALUE_ARRAYS)
+HEAD_KINDS = (UPPER_HEAD_ARRAYS, KERNEL_HEAD_ARRAYS, HEAD_ARRAYS, VALUE_ARRAYS)
 
 
 def head_arrays(saved: SavedHead) -> dict[str, Any]:
@@ -278,10 +279,12 @@ def head_arrays(saved: SavedHead) -> dict[str, Any]:
 
 
 def saved_head(group: Mapping[str, np.ndarray]) -> SavedHead:
-    """The head a group of ``heads.h5`` holds, by its arrays: fine-tuned upper layers, a softmax layer, or a linear
-    map to values."""
+    """The head a group of ``heads.h5`` holds, by its arrays: fine-tuned upper layers, a kernel expansion, a softmax
+    layer, or a linear map to values."""
     if set(UPPER_HEAD_ARRAYS) <= set(group):
         return UpperSoftmax.from_arrays(group)
+    if set(KERNEL_HEAD_ARRAYS) <= set(group):
+        return KernelSoftmax(*(group[key] for key in KERNEL_HEAD_ARRAYS))
     if set(HEAD_ARRAYS) <= set(group):
         return LinearSoftmax(*(group[key] for key in HEAD_ARRAYS))
     return LinearValues(*(group[key] for key in VALUE_ARRAYS))

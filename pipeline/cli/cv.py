@@ -36,6 +36,7 @@ HEAD_NAMES = [
     "lda",
     "pca-logistic",
     "svm",
+    "rbf-svm",
     "select-logistic",
 ]  # fuse.heads.families.HEADS, without importing it
 
@@ -63,7 +64,8 @@ def head_options(command: Any) -> Any:
         default=None,
         type=click.Choice(HEAD_NAMES),
         help="Fusion head: L-BFGS logistic regression, the torch softmax layer, shrinkage LDA, PCA-whitened logistic"
-        " regression, a linear SVM with probabilities by temperature, or logistic regression over the columns of best"
+        " regression, a linear SVM with probabilities by temperature, RBF-kernel SVMs (C and gamma chosen on inner folds),"
+        " or logistic regression over the columns of best"
         " ANOVA F, ranked within each inner fold (select-logistic); [fuse] heads = [...] lets inner folds choose"
         " among several.  [default: the config's, else logistic]",
     )(command)

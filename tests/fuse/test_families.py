@@ -20,11 +20,11 @@ from mvemo.fuse.heads.families import (
     LdaHead,
     PcaLogisticHead,
     SvmHead,
-    fitted_temperature,
     make_head,
     principal_axes,
 )
 from mvemo.fuse.heads.linear import LinearSoftmax, LogisticHead, standardization
+from mvemo.fuse.heads.temperature import fitted_temperature
 from mvemo.fuse.saved.model import load_fusion_model
 from mvemo.fuse.selection import SelectionConfig
 from mvemo.fuse.stage import fuse_cache

@@ -1,0 +1,145 @@
+"""A kernel head: one-vs-rest RBF-kernel SVMs over standardized inputs, their decision values made probabilities by
+temperature scaling as the linear SVM's are (``fuse.heads.families.SvmHead``).
+
+Handcrafted columns carry what a linear head misses: on the 4Q set, the authors' own 100 features read 72.9 macro
+F1 with a logistic head and 74.3 with an RBF SVM (the issue that asked for this head). The fitted head is a kernel
+expansion over the training rows that are support vectors of some class (``KernelSoftmax``): a saved model stores
+it as arrays and ``predict`` runs it in numpy, without scikit-learn's SVC or pickle.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.svm import SVC
+from threadpoolctl import threadpool_limits
+
+from mvemo.fuse.heads.linear import COUNT, SEED, _ChoosingHead, prepared
+from mvemo.fuse.heads.temperature import ABSENT_LOGIT, cross_fitted, fitted_temperature
+from mvemo.fuse.selection import PATH_PATIENCE, inner_score
+from mvemo.manifests.errors import ConfigError
+
+
+@dataclass
+class KernelSoftmax:
+    """p(y | x) = softmax(K(z, support) @ coef.T + bias), z = (x - mean) / scale and K(z, s) = exp(-gamma |z - s|^2):
+    the whole of a fitted kernel head (its temperature folded into ``coef`` and ``bias``)."""
+
+    classes: np.ndarray
+    mean: np.ndarray
+    scale: np.ndarray
+    support: np.ndarray
+    coef: np.ndarray
+    bias: np.ndarray
+    gamma: np.ndarray
+
+    def logits(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        if X.shape[1] != len(self.mean):
+            raise ConfigError(
+                f"a head of the saved model reads {len(self.mean)} columns and its inputs give {X.shape[1]}; retrain it"
+                " with `mvemo fuse` on a cache of the same feature sets"
+            )
+        return rbf(self.support, (X - self.mean) / self.scale, float(self.gamma)) @ self.coef.T + self.bias
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        logits = self.logits(X)
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        return p / p.sum(axis=1, keepdims=True)
+
+
+def rbf(support: np.ndarray, Z: np.ndarray, gamma: float) -> np.ndarray:
+    """exp(-gamma |z - s|^2) for every row z of ``Z`` and s of ``support``: (n_rows, n_support)."""
+    distances = (Z * Z).sum(axis=1)[:, None] + (support * support).sum(axis=1)[None, :] - 2 * Z @ support.T
+    return np.exp(-gamma * np.maximum(distances, 0.0))
+
+
+class KernelSvmHead(_ChoosingHead):
+    """Standardization + one RBF-kernel SVM per class against the others (libsvm), whose decision values become
+    probabilities by temperature scaling: softmax(T x scores). C and gamma (as multiples of 1 / columns, the
+    standardized rows' natural width) are chosen together on inner folds, C up ``C_grid`` per gamma until a step
+    past the best; each inner fold's probabilities take the temperature fitted to the other inner folds' out-of-fold
+    scores, and the final SVMs the one fitted to all of them. Two classes: one SVM, its score the second class's
+    logit."""
+
+    PARAM_RULES: ClassVar = {"max_iter": COUNT, "random_state": SEED}
+
+    def __init__(
+        self,
+        C_grid: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0),
+        gamma_grid: tuple[float, ...] = (0.25, 1.0, 4.0),
+        max_iter: int = 100_000,
+        inner_folds: int = 5,
+        scoring: str = "log_loss",
+        random_state: int = 0,
+    ) -> None:
+        self.C_grid = C_grid
+        self.gamma_grid = gamma_grid
+        self.max_iter = max_iter
+        self.inner_folds = inner_folds
+        self.scoring = scoring
+        self.random_state = random_state
+
+    def chooses(self) -> bool:
+        return True
+
+    def fit(self, X: Any, y: Any, groups: Any = None) -> KernelSvmHead:
+        Z, y, target, mean, scale = prepared(self, X, y)
+        splits = self._splits(y, groups)
+        tried: list[tuple[float, float, float, float, np.ndarray]] = []  # score, C, gamma, temperature, inner proba
+        with threadpool_limits(1):
+            for multiple in self.gamma_grid:
+                gamma = multiple / Z.shape[1]
+                path: list[float] = []
+                for C in self.C_grid:
+                    scores = np.zeros((len(target), len(self.classes_)))
+                    for train, val in splits:
+                        scores[val] = self._expansion(Z[train], target[train], C, gamma).logits_of(Z[val])
+                    proba = cross_fitted(scores, target, splits)
+                    score = inner_score(target, proba, self.scoring)
+                    tried.append((score, C, multiple, fitted_temperature(scores, target), proba))
+                    path.append(score)
+                    if len(path) - 1 - int(np.argmax(path)) >= PATH_PATIENCE[self.scoring]:
+                        break
+            _, C, multiple, temperature, self.inner_proba_ = max(tried, key=lambda t: t[0])
+            final = self._expansion(Z, target, C, multiple / Z.shape[1])
+        self.selected_ = {"C": C, "gamma": multiple, "temperature": temperature}
+        self.linear_ = final.head(self.classes_, mean, scale, temperature)  # type: ignore[assignment]
+        return self
+
+    def _expansion(self, Z: np.ndarray, target: np.ndarray, C: float, gamma: float) -> _Expansion:
+        """The SVMs of every class over the rows ``Z`` (a class the rows lack scores a constant low)."""
+        n_classes = len(self.classes_)
+        present = np.unique(target)
+        columns = [target == c for c in present] if len(present) > 2 else [target == present[1]]
+        coef, bias, used = np.zeros((n_classes, len(Z))), np.full(n_classes, ABSENT_LOGIT), np.zeros(len(Z), bool)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            for c, positive in zip(present if len(present) > 2 else present[1:], columns):
+                svm = SVC(C=C, kernel="rbf", gamma=gamma, max_iter=self.max_iter).fit(Z, positive.astype(int))
+                coef[c, svm.support_] = svm.dual_coef_[0]
+                bias[c] = svm.intercept_[0]
+                used[svm.support_] = True
+        if len(present) == 2:
+            bias[present[0]] = 0.0  # the first class's logit: the one score is the second's
+        return _Expansion(Z[used], coef[:, used], bias, gamma)
+
+
+@dataclass
+class _Expansion:
+    support: np.ndarray
+    coef: np.ndarray
+    bias: np.ndarray
+    gamma: float
+
+    def logits_of(self, Z: np.ndarray) -> np.ndarray:
+        return rbf(self.support, Z, self.gamma) @ self.coef.T + self.bias
+
+    def head(self, classes: np.ndarray, mean: np.ndarray, scale: np.ndarray, temperature: float) -> KernelSoftmax:
+        coef, bias = temperature * self.coef, temperature * self.bias
+        return KernelSoftmax(classes, mean, scale, self.support, coef, bias, np.asarray(self.gamma))

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from scipy.special import softmax
+from sklearn.svm import SVC
+
+from mvemo.cache.read import Cache
+from mvemo.fuse.heads.families import make_head
+from mvemo.fuse.heads.kernel import KernelSvmHead
+from mvemo.fuse.heads.linear import LogisticHead, standardization
+from mvemo.fuse.saved.model import HEADS_H5, load_fusion_model
+from mvemo.fuse.stage import fuse_cache
+from mvemo.manifests import ConfigError
+from tests.fuse.helpers import embedding_cache
+from tests.fuse.test_families import blobs
+
+
+def rings(n: int = 240, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two classes on concentric rings in 2-d (and 3 noise columns): no line separates them."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 2
+    angle = rng.uniform(0, 2 * np.pi, n)
+    radius = 1.0 + 1.5 * y + 0.2 * rng.standard_normal(n)
+    X = np.column_stack([radius * np.cos(angle), radius * np.sin(angle), 0.3 * rng.standard_normal((n, 3))])
+    return X, y
+
+
+@pytest.mark.parametrize("classes", [2, 4])
+def test_the_kernel_head_equals_scikit_learns_svcs_at_its_choices(classes: int) -> None:
+    X, y = blobs(n=160, d=10, classes=classes, signal=1.0)
+    head = KernelSvmHead(C_grid=(0.3, 3.0), gamma_grid=(0.5, 2.0)).fit(X[:120], y[:120])
+    C, gamma, temperature = (head.selected_[k] for k in ("C", "gamma", "temperature"))
+    mean, scale = standardization(X[:120])
+    Z, Z_test = (X[:120] - mean) / scale, (X[120:] - mean) / scale
+    target = np.searchsorted(head.classes_, y[:120])
+    svcs = [SVC(C=C, kernel="rbf", gamma=gamma / X.shape[1]).fit(Z, (target == c).astype(int)) for c in range(classes)]
+    scores = np.column_stack([svm.decision_function(Z_test) for svm in svcs])
+    if classes == 2:  # one SVM, its score the second class's logit
+        scores = np.column_stack([np.zeros(len(Z_test)), scores[:, 1]])
+    np.testing.assert_allclose(head.predict_proba(X[120:]), softmax(temperature * scores, axis=1), atol=1e-6)
+
+
+def test_the_kernel_head_separates_what_no_line_does() -> None:
+    X, y = rings()
+    train, test = np.arange(len(y)) % 4 != 0, np.arange(len(y)) % 4 == 0
+    kernel = KernelSvmHead().fit(X[train], y[train])
+    linear = LogisticHead().fit(X[train], y[train])
+    assert np.mean(kernel.predict(X[test]) == y[test]) > 0.95
+    assert np.mean(linear.predict(X[test]) == y[test]) < 0.75
+    assert kernel.inner_proba_.shape == (int(train.sum()), 2), "its inner folds' out-of-fold probabilities"
+    assert make_head("rbf-svm").get_params()["gamma_grid"] == (0.25, 1.0, 4.0)
+
+
+@pytest.mark.heavy
+def test_a_saved_kernel_head_is_arrays_predicts_as_fitted_and_is_checked(tmp_path: Path) -> None:
+    cache = embedding_cache(tmp_path / "c.h5", nets={"musicnn": (6, 1.5)}, n_per_class=10)
+    _, folder = fuse_cache(cache, tmp_path / "out", models="musicnn", head="rbf-svm")
+    saved = load_fusion_model(folder)
+    with Cache(cache) as reader:
+        X, y, groups = reader.read_matrix("emb/musicnn/all"), reader.y, np.asarray(reader.groups)
+    alone = make_head("rbf-svm").fit(X, y, groups=groups)
+    np.testing.assert_allclose(saved.predict_proba("musicnn", {"musicnn": X}), alone.predict_proba(X), atol=1e-9)
+    with h5py.File(folder / HEADS_H5, "r") as f:
+        (group,) = f.values()
+        assert {"support", "coef", "gamma"} <= set(group) and group["support"].shape[1] == X.shape[1]
+        arrays = {key: group[key][()] for key in group}
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "model.json").write_bytes((folder / "model.json").read_bytes())
+    with h5py.File(broken / HEADS_H5, "w") as f:
+        for key, value in arrays.items():
+            f[f"head0/{key}"] = -1.0 if key == "gamma" else value
+    with pytest.raises(ConfigError, match="gamma <= 0"):
+        load_fusion_model(broken)
