@@ -96,10 +96,10 @@ class CacheWriter:
     ----------
     path : path-like
         The cache folder, created when absent.
-    manifest : Manifest
-        The clip table. Clips new to the cache are appended; clips the manifest no
-        longer lists are hidden, their rows kept; a changed label or fold of a listed
-        clip raises ``CacheError`` once embeddings exist.
+    manifest : Manifest or None
+        The clip table. Clips new to the cache are appended; clips the manifest no longer lists are hidden, their
+        rows kept; a changed label or fold of a listed clip raises ``CacheError`` once embeddings exist. None: the
+        cache's clips as they stand, the clip table and targets left untouched (``cache.imported``).
     lock : CacheLock, optional
         A lock already held (``extract`` takes it before heavy imports);
         otherwise the writer takes its own.
@@ -110,7 +110,7 @@ class CacheWriter:
         When another process writes the cache, or the manifest contradicts it.
     """
 
-    def __init__(self, path: str | os.PathLike[str], manifest: Manifest, *, lock: CacheLock | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], manifest: Manifest | None, *, lock: CacheLock | None = None) -> None:
         self.path = Path(path)
         if self.path.is_file():
             raise single_file_error(self.path)
@@ -121,7 +121,10 @@ class CacheWriter:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             remove_temporary_files(self.path)
-            self._sync_clips(manifest)
+            if manifest is None:
+                self._adopt_clips()
+            else:
+                self._sync_clips(manifest)
         except BaseException:
             self.close()
             raise
@@ -185,6 +188,21 @@ class CacheWriter:
             same = False
         if not same:
             write_targets(self.path, targets)
+
+    def _adopt_clips(self) -> None:
+        """The clips the clip table lists, as the last manifest left them: nothing written."""
+        table_path = self.path / CLIPS_FILE
+        if not table_path.exists():
+            raise CacheError(
+                f"cache {str(self.path)!r} does not exist; build it with `mvemo extract MANIFEST --cache {self.path}`"
+            )
+        with open_h5(table_path, "r") as f:
+            table = read_clip_table(f)
+        self._ids = table["clip_id"].tolist()
+        self._listed = np.flatnonzero(table["removed"] == 0)
+        self.clip_ids = [self._ids[stored] for stored in self._listed]
+        self._row_of = {clip_id: row for row, clip_id in enumerate(self.clip_ids)}
+        self._media_keys = media_keys(table["media_hash"])
 
     def _clip_columns(self, table: dict[str, np.ndarray], manifest: Manifest) -> dict[str, np.ndarray]:
         """Labels, folds and groups of the listed clips from the manifest (a changed label or fold is refused once

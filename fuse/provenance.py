@@ -18,12 +18,17 @@ def fine_tuned_nets(cache: Cache) -> list[str]:
 def provenance(cache: Cache) -> dict[str, dict[str, str]]:
     """Per net: the weights its embeddings started from (file and sha256, or "random init"; fine-tuned sets start
     from their ``pretrained_sha256``), how it was fine-tuned and the protocol (modes of its sets joined by "/");
-    per vector set computed with pretrained nets (``faces``): its weight files and their sha256."""
+    per vector set computed with pretrained nets (``faces``): its weight files and their sha256; per imported set
+    (``mvemo cache import``): its file and sha256."""
     described = {
         name: {"weights": weights_origin(cache, name), "finetune": "none", "protocol": "-"}
         for name in vector_sets(cache)
         if cache.weights_sha256(name)
     }
+    for name in vector_sets(cache):
+        if imported := cache.config(name).get("imported"):
+            origin = f"imported from {imported['file']} (sha256 {imported['sha256'][:12]})"
+            described[name] = {"weights": origin, "finetune": "none", "protocol": "-"}
     for net in cached_nets(cache):
         sets = input_sets(cache, net)
         described[net] = {

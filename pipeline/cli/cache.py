@@ -1,4 +1,4 @@
-"""``mvemo cache info|verify``: what a cache holds, and whether it is sound."""
+"""``mvemo cache info|verify|import|migrate|gc``: what a cache holds, whether it is sound, features of your own."""
 
 from __future__ import annotations
 
@@ -86,6 +86,30 @@ def cache_migrate(cache_path: str) -> None:
     with Cache(cache_path) as cache:
         sets = cache.feature_sets()
         click.echo(f"{cache_path}: a cache folder now, {len(cache)} clips, {len(sets)} feature sets; the old file is {backup}")
+
+
+@cache_group.command("import")
+@click.argument("cache_path", metavar="CACHE", type=click.Path())
+@click.argument("file", metavar="FILE.csv", type=click.Path(dir_okay=False, exists=True))
+@click.option("--set", "name", required=True, help="Name of the new set, an input of --models by that name (e.g. panda_top100).")
+@click.option(
+    "--key",
+    default=None,
+    help="Column of FILE.csv holding each row's clip id, or the clip's file stem.  [default: the first column]",
+)
+def cache_import(cache_path: str, file: str, name: str, key: str | None) -> None:
+    """Import features of your own: one row per clip of FILE.csv becomes the vector set NAME, fused like any input.
+
+    Every clip of the cache needs exactly one row, and every value must be a finite number: anything else is refused
+    whole, naming the rows and clips. The file's sha256 is the set's fingerprint and every report names it.
+    """
+    from mvemo.cache.imported import import_vectors
+
+    done = import_vectors(cache_path, name, file, key)
+    click.echo(
+        f"{cache_path}: set {done['set']!r}, {done['columns']} columns for {done['clips']} clips from {done['file']}"
+        f" (sha256 {done['sha256'][:12]}); fuse it with e.g. `mvemo-cv --cache {cache_path} --models {done['set']}`"
+    )
 
 
 @cache_group.command("gc")

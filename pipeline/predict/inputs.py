@@ -54,7 +54,8 @@ def check_computable(saved: SavedFusionModel, chosen: str, weights_dir: str | No
     """Refuse, before any clip is read, a saved model that reads what this version cannot compute: a net or feature
     set it does not know, a config it cannot read, or one it would compute with another fingerprint. The faces
     sets' weight files (looked for in ``weights_dir`` first) are required for the ``chosen`` model only: another
-    model that reads them fails when it is used.
+    model that reads them fails when it is used. A model over a set imported with ``mvemo cache import`` is refused
+    when chosen, and passed over otherwise.
 
     Raises
     ------
@@ -65,6 +66,14 @@ def check_computable(saved: SavedFusionModel, chosen: str, weights_dir: str | No
     """
     where = saved.folder / MODEL_JSON
     for name in saved.models:
+        imported = [s for s, described in saved.feature_sets(name).items() if "imported" in described["config"]]
+        if imported and name == chosen:
+            raise ConfigError(
+                f"{where}: models[{name!r}] reads {imported[0]}, imported with `mvemo cache import`, which predict"
+                " cannot compute for new clips; label them with a model of computed inputs (--model)"
+            )
+        if imported:
+            continue
         try:
             for input_name, (set_name, described) in zip(saved.inputs(name), saved.feature_sets(name).items()):
                 if set_name.startswith("emb/"):

@@ -1,0 +1,128 @@
+"""Features of your own as a set of the cache (``mvemo cache import``): one vector of named columns per clip, read
+from a CSV, fused like any input (``musicnn+NAME``, ``late(...)``, ``integrated``).
+
+A CSV row belongs to the clip whose id its key gives, or whose file stem it gives where no other clip has that stem
+(as ``mvemo manifest scan --labels`` matches). Every clip needs a row and every row a clip: an import is whole or
+refused. The file's sha256 goes into the set's config, so its fingerprint changes with the file, and every report
+names the file in its provenance.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import math
+import os
+from collections import Counter
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+
+from mvemo.cache.layout import FeatureSpec
+from mvemo.cache.read import Cache
+from mvemo.cache.store import CacheWriter
+from mvemo.manifests.errors import ConfigError, utf8_text
+
+EXTRACTOR = "mvemo.import"
+SHOWN = 5  # problems named in a refusal, the rest counted
+
+
+def import_vectors(
+    cache_path: str | os.PathLike[str], name: str, file: str | os.PathLike[str], key: str | None = None
+) -> dict[str, Any]:
+    """Write the CSV ``file`` into the cache as the vector set ``name``, its rows matched to clips by the column
+    ``key`` (default the first); returns what was imported.
+
+    Raises
+    ------
+    ConfigError
+        Naming the rows and clips at fault: a CSV row of no clip or of a clip already given, a clip without a row, a
+        value that is not a finite number, a name that a computed set has.
+    """
+    file = Path(file)
+    ids, columns, values = read_vectors(file, key)
+    with Cache(cache_path) as cache:
+        _check_name(cache, name)
+        rows = np.asarray(_match(cache.clip_ids, ids, str(file)))
+    order = np.argsort(rows)
+    config = {"imported": {"file": file.name, "sha256": hashlib.sha256(file.read_bytes()).hexdigest(), "key": key or ""}}
+    spec = FeatureSpec(name, (len(columns),), "float32", EXTRACTOR, "1", config, columns=tuple(columns))
+    with CacheWriter(cache_path, None) as writer:
+        writer.prepare([spec])
+        writer.write(name, rows[order].tolist(), values[order])
+    return {"set": name, "clips": len(rows), "columns": len(columns), "file": str(file), "sha256": config["imported"]["sha256"]}
+
+
+def read_vectors(file: Path, key: str | None) -> tuple[list[str], list[str], np.ndarray]:
+    """The keys, the value columns and the (n_rows, n_columns) float32 values of a CSV of one row per clip."""
+    where = str(file)
+    reader = csv.reader(io.StringIO(utf8_text(file, where)))
+    header = next(reader, None)
+    if not header or len(header) < 2:
+        raise ConfigError(f"{where}: expected a header of a key column and one column or more of values")
+    key = key or header[0]
+    if key not in header:
+        raise ConfigError(f"{where}: no column {key!r} (it has {header[:SHOWN]}...); name the key column with --key")
+    at = header.index(key)
+    columns = [c for i, c in enumerate(header) if i != at]
+    ids, values, bad = [], [], []
+    for line, row in enumerate(reader, start=2):
+        if not row:
+            continue
+        if len(row) != len(header):
+            raise ConfigError(f"{where}, line {line}: {len(row)} fields, the header has {len(header)}")
+        ids.append(row[at].strip())
+        numbers = []
+        for i, text in enumerate(row):
+            if i == at:
+                continue
+            try:
+                number = float(text)
+            except ValueError:
+                number = math.nan
+            if not math.isfinite(number):
+                bad.append(f"line {line} ({row[at]!r}), column {header[i]!r}: {text!r}")
+            numbers.append(number)
+        values.append(numbers)
+    if bad:
+        raise ConfigError(f"{where}: {len(bad)} value(s) not finite numbers ({'; '.join(bad[:SHOWN])}); fix or drop them")
+    if not ids:
+        raise ConfigError(f"{where}: no rows under the header")
+    return ids, columns, np.asarray(values, dtype=np.float32)
+
+
+def _check_name(cache: Cache, name: str) -> None:
+    if not name or "/" in name or name.strip() != name:
+        raise ConfigError(f"--set {name!r}: a set's name is one word without '/' (e.g. panda_top100)")
+    if name in cache.feature_sets() and "imported" not in cache.config(name):
+        raise ConfigError(f"--set {name!r}: the cache's computed set has that name; import under another")
+
+
+def _match(clip_ids: list[str], ids: list[str], where: str) -> list[int]:
+    """The cache row of each CSV row: by clip id, else by a file stem that one clip alone has."""
+    stems = Counter(PurePosixPath(c).stem for c in clip_ids)
+    by_key = {c: row for row, c in enumerate(clip_ids)}
+    by_key |= {PurePosixPath(c).stem: row for row, c in enumerate(clip_ids) if stems[PurePosixPath(c).stem] == 1}
+    rows, unknown, twice = [], [], []
+    for text in ids:
+        row = by_key.get(text)
+        if row is None:
+            unknown.append(text)
+        elif row in rows:
+            twice.append(text)
+        rows.append(row)
+    problems = []
+    if unknown:
+        problems.append(f"{len(unknown)} row(s) of no clip of the cache ({', '.join(map(repr, unknown[:SHOWN]))})")
+    if twice:
+        problems.append(f"{len(twice)} row(s) of a clip already given ({', '.join(map(repr, twice[:SHOWN]))})")
+    missing = [clip_ids[row] for row in sorted(set(range(len(clip_ids))) - set(rows))]
+    if missing:
+        problems.append(f"{len(missing)} clip(s) without a row ({', '.join(map(repr, missing[:SHOWN]))})")
+    if problems:
+        raise ConfigError(
+            f"{where}: {'; '.join(problems)}; every clip of the cache needs one row, keyed by its clip id or file stem"
+        )
+    return rows  # type: ignore[return-value]

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mvemo.cache.imported import _match, import_vectors
+from mvemo.cache.read import Cache
+from mvemo.fuse.cv import cross_validate
+from mvemo.fuse.provenance import provenance
+from mvemo.manifests import ConfigError
+from mvemo.manifests.errors import ManifestError
+from mvemo.pipeline.cli.main import cli
+from tests.fuse.helpers import embedding_cache
+
+
+def features_csv(path: Path, ids: list[str], values: np.ndarray, key: str = "song") -> Path:
+    lines = [",".join([key, *(f"f{j}" for j in range(values.shape[1]))])]
+    lines += [",".join([clip, *(repr(float(v)) for v in row)]) for clip, row in zip(ids, values)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_an_imported_set_is_an_input_like_any_other(tmp_path: Path) -> None:
+    cache = embedding_cache(tmp_path / "c.h5", nets={"a": (4, 0.0)}, n_per_class=8)
+    with Cache(cache) as reader:
+        ids, y = reader.clip_ids, reader.y
+    rng = np.random.default_rng(0)
+    values = (rng.standard_normal((len(ids), 3)) + 3.0 * y[:, None]).astype(np.float32)
+    shuffled = rng.permutation(len(ids))
+    file = features_csv(tmp_path / "mine.csv", [ids[i] for i in shuffled], values[shuffled])
+    result = CliRunner().invoke(cli, ["cache", "import", str(cache), str(file), "--set", "mine", "--key", "song"])
+    assert result.exit_code == 0, result.output
+    with Cache(cache) as reader:
+        np.testing.assert_array_equal(reader.read_matrix("mine"), values)
+        assert reader.columns("mine") == ["f0", "f1", "f2"]
+        assert provenance(reader)["mine"]["weights"].startswith("imported from mine.csv (sha256 ")
+    metrics = cross_validate(cache, models="mine,a+mine").metrics
+    assert metrics["mine"]["accuracy"]["mean"] > 0.9 and "a+mine" in metrics
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda ids, v: ([*ids, "stranger"], np.vstack([v, v[:1]])), r"1 row\(s\) of no clip of the cache \('stranger'\)"),
+        (lambda ids, v: (ids + ids[:1], np.vstack([v, v[:1]])), r"1 row\(s\) of a clip already given \('c0'\)"),
+        (lambda ids, v: (ids[1:], v[1:]), r"1 clip\(s\) without a row \('c0'\)"),
+        (
+            lambda ids, v: (ids, np.where(np.arange(v.size).reshape(v.shape) == 4, np.nan, v)),
+            r"not finite numbers \(line 3 \('c1'\), column 'f1'",
+        ),
+        (lambda ids, v: (ids, np.where(np.arange(v.size).reshape(v.shape) == 0, np.inf, v)), r"column 'f0': 'inf'"),
+    ],
+)
+def test_a_bad_csv_is_refused_whole_naming_its_rows(tmp_path: Path, edit, message: str) -> None:
+    cache = embedding_cache(tmp_path / "c.h5", nets={"a": (4, 1.0)}, n_per_class=4)
+    with Cache(cache) as reader:
+        ids = reader.clip_ids
+    values = np.arange(len(ids) * 3, dtype=np.float64).reshape(len(ids), 3)
+    file = features_csv(tmp_path / "bad.csv", *edit(list(ids), values))
+    with pytest.raises(ConfigError, match=message):
+        import_vectors(cache, "mine", file)
+    with Cache(cache) as reader:
+        assert "mine" not in reader.feature_sets(), "nothing written"
+    result = CliRunner().invoke(cli, ["cache", "import", str(cache), str(file), "--set", "mine"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_malformed_files_and_names_are_refused(tmp_path: Path) -> None:
+    cache = embedding_cache(tmp_path / "c.h5", nets={"a": (4, 1.0)}, n_per_class=4, vectors={"descriptors": (3, 1.0)})
+    short = tmp_path / "short.csv"
+    short.write_text("song,f0\nc0,1,2\n")
+    with pytest.raises(ConfigError, match="line 2: 3 fields, the header has 2"):
+        import_vectors(cache, "mine", short)
+    with pytest.raises(ConfigError, match="no column 'id'"):
+        import_vectors(cache, "mine", short, key="id")
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("song,f0\nc\xe9,1\n".encode("latin-1"))
+    with pytest.raises(ManifestError, match="not UTF-8"):
+        import_vectors(cache, "mine", latin)
+    with pytest.raises(ConfigError, match="computed set has that name"):
+        import_vectors(cache, "descriptors", features_csv(tmp_path / "ok.csv", ["c0"], np.ones((1, 1))))
+    with pytest.raises(ConfigError, match="without '/'"):
+        import_vectors(cache, "emb/a/all", tmp_path / "ok.csv")
+
+
+def test_rows_match_a_clip_id_or_a_stem_that_one_clip_alone_has() -> None:
+    clips = ["Q1/a.ogg", "Q2/b.ogg", "Q3/x.ogg", "Q4/x.ogg"]
+    assert _match(clips, ["b", "Q1/a.ogg", "Q3/x.ogg", "Q4/x.ogg"], "f") == [1, 0, 2, 3]
+    with pytest.raises(ConfigError, match=r"row\(s\) of no clip of the cache \('x'\)"):
+        _match(clips, ["a", "b", "x", "Q4/x.ogg"], "f")
+
+
+def test_predict_refuses_a_model_over_an_imported_set_naming_it(tmp_path: Path) -> None:
+    from mvemo.fuse.saved.model import load_fusion_model
+    from mvemo.fuse.stage import fuse_cache
+    from mvemo.pipeline.predict.inputs import check_computable
+
+    cache = embedding_cache(tmp_path / "c.h5", nets={"a": (4, 1.0)}, n_per_class=6)
+    with Cache(cache) as reader:
+        ids, y = reader.clip_ids, reader.y
+    import_vectors(cache, "mine", features_csv(tmp_path / "mine.csv", ids, np.column_stack([y, -y]).astype(float)))
+    _, folder = fuse_cache(cache, tmp_path / "out", models="mine")
+    with pytest.raises(ConfigError, match=r"models\['mine'\] reads mine, imported with `mvemo cache import`"):
+        check_computable(load_fusion_model(folder), "mine")
