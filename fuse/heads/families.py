@@ -34,8 +34,8 @@ from mvemo.fuse.heads.linear import (
     softmax_layer,
 )
 from mvemo.fuse.heads.selected import SelectLogisticHead
-from mvemo.fuse.heads.temperature import ABSENT_LOGIT, cross_fitted, fitted_temperature
-from mvemo.fuse.selection import PATH_PATIENCE, SelectionConfig, decades, inner_score
+from mvemo.fuse.heads.temperature import ABSENT_LOGIT, temperature_path
+from mvemo.fuse.selection import SelectionConfig, decades, inner_score
 from mvemo.manifests.errors import ConfigError, is_number
 
 
@@ -200,17 +200,13 @@ class SvmHead(_ChoosingHead):
     def fit(self, X: Any, y: Any, groups: Any = None) -> SvmHead:
         Z, y, target, mean, scale = prepared(self, X, y)
         splits = self._splits(y, groups)
-        tried: list[tuple[float, float, float, np.ndarray]] = []  # score, C, temperature, inner probabilities
+
+        def scores_at(C: float, train: np.ndarray, val: np.ndarray) -> np.ndarray:
+            weights, bias = self._svm(Z[train], target[train], C)
+            return Z[val] @ weights.T + bias
+
         with threadpool_limits(1):
-            for C in self.C_grid:
-                scores = np.zeros((len(target), len(self.classes_)))
-                for train, val in splits:
-                    weights, bias = self._svm(Z[train], target[train], C)
-                    scores[val] = Z[val] @ weights.T + bias
-                proba = cross_fitted(scores, target, splits)
-                tried.append((inner_score(target, proba, self.scoring), C, fitted_temperature(scores, target), proba))
-                if len(tried) - 1 - int(np.argmax([t[0] for t in tried])) >= PATH_PATIENCE[self.scoring]:
-                    break
+            tried = temperature_path(self.C_grid, scores_at, target, splits, len(self.classes_), self.scoring)
             _, C, temperature, self.inner_proba_ = max(tried, key=lambda t: t[0])
             weights, bias = self._svm(Z, target, C)
         self.selected_ = {"C": C, "temperature": temperature}

@@ -19,8 +19,7 @@ from sklearn.svm import SVC
 from threadpoolctl import threadpool_limits
 
 from mvemo.fuse.heads.linear import COUNT, SEED, _ChoosingHead, prepared
-from mvemo.fuse.heads.temperature import ABSENT_LOGIT, cross_fitted, fitted_temperature
-from mvemo.fuse.selection import PATH_PATIENCE, inner_score
+from mvemo.fuse.heads.temperature import ABSENT_LOGIT, temperature_path
 from mvemo.manifests.errors import ConfigError
 
 
@@ -94,18 +93,12 @@ class KernelSvmHead(_ChoosingHead):
         tried: list[tuple[float, float, float, float, np.ndarray]] = []  # score, C, gamma, temperature, inner proba
         with threadpool_limits(1):
             for multiple in self.gamma_grid:
-                gamma = multiple / Z.shape[1]
-                path: list[float] = []
-                for C in self.C_grid:
-                    scores = np.zeros((len(target), len(self.classes_)))
-                    for train, val in splits:
-                        scores[val] = self._expansion(Z[train], target[train], C, gamma).logits_of(Z[val])
-                    proba = cross_fitted(scores, target, splits)
-                    score = inner_score(target, proba, self.scoring)
-                    tried.append((score, C, multiple, fitted_temperature(scores, target), proba))
-                    path.append(score)
-                    if len(path) - 1 - int(np.argmax(path)) >= PATH_PATIENCE[self.scoring]:
-                        break
+
+                def scores_at(C: float, train: np.ndarray, val: np.ndarray, gamma: float = multiple / Z.shape[1]) -> np.ndarray:
+                    return self._expansion(Z[train], target[train], C, gamma).logits_of(Z[val])
+
+                path = temperature_path(self.C_grid, scores_at, target, splits, len(self.classes_), self.scoring)
+                tried += [(score, C, multiple, temperature, proba) for score, C, temperature, proba in path]
             _, C, multiple, temperature, self.inner_proba_ = max(tried, key=lambda t: t[0])
             final = self._expansion(Z, target, C, multiple / Z.shape[1])
         self.selected_ = {"C": C, "gamma": multiple, "temperature": temperature}
