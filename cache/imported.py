@@ -3,7 +3,7 @@ from a CSV, fused like any input (``musicnn+NAME``, ``late(...)``, ``integrated`
 
 A CSV row belongs to the clip whose id its key gives, or whose file stem it gives where no other clip has that stem
 (as ``mvemo manifest scan --labels`` matches). Every clip needs a row and every row a clip: an import is whole or
-refused. The file's sha256 goes into the set's config, so its fingerprint changes with the file, and every report
+refused, and importing a set again replaces it. The file's sha256 goes into the set's config, so its fingerprint changes with the file, and every report
 names the file in its provenance.
 """
 
@@ -50,7 +50,7 @@ def import_vectors(
     config = {"imported": {"file": file.name, "sha256": hashlib.sha256(file.read_bytes()).hexdigest(), "key": key or ""}}
     spec = FeatureSpec(name, (len(columns),), "float32", EXTRACTOR, "1", config, columns=tuple(columns))
     with CacheWriter(cache_path, None) as writer:
-        writer.prepare([spec])
+        writer.prepare([spec], recompute=[name])  # an import of the set before it is replaced whole
         writer.write(name, rows[order].tolist(), values[order])
     return {"set": name, "clips": len(rows), "columns": len(columns), "file": str(file), "sha256": config["imported"]["sha256"]}
 

@@ -39,6 +39,10 @@ def test_an_imported_set_is_an_input_like_any_other(tmp_path: Path) -> None:
         assert provenance(reader)["mine"]["weights"].startswith("imported from mine.csv (sha256 ")
     metrics = cross_validate(cache, models="mine,a+mine").metrics
     assert metrics["mine"]["accuracy"]["mean"] > 0.9 and "a+mine" in metrics
+    import_vectors(cache, "mine", features_csv(tmp_path / "fixed.csv", ids, values + 1), key="song")
+    with Cache(cache) as reader:
+        np.testing.assert_array_equal(reader.read_matrix("mine"), values + 1)
+        assert provenance(reader)["mine"]["weights"].startswith("imported from fixed.csv"), "a corrected file replaces it"
 
 
 @pytest.mark.parametrize(
