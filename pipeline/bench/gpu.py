@@ -371,12 +371,17 @@ def gpu_check(config: CheckConfig, parts: tuple[str, ...] = PARTS, *, json_out: 
         part_began = time.perf_counter()
         document[part] = run_part(PART_RUNS[part], config, max(left - RESERVE_S * (len(parts) - n - 1), MIN_PART_S))
         document[part]["seconds"] = round(time.perf_counter() - part_began, 1)
-        document["seconds"] = round(time.perf_counter() - began, 1)
-        if json_out is not None:
-            write_json(document, json_out)
+        written(document, began, json_out)
         outcome = document[part].get("error", "done")
         click.echo(f"gpu-check: {part} in {document[part]['seconds']} s: {outcome}"[:300], err=True)
+    return written(document, began, json_out)
+
+
+def written(document: dict[str, Any], began: float, json_out: Path | None) -> dict[str, Any]:
+    """``document`` with the seconds since ``began``, as written to ``json_out`` (when given)."""
     document["seconds"] = round(time.perf_counter() - began, 1)
+    if json_out is not None:
+        write_json(document, json_out)
     return document
 
 
