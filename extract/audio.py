@@ -29,7 +29,7 @@ EXTRACTOR_VERSIONS = {
     "mel": "3",
     "lld": "4",
     "logmel": "1",
-    "descriptors": "1",
+    "descriptors": "2",
     "expressive": "1",
     "egemaps": "1",
     "compare": "1",

@@ -10,6 +10,7 @@ The docs page ``docs/descriptors.md`` is generated from it.
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -19,7 +20,19 @@ import numpy as np
 import pyloudnorm
 
 from mvemo.extract.decode.audio import AudioWindow
+from mvemo.extract.lpc import lpc, yin
 from mvemo.extract.spectra import running_median
+from mvemo.extract.timbre import (
+    LSF_ORDER,
+    N_PEAKS,
+    band_edges,
+    band_flatness_crest,
+    dissonance,
+    fluctuation,
+    inharmonicity,
+    line_spectral_frequencies,
+    spectral_peaks,
+)
 from mvemo.manifests.errors import require
 
 SILENCE_DBFS = -100.0  # a clip whose loudest sample lies below this is silent: every column takes its undefined value
@@ -61,13 +74,19 @@ class Column(NamedTuple):
 
 
 class Series(NamedTuple):
-    """A frame-level measure: ``n`` columns (named ``name`` or ``name_1..n``), each summarized by ``STATISTICS``."""
+    """A frame-level measure: ``n`` columns (named ``name`` or ``name_1..n``), each summarized by ``statistics``
+    (names of ``STATISTICS``; all of them unless given)."""
 
     name: str
     unit: str
     measures: str
     n: int = 1
     undefined: float = 0.0
+    statistics: tuple[str, ...] = ()
+
+    @property
+    def summaries(self) -> tuple[str, ...]:
+        return self.statistics or tuple(STATISTICS)
 
 
 STATISTICS = {
@@ -84,6 +103,8 @@ TONNETZ = ("fifth_x", "fifth_y", "minor_third_x", "minor_third_y", "major_third_
 
 
 def series(config: DescriptorConfig) -> tuple[Series, ...]:
+    edges = band_edges(config.sample_rate_hz)
+    bands = ", ".join(f"{low:.0f}-{high:.0f}" for low, high in itertools.pairwise(edges))
     return (
         Series(
             "rms", "dBFS", "frame RMS level, every frame (a full-scale sine reads -3; floored at -100)", undefined=SILENCE_DBFS
@@ -109,7 +130,48 @@ def series(config: DescriptorConfig) -> tuple[Series, ...]:
         ),
         Series("chroma", "ratio", "energy of each pitch class C..B, normalized to the frame's maximum", n=12),
         Series("tonnetz", "", "tonal centroid: the chroma on the circles of fifths, minor and major thirds", n=6),
+        Series(
+            "band_flatness",
+            "ratio",
+            f"MPEG-7 spectral flatness per half-octave band ({bands} Hz): geometric over arithmetic mean of the"
+            " band's power, 0 tonal, 1 noise-like",
+            n=len(edges) - 1,
+            undefined=1.0,
+            statistics=BAND_STATISTICS,
+        ),
+        Series(
+            "band_crest",
+            "ratio",
+            f"MPEG-7 spectral crest factor per half-octave band ({bands} Hz): the band's peak power over its mean",
+            n=len(edges) - 1,
+            undefined=1.0,
+            statistics=BAND_STATISTICS,
+        ),
+        Series(
+            "lsf",
+            "Hz",
+            f"line spectral frequencies of an order-{LSF_ORDER} LPC of the Hann-windowed frame (Itakura 1975):"
+            " where the spectral envelope's resonances lie, in ascending order",
+            n=LSF_ORDER,
+            statistics=BAND_STATISTICS,
+        ),
+        Series(
+            "dissonance",
+            "",
+            f"sensory dissonance of the frame's {N_PEAKS} strongest spectral peaks (Sethares 1993, Plomp-Levelt"
+            " curves summed over pairs of partials; amplitudes scaled to unit energy): 0 a lone partial, 0.09 two"
+            " equal partials a quarter of a critical band apart",
+        ),
+        Series(
+            "inharmonicity",
+            "ratio",
+            f"distance of the {N_PEAKS} strongest peaks from the nearest multiple of the frame's YIN f0, weighted by"
+            " their energy, over f0 (as Essentia's Inharmonicity): 0 harmonic, 0.25 partials at random",
+        ),
     )
+
+
+BAND_STATISTICS = ("mean", "std")  # 10 bands or frequencies: their mean and spread, not 7 summaries each
 
 
 SCALARS = (
@@ -132,6 +194,15 @@ SCALARS = (
     Column("mode_clarity", "correlation", "best major-key correlation minus best minor-key correlation: > 0 major", 0.0),
     Column("harmonic_change", "1/s", "harmonic change rate: mean distance between successive tonnetz frames, per second", 0.0),
     Column("harmonic_percussive", "dB", "energy of the harmonic part over the percussive part (median-filter HPSS)", 0.0),
+    Column(
+        "fluctuation_peak_hz",
+        "Hz",
+        "where the fluctuation pattern peaks (Pampalk 2001: the modulation spectrum of the mel bands' level, 0.5-10"
+        " Hz, weighted by fluctuation strength, which peaks at 4 Hz)",
+        0.0,
+    ),
+    Column("fluctuation_peak", "ratio", "the fluctuation pattern's peak over its mean: how regular the fluctuation is", 0.0),
+    Column("fluctuation_centroid_hz", "Hz", "centroid of the fluctuation pattern: how fast the level fluctuates", 0.0),
 )
 TEMPOGRAM_RATIOS = 13
 
@@ -158,6 +229,7 @@ def columns(config: DescriptorConfig) -> list[Column]:
                     s.undefined if stat in ("mean", "p10", "p50", "p90") else 0.0,
                 )
                 for stat, what in STATISTICS.items()
+                if stat in s.summaries
             ]
     return out
 
@@ -177,6 +249,7 @@ CONTRAST_FMIN_HZ = 100.0  # librosa's 6 bands above it must lie below the Nyquis
 ONSET_PEAK_SPANS_S = {"pre_max": 0.03, "post_max": 0.03, "pre_avg": 0.1, "post_avg": 0.1, "wait": 0.06}
 # an onset rises this far above the envelope's local mean: absolute, so a steady tone's ripple (0.3 dB) is none
 ONSET_DELTA_DB = 1.0
+YIN_FMIN_HZ, YIN_FMAX_HZ = 60.0, 1000.0  # the f0 that inharmonicity measures partials against
 HPSS_KERNEL = 17  # median filters over 17 frames (0.54 s) and 17 of the 64 mel bands
 
 
@@ -223,6 +296,7 @@ def _descriptors(y: np.ndarray, config: DescriptorConfig, undefined: np.ndarray)
         "mfcc_delta": librosa.feature.delta(mfcc, mode="nearest"),
         "chroma": chroma,
         "tonnetz": tonnetz,
+        **_timbre(y, magnitude, power, config),
     }
     frames = {"rms": rms_db[None]} | {name: x[:, active[: x.shape[1]]] for name, x in gated.items()}
     rhythm, tempogram_ratios = _rhythm(onsets, sr, hop)
@@ -233,12 +307,32 @@ def _descriptors(y: np.ndarray, config: DescriptorConfig, undefined: np.ndarray)
         **rhythm,
         **_tonality(frames["chroma"].mean(axis=1), frames["tonnetz"], sr / hop),
         "harmonic_percussive": _harmonic_percussive(mel),
+        **fluctuation(mel_db, sr / hop),
     }
     values = [scalars[c.name] for c in SCALARS] + list(tempogram_ratios)
     for s in series(config):
-        values += list(_statistics(frames[s.name]).ravel())
+        kept = [i for i, stat in enumerate(STATISTICS) if stat in s.summaries]
+        values += list(_statistics(frames[s.name])[:, kept].ravel())
     out = np.asarray(values, dtype=np.float64)
     return np.where(np.isfinite(out), out, undefined).astype(np.float32)
+
+
+def _timbre(y: np.ndarray, magnitude: np.ndarray, power: np.ndarray, config: DescriptorConfig) -> dict[str, np.ndarray]:
+    """The per-band flatness and crest, the line spectral frequencies, the dissonance and the inharmonicity of
+    each frame (``extract.timbre``), each (n, frames)."""
+    sr, n_fft = config.sample_rate_hz, config.n_fft
+    frames = librosa.util.frame(np.pad(y, n_fft // 2), frame_length=n_fft, hop_length=config.hop_length).T
+    frames = frames[: magnitude.shape[1]].astype(np.float64)
+    flatness, crest = band_flatness_crest(power, sr, n_fft)
+    freqs, amplitude = spectral_peaks(magnitude, sr, n_fft)
+    f0 = yin(frames, sr, fmin_hz=YIN_FMIN_HZ, fmax_hz=YIN_FMAX_HZ)
+    return {
+        "band_flatness": flatness,
+        "band_crest": crest,
+        "lsf": line_spectral_frequencies(lpc(frames, LSF_ORDER, np.hanning(n_fft)), sr),
+        "dissonance": dissonance(freqs, amplitude)[None],
+        "inharmonicity": inharmonicity(freqs, amplitude, f0)[None],
+    }
 
 
 def _statistics(x: np.ndarray) -> np.ndarray:

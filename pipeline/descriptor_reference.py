@@ -27,7 +27,17 @@ is silent: every column takes its undefined value.
 
 Every frame series but the RMS level is measured over the active frames only (RMS above
 {active:g} dBFS), so a silent intro or break does not read as 0 Hz, flat and toneless.
-Frame series are summarized by {n_stats} statistics, as `<series>_<statistic>`: {stats}.
+Frame series are summarized by {n_stats} statistics, as `<series>_<statistic>`: {stats}; the
+per-band flatness and crest and the line spectral frequencies by their `mean` and `std` alone.
+
+The tone-colour and sensory columns (`band_flatness_*`, `band_crest_*`, `lsf_*`, `dissonance_*`,
+`inharmonicity_*`, `fluctuation_*`) are of the kind the 4Q state of the art rests on (Panda et al.
+2018, IEEE TAFFC; Louro et al. 2024): spectral flatness and crest per band as MPEG-7's
+AudioSpectrumFlatness and AudioSpectrumCrest (ISO/IEC 15938-4), line spectral frequencies (Itakura
+1975) of an LPC envelope, sensory dissonance as Sethares' fit (1993) of Plomp and Levelt's curves
+(1965), inharmonicity as Essentia's `Inharmonicity`, and the fluctuation pattern as Pampalk's (2001)
+and MIRtoolbox's `mirfluctuation`. Each is tested on signals of known answer
+(`tests/extract/test_timbre.py`).
 """
 EXPRESSIVE = """
 ## The `expressive` feature set: the melody and how it is played

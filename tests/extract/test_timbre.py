@@ -1,0 +1,107 @@
+"""Tone colour and sensory measures on synthetic signals of known answer: each column of the ``descriptors`` set
+that ``extract.timbre`` computes reads what the signal was built to have."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mvemo.extract.descriptors import DescriptorConfig, descriptors
+from mvemo.extract.timbre import LSF_ORDER, band_edges, line_spectral_frequencies
+
+SR = 16000
+CONFIG = DescriptorConfig()
+NAMES = CONFIG.columns
+SECONDS = 6.0
+T = np.arange(int(SECONDS * SR)) / SR
+
+
+def measured(y: np.ndarray) -> dict[str, float]:
+    vector = descriptors(np.asarray(y, dtype=np.float32), CONFIG)
+    return dict(zip(NAMES, map(float, vector)))
+
+
+def partials(freqs: list[float], amplitudes: list[float] | None = None, level: float = 0.3) -> np.ndarray:
+    amplitudes = amplitudes or [1.0] * len(freqs)
+    y = sum(a * np.sin(2 * np.pi * f * T) for f, a in zip(freqs, amplitudes))
+    return level * np.asarray(y) / max(amplitudes) / len(freqs)
+
+
+def white_noise(seed: int = 0) -> np.ndarray:
+    return 0.1 * np.random.default_rng(seed).standard_normal(T.size)
+
+
+def test_white_noise_is_flat_in_every_band_and_a_tone_is_peaked_in_its_own() -> None:
+    """The flatness of white noise's power is e^-gamma = 0.56 in every band (a periodogram's values are exponential);
+    a sine in the middle of one band makes that band tonal and peaked, not its neighbours."""
+    noise = measured(white_noise())
+    n_bands = len(band_edges(SR)) - 1
+    assert all(0.45 < noise[f"band_flatness_{b}_mean"] < 0.7 for b in range(1, n_bands + 1))
+    edges = band_edges(SR)
+    band = 5  # 1000-1414 Hz
+    centre = float(np.sqrt(edges[band - 1] * edges[band]))
+    tone = measured(partials([centre]) + 0.001 * white_noise())
+    assert tone[f"band_flatness_{band}_mean"] < 0.05 < tone[f"band_flatness_{band - 2}_mean"]
+    assert tone[f"band_crest_{band}_mean"] > 3 * noise[f"band_crest_{band}_mean"]
+    assert tone[f"band_crest_{band + 2}_mean"] < 2 * noise[f"band_crest_{band + 2}_mean"]
+
+
+def test_line_spectral_frequencies_of_a_flat_envelope_are_evenly_spaced() -> None:
+    """A(z) = 1: P and Q are 1 +- z^-(p+1), whose roots split the half circle into p + 1 equal arcs."""
+    a = np.zeros((3, LSF_ORDER + 1))
+    a[:, 0] = 1.0
+    expected = np.arange(1, LSF_ORDER + 1) * SR / (2 * (LSF_ORDER + 1))
+    np.testing.assert_allclose(line_spectral_frequencies(a, SR), np.repeat(expected[:, None], 3, axis=1), atol=1e-6)
+    noise = measured(white_noise())
+    got = np.array([noise[f"lsf_{k}_mean"] for k in range(1, LSF_ORDER + 1)])
+    np.testing.assert_allclose(got, expected, rtol=0.05)
+
+
+def test_a_resonance_is_bracketed_by_a_close_pair_of_line_spectral_frequencies() -> None:
+    """A two-pole resonance at 1,200 Hz: two line spectral frequencies close around it, ascending."""
+    radius, angle = 0.97, 2 * np.pi * 1200 / SR
+    a = np.zeros((1, LSF_ORDER + 1))
+    a[0, :3] = [1.0, -2 * radius * np.cos(angle), radius**2]
+    lsf = line_spectral_frequencies(a, SR)[:, 0]
+    assert np.all(np.diff(lsf) > 0) and lsf[0] > 0 and lsf[-1] < SR / 2
+    below = int(np.searchsorted(lsf, 1200)) - 1
+    assert lsf[below] < 1200 < lsf[below + 1] and lsf[below + 1] - lsf[below] < 150
+
+
+def test_dissonance_follows_plomp_and_levelt() -> None:
+    """A lone partial is consonant (0); two equal partials a semitone apart at 440 Hz sit near the curve's top
+    (Sethares' formula gives 0.0905); an octave and a fifth of pure tones lie far outside the critical band; the
+    level does not count."""
+    lone = measured(partials([440]))["dissonance_p50"]
+    semitone = measured(partials([440, 440 * 2 ** (1 / 12)]))["dissonance_p50"]
+    fifth = measured(partials([440, 660]))["dissonance_p50"]
+    octave = measured(partials([440, 880]))["dissonance_p50"]
+    quiet = measured(partials([440, 440 * 2 ** (1 / 12)], level=0.01))["dissonance_p50"]
+    assert lone < 1e-6 and octave < 1e-3 and fifth < 0.01
+    assert 0.07 < semitone < 0.1
+    assert quiet == pytest.approx(semitone, rel=1e-3)
+
+
+@pytest.mark.parametrize("f0", [110.0, 220.0])
+def test_inharmonicity_grows_with_the_stiffness_of_a_string(f0: float) -> None:
+    """Partials n f0 sqrt(1 + B n^2) (a stiff string): B = 0 is harmonic (0), and the measure grows with B."""
+
+    def string(b: float) -> float:
+        n = np.arange(1, 11)
+        return measured(partials(list(n * f0 * np.sqrt(1 + b * n**2)), list(1 / n)))["inharmonicity_p50"]
+
+    harmonic, slight, stiff = string(0.0), string(3e-4), string(1e-3)
+    assert harmonic < 0.005
+    assert 2 * harmonic < slight < stiff and stiff > 0.01
+
+
+@pytest.mark.parametrize("rate_hz", [2.0, 4.0, 7.0])
+def test_the_fluctuation_pattern_peaks_at_the_rate_of_an_amplitude_modulation(rate_hz: float) -> None:
+    """Noise whose level swings at ``rate_hz``: the pattern's peak sits at that rate and stands out; steady noise has
+    no peak to speak of."""
+    y = np.tile(white_noise(), 3)
+    seconds = np.arange(y.size) / SR
+    modulated = measured(y * (1 + np.sin(2 * np.pi * rate_hz * seconds)))
+    steady = measured(y)
+    assert modulated["fluctuation_peak_hz"] == pytest.approx(rate_hz, abs=0.25)
+    assert modulated["fluctuation_peak"] > 3 * steady["fluctuation_peak"]
