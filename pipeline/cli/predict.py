@@ -114,7 +114,7 @@ def _timelines(
     of the wholes."""
     from mvemo.pipeline.executors import build_executor
     from mvemo.pipeline.predict.page import index_page
-    from mvemo.pipeline.predict.predictor import categories_of
+    from mvemo.pipeline.predict.predictor import categories_of, category_noun
     from mvemo.pipeline.predict.timeline import timelines
     from mvemo.pipeline.tables import format_table
 
@@ -122,7 +122,8 @@ def _timelines(
     with build_executor(options["executor"], workers=options["workers"], scheduler=options["scheduler"]) as pool:
         stream = timelines(predictor, clips, hop_s, str(out), pool, embed_media=embed_media)
         results = list(progress_bar("timeline", "file")(stream, len(clips)))
-    index = index_page(results, categories_of(predictor.saved.target, predictor.outputs), out)
+    target, outputs = predictor.saved.target, predictor.outputs
+    index = index_page(results, categories_of(target, outputs), out, named=category_noun(target, outputs))
     failed = [r for r in results if "error" in r]
     if as_json:
         print_json(results)

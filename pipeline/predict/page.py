@@ -1,5 +1,6 @@
 """The timeline's pages: ``<stem>.timeline.html``, where a music video plays beside its emotion over time, and
-``index.html``, the files of one run, each with its label, length and a strip of its top class per window.
+``index.html``, the files of one run, each with its label, length and a strip of its top class, tag or quadrant
+per window.
 
 A page is one file (``fuse.report.pages``): its data, CSS and scripts inline, the media referenced by a relative path
 (or inlined). The page's data is ``Timeline.page_data()`` plus the classes' colours, as JSON that
@@ -21,6 +22,7 @@ import numpy as np
 from mvemo.cache.h5file import mvemo_version
 from mvemo.fuse.report.pages import asset, data_uri, page
 from mvemo.fuse.report.plots import class_colours, window_edges
+from mvemo.pipeline.predict.predictor import category_noun
 
 INDEX_HTML = "index.html"
 # --embed-media inlines files up to this size; a larger one is referenced, with a note on its page
@@ -40,34 +42,39 @@ def media_source(media: Path, out: Path, embed: bool) -> tuple[str, str]:
 
 
 def timeline_page(data: dict[str, Any], source: str, is_video: bool, path: Path) -> Path:
-    """Write one file's timeline page: ``data`` (``Timeline.page_data()``) drawn by timeline.js under its media."""
-    classes = data["classes"]
-    colours = class_colours(classes)
+    """Write one file's timeline page: ``data`` (``Timeline.page_data()``) drawn by timeline.js under its media: the
+    classes' probabilities stacked, a lane per tag, or valence and arousal over time beside Russell's plane."""
+    kind = data["kind"]
+    colours = class_colours([*data["categories"], *(data["classes"] if kind not in ("label", "tags") else [])])
     name = html.escape(data["file"])
     tag = "video" if is_video else "audio"
-    whole = dict(zip(classes, data["overall"]))
+    media = f'<{tag} id="media" controls preload="metadata" src="{html.escape(source)}"></{tag}>'
+    if _has_plane(data):
+        media = (
+            f'<div class="beside">{media}<div id="plane" role="img" aria-label="Valence and arousal in Russell\'s plane,'
+            f" the current window's point among the whole trajectory; click to seek to the nearest window\"></div></div>"
+        )
     body = [
         f"<h1>{name}</h1>",
-        f"<p>The whole file: <strong>{html.escape(data['label'])}</strong> ({100 * whole[data['label']]:.0f} %),"
-        f" model <code>{html.escape(data['model'])}</code>, {len(data['starts'])} windows.</p>",
-        f'<{tag} id="media" controls preload="metadata" src="{html.escape(source)}"></{tag}>',
+        f"<p>The whole file: {_whole(data)}, model <code>{html.escape(data['model'])}</code>, {len(data['starts'])} windows.</p>",
+        media,
         '<p id="now"></p><p id="announce" class="visually-hidden" aria-live="polite"></p>',
         f'<div id="chart" role="slider" tabindex="0" aria-label="Emotion over time in {name}"'
         ' aria-describedby="chart-help"><div id="tooltip" hidden></div></div>',
-        _legend(colours),
-        '<p id="chart-help" class="muted">Class probabilities stacked per window, the top class in the band beneath;'
-        " each window stands for the seconds nearer its middle than its neighbours'. Click or drag to seek; on the"
-        " focused chart the arrow keys move one window, Page Up and Page Down a tenth, Home and End the first and the last.</p>",
+        _kind_legend(kind, colours),
+        f'<p id="chart-help" class="muted">{CHART_HELP[_view(kind)]} Each window stands for the seconds nearer its'
+        " middle than its neighbours'. Click or drag to seek; on the focused chart the arrow keys move one window, Page"
+        " Up and Page Down a tenth, Home and End the first and the last.</p>",
         "<details><summary>The windows as a table</summary>",
-        '<table id="windows"><thead><tr><th>window</th><th>top class</th>'
-        + "".join(f"<th>{html.escape(c)} %</th>" for c in classes)
+        '<table id="windows"><thead><tr><th>window</th>'
+        + "".join(f"<th>{html.escape(h)}</th>" for h in _window_columns(data))
         + "</tr></thead><tbody></tbody></table></details>",
         "<h2>The whole file</h2>",
-        _table(["class", "probability"], [[c, f"{p:.3f}"] for c, p in whole.items()]),
+        _whole_table(data),
         *(["<h2>Notes</h2>", "<ul>", *(f"<li>{html.escape(n)}</li>" for n in data["notes"]), "</ul>"] if data["notes"] else []),
         _provenance(data["provenance"]),
         '<script type="application/json" id="timeline-data">'
-        + json.dumps(data | {"colours": [colours[c] for c in classes]}, allow_nan=False).translate(SCRIPT_SAFE)
+        + json.dumps(data | {"colours": colours}, allow_nan=False).translate(SCRIPT_SAFE)
         + "</script>",
     ]
     script = asset("mvemo.pipeline.predict", "timeline.js")
@@ -76,37 +83,71 @@ def timeline_page(data: dict[str, Any], source: str, is_video: bool, path: Path)
     return path
 
 
-def figure_page(data: dict[str, Any], source: str, is_video: bool, picture: Path, path: Path) -> Path:
-    """Write the timeline page of a tag or value model: its media over the timeline's PNG, the windows' scores as a
-    table, the scores of the whole, the notes and the provenance."""
-    names = data["classes"]
-    name = html.escape(data["file"])
-    tag = "video" if is_video else "audio"
-    rows = [
-        [f"{_clock(start)}\u2013{_clock(end)}", *(f"{v:.3f}" for v in scores)]
-        for start, end, scores in zip(data["starts"], data["ends"], data["proba"])
-    ]
-    body = [
-        f"<h1>{name}</h1>",
-        f"<p>The whole file: <strong>{html.escape(data['label'] or 'no tag')}</strong>, model"
-        f" <code>{html.escape(data['model'])}</code>, {len(data['starts'])} windows.</p>",
-        f'<{tag} id="media" controls preload="metadata" src="{html.escape(source)}"></{tag}>',
-        f'<p><img src="{data_uri(picture)}" alt="{html.escape(", ".join(names))} over time in {name}" style="max-width:100%"></p>',
-        "<details><summary>The windows as a table</summary>",
-        _table(["window", *names], rows),
-        "</details>",
-        "<h2>The whole file</h2>",
-        _table(["", *names], [["whole", *(f"{v:.3f}" for v in data["overall"])]]),
-        *(["<h2>Notes</h2>", "<ul>", *(f"<li>{html.escape(n)}</li>" for n in data["notes"]), "</ul>"] if data["notes"] else []),
-        _provenance(data["provenance"]),
-    ]
-    path.write_text(page(f"{data['file']}: emotion timeline", "\n".join(body)), encoding="utf-8")
-    return path
+CHART_HELP = {
+    "label": "Class probabilities stacked per window, the top class in the band beneath.",
+    "tags": "A lane per tag, the most often called first: the tag's probability per window (filled), its threshold"
+    " (dashed) and the windows where it is called (the bar beneath). Past twelve tags the lanes scroll.",
+    "values": "Each value per window on its scale (the middle dashed), the quadrant in the band beneath.",
+}
 
 
-def index_page(results: list[dict[str, Any]], classes: list[str], out: Path) -> Path:
+def _view(kind: str) -> str:
+    return kind if kind in ("label", "tags") else "values"
+
+
+def _has_plane(data: dict[str, Any]) -> bool:
+    return _view(data["kind"]) == "values" and len(data["classes"]) == 2
+
+
+def _whole(data: dict[str, Any]) -> str:
+    """The whole file's label in words: the class and its probability, the tags called, or the quadrant and values."""
+    label = html.escape("; ".join(data["label"].split(";")) or "no tag called")
+    view = _view(data["kind"])
+    if view == "label":
+        return f"<strong>{label}</strong> ({100 * data['overall'][data['classes'].index(data['label'])]:.0f} %)"
+    if view == "tags":
+        return f"<strong>{label}</strong>"
+    low, high = data["scale"]
+    values = ", ".join(f"{html.escape(n)} {v:.2f}" for n, v in zip(data["classes"], data["overall"]))
+    return f"<strong>{label}</strong> ({values} on {low:g} to {high:g})"
+
+
+def _window_columns(data: dict[str, Any]) -> list[str]:
+    view = _view(data["kind"])
+    if view == "label":
+        return ["top class", *(f"{c} %" for c in data["classes"])]
+    if view == "tags":
+        return ["tags called", *(f"{c} %" for c in data["classes"])]
+    return [category_noun(data["kind"], data["classes"]), *data["classes"]]
+
+
+def _whole_table(data: dict[str, Any]) -> str:
+    view = _view(data["kind"])
+    if view == "label":
+        return _table(["class", "probability"], [[c, f"{p:.3f}"] for c, p in zip(data["classes"], data["overall"])])
+    if view == "tags":
+        rows = zip(data["classes"], data["overall"], data["thresholds"])
+        return _table(
+            ["tag", "probability", "threshold", "called"],
+            [[t, f"{p:.3f}", f"{at:.3f}", "yes" if p >= at else ""] for t, p, at in rows],
+        )
+    return _table(["value", "whole file"], [[n, f"{v:.3f}"] for n, v in zip(data["classes"], data["overall"])])
+
+
+def _kind_legend(kind: str, colours: dict[str, str]) -> str:
+    if _view(kind) != "tags":
+        return _legend(colours)
+    items = (
+        '<li><span class="swatch probability"></span>probability</li>'
+        '<li><span class="swatch threshold"></span>threshold</li><li><span class="swatch called"></span>called</li>'
+    )
+    return f'<ul class="legend" aria-label="what the lanes show">{items}</ul>'
+
+
+def index_page(results: list[dict[str, Any]], classes: list[str], out: Path, *, named: str = "class") -> Path:
     """Write ``out/index.html``: each file that has a timeline, linked to its page, with its label, length and a strip
-    of its top class per window (sortable by each); the files that failed, with why."""
+    of its top category per window (``classes``: the classes, tags or quadrants; ``named``: what one is called),
+    sortable by each; the files that failed, with why."""
     colours = class_colours(classes)
     rows = []
     for r in sorted((r for r in results if "html" in r), key=lambda r: (Path(r["file"]).name, r["file"])):
@@ -115,14 +156,14 @@ def index_page(results: list[dict[str, Any]], classes: list[str], out: Path) -> 
         rows.append(
             f'<tr><td><a href="{link}">{html.escape(Path(r["file"]).name)}</a></td><td>{html.escape(r["label"])}</td>'
             f'<td data-sort="{ends[-1]:.3f}">{_clock(ends[-1])}</td><td>{len(starts)}</td>'
-            f"<td>{_strip(starts, ends, top, colours)}</td></tr>"
+            f"<td>{_strip(starts, ends, top, colours, named)}</td></tr>"
         )
     failed = [r for r in results if "error" in r]
     body = [
         "<h1>Emotion timelines</h1>",
         f"<p>{len(rows)} files. Click a column's header to sort by it.</p>",
         '<table id="files"><thead><tr><th aria-sort="ascending">file</th><th>label</th><th>length</th><th>windows</th>'
-        "<th data-nosort>top class per window</th></tr></thead><tbody>",
+        f"<th data-nosort>top {html.escape(named)} per window</th></tr></thead><tbody>",
         *rows,
         "</tbody></table>",
         _legend(colours),
@@ -147,8 +188,8 @@ def _read_windows(table: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     )
 
 
-def _strip(starts: np.ndarray, ends: np.ndarray, top: list[str], colours: dict[str, str]) -> str:
-    """A small SVG of the top class over time, its text alternative naming the runs of one class."""
+def _strip(starts: np.ndarray, ends: np.ndarray, top: list[str], colours: dict[str, str], named: str) -> str:
+    """A small SVG of the top category over time, its text alternative naming the runs of one category."""
     edges = window_edges(starts, ends)
     scale = 100 / ((edges[-1] - edges[0]) or 1)
     rects = "".join(
@@ -156,7 +197,7 @@ def _strip(starts: np.ndarray, ends: np.ndarray, top: list[str], colours: dict[s
         for left, right, c in zip(edges[:-1], edges[1:], top)
     )
     runs = [c for k, c in enumerate(top) if k == 0 or top[k - 1] != c]
-    label = html.escape("top class over time: " + ", then ".join(runs))
+    label = html.escape(f"top {named} over time: " + ", then ".join(runs))
     return (
         f'<svg class="strip" viewBox="0 0 100 1" preserveAspectRatio="none" shape-rendering="crispEdges" role="img"'
         f' aria-label="{label}">{rects}</svg>'

@@ -146,6 +146,13 @@ def categories_of(target: str, outputs: list[str]) -> list[str]:
     return list(QUADRANTS) if len(outputs) == 2 else ["high", "low"]
 
 
+def category_noun(target: str, outputs: list[str]) -> str:
+    """What one of ``categories_of`` is called: a class, a tag, a quadrant, or a half of one value's scale."""
+    if target in ("label", "tags"):
+        return "class" if target == "label" else "tag"
+    return "quadrant" if len(outputs) == 2 else "half"
+
+
 def scores_of(result: dict[str, Any]) -> dict[str, float]:
     """A result's probabilities (of classes or tags) or values."""
     return dict(result.get("probabilities") or result["values"])

@@ -36,7 +36,14 @@ from mvemo.pipeline.predict.inputs import (
     window_inputs,
     window_length,
 )
-from mvemo.pipeline.predict.predictor import Predictor, clip_result, clip_results, label_of, label_scores
+from mvemo.pipeline.predict.predictor import (
+    Predictor,
+    categories_of,
+    clip_result,
+    clip_results,
+    label_of,
+    label_scores,
+)
 
 # Streams whose lengths differ by more than this are reported (AAC priming and rounding stay below it).
 LENGTH_TOLERANCE_S = 0.5
@@ -83,33 +90,48 @@ class Timeline:
         """The windows' starts and ends."""
         return np.array([w.start_s for w in self.windows]), np.array([w.end_s for w in self.windows])
 
+    @property
+    def categories(self) -> list[str]:
+        """What a window is named by (``predictor.categories_of``): a class, a tag, or a quadrant."""
+        return categories_of(self.kind, self.classes)
+
     def page_data(self) -> dict[str, Any]:
-        """What the timeline page draws, as JSON: the file's name, model, label, classes, the pooled probabilities,
-        each window's start, end, edges (``fuse.report.plots.window_edges``) and probabilities, the notes and the model's
-        provenance."""
+        """What the timeline page draws, as JSON: the file's name, model, label, the kind of model and its scores'
+        names (``classes``), the pooled scores, each window's start, end, edges (``fuse.report.plots.window_edges``),
+        scores and top category (an index into ``categories``: ``top``), the notes and the model's provenance; a tag
+        model's thresholds, a value model's scale."""
         from mvemo.fuse.report.plots import window_edges
 
         starts, ends = self.seconds()
-        return {
+        categories = self.categories
+        data = {
             "file": Path(self.file).name,
             "model": self.model,
             "label": self.label,
+            "kind": self.kind,
             "classes": self.classes,
+            "categories": categories,
             "overall": [round(float(p), 4) for p in self.overall],
             "starts": starts.tolist(),
             "ends": ends.tolist(),
             "edges": window_edges(starts, ends).round(3).tolist(),
             "proba": np.round(self.proba, 4).tolist(),
+            "top": [categories.index(self.top(row)) for row in self.proba],
             "notes": self.notes,
             "provenance": self.provenance,
         }
+        if self.thresholds is not None:
+            data["thresholds"] = [round(float(t), 4) for t in self.thresholds]
+        if self.scale is not None:
+            data["scale"] = [float(v) for v in self.scale]
+        return data
 
     def write(self, out: Path, stem: str, media_source: str) -> tuple[Path, Path, Path]:
         """``<stem>.timeline.csv`` (start_s, end_s, a probability per class, argmax), ``<stem>.timeline.png`` and
         ``<stem>.timeline.html``, the page that plays the file (at ``media_source``, ``page.media_source``) beside
         its timeline."""
         from mvemo.fuse.report.plots import tags_timeline_png, timeline_png, values_timeline_png
-        from mvemo.pipeline.predict.page import figure_page, timeline_page
+        from mvemo.pipeline.predict.page import timeline_page
 
         out.mkdir(parents=True, exist_ok=True)
         table = out / f"{stem}.timeline.csv"
@@ -130,12 +152,11 @@ class Timeline:
         html_path = out / f"{stem}.timeline.html"
         if self.kind == "label":
             picture = timeline_png(starts, ends, self.proba, self.classes, title, png, faces=track)
-            return table, picture, timeline_page(self.page_data(), media_source, self.is_video, html_path)
-        if self.kind == "tags":
+        elif self.kind == "tags":
             picture = tags_timeline_png(starts, ends, self.proba, self.classes, self.thresholds or [], title, png)
         else:
             picture = values_timeline_png(starts, ends, self.proba, self.classes, self.scale, title, png)  # type: ignore[arg-type]
-        return table, picture, figure_page(self.page_data(), media_source, self.is_video, picture, html_path)
+        return table, picture, timeline_page(self.page_data(), media_source, self.is_video, html_path)
 
 
 def clip_timeline(saved: SavedFusionModel, name: str, clip: Clip, hop_s: float, weights_dir: str | None = None) -> Timeline:

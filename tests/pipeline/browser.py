@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 # Each page's screenshot at a fixed size, kept as a test artefact (CI keeps build/ of its clone)
 SCREENSHOTS = Path(os.environ.get("MVEMO_TEST_ARTEFACTS", REPO / "build" / "test-artefacts")) / "pages"
 WINDOW_SIZE = (1280, 960)
+CHART = "document.getElementById('chart')"
 CLASSES = ["Exciting", "Fear", "Neutral", "Relaxation", "Sad", "Tension"]
 
 
@@ -46,6 +47,31 @@ def chromium() -> Iterator[Any]:
         yield session
     finally:
         session.quit()
+
+
+def open_page(browser: Any, path: Path) -> None:
+    """Load ``path`` (selenium returns after its load event) and check that its chart, if any, was drawn."""
+    browser.get(path.as_uri())
+    if browser.execute_script(f"return {CHART} !== null"):
+        assert browser.execute_script(f"return {CHART}.dataset.ready") == "true", "the script drew the chart"
+
+
+def edges_of(timeline: Timeline) -> np.ndarray:
+    return np.array(timeline.page_data()["edges"])
+
+
+def window_at(edges: np.ndarray, t: float) -> int:
+    return int(np.clip(np.searchsorted(edges, t + 1e-6, side="right") - 1, 0, len(edges) - 2))
+
+
+def wait_for(browser: Any, script: str, expected: Any, timeout_s: float = 5.0) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, timeout_s).until(lambda b: b.execute_script(script) == expected)
+
+
+def window_shown(browser: Any) -> int:
+    return int(browser.execute_script(f"return {CHART}.dataset.window"))
 
 
 def console_errors(session: Any) -> list[dict[str, Any]]:
@@ -98,3 +124,34 @@ def synthetic_timeline(
         },
     }
     return Timeline(str(media), is_video, "late(i3d,musicnn)", CLASSES, windows, proba, proba.mean(axis=0), provenance, [])
+
+
+TAGS = ["happy", "calm", "sad", "angry", "tense", "gentle"]
+SCALE = (1.0, 9.0)
+
+
+def synthetic_tag_timeline(media: Path, duration_s: float, length_s: float, hop_s: float, tags: list[str] = TAGS) -> Timeline:
+    """A tag model's timeline: tag k's probability rises and falls in waves of its own period, so each tag is called
+    in some windows and the later tags less often; each tag's threshold its own."""
+    timeline = synthetic_timeline(media, duration_s, length_s, hop_s)
+    n = len(timeline.windows)
+    waves = np.arange(n)[:, None] / (3 + np.arange(len(tags)))[None, :]
+    proba = (0.5 + 0.45 * np.sin(2 * np.pi * waves)) * np.linspace(1.0, 0.6, len(tags))[None, :]
+    thresholds = list(np.linspace(0.4, 0.6, len(tags)))
+    return replace_scores(timeline, "tags", tags, proba, thresholds=thresholds)
+
+
+def synthetic_value_timeline(media: Path, duration_s: float, length_s: float, hop_s: float) -> Timeline:
+    """A valence/arousal model's timeline on ``SCALE`` that circles Russell's plane through all four quadrants."""
+    timeline = synthetic_timeline(media, duration_s, length_s, hop_s)
+    angle = 2 * np.pi * np.arange(len(timeline.windows)) / max(len(timeline.windows), 8)
+    middle, radius = sum(SCALE) / 2, 3.0
+    values = np.stack([middle + radius * np.cos(angle + 0.3), middle + radius * np.sin(angle + 0.3)], axis=1)
+    return replace_scores(timeline, "valence-arousal", ["valence", "arousal"], values, scale=SCALE)
+
+
+def replace_scores(timeline: Timeline, kind: str, names: list[str], scores: np.ndarray, **fields: Any) -> Timeline:
+    """``timeline`` as a model of ``kind`` with these score names and scores per window (their mean the whole's)."""
+    from dataclasses import replace
+
+    return replace(timeline, kind=kind, classes=names, proba=scores, overall=scores.mean(axis=0), **fields)

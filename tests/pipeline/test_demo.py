@@ -126,7 +126,9 @@ def test_tag_and_value_models_draw_a_timeline(tiny_demo: Path, tmp_path: Path, f
         rows = list(csv.DictReader(f))
     assert len(rows) >= 1 and (out / f"{file.name}.timeline.png").is_file() and (out / "index.html").is_file()
     page = (out / f"{file.name}.timeline.html").read_text()
-    assert "data:image/png;base64," in page
+    data = json.loads(page.split('id="timeline-data">', 1)[1].split("</script>", 1)[0])
+    assert data["kind"] == load_fusion_model(model).target, "the page draws the model's kind of scores"
+    assert [data["categories"][k] for k in data["top"]] == [r["argmax"] for r in rows], "each window's top, as the CSV's"
     if folder == "tags":
         assert list(rows[0]) == ["start_s", "end_s", *(f"p_{t}" for t in DEMO_TAGS), "argmax", "called"]
         thresholds = load_fusion_model(model).thresholds(load_fusion_model(model).default_model)

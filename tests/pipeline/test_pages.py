@@ -5,7 +5,6 @@ screenshot is kept."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,11 +18,16 @@ from mvemo.pipeline.predict.page import EMBED_LIMIT_BYTES, _clock, index_page, m
 from mvemo.pipeline.predict.timeline import Timeline
 from tests.fuse.helpers import embedding_cache
 from tests.pipeline.browser import (
+    CHART,
     CLASSES,
-    chromium,
     console_errors,
+    edges_of,
+    open_page,
     screenshot,
     synthetic_timeline,
+    wait_for,
+    window_at,
+    window_shown,
     write_page,
     write_video,
 )
@@ -32,37 +36,6 @@ from tests.pipeline.browser import (
 pytestmark = pytest.mark.heavy
 
 LENGTH_S, HOP_S = 6.0, 3.0
-CHART = "document.getElementById('chart')"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    yield from chromium()
-
-
-def open_page(browser: Any, path: Path) -> None:
-    """Load ``path`` (selenium returns after its load event) and check that its chart, if any, was drawn."""
-    browser.get(path.as_uri())
-    if browser.execute_script(f"return {CHART} !== null"):
-        assert browser.execute_script(f"return {CHART}.dataset.ready") == "true", "the script drew the chart"
-
-
-def edges_of(timeline: Timeline) -> np.ndarray:
-    return np.array(timeline.page_data()["edges"])
-
-
-def window_at(edges: np.ndarray, t: float) -> int:
-    return int(np.clip(np.searchsorted(edges, t + 1e-6, side="right") - 1, 0, len(edges) - 2))
-
-
-def wait_for(browser: Any, script: str, expected: Any, timeout_s: float = 5.0) -> None:
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    WebDriverWait(browser, timeout_s).until(lambda b: b.execute_script(script) == expected)
-
-
-def window_shown(browser: Any) -> int:
-    return int(browser.execute_script(f"return {CHART}.dataset.window"))
 
 
 @pytest.fixture(scope="module")
