@@ -61,7 +61,7 @@ def timeline_page(data: dict[str, Any], source: str, is_video: bool, path: Path)
         '<p id="now"></p><p id="announce" class="visually-hidden" aria-live="polite"></p>',
         f'<div id="chart" role="slider" tabindex="0" aria-label="Emotion over time in {name}"'
         ' aria-describedby="chart-help"><div id="tooltip" hidden></div></div>',
-        _kind_legend(kind, colours),
+        _kind_legend(kind, colours, data.get("scale")),
         f'<p id="chart-help" class="muted">{CHART_HELP[_view(kind)]} Each window stands for the seconds nearer its'
         " middle than its neighbours'. Click or drag to seek; on the focused chart the arrow keys move one window, Page"
         " Up and Page Down a tenth, Home and End the first and the last.</p>",
@@ -134,9 +134,13 @@ def _whole_table(data: dict[str, Any]) -> str:
     return _table(["value", "whole file"], [[n, f"{v:.3f}"] for n, v in zip(data["classes"], data["overall"])])
 
 
-def _kind_legend(kind: str, colours: dict[str, str]) -> str:
-    if _view(kind) != "tags":
+def _kind_legend(kind: str, colours: dict[str, str], scale: list[float] | None) -> str:
+    view = _view(kind)
+    if view == "label":
         return _legend(colours)
+    if view == "values":
+        low, high = scale or (0.0, 1.0)
+        return _legend(colours, f"<li>scale: {low:g} at the bottom, {high:g} at the top, {(low + high) / 2:g} dashed</li>")
     items = (
         '<li><span class="swatch probability"></span>probability</li>'
         '<li><span class="swatch threshold"></span>threshold</li><li><span class="swatch called"></span>called</li>'
@@ -204,11 +208,12 @@ def _strip(starts: np.ndarray, ends: np.ndarray, top: list[str], colours: dict[s
     )
 
 
-def _legend(colours: dict[str, str]) -> str:
+def _legend(colours: dict[str, str], extra: str = "") -> str:
+    """The colours' legend, ``extra`` items (HTML) after them."""
     items = "".join(
         f'<li><span class="swatch" style="background:{colour}"></span>{html.escape(c)}</li>' for c, colour in colours.items()
     )
-    return f'<ul class="legend" aria-label="class colours">{items}</ul>'
+    return f'<ul class="legend" aria-label="colours">{items}{extra}</ul>'
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
