@@ -153,6 +153,15 @@ def tag_matrix(clip_tags: Sequence[Sequence[str]], tags: Sequence[str]) -> np.nd
     return matrix
 
 
+HALVES = ("high", "low")
+
+
+def value_categories(n_values: int) -> tuple[str, ...]:
+    """What ``quadrants`` names a row of ``n_values`` values by: Q1..Q4 for valence and arousal, else the halves
+    of one value's scale."""
+    return QUADRANTS if n_values == 2 else HALVES
+
+
 def quadrants(values: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
     """The quadrant index (0..3 for Q1..Q4) of each (valence, arousal) row, shape (n,), int64; a value at the
     middle of the scale counts as high. With one column (valence or arousal alone), its half: 0 high, 1 low."""

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from mvemo.fuse.metrics import macro_roc
-from mvemo.manifests.targets import QUADRANTS, quadrants
+from mvemo.manifests.targets import quadrants, value_categories
 
 
 def confusion_png(confusion: list[list[int]], classes: tuple[str, ...], title: str, path: Path) -> Path:
@@ -235,6 +235,15 @@ def tags_timeline_png(
 
 
 QUADRANT_COLOURS = {"Q1": "#E69F00", "Q2": "#D55E00", "Q3": "#0072B2", "Q4": "#009E73", "high": "#E69F00", "low": "#0072B2"}
+VALUE_COLOURS = {"valence": "#CC79A7", "arousal": "#56B4E9"}
+
+
+def category_colours(categories: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """The colour of each class, tag or quadrant: the quadrants' own (``QUADRANT_COLOURS``, as every value figure
+    draws them) where every category is one, else ``class_colours``."""
+    if categories and all(c in QUADRANT_COLOURS for c in categories):
+        return {c: QUADRANT_COLOURS[c] for c in categories}
+    return class_colours(categories)
 
 
 def values_timeline_png(
@@ -243,7 +252,7 @@ def values_timeline_png(
     """Valence and arousal (or one of them) over time on their scale, its middle dashed; beneath, the quadrant of
     each window (Q1 both high, Q2 valence low and arousal high, Q3 both low, Q4 valence high and arousal low)."""
     edges = window_edges(starts, ends)
-    colours = {"valence": "#CC79A7", "arousal": "#56B4E9"}
+    colours = VALUE_COLOURS
     fig, (ax, band) = plt.subplots(2, 1, figsize=(10, 4), sharex=True, height_ratios=[6, 1])
     for k, name in enumerate(names):
         ax.step(edges, np.append(values[:, k], values[-1, k]), where="post", color=colours[name], label=name, linewidth=2)
@@ -252,7 +261,7 @@ def values_timeline_png(
     ax.set_ylabel("value")
     ax.set_title(title, fontsize=10)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
-    categories = list(QUADRANTS) if len(names) == 2 else ["high", "low"]
+    categories = value_categories(len(names))
     for left, right, index in zip(edges[:-1], edges[1:], quadrants(values, scale)):
         quadrant = categories[index]
         band.axvspan(left, right, color=QUADRANT_COLOURS[quadrant])

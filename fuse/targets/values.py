@@ -21,7 +21,7 @@ from mvemo.fuse.models import FusionModel, per_patch_inputs
 from mvemo.fuse.selection import SelectionConfig
 from mvemo.fuse.targets.regression import fit_values
 from mvemo.manifests.errors import ConfigError
-from mvemo.manifests.targets import QUADRANTS, VALUE_COLUMNS, quadrants
+from mvemo.manifests.targets import QUADRANTS, VALUE_COLUMNS, quadrants, value_categories
 
 VALUE_METRIC_DEFINITIONS = {
     "CCC": "Lin's concordance correlation coefficient, 2 cov(y, p) / (var y + var p + (mean y - mean p)^2): agreement"
@@ -131,9 +131,8 @@ def cross_validate_values(
                 " `mvemo extract` again to store them"
             )
         strata = quadrants(targets.values, targets.scale)  # type: ignore[arg-type]
-        halves = QUADRANTS if len(targets.value_names) == 2 else ("high", "low")  # what quadrants() counts by
         values = targets.values[:, [targets.value_names.index(n) for n in names]]
-        kind = Values(Labels(halves, strata, strata), values, selection)
+        kind = Values(Labels(value_categories(len(targets.value_names)), strata, strata), values, selection)
 
         def regression(cache: Cache, chosen: list[FusionModel]) -> Values:
             patched = [m.name for m in chosen if set(m.inputs) & set(per_patch_inputs(cache))]

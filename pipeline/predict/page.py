@@ -21,7 +21,7 @@ import numpy as np
 
 from mvemo.cache.h5file import mvemo_version
 from mvemo.fuse.report.pages import asset, data_uri, page
-from mvemo.fuse.report.plots import class_colours, window_edges
+from mvemo.fuse.report.plots import VALUE_COLOURS, category_colours, class_colours, window_edges
 from mvemo.pipeline.predict.predictor import category_noun
 
 INDEX_HTML = "index.html"
@@ -45,7 +45,7 @@ def timeline_page(data: dict[str, Any], source: str, is_video: bool, path: Path)
     """Write one file's timeline page: ``data`` (``Timeline.page_data()``) drawn by timeline.js under its media: the
     classes' probabilities stacked, a lane per tag, or valence and arousal over time beside Russell's plane."""
     kind = data["kind"]
-    colours = class_colours([*data["categories"], *(data["classes"] if kind not in ("label", "tags") else [])])
+    colours = _colours(data)
     name = html.escape(data["file"])
     tag = "video" if is_video else "audio"
     media = f'<{tag} id="media" controls preload="metadata" src="{html.escape(source)}"></{tag}>'
@@ -61,7 +61,7 @@ def timeline_page(data: dict[str, Any], source: str, is_video: bool, path: Path)
         '<p id="now"></p><p id="announce" class="visually-hidden" aria-live="polite"></p>',
         f'<div id="chart" role="slider" tabindex="0" aria-label="Emotion over time in {name}"'
         ' aria-describedby="chart-help"><div id="tooltip" hidden></div></div>',
-        _kind_legend(kind, colours, data.get("scale")),
+        _kind_legend(data, colours),
         f'<p id="chart-help" class="muted">{CHART_HELP[_view(kind)]} Each window stands for the seconds nearer its'
         " middle than its neighbours'. Click or drag to seek; on the focused chart the arrow keys move one window, Page"
         " Up and Page Down a tenth, Home and End the first and the last.</p>",
@@ -95,18 +95,28 @@ def _view(kind: str) -> str:
     return kind if kind in ("label", "tags") else "values"
 
 
+def _colours(data: dict[str, Any]) -> dict[str, str]:
+    """The colour of each class, or of each quadrant and value (tags' lanes take the page's own)."""
+    view = _view(data["kind"])
+    if view == "label":
+        return class_colours(data["classes"])
+    if view == "tags":
+        return {}
+    return category_colours(data["categories"]) | {n: VALUE_COLOURS[n] for n in data["classes"]}
+
+
 def _has_plane(data: dict[str, Any]) -> bool:
     return _view(data["kind"]) == "values" and len(data["classes"]) == 2
 
 
 def _whole(data: dict[str, Any]) -> str:
     """The whole file's label in words: the class and its probability, the tags called, or the quadrant and values."""
-    label = html.escape("; ".join(data["label"].split(";")) or "no tag called")
+    label = html.escape(data["label"])
     view = _view(data["kind"])
     if view == "label":
         return f"<strong>{label}</strong> ({100 * data['overall'][data['classes'].index(data['label'])]:.0f} %)"
     if view == "tags":
-        return f"<strong>{label}</strong>"
+        return f"<strong>{html.escape('; '.join(_called(data)) or 'no tag called')}</strong>"
     low, high = data["scale"]
     values = ", ".join(f"{html.escape(n)} {v:.2f}" for n, v in zip(data["classes"], data["overall"]))
     return f"<strong>{label}</strong> ({values} on {low:g} to {high:g})"
@@ -126,21 +136,28 @@ def _whole_table(data: dict[str, Any]) -> str:
     if view == "label":
         return _table(["class", "probability"], [[c, f"{p:.3f}"] for c, p in zip(data["classes"], data["overall"])])
     if view == "tags":
+        called = set(_called(data))
         rows = zip(data["classes"], data["overall"], data["thresholds"])
         return _table(
             ["tag", "probability", "threshold", "called"],
-            [[t, f"{p:.3f}", f"{at:.3f}", "yes" if p >= at else ""] for t, p, at in rows],
+            [[t, f"{p:.3f}", f"{at:.3f}", "yes" if t in called else ""] for t, p, at in rows],
         )
     return _table(["value", "whole file"], [[n, f"{v:.3f}"] for n, v in zip(data["classes"], data["overall"])])
 
 
-def _kind_legend(kind: str, colours: dict[str, str], scale: list[float] | None) -> str:
-    view = _view(kind)
+def _called(data: dict[str, Any]) -> list[str]:
+    """The tags the whole file is called by: its label's (from the unrounded scores, as the CSV's)."""
+    return [t for t in data["label"].split(";") if t]
+
+
+def _kind_legend(data: dict[str, Any], colours: dict[str, str]) -> str:
+    view = _view(data["kind"])
     if view == "label":
         return _legend(colours)
     if view == "values":
-        low, high = scale or (0.0, 1.0)
-        return _legend(colours, f"<li>scale: {low:g} at the bottom, {high:g} at the top, {(low + high) / 2:g} dashed</li>")
+        low, high = data["scale"]
+        scale = f"Scale: {low:g} at the bottom, {high:g} at the top, {(low + high) / 2:g} dashed."
+        return _legend(colours, "quadrant and value colours") + f'<p class="muted">{scale}</p>'
     items = (
         '<li><span class="swatch probability"></span>probability</li>'
         '<li><span class="swatch threshold"></span>threshold</li><li><span class="swatch called"></span>called</li>'
@@ -152,7 +169,7 @@ def index_page(results: list[dict[str, Any]], classes: list[str], out: Path, *, 
     """Write ``out/index.html``: each file that has a timeline, linked to its page, with its label, length and a strip
     of its top category per window (``classes``: the classes, tags or quadrants; ``named``: what one is called),
     sortable by each; the files that failed, with why."""
-    colours = class_colours(classes)
+    colours = category_colours(classes)
     rows = []
     for r in sorted((r for r in results if "html" in r), key=lambda r: (Path(r["file"]).name, r["file"])):
         starts, ends, top = _read_windows(Path(r["csv"]))
@@ -208,12 +225,11 @@ def _strip(starts: np.ndarray, ends: np.ndarray, top: list[str], colours: dict[s
     )
 
 
-def _legend(colours: dict[str, str], extra: str = "") -> str:
-    """The colours' legend, ``extra`` items (HTML) after them."""
+def _legend(colours: dict[str, str], label: str = "class colours") -> str:
     items = "".join(
         f'<li><span class="swatch" style="background:{colour}"></span>{html.escape(c)}</li>' for c, colour in colours.items()
     )
-    return f'<ul class="legend" aria-label="colours">{items}{extra}</ul>'
+    return f'<ul class="legend" aria-label="{label}">{items}</ul>'
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:

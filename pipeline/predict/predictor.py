@@ -18,7 +18,7 @@ from mvemo.cache.fingerprint import combined_digest, file_sha256, media_hash
 from mvemo.fuse.saved.model import SavedFusionModel, load_fusion_model
 from mvemo.manifests.errors import ConfigError, MvemoError
 from mvemo.manifests.schema import Clip
-from mvemo.manifests.targets import QUADRANTS, quadrants
+from mvemo.manifests.targets import HALVES, quadrants, value_categories
 from mvemo.pipeline.predict.inputs import check_computable, model_inputs
 
 
@@ -143,14 +143,14 @@ def categories_of(target: str, outputs: list[str]) -> list[str]:
     high and low with one value)."""
     if target in ("label", "tags"):
         return list(outputs)
-    return list(QUADRANTS) if len(outputs) == 2 else ["high", "low"]
+    return list(value_categories(len(outputs)))
 
 
 def category_noun(target: str, outputs: list[str]) -> str:
     """What one of ``categories_of`` is called: a class, a tag, a quadrant, or a half of one value's scale."""
     if target in ("label", "tags"):
         return "class" if target == "label" else "tag"
-    return "quadrant" if len(outputs) == 2 else "half"
+    return "half" if categories_of(target, outputs) == list(HALVES) else "quadrant"
 
 
 def scores_of(result: dict[str, Any]) -> dict[str, float]:

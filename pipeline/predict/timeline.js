@@ -44,10 +44,18 @@
     return bottom === undefined ? d : d + `L${x(edges[n])},${bottom}Z`;
   }
 
+  // The class and value charts: a plot HEIGHT high, then under a GAP the top category of each window in a BAND.
+  const HEIGHT = 160, GAP = 4, BAND = 16;
+
+  function band(parent, i) {
+    const left = x(edges[i]);
+    const fill = data.colours[data.categories[data.top[i]]];
+    parent.append(element("rect", { x: left, y: HEIGHT + GAP, width: x(edges[i + 1]) - left, height: BAND, fill: fill }));
+  }
+
   // What each kind of model draws. A view gives the chart's height, draws into its SVG (and beside it), and names
   // a window: its table cells, the line under the media, the tooltip's heading and items.
   function classView() {
-    const HEIGHT = 160, GAP = 4, BAND = 16;
     const top = (i) => data.top[i];
     return {
       height: HEIGHT + GAP + BAND,
@@ -60,7 +68,7 @@
             y -= p * HEIGHT;
             segment.append(element("rect", { x: left, y: y, width: width, height: p * HEIGHT, fill: data.colours[data.classes[k]] }));
           });
-          segment.append(element("rect", { x: left, y: HEIGHT + GAP, width: width, height: BAND, fill: data.colours[data.classes[top(i)]] }));
+          band(segment, i);
           svg.append(segment);
         }
       },
@@ -74,8 +82,9 @@
   function tagView() {
     const LANE = 28, PAD = 3, MARK = 4;
     const thresholds = data.thresholds;
-    const isCalled = (i, k) => data.proba[i][k] >= thresholds[k];
-    const counts = data.classes.map((_, k) => data.proba.filter((row) => row[k] >= thresholds[k]).length);
+    const isCalled = (i, k) => data.called[i].includes(k);  // decided in Python on the unrounded scores, as the CSV
+    const counts = data.classes.map(() => 0);
+    data.called.forEach((tags) => tags.forEach((k) => { counts[k] += 1; }));
     const order = data.classes.map((_, k) => k).sort((a, b) => counts[b] - counts[a] || a - b);
     const called = (i) => order.filter((k) => isCalled(i, k));
     const named = (i) => called(i).map((k) => `${data.classes[k]} (${Math.round(100 * data.proba[i][k])} %)`);
@@ -110,9 +119,8 @@
   }
 
   function valueView() {
-    const HEIGHT = 160, GAP = 4, BAND = 16;
     const [low, high] = data.scale;
-    const level = (v) => HEIGHT - (Math.min(Math.max(v, low), high) - low) / (high - low) * HEIGHT;
+    const level = (v) => HEIGHT - (Math.min(Math.max(v, low), high) - low) / (high - low || 1) * HEIGHT;
     const top = (i) => data.categories[data.top[i]];
     const values = (i) => data.classes.map((name, d) => `${name} ${data.proba[i][d].toFixed(2)}`);
     const view = {
@@ -122,10 +130,7 @@
         data.classes.forEach((name, d) => {
           svg.append(element("path", { class: "value", stroke: data.colours[name], d: steps((i) => level(data.proba[i][d])) }));
         });
-        for (let i = 0; i < n; i++) {
-          const left = x(edges[i]);
-          svg.append(element("rect", { x: left, y: HEIGHT + GAP, width: x(edges[i + 1]) - left, height: BAND, fill: data.colours[top(i)] }));
-        }
+        for (let i = 0; i < n; i++) band(svg, i);
         if (data.classes.length === 2) view.plane = russellPlane();
       },
       cells: (i) => [top(i), ...data.proba[i].map((v) => v.toFixed(3))],
@@ -142,7 +147,7 @@
   function russellPlane() {
     const SIZE = 200, MARGIN = 14;
     const [low, high] = data.scale;
-    const at = (v) => MARGIN + (Math.min(Math.max(v, low), high) - low) / (high - low) * (SIZE - 2 * MARGIN);
+    const at = (v) => MARGIN + (Math.min(Math.max(v, low), high) - low) / (high - low || 1) * (SIZE - 2 * MARGIN);
     const px = (i) => at(data.proba[i][0]);
     const py = (i) => SIZE - at(data.proba[i][1]);
     const holder = document.getElementById("plane");
@@ -201,6 +206,8 @@
     if (data.kind === "tags") {
       const lanes = document.createElement("div"), names = document.createElement("div");
       lanes.className = "lanes";
+      lanes.setAttribute("role", "group");
+      lanes.setAttribute("aria-label", `${data.classes.length} tag lanes, the most often called first`);
       names.className = "names";
       svg.style.height = view.height + "px";
       lanes.append(names, svg);
@@ -303,13 +310,15 @@
   });
   chart.addEventListener("pointermove", (event) => {
     if (dragging) seek(timeAt(event));
-    tip(windowAt(timeAt(event)), event.clientX - chart.getBoundingClientRect().left);
+    if (dragging || plot.contains(event.target)) tip(windowAt(timeAt(event)), event.clientX - chart.getBoundingClientRect().left);
+    else tooltip.hidden = true;  // over the tags' names: no window
   });
   chart.addEventListener("pointerup", () => { dragging = false; });
   chart.addEventListener("pointerleave", () => { tooltip.hidden = true; });
   chart.addEventListener("focus", tipAtCurrent);
   chart.addEventListener("blur", () => { tooltip.hidden = true; });
   chart.addEventListener("keydown", (event) => {
+    if (event.target !== chart) return;  // the scrolling lanes keep their own keys
     const moves = { ArrowRight: 1, ArrowUp: 1, ArrowLeft: -1, ArrowDown: -1, PageDown: PAGE, PageUp: -PAGE };
     let target;
     if (event.key in moves) target = Math.min(Math.max(current + moves[event.key], 0), n - 1);

@@ -122,6 +122,7 @@ class Timeline:
         }
         if self.thresholds is not None:
             data["thresholds"] = [round(float(t), 4) for t in self.thresholds]
+            data["called"] = [np.flatnonzero(row >= np.asarray(self.thresholds)).tolist() for row in self.proba]
         if self.scale is not None:
             data["scale"] = [float(v) for v in self.scale]
         return data

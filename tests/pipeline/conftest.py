@@ -11,7 +11,6 @@ from click.testing import CliRunner
 
 from mvemo.pipeline.cli.main import cli
 from tests.built import built_once
-from tests.pipeline.browser import chromium
 
 TINY_DEMO = ["--clips-per-class", "4", "--duration-s", "2", "--workers", "1"]
 
@@ -32,4 +31,6 @@ def tiny_demo() -> Path:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """A headless Chromium session for one test file's pages, or a skip saying what is missing."""
+    from tests.pipeline.browser import chromium
+
     yield from chromium()

@@ -218,3 +218,71 @@ def test_a_five_minute_1080p_page_of_24_tags_is_small_and_opens_within_a_second(
     assert max(timings[:2]) < 1000, f"loaded in {timings[0]:.0f} ms, drawn at {timings[1]:.0f} ms"
     assert console_errors(browser) == []
     screenshot(browser, "timeline-tags-5min-1080p")
+
+
+LANE, MARK, PAD = 28, 4, 3  # timeline.js's lanes: height, the called mark's height, the space above a probability of 1
+
+
+def test_each_lane_marks_the_windows_its_tag_is_called_in_and_draws_its_threshold(browser: Any, tag_page: tuple[Path, Timeline]) -> None:  # fmt: skip
+    page, timeline = tag_page
+    open_page(browser, page)
+    lanes = browser.execute_script(
+        "return [...document.querySelectorAll('#chart .lane')].map((g) => [Number(g.dataset.tag),"
+        " g.querySelector('.called').getAttribute('d'), Number(g.querySelector('.threshold').getAttribute('y1'))])"
+    )
+    assert timeline.thresholds is not None
+    for position, (k, marks, threshold_y) in enumerate(lanes):
+        windows = [i for i in range(len(timeline.windows)) if timeline.proba[i, k] >= timeline.thresholds[k]]
+        assert marks.count("M") == len(windows), timeline.classes[k]
+        bottom = (position + 1) * LANE - MARK - 1
+        assert threshold_y == pytest.approx(bottom - timeline.thresholds[k] * (LANE - MARK - 1 - PAD), abs=1e-6)
+
+
+def test_a_tag_called_by_the_unrounded_score_alone_is_called_on_the_page_as_in_the_csv(tmp_path: Path, video: Path) -> None:
+    """A probability 0.49996 against a threshold of 0.5 rounds to 0.5 in the page's data: the page still says what
+    the CSV says."""
+    timeline = synthetic_tag_timeline(video, 40.0, LENGTH_S, HOP_S)
+    proba = timeline.proba.copy()
+    proba[:, 0] = 0.49996
+    from dataclasses import replace
+
+    timeline = replace(timeline, proba=proba, thresholds=[0.5, *(timeline.thresholds or [])[1:]])
+    table = write_page(timeline, tmp_path, "song.mp4")[0]
+    data = timeline.page_data()
+    assert data["proba"][0][0] == 0.5 and data["thresholds"][0] == 0.5, "the rounding this test is about"
+    rows = table.read_text().splitlines()[1:]
+    csv_called = [row.rsplit(",", 1)[1].split(";") if row.rsplit(",", 1)[1] else [] for row in rows]
+    assert [[timeline.classes[k] for k in ks] for ks in data["called"]] == csv_called
+    assert all(0 not in ks for ks in data["called"])
+
+
+def test_the_keys_move_one_window_on_tag_and_value_pages(browser: Any, tag_page: tuple[Path, Timeline], value_page: tuple[Path, Timeline]) -> None:  # fmt: skip
+    from selenium.webdriver.common.keys import Keys
+
+    for page, timeline in (tag_page, value_page):
+        open_page(browser, page)
+        wait_for(browser, "return document.getElementById('media').readyState >= 1", True)
+        chart = browser.find_element("id", "chart")
+        edges = edges_of(timeline)
+        n = len(timeline.windows)
+        chart.send_keys(Keys.HOME, Keys.ARROW_RIGHT, Keys.ARROW_RIGHT)
+        wait_for(browser, f"return {CHART}.dataset.window", "2")
+        assert browser.execute_script(CURRENT_TIME) == pytest.approx(edges[2], abs=1e-3)
+        chart.send_keys(Keys.END)
+        wait_for(browser, f"return {CHART}.dataset.window", str(n - 1))
+        chart.send_keys(Keys.HOME, Keys.PAGE_DOWN)
+        wait_for(browser, f"return {CHART}.dataset.window", str(max(1, round(n / 10))))
+        assert browser.find_element("id", "tooltip").is_displayed(), "the keyboard shows the window's figures"
+    assert console_errors(browser) == []
+
+
+def test_the_value_curves_step_through_each_windows_values(browser: Any, value_page: tuple[Path, Timeline]) -> None:
+    page, timeline = value_page
+    open_page(browser, page)
+    paths = browser.execute_script("return [...document.querySelectorAll('#chart .value')].map((p) => p.getAttribute('d'))")
+    low, high = SCALE
+    assert len(paths) == 2
+    for d, path in enumerate(paths):
+        ys = [float(point.split(",")[1]) for point in path.replace("M", "L").split("L") if point]
+        expected = 160 - (timeline.proba[:, d] - low) / (high - low) * 160  # timeline.js's HEIGHT
+        assert ys[::2] == pytest.approx(list(expected), abs=2e-3)  # the page holds 4 decimals
