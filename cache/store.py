@@ -57,6 +57,7 @@ from mvemo.cache.sets import OpenSet, append_error, chain, create_segment, remov
 from mvemo.cache.targets import manifest_targets, read_targets, write_targets
 from mvemo.manifests.errors import CacheError
 from mvemo.manifests.schema import Manifest
+from mvemo.manifests.steps import step
 
 VERIFY_SAMPLE = 8
 
@@ -368,10 +369,12 @@ class CacheWriter:
             opened.files[index].flush()
         for position, index, first, count in runs:
             span = stored[position : position + count]
+            with step("checksums"):
+                checksums = [row_checksum(accepted[int(r)][0]) for r in span]
             opened.set_rows(
                 index,
                 list(range(first, first + count)),
-                checksum=[row_checksum(accepted[int(r)][0]) for r in span],
+                checksum=checksums,
                 valid_length=[accepted[int(r)][1] for r in span],
                 media_key=self._media_keys[span],
                 status=DONE,

@@ -13,7 +13,7 @@ import functools
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from mvemo.extract.audio import (
     feature_specs,
 )
 from mvemo.extract.decode.audio import AudioWindow
+from mvemo.extract.decode.video import available_cores
 from mvemo.extract.decode.worker import read_audio
 from mvemo.extract.descriptors import DescriptorConfig
 from mvemo.extract.expressive import ExpressiveConfig
@@ -45,6 +46,7 @@ from mvemo.extract.smile import CompareConfig, EgemapsConfig
 from mvemo.manifests.errors import ConfigError, MvemoError, is_number
 from mvemo.manifests.executor import Executor, Progress
 from mvemo.manifests.schema import Clip, Manifest
+from mvemo.manifests.steps import add, recording, step
 
 FEATURE_GROUPS = {"frames": VIDEO_FEATURES, "faces": FACE_FEATURES}  # a name that stands for several sets
 VIDEO_SETS = (*VIDEO_FEATURES, *FACE_FEATURES)  # the sets read from a clip's sampled frames
@@ -164,10 +166,13 @@ class SetSummary:
 
 @dataclass
 class FeatureRunSummary:
-    """What a feature pass did: per feature set, rows done, computed now, failed (clip -> reason), absent."""
+    """What a feature pass did: per feature set, rows done, computed now, failed (clip -> reason), absent; its wall
+    seconds, and the seconds of each step (``manifests.steps``): the workers' (``WORKER_STEPS``, summed over the
+    clips) and this process's (``WRITER_STEPS``)."""
 
     sets: dict[str, SetSummary]
     seconds: float
+    steps: dict[str, float] = field(default_factory=dict)
 
     @property
     def failures(self) -> dict[str, dict[str, str]]:
@@ -189,8 +194,10 @@ def compute_clip(clip: Clip, names: tuple[str, ...], configs: FeatureConfigs) ->
     video = tuple(n for n in names if modality(n) == "video")
 
     def audio_features(path: Path) -> dict[str, np.ndarray]:
-        decoded = read_audio(path, configs.audio_window, clip_id=clip.clip_id, timeout_s=configs.audio_timeout_s)
-        return compute_audio_features(decoded, audio, configs.audio)
+        with step("decode audio"):
+            decoded = read_audio(path, configs.audio_window, clip_id=clip.clip_id, timeout_s=configs.audio_timeout_s)
+        with step("audio features"):
+            return compute_audio_features(decoded, audio, configs.audio)
 
     def video_features(_: Path) -> dict[str, np.ndarray]:
         return compute_video_features(clip, configs.frames, configs.faces if set(video) & set(FACE_FEATURES) else None)
@@ -211,6 +218,17 @@ def _guarded(clip: Clip, names: tuple[str, ...], compute: Callable[[], dict[str,
     except Exception as err:  # a decoder or library fault on one clip must not stop the run
         return dict.fromkeys(names, f"clip {clip.clip_id!r}: {type(err).__name__}: {err}")
     return {name: values[name] for name in names}
+
+
+WORKER_STEPS = ("decode audio", "audio features", "decode video", "video features")
+# the writer waits for the next clip's results (their transfer included), writes rows (their checksums included)
+WRITER_STEPS = ("waiting", "writing", "checksums")
+
+
+def timed_clip(clip: Clip, names: tuple[str, ...], configs: FeatureConfigs) -> tuple[dict[str, Any], dict[str, float]]:
+    """``compute_clip`` and the seconds of each of its steps, in the worker that runs it."""
+    with recording() as seconds:
+        return compute_clip(clip, names, configs), seconds
 
 
 def compute_feature_sets(
@@ -244,7 +262,7 @@ def compute_feature_sets(
     offsets : mapping of str to float, optional
         Per clip id, where its window starts in seconds (the rows of a window cache), instead of the configs' own.
     """
-    configs = configs or FeatureConfigs()
+    configs = shared_cores(configs or FeatureConfigs(), executor)
     names = tuple(dict.fromkeys(names))
     began = time.perf_counter()
     writer = cache.writer
@@ -258,28 +276,25 @@ def compute_feature_sets(
     jobs = [tuple(todo[row_of[c.clip_id]]) for c in clips]
     mapper = map if executor is None else executor.map
     per_clip = [configs if offsets is None else configs.at(offsets[c.clip_id]) for c in clips]
-    results: Iterable[Any] = mapper(compute_clip, clips, jobs, per_clip)
+    results: Iterable[Any] = mapper(timed_clip, clips, jobs, per_clip)
     if progress is not None:
         results = progress(results, len(clips))
     summary = {name: SetSummary() for name in names}
     pending: dict[str, tuple[list[int], list[np.ndarray]]] = defaultdict(lambda: ([], []))
-    # results first: a progress bar around them sees its end and closes at 100 %
-    for n, (result, clip) in enumerate(zip(results, clips, strict=True), start=1):
-        row = row_of[clip.clip_id]
-        if isinstance(result, BaseException):  # the executor lost the job (a worker died on this clip)
-            result = dict.fromkeys(todo[row], f"clip {clip.clip_id!r}: its worker died ({type(result).__name__}: {result})")
-        for name, value in result.items():
-            if isinstance(value, np.ndarray):
-                pending[name][0].append(row)
-                pending[name][1].append(value)
-                summary[name].computed += 1
-            elif value is ABSENT:
-                writer.fail(name, row, f"clip {clip.clip_id!r} has no {modality(name)} in the manifest", status=ABSENT)
+    steps: dict[str, float] = {}
+    with recording() as writer_steps:
+        for n, (outcome, clip) in enumerate(zip(_waited(results), clips, strict=True), start=1):
+            row = row_of[clip.clip_id]
+            if isinstance(outcome, BaseException):  # the executor lost the job (a worker died on this clip)
+                result = dict.fromkeys(todo[row], f"clip {clip.clip_id!r}: its worker died ({type(outcome).__name__}: {outcome})")
             else:
-                writer.fail(name, row, value)
-        if n % WRITE_EVERY_CLIPS == 0:
-            _flush(writer, pending)
-    _flush(writer, pending)
+                result, seconds = outcome
+                add(steps, seconds)
+            _collect(writer, result, row, clip, summary, pending)
+            if n % WRITE_EVERY_CLIPS == 0:
+                _flush(writer, pending)
+        _flush(writer, pending)
+    add(steps, writer_steps)
     reader = cache.reopen()
     failures = reader.failures()
     for name, s in summary.items():
@@ -287,11 +302,58 @@ def compute_feature_sets(
         s.done = int(reader.done(name).sum())
         s.absent = int((status == ABSENT).sum())
         s.failed = {f["clip_id"]: f["reason"] for f in failures if f["feature_set"] == name}
-    return FeatureRunSummary(summary, time.perf_counter() - began)
+    return FeatureRunSummary(summary, time.perf_counter() - began, steps)
+
+
+def shared_cores(configs: FeatureConfigs, executor: Executor | None) -> FeatureConfigs:
+    """``configs`` with each of the executor's ``local_workers`` decoding video on its share of this machine's
+    cores, where the frames' ``decode_threads`` is left to mvemo (0): one decoder per core in every worker
+    oversubscribes the cores as soon as two workers decode (720p, 2 workers on 2 cores: 0.60 of twice one worker's
+    rate). The threads change no frame."""
+    workers = getattr(executor, "local_workers", 0)
+    if workers < 2 or configs.frames.decode_threads:
+        return configs
+    threads = max(1, available_cores() // workers)
+    return dataclasses.replace(configs, frames=dataclasses.replace(configs.frames, decode_threads=threads))
+
+
+def _waited(results: Iterable[Any]) -> Iterator[Any]:
+    """``results`` one by one, the seconds spent waiting for each recorded as the step ``waiting``."""
+    stream = iter(results)
+    while True:
+        with step("waiting"):
+            outcome = next(stream, _END)
+        if outcome is _END:
+            return
+        yield outcome
+
+
+_END = object()
+
+
+def _collect(
+    writer: CacheWriter,
+    result: dict[str, Any],
+    row: int,
+    clip: Clip,
+    summary: dict[str, SetSummary],
+    pending: dict[str, tuple[list[int], list[np.ndarray]]],
+) -> None:
+    """One clip's result: its arrays queued for the next write, its failures and absences recorded."""
+    for name, value in result.items():
+        if isinstance(value, np.ndarray):
+            pending[name][0].append(row)
+            pending[name][1].append(value)
+            summary[name].computed += 1
+        elif value is ABSENT:
+            writer.fail(name, row, f"clip {clip.clip_id!r} has no {modality(name)} in the manifest", status=ABSENT)
+        else:
+            writer.fail(name, row, value)
 
 
 def _flush(writer: CacheWriter, pending: dict[str, tuple[list[int], list[np.ndarray]]]) -> None:
-    for name, (rows, arrays) in pending.items():
-        if rows:
-            writer.write(name, rows, arrays)
+    with step("writing"):
+        for name, (rows, arrays) in pending.items():
+            if rows:
+                writer.write(name, rows, arrays)
     pending.clear()

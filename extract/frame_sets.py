@@ -36,6 +36,7 @@ from mvemo.extract.decode.worker import worker_for_this_thread
 from mvemo.extract.faces.sets import FaceConfig, compute_face_sets
 from mvemo.manifests.errors import require
 from mvemo.manifests.schema import Clip
+from mvemo.manifests.steps import step
 
 __all__ = [
     "VIDEO_FEATURES",
@@ -283,6 +284,8 @@ def compute_video_features(clip: Clip, config: FrameConfig, faces: FaceConfig | 
         raise NoVideoStreamError(
             f"clip {clip.clip_id!r}: the manifest gives no video file; it is audio-only, so skip its video features"
         )
-    sample = sample_frames(clip.video, config, clip_id=clip.clip_id)
-    sets = {"frames224": frames224(sample), "frames112": frames112(sample)}
-    return sets if faces is None else sets | compute_face_sets(sample.frames, faces)
+    with step("decode video"):
+        sample = sample_frames(clip.video, config, clip_id=clip.clip_id)
+    with step("video features"):
+        sets = {"frames224": frames224(sample), "frames112": frames112(sample)}
+        return sets if faces is None else sets | compute_face_sets(sample.frames, faces)

@@ -303,7 +303,9 @@ def _extract_clips(
     )
     computed = sum(s.computed for s in summary.features.sets.values())
     failed = sum(map(len, summary.features.failures.values()))
-    summary.stages.append(StageTime("features", summary.features.seconds, f"{computed} rows computed, {failed} failed"))
+    steps = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in summary.features.steps.items() if seconds >= 0.05)
+    what = f"{computed} rows computed, {failed} failed" + (f" (steps summed over the clips: {steps})" if steps else "")
+    summary.stages.append(StageTime("features", summary.features.seconds, what))
     if not nets:
         return summary
     began = time.perf_counter()

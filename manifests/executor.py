@@ -32,6 +32,9 @@ class Executor(Protocol):
         Training jobs go to its workers (a Dask cluster, whose GPU workers each take
         one); False keeps them in this process, one after another, as local workers
         would share this machine's one device.
+    local_workers : int
+        Worker processes sharing this machine's cores (0: none, or not known): each
+        decodes with its share of them.
 
     An executor without these attributes counts as neither: its jobs run elsewhere,
     and training stays in this process.
@@ -39,5 +42,6 @@ class Executor(Protocol):
 
     in_process: bool
     own_devices: bool
+    local_workers: int
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], resources: Resources | None = None) -> Iterator[Any]: ...

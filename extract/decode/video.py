@@ -266,7 +266,7 @@ def _decode_again(
         return decode_packets(stream, items, index, plain, want, convert, deadline, False, path, clip_id, strict=True)
 
 
-def _cores() -> int:
+def available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -279,7 +279,7 @@ def _parallel_groups(plan: np.ndarray, index: PacketIndex, threads: int) -> list
     compressed size, one per decoder. Fewer than two runs: no split (FFmpeg's frame threads serve then)."""
     sent = plan != DROP
     starts = np.flatnonzero(sent & ~np.concatenate([[False], sent[:-1]]))
-    wanted = min(threads or _cores(), MAX_PARALLEL_DECODERS, len(starts))
+    wanted = min(threads or available_cores(), MAX_PARALLEL_DECODERS, len(starts))
     if wanted < 2:
         return []
     ends = np.flatnonzero(sent & ~np.concatenate([sent[1:], [False]]))

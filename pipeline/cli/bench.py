@@ -5,10 +5,25 @@ from __future__ import annotations
 import click
 
 from mvemo.pipeline.cli.tools import MvemoCommand, print_json
+from mvemo.pipeline.tables import format_table
 
 # extract.nets.musicnn.UPPER_CUTS, without importing torch
 UPPER_CUT_NAMES = ["pooled", "cnn2_cut", "cnn1_cut", "pool4"]
-BENCHES = ("audio", "video", "extract", "encoders", "cache", "fuse", "upper", "scale", "timeline", "memory", "faces", "all")
+BENCHES = (
+    "audio",
+    "video",
+    "extract",
+    "encoders",
+    "cache",
+    "fuse",
+    "upper",
+    "scale",
+    "stage-one",
+    "timeline",
+    "memory",
+    "faces",
+    "all",
+)
 
 
 @click.command("bench", cls=MvemoCommand)
@@ -48,6 +63,12 @@ BENCHES = ("audio", "video", "extract", "encoders", "cache", "fuse", "upper", "s
     type=click.Choice(UPPER_CUT_NAMES),
     help="Upper bench: the cut whose layers above are fine-tuned (pooled, cnn2_cut, cnn1_cut: musicnn; pool4: msdvgg).",
 )
+@click.option(
+    "--workers",
+    default="1,2",
+    show_default=True,
+    help="Stage-one bench: the counts of worker processes to run, comma-separated (e.g. 1,4,16 on a 16-core box).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def bench(
     what: str,
@@ -58,6 +79,7 @@ def bench(
     minutes: float,
     weights_dir: str | None,
     cut: str,
+    workers: str,
     as_json: bool,
 ) -> None:
     """Measure mvemo's speed on this machine, each figure beside a baseline of the same run.
@@ -85,6 +107,12 @@ def bench(
     scale: mel and LLDs of 200 30 s AAC clips, serial vs 2 local processes vs a 2-worker
     Dask LocalCluster.
 
+    stage-one: the default sets of generated 30-s clips (240p and 720p, h264 + AAC) in steady
+    state with each of --workers local processes: clips/s, the scaling efficiency over one
+    worker on one core, and where the time went (the workers' decoding and computing, the
+    writer's waiting, checksums and writes, by the run's own step timers); and how long a
+    pool of 16 workers takes to start.
+
     cache: write and read a synthetic cache (mel 96x1876, LLD 3000x41, embeddings of
     512, 1024 and 2048 per clip), beside numpy copies of the same bytes; then add one
     128-d set to caches of --grow-gb and ten times that: bytes written over the set's
@@ -110,6 +138,8 @@ def bench(
     from mvemo.pipeline.bench.fuse import bench_fuse
     from mvemo.pipeline.bench.memory import bench_memory
     from mvemo.pipeline.bench.scale import bench_scale
+    from mvemo.pipeline.bench.stage_one import bench_stage_one
+    from mvemo.pipeline.bench.stage_one import table as stage_one_table
     from mvemo.pipeline.bench.timeline import bench_timeline
     from mvemo.pipeline.bench.upper import bench_upper
     from mvemo.pipeline.bench.video import bench_video
@@ -123,6 +153,7 @@ def bench(
         "fuse": lambda: bench_fuse(n_clips=clips or 3438, folder=tmp_dir),
         "upper": lambda: bench_upper(n_clips=clips or 900, cut=cut, weights_dir=weights_dir),
         "scale": lambda: bench_scale(folder=tmp_dir),
+        "stage-one": lambda: bench_stage_one(workers=worker_counts(workers), folder=tmp_dir),
         "timeline": lambda: bench_timeline(minutes=minutes, weights_dir=weights_dir, folder=tmp_dir),
         "memory": lambda: bench_memory(n_clips=clips or 20_000, folder=tmp_dir),
         "faces": lambda: bench_faces(weights_dir=weights_dir, folder=tmp_dir),
@@ -134,5 +165,21 @@ def bench(
         return
     for name, figures in results.items():
         click.echo(f"[{name}]")
+        if name == "stage-one":
+            header = ["size", "workers", "start-up s", "clips/s", "efficiency", "largest share of the time"]
+            click.echo(format_table(header, stage_one_table(figures)))
+            click.echo(f"  pool start-up: {figures['pool_startup_s']} s (workers: seconds)")
+            continue
         for key, value in figures.items():
             click.echo(f"  {key:28s} {value}")
+
+
+def worker_counts(text: str) -> tuple[int, ...]:
+    """``--workers 1,2,4`` as counts, each at least 1."""
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise click.BadParameter(f"{text!r}: expected counts of workers, comma-separated, e.g. 1,2,4", param_hint="--workers")
+    return counts

@@ -42,3 +42,23 @@ def test_memory_bench_measures_mvemo_cv_in_a_process_of_its_own(tmp_path: Path) 
     assert figures["peak_ratio_10x_clips"] == pytest.approx(
         figures["peak_rss_mb"] / figures["peak_rss_mb_tenth_of_the_clips"], abs=0.01
     )
+
+
+@pytest.mark.heavy
+def test_the_stage_one_bench_times_each_worker_count_in_steady_state_and_says_where_the_time_went(tmp_path: Path) -> None:
+    from mvemo.pipeline.bench.stage_one import bench_stage_one, table
+
+    document = bench_stage_one(
+        workers=(1, 2), clips_per_worker=1, sizes=("240p",), seconds=3, startup_workers=2, folder=str(tmp_path)
+    )
+    assert document["pool_startup_s"]["2"] > 0
+    one, two = document["sizes"]["240p"]
+    assert (one["workers"], one["clips"], one["scaling_efficiency"]) == (1, 1, 1.0)
+    assert (two["workers"], two["clips"]) == (2, 2)
+    assert two["scaling_efficiency"] == pytest.approx(two["clips_per_s"] / (2 * one["clips_per_s"]), abs=0.01)
+    for run in (one, two):
+        workers = {name: share for name, share in run["shares"].items() if name.startswith("workers: ")}
+        assert sum(workers.values()) == pytest.approx(1.0, abs=0.01), "the workers' time, all of it accounted for"
+        assert run["shares"]["workers: decode video"] > 0 and run["shares"]["writer: writing rows"] > 0
+        assert run["largest_share"] != "writer: waiting for clips", "waiting is no work"
+    assert [row[:2] for row in table(document)] == [["240p", "1"], ["240p", "2"]]

@@ -64,7 +64,10 @@ def test_every_option_of_extract_is_in_its_table() -> None:
 
 def test_table_cells_escape_pipes_and_markup() -> None:
     text = cli_reference()
-    assert "`{audio\\|video\\|extract\\|encoders\\|cache\\|fuse\\|upper\\|scale\\|timeline\\|memory\\|faces\\|all}`" in text
+    assert (
+        "`{audio\\|video\\|extract\\|encoders\\|cache\\|fuse\\|upper\\|scale\\|stage-one\\|timeline\\|memory\\|faces\\|all}`"
+        in text
+    )
     assert "[optim.\\<net\\>]" in text
     for line in text.splitlines():
         if line.startswith("| `"):

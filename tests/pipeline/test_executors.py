@@ -34,22 +34,22 @@ def matrices(path: Path) -> dict[str, np.ndarray]:
         return {name: cache.read_matrix(name) for name in cache.feature_sets()} | {"done": cache.done("mel")}
 
 
-def suicide_on_first_try(clip: Clip, names: tuple[str, ...], configs: object, marker: str) -> dict:
+def suicide_on_first_try(clip: Clip, names: tuple[str, ...], configs: object, marker: str) -> tuple:
     """A job that kills its worker the first time it meets clip c2 (the cluster must retry it elsewhere)."""
-    from mvemo.extract.features import compute_clip
+    from mvemo.extract.features import timed_clip
 
     if clip.clip_id == "c2" and not os.path.exists(marker):
         Path(marker).touch()
         os.kill(os.getpid(), signal.SIGKILL)
-    return compute_clip(clip, names, configs)
+    return timed_clip(clip, names, configs)
 
 
-def always_kill_on_c3(clip: Clip, names: tuple[str, ...], configs: object) -> dict:
-    from mvemo.extract.features import compute_clip
+def always_kill_on_c3(clip: Clip, names: tuple[str, ...], configs: object) -> tuple:
+    from mvemo.extract.features import timed_clip
 
     if clip.clip_id == "c3":
         os.kill(os.getpid(), signal.SIGKILL)
-    return compute_clip(clip, names, configs)
+    return timed_clip(clip, names, configs)
 
 
 def test_dask_features_equal_serial_even_when_a_worker_dies(tmp_path: Path, manifest: Manifest, monkeypatch) -> None:
@@ -62,12 +62,12 @@ def test_dask_features_equal_serial_even_when_a_worker_dies(tmp_path: Path, mani
         marker = str(tmp_path / "killed-once")
         monkeypatch.setattr(
             mvemo.extract.features,
-            "compute_clip",
+            "timed_clip",
             lambda clip, names, configs: suicide_on_first_try(clip, names, configs, marker),
         )
         summary = features_into(manifest, tmp_path / "killed.h5", ("mel", "lld"), configs=CONFIGS, executor=executor)
         assert os.path.exists(marker), "a worker was killed mid-run"
-        monkeypatch.setattr(mvemo.extract.features, "compute_clip", always_kill_on_c3)
+        monkeypatch.setattr(mvemo.extract.features, "timed_clip", always_kill_on_c3)
         doomed = features_into(manifest, tmp_path / "doomed.h5", ("mel",), configs=CONFIGS, executor=executor)
     finally:
         executor.close()
