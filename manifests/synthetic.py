@@ -75,6 +75,10 @@ def _add_video(container: Any, frames: np.ndarray, fps: float, codec: str, pix_f
     stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
     stream.width, stream.height = frames.shape[2], frames.shape[1]
     stream.pix_fmt = pix_fmt
+    if codec == "libx264":
+        # x264's macroblock-tree rate control carried state from one encoder to the next in a process: the same
+        # seed wrote other bytes for half the clips of a set. Without it, a set is written the same every time.
+        stream.options = {"x264-params": "mbtree=0"}
     if rotation_deg:
         stream.set_display_rotation(rotation_deg)
     return stream

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -194,7 +195,7 @@ def _decode_window(path: Path, window: AudioWindow, who: str, *, seek: bool) -> 
         blocks: list[list[bytes]] = []
         decoded = dropped = 0
         to_track_layout = av.AudioResampler(format="fltp", layout=layout)
-        for frame in container.decode(stream):
+        for frame in _frames_until_cut(container.decode(stream), declared_s is not None):
             if start is None:  # later frames follow sample by sample: ms-resolution pts (mkv) would jitter
                 if grid is None:
                     start = round(frame.pts * time_base * sr) if frame.pts is not None else 0
@@ -222,6 +223,16 @@ def _decode_window(path: Path, window: AudioWindow, who: str, *, seek: bool) -> 
     # The window [begin, end) of the timeline, cut to where the track starts, as the video's frame window is.
     first = max(begin - start - dropped, 0)
     return x[:, first : first + max(end - max(begin, start), 0)], sr, names
+
+
+def _frames_until_cut(frames: Iterator[av.AudioFrame], indexed: bool) -> Iterator[av.AudioFrame]:
+    """The decoded frames; where the file's index declares the track's end, a decoder error ends them as the end of
+    the data would, so that a file cut inside its data (its index first) is reported by where its audio ends."""
+    try:
+        yield from frames
+    except av.FFmpegError:
+        if not indexed:
+            raise
 
 
 def _float_planes(frame: av.AudioFrame, to_track_layout: av.AudioResampler, n_channels: int) -> list[list[bytes]]:

@@ -39,7 +39,9 @@ def test_write_media_round_trips_frames_and_tone(tmp_path: Path) -> None:
     assert abs(np.argmax(spectrum) * sr / min(sr, audio.size) - 1000) < 5
 
 
-SMALL = SyntheticConfig(clips_per_class=2, duration_s=1.0, fps=10, width=48, height=32, sr=8000, seed=3)
+SMALL = SyntheticConfig(
+    clips_per_class=2, duration_s=4.0, fps=10, width=48, height=32, sr=8000, seed=3
+)  # x264 carried state past 1 s
 
 
 def test_the_same_seed_writes_the_same_set(tmp_path: Path) -> None:
@@ -49,9 +51,8 @@ def test_the_same_seed_writes_the_same_set(tmp_path: Path) -> None:
         {k: v for k, v in r.items() if k != "path"} for r in again
     ]
     assert {r["path"].parent.name for r in first} == set(DEMO_CLASSES)
-    (frames_a, audio_a), (frames_b, audio_b) = decode(first[0]["path"]), decode(again[0]["path"])
-    # x264 in this PyAV build is not bit-reproducible from run to run; the drawn content is
-    assert np.abs(frames_a.astype(int) - frames_b).mean() < 2.0 and np.allclose(audio_a, audio_b, atol=1e-3)
+    different = [r["path"].name for r, s in zip(first, again) if r["path"].read_bytes() != s["path"].read_bytes()]
+    assert different == [], "the same seed writes the same bytes, clip after clip in one process"
 
 
 def test_the_same_seed_draws_the_same_signals() -> None:
