@@ -45,6 +45,7 @@ MODULATED_SHARE = 0.5  # a note is modulated when this share of its detrended va
 VIBRATO_MIN_ST = 0.1  # ... and its swing is at least this (semitones, half peak to peak) ...
 TREMOLO_MIN_DB = 1.0  # ... or this (dB) for its level
 MODULATED_MIN_S = 0.3  # notes this long are analysed for vibrato, tremolo and dynamics
+HIGH_REGISTER_MIDI = 60  # C4: the expressive techniques' coverage of the notes from here up (Panda et al. 2018)
 DYNAMIC_DB_PER_S = 6.0  # a note's level rising (falling) faster than this is a crescendo (decrescendo)
 STACCATO_RATIO = 0.7  # a note held for less than this share of the time to the next onset is detached
 MAX_IOI_S = 2.0  # successive notes further apart than this start a new phrase: no articulation between them
@@ -133,11 +134,34 @@ COLUMNS = (
     Column("vibrato_share", "ratio", f"share of the notes of {MODULATED_MIN_S:g} s or more with vibrato", 0.0),
     Column("vibrato_rate", "Hz", "mean vibrato rate, over the notes with vibrato", 0.0),
     Column("vibrato_extent", "semitones", "mean vibrato extent (half peak to peak), over the notes with vibrato", 0.0),
+    Column("vibrato_rate_std", "Hz", "spread of the vibrato rates of the notes with vibrato", 0.0),
+    Column("vibrato_extent_std", "semitones", "spread of the vibrato extents of the notes with vibrato", 0.0),
+    Column("vibrato_extent_max", "semitones", "the widest vibrato of a note", 0.0),
+    Column("vibrato_note_s", "s", "mean duration of the notes with vibrato", 0.0),
+    Column("vibrato_pitch_median", "MIDI", "register of the notes with vibrato: their median pitch", 60.0),
+    Column(
+        "vibrato_high_share",
+        "ratio",
+        f"share of the notes of {MODULATED_MIN_S:g} s or more from C4 up with vibrato: its coverage of the high register",
+        0.0,
+    ),
     Column("glissando_share", "ratio", "share of the transitions between notes of one voiced phrase that glide", 0.0),
     Column("glissando_length", "s", "mean duration of the glides", 0.0),
     Column("glissando_up_share", "ratio", "share of the glides that rise", 0.5),
+    Column("glissando_length_std", "s", "spread of the glides' durations", 0.0),
+    Column("glissando_extent", "semitones", "mean size of the glides: the interval between the notes they join", 0.0),
+    Column("glissando_extent_std", "semitones", "spread of the glides' sizes", 0.0),
+    Column("glissando_slope_std", "semitones/s", "spread of the glides' steepness (size over duration)", 0.0),
     Column("tremolo_share", "ratio", f"share of the notes of {MODULATED_MIN_S:g} s or more with tremolo", 0.0),
     Column("tremolo_rate", "Hz", "mean tremolo rate, over the notes with tremolo", 0.0),
+    Column("tremolo_extent", "dB", "mean tremolo extent (half peak to peak of the level), over the notes with tremolo", 0.0),
+    Column("tremolo_extent_max", "dB", "the widest tremolo of a note", 0.0),
+    Column(
+        "tremolo_high_share",
+        "ratio",
+        f"share of the notes of {MODULATED_MIN_S:g} s or more from C4 up with tremolo: its coverage of the high register",
+        0.0,
+    ),
     Column(
         "crescendo_share",
         "ratio",
@@ -176,7 +200,7 @@ class Note(NamedTuple):
 
 class Glide(NamedTuple):
     frames: int
-    rising: bool
+    interval: float  # semitones from the note before to the note after
 
 
 def expressive(y: np.ndarray, config: ExpressiveConfig) -> np.ndarray:
@@ -259,7 +283,7 @@ def segment(pitch: np.ndarray, frame_s: float) -> tuple[list[Note], list[Glide],
         for before, after in itertools.pairwise(in_run):
             transitions += 1
             if (after.start - before.end) * frame_s >= GLIDE_MIN_S:
-                glides.append(Glide(after.start - before.end, after.pitch > before.pitch))
+                glides.append(Glide(after.start - before.end, after.pitch - before.pitch))
         notes += in_run
     return notes, glides, transitions
 
@@ -329,10 +353,16 @@ def _articulation(notes: list[Note], frame_s: float) -> dict[str, float]:
 
 
 def _glissando(glides: list[Glide], transitions: int, frame_s: float) -> dict[str, float]:
+    seconds = np.array([g.frames for g in glides]) * frame_s
+    intervals = np.array([g.interval for g in glides])
     return {
         "glissando_share": len(glides) / transitions if transitions else np.nan,
-        "glissando_length": float(np.mean([g.frames for g in glides]) * frame_s) if glides else np.nan,
-        "glissando_up_share": float(np.mean([g.rising for g in glides])) if glides else np.nan,
+        "glissando_length": float(seconds.mean()),
+        "glissando_up_share": float((intervals > 0).mean()),
+        "glissando_length_std": float(seconds.std()),
+        "glissando_extent": float(np.abs(intervals).mean()),
+        "glissando_extent_std": float(np.abs(intervals).std()),
+        "glissando_slope_std": float((np.abs(intervals) / seconds).std()) if glides else np.nan,
     }
 
 
@@ -341,15 +371,29 @@ def _modulation(notes: list[Note], pitch: np.ndarray, level_db: np.ndarray, fram
     long = [n for n in notes if (n.end - n.start) * frame_s >= MODULATED_MIN_S]
     vibrato = [modulation(pitch[n.start : n.end], frame_s) for n in long]
     tremolo = [modulation(level_db[n.start : n.end], frame_s) for n in long]
-    with_vibrato = [(rate, extent) for rate, extent, share in vibrato if share >= MODULATED_SHARE and extent >= VIBRATO_MIN_ST]
-    with_tremolo = [rate for rate, extent, share in tremolo if share >= MODULATED_SHARE and extent >= TREMOLO_MIN_DB]
+    has_vibrato = np.array([share >= MODULATED_SHARE and extent >= VIBRATO_MIN_ST for _, extent, share in vibrato], bool)
+    has_tremolo = np.array([share >= MODULATED_SHARE and extent >= TREMOLO_MIN_DB for _, extent, share in tremolo], bool)
+    rates, extents = (np.array([v[k] for v in vibrato])[has_vibrato] for k in (0, 1))
+    tremolo_rates, tremolo_extents = (np.array([v[k] for v in tremolo])[has_tremolo] for k in (0, 1))
+    pitches = np.array([n.pitch for n in long])
+    seconds = np.array([n.end - n.start for n in long]) * frame_s
+    high = pitches >= HIGH_REGISTER_MIDI
     slopes = np.array([_slope(level_db[n.start : n.end], frame_s) for n in long])
     return {
-        "vibrato_share": len(with_vibrato) / len(long) if long else np.nan,
-        "vibrato_rate": float(np.mean([r for r, _ in with_vibrato])) if with_vibrato else np.nan,
-        "vibrato_extent": float(np.mean([e for _, e in with_vibrato])) if with_vibrato else np.nan,
-        "tremolo_share": len(with_tremolo) / len(long) if long else np.nan,
-        "tremolo_rate": float(np.mean(with_tremolo)) if with_tremolo else np.nan,
+        "vibrato_share": float(has_vibrato.mean()),
+        "vibrato_rate": float(rates.mean()),
+        "vibrato_extent": float(extents.mean()),
+        "vibrato_rate_std": float(rates.std()),
+        "vibrato_extent_std": float(extents.std()),
+        "vibrato_extent_max": float(extents.max()) if extents.size else np.nan,
+        "vibrato_note_s": float(seconds[has_vibrato].mean()),
+        "vibrato_pitch_median": float(np.median(pitches[has_vibrato])) if has_vibrato.any() else np.nan,
+        "vibrato_high_share": float(has_vibrato[high].mean()),
+        "tremolo_share": float(has_tremolo.mean()),
+        "tremolo_rate": float(tremolo_rates.mean()),
+        "tremolo_extent": float(tremolo_extents.mean()),
+        "tremolo_extent_max": float(tremolo_extents.max()) if tremolo_extents.size else np.nan,
+        "tremolo_high_share": float(has_tremolo[high].mean()),
         "crescendo_share": float((slopes > DYNAMIC_DB_PER_S).mean()),
         "decrescendo_share": float((slopes < -DYNAMIC_DB_PER_S).mean()),
     }

@@ -105,6 +105,34 @@ def test_glissando_share_length_and_direction() -> None:
     assert describe(melody(pitches, note_s=0.8))["glissando_share"] == 0.0  # the same steps, struck
 
 
+def test_vibrato_statistics_and_its_coverage_of_the_high_register() -> None:
+    """Low notes plain, high notes with a narrow then a wide vibrato: the spread and the widest of the extents, the
+    register of the notes with vibrato, and its coverage from C4 up against below it."""
+    low = melody([48, 50, 52, 53] * 2, note_s=1.0)
+    narrow = melody([67, 69, 71, 72] * 2, note_s=1.0, vibrato=(5.5, 0.4))
+    wide = melody([67, 69, 71, 72] * 2, note_s=1.0, vibrato=(5.5, 0.8))
+    v = describe(np.concatenate([low, narrow, wide]))
+    assert v["vibrato_share"] == pytest.approx(2 / 3, abs=0.05) and v["vibrato_high_share"] == pytest.approx(1.0, abs=0.05)
+    assert 0.7 * 0.8 <= v["vibrato_extent_max"] <= 1.1 * 0.8
+    assert v["vibrato_extent_std"] == pytest.approx(0.2, abs=0.07), "half the gap between 0.4 and 0.8"
+    assert v["vibrato_rate_std"] < 0.3, "one rate throughout"
+    assert v["vibrato_pitch_median"] == pytest.approx(70, abs=1.5) and v["vibrato_note_s"] == pytest.approx(1.0, abs=0.15)
+    plain = describe(np.concatenate([melody([48, 50, 52, 53] * 2, note_s=1.0, vibrato=(5.5, 0.6)), narrow]))
+    assert plain["vibrato_high_share"] == pytest.approx(1.0, abs=0.05) and plain["vibrato_share"] > 0.95
+
+
+def test_glissando_sizes_and_their_spread() -> None:
+    """Glides of 2 and then 5 semitones, each over the same 0.3 s: their mean size and spread, and the spread of their
+    slopes (the same time for a wider interval is a steeper glide)."""
+    v = describe(melody([60, 62, 67] * 6, note_s=0.8, glide_s=0.3))
+    glides = np.abs(np.diff([60, 62, 67] * 6))
+    assert v["glissando_extent"] == pytest.approx(glides.mean(), abs=0.5)
+    assert v["glissando_extent_std"] == pytest.approx(glides.std(), abs=0.5)
+    assert v["glissando_length_std"] < 0.06 and v["glissando_slope_std"] > 5.0
+    even = describe(melody([60, 62] * 9, note_s=0.8, glide_s=0.3))
+    assert even["glissando_extent_std"] < 0.3 and even["glissando_slope_std"] < v["glissando_slope_std"] / 2
+
+
 def test_staccato_notes_are_detached() -> None:
     v = describe(melody([60, 64, 67, 72] * 6, note_s=0.4, held=0.4))
     assert v["melody_notes_per_s"] == pytest.approx(2.5, rel=0.1)
@@ -115,7 +143,8 @@ def test_tremolo_and_dynamics_within_notes() -> None:
     pitches = [60, 62, 64, 65] * 4
     v = describe(melody(pitches, note_s=1.0, tremolo=(6.0, 4.0)))
     assert v["tremolo_share"] == 1.0 and v["tremolo_rate"] == pytest.approx(6.0, abs=0.3)
-    assert v["vibrato_share"] == 0.0
+    assert v["tremolo_extent"] == pytest.approx(4.0, rel=0.25) and v["tremolo_extent_max"] >= v["tremolo_extent"]
+    assert v["tremolo_high_share"] == 1.0 and v["vibrato_share"] == 0.0
     rising, falling = (describe(melody(pitches, note_s=1.0, level_slope_db_per_s=s)) for s in (15.0, -15.0))
     assert rising["crescendo_share"] == 1.0 and rising["decrescendo_share"] == 0.0
     assert falling["decrescendo_share"] == 1.0 and falling["crescendo_share"] == 0.0
