@@ -70,6 +70,11 @@ def wait_for(browser: Any, script: str, expected: Any, timeout_s: float = 5.0) -
     WebDriverWait(browser, timeout_s).until(lambda b: b.execute_script(script) == expected)
 
 
+def media_ready(browser: Any) -> None:
+    """Wait until the page's media knows its length, so that a seek lands."""
+    wait_for(browser, "return document.getElementById('media').readyState >= 1", True)
+
+
 def window_shown(browser: Any) -> int:
     return int(browser.execute_script(f"return {CHART}.dataset.window"))
 

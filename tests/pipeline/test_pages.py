@@ -22,6 +22,7 @@ from tests.pipeline.browser import (
     CLASSES,
     console_errors,
     edges_of,
+    media_ready,
     open_page,
     screenshot,
     synthetic_timeline,
@@ -51,7 +52,7 @@ def test_the_page_plays_the_file_and_its_cursor_follows_the_time(browser: Any, t
     assert console_errors(browser) == []
     n = len(timeline.windows)
     assert browser.execute_script("return document.querySelectorAll('#chart .segment').length") == n, "a segment per window"
-    wait_for(browser, "return document.getElementById('media').readyState >= 1", True)
+    media_ready(browser)
     edges = edges_of(timeline)
     for t in (0.0, 4.4, 4.6, 17.0, 31.2, 39.5):
         browser.execute_script(f"document.getElementById('media').currentTime = {t}")
@@ -71,7 +72,7 @@ def test_a_click_or_a_drag_on_the_chart_seeks_and_the_keys_move_one_window(brows
 
     page, timeline = timeline_page
     open_page(browser, page)
-    wait_for(browser, "return document.getElementById('media').readyState >= 1", True)
+    media_ready(browser)
     chart = browser.find_element("id", "chart")
     width = chart.rect["width"]
     edges = edges_of(timeline)
@@ -133,7 +134,7 @@ def test_any_file_name_a_song_and_a_single_window_give_a_whole_page(browser: Any
         assert segments == len(timeline.windows), name
         tag = browser.execute_script("return document.getElementById('media').tagName")
         assert tag == ("AUDIO" if name == "song" else "VIDEO"), name
-        wait_for(browser, "return document.getElementById('media').readyState >= 1", True)
+        media_ready(browser)
         if name == "odd":
             assert browser.find_element("tag name", "h1").text == "a <!--<script> 'b' #2.mp4"
             assert "</script>" in browser.find_element("css selector", ".legend").text

@@ -17,6 +17,7 @@ from tests.pipeline.browser import (
     SCALE,
     console_errors,
     edges_of,
+    media_ready,
     open_page,
     screenshot,
     synthetic_tag_timeline,
@@ -69,7 +70,7 @@ def test_a_tag_page_has_a_lane_per_tag_the_most_called_first_and_follows_playbac
     names = [e.text for e in browser.find_elements("css selector", "#chart .lane-name")]
     assert names == [timeline.classes[t] for t in sorted(range(len(counts)), key=lambda t: (-counts[t], t))]
     assert len(set(counts)) > 1, "the synthetic tags are called unequally often, so the order is tested"
-    wait_for(browser, "return document.getElementById('media').readyState >= 1", True)
+    media_ready(browser)
     edges = edges_of(timeline)
     for t in (0.0, 7.4, 19.0, 33.1):
         browser.execute_script(f"document.getElementById('media').currentTime = {t}")
@@ -89,7 +90,7 @@ def test_a_click_on_a_lane_seeks_and_hovering_lists_the_tags_called(browser: Any
 
     page, timeline = tag_page
     open_page(browser, page)
-    wait_for(browser, "return document.getElementById('media').readyState >= 1", True)
+    media_ready(browser)
     lanes = browser.find_element("css selector", "#chart .lanes svg")
     width = lanes.rect["width"]
     edges = edges_of(timeline)
@@ -128,7 +129,7 @@ def test_the_point_on_russells_plane_follows_playback_in_the_quadrant_the_table_
     page, timeline = value_page
     open_page(browser, page)
     assert console_errors(browser) == []
-    wait_for(browser, "return document.getElementById('media').readyState >= 1", True)
+    media_ready(browser)
     edges = edges_of(timeline)
     seen = set()
     for t in np.linspace(0.5, 39.5, 9):
@@ -152,7 +153,7 @@ def test_a_click_on_the_plane_seeks_to_the_nearest_window(browser: Any, value_pa
 
     page, timeline = value_page
     open_page(browser, page)
-    wait_for(browser, "return document.getElementById('media').readyState >= 1", True)
+    media_ready(browser)
     plane = browser.find_element("css selector", "#plane svg")
     size = plane.rect["width"]
     edges = edges_of(timeline)
@@ -261,7 +262,7 @@ def test_the_keys_move_one_window_on_tag_and_value_pages(browser: Any, tag_page:
 
     for page, timeline in (tag_page, value_page):
         open_page(browser, page)
-        wait_for(browser, "return document.getElementById('media').readyState >= 1", True)
+        media_ready(browser)
         chart = browser.find_element("id", "chart")
         edges = edges_of(timeline)
         n = len(timeline.windows)
