@@ -113,7 +113,10 @@ def test_the_dry_run_checks_every_part_on_the_cpu() -> None:
     assert tests["exit_code"] == 0 and tests["counts"]["failure"] == tests["counts"]["error"] == 0
     assert tests["counts"]["passed"] >= 3, "the float32 parity tests run on the CPU too"
     throughput = document["throughput"]
-    assert throughput["decode"]["clips_per_s"] > 0 and not any(throughput["decode"]["failed"].values())
+    decode = throughput["decode"]
+    assert decode["clips_per_s"] > 0 and not any(decode["failed"].values())
+    assert decode["startup_s"] > 0 and decode["writer_ms_per_clip"] > 0, "the start-up apart, the writer's cost measured"
+    assert sum(v for k, v in decode["shares"].items() if k.startswith("workers: ")) == pytest.approx(1.0, abs=0.01)
     for key in ("i3d_float32", "i3d_bf16", "musicnn_float32", "musicnn_bf16"):
         assert throughput[key]["clips_per_s"] > 0 and throughput[key]["weights"].endswith(".npz")
     finetune = document["finetune"]
