@@ -221,7 +221,8 @@ def _guarded(clip: Clip, names: tuple[str, ...], compute: Callable[[], dict[str,
 
 
 WORKER_STEPS = ("decode audio", "audio features", "decode video", "video features")
-# the writer waits for the next clip's results (their transfer included), writes rows (their checksums included)
+# the writer waits for the next clip's results (their transfer included; only where they are computed elsewhere),
+# writes rows (their checksums included)
 WRITER_STEPS = ("waiting", "writing", "checksums")
 
 
@@ -283,7 +284,8 @@ def compute_feature_sets(
     pending: dict[str, tuple[list[int], list[np.ndarray]]] = defaultdict(lambda: ([], []))
     steps: dict[str, float] = {}
     with recording() as writer_steps:
-        for n, (outcome, clip) in enumerate(zip(_waited(results), clips, strict=True), start=1):
+        in_process = executor is None or getattr(executor, "in_process", False)  # waiting there is the clips' own work
+        for n, (outcome, clip) in enumerate(zip(results if in_process else _waited(results), clips, strict=True), start=1):
             row = row_of[clip.clip_id]
             if isinstance(outcome, BaseException):  # the executor lost the job (a worker died on this clip)
                 result = dict.fromkeys(todo[row], f"clip {clip.clip_id!r}: its worker died ({type(outcome).__name__}: {outcome})")

@@ -25,7 +25,7 @@ from mvemo.manifests.executor import Resources
 
 EXECUTORS = ("serial", "processes", "dask")
 PR_SET_PDEATHSIG = 1
-WORKER_PRELOAD = ("mvemo.extract.features", "torch")  # what a stage-one job imports, and what each worker sets up
+WORKER_PRELOAD = ("mvemo.pipeline.preload",)  # stage one and torch, imported once by the fork server
 # A task may run twice (once more after its worker died); a clip that kills two workers is failed.
 DASK_ALLOWED_FAILURES = 1
 

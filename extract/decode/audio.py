@@ -195,7 +195,7 @@ def _decode_window(path: Path, window: AudioWindow, who: str, *, seek: bool) -> 
         blocks: list[list[bytes]] = []
         decoded = dropped = 0
         to_track_layout = av.AudioResampler(format="fltp", layout=layout)
-        for frame in _frames_until_cut(container.decode(stream), declared_s is not None):
+        for frame in _frames_until_cut(container.decode(stream), path if declared_s is not None else None):
             if start is None:  # later frames follow sample by sample: ms-resolution pts (mkv) would jitter
                 if grid is None:
                     start = round(frame.pts * time_base * sr) if frame.pts is not None else 0
@@ -225,13 +225,14 @@ def _decode_window(path: Path, window: AudioWindow, who: str, *, seek: bool) -> 
     return x[:, first : first + max(end - max(begin, start), 0)], sr, names
 
 
-def _frames_until_cut(frames: Iterator[av.AudioFrame], indexed: bool) -> Iterator[av.AudioFrame]:
-    """The decoded frames; where the file's index declares the track's end, a decoder error ends them as the end of
-    the data would, so that a file cut inside its data (its index first) is reported by where its audio ends."""
+def _frames_until_cut(frames: Iterator[av.AudioFrame], indexed: Path | None) -> Iterator[av.AudioFrame]:
+    """The decoded frames. A decoder error in a file that is cut off (``iso_file_cut_off``) and whose index declares
+    the track's end (``indexed``: the file) ends them as the end of its data would, so that an mp4 cut inside its data,
+    its index first, is reported by where its audio ends; any other decoder error is raised (a corrupt file)."""
     try:
         yield from frames
     except av.FFmpegError:
-        if not indexed:
+        if indexed is None or not iso_file_cut_off(indexed):
             raise
 
 

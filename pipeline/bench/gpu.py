@@ -43,16 +43,18 @@ import torch
 from mvemo.cache.h5file import mvemo_version
 from mvemo.cache.read import Cache
 from mvemo.extract.decode.audio import AudioWindow
-from mvemo.extract.features import FeatureConfigs
+from mvemo.extract.features import FeatureConfigs, FeatureRunSummary
 from mvemo.extract.nets import get_net, pretrained_file
 from mvemo.extract.stage import StageOneSummary, extract_features
 from mvemo.extract.train import TrainConfig, embed_rows, resolve_device
 from mvemo.extract.weights.registry import find_weights
 from mvemo.fuse.stage import run_cv
+from mvemo.manifests.executor import Executor
 from mvemo.manifests.folds import assign_folds
 from mvemo.manifests.scan import scan_tree
 from mvemo.manifests.schema import Manifest
 from mvemo.manifests.synthetic import SyntheticConfig, write_synthetic_set
+from mvemo.pipeline.bench.stage_one import WARM_CLIPS_PER_WORKER, warmed_run
 from mvemo.pipeline.bench.stage_one import figures as decode_figures
 from mvemo.pipeline.executors import build_executor
 
@@ -255,17 +257,18 @@ def throughput(config: CheckConfig) -> dict[str, Any]:
     cache = config.folder / "throughput-cache"
     sets = tuple(EMBEDDED.values())
     figures: dict[str, Any] = {"clips": len(manifest), "decode_workers": config.workers}
-    warm = Manifest(manifest.classes, manifest.clips[: config.workers])
-    began = time.perf_counter()
-    with build_executor("processes", workers=config.workers) as executor:
-        extract_features(warm, config.folder / "warm-cache", features=sets, configs=config.features, executor=executor)
-        startup_s = time.perf_counter() - began
-        summary = extract_features(manifest, cache, features=sets, configs=config.features, executor=executor)
+    warm = Manifest(manifest.classes, manifest.clips[: WARM_CLIPS_PER_WORKER * config.workers])
+
+    def run(clips: Manifest, name: str, executor: Executor) -> FeatureRunSummary:
+        path = cache if name == "timed" else config.folder / f"{name}-cache"
+        return extract_features(clips, path, features=sets, configs=config.features, executor=executor).features
+
+    startup_s, summary = warmed_run(config.workers, warm, manifest, run)
     figures["decode"] = {
         "sets": list(sets),
         "startup_s": round(startup_s, 1),
-        **decode_figures(summary.features, len(manifest), config.workers),
-        "failed": {name: len(failed) for name, failed in summary.features.failures.items()},
+        **decode_figures(summary, len(manifest), config.workers),
+        "failed": {name: len(failed) for name, failed in summary.failures.items()},
     }
     for name in EMBEDDED:
         for bf16 in (False, True):

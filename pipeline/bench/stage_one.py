@@ -1,8 +1,8 @@
 """``mvemo bench stage-one``: stage one's decoding and features in steady state, by worker count.
 
 For each size of generated clip (30-s h264 + AAC, ``bench.video.generate_clip``) and each count of local worker
-processes, a pool is started and warmed on ``WARM_CLIPS_PER_WORKER`` clips per worker (its start-up, the time to
-its first clip, measured apart), then ``clips_per_worker`` clips per worker are decoded into the default sets
+processes, a pool is started and warmed on ``WARM_CLIPS_PER_WORKER`` clips per worker (its start-up, to the end of
+that warm-up, measured apart: ``warmed_run``), then ``clips_per_worker`` clips per worker are decoded into the default sets
 (``SETS``: the frames for C3D and I3D, log-mel, mel, LLDs, descriptors) through ``extract_features``' own loop,
 ``compute_feature_sets``, into a fresh cache. The run of one worker decodes on one thread, so that it measures
 one core's work (more workers share the cores as ``extract`` shares them: ``features.shared_cores``). Reported per
@@ -16,6 +16,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from mvemo.cache.handle import CacheHandle
 from mvemo.extract.decode.video import available_cores
 from mvemo.extract.features import WORKER_STEPS, FeatureConfigs, FeatureRunSummary, compute_feature_sets
 from mvemo.extract.frame_sets import FrameConfig
+from mvemo.manifests.executor import Executor
 from mvemo.manifests.schema import Clip, Manifest
 from mvemo.pipeline.bench.video import SIZES, generate_clip
 from mvemo.pipeline.executors import build_executor
@@ -61,13 +63,27 @@ def bench_stage_one(
 def _run(tmp: Path, source: Path, workers: int, clips_per_worker: int) -> dict[str, Any]:
     warm = _copies(tmp / f"warm-{source.stem}-{workers}", source, WARM_CLIPS_PER_WORKER * workers)
     timed = _copies(tmp / f"timed-{source.stem}-{workers}", source, clips_per_worker * workers)
+    configs = FeatureConfigs(frames=FrameConfig(decode_threads=1)) if workers == 1 else None
+
+    def run(manifest: Manifest, name: str, executor: Executor) -> FeatureRunSummary:
+        with CacheHandle(tmp / f"{name}-{source.stem}-{workers}.cache", manifest) as cache:
+            return compute_feature_sets(manifest, cache, SETS, configs=configs, executor=executor)
+
+    startup, summary = warmed_run(workers, warm, timed, run)
+    return {"workers": workers, "startup_s": round(startup, 2), **figures(summary, len(timed.clips), workers)}
+
+
+def warmed_run(
+    workers: int, warm: Manifest, timed: Manifest, run: Callable[[Manifest, str, Executor], FeatureRunSummary]
+) -> tuple[float, FeatureRunSummary]:
+    """A pool of ``workers`` local processes started and warmed on ``warm`` (``run(warm, "warm", pool)``), then
+    ``run(timed, "timed", pool)``: the seconds from the pool's start to the end of the warm-up (its start-up, the
+    imports and the first clips), and the timed run's summary, in steady state."""
     began = time.perf_counter()
     with build_executor("processes", workers=workers) as executor:
-        startup = _first_result_s(executor, warm, began)
-        configs = FeatureConfigs(frames=FrameConfig(decode_threads=1)) if workers == 1 else None
-        _features(warm, tmp / f"warm-{source.stem}-{workers}.cache", executor, configs)
-        summary = _features(timed, tmp / f"timed-{source.stem}-{workers}.cache", executor, configs)
-    return {"workers": workers, "startup_s": round(startup, 2), **figures(summary, len(timed.clips), workers)}
+        run(warm, "warm", executor)
+        startup = time.perf_counter() - began
+        return startup, run(timed, "timed", executor)
 
 
 def pool_startup_s(workers: int) -> float:
@@ -87,19 +103,6 @@ def _hold(seconds: float) -> None:
     import mvemo.extract.features  # noqa: F401
 
     time.sleep(seconds)
-
-
-def _first_result_s(executor: Any, manifest: Manifest, began: float) -> float:
-    """Seconds from starting the pool to the first clip's LLDs back: the workers' start-up and imports."""
-    first = Manifest(manifest.classes, manifest.clips[:1])
-    with CacheHandle(Path(str(manifest.clips[0].audio)).parent / "first.cache", first) as cache:
-        compute_feature_sets(first, cache, ("lld",), executor=executor)
-    return time.perf_counter() - began
-
-
-def _features(manifest: Manifest, cache_path: Path, executor: Any, configs: FeatureConfigs | None) -> FeatureRunSummary:
-    with CacheHandle(cache_path, manifest) as cache:
-        return compute_feature_sets(manifest, cache, SETS, configs=configs, executor=executor)
 
 
 def figures(summary: FeatureRunSummary, n_clips: int, workers: int) -> dict[str, Any]:

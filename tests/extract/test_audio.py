@@ -357,3 +357,18 @@ def test_an_audio_file_with_no_samples_fails_its_clip_instead_of_becoming_paddin
     assert "clip 'empty'" in result.stderr and "holds no samples" in result.stderr
     with Cache(tmp_path / "c") as cache:
         assert cache.done("mel").tolist() == [False, True]
+
+
+@pytest.mark.parametrize("at", [0.5, 0.85])
+def test_a_file_damaged_inside_its_data_but_whole_is_corrupt_not_truncated(tmp_path: Path, at: float) -> None:
+    """Garbage over some packets of a whole m4a (its index first, its length intact): the decoder's error is the
+    clip's, never audio that stops early as if the file were cut."""
+    t = np.arange(16000 * 6) / 16000
+    written = write_media(tmp_path / "whole.m4a", y=(0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), sr=16000)
+    data = bytearray(written.read_bytes())
+    start = int(len(data) * at)
+    data[start : start + 600] = b"\xff" * 600
+    damaged = tmp_path / "damaged.m4a"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(MediaError, match=r"clip 'd'.*cannot decode audio.*corrupt"):
+        decode_audio(damaged, AudioWindow(duration_s=10.0), clip_id="d")
