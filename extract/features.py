@@ -310,8 +310,8 @@ def compute_feature_sets(
 def shared_cores(configs: FeatureConfigs, executor: Executor | None) -> FeatureConfigs:
     """``configs`` with each of the executor's ``local_workers`` decoding video on its share of this machine's
     cores, where the frames' ``decode_threads`` is left to mvemo (0): one decoder per core in every worker
-    oversubscribes the cores as soon as two workers decode (720p, 2 workers on 2 cores: 0.60 of twice one worker's
-    rate). The threads change no frame."""
+    oversubscribes the cores as soon as two workers decode (720p, 2 workers on 2 cores: 0.89 of twice one core's rate,
+    1.05 with the cores shared; ``mvemo bench stage-one``). The threads change no frame."""
     workers = getattr(executor, "local_workers", 0)
     if workers < 2 or configs.frames.decode_threads:
         return configs

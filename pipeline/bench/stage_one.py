@@ -1,14 +1,15 @@
 """``mvemo bench stage-one``: stage one's decoding and features in steady state, by worker count.
 
 For each size of generated clip (30-s h264 + AAC, ``bench.video.generate_clip``) and each count of local worker
-processes, a pool is started and warmed on ``WARM_CLIPS_PER_WORKER`` clips per worker (its start-up, to the end of
-that warm-up, measured apart: ``warmed_run``), then ``clips_per_worker`` clips per worker are decoded into the default sets
-(``SETS``: the frames for C3D and I3D, log-mel, mel, LLDs, descriptors) through ``extract_features``' own loop,
-``compute_feature_sets``, into a fresh cache. The run of one worker decodes on one thread, so that it measures
-one core's work (more workers share the cores as ``extract`` shares them: ``features.shared_cores``). Reported per
-run: clips/s, the scaling efficiency (rate over workers times that one worker's rate), and where the wall time went, by the run's own step timers (``manifests.steps``): the
-workers' share of their time decoding and computing (the rest they waited to hand a clip over or for the next
-one), and the writer's share of the wall time waiting for clips, checksumming and writing.
+processes, a pool is started and warmed on ``WARM_CLIPS_PER_WORKER`` clips per worker (its start-up, to the end
+of that warm-up, measured apart: ``warmed_run``), then ``clips_per_worker`` clips per worker are decoded into the
+default sets (``SETS``: the frames for C3D and I3D, log-mel, mel, LLDs, descriptors) through ``extract_features``'
+own loop, ``compute_feature_sets``, into a fresh cache. The run of one worker decodes on one thread, so that it
+measures one core's work (more workers share the cores as ``extract`` shares them: ``features.shared_cores``).
+Reported per run: clips/s, the scaling efficiency (rate over workers times that one worker's rate), and where the
+wall time went, by the run's own step timers (``manifests.steps``): the workers' share of their time decoding and
+computing (the rest they waited to hand a clip over or for the next one), and the writer's share of the wall time
+waiting for clips, checksumming and writing.
 """
 
 from __future__ import annotations
