@@ -133,7 +133,15 @@ class Training:
         ``head``."""
         (first, *others) = node.inputs
         if not others and first in self.upper:
-            return UpperHead(self.upper[first], scoring=self.selection.scoring, random_state=self.selection.seed)
+            selection = self.selection
+            return UpperHead(
+                self.upper[first],
+                lr_grid=selection.upper_lr_grid,
+                weight_decay_grid=selection.upper_weight_decay_grid,
+                max_epochs=selection.upper_max_epochs,
+                scoring=selection.scoring,
+                random_state=selection.seed,
+            )
         if not others and first in self.patches:
             return patch_head(self.head, self.patches[first], self.selection.scoring)
         return self.head

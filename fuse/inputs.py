@@ -3,7 +3,10 @@ summarized from the LLDs; and why a row is missing."""
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -87,14 +90,65 @@ def layers_above(cache: Cache, sets: Mapping[str, str], upper: Mapping[str, Uppe
     return out
 
 
-def read_input(cache: Cache, set_name: str) -> tuple[np.ndarray, np.ndarray]:
+def read_input(cache: Cache, set_name: str) -> tuple[Any, np.ndarray]:
     """The float32 matrix an input reads from ``set_name``, shape (n_clips, n_features), and the mask of rows done
-    (float32 as cached: the heads' solver runs 3x faster than on float64, with the same accuracy)."""
+    (float32 as cached: the heads' solver runs 3x faster than on float64, with the same accuracy). A cut's
+    activations stay in the cache, read a batch at a time by the head that fine-tunes the layers above them
+    (``CutRows``)."""
     if set_name == "lld":
         X, done = lld_statistics(cache)
+    elif is_cut(cache, set_name):
+        return CutRows(_SharedCache(cache.path), set_name, np.arange(len(cache)), cache.row_shape(set_name)), cache.done(set_name)
     else:
         X, done = cache.read_rows(set_name)
     return np.asarray(X.reshape(len(cache), -1), dtype=np.float32), done
+
+
+class _SharedCache:
+    """A cache opened on first read and closed when no ``CutRows`` reads it any more: the run's own handle may be
+    closed long before (a worker process opens the cache for each fold's inputs only)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._cache: Cache | None = None
+
+    def get(self) -> Cache:
+        if self._cache is None:
+            self._cache = Cache(self.path)
+            weakref.finalize(self, self._cache.close)
+        return self._cache
+
+
+class CutRows:
+    """Rows of a set of activations at a cut (``is_cut``), left in the cache: a cut holds about 0.5 MB a clip
+    (musicnn's ``cnn2_cut``), so 5,000 clips read whole took 2.7 GB, and every fold's training rows a copy more.
+
+    It stands where an input's matrix does, shape (rows, columns) float32: indexing by rows gives the ``CutRows``
+    of those rows, reading nothing; ``read(rows)`` reads them (``fuse.heads.upper.rows_of``), and ``np.asarray``
+    all of them."""
+
+    dtype = np.dtype(np.float32)
+    ndim = 2
+
+    def __init__(self, source: _SharedCache, set_name: str, rows: np.ndarray, row_shape: tuple[int, ...]) -> None:
+        self.source, self.set_name, self.rows, self.row_shape = source, set_name, rows, row_shape
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.rows), int(np.prod(self.row_shape))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, rows: Any) -> CutRows:
+        return CutRows(self.source, self.set_name, self.rows[rows], self.row_shape)
+
+    def read(self, rows: Any = slice(None)) -> np.ndarray:
+        X, _ = self.source.get().read_rows(self.set_name, self.rows[rows])
+        return np.asarray(X.reshape(len(X), -1), dtype=np.float32)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return self.read() if dtype is None else self.read().astype(dtype)
 
 
 def missing_reasons(cache: Cache, set_name: str) -> dict[int, str]:

@@ -54,6 +54,10 @@ class SelectionConfig:
     heads : tuple of str
         The head families (``fuse.heads.families.HEADS``); several: each fits and the inner folds choose one per model
         and fold.
+    upper_lr_grid, upper_weight_decay_grid : tuple of float
+        The learning rates and weight decays an upper head (``fuse.heads.upper``: the layers above a cut) tries.
+    upper_max_epochs : int
+        The most epochs an upper head trains; early stopping on its inner folds chooses fewer.
     """
 
     inner_folds: int = 5
@@ -63,6 +67,9 @@ class SelectionConfig:
     l2_grid: tuple[float, ...] = (1e-4, 1e-3, 1e-2)
     seed: int = 0
     heads: tuple[str, ...] = ("logistic",)
+    upper_lr_grid: tuple[float, ...] = (3e-4, 1e-3)
+    upper_weight_decay_grid: tuple[float, ...] = (1e-3, 1e-2)
+    upper_max_epochs: int = 40
 
     def __post_init__(self) -> None:
         require(
@@ -76,9 +83,13 @@ class SelectionConfig:
         )
         require(self.scoring in SCORINGS, f"[fuse] scoring = {self.scoring!r}: expected one of {SCORINGS}")
         require(is_seed(self.seed), f"[fuse] seed = {self.seed!r}: expected an integer from 0 to 2**32-1")
-        for name in ("C_grid", "lr_grid", "l2_grid"):
+        require(
+            isinstance(self.upper_max_epochs, int) and not isinstance(self.upper_max_epochs, bool) and self.upper_max_epochs >= 1,
+            f"[fuse] upper_max_epochs = {self.upper_max_epochs!r}: expected an integer >= 1",
+        )
+        for name in ("C_grid", "lr_grid", "l2_grid", "upper_lr_grid", "upper_weight_decay_grid"):
             grid = getattr(self, name)
-            positive = name != "l2_grid"
+            positive = name not in ("l2_grid", "upper_weight_decay_grid")
             valid = (
                 isinstance(grid, tuple | list)
                 and grid

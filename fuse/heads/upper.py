@@ -40,13 +40,13 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import unique_labels
 
 from mvemo.fuse.heads.linear import LogisticHead, _groups
-from mvemo.fuse.selection import inner_score
+from mvemo.fuse.selection import SelectionConfig, inner_score
 from mvemo.manifests.errors import ConfigError
 from mvemo.manifests.folds import inner_splits
 
 VGG_POOL4_MELS = 6  # msdvgg's pool4 map per patch is (time, 6 mel bands, 128 channels)
 MID_CONVS = ("cnn2", "cnn3")  # musicnn's residual mid-end convolutions a cut may lie under, bottom up
-CHUNK = 64  # clips through the layers at a time when scoring: a conv cut's maps of 900 clips would take gigabytes
+CHUNK = 64  # clips through the layers at a time when scoring
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,9 @@ class UpperSoftmax:
         layers_above = UpperLayers(layers, int(arrays["patches"]), int(arrays["width"]))
         return cls(np.asarray(arrays["classes"]), layers_above, arrays["classifier_weight"], arrays["classifier_bias"])
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities of clips ``X`` (clips, patches x width): an array, or rows a lazy matrix reads
+        (``rows_of``) a chunk at a time."""
         width = self.layers.patches * self.layers.width
         if X.shape[1] != width:
             raise ConfigError(
@@ -143,7 +145,7 @@ class UpperSoftmax:
             net = upper_net(self.layers, len(self.classes), 0.0)
             net.classifier.weight.copy_(torch.as_tensor(np.asarray(self.classifier_weight, np.float32)))
             net.classifier.bias.copy_(torch.as_tensor(np.asarray(self.classifier_bias, np.float32)))
-            return _proba(net, np.asarray(X, np.float32).reshape(len(X), self.layers.patches, -1))
+            return _proba(net, X, np.arange(len(X)), self.layers.patches)
 
 
 @contextmanager
@@ -218,10 +220,10 @@ class UpperHead(ClassifierMixin, BaseEstimator):
     def __init__(
         self,
         layers: UpperLayers | None = None,
-        lr_grid: tuple[float, ...] = (3e-4, 1e-3),
-        weight_decay_grid: tuple[float, ...] = (1e-3, 1e-2),
+        lr_grid: tuple[float, ...] = SelectionConfig.upper_lr_grid,
+        weight_decay_grid: tuple[float, ...] = SelectionConfig.upper_weight_decay_grid,
         dropout_grid: tuple[float, ...] = (0.5,),
-        max_epochs: int = 40,
+        max_epochs: int = SelectionConfig.upper_max_epochs,
         patience: int = 6,
         batch_size: int = 32,
         subset: int = 5,
@@ -245,20 +247,22 @@ class UpperHead(ClassifierMixin, BaseEstimator):
         return True
 
     def fit(self, X: Any, y: Any, groups: Any = None) -> UpperHead:
+        """Fit on clips ``X`` (clips, patches x width): an array, or rows a lazy matrix reads when a batch needs them
+        (``rows_of``), so that a cut's activations need not be held whole."""
         y = np.asarray(y)
         self.classes_ = unique_labels(y)
         target = np.searchsorted(self.classes_, y)
-        patches = self._patches(X)
-        self.n_features_in_ = np.asarray(X).shape[1]
+        self._check_width(X)
+        self.n_features_in_ = X.shape[1]
         groups = np.asarray(_groups(groups, len(y)))
         # split on y, not on its codes: a class with too few groups is then named by its label (the same splits)
         splits = inner_splits(y, list(groups), k=self.inner_folds, seed=self.random_state)
         with one_thread():
-            probes = [self._probe(patches[train], target[train], groups[train]) for train, _ in splits]
+            probes = [self._probe(X, train, target[train], groups[train]) for train, _ in splits]
             best: tuple[float, dict[str, float], np.ndarray] | None = None
             for lr, decay, dropout in itertools.product(self.lr_grid, self.weight_decay_grid, self.dropout_grid):
                 trained = [
-                    self._train(patches, target, train, val, probe, lr, decay, dropout, self.max_epochs)[1:]
+                    self._train(X, target, train, val, probe, lr, decay, dropout, self.max_epochs)[1:]
                     for (train, val), probe in zip(splits, probes, strict=True)
                 ]
                 proba = cross_fitted_epochs(trained, [val for _, val in splits], (len(y), len(self.classes_)))
@@ -269,10 +273,9 @@ class UpperHead(ClassifierMixin, BaseEstimator):
             assert best is not None  # the grids are non-empty
             _, self.selected_, self.inner_proba_ = best
             s = self.selected_
-            probe = self._probe(patches, target, groups)
-            net, _, _ = self._train(
-                patches, target, np.arange(len(y)), None, probe, s["lr"], s["weight_decay"], s["dropout"], int(s["epochs"])
-            )
+            every = np.arange(len(y))
+            probe = self._probe(X, every, target, groups)
+            net, _, _ = self._train(X, target, every, None, probe, s["lr"], s["weight_decay"], s["dropout"], int(s["epochs"]))
         layers = self._layers()
         tuned = {name: p.detach().numpy().copy() for name, p in net.layer.items()}
         self.upper_ = UpperSoftmax(
@@ -284,7 +287,7 @@ class UpperHead(ClassifierMixin, BaseEstimator):
         return self
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        return self.upper_.predict_proba(np.asarray(X))
+        return self.upper_.predict_proba(X)
 
     def predict(self, X: Any) -> np.ndarray:
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
@@ -294,21 +297,19 @@ class UpperHead(ClassifierMixin, BaseEstimator):
             raise ValueError("UpperHead(layers=None): give it the layers above the cut (fuse.heads.upper.UpperLayers)")
         return self.layers
 
-    def _patches(self, X: Any) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float32)
+    def _check_width(self, X: Any) -> None:
         layers = self._layers()
         width = layers.patches * layers.width
-        if X.ndim != 2 or X.shape[1] != width:
+        if len(X.shape) != 2 or X.shape[1] != width:
             raise ConfigError(
                 f"the layers above the cut read {layers.patches} patches of {layers.width} columns ({width}); the input"
                 f" gives {X.shape[1:]}: compute it with the same net options as those layers"
             )
-        return X.reshape(len(X), layers.patches, -1)
 
-    def _probe(self, patches: np.ndarray, target: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The classifier's start: the logistic head on the frozen penultimate of these rows (C chosen on their inner
-        folds, grouped), as (weight, bias) over the raw penultimate."""
-        frozen = frozen_penultimate(self._layers(), patches)
+    def _probe(self, X: Any, rows: np.ndarray, target: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The classifier's start: the logistic head on the frozen penultimate of clips ``rows`` of ``X`` (``target``
+        and ``groups`` theirs; C chosen on their inner folds, grouped), as (weight, bias) over the raw penultimate."""
+        frozen = frozen_penultimate(self._layers(), X, rows)
         head = LogisticHead(scoring=self.scoring, random_state=self.random_state)
         linear = head.fit(frozen, target, groups=groups).linear_
         weight = np.zeros((len(self.classes_), frozen.shape[1]))
@@ -319,7 +320,7 @@ class UpperHead(ClassifierMixin, BaseEstimator):
 
     def _train(
         self,
-        patches: np.ndarray,
+        X: Any,
         target: np.ndarray,
         train: np.ndarray,
         val: np.ndarray | None,
@@ -329,9 +330,9 @@ class UpperHead(ClassifierMixin, BaseEstimator):
         dropout: float,
         epochs: int,
     ) -> tuple[Any, int, list[np.ndarray]]:
-        """The net trained on rows ``train`` for at most ``epochs`` epochs, the epoch kept (the one of least
-        validation loss on rows ``val``, early stopping after ``patience`` worse epochs; else the last) and the
-        probabilities of rows ``val`` after each epoch trained."""
+        """The net trained on rows ``train`` of clips ``X`` for at most ``epochs`` epochs, the epoch kept (the one of
+        least validation loss on rows ``val``, early stopping after ``patience`` worse epochs; else the last) and the
+        probabilities of rows ``val`` after each epoch trained; a batch's rows are read as it needs them."""
         import torch
         import torch.nn.functional as F
 
@@ -343,8 +344,9 @@ class UpperHead(ClassifierMixin, BaseEstimator):
             net.classifier.bias.copy_(torch.from_numpy(probe[1]))
         start = [p.detach().clone() for p in net.parameters()]
         optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-        X, yt = torch.from_numpy(patches), torch.from_numpy(target)
-        n_patches, keep = X.shape[1], min(self.subset, X.shape[1])
+        yt = torch.from_numpy(target)
+        n_patches = self._layers().patches
+        keep = min(self.subset, n_patches)
         best, best_state, best_epoch, stale = np.inf, None, epochs, 0
         curve: list[np.ndarray] = []
         for epoch in range(1, epochs + 1):
@@ -353,7 +355,8 @@ class UpperHead(ClassifierMixin, BaseEstimator):
             for first in range(0, len(order), self.batch_size):
                 rows = order[first : first + self.batch_size]
                 drawn = torch.rand(len(rows), n_patches, generator=generator).argsort(dim=1)[:, :keep]
-                batch = X[rows[:, None], drawn]
+                clips = torch.from_numpy(rows_of(X, rows.numpy()).reshape(len(rows), n_patches, -1))
+                batch = clips[torch.arange(len(rows))[:, None], drawn]
                 penalty = sum(((p - p0) ** 2).sum() for p, p0 in zip(net.parameters(), start, strict=True))
                 loss = F.cross_entropy(net(batch), yt[rows]) + decay * penalty
                 optimizer.zero_grad()
@@ -361,7 +364,7 @@ class UpperHead(ClassifierMixin, BaseEstimator):
                 optimizer.step()
             if val is None:
                 continue
-            curve.append(_proba(net, patches[val]))
+            curve.append(_proba(net, X, val, n_patches))
             score = float(-np.mean(np.log(np.clip(curve[-1][np.arange(len(val)), target[val]], 1e-300, 1.0))))
             if score < best - 1e-6:
                 best, best_state, best_epoch, stale = score, {k: v.clone() for k, v in net.state_dict().items()}, epoch, 0
@@ -374,16 +377,29 @@ class UpperHead(ClassifierMixin, BaseEstimator):
         return net, best_epoch, curve
 
 
-def frozen_penultimate(layers: UpperLayers, patches: np.ndarray) -> np.ndarray:
-    """The clips' mean penultimate through the published layers, untrained: (clips, patches, width) -> (clips,
-    hidden), a chunk of clips at a time."""
+def rows_of(X: Any, rows: np.ndarray) -> np.ndarray:
+    """Rows ``rows`` of clips ``X`` as a float32 array: an array's, or those a lazy matrix reads (an object with
+    ``read(rows)``, as ``fuse.inputs.CutRows``)."""
+    read = getattr(X, "read", None)
+    return np.asarray(X[rows] if read is None else read(rows), dtype=np.float32)
+
+
+def chunks(X: Any, rows: np.ndarray, patches: int) -> Iterator[np.ndarray]:
+    """Clips ``rows`` of ``X`` as (clips, patches, width) arrays of at most ``CHUNK`` clips: a conv cut's maps of
+    900 clips would take gigabytes."""
+    for first in range(0, len(rows), CHUNK):
+        part = rows[first : first + CHUNK]
+        yield rows_of(X, part).reshape(len(part), patches, -1)
+
+
+def frozen_penultimate(layers: UpperLayers, X: Any, rows: np.ndarray) -> np.ndarray:
+    """The mean penultimate of clips ``rows`` of ``X`` (clips, patches x width) through the published layers,
+    untrained: (len(rows), hidden)."""
     import torch
 
     with torch.no_grad():
         net = upper_net(layers, 2, 0.0).eval()
-        return np.concatenate(
-            [net.embed(torch.from_numpy(patches[i : i + CHUNK])).numpy() for i in range(0, len(patches), CHUNK)]
-        )
+        return np.concatenate([net.embed(torch.from_numpy(part)).numpy() for part in chunks(X, rows, layers.patches)])
 
 
 def cross_fitted_epochs(
@@ -399,11 +415,11 @@ def cross_fitted_epochs(
     return proba
 
 
-def _proba(net: Any, patches: np.ndarray) -> np.ndarray:
-    """A trained net's class probabilities of clips given as (clips, patches, columns), every patch read."""
+def _proba(net: Any, X: Any, rows: np.ndarray, patches: int) -> np.ndarray:
+    """A trained net's class probabilities of clips ``rows`` of ``X`` (clips, patches x width), every patch read."""
     import torch
 
     net.eval()
     with torch.no_grad():
-        logits = [net(torch.from_numpy(patches[i : i + CHUNK])) for i in range(0, len(patches), CHUNK)]
+        logits = [net(torch.from_numpy(part)) for part in chunks(X, rows, patches)]
         return torch.softmax(torch.cat(logits), dim=1).numpy().astype(np.float64)

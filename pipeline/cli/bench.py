@@ -54,7 +54,7 @@ BENCHES = (
     "--weights-dir",
     default=None,
     type=click.Path(file_okay=False),
-    help="Timeline, faces and upper benches: folder of the pretrained weights (also $MVEMO_WEIGHTS, ~/.cache/mvemo/weights).",
+    help="Timeline, faces, upper and memory benches: folder of the pretrained weights (also $MVEMO_WEIGHTS, ~/.cache/mvemo/weights).",
 )
 @click.option(
     "--cut",
@@ -128,8 +128,9 @@ def bench(
     skipped where their weights are not found.
 
     memory: peak memory of `mvemo-cv --models lldstats` over a cache of --clips
-    clips with LLDs of the real shape (20,000: 6.5 GB of LLDs; goal 4 GB), beside
-    the same run over a tenth of the clips.
+    clips with LLDs of the real shape (20,000: 6.5 GB of LLDs; goal 4 GB), and of
+    `mvemo fuse` over musicnn's activations at cnn2_cut of 5,000 clips (2.7 GB; goal
+    3 GB; skipped without its weights), each beside the same run over a tenth of the clips.
     """
     from mvemo.pipeline.bench.audio import bench_audio
     from mvemo.pipeline.bench.cache import bench_cache
@@ -155,7 +156,7 @@ def bench(
         "scale": lambda: bench_scale(folder=tmp_dir),
         "stage-one": lambda: bench_stage_one(workers=worker_counts(workers), folder=tmp_dir),
         "timeline": lambda: bench_timeline(minutes=minutes, weights_dir=weights_dir, folder=tmp_dir),
-        "memory": lambda: bench_memory(n_clips=clips or 20_000, folder=tmp_dir),
+        "memory": lambda: bench_memory(n_clips=clips or 20_000, folder=tmp_dir, weights_dir=weights_dir),
         "faces": lambda: bench_faces(weights_dir=weights_dir, folder=tmp_dir),
     }
     results = {name: run() for name, run in runs.items() if what in (name, "all")}

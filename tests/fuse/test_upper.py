@@ -155,6 +155,61 @@ def test_stage_two_fine_tunes_a_cut_input_only_with_the_layers_above_it(tmp_path
     assert len(choices) == 3 and all(set(c) == {"lr", "weight_decay", "dropout", "epochs"} for c in choices)
 
 
+def test_a_cut_stays_in_the_cache_and_is_read_a_batch_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cut's activations (0.5 MB a clip) are never read whole: stage two reads them a batch at a time, and its
+    choices follow ``[fuse] upper_*``."""
+    from mvemo.cache.read import Cache
+    from mvemo.fuse.heads.upper import CHUNK
+    from mvemo.fuse.inputs import CutRows, read_input
+    from mvemo.fuse.selection import SelectionConfig
+
+    cache = embedding_cache(
+        tmp_path / "c.h5",
+        nets={"musicnn.upper": (SMALL, 0.3)},
+        n_per_class=30,
+        patches={"musicnn.upper": 10},
+        layers={"musicnn.upper": "pooled"},
+    )
+    with Cache(cache) as reader:
+        whole = reader.read_matrix("emb/musicnn.upper/all")
+        X, done = read_input(reader, "emb/musicnn.upper/all")
+    assert isinstance(X, CutRows) and X.shape == whole.shape and done.all()
+    rows = np.array([7, 3, 80])
+    assert isinstance(X[rows], CutRows) and X[rows][1:].shape == (2, whole.shape[1])
+    np.testing.assert_array_equal(X[rows][1:].read(), whole[rows[1:]])
+    np.testing.assert_array_equal(np.asarray(X), whole)
+
+    read_sizes = []
+    original = Cache.read_rows
+
+    def recorded(self: Cache, name: str, rows: Any = None) -> Any:
+        read_sizes.append(len(self) if rows is None else len(rows))
+        return original(self, name, rows)
+
+    monkeypatch.setattr(Cache, "read_rows", recorded)
+    layers, _, _ = synthetic_cut(pooled=SMALL, hidden=8)
+    selection = SelectionConfig(upper_max_epochs=1, upper_lr_grid=(1e-3,), upper_weight_decay_grid=(0.0,))
+    result = cross_validate(cache, models="musicnn.upper", upper={"musicnn.upper": layers}, selection=selection)
+    choices = result.repeats[0]["musicnn.upper"].choices
+    assert [(c["lr"], c["weight_decay"], c["epochs"]) for c in choices] == [(1e-3, 0.0, 1)] * 3
+    assert read_sizes and max(read_sizes) <= CHUNK < len(whole)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("upper_max_epochs", 0, "upper_max_epochs = 0: expected an integer >= 1"),
+        ("upper_lr_grid", [0.0], r"upper_lr_grid = \[0.0\]: expected a non-empty list of numbers > 0"),
+        ("upper_weight_decay_grid", [-1.0], r"upper_weight_decay_grid = \[-1.0\]: expected a non-empty list of numbers >= 0"),
+    ],
+)
+def test_the_upper_recipe_of_the_fuse_table_is_checked(key: str, value: Any, message: str) -> None:
+    from mvemo.fuse.selection import SelectionConfig
+
+    with pytest.raises(ConfigError, match=rf"\[fuse\] {message}"):
+        SelectionConfig.from_table({key: value})
+
+
 CUT_LAYOUTS = {  # a cut of each kind: (the net, synthetic_cut's options, an array to remove, an array to damage)
     "pooled": ("musicnn", {}, "bn_shift", "dense_bias"),
     "cnn2_cut": ("musicnn", {"convs": 1}, "cnn3_scale", "cnn3_shift"),
