@@ -19,7 +19,7 @@ from sklearn.svm import LinearSVC
 from sklearn.utils.multiclass import unique_labels
 from threadpoolctl import threadpool_limits
 
-from mvemo.fuse.heads.kernel import KernelSvmHead
+from mvemo.fuse.heads.kernel import KernelSvmHead, SelectRbfSvmHead
 from mvemo.fuse.heads.linear import (
     COUNT,
     SEED,
@@ -261,6 +261,7 @@ HEADS: dict[str, type[_LinearHead]] = {
     "svm": SvmHead,
     "rbf-svm": KernelSvmHead,
     "select-logistic": SelectLogisticHead,
+    "select-rbf-svm": SelectRbfSvmHead,
 }
 
 

@@ -9,6 +9,7 @@ it as arrays and ``predict`` runs it in numpy, without scikit-learn's SVC or pic
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -19,14 +20,16 @@ from sklearn.svm import SVC
 from threadpoolctl import threadpool_limits
 
 from mvemo.fuse.heads.linear import COUNT, SEED, _ChoosingHead, prepared
+from mvemo.fuse.heads.selected import SHARE_RULE, SHARES, ranked_columns
 from mvemo.fuse.heads.temperature import ABSENT_LOGIT, temperature_path
 from mvemo.manifests.errors import ConfigError
 
 
 @dataclass
 class KernelSoftmax:
-    """p(y | x) = softmax(K(z, support) @ coef.T + bias), z = (x - mean) / scale and K(z, s) = exp(-gamma |z - s|^2):
-    the whole of a fitted kernel head (its temperature folded into ``coef`` and ``bias``)."""
+    """p(y | x) = softmax(K(z, support) @ coef.T + bias), z = ((x - mean) / scale)[columns] and K(z, s) = exp(-gamma
+    |z - s|^2): the whole of a fitted kernel head (its temperature folded into ``coef`` and ``bias``); ``columns``
+    None: every column (a head saved before columns were selected holds none)."""
 
     classes: np.ndarray
     mean: np.ndarray
@@ -35,6 +38,7 @@ class KernelSoftmax:
     coef: np.ndarray
     bias: np.ndarray
     gamma: np.ndarray
+    columns: np.ndarray | None = None
 
     def logits(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
@@ -43,7 +47,10 @@ class KernelSoftmax:
                 f"a head of the saved model reads {len(self.mean)} columns and its inputs give {X.shape[1]}; retrain it"
                 " with `mvemo fuse` on a cache of the same feature sets"
             )
-        return rbf(self.support, (X - self.mean) / self.scale, float(self.gamma)) @ self.coef.T + self.bias
+        Z = (X - self.mean) / self.scale
+        if self.columns is not None:
+            Z = Z[:, self.columns]
+        return rbf(self.support, Z, float(self.gamma)) @ self.coef.T + self.bias
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         logits = self.logits(X)
@@ -64,7 +71,11 @@ class KernelSvmHead(_ChoosingHead):
     standardized rows' natural width) are chosen together on inner folds, C up ``C_grid`` per gamma until a step
     past the best; each inner fold's probabilities take the temperature fitted to the other inner folds' out-of-fold
     scores, and the final SVMs the one fitted to all of them. Two classes: one SVM, its score the second class's
-    logit."""
+    logit.
+
+    ``shares`` below 1 select columns as ``select-logistic`` does: each inner fold ranks them by ANOVA F on its own
+    training rows and keeps the top share, the share chosen with C and gamma; the final head ranks them on every
+    training row (``SelectRbfSvmHead``). The whole share, 1, keeps every column unranked."""
 
     PARAM_RULES: ClassVar = {"max_iter": COUNT, "random_state": SEED}
 
@@ -76,6 +87,7 @@ class KernelSvmHead(_ChoosingHead):
         inner_folds: int = 5,
         scoring: str = "log_loss",
         random_state: int = 0,
+        shares: tuple[float, ...] = (1.0,),
     ) -> None:
         self.C_grid = C_grid
         self.gamma_grid = gamma_grid
@@ -83,6 +95,7 @@ class KernelSvmHead(_ChoosingHead):
         self.inner_folds = inner_folds
         self.scoring = scoring
         self.random_state = random_state
+        self.shares = shares
 
     def chooses(self) -> bool:
         return True
@@ -90,19 +103,27 @@ class KernelSvmHead(_ChoosingHead):
     def fit(self, X: Any, y: Any, groups: Any = None) -> KernelSvmHead:
         Z, y, target, mean, scale = prepared(self, X, y)
         splits = self._splits(y, groups)
-        tried: list[tuple[float, float, float, float, np.ndarray]] = []  # score, C, gamma, temperature, inner proba
+        d = Z.shape[1]
+        ranked = len(self.shares) > 1 or min(self.shares) < 1
+        ranks = {val.tobytes(): ranked_columns(Z[train], target[train]) if ranked else np.arange(d) for train, val in splits}
+        tried: list[tuple[float, int, float, float, float, np.ndarray]] = []  # score, columns, C, gamma, temperature, proba
         with threadpool_limits(1):
-            for multiple in self.gamma_grid:
+            for kept in sorted({max(1, math.ceil(share * d)) for share in self.shares}):  # a tie keeps the fewer columns
+                for multiple in self.gamma_grid:
 
-                def scores_at(C: float, train: np.ndarray, val: np.ndarray, gamma: float = multiple / Z.shape[1]) -> np.ndarray:
-                    return self._expansion(Z[train], target[train], C, gamma).logits_of(Z[val])
+                    def scores_at(
+                        C: float, train: np.ndarray, val: np.ndarray, kept: int = kept, gamma: float = multiple / kept
+                    ) -> np.ndarray:
+                        columns = ranks[val.tobytes()][:kept]
+                        return self._expansion(Z[train][:, columns], target[train], C, gamma).logits_of(Z[val][:, columns])
 
-                path = temperature_path(self.C_grid, scores_at, target, splits, len(self.classes_), self.scoring)
-                tried += [(score, C, multiple, temperature, proba) for score, C, temperature, proba in path]
-            _, C, multiple, temperature, self.inner_proba_ = max(tried, key=lambda t: t[0])
-            final = self._expansion(Z, target, C, multiple / Z.shape[1])
-        self.selected_ = {"C": C, "gamma": multiple, "temperature": temperature}
-        self.linear_ = final.head(self.classes_, mean, scale, temperature)  # type: ignore[assignment]
+                    path = temperature_path(self.C_grid, scores_at, target, splits, len(self.classes_), self.scoring)
+                    tried += [(score, kept, C, multiple, temperature, proba) for score, C, temperature, proba in path]
+            _, kept, C, multiple, temperature, self.inner_proba_ = max(tried, key=lambda t: t[0])
+            columns = np.sort(ranked_columns(Z, target)[:kept]) if ranked else np.arange(d)
+            final = self._expansion(Z[:, columns], target, C, multiple / kept)
+        self.selected_ = {"C": C, "gamma": multiple, "temperature": temperature} | ({"columns": kept} if ranked else {})
+        self.linear_ = final.head(self.classes_, mean, scale, temperature, columns if ranked else None)
         return self
 
     def _expansion(self, Z: np.ndarray, target: np.ndarray, C: float, gamma: float) -> _Expansion:
@@ -133,6 +154,28 @@ class _Expansion:
     def logits_of(self, Z: np.ndarray) -> np.ndarray:
         return rbf(self.support, Z, self.gamma) @ self.coef.T + self.bias
 
-    def head(self, classes: np.ndarray, mean: np.ndarray, scale: np.ndarray, temperature: float) -> KernelSoftmax:
+    def head(
+        self, classes: np.ndarray, mean: np.ndarray, scale: np.ndarray, temperature: float, columns: np.ndarray | None
+    ) -> KernelSoftmax:
         coef, bias = temperature * self.coef, temperature * self.bias
-        return KernelSoftmax(classes, mean, scale, self.support, coef, bias, np.asarray(self.gamma))
+        return KernelSoftmax(classes, mean, scale, self.support, coef, bias, np.asarray(self.gamma), columns)
+
+
+class SelectRbfSvmHead(KernelSvmHead):
+    """The kernel head over the top share of columns by ANOVA F, the share chosen on inner folds among ``shares``
+    (``select-logistic``'s) with C and gamma: handcrafted sets hold hundreds of columns of which a few tell the
+    classes apart, and every column weighs the same in an RBF kernel's distance."""
+
+    PARAM_RULES: ClassVar = {**KernelSvmHead.PARAM_RULES, "shares": SHARE_RULE}
+
+    def __init__(
+        self,
+        C_grid: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0),
+        gamma_grid: tuple[float, ...] = (0.25, 1.0, 4.0),
+        max_iter: int = 100_000,
+        inner_folds: int = 5,
+        scoring: str = "log_loss",
+        random_state: int = 0,
+        shares: tuple[float, ...] = SHARES,
+    ) -> None:
+        super().__init__(C_grid, gamma_grid, max_iter, inner_folds, scoring, random_state, shares)

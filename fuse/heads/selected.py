@@ -24,6 +24,10 @@ from mvemo.manifests.errors import ConfigError, is_number
 from mvemo.manifests.folds import inner_splits
 
 SHARES = (0.05, 0.1, 0.25, 0.5, 1.0)
+SHARE_RULE = (
+    lambda v: isinstance(v, tuple | list) and bool(v) and all(is_number(s) and 0 < s <= 1 for s in v),
+    "a list of shares in (0, 1]",
+)
 
 
 def ranked_columns(Z: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -50,10 +54,7 @@ class SelectLogisticHead(LogisticHead):
 
     PARAM_RULES: ClassVar = {
         **LogisticHead.PARAM_RULES,
-        "shares": (
-            lambda v: isinstance(v, tuple | list) and bool(v) and all(is_number(s) and 0 < s <= 1 for s in v),
-            "a list of shares in (0, 1]",
-        ),
+        "shares": SHARE_RULE,
     }
 
     def __init__(

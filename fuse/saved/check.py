@@ -24,7 +24,8 @@ from mvemo.manifests.errors import is_number
 from mvemo.manifests.targets import VALUE_COLUMNS
 
 HEAD_ARRAYS = ("classes", "mean", "scale", "weights", "bias")
-KERNEL_HEAD_ARRAYS = tuple(field.name for field in dataclasses.fields(KernelSoftmax))
+# a kernel head's arrays; its ``columns`` are optional (absent: every column)
+KERNEL_HEAD_ARRAYS = tuple(field.name for field in dataclasses.fields(KernelSoftmax) if field.name != "columns")
 UPPER_HEAD_ARRAYS = UpperSoftmax.BASE  # fine-tuned layers above a cut: these, and the layers' arrays by name
 
 
@@ -293,7 +294,7 @@ def _check_kernel_head(key: str, where: str, n_classes: int, arrays: Mapping[str
     _require(
         mean.ndim == 1
         and scale.shape == (d,)
-        and support.shape == (n, d)
+        and support.ndim == 2
         and coef.shape == (len(classes), n)
         and bias.shape == (len(classes),)
         and gamma.shape == (),
@@ -306,6 +307,16 @@ def _check_kernel_head(key: str, where: str, n_classes: int, arrays: Mapping[str
         all(a.dtype.kind in "fiu" and np.isfinite(a).all() for a in values) and bool((scale > 0).all()) and float(gamma) > 0,
         where,
         f"{key!r} holds values that are not finite numbers, a scale <= 0 or a gamma <= 0",
+    )
+    columns = np.asarray(arrays["columns"]) if "columns" in arrays else np.arange(d)
+    _require(
+        columns.ndim == 1
+        and columns.dtype.kind in "iu"
+        and support.shape[1:] == (len(columns),)
+        and bool(np.all(np.diff(columns) > 0))
+        and (len(columns) == 0 or 0 <= int(columns[0]) <= int(columns[-1]) < d),
+        where,
+        f"{key!r}: its columns {columns.shape} are not increasing indices below {d} that its support {support.shape} reads",
     )
     _require(width is None or d == width, where, f"{key!r} reads {d} columns, its members give {width}")
 

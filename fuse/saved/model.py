@@ -275,7 +275,8 @@ def head_arrays(saved: SavedHead) -> dict[str, Any]:
     """A head as the arrays of its ``heads.h5`` group (``saved_head`` reads them back)."""
     if isinstance(saved, UpperSoftmax):
         return saved.arrays()
-    return {field.name: getattr(saved, field.name) for field in dataclasses.fields(saved)}
+    arrays = {field.name: getattr(saved, field.name) for field in dataclasses.fields(saved)}
+    return {name: array for name, array in arrays.items() if array is not None}
 
 
 def saved_head(group: Mapping[str, np.ndarray]) -> SavedHead:
@@ -284,7 +285,7 @@ def saved_head(group: Mapping[str, np.ndarray]) -> SavedHead:
     if set(UPPER_HEAD_ARRAYS) <= set(group):
         return UpperSoftmax.from_arrays(group)
     if set(KERNEL_HEAD_ARRAYS) <= set(group):
-        return KernelSoftmax(*(group[key] for key in KERNEL_HEAD_ARRAYS))
+        return KernelSoftmax(*(group[key] for key in KERNEL_HEAD_ARRAYS), group.get("columns"))
     if set(HEAD_ARRAYS) <= set(group):
         return LinearSoftmax(*(group[key] for key in HEAD_ARRAYS))
     return LinearValues(*(group[key] for key in VALUE_ARRAYS))

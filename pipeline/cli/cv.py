@@ -38,6 +38,7 @@ HEAD_NAMES = [
     "svm",
     "rbf-svm",
     "select-logistic",
+    "select-rbf-svm",
 ]  # fuse.heads.families.HEADS, without importing it
 
 
@@ -66,9 +67,9 @@ def head_options(command: Any) -> Any:
         type=click.Choice(HEAD_NAMES),
         help="Fusion head: L-BFGS logistic regression, the torch softmax layer, shrinkage LDA, PCA-whitened logistic"
         " regression, a linear SVM with probabilities by temperature, RBF-kernel SVMs (C and gamma chosen on inner folds),"
-        " or logistic regression over the columns of best"
-        " ANOVA F, ranked within each inner fold (select-logistic); [fuse] heads = [...] lets inner folds choose"
-        " among several.  [default: the config's, else logistic]",
+        " or logistic regression or RBF-kernel SVMs over the columns of best ANOVA F, ranked within each inner fold"
+        " (select-logistic, select-rbf-svm); [fuse] heads = [...] lets inner folds choose among several.  [default: the"
+        " config's, else logistic]",
     )(command)
 
 

@@ -10,7 +10,7 @@ from sklearn.svm import SVC
 
 from mvemo.cache.read import Cache
 from mvemo.fuse.heads.families import make_head
-from mvemo.fuse.heads.kernel import KernelSvmHead
+from mvemo.fuse.heads.kernel import KernelSvmHead, SelectRbfSvmHead
 from mvemo.fuse.heads.linear import LogisticHead, standardization
 from mvemo.fuse.saved.model import HEADS_H5, load_fusion_model
 from mvemo.fuse.stage import fuse_cache
@@ -67,6 +67,7 @@ def test_a_saved_kernel_head_is_arrays_predicts_as_fitted_and_is_checked(tmp_pat
     with h5py.File(folder / HEADS_H5, "r") as f:
         (group,) = f.values()
         assert {"support", "coef", "gamma"} <= set(group) and group["support"].shape[1] == X.shape[1]
+        assert "columns" not in group, "every column: none listed (as a head saved before selection)"
         arrays = {key: group[key][()] for key in group}
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -75,4 +76,48 @@ def test_a_saved_kernel_head_is_arrays_predicts_as_fitted_and_is_checked(tmp_pat
         for key, value in arrays.items():
             f[f"head0/{key}"] = -1.0 if key == "gamma" else value
     with pytest.raises(ConfigError, match="gamma <= 0"):
+        load_fusion_model(broken)
+
+
+def test_the_selecting_kernel_head_keeps_the_telling_columns_and_equals_svc_over_them() -> None:
+    """Two classes apart in 2 columns among 30 of noise: the kernel over every column blurs them, the share chosen
+    on inner folds keeps them, and the head is scikit-learn's SVC over the columns kept."""
+    rng = np.random.default_rng(0)
+    y = np.arange(320) % 2
+    X = np.column_stack([rng.standard_normal((320, 2)) + 1.2 * y[:, None], rng.standard_normal((320, 30))])
+    train, test = np.arange(len(y)) % 4 != 0, np.arange(len(y)) % 4 == 0
+    selecting = SelectRbfSvmHead(C_grid=(1.0, 10.0), gamma_grid=(1.0,)).fit(X[train], y[train])
+    whole = KernelSvmHead(C_grid=(1.0, 10.0), gamma_grid=(1.0,)).fit(X[train], y[train])
+    columns = selecting.linear_.columns
+    assert {0, 1} <= set(columns.tolist()) and selecting.selected_["columns"] == len(columns) <= 8
+    assert whole.linear_.columns is None and "columns" not in whole.selected_
+    assert np.mean(selecting.predict(X[test]) == y[test]) > np.mean(whole.predict(X[test]) == y[test])
+    C, gamma, temperature = (selecting.selected_[k] for k in ("C", "gamma", "temperature"))
+    mean, scale = standardization(X[train])
+    Z, Z_test = ((X[train] - mean) / scale)[:, columns], ((X[test] - mean) / scale)[:, columns]
+    svm = SVC(C=C, kernel="rbf", gamma=gamma / len(columns)).fit(Z, y[train])
+    expected = softmax(temperature * np.column_stack([np.zeros(len(Z_test)), svm.decision_function(Z_test)]), axis=1)
+    np.testing.assert_allclose(selecting.predict_proba(X[test]), expected, atol=1e-6)
+
+
+@pytest.mark.heavy
+def test_a_saved_selecting_kernel_head_lists_its_columns_and_they_are_checked(tmp_path: Path) -> None:
+    cache = embedding_cache(tmp_path / "c.h5", nets={"musicnn": (20, 1.0)}, n_per_class=10)
+    _, folder = fuse_cache(cache, tmp_path / "out", models="musicnn", head="select-rbf-svm")
+    saved = load_fusion_model(folder)
+    with Cache(cache) as reader:
+        X, y, groups = reader.read_matrix("emb/musicnn/all"), reader.y, np.asarray(reader.groups)
+    alone = make_head("select-rbf-svm").fit(X, y, groups=groups)
+    np.testing.assert_allclose(saved.predict_proba("musicnn", {"musicnn": X}), alone.predict_proba(X), atol=1e-9)
+    with h5py.File(folder / HEADS_H5, "r") as f:
+        (group,) = f.values()
+        arrays = {key: group[key][()] for key in group}
+    np.testing.assert_array_equal(arrays["columns"], alone.linear_.columns)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "model.json").write_bytes((folder / "model.json").read_bytes())
+    with h5py.File(broken / HEADS_H5, "w") as f:
+        for key, value in arrays.items():
+            f[f"head0/{key}"] = value + 20 if key == "columns" else value
+    with pytest.raises(ConfigError, match="are not increasing indices below 20"):
         load_fusion_model(broken)
