@@ -6,7 +6,7 @@ that holds one named vector per clip (``descriptors``, ``expressive``, ``egemaps
 Default models, over the inputs stage one has finished (``complete_inputs``): each
 input alone, paper 001's four audio + video pairs, ``integrated`` (or
 ``integrated-audio`` without video): the inner-best of each input alone, all of them
-concatenated, their late fusion and their stacking (``fuse.compose``), and
+concatenated and their late fusion (``fuse.compose.integrated``), and
 ``integrated-decision``: the late fusion of the pairs. Embeddings of nets with
 random weights that were never fine-tuned enter no default fusion: name them in
 ``--models`` to fuse them.

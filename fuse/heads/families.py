@@ -19,7 +19,7 @@ from sklearn.svm import LinearSVC
 from sklearn.utils.multiclass import unique_labels
 from threadpoolctl import threadpool_limits
 
-from mvemo.fuse.heads.kernel import KernelSvmHead, SelectRbfSvmHead
+from mvemo.fuse.heads.kernel import KernelSvmHead
 from mvemo.fuse.heads.linear import (
     COUNT,
     SEED,
@@ -33,7 +33,7 @@ from mvemo.fuse.heads.linear import (
     prepared,
     softmax_layer,
 )
-from mvemo.fuse.heads.selected import SelectLogisticHead
+from mvemo.fuse.heads.selected import SHARES, SelectLogisticHead
 from mvemo.fuse.heads.temperature import ABSENT_LOGIT, temperature_path
 from mvemo.fuse.selection import SelectionConfig, decades, inner_score
 from mvemo.manifests.errors import ConfigError, is_number
@@ -261,7 +261,7 @@ HEADS: dict[str, type[_LinearHead]] = {
     "svm": SvmHead,
     "rbf-svm": KernelSvmHead,
     "select-logistic": SelectLogisticHead,
-    "select-rbf-svm": SelectRbfSvmHead,
+    "select-rbf-svm": KernelSvmHead,  # with shares to choose among (family_head)
 }
 
 
@@ -305,6 +305,7 @@ def family_head(kind: str, selection: SelectionConfig, params: dict[str, Any] | 
         "logistic": {"C_grid": selection.C_grid},
         "pca-logistic": {"C_grid": selection.C_grid},
         "select-logistic": {"C_grid": selection.C_grid},
+        "select-rbf-svm": {"shares": SHARES},
         "softmax": {"lr_grid": selection.lr_grid, "l2_grid": selection.l2_grid},
     }.get(kind, {})
     return HEADS[kind](**(chosen | grids | params))

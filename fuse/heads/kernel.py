@@ -20,7 +20,7 @@ from sklearn.svm import SVC
 from threadpoolctl import threadpool_limits
 
 from mvemo.fuse.heads.linear import COUNT, SEED, _ChoosingHead, prepared
-from mvemo.fuse.heads.selected import SHARE_RULE, SHARES, ranked_columns
+from mvemo.fuse.heads.selected import SHARE_RULE, ranked_columns
 from mvemo.fuse.heads.temperature import ABSENT_LOGIT, temperature_path
 from mvemo.manifests.errors import ConfigError
 
@@ -73,11 +73,13 @@ class KernelSvmHead(_ChoosingHead):
     scores, and the final SVMs the one fitted to all of them. Two classes: one SVM, its score the second class's
     logit.
 
-    ``shares`` below 1 select columns as ``select-logistic`` does: each inner fold ranks them by ANOVA F on its own
-    training rows and keeps the top share, the share chosen with C and gamma; the final head ranks them on every
-    training row (``SelectRbfSvmHead``). The whole share, 1, keeps every column unranked."""
+    ``shares`` below 1 select columns as ``select-logistic`` does (the family ``select-rbf-svm``: its shares): each
+    inner fold ranks them by ANOVA F on its own training rows and keeps the top share, the share chosen with C and
+    gamma, and the final head ranks them on every training row. Every column weighs the same in the kernel's
+    distance, so hundreds of handcrafted columns of which a few tell the classes apart blur it. The whole share, 1,
+    keeps every column unranked."""
 
-    PARAM_RULES: ClassVar = {"max_iter": COUNT, "random_state": SEED}
+    PARAM_RULES: ClassVar = {"max_iter": COUNT, "random_state": SEED, "shares": SHARE_RULE}
 
     def __init__(
         self,
@@ -159,23 +161,3 @@ class _Expansion:
     ) -> KernelSoftmax:
         coef, bias = temperature * self.coef, temperature * self.bias
         return KernelSoftmax(classes, mean, scale, self.support, coef, bias, np.asarray(self.gamma), columns)
-
-
-class SelectRbfSvmHead(KernelSvmHead):
-    """The kernel head over the top share of columns by ANOVA F, the share chosen on inner folds among ``shares``
-    (``select-logistic``'s) with C and gamma: handcrafted sets hold hundreds of columns of which a few tell the
-    classes apart, and every column weighs the same in an RBF kernel's distance."""
-
-    PARAM_RULES: ClassVar = {**KernelSvmHead.PARAM_RULES, "shares": SHARE_RULE}
-
-    def __init__(
-        self,
-        C_grid: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0),
-        gamma_grid: tuple[float, ...] = (0.25, 1.0, 4.0),
-        max_iter: int = 100_000,
-        inner_folds: int = 5,
-        scoring: str = "log_loss",
-        random_state: int = 0,
-        shares: tuple[float, ...] = SHARES,
-    ) -> None:
-        super().__init__(C_grid, gamma_grid, max_iter, inner_folds, scoring, random_state, shares)

@@ -10,8 +10,9 @@ from sklearn.svm import SVC
 
 from mvemo.cache.read import Cache
 from mvemo.fuse.heads.families import make_head
-from mvemo.fuse.heads.kernel import KernelSvmHead, SelectRbfSvmHead
+from mvemo.fuse.heads.kernel import KernelSvmHead
 from mvemo.fuse.heads.linear import LogisticHead, standardization
+from mvemo.fuse.heads.selected import SHARES
 from mvemo.fuse.saved.model import HEADS_H5, load_fusion_model
 from mvemo.fuse.stage import fuse_cache
 from mvemo.manifests import ConfigError
@@ -86,11 +87,12 @@ def test_the_selecting_kernel_head_keeps_the_telling_columns_and_equals_svc_over
     y = np.arange(320) % 2
     X = np.column_stack([rng.standard_normal((320, 2)) + 1.2 * y[:, None], rng.standard_normal((320, 30))])
     train, test = np.arange(len(y)) % 4 != 0, np.arange(len(y)) % 4 == 0
-    selecting = SelectRbfSvmHead(C_grid=(1.0, 10.0), gamma_grid=(1.0,)).fit(X[train], y[train])
+    selecting = KernelSvmHead(C_grid=(1.0, 10.0), gamma_grid=(1.0,), shares=SHARES).fit(X[train], y[train])
     whole = KernelSvmHead(C_grid=(1.0, 10.0), gamma_grid=(1.0,)).fit(X[train], y[train])
     columns = selecting.linear_.columns
     assert {0, 1} <= set(columns.tolist()) and selecting.selected_["columns"] == len(columns) <= 8
     assert whole.linear_.columns is None and "columns" not in whole.selected_
+    assert make_head("select-rbf-svm").get_params()["shares"] == SHARES and make_head("rbf-svm").get_params()["shares"] == (1.0,)
     assert np.mean(selecting.predict(X[test]) == y[test]) > np.mean(whole.predict(X[test]) == y[test])
     C, gamma, temperature = (selecting.selected_[k] for k in ("C", "gamma", "temperature"))
     mean, scale = standardization(X[train])
