@@ -56,30 +56,6 @@ def test_the_kernel_head_separates_what_no_line_does() -> None:
     assert make_head("rbf-svm").get_params()["gamma_grid"] == (0.25, 1.0, 4.0)
 
 
-@pytest.mark.heavy
-def test_a_saved_kernel_head_is_arrays_predicts_as_fitted_and_is_checked(tmp_path: Path) -> None:
-    cache = embedding_cache(tmp_path / "c.h5", nets={"musicnn": (6, 1.5)}, n_per_class=10)
-    _, folder = fuse_cache(cache, tmp_path / "out", models="musicnn", head="rbf-svm")
-    saved = load_fusion_model(folder)
-    with Cache(cache) as reader:
-        X, y, groups = reader.read_matrix("emb/musicnn/all"), reader.y, np.asarray(reader.groups)
-    alone = make_head("rbf-svm").fit(X, y, groups=groups)
-    np.testing.assert_allclose(saved.predict_proba("musicnn", {"musicnn": X}), alone.predict_proba(X), atol=1e-9)
-    with h5py.File(folder / HEADS_H5, "r") as f:
-        (group,) = f.values()
-        assert {"support", "coef", "gamma"} <= set(group) and group["support"].shape[1] == X.shape[1]
-        assert "columns" not in group, "every column: none listed (as a head saved before selection)"
-        arrays = {key: group[key][()] for key in group}
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    (broken / "model.json").write_bytes((folder / "model.json").read_bytes())
-    with h5py.File(broken / HEADS_H5, "w") as f:
-        for key, value in arrays.items():
-            f[f"head0/{key}"] = -1.0 if key == "gamma" else value
-    with pytest.raises(ConfigError, match="gamma <= 0"):
-        load_fusion_model(broken)
-
-
 def test_the_selecting_kernel_head_keeps_the_telling_columns_and_equals_svc_over_them() -> None:
     """Two classes apart in 2 columns among 30 of noise: the kernel over every column blurs them, the share chosen
     on inner folds keeps them, and the head is scikit-learn's SVC over the columns kept."""
@@ -102,24 +78,38 @@ def test_the_selecting_kernel_head_keeps_the_telling_columns_and_equals_svc_over
     np.testing.assert_allclose(selecting.predict_proba(X[test]), expected, atol=1e-6)
 
 
+# each family's saved head, and the damage its check refuses: (array, edit, message)
+DAMAGES = {
+    "rbf-svm": ("gamma", lambda value: -1.0, "gamma <= 0"),
+    "select-rbf-svm": ("columns", lambda value: value + 20, "are not increasing indices below 20"),
+}
+
+
 @pytest.mark.heavy
-def test_a_saved_selecting_kernel_head_lists_its_columns_and_they_are_checked(tmp_path: Path) -> None:
+@pytest.mark.parametrize("family", sorted(DAMAGES))
+def test_a_saved_kernel_head_is_arrays_predicts_as_fitted_and_is_checked(tmp_path: Path, family: str) -> None:
     cache = embedding_cache(tmp_path / "c.h5", nets={"musicnn": (20, 1.0)}, n_per_class=10)
-    _, folder = fuse_cache(cache, tmp_path / "out", models="musicnn", head="select-rbf-svm")
+    _, folder = fuse_cache(cache, tmp_path / "out", models="musicnn", head=family)
     saved = load_fusion_model(folder)
     with Cache(cache) as reader:
         X, y, groups = reader.read_matrix("emb/musicnn/all"), reader.y, np.asarray(reader.groups)
-    alone = make_head("select-rbf-svm").fit(X, y, groups=groups)
+    alone = make_head(family).fit(X, y, groups=groups)
     np.testing.assert_allclose(saved.predict_proba("musicnn", {"musicnn": X}), alone.predict_proba(X), atol=1e-9)
     with h5py.File(folder / HEADS_H5, "r") as f:
         (group,) = f.values()
         arrays = {key: group[key][()] for key in group}
-    np.testing.assert_array_equal(arrays["columns"], alone.linear_.columns)
+    assert {"support", "coef", "gamma"} <= set(arrays)
+    if alone.linear_.columns is None:  # every column: none listed, as in a head saved before selection
+        assert "columns" not in arrays and arrays["support"].shape[1] == X.shape[1]
+    else:
+        np.testing.assert_array_equal(arrays["columns"], alone.linear_.columns)
+        assert arrays["support"].shape[1] == len(alone.linear_.columns) < X.shape[1]
+    damaged, edit, message = DAMAGES[family]
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "model.json").write_bytes((folder / "model.json").read_bytes())
     with h5py.File(broken / HEADS_H5, "w") as f:
         for key, value in arrays.items():
-            f[f"head0/{key}"] = value + 20 if key == "columns" else value
-    with pytest.raises(ConfigError, match="are not increasing indices below 20"):
+            f[f"head0/{key}"] = edit(value) if key == damaged else value
+    with pytest.raises(ConfigError, match=message):
         load_fusion_model(broken)
