@@ -29,7 +29,7 @@ EXTRACTOR_VERSIONS = {
     "mel": "3",
     "lld": "4",
     "logmel": "1",
-    "descriptors": "2",
+    "descriptors": "3",
     "expressive": "2",
     "egemaps": "1",
     "compare": "1",

@@ -22,6 +22,7 @@ import pyloudnorm
 from mvemo.extract.decode.audio import AudioWindow
 from mvemo.extract.lpc import lpc, yin
 from mvemo.extract.spectra import running_median
+from mvemo.extract.texture import texture
 from mvemo.extract.timbre import (
     LSF_ORDER,
     N_PEAKS,
@@ -203,6 +204,23 @@ SCALARS = (
     ),
     Column("fluctuation_peak", "ratio", "the fluctuation pattern's peak over its mean: how regular the fluctuation is", 0.0),
     Column("fluctuation_centroid_hz", "Hz", "centroid of the fluctuation pattern: how fast the level fluctuates", 0.0),
+    Column(
+        "layers_mean",
+        "layers",
+        "musical texture (Panda et al. 2018's musical layers): mean number of pitched layers per frame, by iterative"
+        " multi-pitch estimation and cancellation over a harmonic-summation salience (Klapuri 2006; f0 110-830 Hz)",
+        0.0,
+    ),
+    Column("layers_std", "layers", "spread of the number of pitched layers over the frames", 0.0),
+    Column("layers_one", "ratio", "share of the frames with one pitched layer", 0.0),
+    Column("layers_two", "ratio", "share of the frames with two pitched layers", 0.0),
+    Column("layers_three_or_more", "ratio", "share of the frames with three or more pitched layers", 0.0),
+    Column(
+        "layer_transitions",
+        "1/s",
+        "changes of the number of layers per second (its running median over 5 frames, so a frame's flicker is none)",
+        0.0,
+    ),
 )
 TEMPOGRAM_RATIOS = 13
 
@@ -308,6 +326,7 @@ def _descriptors(y: np.ndarray, config: DescriptorConfig, undefined: np.ndarray)
         **_tonality(frames["chroma"].mean(axis=1), frames["tonnetz"], sr / hop),
         "harmonic_percussive": _harmonic_percussive(mel),
         **fluctuation(mel_db, sr / hop),
+        **texture(magnitude, active, sr, config.n_fft, sr / hop),
     }
     values = [scalars[c.name] for c in SCALARS] + list(tempogram_ratios)
     for s in series(config):

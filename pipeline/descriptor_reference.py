@@ -38,6 +38,11 @@ AudioSpectrumFlatness and AudioSpectrumCrest (ISO/IEC 15938-4), line spectral fr
 (1965), inharmonicity as Essentia's `Inharmonicity`, and the fluctuation pattern as Pampalk's (2001)
 and MIRtoolbox's `mirfluctuation`. Each is tested on signals of known answer
 (`tests/extract/test_timbre.py`).
+
+The texture columns (`layers_*`, `layer_transitions`) count the pitched layers of each frame, as
+Panda et al.'s musical layers do, by Klapuri's (2006) iterative multi-pitch estimation and
+cancellation over a harmonic-summation salience, tested on chords of known voices
+(`tests/extract/test_texture.py`).
 """
 EXPRESSIVE = """
 ## The `expressive` feature set: the melody and how it is played
