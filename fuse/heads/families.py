@@ -301,11 +301,11 @@ def family_head(kind: str, selection: SelectionConfig, params: dict[str, Any] | 
         if not valid(value):
             raise ConfigError(f"[head] {kind}: {name} = {value!r}; expected {expected}")
     chosen = {"inner_folds": selection.inner_folds, "scoring": selection.scoring, "random_state": selection.seed}
-    grids = {
+    grids: dict[str, dict[str, Any]] = {
         "logistic": {"C_grid": selection.C_grid},
         "pca-logistic": {"C_grid": selection.C_grid},
         "select-logistic": {"C_grid": selection.C_grid},
         "select-rbf-svm": {"shares": SHARES},
         "softmax": {"lr_grid": selection.lr_grid, "l2_grid": selection.l2_grid},
-    }.get(kind, {})
-    return HEADS[kind](**(chosen | grids | params))
+    }
+    return HEADS[kind](**(chosen | grids.get(kind, {}) | params))

@@ -125,7 +125,7 @@ class KernelSvmHead(_ChoosingHead):
             columns = np.sort(ranked_columns(Z, target)[:kept]) if ranked else np.arange(d)
             final = self._expansion(Z[:, columns], target, C, multiple / kept)
         self.selected_ = {"C": C, "gamma": multiple, "temperature": temperature} | ({"columns": kept} if ranked else {})
-        self.linear_ = final.head(self.classes_, mean, scale, temperature, columns if ranked else None)
+        self.linear_ = final.head(self.classes_, mean, scale, temperature, columns if ranked else None)  # type: ignore[assignment]
         return self
 
     def _expansion(self, Z: np.ndarray, target: np.ndarray, C: float, gamma: float) -> _Expansion:

@@ -285,7 +285,7 @@ def saved_head(group: Mapping[str, np.ndarray]) -> SavedHead:
     if set(UPPER_HEAD_ARRAYS) <= set(group):
         return UpperSoftmax.from_arrays(group)
     if set(KERNEL_HEAD_ARRAYS) <= set(group):
-        return KernelSoftmax(*(group[key] for key in KERNEL_HEAD_ARRAYS), group.get("columns"))
+        return KernelSoftmax(**{key: group[key] for key in KERNEL_HEAD_ARRAYS}, columns=group.get("columns"))
     if set(HEAD_ARRAYS) <= set(group):
         return LinearSoftmax(*(group[key] for key in HEAD_ARRAYS))
     return LinearValues(*(group[key] for key in VALUE_ARRAYS))
