@@ -326,7 +326,7 @@ def _descriptors(y: np.ndarray, config: DescriptorConfig, undefined: np.ndarray)
         **_tonality(frames["chroma"].mean(axis=1), frames["tonnetz"], sr / hop),
         "harmonic_percussive": _harmonic_percussive(mel),
         **fluctuation(mel_db, sr / hop),
-        **texture(magnitude, active, sr, config.n_fft, sr / hop),
+        **texture(y, active, sr, hop, magnitude, config.n_fft),
     }
     values = [scalars[c.name] for c in SCALARS] + list(tempogram_ratios)
     for s in series(config):

@@ -11,9 +11,11 @@ times above what a flat spectrum of its mean magnitude would sum (noise, a drum 
 
 from __future__ import annotations
 
+import librosa
 import numpy as np
 
-F0_MIN_HZ = 110.0  # A2: below it a 1,024-point frame at 16 kHz (15.6 Hz bins) cannot tell neighbouring semitones
+BIN_HZ = 15.625  # the widest STFT bin the partials' neighbourhoods below are sized for (16 kHz / 1,024)
+F0_MIN_HZ = 110.0  # A2: below it the harmonics of neighbouring candidates fall within a bin or two of each other
 F0_SEMITONES = 36  # three octaves of candidates, A2 to G#5
 HARMONICS = 6
 LAYER_SHARE = 0.3
@@ -60,10 +62,22 @@ def layer_counts(magnitude: np.ndarray, sr: int, n_fft: int) -> np.ndarray:
     return counts
 
 
-def texture(magnitude: np.ndarray, active: np.ndarray, sr: int, n_fft: int, frames_per_s: float) -> dict[str, float]:
-    """The texture columns of a clip from its STFT ``magnitude`` (bins, frames) and the mask of its ``active``
-    (not silent) frames; NaN where the clip has no active frame."""
-    counts = layer_counts(magnitude[:, active[: magnitude.shape[1]]], sr, n_fft)
+def analysis_size(sr: int) -> int:
+    """The STFT size of bins no wider than ``BIN_HZ`` at ``sr``: a power of two."""
+    return int(2 ** np.ceil(np.log2(sr / BIN_HZ)))
+
+
+def texture(y: np.ndarray, active: np.ndarray, sr: int, hop: int, magnitude: np.ndarray, n_fft: int) -> dict[str, float]:
+    """The texture columns of mono ``y`` at ``sr`` over its ``active`` (not silent) frames of hop ``hop``, NaN where
+    it has none: from its STFT ``magnitude`` of ``n_fft`` points where that is ``analysis_size``, else from an STFT
+    of its own of that size, the same frames. Frames whose window reaches past the clip's ends are left out: half a
+    window smears a partial past what its cancellation removes."""
+    size = analysis_size(sr)
+    if n_fft != size:
+        magnitude = np.abs(librosa.stft(np.asarray(y, dtype=np.float32), n_fft=size, hop_length=hop))
+    starts = np.arange(magnitude.shape[1]) * hop - size // 2
+    whole = (starts >= 0) & (starts + size <= len(y))
+    counts = layer_counts(magnitude[:, whole & active[: magnitude.shape[1]]], sr, size)
     if counts.size == 0:
         return dict.fromkeys(COLUMNS, np.nan)
     half = SMOOTH_FRAMES // 2
@@ -75,5 +89,5 @@ def texture(magnitude: np.ndarray, active: np.ndarray, sr: int, n_fft: int, fram
         "layers_one": float(np.mean(counts == 1)),
         "layers_two": float(np.mean(counts == 2)),
         "layers_three_or_more": float(np.mean(counts >= 3)),
-        "layer_transitions": float(np.count_nonzero(np.diff(smooth)) / (counts.size / frames_per_s)),
+        "layer_transitions": float(np.count_nonzero(np.diff(smooth)) / (counts.size * hop / sr)),
     }

@@ -98,7 +98,8 @@ def read_input(cache: Cache, set_name: str) -> tuple[Any, np.ndarray]:
     if set_name == "lld":
         X, done = lld_statistics(cache)
     elif is_cut(cache, set_name):
-        return CutRows(_SharedCache(cache.path), set_name, np.arange(len(cache)), cache.row_shape(set_name)), cache.done(set_name)
+        source = _SharedCache(cache.path, cache.clip_ids)
+        return CutRows(source, set_name, np.arange(len(cache)), cache.row_shape(set_name)), cache.done(set_name)
     else:
         X, done = cache.read_rows(set_name)
     return np.asarray(X.reshape(len(cache), -1), dtype=np.float32), done
@@ -106,16 +107,22 @@ def read_input(cache: Cache, set_name: str) -> tuple[Any, np.ndarray]:
 
 class _SharedCache:
     """A cache opened on first read and closed when no ``CutRows`` reads it any more: the run's own handle may be
-    closed long before (a worker process opens the cache for each fold's inputs only)."""
+    closed long before (a worker process opens the cache for each fold's inputs only). Its rows must still be the
+    ``clip_ids`` the run read."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, clip_ids: list[str]) -> None:
+        self.path, self.clip_ids = path, clip_ids
         self._cache: Cache | None = None
 
     def get(self) -> Cache:
         if self._cache is None:
             self._cache = Cache(self.path)
             weakref.finalize(self, self._cache.close)
+            if self._cache.clip_ids != self.clip_ids:
+                raise CacheError(
+                    f"cache {str(self.path)!r}: its clips changed while stage two read it; run stage two again once"
+                    " `mvemo extract` has finished"
+                )
         return self._cache
 
 
@@ -125,7 +132,7 @@ class CutRows:
 
     It stands where an input's matrix does, shape (rows, columns) float32: indexing by rows gives the ``CutRows``
     of those rows, reading nothing; ``read(rows)`` reads them (``fuse.heads.upper.rows_of``), and ``np.asarray``
-    all of them."""
+    all of them (a cut concatenated with another input, ``musicnn.upper+i3d``, is read whole)."""
 
     dtype = np.dtype(np.float32)
     ndim = 2
@@ -144,7 +151,13 @@ class CutRows:
         return CutRows(self.source, self.set_name, self.rows[rows], self.row_shape)
 
     def read(self, rows: Any = slice(None)) -> np.ndarray:
-        X, _ = self.source.get().read_rows(self.set_name, self.rows[rows])
+        """Rows ``rows`` of these, read; each must still be done (a run of ``mvemo extract`` may redo a row)."""
+        X, done = self.source.get().read_rows(self.set_name, self.rows[rows])
+        if not done.all():
+            raise CacheError(
+                f"cache {str(self.source.path)!r}: {np.count_nonzero(~done)} row(s) of {self.set_name} were started"
+                " over while stage two read them; run stage two again once `mvemo extract` has finished"
+            )
         return np.asarray(X.reshape(len(X), -1), dtype=np.float32)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:

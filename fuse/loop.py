@@ -62,7 +62,8 @@ class FoldOutcome:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-# fit(model, read, train, test, fold): one model of one fold, ``read`` its inputs' whole matrices
+# fit(model, read, train, test, fold): one model of one fold, ``read`` its inputs' matrices of every row (a cut's
+# left in the cache, ``fuse.inputs.CutRows``)
 FoldFit = Callable[[FusionModel, dict[str, np.ndarray], np.ndarray, np.ndarray, int], FoldOutcome]
 
 
@@ -138,8 +139,8 @@ _RUN: dict[str, Any] = {"id": None, "matrices": {}}
 
 
 def run_matrices(run: str, cache: Cache, set_names: Iterable[str]) -> dict[str, np.ndarray]:
-    """The float32 input matrix of each of ``set_names`` (``fuse.inputs.read_input``), those the ``run``'s last
-    step read in this process reused, the others read."""
+    """The float32 input matrix of each of ``set_names`` (``fuse.inputs.read_input``: a cut's stays in the cache),
+    those the ``run``'s last step read in this process reused, the others read."""
     if _RUN["id"] != run:
         _RUN.update(id=run, matrices={})
     held = _RUN["matrices"]

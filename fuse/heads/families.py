@@ -267,7 +267,8 @@ HEADS: dict[str, type[_LinearHead]] = {
 
 def make_head(kind: str | None = None, selection: SelectionConfig | None = None, **params: Any) -> _LinearHead:
     """A fresh head: the family ``kind`` names (``logistic``; ``softmax`` the torch layer; ``lda``,
-    ``pca-logistic``, ``svm``, ``rbf-svm``: ``fuse.heads.kernel``, ``select-logistic``: ``fuse.heads.selected``), else the one ``selection.heads`` names (a config's ``[fuse]`` table; ``logistic``
+    ``pca-logistic``, ``svm``, ``rbf-svm`` and ``select-rbf-svm``: ``fuse.heads.kernel``, ``select-logistic``:
+    ``fuse.heads.selected``), else the one ``selection.heads`` names (a config's ``[fuse]`` table; ``logistic``
     by default), with ``params`` (a config's ``[head]`` table) checked against the family's own rules, what they
     leave open chosen as ``selection`` says. Where ``selection.heads`` names several families, the head is the one
     of them its inner folds choose (``ChosenHead``), and ``kind`` and ``params`` stay unset."""

@@ -103,6 +103,8 @@ class KernelSvmHead(_ChoosingHead):
         return True
 
     def fit(self, X: Any, y: Any, groups: Any = None) -> KernelSvmHead:
+        if not self.shares:
+            raise ConfigError("rbf-svm: shares is empty; give the shares of columns to try, e.g. [0.1, 0.5, 1.0]")
         Z, y, target, mean, scale = prepared(self, X, y)
         splits = self._splits(y, groups)
         d = Z.shape[1]

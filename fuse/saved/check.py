@@ -311,6 +311,7 @@ def _check_kernel_head(key: str, where: str, n_classes: int, arrays: Mapping[str
     columns = np.asarray(arrays["columns"]) if "columns" in arrays else np.arange(d)
     _require(
         columns.ndim == 1
+        and len(columns) >= 1
         and columns.dtype.kind in "iu"
         and support.shape[1:] == (len(columns),)
         and bool(np.all(np.diff(columns) > 0))

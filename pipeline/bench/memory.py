@@ -13,6 +13,7 @@ baseline: memory that does not grow with the clips stays near it.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -41,10 +42,10 @@ def bench_memory(
     """Peak RSS of ``mvemo-cv --models lldstats`` over ``n_clips`` clips with LLDs and of ``mvemo fuse`` over
     ``cut_clips`` clips of cut activations (module doc), each beside the same run over a tenth of the clips and the
     bytes of the input that run would hold if it read it whole; the second ``{"skipped": why}`` without musicnn's
-    weights (``weights_dir``)."""
+    weights (``weights_dir``). Each cache is removed once its command has run."""
     lld_bytes = int(np.prod(_lld_spec().row_shape)) * 4
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        cv_lld = _growth(n_clips, lld_bytes, lambda n: _cv(lld_cache(Path(tmp) / f"lld{n}", n, k=k), Path(tmp) / f"cv{n}"))
+        cv_lld = _growth(n_clips, lld_bytes, lambda n: _cv(lld_cache(Path(tmp) / f"lld{n}", n, k=k)))
         file = _musicnn_weights(weights_dir)
         if file is None:
             fuse_cut: dict[str, Any] = {"skipped": "musicnn_msd_musicnn.npz not found: give --weights-dir"}
@@ -53,7 +54,7 @@ def bench_memory(
             fuse_cut = _growth(
                 cut_clips,
                 CUT_PATCHES * width * 4,
-                lambda n: _fuse(cut_cache(Path(tmp) / f"cut{n}", n, file, width, k=k), Path(tmp) / f"fuse{n}", file.parent),
+                lambda n: _fuse(cut_cache(Path(tmp) / f"cut{n}", n, file, width, k=k), file.parent),
             )
     return {
         "cv_lldstats": cv_lld | {"goal_peak_mb": GOAL_PEAK_MB},
@@ -164,20 +165,29 @@ def cut_cache(path: Path, n_clips: int, weights: Path, width: int, *, k: int) ->
     return path
 
 
-def _fuse(cache: Path, out: Path, weights_dir: Path) -> dict[str, Any]:
-    config = out.parent / f"{out.name}.toml"
+def _fuse(cache: Path, weights_dir: Path) -> dict[str, Any]:
+    config = cache.with_suffix(".toml")
     config.write_text(ONE_EPOCH)
     arguments = ["--models", CUT_INPUT, "--weights-dir", str(weights_dir), "--config", str(config)]
-    return _stage_two("main", ["fuse", str(cache), "--out", str(out), *arguments])
+    return _stage_two(cache, "main", ["fuse", str(cache), "--out", f"{cache}-out", *arguments])
 
 
-def _cv(cache: Path, out: Path) -> dict[str, Any]:
-    return _stage_two("cv_main", ["--cache", str(cache), "--out", str(out), "--models", "lldstats"])
+def _cv(cache: Path) -> dict[str, Any]:
+    return _stage_two(cache, "cv_main", ["--cache", str(cache), "--out", f"{cache}-out", "--models", "lldstats"])
 
 
-def _stage_two(entry: str, arguments: list[str]) -> dict[str, Any]:
-    """Wall time and peak RSS of an mvemo command run in a process of its own."""
-    command = [sys.executable, "-c", f"from mvemo.pipeline.cli.main import {entry}; {entry}()", *arguments]
+def _stage_two(cache: Path, entry: str, arguments: list[str]) -> dict[str, Any]:
+    """Wall time and peak RSS of an mvemo command over ``cache`` run in a process of its own; then the cache and
+    what the command wrote beside it are removed (the caches of a run take gigabytes each)."""
+    try:
+        return _measured([sys.executable, "-c", f"from mvemo.pipeline.cli.main import {entry}; {entry}()", *arguments])
+    finally:
+        for path in (cache, Path(f"{cache}-media"), Path(f"{cache}-out")):
+            shutil.rmtree(path, ignore_errors=True)
+        cache.with_suffix(".toml").unlink(missing_ok=True)
+
+
+def _measured(command: list[str]) -> dict[str, Any]:
     began = time.perf_counter()
     pid = os.posix_spawn(sys.executable, command, os.environ, file_actions=[(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)])
     _, status, usage = os.wait4(pid, 0)  # the rusage of that process and its children alone

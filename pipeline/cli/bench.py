@@ -32,7 +32,8 @@ BENCHES = (
     "--clips",
     default=None,
     type=click.IntRange(min=1),
-    help="Clips in the synthetic cache.  [default: 3438 for the cache and fuse benches, 20000 for memory]",
+    help="Clips in the synthetic cache.  [default: 3438 for the cache and fuse benches, 20000 for memory (its cut"
+    " activations: a quarter)]",
 )
 @click.option(
     "--tmp-dir",
@@ -129,8 +130,9 @@ def bench(
 
     memory: peak memory of `mvemo-cv --models lldstats` over a cache of --clips
     clips with LLDs of the real shape (20,000: 6.5 GB of LLDs; goal 4 GB), and of
-    `mvemo fuse` over musicnn's activations at cnn2_cut of 5,000 clips (2.7 GB; goal
-    3 GB; skipped without its weights), each beside the same run over a tenth of the clips.
+    `mvemo fuse` over musicnn's activations at cnn2_cut of a quarter as many clips (5,000:
+    2.7 GB; goal 3 GB; skipped without its weights), each beside the same run over a
+    tenth of the clips.
     """
     from mvemo.pipeline.bench.audio import bench_audio
     from mvemo.pipeline.bench.cache import bench_cache
@@ -156,7 +158,9 @@ def bench(
         "scale": lambda: bench_scale(folder=tmp_dir),
         "stage-one": lambda: bench_stage_one(workers=worker_counts(workers), folder=tmp_dir),
         "timeline": lambda: bench_timeline(minutes=minutes, weights_dir=weights_dir, folder=tmp_dir),
-        "memory": lambda: bench_memory(n_clips=clips or 20_000, folder=tmp_dir, weights_dir=weights_dir),
+        "memory": lambda: bench_memory(
+            n_clips=clips or 20_000, cut_clips=(clips or 20_000) // 4, folder=tmp_dir, weights_dir=weights_dir
+        ),
         "faces": lambda: bench_faces(weights_dir=weights_dir, folder=tmp_dir),
     }
     results = {name: run() for name, run in runs.items() if what in (name, "all")}

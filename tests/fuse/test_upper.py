@@ -3,6 +3,7 @@ same outputs and gradients), it trains as its module says, and stage two runs it
 
 from __future__ import annotations
 
+import gc
 import shutil
 from pathlib import Path
 from typing import Any
@@ -156,17 +157,20 @@ def test_stage_two_fine_tunes_a_cut_input_only_with_the_layers_above_it(tmp_path
 
 
 def test_a_cut_stays_in_the_cache_and_is_read_a_batch_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A cut's activations (0.5 MB a clip) are never read whole: stage two reads them a batch at a time, and its
-    choices follow ``[fuse] upper_*``."""
+    """A cut's activations (0.5 MB a clip) are never read whole, in the CV nor for the final model: stage two reads
+    them a batch at a time, and its choices follow ``[fuse] upper_*``."""
     from mvemo.cache.read import Cache
+    from mvemo.cache.store import CacheWriter
     from mvemo.fuse.heads.upper import CHUNK
     from mvemo.fuse.inputs import CutRows, read_input
     from mvemo.fuse.selection import SelectionConfig
+    from mvemo.fuse.stage import fuse_cache
+    from mvemo.manifests import CacheError
 
     cache = embedding_cache(
         tmp_path / "c.h5",
         nets={"musicnn.upper": (SMALL, 0.3)},
-        n_per_class=30,
+        n_per_class=40,  # 80 training rows a fold: more than a chunk
         patches={"musicnn.upper": 10},
         layers={"musicnn.upper": "pooled"},
     )
@@ -186,13 +190,29 @@ def test_a_cut_stays_in_the_cache_and_is_read_a_batch_at_a_time(tmp_path: Path, 
         read_sizes.append(len(self) if rows is None else len(rows))
         return original(self, name, rows)
 
+    def never_whole(self: CutRows, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a cut's rows were read whole")
+
     monkeypatch.setattr(Cache, "read_rows", recorded)
+    monkeypatch.setattr(CutRows, "__array__", never_whole)
     layers, _, _ = synthetic_cut(pooled=SMALL, hidden=8)
     selection = SelectionConfig(upper_max_epochs=1, upper_lr_grid=(1e-3,), upper_weight_decay_grid=(0.0,))
     result = cross_validate(cache, models="musicnn.upper", upper={"musicnn.upper": layers}, selection=selection)
     choices = result.repeats[0]["musicnn.upper"].choices
     assert [(c["lr"], c["weight_decay"], c["epochs"]) for c in choices] == [(1e-3, 0.0, 1)] * 3
-    assert read_sizes and max(read_sizes) <= CHUNK < len(whole)
+    assert read_sizes and max(read_sizes) <= CHUNK < 80
+    read_sizes.clear()
+    fuse_cache(cache, tmp_path / "out", models="musicnn.upper", upper={"musicnn.upper": layers}, selection=selection)
+    assert read_sizes and max(read_sizes) <= CHUNK
+
+    with Cache(cache) as reader:
+        unread, _ = read_input(reader, "emb/musicnn.upper/all")
+    del X
+    gc.collect()  # the file closes with the last rows that read it: the writer below opens it in this process
+    with CacheWriter(cache, None) as writer:  # stage one starts a row over while stage two reads
+        writer.fail("emb/musicnn.upper/all", 3, "clip c3: started over")
+    with pytest.raises(CacheError, match=r"1 row\(s\) of emb/musicnn.upper/all were started over"):
+        unread[rows].read()
 
 
 @pytest.mark.parametrize(

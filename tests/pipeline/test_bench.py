@@ -37,12 +37,12 @@ def test_timeline_bench_says_which_weights_it_lacks(tmp_path: Path) -> None:
 
 @pytest.mark.slow(reason="mvemo-cv and mvemo fuse on generated clips, each in a process of its own")
 def test_memory_bench_measures_stage_two_in_a_process_of_its_own(tmp_path: Path) -> None:
-    figures = bench_memory(n_clips=240, cut_clips=60, k=3, folder=str(tmp_path), weights_dir=str(SHARED / "weights"))
+    figures = bench_memory(n_clips=240, cut_clips=120, k=3, folder=str(tmp_path), weights_dir=str(SHARED / "weights"))
     cv, fuse = figures["cv_lldstats"], figures["fuse_cut"]
     assert cv["clips"] == 240 and cv["input_gb"] == pytest.approx(240 * 1292 * 63 * 4 / 1e9, abs=0.01)
     if "skipped" in fuse:
         pytest.skip(f"the fuse part: {fuse['skipped']} (../shared beside the clone)")
-    assert fuse["clips"] == 60 and fuse["input_gb"] == pytest.approx(60 * 10 * 13346 * 4 / 1e9, abs=0.01)
+    assert fuse["clips"] == 120 and fuse["input_gb"] == pytest.approx(120 * 10 * 13346 * 4 / 1e9, abs=0.01)
     for run in (cv, fuse):
         assert run["peak_rss_mb_tenth_of_the_clips"] > 50 and run["peak_rss_mb"] < run["goal_peak_mb"]
         assert run["peak_ratio_10x_clips"] == pytest.approx(run["peak_rss_mb"] / run["peak_rss_mb_tenth_of_the_clips"], abs=0.01)
