@@ -368,7 +368,8 @@ def _fit_stack(node: Stack, training: Training, inner: bool) -> Fitted:
 
 def _fit_best(node: Best, training: Training, inner: bool) -> Fitted:
     members = [fit(m, training, inner=True) for m in node.members]
-    scores = {m.node.expr: inner_score(training.y, m.inner_proba, training.selection.scoring) for m in members}  # type: ignore[arg-type]
+    scoring = training.selection.choice_scoring or training.selection.scoring
+    scores = {m.node.expr: inner_score(training.y, m.inner_proba, scoring) for m in members}  # type: ignore[arg-type]
     chosen = max(members, key=lambda m: scores[m.node.expr])  # the first listed on a tie
     return FittedBest(node, chosen, scores)
 

@@ -58,6 +58,9 @@ class SelectionConfig:
         The learning rates and weight decays an upper head (``fuse.heads.upper``: the layers above a cut) tries.
     upper_max_epochs : int
         The most epochs an upper head trains; early stopping on its inner folds chooses fewer.
+    choice_scoring : {"log_loss", "accuracy", "f1_macro"} or None
+        What a choice among whole models is scored by (``best(...)``, the integrated models' candidates); None: as
+        ``scoring``.
     """
 
     inner_folds: int = 5
@@ -70,6 +73,7 @@ class SelectionConfig:
     upper_lr_grid: tuple[float, ...] = (3e-4, 1e-3)
     upper_weight_decay_grid: tuple[float, ...] = (1e-3, 1e-2)
     upper_max_epochs: int = 40
+    choice_scoring: str | None = None
 
     def __post_init__(self) -> None:
         require(
@@ -82,6 +86,10 @@ class SelectionConfig:
             f"[fuse] inner_folds = {self.inner_folds!r}: expected an integer >= 2",
         )
         require(self.scoring in SCORINGS, f"[fuse] scoring = {self.scoring!r}: expected one of {SCORINGS}")
+        require(
+            self.choice_scoring is None or self.choice_scoring in SCORINGS,
+            f"[fuse] choice_scoring = {self.choice_scoring!r}: expected one of {SCORINGS}",
+        )
         require(is_seed(self.seed), f"[fuse] seed = {self.seed!r}: expected an integer from 0 to 2**32-1")
         require(
             isinstance(self.upper_max_epochs, int) and not isinstance(self.upper_max_epochs, bool) and self.upper_max_epochs >= 1,

@@ -68,6 +68,24 @@ def test_choices_are_recorded_per_model_and_fold(tmp_path: Path) -> None:
     assert row.count("C=") == 3, "the C of each of the 3 folds"
 
 
+def test_a_choice_among_whole_models_is_scored_by_choice_scoring(tmp_path: Path) -> None:
+    """The heads' settings by log-loss, the integrated model's candidates by inner accuracy: its inner scores are
+    the candidates' shares of training rows predicted right, the best of them chosen."""
+    from mvemo.fuse.selection import SelectionConfig
+
+    cache = embedding_cache(tmp_path / "c.h5", nets=NETS, n_per_class=24)
+    result = cross_validate(cache, models="onedcnn,integrated", selection=SelectionConfig(choice_scoring="accuracy"))
+    training_rows = [int(np.sum(result.repeat_folds[0] != fold)) for fold in range(3)]
+    for choices, n in zip(result.repeats[0]["integrated"].choices, training_rows, strict=True):
+        scores = choices["inner_scores"]
+        assert all(0 <= s <= 1 and abs(s * n - round(s * n)) < 1e-9 for s in scores.values()), scores
+        assert scores[choices["chosen"]] == max(scores.values())
+    logged = cross_validate(cache, models="integrated").repeats[0]["integrated"].choices
+    assert all(s < 0 for c in logged for s in c["inner_scores"].values()), "by default: the mean log-probability"
+    with pytest.raises(ConfigError, match=r"\[fuse\] choice_scoring = 'auc': expected one of"):
+        SelectionConfig(choice_scoring="auc")
+
+
 def test_repeats_draw_new_folds_and_give_intervals(tmp_path: Path) -> None:
     cache = embedding_cache(tmp_path / "c.h5", nets={"onedcnn": (8, 0.6), "i3d": (8, 0.4)}, n_per_class=24)
     result = cross_validate(cache, models="onedcnn,i3d,i3d+onedcnn", repeats=3)
