@@ -1,6 +1,6 @@
 """``make gpu-check``: the GPU path checked in one prepared run of at most ten minutes, for short loans of a GPU.
 
-Four parts, each timed in a process of its own within its share of the time budget, run in this order and printed
+Five parts, each timed in a process of its own within its share of the time budget, run in this order and printed
 as one JSON document with the device's name (also written to ``--json-out`` after every part):
 
 - ``tests``: the tests marked ``gpu`` (the pretrained nets' float32 parity with their references, bf16 autocast
@@ -8,6 +8,8 @@ as one JSON document with the device's name (also written to ``--json-out`` afte
 - ``throughput``: clips per second over generated 30-s clips of stage one's decoding (worker processes writing
   the cache) and of i3d's (float32 and bf16) and musicnn's embeddings read from it by loader processes, with
   memory and utilisation sampled from ``nvidia-smi`` during each;
+- ``extract``: stage one as a user runs it, timed whole over generated clips: decoding into the frames and log-mel,
+  then i3d and musicnn as they are on the device, with the GPU's utilisation and the nets' share of the wall time;
 - ``finetune``: twodcnn and musicnn fine-tuned (``--finetune last``, leak-free, 2 folds x 1 epoch) over the MVED
   sample, checking that each fold's embeddings are written;
 - ``leak``: ``--protocol paper`` against ``leakfree`` with ``--finetune last``: the accuracy each protocol's
@@ -58,7 +60,7 @@ from mvemo.pipeline.bench.stage_one import WARM_CLIPS_PER_WORKER, warmed_run
 from mvemo.pipeline.bench.stage_one import figures as decode_figures
 from mvemo.pipeline.executors import build_executor
 
-PARTS = ("tests", "throughput", "finetune", "leak")
+PARTS = ("tests", "throughput", "extract", "finetune", "leak")
 DEVICE_TESTS = "tests/extract/test_nets_on_device.py"
 FINETUNED = ("twodcnn", "musicnn")
 EMBEDDED = {"i3d": "frames224", "musicnn": "logmel"}
@@ -201,10 +203,10 @@ def junit_outcomes(junit_xml: Path) -> dict[str, Any]:
 # --- throughput --------------------------------------------------------------------------------------------------------
 
 
-def generated_manifest(config: CheckConfig) -> Manifest:
-    """``config.clips`` clips (30 s, 640x360, or 4 s and 160x120 when tiny): one generated music video per class
-    (in ``config.generated``, written unless there), linked under as many names as needed (the decoders do the same
-    work for each)."""
+def generated_manifest(config: CheckConfig, name: str = "clips", count: int | None = None) -> Manifest:
+    """``count`` clips (default ``config.clips``; 30 s, 640x360, or 4 s and 160x120 when tiny) in folder ``name``: one
+    generated music video per class (in ``config.generated``, written unless there), linked under as many names as
+    needed (the decoders do the same work for each)."""
     synthetic = (
         SyntheticConfig(clips_per_class=1, duration_s=TINY_S)
         if config.tiny
@@ -213,8 +215,8 @@ def generated_manifest(config: CheckConfig) -> Manifest:
     if not config.generated.is_dir():
         write_synthetic_set(config.generated, synthetic)
     written = sorted(config.generated.glob("*/*.mp4"))
-    root = config.folder / "clips"
-    for i in range(config.clips):
+    root = config.folder / name
+    for i in range(config.clips if count is None else count):
         source = written[i % len(written)]
         target = root / source.parent.name / f"{i}.mp4"
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -274,6 +276,40 @@ def throughput(config: CheckConfig) -> dict[str, Any]:
         for bf16 in (False, True):
             figures[f"{name}_{'bf16' if bf16 else 'float32'}"] = embedding_rate(name, cache, len(manifest), config, bf16=bf16)
     return figures
+
+
+def extract(config: CheckConfig) -> dict[str, Any]:
+    """``extract`` as a user runs it on the box, timed whole over ``config.clips`` generated clips in 2 folds (12
+    when tiny: two of each class): decoded into the sets of ``EMBEDDED`` by a process per core, then each of its
+    nets (their published weights, as they are) on the device, with the GPU's utilisation over the run and each
+    stage's seconds (the nets' share of the wall time)."""
+    manifest = assign_folds(generated_manifest(config, "extract-clips", 12 if config.tiny else None), k=2, seed=0)
+    missing = [file for name in EMBEDDED if (file := str(pretrained_file(name))) and not find_weights(file, config.weights)]
+    if missing:
+        return {"skipped": f"weights {missing} not found in {config.weights}"}
+    figures: dict[str, Any] = {"clips": len(manifest), "nets": list(EMBEDDED), "sets": list(EMBEDDED.values())}
+    with build_executor("processes", workers=config.workers) as executor, gpu_samples(config.device, figures):
+        began = time.perf_counter()
+        summary = extract_features(
+            manifest,
+            config.folder / "end-to-end-cache",
+            features=tuple(EMBEDDED.values()),
+            nets=tuple(EMBEDDED),
+            configs=config.features,
+            weights_dir=config.weights,
+            device=str(config.device),
+            executor=executor,
+        )
+        seconds = time.perf_counter() - began
+    stages = stage_figures(summary)
+    nets_s = sum(s for stage, s in stages["stages_s"].items() if stage != "features")
+    return figures | {
+        "extract_s": round(seconds, 1),  # the part's "seconds" count the clips' generation too
+        "clips_per_s": round(len(manifest) / seconds, 2),
+        "nets_share": round(nets_s / seconds, 2),
+        "stages_s": stages["stages_s"],
+        "failed": stages["failed"],
+    }
 
 
 # --- fine-tuning and its leak ------------------------------------------------------------------------------------------
@@ -362,6 +398,7 @@ def leak(config: CheckConfig) -> dict[str, Any]:
 PART_RUNS: dict[str, Callable[[CheckConfig], dict[str, Any]]] = {
     "tests": run_device_tests,
     "throughput": throughput,
+    "extract": extract,
     "finetune": finetune,
     "leak": leak,
 }

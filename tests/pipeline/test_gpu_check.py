@@ -119,6 +119,9 @@ def test_the_dry_run_checks_every_part_on_the_cpu() -> None:
     assert sum(v for k, v in decode["shares"].items() if k.startswith("workers: ")) == pytest.approx(1.0, abs=0.01)
     for key in ("i3d_float32", "i3d_bf16", "musicnn_float32", "musicnn_bf16"):
         assert throughput[key]["clips_per_s"] > 0 and throughput[key]["weights"].endswith(".npz")
+    whole = document["extract"]
+    assert whole["clips"] == 12 and whole["clips_per_s"] > 0 and not any(whole["failed"].values())
+    assert set(whole["stages_s"]) == {"features", "embeddings"} and 0 < whole["nets_share"] < 1
     finetune = document["finetune"]
     assert finetune["per_fold_embeddings_written"] is True and not finetune["failed"]
     assert sorted((u["net"], u["fold"] is None) for u in finetune["units"]) == sorted(
