@@ -116,13 +116,15 @@ class _SharedCache:
 
     def get(self) -> Cache:
         if self._cache is None:
-            self._cache = Cache(self.path)
-            weakref.finalize(self, self._cache.close)
-            if self._cache.clip_ids != self.clip_ids:
+            cache = Cache(self.path)
+            if cache.clip_ids != self.clip_ids:
+                cache.close()
                 raise CacheError(
                     f"cache {str(self.path)!r}: its clips changed while stage two read it; run stage two again once"
                     " `mvemo extract` has finished"
                 )
+            self._cache = cache
+            weakref.finalize(self, cache.close)
         return self._cache
 
 

@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = Path(os.environ.get("MVEMO_TEST_ARTEFACTS", REPO / "build" / "test-artefacts")) / "pages"
 WINDOW_SIZE = (1280, 960)
 CHART = "document.getElementById('chart')"
+CURRENT_TIME = "return document.getElementById('media').currentTime"
 CLASSES = ["Exciting", "Fear", "Neutral", "Relaxation", "Sad", "Tension"]
 
 
@@ -54,6 +55,11 @@ def open_page(browser: Any, path: Path) -> None:
     browser.get(path.as_uri())
     if browser.execute_script(f"return {CHART} !== null"):
         assert browser.execute_script(f"return {CHART}.dataset.ready") == "true", "the script drew the chart"
+
+
+def seek(browser: Any, t: float) -> None:
+    """Move the page's media to ``t`` seconds, as a user dragging its slider does."""
+    browser.execute_script(f"document.getElementById('media').currentTime = {t}")
 
 
 def edges_of(timeline: Timeline) -> np.ndarray:

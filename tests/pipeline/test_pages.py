@@ -20,11 +20,13 @@ from tests.fuse.helpers import embedding_cache
 from tests.pipeline.browser import (
     CHART,
     CLASSES,
+    CURRENT_TIME,
     console_errors,
     edges_of,
     media_ready,
     open_page,
     screenshot,
+    seek,
     synthetic_timeline,
     wait_for,
     window_at,
@@ -55,7 +57,7 @@ def test_the_page_plays_the_file_and_its_cursor_follows_the_time(browser: Any, t
     media_ready(browser)
     edges = edges_of(timeline)
     for t in (0.0, 4.4, 4.6, 17.0, 31.2, 39.5):
-        browser.execute_script(f"document.getElementById('media').currentTime = {t}")
+        seek(browser, t)
         wait_for(browser, f"return {CHART}.dataset.window", str(window_at(edges, t)))
         cursor = float(browser.execute_script(f"return {CHART}.dataset.cursor"))
         assert cursor == pytest.approx(1000 * (t - edges[0]) / (edges[-1] - edges[0]), abs=0.01)
@@ -77,17 +79,16 @@ def test_a_click_or_a_drag_on_the_chart_seeks_and_the_keys_move_one_window(brows
     width = chart.rect["width"]
     edges = edges_of(timeline)
     span = edges[-1] - edges[0]
-    current_time = "return document.getElementById('media').currentTime"
     for share in (0.25, 0.8):
         ActionChains(browser).move_to_element_with_offset(chart, int(width * (share - 0.5)), 0).click().perform()
-        assert browser.execute_script(current_time) == pytest.approx(edges[0] + share * span, abs=2 * span / width)
+        assert browser.execute_script(CURRENT_TIME) == pytest.approx(edges[0] + share * span, abs=2 * span / width)
     drag = ActionChains(browser).move_to_element_with_offset(chart, int(-0.4 * width), 0).click_and_hold()
     drag.move_by_offset(int(0.3 * width), 0).release().perform()
-    assert browser.execute_script(current_time) == pytest.approx(edges[0] + 0.4 * span, abs=2 * span / width)
+    assert browser.execute_script(CURRENT_TIME) == pytest.approx(edges[0] + 0.4 * span, abs=2 * span / width)
     start = window_shown(browser)
     chart.send_keys(Keys.ARROW_RIGHT)
     wait_for(browser, f"return {CHART}.dataset.window", str(start + 1))
-    assert browser.execute_script(current_time) == pytest.approx(edges[start + 1], abs=1e-3), "to the next window's seconds"
+    assert browser.execute_script(CURRENT_TIME) == pytest.approx(edges[start + 1], abs=1e-3), "to the next window's seconds"
     assert browser.find_element("id", "tooltip").is_displayed(), "the keyboard shows the window's figures too"
     chart.send_keys(Keys.ARROW_LEFT, Keys.ARROW_DOWN)
     wait_for(browser, f"return {CHART}.dataset.window", str(start - 1))

@@ -14,12 +14,14 @@ from mvemo.pipeline.predict.page import _clock, index_page
 from mvemo.pipeline.predict.timeline import Timeline
 from tests.pipeline.browser import (
     CHART,
+    CURRENT_TIME,
     SCALE,
     console_errors,
     edges_of,
     media_ready,
     open_page,
     screenshot,
+    seek,
     synthetic_tag_timeline,
     synthetic_value_timeline,
     wait_for,
@@ -33,7 +35,6 @@ pytestmark = pytest.mark.heavy
 LENGTH_S, HOP_S = 6.0, 3.0
 PLANE = "document.getElementById('plane')"
 PLANE_SIZE, PLANE_MARGIN = 200, 14  # timeline.js's plane: its viewBox and the margin inside it
-CURRENT_TIME = "return document.getElementById('media').currentTime"
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +74,7 @@ def test_a_tag_page_has_a_lane_per_tag_the_most_called_first_and_follows_playbac
     media_ready(browser)
     edges = edges_of(timeline)
     for t in (0.0, 7.4, 19.0, 33.1):
-        browser.execute_script(f"document.getElementById('media').currentTime = {t}")
+        seek(browser, t)
         k = window_at(edges, t)
         wait_for(browser, f"return {CHART}.dataset.window", str(k))
         expected = ", ".join(f"{timeline.classes[j]} ({round(100 * timeline.proba[k, j])} %)" for j in called(timeline, k))
@@ -133,7 +134,7 @@ def test_the_point_on_russells_plane_follows_playback_in_the_quadrant_the_table_
     edges = edges_of(timeline)
     seen = set()
     for t in np.linspace(0.5, 39.5, 9):
-        browser.execute_script(f"document.getElementById('media').currentTime = {t}")
+        seek(browser, t)
         k = window_at(edges, t)
         wait_for(browser, f"return {PLANE}.dataset.window", str(k))
         cx, cy = (float(v) for v in browser.execute_script(f"const p = {PLANE}.querySelector('.point'); return [p.getAttribute('cx'), p.getAttribute('cy')]"))  # fmt: skip
