@@ -166,6 +166,67 @@ def _worker_net(name: str, n_classes: int, weights_dir: str | None, sha256: str,
     return net
 
 
+@dataclass(frozen=True)
+class EmbeddingSet:
+    """A net of a run, built with its weights, and the set ``emb/<net>/all`` it writes."""
+
+    net: EmotionNet
+    note: str
+    spec: FeatureSpec
+    options: Mapping[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return kinds_of(self.net)
+
+
+def embedding_set(
+    reader: Cache,
+    name: str,
+    *,
+    weights_dir: str | os.PathLike[str] | None,
+    seed: int,
+    net_options: Mapping[str, Mapping[str, Any]],
+) -> EmbeddingSet:
+    """Net ``name`` built for the cache ``reader`` reads, and its set's spec: a fingerprint over the net's config,
+    its weights and the fingerprints of the cached inputs it reads (which must be prepared in the cache)."""
+    options = {**net_options.get(name, {}), **input_options(name, reader)}
+    net, note = build_net(name, len(reader.classes), weights_dir=weights_dir, seed=seed, options=options)
+    config = {
+        **net.config,
+        "finetune": "none",
+        "protocol": "leakfree",
+        "seed": seed,
+        "inputs": input_fingerprints(reader, name, kinds_of(net)),
+    }
+    spec = FeatureSpec(
+        f"emb/{name}/all",
+        (net.embedding_dim,),
+        "float32",
+        f"mvemo.net.{name}",
+        EXTRACTOR_VERSION,
+        config,
+        net.weights_sha256,
+        columns=net.columns,
+        weights_file=net.weights_file,
+    )
+    return EmbeddingSet(net, note, spec, options)
+
+
+def prepare_embedding_set(writer: CacheWriter, reader: Cache, embedding: EmbeddingSet, *, recompute: bool) -> str | None:
+    """Give the set its rows in the cache (starting it over with ``recompute``): what recomputing changes of its
+    weights, when it replaces a set."""
+    change = (
+        weights_change(reader, embedding.name, embedding.net) if recompute and embedding.name in reader.feature_sets() else None
+    )
+    writer.prepare([embedding.spec], recompute=[embedding.name] if recompute else [])
+    return change
+
+
 def export_embeddings(
     cache: CacheHandle,
     nets: Iterable[str],
@@ -178,6 +239,7 @@ def export_embeddings(
     net_options: Mapping[str, Mapping[str, Any]] = {},
     executor: Executor | None = None,
     progress: Callable[[str], Progress | None] | None = None,
+    built: Mapping[str, EmbeddingSet] = {},
 ) -> EmbedSummary:
     """Write ``emb/<net>/all`` for every clip whose inputs are in the cache (computed before, by ``compute_feature_sets``).
 
@@ -189,40 +251,22 @@ def export_embeddings(
     written; any other error of a job stops the run as it would in this process.
     ``net_options`` maps a net to options of ``get_net`` (a config file's
     ``[net.<name>]``). ``progress(net)``, if given, returns the callable that
-    wraps that net's results: ``bar(results, total)``.
+    wraps that net's results: ``bar(results, total)``. ``built``: nets whose sets
+    were prepared already (by ``extract.overlap``, which embedded the clips decoded
+    in this run): the rest of their rows are written, their notes are left to it.
     """
     nets = tuple(nets)
     cache_path = str(cache.path)
     summary = EmbedSummary()
     writer, reader = cache.writer, cache.reopen()  # the reader sees the inputs written before
-    n_classes = len(reader.classes)
     for name in nets:
-        options = {**net_options.get(name, {}), **input_options(name, reader)}
-        net, note = build_net(name, n_classes, weights_dir=weights_dir, seed=seed, options=options)
-        summary.notes.append(note)
-        kinds = kinds_of(net)
-        config = {
-            **net.config,
-            "finetune": "none",
-            "protocol": "leakfree",
-            "seed": seed,
-            "inputs": input_fingerprints(reader, name, kinds),
-        }
-        set_name = f"emb/{name}/all"
-        spec = FeatureSpec(
-            set_name,
-            (net.embedding_dim,),
-            "float32",
-            f"mvemo.net.{name}",
-            EXTRACTOR_VERSION,
-            config,
-            net.weights_sha256,
-            columns=net.columns,
-            weights_file=net.weights_file,
-        )
-        if set_name in recompute and set_name in reader.feature_sets():
-            summary.notes.append(weights_change(reader, set_name, net))
-        writer.prepare([spec], recompute=[set_name] if set_name in recompute else [])
+        embedding = built.get(name)
+        if embedding is None:
+            embedding = embedding_set(reader, name, weights_dir=weights_dir, seed=seed, net_options=net_options)
+            summary.notes.append(embedding.note)
+            change = prepare_embedding_set(writer, reader, embedding, recompute=embedding.name in recompute)
+            summary.notes += [change] if change else []
+        net, set_name, kinds = embedding.net, embedding.name, embedding.kinds
         fail_rows_without_inputs(writer, reader, set_name, kinds)
         todo = writer.todo(set_name)
         rows = todo[np.logical_and.reduce([reader.done(k) for k in kinds])[todo]]
@@ -231,9 +275,10 @@ def export_embeddings(
             results: Iterable[Any] = embed_rows(net, cache_path, rows, batch_size, resolve_device(device))
         else:
             where = None if weights_dir is None else str(Path(weights_dir).absolute())
-            shared = (cache_path, name, n_classes, where, net.weights_sha256)
+            shared = (cache_path, name, len(reader.classes), where, net.weights_sha256)
             jobs = in_order(rows, batch_size * BATCHES_PER_JOB)
-            work = [EmbedJob(*shared, seed, tuple(sorted(options.items())), part, batch_size, device) for part in jobs]
+            options = tuple(sorted(embedding.options.items()))
+            work = [EmbedJob(*shared, seed, options, part, batch_size, device) for part in jobs]
             results = executor.map(embed_job, work, resources=None if device == "cpu" else GPU_RESOURCES)
         bar = progress(name) if progress else None
         # results first: a progress bar around them sees its end and closes at 100 %
@@ -245,8 +290,8 @@ def export_embeddings(
                     reason = f"clip {writer.clip_ids[row]!r}: its embedding job was lost ({type(result).__name__}: {result})"
                     writer.fail(set_name, int(row), reason)
                 continue
-            done_rows, embedding = result
-            writer.write(set_name, done_rows.tolist(), embedding)
+            done_rows, vectors = result
+            writer.write(set_name, done_rows.tolist(), vectors)
     reader = cache.reopen()  # the writer's structural changes replaced the files the inputs were read from
     failures = reader.failures()
     for name in nets:

@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -222,8 +222,18 @@ def _guarded(clip: Clip, names: tuple[str, ...], compute: Callable[[], dict[str,
 
 WORKER_STEPS = ("decode audio", "audio features", "decode video", "video features")
 # the writer waits for the next clip's results (their transfer included; only where they are computed elsewhere),
-# writes rows (their checksums included)
-WRITER_STEPS = ("waiting", "writing", "checksums")
+# writes rows (their checksums included), waits for the nets that embed clips alongside (``extract.overlap``)
+WRITER_STEPS = ("waiting", "writing", "checksums", "nets")
+
+
+class ClipConsumer(Protocol):
+    """What takes each clip's computed sets besides the cache (``extract.overlap``: the nets, alongside decoding)."""
+
+    def take(self, row: int, result: Mapping[str, Any]) -> None:
+        """A clip's result: per set, its array or why it has none."""
+
+    def written(self) -> None:
+        """The rows of every result taken so far are in the cache."""
 
 
 def timed_clip(clip: Clip, names: tuple[str, ...], configs: FeatureConfigs) -> tuple[dict[str, Any], dict[str, float]]:
@@ -242,6 +252,7 @@ def compute_feature_sets(
     executor: Executor | None = None,
     progress: Progress | None = None,
     offsets: Mapping[str, float] | None = None,
+    alongside: ClipConsumer | None = None,
 ) -> FeatureRunSummary:
     """Compute the feature sets ``names`` of every clip not yet done, into the cache.
 
@@ -262,6 +273,8 @@ def compute_feature_sets(
         Wraps the result iterator (e.g. a tqdm bar): ``progress(iterable, total)``.
     offsets : mapping of str to float, optional
         Per clip id, where its window starts in seconds (the rows of a window cache), instead of the configs' own.
+    alongside : ClipConsumer, optional
+        Takes each clip's result as it comes, and hears after each write that its rows are in the cache.
     """
     configs = shared_cores(configs or FeatureConfigs(), executor)
     names = tuple(dict.fromkeys(names))
@@ -293,9 +306,11 @@ def compute_feature_sets(
                 result, seconds = outcome
                 add(steps, seconds)
             _collect(writer, result, row, clip, summary, pending)
+            if alongside is not None:
+                alongside.take(row, result)
             if n % WRITE_EVERY_CLIPS == 0:
-                _flush(writer, pending)
-        _flush(writer, pending)
+                _flush(writer, pending, alongside)
+        _flush(writer, pending, alongside)
     add(steps, writer_steps)
     reader = cache.reopen()
     failures = reader.failures()
@@ -353,9 +368,11 @@ def _collect(
             writer.fail(name, row, value)
 
 
-def _flush(writer: CacheWriter, pending: dict[str, tuple[list[int], list[np.ndarray]]]) -> None:
+def _flush(writer: CacheWriter, pending: dict[str, tuple[list[int], list[np.ndarray]]], alongside: ClipConsumer | None) -> None:
     with step("writing"):
         for name, (rows, arrays) in pending.items():
             if rows:
                 writer.write(name, rows, arrays)
     pending.clear()
+    if alongside is not None:
+        alongside.written()

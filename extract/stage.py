@@ -24,7 +24,8 @@ from mvemo.extract.features import (
 )
 from mvemo.extract.finetune import UnitSummary, finetune_embeddings
 from mvemo.extract.nets import base_name
-from mvemo.extract.train import TrainConfig
+from mvemo.extract.overlap import EmbeddingsAlongside
+from mvemo.extract.train import TrainConfig, resolve_device
 from mvemo.extract.window_cache import check_windowing, pool_windows, write_times
 from mvemo.extract.window_plan import WindowConfig, plan_clips, window_cache
 from mvemo.manifests.errors import ConfigError
@@ -113,6 +114,7 @@ def extract_features(
     device: str = "auto",
     recompute: Iterable[str] = (),
     executor: Executor | None = None,
+    overlap: bool | None = None,
     lock: CacheLock | None = None,
     progress: ProgressFactory | None = None,
     log: Callable[[str], None] = lambda line: None,
@@ -156,6 +158,10 @@ def extract_features(
     executor : Executor, optional
         Where clips and batches are computed (serial by default). Fine-tuning units
         fan out only over workers with devices of their own (``own_devices``).
+    overlap : bool, optional
+        Without ``training``: run the nets in this process on the clips the executor returns while it decodes later
+        ones (``extract.overlap``), not after every clip is decoded. Default: where the nets run on a GPU (``device``)
+        and the executor's workers have no devices of their own.
     lock : CacheLock, optional
         The cache's writer lock, when the caller already holds it.
     progress : callable, optional
@@ -186,6 +192,7 @@ def extract_features(
         device=device,
         recompute=recomputed_sets(recompute, sets, nets),
         executor=executor,
+        overlap=bool(nets) and training is None and overlapped(overlap, device, executor),
         progress=progress or (lambda description, unit: None),
         log=log,
     )
@@ -216,6 +223,13 @@ def recomputed_sets(recompute: str | Iterable[str], sets: tuple[str, ...], nets:
     return tuple(dict.fromkeys(chosen))
 
 
+def overlapped(overlap: bool | None, device: str, executor: Executor | None) -> bool:
+    """Whether the nets embed clips alongside decoding: as asked, else where they run on a GPU of this process."""
+    if overlap is not None:
+        return overlap
+    return resolve_device(device).type != "cpu" and not getattr(executor, "own_devices", False)
+
+
 @dataclass(frozen=True)
 class StageOneRun:
     """What one ``extract_features`` call computes, and with what: its arguments, resolved, passed down as one."""
@@ -230,6 +244,7 @@ class StageOneRun:
     device: str
     recompute: tuple[str, ...]
     executor: Executor | None
+    overlap: bool
     progress: ProgressFactory
     log: Callable[[str], None]
 
@@ -287,10 +302,20 @@ def check_window_configs(configs: FeatureConfigs, windows: WindowConfig) -> None
 def _extract_clips(
     run: StageOneRun, manifest: Manifest, cache: CacheHandle, *, offsets: Mapping[str, float] | None = None
 ) -> StageOneSummary:
-    """Features, then embeddings, of every row of ``manifest`` (clips, or the windows of ``offsets``)."""
+    """Features, then embeddings, of every row of ``manifest`` (clips, or the windows of ``offsets``); with
+    ``run.overlap``, the embeddings of the clips decoded now alongside their decoding."""
     bar, nets, executor = run.progress, run.nets, run.executor
-    summary = StageOneSummary(
-        compute_feature_sets(
+    alongside = EmbeddingsAlongside(
+        cache,
+        nets if run.overlap else (),
+        weights_dir=run.weights_dir,
+        net_options=run.net_options,
+        recompute=run.recompute,
+        device=run.device,
+    )
+    began = time.perf_counter()
+    with alongside:
+        features = compute_feature_sets(
             manifest,
             cache,
             run.sets,
@@ -299,13 +324,16 @@ def _extract_clips(
             executor=executor,
             progress=bar("features", "clip"),
             offsets=offsets,
+            alongside=alongside if run.overlap else None,
         )
-    )
-    computed = sum(s.computed for s in summary.features.sets.values())
-    failed = sum(map(len, summary.features.failures.values()))
-    steps = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in summary.features.steps.items() if seconds >= 0.05)
+    summary = StageOneSummary(features)
+    computed = sum(s.computed for s in features.sets.values())
+    failed = sum(map(len, features.failures.values()))
+    steps = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in features.steps.items() if seconds >= 0.05)
     what = f"{computed} rows computed, {failed} failed" + (f" (steps summed over the clips: {steps})" if steps else "")
-    summary.stages.append(StageTime("features", summary.features.seconds, what))
+    if alongside.sets:
+        what += "; " + ", ".join(f"{n} rows of {name} embedded alongside" for name, n in alongside.embedded.items())
+    summary.stages.append(StageTime("features", time.perf_counter() - began, what))  # and the nets alongside
     if not nets:
         return summary
     began = time.perf_counter()
@@ -318,11 +346,12 @@ def _extract_clips(
             device=run.device,
             net_options=run.net_options,
             executor=None
-            if executor is None or getattr(executor, "in_process", False)
+            if executor is None or getattr(executor, "in_process", False) or run.overlap
             else executor,  # in process: batches stream
             progress=lambda net: bar(f"embeddings of {net}", "batch"),
+            built=alongside.sets,
         )
-        summary.notes += embedded.notes
+        summary.notes += alongside.notes + embedded.notes
         summary.embeddings = {f"emb/{net}/all": n for net, n in embedded.done.items()}
         summary.failed_embeddings = {f"emb/{net}/all": reasons for net, reasons in embedded.failed.items()}
         summary.stages.append(StageTime("embeddings", time.perf_counter() - began, f"{len(nets)} nets, as they are"))

@@ -359,8 +359,17 @@ def embed_rows(
     y = np.zeros(int(rows.max()) + 1 if len(rows) else 0, dtype=np.int64)
     with memory_advice(net.name, batch_size):
         for batch, _, inputs in batches_of(cache_path, net, in_order(rows, batch_size), y, device, workers):
-            with autocast(device, bf16=bf16):
-                output = net.embed(*inputs)
-                if probabilities:
-                    output = torch.softmax(net.head(output).float(), dim=1)
-            yield batch, output.float().cpu().numpy()
+            yield batch, forward(net, inputs, device, probabilities=probabilities, bf16=bf16)
+
+
+@torch.no_grad()
+def forward(
+    net: EmotionNet, inputs: Sequence[torch.Tensor], device: torch.device, *, probabilities: bool = False, bf16: bool = True
+) -> np.ndarray:
+    """One batch of prepared ``inputs`` through the placed, eval-mode ``net``: its float32 embeddings, or with
+    ``probabilities`` its head's class probabilities (bf16 autocast on a GPU unless ``bf16`` is False)."""
+    with autocast(device, bf16=bf16):
+        output = net.embed(*inputs)
+        if probabilities:
+            output = torch.softmax(net.head(output).float(), dim=1)
+    return output.float().cpu().numpy()

@@ -81,6 +81,12 @@ def net_run_options(command: Callable[..., Any]) -> Callable[..., Any]:
     multiple=True,
     help="Start these feature sets over, e.g. after changing a config (comma-separated or repeated; each a set this run writes).",
 )
+@click.option(
+    "--overlap/--no-overlap",
+    default=None,
+    help="Run the nets (as they are) on the clips decoded so far while the workers decode the next ones, or only after"
+    " every clip is decoded.  [default: overlap where the nets run on a GPU]",
+)
 @net_run_options
 @click.pass_context
 def extract(ctx: click.Context, manifest_path: str, cache_path: str, **options: Any) -> None:
@@ -176,6 +182,7 @@ def run_stage_one(
             device=options["device"],
             recompute=options.get("recompute", ()),
             executor=pool,
+            overlap=options.get("overlap"),
             lock=lock,
             progress=progress_bar,
             log=lambda line: click.echo(line, err=True),

@@ -120,8 +120,11 @@ def test_the_dry_run_checks_every_part_on_the_cpu() -> None:
     for key in ("i3d_float32", "i3d_bf16", "musicnn_float32", "musicnn_bf16"):
         assert throughput[key]["clips_per_s"] > 0 and throughput[key]["weights"].endswith(".npz")
     whole = document["extract"]
-    assert whole["clips"] == 12 and whole["clips_per_s"] > 0 and not any(whole["failed"].values())
-    assert set(whole["stages_s"]) == {"features", "embeddings"} and 0 < whole["nets_share"] < 1
+    assert whole["clips"] == 12 and whole["alongside_speedup"] > 0
+    for run in ("after", "alongside"):
+        assert whole[run]["clips_per_s"] > 0 and not any(whole[run]["failed"].values())
+        assert set(whole[run]["stages_s"]) == {"features", "embeddings"} and 0 <= whole[run]["nets_share"] < 1
+    assert whole["alongside"]["nets_share"] < whole["after"]["nets_share"], "alongside, the nets ran during the decoding"
     finetune = document["finetune"]
     assert finetune["per_fold_embeddings_written"] is True and not finetune["failed"]
     assert sorted((u["net"], u["fold"] is None) for u in finetune["units"]) == sorted(
