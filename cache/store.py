@@ -79,6 +79,10 @@ def _disk_errors(method: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
+def _finite(row: np.ndarray) -> bool:
+    return row.dtype.kind != "f" or bool(np.isfinite(row).all())
+
+
 def remove_temporary_files(root: Path) -> list[Path]:
     """Delete the temporary files a killed or failed writer left under ``root``; returns them."""
     found = [p for p in root.rglob(".*.tmp") if p.is_file() and TEMPORARY.match(p.name)]
@@ -348,12 +352,11 @@ class CacheWriter:
             that reason, so nothing non-finite ever reaches the cache.
         """
         opened = self._set(name)
-        row_shape, dtype, variable = opened.row_shape, opened.dtype, bool(opened.attrs["variable_length"])
         accepted: dict[int, tuple[np.ndarray, int]] = {}  # stored row -> (values, valid length)
         refused = []
         for row, values in zip(rows, data):
-            padded, length = fit_row(np.asarray(values), row_shape, dtype, name, variable)
-            if padded.dtype.kind == "f" and not np.isfinite(padded).all():
+            padded, length = self._fit(opened, name, values)
+            if not _finite(padded):
                 refused.append(int(row))
             else:
                 accepted[int(self._listed[row])] = (padded, length)
@@ -384,6 +387,17 @@ class CacheWriter:
         for row in refused:
             self.fail(name, row, "the extractor produced NaN or inf values")
         return refused
+
+    def as_stored(self, name: str, values: np.ndarray) -> np.ndarray | None:
+        """``values`` as a row of set ``name`` holds them once written (cut or zero-padded to its length, in its
+        dtype), or None where ``write`` would refuse them (NaN or inf)."""
+        padded, _ = self._fit(self._set(name), name, values)
+        return padded if _finite(padded) else None
+
+    @staticmethod
+    def _fit(opened: OpenSet, name: str, values: np.ndarray) -> tuple[np.ndarray, int]:
+        variable = bool(opened.attrs["variable_length"])
+        return fit_row(np.asarray(values), opened.row_shape, opened.dtype, name, variable)
 
     def _mark_todo(self, opened: OpenSet, runs: list[tuple[int, int, int, int]], stored: np.ndarray) -> None:
         """Mark to do, and flush, the rows about to be overwritten that hold a status (a stale row being computed

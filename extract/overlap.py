@@ -2,14 +2,16 @@
 
 Without it, stage one decodes every clip, then reads the frames and log-mel back from the cache for the nets: on a
 GPU box its wall time is the sum of the two, and the GPU idles through the first. Here the feature pass hands each
-clip's inputs, as the workers returned them, to a thread of this process that runs the nets in batches on the
-device. The queue between them is bounded: when the nets fall behind, the feature pass waits (step ``nets``), so
-memory holds at most ``QUEUE_CLIPS`` clips beyond the batches being filled.
+clip's inputs, as their rows will hold them (``CacheWriter.as_stored``: an LLD matrix padded to its length; an
+input the writer refuses is not embedded), to a thread of this process that runs the nets in batches on the
+device. The queue between them is bounded: when the nets fall behind, the feature pass waits (step ``nets``), and
+with it the executor's results (a local pool keeps a few jobs per worker in flight).
 
 The cache keeps its single writer: the thread only computes, and the feature pass's process writes each batch of
 embeddings once the rows of its inputs are written (after the pass's next write), so a killed run never holds an
-embedding whose inputs it lost; an error of the nets stops the run there too, with the features it decoded kept. Rows whose inputs were computed by an earlier run are left to ``export_embeddings``
-afterwards, which reads them from the cache.
+embedding whose inputs it lost; an error of the nets stops the run there too, with the features it decoded kept.
+Rows whose inputs were computed by an earlier run are left to ``export_embeddings`` afterwards, which reads them
+from the cache.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from mvemo.extract.train import forward, memory_advice, place, resolve_device
 from mvemo.manifests.steps import step
 
 QUEUE_CLIPS = 64  # clips decoded and waiting for the nets: 64 x 5 MB of frames at most
+STOP_WAIT_S = 30.0  # how long a stopping run waits for the batch the nets are computing
 _END = None
 
 
@@ -55,7 +58,8 @@ class EmbeddingsAlongside:
         device: str = "auto",
         batch_size: int = 8,
     ) -> None:
-        self.cache, self.nets, self.device = cache, tuple(nets), resolve_device(device)
+        self.cache, self.nets, self.device_name = cache, tuple(nets), device
+        self.device = torch.device("cpu")  # resolved when the first clip comes
         self.weights_dir, self.seed, self.net_options, self.recompute = weights_dir, seed, net_options, set(recompute)
         self.batch_size = batch_size
         self.sets: dict[str, EmbeddingSet] = {}
@@ -72,11 +76,14 @@ class EmbeddingsAlongside:
         whose row is to do. Blocks while the queue is full."""
         if self._thread is None:
             self._start()
-        wanted = {
-            name: tuple(result[kind] for kind in embedding.kinds)
-            for name, embedding in self.sets.items()
-            if self._todo[name][row] and all(isinstance(result.get(kind), np.ndarray) for kind in embedding.kinds)
+        stored = {  # each input as its row will hold it (an LLD matrix padded to its length), None if refused
+            kind: self.cache.writer.as_stored(kind, value) for kind, value in result.items() if isinstance(value, np.ndarray)
         }
+        wanted = {}
+        for name, embedding in self.sets.items():
+            inputs = tuple(stored.get(kind) for kind in embedding.kinds)
+            if self._todo[name][row] and all(value is not None for value in inputs):
+                wanted[name] = inputs
         if wanted:
             with step("nets"):
                 self._inbox.put((row, wanted))
@@ -93,8 +100,8 @@ class EmbeddingsAlongside:
                 if isinstance(done, BaseException):
                     raise done
                 net, rows, vectors = done
-                self.cache.writer.write(self.sets[net].name, rows.tolist(), vectors)
-                self.embedded[self.sets[net].name] += len(rows)
+                refused = self.cache.writer.write(self.sets[net].name, rows.tolist(), vectors)
+                self.embedded[self.sets[net].name] += len(rows) - len(refused)
 
     def __enter__(self) -> EmbeddingsAlongside:
         return self
@@ -102,22 +109,26 @@ class EmbeddingsAlongside:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
         if self._thread is None:
             return
-        if kind is not None:
-            self._stopping.set()
-            while self._thread.is_alive():  # the thread may wait on a full queue's consumer: itself
-                try:
-                    self._inbox.put(_END, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            return
-        with step("nets"):
-            self._inbox.put(_END)
-            self._thread.join()
-        self.written()
+        try:
+            if kind is None:
+                with step("nets"):
+                    self._inbox.put(_END)
+                    self._thread.join()
+                self.written()
+        finally:
+            if self._thread.is_alive():  # an error, or a signal while waiting: the thread drops what is left
+                self._stopping.set()
+                while self._thread.is_alive():
+                    try:
+                        self._inbox.put(_END, timeout=0.1)
+                        break
+                    except queue.Full:  # it is computing a batch, then takes the next clip
+                        continue
+                self._thread.join(timeout=STOP_WAIT_S)
 
     def _start(self) -> None:
         """Build the nets and give their sets rows in the cache (its feature sets are prepared by now)."""
+        self.device = resolve_device(self.device_name)
         reader = self.cache.reopen()
         for name in self.nets:
             embedding = embedding_set(reader, name, weights_dir=self.weights_dir, seed=self.seed, net_options=self.net_options)

@@ -9,8 +9,10 @@ job asks for where the cluster's workers advertise them; elsewhere they mean not
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
+import itertools
 import logging
 import multiprocessing
 import signal
@@ -28,6 +30,7 @@ PR_SET_PDEATHSIG = 1
 WORKER_PRELOAD = ("mvemo.pipeline.preload",)  # stage one and torch, imported once by the fork server
 # A task may run twice (once more after its worker died); a clip that kills two workers is failed.
 DASK_ALLOWED_FAILURES = 1
+JOBS_PER_WORKER = 4  # a local pool's jobs in flight per worker: enough to keep it busy while results wait in order
 
 
 M_TOP_PAD, M_MMAP_THRESHOLD = -2, -3
@@ -117,12 +120,18 @@ class ProcessExecutor(Executor):
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_process_worker_init)
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], resources: Resources | None = None) -> Iterator[Any]:
-        futures = [self._submit(fn, args) for args in zip(*iterables)]
-        for future in futures:
+        """Results in order, with ``JOBS_PER_WORKER`` jobs a worker in flight: a consumer that falls behind (the
+        writer, the nets alongside) holds the workers back instead of their results piling up in memory."""
+        jobs = iter(zip(*iterables))
+        futures = collections.deque(self._submit(fn, args) for args in itertools.islice(jobs, JOBS_PER_WORKER * self.workers))
+        while futures:
+            future = futures.popleft()
             try:
-                yield future.result()
+                result = future.result()
             except Exception as err:  # a worker that died takes its job (and the pool) down
-                yield err
+                result = err
+            futures.extend(self._submit(fn, args) for args in itertools.islice(jobs, 1))
+            yield result
 
     def _submit(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Future:
         """Submit a job; a pool that a dying worker broke (in an earlier stage) is replaced first."""

@@ -14,10 +14,12 @@ from click.testing import CliRunner
 
 from mvemo.cache.read import Cache
 from mvemo.cache.store import CacheWriter
-from mvemo.extract import overlap, stage
+from mvemo.extract import features, overlap, stage
 from mvemo.extract.stage import extract_features, overlapped
-from mvemo.manifests import Manifest, write_manifest
+from mvemo.manifests import Clip, Manifest, write_manifest
+from mvemo.manifests.synthetic import write_media
 from mvemo.pipeline.cli.main import cli
+from tests.conftest import tiny_audio, tiny_frames
 from tests.extract.stage_helpers import features_into
 from tests.extract.test_features import CONFIGS
 from tests.extract.test_stage import RecordingExecutor
@@ -56,6 +58,44 @@ def test_nets_alongside_decoding_write_the_embeddings_they_would_after_it(
         np.testing.assert_allclose(vectors, after[net], rtol=1e-6, atol=1e-7)
     with Cache(tmp_path / "c") as reader:
         assert reader.status("emb/twodcnn/all")[4] == 3, "the clip without audio: absent, as after decoding"
+
+
+def test_inputs_of_a_clip_shorter_than_the_window_are_embedded_as_their_rows_hold_them(tmp_path: Path) -> None:
+    """crnn reads the LLD matrix, cut to the audio a clip has: its row pads it to the window's frames."""
+    clips = []
+    for i, seconds in enumerate((0.5, 0.7, 0.9, 0.6)):
+        path = write_media(tmp_path / f"{i}.mp4", frames=tiny_frames(), y=tiny_audio(seconds), sr=16000)
+        clips.append(Clip(f"c{i}", "ab"[i % 2], video=path, audio=path, fold=i % 2))
+    manifest = Manifest(("a", "b"), tuple(clips))
+    vectors = {}
+    for run in (False, True):
+        summary = extract_features(manifest, tmp_path / f"{run}", nets=("crnn",), configs=CONFIGS, overlap=run)
+        assert summary.embeddings == {"emb/crnn/all": 4} and not summary.failed
+        with Cache(tmp_path / f"{run}") as reader:
+            vectors[run] = reader.read_rows("emb/crnn/all")[0]
+    assert "4 rows of emb/crnn/all embedded alongside" in summary.stages[0].what
+    np.testing.assert_allclose(vectors[True], vectors[False], rtol=1e-6, atol=1e-7)
+
+
+def test_an_input_the_writer_refuses_is_not_embedded(tmp_path: Path, manifest: Manifest, monkeypatch: pytest.MonkeyPatch) -> None:
+    timed_clip = features.timed_clip
+
+    def with_a_nan(clip: Clip, names: tuple[str, ...], configs: Any) -> Any:
+        result, seconds = timed_clip(clip, names, configs)
+        if clip.clip_id == "c1":
+            result["mel"] = np.full_like(result["mel"], np.nan)
+        return result, seconds
+
+    monkeypatch.setattr(features, "timed_clip", with_a_nan)
+    summary = extract_features(manifest, tmp_path / "c", nets=NETS, configs=CONFIGS, net_options=RANDOM, overlap=True)
+    assert "3 rows of emb/twodcnn/all embedded alongside" in summary.stages[0].what
+    assert "its input mel was not computed" in summary.failed_embeddings["emb/twodcnn/all"]["c1"]
+    assert summary.embeddings == {"emb/twodcnn/all": 3, "emb/onedcnn/all": 4}
+
+
+def test_a_run_without_nets_never_asks_for_their_device(tmp_path: Path, manifest: Manifest) -> None:
+    summary = extract_features(manifest, tmp_path / "c", features="mel", configs=CONFIGS, device="cuda:7", overlap=True)
+    assert summary.features.sets["mel"].done == 4
 
 
 def test_clips_decoded_by_an_earlier_run_are_embedded_after_the_rest(

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import os
 import signal
+import time
+from pathlib import Path
 
 import pytest
 
-from mvemo.pipeline.executors import ProcessExecutor
+from mvemo.pipeline.executors import JOBS_PER_WORKER, ProcessExecutor
 
 # Over half a second a test (end-to-end runs, trained nets): left out of `make test-quick`.
 pytestmark = pytest.mark.heavy
+
+
+def touch(folder: str, x: int) -> int:
+    Path(folder, str(x)).touch()
+    return x
 
 
 def square_or_die(x: int) -> int:
@@ -24,3 +31,13 @@ def test_a_dead_worker_breaks_one_stage_and_the_next_gets_a_fresh_pool() -> None
         broken = list(executor.map(square_or_die, [-1]))
         assert type(broken[0]).__name__ == "BrokenProcessPool"
         assert list(executor.map(square_or_die, [2, 3])) == [4, 9]
+
+
+def test_a_consumer_that_falls_behind_holds_the_workers_back(tmp_path: Path) -> None:
+    """Results wait in order for their consumer; the jobs after them wait to be submitted, not in memory."""
+    with ProcessExecutor(1) as executor:
+        results = executor.map(touch, [str(tmp_path)] * 40, range(40))
+        assert next(results) == 0
+        time.sleep(1.0)  # the one worker had time for every job, were they all submitted
+        assert len(list(tmp_path.iterdir())) <= JOBS_PER_WORKER + 1
+        assert list(results) == list(range(1, 40))
