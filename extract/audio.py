@@ -30,7 +30,7 @@ EXTRACTOR_VERSIONS = {
     "lld": "4",
     "logmel": "1",
     "descriptors": "3",
-    "expressive": "2",
+    "expressive": "3",
     "egemaps": "1",
     "compare": "1",
 }

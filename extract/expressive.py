@@ -2,7 +2,8 @@
 
 Panda et al. (2018, IEEE TAFFC) found that melodic and expressive features carry much of what separates the
 emotion quadrants; ``descriptors`` has none. From the clip's real audio at 16 kHz (the copy stage one shares
-with the other audio sets): the harmonic part (median-filter HPSS of the STFT) -> a predominant-melody contour
+with the other audio sets): the foreground (REPET-SIM: what does not repeat, mostly the voice, as the anchor measured
+its techniques on the voice) -> its harmonic part (median-filter HPSS of the STFT) -> a predominant-melody contour
 (pYIN, refined by YIN's continuous estimate) -> notes -> statistics of the melody (register, range,
 intervals, contour), of its expression (vibrato, glissando, tremolo, articulation, dynamics within notes)
 and of the texture around it. ``columns`` names every column with its unit, what it measures and the value
@@ -49,6 +50,7 @@ HIGH_REGISTER_MIDI = 60  # C4: the expressive techniques' coverage of the notes 
 DYNAMIC_DB_PER_S = 6.0  # a note's level rising (falling) faster than this is a crescendo (decrescendo)
 STACCATO_RATIO = 0.7  # a note held for less than this share of the time to the next onset is detached
 MAX_IOI_S = 2.0  # successive notes further apart than this start a new phrase: no articulation between them
+VOICE_REPEAT_S = 2.0  # REPET-SIM: a frame's background is the median of its most similar frames this far from it
 HARMONICS = 8  # the melody's harmonics counted in its salience
 HARMONIC_TOLERANCE = 0.03  # a bin within 3 % (half a semitone) of a harmonic belongs to the melody
 INTERVALS = {  # |interval| in semitones, [low, high)
@@ -63,7 +65,8 @@ INTERVALS = {  # |interval| in semitones, [low, high)
 @dataclass(frozen=True)
 class ExpressiveConfig:
     """The melody analysis behind ``expressive``: STFT ``n_fft``/``hop_length`` at ``sample_rate_hz`` (the frames
-    of the HPSS, pYIN and YIN), the melody searched between ``fmin_hz`` and ``fmax_hz`` (C2 to C6 by default)."""
+    of the separation, HPSS, pYIN and YIN), the melody searched between ``fmin_hz`` and ``fmax_hz`` (C2 to C6 by
+    default), in the foreground that ``voice_margin`` separates (``foreground_mask``; 0: the whole mix)."""
 
     sample_rate_hz: int = 16000
     n_fft: int = 1024
@@ -71,8 +74,10 @@ class ExpressiveConfig:
     fmin_hz: float = 65.4
     fmax_hz: float = 1046.5
     audio_window: AudioWindow = field(default_factory=AudioWindow)
+    voice_margin: float = 10.0
 
     def __post_init__(self) -> None:
+        require(self.voice_margin >= 0, f"[expressive] voice_margin={self.voice_margin}: expected 0 (no separation) or more")
         require(8000 <= self.sample_rate_hz <= 48000, f"[expressive] sample_rate_hz={self.sample_rate_hz}: expected 8000..48000")
         require(
             self.n_fft >= 512 and self.n_fft % 2 == 0 and 1 <= self.hop_length <= self.n_fft // 2,
@@ -222,6 +227,8 @@ def expressive(y: np.ndarray, config: ExpressiveConfig) -> np.ndarray:
 def _expressive(y: np.ndarray, config: ExpressiveConfig) -> dict[str, float]:
     sr, hop, n_fft = config.sample_rate_hz, config.hop_length, config.n_fft
     spectrum = librosa.stft(y, n_fft=n_fft, hop_length=hop)
+    if config.voice_margin:
+        spectrum = spectrum * foreground_mask(np.abs(spectrum), config)
     power = np.abs(spectrum) ** 2
     along_time = running_median(power, _odd(HPSS_TIME_S / config.frame_s), 1)
     along_frequency = running_median(power, HPSS_BINS, 0)
@@ -249,6 +256,19 @@ def _expressive(y: np.ndarray, config: ExpressiveConfig) -> dict[str, float]:
         | _glissando(glides, transitions, config.frame_s)
         | _modulation(notes, pitch, level[: pitch.size], config.frame_s)
     )
+
+
+def foreground_mask(magnitude: np.ndarray, config: ExpressiveConfig) -> np.ndarray:
+    """REPET-SIM (Rafii & Pardo 2012, as librosa's vocal separation example): each frame's repeating background is
+    the median of its most similar frames (cosine) at least ``VOICE_REPEAT_S`` away, and the foreground's soft mask
+    keeps what exceeds it by ``voice_margin`` (mostly the voice; an accompaniment's loops, chords and beats repeat).
+    A clip too short to hold a repetition keeps its whole mix (a mask of ones)."""
+    width = round(VOICE_REPEAT_S / config.frame_s)
+    if width >= (magnitude.shape[1] - 1) // 2:  # no frame has similar frames that far on both sides
+        return np.ones_like(magnitude)
+    similar = librosa.decompose.nn_filter(magnitude, aggregate=np.median, metric="cosine", width=width)
+    background = np.minimum(magnitude, similar)
+    return librosa.util.softmask(magnitude - background, config.voice_margin * background, power=2)
 
 
 def melody(y: np.ndarray, config: ExpressiveConfig) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from mvemo.extract.descriptors import ACTIVE_FRAME_DBFS, STATISTICS, Column, DescriptorConfig, columns
 from mvemo.extract.expressive import COLUMNS as EXPRESSIVE_COLUMNS
-from mvemo.extract.expressive import HYSTERESIS_ST, MIN_NOTE_S, NOTE_MEDIAN_S
+from mvemo.extract.expressive import HYSTERESIS_ST, MIN_NOTE_S, NOTE_MEDIAN_S, ExpressiveConfig
 
 HEADER = """\
 # The `descriptors` feature set
@@ -50,8 +50,12 @@ EXPRESSIVE = """
 One vector per clip (`mvemo extract ... --features expressive`), read in stage two as the input
 `expressive`, alone or beside the descriptors (`--models 'descriptors+expressive'`). After Panda et
 al. (2018, IEEE TAFFC), whose melodic and expressive features carried much of their emotion
-classifier's gain. From the same 16 kHz copy of the clip's real audio: its harmonic part (median-filter
-HPSS) -> the predominant melody (pYIN, each frame refined by YIN's continuous estimate) -> notes.
+classifier's gain. From the same 16 kHz copy of the clip's real audio: its foreground (REPET-SIM, Rafii
+and Pardo 2012: each frame's repeating background is the median of its most similar frames at least
+2 s away, and a soft mask keeps what exceeds it {margin:g} times over; mostly the voice, as the anchor
+measured its expressive techniques on the voice; `[expressive] voice_margin = 0` analyses the whole
+mix, and a clip shorter than about 4 s always is) -> its harmonic part (median-filter HPSS) -> the
+predominant melody (pYIN, each frame refined by YIN's continuous estimate) -> notes.
 A note is a stretch of one semitone: the contour's running median over {median:g} s (it keeps a
 step's edge and flattens a vibrato's swing) takes the nearest semitone, kept until it lies {hyst:g}
 semitones away; runs of at least {min_note:g} s whose median barely moves are notes, and the frames
@@ -77,7 +81,15 @@ def render(config: DescriptorConfig | None = None) -> str:
         "",
     ]
     lines += table(described)
-    lines.append(EXPRESSIVE.format(median=NOTE_MEDIAN_S, hyst=HYSTERESIS_ST, min_note=MIN_NOTE_S, n=len(EXPRESSIVE_COLUMNS)))
+    lines.append(
+        EXPRESSIVE.format(
+            margin=ExpressiveConfig().voice_margin,
+            median=NOTE_MEDIAN_S,
+            hyst=HYSTERESIS_ST,
+            min_note=MIN_NOTE_S,
+            n=len(EXPRESSIVE_COLUMNS),
+        )
+    )
     lines += table(list(EXPRESSIVE_COLUMNS))
     return "\n".join(lines) + "\n"
 

@@ -3,12 +3,13 @@ dynamics read back as such, and input without melody stays finite at the documen
 
 from __future__ import annotations
 
+import librosa
 import numpy as np
 import pytest
 
 from mvemo.extract.audio import compute_audio_features
 from mvemo.extract.decode.audio import Decoded
-from mvemo.extract.expressive import COLUMNS, ExpressiveConfig, expressive, modulation
+from mvemo.extract.expressive import COLUMNS, ExpressiveConfig, expressive, foreground_mask, modulation
 from mvemo.extract.features import FeatureConfigs
 from mvemo.manifests import ConfigError
 
@@ -16,7 +17,8 @@ from mvemo.manifests import ConfigError
 pytestmark = pytest.mark.heavy
 
 SR = 16000
-CONFIG = ExpressiveConfig()
+# The melody analysis alone: these melodies repeat note for note, which is what the separation takes for accompaniment
+CONFIG = ExpressiveConfig(voice_margin=0.0)
 NAMES = CONFIG.columns
 UNDEFINED = {c.name: c.undefined for c in COLUMNS}
 
@@ -191,10 +193,49 @@ def test_computed_with_the_other_audio_sets_from_the_real_audio() -> None:
     decoded = Decoded(np.concatenate([y, np.zeros(SR, np.float32)]), SR, valid_s=y.size / SR)
     out = compute_audio_features(decoded, ("expressive",), FeatureConfigs().audio)
     assert window.duration_s > y.size / SR
-    np.testing.assert_array_equal(out["expressive"], expressive(y, CONFIG))
+    np.testing.assert_array_equal(out["expressive"], expressive(y, ExpressiveConfig()))
+
+
+def accompanied(voice: np.ndarray, seconds: float) -> np.ndarray:
+    """``voice`` over a one-bar loop of a low chord struck on each beat (1 s, played again and again)."""
+    t = np.arange(SR) / SR
+    strike = np.exp(-t % 0.25 * 12.0)
+    bar = sum(tone(np.full(SR, float(m)), 20 * np.log10(strike + 1e-9) - 6) for m in (43, 47, 50))
+    loop = np.tile(bar, int(np.ceil(seconds)))[: int(seconds * SR)]
+    return (loop + np.pad(voice, (0, max(0, loop.size - voice.size)))[: loop.size]).astype(np.float32)
+
+
+def test_the_separation_keeps_the_voice_and_leaves_a_repeating_accompaniment_out() -> None:
+    rng = np.random.default_rng(0)
+    pitches = list(rng.choice([67, 69, 71, 72, 74, 76, 77, 79], size=14))  # a line that never repeats a bar
+    voice = melody(pitches, note_s=1.0, vibrato=(5.5, 0.5))
+    mix = accompanied(voice, 14.0)
+    config = ExpressiveConfig()
+
+    def power(y: np.ndarray) -> np.ndarray:
+        return np.abs(librosa.stft(y, n_fft=config.n_fft, hop_length=config.hop_length)) ** 2
+
+    mask = foreground_mask(np.sqrt(power(mix)), config)
+    voice_power, loop_power = power(voice[: mix.size]), power(mix - np.pad(voice, (0, mix.size - voice.size)))
+    assert (mask * voice_power).sum() / voice_power.sum() > 0.6, "most of the voice's energy is kept"
+    assert (mask * loop_power).sum() / loop_power.sum() < 0.2, "little of the loop's"
+    separated, whole = (dict(zip(NAMES, expressive(mix, c).tolist(), strict=True)) for c in (config, CONFIG))
+    assert 67 <= separated["note_pitch_median"] <= 79 and separated["melody_voiced_share"] > 0.9
+    assert separated["vibrato_share"] >= 0.8 and separated["vibrato_rate"] == pytest.approx(5.5, abs=0.3)
+    assert whole["note_pitch_median"] < 55 and whole["melody_voiced_share"] < 0.5, "unseparated, the chord is the melody"
+
+
+def test_a_clip_too_short_to_repeat_keeps_its_whole_mix() -> None:
+    config = ExpressiveConfig()
+    y = melody([60, 62, 64, 65], note_s=0.5)
+    magnitude = np.abs(librosa.stft(y, n_fft=config.n_fft, hop_length=config.hop_length))
+    np.testing.assert_array_equal(foreground_mask(magnitude, config), np.ones_like(magnitude))
+    np.testing.assert_array_equal(expressive(y, config), expressive(y, CONFIG))
 
 
 def test_config_is_validated() -> None:
+    with pytest.raises(ConfigError, match=r"\[expressive\] voice_margin"):
+        ExpressiveConfig(voice_margin=-1.0)
     with pytest.raises(ConfigError, match=r"\[expressive\] fmin_hz"):
         ExpressiveConfig(fmin_hz=2000.0)
     with pytest.raises(ConfigError, match=r"\[expressive\] hop_length"):
