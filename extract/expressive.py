@@ -6,7 +6,7 @@ with the other audio sets): the foreground (REPET-SIM: what does not repeat, mos
 its techniques on the voice) -> its harmonic part (median-filter HPSS of the STFT) -> a predominant-melody contour
 (pYIN, refined by YIN's continuous estimate) -> notes -> statistics of the melody (register, range,
 intervals, contour), of its expression (vibrato, glissando, tremolo, articulation, dynamics within notes)
-and of the texture around it. ``columns`` names every column with its unit, what it measures and the value
+and of the foreground around it. ``columns`` names every column with its unit, what it measures and the value
 it takes where the measure is undefined (no melody, a single note): the cache never holds NaN. The docs page
 ``docs/descriptors.md`` is generated from it.
 
@@ -31,7 +31,7 @@ import numpy as np
 from mvemo.extract.decode.audio import AudioWindow
 from mvemo.extract.descriptors import ACTIVE_FRAME_DBFS, SILENCE_DBFS, Column
 from mvemo.extract.spectra import running_median
-from mvemo.manifests.errors import require
+from mvemo.manifests.errors import is_number, require
 
 HPSS_TIME_S = 0.2  # the harmonic part's median filter along time: a note half as long still counts as harmonic
 HPSS_BINS = 31  # and along frequency (480 Hz at the defaults): librosa's default kernel
@@ -51,6 +51,7 @@ DYNAMIC_DB_PER_S = 6.0  # a note's level rising (falling) faster than this is a 
 STACCATO_RATIO = 0.7  # a note held for less than this share of the time to the next onset is detached
 MAX_IOI_S = 2.0  # successive notes further apart than this start a new phrase: no articulation between them
 VOICE_REPEAT_S = 2.0  # REPET-SIM: a frame's background is the median of its most similar frames this far from it
+VOICE_BLOCK_S = 60.0  # a longer clip is separated in equal blocks of at most this
 HARMONICS = 8  # the melody's harmonics counted in its salience
 HARMONIC_TOLERANCE = 0.03  # a bin within 3 % (half a semitone) of a harmonic belongs to the melody
 INTERVALS = {  # |interval| in semitones, [low, high)
@@ -77,7 +78,11 @@ class ExpressiveConfig:
     voice_margin: float = 10.0
 
     def __post_init__(self) -> None:
-        require(self.voice_margin >= 0, f"[expressive] voice_margin={self.voice_margin}: expected 0 (no separation) or more")
+        require(
+            is_number(self.voice_margin) and 0 <= self.voice_margin < np.inf,
+            f"[expressive] voice_margin={self.voice_margin!r}: expected 0 (no separation) or a finite margin above it",
+        )
+        object.__setattr__(self, "voice_margin", float(self.voice_margin))  # 10 and 10.0 fingerprint alike
         require(8000 <= self.sample_rate_hz <= 48000, f"[expressive] sample_rate_hz={self.sample_rate_hz}: expected 8000..48000")
         require(
             self.n_fft >= 512 and self.n_fft % 2 == 0 and 1 <= self.hop_length <= self.n_fft // 2,
@@ -182,15 +187,15 @@ COLUMNS = (
     Column(
         "pitch_classes_mean",
         "count",
-        "pitch classes sounding at once (harmonic-part chroma over half the frame's strongest; one rich note"
-        " adds its fifth and third): texture",
+        "pitch classes sounding at once in the foreground (harmonic-part chroma over half the frame's strongest;"
+        " one rich note adds its fifth and third)",
         0.0,
     ),
-    Column("pitch_classes_std", "count", "spread of the pitch classes sounding at once", 0.0),
+    Column("pitch_classes_std", "count", "spread of the pitch classes sounding at once in the foreground", 0.0),
     Column(
         "melody_salience",
         "ratio",
-        f"share of the harmonic part's power on the melody's first {HARMONICS} harmonics, over the voiced frames",
+        f"share of the foreground's harmonic power on the melody's first {HARMONICS} harmonics, over the voiced frames",
         0.0,
     ),
 )
@@ -259,14 +264,25 @@ def _expressive(y: np.ndarray, config: ExpressiveConfig) -> dict[str, float]:
 
 
 def foreground_mask(magnitude: np.ndarray, config: ExpressiveConfig) -> np.ndarray:
-    """REPET-SIM (Rafii & Pardo 2012, as librosa's vocal separation example): each frame's repeating background is
-    the median of its most similar frames (cosine) at least ``VOICE_REPEAT_S`` away, and the foreground's soft mask
-    keeps what exceeds it by ``voice_margin`` (mostly the voice; an accompaniment's loops, chords and beats repeat).
-    A clip too short to hold a repetition keeps its whole mix (a mask of ones)."""
+    """REPET-SIM (Rafii & Pardo 2012): each frame's repeating background is the median of its most similar frames
+    (cosine distance, ranked) at least ``VOICE_REPEAT_S`` away, and the foreground's soft mask keeps what exceeds it
+    by ``voice_margin`` (mostly the voice; an accompaniment's loops, chords and beats repeat). Longer than
+    ``VOICE_BLOCK_S``, the clip is cut into equal blocks, each its own search (the search grows with the square of
+    the frames). A block too short to hold a repetition keeps its whole mix (a mask of ones)."""
+    frames = magnitude.shape[1]
+    blocks = max(1, int(np.ceil(frames * config.frame_s / VOICE_BLOCK_S)))
+    edges = np.linspace(0, frames, blocks + 1).astype(int)
+    return np.concatenate(
+        [_block_mask(magnitude[:, a:b], config) for a, b in itertools.pairwise(edges)], axis=1, dtype=magnitude.dtype
+    )
+
+
+def _block_mask(magnitude: np.ndarray, config: ExpressiveConfig) -> np.ndarray:
     width = round(VOICE_REPEAT_S / config.frame_s)
     if width >= (magnitude.shape[1] - 1) // 2:  # no frame has similar frames that far on both sides
         return np.ones_like(magnitude)
-    similar = librosa.decompose.nn_filter(magnitude, aggregate=np.median, metric="cosine", width=width)
+    # mode "distance": the k kept are the k nearest (librosa's default "connectivity" ranks them all equal)
+    similar = librosa.decompose.nn_filter(magnitude, aggregate=np.median, metric="cosine", width=width, mode="distance")
     background = np.minimum(magnitude, similar)
     return librosa.util.softmask(magnitude - background, config.voice_margin * background, power=2)
 

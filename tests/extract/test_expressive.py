@@ -207,7 +207,7 @@ def accompanied(voice: np.ndarray, seconds: float) -> np.ndarray:
 
 def test_the_separation_keeps_the_voice_and_leaves_a_repeating_accompaniment_out() -> None:
     rng = np.random.default_rng(0)
-    pitches = list(rng.choice([67, 69, 71, 72, 74, 76, 77, 79], size=14))  # a line that never repeats a bar
+    pitches = list(rng.choice(np.arange(62, 82), size=14, replace=False))  # a line that never repeats a note
     voice = melody(pitches, note_s=1.0, vibrato=(5.5, 0.5))
     mix = accompanied(voice, 14.0)
     config = ExpressiveConfig()
@@ -217,10 +217,10 @@ def test_the_separation_keeps_the_voice_and_leaves_a_repeating_accompaniment_out
 
     mask = foreground_mask(np.sqrt(power(mix)), config)
     voice_power, loop_power = power(voice[: mix.size]), power(mix - np.pad(voice, (0, mix.size - voice.size)))
-    assert (mask * voice_power).sum() / voice_power.sum() > 0.6, "most of the voice's energy is kept"
-    assert (mask * loop_power).sum() / loop_power.sum() < 0.2, "little of the loop's"
+    voice_kept, loop_kept = ((mask * energy).sum() / energy.sum() for energy in (voice_power, loop_power))
+    assert voice_kept > 0.4 and loop_kept < 0.05, (voice_kept, loop_kept)  # the voice 55 times weaker than the loop
     separated, whole = (dict(zip(NAMES, expressive(mix, c).tolist(), strict=True)) for c in (config, CONFIG))
-    assert 67 <= separated["note_pitch_median"] <= 79 and separated["melody_voiced_share"] > 0.9
+    assert 62 <= separated["note_pitch_median"] <= 81 and separated["melody_voiced_share"] > 0.9
     assert separated["vibrato_share"] >= 0.8 and separated["vibrato_rate"] == pytest.approx(5.5, abs=0.3)
     assert whole["note_pitch_median"] < 55 and whole["melody_voiced_share"] < 0.5, "unseparated, the chord is the melody"
 
@@ -234,8 +234,10 @@ def test_a_clip_too_short_to_repeat_keeps_its_whole_mix() -> None:
 
 
 def test_config_is_validated() -> None:
-    with pytest.raises(ConfigError, match=r"\[expressive\] voice_margin"):
-        ExpressiveConfig(voice_margin=-1.0)
+    for margin in (-1.0, float("inf"), "10"):
+        with pytest.raises(ConfigError, match=r"\[expressive\] voice_margin"):
+            ExpressiveConfig(voice_margin=margin)  # type: ignore[arg-type]
+    assert ExpressiveConfig(voice_margin=10) == ExpressiveConfig(), "a TOML integer is the default, not a new config"
     with pytest.raises(ConfigError, match=r"\[expressive\] fmin_hz"):
         ExpressiveConfig(fmin_hz=2000.0)
     with pytest.raises(ConfigError, match=r"\[expressive\] hop_length"):
