@@ -76,8 +76,9 @@ class EmbeddingsAlongside:
         whose row is to do. Blocks while the queue is full."""
         if self._thread is None:
             self._start()
+        read = {kind for embedding in self.sets.values() for kind in embedding.kinds}
         stored = {  # each input as its row will hold it (an LLD matrix padded to its length), None if refused
-            kind: self.cache.writer.as_stored(kind, value) for kind, value in result.items() if isinstance(value, np.ndarray)
+            kind: self.cache.writer.as_stored(kind, result[kind]) for kind in read if isinstance(result.get(kind), np.ndarray)
         }
         wanted = {}
         for name, embedding in self.sets.items():

@@ -305,9 +305,9 @@ def _extract_clips(
     """Features, then embeddings, of every row of ``manifest`` (clips, or the windows of ``offsets``); with
     ``run.overlap``, the embeddings of the clips decoded now alongside their decoding."""
     bar, nets, executor = run.progress, run.nets, run.executor
-    alongside = EmbeddingsAlongside(
+    alongside = EmbeddingsAlongside(  # started by the first clip it takes: only with run.overlap
         cache,
-        nets if run.overlap else (),
+        nets,
         weights_dir=run.weights_dir,
         net_options=run.net_options,
         recompute=run.recompute,
