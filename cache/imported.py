@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from mvemo.cache.layout import FeatureSpec
+from mvemo.cache.layout import IMPORTED, FeatureSpec
 from mvemo.cache.read import Cache
 from mvemo.cache.store import CacheWriter
 from mvemo.manifests.errors import ConfigError, utf8_text
@@ -47,16 +47,24 @@ def import_vectors(
         _check_name(cache, name)
         rows = np.asarray(_match(cache.clip_ids, ids, str(file)))
     order = np.argsort(rows)
-    config = {"imported": {"file": file.name, "sha256": hashlib.sha256(file.read_bytes()).hexdigest(), "key": key or ""}}
+    config = {IMPORTED: {"file": file.name, "sha256": hashlib.sha256(file.read_bytes()).hexdigest(), "key": key or ""}}
     spec = FeatureSpec(name, (len(columns),), "float32", EXTRACTOR, "1", config, columns=tuple(columns))
     with CacheWriter(cache_path, None) as writer:
         writer.prepare([spec], recompute=[name])  # an import of the set before it is replaced whole
         writer.write(name, rows[order].tolist(), values[order])
-    return {"set": name, "clips": len(rows), "columns": len(columns), "file": str(file), "sha256": config["imported"]["sha256"]}
+    return {"set": name, "clips": len(rows), "columns": len(columns), "file": str(file), "sha256": config[IMPORTED]["sha256"]}
+
+
+NPZ_KEY = "clip_id"  # the default array of an .npz's row keys
+NPZ_VALUES = "features"  # its (n_rows, n_columns) values
+NPZ_COLUMNS = "columns"  # its columns' names, where it has them
 
 
 def read_vectors(file: Path, key: str | None) -> tuple[list[str], list[str], np.ndarray]:
-    """The keys, the value columns and the (n_rows, n_columns) float32 values of a CSV of one row per clip."""
+    """The keys, the value columns and the (n_rows, n_columns) float32 values of one row per clip: a CSV, or a
+    NumPy ``.npz`` (``read_npz``)."""
+    if file.suffix.lower() == ".npz":
+        return read_npz(file, key or NPZ_KEY)
     where = str(file)
     reader = csv.reader(io.StringIO(utf8_text(file, where)))
     header = next(reader, None)
@@ -93,10 +101,36 @@ def read_vectors(file: Path, key: str | None) -> tuple[list[str], list[str], np.
     return ids, columns, np.asarray(values, dtype=np.float32)
 
 
+def read_npz(file: Path, key: str) -> tuple[list[str], list[str], np.ndarray]:
+    """An ``.npz`` of the rows' keys (array ``key``), their values (``features``, 2-D, numbers) and optionally the
+    columns' names (``columns``; default ``f0``, ``f1``, ...)."""
+    try:
+        with np.load(file, allow_pickle=False) as arrays:
+            found = {name: arrays[name] for name in arrays.files}
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{file}: not a NumPy .npz of plain arrays ({err})") from None
+    fix = f"save it with np.savez(..., {key}=ids, {NPZ_VALUES}=matrix[, {NPZ_COLUMNS}=names])"
+    if key not in found or NPZ_VALUES not in found:
+        raise ConfigError(f"{file}: needs arrays {key!r} and {NPZ_VALUES!r} (it has {sorted(found)}); {fix}")
+    ids, values = found[key], found[NPZ_VALUES]
+    if values.ndim != 2 or values.dtype.kind not in "iuf" or ids.ndim != 1 or len(ids) != len(values):
+        raise ConfigError(
+            f"{file}: {NPZ_VALUES!r} must be a 2-D array of numbers with a row per entry of {key!r}"
+            f" (shapes {values.shape} and {ids.shape}); {fix}"
+        )
+    columns = [str(c) for c in found.get(NPZ_COLUMNS, [f"f{j}" for j in range(values.shape[1])])]
+    if len(columns) != values.shape[1]:
+        raise ConfigError(f"{file}: {len(columns)} {NPZ_COLUMNS} for {values.shape[1]} columns of {NPZ_VALUES!r}")
+    bad = [f"row {i} ({str(ids[i])!r}), column {columns[j]!r}" for i, j in np.argwhere(~np.isfinite(values))]
+    if bad:
+        raise ConfigError(f"{file}: {len(bad)} value(s) not finite numbers ({'; '.join(bad[:SHOWN])}); fix or drop them")
+    return [str(i).strip() for i in ids], columns, values.astype(np.float32)
+
+
 def _check_name(cache: Cache, name: str) -> None:
     if not name or "/" in name or name.strip() != name:
         raise ConfigError(f"--set {name!r}: a set's name is one word without '/' (e.g. panda_top100)")
-    if name in cache.feature_sets() and "imported" not in cache.config(name):
+    if name in cache.feature_sets() and IMPORTED not in cache.config(name):
         raise ConfigError(f"--set {name!r}: the cache's computed set has that name; import under another")
 
 

@@ -39,6 +39,8 @@ ERRORS_FILE = "errors.jsonl"
 # The key of a set's config that marks it pooled over windows (``extract.window_cache``): length, hop, pooling,
 # the window set's fingerprint and, for an embedding, its inputs' configs.
 POOLED_KEY = "windows"
+# the config key of a set imported with `mvemo cache import` (``cache.imported``): its file, sha256 and key column
+IMPORTED = "imported"
 # ABSENT: the manifest gives the clip no such modality (an audio-only clip's video frames).
 TODO, DONE, FAILED, ABSENT = 0, 1, 2, 3
 HASH_DTYPE = "S64"

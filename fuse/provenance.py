@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mvemo.cache.layout import IMPORTED
 from mvemo.cache.read import Cache
 from mvemo.fuse.models import cached_nets, input_sets, vector_sets, weights_origin
 
@@ -26,7 +27,7 @@ def provenance(cache: Cache) -> dict[str, dict[str, str]]:
         if cache.weights_sha256(name)
     }
     for name in vector_sets(cache):
-        if imported := cache.config(name).get("imported"):
+        if imported := cache.config(name).get(IMPORTED):
             origin = f"imported from {imported['file']} (sha256 {imported['sha256'][:12]})"
             described[name] = {"weights": origin, "finetune": "none", "protocol": "-"}
     for net in cached_nets(cache):

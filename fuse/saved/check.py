@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from mvemo.cache.layout import inside
+from mvemo.cache.layout import IMPORTED, inside
 from mvemo.fuse.heads.kernel import KernelSoftmax
 from mvemo.fuse.heads.upper import UpperSoftmax, layers_problem, penultimate_size
 from mvemo.fuse.models import LLDSTATS
@@ -128,6 +128,13 @@ def _check_feature_set(input_name: str, set_name: str, described: Any, where: st
     _require(isinstance(config, dict), f"{where}.config", "is not an object")
     input_configs = described.get("input_configs")
     _require(isinstance(input_configs, dict), f"{where}.input_configs", "is not an object")
+    if IMPORTED in config:
+        columns = described.get("columns")
+        _require(
+            isinstance(columns, list) and bool(columns) and all(isinstance(c, str) for c in columns),
+            f"{where}.columns",
+            "is not the imported set's column names (a model saved before predict read imported sets: fuse it again)",
+        )
     checkpoint = described.get("checkpoint")
     if checkpoint is not None:
         _require(

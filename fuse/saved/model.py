@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 
 from mvemo.cache.h5file import DamagedFile, open_h5, write_whole
-from mvemo.cache.layout import POOLED_KEY, inside
+from mvemo.cache.layout import IMPORTED, POOLED_KEY, inside
 from mvemo.cache.read import Cache
 from mvemo.fuse.compose import (
     Best,
@@ -203,6 +203,8 @@ def describe_inputs(cache: Cache, inputs: tuple[str, ...]) -> dict[str, Any]:
             if POOLED_KEY in config
             else {kind: cache.config(kind) for kind in config.get("inputs", {})},
         }
+        if IMPORTED in config:  # predict takes these columns for new clips from --features
+            described[set_name]["columns"] = cache.columns(set_name)
     return described
 
 

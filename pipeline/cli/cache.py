@@ -90,17 +90,18 @@ def cache_migrate(cache_path: str) -> None:
 
 @cache_group.command("import")
 @click.argument("cache_path", metavar="CACHE", type=click.Path())
-@click.argument("file", metavar="FILE.csv", type=click.Path(dir_okay=False, exists=True))
+@click.argument("file", metavar="FILE", type=click.Path(dir_okay=False, exists=True))
 @click.option("--set", "name", required=True, help="Name of the new set, an input of --models by that name (e.g. panda_top100).")
 @click.option(
     "--key",
     default=None,
-    help="Column of FILE.csv holding each row's clip id, or the clip's file stem.  [default: the first column]",
+    help="Column of FILE.csv (array of FILE.npz) holding each row's clip id, or the clip's file stem.  [default: the first column; an .npz's clip_id]",
 )
 def cache_import(cache_path: str, file: str, name: str, key: str | None) -> None:
-    """Import features of your own: one row per clip of FILE.csv becomes the vector set NAME, fused like any input.
+    """Import features of your own: one row per clip of FILE becomes the vector set NAME, fused like any input.
 
-    Every clip of the cache needs exactly one row, and every value must be a finite number: anything else is refused
+    FILE is a CSV (a key column, then a column per feature, named in its header) or a NumPy .npz (arrays clip_id,
+    features of a row per id, and optionally columns, their names). Every clip of the cache needs exactly one row, and every value must be a finite number: anything else is refused
     whole, naming the rows and clips. The file's sha256 is the set's fingerprint and every report names it.
     """
     from mvemo.cache.imported import import_vectors

@@ -27,6 +27,7 @@ from mvemo.pipeline.cli.tools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand, e
     type=click.Path(file_okay=False),
     help="Folder of the pretrained weights the model was trained with (also $MVEMO_WEIGHTS, ~/.cache/mvemo/weights).",
 )
+@click.option("--features", "feature_files", multiple=True, type=click.Path(exists=True, dir_okay=False), help="CSV of the columns of a set the model imported (`mvemo cache import`) for these clips: a row per clip, keyed by clip id or file stem; repeat it for several files.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {clip_id, file, model, label, probabilities, in_training} (or {clip_id, file, error}).")  # fmt: skip
 @click.option("--timeline", is_flag=True, help="Read each file as windows of the model's length every --hop seconds: an emotion timeline (CSV, PNG and an HTML page that plays the file beside it, per file into --out, and index.html) and the label of the whole from the pooled windows.")  # fmt: skip
 @click.option("--hop", "hop_s", default=None, type=click.FloatRange(min=0.5), help="Seconds between the starts of two windows (--timeline).  [default: the model's [clip] hop_s where it was trained on windows, else half its window: 15 s]")  # fmt: skip
@@ -42,6 +43,7 @@ def predict(
     csv_path: str | None,
     model_name: str | None,
     weights_dir: str | None,
+    feature_files: tuple[str, ...],
     as_json: bool,
     timeline: bool,
     hop_s: float | None,
@@ -70,7 +72,12 @@ def predict(
     # a missing file is one clip's failure, reported in its row, not the run's
     clips = list(read_manifest(manifest_path, check_files=False).clips) if manifest_path else [file_clip(f) for f in files]
     labels = {c.clip_id: c.label for c in clips if c.label}
-    predictor = Predictor(model_dir, model_name, weights_dir)
+    predictor = Predictor(model_dir, model_name, weights_dir, feature_files)
+    if timeline and predictor.given.sets:
+        raise ConfigError(
+            f"--timeline: model {predictor.model!r} reads {next(iter(predictor.given.sets))}, imported once per clip,"
+            " not per window; choose a --model of computed inputs"
+        )
     if timeline:
         _timelines(ctx, predictor, clips, hop_s, out_dir, embed_media, as_json, options)
         return

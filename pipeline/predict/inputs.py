@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mvemo.cache.layout import ABSENT, POOLED_KEY
+from mvemo.cache.layout import ABSENT, IMPORTED, POOLED_KEY
 from mvemo.extract.clip_embedding import embed_clip, rebuild_net
 from mvemo.extract.features import FeatureConfigs, compute_clip, modality
 from mvemo.extract.frame_sets import VIDEO_FEATURES
@@ -31,31 +31,37 @@ from mvemo.manifests.errors import ConfigError, MediaError
 from mvemo.manifests.schema import Clip
 
 
-def model_inputs(saved: SavedFusionModel, name: str, clip: Clip, weights_dir: str | None = None) -> dict[str, np.ndarray]:
+def model_inputs(
+    saved: SavedFusionModel, name: str, clip: Clip, weights_dir: str | None = None, given: Mapping[str, Any] = {}
+) -> dict[str, np.ndarray]:
     """Every input the model reads, computed from the clip's media with the saved configs (fingerprints checked);
     each feature set once, however many nets read it; over the whole file and pooled where the model was trained
     on pooled windows. Pretrained weights are looked for as ``extract`` does (``weights_dir``, ``$MVEMO_WEIGHTS``,
-    ``~/.cache/mvemo/weights``)."""
+    ``~/.cache/mvemo/weights``). An imported set's row is ``given`` (``GivenFeatures.of``: the row, or why there is
+    none, raised as the clip's failure)."""
+    for row in given.values():
+        if isinstance(row, str):
+            raise MediaError(row)
     configs, fingerprints = model_configs(saved, name)
     pooled = saved.pooling(name)
     if pooled is None:
         arrays = ClipFeatures(clip, weights_dir).get(configs, fingerprints)  # one decode for every set the model reads
-        return inputs_from_sets(saved, name, arrays, weights_dir)
+        return inputs_from_sets(saved, name, arrays, weights_dir) | given_inputs(saved, name, given)
     check_fingerprints(fingerprints_of(configs, weights_dir=weights_dir), fingerprints, configs)
     duration_s, problem = media_length_s(clip, {modality(set_name) for set_name in configs})
     if duration_s is None:
         raise MediaError(f"{problem}; check it with `mvemo manifest check`")
     windows = plan_windows(duration_s, pooled["length_s"], pooled["hop_s"])
     per_window = window_inputs(saved, name, clip, windows, weights_dir)
-    return pool_inputs(per_window, pooled["pooling"])
+    return pool_inputs(per_window, pooled["pooling"]) | given_inputs(saved, name, given)
 
 
 def check_computable(saved: SavedFusionModel, chosen: str, weights_dir: str | None = None) -> None:
     """Refuse, before any clip is read, a saved model that reads what this version cannot compute: a net or feature
     set it does not know, a config it cannot read, or one it would compute with another fingerprint. The faces
     sets' weight files (looked for in ``weights_dir`` first) are required for the ``chosen`` model only: another
-    model that reads them fails when it is used. A model over a set imported with ``mvemo cache import`` is refused
-    when chosen, and passed over otherwise.
+    model that reads them fails when it is used. A set imported with ``mvemo cache import`` is not computed: its rows
+    for new clips are given (``pipeline.predict.given``).
 
     Raises
     ------
@@ -66,14 +72,6 @@ def check_computable(saved: SavedFusionModel, chosen: str, weights_dir: str | No
     """
     where = saved.folder / MODEL_JSON
     for name in saved.models:
-        imported = [s for s, described in saved.feature_sets(name).items() if "imported" in described["config"]]
-        if imported and name == chosen:
-            raise ConfigError(
-                f"{where}: models[{name!r}] reads {imported[0]}, imported with `mvemo cache import`, which predict"
-                " cannot compute for new clips; label them with a model of computed inputs (--model)"
-            )
-        if imported:
-            continue
         try:
             for input_name, (set_name, described) in zip(saved.inputs(name), saved.feature_sets(name).items()):
                 if set_name.startswith("emb/"):
@@ -144,6 +142,8 @@ def model_configs(saved: SavedFusionModel, name: str) -> tuple[dict[str, dict], 
     fingerprints: dict[str, str] = {}
     for set_name, described in saved.feature_sets(name).items():
         config = dict(described["config"])
+        if IMPORTED in config:  # given, not computed
+            continue
         pooled = config.pop(POOLED_KEY, None)
         if set_name.startswith("emb/"):  # a net's embedding: the cached sets it was computed from
             configs |= described["input_configs"]
@@ -157,10 +157,12 @@ def model_configs(saved: SavedFusionModel, name: str) -> tuple[dict[str, dict], 
 def inputs_from_sets(
     saved: SavedFusionModel, name: str, arrays: dict[str, np.ndarray], weights_dir: str | None = None
 ) -> dict[str, np.ndarray]:
-    """The model's inputs (one row each) from one clip's feature sets: vector sets as they are, LLD statistics,
-    and each net's embedding of its input sets."""
+    """The model's computed inputs (one row each) from one clip's feature sets: vector sets as they are, LLD
+    statistics, and each net's embedding of its input sets."""
     inputs: dict[str, np.ndarray] = {}
     for input_name, (set_name, described) in zip(saved.inputs(name), saved.feature_sets(name).items()):
+        if IMPORTED in described["config"]:
+            continue
         if not set_name.startswith("emb/"):
             value = arrays[set_name]
             inputs[input_name] = summarize_lld(value[None], np.array([len(value)])) if input_name == LLDSTATS else value[None]
@@ -169,6 +171,15 @@ def inputs_from_sets(
             net = _saved_net(input_name, len(saved.classes), described_json, saved.folder, weights_dir)
             inputs[input_name] = embed_clip(net, arrays)
     return inputs
+
+
+def given_inputs(saved: SavedFusionModel, name: str, given: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The model's imported inputs, one row each, from the rows ``given`` for the clip (by set name)."""
+    return {
+        input_name: np.asarray(given[set_name], dtype=np.float32)[None]
+        for input_name, (set_name, described) in zip(saved.inputs(name), saved.feature_sets(name).items())
+        if IMPORTED in described["config"]
+    }
 
 
 class ClipFeatures:

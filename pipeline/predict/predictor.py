@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from mvemo.fuse.saved.model import SavedFusionModel, load_fusion_model
 from mvemo.manifests.errors import ConfigError, MvemoError
 from mvemo.manifests.schema import Clip
 from mvemo.manifests.targets import HALVES, quadrants, value_categories
+from mvemo.pipeline.predict.given import GivenFeatures
 from mvemo.pipeline.predict.inputs import check_computable, model_inputs
 
 
@@ -42,12 +43,18 @@ class Predictor:
     """A saved fusion model and the one of its models that labels new clips."""
 
     def __init__(
-        self, model_dir: str | os.PathLike[str], model: str | None = None, weights_dir: str | os.PathLike[str] | None = None
+        self,
+        model_dir: str | os.PathLike[str],
+        model: str | None = None,
+        weights_dir: str | os.PathLike[str] | None = None,
+        features: Iterable[str | os.PathLike[str]] = (),
     ) -> None:
+        """``features``: CSVs of the columns of the sets the model imported (``mvemo cache import``) for new clips."""
         self.saved = load_fusion_model(Path(model_dir).absolute())
         self.weights_dir = None if weights_dir is None else str(Path(weights_dir).absolute())  # workers run elsewhere
         self.model = choose_model(self.saved, model)
         check_computable(self.saved, self.model, self.weights_dir)
+        self.given = GivenFeatures(self.saved, self.model, features)
 
     @property
     def classes(self) -> list[str]:
@@ -64,10 +71,11 @@ class Predictor:
         a ``ConfigError`` (the saved model does not fit this version) stops the run."""
         clips = list(clips)
         n = len(clips)
+        given = [self.given.of(clip) for clip in clips]
         if executor is None:
-            results: Iterable[Any] = (predict_clip(self.saved, self.model, clip, self.weights_dir) for clip in clips)
+            results: Iterable[Any] = map(predict_clip, [self.saved] * n, [self.model] * n, clips, [self.weights_dir] * n, given)
         else:
-            results = executor.map(predict_clip, [self.saved] * n, [self.model] * n, clips, [self.weights_dir] * n)
+            results = executor.map(predict_clip, [self.saved] * n, [self.model] * n, clips, [self.weights_dir] * n, given)
         return clip_results(results, clips)
 
 
@@ -97,11 +105,14 @@ def seen_in_training(saved: SavedFusionModel, clip: Clip) -> bool:
     return any(combined_digest(pair) in known for pair in uses)
 
 
-def predict_clip(saved: SavedFusionModel, name: str, clip: Clip, weights_dir: str | None = None) -> dict[str, Any]:
-    """The model's prediction for one clip (a job that runs on any executor's worker): ``label_scores``."""
+def predict_clip(
+    saved: SavedFusionModel, name: str, clip: Clip, weights_dir: str | None = None, given: Mapping[str, Any] = {}
+) -> dict[str, Any]:
+    """The model's prediction for one clip (a job that runs on any executor's worker): ``label_scores``; ``given``:
+    the rows of its imported sets (``GivenFeatures.of``)."""
 
     def label() -> dict[str, Any]:
-        scores = saved.predict_proba(name, model_inputs(saved, name, clip, weights_dir))[0]
+        scores = saved.predict_proba(name, model_inputs(saved, name, clip, weights_dir, given))[0]
         return (
             {"clip_id": clip.clip_id, "file": _file_of(clip), "model": name}
             | label_scores(saved, name, scores)

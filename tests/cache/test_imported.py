@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +91,33 @@ def test_malformed_files_and_names_are_refused(tmp_path: Path) -> None:
         import_vectors(cache, "emb/a/all", tmp_path / "ok.csv")
 
 
+def test_an_npz_imports_as_its_csv_does_and_bad_arrays_are_refused(tmp_path: Path) -> None:
+    cache = embedding_cache(tmp_path / "c.h5", nets={"a": (4, 1.0)}, n_per_class=4)
+    with Cache(cache) as reader:
+        ids = reader.clip_ids
+    values = np.arange(len(ids) * 2, dtype=np.float64).reshape(len(ids), 2)
+    np.savez(tmp_path / "mine.npz", clip_id=np.array(ids[::-1]), features=values[::-1], columns=np.array(["u", "v"]))
+    import_vectors(cache, "mine", tmp_path / "mine.npz")
+    with Cache(cache) as reader:
+        np.testing.assert_array_equal(reader.read_matrix("mine"), values)
+        assert reader.columns("mine") == ["u", "v"]
+    np.savez(tmp_path / "nan.npz", clip_id=np.array(ids), features=np.where(values == 3, np.nan, values))
+    with pytest.raises(ConfigError, match=r"1 value\(s\) not finite numbers \(row 1 \('c1'\), column 'f1'\)"):
+        import_vectors(cache, "other", tmp_path / "nan.npz")
+    np.savez(tmp_path / "keyless.npz", features=values)
+    with pytest.raises(ConfigError, match=r"needs arrays 'clip_id' and 'features' \(it has \['features'\]\)"):
+        import_vectors(cache, "other", tmp_path / "keyless.npz")
+    np.savez(tmp_path / "short.npz", clip_id=np.array(ids[:-1]), features=values)
+    with pytest.raises(ConfigError, match="a row per entry of 'clip_id'"):
+        import_vectors(cache, "other", tmp_path / "short.npz")
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object))
+    (tmp_path / "pickled.npz").write_bytes((tmp_path / "objects.npy").read_bytes())
+    with pytest.raises(ConfigError, match=r"not a NumPy \.npz of plain arrays"):
+        import_vectors(cache, "other", tmp_path / "pickled.npz")
+    with Cache(cache) as reader:
+        assert "other" not in reader.feature_sets()
+
+
 def test_rows_match_a_clip_id_or_a_stem_that_one_clip_alone_has() -> None:
     clips = ["Q1/a.ogg", "Q2/b.ogg", "Q3/x.ogg", "Q4/x.ogg"]
     assert _match(clips, ["b", "Q1/a.ogg", "Q3/x.ogg", "Q4/x.ogg"], "f") == [1, 0, 2, 3]
@@ -97,15 +125,48 @@ def test_rows_match_a_clip_id_or_a_stem_that_one_clip_alone_has() -> None:
         _match(clips, ["a", "b", "x", "Q4/x.ogg"], "f")
 
 
-def test_predict_refuses_a_model_over_an_imported_set_naming_it(tmp_path: Path) -> None:
+def test_a_model_over_an_imported_set_predicts_new_clips_from_their_given_columns(tmp_path: Path) -> None:
     from mvemo.fuse.saved.model import load_fusion_model
     from mvemo.fuse.stage import fuse_cache
-    from mvemo.pipeline.predict.inputs import check_computable
+    from mvemo.pipeline.predict.predictor import Predictor
 
     cache = embedding_cache(tmp_path / "c.h5", nets={"a": (4, 1.0)}, n_per_class=6)
     with Cache(cache) as reader:
         ids, y = reader.clip_ids, reader.y
-    import_vectors(cache, "mine", features_csv(tmp_path / "mine.csv", ids, np.column_stack([y, -y]).astype(float)))
+    rng = np.random.default_rng(1)
+    values = np.column_stack([y + 0.1 * rng.standard_normal(len(y)), -y]).astype(float)
+    import_vectors(cache, "mine", features_csv(tmp_path / "mine.csv", ids, values), key="song")
     _, folder = fuse_cache(cache, tmp_path / "out", models="mine")
-    with pytest.raises(ConfigError, match=r"models\['mine'\] reads mine, imported with `mvemo cache import`"):
-        check_computable(load_fusion_model(folder), "mine")
+    saved = load_fusion_model(folder)
+    with pytest.raises(ConfigError, match=r"reads mine, imported .* from mine.csv: give its columns .* --features"):
+        Predictor(folder, "mine")
+
+    new = rng.standard_normal((3, 2)) + np.array([[0.0, 0.0], [1.0, -1.0], [2.0, -2.0]])
+    files = [tmp_path / f"new{i}.wav" for i in range(4)]
+    for file in files:
+        file.write_bytes(b"not read: the model computes nothing from media")
+    given = tmp_path / "given.csv"  # the columns in another order, keyed by file stem; new3 has no row
+    given.write_text("id,f1,f0\n" + "".join(f"new{i},{float(b)!r},{float(a)!r}\n" for i, (a, b) in enumerate(new)))
+    args = ["predict", str(folder), *map(str, files), "--model", "mine", "--json"]
+    result = CliRunner().invoke(cli, [*args, "--features", str(given)])
+    assert result.exit_code == 3, result.output
+    results = json.loads(result.stdout)
+    expected = saved.predict_proba("mine", {"mine": new})
+    for row, p in zip(results[:3], expected):
+        np.testing.assert_allclose([row["probabilities"][c] for c in saved.classes], p, atol=1e-6)
+    assert [r["label"] for r in results[:3]] == [saved.classes[i] for i in expected.argmax(1)]
+    error = results[3]["error"]
+    assert "new3.wav': " in error and "given.csv has no row for it" in error and "label" not in results[3]
+
+    np.savez(tmp_path / "given.npz", song=np.array(["new0", "new1", "new2"]), features=new, columns=np.array(["f0", "f1"]))
+    result = CliRunner().invoke(cli, [*args, "--features", str(tmp_path / "given.npz")])
+    assert [r.get("label") for r in json.loads(result.stdout)] == [r.get("label") for r in results], "keyed by the import's key"
+
+    lacking = tmp_path / "lacking.csv"
+    lacking.write_text("id,f0\nnew0,1.0\n")
+    result = CliRunner().invoke(cli, [*args, "--features", str(lacking)])
+    assert result.exit_code == 2 and "lacks 1 ('f1')" in result.output
+    twice = tmp_path / "twice.csv"
+    twice.write_text("id,f0,f1\nnew0,1,2\nnew0,1,2\n")
+    result = CliRunner().invoke(cli, [*args, "--features", str(twice)])
+    assert result.exit_code == 2 and "1 clip(s) given two rows or more ('new0')" in result.output

@@ -1,0 +1,114 @@
+"""The rows of imported sets (``mvemo cache import``) for new clips: ``mvemo predict --features FILE.csv``.
+
+A model over an imported set cannot compute it from media: the user gives the same columns for the new clips, one
+row per clip in a CSV, keyed by clip id or file stem as the import was. The columns are taken by name, in the order
+the model was trained on; a clip without a row fails alone, the other clips are labelled.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from mvemo.cache.imported import read_vectors
+from mvemo.cache.layout import IMPORTED
+from mvemo.fuse.saved.model import SavedFusionModel
+from mvemo.manifests.errors import ConfigError, utf8_text
+from mvemo.manifests.schema import Clip
+
+SHOWN = 5  # names listed in a refusal, the rest counted
+
+
+def imported_sets(saved: SavedFusionModel, name: str) -> dict[str, dict]:
+    """The imported sets model ``name`` reads, by set name: each one's import record and columns."""
+    return {
+        set_name: {"imported": described["config"][IMPORTED], "columns": described["columns"]}
+        for set_name, described in saved.feature_sets(name).items()
+        if IMPORTED in described["config"]
+    }
+
+
+class GivenFeatures:
+    """The rows of ``files`` (CSVs of a key column and named value columns) for each imported set of a model.
+
+    Raises
+    ------
+    ConfigError
+        The model reads an imported set and no file is given, or no file holds every column of a set, or a file
+        is malformed (as ``mvemo cache import`` refuses it) or gives a clip two rows.
+    """
+
+    def __init__(self, saved: SavedFusionModel, name: str, files: Iterable[str | os.PathLike[str]] = ()) -> None:
+        self.sets = imported_sets(saved, name)
+        paths = [Path(f) for f in files]
+        if self.sets and not paths:
+            first, record = next(iter(self.sets.items()))
+            raise ConfigError(
+                f"model {name!r} reads {first}, imported with `mvemo cache import` from {record['imported']['file']}:"
+                " give its columns for the new clips with --features FILE.csv (a row per clip, keyed by clip id or"
+                " file stem), or choose a --model of computed inputs"
+            )
+        if paths and not self.sets:
+            raise ConfigError(f"--features: model {name!r} reads no imported set; leave --features out")
+        tables = [_table(path, _key_column(path, self._keys())) for path in paths]
+        self.rows: dict[str, tuple[str, dict[str, np.ndarray]]] = {}  # set -> (file, {key: row})
+        for set_name, described in self.sets.items():
+            self.rows[set_name] = _columns_of(set_name, described["columns"], tables)
+
+    def _keys(self) -> list[str]:
+        return [d["imported"].get("key", "") for d in self.sets.values()]
+
+    def of(self, clip: Clip) -> dict[str, np.ndarray | str]:
+        """Each imported set's row for ``clip``, or where its file has none, the reason (its job fails with it)."""
+        keys = [clip.clip_id, PurePosixPath(clip.clip_id).stem]
+        keys += [Path(p).stem for p in (clip.audio, clip.video) if p is not None]
+        given: dict[str, np.ndarray | str] = {}
+        for set_name, (file, rows) in self.rows.items():
+            found = next((rows[k] for k in keys if k in rows), None)
+            given[set_name] = (
+                found
+                if found is not None
+                else f"clip {clip.clip_id!r}: {file} has no row for it (by clip id or file stem), and the model reads"
+                f" {set_name} from it; add the clip's row to --features"
+            )
+        return given
+
+
+def _key_column(file: Path, preferred: list[str]) -> str:
+    """The column of ``file`` that keys its rows: the key the set was imported by where the file has it, else its
+    first column (an ``.npz``: its ``clip_id`` array, unless it holds the set's key)."""
+    if file.suffix.lower() == ".npz":
+        with np.load(file, allow_pickle=False) as arrays:
+            return next((key for key in preferred if key and key in arrays.files), "")
+    header = next(csv.reader([utf8_text(file, str(file)).partition("\n")[0]]), [])
+    return next((key for key in preferred if key and key in header), header[0] if header else "")
+
+
+def _table(file: Path, key: str) -> tuple[Path, dict[str, dict[str, np.ndarray]]]:
+    """``file``'s value columns by name, each a row per key."""
+    ids, columns, values = read_vectors(file, key or None)
+    twice = sorted(i for i, n in Counter(ids).items() if n > 1)
+    if twice:
+        raise ConfigError(f"{file}: {len(twice)} clip(s) given two rows or more ({', '.join(map(repr, twice[:SHOWN]))})")
+    return file, {column: dict(zip(ids, values[:, j])) for j, column in enumerate(columns)}
+
+
+def _columns_of(
+    set_name: str, columns: list[str], tables: list[tuple[Path, dict[str, dict[str, np.ndarray]]]]
+) -> tuple[str, dict[str, np.ndarray]]:
+    """The rows of the first file that holds every column of the set, each in the set's column order."""
+    for file, by_column in tables:
+        if all(c in by_column for c in columns):
+            keys = by_column[columns[0]].keys()
+            return str(file), {k: np.array([by_column[c][k] for c in columns], dtype=np.float32) for k in keys}
+    closest = min(tables, key=lambda table: sum(c not in table[1] for c in columns))
+    missing = [c for c in columns if c not in closest[1]]
+    raise ConfigError(
+        f"--features: no file holds every column of {set_name} ({len(columns)} columns, as imported); {closest[0]}"
+        f" lacks {len(missing)} ({', '.join(map(repr, missing[:SHOWN]))}); give a file with all of them"
+    )
