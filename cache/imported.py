@@ -63,8 +63,15 @@ NPZ_COLUMNS = "columns"  # its columns' names, where it has them
 def read_vectors(file: Path, key: str | None) -> tuple[list[str], list[str], np.ndarray]:
     """The keys, the value columns and the (n_rows, n_columns) float32 values of one row per clip: a CSV, or a
     NumPy ``.npz`` (``read_npz``)."""
-    if file.suffix.lower() == ".npz":
-        return read_npz(file, key or NPZ_KEY)
+    ids, columns, values = read_npz(file, key or NPZ_KEY) if file.suffix.lower() == ".npz" else read_csv(file, key)
+    twice = sorted(c for c, n in Counter(columns).items() if n > 1)
+    if twice:
+        raise ConfigError(f"{file}: column name(s) given twice ({', '.join(map(repr, twice[:SHOWN]))}); name each once")
+    return ids, columns, values
+
+
+def read_csv(file: Path, key: str | None) -> tuple[list[str], list[str], np.ndarray]:
+    """``read_vectors`` of a CSV: a header of the key column and the value columns."""
     where = str(file)
     reader = csv.reader(io.StringIO(utf8_text(file, where)))
     header = next(reader, None)
@@ -104,27 +111,34 @@ def read_vectors(file: Path, key: str | None) -> tuple[list[str], list[str], np.
 def read_npz(file: Path, key: str) -> tuple[list[str], list[str], np.ndarray]:
     """An ``.npz`` of the rows' keys (array ``key``), their values (``features``, 2-D, numbers) and optionally the
     columns' names (``columns``; default ``f0``, ``f1``, ...)."""
-    try:
-        with np.load(file, allow_pickle=False) as arrays:
-            found = {name: arrays[name] for name in arrays.files}
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"{file}: not a NumPy .npz of plain arrays ({err})") from None
+    found = npz_arrays(file)
     fix = f"save it with np.savez(..., {key}=ids, {NPZ_VALUES}=matrix[, {NPZ_COLUMNS}=names])"
     if key not in found or NPZ_VALUES not in found:
         raise ConfigError(f"{file}: needs arrays {key!r} and {NPZ_VALUES!r} (it has {sorted(found)}); {fix}")
     ids, values = found[key], found[NPZ_VALUES]
-    if values.ndim != 2 or values.dtype.kind not in "iuf" or ids.ndim != 1 or len(ids) != len(values):
+    if values.ndim != 2 or values.dtype.kind not in "iuf" or ids.ndim != 1 or len(ids) != len(values) or not values.size:
         raise ConfigError(
             f"{file}: {NPZ_VALUES!r} must be a 2-D array of numbers with a row per entry of {key!r}"
             f" (shapes {values.shape} and {ids.shape}); {fix}"
         )
-    columns = [str(c) for c in found.get(NPZ_COLUMNS, [f"f{j}" for j in range(values.shape[1])])]
+    columns = [str(c) for c in np.atleast_1d(found.get(NPZ_COLUMNS, [f"f{j}" for j in range(values.shape[1])]))]
     if len(columns) != values.shape[1]:
         raise ConfigError(f"{file}: {len(columns)} {NPZ_COLUMNS} for {values.shape[1]} columns of {NPZ_VALUES!r}")
-    bad = [f"row {i} ({str(ids[i])!r}), column {columns[j]!r}" for i, j in np.argwhere(~np.isfinite(values))]
+    with np.errstate(over="ignore"):
+        stored = values.astype(np.float32)
+    bad = [f"row {i} ({str(ids[i])!r}), column {columns[j]!r}" for i, j in np.argwhere(~np.isfinite(stored))]
     if bad:
-        raise ConfigError(f"{file}: {len(bad)} value(s) not finite numbers ({'; '.join(bad[:SHOWN])}); fix or drop them")
-    return [str(i).strip() for i in ids], columns, values.astype(np.float32)
+        raise ConfigError(f"{file}: {len(bad)} value(s) not finite float32 numbers ({'; '.join(bad[:SHOWN])}); fix or drop them")
+    return [str(i).strip() for i in ids], columns, stored
+
+
+def npz_arrays(file: Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz``, loaded without pickle."""
+    try:
+        with np.load(file, allow_pickle=False) as arrays:
+            return {name: arrays[name] for name in arrays.files}
+    except Exception as err:  # numpy raises what the bytes provoke: OSError, ValueError, EOFError, BadZipFile...
+        raise ConfigError(f"{file}: not a NumPy .npz of plain arrays ({type(err).__name__}: {err})") from None
 
 
 def _check_name(cache: Cache, name: str) -> None:

@@ -128,12 +128,12 @@ def _check_feature_set(input_name: str, set_name: str, described: Any, where: st
     _require(isinstance(config, dict), f"{where}.config", "is not an object")
     input_configs = described.get("input_configs")
     _require(isinstance(input_configs, dict), f"{where}.input_configs", "is not an object")
-    if IMPORTED in config:
-        columns = described.get("columns")
+    if IMPORTED in config and "columns" in described:  # recorded since predict reads imported sets (``given``)
+        columns = described["columns"]
         _require(
             isinstance(columns, list) and bool(columns) and all(isinstance(c, str) for c in columns),
             f"{where}.columns",
-            "is not the imported set's column names (a model saved before predict read imported sets: fuse it again)",
+            "is not the imported set's column names",
         )
     checkpoint = described.get("checkpoint")
     if checkpoint is not None:

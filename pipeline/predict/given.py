@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from mvemo.cache.imported import read_vectors
+from mvemo.cache.imported import npz_arrays, read_vectors
 from mvemo.cache.layout import IMPORTED
 from mvemo.fuse.saved.model import SavedFusionModel
 from mvemo.manifests.errors import ConfigError, utf8_text
@@ -25,12 +25,24 @@ SHOWN = 5  # names listed in a refusal, the rest counted
 
 
 def imported_sets(saved: SavedFusionModel, name: str) -> dict[str, dict]:
-    """The imported sets model ``name`` reads, by set name: each one's import record and columns."""
-    return {
-        set_name: {"imported": described["config"][IMPORTED], "columns": described["columns"]}
-        for set_name, described in saved.feature_sets(name).items()
-        if IMPORTED in described["config"]
-    }
+    """The imported sets model ``name`` reads, by set name: each one's import record and columns.
+
+    Raises
+    ------
+    ConfigError
+        The model was saved before its imported sets' columns were recorded.
+    """
+    sets = {}
+    for set_name, described in saved.feature_sets(name).items():
+        if IMPORTED not in described["config"]:
+            continue
+        if "columns" not in described:
+            raise ConfigError(
+                f"model {name!r} reads {set_name}, imported, and was saved before mvemo recorded an imported set's"
+                " columns: save it again with `mvemo fuse`"
+            )
+        sets[set_name] = {"imported": described["config"][IMPORTED], "columns": described["columns"]}
+    return sets
 
 
 class GivenFeatures:
@@ -63,19 +75,25 @@ class GivenFeatures:
     def _keys(self) -> list[str]:
         return [d["imported"].get("key", "") for d in self.sets.values()]
 
-    def of(self, clip: Clip) -> dict[str, np.ndarray | str]:
-        """Each imported set's row for ``clip``, or where its file has none, the reason (its job fails with it)."""
-        keys = [clip.clip_id, PurePosixPath(clip.clip_id).stem]
-        keys += [Path(p).stem for p in (clip.audio, clip.video) if p is not None]
-        given: dict[str, np.ndarray | str] = {}
-        for set_name, (file, rows) in self.rows.items():
-            found = next((rows[k] for k in keys if k in rows), None)
-            given[set_name] = (
-                found
-                if found is not None
-                else f"clip {clip.clip_id!r}: {file} has no row for it (by clip id or file stem), and the model reads"
-                f" {set_name} from it; add the clip's row to --features"
-            )
+    def of(self, clips: list[Clip]) -> list[dict[str, np.ndarray | str]]:
+        """Each clip's row of each imported set, or where its file has none, the reason (its job fails with it). A
+        row belongs to the clip its key names by clip id, or by a file stem that no other of ``clips`` has, as
+        ``mvemo cache import`` matches rows."""
+        stems = Counter(PurePosixPath(clip.clip_id).stem for clip in clips)
+        given = []
+        for clip in clips:
+            stem = PurePosixPath(clip.clip_id).stem
+            keys = [clip.clip_id, *([stem] if stems[stem] == 1 else [])]
+            rows_of: dict[str, np.ndarray | str] = {}
+            for set_name, (file, rows) in self.rows.items():
+                found = next((rows[k] for k in keys if k in rows), None)
+                rows_of[set_name] = (
+                    found
+                    if found is not None
+                    else f"clip {clip.clip_id!r}: {file} has no row for it (by clip id, or by a file stem no other clip"
+                    f" has), and the model reads {set_name} from it; add the clip's row to --features"
+                )
+            given.append(rows_of)
         return given
 
 
@@ -83,8 +101,8 @@ def _key_column(file: Path, preferred: list[str]) -> str:
     """The column of ``file`` that keys its rows: the key the set was imported by where the file has it, else its
     first column (an ``.npz``: its ``clip_id`` array, unless it holds the set's key)."""
     if file.suffix.lower() == ".npz":
-        with np.load(file, allow_pickle=False) as arrays:
-            return next((key for key in preferred if key and key in arrays.files), "")
+        arrays = npz_arrays(file)
+        return next((key for key in preferred if key and key in arrays), "")
     header = next(csv.reader([utf8_text(file, str(file)).partition("\n")[0]]), [])
     return next((key for key in preferred if key and key in header), header[0] if header else "")
 
@@ -101,11 +119,17 @@ def _table(file: Path, key: str) -> tuple[Path, dict[str, dict[str, np.ndarray]]
 def _columns_of(
     set_name: str, columns: list[str], tables: list[tuple[Path, dict[str, dict[str, np.ndarray]]]]
 ) -> tuple[str, dict[str, np.ndarray]]:
-    """The rows of the first file that holds every column of the set, each in the set's column order."""
-    for file, by_column in tables:
-        if all(c in by_column for c in columns):
-            keys = by_column[columns[0]].keys()
-            return str(file), {k: np.array([by_column[c][k] for c in columns], dtype=np.float32) for k in keys}
+    """The rows of the one file that holds every column of the set, each in the set's column order."""
+    holding = [(file, by_column) for file, by_column in tables if all(c in by_column for c in columns)]
+    if len(holding) > 1:
+        raise ConfigError(
+            f"--features: {holding[0][0]} and {holding[1][0]} both hold every column of {set_name}; give its columns"
+            " in one file, or name the columns of each set apart"
+        )
+    if holding:
+        file, by_column = holding[0]
+        keys = by_column[columns[0]].keys()
+        return str(file), {k: np.array([by_column[c][k] for c in columns], dtype=np.float32) for k in keys}
     closest = min(tables, key=lambda table: sum(c not in table[1] for c in columns))
     missing = [c for c in columns if c not in closest[1]]
     raise ConfigError(

@@ -71,7 +71,7 @@ class Predictor:
         a ``ConfigError`` (the saved model does not fit this version) stops the run."""
         clips = list(clips)
         n = len(clips)
-        given = [self.given.of(clip) for clip in clips]
+        given = self.given.of(clips)
         if executor is None:
             results: Iterable[Any] = map(predict_clip, [self.saved] * n, [self.model] * n, clips, [self.weights_dir] * n, given)
         else:

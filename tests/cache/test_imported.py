@@ -75,6 +75,10 @@ def test_a_bad_csv_is_refused_whole_naming_its_rows(tmp_path: Path, edit, messag
 
 def test_malformed_files_and_names_are_refused(tmp_path: Path) -> None:
     cache = embedding_cache(tmp_path / "c.h5", nets={"a": (4, 1.0)}, n_per_class=4, vectors={"descriptors": (3, 1.0)})
+    twice = tmp_path / "twice.csv"
+    twice.write_text("song,x,x\nc0,1,2\n")
+    with pytest.raises(ConfigError, match=r"column name\(s\) given twice \('x'\)"):
+        import_vectors(cache, "mine", twice)
     short = tmp_path / "short.csv"
     short.write_text("song,f0\nc0,1,2\n")
     with pytest.raises(ConfigError, match="line 2: 3 fields, the header has 2"):
@@ -102,7 +106,7 @@ def test_an_npz_imports_as_its_csv_does_and_bad_arrays_are_refused(tmp_path: Pat
         np.testing.assert_array_equal(reader.read_matrix("mine"), values)
         assert reader.columns("mine") == ["u", "v"]
     np.savez(tmp_path / "nan.npz", clip_id=np.array(ids), features=np.where(values == 3, np.nan, values))
-    with pytest.raises(ConfigError, match=r"1 value\(s\) not finite numbers \(row 1 \('c1'\), column 'f1'\)"):
+    with pytest.raises(ConfigError, match=r"1 value\(s\) not finite float32 numbers \(row 1 \('c1'\), column 'f1'\)"):
         import_vectors(cache, "other", tmp_path / "nan.npz")
     np.savez(tmp_path / "keyless.npz", features=values)
     with pytest.raises(ConfigError, match=r"needs arrays 'clip_id' and 'features' \(it has \['features'\]\)"):
@@ -161,6 +165,15 @@ def test_a_model_over_an_imported_set_predicts_new_clips_from_their_given_column
     np.savez(tmp_path / "given.npz", song=np.array(["new0", "new1", "new2"]), features=new, columns=np.array(["f0", "f1"]))
     result = CliRunner().invoke(cli, [*args, "--features", str(tmp_path / "given.npz")])
     assert [r.get("label") for r in json.loads(result.stdout)] == [r.get("label") for r in results], "keyed by the import's key"
+
+    result = CliRunner().invoke(cli, [*args, "--features", str(given), "--features", str(tmp_path / "given.npz")])
+    assert result.exit_code == 2 and "both hold every column of mine" in result.output
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    same_stem = [tmp_path / d / "new0.wav" for d in "ab"]
+    for file in same_stem:
+        file.write_bytes(b"two clips of one stem")
+    result = CliRunner().invoke(cli, ["predict", str(folder), *map(str, same_stem), "--json", "--features", str(given)])
+    assert result.exit_code == 3 and all("has no row for it" in r["error"] for r in json.loads(result.stdout))
 
     lacking = tmp_path / "lacking.csv"
     lacking.write_text("id,f0\nnew0,1.0\n")
