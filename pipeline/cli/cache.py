@@ -101,8 +101,9 @@ def cache_import(cache_path: str, file: str, name: str, key: str | None) -> None
     """Import features of your own: one row per clip of FILE becomes the vector set NAME, fused like any input.
 
     FILE is a CSV (a key column, then a column per feature, named in its header) or a NumPy .npz (arrays clip_id,
-    features of a row per id, and optionally columns, their names). Every clip of the cache needs exactly one row, and every value must be a finite number: anything else is refused
-    whole, naming the rows and clips. The file's sha256 is the set's fingerprint and every report names it.
+    features of a row per id, and optionally columns, their names). Every clip of the cache needs exactly one row,
+    and every value must be a finite number: anything else is refused whole, naming the rows and clips. The file's
+    sha256 is the set's fingerprint and every report names it.
     """
     from mvemo.cache.imported import import_vectors
 

@@ -15,13 +15,11 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from mvemo.cache.imported import npz_arrays, read_vectors
+from mvemo.cache.imported import SHOWN, npz_arrays, read_vectors
 from mvemo.cache.layout import IMPORTED
 from mvemo.fuse.saved.model import SavedFusionModel
 from mvemo.manifests.errors import ConfigError, utf8_text
 from mvemo.manifests.schema import Clip
-
-SHOWN = 5  # names listed in a refusal, the rest counted
 
 
 def imported_sets(saved: SavedFusionModel, name: str) -> dict[str, dict]:

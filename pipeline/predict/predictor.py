@@ -49,7 +49,8 @@ class Predictor:
         weights_dir: str | os.PathLike[str] | None = None,
         features: Iterable[str | os.PathLike[str]] = (),
     ) -> None:
-        """``features``: CSVs of the columns of the sets the model imported (``mvemo cache import``) for new clips."""
+        """``features``: CSV or .npz files of the columns of the sets the model imported (``mvemo cache import``) for
+        the new clips (``GivenFeatures``)."""
         self.saved = load_fusion_model(Path(model_dir).absolute())
         self.weights_dir = None if weights_dir is None else str(Path(weights_dir).absolute())  # workers run elsewhere
         self.model = choose_model(self.saved, model)
