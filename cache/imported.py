@@ -55,6 +55,20 @@ def import_vectors(
     return {"set": name, "clips": len(rows), "columns": len(columns), "file": str(file), "sha256": config[IMPORTED]["sha256"]}
 
 
+def imported_sets(cache_path: str | os.PathLike[str]) -> set[str]:
+    """The sets of the cache that ``mvemo cache import`` wrote: no ``mvemo extract`` writes them again."""
+    with Cache(cache_path) as cache:
+        return {name for name in cache.feature_sets() if IMPORTED in cache.config(name)}
+
+
+def reimport_command(cache: Cache, name: str) -> str | None:
+    """For a set of ``mvemo cache import``, the command that gives every clip its row again (a grown cache or a
+    changed media file leaves rows without); None for a set ``mvemo extract`` computes."""
+    if IMPORTED not in cache.config(name):
+        return None
+    return f"`mvemo cache import {cache.path} FILE --set {name}` again, FILE holding a row for every clip"
+
+
 NPZ_KEY = "clip_id"  # the default array of an .npz's row keys
 NPZ_VALUES = "features"  # its (n_rows, n_columns) values
 NPZ_COLUMNS = "columns"  # its columns' names, where it has them

@@ -11,6 +11,7 @@ import numpy as np
 
 from mvemo.cache.fingerprint import fingerprint, media_hash, media_stat_key
 from mvemo.cache.h5file import row_checksum
+from mvemo.cache.imported import reimport_command
 from mvemo.cache.layout import ABSENT, DONE, FAILED, TODO, media_keys
 from mvemo.cache.lock import lock_state
 from mvemo.cache.read import Cache
@@ -75,7 +76,7 @@ def _check_set(cache: Cache, name: str, current: np.ndarray, report: VerifyRepor
         report.stale[name] = [cache.clip_ids[r] for r in stale]
         report.problems.append(
             f"{name}: {stale.size} rows computed from media that has changed since"
-            f" (first: {cache.clip_ids[stale[0]]!r}); rerun `mvemo extract` to recompute them"
+            f" (first: {cache.clip_ids[stale[0]]!r}); {reimport_command(cache, name) or 'rerun `mvemo extract` to recompute them'}"
         )
     bad_status = np.flatnonzero(~np.isin(status, (TODO, DONE, FAILED, ABSENT)))
     if bad_status.size:

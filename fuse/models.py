@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mvemo.cache.imported import reimport_command
 from mvemo.cache.layout import DONE, TODO
 from mvemo.cache.read import Cache
 from mvemo.fuse.compose import Best, Features, Late, Node, Stack, inputs_of, integrated
@@ -130,7 +131,10 @@ def incomplete_inputs(cache: Cache) -> dict[str, str]:
 
 
 def _completing_command(cache: Cache, name: str, *, tuned: bool) -> str:
-    """The ``mvemo extract`` command that finishes a cached input (it resumes where it stopped)."""
+    """The command that finishes a cached input: ``mvemo extract`` (it resumes where it stopped), or for a set of
+    ``mvemo cache import`` (which a grown cache leaves without rows for its new clips) that import again."""
+    if name in vector_sets(cache) and (command := reimport_command(cache, name)):
+        return command
     if name == LLDSTATS:
         option = "--features lld"
     elif name in vector_sets(cache):

@@ -9,11 +9,16 @@ from click.testing import CliRunner
 
 from mvemo.cache.imported import _match, import_vectors
 from mvemo.cache.read import Cache
+from mvemo.cache.store import CacheWriter
+from mvemo.cache.verify import verify_cache
 from mvemo.fuse.cv import cross_validate
+from mvemo.fuse.inputs import missing_reasons
+from mvemo.fuse.models import incomplete_inputs
 from mvemo.fuse.provenance import provenance
 from mvemo.manifests import ConfigError
 from mvemo.manifests.errors import ManifestError
 from mvemo.pipeline.cli.main import cli
+from tests.cache.helpers import MEL, row_values, stand_in_manifest
 from tests.fuse.helpers import embedding_cache
 
 
@@ -93,6 +98,36 @@ def test_malformed_files_and_names_are_refused(tmp_path: Path) -> None:
         import_vectors(cache, "descriptors", features_csv(tmp_path / "ok.csv", ["c0"], np.ones((1, 1))))
     with pytest.raises(ConfigError, match="without '/'"):
         import_vectors(cache, "emb/a/all", tmp_path / "ok.csv")
+
+
+def test_an_imported_set_outlives_gc_and_a_grown_cache_asks_for_it_again(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    with CacheWriter(cache, stand_in_manifest(tmp_path / "media")) as writer:
+        writer.prepare([MEL])
+        for row in range(12):
+            writer.write("mel", [row], [row_values(MEL, row)])
+    ids = [f"c/{i}" for i in range(15)]
+    values = np.arange(45, dtype=np.float64).reshape(15, 3)
+    import_vectors(cache, "mine", features_csv(tmp_path / "first.csv", ids[:12], values[:12]))
+    result = CliRunner().invoke(cli, ["cache", "gc", str(cache), "--features", "mel"])
+    assert result.exit_code == 0, result.output
+    with Cache(cache) as reader:
+        assert reader.feature_sets() == ["mel", "mine"], "gc keeps what no extract writes again"
+        assert incomplete_inputs(reader) == {}
+    with CacheWriter(cache, stand_in_manifest(tmp_path / "media", n=15)) as writer:
+        writer.prepare([MEL])
+    with Cache(cache) as reader:
+        why = incomplete_inputs(reader)["mine"]
+    again = f"`mvemo cache import {cache} FILE --set mine` again"
+    assert "3 of 15 clips not computed" in why and again in why
+    with Cache(cache) as reader:
+        assert again in missing_reasons(reader, "mine")[14]
+    (tmp_path / "media" / "clip 0.mp4").write_bytes(b"edited")
+    assert any(again in problem for problem in verify_cache(cache).problems), "a stale row asks for the import too"
+    import_vectors(cache, "mine", features_csv(tmp_path / "all.csv", ids, values))
+    with Cache(cache) as reader:
+        assert "mine" not in incomplete_inputs(reader)
+        np.testing.assert_array_equal(reader.read_matrix("mine"), values.astype(np.float32))
 
 
 def test_an_npz_imports_as_its_csv_does_and_bad_arrays_are_refused(tmp_path: Path) -> None:
