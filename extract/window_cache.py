@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from mvemo.cache.handle import CacheHandle
-from mvemo.cache.layout import ABSENT, FAILED, POOLED_KEY, FeatureSpec, single_file_error
+from mvemo.cache.layout import ABSENT, FAILED, IMPORTED, POOLED_KEY, FeatureSpec, single_file_error
 from mvemo.cache.read import Cache
 from mvemo.extract.window_plan import TIMES_SET, WindowConfig, WindowPlan, pool, pooled_width
 from mvemo.manifests.errors import ConfigError
@@ -122,8 +122,9 @@ def check_windowing(cache: CacheHandle, *, windowed: bool) -> None:
     if not cache.exists:
         return
     path, reader = cache.path, cache.reader
-    pooled = [name for name in reader.feature_sets() if is_pooled(reader.config(name))]
-    other = sorted(set(reader.feature_sets()) - set(pooled))
+    computed = [name for name in reader.feature_sets() if IMPORTED not in reader.config(name)]  # imports: either kind
+    pooled = [name for name in computed if is_pooled(reader.config(name))]
+    other = sorted(set(computed) - set(pooled))
     if windowed and other:
         raise ConfigError(
             f"cache {str(path)!r} holds sets of each clip's first window ({', '.join(other)}); [clip] windows = true"

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mvemo.cache.imported import import_vectors
 from mvemo.cache.read import Cache
 from mvemo.extract.decode.audio import AudioWindow
 from mvemo.extract.features import FeatureConfigs
@@ -146,6 +147,17 @@ def test_one_cache_never_mixes_first_windows_and_pooled_windows(windowed: tuple[
         extract_features(clips, tmp_path / "cache", features="descriptors", configs=configs(), windows=WindowConfig(windows=True))
     with pytest.raises(ConfigError, match=r"pooled over windows \(descriptors, emb/onedcnn/all\)"):
         extract_features(manifest, cache_path, features="descriptors", configs=configs())
+
+
+def test_an_imported_set_is_of_neither_kind(windowed: tuple[Path, Manifest], tmp_path: Path) -> None:
+    clips = replace(windowed[1], clips=windowed[1].clips[:4])
+    windows = WindowConfig(windows=True, hop_s=HOP_S, pooling="mean+std")
+    extract_features(clips, tmp_path / "cache", features="descriptors", configs=configs(), windows=windows)
+    mine = tmp_path / "mine.csv"
+    mine.write_text("clip,x\n" + "".join(f"{clip.clip_id},{i}\n" for i, clip in enumerate(clips.clips)))
+    import_vectors(tmp_path / "cache", "mine", mine)
+    again = extract_features(clips, tmp_path / "cache", features="descriptors", configs=configs(), windows=windows)
+    assert all(s.computed == 0 for s in again.features.sets.values()), "the import blocks no later run"
 
 
 def test_a_fine_tuned_net_on_windows_reaches_predict(windowed: tuple[Path, Manifest], tmp_path: Path) -> None:
