@@ -15,6 +15,7 @@ import io
 import math
 import os
 from collections import Counter
+from collections.abc import Collection
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -27,21 +28,30 @@ from mvemo.manifests.errors import ConfigError, utf8_text
 
 EXTRACTOR = "mvemo.import"
 SHOWN = 5  # problems named in a refusal, the rest counted
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def import_vectors(
-    cache_path: str | os.PathLike[str], name: str, file: str | os.PathLike[str], key: str | None = None
+    cache_path: str | os.PathLike[str],
+    name: str,
+    file: str | os.PathLike[str],
+    key: str | None = None,
+    *,
+    taken: Collection[str] = (),
 ) -> dict[str, Any]:
     """Write the CSV ``file`` into the cache as the vector set ``name``, its rows matched to clips by the column
-    ``key`` (default the first); returns what was imported.
+    ``key`` (default the first); returns what was imported. ``taken``: names the set may not have (a net's, a
+    set extract writes, a named model's), nor a net variant's ``NAME.variant``.
 
     Raises
     ------
     ConfigError
         Naming the rows and clips at fault: a CSV row of no clip or of a clip already given, a clip without a row, a
-        value that is not a finite number, a name that a computed set has.
+        value that is not a finite number, a name that a computed set has or that is ``taken``.
     """
     file = Path(file)
+    if name in taken or name.split(".", 1)[0] in taken:
+        raise ConfigError(f"--set {name!r}: mvemo names a net, a feature set or a model so; import under another name")
     ids, columns, values = read_vectors(file, key)
     with Cache(cache_path) as cache:
         _check_name(cache, name)
@@ -61,12 +71,16 @@ def imported_sets(cache_path: str | os.PathLike[str]) -> set[str]:
         return {name for name in cache.feature_sets() if IMPORTED in cache.config(name)}
 
 
-def reimport_command(cache: Cache, name: str) -> str | None:
-    """For a set of ``mvemo cache import``, the command that gives every clip its row again (a grown cache or a
-    changed media file leaves rows without); None for a set ``mvemo extract`` computes."""
+def reimport_command(cache: Cache, name: str, *, stale: bool = False) -> str | None:
+    """For a set of ``mvemo cache import``, the command that gives every clip its row again: a grown cache leaves
+    rows without, and a changed media file (``stale``) rows that only an import after ``mvemo extract`` has recorded
+    the new media replaces. None for a set ``mvemo extract`` computes."""
     if IMPORTED not in cache.config(name):
         return None
-    return f"`mvemo cache import {cache.path} FILE --set {name}` again, FILE holding a row for every clip"
+    key = cache.config(name)[IMPORTED].get("key")
+    command = f"`mvemo cache import {cache.path} FILE --set {name}{f' --key {key}' if key else ''}`"
+    first = f"run `mvemo extract MANIFEST --cache {cache.path}` (it records the changed media), then " if stale else ""
+    return f"{first}{command} again, FILE holding a row for every clip"
 
 
 NPZ_KEY = "clip_id"  # the default array of an .npz's row keys
@@ -111,12 +125,12 @@ def read_csv(file: Path, key: str | None) -> tuple[list[str], list[str], np.ndar
                 number = float(text)
             except ValueError:
                 number = math.nan
-            if not math.isfinite(number):
+            if not math.isfinite(number) or abs(number) > FLOAT32_MAX:  # stored as float32, where 1e300 is inf
                 bad.append(f"line {line} ({row[at]!r}), column {header[i]!r}: {text!r}")
             numbers.append(number)
         values.append(numbers)
     if bad:
-        raise ConfigError(f"{where}: {len(bad)} value(s) not finite numbers ({'; '.join(bad[:SHOWN])}); fix or drop them")
+        raise ConfigError(f"{where}: {len(bad)} value(s) not finite float32 numbers ({'; '.join(bad[:SHOWN])}); fix or drop them")
     if not ids:
         raise ConfigError(f"{where}: no rows under the header")
     return ids, columns, np.asarray(values, dtype=np.float32)
@@ -135,7 +149,7 @@ def read_npz(file: Path, key: str) -> tuple[list[str], list[str], np.ndarray]:
             f"{file}: {NPZ_VALUES!r} must be a 2-D array of numbers with a row per entry of {key!r}"
             f" (shapes {values.shape} and {ids.shape}); {fix}"
         )
-    columns = [str(c) for c in np.atleast_1d(found.get(NPZ_COLUMNS, [f"f{j}" for j in range(values.shape[1])]))]
+    columns = _texts(np.atleast_1d(found.get(NPZ_COLUMNS, np.array([f"f{j}" for j in range(values.shape[1])]))))
     if len(columns) != values.shape[1]:
         raise ConfigError(f"{file}: {len(columns)} {NPZ_COLUMNS} for {values.shape[1]} columns of {NPZ_VALUES!r}")
     with np.errstate(over="ignore"):
@@ -143,7 +157,12 @@ def read_npz(file: Path, key: str) -> tuple[list[str], list[str], np.ndarray]:
     bad = [f"row {i} ({str(ids[i])!r}), column {columns[j]!r}" for i, j in np.argwhere(~np.isfinite(stored))]
     if bad:
         raise ConfigError(f"{file}: {len(bad)} value(s) not finite float32 numbers ({'; '.join(bad[:SHOWN])}); fix or drop them")
-    return [str(i).strip() for i in ids], columns, stored
+    return [i.strip() for i in _texts(ids)], columns, stored
+
+
+def _texts(array: np.ndarray) -> list[str]:
+    """Each entry as text: bytes (an array of dtype ``S``, as Python 2 or h5py write names) decoded as UTF-8."""
+    return [i.decode("utf-8", "replace") if isinstance(i, bytes) else str(i) for i in array.tolist()]
 
 
 def npz_arrays(file: Path) -> dict[str, np.ndarray]:

@@ -172,13 +172,15 @@ def missing_reasons(cache: Cache, set_name: str) -> dict[int, str]:
     status = cache.status(set_name)
     done = cache.done(set_name)
     errors = cache.errors(set_name)
-    redo = reimport_command(cache, set_name)
+    redo, redo_stale = reimport_command(cache, set_name), reimport_command(cache, set_name, stale=True)
     reasons = {}
     for row in np.flatnonzero(~done):
         if status[row] == FAILED:
             reasons[int(row)] = f"{set_name} failed: {errors[int(row)]}"
         elif status[row] == DONE:
-            reasons[int(row)] = f"{set_name} is stale: the media changed since it was computed; {redo or 'rerun `mvemo extract`'}"
+            reasons[int(row)] = (
+                f"{set_name} is stale: the media changed since it was computed; {redo_stale or 'rerun `mvemo extract`'}"
+            )
         else:
             reasons[int(row)] = f"{set_name} not computed; {redo or 'run `mvemo extract` on the manifest'}"
     return reasons

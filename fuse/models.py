@@ -31,6 +31,8 @@ VIDEO_NETS = ("c3d", "i3d", "r3d_18", "r2plus1d_18", "mc3_18")
 PAPER_PAIRS = (("c3d", "onedcnn"), ("i3d", "onedcnn"), ("c3d", "twodcnn"), ("i3d", "twodcnn"))
 LLDSTATS = "lldstats"
 INTEGRATED = ("integrated", "integrated-audio")
+DECISION = "integrated-decision"
+NAMED_MODELS = (*INTEGRATED, DECISION)
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,14 @@ def base_net(name: str) -> str:
 def cached_inputs(cache: Cache) -> list[str]:
     """Every input the cache can feed a model: the nets' embeddings, ``lldstats`` where LLDs are cached, then the
     clip-level vector sets."""
-    return cached_nets(cache) + ([LLDSTATS] if "lld" in cache.feature_sets() else []) + vector_sets(cache)
+    nets, sets = cached_nets(cache), vector_sets(cache)
+    taken = [n for n in sets if n in nets or base_net(n) in (*AUDIO_NETS, *VIDEO_NETS, LLDSTATS, *NAMED_MODELS)]
+    if taken:
+        raise ConfigError(
+            f"cache {str(cache.path)!r}: set {taken[0]!r} has the name of a net, of lldstats or of a model, and"
+            f" would stand for it; import it again under another name (`mvemo cache import ... --set NAME`)"
+        )
+    return nets + ([LLDSTATS] if "lld" in cache.feature_sets() else []) + sets
 
 
 def vector_sets(cache: Cache) -> list[str]:
@@ -133,8 +142,10 @@ def incomplete_inputs(cache: Cache) -> dict[str, str]:
 def _completing_command(cache: Cache, name: str, *, tuned: bool) -> str:
     """The command that finishes a cached input: ``mvemo extract`` (it resumes where it stopped), or for a set of
     ``mvemo cache import`` (which a grown cache leaves without rows for its new clips) that import again."""
-    if name in vector_sets(cache) and (command := reimport_command(cache, name)):
-        return command
+    if name in vector_sets(cache):
+        stale = bool(((cache.status(name) == DONE) & ~cache.done(name)).any())
+        if command := reimport_command(cache, name, stale=stale):
+            return command
     if name == LLDSTATS:
         option = "--features lld"
     elif name in vector_sets(cache):
@@ -163,7 +174,7 @@ def named_models(cache: Cache, complete: list[str]) -> dict[str, Node]:
         named[name] = integrated(tuple(Features((input_name,)) for input_name in trusted))
     pairs = paper_pairs(trusted)
     if len(pairs) > 1:
-        named["integrated-decision"] = Late(tuple(pairs))
+        named[DECISION] = Late(tuple(pairs))
     return named
 
 
@@ -217,7 +228,7 @@ def _how_to_compute(cache: Cache, name: str) -> str:
     command = f"`mvemo extract MANIFEST --cache {cache.path}"
     if name == LLDSTATS:
         return f"{command} --features lld`"
-    if name in (*INTEGRATED, "integrated-decision"):
+    if name in NAMED_MODELS:
         return f"{command} --nets ...` (two pretrained or fine-tuned nets at least)"
     return f"{command} --nets {name}` for a net, or {command} --features {name}` for a feature set"
 

@@ -106,8 +106,11 @@ def cache_import(cache_path: str, file: str, name: str, key: str | None) -> None
     sha256 is the set's fingerprint and every report names it.
     """
     from mvemo.cache.imported import import_vectors
+    from mvemo.extract.features import AUDIO_FEATURES, FEATURE_GROUPS, VIDEO_SETS
+    from mvemo.fuse.models import AUDIO_NETS, LLDSTATS, NAMED_MODELS, VIDEO_NETS
 
-    done = import_vectors(cache_path, name, file, key)
+    taken = {*AUDIO_FEATURES, *VIDEO_SETS, *FEATURE_GROUPS, *AUDIO_NETS, *VIDEO_NETS, LLDSTATS, *NAMED_MODELS}
+    done = import_vectors(cache_path, name, file, key, taken=taken)
     click.echo(
         f"{cache_path}: set {done['set']!r}, {done['columns']} columns for {done['clips']} clips from {done['file']}"
         f" (sha256 {done['sha256'][:12]}); fuse it with e.g. `mvemo-cv --cache {cache_path} --models {done['set']}`"

@@ -72,12 +72,7 @@ def predict(
     # a missing file is one clip's failure, reported in its row, not the run's
     clips = list(read_manifest(manifest_path, check_files=False).clips) if manifest_path else [file_clip(f) for f in files]
     labels = {c.clip_id: c.label for c in clips if c.label}
-    predictor = Predictor(model_dir, model_name, weights_dir, feature_files)
-    if timeline and predictor.given.sets:
-        raise ConfigError(
-            f"--timeline: model {predictor.model!r} reads {next(iter(predictor.given.sets))}, imported once per clip,"
-            " not per window; choose a --model of computed inputs"
-        )
+    predictor = Predictor(model_dir, model_name, weights_dir, feature_files, timeline=timeline)
     if timeline:
         _timelines(ctx, predictor, clips, hop_s, out_dir, embed_media, as_json, options)
         return

@@ -69,6 +69,20 @@ class GivenFeatures:
         self.rows: dict[str, tuple[str, dict[str, np.ndarray]]] = {}  # set -> (file, {key: row})
         for set_name, described in self.sets.items():
             self.rows[set_name] = _columns_of(set_name, described["columns"], tables)
+        self._refuse_shared_names()
+
+    def _refuse_shared_names(self) -> None:
+        """Two sets read from one file through columns of the same names would read the same values."""
+        names = list(self.sets)
+        for i, first in enumerate(names):
+            for second in names[i + 1 :]:
+                shared = [c for c in self.sets[first]["columns"] if c in self.sets[second]["columns"]]
+                if shared and self.rows[first][0] == self.rows[second][0]:
+                    raise ConfigError(
+                        f"--features: {first} and {second} would both read {self.rows[first][0]}, whose columns"
+                        f" {', '.join(map(repr, shared[:SHOWN]))} both sets were imported with: import them again"
+                        " with columns named apart (an .npz's columns array), and give those names for the new clips"
+                    )
 
     def _keys(self) -> list[str]:
         return [d["imported"].get("key", "") for d in self.sets.values()]

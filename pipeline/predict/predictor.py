@@ -19,7 +19,7 @@ from mvemo.fuse.saved.model import SavedFusionModel, load_fusion_model
 from mvemo.manifests.errors import ConfigError, MvemoError
 from mvemo.manifests.schema import Clip
 from mvemo.manifests.targets import HALVES, quadrants, value_categories
-from mvemo.pipeline.predict.given import GivenFeatures
+from mvemo.pipeline.predict.given import GivenFeatures, imported_sets
 from mvemo.pipeline.predict.inputs import check_computable, model_inputs
 
 
@@ -48,13 +48,21 @@ class Predictor:
         model: str | None = None,
         weights_dir: str | os.PathLike[str] | None = None,
         features: Iterable[str | os.PathLike[str]] = (),
+        *,
+        timeline: bool = False,
     ) -> None:
         """``features``: CSV or .npz files of the columns of the sets the model imported (``mvemo cache import``) for
-        the new clips (``GivenFeatures``)."""
+        the new clips (``GivenFeatures``); ``timeline``: the clips are to be read window by window, which a model
+        over an imported set (a row per clip) cannot."""
         self.saved = load_fusion_model(Path(model_dir).absolute())
         self.weights_dir = None if weights_dir is None else str(Path(weights_dir).absolute())  # workers run elsewhere
         self.model = choose_model(self.saved, model)
         check_computable(self.saved, self.model, self.weights_dir)
+        if timeline and (imported := imported_sets(self.saved, self.model)):
+            raise ConfigError(
+                f"--timeline: model {self.model!r} reads {next(iter(imported))}, imported once per clip, not per"
+                " window; choose a --model of computed inputs"
+            )
         self.given = GivenFeatures(self.saved, self.model, features)
 
     @property

@@ -59,8 +59,9 @@ def test_an_imported_set_is_an_input_like_any_other(tmp_path: Path) -> None:
         (lambda ids, v: (ids[1:], v[1:]), r"1 clip\(s\) without a row \('c0'\)"),
         (
             lambda ids, v: (ids, np.where(np.arange(v.size).reshape(v.shape) == 4, np.nan, v)),
-            r"not finite numbers \(line 3 \('c1'\), column 'f1'",
+            r"not finite float32 numbers \(line 3 \('c1'\), column 'f1'",
         ),
+        (lambda ids, v: (ids, np.where(np.arange(v.size).reshape(v.shape) == 5, 1e300, v)), r"column 'f2': '1e\+300'"),
         (lambda ids, v: (ids, np.where(np.arange(v.size).reshape(v.shape) == 0, np.inf, v)), r"column 'f0': 'inf'"),
     ],
 )
@@ -98,6 +99,12 @@ def test_malformed_files_and_names_are_refused(tmp_path: Path) -> None:
         import_vectors(cache, "descriptors", features_csv(tmp_path / "ok.csv", ["c0"], np.ones((1, 1))))
     with pytest.raises(ConfigError, match="without '/'"):
         import_vectors(cache, "emb/a/all", tmp_path / "ok.csv")
+    import_vectors(cache, "a", features_csv(tmp_path / "noise.csv", [f"c{i}" for i in range(12)], np.ones((12, 1))))
+    with pytest.raises(ConfigError, match="set 'a' has the name of a net, of lldstats or of a model"):
+        cross_validate(cache, models="a")  # a set imported through the API under a net's name never stands for it
+    for taken in ("musicnn", "musicnn.mine", "lldstats", "integrated", "expressive"):
+        result = CliRunner().invoke(cli, ["cache", "import", str(cache), str(tmp_path / "ok.csv"), "--set", taken])
+        assert result.exit_code == 2 and "mvemo names a net, a feature set or a model so" in result.output, taken
 
 
 def test_an_imported_set_outlives_gc_and_a_grown_cache_asks_for_it_again(tmp_path: Path) -> None:
@@ -108,26 +115,33 @@ def test_an_imported_set_outlives_gc_and_a_grown_cache_asks_for_it_again(tmp_pat
             writer.write("mel", [row], [row_values(MEL, row)])
     ids = [f"c/{i}" for i in range(15)]
     values = np.arange(45, dtype=np.float64).reshape(15, 3)
-    import_vectors(cache, "mine", features_csv(tmp_path / "first.csv", ids[:12], values[:12]))
+    import_vectors(cache, "mine", features_csv(tmp_path / "first.csv", ids[:12], values[:12]), key="song")
     result = CliRunner().invoke(cli, ["cache", "gc", str(cache), "--features", "mel"])
     assert result.exit_code == 0, result.output
     with Cache(cache) as reader:
         assert reader.feature_sets() == ["mel", "mine"], "gc keeps what no extract writes again"
         assert incomplete_inputs(reader) == {}
-    with CacheWriter(cache, stand_in_manifest(tmp_path / "media", n=15)) as writer:
+    grown = stand_in_manifest(tmp_path / "media", n=15)
+    with CacheWriter(cache, grown) as writer:
         writer.prepare([MEL])
+    again = f"`mvemo cache import {cache} FILE --set mine --key song` again"
     with Cache(cache) as reader:
         why = incomplete_inputs(reader)["mine"]
-    again = f"`mvemo cache import {cache} FILE --set mine` again"
-    assert "3 of 15 clips not computed" in why and again in why
-    with Cache(cache) as reader:
+        assert "3 of 15 clips not computed" in why and again in why and "mvemo extract" not in why
         assert again in missing_reasons(reader, "mine")[14]
+
     (tmp_path / "media" / "clip 0.mp4").write_bytes(b"edited")
-    assert any(again in problem for problem in verify_cache(cache).problems), "a stale row asks for the import too"
-    import_vectors(cache, "mine", features_csv(tmp_path / "all.csv", ids, values))
+    extract_first = f"run `mvemo extract MANIFEST --cache {cache}` (it records the changed media), then {again}"
+    assert any(extract_first in problem for problem in verify_cache(cache).problems)
+    with CacheWriter(cache, grown) as writer:  # what extract does first: record the changed media
+        writer.prepare([MEL])
+    with Cache(cache) as reader:
+        assert extract_first in incomplete_inputs(reader)["mine"]
+    import_vectors(cache, "mine", features_csv(tmp_path / "all.csv", ids, values), key="song")
     with Cache(cache) as reader:
         assert "mine" not in incomplete_inputs(reader)
         np.testing.assert_array_equal(reader.read_matrix("mine"), values.astype(np.float32))
+    assert not any("mine" in problem for problem in verify_cache(cache).problems), "the advice, followed, clears it"
 
 
 def test_an_npz_imports_as_its_csv_does_and_bad_arrays_are_refused(tmp_path: Path) -> None:
@@ -140,6 +154,11 @@ def test_an_npz_imports_as_its_csv_does_and_bad_arrays_are_refused(tmp_path: Pat
     with Cache(cache) as reader:
         np.testing.assert_array_equal(reader.read_matrix("mine"), values)
         assert reader.columns("mine") == ["u", "v"]
+    np.savez(tmp_path / "bytes.npz", clip_id=np.array(ids, dtype="S"), features=values, columns=np.array([b"u", b"v"]))
+    import_vectors(cache, "mine", tmp_path / "bytes.npz")
+    with Cache(cache) as reader:
+        np.testing.assert_array_equal(reader.read_matrix("mine"), values)
+        assert reader.columns("mine") == ["u", "v"], "bytes read as the text they encode"
     np.savez(tmp_path / "nan.npz", clip_id=np.array(ids), features=np.where(values == 3, np.nan, values))
     with pytest.raises(ConfigError, match=r"1 value\(s\) not finite float32 numbers \(row 1 \('c1'\), column 'f1'\)"):
         import_vectors(cache, "other", tmp_path / "nan.npz")
@@ -203,6 +222,8 @@ def test_a_model_over_an_imported_set_predicts_new_clips_from_their_given_column
 
     result = CliRunner().invoke(cli, [*args, "--features", str(given), "--features", str(tmp_path / "given.npz")])
     assert result.exit_code == 2 and "both hold every column of mine" in result.output
+    result = CliRunner().invoke(cli, ["predict", str(folder), str(files[0]), "--model", "mine", "--timeline"])
+    assert result.exit_code == 2 and "imported once per clip, not per window" in result.output, "not: give --features"
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
     same_stem = [tmp_path / d / "new0.wav" for d in "ab"]
     for file in same_stem:
@@ -218,3 +239,22 @@ def test_a_model_over_an_imported_set_predicts_new_clips_from_their_given_column
     twice.write_text("id,f0,f1\nnew0,1,2\nnew0,1,2\n")
     result = CliRunner().invoke(cli, [*args, "--features", str(twice)])
     assert result.exit_code == 2 and "1 clip(s) given two rows or more ('new0')" in result.output
+
+
+def test_two_sets_of_the_same_column_names_are_not_read_from_one_file(tmp_path: Path) -> None:
+    from mvemo.fuse.stage import fuse_cache
+
+    cache = embedding_cache(tmp_path / "c.h5", nets={"a": (4, 1.0)}, n_per_class=6)
+    with Cache(cache) as reader:
+        ids, y = np.array(reader.clip_ids), reader.y.astype(float)
+    np.savez(tmp_path / "x.npz", clip_id=ids, features=np.column_stack([y, y, -y]))
+    np.savez(tmp_path / "z.npz", clip_id=ids, features=np.column_stack([-y, y]))
+    import_vectors(cache, "xs", tmp_path / "x.npz")
+    import_vectors(cache, "zs", tmp_path / "z.npz")  # both with the default column names f0, f1, ...
+    _, folder = fuse_cache(cache, tmp_path / "out", models="xs+zs")
+    new = tmp_path / "new.wav"
+    new.write_bytes(b"not read")
+    np.savez(tmp_path / "newx.npz", clip_id=np.array(["new"]), features=np.array([[2.0, 2.0, -2.0]]))
+    args = ["predict", str(folder), str(new), "--model", "xs+zs", "--features", str(tmp_path / "newx.npz")]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and "xs and zs would both read" in result.output and "'f0', 'f1'" in result.output
