@@ -279,11 +279,6 @@ def make_head(kind: str | None = None, selection: SelectionConfig | None = None,
                 f"[fuse] heads = {list(selection.heads)}: the inner folds choose the head among them; give no --head,"
                 " [head] name or [head] parameters beside it"
             )
-        if "softmax" in selection.heads:
-            raise ConfigError(
-                "[fuse] heads: softmax cannot be among the families the inner folds choose from: its inner"
-                " probabilities come from the epochs chosen on those very rows, which flatters it"
-            )
         return ChosenHead(tuple((name, family_head(name, selection)) for name in selection.heads), selection.scoring)
     return family_head(kind or selection.heads[0], selection, params)
 

@@ -182,7 +182,8 @@ class SoftmaxHead(_LinearHead):
     rows, each inner fold trained with early stopping on its own validation rows;
     the epochs are the mean of the inner folds' best epochs, and the head is then
     trained on every row for that many epochs. ``selected_`` holds the three and
-    ``inner_proba_`` the inner folds' out-of-fold probabilities.
+    ``inner_proba_`` the inner folds' out-of-fold probabilities, each fold read at the
+    epoch the other folds chose (``cross_fitted_epochs``).
 
     With both given, the epoch is chosen on one inner split (``manifests.folds.inner_split``,
     about ``val_fraction`` of the rows); rows too few to split train ``max_epochs`` epochs:
@@ -279,23 +280,34 @@ class SoftmaxHead(_LinearHead):
         best: tuple[float, float, float, int, np.ndarray] | None = None
         for lr in lrs:
             for l2 in l2s:
-                proba, best_epochs = np.zeros((len(target), len(self.classes_))), []
+                trained = []
                 for train, val in splits:
-                    layer, epoch = self._train(Z, target, train, val, lr=lr, l2=l2, epochs=self.max_epochs)
-                    proba[val] = layer_proba(layer, Z[val])
-                    best_epochs.append(epoch)
+                    curve: list[np.ndarray] = []
+                    _, epoch = self._train(Z, target, train, val, lr=lr, l2=l2, epochs=self.max_epochs, curve=curve)
+                    trained.append((epoch, curve))
+                proba = cross_fitted_epochs(trained, [val for _, val in splits], (len(target), len(self.classes_)))
                 score = inner_score(target, proba, self.scoring)
                 if best is None or score > best[0]:
-                    best = (score, lr, l2, max(1, round(float(np.mean(best_epochs)))), proba)
+                    best = (score, lr, l2, max(1, round(float(np.mean([epoch for epoch, _ in trained])))), proba)
         assert best is not None  # the grids are non-empty
         _, lr, l2, epochs, self.inner_proba_ = best
         return lr, l2, epochs
 
     def _train(
-        self, Z: np.ndarray, target: np.ndarray, train: np.ndarray, val: np.ndarray | None, *, lr: float, l2: float, epochs: int
+        self,
+        Z: np.ndarray,
+        target: np.ndarray,
+        train: np.ndarray,
+        val: np.ndarray | None,
+        *,
+        lr: float,
+        l2: float,
+        epochs: int,
+        curve: list[np.ndarray] | None = None,
     ) -> Any:
         """A linear layer trained on rows ``train`` for at most ``epochs`` epochs, and the epoch kept: the one of
-        least validation loss on rows ``val`` (early stopping after ``patience`` worse epochs), else the last."""
+        least validation loss on rows ``val`` (early stopping after ``patience`` worse epochs), else the last.
+        ``curve``, where given, receives the probabilities of rows ``val`` after each epoch."""
         import torch
 
         generator = torch.Generator().manual_seed(self.random_state)
@@ -316,7 +328,10 @@ class SoftmaxHead(_LinearHead):
                 continue
             with torch.no_grad():
                 held = torch.from_numpy(val)
-                score = torch.nn.functional.cross_entropy(layer(Zt[held]), yt[held]).item()
+                logits = layer(Zt[held])
+                score = torch.nn.functional.cross_entropy(logits, yt[held]).item()
+                if curve is not None:
+                    curve.append(torch.softmax(logits, dim=1).numpy().astype(np.float64))
             if score < best - 1e-6:
                 best, best_state, best_epoch, stale = score, {k: v.clone() for k, v in layer.state_dict().items()}, epoch, 0
             else:
@@ -328,12 +343,17 @@ class SoftmaxHead(_LinearHead):
         return layer, best_epoch
 
 
-def layer_proba(layer: Any, Z: np.ndarray) -> np.ndarray:
-    """Softmax probabilities of a torch linear layer on rows ``Z``."""
-    import torch
-
-    with torch.no_grad():
-        return torch.softmax(layer(torch.from_numpy(Z)), dim=1).numpy().astype(np.float64)
+def cross_fitted_epochs(
+    trained: list[tuple[int, list[np.ndarray]]], vals: list[np.ndarray], shape: tuple[int, int]
+) -> np.ndarray:
+    """Out-of-fold probabilities of inner folds trained with early stopping, each fold's rows read at the epoch the
+    other folds chose (their mean best epoch, or its last epoch where it stopped before): read at the epoch chosen
+    on them, its own rows would flatter the setting."""
+    proba = np.zeros(shape)
+    for k, ((_, curve), val) in enumerate(zip(trained, vals, strict=True)):
+        others = [epoch for j, (epoch, _) in enumerate(trained) if j != k] or [trained[k][0]]
+        proba[val] = curve[min(max(1, round(float(np.mean(others)))), len(curve)) - 1]
+    return proba
 
 
 def fit_head(head: Any, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> Any:

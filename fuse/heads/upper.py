@@ -39,7 +39,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import unique_labels
 
-from mvemo.fuse.heads.linear import LogisticHead, _groups
+from mvemo.fuse.heads.linear import LogisticHead, _groups, cross_fitted_epochs
 from mvemo.fuse.selection import SelectionConfig, inner_score
 from mvemo.manifests.errors import ConfigError
 from mvemo.manifests.folds import inner_splits
@@ -400,19 +400,6 @@ def frozen_penultimate(layers: UpperLayers, X: Any, rows: np.ndarray) -> np.ndar
     with torch.no_grad():
         net = upper_net(layers, 2, 0.0).eval()
         return np.concatenate([net.embed(torch.from_numpy(part)).numpy() for part in chunks(X, rows, layers.patches)])
-
-
-def cross_fitted_epochs(
-    trained: list[tuple[int, list[np.ndarray]]], vals: list[np.ndarray], shape: tuple[int, int]
-) -> np.ndarray:
-    """Out-of-fold probabilities of inner folds trained with early stopping, each fold's rows read at the epoch the
-    other folds chose (their mean best epoch, or its last epoch where it stopped before): read at the epoch chosen
-    on them, its own rows would flatter the setting."""
-    proba = np.zeros(shape)
-    for k, ((_, curve), val) in enumerate(zip(trained, vals, strict=True)):
-        others = [epoch for j, (epoch, _) in enumerate(trained) if j != k] or [trained[k][0]]
-        proba[val] = curve[min(max(1, round(float(np.mean(others)))), len(curve)) - 1]
-    return proba
 
 
 def _proba(net: Any, X: Any, rows: np.ndarray, patches: int) -> np.ndarray:

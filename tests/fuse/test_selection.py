@@ -11,7 +11,7 @@ from scipy.stats import t as student_t
 from sklearn.linear_model import LogisticRegression
 
 from mvemo.fuse.heads.families import make_head
-from mvemo.fuse.heads.linear import LogisticHead, SoftmaxHead
+from mvemo.fuse.heads.linear import LogisticHead, SoftmaxHead, _groups, standardization
 from mvemo.fuse.metrics import corrected_interval, paired_differences
 from mvemo.fuse.selection import inner_score, logistic_path, mixture_weights
 from mvemo.manifests import ConfigError
@@ -57,6 +57,26 @@ def test_the_softmax_head_chooses_its_rate_decay_and_epochs_on_inner_folds() -> 
     assert head.inner_proba_.shape == (90, 3) and np.mean(head.predict(X) == y) > 0.8
     fixed = SoftmaxHead(lr=1e-2, l2=1e-3, max_epochs=5).fit(X, y)
     assert fixed.selected_ == {}
+
+
+def test_the_softmax_heads_inner_probabilities_read_each_fold_at_the_epoch_the_other_folds_chose() -> None:
+    X, y = blobs(0.4, n=150)
+    head = SoftmaxHead(max_epochs=60, patience=3, lr_grid=(3e-2,), l2_grid=(1e-3,)).fit(X, y)
+    mean, scale = standardization(X)
+    Z = ((X - mean) / scale).astype(np.float32)
+    splits = inner_splits(y, _groups(None, len(y)), k=5, seed=0)
+    trained = []
+    for train, val in splits:
+        curve: list[np.ndarray] = []
+        _, epoch = head._train(Z, y, train, val, lr=3e-2, l2=1e-3, epochs=60, curve=curve)
+        trained.append((epoch, curve))
+    epochs = [epoch for epoch, _ in trained]
+    assert len(set(epochs)) > 1, "folds that stop at one epoch could not tell the two readings apart"
+    expected = np.zeros_like(head.inner_proba_)
+    for k, ((_, curve), (_, val)) in enumerate(zip(trained, splits)):
+        others = round(float(np.mean(epochs[:k] + epochs[k + 1 :])))
+        expected[val] = curve[min(others, len(curve)) - 1]
+    np.testing.assert_allclose(head.inner_proba_, expected, atol=1e-6)
 
 
 def test_mixture_weights_maximize_the_likelihood() -> None:
