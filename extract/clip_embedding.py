@@ -30,7 +30,10 @@ def rebuild_net(
     options = {k: config[k] for k in net_options(name) if k in config}
     if "checkpoint" in described or not described["weights_sha256"]:  # a checkpoint holds every weight
         options[INIT] = "random"
-    net, _ = build_net(name, num_classes, weights_dir=weights_dir, seed=config["seed"], options=options)
+    trained_with = "the model was trained with these weights: give --weights-dir, the folder stage one read"
+    net, _ = build_net(
+        name, num_classes, weights_dir=weights_dir, seed=config["seed"], options=options, missing_hint=trained_with
+    )
     if "checkpoint" in described:
         load_checkpoint(net, described["checkpoint"], folder)
     elif net.weights_sha256 != described["weights_sha256"]:

@@ -67,7 +67,13 @@ EMBEDDING_ONLY_CLASSES = 2
 
 
 def build_net(
-    name: str, num_classes: int, *, weights_dir: str | os.PathLike[str] | None, seed: int, options: Mapping[str, Any] = {}
+    name: str,
+    num_classes: int,
+    *,
+    weights_dir: str | os.PathLike[str] | None,
+    seed: int,
+    options: Mapping[str, Any] = {},
+    missing_hint: str | None = None,
 ) -> tuple[EmotionNet, str]:
     """The net (with its ``options``) and a log line: with its published pretrained weights, or a seeded random
     initialisation where it has none or ``options`` holds ``init = "random"`` (``--random-init``). Clips without class
@@ -78,7 +84,8 @@ def build_net(
     ------
     WeightsError
         A net with published weights whose file no search folder holds (exit 2: never silently random), naming
-        the file, every folder searched and the fetch command.
+        the file, every folder searched, the fetch command and ``missing_hint`` (by default: stage one's
+        ``--random-init``).
     """
     init, options = split_init(name, options)
     num_classes = num_classes or EMBEDDING_ONLY_CLASSES
@@ -87,7 +94,7 @@ def build_net(
     if init == "random" or file is None:
         why = "asked (--random-init)" if file is not None else "it has no published weights"
         return get_net(name, num_classes=num_classes, **options).eval(), f"{name}: random initialisation (seed {seed}; {why})"
-    path = require_weights(file, weights_dir, hint=f"or run it from random weights with --random-init {name}")
+    path = require_weights(file, weights_dir, hint=missing_hint or f"or run it from random weights with --random-init {name}")
     return get_net(name, num_classes=num_classes, weights=path, **options).eval(), f"{name}: pretrained weights {path}"
 
 

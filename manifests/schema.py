@@ -110,6 +110,8 @@ class Manifest:
     partial_folds: bool = field(default=False, compare=False, repr=False)
     tags: tuple[str, ...] = ()
     scale: tuple[float, float] | None = None
+    # Clips without a target: only ``mvemo predict --manifest`` reads such a manifest, to label new files.
+    unlabelled: bool = field(default=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes", tuple(self.classes))
@@ -138,7 +140,7 @@ class Manifest:
                 raise ManifestError(
                     f"{where}: columns 'video' and 'audio' are both empty; give the clip a media file or drop the row"
                 )
-        check_targets(self.clips, classes=self.classes, tags=self.tags, scale=self.scale)
+        check_targets(self.clips, classes=self.classes, tags=self.tags, scale=self.scale, required=not self.unlabelled)
         self._check_folds()
 
     def _check_folds(self) -> None:
@@ -298,7 +300,9 @@ def group_id(group: str, clip_id: str) -> str:
     return group or clip_id
 
 
-def read_manifest(path: str | os.PathLike[str], *, check_files: bool = True, partial_folds: bool = False) -> Manifest:
+def read_manifest(
+    path: str | os.PathLike[str], *, check_files: bool = True, partial_folds: bool = False, unlabelled: bool = False
+) -> Manifest:
     """Read a manifest from CSV or JSONL (chosen by the ``.jsonl``/``.json`` suffix).
 
     Parameters
@@ -309,6 +313,8 @@ def read_manifest(path: str | os.PathLike[str], *, check_files: bool = True, par
         Also require every media file to exist.
     partial_folds : bool
         Accept clips without a fold beside clips with one (new clips to fold in).
+    unlabelled : bool
+        Accept clips without any target (new files to label).
 
     Raises
     ------
@@ -321,7 +327,7 @@ def read_manifest(path: str | os.PathLike[str], *, check_files: bool = True, par
         raise ManifestError(f"manifest {str(path)!r} does not exist; build one with `mvemo manifest scan ROOT -o {path}`")
     text = utf8_text(path, f"manifest {str(path)!r}")
     reader = _read_jsonl if path.suffix.lower() in (".jsonl", ".json") else _read_csv
-    headers, rows = reader(text, path)
+    headers, rows = reader(text, path, not unlabelled)
     root = path.parent.absolute()
     clips = [_clip_from_row(row, n, root) for n, row in enumerate(rows, start=1)]
     if not clips:
@@ -330,7 +336,7 @@ def read_manifest(path: str | os.PathLike[str], *, check_files: bool = True, par
     classes = headers.get("classes") or sorted({c.label for c in clips} - {""})
     tags = parse_vocabulary(headers["tags"], where=where) if "tags" in headers else sorted({t for c in clips for t in c.tags})
     scale = parse_scale(headers["scale"], where=where) if "scale" in headers else None
-    manifest = Manifest(tuple(classes), tuple(clips), partial_folds, tuple(tags), scale)
+    manifest = Manifest(tuple(classes), tuple(clips), partial_folds, tuple(tags), scale, unlabelled)
     if check_files:
         manifest.require_files()
     return manifest
@@ -372,9 +378,9 @@ def write_manifest(manifest: Manifest, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def _read_csv(text: str, path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _read_csv(text: str, path: Path, target: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     headers, header, rows = read_csv_table(text, path)
-    _require_columns(header, path)
+    _require_columns(header, path, target)
     return headers, rows
 
 
@@ -412,7 +418,7 @@ def _header_name(line: str) -> str | None:
     return name if name in HEADERS else None
 
 
-def _read_jsonl(text: str, path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _read_jsonl(text: str, path: Path, target: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     headers: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
     for n, line in enumerate(text.splitlines(), start=1):
@@ -429,7 +435,7 @@ def _read_jsonl(text: str, path: Path) -> tuple[dict[str, Any], list[dict[str, A
             continue
         rows.append(obj)
     if rows:
-        _require_columns(list(dict.fromkeys(k for r in rows for k in r)), path)
+        _require_columns(list(dict.fromkeys(k for r in rows for k in r)), path, target)
     return _checked_headers(headers, path), rows
 
 
@@ -444,13 +450,13 @@ def _checked_headers(headers: dict[str, Any], path: Path) -> dict[str, Any]:
     return headers
 
 
-def _require_columns(header: Iterable[str], path: Path) -> None:
+def _require_columns(header: Iterable[str], path: Path, target: bool = True) -> None:
     header = list(header)
     if "clip_id" not in header:
         raise ManifestError(
             f"{path}: column 'clip_id' is missing (columns are {header}); add it, the manifest needs {list(COLUMNS)}"
         )
-    if not any(name in header for name in ("label", *TARGET_COLUMNS)):
+    if target and not any(name in header for name in ("label", *TARGET_COLUMNS)):
         raise ManifestError(
             f"{path}: no target column (columns are {header}); add 'label' (one class per clip), 'tags' or 'valence'/'arousal'"
         )

@@ -101,10 +101,16 @@ def parse_vocabulary(value: Any, *, where: str) -> tuple[str, ...]:
 
 
 def check_targets(
-    clips: Sequence[Any], *, classes: Sequence[str], tags: Sequence[str], scale: tuple[float, float] | None
+    clips: Sequence[Any],
+    *,
+    classes: Sequence[str],
+    tags: Sequence[str],
+    scale: tuple[float, float] | None,
+    required: bool = True,
 ) -> None:
     """Every clip's tags in ``tags``, each value column given for every clip or for none, values within ``scale``,
-    and at least one kind of target (``ManifestError`` naming the first clip that breaks a rule, and the fix)."""
+    and, where ``required``, at least one kind of target (``ManifestError`` naming the first clip that breaks a rule,
+    and the fix)."""
     known = set(tags)
     for row, clip in enumerate(clips, start=1):
         unknown = [t for t in clip.tags if t not in known]
@@ -137,7 +143,7 @@ def check_targets(
             f"clip {noted.clip_id!r} names annotations over time, and the manifest has no 'valence' or 'arousal'"
             " column; give the clips' values (e.g. the mean or static rating) and a '# scale:' line"
         )
-    if clips and not classes and not tags and all(getattr(clips[0], c) is None for c in VALUE_COLUMNS):
+    if required and clips and not classes and not tags and all(getattr(clips[0], c) is None for c in VALUE_COLUMNS):
         raise ManifestError(
             "the manifest has no target: no 'label', 'tags', 'valence' or 'arousal' column; add one"
             " (`mvemo manifest scan ROOT --labels LABELS.csv` takes them from a side table)"

@@ -296,8 +296,9 @@ def require_weights(name: str, weights_dir: str | os.PathLike[str] | None = None
         digest = f"sha256 {known.sha256}" if known.sha256 else "no published sha256"
         raise WeightsError(
             f"weights {name!r} not found: looked for {', '.join(str(d / name) for d in dirs)}; get it with"
-            f" `mvemo weights fetch {name}` or put the file from {known.source} ({known.url}, {digest}) in one of those"
-            f" folders{'; ' + hint if hint else ''}"
+            f" `mvemo weights fetch {name}`, or put the file from {known.source} ({known.url}, {digest}) in"
+            f" {'one of those folders' if len(dirs) > 1 else 'that folder'}, or point --weights-dir (or ${ENV_VAR})"
+            f" at the folder that holds it{'; ' + hint if hint else ''}"
         )
     return path
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
 import time
 
 import click
@@ -47,7 +50,8 @@ def demo(ctx: click.Context, out: str, clips_per_class: int, duration_s: float, 
     for target, document in result.target_reports.items():
         click.echo(f"--target {target}:")
         echo_target_summary(document, f"{out}/{DEMO_TARGETS[target]}")
-    click.echo(f"final model: {out}/model/ (try `mvemo predict {out}/model FILE`); done in {time.perf_counter() - began:.0f} s")
+    mvemo = "mvemo" if shutil.which("mvemo") else os.path.relpath(sys.argv[0])  # as the user can type it
+    click.echo(f"final model: {out}/model/ (try `{mvemo} predict {out}/model FILE`); done in {time.perf_counter() - began:.0f} s")
     for name, reasons in result.features.failures.items():
         for clip_id, reason in reasons.items():
             click.echo(f"failed: {name}, clip {clip_id!r}: {reason}", err=True)

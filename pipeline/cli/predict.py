@@ -70,7 +70,11 @@ def predict(
     if csv_path and not Path(csv_path).absolute().parent.is_dir():
         raise ConfigError(f"--csv {csv_path}: its folder does not exist; create it or choose another path")
     # a missing file is one clip's failure, reported in its row, not the run's
-    clips = list(read_manifest(manifest_path, check_files=False).clips) if manifest_path else [file_clip(f) for f in files]
+    clips = (
+        list(read_manifest(manifest_path, check_files=False, unlabelled=True).clips)
+        if manifest_path
+        else [file_clip(f) for f in files]
+    )
     labels = {c.clip_id: c.label for c in clips if c.label}
     predictor = Predictor(model_dir, model_name, weights_dir, feature_files, timeline=timeline)
     if timeline:

@@ -17,6 +17,7 @@ import numpy as np
 from mvemo.cache.fingerprint import combined_digest, file_sha256, media_hash
 from mvemo.fuse.saved.model import SavedFusionModel, load_fusion_model
 from mvemo.manifests.errors import ConfigError, MvemoError
+from mvemo.manifests.scan import AUDIO_EXTENSIONS
 from mvemo.manifests.schema import Clip
 from mvemo.manifests.targets import HALVES, quadrants, value_categories
 from mvemo.pipeline.predict.given import GivenFeatures, imported_sets
@@ -34,9 +35,10 @@ def choose_model(saved: SavedFusionModel, name: str | None) -> str:
 
 
 def file_clip(file: str) -> Clip:
-    """A file named on the command line: one clip whose video and audio are that file, its path for id."""
+    """A file named on the command line: one clip, its path for id, whose audio is that file and whose video is too
+    unless it is an audio file (by its extension, as ``manifest scan`` tells them)."""
     path = Path(file).absolute()  # as a manifest's paths: a worker may run in another folder
-    return Clip(file, "", video=path, audio=path)
+    return Clip(file, "", video=None if path.suffix.lower() in AUDIO_EXTENSIONS else path, audio=path)
 
 
 class Predictor:

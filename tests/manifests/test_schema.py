@@ -164,3 +164,21 @@ def test_with_folds_and_column(media: Path) -> None:
         manifest.column("artist")
     with pytest.raises(ManifestError, match=r"has no folds"):
         _ = make_manifest(media).folds
+
+
+@pytest.mark.parametrize(
+    ("text", "suffix"),
+    [
+        ("clip_id,video,audio\nx,c.mp4,\ny,,d.wav\n", ".csv"),
+        ("clip_id,label,video,audio\nx,,c.mp4,\ny,,,d.wav\n", ".csv"),
+        ('{"clip_id": "x", "video": "c.mp4"}\n{"clip_id": "y", "audio": "d.wav"}\n', ".jsonl"),
+    ],
+)
+def test_new_files_to_label_need_no_target(tmp_path: Path, text: str, suffix: str) -> None:
+    path = tmp_path / f"new{suffix}"
+    path.write_text(text)
+    with pytest.raises(ManifestError, match="no target"):
+        read_manifest(path, check_files=False)
+    manifest = read_manifest(path, check_files=False, unlabelled=True)
+    assert [(c.clip_id, c.label) for c in manifest.clips] == [("x", ""), ("y", "")]
+    assert manifest.clips[1].video is None and manifest.clips[1].audio == tmp_path / "d.wav"

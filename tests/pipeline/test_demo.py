@@ -202,7 +202,11 @@ def test_predict_refuses_a_model_whose_features_or_weights_differ(tiny_demo: Pat
     weights = SHARED / "weights"
     cases = [
         (lambda s: s["config"]["inputs"].update(mel="0" * 64), (), "the saved model's mel config has fingerprint 000000000000"),
-        (lambda s: s.update(weights_sha256="f" * 64), (), "weights 'choi_compact_cnn_msd.h5' not found: looked for"),
+        (
+            lambda s: s.update(weights_sha256="f" * 64),
+            (),
+            "the model was trained with these weights: give --weights-dir, the folder stage one read",
+        ),
         (
             lambda s: s["input_configs"]["mel"].update(window=s["input_configs"]["mel"].pop("audio_window")),
             (),

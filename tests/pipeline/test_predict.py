@@ -27,3 +27,11 @@ def test_one_frame_sampling_serves_both_video_sets(tmp_path: Path, monkeypatch) 
         got = features.get({name: specs[name].config}, {name: specs[name].fingerprint})
         assert got[name].shape == specs[name].row_shape
     assert calls == ["a"], "the second net's video set comes from the first sampling"
+
+
+def test_a_file_named_alone_has_video_unless_it_is_an_audio_file() -> None:
+    from mvemo.pipeline.predict.predictor import file_clip
+
+    song, video = file_clip("new/song.WAV"), file_clip("new/clip.mp4")
+    assert song.video is None and song.audio == Path("new/song.WAV").absolute(), "audio alone, as manifest scan reads it"
+    assert video.video == video.audio == Path("new/clip.mp4").absolute()
