@@ -189,10 +189,12 @@ def _training_note(document: dict[str, Any]) -> str:
     if document["protocol"] == "paper":
         return f"The nets ({', '.join(tuned)}) were fine-tuned on every clip, each fold's test clips included."
     if not tuned:
+        random = [net for net, p in document.get("provenance", {}).items() if p["weights"] == "random init"]
+        weights = f" ({', '.join(random)} from seeded random weights: see Provenance)" if random else ""
         return (
-            "The nets were used as they are, fine-tuned on no clip; each fold's heads train on the other folds' clips,"
-            " every choice is made on inner folds of those clips, and the test fold's clips fitted no weight, epoch,"
-            " scaler or choice."
+            f"The nets were used as they are{weights}, fine-tuned on no clip; each fold's heads train on the other"
+            " folds' clips, every choice is made on inner folds of those clips, and the test fold's clips fitted no"
+            " weight, epoch, scaler or choice."
         )
     return (
         f"Each fold's heads train on embeddings of the other folds' clips, which that fold's fine-tuned nets"

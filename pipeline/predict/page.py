@@ -22,7 +22,7 @@ import numpy as np
 from mvemo.cache.h5file import mvemo_version
 from mvemo.fuse.report.pages import asset, data_uri, page
 from mvemo.fuse.report.plots import VALUE_COLOURS, category_colours, class_colours, window_edges
-from mvemo.pipeline.predict.predictor import category_noun
+from mvemo.pipeline.predict.predictor import category_noun, windows_text
 
 INDEX_HTML = "index.html"
 # --embed-media inlines files up to this size; a larger one is referenced, with a note on its page
@@ -56,7 +56,7 @@ def timeline_page(data: dict[str, Any], source: str, is_video: bool, path: Path)
         )
     body = [
         f"<h1>{name}</h1>",
-        f"<p>The whole file: {_whole(data)}, model <code>{html.escape(data['model'])}</code>, {len(data['starts'])} windows.</p>",
+        f"<p>The whole file: {_whole(data)}, model <code>{html.escape(data['model'])}</code>, {windows_text(len(data['starts']))}.</p>",
         media,
         '<p id="now"></p><p id="announce" class="visually-hidden" aria-live="polite"></p>',
         f'<div id="chart" role="slider" tabindex="0" aria-label="Emotion over time in {name}"'

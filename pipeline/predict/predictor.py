@@ -175,6 +175,11 @@ def category_noun(target: str, outputs: list[str]) -> str:
     return "half" if categories_of(target, outputs) == list(HALVES) else "quadrant"
 
 
+def windows_text(count: int) -> str:
+    """``1 window``, ``2 windows``: a timeline's length in words."""
+    return f"{count} window{'' if count == 1 else 's'}"
+
+
 def scores_of(result: dict[str, Any]) -> dict[str, float]:
     """A result's probabilities (of classes or tags) or values."""
     return dict(result.get("probabilities") or result["values"])

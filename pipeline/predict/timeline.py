@@ -43,6 +43,7 @@ from mvemo.pipeline.predict.predictor import (
     clip_results,
     label_of,
     label_scores,
+    windows_text,
 )
 
 # Streams whose lengths differ by more than this are reported (AAC priming and rounding stay below it).
@@ -147,7 +148,7 @@ class Timeline:
                 cells = [f"{window.start_s:.3f}", f"{window.end_s:.3f}", *(f"{p:.6f}" for p in row), self.top(row)]
                 writer.writerow([*cells, *tags, *faces])
         starts, ends = self.seconds()
-        title = f"{stem}: {self.label or 'no tag'} ({self.model}, {len(self.windows)} windows)"
+        title = f"{stem}: {self.label or 'no tag'} ({self.model}, {windows_text(len(self.windows))})"
         track = None if self.faces is None else dict(zip(FACE_TRACK, self.faces.T))
         png = out / f"{stem}.timeline.png"
         html_path = out / f"{stem}.timeline.html"

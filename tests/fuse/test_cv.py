@@ -297,15 +297,19 @@ def test_the_config_file_sets_the_head_and_its_optimizer(tmp_path: Path) -> None
 
 
 @pytest.mark.heavy
-@pytest.mark.parametrize("finetune", ["none", "full"])
-def test_the_report_speaks_of_nets_seen_in_training_only_when_they_were_fine_tuned(tmp_path: Path, finetune: str) -> None:
+@pytest.mark.parametrize(("finetune", "random"), [("none", False), ("full", False), ("none", True)])
+def test_the_report_speaks_of_nets_seen_in_training_only_when_they_were_fine_tuned(
+    tmp_path: Path, finetune: str, random: bool
+) -> None:
     folds = (0, 1, 2) if finetune != "none" else ()
-    cache = embedding_cache(tmp_path / "c.h5", nets={"onedcnn": (4, 1.0)}, fold_sets=folds, finetune=finetune)
-    document = run_cv(cache, tmp_path / "r").document
-    text = (tmp_path / "r" / "report.md").read_text()
+    weights = {"onedcnn": ""} if random else None
+    cache = embedding_cache(tmp_path / "c.h5", nets={"onedcnn": (4, 1.0)}, fold_sets=folds, finetune=finetune, weights=weights)
+    document = run_cv(cache, tmp_path / "r", models="onedcnn").document
+    text = " ".join((tmp_path / "r" / "report.md").read_text().split())
     assert document["fine_tuned_nets"] == ([] if finetune == "none" else ["onedcnn"])
     assert ("have seen in training" in text) == (finetune != "none")
     assert ("used as they are" in text) == (finetune == "none")
+    assert ("used as they are (onedcnn from seeded random weights: see Provenance)" in text) == random
 
 
 def test_a_missing_model_names_the_extract_option_that_computes_its_inputs(tmp_path: Path) -> None:

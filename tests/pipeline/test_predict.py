@@ -35,3 +35,9 @@ def test_a_file_named_alone_has_video_unless_it_is_an_audio_file() -> None:
     song, video = file_clip("new/song.WAV"), file_clip("new/clip.mp4")
     assert song.video is None and song.audio == Path("new/song.WAV").absolute(), "audio alone, as manifest scan reads it"
     assert video.video == video.audio == Path("new/clip.mp4").absolute()
+
+
+def test_a_timeline_of_one_window_says_one_window() -> None:
+    from mvemo.pipeline.predict.predictor import windows_text
+
+    assert [windows_text(n) for n in (1, 2)] == ["1 window", "2 windows"]
