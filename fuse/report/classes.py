@@ -78,6 +78,7 @@ def write_report(
     document["oof_predictions"] = write_oof_csv(result, out / OOF_CSV).name
     if tags:
         document["tags"] = write_tags_csv(result.clip_ids, tags, out / TAGS_CSV).name
+    remove_stale_figures(out, document)
     (out / "report.json").write_text(json.dumps(document, indent=2))
     text = markdown(document)
     (out / "report.md").write_text(text)
@@ -89,6 +90,18 @@ def figure_files(document: dict[str, Any]) -> list[str]:
     """The PNG files a report's document says it drew (``figures``, nested by kind)."""
     figures = document["figures"]
     return [name for value in figures.values() for name in (value.values() if isinstance(value, dict) else [value])]
+
+
+def remove_stale_figures(out: Path, document: dict[str, Any]) -> None:
+    """Remove the plots an earlier report in ``out`` drew (as its ``report.json`` lists them) that ``document``'s does
+    not draw again: a confusion matrix of a model no longer run would read as this run's."""
+    try:
+        earlier = set(figure_files(json.loads((out / "report.json").read_text(encoding="utf-8"))))
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):  # none, or not a report mvemo wrote
+        return
+    for name in earlier - set(figure_files(document)):
+        if Path(name).name == name and name.endswith(".png"):  # a plot of the folder itself, nothing else
+            (out / name).unlink(missing_ok=True)
 
 
 def safe_name(name: str) -> str:

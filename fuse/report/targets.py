@@ -16,7 +16,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from mvemo.fuse.report.classes import PAPER_BANNER, clips_section, figure_files, provenance_section, safe_name
+from mvemo.fuse.report.classes import (
+    PAPER_BANNER,
+    clips_section,
+    figure_files,
+    provenance_section,
+    remove_stale_figures,
+    safe_name,
+)
 from mvemo.fuse.report.pages import markdown_page, md_table, md_text
 from mvemo.fuse.report.plots import model_styles
 from mvemo.fuse.targets.tags import TAG_METRIC_DEFINITIONS, TagResult
@@ -92,6 +99,7 @@ def write_target_report(document: dict[str, Any], result: TagResult | ValuesResu
         for model, name in document["figures"].items():
             scatter_png(result, model, out / name)
     text = markdown(document)
+    remove_stale_figures(out, document)
     (out / "report.json").write_text(json.dumps(document, indent=2), encoding="utf-8")
     (out / "report.md").write_text(text, encoding="utf-8")
     title = f"mvemo cross-validation of {document['target']}: {out.name}"

@@ -122,6 +122,17 @@ def test_models_adapt_to_the_cache_and_integrated_is_compared(tmp_path: Path) ->
         assert [m.name for m in available_models(reader)] == ["onedcnn", "twodcnn", "integrated-audio"]
 
 
+def test_a_report_into_the_same_folder_leaves_no_plot_of_the_earlier_one(tmp_path: Path) -> None:
+    cache = embedding_cache(tmp_path / "c.h5", nets={"onedcnn": (4, 1.0), "twodcnn": (4, 1.0)}, n_per_class=6)
+    out = tmp_path / "r"
+    run_cv(cache, out, models="onedcnn,twodcnn")
+    (out / "mine.png").write_bytes(b"the user's own")
+    assert (out / "confusion_twodcnn.png").is_file()
+    run_cv(cache, out, models="onedcnn")
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == ["confusion_onedcnn.png", "mine.png", "models.png", "roc.png"], "only the earlier report's own plots go"
+
+
 @pytest.mark.heavy
 def test_random_init_embeddings_stay_out_of_default_fusions_unless_named(tmp_path: Path) -> None:
     nets = {"onedcnn": (4, 1.0), "twodcnn": (4, 1.0), "i3d": (4, 1.0)}
