@@ -65,7 +65,7 @@ def import_vectors(
     return {"set": name, "clips": len(rows), "columns": len(columns), "file": str(file), "sha256": config[IMPORTED]["sha256"]}
 
 
-def imported_sets(cache_path: str | os.PathLike[str]) -> set[str]:
+def imported_set_names(cache_path: str | os.PathLike[str]) -> set[str]:
     """The sets of the cache that ``mvemo cache import`` wrote: no ``mvemo extract`` writes them again."""
     with Cache(cache_path) as cache:
         return {name for name in cache.feature_sets() if IMPORTED in cache.config(name)}

@@ -142,13 +142,13 @@ def incomplete_inputs(cache: Cache) -> dict[str, str]:
 def _completing_command(cache: Cache, name: str, *, tuned: bool) -> str:
     """The command that finishes a cached input: ``mvemo extract`` (it resumes where it stopped), or for a set of
     ``mvemo cache import`` (which a grown cache leaves without rows for its new clips) that import again."""
-    if name in vector_sets(cache):
-        stale = bool(((cache.status(name) == DONE) & ~cache.done(name)).any())
-        if command := reimport_command(cache, name, stale=stale):
-            return command
+    is_set = name in vector_sets(cache)
+    stale = is_set and bool(((cache.status(name) == DONE) & ~cache.done(name)).any())
+    if is_set and (command := reimport_command(cache, name, stale=stale)):
+        return command
     if name == LLDSTATS:
         option = "--features lld"
-    elif name in vector_sets(cache):
+    elif is_set:
         option = f"--features {name}"
     else:
         option = f"--nets {name}" + (" --finetune last|full" if tuned else "")

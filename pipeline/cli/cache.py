@@ -141,7 +141,7 @@ def cache_gc(
     (emb/<net>/...) and checkpoint of the --nets, and every set of `mvemo cache import`
     (no extract writes it; importing it again replaces it). Also removed: files killed writers left.
     """
-    from mvemo.cache.imported import imported_sets
+    from mvemo.cache.imported import imported_set_names
     from mvemo.cache.lock import CacheLock
     from mvemo.cache.maintain import collect_garbage
     from mvemo.extract.stage import feature_names
@@ -152,7 +152,7 @@ def cache_gc(
     kept = set(feature_names(features, kept_nets, net_config(config_path)))
     prefixes = tuple(f"emb/{net}/" for net in kept_nets)
     with CacheLock(cache_path) as lock:
-        kept |= imported_sets(cache_path)
+        kept |= imported_set_names(cache_path)
         report = collect_garbage(cache_path, lambda name: name in kept or name.startswith(prefixes), dry_run=dry_run, lock=lock)
         report["leftovers"] |= _unused_checkpoints(cache_path, kept_nets, dry_run)
     report["freed_bytes"] = sum(report["removed"].values()) + sum(report["leftovers"].values())
