@@ -42,6 +42,7 @@ from mvemo.extract.expressive import ExpressiveConfig
 from mvemo.extract.faces.sets import FACE_FEATURES, FaceConfig, face_specs
 from mvemo.extract.frame_sets import VIDEO_FEATURES, FrameConfig, compute_video_features, sampling_record, video_feature_specs
 from mvemo.extract.lld import LldConfig
+from mvemo.extract.numba_once import compile_numba_once
 from mvemo.extract.smile import CompareConfig, EgemapsConfig
 from mvemo.manifests.errors import ConfigError, MvemoError, is_number
 from mvemo.manifests.executor import Executor, Progress
@@ -197,6 +198,7 @@ def compute_clip(clip: Clip, names: tuple[str, ...], configs: FeatureConfigs) ->
         with step("decode audio"):
             decoded = read_audio(path, configs.audio_window, clip_id=clip.clip_id, timeout_s=configs.audio_timeout_s)
         with step("audio features"):
+            compile_numba_once()
             return compute_audio_features(decoded, audio, configs.audio)
 
     def video_features(_: Path) -> dict[str, np.ndarray]:

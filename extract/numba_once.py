@@ -1,0 +1,69 @@
+"""Stage one's numba code, compiled in one process before the workers fork from it.
+
+numba compiles a function at its first call and writes the result to its on-disk cache (``cache=True``, librosa's
+functions and mvemo's own alike). Two processes that compile the same gufunc at once can leave its two cache entries
+written by different processes, whose native names disagree; every process that loads them afterwards segfaults
+(numba issue #10128), on every clip, until the cache is removed. A fresh install's worker pool did exactly that.
+
+So the pool's fork server calls ``compile_numba_once`` before it forks a worker (``pipeline.preload``): it computes
+every audio set that runs numba code on a short synthetic clip, so that the workers inherit the compiled code and
+neither compile nor read the cache. Every feature pass calls it too (a no-op once done), under a lock that one machine's
+processes share, so that no two of them compile at once: the workers of a Dask cluster, two runs, the test workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from mvemo.extract.audio import AUDIO_CONFIGS, compute_audio_features
+from mvemo.extract.decode.audio import AudioWindow, Decoded
+from mvemo.manifests.synthetic import AudioCues, synthesize_audio
+
+# The sets whose computation calls numba code (mvemo's LPC and spectra, librosa's beat, pitch and onset functions).
+NUMBA_SETS = ("mel", "logmel", "lld", "descriptors", "expressive")
+WARMUP_SR_HZ = 44100
+WARMUP_S = 4.0
+
+_compiled = False
+
+
+def compile_numba_once() -> None:
+    """Compile (or load from numba's cache) every numba function stage one's audio sets call, once per process."""
+    global _compiled
+    if _compiled:
+        return
+    window = AudioWindow(duration_s=WARMUP_S)
+    configs = {name: AUDIO_CONFIGS[name](audio_window=window) for name in NUMBA_SETS}
+    with _compiling_alone():
+        compute_audio_features(_warmup_clip(), NUMBA_SETS, configs)
+    _compiled = True
+
+
+def _warmup_clip() -> Decoded:
+    """A few bars of chords on a beat: every branch that real music takes (beats found, voiced pitch)."""
+    cues = AudioCues(tempo_bpm=120.0, minor=False, loudness=0.5, brightness=0.5, regularity=1.0, dissonance=0.2)
+    y = synthesize_audio(cues, WARMUP_S, WARMUP_SR_HZ, np.random.default_rng(0))
+    return Decoded(y=y, sr=WARMUP_SR_HZ, valid_s=WARMUP_S)
+
+
+@contextlib.contextmanager
+def _compiling_alone() -> Iterator[None]:
+    """Hold a lock that every process of this user on this machine takes before compiling (where locks exist)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: each process compiles as numba does
+        yield
+        return
+    path = Path(tempfile.gettempdir()) / f"mvemo-numba-{os.getuid()}.lock"
+    with open(path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
