@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -79,6 +80,19 @@ class Cache:
         self.targets = read_targets(self.path, self._n_stored).rows(keep)
         self._names = set_names(self.path)
         self._open: dict[str, OpenSet] = {}
+
+    def pin(self) -> PinnedCache:
+        """This cache as the run that opened it reads it, to open again elsewhere (``opened``) with the same clips."""
+        return PinnedCache(self.path, tuple(self.clip_ids), self.table_sha256())
+
+    def table_sha256(self) -> str:
+        """sha256 of the clip table as this handle reads it: each row's clip, stored row, label, group, fold and media."""
+        digest = hashlib.sha256()
+        for text in (self.clip_ids, self.groups):
+            digest.update("\0".join(text).encode() + b"\1")
+        for column in (self.rows_stored, self.y, self.folds, self.media_hash):
+            digest.update(np.ascontiguousarray(column).tobytes())
+        return digest.hexdigest()
 
     def close(self) -> None:
         for opened in self._open.values():
@@ -260,17 +274,51 @@ class Cache:
         }
 
 
-CacheLike: TypeAlias = "Cache | str | os.PathLike[str]"  # an open cache, or its folder
+@dataclass(frozen=True)
+class PinnedCache:
+    """A cache folder and the clip table a run read from it (``Cache.pin``). Opened again, by a worker's job or a
+    later step, the folder must still hold that table, or the run stops: a run never mixes two states of a cache
+    (``mvemo extract`` may remove, rename or add clips while stage two reads it)."""
+
+    path: Path
+    clip_ids: tuple[str, ...]
+    table_sha256: str
+
+    def require_same(self, cache: Cache) -> None:
+        """Raise ``CacheError`` naming the cache and what changed, unless ``cache`` holds the pinned clip table."""
+        if cache.table_sha256() == self.table_sha256:
+            return
+        now = set(cache.clip_ids)
+        gone = [c for c in self.clip_ids if c not in now]
+        before = set(self.clip_ids)
+        new = [c for c in cache.clip_ids if c not in before]
+        changes = [f"{len(ids)} clip(s) {what} (first: {ids[0]!r})" for what, ids in (("gone", gone), ("new", new)) if ids]
+        what = ", ".join(changes) or "its clips' rows, labels, groups, folds or media changed"
+        raise CacheError(
+            f"cache {str(self.path)!r} changed while stage two read it: {what}; run stage two again once"
+            " `mvemo extract` has finished"
+        )
+
+    def check(self) -> None:
+        """``require_same`` of the cache as it is on disk now."""
+        with Cache(self.path) as cache:
+            self.require_same(cache)
+
+
+CacheLike: TypeAlias = "Cache | PinnedCache | str | os.PathLike[str]"  # an open cache, a pinned one, or its folder
 
 
 @contextlib.contextmanager
 def opened(cache: CacheLike) -> Iterator[Cache]:
     """``cache`` itself when it is an open ``Cache`` (the caller's handle, left open), else the cache at that path,
-    opened for the block: a stage opens its cache once and hands the handle down."""
+    opened for the block: a stage opens its cache once and hands the handle down. A ``PinnedCache`` must still hold
+    the clip table it pinned (``PinnedCache.require_same``)."""
     if isinstance(cache, Cache):
         yield cache
         return
-    with Cache(cache) as handle:
+    with Cache(cache.path if isinstance(cache, PinnedCache) else cache) as handle:
+        if isinstance(cache, PinnedCache):
+            cache.require_same(handle)
         yield handle
 
 

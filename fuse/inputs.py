@@ -12,7 +12,7 @@ import numpy as np
 
 from mvemo.cache.imported import reimport_command
 from mvemo.cache.layout import DONE, FAILED
-from mvemo.cache.read import Cache
+from mvemo.cache.read import Cache, PinnedCache
 from mvemo.fuse.heads.upper import UpperLayers
 from mvemo.fuse.models import LLDSTATS, vector_sets
 from mvemo.manifests.errors import CacheError, ConfigError
@@ -99,7 +99,7 @@ def read_input(cache: Cache, set_name: str) -> tuple[Any, np.ndarray]:
     if set_name == "lld":
         X, done = lld_statistics(cache)
     elif is_cut(cache, set_name):
-        source = _SharedCache(cache.path, cache.clip_ids)
+        source = _SharedCache(cache.pin())
         return CutRows(source, set_name, np.arange(len(cache)), cache.row_shape(set_name)), cache.done(set_name)
     else:
         X, done = cache.read_rows(set_name)
@@ -108,22 +108,21 @@ def read_input(cache: Cache, set_name: str) -> tuple[Any, np.ndarray]:
 
 class _SharedCache:
     """A cache opened on first read and closed when no ``CutRows`` reads it any more: the run's own handle may be
-    closed long before (a worker process opens the cache for each fold's inputs only). Its rows must still be the
-    ``clip_ids`` the run read."""
+    closed long before (a worker process opens the cache for each fold's inputs only). It must still hold the clip
+    table the run read (``PinnedCache``)."""
 
-    def __init__(self, path: Path, clip_ids: list[str]) -> None:
-        self.path, self.clip_ids = path, clip_ids
+    def __init__(self, pinned: PinnedCache) -> None:
+        self.pinned = pinned
         self._cache: Cache | None = None
 
     def get(self) -> Cache:
         if self._cache is None:
-            cache = Cache(self.path)
-            if cache.clip_ids != self.clip_ids:
+            cache = Cache(self.pinned.path)
+            try:
+                self.pinned.require_same(cache)
+            except CacheError:
                 cache.close()
-                raise CacheError(
-                    f"cache {str(self.path)!r}: its clips changed while stage two read it; run stage two again once"
-                    " `mvemo extract` has finished"
-                )
+                raise
             self._cache = cache
             weakref.finalize(self, cache.close)
         return self._cache
@@ -158,7 +157,7 @@ class CutRows:
         X, done = self.source.get().read_rows(self.set_name, self.rows[rows])
         if not done.all():
             raise CacheError(
-                f"cache {str(self.source.path)!r}: {np.count_nonzero(~done)} row(s) of {self.set_name} were started"
+                f"cache {str(self.source.pinned.path)!r}: {np.count_nonzero(~done)} row(s) of {self.set_name} were started"
                 " over while stage two read them; run stage two again once `mvemo extract` has finished"
             )
         return np.asarray(X.reshape(len(X), -1), dtype=np.float32)

@@ -187,7 +187,7 @@ def fit_fold(
 ) -> dict[str, FoldOutcome]:
     """Every model fitted on the rows outside ``fold`` of ``folds`` and its predictions for the rows inside, as the
     target ``kind`` fits (its inputs' matrices those of ``run``, ``run_matrices``); ``cache`` the run's open cache,
-    or in a worker process its folder, opened there. A model uses the rows that hold all its inputs
+    or the cache pinned to the clip table the run read (``cache.read.PinnedCache``), opened here. A model uses the rows that hold all its inputs
     (``inputs.usable``); a fold with no such test row is noted and not scored."""
     with opened(cache) as cache:
         groups = cache.groups
@@ -278,8 +278,8 @@ def run_folds(
         )
     tasks = [(r, fold) for r in range(repeats) for fold in range(k)]
     n = len(tasks)
-    # in this process the fits read the open cache; worker processes get its folder and open it themselves
-    where = cache if executor is None else cache.path
+    # each fit opens the cache again (in a worker, or here), pinned to the clip table this run read
+    where = cache.pin()
     this_run = run or new_run()
     results = (map if executor is None else executor.map)(
         fit_fold,

@@ -83,6 +83,7 @@ def train_final(
     made on inner folds of those clips (``upper`` and ``run``: as ``fuse.cv.cross_validate``'s, so that the
     matrices its CV read serve it too); for ``target`` "tags" a model per tag, for values (e.g. "valence,arousal")
     ridge heads (``fuse.saved.targets``)."""
+    cache.pin().check()  # the clips this handle read are still the cache's (the CV before may have taken long)
     selection = selection or SelectionConfig()
     fitted: dict[str, Fitted | FittedTags | FittedLinearValues] = {}
     y = cache.y
