@@ -21,7 +21,7 @@ from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from mvemo.fuse.compose import Best, Features, Late, Node, Stack, concatenated
-from mvemo.fuse.heads.linear import standardization
+from mvemo.fuse.heads.linear import standardization, standardized
 from mvemo.fuse.selection import SelectionConfig, decades
 from mvemo.manifests.errors import ConfigError, is_number
 from mvemo.manifests.folds import TooFewGroups, fewest_groups, inner_splits
@@ -79,7 +79,7 @@ class RidgeHead(RegressorMixin, BaseEstimator):
             raise ConfigError(f"RidgeHead alphas = {self.alphas!r}: expected a non-empty list of numbers > 0, e.g. (0.1, 1, 10)")
         alphas = np.sort(np.asarray(self.alphas, dtype=np.float64))
         mean, scale = standardization(X)
-        Z = (X - mean) / scale
+        Z = standardized(X, mean, scale)
         pred = np.empty((len(y), len(alphas)))
         for train, val in self._splits(len(y), groups, strata):
             center, offset, coefs = ridge_path(Z[train], y[train], alphas)
