@@ -15,6 +15,7 @@ import ctypes
 import itertools
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -146,7 +147,20 @@ class ProcessExecutor(Executor):
         if stop:  # the pool has no public way to stop running jobs: its worker processes are terminated
             for process in list((self.pool._processes or {}).values()):
                 process.terminate()
+            _stop_fork_server()
         self.pool.shutdown(cancel_futures=True)
+
+
+def _stop_fork_server() -> None:
+    """Kill the pool's fork server, and with it every worker it forked (``PR_SET_PDEATHSIG``) or has yet to fork: a
+    worker asked for while the server was still preloading starts once it is done, after the stopped run released
+    what the worker reads, and printed a traceback. The next pool starts a new server."""
+    from multiprocessing import forkserver
+
+    pid = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)
+    if pid:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 class DaskExecutor(Executor):

@@ -180,7 +180,7 @@ def _stage_two(cache: Path, entry: str, arguments: list[str]) -> dict[str, Any]:
     """Wall time and peak RSS of an mvemo command over ``cache`` run in a process of its own; then the cache and
     what the command wrote beside it are removed (the caches of a run take gigabytes each)."""
     try:
-        return _measured([sys.executable, "-c", f"from mvemo.pipeline.cli.main import {entry}; {entry}()", *arguments])
+        return _measured([sys.executable, "-c", f"from mvemo.pipeline.cli.entry import {entry}; {entry}()", *arguments])
     finally:
         for path in (cache, Path(f"{cache}-media"), Path(f"{cache}-out")):
             shutil.rmtree(path, ignore_errors=True)

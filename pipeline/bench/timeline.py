@@ -64,7 +64,7 @@ def _model(tmp: Path, weights_dir: str | None) -> Path:
 
 
 def _timeline(model: Path, video: Path, out: Path, weights_dir: str | None) -> dict[str, Any]:
-    command = [sys.executable, "-c", "from mvemo.pipeline.cli.main import main; main()", "predict", str(model), str(video)]
+    command = [sys.executable, "-c", "from mvemo.pipeline.cli.entry import main; main()", "predict", str(model), str(video)]
     command += ["--timeline", "--out", str(out), *(["--weights-dir", weights_dir] if weights_dir else [])]
     began = time.perf_counter()
     pid = os.posix_spawn(sys.executable, command, os.environ, file_actions=[(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)])

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from mvemo.pipeline.cli.tools import CONTEXT, MvemoCommand, executor_options, print_json, progress_bar
+from mvemo.pipeline.cli.tools import CONTEXT, MvemoCommand, executor_options, print_json, progress_bar, require_writable
 
 if TYPE_CHECKING:
     from mvemo.cache.read import Cache
@@ -149,7 +149,7 @@ def fusion_arguments(cache_path: str, target: str | None, options: dict[str, Any
 @click.option("--folds", "n_folds", default=None, type=int, help="Folds expected in the cache.  [default: the cache's own]")
 @click.option("--cache", "cache_path", required=True, type=click.Path(), help="Cache folder of stage one.")
 @click.option(
-    "--out", default="reports", type=click.Path(file_okay=False), help="Folder for report.md, report.html, report.json and plots."
+    "--out", default="reports", type=click.Path(), metavar="DIR", help="Folder for report.md, report.html, report.json and plots."
 )
 @fuse_options
 @head_options
@@ -164,6 +164,7 @@ def cv(cache_path: str, out: str, target: str | None, as_json: bool, **options: 
     """
     from mvemo.fuse.stage import run_cv, run_target_cv
 
+    require_writable(out, "--out")
     with fusion_arguments(cache_path, target, options) as (cache, settings):
         if settings.target == "label":
             document = run_cv(cache, out, settings).document
@@ -191,7 +192,7 @@ def echo_target_summary(document: dict[str, Any], out: str) -> None:
 @click.command("fuse", cls=MvemoCommand, context_settings=CONTEXT)
 @click.argument("cache_path", metavar="CACHE", type=click.Path())
 @click.option(
-    "--out", required=True, type=click.Path(file_okay=False), help="Folder for the report and the final model (OUT/model/)."
+    "--out", required=True, type=click.Path(), metavar="DIR", help="Folder for the report and the final model (OUT/model/)."
 )
 @fuse_options
 @head_options
@@ -200,6 +201,7 @@ def fuse(cache_path: str, out: str, target: str | None, **options: Any) -> None:
     """The CV report in OUT, then each model's head trained on every clip, saved in OUT/model/ for `mvemo predict`."""
     from mvemo.fuse.stage import fuse_cache
 
+    require_writable(out, "--out")
     with fusion_arguments(cache_path, target, options) as (cache, settings):
         document, folder = fuse_cache(cache, out, settings)
     if settings.target == "label":

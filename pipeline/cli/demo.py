@@ -9,11 +9,11 @@ import time
 
 import click
 
-from mvemo.pipeline.cli.tools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand, progress_bar
+from mvemo.pipeline.cli.tools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand, progress_bar, require_writable
 
 
 @click.command("demo", cls=MvemoCommand, context_settings=CONTEXT)
-@click.option("--out", default="demo-out", type=click.Path(file_okay=False), help="Folder for the data and the results.")
+@click.option("--out", default="demo-out", type=click.Path(), metavar="DIR", help="Folder for the data and the results.")
 @click.option(
     "--clips-per-class",
     default=12,
@@ -41,6 +41,7 @@ def demo(ctx: click.Context, out: str, clips_per_class: int, duration_s: float, 
     from mvemo.pipeline.demo import DEMO_TARGETS, run_demo
     from mvemo.pipeline.executors import build_executor
 
+    require_writable(out, "--out")
     began = time.perf_counter()
     config = SyntheticConfig(clips_per_class=clips_per_class, duration_s=duration_s, seed=seed)
     click.echo(f"writing {6 * clips_per_class} synthetic music videos of {duration_s:g} s into {out}/data ...")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from mvemo.pipeline.cli.tools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand, executor_options, progress_bar
+from mvemo.pipeline.cli.tools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand, executor_options, progress_bar, require_writable
 
 if TYPE_CHECKING:
     from mvemo.cache.lock import CacheLock
@@ -130,6 +130,7 @@ def locked_cache(cache_path: str) -> Iterator[CacheLock]:
     from mvemo.cache.layout import require_cache_folder
     from mvemo.cache.lock import CacheLock
 
+    require_writable(cache_path, "--cache")
     require_cache_folder(Path(cache_path))  # before the lock file lands beside a folder that is no cache
     with CacheLock(cache_path) as lock:
         if lock.previous:

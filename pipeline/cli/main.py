@@ -17,9 +17,8 @@ from mvemo.pipeline.cli.extract import extract
 from mvemo.pipeline.cli.manifest import manifest_group
 from mvemo.pipeline.cli.predict import predict
 from mvemo.pipeline.cli.study import study_group
-from mvemo.pipeline.cli.tools import CONTEXT, MvemoGroup, stop_on_signals
+from mvemo.pipeline.cli.tools import CONTEXT, MvemoGroup
 from mvemo.pipeline.cli.weights import weights_group
-from mvemo.pipeline.executors import keep_freed_heap
 
 
 @click.group(cls=MvemoGroup, context_settings=CONTEXT)
@@ -45,18 +44,7 @@ cli.add_command(weights_group)
 cli.add_command(study_group)
 
 
-def main() -> None:
-    """Entry point of ``mvemo``."""
-    keep_freed_heap()
-    stop_on_signals()
-    cli(prog_name="mvemo")
-
-
-def cv_main() -> None:
-    """Entry point of ``mvemo-cv``."""
-    stop_on_signals()
-    cv(prog_name="mvemo-cv")
-
-
 if __name__ == "__main__":
+    from mvemo.pipeline.cli.entry import main
+
     main()

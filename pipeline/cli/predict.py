@@ -7,14 +7,22 @@ from typing import Any
 
 import click
 
-from mvemo.pipeline.cli.tools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand, executor_options, print_json, progress_bar
+from mvemo.pipeline.cli.tools import (
+    CONTEXT,
+    EXIT_CLIPS_FAILED,
+    MvemoCommand,
+    executor_options,
+    print_json,
+    progress_bar,
+    require_writable,
+)
 
 
 @click.command("predict", cls=MvemoCommand, context_settings=CONTEXT)
 @click.argument("model_dir", metavar="MODEL_DIR", type=click.Path(file_okay=False))
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--manifest", "manifest_path", default=None, type=click.Path(dir_okay=False), help="Label the clips of this manifest (CSV or JSONL) instead of FILES.")  # fmt: skip
-@click.option("--csv", "csv_path", default=None, type=click.Path(dir_okay=False), help="Write one results CSV: a row per clip with its label, a probability per class, or its error.")  # fmt: skip
+@click.option("--csv", "csv_path", default=None, type=click.Path(), metavar="FILE", help="Write one results CSV: a row per clip with its label, a probability per class, or its error.")  # fmt: skip
 @click.option(
     "--model",
     "model_name",
@@ -31,7 +39,7 @@ from mvemo.pipeline.cli.tools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand, e
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {clip_id, file, model, label, probabilities, in_training} (or {clip_id, file, error}).")  # fmt: skip
 @click.option("--timeline", is_flag=True, help="Read each file as windows of the model's length every --hop seconds: an emotion timeline (CSV, PNG and an HTML page that plays the file beside it, per file into --out, and index.html) and the label of the whole from the pooled windows.")  # fmt: skip
 @click.option("--hop", "hop_s", default=None, type=click.FloatRange(min=0.5), help="Seconds between the starts of two windows (--timeline).  [default: the model's [clip] hop_s where it was trained on windows, else half its window: 15 s]")  # fmt: skip
-@click.option("--out", "out_dir", default="timelines", type=click.Path(file_okay=False), help="Folder of the timelines (--timeline).")  # fmt: skip
+@click.option("--out", "out_dir", default="timelines", type=click.Path(), metavar="DIR", help="Folder of the timelines (--timeline).")  # fmt: skip
 @click.option("--embed-media", is_flag=True, help="Inline each file (up to 20 MiB) into its timeline page, so that the page travels alone (--timeline).  [default: the page refers to the file by a relative path]")  # fmt: skip
 @executor_options
 @click.pass_context
@@ -67,8 +75,10 @@ def predict(
         raise ConfigError("--timeline writes a CSV per file into --out; leave --csv out")
     if embed_media and not timeline:
         raise ConfigError("--embed-media inlines files into timeline pages; add --timeline or leave it out")
-    if csv_path and not Path(csv_path).absolute().parent.is_dir():
-        raise ConfigError(f"--csv {csv_path}: its folder does not exist; create it or choose another path")
+    if csv_path:
+        require_writable(csv_path, "--csv", folder=False)
+    if timeline:
+        require_writable(out_dir, "--out")
     # a missing file is one clip's failure, reported in its row, not the run's
     clips = (
         list(read_manifest(manifest_path, check_files=False, unlabelled=True).clips)

@@ -3,39 +3,19 @@
 from __future__ import annotations
 
 import json
-import signal
+import os
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import click
 
-from mvemo.manifests.errors import MvemoError
+from mvemo.manifests.errors import ConfigError, MvemoError
+from mvemo.pipeline.cli.interrupt import Interrupted
 
 EXIT_INPUT_ERROR = 2
 EXIT_CLIPS_FAILED = 3
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True, "max_content_width": 100}
-
-
-class Interrupted(BaseException):
-    """SIGTERM or SIGINT (Ctrl-C) in a command: it unwinds like Ctrl-C, so every executor stops its workers and every
-    writer closes on its way out."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def stop_on_signals() -> None:
-    """Make SIGTERM (a scheduler's timeout or preemption) and SIGINT end a command by raising ``Interrupted``; a second
-    signal while it unwinds ends the process at once."""
-
-    def stop(signum: int, frame: Any) -> None:
-        for name in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(name, signal.SIG_DFL)
-        raise Interrupted(signum)
-
-    for name in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(name, stop)
 
 
 class _MvemoErrorsExit2:
@@ -64,6 +44,31 @@ class MvemoGroup(_MvemoErrorsExit2, click.Group):
 
 class MvemoCommand(_MvemoErrorsExit2, click.Command):
     pass
+
+
+def require_writable(path: str, option: str, *, folder: bool = True) -> None:
+    """Refuse, before any work, a path the command could not write: a ``folder`` (created where missing) or a file
+    (in a folder that exists). A path inside a file, a folder named as a file or an unwritable place fails at once with
+    one line and exit 2, instead of a traceback once the work is done."""
+    target = Path(path).absolute()
+    if folder:
+        if target.exists() and not target.is_dir():
+            raise ConfigError(f"{option} {path}: is a file; give a folder (it is created where missing)")
+        place = target
+        while not place.exists():
+            place = place.parent
+        if not place.is_dir():
+            raise ConfigError(f"{option} {path}: {place} is a file, so the folder cannot be created; choose another path")
+    else:
+        if target.is_dir():
+            raise ConfigError(f"{option} {path}: is a folder; give a file name")
+        place = target.parent
+        if place.exists() and not place.is_dir():
+            raise ConfigError(f"{option} {path}: {place} is a file, not a folder; choose another path")
+        if not place.is_dir():
+            raise ConfigError(f"{option} {path}: its folder does not exist; create it or choose another path")
+    if not os.access(place, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {path}: {place} is not writable; choose another path")
 
 
 def print_json(document: Any) -> None:

@@ -1,0 +1,32 @@
+"""The console scripts, ``mvemo`` and ``mvemo-cv``: the signal handlers go in before the command line is imported,
+so that a signal at any moment of a command stops it with one line and exit 128 + its number."""
+
+from __future__ import annotations
+
+import sys
+
+from mvemo.pipeline.cli.interrupt import Interrupted, stop_on_signals
+
+
+def main() -> None:
+    """Entry point of ``mvemo``."""
+    _run("mvemo")
+
+
+def cv_main() -> None:
+    """Entry point of ``mvemo-cv``."""
+    _run("mvemo-cv")
+
+
+def _run(name: str) -> None:
+    stop_on_signals()
+    try:
+        from mvemo.pipeline.cli.cv import cv
+        from mvemo.pipeline.cli.main import cli
+        from mvemo.pipeline.executors import keep_freed_heap
+
+        keep_freed_heap()
+        (cv if name == "mvemo-cv" else cli)(prog_name=name)
+    except Interrupted as stopped:  # before or after a command ran (a command says what it was itself)
+        print(f"{name}: interrupted by {stopped}", file=sys.stderr)
+        sys.exit(128 + stopped.signum)

@@ -1,0 +1,76 @@
+"""SIGTERM (a scheduler's timeout or preemption) and SIGINT (Ctrl-C) stop a command, whatever it is doing when they
+arrive. Standard library only: the console scripts install the handlers before they import anything else."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Any
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+SEND_AGAIN_AFTER_S = 0.01  # a signal that landed where it cannot stop the command is sent again this much later
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGINT in a command: it unwinds like Ctrl-C, so every executor stops its workers and every writer
+    closes on its way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def stop_on_signals() -> None:
+    """Make SIGTERM and SIGINT end the command by raising ``Interrupted``; a second signal while it unwinds ends the
+    process at once.
+
+    A signal handler runs in whatever Python code is running, and two places cannot take the exception:
+    - a finalizer (a ``__del__``, a weak reference's callback): Python ignores what it raises, and the command went on
+      ("Exception ignored in ... WeakValueDictionary"). ``sys.unraisablehook`` sees it;
+    - an import: torch's imports run Python code from C++, where an exception aborts the process (exit -6).
+    From either, the signal is sent again by another thread a moment later (sent at once, its handler would run right
+    there again), to land in the command's own code.
+    """
+    unwinding: list[int] = []
+
+    def stop(signum: int, frame: Any) -> None:
+        if unwinding:  # the command is already stopping: this one ends it now
+            for name in SIGNALS:
+                signal.signal(name, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        if _importing(frame):
+            _send_again(signum)
+            return
+        unwinding.append(signum)
+        raise Interrupted(signum)
+
+    def ignored(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, Interrupted):
+            unwinding.clear()  # it did not unwind anything
+            _send_again(unraisable.exc_value.signum)
+        else:
+            previous(unraisable)
+
+    previous = sys.unraisablehook
+    sys.unraisablehook = ignored
+    for name in SIGNALS:
+        signal.signal(name, stop)
+
+
+def _importing(frame: FrameType | None) -> bool:
+    """Whether ``frame`` runs inside an import."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _send_again(signum: int) -> None:
+    resend = threading.Timer(SEND_AGAIN_AFTER_S, os.kill, (os.getpid(), signum))
+    resend.daemon = True
+    resend.start()
