@@ -42,9 +42,3 @@ cli.add_command(bench)
 cli.add_command(extract)
 cli.add_command(weights_group)
 cli.add_command(study_group)
-
-
-if __name__ == "__main__":
-    from mvemo.pipeline.cli.entry import main
-
-    main()
