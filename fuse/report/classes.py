@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +67,8 @@ def write_report(
     }
     pooled = f"{repeats} repeats pooled" if repeats > 1 else f"{result.n_folds} folds"
     pngs = {}
-    for name, metrics in result.metrics.items():
-        file = out / f"confusion_{safe_name(name)}.png"
-        pngs[name] = confusion_png(metrics["confusion"], result.classes, f"{name}: confusion, {pooled}", file)
+    for name, file in figure_names(result.metrics, "confusion").items():
+        pngs[name] = confusion_png(result.metrics[name]["confusion"], result.classes, f"{name}: confusion, {pooled}", out / file)
     curves = roc_curves(
         {n: [(rep[n].y, rep[n].proba) for rep in result.repeats] for n in result.metrics},
         {n: m["roc_auc_macro"] for n, m in result.metrics.items()},
@@ -107,6 +108,17 @@ def remove_stale_figures(out: Path, document: dict[str, Any]) -> None:
 def safe_name(name: str) -> str:
     """A model's name as a file name: its expression's punctuation made underscores."""
     return "".join(c if c.isalnum() or c in "-." else "_" for c in name).strip("_")
+
+
+def figure_names(models: Iterable[str], prefix: str) -> dict[str, str]:
+    """Each model's figure file, ``{prefix}_{safe_name}.png``; names that slug alike (``a_b`` and ``a+b``; ``A`` and
+    ``a`` on a case-blind file system) each end in a digest of the model's own name, so no two share a file."""
+    slugs = {name: safe_name(name) for name in models}
+    taken = Counter(slug.lower() for slug in slugs.values())
+    return {
+        name: f"{prefix}_{slug}{'' if taken[slug.lower()] == 1 else '_' + hashlib.sha256(name.encode()).hexdigest()[:8]}.png"
+        for name, slug in slugs.items()
+    }
 
 
 def write_oof_csv(result: CvResult, path: Path) -> Path:

@@ -20,9 +20,9 @@ from mvemo.fuse.report.classes import (
     PAPER_BANNER,
     clips_section,
     figure_files,
+    figure_names,
     provenance_section,
     remove_stale_figures,
-    safe_name,
 )
 from mvemo.fuse.report.pages import markdown_page, md_table, md_text
 from mvemo.fuse.report.plots import model_styles
@@ -64,7 +64,7 @@ def values_document(result: ValuesResult) -> dict[str, Any]:
         "choices": {m: p.described for m, p in result.repeats[0].items()},
         "definitions": VALUE_METRIC_DEFINITIONS,
         "notes": result.notes,
-        "figures": {m: f"scatter_{safe_name(m)}.png" for m in result.repeats[0]},
+        "figures": figure_names(result.repeats[0], "scatter"),
     }
 
 

@@ -16,10 +16,13 @@ from mvemo.fuse.cv import cross_validate
 from mvemo.fuse.heads.linear import LogisticHead
 from mvemo.fuse.metrics import METRIC_DEFINITIONS
 from mvemo.fuse.models import available_models, incomplete_inputs
+from mvemo.fuse.report.targets import values_document
 from mvemo.fuse.stage import run_cv
+from mvemo.fuse.targets.values import cross_validate_values
 from mvemo.manifests import CacheError
 from mvemo.pipeline.cli.main import cli
 from tests.fuse.helpers import embedding_cache
+from tests.fuse.test_dimensional import valued
 
 # Over half a second a test (end-to-end runs, trained nets): left out of `make test-quick`.
 pytestmark = pytest.mark.heavy
@@ -133,3 +136,21 @@ def test_no_model_with_a_clip_to_score_is_an_input_error(tmp_path: Path) -> None
         cli, ["cv", "--cache", str(cache), "--out", str(tmp_path / "r"), "--models", "i3d"], prog_name="mvemo-cv"
     )
     assert result.exit_code == 2 and "Traceback" not in result.output and len(result.stderr.splitlines()) == 1
+
+
+def test_models_whose_names_slug_alike_each_get_a_confusion_matrix_of_their_own(tmp_path: Path) -> None:
+    """Sets a, b and a_b: the models a_b and a+b both slugged to confusion_a_b.png, and one matrix was lost."""
+    cache = embedding_cache(tmp_path / "c", nets={}, vectors={"a": (4, 1.0), "b": (4, 0.5), "a_b": (4, 2.0)})
+    document = run_cv(cache, tmp_path / "report", models="a_b,a+b,late(a,b)").document
+    files = document["figures"]["confusion"]
+    assert set(files) == {"a_b", "a+b", "late(a,b)"}
+    assert len({name.lower() for name in files.values()}) == 3, files
+    for name in files.values():
+        assert (tmp_path / "report" / name).is_file()
+    assert files["a_b"] != "confusion_a_b.png" or files["a+b"] != "confusion_a_b.png"
+
+
+def test_value_models_whose_names_slug_alike_each_get_a_scatter_plot_of_their_own(tmp_path: Path) -> None:
+    cache = embedding_cache(tmp_path / "c", nets={}, vectors={"a": (4, 1.0), "b": (4, 0.5), "a_b": (4, 2.0)}, retarget=valued)
+    figures = values_document(cross_validate_values(cache, names=("valence",), models="a_b,a+b"))["figures"]
+    assert len(set(figures.values())) == 2, figures
