@@ -181,29 +181,44 @@ def _check_name(cache: Cache, name: str) -> None:
         raise ConfigError(f"--set {name!r}: the cache's computed set has that name; import under another")
 
 
-def _match(clip_ids: list[str], ids: list[str], where: str) -> list[int]:
-    """The cache row of each CSV row: by clip id, else by a file stem that one clip alone has."""
+def match_keys(clip_ids: list[str], ids: list[str]) -> tuple[list[int | None], list[str], list[str]]:
+    """The clip row each of the keys ``ids`` names: by clip id, else by a file stem that one clip alone has (None: no
+    clip); the keys of no clip, and the keys of a clip an earlier key named (its id and then its stem, say)."""
     stems = Counter(PurePosixPath(c).stem for c in clip_ids)
     by_key = {c: row for row, c in enumerate(clip_ids)}
     by_key |= {PurePosixPath(c).stem: row for row, c in enumerate(clip_ids) if stems[PurePosixPath(c).stem] == 1}
-    rows, unknown, twice = [], [], []
+    rows: list[int | None] = []
+    unknown, twice, seen = [], [], set()
     for text in ids:
         row = by_key.get(text)
         if row is None:
             unknown.append(text)
-        elif row in rows:
+        elif row in seen:
             twice.append(text)
+        seen.add(row)
         rows.append(row)
+    return rows, unknown, twice
+
+
+def given_twice(keys: list[str]) -> str:
+    """What a file that gives a clip two rows is told, by ``mvemo cache import`` and ``mvemo predict --features``."""
+    return f"{len(keys)} row(s) of a clip already given ({', '.join(map(repr, keys[:SHOWN]))})"
+
+
+ONE_ROW = "one row, keyed by its clip id or file stem"
+
+
+def _match(clip_ids: list[str], ids: list[str], where: str) -> list[int]:
+    """The cache row of each CSV row: by clip id, else by a file stem that one clip alone has."""
+    rows, unknown, twice = match_keys(clip_ids, ids)
     problems = []
     if unknown:
         problems.append(f"{len(unknown)} row(s) of no clip of the cache ({', '.join(map(repr, unknown[:SHOWN]))})")
     if twice:
-        problems.append(f"{len(twice)} row(s) of a clip already given ({', '.join(map(repr, twice[:SHOWN]))})")
+        problems.append(given_twice(twice))
     missing = [clip_ids[row] for row in sorted(set(range(len(clip_ids))) - set(rows))]
     if missing:
         problems.append(f"{len(missing)} clip(s) without a row ({', '.join(map(repr, missing[:SHOWN]))})")
     if problems:
-        raise ConfigError(
-            f"{where}: {'; '.join(problems)}; every clip of the cache needs one row, keyed by its clip id or file stem"
-        )
+        raise ConfigError(f"{where}: {'; '.join(problems)}; every clip of the cache needs {ONE_ROW}")
     return rows  # type: ignore[return-value]

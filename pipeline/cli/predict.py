@@ -36,7 +36,7 @@ from mvemo.pipeline.cli.tools import (
     help="Folder of the pretrained weights the model was trained with (also $MVEMO_WEIGHTS, ~/.cache/mvemo/weights).",
 )
 @click.option("--features", "feature_files", multiple=True, type=click.Path(exists=True, dir_okay=False), help="CSV or .npz of the columns of a set the model imported (`mvemo cache import`) for these clips: a row per clip, keyed by clip id or file stem; repeat it for several files.")  # fmt: skip
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {clip_id, file, model, label, probabilities, in_training} (or {clip_id, file, error}).")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {clip_id, file, model, label, probabilities, in_training} (or {clip_id, file, error}); in_training is null for a model of imported sets alone.")  # fmt: skip
 @click.option("--timeline", is_flag=True, help="Read each file as windows of the model's length every --hop seconds: an emotion timeline (CSV, PNG and an HTML page that plays the file beside it, per file into --out, and index.html) and the label of the whole from the pooled windows.")  # fmt: skip
 @click.option("--hop", "hop_s", default=None, type=click.FloatRange(min=0.5), help="Seconds between the starts of two windows (--timeline).  [default: the model's [clip] hop_s where it was trained on windows, else half its window: 15 s]")  # fmt: skip
 @click.option("--out", "out_dir", default="timelines", type=click.Path(), metavar="DIR", help="Folder of the timelines (--timeline).")  # fmt: skip

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import csv
 import os
-from collections import Counter
 from collections.abc import Iterable
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 
-from mvemo.cache.imported import SHOWN, npz_arrays, read_vectors
+from mvemo.cache.imported import ONE_ROW, SHOWN, given_twice, match_keys, npz_arrays, read_vectors
 from mvemo.cache.layout import IMPORTED
 from mvemo.fuse.saved.model import SavedFusionModel
 from mvemo.manifests.errors import ConfigError, utf8_text
@@ -66,7 +65,8 @@ class GivenFeatures:
         if paths and not self.sets:
             raise ConfigError(f"--features: model {name!r} reads no imported set; leave --features out")
         tables = [_table(path, _key_column(path, self._keys())) for path in paths]
-        self.rows: dict[str, tuple[str, dict[str, np.ndarray]]] = {}  # set -> (file, {key: row})
+        # set -> (file, its keys, their rows of the set's columns)
+        self.rows: dict[str, tuple[str, list[str], np.ndarray]] = {}
         for set_name, described in self.sets.items():
             self.rows[set_name] = _columns_of(set_name, described["columns"], tables)
         self._refuse_shared_names()
@@ -90,22 +90,22 @@ class GivenFeatures:
     def of(self, clips: list[Clip]) -> list[dict[str, np.ndarray | str]]:
         """Each clip's row of each imported set, or where its file has none, the reason (its job fails with it). A
         row belongs to the clip its key names by clip id, or by a file stem that no other of ``clips`` has, as
-        ``mvemo cache import`` matches rows."""
-        stems = Counter(PurePosixPath(clip.clip_id).stem for clip in clips)
-        given = []
-        for clip in clips:
-            stem = PurePosixPath(clip.clip_id).stem
-            keys = [clip.clip_id, *([stem] if stems[stem] == 1 else [])]
-            rows_of: dict[str, np.ndarray | str] = {}
-            for set_name, (file, rows) in self.rows.items():
-                found = next((rows[k] for k in keys if k in rows), None)
-                rows_of[set_name] = (
-                    found
-                    if found is not None
-                    else f"clip {clip.clip_id!r}: {file} has no row for it (by clip id, or by a file stem no other clip"
+        ``mvemo cache import`` matches rows, and a file that gives a clip two rows is refused as the import refuses it.
+        """
+        clip_ids = [clip.clip_id for clip in clips]
+        given: list[dict[str, np.ndarray | str]] = [{} for _ in clips]
+        for set_name, (file, keys, values) in self.rows.items():
+            rows, _, twice = match_keys(clip_ids, keys)
+            if twice:
+                raise ConfigError(f"{file}: {given_twice(twice)}; every clip needs {ONE_ROW}")
+            at = {row: i for i, row in enumerate(rows) if row is not None}
+            for row, clip_id in enumerate(clip_ids):
+                given[row][set_name] = (
+                    values[at[row]]
+                    if row in at
+                    else f"clip {clip_id!r}: {file} has no row for it (by clip id, or by a file stem no other clip"
                     f" has), and the model reads {set_name} from it; add the clip's row to --features"
                 )
-            given.append(rows_of)
         return given
 
 
@@ -119,31 +119,27 @@ def _key_column(file: Path, preferred: list[str]) -> str:
     return next((key for key in preferred if key and key in header), header[0] if header else "")
 
 
-def _table(file: Path, key: str) -> tuple[Path, dict[str, dict[str, np.ndarray]]]:
-    """``file``'s value columns by name, each a row per key."""
+def _table(file: Path, key: str) -> tuple[Path, list[str], dict[str, np.ndarray]]:
+    """``file``'s keys and its value columns by name, each a value per key."""
     ids, columns, values = read_vectors(file, key or None)
-    twice = sorted(i for i, n in Counter(ids).items() if n > 1)
-    if twice:
-        raise ConfigError(f"{file}: {len(twice)} clip(s) given two rows or more ({', '.join(map(repr, twice[:SHOWN]))})")
-    return file, {column: dict(zip(ids, values[:, j])) for j, column in enumerate(columns)}
+    return file, ids, {column: values[:, j] for j, column in enumerate(columns)}
 
 
 def _columns_of(
-    set_name: str, columns: list[str], tables: list[tuple[Path, dict[str, dict[str, np.ndarray]]]]
-) -> tuple[str, dict[str, np.ndarray]]:
-    """The rows of the one file that holds every column of the set, each in the set's column order."""
-    holding = [(file, by_column) for file, by_column in tables if all(c in by_column for c in columns)]
+    set_name: str, columns: list[str], tables: list[tuple[Path, list[str], dict[str, np.ndarray]]]
+) -> tuple[str, list[str], np.ndarray]:
+    """The one file that holds every column of the set: its keys and their rows, in the set's column order."""
+    holding = [table for table in tables if all(c in table[2] for c in columns)]
     if len(holding) > 1:
         raise ConfigError(
             f"--features: {holding[0][0]} and {holding[1][0]} both hold every column of {set_name}; give its columns"
             " in one file, or name the columns of each set apart"
         )
     if holding:
-        file, by_column = holding[0]
-        keys = by_column[columns[0]].keys()
-        return str(file), {k: np.array([by_column[c][k] for c in columns], dtype=np.float32) for k in keys}
-    closest = min(tables, key=lambda table: sum(c not in table[1] for c in columns))
-    missing = [c for c in columns if c not in closest[1]]
+        file, keys, by_column = holding[0]
+        return str(file), keys, np.column_stack([by_column[c] for c in columns]).astype(np.float32)
+    closest = min(tables, key=lambda table: sum(c not in table[2] for c in columns))
+    missing = [c for c in columns if c not in closest[2]]
     raise ConfigError(
         f"--features: no file holds every column of {set_name} ({len(columns)} columns, as imported); {closest[0]}"
         f" lacks {len(missing)} ({', '.join(map(repr, missing[:SHOWN]))}); give a file with all of them"

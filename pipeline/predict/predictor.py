@@ -101,6 +101,12 @@ def clip_results(results: Iterable[Any], clips: list[Clip]) -> Iterator[dict[str
         yield result
 
 
+def reads_media(saved: SavedFusionModel, name: str) -> bool:
+    """Whether model ``name`` computes an input from a clip's media: a model of imported sets alone reads none, and
+    cannot tell a training clip by its media (its results say ``in_training`` null)."""
+    return len(imported_sets(saved, name)) < len(saved.feature_sets(name))
+
+
 def seen_in_training(saved: SavedFusionModel, clip: Clip) -> bool:
     """Whether the clip's media are those of a clip the model trained on: its probabilities then test nothing.
 
@@ -127,7 +133,7 @@ def predict_clip(
         return (
             {"clip_id": clip.clip_id, "file": _file_of(clip), "model": name}
             | label_scores(saved, name, scores)
-            | {"in_training": seen_in_training(saved, clip)}
+            | {"in_training": seen_in_training(saved, clip) if reads_media(saved, name) else None}
         )
 
     return clip_result(clip, label)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from mvemo.manifests import ConfigError
 from mvemo.manifests.errors import ManifestError
 from mvemo.pipeline.cli.main import cli
 from tests.cache.helpers import MEL, row_values, stand_in_manifest
-from tests.fuse.helpers import embedding_cache
+from tests.fuse.helpers import CLASSES, embedding_cache
 
 
 def features_csv(path: Path, ids: list[str], values: np.ndarray, key: str = "song") -> Path:
@@ -238,7 +239,40 @@ def test_a_model_over_an_imported_set_predicts_new_clips_from_their_given_column
     twice = tmp_path / "twice.csv"
     twice.write_text("id,f0,f1\nnew0,1,2\nnew0,1,2\n")
     result = CliRunner().invoke(cli, [*args, "--features", str(twice)])
-    assert result.exit_code == 2 and "1 clip(s) given two rows or more ('new0')" in result.output
+    assert result.exit_code == 2 and "1 row(s) of a clip already given ('new0')" in result.output
+
+
+def test_predict_features_refuse_what_import_refuses_and_a_model_of_imported_sets_reads_no_media(tmp_path: Path) -> None:
+    """A clip given a row under its id and another under its stem (other values): import refuses the file, and
+    predict took one row silently. A model of imported sets alone needs no media file at all."""
+    from mvemo.fuse.stage import fuse_cache
+
+    cache = embedding_cache(tmp_path / "c.h5", nets={"a": (4, 1.0)}, n_per_class=6)
+    with Cache(cache) as reader:
+        ids, y = reader.clip_ids, reader.y.astype(float)
+    values = np.column_stack([y, -y])
+    import_vectors(cache, "mine", features_csv(tmp_path / "mine.csv", ids, values), key="song")
+    _, folder = fuse_cache(cache, tmp_path / "out", models="mine")
+    by_id_and_stem = [*ids, "c0"], np.vstack([values, values[:1] + 5])
+    with pytest.raises(ConfigError) as refused:
+        import_vectors(cache, "mine", features_csv(tmp_path / "both.csv", *by_id_and_stem), key="song")
+    import_words = re.search(r"1 row\(s\) of a clip already given \('c0'\)", str(refused.value))
+    assert import_words
+
+    ghost = str(tmp_path / "ghost" / "nofile.mp4")  # no such file, nor folder
+    given = tmp_path / "given.csv"
+    given.write_text(f"song,f0,f1\n{ghost},2.0,-2.0\nnofile,0.0,0.0\n")
+    result = CliRunner().invoke(cli, ["predict", str(folder), ghost, "--model", "mine", "--features", str(given)])
+    assert result.exit_code == 2, result.output
+    assert (
+        f"{given}: 1 row(s) of a clip already given ('nofile'); every clip needs one row, keyed by its clip id" in result.output
+    )
+
+    given.write_text("song,f0,f1\nnofile,2.0,-2.0\n")
+    result = CliRunner().invoke(cli, ["predict", str(folder), ghost, "--model", "mine", "--features", str(given), "--json"])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)
+    assert row["label"] == CLASSES[2] and row["in_training"] is None
 
 
 def test_two_sets_of_the_same_column_names_are_not_read_from_one_file(tmp_path: Path) -> None:
