@@ -127,9 +127,11 @@ def read_checked_manifest(manifest_path: str, *, nets: tuple[str, ...]) -> Manif
 @contextlib.contextmanager
 def locked_cache(cache_path: str) -> Iterator[CacheLock]:
     """The cache's writer lock, taken after checking that the folder is (or can become) a cache, before heavy work."""
-    from mvemo.cache.layout import require_cache_folder
+    from mvemo.cache.layout import require_cache_folder, single_file_error
     from mvemo.cache.lock import CacheLock
 
+    if Path(cache_path).is_file():
+        raise single_file_error(Path(cache_path))  # a cache of earlier versions, which `mvemo cache migrate` converts
     require_writable(cache_path, "--cache")
     require_cache_folder(Path(cache_path))  # before the lock file lands beside a folder that is no cache
     with CacheLock(cache_path) as lock:
