@@ -14,6 +14,7 @@ import hashlib
 import io
 import math
 import os
+import re
 from collections import Counter
 from collections.abc import Collection
 from pathlib import Path, PurePosixPath
@@ -28,6 +29,8 @@ from mvemo.manifests.errors import ConfigError, utf8_text
 
 EXTRACTOR = "mvemo.import"
 SHOWN = 5  # problems named in a refusal, the rest counted
+SET_NAME = re.compile(r"^[a-z0-9_]+$")  # one word of a cache's set names (cache.layout)
+NUMBER = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$", re.ASCII)  # a decimal number as a CSV writes it
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -103,6 +106,11 @@ def read_csv(file: Path, key: str | None) -> tuple[list[str], list[str], np.ndar
     where = str(file)
     reader = csv.reader(io.StringIO(utf8_text(file, where)))
     header = next(reader, None)
+    if header and len(header) == 1 and (other := next((d for d in ";\t|" if d in header[0]), None)):
+        raise ConfigError(
+            f"{where}: its header is one field that holds {other!r}: mvemo reads comma-separated values; save the file"
+            " with commas between fields (and '.' for decimals)"
+        )
     if not header or len(header) < 2:
         raise ConfigError(f"{where}: expected a header of a key column and one column or more of values")
     key = key or header[0]
@@ -121,10 +129,7 @@ def read_csv(file: Path, key: str | None) -> tuple[list[str], list[str], np.ndar
         for i, text in enumerate(row):
             if i == at:
                 continue
-            try:
-                number = float(text)
-            except ValueError:
-                number = math.nan
+            number = float(text) if NUMBER.match(text) else math.nan  # not Python's float(): it reads 1_000 and '١٢'
             if not math.isfinite(number) or abs(number) > FLOAT32_MAX:  # stored as float32, where 1e300 is inf
                 bad.append(f"line {line} ({row[at]!r}), column {header[i]!r}: {text!r}")
             numbers.append(number)
@@ -175,8 +180,9 @@ def npz_arrays(file: Path) -> dict[str, np.ndarray]:
 
 
 def _check_name(cache: Cache, name: str) -> None:
-    if not name or "/" in name or name.strip() != name:
-        raise ConfigError(f"--set {name!r}: a set's name is one word without '/' (e.g. panda_top100)")
+    if not SET_NAME.match(name):
+        suggestion = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_") or "panda_top100"
+        raise ConfigError(f"--set {name!r}: a set's name is one word of lowercase letters, digits and '_'; e.g. {suggestion!r}")
     if name in cache.feature_sets() and IMPORTED not in cache.config(name):
         raise ConfigError(f"--set {name!r}: the cache's computed set has that name; import under another")
 

@@ -71,11 +71,12 @@ class FuseSettings:
         return {key: getattr(self, key) for key in keys} | {"head": self.make_head()}
 
     def config(self) -> dict[str, Any]:
-        """What a report and a saved model record of these settings."""
+        """What a report and a saved model record of these settings: of values, the ridge heads they always use."""
+        classifies = self.target in ("label", "tags")
         return {
             "target": self.target,
-            "head": self.head or " | ".join(self.selection.heads),
-            "head_params": self.head_params,
+            "head": (self.head or " | ".join(self.selection.heads)) if classifies else "ridge",
+            "head_params": self.head_params if classifies else {},
             "selection": self.selection.to_json(),
             "models": self.models or "default",
         }

@@ -208,7 +208,15 @@ def _stacked(ax: Any, edges: np.ndarray, values: np.ndarray, names: list[str], c
         low, high = np.append(bottoms[:, k], bottoms[-1, k]), np.append(tops[:, k], tops[-1, k])
         ax.fill_between(edges, low, high, step="post", color=colours[name], label=name, linewidth=0)
     ax.set_ylim(0, 1)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False, ncols=legend_columns(len(names)))
+
+
+LEGEND_ROWS = 14  # the entries a timeline's legend holds in one column beside its panel
+
+
+def legend_columns(entries: int) -> int:
+    """Columns enough for a legend of ``entries`` beside a timeline's panel (40 classes in one column overflowed it)."""
+    return max(1, -(-entries // LEGEND_ROWS))
 
 
 def tags_timeline_png(
@@ -228,7 +236,7 @@ def tags_timeline_png(
     ax.set_ylim(0, 1)
     ax.set_ylabel("probability (dotted: threshold)")
     ax.set_title(title, fontsize=10)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False, ncols=legend_columns(len(tags)))
     band.set_yticks(np.arange(len(tags)) + 0.4, tags, fontsize=7)
     band.set_ylim(0, len(tags))
     return _save_timeline(fig, band, starts, ends, path)

@@ -98,8 +98,21 @@ def test_malformed_files_and_names_are_refused(tmp_path: Path) -> None:
         import_vectors(cache, "mine", latin)
     with pytest.raises(ConfigError, match="computed set has that name"):
         import_vectors(cache, "descriptors", features_csv(tmp_path / "ok.csv", ["c0"], np.ones((1, 1))))
-    with pytest.raises(ConfigError, match="without '/'"):
+    with pytest.raises(ConfigError, match=r"one word of lowercase letters, digits and '_'; e\.g\. 'emb_a_all'"):
         import_vectors(cache, "emb/a/all", tmp_path / "ok.csv")
+    result = CliRunner().invoke(cli, ["cache", "import", str(cache), str(tmp_path / "ok.csv"), "--set", "Mine"])
+    assert result.exit_code == 2 and "e.g. 'mine'" in result.output and "emb/i3d" not in result.output
+    result = CliRunner().invoke(cli, ["cache", "import", str(cache), str(tmp_path / "ok.csv"), "--set", "mine"])
+    assert "e.g." not in result.output, "the name suggested is one import takes"
+    semicolons = tmp_path / "semicolons.csv"
+    semicolons.write_text("song;f0\nc0;1,5\n")
+    with pytest.raises(ConfigError, match="one field that holds ';': mvemo reads comma-separated values"):
+        import_vectors(cache, "mine", semicolons)
+    for text in ("1_000", "\u0661\u0662", "0x10", "1e", "--1"):
+        odd = tmp_path / "odd.csv"
+        odd.write_text("song,f0\n" + "".join(f"c{i},{text if i == 3 else 1.0}\n" for i in range(12)), encoding="utf-8")
+        with pytest.raises(ConfigError, match=r"1 value\(s\) not finite float32 numbers \(line 5 \('c3'\), column 'f0'"):
+            import_vectors(cache, "mine", odd)
     import_vectors(cache, "a", features_csv(tmp_path / "noise.csv", [f"c{i}" for i in range(12)], np.ones((12, 1))))
     with pytest.raises(ConfigError, match="set 'a' has the name of a net, of lldstats or of a model"):
         cross_validate(cache, models="a")  # a set imported through the API under a net's name never stands for it

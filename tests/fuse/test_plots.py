@@ -3,6 +3,7 @@ has one colour in every figure, and the classes' colours stay apart for readers 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -10,7 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from mvemo.fuse.report.plots import accuracy_bars_png, class_colours, confusion_png, timeline_png
+from mvemo.fuse.report.plots import accuracy_bars_png, class_colours, confusion_png, tags_timeline_png, timeline_png
 
 # Machado, Oliveira & Fernandes (2009): full dichromacy as a matrix on linear RGB.
 DICHROMACY = {
@@ -73,3 +74,15 @@ def test_a_class_has_one_colour_in_the_confusion_matrix_and_the_timeline(tmp_pat
     )
     drawn = {name: pixels_of(timeline, colours[name]) for name in classes}
     assert drawn["sad"] > drawn["tense"] > drawn["calm"] > 0, "each class stacked in its colour, by its share of the area"
+
+
+@pytest.mark.parametrize("n_classes", [8, 40, 60])
+def test_a_timeline_of_many_classes_draws_without_a_warning(tmp_path: Path, n_classes: int) -> None:
+    """40 classes in a one-column legend overflowed the panel: matplotlib warned on stderr."""
+    classes = [f"class{i}" for i in range(n_classes)]
+    proba = np.random.default_rng(0).dirichlet(np.ones(n_classes), size=12)
+    starts = np.arange(12) * 3.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        timeline_png(starts, starts + 6, proba, classes, "many", tmp_path / "classes.png")
+        tags_timeline_png(starts, starts + 6, proba, classes, [0.5] * n_classes, "many", tmp_path / "tags.png")

@@ -9,12 +9,14 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from mvemo.cache.h5file import seal
 from mvemo.cache.read import Cache
 from mvemo.fuse.saved.model import load_fusion_model
 from mvemo.fuse.stage import fuse_cache
 from mvemo.manifests import ConfigError, Manifest
+from mvemo.pipeline.cli.main import cli
 from tests.fuse.helpers import embedding_cache
 
 # Over half a second a test (end-to-end runs, trained nets): left out of `make test-quick`.
@@ -63,6 +65,16 @@ def test_a_saved_value_model_predicts_within_the_training_range(cache: Path, tmp
     assert np.corrcoef(pred[:, 0], values[:, 0])[0, 1] > 0.9
     extreme = model.predict_proba("a", {"a": X[:1] * 1e6})
     assert np.all(np.abs(extreme) < 10), "inputs are clipped to the training range: no wild extrapolation"
+
+
+def test_a_value_model_asked_for_another_head_records_the_ridge_heads_it_ran(cache: Path, tmp_path: Path) -> None:
+
+    out = tmp_path / "values"
+    args = ["fuse", str(cache), "--out", str(out), "--target", "valence", "--models", "a", "--head", "rbf-svm"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    document = json.loads((out / "model" / "model.json").read_text())
+    assert (document["head"], document["head_params"]) == ("ridge", {}), "the report says ridge ran: so must the model"
 
 
 @pytest.mark.parametrize(
