@@ -35,6 +35,7 @@ from mvemo.extract.audio import (
     feature_specs,
 )
 from mvemo.extract.decode.audio import AudioWindow
+from mvemo.extract.decode.nvdec import require_decoder
 from mvemo.extract.decode.video import available_cores
 from mvemo.extract.decode.worker import read_audio
 from mvemo.extract.descriptors import DescriptorConfig
@@ -280,6 +281,8 @@ def compute_feature_sets(
     """
     configs = shared_cores(configs or FeatureConfigs(), executor)
     names = tuple(dict.fromkeys(names))
+    if set(names) & set(VIDEO_SETS):
+        require_decoder(configs.frames.decoder)
     began = time.perf_counter()
     writer = cache.writer
     writer.prepare(configs.specs(names), recompute=recompute)

@@ -30,6 +30,7 @@ import numpy as np
 
 from mvemo.cache.layout import FeatureSpec
 from mvemo.extract.decode.frames import VideoSource
+from mvemo.extract.decode.nvdec import DECODERS
 from mvemo.extract.decode.packets import DecodeParams, DecodeTimeoutError, NoVideoStreamError
 from mvemo.extract.decode.video import SampledFrames, read_sample
 from mvemo.extract.decode.worker import worker_for_this_thread
@@ -101,8 +102,13 @@ class FrameConfig:
         Decode in a child process (default): a hung decoder is killed at
         ``timeout_s`` and a decoder crash fails one clip. False decodes in this
         process, checking the clock between packets only (tests, benchmarks).
+    decoder : str
+        ``auto`` (default): h264, hevc, vp9 and av1 on the GPU's video decoder (NVDEC) where it works in the
+        process that decodes, everything else on the CPU; ``cpu``: every clip on the CPU; ``nvdec``: as ``auto``,
+        and refused where NVDEC does not work. NVDEC's pictures of these codecs are FFmpeg's to the bit
+        (``extract.decode.nvdec``), so the frames are the same either way.
 
-    ``timeout_s``, ``decode_threads`` and ``isolate`` do not change the frames,
+    ``timeout_s``, ``decode_threads``, ``isolate`` and ``decoder`` do not change the frames,
     so they stay out of the cache's fingerprints.
     """
 
@@ -115,6 +121,7 @@ class FrameConfig:
     timeout_s: float = 60.0
     decode_threads: int = 0
     isolate: bool = True
+    decoder: str = "auto"
 
     def __post_init__(self) -> None:
         require(
@@ -148,6 +155,7 @@ class FrameConfig:
             isinstance(self.decode_threads, int) and 0 <= self.decode_threads <= 64,
             f"decode_threads={self.decode_threads!r}: expected an integer in 0..64 (0: FFmpeg chooses)",
         )
+        require(self.decoder in DECODERS, f"decoder={self.decoder!r}: expected one of {', '.join(DECODERS)}")
 
     @property
     def decode_params(self) -> DecodeParams:
@@ -159,6 +167,7 @@ class FrameConfig:
             second_size_px=(self.resize_112_short_px, self.resize_112_long_px),
             threads=self.decode_threads,
             timeout_s=self.timeout_s,
+            decoder=self.decoder,
         )
 
     def to_json(self) -> dict[str, Any]:

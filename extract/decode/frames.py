@@ -19,6 +19,7 @@ from typing import Any
 import av
 import numpy as np
 
+from mvemo.extract.decode.nvdec import PLANAR_OF
 from mvemo.extract.decode.packets import Deadline, PacketIndex, decoder_reason, describe_clip
 from mvemo.manifests.errors import MediaError
 
@@ -95,7 +96,7 @@ class Converter:
         self._lock = threading.Lock()  # parallel decoders share one converter
 
     def _sizes(self, frame: Any) -> None:
-        self.pix_fmt = frame.format.name
+        self.pix_fmt = PLANAR_OF.get(frame.format.name, frame.format.name)
         self.rotation_deg = round((frame.rotation or 0) / 90.0) * 90 % 360
         display_w = frame.width * self.sar
         scale = Fraction(self.short_side_px) / min(display_w, Fraction(frame.height))
@@ -111,16 +112,19 @@ class Converter:
             if self.size is None:
                 self._sizes(frame)
         assert self.size is not None
-        scaled = frame
+        planar = frame
+        if frame.format.name in PLANAR_OF:  # NVDEC's interleaved chroma, laid out as FFmpeg's own decoders lay it
+            planar = frame.reformat(format=PLANAR_OF[frame.format.name], threads=1)
+        scaled = planar
         if (frame.width, frame.height) != self.size:
-            scaled = frame.reformat(
-                width=self.size[0], height=self.size[1], format=frame.format.name, interpolation="BILINEAR", threads=1
+            scaled = planar.reformat(
+                width=self.size[0], height=self.size[1], format=planar.format.name, interpolation="BILINEAR", threads=1
             )
         rgb = self._rgb(scaled, frame)
         second = None
         if self.second is not None:
             small = scaled.reformat(
-                width=self.second[0], height=self.second[1], format=frame.format.name, interpolation="BILINEAR", threads=1
+                width=self.second[0], height=self.second[1], format=planar.format.name, interpolation="BILINEAR", threads=1
             )
             second = self._rgb(small, frame)
         return rgb, second

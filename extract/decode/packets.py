@@ -33,6 +33,7 @@ class DecodeParams:
     second_size_px: tuple[int, int] | None = (128, 171)
     threads: int = 0
     timeout_s: float | None = None
+    decoder: str = "auto"
 
 
 PACKET_BUFFER_BYTES = 64 * 2**20
@@ -87,9 +88,10 @@ class Deadline:
             )
 
 
-def open_container(path: Path, clip_id: str) -> Any:
+def open_container(path: Path, clip_id: str, hwaccel: Any = None) -> Any:
+    """The file opened for reading (its video decoded on ``hwaccel``'s device, where given)."""
     try:
-        return av.open(str(path), metadata_errors="ignore")
+        return av.open(str(path), metadata_errors="ignore", hwaccel=hwaccel)
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as err:
         if iso_file_cut_off(path):
             raise MediaError(f"{describe_clip(path, clip_id)}: {CUT_OFF_REASON}") from None

@@ -65,6 +65,7 @@ from mvemo.extract.decode.frames import (
     stack_second,
     video_source,
 )
+from mvemo.extract.decode.nvdec import nvdec_accel, on_nvdec
 from mvemo.extract.decode.packets import (
     Cancelled,
     Deadline,
@@ -110,6 +111,9 @@ class SampledFrames:
     frames_second : ndarray or None, shape (n_frames, short, long, 3) or (n_frames, long, short, 3), uint8
         The same pictures at the second size (``second_size_px`` = (short, long) sides, the
         longer side along the display's longer side; aspect not kept): the C3D resize to 128x171.
+    decoder : str
+        What decoded the pictures: ``cpu`` (FFmpeg's decoders) or ``nvdec`` (the GPU's; the same pictures,
+        ``extract.decode.nvdec``).
     """
 
     frames: np.ndarray
@@ -120,6 +124,7 @@ class SampledFrames:
     source: VideoSource
     decoded_frames: int = 0
     frames_second: np.ndarray | None = None
+    decoder: str = "cpu"
 
 
 def read_sample(path: str | os.PathLike[str], params: DecodeParams, *, clip_id: str = "") -> SampledFrames:
@@ -224,8 +229,15 @@ def _sample_timed(
     convert = Converter(params.short_side_px, params.second_size_px, stream)
     planned = _plan(index, want)
     skip_nonref = codec in NONREF_CODECS
-    groups = _parallel_groups(planned, index, params.threads) if isinstance(packets, list) else []
-    if len(groups) > 1:
+    device = on_nvdec(params.decoder, codec)
+    groups = _parallel_groups(planned, index, params.threads) if isinstance(packets, list) and not device else []
+    if device:
+        with open_container(path, clip_id, nvdec_accel()) as container:  # the buffered packets decode on its stream
+            on_gpu = video_stream(container, path, clip_id)
+            configure_decoder(on_gpu, 1, params.short_side_px)
+            items = enumerate(packets)
+            got, decoded = decode_packets(on_gpu, items, index, planned, want, convert, deadline, skip_nonref, path, clip_id)
+    elif len(groups) > 1:
         got, decoded = _decode_parallel(
             path, packets, groups, params, index, planned, want, convert, deadline, skip_nonref, clip_id
         )
@@ -252,6 +264,7 @@ def _sample_timed(
         window_s=(float(window[0]), float(window[1])),
         source=video_source(convert, codec, np.array(shown, dtype=np.float64) * float(tb), float(last_duration * tb)),
         decoded_frames=decoded,
+        decoder="nvdec" if device else "cpu",
     )
 
 

@@ -1,16 +1,20 @@
 """``make gpu-check``: the GPU path checked in one prepared run of at most ten minutes, for short loans of a GPU.
 
-Five parts, each timed in a process of its own within its share of the time budget, run in this order and printed
+Six parts, each timed in a process of its own within its share of the time budget, run in this order and printed
 as one JSON document with the device's name (also written to ``--json-out`` after every part):
 
 - ``tests``: the tests marked ``gpu`` (the pretrained nets' float32 parity with their references, bf16 autocast
-  against float32), in a pytest process of their own, with each measured error;
+  against float32, NVDEC's frames against the CPU's), in a pytest process of their own, with each measured error;
+- ``decoders``: the frames of the MVED sample's videos and of generated ones decoded on the CPU and on NVDEC
+  (``[frames] decoder``): how many are equal, their mean and largest difference per pixel, the cosine of I3D's
+  embeddings of the two, and each decoder's seconds per clip in one process;
 - ``throughput``: clips per second over generated 30-s clips of stage one's decoding (worker processes writing
-  the cache) and of i3d's (float32 and bf16) and musicnn's embeddings read from it by loader processes, with
-  memory and utilisation sampled from ``nvidia-smi`` during each;
-- ``extract``: stage one as a user runs it, timed whole over generated clips: decoding into the frames and log-mel,
-  with i3d and musicnn as they are on the device after the decoding and alongside it, with the GPU's utilisation
-  and the nets' share of the wall time;
+  the cache) on the CPU (with one worker too, for the pool's efficiency) and on NVDEC, a pool's start-up, and of
+  i3d's (float32, and bf16 at several batch sizes) and musicnn's embeddings read from the cache by loader
+  processes, with memory and utilisation sampled from ``nvidia-smi`` during each;
+- ``extract``: stage one as a user runs it, timed whole over generated clips at 640x360 and 1280x720: decoding
+  into the frames and log-mel on the CPU and on NVDEC, with i3d and musicnn on the device alongside, with the GPU's
+  utilisation and the nets' share of the wall time;
 - ``finetune``: twodcnn and musicnn fine-tuned (``--finetune last``, leak-free, 2 folds x 1 epoch) over the MVED
   sample, checking that each fold's embeddings are written;
 - ``leak``: ``--protocol paper`` against ``leakfree`` with ``--finetune last``: the accuracy each protocol's
@@ -35,7 +39,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,22 +50,26 @@ import torch
 from mvemo.cache.h5file import mvemo_version
 from mvemo.cache.read import Cache
 from mvemo.extract.decode.audio import AudioWindow
+from mvemo.extract.decode.nvdec import nvdec_problem
 from mvemo.extract.features import FeatureConfigs, FeatureRunSummary
-from mvemo.extract.nets import get_net, pretrained_file
+from mvemo.extract.frame_sets import FrameConfig, frames112, frames224, sample_frames
+from mvemo.extract.nets import INIT, get_net, pretrained_file
+from mvemo.extract.numba_once import compile_numba_once
 from mvemo.extract.stage import StageOneSummary, extract_features
-from mvemo.extract.train import TrainConfig, embed_rows, resolve_device
+from mvemo.extract.train import TrainConfig, embed_rows, forward, place, resolve_device
 from mvemo.extract.weights.registry import find_weights
 from mvemo.fuse.stage import run_cv
 from mvemo.manifests.executor import Executor
 from mvemo.manifests.folds import assign_folds
 from mvemo.manifests.scan import scan_tree
-from mvemo.manifests.schema import Manifest
+from mvemo.manifests.schema import Clip, Manifest
 from mvemo.manifests.synthetic import SyntheticConfig, write_synthetic_set
-from mvemo.pipeline.bench.stage_one import WARM_CLIPS_PER_WORKER, warmed_run
+from mvemo.pipeline.bench.stage_one import WARM_CLIPS_PER_WORKER, pool_startup_s, warmed_run
 from mvemo.pipeline.bench.stage_one import figures as decode_figures
+from mvemo.pipeline.bench.video import generate_clip
 from mvemo.pipeline.executors import build_executor
 
-PARTS = ("tests", "throughput", "extract", "finetune", "leak")
+PARTS = ("tests", "decoders", "throughput", "extract", "finetune", "leak")
 DEVICE_TESTS = "tests/extract/test_nets_on_device.py"
 FINETUNED = ("twodcnn", "musicnn")
 EMBEDDED = {"i3d": "frames224", "musicnn": "logmel"}
@@ -204,6 +212,111 @@ def junit_outcomes(junit_xml: Path) -> dict[str, Any]:
 # --- throughput --------------------------------------------------------------------------------------------------------
 
 
+# --- decoders ----------------------------------------------------------------------------------------------------------
+
+PARITY_CLIPS = 12  # of the MVED sample, spread over its classes
+PARITY_SAVED = 3  # clips whose frames from both decoders are kept beside the document (``decoded-frames.npz``)
+
+
+def decoders(config: CheckConfig) -> dict[str, Any]:
+    """The same videos' frames decoded on the CPU and on NVDEC, in this process: per clip, whether every pixel of
+    frames224 and frames112 is equal, their mean and largest absolute difference (levels of 255), the cosine of I3D's
+    embeddings of the two frames224 (float32; the published weights where found), and each decoder's seconds."""
+    problem = nvdec_problem()
+    if problem is not None:
+        return {"nvdec": f"does not work here: {problem}"}
+    videos = sorted(config.sample.glob("*/*.mp4"))[:: max(1, len(list(config.sample.glob("*/*.mp4"))) // PARITY_CLIPS)]
+    videos = videos[:PARITY_CLIPS] + [generated_clip(config, size) for size in SIZES]
+    net, weights = video_net(config)
+    clips: dict[str, Any] = {}
+    saved: dict[str, np.ndarray] = {}
+    for video in videos:
+        sampled = {}
+        for decoder in ("cpu", "nvdec"):
+            sample_frames(video, FrameConfig(decoder=decoder, isolate=False))  # once to warm: the timed one is steady
+            began = time.perf_counter()
+            sampled[decoder] = sample_frames(video, FrameConfig(decoder=decoder, isolate=False))
+            sampled[f"{decoder}_s"] = time.perf_counter() - began
+        cpu, gpu = sampled["cpu"], sampled["nvdec"]
+        pair = [frames224(cpu), frames224(gpu)]
+        small = [frames112(cpu), frames112(gpu)]
+        embedded = [embed_rows_of(net, frames, config.device) for frames in pair]
+        difference = np.abs(pair[0].astype(np.int16) - pair[1].astype(np.int16))
+        clips[video.name] = {
+            "decoded_by": gpu.decoder,
+            "frames224_equal": bool(np.array_equal(*pair)),
+            "frames112_equal": bool(np.array_equal(*small)),
+            "mean_abs_diff": round(float(difference.mean()), 4),
+            "max_abs_diff": int(difference.max()),
+            "i3d_cosine": round(float(cosine(*embedded)), 6),
+            "cpu_s": round(sampled["cpu_s"], 3),
+            "nvdec_s": round(sampled["nvdec_s"], 3),
+        }
+        if len(saved) < 2 * PARITY_SAVED:
+            saved |= {f"{video.stem}/cpu": pair[0], f"{video.stem}/nvdec": pair[1]}
+    np.savez_compressed(config.folder / "decoded-frames.npz", **saved)
+    every = list(clips.values())
+    return {
+        "i3d_weights": weights,
+        "clips": clips,
+        "all_equal": all(c["frames224_equal"] and c["frames112_equal"] for c in every),
+        "min_i3d_cosine": min(c["i3d_cosine"] for c in every),
+        "max_mean_abs_diff": max(c["mean_abs_diff"] for c in every),
+    }
+
+
+def video_net(config: CheckConfig) -> tuple[Any, str]:
+    """I3D with its published weights where ``config.weights`` holds them, else random ones of the same shapes."""
+    file = pretrained_file("i3d")
+    weights = find_weights(file, config.weights) if file else None
+    net = get_net("i3d", num_classes=6, weights=weights)
+    return net, weights.name if weights else "random (the same shapes: parity only)"
+
+
+def embed_rows_of(net: Any, frames: np.ndarray, device: torch.device) -> np.ndarray:
+    place(net, device).eval()
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        return forward(net, net.prepare(frames[None], device=device), device, bf16=False)[0]
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+SIZES = {"640x360": (640, 360), "1280x720": (1280, 720)}
+
+
+def generated_clip(config: CheckConfig, size: str) -> Path:
+    """A 30-s h264 + AAC clip of ``size`` whose decoding costs what a real one's does (``bench.video``), written
+    once into ``config.generated`` (4 s and 160x120 when tiny)."""
+    width, height = (160, 120) if config.tiny else SIZES[size]
+    path = config.generated / f"clip-{size}.mp4"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        generate_clip(path, width, height, seconds=int(TINY_S) if config.tiny else 30, audio_sr=44100)
+    return path
+
+
+def linked_manifest(config: CheckConfig, source: Path, name: str, count: int) -> Manifest:
+    """``count`` clips in 2 folds, each a link of ``source`` under a name of its own (the decoders do the same work
+    for each)."""
+    root = config.folder / name
+    clips = []
+    for i in range(count):
+        target = root / f"{i}.mp4"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(source, target)
+        clips.append(Clip(f"{name}/{i}", ("a", "b")[i % 2], video=target, audio=target, fold=i % 2))
+    return Manifest(("a", "b"), tuple(clips))
+
+
+# --- throughput --------------------------------------------------------------------------------------------------------
+
+
 def generated_manifest(config: CheckConfig, name: str = "clips", count: int | None = None) -> Manifest:
     """``count`` clips (default ``config.clips``; 30 s, 640x360, or 4 s and 160x120 when tiny) in folder ``name``: one
     generated music video per class (in ``config.generated``, written unless there), linked under as many names as
@@ -225,13 +338,13 @@ def generated_manifest(config: CheckConfig, name: str = "clips", count: int | No
     return scan_tree(root)
 
 
-def embedding_rate(name: str, cache: Path, n_clips: int, config: CheckConfig, *, bf16: bool) -> dict[str, Any]:
+def embedding_rate(name: str, cache: Path, n_clips: int, config: CheckConfig, *, bf16: bool, batch: int = 16) -> dict[str, Any]:
     """Clips/s of ``name``'s embeddings read from ``cache`` by loader processes: ``EMBEDDED_ROWS`` of the cache's
     clips (each once when tiny), timed from the first batch out, so that the loaders' start is not counted."""
     file = pretrained_file(name)
     weights = find_weights(file, config.weights) if file else None
     net = get_net(name, num_classes=6, weights=weights)  # no file: random weights, said so in the figures
-    batch, n_rows = (2, n_clips) if config.tiny else (16, EMBEDDED_ROWS)
+    batch, n_rows = (2, n_clips) if config.tiny else (batch, EMBEDDED_ROWS)
     rows = np.resize(np.arange(n_clips), n_rows)
     loaders = min(8, config.workers)
     figures: dict[str, Any] = {"weights": weights.name if weights else "random (same shapes and work; speed only)"}
@@ -255,48 +368,74 @@ def embedding_rate(name: str, cache: Path, n_clips: int, config: CheckConfig, *,
 
 def throughput(config: CheckConfig) -> dict[str, Any]:
     """Stage one's decoding rate in steady state (the pool warmed on a clip per worker first, its start-up reported
-    apart) with where its time went (``bench.stage_one.figures``), and each embedding's rate, over generated clips."""
+    apart) with where its time went (``bench.stage_one.figures``): on the CPU with every core's worker and with one
+    (the pool's efficiency: its rate over the workers times one worker's), and on NVDEC; a pool's start-up alone;
+    each embedding's rate, i3d's bf16 at several batch sizes; all over generated clips."""
     manifest = generated_manifest(config)
     cache = config.folder / "throughput-cache"
     sets = tuple(EMBEDDED.values())
     figures: dict[str, Any] = {"clips": len(manifest), "decode_workers": config.workers}
-    warm = Manifest(manifest.classes, manifest.clips[: WARM_CLIPS_PER_WORKER * config.workers])
+    compile_numba_once()  # into numba's cache: the start-up measured is that of an install that has run once
+    figures["pool_startup_s"] = round(pool_startup_s(config.workers), 2)
 
-    def run(clips: Manifest, name: str, executor: Executor) -> FeatureRunSummary:
-        path = cache if name == "timed" else config.folder / f"{name}-cache"
-        return extract_features(clips, path, features=sets, configs=config.features, executor=executor).features
+    def decode_rate(decoder: str, workers: int, clips: Manifest, into: Path) -> dict[str, Any]:
+        configs = replace(config.features, frames=replace(config.features.frames, decoder=decoder))
+        warm = Manifest(clips.classes, manifest.clips[: WARM_CLIPS_PER_WORKER * workers])
 
-    startup_s, summary = warmed_run(config.workers, warm, manifest, run)
-    figures["decode"] = {
-        "sets": list(sets),
-        "startup_s": round(startup_s, 1),
-        **decode_figures(summary, len(manifest), config.workers),
-        "failed": {name: len(failed) for name, failed in summary.failures.items()},
-    }
+        def run(chosen: Manifest, name: str, executor: Executor) -> FeatureRunSummary:
+            path = into if name == "timed" else config.folder / f"{into.name}-{name}"
+            return extract_features(chosen, path, features=sets, configs=configs, executor=executor).features
+
+        startup_s, summary = warmed_run(workers, warm, clips, run)
+        return {
+            "decoder": decoder,
+            "workers": workers,
+            "startup_s": round(startup_s, 1),
+            **decode_figures(summary, len(clips), workers),
+            "failed": {name: len(failed) for name, failed in summary.failures.items()},
+        }
+
+    one = Manifest(manifest.classes, manifest.clips[: max(2, len(manifest) // config.workers)])
+    figures["decode"] = decode_rate("cpu", config.workers, manifest, cache)
+    figures["decode_one_worker"] = decode_rate("cpu", 1, one, config.folder / "one-worker-cache")
+    figures["decode_efficiency"] = round(
+        figures["decode"]["clips_per_s"] / (config.workers * figures["decode_one_worker"]["clips_per_s"]), 2
+    )
+    if nvdec_problem() is None:
+        figures["decode_nvdec"] = decode_rate("nvdec", config.workers, manifest, config.folder / "nvdec-cache")
     for name in EMBEDDED:
         for bf16 in (False, True):
             figures[f"{name}_{'bf16' if bf16 else 'float32'}"] = embedding_rate(name, cache, len(manifest), config, bf16=bf16)
+    for batch in I3D_BATCHES:
+        figures[f"i3d_bf16_batch{batch}"] = embedding_rate("i3d", cache, len(manifest), config, bf16=True, batch=batch)
     return figures
+
+
+I3D_BATCHES = (32, 64)  # beside the default 16
 
 
 def extract(config: CheckConfig) -> dict[str, Any]:
-    """``extract`` as a user runs it on the box, timed whole over ``config.clips`` generated clips in 2 folds (12
-    when tiny: two of each class): decoded into the sets of ``EMBEDDED`` by a process per core, with each of its nets
-    (their published weights, as they are) on the device, once after the decoding and once alongside it
-    (``extract.overlap``), each into a cache of its own: the GPU's utilisation over each run and its stages' seconds
-    (the nets' share of the wall time), and how much sooner the run alongside ends."""
-    manifest = assign_folds(generated_manifest(config, "extract-clips", 12 if config.tiny else None), k=2, seed=0)
-    missing = [file for name in EMBEDDED if (file := str(pretrained_file(name))) and not find_weights(file, config.weights)]
-    if missing:
-        return {"skipped": f"weights {missing} not found in {config.weights}"}
-    figures: dict[str, Any] = {"clips": len(manifest), "nets": list(EMBEDDED), "sets": list(EMBEDDED.values())}
-    for run, overlap in (("after", False), ("alongside", True)):
-        figures[run] = timed_extract(manifest, config, config.folder / f"end-to-end-{run}", overlap=overlap)
-    figures["alongside_speedup"] = round(figures["after"]["extract_s"] / figures["alongside"]["extract_s"], 2)
+    """``extract`` as a user runs it on the box, timed whole: ``config.clips`` links of a generated 30-s clip of each
+    size (12 when tiny) in 2 folds, decoded into the sets of ``EMBEDDED`` by a process per core, on the CPU and on
+    NVDEC, with each of its nets on the device alongside the decoding (``extract.overlap``), each run into a cache of
+    its own: the GPU's utilisation over each run and its stages' seconds (the nets' share of the wall time). The nets
+    run with their published weights where found, else from random ones of the same shapes (the same work)."""
+    random = [name for name in EMBEDDED if (file := pretrained_file(name)) and not find_weights(file, config.weights)]
+    figures: dict[str, Any] = {"nets": list(EMBEDDED), "sets": list(EMBEDDED.values()), "random_weights": random}
+    decoders = ("cpu", "nvdec") if nvdec_problem() is None else ("cpu",)
+    for size in SIZES:
+        source = generated_clip(config, size)
+        for decoder in decoders:
+            manifest = linked_manifest(config, source, f"extract-{size}-{decoder}", 12 if config.tiny else config.clips)
+            configs = replace(config.features, frames=replace(config.features.frames, decoder=decoder))
+            cache = config.folder / f"end-to-end-{size}-{decoder}"
+            figures[f"{size}_{decoder}"] = timed_extract(manifest, config, cache, configs, random) | {"clips": len(manifest)}
     return figures
 
 
-def timed_extract(manifest: Manifest, config: CheckConfig, cache: Path, *, overlap: bool) -> dict[str, Any]:
+def timed_extract(
+    manifest: Manifest, config: CheckConfig, cache: Path, configs: FeatureConfigs, random: list[str]
+) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     with build_executor("processes", workers=config.workers) as executor, gpu_samples(config.device, figures):
         began = time.perf_counter()
@@ -305,11 +444,12 @@ def timed_extract(manifest: Manifest, config: CheckConfig, cache: Path, *, overl
             cache,
             features=tuple(EMBEDDED.values()),
             nets=tuple(EMBEDDED),
-            configs=config.features,
+            configs=configs,
+            net_options={name: {INIT: "random"} for name in random},
             weights_dir=config.weights,
             device=str(config.device),
             executor=executor,
-            overlap=overlap,
+            overlap=True,
         )
         seconds = time.perf_counter() - began
     stages = stage_figures(summary)
@@ -317,7 +457,7 @@ def timed_extract(manifest: Manifest, config: CheckConfig, cache: Path, *, overl
     return figures | {
         "extract_s": round(seconds, 1),  # the part's "seconds" count the clips' generation too
         "clips_per_s": round(len(manifest) / seconds, 2),
-        "nets_share": round(nets_s / seconds, 2),  # alongside: the share left after the decoding
+        "nets_share": round(nets_s / seconds, 2),  # the share of the wall time left after the decoding
         "stages_s": stages["stages_s"],
         "failed": stages["failed"],
     }
@@ -408,6 +548,7 @@ def leak(config: CheckConfig) -> dict[str, Any]:
 
 PART_RUNS: dict[str, Callable[[CheckConfig], dict[str, Any]]] = {
     "tests": run_device_tests,
+    "decoders": decoders,
     "throughput": throughput,
     "extract": extract,
     "finetune": finetune,
