@@ -70,9 +70,7 @@ def device_clips(tmp_path: Path) -> list[Path]:
     if MVED_SAMPLE.is_dir():
         return sorted(MVED_SAMPLE.glob("*/*.mp4"))[::23][:6]
     rng = np.random.default_rng(1)
-    return [
-        write_media(tmp_path / f"g{i}.mp4", frames=rng.integers(0, 255, (100, 360, 640, 3), np.uint8)) for i in range(2)
-    ]
+    return [write_media(tmp_path / f"g{i}.mp4", frames=rng.integers(0, 255, (100, 360, 640, 3), np.uint8)) for i in range(2)]
 
 
 @pytest.mark.gpu
