@@ -57,7 +57,7 @@ def nvdec_problem() -> str | None:
         return "this PyAV's FFmpeg has no CUDA device type"
     clip = _probe_clip()
     try:
-        with av.open(io.BytesIO(clip), hwaccel=nvdec_accel()) as container:
+        with av.open(io.BytesIO(clip), "r", hwaccel=nvdec_accel()) as container:
             frames = list(container.decode(container.streams.video[0]))
     except (av.FFmpegError, OSError) as err:
         return f"{type(err).__name__}: {err}"

@@ -52,7 +52,7 @@ from mvemo.cache.read import Cache
 from mvemo.extract.decode.audio import AudioWindow
 from mvemo.extract.decode.nvdec import nvdec_problem
 from mvemo.extract.features import FeatureConfigs, FeatureRunSummary
-from mvemo.extract.frame_sets import FrameConfig, frames112, frames224, sample_frames
+from mvemo.extract.frame_sets import FrameConfig, SampledFrames, frames112, frames224, sample_frames
 from mvemo.extract.nets import INIT, get_net, pretrained_file
 from mvemo.extract.numba_once import compile_numba_once
 from mvemo.extract.stage import StageOneSummary, extract_features
@@ -231,30 +231,30 @@ def decoders(config: CheckConfig) -> dict[str, Any]:
     clips: dict[str, Any] = {}
     saved: dict[str, np.ndarray] = {}
     for video in videos:
-        sampled = {}
+        sampled: dict[str, SampledFrames] = {}
+        seconds: dict[str, float] = {}
         for decoder in ("cpu", "nvdec"):
             sample_frames(video, FrameConfig(decoder=decoder, isolate=False))  # once to warm: the timed one is steady
             began = time.perf_counter()
             sampled[decoder] = sample_frames(video, FrameConfig(decoder=decoder, isolate=False))
-            sampled[f"{decoder}_s"] = time.perf_counter() - began
+            seconds[decoder] = time.perf_counter() - began
         cpu, gpu = sampled["cpu"], sampled["nvdec"]
-        pair = [frames224(cpu), frames224(gpu)]
-        small = [frames112(cpu), frames112(gpu)]
-        embedded = [embed_rows_of(net, frames, config.device) for frames in pair]
-        difference = np.abs(pair[0].astype(np.int16) - pair[1].astype(np.int16))
+        large, small = (frames224(cpu), frames224(gpu)), (frames112(cpu), frames112(gpu))
+        embedded = [embed_rows_of(net, frames, config.device) for frames in large]
+        difference = np.abs(large[0].astype(np.int16) - large[1].astype(np.int16))
         clips[video.name] = {
             "decoded_by": gpu.decoder,
-            "frames224_equal": bool(np.array_equal(*pair)),
-            "frames112_equal": bool(np.array_equal(*small)),
+            "frames224_equal": bool(np.array_equal(large[0], large[1])),
+            "frames112_equal": bool(np.array_equal(small[0], small[1])),
             "mean_abs_diff": round(float(difference.mean()), 4),
             "max_abs_diff": int(difference.max()),
-            "i3d_cosine": round(float(cosine(*embedded)), 6),
-            "cpu_s": round(sampled["cpu_s"], 3),
-            "nvdec_s": round(sampled["nvdec_s"], 3),
+            "i3d_cosine": round(cosine(embedded[0], embedded[1]), 6),
+            "cpu_s": round(seconds["cpu"], 3),
+            "nvdec_s": round(seconds["nvdec"], 3),
         }
         if len(saved) < 2 * PARITY_SAVED:
-            saved |= {f"{video.stem}/cpu": pair[0], f"{video.stem}/nvdec": pair[1]}
-    np.savez_compressed(config.folder / "decoded-frames.npz", **saved)
+            saved |= {f"{video.stem}/cpu": large[0], f"{video.stem}/nvdec": large[1]}
+    np.savez_compressed(config.folder / "decoded-frames.npz", allow_pickle=False, **saved)
     every = list(clips.values())
     return {
         "i3d_weights": weights,
