@@ -317,27 +317,6 @@ def linked_manifest(config: CheckConfig, source: Path, name: str, count: int) ->
 # --- throughput --------------------------------------------------------------------------------------------------------
 
 
-def generated_manifest(config: CheckConfig, name: str = "clips", count: int | None = None) -> Manifest:
-    """``count`` clips (default ``config.clips``; 30 s, 640x360, or 4 s and 160x120 when tiny) in folder ``name``: one
-    generated music video per class (in ``config.generated``, written unless there), linked under as many names as
-    needed (the decoders do the same work for each)."""
-    synthetic = (
-        SyntheticConfig(clips_per_class=1, duration_s=TINY_S)
-        if config.tiny
-        else SyntheticConfig(clips_per_class=1, duration_s=30.0, width=640, height=360)
-    )
-    if not config.generated.is_dir():
-        write_synthetic_set(config.generated, synthetic)
-    written = sorted(config.generated.glob("*/*.mp4"))
-    root = config.folder / name
-    for i in range(config.clips if count is None else count):
-        source = written[i % len(written)]
-        target = root / source.parent.name / f"{i}.mp4"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.link(source, target)
-    return scan_tree(root)
-
-
 def embedding_rate(name: str, cache: Path, n_clips: int, config: CheckConfig, *, bf16: bool, batch: int = 16) -> dict[str, Any]:
     """Clips/s of ``name``'s embeddings read from ``cache`` by loader processes: ``EMBEDDED_ROWS`` of the cache's
     clips (each once when tiny), timed from the first batch out, so that the loaders' start is not counted."""
@@ -371,10 +350,10 @@ def throughput(config: CheckConfig) -> dict[str, Any]:
     apart) with where its time went (``bench.stage_one.figures``): on the CPU with every core's worker and with one
     (the pool's efficiency: its rate over the workers times one worker's), and on NVDEC; a pool's start-up alone;
     each embedding's rate, i3d's bf16 at several batch sizes; all over generated clips."""
-    manifest = generated_manifest(config)
+    manifest = linked_manifest(config, generated_clip(config, "640x360"), "clips", config.clips)
     cache = config.folder / "throughput-cache"
     sets = tuple(EMBEDDED.values())
-    figures: dict[str, Any] = {"clips": len(manifest), "decode_workers": config.workers}
+    figures: dict[str, Any] = {"clips": len(manifest), "size": "640x360", "decode_workers": config.workers}
     compile_numba_once()  # into numba's cache: the start-up measured is that of an install that has run once
     figures["pool_startup_s"] = round(pool_startup_s(config.workers), 2)
 
@@ -423,14 +402,19 @@ def extract(config: CheckConfig) -> dict[str, Any]:
     random = [name for name in EMBEDDED if (file := pretrained_file(name)) and not find_weights(file, config.weights)]
     figures: dict[str, Any] = {"nets": list(EMBEDDED), "sets": list(EMBEDDED.values()), "random_weights": random}
     decoders = ("cpu", "nvdec") if nvdec_problem() is None else ("cpu",)
-    for size in SIZES:
+    for size, count in SIZES_CLIPS.items():
         source = generated_clip(config, size)
         for decoder in decoders:
-            manifest = linked_manifest(config, source, f"extract-{size}-{decoder}", 12 if config.tiny else config.clips)
+            manifest = linked_manifest(config, source, f"extract-{size}-{decoder}", 12 if config.tiny else count)
             configs = replace(config.features, frames=replace(config.features.frames, decoder=decoder))
             cache = config.folder / f"end-to-end-{size}-{decoder}"
+            click.echo(f"gpu-check: extract of {len(manifest)} clips at {size} on {decoder} ...", err=True)
             figures[f"{size}_{decoder}"] = timed_extract(manifest, config, cache, configs, random) | {"clips": len(manifest)}
+            click.echo(f"gpu-check: ... {figures[f'{size}_{decoder}']}", err=True)
     return figures
+
+
+SIZES_CLIPS = {"640x360": 256, "1280x720": 128}  # extract's clips of each size
 
 
 def timed_extract(
