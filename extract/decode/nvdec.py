@@ -18,7 +18,6 @@ from typing import Any
 
 import av
 import numpy as np
-from av.codec.hwaccel import HWAccel, hwdevices_available
 
 from mvemo.manifests.errors import ConfigError
 
@@ -35,10 +34,12 @@ def on_nvdec(decoder: str, codec: str) -> bool:
     return decoder != "cpu" and codec in NVDEC_CODECS and nvdec_problem() is None
 
 
-def nvdec_accel() -> HWAccel:
+def nvdec_accel() -> Any:
     """PyAV's settings for decoding on the first CUDA device, never falling back to the CPU unsaid, in the device's
     primary context: the one the probe keeps open (and torch uses), so that a clip does not create a context of its
     own (0.4 s a clip on an H200, more than the decoding)."""
+    from av.codec.hwaccel import HWAccel
+
     return HWAccel(device_type="cuda", allow_software_fallback=False, options={"primary_ctx": "1"})
 
 
@@ -56,6 +57,10 @@ def require_decoder(decoder: str) -> None:
 @functools.cache
 def nvdec_problem() -> str | None:
     """Why NVDEC cannot decode here, or None when a small h264 clip decodes on it."""
+    try:
+        from av.codec.hwaccel import hwdevices_available
+    except ImportError:  # PyAV before 14; 18 reads NVDEC's colour tags
+        return f"PyAV {av.__version__} decodes on no device: pip install 'mvemo[nvdec]'"
     if "cuda" not in hwdevices_available():
         return "this PyAV's FFmpeg has no CUDA device type"
     try:

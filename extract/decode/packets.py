@@ -33,7 +33,7 @@ class DecodeParams:
     second_size_px: tuple[int, int] | None = (128, 171)
     threads: int = 0
     timeout_s: float | None = None
-    decoder: str = "auto"
+    decoder: str = "cpu"
 
 
 PACKET_BUFFER_BYTES = 64 * 2**20
