@@ -23,7 +23,7 @@ from mvemo.extract.features import (
     parse_features,
 )
 from mvemo.extract.finetune import UnitSummary, finetune_embeddings
-from mvemo.extract.nets import base_name
+from mvemo.extract.nets import base_name, expand_nets
 from mvemo.extract.overlap import EmbeddingsAlongside
 from mvemo.extract.train import TrainConfig, resolve_device
 from mvemo.extract.window_cache import check_windowing, pool_windows, write_times
@@ -171,7 +171,7 @@ def extract_features(
     """
     if not isinstance(manifest, Manifest):
         manifest = read_manifest(manifest)
-    nets = tuple(nets)
+    nets = expand_nets(tuple(nets))
     if nets and not manifest.has_folds:
         raise ConfigError("nets need the manifest's folds; run `mvemo manifest folds MANIFEST --k 6` first")
     if manifest.has_folds:

@@ -62,6 +62,8 @@ PAPER_OPTIMIZERS = {
     # musicnn's own training (musicnn 0.1.0 config.json): Adam at 1e-3, as the other audio nets here
     "musicnn": OptimizerConfig("adam", 1e-3),
     "msdvgg": OptimizerConfig("adam", 1e-3),
+    "mttmusicnn": OptimizerConfig("adam", 1e-3),
+    "mttvgg": OptimizerConfig("adam", 1e-3),
     "r3d_18": OptimizerConfig("adam", 1e-4),
     "mc3_18": OptimizerConfig("adam", 1e-4),
     "r2plus1d_18": OptimizerConfig("adam", 1e-4),
@@ -80,7 +82,7 @@ _VIDEO_STUDY = {
 # Paper 001, Table 2: the three optimizers each net was fine-tuned with (crnn, of paper 003, as the audio CNNs;
 # torchvision's video nets as I3D).
 STUDY_OPTIMIZERS = {
-    **dict.fromkeys(("onedcnn", "twodcnn", "crnn", "musicnn", "msdvgg"), _AUDIO_STUDY),
+    **dict.fromkeys(("onedcnn", "twodcnn", "crnn", "musicnn", "msdvgg", "mttmusicnn", "mttvgg"), _AUDIO_STUDY),
     "c3d": {
         "adam": OptimizerConfig("adam", 1e-5),
         "sgd": OptimizerConfig("sgd", 1e-5, 0.0),

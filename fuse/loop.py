@@ -256,14 +256,16 @@ def run_folds(
     progress: Progress | None = None,
     upper: Mapping[str, UpperLayers] | None = None,
     run: str | None = None,
+    stacks: bool = True,
 ) -> FoldRuns:
     """The loop: ``kind(cache, models)``'s fits of every model (``--models``, default ``fuse.models.available_models``) on
     every fold of every repeat, on ``executor`` (serial by default; ``progress(fits, total)`` wraps their results),
     the run's notes and clip counts. ``upper``: the published layers above each input cut below them
     (``fuse.heads.upper``); ``run``: the run whose matrices the fits read (``run_matrices``), kept for the caller
-    to reuse and release; default one of this call's own, released when it ends."""
+    to reuse and release; default one of this call's own, released when it ends. ``stacks``: whether the target
+    offers stacking (``fuse.models.select_models``)."""
     k = check_folds(cache, n_folds)
-    chosen = select_models(cache, models)
+    chosen = select_models(cache, models, stacks=stacks)
     target = kind(cache, chosen)
     labels = target.labels
     all_folds = repeat_folds(cache, chosen, k, repeats, labels.strata, tag_matrix=labels.tag_matrix)

@@ -5,9 +5,10 @@ over time of every LLD column, a cheap handcrafted baseline) and every cached se
 that holds one named vector per clip (``descriptors``, ``expressive``, ``egemaps``, ``compare``).
 Default models, over the inputs stage one has finished (``complete_inputs``): each
 input alone, paper 001's four audio + video pairs, ``integrated`` (or
-``integrated-audio`` without video): the inner-best of each input alone, all of them
-concatenated and their late fusion (``fuse.compose.integrated``), and
-``integrated-decision``: the late fusion of the pairs. Embeddings of nets with
+``integrated-audio`` without video): the stack of every input (a logistic head over their
+out-of-fold log-probabilities; for valence and arousal, which stack nothing, the choice on
+inner folds of ``fuse.compose.integrated``), ``integrated-decision``: the late fusion of the
+pairs, and ``encoders``: the late fusion of the music encoders (``MUSIC_ENCODERS``). Embeddings of nets with
 random weights that were never fine-tuned enter no default fusion: name them in
 ``--models`` to fuse them.
 """
@@ -26,13 +27,17 @@ from mvemo.fuse.compose import Best, Features, Late, Node, Stack, inputs_of, int
 from mvemo.fuse.grammar import parse_models
 from mvemo.manifests.errors import CacheError, ConfigError
 
-AUDIO_NETS = ("onedcnn", "twodcnn", "crnn", "musicnn", "msdvgg")
+AUDIO_NETS = ("onedcnn", "twodcnn", "crnn", "musicnn", "msdvgg", "mttmusicnn", "mttvgg")
+# the music encoders: musicnn's two nets, each as trained on the Million Song Dataset and on MagnaTagATune (stage one's
+# ``--nets encoders``); the late fusion of those cached is the default model ``encoders``
+MUSIC_ENCODERS = ("musicnn", "msdvgg", "mttmusicnn", "mttvgg")
+ENCODERS = "encoders"
 VIDEO_NETS = ("c3d", "i3d", "r3d_18", "r2plus1d_18", "mc3_18")
 PAPER_PAIRS = (("c3d", "onedcnn"), ("i3d", "onedcnn"), ("c3d", "twodcnn"), ("i3d", "twodcnn"))
 LLDSTATS = "lldstats"
 INTEGRATED = ("integrated", "integrated-audio")
 DECISION = "integrated-decision"
-NAMED_MODELS = (*INTEGRATED, DECISION)
+NAMED_MODELS = (*INTEGRATED, DECISION, ENCODERS)
 
 
 @dataclass(frozen=True)
@@ -162,19 +167,27 @@ def complete_inputs(cache: Cache, incomplete: dict[str, str] | None = None) -> l
     return [name for name in cached_inputs(cache) if name not in incomplete]
 
 
-def named_models(cache: Cache, complete: list[str]) -> dict[str, Node]:
-    """The models that have names: ``integrated`` (or ``integrated-audio``) and ``integrated-decision``,
-    where the cache holds two ``complete`` inputs (pairs) of pretrained or fine-tuned nets; inputs of random
-    weights and per-patch inputs enter neither."""
+def named_models(cache: Cache, complete: list[str], *, stacks: bool = True) -> dict[str, Node]:
+    """The models that have names, where the cache holds two ``complete`` inputs (pairs) of pretrained or fine-tuned
+    nets (inputs of random weights and per-patch inputs enter none): ``integrated`` (or ``integrated-audio``), the
+    stack of every input where the target ``stacks`` (classes and tags), else the choice among their fusions of
+    ``fuse.compose.integrated``; ``integrated-decision``; ``encoders``.
+
+    Why the stack: on both real sets it reads at least its best input less half a point, where the choice among
+    fusions read 0.8 points under musicnn alone on 4q-dev's songs (docs/results.md, "the default integrated model")."""
     left_out = set(random_init_nets(cache)) | set(per_patch_inputs(cache))
     trusted = [name for name in complete if name not in left_out]
+    encoders = tuple(Features((name,)) for name in trusted if name in MUSIC_ENCODERS)
     named: dict[str, Node] = {}
     if len(trusted) > 1:
         name = INTEGRATED[1] if not any(base_net(n) in VIDEO_NETS for n in trusted) else INTEGRATED[0]
-        named[name] = integrated(tuple(Features((input_name,)) for input_name in trusted))
+        alone = tuple(Features((input_name,)) for input_name in trusted)
+        named[name] = Stack(alone) if stacks else integrated(alone, (encoders,))
     pairs = paper_pairs(trusted)
     if len(pairs) > 1:
         named[DECISION] = Late(tuple(pairs))
+    if len(encoders) > 1:
+        named[ENCODERS] = Late(encoders)
     return named
 
 
@@ -182,22 +195,23 @@ def paper_pairs(nets: list[str]) -> list[Features]:
     return [Features((video, audio)) for video, audio in PAPER_PAIRS if video in nets and audio in nets]
 
 
-def available_models(cache: Cache, complete: list[str] | None = None) -> list[FusionModel]:
+def available_models(cache: Cache, complete: list[str] | None = None, *, stacks: bool = True) -> list[FusionModel]:
     """The default models: every complete input alone, the paper's pairs of trusted nets, and the named models
-    (``complete``: the complete inputs where the caller has them)."""
+    (``complete``: the complete inputs where the caller has them; ``stacks``: as ``named_models``)."""
     random_init = random_init_nets(cache)
     complete = complete_inputs(cache) if complete is None else complete
     models = [FusionModel(name, Features((name,))) for name in complete]
     models += [FusionModel(p.expr, p) for p in paper_pairs([n for n in complete if n not in random_init])]
-    return models + [FusionModel(name, node) for name, node in named_models(cache, complete).items()]
+    return models + [FusionModel(name, node) for name, node in named_models(cache, complete, stacks=stacks).items()]
 
 
-def select_models(cache: Cache, names: str | None) -> list[FusionModel]:
-    """The models of ``--models`` (the grammar of ``fuse.grammar``), or the default ones."""
+def select_models(cache: Cache, names: str | None, *, stacks: bool = True) -> list[FusionModel]:
+    """The models of ``--models`` (the grammar of ``fuse.grammar``), or the default ones; ``stacks``: whether the
+    target offers stacking (valence and arousal do not), for the named models (``named_models``)."""
     incomplete = incomplete_inputs(cache)
     complete = complete_inputs(cache, incomplete)
     if not names or not names.strip():
-        models = available_models(cache, complete)
+        models = available_models(cache, complete, stacks=stacks)
         if not models:
             if incomplete:
                 name, why = next(iter(incomplete.items()))
@@ -207,7 +221,8 @@ def select_models(cache: Cache, names: str | None) -> list[FusionModel]:
                 f" compute them with `mvemo extract MANIFEST --cache {cache.path} --nets ...` (or --features lld)"
             )
         return models
-    known: dict[str, Node] = {name: Features((name,)) for name in cached_inputs(cache)} | named_models(cache, complete)
+    named = named_models(cache, complete, stacks=stacks)
+    known: dict[str, Node] = {name: Features((name,)) for name in cached_inputs(cache)} | named
     chosen = parse_models(names, known, _unknown(cache, known))
     return list(dict.fromkeys(FusionModel(name, node) for name, node in chosen))
 

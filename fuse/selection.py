@@ -19,6 +19,7 @@ from sklearn.metrics import f1_score
 from mvemo.manifests.errors import ConfigError, is_number, is_seed, require
 
 SCORINGS = ("log_loss", "accuracy", "f1_macro")
+CHOICE_RULES = ("one-se", "best")
 # Probabilities are clipped here before a log: a class a fit never saw scores finite.
 EPS = 1e-7
 # The C path stops this many grid steps past the best score: larger C only fit the training rows closer. The
@@ -61,6 +62,11 @@ class SelectionConfig:
     choice_scoring : {"log_loss", "accuracy", "f1_macro"} or None
         What a choice among whole models is scored by (``best(...)``, the integrated models' candidates); None: as
         ``scoring``.
+    choice_rule : {"one-se", "best"}
+        How that choice is made: ``best``, the candidate of the best inner score; ``one-se`` (the one-standard-error
+        rule), the first candidate in the model's order whose inner score lies within one standard error of the
+        best's (the paired difference over the inner out-of-fold rows). ``best(...)`` lists its candidates as the
+        user wrote them; the integrated models list their broadest ensemble first (``fuse.compose.integrated``).
     """
 
     inner_folds: int = 5
@@ -74,6 +80,7 @@ class SelectionConfig:
     upper_weight_decay_grid: tuple[float, ...] = (1e-3, 1e-2)
     upper_max_epochs: int = 40
     choice_scoring: str | None = None
+    choice_rule: str = "one-se"
 
     def __post_init__(self) -> None:
         require(
@@ -90,6 +97,7 @@ class SelectionConfig:
             self.choice_scoring is None or self.choice_scoring in SCORINGS,
             f"[fuse] choice_scoring = {self.choice_scoring!r}: expected one of {SCORINGS}",
         )
+        require(self.choice_rule in CHOICE_RULES, f"[fuse] choice_rule = {self.choice_rule!r}: expected one of {CHOICE_RULES}")
         require(is_seed(self.seed), f"[fuse] seed = {self.seed!r}: expected an integer from 0 to 2**32-1")
         require(
             isinstance(self.upper_max_epochs, int) and not isinstance(self.upper_max_epochs, bool) and self.upper_max_epochs >= 1,
@@ -124,13 +132,34 @@ class SelectionConfig:
 
 def inner_score(y: np.ndarray, proba: np.ndarray, scoring: str) -> float:
     """The score of out-of-fold probabilities ``proba`` (n, n_classes) of classes ``y`` (indices): higher is better."""
+    if scoring == "f1_macro":
+        pred = np.argmax(proba, axis=1)
+        return float(f1_score(y, pred, average="macro", labels=np.arange(proba.shape[1]), zero_division=0))
+    return float(np.mean(row_scores(y, proba, scoring)))
+
+
+def row_scores(y: np.ndarray, proba: np.ndarray, scoring: str) -> np.ndarray:
+    """Each row's share of ``inner_score``: its log-probability of its class (``log_loss``), else whether its most
+    probable class is its class (macro F1 has no share per row: accuracy's stands for it)."""
     if scoring == "log_loss":
-        picked = np.clip(proba[np.arange(len(y)), y], EPS, 1.0)
-        return float(np.mean(np.log(picked)))
-    pred = np.argmax(proba, axis=1)
-    if scoring == "accuracy":
-        return float(np.mean(pred == y))
-    return float(f1_score(y, pred, average="macro", labels=np.arange(proba.shape[1]), zero_division=0))
+        return np.log(np.clip(proba[np.arange(len(y)), y], EPS, 1.0))
+    return (np.argmax(proba, axis=1) == y).astype(np.float64)
+
+
+def choose(y: np.ndarray, probas: list[np.ndarray], scoring: str, rule: str) -> int:
+    """The candidate a choice takes among out-of-fold ``probas``, listed in order of preference: the best scored
+    (``best``), or the first within one standard error of it (``one-se``): the error of the paired per-row
+    difference (``row_scores``), so that a candidate worse by less than the inner folds can tell is not passed over."""
+    scores = [inner_score(y, p, scoring) for p in probas]
+    top = int(np.argmax(scores))  # the first listed on a tie
+    if rule == "best" or len(y) < 2:
+        return top
+    best_rows = row_scores(y, probas[top], scoring)
+    for i, proba in enumerate(probas[:top]):
+        difference = best_rows - row_scores(y, proba, scoring)
+        if difference.mean() <= difference.std(ddof=1) / np.sqrt(len(y)):
+            return i
+    return top
 
 
 def logistic_path(

@@ -16,7 +16,7 @@ or without fine-tuning; ``[net.<name>.<variant>]`` defines the variant ``<name>.
 head chooses it: ``C``, ``lr``, ``l2``). ``[clip]`` (``extract.window_plan.WindowConfig``: ``windows``, ``hop_s``, ``pooling``)
 reads whole files as windows of ``[audio] duration_s``. ``[fuse]`` (``fuse.selection.SelectionConfig``: ``inner_folds``,
 ``scoring``, ``C_grid``, ``lr_grid``, ``l2_grid``, ``seed``, ``heads``, ``upper_lr_grid``, ``upper_weight_decay_grid``,
-``upper_max_epochs``, ``choice_scoring``) sets how stage two chooses, and its ``reference`` the model
+``upper_max_epochs``, ``choice_scoring``, ``choice_rule``) sets how stage two chooses, and its ``reference`` the model
 every other is compared with. The frames' window follows ``[audio]`` unless ``[frames]`` sets it, so both
 modalities see the same part of a video. Unknown tables or keys are errors,
 never ignored.

@@ -3,9 +3,11 @@
 from mvemo.extract.nets.base import EmotionNet
 from mvemo.extract.nets.registry import (
     INIT,
+    NET_GROUPS,
     NET_NAMES,
     PRETRAINED,
     base_name,
+    expand_nets,
     get_net,
     input_kind,
     net_from_config,
@@ -16,10 +18,12 @@ from mvemo.extract.nets.registry import (
 
 __all__ = [
     "INIT",
+    "NET_GROUPS",
     "NET_NAMES",
     "PRETRAINED",
     "EmotionNet",
     "base_name",
+    "expand_nets",
     "get_net",
     "input_kind",
     "net_from_config",

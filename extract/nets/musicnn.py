@@ -41,11 +41,24 @@ MSD_TAGS = (
     "experimental", "female vocalist", "guitar", "Hip-Hop", "70s", "party", "country", "easy listening", "sexy", "catchy",
     "funk", "electro", "heavy metal", "Progressive rock", "60s", "rnb", "indie pop", "sad", "House", "happy",
 )  # fmt: skip
+# The 50 MagnaTagATune tags, output i = tag i (musicnn's configuration.MTT_LABELS).
+MTT_TAGS = (
+    "guitar", "classical", "slow", "techno", "strings", "drums", "electronic", "rock", "fast", "piano", "ambient", "beat",
+    "violin", "vocal", "synth", "female", "indian", "opera", "male", "singing", "vocals", "no vocals", "harpsichord",
+    "loud", "quiet", "flute", "woman", "male vocal", "no vocal", "pop", "soft", "sitar", "solo", "man", "classic",
+    "choir", "voice", "new age", "dance", "male voice", "female vocal", "beats", "harp", "cello", "no voice", "weird",
+    "country", "metal", "female voice", "choral",
+)  # fmt: skip
 N_TAGS = len(MSD_TAGS)
 BN_EPS = 1e-3
 POOLS = ("mean", "max", "meanmax", "patches")  # patches: every patch's layer kept, patch after patch
 # the layers (with pool = "patches") whose activations stage two fine-tunes the layers above, lowest last
-UPPER_CUTS = {"musicnn": ("pooled", "cnn2_cut", "cnn1_cut"), "msdvgg": ("pool4",)}
+UPPER_CUTS = {
+    "musicnn": ("pooled", "cnn2_cut", "cnn1_cut"),
+    "msdvgg": ("pool4",),
+    "mttmusicnn": ("pooled", "cnn2_cut", "cnn1_cut"),
+    "mttvgg": ("pool4",),
+}
 
 
 def tf_batch_norm(channels: int) -> nn.BatchNorm1d:
@@ -335,6 +348,7 @@ class MusicnnBase(EmotionNet):
 
     input_kind = "logmel"
     patches_class: ClassVar[type[PatchNet]]
+    tags: ClassVar[tuple[str, ...]] = MSD_TAGS  # what the data set the weights learned names its outputs
     # the key of the layer in ``PatchNet.layers``, where it differs from the option's name
     layer_keys: ClassVar[dict[str, str]] = {}
 
@@ -355,7 +369,7 @@ class MusicnnBase(EmotionNet):
         self.patches = self.patches_class()
         self._add_head()
         if layer == "taggram":  # the tag probabilities by name: the report lists each clip's top tags
-            self.columns = tuple(f"{tag} ({p})" for p in ("mean", "max") if pool in (p, "meanmax") for tag in MSD_TAGS)
+            self.columns = tuple(f"{tag} ({p})" for p in ("mean", "max") if pool in (p, "meanmax") for tag in self.tags)
 
     def prepare(self, *arrays: np.ndarray | torch.Tensor, device: torch.device | None = None) -> tuple[torch.Tensor, ...]:
         """log-mel (B, 96, T) -> float32."""
@@ -412,6 +426,22 @@ class MsdVgg(MusicnnBase):
 
     def __init__(self, num_classes: int, *, layer: str = "pool5", pool: str = "meanmax", patches: int = 10) -> None:
         super().__init__(num_classes, layer=layer, pool=pool, patches=patches)
+
+
+class MttMusicnn(Musicnn):
+    """musicnn as trained on MagnaTagATune (the musicnn 0.1.0 wheel's ``MTT_musicnn``): the same net, other ears."""
+
+    name = "mttmusicnn"
+    tags = MTT_TAGS
+    weights_format = "musicnn_mtt_musicnn.npz (the musicnn 0.1.0 MTT_musicnn checkpoint's variables by TF name)"
+
+
+class MttVgg(MsdVgg):
+    """musicnn's VGG baseline as trained on MagnaTagATune (the wheel's ``MTT_vgg``)."""
+
+    name = "mttvgg"
+    tags = MTT_TAGS
+    weights_format = "musicnn_mtt_vgg.npz (the musicnn 0.1.0 MTT_vgg checkpoint's variables by TF name)"
 
 
 def upper_layers(net: EmotionNet) -> dict[str, np.ndarray]:

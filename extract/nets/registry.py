@@ -12,7 +12,7 @@ from mvemo.extract.nets.base import EmotionNet
 from mvemo.extract.nets.c3d import C3D
 from mvemo.extract.nets.crnn import CRNN
 from mvemo.extract.nets.i3d import I3D
-from mvemo.extract.nets.musicnn import MsdVgg, Musicnn
+from mvemo.extract.nets.musicnn import MsdVgg, MttMusicnn, MttVgg, Musicnn
 from mvemo.extract.nets.onedcnn import OneDCNN
 from mvemo.extract.nets.torchvision_video import MC318, R3D18, R2Plus1D18
 from mvemo.extract.nets.twodcnn import TwoDCNN
@@ -20,14 +20,26 @@ from mvemo.extract.weights.registry import sha256_of
 from mvemo.manifests.errors import ConfigError
 
 NETS: dict[str, type[EmotionNet]] = {
-    cls.name: cls for cls in (OneDCNN, TwoDCNN, C3D, I3D, CRNN, Musicnn, MsdVgg, R3D18, R2Plus1D18, MC318)
+    cls.name: cls for cls in (OneDCNN, TwoDCNN, C3D, I3D, CRNN, Musicnn, MsdVgg, MttMusicnn, MttVgg, R3D18, R2Plus1D18, MC318)
 }
 NET_NAMES = tuple(NETS)
+# A name that stands for several nets in ``--nets``: the music encoders, musicnn's two nets as trained on the Million
+# Song Dataset and on MagnaTagATune (stage two fuses them late: ``fuse.models.MUSIC_ENCODERS``).
+NET_GROUPS = {"encoders": ("musicnn", "msdvgg", "mttmusicnn", "mttvgg")}
+
+
+def expand_nets(nets: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """``nets`` with each group (``NET_GROUPS``) replaced by its nets, each net once, in order."""
+    return tuple(dict.fromkeys(net for name in nets for net in NET_GROUPS.get(name, (name,))))
+
+
 # The public pretrained weights each net loads by default, by file name (found with extract.weights.find_weights).
 PRETRAINED = {
     "twodcnn": "choi_compact_cnn_msd.h5",
     "musicnn": "musicnn_msd_musicnn.npz",
     "msdvgg": "musicnn_msd_vgg.npz",
+    "mttmusicnn": "musicnn_mtt_musicnn.npz",
+    "mttvgg": "musicnn_mtt_vgg.npz",
     "c3d": "c3d.pickle",
     "i3d": "i3d_rgb_kinetics400.npz",
     "r3d_18": "r3d_18-b3b3357e.pth",

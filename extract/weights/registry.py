@@ -56,6 +56,30 @@ class KnownWeights:
         return bool(self.sha256) and digest.startswith(self.sha256)
 
 
+MUSICNN_WHEEL = "https://files.pythonhosted.org/packages/py3/m/musicnn/musicnn-0.1.0-py3-none-any.whl"
+DATASETS = {"MSD": "Million Song Dataset", "MTT": "MagnaTagATune"}
+# (net, data set, model, title, sha256, bytes) of each checkpoint of the musicnn 0.1.0 wheel
+MUSICNN_FILES = (
+    ("musicnn", "MSD", "musicnn", "musicnn", "8d8db55c851046b89c090488f0344991e3093e5c80d12ad67a9f20003f9f2560", 3186420),
+    (
+        "msdvgg",
+        "MSD",
+        "vgg",
+        "musicnn's VGG baseline",
+        "771b054eddc15339e4bf85008313b44d60182ca1ccff624c6c73c35c6a03adc2",
+        2438198,
+    ),
+    ("mttmusicnn", "MTT", "musicnn", "musicnn", "be1b7f6084709a106e102966c11c234823a44fb6da61de8fa164cfd8de93eed5", 3186420),
+    (
+        "mttvgg",
+        "MTT",
+        "vgg",
+        "musicnn's VGG baseline",
+        "f78233ce1ca98ae59410a0a1bac51043b77fcdb51f505c2c217e4ab2c7911490",
+        2438198,
+    ),
+)
+
 KNOWN: dict[str, KnownWeights] = {
     w.name: w
     for w in (
@@ -71,26 +95,17 @@ KNOWN: dict[str, KnownWeights] = {
         ),
         *(
             KnownWeights(
-                f"musicnn_msd_{model}.npz",
+                f"musicnn_{data.lower()}_{model}.npz",
                 (net,),
-                f"Pons & Serra 2019 {title}, Million Song Dataset 50 tags (the TF1 checkpoint's variables as plain arrays)",
+                f"Pons & Serra 2019 {title}, {DATASETS[data]} 50 tags (the TF1 checkpoint's variables as plain arrays)",
                 sha256,
                 size,
-                f"PyPI musicnn 0.1.0 wheel : musicnn/MSD_{model}/ (a TensorFlow 1 checkpoint, converted)",
-                "https://files.pythonhosted.org/packages/py3/m/musicnn/musicnn-0.1.0-py3-none-any.whl",
+                f"PyPI musicnn 0.1.0 wheel : musicnn/{data}_{model}/ (a TensorFlow 1 checkpoint, converted)",
+                MUSICNN_WHEEL,
                 "ISC",
-                convert=f"musicnn-MSD_{model}",
+                convert=f"musicnn-{data}_{model}",
             )
-            for net, model, title, sha256, size in (
-                ("musicnn", "musicnn", "musicnn", "8d8db55c851046b89c090488f0344991e3093e5c80d12ad67a9f20003f9f2560", 3186420),
-                (
-                    "msdvgg",
-                    "vgg",
-                    "musicnn's VGG baseline",
-                    "771b054eddc15339e4bf85008313b44d60182ca1ccff624c6c73c35c6a03adc2",
-                    2438198,
-                ),
-            )
+            for net, data, model, title, sha256, size in MUSICNN_FILES
         ),
         KnownWeights(
             "i3d_rgb_kinetics400.npz",

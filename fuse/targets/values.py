@@ -142,7 +142,7 @@ def cross_validate_values(
                 )
             return kind
 
-        runs = run_folds(cache, regression, **options)
+        runs = run_folds(cache, regression, stacks=False, **options)
     per_repeat = []
     for r, folds in enumerate(runs.repeat_folds):
         predictions = {}

@@ -64,8 +64,8 @@ def net_run_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option(
     "--nets",
     default=None,
-    help="Comma-separated nets whose embeddings to write: onedcnn, twodcnn, crnn, musicnn, msdvgg, c3d, i3d, r3d_18,"
-    " mc3_18, r2plus1d_18.",
+    help="Comma-separated nets whose embeddings to write: onedcnn, twodcnn, crnn, musicnn, msdvgg, mttmusicnn, mttvgg,"
+    " c3d, i3d, r3d_18, mc3_18, r2plus1d_18; encoders stands for the music encoders musicnn, msdvgg, mttmusicnn, mttvgg.",
 )
 @click.option(
     "--finetune",

@@ -22,6 +22,8 @@ SMALL: dict[str, tuple[dict, Callable[[int], tuple[torch.Tensor, ...]]]] = {
     "crnn": ({}, lambda b: (torch.rand(b, 96, 300) * -80, torch.randn(b, 40, 63))),
     "musicnn": ({}, lambda b: (torch.rand(b, 96, 400) * 4,)),
     "msdvgg": ({}, lambda b: (torch.rand(b, 96, 400) * 4,)),
+    "mttmusicnn": ({}, lambda b: (torch.rand(b, 96, 400) * 4,)),
+    "mttvgg": ({}, lambda b: (torch.rand(b, 96, 400) * 4,)),
     "r3d_18": ({}, lambda b: (torch.randn(b, 3, 4, 32, 32),)),
     "r2plus1d_18": ({}, lambda b: (torch.randn(b, 3, 4, 32, 32),)),
     "mc3_18": ({}, lambda b: (torch.randn(b, 3, 4, 32, 32),)),
@@ -55,7 +57,20 @@ def kinds(net: EmotionNet) -> tuple[str, ...]:
 
 
 def test_every_net_of_the_issue_is_registered() -> None:
-    nets = {"onedcnn", "twodcnn", "c3d", "i3d", "crnn", "musicnn", "msdvgg", "r3d_18", "r2plus1d_18", "mc3_18"}
+    nets = {
+        "onedcnn",
+        "twodcnn",
+        "c3d",
+        "i3d",
+        "crnn",
+        "musicnn",
+        "msdvgg",
+        "mttmusicnn",
+        "mttvgg",
+        "r3d_18",
+        "r2plus1d_18",
+        "mc3_18",
+    }
     assert set(NET_NAMES) == nets == set(SMALL)
 
 

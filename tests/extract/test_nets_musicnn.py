@@ -18,8 +18,15 @@ from tests.extract.references import relative_error, shared_file
 
 WEIGHTS = SHARED / "weights"
 REFERENCE = WEIGHTS / "reference" / "musicnn_msd_reference.npz"
-FILES = {"musicnn": "musicnn_msd_musicnn.npz", "msdvgg": "musicnn_msd_vgg.npz"}
-PREFIX = {"musicnn": "musicnn", "msdvgg": "vgg"}
+FILES = {
+    "musicnn": "musicnn_msd_musicnn.npz",
+    "msdvgg": "musicnn_msd_vgg.npz",
+    "mttmusicnn": "musicnn_mtt_musicnn.npz",
+    "mttvgg": "musicnn_mtt_vgg.npz",
+}
+PREFIX = {"musicnn": "musicnn", "msdvgg": "vgg", "mttmusicnn": "musicnn", "mttvgg": "vgg"}
+# each net's parity reference: made with musicnn's own TensorFlow code from its checkpoint, on the same clip and patches
+REFERENCES = {name: WEIGHTS / "reference" / f"musicnn_{FILES[name].split('_')[1]}_reference.npz" for name in FILES}
 
 
 def test_the_log_mel_of_the_reference_waveform_matches_the_package_in_float32() -> None:
@@ -31,9 +38,9 @@ def test_the_log_mel_of_the_reference_waveform_matches_the_package_in_float32() 
     assert np.isfinite(log_mel_spectrogram(loud, LogMelConfig())).all()
 
 
-@pytest.mark.parametrize("name", ["musicnn", "msdvgg"])
+@pytest.mark.parametrize("name", list(FILES))
 def test_every_intermediate_matches_the_package(name: str) -> None:
-    reference = np.load(shared_file(REFERENCE), allow_pickle=False)
+    reference = np.load(shared_file(REFERENCES[name]), allow_pickle=False)
     net = get_net(name, num_classes=6, weights=shared_file(WEIGHTS / FILES[name])).eval()
     assert net.weights_sha256 == KNOWN[FILES[name]].sha256
     with torch.no_grad():
@@ -92,7 +99,7 @@ def test_options_and_files_that_do_not_fit_are_refused(tmp_path: Path) -> None:
 
 
 def test_the_tag_probabilities_are_named_columns() -> None:
-    from mvemo.extract.nets.musicnn import MSD_TAGS
+    from mvemo.extract.nets.musicnn import MSD_TAGS, MTT_TAGS
 
     net = get_net("musicnn", num_classes=2, layer="taggram", pool="meanmax")
     assert len(net.columns) == net.embedding_dim == 100 and net.columns[0] == "rock (mean)" and net.columns[50] == "rock (max)"
@@ -100,6 +107,11 @@ def test_the_tag_probabilities_are_named_columns() -> None:
     tags = SHARED / "weights" / "msd50_tags.txt"
     if tags.is_file():
         assert tuple(tags.read_text().split("\n")[:50]) == MSD_TAGS
+    mtt = get_net("mttvgg", num_classes=2, layer="taggram", pool="mean")
+    assert mtt.columns[:2] == ("guitar (mean)", "classical (mean)") and len(MTT_TAGS) == 50
+    mtt_tags = SHARED / "weights" / "mtt50_tags.txt"
+    if mtt_tags.is_file():
+        assert tuple(mtt_tags.read_text().split("\n")[:50]) == MTT_TAGS
 
 
 def test_a_blocks_folded_norm_and_early_max_equal_the_blocks_layers_as_written() -> None:

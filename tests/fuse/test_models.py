@@ -12,9 +12,12 @@ import mvemo.fuse.inputs
 from mvemo.cache.layout import FeatureSpec
 from mvemo.cache.read import Cache
 from mvemo.cache.store import CacheWriter
+from mvemo.extract.nets import NET_GROUPS, expand_nets
 from mvemo.fuse.heads.linear import LogisticHead, standardization
 from mvemo.fuse.inputs import lld_statistics, summarize_lld
+from mvemo.fuse.models import ENCODERS, MUSIC_ENCODERS, available_models
 from mvemo.manifests import Clip, Manifest
+from tests.fuse.helpers import embedding_cache
 
 
 def lld_cache(path: Path, lengths: list[int], *, frames: int = 40, columns: int = 5) -> Path:
@@ -61,3 +64,22 @@ def test_a_column_constant_up_to_rounding_is_scaled_by_its_level() -> None:
     shifted = X[:5].copy()
     shifted[:, 2] += 0.1  # new clips where that column moved a little
     assert head.predict_proba(shifted) == pytest.approx(head.predict_proba(X[:5]), abs=0.05)
+
+
+def test_the_music_encoders_fuse_late_by_default_and_are_a_candidate_of_the_integrated_model(tmp_path: Path) -> None:
+    encoders = {name: (6, 0.5) for name in MUSIC_ENCODERS}
+    cache = embedding_cache(tmp_path / "c", nets=encoders, vectors={"descriptors": (5, 0.5)})
+    with Cache(cache) as reader:
+        models = {m.name: m.node.expr for m in available_models(reader)}
+        unstacked = {m.name: m.node.expr for m in available_models(reader, stacks=False)}
+    alone = ",".join([*MUSIC_ENCODERS, "descriptors"])
+    assert models[ENCODERS] == unstacked[ENCODERS] == f"late({','.join(MUSIC_ENCODERS)})"
+    assert models["integrated-audio"] == f"stack({alone})"
+    assert unstacked["integrated-audio"] == (
+        f"best(late({alone}),late({','.join(MUSIC_ENCODERS)}),{alone.replace(',', '+')},{alone})"
+    ), "where nothing stacks (values): the broadest ensemble first, the one-standard-error rule's preference"
+    assert NET_GROUPS[ENCODERS] == MUSIC_ENCODERS, "stage one's --nets encoders are stage two's encoders"
+    assert expand_nets(("i3d", "encoders", "musicnn")) == ("i3d", *MUSIC_ENCODERS)
+    one = embedding_cache(tmp_path / "one", nets={"musicnn": (6, 0.5)}, vectors={"descriptors": (5, 0.5)})
+    with Cache(one) as reader:
+        assert ENCODERS not in {m.name for m in available_models(reader)}, "one encoder is no ensemble"

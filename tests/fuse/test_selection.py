@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from mvemo.fuse.heads.families import make_head
 from mvemo.fuse.heads.linear import LogisticHead, SoftmaxHead, _groups, standardization
 from mvemo.fuse.metrics import corrected_interval, paired_differences
-from mvemo.fuse.selection import inner_score, logistic_path, mixture_weights
+from mvemo.fuse.selection import SelectionConfig, choose, inner_score, logistic_path, mixture_weights
 from mvemo.manifests import ConfigError
 from mvemo.manifests.folds import inner_splits
 from mvemo.pipeline.config import head_config
@@ -167,3 +167,32 @@ def test_a_training_seed_out_of_range_is_refused() -> None:
 
     with pytest.raises(ConfigError, match=r"\[train\] seed=-3: expected an integer from 0 to 2\*\*32-1"):
         TrainConfig(seed=-3)
+
+
+def probabilities_of(right: np.ndarray, y: np.ndarray, p_right: float = 0.7) -> np.ndarray:
+    """Two-class probabilities that give each row's class ``p_right`` where ``right``, else 1 - ``p_right``."""
+    proba = np.full((len(y), 2), 0.0)
+    on_class = np.where(right, p_right, 1 - p_right)
+    proba[np.arange(len(y)), y] = on_class
+    proba[np.arange(len(y)), 1 - y] = 1 - on_class
+    return proba
+
+
+def test_the_one_standard_error_rule_keeps_the_preferred_candidate_unless_another_is_clearly_better() -> None:
+    """Candidates listed in order of preference: the first stays unless the best beats it by more than the standard
+    error of their paired per-row difference; ``best`` takes the best whatever the difference."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    broad = rng.random(400) < 0.70
+    slightly = broad.copy()  # 22 rows gained, 18 lost: better by 4 rows, less than the error of 40 rows that differ
+    slightly[np.flatnonzero(~broad)[:22]] = True
+    slightly[np.flatnonzero(broad)[:18]] = False
+    clearly = broad | (rng.random(400) < 0.30)  # many rows gained, none lost: beyond it
+    close, far = [probabilities_of(r, y) for r in (broad, slightly)], [probabilities_of(r, y) for r in (broad, clearly)]
+    for scoring in ("log_loss", "accuracy"):
+        assert choose(y, close, scoring, "one-se") == 0
+        assert choose(y, close, scoring, "best") == 1
+        assert choose(y, far, scoring, "one-se") == 1
+    assert choose(y, [far[1], far[0]], "log_loss", "one-se") == 0, "the preferred is the best: kept"
+    with pytest.raises(ConfigError, match=r"\[fuse\] choice_rule = 'max': expected one of \('one-se', 'best'\)"):
+        SelectionConfig(choice_rule="max")

@@ -70,9 +70,12 @@ def test_variants_are_inputs_that_best_chooses_among_on_inner_folds(variants: Pa
     result = run("fuse", str(cache), "--out", str(tmp_path / "r"), "--models", f"{models},musicnn.taggram")
     assert result.exit_code == 0, result.output
     choices = json.loads((tmp_path / "r" / "report.json").read_text())["models"][models]["choices"][0]
-    for fold in choices:
+    for fold in choices:  # the first listed within one standard error of the best: never one scored below an earlier
+        scores = list(fold["inner_scores"].values())
         assert fold["chosen"] in ("musicnn", "musicnn.max", "musicnn.taggram")
-        assert fold["inner_scores"][fold["chosen"]] == max(fold["inner_scores"].values())
+        assert fold["inner_scores"][fold["chosen"]] >= max(
+            scores[: list(fold["inner_scores"]).index(fold["chosen"])], default=-1e9
+        )
     clip = write_tiny(tmp_path / "song.wav", video=False)
     for model in (models, "musicnn.taggram"):  # a variant's net rebuilt with its options in predict
         labelled = run("predict", str(tmp_path / "r" / "model"), str(clip), "--json", "--model", model)
