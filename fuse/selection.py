@@ -19,7 +19,7 @@ from sklearn.metrics import f1_score
 from mvemo.manifests.errors import ConfigError, is_number, is_seed, require
 
 SCORINGS = ("log_loss", "accuracy", "f1_macro")
-CHOICE_RULES = ("one-se", "best")
+CHOICE_RULES = ("best", "one-se")
 # Probabilities are clipped here before a log: a class a fit never saw scores finite.
 EPS = 1e-7
 # The C path stops this many grid steps past the best score: larger C only fit the training rows closer. The
@@ -62,11 +62,12 @@ class SelectionConfig:
     choice_scoring : {"log_loss", "accuracy", "f1_macro"} or None
         What a choice among whole models is scored by (``best(...)``, the integrated models' candidates); None: as
         ``scoring``.
-    choice_rule : {"one-se", "best"}
-        How that choice is made: ``best``, the candidate of the best inner score; ``one-se`` (the one-standard-error
-        rule), the first candidate in the model's order whose inner score lies within one standard error of the
-        best's (the paired difference over the inner out-of-fold rows). ``best(...)`` lists its candidates as the
-        user wrote them; the integrated models list their broadest ensemble first (``fuse.compose.integrated``).
+    choice_rule : {"best", "one-se"}
+        How that choice is made: ``best`` (default), the candidate of the best inner score; ``one-se`` (the
+        one-standard-error rule), the first candidate in the model's order whose inner score lies within one standard
+        error of the best's (the paired difference over the inner out-of-fold rows). ``best(...)`` lists its
+        candidates as the user wrote them; ``integrated(...)`` its broadest ensemble first
+        (``fuse.compose.integrated``). On 4q-dev and mved-sample the two rules read the same (docs/results.md).
     """
 
     inner_folds: int = 5
@@ -80,7 +81,7 @@ class SelectionConfig:
     upper_weight_decay_grid: tuple[float, ...] = (1e-3, 1e-2)
     upper_max_epochs: int = 40
     choice_scoring: str | None = None
-    choice_rule: str = "one-se"
+    choice_rule: str = "best"
 
     def __post_init__(self) -> None:
         require(

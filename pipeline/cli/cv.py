@@ -53,7 +53,7 @@ def head_options(command: Any) -> Any:
         " out are chosen on inner folds) and whose [fuse] table how (inner_folds, scoring, C_grid, lr_grid, l2_grid, seed,"
         " heads: the families the inner folds choose among; upper_lr_grid, upper_weight_decay_grid, upper_max_epochs:"
         " the fine-tuning above a cut; choice_scoring: what best(...) and the integrated models choose by; choice_rule:"
-        " one-se, the first candidate within one standard error of the best, or best).",
+        " best, or one-se: the first candidate within one standard error of the best).",
     )(command)
     command = click.option(
         "--weights-dir",

@@ -194,5 +194,5 @@ def test_the_one_standard_error_rule_keeps_the_preferred_candidate_unless_anothe
         assert choose(y, close, scoring, "best") == 1
         assert choose(y, far, scoring, "one-se") == 1
     assert choose(y, [far[1], far[0]], "log_loss", "one-se") == 0, "the preferred is the best: kept"
-    with pytest.raises(ConfigError, match=r"\[fuse\] choice_rule = 'max': expected one of \('one-se', 'best'\)"):
+    with pytest.raises(ConfigError, match=r"\[fuse\] choice_rule = 'max': expected one of \('best', 'one-se'\)"):
         SelectionConfig(choice_rule="max")
