@@ -29,8 +29,8 @@ from mvemo.manifests.errors import ConfigError, utf8_text
 
 EXTRACTOR = "mvemo.import"
 SHOWN = 5  # problems named in a refusal, the rest counted
-SET_NAME = re.compile(r"^[a-z0-9_]+$")  # one word of a cache's set names (cache.layout)
-NUMBER = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$", re.ASCII)  # a decimal number as a CSV writes it
+SET_NAME = re.compile(r"[a-z0-9_]+")  # one word of a cache's set names (cache.layout)
+NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*", re.ASCII)  # a decimal number as a CSV writes it
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -129,7 +129,7 @@ def read_csv(file: Path, key: str | None) -> tuple[list[str], list[str], np.ndar
         for i, text in enumerate(row):
             if i == at:
                 continue
-            number = float(text) if NUMBER.match(text) else math.nan  # not Python's float(): it reads 1_000 and '١٢'
+            number = float(text) if NUMBER.fullmatch(text) else math.nan  # not Python's float(): it reads 1_000 and '١٢'
             if not math.isfinite(number) or abs(number) > FLOAT32_MAX:  # stored as float32, where 1e300 is inf
                 bad.append(f"line {line} ({row[at]!r}), column {header[i]!r}: {text!r}")
             numbers.append(number)
@@ -180,7 +180,7 @@ def npz_arrays(file: Path) -> dict[str, np.ndarray]:
 
 
 def _check_name(cache: Cache, name: str) -> None:
-    if not SET_NAME.match(name):
+    if not SET_NAME.fullmatch(name):
         suggestion = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_") or "panda_top100"
         raise ConfigError(f"--set {name!r}: a set's name is one word of lowercase letters, digits and '_'; e.g. {suggestion!r}")
     if name in cache.feature_sets() and IMPORTED not in cache.config(name):
@@ -191,8 +191,8 @@ def match_keys(clip_ids: list[str], ids: list[str]) -> tuple[list[int | None], l
     """The clip row each of the keys ``ids`` names: by clip id, else by a file stem that one clip alone has (None: no
     clip); the keys of no clip, and the keys of a clip an earlier key named (its id and then its stem, say)."""
     stems = Counter(PurePosixPath(c).stem for c in clip_ids)
-    by_key = {c: row for row, c in enumerate(clip_ids)}
-    by_key |= {PurePosixPath(c).stem: row for row, c in enumerate(clip_ids) if stems[PurePosixPath(c).stem] == 1}
+    by_key = {PurePosixPath(c).stem: row for row, c in enumerate(clip_ids) if stems[PurePosixPath(c).stem] == 1}
+    by_key |= {c: row for row, c in enumerate(clip_ids)}  # a clip's own id wins over another clip's stem
     rows: list[int | None] = []
     unknown, twice, seen = [], [], set()
     for text in ids:

@@ -80,10 +80,13 @@ class Cache:
         self.targets = read_targets(self.path, self._n_stored).rows(keep)
         self._names = set_names(self.path)
         self._open: dict[str, OpenSet] = {}
+        self.pinned: PinnedCache | None = None  # the run's pin, where ``opened`` opened it from one
 
     def pin(self) -> PinnedCache:
-        """This cache as the run that opened it reads it, to open again elsewhere (``opened``) with the same clips."""
-        return PinnedCache(self.path, tuple(self.clip_ids), self.table_sha256())
+        """This cache as the run that opened it reads it, to open again elsewhere (``opened``) with the same clips and
+        the same sets' contents."""
+        stamps = tuple((name, self.modified_ns(name)) for name in self.feature_sets())
+        return PinnedCache(self.path, tuple(self.clip_ids), self.table_sha256(), stamps)
 
     def table_sha256(self) -> str:
         """sha256 of the clip table as this handle reads it: each row's clip, stored row, label, group, fold and media."""
@@ -283,6 +286,15 @@ class PinnedCache:
     path: Path
     clip_ids: tuple[str, ...]
     table_sha256: str
+    stamps: tuple[tuple[str, int], ...] = ()  # each set's ``Cache.modified_ns`` when pinned
+
+    def require_set(self, cache: Cache, name: str) -> None:
+        """Raise ``CacheError`` unless set ``name`` is as it was when pinned (``extract`` rewrote it meanwhile)."""
+        if dict(self.stamps).get(name, cache.modified_ns(name)) != cache.modified_ns(name):
+            raise CacheError(
+                f"cache {str(self.path)!r} changed while stage two read it: {name} was written again; run stage two"
+                " again once `mvemo extract` has finished"
+            )
 
     def require_same(self, cache: Cache) -> None:
         """Raise ``CacheError`` naming the cache and what changed, unless ``cache`` holds the pinned clip table."""
@@ -319,6 +331,7 @@ def opened(cache: CacheLike) -> Iterator[Cache]:
     with Cache(cache.path if isinstance(cache, PinnedCache) else cache) as handle:
         if isinstance(cache, PinnedCache):
             cache.require_same(handle)
+            handle.pinned = cache
         yield handle
 
 

@@ -38,11 +38,11 @@ def compile_numba_once() -> None:
     global _compiled
     if _compiled:
         return
+    _compiled = True  # once, whatever happens: a warm-up that fails leaves each set to compile at its first clip
     window = AudioWindow(duration_s=WARMUP_S)
     configs = {name: AUDIO_CONFIGS[name](audio_window=window) for name in NUMBA_SETS}
-    with _compiling_alone():
+    with contextlib.suppress(Exception), _compiling_alone():
         compute_audio_features(_warmup_clip(), NUMBA_SETS, configs)
-    _compiled = True
 
 
 def _warmup_clip() -> Decoded:

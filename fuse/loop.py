@@ -144,6 +144,9 @@ def run_matrices(run: str, cache: Cache, set_names: Iterable[str]) -> dict[str, 
     if _RUN["id"] != run:
         _RUN.update(id=run, matrices={})
     held = _RUN["matrices"]
+    if cache.pinned is not None:
+        for set_name in set(set_names):
+            cache.pinned.require_set(cache, set_name)
     keys = {set_name: (str(cache.path), set_name, cache.modified_ns(set_name)) for set_name in set(set_names)}
     matrices = {s: held[key] if key in held else read_input(cache, s)[0] for s, key in keys.items()}
     _RUN["matrices"] = {key: matrices[s] for s, key in keys.items()}

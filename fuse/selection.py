@@ -68,6 +68,7 @@ class SelectionConfig:
         error of the best's (the paired difference over the inner out-of-fold rows). ``best(...)`` lists its
         candidates as the user wrote them; ``integrated(...)`` its broadest ensemble first
         (``fuse.compose.integrated``). On 4q-dev and mved-sample the two rules read the same (docs/results.md).
+        Classes and tags only: valence and arousal choose the candidate of the least inner error.
     """
 
     inner_folds: int = 5

@@ -157,10 +157,13 @@ def _stop_fork_server() -> None:
     what the worker reads, and printed a traceback. The next pool starts a new server."""
     from multiprocessing import forkserver
 
-    pid = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)
+    server = getattr(forkserver, "_forkserver", None)
+    pid = getattr(server, "_forkserver_pid", None)
     if pid:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            server._stop()  # reaped and forgotten: the next pool starts a server of its own, never this dying one
 
 
 class DaskExecutor(Executor):

@@ -5,7 +5,8 @@ those of FFmpeg's own decoder, and the frames (scaled and converted on the CPU a
 the CPU path's, bit for bit, so a cache's frames never depend on the machine that decoded them. Other codecs (MPEG-4
 part 2's inverse transform, say, is fixed only to a tolerance) decode on the CPU.
 
-Whether NVDEC works here is found once per process by decoding a small clip on it: FFmpeg needs the CUDA driver
+A clip NVDEC refuses (a profile or size it lacks, a device out of sessions) decodes on the CPU: the frames are the
+same. Whether NVDEC works here is found once per process by decoding a small clip on it: FFmpeg needs the CUDA driver
 and its video decoder library, which a machine may lack though it has a GPU. The probe's decoder stays open, holding
 the device's primary context that every clip's decoder then shares.
 """
@@ -26,6 +27,7 @@ NVDEC_CODECS = frozenset({"h264", "hevc", "vp9", "av1"})
 # the pixel formats NVDEC hands back, and the planar ones of the same samples that FFmpeg's own decoders output
 PLANAR_OF = {"nv12": "yuv420p", "p010le": "yuv420p10le", "p016le": "yuv420p16le"}
 PROBE_SIZE_PX = 128
+MIN_PYAV = 18  # the first PyAV whose reformat reads NVDEC's colour tags
 
 
 def on_nvdec(decoder: str, codec: str) -> bool:
@@ -63,10 +65,12 @@ def nvdec_problem() -> str | None:
         return f"PyAV {av.__version__} decodes on no device: pip install 'mvemo[nvdec]'"
     if "cuda" not in hwdevices_available():
         return "this PyAV's FFmpeg has no CUDA device type"
+    if int(av.__version__.split(".")[0]) < MIN_PYAV:
+        return f"PyAV {av.__version__} does not read NVDEC's colour tags: pip install 'mvemo[nvdec]'"
     try:
         container = av.open(io.BytesIO(_probe_clip()), "r", hwaccel=nvdec_accel())
         frames = list(container.decode(container.streams.video[0]))
-    except (av.FFmpegError, OSError) as err:
+    except Exception as err:  # no device, no driver library, no h264 encoder for the probe: no NVDEC here
         return f"{type(err).__name__}: {err}"
     if not frames or frames[0].format.name not in PLANAR_OF:
         container.close()

@@ -70,6 +70,7 @@ from mvemo.extract.decode.packets import (
     Cancelled,
     Deadline,
     DecodeParams,
+    DecodeTimeoutError,
     PacketIndex,
     check_file,
     decoder_reason,
@@ -229,14 +230,14 @@ def _sample_timed(
     convert = Converter(params.short_side_px, params.second_size_px, stream)
     planned = _plan(index, want)
     skip_nonref = codec in NONREF_CODECS
-    device = on_nvdec(params.decoder, codec)
-    groups = _parallel_groups(planned, index, params.threads) if isinstance(packets, list) and not device else []
-    if device:
-        with open_container(path, clip_id, nvdec_accel()) as container:  # the buffered packets decode on its stream
-            on_gpu = video_stream(container, path, clip_id)
-            configure_decoder(on_gpu, 1, params.short_side_px)
-            items = enumerate(packets)
-            got, decoded = decode_packets(on_gpu, items, index, planned, want, convert, deadline, skip_nonref, path, clip_id)
+    on_device = (
+        _decode_on_device(path, packets, params, index, planned, want, convert, deadline, skip_nonref, clip_id)
+        if on_nvdec(params.decoder, codec) and isinstance(packets, list)
+        else None
+    )
+    groups = _parallel_groups(planned, index, params.threads) if isinstance(packets, list) and on_device is None else []
+    if on_device is not None:
+        got, decoded = on_device
     elif len(groups) > 1:
         got, decoded = _decode_parallel(
             path, packets, groups, params, index, planned, want, convert, deadline, skip_nonref, clip_id
@@ -264,8 +265,33 @@ def _sample_timed(
         window_s=(float(window[0]), float(window[1])),
         source=video_source(convert, codec, np.array(shown, dtype=np.float64) * float(tb), float(last_duration * tb)),
         decoded_frames=decoded,
-        decoder="nvdec" if device else "cpu",
+        decoder="cpu" if on_device is None else "nvdec",
     )
+
+
+def _decode_on_device(
+    path: Path,
+    packets: list[Any],
+    params: DecodeParams,
+    index: PacketIndex,
+    plan: np.ndarray,
+    want: set[int],
+    convert: Converter,
+    deadline: Deadline,
+    skip_nonref: bool,
+    clip_id: str,
+) -> tuple[dict[int, tuple[np.ndarray, np.ndarray | None]], int] | None:
+    """The buffered packets decoded on NVDEC (``extract.decode.nvdec``), through a container opened on the device; None
+    where NVDEC refuses the clip (a profile or size it lacks, a device out of sessions): the CPU makes the same frames."""
+    try:
+        with open_container(path, clip_id, nvdec_accel()) as container:
+            stream = video_stream(container, path, clip_id)
+            configure_decoder(stream, 1, params.short_side_px)
+            return decode_packets(stream, enumerate(packets), index, plan, want, convert, deadline, skip_nonref, path, clip_id)
+    except DecodeTimeoutError:
+        raise
+    except (MediaError, av.FFmpegError):
+        return None
 
 
 def _decode_again(

@@ -399,4 +399,6 @@ def standardization(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def standardized(X: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """``(X - mean) / scale`` (``standardization``'s) computed in float64, in ``X``'s dtype: a float32 difference of
     values near float32's maximum overflows."""
-    return ((X - mean) / scale).astype(X.dtype, copy=False)
+    Z = X - mean  # one float64 copy, divided in place
+    Z /= scale
+    return Z.astype(X.dtype, copy=False)

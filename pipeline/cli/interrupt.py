@@ -7,6 +7,8 @@ import os
 import signal
 import sys
 import threading
+import time
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -35,6 +37,7 @@ def stop_on_signals() -> None:
     there again), to land in the command's own code.
     """
     unwinding: list[int] = []
+    send_again = _resender()
 
     def stop(signum: int, frame: Any) -> None:
         if unwinding:  # the command is already stopping: this one ends it now
@@ -43,7 +46,7 @@ def stop_on_signals() -> None:
             os.kill(os.getpid(), signum)
             return
         if _importing(frame):
-            _send_again(signum)
+            send_again(signum)
             return
         unwinding.append(signum)
         raise Interrupted(signum)
@@ -51,7 +54,7 @@ def stop_on_signals() -> None:
     def ignored(unraisable: Any) -> None:
         if isinstance(unraisable.exc_value, Interrupted):
             unwinding.clear()  # it did not unwind anything
-            _send_again(unraisable.exc_value.signum)
+            send_again(unraisable.exc_value.signum)
         else:
             previous(unraisable)
 
@@ -70,7 +73,18 @@ def _importing(frame: FrameType | None) -> bool:
     return False
 
 
-def _send_again(signum: int) -> None:
-    resend = threading.Timer(SEND_AGAIN_AFTER_S, os.kill, (os.getpid(), signum))
-    resend.daemon = True
-    resend.start()
+def _resender() -> Callable[[int], None]:
+    """A function that has a signal sent again ``SEND_AGAIN_AFTER_S`` later, by a thread started now that waits on a
+    pipe: a handler may not start a thread itself (``threading`` takes locks the code it interrupted may hold)."""
+    read_end, write_end = os.pipe()
+
+    def resend() -> None:
+        while signum := os.read(read_end, 1):
+            time.sleep(SEND_AGAIN_AFTER_S)
+            os.kill(os.getpid(), signum[0])
+
+    def send_again(signum: int) -> None:
+        os.write(write_end, bytes([signum]))
+
+    threading.Thread(target=resend, name="mvemo-signals", daemon=True).start()
+    return send_again

@@ -50,7 +50,13 @@ def require_writable(path: str, option: str, *, folder: bool = True) -> None:
     """Refuse, before any work, a path the command could not write: a ``folder`` (created where missing) or a file
     (in a folder that exists). A path inside a file, a folder named as a file or an unwritable place fails at once with
     one line and exit 2, instead of a traceback once the work is done."""
-    target = Path(path).absolute()
+    try:
+        _require_writable(Path(path).absolute(), path, option, folder=folder)
+    except PermissionError:
+        raise ConfigError(f"{option} {path}: a folder on the way cannot be read; choose another path") from None
+
+
+def _require_writable(target: Path, path: str, option: str, *, folder: bool) -> None:
     if folder:
         if target.exists() and not target.is_dir():
             raise ConfigError(f"{option} {path}: is a file; give a folder (it is created where missing)")

@@ -84,3 +84,17 @@ def test_nvdec_frames_are_the_cpu_frames_bit_for_bit(tmp_path: Path) -> None:
         np.testing.assert_array_equal(on_gpu.timestamps_s, on_cpu.timestamps_s)
         np.testing.assert_array_equal(frames224(on_gpu), frames224(on_cpu), err_msg=str(video))
         np.testing.assert_array_equal(frames112(on_gpu), frames112(on_cpu), err_msg=str(video))
+
+
+@pytest.mark.skipif(nvdec_problem() is None, reason="NVDEC works here: it would not refuse the clip")
+def test_a_clip_nvdec_refuses_decodes_on_the_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where NVDEC fails a clip (a profile it lacks; here no device at all, though the probe is made to say yes), the
+    clip's frames come from the CPU, the same frames, and say so."""
+    import mvemo.extract.decode.nvdec
+
+    video = write_media(tmp_path / "a.mp4", frames=np.random.default_rng(0).integers(0, 255, (30, 72, 128, 3), np.uint8))
+    expected = sample_frames(video, FrameConfig(n_frames=4, decoder="cpu", isolate=False))
+    monkeypatch.setattr(mvemo.extract.decode.nvdec, "nvdec_problem", lambda: None)
+    refused = sample_frames(video, FrameConfig(n_frames=4, decoder="nvdec", isolate=False))
+    assert refused.decoder == "cpu"
+    np.testing.assert_array_equal(refused.frames, expected.frames)

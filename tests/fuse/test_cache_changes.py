@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from mvemo.cache.layout import FeatureSpec
 from mvemo.cache.read import Cache
 from mvemo.cache.store import CacheWriter
 from mvemo.fuse.cv import cross_validate
@@ -105,3 +106,22 @@ def test_an_unchanged_cache_reads_the_same_with_or_without_the_pin(tmp_path: Pat
         serial = cross_validate(opened, models="descriptors", repeats=2)
         pooled = cross_validate(opened, models="descriptors", repeats=2, executor=pool)
     assert serial.metrics["descriptors"]["accuracy"] == pooled.metrics["descriptors"]["accuracy"]
+
+
+def test_a_set_written_again_during_a_run_stops_it_naming_the_set(tmp_path: Path) -> None:
+    """The same clips, but a set extract started over (``--recompute``): a later fold would read its new rows."""
+    cache = embedding_cache(tmp_path / "c", nets={}, vectors={"descriptors": (8, 1.0)}, n_per_class=8)
+    with Cache(cache) as opened:
+        values, columns = opened.read_matrix("descriptors"), tuple(opened.columns("descriptors"))
+    spec = FeatureSpec("descriptors", (8,), "float32", "mvemo.descriptors", "1", {}, columns=columns)
+
+    def recompute() -> None:
+        with CacheWriter(cache, manifest_of(cache)) as writer:
+            writer.prepare([spec], recompute=["descriptors"])
+            writer.write("descriptors", range(len(values)), values[::-1])
+
+    with (
+        Cache(cache) as opened,
+        pytest.raises(CacheError, match=r"changed while stage two read it: descriptors was written again"),
+    ):
+        cross_validate(opened, models="descriptors", repeats=2, executor=ChangedAfterFirstFit(Executor(), recompute))
