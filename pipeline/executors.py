@@ -157,7 +157,7 @@ def _stop_fork_server() -> None:
     what the worker reads, and printed a traceback. The next pool starts a new server."""
     from multiprocessing import forkserver
 
-    server = getattr(forkserver, "_forkserver", None)
+    server: Any = getattr(forkserver, "_forkserver", None)
     pid = getattr(server, "_forkserver_pid", None)
     if pid:
         with contextlib.suppress(ProcessLookupError):
