@@ -5,20 +5,25 @@ functions and mvemo's own alike). Two processes that compile the same gufunc at 
 written by different processes, whose native names disagree; every process that loads them afterwards segfaults
 (numba issue #10128), on every clip, until the cache is removed. A fresh install's worker pool did exactly that.
 
-So the pool's fork server calls ``compile_numba_once`` before it forks a worker (``pipeline.preload``): it computes
-every audio set that runs numba code on a short synthetic clip, so that the workers inherit the compiled code and
-neither compile nor read the cache. Every feature pass calls it too (a no-op once done), under a lock that one machine's
-processes share, so that no two of them compile at once: the workers of a Dask cluster, two runs, the test workers.
+So the pool's fork server calls ``compile_numba_once`` before it forks a worker (``pipeline.preload``): where numba's
+cache is cold it computes every audio set that runs numba code on a short synthetic clip, so that the workers inherit
+the compiled code and neither compile nor write the cache. Every feature pass calls it too (a no-op once done), under a
+lock that one machine's processes share, so that no two of them compile at once: the workers of a Dask cluster, two
+runs, the test workers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
+import importlib.util
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numba
 import numpy as np
 
 from mvemo.extract.audio import AUDIO_CONFIGS, compute_audio_features
@@ -34,15 +39,38 @@ _compiled = False
 
 
 def compile_numba_once() -> None:
-    """Compile (or load from numba's cache) every numba function stage one's audio sets call, once per process."""
+    """Compile every numba function stage one's audio sets call into numba's cache, once per process, unless a run
+    before has (``warm_marker``): a warm cache is only read, which any number of processes may do at once, so a worker
+    then loads what it calls at its first clip, alongside the others, and a pool starts without the 3 s of loading."""
     global _compiled
     if _compiled:
         return
     _compiled = True  # once, whatever happens: a warm-up that fails leaves each set to compile at its first clip
+    marker = warm_marker()
+    if marker is not None and marker.exists():
+        return
     window = AudioWindow(duration_s=WARMUP_S)
     configs = {name: AUDIO_CONFIGS[name](audio_window=window) for name in NUMBA_SETS}
     with contextlib.suppress(Exception), _compiling_alone():
         compute_audio_features(_warmup_clip(), NUMBA_SETS, configs)
+        if marker is not None:
+            marker.touch()
+
+
+def warm_marker() -> Path | None:
+    """The file that says numba's cache holds stage one's code for these versions: in the folder that holds
+    librosa's cached functions (``$NUMBA_CACHE_DIR``, else librosa's own ``__pycache__``), so that clearing that cache,
+    or installing librosa again, clears it too. None where numba caches elsewhere (no ``__pycache__`` to write)."""
+    spec = importlib.util.find_spec("librosa")
+    if spec is None or spec.origin is None:
+        return None
+    root = Path(os.environ.get("NUMBA_CACHE_DIR") or Path(spec.origin).parent / "core" / "__pycache__")
+    if not root.is_dir():
+        return None
+    versions = (
+        f"numba{numba.__version__}-librosa{importlib.metadata.version('librosa')}-py{sys.version_info[0]}{sys.version_info[1]}"
+    )
+    return root / f"mvemo-compiled-{versions}"
 
 
 def _warmup_clip() -> Decoded:

@@ -180,7 +180,7 @@ def commands(manifest: Path, stage_two: dict[str, Path], out: Path) -> dict[str,
     """Each command, and whether what it writes is complete (a signal may land after the work, as it exits)."""
     cache, model = stage_two["cache"], stage_two["model"]
     out.mkdir(parents=True, exist_ok=True)
-    videos = sorted(str(p) for p in manifest.parent.glob("*.mp4") if p.stem.isdigit())
+    videos = sorted(str(p) for p in manifest.parent.glob("*.mp4") if p.stem.isdigit())[:4]
 
     def extracted() -> bool:
         if not (out / "c" / "clips.h5").exists():
@@ -192,8 +192,8 @@ def commands(manifest: Path, stage_two: dict[str, Path], out: Path) -> dict[str,
         "extract": ([str(MVEMO), "extract", str(manifest), "--cache", str(out / "c"), "--features", "mel,lld",
                      "--executor", "processes", "--workers", "2"], extracted),
         "cv": ([str(MVEMO) + "-cv", "--cache", str(cache), "--out", str(out / "cv"), "--models", "lldstats",
-                "--repeats", "5"], (out / "cv" / "report.json").exists),
-        "fuse": ([str(MVEMO), "fuse", str(cache), "--out", str(out / "fused"), "--models", "lldstats", "--repeats", "3"],
+                "--repeats", "2"], (out / "cv" / "report.json").exists),
+        "fuse": ([str(MVEMO), "fuse", str(cache), "--out", str(out / "fused"), "--models", "lldstats"],
                  (out / "fused" / "model" / "model.json").exists),
         "predict": ([str(MVEMO), "predict", str(model), *videos, "--csv", str(out / "p.csv")], (out / "p.csv").exists),
     }  # fmt: skip

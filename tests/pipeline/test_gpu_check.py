@@ -117,14 +117,14 @@ def test_the_dry_run_checks_every_part_on_the_cpu() -> None:
     assert decode["clips_per_s"] > 0 and not any(decode["failed"].values())
     assert decode["startup_s"] > 0 and decode["writer_ms_per_clip"] > 0, "the start-up apart, the writer's cost measured"
     assert sum(v for k, v in decode["shares"].items() if k.startswith("workers: ")) == pytest.approx(1.0, abs=0.01)
-    for key in ("i3d_float32", "i3d_bf16", "musicnn_float32", "musicnn_bf16", "i3d_bf16_batch32"):
+    for key in ("i3d_float32", "i3d_bf16", "musicnn_float32", "musicnn_bf16"):
         assert throughput[key]["clips_per_s"] > 0 and throughput[key]["weights"].endswith(".npz")
     assert throughput["decode_one_worker"]["workers"] == 1 and throughput["decode_efficiency"] > 0
     assert throughput["pool_startup_s"] > 0 and "decode_nvdec" not in throughput, "no NVDEC on the CPU"
     assert document["decoders"]["nvdec"].startswith("does not work here: ")
     whole = document["extract"]
-    assert whole["random_weights"] == [] and set(whole) >= {"640x360_cpu", "1280x720_cpu"}
-    for run in ("640x360_cpu", "1280x720_cpu"):
+    assert whole["random_weights"] == [] and "640x360_cpu" in whole
+    for run in ("640x360_cpu",):
         assert whole[run]["clips"] == 12 and whole[run]["clips_per_s"] > 0 and not any(whole[run]["failed"].values())
         assert set(whole[run]["stages_s"]) == {"features", "embeddings"} and 0 <= whole[run]["nets_share"] < 1
     finetune = document["finetune"]

@@ -56,10 +56,11 @@ def songs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_manifest(Manifest(("Exciting", "Sad"), tuple(clips)), folder / "m.csv")
 
 
-def extract_cold(songs: Path, tmp_path: Path, executor: str) -> list[tuple[str, str, str]]:
-    """`mvemo extract` of every numba set with an empty numba cache: the cache writes, as (pid, process, function)."""
+def extract_cold(songs: Path, tmp_path: Path, executor: str, run: str = "cache") -> list[tuple[str, str, str]]:
+    """`mvemo extract` of every numba set into a new cache ``run``, numba's cache in ``tmp_path / "numba"`` (empty the
+    first time): every write to numba's cache so far, as (pid, process, function)."""
     probe = tmp_path / "probe"
-    probe.mkdir()
+    probe.mkdir(exist_ok=True)
     (probe / "sitecustomize.py").write_text(CACHE_WRITES_PROBE)
     log = tmp_path / "writes.tsv"
     env = {
@@ -70,13 +71,13 @@ def extract_cold(songs: Path, tmp_path: Path, executor: str) -> list[tuple[str, 
         "CACHE_WRITES_LOG": str(log),
         "PYTHONFAULTHANDLER": "1",
     }
-    cache = tmp_path / "cache"
+    cache = tmp_path / run
     command = [str(MVEMO), "extract", str(songs), "--cache", str(cache), "--features", ",".join(NUMBA_SETS)]
     run = subprocess.run([*command, "--executor", executor, "--workers", "2"], env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-3000:]
     with Cache(cache) as done:
         assert all(done.done(name).all() for name in NUMBA_SETS)
-    return [tuple(line.split("\t")) for line in log.read_text().splitlines()]  # type: ignore[misc]
+    return [tuple(line.split("\t")) for line in log.read_text().splitlines()] if log.exists() else []  # type: ignore[misc]
 
 
 def test_a_pool_compiles_numba_code_once_in_its_fork_server_and_no_worker_writes_the_cache(songs: Path, tmp_path: Path) -> None:
@@ -84,6 +85,8 @@ def test_a_pool_compiles_numba_code_once_in_its_fork_server_and_no_worker_writes
     assert writes, "the probe saw no cache write: the cache was not cold"
     assert {process for _, process, _ in writes} == {"MainProcess"}, writes
     assert len({pid for pid, _, _ in writes}) == 1, writes
+    assert [p.name for p in (tmp_path / "numba").glob("mvemo-compiled-*")], "the warm cache is marked"
+    assert extract_cold(songs, tmp_path, "processes", run="again") == writes, "a warm cache is read, never written"
 
 
 @pytest.mark.slow(reason="a Dask cluster's two workers compile stage one's numba code from a cold cache (a minute)")
