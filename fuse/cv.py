@@ -232,6 +232,8 @@ def cross_validate(
         for m in chosen
         if m.name not in unscored
     }
+    if not result.metrics:
+        raise ConfigError(f"no model scored a clip, so there is nothing to report: {'; '.join(result.notes[:2])}")
     reference = named[0]
     result.comparison = compare(per_repeat, reference, k=k) if reference not in unscored else None
     if reference in unscored:

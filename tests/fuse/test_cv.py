@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import ClassVar
@@ -20,7 +21,7 @@ from mvemo.fuse.heads.linear import LogisticHead, SoftmaxHead
 from mvemo.fuse.models import available_models
 from mvemo.fuse.saved.model import load_fusion_model
 from mvemo.fuse.stage import run_cv
-from mvemo.manifests import CacheError, ConfigError
+from mvemo.manifests import CacheError, ConfigError, Manifest
 from mvemo.manifests.folds import inner_split
 from mvemo.manifests.shared_optimizers import make_optimizer
 from mvemo.pipeline.cli.main import cli
@@ -213,6 +214,15 @@ def test_a_fold_without_a_class_and_a_net_without_rows_are_reported(tmp_path: Pa
     fused = CliRunner().invoke(cli, ["fuse", str(cache), "--out", str(tmp_path / "f"), "--models", "onedcnn,i3d"])
     assert fused.exit_code == 0, fused.output
     assert set(json.loads((tmp_path / "f" / "model" / "model.json").read_text())["models"]) == {"onedcnn"}
+
+
+def test_a_run_that_scores_no_model_says_why_in_one_line(tmp_path: Path) -> None:
+    def one_class(manifest: Manifest) -> Manifest:  # every clip labelled with the first class: nothing to learn
+        return Manifest(manifest.classes, tuple(dataclasses.replace(c, label=manifest.classes[0]) for c in manifest.clips))
+
+    cache = embedding_cache(tmp_path / "c.h5", nets={"i3d": (4, 3.0)}, n_per_class=4, retarget=one_class)
+    report = CliRunner().invoke(cli, ["cv", "--cache", str(cache), "--out", str(tmp_path / "r"), "--models", "i3d"])
+    assert report.exit_code == 2 and report.output.startswith("cli: error: no model scored a clip"), report.output
 
 
 @pytest.mark.heavy
