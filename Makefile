@@ -14,7 +14,7 @@ install: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -qq $(TORCH_PINS) -e '.[dev,dask,opensmile]'
+	$(BIN)/python -m pip install -qq $(TORCH_PINS) -e '.[dev,dask,opensmile,clap]'
 	touch $@
 
 # The tests run on every core (pytest-xdist, one thread each, at most 4 workers: each holds up to a GB), a test file

@@ -26,6 +26,7 @@ from mvemo.manifests.errors import ConfigError, require
 # Raised whenever a change moves a feature's values: its rows of another version then fail the fingerprint.
 EXTRACTOR_VERSIONS = {
     "waveform": "3",
+    "audio48k": "1",
     "mel": "3",
     "lld": "4",
     "logmel": "1",
@@ -51,6 +52,27 @@ class WaveformConfig:
     def __post_init__(self) -> None:
         require(4000 <= self.sample_rate_hz <= 192000, f"sample_rate_hz={self.sample_rate_hz}: expected 4000..192000")
         require(self.dtype in ("float16", "float32"), f"dtype={self.dtype!r}: expected 'float16' or 'float32'")
+
+    @property
+    def n_samples(self) -> int:
+        return self.audio_window.n_samples(self.sample_rate_hz)
+
+
+@dataclass(frozen=True)
+class Audio48kConfig:
+    """The audio of the nets that read the whole band at 48 kHz (CLAP, ``extract.nets.clap``): ``duration_s`` of mono
+    audio at 48 kHz, cached as float16 like the waveform (2.9 MB for 30 s; its processor makes the mel spectrograms
+    the checkpoint asks for from it)."""
+
+    audio_window: AudioWindow = field(default_factory=AudioWindow)
+    dtype: str = "float16"
+
+    def __post_init__(self) -> None:
+        require(self.dtype in ("float16", "float32"), f"[audio48k] dtype={self.dtype!r}: expected 'float16' or 'float32'")
+
+    @property
+    def sample_rate_hz(self) -> int:
+        return 48000
 
     @property
     def n_samples(self) -> int:
@@ -188,7 +210,7 @@ def feature_specs(configs: Mapping[str, Any]) -> list[FeatureSpec]:
 
 def _spec(name: str, config: Any) -> FeatureSpec:
     extractor, version, record = f"mvemo.{name}", EXTRACTOR_VERSIONS[name], config_dict(config)
-    if name == "waveform":
+    if name in ("waveform", "audio48k"):
         return FeatureSpec(name, (config.n_samples,), config.dtype, extractor, version, record)
     if name in ("mel", "logmel"):
         return FeatureSpec(name, (config.n_mels, config.n_frames), config.dtype, extractor, version, record)
@@ -205,6 +227,7 @@ def _spec(name: str, config: Any) -> FeatureSpec:
 
 AUDIO_CONFIGS: dict[str, type] = {
     "waveform": WaveformConfig,
+    "audio48k": Audio48kConfig,
     "mel": MelConfig,
     "logmel": LogMelConfig,
     "lld": LldConfig,
@@ -238,7 +261,7 @@ def compute_audio_features(decoded: Decoded, names: tuple[str, ...], configs: Ma
     for name in names:
         config = configs[name]
         window = config.audio_window
-        if name == "waveform":
+        if name in ("waveform", "audio48k"):
             out[name] = at(config.sample_rate_hz, window).astype(config.dtype)
         elif name == "mel":
             out[name] = mel_spectrogram(at(config.sample_rate_hz, window), config).astype(config.dtype)

@@ -27,6 +27,7 @@ from mvemo.cache.store import CacheWriter
 from mvemo.extract.audio import (
     AUDIO_CONFIGS,
     AUDIO_FEATURES,
+    Audio48kConfig,
     LogMelConfig,
     MelConfig,
     WaveformConfig,
@@ -67,6 +68,7 @@ class FeatureConfigs:
     mel: MelConfig = field(default_factory=MelConfig)
     lld: LldConfig = field(default_factory=LldConfig)
     waveform: WaveformConfig = field(default_factory=WaveformConfig)
+    audio48k: Audio48kConfig = field(default_factory=Audio48kConfig)
     frames: FrameConfig = field(default_factory=FrameConfig)
     audio_timeout_s: float | None = 60.0
     logmel: LogMelConfig = field(default_factory=LogMelConfig)

@@ -27,10 +27,11 @@ from mvemo.fuse.compose import Best, Features, Late, Node, Stack, inputs_of, int
 from mvemo.fuse.grammar import parse_models
 from mvemo.manifests.errors import CacheError, ConfigError
 
-AUDIO_NETS = ("onedcnn", "twodcnn", "crnn", "musicnn", "msdvgg", "mttmusicnn", "mttvgg")
+AUDIO_NETS = ("onedcnn", "twodcnn", "crnn", "musicnn", "msdvgg", "mttmusicnn", "mttvgg", "clap")
 # the music encoders: musicnn's two nets, each as trained on the Million Song Dataset and on MagnaTagATune (stage one's
-# ``--nets encoders``); the late fusion of those cached is the default model ``encoders``
-MUSIC_ENCODERS = ("musicnn", "msdvgg", "mttmusicnn", "mttvgg")
+# ``--nets encoders``), and CLAP where a user ran it (``--nets clap``); the late fusion of those cached is the default
+# model ``encoders``
+MUSIC_ENCODERS = ("musicnn", "msdvgg", "mttmusicnn", "mttvgg", "clap")
 ENCODERS = "encoders"
 VIDEO_NETS = ("c3d", "i3d", "r3d_18", "r2plus1d_18", "mc3_18")
 PAPER_PAIRS = (("c3d", "onedcnn"), ("i3d", "onedcnn"), ("c3d", "twodcnn"), ("i3d", "twodcnn"))

@@ -2,7 +2,7 @@
 
 A file may hold the tables ``[audio]`` (``offset_s``, ``duration_s``: the window
 every audio feature analyses; ``timeout_s``: how long one clip's audio may take to
-decode), one table per audio set (``[mel]``, ``[logmel]``, ``[lld]``, ``[waveform]``,
+decode), one table per audio set (``[mel]``, ``[logmel]``, ``[lld]``, ``[waveform]``, ``[audio48k]``,
 ``[descriptors]``, ``[expressive]``, ``[egemaps]``, ``[compare]``) and ``[frames]``
 (``extract.frame_sets.FrameConfig``), each overriding the defaults of its dataclass.
 ``[train]`` (``extract.train.TrainConfig``: ``max_epochs``, ``patience``,
@@ -38,6 +38,7 @@ TABLES = (
     "logmel",
     "lld",
     "waveform",
+    "audio48k",
     "descriptors",
     "expressive",
     "egemaps",

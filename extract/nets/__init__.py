@@ -13,6 +13,7 @@ from mvemo.extract.nets.registry import (
     net_from_config,
     net_options,
     pretrained_file,
+    require_trainable,
     split_init,
 )
 
@@ -29,5 +30,6 @@ __all__ = [
     "net_from_config",
     "net_options",
     "pretrained_file",
+    "require_trainable",
     "split_init",
 ]

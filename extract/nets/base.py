@@ -43,6 +43,7 @@ class EmotionNet(nn.Module):
     name: ClassVar[str] = ""
     input_kind: str | tuple[str, ...] = ()  # a class default; an option may choose another (I3D's ``frames``)
     weights_format: ClassVar[str] = "none: this net has no public pretrained weights"
+    pretrained_only: ClassVar[bool] = False  # a net that runs with its published weights only, never random or trained
 
     def __init__(self, num_classes: int, embedding_dim: int, options: Mapping[str, Any]) -> None:
         super().__init__()

@@ -10,6 +10,7 @@ from typing import Any
 
 from mvemo.extract.nets.base import EmotionNet
 from mvemo.extract.nets.c3d import C3D
+from mvemo.extract.nets.clap import Clap
 from mvemo.extract.nets.crnn import CRNN
 from mvemo.extract.nets.i3d import I3D
 from mvemo.extract.nets.musicnn import MsdVgg, MttMusicnn, MttVgg, Musicnn
@@ -20,11 +21,13 @@ from mvemo.extract.weights.registry import sha256_of
 from mvemo.manifests.errors import ConfigError
 
 NETS: dict[str, type[EmotionNet]] = {
-    cls.name: cls for cls in (OneDCNN, TwoDCNN, C3D, I3D, CRNN, Musicnn, MsdVgg, MttMusicnn, MttVgg, R3D18, R2Plus1D18, MC318)
+    cls.name: cls
+    for cls in (OneDCNN, TwoDCNN, C3D, I3D, CRNN, Musicnn, MsdVgg, MttMusicnn, MttVgg, Clap, R3D18, R2Plus1D18, MC318)
 }
 NET_NAMES = tuple(NETS)
 # A name that stands for several nets in ``--nets``: the music encoders, musicnn's two nets as trained on the Million
-# Song Dataset and on MagnaTagATune (stage two fuses them late: ``fuse.models.MUSIC_ENCODERS``).
+# Song Dataset and on MagnaTagATune (stage two fuses them late: ``fuse.models.MUSIC_ENCODERS``, with clap where a user
+# ran it: its checkpoint is a download, so ``encoders`` leaves it out).
 NET_GROUPS = {"encoders": ("musicnn", "msdvgg", "mttmusicnn", "mttvgg")}
 
 
@@ -40,6 +43,7 @@ PRETRAINED = {
     "msdvgg": "musicnn_msd_vgg.npz",
     "mttmusicnn": "musicnn_mtt_musicnn.npz",
     "mttvgg": "musicnn_mtt_vgg.npz",
+    "clap": "larger_clap_music",  # a folder: a transformers checkpoint
     "c3d": "c3d.pickle",
     "i3d": "i3d_rgb_kinetics400.npz",
     "r3d_18": "r3d_18-b3b3357e.pth",
@@ -60,6 +64,11 @@ def split_init(name: str, options: Mapping[str, Any]) -> tuple[str, dict[str, An
     init = rest.pop(INIT, "pretrained")
     if init not in INITS:
         raise ConfigError(f"[net.{name}] {INIT} = {init!r}: expected one of {list(INITS)}")
+    if init == "random" and net_class(name).pretrained_only:
+        raise ConfigError(
+            f"{name} runs with its published checkpoint only (it has no random initialisation mvemo could use):"
+            f" leave it out of --random-init and [net.{name}] {INIT}"
+        )
     return init, rest
 
 
@@ -77,6 +86,16 @@ def base_name(name: str) -> str:
             f"net {name!r}: not a known net or a variant of one (<net>.<variant>, lowercase); nets are {', '.join(NET_NAMES)}"
         )
     return match.group(1)
+
+
+def require_trainable(nets: tuple[str, ...], option: str) -> None:
+    """Refuse to fine-tune a net that runs with its published weights only (``EmotionNet.pretrained_only``)."""
+    fixed = [name for name in expand_nets(nets) if net_class(name).pretrained_only]
+    if fixed:
+        raise ConfigError(
+            f"{option}: {', '.join(fixed)} is an encoder used as it is, never fine-tuned; embed it in a run with"
+            f" --finetune none (`mvemo extract MANIFEST --cache CACHE --nets {','.join(fixed)}`)"
+        )
 
 
 def net_class(name: str) -> type[EmotionNet]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import shutil
 import tarfile
 import tempfile
 import urllib.parse
@@ -191,6 +192,8 @@ def fetch_weights(
     source = url or known.url
     folder = fetch_dir(weights_dir)
     folder.mkdir(parents=True, exist_ok=True)
+    if known.hub_repo:
+        return _fetch_checkpoint_folder(name, url, folder, expected, checked)
     with tempfile.TemporaryDirectory(prefix=f".{name}.", dir=folder) as tmp:
         raw = Path(tmp) / "download"
         digest = _download(source, raw, timeout_s=timeout_s, progress=progress)
@@ -212,6 +215,49 @@ def fetch_weights(
         target = folder / name
         os.replace(final, target)
     return Fetched(name, target, digest, source, converted, checked)
+
+
+# What a transformers checkpoint folder needs of its repository: the model's config, its weights, its processor's config.
+CHECKPOINT_FILES = ("config.json", "preprocessor_config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model.bin*")
+
+
+def _fetch_checkpoint_folder(name: str, url: str | None, folder: Path, expected: str, checked: str) -> Fetched:
+    """A checkpoint folder (``KnownWeights.hub_repo``) from its Hugging Face repository (``huggingface_hub``, which
+    transformers brings), or copied from the local folder ``url``; checked against ``expected``, then stored whole
+    under ``folder / name`` in place of any earlier copy."""
+    known = known_weights(name)
+    with tempfile.TemporaryDirectory(prefix=f".{name}.", dir=folder) as tmp:
+        staged = Path(tmp) / name
+        if url is None:
+            _snapshot(known.hub_repo, staged)
+        elif Path(url).is_dir():
+            shutil.copytree(url, staged, ignore=shutil.ignore_patterns(".*"))
+        else:
+            raise WeightsError(f"--from {url}: {name} is a checkpoint folder; give the path of a folder that holds one")
+        digest = sha256_of(staged)
+        if not digest.startswith(expected):
+            raise WeightsError(
+                f"{url or known.hub_repo}: its files' sha256 {digest} is not the expected {expected}; nothing was written"
+            )
+        target = folder / name
+        if target.is_dir():
+            os.replace(target, Path(tmp) / "earlier")
+        os.replace(staged, target)
+    return Fetched(name, target, digest, url or known.url, False, checked)
+
+
+def _snapshot(repo: str, dst: Path) -> None:
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise WeightsError(f"fetching {repo} needs huggingface_hub: pip install 'mvemo[clap]'") from None
+    try:
+        snapshot_download(repo, local_dir=dst, allow_patterns=list(CHECKPOINT_FILES))
+    except (OSError, ValueError) as err:  # the hub's HTTP, offline and validation errors
+        raise WeightsError(
+            f"cannot download {repo} from the Hugging Face hub: {err}; check the network, or copy the folder from a"
+            " machine that has it and give it with --from"
+        ) from None
 
 
 def _download(source: str, dst: Path, *, timeout_s: float, progress: Callable[[int], None] | None) -> str:

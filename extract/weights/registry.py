@@ -34,6 +34,8 @@ class KnownWeights:
     published: such a file is used as found and its own sha256 still goes into
     every fingerprint built on it. ``convert`` names how ``fetch`` turns the
     public download into the local file ("" keeps the bytes as they are).
+    With ``hub_repo``, the weights are a folder of that name (``sha256_of``
+    digests its files).
     """
 
     name: str
@@ -46,6 +48,7 @@ class KnownWeights:
     license: str
     convert: str = ""
     torch_hub: bool = False
+    hub_repo: str = ""  # a Hugging Face repository: the weights are a folder (a transformers checkpoint) fetched from it
 
     @property
     def pinned(self) -> str:
@@ -165,6 +168,18 @@ KNOWN: dict[str, KnownWeights] = {
                 ),
             )
         ),
+        KnownWeights(
+            "larger_clap_music",
+            ("clap",),
+            "LAION-CLAP's music checkpoint (Wu et al. 2023: HTSAT audio encoder, contrastive with text), a transformers"
+            " ClapModel checkpoint folder (`pip install 'mvemo[clap]'`)",
+            "",
+            None,
+            "Hugging Face hub laion/larger_clap_music (config.json, pytorch_model.bin, preprocessor_config.json)",
+            "https://huggingface.co/laion/larger_clap_music",
+            "Apache-2.0",
+            hub_repo="laion/larger_clap_music",
+        ),
         *(
             KnownWeights(
                 f"{arch}-{prefix}.pth",
@@ -219,7 +234,17 @@ _DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
 def sha256_of(path: str | os.PathLike[str]) -> str:
-    """sha256 (hex) of a file's bytes; remembered per (path, size, mtime) so a 50 MB file is read once a process."""
+    """sha256 (hex) of a file's bytes; remembered per (path, size, mtime) so a 50 MB file is read once a process.
+    Of a folder (a transformers checkpoint): of each file's relative path and sha256, in path order, hidden files and
+    folders (a download tool's ``.cache``) left out."""
+    if os.path.isdir(path):
+        files = sorted(
+            f
+            for f in Path(path).rglob("*")
+            if f.is_file() and not any(part.startswith(".") for part in f.relative_to(path).parts)
+        )
+        listing = "".join(f"{f.relative_to(path).as_posix()}\t{sha256_of(f)}\n" for f in files)
+        return hashlib.sha256(listing.encode()).hexdigest()
     stat = os.stat(path)
     key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _DIGESTS:
@@ -258,7 +283,8 @@ class WeightsStatus:
 
 def _candidates(known: KnownWeights, weights_dir: str | os.PathLike[str] | None) -> tuple[list[Path], Path | None]:
     dirs = search_dirs(weights_dir, hub=known.torch_hub)
-    return dirs, next((d / known.name for d in dirs if (d / known.name).is_file()), None)
+    found = Path.is_dir if known.hub_repo else Path.is_file
+    return dirs, next((d / known.name for d in dirs if found(d / known.name)), None)
 
 
 def weights_status(name: str, weights_dir: str | os.PathLike[str] | None = None, *, check: bool = True) -> WeightsStatus:

@@ -65,7 +65,8 @@ def net_run_options(command: Callable[..., Any]) -> Callable[..., Any]:
     "--nets",
     default=None,
     help="Comma-separated nets whose embeddings to write: onedcnn, twodcnn, crnn, musicnn, msdvgg, mttmusicnn, mttvgg,"
-    " c3d, i3d, r3d_18, mc3_18, r2plus1d_18; encoders stands for the music encoders musicnn, msdvgg, mttmusicnn, mttvgg.",
+    " clap, c3d, i3d, r3d_18, mc3_18, r2plus1d_18; encoders stands for the music encoders musicnn, msdvgg, mttmusicnn,"
+    " mttvgg.",
 )
 @click.option(
     "--finetune",
@@ -98,9 +99,13 @@ def extract(ctx: click.Context, manifest_path: str, cache_path: str, **options: 
     """
     from mvemo.pipeline.config import train_config, window_config
 
+    finetune = options["finetune"]
+    if finetune != "none":
+        from mvemo.extract.nets import require_trainable
+
+        require_trainable(names(options["nets"]), f"--finetune {finetune}")
     manifest = read_checked_manifest(manifest_path, nets=names(options["nets"]))
     options["random_init"] = names(options["random_init"])
-    finetune = options["finetune"]
     training = (
         train_config(options["config_path"], finetune=finetune, random_init=options["random_init"])
         if finetune != "none"

@@ -31,12 +31,14 @@ def optimizers(ctx: click.Context, manifest_path: str, cache_path: str, **option
 
     The nets' inputs are computed into the cache first, as `mvemo extract` computes them; no embedding is written.
     """
+    from mvemo.extract.nets import require_trainable
     from mvemo.extract.stage import StageTime, feature_names
     from mvemo.manifests.errors import ConfigError
     from mvemo.pipeline.config import net_config, train_config, window_config
     from mvemo.pipeline.study import console_table, run_optimizer_study, study_folder
 
     nets = names(options["nets"])
+    require_trainable(nets, "the optimizer study")
     manifest = read_checked_manifest(manifest_path, nets=nets)
     options["random_init"] = names(options["random_init"])
     training = train_config(options["config_path"], finetune=options["finetune"], random_init=options["random_init"])
