@@ -207,12 +207,16 @@ def test_signals_at_random_moments_always_stop_every_command(manifest: Path, sta
     """Each command runs once whole to time it, then five times, each sent SIGINT (to its process group, as a
     terminal does) or SIGTERM at a random moment of its run, from 0.15 s (the interpreter has started) on: every
     one stops with one line and exit 128 + the signal's number; none goes on. A signal that lands once the work is
-    written, while the interpreter exits, may end it as the signal does by default (the shell's 128 + its number)."""
+    written, while the interpreter exits, may end it as the signal does by default (the shell's 128 + its number),
+    having said no more than a whole run says."""
     rng = np.random.default_rng(0)
     for name in ("extract", "cv", "fuse", "predict"):
         start = time.monotonic()
-        subprocess.run(commands(manifest, stage_two, tmp_path / "whole")[name][0], check=True, capture_output=True)
+        whole = subprocess.run(
+            commands(manifest, stage_two, tmp_path / "whole")[name][0], check=True, capture_output=True, text=True
+        )
         duration = time.monotonic() - start
+        said = set(whole.stderr.splitlines())  # predict's warning that its clips were in training, say
         stopped = 0
         for attempt in range(20):
             if stopped == PER_COMMAND:
@@ -232,7 +236,7 @@ def test_signals_at_random_moments_always_stop_every_command(manifest: Path, sta
                     os.killpg(run.pid, signal.SIGKILL)
             where = f"{name}, attempt {attempt}: exit {run.returncode}\n{stderr}"
             if run.returncode == -signum:
-                assert complete() and not stderr.strip(), where
+                assert complete() and set(stderr.splitlines()) <= said, where
             else:
                 assert run.returncode == 128 + signum, where
                 lines = [line for line in stderr.splitlines() if line.strip()]
