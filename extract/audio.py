@@ -37,6 +37,9 @@ EXTRACTOR_VERSIONS = {
 }
 
 
+AUDIO48K_HZ = 48000  # the rate of the set ``audio48k``
+
+
 @dataclass(frozen=True)
 class WaveformConfig:
     """The 1D CNN's input (paper 001): ``duration_s`` of mono audio at ``sample_rate_hz``.
@@ -59,24 +62,15 @@ class WaveformConfig:
 
 
 @dataclass(frozen=True)
-class Audio48kConfig:
-    """The audio of the nets that read the whole band at 48 kHz (CLAP, ``extract.nets.clap``): ``duration_s`` of mono
-    audio at 48 kHz, cached as float16 like the waveform (2.9 MB for 30 s; its processor makes the mel spectrograms
-    the checkpoint asks for from it)."""
+class Audio48kConfig(WaveformConfig):
+    """The audio of the nets that read the whole band at 48 kHz (CLAP, ``extract.nets.clap``), cached as float16 like
+    the waveform (2.9 MB for 30 s; CLAP's processor makes the mel spectrograms its checkpoint asks for from it)."""
 
-    audio_window: AudioWindow = field(default_factory=AudioWindow)
-    dtype: str = "float16"
+    sample_rate_hz: int = AUDIO48K_HZ
 
     def __post_init__(self) -> None:
-        require(self.dtype in ("float16", "float32"), f"[audio48k] dtype={self.dtype!r}: expected 'float16' or 'float32'")
-
-    @property
-    def sample_rate_hz(self) -> int:
-        return 48000
-
-    @property
-    def n_samples(self) -> int:
-        return self.audio_window.n_samples(self.sample_rate_hz)
+        super().__post_init__()
+        require(self.sample_rate_hz == AUDIO48K_HZ, f"[audio48k] sample_rate_hz={self.sample_rate_hz}: it is {AUDIO48K_HZ}")
 
 
 @dataclass(frozen=True)
@@ -210,7 +204,7 @@ def feature_specs(configs: Mapping[str, Any]) -> list[FeatureSpec]:
 
 def _spec(name: str, config: Any) -> FeatureSpec:
     extractor, version, record = f"mvemo.{name}", EXTRACTOR_VERSIONS[name], config_dict(config)
-    if name in ("waveform", "audio48k"):
+    if isinstance(config, WaveformConfig):
         return FeatureSpec(name, (config.n_samples,), config.dtype, extractor, version, record)
     if name in ("mel", "logmel"):
         return FeatureSpec(name, (config.n_mels, config.n_frames), config.dtype, extractor, version, record)
@@ -261,7 +255,7 @@ def compute_audio_features(decoded: Decoded, names: tuple[str, ...], configs: Ma
     for name in names:
         config = configs[name]
         window = config.audio_window
-        if name in ("waveform", "audio48k"):
+        if isinstance(config, WaveformConfig):
             out[name] = at(config.sample_rate_hz, window).astype(config.dtype)
         elif name == "mel":
             out[name] = mel_spectrogram(at(config.sample_rate_hz, window), config).astype(config.dtype)

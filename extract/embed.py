@@ -24,6 +24,7 @@ from mvemo.cache.read import Cache
 from mvemo.cache.store import CacheWriter
 from mvemo.extract.nets import get_net, input_kind, net_options, pretrained_file, split_init
 from mvemo.extract.nets.base import EmotionNet
+from mvemo.extract.nets.registry import net_class
 from mvemo.extract.train import GPU_RESOURCES, embed_rows, in_order, kinds_of, resolve_device
 from mvemo.extract.weights.registry import require_weights
 from mvemo.manifests.errors import ConfigError
@@ -94,7 +95,8 @@ def build_net(
     if init == "random" or file is None:
         why = "asked (--random-init)" if file is not None else "it has no published weights"
         return get_net(name, num_classes=num_classes, **options).eval(), f"{name}: random initialisation (seed {seed}; {why})"
-    path = require_weights(file, weights_dir, hint=missing_hint or f"or run it from random weights with --random-init {name}")
+    random = "" if net_class(name).pretrained_only else f"or run it from random weights with --random-init {name}"
+    path = require_weights(file, weights_dir, hint=missing_hint or random)
     return get_net(name, num_classes=num_classes, weights=path, **options).eval(), f"{name}: pretrained weights {path}"
 
 

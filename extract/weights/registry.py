@@ -10,6 +10,7 @@ before use; a corrupt one is an error, never skipped for the next folder.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import os
 from dataclasses import dataclass
@@ -233,17 +234,30 @@ def fetch_dir(weights_dir: str | os.PathLike[str] | None = None) -> Path:
 _DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
+# The files of a transformers checkpoint folder that its loader reads: the model's config, its weights, its processor's.
+CHECKPOINT_FILES = ("config.json", "preprocessor_config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model.bin*")
+# How to install what a checkpoint folder's net and its fetching need
+CLAP_INSTALL = "pip install 'mvemo[clap]'"
+
+
+def first_line(err: BaseException) -> str:
+    """An exception's message cut to its first line (a loader's or a hub's messages run over several)."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+def checkpoint_files(folder: str | os.PathLike[str]) -> list[str]:
+    """The names of a checkpoint folder's files that its loader reads (``CHECKPOINT_FILES``), sorted."""
+    return sorted(
+        f.name for f in Path(folder).iterdir() if f.is_file() and any(fnmatch.fnmatch(f.name, p) for p in CHECKPOINT_FILES)
+    )
+
+
 def sha256_of(path: str | os.PathLike[str]) -> str:
     """sha256 (hex) of a file's bytes; remembered per (path, size, mtime) so a 50 MB file is read once a process.
-    Of a folder (a transformers checkpoint): of each file's relative path and sha256, in path order, hidden files and
-    folders (a download tool's ``.cache``) left out."""
+    Of a checkpoint folder: of the name and sha256 of each file its loader reads, so that a README or a download
+    tool's bookkeeping beside them changes nothing."""
     if os.path.isdir(path):
-        files = sorted(
-            f
-            for f in Path(path).rglob("*")
-            if f.is_file() and not any(part.startswith(".") for part in f.relative_to(path).parts)
-        )
-        listing = "".join(f"{f.relative_to(path).as_posix()}\t{sha256_of(f)}\n" for f in files)
+        listing = "".join(f"{name}\t{sha256_of(Path(path) / name)}\n" for name in checkpoint_files(path))
         return hashlib.sha256(listing.encode()).hexdigest()
     stat = os.stat(path)
     key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
@@ -335,9 +349,10 @@ def require_weights(name: str, weights_dir: str | os.PathLike[str] | None = None
         known = KNOWN[name]
         dirs = search_dirs(weights_dir, hub=known.torch_hub)
         digest = f"sha256 {known.sha256}" if known.sha256 else "no published sha256"
+        what = "folder" if known.hub_repo else "file"
         raise WeightsError(
             f"weights {name!r} not found: looked for {', '.join(str(d / name) for d in dirs)}; get it with"
-            f" `mvemo weights fetch {name}`, or put the file from {known.source} ({known.url}, {digest}) in"
+            f" `mvemo weights fetch {name}`, or put the {what} from {known.source} ({known.url}, {digest}) in"
             f" {'one of those folders' if len(dirs) > 1 else 'that folder'}, or point --weights-dir (or ${ENV_VAR})"
             f" at the folder that holds it{'; ' + hint if hint else ''}"
         )

@@ -36,7 +36,7 @@ def net_run_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "config_path",
             default=None,
             type=click.Path(dir_okay=False),
-            help="TOML file with [clip], [audio], [mel], [logmel], [lld], [waveform], [descriptors], [expressive],"
+            help="TOML file with [clip], [audio], [mel], [logmel], [lld], [waveform], [audio48k], [descriptors], [expressive],"
             " [egemaps], [compare], [frames], [train], [optim.<net>], [net.<name>] tables.",
         ),
         click.option(
@@ -58,15 +58,15 @@ def net_run_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option(
     "--features",
     default=None,
-    help="Feature sets: waveform, mel, logmel, lld, descriptors, expressive (melody and its playing), egemaps, compare"
-    " (these two need mvemo[opensmile]), frames224, frames112 (frames: both).  [default: mel,lld,descriptors; with --nets, their inputs]",
+    help="Feature sets: waveform, audio48k (CLAP's 48 kHz audio), mel, logmel, lld, descriptors, expressive (melody and"
+    " its playing), egemaps, compare (these two need mvemo[opensmile]), frames224, frames112 (frames: both).  [default: mel,lld,descriptors; with --nets, their inputs]",
 )
 @click.option(
     "--nets",
     default=None,
     help="Comma-separated nets whose embeddings to write: onedcnn, twodcnn, crnn, musicnn, msdvgg, mttmusicnn, mttvgg,"
-    " clap, c3d, i3d, r3d_18, mc3_18, r2plus1d_18; encoders stands for the music encoders musicnn, msdvgg, mttmusicnn,"
-    " mttvgg.",
+    " clap (needs mvemo[clap]), c3d, i3d, r3d_18, mc3_18, r2plus1d_18; encoders stands for the music encoders musicnn,"
+    " msdvgg, mttmusicnn, mttvgg.",
 )
 @click.option(
     "--finetune",
@@ -99,13 +99,9 @@ def extract(ctx: click.Context, manifest_path: str, cache_path: str, **options: 
     """
     from mvemo.pipeline.config import train_config, window_config
 
-    finetune = options["finetune"]
-    if finetune != "none":
-        from mvemo.extract.nets import require_trainable
-
-        require_trainable(names(options["nets"]), f"--finetune {finetune}")
     manifest = read_checked_manifest(manifest_path, nets=names(options["nets"]))
     options["random_init"] = names(options["random_init"])
+    finetune = options["finetune"]
     training = (
         train_config(options["config_path"], finetune=finetune, random_init=options["random_init"])
         if finetune != "none"

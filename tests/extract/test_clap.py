@@ -15,9 +15,11 @@ from click.testing import CliRunner
 
 from mvemo.cache.read import Cache
 from mvemo.extract.nets import get_net
+from mvemo.extract.stage import extract_features
+from mvemo.extract.train import TrainConfig
 from mvemo.extract.weights.registry import WeightsError, find_weights, sha256_of
 from mvemo.fuse.saved.model import load_fusion_model
-from mvemo.manifests import ConfigError
+from mvemo.manifests import Clip, ConfigError, Manifest
 from mvemo.pipeline.cli.main import cli
 from mvemo.pipeline.config import net_config
 from tests.pipeline.helpers import synthetic_manifest
@@ -29,19 +31,22 @@ SR = 48000
 WINDOW_S = 1  # the tiny processor's max_length_s: a few windows a clip
 
 
-def write_tiny_clap(folder: Path) -> Path:
+def write_tiny_clap(folder: Path, *, fused: bool = True, processor_fused: bool | None = None) -> Path:
     """A ClapModel of the published one's classes, tiny and randomly initialised (seed 0), with its processor, saved
-    as transformers saves the published checkpoint."""
+    as transformers saves the published checkpoint: ``fused`` as the fusion checkpoints (their processor's
+    ``truncation = "fusion"``: four channels of htk mel), else as the others (``rand_trunc``: one channel of Slaney
+    mel); ``processor_fused`` gives it the other kind's processor."""
     config = clap.ClapConfig(
         text_config={"vocab_size": 99, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
                      "intermediate_size": 16, "max_position_embeddings": 64},
         audio_config={"spec_size": 64, "window_size": 4, "num_mel_bins": 16, "patch_embeds_hidden_size": 8,
-                      "depths": [1, 1], "num_attention_heads": [1, 1], "hidden_size": 16, "enable_fusion": True},
+                      "depths": [1, 1], "num_attention_heads": [1, 1], "hidden_size": 16, "enable_fusion": fused},
         projection_dim=16,
     )  # fmt: skip
     torch.manual_seed(0)
     clap.ClapModel(config).save_pretrained(folder)
-    processor = clap.ClapFeatureExtractor(feature_size=16, sampling_rate=SR, max_length_s=WINDOW_S, truncation="fusion")
+    truncation = "fusion" if (fused if processor_fused is None else processor_fused) else "rand_trunc"
+    processor = clap.ClapFeatureExtractor(feature_size=16, sampling_rate=SR, max_length_s=WINDOW_S, truncation=truncation)
     processor.save_pretrained(folder)
     return folder
 
@@ -55,29 +60,37 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def reference_embedding(folder: Path, y: np.ndarray) -> np.ndarray:
     """CLAP's own route, window by window: ``ClapModel.get_audio_features`` of the processor's features of each
-    window of the heard audio (unfused, as LAION-CLAP embeds audio of at most one window), then their mean."""
+    whole window of the heard audio, the last one ending where the sound ends (unfused, as LAION-CLAP embeds audio of
+    at most one window), then their mean."""
     model = clap.ClapModel.from_pretrained(folder).eval()
     processor = clap.ClapFeatureExtractor.from_pretrained(folder)
     step = WINDOW_S * SR
     heard = int(np.flatnonzero(y)[-1]) + 1
+    windows = (
+        [y[:heard]] if heard <= step else [y[i : i + step] for i in range(0, heard - step, step)] + [y[heard - step : heard]]
+    )
     embeddings = []
-    for start in range(0, heard, step):
-        features = processor(y[start : min(start + step, heard)], sampling_rate=SR, return_tensors="pt")["input_features"]
+    for window in windows:
+        features = processor(window, sampling_rate=SR, return_tensors="pt")["input_features"]
         with torch.no_grad():
             output = model.get_audio_features(input_features=features, is_longer=torch.tensor([[False]]))
         embeddings.append(output.pooler_output[0].numpy())
     return np.mean(embeddings, axis=0)
 
 
-def test_a_clip_is_the_mean_of_its_windows_as_clap_model_embeds_them(weights: Path) -> None:
-    """Three clips of one batch (2.5 s of sound then the cache's zero padding, 4 s, silence) equal CLAP's own
-    window-by-window route, whatever else is in the batch, and numpy's global random state is left alone."""
+@pytest.mark.parametrize("fused", [True, False], ids=["fusion-checkpoint", "unfused-checkpoint"])
+def test_a_clip_is_the_mean_of_its_whole_windows_as_clap_model_embeds_them(fused: bool, tmp_path: Path) -> None:
+    """Four clips of one batch (2.5 windows of sound then the cache's zero padding; 4 windows; half a window;
+    silence) equal CLAP's own window-by-window route, whatever else is in the batch, and numpy's global random state
+    is left alone."""
+    folder = write_tiny_clap(tmp_path / CHECKPOINT, fused=fused)
     rng = np.random.default_rng(0)
-    batch = np.zeros((3, 4 * SR), dtype=np.float16)
+    batch = np.zeros((4, 4 * SR), dtype=np.float16)
     batch[0, : int(2.5 * SR)] = rng.normal(0, 0.1, int(2.5 * SR))
     batch[1] = rng.normal(0, 0.1, 4 * SR)
-    net = get_net("clap", num_classes=2, weights=weights / CHECKPOINT).eval()
-    assert net.embedding_dim == 16 and net.weights_sha256 == sha256_of(weights / CHECKPOINT)
+    batch[2, : SR // 2] = rng.normal(0, 0.1, SR // 2)
+    net = get_net("clap", num_classes=2, weights=folder).eval()
+    assert net.embedding_dim == 16 and net.weights_sha256 == sha256_of(folder)
     np.random.seed(7)
     before = np.random.get_state()[1].copy()
     with torch.no_grad():
@@ -85,26 +98,30 @@ def test_a_clip_is_the_mean_of_its_windows_as_clap_model_embeds_them(weights: Pa
         embedded = net.embed(features, heard).numpy()
         alone = net.embed(*net.prepare(batch[:1])).numpy()
     np.testing.assert_array_equal(np.random.get_state()[1], before)
-    assert heard.tolist() == [[True, True, True, False], [True, True, True, True], [True, False, False, False]]
-    for row in (0, 1):
-        np.testing.assert_allclose(
-            embedded[row], reference_embedding(weights / CHECKPOINT, batch[row].astype(np.float32)), atol=1e-5
-        )
+    assert heard.tolist() == [[True, True, True, False], [True] * 4, [True, False, False, False], [True] * 4]
+    for row in (0, 1, 2):
+        expected = reference_embedding(folder, batch[row].astype(np.float32))
+        np.testing.assert_allclose(embedded[row], expected, atol=1e-5, err_msg=f"clip {row}")
     np.testing.assert_allclose(alone[0], embedded[0], atol=1e-6)
-    assert np.isfinite(embedded[2]).all(), "a silent clip is one window of silence"
+    assert np.isfinite(embedded[3]).all(), "a silent clip is windows of silence"
 
 
-def test_a_checkpoint_that_would_leave_weights_random_is_refused(weights: Path, tmp_path: Path) -> None:
+def test_a_checkpoint_that_would_leave_weights_random_or_does_not_fit_its_processor_is_refused(
+    weights: Path, tmp_path: Path
+) -> None:
     broken = shutil.copytree(weights / CHECKPOINT, tmp_path / CHECKPOINT)
     state = {k: v for k, v in clap.ClapModel.from_pretrained(broken).state_dict().items() if "audio_projection" not in k}
     for file in broken.glob("model*.safetensors"):
         file.unlink()
     clap.ClapModel.from_pretrained(weights / CHECKPOINT).save_pretrained(broken, state_dict=state)
-    with pytest.raises(WeightsError, match=r"no fitting weights for \['audio_projection"):
+    with pytest.raises(WeightsError, match=r"holds no weights for \['audio_projection"):
         get_net("clap", num_classes=2, weights=broken)
     (broken / "preprocessor_config.json").unlink()
     with pytest.raises(WeightsError, match="lacks one of those files"):
         get_net("clap", num_classes=2, weights=broken)
+    mixed = write_tiny_clap(tmp_path / "mixed", fused=False, processor_fused=True)
+    with pytest.raises(WeightsError, match="its processor's spectrograms do not fit its model"):
+        get_net("clap", num_classes=2, weights=mixed)
 
 
 def test_clap_is_never_random_nor_fine_tuned(weights: Path, tmp_path: Path) -> None:
@@ -112,18 +129,23 @@ def test_clap_is_never_random_nor_fine_tuned(weights: Path, tmp_path: Path) -> N
         net_config(None, ("clap",))
     with pytest.raises(WeightsError, match="no random initialisation"):
         get_net("clap", num_classes=2).prepare(np.zeros((1, SR), np.float16))
-    result = CliRunner().invoke(cli, ["extract", "m.csv", "--cache", str(tmp_path / "c"), "--nets", "clap", "--finetune", "last"])
-    assert result.exit_code == 2 and "--finetune last: clap is an encoder used as it is" in result.output, result.output
+    manifest = Manifest(
+        ("a", "b"), (Clip("x", "a", audio=tmp_path / "x.wav", fold=0), Clip("y", "b", audio=tmp_path / "y.wav", fold=1))
+    )
+    with pytest.raises(ConfigError, match="--finetune full: clap is an encoder used as it is"):
+        extract_features(manifest, tmp_path / "c", nets=["clap"], training=TrainConfig(finetune="full"))
+    assert not (tmp_path / "c").exists()
 
 
 def test_fetch_stores_a_checkpoint_folder_from_a_copy_or_the_hub(
     weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     runner = CliRunner()
-    result = runner.invoke(
-        cli, ["weights", "fetch", CHECKPOINT, "--from", str(weights / CHECKPOINT), "--weights-dir", str(tmp_path / "w")]
-    )
+    copy = shutil.copytree(weights / CHECKPOINT, tmp_path / "a copy")
+    (copy / "README.md").write_text("a model card, which no loader reads")
+    result = runner.invoke(cli, ["weights", "fetch", CHECKPOINT, "--from", str(copy), "--weights-dir", str(tmp_path / "w")])
     assert result.exit_code == 0, result.output
+    assert not (tmp_path / "w" / CHECKPOINT / "README.md").exists()
     assert find_weights(CHECKPOINT, tmp_path / "w") == tmp_path / "w" / CHECKPOINT
     assert sha256_of(tmp_path / "w" / CHECKPOINT) == sha256_of(weights / CHECKPOINT)
     verified = json.loads(runner.invoke(cli, ["weights", "verify", "--weights-dir", str(tmp_path / "w"), "--json"]).stdout)
@@ -153,6 +175,18 @@ def test_fetch_stores_a_checkpoint_folder_from_a_copy_or_the_hub(
     result = runner.invoke(cli, ["weights", "fetch", CHECKPOINT, "--weights-dir", str(tmp_path / "w"), "--sha256", "0" * 64])
     assert result.exit_code == 2 and "nothing was written" in result.output
     assert sha256_of(tmp_path / "w" / CHECKPOINT) == sha256_of(weights / CHECKPOINT)
+
+    class Offline(Exception):  # not an OSError, as httpx's errors are not
+        pass
+
+    def offline(repo: str, **_: object) -> str:
+        raise Offline("no route to huggingface.co\n(a second line of detail)")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    result = runner.invoke(cli, ["weights", "fetch", CHECKPOINT, "--weights-dir", str(tmp_path / "w")])
+    assert result.exit_code == 2 and len(result.output.splitlines()) == 1, result.output
+    assert "cannot download laion/larger_clap_music from the Hugging Face hub: no route to huggingface.co;" in result.output
+    assert sha256_of(tmp_path / "w" / CHECKPOINT) == sha256_of(weights / CHECKPOINT), "the earlier copy stays"
 
 
 @pytest.mark.heavy

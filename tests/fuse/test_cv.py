@@ -223,6 +223,7 @@ def test_a_run_that_scores_no_model_says_why_in_one_line(tmp_path: Path) -> None
     cache = embedding_cache(tmp_path / "c.h5", nets={"i3d": (4, 3.0)}, n_per_class=4, retarget=one_class)
     report = CliRunner().invoke(cli, ["cv", "--cache", str(cache), "--out", str(tmp_path / "r"), "--models", "i3d"])
     assert report.exit_code == 2 and report.output.startswith("cli: error: no model scored a clip"), report.output
+    assert "(i3d: fold 0: no training clip of class " in report.output and len(report.output.splitlines()) == 1
 
 
 @pytest.mark.heavy
