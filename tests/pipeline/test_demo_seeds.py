@@ -4,11 +4,9 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import subprocess
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -36,19 +34,18 @@ def demo_margin(out: Path, seed: int) -> float:
     return margin(result.report)
 
 
-@pytest.mark.slow(reason="three demos at the default size (72 clips of 10 s each through five nets), one of them cold")
+@pytest.mark.slow(reason="two demos at the default size (72 clips of 10 s each through five nets), one of them cold")
 def test_default_demo_fusion_beats_every_unimodal_model_over_seeds(tmp_path: Path) -> None:
     """Each modality alone confuses class pairs that the other tells apart, so the integrated model must win, by a
     margin on the mean over seeds (one run's 72 clips are too few to decide alone). Seed 0 is `make demo`'s command,
     run as on a fresh install (its process pool compiling numba's code from an empty cache, which crashed every
-    worker once); seeds 1 and 2 run beside it."""
+    worker once); seed 1 runs beside it."""
     cold = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
     (tmp_path / "numba").mkdir()
     readme = subprocess.Popen(
         [MVEMO, "demo", "--out", tmp_path / "demo0"], env=cold, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("forkserver")) as pool:
-        margins = list(pool.map(demo_margin, [tmp_path / f"demo{seed}" for seed in (1, 2)], (1, 2)))
+    margins = [demo_margin(tmp_path / "demo1", 1)]
     output, _ = readme.communicate()
     assert readme.returncode == 0, output[-3000:]
     assert (tmp_path / "demo0" / "model" / "model.json").is_file() and "final model:" in output

@@ -87,11 +87,3 @@ def test_a_pool_compiles_numba_code_once_in_its_fork_server_and_no_worker_writes
     assert len({pid for pid, _, _ in writes}) == 1, writes
     assert [p.name for p in (tmp_path / "numba").glob("mvemo-compiled-*")], "the warm cache is marked"
     assert extract_cold(songs, tmp_path, "processes", run="again") == writes, "a warm cache is read, never written"
-
-
-@pytest.mark.slow(reason="a Dask cluster's two workers compile stage one's numba code from a cold cache (a minute)")
-def test_dask_workers_never_write_numba_cache_side_by_side(songs: Path, tmp_path: Path) -> None:
-    """Each Dask worker compiles in its own process; the first under the lock writes the cache, the next loads it."""
-    pytest.importorskip("distributed")
-    writes = extract_cold(songs, tmp_path, "dask")
-    assert writes and len({pid for pid, _, _ in writes}) == 1, writes
