@@ -52,6 +52,8 @@ def compile_numba_once() -> None:
     window = AudioWindow(duration_s=WARMUP_S)
     configs = {name: AUDIO_CONFIGS[name](audio_window=window) for name in NUMBA_SETS}
     with contextlib.suppress(Exception), _compiling_alone():
+        if marker is not None and marker.exists():  # compiled by the process that held the lock before
+            return
         compute_audio_features(_warmup_clip(), NUMBA_SETS, configs)
         if marker is not None:
             marker.touch()

@@ -74,6 +74,16 @@ def write_song_with_cover(path: Path, y: np.ndarray, *, sr: int) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def numba_compiled_once() -> None:
+    """Each test process compiles stage one's numba code under the machine's lock before its first test, as each
+    stage-one process does: a test that called a numba function first, beside a worker compiling the same one, left
+    numba's cache written by two processes, which segfaults every later load (``extract.numba_once``; seen in CI)."""
+    from mvemo.extract.numba_once import compile_numba_once
+
+    compile_numba_once()
+
+
 @pytest.fixture(autouse=True)
 def no_installed_weights(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests see no weights a user installed ($MVEMO_WEIGHTS, ~/.cache/mvemo/weights, torch's hub cache): a net runs
