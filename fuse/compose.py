@@ -5,15 +5,17 @@ A model is one of:
 - ``Features(a, b, ...)``, written ``a+b``: feature level, the inputs' columns
   concatenated (each standardized by the head) into one head;
 - ``Late(m, n, ...)``, written ``late(m,n)``: decision level, the mean of the
-  members' probabilities, or with ``weights=inner`` a mixture whose weights
-  maximize the likelihood of the inner folds' out-of-fold probabilities;
+  members' probabilities; with ``weights=trimmed`` the mean of the members that the
+  inner folds do not show clearly weaker than the best (``fuse.selection.trim``);
+  with ``weights=inner`` a mixture whose weights maximize the likelihood of the
+  inner folds' out-of-fold probabilities;
 - ``Stack(m, n, ...)``, written ``stack(m,n)``: a logistic meta-head over the
   log-probabilities of the members, trained on their inner out-of-fold ones;
 - ``Best(m, n, ...)``, written ``best(m,n)``: the member with the best inner
   score (``fuse.selection.inner_score`` of its inner out-of-fold probabilities).
   A weighted late fusion's weights are refitted per inner fold for its score;
   a stack's score comes from a second level of inner folds over its members'
-  out-of-fold probabilities, which is optimistic (see ``integrated``).
+  out-of-fold probabilities, which is optimistic (see ``choice_among_fusions``).
 
 Fitting a model on some rows (an outer fold's training rows, or every clip for the
 final model) sees those rows alone: the inner folds are drawn from them, so an
@@ -32,7 +34,18 @@ from mvemo.fuse.heads.families import family_head
 from mvemo.fuse.heads.linear import fit_head
 from mvemo.fuse.heads.patches import patch_head
 from mvemo.fuse.heads.upper import UpperHead, UpperLayers
-from mvemo.fuse.selection import EPS, SelectionConfig, choose, inner_score, mixture_weights
+from mvemo.fuse.metrics import best_f1_threshold
+from mvemo.fuse.selection import (
+    EPS,
+    Dropped,
+    SelectionConfig,
+    choose,
+    described_drops,
+    inner_score,
+    mixture_weights,
+    row_scores,
+    trim,
+)
 from mvemo.manifests.folds import inner_splits
 
 
@@ -49,14 +62,20 @@ class Features:
         return ()
 
 
+# How a late fusion weighs its members: equally, equally over those not clearly weaker than the best, or by a mixture
+# fitted on inner folds.
+LATE_WEIGHTS = ("equal", "trimmed", "inner")
+
+
 @dataclass(frozen=True)
 class Late:
     members: tuple[Node, ...]
-    weighted: bool = False
+    weights: str = "equal"
 
     @property
     def expr(self) -> str:
-        return f"late({','.join(m.expr for m in self.members)}{',weights=inner' if self.weighted else ''})"
+        weights = "" if self.weights == "equal" else f",weights={self.weights}"
+        return f"late({','.join(m.expr for m in self.members)}{weights})"
 
 
 @dataclass(frozen=True)
@@ -80,23 +99,28 @@ class Best:
 Node = Features | Late | Stack | Best
 
 
-def integrated(members: tuple[Node, ...], ensembles: tuple[tuple[Node, ...], ...] = ()) -> Best:
-    """Paper 001's integrated model as a choice on inner folds, so that it does not fall below its parts by
-    construction. Its candidates, broadest first (the order the one-standard-error rule prefers,
-    ``fuse.selection.choose``): the late fusion of every member, that of each of ``ensembles`` (the music encoders,
-    say), all the members concatenated (where all are feature level), then each member alone.
+def integrated(members: tuple[Node, ...]) -> Late:
+    """The default fusion rule (docs/pipeline.md, "The default fusion rule"): the plain late fusion of ``members``,
+    equal weights; the named models ``integrated`` and ``integrated-audio`` and ``integrated(a,b,...)`` are this."""
+    return Late(members)
+
+
+def choice_among_fusions(members: tuple[Node, ...]) -> Best:
+    """The integrated model of paper 001 as a choice on inner folds (mvemo's default until the protocol of
+    docs/results.md, "Choosing the default fusion rule", kept the plain late fusion). Its candidates, broadest first
+    (the order the one-standard-error rule prefers, ``fuse.selection.choose``): the late fusion of every member, all
+    the members concatenated (where all are feature level), then each member alone. Written out, it is
+    ``best(late(a,b),a+b,a,b)``.
 
     Stacking is not a candidate: its meta-head's inner folds read members' out-of-fold probabilities that
     members fitted on those very rows produced, so its inner score is optimistic and a best-of picks it too
     often (mved-sample, 10 repeats: stack(twodcnn,i3d) 62.1 %, chosen in many folds, against 65.1 % for the
-    concatenation; with every input, preferred by the one-standard-error rule: 0.678 macro F1 against 0.693 for the
-    stack alone). Where stacking is offered the default integrated model is the stack itself (``fuse.models``).
+    concatenation).
     """
     concatenated = []
     if all(isinstance(m, Features) for m in members):
         concatenated = [Features(tuple(dict.fromkeys(i for m in members for i in m.inputs)))]  # type: ignore[union-attr]
-    lates = [Late(members), *(Late(e) for e in ensembles if 1 < len(e) < len(members))]
-    return Best((*lates, *concatenated, *members))
+    return Best((Late(members), *concatenated, *members))
 
 
 def leaves(node: Node) -> list[Features]:
@@ -116,7 +140,9 @@ class Training:
     """The rows a model is fitted on and how its choices are made.
 
     ``blocks`` maps each input to its (n, d) matrix of these rows; ``y`` holds class
-    indices into ``n_classes``; ``groups`` the rows' groups, kept whole by inner folds.
+    indices into ``n_classes``; ``groups`` the rows' groups, kept whole by inner folds;
+    ``in_sample`` the inputs whose rows trained what computed them (nets fine-tuned on
+    these rows), so that inner out-of-fold probabilities over them are in-sample.
     Fits are remembered, so a head shared by several models is fitted once.
     """
 
@@ -128,6 +154,7 @@ class Training:
     selection: SelectionConfig
     patches: Mapping[str, int] = field(default_factory=dict)  # inputs that keep each clip's patches: how many
     upper: Mapping[str, UpperLayers] = field(default_factory=dict)  # inputs cut below layers to fine-tune: those
+    in_sample: frozenset[str] = frozenset()
     fitted: dict[Node, Fitted] = field(default_factory=dict)
 
     def head_of(self, node: Features) -> Any:
@@ -165,9 +192,10 @@ class Trainings:
         selection: SelectionConfig,
         patches: Mapping[str, int] | None = None,
         upper: Mapping[str, UpperLayers] | None = None,
+        in_sample: frozenset[str] = frozenset(),
     ) -> None:
         self.y, self.groups, self.n_classes, self.head, self.selection = y, groups, n_classes, head, selection
-        self.patches, self.upper = dict(patches or {}), dict(upper or {})
+        self.patches, self.upper, self.in_sample = dict(patches or {}), dict(upper or {}), in_sample
         self.by_rows: dict[bytes, Training] = {}
 
     def on(self, rows: np.ndarray, matrices: Mapping[str, np.ndarray]) -> Training:
@@ -183,6 +211,7 @@ class Trainings:
                 self.selection,
                 self.patches,
                 self.upper,
+                self.in_sample,
             )
         training = self.by_rows[key]
         training.blocks = dict(training.blocks) | {name: X[rows] for name, X in matrices.items() if name not in training.blocks}
@@ -247,22 +276,57 @@ class FittedFeatures(Fitted):
 
 
 class FittedLate(Fitted):
+    """A late fusion: ``members`` those it kept (all but where ``weights=trimmed`` dropped some: ``dropped``)."""
+
     node: Late
 
-    def __init__(self, node: Late, members: list[Fitted], weights: np.ndarray) -> None:
-        self.node, self.members, self.weights = node, members, weights
+    def __init__(
+        self, node: Late, members: list[Fitted], weights: np.ndarray, dropped: Mapping[str, Dropped] | None = None
+    ) -> None:
+        self.node, self.members, self.weights, self.dropped = node, members, weights, dict(dropped or {})
         if all(m.inner_proba is not None for m in members):
             self.inner_proba = _mixture([m.inner_proba for m in members], weights)  # type: ignore[misc]
 
     def proba(self, blocks: Mapping[str, np.ndarray]) -> np.ndarray:
         return _mixture([m.proba(blocks) for m in self.members], self.weights)
 
+    def inputs(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(name for m in self.members for name in m.inputs()))
+
     def choices(self) -> dict[str, Any]:
-        return {"weights": [float(w) for w in self.weights], "members": {m.node.expr: m.choices() for m in self.members}}
+        choices = {"weights": [float(w) for w in self.weights], "members": {m.node.expr: m.choices() for m in self.members}}
+        if self.node.weights == "trimmed":
+            choices["dropped"] = {expr: d._asdict() for expr, d in self.dropped.items()}
+        return choices
+
+    def shares(self) -> dict[str, float]:
+        """Each member's share of the fusion, nested late fusions flattened (their members' shares multiplied)."""
+        shares: dict[str, float] = {}
+        for member, weight in zip(self.members, self.weights):
+            for expr, share in (member.shares() if isinstance(member, FittedLate) else {member.node.expr: 1.0}).items():
+                shares[expr] = shares.get(expr, 0.0) + float(weight) * share
+        return shares
+
+    def all_dropped(self) -> dict[str, Dropped]:
+        """The members this fusion and the late fusions inside it dropped."""
+        nested = [m.all_dropped() for m in self.members if isinstance(m, FittedLate)]
+        return {expr: gap for dropped in [self.dropped, *nested] for expr, gap in dropped.items()}
 
     def describe(self) -> str:
-        weights = f"weights {'/'.join(f'{w:.2f}' for w in self.weights)}; " if self.node.weighted else ""
-        return weights + "; ".join(f"{m.node.expr}: {m.describe()}" for m in self.members if m.describe())
+        parts = ["weights " + ", ".join(f"{expr} {share:.2f}" for expr, share in self.shares().items())]
+        if dropped := self.all_dropped():
+            parts.append("dropped " + described_drops(dropped))
+        return "; ".join(parts + self._heads())
+
+    def _heads(self) -> list[str]:
+        """What the members that are not late fusions chose, nested ones' included."""
+        heads = []
+        for m in self.members:
+            if isinstance(m, FittedLate):
+                heads += m._heads()
+            elif m.describe():
+                heads.append(f"{m.node.expr}: {m.describe()}")
+        return heads
 
 
 def _mixture(probas: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
@@ -345,10 +409,33 @@ def _fit_features(node: Features, training: Training, inner: bool) -> Fitted:
     return fitted
 
 
+def in_sample(node: Node, training: Training) -> bool:
+    """Whether ``node``'s inner probabilities are in-sample at some level: it reads an input computed by a net trained
+    on these rows."""
+    return bool(set(inputs_of(node)) & training.in_sample)
+
+
+def inner_threshold(fitted: Fitted, y: np.ndarray, training: Training) -> float:
+    """The probability of the second of two classes at and above which a row is called of it: the best F1 of the
+    model's inner out-of-fold probabilities of ``training``'s rows (classes ``y``), where those are out of sample at
+    every level; else 0.5 (no inner probabilities, or in-sample ones: a net fine-tuned on these rows)."""
+    if fitted.inner_proba is None or in_sample(fitted.node, training):
+        return 0.5
+    return best_f1_threshold(y, fitted.inner_proba[:, 1])
+
+
 def _fit_late(node: Late, training: Training, inner: bool) -> Fitted:
-    members = [fit(m, training, inner=inner or node.weighted) for m in node.members]
-    if not node.weighted:
+    members = [fit(m, training, inner=inner or node.weights != "equal") for m in node.members]
+    if node.weights == "equal":
         return FittedLate(node, members, np.full(len(members), 1.0 / len(members)))
+    if node.weights == "trimmed":
+        scoring = training.selection.choice_scoring or training.selection.scoring
+        scores = [row_scores(training.y, m.inner_proba, scoring) for m in members]  # type: ignore[arg-type]
+        judged = [not in_sample(m.node, training) for m in members]
+        decided = trim(scores, training.groups, judged)
+        kept = [members[i] for i in decided.kept]
+        dropped = decided.dropped([m.node.expr for m in members])
+        return FittedLate(node, kept, np.full(len(kept), 1.0 / len(kept)), dropped)
     probas: list[np.ndarray] = [m.inner_proba for m in members]  # type: ignore[misc]
     late = FittedLate(node, members, mixture_weights(probas, training.y))
     # the weights fitted on the other inner folds' rows mix each inner fold's, so its score is out of fold

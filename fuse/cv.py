@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 
 from mvemo.cache.read import Cache, CacheLike, opened
-from mvemo.fuse.compose import Trainings, fit
+from mvemo.fuse.compose import Trainings, fit, inner_threshold
 from mvemo.fuse.heads.families import make_head
 from mvemo.fuse.heads.upper import UpperLayers
 from mvemo.fuse.loop import FoldFit, FoldInputs, FoldOutcome, Labels, TooFewToChoose, run_folds
-from mvemo.fuse.metrics import best_f1_threshold, mean_present, paired_differences, summarize, summarize_repeats
+from mvemo.fuse.metrics import mean_present, paired_differences, summarize, summarize_repeats
 from mvemo.fuse.models import FusionModel
 from mvemo.fuse.selection import SelectionConfig
 from mvemo.manifests.errors import ConfigError
@@ -96,8 +96,9 @@ class Classes:
 
     def fitter(self, groups: list[str], inputs: FoldInputs) -> FoldFit:
         trainings = Trainings(
-            self.labels.y, groups, len(self.labels.classes), self.head, self.selection, inputs.patches, inputs.upper
-        )
+            self.labels.y, groups, len(self.labels.classes), self.head, self.selection, inputs.patches, inputs.upper,
+            inputs.in_sample,
+        )  # fmt: skip
         return lambda model, read, train, test, fold: classify(model, read, train, test, fold, self.labels, trainings)
 
 
@@ -141,9 +142,7 @@ def classify(
     proba = fitted.proba({i: X[test] for i, X in read.items()})
     notes = [] if note is None else [f"{note}, predicted with probability 0"]
     inner_accuracy = None if fitted.inner_proba is None else float(np.mean(np.argmax(fitted.inner_proba, axis=1) == y[train]))
-    threshold = 0.5
-    if n_classes == 2 and fitted.inner_proba is not None:
-        threshold = best_f1_threshold(y[train], fitted.inner_proba[:, 1])
+    threshold = inner_threshold(fitted, y[train], trainings.on(train, read)) if n_classes == 2 else 0.5
     return FoldOutcome(test, proba, fitted.choices(), fitted.describe(), notes, inner_accuracy, threshold)
 
 

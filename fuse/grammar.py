@@ -5,14 +5,14 @@
     models   := model ("," model)*
     model    := features | late(args) | stack(args) | best(args) | integrated(args)
     features := NAME ("+" NAME)*            feature level: one head over the inputs' columns
-    args     := model ("," model)* ["," "weights=inner"]   (weights only in late)
+    args     := model ("," model)* ["," "weights=" ("equal" | "trimmed" | "inner")]   (weights only in late)
 
 NAME is a cached input (a net's embedding, ``lldstats``) or a named model
 (``integrated``, ``integrated-audio``, ``integrated-decision``), which stands alone
 rather than in a ``+``. For example ``twodcnn+lldstats``, ``late(i3d,twodcnn)``,
-``late(i3d,twodcnn+lldstats,weights=inner)``, ``stack(i3d,twodcnn)``,
-``best(twodcnn,i3d+twodcnn)``, ``integrated(onedcnn,twodcnn,lldstats)`` (``fuse.compose.integrated``
-of those, random-init nets included when named). A model is named by its text without spaces.
+``late(i3d,twodcnn+lldstats,weights=inner)``, ``late(musicnn,msdvgg,lldstats,weights=trimmed)``, ``stack(i3d,twodcnn)``,
+``best(twodcnn,i3d+twodcnn)``, ``integrated(onedcnn,twodcnn,lldstats)`` (the default fusion rule over those,
+``fuse.compose.integrated``: random-init nets included when named). A model is named by its text without spaces.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 
-from mvemo.fuse.compose import Best, Features, Late, Node, Stack, integrated
+from mvemo.fuse.compose import LATE_WEIGHTS, Best, Features, Late, Node, Stack, integrated
 from mvemo.manifests.errors import ConfigError
 
-CALLS: dict[str, Callable[[tuple[Node, ...], bool], Node]] = {
+CALLS: dict[str, Callable[[tuple[Node, ...], str], Node]] = {
     "late": Late,
-    "stack": lambda members, weighted: Stack(members),
-    "best": lambda members, weighted: Best(members),
-    "integrated": lambda members, weighted: integrated(members),
+    "stack": lambda members, weights: Stack(members),
+    "best": lambda members, weights: Best(members),
+    "integrated": lambda members, weights: integrated(members),
 }
 TOKEN = re.compile(r"\s*(?:([A-Za-z0-9_.\-]+)|(.))")
 
@@ -108,16 +108,19 @@ class _Parser:
         return self.names[name]
 
     def call(self, kind: str) -> Node:
-        members, weighted, weights_given = [], False, False
+        members, weights, weights_given = [], "equal", False
         while True:
             if self.peek() == "weights":
                 if weights_given:
                     self.fail("weights= given twice")
                 weights_given = True
                 self.position += 1
-                if not self.accept("=") or self.peek() not in ("inner", "equal"):
-                    self.fail("write weights=inner (chosen on inner folds) or weights=equal")
-                weighted = self.name() == "inner"
+                if not self.accept("=") or self.peek() not in LATE_WEIGHTS:
+                    self.fail(
+                        "write weights=equal, weights=trimmed (equal over the members not clearly weaker on inner folds)"
+                        " or weights=inner (a mixture fitted on inner folds)"
+                    )
+                weights = self.name()
                 if kind != "late":
                     self.fail(f"{kind}() takes no weights; late() does")
             else:
@@ -129,4 +132,4 @@ class _Parser:
         members = list(dict.fromkeys(members))
         if len(members) < 2:
             self.fail(f"{kind}() needs at least two different models")
-        return CALLS[kind](tuple(members), weighted)
+        return CALLS[kind](tuple(members), weights)

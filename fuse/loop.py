@@ -20,7 +20,7 @@ import numpy as np
 
 from mvemo.cache.read import Cache, CacheLike, opened
 from mvemo.fuse.heads.upper import UpperLayers
-from mvemo.fuse.inputs import input_set_name, layers_above, missing_reasons, patch_count, read_input
+from mvemo.fuse.inputs import in_sample_inputs, input_set_name, layers_above, missing_reasons, patch_count, read_input
 from mvemo.fuse.models import FusionModel, incomplete_inputs, per_patch_inputs, random_init_nets, select_models
 from mvemo.fuse.provenance import fine_tuned_nets, protocol
 from mvemo.manifests.errors import CacheError, ConfigError
@@ -88,6 +88,7 @@ class FoldInputs:
     usable: dict[str, np.ndarray]
     patches: dict[str, int]
     upper: dict[str, UpperLayers] = field(default_factory=dict)
+    in_sample: frozenset[str] = frozenset()  # ``fuse.inputs.in_sample_inputs``
 
 
 @dataclass
@@ -175,7 +176,7 @@ def fold_inputs(cache: Cache, models: list[FusionModel], n_folds: int) -> list[F
                 done[set_name] = cache.done(set_name)
         usable = {m.name: np.logical_and.reduce([done[sets[i]] for i in m.inputs]) for m in models}
         patches = {i: n for i, s in sets.items() if (n := patch_count(cache, s)) is not None}
-        per_fold.append(FoldInputs(sets, usable, patches))
+        per_fold.append(FoldInputs(sets, usable, patches, in_sample=in_sample_inputs(cache, sets)))
     return per_fold
 
 
@@ -259,16 +260,14 @@ def run_folds(
     progress: Progress | None = None,
     upper: Mapping[str, UpperLayers] | None = None,
     run: str | None = None,
-    stacks: bool = True,
 ) -> FoldRuns:
     """The loop: ``kind(cache, models)``'s fits of every model (``--models``, default ``fuse.models.available_models``) on
     every fold of every repeat, on ``executor`` (serial by default; ``progress(fits, total)`` wraps their results),
     the run's notes and clip counts. ``upper``: the published layers above each input cut below them
     (``fuse.heads.upper``); ``run``: the run whose matrices the fits read (``run_matrices``), kept for the caller
-    to reuse and release; default one of this call's own, released when it ends. ``stacks``: whether the target
-    offers stacking (``fuse.models.select_models``)."""
+    to reuse and release; default one of this call's own, released when it ends."""
     k = check_folds(cache, n_folds)
-    chosen = select_models(cache, models, stacks=stacks)
+    chosen = select_models(cache, models)
     target = kind(cache, chosen)
     labels = target.labels
     all_folds = repeat_folds(cache, chosen, k, repeats, labels.strata, tag_matrix=labels.tag_matrix)

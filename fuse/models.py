@@ -5,12 +5,11 @@ over time of every LLD column, a cheap handcrafted baseline) and every cached se
 that holds one named vector per clip (``descriptors``, ``expressive``, ``egemaps``, ``compare``).
 Default models, over the inputs stage one has finished (``complete_inputs``): each
 input alone, paper 001's four audio + video pairs, ``integrated`` (or
-``integrated-audio`` without video): the stack of every input (a logistic head over their
-out-of-fold log-probabilities; for valence and arousal, which stack nothing, the choice on
-inner folds of ``fuse.compose.integrated``), ``integrated-decision``: the late fusion of the
-pairs, and ``encoders``: the late fusion of the music encoders (``MUSIC_ENCODERS``). Embeddings of nets with
-random weights that were never fine-tuned enter no default fusion: name them in
-``--models`` to fuse them.
+``integrated-audio`` without video): the plain late fusion of every input (equal weights: the rule
+the protocol of docs/results.md kept, "Choosing the default fusion rule"), ``integrated-decision``:
+the late fusion of the pairs, and ``encoders``: the late fusion of the music encoders
+(``MUSIC_ENCODERS``). Embeddings of nets with random weights
+that were never fine-tuned enter no default fusion: name them in ``--models`` to fuse them.
 """
 
 from __future__ import annotations
@@ -34,6 +33,8 @@ AUDIO_NETS = ("onedcnn", "twodcnn", "crnn", "musicnn", "msdvgg", "mttmusicnn", "
 MUSIC_ENCODERS = ("musicnn", "msdvgg", "mttmusicnn", "mttvgg", "clap")
 ENCODERS = "encoders"
 VIDEO_NETS = ("c3d", "i3d", "r3d_18", "r2plus1d_18", "mc3_18")
+# the clip-level vector sets computed from the frames; every other set (handcrafted audio, imported) counts as audio
+VIDEO_SETS = ("faces",)
 PAPER_PAIRS = (("c3d", "onedcnn"), ("i3d", "onedcnn"), ("c3d", "twodcnn"), ("i3d", "twodcnn"))
 LLDSTATS = "lldstats"
 INTEGRATED = ("integrated", "integrated-audio")
@@ -66,6 +67,11 @@ def cached_nets(cache: Cache) -> list[str]:
     found = {name.split("/")[1] for name in cache.feature_sets() if name.startswith("emb/")}
     order = {net: i for i, net in enumerate((*AUDIO_NETS, *VIDEO_NETS))}
     return sorted(found, key=lambda name: (order.get(base_net(name), len(order)), base_net(name), name))
+
+
+def modality(name: str) -> str:
+    """``video`` for an input computed from the frames (a video net's embedding, the faces), else ``audio``."""
+    return "video" if base_net(name) in VIDEO_NETS or name in VIDEO_SETS else "audio"
 
 
 def base_net(name: str) -> str:
@@ -168,22 +174,26 @@ def complete_inputs(cache: Cache, incomplete: dict[str, str] | None = None) -> l
     return [name for name in cached_inputs(cache) if name not in incomplete]
 
 
-def named_models(cache: Cache, complete: list[str], *, stacks: bool = True) -> dict[str, Node]:
-    """The models that have names, where the cache holds two ``complete`` inputs (pairs) of pretrained or fine-tuned
-    nets (inputs of random weights and per-patch inputs enter none): ``integrated`` (or ``integrated-audio``), the
-    stack of every input where the target ``stacks`` (classes and tags), else the choice among their fusions of
-    ``fuse.compose.integrated``; ``integrated-decision``; ``encoders``.
-
-    Why the stack: on both real sets it reads at least its best input less half a point, where the choice among
-    fusions read 0.8 points under musicnn alone on 4q-dev's songs (docs/results.md, "the default integrated model")."""
+def fusion_inputs(cache: Cache, complete: list[str] | None = None) -> list[str]:
+    """The inputs the default fusions read: the ``complete`` ones (``complete_inputs`` where not given) but embeddings
+    of random weights never fine-tuned and per-patch inputs."""
     left_out = set(random_init_nets(cache)) | set(per_patch_inputs(cache))
-    trusted = [name for name in complete if name not in left_out]
+    return [name for name in (complete_inputs(cache) if complete is None else complete) if name not in left_out]
+
+
+def named_models(cache: Cache, complete: list[str]) -> dict[str, Node]:
+    """The models that have names, where the cache holds two ``complete`` inputs (pairs) of pretrained or fine-tuned
+    nets (inputs of random weights and per-patch inputs enter none, ``fusion_inputs``): ``integrated`` (or
+    ``integrated-audio``), the plain late fusion of every input; ``integrated-decision``; ``encoders``.
+
+    Why the plain late fusion: no other rule read clearly better on any real set while worse on none (the protocol of
+    docs/results.md, "Choosing the default fusion rule"); with few rows, estimated weights cost more than they gain."""
+    trusted = fusion_inputs(cache, complete)
     encoders = tuple(Features((name,)) for name in trusted if name in MUSIC_ENCODERS)
     named: dict[str, Node] = {}
     if len(trusted) > 1:
-        name = INTEGRATED[1] if not any(base_net(n) in VIDEO_NETS for n in trusted) else INTEGRATED[0]
-        alone = tuple(Features((input_name,)) for input_name in trusted)
-        named[name] = Stack(alone) if stacks else integrated(alone, (encoders,))
+        name = INTEGRATED[0] if any(modality(n) == "video" for n in trusted) else INTEGRATED[1]
+        named[name] = integrated(tuple(Features((input_name,)) for input_name in trusted))
     pairs = paper_pairs(trusted)
     if len(pairs) > 1:
         named[DECISION] = Late(tuple(pairs))
@@ -196,23 +206,22 @@ def paper_pairs(nets: list[str]) -> list[Features]:
     return [Features((video, audio)) for video, audio in PAPER_PAIRS if video in nets and audio in nets]
 
 
-def available_models(cache: Cache, complete: list[str] | None = None, *, stacks: bool = True) -> list[FusionModel]:
+def available_models(cache: Cache, complete: list[str] | None = None) -> list[FusionModel]:
     """The default models: every complete input alone, the paper's pairs of trusted nets, and the named models
-    (``complete``: the complete inputs where the caller has them; ``stacks``: as ``named_models``)."""
+    (``complete``: the complete inputs where the caller has them)."""
     random_init = random_init_nets(cache)
     complete = complete_inputs(cache) if complete is None else complete
     models = [FusionModel(name, Features((name,))) for name in complete]
     models += [FusionModel(p.expr, p) for p in paper_pairs([n for n in complete if n not in random_init])]
-    return models + [FusionModel(name, node) for name, node in named_models(cache, complete, stacks=stacks).items()]
+    return models + [FusionModel(name, node) for name, node in named_models(cache, complete).items()]
 
 
-def select_models(cache: Cache, names: str | None, *, stacks: bool = True) -> list[FusionModel]:
-    """The models of ``--models`` (the grammar of ``fuse.grammar``), or the default ones; ``stacks``: whether the
-    target offers stacking (valence and arousal do not), for the named models (``named_models``)."""
+def select_models(cache: Cache, names: str | None) -> list[FusionModel]:
+    """The models of ``--models`` (the grammar of ``fuse.grammar``), or the default ones."""
     incomplete = incomplete_inputs(cache)
     complete = complete_inputs(cache, incomplete)
     if not names or not names.strip():
-        models = available_models(cache, complete, stacks=stacks)
+        models = available_models(cache, complete)
         if not models:
             if incomplete:
                 name, why = next(iter(incomplete.items()))
@@ -222,7 +231,7 @@ def select_models(cache: Cache, names: str | None, *, stacks: bool = True) -> li
                 f" compute them with `mvemo extract MANIFEST --cache {cache.path} --nets ...` (or --features lld)"
             )
         return models
-    named = named_models(cache, complete, stacks=stacks)
+    named = named_models(cache, complete)
     known: dict[str, Node] = {name: Features((name,)) for name in cached_inputs(cache)} | named
     chosen = parse_models(names, known, _unknown(cache, known))
     return list(dict.fromkeys(FusionModel(name, node) for name, node in chosen))

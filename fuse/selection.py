@@ -8,8 +8,9 @@ from the outer fold's training rows only (``manifests.folds.inner_splits``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from sklearn import config_context
@@ -60,14 +61,13 @@ class SelectionConfig:
     upper_max_epochs : int
         The most epochs an upper head trains; early stopping on its inner folds chooses fewer.
     choice_scoring : {"log_loss", "accuracy", "f1_macro"} or None
-        What a choice among whole models is scored by (``best(...)``, the integrated models' candidates); None: as
-        ``scoring``.
+        What a choice among whole models is scored by (``best(...)``); None: as ``scoring``.
     choice_rule : {"best", "one-se"}
         How that choice is made: ``best`` (default), the candidate of the best inner score; ``one-se`` (the
         one-standard-error rule), the first candidate in the model's order whose inner score lies within one standard
         error of the best's (the paired difference over the inner out-of-fold rows). ``best(...)`` lists its
-        candidates as the user wrote them; ``integrated(...)`` its broadest ensemble first
-        (``fuse.compose.integrated``). On 4q-dev and mved-sample the two rules read the same (docs/results.md).
+        candidates as the user wrote them (``fuse.compose.choice_among_fusions`` its broadest ensemble first). On
+        4q-dev and mved-sample the two rules read the same (docs/results.md).
         Classes and tags only: valence and arousal choose the candidate of the least inner error.
     """
 
@@ -235,3 +235,78 @@ def mixture_weights(probas: list[np.ndarray], y: np.ndarray, *, iterations: int 
             return updated
         w = updated
     return w
+
+
+# A member of a trimmed late fusion is dropped where its inner score lies more than this many standard errors under the
+# best member's: clear evidence, not the inner folds' noise (docs/pipeline.md, "The default fusion rule"). Set before any
+# measurement and never tuned.
+TRIM_Z = 2.0
+
+
+class Dropped(NamedTuple):
+    """A member a trimmed late fusion dropped: how far its mean inner row score lies under that of the member that set
+    the bar (``under``), and the standard error of that gap."""
+
+    gap: float
+    se: float
+    under: str
+
+
+@dataclass(frozen=True)
+class Trim:
+    """What trimming decided: the members kept (indices, in order) and, per member judged against the best, how far
+    its mean row score lies under the best's and the standard error of that gap."""
+
+    kept: list[int]
+    gaps: dict[int, tuple[float, float]]
+    best: int | None
+
+    def dropped(self, names: list[str]) -> dict[str, Dropped]:
+        """The members dropped, by their ``names``."""
+        return {names[i]: Dropped(gap, se, names[self.best]) for i, (gap, se) in self.gaps.items() if i not in self.kept}  # type: ignore[index]
+
+
+def described_drops(dropped: Mapping[str, Dropped]) -> str:
+    """The members a trimmed fusion dropped, in a few words for a report's table."""
+    return ", ".join(f"{name} ({d.gap:.3f} under {d.under}, SE {d.se:.3f})" for name, d in dropped.items())
+
+
+def clustered_se(d: np.ndarray, groups: Any) -> float:
+    """The standard error of the mean of ``d`` (n,) with rows clustered by ``groups`` (n,): rows of one group (an
+    artist's songs, a video's segments) are not independent, so their residuals are summed per group first (the
+    cluster-robust variance, with the small-sample factor G / (G - 1))."""
+    n = len(d)
+    _, codes = np.unique(np.asarray(groups), return_inverse=True)
+    n_groups = int(codes.max()) + 1 if n else 0
+    if n_groups < 2:
+        return float("inf")
+    sums = np.bincount(codes, weights=d - d.mean(), minlength=n_groups)
+    return float(np.sqrt(np.sum(sums**2) * n_groups / (n_groups - 1)) / n)
+
+
+def trim(scores: list[np.ndarray], groups: Any, judged: list[bool], *, z: float = TRIM_Z) -> Trim:
+    """The members of a late fusion that its inner folds do not show clearly weaker than the best.
+
+    Parameters
+    ----------
+    scores : list of ndarray, shape (n,)
+        Each member's score of each row on inner out-of-fold predictions, higher better (``row_scores``).
+    groups : array-like, shape (n,)
+        The rows' groups, for the standard error (``clustered_se``).
+    judged : list of bool
+        Which members may be judged: those whose inner predictions are out of sample at every level. The others
+        (nets fine-tuned on these rows) are always kept and never set the bar.
+    z : float
+        How many standard errors of the paired gap make a member clearly weaker.
+    """
+    candidates = [i for i, ok in enumerate(judged) if ok]
+    if len(candidates) < 2:
+        return Trim(list(range(len(scores))), {}, None)
+    best = max(candidates, key=lambda i: float(np.mean(scores[i])))  # the first listed on a tie
+    gaps = {}
+    for i in candidates:
+        if i != best:
+            d = scores[best] - scores[i]
+            gaps[i] = (float(d.mean()), clustered_se(d, groups))
+    kept = [i for i in range(len(scores)) if i not in gaps or gaps[i][0] <= z * gaps[i][1]]
+    return Trim(kept, gaps, best)

@@ -212,9 +212,7 @@ def _fuse(cache: Cache, out: Path, settings: FuseSettings, run: str) -> tuple[di
     else:
         document = run_target_cv(cache, out, target, settings, run=run)
         scored = document["metrics"]
-    chosen = [
-        model for model in select_models(cache, settings.models, stacks=target in ("label", "tags")) if model.name in scored
-    ]
+    chosen = [model for model in select_models(cache, settings.models) if model.name in scored]
     header: dict[str, Any] = {"version": mvemo_version(), "protocol": protocol(cache)}
     header["cache_fingerprint"] = cache.combined_fingerprint()
     header["provenance"] = provenance(cache)

@@ -17,9 +17,11 @@ from typing import Any
 import numpy as np
 
 from mvemo.cache.layout import IMPORTED, inside
+from mvemo.fuse.compose import LATE_WEIGHTS
 from mvemo.fuse.heads.kernel import KernelSoftmax
 from mvemo.fuse.heads.upper import UpperSoftmax, layers_problem, penultimate_size
 from mvemo.fuse.models import LLDSTATS
+from mvemo.fuse.selection import Dropped
 from mvemo.manifests.errors import is_number
 from mvemo.manifests.targets import VALUE_COLUMNS
 
@@ -185,7 +187,17 @@ def _check_record(
     read = set().union(*(_check_record(m, f"{where}.members[{i}]", inputs, n_classes, heads) for i, m in enumerate(members)))
     if kind == "late":
         weights = record.get("weights")
-        _require(isinstance(record.get("weighted"), bool), f"{where}.weighted", "is not true or false")
+        _require(record.get("rule") in LATE_WEIGHTS, f"{where}.rule", f"is not one of {list(LATE_WEIGHTS)}")
+        dropped = record.get("dropped")
+        _require(
+            isinstance(dropped, dict)
+            and all(
+                isinstance(d, dict) and set(d) == set(Dropped._fields) and is_number(d["gap"]) and is_number(d["se"])
+                for d in dropped.values()
+            ),
+            f"{where}.dropped",
+            "is not an object of {gap, se, under} records",
+        )
         _require(
             isinstance(weights, list) and len(weights) == len(members) and all(is_number(w) and w >= 0 for w in weights),
             f"{where}.weights",

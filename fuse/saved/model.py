@@ -41,7 +41,7 @@ from mvemo.fuse.compose import (
 from mvemo.fuse.heads.kernel import KernelSoftmax
 from mvemo.fuse.heads.linear import LinearSoftmax
 from mvemo.fuse.heads.upper import UpperLayers, UpperSoftmax
-from mvemo.fuse.inputs import input_set_name, layers_above, patch_count
+from mvemo.fuse.inputs import in_sample_inputs, input_set_name, layers_above, patch_count
 from mvemo.fuse.loop import new_run, release_run, run_matrices
 from mvemo.fuse.models import FusionModel
 from mvemo.fuse.saved.check import HEAD_ARRAYS, KERNEL_HEAD_ARRAYS, UPPER_HEAD_ARRAYS, Invalid, check_saved_model
@@ -57,12 +57,13 @@ from mvemo.fuse.saved.targets import (
     values_from_record,
     values_record,
 )
-from mvemo.fuse.selection import SelectionConfig
+from mvemo.fuse.selection import Dropped, SelectionConfig
 from mvemo.manifests.errors import CacheError, ConfigError
 
 MODEL_JSON = "model.json"
-# 2: each model a tree (features, late, stack, best) of linear heads
-FORMAT = 2
+# 2: each model a tree (features, late, stack, best) of linear heads; 3: a late fusion names its weights rule and, where
+# trimmed, the members it dropped
+FORMAT = 3
 HEADS_H5 = "heads.h5"
 # what heads.h5 holds: a linear softmax layer, fine-tuned upper layers, or a linear map to values
 SavedHead: TypeAlias = LinearSoftmax | KernelSoftmax | UpperSoftmax | LinearValues
@@ -90,7 +91,8 @@ def train_final(
     set_names = {name: input_set_name(cache, name, None) for model in models for name in model.inputs}
     patches = {name: n for name, s in set_names.items() if (n := patch_count(cache, s)) is not None}
     above = layers_above(cache, set_names, upper or {})
-    trainings = Trainings(y, cache.groups, len(cache.classes), head, selection, patches, above)
+    in_sample = in_sample_inputs(cache, set_names)
+    trainings = Trainings(y, cache.groups, len(cache.classes), head, selection, patches, above, in_sample)
     this_run = run or new_run()
     reads = {s: (m, cache.done(s)) for s, m in run_matrices(this_run, cache, set_names.values()).items()}
     if run is None:
@@ -102,12 +104,13 @@ def train_final(
         blocks = {name: X for name, (X, _) in read.items()}
         if target == "tags":
             fitted[model.name] = fit_final_tags(
-                model.node, rows, blocks, list(targets.tags), targets.tag_matrix, groups, head, selection, patches, above
-            )
+                model.node, rows, blocks, list(targets.tags), targets.tag_matrix, groups, head, selection, patches, above,
+                in_sample,
+            )  # fmt: skip
         elif target != "label":
             columns = [targets.value_names.index(n) for n in target.split(",")]
             values = targets.values[:, columns]
-            fitted[model.name] = fit_final_values(model.node, rows, blocks, values, targets.scale, groups, selection)
+            fitted[model.name] = fit_final_values(model.node, rows, blocks, values, targets.scale, groups, selection, in_sample)
         elif len(np.unique(y[rows])) < 2:
             raise CacheError(f"model {model.name!r}: fewer than two classes among its {len(rows)} usable clips")
         else:
@@ -146,7 +149,13 @@ def to_record(fitted: Fitted | FittedTags | FittedLinearValues, heads: dict[str,
         return {"kind": "features", "inputs": list(fitted.node.inputs), "head": head(fitted.model), "chosen": fitted.choices()}
     if isinstance(fitted, FittedLate):
         members = [to_record(m, heads) for m in fitted.members]
-        return {"kind": "late", "weighted": fitted.node.weighted, "weights": fitted.weights.tolist(), "members": members}
+        return {
+            "kind": "late",
+            "rule": fitted.node.weights,
+            "weights": fitted.weights.tolist(),
+            "members": members,
+            "dropped": {expr: d._asdict() for expr, d in fitted.dropped.items()},
+        }
     if isinstance(fitted, FittedStack):
         return {
             "kind": "stack",
@@ -176,7 +185,9 @@ def from_record(record: dict[str, Any], heads: dict[str, SavedHead], n_classes: 
         return FittedFeatures(Features(tuple(record["inputs"])), linear, linear.classes, n_classes, record["chosen"])
     members = [from_record(m, heads, n_classes) for m in record.get("members", [])]
     if kind == "late":
-        return FittedLate(Late(tuple(m.node for m in members), record["weighted"]), members, np.asarray(record["weights"]))
+        node = Late(tuple(m.node for m in members), record["rule"])
+        dropped = {expr: Dropped(**d) for expr, d in record["dropped"].items()}
+        return FittedLate(node, members, np.asarray(record["weights"]), dropped)
     if kind == "stack":
         meta: Any = heads[record["meta"]]
         return FittedStack(Stack(tuple(m.node for m in members)), members, meta, meta.classes, n_classes, record["chosen"])

@@ -14,9 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from mvemo.fuse.compose import Features, Fitted, FittedFeatures, Node, Trainings, fit, inputs_of
+from mvemo.fuse.compose import Features, Fitted, FittedFeatures, Node, Trainings, fit, inner_threshold, inputs_of
 from mvemo.fuse.heads.linear import LinearSoftmax
-from mvemo.fuse.metrics import best_f1_threshold
 from mvemo.fuse.selection import SelectionConfig
 from mvemo.fuse.targets.regression import LinearPart, fit_values, predict_parts
 from mvemo.fuse.targets.tags import unlearnable
@@ -83,10 +82,11 @@ def prior_member(inputs: tuple[str, ...], width: int, share: float) -> FittedFea
 def fit_final_tags(
     node: Node, rows: np.ndarray, blocks: Mapping[str, np.ndarray], tags: list[str], tag_matrix: np.ndarray,
     groups: list[str], head: Any, selection: SelectionConfig, patches: Mapping[str, int], upper: Mapping[str, Any],
+    in_sample: frozenset[str],
 ) -> FittedTags:  # fmt: skip
     """A model per tag fitted on ``rows`` (of the cache; ``blocks`` holds every row), its threshold the best-F1
-    probability of the inner folds' out-of-fold predictions of those rows (``patches`` and ``upper``: as
-    ``fuse.compose.Trainings``'). A tag that fewer than two groups carry,
+    probability of the inner folds' out-of-fold predictions of those rows (``fuse.compose.inner_threshold``;
+    ``patches``, ``upper`` and ``in_sample``: as ``fuse.compose.Trainings``'). A tag that fewer than two groups carry,
     or lack, among the rows gets its share instead (``prior_member``, threshold 0.5), as its CV reported it
     unscored."""
     members: list[Fitted] = []
@@ -99,23 +99,29 @@ def fit_final_tags(
             members.append(prior_member(inputs, width, float(y[rows].mean())))
             thresholds.append(0.5)
             continue
-        fitted = fit(node, Trainings(y, groups, 2, head, selection, patches, upper).on(rows, blocks), inner=True)
+        training = Trainings(y, groups, 2, head, selection, patches, upper, in_sample).on(rows, blocks)
+        fitted = fit(node, training, inner=True)
         members.append(fitted)
-        inner = fitted.inner_proba
-        thresholds.append(0.5 if inner is None else best_f1_threshold(y[rows], inner[:, 1]))
+        thresholds.append(inner_threshold(fitted, y[rows], training))
     return FittedTags(tags, members, thresholds)
 
 
 def fit_final_values(
     node: Node, rows: np.ndarray, blocks: Mapping[str, np.ndarray], values: np.ndarray,
-    scale: tuple[float, float] | None, groups: list[str], selection: SelectionConfig,
+    scale: tuple[float, float] | None, groups: list[str], selection: SelectionConfig, in_sample: frozenset[str],
 ) -> FittedLinearValues:  # fmt: skip
     """The value model fitted on ``rows`` (of the cache), inner folds stratified by quadrant (of ``scale``) where
-    they can be."""
+    they can be (``in_sample``: as ``fuse.targets.regression.fit_values``')."""
     strata = np.zeros(len(rows), dtype=np.int64) if scale is None else quadrants(values[rows], scale)
     train_groups = [groups[r] for r in rows]
     fitted = fit_values(
-        node, {i: X[rows] for i, X in blocks.items()}, values[rows], groups=train_groups, strata=strata, selection=selection
+        node,
+        {i: X[rows] for i, X in blocks.items()},
+        values[rows],
+        groups=train_groups,
+        strata=strata,
+        selection=selection,
+        in_sample=in_sample,
     )
     return FittedLinearValues(fitted.linear_parts(), fitted.choices())
 

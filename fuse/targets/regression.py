@@ -1,10 +1,12 @@
 """Stage two for continuous targets (valence, arousal): the model trees of ``fuse.compose`` fitted by ridge heads.
 
 A feature-level model fits one ``RidgeHead`` per dimension of the values over its
-inputs' concatenated columns; ``late(...)`` averages its members' predictions and
-``best(...)`` keeps the member whose inner out-of-fold predictions have the least
-relative squared error. Every choice (each head's alpha, the member a best-of keeps)
-is made on grouped inner folds of the rows fitted. ``stack(...)`` and
+inputs' concatenated columns; ``late(...)`` averages its members' predictions
+(``weights=trimmed``: those not clearly worse on inner folds, each row scored by minus
+its squared error in units of each value's spread) and ``best(...)`` keeps the member
+whose inner out-of-fold predictions have the least relative squared error. Every
+choice (each head's alpha, the members kept, the member a best-of keeps) is made on
+grouped inner folds of the rows fitted. ``stack(...)`` and
 ``late(..., weights=inner)`` are classification-only.
 
 A fitted model is a weighted sum of linear maps of concatenated inputs
@@ -20,9 +22,9 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from mvemo.fuse.compose import Best, Features, Late, Node, Stack, concatenated
+from mvemo.fuse.compose import Best, Features, Late, Node, Stack, concatenated, inputs_of
 from mvemo.fuse.heads.linear import standardization, standardized
-from mvemo.fuse.selection import SelectionConfig, decades
+from mvemo.fuse.selection import Dropped, SelectionConfig, decades, described_drops, trim
 from mvemo.manifests.errors import ConfigError, is_number
 from mvemo.manifests.folds import TooFewGroups, fewest_groups, inner_splits
 
@@ -204,10 +206,12 @@ class FeaturesValues(FittedValues):
 
 
 class LateValues(FittedValues):
+    """The mean of ``members``' predictions: those kept (``dropped``: as ``fuse.compose.FittedLate``'s)."""
+
     node: Late
 
-    def __init__(self, node: Late, members: list[FittedValues]) -> None:
-        self.node, self.members = node, members
+    def __init__(self, node: Late, members: list[FittedValues], dropped: dict[str, Dropped] | None = None) -> None:
+        self.node, self.members, self.dropped = node, members, dict(dropped or {})
         self.inner_pred = np.mean([m.inner_pred for m in members], axis=0)
 
     def linear_parts(self) -> list[LinearPart]:
@@ -215,10 +219,14 @@ class LateValues(FittedValues):
         return [part._replace(weight=part.weight * share) for m in self.members for part in m.linear_parts()]
 
     def choices(self) -> dict[str, Any]:
-        return {"members": {m.node.expr: m.choices() for m in self.members}}
+        choices: dict[str, Any] = {"members": {m.node.expr: m.choices() for m in self.members}}
+        if self.node.weights == "trimmed":
+            choices["dropped"] = {expr: d._asdict() for expr, d in self.dropped.items()}
+        return choices
 
     def describe(self) -> str:
-        return "; ".join(f"{m.node.expr}: {m.describe()}" for m in self.members)
+        dropped = f"; dropped {described_drops(self.dropped)}" if self.dropped else ""
+        return "; ".join(f"{m.node.expr}: {m.describe()}" for m in self.members) + dropped
 
 
 class BestValues(FittedValues):
@@ -246,13 +254,14 @@ def fit_values(
     groups: Sequence[str],
     strata: np.ndarray,
     selection: SelectionConfig,
+    in_sample: frozenset[str] = frozenset(),
 ) -> FittedValues:
     """``node`` fitted to predict ``values`` from ``blocks``, every choice made on grouped inner folds of these rows.
 
     Parameters
     ----------
     node : Features, Late or Best
-        The model (``fuse.compose``); late fusion unweighted.
+        The model (``fuse.compose``); late fusion with equal or trimmed weights.
     blocks : mapping of str to ndarray, shape (n, d_i)
         Each input's rows.
     values : ndarray, shape (n, m)
@@ -264,6 +273,9 @@ def fit_values(
         else they are not stratified (a stratum of one group could not sit on both sides of an inner split).
     selection : SelectionConfig
         Its ``inner_folds`` and ``seed`` draw the inner folds.
+    in_sample : frozenset of str
+        The inputs computed by nets fine-tuned on these rows (``fuse.compose.Training``'s): a trimmed late fusion keeps
+        their members without judging them.
 
     Returns
     -------
@@ -287,6 +299,13 @@ def fit_values(
                 X = concatenated(blocks, node.inputs)
                 head = RidgeHead(inner_folds=selection.inner_folds, seed=selection.seed)
                 fitted[node] = FeaturesValues(node, [clone(head).fit(X, v, groups=groups, strata=strata) for v in values.T])
+            elif isinstance(node, Late) and node.weights == "trimmed":
+                members = [fit(m) for m in node.members]
+                spread = np.where(values.std(axis=0) > 0, values.std(axis=0), 1.0)
+                scores = [-np.sum(((m.inner_pred - values) / spread) ** 2, axis=1) for m in members]
+                decided = trim(scores, groups, [not set(inputs_of(m.node)) & in_sample for m in members])
+                dropped = decided.dropped([m.node.expr for m in members])
+                fitted[node] = LateValues(node, [members[i] for i in decided.kept], dropped)
             elif isinstance(node, Late):
                 fitted[node] = LateValues(node, [fit(m) for m in node.members])
             elif isinstance(node, Best):  # _require_offered refused stack(...)
@@ -302,7 +321,7 @@ def _require_offered(node: Node) -> None:
     """Refuse the fusions that exist for classes alone, before anything is fitted."""
     if isinstance(node, Stack):
         raise ConfigError(f"model {node.expr}: stack(...) is not offered for valence/arousal; use late(...) or best(...)")
-    if isinstance(node, Late) and node.weighted:
+    if isinstance(node, Late) and node.weights == "inner":
         raise ConfigError(f"model {node.expr}: weights=inner is not offered for valence/arousal; use late(...) without weights")
     for member in node.members:
         _require_offered(member)

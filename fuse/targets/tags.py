@@ -99,7 +99,7 @@ class Tags:
     def fitter(self, groups: list[str], inputs: FoldInputs) -> FoldFit:
         per_tag = {t: self.tag_labels(t) for t in self.learnable}
         trainings = {
-            t: Trainings(labels.y, groups, 2, self.head, self.selection, inputs.patches, inputs.upper)
+            t: Trainings(labels.y, groups, 2, self.head, self.selection, inputs.patches, inputs.upper, inputs.in_sample)
             for t, labels in per_tag.items()
         }
 

@@ -97,6 +97,7 @@ class Values:
                 groups=[groups[r] for r in train],
                 strata=self.labels.strata[train],
                 selection=self.selection,
+                in_sample=inputs.in_sample,
             )
             return FoldOutcome(test, fitted.predict({i: X[test] for i, X in read.items()}), described=fitted.describe())
 
@@ -142,7 +143,7 @@ def cross_validate_values(
                 )
             return kind
 
-        runs = run_folds(cache, regression, stacks=False, **options)
+        runs = run_folds(cache, regression, **options)
     per_repeat = []
     for r, folds in enumerate(runs.repeat_folds):
         predictions = {}

@@ -76,13 +76,13 @@ def head_options(command: Any) -> Any:
 
 MODELS_HELP = (
     "Models, comma-separated, composed from what the cache holds: a+b (one head over both inputs' columns),"
-    " late(a,b) (the mean of their heads' probabilities; late(a,b,weights=inner): weights chosen on inner folds),"
-    " stack(a,b) (a logistic meta-head over their inner out-of-fold probabilities), best(a,b) (the one of best"
-    " inner score); inputs are the nets' embeddings, lldstats and clip-level sets (descriptors, expressive, egemaps,"
-    " compare);"
-    " integrated, integrated-audio and integrated-decision name the defaults, e.g."
+    " late(a,b) (the mean of their heads' probabilities; late(a,b,weights=trimmed): the mean of those not clearly"
+    " weaker on inner folds; late(a,b,weights=inner): weights fitted on inner folds), stack(a,b) (a logistic meta-head"
+    " over their inner out-of-fold probabilities), best(a,b) (the one of best inner score); inputs are the nets'"
+    " embeddings, lldstats and clip-level sets (descriptors, expressive, egemaps, compare);"
+    " integrated, integrated-audio, late-all, integrated-decision and encoders name the defaults, e.g."
     " 'twodcnn+descriptors,late(i3d,twodcnn),integrated'."
-    "  [default: each input, the paper's pairs, integrated, integrated-decision]"
+    "  [default: each input, the paper's pairs, integrated, late-all, integrated-decision, encoders]"
 )
 
 

@@ -1,19 +1,31 @@
-"""``mvemo study optimizers``: paper 001's Table 2, each net fine-tuned with Adam, SGD and RMSprop on inner folds."""
+"""``mvemo study optimizers``: paper 001's Table 2, each net fine-tuned with Adam, SGD and RMSprop on inner folds;
+``mvemo study fusion`` and ``mvemo study decide``: the fusion rules of the default model's protocol (docs/results.md)."""
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 import click
 
 from mvemo.pipeline.cli.extract import locked_cache, names, net_run_options, read_checked_manifest, run_stage_one, show_stages
-from mvemo.pipeline.cli.tools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand, MvemoGroup
+from mvemo.pipeline.cli.tools import (
+    CONTEXT,
+    EXIT_CLIPS_FAILED,
+    MvemoCommand,
+    MvemoGroup,
+    executor_options,
+    print_json,
+    progress_bar,
+    require_writable,
+)
 
 
 @click.group("study", cls=MvemoGroup)
 def study_group() -> None:
-    """Studies that fine-tune the nets on the inner folds of each outer fold and report beside the cache."""
+    """Studies: the nets fine-tuned with each optimizer on inner folds; the fusion rules compared, set by set."""
 
 
 @study_group.command("optimizers", cls=MvemoCommand, context_settings=CONTEXT)
@@ -62,3 +74,50 @@ def optimizers(ctx: click.Context, manifest_path: str, cache_path: str, **option
     show_stages(summary, f"optimizer study: {study_folder(cache_path)}/optimizer_study.md, .json, .png")
     if summary.failed:
         ctx.exit(EXIT_CLIPS_FAILED)
+
+
+@study_group.command("fusion", cls=MvemoCommand, context_settings=CONTEXT)
+@click.argument("cache_path", metavar="CACHE", type=click.Path(exists=True))
+@click.option("--target", default="label", type=click.Choice(["label", "tags"]), help="What the heads learn.")
+@click.option("--repeats", default=10, type=click.IntRange(min=1), help="Runs of the CV over fold seeds.")
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Write the study as JSON here (for `study decide`).")
+@click.option("--json", "as_json", is_flag=True, help="Print the study as one JSON document.")
+@executor_options
+def fusion(cache_path: str, target: str, repeats: int, out: str | None, as_json: bool, **options: Any) -> None:
+    """Cross-validate every fusion rule of the default model's protocol (plain late fusion, per modality, trimmed,
+    the old choice, inner weights, the stack) over the inputs the default model fuses, and each input alone; print
+    each rule's figure and its paired difference fold by fold against the plain late fusion and the best input."""
+    from mvemo.cache.read import Cache
+    from mvemo.fuse.rules import compare_rules, study_table
+    from mvemo.pipeline.executors import build_executor
+
+    if out:
+        require_writable(out, "--out", folder=False)
+    with (
+        Cache(cache_path) as cache,
+        build_executor(options["executor"], workers=options["workers"], scheduler=options["scheduler"]) as executor,
+    ):
+        document = compare_rules(cache, target=target, repeats=repeats, executor=executor, progress=progress_bar("rules", "fit"))
+    if out:
+        Path(out).write_text(json.dumps(document, indent=1))
+    if as_json:
+        print_json(document)
+    else:
+        click.echo(study_table(document))
+
+
+@study_group.command("decide", cls=MvemoCommand, context_settings=CONTEXT)
+@click.argument("studies", metavar="STUDY.json...", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the decision as one JSON document.")
+def decide(studies: tuple[str, ...], as_json: bool) -> None:
+    """The protocol's decision over the studies of several sets (`mvemo study fusion --out`): from the plain late
+    fusion up, a rule replaces the default where it is better on some set by more than its paired interval's
+    half-width and worse on none by more than 0.005."""
+    from mvemo.fuse.rules import decide as decide_rule
+    from mvemo.fuse.rules import decision_table
+
+    decision = decide_rule({Path(p).stem: json.loads(Path(p).read_text()) for p in studies})
+    if as_json:
+        print_json(decision)
+    else:
+        click.echo(decision_table(decision))

@@ -110,8 +110,7 @@ def test_models_adapt_to_the_cache_and_integrated_is_compared(tmp_path: Path) ->
         "integrated",
         "integrated-decision",
     ]
-    alone = "onedcnn,twodcnn,c3d,i3d"
-    assert models["integrated"].node.expr == f"stack({alone})"
+    assert models["integrated"].node.expr == "late(onedcnn,twodcnn,c3d,i3d)"
     assert models["integrated-decision"].node.expr == "late(c3d+onedcnn,i3d+onedcnn,c3d+twodcnn,i3d+twodcnn)"
     weak = {"onedcnn": (16, 0.45), "twodcnn": (12, 0.0), "c3d": (10, 0.0), "i3d": (16, 0.45)}  # each alone ~70 %
     result = cross_validate(embedding_cache(tmp_path / "w" / "c.h5", nets=weak, n_per_class=40))

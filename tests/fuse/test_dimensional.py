@@ -30,12 +30,13 @@ def valued(manifest: Manifest) -> Manifest:
 
 def test_values_carried_by_the_embeddings_reach_a_high_ccc(tmp_path: Path) -> None:
     cache = embedding_cache(tmp_path / "cache", nets={"a": (8, 2.0), "b": (8, 0.0)}, n_per_class=20, retarget=valued)
-    result = cross_validate_values(cache, models="a,b,late(a,b),integrated(a,b)", repeats=2)
+    choice = "best(late(a,b),a+b,a,b)"
+    result = cross_validate_values(cache, models=f"a,b,late(a,b),{choice}", repeats=2)
     assert result.names == ("valence", "arousal") and len(result.repeats) == 2
     for name in result.names:
         assert result.metrics["a"][name]["ccc"] > 0.8
         assert result.metrics["b"][name]["ccc"] < 0.3, "an input carrying nothing"
-        assert result.metrics["integrated(a,b)"][name]["ccc"] > 0.8, "integrated chooses the carrying input"
+        assert result.metrics[choice][name]["ccc"] > 0.8, "the choice among fusions takes the carrying input"
     assert result.metrics["a"]["quadrants"]["accuracy"] > 0.8
     assert np.sum(result.metrics["a"]["quadrants"]["confusion"]) == 2 * 60
     only = cross_validate_values(cache, names=("arousal",), models="a")

@@ -34,7 +34,7 @@ def test_each_form_parses_to_its_tree_and_back_to_its_text() -> None:
     nodes = [node for _, node in models]
     assert nodes[1] == Features(("b", "c"))
     assert nodes[2] == Late((Features(("a",)), Features(("b", "c"))))
-    assert nodes[3] == Late((Features(("a",)), Features(("b",))), weighted=True)
+    assert nodes[3] == Late((Features(("a",)), Features(("b",))), "inner")
     assert nodes[4] == Stack((Features(("a",)), Features(("b",))))
     assert nodes[5] == Best((Features(("a",)), Late((Features(("b",)), Features(("c",))))))
     assert nodes[6] is INTEGRATED
@@ -57,7 +57,7 @@ def test_a_composite_reads_each_input_once_and_fits_each_head_once() -> None:
         ("late(a)", "late() needs at least two different models"),
         ("late(a,a)", "late() needs at least two different models"),
         ("stack(a,b,weights=inner)", "stack() takes no weights"),
-        ("late(a,b,weights=best)", "write weights=inner"),
+        ("late(a,b,weights=best)", "write weights=equal, weights=trimmed"),
         ("late(a,b", "expected ',' or ')'"),
         ("a,,b", "expected a name, found ','"),
         ("a b", "unexpected 'b'"),

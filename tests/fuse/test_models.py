@@ -66,18 +66,18 @@ def test_a_column_constant_up_to_rounding_is_scaled_by_its_level() -> None:
     assert head.predict_proba(shifted) == pytest.approx(head.predict_proba(X[:5]), abs=0.05)
 
 
-def test_the_music_encoders_fuse_late_by_default_and_are_a_candidate_of_the_integrated_model(tmp_path: Path) -> None:
+def test_the_music_encoders_fuse_late_and_the_integrated_model_is_the_plain_late_fusion_of_every_input(
+    tmp_path: Path,
+) -> None:
     encoders = {name: (6, 0.5) for name in MUSIC_ENCODERS}
     cache = embedding_cache(tmp_path / "c", nets=encoders, vectors={"descriptors": (5, 0.5)})
     with Cache(cache) as reader:
         models = {m.name: m.node.expr for m in available_models(reader)}
-        unstacked = {m.name: m.node.expr for m in available_models(reader, stacks=False)}
-    alone = ",".join([*MUSIC_ENCODERS, "descriptors"])
-    assert models[ENCODERS] == unstacked[ENCODERS] == f"late({','.join(MUSIC_ENCODERS)})"
-    assert models["integrated-audio"] == f"stack({alone})"
-    assert unstacked["integrated-audio"] == (
-        f"best(late({alone}),late({','.join(MUSIC_ENCODERS)}),{alone.replace(',', '+')},{alone})"
-    ), "where nothing stacks (values): the broadest ensemble first, the one-standard-error rule's preference"
+    assert models[ENCODERS] == f"late({','.join(MUSIC_ENCODERS)})"
+    assert models["integrated-audio"] == f"late({','.join([*MUSIC_ENCODERS, 'descriptors'])})"
+    video = embedding_cache(tmp_path / "v", nets={"musicnn": (6, 0.5), "i3d": (6, 0.5)}, vectors={"faces": (5, 0.5)})
+    with Cache(video) as reader:
+        assert {m.name: m.node.expr for m in available_models(reader)}["integrated"] == "late(musicnn,i3d,faces)"
     offline = tuple(name for name in MUSIC_ENCODERS if name != "clap")
     assert NET_GROUPS[ENCODERS] == offline, "stage one's --nets encoders are stage two's encoders, but CLAP's download"
     assert expand_nets(("i3d", "encoders", "musicnn")) == ("i3d", *offline)

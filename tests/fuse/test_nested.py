@@ -25,8 +25,12 @@ from tests.fuse.helpers import CLASSES, embedding_cache
 pytestmark = pytest.mark.heavy
 
 NETS = {"onedcnn": (12, 0.5), "twodcnn": (8, 0.3), "i3d": (12, 0.5)}
-MODELS = "onedcnn,i3d+onedcnn,late(onedcnn,i3d,weights=inner),stack(onedcnn,i3d),integrated(onedcnn,twodcnn,i3d)"
-CHOICE = "integrated(onedcnn,twodcnn,i3d)"  # a choice among fusions (the default integrated model stacks)
+INTEGRATED = "integrated(onedcnn,twodcnn,i3d)"  # the default rule over these inputs
+CHOICE = "best(late(onedcnn,twodcnn,i3d),onedcnn+twodcnn+i3d,onedcnn,twodcnn,i3d)"  # the choice among fusions
+MODELS = (
+    "onedcnn,i3d+onedcnn,late(onedcnn,i3d,weights=inner),late(onedcnn,twodcnn,i3d,weights=trimmed),stack(onedcnn,i3d),"
+    f"{CHOICE},{INTEGRATED}"
+)
 
 
 def test_the_outer_fold_changes_no_choice_and_none_of_its_own_predictions(tmp_path: Path) -> None:
@@ -156,7 +160,8 @@ def test_the_saved_model_predicts_as_its_tree_does(tmp_path: Path) -> None:
     cache = embedding_cache(tmp_path / "c.h5", nets=NETS, n_per_class=18)
     document, folder = fuse_cache(cache, tmp_path / "out", models=MODELS)
     saved = load_fusion_model(folder)
-    assert saved.document["default_model"] == CHOICE
+    assert saved.document["default_model"] == INTEGRATED
+    assert saved.document["models"][INTEGRATED]["model"]["kind"] == "late"
     from mvemo.cache.read import Cache
 
     with Cache(cache) as reader:
@@ -175,6 +180,12 @@ def test_the_saved_model_predicts_as_its_tree_does(tmp_path: Path) -> None:
     np.testing.assert_allclose(
         saved.predict_proba("late(onedcnn,i3d,weights=inner)", inputs), np.tensordot(late["weights"], parts, axes=1)
     )
+    trimmed = "late(onedcnn,twodcnn,i3d,weights=trimmed)"
+    record = saved.document["models"][trimmed]["model"]
+    kept = [m["inputs"][0] for m in record["members"]]
+    assert record["rule"] == "trimmed" and sorted([*kept, *record["dropped"]]) == ["i3d", "onedcnn", "twodcnn"]
+    assert record["weights"] == pytest.approx([1 / len(kept)] * len(kept)), "equal weights over the members kept"
+    assert set(saved.fitted[trimmed].inputs()) == set(kept), "predict reads the members kept alone"
 
 
 def test_composites_nest_with_heads_of_fixed_settings(tmp_path: Path) -> None:

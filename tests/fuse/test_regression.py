@@ -11,7 +11,7 @@ from sklearn.linear_model import Ridge
 from sklearn.metrics import r2_score
 from sklearn.utils.estimator_checks import check_estimator
 
-from mvemo.fuse.compose import Best, Features, Late, Stack, integrated
+from mvemo.fuse.compose import Best, Features, Late, Stack, choice_among_fusions
 from mvemo.fuse.heads.linear import standardization
 from mvemo.fuse.selection import SelectionConfig
 from mvemo.fuse.targets.regression import RidgeHead, fit_values, ridge_path
@@ -132,7 +132,7 @@ def test_best_picks_the_informative_input_and_integrated_fits_each_head_once(mon
     fits = []
     original = RidgeHead.fit
     monkeypatch.setattr(RidgeHead, "fit", lambda self, *a, **k: fits.append(1) or original(self, *a, **k))
-    model = fit_on(integrated((GOOD, NOISE)), blocks, values, groups)
+    model = fit_on(choice_among_fusions((GOOD, NOISE)), blocks, values, groups)
     assert len(fits) == 3 * 2, "good, noise and good+noise, each per dimension; late(good,noise) reuses them"
     assert model.choices()["chosen"] in ("good", "good+noise")
     held_out, truth, _ = value_blocks(seed=1)
@@ -143,7 +143,7 @@ def test_best_picks_the_informative_input_and_integrated_fits_each_head_once(mon
     "node, message",
     [
         (Stack((GOOD, NOISE)), "stack"),
-        (Best((GOOD, Late((GOOD, NOISE), weighted=True))), "weights=inner"),
+        (Best((GOOD, Late((GOOD, NOISE), "inner"))), "weights=inner"),
     ],
 )
 def test_stacking_and_inner_weights_are_refused_before_fitting(node, message: str, monkeypatch) -> None:
@@ -153,7 +153,9 @@ def test_stacking_and_inner_weights_are_refused_before_fitting(node, message: st
         fit_on(node, blocks, values, groups)
 
 
-@pytest.mark.parametrize("node", [GOOD, Late((GOOD, Features(("good", "noise")))), integrated((GOOD, NOISE))])
+@pytest.mark.parametrize(
+    "node", [GOOD, Late((GOOD, Features(("good", "noise")))), choice_among_fusions((GOOD, NOISE)), Late((GOOD, NOISE), "trimmed")]
+)
 def test_linear_parts_reproduce_the_predictions(node) -> None:
     blocks, values, groups = value_blocks()
     fitted = fit_on(node, blocks, values, groups)
@@ -166,3 +168,25 @@ def test_linear_parts_reproduce_the_predictions(node) -> None:
         total += weight * (np.clip(X, low, high) @ coef.T + intercept)
     assert total == pytest.approx(fitted.predict(new), abs=1e-12)
     assert sum(part.weight for part in fitted.linear_parts()) == pytest.approx(1.0)
+
+
+def test_a_trimmed_late_fusion_of_values_drops_the_member_clearly_worse_unless_it_is_in_sample() -> None:
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((150, 6))
+    values = z @ rng.standard_normal((6, 2)) + 0.3 * rng.standard_normal((150, 2))
+    blocks = {name: z + 0.7 * rng.standard_normal(z.shape) for name in ("good", "second")}  # two views, equally blurred
+    blocks["noise"] = rng.standard_normal(z.shape)
+    groups = [f"g{i // 3}" for i in range(150)]
+    second = Features(("second",))
+    trimmed = Late((GOOD, second, NOISE), "trimmed")
+    fitted = fit_on(trimmed, blocks, values, groups)
+    assert [m.node for m in fitted.members] == [GOOD, second], "noise is clearly worse; an equal view is not"
+    dropped = fitted.choices()["dropped"]
+    assert list(dropped) == ["noise"] and dropped["noise"]["under"] in ("good", "second")
+    assert "dropped noise (" in fitted.describe()
+    assert fitted.predict(blocks) == pytest.approx(np.mean([m.predict(blocks) for m in fitted.members], axis=0))
+    tuned = fit_values(
+        trimmed, blocks, values, groups=groups, strata=np.zeros(len(values), dtype=int), selection=SelectionConfig(),
+        in_sample=frozenset({"noise"}),
+    )  # fmt: skip
+    assert len(tuned.members) == 3, "an input of a net fine-tuned on these rows is kept, never judged"

@@ -13,7 +13,16 @@ from sklearn.linear_model import LogisticRegression
 from mvemo.fuse.heads.families import make_head
 from mvemo.fuse.heads.linear import LogisticHead, SoftmaxHead, _groups, standardization
 from mvemo.fuse.metrics import corrected_interval, paired_differences
-from mvemo.fuse.selection import SelectionConfig, choose, inner_score, logistic_path, mixture_weights
+from mvemo.fuse.selection import (
+    TRIM_Z,
+    SelectionConfig,
+    choose,
+    clustered_se,
+    inner_score,
+    logistic_path,
+    mixture_weights,
+    trim,
+)
 from mvemo.manifests import ConfigError
 from mvemo.manifests.folds import inner_splits
 from mvemo.pipeline.config import head_config
@@ -196,3 +205,43 @@ def test_the_one_standard_error_rule_keeps_the_preferred_candidate_unless_anothe
     assert choose(y, [far[1], far[0]], "log_loss", "one-se") == 0, "the preferred is the best: kept"
     with pytest.raises(ConfigError, match=r"\[fuse\] choice_rule = 'max': expected one of \('best', 'one-se'\)"):
         SelectionConfig(choice_rule="max")
+
+
+def test_trimming_drops_a_member_clearly_weaker_than_the_best_and_keeps_one_within_the_noise() -> None:
+    rng = np.random.default_rng(0)
+    n = 400
+    best = rng.normal(-0.5, 0.4, n)
+    close = best - 0.01 + rng.normal(0, 0.3, n)  # 0.01 under the best: well inside the noise of 400 rows
+    far = best - 0.3 + rng.normal(0, 0.3, n)  # 0.3 under it: twenty standard errors
+    decided = trim([close, best, far], [str(i) for i in range(n)], [True, True, True])
+    assert decided.best == 1 and decided.kept == [0, 1]
+    gap, se = decided.gaps[2]
+    assert gap == pytest.approx(0.3, abs=0.05) and gap > TRIM_Z * se
+    assert decided.gaps[0][0] <= TRIM_Z * decided.gaps[0][1]
+
+
+def test_a_member_whose_inner_scores_are_in_sample_is_kept_and_never_sets_the_bar() -> None:
+    rng = np.random.default_rng(1)
+    n = 300
+    honest = [rng.normal(-0.9, 0.3, n), rng.normal(-0.95, 0.3, n)]
+    memorised = np.zeros(n)  # log-probability 0 for every row's class: what a net that trained on the rows reads
+    decided = trim([*honest, memorised], [str(i) for i in range(n)], [True, True, False])
+    assert decided.kept == [0, 1, 2], "judged against the memoriser, both honest members would go"
+    assert decided.best == 0 and 2 not in decided.gaps
+    alone = trim([honest[0], memorised], [str(i) for i in range(n)], [True, False])
+    assert alone.kept == [0, 1] and alone.gaps == {}, "one member judged: nothing to judge it against"
+
+
+def test_the_standard_error_counts_groups_not_rows() -> None:
+    rng = np.random.default_rng(2)
+    per_group = rng.standard_normal(40)
+    d = np.repeat(per_group, 10)  # 400 rows, 40 groups of identical rows: 40 independent values
+    groups = np.repeat(np.arange(40), 10)
+    rows_se = d.std(ddof=1) / np.sqrt(len(d))
+    assert clustered_se(d, groups) == pytest.approx(per_group.std(ddof=1) / np.sqrt(40), rel=0.05)
+    assert clustered_se(d, groups) > 2.5 * rows_se
+    assert clustered_se(d, np.arange(400)) == pytest.approx(rows_se, rel=0.01), "a group per row: the plain error"
+    shared = rng.normal(0, 1.5, 40)
+    gap = rng.normal(0.3, 1.0, 400) + np.repeat(shared - shared.mean(), 10)  # a gap of 0.3 that varies by group
+    assert trim([gap, np.zeros(400)], np.arange(400), [True, True]).kept == [0], "rows as independent: dropped"
+    assert trim([gap, np.zeros(400)], groups, [True, True]).kept == [0, 1], "clustered by group: inside the noise"

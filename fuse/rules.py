@@ -1,0 +1,179 @@
+"""``mvemo study fusion``: the fusion rules of docs/results.md's protocol, each over the default model's inputs, with
+each rule's paired difference against the plain late fusion and against the best single input.
+
+Per test fold of every repeat a rule is scored on the fold's clips (macro F1 for classes; for tags, per tag with
+present and absent clips in the fold, ROC-AUC and average precision, averaged over those tags) and compared with
+another rule on the same clips: the mean difference, its 95 % interval corrected for overlapping training rows
+(``fuse.metrics.corrected_interval``) and the folds won-lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
+
+from mvemo.cache.read import Cache
+from mvemo.fuse.compose import Features, Late, Node, Stack, choice_among_fusions
+from mvemo.fuse.cv import cross_validate
+from mvemo.fuse.metrics import corrected_interval
+from mvemo.fuse.models import fusion_inputs, modality
+from mvemo.fuse.targets.tags import cross_validate_tags
+from mvemo.manifests.errors import ConfigError
+
+# the rules in the protocol's order, simplest first
+RULES = ("late", "modal", "trimmed", "modal-trimmed", "choice", "late-inner", "stack")
+# the headline each target is decided by, and what it is reported beside
+MEASURES = {"label": ("f1_macro",), "tags": ("roc_auc_macro", "map")}
+
+
+def rule_models(inputs: list[str]) -> dict[str, Node]:
+    """Each rule of the protocol over ``inputs``, then each input alone (two rules may be one model on these inputs, as
+    ``modal`` is ``late`` over one modality: it is fitted once)."""
+    alone = tuple(Features((name,)) for name in inputs)
+    pools = [tuple(m for m in alone if modality(m.inputs[0]) == kind) for kind in ("audio", "video")]
+
+    def per_modality(weights: str) -> Node:
+        """Each modality's late fusion (a modality of one member is that member), then theirs with equal weights."""
+        fused = [p[0] if len(p) == 1 else Late(p, weights) for p in pools if p]
+        return fused[0] if len(fused) == 1 else Late(tuple(fused))
+
+    rules: dict[str, Node] = {
+        "late": Late(alone),
+        "modal": per_modality("equal"),
+        "trimmed": Late(alone, "trimmed"),
+        "modal-trimmed": per_modality("trimmed"),
+        "choice": choice_among_fusions(alone),
+        "late-inner": Late(alone, "inner"),
+        "stack": Stack(alone),
+    }
+    return rules | {name: Features((name,)) for name in inputs}
+
+
+def fold_scores(result: Any, model: str, target: str) -> dict[str, list[list[float]]]:
+    """Per measure of ``target``, ``model``'s score on each test fold of each repeat (None where a fold cannot say)."""
+    if target == "label":
+        scores = []
+        for repeat in result.repeats:
+            p = repeat[model]
+            labels = np.arange(p.proba.shape[1])
+            pred = p.proba.argmax(axis=1)
+            scores.append(
+                [
+                    float(f1_score(p.y[p.folds == f], pred[p.folds == f], average="macro", labels=labels, zero_division=0))
+                    for f in range(result.n_folds)
+                ]
+            )
+        return {"f1_macro": scores}
+    auc, ap = [], []
+    for repeat in result.repeats:
+        p = repeat[model]
+        per_fold_auc, per_fold_ap = [], []
+        for f in range(result.n_folds):
+            aucs, aps = [], []
+            for t in range(p.y.shape[1]):
+                rows = (p.folds == f) & p.scored[:, t]
+                truth = p.y[rows, t]
+                if 0 < truth.sum() < len(truth):
+                    aucs.append(roc_auc_score(truth, p.proba[rows, t]))
+                    aps.append(average_precision_score(truth, p.proba[rows, t]))
+            per_fold_auc.append(float(np.mean(aucs)) if aucs else None)
+            per_fold_ap.append(float(np.mean(aps)) if aps else None)
+        auc.append(per_fold_auc)
+        ap.append(per_fold_ap)
+    return {"roc_auc_macro": auc, "map": ap}
+
+
+def paired(mine: list[list[float]], theirs: list[list[float]], *, k: int) -> dict[str, Any]:
+    """``mine`` less ``theirs`` fold by fold: the mean, its corrected 95 % interval and the folds won-lost."""
+    d = [a - b for ra, rb in zip(mine, theirs) for a, b in zip(ra, rb) if a is not None and b is not None]
+    return {
+        "mean": float(np.mean(d)),
+        "interval": corrected_interval(d, k=k, bounds=(-1.0, 1.0)),
+        "won": sum(x > 0 for x in d),
+        "lost": sum(x < 0 for x in d),
+    }
+
+
+def headline(result: Any, model: str, measure: str, target: str) -> float:
+    """The report's figure: pooled per repeat, averaged over repeats."""
+    metrics = result.metrics[model]
+    return float(metrics[measure] if target == "label" else metrics[measure]["mean"])
+
+
+def compare_rules(cache: Cache, *, target: str = "label", repeats: int = 10, **options: Any) -> dict[str, Any]:
+    """Every rule of ``rule_models`` over the default model's inputs, cross-validated ``repeats`` times (``options``:
+    those of ``fuse.cv.cross_validate`` and ``fuse.targets.tags.cross_validate_tags``: head, selection, executor,
+    progress), each with its headline and its paired differences against ``late`` and the best single input."""
+    if target not in MEASURES:
+        raise ConfigError(f"--target {target!r}: the study compares rules for label or tags")
+    inputs = fusion_inputs(cache)
+    if len(inputs) < 2:
+        raise ConfigError(f"cache {str(cache.path)!r}: the default model fuses {inputs or 'nothing'}; a study needs two inputs")
+    models = rule_models(inputs)
+    run = cross_validate if target == "label" else cross_validate_tags
+    result = run(cache, models=",".join(dict.fromkeys(node.expr for node in models.values())), repeats=repeats, **options)
+    main = MEASURES[target][0]
+    scores = {name: fold_scores(result, node.expr, target) for name, node in models.items()}
+    figures = {name: {m: headline(result, node.expr, m, target) for m in MEASURES[target]} for name, node in models.items()}
+    best_input = max(inputs, key=lambda name: figures[name][main])
+    k = result.n_folds
+    rows = {}
+    for name, node in models.items():
+        rows[name] = {
+            "model": node.expr,
+            **figures[name],
+            "vs_late": {m: paired(scores[name][m], scores["late"][m], k=k) for m in MEASURES[target]},
+            "vs_best_input": {m: paired(scores[name][m], scores[best_input][m], k=k) for m in MEASURES[target]},
+        }
+    document = {"target": target, "inputs": inputs, "best_input": best_input, "folds": k, "repeats": repeats}
+    return document | {"rules": rows, "fold_scores": scores}
+
+
+def decide(studies: Mapping[str, dict[str, Any]], *, tolerance: float = 0.005) -> dict[str, Any]:
+    """The protocol's decision over the ``studies`` of every set (``compare_rules``'s documents, by set): starting from
+    ``late``, each rule in ``RULES`` order replaces the default of the moment where it is better on some set by more
+    than the paired interval's half-width (its lower end above 0) and worse on none by more than ``tolerance``.
+    Returns the default and, per rule, the comparisons that decided it."""
+    default, steps = "late", []
+    for rule in RULES[1:]:
+        against = []
+        for set_name, study in studies.items():
+            folds, measure = study["fold_scores"], MEASURES[study["target"]][0]
+            against.append({"set": set_name, **paired(folds[rule][measure], folds[default][measure], k=study["folds"])})
+        replaces = any(a["interval"][0] > 0 for a in against) and all(a["mean"] >= -tolerance for a in against)
+        steps.append({"rule": rule, "against": default, "per_set": against, "replaces": replaces})
+        if replaces:
+            default = rule
+    return {"default": default, "steps": steps}
+
+
+def _difference(d: dict[str, Any]) -> str:
+    low, high = d["interval"]
+    return f"{d['mean']:+.3f} ({low:+.3f}, {high:+.3f}), {d['won']}-{d['lost']}"
+
+
+def study_table(document: dict[str, Any]) -> str:
+    """A study as a markdown table: each rule's figures and its paired differences (mean, 95 % interval, folds
+    won-lost) against ``late`` and the best input."""
+    measures = MEASURES[document["target"]]
+    main = measures[0]
+    header = ["rule", "model", *measures, "vs late", f"vs {document['best_input']} (best input)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, row in document["rules"].items():
+        cells = [name, f"`{row['model']}`", *(f"{row[m]:.3f}" for m in measures)]
+        cells += [_difference(row["vs_late"][main]), _difference(row["vs_best_input"][main])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def decision_table(decision: dict[str, Any]) -> str:
+    """The decision's walk as a markdown table, then the default it ends on."""
+    sets = [a["set"] for a in decision["steps"][0]["per_set"]]
+    lines = ["| rule | against | " + " | ".join(sets) + " | replaces |", "|" + "---|" * (3 + len(sets))]
+    for step in decision["steps"]:
+        cells = [step["rule"], step["against"], *(_difference(a) for a in step["per_set"]), "yes" if step["replaces"] else "no"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join([*lines, "", f"default: {decision['default']}"])
