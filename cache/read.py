@@ -9,7 +9,7 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -82,10 +82,11 @@ class Cache:
         self._open: dict[str, OpenSet] = {}
         self.pinned: PinnedCache | None = None  # the run's pin, where ``opened`` opened it from one
 
-    def pin(self) -> PinnedCache:
+    def pin(self, sets: Iterable[str] = ()) -> PinnedCache:
         """This cache as the run that opened it reads it, to open again elsewhere (``opened``) with the same clips and
-        the same sets' contents."""
-        stamps = tuple((name, self.modified_ns(name)) for name in self.feature_sets())
+        the same contents of ``sets``, those the run reads (no other set is opened: one may be started over meanwhile
+        by a writer the run has nothing to do with)."""
+        stamps = tuple((name, self.modified_ns(name)) for name in sorted(set(sets)))
         return PinnedCache(self.path, tuple(self.clip_ids), self.table_sha256(), stamps)
 
     def table_sha256(self) -> str:

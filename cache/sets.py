@@ -147,6 +147,16 @@ def remove_set(root: Path, name: str) -> int:
     return freed
 
 
+class StartedOver(CacheError):
+    """A set whose files a writer removed since they were listed: ``mvemo extract`` is computing it anew."""
+
+    def __init__(self, root: Path, name: str) -> None:
+        super().__init__(
+            f"cache {str(root)!r} changed while it was read: feature set {name!r} is being started over by `mvemo"
+            " extract`; run again once it has finished"
+        )
+
+
 class OpenSet:
     """A set's segments, opened read-only; rows are the clip table's (physical) rows.
 
@@ -169,7 +179,7 @@ class OpenSet:
             self.close()
             raise CacheError(f"feature set {name!r}: {err}") from None
         if not self.segments:
-            raise CacheError(f"feature set {name!r} of {str(root)!r} is being started over by a writer; read it again later")
+            raise StartedOver(root, name)
 
     def writable(self, index: int) -> h5py.File:
         if self.files[index].mode != "r+":
@@ -240,7 +250,10 @@ class OpenSet:
 
     def modified_ns(self) -> int:
         """The latest modification time of its files: a key for what was read from it."""
-        return max(os.stat(s.path).st_mtime_ns for s in self.segments)
+        try:
+            return max(os.stat(s.path).st_mtime_ns for s in self.segments)
+        except FileNotFoundError:
+            raise StartedOver(self.root, self.name) from None
 
 
 def append_error(root: Path, name: str, clip_id: str, reason: str) -> None:

@@ -25,7 +25,7 @@ from mvemo.cache.store import CacheWriter
 from mvemo.extract.nets import get_net, input_kind, net_options, pretrained_file, split_init
 from mvemo.extract.nets.base import EmotionNet
 from mvemo.extract.nets.registry import net_class
-from mvemo.extract.train import GPU_RESOURCES, embed_rows, in_order, kinds_of, resolve_device
+from mvemo.extract.train import GPU_RESOURCES, ROW_PRECISION, embed_rows, in_order, kinds_of, resolve_device
 from mvemo.extract.weights.registry import require_weights
 from mvemo.manifests.errors import ConfigError
 from mvemo.manifests.executor import Executor, Progress
@@ -211,6 +211,8 @@ def embedding_set(
         "protocol": "leakfree",
         "seed": seed,
         "inputs": input_fingerprints(reader, name, kinds_of(net)),
+        "precision": ROW_PRECISION,
+        "computed_with": net.computed_with(),
     }
     spec = FeatureSpec(
         f"emb/{name}/all",

@@ -37,7 +37,7 @@ from mvemo.extract.embed import (
     is_lost_job,
 )
 from mvemo.extract.finetune_jobs import UnitJob, UnitResult, build_finetune_net, train_unit
-from mvemo.extract.train import GPU_RESOURCES, TrainConfig, kinds_of
+from mvemo.extract.train import GPU_RESOURCES, ROW_PRECISION, TrainConfig, kinds_of
 from mvemo.manifests.errors import ConfigError
 from mvemo.manifests.folds import inner_split as grouped_inner_split
 
@@ -279,12 +279,14 @@ class Units:
             "protocol": self.protocol,
             "seed": self.config.seed,
             "inputs": self.inputs,
+            "precision": ROW_PRECISION,
             "training": self.record(job.fold, job.epochs),
             "result": {
                 "epochs": result.epochs,
                 "val_accuracy": result.val_accuracy,
                 "train_clips": len(job.train_rows),
                 "val_clips": 0 if job.val_rows is None else len(job.val_rows),
+                "trained_in": result.trained_in,
                 "history": result.history,
             },
             "checkpoint": {

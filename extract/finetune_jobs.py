@@ -26,7 +26,7 @@ from mvemo.extract.embed import (
     require_same_weights,
 )
 from mvemo.extract.nets.base import EmotionNet
-from mvemo.extract.train import TrainConfig, embed_rows, resolve_device, train_net
+from mvemo.extract.train import TrainConfig, embed_rows, resolve_device, train_net, training_precision
 from mvemo.manifests.errors import ConfigError
 
 # Net options while fine-tuning: paper 001 trains the 2D CNN with ReLU where the MSD weights were trained with ELU.
@@ -81,6 +81,7 @@ class UnitResult:
     checkpoint_sha256: str
     embeddings: np.ndarray
     seconds: float
+    trained_in: str  # ``extract.train.training_precision`` of the device it trained on
 
 
 def train_unit(job: UnitJob) -> UnitResult:
@@ -113,6 +114,7 @@ def train_unit(job: UnitJob) -> UnitResult:
         file_sha256(checkpoint),
         embeddings,
         time.perf_counter() - began,
+        training_precision(device),
     )
 
 

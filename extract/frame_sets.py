@@ -103,7 +103,7 @@ class FrameConfig:
         ``timeout_s`` and a decoder crash fails one clip. False decodes in this
         process, checking the clock between packets only (tests, benchmarks).
     decoder : str
-        ``cpu`` (default): every clip on the CPU; ``auto``: h264, hevc, vp9 and av1 on the GPU's video decoder
+        ``cpu`` (default): every clip on the CPU; ``auto``: h264, hevc and vp9 on the GPU's video decoder
         (NVDEC) where it works in the process that decodes, everything else on the CPU; ``nvdec``: as ``auto``,
         and refused where NVDEC does not work. NVDEC's pictures of these codecs are FFmpeg's to the bit
         (``extract.decode.nvdec``; equal on an H200 for every clip tried), so the frames are the same either way.

@@ -15,6 +15,7 @@ runs, the test workers.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.metadata
 import importlib.util
 import os
@@ -25,13 +26,17 @@ from pathlib import Path
 
 import numba
 import numpy as np
+from numba.core.registry import cpu_target
 
+from mvemo.extract import lpc, spectra
 from mvemo.extract.audio import AUDIO_CONFIGS, compute_audio_features
 from mvemo.extract.decode.audio import AudioWindow, Decoded
 from mvemo.manifests.synthetic import AudioCues, synthesize_audio
 
 # The sets whose computation calls numba code (mvemo's LPC and spectra, librosa's beat, pitch and onset functions).
 NUMBA_SETS = ("mel", "logmel", "lld", "descriptors", "expressive")
+# The modules of mvemo's own cached numba functions (``@numba.njit(cache=True)``), which those sets call.
+NUMBA_SOURCES = (Path(lpc.__file__), Path(spectra.__file__))
 WARMUP_SR_HZ = 44100
 WARMUP_S = 4.0
 
@@ -60,19 +65,36 @@ def compile_numba_once() -> None:
 
 
 def warm_marker() -> Path | None:
-    """The file that says numba's cache holds stage one's code for these versions: in the folder that holds
-    librosa's cached functions (``$NUMBA_CACHE_DIR``, else librosa's own ``__pycache__``), so that clearing that cache,
-    or installing librosa again, clears it too. None where numba caches elsewhere (no ``__pycache__`` to write)."""
+    """The file that says numba's cache holds stage one's code as this process would compile it: in the folder that
+    holds librosa's cached functions (``$NUMBA_CACHE_DIR``, else librosa's own ``__pycache__``), so that clearing that
+    cache, or installing librosa again, clears it too; named by what numba keys its cache by (``cache_key``), so that
+    a node of another CPU on a shared install, or an upgraded mvemo, finds none and compiles under the lock. None where
+    numba caches elsewhere (no ``__pycache__`` to write)."""
     spec = importlib.util.find_spec("librosa")
     if spec is None or spec.origin is None:
         return None
     root = Path(os.environ.get("NUMBA_CACHE_DIR") or Path(spec.origin).parent / "core" / "__pycache__")
     if not root.is_dir():
         return None
-    versions = (
-        f"numba{numba.__version__}-librosa{importlib.metadata.version('librosa')}-py{sys.version_info[0]}{sys.version_info[1]}"
-    )
-    return root / f"mvemo-compiled-{versions}"
+    return root / f"mvemo-compiled-{hashlib.sha256(repr(cache_key()).encode()).hexdigest()[:16]}"
+
+
+def cache_key() -> tuple[object, ...]:
+    """What numba keys a cached function by, for every function the warm-up compiles: the versions of numba, librosa
+    and Python, the CPU (``cpu_key``), and the stamp (modification time and size) of each source of mvemo's own."""
+    versions = (numba.__version__, importlib.metadata.version("librosa"), sys.version_info[:2])
+    stamps = tuple((path.name, path.stat().st_mtime, path.stat().st_size) for path in NUMBA_SOURCES)
+    return versions, cpu_key(), stamps
+
+
+def cpu_key() -> tuple[str, str, str]:
+    """numba's key of this machine's code: the target triple, the CPU's name and its features."""
+    return cpu_target.target_context.codegen().magic_tuple()
+
+
+def lock_path() -> Path:
+    """The lock every process of this user on this machine takes before compiling."""
+    return Path(tempfile.gettempdir()) / f"mvemo-numba-{os.getuid()}.lock"
 
 
 def _warmup_clip() -> Decoded:
@@ -90,8 +112,7 @@ def _compiling_alone() -> Iterator[None]:
     except ImportError:  # not POSIX: each process compiles as numba does
         yield
         return
-    path = Path(tempfile.gettempdir()) / f"mvemo-numba-{os.getuid()}.lock"
-    with open(path, "a") as lock:
+    with open(lock_path(), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield

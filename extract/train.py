@@ -178,9 +178,19 @@ def place(net: EmotionNet, device: torch.device) -> EmotionNet:
     return net
 
 
+# Every row a net writes into the cache is computed in float32, on every device: rows of one set embedded on a GPU under
+# bf16 and on a CPU would differ with nothing to tell them apart. bf16 autocast speeds training on a GPU alone.
+ROW_PRECISION = "float32"
+
+
 def autocast(device: torch.device, *, bf16: bool = True) -> torch.autocast:
     """bf16 autocast on a GPU; a disabled context on the CPU (exact fp32, deterministic) or with ``bf16`` False."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
+
+
+def training_precision(device: torch.device) -> str:
+    """What ``train_net`` computes in on ``device`` (``autocast``'s choice), for a fine-tuned set's record."""
+    return "bfloat16 autocast" if device.type == "cuda" else "float32"
 
 
 def kinds_of(net: EmotionNet) -> tuple[str, ...]:
@@ -353,10 +363,10 @@ def embed_rows(
     workers: int = 2,
     *,
     probabilities: bool = False,
-    bf16: bool = True,
+    bf16: bool = False,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(rows, float32 embeddings) per batch, in eval mode; with ``probabilities``, the head's class probabilities.
-    On a GPU the nets run under bf16 autocast; ``bf16`` False runs them in float32 there too."""
+    The nets run in float32 (``ROW_PRECISION``); ``bf16`` runs them under bf16 autocast on a GPU (to measure it)."""
     place(net, device).eval()
     y = np.zeros(int(rows.max()) + 1 if len(rows) else 0, dtype=np.int64)
     with memory_advice(net.name, batch_size):
@@ -366,10 +376,10 @@ def embed_rows(
 
 @torch.no_grad()
 def forward(
-    net: EmotionNet, inputs: Sequence[torch.Tensor], device: torch.device, *, probabilities: bool = False, bf16: bool = True
+    net: EmotionNet, inputs: Sequence[torch.Tensor], device: torch.device, *, probabilities: bool = False, bf16: bool = False
 ) -> np.ndarray:
     """One batch of prepared ``inputs`` through the placed, eval-mode ``net``: its float32 embeddings, or with
-    ``probabilities`` its head's class probabilities (bf16 autocast on a GPU unless ``bf16`` is False)."""
+    ``probabilities`` its head's class probabilities (in float32, or under bf16 autocast on a GPU with ``bf16``)."""
     with autocast(device, bf16=bf16):
         output = net.embed(*inputs)
         if probabilities:

@@ -176,6 +176,20 @@ class Training:
             return patch_head(self.head, self.patches[first], self.selection.scoring)
         return self.head
 
+    def on_rows(self, rows: np.ndarray) -> Training:
+        """The training on ``rows`` of these rows alone, with fits of its own (its inner folds drawn from them)."""
+        return Training(
+            {name: X[rows] for name, X in self.blocks.items()},
+            self.y[rows],
+            [self.groups[r] for r in rows],
+            self.n_classes,
+            self.head,
+            self.selection,
+            self.patches,
+            self.upper,
+            self.in_sample,
+        )
+
     def splits(self) -> list[tuple[np.ndarray, np.ndarray]]:
         return inner_splits(self.y, self.groups, k=self.selection.inner_folds, seed=self.selection.seed)
 
@@ -438,11 +452,7 @@ def _fit_late(node: Late, training: Training, inner: bool) -> Fitted:
         return FittedLate(node, kept, np.full(len(kept), 1.0 / len(kept)), dropped)
     probas: list[np.ndarray] = [m.inner_proba for m in members]  # type: ignore[misc]
     late = FittedLate(node, members, mixture_weights(probas, training.y))
-    # the weights fitted on the other inner folds' rows mix each inner fold's, so its score is out of fold
-    late.inner_proba = np.zeros_like(probas[0])
-    for train, val in training.splits():
-        weights = mixture_weights([p[train] for p in probas], training.y[train])
-        late.inner_proba[val] = _mixture([p[val] for p in probas], weights)
+    late.inner_proba = cross_fitted(node, training) if inner else None
     return late
 
 
@@ -451,9 +461,21 @@ def _fit_stack(node: Stack, training: Training, inner: bool) -> Fitted:
     meta = family_head("logistic", training.selection)
     meta.fit(meta_features([m.inner_proba for m in members]), training.y, groups=training.groups)  # type: ignore[misc]
     stack = FittedStack(node, members, meta, meta.classes_, training.n_classes, meta.selected_)
-    stack.inner_proba = np.zeros((len(training.y), training.n_classes))
-    stack.inner_proba[:, meta.classes_] = meta.inner_proba_
+    stack.inner_proba = cross_fitted(node, training) if inner else None
     return stack
+
+
+def cross_fitted(node: Stack | Late, training: Training) -> np.ndarray:
+    """Inner out-of-fold probabilities of a combination fitted on its members' inner probabilities (a stack, a late
+    fusion of inner weights), none of whose rows any level was fitted on: for each inner split the whole model is
+    fitted afresh on the split's training rows (its members' own inner folds drawn from those), and predicts the
+    split's validation rows. Its meta-head's (or its weights') own out-of-fold probabilities would read members'
+    probabilities of the other rows, which fits that saw the validation rows made: optimistic, so its thresholds
+    and its inner accuracy would lean high."""
+    proba = np.zeros((len(training.y), training.n_classes))
+    for train, val in training.splits():
+        proba[val] = fit(node, training.on_rows(train), inner=False).proba({n: X[val] for n, X in training.blocks.items()})
+    return proba
 
 
 def _fit_best(node: Best, training: Training, inner: bool) -> Fitted:

@@ -15,7 +15,7 @@ from mvemo.cache.read import Cache, CacheLike, opened
 from mvemo.fuse.compose import Trainings, fit, inner_threshold
 from mvemo.fuse.heads.families import make_head
 from mvemo.fuse.heads.upper import UpperLayers
-from mvemo.fuse.loop import FoldFit, FoldInputs, FoldOutcome, Labels, TooFewToChoose, run_folds
+from mvemo.fuse.loop import Basis, FoldFit, FoldInputs, FoldOutcome, Labels, TooFewToChoose, run_folds
 from mvemo.fuse.metrics import mean_present, paired_differences, summarize, summarize_repeats
 from mvemo.fuse.models import FusionModel
 from mvemo.fuse.selection import SelectionConfig
@@ -84,6 +84,7 @@ class CvResult:
     unscored: dict[str, str] = field(default_factory=dict)
     # models that read embeddings of nets fine-tuned per fold (their inner scores are optimistic)
     fine_tuned_models: list[str] = field(default_factory=list)
+    basis: Basis | None = None  # what the run scored from, for the final model (``fuse.loop.Basis``)
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,8 @@ def classify(
     inner: bool = False,
 ) -> FoldOutcome:
     """``model`` fitted on the ``train`` rows of ``read`` to ``labels`` and its probabilities for the ``test`` rows;
-    ``inner``: compute the inner folds' probabilities even where nothing is chosen on them (a tag's threshold is).
+    ``inner``: compute the inner folds' probabilities even where nothing is chosen on them (a tag's threshold is, as
+    is that of two classes).
 
     Models on the same rows share their fits through ``trainings`` (a pair's head serves ``integrated`` too). A
     class absent from the training rows gets probability 0, with a note; with fewer than two classes nothing is
@@ -130,7 +132,7 @@ def classify(
         note = f"{note}; fewer than two classes to learn: its {len(test)} test clip(s) are not scored"
         return FoldOutcome(test[:0], proba[:0], notes=[note])
     try:
-        fitted = fit(model.node, trainings.on(train, read), inner=inner)
+        fitted = fit(model.node, trainings.on(train, read), inner=inner or n_classes == 2)
     except TooFewGroups as err:
         raise TooFewToChoose(
             f"{model.name}, fold {fold}: class {classes[int(err.label)]!r} has fewer than 2 groups among the"  # type: ignore[call-overload]
@@ -224,7 +226,7 @@ def cross_validate(
     result = CvResult(labels.classes, k, runs.protocol, per_repeat[0], runs.fine_tuned, notes=runs.notes)
     result.repeats, result.repeat_folds, result.clips, result.models = per_repeat, runs.repeat_folds, runs.clips, chosen
     result.clip_ids, result.groups, result.unscored = runs.clip_ids, runs.groups, unscored
-    result.fine_tuned_models = runs.fine_tuned_models
+    result.fine_tuned_models, result.basis = runs.fine_tuned_models, runs.basis
     result.metrics = {
         m.name: summarize_repeats([summarize(p.y, p.proba, p.folds, k) for p in (rep[m.name] for rep in per_repeat)], k=k)
         | {"inner_accuracy": mean_present([a for rep in per_repeat for a in rep[m.name].inner_accuracy])}

@@ -105,7 +105,7 @@ def read_input(cache: Cache, set_name: str) -> tuple[Any, np.ndarray]:
     if set_name == "lld":
         X, done = lld_statistics(cache)
     elif is_cut(cache, set_name):
-        source = _SharedCache(cache.pin())
+        source = _SharedCache(cache.pinned or cache.pin([set_name]))
         return CutRows(source, set_name, np.arange(len(cache)), cache.row_shape(set_name)), cache.done(set_name)
     else:
         X, done = cache.read_rows(set_name)
@@ -159,8 +159,11 @@ class CutRows:
         return CutRows(self.source, self.set_name, self.rows[rows], self.row_shape)
 
     def read(self, rows: Any = slice(None)) -> np.ndarray:
-        """Rows ``rows`` of these, read; each must still be done (a run of ``mvemo extract`` may redo a row)."""
-        X, done = self.source.get().read_rows(self.set_name, self.rows[rows])
+        """Rows ``rows`` of these, read; the set must be as the run pinned it and each row still done (a run of
+        ``mvemo extract`` may redo a row)."""
+        cache = self.source.get()
+        self.source.pinned.require_set(cache, self.set_name)
+        X, done = cache.read_rows(self.set_name, self.rows[rows])
         if not done.all():
             raise CacheError(
                 f"cache {str(self.source.pinned.path)!r}: {np.count_nonzero(~done)} row(s) of {self.set_name} were started"

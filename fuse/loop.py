@@ -18,10 +18,18 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mvemo.cache.read import Cache, CacheLike, opened
+from mvemo.cache.read import Cache, CacheLike, PinnedCache, opened
 from mvemo.fuse.heads.upper import UpperLayers
 from mvemo.fuse.inputs import in_sample_inputs, input_set_name, layers_above, missing_reasons, patch_count, read_input
-from mvemo.fuse.models import FusionModel, incomplete_inputs, per_patch_inputs, random_init_nets, select_models
+from mvemo.fuse.models import (
+    FusionModel,
+    complete_inputs,
+    incomplete_inputs,
+    input_sets,
+    per_patch_inputs,
+    random_init_nets,
+    select_models,
+)
 from mvemo.fuse.provenance import fine_tuned_nets, protocol
 from mvemo.manifests.errors import CacheError, ConfigError
 from mvemo.manifests.executor import Executor, Progress
@@ -91,6 +99,30 @@ class FoldInputs:
     in_sample: frozenset[str] = frozenset()  # ``fuse.inputs.in_sample_inputs``
 
 
+@dataclass(frozen=True)
+class Basis:
+    """What a cross-validation scored from, for the final model fitted after it: its models, the cache pinned to the
+    clip table and to every set those models read, and the inputs stage one had not finished then."""
+
+    models: tuple[FusionModel, ...]
+    pin: PinnedCache
+    incomplete: frozenset[str]
+
+    def require_unchanged(self, cache: Cache) -> None:
+        """Raise ``CacheError`` in one line unless ``cache`` is as the cross-validation read it: the same clips, every
+        set its models read as it was, and the same inputs complete."""
+        self.pin.require_same(cache)
+        for set_name, _ in self.pin.stamps:
+            self.pin.require_set(cache, set_name)
+        now = set(incomplete_inputs(cache))
+        for name in sorted(now ^ self.incomplete):
+            raise CacheError(
+                f"cache {str(cache.path)!r}: {name} became {'incomplete' if name in now else 'complete'} since the"
+                " cross-validation, so its models are not those of the cache now; run `mvemo fuse` again once"
+                " `mvemo extract` has finished"
+            )
+
+
 @dataclass
 class FoldRuns:
     """What the loop did: the models, the folds of each repeat, each model's outcome per repeat and fold
@@ -110,6 +142,7 @@ class FoldRuns:
     # models that read embeddings of nets fine-tuned per fold (their inner scores are optimistic)
     fine_tuned_models: list[str]
     kind: TargetKind
+    basis: Basis
 
     def pooled(self, r: int, model: str) -> list[FoldOutcome]:
         """The outcomes of ``model`` in repeat ``r`` that predicted some row, fold after fold."""
@@ -282,8 +315,10 @@ def run_folds(
         )
     tasks = [(r, fold) for r in range(repeats) for fold in range(k)]
     n = len(tasks)
-    # each fit opens the cache again (in a worker, or here), pinned to the clip table this run read
-    where = cache.pin()
+    # each fit opens the cache again (in a worker, or here), pinned to the clip table and the sets this run reads
+    read = sorted({s for m in chosen for name in m.inputs for s in input_sets(cache, name)})
+    where = cache.pin(read)
+    basis = Basis(tuple(chosen), where, frozenset(incomplete_inputs(cache)))
     this_run = run or new_run()
     results = (map if executor is None else executor.map)(
         fit_fold,
@@ -310,8 +345,8 @@ def run_folds(
             notes += [note if repeats == 1 else f"repeat {r}: {note}" for out in outcomes[r][model.name] for note in out.notes]
     tuned_models = [m.name for m in chosen if any("/fold" in per_fold[0].sets[i] for i in m.inputs)]
     return FoldRuns(
-        chosen, k, protocol(cache), tuple(fine_tuned_nets(cache)), all_folds, outcomes, clips, notes,
-        cache.clip_ids, cache.groups, tuned_models, target,
+        chosen, k, protocol(cache, read), tuple(fine_tuned_nets(cache, read)), all_folds, outcomes, clips, notes,
+        cache.clip_ids, cache.groups, tuned_models, target, basis,
     )  # fmt: skip
 
 
@@ -324,7 +359,8 @@ def run_notes(cache: Cache, models: str | None, left_out: list[str]) -> list[str
     else:
         notes = [f"{name} is incomplete: {why}" for name, why in incomplete.items()]
     notes += left_out
-    random_init, per_patch = random_init_nets(cache), per_patch_inputs(cache)
+    complete = complete_inputs(cache, incomplete)
+    random_init, per_patch = random_init_nets(cache, complete), per_patch_inputs(cache, complete)
     if random_init and models is None:
         notes.append(
             f"{', '.join(random_init)}: embeddings of random weights, never fine-tuned; reported alone and left out of"

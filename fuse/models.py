@@ -14,7 +14,7 @@ that were never fine-tuned enter no default fusion: name them in ``--models`` to
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +22,7 @@ import numpy as np
 from mvemo.cache.imported import reimport_command
 from mvemo.cache.layout import DONE, TODO
 from mvemo.cache.read import Cache
+from mvemo.cache.sets import StartedOver
 from mvemo.fuse.compose import Best, Features, Late, Node, Stack, inputs_of, integrated
 from mvemo.fuse.grammar import parse_models
 from mvemo.manifests.errors import CacheError, ConfigError
@@ -101,21 +102,30 @@ def vector_sets(cache: Cache) -> list[str]:
     ]
 
 
-def random_init_nets(cache: Cache) -> list[str]:
-    """Nets whose embeddings come from random weights never fine-tuned: noise a default fusion leaves out."""
+def random_init_nets(cache: Cache, among: Iterable[str] | None = None) -> list[str]:
+    """Nets (of the inputs ``among``, default every one) whose embeddings come from random weights never fine-tuned:
+    noise a default fusion leaves out."""
     nets = []
-    for net in cached_nets(cache):
+    for net in _nets_among(cache, among):
         sets = input_sets(cache, net)
         if all(weights_origin(cache, n) == "random init" and cache.config(n).get("finetune", "none") == "none" for n in sets):
             nets.append(net)
     return nets
 
 
-def per_patch_inputs(cache: Cache) -> list[str]:
-    """Nets' variants that keep each clip's patches (``pool = "patches"``, a cut's activations among them): each
-    is for its own patch-level or fine-tuned head; in a default fusion's concatenation they would be raw columns
-    beside the pooled embeddings of the same net, so the default fusions leave them out."""
-    return [net for net in cached_nets(cache) if any(cache.config(s).get("pool") == "patches" for s in input_sets(cache, net))]
+def per_patch_inputs(cache: Cache, among: Iterable[str] | None = None) -> list[str]:
+    """Nets' variants (of the inputs ``among``, default every one) that keep each clip's patches (``pool =
+    "patches"``, a cut's activations among them): each is for its own patch-level or fine-tuned head; in a default
+    fusion's concatenation they would be raw columns beside the pooled embeddings of the same net, so the default
+    fusions leave them out."""
+    nets = _nets_among(cache, among)
+    return [net for net in nets if any(cache.config(s).get("pool") == "patches" for s in input_sets(cache, net))]
+
+
+def _nets_among(cache: Cache, among: Iterable[str] | None) -> list[str]:
+    """The cached nets, those of ``among`` alone where given (a set of another may be being started over)."""
+    nets = cached_nets(cache)
+    return nets if among is None else [net for net in nets if net in set(among)]
 
 
 def input_sets(cache: Cache, name: str) -> list[str]:
@@ -141,7 +151,11 @@ def incomplete_inputs(cache: Cache) -> dict[str, str]:
     incomplete = {}
     for name in cached_inputs(cache):
         sets = input_sets(cache, name)
-        pending = {s: int(pending_rows(cache, s).sum()) for s in sets}
+        try:
+            pending = {s: int(pending_rows(cache, s).sum()) for s in sets}
+        except StartedOver as started:
+            incomplete[name] = str(started)
+            continue
         why = [f"{s}: {n} of {len(cache)} clips not computed yet or stale" for s, n in pending.items() if n]
         tuned = [s for s in sets if "/fold" in s]
         if tuned and len(tuned) < n_folds:
@@ -177,8 +191,9 @@ def complete_inputs(cache: Cache, incomplete: dict[str, str] | None = None) -> l
 def fusion_inputs(cache: Cache, complete: list[str] | None = None) -> list[str]:
     """The inputs the default fusions read: the ``complete`` ones (``complete_inputs`` where not given) but embeddings
     of random weights never fine-tuned and per-patch inputs."""
-    left_out = set(random_init_nets(cache)) | set(per_patch_inputs(cache))
-    return [name for name in (complete_inputs(cache) if complete is None else complete) if name not in left_out]
+    complete = complete_inputs(cache) if complete is None else complete
+    left_out = set(random_init_nets(cache, complete)) | set(per_patch_inputs(cache, complete))
+    return [name for name in complete if name not in left_out]
 
 
 def named_models(cache: Cache, complete: list[str]) -> dict[str, Node]:
@@ -209,8 +224,8 @@ def paper_pairs(nets: list[str]) -> list[Features]:
 def available_models(cache: Cache, complete: list[str] | None = None) -> list[FusionModel]:
     """The default models: every complete input alone, the paper's pairs of trusted nets, and the named models
     (``complete``: the complete inputs where the caller has them)."""
-    random_init = random_init_nets(cache)
     complete = complete_inputs(cache) if complete is None else complete
+    random_init = random_init_nets(cache, complete)
     models = [FusionModel(name, Features((name,))) for name in complete]
     models += [FusionModel(p.expr, p) for p in paper_pairs([n for n in complete if n not in random_init])]
     return models + [FusionModel(name, node) for name, node in named_models(cache, complete).items()]

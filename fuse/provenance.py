@@ -3,6 +3,8 @@ under which protocol, and the top tags of tag-probability sets."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from mvemo.cache.layout import IMPORTED
@@ -10,9 +12,10 @@ from mvemo.cache.read import Cache
 from mvemo.fuse.models import cached_nets, input_sets, vector_sets, weights_origin
 
 
-def fine_tuned_nets(cache: Cache) -> list[str]:
-    """The nets whose embeddings in the cache come from fine-tuning (not from the weights as they are)."""
-    sets = [name for name in cache.feature_sets() if name.startswith("emb/")]
+def fine_tuned_nets(cache: Cache, sets: Iterable[str] | None = None) -> list[str]:
+    """The nets whose embeddings in the cache (in ``sets``, default every set) come from fine-tuning (not from the
+    weights as they are)."""
+    sets = [name for name in (cache.feature_sets() if sets is None else sets) if name.startswith("emb/")]
     return sorted({name.split("/")[1] for name in sets if cache.config(name).get("finetune", "none") != "none"})
 
 
@@ -60,9 +63,10 @@ def top_tags(cache: Cache, k: int = 3) -> dict[str, list[list[str]]]:
     return tagged
 
 
-def protocol(cache: Cache) -> str:
-    """``paper`` if any embedding set was fine-tuned on every clip (the papers' leaky protocol), else ``leakfree``."""
-    for name in cache.feature_sets():
+def protocol(cache: Cache, sets: Iterable[str] | None = None) -> str:
+    """``paper`` if any embedding set (of ``sets``, default every set) was fine-tuned on every clip (the papers' leaky
+    protocol), else ``leakfree``."""
+    for name in cache.feature_sets() if sets is None else sets:
         if name.startswith("emb/") and cache.config(name).get("protocol") == "paper":
             return "paper"
     return "leakfree"

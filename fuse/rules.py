@@ -52,22 +52,25 @@ def rule_models(inputs: list[str]) -> dict[str, Node]:
     return rules | {name: Features((name,)) for name in inputs}
 
 
-def fold_scores(result: Any, model: str, target: str) -> dict[str, list[list[float]]]:
+def fold_scores(result: Any, model: str, target: str) -> dict[str, list[list[float | None]]]:
     """Per measure of ``target``, ``model``'s score on each test fold of each repeat (None where a fold cannot say)."""
     if target == "label":
-        scores = []
+        scores: list[list[float | None]] = []
         for repeat in result.repeats:
             p = repeat[model]
-            labels = np.arange(p.proba.shape[1])
-            pred = p.proba.argmax(axis=1)
+            labels, pred = np.arange(p.proba.shape[1]), p.proba.argmax(axis=1)
+            folds = [p.folds == f for f in range(result.n_folds)]
             scores.append(
                 [
-                    float(f1_score(p.y[p.folds == f], pred[p.folds == f], average="macro", labels=labels, zero_division=0))
-                    for f in range(result.n_folds)
+                    float(f1_score(p.y[rows], pred[rows], average="macro", labels=labels, zero_division=0))
+                    if rows.any()
+                    else None
+                    for rows in folds
                 ]
             )
         return {"f1_macro": scores}
-    auc, ap = [], []
+    auc: list[list[float | None]] = []
+    ap: list[list[float | None]] = []
     for repeat in result.repeats:
         p = repeat[model]
         per_fold_auc, per_fold_ap = [], []
@@ -86,7 +89,7 @@ def fold_scores(result: Any, model: str, target: str) -> dict[str, list[list[flo
     return {"roc_auc_macro": auc, "map": ap}
 
 
-def paired(mine: list[list[float]], theirs: list[list[float]], *, k: int) -> dict[str, Any]:
+def paired(mine: list[list[float | None]], theirs: list[list[float | None]], *, k: int) -> dict[str, Any]:
     """``mine`` less ``theirs`` fold by fold: the mean, its corrected 95 % interval and the folds won-lost."""
     d = [a - b for ra, rb in zip(mine, theirs) for a, b in zip(ra, rb) if a is not None and b is not None]
     return {

@@ -18,7 +18,7 @@ from mvemo.fuse.cv import CvResult, cross_validate
 from mvemo.fuse.heads.families import make_head
 from mvemo.fuse.heads.upper import UpperLayers
 from mvemo.fuse.loop import new_run, release_run
-from mvemo.fuse.models import INTEGRATED, select_models
+from mvemo.fuse.models import INTEGRATED
 from mvemo.fuse.provenance import fine_tuned_nets, protocol, provenance, top_tags
 from mvemo.fuse.report.classes import write_report
 from mvemo.fuse.report.targets import tags_document, values_document, write_target_report
@@ -84,9 +84,10 @@ class FuseSettings:
 
 @dataclass(frozen=True)
 class CvRun:
-    """What ``run_cv`` did: the cross-validation's result (the models it read among them) and the report written."""
+    """What ``run_cv`` or ``run_target_cv`` did: the cross-validation's result (its ``basis`` among it: the models it
+    scored and the cache as it read it) and the report written."""
 
-    result: CvResult
+    result: CvResult | TagResult | ValuesResult
     document: dict[str, Any]
 
 
@@ -150,7 +151,7 @@ def run_target_cv(
     *,
     run: str | None = None,
     **changes: Any,
-) -> dict[str, Any]:
+) -> CvRun:
     """The CV report of tags (``target`` "tags", ``fuse.targets.tags``) or values (e.g. "valence,arousal",
     ``fuse.targets.values``) in ``out``; ``settings``, ``changes`` and ``run`` as ``run_cv``'s. Values use ridge
     heads: the head, the executor and the reference do not apply to them."""
@@ -170,7 +171,7 @@ def run_target_cv(
             document, result = values_document(values), values
         document |= made_by(cache) | {"config": {key: settings.config()[key] for key in ("target", "models", "selection")}}
         document |= {"protocol": protocol(cache), "fine_tuned_nets": fine_tuned_nets(cache)}
-    return write_target_report(document, result, Path(out))
+    return CvRun(result, write_target_report(document, result, Path(out)))
 
 
 def cv_scores(target: str, scored: dict[str, Any]) -> dict[str, Any]:
@@ -206,17 +207,15 @@ def fuse_cache(
 
 def _fuse(cache: Cache, out: Path, settings: FuseSettings, run: str) -> tuple[dict[str, Any], Path]:
     target = settings.target
-    if target == "label":
-        document = run_cv(cache, out, settings, run=run).document
-        scored = document["models"]
-    else:
-        document = run_target_cv(cache, out, target, settings, run=run)
-        scored = document["metrics"]
-    chosen = [model for model in select_models(cache, settings.models) if model.name in scored]
+    done = run_cv(cache, out, settings, run=run) if target == "label" else run_target_cv(cache, out, target, settings, run=run)
+    document, basis = done.document, done.result.basis
+    assert basis is not None  # every cross-validation records its own
+    scored = document["models"] if target == "label" else document["metrics"]
+    chosen = [model for model in basis.models if model.name in scored]
     header: dict[str, Any] = {"version": mvemo_version(), "protocol": protocol(cache)}
     header["cache_fingerprint"] = cache.combined_fingerprint()
     header["provenance"] = provenance(cache)
-    fitted = train_final(cache, chosen, settings.make_head(), settings.selection, settings.upper, target, run)
+    fitted = train_final(cache, chosen, settings.make_head(), settings.selection, settings.upper, target, run, basis)
     integrated = [name for name in scored if name in INTEGRATED or name.startswith("integrated(")]
     header |= {"cv_score": cv_scores(target, scored)}
     header |= {key: settings.config()[key] for key in ("head", "head_params", "selection")}

@@ -1,12 +1,13 @@
 """Decoding on the GPU's video decoders (NVDEC), through PyAV's FFmpeg and its CUDA device.
 
-Only the codecs whose decoding a standard fixes to the bit (h264, hevc, vp9, av1) go to NVDEC: its pictures are then
+Only the codecs whose decoding a standard fixes to the bit and whose FFmpeg decoder decodes on the device (h264, hevc,
+vp9) go to NVDEC: its pictures are then
 those of FFmpeg's own decoder, and the frames (scaled and converted on the CPU as ever, from the same YUV planes) are
 the CPU path's, bit for bit, so a cache's frames never depend on the machine that decoded them. Other codecs (MPEG-4
 part 2's inverse transform, say, is fixed only to a tolerance) decode on the CPU.
 
-A clip NVDEC refuses (a profile or size it lacks, a device out of sessions) decodes on the CPU: the frames are the
-same. Whether NVDEC works here is found once per process by decoding a small clip on it: FFmpeg needs the CUDA driver
+A clip NVDEC refuses (a profile or size it lacks, a device out of sessions, whatever PyAV raises) decodes on the CPU:
+the frames are the same. Whether NVDEC works here is found once per process by decoding a small clip on it: FFmpeg needs the CUDA driver
 and its video decoder library, which a machine may lack though it has a GPU. The probe's decoder stays open, holding
 the device's primary context that every clip's decoder then shares.
 """
@@ -23,7 +24,8 @@ import numpy as np
 from mvemo.manifests.errors import ConfigError
 
 DECODERS = ("auto", "cpu", "nvdec")
-NVDEC_CODECS = frozenset({"h264", "hevc", "vp9", "av1"})
+# av1 is fixed to the bit too, but PyAV's FFmpeg opens it with libdav1d, which has no CUDA decoder
+NVDEC_CODECS = frozenset({"h264", "hevc", "vp9"})
 # the pixel formats NVDEC hands back, and the planar ones of the same samples that FFmpeg's own decoders output
 PLANAR_OF = {"nv12": "yuv420p", "p010le": "yuv420p10le", "p016le": "yuv420p16le"}
 PROBE_SIZE_PX = 128

@@ -282,7 +282,8 @@ def _decode_on_device(
     clip_id: str,
 ) -> tuple[dict[int, tuple[np.ndarray, np.ndarray | None]], int] | None:
     """The buffered packets decoded on NVDEC (``extract.decode.nvdec``), through a container opened on the device; None
-    where NVDEC refuses the clip (a profile or size it lacks, a device out of sessions): the CPU makes the same frames."""
+    where NVDEC refuses the clip (a profile or size it lacks, a device out of sessions, whatever PyAV raises for it):
+    the CPU makes the same frames, and a fault of the file itself shows there with its own message."""
     try:
         with open_container(path, clip_id, nvdec_accel()) as container:
             stream = video_stream(container, path, clip_id)
@@ -290,7 +291,7 @@ def _decode_on_device(
             return decode_packets(stream, enumerate(packets), index, plan, want, convert, deadline, skip_nonref, path, clip_id)
     except DecodeTimeoutError:
         raise
-    except (MediaError, av.FFmpegError):
+    except Exception:  # PyAV refuses in its own words (FFmpegError, RuntimeError, OSError): the CPU decodes instead
         return None
 
 

@@ -74,6 +74,11 @@ class EmotionNet(nn.Module):
         (default: the CPU)."""
         raise NotImplementedError
 
+    def computed_with(self) -> dict[str, Any]:
+        """What else makes its embeddings besides its config and weights (another library's code that prepares its
+        inputs, and that library's settings), for the cache's fingerprint: nothing, for mvemo's own nets."""
+        return {}
+
     def last_block(self) -> list[nn.Module]:
         """The modules ``--finetune last`` trains besides the head (training the head alone would
         leave the embeddings unchanged)."""

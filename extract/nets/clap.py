@@ -16,6 +16,7 @@ projections (``ClapModel.get_audio_features``), 512 values for the published che
 from __future__ import annotations
 
 import os
+from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -37,6 +38,11 @@ def transformers_clap() -> Any:
     except ImportError:
         raise ConfigError(f"the net clap runs on transformers, which mvemo does not install by default: {CLAP_INSTALL}") from None
     return clap
+
+
+def transformers_version() -> str:
+    """The version of transformers installed, whose code makes CLAP's mel spectrograms."""
+    return metadata.version("transformers")
 
 
 def window_starts(heard: int, step: int) -> list[int]:
@@ -94,6 +100,13 @@ class Clap(EmotionNet):
                 f"weights {folder}: the checkpoint holds no weights for {missing[:3]} ({len(missing)} in all), which"
                 f" would start random; clap loads {self.weights_format}"
             )
+        fusion = bool(encoder.config.enable_fusion)
+        if (processor.truncation == "fusion") != fusion:
+            raise WeightsError(
+                f"weights {folder}: its processor's truncation is {processor.truncation!r} and its model's enable_fusion ="
+                f" {fusion}: the model {'reads' if fusion else 'does not read'} the four-channel fusion mels that"
+                f" truncation 'fusion' makes; give a checkpoint whose preprocessor_config.json came with its model"
+            )
         if processor.sampling_rate != AUDIO48K_HZ:
             raise WeightsError(
                 f"weights {folder}: its processor reads audio at {processor.sampling_rate} Hz; mvemo's clap reads the"
@@ -110,6 +123,10 @@ class Clap(EmotionNet):
                 f"weights {folder}: its processor's spectrograms do not fit its model ({first_line(err)}); give a"
                 " checkpoint whose preprocessor_config.json came with its model"
             ) from None
+
+    def computed_with(self) -> dict[str, Any]:
+        """transformers' version and its processor's settings: they make the mel spectrograms CLAP embeds."""
+        return {"transformers": transformers_version(), "processor": self.processor.to_dict()}
 
     @property
     def window_samples(self) -> int:

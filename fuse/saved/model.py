@@ -42,7 +42,7 @@ from mvemo.fuse.heads.kernel import KernelSoftmax
 from mvemo.fuse.heads.linear import LinearSoftmax
 from mvemo.fuse.heads.upper import UpperLayers, UpperSoftmax
 from mvemo.fuse.inputs import in_sample_inputs, input_set_name, layers_above, patch_count
-from mvemo.fuse.loop import new_run, release_run, run_matrices
+from mvemo.fuse.loop import Basis, new_run, release_run, run_matrices
 from mvemo.fuse.models import FusionModel
 from mvemo.fuse.saved.check import HEAD_ARRAYS, KERNEL_HEAD_ARRAYS, UPPER_HEAD_ARRAYS, Invalid, check_saved_model
 from mvemo.fuse.saved.targets import (
@@ -79,12 +79,15 @@ def train_final(
     upper: Mapping[str, UpperLayers] | None = None,
     target: str = "label",
     run: str | None = None,
+    basis: Basis | None = None,
 ) -> dict[str, Fitted | FittedTags | FittedLinearValues]:
     """Each model fitted on every usable clip of the final feature sets (``emb/<net>/all``, LLDs), its choices
     made on inner folds of those clips (``upper`` and ``run``: as ``fuse.cv.cross_validate``'s, so that the
     matrices its CV read serve it too); for ``target`` "tags" a model per tag, for values (e.g. "valence,arousal")
-    ridge heads (``fuse.saved.targets``)."""
-    cache.pin().check()  # the clips this handle read are still the cache's (the CV before may have taken long)
+    ridge heads (``fuse.saved.targets``). ``basis``: that of the cross-validation that scored ``models``; the cache
+    must be as it read it (``fuse.loop.Basis.require_unchanged``), or nothing is fitted."""
+    if basis is not None:
+        basis.require_unchanged(cache)
     selection = selection or SelectionConfig()
     fitted: dict[str, Fitted | FittedTags | FittedLinearValues] = {}
     y = cache.y

@@ -302,8 +302,8 @@ def fit_values(
             elif isinstance(node, Late) and node.weights == "trimmed":
                 members = [fit(m) for m in node.members]
                 spread = np.where(values.std(axis=0) > 0, values.std(axis=0), 1.0)
-                scores = [-np.sum(((m.inner_pred - values) / spread) ** 2, axis=1) for m in members]
-                decided = trim(scores, groups, [not set(inputs_of(m.node)) & in_sample for m in members])
+                row_scores = [-np.sum(((m.inner_pred - values) / spread) ** 2, axis=1) for m in members]
+                decided = trim(row_scores, groups, [not set(inputs_of(m.node)) & in_sample for m in members])
                 dropped = decided.dropped([m.node.expr for m in members])
                 fitted[node] = LateValues(node, [members[i] for i in decided.kept], dropped)
             elif isinstance(node, Late):

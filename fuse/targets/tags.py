@@ -19,7 +19,7 @@ from mvemo.cache.read import CacheLike, opened
 from mvemo.fuse.compose import Trainings
 from mvemo.fuse.cv import classify
 from mvemo.fuse.heads.families import make_head
-from mvemo.fuse.loop import FoldFit, FoldInputs, FoldOutcome, FoldRuns, Labels, TooFewToChoose, run_folds
+from mvemo.fuse.loop import Basis, FoldFit, FoldInputs, FoldOutcome, FoldRuns, Labels, TooFewToChoose, run_folds
 from mvemo.fuse.models import FusionModel
 from mvemo.fuse.selection import SelectionConfig
 from mvemo.manifests.errors import ConfigError
@@ -70,6 +70,7 @@ class TagResult:
     clips: dict[str, Any] = field(default_factory=dict)
     # models that no fold could score, each with the reason
     unscored_models: dict[str, str] = field(default_factory=dict)
+    basis: Basis | None = None  # what the run scored from, for the final model (``fuse.loop.Basis``)
 
     def choices(self) -> dict[str, dict[str, list[str]]]:
         """Per scored tag and model, what the inner folds chose in each outer fold of the first repeat."""
@@ -181,7 +182,7 @@ def cross_validate_tags(
             unscored_models[m.name] = "no clip has all its inputs in the cache (see the clips table)"
         elif not per_repeat[0][m.name].scored.any(axis=0).all():
             unscored_models[m.name] = "no tag scored it"
-    result = TagResult(tags, runs.n_folds, per_repeat, runs.repeat_folds, unscored=unscored, notes=runs.notes)
+    result = TagResult(tags, runs.n_folds, per_repeat, runs.repeat_folds, unscored=unscored, notes=runs.notes, basis=runs.basis)
     result.notes += [f"tag {tag!r}: not scored: {why}" for tag, why in unscored.items()]
     result.clips = {
         "total": runs.clips["total"],

@@ -15,7 +15,7 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score
 
 from mvemo.cache.read import Cache, CacheLike, opened
-from mvemo.fuse.loop import FoldFit, FoldInputs, FoldOutcome, Labels, run_folds
+from mvemo.fuse.loop import Basis, FoldFit, FoldInputs, FoldOutcome, Labels, run_folds
 from mvemo.fuse.metrics import corrected_interval
 from mvemo.fuse.models import FusionModel, per_patch_inputs
 from mvemo.fuse.selection import SelectionConfig
@@ -74,6 +74,7 @@ class ValuesResult:
     clips: dict[str, Any] = field(default_factory=dict)
     # models that no fold could score, each with the reason: reported so, never with a figure
     unscored: dict[str, str] = field(default_factory=dict)
+    basis: Basis | None = None  # what the run scored from, for the final model (``fuse.loop.Basis``)
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ def cross_validate_values(
         kind = Values(Labels(value_categories(len(targets.value_names)), strata, strata), values, selection)
 
         def regression(cache: Cache, chosen: list[FusionModel]) -> Values:
-            patched = [m.name for m in chosen if set(m.inputs) & set(per_patch_inputs(cache))]
+            patched = [m.name for m in chosen if set(m.inputs) & set(per_patch_inputs(cache, m.inputs))]
             if patched:
                 raise ConfigError(
                     f"--target values: {', '.join(patched)} read per-patch inputs, whose heads are classifiers; name other models"
@@ -154,7 +155,15 @@ def cross_validate_values(
                 pred = np.concatenate([p.pred for p in pieces])
                 predictions[model.name] = ValuePredictions(rows, folds[rows], values[rows], pred, [p.described for p in pieces])
         per_repeat.append(predictions)
-    result = ValuesResult(tuple(names), targets.scale, runs.n_folds, per_repeat, notes=runs.notes, clips=runs.clips)  # type: ignore[arg-type]
+    result = ValuesResult(
+        tuple(names),
+        targets.scale,  # type: ignore[arg-type]
+        runs.n_folds,
+        per_repeat,
+        notes=runs.notes,
+        clips=runs.clips,
+        basis=runs.basis,
+    )
     result.unscored = {
         m.name: "no clip has all its inputs in the cache (see the clips table)"
         for m in runs.models

@@ -170,7 +170,7 @@ def cv(cache_path: str, out: str, target: str | None, as_json: bool, **options: 
         if settings.target == "label":
             document = run_cv(cache, out, settings).document
         else:
-            document = run_target_cv(cache, out, settings.target, settings)
+            document = run_target_cv(cache, out, settings.target, settings).document
     if as_json:
         print_json(document)
     elif settings.target == "label":

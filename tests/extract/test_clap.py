@@ -19,12 +19,13 @@ from mvemo.extract.stage import extract_features
 from mvemo.extract.train import TrainConfig
 from mvemo.extract.weights.registry import WeightsError, find_weights, sha256_of
 from mvemo.fuse.saved.model import load_fusion_model
-from mvemo.manifests import Clip, ConfigError, Manifest
+from mvemo.manifests import CacheError, Clip, ConfigError, Manifest
 from mvemo.pipeline.cli.main import cli
 from mvemo.pipeline.config import net_config
 from tests.pipeline.helpers import synthetic_manifest
 
 clap = pytest.importorskip("transformers.models.clap", reason="CLAP runs on transformers: pip install 'mvemo[clap]'")
+transformers = pytest.importorskip("transformers")
 
 CHECKPOINT = "larger_clap_music"
 SR = 48000
@@ -119,9 +120,19 @@ def test_a_checkpoint_that_would_leave_weights_random_or_does_not_fit_its_proces
     (broken / "preprocessor_config.json").unlink()
     with pytest.raises(WeightsError, match="lacks one of those files"):
         get_net("clap", num_classes=2, weights=broken)
-    mixed = write_tiny_clap(tmp_path / "mixed", fused=False, processor_fused=True)
-    with pytest.raises(WeightsError, match="its processor's spectrograms do not fit its model"):
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-model", "unfused-model"])
+def test_a_processor_whose_truncation_does_not_fit_the_models_fusion_is_refused(fused: bool, tmp_path: Path) -> None:
+    """A fused model given one-channel Slaney mels would read channel 0 as four-channel fusion mels and embed wrongly
+    without a shape error; an unfused one given fusion mels would fail later. Both are refused at load, in one line."""
+    mixed = write_tiny_clap(tmp_path / "mixed", fused=fused, processor_fused=not fused)
+    with pytest.raises(WeightsError) as refused:
         get_net("clap", num_classes=2, weights=mixed)
+    message = str(refused.value)
+    truncation = "rand_trunc" if fused else "fusion"
+    assert f"processor's truncation is {truncation!r}" in message and f"enable_fusion = {fused}" in message
+    assert "\n" not in message
 
 
 def test_clap_is_never_random_nor_fine_tuned(weights: Path, tmp_path: Path) -> None:
@@ -203,6 +214,9 @@ def test_clap_runs_from_extract_through_cv_to_predict(weights: Path, tmp_path: P
         assert reader.row_shape("audio48k") == (3 * SR,) and reader.row_shape("emb/clap/all") == (16,)
         assert reader.weights_sha256("emb/clap/all") == sha256_of(weights / CHECKPOINT)
         embeddings, ids = reader.read_matrix("emb/clap/all"), reader.clip_ids
+        made_with = reader.config("emb/clap/all")["computed_with"]
+    assert made_with["transformers"] == transformers.__version__ and made_with["processor"]["truncation"] == "fusion"
+    assert reader.config("emb/clap/all")["precision"] == "float32"
     result = runner.invoke(cli, ["fuse", str(cache), "--out", str(tmp_path / "fused"), "--models", "clap"])
     assert result.exit_code == 0, result.output
     clip = str(tmp_path / "data" / ids[0])
@@ -212,3 +226,24 @@ def test_clap_runs_from_extract_through_cv_to_predict(weights: Path, tmp_path: P
     saved = load_fusion_model(tmp_path / "fused" / "model")
     expected = saved.predict_proba("clap", {"clap": embeddings[:1]})[0]
     np.testing.assert_allclose([predicted["probabilities"][c] for c in saved.document["classes"]], expected, atol=1e-4)
+
+
+@pytest.mark.heavy
+def test_a_cache_of_clap_rows_from_another_transformers_is_not_extended_silently(
+    weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """transformers makes CLAP's mel spectrograms: rows of two of its versions must not share one set."""
+    from mvemo.cache.store import CacheWriter
+    from mvemo.extract.embed import embedding_set
+    from mvemo.extract.nets import clap as clap_net
+
+    manifest = synthetic_manifest(tmp_path, ("Exciting", "Neutral"), clips_per_class=2, duration_s=3.0)
+    (tmp_path / "c.toml").write_text("[audio]\nduration_s = 3.0\n")
+    cache = tmp_path / "cache"
+    extract = ["extract", str(manifest), "--cache", str(cache), "--nets", "clap", "--config", str(tmp_path / "c.toml")]
+    assert CliRunner().invoke(cli, [*extract, "--weights-dir", str(weights)]).exit_code == 0
+    monkeypatch.setattr(clap_net, "transformers_version", lambda: "99.0.0")
+    with Cache(cache) as reader:
+        upgraded = embedding_set(reader, "clap", weights_dir=weights, seed=0, net_options={}).spec
+    with CacheWriter(cache, None) as writer, pytest.raises(CacheError, match=r"emb/clap/all.*computed_with.transformers"):
+        writer.prepare([upgraded])

@@ -175,3 +175,25 @@ def test_recomputing_with_other_weights_says_what_changes(tmp_path: Path, manife
     )
     with Cache(cache) as reader:
         assert reader.weights_file("emb/twodcnn/all") == "choi_compact_cnn_msd.h5"
+
+
+def test_a_row_is_computed_in_float32_on_every_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows of one set embedded on a GPU and on a CPU must not differ by precision: no autocast for rows, whatever
+    the device (training alone runs under bf16 on a GPU)."""
+    import contextlib
+
+    import torch
+
+    from mvemo.extract import train
+    from mvemo.extract.nets import get_net
+
+    asked: list[bool] = []
+    monkeypatch.setattr(train, "autocast", lambda device, *, bf16=True: asked.append(bf16) or contextlib.nullcontext())
+    net = get_net("onedcnn", num_classes=2).eval()
+    inputs = net.prepare(np.zeros((1, 16000), np.float32))
+    for device in (torch.device("cpu"), torch.device("cuda")):  # autocast is asked before anything runs there
+        with contextlib.suppress(RuntimeError, AssertionError):  # no CUDA here: what counts is what was asked
+            train.forward(net, inputs, device)
+    assert asked == [False, False]
+    assert train.training_precision(torch.device("cuda")) == "bfloat16 autocast"
+    assert train.training_precision(torch.device("cpu")) == train.ROW_PRECISION == "float32"

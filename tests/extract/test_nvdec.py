@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mvemo.extract.decode.frames import Converter
-from mvemo.extract.decode.nvdec import nvdec_problem
+from mvemo.extract.decode.nvdec import nvdec_problem, on_nvdec
 from mvemo.extract.features import FeatureConfigs
 from mvemo.extract.frame_sets import FrameConfig, frames112, frames224, sample_frames
 from mvemo.manifests import Clip, ConfigError, Manifest
@@ -98,3 +98,38 @@ def test_a_clip_nvdec_refuses_decodes_on_the_cpu(tmp_path: Path, monkeypatch: py
     refused = sample_frames(video, FrameConfig(n_frames=4, decoder="nvdec", isolate=False))
     assert refused.decoder == "cpu"
     np.testing.assert_array_equal(refused.frames, expected.frames)
+
+
+@pytest.mark.parametrize("refusal", [RuntimeError("hardware decoding is not available"), OSError(22, "Invalid argument")])
+def test_any_refusal_of_the_device_decoder_falls_back_to_the_cpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusal: Exception
+) -> None:
+    """PyAV's ``HWAccel(allow_software_fallback=False)`` raised a plain RuntimeError on an av1 file (its FFmpeg opens av1
+    with libdav1d, no device decoder): whatever the device decoder raises, the clip decodes on the CPU."""
+    import mvemo.extract.decode.nvdec
+    import mvemo.extract.decode.video
+
+    video = write_media(tmp_path / "a.mp4", frames=np.random.default_rng(0).integers(0, 255, (30, 72, 128, 3), np.uint8))
+    expected = sample_frames(video, FrameConfig(n_frames=4, decoder="cpu", isolate=False))
+    on_device = object()
+    opened = mvemo.extract.decode.video.open_container
+
+    def device_refuses(path: Path, clip_id: str, hwaccel: object = None) -> object:
+        if hwaccel is on_device:
+            raise refusal
+        return opened(path, clip_id, hwaccel)
+
+    monkeypatch.setattr(mvemo.extract.decode.nvdec, "nvdec_problem", lambda: None)
+    monkeypatch.setattr(mvemo.extract.decode.video, "nvdec_accel", lambda: on_device)
+    monkeypatch.setattr(mvemo.extract.decode.video, "open_container", device_refuses)
+    refused = sample_frames(video, FrameConfig(n_frames=4, decoder="nvdec", isolate=False))
+    assert refused.decoder == "cpu"
+    np.testing.assert_array_equal(refused.frames, expected.frames)
+
+
+def test_av1_stays_on_the_cpu_where_nvdec_works(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PyAV's FFmpeg opens av1 with libdav1d, which has no CUDA decoder: it is never sent to the device."""
+    import mvemo.extract.decode.nvdec
+
+    monkeypatch.setattr(mvemo.extract.decode.nvdec, "nvdec_problem", lambda: None)
+    assert [codec for codec in ("h264", "hevc", "vp9", "av1", "mpeg4") if on_nvdec("auto", codec)] == ["h264", "hevc", "vp9"]

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from mvemo.cache.layout import FeatureSpec
@@ -125,3 +126,88 @@ def test_a_set_written_again_during_a_run_stops_it_naming_the_set(tmp_path: Path
         pytest.raises(CacheError, match=r"changed while stage two read it: descriptors was written again"),
     ):
         cross_validate(opened, models="descriptors", repeats=2, executor=ChangedAfterFirstFit(Executor(), recompute))
+
+
+def net_spec(net: str, dim: int) -> FeatureSpec:
+    """The spec ``embedding_cache`` writes a pretrained net's ``emb/<net>/all`` with."""
+    config = {"protocol": "leakfree", "finetune": "none"}
+    return FeatureSpec(f"emb/{net}/all", (dim,), "float32", net, "1", config, f"{net}-weights-sha256")
+
+
+def write_rows(cache: Path, spec: FeatureSpec, rows: np.ndarray, values: np.ndarray, recompute: bool = False) -> None:
+    """What an ``mvemo extract`` run in another process writes into ``cache`` meanwhile."""
+    with CacheWriter(cache, manifest_of(cache)) as writer:
+        writer.prepare([spec], recompute=[spec.name] if recompute else [])
+        writer.write(spec.name, rows, values)
+
+
+def in_another_process(*args: Any) -> None:
+    with ProcessExecutor(1) as pool:
+        list(pool.map(write_rows, *([a] for a in args)))
+
+
+def test_fuse_saves_the_models_its_cv_scored_and_stops_where_an_input_became_complete_since(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A concurrent extract completes set c between the CV and the final fit: the CV scored integrated-audio over a
+    and b, and the final fit must not save another model under its name and score."""
+    from mvemo.fuse import stage
+
+    nets = {"a": (6, 1.0), "b": (6, 1.0), "c": (6, 1.0)}
+    cache = embedding_cache(tmp_path / "c", nets=nets, n_per_class=10, written={"emb/c/all": 12})
+    rest = np.arange(12, 30)
+    fitted_with: list[list[str]] = []
+    original = stage.train_final
+
+    def complete_c_first(cache_: Cache, models: list, *args: Any, **kwargs: Any) -> Any:
+        fitted_with.append([m.name for m in models])
+        in_another_process(cache, net_spec("c", 6), rest, np.ones((len(rest), 6), np.float32))
+        return original(cache_, models, *args, **kwargs)
+
+    monkeypatch.setattr(stage, "train_final", complete_c_first)
+    with pytest.raises(CacheError) as raised:
+        stage.fuse_cache(cache, tmp_path / "out")
+    assert fitted_with == [["a", "b", "integrated-audio"]], "the CV's own models, not those of the cache now"
+    message = str(raised.value)
+    assert "c became complete since the cross-validation" in message and "mvemo fuse" in message and "\n" not in message
+    assert not (tmp_path / "out" / "model").exists(), "no model its CV never scored"
+
+
+def test_the_final_fit_stops_on_a_set_written_again_after_the_cv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mvemo.fuse import stage
+
+    cache = embedding_cache(tmp_path / "c", nets={"a": (6, 1.0), "b": (6, 1.0)}, n_per_class=10)
+    original = stage.train_final
+
+    def restart_a_first(*args: Any, **kwargs: Any) -> Any:  # extract --recompute emb/a/all started meanwhile
+        in_another_process(cache, net_spec("a", 6), np.arange(5), np.zeros((5, 6), np.float32), True)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(stage, "train_final", restart_a_first)
+    with pytest.raises(CacheError, match=r"changed while stage two read it: emb/a/all was written again"):
+        stage.fuse_cache(cache, tmp_path / "out")
+
+
+def test_a_run_reads_no_set_it_does_not_need_not_even_one_being_started_over(tmp_path: Path) -> None:
+    cache = embedding_cache(tmp_path / "c", nets={"a": (6, 1.0), "z": (6, 1.0)}, n_per_class=8)
+    with Cache(cache) as opened:
+        for segment in (cache / "sets" / "emb" / "z" / "all").glob("*.h5"):  # extract removed z's files to start it over
+            segment.unlink()
+        assert cross_validate(opened, models="a").metrics["a"]["accuracy"]["mean"] > 0.5
+
+
+def test_a_segment_removed_before_the_final_fit_stops_it_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mvemo.fuse import stage
+
+    cache = embedding_cache(tmp_path / "c", nets={"a": (6, 1.0), "b": (6, 1.0)}, n_per_class=8)
+    original = stage.train_final
+
+    def remove_a_first(*args: Any, **kwargs: Any) -> Any:
+        for path in (cache / "sets" / "emb" / "a" / "all").glob("*.h5"):
+            path.unlink()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(stage, "train_final", remove_a_first)
+    with pytest.raises(CacheError) as raised:
+        stage.fuse_cache(cache, tmp_path / "out")
+    assert "emb/a/all" in str(raised.value) and "\n" not in str(raised.value)

@@ -13,7 +13,7 @@ import pytest
 from mvemo.cache.layout import FeatureSpec
 from mvemo.cache.read import Cache
 from mvemo.cache.store import CacheWriter
-from mvemo.fuse.compose import Features, Stack, Trainings, fit
+from mvemo.fuse.compose import Features, Late, Stack, Trainings, fit
 from mvemo.fuse.cv import cross_validate
 from mvemo.fuse.heads.families import make_head
 from mvemo.fuse.selection import SelectionConfig
@@ -22,7 +22,11 @@ from mvemo.manifests import Clip, Manifest
 pytestmark = pytest.mark.heavy
 
 HONEST = {"musicnn": 0.7, "msdvgg": 0.7}  # used as they are: each alone right on about four clips in five
-TUNED = "twodcnn"  # fine-tuned per fold: it knows each fold's training rows by heart and little of the others
+TUNED = "twodcnn"
+A, B = (
+    Features(("a",)),
+    Features(("b",)),
+)  # fine-tuned per fold: it knows each fold's training rows by heart and little of the others
 K = 3
 
 
@@ -100,3 +104,38 @@ def test_no_threshold_is_chosen_on_in_sample_probabilities(tmp_path: Path) -> No
     assert result.predictions["integrated-audio"].thresholds == [0.5] * K, "its inner probabilities are in-sample"
     chosen = result.predictions[honest].thresholds
     assert len(set(chosen)) == K and 0.5 not in chosen, "out of sample at every level: each fold's best inner F1"
+
+
+@pytest.mark.parametrize("node", [Stack((A, B)), Late((A, B), "inner")], ids=["stack", "inner-weights"])
+def test_a_learned_combinations_inner_probabilities_read_no_fit_of_their_own_rows(
+    node: Stack | Late, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The thresholds and inner accuracy of a stack (or of inner weights) come from its inner probabilities: the labels
+    of an inner validation fold must not move that fold's own probabilities, at either level. The inner folds are held
+    as the original labels draw them, so that only the labels change."""
+    from mvemo.fuse import compose
+    from mvemo.fuse.heads import linear
+    from mvemo.manifests import folds
+
+    rng = np.random.default_rng(0)
+    n = 90
+    y = np.arange(n) % 3
+    blocks = {name: rng.standard_normal((3, 6))[y] * 0.8 + rng.standard_normal((n, 6)) for name in ("a", "b")}
+    groups = [f"r{i}" for i in range(n)]
+    original = dict(zip(groups, y))
+
+    def splits_of_the_original_labels(labels: np.ndarray, rows: list[str], *, k: int, seed: int) -> list:
+        return folds.inner_splits(np.array([original[g] for g in rows]), rows, k=k, seed=seed)
+
+    monkeypatch.setattr(compose, "inner_splits", splits_of_the_original_labels)
+    monkeypatch.setattr(linear, "inner_splits", splits_of_the_original_labels)
+
+    def inner_proba(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        training = Trainings(labels, groups, 3, make_head(), SelectionConfig()).on(np.arange(n), blocks)
+        return fit(node, training, inner=True).inner_proba, training.splits()[0][1]
+
+    before, first_fold = inner_proba(y)
+    relabelled = y.copy()
+    relabelled[first_fold] = (y[first_fold] + 1) % 3
+    after, _ = inner_proba(relabelled)
+    np.testing.assert_allclose(after[first_fold], before[first_fold], atol=1e-9)

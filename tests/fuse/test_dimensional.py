@@ -74,7 +74,7 @@ def test_every_figure_says_how_many_clips_it_rests_on_and_a_model_left_out_says_
         failed_sets=("emb/b/all",),
         retarget=valued,
     )
-    document = run_target_cv(cache, tmp_path / "va", "valence,arousal", models="a,b")
+    document = run_target_cv(cache, tmp_path / "va", "valence,arousal", models="a,b").document
     assert document["metrics"]["a"]["n_rows"] == 9 and "b" not in document["metrics"]
     assert document["clips"]["models"]["a"]["used"] == 9 and len(document["clips"]["models"]["a"]["left_out"]) == 21
     assert "no clip has all its inputs" in document["unscored_models"]["b"]

@@ -17,8 +17,8 @@ def test_a_note_of_the_loop_reaches_the_class_tag_and_value_reports(tmp_path: Pa
     monkeypatch.setattr(mvemo.fuse.loop, "run_notes", lambda *args: [*run_notes(*args), "a note of the one loop"])
     reports = {
         "classes": run_cv(cache, tmp_path / "classes", models="a").document,
-        "tags": run_target_cv(cache, tmp_path / "tags", "tags", models="a"),
-        "values": run_target_cv(cache, tmp_path / "values", "valence,arousal", models="a"),
+        "tags": run_target_cv(cache, tmp_path / "tags", "tags", models="a").document,
+        "values": run_target_cv(cache, tmp_path / "values", "valence,arousal", models="a").document,
     }
     for kind, document in reports.items():
         assert "a note of the one loop" in document["notes"], kind

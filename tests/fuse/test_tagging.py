@@ -134,7 +134,7 @@ def test_tag_and_value_reports_warn_of_the_paper_protocol_as_the_class_report_do
 
     both = lambda m: valued(tagged(m))  # noqa: E731
     cache = embedding_cache(tmp_path / "cache", nets={"a": (8, 2.0)}, n_per_class=10, protocol="paper", retarget=both)
-    document = run_target_cv(cache, tmp_path / "report", target, models="a")
+    document = run_target_cv(cache, tmp_path / "report", target, models="a").document
     assert document["protocol"] == "paper"
     assert PAPER_BANNER in (tmp_path / "report" / "report.md").read_text()
     assert "| a | 30 |" in (tmp_path / "report" / "report.md").read_text(), "the clips each figure rests on"
