@@ -26,6 +26,8 @@ from mvemo.manifests.errors import is_number
 from mvemo.manifests.targets import VALUE_COLUMNS
 
 HEAD_ARRAYS = ("classes", "mean", "scale", "weights", "bias")
+# Russell's plane's quadrants as (valence, arousal) signs: upper right, upper left, lower left, lower right
+QUADRANT_CORNERS = ((1, 1), (-1, 1), (-1, -1), (1, -1))
 # a kernel head's arrays; its ``columns`` are optional (absent: every column)
 KERNEL_HEAD_ARRAYS = tuple(field.name for field in dataclasses.fields(KernelSoftmax) if field.name != "columns")
 UPPER_HEAD_ARRAYS = UpperSoftmax.BASE  # fine-tuned layers above a cut: these, and the layers' arrays by name
@@ -63,6 +65,18 @@ def check_saved_model(document: Any, heads: Mapping[str, Mapping[str, np.ndarray
         "is not a metric and its scores by model",
     )
     _require(all(is_number(a) for a in score["models"].values()), "cv_score.models", "is not numbers by model")
+    plane = document.get("plane")
+    _require(
+        plane is None
+        or (
+            isinstance(plane, dict)
+            and set(plane) == set(classes)
+            and all(isinstance(p, list) and len(p) == 2 for p in plane.values())
+            and {tuple(p) for p in plane.values()} == set(QUADRANT_CORNERS)
+        ),
+        "plane",
+        "is not each class's quadrant as [valence, arousal], one class at each of [1, 1], [-1, 1], [-1, -1], [1, -1]",
+    )
     for name, model in models.items():
         _check_model(model, f"models[{name!r}]", target, outputs, heads, folder)
 

@@ -44,7 +44,14 @@ from mvemo.fuse.heads.upper import UpperLayers, UpperSoftmax
 from mvemo.fuse.inputs import in_sample_inputs, input_set_name, layers_above, patch_count
 from mvemo.fuse.loop import Basis, new_run, release_run, run_matrices
 from mvemo.fuse.models import FusionModel
-from mvemo.fuse.saved.check import HEAD_ARRAYS, KERNEL_HEAD_ARRAYS, UPPER_HEAD_ARRAYS, Invalid, check_saved_model
+from mvemo.fuse.saved.check import (
+    HEAD_ARRAYS,
+    KERNEL_HEAD_ARRAYS,
+    QUADRANT_CORNERS,
+    UPPER_HEAD_ARRAYS,
+    Invalid,
+    check_saved_model,
+)
 from mvemo.fuse.saved.targets import (
     VALUE_ARRAYS,
     FittedLinearValues,
@@ -332,6 +339,14 @@ class SavedFusionModel:
         return list(self.document[key])
 
     @property
+    def plane(self) -> dict[str, tuple[float, float]] | None:
+        """Each class's quadrant of Russell's plane as the signs of its valence and arousal, where the model's four
+        classes are the plane's quadrants (``with_plane``): a clip's valence and arousal are then read from its class
+        probabilities."""
+        plane = self.document.get("plane")
+        return {c: (float(v), float(a)) for c, (v, a) in plane.items()} if plane else None
+
+    @property
     def scale(self) -> tuple[float, float] | None:
         """The values' scale (its middle divides the quadrants), for a value model."""
         scale = self.document.get("scale")
@@ -388,6 +403,22 @@ class SavedFusionModel:
         model: the values, (n, n_values)); ``inputs`` maps each input name to (n, d)."""
         blocks = {key: np.asarray(X, dtype=np.float64).reshape(len(X), -1) for key, X in inputs.items()}
         return self.fitted[name].proba(blocks)
+
+
+def with_plane(folder: Path, plane: Mapping[str, tuple[float, float]]) -> None:
+    """Say in the model saved in ``folder`` which quadrant of Russell's plane each of its four classes is (the signs of
+    its valence and arousal, ``fuse.saved.check.QUADRANT_CORNERS``)."""
+    document = json.loads((folder / MODEL_JSON).read_text())
+    if (
+        document.get("target") != "label"
+        or set(plane) != set(document["classes"])
+        or set(plane.values()) != set(QUADRANT_CORNERS)
+    ):
+        raise ConfigError(
+            f"{folder}: Russell's plane {dict(plane)} does not put the model's classes {document['classes']} one in each quadrant"
+        )
+    document["plane"] = {c: list(plane[c]) for c in document["classes"]}
+    (folder / MODEL_JSON).write_text(json.dumps(document, indent=2))
 
 
 def read_head_group(group: h5py.Group) -> dict[str, np.ndarray]:

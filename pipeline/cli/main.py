@@ -15,6 +15,7 @@ from mvemo.pipeline.cli.cv import cv, fuse
 from mvemo.pipeline.cli.demo import demo
 from mvemo.pipeline.cli.extract import extract
 from mvemo.pipeline.cli.manifest import manifest_group
+from mvemo.pipeline.cli.models import models_group
 from mvemo.pipeline.cli.predict import predict
 from mvemo.pipeline.cli.study import study_group
 from mvemo.pipeline.cli.tools import CONTEXT, MvemoGroup
@@ -42,3 +43,4 @@ cli.add_command(bench)
 cli.add_command(extract)
 cli.add_command(weights_group)
 cli.add_command(study_group)
+cli.add_command(models_group)

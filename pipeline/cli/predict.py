@@ -19,15 +19,15 @@ from mvemo.pipeline.cli.tools import (
 
 
 @click.command("predict", cls=MvemoCommand, context_settings=CONTEXT)
-@click.argument("model_dir", metavar="MODEL_DIR", type=click.Path(file_okay=False))
-@click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
+@click.argument("arguments", metavar="[MODEL_DIR] FILE...", nargs=-1, type=click.Path())
 @click.option("--manifest", "manifest_path", default=None, type=click.Path(dir_okay=False), help="Label the clips of this manifest (CSV or JSONL) instead of FILES.")  # fmt: skip
 @click.option("--csv", "csv_path", default=None, type=click.Path(), metavar="FILE", help="Write one results CSV: a row per clip with its label, a probability per class, or its error.")  # fmt: skip
 @click.option(
     "--model",
     "model_name",
     default=None,
-    help="Saved fusion model to use.  [default: the integrated model, else the first saved]",
+    help="A ready-made model (`mvemo models list`: then no MODEL_DIR), or the model of MODEL_DIR to use.  [default: its"
+    " integrated model, else the first saved]",
 )
 @click.option(
     "--weights-dir",
@@ -45,8 +45,7 @@ from mvemo.pipeline.cli.tools import (
 @click.pass_context
 def predict(
     ctx: click.Context,
-    model_dir: str,
-    files: tuple[str, ...],
+    arguments: tuple[str, ...],
     manifest_path: str | None,
     csv_path: str | None,
     model_name: str | None,
@@ -59,7 +58,8 @@ def predict(
     embed_media: bool,
     **options: Any,
 ) -> None:
-    """Label each FILE (video or audio), or each clip of --manifest, with the model saved by `mvemo fuse` in MODEL_DIR.
+    """Label each FILE (video or audio), or each clip of --manifest, with the model saved by `mvemo fuse` in MODEL_DIR,
+    or with a ready-made model: `mvemo predict --model 4q-quadrants song.mp3` (`mvemo models list`).
 
     Clips fan out over --executor like `mvemo extract`. A clip that fails to decode is reported and the others
     still run (exit 3). With --csv the console shows a summary instead of a row per clip.
@@ -69,6 +69,7 @@ def predict(
     from mvemo.pipeline.executors import build_executor
     from mvemo.pipeline.predict.predictor import Predictor, file_clip, output_columns, write_results_csv
 
+    model_dir, files, model_name = model_and_files(arguments, model_name)
     if bool(files) == bool(manifest_path):
         raise ConfigError("give either FILE arguments or --manifest M, not both and not neither")
     if timeline and csv_path:
@@ -114,6 +115,23 @@ def predict(
         click.echo(f"failed: {r['clip_id']}: {r['error']}", err=True)
     if failed:
         ctx.exit(EXIT_CLIPS_FAILED)
+
+
+def model_and_files(arguments: tuple[str, ...], model_name: str | None) -> tuple[str, tuple[str, ...], str | None]:
+    """The saved model's folder, the files to label and the model of the folder to use: the first argument where it
+    is a folder, else the ready-made model of ``--model``."""
+    from mvemo.manifests.errors import ConfigError
+    from mvemo.pipeline.readymade.recipes import RECIPES, shipped_folder
+
+    if arguments and Path(arguments[0]).is_dir():
+        return arguments[0], arguments[1:], model_name
+    if model_name in RECIPES:
+        return str(shipped_folder(model_name)), arguments, None
+    what = f"{arguments[0]!r} is no folder" if arguments else "no MODEL_DIR given"
+    raise ConfigError(
+        f"{what}: give the folder of a model saved by `mvemo fuse` first, or --model NAME of a ready-made model"
+        f" ({', '.join(RECIPES)}: `mvemo models list`)"
+    )
 
 
 def _timelines(

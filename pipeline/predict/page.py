@@ -54,6 +54,12 @@ def timeline_page(data: dict[str, Any], source: str, is_video: bool, path: Path)
             f'<div class="beside">{media}<div id="plane" role="img" aria-label="Valence and arousal in Russell\'s plane,'
             f" the current window's point among the whole trajectory; click to seek to the nearest window\"></div></div>"
         )
+        if "plane" in data:
+            media += (
+                '<p class="muted" id="plane-note">The plane\'s valence and arousal are read from the quadrant probabilities:'
+                " each window's point is the quadrants' corners weighed by their probabilities (-1 to 1 on each axis);"
+                " the model was trained on quadrants, not on values.</p>"
+            )
     body = [
         f"<h1>{name}</h1>",
         f"<p>The whole file: {_whole(data)}, model <code>{html.escape(data['model'])}</code>, {windows_text(len(data['starts']))}.</p>",
@@ -106,13 +112,20 @@ def _colours(data: dict[str, Any]) -> dict[str, str]:
 
 
 def _has_plane(data: dict[str, Any]) -> bool:
-    return _view(data["kind"]) == "values" and len(data["classes"]) == 2
+    """Valence and arousal values, or classes that are the plane's quadrants (``Timeline.plane_data``)."""
+    return (_view(data["kind"]) == "values" and len(data["classes"]) == 2) or "plane" in data
 
 
 def _whole(data: dict[str, Any]) -> str:
     """The whole file's label in words: the class and its probability, the tags called, or the quadrant and values."""
     label = html.escape(data["label"])
     view = _view(data["kind"])
+    if view == "label" and "plane" in data:
+        valence, arousal = data["plane"]["overall"]
+        return (
+            f"<strong>{label}</strong> ({100 * data['overall'][data['classes'].index(data['label'])]:.0f} %; valence"
+            f" {valence:+.2f}, arousal {arousal:+.2f}, read from the quadrant probabilities)"
+        )
     if view == "label":
         return f"<strong>{label}</strong> ({100 * data['overall'][data['classes'].index(data['label'])]:.0f} %)"
     if view == "tags":

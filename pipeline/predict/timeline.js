@@ -57,7 +57,7 @@
   // a window: its table cells, the line under the media, the tooltip's heading and items.
   function classView() {
     const top = (i) => data.top[i];
-    return {
+    const view = {
       height: HEIGHT + GAP + BAND,
       draw(svg) {
         for (let i = 0; i < n; i++) {
@@ -71,12 +71,21 @@
           band(segment, i);
           svg.append(segment);
         }
+        // a model of the plane's quadrants: valence and arousal read from the quadrant probabilities (-1 to 1)
+        if (data.plane) {
+          view.plane = russellPlane({
+            valence: (i) => data.plane.valence[i], arousal: (i) => data.plane.arousal[i], scale: [-1, 1],
+            quadrants: data.plane.quadrants, axes: ["valence", "arousal"], current: (i) => data.classes[top(i)],
+          });
+        }
       },
       cells: (i) => [data.classes[top(i)], ...data.proba[i].map(percent)],
       describe: (i) => `${data.classes[top(i)]} (${Math.round(100 * data.proba[i][top(i)])} %)`,
       heading: (i) => data.classes[top(i)],
       items: (i) => data.classes.map((name, k) => [`${name} ${percent(data.proba[i][k])} %`, k === top(i)]),
+      select: (i) => view.plane && view.plane.select(i),
     };
+    return view;
   }
 
   function tagView() {
@@ -131,7 +140,12 @@
           svg.append(element("path", { class: "value", stroke: data.colours[name], d: steps((i) => level(data.proba[i][d])) }));
         });
         for (let i = 0; i < n; i++) band(svg, i);
-        if (data.classes.length === 2) view.plane = russellPlane();
+        if (data.classes.length === 2) {
+          view.plane = russellPlane({
+            valence: (i) => data.proba[i][0], arousal: (i) => data.proba[i][1], scale: data.scale,
+            quadrants: data.categories, axes: data.classes, current: (i) => data.categories[data.top[i]],
+          });
+        }
       },
       cells: (i) => [top(i), ...data.proba[i].map((v) => v.toFixed(3))],
       describe: (i) => `${top(i)} (${values(i).join(", ")})`,
@@ -142,14 +156,16 @@
     return view;
   }
 
-  // Russell's plane: valence across, arousal up, the quadrants named as the model names them; the trajectory
-  // faint, the current window's point on it; a click seeks to the window nearest the point clicked.
-  function russellPlane() {
+  // Russell's plane: valence across, arousal up, the quadrants named as the model names them (upper right, upper
+  // left, lower left, lower right); the trajectory faint, the current window's point on it; a click seeks to the
+  // window nearest the point clicked. ``of`` gives each window's valence and arousal, their scale, the quadrants'
+  // names, the axes' names and the window's quadrant.
+  function russellPlane(of) {
     const SIZE = 200, MARGIN = 14;
-    const [low, high] = data.scale;
+    const [low, high] = of.scale;
     const at = (v) => MARGIN + (Math.min(Math.max(v, low), high) - low) / (high - low || 1) * (SIZE - 2 * MARGIN);
-    const px = (i) => at(data.proba[i][0]);
-    const py = (i) => SIZE - at(data.proba[i][1]);
+    const px = (i) => at(of.valence(i));
+    const py = (i) => SIZE - at(of.arousal(i));
     const holder = document.getElementById("plane");
     const svg = element("svg", { viewBox: `0 0 ${SIZE} ${SIZE}` });
     svg.setAttribute("aria-hidden", "true");
@@ -157,7 +173,7 @@
     // Q1 high-high (upper right), Q2 low valence high arousal (upper left), Q3 low-low, Q4 high valence low arousal
     const corners = [[middle, 0], [0, 0], [0, middle], [middle, middle]];
     corners.forEach(([left, topEdge], q) => {
-      const name = data.categories[q];
+      const name = of.quadrants[q];
       svg.append(element("rect", { class: "quadrant", x: left, y: topEdge, width: middle, height: middle, fill: data.colours[name] }));
       const right = q === 0 || q === 3;
       const label = element("text", { x: left + (right ? middle - 6 : 6), y: topEdge + 14, "text-anchor": right ? "end" : "start", class: "quadrant-name" });
@@ -166,8 +182,8 @@
     });
     svg.append(element("line", { class: "axis", x1: 0, x2: SIZE, y1: middle, y2: middle }));
     svg.append(element("line", { class: "axis", x1: middle, x2: middle, y1: 0, y2: SIZE }));
-    for (const [text, attributes] of [[`${data.classes[0]} \u2192`, { x: SIZE - 4, y: SIZE - 4, "text-anchor": "end" }],
-                                      [`${data.classes[1]} \u2192`, { x: 10, y: SIZE - 4, transform: `rotate(-90 10 ${SIZE - 4})` }]]) {
+    for (const [text, attributes] of [[`${of.axes[0]} \u2192`, { x: SIZE - 4, y: SIZE - 4, "text-anchor": "end" }],
+                                      [`${of.axes[1]} \u2192`, { x: 10, y: SIZE - 4, transform: `rotate(-90 10 ${SIZE - 4})` }]]) {
       const axis = element("text", { class: "axis-name", ...attributes });
       axis.textContent = text;
       svg.append(axis);
@@ -191,7 +207,7 @@
         point.setAttribute("cx", px(i));
         point.setAttribute("cy", py(i));
         holder.dataset.window = i;
-        holder.dataset.quadrant = data.categories[data.top[i]];
+        holder.dataset.quadrant = of.current(i);
       },
     };
   }

@@ -24,7 +24,7 @@ import numpy as np
 from mvemo.extract.faces.sets import FER_CLASSES, clip_columns
 from mvemo.extract.features import modality
 from mvemo.extract.window_plan import Window, plan_windows, stream_ends
-from mvemo.fuse.saved.check import cv_score
+from mvemo.fuse.saved.check import QUADRANT_CORNERS, cv_score
 from mvemo.fuse.saved.model import SavedFusionModel
 from mvemo.manifests.errors import ConfigError, MediaError
 from mvemo.manifests.schema import Clip
@@ -70,6 +70,7 @@ class Timeline:
     kind: str = "label"  # SavedFusionModel.target
     thresholds: list[float] | None = None  # a tag model's, per tag
     scale: tuple[float, float] | None = None  # a value model's
+    plane: dict[str, tuple[float, float]] | None = None  # a model of quadrant classes: each one's place on the plane
 
     @property
     def label(self) -> str:
@@ -126,7 +127,24 @@ class Timeline:
             data["called"] = [np.flatnonzero(row >= np.asarray(self.thresholds)).tolist() for row in self.proba]
         if self.scale is not None:
             data["scale"] = [float(v) for v in self.scale]
+        if self.plane is not None:
+            data["plane"] = self.plane_data()
         return data
+
+    def plane_data(self) -> dict[str, Any]:
+        """Each window's valence and arousal read from its class probabilities (each class at its place on Russell's
+        plane, weighed by its probability), the whole file's, and the classes in the plane's quadrants: upper right,
+        upper left, lower left, lower right."""
+        assert self.plane is not None
+        places = np.array([self.plane[c] for c in self.classes])  # (classes, 2)
+        read = self.proba @ places
+        quadrants = [next(c for c, place in self.plane.items() if place == corner) for corner in QUADRANT_CORNERS]
+        return {
+            "valence": np.round(read[:, 0], 4).tolist(),
+            "arousal": np.round(read[:, 1], 4).tolist(),
+            "overall": np.round(self.overall @ places, 4).tolist(),
+            "quadrants": quadrants,
+        }
 
     def write(self, out: Path, stem: str, media_source: str) -> tuple[Path, Path, Path]:
         """``<stem>.timeline.csv`` (start_s, end_s, a probability per class, argmax), ``<stem>.timeline.png`` and
@@ -221,6 +239,7 @@ def clip_timeline(saved: SavedFusionModel, name: str, clip: Clip, hop_s: float, 
         saved.target,
         thresholds,
         saved.scale,
+        saved.plane,
     )
 
 

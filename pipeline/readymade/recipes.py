@@ -1,0 +1,106 @@
+"""The ready-made models: each one's recipe (data, labels, folds, inputs, target), where the shipped model lies, and
+what its folder says of it (``recipe.json``: the recipe, its cross-validated figures, Russell's plane of its classes).
+
+A ready-made model is a saved fusion model (``fuse.saved``: heads and config, no net weights) trained by
+``pipeline.readymade.train`` on one of the real labelled sets that ``../shared/data`` holds, with the default fusion
+rule. It names each net's published weights by sha256, which ``mvemo weights fetch`` brings.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from mvemo.fuse.saved.model import HEADS_H5, MODEL_JSON
+from mvemo.manifests.errors import ConfigError
+
+SHIPPED = Path(__file__).parent / "shipped"
+RECIPE_JSON = "recipe.json"
+# Russell's circumplex: each of 4Q's quadrants as the signs of its valence and arousal
+QUADRANT_PLANE = {"Q1": (1, 1), "Q2": (-1, 1), "Q3": (-1, -1), "Q4": (1, -1)}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a ready-made model is made: the data folder (``data``, by its name under ``../shared/data``), its side table
+    of labels (``labels``, keyed by ``key``; none: a folder per class), the column whose clips share a fold
+    (``group_by``), ``k`` folds drawn with ``seed``, stage one's ``features`` and ``nets``, stage two's ``target``
+    and named ``model``, ``repeats`` of the CV its figures come from; ``plane``: each class's valence and arousal sign,
+    for a timeline on Russell's plane; ``title``: what it labels, in a few words."""
+
+    name: str
+    title: str
+    data: str
+    features: tuple[str, ...]
+    nets: tuple[str, ...]
+    model: str
+    target: str = "label"
+    labels: str | None = None
+    key: str = "clip_id"
+    group_by: str | None = None
+    k: int = 10
+    seed: int = 0
+    repeats: int = 10
+    plane: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+QUADRANTS = Recipe(
+    "4q-quadrants",
+    "a song's quadrant of Russell's plane (Q1..Q4), with its valence and arousal",
+    "4q-dev",
+    features=("logmel", "lld", "descriptors"),
+    nets=("encoders",),
+    model="integrated-audio",
+    labels="labels.csv",
+    key="song",
+    group_by="artist",
+    plane=QUADRANT_PLANE,
+)
+MOODS = replace(
+    QUADRANTS, name="4q-moods", title="a song's AllMusic moods (24 tags: happy, sad, tense, calm...)", target="tags", plane={}
+)
+VIDEO_CLASSES = Recipe(
+    "mved-classes",
+    "a music video's emotion among paper 001's six classes, from its sound and its pictures",
+    "mved-sample",
+    features=("mel", "lld"),
+    nets=("twodcnn", "i3d", "encoders"),
+    model="integrated",
+    k=6,
+)
+RECIPES = {r.name: r for r in (QUADRANTS, MOODS, VIDEO_CLASSES)}
+
+
+def recipe(name: str) -> Recipe:
+    """The recipe of a ready-made model, or a ``ConfigError`` listing them."""
+    if name not in RECIPES:
+        raise ConfigError(f"no ready-made model {name!r}; there are {', '.join(RECIPES)} (`mvemo models list`)")
+    return RECIPES[name]
+
+
+def shipped_folder(name: str) -> Path:
+    """Where the package holds ready-made model ``name`` (``recipe``'s name), a saved model folder."""
+    folder = SHIPPED / recipe(name).name
+    if not (folder / RECIPE_JSON).is_file():
+        raise ConfigError(f"ready-made model {name!r} is not in this installation ({folder}); reinstall mvemo")
+    return folder
+
+
+def model_card(folder: Path) -> dict[str, Any]:
+    """What a ready-made model's folder says of it (``recipe.json``): its recipe, its figures and how it was made."""
+    return json.loads((folder / RECIPE_JSON).read_text())
+
+
+def ship_model(name: str, folder: Path) -> Path:
+    """Copy a rebuilt model's folder (model, heads, recipe) into the package's, for a release: a source checkout only."""
+    target = SHIPPED / recipe(name).name
+    target.mkdir(parents=True, exist_ok=True)
+    for file in (MODEL_JSON, HEADS_H5, RECIPE_JSON):
+        shutil.copyfile(folder / file, target / file)
+    return target

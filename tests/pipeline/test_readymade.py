@@ -1,0 +1,192 @@
+"""Ready-made models: each recipe built small on a slice of the shared data, shipped, rebuilt and compared, and
+`mvemo predict --model NAME` end to end, a timeline on Russell's plane for the quadrants, a missing net's weights
+refused in one line. The full models are built by `mvemo models train NAME --ship` (docs/models.md)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mvemo.fuse.saved.model import load_fusion_model
+from mvemo.pipeline.cli.main import cli
+from mvemo.pipeline.readymade import recipes
+from mvemo.pipeline.readymade.train import train_recipe
+from tests.conftest import SHARED
+
+pytestmark = pytest.mark.slow
+
+WEIGHTS = SHARED / "weights"
+QUADRANT_TAGS = {"Q1": "joyous", "Q2": "angry", "Q3": "sad", "Q4": "calm"}  # tags that go with each quadrant
+
+
+def needs_shared(folder: Path) -> None:
+    if not folder.is_dir() or not WEIGHTS.is_dir():
+        pytest.skip(f"{folder} or {WEIGHTS} is absent (a user's clone has no ../shared)")
+
+
+@pytest.fixture(scope="module")
+def fourq_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 songs of 4q-dev, 6 a quadrant by 24 artists, each carrying its quadrant's tag (so that four moods can be
+    learnt from so few), with their rows of labels.csv."""
+    data = SHARED / "data" / "4q-dev"
+    needs_shared(data)
+    lines = (data / "labels.csv").read_text().splitlines()
+    header = [line for line in lines if line.startswith("#")]
+    rows = list(csv.DictReader(line for line in lines if not line.startswith("#")))
+    picked, artists = [], set()
+    for quadrant, tag in QUADRANT_TAGS.items():
+        songs = [r for r in rows if r["label"] == quadrant and tag in r["tags"].split(";") and r["artist"] not in artists]
+        picked += songs[:6]
+        artists |= {r["artist"] for r in songs[:6]}
+    folder = tmp_path_factory.mktemp("4q")
+    for row in picked:
+        (folder / row["label"]).mkdir(exist_ok=True)
+        (folder / row["label"] / f"{row['song']}.ogg").symlink_to(data / row["label"] / f"{row['song']}.ogg")
+    with open(folder / "labels.csv", "w", newline="") as f:
+        f.write("\n".join(header) + "\n")
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(picked)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def mved_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four music videos of each of mved-sample's six classes."""
+    needs_shared(SHARED / "data" / "mved-sample")
+    folder = tmp_path_factory.mktemp("mved")
+    for source in sorted((SHARED / "data" / "mved-sample").iterdir()):
+        if source.is_dir():
+            (folder / source.name).mkdir()
+            for video in sorted(source.glob("*.mp4"))[:4]:
+                (folder / source.name / video.name).symlink_to(video)
+    return folder
+
+
+def tiny(name: str) -> recipes.Recipe:
+    """The recipe of ``name`` for a slice: three folds, one repeat."""
+    return replace(recipes.RECIPES[name], k=3, repeats=1)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the recipes run: ``4q`` (the two 4Q recipes share it: the second resumes the first's cache), ``mved``."""
+    return tmp_path_factory.mktemp("work")
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory: pytest.TempPathFactory, work: Path, fourq_slice: Path, mved_slice: Path) -> Path:
+    """Each recipe built small, as `mvemo models train NAME --ship` would ship it, into a folder of shipped models."""
+    shipped = tmp_path_factory.mktemp("shipped")
+    for name, data, where in (
+        ("4q-quadrants", fourq_slice, "4q"),
+        ("4q-moods", fourq_slice, "4q"),
+        ("mved-classes", mved_slice, "mved"),
+    ):
+        shutil.copytree(train_recipe(tiny(name), data, work / where, weights_dir=WEIGHTS), shipped / name)
+    return shipped
+
+
+@pytest.fixture
+def as_shipped(shipped: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The small models stand for the shipped ones, and the recipes for the full ones."""
+    monkeypatch.setattr(recipes, "SHIPPED", shipped)
+    monkeypatch.setattr(recipes, "RECIPES", {name: tiny(name) for name in recipes.RECIPES})
+    return shipped
+
+
+def test_each_recipe_makes_a_model_of_its_kind_with_its_card(shipped: Path) -> None:
+    quadrants, moods, videos = (load_fusion_model(shipped / n) for n in ("4q-quadrants", "4q-moods", "mved-classes"))
+    assert quadrants.outputs == ["Q1", "Q2", "Q3", "Q4"] and quadrants.default_model == "integrated-audio"
+    assert quadrants.plane == {q: tuple(map(float, p)) for q, p in recipes.QUADRANT_PLANE.items()}
+    assert moods.target == "tags" and len(moods.outputs) == 24 and moods.plane is None
+    assert videos.outputs == ["Excited", "Fear", "Neutral", "Relaxation", "Sad", "Tension"]
+    assert set(videos.inputs(videos.default_model)) >= {"i3d", "musicnn", "twodcnn"}
+    card = recipes.model_card(shipped / "4q-quadrants")
+    assert card["recipe"]["group_by"] == "artist" and card["clips"] == 24
+    assert 0 <= card["figures"]["accuracy"]["interval"][0] <= card["figures"]["accuracy"]["mean"] <= 1
+    for set_name, described in quadrants.feature_sets("integrated-audio").items():
+        if set_name.startswith("emb/"):
+            assert len(described["weights_sha256"]) == 64, f"{set_name}: its net's published weights, by sha256"
+
+
+def test_models_train_rebuilds_a_model_equal_to_the_shipped_one_and_names_a_difference(
+    as_shipped: Path, fourq_slice: Path, work: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rebuild resumes the recipe's cache (extract is resumable) and fits and saves the model anew."""
+    runner = CliRunner()
+    command = ["models", "train", "4q-quadrants", "--data", str(fourq_slice), "--work", str(work / "4q")]
+    command += ["--weights-dir", str(WEIGHTS)]
+    rebuilt = runner.invoke(cli, command)
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert "equal to the shipped 4q-quadrants" in rebuilt.output
+    monkeypatch.setattr(recipes, "SHIPPED", shutil.copytree(as_shipped, tmp_path / "shipped"))
+    with h5py.File(recipes.SHIPPED / "4q-quadrants" / "heads.h5", "r+") as heads:
+        weights = heads["head0/weights"]
+        weights[0, 0] += 0.5
+    again = runner.invoke(cli, command)
+    assert again.exit_code == 1
+    assert "differs: heads.h5: head0/weights differs by up to 0.5" in again.output
+
+
+@pytest.mark.parametrize("name", ["4q-quadrants", "4q-moods"])
+def test_predict_with_a_ready_made_name_as_with_its_folder(as_shipped: Path, fourq_slice: Path, name: str) -> None:
+    song = str(next(fourq_slice.glob("Q1/*.ogg")))
+    runner = CliRunner()
+    by_name = runner.invoke(cli, ["predict", "--model", name, song, "--json", "--weights-dir", str(WEIGHTS)])
+    by_folder = runner.invoke(cli, ["predict", str(as_shipped / name), song, "--json", "--weights-dir", str(WEIGHTS)])
+    assert by_name.exit_code == 0 and by_folder.exit_code == 0, by_name.output + by_folder.output
+    assert json.loads(by_name.stdout) == json.loads(by_folder.stdout)
+    result = json.loads(by_name.stdout)[0]
+    outputs = load_fusion_model(as_shipped / name).outputs
+    assert list(result["probabilities"]) == outputs and all(0 <= p <= 1 for p in result["probabilities"].values())
+    if name == "4q-quadrants":
+        assert sum(result["probabilities"].values()) == pytest.approx(1, abs=1e-3) and result["label"] in outputs
+    listed = runner.invoke(cli, ["models", "list", "--json", "--weights-dir", str(WEIGHTS)])
+    entry = next(e for e in json.loads(listed.stdout) if e["name"] == name)
+    assert entry["weights"] == "all here" and entry["outputs"] == outputs
+
+
+def test_the_quadrant_timeline_shows_russells_plane_read_from_the_quadrants(
+    as_shipped: Path, fourq_slice: Path, tmp_path: Path
+) -> None:
+    song = next(fourq_slice.glob("Q3/*.ogg"))
+    command = ["predict", "--model", "4q-quadrants", str(song), "--timeline", "--hop", "10", "--out", str(tmp_path / "t")]
+    result = CliRunner().invoke(cli, [*command, "--weights-dir", str(WEIGHTS)])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "t" / f"{song.name}.timeline.html").read_text()
+    assert '<div id="plane"' in page and "read from the quadrant probabilities" in page
+    data = json.loads(page.split('id="timeline-data">')[1].split("</script>")[0])
+    plane, proba = data["plane"], np.array(data["proba"])
+    assert plane["quadrants"] == ["Q1", "Q2", "Q3", "Q4"]
+    valence = proba @ np.array([1, -1, -1, 1])
+    np.testing.assert_allclose(plane["valence"], valence, atol=1e-3)
+    np.testing.assert_allclose(plane["arousal"], proba @ np.array([1, 1, -1, -1]), atol=1e-3)
+
+
+def test_a_music_video_gets_the_six_classes(as_shipped: Path, mved_slice: Path) -> None:
+    video = str(next(mved_slice.glob("Sad/*.mp4")))
+    result = CliRunner().invoke(cli, ["predict", "--model", "mved-classes", video, "--json", "--weights-dir", str(WEIGHTS)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)[0]["label"] in load_fusion_model(as_shipped / "mved-classes").outputs
+
+
+def test_a_ready_made_model_whose_weights_are_absent_stops_in_one_line(
+    as_shipped: Path, fourq_slice: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MVEMO_WEIGHTS", str(tmp_path / "none"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    song = str(next(fourq_slice.glob("Q1/*.ogg")))
+    result = CliRunner().invoke(cli, ["predict", "--model", "4q-quadrants", song, "--weights-dir", str(tmp_path / "empty")])
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.output
+    assert "not found" in result.stderr and "`mvemo weights fetch musicnn_" in result.stderr
+    listed = CliRunner().invoke(cli, ["models", "list", "--weights-dir", str(tmp_path / "empty")])
+    assert "missing: musicnn_msd_musicnn.npz, " in listed.output and "`mvemo weights fetch FILE`" in listed.output
