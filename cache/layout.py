@@ -36,7 +36,7 @@ SETS = "sets"
 WINDOWS_FOLDER = "windows"
 TEMPORARY = re.compile(r"^\..*\.tmp$")  # the names of files being written (``h5file.temporary_name``)
 ERRORS_FILE = "errors.jsonl"
-# The key of a set's config that marks it pooled over windows (``extract.window_cache``): length, hop, pooling,
+# The key of a set's config that marks it pooled over windows (``extract.windows.cache``): length, hop, pooling,
 # the window set's fingerprint and, for an embedding, its inputs' configs.
 POOLED_KEY = "windows"
 # the config key of a set imported with `mvemo cache import` (``cache.imported``): its file, sha256 and key column

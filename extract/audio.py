@@ -1,5 +1,5 @@
 """Audio features: waveform and mel spectrogram (papers 001 and 003), log-mel (the MSD encoders), and the pass that
-computes them with the LLDs, the descriptors (``descriptors``, ``expressive``) and the openSMILE sets.
+computes them with the LLDs and the handcrafted sets of one vector per clip (``extract.handcrafted.registry``).
 
 All configs are frozen dataclasses validated on construction; their fields go
 into the cache's fingerprints.
@@ -15,29 +15,15 @@ from typing import Any
 import numpy as np
 
 from mvemo.cache.layout import FeatureSpec
-from mvemo.extract.decode.audio import AudioWindow, Decoded, resample_exact
-from mvemo.extract.descriptors import DescriptorConfig, descriptors
-from mvemo.extract.expressive import ExpressiveConfig, expressive
-from mvemo.extract.lld import LldConfig, low_level_descriptors
-from mvemo.extract.smile import CompareConfig, EgemapsConfig, smile_columns, smile_features, smile_version
-from mvemo.extract.spectra import DB_AMIN, mel_filterbank, n_frames, power_blocks
+from mvemo.extract.decode.audio import AUDIO48K_HZ, AudioWindow, Decoded, resample_exact
+from mvemo.extract.handcrafted.lld import LldConfig, low_level_descriptors
+from mvemo.extract.handcrafted.registry import HANDCRAFTED
+from mvemo.extract.handcrafted.spectra import DB_AMIN, mel_filterbank, n_frames, power_blocks
 from mvemo.manifests.errors import ConfigError, require
 
-# Raised whenever a change moves a feature's values: its rows of another version then fail the fingerprint.
-EXTRACTOR_VERSIONS = {
-    "waveform": "3",
-    "audio48k": "1",
-    "mel": "3",
-    "lld": "4",
-    "logmel": "1",
-    "descriptors": "3",
-    "expressive": "3",
-    "egemaps": "1",
-    "compare": "1",
-}
-
-
-AUDIO48K_HZ = 48000  # the rate of the set ``audio48k``
+# Raised whenever a change moves a feature's values: its rows of another version then fail the fingerprint (the
+# handcrafted sets' versions are in their registry).
+EXTRACTOR_VERSIONS = {"waveform": "3", "audio48k": "1", "mel": "3", "lld": "4", "logmel": "1"}
 
 
 @dataclass(frozen=True)
@@ -154,7 +140,7 @@ def config_from_dict(name: str, data: dict) -> Any:
     """The inverse of ``config_dict`` for the config of audio set ``name`` (its nested ``AudioWindow`` included).
 
     A key the config does not have (a config stored by another mvemo version) raises ``ConfigError``."""
-    cls = AUDIO_CONFIGS[name]
+    cls = audio_configs()[name]
     unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
     if unknown:
         raise ConfigError(
@@ -203,34 +189,38 @@ def feature_specs(configs: Mapping[str, Any]) -> list[FeatureSpec]:
 
 
 def _spec(name: str, config: Any) -> FeatureSpec:
-    extractor, version, record = f"mvemo.{name}", EXTRACTOR_VERSIONS[name], config_dict(config)
+    extractor, record = f"mvemo.{name}", config_dict(config)
+    if name in HANDCRAFTED:
+        entry = HANDCRAFTED[name]
+        columns = entry.columns(config)
+        return FeatureSpec(name, (len(columns),), "float32", extractor, entry.extractor_version(), record, columns=columns)
+    version = EXTRACTOR_VERSIONS[name]
     if isinstance(config, WaveformConfig):
         return FeatureSpec(name, (config.n_samples,), config.dtype, extractor, version, record)
     if name in ("mel", "logmel"):
         return FeatureSpec(name, (config.n_mels, config.n_frames), config.dtype, extractor, version, record)
-    if name == "lld":
-        shape = (config.n_frames, len(config.columns))
-        return FeatureSpec(name, shape, "float32", extractor, version, record, columns=config.columns, variable_length=True)
-    if name in ("descriptors", "expressive"):
-        return FeatureSpec(name, (len(config.columns),), "float32", extractor, version, record, columns=config.columns)
-    columns = smile_columns(config)
-    return FeatureSpec(
-        name, (len(columns),), "float32", extractor, f"{version}+opensmile{smile_version()}", record, columns=columns
-    )
+    shape = (config.n_frames, len(config.columns))  # lld
+    return FeatureSpec(name, shape, "float32", extractor, version, record, columns=config.columns, variable_length=True)
 
 
-AUDIO_CONFIGS: dict[str, type] = {
+# The audio sets of every clip's analysis window but the handcrafted vectors of the registry
+SIGNAL_CONFIGS: dict[str, type] = {
     "waveform": WaveformConfig,
     "audio48k": Audio48kConfig,
     "mel": MelConfig,
     "logmel": LogMelConfig,
     "lld": LldConfig,
-    "descriptors": DescriptorConfig,
-    "expressive": ExpressiveConfig,
-    "egemaps": EgemapsConfig,
-    "compare": CompareConfig,
 }
-AUDIO_FEATURES = tuple(AUDIO_CONFIGS)
+
+
+def audio_configs() -> dict[str, type]:
+    """Every audio set's config class by set name: the signals', then the handcrafted registry's."""
+    return SIGNAL_CONFIGS | {name: entry.config for name, entry in HANDCRAFTED.items()}
+
+
+def audio_features() -> tuple[str, ...]:
+    """Every audio set's name (``audio_configs``)."""
+    return tuple(audio_configs())
 
 
 def compute_audio_features(decoded: Decoded, names: tuple[str, ...], configs: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -238,8 +228,8 @@ def compute_audio_features(decoded: Decoded, names: tuple[str, ...], configs: Ma
     from ``configs`` by set name.
 
     Each target rate is resampled once and shared (the 16 kHz copy feeds the waveform, both mel spectrograms,
-    the LPC analysis and the descriptors). The clip-level sets (``descriptors``, ``expressive``, ``egemaps``, ``compare``) read
-    only the audio the file has, not the window's zero padding.
+    the LPC analysis and the descriptors). The handcrafted sets of the registry read only the audio the file has, not
+    the window's zero padding.
     """
     copies: dict[int, np.ndarray] = {}
 
@@ -265,10 +255,6 @@ def compute_audio_features(decoded: Decoded, names: tuple[str, ...], configs: Ma
             values = low_level_descriptors(at(config.sample_rate_hz, window), at(config.lpc_sample_rate_hz, window), config)
             valid = int(np.ceil(min(decoded.valid_s, window.duration_s) * config.sample_rate_hz / config.hop_length))
             out[name] = values[: max(1, min(valid, config.n_frames))]
-        elif name == "descriptors":
-            out[name] = descriptors(real(config.sample_rate_hz, window), config)
-        elif name == "expressive":
-            out[name] = expressive(real(config.sample_rate_hz, window), config)
         else:
-            out[name] = smile_features(real(config.sample_rate_hz, window), config)
+            out[name] = HANDCRAFTED[name].compute(real(config.sample_rate_hz, window), config)
     return out

@@ -10,11 +10,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from mvemo.extract.embed import build_net
-from mvemo.extract.finetune_jobs import load_checkpoint
+from mvemo.extract.finetune.jobs import load_checkpoint
 from mvemo.extract.nets import INIT, net_options
 from mvemo.extract.nets.base import EmotionNet
-from mvemo.extract.train import kinds_of
+from mvemo.extract.nets.building import build_net, kinds_of
 from mvemo.manifests.errors import ConfigError
 
 

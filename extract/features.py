@@ -25,12 +25,13 @@ from mvemo.cache.handle import CacheHandle
 from mvemo.cache.layout import ABSENT, FeatureSpec
 from mvemo.cache.store import CacheWriter
 from mvemo.extract.audio import (
-    AUDIO_CONFIGS,
-    AUDIO_FEATURES,
+    SIGNAL_CONFIGS,
     Audio48kConfig,
     LogMelConfig,
     MelConfig,
     WaveformConfig,
+    audio_configs,
+    audio_features,
     compute_audio_features,
     config_from_dict,
     feature_specs,
@@ -39,13 +40,11 @@ from mvemo.extract.decode.audio import AudioWindow
 from mvemo.extract.decode.nvdec import require_decoder
 from mvemo.extract.decode.video import available_cores
 from mvemo.extract.decode.worker import read_audio
-from mvemo.extract.descriptors import DescriptorConfig
-from mvemo.extract.expressive import ExpressiveConfig
 from mvemo.extract.faces.sets import FACE_FEATURES, FaceConfig, face_specs
 from mvemo.extract.frame_sets import VIDEO_FEATURES, FrameConfig, compute_video_features, sampling_record, video_feature_specs
-from mvemo.extract.lld import LldConfig
+from mvemo.extract.handcrafted.lld import LldConfig
+from mvemo.extract.handcrafted.registry import HANDCRAFTED
 from mvemo.extract.numba_once import compile_numba_once
-from mvemo.extract.smile import CompareConfig, EgemapsConfig
 from mvemo.manifests.errors import ConfigError, MvemoError, is_number
 from mvemo.manifests.executor import Executor, Progress
 from mvemo.manifests.schema import Clip, Manifest
@@ -72,10 +71,8 @@ class FeatureConfigs:
     frames: FrameConfig = field(default_factory=FrameConfig)
     audio_timeout_s: float | None = 60.0
     logmel: LogMelConfig = field(default_factory=LogMelConfig)
-    descriptors: DescriptorConfig = field(default_factory=DescriptorConfig)
-    expressive: ExpressiveConfig = field(default_factory=ExpressiveConfig)
-    egemaps: EgemapsConfig = field(default_factory=EgemapsConfig)
-    compare: CompareConfig = field(default_factory=CompareConfig)
+    # the configs of the handcrafted registry's sets (``extract.handcrafted.registry``), by set name
+    handcrafted: Mapping[str, Any] = field(default_factory=lambda: {name: e.config() for name, e in HANDCRAFTED.items()})
     faces: FaceConfig = field(default_factory=FaceConfig)
 
     def __post_init__(self) -> None:
@@ -85,13 +82,13 @@ class FeatureConfigs:
         windows = {config.audio_window for config in self.audio.values()}
         if len(windows) > 1:
             raise ConfigError(
-                f"the audio sets {list(AUDIO_FEATURES)} must analyse the same audio window, got {sorted(map(str, windows))}"
+                f"the audio sets {list(audio_features())} must analyse the same audio window, got {sorted(map(str, windows))}"
             )
 
     @property
     def audio(self) -> dict[str, Any]:
         """The config of every audio set, by set name."""
-        return {name: getattr(self, name) for name in AUDIO_FEATURES}
+        return {name: getattr(self, name) for name in SIGNAL_CONFIGS} | dict(self.handcrafted)
 
     @property
     def audio_window(self) -> AudioWindow:
@@ -99,20 +96,23 @@ class FeatureConfigs:
 
     @classmethod
     def of_window(cls, window: AudioWindow, **configs: Any) -> FeatureConfigs:
-        """Every audio set's default config over ``window`` (the frames' too), the ``configs`` given replacing them."""
-        defaults = {name: AUDIO_CONFIGS[name](audio_window=window) for name in AUDIO_FEATURES}
+        """Every audio set's default config over ``window`` (the frames' too), the ``configs`` given (by set name, the
+        handcrafted sets' among them) replacing them."""
+        defaults = {name: config(audio_window=window) for name, config in audio_configs().items()} | configs
         frames = FrameConfig(window_start_s=window.offset_s, window_duration_s=window.duration_s)
-        return cls(**{"frames": frames, **defaults, **configs})
+        handcrafted = {name: defaults.pop(name) for name in HANDCRAFTED}
+        return cls(**{"frames": frames, **defaults}, handcrafted=handcrafted)
 
     @classmethod
     def from_records(cls, records: Mapping[str, Mapping[str, Any]], weights_dir: str | None = None) -> FeatureConfigs:
         """The configs that feature sets were computed with, from the ``config`` each stored (in a cache or a saved
         model), by set name; the audio sets not named share the audio window of those named. ``weights_dir``: where
         the faces sets' weight files lie."""
-        unknown = sorted(set(records) - set(AUDIO_FEATURES) - set(VIDEO_SETS))
+        known = audio_features()
+        unknown = sorted(set(records) - set(known) - set(VIDEO_SETS))
         if unknown:
-            raise ConfigError(f"feature sets {unknown}: this version computes only {[*AUDIO_FEATURES, *VIDEO_SETS]}")
-        audio = {name: config_from_dict(name, dict(records[name])) for name in AUDIO_FEATURES if name in records}
+            raise ConfigError(f"feature sets {unknown}: this version computes only {[*known, *VIDEO_SETS]}")
+        audio = {name: config_from_dict(name, dict(records[name])) for name in known if name in records}
         window = next((config.audio_window for config in audio.values()), AudioWindow())
         video: dict[str, Any] = {}
         for name in VIDEO_SETS:
@@ -135,7 +135,8 @@ class FeatureConfigs:
         audio = {name: dataclasses.replace(config, audio_window=window) for name, config in self.audio.items()}
         duration_s = self.frames.window_duration_s or window.duration_s
         frames = dataclasses.replace(self.frames, window_start_s=offset_s, window_duration_s=duration_s)
-        return dataclasses.replace(self, frames=frames, **audio)
+        handcrafted = {name: audio.pop(name) for name in self.handcrafted}
+        return dataclasses.replace(self, frames=frames, handcrafted=handcrafted, **audio)
 
     def specs(self, names: Iterable[str]) -> list[FeatureSpec]:
         names = set(names)
@@ -149,7 +150,7 @@ class FeatureConfigs:
 
 def parse_features(text: str) -> tuple[str, ...]:
     """``"mel, frames"`` -> ("mel", "frames224", "frames112"); unknown names raise ``ConfigError``."""
-    known = tuple(dict.fromkeys((*AUDIO_FEATURES, *VIDEO_SETS, *FEATURE_GROUPS)))
+    known = tuple(dict.fromkeys((*audio_features(), *VIDEO_SETS, *FEATURE_GROUPS)))
     names: list[str] = []
     for name in (n.strip() for n in text.split(",") if n.strip()):
         if name not in known:

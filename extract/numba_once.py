@@ -28,9 +28,9 @@ import numba
 import numpy as np
 from numba.core.registry import cpu_target
 
-from mvemo.extract import lpc, spectra
-from mvemo.extract.audio import AUDIO_CONFIGS, compute_audio_features
+from mvemo.extract.audio import audio_configs, compute_audio_features
 from mvemo.extract.decode.audio import AudioWindow, Decoded
+from mvemo.extract.handcrafted import lpc, spectra
 from mvemo.manifests.synthetic import AudioCues, synthesize_audio
 
 # The sets whose computation calls numba code (mvemo's LPC and spectra, librosa's beat, pitch and onset functions).
@@ -55,7 +55,7 @@ def compile_numba_once() -> None:
     if marker is not None and marker.exists():
         return
     window = AudioWindow(duration_s=WARMUP_S)
-    configs = {name: AUDIO_CONFIGS[name](audio_window=window) for name in NUMBA_SETS}
+    configs = {name: audio_configs()[name](audio_window=window) for name in NUMBA_SETS}
     with contextlib.suppress(Exception), _compiling_alone():
         if marker is not None and marker.exists():  # compiled by the process that held the lock before
             return

@@ -22,16 +22,17 @@ from mvemo.extract.features import (
     compute_feature_sets,
     parse_features,
 )
-from mvemo.extract.finetune import UnitSummary, finetune_embeddings
+from mvemo.extract.finetune.train import TrainConfig, resolve_device
+from mvemo.extract.finetune.units import UnitSummary, finetune_embeddings
 from mvemo.extract.nets import base_name, expand_nets, require_trainable
 from mvemo.extract.overlap import EmbeddingsAlongside
-from mvemo.extract.train import TrainConfig, resolve_device
-from mvemo.extract.window_cache import check_windowing, pool_windows, write_times
-from mvemo.extract.window_plan import WindowConfig, plan_clips, window_cache
+from mvemo.extract.windows.cache import check_windowing, pool_windows, write_times
+from mvemo.extract.windows.plan import WindowConfig, plan_clips, window_cache
 from mvemo.manifests.errors import ConfigError
 from mvemo.manifests.executor import Executor, ProgressFactory
 from mvemo.manifests.folds import require_whole_groups
-from mvemo.manifests.schema import Manifest, read_manifest
+from mvemo.manifests.io import read_manifest
+from mvemo.manifests.schema import Manifest
 
 DEFAULT_FEATURES = ("mel", "lld", "descriptors")
 
@@ -146,7 +147,7 @@ def extract_features(
     windows : WindowConfig, optional
         ``[clip]``: with ``windows`` true, every file is read whole, in windows of ``[audio] duration_s`` every
         ``hop_s``; every set of every window goes into the window cache (``CACHE/windows``) and each vector set,
-        pooled over a clip's windows, into the cache (``extract.window_cache``).
+        pooled over a clip's windows, into the cache (``extract.windows.cache``).
     net_options : mapping, optional
         Each net's options (a config file's ``[net.<name>]``); default ``training.net_options``.
     weights_dir : path-like, optional

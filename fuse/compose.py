@@ -25,7 +25,7 @@ outer test fold never influences a choice.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -178,17 +178,8 @@ class Training:
 
     def on_rows(self, rows: np.ndarray) -> Training:
         """The training on ``rows`` of these rows alone, with fits of its own (its inner folds drawn from them)."""
-        return Training(
-            {name: X[rows] for name, X in self.blocks.items()},
-            self.y[rows],
-            [self.groups[r] for r in rows],
-            self.n_classes,
-            self.head,
-            self.selection,
-            self.patches,
-            self.upper,
-            self.in_sample,
-        )
+        blocks = {name: X[rows] for name, X in self.blocks.items()}
+        return replace(self, blocks=blocks, y=self.y[rows], groups=[self.groups[r] for r in rows], fitted={})
 
     def splits(self) -> list[tuple[np.ndarray, np.ndarray]]:
         return inner_splits(self.y, self.groups, k=self.selection.inner_folds, seed=self.selection.seed)

@@ -45,3 +45,11 @@ class Executor(Protocol):
     local_workers: int
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], resources: Resources | None = None) -> Iterator[Any]: ...
+
+
+# A job whose worker died (Dask gave up on it, or the local pool broke): the job itself may be fine.
+LOST_JOB_ERRORS = ("KilledWorker", "BrokenProcessPool")
+
+
+def is_lost_job(error: BaseException) -> bool:
+    return type(error).__name__ in LOST_JOB_ERRORS

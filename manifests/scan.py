@@ -11,7 +11,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mvemo.manifests.errors import ManifestError, utf8_text
-from mvemo.manifests.schema import Clip, Manifest, read_csv_table
+from mvemo.manifests.io import read_csv_table
+from mvemo.manifests.schema import Clip, Manifest
 from mvemo.manifests.targets import ANNOTATIONS_COLUMN, TARGET_COLUMNS, parse_scale, parse_tags, parse_value, parse_vocabulary
 
 log = logging.getLogger(__name__)

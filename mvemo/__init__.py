@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 # public name -> the module that defines it
 _PUBLIC = {
-    "read_manifest": "mvemo.manifests.schema",
-    "write_manifest": "mvemo.manifests.schema",
+    "read_manifest": "mvemo.manifests.io",
+    "write_manifest": "mvemo.manifests.io",
     "scan_tree": "mvemo.manifests.scan",
     "assign_folds": "mvemo.manifests.folds",
     "MvemoError": "mvemo.manifests.errors",
@@ -63,8 +63,8 @@ if TYPE_CHECKING:
     from mvemo.fuse.stage import fuse_cache, run_cv
     from mvemo.manifests.errors import MvemoError
     from mvemo.manifests.folds import assign_folds
+    from mvemo.manifests.io import read_manifest, write_manifest
     from mvemo.manifests.scan import scan_tree
-    from mvemo.manifests.schema import read_manifest, write_manifest
     from mvemo.pipeline.executors import build_executor
     from mvemo.pipeline.predict.predictor import Predictor
 

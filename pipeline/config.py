@@ -5,7 +5,7 @@ every audio feature analyses; ``timeout_s``: how long one clip's audio may take 
 decode), one table per audio set (``[mel]``, ``[logmel]``, ``[lld]``, ``[waveform]``, ``[audio48k]``,
 ``[descriptors]``, ``[expressive]``, ``[egemaps]``, ``[compare]``) and ``[frames]``
 (``extract.frame_sets.FrameConfig``), each overriding the defaults of its dataclass.
-``[train]`` (``extract.train.TrainConfig``: ``max_epochs``, ``patience``,
+``[train]`` (``extract.finetune.train.TrainConfig``: ``max_epochs``, ``patience``,
 ``batch_size``, ``validation_share``, ``seed``) and ``[optim.<net>]`` (``name``,
 ``lr``, ``momentum``) set fine-tuning. ``[net.<name>]`` sets a net's options (those of
 ``extract.nets.get_net``, e.g. ``[net.i3d] pool = "global"``), for its embeddings with
@@ -13,7 +13,7 @@ or without fine-tuning; ``[net.<name>.<variant>]`` defines the variant ``<name>.
 (``--nets musicnn.taggram``), the net with those options too, cached as an input of its own. ``[head]`` sets stage two's fusion head: its ``name``
 (``logistic`` or ``softmax``) and the parameters of ``fuse.heads.linear.LogisticHead`` or
 ``SoftmaxHead`` (``optimizer``, ``lr``, ``l2``, ...; a parameter left out is chosen on inner folds where the
-head chooses it: ``C``, ``lr``, ``l2``). ``[clip]`` (``extract.window_plan.WindowConfig``: ``windows``, ``hop_s``, ``pooling``)
+head chooses it: ``C``, ``lr``, ``l2``). ``[clip]`` (``extract.windows.plan.WindowConfig``: ``windows``, ``hop_s``, ``pooling``)
 reads whole files as windows of ``[audio] duration_s``. ``[fuse]`` (``fuse.selection.SelectionConfig``: ``inner_folds``,
 ``scoring``, ``C_grid``, ``lr_grid``, ``l2_grid``, ``seed``, ``heads``, ``upper_lr_grid``, ``upper_weight_decay_grid``,
 ``upper_max_epochs``, ``choice_scoring``, ``choice_rule``) sets how stage two chooses, and its ``reference`` the model
@@ -31,26 +31,15 @@ from typing import Any
 
 from mvemo.manifests.errors import ConfigError
 
-TABLES = (
-    "clip",
-    "audio",
-    "mel",
-    "logmel",
-    "lld",
-    "waveform",
-    "audio48k",
-    "descriptors",
-    "expressive",
-    "egemaps",
-    "compare",
-    "frames",
-    "faces",
-    "train",
-    "optim",
-    "net",
-    "head",
-    "fuse",
-)
+# The tables besides one per audio set (``extract.audio.audio_features``, the handcrafted registry's among them)
+TABLES = ("clip", "audio", "frames", "faces", "train", "optim", "net", "head", "fuse")
+
+
+def known_tables() -> tuple[str, ...]:
+    """Every table a config file may hold."""
+    from mvemo.extract.audio import audio_features
+
+    return (*TABLES[:2], *audio_features(), *TABLES[2:])
 
 
 def load_toml(path: str | os.PathLike[str] | None) -> dict[str, Any]:
@@ -64,9 +53,9 @@ def load_toml(path: str | os.PathLike[str] | None) -> dict[str, Any]:
         raise ConfigError(f"--config {os.fspath(path)!r} does not exist; give a TOML file") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"--config {os.fspath(path)!r} is not valid TOML ({err}); fix the file") from None
-    unknown = sorted(set(table) - set(TABLES))
+    unknown = sorted(set(table) - set(known_tables()))
     if unknown:
-        raise ConfigError(f"--config: unknown table(s) {unknown}; known tables are {list(TABLES)}")
+        raise ConfigError(f"--config: unknown table(s) {unknown}; known tables are {list(known_tables())}")
     values = [name for name, value in table.items() if not isinstance(value, dict)]
     if values:
         raise ConfigError(
@@ -93,7 +82,7 @@ def build(cls: type, values: dict[str, Any], *, table: str, taken: tuple[str, ..
 def feature_configs(path: str | os.PathLike[str] | None) -> Any:
     """The ``extract.features.FeatureConfigs`` of a config file (defaults where it says nothing): ``[audio]`` (the window
     every audio set analyses), one table per set (``[mel]``, ``[descriptors]``, ...), ``[frames]`` and ``[faces]``."""
-    from mvemo.extract.audio import AUDIO_CONFIGS
+    from mvemo.extract.audio import audio_configs
     from mvemo.extract.decode.audio import AudioWindow
     from mvemo.extract.faces.sets import FaceConfig
     from mvemo.extract.features import FeatureConfigs
@@ -104,22 +93,22 @@ def feature_configs(path: str | os.PathLike[str] | None) -> Any:
     timeout_s = audio.pop("timeout_s", FeatureConfigs.audio_timeout_s)
     window = build(AudioWindow, audio, table="audio", taken=("timeout_s",))
     frames = {"window_start_s": window.offset_s, "window_duration_s": window.duration_s, **tables.get("frames", {})}
-    sets = {name: build(cls, tables.get(name, {}), table=name, audio_window=window) for name, cls in AUDIO_CONFIGS.items()}
+    sets = {name: build(cls, tables.get(name, {}), table=name, audio_window=window) for name, cls in audio_configs().items()}
     faces = build(FaceConfig, tables.get("faces", {}), table="faces", weights_dir=None)
-    return FeatureConfigs(**sets, frames=FrameConfig.from_json(frames), faces=faces, audio_timeout_s=timeout_s)
+    return FeatureConfigs.of_window(window, **sets, frames=FrameConfig.from_json(frames), faces=faces, audio_timeout_s=timeout_s)
 
 
 def window_config(path: str | os.PathLike[str] | None) -> Any:
-    """The ``extract.window_plan.WindowConfig`` of a config file's ``[clip]`` table (one window per clip without it)."""
-    from mvemo.extract.window_plan import WindowConfig
+    """The ``extract.windows.plan.WindowConfig`` of a config file's ``[clip]`` table (one window per clip without it)."""
+    from mvemo.extract.windows.plan import WindowConfig
 
     return build(WindowConfig, load_toml(path).get("clip", {}), table="clip")
 
 
 def train_config(path: str | os.PathLike[str] | None, *, finetune: str, random_init: tuple[str, ...] = ()) -> Any:
-    """The ``extract.train.TrainConfig`` of a config file's ``[train]``, ``[optim.<net>]`` and ``[net.<name>]`` tables
+    """The ``extract.finetune.train.TrainConfig`` of a config file's ``[train]``, ``[optim.<net>]`` and ``[net.<name>]`` tables
     (the ``random_init`` nets starting from random weights)."""
-    from mvemo.extract.train import OptimizerConfig, TrainConfig
+    from mvemo.extract.finetune.train import OptimizerConfig, TrainConfig
 
     tables = load_toml(path)
     optim = per_net_tables(tables, "optim")

@@ -17,8 +17,9 @@ from mvemo.extract.stage import extract_features
 from mvemo.manifests.errors import MediaError
 from mvemo.manifests.executor import Executor, Progress, ProgressFactory
 from mvemo.manifests.folds import assign_folds
+from mvemo.manifests.io import write_manifest
 from mvemo.manifests.scan import scan_tree
-from mvemo.manifests.schema import Manifest, write_manifest
+from mvemo.manifests.schema import Manifest
 from mvemo.manifests.synthetic import DEMO_SCALE, DEMO_TAGS, SyntheticConfig, write_synthetic_set
 from mvemo.manifests.targets import TARGET_COLUMNS
 

@@ -1,4 +1,4 @@
-"""The descriptors' column reference: ``extract.descriptors.columns`` and ``extract.expressive.COLUMNS`` rendered as
+"""The descriptors' column reference: ``extract.handcrafted.descriptors.columns`` and ``extract.handcrafted.expressive.COLUMNS`` rendered as
 Markdown.
 
 ``python -m mvemo.pipeline.descriptor_reference > docs/descriptors.md`` (``make docs``) writes the page, and a
@@ -7,16 +7,16 @@ test checks that the file equals what this module renders, so the page and the c
 
 from __future__ import annotations
 
-from mvemo.extract.descriptors import ACTIVE_FRAME_DBFS, STATISTICS, Column, DescriptorConfig, columns
-from mvemo.extract.expressive import COLUMNS as EXPRESSIVE_COLUMNS
-from mvemo.extract.expressive import HYSTERESIS_ST, MIN_NOTE_S, NOTE_MEDIAN_S, ExpressiveConfig
+from mvemo.extract.handcrafted.descriptors import ACTIVE_FRAME_DBFS, STATISTICS, Column, DescriptorConfig, columns
+from mvemo.extract.handcrafted.expressive import COLUMNS as EXPRESSIVE_COLUMNS
+from mvemo.extract.handcrafted.expressive import HYSTERESIS_ST, MIN_NOTE_S, NOTE_MEDIAN_S, ExpressiveConfig
 
 HEADER = """\
 # The `descriptors` feature set
 
 One vector per clip (`mvemo extract ... --features descriptors`, computed by default without `--nets`),
 read in stage two as the input `descriptors` (e.g. `--models 'descriptors,musicnn+descriptors'`).
-Generated from `extract/descriptors.py` by `make docs`: do not edit by hand. Back to the
+Generated from `extract/handcrafted/descriptors.py` by `make docs`: do not edit by hand. Back to the
 [README](../README.md); how the set is computed: [pipeline.md](pipeline.md#descriptors).
 
 Each value is computed from the clip's real audio (not the window's zero padding), resampled once
@@ -37,12 +37,12 @@ AudioSpectrumFlatness and AudioSpectrumCrest (ISO/IEC 15938-4), line spectral fr
 1975) of an LPC envelope, sensory dissonance as Sethares' fit (1993) of Plomp and Levelt's curves
 (1965), inharmonicity as Essentia's `Inharmonicity`, and the fluctuation pattern as Pampalk's (2001)
 and MIRtoolbox's `mirfluctuation`. Each is tested on signals of known answer
-(`tests/extract/test_timbre.py`).
+(`tests/extract/handcrafted/test_timbre.py`).
 
 The texture columns (`layers_*`, `layer_transitions`) count the pitched layers of each frame, as
 Panda et al.'s musical layers do, by Klapuri's (2006) iterative multi-pitch estimation and
 cancellation over a harmonic-summation salience, tested on chords of known voices
-(`tests/extract/test_texture.py`).
+(`tests/extract/handcrafted/test_texture.py`).
 """
 EXPRESSIVE = """
 ## The `expressive` feature set: the melody and how it is played

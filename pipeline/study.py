@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from mvemo.cache.read import Cache
-from mvemo.extract.finetune_study import OutOfFold, out_of_fold_probabilities
-from mvemo.extract.train import STUDY_OPTIMIZERS, TrainConfig
+from mvemo.extract.finetune.study import OutOfFold, out_of_fold_probabilities
+from mvemo.extract.finetune.train import STUDY_OPTIMIZERS, TrainConfig
 from mvemo.fuse.loop import check_folds
 from mvemo.fuse.metrics import summarize, summarize_repeats
 from mvemo.fuse.report.plots import accuracy_bars_png

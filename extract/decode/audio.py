@@ -28,6 +28,7 @@ from mvemo.manifests.errors import ConfigError, MediaError
 from mvemo.manifests.probe import CUT_OFF_REASON, cut_short, declared_end_s, iso_file_cut_off, truncated_reason
 
 SOUNDFILE_SUFFIXES = frozenset({".wav", ".flac", ".ogg"})
+AUDIO48K_HZ = 48000  # the rate of the set ``audio48k``, CLAP's input (``extract.nets.clap``)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mvemo.extract.audio import AUDIO48K_HZ
+from mvemo.extract.decode.audio import AUDIO48K_HZ
 from mvemo.extract.nets.base import EmotionNet, as_tensor
 from mvemo.extract.weights.registry import CLAP_INSTALL, WeightsError, first_line
 from mvemo.manifests.errors import ConfigError

@@ -63,7 +63,7 @@ def _sample_clip(tmp: Path) -> Path:
 def _ours(source: Path) -> dict[str, np.ndarray]:
     from mvemo.extract.audio import MelConfig, compute_audio_features
     from mvemo.extract.decode.audio import AudioWindow, decode_audio
-    from mvemo.extract.lld import LldConfig
+    from mvemo.extract.handcrafted.lld import LldConfig
 
     decoded = decode_audio(source, AudioWindow())
     return compute_audio_features(decoded, ("mel", "lld"), {"mel": MelConfig(), "lld": LldConfig()})
@@ -72,8 +72,9 @@ def _ours(source: Path) -> dict[str, np.ndarray]:
 def _steps(source: Path) -> dict[str, Callable[[], Any]]:
     """Each step of ``_ours`` alone: the MFCC, spectral contrast and chroma share one STFT pass,
     the residual phase, formants and F0 one pass over the 16 kHz frames."""
-    from mvemo.extract import audio, descriptors, expressive, lld
+    from mvemo.extract import audio
     from mvemo.extract.decode.audio import AudioWindow, decode_audio, resample_exact
+    from mvemo.extract.handcrafted import descriptors, expressive, lld
 
     mel, lld_config = audio.MelConfig(), lld.LldConfig()
     decoded = decode_audio(source, AudioWindow())

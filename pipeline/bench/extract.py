@@ -19,9 +19,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mvemo.cache.layout import FeatureSpec
 from mvemo.cache.store import CacheWriter
+from mvemo.extract.finetune.train import OptimizerConfig, autocast, embed_rows, resolve_device
 from mvemo.extract.nets import get_net
 from mvemo.extract.nets.base import EmotionNet
-from mvemo.extract.train import OptimizerConfig, autocast, embed_rows, kinds_of, resolve_device
+from mvemo.extract.nets.building import kinds_of
 from mvemo.pipeline.bench.common import best_of_each, stand_in_manifest
 
 NETS = ("onedcnn", "twodcnn", "crnn", "musicnn", "msdvgg", "c3d", "i3d")

@@ -106,10 +106,11 @@ def cache_import(cache_path: str, file: str, name: str, key: str | None) -> None
     sha256 is the set's fingerprint and every report names it.
     """
     from mvemo.cache.imported import import_vectors
-    from mvemo.extract.features import AUDIO_FEATURES, FEATURE_GROUPS, VIDEO_SETS
+    from mvemo.extract.audio import audio_features
+    from mvemo.extract.features import FEATURE_GROUPS, VIDEO_SETS
     from mvemo.fuse.models import AUDIO_NETS, LLDSTATS, NAMED_MODELS, VIDEO_NETS
 
-    taken = {*AUDIO_FEATURES, *VIDEO_SETS, *FEATURE_GROUPS, *AUDIO_NETS, *VIDEO_NETS, LLDSTATS, *NAMED_MODELS}
+    taken = {*audio_features(), *VIDEO_SETS, *FEATURE_GROUPS, *AUDIO_NETS, *VIDEO_NETS, LLDSTATS, *NAMED_MODELS}
     done = import_vectors(cache_path, name, file, key, taken=taken)
     click.echo(
         f"{cache_path}: set {done['set']!r}, {done['columns']} columns for {done['clips']} clips from {done['file']}"
@@ -171,7 +172,7 @@ def _unused_checkpoints(cache_path: str, nets: tuple[str, ...], dry_run: bool) -
     """The fine-tuning checkpoints of nets not kept: {folder: bytes}, removed unless ``dry_run``."""
     import shutil
 
-    from mvemo.extract.finetune_jobs import checkpoint_dir
+    from mvemo.extract.finetune.jobs import checkpoint_dir
 
     folder = checkpoint_dir(cache_path)
     unused = [d for d in folder.iterdir() if d.is_dir() and d.name not in nets] if folder.is_dir() else []

@@ -117,7 +117,7 @@ def extract(ctx: click.Context, manifest_path: str, cache_path: str, **options: 
 def read_checked_manifest(manifest_path: str, *, nets: tuple[str, ...]) -> Manifest:
     """The manifest, read before anything is written; with nets, its folds are required before hours of features."""
     from mvemo.manifests.errors import ConfigError
-    from mvemo.manifests.schema import read_manifest
+    from mvemo.manifests.io import read_manifest
 
     manifest = read_manifest(manifest_path)
     if nets and not manifest.has_folds:

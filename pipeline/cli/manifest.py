@@ -39,8 +39,8 @@ def manifest_scan(root: str, output: str, group_regex: str | None, labels: str |
     the manifest's folder. With --labels, every media file needs a row there, and
     an unknown tag or a missing value stops the scan naming the clip.
     """
+    from mvemo.manifests.io import write_manifest
     from mvemo.manifests.scan import DEFAULT_GROUP_REGEX, scan_labelled, scan_tree
-    from mvemo.manifests.schema import write_manifest
 
     regex = group_regex or DEFAULT_GROUP_REGEX
     if labels is None:
@@ -103,7 +103,7 @@ def manifest_folds(manifest_path: str, k: int | None, seed: int, group_by: str |
     cache's per-fold embeddings stay valid and only the new clips are computed.
     """
     from mvemo.manifests.folds import assign_folds, fold_table, stratum_kind
-    from mvemo.manifests.schema import read_manifest, write_manifest
+    from mvemo.manifests.io import read_manifest, write_manifest
     from mvemo.pipeline.tables import format_table
 
     before = read_manifest(manifest_path, partial_folds=True)
@@ -135,8 +135,8 @@ def manifest_check(ctx: click.Context, manifest_path: str, as_json: bool) -> Non
     when the folds split a group.
     """
     from mvemo.manifests.folds import require_whole_groups
+    from mvemo.manifests.io import read_manifest
     from mvemo.manifests.probe import check_clip
-    from mvemo.manifests.schema import read_manifest
     from mvemo.pipeline.tables import format_table
 
     clips = read_manifest(manifest_path, check_files=False)

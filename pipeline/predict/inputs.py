@@ -3,7 +3,7 @@
 Shared by ``predict`` and ``predict --timeline``. A model trained on one window per clip reads
 that window; a model trained on vectors pooled over windows (``[clip] windows = true``) reads
 the whole file in windows of its length and hop and pools them as stage one did. A window's
-audio and frames come from the same seconds (``extract.window_plan``).
+audio and frames come from the same seconds (``extract.windows.plan``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from mvemo.extract.frame_sets import VIDEO_FEATURES
 from mvemo.extract.nets import net_options
 from mvemo.extract.nets.base import EmotionNet
 from mvemo.extract.weights.registry import WeightsError
-from mvemo.extract.window_plan import Window, media_length_s, plan_windows, pool
+from mvemo.extract.windows.plan import Window, media_length_s, plan_windows, pool
 from mvemo.fuse.inputs import summarize_lld
 from mvemo.fuse.models import LLDSTATS
 from mvemo.fuse.saved.model import MODEL_JSON, SavedFusionModel
@@ -115,7 +115,7 @@ def window_inputs(
 
 
 def pool_inputs(per_window: list[dict[str, np.ndarray]], pooling: str) -> dict[str, np.ndarray]:
-    """One row per input from the windows' rows, pooled as stage one pools (``extract.window_plan.pool``)."""
+    """One row per input from the windows' rows, pooled as stage one pools (``extract.windows.plan.pool``)."""
     return {key: pool(np.concatenate([inputs[key] for inputs in per_window]), pooling)[None] for key in per_window[0]}
 
 

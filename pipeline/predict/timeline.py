@@ -2,7 +2,7 @@
 
 A saved model was trained on one window per clip (30 s by default); a file is read as a sequence
 of windows of that length, every ``hop_s`` seconds, laid out as stage one lays them
-(``extract.window_plan.plan_windows``) on the file's presentation timeline: the audio samples and
+(``extract.windows.plan.plan_windows``) on the file's presentation timeline: the audio samples and
 the video frames of a window come from the same seconds (each stream cut to where it starts, as
 stage one does). Each window gets the model's probabilities; the clip's label comes from the
 model's inputs pooled over the windows, not from a vote: averaged, or as stage one pooled them for
@@ -23,7 +23,7 @@ import numpy as np
 
 from mvemo.extract.faces.sets import FER_CLASSES, clip_columns
 from mvemo.extract.features import modality
-from mvemo.extract.window_plan import Window, plan_windows, stream_ends
+from mvemo.extract.windows.plan import Window, plan_windows, stream_ends
 from mvemo.fuse.saved.check import QUADRANT_CORNERS, cv_score
 from mvemo.fuse.saved.model import SavedFusionModel
 from mvemo.manifests.errors import ConfigError, MediaError

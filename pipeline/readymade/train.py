@@ -26,8 +26,9 @@ from mvemo.fuse.stage import FuseSettings, fuse_cache, package_versions
 from mvemo.manifests.errors import ConfigError
 from mvemo.manifests.executor import Executor
 from mvemo.manifests.folds import assign_folds
+from mvemo.manifests.io import write_manifest
 from mvemo.manifests.scan import scan_labelled, scan_tree
-from mvemo.manifests.schema import Manifest, write_manifest
+from mvemo.manifests.schema import Manifest
 from mvemo.pipeline.readymade.recipes import RECIPE_JSON, Recipe
 
 # what may differ between two builds of one recipe: the versions that made them

@@ -9,8 +9,8 @@ from typing import Any
 from mvemo.cache.handle import CacheHandle
 from mvemo.extract.embed import EmbedSummary, export_embeddings
 from mvemo.extract.features import FeatureRunSummary, compute_feature_sets
-from mvemo.extract.finetune import FinetuneSummary, finetune_embeddings
-from mvemo.extract.train import TrainConfig
+from mvemo.extract.finetune.train import TrainConfig
+from mvemo.extract.finetune.units import FinetuneSummary, finetune_embeddings
 from mvemo.manifests.schema import Manifest
 
 

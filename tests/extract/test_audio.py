@@ -12,7 +12,7 @@ import soundfile as sf
 import mvemo.extract.decode.audio
 from mvemo.extract.audio import MelConfig, WaveformConfig, compute_audio_features, mel_spectrogram
 from mvemo.extract.decode.audio import AudioWindow, decode_audio, mono_weights, resample_exact
-from mvemo.extract.lld import LldConfig, low_level_descriptors
+from mvemo.extract.handcrafted.lld import LldConfig, low_level_descriptors
 from mvemo.manifests import ConfigError, MediaError
 from mvemo.manifests.synthetic import write_media
 from tests.conftest import faststart, tiny_audio, tiny_frames, write_tiny

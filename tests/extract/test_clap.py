@@ -14,9 +14,9 @@ import torch
 from click.testing import CliRunner
 
 from mvemo.cache.read import Cache
+from mvemo.extract.finetune.train import TrainConfig
 from mvemo.extract.nets import get_net
 from mvemo.extract.stage import extract_features
-from mvemo.extract.train import TrainConfig
 from mvemo.extract.weights.registry import WeightsError, find_weights, sha256_of
 from mvemo.fuse.saved.model import load_fusion_model
 from mvemo.manifests import CacheError, Clip, ConfigError, Manifest

@@ -12,9 +12,9 @@ from mvemo.cache.read import Cache
 from mvemo.extract.embed import EmbedJob, embed_job, input_kinds
 from mvemo.manifests import Clip, ConfigError, Manifest, write_manifest
 from mvemo.pipeline.cli.main import cli
+from tests.extract.finetune.test_finetune import RANDOM
 from tests.extract.stage_helpers import embeddings_into, features_into
 from tests.extract.test_features import CONFIGS
-from tests.extract.test_finetune import RANDOM
 
 
 def test_inputs_of_the_nets() -> None:
@@ -184,7 +184,7 @@ def test_a_row_is_computed_in_float32_on_every_device(monkeypatch: pytest.Monkey
 
     import torch
 
-    from mvemo.extract import train
+    from mvemo.extract.finetune import train
     from mvemo.extract.nets import get_net
 
     asked: list[bool] = []

@@ -4,7 +4,7 @@ raises its extractor version and updates this table on purpose; a refactor that 
 
 from __future__ import annotations
 
-from mvemo.extract.audio import AUDIO_FEATURES
+from mvemo.extract.audio import audio_features
 from mvemo.extract.features import FeatureConfigs
 from mvemo.extract.frame_sets import VIDEO_FEATURES
 
@@ -24,5 +24,5 @@ RECORDED = {
 
 
 def test_the_default_sets_keep_the_fingerprints_caches_recorded() -> None:
-    specs = FeatureConfigs().specs([*AUDIO_FEATURES, *VIDEO_FEATURES])
+    specs = FeatureConfigs().specs([*audio_features(), *VIDEO_FEATURES])
     assert {spec.name: spec.fingerprint for spec in specs} == RECORDED

@@ -13,9 +13,9 @@ import mvemo
 from mvemo.cache.read import Cache
 from mvemo.extract.stage import extract_features, feature_names
 from mvemo.manifests import Clip, ConfigError, Manifest
+from tests.extract.finetune.test_finetune import RANDOM
 from tests.extract.stage_helpers import embeddings_into, features_into
 from tests.extract.test_features import CONFIGS
-from tests.extract.test_finetune import RANDOM
 
 
 class RecordingExecutor:

@@ -64,7 +64,7 @@ def test_a_pickle_payload_in_a_cache_is_never_run(tmp_path: Path) -> None:
 def test_a_pickle_payload_in_a_model_s_checkpoint_or_heads_is_never_run(tmp_path: Path) -> None:
     """Even with its sha256 recorded to match (an attacker who edits model.json too), a checkpoint that is not a
     plain state dict is refused, and pickles planted in heads.h5 are never read."""
-    from mvemo.extract.finetune_jobs import load_checkpoint
+    from mvemo.extract.finetune.jobs import load_checkpoint
     from mvemo.extract.nets import get_net
     from mvemo.fuse.heads.linear import LinearSoftmax
     from mvemo.fuse.saved.model import FORMAT, HEADS_H5, MODEL_JSON, load_fusion_model

@@ -172,7 +172,7 @@ def test_config_values_out_of_range_are_one_line(tmp_path: Path, text: str, mess
 
 
 def test_a_training_seed_out_of_range_is_refused() -> None:
-    from mvemo.extract.train import TrainConfig
+    from mvemo.extract.finetune.train import TrainConfig
 
     with pytest.raises(ConfigError, match=r"\[train\] seed=-3: expected an integer from 0 to 2\*\*32-1"):
         TrainConfig(seed=-3)

@@ -13,7 +13,7 @@ import av
 import numpy as np
 import pytest
 
-from mvemo.extract.window_plan import plan_windows
+from mvemo.extract.windows.plan import plan_windows
 from mvemo.pipeline.predict.page import media_source
 from mvemo.pipeline.predict.timeline import Timeline
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mvemo.extract.descriptors import DescriptorConfig
+from mvemo.extract.handcrafted.descriptors import DescriptorConfig
 from mvemo.pipeline import descriptor_reference
 from mvemo.pipeline.cli.reference import cli_reference, command_paths
 

@@ -153,6 +153,7 @@ def test_predict_reports_a_bad_file_and_goes_on(tiny_demo: Path, tmp_path: Path)
     assert "warning: 1 of 3 clips were in the model's training set" in result.stderr
 
 
+@pytest.mark.slow(reason="a Dask LocalCluster started for predict over a manifest")
 def test_predict_over_a_manifest_on_dask_writes_one_csv_equal_to_serial(tiny_demo: Path, tmp_path: Path) -> None:
     """Over one clip of each class and two bad ones: each of two workers gets good and bad clips to predict."""
     pytest.importorskip("distributed")

@@ -13,9 +13,9 @@ from mvemo.cache.read import Cache
 from mvemo.manifests import Clip, ConfigError, Manifest
 from mvemo.pipeline.executors import build_executor
 from tests.conftest import write_tiny
+from tests.extract.finetune.test_finetune import RANDOM
 from tests.extract.stage_helpers import embeddings_into, features_into, finetune_into
 from tests.extract.test_features import CONFIGS
-from tests.extract.test_finetune import RANDOM
 
 # Over half a second a test (end-to-end runs, trained nets): left out of `make test-quick`.
 pytestmark = pytest.mark.heavy
@@ -52,6 +52,7 @@ def always_kill_on_c3(clip: Clip, names: tuple[str, ...], configs: object) -> tu
     return timed_clip(clip, names, configs)
 
 
+@pytest.mark.slow(reason="a Dask LocalCluster started, a worker killed mid-run, and the serial run beside it")
 def test_dask_features_equal_serial_even_when_a_worker_dies(tmp_path: Path, manifest: Manifest, monkeypatch) -> None:
     features_into(manifest, tmp_path / "serial.h5", ("mel", "lld"), configs=CONFIGS)
     executor = build_executor("dask", workers=2)
@@ -80,6 +81,7 @@ def test_dask_features_equal_serial_even_when_a_worker_dies(tmp_path: Path, mani
             np.testing.assert_array_equal(value, serial[key])
 
 
+@pytest.mark.slow(reason="a Dask LocalCluster started for a cross-validation")
 def test_cv_on_dask_equals_serial(tmp_path: Path) -> None:
     from mvemo.fuse.cv import cross_validate
     from tests.fuse.helpers import embedding_cache
@@ -98,6 +100,7 @@ def test_scheduler_needs_dask() -> None:
         build_executor("processes", scheduler="tcp://127.0.0.1:1")
 
 
+@pytest.mark.slow(reason="a Dask cluster with a worker of a GPU resource, and fine-tuning on it")
 def test_fine_tuning_units_are_jobs_that_land_on_gpu_workers_and_equal_serial(tmp_path: Path) -> None:
     """Each (net, fold) unit asks for GPU=1, so on a cluster where one worker advertises a GPU every unit runs
     there (on the CPU here: device auto); the cache ends as the serial run's."""
@@ -107,7 +110,7 @@ def test_fine_tuning_units_are_jobs_that_land_on_gpu_workers_and_equal_serial(tm
     import torch
     from distributed import LocalCluster, get_task_stream
 
-    from tests.extract.test_finetune import CONFIG, features
+    from tests.extract.finetune.test_finetune import CONFIG, features
 
     media = [write_tiny(tmp_path / "media" / f"{i}.wav", video=False) for i in range(12)]
     manifest = Manifest(("a", "b"), tuple(Clip(f"c{i}", "ab"[i % 2], audio=p, fold=(i // 2) % 3) for i, p in enumerate(media)))
@@ -154,6 +157,7 @@ def embed_or_die(job: object, marker: str, always: bool) -> object:
     return embed_job(job)  # type: ignore[arg-type]
 
 
+@pytest.mark.slow(reason="a Dask LocalCluster started, a worker killed mid-job, and the serial run beside it")
 def test_dask_embeddings_equal_serial_even_when_a_worker_dies(tmp_path: Path, manifest: Manifest, monkeypatch) -> None:
     import torch
 

@@ -14,7 +14,9 @@ import pytest
 import torch
 
 from mvemo.pipeline.bench import gpu
-from mvemo.pipeline.bench.gpu import CheckConfig, gpu_check, gpu_samples, junit_outcomes, nvidia_smi
+from mvemo.pipeline.bench.gpu import gpu_check
+from mvemo.pipeline.bench.gpu_device import gpu_samples, nvidia_smi
+from mvemo.pipeline.bench.gpu_parts import CheckConfig, junit_outcomes
 from tests.conftest import SHARED
 
 # Over half a second a test (end-to-end runs, trained nets): left out of `make test-quick`.

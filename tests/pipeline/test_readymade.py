@@ -60,13 +60,13 @@ def fourq_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def mved_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Four music videos of each of mved-sample's six classes."""
+    """Three music videos of each of mved-sample's six classes."""
     needs_shared(SHARED / "data" / "mved-sample")
     folder = tmp_path_factory.mktemp("mved")
     for source in sorted((SHARED / "data" / "mved-sample").iterdir()):
         if source.is_dir():
             (folder / source.name).mkdir()
-            for video in sorted(source.glob("*.mp4"))[:4]:
+            for video in sorted(source.glob("*.mp4"))[:3]:
                 (folder / source.name / video.name).symlink_to(video)
     return folder
 

@@ -30,15 +30,11 @@ import numpy as np
 from mvemo.cache.handle import CacheHandle
 from mvemo.cache.layout import FeatureSpec
 from mvemo.cache.read import Cache
-from mvemo.extract.embed import (
-    EXTRACTOR_VERSION,
-    fail_rows_without_inputs,
-    input_fingerprints,
-    is_lost_job,
-)
-from mvemo.extract.finetune_jobs import UnitJob, UnitResult, build_finetune_net, train_unit
-from mvemo.extract.train import GPU_RESOURCES, ROW_PRECISION, TrainConfig, kinds_of
+from mvemo.extract.finetune.jobs import UnitJob, UnitResult, build_finetune_net, train_unit
+from mvemo.extract.finetune.train import GPU_RESOURCES, ROW_PRECISION, TrainConfig
+from mvemo.extract.nets.building import EXTRACTOR_VERSION, fail_rows_without_inputs, input_fingerprints, kinds_of
 from mvemo.manifests.errors import ConfigError
+from mvemo.manifests.executor import is_lost_job
 from mvemo.manifests.folds import inner_split as grouped_inner_split
 
 PROTOCOLS = ("leakfree", "paper")

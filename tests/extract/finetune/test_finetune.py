@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import mvemo.extract.finetune_jobs
-import mvemo.extract.finetune_study
+import mvemo.extract.finetune.jobs
+import mvemo.extract.finetune.study
 from mvemo.cache.fingerprint import file_sha256
 from mvemo.cache.read import Cache
-from mvemo.extract.finetune import inner_split
-from mvemo.extract.finetune_jobs import checkpoint_dir
-from mvemo.extract.finetune_study import out_of_fold_probabilities
-from mvemo.extract.train import STUDY_OPTIMIZERS, CachedBatches, TrainConfig
+from mvemo.extract.finetune.jobs import checkpoint_dir
+from mvemo.extract.finetune.study import out_of_fold_probabilities
+from mvemo.extract.finetune.train import STUDY_OPTIMIZERS, CachedBatches, TrainConfig
+from mvemo.extract.finetune.units import inner_split
 from mvemo.fuse.provenance import protocol
 from mvemo.fuse.saved.model import load_fusion_model
 from mvemo.fuse.stage import fuse_cache
@@ -54,7 +54,7 @@ def features(manifest: Manifest, cache: Path) -> Path:
 def test_leakfree_training_never_reads_the_test_fold(tmp_path: Path, manifest: Manifest, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = features(manifest, tmp_path / "c.h5")
     read: list[set[int]] = []
-    train_net = mvemo.extract.finetune_jobs.train_net
+    train_net = mvemo.extract.finetune.jobs.train_net
 
     training = [False]
 
@@ -72,7 +72,7 @@ def test_leakfree_training_never_reads_the_test_fold(tmp_path: Path, manifest: M
         return original(self, i)
 
     original = CachedBatches.__getitem__
-    monkeypatch.setattr(mvemo.extract.finetune_jobs, "train_net", recording_train_net)
+    monkeypatch.setattr(mvemo.extract.finetune.jobs, "train_net", recording_train_net)
     monkeypatch.setattr(CachedBatches, "__getitem__", recording_getitem)
     summary = finetune_into(manifest, cache, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")
     folds = np.array([c.fold for c in manifest.clips])
@@ -101,7 +101,7 @@ def test_same_config_and_seed_same_embeddings_and_an_interrupted_run_resumes_ide
     whole = features(manifest, tmp_path / "whole.h5")
     finetune_into(manifest, whole, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")
     broken = features(manifest, tmp_path / "broken.h5")
-    train_net, calls = mvemo.extract.finetune_jobs.train_net, []
+    train_net, calls = mvemo.extract.finetune.jobs.train_net, []
 
     def dies_in_fold_1(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
@@ -109,10 +109,10 @@ def test_same_config_and_seed_same_embeddings_and_an_interrupted_run_resumes_ide
             raise KeyboardInterrupt
         return train_net(*args, **kwargs)
 
-    monkeypatch.setattr(mvemo.extract.finetune_jobs, "train_net", dies_in_fold_1)
+    monkeypatch.setattr(mvemo.extract.finetune.jobs, "train_net", dies_in_fold_1)
     with pytest.raises(KeyboardInterrupt):
         finetune_into(manifest, broken, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")
-    monkeypatch.setattr(mvemo.extract.finetune_jobs, "train_net", train_net)
+    monkeypatch.setattr(mvemo.extract.finetune.jobs, "train_net", train_net)
     resumed = finetune_into(manifest, broken, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")
     assert [u.skipped for u in resumed.units] == [True, False, False, False]
     with Cache(whole) as a, Cache(broken) as b:
@@ -176,7 +176,7 @@ def test_the_saved_fusion_model_carries_the_fine_tuned_net_and_predict_reproduce
 
 @pytest.mark.parametrize("name", ["tpu", "cuda:x"])
 def test_an_unknown_device_is_a_config_error(name: str) -> None:
-    from mvemo.extract.train import resolve_device
+    from mvemo.extract.finetune.train import resolve_device
     from mvemo.manifests.errors import ConfigError
 
     with pytest.raises(ConfigError, match="is not a device"):
@@ -186,7 +186,7 @@ def test_an_unknown_device_is_a_config_error(name: str) -> None:
 def test_auto_falls_back_to_an_existing_device() -> None:
     import torch
 
-    from mvemo.extract.train import resolve_device
+    from mvemo.extract.finetune.train import resolve_device
 
     assert resolve_device("cpu") == torch.device("cpu")
     expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
@@ -198,13 +198,13 @@ def test_out_of_fold_probabilities_train_each_fold_without_it(
 ) -> None:
     cache = features(manifest, tmp_path / "c.h5")
     seen: list[set[int]] = []
-    train_net = mvemo.extract.finetune_jobs.train_net
+    train_net = mvemo.extract.finetune.jobs.train_net
 
     def recording(net: Any, path: str, y: Any, train_rows: Any, val_rows: Any, *args: Any, **kwargs: Any) -> Any:
         seen.append(set(train_rows.tolist()) | set(val_rows.tolist()))
         return train_net(net, path, y, train_rows, val_rows, *args, **kwargs)
 
-    monkeypatch.setattr(mvemo.extract.finetune_study, "train_net", recording)
+    monkeypatch.setattr(mvemo.extract.finetune.study, "train_net", recording)
     with Cache(cache) as reader:
         result = out_of_fold_probabilities(reader, "twodcnn", CONFIG, weights_dir=tmp_path / "none")
     rows, proba = result.rows, result.proba
@@ -251,8 +251,8 @@ def test_optimizer_study_reports_each_optimizer_of_table_2_and_writes_no_embeddi
 def test_running_out_of_device_memory_names_a_smaller_batch(tmp_path: Path, manifest: Manifest) -> None:
     import torch
 
-    from mvemo.extract.finetune_jobs import build_finetune_net
-    from mvemo.extract.train import train_net
+    from mvemo.extract.finetune.jobs import build_finetune_net
+    from mvemo.extract.finetune.train import train_net
     from mvemo.manifests.errors import ConfigError
 
     cache = features(manifest, tmp_path / "c.h5")

@@ -6,7 +6,7 @@ import librosa
 import numpy as np
 import pytest
 
-from mvemo.extract.texture import layer_counts, texture
+from mvemo.extract.handcrafted.texture import layer_counts, texture
 
 SR, N_FFT, HOP = 16000, 1024, 512
 VOICES = (220.0, 311.1, 493.9)  # A3, D#4, B4: no two of their first six harmonics share a bin

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from mvemo.cache.read import Cache
-from mvemo.extract.finetune import clip_table, inner_split, ready_rows
-from mvemo.extract.finetune_jobs import build_finetune_net
-from mvemo.extract.train import TrainConfig, embed_rows, kinds_of, resolve_device, train_net
+from mvemo.extract.finetune.jobs import build_finetune_net
+from mvemo.extract.finetune.train import TrainConfig, embed_rows, resolve_device, train_net
+from mvemo.extract.finetune.units import clip_table, inner_split, ready_rows
+from mvemo.extract.nets.building import kinds_of
 
 
 @dataclass

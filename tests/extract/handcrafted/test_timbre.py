@@ -1,13 +1,13 @@
 """Tone colour and sensory measures on synthetic signals of known answer: each column of the ``descriptors`` set
-that ``extract.timbre`` computes reads what the signal was built to have."""
+that ``extract.handcrafted.timbre`` computes reads what the signal was built to have."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from mvemo.extract.descriptors import DescriptorConfig, descriptors
-from mvemo.extract.timbre import LSF_ORDER, band_edges, line_spectral_frequencies
+from mvemo.extract.handcrafted.descriptors import DescriptorConfig, descriptors
+from mvemo.extract.handcrafted.timbre import LSF_ORDER, band_edges, line_spectral_frequencies
 
 SR = 16000
 CONFIG = DescriptorConfig()

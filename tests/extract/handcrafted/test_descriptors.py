@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mvemo.extract import smile
 from mvemo.extract.audio import compute_audio_features
 from mvemo.extract.decode.audio import AudioWindow, decode_audio
-from mvemo.extract.descriptors import DescriptorConfig, columns, descriptors
 from mvemo.extract.features import FeatureConfigs
+from mvemo.extract.handcrafted import smile
+from mvemo.extract.handcrafted.descriptors import DescriptorConfig, columns, descriptors
 from mvemo.manifests import ConfigError
 
 SR = 16000
@@ -149,7 +149,7 @@ def test_egemaps_through_opensmile(tmp_path: Path) -> None:
     (spec,) = FeatureConfigs().specs(("egemaps",))
     assert spec.row_shape == (88,) and spec.columns[0].startswith("F0semitone")
     for y in (music(), np.zeros(SR // 2, dtype=np.float32)):
-        vector = smile.smile_features(y, FeatureConfigs().egemaps)
+        vector = smile.smile_features(y, FeatureConfigs().handcrafted["egemaps"])
         assert vector.shape == (88,) and np.isfinite(vector).all()
 
 

@@ -7,7 +7,16 @@ import pytest
 import scipy.linalg
 import scipy.signal
 
-from mvemo.extract.lpc import SILENCE_FLOOR, WHITE_NOISE, autocorrelation, fast_length, formants, lpc, residual_phase, yin
+from mvemo.extract.handcrafted.lpc import (
+    SILENCE_FLOOR,
+    WHITE_NOISE,
+    autocorrelation,
+    fast_length,
+    formants,
+    lpc,
+    residual_phase,
+    yin,
+)
 
 SR = 16000
 

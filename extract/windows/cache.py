@@ -1,6 +1,6 @@
 """Stage one over whole files: the window cache's times, and each clip's vectors pooled from its windows.
 
-The window cache (``extract.window_plan``) is computed by stage one's own passes, its rows being
+The window cache (``extract.windows.plan``) is computed by stage one's own passes, its rows being
 windows; this module adds what only windows have: ``window_times`` (each row's start and end
 in seconds) and, in the cache itself, every vector set of the window cache (embeddings,
 descriptors, ...) pooled over each clip's windows under the set's own name, its config that of
@@ -22,7 +22,7 @@ import numpy as np
 from mvemo.cache.handle import CacheHandle
 from mvemo.cache.layout import ABSENT, FAILED, IMPORTED, POOLED_KEY, FeatureSpec, single_file_error
 from mvemo.cache.read import Cache
-from mvemo.extract.window_plan import TIMES_SET, WindowConfig, WindowPlan, pool, pooled_width
+from mvemo.extract.windows.plan import TIMES_SET, WindowConfig, WindowPlan, pool, pooled_width
 from mvemo.manifests.errors import ConfigError
 
 

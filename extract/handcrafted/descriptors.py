@@ -20,10 +20,10 @@ import numpy as np
 import pyloudnorm
 
 from mvemo.extract.decode.audio import AudioWindow
-from mvemo.extract.lpc import lpc, yin
-from mvemo.extract.spectra import running_median
-from mvemo.extract.texture import texture
-from mvemo.extract.timbre import (
+from mvemo.extract.handcrafted.lpc import lpc, yin
+from mvemo.extract.handcrafted.spectra import running_median
+from mvemo.extract.handcrafted.texture import texture
+from mvemo.extract.handcrafted.timbre import (
     LSF_ORDER,
     N_PEAKS,
     band_edges,
@@ -338,7 +338,7 @@ def _descriptors(y: np.ndarray, config: DescriptorConfig, undefined: np.ndarray)
 
 def _timbre(y: np.ndarray, magnitude: np.ndarray, power: np.ndarray, config: DescriptorConfig) -> dict[str, np.ndarray]:
     """The per-band flatness and crest, the line spectral frequencies, the dissonance and the inharmonicity of
-    each frame (``extract.timbre``), each (n, frames)."""
+    each frame (``extract.handcrafted.timbre``), each (n, frames)."""
     sr, n_fft = config.sample_rate_hz, config.n_fft
     frames = librosa.util.frame(np.pad(y, n_fft // 2), frame_length=n_fft, hop_length=config.hop_length).T
     frames = frames[: magnitude.shape[1]].astype(np.float64)

@@ -9,8 +9,8 @@ import pytest
 
 from mvemo.extract.audio import compute_audio_features
 from mvemo.extract.decode.audio import Decoded
-from mvemo.extract.expressive import COLUMNS, ExpressiveConfig, expressive, foreground_mask, modulation
 from mvemo.extract.features import FeatureConfigs
+from mvemo.extract.handcrafted.expressive import COLUMNS, ExpressiveConfig, expressive, foreground_mask, modulation
 from mvemo.manifests import ConfigError
 
 # Over half a second a test (end-to-end runs, trained nets): left out of `make test-quick`.

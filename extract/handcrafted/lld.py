@@ -17,8 +17,16 @@ import scipy.fft
 import scipy.signal
 
 from mvemo.extract.decode.audio import AudioWindow
-from mvemo.extract.lpc import fast_length, formants, lpc, residual_phase, yin
-from mvemo.extract.spectra import DB_AMIN, chroma_filterbank, mel_filterbank, n_frames, periodic_window, power_blocks, row_blocks
+from mvemo.extract.handcrafted.lpc import fast_length, formants, lpc, residual_phase, yin
+from mvemo.extract.handcrafted.spectra import (
+    DB_AMIN,
+    chroma_filterbank,
+    mel_filterbank,
+    n_frames,
+    periodic_window,
+    power_blocks,
+    row_blocks,
+)
 from mvemo.manifests.errors import ConfigError, require
 
 
@@ -128,7 +136,7 @@ def spectral_llds(y: np.ndarray, config: LldConfig) -> tuple[np.ndarray, np.ndar
     Each equals its librosa function with the config's frames and window
     (``mfcc``; ``spectral_contrast`` on the magnitude; ``chroma_stft`` with tuning
     0, no per-clip tuning estimate). The STFT runs in blocks of frames
-    (``extract.spectra.power_blocks``).
+    (``extract.handcrafted.spectra.power_blocks``).
 
     Returns
     -------
@@ -173,7 +181,7 @@ def lpc_llds(y: np.ndarray, config: LldConfig) -> tuple[np.ndarray, np.ndarray, 
     One LPC per frame (Hamming-weighted autocorrelation) gives the residual phase
     and the formants; YIN runs on the same frames. The residual phase's frame-level
     descriptor is the mel cepstrum of the MFCC applied to the RP signal. Frames go
-    in blocks (``extract.spectra.row_blocks``); the cepstrum's dB floor is the clip's.
+    in blocks (``extract.handcrafted.spectra.row_blocks``); the cepstrum's dB floor is the clip's.
 
     Returns
     -------

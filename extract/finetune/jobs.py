@@ -1,6 +1,6 @@
 """One fine-tuning unit: the job a worker runs (train a net on some rows, embed every clip) and its checkpoint.
 
-A unit is a (net, fold) pair, or a net on all clips; extract.finetune plans the units and writes what
+A unit is a (net, fold) pair, or a net on all clips; extract.finetune.units plans the units and writes what
 they return. Checkpoints are state dicts beside the cache, read back with weights_only=True and
 checked against their sha256.
 """
@@ -20,13 +20,9 @@ import torch
 from mvemo.cache.fingerprint import file_sha256
 from mvemo.cache.layout import inside
 from mvemo.cache.read import Cache
-from mvemo.extract.embed import (
-    build_net,
-    input_options,
-    require_same_weights,
-)
+from mvemo.extract.finetune.train import TrainConfig, embed_rows, resolve_device, train_net, training_precision
 from mvemo.extract.nets.base import EmotionNet
-from mvemo.extract.train import TrainConfig, embed_rows, resolve_device, train_net, training_precision
+from mvemo.extract.nets.building import build_net, input_options, require_same_weights
 from mvemo.manifests.errors import ConfigError
 
 # Net options while fine-tuning: paper 001 trains the 2D CNN with ReLU where the MSD weights were trained with ELU.
@@ -81,7 +77,7 @@ class UnitResult:
     checkpoint_sha256: str
     embeddings: np.ndarray
     seconds: float
-    trained_in: str  # ``extract.train.training_precision`` of the device it trained on
+    trained_in: str  # ``extract.finetune.train.training_precision`` of the device it trained on
 
 
 def train_unit(job: UnitJob) -> UnitResult:

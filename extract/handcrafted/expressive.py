@@ -29,8 +29,8 @@ import librosa
 import numpy as np
 
 from mvemo.extract.decode.audio import AudioWindow
-from mvemo.extract.descriptors import ACTIVE_FRAME_DBFS, SILENCE_DBFS, Column
-from mvemo.extract.spectra import running_median
+from mvemo.extract.handcrafted.descriptors import ACTIVE_FRAME_DBFS, SILENCE_DBFS, Column
+from mvemo.extract.handcrafted.spectra import running_median
 from mvemo.manifests.errors import is_number, require
 
 HPSS_TIME_S = 0.2  # the harmonic part's median filter along time: a note half as long still counts as harmonic

@@ -13,10 +13,10 @@ from mvemo.cache.imported import import_vectors
 from mvemo.cache.read import Cache
 from mvemo.extract.decode.audio import AudioWindow
 from mvemo.extract.features import FeatureConfigs
+from mvemo.extract.finetune.train import TrainConfig
 from mvemo.extract.frame_sets import FrameConfig
 from mvemo.extract.stage import extract_features
-from mvemo.extract.train import TrainConfig
-from mvemo.extract.window_plan import TIMES_SET, WindowConfig, plan_clips, plan_windows, pool, window_cache
+from mvemo.extract.windows.plan import TIMES_SET, WindowConfig, plan_clips, plan_windows, pool, window_cache
 from mvemo.fuse.saved.model import load_fusion_model
 from mvemo.fuse.stage import fuse_cache
 from mvemo.fuse.targets.values import cross_validate_values

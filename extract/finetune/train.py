@@ -1,6 +1,6 @@
 """Training one net on cached inputs: optimizers, the device, early stopping, batches read from the cache.
 
-The training loop knows rows of a cache, not folds: ``extract.finetune`` decides
+The training loop knows rows of a cache, not folds: ``extract.finetune.units`` decides
 which rows train, which validate and which are embedded, so that leak-freedom
 is decided in one place.
 """
@@ -22,6 +22,7 @@ import torch
 from mvemo.cache.read import Cache
 from mvemo.extract.nets import base_name
 from mvemo.extract.nets.base import EmotionNet
+from mvemo.extract.nets.building import kinds_of
 from mvemo.manifests.errors import ConfigError, is_seed
 from mvemo.manifests.executor import Resources
 from mvemo.manifests.shared_optimizers import OPTIMIZERS, make_optimizer
@@ -191,10 +192,6 @@ def autocast(device: torch.device, *, bf16: bool = True) -> torch.autocast:
 def training_precision(device: torch.device) -> str:
     """What ``train_net`` computes in on ``device`` (``autocast``'s choice), for a fine-tuned set's record."""
     return "bfloat16 autocast" if device.type == "cuda" else "float32"
-
-
-def kinds_of(net: EmotionNet) -> tuple[str, ...]:
-    return (net.input_kind,) if isinstance(net.input_kind, str) else tuple(net.input_kind)
 
 
 class CachedBatches(torch.utils.data.Dataset[tuple[np.ndarray, ...]]):

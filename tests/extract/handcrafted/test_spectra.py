@@ -8,11 +8,11 @@ import librosa
 import numpy as np
 import pytest
 
-from mvemo.extract import spectra
 from mvemo.extract.audio import mel_spectrogram
 from mvemo.extract.decode.audio import AudioWindow
-from mvemo.extract.lld import LldConfig, lpc_llds, spectral_llds
-from mvemo.extract.spectra import Filterbank, chroma_filterbank, mel_filterbank, row_blocks, running_median
+from mvemo.extract.handcrafted import spectra
+from mvemo.extract.handcrafted.lld import LldConfig, lpc_llds, spectral_llds
+from mvemo.extract.handcrafted.spectra import Filterbank, chroma_filterbank, mel_filterbank, row_blocks, running_median
 from tests.extract.test_audio import MEL, music
 
 

@@ -1,0 +1,1 @@
+"""The handcrafted feature sets (their registry: ``registry``) and the signal analysis they share (``spectra``, ``lpc``)."""
