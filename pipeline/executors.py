@@ -23,7 +23,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from mvemo.manifests.errors import ConfigError
+from mvemo.manifests.errors import ConfigError, MvemoError
 from mvemo.manifests.executor import Resources
 
 EXECUTORS = ("serial", "processes", "dask")
@@ -135,13 +135,30 @@ class ProcessExecutor(Executor):
             yield result
 
     def _submit(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Future:
-        """Submit a job; a pool that a dying worker broke (in an earlier stage) is replaced first."""
+        """Submit a job; a pool that a dying worker broke (in an earlier stage) is replaced first, and so is one whose
+        fork server died before it forked a worker (killed for memory, or crashed importing stage one: the pool then
+        reads an end of file). A fork server that dies again stops the run, saying what to do."""
         try:
             return self.pool.submit(fn, *args)
-        except BrokenProcessPool:
-            self.pool.shutdown(cancel_futures=True)
-            self.pool = self._new_pool()
+        except (BrokenProcessPool, EOFError, ConnectionError):
+            self._replace_pool()
+        try:
             return self.pool.submit(fn, *args)
+        except (EOFError, ConnectionError) as err:
+            self._replace_pool()
+            raise MvemoError(
+                "the worker pool's fork server died twice before it started a worker (its own messages, if any, are "
+                "above): the machine may be short of memory (use fewer --workers), or numba's cache may be corrupt "
+                "(remove librosa's __pycache__ or $NUMBA_CACHE_DIR); --executor serial runs without a pool. "
+                "What is done so far is kept: run the command again to go on"
+            ) from err
+
+    def _replace_pool(self) -> None:
+        """A new pool in place of a broken one, its worker processes stopped."""
+        for process in list((self.pool._processes or {}).values()):
+            process.terminate()
+        self.pool.shutdown(cancel_futures=True)
+        self.pool = self._new_pool()
 
     def close(self, *, stop: bool = False) -> None:
         if stop:  # the pool has no public way to stop running jobs: its worker processes are terminated

@@ -30,7 +30,7 @@ def rows(scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("kind", sorted(set(HEADS) - {"select-rbf-svm"}))
-@pytest.mark.parametrize("scale", [1e20, 1e30, 1e38])
+@pytest.mark.parametrize("scale", [1e20, 1e38])
 def test_a_column_of_huge_values_predicts_as_the_same_column_unscaled(kind: str, scale: float) -> None:
     X, y, groups = rows(1.0)
     big, _, _ = rows(scale)

@@ -29,7 +29,7 @@ MVEMO = Path(sys.executable).parent / "mvemo"
 # Loaded by every Python process the demo starts (a `sitecustomize` on PYTHONPATH): logs which process writes each entry
 # of numba's cache.
 CACHE_WRITES_PROBE = textwrap.dedent(
-    """
+    r"""
     import multiprocessing, os
     from numba.core import caching
 
@@ -83,6 +83,7 @@ def test_default_demo_fusion_beats_every_unimodal_model_over_seeds(tmp_path: Pat
     output, _ = readme.communicate()
     assert readme.returncode == 0, output[-3000:]
     assert (tmp_path / "demo0" / "model" / "model.json").is_file() and "final model:" in output
+    assert "Error in sitecustomize" not in output, "the probe did not load"
     writes = [line.split("\t") for line in log.read_text().splitlines()]
     assert writes, "the probe saw no write to numba's cache: it was not cold"
     assert {process for _, process, _ in writes} == {"MainProcess"}, f"a pool's worker wrote numba's cache: {writes}"

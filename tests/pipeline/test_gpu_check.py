@@ -16,7 +16,7 @@ import torch
 from mvemo.pipeline.bench import gpu
 from mvemo.pipeline.bench.gpu import gpu_check
 from mvemo.pipeline.bench.gpu_device import gpu_samples, nvidia_smi
-from mvemo.pipeline.bench.gpu_parts import CheckConfig, junit_outcomes
+from mvemo.pipeline.bench.gpu_parts import FINETUNED, CheckConfig, junit_outcomes
 from tests.conftest import SHARED
 
 # Over half a second a test (end-to-end runs, trained nets): left out of `make test-quick`.
@@ -77,7 +77,8 @@ def test_a_failing_hung_or_dead_part_is_recorded_and_the_next_one_still_runs(
     monkeypatch.setattr(gpu, "MIN_PART_S", 12.0)  # a spawned part imports torch: seconds on a loaded machine
     monkeypatch.setattr(gpu, "LEAK_MIN_LEFT_S", -float("inf"))  # the budget is spent: the leak still runs here
     written = tmp_path / "out" / "gpu-check.json"
-    document = gpu_check(config_in(tmp_path, budget_s=5.0), gpu.PARTS, json_out=written)
+    parts = ("tests", "throughput", "finetune", "leak")
+    document = gpu_check(config_in(tmp_path, budget_s=5.0), parts, json_out=written)
     assert document["tests"]["error"] == "RuntimeError: CUDA error: an illegal memory access"
     assert document["throughput"]["error"].startswith("stopped after 12 s") and document["throughput"]["seconds"] < 27
     assert document["finetune"]["error"] == "its process died (exit code 9)"
@@ -132,9 +133,9 @@ def test_the_dry_run_checks_every_part_on_the_cpu() -> None:
     finetune = document["finetune"]
     assert finetune["per_fold_embeddings_written"] is True and not finetune["failed"]
     assert sorted((u["net"], u["fold"] is None) for u in finetune["units"]) == sorted(
-        (net, fold == "all") for net in gpu.FINETUNED for fold in (0, 1, "all")
+        (net, fold == "all") for net in FINETUNED for fold in (0, 1, "all")
     )
     leak = document["leak"]
-    for net in gpu.FINETUNED:
+    for net in FINETUNED:
         paper, leakfree = leak["accuracy_pct"]["paper"][net], leak["accuracy_pct"]["leakfree"][net]
         assert leak["paper_minus_leakfree_points"][net] == pytest.approx(paper - leakfree, abs=0.11)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from mvemo.manifests.errors import MvemoError
+from mvemo.pipeline import executors
 from mvemo.pipeline.executors import JOBS_PER_WORKER, ProcessExecutor
 
 # Over half a second a test (end-to-end runs, trained nets): left out of `make test-quick`.
@@ -31,6 +34,30 @@ def test_a_dead_worker_breaks_one_stage_and_the_next_gets_a_fresh_pool() -> None
         broken = list(executor.map(square_or_die, [-1]))
         assert type(broken[0]).__name__ == "BrokenProcessPool"
         assert list(executor.map(square_or_die, [2, 3])) == [4, 9]
+
+
+@pytest.fixture
+def dying_fork_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Pools whose fork server dies as it starts (``dying_preload``); a fork server of stage one's again after."""
+    executors._stop_fork_server()
+    monkeypatch.setattr(executors, "WORKER_PRELOAD", ("tests.pipeline.dying_preload",))
+    yield
+    executors._stop_fork_server()
+
+
+def test_a_fork_server_that_died_once_is_started_again(
+    dying_fork_server: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DIE_ONCE", str(tmp_path / "died"))
+    with ProcessExecutor(1) as executor:
+        assert list(executor.map(square_or_die, [2, 3])) == [4, 9]
+    assert (tmp_path / "died").exists(), "the first fork server died"
+
+
+def test_a_fork_server_that_dies_again_stops_the_run_saying_what_to_do(dying_fork_server: None) -> None:
+    with ProcessExecutor(1) as executor, pytest.raises(MvemoError, match="fork server died twice") as stopped:
+        list(executor.map(square_or_die, [2]))
+    assert "--executor serial" in str(stopped.value) and "run the command again" in str(stopped.value)
 
 
 def test_a_consumer_that_falls_behind_holds_the_workers_back(tmp_path: Path) -> None:
