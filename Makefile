@@ -26,10 +26,10 @@ test: install
 	$(PYTEST) $(PARALLEL) -m "not slow and not gpu and not timed"
 	$(PYTEST) -m "timed and not slow and not gpu"; rc=$$?; [ $$rc -eq 5 ] || exit $$rc
 
-# The slow tests are few and long: each goes to the next free worker, but for a group that shares one costly fixture
-# (`pytest.mark.xdist_group`), which runs on one worker, built once.
+# The slow tests are few and long: each file goes whole to the next free worker, in the order of the paths, so that
+# a file's costly module fixture (the ready-made recipes, built small) is built once.
 test-slow: install
-	$(PYTEST) -n auto --maxprocesses 4 --dist loadgroup -m slow; rc=$$?; [ $$rc -eq 5 ] || exit $$rc
+	$(PYTEST) -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder -m slow; rc=$$?; [ $$rc -eq 5 ] || exit $$rc
 
 # The edit-run loop: the tests under half a second each, the failed ones of the last run first, stop at the first failure.
 test-quick: install

@@ -213,7 +213,10 @@ class DaskExecutor(Executor):
                 }
                 with dask.config.set(settings):
                     self.cluster = LocalCluster(
-                        n_workers=workers or 2, threads_per_worker=1, processes=True, dashboard_address=None
+                        n_workers=workers or 2,
+                        threads_per_worker=1,
+                        processes=True,
+                        dashboard_address=":0",  # any free port: 8787 warned beside a cluster
                     )
                 self.client = Client(self.cluster)
             else:

@@ -19,8 +19,8 @@ def cv_main() -> None:
 
 
 def _run(name: str) -> None:
-    stop_on_signals()
     try:
+        stop_on_signals()
         from mvemo.pipeline.cli.cv import cv
         from mvemo.pipeline.cli.main import cli
         from mvemo.pipeline.executors import keep_freed_heap

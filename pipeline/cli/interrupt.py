@@ -37,7 +37,7 @@ def stop_on_signals() -> None:
     there again), to land in the command's own code.
     """
     unwinding: list[int] = []
-    send_again = _resender()
+    send_again, start_resending = _resender()
 
     def stop(signum: int, frame: Any) -> None:
         if unwinding:  # the command is already stopping: this one ends it now
@@ -62,6 +62,7 @@ def stop_on_signals() -> None:
     sys.unraisablehook = ignored
     for name in SIGNALS:
         signal.signal(name, stop)
+    start_resending()  # after the handlers: a signal while the thread starts (a wait) unwinds as any other
 
 
 def _importing(frame: FrameType | None) -> bool:
@@ -73,9 +74,10 @@ def _importing(frame: FrameType | None) -> bool:
     return False
 
 
-def _resender() -> Callable[[int], None]:
-    """A function that has a signal sent again ``SEND_AGAIN_AFTER_S`` later, by a thread started now that waits on a
-    pipe: a handler may not start a thread itself (``threading`` takes locks the code it interrupted may hold)."""
+def _resender() -> tuple[Callable[[int], None], Callable[[], None]]:
+    """A function that has a signal sent again ``SEND_AGAIN_AFTER_S`` later, by a thread that waits on a pipe (a
+    handler may not start a thread itself: ``threading`` takes locks the code it interrupted may hold), and the function
+    that starts that thread (a signal asked for before it is sent once it runs)."""
     read_end, write_end = os.pipe()
 
     def resend() -> None:
@@ -86,5 +88,4 @@ def _resender() -> Callable[[int], None]:
     def send_again(signum: int) -> None:
         os.write(write_end, bytes([signum]))
 
-    threading.Thread(target=resend, name="mvemo-signals", daemon=True).start()
-    return send_again
+    return send_again, threading.Thread(target=resend, name="mvemo-signals", daemon=True).start

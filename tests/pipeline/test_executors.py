@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -83,13 +86,20 @@ def test_dask_features_equal_serial_even_when_a_worker_dies(tmp_path: Path, mani
 
 @pytest.mark.slow(reason="a Dask LocalCluster started for a cross-validation")
 def test_cv_on_dask_equals_serial(tmp_path: Path) -> None:
+    """Beside another cluster (its port 8787 taken), as two runs or two test workers are: no word of ports."""
     from mvemo.fuse.cv import cross_validate
     from tests.fuse.helpers import embedding_cache
 
     cache = embedding_cache(tmp_path / "c.h5", nets={"onedcnn": (6, 1.0), "i3d": (5, 1.0)})
     serial = cross_validate(cache)
-    with build_executor("dask", workers=2) as executor:
-        distributed = cross_validate(cache, executor=executor)
+    with contextlib.ExitStack() as beside:
+        with contextlib.suppress(OSError):  # taken already: the case itself
+            beside.enter_context(socket.create_server(("", 8787)))
+        said = beside.enter_context(warnings.catch_warnings(record=True))
+        warnings.simplefilter("always")
+        with build_executor("dask", workers=2) as executor:
+            distributed = cross_validate(cache, executor=executor)
+    assert not [w for w in said if "already in use" in str(w.message)], [str(w.message) for w in said]
     assert serial.metrics == distributed.metrics
     for name, p in serial.predictions.items():
         np.testing.assert_array_equal(p.proba, distributed.predictions[name].proba)

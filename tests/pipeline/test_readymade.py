@@ -21,8 +21,7 @@ from mvemo.pipeline.readymade import recipes
 from mvemo.pipeline.readymade.train import train_recipe
 from tests.conftest import SHARED
 
-# One worker builds the recipes once and runs every test on them (`make test-slow` runs with --dist loadgroup).
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("readymade")]
+pytestmark = pytest.mark.slow
 
 WEIGHTS = SHARED / "weights"
 QUADRANT_TAGS = {"Q1": "joyous", "Q2": "angry", "Q3": "sad", "Q4": "calm"}  # tags that go with each quadrant
