@@ -1,6 +1,7 @@
 # The README's two commands, `make demo` and `make test`, work alone on a fresh machine:
 # each depends on `install`, which builds .venv/ once and again when the package metadata changes.
 # pip runs with -qq: warnings about a machine's extra package indexes would scroll by the hundred; errors still show.
+# Install compiles stage one's numba code into numba's cache once (extract/numba_once.py), as the first run would.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -15,6 +16,7 @@ install: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -qq $(TORCH_PINS) -e '.[dev,dask,opensmile,clap]'
+	$(BIN)/python -c 'from mvemo.extract.numba_once import compile_numba_once; compile_numba_once()'
 	touch $@
 
 # The tests run on every core (pytest-xdist, one thread each, at most 4 workers: each holds up to a GB), a test file

@@ -64,6 +64,7 @@ def quick_part(config: CheckConfig) -> dict[str, Any]:
     return {"ran": True}
 
 
+@pytest.mark.slow(reason="four parts in processes of their own, each importing torch, one hung until stopped")
 def test_a_failing_hung_or_dead_part_is_recorded_and_the_next_one_still_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
