@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from mvemo.pipeline.cli.interrupt import Interrupted, stop_on_signals
+from mvemo.pipeline.cli.interrupt import Interrupted, stop_on_signals, stopping
 
 
 def main() -> None:
@@ -28,5 +28,14 @@ def _run(name: str) -> None:
         keep_freed_heap()
         (cv if name == "mvemo-cv" else cli)(prog_name=name)
     except Interrupted as stopped:  # before or after a command ran (a command says what it was itself)
-        print(f"{name}: interrupted by {stopped}", file=sys.stderr)
-        sys.exit(128 + stopped.signum)
+        _interrupted(name, stopped)
+    except Exception:
+        signalled = stopping()  # the signal, turned into another error where it landed
+        if signalled is None:
+            raise
+        _interrupted(name, signalled)
+
+
+def _interrupted(name: str, stopped: Interrupted) -> None:
+    print(f"{name}: interrupted by {stopped}", file=sys.stderr)
+    sys.exit(128 + stopped.signum)

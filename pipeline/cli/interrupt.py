@@ -34,9 +34,10 @@ def stop_on_signals() -> None:
       ("Exception ignored in ... WeakValueDictionary"). ``sys.unraisablehook`` sees it;
     - an import: torch's imports run Python code from C++, where an exception aborts the process (exit -6).
     From either, the signal is sent again by another thread a moment later (sent at once, its handler would run right
-    there again), to land in the command's own code.
+    there again), to land in the command's own code. A third, C code that called Python back (matplotlib's drawing),
+    raises an error of its own in place of ``Interrupted``: ``stopping`` tells the command that a signal is behind it.
     """
-    unwinding: list[int] = []
+    unwinding = _UNWINDING
     send_again, start_resending = _resender()
 
     def stop(signum: int, frame: Any) -> None:
@@ -63,6 +64,15 @@ def stop_on_signals() -> None:
     for name in SIGNALS:
         signal.signal(name, stop)
     start_resending()  # after the handlers: a signal while the thread starts (a wait) unwinds as any other
+
+
+_UNWINDING: list[int] = []  # the signal that is stopping the command, once its handler raised
+
+
+def stopping() -> Interrupted | None:
+    """The signal that is stopping the command, if one is: an error that reaches the command's end then is what the
+    signal became in code that could not pass ``Interrupted`` on."""
+    return Interrupted(_UNWINDING[0]) if _UNWINDING else None
 
 
 def _importing(frame: FrameType | None) -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from mvemo.manifests.errors import ConfigError, MvemoError
-from mvemo.pipeline.cli.interrupt import Interrupted
+from mvemo.pipeline.cli.interrupt import Interrupted, stopping
 
 EXIT_INPUT_ERROR = 2
 EXIT_CLIPS_FAILED = 3
@@ -25,17 +25,27 @@ class _MvemoErrorsExit2:
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)  # type: ignore[misc]
-        except MvemoError as err:
+        except (click.exceptions.Exit, click.ClickException):
+            raise
+        except Interrupted as stopped:
+            _interrupted(ctx, stopped)
+        except Exception as err:
+            if (signalled := stopping()) is not None:  # the signal, turned into another error where it landed
+                _interrupted(ctx, signalled)
+            if not isinstance(err, MvemoError):
+                raise
             click.echo(f"{ctx.find_root().info_name}: error: {err}", err=True)
             ctx.exit(EXIT_INPUT_ERROR)
-        except Interrupted as stopped:
-            click.echo(
-                f"{ctx.find_root().info_name}: `{ctx.command_path}` interrupted by {stopped}: its workers are stopped and"
-                " what it wrote is kept (a cache's completed rows included); run it again to finish (extract resumes"
-                " where it stopped)",
-                err=True,
-            )
-            ctx.exit(128 + stopped.signum)
+
+
+def _interrupted(ctx: click.Context, stopped: Interrupted) -> None:
+    click.echo(
+        f"{ctx.find_root().info_name}: `{ctx.command_path}` interrupted by {stopped}: its workers are stopped and what"
+        " it wrote is kept (a cache's completed rows included); run it again to finish (extract resumes where it"
+        " stopped)",
+        err=True,
+    )
+    ctx.exit(128 + stopped.signum)
 
 
 class MvemoGroup(_MvemoErrorsExit2, click.Group):

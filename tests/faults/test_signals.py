@@ -196,6 +196,41 @@ def test_a_signal_while_the_handlers_are_set_up_stops_the_command_with_one_line(
     assert run.stderr == f"mvemo: interrupted by {name}\n" and run.stdout == ""
 
 
+SIGNAL_TURNED_INTO_AN_ERROR = """
+import os, signal, sys
+
+import click
+
+from mvemo.pipeline.cli.interrupt import stop_on_signals
+from mvemo.pipeline.cli.tools import MvemoCommand
+
+
+@click.command(cls=MvemoCommand)
+def draw():
+    try:
+        os.kill(os.getpid(), signal.{name})
+        sum(range(100_000))  # the handler runs here
+    except BaseException:  # as C code that called Python back raises its own error in place of the handler's
+        raise ValueError("Invalid affine transformation matrix")
+
+
+stop_on_signals()
+draw(prog_name="mvemo")
+"""
+
+
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
+def test_a_signal_that_code_turns_into_another_error_still_stops_the_command_with_one_line(name: str) -> None:
+    """CI saw SIGINT land in matplotlib's drawing, whose C++ code raised "Invalid affine transformation matrix" in
+    place of the handler's exception: `mvemo-cv` ended with that traceback and exit 1."""
+    run = subprocess.run(
+        [sys.executable, "-c", SIGNAL_TURNED_INTO_AN_ERROR.format(name=name)], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 128 + getattr(signal, name), run.stderr
+    lines = run.stderr.splitlines()
+    assert len(lines) == 1 and f"`mvemo` interrupted by {name}: its workers are stopped" in lines[0], run.stderr
+
+
 @pytest.fixture(scope="module")
 def stage_two(manifest: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The twelve videos' LLDs and a model fused over their statistics, for the commands of stage two and predict."""
