@@ -8,7 +8,7 @@ A model is one of:
   members' probabilities; with ``weights=trimmed`` the mean of the members that the
   inner folds do not show clearly weaker than the best (``fuse.selection.trim``);
   with ``weights=inner`` a mixture whose weights maximize the likelihood of the
-  inner folds' out-of-fold probabilities;
+  inner folds' out-of-fold probabilities (a member in-sample there keeps its equal share);
 - ``Stack(m, n, ...)``, written ``stack(m,n)``: a logistic meta-head over the
   log-probabilities of the members, trained on their inner out-of-fold ones;
 - ``Best(m, n, ...)``, written ``best(m,n)``: the member with the best inner
@@ -441,10 +441,21 @@ def _fit_late(node: Late, training: Training, inner: bool) -> Fitted:
         kept = [members[i] for i in decided.kept]
         dropped = decided.dropped([m.node.expr for m in members])
         return FittedLate(node, kept, np.full(len(kept), 1.0 / len(kept)), dropped)
-    probas: list[np.ndarray] = [m.inner_proba for m in members]  # type: ignore[misc]
-    late = FittedLate(node, members, mixture_weights(probas, training.y))
+    late = FittedLate(node, members, inner_weights(members, training))
     late.inner_proba = cross_fitted(node, training) if inner else None
     return late
+
+
+def inner_weights(members: list[Fitted], training: Training) -> np.ndarray:
+    """A late fusion's weights by its inner folds: each member whose inner probabilities are in-sample (a net
+    fine-tuned on these rows) keeps its equal share, 1/n; the others share the rest as the mixture that maximizes the
+    likelihood of their own inner out-of-fold probabilities weighs them (``fuse.selection.mixture_weights``)."""
+    weights = np.full(len(members), 1.0 / len(members))
+    judged = [i for i, m in enumerate(members) if not in_sample(m.node, training)]
+    if len(judged) > 1:
+        probas: list[np.ndarray] = [members[i].inner_proba for i in judged]  # type: ignore[misc]
+        weights[judged] = len(judged) / len(members) * mixture_weights(probas, training.y)
+    return weights
 
 
 def _fit_stack(node: Stack, training: Training, inner: bool) -> Fitted:

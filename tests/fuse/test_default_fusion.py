@@ -139,3 +139,20 @@ def test_a_learned_combinations_inner_probabilities_read_no_fit_of_their_own_row
     relabelled[first_fold] = (y[first_fold] + 1) % 3
     after, _ = inner_proba(relabelled)
     np.testing.assert_allclose(after[first_fold], before[first_fold], atol=1e-9)
+
+
+def test_inner_weights_learn_nothing_from_a_memorising_nets_in_sample_probabilities(tmp_path: Path) -> None:
+    """``late(...,weights=inner)`` fits its mixture on the members whose inner probabilities are out of sample; a member
+    over a net fine-tuned on the rows keeps its equal share, so neither the mixture nor a choice above it trusts it."""
+    cache = memorising_cache(tmp_path / "c", ("calm", "sad", "tense"))
+    with Cache(cache) as reader:
+        y, folds, groups = reader.y, reader.folds, reader.groups
+        blocks = {name: reader.read_matrix(f"emb/{name}/all") for name in HONEST}
+        blocks[TUNED] = reader.read_matrix(f"emb/{TUNED}/fold0")
+    trainings = Trainings(y, groups, 3, make_head(), SelectionConfig(), in_sample=frozenset({TUNED}))
+    members = (Features((TUNED,)), Features(("musicnn",)), Features(("msdvgg",)))
+    fitted = fit(Late(members, "inner"), trainings.on(np.flatnonzero(folds != 0), blocks))
+    assert fitted.weights[0] == pytest.approx(1 / 3), "the memoriser keeps its equal share, no more"
+    assert fitted.weights.sum() == pytest.approx(1) and fitted.weights[1] != pytest.approx(fitted.weights[2])
+    honest = fit(Late(members[1:], "inner"), trainings.on(np.flatnonzero(folds != 0), blocks))
+    np.testing.assert_allclose(fitted.weights[1:], 2 / 3 * honest.weights, atol=1e-6)
