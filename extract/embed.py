@@ -21,7 +21,7 @@ from mvemo.cache.handle import CacheHandle
 from mvemo.cache.layout import FeatureSpec
 from mvemo.cache.read import Cache
 from mvemo.cache.store import CacheWriter
-from mvemo.extract.finetune.train import GPU_RESOURCES, ROW_PRECISION, embed_rows, in_order, resolve_device
+from mvemo.extract.forward import GPU_RESOURCES, ROW_PRECISION, embed_rows, in_order, resolve_device
 from mvemo.extract.nets import get_net, split_init
 from mvemo.extract.nets.base import EmotionNet
 from mvemo.extract.nets.building import (

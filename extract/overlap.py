@@ -29,7 +29,7 @@ import torch
 
 from mvemo.cache.handle import CacheHandle
 from mvemo.extract.embed import EmbeddingSet, embedding_set, prepare_embedding_set
-from mvemo.extract.finetune.train import forward, memory_advice, place, resolve_device
+from mvemo.extract.forward import forward, memory_advice, place, resolve_device
 from mvemo.manifests.steps import step
 
 QUEUE_CLIPS = 64  # clips decoded and waiting for the nets: 64 x 5 MB of frames at most

@@ -22,8 +22,9 @@ from mvemo.extract.features import (
     compute_feature_sets,
     parse_features,
 )
-from mvemo.extract.finetune.train import TrainConfig, resolve_device
+from mvemo.extract.finetune.train import TrainConfig
 from mvemo.extract.finetune.units import UnitSummary, finetune_embeddings
+from mvemo.extract.forward import resolve_device
 from mvemo.extract.nets import base_name, expand_nets, require_trainable
 from mvemo.extract.overlap import EmbeddingsAlongside
 from mvemo.extract.windows.cache import check_windowing, pool_windows, write_times

@@ -20,7 +20,8 @@ import torch
 from mvemo.cache.fingerprint import file_sha256
 from mvemo.cache.layout import inside
 from mvemo.cache.read import Cache
-from mvemo.extract.finetune.train import TrainConfig, embed_rows, resolve_device, train_net, training_precision
+from mvemo.extract.finetune.train import TrainConfig, train_net, training_precision
+from mvemo.extract.forward import embed_rows, resolve_device
 from mvemo.extract.nets.base import EmotionNet
 from mvemo.extract.nets.building import build_net, input_options, require_same_weights
 from mvemo.manifests.errors import ConfigError

@@ -11,8 +11,9 @@ import numpy as np
 
 from mvemo.cache.read import Cache
 from mvemo.extract.finetune.jobs import build_finetune_net
-from mvemo.extract.finetune.train import TrainConfig, embed_rows, resolve_device, train_net
+from mvemo.extract.finetune.train import TrainConfig, train_net
 from mvemo.extract.finetune.units import clip_table, inner_split, ready_rows
+from mvemo.extract.forward import embed_rows, resolve_device
 from mvemo.extract.nets.building import kinds_of
 
 

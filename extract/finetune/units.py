@@ -31,7 +31,8 @@ from mvemo.cache.handle import CacheHandle
 from mvemo.cache.layout import FeatureSpec
 from mvemo.cache.read import Cache
 from mvemo.extract.finetune.jobs import UnitJob, UnitResult, build_finetune_net, train_unit
-from mvemo.extract.finetune.train import GPU_RESOURCES, ROW_PRECISION, TrainConfig
+from mvemo.extract.finetune.train import TrainConfig
+from mvemo.extract.forward import GPU_RESOURCES, ROW_PRECISION
 from mvemo.extract.nets.building import EXTRACTOR_VERSION, fail_rows_without_inputs, input_fingerprints, kinds_of
 from mvemo.manifests.errors import ConfigError
 from mvemo.manifests.executor import is_lost_job

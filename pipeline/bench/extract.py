@@ -19,7 +19,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mvemo.cache.layout import FeatureSpec
 from mvemo.cache.store import CacheWriter
-from mvemo.extract.finetune.train import OptimizerConfig, autocast, embed_rows, resolve_device
+from mvemo.extract.finetune.train import OptimizerConfig
+from mvemo.extract.forward import autocast, embed_rows, resolve_device
 from mvemo.extract.nets import get_net
 from mvemo.extract.nets.base import EmotionNet
 from mvemo.extract.nets.building import kinds_of

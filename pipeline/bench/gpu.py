@@ -40,7 +40,7 @@ from typing import Any
 
 import click
 
-from mvemo.extract.finetune.train import resolve_device
+from mvemo.extract.forward import resolve_device
 from mvemo.pipeline.bench.gpu_device import device_facts
 from mvemo.pipeline.bench.gpu_parts import DECODE_CLIPS_PER_WORKER, PART_RUNS, CheckConfig
 

@@ -21,7 +21,8 @@ from mvemo.cache.read import Cache
 from mvemo.extract.decode.audio import AudioWindow
 from mvemo.extract.decode.nvdec import nvdec_problem
 from mvemo.extract.features import FeatureConfigs, FeatureRunSummary
-from mvemo.extract.finetune.train import TrainConfig, embed_rows, forward, place
+from mvemo.extract.finetune.train import TrainConfig
+from mvemo.extract.forward import embed_rows, forward, place
 from mvemo.extract.frame_sets import FrameConfig, SampledFrames, frames112, frames224, sample_frames
 from mvemo.extract.nets import INIT, get_net, pretrained_file
 from mvemo.extract.numba_once import compile_numba_once

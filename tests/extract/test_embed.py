@@ -184,16 +184,17 @@ def test_a_row_is_computed_in_float32_on_every_device(monkeypatch: pytest.Monkey
 
     import torch
 
+    from mvemo.extract import forward
     from mvemo.extract.finetune import train
     from mvemo.extract.nets import get_net
 
     asked: list[bool] = []
-    monkeypatch.setattr(train, "autocast", lambda device, *, bf16=True: asked.append(bf16) or contextlib.nullcontext())
+    monkeypatch.setattr(forward, "autocast", lambda device, *, bf16=True: asked.append(bf16) or contextlib.nullcontext())
     net = get_net("onedcnn", num_classes=2).eval()
     inputs = net.prepare(np.zeros((1, 16000), np.float32))
     for device in (torch.device("cpu"), torch.device("cuda")):  # autocast is asked before anything runs there
         with contextlib.suppress(RuntimeError, AssertionError):  # no CUDA here: what counts is what was asked
-            train.forward(net, inputs, device)
+            forward.forward(net, inputs, device)
     assert asked == [False, False]
     assert train.training_precision(torch.device("cuda")) == "bfloat16 autocast"
-    assert train.training_precision(torch.device("cpu")) == train.ROW_PRECISION == "float32"
+    assert train.training_precision(torch.device("cpu")) == forward.ROW_PRECISION == "float32"

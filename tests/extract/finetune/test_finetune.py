@@ -17,8 +17,9 @@ from mvemo.cache.fingerprint import file_sha256
 from mvemo.cache.read import Cache
 from mvemo.extract.finetune.jobs import checkpoint_dir
 from mvemo.extract.finetune.study import out_of_fold_probabilities
-from mvemo.extract.finetune.train import STUDY_OPTIMIZERS, CachedBatches, TrainConfig
+from mvemo.extract.finetune.train import STUDY_OPTIMIZERS, TrainConfig
 from mvemo.extract.finetune.units import inner_split
+from mvemo.extract.forward import CachedBatches
 from mvemo.fuse.provenance import protocol
 from mvemo.fuse.saved.model import load_fusion_model
 from mvemo.fuse.stage import fuse_cache
@@ -176,7 +177,7 @@ def test_the_saved_fusion_model_carries_the_fine_tuned_net_and_predict_reproduce
 
 @pytest.mark.parametrize("name", ["tpu", "cuda:x"])
 def test_an_unknown_device_is_a_config_error(name: str) -> None:
-    from mvemo.extract.finetune.train import resolve_device
+    from mvemo.extract.forward import resolve_device
     from mvemo.manifests.errors import ConfigError
 
     with pytest.raises(ConfigError, match="is not a device"):
@@ -186,7 +187,7 @@ def test_an_unknown_device_is_a_config_error(name: str) -> None:
 def test_auto_falls_back_to_an_existing_device() -> None:
     import torch
 
-    from mvemo.extract.finetune.train import resolve_device
+    from mvemo.extract.forward import resolve_device
 
     assert resolve_device("cpu") == torch.device("cpu")
     expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
