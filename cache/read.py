@@ -180,9 +180,10 @@ class Cache:
         reasons = read_errors(self.path, name) if failed.size else {}
         return {int(row): reasons.get(self.clip_ids[row], "") for row in failed}
 
-    def combined_fingerprint(self) -> str:
-        """sha256 over every feature set's name and fingerprint: what a report was computed from."""
-        parts = [f"{name}={self.fingerprint(name)}" for name in self.feature_sets()]
+    def combined_fingerprint(self, sets: Iterable[str] | None = None) -> str:
+        """sha256 over the name and fingerprint of each of ``sets`` (default every feature set): what a report or a
+        model was computed from."""
+        parts = [f"{name}={self.fingerprint(name)}" for name in (self.feature_sets() if sets is None else sorted(sets))]
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
     def failures(self, names: list[str] | None = None) -> list[dict[str, str]]:

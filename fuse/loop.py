@@ -22,6 +22,7 @@ from mvemo.cache.read import Cache, CacheLike, PinnedCache, opened
 from mvemo.fuse.heads.upper import UpperLayers
 from mvemo.fuse.inputs import in_sample_inputs, input_set_name, layers_above, missing_reasons, patch_count, read_input
 from mvemo.fuse.models import (
+    NAMED_MODELS,
     FusionModel,
     complete_inputs,
     incomplete_inputs,
@@ -99,22 +100,44 @@ class FoldInputs:
     in_sample: frozenset[str] = frozenset()  # ``fuse.inputs.in_sample_inputs``
 
 
+def sets_read(cache: Cache, models: Iterable[FusionModel]) -> list[str]:
+    """Every cached set the ``models`` read, for any test fold or the final model, sorted."""
+    return sorted({s for m in models for name in m.inputs for s in input_sets(cache, name)})
+
+
 @dataclass(frozen=True)
 class Basis:
     """What a cross-validation scored from, for the final model fitted after it: its models, the cache pinned to the
-    clip table and to every set those models read, and the inputs stage one had not finished then."""
+    clip table and to every set those models read, and which of the inputs that decided the models (``decided_by``;
+    None: every input, as for the default models and the named ones, ``integrated`` say) stage one had not finished."""
 
     models: tuple[FusionModel, ...]
     pin: PinnedCache
     incomplete: frozenset[str]
+    decided_by: tuple[str, ...] | None
+
+    @classmethod
+    def of(cls, cache: Cache, models: list[FusionModel], names: str | None) -> Basis:
+        """The basis of ``models`` (``--models`` ``names``) fitted on ``cache`` as it is now: no set they do not read
+        is opened, but where every input's completeness decided them."""
+        decided_by = None
+        if names and names.strip() and not any(m.name in NAMED_MODELS for m in models):
+            decided_by = tuple(dict.fromkeys(name for m in models for name in m.inputs))
+        incomplete = frozenset(incomplete_inputs(cache, decided_by))
+        return cls(tuple(models), cache.pin(sets_read(cache, models)), incomplete, decided_by)
+
+    @property
+    def sets(self) -> list[str]:
+        """Every set the models read (those a report and a saved model describe and fingerprint)."""
+        return [set_name for set_name, _ in self.pin.stamps]
 
     def require_unchanged(self, cache: Cache) -> None:
         """Raise ``CacheError`` in one line unless ``cache`` is as the cross-validation read it: the same clips, every
-        set its models read as it was, and the same inputs complete."""
+        set its models read as it was, and the same of the inputs that decided them complete."""
         self.pin.require_same(cache)
-        for set_name, _ in self.pin.stamps:
+        for set_name in self.sets:
             self.pin.require_set(cache, set_name)
-        now = set(incomplete_inputs(cache))
+        now = set(incomplete_inputs(cache, self.decided_by))
         for name in sorted(now ^ self.incomplete):
             raise CacheError(
                 f"cache {str(cache.path)!r}: {name} became {'incomplete' if name in now else 'complete'} since the"
@@ -316,9 +339,8 @@ def run_folds(
     tasks = [(r, fold) for r in range(repeats) for fold in range(k)]
     n = len(tasks)
     # each fit opens the cache again (in a worker, or here), pinned to the clip table and the sets this run reads
-    read = sorted({s for m in chosen for name in m.inputs for s in input_sets(cache, name)})
-    where = cache.pin(read)
-    basis = Basis(tuple(chosen), where, frozenset(incomplete_inputs(cache)))
+    basis = Basis.of(cache, chosen, models)
+    read, where = basis.sets, basis.pin
     this_run = run or new_run()
     results = (map if executor is None else executor.map)(
         fit_fold,

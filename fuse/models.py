@@ -93,13 +93,11 @@ def cached_inputs(cache: Cache) -> list[str]:
     return nets + ([LLDSTATS] if "lld" in cache.feature_sets() else []) + sets
 
 
-def vector_sets(cache: Cache) -> list[str]:
-    """The cached feature sets that hold one vector of named columns per clip: each is an input by its name."""
-    return [
-        name
-        for name in cache.feature_sets()
-        if not name.startswith("emb/") and cache.columns(name) and len(cache.row_shape(name)) == 1
-    ]
+def vector_sets(cache: Cache, among: Iterable[str] | None = None) -> list[str]:
+    """The cached feature sets (of ``among`` alone where given: no other set is opened) that hold one vector of named
+    columns per clip: each is an input by its name."""
+    names = cache.feature_sets() if among is None else [name for name in cache.feature_sets() if name in set(among)]
+    return [name for name in names if not name.startswith("emb/") and cache.columns(name) and len(cache.row_shape(name)) == 1]
 
 
 def random_init_nets(cache: Cache, among: Iterable[str] | None = None) -> list[str]:
@@ -132,7 +130,7 @@ def input_sets(cache: Cache, name: str) -> list[str]:
     """Every cached set an input reads, for any test fold or the final model."""
     if name == LLDSTATS:
         return ["lld"]
-    if name in vector_sets(cache):
+    if name in vector_sets(cache, [name]):
         return [name]
     return sorted(s for s in cache.feature_sets() if s.startswith(f"emb/{name}/"))
 
@@ -144,12 +142,12 @@ def pending_rows(cache: Cache, set_name: str) -> np.ndarray:
     return (status == TODO) | ((status == DONE) & ~cache.done(set_name))
 
 
-def incomplete_inputs(cache: Cache) -> dict[str, str]:
-    """The inputs that stage one has not finished, each with why and the command that completes it: a set with rows
-    still to compute, or a net fine-tuned per fold with a fold set missing."""
+def incomplete_inputs(cache: Cache, among: Iterable[str] | None = None) -> dict[str, str]:
+    """The inputs (of ``among`` alone where given) that stage one has not finished, each with why and the command
+    that completes it: a set with rows still to compute, or a net fine-tuned per fold with a fold set missing."""
     n_folds = int(cache.folds.max()) + 1 if len(cache) else 0
     incomplete = {}
-    for name in cached_inputs(cache):
+    for name in cached_inputs(cache) if among is None else among:
         sets = input_sets(cache, name)
         try:
             pending = {s: int(pending_rows(cache, s).sum()) for s in sets}

@@ -17,7 +17,7 @@ from mvemo.cache.read import Cache, CacheLike, opened
 from mvemo.fuse.cv import CvResult, cross_validate
 from mvemo.fuse.heads.families import make_head
 from mvemo.fuse.heads.upper import UpperLayers
-from mvemo.fuse.loop import new_run, release_run
+from mvemo.fuse.loop import Basis, new_run, release_run, sets_read
 from mvemo.fuse.models import INTEGRATED
 from mvemo.fuse.provenance import fine_tuned_nets, protocol, provenance, top_tags
 from mvemo.fuse.report.classes import write_report
@@ -102,10 +102,10 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def made_by(cache: Cache) -> dict[str, Any]:
+def made_by(cache: Cache, sets: list[str]) -> dict[str, Any]:
     """What every report records of how it was made: mvemo's and the packages' versions, and the provenance of each
-    net the cache's sets came from."""
-    return {"version": mvemo_version(), "versions": package_versions(), "provenance": provenance(cache)}
+    net the ``sets`` it read came from."""
+    return {"version": mvemo_version(), "versions": package_versions(), "provenance": provenance(cache, sets)}
 
 
 def run_cv(
@@ -119,9 +119,16 @@ def run_cv(
         result = cross_validate(cache, **settings.cv_options(), run=run)
         config = {key: value for key, value in settings.config().items() if key != "target"}
         config["reference"] = result.comparison["reference"] if result.comparison else settings.reference
-        header = {"cache_fingerprint": cache.combined_fingerprint(), "config": config, **made_by(cache)}
-        tags = top_tags(cache)
+        read = basis_of(result).sets
+        header = {"cache_fingerprint": cache.combined_fingerprint(read), "config": config, **made_by(cache, read)}
+        tags = top_tags(cache, read)
     return CvRun(result, write_report(result, out, header=header, tags=tags))
+
+
+def basis_of(result: CvResult | TagResult | ValuesResult) -> Basis:
+    """What a cross-validation scored from (every one records its own)."""
+    assert result.basis is not None
+    return result.basis
 
 
 def resolve_target(cache: Cache, target: str | None) -> str:
@@ -169,8 +176,9 @@ def run_target_cv(
                     "valence/arousal heads are ridge regressions, alpha chosen on inner folds: --head and --reference do not apply"
                 )
             document, result = values_document(values), values
-        document |= made_by(cache) | {"config": {key: settings.config()[key] for key in ("target", "models", "selection")}}
-        document |= {"protocol": protocol(cache), "fine_tuned_nets": fine_tuned_nets(cache)}
+        read = basis_of(result).sets
+        document |= made_by(cache, read) | {"config": {key: settings.config()[key] for key in ("target", "models", "selection")}}
+        document |= {"protocol": protocol(cache, read), "fine_tuned_nets": fine_tuned_nets(cache, read)}
     return CvRun(result, write_target_report(document, result, Path(out)))
 
 
@@ -208,13 +216,13 @@ def fuse_cache(
 def _fuse(cache: Cache, out: Path, settings: FuseSettings, run: str) -> tuple[dict[str, Any], Path]:
     target = settings.target
     done = run_cv(cache, out, settings, run=run) if target == "label" else run_target_cv(cache, out, target, settings, run=run)
-    document, basis = done.document, done.result.basis
-    assert basis is not None  # every cross-validation records its own
+    document, basis = done.document, basis_of(done.result)
     scored = document["models"] if target == "label" else document["metrics"]
     chosen = [model for model in basis.models if model.name in scored]
-    header: dict[str, Any] = {"version": mvemo_version(), "protocol": protocol(cache)}
-    header["cache_fingerprint"] = cache.combined_fingerprint()
-    header["provenance"] = provenance(cache)
+    read = sets_read(cache, chosen)  # the sets of the models saved, among those the CV read
+    header: dict[str, Any] = {"version": mvemo_version(), "protocol": protocol(cache, read)}
+    header["cache_fingerprint"] = cache.combined_fingerprint(read)
+    header["provenance"] = provenance(cache, read)
     fitted = train_final(cache, chosen, settings.make_head(), settings.selection, settings.upper, target, run, basis)
     integrated = [name for name in scored if name in INTEGRATED or name.startswith("integrated(")]
     header |= {"cv_score": cv_scores(target, scored)}

@@ -3,6 +3,7 @@ cross-validation reads the cache stops the run with one line naming the cache an
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +20,7 @@ from mvemo.manifests import Clip, Manifest
 from mvemo.manifests.errors import CacheError
 from mvemo.pipeline.executors import Executor, ProcessExecutor
 from tests.fuse.helpers import CLASSES, embedding_cache
+from tests.fuse.test_dimensional import valued
 
 # Over half a second a test (end-to-end runs, trained nets): left out of `make test-quick`.
 pytestmark = pytest.mark.heavy
@@ -211,3 +213,52 @@ def test_a_segment_removed_before_the_final_fit_stops_it_in_one_line(tmp_path: P
     with pytest.raises(CacheError) as raised:
         stage.fuse_cache(cache, tmp_path / "out")
     assert "emb/a/all" in str(raised.value) and "\n" not in str(raised.value)
+
+
+def paper_net(cache: Path, net: str, dim: int) -> None:
+    """``emb/<net>/all`` fine-tuned on every clip (the papers' protocol), as ``mvemo extract --protocol paper`` writes."""
+    config = {"protocol": "paper", "finetune": "full"}
+    spec = FeatureSpec(f"emb/{net}/all", (dim,), "float32", net, "1", config, f"{net}-checkpoint-sha256")
+    manifest = valued(manifest_of(cache))  # the values ``embedding_cache(..., retarget=valued)`` gave the clips
+    with CacheWriter(cache, manifest) as writer:
+        writer.prepare([spec])
+        writer.write(spec.name, range(len(manifest)), np.zeros((len(manifest), dim), np.float32))
+
+
+@pytest.mark.parametrize("target", ["label", "valence"])
+def test_fuse_reads_stamps_and_describes_only_the_sets_of_its_models(tmp_path: Path, target: str) -> None:
+    """An unrelated set fine-tuned on every clip, and another one being started over (its files removed, as extract
+    does), never enter a model of other sets: not its fingerprint, provenance or protocol, and they stop nothing."""
+    from mvemo.fuse.stage import fuse_cache
+
+    cache = embedding_cache(tmp_path / "c", nets={"a": (6, 1.0), "z": (6, 1.0)}, n_per_class=10, retarget=valued)
+    paper_net(cache, "p", 6)
+    with Cache(cache) as opened:
+        own = opened.combined_fingerprint(["emb/a/all"])
+        assert own != opened.combined_fingerprint()
+    for segment in (cache / "sets" / "emb" / "z" / "all").glob("*.h5"):
+        segment.unlink()
+    _, folder = fuse_cache(cache, tmp_path / "out", models="a", target=target)
+    saved = json.loads((folder / "model.json").read_text())
+    assert saved["protocol"] == "leakfree" and saved["cache_fingerprint"] == own and list(saved["provenance"]) == ["a"]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report.get("cache_fingerprint", own) == own and list(report["provenance"]) == ["a"]
+    assert report.get("protocol", "leakfree") == "leakfree"
+
+
+def test_an_unrelated_set_completed_between_the_cv_and_the_final_fit_stops_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mvemo.fuse import stage
+
+    cache = embedding_cache(tmp_path / "c", nets={"a": (6, 1.0), "z": (6, 1.0)}, n_per_class=10, written={"emb/z/all": 12})
+    original = stage.train_final
+
+    def complete_z_first(*args: Any, **kwargs: Any) -> Any:
+        rest = np.arange(12, 30)
+        in_another_process(cache, net_spec("z", 6), rest, np.ones((len(rest), 6), np.float32))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(stage, "train_final", complete_z_first)
+    _, folder = stage.fuse_cache(cache, tmp_path / "out", models="a")
+    assert (folder / "model.json").is_file()
