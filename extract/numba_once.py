@@ -8,8 +8,9 @@ written by different processes, whose native names disagree; every process that 
 So the pool's fork server calls ``compile_numba_once`` before it forks a worker (``pipeline.preload``): where numba's
 cache is cold it computes every audio set that runs numba code on a short synthetic clip, so that the workers inherit
 the compiled code and neither compile nor write the cache. Every feature pass calls it too (a no-op once done), under a
-lock that one machine's processes share, so that no two of them compile at once: the workers of a Dask cluster, two
-runs, the test workers.
+lock that lies in numba's cache beside the warm-up's marker, so that no two processes that compile into that cache do
+so at once: the workers of a Dask cluster, two runs, the test workers, and the machines of one CPU on a shared install
+(an NFS home, a cluster's venv), which miss the same marker together.
 """
 
 from __future__ import annotations
@@ -70,13 +71,20 @@ def warm_marker() -> Path | None:
     cache, or installing librosa again, clears it too; named by what numba keys its cache by (``cache_key``), so that
     a node of another CPU on a shared install, or an upgraded mvemo, finds none and compiles under the lock. None where
     numba caches elsewhere (no ``__pycache__`` to write)."""
+    root = _marker_folder()
+    if root is None:
+        return None
+    return root / f"mvemo-compiled-{hashlib.sha256(repr(cache_key()).encode()).hexdigest()[:16]}"
+
+
+def _marker_folder() -> Path | None:
+    """The folder of librosa's cached functions, where the marker and the lock lie: ``$NUMBA_CACHE_DIR``, else
+    librosa's own ``__pycache__``; None where it is not a folder."""
     spec = importlib.util.find_spec("librosa")
     if spec is None or spec.origin is None:
         return None
     root = Path(os.environ.get("NUMBA_CACHE_DIR") or Path(spec.origin).parent / "core" / "__pycache__")
-    if not root.is_dir():
-        return None
-    return root / f"mvemo-compiled-{hashlib.sha256(repr(cache_key()).encode()).hexdigest()[:16]}"
+    return root if root.is_dir() else None
 
 
 def cache_key() -> tuple[object, ...]:
@@ -93,8 +101,13 @@ def cpu_key() -> tuple[str, str, str]:
 
 
 def lock_path() -> Path:
-    """The lock every process of this user on this machine takes before compiling."""
-    return Path(tempfile.gettempdir()) / f"mvemo-numba-{os.getuid()}.lock"
+    """The lock every process takes before compiling: beside the marker (``warm_marker``), in the cache that every
+    machine sharing it compiles into; where there is no such folder, or this user cannot write it (numba then caches
+    in a folder of the user's), that of every process of this user on this machine."""
+    root = _marker_folder()
+    if root is None or not os.access(root, os.W_OK):
+        return Path(tempfile.gettempdir()) / f"mvemo-numba-{os.getuid()}.lock"
+    return root / "mvemo-numba.lock"
 
 
 def _warmup_clip() -> Decoded:
@@ -106,7 +119,7 @@ def _warmup_clip() -> Decoded:
 
 @contextlib.contextmanager
 def _compiling_alone() -> Iterator[None]:
-    """Hold a lock that every process of this user on this machine takes before compiling (where locks exist)."""
+    """Hold the lock that every process compiling into numba's cache takes first (``lock_path``; where locks exist)."""
     try:
         import fcntl
     except ImportError:  # not POSIX: each process compiles as numba does

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -116,8 +117,23 @@ def decide(studies: tuple[str, ...], as_json: bool) -> None:
     from mvemo.fuse.rules import decide as decide_rule
     from mvemo.fuse.rules import decision_table
 
-    decision = decide_rule({Path(p).stem: json.loads(Path(p).read_text()) for p in studies})
+    decision = decide_rule({name: json.loads(path.read_text()) for name, path in set_names(studies).items()})
     if as_json:
         print_json(decision)
     else:
         click.echo(decision_table(decision))
+
+
+def set_names(studies: tuple[str, ...]) -> dict[str, Path]:
+    """Each study file by the name its set goes by in the decision: its stem, or where files share a stem, its path as
+    given, so that ``a/study.json b/study.json`` are two sets. The same file given twice is a ``ConfigError``."""
+    from mvemo.manifests.errors import ConfigError
+
+    seen: dict[Path, str] = {}
+    for given in studies:
+        path = Path(given).resolve()
+        if path in seen:
+            raise ConfigError(f"STUDY.json {given!r} is given twice (first as {seen[path]!r}): give each set's study once")
+        seen[path] = given
+    stems = Counter(Path(given).stem for given in studies)
+    return {Path(given).stem if stems[Path(given).stem] == 1 else given: Path(given) for given in studies}

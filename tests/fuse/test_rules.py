@@ -54,19 +54,69 @@ def test_a_rule_replaces_the_default_only_when_clearly_better_somewhere_and_wors
     assert not steps["modal"]["replaces"], "the same as late everywhere: no evidence"
 
 
+def write_study(path: Path, document: dict) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document))
+    return str(path)
+
+
+def test_studies_of_one_file_name_in_two_folders_are_two_sets(tmp_path: Path) -> None:
+    late = [0.60, 0.62, 0.58, 0.61, 0.60, 0.59]
+    others = {rule: late for rule in RULES}
+    a = write_study(tmp_path / "a" / "study.json", study(others | {"modal": [x + 0.01 for x in late]}))
+    b = write_study(tmp_path / "b" / "study.json", study(others | {"modal": [x - 0.02 for x in late]}))
+    alone = write_study(tmp_path / "mved.json", study(others))
+    decided = CliRunner().invoke(cli, ["study", "decide", a, b, alone, "--json"])
+    assert decided.exit_code == 0, decided.output
+    modal = json.loads(decided.output)["steps"][0]
+    by_set = {entry["set"]: entry["mean"] for entry in modal["per_set"]}
+    assert by_set == pytest.approx({a: 0.01, b: -0.02, "mved": 0.0}), "a stem that two files share names neither"
+
+
+def test_a_study_given_twice_is_one_line_naming_it(tmp_path: Path) -> None:
+    a = write_study(tmp_path / "a" / "study.json", study({rule: [0.6, 0.6, 0.6] for rule in RULES}))
+    again = str(tmp_path / "a" / ".." / "a" / "study.json")
+    decided = CliRunner().invoke(cli, ["study", "decide", a, again])
+    assert decided.exit_code == 2 and len(decided.output.strip().splitlines()) == 1, decided.output
+    assert again in decided.output and "twice" in decided.output
+
+
+def fold_by_fold(mine: list[list[float | None]], theirs: list[list[float | None]]) -> tuple[float, int, int]:
+    """A plain reference of a paired difference: the mean over every fold of every repeat of ``mine`` less ``theirs``
+    (folds without both scores left out), and the folds won and lost."""
+    d = []
+    for repeat_mine, repeat_theirs in zip(mine, theirs, strict=True):
+        for a, b in zip(repeat_mine, repeat_theirs, strict=True):
+            if a is not None and b is not None:
+                d.append(a - b)
+    return sum(d) / len(d), sum(x > 0 for x in d), sum(x < 0 for x in d)
+
+
+def check_paired(row: dict, mine: list, theirs: list, what: str) -> None:
+    mean, won, lost = fold_by_fold(mine, theirs)
+    assert row["mean"] == pytest.approx(mean, abs=1e-12) and (row["won"], row["lost"]) == (won, lost), what
+    low, high = row["interval"]
+    assert low - 1e-12 <= row["mean"] <= high + 1e-12, what
+
+
 @pytest.mark.heavy
 def test_the_study_runs_every_rule_and_decides_from_its_files(tmp_path: Path) -> None:
-    nets = {"musicnn": (8, 0.8), "msdvgg": (8, 0.5), "i3d": (8, 0.6)}
-    cache = embedding_cache(tmp_path / "c", nets=nets, n_per_class=12)
+    inputs = ["musicnn", "msdvgg", "i3d"]
+    cache = embedding_cache(tmp_path / "c", nets={"musicnn": (8, 0.8), "msdvgg": (8, 0.5), "i3d": (8, 0.6)}, n_per_class=12)
     with Cache(cache) as reader:
         document = compare_rules(reader, repeats=2)
-    assert document["inputs"] == ["musicnn", "msdvgg", "i3d"] and document["repeats"] == 2
-    assert document["best_input"] in nets
-    late = document["rules"]["late"]
-    assert late["vs_late"]["f1_macro"]["mean"] == 0.0 and late["vs_late"]["f1_macro"]["won"] == 0
-    assert len(document["fold_scores"]["stack"]["f1_macro"]) == 2, "one list of fold scores per repeat"
-    best = document["rules"][document["best_input"]]
-    assert best["vs_best_input"]["f1_macro"]["mean"] == 0.0
+    assert document["inputs"] == inputs and document["repeats"] == 2
+    rows, scores, models = document["rules"], document["fold_scores"], rule_models(inputs)
+    assert list(rows) == list(scores) == list(models) == [*RULES, *inputs], "every rule of the protocol, then each input"
+    best = document["best_input"]
+    assert best == max(inputs, key=lambda name: rows[name]["f1_macro"])
+    for name, row in rows.items():
+        folds = scores[name]["f1_macro"]
+        assert row["model"] == models[name].expr and 0 <= row["f1_macro"] <= 1
+        assert len(folds) == 2 and all(len(repeat) == document["folds"] for repeat in folds), "a score per fold per repeat"
+        check_paired(row["vs_late"]["f1_macro"], folds, scores["late"]["f1_macro"], f"{name} against late")
+        check_paired(row["vs_best_input"]["f1_macro"], folds, scores[best]["f1_macro"], f"{name} against {best}")
+    assert any(rows[name]["vs_late"]["f1_macro"]["mean"] != 0 for name in rows), "differences that are not all zero"
     out = tmp_path / "study.json"
     runner = CliRunner()
     printed = runner.invoke(cli, ["study", "fusion", str(cache), "--repeats", "1", "--out", str(out)])
@@ -74,4 +124,14 @@ def test_the_study_runs_every_rule_and_decides_from_its_files(tmp_path: Path) ->
     assert "| modal-trimmed | `late(late(musicnn,msdvgg,weights=trimmed),i3d)` |" in printed.output
     decided = runner.invoke(cli, ["study", "decide", str(out), "--json"])
     assert decided.exit_code == 0, decided.output
-    assert json.loads(decided.output)["default"] in document["rules"]
+    written = json.loads(out.read_text())["fold_scores"]
+    for step in json.loads(decided.output)["steps"]:
+        (per_set,) = step["per_set"]
+        assert per_set["set"] == "study", "the set is named by its file"
+        check_paired(per_set, written[step["rule"]]["f1_macro"], written[step["against"]]["f1_macro"], step["rule"])
+    late = written["late"]["f1_macro"]
+    edited = {rule: {"f1_macro": late} for rule in RULES} | {"trimmed": {"f1_macro": [[x + 0.1 for x in r] for r in late]}}
+    changed = write_study(tmp_path / "changed" / "study.json", json.loads(out.read_text()) | {"fold_scores": edited})
+    decided = runner.invoke(cli, ["study", "decide", changed, "--json"])
+    assert decided.exit_code == 0, decided.output
+    assert json.loads(decided.output)["default"] == "trimmed", "decided by the fold scores the file holds"
