@@ -10,10 +10,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from mvemo.cache.layout import POOLED_KEY, FeatureSpec
 from mvemo.extract.finetune.jobs import load_checkpoint
 from mvemo.extract.nets import INIT, net_options
 from mvemo.extract.nets.base import EmotionNet
-from mvemo.extract.nets.building import build_net, kinds_of
+from mvemo.extract.nets.building import build_net, code_config, embedding_spec, kinds_of
+from mvemo.extract.nets.registry import net_class
+from mvemo.extract.windows.cache import pooled_spec
 from mvemo.manifests.errors import ConfigError
 
 
@@ -41,6 +44,37 @@ def rebuild_net(
             f" {net.weights_sha256[:12]}; give --weights-dir the folder of the weights the model was trained with"
         )
     return net.eval()
+
+
+def recorded_spec(
+    set_name: str, described: dict[str, Any], num_classes: int, weights_dir: str | os.PathLike[str] | None
+) -> FeatureSpec:
+    """The spec this version gives an embedding set that a saved model recorded (``described``, as ``rebuild_net``
+    reads it): what its code decides now (the extractor's version, the net's config, the rows' precision and width,
+    the library code that makes its inputs) over what the record says of how its rows were made (the seed, the input
+    sets, the fine-tuning and its checkpoint, the pretrained weights' sha256, the windows pooled). Its fingerprint is
+    the one the model recorded exactly where this version computes the set's rows as they were computed.
+
+    The net is built from its layers alone (no weight file read: they decide none of this), but for a net that runs
+    with its published checkpoint only (CLAP), whose files decide its width and the library settings it records.
+
+    Raises
+    ------
+    WeightsError
+        Such a net's checkpoint is not found.
+    """
+    config = described["config"]
+    name = set_name.split("/")[1]
+    options = {k: config[k] for k in net_options(name) if k in config}
+    if not net_class(name).pretrained_only:
+        options[INIT] = "random"
+    net, _ = build_net(name, num_classes, weights_dir=weights_dir, seed=config["seed"], options=options)
+    fine_tuned = "checkpoint" in config
+    now = {**config, **code_config(net, fine_tuned=fine_tuned)}
+    if POOLED_KEY not in config:
+        return embedding_spec(set_name, now, described["weights_sha256"], net=net, fine_tuned=fine_tuned)
+    window_set = embedding_spec(set_name, {}, described["weights_sha256"], net=net, fine_tuned=fine_tuned)
+    return pooled_spec(window_set, now)
 
 
 def embed_clip(net: EmotionNet, sets: dict[str, np.ndarray]) -> np.ndarray:

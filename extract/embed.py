@@ -21,12 +21,13 @@ from mvemo.cache.handle import CacheHandle
 from mvemo.cache.layout import FeatureSpec
 from mvemo.cache.read import Cache
 from mvemo.cache.store import CacheWriter
-from mvemo.extract.forward import GPU_RESOURCES, ROW_PRECISION, embed_rows, in_order, resolve_device
+from mvemo.extract.forward import GPU_RESOURCES, embed_rows, in_order, resolve_device
 from mvemo.extract.nets import get_net, split_init
 from mvemo.extract.nets.base import EmotionNet
 from mvemo.extract.nets.building import (
-    EXTRACTOR_VERSION,
     build_net,
+    code_config,
+    embedding_spec,
     fail_rows_without_inputs,
     input_fingerprints,
     input_options,
@@ -131,26 +132,9 @@ def embedding_set(
     its weights and the fingerprints of the cached inputs it reads (which must be prepared in the cache)."""
     options = {**net_options.get(name, {}), **input_options(name, reader)}
     net, note = build_net(name, len(reader.classes), weights_dir=weights_dir, seed=seed, options=options)
-    config = {
-        **net.config,
-        "finetune": "none",
-        "protocol": "leakfree",
-        "seed": seed,
-        "inputs": input_fingerprints(reader, name, kinds_of(net)),
-        "precision": ROW_PRECISION,
-        "computed_with": net.computed_with(),
-    }
-    spec = FeatureSpec(
-        f"emb/{name}/all",
-        (net.embedding_dim,),
-        "float32",
-        f"mvemo.net.{name}",
-        EXTRACTOR_VERSION,
-        config,
-        net.weights_sha256,
-        columns=net.columns,
-        weights_file=net.weights_file,
-    )
+    inputs = input_fingerprints(reader, name, kinds_of(net))
+    config = {**code_config(net, fine_tuned=False), "finetune": "none", "protocol": "leakfree", "seed": seed, "inputs": inputs}
+    spec = embedding_spec(f"emb/{name}/all", config, net.weights_sha256, net=net, fine_tuned=False, weights_file=net.weights_file)
     return EmbeddingSet(net, note, spec, options)
 
 

@@ -51,11 +51,6 @@ def place(net: EmotionNet, device: torch.device) -> EmotionNet:
     return net
 
 
-# Every row a net writes into the cache is computed in float32, on every device: rows of one set embedded on a GPU under
-# bf16 and on a CPU would differ with nothing to tell them apart. bf16 autocast speeds training on a GPU alone.
-ROW_PRECISION = "float32"
-
-
 def autocast(device: torch.device, *, bf16: bool = True) -> torch.autocast:
     """bf16 autocast on a GPU; a disabled context on the CPU (exact fp32, deterministic) or with ``bf16`` False."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
@@ -133,7 +128,7 @@ def embed_rows(
     bf16: bool = False,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(rows, float32 embeddings) per batch, in eval mode; with ``probabilities``, the head's class probabilities.
-    The nets run in float32 (``ROW_PRECISION``); ``bf16`` runs them under bf16 autocast on a GPU (to measure it)."""
+    The nets run in float32 (``extract.nets.building.ROW_PRECISION``); ``bf16`` runs them under bf16 autocast on a GPU (to measure it)."""
     place(net, device).eval()
     y = np.zeros(int(rows.max()) + 1 if len(rows) else 0, dtype=np.int64)
     with memory_advice(net.name, batch_size):

@@ -23,7 +23,7 @@ from mvemo.cache.read import Cache
 from mvemo.extract.finetune.train import TrainConfig, train_net, training_precision
 from mvemo.extract.forward import embed_rows, resolve_device
 from mvemo.extract.nets.base import EmotionNet
-from mvemo.extract.nets.building import build_net, input_options, require_same_weights
+from mvemo.extract.nets.building import build_net, code_config, input_options, require_same_weights
 from mvemo.manifests.errors import ConfigError
 
 # Net options while fine-tuning: paper 001 trains the 2D CNN with ReLU where the MSD weights were trained with ELU.
@@ -73,7 +73,7 @@ class UnitResult:
     epochs: int
     val_accuracy: float | None
     history: list[dict[str, float]]
-    net_config: dict[str, Any]
+    code_config: dict[str, Any]  # ``extract.nets.building.code_config`` of the trained net
     checkpoint: Path
     checkpoint_sha256: str
     embeddings: np.ndarray
@@ -106,7 +106,7 @@ def train_unit(job: UnitJob) -> UnitResult:
         result.epochs,
         result.val_accuracy,
         result.history,
-        net.config,
+        code_config(net, fine_tuned=True),
         checkpoint,
         file_sha256(checkpoint),
         embeddings,

@@ -28,12 +28,11 @@ from typing import Any, TypeAlias
 import numpy as np
 
 from mvemo.cache.handle import CacheHandle
-from mvemo.cache.layout import FeatureSpec
 from mvemo.cache.read import Cache
 from mvemo.extract.finetune.jobs import UnitJob, UnitResult, build_finetune_net, train_unit
 from mvemo.extract.finetune.train import TrainConfig
-from mvemo.extract.forward import GPU_RESOURCES, ROW_PRECISION
-from mvemo.extract.nets.building import EXTRACTOR_VERSION, fail_rows_without_inputs, input_fingerprints, kinds_of
+from mvemo.extract.forward import GPU_RESOURCES
+from mvemo.extract.nets.building import embedding_spec, fail_rows_without_inputs, input_fingerprints, kinds_of
 from mvemo.manifests.errors import ConfigError
 from mvemo.manifests.executor import is_lost_job
 from mvemo.manifests.folds import inner_split as grouped_inner_split
@@ -220,9 +219,8 @@ class Units:
         self.config, self.protocol = config, protocol
         self.weights_dir = None if weights_dir is None else str(weights_dir)
         self.recompute = set(recompute)
-        net, self.note = build_finetune_net(cache.reader, name, n_classes, config, weights_dir)
-        self.kinds, self.embedding_dim, self.pretrained_sha256 = kinds_of(net), net.embedding_dim, net.weights_sha256
-        self.pretrained_file = net.weights_file
+        self.net, self.note = build_finetune_net(cache.reader, name, n_classes, config, weights_dir)
+        self.kinds, self.pretrained_sha256 = kinds_of(self.net), self.net.weights_sha256
         self.inputs = input_fingerprints(cache.reader, name, self.kinds)
         self.ready = ready_rows(cache.reader, self.kinds)
 
@@ -271,12 +269,11 @@ class Units:
         """The unit's embeddings into each of its target sets, with its training record and checkpoint."""
         targets = list(job.targets)
         config = {
-            **result.net_config,
+            **result.code_config,
             "finetune": self.config.finetune,
             "protocol": self.protocol,
             "seed": self.config.seed,
             "inputs": self.inputs,
-            "precision": ROW_PRECISION,
             "training": self.record(job.fold, job.epochs),
             "result": {
                 "epochs": result.epochs,
@@ -291,18 +288,9 @@ class Units:
                 "sha256": result.checkpoint_sha256,
             },
         }
-        extractor = f"mvemo.net.{self.name}"
+        # where the fine-tuning started names the file; the checkpoint's sha256 is fingerprinted
         specs = [
-            FeatureSpec(
-                t,
-                (self.embedding_dim,),
-                "float32",
-                extractor,
-                EXTRACTOR_VERSION,
-                config,
-                result.checkpoint_sha256,
-                weights_file=self.pretrained_file,  # where the fine-tuning started; the checkpoint's sha256 is fingerprinted
-            )
+            embedding_spec(t, config, result.checkpoint_sha256, net=self.net, fine_tuned=True, weights_file=self.net.weights_file)
             for t in targets
         ]
         writer = self.cache.writer

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mvemo.cache.layout import ABSENT, FAILED
+from mvemo.cache.layout import ABSENT, FAILED, FeatureSpec
 from mvemo.cache.read import Cache
 from mvemo.cache.store import CacheWriter
 from mvemo.extract.nets.base import EmotionNet
@@ -21,6 +21,43 @@ from mvemo.manifests.errors import ConfigError
 
 # Raised whenever a change moves a net's embeddings: their rows of another version then fail the fingerprint.
 EXTRACTOR_VERSION = "1"
+# Every row a net writes into the cache is computed in float32, on every device: rows of one set embedded on a GPU under
+# bf16 and on a CPU would differ with nothing to tell them apart. bf16 autocast speeds training on a GPU alone.
+ROW_PRECISION = "float32"
+
+
+def code_config(net: EmotionNet, *, fine_tuned: bool) -> dict[str, Any]:
+    """What a net's code decides of its embedding set's config, beside what its run records (seed, inputs, fine-tuning):
+    the net's own config, the precision of its rows and, for a net used as it is, the other library code that makes
+    its inputs (``EmotionNet.computed_with``)."""
+    config = {**net.config, "precision": ROW_PRECISION}
+    return config if fine_tuned else config | {"computed_with": net.computed_with()}
+
+
+def embedding_spec(
+    set_name: str,
+    config: Mapping[str, Any],
+    weights_sha256: str,
+    *,
+    net: EmotionNet,
+    fine_tuned: bool,
+    weights_file: str = "",
+) -> FeatureSpec:
+    """The spec of an embedding set (``emb/<net>/all``, ``emb/<net>/fold<k>``) that ``net`` writes with ``config``:
+    its embedding's width, float32 rows, and the names of its columns where the net is used as it is (a fine-tuned
+    net's no longer mean what its published weights named); ``weights_sha256`` is its pretrained weights' (a
+    fine-tuned set's: its checkpoint's)."""
+    return FeatureSpec(
+        set_name,
+        (net.embedding_dim,),
+        "float32",
+        f"mvemo.net.{set_name.split('/')[1]}",
+        EXTRACTOR_VERSION,
+        config,
+        weights_sha256,
+        columns=() if fine_tuned else net.columns,
+        weights_file=weights_file,
+    )
 
 
 def require_same_weights(net: EmotionNet, expected_sha256: str) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -148,17 +148,26 @@ def _pooled_spec(source: Cache, name: str, windows: WindowConfig, length_s: floa
     block = {"length_s": length_s, "hop_s": windows.hop_s, "pooling": windows.pooling, "of": source.fingerprint(name)}
     if "inputs" in config:  # an embedding: the configs of the sets it read, to compute them again at predict time
         block["input_configs"] = {kind: source.config(kind) for kind in config["inputs"]}
-    columns = source.columns(name)
-    if columns and windows.pooling == "mean+std":
-        columns = [f"mean_{c}" for c in columns] + [f"std_{c}" for c in columns]
-    return FeatureSpec(
+    window_set = FeatureSpec(
         name,
-        (pooled_width(source.row_shape(name)[0], windows.pooling),),
+        source.row_shape(name),
         "float32",
         extractor=record["extractor"],
         extractor_version=record["extractor_version"],
-        config={**config, POOLED_KEY: block},
         weights_sha256=source.weights_sha256(name),
         weights_file=source.weights_file(name),
-        columns=tuple(columns),
+        columns=tuple(source.columns(name)),
+    )
+    return pooled_spec(window_set, {**config, POOLED_KEY: block})
+
+
+def pooled_spec(window_set: FeatureSpec, config: dict[str, Any]) -> FeatureSpec:
+    """The spec of a vector set pooled over windows, from its window set's (``window_set``; its config aside) and
+    its own ``config``, whose ``POOLED_KEY`` block names the pooling: the width and column names pooling gives."""
+    pooling = config[POOLED_KEY]["pooling"]
+    columns = window_set.columns
+    if columns and pooling == "mean+std":
+        columns = tuple(f"mean_{c}" for c in columns) + tuple(f"std_{c}" for c in columns)
+    return replace(
+        window_set, row_shape=(pooled_width(window_set.row_shape[0], pooling),), dtype="float32", config=config, columns=columns
     )

@@ -140,6 +140,14 @@ def _check_feature_set(input_name: str, set_name: str, described: Any, where: st
     for key in ("fingerprint", "extractor", "weights_sha256"):
         _require(isinstance(described.get(key), str), f"{where}.{key}", "is not a string")
     _require(len(described["fingerprint"]) == 64, f"{where}.fingerprint", "is not a sha256")
+    if "extractor_version" in described or "layout" in described:  # recorded since predict names what differs
+        _require(isinstance(described.get("extractor_version"), str), f"{where}.extractor_version", "is not a string")
+        layout = described.get("layout")
+        _require(
+            isinstance(layout, dict) and set(layout) == {"row_shape", "dtype", "columns", "variable_length"},
+            f"{where}.layout",
+            "is not a layout of row_shape, dtype, columns and variable_length",
+        )
     config = described.get("config")
     _require(isinstance(config, dict), f"{where}.config", "is not an object")
     input_configs = described.get("input_configs")

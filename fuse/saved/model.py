@@ -64,6 +64,7 @@ from mvemo.fuse.saved.targets import (
     values_from_record,
     values_record,
 )
+from mvemo.fuse.saved.upgrade import from_format_2
 from mvemo.fuse.selection import Dropped, SelectionConfig
 from mvemo.manifests.errors import CacheError, ConfigError
 
@@ -218,6 +219,9 @@ def describe_inputs(cache: Cache, inputs: tuple[str, ...]) -> dict[str, Any]:
             "fingerprint": cache.fingerprint(set_name),
             "config": config,
             "extractor": str(attrs["extractor"]),
+            # with the rest of the set's fingerprint record: predict names what this version would compute otherwise
+            "extractor_version": str(attrs["extractor_version"]),
+            "layout": json.loads(attrs["record"])["layout"],
             "weights_sha256": str(attrs["weights_sha256"]),
             # the configs of the cached inputs an embedding was computed from, to compute them again (those of a
             # set pooled over windows lie in the window cache, and in its config)
@@ -455,6 +459,8 @@ def load_fusion_model(folder: str | os.PathLike[str]) -> SavedFusionModel:
         document = json.loads(where.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{where}: not JSON ({err}); {RESAVE}") from None
+    if isinstance(document, dict) and document.get("format") == 2:  # its late records map one to one onto format 3's
+        document = from_format_2(document)
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         found = document.get("format", 1) if isinstance(document, dict) else "unknown"
         raise ConfigError(f"{where}: saved by another version of mvemo (model format {found}, this one reads {FORMAT}); {RESAVE}")

@@ -23,8 +23,9 @@ def models_group() -> None:
 @click.option("--weights-dir", default=None, type=click.Path(file_okay=False), help="Where the nets' weights are looked for first (as predict's).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def models_list(weights_dir: str | None, as_json: bool) -> None:
-    """Each ready-made model: what it labels, its inputs, its cross-validated figures, and whether the weights of its
-    nets are here (else the command that fetches them)."""
+    """Each ready-made model: what it labels, its inputs, its cross-validated figures, whether the weights of its
+    nets are here as it was trained with them (else the command that fetches them), and whether this version computes
+    what it reads as it was trained; a problem of one model is marked on its line."""
     from mvemo.pipeline.readymade.catalogue import catalogue
     from mvemo.pipeline.tables import format_table
 
@@ -32,8 +33,8 @@ def models_list(weights_dir: str | None, as_json: bool) -> None:
     if as_json:
         print_json(entries)
         return
-    rows = [[e["name"], e["labels"], e["figures"], ", ".join(e["inputs"]), e["weights"]] for e in entries]
-    click.echo(format_table(["model", "labels", "cross-validated", "inputs", "weights"], rows))
+    rows = [[e["name"], e["labels"], e["figures"], ", ".join(e["inputs"]), e["weights"], e["computes"]] for e in entries]
+    click.echo(format_table(["model", "labels", "cross-validated", "inputs", "weights", "this version computes"], rows))
     click.echo("cards: docs/models.md; use one with `mvemo predict --model NAME FILE...`")
 
 
@@ -51,10 +52,12 @@ def models_train(
     """Rebuild ready-made model NAME from its recipe (its data, labels, folds and inputs, the default fusion rule) and
     check that it equals the shipped one: exit 0 when it does, 1 listing where it differs."""
     from mvemo.pipeline.executors import build_executor
-    from mvemo.pipeline.readymade.recipes import recipe, ship_model, shipped_folder
+    from mvemo.pipeline.readymade.recipes import recipe, require_source_checkout, ship_model, shipped_folder
     from mvemo.pipeline.readymade.train import differences, train_recipe
 
     chosen = recipe(name)
+    if ship:
+        require_source_checkout()  # before the hours of training, not after
     data = Path(data_dir) if data_dir else SHARED_DATA / chosen.data
     work = Path(work_dir) if work_dir else Path("runs") / "models" / name
     with build_executor(options["executor"], workers=options["workers"], scheduler=options["scheduler"]) as executor:

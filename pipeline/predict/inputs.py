@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from mvemo.cache.layout import ABSENT, IMPORTED, POOLED_KEY
-from mvemo.extract.clip_embedding import embed_clip, rebuild_net
+from mvemo.cache.fingerprint import fingerprint_record, record_diff
+from mvemo.cache.layout import ABSENT, IMPORTED, POOLED_KEY, FeatureSpec
+from mvemo.extract.clip_embedding import embed_clip, rebuild_net, recorded_spec
 from mvemo.extract.features import FeatureConfigs, compute_clip, modality
 from mvemo.extract.frame_sets import VIDEO_FEATURES
 from mvemo.extract.nets import net_options
@@ -73,12 +74,7 @@ def check_computable(saved: SavedFusionModel, chosen: str, weights_dir: str | No
     where = saved.folder / MODEL_JSON
     for name in saved.models:
         try:
-            for input_name, (set_name, described) in zip(saved.inputs(name), saved.feature_sets(name).items()):
-                if set_name.startswith("emb/"):
-                    net_options(input_name)  # an unknown net raises
-                    _check_net_record(set_name, described)
-            configs, fingerprints = model_configs(saved, name)
-            check_fingerprints(fingerprints_of(configs, weights_dir=weights_dir), fingerprints, configs)
+            check_recorded_sets(saved, name, weights_dir)
         except WeightsError:
             if name == chosen:
                 raise
@@ -88,6 +84,63 @@ def check_computable(saved: SavedFusionModel, chosen: str, weights_dir: str | No
             raise ConfigError(
                 f"{where}: models[{name!r}]: a feature set's config cannot be read ({type(err).__name__}: {err})"
             ) from None
+
+
+def check_recorded_sets(saved: SavedFusionModel, name: str, weights_dir: str | None = None) -> None:
+    """Raise ``ConfigError`` unless this version computes every set model ``name`` reads with the fingerprint the model
+    recorded: each embedding set (``recorded_spec``) and the sets its net read, each feature set (one pooled over
+    windows: its window set's); a net it does not know, or whose record lacks what rebuilding it needs, is refused."""
+    for input_name, (set_name, described) in zip(saved.inputs(name), saved.feature_sets(name).items()):
+        if set_name.startswith("emb/"):
+            net_options(input_name)  # an unknown net raises
+            _check_net_record(set_name, described)
+    configs, fingerprints = model_configs(saved, name)
+    check_fingerprints(fingerprints_of(configs, weights_dir=weights_dir), fingerprints, configs)
+    for set_name, described in saved.feature_sets(name).items():
+        if set_name.startswith("emb/"):
+            require_recorded(set_name, described, recorded_spec(set_name, described, len(saved.classes), weights_dir))
+
+
+def require_recorded(set_name: str, described: dict[str, Any], now: FeatureSpec) -> None:
+    """Raise ``ConfigError`` in one line unless ``now``, this version's spec of a set a saved model read, is the one the
+    model recorded (``described``): the same fingerprint, and a record that differs in nothing (of a model saved
+    before the extractor's version and the rows' layout were recorded, its config, extractor and weights alone)."""
+    recorded = recorded_record(described)
+    differs = [key for key in record_diff(recorded, now.record) if key.split(".")[0] in recorded]
+    if not differs and now.fingerprint == described["fingerprint"]:
+        return
+    if differs:
+        what = "; ".join(f"{key} {_at(recorded, key)} then, {_at(now.record, key)} now" for key in differs)
+    elif "layout" in recorded:
+        what = "its recorded fingerprint is not that of its record: the model's file was edited"
+    else:
+        what = "its config, extractor and weights as recorded, so another version of its extractor's code computed it"
+    raise ConfigError(
+        f"{set_name}: the model was trained on rows this version computes otherwise ({what}); retrain it with"
+        " `mvemo fuse` on a cache from this version, or predict with the mvemo that saved it"
+    )
+
+
+def recorded_record(described: dict[str, Any]) -> dict[str, Any]:
+    """What a saved model recorded of a set's fingerprint record (``cache.layout.FeatureSpec.record``): all of it
+    where it holds the extractor's version and the rows' layout, else its extractor, config and weights."""
+    if "extractor_version" in described and "layout" in described:
+        record = fingerprint_record(
+            extractor=described["extractor"],
+            extractor_version=described["extractor_version"],
+            config=described["config"],
+            weights_sha256=described["weights_sha256"],
+        )
+        return record | {"layout": described["layout"]}
+    return {key: described[key] for key in ("extractor", "config", "weights_sha256")}
+
+
+def _at(record: dict[str, Any], dotted: str) -> str:
+    value: Any = record
+    for key in dotted.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    text = "absent" if value is None else json.dumps(value, sort_keys=True)
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 def _check_net_record(set_name: str, described: dict[str, Any]) -> None:

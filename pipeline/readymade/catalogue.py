@@ -6,25 +6,28 @@ import os
 from typing import Any
 
 from mvemo.extract.nets import pretrained_file
-from mvemo.extract.weights.registry import find_weights
-from mvemo.fuse.saved.model import load_fusion_model
+from mvemo.extract.weights.registry import weights_status
+from mvemo.fuse.saved.model import SavedFusionModel, load_fusion_model
+from mvemo.manifests.errors import MvemoError
+from mvemo.pipeline.predict.inputs import check_recorded_sets
 from mvemo.pipeline.readymade.recipes import RECIPES, model_card, shipped_folder
 
 
 def catalogue(weights_dir: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
-    """Per ready-made model: its name, what it labels, its inputs, its cross-validated figures in words and the weight
-    files its nets read, and those missing here with the command that fetches them (``weights``: "all here" or that)."""
+    """Per ready-made model: its name, what it labels, its inputs, its cross-validated figures in words, the weight
+    files its nets read and whether they are here as it was trained with them (``weights``: "all here", else each
+    file missing or other than the model's, with what to do), and whether this version computes every set it reads
+    as it was trained (``computes``: "as trained", else why not). A problem of one model is marked on its entry."""
     entries = []
     for name in RECIPES:
         folder = shipped_folder(name)
         card, saved = model_card(folder), load_fusion_model(folder)
         model = saved.default_model
-        files = [
-            f
-            for set_name in saved.feature_sets(model)
-            if set_name.startswith("emb/") and (f := pretrained_file(set_name.split("/")[1]))
-        ]
-        missing = [f for f in files if find_weights(f, weights_dir) is None]
+        files = {
+            file: described["weights_sha256"]
+            for set_name, described in saved.feature_sets(model).items()
+            if set_name.startswith("emb/") and (file := pretrained_file(set_name.split("/")[1]))
+        }
         entries.append(
             {
                 "name": name,
@@ -32,12 +35,34 @@ def catalogue(weights_dir: str | os.PathLike[str] | None = None) -> list[dict[st
                 "outputs": saved.outputs,
                 "inputs": list(saved.inputs(model)),
                 "figures": figures_text(card["figures"]),
-                "weight_files": files,
-                "weights": "all here" if not missing else f"missing: {', '.join(missing)} (`mvemo weights fetch FILE`)",
+                "weight_files": list(files),
+                "weights": weights_here(files, weights_dir),
+                "computes": computes(saved, model),
                 "folder": str(folder),
             }
         )
     return entries
+
+
+def weights_here(files: dict[str, str], weights_dir: str | os.PathLike[str] | None) -> str:
+    """ "all here" where each weight file is found with the sha256 a model recorded (``files``: file -> sha256), else
+    the files missing and those found with another sha256, with the command that brings the right one."""
+    found = {file: weights_status(file, weights_dir) for file in files}
+    missing = [file for file, state in found.items() if state.path is None]
+    other = [file for file, state in found.items() if state.path is not None and state.sha256 != files[file]]
+    problems = [f"missing: {', '.join(missing)}"] if missing else []
+    problems += [f"other than the model's: {f} (sha256 {found[f].sha256[:12]}, the model's {files[f][:12]})" for f in other]
+    return "; ".join(problems) + " (`mvemo weights fetch FILE`)" if problems else "all here"
+
+
+def computes(saved: SavedFusionModel, model: str) -> str:
+    """ "as trained" where this version computes every set ``model`` reads with the fingerprint it recorded, else why
+    not (``pipeline.predict.inputs.check_recorded_sets``)."""
+    try:
+        check_recorded_sets(saved, model)
+    except MvemoError as err:
+        return f"no: {err}"
+    return "as trained"
 
 
 def figures_text(figures: dict[str, Any]) -> str:

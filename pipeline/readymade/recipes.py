@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from mvemo.fuse.saved.model import HEADS_H5, MODEL_JSON
 from mvemo.manifests.errors import ConfigError
 
 SHIPPED = Path(__file__).parent / "shipped"
@@ -98,9 +97,37 @@ def model_card(folder: Path) -> dict[str, Any]:
 
 
 def ship_model(name: str, folder: Path) -> Path:
-    """Copy a rebuilt model's folder (model, heads, recipe) into the package's, for a release: a source checkout only."""
+    """Replace the package's copy of ready-made model ``name`` with a rebuilt model's whole ``folder`` (model, heads,
+    recipe, the checkpoints of its fine-tuned nets), for a release: copied beside it first, then swapped in, so that a
+    copy that fails leaves the shipped model as it was. A source checkout only (``require_source_checkout``)."""
+    require_source_checkout()
     target = SHIPPED / recipe(name).name
-    target.mkdir(parents=True, exist_ok=True)
-    for file in (MODEL_JSON, HEADS_H5, RECIPE_JSON):
-        shutil.copyfile(folder / file, target / file)
+    new, old = (target.with_name(f".{target.name}.{part}") for part in ("new", "old"))
+    for leftover in (new, old):  # of a ship that stopped half-way
+        shutil.rmtree(leftover, ignore_errors=True)
+    shutil.copytree(folder, new)
+    shipped_before = target.exists()
+    if shipped_before:
+        target.rename(old)
+    new.rename(target)
+    if shipped_before:
+        shutil.rmtree(old)
     return target
+
+
+def require_source_checkout() -> None:
+    """Refuse (``ConfigError``) to ship into an installed package: ``--ship`` rewrites the models that a source
+    checkout's next release ships (``in_source_checkout``), never those of an installed mvemo."""
+    if not in_source_checkout(SHIPPED):
+        raise ConfigError(
+            f"--ship is for a source checkout of mvemo (a release's models); this mvemo is installed ({SHIPPED}): run"
+            " `mvemo models train NAME` without --ship to compare with the shipped model, or --ship in a clone of mvemo"
+        )
+
+
+def in_source_checkout(folder: Path) -> bool:
+    """Whether ``folder``, the package's shipped models, lies in a source checkout: a checkout's ``setup.cfg`` two or
+    three folders above the package's, and no ``site-packages`` or ``dist-packages`` on the way."""
+    if {"site-packages", "dist-packages"} & set(folder.parts):
+        return False
+    return any((above / "setup.cfg").is_file() for above in folder.parents[2:4])

@@ -186,7 +186,7 @@ def test_a_row_is_computed_in_float32_on_every_device(monkeypatch: pytest.Monkey
 
     from mvemo.extract import forward
     from mvemo.extract.finetune import train
-    from mvemo.extract.nets import get_net
+    from mvemo.extract.nets import building, get_net
 
     asked: list[bool] = []
     monkeypatch.setattr(forward, "autocast", lambda device, *, bf16=True: asked.append(bf16) or contextlib.nullcontext())
@@ -197,4 +197,4 @@ def test_a_row_is_computed_in_float32_on_every_device(monkeypatch: pytest.Monkey
             forward.forward(net, inputs, device)
     assert asked == [False, False]
     assert train.training_precision(torch.device("cuda")) == "bfloat16 autocast"
-    assert train.training_precision(torch.device("cpu")) == forward.ROW_PRECISION == "float32"
+    assert train.training_precision(torch.device("cpu")) == building.ROW_PRECISION == "float32"

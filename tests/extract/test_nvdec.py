@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mvemo.extract.decode.frames import Converter
-from mvemo.extract.decode.nvdec import nvdec_problem, on_nvdec
+from mvemo.extract.decode.nvdec import nvdec_problem
 from mvemo.extract.features import FeatureConfigs
 from mvemo.extract.frame_sets import FrameConfig, frames112, frames224, sample_frames
 from mvemo.manifests import Clip, ConfigError, Manifest
@@ -127,9 +127,34 @@ def test_any_refusal_of_the_device_decoder_falls_back_to_the_cpu(
     np.testing.assert_array_equal(refused.frames, expected.frames)
 
 
-def test_av1_stays_on_the_cpu_where_nvdec_works(monkeypatch: pytest.MonkeyPatch) -> None:
-    """PyAV's FFmpeg opens av1 with libdav1d, which has no CUDA decoder: it is never sent to the device."""
+def test_av1_stays_on_the_cpu_where_nvdec_works(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PyAV's FFmpeg opens av1 with libdav1d, which has no CUDA decoder: where NVDEC works, an h264 clip is sent to the
+    device and an av1 clip never is; both decode to the frames the CPU gives."""
     import mvemo.extract.decode.nvdec
+    import mvemo.extract.decode.video
+
+    frames = np.random.default_rng(0).integers(0, 255, (20, 64, 96, 3), np.uint8)
+    videos = {
+        "h264": write_media(tmp_path / "a.mp4", frames=frames),
+        "av1": write_media(tmp_path / "a.mkv", frames=frames, video_codec="libsvtav1"),
+    }
+    on_device, asked = object(), []
+    opened = mvemo.extract.decode.video.open_container
+
+    def no_device_here(path: Path, clip_id: str, hwaccel: object = None) -> object:
+        if hwaccel is on_device:
+            asked.append(Path(path).suffix)
+            raise RuntimeError("no device in this test")
+        return opened(path, clip_id, hwaccel)
 
     monkeypatch.setattr(mvemo.extract.decode.nvdec, "nvdec_problem", lambda: None)
-    assert [codec for codec in ("h264", "hevc", "vp9", "av1", "mpeg4") if on_nvdec("auto", codec)] == ["h264", "hevc", "vp9"]
+    monkeypatch.setattr(mvemo.extract.decode.video, "nvdec_accel", lambda: on_device)
+    monkeypatch.setattr(mvemo.extract.decode.video, "open_container", no_device_here)
+    for codec, video in videos.items():
+        with av.open(str(video)) as container:
+            assert container.streams.video[0].codec_context.name in (codec, "libdav1d")
+        on_cpu = sample_frames(video, FrameConfig(n_frames=4, decoder="cpu", isolate=False))
+        auto = sample_frames(video, FrameConfig(n_frames=4, decoder="auto", isolate=False))
+        assert auto.decoder == "cpu"
+        np.testing.assert_array_equal(auto.frames, on_cpu.frames)
+    assert asked == [".mp4"], "the h264 clip was offered to the device, the av1 clip never"

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from mvemo.cache.fingerprint import fingerprint
 from mvemo.cache.read import Cache
 from mvemo.fuse.inputs import lld_statistics
 from mvemo.fuse.saved.model import load_fusion_model
@@ -17,6 +18,7 @@ from mvemo.manifests.folds import fold_table
 from mvemo.manifests.synthetic import DEMO_CLASSES, DEMO_SCALE, DEMO_TAGS
 from mvemo.pipeline.cli.main import cli
 from mvemo.pipeline.demo import DEMO_NETS, DEMO_TARGET_MODELS, DEMO_TARGET_REPEATS
+from mvemo.pipeline.predict.inputs import recorded_record
 from tests.conftest import SHARED, write_tiny
 
 # Over half a second a test (end-to-end runs, trained nets): left out of `make test-quick`.
@@ -201,10 +203,16 @@ def test_predict_refuses_a_model_whose_features_or_weights_differ(tiny_demo: Pat
 
     clip = str(next((tiny_demo / "data").glob("Sad/*.mp4")))
     weights = SHARED / "weights"
+
+    def other_weights(s: dict) -> None:
+        """As a model trained with the weights of sha256 fff...: its record and fingerprint say so alike."""
+        s.update(weights_sha256="f" * 64)
+        s.update(fingerprint=fingerprint(recorded_record(s)))
+
     cases = [
         (lambda s: s["config"]["inputs"].update(mel="0" * 64), (), "the saved model's mel config has fingerprint 000000000000"),
         (
-            lambda s: s.update(weights_sha256="f" * 64),
+            other_weights,
             (),
             "the model was trained with these weights: give --weights-dir, the folder stage one read",
         ),
@@ -217,7 +225,7 @@ def test_predict_refuses_a_model_whose_features_or_weights_differ(tiny_demo: Pat
     if (weights / "choi_compact_cnn_msd.h5").is_file():
         cases.append(
             (
-                lambda s: s.update(weights_sha256="f" * 64),
+                other_weights,
                 ("--weights-dir", str(weights)),
                 "twodcnn was computed with weights of sha256 ffffffffffff, the file found has 42e791b8c1b4",
             )

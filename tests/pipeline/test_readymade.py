@@ -15,7 +15,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from mvemo.cache.read import Cache
+from mvemo.fuse.inputs import read_input
 from mvemo.fuse.saved.model import load_fusion_model
+from mvemo.manifests import read_manifest
 from mvemo.pipeline.cli.main import cli
 from mvemo.pipeline.readymade import recipes
 from mvemo.pipeline.readymade.train import train_recipe
@@ -83,15 +86,25 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def shipped(tmp_path_factory: pytest.TempPathFactory, work: Path, fourq_slice: Path, mved_slice: Path) -> Path:
-    """Each recipe built small, as `mvemo models train NAME --ship` would ship it, into a folder of shipped models."""
+def trained(work: Path, fourq_slice: Path, mved_slice: Path) -> dict[str, Path]:
+    """Each recipe built small: its model's folder, kept in the work folder (the two 4Q recipes write theirs in turn
+    into the one they share)."""
+    return {
+        name: shutil.copytree(train_recipe(tiny(name), data, work / where, weights_dir=WEIGHTS), work / f"{name}-model")
+        for name, data, where in (
+            ("4q-quadrants", fourq_slice, "4q"),
+            ("4q-moods", fourq_slice, "4q"),
+            ("mved-classes", mved_slice, "mved"),
+        )
+    }
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory: pytest.TempPathFactory, trained: dict[str, Path]) -> Path:
+    """The small models, as `mvemo models train NAME --ship` would ship them, in a folder of shipped models."""
     shipped = tmp_path_factory.mktemp("shipped")
-    for name, data, where in (
-        ("4q-quadrants", fourq_slice, "4q"),
-        ("4q-moods", fourq_slice, "4q"),
-        ("mved-classes", mved_slice, "mved"),
-    ):
-        shutil.copytree(train_recipe(tiny(name), data, work / where, weights_dir=WEIGHTS), shipped / name)
+    for name, folder in trained.items():
+        shutil.copytree(folder, shipped / name)
     return shipped
 
 
@@ -119,15 +132,17 @@ def test_each_recipe_makes_a_model_of_its_kind_with_its_card(shipped: Path) -> N
 
 
 def test_models_train_rebuilds_a_model_equal_to_the_shipped_one_and_names_a_difference(
-    as_shipped: Path, fourq_slice: Path, work: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    as_shipped: Path, fourq_slice: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The rebuild resumes the recipe's cache (extract is resumable) and fits and saves the model anew."""
+    """The rebuild runs the whole recipe again in a work folder of its own: stage one from the songs, then stage two."""
     runner = CliRunner()
-    command = ["models", "train", "4q-quadrants", "--data", str(fourq_slice), "--work", str(work / "4q")]
+    command = ["models", "train", "4q-quadrants", "--data", str(fourq_slice), "--work", str(tmp_path / "rebuild")]
     command += ["--weights-dir", str(WEIGHTS)]
     rebuilt = runner.invoke(cli, command)
     assert rebuilt.exit_code == 0, rebuilt.output
     assert "equal to the shipped 4q-quadrants" in rebuilt.output
+    with Cache(tmp_path / "rebuild" / "cache") as cache:
+        assert cache.done("emb/musicnn/all").all(), "stage one computed the songs' embeddings anew"
     monkeypatch.setattr(recipes, "SHIPPED", shutil.copytree(as_shipped, tmp_path / "shipped"))
     with h5py.File(recipes.SHIPPED / "4q-quadrants" / "heads.h5", "r+") as heads:
         weights = heads["head0/weights"]
@@ -138,21 +153,46 @@ def test_models_train_rebuilds_a_model_equal_to_the_shipped_one_and_names_a_diff
 
 
 @pytest.mark.parametrize("name", ["4q-quadrants", "4q-moods"])
-def test_predict_with_a_ready_made_name_as_with_its_folder(as_shipped: Path, fourq_slice: Path, name: str) -> None:
+def test_predict_with_a_ready_made_name_as_with_its_folder(
+    as_shipped: Path, trained: dict[str, Path], fourq_slice: Path, name: str
+) -> None:
+    """``--model NAME`` labels with the model its recipe built (in the recipe's work folder, not the shipped copy)."""
     song = str(next(fourq_slice.glob("Q1/*.ogg")))
     runner = CliRunner()
     by_name = runner.invoke(cli, ["predict", "--model", name, song, "--json", "--weights-dir", str(WEIGHTS)])
-    by_folder = runner.invoke(cli, ["predict", str(as_shipped / name), song, "--json", "--weights-dir", str(WEIGHTS)])
+    by_folder = runner.invoke(cli, ["predict", str(trained[name]), song, "--json", "--weights-dir", str(WEIGHTS)])
     assert by_name.exit_code == 0 and by_folder.exit_code == 0, by_name.output + by_folder.output
     assert json.loads(by_name.stdout) == json.loads(by_folder.stdout)
     result = json.loads(by_name.stdout)[0]
-    outputs = load_fusion_model(as_shipped / name).outputs
+    outputs = load_fusion_model(trained[name]).outputs
     assert list(result["probabilities"]) == outputs and all(0 <= p <= 1 for p in result["probabilities"].values())
     if name == "4q-quadrants":
         assert sum(result["probabilities"].values()) == pytest.approx(1, abs=1e-3) and result["label"] in outputs
     listed = runner.invoke(cli, ["models", "list", "--json", "--weights-dir", str(WEIGHTS)])
     entry = next(e for e in json.loads(listed.stdout) if e["name"] == name)
-    assert entry["weights"] == "all here" and entry["outputs"] == outputs
+    assert entry["weights"] == "all here" and entry["outputs"] == outputs and entry["computes"] == "as trained"
+
+
+def test_the_shipped_4q_quadrants_labels_a_song_as_its_heads_label_the_songs_cached_rows(
+    trained: dict[str, Path], work: Path
+) -> None:
+    """The model shipped with mvemo (not a small one standing for it), end to end on a song of 4q-dev: what predict
+    gives is what its heads give on that song's rows in a cache of the recipe, computed by stage one with the very
+    sets the model was trained on (the same fingerprints)."""
+    saved = load_fusion_model(recipes.shipped_folder("4q-quadrants"))
+    model = saved.default_model
+    manifest = read_manifest(work / "4q" / "manifest.csv")
+    row, clip = next((row, clip) for row, clip in enumerate(manifest.clips) if clip.label == "Q2")
+    result = CliRunner().invoke(cli, ["predict", "--model", "4q-quadrants", str(clip.audio), "--json", "--weights-dir", str(WEIGHTS)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    got = json.loads(result.stdout)[0]["probabilities"]
+    with Cache(work / "4q" / "cache") as cache:
+        assert cache.clip_ids[row] == clip.clip_id
+        sets = saved.feature_sets(model)
+        assert {name: cache.fingerprint(name) for name in sets} == {name: d["fingerprint"] for name, d in sets.items()}
+        inputs = {name: read_input(cache, set_name)[0][[row]] for name, set_name in zip(saved.inputs(model), sets)}
+    expected = saved.predict_proba(model, inputs)[0]
+    np.testing.assert_allclose([got[q] for q in saved.outputs], expected, atol=1e-4)
 
 
 def test_the_quadrant_timeline_shows_russells_plane_read_from_the_quadrants(
