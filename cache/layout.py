@@ -41,6 +41,11 @@ ERRORS_FILE = "errors.jsonl"
 POOLED_KEY = "windows"
 # the config key of a set imported with `mvemo cache import` (``cache.imported``): its file, sha256 and key column
 IMPORTED = "imported"
+# The sets read from a clip's sampled frames: stage one's frames for the video nets, and the performers' faces. A clip
+# without video has none of them (ABSENT); an input that reads one, or a net's embedding of one, is of the video modality.
+VIDEO_FEATURES = ("frames224", "frames112")
+FACE_FEATURES = ("faces", "face_frames")
+VIDEO_SETS = (*VIDEO_FEATURES, *FACE_FEATURES)
 # ABSENT: the manifest gives the clip no such modality (an audio-only clip's video frames).
 TODO, DONE, FAILED, ABSENT = 0, 1, 2, 3
 HASH_DTYPE = "S64"
@@ -125,6 +130,11 @@ class FeatureSpec:
     @property
     def row_bytes(self) -> int:
         return int(np.prod(self.row_shape)) * np.dtype(self.dtype).itemsize
+
+
+def modality(set_name: str) -> str:
+    """``video`` for a set read from a clip's frames (``VIDEO_SETS``), else ``audio``."""
+    return "video" if set_name in VIDEO_SETS else "audio"
 
 
 def set_dir(root: Path, name: str) -> Path:

@@ -22,7 +22,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from mvemo.cache.handle import CacheHandle
-from mvemo.cache.layout import ABSENT, FeatureSpec
+from mvemo.cache.layout import ABSENT, FACE_FEATURES, VIDEO_FEATURES, VIDEO_SETS, FeatureSpec, modality
 from mvemo.cache.store import CacheWriter
 from mvemo.extract.audio import (
     SIGNAL_CONFIGS,
@@ -40,8 +40,8 @@ from mvemo.extract.decode.audio import AudioWindow
 from mvemo.extract.decode.nvdec import require_decoder
 from mvemo.extract.decode.video import available_cores
 from mvemo.extract.decode.worker import read_audio
-from mvemo.extract.faces.sets import FACE_FEATURES, FaceConfig, face_specs
-from mvemo.extract.frame_sets import VIDEO_FEATURES, FrameConfig, compute_video_features, sampling_record, video_feature_specs
+from mvemo.extract.faces.sets import FaceConfig, face_specs
+from mvemo.extract.frame_sets import FrameConfig, compute_video_features, sampling_record, video_feature_specs
 from mvemo.extract.handcrafted.lld import LldConfig
 from mvemo.extract.handcrafted.registry import HANDCRAFTED
 from mvemo.extract.numba_once import compile_numba_once
@@ -51,7 +51,6 @@ from mvemo.manifests.schema import Clip, Manifest
 from mvemo.manifests.steps import add, recording, step
 
 FEATURE_GROUPS = {"frames": VIDEO_FEATURES, "faces": FACE_FEATURES}  # a name that stands for several sets
-VIDEO_SETS = (*VIDEO_FEATURES, *FACE_FEATURES)  # the sets read from a clip's sampled frames
 WRITE_EVERY_CLIPS = 8
 
 
@@ -182,10 +181,6 @@ class FeatureRunSummary:
     @property
     def failures(self) -> dict[str, dict[str, str]]:
         return {name: s.failed for name, s in self.sets.items() if s.failed}
-
-
-def modality(name: str) -> str:
-    return "video" if name in VIDEO_SETS else "audio"
 
 
 def compute_clip(clip: Clip, names: tuple[str, ...], configs: FeatureConfigs) -> dict[str, Any]:

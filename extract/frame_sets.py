@@ -40,7 +40,6 @@ from mvemo.manifests.schema import Clip
 from mvemo.manifests.steps import step
 
 __all__ = [
-    "VIDEO_FEATURES",
     "DecodeTimeoutError",
     "FrameConfig",
     "NoVideoStreamError",
@@ -56,7 +55,6 @@ __all__ = [
 ]
 
 EXTRACTOR_VERSION = "1"
-VIDEO_FEATURES = ("frames224", "frames112")
 CROP_224_PX = 224
 CROP_112_PX = 112
 

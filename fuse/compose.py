@@ -420,6 +420,16 @@ def in_sample(node: Node, training: Training) -> bool:
     return bool(set(inputs_of(node)) & training.in_sample)
 
 
+def trimmed(
+    members: list[Any], scores: list[np.ndarray], groups: Any, tuned_inputs: frozenset[str]
+) -> tuple[list[Any], dict[str, Dropped]]:
+    """The members a trimmed late fusion keeps, and those it drops with their gaps (``fuse.selection.trim``), from each
+    member's ``scores`` of the rows on its inner out-of-fold predictions (classes, tags or values alike); a member
+    over one of ``tuned_inputs`` (computed by a net fine-tuned on these rows) is kept unjudged and sets no bar."""
+    decided = trim(scores, groups, [not set(inputs_of(m.node)) & tuned_inputs for m in members])
+    return [members[i] for i in decided.kept], decided.dropped([m.node.expr for m in members])
+
+
 def inner_threshold(fitted: Fitted, y: np.ndarray, training: Training) -> float:
     """The probability of the second of two classes at and above which a row is called of it: the best F1 of the
     model's inner out-of-fold probabilities of ``training``'s rows (classes ``y``), where those are out of sample at
@@ -436,10 +446,7 @@ def _fit_late(node: Late, training: Training, inner: bool) -> Fitted:
     if node.weights == "trimmed":
         scoring = training.selection.choice_scoring or training.selection.scoring
         scores = [row_scores(training.y, m.inner_proba, scoring) for m in members]  # type: ignore[arg-type]
-        judged = [not in_sample(m.node, training) for m in members]
-        decided = trim(scores, training.groups, judged)
-        kept = [members[i] for i in decided.kept]
-        dropped = decided.dropped([m.node.expr for m in members])
+        kept, dropped = trimmed(members, scores, training.groups, training.in_sample)
         return FittedLate(node, kept, np.full(len(kept), 1.0 / len(kept)), dropped)
     late = FittedLate(node, members, inner_weights(members, training))
     late.inner_proba = cross_fitted(node, training) if inner else None

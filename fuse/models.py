@@ -20,22 +20,36 @@ from dataclasses import dataclass
 import numpy as np
 
 from mvemo.cache.imported import reimport_command
-from mvemo.cache.layout import DONE, TODO
+from mvemo.cache.layout import DONE, TODO, VIDEO_SETS
+from mvemo.cache.layout import modality as set_modality
 from mvemo.cache.read import Cache
 from mvemo.cache.sets import StartedOver
 from mvemo.fuse.compose import Best, Features, Late, Node, Stack, inputs_of, integrated
 from mvemo.fuse.grammar import parse_models
 from mvemo.manifests.errors import CacheError, ConfigError
 
-AUDIO_NETS = ("onedcnn", "twodcnn", "crnn", "musicnn", "msdvgg", "mttmusicnn", "mttvgg", "clap")
+# The nets stage one runs, in the order reports list them (audio first); whether a net reads sound or pictures its sets
+# say (``modality``).
+NETS = (
+    "onedcnn",
+    "twodcnn",
+    "crnn",
+    "musicnn",
+    "msdvgg",
+    "mttmusicnn",
+    "mttvgg",
+    "clap",
+    "c3d",
+    "i3d",
+    "r3d_18",
+    "r2plus1d_18",
+    "mc3_18",
+)
 # the music encoders: musicnn's two nets, each as trained on the Million Song Dataset and on MagnaTagATune (stage one's
 # ``--nets encoders``), and CLAP where a user ran it (``--nets clap``); the late fusion of those cached is the default
 # model ``encoders``
 MUSIC_ENCODERS = ("musicnn", "msdvgg", "mttmusicnn", "mttvgg", "clap")
 ENCODERS = "encoders"
-VIDEO_NETS = ("c3d", "i3d", "r3d_18", "r2plus1d_18", "mc3_18")
-# the clip-level vector sets computed from the frames; every other set (handcrafted audio, imported) counts as audio
-VIDEO_SETS = ("faces",)
 PAPER_PAIRS = (("c3d", "onedcnn"), ("i3d", "onedcnn"), ("c3d", "twodcnn"), ("i3d", "twodcnn"))
 LLDSTATS = "lldstats"
 INTEGRATED = ("integrated", "integrated-audio")
@@ -66,13 +80,17 @@ def cached_nets(cache: Cache) -> list[str]:
     """Nets with embeddings in the cache (``emb/<net>/fold<k>`` or ``emb/<net>/all``), audio first, each net's
     variants (``musicnn.taggram``) after it."""
     found = {name.split("/")[1] for name in cache.feature_sets() if name.startswith("emb/")}
-    order = {net: i for i, net in enumerate((*AUDIO_NETS, *VIDEO_NETS))}
+    order = {net: i for i, net in enumerate(NETS)}
     return sorted(found, key=lambda name: (order.get(base_net(name), len(order)), base_net(name), name))
 
 
-def modality(name: str) -> str:
-    """``video`` for an input computed from the frames (a video net's embedding, the faces), else ``audio``."""
-    return "video" if base_net(name) in VIDEO_NETS or name in VIDEO_SETS else "audio"
+def modality(cache: Cache, name: str) -> str:
+    """``video`` for an input computed from a clip's frames (a set of ``cache.layout.VIDEO_SETS``, the faces, or the
+    embedding of a net that reads one, as its sets record the inputs they read), else ``audio``."""
+    if name in VIDEO_SETS:
+        return "video"
+    sets = [s for s in cache.feature_sets() if s.startswith(f"emb/{name}/")]
+    return "video" if sets and any(set_modality(s) == "video" for s in cache.config(sets[0]).get("inputs", {})) else "audio"
 
 
 def base_net(name: str) -> str:
@@ -84,7 +102,7 @@ def cached_inputs(cache: Cache) -> list[str]:
     """Every input the cache can feed a model: the nets' embeddings, ``lldstats`` where LLDs are cached, then the
     clip-level vector sets."""
     nets, sets = cached_nets(cache), vector_sets(cache)
-    taken = [n for n in sets if n in nets or base_net(n) in (*AUDIO_NETS, *VIDEO_NETS, LLDSTATS, *NAMED_MODELS)]
+    taken = [n for n in sets if n in nets or base_net(n) in (*NETS, LLDSTATS, *NAMED_MODELS)]
     if taken:
         raise ConfigError(
             f"cache {str(cache.path)!r}: set {taken[0]!r} has the name of a net, of lldstats or of a model, and"
@@ -205,7 +223,7 @@ def named_models(cache: Cache, complete: list[str]) -> dict[str, Node]:
     encoders = tuple(Features((name,)) for name in trusted if name in MUSIC_ENCODERS)
     named: dict[str, Node] = {}
     if len(trusted) > 1:
-        name = INTEGRATED[0] if any(modality(n) == "video" for n in trusted) else INTEGRATED[1]
+        name = INTEGRATED[0] if any(modality(cache, n) == "video" for n in trusted) else INTEGRATED[1]
         named[name] = integrated(tuple(Features((input_name,)) for input_name in trusted))
     pairs = paper_pairs(trusted)
     if len(pairs) > 1:

@@ -9,7 +9,7 @@ another rule on the same clips: the mean difference, its 95 % interval corrected
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import numpy as np
@@ -29,11 +29,11 @@ RULES = ("late", "modal", "trimmed", "modal-trimmed", "choice", "late-inner", "s
 MEASURES = {"label": ("f1_macro",), "tags": ("roc_auc_macro", "map")}
 
 
-def rule_models(inputs: list[str]) -> dict[str, Node]:
-    """Each rule of the protocol over ``inputs``, then each input alone (two rules may be one model on these inputs, as
-    ``modal`` is ``late`` over one modality: it is fitted once)."""
+def rule_models(inputs: list[str], video: Collection[str] = ()) -> dict[str, Node]:
+    """Each rule of the protocol over ``inputs`` (those of the video modality: ``video``), then each input alone (two
+    rules may be one model on these inputs, as ``modal`` is ``late`` over one modality: it is fitted once)."""
     alone = tuple(Features((name,)) for name in inputs)
-    pools = [tuple(m for m in alone if modality(m.inputs[0]) == kind) for kind in ("audio", "video")]
+    pools = [tuple(m for m in alone if (m.inputs[0] in video) == is_video) for is_video in (False, True)]
 
     def per_modality(weights: str) -> Node:
         """Each modality's late fusion (a modality of one member is that member), then theirs with equal weights."""
@@ -115,7 +115,7 @@ def compare_rules(cache: Cache, *, target: str = "label", repeats: int = 10, **o
     inputs = fusion_inputs(cache)
     if len(inputs) < 2:
         raise ConfigError(f"cache {str(cache.path)!r}: the default model fuses {inputs or 'nothing'}; a study needs two inputs")
-    models = rule_models(inputs)
+    models = rule_models(inputs, [name for name in inputs if modality(cache, name) == "video"])
     run = cross_validate if target == "label" else cross_validate_tags
     result = run(cache, models=",".join(dict.fromkeys(node.expr for node in models.values())), repeats=repeats, **options)
     main = MEASURES[target][0]

@@ -127,7 +127,7 @@ def net_config(path: str | os.PathLike[str] | None, random_init: tuple[str, ...]
 
 def _nets(tables: dict[str, Any], random_init: tuple[str, ...] = ()) -> dict[str, dict[str, Any]]:
     """Each net's options, and each variant's (a ``[net.<net>.<variant>]`` table: the net's options, then its own)."""
-    from mvemo.extract.faces.sets import FACE_FEATURES
+    from mvemo.cache.layout import FACE_FEATURES
     from mvemo.extract.nets import INIT, base_name, net_options, split_init
 
     for net in random_init:

@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from mvemo.extract.faces.mtcnn import MTCNN, Faces
     from mvemo.extract.faces.xception import ExpressionNet
 
-FACE_FEATURES = ("faces", "face_frames")
 # The FER2013 nets' classes in output order (face_classification's src/utils/datasets.py)
 FER_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 INPUT_PX = 64

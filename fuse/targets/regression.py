@@ -22,9 +22,9 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from mvemo.fuse.compose import Best, Features, Late, Node, Stack, concatenated, inputs_of
+from mvemo.fuse.compose import Best, Features, Late, Node, Stack, concatenated, trimmed
 from mvemo.fuse.heads.linear import standardization, standardized
-from mvemo.fuse.selection import Dropped, SelectionConfig, decades, described_drops, trim
+from mvemo.fuse.selection import Dropped, SelectionConfig, decades, described_drops
 from mvemo.manifests.errors import ConfigError, is_number
 from mvemo.manifests.folds import TooFewGroups, fewest_groups, inner_splits
 
@@ -303,9 +303,7 @@ def fit_values(
                 members = [fit(m) for m in node.members]
                 spread = np.where(values.std(axis=0) > 0, values.std(axis=0), 1.0)
                 row_scores = [-np.sum(((m.inner_pred - values) / spread) ** 2, axis=1) for m in members]
-                decided = trim(row_scores, groups, [not set(inputs_of(m.node)) & in_sample for m in members])
-                dropped = decided.dropped([m.node.expr for m in members])
-                fitted[node] = LateValues(node, [members[i] for i in decided.kept], dropped)
+                fitted[node] = LateValues(node, *trimmed(members, row_scores, groups, in_sample))
             elif isinstance(node, Late):
                 fitted[node] = LateValues(node, [fit(m) for m in node.members])
             elif isinstance(node, Best):  # _require_offered refused stack(...)

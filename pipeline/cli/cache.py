@@ -106,11 +106,13 @@ def cache_import(cache_path: str, file: str, name: str, key: str | None) -> None
     sha256 is the set's fingerprint and every report names it.
     """
     from mvemo.cache.imported import import_vectors
+    from mvemo.cache.layout import VIDEO_SETS
     from mvemo.extract.audio import audio_features
-    from mvemo.extract.features import FEATURE_GROUPS, VIDEO_SETS
-    from mvemo.fuse.models import AUDIO_NETS, LLDSTATS, NAMED_MODELS, VIDEO_NETS
+    from mvemo.extract.features import FEATURE_GROUPS
+    from mvemo.extract.nets import NET_NAMES
+    from mvemo.fuse.models import LLDSTATS, NAMED_MODELS
 
-    taken = {*audio_features(), *VIDEO_SETS, *FEATURE_GROUPS, *AUDIO_NETS, *VIDEO_NETS, LLDSTATS, *NAMED_MODELS}
+    taken = {*audio_features(), *VIDEO_SETS, *FEATURE_GROUPS, *NET_NAMES, LLDSTATS, *NAMED_MODELS}
     done = import_vectors(cache_path, name, file, key, taken=taken)
     click.echo(
         f"{cache_path}: set {done['set']!r}, {done['columns']} columns for {done['clips']} clips from {done['file']}"

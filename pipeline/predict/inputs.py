@@ -17,10 +17,9 @@ from typing import Any
 import numpy as np
 
 from mvemo.cache.fingerprint import fingerprint_record, record_diff
-from mvemo.cache.layout import ABSENT, IMPORTED, POOLED_KEY, FeatureSpec
+from mvemo.cache.layout import ABSENT, IMPORTED, POOLED_KEY, VIDEO_FEATURES, FeatureSpec, modality
 from mvemo.extract.clip_embedding import embed_clip, rebuild_net, recorded_spec
-from mvemo.extract.features import FeatureConfigs, compute_clip, modality
-from mvemo.extract.frame_sets import VIDEO_FEATURES
+from mvemo.extract.features import FeatureConfigs, compute_clip
 from mvemo.extract.nets import net_options
 from mvemo.extract.nets.base import EmotionNet
 from mvemo.extract.weights.registry import WeightsError

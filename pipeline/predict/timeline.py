@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from mvemo.cache.layout import modality
 from mvemo.extract.faces.sets import FER_CLASSES, clip_columns
-from mvemo.extract.features import modality
 from mvemo.extract.windows.plan import Window, plan_windows, stream_ends
 from mvemo.fuse.saved.check import QUADRANT_CORNERS, cv_score
 from mvemo.fuse.saved.model import SavedFusionModel

@@ -4,9 +4,9 @@ raises its extractor version and updates this table on purpose; a refactor that 
 
 from __future__ import annotations
 
+from mvemo.cache.layout import VIDEO_FEATURES
 from mvemo.extract.audio import audio_features
 from mvemo.extract.features import FeatureConfigs
-from mvemo.extract.frame_sets import VIDEO_FEATURES
 
 RECORDED = {
     "waveform": "f484924af86204b0b6339ce93ea0c0af7373ae3ea4d7b1f7cbaf382ce42427e4",

@@ -9,9 +9,29 @@ import numpy as np
 
 from mvemo.cache.layout import FeatureSpec
 from mvemo.cache.store import CacheWriter
+from mvemo.extract.nets import NET_NAMES, input_kind
 from mvemo.manifests import Clip, Manifest
 
 CLASSES = ("calm", "sad", "tense")
+
+
+def inputs_of(net: str) -> tuple[str, ...]:
+    """The cached sets a net of stage one reads, as its embedding sets record them (``logmel`` for a made-up net)."""
+    if net.split(".")[0] not in NET_NAMES:
+        return ("logmel",)
+    kind = input_kind(net)
+    return (kind,) if isinstance(kind, str) else tuple(kind)
+
+
+def input_spec(kind: str) -> FeatureSpec:
+    """A set a net reads as ``embedding_cache`` caches it (a value a clip: what the nets' sets record is its
+    fingerprint)."""
+    return FeatureSpec(kind, (1,), "float32", f"mvemo.{kind}", "1")
+
+
+def read_by(net: str) -> dict[str, str]:
+    """The fingerprints of the sets a net reads, as its embedding sets record them (``config["inputs"]``)."""
+    return {kind: input_spec(kind).fingerprint for kind in inputs_of(net)}
 
 
 def embedding_cache(
@@ -62,6 +82,9 @@ def embedding_cache(
     manifest = Manifest(CLASSES, tuple(clips))
     y = manifest.y
     specs, values = [], {}
+    for kind in dict.fromkeys(kind for net in nets for kind in inputs_of(net)):  # cached before the nets that read them
+        specs.append(input_spec(kind))
+        values[kind] = np.zeros((n, 1), np.float32)
     for net, (dim, separation) in nets.items():
         means = rng.standard_normal((len(CLASSES), dim)) * separation
         count = (patches or {}).get(net, 1)
@@ -69,6 +92,7 @@ def embedding_cache(
         names = [f"emb/{net}/fold{f}" for f in fold_sets] + ([f"emb/{net}/all"] if with_all else [])
         config = {"protocol": protocol, "finetune": finetune} | ({"pool": "patches", "patches": count} if count > 1 else {})
         config |= {"layer": layers[net], "net": net.split(".")[0]} if layers and net in layers else {}
+        config |= {"inputs": read_by(net)}
         for name in names:
             sha = (weights or {}).get(net, f"{net}-weights-sha256")
             specs.append(FeatureSpec(name, (count * dim,), "float32", net, "1", config, sha))

@@ -19,7 +19,7 @@ from mvemo.fuse.cv import cross_validate
 from mvemo.manifests import Clip, Manifest
 from mvemo.manifests.errors import CacheError
 from mvemo.pipeline.executors import Executor, ProcessExecutor
-from tests.fuse.helpers import CLASSES, embedding_cache
+from tests.fuse.helpers import CLASSES, embedding_cache, read_by
 from tests.fuse.test_dimensional import valued
 
 # Over half a second a test (end-to-end runs, trained nets): left out of `make test-quick`.
@@ -132,7 +132,7 @@ def test_a_set_written_again_during_a_run_stops_it_naming_the_set(tmp_path: Path
 
 def net_spec(net: str, dim: int) -> FeatureSpec:
     """The spec ``embedding_cache`` writes a pretrained net's ``emb/<net>/all`` with."""
-    config = {"protocol": "leakfree", "finetune": "none"}
+    config = {"protocol": "leakfree", "finetune": "none", "inputs": read_by(net)}
     return FeatureSpec(f"emb/{net}/all", (dim,), "float32", net, "1", config, f"{net}-weights-sha256")
 
 
@@ -145,7 +145,9 @@ def write_rows(cache: Path, spec: FeatureSpec, rows: np.ndarray, values: np.ndar
 
 def in_another_process(*args: Any) -> None:
     with ProcessExecutor(1) as pool:
-        list(pool.map(write_rows, *([a] for a in args)))
+        for result in pool.map(write_rows, *([a] for a in args)):
+            if isinstance(result, BaseException):  # the executor hands a job's error back as its result
+                raise result
 
 
 def test_fuse_saves_the_models_its_cv_scored_and_stops_where_an_input_became_complete_since(

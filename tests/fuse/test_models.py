@@ -84,3 +84,29 @@ def test_the_music_encoders_fuse_late_and_the_integrated_model_is_the_plain_late
     one = embedding_cache(tmp_path / "one", nets={"musicnn": (6, 0.5)}, vectors={"descriptors": (5, 0.5)})
     with Cache(one) as reader:
         assert ENCODERS not in {m.name for m in available_models(reader)}, "one encoder is no ensemble"
+
+
+def test_an_inputs_modality_is_what_its_sets_record_they_read(tmp_path: Path) -> None:
+    """A net's embedding is of the video modality where its sets record reading a clip's frames, as stage one writes
+    them for every net that reads frames; the faces are video, the handcrafted sets audio."""
+    from mvemo.cache.layout import modality as set_modality
+    from mvemo.extract.nets import NET_NAMES, input_kind
+    from mvemo.fuse.models import modality
+
+    nets = {"i3d": (4, 1.0), "c3d": (4, 1.0), "musicnn": (4, 1.0), "made_up": (4, 1.0)}
+    cache = embedding_cache(tmp_path / "c", nets=nets, vectors={"faces": (4, 1.0), "descriptors": (4, 1.0)}, n_per_class=4)
+    with Cache(cache) as opened:
+        read = {name: modality(opened, name) for name in [*nets, "faces", "descriptors"]}
+    assert read == {
+        "i3d": "video",
+        "c3d": "video",
+        "musicnn": "audio",
+        "made_up": "audio",
+        "faces": "video",
+        "descriptors": "audio",
+    }
+    kinds = {net: input_kind(net) for net in NET_NAMES}
+    video = {
+        net for net, kind in kinds.items() if any(set_modality(k) == "video" for k in ([kind] if isinstance(kind, str) else kind))
+    }
+    assert video == {"c3d", "i3d", "r3d_18", "r2plus1d_18", "mc3_18"}, "each net's own record of what it reads"
