@@ -71,7 +71,7 @@ def test_each_damaged_file_of_a_cache_is_one_line_and_exit_2_or_3(intact: Path, 
     """The clip table and the targets, read when a cache opens: exit 2 from every command. A segment of a set:
     `cache verify` lists it among the problems and exits 3; `mvemo-cv` and `fuse` exit 2."""
     files = sorted(p.relative_to(intact) for p in intact.rglob("*.h5"))
-    assert len(files) == 4, files  # clips.h5, targets.h5, a segment of each set
+    assert len(files) == 5, files  # clips.h5, targets.h5, a segment of each set: the logmel a read, a, descriptors
     for file in files:
         cache = tmp_path / str(file).replace("/", "_") / "cache"
         shutil.copytree(intact, cache)
