@@ -21,6 +21,7 @@ from mvemo.manifests.errors import ConfigError, is_number, is_seed, require
 
 SCORINGS = ("log_loss", "accuracy", "f1_macro")
 CHOICE_RULES = ("best", "one-se")
+VALUE_SCALES = ("ratings", "least-squares")
 # Probabilities are clipped here before a log: a class a fit never saw scores finite.
 EPS = 1e-7
 # The C path stops this many grid steps past the best score: larger C only fit the training rows closer. The
@@ -69,6 +70,12 @@ class SelectionConfig:
         candidates as the user wrote them (``fuse.compose.choice_among_fusions`` its broadest ensemble first). On
         4q-dev and mved-sample the two rules read the same (docs/results.md).
         Classes and tags only: valence and arousal choose the candidate of the least inner error.
+    value_scale : {"ratings", "least-squares"}
+        What scale a model of values predicts on: ``ratings`` (default), each dimension's prediction mapped linearly to
+        the mean and spread of the ratings, the map learned on the model's inner out-of-fold predictions
+        (``fuse.targets.regression.on_the_ratings_scale``: CCC, the field's measure, counts spread and offset);
+        ``least-squares``, the heads' predictions as fitted, shrunk toward the mean (the least squared error: R²,
+        RMSE).
     """
 
     inner_folds: int = 5
@@ -83,6 +90,7 @@ class SelectionConfig:
     upper_max_epochs: int = 40
     choice_scoring: str | None = None
     choice_rule: str = "best"
+    value_scale: str = "ratings"
 
     def __post_init__(self) -> None:
         require(
@@ -100,6 +108,7 @@ class SelectionConfig:
             f"[fuse] choice_scoring = {self.choice_scoring!r}: expected one of {SCORINGS}",
         )
         require(self.choice_rule in CHOICE_RULES, f"[fuse] choice_rule = {self.choice_rule!r}: expected one of {CHOICE_RULES}")
+        require(self.value_scale in VALUE_SCALES, f"[fuse] value_scale = {self.value_scale!r}: expected one of {VALUE_SCALES}")
         require(is_seed(self.seed), f"[fuse] seed = {self.seed!r}: expected an integer from 0 to 2**32-1")
         require(
             isinstance(self.upper_max_epochs, int) and not isinstance(self.upper_max_epochs, bool) and self.upper_max_epochs >= 1,

@@ -272,7 +272,7 @@ def fit_values(
         What inner folds stratify by (the quadrants), where every stratum has two groups or more among the rows;
         else they are not stratified (a stratum of one group could not sit on both sides of an inner split).
     selection : SelectionConfig
-        Its ``inner_folds`` and ``seed`` draw the inner folds.
+        Its ``inner_folds`` and ``seed`` draw the inner folds; its ``value_scale`` is the predictions' scale.
     in_sample : frozenset of str
         The inputs computed by nets fine-tuned on these rows (``fuse.compose.Training``'s): a trimmed late fusion keeps
         their members without judging them.
@@ -280,7 +280,8 @@ def fit_values(
     Returns
     -------
     FittedValues
-        With ``predict(blocks)`` (n, m) and ``inner_pred`` (n, m); a shared member is fitted once.
+        With ``predict(blocks)`` (n, m) and ``inner_pred`` (n, m); a shared member is fitted once. Its predictions
+        on the ratings' scale (``on_the_ratings_scale``) unless ``selection.value_scale`` is ``least-squares``.
 
     Raises
     ------
@@ -312,7 +313,49 @@ def fit_values(
                 fitted[node] = BestValues(node, min(members, key=lambda m: scores[m.node.expr]), scores)
         return fitted[node]
 
-    return fit(node)
+    model = fit(node)
+    return on_the_ratings_scale(model, values) if selection.value_scale == "ratings" else model
+
+
+def on_the_ratings_scale(model: FittedValues, values: np.ndarray) -> RescaledValues:
+    """``model`` with each dimension's predictions mapped linearly onto the ratings' scale: the map that gives its inner
+    out-of-fold predictions of these rows the mean and standard deviation of their ``values`` (n, m), learned on
+    those alone (the AVEC practice: CCC counts a prediction's spread and offset, which ridge heads and their averages
+    shrink). A dimension whose inner predictions do not rise with the ratings (correlation <= 0), or do not vary, keeps
+    its predictions as they are."""
+    pred = model.inner_pred
+    scale, shift = np.ones(values.shape[1]), np.zeros(values.shape[1])
+    for j in range(values.shape[1]):
+        p, y = pred[:, j], values[:, j]
+        if p.std() > 0 and y.std() > 0 and np.corrcoef(p, y)[0, 1] > 0:
+            scale[j] = y.std() / p.std()
+            shift[j] = y.mean() - scale[j] * p.mean()
+    return RescaledValues(model, scale, shift)
+
+
+class RescaledValues(FittedValues):
+    """A model's predictions times ``scale`` plus ``shift``, per dimension (``on_the_ratings_scale``)."""
+
+    def __init__(self, model: FittedValues, scale: np.ndarray, shift: np.ndarray) -> None:
+        self.node, self.model, self.scale, self.shift = model.node, model, scale, shift
+        self.inner_pred = model.inner_pred * scale + shift
+
+    def linear_parts(self) -> list[LinearPart]:
+        """The model's parts with the map folded in: each part's coefficients and intercept times ``scale``, and
+        ``shift`` shared among the parts by their weights."""
+        parts = self.model.linear_parts()
+        total = sum(part.weight for part in parts)
+        return [
+            part._replace(coef=part.coef * self.scale[:, None], intercept=part.intercept * self.scale + self.shift / total)
+            for part in parts
+        ]
+
+    def choices(self) -> dict[str, Any]:
+        return self.model.choices() | {"ratings_scale": {"scale": self.scale.tolist(), "shift": self.shift.tolist()}}
+
+    def describe(self) -> str:
+        scale = " / ".join(f"x{s:.2f}{t:+.2g}" for s, t in zip(self.scale, self.shift))
+        return f"{self.model.describe()}; on the ratings' scale {scale}"
 
 
 def _require_offered(node: Node) -> None:

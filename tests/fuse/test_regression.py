@@ -38,8 +38,10 @@ def value_blocks(n: int = 120, seed: int = 0) -> tuple[dict[str, np.ndarray], np
     return {"good": good, "noise": noise}, values, [f"g{i // 3}" for i in range(n)]
 
 
-def fit_on(node, blocks, values, groups):
-    return fit_values(node, blocks, values, groups=groups, strata=np.zeros(len(values), dtype=int), selection=SelectionConfig())
+def fit_on(node, blocks, values, groups, scale: str = "least-squares"):
+    """``node`` fitted, its predictions as its heads fit them (``least-squares``) or on the ratings' scale."""
+    selection = SelectionConfig(value_scale=scale)
+    return fit_values(node, blocks, values, groups=groups, strata=np.zeros(len(values), dtype=int), selection=selection)
 
 
 def test_ridge_head_recovers_a_linear_signal_and_its_coefficients_are_its_predictions() -> None:
@@ -153,12 +155,13 @@ def test_stacking_and_inner_weights_are_refused_before_fitting(node, message: st
         fit_on(node, blocks, values, groups)
 
 
+@pytest.mark.parametrize("scale", ["least-squares", "ratings"])
 @pytest.mark.parametrize(
     "node", [GOOD, Late((GOOD, Features(("good", "noise")))), choice_among_fusions((GOOD, NOISE)), Late((GOOD, NOISE), "trimmed")]
 )
-def test_linear_parts_reproduce_the_predictions(node) -> None:
+def test_linear_parts_reproduce_the_predictions(node, scale: str) -> None:
     blocks, values, groups = value_blocks()
-    fitted = fit_on(node, blocks, values, groups)
+    fitted = fit_on(node, blocks, values, groups, scale)
     new, _, _ = value_blocks(seed=2)
     total = np.zeros((120, 2))
     for inputs, coef, intercept, weight, low, high in fitted.linear_parts():
@@ -186,7 +189,52 @@ def test_a_trimmed_late_fusion_of_values_drops_the_member_clearly_worse_unless_i
     assert "dropped noise (" in fitted.describe()
     assert fitted.predict(blocks) == pytest.approx(np.mean([m.predict(blocks) for m in fitted.members], axis=0))
     tuned = fit_values(
-        trimmed, blocks, values, groups=groups, strata=np.zeros(len(values), dtype=int), selection=SelectionConfig(),
-        in_sample=frozenset({"noise"}),
+        trimmed, blocks, values, groups=groups, strata=np.zeros(len(values), dtype=int),
+        selection=SelectionConfig(value_scale="least-squares"), in_sample=frozenset({"noise"}),
     )  # fmt: skip
     assert len(tuned.members) == 3, "an input of a net fine-tuned on these rows is kept, never judged"
+
+
+def shrunk_blocks(n: int = 150, seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
+    """Three inputs, each a faint noisy view of both values: ridge shrinks each toward the mean, and their average
+    shrinks more (their errors partly cancel)."""
+    rng = np.random.default_rng(seed)
+    values = rng.standard_normal((n, 2)) * [4.0, 5.0] + [0.5, -1.0]
+    mix = np.random.default_rng(7).standard_normal((3, 2, 6))
+    blocks = {f"v{i}": values @ mix[i] / 4 + 3.0 * rng.standard_normal((n, 6)) for i in range(3)}
+    return blocks, values, [f"g{i // 3}" for i in range(n)]
+
+
+def test_on_the_ratings_scale_a_fusion_keeps_the_spread_of_the_ratings_and_gains_concordance() -> None:
+    """The map is learned on the model's inner out-of-fold predictions of the rows fitted: those get the ratings' mean
+    and spread; on new clips the rescaled fusion correlates as the fitted one does, with a larger CCC."""
+    from mvemo.fuse.targets.values import ccc
+
+    blocks, values, groups = shrunk_blocks()
+    late = Late(tuple(Features((name,)) for name in blocks))
+    fitted, rescaled = fit_on(late, blocks, values, groups), fit_on(late, blocks, values, groups, "ratings")
+    np.testing.assert_allclose(rescaled.inner_pred.std(axis=0), values.std(axis=0))
+    np.testing.assert_allclose(rescaled.inner_pred.mean(axis=0), values.mean(axis=0))
+    assert (fitted.inner_pred.std(axis=0) < 0.8 * values.std(axis=0)).all(), "the fitted fusion shrinks"
+    scale, shift = (np.array(rescaled.choices()["ratings_scale"][k]) for k in ("scale", "shift"))
+    np.testing.assert_allclose(scale, values.std(axis=0) / fitted.inner_pred.std(axis=0))
+    new, truth, _ = shrunk_blocks(seed=1)
+    np.testing.assert_allclose(rescaled.predict(new), fitted.predict(new) * scale + shift)
+    for j in range(2):
+        before, after = fitted.predict(new)[:, j], rescaled.predict(new)[:, j]
+        assert ccc(truth[:, j], after) > ccc(truth[:, j], before) + 0.05
+        assert np.corrcoef(truth[:, j], after)[0, 1] == pytest.approx(np.corrcoef(truth[:, j], before)[0, 1])
+
+
+def test_a_dimension_the_model_cannot_predict_keeps_its_predictions() -> None:
+    """Where the inner predictions fall as the ratings rise, or do not vary, stretching them would spread noise: that
+    dimension keeps its predictions; the other is mapped."""
+    from mvemo.fuse.targets.regression import on_the_ratings_scale
+
+    blocks, values, groups = shrunk_blocks()
+    fitted = fit_on(Features(("v0",)), blocks, values, groups)
+    for inner in (-fitted.inner_pred[:, 1], np.full(len(values), 2.0)):
+        fitted.inner_pred = np.stack([fitted.inner_pred[:, 0], inner], axis=1)
+        rescaled = on_the_ratings_scale(fitted, values)
+        assert (rescaled.scale[1], rescaled.shift[1]) == (1.0, 0.0) and rescaled.scale[0] > 1.0
+        np.testing.assert_allclose(rescaled.predict(blocks)[:, 1], fitted.predict(blocks)[:, 1])
