@@ -156,29 +156,37 @@ def waveform(decoded: Decoded, config: WaveformConfig) -> np.ndarray:
     return resample_exact(decoded.y, decoded.sr, config.sample_rate_hz, config.n_samples)
 
 
-def mel_spectrogram(y: np.ndarray, config: MelConfig) -> np.ndarray:
+def mel_spectrogram(y: np.ndarray, config: MelConfig, *, heard: int | None = None) -> np.ndarray:
     """Mel spectrogram in dB re the clip's maximum, shape (n_mels, n_frames), float32 in [-top_db, 0].
 
-    ``y`` is mono audio at ``config.sample_rate_hz``, already of the window's length.
+    ``y`` is mono audio at ``config.sample_rate_hz``, already of the window's length; ``heard``: as ``mel_power``'s.
     """
-    mel = mel_power(y, config.sample_rate_hz, config.n_fft, config.hop_length, config.n_mels, config.fmin_hz, config.fmax_hz)
+    mel = mel_power(
+        y, config.sample_rate_hz, config.n_fft, config.hop_length, config.n_mels, config.fmin_hz, config.fmax_hz, heard=heard
+    )
     db = 10.0 * np.log10(np.maximum(mel, DB_AMIN))
     return np.maximum(db - db.max(), -config.top_db).astype(np.float32)
 
 
-def log_mel_spectrogram(y: np.ndarray, config: LogMelConfig) -> np.ndarray:
+def log_mel_spectrogram(y: np.ndarray, config: LogMelConfig, *, heard: int | None = None) -> np.ndarray:
     """log10(10000 x + 1) of the mel power spectrogram, shape (n_mels, n_frames), float32, from mono audio ``y`` at
-    ``config.sample_rate_hz`` already of the window's length."""
+    ``config.sample_rate_hz`` already of the window's length; ``heard``: as ``mel_power``'s."""
     sr = config.sample_rate_hz
-    mel = mel_power(y, sr, config.n_fft, config.hop_length, config.n_mels, 0.0, sr / 2)
+    mel = mel_power(y, sr, config.n_fft, config.hop_length, config.n_mels, 0.0, sr / 2, heard=heard)
     return np.log10(10000.0 * mel + 1.0, dtype=np.float32)
 
 
-def mel_power(y: np.ndarray, sr: int, n_fft: int, hop_length: int, n_mels: int, fmin_hz: float, fmax_hz: float) -> np.ndarray:
-    """Slaney mel power of periodic-Hann centred frames, shape (n_mels, n_frames), float32."""
+def mel_power(
+    y: np.ndarray, sr: int, n_fft: int, hop_length: int, n_mels: int, fmin_hz: float, fmax_hz: float, *, heard: int | None = None
+) -> np.ndarray:
+    """Slaney mel power of periodic-Hann centred frames, shape (n_mels, n_frames), float32.
+
+    ``heard``: how many of ``y``'s samples are the clip's sound, the rest the window's zero padding (None: all): only
+    the frames that reach into the sound are computed, every later one is zero power, as it would be computed."""
     bank = mel_filterbank(sr, n_fft, n_mels, fmin_hz, fmax_hz)
-    mel = np.empty((n_frames(y, hop_length), n_mels), dtype=np.float32)
-    for rows, power in power_blocks(y, n_fft, hop_length, "hann"):
+    mel = np.zeros((n_frames(y, hop_length), n_mels), dtype=np.float32)
+    reach = y if heard is None else y[: heard + n_fft // 2]  # the last frame that reaches into the sound is centred there
+    for rows, power in power_blocks(reach, n_fft, hop_length, "hann"):
         mel[rows] = bank.apply(power)
     return mel.T
 
@@ -228,8 +236,9 @@ def compute_audio_features(decoded: Decoded, names: tuple[str, ...], configs: Ma
     from ``configs`` by set name.
 
     Each target rate is resampled once and shared (the 16 kHz copy feeds the waveform, both mel spectrograms,
-    the LPC analysis and the descriptors). The handcrafted sets of the registry read only the audio the file has, not
-    the window's zero padding.
+    the LPC analysis and the descriptors). Every set is computed from the audio the file has alone, so that its cost
+    follows the sound: the handcrafted sets of the registry read it alone, the LLDs are its frames, and a spectrogram's
+    frames past it are the zero power of the window's zero padding, as computing them would give.
     """
     copies: dict[int, np.ndarray] = {}
 
@@ -238,23 +247,29 @@ def compute_audio_features(decoded: Decoded, names: tuple[str, ...], configs: Ma
             copies[sr] = resample_exact(decoded.y, decoded.sr, sr, window.n_samples(sr))
         return copies[sr]
 
+    def heard(sr: int, window: AudioWindow) -> int:
+        """How many of the window's samples at ``sr`` are the clip's sound (the rest, the window's zero padding)."""
+        return int(np.ceil(min(decoded.valid_s, window.duration_s) * sr))
+
     def real(sr: int, window: AudioWindow) -> np.ndarray:
-        return at(sr, window)[: int(np.ceil(min(decoded.valid_s, window.duration_s) * sr))]
+        return at(sr, window)[: heard(sr, window)]
 
     out: dict[str, np.ndarray] = {}
     for name in names:
         config = configs[name]
         window = config.audio_window
+        sound = heard(config.sample_rate_hz, window)
         if isinstance(config, WaveformConfig):
             out[name] = at(config.sample_rate_hz, window).astype(config.dtype)
         elif name == "mel":
-            out[name] = mel_spectrogram(at(config.sample_rate_hz, window), config).astype(config.dtype)
+            out[name] = mel_spectrogram(at(config.sample_rate_hz, window), config, heard=sound).astype(config.dtype)
         elif name == "logmel":
-            out[name] = log_mel_spectrogram(at(config.sample_rate_hz, window), config).astype(config.dtype)
+            out[name] = log_mel_spectrogram(at(config.sample_rate_hz, window), config, heard=sound).astype(config.dtype)
         elif name == "lld":
-            values = low_level_descriptors(at(config.sample_rate_hz, window), at(config.lpc_sample_rate_hz, window), config)
-            valid = int(np.ceil(min(decoded.valid_s, window.duration_s) * config.sample_rate_hz / config.hop_length))
-            out[name] = values[: max(1, min(valid, config.n_frames))]
+            valid = max(1, min(int(np.ceil(sound / config.hop_length)), config.n_frames))
+            out[name] = low_level_descriptors(
+                real(config.sample_rate_hz, window), real(config.lpc_sample_rate_hz, window), config, valid
+            )
         else:
             out[name] = HANDCRAFTED[name].compute(real(config.sample_rate_hz, window), config)
     return out

@@ -117,14 +117,17 @@ class LldConfig:
         )
 
 
-def low_level_descriptors(y_main: np.ndarray, y_lpc: np.ndarray, config: LldConfig) -> np.ndarray:
-    """The LLD matrix, shape (n_frames, len(config.columns)), float32, columns in ``config.columns`` order.
+def low_level_descriptors(y_main: np.ndarray, y_lpc: np.ndarray, config: LldConfig, frames: int | None = None) -> np.ndarray:
+    """The LLD matrix, shape (frames, len(config.columns)), float32, columns in ``config.columns`` order.
 
-    ``y_main`` is the window at ``sample_rate_hz``, ``y_lpc`` the same window at
-    ``lpc_sample_rate_hz``.
+    ``y_main`` is the window at ``sample_rate_hz``, ``y_lpc`` the same window at ``lpc_sample_rate_hz``, each as
+    long as the window or cut where its sound ends (every frame is computed from its own samples: those past the end
+    are the window's zero padding); ``frames``: the first frames of the window's grid (default all of it,
+    ``config.n_frames``).
     """
-    mfcc, contrast, chroma = spectral_llds(y_main, config)
-    rp, f0, formant = lpc_llds(y_lpc, config)
+    frames = config.n_frames if frames is None else frames
+    mfcc, contrast, chroma = (part[:frames] for part in spectral_llds(y_main, config))
+    rp, f0, formant = lpc_llds(y_lpc, config, frames)
     w = config.rp_weight
     columns = [w * mfcc, (1 - w) * rp, f0[:, None], formant, contrast, chroma]
     return np.nan_to_num(np.concatenate(columns, axis=1), nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32)
@@ -175,8 +178,9 @@ def _band_extremes(power: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sqrt(ordered[:, :k]).mean(axis=1), np.sqrt(ordered[:, -k:]).mean(axis=1)
 
 
-def lpc_llds(y: np.ndarray, config: LldConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Residual-phase cepstrum, F0 and formants of ``y`` (at ``lpc_sample_rate_hz``) on the main frame grid.
+def lpc_llds(y: np.ndarray, config: LldConfig, frames: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Residual-phase cepstrum, F0 and formants of ``y`` (at ``lpc_sample_rate_hz``) on the first ``frames`` frames of
+    the main frame grid (default all of it).
 
     One LPC per frame (Hamming-weighted autocorrelation) gives the residual phase
     and the formants; YIN runs on the same frames. The residual phase's frame-level
@@ -185,36 +189,38 @@ def lpc_llds(y: np.ndarray, config: LldConfig) -> tuple[np.ndarray, np.ndarray, 
 
     Returns
     -------
-    rp : ndarray, shape (n_frames, n_mfcc)
-    f0 : ndarray, shape (n_frames,), Hz (0 where silent)
-    formants : ndarray, shape (n_frames, 3), Hz
+    rp : ndarray, shape (frames, n_mfcc)
+    f0 : ndarray, shape (frames,), Hz (0 where silent)
+    formants : ndarray, shape (frames, 3), Hz
     """
+    frames = config.n_frames if frames is None else frames
     length, sr = config.lpc_frame_length, config.lpc_sample_rate_hz
     hamming = scipy.signal.get_window("hamming", length, fftbins=False)
     n = fast_length(length)
     rp_window = periodic_window(config.window, length)
     rp_bank = mel_filterbank(sr, n, config.rp_n_mels, 0.0, None)
-    rp_mel = np.empty((config.n_frames, config.rp_n_mels), dtype=np.float32)
-    f0 = np.empty(config.n_frames)
-    formant = np.empty((config.n_frames, 3))
-    for rows, frames in _lpc_frame_blocks(y, config):
-        a = lpc(frames, config.lpc_order, hamming)
-        spectrum = scipy.fft.rfft(residual_phase(frames, a) * rp_window, n=n, axis=1)
+    rp_mel = np.empty((frames, config.rp_n_mels), dtype=np.float32)
+    f0 = np.empty(frames)
+    formant = np.empty((frames, 3))
+    for rows, block in _lpc_frame_blocks(y, config, frames):
+        a = lpc(block, config.lpc_order, hamming)
+        spectrum = scipy.fft.rfft(residual_phase(block, a) * rp_window, n=n, axis=1)
         rp_mel[rows] = rp_bank.apply(spectrum.real**2 + spectrum.imag**2)
-        f0[rows] = yin(frames, sr, fmin_hz=config.f0_fmin_hz, fmax_hz=config.f0_fmax_hz)
+        f0[rows] = yin(block, sr, fmin_hz=config.f0_fmin_hz, fmax_hz=config.f0_fmax_hz)
         formant[rows] = formants(a, sr)
     return _cepstrum(rp_mel, config.n_mfcc), f0, formant
 
 
-def _lpc_frame_blocks(y_lpc: np.ndarray, config: LldConfig) -> Iterator[tuple[slice, np.ndarray]]:
-    """Blocks of frames of ``lpc_frame_length`` centred on the main grid's frame times (rounded to the
-    nearest sample), with their rows. Rows picked from a strided view copy whole rows (3x faster than a
-    2-D gather).
+def _lpc_frame_blocks(y_lpc: np.ndarray, config: LldConfig, frames: int) -> Iterator[tuple[slice, np.ndarray]]:
+    """Blocks of frames of ``lpc_frame_length`` centred on the first ``frames`` of the main grid's frame times (rounded
+    to the nearest sample), with their rows; past ``y_lpc``'s end, zeros. Rows picked from a strided view copy whole
+    rows (3x faster than a 2-D gather).
     """
     length = config.lpc_frame_length
     ratio = config.lpc_sample_rate_hz / config.sample_rate_hz
-    centres = np.rint(np.arange(config.n_frames) * config.hop_length * ratio).astype(np.int64)
-    padded = np.pad(y_lpc.astype(np.float32), (length // 2, length))
+    centres = np.rint(np.arange(frames) * config.hop_length * ratio).astype(np.int64)
+    end = max(0, int(centres[-1]) - len(y_lpc)) if frames else 0  # zeros as far as the last frame reaches
+    padded = np.pad(y_lpc.astype(np.float32), (length // 2, length + end))
     frames = np.lib.stride_tricks.sliding_window_view(padded, length)
     for rows in row_blocks(centres.size, length):
         yield rows, frames[centres[rows]]

@@ -372,3 +372,32 @@ def test_a_file_damaged_inside_its_data_but_whole_is_corrupt_not_truncated(tmp_p
     damaged.write_bytes(bytes(data))
     with pytest.raises(MediaError, match=r"clip 'd'.*cannot decode audio.*corrupt"):
         decode_audio(damaged, AudioWindow(duration_s=10.0), clip_id="d")
+
+
+def test_a_short_clips_sets_are_computed_from_its_sound_as_from_the_padded_window() -> None:
+    """The spectrograms' frames past the sound and the LLDs' frames are computed from the sound alone: the rows equal
+    those of the whole zero-padded window (the LLDs to float rounding: their frames go in blocks of another size)."""
+    from mvemo.extract.audio import LogMelConfig, log_mel_spectrogram
+    from mvemo.extract.decode.audio import Decoded
+
+    window = AudioWindow(duration_s=10.0)
+    rng = np.random.default_rng(0)
+    y = np.sin(2 * np.pi * 220 * np.arange(int(3.3 * 44100)) / 44100) + 0.1 * rng.standard_normal(int(3.3 * 44100))
+    decoded = Decoded(y.astype(np.float32), 44100, 3.3)
+    configs = {
+        "mel": MelConfig(audio_window=window),
+        "logmel": LogMelConfig(audio_window=window),
+        "lld": LldConfig(audio_window=window),
+    }
+    got = compute_audio_features(decoded, ("mel", "logmel", "lld"), configs)
+    y16 = resample_exact(decoded.y, 44100, 16000, window.n_samples(16000))
+    np.testing.assert_array_equal(got["mel"], mel_spectrogram(y16, configs["mel"]).astype(np.float16))
+    np.testing.assert_array_equal(got["logmel"], log_mel_spectrogram(y16, configs["logmel"]))
+    lld = configs["lld"]
+    whole = low_level_descriptors(
+        resample_exact(decoded.y, 44100, lld.sample_rate_hz, window.n_samples(lld.sample_rate_hz)),
+        resample_exact(decoded.y, 44100, lld.lpc_sample_rate_hz, window.n_samples(lld.lpc_sample_rate_hz)),
+        lld,
+    )
+    assert got["lld"].shape == (int(np.ceil(3.3 * lld.sample_rate_hz / lld.hop_length)), whole.shape[1])
+    np.testing.assert_allclose(got["lld"], whole[: len(got["lld"])], rtol=1e-5, atol=1e-5)
