@@ -19,8 +19,6 @@ from mvemo.extract.nets.registry import get_net, input_kind, net_class, net_opti
 from mvemo.extract.weights.registry import require_weights
 from mvemo.manifests.errors import ConfigError
 
-# Raised whenever a change moves a net's embeddings: their rows of another version then fail the fingerprint.
-EXTRACTOR_VERSION = "1"
 # Every row a net writes into the cache is computed in float32, on every device: rows of one set embedded on a GPU under
 # bf16 and on a CPU would differ with nothing to tell them apart. bf16 autocast speeds training on a GPU alone.
 ROW_PRECISION = "float32"
@@ -52,7 +50,7 @@ def embedding_spec(
         (net.embedding_dim,),
         "float32",
         f"mvemo.net.{set_name.split('/')[1]}",
-        EXTRACTOR_VERSION,
+        net.embedding_version,
         config,
         weights_sha256,
         columns=() if fine_tuned else net.columns,

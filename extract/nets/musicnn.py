@@ -12,6 +12,11 @@ shape (B, 96, T). It is cut into patches of 187 frames (3 s, one after the other
 a last partial patch is dropped, a clip shorter than one patch is zero-padded to
 one), each patch runs through the net, and the clip's embedding pools the
 chosen ``layer`` over its patches (``pool``: mean, max, or both concatenated).
+
+A clip is embedded from its sound: the window's zero padding after a clip shorter than the window is log-mel 0 to
+the last frame, and the patches pooled are the clip's sound in whole patches (its length rounded to the nearest
+patch, one at least), never patches of padded silence; those alone run through the net. So a clip's embedding does not
+depend on the window's length, and its cost follows its sound. ``pool = "patches"`` keeps every patch of the window.
 """
 
 from __future__ import annotations
@@ -348,6 +353,7 @@ class MusicnnBase(EmotionNet):
 
     input_kind = "logmel"
     patches_class: ClassVar[type[PatchNet]]
+    embedding_version: ClassVar[str] = "2"  # 2: the patches of the clip's sound alone, never the window's padding
     tags: ClassVar[tuple[str, ...]] = MSD_TAGS  # what the data set the weights learned names its outputs
     # the key of the layer in ``PatchNet.layers``, where it differs from the option's name
     layer_keys: ClassVar[dict[str, str]] = {}
@@ -379,17 +385,15 @@ class MusicnnBase(EmotionNet):
         return (x.to(torch.float32),)
 
     def embed(self, logmel: torch.Tensor) -> torch.Tensor:
-        """``logmel`` (B, 96, T) -> (B, embedding_dim): the layer of each 187-frame patch, pooled over the patches."""
+        """``logmel`` (B, 96, T) -> (B, embedding_dim): the layer of each 187-frame patch of the clip's sound, pooled
+        over those patches."""
         b, _, t = logmel.shape
         n = max(1, t // PATCH_FRAMES)
         x = F.pad(logmel, (0, max(0, PATCH_FRAMES - t)))[:, :, : n * PATCH_FRAMES]
         patches = x.reshape(b, N_MELS, n, PATCH_FRAMES).permute(0, 2, 3, 1).reshape(b * n, PATCH_FRAMES, N_MELS)
-        key = self.layer_keys.get(self.config["layer"], self.config["layer"])
-        # training keeps its batches whole: a batch norm's statistics over two patches (or one) would differ by device
-        chunk = PATCH_CHUNK_CPU if patches.device.type == "cpu" and not self.training else PATCH_CHUNK
-        chunks = [self.patches.layers(patches[i : i + chunk])[key] for i in range(0, b * n, chunk)]
-        values = torch.cat(chunks).reshape(b, n, -1)
         pool = self.config["pool"]
+        heard = torch.ones(b, n, dtype=torch.bool, device=x.device) if pool == "patches" else sound_patches(x, n)
+        values = self._layer(patches[heard.reshape(-1)])
         if pool == "patches":
             require(
                 n == self.config["patches"],
@@ -397,8 +401,22 @@ class MusicnnBase(EmotionNet):
                 f" {self.config['patches']}; set patches = {n} in its [net.{self.name}.<variant>] table",
             )
             return values.reshape(b, -1)
-        pooled = [values.mean(dim=1)] if pool != "max" else []
-        return torch.cat([*pooled, *([values.amax(dim=1)] if pool != "mean" else [])], dim=1)
+        pooled = []
+        if pool != "max":
+            sums = values.new_zeros(b * n, values.shape[1]).index_put((heard.reshape(-1),), values).reshape(b, n, -1).sum(dim=1)
+            pooled.append(sums / heard.sum(dim=1, keepdim=True).to(values.dtype))
+        if pool != "mean":
+            lowest = values.new_full((b * n, values.shape[1]), -torch.inf).index_put((heard.reshape(-1),), values)
+            pooled.append(lowest.reshape(b, n, -1).amax(dim=1))
+        return torch.cat(pooled, dim=1)
+
+    def _layer(self, patches: torch.Tensor) -> torch.Tensor:
+        """The chosen layer of each patch (P, 187, 96) -> (P, dim), a few patches at a time on a CPU."""
+        key = self.layer_keys.get(self.config["layer"], self.config["layer"])
+        # training keeps its batches whole: a batch norm's statistics over two patches (or one) would differ by device
+        chunk = PATCH_CHUNK_CPU if patches.device.type == "cpu" and not self.training else PATCH_CHUNK
+        chunks = [self.patches.layers(patches[i : i + chunk])[key] for i in range(0, len(patches), chunk)]
+        return torch.cat(chunks).reshape(len(patches), -1)
 
     def load_arrays(self, arrays: Mapping[str, np.ndarray], *, source: str) -> None:
         self.patches.load_arrays(
@@ -442,6 +460,16 @@ class MttVgg(MsdVgg):
     name = "mttvgg"
     tags = MTT_TAGS
     weights_format = "musicnn_mtt_vgg.npz (the musicnn 0.1.0 MTT_vgg checkpoint's variables by TF name)"
+
+
+def sound_patches(logmel: torch.Tensor, n: int) -> torch.Tensor:
+    """Which of the ``n`` patches of each clip's log-mel (B, 96, n x 187) hold its sound, (B, n) bool: its sound (up to
+    its last frame above 0, the log-mel of digital silence) in whole patches, rounded to the nearest, one at least."""
+    loud = logmel.amax(dim=1) > 0  # (B, frames)
+    frames = torch.arange(1, loud.shape[1] + 1, device=logmel.device)
+    heard = torch.where(loud, frames, 0).amax(dim=1)  # the frames up to the last one of sound
+    count = torch.clamp(torch.round(heard / PATCH_FRAMES), 1, n)
+    return torch.arange(n, device=logmel.device)[None, :] < count[:, None]
 
 
 def upper_layers(net: EmotionNet) -> dict[str, np.ndarray]:

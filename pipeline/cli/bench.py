@@ -22,6 +22,7 @@ BENCHES = (
     "timeline",
     "memory",
     "faces",
+    "short-clips",
     "all",
 )
 
@@ -108,6 +109,12 @@ def bench(
     scale: mel and LLDs of 200 30 s AAC clips, serial vs 2 local processes vs a 2-worker
     Dask LocalCluster.
 
+    short-clips: stage one (log-mel, LLDs, descriptors, the music encoders) over --clips
+    6-s clips (default 24: musemo's where ../shared lies beside the clone), against the same
+    clips looped to 30 s (the work each clip cost before stage one computed and embedded a
+    clip from its sound alone; goal: a third or less) and followed by 24 s of digital
+    silence in the file, in one run.
+
     stage-one: the default sets of generated 30-s clips (240p and 720p, h264 + AAC) in steady
     state with each of --workers local processes: clips/s, the scaling efficiency over one
     worker on one core, and where the time went (the workers' decoding and computing, the
@@ -141,6 +148,7 @@ def bench(
     from mvemo.pipeline.bench.fuse import bench_fuse
     from mvemo.pipeline.bench.memory import bench_memory
     from mvemo.pipeline.bench.scale import bench_scale
+    from mvemo.pipeline.bench.short_clips import bench_short_clips
     from mvemo.pipeline.bench.stage_one import bench_stage_one
     from mvemo.pipeline.bench.stage_one import table as stage_one_table
     from mvemo.pipeline.bench.timeline import bench_timeline
@@ -162,6 +170,7 @@ def bench(
             n_clips=clips or 20_000, cut_clips=(clips or 20_000) // 4, folder=tmp_dir, weights_dir=weights_dir
         ),
         "faces": lambda: bench_faces(weights_dir=weights_dir, folder=tmp_dir),
+        "short-clips": lambda: bench_short_clips(n_clips=clips or 24, weights_dir=weights_dir, folder=tmp_dir),
     }
     results = {name: run() for name, run in runs.items() if what in (name, "all")}
     document = results[what] if what != "all" else results

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mvemo.extract.audio import LogMelConfig, log_mel_spectrogram
+from mvemo.extract.decode.audio import AudioWindow
 from mvemo.extract.nets import get_net
 from mvemo.extract.nets.musicnn import PATCH_FRAMES
 from mvemo.extract.weights.registry import KNOWN, WeightsError, sha256_of
@@ -156,3 +157,46 @@ def test_training_runs_a_clips_patches_as_one_batch_whatever_their_count(name: s
     embedded = net.embed(logmel)
     pooled = {"mean": [whole.mean(dim=1)], "meanmax": [whole.mean(dim=1), whole.amax(dim=1)]}[net.config["pool"]]
     torch.testing.assert_close(embedded, torch.cat(pooled, dim=1), msg="the three patches went through as one batch")
+
+
+def heard_clip(seconds: float, seed: int = 0) -> np.ndarray:
+    """``seconds`` of 16-kHz tones in noise, none of it digital silence."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    return (0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", ["musicnn", "msdvgg"])
+def test_a_short_clip_is_embedded_from_its_sound_whatever_the_window(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 6-s clip in a 30-s window (24 s of zero padding), in a window of its own length, and as a 30-s file of it
+    followed by digital silence: one embedding, of its two patches of sound; those alone run through the net."""
+    torch.manual_seed(0)
+    net = get_net(name, num_classes=3).eval()
+    y = heard_clip(6.04)
+    windows = {
+        "30-s window": log_mel_spectrogram(np.pad(y, (0, 30 * 16000 - y.size)), LogMelConfig(), heard=y.size),
+        "its own window": log_mel_spectrogram(y, LogMelConfig(audio_window=AudioWindow(duration_s=6.04))),
+        "file padded with silence": log_mel_spectrogram(np.pad(y, (0, 30 * 16000 - y.size)), LogMelConfig()),
+    }
+    run: list[int] = []
+    layers = net.patches.layers
+    monkeypatch.setattr(net.patches, "layers", lambda x: run.append(len(x)) or layers(x))
+    with torch.no_grad():
+        embedded = {where: net.embed(*net.prepare(logmel[None])) for where, logmel in windows.items()}
+        run.clear()
+        net.embed(*net.prepare(windows["30-s window"][None]))
+    for where, value in embedded.items():
+        torch.testing.assert_close(value, embedded["its own window"], rtol=1e-5, atol=1e-5, msg=where)
+    assert run == [2], "the 30-s window ran its two patches of sound, not its ten"
+
+
+def test_patches_of_sound_are_the_sound_in_whole_patches() -> None:
+    """Rounded to the nearest patch, one at least; a clip's silent middle is sound all the same."""
+    from mvemo.extract.nets.musicnn import sound_patches
+
+    logmel = torch.zeros(4, 96, 10 * PATCH_FRAMES)
+    for clip, frames in enumerate((10, 280, 290, 10 * PATCH_FRAMES)):
+        logmel[clip, :, :frames] = 1.0
+    logmel[3, :, 400:800] = 0.0
+    counts = sound_patches(logmel, 10).sum(dim=1).tolist()
+    assert counts == [1, 1, 2, 10]

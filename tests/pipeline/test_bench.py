@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 
 from mvemo.pipeline.bench.common import best_of_each
 from mvemo.pipeline.bench.memory import bench_memory
@@ -66,3 +67,23 @@ def test_the_stage_one_bench_times_each_worker_count_in_steady_state_and_says_wh
         assert run["shares"]["workers: decode video"] > 0 and run["shares"]["writer: writing rows"] > 0
         assert run["largest_share"] != "writer: waiting for clips", "waiting is no work"
     assert [row[:2] for row in table(document)] == [["240p", "1"], ["240p", "2"]]
+
+
+@pytest.mark.heavy
+def test_the_short_clips_bench_runs_the_three_kinds_of_clip_through_stage_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Short clips, the same looped to fill the window and followed by silence, each into a fresh cache (here two
+    generated clips through log-mel and musicnn, from random weights: the same work)."""
+    from mvemo.pipeline.bench import short_clips
+
+    monkeypatch.setattr(short_clips, "MUSEMO", tmp_path / "no-musemo")
+    monkeypatch.setattr(short_clips, "SETS", ("logmel",))
+    monkeypatch.setattr(short_clips, "NETS", ("musicnn",))
+    manifests, source = short_clips.clips(tmp_path / "clips", 2)
+    assert source == "generated" and set(manifests) == {"short", "looped", "padded"}
+    lengths = {name: [len(sf.read(clip.audio)[0]) for clip in m.clips] for name, m in manifests.items()}
+    assert lengths["short"] == [6 * 44100] * 2 and lengths["looped"] == lengths["padded"] == [30 * 44100] * 2
+    figures = short_clips.bench_short_clips(n_clips=2, weights_dir=str(tmp_path / "no-weights"), folder=str(tmp_path))
+    assert figures["weights"].startswith("seeded random") and figures["clips"] == 2
+    assert figures["short over looped (goal <= 0.33)"] == pytest.approx(figures["short s"] / figures["looped s"], abs=0.01)
