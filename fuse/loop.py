@@ -22,11 +22,11 @@ from mvemo.cache.read import Cache, CacheLike, PinnedCache, opened
 from mvemo.fuse.heads.upper import UpperLayers
 from mvemo.fuse.inputs import in_sample_inputs, input_set_name, layers_above, missing_reasons, patch_count, read_input
 from mvemo.fuse.models import (
-    NAMED_MODELS,
     FusionModel,
     complete_inputs,
     incomplete_inputs,
     input_sets,
+    names_a_named_model,
     per_patch_inputs,
     random_init_nets,
     select_models,
@@ -121,7 +121,7 @@ class Basis:
         """The basis of ``models`` (``--models`` ``names``) fitted on ``cache`` as it is now: no set they do not read
         is opened, but where every input's completeness decided them."""
         decided_by = None
-        if names and names.strip() and not any(m.name in NAMED_MODELS for m in models):
+        if names and names.strip() and not names_a_named_model(names):
             decided_by = tuple(dict.fromkeys(name for m in models for name in m.inputs))
         incomplete = frozenset(incomplete_inputs(cache, decided_by))
         return cls(tuple(models), cache.pin(sets_read(cache, models)), incomplete, decided_by)

@@ -14,6 +14,7 @@ that were never fine-tuned enter no default fusion: name them in ``--models`` to
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -266,6 +267,12 @@ def select_models(cache: Cache, names: str | None) -> list[FusionModel]:
     known: dict[str, Node] = {name: Features((name,)) for name in cached_inputs(cache)} | named
     chosen = parse_models(names, known, _unknown(cache, known))
     return list(dict.fromkeys(FusionModel(name, node) for name, node in chosen))
+
+
+def names_a_named_model(names: str) -> bool:
+    """Whether ``--models`` ``names`` a model whose inputs the cache's complete inputs decide (``integrated``,
+    ``encoders``...; alone or inside another, ``late(integrated,lldstats)``), not ``integrated(a,b)`` of named inputs."""
+    return any(token in NAMED_MODELS for token in re.findall(r"[\w.-]+(?!\w|[.-]|\()", names))
 
 
 def _unknown(cache: Cache, known: dict[str, Node]) -> Callable[[str], Exception]:

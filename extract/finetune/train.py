@@ -1,4 +1,5 @@
-"""Training one net on cached inputs: optimizers, the device, early stopping, batches read from the cache.
+"""Training one net on cached inputs: optimizers, early stopping, the precision it trains in (the device, the
+batches read from the cache and the forward pass are every pass's: ``extract.forward``).
 
 The training loop knows rows of a cache, not folds: ``extract.finetune.units`` decides
 which rows train, which validate and which are embedded, so that leak-freedom

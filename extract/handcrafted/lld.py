@@ -221,9 +221,9 @@ def _lpc_frame_blocks(y_lpc: np.ndarray, config: LldConfig, frames: int) -> Iter
     centres = np.rint(np.arange(frames) * config.hop_length * ratio).astype(np.int64)
     end = max(0, int(centres[-1]) - len(y_lpc)) if frames else 0  # zeros as far as the last frame reaches
     padded = np.pad(y_lpc.astype(np.float32), (length // 2, length + end))
-    frames = np.lib.stride_tricks.sliding_window_view(padded, length)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, length)
     for rows in row_blocks(centres.size, length):
-        yield rows, frames[centres[rows]]
+        yield rows, windows[centres[rows]]
 
 
 def _cepstrum(mel_power: np.ndarray, n_mfcc: int) -> np.ndarray:

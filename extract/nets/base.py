@@ -44,9 +44,6 @@ class EmotionNet(nn.Module):
     input_kind: str | tuple[str, ...] = ()  # a class default; an option may choose another (I3D's ``frames``)
     weights_format: ClassVar[str] = "none: this net has no public pretrained weights"
     pretrained_only: ClassVar[bool] = False  # a net that runs with its published weights only, never random or trained
-    # The version of the code that computes its embeddings, raised whenever a change moves them: its cached sets and the
-    # saved models that read them, of another version, then fail their fingerprints.
-    embedding_version: ClassVar[str] = "1"
 
     def __init__(self, num_classes: int, embedding_dim: int, options: Mapping[str, Any]) -> None:
         super().__init__()
@@ -57,6 +54,12 @@ class EmotionNet(nn.Module):
         self.weights_sha256 = ""
         self.weights_file = ""
         self.columns: tuple[str, ...] = ()
+
+    @property
+    def embedding_version(self) -> str:
+        """The version of the code that computes its embeddings, raised whenever a change moves them: its cached sets
+        and the saved models that read them, of another version, then fail their fingerprints."""
+        return "1"
 
     def _add_head(self, dropout: float = 0.0) -> None:
         self.head_dropout = nn.Dropout(dropout) if dropout else nn.Identity()

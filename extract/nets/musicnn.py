@@ -353,7 +353,6 @@ class MusicnnBase(EmotionNet):
 
     input_kind = "logmel"
     patches_class: ClassVar[type[PatchNet]]
-    embedding_version: ClassVar[str] = "2"  # 2: the patches of the clip's sound alone, never the window's padding
     tags: ClassVar[tuple[str, ...]] = MSD_TAGS  # what the data set the weights learned names its outputs
     # the key of the layer in ``PatchNet.layers``, where it differs from the option's name
     layer_keys: ClassVar[dict[str, str]] = {}
@@ -376,6 +375,12 @@ class MusicnnBase(EmotionNet):
         self._add_head()
         if layer == "taggram":  # the tag probabilities by name: the report lists each clip's top tags
             self.columns = tuple(f"{tag} ({p})" for p in ("mean", "max") if pool in (p, "meanmax") for tag in self.tags)
+
+    @property
+    def embedding_version(self) -> str:
+        """2: pooled over the patches of the clip's sound alone, never the window's padding; ``pool = "patches"``,
+        which keeps every patch of the window as before, 1."""
+        return "1" if self.config["pool"] == "patches" else "2"
 
     def prepare(self, *arrays: np.ndarray | torch.Tensor, device: torch.device | None = None) -> tuple[torch.Tensor, ...]:
         """log-mel (B, 96, T) -> float32."""

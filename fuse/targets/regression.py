@@ -22,7 +22,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from mvemo.fuse.compose import Best, Features, Late, Node, Stack, concatenated, trimmed
+from mvemo.fuse.compose import Best, Features, Late, Node, Stack, concatenated, inputs_of, trimmed
 from mvemo.fuse.heads.linear import standardization, standardized
 from mvemo.fuse.selection import Dropped, SelectionConfig, decades, described_drops
 from mvemo.manifests.errors import ConfigError, is_number
@@ -275,13 +275,14 @@ def fit_values(
         Its ``inner_folds`` and ``seed`` draw the inner folds; its ``value_scale`` is the predictions' scale.
     in_sample : frozenset of str
         The inputs computed by nets fine-tuned on these rows (``fuse.compose.Training``'s): a trimmed late fusion keeps
-        their members without judging them.
+        their members without judging them, and a model that reads one is not mapped onto the ratings' scale.
 
     Returns
     -------
     FittedValues
         With ``predict(blocks)`` (n, m) and ``inner_pred`` (n, m); a shared member is fitted once. Its predictions
-        on the ratings' scale (``on_the_ratings_scale``) unless ``selection.value_scale`` is ``least-squares``.
+        on the ratings' scale (``on_the_ratings_scale``) unless ``selection.value_scale`` is ``least-squares`` or the
+        model reads an input ``in_sample`` (whose inner predictions would teach the map nothing true).
 
     Raises
     ------
@@ -314,20 +315,23 @@ def fit_values(
         return fitted[node]
 
     model = fit(node)
-    return on_the_ratings_scale(model, values) if selection.value_scale == "ratings" else model
+    if selection.value_scale != "ratings" or set(inputs_of(node)) & in_sample:  # in-sample inner predictions teach no map
+        return model
+    return on_the_ratings_scale(model, values)
 
 
 def on_the_ratings_scale(model: FittedValues, values: np.ndarray) -> RescaledValues:
     """``model`` with each dimension's predictions mapped linearly onto the ratings' scale: the map that gives its inner
     out-of-fold predictions of these rows the mean and standard deviation of their ``values`` (n, m), learned on
     those alone (the AVEC practice: CCC counts a prediction's spread and offset, which ridge heads and their averages
-    shrink). A dimension whose inner predictions do not rise with the ratings (correlation <= 0), or do not vary, keeps
-    its predictions as they are."""
+    shrink). A dimension whose inner predictions do not rise with the ratings clearly (a correlation under 2 / sqrt(n),
+    about its 95 % bound where there is none), or do not vary, keeps its predictions as they are: stretching a near
+    constant would spread noise."""
     pred = model.inner_pred
     scale, shift = np.ones(values.shape[1]), np.zeros(values.shape[1])
     for j in range(values.shape[1]):
         p, y = pred[:, j], values[:, j]
-        if p.std() > 0 and y.std() > 0 and np.corrcoef(p, y)[0, 1] > 0:
+        if p.std() > 0 and y.std() > 0 and np.corrcoef(p, y)[0, 1] > 2 / np.sqrt(len(y)):
             scale[j] = y.std() / p.std()
             shift[j] = y.mean() - scale[j] * p.mean()
     return RescaledValues(model, scale, shift)

@@ -13,6 +13,7 @@ with their published weights where found, else from seeded random weights (the s
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ def bench_short_clips(*, n_clips: int = 24, weights_dir: str | None = None, fold
                 weights_dir=weights_dir,
             )
 
-        seconds = best_of_each({name: lambda name=name: run(manifests[name], name) for name in manifests}, repeat=2)
+        seconds = best_of_each({name: functools.partial(run, manifests[name], name) for name in manifests}, repeat=2)
     return {
         "clips": n_clips,
         "source": source,

@@ -37,7 +37,7 @@ def catalogue(weights_dir: str | os.PathLike[str] | None = None) -> list[dict[st
                 "figures": figures_text(card["figures"]),
                 "weight_files": list(files),
                 "weights": weights_here(files, weights_dir),
-                "computes": computes(saved, model),
+                "computes": computes(saved, model, weights_dir),
                 "folder": str(folder),
             }
         )
@@ -45,7 +45,7 @@ def catalogue(weights_dir: str | os.PathLike[str] | None = None) -> list[dict[st
 
 
 def weights_here(files: dict[str, str], weights_dir: str | os.PathLike[str] | None) -> str:
-    """ "all here" where each weight file is found with the sha256 a model recorded (``files``: file -> sha256), else
+    """The words "all here" where each weight file is found with the sha256 a model recorded (``files``: file -> sha256), else
     the files missing and those found with another sha256, with the command that brings the right one."""
     found = {file: weights_status(file, weights_dir) for file in files}
     missing = [file for file, state in found.items() if state.path is None]
@@ -55,11 +55,12 @@ def weights_here(files: dict[str, str], weights_dir: str | os.PathLike[str] | No
     return "; ".join(problems) + " (`mvemo weights fetch FILE`)" if problems else "all here"
 
 
-def computes(saved: SavedFusionModel, model: str) -> str:
-    """ "as trained" where this version computes every set ``model`` reads with the fingerprint it recorded, else why
-    not (``pipeline.predict.inputs.check_recorded_sets``)."""
+def computes(saved: SavedFusionModel, model: str, weights_dir: str | os.PathLike[str] | None) -> str:
+    """The words "as trained" where this version computes every set ``model`` reads with the fingerprint it recorded,
+    else why not (``pipeline.predict.inputs.check_recorded_sets``; the weights a set's spec needs looked for in
+    ``weights_dir`` first)."""
     try:
-        check_recorded_sets(saved, model)
+        check_recorded_sets(saved, model, None if weights_dir is None else str(weights_dir))
     except MvemoError as err:
         return f"no: {err}"
     return "as trained"

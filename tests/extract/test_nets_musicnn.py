@@ -200,3 +200,5 @@ def test_patches_of_sound_are_the_sound_in_whole_patches() -> None:
     logmel[3, :, 400:800] = 0.0
     counts = sound_patches(logmel, 10).sum(dim=1).tolist()
     assert counts == [1, 1, 2, 10]
+    versions = {pool: get_net("musicnn", num_classes=2, pool=pool).embedding_version for pool in ("mean", "patches")}
+    assert versions == {"mean": "2", "patches": "1"}, "every patch kept: the rows of before, the fingerprints of before"

@@ -110,3 +110,20 @@ def test_an_inputs_modality_is_what_its_sets_record_they_read(tmp_path: Path) ->
         net for net, kind in kinds.items() if any(set_modality(k) == "video" for k in ([kind] if isinstance(kind, str) else kind))
     }
     assert video == {"c3d", "i3d", "r3d_18", "r2plus1d_18", "mc3_18"}, "each net's own record of what it reads"
+
+
+def test_a_named_model_is_found_wherever_models_name_it() -> None:
+    """The models whose inputs the cache's complete inputs decide, alone or nested; integrated(a,b) names its own."""
+    from mvemo.fuse.models import names_a_named_model
+
+    named = ["integrated", "late(integrated,lldstats)", "a,integrated-audio", "best(encoders,a)", "integrated(a,b),encoders"]
+    unnamed = ["a", "integrated(a,b)", "encoders2", "late(a,b,weights=trimmed)"]
+    assert [names_a_named_model(n) for n in named + unnamed] == [True] * len(named) + [False] * len(unnamed)
+
+
+def test_stage_two_knows_every_net_stage_one_runs() -> None:
+    """Its order of the nets in reports, and the names an imported set may not take, cover the registry."""
+    from mvemo.extract.nets import NET_NAMES
+    from mvemo.fuse.models import NETS
+
+    assert sorted(NETS) == sorted(NET_NAMES)

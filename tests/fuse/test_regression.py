@@ -227,14 +227,29 @@ def test_on_the_ratings_scale_a_fusion_keeps_the_spread_of_the_ratings_and_gains
 
 
 def test_a_dimension_the_model_cannot_predict_keeps_its_predictions() -> None:
-    """Where the inner predictions fall as the ratings rise, or do not vary, stretching them would spread noise: that
-    dimension keeps its predictions; the other is mapped."""
+    """Where the inner predictions fall as the ratings rise, barely rise (a correlation under 2 / sqrt(n)), or do not
+    vary, stretching them would spread noise: that dimension keeps its predictions; the other is mapped."""
     from mvemo.fuse.targets.regression import on_the_ratings_scale
 
     blocks, values, groups = shrunk_blocks()
     fitted = fit_on(Features(("v0",)), blocks, values, groups)
-    for inner in (-fitted.inner_pred[:, 1], np.full(len(values), 2.0)):
+    rng = np.random.default_rng(1)
+    faint = values[:, 1] + 30 * values[:, 1].std() * rng.standard_normal(len(values))
+    assert 0 < np.corrcoef(faint, values[:, 1])[0, 1] < 2 / np.sqrt(len(values))
+    for inner in (-fitted.inner_pred[:, 1], np.full(len(values), 2.0), faint):
         fitted.inner_pred = np.stack([fitted.inner_pred[:, 0], inner], axis=1)
         rescaled = on_the_ratings_scale(fitted, values)
         assert (rescaled.scale[1], rescaled.shift[1]) == (1.0, 0.0) and rescaled.scale[0] > 1.0
         np.testing.assert_allclose(rescaled.predict(blocks)[:, 1], fitted.predict(blocks)[:, 1])
+
+
+def test_a_model_over_a_net_fine_tuned_on_its_rows_keeps_its_predictions() -> None:
+    """The inner predictions over an input in-sample (a net fine-tuned on these rows) look better than they are: no
+    map is learned from them."""
+    blocks, values, groups = shrunk_blocks()
+    node = Late(tuple(Features((name,)) for name in blocks))
+    selection = SelectionConfig(value_scale="ratings")
+    strata = np.zeros(len(values), dtype=int)
+    tuned = fit_values(node, blocks, values, groups=groups, strata=strata, selection=selection, in_sample=frozenset({"v1"}))
+    assert "ratings_scale" not in tuned.choices()
+    assert "ratings_scale" in fit_values(node, blocks, values, groups=groups, strata=strata, selection=selection).choices()
