@@ -86,3 +86,14 @@ def test_this_checkout_ships() -> None:
     if not Path(recipes.__file__).resolve().is_relative_to(repo):
         pytest.skip("the mvemo under test is installed, not this checkout's")
     assert recipes.in_source_checkout(recipes.SHIPPED)
+
+
+def test_a_rebuild_equal_to_the_shipped_model_says_so_and_exits_0(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What `models train` says of a rebuilt model equal to the shipped one (here a copy of it stands for the rebuild;
+    the slow ready-made tests rebuild a recipe for real)."""
+    import shutil
+
+    copy = shutil.copytree(recipes.shipped_folder("4q-quadrants"), tmp_path / "rebuilt")
+    monkeypatch.setattr(train, "train_recipe", lambda *args, **kwargs: copy)
+    result = CliRunner().invoke(cli, ["models", "train", "4q-quadrants", "--data", str(tmp_path), "--work", str(tmp_path / "w")])
+    assert result.exit_code == 0 and "equal to the shipped 4q-quadrants" in result.output, result.output
