@@ -79,7 +79,7 @@ def optimizers(ctx: click.Context, manifest_path: str, cache_path: str, **option
 
 @study_group.command("fusion", cls=MvemoCommand, context_settings=CONTEXT)
 @click.argument("cache_path", metavar="CACHE", type=click.Path(exists=True))
-@click.option("--target", default="label", type=click.Choice(["label", "tags"]), help="What the heads learn.")
+@click.option("--target", default="label", type=click.Choice(["label", "tags", "values"]), help="What the heads learn (values: every value the cache holds, each decided on its own).")  # fmt: skip
 @click.option("--repeats", default=10, type=click.IntRange(min=1), help="Runs of the CV over fold seeds.")
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="Write the study as JSON here (for `study decide`).")
 @click.option("--json", "as_json", is_flag=True, help="Print the study as one JSON document.")

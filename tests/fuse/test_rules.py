@@ -9,9 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from mvemo.cache.read import Cache
-from mvemo.fuse.rules import RULES, compare_rules, decide, paired, rule_models
+from mvemo.fuse.rules import CLASSIFICATION_ONLY, RULES, compare_rules, decide, decision_table, paired, rule_models
 from mvemo.pipeline.cli.main import cli
 from tests.fuse.helpers import embedding_cache
+from tests.fuse.test_dimensional import valued
 
 
 def test_each_rule_once_over_the_default_inputs_then_each_input() -> None:
@@ -22,6 +23,12 @@ def test_each_rule_once_over_the_default_inputs_then_each_input() -> None:
     assert both["modal"] == "late(late(musicnn,msdvgg),i3d)"
     assert both["modal-trimmed"] == "late(late(musicnn,msdvgg,weights=trimmed),i3d)"
     assert both["trimmed"] == "late(musicnn,msdvgg,i3d,weights=trimmed)"
+
+
+def test_a_study_of_values_fits_the_rules_ridge_heads_fit() -> None:
+    rules = rule_models(["musicnn", "descriptors"], values=True)
+    assert list(rules) == [r for r in RULES if r not in CLASSIFICATION_ONLY] + ["musicnn", "descriptors"]
+    assert CLASSIFICATION_ONLY == ("late-inner", "stack")
 
 
 def test_paired_differences_skip_folds_without_a_score() -> None:
@@ -52,6 +59,29 @@ def test_a_rule_replaces_the_default_only_when_clearly_better_somewhere_and_wors
     assert not steps["stack"]["replaces"] and steps["stack"]["against"] == "trimmed", "worse on b by more than 0.005"
     assert decision["default"] == "trimmed"
     assert not steps["modal"]["replaces"], "the same as late everywhere: no evidence"
+
+
+def value_study(valence: dict[str, list[float]], arousal: dict[str, list[float]]) -> dict:
+    """A study of values with one repeat of these fold CCCs per rule (the rules ridge heads fit)."""
+    scores = {rule: {"ccc_valence": [valence[rule]], "ccc_arousal": [arousal[rule]]} for rule in valence}
+    return {"target": "values", "measures": ["ccc_valence", "ccc_arousal"], "folds": 6, "fold_scores": scores}
+
+
+def test_each_value_is_a_set_of_its_own_and_a_rule_values_cannot_fit_replaces_nothing() -> None:
+    late = [0.60, 0.62, 0.58, 0.61, 0.60, 0.59]
+    clearly = [x + 0.05 + 0.002 * i for i, x in enumerate(late)]
+    fitted = {rule: late for rule in RULES if rule not in CLASSIFICATION_ONLY}
+    sets = {
+        "classes": study({rule: late for rule in RULES} | {"choice": clearly, "stack": clearly}),
+        "musemo": value_study(fitted | {"trimmed": clearly}, fitted | {"trimmed": [x - 0.01 for x in late]}),
+    }
+    decision = decide(sets)
+    steps = {step["rule"]: step for step in decision["steps"]}
+    assert [a["set"] for a in steps["trimmed"]["per_set"]] == ["classes", "musemo valence", "musemo arousal"]
+    assert not steps["trimmed"]["replaces"], "better on valence, worse on arousal by more than 0.005"
+    assert steps["choice"]["replaces"] and decision["default"] == "choice"
+    assert not steps["stack"]["replaces"] and steps["stack"]["cannot_fit"] == ["musemo valence", "musemo arousal"]
+    assert "| stack | choice | " in decision_table(decision) and "cannot fit | cannot fit | no |" in decision_table(decision)
 
 
 def write_study(path: Path, document: dict) -> str:
@@ -108,7 +138,7 @@ def test_the_study_runs_every_rule_and_decides_from_its_files(tmp_path: Path) ->
     assert document["inputs"] == inputs and document["repeats"] == 2
     rows, scores, models = document["rules"], document["fold_scores"], rule_models(inputs, ["i3d"])
     assert list(rows) == list(scores) == list(models) == [*RULES, *inputs], "every rule of the protocol, then each input"
-    best = document["best_input"]
+    best = document["best_input"]["f1_macro"]
     assert best == max(inputs, key=lambda name: rows[name]["f1_macro"])
     for name, row in rows.items():
         folds = scores[name]["f1_macro"]
@@ -135,3 +165,22 @@ def test_the_study_runs_every_rule_and_decides_from_its_files(tmp_path: Path) ->
     decided = runner.invoke(cli, ["study", "decide", changed, "--json"])
     assert decided.exit_code == 0, decided.output
     assert json.loads(decided.output)["default"] == "trimmed", "decided by the fold scores the file holds"
+
+
+@pytest.mark.heavy
+def test_a_study_of_values_scores_each_values_ccc_fold_by_fold(tmp_path: Path) -> None:
+    cache = embedding_cache(tmp_path / "c", nets={"a": (8, 2.0), "b": (8, 0.3)}, n_per_class=12, retarget=valued)
+    with Cache(cache) as reader:
+        document = compare_rules(reader, target="values", repeats=2)
+    assert document["measures"] == ["ccc_valence", "ccc_arousal"] and list(document["best_input"]) == document["measures"]
+    assert list(document["rules"]) == [r for r in RULES if r not in CLASSIFICATION_ONLY] + ["a", "b"]
+    assert document["best_input"]["ccc_valence"] == "a", "the net that carries the values"
+    scores = document["fold_scores"]
+    for name, row in document["rules"].items():
+        for measure in document["measures"]:
+            folds = scores[name][measure]
+            assert len(folds) == 2 and all(len(repeat) == document["folds"] for repeat in folds)
+            check_paired(row["vs_late"][measure], folds, scores["late"][measure], f"{name} {measure} against late")
+    printed = CliRunner().invoke(cli, ["study", "fusion", str(cache), "--target", "values", "--repeats", "1"])
+    assert printed.exit_code == 0, printed.output
+    assert "vs late (ccc_arousal)" in printed.output and "| trimmed | `late(a,b,weights=trimmed)` |" in printed.output
