@@ -174,6 +174,27 @@ def paired_differences(mine: list[list[np.ndarray]], theirs: list[list[np.ndarra
     }
 
 
+def sign_agreement(values: np.ndarray | list[list[float]], truth: list[str], scale: tuple[float, float]) -> dict[str, Any]:
+    """How (valence, arousal) predictions ``values`` (n, 2) on ``scale`` agree with quadrant labels ``truth`` (Q1..Q4,
+    of another data set: Russell's plane seen from there) by their signs: the ROC-AUC of valence for Q1 and Q4 above
+    Q2 and Q3, of arousal for Q1 and Q2 above Q3 and Q4 (None where one side has no clip), and the share of clips
+    whose predicted quadrant is their label."""
+    from mvemo.manifests.targets import QUADRANTS, quadrants
+
+    values = np.asarray(values, dtype=float)
+    index = np.array([QUADRANTS.index(q) for q in truth])
+
+    def auc(high: np.ndarray, scores: np.ndarray) -> float | None:
+        return float(roc_auc_score(high, scores)) if 0 < high.sum() < len(high) else None
+
+    return {
+        "clips": len(truth),
+        "valence_roc_auc": auc(np.isin(index, (0, 3)), values[:, 0]),
+        "arousal_roc_auc": auc(np.isin(index, (0, 1)), values[:, 1]),
+        "quadrant_accuracy": float(np.mean(quadrants(values, scale) == index)),
+    }
+
+
 def macro_roc(y: np.ndarray, proba: np.ndarray, grid: int = 201) -> tuple[np.ndarray, np.ndarray]:
     """Macro-average one-vs-rest ROC curve: each class's TPR on a common FPR grid, averaged."""
     fpr_grid = np.linspace(0, 1, grid)

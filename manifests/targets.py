@@ -178,6 +178,12 @@ def quadrants(values: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
     return np.select([valence & arousal, ~valence & arousal, ~valence & ~arousal], [0, 1, 2], default=3).astype(np.int64)
 
 
+def on_unit_scale(values: np.ndarray | list[float], scale: tuple[float, float]) -> np.ndarray:
+    """``values`` on ``scale`` moved onto [-1, 1] (the scale's middle at 0): the plane's coordinates."""
+    low, high = scale
+    return (np.asarray(values, dtype=float) - (low + high) / 2) / ((high - low) / 2)
+
+
 def rarest_tag(matrix: np.ndarray) -> np.ndarray:
     """Each clip's least frequent tag (the stratum of multi-label folds), ``n_tags`` for a clip without tags:
     stratifying by it spreads every clip of a rare tag over the folds, which the frequent tags need less."""

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from mvemo.manifests.targets import QUADRANTS, VALUE_COLUMNS
 from mvemo.pipeline.cli.tools import (
     CONTEXT,
     EXIT_CLIPS_FAILED,
@@ -179,11 +180,22 @@ def _table(results: list[dict[str, Any]], predictor: Any) -> None:
     from mvemo.pipeline.predict.predictor import scores_of
     from mvemo.pipeline.tables import format_table
 
-    rows = [[r["file"], r["label"], *(f"{s:.2f}" for s in scores_of(r).values())] for r in results if "label" in r]
+    scale, outputs = predictor.saved.scale, predictor.outputs
+    rows = [[r["file"], r["label"], *score_cells(list(scores_of(r).values()), scale)] for r in results if "label" in r]
     if rows:
         heading = {"label": "emotion", "tags": "tags"}.get(predictor.saved.target, "quadrant")
-        click.echo(format_table(["file", heading, *predictor.outputs], rows))
+        unit = [f"{name} on [-1, 1]" for name in outputs] if scale else []
+        on_scale = [f"{name} on [{scale[0]:g}, {scale[1]:g}]" for name in outputs] if scale else outputs
+        click.echo(format_table(["file", heading, *on_scale, *unit], rows))
     click.echo(f"model: {predictor.model}")
+
+
+def score_cells(scores: list[float], scale: tuple[float, float] | None) -> list[str]:
+    """One clip's scores as the table prints them: probabilities, or values on their scale and then on [-1, 1]."""
+    from mvemo.manifests.targets import on_unit_scale
+
+    cells = [f"{s:.2f}" for s in scores]
+    return cells + ([f"{u:+.2f}" for u in on_unit_scale(scores, scale)] if scale else [])
 
 
 def _summary(results: list[dict[str, Any]], labels: dict[str, str], predictor: Any, csv_path: str) -> None:
@@ -202,3 +214,22 @@ def _summary(results: list[dict[str, Any]], labels: dict[str, str], predictor: A
     if known:
         right = sum(r["label"] == labels[r["clip_id"]] for r in known)
         click.echo(f"accuracy against the manifest's labels: {right}/{len(known)} = {right / len(known):.3f}")
+    if predictor.outputs == list(VALUE_COLUMNS):
+        _quadrant_agreement(labelled, labels, predictor.saved.scale)
+
+
+def _quadrant_agreement(labelled: list[dict[str, Any]], labels: dict[str, str], scale: tuple[float, float]) -> None:
+    """Where the manifest labels clips by quadrants (another data set's, as 4Q's), how a valence and arousal model's
+    signs agree with them (``fuse.metrics.sign_agreement``)."""
+    from mvemo.fuse.metrics import sign_agreement
+
+    known = [r for r in labelled if labels.get(r["clip_id"]) in QUADRANTS]
+    if not known:
+        return
+    values = [[r["values"][name] for name in VALUE_COLUMNS] for r in known]
+    agreed = sign_agreement(values, [labels[r["clip_id"]] for r in known], scale)
+    aucs = [f"{name} ROC-AUC {agreed[f'{name}_roc_auc']:.3f}" for name in VALUE_COLUMNS if agreed[f"{name}_roc_auc"] is not None]
+    click.echo(
+        f"against the manifest's quadrants ({len(known)} clips), by the signs: {', '.join(aucs)}"
+        f"{', ' if aucs else ''}quadrant accuracy {agreed['quadrant_accuracy']:.3f}"
+    )

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mvemo.fuse.metrics import sign_agreement
 from mvemo.fuse.targets.values import ccc, cross_validate_values, value_metrics
 from mvemo.manifests import ConfigError, Manifest
 from tests.fuse.helpers import embedding_cache
@@ -82,3 +83,18 @@ def test_every_figure_says_how_many_clips_it_rests_on_and_a_model_left_out_says_
     text = (tmp_path / "va" / "report.md").read_text()
     assert "| a | 9 |" in text and "| b | not scored: no clip has all its inputs" in text and "## Clips" in text
     assert document["protocol"] == "leakfree" and "protocol `leakfree`" in text
+
+
+def test_sign_agreement_scores_valence_and_arousal_against_another_sets_quadrants() -> None:
+    """Q1 and Q4 are valence's high side, Q1 and Q2 arousal's: values that order the clips so score ROC-AUC 1; valence
+    reversed scores 0 and swaps each quadrant with its mirror across the arousal axis."""
+    truth = ["Q1", "Q2", "Q3", "Q4", "Q1", "Q3"]
+    values = np.array([[3.0, 4.0], [-2.0, 5.0], [-1.0, -3.0], [2.0, -6.0], [0.5, 0.5], [-4.0, -0.5]])
+    agreed = sign_agreement(values, truth, (-10, 10))
+    assert agreed == {"clips": 6, "valence_roc_auc": 1.0, "arousal_roc_auc": 1.0, "quadrant_accuracy": 1.0}
+    mirrored = sign_agreement(values * [-1, 1], truth, (-10, 10))
+    assert mirrored["valence_roc_auc"] == 0.0 and mirrored["arousal_roc_auc"] == 1.0
+    assert mirrored["quadrant_accuracy"] == 0.0
+    assert sign_agreement(values[:2] + np.array([0.0, 20.0]), truth[:2], (0, 40))["arousal_roc_auc"] is None, (
+        "Q1 and Q2: all high"
+    )

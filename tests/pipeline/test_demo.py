@@ -12,10 +12,12 @@ from click.testing import CliRunner
 from mvemo.cache.fingerprint import fingerprint
 from mvemo.cache.read import Cache
 from mvemo.fuse.inputs import lld_statistics
+from mvemo.fuse.metrics import sign_agreement
 from mvemo.fuse.saved.model import load_fusion_model
 from mvemo.manifests import Clip, read_manifest, write_manifest
 from mvemo.manifests.folds import fold_table
 from mvemo.manifests.synthetic import DEMO_CLASSES, DEMO_SCALE, DEMO_TAGS
+from mvemo.manifests.targets import QUADRANTS, quadrants
 from mvemo.pipeline.cli.main import cli
 from mvemo.pipeline.demo import DEMO_NETS, DEMO_TARGET_MODELS, DEMO_TARGET_REPEATS
 from mvemo.pipeline.predict.inputs import recorded_record
@@ -295,3 +297,28 @@ def test_predict_csv_of_tag_and_value_models_sums_up_what_they_predict(
     summary = result.stdout.splitlines()[-1]
     assert summary.startswith(counts) and not any(c in summary for c in DEMO_CLASSES), summary
     assert "accuracy" not in result.stdout
+
+
+def test_predict_of_a_value_model_scores_its_signs_against_a_manifests_quadrants(tiny_demo: Path, tmp_path: Path) -> None:
+    """A manifest whose labels are quadrants (another data set's, as 4Q's): the summary says how the predicted values'
+    signs agree with them, as ``fuse.metrics.sign_agreement`` scores the CSV's values."""
+    demo = read_manifest(tiny_demo / "manifest.csv")
+    kept = [c for c in demo.clips if str(tiny_demo / "data" / c.clip_id) in one_clip_per_class(tiny_demo)]
+    truth = quadrants(np.array([[c.valence, c.arousal] for c in kept]), DEMO_SCALE)
+    clips = tuple(replace(c, label=QUADRANTS[q]) for c, q in zip(kept, truth))
+    write_manifest(replace(demo, clips=clips, classes=QUADRANTS), tmp_path / "m.csv")
+    args = ["predict", str(tiny_demo / "valence-arousal" / "model"), "--manifest", str(tmp_path / "m.csv")]
+    result = CliRunner().invoke(cli, [*args, "--csv", str(tmp_path / "r.csv")])
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "r.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    labels = {c.clip_id: c.label for c in clips}
+    values = [[float(r["valence"]), float(r["arousal"])] for r in rows]
+    agreed = sign_agreement(values, [labels[r["clip_id"]] for r in rows], DEMO_SCALE)
+    assert len(rows) == len(clips) and agreed["valence_roc_auc"] is not None
+    line = next(line for line in result.stdout.splitlines() if line.startswith("against the manifest's quadrants"))
+    assert line == (
+        f"against the manifest's quadrants ({len(rows)} clips), by the signs: valence ROC-AUC"
+        f" {agreed['valence_roc_auc']:.3f}, arousal ROC-AUC {agreed['arousal_roc_auc']:.3f}, quadrant accuracy"
+        f" {agreed['quadrant_accuracy']:.3f}"
+    )
