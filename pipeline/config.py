@@ -79,16 +79,23 @@ def build(cls: type, values: dict[str, Any], *, table: str, taken: tuple[str, ..
         raise ConfigError(f"[{table}]: {err}") from None
 
 
-def feature_configs(path: str | os.PathLike[str] | None) -> Any:
-    """The ``extract.features.FeatureConfigs`` of a config file (defaults where it says nothing): ``[audio]`` (the window
-    every audio set analyses), one table per set (``[mel]``, ``[descriptors]``, ...), ``[frames]`` and ``[faces]``."""
+def tables_of(config: str | os.PathLike[str] | dict[str, Any] | None) -> dict[str, Any]:
+    """A config's tables: those of a TOML file (``load_toml``), or ``config`` itself where it holds them already (a
+    ready-made recipe's)."""
+    return config if isinstance(config, dict) else load_toml(config)
+
+
+def feature_configs(config: str | os.PathLike[str] | dict[str, Any] | None) -> Any:
+    """The ``extract.features.FeatureConfigs`` of a config file or its tables (defaults where it says nothing):
+    ``[audio]`` (the window every audio set analyses), one table per set (``[mel]``, ``[descriptors]``, ...),
+    ``[frames]`` and ``[faces]``."""
     from mvemo.extract.audio import audio_configs
     from mvemo.extract.decode.audio import AudioWindow
     from mvemo.extract.faces.sets import FaceConfig
     from mvemo.extract.features import FeatureConfigs
     from mvemo.extract.frame_sets import FrameConfig
 
-    tables = load_toml(path)
+    tables = tables_of(config)
     audio = dict(tables.get("audio", {}))
     timeout_s = audio.pop("timeout_s", FeatureConfigs.audio_timeout_s)
     window = build(AudioWindow, audio, table="audio", taken=("timeout_s",))
@@ -98,11 +105,11 @@ def feature_configs(path: str | os.PathLike[str] | None) -> Any:
     return FeatureConfigs.of_window(window, **sets, frames=FrameConfig.from_json(frames), faces=faces, audio_timeout_s=timeout_s)
 
 
-def window_config(path: str | os.PathLike[str] | None) -> Any:
-    """The ``extract.windows.plan.WindowConfig`` of a config file's ``[clip]`` table (one window per clip without it)."""
+def window_config(config: str | os.PathLike[str] | dict[str, Any] | None) -> Any:
+    """The ``extract.windows.plan.WindowConfig`` of a config's ``[clip]`` table (one window per clip without it)."""
     from mvemo.extract.windows.plan import WindowConfig
 
-    return build(WindowConfig, load_toml(path).get("clip", {}), table="clip")
+    return build(WindowConfig, tables_of(config).get("clip", {}), table="clip")
 
 
 def train_config(path: str | os.PathLike[str] | None, *, finetune: str, random_init: tuple[str, ...] = ()) -> Any:

@@ -67,9 +67,13 @@ def computes(saved: SavedFusionModel, model: str, weights_dir: str | os.PathLike
 
 
 def figures_text(figures: dict[str, Any]) -> str:
-    """A model's cross-validated figures in a few words: accuracy with its 95 % interval and macro F1, or ROC-AUC macro
-    and mAP (means over repeats)."""
+    """A model's cross-validated figures in a few words: accuracy with its 95 % interval and macro F1; ROC-AUC macro
+    and mAP (means over repeats); or each value's CCC and r, and the quadrants' accuracy."""
     if "accuracy" in figures:
         low, high = figures["accuracy"]["interval"]
         return f"accuracy {100 * figures['accuracy']['mean']:.1f} % ({100 * low:.1f}-{100 * high:.1f}), macro F1 {figures['f1_macro']:.3f}"
-    return f"ROC-AUC macro {figures['roc_auc_macro']['mean']:.3f}, mAP {figures['map']['mean']:.3f}"
+    if "map" in figures:
+        return f"ROC-AUC macro {figures['roc_auc_macro']['mean']:.3f}, mAP {figures['map']['mean']:.3f}"
+    values = [f"{name} CCC {m['ccc']:.3f} (r {m['pearson']:.3f})" for name, m in figures.items() if isinstance(m, dict)]
+    quadrants = [f"quadrants {100 * figures['quadrant_accuracy']:.1f} %"] if "quadrant_accuracy" in figures else []
+    return ", ".join(values + quadrants)

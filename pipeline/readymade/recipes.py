@@ -27,8 +27,9 @@ class Recipe:
     """How a ready-made model is made: the data folder (``data``, by its name under ``../shared/data``), its side table
     of labels (``labels``, keyed by ``key``; none: a folder per class), the column whose clips share a fold
     (``group_by``), ``k`` folds drawn with ``seed``, stage one's ``features`` and ``nets``, stage two's ``target``
-    and named ``model``, ``repeats`` of the CV its figures come from; ``plane``: each class's valence and arousal sign,
-    for a timeline on Russell's plane; ``title``: what it labels, in a few words."""
+    and named ``model``, ``repeats`` of the CV its figures come from; ``config``: the tables of a config file
+    (``pipeline.config``: ``[audio]``, ``[clip]``...) stage one runs with; ``plane``: each class's valence and arousal
+    sign, for a timeline on Russell's plane; ``title``: what it labels, in a few words."""
 
     name: str
     title: str
@@ -43,6 +44,7 @@ class Recipe:
     k: int = 10
     seed: int = 0
     repeats: int = 10
+    config: dict[str, dict[str, Any]] = field(default_factory=dict)
     plane: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -73,7 +75,20 @@ VIDEO_CLASSES = Recipe(
     model="integrated",
     k=6,
 )
-RECIPES = {r.name: r for r in (QUADRANTS, MOODS, VIDEO_CLASSES)}
+# musemo's fragments are 6 s long: the model reads 6-s windows, a whole song as 6-s windows every 6 s, pooled
+VALENCE_AROUSAL = Recipe(
+    "musemo-va",
+    "a song's valence and arousal on a scale of -10 to 10 (6-s fragments' ratings), and its quadrant",
+    "musemo",
+    features=("logmel", "lld", "descriptors"),
+    nets=("encoders",),
+    model="integrated-audio",
+    target="valence,arousal",
+    labels="labels.csv",
+    key="clip",
+    config={"audio": {"duration_s": 6.0}, "clip": {"windows": True, "hop_s": 6.0}},
+)
+RECIPES = {r.name: r for r in (QUADRANTS, MOODS, VIDEO_CLASSES, VALENCE_AROUSAL)}
 
 
 def recipe(name: str) -> Recipe:

@@ -29,12 +29,15 @@ from mvemo.manifests.folds import assign_folds
 from mvemo.manifests.io import write_manifest
 from mvemo.manifests.scan import scan_labelled, scan_tree
 from mvemo.manifests.schema import Manifest
+from mvemo.pipeline.config import feature_configs, window_config
 from mvemo.pipeline.readymade.recipes import RECIPE_JSON, Recipe
 
 # what may differ between two builds of one recipe: the versions that made them
 UNCOMPARED = ("version", "made_with")
 # floats of a rebuild equal the shipped ones to this (the CPU's vector kernels may round differently)
 RELATIVE, ABSOLUTE = 1e-3, 1e-5
+# what a value model's card gives of each value
+VALUE_FIGURES = ("ccc", "ccc_per_fold", "r2", "pearson", "rmse")
 
 
 def recipe_manifest(recipe: Recipe, data: Path) -> Manifest:
@@ -64,7 +67,15 @@ def train_recipe(
     write_manifest(manifest, work / "manifest.csv")
     cache = work / "cache"
     extract_features(
-        manifest, cache, features=recipe.features, nets=recipe.nets, weights_dir=weights_dir, executor=executor, progress=progress
+        manifest,
+        cache,
+        features=recipe.features,
+        nets=recipe.nets,
+        configs=feature_configs(recipe.config),
+        windows=window_config(recipe.config),
+        weights_dir=weights_dir,
+        executor=executor,
+        progress=progress,
     )
     settings = FuseSettings(target=recipe.target, models=recipe.model, repeats=recipe.repeats, executor=executor)
     with Cache(cache) as opened:
@@ -84,10 +95,15 @@ def train_recipe(
 
 def figures(report: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
     """The cross-validated figures of the recipe's model, as its report gives them: accuracy with its interval and
-    macro F1 for classes; ROC-AUC macro and mAP, mean and range over repeats, for tags."""
+    macro F1 for classes; ROC-AUC macro and mAP, mean and range over repeats, for tags; per value its CCC (pooled, and
+    per fold with its interval), R², r and RMSE, and the quadrants' accuracy, for values."""
     if recipe.target == "tags":
         metrics = report["metrics"][recipe.model]
         return {name: metrics[key] for name, key in (("roc_auc_macro", "roc_auc_macro"), ("map", "map"))}
+    if recipe.target != "label":
+        metrics = report["metrics"][recipe.model]
+        values = {name: {key: metrics[name][key] for key in VALUE_FIGURES} for name in report["names"]}
+        return values | ({"quadrant_accuracy": metrics["quadrants"]["accuracy"]} if "quadrants" in metrics else {})
     metrics = report["models"][recipe.model]
     accuracy = metrics["accuracy"]
     return {"accuracy": {"mean": accuracy["mean"], "interval": accuracy["interval"]}, "f1_macro": metrics["f1_macro"]}

@@ -9,6 +9,7 @@ import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -19,10 +20,12 @@ from mvemo.cache.read import Cache
 from mvemo.fuse.inputs import read_input
 from mvemo.fuse.saved.model import load_fusion_model
 from mvemo.manifests import read_manifest
+from mvemo.manifests.targets import quadrants
 from mvemo.pipeline.cli.main import cli
 from mvemo.pipeline.readymade import recipes
 from mvemo.pipeline.readymade.train import differences, train_recipe
 from tests.conftest import SHARED
+from tests.pipeline.browser import console_errors, open_page, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -35,30 +38,50 @@ def needs_shared(folder: Path) -> None:
         pytest.skip(f"{folder} or {WEIGHTS} is absent (a user's clone has no ../shared)")
 
 
+def write_slice(folder: Path, data: Path, picked: list[dict[str, str]], where: str, key: str) -> Path:
+    """``folder`` holding the ``picked`` rows of ``data``'s labels.csv (its comment lines kept) and their files, each
+    at ``<row[where]>/<row[key]>.ogg`` as in ``data``."""
+    lines = (data / "labels.csv").read_text().splitlines()
+    for row in picked:
+        (folder / row[where]).mkdir(exist_ok=True)
+        (folder / row[where] / f"{row[key]}.ogg").symlink_to(data / row[where] / f"{row[key]}.ogg")
+    with open(folder / "labels.csv", "w", newline="") as f:
+        f.write("\n".join(line for line in lines if line.startswith("#")) + "\n")
+        writer = csv.DictWriter(f, fieldnames=list(picked[0]))
+        writer.writeheader()
+        writer.writerows(picked)
+    return folder
+
+
+def labelled_rows(data: Path) -> list[dict[str, str]]:
+    lines = (data / "labels.csv").read_text().splitlines()
+    return list(csv.DictReader(line for line in lines if not line.startswith("#")))
+
+
 @pytest.fixture(scope="module")
 def fourq_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """24 songs of 4q-dev, 6 a quadrant by 24 artists, each carrying its quadrant's tag (so that four moods can be
     learnt from so few), with their rows of labels.csv."""
     data = SHARED / "data" / "4q-dev"
     needs_shared(data)
-    lines = (data / "labels.csv").read_text().splitlines()
-    header = [line for line in lines if line.startswith("#")]
-    rows = list(csv.DictReader(line for line in lines if not line.startswith("#")))
-    picked, artists = [], set()
+    rows = labelled_rows(data)
+    picked: list[dict[str, str]] = []
+    artists: set[str] = set()
     for quadrant, tag in QUADRANT_TAGS.items():
         songs = [r for r in rows if r["label"] == quadrant and tag in r["tags"].split(";") and r["artist"] not in artists]
         picked += songs[:6]
         artists |= {r["artist"] for r in songs[:6]}
-    folder = tmp_path_factory.mktemp("4q")
-    for row in picked:
-        (folder / row["label"]).mkdir(exist_ok=True)
-        (folder / row["label"] / f"{row['song']}.ogg").symlink_to(data / row["label"] / f"{row['song']}.ogg")
-    with open(folder / "labels.csv", "w", newline="") as f:
-        f.write("\n".join(header) + "\n")
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(picked)
-    return folder
+    return write_slice(tmp_path_factory.mktemp("4q"), data, picked, "label", "song")
+
+
+@pytest.fixture(scope="module")
+def musemo_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """24 of musemo's rated fragments, 6 a quadrant, with their rows of labels.csv."""
+    data = SHARED / "data" / "musemo"
+    needs_shared(data)
+    rows = labelled_rows(data)
+    picked = [row for quadrant in QUADRANT_TAGS for row in [r for r in rows if r["quadrant"] == quadrant][:6]]
+    return write_slice(tmp_path_factory.mktemp("musemo"), data, picked, "genre", "clip")
 
 
 @pytest.fixture(scope="module")
@@ -81,12 +104,13 @@ def tiny(name: str) -> recipes.Recipe:
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where the recipes run: ``4q`` (the two 4Q recipes share it: the second resumes the first's cache), ``mved``."""
+    """Where the recipes run: ``4q`` (the two 4Q recipes share it: the second resumes the first's cache), ``mved``,
+    ``musemo``."""
     return tmp_path_factory.mktemp("work")
 
 
 @pytest.fixture(scope="module")
-def trained(work: Path, fourq_slice: Path, mved_slice: Path) -> dict[str, Path]:
+def trained(work: Path, fourq_slice: Path, mved_slice: Path, musemo_slice: Path) -> dict[str, Path]:
     """Each recipe built small: its model's folder, kept in the work folder (the two 4Q recipes write theirs in turn
     into the one they share)."""
     return {
@@ -95,6 +119,7 @@ def trained(work: Path, fourq_slice: Path, mved_slice: Path) -> dict[str, Path]:
             ("4q-quadrants", fourq_slice, "4q"),
             ("4q-moods", fourq_slice, "4q"),
             ("mved-classes", mved_slice, "mved"),
+            ("musemo-va", musemo_slice, "musemo"),
         )
     }
 
@@ -117,12 +142,17 @@ def as_shipped(shipped: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_each_recipe_makes_a_model_of_its_kind_with_its_card(shipped: Path) -> None:
-    quadrants, moods, videos = (load_fusion_model(shipped / n) for n in ("4q-quadrants", "4q-moods", "mved-classes"))
+    quadrants, moods, videos, values = (load_fusion_model(shipped / n) for n in recipes.RECIPES)
     assert quadrants.outputs == ["Q1", "Q2", "Q3", "Q4"] and quadrants.default_model == "integrated-audio"
     assert quadrants.plane == {q: tuple(map(float, p)) for q, p in recipes.QUADRANT_PLANE.items()}
     assert moods.target == "tags" and len(moods.outputs) == 24 and moods.plane is None
     assert videos.outputs == ["Excited", "Fear", "Neutral", "Relaxation", "Sad", "Tension"]
     assert set(videos.inputs(videos.default_model)) >= {"i3d", "musicnn", "twodcnn"}
+    assert values.outputs == ["valence", "arousal"] and values.scale == (-10, 10)
+    window = values.feature_sets(values.default_model)["descriptors"]["config"]
+    assert window["audio_window"]["duration_s"] == 6 and window["windows"]["hop_s"] == 6, "6-s windows, a song pooled"
+    figures = recipes.model_card(shipped / "musemo-va")["figures"]
+    assert set(figures) == {"valence", "arousal", "quadrant_accuracy"} and -1 <= figures["valence"]["ccc"] <= 1
     card = recipes.model_card(shipped / "4q-quadrants")
     assert card["recipe"]["group_by"] == "artist" and card["clips"] == 24
     assert 0 <= card["figures"]["accuracy"]["interval"][0] <= card["figures"]["accuracy"]["mean"] <= 1
@@ -209,6 +239,33 @@ def test_the_quadrant_timeline_shows_russells_plane_read_from_the_quadrants(
     valence = proba @ np.array([1, -1, -1, 1])
     np.testing.assert_allclose(plane["valence"], valence, atol=1e-3)
     np.testing.assert_allclose(plane["arousal"], proba @ np.array([1, 1, -1, -1]), atol=1e-3)
+
+
+def test_musemo_va_reads_a_whole_song_as_6s_windows_pooled_and_draws_its_path_on_russells_plane(
+    browser: Any, as_shipped: Path, fourq_slice: Path, tmp_path: Path
+) -> None:
+    """A 30-s song is read as 6-s windows every 6 s, their inputs pooled as stage one pools them (the values of the
+    whole, as the timeline's), printed on the ratings' scale and on [-1, 1] with the quadrant; its timeline page draws
+    each window on the plane."""
+    song = str(next(fourq_slice.glob("Q2/*.ogg")))
+    runner = CliRunner()
+    common = ["predict", "--model", "musemo-va", song, "--weights-dir", str(WEIGHTS)]
+    values = json.loads(runner.invoke(cli, [*common, "--json"]).stdout)[0]["values"]
+    timeline = runner.invoke(cli, [*common, "--timeline", "--hop", "6", "--out", str(tmp_path / "t")])
+    assert timeline.exit_code == 0, timeline.output
+    page = tmp_path / "t" / f"{Path(song).name}.timeline.html"
+    data = json.loads(page.read_text().split('id="timeline-data">')[1].split("</script>")[0])
+    assert data["kind"] == "valence,arousal" and data["scale"] == [-10, 10]
+    assert data["starts"][:5] == [0, 6, 12, 18, 24] and np.diff(data["starts"]).min() > 0
+    np.testing.assert_allclose(data["overall"], [values["valence"], values["arousal"]], atol=1e-3)
+    table = runner.invoke(cli, common).output
+    assert "valence on [-10, 10]" in table and "arousal on [-1, 1]" in table
+    assert f"{values['valence'] / 10:+.2f}" in table and f"{values['arousal']:.2f}" in table
+    open_page(browser, page)
+    assert console_errors(browser) == []
+    wait_for(browser, "return document.getElementById('plane').dataset.window", "0")
+    first = data["categories"][int(quadrants(np.array(data["proba"][:1]), (-10, 10))[0])]
+    assert browser.execute_script("return document.getElementById('plane').dataset.quadrant") == first
 
 
 def test_a_music_video_gets_the_six_classes(as_shipped: Path, mved_slice: Path) -> None:
