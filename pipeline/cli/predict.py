@@ -22,7 +22,7 @@ from mvemo.pipeline.cli.tools import (
 @click.command("predict", cls=MvemoCommand, context_settings=CONTEXT)
 @click.argument("arguments", metavar="[MODEL_DIR] FILE...", nargs=-1, type=click.Path())
 @click.option("--manifest", "manifest_path", default=None, type=click.Path(dir_okay=False), help="Label the clips of this manifest (CSV or JSONL) instead of FILES.")  # fmt: skip
-@click.option("--csv", "csv_path", default=None, type=click.Path(), metavar="FILE", help="Write one results CSV: a row per clip with its label, a probability per class, or its error.")  # fmt: skip
+@click.option("--csv", "csv_path", default=None, type=click.Path(), metavar="FILE", help="Write one results CSV: a row per clip with its label, a probability per class, or its error. A rerun resumes it: clips labelled there are skipped, those that failed retried once.")  # fmt: skip
 @click.option(
     "--model",
     "model_name",
@@ -68,7 +68,7 @@ def predict(
     from mvemo.manifests import read_manifest
     from mvemo.manifests.errors import ConfigError
     from mvemo.pipeline.executors import build_executor
-    from mvemo.pipeline.predict.predictor import Predictor, file_clip, output_columns, write_results_csv
+    from mvemo.pipeline.predict.predictor import Predictor, file_clip
 
     model_dir, files, model_name = model_and_files(arguments, model_name)
     if bool(files) == bool(manifest_path):
@@ -92,11 +92,14 @@ def predict(
     if timeline:
         _timelines(ctx, predictor, clips, hop_s, out_dir, embed_media, as_json, options)
         return
+    earlier: list[dict[str, Any]] = []
+    todo = clips
     with build_executor(options["executor"], workers=options["workers"], scheduler=options["scheduler"]) as pool:
-        stream = predictor.predict(clips, pool)
         if csv_path:
-            stream = write_results_csv(stream, csv_path, output_columns(predictor.saved), labels)
-        results = list(progress_bar("predict", "clip")(stream, len(clips)))
+            earlier, todo, stream = _resumed(predictor, clips, csv_path, labels, pool)
+        else:
+            stream = predictor.predict(clips, pool)
+        results = earlier + list(progress_bar("predict", "clip")(stream, len(todo)))
     failed = [r for r in results if "error" in r]
     if as_json:
         print_json(results)
@@ -174,6 +177,28 @@ def _timelines(
         click.echo(f"failed: {r['clip_id']}: {r['error']}", err=True)
     if failed:
         ctx.exit(EXIT_CLIPS_FAILED)
+
+
+def _resumed(predictor: Any, clips: list[Any], csv_path: str, labels: dict[str, str], pool: Any) -> tuple[list, list, Any]:
+    """What an earlier run of ``--csv`` left (``pipeline.predict.results_csv``): the results of the clips it labelled,
+    which are skipped, the clips left to label (those it never reached, those that failed: retried once), and the stream
+    of their results into the CSV."""
+    from mvemo.pipeline.predict.results_csv import csv_header, earlier_rows, labelled, result_of_row, write_results_csv
+
+    header = csv_header(predictor.saved, labelled=bool(labels))
+    rows = earlier_rows(csv_path, header, predictor.model)
+    done = labelled(rows)
+    order = [c.clip_id for c in clips]
+    left = [c for c in clips if c.clip_id not in done]
+    if rows:
+        retried = sum(1 for c in left if c.clip_id in rows)
+        click.echo(
+            f"resuming {csv_path}: {len(clips) - len(left)} of {len(clips)} clips labelled before; {retried} that failed retried",
+            err=True,
+        )
+    earlier = [result_of_row(rows[clip_id], predictor.saved) for clip_id in order if clip_id in done]
+    stream = write_results_csv(predictor.predict(left, pool), csv_path, header, order, rows, labels)
+    return earlier, left, stream
 
 
 def _table(results: list[dict[str, Any]], predictor: Any) -> None:

@@ -6,7 +6,6 @@ so a catalogue of new videos fans out like stage one; results stream into one CS
 
 from __future__ import annotations
 
-import csv
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -191,11 +190,6 @@ def scores_of(result: dict[str, Any]) -> dict[str, float]:
     return dict(result.get("probabilities") or result["values"])
 
 
-def output_columns(saved: SavedFusionModel) -> list[str]:
-    """The results CSV's score columns: ``p_<class>``, ``p_<tag>``, or the value names."""
-    return saved.outputs if saved.target not in ("label", "tags") else [f"p_{c}" for c in saved.outputs]
-
-
 def clip_result(clip: Clip, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     """``compute()``, or the clip's failure: a bad clip never stops a run; a ``ConfigError`` (the saved model
     does not fit this version) does."""
@@ -215,29 +209,3 @@ def _file_of(clip: Clip) -> str:
 
 def failed_result(clip: Clip, reason: str) -> dict[str, Any]:
     return {"clip_id": clip.clip_id, "file": _file_of(clip), "error": reason}
-
-
-def write_results_csv(
-    results: Iterable[dict[str, Any]], path: str | os.PathLike[str], columns: list[str], labels: dict[str, str] | None = None
-) -> Iterator[dict[str, Any]]:
-    """Stream ``results`` into one CSV (a row per clip: id, file, predicted label, its scores in ``columns``
-    (``output_columns``), or the error; the manifest's label where it gives one), passing each result on. Rows go to ``PATH.partial``, which is
-    renamed to ``PATH`` once every clip is in, so an interrupted run leaves its finished rows and no complete-looking file.
-    """
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    with partial.open("w", newline="", encoding="utf-8") as f:
-        header = ["clip_id", "file", *(["manifest_label"] if labels else []), "model", "predicted", *columns, "error"]
-        writer = csv.DictWriter(f, fieldnames=header)
-        writer.writeheader()
-        for result in results:
-            row = {"clip_id": result["clip_id"], "file": result["file"], "error": result.get("error", "")}
-            if labels:
-                row["manifest_label"] = labels.get(result["clip_id"], "")
-            if "label" in result:
-                row |= {"model": result["model"], "predicted": result["label"]}
-                row |= {column: f"{p:.6f}" for column, p in zip(columns, scores_of(result).values())}
-            writer.writerow(row)
-            f.flush()
-            yield result
-    os.replace(partial, path)

@@ -1,0 +1,126 @@
+"""``predict --csv OUT``: a catalogue's results, a row per clip, that a rerun resumes.
+
+Each row is appended to ``OUT.partial`` as its clip finishes, written whole and flushed; a rerun reads the rows of
+``OUT`` and ``OUT.partial`` (the last line dropped where a kill cut it), skips every clip labelled there, retries once
+each clip that failed, and labels the clips new to the manifest. Once every clip is in, ``OUT`` is written in the
+manifest's order (rows of clips the manifest no longer lists after them) and ``OUT.partial`` removed, so a run
+stopped any number of times ends with the rows of a run never stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from mvemo.fuse.saved.model import SavedFusionModel
+from mvemo.manifests.errors import ConfigError
+
+
+def output_columns(saved: SavedFusionModel) -> list[str]:
+    """The results CSV's score columns: ``p_<class>``, ``p_<tag>``, or the value names."""
+    return saved.outputs if saved.target not in ("label", "tags") else [f"p_{c}" for c in saved.outputs]
+
+
+def csv_header(saved: SavedFusionModel, labelled: bool) -> list[str]:
+    """The results CSV's columns: the clip, its file, the manifest's label (where it labels clips), the model, what it
+    predicted, its scores (``output_columns``) and the error of a clip that failed."""
+    return ["clip_id", "file", *(["manifest_label"] if labelled else []), "model", "predicted", *output_columns(saved), "error"]
+
+
+def in_progress(path: Path) -> Path:
+    return path.with_name(path.name + ".partial")
+
+
+def earlier_rows(path: str | os.PathLike[str], header: list[str], model: str) -> dict[str, dict[str, str]]:
+    """The rows earlier runs wrote into ``path`` (a finished run) and ``path.partial`` (a stopped one), by clip id, the
+    stopped run's last; a file of other columns, or whose rows another model labelled, is refused (``ConfigError``)."""
+    rows: dict[str, dict[str, str]] = {}
+    for file in (Path(path), in_progress(Path(path))):
+        if not file.is_file():
+            continue
+        text = file.read_bytes().decode("utf-8", errors="replace")
+        records = list(csv.reader(io.StringIO(text, newline="")))
+        if records and not text.endswith("\n"):
+            records.pop()  # the row a kill cut
+        fix = f"give another --csv, or remove {file} to label every clip again"
+        if records and records[0] != header:
+            raise ConfigError(f"--csv {path}: {file.name} holds the columns {records[0]}, not this model's {header}; {fix}")
+        for record in records[1:]:
+            row = dict(zip(header, record, strict=True))
+            if row["model"] not in ("", model):
+                raise ConfigError(
+                    f"--csv {path}: {file.name} holds clips labelled by model {row['model']!r}, not {model!r}; {fix}"
+                )
+            rows[row["clip_id"]] = row
+    return rows
+
+
+def labelled(rows: dict[str, dict[str, str]]) -> set[str]:
+    """The clips an earlier run labelled (a row without an error): a rerun skips them."""
+    return {clip_id for clip_id, row in rows.items() if not row["error"]}
+
+
+def result_of_row(row: dict[str, str], saved: SavedFusionModel) -> dict[str, Any]:
+    """An earlier run's row as ``Predictor.predict``'s result (its label and scores; whether the clip was in training
+    is not kept)."""
+    if row["error"]:
+        return {"clip_id": row["clip_id"], "file": row["file"], "error": row["error"]}
+    key = "probabilities" if saved.target in ("label", "tags") else "values"
+    scores = {name: float(row[column]) for name, column in zip(saved.outputs, output_columns(saved))}
+    return {"clip_id": row["clip_id"], "file": row["file"], "model": row["model"], "label": row["predicted"], key: scores}
+
+
+def row_of_result(result: dict[str, Any], header: list[str], labels: dict[str, str]) -> dict[str, str]:
+    """A result as its CSV row: the label and scores, or the error; the manifest's label where the header has it."""
+    row = {"clip_id": result["clip_id"], "file": result["file"], "error": result.get("error", "")}
+    if "manifest_label" in header:
+        row["manifest_label"] = labels.get(result["clip_id"], "")
+    if "label" in result:
+        scores = result.get("probabilities") or result["values"]
+        row |= {"model": result["model"], "predicted": result["label"]}
+        row |= {column: f"{p:.6f}" for column, p in zip(header[header.index("predicted") + 1 : -1], scores.values())}
+    return row
+
+
+def write_results_csv(
+    results: Iterable[dict[str, Any]],
+    path: str | os.PathLike[str],
+    header: list[str],
+    order: list[str],
+    earlier: dict[str, dict[str, str]],
+    labels: dict[str, str],
+) -> Iterator[dict[str, Any]]:
+    """Stream ``results`` into ``path.partial`` after the ``earlier`` rows (``earlier_rows``), a row as each clip
+    finishes, passing each result on; once every result is in, ``path`` holds every row, those of ``order``'s clips
+    first in that order, and ``path.partial`` is removed."""
+    path = Path(path)
+    partial = in_progress(path)
+    rows = dict(earlier)
+    _replace(partial, header, rows.values())
+    with partial.open("a", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=header, extrasaction="raise")
+        for result in results:
+            row = rows[result["clip_id"]] = {column: "" for column in header} | row_of_result(result, header, labels)
+            writer.writerow(row)
+            f.flush()
+            yield result
+    listed = set(order)
+    ordered = [rows[clip_id] for clip_id in order if clip_id in rows]
+    _replace(path, header, ordered + [row for clip_id, row in rows.items() if clip_id not in listed])
+    partial.unlink()
+
+
+def _replace(path: Path, header: list[str], rows: Iterable[dict[str, str]]) -> None:
+    """``path`` holding ``header`` and ``rows``, written beside it and renamed, so a kill leaves the old file or the new."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
