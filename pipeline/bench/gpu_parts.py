@@ -299,7 +299,7 @@ I3D_BATCHES = (32, 64)  # beside the default 16
 
 def extract(config: CheckConfig) -> dict[str, Any]:
     """``extract`` as a user runs it on the box, timed whole: ``config.clips`` links of a generated 30-s clip of each
-    size (12 when tiny) in 2 folds, decoded into the sets of ``EMBEDDED`` by a process per core, on the CPU and on
+    size (the throughput part's few when tiny) in 2 folds, decoded into the sets of ``EMBEDDED`` by a process per core, on the CPU and on
     NVDEC, with each of its nets on the device alongside the decoding (``extract.overlap``), each run into a cache of
     its own: the GPU's utilisation over each run and its stages' seconds (the nets' share of the wall time). The nets
     run with their published weights where found, else from random ones of the same shapes (the same work)."""
@@ -309,7 +309,7 @@ def extract(config: CheckConfig) -> dict[str, Any]:
     for size, count in list(SIZES_CLIPS.items())[: 1 if config.tiny else None]:  # tiny: one size (160x120 either way)
         source = generated_clip(config, size)
         for decoder in decoders:
-            manifest = linked_manifest(config, source, f"extract-{size}-{decoder}", 12 if config.tiny else count)
+            manifest = linked_manifest(config, source, f"extract-{size}-{decoder}", config.clips if config.tiny else count)
             configs = replace(config.features, frames=replace(config.features.frames, decoder=decoder))
             cache = config.folder / f"end-to-end-{size}-{decoder}"
             click.echo(f"gpu-check: extract of {len(manifest)} clips at {size} on {decoder} ...", err=True)
