@@ -20,6 +20,7 @@ import numpy as np
 import pyloudnorm
 
 from mvemo.extract.decode.audio import AudioWindow
+from mvemo.extract.handcrafted.beats import track_beats
 from mvemo.extract.handcrafted.lpc import lpc, yin
 from mvemo.extract.handcrafted.spectra import running_median
 from mvemo.extract.handcrafted.texture import texture
@@ -403,7 +404,7 @@ def _rhythm(onsets: np.ndarray, sr: int, hop: int) -> tuple[dict[str, float], np
     lags = np.arange(acf.size)
     in_range = (lags >= 60 * frames_per_s / 300) & (lags <= 60 * frames_per_s / 30)
     tempo_lag = round(60 * frames_per_s / tempo) if tempo > 0 else acf.size
-    _, beats = librosa.beat.beat_track(onset_envelope=onsets, sr=sr, hop_length=hop, bpm=tempo)
+    beats = track_beats(onsets, frames_per_s, tempo)
     mean_tempogram = tempogram.mean(axis=1, keepdims=True)  # one interpolation instead of one per frame (linear)
     ratios = librosa.feature.tempogram_ratio(tg=mean_tempogram, sr=sr, hop_length=hop, bpm=np.array([tempo]))
     return {
