@@ -23,6 +23,7 @@ BENCHES = (
     "memory",
     "faces",
     "short-clips",
+    "predict",
     "all",
 )
 
@@ -56,7 +57,7 @@ BENCHES = (
     "--weights-dir",
     default=None,
     type=click.Path(file_okay=False),
-    help="Timeline, faces, upper and memory benches: folder of the pretrained weights (also $MVEMO_WEIGHTS, ~/.cache/mvemo/weights).",
+    help="Timeline, faces, upper, memory, short-clips and predict benches: folder of the pretrained weights (also $MVEMO_WEIGHTS, ~/.cache/mvemo/weights).",
 )
 @click.option(
     "--cut",
@@ -109,6 +110,10 @@ def bench(
     scale: mel and LLDs of 200 30 s AAC clips, serial vs 2 local processes vs a 2-worker
     Dask LocalCluster.
 
+    predict: `mvemo predict --model 4q-quadrants` in a process of its own over one song and
+    over nine: the first song's wall time over each further song's (goal: at most 2);
+    skipped where the model's weights are not found.
+
     short-clips: stage one (log-mel, LLDs, descriptors, the music encoders) over --clips
     6-s clips (default 24: musemo's where ../shared lies beside the clone), against the same
     clips looped to 30 s (the work each clip cost before stage one computed and embedded a
@@ -147,6 +152,7 @@ def bench(
     from mvemo.pipeline.bench.faces import bench_faces
     from mvemo.pipeline.bench.fuse import bench_fuse
     from mvemo.pipeline.bench.memory import bench_memory
+    from mvemo.pipeline.bench.predict import bench_predict
     from mvemo.pipeline.bench.scale import bench_scale
     from mvemo.pipeline.bench.short_clips import bench_short_clips
     from mvemo.pipeline.bench.stage_one import bench_stage_one
@@ -171,6 +177,7 @@ def bench(
         ),
         "faces": lambda: bench_faces(weights_dir=weights_dir, folder=tmp_dir),
         "short-clips": lambda: bench_short_clips(n_clips=clips or 24, weights_dir=weights_dir, folder=tmp_dir),
+        "predict": lambda: bench_predict(weights_dir=weights_dir, folder=tmp_dir),
     }
     results = {name: run() for name, run in runs.items() if what in (name, "all")}
     document = results[what] if what != "all" else results

@@ -87,3 +87,25 @@ def test_the_short_clips_bench_runs_the_three_kinds_of_clip_through_stage_one(
     figures = short_clips.bench_short_clips(n_clips=2, weights_dir=str(tmp_path / "no-weights"), folder=str(tmp_path))
     assert figures["weights"].startswith("seeded random") and figures["clips"] == 2
     assert figures["short over looped (goal <= 0.33)"] == pytest.approx(figures["short s"] / figures["looped s"], abs=0.01)
+
+
+@pytest.mark.heavy
+def test_the_predict_bench_times_one_song_and_nine_in_processes_of_their_own(
+    tiny_demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over generated songs, with the tiny demo's model of the LLD statistics (no net weights); a ready-made model
+    whose weights are absent is skipped, saying which files."""
+    from mvemo.pipeline.bench import predict
+
+    monkeypatch.setattr(predict, "FOURQ", tmp_path / "no-4q")
+    figures = predict.bench_predict(model=str(tiny_demo / "model"), name="lldstats", folder=str(tmp_path))
+    first, nine, each = (
+        figures[key] for key in ("first song s (T1)", "nine songs s (T9)", "each further song s ((T9 - T1) / 8)")
+    )
+    assert figures["songs"] == "9 generated 30-s songs" and 0 < first < nine
+    assert each == pytest.approx((nine - first) / 8, abs=0.01)
+    assert figures["first over each further (goal <= 2)"] > 2, "a model of LLD statistics: the start-up is most of it"
+    monkeypatch.setenv("MVEMO_WEIGHTS", str(tmp_path / "none"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    skipped = predict.bench_predict(weights_dir=str(tmp_path / "empty"))
+    assert skipped["skipped"].startswith("the weights of 4q-quadrants are not found: musicnn_msd_musicnn.npz")
