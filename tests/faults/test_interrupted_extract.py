@@ -24,7 +24,7 @@ CONFIG = (
     "[train]\nmax_epochs = 2\npatience = 1\nbatch_size = 4\nvalidation_share = 0.25\n"
 )  # fmt: skip
 N_CLIPS = 36
-KILLS = 6  # two rounds at least: a round's first kill lands amid the features, its second amid the fine-tuning
+KILLS = 4  # two rounds: a round's first kill lands amid the features, its second amid the fine-tuning
 SETS = ("mel", "emb/twodcnn/fold0", "emb/twodcnn/fold1", "emb/twodcnn/fold2", "emb/twodcnn/all")
 
 
@@ -62,7 +62,7 @@ def wait_until_midway(run: subprocess.Popen, written: Callable[[], int], total: 
     time.sleep(rng.uniform(0.0, 0.05))
 
 
-@pytest.mark.slow(reason="six kills at random moments of extracts that fine-tune a net, each resumed")
+@pytest.mark.slow(reason="four kills at random moments of extracts that fine-tune a net, each resumed")
 def test_killed_extracts_resume_to_the_uninterrupted_cache(tmp_path: Path) -> None:
     clips = [
         Clip(f"c{i}", "ab"[i % 2], audio=write_tiny(tmp_path / f"{i}.wav", video=False), fold=(i // 2) % 3)
