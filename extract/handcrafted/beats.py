@@ -19,6 +19,8 @@ TIGHTNESS = 100.0  # librosa's default: how closely the beats keep the tempo
 def track_beats(onsets: np.ndarray, frame_rate: float, bpm: float) -> np.ndarray:
     """The frames of the beats in the onset envelope ``onsets`` (frames per second ``frame_rate``) at tempo ``bpm``,
     as ``librosa.beat.beat_track(onset_envelope=onsets, sr=sr, hop_length=hop, bpm=bpm)`` gives them."""
+    if bpm <= 0:
+        raise ValueError(f"a tempo of {bpm} BPM: beats need a positive tempo")
     if not onsets.any():
         return np.array([], dtype=int)
     frames_per_beat = float(np.round(frame_rate * 60.0 / bpm))

@@ -45,15 +45,14 @@ def bench_predict(
         command += [*(["--model", name] if name else []), *(["--weights-dir", weights_dir] if weights_dir else []), "--json"]
         runs = {"1": songs[:1], "9": songs}
         seconds = best_of_each({n: functools.partial(_run, [*command, *map(str, files)]) for n, files in runs.items()}, 2)
-    first = round(seconds["1"], 2)
-    per_song = round((seconds["9"] - seconds["1"]) / (SONGS - 1), 3)
+    per_song = (seconds["9"] - seconds["1"]) / (SONGS - 1)
     return {
         "model": str(model) + (f" ({name})" if name else ""),
         "songs": source,
-        "first song s (T1)": first,
-        "nine songs s (T9)": round(seconds["9"], 2),
-        "each further song s ((T9 - T1) / 8)": per_song,
-        "first over each further (goal <= 2)": round(first / per_song, 2) if per_song > 0 else None,
+        "first song s (T1)": round(seconds["1"], 3),
+        "nine songs s (T9)": round(seconds["9"], 3),
+        "each further song s ((T9 - T1) / 8)": round(per_song, 4),
+        "first over each further (goal <= 2)": round(seconds["1"] / per_song, 2) if per_song > 0 else None,
     }
 
 

@@ -183,10 +183,17 @@ def _resumed(predictor: Any, clips: list[Any], csv_path: str, labels: dict[str, 
     """What an earlier run of ``--csv`` left (``pipeline.predict.results_csv``): the results of the clips it labelled,
     which are skipped, the clips left to label (those it never reached, those that failed: retried once), and the stream
     of their results into the CSV."""
-    from mvemo.pipeline.predict.results_csv import csv_header, earlier_rows, labelled, result_of_row, write_results_csv
+    from mvemo.pipeline.predict.results_csv import (
+        csv_header,
+        earlier_rows,
+        labelled,
+        result_of_row,
+        saved_digest,
+        write_results_csv,
+    )
 
-    header = csv_header(predictor.saved, labelled=bool(labels))
-    rows = earlier_rows(csv_path, header, predictor.model)
+    header, digest = csv_header(predictor.saved, labelled=bool(labels)), saved_digest(predictor.saved)
+    rows = earlier_rows(csv_path, header, predictor.model, digest)
     done = labelled(rows)
     order = [c.clip_id for c in clips]
     left = [c for c in clips if c.clip_id not in done]
@@ -197,7 +204,7 @@ def _resumed(predictor: Any, clips: list[Any], csv_path: str, labels: dict[str, 
             err=True,
         )
     earlier = [result_of_row(rows[clip_id], predictor.saved) for clip_id in order if clip_id in done]
-    stream = write_results_csv(predictor.predict(left, pool), csv_path, header, order, rows, labels)
+    stream = write_results_csv(predictor.predict(left, pool), csv_path, header, order, rows, labels, digest)
     return earlier, left, stream
 
 

@@ -10,6 +10,7 @@ stopped any number of times ends with the rows of a run never stopped.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 from collections.abc import Iterable, Iterator
@@ -27,17 +28,30 @@ def output_columns(saved: SavedFusionModel) -> list[str]:
 
 def csv_header(saved: SavedFusionModel, labelled: bool) -> list[str]:
     """The results CSV's columns: the clip, its file, the manifest's label (where it labels clips), the model, what it
-    predicted, its scores (``output_columns``) and the error of a clip that failed."""
-    return ["clip_id", "file", *(["manifest_label"] if labelled else []), "model", "predicted", *output_columns(saved), "error"]
+    predicted, its scores (``output_columns``), the error of a clip that failed and the saved model's digest
+    (``saved_digest``), which a rerun checks."""
+    scores = output_columns(saved)
+    return ["clip_id", "file", *(["manifest_label"] if labelled else []), "model", "predicted", *scores, "error", "saved_model"]
+
+
+def saved_digest(saved: SavedFusionModel) -> str:
+    """The saved model's files (``model.json``, its heads) as 12 hex digits of their sha256: a model trained again
+    under the same name is another model."""
+    digest = hashlib.sha256()
+    for file in sorted(saved.folder.iterdir()):
+        if file.is_file() and file.suffix in (".json", ".h5"):
+            digest.update(file.name.encode() + file.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def in_progress(path: Path) -> Path:
     return path.with_name(path.name + ".partial")
 
 
-def earlier_rows(path: str | os.PathLike[str], header: list[str], model: str) -> dict[str, dict[str, str]]:
+def earlier_rows(path: str | os.PathLike[str], header: list[str], model: str, digest: str) -> dict[str, dict[str, str]]:
     """The rows earlier runs wrote into ``path`` (a finished run) and ``path.partial`` (a stopped one), by clip id, the
-    stopped run's last; a file of other columns, or whose rows another model labelled, is refused (``ConfigError``)."""
+    stopped run's last; a file of other columns, or whose rows another model (``model`` of the saved model of
+    ``digest``) labelled, is refused (``ConfigError``), and so is a row cut other than at the end."""
     rows: dict[str, dict[str, str]] = {}
     for file in (Path(path), in_progress(Path(path))):
         if not file.is_file():
@@ -48,41 +62,49 @@ def earlier_rows(path: str | os.PathLike[str], header: list[str], model: str) ->
             records.pop()  # the row a kill cut
         fix = f"give another --csv, or remove {file} to label every clip again"
         if records and records[0] != header:
-            raise ConfigError(f"--csv {path}: {file.name} holds the columns {records[0]}, not this model's {header}; {fix}")
-        for record in records[1:]:
-            row = dict(zip(header, record, strict=True))
-            if row["model"] not in ("", model):
+            raise ConfigError(
+                f"--csv {path}: {file.name} holds the columns {records[0]}, not {header} (this model's, with the manifest's"
+                f" labels where it gives them); {fix}"
+            )
+        for line, record in enumerate(records[1:], start=2):
+            if not record:
+                continue  # a blank line
+            if len(record) != len(header):
+                raise ConfigError(f"--csv {path}: {file.name}'s record {line} has {len(record)} fields, not {len(header)}; {fix}")
+            row = dict(zip(header, record))
+            if (row["model"], row["saved_model"]) not in (("", digest), (model, digest)):
                 raise ConfigError(
-                    f"--csv {path}: {file.name} holds clips labelled by model {row['model']!r}, not {model!r}; {fix}"
+                    f"--csv {path}: {file.name} holds clips labelled by model {row['model']!r} of saved model"
+                    f" {row['saved_model']}, not {model!r} of {digest}; {fix}"
                 )
             rows[row["clip_id"]] = row
     return rows
 
 
 def labelled(rows: dict[str, dict[str, str]]) -> set[str]:
-    """The clips an earlier run labelled (a row without an error): a rerun skips them."""
-    return {clip_id for clip_id, row in rows.items() if not row["error"]}
+    """The clips an earlier run labelled (a row with a label and no error): a rerun skips them."""
+    return {clip_id for clip_id, row in rows.items() if row["model"] and not row["error"]}
 
 
 def result_of_row(row: dict[str, str], saved: SavedFusionModel) -> dict[str, Any]:
     """An earlier run's row as ``Predictor.predict``'s result (its label and scores; whether the clip was in training
     is not kept)."""
-    if row["error"]:
+    if not row["model"]:
         return {"clip_id": row["clip_id"], "file": row["file"], "error": row["error"]}
     key = "probabilities" if saved.target in ("label", "tags") else "values"
     scores = {name: float(row[column]) for name, column in zip(saved.outputs, output_columns(saved))}
     return {"clip_id": row["clip_id"], "file": row["file"], "model": row["model"], "label": row["predicted"], key: scores}
 
 
-def row_of_result(result: dict[str, Any], header: list[str], labels: dict[str, str]) -> dict[str, str]:
+def row_of_result(result: dict[str, Any], header: list[str], labels: dict[str, str], digest: str) -> dict[str, str]:
     """A result as its CSV row: the label and scores, or the error; the manifest's label where the header has it."""
-    row = {"clip_id": result["clip_id"], "file": result["file"], "error": result.get("error", "")}
+    row = {"clip_id": result["clip_id"], "file": result["file"], "error": result.get("error", ""), "saved_model": digest}
     if "manifest_label" in header:
         row["manifest_label"] = labels.get(result["clip_id"], "")
     if "label" in result:
         scores = result.get("probabilities") or result["values"]
         row |= {"model": result["model"], "predicted": result["label"]}
-        row |= {column: f"{p:.6f}" for column, p in zip(header[header.index("predicted") + 1 : -1], scores.values())}
+        row |= {column: f"{p:.6f}" for column, p in zip(header[header.index("predicted") + 1 : -2], scores.values())}
     return row
 
 
@@ -93,6 +115,7 @@ def write_results_csv(
     order: list[str],
     earlier: dict[str, dict[str, str]],
     labels: dict[str, str],
+    digest: str,
 ) -> Iterator[dict[str, Any]]:
     """Stream ``results`` into ``path.partial`` after the ``earlier`` rows (``earlier_rows``), a row as each clip
     finishes, passing each result on; once every result is in, ``path`` holds every row, those of ``order``'s clips
@@ -104,7 +127,7 @@ def write_results_csv(
     with partial.open("a", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=header, extrasaction="raise")
         for result in results:
-            row = rows[result["clip_id"]] = {column: "" for column in header} | row_of_result(result, header, labels)
+            row = rows[result["clip_id"]] = {column: "" for column in header} | row_of_result(result, header, labels, digest)
             writer.writerow(row)
             f.flush()
             yield result

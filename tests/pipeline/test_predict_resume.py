@@ -3,7 +3,9 @@ drops a row a kill cut, and ends with the rows of a run never stopped; killed at
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -79,9 +81,27 @@ def test_a_csv_of_another_model_is_refused_in_one_line(tiny_demo: Path, tmp_path
     assert CliRunner().invoke(cli, [*command, "--model", "lldstats"]).exit_code == 3
     other = CliRunner().invoke(cli, [*command, "--model", "descriptors"])
     assert other.exit_code == 2 and len(other.stderr.strip().splitlines()) == 1, other.output
-    assert "labelled by model 'lldstats', not 'descriptors'" in other.stderr and f"remove {out}" in other.stderr
+    assert "labelled by model 'lldstats' of saved model " in other.stderr and ", not 'descriptors' of " in other.stderr
+    assert f"remove {out}" in other.stderr
     tags = CliRunner().invoke(cli, ["predict", str(tiny_demo / "tags" / "model"), "--manifest", str(manifest), "--csv", str(out)])
     assert tags.exit_code == 2 and "holds the columns" in tags.stderr, tags.output
+    retrained = shutil.copytree(tiny_demo / "model", tmp_path / "retrained")  # the same names, other bytes
+    (retrained / "model.json").write_text(json.dumps(json.loads((retrained / "model.json").read_text()), indent=3))
+    again = ["predict", str(retrained), "--manifest", str(manifest), "--csv", str(out), "--model", "lldstats"]
+    other = CliRunner().invoke(cli, again)
+    assert other.exit_code == 2 and "labelled by model 'lldstats' of saved model " in other.stderr, other.output
+
+
+def test_a_blank_line_added_to_a_finished_csv_is_no_row(tiny_demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    manifest = catalogue(tiny_demo, tmp_path, 2)
+    out = tmp_path / "r.csv"
+    command = ["predict", str(tiny_demo / "model"), "--manifest", str(manifest), "--csv", str(out), "--model", "lldstats"]
+    assert CliRunner().invoke(cli, command).exit_code == 3
+    finished = out.read_text()
+    out.write_text(finished + "\n")
+    computed = predicted(monkeypatch)
+    rerun = CliRunner().invoke(cli, command)
+    assert rerun.exit_code == 3 and computed == ["gone"] and out.read_text() == finished, rerun.output
 
 
 @pytest.mark.slow(reason="predict over a catalogue killed (SIGKILL) at random moments, rerun each time to its end")

@@ -110,3 +110,10 @@ def test_models_list_marks_a_model_this_version_computes_otherwise(monkeypatch: 
     listed = CliRunner().invoke(cli, ["models", "list"])
     assert listed.exit_code == 0, listed.output
     assert listed.output.count("no: ") == len(RECIPES) and 'extractor_version "2" then, "3" now' in listed.output
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_each_shipped_card_holds_its_recipe_as_this_version_writes_it(name: str) -> None:
+    """So that `mvemo models train NAME` of an unchanged recipe finds no difference in recipe.json."""
+    card = json.loads((shipped_folder(name) / "recipe.json").read_text())
+    assert card["recipe"] == json.loads(json.dumps(RECIPES[name].to_json()))
