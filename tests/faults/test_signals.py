@@ -264,16 +264,13 @@ def commands(manifest: Path, stage_two: dict[str, Path], out: Path) -> dict[str,
     }  # fmt: skip
 
 
-PER_COMMAND = 2  # 8 signals in all: a SIGINT and a SIGTERM a command
-
-
 @pytest.mark.slow(reason="8 runs of extract, mvemo-cv, fuse and predict, each stopped by a signal at a random moment")
 def test_signals_at_random_moments_always_stop_every_command(manifest: Path, stage_two: dict[str, Path], tmp_path: Path) -> None:
-    """Each command runs once whole to time it, then twice, sent SIGINT (to its process group, as a
-    terminal does) and SIGTERM, each at a random moment of its run, from 0.15 s (the interpreter has started) on: every
-    one stops with one line and exit 128 + the signal's number; none goes on. A signal that lands once the work is
-    written, while the interpreter exits, may end it as the signal does by default (the shell's 128 + its number),
-    having said no more than a whole run says."""
+    """Each command runs once whole to time it, then until a SIGINT (to its process group, as a terminal does) and a
+    SIGTERM, each sent at a random moment of its run from 0.15 s (the interpreter has started) on, have each stopped
+    it: with one line and exit 128 + the signal's number; none goes on. A signal that lands once the work is written,
+    while the interpreter exits, may end it as the signal does by default (the shell's 128 + its number), or find it
+    gone (exit 0), having said no more than a whole run says."""
     rng = np.random.default_rng(0)
     for name in ("extract", "cv", "fuse", "predict"):
         start = time.monotonic()
@@ -282,9 +279,9 @@ def test_signals_at_random_moments_always_stop_every_command(manifest: Path, sta
         )
         duration = time.monotonic() - start
         said = set(whole.stderr.splitlines())  # predict's warning that its clips were in training, say
-        stopped = 0
+        stopped = {signal.SIGINT: 0, signal.SIGTERM: 0}
         for attempt in range(20):
-            if stopped == PER_COMMAND:
+            if min(stopped.values()) >= 1:
                 break
             signum = (signal.SIGINT, signal.SIGTERM)[attempt % 2]
             command, complete = commands(manifest, stage_two, tmp_path / f"{name}{attempt}")[name]
@@ -300,11 +297,14 @@ def test_signals_at_random_moments_always_stop_every_command(manifest: Path, sta
                 if run.poll() is None:
                     os.killpg(run.pid, signal.SIGKILL)
             where = f"{name}, attempt {attempt}: exit {run.returncode}\n{stderr}"
+            if run.returncode == 0:  # it exited as the signal was sent: its work whole, no more said; not a stop
+                assert complete() and set(stderr.splitlines()) <= said, where
+                continue
             if run.returncode == -signum:
                 assert complete() and set(stderr.splitlines()) <= said, where
             else:
                 assert run.returncode == 128 + signum, where
                 lines = [line for line in stderr.splitlines() if line.strip()]
                 assert len(lines) == 1 and f"interrupted by {signal.Signals(signum).name}" in lines[0], where
-            stopped += 1
-        assert stopped == PER_COMMAND, f"{name}: only {stopped} runs were still going when signalled"
+            stopped[signum] += 1
+        assert min(stopped.values()) >= 1, f"{name}: stopped {stopped} times by each signal"
