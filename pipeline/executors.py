@@ -140,12 +140,14 @@ class ProcessExecutor(Executor):
         reads an end of file). A fork server that dies again stops the run, saying what to do."""
         try:
             return self.pool.submit(fn, *args)
-        except (BrokenProcessPool, EOFError, ConnectionError):
+        except BrokenProcessPool:
             self._replace_pool()
+        except (EOFError, ConnectionError):
+            self._replace_pool(fork_server_died=True)
         try:
             return self.pool.submit(fn, *args)
         except (EOFError, ConnectionError) as err:
-            self._replace_pool()
+            self._replace_pool(fork_server_died=True)
             raise MvemoError(
                 "the worker pool's fork server died twice before it started a worker (its own messages, if any, are "
                 "above): the machine may be short of memory (use fewer --workers), or numba's cache may be corrupt "
@@ -153,11 +155,15 @@ class ProcessExecutor(Executor):
                 "What is done so far is kept: run the command again to go on"
             ) from err
 
-    def _replace_pool(self) -> None:
-        """A new pool in place of a broken one, its worker processes stopped."""
+    def _replace_pool(self, *, fork_server_died: bool = False) -> None:
+        """A new pool in place of a broken one, its worker processes stopped. A fork server that died is reaped first:
+        its socket closes before the kernel lets it be waited for, so a new pool asking in between found it "still
+        running" and was refused a connection (a fork server that died once read as one that died twice)."""
         for process in list((self.pool._processes or {}).values()):
             process.terminate()
         self.pool.shutdown(cancel_futures=True)
+        if fork_server_died:
+            _stop_fork_server()
         self.pool = self._new_pool()
 
     def close(self, *, stop: bool = False) -> None:
