@@ -227,7 +227,7 @@ class DaskExecutor(Executor):
                 self.client = Client(self.cluster)
             else:
                 self.client = Client(scheduler)
-            self.client.register_plugin(_PrepareWorker())
+            self.client.register_plugin(_prepare_worker_plugin())
         except BaseException:  # a signal or a failure while starting: what started stops
             self.close(stop=True)
             raise
@@ -277,22 +277,19 @@ def _scheduler_resources(dask_scheduler: Any) -> dict[str, dict[str, float]]:
     return {name: dict(by_worker) for name, by_worker in dask_scheduler.resources.items()}
 
 
-def _worker_plugin_base() -> type:
-    try:
-        from distributed.diagnostics.plugin import WorkerPlugin
-    except ImportError:
-        return object
-    return WorkerPlugin
+def _prepare_worker_plugin() -> Any:
+    """The plugin applied to every Dask worker, restarted ones included: it computes as a pool worker does, and leaves
+    Ctrl-C (sent by a terminal to the whole process group, a local cluster's workers included) to the run that stops
+    it. Defined when a cluster starts: importing Dask at module level cost every command 0.2 s."""
+    from distributed.diagnostics.plugin import WorkerPlugin
 
+    class PrepareWorker(WorkerPlugin):  # type: ignore[misc]
+        def setup(self, worker: Any) -> None:
+            prepare_worker()
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-class _PrepareWorker(_worker_plugin_base()):  # type: ignore[misc]
-    """Applied to every worker, restarted ones included: it computes as a pool worker does, and leaves Ctrl-C (sent by
-    a terminal to the whole process group, a local cluster's workers included) to the run that stops it."""
-
-    def setup(self, worker: Any) -> None:
-        prepare_worker()
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return PrepareWorker()
 
 
 def build_executor(kind: str = "serial", *, workers: int | None = None, scheduler: str | None = None) -> Executor:
