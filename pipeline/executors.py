@@ -283,7 +283,7 @@ def _prepare_worker_plugin() -> Any:
     it. Defined when a cluster starts: importing Dask at module level cost every command 0.2 s."""
     from distributed.diagnostics.plugin import WorkerPlugin
 
-    class PrepareWorker(WorkerPlugin):  # type: ignore[misc]
+    class PrepareWorker(WorkerPlugin):
         def setup(self, worker: Any) -> None:
             prepare_worker()
             if threading.current_thread() is threading.main_thread():
