@@ -24,6 +24,7 @@ BENCHES = (
     "faces",
     "short-clips",
     "predict",
+    "catalogue",
     "all",
 )
 
@@ -34,8 +35,8 @@ BENCHES = (
     "--clips",
     default=None,
     type=click.IntRange(min=1),
-    help="Clips in the synthetic cache.  [default: 3438 for the cache and fuse benches, 20000 for memory (its cut"
-    " activations: a quarter)]",
+    help="Clips in the synthetic cache, or files timed.  [default: 3438 for the cache and fuse benches, 20000 for memory"
+    " (its cut activations: a quarter), 24 for short-clips, 16 for catalogue]",
 )
 @click.option(
     "--tmp-dir",
@@ -57,7 +58,7 @@ BENCHES = (
     "--weights-dir",
     default=None,
     type=click.Path(file_okay=False),
-    help="Timeline, faces, upper, memory, short-clips and predict benches: folder of the pretrained weights (also $MVEMO_WEIGHTS, ~/.cache/mvemo/weights).",
+    help="Timeline, faces, upper, memory, short-clips, predict and catalogue benches: folder of the pretrained weights (also $MVEMO_WEIGHTS, ~/.cache/mvemo/weights).",
 )
 @click.option(
     "--cut",
@@ -70,7 +71,8 @@ BENCHES = (
     "--workers",
     default="1,2",
     show_default=True,
-    help="Stage-one bench: the counts of worker processes to run, comma-separated (e.g. 1,4,16 on a 16-core box).",
+    help="Stage-one bench: the counts of worker processes to run, comma-separated (e.g. 1,4,16 on a 16-core box);"
+    " catalogue bench: the largest of them.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def bench(
@@ -114,6 +116,11 @@ def bench(
     over nine: the first song's wall time over each further song's (goal: at most 2);
     skipped where the model's weights are not found.
 
+    catalogue: each ready-made model's clips per second over --clips files (default 16:
+    4q-dev's songs, mved-sample's videos for mved-classes) on the largest of --workers local
+    processes, `predict` against stage one computing the same sets and nets (goal: 0.9 or
+    more), in this process; skipped where its weights or ../shared are not found.
+
     short-clips: stage one (log-mel, LLDs, descriptors, the music encoders) over --clips
     6-s clips (default 24: musemo's where ../shared lies beside the clone), against the same
     clips looped to 30 s (the work each clip cost before stage one computed and embedded a
@@ -148,6 +155,7 @@ def bench(
     """
     from mvemo.pipeline.bench.audio import bench_audio
     from mvemo.pipeline.bench.cache import bench_cache
+    from mvemo.pipeline.bench.catalogue import bench_catalogue
     from mvemo.pipeline.bench.extract import bench_encoders, bench_extract
     from mvemo.pipeline.bench.faces import bench_faces
     from mvemo.pipeline.bench.fuse import bench_fuse
@@ -178,6 +186,9 @@ def bench(
         "faces": lambda: bench_faces(weights_dir=weights_dir, folder=tmp_dir),
         "short-clips": lambda: bench_short_clips(n_clips=clips or 24, weights_dir=weights_dir, folder=tmp_dir),
         "predict": lambda: bench_predict(weights_dir=weights_dir, folder=tmp_dir),
+        "catalogue": lambda: bench_catalogue(
+            n_clips=clips or 16, workers=max(worker_counts(workers)), weights_dir=weights_dir, folder=tmp_dir
+        ),
     }
     results = {name: run() for name, run in runs.items() if what in (name, "all")}
     document = results[what] if what != "all" else results

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from pathlib import Path
@@ -112,3 +113,35 @@ def test_the_predict_bench_times_one_song_and_nine_in_processes_of_their_own(
     monkeypatch.setenv("HOME", str(tmp_path))
     skipped = predict.bench_predict(weights_dir=str(tmp_path / "empty"))
     assert skipped["skipped"].startswith("the weights of 4q-quadrants are not found: musicnn_msd_musicnn.npz")
+
+
+@pytest.mark.heavy
+def test_the_catalogue_bench_times_stage_one_and_predict_over_the_same_clips(
+    tiny_demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tiny demo's LLD statistics model against stage one computing its LLDs; clips taken from each class in
+    turn; a model whose weights are absent is skipped, saying which files."""
+    from mvemo.manifests.io import read_manifest
+    from mvemo.pipeline.bench import catalogue
+    from mvemo.pipeline.predict.predictor import Predictor
+    from mvemo.pipeline.readymade.recipes import QUADRANTS
+
+    manifest = read_manifest(tiny_demo / "manifest.csv")
+    lld = dataclasses.replace(QUADRANTS, features=("lld",), nets=(), config={})
+    figures = catalogue.compare(lld, Predictor(tiny_demo / "model", "lldstats"), manifest, 1, None, tmp_path)
+    assert figures["extract clips/s"] > 0 and figures["predict clips/s"] == figures["predict clips/s per worker"]
+    ratio = figures["predict clips/s"] / figures["extract clips/s"]
+    assert figures["predict over extract (goal >= 0.9)"] == pytest.approx(ratio, abs=0.006)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache0", "cache1"], "each stage one in a cache of its own"
+
+    for name, count in (("a", 3), ("b", 1)):  # from each class in turn: a/0, b/0, a/1
+        for i in range(count):
+            (tmp_path / "data" / name).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "data" / name / f"{i}.wav").write_bytes(b"")
+    taken = catalogue.first_clips(tmp_path / "data", tmp_path / "media", 3)
+    assert [clip.clip_id for clip in taken.clips] == ["a/0.wav", "a/1.wav", "b/0.wav"] and {c.fold for c in taken.clips} == {0, 1}
+
+    monkeypatch.setenv("MVEMO_WEIGHTS", str(tmp_path / "none"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    skipped = catalogue.bench_catalogue(weights_dir=str(tmp_path / "empty"))
+    assert skipped["4q-quadrants"]["skipped"].startswith("its weights are not found: musicnn_msd_musicnn.npz")

@@ -65,7 +65,7 @@ def test_every_option_of_extract_is_in_its_table() -> None:
 def test_table_cells_escape_pipes_and_markup() -> None:
     text = cli_reference()
     assert (
-        "`{audio\\|video\\|extract\\|encoders\\|cache\\|fuse\\|upper\\|scale\\|stage-one\\|timeline\\|memory\\|faces\\|short-clips\\|predict\\|all}`"
+        "`{audio\\|video\\|extract\\|encoders\\|cache\\|fuse\\|upper\\|scale\\|stage-one\\|timeline\\|memory\\|faces\\|short-clips\\|predict\\|catalogue\\|all}`"
         in text
     )
     assert "[optim.\\<net\\>]" in text
