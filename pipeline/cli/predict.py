@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
 import click
 
-from mvemo.manifests.targets import QUADRANTS, VALUE_COLUMNS
+from mvemo.manifests.targets import VALUE_COLUMNS
 from mvemo.pipeline.cli.tools import (
     CONTEXT,
     EXIT_CLIPS_FAILED,
@@ -69,6 +70,7 @@ def predict(
     from mvemo.manifests.errors import ConfigError
     from mvemo.pipeline.executors import build_executor
     from mvemo.pipeline.predict.predictor import Predictor, file_clip
+    from mvemo.pipeline.predict.tally import Tally
 
     model_dir, files, model_name = model_and_files(arguments, model_name)
     if bool(files) == bool(manifest_path):
@@ -92,32 +94,33 @@ def predict(
     if timeline:
         _timelines(ctx, predictor, clips, hop_s, out_dir, embed_media, as_json, options)
         return
-    earlier: list[dict[str, Any]] = []
-    todo = clips
+    tally = Tally(predictor, labels)
+    kept: list[dict[str, Any]] = []  # the JSON and the table list every clip; a CSV's summary needs only the tally
     with build_executor(options["executor"], workers=options["workers"], scheduler=options["scheduler"]) as pool:
         if csv_path:
             earlier, todo, stream = _resumed(predictor, clips, csv_path, labels, pool)
         else:
-            stream = predictor.predict(clips, pool)
-        results = earlier + list(progress_bar("predict", "clip")(stream, len(todo)))
-    failed = [r for r in results if "error" in r]
+            earlier, todo, stream = iter(()), clips, predictor.predict(clips, pool)
+        for result in itertools.chain(earlier, progress_bar("predict", "clip")(stream, len(todo))):
+            tally.add(result)
+            if as_json or not csv_path:
+                kept.append(result)
     if as_json:
-        print_json(results)
+        print_json(kept)
     elif csv_path:
-        _summary(results, labels, predictor, csv_path)
+        _summary(tally, predictor, csv_path)
     else:
-        _table(results, predictor)
-    seen = [r["clip_id"] for r in results if r.get("in_training")]
-    if seen:
+        _table(kept, predictor)
+    if tally.seen:
         click.echo(
-            f"warning: {len(seen)} of {len(clips)} clips were in the model's training set ({', '.join(seen[:5])}"
-            f"{', ...' if len(seen) > 5 else ''}): their probabilities are fitted, not predicted; judge the model by"
-            " `mvemo-cv`'s report or by clips it never saw",
+            f"warning: {len(tally.seen)} of {len(clips)} clips were in the model's training set"
+            f" ({', '.join(tally.seen[:5])}{', ...' if len(tally.seen) > 5 else ''}): their probabilities are fitted, not"
+            " predicted; judge the model by `mvemo-cv`'s report or by clips it never saw",
             err=True,
         )
-    for r in failed:
-        click.echo(f"failed: {r['clip_id']}: {r['error']}", err=True)
-    if failed:
+    for clip_id, error in tally.failed:
+        click.echo(f"failed: {clip_id}: {error}", err=True)
+    if tally.failed:
         ctx.exit(EXIT_CLIPS_FAILED)
 
 
@@ -179,7 +182,7 @@ def _timelines(
         ctx.exit(EXIT_CLIPS_FAILED)
 
 
-def _resumed(predictor: Any, clips: list[Any], csv_path: str, labels: dict[str, str], pool: Any) -> tuple[list, list, Any]:
+def _resumed(predictor: Any, clips: list[Any], csv_path: str, labels: dict[str, str], pool: Any) -> tuple[Any, list, Any]:
     """What an earlier run of ``--csv`` left (``pipeline.predict.results_csv``): the results of the clips it labelled,
     which are skipped, the clips left to label (those it never reached, those that failed: retried once), and the stream
     of their results into the CSV."""
@@ -203,7 +206,7 @@ def _resumed(predictor: Any, clips: list[Any], csv_path: str, labels: dict[str, 
             f"resuming {csv_path}: {len(clips) - len(left)} of {len(clips)} clips labelled before; {retried} that failed retried",
             err=True,
         )
-    earlier = [result_of_row(rows[clip_id], predictor.saved) for clip_id in order if clip_id in done]
+    earlier = (result_of_row(rows[clip_id], predictor.saved) for clip_id in order if clip_id in done)
     stream = write_results_csv(predictor.predict(left, pool), csv_path, header, order, rows, labels, digest)
     return earlier, left, stream
 
@@ -230,38 +233,23 @@ def score_cells(scores: list[float], scale: tuple[float, float] | None) -> list[
     return cells + ([f"{u:+.2f}" for u in on_unit_scale(scores, scale)] if scale else [])
 
 
-def _summary(results: list[dict[str, Any]], labels: dict[str, str], predictor: Any, csv_path: str) -> None:
+def _summary(tally: Any, predictor: Any, csv_path: str) -> None:
     """Counts of what the model names clips by (its classes, the tags called, or the quadrants) and, for a model of
-    classes where the manifest labels clips with them, the accuracy."""
-    from mvemo.pipeline.predict.predictor import categories_of
-
-    target = predictor.saved.target
-    labelled = [r for r in results if "label" in r]
-    called = [name for r in labelled for name in r["label"].split(";") if name]  # a class, tags, or a quadrant
-    counts = {c: called.count(c) for c in categories_of(target, predictor.outputs)}
-    click.echo(f"model: {predictor.model}; {len(labelled)} of {len(results)} clips labelled into {csv_path}")
-    kind = {"label": "", "tags": "tags called: "}.get(target, "quadrants: ")
-    click.echo(kind + ", ".join(f"{c} {n}" for c, n in counts.items()))
-    known = [r for r in labelled if target == "label" and labels.get(r["clip_id"]) in predictor.classes]
-    if known:
-        right = sum(r["label"] == labels[r["clip_id"]] for r in known)
-        click.echo(f"accuracy against the manifest's labels: {right}/{len(known)} = {right / len(known):.3f}")
-    if predictor.outputs == list(VALUE_COLUMNS):
-        _quadrant_agreement(labelled, labels, predictor.saved.scale)
-
-
-def _quadrant_agreement(labelled: list[dict[str, Any]], labels: dict[str, str], scale: tuple[float, float]) -> None:
-    """Where the manifest labels clips by quadrants (another data set's, as 4Q's), how a valence and arousal model's
-    signs agree with them (``fuse.metrics.sign_agreement``)."""
+    classes where the manifest labels clips with them, the accuracy; for one of valence and arousal where it labels
+    them with quadrants (another data set's, as 4Q's), how its signs agree (``fuse.metrics.sign_agreement``)."""
     from mvemo.fuse.metrics import sign_agreement
 
-    known = [r for r in labelled if labels.get(r["clip_id"]) in QUADRANTS]
-    if not known:
+    click.echo(f"model: {predictor.model}; {tally.labelled} of {tally.clips} clips labelled into {csv_path}")
+    kind = {"label": "", "tags": "tags called: "}.get(tally.target, "quadrants: ")
+    click.echo(kind + ", ".join(f"{c} {n}" for c, n in tally.called.items()))
+    if tally.known:
+        click.echo(f"accuracy against the manifest's labels: {tally.right}/{tally.known} = {tally.right / tally.known:.3f}")
+    if not tally.signs:
         return
-    values = [[r["values"][name] for name in VALUE_COLUMNS] for r in known]
-    agreed = sign_agreement(values, [labels[r["clip_id"]] for r in known], scale)
+    values, quadrants = zip(*tally.signs)
+    agreed = sign_agreement(list(values), list(quadrants), predictor.saved.scale)
     aucs = [f"{name} ROC-AUC {agreed[f'{name}_roc_auc']:.3f}" for name in VALUE_COLUMNS if agreed[f"{name}_roc_auc"] is not None]
     click.echo(
-        f"against the manifest's quadrants ({len(known)} clips), by the signs: {', '.join(aucs)}"
+        f"against the manifest's quadrants ({len(values)} clips), by the signs: {', '.join(aucs)}"
         f"{', ' if aucs else ''}quadrant accuracy {agreed['quadrant_accuracy']:.3f}"
     )

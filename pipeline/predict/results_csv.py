@@ -119,31 +119,38 @@ def write_results_csv(
 ) -> Iterator[dict[str, Any]]:
     """Stream ``results`` into ``path.partial`` after the ``earlier`` rows (``earlier_rows``), a row as each clip
     finishes, passing each result on; once every result is in, ``path`` holds every row, those of ``order``'s clips
-    first in that order, and ``path.partial`` is removed."""
+    first in that order, and ``path.partial`` is removed. Only each row's CSV line is kept until then (about 200 bytes
+    a clip), not the results."""
     path = Path(path)
     partial = in_progress(path)
-    rows = dict(earlier)
-    _replace(partial, header, rows.values())
+    lines = {clip_id: csv_line(header, row) for clip_id, row in earlier.items()}
+    _replace(partial, header, lines.values())
     with partial.open("a", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=header, extrasaction="raise")
         for result in results:
-            row = rows[result["clip_id"]] = {column: "" for column in header} | row_of_result(result, header, labels, digest)
-            writer.writerow(row)
+            line = lines[result["clip_id"]] = csv_line(header, row_of_result(result, header, labels, digest))
+            f.write(line)
             f.flush()
             yield result
     listed = set(order)
-    ordered = [rows[clip_id] for clip_id in order if clip_id in rows]
-    _replace(path, header, ordered + [row for clip_id, row in rows.items() if clip_id not in listed])
+    ordered = [lines[clip_id] for clip_id in order if clip_id in lines]
+    _replace(path, header, ordered + [line for clip_id, line in lines.items() if clip_id not in listed])
     partial.unlink()
 
 
-def _replace(path: Path, header: list[str], rows: Iterable[dict[str, str]]) -> None:
-    """``path`` holding ``header`` and ``rows``, written beside it and renamed, so a kill leaves the old file or the new."""
+def csv_line(header: list[str], row: dict[str, str]) -> str:
+    """One row as its CSV record (its line end included), the columns it lacks empty."""
+    text = io.StringIO(newline="")
+    csv.DictWriter(text, fieldnames=header, extrasaction="raise", restval="").writerow(row)
+    return text.getvalue()
+
+
+def _replace(path: Path, header: list[str], lines: Iterable[str]) -> None:
+    """``path`` holding ``header`` and the CSV ``lines``, written beside it and renamed, so a kill leaves the old file or
+    the new."""
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=header)
-        writer.writeheader()
-        writer.writerows(rows)
+        csv.writer(f).writerow(header)
+        f.writelines(lines)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
