@@ -48,7 +48,7 @@ def decided_by(study: dict[str, Any]) -> list[str]:
 def rule_models(inputs: list[str], video: Collection[str] = (), *, values: bool = False) -> dict[str, Node]:
     """Each rule of the protocol over ``inputs`` (those of the video modality: ``video``), then each input alone (two
     rules may be one model on these inputs, as ``modal`` is ``late`` over one modality: it is fitted once); for
-    ``values``, the rules their ridge heads fit (not ``CLASSIFICATION_ONLY``)."""
+    ``values``, the rules their value heads fit (not ``CLASSIFICATION_ONLY``)."""
     alone = tuple(Features((name,)) for name in inputs)
     pools = [tuple(m for m in alone if (m.inputs[0] in video) == is_video) for is_video in (False, True)]
 

@@ -22,6 +22,7 @@ from mvemo.manifests.errors import ConfigError, is_number, is_seed, require
 SCORINGS = ("log_loss", "accuracy", "f1_macro")
 CHOICE_RULES = ("best", "one-se")
 VALUE_SCALES = ("ratings", "least-squares")
+VALUE_HEAD_NAMES = ("ridge", "kernel-ridge")  # fuse.targets.value_heads.VALUE_HEADS
 # Probabilities are clipped here before a log: a class a fit never saw scores finite.
 EPS = 1e-7
 # The C path stops this many grid steps past the best score: larger C only fit the training rows closer. The
@@ -76,6 +77,9 @@ class SelectionConfig:
         (``fuse.targets.regression.on_the_ratings_scale``: CCC, the field's measure, counts spread and offset);
         ``least-squares``, the heads' predictions as fitted, shrunk toward the mean (the least squared error: R²,
         RMSE).
+    value_heads : tuple of str
+        The heads of a model of values (``fuse.targets.value_heads``): ``ridge`` (default), ``kernel-ridge`` (RBF); both:
+        each fits, and the inner folds choose one per value, input and fold.
     """
 
     inner_folds: int = 5
@@ -91,6 +95,7 @@ class SelectionConfig:
     choice_scoring: str | None = None
     choice_rule: str = "best"
     value_scale: str = "ratings"
+    value_heads: tuple[str, ...] = ("ridge",)
 
     def __post_init__(self) -> None:
         require(
@@ -109,6 +114,13 @@ class SelectionConfig:
         )
         require(self.choice_rule in CHOICE_RULES, f"[fuse] choice_rule = {self.choice_rule!r}: expected one of {CHOICE_RULES}")
         require(self.value_scale in VALUE_SCALES, f"[fuse] value_scale = {self.value_scale!r}: expected one of {VALUE_SCALES}")
+        require(
+            isinstance(self.value_heads, tuple | list)
+            and bool(self.value_heads)
+            and set(self.value_heads) <= set(VALUE_HEAD_NAMES),
+            f"[fuse] value_heads = {self.value_heads!r}: expected a non-empty list of {list(VALUE_HEAD_NAMES)}",
+        )
+        object.__setattr__(self, "value_heads", tuple(dict.fromkeys(self.value_heads)))
         require(is_seed(self.seed), f"[fuse] seed = {self.seed!r}: expected an integer from 0 to 2**32-1")
         require(
             isinstance(self.upper_max_epochs, int) and not isinstance(self.upper_max_epochs, bool) and self.upper_max_epochs >= 1,

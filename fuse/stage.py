@@ -71,11 +71,11 @@ class FuseSettings:
         return {key: getattr(self, key) for key in keys} | {"head": self.make_head()}
 
     def config(self) -> dict[str, Any]:
-        """What a report and a saved model record of these settings: of values, the ridge heads they always use."""
+        """What a report and a saved model record of these settings: of values, the value heads (``[fuse] value_heads``)."""
         classifies = self.target in ("label", "tags")
         return {
             "target": self.target,
-            "head": (self.head or " | ".join(self.selection.heads)) if classifies else "ridge",
+            "head": (self.head or " | ".join(self.selection.heads)) if classifies else " | ".join(self.selection.value_heads),
             "head_params": self.head_params if classifies else {},
             "selection": self.selection.to_json(),
             "models": self.models or "default",
@@ -160,8 +160,8 @@ def run_target_cv(
     **changes: Any,
 ) -> CvRun:
     """The CV report of tags (``target`` "tags", ``fuse.targets.tags``) or values (e.g. "valence,arousal",
-    ``fuse.targets.values``) in ``out``; ``settings``, ``changes`` and ``run`` as ``run_cv``'s. Values use ridge
-    heads: the head, the executor and the reference do not apply to them."""
+    ``fuse.targets.values``) in ``out``; ``settings``, ``changes`` and ``run`` as ``run_cv``'s. Values use the heads
+    of ``[fuse] value_heads``: the head, the executor and the reference do not apply to them."""
     settings = FuseSettings.of(settings, target=target, **changes)
     result: TagResult | ValuesResult
     with opened(cache) as cache:
@@ -173,7 +173,8 @@ def run_target_cv(
             values = cross_validate_values(cache, names=tuple(target.split(",")), run=run, **fixed)
             if settings.head or settings.reference:
                 values.notes.append(
-                    "valence/arousal heads are ridge regressions, alpha chosen on inner folds: --head and --reference do not apply"
+                    "valence/arousal heads are [fuse] value_heads (ridge by default), their settings chosen on inner folds:"
+                    " --head and --reference do not apply"
                 )
             document, result = values_document(values), values
         read = basis_of(result).sets

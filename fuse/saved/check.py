@@ -253,7 +253,8 @@ def _check_tags(
 def _check_values(
     record: Any, where: str, inputs: set[str], n_values: int, heads: Mapping[str, Mapping[str, np.ndarray]]
 ) -> set[str]:
-    """A value model: linear maps of the model's inputs, each in heads.h5 whole with one row per value."""
+    """A value model: linear maps or kernel expansions of the model's inputs, each in heads.h5 whole with one row per
+    value."""
     _require(isinstance(record, dict) and record.get("kind") == "values", where, "is not a value model")
     parts = record.get("parts")
     _require(isinstance(parts, list) and parts, f"{where}.parts", "is not a non-empty list")
@@ -265,19 +266,47 @@ def _check_values(
         _require(isinstance(names, list) and names and set(names) <= inputs, f"{at}.inputs", f"are not among {sorted(inputs)}")
         key = part.get("head")
         _require(isinstance(key, str) and key in heads, f"{at}.head", f"{key!r} is not in heads.h5")
-        coef, intercept, low, high = (
-            np.asarray(heads[key].get(name, np.zeros(0))) for name in ("coef", "intercept", "low", "high")
-        )
-        d = coef.shape[1] if coef.ndim == 2 else -1
-        _require(
-            coef.shape == (n_values, d) and intercept.shape == (n_values,) and low.shape == high.shape == (d,)
-            and all(a.dtype.kind == "f" and np.isfinite(a).all() for a in (coef, intercept, low, high)),
-            f"{at}.head",
-            f"{key!r}: coef {coef.shape}, intercept {intercept.shape}, low {low.shape} and high {high.shape} are not a"
-            f" finite map of d columns to {n_values} values",
-        )  # fmt: skip
+        if "support" in heads[key]:
+            _check_kernel_values(key, f"{at}.head", n_values, heads[key])
+        else:
+            _check_linear_values(key, f"{at}.head", n_values, heads[key])
         read |= set(names)
     return read
+
+
+def _check_linear_values(key: str, where: str, n_values: int, arrays: Mapping[str, np.ndarray]) -> None:
+    coef, intercept, low, high = (np.asarray(arrays.get(name, np.zeros(0))) for name in ("coef", "intercept", "low", "high"))
+    d = coef.shape[1] if coef.ndim == 2 else -1
+    _require(
+        coef.shape == (n_values, d) and intercept.shape == (n_values,) and low.shape == high.shape == (d,)
+        and _finite(coef, intercept, low, high),
+        where,
+        f"{key!r}: coef {coef.shape}, intercept {intercept.shape}, low {low.shape} and high {high.shape} are not a"
+        f" finite map of d columns to {n_values} values",
+    )  # fmt: skip
+
+
+def _check_kernel_values(key: str, where: str, n_values: int, arrays: Mapping[str, np.ndarray]) -> None:
+    names = ("coef", "intercept", "low", "high", "mean", "scale", "support", "gamma")
+    coef, intercept, low, high, mean, scale, support, gamma = (np.asarray(arrays.get(n, np.zeros(0))) for n in names)
+    k, d = support.shape if support.ndim == 2 else (-1, -1)
+    _require(
+        coef.shape == (n_values, k) and intercept.shape == (n_values,) and gamma.shape == ()
+        and low.shape == high.shape == mean.shape == scale.shape == (d,),
+        where,
+        f"{key!r}: coef {coef.shape}, intercept {intercept.shape}, support {support.shape}, gamma {gamma.shape} and"
+        f" low, high, mean, scale {[a.shape for a in (low, high, mean, scale)]} are not a kernel expansion over k rows of"
+        f" d columns to {n_values} values",
+    )  # fmt: skip
+    _require(
+        _finite(coef, intercept, low, high, mean, scale, support, gamma) and bool((scale > 0).all()) and float(gamma) > 0,
+        where,
+        f"{key!r} holds values that are not finite numbers, a scale <= 0 or a gamma <= 0",
+    )
+
+
+def _finite(*arrays: np.ndarray) -> bool:
+    return all(a.dtype.kind == "f" and np.isfinite(a).all() for a in arrays)
 
 
 def _check_head(key: Any, where: str, n_classes: int, heads: Mapping[str, Mapping[str, np.ndarray]], width: int | None) -> None:

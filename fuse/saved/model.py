@@ -53,9 +53,11 @@ from mvemo.fuse.saved.check import (
     check_saved_model,
 )
 from mvemo.fuse.saved.targets import (
+    KERNEL_VALUE_ARRAYS,
     VALUE_ARRAYS,
-    FittedLinearValues,
     FittedTags,
+    FittedValueParts,
+    KernelValues,
     LinearValues,
     fit_final_tags,
     fit_final_values,
@@ -73,8 +75,9 @@ MODEL_JSON = "model.json"
 # trimmed, the members it dropped
 FORMAT = 3
 HEADS_H5 = "heads.h5"
-# what heads.h5 holds: a linear softmax layer, fine-tuned upper layers, or a linear map to values
-SavedHead: TypeAlias = LinearSoftmax | KernelSoftmax | UpperSoftmax | LinearValues
+# what heads.h5 holds: a linear or kernel softmax layer, fine-tuned upper layers, or a linear map or kernel expansion to
+# values
+SavedHead: TypeAlias = LinearSoftmax | KernelSoftmax | UpperSoftmax | LinearValues | KernelValues
 CHECKPOINTS = "checkpoints"
 RESAVE = "save the model again with `mvemo fuse CACHE --out DIR`"
 
@@ -88,16 +91,16 @@ def train_final(
     target: str = "label",
     run: str | None = None,
     basis: Basis | None = None,
-) -> dict[str, Fitted | FittedTags | FittedLinearValues]:
+) -> dict[str, Fitted | FittedTags | FittedValueParts]:
     """Each model fitted on every usable clip of the final feature sets (``emb/<net>/all``, LLDs), its choices
     made on inner folds of those clips (``upper`` and ``run``: as ``fuse.cv.cross_validate``'s, so that the
     matrices its CV read serve it too); for ``target`` "tags" a model per tag, for values (e.g. "valence,arousal")
-    ridge heads (``fuse.saved.targets``). ``basis``: that of the cross-validation that scored ``models``; the cache
+    value heads (``fuse.saved.targets``). ``basis``: that of the cross-validation that scored ``models``; the cache
     must be as it read it (``fuse.loop.Basis.require_unchanged``), or nothing is fitted."""
     if basis is not None:
         basis.require_unchanged(cache)
     selection = selection or SelectionConfig()
-    fitted: dict[str, Fitted | FittedTags | FittedLinearValues] = {}
+    fitted: dict[str, Fitted | FittedTags | FittedValueParts] = {}
     y = cache.y
     set_names = {name: input_set_name(cache, name, None) for model in models for name in model.inputs}
     patches = {name: n for name, s in set_names.items() if (n := patch_count(cache, s)) is not None}
@@ -140,11 +143,11 @@ def outputs_of(cache: Cache, target: str) -> dict[str, Any]:
     return outputs
 
 
-def to_record(fitted: Fitted | FittedTags | FittedLinearValues, heads: dict[str, SavedHead]) -> dict[str, Any]:
+def to_record(fitted: Fitted | FittedTags | FittedValueParts, heads: dict[str, SavedHead]) -> dict[str, Any]:
     """A fitted model as JSON, its linear heads added to ``heads`` (stored in ``heads.h5`` under their keys)."""
     if isinstance(fitted, FittedTags):
         return tags_record(fitted, lambda m: to_record(m, heads))
-    if isinstance(fitted, FittedLinearValues):
+    if isinstance(fitted, FittedValueParts):
         return values_record(fitted, heads)
 
     def head(estimator: Any) -> str:
@@ -185,7 +188,7 @@ def to_record(fitted: Fitted | FittedTags | FittedLinearValues, heads: dict[str,
 
 def from_record(record: dict[str, Any], heads: dict[str, SavedHead], n_classes: int) -> Any:
     """The fitted model a record describes (``to_record``'s inverse, as far as predicting goes): a ``Fitted``, or
-    for tags and values a ``FittedTags`` or ``FittedLinearValues``."""
+    for tags and values a ``FittedTags`` or ``FittedValueParts``."""
     kind = record["kind"]
     if kind == "tags":
         return tags_from_record(record, lambda member: from_record(member, heads, 2))
@@ -308,14 +311,16 @@ def head_arrays(saved: SavedHead) -> dict[str, Any]:
 
 
 def saved_head(group: Mapping[str, np.ndarray]) -> SavedHead:
-    """The head a group of ``heads.h5`` holds, by its arrays: fine-tuned upper layers, a kernel expansion, a softmax
-    layer, or a linear map to values."""
+    """The head a group of ``heads.h5`` holds, by its arrays: fine-tuned upper layers, a kernel expansion to classes, a
+    softmax layer, or a kernel expansion or linear map to values."""
     if set(UPPER_HEAD_ARRAYS) <= set(group):
         return UpperSoftmax.from_arrays(group)
     if set(KERNEL_HEAD_ARRAYS) <= set(group):
         return KernelSoftmax(**{key: group[key] for key in KERNEL_HEAD_ARRAYS}, columns=group.get("columns"))
     if set(HEAD_ARRAYS) <= set(group):
         return LinearSoftmax(*(group[key] for key in HEAD_ARRAYS))
+    if set(KERNEL_VALUE_ARRAYS) <= set(group):
+        return KernelValues(*(group[key] for key in KERNEL_VALUE_ARRAYS))
     return LinearValues(*(group[key] for key in VALUE_ARRAYS))
 
 

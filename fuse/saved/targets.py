@@ -1,9 +1,10 @@
 """Final models of tags and of valence/arousal: trained on every clip, saved as records and arrays (never pickle).
 
 A tag model is one two-class model per tag (``fuse.compose``'s tree, saved as any class model) with the threshold
-at and above which the tag is called, chosen on inner folds of every clip. A value model is a weighted sum of
-linear maps of its inputs (``fuse.targets.regression.LinearPart``): ``heads.h5`` holds each map's ``coef`` (m, d),
-``intercept`` (m,) and the range ``low``, ``high`` (d,) its inputs are clipped to.
+at and above which the tag is called, chosen on inner folds of every clip. A value model is a weighted sum of linear
+maps and kernel expansions of its inputs (``fuse.targets.regression.LinearPart``, ``KernelPart``): ``heads.h5`` holds
+each map's ``coef`` (m, d), ``intercept`` (m,) and the range ``low``, ``high`` (d,) its inputs are clipped to, and an
+expansion's ``coef`` (m, k) over its ``support`` (k, d), with its ``mean``, ``scale`` and ``gamma``.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import numpy as np
 from mvemo.fuse.compose import Features, Fitted, FittedFeatures, Node, Trainings, fit, inner_threshold, inputs_of
 from mvemo.fuse.heads.linear import LinearSoftmax
 from mvemo.fuse.selection import SelectionConfig
-from mvemo.fuse.targets.regression import LinearPart, fit_values, predict_parts
+from mvemo.fuse.targets.regression import KernelPart, LinearPart, Part, fit_values, predict_parts
 from mvemo.fuse.targets.tags import unlearnable
 from mvemo.manifests.targets import quadrants
 
 VALUE_ARRAYS = ("coef", "intercept", "low", "high")
+KERNEL_VALUE_ARRAYS = (*VALUE_ARRAYS, "mean", "scale", "support", "gamma")
 
 
 @dataclass
@@ -33,6 +35,21 @@ class LinearValues:
     intercept: np.ndarray
     low: np.ndarray
     high: np.ndarray
+
+
+@dataclass
+class KernelValues:
+    """A kernel expansion to values as ``heads.h5`` stores it (``fuse.targets.regression.KernelPart``, its inputs and
+    weight aside)."""
+
+    coef: np.ndarray
+    intercept: np.ndarray
+    low: np.ndarray
+    high: np.ndarray
+    mean: np.ndarray
+    scale: np.ndarray
+    support: np.ndarray
+    gamma: np.ndarray
 
 
 class FittedTags:
@@ -48,10 +65,10 @@ class FittedTags:
         return tuple(dict.fromkeys(name for m in self.members for name in m.inputs()))
 
 
-class FittedLinearValues:
-    """A value model as its linear parts: ``proba`` (named as the class models' method) gives the values (n, m)."""
+class FittedValueParts:
+    """A value model as its parts: ``proba`` (named as the class models' method) gives the values (n, m)."""
 
-    def __init__(self, parts: list[LinearPart], chosen: dict[str, Any]) -> None:
+    def __init__(self, parts: list[Part], chosen: dict[str, Any]) -> None:
         self.parts, self.chosen = parts, chosen
 
     def proba(self, blocks: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -109,7 +126,7 @@ def fit_final_tags(
 def fit_final_values(
     node: Node, rows: np.ndarray, blocks: Mapping[str, np.ndarray], values: np.ndarray,
     scale: tuple[float, float] | None, groups: list[str], selection: SelectionConfig, in_sample: frozenset[str],
-) -> FittedLinearValues:  # fmt: skip
+) -> FittedValueParts:  # fmt: skip
     """The value model fitted on ``rows`` (of the cache), inner folds stratified by quadrant (of ``scale``) where
     they can be (``in_sample``: as ``fuse.targets.regression.fit_values``')."""
     strata = np.zeros(len(rows), dtype=np.int64) if scale is None else quadrants(values[rows], scale)
@@ -123,7 +140,7 @@ def fit_final_values(
         selection=selection,
         in_sample=in_sample,
     )
-    return FittedLinearValues(fitted.linear_parts(), fitted.choices())
+    return FittedValueParts(fitted.parts(), fitted.choices())
 
 
 def tags_record(fitted: FittedTags, record: Callable[[Fitted], dict[str, Any]]) -> dict[str, Any]:
@@ -137,12 +154,13 @@ def tags_record(fitted: FittedTags, record: Callable[[Fitted], dict[str, Any]]) 
     }
 
 
-def values_record(fitted: FittedLinearValues, heads: dict[str, Any]) -> dict[str, Any]:
-    """A value model as JSON, each linear map added to ``heads`` under its key."""
+def values_record(fitted: FittedValueParts, heads: dict[str, Any]) -> dict[str, Any]:
+    """A value model as JSON, each part's arrays added to ``heads`` under its key."""
     parts = []
     for part in fitted.parts:
         key = f"head{len(heads)}"
-        heads[key] = LinearValues(*(np.asarray(a, dtype=np.float64) for a in (part.coef, part.intercept, part.low, part.high)))
+        kind, names = (KernelValues, KERNEL_VALUE_ARRAYS) if isinstance(part, KernelPart) else (LinearValues, VALUE_ARRAYS)
+        heads[key] = kind(*(np.asarray(getattr(part, name), dtype=np.float64) for name in names))
         parts.append({"inputs": list(part.inputs), "head": key, "weight": float(part.weight)})
     return {"kind": "values", "parts": parts, "chosen": fitted.chosen}
 
@@ -153,9 +171,13 @@ def tags_from_record(record: dict[str, Any], member: Callable[[dict[str, Any]], 
     return FittedTags(tags, members, [float(entry["threshold"]) for entry in record["per_tag"]])
 
 
-def values_from_record(record: dict[str, Any], heads: Mapping[str, Any]) -> FittedLinearValues:
-    parts = []
+def values_from_record(record: dict[str, Any], heads: Mapping[str, Any]) -> FittedValueParts:
+    parts: list[Part] = []
     for p in record["parts"]:
-        head = heads[p["head"]]
-        parts.append(LinearPart(tuple(p["inputs"]), head.coef, head.intercept, float(p["weight"]), head.low, head.high))
-    return FittedLinearValues(parts, record["chosen"])
+        head, inputs, weight = heads[p["head"]], tuple(p["inputs"]), float(p["weight"])
+        linear = (head.coef, head.intercept, weight, head.low, head.high)
+        if isinstance(head, KernelValues):
+            parts.append(KernelPart(inputs, *linear, head.mean, head.scale, head.support, float(head.gamma)))
+        else:
+            parts.append(LinearPart(inputs, *linear))
+    return FittedValueParts(parts, record["chosen"])

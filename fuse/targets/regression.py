@@ -1,16 +1,15 @@
-"""Stage two for continuous targets (valence, arousal): the model trees of ``fuse.compose`` fitted by ridge heads.
+"""Stage two for continuous targets (valence, arousal): the model trees of ``fuse.compose`` fitted by value heads.
 
-A feature-level model fits one ``RidgeHead`` per dimension of the values over its
-inputs' concatenated columns; ``late(...)`` averages its members' predictions
-(``weights=trimmed``: those not clearly worse on inner folds, each row scored by minus
-its squared error in units of each value's spread) and ``best(...)`` keeps the member
-whose inner out-of-fold predictions have the least relative squared error. Every
-choice (each head's alpha, the members kept, the member a best-of keeps) is made on
-grouped inner folds of the rows fitted. ``stack(...)`` and
-``late(..., weights=inner)`` are classification-only.
+A feature-level model fits one head per dimension of the values over its inputs' concatenated columns (ridge, or the
+family ``[fuse] value_heads`` lets the inner folds choose: ``fuse.targets.value_heads``); ``late(...)`` averages its
+members' predictions (``weights=trimmed``: those not clearly worse on inner folds, each row scored by minus its
+squared error in units of each value's spread) and ``best(...)`` keeps the member whose inner out-of-fold predictions
+have the least relative squared error. Every choice (each head's family and settings, the members kept, the member a
+best-of keeps) is made on grouped inner folds of the rows fitted. ``stack(...)`` and ``late(..., weights=inner)`` are
+classification-only.
 
-A fitted model is a weighted sum of linear maps of concatenated inputs
-(``linear_parts``), which is what a saved model stores.
+A fitted model is a weighted sum of parts, each a linear map (``LinearPart``) or a kernel expansion (``KernelPart``)
+of concatenated inputs (``parts``), which is what a saved model stores.
 """
 
 from __future__ import annotations
@@ -19,120 +18,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
-from sklearn.base import BaseEstimator, RegressorMixin, clone
-from sklearn.utils.validation import check_is_fitted, validate_data
 
 from mvemo.fuse.compose import Best, Features, Late, Node, Stack, concatenated, inputs_of, trimmed
-from mvemo.fuse.heads.linear import standardization, standardized
-from mvemo.fuse.selection import Dropped, SelectionConfig, decades, described_drops
-from mvemo.manifests.errors import ConfigError, is_number
-from mvemo.manifests.folds import TooFewGroups, fewest_groups, inner_splits
-
-
-class RidgeHead(RegressorMixin, BaseEstimator):
-    """Standardization + ridge regression, alpha chosen on grouped inner folds of the training rows.
-
-    Each inner split's ridge path comes from one eigendecomposition of its centered
-    training rows' smaller Gram matrix, which gives every alpha in closed form; the alpha of least mean squared error of
-    the pooled out-of-fold predictions (the largest on a tie) is then refitted on
-    every row. As in ``fuse.heads.linear.LogisticHead``, the standardization uses every
-    training row: it reads no target. Rows predicted are clipped to the range of the
-    rows fitted, column by column (each inner split's to its training rows'): a sparse
-    embedding's column that barely varies in training has a tiny scale, and a new row's
-    value there would otherwise swing a linear prediction far off the scale.
-
-    Parameters
-    ----------
-    alphas : tuple of float
-        The L2 penalties tried, each > 0 (on standardized columns).
-    inner_folds : int
-        Inner folds wanted (fewer where a stratum has fewer groups).
-    seed : int
-        Seed of the inner folds' shuffle.
-
-    Attributes
-    ----------
-    coef_ : ndarray, shape (d,)
-        Weights on raw columns (the standardization folded in): ``predict(X) = X @ coef_ + intercept_``.
-    intercept_ : float
-    low_, high_ : ndarray, shape (d,)
-        Each column's least and greatest value in the rows fitted; ``predict`` clips to them.
-    alpha_ : float
-        The alpha chosen.
-    inner_pred_ : ndarray, shape (n,)
-        Out-of-fold predictions of the training rows on inner folds, at ``alpha_``.
-    selected_ : dict
-        ``{"alpha": alpha_}``.
-    """
-
-    def __init__(self, alphas: tuple[float, ...] = decades(1e-2, 1e4), inner_folds: int = 5, seed: int = 0) -> None:
-        self.alphas = alphas
-        self.inner_folds = inner_folds
-        self.seed = seed
-
-    def fit(self, X: Any, y: Any, groups: Any = None, strata: Any = None) -> RidgeHead:
-        """Fit on rows ``X`` (n, d) of values ``y`` (n,).
-
-        Inner folds keep each of ``groups`` (n,) whole (default: a group per row) and are
-        stratified by the integer ``strata`` (n,) (default: one stratum).
-        """
-        X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True)
-        if not (isinstance(self.alphas, tuple | list) and self.alphas and all(is_number(a) and a > 0 for a in self.alphas)):
-            raise ConfigError(f"RidgeHead alphas = {self.alphas!r}: expected a non-empty list of numbers > 0, e.g. (0.1, 1, 10)")
-        alphas = np.sort(np.asarray(self.alphas, dtype=np.float64))
-        mean, scale = standardization(X)
-        Z = standardized(X, mean, scale)
-        pred = np.empty((len(y), len(alphas)))
-        for train, val in self._splits(len(y), groups, strata):
-            center, offset, coefs = ridge_path(Z[train], y[train], alphas)
-            pred[val] = (np.clip(Z[val], Z[train].min(axis=0), Z[train].max(axis=0)) - center) @ coefs + offset
-        mse = np.mean((pred - y[:, None]) ** 2, axis=0)
-        best = int(np.flatnonzero(mse <= mse.min())[-1])
-        self.alpha_ = float(alphas[best])
-        self.inner_pred_ = pred[:, best]
-        self.selected_ = {"alpha": self.alpha_}
-        center, offset, coefs = ridge_path(Z, y, alphas[best : best + 1])
-        self.coef_ = coefs[:, 0] / scale
-        self.intercept_ = float(offset - (mean / scale + center) @ coefs[:, 0])
-        self.low_, self.high_ = X.min(axis=0), X.max(axis=0)
-        return self
-
-    def _splits(self, n: int, groups: Any, strata: Any) -> list[tuple[np.ndarray, np.ndarray]]:
-        names = [str(i) for i in range(n)] if groups is None else [str(g) for g in groups]
-        codes = np.zeros(n, dtype=np.int64) if strata is None else np.asarray(strata)
-        try:
-            return inner_splits(codes, names, k=self.inner_folds, seed=self.seed)
-        except TooFewGroups as error:
-            where = "the rows" if strata is None else f"stratum {error.label!r}"
-            raise ConfigError(
-                f"RidgeHead: {where} of the {n} sample(s) given lie in fewer than 2 groups ({len(set(names))} in all);"
-                " choosing alpha on inner folds needs at least 2 groups in every stratum: add clips of other groups"
-            ) from error
-
-    def predict(self, X: Any) -> np.ndarray:
-        """Predictions for rows ``X`` (n, d): shape (n,)."""
-        check_is_fitted(self, "coef_")
-        X = validate_data(self, X, reset=False, dtype=np.float64)
-        return np.clip(X, self.low_, self.high_) @ self.coef_ + self.intercept_
-
-
-def ridge_path(Z: np.ndarray, y: np.ndarray, alphas: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
-    """Ridge regressions with an intercept of ``y`` (n,) on ``Z`` (n, d), one per alpha, from one eigendecomposition.
-
-    With ``A`` the centered rows and ``b`` the centered values, the coefficients are
-    ``A.T (A A.T + alpha I)^-1 b`` = ``(A.T A + alpha I)^-1 A.T b``: the eigenvectors of the
-    smaller of the two Gram matrices give every alpha at once.
-
-    Returns the column means (d,), the mean of ``y`` and the coefficients (d, n_alphas):
-    the prediction of rows ``Z'`` is ``(Z' - means) @ coefs + mean``.
-    """
-    center, offset = Z.mean(axis=0), float(y.mean())
-    A, b = Z - center, y - offset
-    if len(A) < A.shape[1]:
-        eigenvalues, U = np.linalg.eigh(A @ A.T)
-        return center, offset, A.T @ (U @ ((U.T @ b)[:, None] / (eigenvalues[:, None] + alphas)))
-    eigenvalues, V = np.linalg.eigh(A.T @ A)
-    return center, offset, V @ ((V.T @ (A.T @ b))[:, None] / (eigenvalues[:, None] + alphas))
+from mvemo.fuse.heads.kernel import rbf
+from mvemo.fuse.heads.linear import standardized
+from mvemo.fuse.selection import Dropped, SelectionConfig, described_drops
+from mvemo.fuse.targets.value_heads import KernelRidgeHead, RidgeHead, ValueHead, fit_value_head
+from mvemo.manifests.errors import ConfigError
+from mvemo.manifests.folds import fewest_groups
 
 
 class LinearPart(NamedTuple):
@@ -147,13 +40,40 @@ class LinearPart(NamedTuple):
     low: np.ndarray
     high: np.ndarray
 
+    def values(self, X: np.ndarray) -> np.ndarray:
+        """The part's values of rows ``X`` (n, d), its weight aside: shape (n, m)."""
+        return np.clip(X, self.low, self.high) @ self.coef.T + self.intercept
 
-def predict_parts(parts: Sequence[LinearPart], blocks: Mapping[str, np.ndarray]) -> np.ndarray:
+
+class KernelPart(NamedTuple):
+    """One term of a fitted model's predictions: ``weight * (rbf(support, z) @ coef.T + intercept)`` with ``z`` the
+    inputs' concatenated columns clipped to ``low`` and ``high`` (d,) and standardized by ``mean`` and ``scale`` (d,),
+    ``rbf`` the kernel exp(-gamma |z - s|^2) with each row s of ``support`` (k, d), ``coef`` (m, k) and ``intercept``
+    (m,) (``fuse.targets.value_heads.KernelRidgeHead``: one dimension's row nonzero)."""
+
+    inputs: tuple[str, ...]
+    coef: np.ndarray
+    intercept: np.ndarray
+    weight: float
+    low: np.ndarray
+    high: np.ndarray
+    mean: np.ndarray
+    scale: np.ndarray
+    support: np.ndarray
+    gamma: float
+
+    def values(self, X: np.ndarray) -> np.ndarray:
+        """The part's values of rows ``X`` (n, d), its weight aside: shape (n, m)."""
+        Z = standardized(np.clip(X, self.low, self.high), self.mean, self.scale)
+        return rbf(self.support, Z, self.gamma) @ self.coef.T + self.intercept
+
+
+Part = LinearPart | KernelPart
+
+
+def predict_parts(parts: Sequence[Part], blocks: Mapping[str, np.ndarray]) -> np.ndarray:
     """The sum of ``parts`` on rows ``blocks`` (input -> (n, d_i)): shape (n, m)."""
-    return sum(
-        part.weight * (np.clip(concatenated(blocks, part.inputs), part.low, part.high) @ part.coef.T + part.intercept)
-        for part in parts
-    )
+    return np.sum([part.weight * part.values(concatenated(blocks, part.inputs)) for part in parts], axis=0)
 
 
 def relative_error(values: np.ndarray, pred: np.ndarray) -> float:
@@ -171,10 +91,10 @@ class FittedValues:
 
     def predict(self, blocks: Mapping[str, np.ndarray]) -> np.ndarray:
         """Predictions for rows ``blocks`` (input -> (n, d_i)): shape (n, m)."""
-        return predict_parts(self.linear_parts(), blocks)
+        return predict_parts(self.parts(), blocks)
 
-    def linear_parts(self) -> list[LinearPart]:
-        """The predictions as a weighted sum of linear maps of concatenated inputs."""
+    def parts(self) -> list[Part]:
+        """The predictions as a weighted sum of linear maps and kernel expansions of concatenated inputs."""
         raise NotImplementedError
 
     def choices(self) -> dict[str, Any]:
@@ -187,22 +107,41 @@ class FittedValues:
 
 
 class FeaturesValues(FittedValues):
+    """A head per dimension of the values over the node's concatenated inputs."""
+
     node: Features
 
-    def __init__(self, node: Features, heads: list[RidgeHead]) -> None:
+    def __init__(self, node: Features, heads: list[ValueHead]) -> None:
         self.node, self.heads = node, heads
         self.inner_pred = np.stack([head.inner_pred_ for head in heads], axis=1)
 
-    def linear_parts(self) -> list[LinearPart]:
-        coef = np.stack([head.coef_ for head in self.heads])
-        intercept = np.array([head.intercept_ for head in self.heads])
-        return [LinearPart(self.node.inputs, coef, intercept, 1.0, self.heads[0].low_, self.heads[0].high_)]
+    def parts(self) -> list[Part]:
+        """One linear map for the dimensions of ridge heads (a zero row for the others), and one kernel expansion per
+        dimension of a kernel ridge head."""
+        m, inputs = len(self.heads), self.node.inputs
+        parts: list[Part] = []
+        ridge = {j: head for j, head in enumerate(self.heads) if isinstance(head, RidgeHead)}
+        if ridge:
+            first = next(iter(ridge.values()))
+            coef, intercept = np.zeros((m, len(first.coef_))), np.zeros(m)
+            for j, head in ridge.items():
+                coef[j], intercept[j] = head.coef_, head.intercept_
+            parts.append(LinearPart(inputs, coef, intercept, 1.0, first.low_, first.high_))
+        for j, head in enumerate(self.heads):
+            if isinstance(head, KernelRidgeHead):
+                coef, intercept = np.zeros((m, len(head.dual_coef_))), np.zeros(m)
+                coef[j], intercept[j] = head.dual_coef_, head.intercept_
+                kernel = (head.mean_, head.scale_, head.support_, head.gamma_)
+                parts.append(KernelPart(inputs, coef, intercept, 1.0, head.low_, head.high_, *kernel))
+        return parts
 
     def choices(self) -> dict[str, Any]:
-        return {"alpha": [head.alpha_ for head in self.heads]}
+        """Each dimension's head's settings, by setting (a head without one: null)."""
+        keys = dict.fromkeys(key for head in self.heads for key in head.selected_)
+        return {key: [head.selected_.get(key) for head in self.heads] for key in keys}
 
     def describe(self) -> str:
-        return "alpha=" + " / ".join(f"{head.alpha_:.3g}" for head in self.heads)
+        return " / ".join(head.describe() for head in self.heads)
 
 
 class LateValues(FittedValues):
@@ -214,9 +153,9 @@ class LateValues(FittedValues):
         self.node, self.members, self.dropped = node, members, dict(dropped or {})
         self.inner_pred = np.mean([m.inner_pred for m in members], axis=0)
 
-    def linear_parts(self) -> list[LinearPart]:
+    def parts(self) -> list[Part]:
         share = 1.0 / len(self.members)
-        return [part._replace(weight=part.weight * share) for m in self.members for part in m.linear_parts()]
+        return [part._replace(weight=part.weight * share) for m in self.members for part in m.parts()]
 
     def choices(self) -> dict[str, Any]:
         choices: dict[str, Any] = {"members": {m.node.expr: m.choices() for m in self.members}}
@@ -236,8 +175,8 @@ class BestValues(FittedValues):
         self.node, self.chosen, self.scores = node, chosen, scores
         self.inner_pred = chosen.inner_pred
 
-    def linear_parts(self) -> list[LinearPart]:
-        return self.chosen.linear_parts()
+    def parts(self) -> list[Part]:
+        return self.chosen.parts()
 
     def choices(self) -> dict[str, Any]:
         return {"chosen": self.chosen.node.expr, "inner_scores": self.scores, "of_chosen": self.chosen.choices()}
@@ -272,7 +211,8 @@ def fit_values(
         What inner folds stratify by (the quadrants), where every stratum has two groups or more among the rows;
         else they are not stratified (a stratum of one group could not sit on both sides of an inner split).
     selection : SelectionConfig
-        Its ``inner_folds`` and ``seed`` draw the inner folds; its ``value_scale`` is the predictions' scale.
+        Its ``inner_folds`` and ``seed`` draw the inner folds, its ``value_heads`` are the heads the inner folds choose
+        among, its ``value_scale`` is the predictions' scale.
     in_sample : frozenset of str
         The inputs computed by nets fine-tuned on these rows (``fuse.compose.Training``'s): a trimmed late fusion keeps
         their members without judging them, and a model that reads one is not mapped onto the ratings' scale.
@@ -299,8 +239,7 @@ def fit_values(
         if node not in fitted:
             if isinstance(node, Features):
                 X = concatenated(blocks, node.inputs)
-                head = RidgeHead(inner_folds=selection.inner_folds, seed=selection.seed)
-                fitted[node] = FeaturesValues(node, [clone(head).fit(X, v, groups=groups, strata=strata) for v in values.T])
+                fitted[node] = FeaturesValues(node, [fit_value_head(X, v, groups, strata, selection) for v in values.T])
             elif isinstance(node, Late) and node.weights == "trimmed":
                 members = [fit(m) for m in node.members]
                 spread = np.where(values.std(axis=0) > 0, values.std(axis=0), 1.0)
@@ -344,10 +283,10 @@ class RescaledValues(FittedValues):
         self.node, self.model, self.scale, self.shift = model.node, model, scale, shift
         self.inner_pred = model.inner_pred * scale + shift
 
-    def linear_parts(self) -> list[LinearPart]:
+    def parts(self) -> list[Part]:
         """The model's parts with the map folded in: each part's coefficients and intercept times ``scale``, and
         ``shift`` shared among the parts by their weights."""
-        parts = self.model.linear_parts()
+        parts = self.model.parts()
         total = sum(part.weight for part in parts)
         return [
             part._replace(coef=part.coef * self.scale[:, None], intercept=part.intercept * self.scale + self.shift / total)

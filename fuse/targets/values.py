@@ -1,7 +1,7 @@
-"""Valence and arousal: nested cross-validation of ridge heads over the same models, and the metrics of regression.
+"""Valence and arousal: nested cross-validation of value heads over the same models, and the metrics of regression.
 
-For each outer fold of each repeat, every model is fitted on the other folds' rows (``fuse.targets.regression``: a ridge
-head per dimension with alpha chosen on grouped inner folds, late fusion as the mean, ``best`` and ``integrated``
+For each outer fold of each repeat, every model is fitted on the other folds' rows (``fuse.targets.regression``: a
+head per dimension (``[fuse] value_heads``: ridge by default) with its settings chosen on grouped inner folds, late fusion as the mean, ``best`` and ``integrated``
 by inner error) and predicts the fold. Folds of repeats are stratified by quadrant, groups kept whole. Scores are
 also mapped to the quadrants at the middle of the manifest's scale and scored as four classes.
 """
@@ -79,8 +79,8 @@ class ValuesResult:
 
 @dataclass(frozen=True)
 class Values:
-    """The target of values per clip (valence, arousal): ridge heads over the model trees, alpha chosen on grouped
-    inner folds stratified by quadrant (``fuse.targets.regression``; ``fuse.loop.TargetKind``)."""
+    """The target of values per clip (valence, arousal): value heads over the model trees, their settings chosen on
+    grouped inner folds stratified by quadrant (``fuse.targets.regression``; ``fuse.loop.TargetKind``)."""
 
     labels: Labels
     values: np.ndarray

@@ -53,7 +53,8 @@ def head_options(command: Any) -> Any:
         " out are chosen on inner folds) and whose [fuse] table how (inner_folds, scoring, C_grid, lr_grid, l2_grid, seed,"
         " heads: the families the inner folds choose among; upper_lr_grid, upper_weight_decay_grid, upper_max_epochs:"
         " the fine-tuning above a cut; choice_scoring: what best(...) and the integrated models choose by; choice_rule:"
-        " best, or one-se: the first candidate within one standard error of the best).",
+        " best, or one-se: the first candidate within one standard error of the best; value_scale and value_heads:"
+        " valence and arousal's scale, ratings or least-squares, and heads, ridge and/or kernel-ridge).",
     )(command)
     command = click.option(
         "--weights-dir",
@@ -107,7 +108,8 @@ def fuse_options(command: Any) -> Any:
         "--target",
         default=None,
         help="What the heads learn: label (one class per clip), tags (several per clip: one-vs-rest heads, mAP and"
-        " per-tag AUC) or valence,arousal (or one of them: ridge heads, CCC, R², RMSE and quadrants).  [default: the"
+        " per-tag AUC) or valence,arousal (or one of them: ridge heads, or [fuse] value_heads; CCC, R², RMSE and"
+        " quadrants).  [default: the"
         " cache's labels, else its tags, else its values]",
     )(command)
 

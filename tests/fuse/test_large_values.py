@@ -12,7 +12,7 @@ from mvemo.cache.imported import import_vectors
 from mvemo.cache.read import Cache
 from mvemo.fuse.cv import cross_validate
 from mvemo.fuse.heads.families import HEADS, make_head
-from mvemo.fuse.targets.regression import RidgeHead
+from mvemo.fuse.targets.value_heads import RidgeHead
 from tests.cache.test_imported import features_csv
 from tests.fuse.helpers import embedding_cache
 

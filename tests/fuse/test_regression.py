@@ -14,7 +14,8 @@ from sklearn.utils.estimator_checks import check_estimator
 from mvemo.fuse.compose import Best, Features, Late, Stack, choice_among_fusions
 from mvemo.fuse.heads.linear import standardization
 from mvemo.fuse.selection import SelectionConfig
-from mvemo.fuse.targets.regression import RidgeHead, fit_values, ridge_path
+from mvemo.fuse.targets.regression import KernelPart, LinearPart, fit_values, predict_parts
+from mvemo.fuse.targets.value_heads import RidgeHead, ridge_path
 from mvemo.manifests import ConfigError
 from mvemo.manifests.folds import inner_splits
 
@@ -159,18 +160,42 @@ def test_stacking_and_inner_weights_are_refused_before_fitting(node, message: st
 @pytest.mark.parametrize(
     "node", [GOOD, Late((GOOD, Features(("good", "noise")))), choice_among_fusions((GOOD, NOISE)), Late((GOOD, NOISE), "trimmed")]
 )
-def test_linear_parts_reproduce_the_predictions(node, scale: str) -> None:
+def test_the_parts_reproduce_the_predictions(node, scale: str) -> None:
     blocks, values, groups = value_blocks()
     fitted = fit_on(node, blocks, values, groups, scale)
     new, _, _ = value_blocks(seed=2)
     total = np.zeros((120, 2))
-    for inputs, coef, intercept, weight, low, high in fitted.linear_parts():
+    for inputs, coef, intercept, weight, low, high in fitted.parts():
         assert coef.shape == (2, sum(new[name].shape[1] for name in inputs)) and intercept.shape == (2,)
         X = np.concatenate([new[name] for name in inputs], axis=1)
         assert np.array_equal(low, np.concatenate([blocks[name] for name in inputs], axis=1).min(axis=0))
         total += weight * (np.clip(X, low, high) @ coef.T + intercept)
     assert total == pytest.approx(fitted.predict(new), abs=1e-12)
-    assert sum(part.weight for part in fitted.linear_parts()) == pytest.approx(1.0)
+    assert sum(part.weight for part in fitted.parts()) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("scale", ["least-squares", "ratings"])
+def test_kernel_parts_of_the_dimensions_the_inner_folds_gave_kernel_ridge_reproduce_the_predictions(scale: str) -> None:
+    """Valence a curve of the input, arousal a line: each dimension keeps the head its inner folds choose, the kernel
+    expansion predicting valence alone and the linear map arousal alone; the ratings' scale folds into both."""
+    rng = np.random.default_rng(4)
+    good = rng.standard_normal((150, 3))
+    values = np.stack([np.sin(2 * good[:, 0]) + good[:, 0] ** 2, good @ np.array([1.0, -0.5, 0.2])], axis=1)
+    values += 0.1 * rng.standard_normal((150, 2))
+    blocks, groups = {"good": good}, [f"g{i // 3}" for i in range(150)]
+    selection = SelectionConfig(value_scale=scale, value_heads=("ridge", "kernel-ridge"))
+    fitted = fit_values(GOOD, blocks, values, groups=groups, strata=np.zeros(150, dtype=int), selection=selection)
+    assert fitted.choices()["head"] == ["kernel-ridge", "ridge"]
+    linear, kernel = fitted.parts()
+    assert isinstance(linear, LinearPart) and isinstance(kernel, KernelPart) and kernel.support.shape == (150, 3)
+    assert not linear.coef[0].any() and not kernel.coef[1].any(), "each part predicts its own dimension"
+    new = {"good": rng.standard_normal((40, 3))}
+    heads = fitted.heads if scale == "least-squares" else fitted.model.heads
+    direct = np.stack([head.predict(new["good"]) for head in heads], axis=1)
+    if scale == "ratings":
+        direct = direct * fitted.scale + fitted.shift
+    assert predict_parts(fitted.parts(), new) == pytest.approx(direct, abs=1e-10), "the parts are the heads' predictions"
+    assert r2_score(values[:, 0], fitted.inner_pred[:, 0]) > 0.8
 
 
 def test_a_trimmed_late_fusion_of_values_drops_the_member_clearly_worse_unless_it_is_in_sample() -> None:

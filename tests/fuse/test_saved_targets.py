@@ -13,8 +13,12 @@ from click.testing import CliRunner
 
 from mvemo.cache.h5file import seal
 from mvemo.cache.read import Cache
+from mvemo.fuse.compose import Features
 from mvemo.fuse.saved.model import load_fusion_model
+from mvemo.fuse.saved.targets import FittedValueParts, values_from_record, values_record
+from mvemo.fuse.selection import SelectionConfig
 from mvemo.fuse.stage import fuse_cache
+from mvemo.fuse.targets.regression import KernelPart, fit_values
 from mvemo.manifests import ConfigError, Manifest
 from mvemo.pipeline.cli.main import cli
 from tests.fuse.helpers import embedding_cache
@@ -104,3 +108,38 @@ def test_value_heads_of_the_wrong_shape_are_refused(cache: Path, tmp_path: Path)
     seal(folder / "heads.h5")  # an edit on purpose, sealed again: the checks behind the seal are what is tested
     with pytest.raises(ConfigError, match=r"low \(2,\)"):
         load_fusion_model(folder)
+
+
+def test_a_saved_value_model_of_kernel_ridge_heads_predicts_and_is_checked(cache: Path, tmp_path: Path) -> None:
+    """Kernel expansions to values are saved as arrays and loaded as such; one whose gamma was edited to 0 is
+    refused."""
+    kernel = SelectionConfig(value_heads=("kernel-ridge",))
+    _, folder = fuse_cache(cache, tmp_path / "kernel", target="valence,arousal", models="a,b", selection=kernel)
+    model = load_fusion_model(folder)
+    assert model.document["selection"]["value_heads"] == ["kernel-ridge"] and model.document["head"] == "kernel-ridge"
+    assert all(isinstance(part, KernelPart) for fitted in model.fitted.values() for part in fitted.parts)
+    with Cache(cache) as c:
+        X, values = c.read_matrix("emb/a/all"), c.targets.values
+    assert np.corrcoef(model.predict_proba("a", {"a": X})[:, 0], values[:, 0])[0, 1] > 0.9
+    with h5py.File(folder / "heads.h5", "r+") as f:
+        key = next(iter(f))
+        del f[key]["gamma"]
+        f[key]["gamma"] = np.float64(0.0)
+    seal(folder / "heads.h5")
+    with pytest.raises(ConfigError, match="a gamma <= 0"):
+        load_fusion_model(folder)
+
+
+def test_a_value_model_of_linear_and_kernel_parts_reads_back_as_it_predicted() -> None:
+    """``values_record`` then ``values_from_record``: the same predictions, each part of its own kind."""
+    rng = np.random.default_rng(0)
+    good = rng.standard_normal((90, 3))
+    values = np.stack([np.sin(2 * good[:, 0]) + good[:, 0] ** 2, good[:, 1]], axis=1)
+    both = SelectionConfig(value_heads=("ridge", "kernel-ridge"))
+    fitted = fit_values(Features(("good",)), {"good": good}, values, groups=[f"g{i}" for i in range(90)],
+                        strata=np.zeros(90, dtype=int), selection=both)  # fmt: skip
+    heads: dict = {}
+    record = values_record(FittedValueParts(fitted.parts(), fitted.choices()), heads)
+    assert [type(head).__name__ for head in heads.values()] == ["LinearValues", "KernelValues"]
+    new = {"good": rng.standard_normal((20, 3))}
+    assert values_from_record(record, heads).proba(new) == pytest.approx(fitted.predict(new), abs=1e-12)
