@@ -82,23 +82,33 @@ def optimizers(ctx: click.Context, manifest_path: str, cache_path: str, **option
 @click.option("--target", default="label", type=click.Choice(["label", "tags", "values"]), help="What the heads learn (values: every value the cache holds, each decided on its own).")  # fmt: skip
 @click.option("--repeats", default=10, type=click.IntRange(min=1), help="Runs of the CV over fold seeds.")
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="Write the study as JSON here (for `study decide`).")
+@click.option("--config", "config_path", default=None, type=click.Path(exists=True, dir_okay=False), help="TOML file whose [fuse] table sets how stage two chooses, as for mvemo-cv (heads, value_heads, inner_folds, ...); the study records it.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the study as one JSON document.")
 @executor_options
-def fusion(cache_path: str, target: str, repeats: int, out: str | None, as_json: bool, **options: Any) -> None:
+def fusion(
+    cache_path: str, target: str, repeats: int, out: str | None, config_path: str | None, as_json: bool, **options: Any
+) -> None:
     """Cross-validate every fusion rule of the default model's protocol (plain late fusion, per modality, trimmed,
     the old choice, inner weights, the stack) over the inputs the default model fuses, and each input alone; print
     each rule's figure and its paired difference fold by fold against the plain late fusion and the best input."""
     from mvemo.cache.read import Cache
     from mvemo.fuse.rules import compare_rules, study_table
+    from mvemo.manifests.errors import ConfigError
+    from mvemo.pipeline.config import head_config
     from mvemo.pipeline.executors import build_executor
 
     if out:
         require_writable(out, "--out", folder=False)
+    head, params, selection, reference = head_config(config_path, None)
+    if head or params or reference:
+        raise ConfigError(f"--config {config_path}: the study's rules use the [fuse] table alone; leave [head] and reference out")
     with (
         Cache(cache_path) as cache,
         build_executor(options["executor"], workers=options["workers"], scheduler=options["scheduler"]) as executor,
     ):
-        document = compare_rules(cache, target=target, repeats=repeats, executor=executor, progress=progress_bar("rules", "fit"))
+        progress = progress_bar("rules", "fit")
+        document = compare_rules(cache, target=target, repeats=repeats, selection=selection, executor=executor, progress=progress)
+    document["selection"] = selection.to_json()
     if out:
         Path(out).write_text(json.dumps(document, indent=1))
     if as_json:

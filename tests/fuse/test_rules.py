@@ -184,3 +184,15 @@ def test_a_study_of_values_scores_each_values_ccc_fold_by_fold(tmp_path: Path) -
     printed = CliRunner().invoke(cli, ["study", "fusion", str(cache), "--target", "values", "--repeats", "1"])
     assert printed.exit_code == 0, printed.output
     assert "vs late (ccc_arousal)" in printed.output and "| trimmed | `late(a,b,weights=trimmed)` |" in printed.output
+
+    config, out = tmp_path / "kernel.toml", tmp_path / "kernel.json"
+    config.write_text('[fuse]\nvalue_heads = ["kernel-ridge"]\n')
+    command = ["study", "fusion", str(cache), "--target", "values", "--repeats", "1", "--config", str(config), "--out", str(out)]
+    assert CliRunner().invoke(cli, command).exit_code == 0
+    kernel = json.loads(out.read_text())
+    assert kernel["selection"]["value_heads"] == ["kernel-ridge"], "the study records how it chose"
+    first = {measure: folds[:1] for measure, folds in document["fold_scores"]["a"].items()}  # the first repeat's
+    assert kernel["fold_scores"]["a"] != first, "the heads the config names ran"
+    config.write_text('[head]\nname = "lda"\n')
+    refused = CliRunner().invoke(cli, command)
+    assert refused.exit_code == 2 and "the [fuse] table alone" in refused.output
