@@ -72,8 +72,11 @@ from mvemo.manifests.errors import CacheError, ConfigError
 
 MODEL_JSON = "model.json"
 # 2: each model a tree (features, late, stack, best) of linear heads; 3: a late fusion names its weights rule and, where
-# trimmed, the members it dropped
+# trimmed, the members it dropped; 4: a model of values may hold kernel expansions, which a reader of format 3 would
+# take for linear maps (a model without one is saved as format 3, which every reader since reads)
 FORMAT = 3
+KERNEL_VALUES_FORMAT = 4
+READ_FORMATS = (FORMAT, KERNEL_VALUES_FORMAT)
 HEADS_H5 = "heads.h5"
 # what heads.h5 holds: a linear or kernel softmax layer, fine-tuned upper layers, or a linear map or kernel expansion to
 # values
@@ -267,6 +270,8 @@ def save_fusion_model(
             for m in models
         },
     }
+    if any(isinstance(head, KernelValues) for head in heads.values()):
+        document["format"] = KERNEL_VALUES_FORMAT
     _copy_checkpoints(document, cache.path.parent, out)
 
     def fill(f: h5py.File) -> None:
@@ -466,9 +471,10 @@ def load_fusion_model(folder: str | os.PathLike[str]) -> SavedFusionModel:
         raise ConfigError(f"{where}: not JSON ({err}); {RESAVE}") from None
     if isinstance(document, dict) and document.get("format") == 2:  # its late records map one to one onto format 3's
         document = from_format_2(document)
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
+    if not isinstance(document, dict) or document.get("format") not in READ_FORMATS:
         found = document.get("format", 1) if isinstance(document, dict) else "unknown"
-        raise ConfigError(f"{where}: saved by another version of mvemo (model format {found}, this one reads {FORMAT}); {RESAVE}")
+        reads = " and ".join(map(str, READ_FORMATS))
+        raise ConfigError(f"{where}: saved by another version of mvemo (model format {found}, this one reads {reads}); {RESAVE}")
     try:
         with open_h5(folder / HEADS_H5, "r") as f:
             arrays = {name: read_head_group(group) for name, group in f.items() if isinstance(group, h5py.Group)}

@@ -24,7 +24,7 @@ from mvemo.pipeline.bench.predict import weights_missing
 from mvemo.pipeline.config import feature_configs, window_config
 from mvemo.pipeline.executors import ProcessExecutor
 from mvemo.pipeline.predict.predictor import Predictor
-from mvemo.pipeline.readymade.recipes import Recipe, recipe, shipped_folder
+from mvemo.pipeline.readymade.recipes import recipe, shipped_folder
 
 # each model over the media it labels in a catalogue: whole songs, or music videos
 MEDIA = {"4q-quadrants": "4q-dev", "musemo-va": "4q-dev", "mved-classes": "mved-sample"}
@@ -47,26 +47,30 @@ def bench_catalogue(
                 manifest = first_clips(source, Path(tmp) / "media", n_clips)
                 figures[name] = {"clips": f"{len(manifest)} of {data}"}
                 predictor = Predictor(shipped_folder(name), weights_dir=weights_dir)
-                figures[name] |= compare(recipe(name), predictor, manifest, workers, weights_dir, Path(tmp))
+                figures[name] |= compare(recipe(name).config, predictor, manifest, workers, weights_dir, Path(tmp))
     return figures
 
 
 def compare(
-    made: Recipe, predictor: Predictor, manifest: Manifest, workers: int, weights_dir: str | None, tmp: Path
+    config: dict[str, dict[str, Any]], predictor: Predictor, manifest: Manifest, workers: int, weights_dir: str | None, tmp: Path
 ) -> dict[str, Any]:
-    """Stage one computing what recipe ``made`` reads against ``predictor`` labelling ``manifest``'s clips: their
-    clips per second, new caches in ``tmp``."""
+    """Stage one computing the sets and nets ``predictor``'s model reads (with ``config``, a recipe's tables) against
+    ``predictor`` labelling ``manifest``'s clips: their clips per second, new caches in ``tmp``."""
     caches = (tmp / f"cache{i}" for i in itertools.count())
+
+    sets = predictor.saved.feature_sets(predictor.model)  # what the model reads, not all the recipe computed
+    nets = [name.split("/")[1] for name in sets if name.startswith("emb/")]
+    features = [name for name in sets if not name.startswith("emb/")]
 
     def extract() -> None:
         with ProcessExecutor(workers) as executor:
             summary = extract_features(
                 manifest,
                 next(caches),
-                features=made.features,
-                nets=made.nets,
-                configs=feature_configs(made.config),
-                windows=window_config(made.config),
+                features=features,
+                nets=nets,
+                configs=feature_configs(config),
+                windows=window_config(config),
                 weights_dir=weights_dir,
                 executor=executor,
             )

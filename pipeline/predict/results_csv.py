@@ -124,6 +124,7 @@ def write_results_csv(
     path = Path(path)
     partial = in_progress(path)
     lines = {clip_id: csv_line(header, row) for clip_id, row in earlier.items()}
+    del earlier  # a resumed catalogue's rows as dicts: five times their lines, let go before the run
     _replace(partial, header, lines.values())
     with partial.open("a", newline="", encoding="utf-8") as f:
         for result in results:

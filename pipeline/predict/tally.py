@@ -20,7 +20,8 @@ class Tally:
     called : Counter
         What the model named clips by: each class, tag called, or quadrant, by clip.
     right, known : int
-        For a model of classes, the clips whose label in ``labels`` is one of its classes, and those it labelled so.
+        For a model of classes, the clips it labelled as ``labels`` does, and the clips whose label in ``labels`` is one
+        of its classes.
     signs : list of (list of float, str)
         For a valence and arousal model, the values of each clip that ``labels`` gives a quadrant, and that quadrant
         (``fuse.metrics.sign_agreement`` scores them).

@@ -63,6 +63,7 @@ def test_a_saved_tag_model_gives_each_tag_its_probability_and_threshold(cache: P
 def test_a_saved_value_model_predicts_within_the_training_range(cache: Path, tmp_path: Path) -> None:
     model = load_fusion_model(saved(cache, tmp_path / "values", "valence,arousal"))
     assert (model.target, model.outputs, model.scale) == ("valence,arousal", ["valence", "arousal"], (-2.0, 2.0))
+    assert model.document["format"] == 3, "linear maps alone: every reader since format 3 reads them"
     with Cache(cache) as c:
         X, values = c.read_matrix("emb/a/all"), c.targets.values
     pred = model.predict_proba("a", {"a": X})
@@ -117,6 +118,7 @@ def test_a_saved_value_model_of_kernel_ridge_heads_predicts_and_is_checked(cache
     _, folder = fuse_cache(cache, tmp_path / "kernel", target="valence,arousal", models="a,b", selection=kernel)
     model = load_fusion_model(folder)
     assert model.document["selection"]["value_heads"] == ["kernel-ridge"] and model.document["head"] == "kernel-ridge"
+    assert model.document["format"] == 4, "a reader of format 3 would take a kernel expansion for a linear map"
     assert all(isinstance(part, KernelPart) for fitted in model.fitted.values() for part in fitted.parts)
     with Cache(cache) as c:
         X, values = c.read_matrix("emb/a/all"), c.targets.values

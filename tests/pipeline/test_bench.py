@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
+from mvemo.cache.read import Cache
 from mvemo.pipeline.bench.common import best_of_each
 from mvemo.pipeline.bench.memory import bench_memory
 from mvemo.pipeline.bench.timeline import bench_timeline
@@ -119,21 +120,22 @@ def test_the_predict_bench_times_one_song_and_nine_in_processes_of_their_own(
 def test_the_catalogue_bench_times_stage_one_and_predict_over_the_same_clips(
     tiny_demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The tiny demo's LLD statistics model against stage one computing its LLDs; clips taken from each class in
+    """The tiny demo's LLD statistics model against stage one computing its LLDs (what the model reads, not the
+    demo's other sets); clips taken from each class in
     turn; a model whose weights are absent is skipped, saying which files."""
     from mvemo.manifests.io import read_manifest
     from mvemo.pipeline.bench import catalogue
     from mvemo.pipeline.predict.predictor import Predictor
-    from mvemo.pipeline.readymade.recipes import QUADRANTS
 
     manifest = read_manifest(tiny_demo / "manifest.csv")
     manifest = dataclasses.replace(manifest, clips=manifest.clips[:4])
-    lld = dataclasses.replace(QUADRANTS, features=("lld",), nets=(), config={})
-    figures = catalogue.compare(lld, Predictor(tiny_demo / "model", "lldstats"), manifest, 1, None, tmp_path)
+    figures = catalogue.compare({}, Predictor(tiny_demo / "model", "lldstats"), manifest, 1, None, tmp_path)
     assert figures["extract clips/s"] > 0 and figures["predict clips/s"] == figures["predict clips/s per worker"]
     ratio = figures["predict clips/s"] / figures["extract clips/s"]
     assert figures["predict over extract (goal >= 0.9)"] == pytest.approx(ratio, abs=0.006)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache0", "cache1"], "each stage one in a cache of its own"
+    with Cache(tmp_path / "cache0") as cache:
+        assert cache.feature_sets() == ["lld"], "stage one computes what the model reads"
 
     for name, count in (("a", 3), ("b", 1)):  # from each class in turn: a/0, b/0, a/1
         for i in range(count):
