@@ -17,7 +17,8 @@ embedding depend on its batch neighbours and break resume, determinism and
 fold isolation. Here the statistics are always each clip's own (instance
 normalization with the file's gamma and beta, eps 1e-3), in training too: the
 original's behaviour at batch size 1. Pooling rounds up (Keras rounded down), so
-clips shorter than 29 s still reach the last block.
+clips shorter than 29 s still reach the last block, and a clip shorter than the
+window is embedded from its sound alone, never the window's padding.
 
 ``ChoiMelgram`` is the file's own front end (STFT kernels and mel matrix at
 12 kHz); mvemo's features do not use it, it checks that the cached mel matches
@@ -69,8 +70,23 @@ class TwoDCNN(EmotionNet):
         )
         self._add_head()
 
+    @property
+    def embedding_version(self) -> str:
+        """2: each clip embedded from its sound, never the window's padding (``embed``)."""
+        return "2"
+
     def embed(self, mel: torch.Tensor) -> torch.Tensor:
-        """``mel``: (B, 96, T) dB re the clip's maximum, in [-80, 0] -> (B, 160)."""
+        """``mel``: (B, 96, T) dB re the clip's maximum, in [-80, 0] -> (B, 160).
+
+        Each clip is embedded from its sound (``sound_frames``): the window's padding after a clip shorter than the
+        window would otherwise enter every normalization's statistics and every pool, so that a clip's embedding
+        depended on the window's length. A batch whose clips all fill the window runs as one."""
+        heard = sound_frames(mel)
+        if bool((heard == mel.shape[2]).all()):
+            return self._embed(mel)
+        return torch.cat([self._embed(mel[i : i + 1, :, : int(frames)]) for i, frames in enumerate(heard)])
+
+    def _embed(self, mel: torch.Tensor) -> torch.Tensor:
         x = mel.unsqueeze(1)
         pooled = []
         for block in self.blocks:
@@ -100,6 +116,14 @@ class TwoDCNN(EmotionNet):
             self._copy(cast(torch.Tensor, conv.bias), arrays, f"{LAYER}/convolution2d_{i}_b:0", source=source)
             self._copy(norm.weight, arrays, f"{LAYER}/batchnormalization_{i}_gamma:0", source=source)
             self._copy(norm.bias, arrays, f"{LAYER}/batchnormalization_{i}_beta:0", source=source)
+
+
+def sound_frames(mel: torch.Tensor) -> torch.Tensor:
+    """The frames of each clip's dB mel (B, 96, T) up to its last frame above the clip's floor (its least value: the
+    window's padding after a short clip, digital silence, lies at the floor in every band), one at least: (B,)."""
+    loud = mel.amax(dim=1) > mel.amin(dim=(1, 2))[:, None]  # (B, T)
+    frames = torch.arange(1, mel.shape[2] + 1, device=mel.device)
+    return torch.clamp(torch.where(loud, frames, 0).amax(dim=1), min=1)
 
 
 class ChoiMelgram(nn.Module):

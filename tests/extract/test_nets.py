@@ -183,6 +183,24 @@ def test_twodcnn_relu_switch_and_per_clip_statistics_in_training_too() -> None:
     torch.testing.assert_close(trained, evaluated, msg="no batch statistics, no running statistics: train = eval")
 
 
+def test_twodcnn_embeds_a_short_clip_from_its_sound_whatever_the_window() -> None:
+    """A clip of 300 frames of sound in windows of 400 and 1,876 frames (the rest at the floor, as a short clip's
+    padding is) embeds as the 300 frames alone, in a batch beside a clip that fills the window too; that clip as
+    alone. Before, the padding entered the normalizations and the pools."""
+    torch.manual_seed(0)
+    net = get_net("twodcnn", num_classes=2).eval()
+    sound, full = torch.rand(1, 96, 300) * -70, torch.rand(1, 96, 400) * -70
+    padded = [torch.cat([sound, torch.full((1, 96, frames - 300), -80.0)], dim=2) for frames in (400, 1876)]
+    with torch.no_grad():
+        alone = net.embed(sound)
+        assert net._embed(padded[1]).sub(alone).abs().max() > 1e-3, "the padding moved it before"
+        torch.testing.assert_close(net.embed(padded[1]), alone)
+        batch = net.embed(torch.cat([padded[0], full]))
+    torch.testing.assert_close(batch[:1], alone)
+    torch.testing.assert_close(batch[1:], net._embed(full), msg="a clip that fills the window: as it always was")
+    assert net.embedding_version == "2", "cached embeddings of the padded windows are another version's"
+
+
 def test_i3d_small_inputs_need_global_pooling() -> None:
     frames = torch.rand(1, 3, 8, 112, 112) * 2 - 1
     torch.manual_seed(0)
