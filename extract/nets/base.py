@@ -147,6 +147,14 @@ def frames_tensor(frames: np.ndarray | torch.Tensor, *, net: str, kind: str, dev
     return x.to(torch.float32).permute(0, 4, 1, 2, 3).contiguous(memory_format=layout)
 
 
+def embed_sounds(embed: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """``embed`` of each clip of ``x`` (B, ..., T) over its first ``lengths`` (B,) steps on the last axis, its sound
+    (the rest is the window's padding after a short clip): the batch as one where every clip fills it."""
+    if bool((lengths == x.shape[-1]).all()):
+        return embed(x)
+    return torch.cat([embed(x[i : i + 1, ..., : int(n)]) for i, n in enumerate(lengths)])
+
+
 def require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)

@@ -2,7 +2,8 @@
 
 Blocks of 1D convolution (kernel 3, 32 filters, stride 2), max pooling of 2,
 ELU and dropout 0.1; each block shortens the signal 4x (480,000 samples to 8
-after eight blocks; pooling rounds up, so short clips work too). The global
+after eight blocks; pooling rounds up, so short clips work too, and a clip shorter than the window is
+embedded from its sound alone). The global
 average pools of the last ``pooled_blocks`` blocks are concatenated ("GAP from
 various network layers") and go through a fully connected layer with ELU and
 dropout, whose output is the embedding; the softmax head is the second fully
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mvemo.extract.nets.base import EmotionNet, as_tensor, require
+from mvemo.extract.nets.base import EmotionNet, as_tensor, embed_sounds, require
 
 
 class OneDCNN(EmotionNet):
@@ -53,8 +54,22 @@ class OneDCNN(EmotionNet):
         self.fc = nn.Sequential(nn.Linear(filters * pooled_blocks, fc_dim), nn.ELU(), nn.Dropout(dropout))
         self._add_head()
 
+    @property
+    def embedding_version(self) -> str:
+        """2: each clip embedded from its sound, never the window's padding (``embed``)."""
+        return "2"
+
     def embed(self, waveform: torch.Tensor) -> torch.Tensor:
-        """``waveform``: (B, n_samples) float32 in [-1, 1] -> (B, fc_dim)."""
+        """``waveform``: (B, n_samples) float32 in [-1, 1] -> (B, fc_dim).
+
+        Each clip is embedded from its sound, its samples up to its last one that is not 0 (the window's padding after
+        a short clip is zeros): the padding would otherwise enter the global average pools, so that a clip's embedding
+        depended on the window's length. A batch whose clips all fill the window runs as one."""
+        samples = torch.arange(1, waveform.shape[1] + 1, device=waveform.device)
+        heard = torch.clamp(torch.where(waveform != 0, samples, 0).amax(dim=1), min=1)
+        return embed_sounds(self._embed, waveform, heard)
+
+    def _embed(self, waveform: torch.Tensor) -> torch.Tensor:
         x = waveform.unsqueeze(1)
         pooled = []
         for i, block in enumerate(self.blocks):

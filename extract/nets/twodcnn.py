@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mvemo.extract.nets.base import EmotionNet, as_tensor, require
+from mvemo.extract.nets.base import EmotionNet, as_tensor, embed_sounds, require
 from mvemo.extract.weights.io import read_weights
 from mvemo.extract.weights.registry import WeightsError
 
@@ -81,10 +81,7 @@ class TwoDCNN(EmotionNet):
         Each clip is embedded from its sound (``sound_frames``): the window's padding after a clip shorter than the
         window would otherwise enter every normalization's statistics and every pool, so that a clip's embedding
         depended on the window's length. A batch whose clips all fill the window runs as one."""
-        heard = sound_frames(mel)
-        if bool((heard == mel.shape[2]).all()):
-            return self._embed(mel)
-        return torch.cat([self._embed(mel[i : i + 1, :, : int(frames)]) for i, frames in enumerate(heard)])
+        return embed_sounds(self._embed, mel, sound_frames(mel))
 
     def _embed(self, mel: torch.Tensor) -> torch.Tensor:
         x = mel.unsqueeze(1)

@@ -201,6 +201,23 @@ def test_twodcnn_embeds_a_short_clip_from_its_sound_whatever_the_window() -> Non
     assert net.embedding_version == "2", "cached embeddings of the padded windows are another version's"
 
 
+def test_onedcnn_embeds_a_short_clip_from_its_sound_whatever_the_window() -> None:
+    """2 s of sound in windows of 3 s and 30 s (zeros after it, as a short clip's padding is) embed as the 2 s alone,
+    in a batch beside a clip that fills the window too; that clip as alone."""
+    torch.manual_seed(0)
+    net = get_net("onedcnn", num_classes=2).eval()
+    sound, full = torch.rand(1, 32_000) * 2 - 1, torch.rand(1, 48_000) * 2 - 1
+    padded = [torch.cat([sound, torch.zeros(1, samples - 32_000)], dim=1) for samples in (48_000, 480_000)]
+    with torch.no_grad():
+        alone = net.embed(sound)
+        assert net._embed(padded[1]).sub(alone).abs().max() > 1e-3, "the padding moved it before"
+        torch.testing.assert_close(net.embed(padded[1]), alone)
+        batch = net.embed(torch.cat([padded[0], full]))
+    torch.testing.assert_close(batch[:1], alone)
+    torch.testing.assert_close(batch[1:], net._embed(full), msg="a clip that fills the window: as it always was")
+    assert net.embedding_version == "2", "cached embeddings of the padded windows are another version's"
+
+
 def test_i3d_small_inputs_need_global_pooling() -> None:
     frames = torch.rand(1, 3, 8, 112, 112) * 2 - 1
     torch.manual_seed(0)
