@@ -149,10 +149,15 @@ def frames_tensor(frames: np.ndarray | torch.Tensor, *, net: str, kind: str, dev
 
 def embed_sounds(embed: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """``embed`` of each clip of ``x`` (B, ..., T) over its first ``lengths`` (B,) steps on the last axis, its sound
-    (the rest is the window's padding after a short clip): the batch as one where every clip fills it."""
-    if bool((lengths == x.shape[-1]).all()):
+    (the rest is the window's padding after a short clip): the clips that fill the window as one batch, each other
+    clip alone (``embed`` must treat each clip on its own, as nets without batch statistics do)."""
+    sizes = [int(n) for n in lengths]
+    whole = [i for i, n in enumerate(sizes) if n == x.shape[-1]]
+    if len(whole) == len(sizes):
         return embed(x)
-    return torch.cat([embed(x[i : i + 1, ..., : int(n)]) for i, n in enumerate(lengths)])
+    rows = dict(zip(whole, embed(x[whole]))) if whole else {}
+    rows |= {i: embed(x[i : i + 1, ..., :n])[0] for i, n in enumerate(sizes) if i not in rows}
+    return torch.stack([rows[i] for i in range(len(sizes))])
 
 
 def require(condition: bool, message: str) -> None:

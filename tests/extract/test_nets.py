@@ -185,8 +185,8 @@ def test_twodcnn_relu_switch_and_per_clip_statistics_in_training_too() -> None:
 
 def test_twodcnn_embeds_a_short_clip_from_its_sound_whatever_the_window() -> None:
     """A clip of 300 frames of sound in windows of 400 and 1,876 frames (the rest at the floor, as a short clip's
-    padding is) embeds as the 300 frames alone, in a batch beside a clip that fills the window too; that clip as
-    alone. Before, the padding entered the normalizations and the pools."""
+    padding is) embeds as the 300 frames alone, in a batch between clips that fill the window too; those as alone.
+    Before, the padding entered the normalizations and the pools."""
     torch.manual_seed(0)
     net = get_net("twodcnn", num_classes=2).eval()
     sound, full = torch.rand(1, 96, 300) * -70, torch.rand(1, 96, 400) * -70
@@ -195,15 +195,16 @@ def test_twodcnn_embeds_a_short_clip_from_its_sound_whatever_the_window() -> Non
         alone = net.embed(sound)
         assert net._embed(padded[1]).sub(alone).abs().max() > 1e-3, "the padding moved it before"
         torch.testing.assert_close(net.embed(padded[1]), alone)
-        batch = net.embed(torch.cat([padded[0], full]))
-    torch.testing.assert_close(batch[:1], alone)
-    torch.testing.assert_close(batch[1:], net._embed(full), msg="a clip that fills the window: as it always was")
+        batch = net.embed(torch.cat([full, padded[0], full]))
+        torch.testing.assert_close(batch[1:2], alone)
+        for row in (0, 2):
+            torch.testing.assert_close(batch[row : row + 1], net._embed(full), msg="a full clip: as it always was")
     assert net.embedding_version == "2", "cached embeddings of the padded windows are another version's"
 
 
 def test_onedcnn_embeds_a_short_clip_from_its_sound_whatever_the_window() -> None:
     """2 s of sound in windows of 3 s and 30 s (zeros after it, as a short clip's padding is) embed as the 2 s alone,
-    in a batch beside a clip that fills the window too; that clip as alone."""
+    in a batch between clips that fill the window too; those as alone."""
     torch.manual_seed(0)
     net = get_net("onedcnn", num_classes=2).eval()
     sound, full = torch.rand(1, 32_000) * 2 - 1, torch.rand(1, 48_000) * 2 - 1
@@ -212,9 +213,10 @@ def test_onedcnn_embeds_a_short_clip_from_its_sound_whatever_the_window() -> Non
         alone = net.embed(sound)
         assert net._embed(padded[1]).sub(alone).abs().max() > 1e-3, "the padding moved it before"
         torch.testing.assert_close(net.embed(padded[1]), alone)
-        batch = net.embed(torch.cat([padded[0], full]))
-    torch.testing.assert_close(batch[:1], alone)
-    torch.testing.assert_close(batch[1:], net._embed(full), msg="a clip that fills the window: as it always was")
+        batch = net.embed(torch.cat([full, padded[0], full]))
+        torch.testing.assert_close(batch[1:2], alone)
+        for row in (0, 2):
+            torch.testing.assert_close(batch[row : row + 1], net._embed(full), msg="a full clip: as it always was")
     assert net.embedding_version == "2", "cached embeddings of the padded windows are another version's"
 
 
