@@ -149,14 +149,16 @@ def frames_tensor(frames: np.ndarray | torch.Tensor, *, net: str, kind: str, dev
 
 def embed_sounds(embed: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """``embed`` of each clip of ``x`` (B, ..., T) over its first ``lengths`` (B,) steps on the last axis, its sound
-    (the rest is the window's padding after a short clip): the clips that fill the window as one batch, each other
-    clip alone (``embed`` must treat each clip on its own, as nets without batch statistics do)."""
-    sizes = [int(n) for n in lengths]
-    whole = [i for i, n in enumerate(sizes) if n == x.shape[-1]]
-    if len(whole) == len(sizes):
+    (the rest is the window's padding after a short clip), the clips of one length as one batch (``embed`` must treat
+    each clip on its own, as nets without batch statistics do): a set of 6-s fragments in 30-s windows is still one
+    batch."""
+    sizes = lengths.tolist()
+    if all(n == x.shape[-1] for n in sizes):
         return embed(x)
-    rows = dict(zip(whole, embed(x[whole]))) if whole else {}
-    rows |= {i: embed(x[i : i + 1, ..., :n])[0] for i, n in enumerate(sizes) if i not in rows}
+    rows: dict[int, torch.Tensor] = {}
+    for n in sorted(set(sizes)):
+        same = [i for i, size in enumerate(sizes) if size == n]
+        rows.update(zip(same, embed(x[same, ..., :n])))
     return torch.stack([rows[i] for i in range(len(sizes))])
 
 

@@ -65,8 +65,9 @@ class OneDCNN(EmotionNet):
         Each clip is embedded from its sound, its samples up to its last one that is not 0 (the window's padding after
         a short clip is zeros): the padding would otherwise enter the global average pools, so that a clip's embedding
         depended on the window's length. A batch whose clips all fill the window runs as one."""
-        samples = torch.arange(1, waveform.shape[1] + 1, device=waveform.device)
-        heard = torch.clamp(torch.where(waveform != 0, samples, 0).amax(dim=1), min=1)
+        sound = waveform != 0
+        after = sound.flip(1).to(torch.uint8).argmax(dim=1)  # the zeros after the last sample of sound
+        heard = torch.where(sound.any(dim=1), waveform.shape[1] - after, 1)
         return embed_sounds(self._embed, waveform, heard)
 
     def _embed(self, waveform: torch.Tensor) -> torch.Tensor:

@@ -199,6 +199,12 @@ def test_twodcnn_embeds_a_short_clip_from_its_sound_whatever_the_window() -> Non
         torch.testing.assert_close(batch[1:2], alone)
         for row in (0, 2):
             torch.testing.assert_close(batch[row : row + 1], net._embed(full), msg="a full clip: as it always was")
+    calls = []
+    counted = net._embed
+    net._embed = lambda mel: calls.append(mel.shape) or counted(mel)  # type: ignore[method-assign]
+    with torch.no_grad():
+        net.embed(torch.cat([padded[0], full, padded[0]]))
+    assert sorted(calls) == [(1, 96, 400), (2, 96, 300)], "the clips of one length as one batch"
     assert net.embedding_version == "2", "cached embeddings of the padded windows are another version's"
 
 
@@ -217,6 +223,8 @@ def test_onedcnn_embeds_a_short_clip_from_its_sound_whatever_the_window() -> Non
         torch.testing.assert_close(batch[1:2], alone)
         for row in (0, 2):
             torch.testing.assert_close(batch[row : row + 1], net._embed(full), msg="a full clip: as it always was")
+    with torch.no_grad():
+        torch.testing.assert_close(net.embed(torch.zeros(1, 48_000)), net._embed(torch.zeros(1, 1)), msg="silence: 1 sample")
     assert net.embedding_version == "2", "cached embeddings of the padded windows are another version's"
 
 
