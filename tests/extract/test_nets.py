@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mvemo.extract.nets import NET_NAMES, get_net, input_kind, net_from_config, net_options
 from mvemo.extract.nets.base import EmotionNet
@@ -183,14 +184,22 @@ def test_twodcnn_relu_switch_and_per_clip_statistics_in_training_too() -> None:
     torch.testing.assert_close(trained, evaluated, msg="no batch statistics, no running statistics: train = eval")
 
 
-def test_twodcnn_embeds_a_short_clip_from_its_sound_whatever_the_window() -> None:
-    """A clip of 300 frames of sound in windows of 400 and 1,876 frames (the rest at the floor, as a short clip's
-    padding is) embeds as the 300 frames alone, in a batch between clips that fill the window too; those as alone.
-    Before, the padding entered the normalizations and the pools."""
+SOUND_ONLY = {  # a clip's sound and a clip that fills a short window, and what pads a short clip to a window
+    "twodcnn": (torch.rand(1, 96, 300) * -70, torch.rand(1, 96, 400) * -70, -80.0, 1876),  # dB mel, its floor
+    "onedcnn": (torch.rand(1, 32_000) * 2 - 1, torch.rand(1, 48_000) * 2 - 1, 0.0, 480_000),  # waveform, zeros
+}
+
+
+@pytest.mark.parametrize("name", list(SOUND_ONLY))
+def test_a_short_clip_is_embedded_from_its_sound_whatever_the_window(name: str) -> None:
+    """A clip's sound padded to a short window and to the whole window (as a short clip's padding is: the mel's floor,
+    the waveform's zeros) embeds as the sound alone, in a batch between clips that fill the window too, those as
+    alone; the clips of one length run as one batch; silence embeds as one step. Before, the padding entered the
+    normalizations and the pools."""
+    sound, full, floor, window = SOUND_ONLY[name]
     torch.manual_seed(0)
-    net = get_net("twodcnn", num_classes=2).eval()
-    sound, full = torch.rand(1, 96, 300) * -70, torch.rand(1, 96, 400) * -70
-    padded = [torch.cat([sound, torch.full((1, 96, frames - 300), -80.0)], dim=2) for frames in (400, 1876)]
+    net = get_net(name, num_classes=2).eval()
+    padded = [F.pad(sound, (0, steps - sound.shape[-1]), value=floor) for steps in (full.shape[-1], window)]
     with torch.no_grad():
         alone = net.embed(sound)
         assert net._embed(padded[1]).sub(alone).abs().max() > 1e-3, "the padding moved it before"
@@ -199,32 +208,14 @@ def test_twodcnn_embeds_a_short_clip_from_its_sound_whatever_the_window() -> Non
         torch.testing.assert_close(batch[1:2], alone)
         for row in (0, 2):
             torch.testing.assert_close(batch[row : row + 1], net._embed(full), msg="a full clip: as it always was")
+        silent = torch.full_like(full, floor)
+        torch.testing.assert_close(net.embed(silent), net._embed(silent[..., :1]), msg="silence: one step")
     calls = []
     counted = net._embed
-    net._embed = lambda mel: calls.append(mel.shape) or counted(mel)  # type: ignore[method-assign]
+    net._embed = lambda x: calls.append(tuple(x.shape)) or counted(x)  # type: ignore[method-assign]
     with torch.no_grad():
         net.embed(torch.cat([padded[0], full, padded[0]]))
-    assert sorted(calls) == [(1, 96, 400), (2, 96, 300)], "the clips of one length as one batch"
-    assert net.embedding_version == "2", "cached embeddings of the padded windows are another version's"
-
-
-def test_onedcnn_embeds_a_short_clip_from_its_sound_whatever_the_window() -> None:
-    """2 s of sound in windows of 3 s and 30 s (zeros after it, as a short clip's padding is) embed as the 2 s alone,
-    in a batch between clips that fill the window too; those as alone."""
-    torch.manual_seed(0)
-    net = get_net("onedcnn", num_classes=2).eval()
-    sound, full = torch.rand(1, 32_000) * 2 - 1, torch.rand(1, 48_000) * 2 - 1
-    padded = [torch.cat([sound, torch.zeros(1, samples - 32_000)], dim=1) for samples in (48_000, 480_000)]
-    with torch.no_grad():
-        alone = net.embed(sound)
-        assert net._embed(padded[1]).sub(alone).abs().max() > 1e-3, "the padding moved it before"
-        torch.testing.assert_close(net.embed(padded[1]), alone)
-        batch = net.embed(torch.cat([full, padded[0], full]))
-        torch.testing.assert_close(batch[1:2], alone)
-        for row in (0, 2):
-            torch.testing.assert_close(batch[row : row + 1], net._embed(full), msg="a full clip: as it always was")
-    with torch.no_grad():
-        torch.testing.assert_close(net.embed(torch.zeros(1, 48_000)), net._embed(torch.zeros(1, 1)), msg="silence: 1 sample")
+    assert sorted(calls) == [(1, *full.shape[1:]), (2, *sound.shape[1:])], "the clips of one length as one batch"
     assert net.embedding_version == "2", "cached embeddings of the padded windows are another version's"
 
 
