@@ -162,6 +162,14 @@ def embed_sounds(embed: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
     return torch.stack([rows[i] for i in range(len(sizes))])
 
 
+def sound_frames(mel: torch.Tensor) -> torch.Tensor:
+    """The frames of each clip's dB mel (B, 96, T) up to its last frame above the clip's floor (its least value: the
+    window's padding after a short clip, digital silence, lies at the floor in every band), one at least: (B,)."""
+    loud = mel.amax(dim=1) > mel.amin(dim=(1, 2))[:, None]  # (B, T)
+    frames = torch.arange(1, mel.shape[2] + 1, device=mel.device)
+    return torch.clamp(torch.where(loud, frames, 0).amax(dim=1), min=1)
+
+
 def require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)

@@ -23,12 +23,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
 
-from mvemo.extract.nets.base import EmotionNet, as_tensor, require
+from mvemo.extract.nets.base import EmotionNet, as_tensor, require, sound_frames
 from mvemo.manifests.errors import ConfigError
 
 N_MELS = 96
 POOL1, POOL2 = (4, 4), (4, 2)
+STEP = POOL1[1] * POOL2[1]  # mel frames per step of the mel LSTM
 
 
 class ImprovedCenterLoss(nn.Module):
@@ -93,21 +95,34 @@ class CRNN(EmotionNet):
         self.center_loss = ImprovedCenterLoss(num_classes, 4 * hidden, reduction="mean")
         self._add_head()
 
+    @property
+    def embedding_version(self) -> str:
+        """2: each clip embedded from its sound, never the window's padding (``embed``)."""
+        return "2"
+
     def embed(self, mel: torch.Tensor, lld: torch.Tensor) -> torch.Tensor:
-        """``mel``: (B, 96, T) dB in [-80, 0]; ``lld``: (B, frames, n_lld) -> (B, 4 * hidden)."""
+        """``mel``: (B, 96, T) dB in [-80, 0]; ``lld``: (B, frames, n_lld) -> (B, 4 * hidden).
+
+        Each clip is embedded from its sound: the mel LSTM reads the steps up to its last frame above the floor
+        (``sound_frames``), the LLD LSTM its frames up to its last row that is not the cache's zero padding, and the
+        LLD statistics count those frames alone, so that a clip's embedding does not depend on the window's length.
+        The convolutions run over the frames the last step of any clip of the batch reaches (the padding after a short
+        clip is silence at the floor whatever the window). In training, the batch norms' statistics still count the
+        padding within those frames."""
         if mel.ndim != 3 or mel.shape[1] != N_MELS or lld.ndim != 3 or lld.shape[2] != self.config["n_lld"]:
             raise ConfigError(
                 f"crnn inputs mel {tuple(mel.shape)}, lld {tuple(lld.shape)}: expected (B, {N_MELS}, T) and"
                 f" (B, frames, {self.config['n_lld']}); build the net with n_lld= the cached LLD's column count"
             )
-        x = (mel.unsqueeze(1) + 40.0) / 40.0  # [-80, 0] dB -> [-1, 1]
+        steps = torch.div(sound_frames(mel) + STEP - 1, STEP, rounding_mode="floor")
+        reach = int(steps.max()) * STEP + STEP + self.config["kernel"]  # the last step's receptive field, and more
+        x = (mel[:, :, :reach].unsqueeze(1) + 40.0) / 40.0  # [-80, 0] dB -> [-1, 1]
         x = self.pool1(F.relu(self.bn1(torch.cat([self.conv_time(x), self.conv_freq(x)], dim=1))))
         x = self.pool2(F.relu(self.bn2(self.conv2(x))))  # (B, 2C, 6, T')
-        _, (mel_state, _) = self.mel_lstm(x.flatten(1, 2).transpose(1, 2))
-        lld = F.instance_norm(lld.transpose(1, 2)).transpose(1, 2)  # each column over the clip's frames
-        _, (lld_state, _) = self.lld_lstm(lld)
-        # final states (2 directions, B, hidden) -> (B, 2 * hidden) each
-        return torch.cat([mel_state.transpose(0, 1).flatten(1), lld_state.transpose(0, 1).flatten(1)], dim=1)
+        mel_state = final_states(self.mel_lstm, x.flatten(1, 2).transpose(1, 2), steps)
+        frames = lld_frames(lld)
+        lld_state = final_states(self.lld_lstm, standardized(lld[:, : int(frames.max())], frames), frames)
+        return torch.cat([mel_state, lld_state], dim=1)
 
     def loss(self, embedding: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Cross-entropy + tau * improved center loss, both means over the batch (the paper's sums over m, divided by m)."""
@@ -129,3 +144,30 @@ class CRNN(EmotionNet):
 
     def last_block(self) -> list[nn.Module]:
         return [self.mel_lstm, self.lld_lstm]
+
+
+def final_states(lstm: nn.LSTM, steps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """A bidirectional LSTM's final states (B, 2 * hidden) over each sequence's first ``lengths`` (B,) of its
+    ``steps`` (B, T, features): both directions start and end at its last step of sound, never in the padding."""
+    if bool((lengths == steps.shape[1]).all()):
+        _, (state, _) = lstm(steps)
+    else:
+        _, (state, _) = lstm(pack_padded_sequence(steps, lengths.cpu(), batch_first=True, enforce_sorted=False))
+    return state.transpose(0, 1).flatten(1)  # (2 directions, B, hidden) -> (B, 2 * hidden)
+
+
+def lld_frames(lld: torch.Tensor) -> torch.Tensor:
+    """The frames of each clip's LLD (B, frames, n_lld) up to its last row that is not all zeros (the rows after
+    them are the cache's padding after a short clip), one at least: (B,)."""
+    rows = torch.arange(1, lld.shape[1] + 1, device=lld.device)
+    return torch.clamp(torch.where(lld.ne(0).any(dim=2), rows, 0).amax(dim=1), min=1)
+
+
+def standardized(lld: torch.Tensor, frames: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Each LLD column standardized over each clip's first ``frames`` (B,) rows (instance normalization of its
+    sound; the rows after them come out finite and are never read)."""
+    heard = (torch.arange(lld.shape[1], device=lld.device)[None, :] < frames[:, None])[:, :, None]  # (B, frames, 1)
+    count = frames[:, None, None].to(lld.dtype)
+    mean = torch.where(heard, lld, 0).sum(dim=1, keepdim=True) / count
+    variance = torch.where(heard, (lld - mean) ** 2, 0).sum(dim=1, keepdim=True) / count
+    return (lld - mean) / torch.sqrt(variance + eps)

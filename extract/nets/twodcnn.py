@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mvemo.extract.nets.base import EmotionNet, as_tensor, embed_sounds, require
+from mvemo.extract.nets.base import EmotionNet, as_tensor, embed_sounds, require, sound_frames
 from mvemo.extract.weights.io import read_weights
 from mvemo.extract.weights.registry import WeightsError
 
@@ -113,14 +113,6 @@ class TwoDCNN(EmotionNet):
             self._copy(cast(torch.Tensor, conv.bias), arrays, f"{LAYER}/convolution2d_{i}_b:0", source=source)
             self._copy(norm.weight, arrays, f"{LAYER}/batchnormalization_{i}_gamma:0", source=source)
             self._copy(norm.bias, arrays, f"{LAYER}/batchnormalization_{i}_beta:0", source=source)
-
-
-def sound_frames(mel: torch.Tensor) -> torch.Tensor:
-    """The frames of each clip's dB mel (B, 96, T) up to its last frame above the clip's floor (its least value: the
-    window's padding after a short clip, digital silence, lies at the floor in every band), one at least: (B,)."""
-    loud = mel.amax(dim=1) > mel.amin(dim=(1, 2))[:, None]  # (B, T)
-    frames = torch.arange(1, mel.shape[2] + 1, device=mel.device)
-    return torch.clamp(torch.where(loud, frames, 0).amax(dim=1), min=1)
 
 
 class ChoiMelgram(nn.Module):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -131,3 +132,39 @@ def test_crnn_first_layer_has_a_time_kernel_and_a_frequency_kernel() -> None:
         before = net.embed(mel, lld)
         net.conv_freq.weight.zero_()
         assert not torch.allclose(net.embed(mel, lld), before), "the frequency branch feeds the embedding"
+
+
+def test_a_short_clip_is_embedded_from_its_sound_whatever_the_window() -> None:
+    """A clip's sound (300 mel frames, 40 LLD frames) in a short window and in the whole one (the mel padded at its
+    floor, the LLDs with the cache's zero rows) embeds alike, alone or between clips that fill the window; those embed
+    as alone. Before, both LSTMs read the padding to the window's end, and the LLDs' statistics counted it."""
+    torch.manual_seed(0)
+    net = get_net("crnn", num_classes=2, n_lld=10).eval()
+    mel, lld = torch.rand(1, 96, 300) * -70, torch.randn(1, 40, 10)
+    full_mel, full_lld = torch.rand(1, 96, 400) * -70, torch.randn(1, 60, 10)
+
+    def padded(mel_frames: int, lld_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return F.pad(mel, (0, mel_frames - 300), value=-80.0), F.pad(lld, (0, 0, 0, lld_frames - 40))
+
+    with torch.no_grad():
+        short = net.embed(*padded(400, 60))
+        torch.testing.assert_close(net.embed(*padded(1876, 1292)), short)
+        batch = net.embed(*(torch.cat([full, part, full]) for full, part in zip((full_mel, full_lld), padded(400, 60))))
+        torch.testing.assert_close(batch[1:2], short)
+        alone = net.embed(full_mel, full_lld)
+        for row in (0, 2):
+            torch.testing.assert_close(batch[row : row + 1], alone)
+        silent = net.embed(torch.full((1, 96, 400), -80.0), torch.zeros(1, 60, 10))
+        torch.testing.assert_close(silent, net.embed(torch.full((1, 96, 100), -80.0), torch.zeros(1, 5, 10)), msg="one step")
+    assert net.embedding_version == "2", "cached embeddings of the padded windows are another version's"
+
+
+def test_crnn_trains_on_a_batch_of_short_and_full_clips() -> None:
+    torch.manual_seed(0)
+    net = get_net("crnn", num_classes=2, n_lld=10).train()
+    mel = torch.cat([F.pad(torch.rand(1, 96, 100) * -70, (0, 300), value=-80.0), torch.rand(1, 96, 400) * -70])
+    lld = torch.cat([F.pad(torch.randn(1, 20, 10), (0, 0, 0, 40)), torch.randn(1, 60, 10)])
+    net.loss(net.embed(mel, lld), torch.tensor([0, 1])).backward()
+    assert all(
+        p.grad is not None and torch.isfinite(p.grad).all() for p in (net.mel_lstm.weight_hh_l0, net.lld_lstm.weight_ih_l0)
+    )
