@@ -137,7 +137,8 @@ def test_crnn_first_layer_has_a_time_kernel_and_a_frequency_kernel() -> None:
 def test_a_short_clip_is_embedded_from_its_sound_whatever_the_window() -> None:
     """A clip's sound (300 mel frames, 40 LLD frames) in a short window and in the whole one (the mel padded at its
     floor, the LLDs with the cache's zero rows) embeds alike, alone or between clips that fill the window; those embed
-    as alone. Before, both LSTMs read the padding to the window's end, and the LLDs' statistics counted it."""
+    as alone, and the LLD rows alone (as predict computes them) as padded. Before, both LSTMs read the padding to the
+    window's end, and the LLDs' statistics counted it."""
     torch.manual_seed(0)
     net = get_net("crnn", num_classes=2, n_lld=10).eval()
     mel, lld = torch.rand(1, 96, 300) * -70, torch.randn(1, 40, 10)
@@ -149,6 +150,7 @@ def test_a_short_clip_is_embedded_from_its_sound_whatever_the_window() -> None:
     with torch.no_grad():
         short = net.embed(*padded(400, 60))
         torch.testing.assert_close(net.embed(*padded(1876, 1292)), short)
+        torch.testing.assert_close(net.embed(padded(400, 60)[0], lld), short, msg="predict's LLDs: its rows alone")
         batch = net.embed(*(torch.cat([full, part, full]) for full, part in zip((full_mel, full_lld), padded(400, 60))))
         torch.testing.assert_close(batch[1:2], short)
         alone = net.embed(full_mel, full_lld)
