@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ def best_of(fn: Callable[[], Any], repeat: int = 5) -> float:
     return best_of_each({"": fn}, repeat)[""]
 
 
-def best_of_each(fns: dict[str, Callable[[], Any]], repeat: int = 5) -> dict[str, float]:
+def best_of_each(fns: Mapping[str, Callable[[], Any]], repeat: int = 5) -> dict[str, float]:
     """The fastest of ``repeat`` runs of each function, in seconds, the functions taking turns.
 
     Taking turns puts a figure and its baseline under the same load: on a shared

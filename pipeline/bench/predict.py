@@ -2,16 +2,21 @@
 
 ``mvemo predict`` is run as a user runs it, in a process of its own: over one song (``T1``: the start-up, imports,
 weights and the song) and over nine in one call (``T9``); the second's songs after the first cost ``(T9 - T1) / 8``
-each, and the first over that says how much of a one-song answer is start-up (goal: at most 2). The runs take turns,
-each the faster of two. The songs are 4q-dev's where ``../shared`` lies beside the clone, else generated 30-s ones.
+each, and the first over that says how much of a one-song answer is start-up (goal: at most 2). Both runs again with
+``mvemo serve`` holding the model (started before them, in a runtime folder of the bench's own): each call is then a
+fork of a process that loaded it. The runs take turns, each the faster of two. The songs are 4q-dev's where
+``../shared`` lies beside the clone, else generated 30-s ones.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +29,7 @@ from mvemo.fuse.saved.model import load_fusion_model
 from mvemo.manifests.synthetic import AudioCues, synthesize_audio
 from mvemo.pipeline.bench.common import SHARED_SAMPLE, best_of_each
 from mvemo.pipeline.readymade.recipes import shipped_folder
+from mvemo.pipeline.server import NO_SERVE
 
 MVEMO = Path(sys.executable).parent / "mvemo"
 FOURQ = SHARED_SAMPLE.parent / "4q-dev"
@@ -39,21 +45,51 @@ def bench_predict(
     missing = weights_missing(saved_folder, name, weights_dir)
     if missing:
         return {"skipped": f"the weights of {model} are not found: {', '.join(missing)} (`mvemo weights fetch FILE`)"}
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+    which = [str(model)] if Path(model).is_dir() else ["--model", model]
+    weights = ["--weights-dir", weights_dir] if weights_dir else []
+    with tempfile.TemporaryDirectory(dir=folder) as tmp, tempfile.TemporaryDirectory(prefix="mvemo", dir="/tmp") as runtime:
         songs, source = song_files(Path(tmp))
-        command = [str(MVEMO), "predict", *([str(model)] if Path(model).is_dir() else ["--model", model])]
-        command += [*(["--model", name] if name else []), *(["--weights-dir", weights_dir] if weights_dir else []), "--json"]
-        runs = {"1": songs[:1], "9": songs}
-        seconds = best_of_each({n: functools.partial(_run, [*command, *map(str, files)]) for n, files in runs.items()}, 2)
-    per_song = (seconds["9"] - seconds["1"]) / (SONGS - 1)
-    return {
-        "model": str(model) + (f" ({name})" if name else ""),
-        "songs": source,
-        "first song s (T1)": round(seconds["1"], 3),
-        "nine songs s (T9)": round(seconds["9"], 3),
-        "each further song s ((T9 - T1) / 8)": round(per_song, 4),
-        "first over each further (goal <= 2)": round(seconds["1"] / per_song, 2) if per_song > 0 else None,
-    }
+        command = [str(MVEMO), "predict", *which, *(["--model", name] if name else []), *weights, "--json"]
+        envs = {"alone": {**os.environ, NO_SERVE: "1"}, "served": {**without(NO_SERVE), "XDG_RUNTIME_DIR": runtime}}
+        with serving([str(MVEMO), "serve", "--model", str(model), *weights], envs["served"]):
+            runs = {
+                f"{how} {n}": functools.partial(_run, [*command, *map(str, songs[:n])], env)
+                for how, env in envs.items()
+                for n in (1, SONGS)
+            }
+            seconds = best_of_each(runs, 2)
+    figures: dict[str, Any] = {"model": str(model) + (f" ({name})" if name else ""), "songs": source}
+    for how in envs:
+        first, nine = seconds[f"{how} 1"], seconds[f"{how} {SONGS}"]
+        per_song = (nine - first) / (SONGS - 1)
+        figures |= {
+            f"{how}: first song s (T1)": round(first, 3),
+            f"{how}: nine songs s (T9)": round(nine, 3),
+            f"{how}: each further song s ((T9 - T1) / 8)": round(per_song, 4),
+            f"{how}: first over each further (goal <= 2)": round(first / per_song, 2) if per_song > 0 else None,
+        }
+    return figures
+
+
+@contextlib.contextmanager
+def serving(command: list[str], env: dict[str, str]) -> Iterator[None]:
+    """``mvemo serve`` running in ``env`` while the block runs, from the moment it listens."""
+    server = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    assert server.stderr is not None
+    said = []
+    while "listening at" not in (line := server.stderr.readline()):
+        said.append(line)
+        if not line:
+            raise RuntimeError(f"{' '.join(command[:3])} ... did not start: {''.join(said)[-500:]}")
+    try:
+        yield
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def without(name: str) -> dict[str, str]:
+    return {key: value for key, value in os.environ.items() if key != name}
 
 
 def weights_missing(folder: Path, name: str | None, weights_dir: str | None) -> list[str]:
@@ -77,7 +113,7 @@ def song_files(folder: Path) -> tuple[list[Path], str]:
     return songs, f"{SONGS} generated 30-s songs"
 
 
-def _run(command: list[str]) -> None:
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+def _run(command: list[str], env: dict[str, str]) -> None:
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command[:3])} ... exited {done.returncode}: {done.stderr[-500:]}")

@@ -112,9 +112,9 @@ def bench(
     scale: mel and LLDs of 200 30 s AAC clips, serial vs 2 local processes vs a 2-worker
     Dask LocalCluster.
 
-    predict: `mvemo predict --model 4q-quadrants` in a process of its own over one song and
-    over nine: the first song's wall time over each further song's (goal: at most 2);
-    skipped where the model's weights are not found.
+    predict: `mvemo predict --model 4q-quadrants` over one song and over nine, in a process
+    of its own and served by `mvemo serve`: the first song's wall time over each further
+    song's (goal: at most 2); skipped where the model's weights are not found.
 
     catalogue: each ready-made model's clips per second over --clips files (default 16:
     4q-dev's songs, mved-sample's videos for mved-classes) on the largest of --workers local
@@ -202,8 +202,9 @@ def bench(
             click.echo(format_table(header, stage_one_table(figures)))
             click.echo(f"  pool start-up: {figures['pool_startup_s']} s (workers: seconds)")
             continue
+        width = max(28, *map(len, figures))
         for key, value in figures.items():
-            click.echo(f"  {key:28s} {value}")
+            click.echo(f"  {key:{width}s} {value}")
 
 
 def worker_counts(text: str) -> tuple[int, ...]:

@@ -1,41 +1,34 @@
 """The console scripts, ``mvemo`` and ``mvemo-cv``: the signal handlers go in before the command line is imported,
-so that a signal at any moment of a command stops it with one line and exit 128 + its number."""
+so that a signal at any moment of a command stops it with one line and exit 128 + its number; a command that a
+server of this mvemo runs (``mvemo serve``) is sent there before anything else is imported."""
 
 from __future__ import annotations
 
+import functools
 import sys
 
-from mvemo.pipeline.cli.interrupt import Interrupted, stop_on_signals, stopping
+from mvemo.pipeline.cli.interrupt import run_stopping
+from mvemo.pipeline.server import forward
 
 
 def main() -> None:
     """Entry point of ``mvemo``."""
-    _run("mvemo")
+    run_stopping("mvemo", functools.partial(_command, "mvemo", served=True))
 
 
 def cv_main() -> None:
     """Entry point of ``mvemo-cv``."""
-    _run("mvemo-cv")
+    run_stopping("mvemo-cv", functools.partial(_command, "mvemo-cv"))
 
 
-def _run(name: str) -> None:
-    try:
-        stop_on_signals()
-        from mvemo.pipeline.cli.cv import cv
-        from mvemo.pipeline.cli.main import cli
-        from mvemo.pipeline.executors import keep_freed_heap
+def _command(name: str, *, served: bool = False) -> None:
+    """Console script ``name`` on the process's arguments; ``served``: in the server of this mvemo where one runs the
+    command. It ends by raising ``SystemExit``."""
+    if served and (status := forward(sys.argv[1:])) is not None:
+        sys.exit(status)
+    from mvemo.pipeline.cli.cv import cv
+    from mvemo.pipeline.cli.main import cli
+    from mvemo.pipeline.executors import keep_freed_heap
 
-        keep_freed_heap()
-        (cv if name == "mvemo-cv" else cli)(prog_name=name)
-    except Interrupted as stopped:  # before or after a command ran (a command says what it was itself)
-        _interrupted(name, stopped)
-    except Exception:
-        signalled = stopping()  # the signal, turned into another error where it landed
-        if signalled is None:
-            raise
-        _interrupted(name, signalled)
-
-
-def _interrupted(name: str, stopped: Interrupted) -> None:
-    print(f"{name}: interrupted by {stopped}", file=sys.stderr)
-    sys.exit(128 + stopped.signum)
+    keep_freed_heap()
+    (cv if name == "mvemo-cv" else cli)(prog_name=name)

@@ -69,6 +69,26 @@ def stop_on_signals() -> None:
 _UNWINDING: list[int] = []  # the signal that is stopping the command, once its handler raised
 
 
+def run_stopping(name: str, command: Callable[[], object]) -> None:
+    """Run console script ``name``'s ``command`` with the handlers in: a signal at any moment of it ends the process
+    with one line and exit 128 + its number."""
+    try:
+        stop_on_signals()
+        command()
+    except Interrupted as stopped:  # before or after a command ran (a command says what it was itself)
+        _interrupted(name, stopped)
+    except Exception:
+        signalled = stopping()  # the signal, turned into another error where it landed
+        if signalled is None:
+            raise
+        _interrupted(name, signalled)
+
+
+def _interrupted(name: str, stopped: Interrupted) -> None:
+    print(f"{name}: interrupted by {stopped}", file=sys.stderr)
+    sys.exit(128 + stopped.signum)
+
+
 def stopping() -> Interrupted | None:
     """The signal that is stopping the command, if one is: an error that reaches the command's end then is what the
     signal became in code that could not pass ``Interrupted`` on."""

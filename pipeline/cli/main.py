@@ -17,6 +17,7 @@ from mvemo.pipeline.cli.extract import extract
 from mvemo.pipeline.cli.manifest import manifest_group
 from mvemo.pipeline.cli.models import models_group
 from mvemo.pipeline.cli.predict import predict
+from mvemo.pipeline.cli.serve import serve
 from mvemo.pipeline.cli.study import study_group
 from mvemo.pipeline.cli.tools import CONTEXT, MvemoGroup
 from mvemo.pipeline.cli.weights import weights_group
@@ -37,6 +38,7 @@ cli.add_command(manifest_group)
 cli.add_command(cv)
 cli.add_command(demo)
 cli.add_command(predict)
+cli.add_command(serve)
 cli.add_command(fuse)
 cli.add_command(cache_group)
 cli.add_command(bench)

@@ -94,22 +94,25 @@ def test_the_short_clips_bench_runs_the_three_kinds_of_clip_through_stage_one(
 
 
 @pytest.mark.heavy
-def test_the_predict_bench_times_one_song_and_nine_in_processes_of_their_own(
+def test_the_predict_bench_times_one_song_and_nine_alone_and_served(
     tiny_demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Over generated songs, with the tiny demo's model of the LLD statistics (no net weights); a ready-made model
-    whose weights are absent is skipped, saying which files."""
+    """Over generated songs, with the tiny demo's model of the LLD statistics (no net weights), in processes of their
+    own and served by `mvemo serve`; a ready-made model whose weights are absent is skipped, saying which files."""
     from mvemo.pipeline.bench import predict
 
     monkeypatch.setattr(predict, "FOURQ", tmp_path / "no-4q")
     figures = predict.bench_predict(model=str(tiny_demo / "model"), name="lldstats", folder=str(tmp_path))
-    first, nine, each = (
-        figures[key] for key in ("first song s (T1)", "nine songs s (T9)", "each further song s ((T9 - T1) / 8)")
-    )
-    assert figures["songs"] == "9 generated 30-s songs" and first > 0 and nine > 0
-    assert each == pytest.approx((nine - first) / 8, abs=0.001), "the nine songs' run less the one's, per further song"
-    ratio = figures["first over each further (goal <= 2)"]
-    assert ratio is None if nine <= first else ratio == pytest.approx(first / ((nine - first) / 8), rel=0.01, abs=0.01)
+    assert figures["songs"] == "9 generated 30-s songs"
+    for how in ("alone", "served"):
+        first, nine, each = (
+            figures[f"{how}: {key}"] for key in ("first song s (T1)", "nine songs s (T9)", "each further song s ((T9 - T1) / 8)")
+        )
+        assert first > 0 and nine > 0
+        assert each == pytest.approx((nine - first) / 8, abs=0.001), "the nine songs' run less the one's, per further song"
+        ratio = figures[f"{how}: first over each further (goal <= 2)"]
+        assert ratio is None if nine <= first else ratio == pytest.approx(first / ((nine - first) / 8), rel=0.01, abs=0.01)
+    assert figures["served: first song s (T1)"] < figures["alone: first song s (T1)"], "no imports, the model loaded"
     monkeypatch.setenv("MVEMO_WEIGHTS", str(tmp_path / "none"))
     monkeypatch.setenv("HOME", str(tmp_path))
     skipped = predict.bench_predict(weights_dir=str(tmp_path / "empty"))
