@@ -29,6 +29,7 @@ from mvemo.extract.nets.base import EmotionNet, as_tensor, require, sound_frames
 from mvemo.manifests.errors import ConfigError
 
 N_MELS = 96
+FLOOR_DB = -80.0  # the mel's floor: silence
 POOL1, POOL2 = (4, 4), (4, 2)
 STEP = POOL1[1] * POOL2[1]  # mel frames per step of the mel LSTM
 
@@ -106,8 +107,8 @@ class CRNN(EmotionNet):
         Each clip is embedded from its sound: the mel LSTM reads the steps up to its last frame above the floor
         (``sound_frames``), the LLD LSTM its frames up to its last row that is not the cache's zero padding, and the
         LLD statistics count those frames alone, so that a clip's embedding does not depend on the window's length.
-        The convolutions run over the frames the last step of any clip of the batch reaches (the padding after a short
-        clip is silence at the floor whatever the window). In training, the batch norms' statistics still count the
+        The convolutions run over the frames the last step of any clip of the batch reaches, the window's padding
+        after a short clip or, past the window's end, frames at the floor: silence, whatever the window. In training, the batch norms' statistics still count the
         padding within those frames."""
         if mel.ndim != 3 or mel.shape[1] != N_MELS or lld.ndim != 3 or lld.shape[2] != self.config["n_lld"]:
             raise ConfigError(
@@ -116,7 +117,8 @@ class CRNN(EmotionNet):
             )
         steps = torch.div(sound_frames(mel) + STEP - 1, STEP, rounding_mode="floor")
         reach = int(steps.max()) * STEP + STEP + self.config["kernel"]  # the last step's receptive field, and more
-        x = (mel[:, :, :reach].unsqueeze(1) + 40.0) / 40.0  # [-80, 0] dB -> [-1, 1]
+        mel = F.pad(mel[:, :, :reach], (0, max(0, reach - mel.shape[2])), value=FLOOR_DB)
+        x = (mel.unsqueeze(1) + 40.0) / 40.0  # [-80, 0] dB -> [-1, 1]
         x = self.pool1(F.relu(self.bn1(torch.cat([self.conv_time(x), self.conv_freq(x)], dim=1))))
         x = self.pool2(F.relu(self.bn2(self.conv2(x))))  # (B, 2C, 6, T')
         mel_state = final_states(self.mel_lstm, x.flatten(1, 2).transpose(1, 2), steps)

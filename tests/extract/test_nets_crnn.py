@@ -151,6 +151,8 @@ def test_a_short_clip_is_embedded_from_its_sound_whatever_the_window() -> None:
         short = net.embed(*padded(400, 60))
         torch.testing.assert_close(net.embed(*padded(1876, 1292)), short)
         torch.testing.assert_close(net.embed(padded(400, 60)[0], lld), short, msg="predict's LLDs: its rows alone")
+        for frames in (300, 304, 313):  # windows that end within the receptive field of the sound's last step
+            torch.testing.assert_close(net.embed(*padded(frames, 40)), short, msg=f"a window of {frames} frames")
         batch = net.embed(*(torch.cat([full, part, full]) for full, part in zip((full_mel, full_lld), padded(400, 60))))
         torch.testing.assert_close(batch[1:2], short)
         alone = net.embed(full_mel, full_lld)
