@@ -2,11 +2,16 @@
 its user's shells in a fork of itself, so that a song's label costs the song, not the start-up.
 
 Standard library only: the client's side (``forward``) runs in every ``mvemo predict`` before anything else is
-imported. A request is the client's arguments, working folder, environment and umask, with its standard streams
-passed as file descriptors: the fork runs the command on them, so what it prints, the terminal it sees and its exit
-status are the client's own. A signal the client gets (Ctrl-C) is sent on to the fork; a client that dies takes its
-fork with it. The socket lies in a folder only its user may enter, it answers that user alone, and its name holds the
-Python, the mvemo folder and the newest change of mvemo's code, so that a client never reaches a server that runs
+imported. The exchange on the socket:
+- the client sends its arguments, working folder, environment, umask and its streams' encodings, with its standard
+  streams as file descriptors;
+- the server forks; the fork says it started (its process id), and the client answers "go" (a client that gave up
+  waiting has closed, and the fork ends without running anything: a command never runs twice);
+- the client sends on each signal it gets (Ctrl-C) as one byte, and the fork raises it in itself; a client that
+  closes (dies) ends the command with SIGTERM;
+- the fork sends its exit status; where it died of a signal the server sends 128 + its number, as a shell says.
+The socket lies in a folder only its user may enter, and each side checks that the other is that user. Its name holds
+the Python, the mvemo folder and the newest change of mvemo's code, so that a client never reaches a server that runs
 other code.
 """
 
@@ -24,16 +29,20 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 FORWARDED = ("predict",)  # the commands a server runs
 NO_SERVE = "MVEMO_NO_SERVE"  # set (to anything but "") to run every command in its own process
-RELAYED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+RELAYED = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 STREAMS = (0, 1, 2)
-NUMBER = struct.Struct("!q")
-POLL_S = 0.5
 ROOMS = ("manifests", "cache", "extract", "fuse", "pipeline")  # the folders of mvemo's code
+NUMBER = struct.Struct("!q")
+GO = b"\0"
+POLL_S = 0.5
+FINISHING_S = 1.0  # how long a server that stops waits for its forks' ends, to log them
+START_WAIT_S = 15.0  # a server that accepted but does not start the command (suspended, busy): the client runs alone
 
 
 class ServeError(Exception):
@@ -52,76 +61,114 @@ def socket_path() -> Path:
 
 def forward(argv: list[str]) -> int | None:
     """Run the command ``argv`` (the arguments after ``mvemo``) in the server of this code, on this process's
-    streams, folder and environment, and return its exit status; ``None`` where no server runs it (another command,
-    no server, ``$MVEMO_NO_SERVE``, a standard stream closed): the caller then runs it itself."""
-    if not argv or argv[0] not in FORWARDED or os.environ.get(NO_SERVE) or not all(_open(fd) for fd in STREAMS):
+    streams, folder and environment, and return its exit status; ``None`` where no server ran it (another command,
+    no server, ``$MVEMO_NO_SERVE``, a standard stream closed, no Unix sockets): the caller then runs it itself."""
+    if not argv or argv[0] not in FORWARDED or os.environ.get(NO_SERVE) or not _can_pass_streams():
+        return None
+    path = socket_path()
+    if not _private(path.parent):
         return None
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     with client:
         try:
-            client.connect(str(socket_path()))
+            client.connect(str(path))
         except OSError:  # none listening (none started, or one that died and left its socket)
             return None
-        umask = os.umask(0)
-        os.umask(umask)
-        request = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "umask": umask}).encode()
-        socket.send_fds(client, [NUMBER.pack(len(request)) + request], list(STREAMS))
-        pid = _read_number(client)
-        if pid is None or pid <= 1:  # the server stopped before it started the command
+        if not _same_user(client):
             return None
-        for signum in RELAYED:
-            signal.signal(signum, lambda signum, _: os.kill(pid, signum))
-        status = _read_number(client)
-    if status is None:
-        print(f"mvemo: the served command (process {pid}) ended without an exit status; see `mvemo serve`'s output", file=sys.stderr)  # fmt: skip
-        return 1
-    return status
+        client.settimeout(START_WAIT_S)
+        try:
+            socket.send_fds(client, [_framed(_request_fields(argv))], list(STREAMS))
+            if _read_number(client) is None:  # the server stopped before it started the command
+                return None
+            client.sendall(GO)
+        except OSError:  # timed out: the fork that reads no GO runs nothing
+            return None
+        client.settimeout(None)
+        return _status(client)
 
 
-def serve(path: Path, run: Callable[[list[str]], int], *, idle_s: float | None = None, ready: Callable[[], None] = lambda: None) -> None:  # fmt: skip
-    """Listen at ``path`` and run each request's ``run(argv)`` (its exit status) in a fork of this process, until
-    ``idle_s`` seconds pass without a request and none runs (``None``: until stopped). ``ready`` is called once the
-    socket listens. The socket is removed on the way out; forks still running finish their commands."""
+def serve(
+    path: Path, run: Callable[[list[str]], int | None], *, idle_s: float | None = None, ready: Callable[[], None] = lambda: None
+) -> None:
+    """Listen at ``path`` and run each request's ``run(argv)`` (its exit status, or ``SystemExit``) in a fork of this
+    process, until ``idle_s`` seconds pass with none running (``None``: until stopped); ``ready`` is called once the
+    socket listens. ``run`` starts with the relayed signals blocked and calls ``accept_signals`` once its handlers are
+    in. Each command's end is logged on stderr. The socket is removed on the way out; forks still running finish."""
     listener = _listen(path)
-    running: set[int] = set()
+    running: dict[int, _Running] = {}
     last = time.monotonic()
     try:
         ready()
         while True:
-            running -= {pid for pid in running if os.waitpid(pid, os.WNOHANG)[0] == pid}
+            if _reap(running):
+                last = time.monotonic()
             if idle_s is not None and not running and time.monotonic() - last > idle_s:
                 return
             try:
                 connection, _ = listener.accept()
             except TimeoutError:
                 continue
-            with connection:
-                request = _request(connection)
-                if request is None:
-                    continue
-                fields, streams = request
-                signal.pthread_sigmask(signal.SIG_BLOCK, RELAYED)  # the fork's own handlers go in before any lands
-                pid = os.fork()
-                if pid == 0:
-                    try:
-                        listener.close()
-                        _run_request(connection, fields, streams, run)
-                    finally:
-                        os._exit(1)
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, RELAYED)
-                for fd in streams:
-                    os.close(fd)
-                running.add(pid)
-                last = time.monotonic()
+            request = _request(connection)
+            if request is None:
+                connection.close()
+                continue
+            fields, streams = request
+            signal.pthread_sigmask(signal.SIG_BLOCK, RELAYED)  # the fork's own handlers go in before any lands
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    listener.close()
+                    _run_request(connection, fields, streams, run)
+                finally:
+                    os._exit(1)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, RELAYED)
+            for fd in streams:
+                os.close(fd)
+            running[pid] = _Running(connection, fields["argv"], time.monotonic())
     finally:
         listener.close()
         path.unlink(missing_ok=True)
+        ending = time.monotonic() + FINISHING_S  # the commands ending now are logged; the others finish on their own
+        while _reap(running) or (running and time.monotonic() < ending):
+            time.sleep(POLL_S / 25)
+
+
+def accept_signals() -> None:
+    """In a served command, once its signal handlers are in: the signals relayed from its client reach it."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, RELAYED)
+
+
+@dataclass
+class _Running:
+    connection: socket.socket
+    argv: list[str]
+    started: float
+
+
+def _reap(running: dict[int, _Running]) -> bool:
+    """Wait for the forks that ended: send the status of one a signal killed (it sent none), log each; whether any."""
+    ended = False
+    for pid in list(running):
+        done, wait_status = os.waitpid(pid, os.WNOHANG)
+        if done != pid:
+            continue
+        command = running.pop(pid)
+        status = os.waitstatus_to_exitcode(wait_status)
+        if status < 0:  # killed by signal -status: its client prints nothing of it, a shell would say 128 + it
+            with contextlib.suppress(OSError):
+                command.connection.sendall(NUMBER.pack(128 - status))
+        command.connection.close()
+        words = " ".join(command.argv)
+        print(f"mvemo serve: {words[:200]}: exit {status} in {time.monotonic() - command.started:.2f} s", file=sys.stderr)
+        ended = True
+    return ended
 
 
 def _listen(path: Path) -> socket.socket:
     folder = path.parent
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if folder.stat().st_uid != os.getuid() or folder.stat().st_mode & 0o077:
+    if not _private(folder):
         raise ServeError(f"{folder}: the server's folder must be yours alone (chmod 700 {folder})")
     if path.exists():
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -131,23 +178,28 @@ def _listen(path: Path) -> socket.socket:
             except OSError:  # a server that died left it
                 path.unlink()
             else:
-                raise ServeError(f"a server of this mvemo already listens at {path}; stop it first (Ctrl-C where it runs)")
+                raise ServeError(f"a server of this mvemo already listens at {path}; stop it first (Ctrl-C or kill)")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
+    try:
+        listener.bind(str(path))
+    except OSError as error:
+        raise ServeError(f"{path}: {error}; set XDG_RUNTIME_DIR to a folder of a shorter path") from None
     listener.listen()
     listener.settimeout(POLL_S)
     return listener
 
 
 def _request(connection: socket.socket) -> tuple[dict[str, Any], list[int]] | None:
-    """The request's fields and its three streams, or ``None`` for a peer of another user or a broken request."""
-    peer_uid = struct.unpack("3i", connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[1]
-    if peer_uid != os.getuid():
+    """The request's fields and its three streams; ``None`` for a peer of another user, one that sent nothing (a
+    probe) or a broken request (logged)."""
+    if not _same_user(connection):
         return None
     connection.settimeout(POLL_S * 10)
     streams: list[int] = []
     try:
         head, streams, _, _ = socket.recv_fds(connection, NUMBER.size, len(STREAMS))
+        if not head:
+            return None
         if len(head) < NUMBER.size or len(streams) != len(STREAMS):
             raise ValueError("no request")
         (size,) = NUMBER.unpack(head)
@@ -164,29 +216,29 @@ def _request(connection: socket.socket) -> tuple[dict[str, Any], list[int]] | No
         return None
 
 
-def _run_request(connection: socket.socket, fields: dict[str, Any], streams: list[int], run: Callable[[list[str]], int]) -> None:  # fmt: skip
-    """In the fork: take the client's streams, folder, environment and umask, run the command, send its exit status
-    and end the process (never returns)."""
+def _run_request(connection: socket.socket, fields: dict[str, Any], streams: list[int], run: Callable[[list[str]], int | None]) -> None:  # fmt: skip
+    """In the fork: tell the client it started and wait for its go, take its streams, folder, environment and umask,
+    run the command, send its exit status and end the process (never returns)."""
     status = 1
     try:
-        connection.settimeout(None)
-        connection.sendall(NUMBER.pack(os.getpid()))
+        if not _started(connection):  # the client gave up waiting: it runs the command itself
+            os._exit(0)
         os.setsid()  # out of the server's terminal: a Ctrl-C there stops the server, not its clients' commands
         for signum in RELAYED:
             signal.signal(signum, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, RELAYED)
         for target, fd in zip(STREAMS, streams):
             os.dup2(fd, target)
             os.close(fd)
-        sys.stdin = open(0, closefd=False)  # noqa: SIM115 (the process's own stream, for its life)
-        sys.stdout = open(1, "w", buffering=1 if os.isatty(1) else -1, closefd=False)  # noqa: SIM115
-        sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+        (stdin, stdout, stderr) = fields["streams"]
+        sys.stdin = open(0, encoding=stdin[0], errors=stdin[1], closefd=False)  # noqa: SIM115 (the process's own)
+        sys.stdout = open(1, "w", buffering=1 if os.isatty(1) else -1, encoding=stdout[0], errors=stdout[1], closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", buffering=1, encoding=stderr[0], errors=stderr[1], closefd=False)  # noqa: SIM115
         os.chdir(fields["cwd"])
         os.environ.clear()
         os.environ.update(fields["env"])
         os.umask(fields["umask"])
-        threading.Thread(target=_stop_when_gone, args=(connection,), daemon=True).start()
-        status = run(list(fields["argv"]))
+        threading.Thread(target=_relay_signals, args=(connection,), daemon=True).start()
+        status = run(list(fields["argv"])) or 0
     except SystemExit as exit:
         status = _exit_status(exit)
     except BaseException:
@@ -201,14 +253,61 @@ def _run_request(connection: socket.socket, fields: dict[str, Any], streams: lis
         os._exit(status)
 
 
-def _stop_when_gone(connection: socket.socket) -> None:
-    """End the command with SIGTERM once its client has gone (it sends nothing more while it waits)."""
+def _started(connection: socket.socket) -> bool:
+    """In the fork: whether its client, told that it started, says go."""
+    connection.settimeout(START_WAIT_S)
     try:
-        gone = connection.recv(1) == b""
+        connection.sendall(NUMBER.pack(os.getpid()))
+        go = connection.recv(len(GO))
     except OSError:
-        gone = True
-    if gone:
-        os.kill(os.getpid(), signal.SIGTERM)
+        return False
+    connection.settimeout(None)
+    return go == GO
+
+
+def _relay_signals(connection: socket.socket) -> None:
+    """In the fork: raise each signal its client sends on, and SIGTERM once the client has gone."""
+    while True:
+        try:
+            sent = connection.recv(1)
+        except OSError:
+            sent = b""
+        os.kill(os.getpid(), sent[0] if sent else signal.SIGTERM)
+        if not sent:
+            return
+
+
+def _status(client: socket.socket) -> int:
+    """The served command's exit status, each signal this process gets meanwhile sent on to it."""
+
+    def relay(signum: int, _: object) -> None:
+        with contextlib.suppress(OSError):  # the command has ended meanwhile
+            client.send(bytes([signum]))
+
+    previous = {signum: signal.getsignal(signum) for signum in RELAYED}
+    for signum in RELAYED:
+        signal.signal(signum, relay)
+    try:
+        status = _read_number(client)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if status is None:
+        print("mvemo: the served command ended without an exit status; see `mvemo serve`'s output", file=sys.stderr)
+        return 1
+    return status
+
+
+def _request_fields(argv: list[str]) -> dict[str, Any]:
+    umask = os.umask(0)
+    os.umask(umask)
+    streams = [[stream.encoding, stream.errors] for stream in (sys.stdin, sys.stdout, sys.stderr)]
+    return {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "umask": umask, "streams": streams}
+
+
+def _framed(fields: dict[str, Any]) -> bytes:
+    body = json.dumps(fields).encode()
+    return NUMBER.pack(len(body)) + body
 
 
 def _exit_status(exit: SystemExit) -> int:
@@ -227,9 +326,30 @@ def _read_number(connection: socket.socket) -> int | None:
     return int(NUMBER.unpack(data)[0])
 
 
-def _open(fd: int) -> bool:
+def _private(folder: Path) -> bool:
+    """Whether ``folder`` is this user's, and no one else's to enter."""
     try:
-        os.fstat(fd)
+        info = folder.stat()
+    except OSError:
+        return False
+    return info.st_uid == os.getuid() and not info.st_mode & 0o077
+
+
+def _same_user(connection: socket.socket) -> bool:
+    """Whether the peer runs as this user (where the system tells: Linux; elsewhere the folder's mode guards)."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return True
+    credentials = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", credentials)[1] == os.getuid()
+
+
+def _can_pass_streams() -> bool:
+    """Unix sockets that pass file descriptors, and three standard streams open to pass."""
+    if not hasattr(socket, "send_fds") or None in (sys.stdin, sys.stdout, sys.stderr):
+        return False
+    try:
+        for fd in STREAMS:
+            os.fstat(fd)
     except OSError:
         return False
     return True

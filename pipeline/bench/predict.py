@@ -13,10 +13,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import select
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,7 @@ from mvemo.pipeline.server import NO_SERVE
 MVEMO = Path(sys.executable).parent / "mvemo"
 FOURQ = SHARED_SAMPLE.parent / "4q-dev"
 SONGS = 9
+REPEAT = 2  # runs of each, the faster kept
 
 
 def bench_predict(
@@ -51,13 +55,15 @@ def bench_predict(
         songs, source = song_files(Path(tmp))
         command = [str(MVEMO), "predict", *which, *(["--model", name] if name else []), *weights, "--json"]
         envs = {"alone": {**os.environ, NO_SERVE: "1"}, "served": {**without(NO_SERVE), "XDG_RUNTIME_DIR": runtime}}
-        with serving([str(MVEMO), "serve", "--model", str(model), *weights], envs["served"]):
+        with serving([str(MVEMO), "serve", "--model", str(model), *weights], envs["served"]) as server:
             runs = {
                 f"{how} {n}": functools.partial(_run, [*command, *map(str, songs[:n])], env)
                 for how, env in envs.items()
                 for n in (1, SONGS)
             }
-            seconds = best_of_each(runs, 2)
+            seconds = best_of_each(runs, REPEAT)
+        if server.log.count(" predict ") != 2 * REPEAT:
+            raise RuntimeError(f"the served runs did not all reach `mvemo serve`: it logged {server.log[-500:]!r}")
     figures: dict[str, Any] = {"model": str(model) + (f" ({name})" if name else ""), "songs": source}
     for how in envs:
         first, nine = seconds[f"{how} 1"], seconds[f"{how} {SONGS}"]
@@ -71,21 +77,35 @@ def bench_predict(
     return figures
 
 
+@dataclass
+class Server:
+    """A ``mvemo serve`` process and, once it stopped, what it logged after it started listening."""
+
+    process: subprocess.Popen[str]
+    log: str = ""
+
+
 @contextlib.contextmanager
-def serving(command: list[str], env: dict[str, str]) -> Iterator[None]:
-    """``mvemo serve`` running in ``env`` while the block runs, from the moment it listens."""
-    server = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
-    assert server.stderr is not None
-    said = []
-    while "listening at" not in (line := server.stderr.readline()):
+def serving(command: list[str], env: dict[str, str], *, timeout_s: float = 300) -> Iterator[Server]:
+    """``mvemo serve`` (``command``) running in ``env`` while the block runs, from the moment it listens; stopped
+    (SIGTERM) after it, its log then read."""
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    said: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while not said or "listening at" not in said[-1]:
+        waiting = select.select([process.stderr], [], [], max(0.0, deadline - time.monotonic()))[0]
+        line = process.stderr.readline() if waiting else ""
+        if not line:  # timed out, or the server ended
+            process.kill()
+            raise RuntimeError(f"{' '.join(command[:3])} ... did not start within {timeout_s} s: {''.join(said)[-500:]}")
         said.append(line)
-        if not line:
-            raise RuntimeError(f"{' '.join(command[:3])} ... did not start: {''.join(said)[-500:]}")
+    server = Server(process)
     try:
-        yield
+        yield server
     finally:
-        server.terminate()
-        server.wait(30)
+        process.terminate()
+        server.log = process.communicate(timeout=30)[1]
 
 
 def without(name: str) -> dict[str, str]:

@@ -36,22 +36,23 @@ def serve(ctx: click.Context, models: tuple[str, ...], weights_dir: str | None, 
     from mvemo.pipeline.server import serve as serve_requests
     from mvemo.pipeline.server import socket_path
 
-    mvemo = ctx.find_root().command  # the command line this runs in, for the forks
+    path = socket_path()  # of the code this process imports now, before the models load
+    command_line = ctx.find_root().command  # the console script's, which each fork runs
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # no OpenMP pool in this process: a fork of a process that has one hangs in its own
     started = time.monotonic()
     for model in models:
-        _warm(mvemo, model, weights_dir)
-    path = socket_path()
+        _warm(command_line, model, weights_dir)
 
     def ready() -> None:
         loaded = f", {len(models)} model(s) loaded in {time.monotonic() - started:.1f} s" if models else ""
         click.echo(f"mvemo serve: listening at {path}{loaded}; `mvemo predict` now runs here. Ctrl-C stops it.", err=True)
 
-    serve_requests(path, functools.partial(_run, mvemo=mvemo, threads=threads), idle_s=idle_minutes * 60 or None, ready=ready)
+    run = functools.partial(_run, command_line=command_line, threads=threads)
+    serve_requests(path, run, idle_s=idle_minutes * 60 or None, ready=ready)
 
 
-def _warm(mvemo: click.Command, model: str, weights_dir: str | None) -> None:
+def _warm(command_line: click.Command, model: str, weights_dir: str | None) -> None:
     """Label a generated clip (sound and pictures) with ``model``: every module, weight and cache its ``predict``
     reads is then loaded, for the forks to share."""
     import numpy as np
@@ -72,17 +73,21 @@ def _warm(mvemo: click.Command, model: str, weights_dir: str | None) -> None:
         args = ["predict", *which, str(clip), "--json", *(["--weights-dir", weights_dir] if weights_dir else [])]
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
-            status = mvemo.main(args, prog_name="mvemo", standalone_mode=False)
+            status = command_line.main(args, prog_name="mvemo", standalone_mode=False)
     if status:
         raise ConfigError(f"--model {model}: labelling a generated clip failed (exit {status}): {printed.getvalue()[-400:]}")
 
 
-def _run(argv: list[str], *, mvemo: click.Command, threads: int) -> int:
+def _run(argv: list[str], *, command_line: click.Command, threads: int) -> None:
     """A request, in its fork: the command as the console script runs it, on all the cores again."""
     import torch
 
     from mvemo.pipeline.cli.interrupt import run_stopping
+    from mvemo.pipeline.server import accept_signals
+
+    def command() -> None:
+        accept_signals()  # run_stopping's handlers are in
+        command_line(args=argv, prog_name="mvemo")
 
     torch.set_num_threads(threads)
-    run_stopping("mvemo", functools.partial(mvemo, args=argv, prog_name="mvemo"))
-    return 0
+    run_stopping("mvemo", command)

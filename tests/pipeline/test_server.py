@@ -1,6 +1,6 @@
 """``mvemo serve``: a command forwarded to the server runs on the client's streams, folder, environment and umask,
-returns its exit status, is stopped by the client's Ctrl-C or death; and a real ``mvemo predict`` prints there what it
-prints in a process of its own."""
+returns its exit status (128 + the signal that killed it), is stopped by the client's Ctrl-C or death; and a real
+``mvemo predict`` prints there what it prints in a process of its own."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from mvemo.pipeline.bench.predict import Server, serving
 from mvemo.pipeline.server import ServeError, serve, socket_path
 
 MVEMO = Path(sys.executable).parent / "mvemo"
+ECHO = [sys.executable, "-m", "tests.pipeline.served_echo"]
 CLIENT = "import sys; from mvemo.pipeline.server import forward; s = forward(sys.argv[1:]); sys.exit(99 if s is None else s)"
 
 
@@ -31,57 +33,42 @@ def runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
         yield dict(os.environ)
 
 
-def start(command: list[str], env: dict[str, str], ready: str) -> subprocess.Popen[str]:
-    """A server process, once it says ``ready`` on stderr."""
-    server = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
-    assert server.stderr is not None
-    line = server.stderr.readline()
-    assert ready in line, f"the server did not start: {line}{server.stderr.read() if server.poll() is not None else ''}"
-    return server
-
-
 @pytest.fixture
-def echo_server(runtime: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
-    server = start([sys.executable, "-m", "tests.pipeline.served_echo"], runtime, "ready")
-    yield server
-    server.terminate()
-    server.wait(10)
+def echo_server(runtime: dict[str, str]) -> Iterator[Server]:
+    with serving(ECHO, runtime, timeout_s=60) as server:
+        yield server
 
 
-def client(args: list[str], **options: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", CLIENT, *args], capture_output=True, text=True, timeout=30, **options)  # type: ignore[call-overload]
+def client(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", CLIENT, *args], env=env, capture_output=True, text=True, timeout=60)
 
 
 def test_a_served_command_runs_on_the_clients_streams_folder_environment_and_umask(
-    echo_server: subprocess.Popen[str], runtime: dict[str, str], tmp_path: Path
+    echo_server: Server, runtime: dict[str, str], tmp_path: Path
 ) -> None:
     env = {**runtime, "ECHO": "from the client"}
     done = subprocess.run(
-        [str(MVEMO), "predict", "exit", "7"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30,
+        [str(MVEMO), "predict", "exit", "7"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
         preexec_fn=lambda: os.umask(0o027),
     )  # fmt: skip
     assert done.returncode == 7, done.stderr
     assert f"argv=['predict', 'exit', '7'] cwd={tmp_path} echo=from the client umask=27 pid=" in done.stdout
     assert done.stderr == "on stderr\n"
-    pid = int(done.stdout.split("pid=")[1])
-    assert pid not in (echo_server.pid, os.getpid()), "a fork of the server ran it"
-    assert client(["predict"], env=runtime).returncode == 0
+    assert int(done.stdout.split("pid=")[1]) not in (echo_server.process.pid, os.getpid()), "a fork of the server ran it"
+    assert client(["predict", "die"], runtime).returncode == 128 + signal.SIGKILL, "as a shell says a killed command"
 
 
-def test_only_predict_is_served_and_never_where_the_environment_says_so(
-    echo_server: subprocess.Popen[str], runtime: dict[str, str]
-) -> None:
-    assert client(["extract", "exit", "7"], env=runtime).returncode == 99
-    assert client(["predict", "exit", "7"], env={**runtime, "MVEMO_NO_SERVE": "1"}).returncode == 99
-    echo_server.terminate()
-    echo_server.wait(10)
+def test_only_predict_is_served_and_never_where_the_environment_says_so(echo_server: Server, runtime: dict[str, str]) -> None:
+    assert client(["extract", "exit", "7"], runtime).returncode == 99
+    assert client(["predict", "exit", "7"], {**runtime, "MVEMO_NO_SERVE": "1"}).returncode == 99
+    assert client(["predict", "exit", "7"], runtime).returncode == 7
+    echo_server.process.terminate()
+    echo_server.process.wait(10)
     assert not socket_path().exists(), "a stopped server removes its socket"
-    assert client(["predict", "exit", "7"], env=runtime).returncode == 99
+    assert client(["predict", "exit", "7"], runtime).returncode == 99
 
 
-def test_ctrl_c_reaches_the_command_and_a_client_that_dies_takes_it_along(
-    echo_server: subprocess.Popen[str], runtime: dict[str, str]
-) -> None:
+def test_ctrl_c_reaches_the_command_and_a_client_that_dies_takes_it_along(echo_server: Server, runtime: dict[str, str]) -> None:  # fmt: skip
     for signum in (signal.SIGINT, signal.SIGKILL):
         waiting = subprocess.Popen([sys.executable, "-c", CLIENT, "predict", "sleep"], env=runtime, stdout=subprocess.PIPE, text=True)  # fmt: skip
         assert waiting.stdout is not None
@@ -101,34 +88,32 @@ def test_ctrl_c_reaches_the_command_and_a_client_that_dies_takes_it_along(
 
 def test_one_server_per_code_a_dead_ones_socket_is_replaced_and_an_idle_one_stops(runtime: dict[str, str]) -> None:
     path = socket_path()
+    path.parent.mkdir()
+    path.parent.chmod(0o755)
     with pytest.raises(ServeError, match="must be yours alone"):
-        path.parent.mkdir(mode=0o755)
-        serve(path, lambda argv: 0)
+        serve(path, lambda argv: 0, idle_s=0)
     path.parent.chmod(0o700)
-    server = start([sys.executable, "-m", "tests.pipeline.served_echo", "1"], runtime, "ready")
-    with pytest.raises(ServeError, match="already listens"):
-        serve(path, lambda argv: 0)
-    assert server.wait(20) == 0 and not path.exists(), "an idle server stops by itself"
+    with serving([*ECHO, "30"], runtime, timeout_s=60), pytest.raises(ServeError, match="already listens"):
+        serve(path, lambda argv: 0, idle_s=0)
+    with serving([*ECHO, "0.5"], runtime, timeout_s=60) as idle:
+        assert idle.process.wait(20) == 0 and not path.exists(), "an idle server stops by itself"
     path.touch()  # what a server killed with SIGKILL leaves
-    stopped = []
-    serve(path, lambda argv: 0, idle_s=0.1, ready=lambda: stopped.append(path.is_socket()))
-    assert stopped == [True]
+    listening = []
+    serve(path, lambda argv: 0, idle_s=0.1, ready=lambda: listening.append(path.is_socket()))
+    assert listening == [True]
 
 
 @pytest.mark.heavy
 def test_a_served_predict_prints_what_predict_prints_alone(tiny_demo: Path, runtime: dict[str, str]) -> None:
     model = tiny_demo / "model"
-    server = start([str(MVEMO), "serve", "--model", str(model)], runtime, "listening")
-    try:
-        files = [str(next((tiny_demo / "data").glob("*/*.mp4"))), str(tiny_demo / "missing.mp4")]
-        command = [str(MVEMO), "predict", str(model), *files, "--json"]
+    files = [str(next((tiny_demo / "data").glob("*/*.mp4"))), str(tiny_demo / "missing.mp4")]
+    command = [str(MVEMO), "predict", str(model), *files, "--json"]
+    with serving([str(MVEMO), "serve", "--model", str(model)], runtime) as server:
         runs = {
             how: subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
             for how, env in (("served", runtime), ("alone", {**runtime, "MVEMO_NO_SERVE": "1"}))
         }
-    finally:
-        server.terminate()
-        server.wait(10)
+    assert f"mvemo serve: predict {model} {files[0]}" in server.log and server.log.count(" predict ") == 1
     assert runs["served"].returncode == runs["alone"].returncode == 3
     assert runs["served"].stdout == runs["alone"].stdout and json.loads(runs["served"].stdout)[0]["label"]
     assert runs["served"].stderr == runs["alone"].stderr and "failed: " in runs["served"].stderr
