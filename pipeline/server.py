@@ -2,14 +2,16 @@
 its user's shells in a fork of itself, so that a song's label costs the song, not the start-up.
 
 Standard library only: the client's side (``forward``) runs in every ``mvemo predict`` before anything else is
-imported. The exchange on the socket:
+imported. The exchange on the socket, each message from the server a tag and a number:
 - the client sends its arguments, working folder, environment, umask and its streams' encodings, with its standard
   streams as file descriptors;
-- the server forks; the fork says it started (its process id), and the client answers "go" (a client that gave up
-  waiting has closed, and the fork ends without running anything: a command never runs twice);
+- the server forks; the fork says it started (``STARTED``, its process id), and the client answers ``GO``. A client
+  that gave up waiting has closed, and the fork ends without running anything: a command never runs twice;
 - the client sends on each signal it gets (Ctrl-C) as one byte, and the fork raises it in itself; a client that
   closes (dies) ends the command with SIGTERM;
-- the fork sends its exit status; where it died of a signal the server sends 128 + its number, as a shell says.
+- the fork sends its exit status (``STATUS``), and the server, once it has reaped the fork, sends the status it saw
+  (128 + the signal that killed it, as a shell says); the client reads the first. A status before any start means
+  the command never ran, and the client runs it itself.
 The socket lies in a folder only its user may enter, and each side checks that the other is that user. Its name holds
 the Python, the mvemo folder and the newest change of mvemo's code, so that a client never reaches a server that runs
 other code.
@@ -25,10 +27,11 @@ import signal
 import socket
 import struct
 import sys
+import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,12 +40,16 @@ FORWARDED = ("predict",)  # the commands a server runs
 NO_SERVE = "MVEMO_NO_SERVE"  # set (to anything but "") to run every command in its own process
 RELAYED = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 STREAMS = (0, 1, 2)
-ROOMS = ("manifests", "cache", "extract", "fuse", "pipeline")  # the folders of mvemo's code
-NUMBER = struct.Struct("!q")
+CODE_FOLDERS = ("manifests", "cache", "extract", "fuse", "pipeline")  # mvemo's code, under its package folder
+MESSAGE = struct.Struct("!cq")  # a tag and a number
+STARTED, STATUS = b"P", b"S"
+SIZE = struct.Struct("!q")
 GO = b"\0"
+NOT_RUN = 254  # the exit of a fork whose client gave up waiting for it
 POLL_S = 0.5
+REQUEST_WAIT_S = 5.0  # how long the server waits for a connected client's request
+START_WAIT_S = 15.0  # how long a client waits for its fork to start (else it runs the command itself), and the fork for its go
 FINISHING_S = 1.0  # how long a server that stops waits for its forks' ends, to log them
-START_WAIT_S = 15.0  # a server that accepted but does not start the command (suspended, busy): the client runs alone
 
 
 class ServeError(Exception):
@@ -51,12 +58,13 @@ class ServeError(Exception):
 
 def socket_path() -> Path:
     """Where the server of this Python and this mvemo code listens: ``$XDG_RUNTIME_DIR/mvemo`` (else
-    ``~/.cache/mvemo``), named after the interpreter, the package's folder and its newest source file's time."""
+    ``~/.cache/mvemo/serve``), named after the interpreter, the package's folder and its newest source file's time."""
     package = Path(__file__).resolve().parents[1]  # mvemo's folder, or a checkout's where it is installed editable
-    newest = max(path.stat().st_mtime_ns for room in ROOMS for path in (package / room).rglob("*.py"))
+    newest = max(path.stat().st_mtime_ns for folder in CODE_FOLDERS for path in (package / folder).rglob("*.py"))
     key = hashlib.sha256(json.dumps([sys.executable, str(package), newest]).encode()).hexdigest()[:16]
-    runtime = os.environ.get("XDG_RUNTIME_DIR") or str(Path.home() / ".cache")
-    return Path(runtime) / "mvemo" / f"serve-{key}.sock"
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    folder = Path(runtime) / "mvemo" if runtime else Path.home() / ".cache" / "mvemo" / "serve"
+    return folder / f"serve-{key}.sock"
 
 
 def forward(argv: list[str]) -> int | None:
@@ -76,16 +84,15 @@ def forward(argv: list[str]) -> int | None:
             return None
         if not _same_user(client):
             return None
-        client.settimeout(START_WAIT_S)
-        try:
-            socket.send_fds(client, [_framed(_request_fields(argv))], list(STREAMS))
-            if _read_number(client) is None:  # the server stopped before it started the command
+        with _relaying(client):
+            if not _start(client, argv):
                 return None
-            client.sendall(GO)
-        except OSError:  # timed out: the fork that reads no GO runs nothing
-            return None
-        client.settimeout(None)
-        return _status(client)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, RELAYED)  # the command runs: a signal from now on reaches it
+            reply = _receive_message(client, STATUS)
+    if reply is None:
+        print("mvemo: the served command ended without an exit status; see `mvemo serve`'s output", file=sys.stderr)
+        return 1
+    return reply
 
 
 def serve(
@@ -113,22 +120,12 @@ def serve(
             if request is None:
                 connection.close()
                 continue
-            fields, streams = request
-            signal.pthread_sigmask(signal.SIG_BLOCK, RELAYED)  # the fork's own handlers go in before any lands
-            pid = os.fork()
-            if pid == 0:
-                try:
-                    listener.close()
-                    _run_request(connection, fields, streams, run)
-                finally:
-                    os._exit(1)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, RELAYED)
-            for fd in streams:
-                os.close(fd)
-            running[pid] = _Running(connection, fields["argv"], time.monotonic())
+            argv, pid = request[0]["argv"], _fork(listener, connection, *request, run, running)
+            if pid is not None:
+                running[pid] = _Running(connection, argv, time.monotonic())
     finally:
-        listener.close()
         path.unlink(missing_ok=True)
+        listener.close()
         ending = time.monotonic() + FINISHING_S  # the commands ending now are logged; the others finish on their own
         while _reap(running) or (running and time.monotonic() < ending):
             time.sleep(POLL_S / 25)
@@ -146,8 +143,39 @@ class _Running:
     started: float
 
 
+def _fork(
+    listener: socket.socket,
+    connection: socket.socket,
+    fields: dict[str, Any],
+    streams: list[int],
+    run: Callable[[list[str]], int | None],
+    running: dict[int, _Running],
+) -> int | None:
+    """Fork the request's command; in the server, the fork's process id (``None``: no fork, the request dropped)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, RELAYED)  # the fork's own handlers go in before any lands
+    try:
+        pid = os.fork()
+    except OSError as error:
+        pid = None
+        connection.close()
+        _log(f"{' '.join(fields['argv'])[:200]}: not run, no fork ({error})")
+    if pid == 0:
+        try:
+            listener.close()
+            for other in running.values():  # the fork holds its own client's connection alone
+                other.connection.close()
+            _run_request(connection, fields, streams, run)
+        finally:
+            os._exit(1)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, RELAYED)
+    for fd in streams:
+        os.close(fd)
+    return pid
+
+
 def _reap(running: dict[int, _Running]) -> bool:
-    """Wait for the forks that ended: send the status of one a signal killed (it sent none), log each; whether any."""
+    """Wait for the forks that ended: send each one's client the status the fork ended with (it may have sent none:
+    killed by a signal), log each; whether any ended."""
     ended = False
     for pid in list(running):
         done, wait_status = os.waitpid(pid, os.WNOHANG)
@@ -155,14 +183,20 @@ def _reap(running: dict[int, _Running]) -> bool:
             continue
         command = running.pop(pid)
         status = os.waitstatus_to_exitcode(wait_status)
-        if status < 0:  # killed by signal -status: its client prints nothing of it, a shell would say 128 + it
-            with contextlib.suppress(OSError):
-                command.connection.sendall(NUMBER.pack(128 - status))
+        status = 128 - status if status < 0 else status  # killed by signal -status: as a shell says it
+        with contextlib.suppress(OSError):  # a client that read the fork's own status has gone
+            command.connection.sendall(MESSAGE.pack(STATUS, status))
         command.connection.close()
-        words = " ".join(command.argv)
-        print(f"mvemo serve: {words[:200]}: exit {status} in {time.monotonic() - command.started:.2f} s", file=sys.stderr)
+        words = " ".join(command.argv)[:200]
+        seconds = time.monotonic() - command.started
+        _log(f"{words}: not run: its client ran it alone" if status == NOT_RUN else f"{words}: exit {status} in {seconds:.2f} s")  # fmt: skip
         ended = True
     return ended
+
+
+def _log(line: str) -> None:
+    with contextlib.suppress(OSError, ValueError):  # a server whose stderr has gone serves on
+        print(f"mvemo serve: {line}", file=sys.stderr, flush=True)
 
 
 def _listen(path: Path) -> socket.socket:
@@ -194,25 +228,25 @@ def _request(connection: socket.socket) -> tuple[dict[str, Any], list[int]] | No
     probe) or a broken request (logged)."""
     if not _same_user(connection):
         return None
-    connection.settimeout(POLL_S * 10)
+    connection.settimeout(REQUEST_WAIT_S)
     streams: list[int] = []
     try:
-        head, streams, _, _ = socket.recv_fds(connection, NUMBER.size, len(STREAMS))
+        head, streams, _, _ = socket.recv_fds(connection, SIZE.size, len(STREAMS))
         if not head:
             return None
-        if len(head) < NUMBER.size or len(streams) != len(STREAMS):
+        if len(head) < SIZE.size or len(streams) != len(STREAMS):
             raise ValueError("no request")
-        (size,) = NUMBER.unpack(head)
-        body = b""
-        while len(body) < size:
-            if not (part := connection.recv(size - len(body))):
-                raise ValueError("a request cut short")
-            body += part
-        return json.loads(body), streams
+        body = _receive(connection, SIZE.unpack(head)[0])
+        if body is None:
+            raise ValueError("a request cut short")
+        fields = json.loads(body)
+        if not isinstance(fields, dict) or not {"argv", "cwd", "env", "umask", "streams"} <= fields.keys():
+            raise ValueError("a request without its fields")
+        return fields, streams
     except (OSError, ValueError) as error:
         for fd in streams:
             os.close(fd)
-        print(f"mvemo serve: a request was dropped ({error})", file=sys.stderr)
+        _log(f"a request was dropped ({error})")
         return None
 
 
@@ -222,21 +256,11 @@ def _run_request(connection: socket.socket, fields: dict[str, Any], streams: lis
     status = 1
     try:
         if not _started(connection):  # the client gave up waiting: it runs the command itself
-            os._exit(0)
+            os._exit(NOT_RUN)
         os.setsid()  # out of the server's terminal: a Ctrl-C there stops the server, not its clients' commands
         for signum in RELAYED:
             signal.signal(signum, signal.SIG_DFL)
-        for target, fd in zip(STREAMS, streams):
-            os.dup2(fd, target)
-            os.close(fd)
-        (stdin, stdout, stderr) = fields["streams"]
-        sys.stdin = open(0, encoding=stdin[0], errors=stdin[1], closefd=False)  # noqa: SIM115 (the process's own)
-        sys.stdout = open(1, "w", buffering=1 if os.isatty(1) else -1, encoding=stdout[0], errors=stdout[1], closefd=False)  # noqa: SIM115
-        sys.stderr = open(2, "w", buffering=1, encoding=stderr[0], errors=stderr[1], closefd=False)  # noqa: SIM115
-        os.chdir(fields["cwd"])
-        os.environ.clear()
-        os.environ.update(fields["env"])
-        os.umask(fields["umask"])
+        _take_over(fields, streams)
         threading.Thread(target=_relay_signals, args=(connection,), daemon=True).start()
         status = run(list(fields["argv"])) or 0
     except SystemExit as exit:
@@ -244,20 +268,41 @@ def _run_request(connection: socket.socket, fields: dict[str, Any], streams: lis
     except BaseException:
         traceback.print_exc()
     finally:
-        signal.pthread_sigmask(signal.SIG_BLOCK, RELAYED)  # the command is over: nothing may stop the status now
-        for stream in (sys.stdout, sys.stderr):
+        try:
+            signal.pthread_sigmask(signal.SIG_BLOCK, RELAYED)  # the command is over: nothing may stop the status now
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(OSError):
+                    stream.flush()
             with contextlib.suppress(OSError):
-                stream.flush()
-        with contextlib.suppress(OSError):
-            connection.sendall(NUMBER.pack(status))
-        os._exit(status)
+                connection.sendall(MESSAGE.pack(STATUS, status))
+        finally:
+            os._exit(status)  # what a late signal stopped above, the server sends once it reaps the fork
+
+
+def _take_over(fields: dict[str, Any], streams: list[int]) -> None:
+    """In the fork: the client's streams (with their encodings and error handlers), folder, environment, umask, time
+    zone and temporary folder."""
+    for target, fd in zip(STREAMS, streams):
+        os.dup2(fd, target)
+        os.close(fd)
+    (stdin, stdout, stderr) = fields["streams"]
+    sys.stdin = open(0, encoding=stdin[0], errors=stdin[1], closefd=False)  # noqa: SIM115 (the process's own)
+    sys.stdout = open(1, "w", buffering=1 if os.isatty(1) else -1, encoding=stdout[0], errors=stdout[1], closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, encoding=stderr[0], errors=stderr[1], closefd=False)  # noqa: SIM115
+    os.chdir(fields["cwd"])
+    os.environ.clear()
+    os.environ.update(fields["env"])
+    os.umask(fields["umask"])
+    if hasattr(time, "tzset"):
+        time.tzset()
+    tempfile.tempdir = None  # found again from $TMPDIR
 
 
 def _started(connection: socket.socket) -> bool:
     """In the fork: whether its client, told that it started, says go."""
     connection.settimeout(START_WAIT_S)
     try:
-        connection.sendall(NUMBER.pack(os.getpid()))
+        connection.sendall(MESSAGE.pack(STARTED, os.getpid()))
         go = connection.recv(len(GO))
     except OSError:
         return False
@@ -277,25 +322,62 @@ def _relay_signals(connection: socket.socket) -> None:
             return
 
 
-def _status(client: socket.socket) -> int:
-    """The served command's exit status, each signal this process gets meanwhile sent on to it."""
+def _start(client: socket.socket, argv: list[str]) -> bool:
+    """In the client: send the request and say go once its fork started; whether it did (else nothing runs)."""
+    client.settimeout(START_WAIT_S)
+    body = json.dumps(_request_fields(argv)).encode()
+    framed = SIZE.pack(len(body)) + body
+    try:
+        sent = socket.send_fds(client, [framed], list(STREAMS))
+        client.sendall(framed[sent:])
+        if _receive_message(client, STARTED) is None:  # the server stopped, or the fork died, before the command
+            return False
+        client.sendall(GO)
+    except OSError:  # timed out: the fork that reads no go runs nothing
+        return False
+    client.settimeout(None)
+    return True
+
+
+@contextlib.contextmanager
+def _relaying(client: socket.socket) -> Iterator[None]:
+    """In the client: the relayed signals blocked, to be sent on to the command once the caller unblocks them (it
+    started: a signal before waits in the mask); the process's own handling of them after."""
 
     def relay(signum: int, _: object) -> None:
         with contextlib.suppress(OSError):  # the command has ended meanwhile
             client.send(bytes([signum]))
 
     previous = {signum: signal.getsignal(signum) for signum in RELAYED}
-    for signum in RELAYED:
-        signal.signal(signum, relay)
+    signal.pthread_sigmask(signal.SIG_BLOCK, RELAYED)
     try:
-        status = _read_number(client)
+        for signum in RELAYED:
+            signal.signal(signum, relay)
+        yield
     finally:
+        signal.pthread_sigmask(signal.SIG_BLOCK, RELAYED)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    if status is None:
-        print("mvemo: the served command ended without an exit status; see `mvemo serve`'s output", file=sys.stderr)
-        return 1
-    return status
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, RELAYED)
+
+
+def _receive_message(connection: socket.socket, expected: bytes) -> int | None:
+    """The number of the next message if it has tag ``expected``; ``None`` for another tag or a closed connection."""
+    data = _receive(connection, MESSAGE.size)
+    if data is None:
+        return None
+    tag, number = MESSAGE.unpack(data)
+    return int(number) if tag == expected else None
+
+
+def _receive(connection: socket.socket, size: int) -> bytes | None:
+    """Exactly ``size`` bytes, or ``None`` where the connection closed first."""
+    data = b""
+    while len(data) < size:
+        if not (part := connection.recv(size - len(data))):
+            return None
+        data += part
+    return data
 
 
 def _request_fields(argv: list[str]) -> dict[str, Any]:
@@ -305,25 +387,11 @@ def _request_fields(argv: list[str]) -> dict[str, Any]:
     return {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ), "umask": umask, "streams": streams}
 
 
-def _framed(fields: dict[str, Any]) -> bytes:
-    body = json.dumps(fields).encode()
-    return NUMBER.pack(len(body)) + body
-
-
 def _exit_status(exit: SystemExit) -> int:
     if exit.code is None or isinstance(exit.code, int):
         return exit.code or 0
     print(exit.code, file=sys.stderr)
     return 1
-
-
-def _read_number(connection: socket.socket) -> int | None:
-    data = b""
-    while len(data) < NUMBER.size:
-        if not (part := connection.recv(NUMBER.size - len(data))):
-            return None
-        data += part
-    return int(NUMBER.unpack(data)[0])
 
 
 def _private(folder: Path) -> bool:

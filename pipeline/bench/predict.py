@@ -62,7 +62,7 @@ def bench_predict(
                 for n in (1, SONGS)
             }
             seconds = best_of_each(runs, REPEAT)
-        if server.log.count(" predict ") != 2 * REPEAT:
+        if server.commands("predict") != 2 * REPEAT:
             raise RuntimeError(f"the served runs did not all reach `mvemo serve`: it logged {server.log[-500:]!r}")
     figures: dict[str, Any] = {"model": str(model) + (f" ({name})" if name else ""), "songs": source}
     for how in envs:
@@ -81,31 +81,40 @@ def bench_predict(
 class Server:
     """A ``mvemo serve`` process and, once it stopped, what it logged after it started listening."""
 
-    process: subprocess.Popen[str]
+    process: subprocess.Popen[bytes]
     log: str = ""
+
+    def commands(self, name: str) -> int:
+        """How many commands ``name`` it ran to their end."""
+        return sum(line.startswith(f"mvemo serve: {name} ") and ": exit " in line for line in self.log.splitlines())
 
 
 @contextlib.contextmanager
 def serving(command: list[str], env: dict[str, str], *, timeout_s: float = 300) -> Iterator[Server]:
     """``mvemo serve`` (``command``) running in ``env`` while the block runs, from the moment it listens; stopped
     (SIGTERM) after it, its log then read."""
-    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
     assert process.stderr is not None
-    said: list[str] = []
+    said = b""
     deadline = time.monotonic() + timeout_s
-    while not said or "listening at" not in said[-1]:
+    while b"listening at" not in said:
         waiting = select.select([process.stderr], [], [], max(0.0, deadline - time.monotonic()))[0]
-        line = process.stderr.readline() if waiting else ""
-        if not line:  # timed out, or the server ended
+        part = os.read(process.stderr.fileno(), 65536) if waiting else b""
+        if not part:  # timed out, or the server ended
             process.kill()
-            raise RuntimeError(f"{' '.join(command[:3])} ... did not start within {timeout_s} s: {''.join(said)[-500:]}")
-        said.append(line)
+            process.wait()
+            raise RuntimeError(f"{' '.join(command[:3])} ... did not start within {timeout_s} s: {said[-500:]!r}")
+        said += part
     server = Server(process)
     try:
         yield server
     finally:
         process.terminate()
-        server.log = process.communicate(timeout=30)[1]
+        try:
+            server.log = process.communicate(timeout=30)[1].decode(errors="replace")
+        except subprocess.TimeoutExpired:
+            process.kill()
+            server.log = process.communicate()[1].decode(errors="replace")
 
 
 def without(name: str) -> dict[str, str]:

@@ -8,6 +8,7 @@ import functools
 import io
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import click
@@ -72,14 +73,15 @@ def _warm(command_line: click.Command, model: str, weights_dir: str | None) -> N
         which = [model] if Path(model).is_dir() else ["--model", model]
         args = ["predict", *which, str(clip), "--json", *(["--weights-dir", weights_dir] if weights_dir else [])]
         printed = io.StringIO()
-        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
+        # warnings shown here are shown again in the forks: catch_warnings renews the filters' version on its way out
+        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed), warnings.catch_warnings():
             status = command_line.main(args, prog_name="mvemo", standalone_mode=False)
     if status:
         raise ConfigError(f"--model {model}: labelling a generated clip failed (exit {status}): {printed.getvalue()[-400:]}")
 
 
 def _run(argv: list[str], *, command_line: click.Command, threads: int) -> None:
-    """A request, in its fork: the command as the console script runs it, on all the cores again."""
+    """A request, in its fork: the command as the console script runs it, on the server's own torch threads again."""
     import torch
 
     from mvemo.pipeline.cli.interrupt import run_stopping

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from mvemo.pipeline.bench.predict import Server, serving
+from mvemo.pipeline.bench.predict import MVEMO, Server, serving
 from mvemo.pipeline.server import ServeError, serve, socket_path
 
-MVEMO = Path(sys.executable).parent / "mvemo"
 ECHO = [sys.executable, "-m", "tests.pipeline.served_echo"]
 CLIENT = "import sys; from mvemo.pipeline.server import forward; s = forward(sys.argv[1:]); sys.exit(99 if s is None else s)"
 
@@ -113,7 +112,7 @@ def test_a_served_predict_prints_what_predict_prints_alone(tiny_demo: Path, runt
             how: subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
             for how, env in (("served", runtime), ("alone", {**runtime, "MVEMO_NO_SERVE": "1"}))
         }
-    assert f"mvemo serve: predict {model} {files[0]}" in server.log and server.log.count(" predict ") == 1
+    assert f"mvemo serve: predict {model} {files[0]}" in server.log and server.commands("predict") == 1
     assert runs["served"].returncode == runs["alone"].returncode == 3
     assert runs["served"].stdout == runs["alone"].stdout and json.loads(runs["served"].stdout)[0]["label"]
     assert runs["served"].stderr == runs["alone"].stderr and "failed: " in runs["served"].stderr
