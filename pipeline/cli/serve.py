@@ -42,8 +42,10 @@ def serve(ctx: click.Context, models: tuple[str, ...], weights_dir: str | None, 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # no OpenMP pool in this process: a fork of a process that has one hangs in its own
     started = time.monotonic()
-    for model in models:
-        _warm(command_line, model, weights_dir)
+    with tempfile.TemporaryDirectory() as folder:
+        clip = _generated_clip(Path(folder) / "warm.mp4")
+        for model in models:
+            _warm(command_line, model, clip, weights_dir)
 
     def ready() -> None:
         loaded = f", {len(models)} model(s) loaded in {time.monotonic() - started:.1f} s" if models else ""
@@ -53,29 +55,30 @@ def serve(ctx: click.Context, models: tuple[str, ...], weights_dir: str | None, 
     serve_requests(path, run, idle_s=idle_minutes * 60 or None, ready=ready)
 
 
-def _warm(command_line: click.Command, model: str, weights_dir: str | None) -> None:
-    """Label a generated clip (sound and pictures) with ``model``: every module, weight and cache its ``predict``
-    reads is then loaded, for the forks to share."""
+def _generated_clip(path: Path) -> Path:
+    """A short music video of generated sound and pictures, which every model can read."""
     import numpy as np
 
-    from mvemo.manifests.errors import ConfigError
     from mvemo.manifests.synthetic import AudioCues, VideoCues, synthesize_audio, synthesize_video, write_media
 
     rng = np.random.default_rng(0)
     audio = AudioCues(tempo_bpm=100.0, minor=False, loudness=0.5, brightness=0.5, regularity=0.8, dissonance=0.2)
     video = VideoCues(motion=0.5, warmth=0.5, brightness=0.5, cuts_per_s=0.5)
-    with tempfile.TemporaryDirectory() as folder:
-        clip = write_media(
-            Path(folder) / "warm.mp4",
-            frames=synthesize_video(video, WARM_CLIP_S, 25.0, (160, 120), rng),
-            y=synthesize_audio(audio, WARM_CLIP_S, 44100, rng),
-        )
-        which = [model] if Path(model).is_dir() else ["--model", model]
-        args = ["predict", *which, str(clip), "--json", *(["--weights-dir", weights_dir] if weights_dir else [])]
-        printed = io.StringIO()
-        # warnings shown here are shown again in the forks: catch_warnings renews the filters' version on its way out
-        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed), warnings.catch_warnings():
-            status = command_line.main(args, prog_name="mvemo", standalone_mode=False)
+    frames = synthesize_video(video, WARM_CLIP_S, 25.0, (160, 120), rng)
+    return write_media(path, frames=frames, y=synthesize_audio(audio, WARM_CLIP_S, 44100, rng))
+
+
+def _warm(command_line: click.Command, model: str, clip: Path, weights_dir: str | None) -> None:
+    """Label the generated ``clip`` with ``model``: every module, weight and cache its ``predict`` reads is then
+    loaded, for the forks to share."""
+    from mvemo.manifests.errors import ConfigError
+
+    which = [model] if Path(model).is_dir() else ["--model", model]
+    args = ["predict", *which, str(clip), "--json", *(["--weights-dir", weights_dir] if weights_dir else [])]
+    printed = io.StringIO()
+    # warnings shown here are shown again in the forks: catch_warnings renews the filters' version on its way out
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed), warnings.catch_warnings():
+        status = command_line.main(args, prog_name="mvemo", standalone_mode=False)
     if status:
         raise ConfigError(f"--model {model}: labelling a generated clip failed (exit {status}): {printed.getvalue()[-400:]}")
 
