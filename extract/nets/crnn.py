@@ -69,6 +69,27 @@ class ImprovedCenterLoss(nn.Module):
         return per_sample.sum() if self.reduction == "sum" else per_sample.mean()
 
 
+class SoundBatchNorm2d(nn.BatchNorm2d):
+    """A batch norm over (B, C, F, T) maps whose training statistics, and the running ones it keeps, count each
+    clip's first ``heard`` (B,) frames alone: its sound, not the silence after it. In evaluation, a plain batch norm."""
+
+    def forward(self, x: torch.Tensor, heard: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        if not self.training or bool((heard >= x.shape[3]).all()):
+            return super().forward(x)
+        weight = (torch.arange(x.shape[3], device=x.device)[None, :] < heard[:, None]).to(x.dtype)[:, None, None, :]
+        count = weight.sum() * x.shape[2]
+        mean = (x * weight).sum(dim=(0, 2, 3)) / count
+        variance = ((x - mean[:, None, None]) ** 2 * weight).sum(dim=(0, 2, 3)) / count
+        running_mean, running_var, batches = self.running_mean, self.running_var, self.num_batches_tracked
+        assert running_mean is not None and running_var is not None and batches is not None and self.momentum is not None
+        with torch.no_grad():  # nn.BatchNorm2d's defaults: running statistics, momentum 0.1
+            running_mean.lerp_(mean, self.momentum)
+            running_var.lerp_(variance * count / max(float(count) - 1, 1.0), self.momentum)  # unbiased, as torch keeps it
+            batches += 1
+        scale = self.weight / torch.sqrt(variance + self.eps)
+        return (x - mean[:, None, None]) * scale[:, None, None] + self.bias[:, None, None]
+
+
 class CRNN(EmotionNet):
     name = "crnn"
     input_kind = ("mel", "lld")
@@ -85,10 +106,10 @@ class CRNN(EmotionNet):
         super().__init__(num_classes, 4 * hidden, options)
         self.conv_time = nn.Conv2d(1, channels, (1, kernel), padding=(0, kernel // 2))
         self.conv_freq = nn.Conv2d(1, channels, (kernel, 1), padding=(kernel // 2, 0))
-        self.bn1 = nn.BatchNorm2d(2 * channels)
+        self.bn1 = SoundBatchNorm2d(2 * channels)
         self.pool1 = nn.MaxPool2d(POOL1, ceil_mode=True)
         self.conv2 = nn.Conv2d(2 * channels, 2 * channels, 3, padding=1)
-        self.bn2 = nn.BatchNorm2d(2 * channels)
+        self.bn2 = SoundBatchNorm2d(2 * channels)
         self.pool2 = nn.MaxPool2d(POOL2, ceil_mode=True)
         bands = math.ceil(math.ceil(N_MELS / POOL1[0]) / POOL2[0])
         self.mel_lstm = nn.LSTM(2 * channels * bands, hidden, batch_first=True, bidirectional=True)
@@ -98,8 +119,9 @@ class CRNN(EmotionNet):
 
     @property
     def embedding_version(self) -> str:
-        """2: each clip embedded from its sound, never the window's padding (``embed``)."""
-        return "2"
+        """2: each clip embedded from its sound, never the window's padding (``embed``); 3: and fine-tuned on batch
+        statistics of its sound (``SoundBatchNorm2d``)."""
+        return "3"
 
     def embed(self, mel: torch.Tensor, lld: torch.Tensor) -> torch.Tensor:
         """``mel``: (B, 96, T) dB in [-80, 0]; ``lld``: (B, frames, n_lld) -> (B, 4 * hidden).
@@ -108,8 +130,8 @@ class CRNN(EmotionNet):
         (``sound_frames``), the LLD LSTM its frames up to its last row that is not the cache's zero padding, and the
         LLD statistics count those frames alone, so that a clip's embedding does not depend on the window's length.
         The convolutions run over the frames the last step of any clip of the batch reaches, the window's padding
-        after a short clip or, past the window's end, frames at the floor: silence, whatever the window. In training, the batch norms' statistics still count the
-        padding within those frames."""
+        after a short clip or, past the window's end, frames at the floor: silence, whatever the window; in training,
+        the batch norms' statistics count each clip's frames that its steps cover, never that silence."""
         if mel.ndim != 3 or mel.shape[1] != N_MELS or lld.ndim != 3 or lld.shape[2] != self.config["n_lld"]:
             raise ConfigError(
                 f"crnn inputs mel {tuple(mel.shape)}, lld {tuple(lld.shape)}: expected (B, {N_MELS}, T) and"
@@ -119,8 +141,8 @@ class CRNN(EmotionNet):
         reach = int(steps.max()) * STEP + STEP + self.config["kernel"]  # the last step's receptive field, and more
         mel = F.pad(mel[:, :, :reach], (0, max(0, reach - mel.shape[2])), value=FLOOR_DB)
         x = (mel.unsqueeze(1) + 40.0) / 40.0  # [-80, 0] dB -> [-1, 1]
-        x = self.pool1(F.relu(self.bn1(torch.cat([self.conv_time(x), self.conv_freq(x)], dim=1))))
-        x = self.pool2(F.relu(self.bn2(self.conv2(x))))  # (B, 2C, 6, T')
+        x = self.pool1(F.relu(self.bn1(torch.cat([self.conv_time(x), self.conv_freq(x)], dim=1), steps * STEP)))
+        x = self.pool2(F.relu(self.bn2(self.conv2(x), steps * POOL2[1])))  # (B, 2C, 6, T')
         mel_state = final_states(self.mel_lstm, x.flatten(1, 2).transpose(1, 2), steps)
         frames = lld_frames(lld)
         lld_state = final_states(self.lld_lstm, standardized(lld[:, : int(frames.max())], frames), frames)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mvemo.extract.nets import get_net
-from mvemo.extract.nets.crnn import ImprovedCenterLoss
+from mvemo.extract.nets.crnn import ImprovedCenterLoss, SoundBatchNorm2d
 from mvemo.manifests import ConfigError
 
 
@@ -160,7 +160,9 @@ def test_a_short_clip_is_embedded_from_its_sound_whatever_the_window() -> None:
             torch.testing.assert_close(batch[row : row + 1], alone)
         silent = net.embed(torch.full((1, 96, 400), -80.0), torch.zeros(1, 60, 10))
         torch.testing.assert_close(silent, net.embed(torch.full((1, 96, 100), -80.0), torch.zeros(1, 5, 10)), msg="one step")
-    assert net.embedding_version == "2", "cached embeddings of the padded windows are another version's"
+    assert net.embedding_version == "3", (
+        "embeddings of the padded windows (1) or of a CRNN fine-tuned on their statistics (2) are older versions'"
+    )
 
 
 def test_crnn_trains_on_a_batch_of_short_and_full_clips() -> None:
@@ -172,3 +174,42 @@ def test_crnn_trains_on_a_batch_of_short_and_full_clips() -> None:
     assert all(
         p.grad is not None and torch.isfinite(p.grad).all() for p in (net.mel_lstm.weight_hh_l0, net.lld_lstm.weight_ih_l0)
     )
+
+
+def test_sound_batch_norm_counts_each_clip_s_sound_alone() -> None:
+    """In training, its statistics (and the running ones it keeps) are a plain batch norm's over the frames of sound
+    laid end to end; in evaluation it is a plain batch norm."""
+    torch.manual_seed(0)
+    norm, plain = SoundBatchNorm2d(3), torch.nn.BatchNorm2d(3)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 2), norm.bias.uniform_(-1, 1)
+    plain.load_state_dict(norm.state_dict())
+    x = torch.randn(2, 3, 4, 10) * 3 + 1
+    heard = torch.tensor([6, 10])
+    out = norm(x, heard)
+    expected = plain(torch.cat([x[0, :, :, :6], x[1]], dim=2)[None])
+    torch.testing.assert_close(torch.cat([out[0, :, :, :6], out[1]], dim=2)[None], expected)
+    torch.testing.assert_close(norm.running_mean, plain.running_mean)
+    torch.testing.assert_close(norm.running_var, plain.running_var)
+    assert int(norm.num_batches_tracked) == 1
+    norm.eval(), plain.eval()
+    torch.testing.assert_close(norm(x, heard), plain(x))
+
+
+def test_in_training_the_batch_norms_count_no_padding() -> None:
+    """A short clip (300 frames of sound, then the window's padding at the floor) beside a full one: each batch norm
+    of the mel branch learns its statistics from the frames its LSTM steps cover (38 steps of 8 frames for the short
+    clip), never from the padding between them and the full clip's end."""
+    torch.manual_seed(0)
+    net = get_net("crnn", num_classes=2, n_lld=10).train()
+    mel = torch.cat([F.pad(torch.rand(1, 96, 300) * -70, (0, 1576), value=-80.0), torch.rand(1, 96, 1876) * -70])
+    lld = torch.cat([F.pad(torch.randn(1, 40, 10), (0, 0, 0, 1252)), torch.randn(1, 1292, 10)])
+    inputs: dict[str, torch.Tensor] = {}
+    for name in ("bn1", "bn2"):
+        getattr(net, name).register_forward_pre_hook(lambda _, args, name=name: inputs.__setitem__(name, args[0].detach()))
+    net.embed(mel, lld)
+    steps = (38, 235)  # ceil(300 / 8), ceil(1876 / 8)
+    for name, frames_a_step in (("bn1", 8), ("bn2", 2)):
+        x = inputs[name]
+        heard = torch.cat([x[row, :, :, : count * frames_a_step] for row, count in enumerate(steps)], dim=2)
+        torch.testing.assert_close(getattr(net, name).running_mean, 0.1 * heard.mean(dim=(1, 2)), msg=name)
