@@ -71,23 +71,28 @@ class ImprovedCenterLoss(nn.Module):
 
 class SoundBatchNorm2d(nn.BatchNorm2d):
     """A batch norm over (B, C, F, T) maps whose training statistics, and the running ones it keeps, count each
-    clip's first ``heard`` (B,) frames alone: its sound, not the silence after it. In evaluation, a plain batch norm."""
+    clip's first ``heard`` (B,) frames alone: its sound, not the silence after it. In evaluation, a plain batch norm.
+    The statistics are float32 whatever the maps' type (as torch's batch norm keeps them under autocast); it keeps
+    ``nn.BatchNorm2d``'s defaults (affine, running statistics, a momentum)."""
 
     def forward(self, x: torch.Tensor, heard: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        if not self.training or bool((heard >= x.shape[3]).all()):
+        frames = heard.clamp(max=x.shape[3])
+        if not self.training or bool((frames == x.shape[3]).all()):
             return super().forward(x)
-        weight = (torch.arange(x.shape[3], device=x.device)[None, :] < heard[:, None]).to(x.dtype)[:, None, None, :]
-        count = weight.sum() * x.shape[2]
-        mean = (x * weight).sum(dim=(0, 2, 3)) / count
-        variance = ((x - mean[:, None, None]) ** 2 * weight).sum(dim=(0, 2, 3)) / count
+        count = int(frames.sum()) * x.shape[2]
+        require(count > 1, f"a batch norm over {count} value(s) a channel: batch statistics need 2 or more")
+        inside = (torch.arange(x.shape[3], device=x.device)[None, :] < frames[:, None])[:, None, None, :]
+        values = x.float()
+        mean = torch.where(inside, values, 0).sum(dim=(0, 2, 3)) / count
+        variance = torch.where(inside, (values - mean[:, None, None]) ** 2, 0).sum(dim=(0, 2, 3)) / count
         running_mean, running_var, batches = self.running_mean, self.running_var, self.num_batches_tracked
         assert running_mean is not None and running_var is not None and batches is not None and self.momentum is not None
-        with torch.no_grad():  # nn.BatchNorm2d's defaults: running statistics, momentum 0.1
+        with torch.no_grad():
             running_mean.lerp_(mean, self.momentum)
-            running_var.lerp_(variance * count / max(float(count) - 1, 1.0), self.momentum)  # unbiased, as torch keeps it
+            running_var.lerp_(variance * count / (count - 1), self.momentum)  # unbiased, as torch keeps it
             batches += 1
         scale = self.weight / torch.sqrt(variance + self.eps)
-        return (x - mean[:, None, None]) * scale[:, None, None] + self.bias[:, None, None]
+        return ((values - mean[:, None, None]) * scale[:, None, None] + self.bias[:, None, None]).to(x.dtype)
 
 
 class CRNN(EmotionNet):

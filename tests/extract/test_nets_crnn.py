@@ -184,16 +184,26 @@ def test_sound_batch_norm_counts_each_clip_s_sound_alone() -> None:
     with torch.no_grad():
         norm.weight.uniform_(0.5, 2), norm.bias.uniform_(-1, 1)
     plain.load_state_dict(norm.state_dict())
-    x = torch.randn(2, 3, 4, 10) * 3 + 1
-    heard = torch.tensor([6, 10])
+    x = (torch.randn(2, 3, 4, 10) * 3 + 1).requires_grad_(True)
+    heard = torch.tensor([6, 12])  # the second clip's sound outlasts the map
     out = norm(x, heard)
     expected = plain(torch.cat([x[0, :, :, :6], x[1]], dim=2)[None])
-    torch.testing.assert_close(torch.cat([out[0, :, :, :6], out[1]], dim=2)[None], expected)
+    got = torch.cat([out[0, :, :, :6], out[1]], dim=2)[None]
+    torch.testing.assert_close(got, expected)
     torch.testing.assert_close(norm.running_mean, plain.running_mean)
     torch.testing.assert_close(norm.running_var, plain.running_var)
     assert int(norm.num_batches_tracked) == 1
+    upstream = torch.randn_like(expected)
+    ours = torch.autograd.grad((got * upstream).sum(), [x, norm.weight, norm.bias])
+    theirs = torch.autograd.grad((expected * upstream).sum(), [x, plain.weight, plain.bias])
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ConfigError, match="need 2 or more"):
+        norm(x, torch.tensor([0, 0]))
     norm.eval(), plain.eval()
     torch.testing.assert_close(norm(x, heard), plain(x))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as GPU fine-tuning runs it
+        assert SoundBatchNorm2d(3)(x.to(torch.bfloat16), heard).dtype == torch.bfloat16
 
 
 def test_in_training_the_batch_norms_count_no_padding() -> None:
