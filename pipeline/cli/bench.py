@@ -20,6 +20,7 @@ BENCHES = (
     "scale",
     "stage-one",
     "timeline",
+    "pages",
     "memory",
     "faces",
     "short-clips",
@@ -147,6 +148,11 @@ def bench(
     Xception, one core) at 240p and 1080p, beside sampling the 32 frames alone;
     skipped where their weights are not found.
 
+    pages: how long the timeline page of a five-minute 1080p video (271 windows)
+    takes to load and to draw its chart in headless Chromium, for six classes and
+    for 24 tags, beside a blank page in the same browser (goal: loaded and drawn
+    within 1 s); skipped without selenium or chromium.
+
     memory: peak memory of `mvemo-cv --models lldstats` over a cache of --clips
     clips with LLDs of the real shape (20,000: 6.5 GB of LLDs; goal 4 GB), and of
     `mvemo fuse` over musicnn's activations at cnn2_cut of a quarter as many clips (5,000:
@@ -160,6 +166,7 @@ def bench(
     from mvemo.pipeline.bench.faces import bench_faces
     from mvemo.pipeline.bench.fuse import bench_fuse
     from mvemo.pipeline.bench.memory import bench_memory
+    from mvemo.pipeline.bench.pages import bench_pages
     from mvemo.pipeline.bench.predict import bench_predict
     from mvemo.pipeline.bench.scale import bench_scale
     from mvemo.pipeline.bench.short_clips import bench_short_clips
@@ -180,6 +187,7 @@ def bench(
         "scale": lambda: bench_scale(folder=tmp_dir),
         "stage-one": lambda: bench_stage_one(workers=worker_counts(workers), folder=tmp_dir),
         "timeline": lambda: bench_timeline(minutes=minutes, weights_dir=weights_dir, folder=tmp_dir),
+        "pages": lambda: bench_pages(folder=tmp_dir),
         "memory": lambda: bench_memory(
             n_clips=clips or 20_000, cut_clips=(clips or 20_000) // 4, folder=tmp_dir, weights_dir=weights_dir
         ),

@@ -151,3 +151,26 @@ def test_the_catalogue_bench_times_stage_one_and_predict_over_the_same_clips(
     monkeypatch.setenv("HOME", str(tmp_path))
     skipped = catalogue.bench_catalogue(weights_dir=str(tmp_path / "empty"))
     assert skipped["4q-quadrants"]["skipped"].startswith("its weights are not found: musicnn_msd_musicnn.npz")
+
+
+@pytest.mark.heavy
+def test_the_pages_bench_opens_both_long_pages_beside_a_blank_one(tmp_path: Path) -> None:
+    from mvemo.pipeline.bench.pages import bench_pages
+
+    figures = bench_pages(repeat=1, folder=str(tmp_path))
+    if "skipped" in figures:
+        pytest.skip(figures["skipped"])
+    assert figures["windows"] == 271 and figures["goal_ready_ms"] == 1000
+    assert figures["blank_page_load_ms"] > 0
+    for kind in ("classes", "tags"):
+        assert figures[f"{kind}_load_ms"] > 0 and figures[f"{kind}_drawn_ms"] > 0 and figures[f"{kind}_page_kb"] < 300
+        ratio = max(figures[f"{kind}_load_ms"], figures[f"{kind}_drawn_ms"]) / figures["blank_page_load_ms"]
+        assert figures[f"{kind}_ready_over_blank"] == pytest.approx(ratio, abs=0.051)
+
+
+def test_the_pages_bench_says_what_it_lacks_without_a_browser(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("selenium", reason="selenium is not installed (pip install -e '.[dev]')")
+    from mvemo.pipeline.bench import pages
+
+    monkeypatch.setattr(pages.shutil, "which", lambda name: None)
+    assert pages.bench_pages() == {"skipped": "no Chromium: apt-get install chromium chromium-driver (.ci/run installs them)"}

@@ -217,20 +217,14 @@ def test_the_reports_tables_sort_and_a_models_row_leads_to_its_confusion_matrix(
     screenshot(browser, "report")
 
 
-@pytest.mark.timed
-def test_a_five_minute_1080p_page_is_small_and_opens_within_a_second(browser: Any, tmp_path: Path) -> None:
+def test_a_five_minute_1080p_page_is_small_and_draws_every_window(browser: Any, tmp_path: Path) -> None:
     video = write_video(tmp_path / "long.mp4", 300, (1920, 1080))
     timeline = synthetic_timeline(video, 300.0, 30.0, 1.0)  # a window every second: 271 windows
     page = write_page(timeline, tmp_path / "timelines", "long.mp4")[2]
     assert page.stat().st_size < 200_000
     open_page(browser, page)
-    timings = browser.execute_script(
-        "const nav = performance.getEntriesByType('navigation')[0];"
-        "return [nav.loadEventEnd, performance.getEntriesByName('timeline-drawn')[0].startTime,"
-        " document.querySelectorAll('#chart .segment').length]"
-    )
-    assert timings[2] == len(timeline.windows) == 271
-    assert max(timings[:2]) < 1000, f"loaded in {timings[0]:.0f} ms, drawn at {timings[1]:.0f} ms"
+    segments = browser.execute_script("return document.querySelectorAll('#chart .segment').length")
+    assert segments == len(timeline.windows) == 271  # how fast: `mvemo bench pages`
     assert console_errors(browser) == []
     screenshot(browser, "timeline-5min-1080p")
 

@@ -203,21 +203,17 @@ def test_the_index_lists_tag_and_value_files_with_a_strip_of_their_top_tag_or_qu
         assert header == f"top {named} per window" and strip == f"top {named} over time: " + ", then ".join(runs)
 
 
-@pytest.mark.timed
-def test_a_five_minute_1080p_page_of_24_tags_is_small_and_opens_within_a_second(browser: Any, tmp_path: Path) -> None:
+def test_a_five_minute_1080p_page_of_24_tags_is_small_and_draws_every_lane(browser: Any, tmp_path: Path) -> None:
     video = write_video(tmp_path / "long.mp4", 300, (1920, 1080))
     tags = [f"mood {k}" for k in range(24)]
     timeline = synthetic_tag_timeline(video, 300.0, 30.0, 1.0, tags)  # a window every second: 271 windows
     page = write_page(timeline, tmp_path / "timelines", "long.mp4")[2]
     assert page.stat().st_size < 300_000
     open_page(browser, page)
-    timings = browser.execute_script(
-        "const nav = performance.getEntriesByType('navigation')[0];"
-        "return [nav.loadEventEnd, performance.getEntriesByName('timeline-drawn')[0].startTime,"
-        " document.querySelectorAll('#chart .lane').length, document.querySelectorAll('#windows tbody tr').length]"
+    drawn = browser.execute_script(
+        "return [document.querySelectorAll('#chart .lane').length, document.querySelectorAll('#windows tbody tr').length]"
     )
-    assert timings[2:] == [24, len(timeline.windows)] and len(timeline.windows) == 271
-    assert max(timings[:2]) < 1000, f"loaded in {timings[0]:.0f} ms, drawn at {timings[1]:.0f} ms"
+    assert drawn == [24, len(timeline.windows)] and len(timeline.windows) == 271  # how fast: `mvemo bench pages`
     assert console_errors(browser) == []
     screenshot(browser, "timeline-tags-5min-1080p")
 
