@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from mvemo.extract.nets.base import EmotionNet, as_tensor, require, sound_frames
+from mvemo.extract.nets.base import EmotionNet, as_tensor, require, sound_frames, through_last
 from mvemo.manifests.errors import ConfigError
 
 N_MELS = 96
@@ -149,7 +149,7 @@ class CRNN(EmotionNet):
         x = self.pool1(F.relu(self.bn1(torch.cat([self.conv_time(x), self.conv_freq(x)], dim=1), steps * STEP)))
         x = self.pool2(F.relu(self.bn2(self.conv2(x), steps * POOL2[1])))  # (B, 2C, 6, T')
         mel_state = final_states(self.mel_lstm, x.flatten(1, 2).transpose(1, 2), steps)
-        frames = lld_frames(lld)
+        frames = through_last(lld.ne(0).any(dim=2))  # up to its last row that is not the cache's zero padding
         lld_state = final_states(self.lld_lstm, standardized(lld[:, : int(frames.max())], frames), frames)
         return torch.cat([mel_state, lld_state], dim=1)
 
@@ -183,13 +183,6 @@ def final_states(lstm: nn.LSTM, steps: torch.Tensor, lengths: torch.Tensor) -> t
     else:
         _, (state, _) = lstm(pack_padded_sequence(steps, lengths.cpu(), batch_first=True, enforce_sorted=False))
     return state.transpose(0, 1).flatten(1)  # (2 directions, B, hidden) -> (B, 2 * hidden)
-
-
-def lld_frames(lld: torch.Tensor) -> torch.Tensor:
-    """The frames of each clip's LLD (B, frames, n_lld) up to its last row that is not all zeros (the rows after
-    them are the cache's padding after a short clip), one at least: (B,)."""
-    rows = torch.arange(1, lld.shape[1] + 1, device=lld.device)
-    return torch.clamp(torch.where(lld.ne(0).any(dim=2), rows, 0).amax(dim=1), min=1)
 
 
 def standardized(lld: torch.Tensor, frames: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mvemo.extract.nets.base import EmotionNet, as_tensor, embed_sounds, require
+from mvemo.extract.nets.base import EmotionNet, as_tensor, embed_sounds, require, through_last
 
 
 class OneDCNN(EmotionNet):
@@ -65,10 +65,7 @@ class OneDCNN(EmotionNet):
         Each clip is embedded from its sound, its samples up to its last one that is not 0 (the window's padding after
         a short clip is zeros): the padding would otherwise enter the global average pools, so that a clip's embedding
         depended on the window's length. A batch whose clips all fill the window runs as one."""
-        sound = waveform != 0
-        after = sound.flip(1).to(torch.uint8).argmax(dim=1)  # the zeros after the last sample of sound
-        heard = torch.where(sound.any(dim=1), waveform.shape[1] - after, 1)
-        return embed_sounds(self._embed, waveform, heard)
+        return embed_sounds(self._embed, waveform, through_last(waveform != 0))
 
     def _embed(self, waveform: torch.Tensor) -> torch.Tensor:
         x = waveform.unsqueeze(1)
