@@ -15,14 +15,14 @@ def echo(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     accept_signals()
     umask = os.umask(0)
-    print(f"argv={argv} cwd={os.getcwd()} echo={os.environ.get('ECHO')} umask={umask:o} pid={os.getpid()}", flush=True)
-    print("on stderr", file=sys.stderr)
-    if argv[1:2] == ["sleep"]:
-        try:
+    try:  # a client may send its Ctrl-C as soon as it reads the process id, before this print returns
+        print(f"argv={argv} cwd={os.getcwd()} echo={os.environ.get('ECHO')} umask={umask:o} pid={os.getpid()}", flush=True)
+        print("on stderr", file=sys.stderr)
+        if argv[1:2] == ["sleep"]:
             time.sleep(60)
-        except KeyboardInterrupt:
-            print("interrupted", flush=True)
-            return 130
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+        return 130
     if argv[1:2] == ["die"]:
         os.kill(os.getpid(), signal.SIGKILL)
     return int(argv[2]) if argv[1:2] == ["exit"] else 0
