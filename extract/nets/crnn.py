@@ -17,7 +17,6 @@ with cross-entropy plus ``tau`` times the improved center loss.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import torch
@@ -47,9 +46,9 @@ class ImprovedCenterLoss(nn.Module):
     that text.
 
     The centres Q (``centers``, (num_classes, dim)) are learned parameters,
-    updated by the optimizer by this loss's gradient, with a learning rate of
-    their own where the caller puts them in a separate parameter group
-    (``CRNN.param_groups``); not by Wen et al. 2016's moving-average rule.
+    updated by the net's optimizer by this loss's gradient at the net's rate
+    (``extract.finetune.train.set_trainable`` trains them with the head); not by
+    Wen et al. 2016's moving-average rule.
     ``reduction='sum'`` is the formula; ``'mean'`` divides by the batch size.
     """
 
@@ -156,12 +155,6 @@ class CRNN(EmotionNet):
     def loss(self, embedding: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Cross-entropy + tau * improved center loss, both means over the batch (the paper's sums over m, divided by m)."""
         return super().loss(embedding, y) + self.config["tau"] * self.center_loss(embedding, y)
-
-    def param_groups(self, lr: float, *, center_lr: float | None = None) -> list[dict[str, Any]]:
-        """Optimizer parameter groups: the net at ``lr``, the class centres at ``center_lr`` (default ``lr``)."""
-        centers = self.center_loss.centers
-        rest = [p for p in self.parameters() if p is not centers]
-        return [{"params": rest, "lr": lr}, {"params": [centers], "lr": lr if center_lr is None else center_lr}]
 
     def prepare(self, *arrays: np.ndarray | torch.Tensor, device: torch.device | None = None) -> tuple[torch.Tensor, ...]:
         """dB mel (B, 96, T) and LLD (B, frames, n_lld), float16 or float32 -> float32."""

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mvemo.extract.finetune.train import set_trainable
 from mvemo.extract.nets import get_net
 from mvemo.extract.nets.crnn import ImprovedCenterLoss, SoundBatchNorm2d
 from mvemo.manifests import ConfigError
@@ -89,12 +90,15 @@ def test_crnn_loss_adds_tau_times_the_center_loss() -> None:
     assert net.config["tau"] == 0.5
 
 
-def test_crnn_param_groups_give_the_centres_their_own_rate() -> None:
+def test_the_crnn_s_class_centres_train_with_its_head_and_with_the_whole_net() -> None:
     net = get_net("crnn", num_classes=4)
-    groups = net.param_groups(1e-3, center_lr=0.1)
-    assert [g["lr"] for g in groups] == [1e-3, 0.1] and groups[1]["params"] == [net.center_loss.centers]
-    assert sum(len(g["params"]) for g in groups) == len(list(net.parameters()))
-    torch.optim.Adam(groups)  # a valid optimizer spec
+    centers = net.center_loss.centers
+    for finetune in ("last", "full"):
+        trained = set_trainable(net, finetune)
+        assert any(p is centers for p in trained) and centers.requires_grad, finetune
+    assert all(p.requires_grad for p in net.parameters())
+    set_trainable(net, "last")
+    assert not net.conv2.weight.requires_grad, "the convolutions are frozen when the last block trains"
 
 
 def test_crnn_reads_both_branches_and_checks_their_shapes() -> None:
