@@ -20,26 +20,21 @@ original's behaviour at batch size 1. Pooling rounds up (Keras rounded down), so
 clips shorter than 29 s still reach the last block, and a clip shorter than the
 window is embedded from its sound alone, never the window's padding.
 
-``ChoiMelgram`` is the file's own front end (STFT kernels and mel matrix at
-12 kHz); mvemo's features do not use it, it checks that the cached mel matches
+The file also holds its own front end (STFT kernels and mel matrix at 12 kHz);
+mvemo's features do not use it: a test checks with it that the cached mel is
 what the weights were trained on.
 """
 
 from __future__ import annotations
 
-import math
-import os
 from collections.abc import Mapping
 from typing import cast
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mvemo.extract.nets.base import EmotionNet, as_tensor, embed_sounds, require, sound_frames
-from mvemo.extract.weights.io import read_weights
-from mvemo.extract.weights.registry import WeightsError
 
 POOLS = ((2, 4), (3, 4), (2, 5), (2, 4), (4, 4))
 CHANNELS = 32
@@ -113,42 +108,3 @@ class TwoDCNN(EmotionNet):
             self._copy(cast(torch.Tensor, conv.bias), arrays, f"{LAYER}/convolution2d_{i}_b:0", source=source)
             self._copy(norm.weight, arrays, f"{LAYER}/batchnormalization_{i}_gamma:0", source=source)
             self._copy(norm.bias, arrays, f"{LAYER}/batchnormalization_{i}_beta:0", source=source)
-
-
-class ChoiMelgram(nn.Module):
-    """The compact CNN's own kapre front end at 12 kHz, from the kernels in its weight file.
-
-    STFT as a strided convolution with the stored windowed cos and sin kernels
-    (n_dft 512, hop 256, TF "same" padding), power, the stored (257, 96) mel
-    matrix, then dB re the maximum floored at -80. The original takes the
-    maximum over the whole batch; here it is each clip's, like mvemo's mel.
-    """
-
-    N_DFT, HOP = 512, 256
-
-    def __init__(self, cos: np.ndarray, sin: np.ndarray, mel_basis: np.ndarray) -> None:
-        super().__init__()
-        self.cos: torch.Tensor
-        self.sin: torch.Tensor
-        self.mel_basis: torch.Tensor
-        self.register_buffer("cos", torch.from_numpy(np.ascontiguousarray(cos[:, 0, 0, :].T[:, None, :], dtype=np.float32)))
-        self.register_buffer("sin", torch.from_numpy(np.ascontiguousarray(sin[:, 0, 0, :].T[:, None, :], dtype=np.float32)))
-        self.register_buffer("mel_basis", torch.from_numpy(np.asarray(mel_basis, dtype=np.float32)))
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike[str]) -> ChoiMelgram:
-        arrays = read_weights(path)
-        keys = [f"melgram/Variable{suffix}:0" for suffix in ("", "_1", "_2")]
-        missing = [k for k in keys if k not in arrays]
-        if missing:
-            raise WeightsError(f"weights {path}: no {missing}; the front end is in choi_compact_cnn_msd.h5")
-        return cls(*(arrays[k] for k in keys))
-
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        """``y``: (B, n) mono audio at 12 kHz -> (B, 96, ceil(n / 256)) dB in [-80, 0]."""
-        n = y.shape[-1]
-        total = max((math.ceil(n / self.HOP) - 1) * self.HOP + self.N_DFT - n, 0)
-        x = F.pad(y[:, None, :], (total // 2, total - total // 2))
-        power = F.conv1d(x, self.cos, stride=self.HOP) ** 2 + F.conv1d(x, self.sin, stride=self.HOP) ** 2  # (B, 257, frames)
-        db = 10.0 * torch.log10(torch.clamp(torch.einsum("bft,fm->bmt", power, self.mel_basis), min=1e-10))
-        return torch.clamp(db - db.amax(dim=(1, 2), keepdim=True), min=-80.0)
