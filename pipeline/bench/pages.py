@@ -1,10 +1,10 @@
 """``mvemo bench pages``: how long the timeline page of a five-minute 1080p video takes to open in headless Chromium.
 
-A window every second (271 of 30 s) over a generated 1080p h264 file, for a model of six classes and one of 24 tags,
-the probabilities synthetic (``synthetic_timeline``); each page opened in turn with a blank page, best of a few: its
-load event and the moment its script has drawn the chart (``performance.mark('timeline-drawn')``), beside the blank
-page's load in the same browser (goal: loaded and drawn within a second). Skipped without selenium or Debian's chromium and
-chromium-driver. The page tests draw the same synthetic timelines (``tests/pipeline/browser.py``).
+A window every second (271 of 30 s) over a generated 1080p h264 file, for a model of six classes, one of 24 tags and
+one of valence and arousal, the scores synthetic (``synthetic_timeline``); each page opened in turn with a blank page,
+best of a few: its load event and the moment its script has drawn the chart (``performance.mark('timeline-drawn')``),
+beside the blank page's load in the same browser (goal: loaded and drawn within a second). Skipped without selenium or
+Debian's chromium and chromium-driver. The page tests draw the same synthetic timelines (``tests/pipeline/browser.py``).
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ WINDOW_SIZE = (1280, 960)
 CLASSES = ["Exciting", "Fear", "Neutral", "Relaxation", "Sad", "Tension"]
 TAGS = ["happy", "calm", "sad", "angry", "tense", "gentle"]
 SCALE = (1.0, 9.0)
-# the page's load event, the chart drawn, and how many lanes (a tag model) or segments (classes) it drew
+# the page's load event, the chart drawn, and how many lanes (a tag model), segments (classes) or curves (values) it drew
 TIMINGS = (
     "const nav = performance.getEntriesByType('navigation')[0];"
     " const drawn = performance.getEntriesByName('timeline-drawn');"
     " return [nav.loadEventEnd, drawn.length ? drawn[0].startTime : null,"
-    " document.querySelectorAll('#chart .lane, #chart .segment').length]"
+    " document.querySelectorAll('#chart .lane, #chart .segment, #chart .value').length]"
 )
 
 
@@ -49,17 +49,19 @@ def bench_pages(*, repeat: int = 3, folder: str | None = None) -> dict[str, Any]
         timelines = {
             "classes": synthetic_timeline(video, SECONDS, LENGTH_S, HOP_S),
             "tags": synthetic_tag_timeline(video, SECONDS, LENGTH_S, HOP_S, [f"mood {k}" for k in range(24)]),
+            "values": synthetic_value_timeline(video, SECONDS, LENGTH_S, HOP_S),
         }
         pages = {kind: write_page(timeline, Path(tmp) / "timelines", f"long-{kind}")[2] for kind, timeline in timelines.items()}
-        # what each page draws: nothing, a segment a window, a lane a tag
-        expected = {"blank": 0, "classes": len(timelines["classes"].windows), "tags": len(timelines["tags"].classes)}
+        # what each page draws: nothing, a segment a window, a lane a tag, a curve each of valence and arousal
+        expected = {"blank": 0, "classes": len(timelines["classes"].windows)}
+        expected.update({kind: len(timelines[kind].classes) for kind in ("tags", "values")})
         best: dict[str, list[float]] = {}
         for _ in range(repeat):
             for name, page in {"blank": blank, **pages}.items():
                 browser.get(page.as_uri())
                 load_ms, drawn_ms, drawn = browser.execute_script(TIMINGS)
                 if drawn != expected[name]:
-                    raise RuntimeError(f"the {name} page drew {drawn} lanes or segments, not {expected[name]}: {page}")
+                    raise RuntimeError(f"the {name} page drew {drawn} lanes, segments or curves, not {expected[name]}: {page}")
                 times = [load_ms, drawn_ms if drawn_ms is not None else load_ms]
                 best[name] = [min(a, b) for a, b in zip(best.get(name, times), times)]
         figures: dict[str, Any] = {

@@ -149,9 +149,9 @@ def bench(
     skipped where their weights are not found.
 
     pages: how long the timeline page of a five-minute 1080p video (271 windows)
-    takes to load and to draw its chart in headless Chromium, for six classes and
-    for 24 tags, beside a blank page in the same browser (goal: loaded and drawn
-    within 1 s); skipped without selenium or chromium.
+    takes to load and to draw its chart in headless Chromium, for six classes, for
+    24 tags and for valence and arousal, beside a blank page in the same browser
+    (goal: loaded and drawn within 1 s); skipped without selenium or chromium.
 
     memory: peak memory of `mvemo-cv --models lldstats` over a cache of --clips
     clips with LLDs of the real shape (20,000: 6.5 GB of LLDs; goal 4 GB), and of

@@ -154,7 +154,7 @@ def test_the_catalogue_bench_times_stage_one_and_predict_over_the_same_clips(
 
 
 @pytest.mark.heavy
-def test_the_pages_bench_opens_both_long_pages_beside_a_blank_one(tmp_path: Path) -> None:
+def test_the_pages_bench_opens_a_long_page_of_each_kind_beside_a_blank_one(tmp_path: Path) -> None:
     from mvemo.pipeline.bench.pages import bench_pages
 
     figures = bench_pages(repeat=1, folder=str(tmp_path))
@@ -162,7 +162,7 @@ def test_the_pages_bench_opens_both_long_pages_beside_a_blank_one(tmp_path: Path
         pytest.skip(figures["skipped"])
     assert figures["windows"] == 271 and figures["goal_ready_ms"] == 1000
     assert figures["blank_page_load_ms"] > 0
-    for kind in ("classes", "tags"):
+    for kind in ("classes", "tags", "values"):
         assert figures[f"{kind}_load_ms"] > 0 and figures[f"{kind}_drawn_ms"] > 0 and figures[f"{kind}_page_kb"] < 300
         ratio = max(figures[f"{kind}_load_ms"], figures[f"{kind}_drawn_ms"]) / figures["blank_page_load_ms"]
         assert figures[f"{kind}_ready_over_blank"] == pytest.approx(ratio, abs=0.051)
