@@ -3,6 +3,7 @@ a file's emotion timeline; a class has one colour in all of them."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib import patheffects
 
 from mvemo.fuse.metrics import macro_roc
 from mvemo.manifests.targets import quadrants, value_categories
+
+TITLE_PX_PER_CHAR = 9  # a 12-point title's mean character width at 100 dpi, with a margin (measured: 8.5)
 
 
 def confusion_png(confusion: list[list[int]], classes: tuple[str, ...], title: str, path: Path) -> Path:
@@ -32,14 +36,35 @@ def confusion_png(confusion: list[list[int]], classes: tuple[str, ...], title: s
     ax.set_yticks(range(len(classes)), classes)
     colours = class_colours(classes)
     for label in [*ax.get_xticklabels(), *ax.get_yticklabels()]:
-        label.set(color=colours[label.get_text()], fontweight="bold")
+        label.set(color=colours[label.get_text()], fontweight="bold", path_effects=outline(colours[label.get_text()]))
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title)
+    fig.suptitle(wrapped(title, int(fig.get_figwidth() * fig.dpi / TITLE_PX_PER_CHAR)))  # over the figure: the names widen the left
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def outline(colour: str) -> list[patheffects.AbstractPathEffect]:
+    """A dark outline for text of a colour too light to read on white (contrast under 3:1, WCAG's floor for bold
+    text: Okabe and Ito's yellow, orange and sky blue); none for the others."""
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in matplotlib.colors.to_rgb(colour)]
+    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    if 1.05 / (luminance + 0.05) >= 3:
+        return []
+    return [patheffects.withStroke(linewidth=1.0, foreground="#444444")]
+
+
+def wrapped(text: str, width: int) -> str:
+    """``text`` in lines of about ``width`` characters, broken after a space or a comma (a fused model's name, such
+    as ``integrated(onedcnn,twodcnn,crnn)``, has no space); a piece longer than ``width`` keeps a line of its own."""
+    lines = [""]
+    for piece in re.findall(r"[^ ,]*[ ,]*", text):
+        if lines[-1] and len(lines[-1]) + len(piece.rstrip()) > width:
+            lines.append("")
+        lines[-1] += piece
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def model_styles(names: list[str]) -> dict[str, dict[str, Any]]:
@@ -86,12 +111,12 @@ def comparison_png(metrics: dict[str, dict[str, Any]], path: Path) -> Path:
         f1 = [100 * v for v in metrics[name]["f1_macro_per_repeat"]]
         right.scatter(f1, i + rng.uniform(-0.18, 0.18, len(f1)), s=12, color="tab:green", alpha=0.6, linewidths=0)
         right.plot([100 * metrics[name]["f1_macro"]], [i], marker="D", color="tab:red", markersize=5)
-    left.set_xlabel("accuracy % per test fold of every repeat; mean and 95 % interval")
-    right.set_xlabel(f"macro F1 % of each repeat's pooled predictions ({repeats} repeat(s)); mean")
+    left.set_xlabel(wrapped("accuracy % per test fold of every repeat; mean and 95 % interval", 45))
+    right.set_xlabel(wrapped(f"macro F1 % of each repeat's pooled predictions ({repeats} repeat(s)); mean", 45))
     for ax in (left, right):
         ax.set_xlim(0, 100)
         ax.grid(axis="x", alpha=0.3)
-    left.set_yticks(range(len(names)), names)
+    left.set_yticks(range(len(names)), [wrapped(name, 32) for name in names])
     left.invert_yaxis()
     fig.suptitle("Models compared over the same folds")
     fig.tight_layout()

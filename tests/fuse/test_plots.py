@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -86,3 +87,65 @@ def test_a_timeline_of_many_classes_draws_without_a_warning(tmp_path: Path, n_cl
         warnings.simplefilter("error")
         timeline_png(starts, starts + 6, proba, classes, "many", tmp_path / "classes.png")
         tags_timeline_png(starts, starts + 6, proba, classes, [0.5] * n_classes, "many", tmp_path / "tags.png")
+
+
+def unwrapped(text: str) -> str:
+    """A text broken into lines after commas or at spaces, its white space aside (a break takes a space's place)."""
+    return "".join(text.split())
+
+
+def drawn_figure(monkeypatch: pytest.MonkeyPatch, draw: Any) -> tuple[Any, Any]:
+    """The figure ``draw()`` saves (kept from ``plt.close``), drawn, and its renderer."""
+    from mvemo.fuse.report import plots
+
+    figures: list[Any] = []
+    monkeypatch.setattr(plots.plt, "close", figures.append)
+    draw()
+    (figure,) = figures
+    figure.canvas.draw()
+    return figure, figure.canvas.get_renderer()
+
+
+def test_a_fused_model_s_long_name_stays_inside_its_confusion_matrix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    classes = ("Exciting", "Fear", "Neutral", "Relaxation", "Sad", "Tension")
+    name = "integrated(onedcnn,twodcnn,crnn,c3d,i3d,lldstats,descriptors)"
+    matrix = np.eye(6, dtype=int).tolist()
+    figure, renderer = drawn_figure(monkeypatch, lambda: confusion_png(matrix, classes, f"{name}: confusion, 2 folds", tmp_path / "c.png"))  # fmt: skip
+    (title,) = figure.texts  # the suptitle
+    box = title.get_window_extent(renderer)
+    assert figure.bbox.x0 <= box.x0 and box.x1 <= figure.bbox.x1 and box.y1 <= figure.bbox.y1
+    assert unwrapped(title.get_text()) == unwrapped(f"{name}: confusion, 2 folds"), "broken into lines, nothing lost"
+
+
+def test_the_models_figure_s_axis_labels_and_names_stay_apart_and_inside(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from mvemo.fuse.report.plots import comparison_png
+
+    names = ["onedcnn", "c3d+onedcnn", "integrated(onedcnn,twodcnn,crnn,c3d,i3d,lldstats,descriptors)"]
+    one = {"accuracy": {"folds": [[0.4, 0.6]], "interval": [0.2, 0.8], "mean": 0.5}, "f1_macro_per_repeat": [0.5]}
+    metrics = {name: {**one, "f1_macro": 0.5, "repeats": 1} for name in names}
+    figure, renderer = drawn_figure(monkeypatch, lambda: comparison_png(metrics, tmp_path / "m.png"))
+    left, right = (ax.xaxis.label.get_window_extent(renderer) for ax in figure.axes)
+    assert not left.overlaps(right), "the two panels' axis labels overlap"
+    for ax in figure.axes:
+        for text in [ax.xaxis.label, *ax.get_yticklabels()]:
+            box = text.get_window_extent(renderer)
+            assert figure.bbox.x0 <= box.x0 and box.x1 <= figure.bbox.x1, text.get_text()
+    shown = [unwrapped(label.get_text()) for label in figure.axes[0].get_yticklabels()]
+    assert shown == [unwrapped(name) for name in names]
+
+
+def test_wrapped_breaks_after_spaces_and_commas_within_its_width() -> None:
+    from mvemo.fuse.report.plots import wrapped
+
+    assert wrapped("integrated(onedcnn,twodcnn,crnn): confusion", 20) == "integrated(onedcnn,\ntwodcnn,crnn):\nconfusion"
+    assert wrapped("short", 20) == "short"
+    assert wrapped("averyveryverylongword and more", 8) == "averyveryverylongword\nand more", (
+        "a long piece keeps a line of its own"
+    )
+
+
+def test_only_a_class_colour_too_light_for_white_gets_an_outline() -> None:
+    from mvemo.fuse.report.plots import COLOUR_BLIND_SAFE, outline
+
+    light = [colour for colour in COLOUR_BLIND_SAFE if outline(colour)]
+    assert light == ["#E69F00", "#56B4E9", "#F0E442"], "orange, sky blue and yellow: under 3:1 on white"
