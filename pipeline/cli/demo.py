@@ -38,7 +38,7 @@ def demo(ctx: click.Context, out: str, clips_per_class: int, duration_s: float, 
     """
     from mvemo.manifests.synthetic import SyntheticConfig
     from mvemo.pipeline.cli.cv import echo_summary, echo_target_summary
-    from mvemo.pipeline.demo import DEMO_TARGETS, run_demo
+    from mvemo.pipeline.demo import DEMO_NETS, DEMO_TARGETS, run_demo
     from mvemo.pipeline.executors import build_executor
 
     require_writable(out, "--out")
@@ -51,6 +51,10 @@ def demo(ctx: click.Context, out: str, clips_per_class: int, duration_s: float, 
     for target, document in result.target_reports.items():
         click.echo(f"--target {target}:")
         echo_target_summary(document, f"{out}/{DEMO_TARGETS[target]}")
+    click.echo(
+        f"the nets ({', '.join(DEMO_NETS)}) ran from seeded random weights (none ship with the demo): these figures"
+        " show the pipeline at work, not what the published nets read"
+    )
     mvemo = "mvemo" if shutil.which("mvemo") else os.path.relpath(sys.argv[0])  # as the user can type it
     click.echo(f"final model: {out}/model/ (try `{mvemo} predict {out}/model FILE`); done in {time.perf_counter() - began:.0f} s")
     for name, reasons in result.features.failures.items():

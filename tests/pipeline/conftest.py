@@ -19,6 +19,7 @@ def run_tiny_demo(folder: Path) -> None:
     result = CliRunner().invoke(cli, ["demo", "--out", str(folder / "demo"), *TINY_DEMO])
     assert result.exit_code == 0, result.output
     assert "lldstats" in result.output and "final model:" in result.output
+    assert "ran from seeded random weights" in result.output, "the demo's figures are not taken for the published nets'"
 
 
 @pytest.fixture(scope="session")
