@@ -19,6 +19,9 @@ from mvemo.extract.nets.registry import net_class
 from mvemo.extract.windows.cache import pooled_spec
 from mvemo.manifests.errors import ConfigError
 
+# What a missing weight file of a saved model's net adds (after where it was looked for and how to get it)
+TRAINED_WITH = "the model was trained with these weights, and no others give its embeddings"
+
 
 def rebuild_net(
     name: str, num_classes: int, described: dict[str, Any], folder: Path, weights_dir: str | os.PathLike[str] | None
@@ -32,9 +35,8 @@ def rebuild_net(
     options = {k: config[k] for k in net_options(name) if k in config}
     if "checkpoint" in described or not described["weights_sha256"]:  # a checkpoint holds every weight
         options[INIT] = "random"
-    trained_with = "the model was trained with these weights: give --weights-dir, the folder stage one read"
     net, _ = build_net(
-        name, num_classes, weights_dir=weights_dir, seed=config["seed"], options=options, missing_hint=trained_with
+        name, num_classes, weights_dir=weights_dir, seed=config["seed"], options=options, missing_hint=TRAINED_WITH
     )
     if "checkpoint" in described:
         load_checkpoint(net, described["checkpoint"], folder)

@@ -350,11 +350,15 @@ def require_weights(name: str, weights_dir: str | os.PathLike[str] | None = None
         dirs = search_dirs(weights_dir, hub=known.torch_hub)
         digest = f"sha256 {known.sha256}" if known.sha256 else "no published sha256"
         what = "folder" if known.hub_repo else "file"
+        if known.convert:  # the download is not the file: fetch converts it
+            offline = f"(offline: download {known.url} where you can, then `mvemo weights fetch {name} --from THAT_FILE`)"
+        else:
+            there = "one of those folders" if len(dirs) > 1 else "that folder"
+            offline = f"or put the {what} from {known.source} ({known.url}, {digest}) in {there}"
         raise WeightsError(
             f"weights {name!r} not found: looked for {', '.join(str(d / name) for d in dirs)}; get it with"
-            f" `mvemo weights fetch {name}`, or put the {what} from {known.source} ({known.url}, {digest}) in"
-            f" {'one of those folders' if len(dirs) > 1 else 'that folder'}, or point --weights-dir (or ${ENV_VAR})"
-            f" at the folder that holds it{'; ' + hint if hint else ''}"
+            f" `mvemo weights fetch {name}` {offline}, or point --weights-dir (or ${ENV_VAR}) at the folder that holds"
+            f" it{'; ' + hint if hint else ''}"
         )
     return path
 

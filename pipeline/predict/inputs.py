@@ -18,11 +18,11 @@ import numpy as np
 
 from mvemo.cache.fingerprint import fingerprint_record, record_diff
 from mvemo.cache.layout import ABSENT, IMPORTED, POOLED_KEY, VIDEO_FEATURES, FeatureSpec, modality
-from mvemo.extract.clip_embedding import embed_clip, rebuild_net, recorded_spec
+from mvemo.extract.clip_embedding import TRAINED_WITH, embed_clip, rebuild_net, recorded_spec
 from mvemo.extract.features import FeatureConfigs, compute_clip
-from mvemo.extract.nets import net_options
+from mvemo.extract.nets import net_options, pretrained_file
 from mvemo.extract.nets.base import EmotionNet
-from mvemo.extract.weights.registry import WeightsError
+from mvemo.extract.weights.registry import WeightsError, find_weights, require_weights
 from mvemo.extract.windows.plan import Window, media_length_s, plan_windows, pool
 from mvemo.fuse.inputs import summarize_lld
 from mvemo.fuse.models import LLDSTATS
@@ -83,6 +83,37 @@ def check_computable(saved: SavedFusionModel, chosen: str, weights_dir: str | No
             raise ConfigError(
                 f"{where}: models[{name!r}]: a feature set's config cannot be read ({type(err).__name__}: {err})"
             ) from None
+
+
+def weight_files(saved: SavedFusionModel, name: str) -> dict[str, str]:
+    """The published weight files the nets of model ``name`` read, each with the sha256 the model recorded (a
+    fine-tuned net's checkpoint holds all its weights, and a net from random weights reads none)."""
+    return {
+        file: described["weights_sha256"]
+        for set_name, described in saved.feature_sets(name).items()
+        if set_name.startswith("emb/") and described.get("weights_sha256") and "checkpoint" not in described
+        if (file := pretrained_file(set_name.split("/")[1]))
+    }
+
+
+def require_weight_files(saved: SavedFusionModel, name: str, weights_dir: str | None = None) -> None:
+    """Raise ``WeightsError`` naming every weight file model ``name`` reads that is not found, before any clip is read:
+    one message, not one a run.
+
+    Raises
+    ------
+    WeightsError
+        A file missing (one: where it was looked for and where it comes from; more: each named) or corrupt.
+    """
+    missing = [file for file in weight_files(saved, name) if find_weights(file, weights_dir) is None]
+    if len(missing) == 1:
+        require_weights(missing[0], weights_dir, hint=TRAINED_WITH)
+    if missing:
+        raise WeightsError(
+            f"model {name!r} reads {len(missing)} weight files not found here: {', '.join(missing)}; get each with"
+            " `mvemo weights fetch FILE` (`mvemo weights list` says where each is looked for and where it comes from),"
+            f" or point --weights-dir (or $MVEMO_WEIGHTS) at the folder that holds them; {TRAINED_WITH}"
+        )
 
 
 def check_recorded_sets(saved: SavedFusionModel, name: str, weights_dir: str | None = None) -> None:

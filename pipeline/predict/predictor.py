@@ -20,7 +20,7 @@ from mvemo.manifests.scan import AUDIO_EXTENSIONS
 from mvemo.manifests.schema import Clip
 from mvemo.manifests.targets import HALVES, quadrants, value_categories
 from mvemo.pipeline.predict.given import GivenFeatures, imported_sets
-from mvemo.pipeline.predict.inputs import check_computable, model_inputs
+from mvemo.pipeline.predict.inputs import check_computable, model_inputs, require_weight_files
 
 
 def choose_model(saved: SavedFusionModel, name: str | None) -> str:
@@ -59,6 +59,7 @@ class Predictor:
         self.weights_dir = None if weights_dir is None else str(Path(weights_dir).absolute())  # workers run elsewhere
         self.model = choose_model(self.saved, model)
         check_computable(self.saved, self.model, self.weights_dir)
+        require_weight_files(self.saved, self.model, self.weights_dir)
         if timeline and (imported := imported_sets(self.saved, self.model)):
             raise ConfigError(
                 f"--timeline: model {self.model!r} reads {next(iter(imported))}, imported once per clip, not per"

@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from mvemo.extract.nets import pretrained_file
 from mvemo.extract.weights.registry import weights_status
 from mvemo.fuse.saved.model import SavedFusionModel, load_fusion_model
 from mvemo.manifests.errors import MvemoError
-from mvemo.pipeline.predict.inputs import check_recorded_sets
+from mvemo.pipeline.predict.inputs import check_recorded_sets, weight_files
 from mvemo.pipeline.readymade.recipes import RECIPES, model_card, shipped_folder
 
 
@@ -23,11 +22,7 @@ def catalogue(weights_dir: str | os.PathLike[str] | None = None) -> list[dict[st
         folder = shipped_folder(name)
         card, saved = model_card(folder), load_fusion_model(folder)
         model = saved.default_model
-        files = {
-            file: described["weights_sha256"]
-            for set_name, described in saved.feature_sets(model).items()
-            if set_name.startswith("emb/") and (file := pretrained_file(set_name.split("/")[1]))
-        }
+        files = weight_files(saved, model)
         entries.append(
             {
                 "name": name,

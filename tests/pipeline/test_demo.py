@@ -216,7 +216,7 @@ def test_predict_refuses_a_model_whose_features_or_weights_differ(tiny_demo: Pat
         (
             other_weights,
             (),
-            "the model was trained with these weights: give --weights-dir, the folder stage one read",
+            "the model was trained with these weights, and no others give its embeddings",
         ),
         (
             lambda s: s["input_configs"]["mel"].update(window=s["input_configs"]["mel"].pop("audio_window")),

@@ -117,3 +117,22 @@ def test_each_shipped_card_holds_its_recipe_as_this_version_writes_it(name: str)
     """So that `mvemo models train NAME` of an unchanged recipe finds no difference in recipe.json."""
     card = json.loads((shipped_folder(name) / "recipe.json").read_text())
     assert card["recipe"] == json.loads(json.dumps(RECIPES[name].to_json()))
+
+
+def test_a_model_whose_weight_files_are_absent_names_every_one_before_reading_a_clip(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mvemo.extract.weights.registry import WeightsError
+    from mvemo.pipeline.predict.inputs import weight_files
+    from mvemo.pipeline.predict.predictor import Predictor
+
+    monkeypatch.setenv("MVEMO_WEIGHTS", str(tmp_path / "none"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    saved = load_fusion_model(shipped_folder("4q-quadrants"))
+    files = list(weight_files(saved, saved.default_model))
+    assert len(files) == 4 and all(len(sha) == 64 for sha in weight_files(saved, saved.default_model).values())
+    with pytest.raises(WeightsError) as err:
+        Predictor(shipped_folder("4q-quadrants"), weights_dir=tmp_path / "empty")
+    message = str(err.value)
+    assert f"reads 4 weight files not found here: {', '.join(files)}" in message and "\n" not in message
+    assert "`mvemo weights fetch FILE`" in message and "stage one" not in message
