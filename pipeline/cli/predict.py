@@ -111,17 +111,22 @@ def predict(
         _summary(tally, predictor, csv_path)
     else:
         _table(kept, predictor)
-    if tally.seen:
-        click.echo(
-            f"warning: {len(tally.seen)} of {len(clips)} clips were in the model's training set"
-            f" ({', '.join(tally.seen[:5])}{', ...' if len(tally.seen) > 5 else ''}): their probabilities are fitted, not"
-            " predicted; judge the model by `mvemo-cv`'s report or by clips it never saw",
-            err=True,
-        )
+    warn_seen_in_training(tally.seen, len(clips))
     for clip_id, error in tally.failed:
         click.echo(f"failed: {clip_id}: {error}", err=True)
     if tally.failed:
         ctx.exit(EXIT_CLIPS_FAILED)
+
+
+def warn_seen_in_training(seen: list[str], n_clips: int) -> None:
+    """Warn, on stderr, of the clips the model trained on (``seen``): their scores test nothing."""
+    if seen:
+        click.echo(
+            f"warning: {len(seen)} of {n_clips} clips were in the model's training set"
+            f" ({', '.join(seen[:5])}{', ...' if len(seen) > 5 else ''}): their probabilities are fitted, not"
+            " predicted; judge the model by `mvemo-cv`'s report or by clips it never saw",
+            err=True,
+        )
 
 
 def model_and_files(arguments: tuple[str, ...], model_name: str | None) -> tuple[str, tuple[str, ...], str | None]:
@@ -176,6 +181,7 @@ def _timelines(
         for r in results:
             for note in r.get("notes", []):
                 click.echo(f"note: {r['clip_id']}: {note}", err=True)
+    warn_seen_in_training([r["clip_id"] for r in results if r.get("in_training")], len(clips))
     for r in failed:
         click.echo(f"failed: {r['clip_id']}: {r['error']}", err=True)
     if failed:

@@ -43,6 +43,8 @@ from mvemo.pipeline.predict.predictor import (
     clip_results,
     label_of,
     label_scores,
+    reads_media,
+    seen_in_training,
     windows_text,
 )
 
@@ -358,6 +360,7 @@ def timeline_job(
             "png": os.fspath(picture),
             "html": os.fspath(page),
             "notes": timeline.notes,
+            "in_training": seen_in_training(saved, clip) if reads_media(saved, name) else None,
         }
 
     return clip_result(clip, write)

@@ -126,6 +126,7 @@ def test_tag_and_value_models_draw_a_timeline(tiny_demo: Path, tmp_path: Path, f
     model = tiny_demo / folder / "model"
     result = CliRunner().invoke(cli, ["predict", str(model), str(file), "--timeline", "--hop", "1", "--out", str(out)])
     assert result.exit_code == 0, result.output
+    assert "warning: 1 of 1 clips were in the model's training set" in result.stderr, "a timeline says so as a label does"
     with (out / f"{file.name}.timeline.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) >= 1 and (out / f"{file.name}.timeline.png").is_file() and (out / "index.html").is_file()
