@@ -39,7 +39,8 @@ def confusion_png(confusion: list[list[int]], classes: tuple[str, ...], title: s
         label.set(color=colours[label.get_text()], fontweight="bold", path_effects=outline(colours[label.get_text()]))
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    fig.suptitle(wrapped(title, int(fig.get_figwidth() * fig.dpi / TITLE_PX_PER_CHAR)))  # over the figure: the names widen the left
+    # over the figure, not the axes: the class names widen the left
+    fig.suptitle(wrapped(title, int(fig.get_figwidth() * fig.dpi / TITLE_PX_PER_CHAR)))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
