@@ -58,13 +58,16 @@ def outline(colour: str) -> list[patheffects.AbstractPathEffect]:
 
 
 def wrapped(text: str, width: int) -> str:
-    """``text`` in lines of about ``width`` characters, broken after a space or a comma (a fused model's name, such
-    as ``integrated(onedcnn,twodcnn,crnn)``, has no space); a piece longer than ``width`` keeps a line of its own."""
-    lines = [""]
-    for piece in re.findall(r"[^ ,]*[ ,]*", text):
-        if lines[-1] and len(lines[-1]) + len(piece.rstrip()) > width:
-            lines.append("")
-        lines[-1] += piece
+    """Each line of ``text`` in lines of about ``width`` characters, broken after a space, a comma or a plus (a fused
+    model's name, such as ``integrated(onedcnn,twodcnn,crnn)`` or ``musicnn+lldstats``, has no space); a piece longer
+    than ``width`` keeps a line of its own."""
+    lines = []
+    for given in text.split("\n"):
+        lines.append("")
+        for piece in re.findall(r"[^ ,+]+[ ,+]*|[ ,+]+", given):
+            if lines[-1] and len(lines[-1]) + len(piece.rstrip()) > width:
+                lines.append("")
+            lines[-1] += piece
     return "\n".join(line.rstrip() for line in lines)
 
 

@@ -142,6 +142,9 @@ def test_wrapped_breaks_after_spaces_and_commas_within_its_width() -> None:
     assert wrapped("averyveryverylongword and more", 8) == "averyveryverylongword\nand more", (
         "a long piece keeps a line of its own"
     )
+    assert wrapped("averyveryverylongword", 8) == "averyveryverylongword" and wrapped("", 8) == ""
+    assert wrapped("musicnn.penultimate+lldstats+descriptors", 24) == "musicnn.penultimate+\nlldstats+descriptors"
+    assert wrapped("a b\nc d e", 3) == "a b\nc d\ne", "each given line wrapped on its own"
 
 
 def test_only_a_class_colour_too_light_for_white_gets_an_outline() -> None:
