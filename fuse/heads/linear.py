@@ -167,7 +167,7 @@ def _groups(groups: Any, n: int) -> list[str]:
     return [str(i) for i in range(n)] if groups is None else [str(g) for g in groups]
 
 
-class SoftmaxHead(_LinearHead):
+class SoftmaxHead(_ChoosingHead):
     """Paper 001's "SoftMax layer": standardization, one linear layer, cross-entropy + L2, trained
     with a first-order optimizer.
 
@@ -263,7 +263,7 @@ class SoftmaxHead(_LinearHead):
 
     def _select(self, Z: np.ndarray, y: np.ndarray, target: np.ndarray, groups: list[str]) -> tuple[float, float, int]:
         """(lr, l2, epochs) with the best pooled inner score; sets ``inner_proba_``."""
-        splits = inner_splits(y, groups, k=self.inner_folds, seed=self.random_state)
+        splits = self._splits(y, groups)
         lrs = self.lr_grid if self.lr is None else (self.lr,)
         l2s = self.l2_grid if self.l2 is None else (self.l2,)
         best: tuple[float, float, float, int, np.ndarray] | None = None
