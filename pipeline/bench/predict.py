@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from mvemo.extract.nets import pretrained_file
 from mvemo.extract.weights.registry import find_weights
 from mvemo.fuse.saved.model import load_fusion_model
 from mvemo.manifests.synthetic import AudioCues, synthesize_audio
@@ -123,10 +122,10 @@ def without(name: str) -> dict[str, str]:
 
 def weights_missing(folder: Path, name: str | None, weights_dir: str | None) -> list[str]:
     """The weight files the saved model's nets read that are not found."""
+    from mvemo.pipeline.predict.inputs import weight_files
+
     saved = load_fusion_model(folder)
-    sets = saved.feature_sets(name or saved.default_model)
-    files = {file for set_name in sets if set_name.startswith("emb/") and (file := pretrained_file(set_name.split("/")[1]))}
-    return sorted(file for file in files if find_weights(file, weights_dir) is None)
+    return sorted(file for file in weight_files(saved, name or saved.default_model) if find_weights(file, weights_dir) is None)
 
 
 def song_files(folder: Path) -> tuple[list[Path], str]:

@@ -22,7 +22,7 @@ from mvemo.extract.clip_embedding import TRAINED_WITH, embed_clip, rebuild_net, 
 from mvemo.extract.features import FeatureConfigs, compute_clip
 from mvemo.extract.nets import net_options, pretrained_file
 from mvemo.extract.nets.base import EmotionNet
-from mvemo.extract.weights.registry import WeightsError, find_weights, require_weights
+from mvemo.extract.weights.registry import ENV_VAR, KNOWN, WeightsError, find_weights, require_weights, search_dirs
 from mvemo.extract.windows.plan import Window, media_length_s, plan_windows, pool
 from mvemo.fuse.inputs import summarize_lld
 from mvemo.fuse.models import LLDSTATS
@@ -87,7 +87,8 @@ def check_computable(saved: SavedFusionModel, chosen: str, weights_dir: str | No
 
 def weight_files(saved: SavedFusionModel, name: str) -> dict[str, str]:
     """The published weight files the nets of model ``name`` read, each with the sha256 the model recorded (a
-    fine-tuned net's checkpoint holds all its weights, and a net from random weights reads none)."""
+    fine-tuned net's checkpoint holds all its weights, and a net from random weights reads none); the faces sets'
+    detector and expression files are required by ``check_computable``)."""
     return {
         file: described["weights_sha256"]
         for set_name, described in saved.feature_sets(name).items()
@@ -106,14 +107,16 @@ def require_weight_files(saved: SavedFusionModel, name: str, weights_dir: str | 
         A file missing (one: where it was looked for and where it comes from; more: each named) or corrupt.
     """
     missing = [file for file in weight_files(saved, name) if find_weights(file, weights_dir) is None]
-    if len(missing) == 1:
-        require_weights(missing[0], weights_dir, hint=TRAINED_WITH)
-    if missing:
+    if len(missing) > 1:
+        looked = search_dirs(weights_dir, hub=any(KNOWN[file].torch_hub for file in missing))
+        fetch = "; ".join(f"`mvemo weights fetch {file}`" for file in missing)
         raise WeightsError(
-            f"model {name!r} reads {len(missing)} weight files not found here: {', '.join(missing)}; get each with"
-            " `mvemo weights fetch FILE` (`mvemo weights list` says where each is looked for and where it comes from),"
-            f" or point --weights-dir (or $MVEMO_WEIGHTS) at the folder that holds them; {TRAINED_WITH}"
+            f"model {name!r} reads {len(missing)} weight files not found in {', '.join(map(str, looked))}:"
+            f" {', '.join(missing)}; get them with {fetch} (`mvemo weights list` says where each comes from), or point"
+            f" --weights-dir (or ${ENV_VAR}) at the folder that holds them; {TRAINED_WITH}"
         )
+    if missing:
+        require_weights(missing[0], weights_dir, hint=TRAINED_WITH)
 
 
 def check_recorded_sets(saved: SavedFusionModel, name: str, weights_dir: str | None = None) -> None:

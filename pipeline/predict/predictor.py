@@ -58,8 +58,8 @@ class Predictor:
         self.saved = load_fusion_model(Path(model_dir).absolute())
         self.weights_dir = None if weights_dir is None else str(Path(weights_dir).absolute())  # workers run elsewhere
         self.model = choose_model(self.saved, model)
+        require_weight_files(self.saved, self.model, self.weights_dir)  # all its nets' missing files in one message
         check_computable(self.saved, self.model, self.weights_dir)
-        require_weight_files(self.saved, self.model, self.weights_dir)
         if timeline and (imported := imported_sets(self.saved, self.model)):
             raise ConfigError(
                 f"--timeline: model {self.model!r} reads {next(iter(imported))}, imported once per clip, not per"
@@ -101,10 +101,11 @@ def clip_results(results: Iterable[Any], clips: list[Clip]) -> Iterator[dict[str
         yield result
 
 
-def reads_media(saved: SavedFusionModel, name: str) -> bool:
-    """Whether model ``name`` computes an input from a clip's media: a model of imported sets alone reads none, and
-    cannot tell a training clip by its media (its results say ``in_training`` null)."""
-    return len(imported_sets(saved, name)) < len(saved.feature_sets(name))
+def in_training(saved: SavedFusionModel, name: str, clip: Clip) -> bool | None:
+    """A result's ``in_training``: whether model ``name`` trained on the clip's media, or None for a model of
+    imported sets alone, which reads no media and cannot tell a training clip by them."""
+    reads_media = len(imported_sets(saved, name)) < len(saved.feature_sets(name))
+    return seen_in_training(saved, clip) if reads_media else None
 
 
 def seen_in_training(saved: SavedFusionModel, clip: Clip) -> bool:
@@ -133,7 +134,7 @@ def predict_clip(
         return (
             {"clip_id": clip.clip_id, "file": _file_of(clip), "model": name}
             | label_scores(saved, name, scores)
-            | {"in_training": seen_in_training(saved, clip) if reads_media(saved, name) else None}
+            | {"in_training": in_training(saved, name, clip)}
         )
 
     return clip_result(clip, label)

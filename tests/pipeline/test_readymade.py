@@ -283,7 +283,7 @@ def test_a_ready_made_model_whose_weights_are_absent_stops_in_one_line(
     song = str(next(fourq_slice.glob("Q1/*.ogg")))
     result = CliRunner().invoke(cli, ["predict", "--model", "4q-quadrants", song, "--weights-dir", str(tmp_path / "empty")])
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.output
-    assert "reads 4 weight files not found here: musicnn_msd_musicnn.npz, " in result.stderr
-    assert "`mvemo weights fetch FILE`" in result.stderr
+    assert "reads 4 weight files not found in " in result.stderr and ": musicnn_msd_musicnn.npz, " in result.stderr
+    assert "get them with `mvemo weights fetch musicnn_msd_musicnn.npz`; " in result.stderr
     listed = CliRunner().invoke(cli, ["models", "list", "--weights-dir", str(tmp_path / "empty")])
     assert "missing: musicnn_msd_musicnn.npz, " in listed.output and "`mvemo weights fetch FILE`" in listed.output

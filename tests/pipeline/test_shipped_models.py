@@ -4,6 +4,7 @@ model whose record says a set was computed otherwise refused in one line that na
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -134,5 +135,23 @@ def test_a_model_whose_weight_files_are_absent_names_every_one_before_reading_a_
     with pytest.raises(WeightsError) as err:
         Predictor(shipped_folder("4q-quadrants"), weights_dir=tmp_path / "empty")
     message = str(err.value)
-    assert f"reads 4 weight files not found here: {', '.join(files)}" in message and "\n" not in message
-    assert "`mvemo weights fetch FILE`" in message and "stage one" not in message
+    assert f"reads 4 weight files not found in {tmp_path / 'empty'}, {tmp_path / 'none'}, " in message
+    assert f": {', '.join(files)}; get them with `mvemo weights fetch {files[0]}`; " in message and "\n" not in message
+    assert all(f"`mvemo weights fetch {file}`" in message for file in files) and "stage one" not in message
+
+
+def test_a_fine_tuned_or_randomly_initialised_net_needs_no_weight_file(tmp_path: Path) -> None:
+    from mvemo.pipeline.predict.inputs import weight_files
+
+    def fine_tuned(described: dict[str, Any]) -> None:
+        described["checkpoint"] = {"path": "musicnn.pt", "sha256": hashlib.sha256(b"a checkpoint").hexdigest()}
+
+    def random_init(described: dict[str, Any]) -> None:
+        described["weights_sha256"] = ""
+
+    for k, edit in enumerate((fine_tuned, random_init)):
+        folder = edited_copy(tmp_path / str(k), edit)
+        (folder / "musicnn.pt").write_bytes(b"a checkpoint")
+        saved = load_fusion_model(folder)
+        files = weight_files(saved, "integrated-audio")
+        assert "musicnn_msd_musicnn.npz" not in files and len(files) == 3, edit.__name__
