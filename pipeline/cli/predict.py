@@ -123,7 +123,7 @@ def warn_seen_in_training(seen: list[str], n_clips: int) -> None:
     if seen:
         click.echo(
             f"warning: {len(seen)} of {n_clips} clips were in the model's training set"
-            f" ({', '.join(seen[:5])}{', ...' if len(seen) > 5 else ''}): their probabilities are fitted, not"
+            f" ({', '.join(seen[:5])}{', ...' if len(seen) > 5 else ''}): their scores are fitted, not"
             " predicted; judge the model by `mvemo-cv`'s report or by clips it never saw",
             err=True,
         )

@@ -41,10 +41,9 @@ from mvemo.pipeline.predict.predictor import (
     categories_of,
     clip_result,
     clip_results,
+    in_training,
     label_of,
     label_scores,
-    reads_media,
-    seen_in_training,
     windows_text,
 )
 
@@ -360,7 +359,7 @@ def timeline_job(
             "png": os.fspath(picture),
             "html": os.fspath(page),
             "notes": timeline.notes,
-            "in_training": seen_in_training(saved, clip) if reads_media(saved, name) else None,
+            "in_training": in_training(saved, name, clip),
         }
 
     return clip_result(clip, write)
