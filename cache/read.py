@@ -291,8 +291,11 @@ class PinnedCache:
     stamps: tuple[tuple[str, int], ...] = ()  # each set's ``Cache.modified_ns`` when pinned
 
     def require_set(self, cache: Cache, name: str) -> None:
-        """Raise ``CacheError`` unless set ``name`` is as it was when pinned (``extract`` rewrote it meanwhile)."""
+        """Raise ``CacheError`` unless set ``name`` is as it was when pinned (``extract`` rewrote it meanwhile). A set's
+        stamp holds the clip table's time, and ``cache`` may be a handle opened before the clips changed: the table on
+        disk is read first, so that a change of clips is named as one."""
         if dict(self.stamps).get(name, cache.modified_ns(name)) != cache.modified_ns(name):
+            self.check()
             raise CacheError(
                 f"cache {str(self.path)!r} changed while stage two read it: {name} was written again; run stage two"
                 " again once `mvemo extract` has finished"

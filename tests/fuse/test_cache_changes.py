@@ -264,3 +264,16 @@ def test_an_unrelated_set_completed_between_the_cv_and_the_final_fit_stops_nothi
     monkeypatch.setattr(stage, "train_final", complete_z_first)
     _, folder = stage.fuse_cache(cache, tmp_path / "out", models="a")
     assert (folder / "model.json").is_file()
+
+
+def test_a_handle_opened_before_the_clips_changed_still_names_the_clips_not_a_set(tmp_path: Path) -> None:
+    """A worker's handle, opened before `mvemo extract` removed clips, reads its old clip table: the change shows
+    first as a set's new stamp (the clip table's time is in it), and must still be named as the clips gone."""
+    cache = embedding_cache(tmp_path / "c", nets={}, vectors={"descriptors": (8, 1.0)}, n_per_class=8)
+    manifest = manifest_of(cache)
+    with Cache(cache) as before:
+        pinned = before.pin(["descriptors"])
+        with CacheWriter(cache, removed(manifest)):
+            pass
+        with pytest.raises(CacheError, match=r"changed while stage two read it: 3 clip\(s\) gone \(first: "):
+            pinned.require_set(before, "descriptors")
