@@ -117,7 +117,9 @@ def row_checksum(row: np.ndarray) -> int:
     return zlib.crc32(np.ascontiguousarray(row).view(np.uint8).data)
 
 
-def fit_row(values: np.ndarray, row_shape: tuple[int, ...], dtype: np.dtype, name: str, variable: bool) -> tuple[np.ndarray, int]:
+def fit_row(
+    values: np.ndarray, row_shape: tuple[int, ...], dtype: np.dtype, name: str, variable: bool
+) -> tuple[np.ndarray, int]:
     if variable and values.shape[1:] == row_shape[1:]:
         length = min(values.shape[0], row_shape[0])
         padded = np.zeros(row_shape, dtype=dtype)

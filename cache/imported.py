@@ -65,7 +65,13 @@ def import_vectors(
     with CacheWriter(cache_path, None) as writer:
         writer.prepare([spec], recompute=[name])  # an import of the set before it is replaced whole
         writer.write(name, rows[order].tolist(), values[order])
-    return {"set": name, "clips": len(rows), "columns": len(columns), "file": str(file), "sha256": config[IMPORTED]["sha256"]}
+    return {
+        "set": name,
+        "clips": len(rows),
+        "columns": len(columns),
+        "file": str(file),
+        "sha256": config[IMPORTED]["sha256"],
+    }
 
 
 def imported_set_names(cache_path: str | os.PathLike[str]) -> set[str]:
@@ -129,13 +135,17 @@ def read_csv(file: Path, key: str | None) -> tuple[list[str], list[str], np.ndar
         for i, text in enumerate(row):
             if i == at:
                 continue
-            number = float(text) if NUMBER.fullmatch(text) else math.nan  # not Python's float(): it reads 1_000 and '١٢'
+            number = (
+                float(text) if NUMBER.fullmatch(text) else math.nan
+            )  # not Python's float(): it reads 1_000 and '١٢'
             if not math.isfinite(number) or abs(number) > FLOAT32_MAX:  # stored as float32, where 1e300 is inf
                 bad.append(f"line {line} ({row[at]!r}), column {header[i]!r}: {text!r}")
             numbers.append(number)
         values.append(numbers)
     if bad:
-        raise ConfigError(f"{where}: {len(bad)} value(s) not finite float32 numbers ({'; '.join(bad[:SHOWN])}); fix or drop them")
+        raise ConfigError(
+            f"{where}: {len(bad)} value(s) not finite float32 numbers ({'; '.join(bad[:SHOWN])}); fix or drop them"
+        )
     if not ids:
         raise ConfigError(f"{where}: no rows under the header")
     return ids, columns, np.asarray(values, dtype=np.float32)
@@ -149,7 +159,13 @@ def read_npz(file: Path, key: str) -> tuple[list[str], list[str], np.ndarray]:
     if key not in found or NPZ_VALUES not in found:
         raise ConfigError(f"{file}: needs arrays {key!r} and {NPZ_VALUES!r} (it has {sorted(found)}); {fix}")
     ids, values = found[key], found[NPZ_VALUES]
-    if values.ndim != 2 or values.dtype.kind not in "iuf" or ids.ndim != 1 or len(ids) != len(values) or not values.size:
+    if (
+        values.ndim != 2
+        or values.dtype.kind not in "iuf"
+        or ids.ndim != 1
+        or len(ids) != len(values)
+        or not values.size
+    ):
         raise ConfigError(
             f"{file}: {NPZ_VALUES!r} must be a 2-D array of numbers with a row per entry of {key!r}"
             f" (shapes {values.shape} and {ids.shape}); {fix}"
@@ -161,7 +177,9 @@ def read_npz(file: Path, key: str) -> tuple[list[str], list[str], np.ndarray]:
         stored = values.astype(np.float32)
     bad = [f"row {i} ({str(ids[i])!r}), column {columns[j]!r}" for i, j in np.argwhere(~np.isfinite(stored))]
     if bad:
-        raise ConfigError(f"{file}: {len(bad)} value(s) not finite float32 numbers ({'; '.join(bad[:SHOWN])}); fix or drop them")
+        raise ConfigError(
+            f"{file}: {len(bad)} value(s) not finite float32 numbers ({'; '.join(bad[:SHOWN])}); fix or drop them"
+        )
     return [i.strip() for i in _texts(ids)], columns, stored
 
 
@@ -182,7 +200,9 @@ def npz_arrays(file: Path) -> dict[str, np.ndarray]:
 def _check_name(cache: Cache, name: str) -> None:
     if not SET_NAME.fullmatch(name):
         suggestion = re.sub(r"[^a-z0-9_]+", "_", name.lower()).strip("_") or "panda_top100"
-        raise ConfigError(f"--set {name!r}: a set's name is one word of lowercase letters, digits and '_'; e.g. {suggestion!r}")
+        raise ConfigError(
+            f"--set {name!r}: a set's name is one word of lowercase letters, digits and '_'; e.g. {suggestion!r}"
+        )
     if name in cache.feature_sets() and IMPORTED not in cache.config(name):
         raise ConfigError(f"--set {name!r}: the cache's computed set has that name; import under another")
 

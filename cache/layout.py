@@ -94,7 +94,9 @@ class FeatureSpec:
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
-            raise ConfigError(f"feature set name {self.name!r}: use lowercase words joined by '/', e.g. 'emb/i3d/fold0'")
+            raise ConfigError(
+                f"feature set name {self.name!r}: use lowercase words joined by '/', e.g. 'emb/i3d/fold0'"
+            )
         object.__setattr__(self, "row_shape", tuple(int(n) for n in self.row_shape))
         if any(n < 1 for n in self.row_shape):
             raise ConfigError(f"feature set {self.name!r}: row_shape {self.row_shape} must be positive")

@@ -24,9 +24,17 @@ BACKUP_SUFFIX = ".single-file.h5"
 COPY_BLOCK_BYTES = 256 * 2**20
 # The attributes of a set in the single-file layout that a segment keeps as they were (so its fingerprint holds).
 SET_ATTRS = (
-    "fingerprint", "record", "config", "extractor", "extractor_version", "weights_sha256", "weights_file",
-    "schema_version", "columns", "variable_length",
-)  # fmt: skip
+    "fingerprint",
+    "record",
+    "config",
+    "extractor",
+    "extractor_version",
+    "weights_sha256",
+    "weights_file",
+    "schema_version",
+    "columns",
+    "variable_length",
+)
 
 
 def migrate(path: str | os.PathLike[str]) -> Path:
@@ -127,7 +135,9 @@ def collect_garbage(
     with contextlib.nullcontext() if lock else CacheLock(root):
         unwanted = [name for name in set_names(root) if not wanted(name)]
         removed = {name: _set_bytes(root, name) for name in unwanted}
-        strays = [s.path for name in set_names(root, with_strays=True) if name not in removed for s in chain(root, name)[1]]
+        strays = [
+            s.path for name in set_names(root, with_strays=True) if name not in removed for s in chain(root, name)[1]
+        ]
         leftovers = {str(p): p.stat().st_size for p in [*strays, *root.rglob(".*.tmp")]}
         if not dry_run:
             for name in unwanted:

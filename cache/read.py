@@ -53,7 +53,9 @@ class Cache:
         if not clips_file.is_file():
             if foreign_entries(self.path):
                 raise CacheError(f"{str(self.path)!r} is a folder but not an mvemo cache (no {CLIPS_FILE})")
-            raise CacheError(f"cache {str(self.path)!r} does not exist; build it with `mvemo extract MANIFEST --cache {path}`")
+            raise CacheError(
+                f"cache {str(self.path)!r} does not exist; build it with `mvemo extract MANIFEST --cache {path}`"
+            )
         try:
             with open_h5(clips_file, "r") as f:
                 self._attrs = dict(f.attrs)
@@ -195,7 +197,9 @@ class Cache:
             for row, reason in self.errors(name).items()
         ]
 
-    def read_matrix(self, name: str, rows: np.ndarray | list[int] | None = None, *, partial: bool = False) -> np.ndarray:
+    def read_matrix(
+        self, name: str, rows: np.ndarray | list[int] | None = None, *, partial: bool = False
+    ) -> np.ndarray:
         """The values of a feature set, all rows or the given ones, in the order given; every one of them done.
 
         ``partial``: rows not done too, as a masked array (``numpy.ma``) whose mask covers them, their values NaN
@@ -241,7 +245,9 @@ class Cache:
         stored = self.rows_stored[rows[order]]
         out = np.zeros((rows.size, *opened.row_shape), dtype=opened.dtype)
         for position, index, first, count in opened.runs(stored):
-            opened.files[index]["data"].read_direct(out, np.s_[first : first + count], np.s_[position : position + count])
+            opened.files[index]["data"].read_direct(
+                out, np.s_[first : first + count], np.s_[position : position + count]
+            )
         if not np.array_equal(order, np.arange(rows.size)):
             unsorted = np.empty_like(out)
             unsorted[order] = out
@@ -309,7 +315,9 @@ class PinnedCache:
         gone = [c for c in self.clip_ids if c not in now]
         before = set(self.clip_ids)
         new = [c for c in cache.clip_ids if c not in before]
-        changes = [f"{len(ids)} clip(s) {what} (first: {ids[0]!r})" for what, ids in (("gone", gone), ("new", new)) if ids]
+        changes = [
+            f"{len(ids)} clip(s) {what} (first: {ids[0]!r})" for what, ids in (("gone", gone), ("new", new)) if ids
+        ]
         what = ", ".join(changes) or "its clips' rows, labels, groups, folds or media changed"
         raise CacheError(
             f"cache {str(self.path)!r} changed while stage two read it: {what}; run stage two again once"

@@ -96,7 +96,9 @@ def _check_segment(f: h5py.File, n: int, first: h5py.File) -> None:
         checked(f, key, dtype, n)
     data, like = checked(f, "data", None, n), checked(first, "data", None)
     if (data.shape[1:], data.dtype) != (like.shape[1:], like.dtype):
-        raise CacheError(f"{f.filename}: rows of {data.shape[1:]} {data.dtype}, the set's are {like.shape[1:]} {like.dtype}")
+        raise CacheError(
+            f"{f.filename}: rows of {data.shape[1:]} {data.dtype}, the set's are {like.shape[1:]} {like.dtype}"
+        )
 
 
 def segment_attrs(spec: FeatureSpec) -> dict[str, Any]:

@@ -115,7 +115,9 @@ class CacheWriter:
         When another process writes the cache, or the manifest contradicts it.
     """
 
-    def __init__(self, path: str | os.PathLike[str], manifest: Manifest | None, *, lock: CacheLock | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], manifest: Manifest | None, *, lock: CacheLock | None = None
+    ) -> None:
         self.path = Path(path)
         if self.path.is_file():
             raise single_file_error(self.path)
@@ -144,7 +146,9 @@ class CacheWriter:
     def close_sets(self) -> None:
         """Close the sets' open files, keeping the lock: a reader opened after sees every row written."""
         for opened in self._sets.values():
-            with contextlib.suppress(OSError, RuntimeError):  # a full disk: what is flushed is consistent, the rest is redone
+            with contextlib.suppress(
+                OSError, RuntimeError
+            ):  # a full disk: what is flushed is consistent, the rest is redone
                 opened.close()
         self._sets = {}
 
@@ -218,7 +222,8 @@ class CacheWriter:
         folds[order] = manifest.folds if manifest.has_folds else -1
         groups[order] = [c.group for c in manifest.clips]
         changed = np.flatnonzero(
-            (table["label"][self._listed] != labels[self._listed]) | (table["fold"][self._listed] != folds[self._listed])
+            (table["label"][self._listed] != labels[self._listed])
+            | (table["fold"][self._listed] != folds[self._listed])
         )
         if changed.size and any(name.startswith("emb/") for name in self.feature_sets()):
             clip_id = self.clip_ids[changed[0]]
@@ -310,7 +315,9 @@ class CacheWriter:
     def _verify_sample(self, name: str) -> None:
         opened = self._set(name)
         n = len(self._ids)
-        done = np.flatnonzero((opened.column("status", n) == DONE) & (opened.column("media_key", n) == self._media_keys))
+        done = np.flatnonzero(
+            (opened.column("status", n) == DONE) & (opened.column("media_key", n) == self._media_keys)
+        )
         if not done.size:
             return
         sample = np.random.default_rng(len(done)).choice(done, size=min(VERIFY_SAMPLE, done.size), replace=False)
@@ -362,7 +369,9 @@ class CacheWriter:
                 accepted[int(self._listed[row])] = (padded, length)
         stored = np.array(sorted(accepted), dtype=np.int64)
         if stored.size and int(stored[-1]) >= opened.stop:
-            raise CacheError(f"feature set {name!r} holds no row for clip {self._ids[int(stored[-1])]!r}; prepare the set first")
+            raise CacheError(
+                f"feature set {name!r} holds no row for clip {self._ids[int(stored[-1])]!r}; prepare the set first"
+            )
         runs = list(opened.runs(stored))
         self._mark_todo(opened, runs, stored)
         for position, index, first, count in runs:  # consecutive rows in one write

@@ -109,6 +109,11 @@ def read_targets(root: Path, n_stored: int) -> Targets:
         raise CacheError(
             f"{str(path)!r} is not a readable targets file ({err}); run `mvemo extract` again to rewrite it"
         ) from None
-    if targets.tag_matrix.shape != (n_stored, len(targets.tags)) or targets.values.shape != (n_stored, len(targets.value_names)):
-        raise CacheError(f"{str(path)!r} does not fit the clip table's {n_stored} rows; run `mvemo extract` again to rewrite it")
+    if targets.tag_matrix.shape != (n_stored, len(targets.tags)) or targets.values.shape != (
+        n_stored,
+        len(targets.value_names),
+    ):
+        raise CacheError(
+            f"{str(path)!r} does not fit the clip table's {n_stored} rows; run `mvemo extract` again to rewrite it"
+        )
     return targets

@@ -51,7 +51,9 @@ def verify_cache(path: str | os.PathLike[str]) -> VerifyReport:
             try:
                 _check_set(cache, name, current, report)
             except (CacheError, KeyError, ValueError, OSError) as err:  # a file of the set is damaged: say which
-                report.problems.append(str(err) if isinstance(err, CacheError) else f"feature set {name!r}: unreadable ({err})")
+                report.problems.append(
+                    str(err) if isinstance(err, CacheError) else f"feature set {name!r}: unreadable ({err})"
+                )
     if report.lock != "free":
         report.problems.append(f"the cache is {report.lock}: a write is in progress")
     return report

@@ -56,7 +56,9 @@ class Audio48kConfig(WaveformConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require(self.sample_rate_hz == AUDIO48K_HZ, f"[audio48k] sample_rate_hz={self.sample_rate_hz}: it is {AUDIO48K_HZ}")
+        require(
+            self.sample_rate_hz == AUDIO48K_HZ, f"[audio48k] sample_rate_hz={self.sample_rate_hz}: it is {AUDIO48K_HZ}"
+        )
 
 
 @dataclass(frozen=True)
@@ -162,7 +164,14 @@ def mel_spectrogram(y: np.ndarray, config: MelConfig, *, heard: int | None = Non
     ``y`` is mono audio at ``config.sample_rate_hz``, already of the window's length; ``heard``: as ``mel_power``'s.
     """
     mel = mel_power(
-        y, config.sample_rate_hz, config.n_fft, config.hop_length, config.n_mels, config.fmin_hz, config.fmax_hz, heard=heard
+        y,
+        config.sample_rate_hz,
+        config.n_fft,
+        config.hop_length,
+        config.n_mels,
+        config.fmin_hz,
+        config.fmax_hz,
+        heard=heard,
     )
     db = 10.0 * np.log10(np.maximum(mel, DB_AMIN))
     return np.maximum(db - db.max(), -config.top_db).astype(np.float32)
@@ -177,7 +186,15 @@ def log_mel_spectrogram(y: np.ndarray, config: LogMelConfig, *, heard: int | Non
 
 
 def mel_power(
-    y: np.ndarray, sr: int, n_fft: int, hop_length: int, n_mels: int, fmin_hz: float, fmax_hz: float, *, heard: int | None = None
+    y: np.ndarray,
+    sr: int,
+    n_fft: int,
+    hop_length: int,
+    n_mels: int,
+    fmin_hz: float,
+    fmax_hz: float,
+    *,
+    heard: int | None = None,
 ) -> np.ndarray:
     """Slaney mel power of periodic-Hann centred frames, shape (n_mels, n_frames), float32.
 
@@ -185,7 +202,9 @@ def mel_power(
     the frames that reach into the sound are computed, every later one is zero power, as it would be computed."""
     bank = mel_filterbank(sr, n_fft, n_mels, fmin_hz, fmax_hz)
     mel = np.zeros((n_frames(y, hop_length), n_mels), dtype=np.float32)
-    reach = y if heard is None else y[: heard + n_fft // 2]  # the last frame that reaches into the sound is centred there
+    reach = (
+        y if heard is None else y[: heard + n_fft // 2]
+    )  # the last frame that reaches into the sound is centred there
     for rows, power in power_blocks(reach, n_fft, hop_length, "hann"):
         mel[rows] = bank.apply(power)
     return mel.T
@@ -201,7 +220,9 @@ def _spec(name: str, config: Any) -> FeatureSpec:
     if name in HANDCRAFTED:
         entry = HANDCRAFTED[name]
         columns = entry.columns(config)
-        return FeatureSpec(name, (len(columns),), "float32", extractor, entry.extractor_version(), record, columns=columns)
+        return FeatureSpec(
+            name, (len(columns),), "float32", extractor, entry.extractor_version(), record, columns=columns
+        )
     version = EXTRACTOR_VERSIONS[name]
     if isinstance(config, WaveformConfig):
         return FeatureSpec(name, (config.n_samples,), config.dtype, extractor, version, record)
@@ -231,7 +252,9 @@ def audio_features() -> tuple[str, ...]:
     return tuple(audio_configs())
 
 
-def compute_audio_features(decoded: Decoded, names: tuple[str, ...], configs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def compute_audio_features(
+    decoded: Decoded, names: tuple[str, ...], configs: Mapping[str, Any]
+) -> dict[str, np.ndarray]:
     """The requested audio feature sets of one decoded clip, as cached (dtype cast, LLD cut to its valid frames),
     from ``configs`` by set name.
 

@@ -95,7 +95,9 @@ def embed_job(job: EmbedJob) -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=1)
-def _worker_net(name: str, n_classes: int, weights_dir: str | None, sha256: str, seed: int, options: tuple) -> EmotionNet:
+def _worker_net(
+    name: str, n_classes: int, weights_dir: str | None, sha256: str, seed: int, options: tuple
+) -> EmotionNet:
     """Each worker builds (and loads) the net of a run's jobs once; the next net replaces it."""
     net = build_net(name, n_classes, weights_dir=weights_dir, seed=seed, options=dict(options))[0]
     require_same_weights(net, sha256)
@@ -133,16 +135,28 @@ def embedding_set(
     options = {**net_options.get(name, {}), **input_options(name, reader)}
     net, note = build_net(name, len(reader.classes), weights_dir=weights_dir, seed=seed, options=options)
     inputs = input_fingerprints(reader, name, kinds_of(net))
-    config = {**code_config(net, fine_tuned=False), "finetune": "none", "protocol": "leakfree", "seed": seed, "inputs": inputs}
-    spec = embedding_spec(f"emb/{name}/all", config, net.weights_sha256, net=net, fine_tuned=False, weights_file=net.weights_file)
+    config = {
+        **code_config(net, fine_tuned=False),
+        "finetune": "none",
+        "protocol": "leakfree",
+        "seed": seed,
+        "inputs": inputs,
+    }
+    spec = embedding_spec(
+        f"emb/{name}/all", config, net.weights_sha256, net=net, fine_tuned=False, weights_file=net.weights_file
+    )
     return EmbeddingSet(net, note, spec, options)
 
 
-def prepare_embedding_set(writer: CacheWriter, reader: Cache, embedding: EmbeddingSet, *, recompute: bool) -> str | None:
+def prepare_embedding_set(
+    writer: CacheWriter, reader: Cache, embedding: EmbeddingSet, *, recompute: bool
+) -> str | None:
     """Give the set its rows in the cache (starting it over with ``recompute``): what recomputing changes of its
     weights, when it replaces a set."""
     change = (
-        weights_change(reader, embedding.name, embedding.net) if recompute and embedding.name in reader.feature_sets() else None
+        weights_change(reader, embedding.name, embedding.net)
+        if recompute and embedding.name in reader.feature_sets()
+        else None
     )
     writer.prepare([embedding.spec], recompute=[embedding.name] if recompute else [])
     return change
@@ -208,7 +222,9 @@ def export_embeddings(
                 if not is_lost_job(result):
                     raise result
                 for row in part:
-                    reason = f"clip {writer.clip_ids[row]!r}: its embedding job was lost ({type(result).__name__}: {result})"
+                    reason = (
+                        f"clip {writer.clip_ids[row]!r}: its embedding job was lost ({type(result).__name__}: {result})"
+                    )
                     writer.fail(set_name, int(row), reason)
                 continue
             done_rows, vectors = result

@@ -71,7 +71,9 @@ class FeatureConfigs:
     audio_timeout_s: float | None = 60.0
     logmel: LogMelConfig = field(default_factory=LogMelConfig)
     # the configs of the handcrafted registry's sets (``extract.handcrafted.registry``), by set name
-    handcrafted: Mapping[str, Any] = field(default_factory=lambda: {name: e.config() for name, e in HANDCRAFTED.items()})
+    handcrafted: Mapping[str, Any] = field(
+        default_factory=lambda: {name: e.config() for name, e in HANDCRAFTED.items()}
+    )
     faces: FaceConfig = field(default_factory=FaceConfig)
 
     def __post_init__(self) -> None:
@@ -117,7 +119,9 @@ class FeatureConfigs:
         for name in VIDEO_SETS:
             video |= records.get(name, {})
         frames = FrameConfig(**{k: video[k] for k in FrameConfig.__dataclass_fields__ if k in video})
-        faces = FaceConfig(**{k: video[k] for k in FaceConfig.__dataclass_fields__ if k in video}, weights_dir=weights_dir)
+        faces = FaceConfig(
+            **{k: video[k] for k in FaceConfig.__dataclass_fields__ if k in video}, weights_dir=weights_dir
+        )
         return cls.of_window(window, frames=frames, faces=faces, **audio)
 
     def with_weights_dir(self, weights_dir: str | os.PathLike[str] | None) -> FeatureConfigs:
@@ -206,7 +210,11 @@ def compute_clip(clip: Clip, names: tuple[str, ...], configs: FeatureConfigs) ->
     result: dict[str, Any] = {}
     for wanted, path, compute in ((audio, clip.audio, audio_features), (video, clip.video, video_features)):
         if wanted:
-            result |= dict.fromkeys(wanted, ABSENT) if path is None else _guarded(clip, wanted, functools.partial(compute, path))
+            result |= (
+                dict.fromkeys(wanted, ABSENT)
+                if path is None
+                else _guarded(clip, wanted, functools.partial(compute, path))
+            )
     return result
 
 
@@ -301,10 +309,14 @@ def compute_feature_sets(
     steps: dict[str, float] = {}
     with recording() as writer_steps:
         in_process = executor is None or getattr(executor, "in_process", False)  # waiting there is the clips' own work
-        for n, (outcome, clip) in enumerate(zip(results if in_process else _waited(results), clips, strict=True), start=1):
+        for n, (outcome, clip) in enumerate(
+            zip(results if in_process else _waited(results), clips, strict=True), start=1
+        ):
             row = row_of[clip.clip_id]
             if isinstance(outcome, BaseException):  # the executor lost the job (a worker died on this clip)
-                result = dict.fromkeys(todo[row], f"clip {clip.clip_id!r}: its worker died ({type(outcome).__name__}: {outcome})")
+                result = dict.fromkeys(
+                    todo[row], f"clip {clip.clip_id!r}: its worker died ({type(outcome).__name__}: {outcome})"
+                )
             else:
                 result, seconds = outcome
                 add(steps, seconds)
@@ -371,7 +383,9 @@ def _collect(
             writer.fail(name, row, value)
 
 
-def _flush(writer: CacheWriter, pending: dict[str, tuple[list[int], list[np.ndarray]]], alongside: ClipConsumer | None) -> None:
+def _flush(
+    writer: CacheWriter, pending: dict[str, tuple[list[int], list[np.ndarray]]], alongside: ClipConsumer | None
+) -> None:
     with step("writing"):
         for name, (rows, arrays) in pending.items():
             if rows:

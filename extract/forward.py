@@ -86,7 +86,11 @@ def batches_of(
     )
     try:
         for rows, labels, *arrays in loader:  # the loader turned the arrays into (pinned, on a GPU) CPU tensors
-            yield np.asarray(rows), torch.as_tensor(labels).to(device, non_blocking=True), net.prepare(*arrays, device=device)
+            yield (
+                np.asarray(rows),
+                torch.as_tensor(labels).to(device, non_blocking=True),
+                net.prepare(*arrays, device=device),
+            )
     finally:
         if dataset._cache is not None:
             dataset._cache.close()
@@ -138,7 +142,12 @@ def embed_rows(
 
 @torch.no_grad()
 def forward(
-    net: EmotionNet, inputs: Sequence[torch.Tensor], device: torch.device, *, probabilities: bool = False, bf16: bool = False
+    net: EmotionNet,
+    inputs: Sequence[torch.Tensor],
+    device: torch.device,
+    *,
+    probabilities: bool = False,
+    bf16: bool = False,
 ) -> np.ndarray:
     """One batch of prepared ``inputs`` through the placed, eval-mode ``net``: its float32 embeddings, or with
     ``probabilities`` its head's class probabilities (in float32, or under bf16 autocast on a GPU with ``bf16``)."""

@@ -78,7 +78,9 @@ class EmbeddingsAlongside:
             self._start()
         read = {kind for embedding in self.sets.values() for kind in embedding.kinds}
         stored = {  # each input as its row will hold it (an LLD matrix padded to its length), None if refused
-            kind: self.cache.writer.as_stored(kind, result[kind]) for kind in read if isinstance(result.get(kind), np.ndarray)
+            kind: self.cache.writer.as_stored(kind, result[kind])
+            for kind in read
+            if isinstance(result.get(kind), np.ndarray)
         }
         wanted = {}
         for name, embedding in self.sets.items():
@@ -107,7 +109,9 @@ class EmbeddingsAlongside:
     def __enter__(self) -> EmbeddingsAlongside:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         if self._thread is None:
             return
         try:
@@ -132,9 +136,13 @@ class EmbeddingsAlongside:
         self.device = resolve_device(self.device_name)
         reader = self.cache.reopen()
         for name in self.nets:
-            embedding = embedding_set(reader, name, weights_dir=self.weights_dir, seed=self.seed, net_options=self.net_options)
+            embedding = embedding_set(
+                reader, name, weights_dir=self.weights_dir, seed=self.seed, net_options=self.net_options
+            )
             self.notes.append(embedding.note)
-            change = prepare_embedding_set(self.cache.writer, reader, embedding, recompute=embedding.name in self.recompute)
+            change = prepare_embedding_set(
+                self.cache.writer, reader, embedding, recompute=embedding.name in self.recompute
+            )
             self.notes += [change] if change else []
             self.sets[name] = embedding
             todo = np.zeros(len(self.cache.writer.clip_ids), dtype=bool)

@@ -253,7 +253,9 @@ class StageOneRun:
     log: Callable[[str], None]
 
 
-def _extract_windows(run: StageOneRun, manifest: Manifest, cache: CacheHandle, windows: WindowConfig) -> StageOneSummary:
+def _extract_windows(
+    run: StageOneRun, manifest: Manifest, cache: CacheHandle, windows: WindowConfig
+) -> StageOneSummary:
     """Stage one over whole files: every window's sets into the window cache, then each clip's pooled vectors."""
     length_s = run.configs.audio_window.duration_s
     began = time.perf_counter()
@@ -266,7 +268,9 @@ def _extract_windows(run: StageOneRun, manifest: Manifest, cache: CacheHandle, w
         pooled = pool_windows(plan, windows_cache.reopen(), cache, windows, length_s=length_s)
     summary.pooled, summary.failed_pooled = pooled.done, pooled.failed
     summary.stages.insert(0, planned)
-    summary.stages.append(StageTime("pooling", time.perf_counter() - began, f"{windows.pooling} of {len(pooled.done)} sets"))
+    summary.stages.append(
+        StageTime("pooling", time.perf_counter() - began, f"{windows.pooling} of {len(pooled.done)} sets")
+    )
     return summary
 
 
@@ -378,6 +382,10 @@ def _extract_clips(
     failures = reader.failures()
     sets = [name for name in reader.feature_sets() if name.startswith(tuple(f"emb/{n}/" for n in nets))]
     summary.embeddings = {name: int(reader.done(name).sum()) for name in sets}
-    summary.failed_embeddings = {name: {f["clip_id"]: f["reason"] for f in failures if f["feature_set"] == name} for name in sets}
-    summary.stages.append(StageTime("fine-tuning", time.perf_counter() - began, f"{run.training.finetune}, {run.protocol}"))
+    summary.failed_embeddings = {
+        name: {f["clip_id"]: f["reason"] for f in failures if f["feature_set"] == name} for name in sets
+    }
+    summary.stages.append(
+        StageTime("fine-tuning", time.perf_counter() - began, f"{run.training.finetune}, {run.protocol}")
+    )
     return summary

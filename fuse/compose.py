@@ -219,7 +219,9 @@ class Trainings:
                 self.in_sample,
             )
         training = self.by_rows[key]
-        training.blocks = dict(training.blocks) | {name: X[rows] for name, X in matrices.items() if name not in training.blocks}
+        training.blocks = dict(training.blocks) | {
+            name: X[rows] for name, X in matrices.items() if name not in training.blocks
+        }
         return training
 
 
@@ -267,7 +269,9 @@ def concatenated(blocks: Mapping[str, np.ndarray], inputs: tuple[str, ...]) -> n
 class FittedFeatures(Fitted):
     node: Features
 
-    def __init__(self, node: Features, model: Any, classes: np.ndarray, n_classes: int, selected: dict[str, Any]) -> None:
+    def __init__(
+        self, node: Features, model: Any, classes: np.ndarray, n_classes: int, selected: dict[str, Any]
+    ) -> None:
         self.node, self.model, self.classes, self.n_classes, self.selected = node, model, classes, n_classes, selected
 
     def proba(self, blocks: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -299,7 +303,10 @@ class FittedLate(Fitted):
         return tuple(dict.fromkeys(name for m in self.members for name in m.inputs()))
 
     def choices(self) -> dict[str, Any]:
-        choices = {"weights": [float(w) for w in self.weights], "members": {m.node.expr: m.choices() for m in self.members}}
+        choices = {
+            "weights": [float(w) for w in self.weights],
+            "members": {m.node.expr: m.choices() for m in self.members},
+        }
         if self.node.weights == "trimmed":
             choices["dropped"] = {expr: d._asdict() for expr, d in self.dropped.items()}
         return choices
@@ -359,7 +366,9 @@ class FittedStack(Fitted):
         )
 
     def proba(self, blocks: Mapping[str, np.ndarray]) -> np.ndarray:
-        return full_proba(self.meta, self.classes, meta_features([m.proba(blocks) for m in self.members]), self.n_classes)
+        return full_proba(
+            self.meta, self.classes, meta_features([m.proba(blocks) for m in self.members]), self.n_classes
+        )
 
     def choices(self) -> dict[str, Any]:
         return {"meta": dict(self.selected), "members": {m.node.expr: m.choices() for m in self.members}}
@@ -483,7 +492,9 @@ def cross_fitted(node: Stack | Late, training: Training) -> np.ndarray:
     and its inner accuracy would lean high."""
     proba = np.zeros((len(training.y), training.n_classes))
     for train, val in training.splits():
-        proba[val] = fit(node, training.on_rows(train), inner=False).proba({n: X[val] for n, X in training.blocks.items()})
+        proba[val] = fit(node, training.on_rows(train), inner=False).proba(
+            {n: X[val] for n, X in training.blocks.items()}
+        )
     return proba
 
 

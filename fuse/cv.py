@@ -97,9 +97,15 @@ class Classes:
 
     def fitter(self, groups: list[str], inputs: FoldInputs) -> FoldFit:
         trainings = Trainings(
-            self.labels.y, groups, len(self.labels.classes), self.head, self.selection, inputs.patches, inputs.upper,
+            self.labels.y,
+            groups,
+            len(self.labels.classes),
+            self.head,
+            self.selection,
+            inputs.patches,
+            inputs.upper,
             inputs.in_sample,
-        )  # fmt: skip
+        )
         return lambda model, read, train, test, fold: classify(model, read, train, test, fold, self.labels, trainings)
 
 
@@ -143,7 +149,9 @@ def classify(
         raise ConfigError(f"{model.name}, fold {fold}: {err}") from None
     proba = fitted.proba({i: X[test] for i, X in read.items()})
     notes = [] if note is None else [f"{note}, predicted with probability 0"]
-    inner_accuracy = None if fitted.inner_proba is None else float(np.mean(np.argmax(fitted.inner_proba, axis=1) == y[train]))
+    inner_accuracy = (
+        None if fitted.inner_proba is None else float(np.mean(np.argmax(fitted.inner_proba, axis=1) == y[train]))
+    )
     threshold = inner_threshold(fitted, y[train], trainings.on(train, read)) if n_classes == 2 else 0.5
     return FoldOutcome(test, proba, fitted.choices(), fitted.describe(), notes, inner_accuracy, threshold)
 
@@ -199,8 +207,17 @@ def cross_validate(
         return Classes(cache_labels(cache), head, selection)
 
     with opened(cache) as cache:
-        runs = run_folds(cache, classes, models=models, n_folds=n_folds, repeats=repeats, executor=executor,
-                         progress=progress, upper=upper, run=run)  # fmt: skip
+        runs = run_folds(
+            cache,
+            classes,
+            models=models,
+            n_folds=n_folds,
+            repeats=repeats,
+            executor=executor,
+            progress=progress,
+            upper=upper,
+            run=run,
+        )
     k, chosen, labels = runs.n_folds, runs.models, runs.kind.labels
     per_repeat: list[dict[str, ModelPredictions]] = []
     unscored: dict[str, str] = {}
@@ -228,13 +245,17 @@ def cross_validate(
     result.clip_ids, result.groups, result.unscored = runs.clip_ids, runs.groups, unscored
     result.fine_tuned_models, result.basis = runs.fine_tuned_models, runs.basis
     result.metrics = {
-        m.name: summarize_repeats([summarize(p.y, p.proba, p.folds, k) for p in (rep[m.name] for rep in per_repeat)], k=k)
+        m.name: summarize_repeats(
+            [summarize(p.y, p.proba, p.folds, k) for p in (rep[m.name] for rep in per_repeat)], k=k
+        )
         | {"inner_accuracy": mean_present([a for rep in per_repeat for a in rep[m.name].inner_accuracy])}
         for m in chosen
         if m.name not in unscored
     }
     if not result.metrics:
-        raise ConfigError(f"no model scored a clip, so there is nothing to report ({why_unscored(unscored, runs.notes)})")
+        raise ConfigError(
+            f"no model scored a clip, so there is nothing to report ({why_unscored(unscored, runs.notes)})"
+        )
     reference = named[0]
     result.comparison = compare(per_repeat, reference, k=k) if reference not in unscored else None
     if reference in unscored:

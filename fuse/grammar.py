@@ -37,7 +37,9 @@ def tokenize(text: str) -> list[str]:
     for match in TOKEN.finditer(text):
         name, symbol = match.groups()
         if symbol is not None and symbol.strip() and symbol not in "(),+=":
-            raise ConfigError(f"--models {text!r}: unexpected {symbol!r}; models are written like a+b, late(a,b), stack(a,b)")
+            raise ConfigError(
+                f"--models {text!r}: unexpected {symbol!r}; models are written like a+b, late(a,b), stack(a,b)"
+            )
         tokens.append(name or symbol)
     return [t for t in tokens if t and t.strip()]
 
@@ -58,7 +60,9 @@ def parse_models(text: str, names: Mapping[str, Node], unknown: Callable[[str], 
 
 
 class _Parser:
-    def __init__(self, text: str, tokens: list[str], names: Mapping[str, Node], unknown: Callable[[str], Exception]) -> None:
+    def __init__(
+        self, text: str, tokens: list[str], names: Mapping[str, Node], unknown: Callable[[str], Exception]
+    ) -> None:
         self.text, self.tokens, self.names, self.unknown = text, tokens, names, unknown
         self.position = 0
 
@@ -99,7 +103,9 @@ class _Parser:
         if len(parts) == 1:
             return parts[0]
         if not all(isinstance(p, Features) for p in parts):
-            self.fail("only cached inputs join with '+'; a named or composed model goes inside late(), stack() or best()")
+            self.fail(
+                "only cached inputs join with '+'; a named or composed model goes inside late(), stack() or best()"
+            )
         return Features(tuple(dict.fromkeys(name for p in parts for name in p.inputs)))  # type: ignore[union-attr]
 
     def lookup(self, name: str) -> Node:

@@ -61,7 +61,9 @@ def in_sample_inputs(cache: Cache, sets: Mapping[str, str]) -> frozenset[str]:
     """The inputs (of ``sets``: input -> the set it reads) computed by a net fine-tuned on the clips it is read for:
     per fold, every training row trained it; for the final model, every row. Inner out-of-fold probabilities over
     them are in-sample."""
-    return frozenset(name for name, set_name in sets.items() if cache.config(set_name).get("finetune", "none") != "none")
+    return frozenset(
+        name for name, set_name in sets.items() if cache.config(set_name).get("finetune", "none") != "none"
+    )
 
 
 def patch_count(cache: Cache, set_name: str) -> int | None:

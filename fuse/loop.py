@@ -268,7 +268,13 @@ def fit_fold(
 
 
 def repeat_folds(
-    cache: Cache, models: list[FusionModel], k: int, repeats: int, strata: np.ndarray, *, tag_matrix: np.ndarray | None = None
+    cache: Cache,
+    models: list[FusionModel],
+    k: int,
+    repeats: int,
+    strata: np.ndarray,
+    *,
+    tag_matrix: np.ndarray | None = None,
 ) -> list[np.ndarray]:
     """The folds of each repeat: the manifest's, then folds drawn with seeds 1, 2, ... (a draw equal to an earlier
     repeat's is skipped: it would count one split twice), stratified by ``strata``, or by every tag of
@@ -296,7 +302,9 @@ def repeat_folds(
             drawn.append(folds)
             seen.add(_partition(folds))
     if len(drawn) < repeats:
-        raise ConfigError(f"--repeats {repeats}: these clips and groups allow only {len(drawn)} different splits into {k} folds")
+        raise ConfigError(
+            f"--repeats {repeats}: these clips and groups allow only {len(drawn)} different splits into {k} folds"
+        )
     return drawn
 
 
@@ -359,17 +367,31 @@ def run_folds(
         if isinstance(out, BaseException):
             raise out
     outcomes = [
-        {m.name: [out[m.name] for (rr, _), out in zip(tasks, outputs) if rr == r] for m in chosen} for r in range(repeats)
+        {m.name: [out[m.name] for (rr, _), out in zip(tasks, outputs) if rr == r] for m in chosen}
+        for r in range(repeats)
     ]
     notes = run_notes(cache, models, left_out_notes)
     for r in range(repeats):
         for model in chosen:
-            notes += [note if repeats == 1 else f"repeat {r}: {note}" for out in outcomes[r][model.name] for note in out.notes]
+            notes += [
+                note if repeats == 1 else f"repeat {r}: {note}" for out in outcomes[r][model.name] for note in out.notes
+            ]
     tuned_models = [m.name for m in chosen if any("/fold" in per_fold[0].sets[i] for i in m.inputs)]
     return FoldRuns(
-        chosen, k, protocol(cache, read), tuple(fine_tuned_nets(cache, read)), all_folds, outcomes, clips, notes,
-        cache.clip_ids, cache.groups, tuned_models, target, basis,
-    )  # fmt: skip
+        chosen,
+        k,
+        protocol(cache, read),
+        tuple(fine_tuned_nets(cache, read)),
+        all_folds,
+        outcomes,
+        clips,
+        notes,
+        cache.clip_ids,
+        cache.groups,
+        tuned_models,
+        target,
+        basis,
+    )
 
 
 def run_notes(cache: Cache, models: str | None, left_out: list[str]) -> list[str]:
@@ -420,10 +442,18 @@ def clip_counts(
         per_model[model.name] = {
             "used": len(used),
             "used_per_class": {c: int(np.sum(y[used] == i)) for i, c in enumerate(classes)},
-            "left_out": [{"clip_id": cache.clip_ids[row], "reason": "; ".join(why)} for row, why in sorted(missing.items())],
+            "left_out": [
+                {"clip_id": cache.clip_ids[row], "reason": "; ".join(why)} for row, why in sorted(missing.items())
+            ],
         }
-    counts = {"total": len(cache), "per_class": {c: int(np.sum(y == i)) for i, c in enumerate(classes)}, "models": per_model}
+    counts = {
+        "total": len(cache),
+        "per_class": {c: int(np.sum(y == i)) for i, c in enumerate(classes)},
+        "models": per_model,
+    }
     notes = [
-        f"{name}: {len(m['left_out'])} clip(s) left out, listed in the report" for name, m in per_model.items() if m["left_out"]
+        f"{name}: {len(m['left_out'])} clip(s) left out, listed in the report"
+        for name, m in per_model.items()
+        if m["left_out"]
     ]
     return counts, notes

@@ -50,7 +50,9 @@ def summarize(y: np.ndarray, proba: np.ndarray, folds: np.ndarray, n_folds: int)
         auc = float(roc_auc_score(y, scores_for_auc, multi_class="ovr", average="macro", labels=labels))
     return {
         "accuracy": {
-            "per_fold": [float(np.mean(pred[f] == y[f])) if np.any(f) else None for f in (folds == k for k in range(n_folds))]
+            "per_fold": [
+                float(np.mean(pred[f] == y[f])) if np.any(f) else None for f in (folds == k for k in range(n_folds))
+            ]
         },
         "accuracy_pooled": float(np.mean(pred == y)),
         "f1_macro": float(f1_score(y, pred, average="macro", labels=labels, zero_division=0)),
@@ -143,7 +145,9 @@ def _over_repeats(values: list[float]) -> dict[str, Any]:
     return {"mean": float(np.mean(values)), "per_repeat": values}
 
 
-def paired_differences(mine: list[list[np.ndarray]], theirs: list[list[np.ndarray]], *, k: int) -> dict[str, Any] | None:
+def paired_differences(
+    mine: list[list[np.ndarray]], theirs: list[list[np.ndarray]], *, k: int
+) -> dict[str, Any] | None:
     """A model against the reference, fold by fold over every repeat, on the clips both score.
 
     ``mine[r][f]`` and ``theirs[r][f]`` are the (m, 2) arrays of (row, right or wrong) of repeat r's test fold f.
@@ -174,7 +178,9 @@ def paired_differences(mine: list[list[np.ndarray]], theirs: list[list[np.ndarra
     }
 
 
-def sign_agreement(values: np.ndarray | list[list[float]], truth: list[str], scale: tuple[float, float]) -> dict[str, Any]:
+def sign_agreement(
+    values: np.ndarray | list[list[float]], truth: list[str], scale: tuple[float, float]
+) -> dict[str, Any]:
     """How (valence, arousal) predictions ``values`` (n, 2) on ``scale`` agree with quadrant labels ``truth`` (Q1..Q4,
     of another data set: Russell's plane seen from there) by their signs: the ROC-AUC of valence for Q1 and Q4 above
     Q2 and Q3, of arousal for Q1 and Q2 above Q3 and Q4 (None where one side has no clip), and the share of clips

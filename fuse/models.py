@@ -91,7 +91,11 @@ def modality(cache: Cache, name: str) -> str:
     if name in VIDEO_SETS:
         return "video"
     sets = [s for s in cache.feature_sets() if s.startswith(f"emb/{name}/")]
-    return "video" if sets and any(set_modality(s) == "video" for s in cache.config(sets[0]).get("inputs", {})) else "audio"
+    return (
+        "video"
+        if sets and any(set_modality(s) == "video" for s in cache.config(sets[0]).get("inputs", {}))
+        else "audio"
+    )
 
 
 def base_net(name: str) -> str:
@@ -116,7 +120,11 @@ def vector_sets(cache: Cache, among: Iterable[str] | None = None) -> list[str]:
     """The cached feature sets (of ``among`` alone where given: no other set is opened) that hold one vector of named
     columns per clip: each is an input by its name."""
     names = cache.feature_sets() if among is None else [name for name in cache.feature_sets() if name in set(among)]
-    return [name for name in names if not name.startswith("emb/") and cache.columns(name) and len(cache.row_shape(name)) == 1]
+    return [
+        name
+        for name in names
+        if not name.startswith("emb/") and cache.columns(name) and len(cache.row_shape(name)) == 1
+    ]
 
 
 def random_init_nets(cache: Cache, among: Iterable[str] | None = None) -> list[str]:
@@ -125,7 +133,10 @@ def random_init_nets(cache: Cache, among: Iterable[str] | None = None) -> list[s
     nets = []
     for net in _nets_among(cache, among):
         sets = input_sets(cache, net)
-        if all(weights_origin(cache, n) == "random init" and cache.config(n).get("finetune", "none") == "none" for n in sets):
+        if all(
+            weights_origin(cache, n) == "random init" and cache.config(n).get("finetune", "none") == "none"
+            for n in sets
+        ):
             nets.append(net)
     return nets
 
@@ -178,7 +189,9 @@ def incomplete_inputs(cache: Cache, among: Iterable[str] | None = None) -> dict[
         if tuned and len(tuned) < n_folds:
             why.append(f"fine-tuned for {len(tuned)} of {n_folds} folds")
         if why:
-            incomplete[name] = f"{'; '.join(why)}; complete it with {_completing_command(cache, name, tuned=bool(tuned))}"
+            incomplete[name] = (
+                f"{'; '.join(why)}; complete it with {_completing_command(cache, name, tuned=bool(tuned))}"
+            )
     return incomplete
 
 

@@ -146,12 +146,20 @@ def compare_rules(cache: Cache, *, target: str = "label", repeats: int = 10, **o
         raise ConfigError(f"--target {target!r}: the study compares rules for label, tags or values")
     inputs = fusion_inputs(cache)
     if len(inputs) < 2:
-        raise ConfigError(f"cache {str(cache.path)!r}: the default model fuses {inputs or 'nothing'}; a study needs two inputs")
+        raise ConfigError(
+            f"cache {str(cache.path)!r}: the default model fuses {inputs or 'nothing'}; a study needs two inputs"
+        )
     video = [name for name in inputs if modality(cache, name) == "video"]
     models = rule_models(inputs, video, values=target == "values")
-    runs: dict[str, Callable[..., Any]] = {"label": cross_validate, "tags": cross_validate_tags, "values": cross_validate_values}
+    runs: dict[str, Callable[..., Any]] = {
+        "label": cross_validate,
+        "tags": cross_validate_tags,
+        "values": cross_validate_values,
+    }
     run = runs[target]
-    result = run(cache, models=",".join(dict.fromkeys(node.expr for node in models.values())), repeats=repeats, **options)
+    result = run(
+        cache, models=",".join(dict.fromkeys(node.expr for node in models.values())), repeats=repeats, **options
+    )
     reported = measures(target, getattr(result, "names", ()))
     scores = {name: fold_scores(result, node.expr, target) for name, node in models.items()}
     figures = {name: {m: headline(result, node.expr, m, target) for m in reported} for name, node in models.items()}
@@ -223,7 +231,9 @@ def decision_table(decision: dict[str, Any]) -> str:
     sets = list(dict.fromkeys(a["set"] for step in decision["steps"] for a in step["per_set"]))
     lines = ["| rule | against | " + " | ".join(sets) + " | replaces |", "|" + "---|" * (3 + len(sets))]
     for step in decision["steps"]:
-        per_set = {a["set"]: _difference(a) for a in step["per_set"]} | dict.fromkeys(step.get("cannot_fit", []), "cannot fit")
+        per_set = {a["set"]: _difference(a) for a in step["per_set"]} | dict.fromkeys(
+            step.get("cannot_fit", []), "cannot fit"
+        )
         replaces = "yes" if step["replaces"] else "no"
         lines.append("| " + " | ".join([step["rule"], step["against"], *(per_set[s] for s in sets), replaces]) + " |")
     return "\n".join([*lines, "", f"default: {decision['default']}"])

@@ -112,8 +112,14 @@ class SelectionConfig:
             self.choice_scoring is None or self.choice_scoring in SCORINGS,
             f"[fuse] choice_scoring = {self.choice_scoring!r}: expected one of {SCORINGS}",
         )
-        require(self.choice_rule in CHOICE_RULES, f"[fuse] choice_rule = {self.choice_rule!r}: expected one of {CHOICE_RULES}")
-        require(self.value_scale in VALUE_SCALES, f"[fuse] value_scale = {self.value_scale!r}: expected one of {VALUE_SCALES}")
+        require(
+            self.choice_rule in CHOICE_RULES,
+            f"[fuse] choice_rule = {self.choice_rule!r}: expected one of {CHOICE_RULES}",
+        )
+        require(
+            self.value_scale in VALUE_SCALES,
+            f"[fuse] value_scale = {self.value_scale!r}: expected one of {VALUE_SCALES}",
+        )
         require(
             isinstance(self.value_heads, tuple | list)
             and bool(self.value_heads)
@@ -123,7 +129,9 @@ class SelectionConfig:
         object.__setattr__(self, "value_heads", tuple(dict.fromkeys(self.value_heads)))
         require(is_seed(self.seed), f"[fuse] seed = {self.seed!r}: expected an integer from 0 to 2**32-1")
         require(
-            isinstance(self.upper_max_epochs, int) and not isinstance(self.upper_max_epochs, bool) and self.upper_max_epochs >= 1,
+            isinstance(self.upper_max_epochs, int)
+            and not isinstance(self.upper_max_epochs, bool)
+            and self.upper_max_epochs >= 1,
             f"[fuse] upper_max_epochs = {self.upper_max_epochs!r}: expected an integer >= 1",
         )
         for name in ("C_grid", "lr_grid", "l2_grid", "upper_lr_grid", "upper_weight_decay_grid"):
@@ -135,7 +143,8 @@ class SelectionConfig:
                 and all(is_number(v) and (v > 0 or (not positive and v == 0)) for v in grid)
             )
             require(
-                bool(valid), f"[fuse] {name} = {grid!r}: expected a non-empty list of numbers {'> 0' if positive else '>= 0'}"
+                bool(valid),
+                f"[fuse] {name} = {grid!r}: expected a non-empty list of numbers {'> 0' if positive else '>= 0'}",
             )
             object.__setattr__(self, name, tuple(sorted(float(v) for v in grid)))
 
@@ -217,7 +226,9 @@ def logistic_path(
         The pooled score of each C tried.
     """
     n_classes = int(y.max()) + 1
-    models = [LogisticRegression(C=Cs[0], warm_start=True, tol=PATH_TOL_FACTOR * tol, max_iter=max_iter) for _ in splits]
+    models = [
+        LogisticRegression(C=Cs[0], warm_start=True, tol=PATH_TOL_FACTOR * tol, max_iter=max_iter) for _ in splits
+    ]
 
     def out_of_fold(C: float) -> np.ndarray:
         proba = np.zeros((len(y), n_classes))
@@ -284,7 +295,10 @@ class Trim:
 
     def dropped(self, names: list[str]) -> dict[str, Dropped]:
         """The members dropped, by their ``names``."""
-        return {names[i]: Dropped(gap, se, names[self.best]) for i, (gap, se) in self.gaps.items() if i not in self.kept}  # type: ignore[index]
+        if self.best is None:  # no member was judged: none dropped
+            return {}
+        under = names[self.best]
+        return {names[i]: Dropped(gap, se, under) for i, (gap, se) in self.gaps.items() if i not in self.kept}
 
 
 def described_drops(dropped: Mapping[str, Dropped]) -> str:

@@ -75,7 +75,9 @@ class FuseSettings:
         classifies = self.target in ("label", "tags")
         return {
             "target": self.target,
-            "head": (self.head or " | ".join(self.selection.heads)) if classifies else " | ".join(self.selection.value_heads),
+            "head": (self.head or " | ".join(self.selection.heads))
+            if classifies
+            else " | ".join(self.selection.value_heads),
             "head_params": self.head_params if classifies else {},
             "selection": self.selection.to_json(),
             "models": self.models or "default",
@@ -109,7 +111,12 @@ def made_by(cache: Cache, sets: list[str]) -> dict[str, Any]:
 
 
 def run_cv(
-    cache: CacheLike, out: str | os.PathLike[str], settings: FuseSettings | None = None, *, run: str | None = None, **changes: Any
+    cache: CacheLike,
+    out: str | os.PathLike[str],
+    settings: FuseSettings | None = None,
+    *,
+    run: str | None = None,
+    **changes: Any,
 ) -> CvRun:
     """Cross-validate the classes and write ``report.md``, ``report.json``, ``oof_predictions.csv`` and the PNGs into
     ``out``; returns the result and the report document. ``settings`` with ``changes`` (``FuseSettings.of``);
@@ -169,7 +176,10 @@ def run_target_cv(
             result = cross_validate_tags(cache, **settings.cv_options(), run=run)
             document = tags_document(result)
         else:
-            fixed = {key: getattr(settings, key) for key in ("models", "n_folds", "repeats", "selection", "executor", "progress")}
+            fixed = {
+                key: getattr(settings, key)
+                for key in ("models", "n_folds", "repeats", "selection", "executor", "progress")
+            }
             values = cross_validate_values(cache, names=tuple(target.split(",")), run=run, **fixed)
             if settings.head or settings.reference:
                 values.notes.append(
@@ -178,7 +188,9 @@ def run_target_cv(
                 )
             document, result = values_document(values), values
         read = basis_of(result).sets
-        document |= made_by(cache, read) | {"config": {key: settings.config()[key] for key in ("target", "models", "selection")}}
+        document |= made_by(cache, read) | {
+            "config": {key: settings.config()[key] for key in ("target", "models", "selection")}
+        }
         document |= {"protocol": protocol(cache, read), "fine_tuned_nets": fine_tuned_nets(cache, read)}
     return CvRun(result, write_target_report(document, result, Path(out)))
 
@@ -192,7 +204,10 @@ def cv_scores(target: str, scored: dict[str, Any]) -> dict[str, Any]:
         auc = {name: m["roc_auc_macro"] for name, m in scored.items()}
         return {"metric": "ROC-AUC macro", "models": {name: a["mean"] for name, a in auc.items() if a is not None}}
     names = target.split(",")
-    return {"metric": "CCC", "models": {name: float(np.mean([m[v]["ccc"] for v in names])) for name, m in scored.items()}}
+    return {
+        "metric": "CCC",
+        "models": {name: float(np.mean([m[v]["ccc"] for v in names])) for name, m in scored.items()},
+    }
 
 
 def fuse_cache(
@@ -216,7 +231,11 @@ def fuse_cache(
 
 def _fuse(cache: Cache, out: Path, settings: FuseSettings, run: str) -> tuple[dict[str, Any], Path]:
     target = settings.target
-    done = run_cv(cache, out, settings, run=run) if target == "label" else run_target_cv(cache, out, target, settings, run=run)
+    done = (
+        run_cv(cache, out, settings, run=run)
+        if target == "label"
+        else run_target_cv(cache, out, target, settings, run=run)
+    )
     document, basis = done.document, basis_of(done.result)
     scored = document["models"] if target == "label" else document["metrics"]
     chosen = [model for model in basis.models if model.name in scored]

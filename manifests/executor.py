@@ -44,7 +44,9 @@ class Executor(Protocol):
     own_devices: bool
     local_workers: int
 
-    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], resources: Resources | None = None) -> Iterator[Any]: ...
+    def map(
+        self, fn: Callable[..., Any], *iterables: Iterable[Any], resources: Resources | None = None
+    ) -> Iterator[Any]: ...
 
 
 # A job whose worker died (Dask gave up on it, or the local pool broke): the job itself may be fine.

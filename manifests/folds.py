@@ -108,7 +108,11 @@ def require_whole_groups(folds: np.ndarray, groups: Sequence[str], clip_ids: Seq
     if not split:
         return
     group, in_folds = next(iter(split.items()))
-    members = [f"{clip_id!r} in fold {int(fold)}" for clip_id, g, fold in zip(clip_ids, groups, np.asarray(folds)) if g == group]
+    members = [
+        f"{clip_id!r} in fold {int(fold)}"
+        for clip_id, g, fold in zip(clip_ids, groups, np.asarray(folds))
+        if g == group
+    ]
     more = f" ({len(split) - 1} more groups are split too)" if len(split) > 1 else ""
     raise ManifestError(
         f"{where}{': ' if where else ''}group {group!r} lies in folds {in_folds} ({', '.join(members[:4])}"
@@ -266,7 +270,9 @@ def inner_splits(y: np.ndarray, groups: Sequence[str], *, k: int, seed: int) -> 
 
 
 @functools.lru_cache(maxsize=32)
-def _grouped_splits(codes: bytes, groups: tuple[str, ...], k: int, seed: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+def _grouped_splits(
+    codes: bytes, groups: tuple[str, ...], k: int, seed: int
+) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
     """StratifiedGroupKFold's folds, drawn once for all the heads fitted on the same rows (its search over groups
     took a third of a nested CV's time when every head drew them again)."""
     y = np.frombuffer(codes, dtype=np.int64)

@@ -47,7 +47,9 @@ def read_manifest(
     """
     path = Path(path)
     if not path.is_file():
-        raise ManifestError(f"manifest {str(path)!r} does not exist; build one with `mvemo manifest scan ROOT -o {path}`")
+        raise ManifestError(
+            f"manifest {str(path)!r} does not exist; build one with `mvemo manifest scan ROOT -o {path}`"
+        )
     text = utf8_text(path, f"manifest {str(path)!r}")
     reader = _read_jsonl if path.suffix.lower() in (".jsonl", ".json") else _read_csv
     headers, rows = reader(text, path, not unlabelled)
@@ -57,7 +59,11 @@ def read_manifest(
         raise ManifestError(f"manifest {str(path)!r} has no clips; add rows or build it with `mvemo manifest scan`")
     where = f"manifest {str(path)!r}"
     classes = headers.get("classes") or sorted({c.label for c in clips} - {""})
-    tags = parse_vocabulary(headers["tags"], where=where) if "tags" in headers else sorted({t for c in clips for t in c.tags})
+    tags = (
+        parse_vocabulary(headers["tags"], where=where)
+        if "tags" in headers
+        else sorted({t for c in clips for t in c.tags})
+    )
     scale = parse_scale(headers["scale"], where=where) if "scale" in headers else None
     manifest = Manifest(tuple(classes), tuple(clips), partial_folds, tuple(tags), scale, unlabelled)
     if check_files:

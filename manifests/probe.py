@@ -95,7 +95,9 @@ def probe_file(path: str | os.PathLike[str]) -> MediaInfo:
             video = _probe_video(container, video_stream, container_s) if video_stream else None
             ends, truncated = _stream_ends(container)
     except (av.FFmpegError, UnicodeDecodeError, StopIteration, ValueError) as err:
-        return MediaInfo(str(path), error=CUT_OFF_REASON if iso_file_cut_off(path) else f"cannot decode: {_reason(err)}")
+        return MediaInfo(
+            str(path), error=CUT_OFF_REASON if iso_file_cut_off(path) else f"cannot decode: {_reason(err)}"
+        )
     if audio is None and video is None:
         return MediaInfo(str(path), error="no audio or video stream")
     if audio is not None:
@@ -190,7 +192,10 @@ def _stream_ends(container: Any) -> tuple[dict[int, float], str]:
                 end_s = float((packet.pts + (packet.duration or 0)) * packet.time_base)
                 ends[packet.stream.index] = max(ends[packet.stream.index], end_s)
     except av.FFmpegError as err:
-        return ends, f"the file is truncated or corrupt: reading it stopped ({_reason(err)}); re-download or re-encode it"
+        return (
+            ends,
+            f"the file is truncated or corrupt: reading it stopped ({_reason(err)}); re-download or re-encode it",
+        )
     for stream in streams:
         declared_s = declared_end_s(stream)
         if declared_s is not None and cut_short(ends[stream.index], declared_s):

@@ -13,7 +13,14 @@ from typing import Any
 from mvemo.manifests.errors import ManifestError, utf8_text
 from mvemo.manifests.io import read_csv_table
 from mvemo.manifests.schema import Clip, Manifest
-from mvemo.manifests.targets import ANNOTATIONS_COLUMN, TARGET_COLUMNS, parse_scale, parse_tags, parse_value, parse_vocabulary
+from mvemo.manifests.targets import (
+    ANNOTATIONS_COLUMN,
+    TARGET_COLUMNS,
+    parse_scale,
+    parse_tags,
+    parse_value,
+    parse_vocabulary,
+)
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +121,11 @@ def scan_labelled(
         for clip in _clips_of_stem("", paths, root, marker.sub("", stem.as_posix())):
             n, row = by_id.get(clip.clip_id) or (by_id.get(stem.name) if stems[stem.name] == 1 else None) or (0, {})
             if not n:
-                twice = f" (its stem {stem.name!r} names files in {stems[stem.name]} folders)" if stems[stem.name] > 1 else ""
+                twice = (
+                    f" (its stem {stem.name!r} names files in {stems[stem.name]} folders)"
+                    if stems[stem.name] > 1
+                    else ""
+                )
                 raise ManifestError(
                     f"clip {clip.clip_id!r}: no row of --labels {str(labels)!r} has {key} {clip.clip_id!r} or"
                     f" {stem.name!r}{twice}; add its row, or move the file out of the scanned folder"
@@ -122,17 +133,27 @@ def scan_labelled(
             matched.add(n)
             clips.append(
                 _labelled(
-                    clip, row, where=f"--labels {str(labels)!r} row {n} (clip {clip.clip_id!r})", key=key, folder=labels.parent
+                    clip,
+                    row,
+                    where=f"--labels {str(labels)!r} row {n} (clip {clip.clip_id!r})",
+                    key=key,
+                    folder=labels.parent,
                 )
             )
     unused = len(rows) - len(matched)
     if unused:
         log.warning("scan: %d rows of %s match no media file under %s and were left out", unused, labels, root)
     if not clips:
-        raise ManifestError(f"no media files under {str(root)!r} (extensions {sorted(VIDEO_EXTENSIONS | AUDIO_EXTENSIONS)})")
+        raise ManifestError(
+            f"no media files under {str(root)!r} (extensions {sorted(VIDEO_EXTENSIONS | AUDIO_EXTENSIONS)})"
+        )
     where = f"--labels {str(labels)!r}"
     classes = headers.get("classes") or sorted({c.label for c in clips} - {""})
-    tags = parse_vocabulary(headers["tags"], where=where) if "tags" in headers else sorted({t for c in clips for t in c.tags})
+    tags = (
+        parse_vocabulary(headers["tags"], where=where)
+        if "tags" in headers
+        else sorted({t for c in clips for t in c.tags})
+    )
     if scale is None and "scale" in headers:
         scale = parse_scale(headers["scale"], where=where)
     return Manifest(tuple(classes), tuple(clips), tags=tuple(tags), scale=scale)
@@ -158,7 +179,9 @@ def _compile(group_regex: str) -> re.Pattern[str]:
     try:
         return re.compile(group_regex)
     except re.error as err:
-        raise ManifestError(f"--group-regex {group_regex!r} does not compile ({err}); fix the regular expression") from None
+        raise ManifestError(
+            f"--group-regex {group_regex!r} does not compile ({err}); fix the regular expression"
+        ) from None
 
 
 def _text(value: object) -> str:

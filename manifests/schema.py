@@ -194,7 +194,9 @@ class Manifest:
             return self.y
         if self.tags:
             return rarest_tag(self.tag_matrix)
-        return quadrants(self.values, self.scale) if self.scale is not None else np.zeros(len(self.clips), dtype=np.int64)
+        return (
+            quadrants(self.values, self.scale) if self.scale is not None else np.zeros(len(self.clips), dtype=np.int64)
+        )
 
     @property
     def strata_names(self) -> list[str]:
@@ -235,7 +237,9 @@ class Manifest:
         """A copy with ``folds[i]`` written into clip i's ``fold`` column."""
         if len(folds) != len(self.clips):
             raise ManifestError(f"{len(folds)} fold values for {len(self.clips)} clips")
-        return replace(self, clips=tuple(replace(c, fold=int(f)) for c, f in zip(self.clips, folds)), partial_folds=False)
+        return replace(
+            self, clips=tuple(replace(c, fold=int(f)) for c, f in zip(self.clips, folds)), partial_folds=False
+        )
 
     def with_groups(self, groups: Sequence[str]) -> Manifest:
         """A copy with ``groups[i]`` written into clip i's ``group`` column (folds kept as they are)."""

@@ -55,7 +55,9 @@ def write_media(
     with av.open(str(path), mode="w") as container:
         video = _add_video(container, frames, fps, video_codec, pix_fmt, rotation_deg) if frames is not None else None
         audio = (
-            _add_audio(container, y, sr, audio_codec or _AUDIO_CODECS.get(path.suffix.lower(), "aac")) if y is not None else None
+            _add_audio(container, y, sr, audio_codec or _AUDIO_CODECS.get(path.suffix.lower(), "aac"))
+            if y is not None
+            else None
         )
         if video is not None and frames is not None:
             for image in frames:
@@ -277,7 +279,9 @@ def synthesize_video(
     return frames
 
 
-def _new_scene(cues: VideoCues, rng: np.random.Generator, width: int, height: int) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
+def _new_scene(
+    cues: VideoCues, rng: np.random.Generator, width: int, height: int
+) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
     def colour(value: float) -> np.ndarray:
         warm = np.array([255, 140, 40], dtype=float)
         cold = np.array([40, 110, 255], dtype=float)

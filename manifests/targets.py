@@ -62,7 +62,9 @@ def parse_value(value: Any, *, column: str, where: str) -> float | None:
     except ValueError:
         number = math.nan
     if not math.isfinite(number):
-        raise ManifestError(f"{where}: column {column!r} value {text!r} is not a finite number; give a number on the scale")
+        raise ManifestError(
+            f"{where}: column {column!r} value {text!r} is not a finite number; give a number on the scale"
+        )
     return number
 
 
@@ -175,7 +177,9 @@ def quadrants(values: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
     if high.ndim == 1 or high.shape[1] == 1:
         return (~high.reshape(len(high), -1)[:, 0]).astype(np.int64)
     valence, arousal = high[:, 0], high[:, 1]
-    return np.select([valence & arousal, ~valence & arousal, ~valence & ~arousal], [0, 1, 2], default=3).astype(np.int64)
+    return np.select([valence & arousal, ~valence & arousal, ~valence & ~arousal], [0, 1, 2], default=3).astype(
+        np.int64
+    )
 
 
 def on_unit_scale(values: np.ndarray | list[float], scale: tuple[float, float]) -> np.ndarray:
@@ -215,18 +219,25 @@ def read_annotations(
     missing = [c for c in (TIME_COLUMN, *names) if c not in columns]
     if missing:
         raise ManifestError(f"{where} has no column {missing[0]!r} (columns {columns}); add it")
-    rows = [[parse_value(row[c], column=c, where=f"{where} row {n}") for c in (TIME_COLUMN, *names)] for n, row in enumerate(table_rows, start=1)]  # fmt: skip
+    rows = [
+        [parse_value(row[c], column=c, where=f"{where} row {n}") for c in (TIME_COLUMN, *names)]
+        for n, row in enumerate(table_rows, start=1)
+    ]
     table = np.array(rows, dtype=float).reshape(len(rows), 1 + len(names))
     if not len(table) or np.isnan(table).any():
         row = int(np.argwhere(np.isnan(table))[0, 0]) + 1 if len(table) else 0
-        raise ManifestError(f"{where} row {row} has an empty cell, or the file no row; give every row a time and values")
+        raise ManifestError(
+            f"{where} row {row} has an empty cell, or the file no row; give every row a time and values"
+        )
     if np.any(np.diff(table[:, 0]) < 0):
         raise ManifestError(
             f"{where}: its times go back at row {int(np.argmax(np.diff(table[:, 0]) < 0)) + 2}; sort it by time_s"
         )
     off = np.flatnonzero(((table[:, 1:] < scale[0]) | (table[:, 1:] > scale[1])).any(axis=1))
     if off.size:
-        raise ManifestError(f"{where} row {off[0] + 1}: a value lies outside the scale {list(scale)}; fix the value or the scale")
+        raise ManifestError(
+            f"{where} row {off[0] + 1}: a value lies outside the scale {list(scale)}; fix the value or the scale"
+        )
     return table[:, 0], table[:, 1:]
 
 

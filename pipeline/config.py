@@ -100,9 +100,13 @@ def feature_configs(config: str | os.PathLike[str] | dict[str, Any] | None) -> A
     timeout_s = audio.pop("timeout_s", FeatureConfigs.audio_timeout_s)
     window = build(AudioWindow, audio, table="audio", taken=("timeout_s",))
     frames = {"window_start_s": window.offset_s, "window_duration_s": window.duration_s, **tables.get("frames", {})}
-    sets = {name: build(cls, tables.get(name, {}), table=name, audio_window=window) for name, cls in audio_configs().items()}
+    sets = {
+        name: build(cls, tables.get(name, {}), table=name, audio_window=window) for name, cls in audio_configs().items()
+    }
     faces = build(FaceConfig, tables.get("faces", {}), table="faces", weights_dir=None)
-    return FeatureConfigs.of_window(window, **sets, frames=FrameConfig.from_json(frames), faces=faces, audio_timeout_s=timeout_s)
+    return FeatureConfigs.of_window(
+        window, **sets, frames=FrameConfig.from_json(frames), faces=faces, audio_timeout_s=timeout_s
+    )
 
 
 def window_config(config: str | os.PathLike[str] | dict[str, Any] | None) -> Any:
@@ -122,7 +126,12 @@ def train_config(path: str | os.PathLike[str] | None, *, finetune: str, random_i
     optimizers = {net: build(OptimizerConfig, values, table=f"optim.{net}") for net, values in optim.items()}
     net_options = _nets(tables, random_init)
     return build(
-        TrainConfig, tables.get("train", {}), table="train", finetune=finetune, optimizers=optimizers, net_options=net_options
+        TrainConfig,
+        tables.get("train", {}),
+        table="train",
+        finetune=finetune,
+        optimizers=optimizers,
+        net_options=net_options,
     )
 
 
@@ -168,7 +177,9 @@ def _nets(tables: dict[str, Any], random_init: tuple[str, ...] = ()) -> dict[str
     return per_net
 
 
-def head_config(path: str | os.PathLike[str] | None, name: str | None) -> tuple[str | None, dict[str, Any], Any, str | None]:
+def head_config(
+    path: str | os.PathLike[str] | None, name: str | None
+) -> tuple[str | None, dict[str, Any], Any, str | None]:
     """The fusion head's name (``name`` if given, else the ``[head]`` table's, else None: as ``[fuse] heads``
     says, ``logistic`` by default), its parameters,
     the ``fuse.selection.SelectionConfig`` of the ``[fuse]`` table, and that table's ``reference`` model (None)."""

@@ -90,7 +90,9 @@ class Executor:
     own_devices = False
     local_workers = 0
 
-    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], resources: Resources | None = None) -> Iterator[Any]:
+    def map(
+        self, fn: Callable[..., Any], *iterables: Iterable[Any], resources: Resources | None = None
+    ) -> Iterator[Any]:
         return map(fn, *iterables)
 
     def close(self, *, stop: bool = False) -> None:
@@ -120,11 +122,15 @@ class ProcessExecutor(Executor):
         context.set_forkserver_preload(list(WORKER_PRELOAD))
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_process_worker_init)
 
-    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], resources: Resources | None = None) -> Iterator[Any]:
+    def map(
+        self, fn: Callable[..., Any], *iterables: Iterable[Any], resources: Resources | None = None
+    ) -> Iterator[Any]:
         """Results in order, with ``JOBS_PER_WORKER`` jobs a worker in flight: a consumer that falls behind (the
         writer, the nets alongside) holds the workers back instead of their results piling up in memory."""
         jobs = iter(zip(*iterables))
-        futures = collections.deque(self._submit(fn, args) for args in itertools.islice(jobs, JOBS_PER_WORKER * self.workers))
+        futures = collections.deque(
+            self._submit(fn, args) for args in itertools.islice(jobs, JOBS_PER_WORKER * self.workers)
+        )
         while futures:
             future = futures.popleft()
             try:
@@ -232,7 +238,9 @@ class DaskExecutor(Executor):
             self.close(stop=True)
             raise
 
-    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], resources: Resources | None = None) -> Iterator[Any]:
+    def map(
+        self, fn: Callable[..., Any], *iterables: Iterable[Any], resources: Resources | None = None
+    ) -> Iterator[Any]:
         wanted = resources if resources and self.offers(resources) else None
         futures = self.client.map(
             fn, *(list(items) for items in iterables), pure=False, resources=dict(wanted) if wanted else None

@@ -48,7 +48,9 @@ GO = b"\0"
 NOT_RUN = 254  # the exit of a fork whose client gave up waiting for it
 POLL_S = 0.5
 REQUEST_WAIT_S = 5.0  # how long the server waits for a connected client's request
-START_WAIT_S = 15.0  # how long a client waits for its fork to start (else it runs the command itself), and the fork for its go
+START_WAIT_S = (
+    15.0  # how long a client waits for its fork to start (else it runs the command itself), and the fork for its go
+)
 FINISHING_S = 1.0  # how long a server that stops waits for its forks' ends, to log them
 
 
@@ -96,7 +98,11 @@ def forward(argv: list[str]) -> int | None:
 
 
 def serve(
-    path: Path, run: Callable[[list[str]], int | None], *, idle_s: float | None = None, ready: Callable[[], None] = lambda: None
+    path: Path,
+    run: Callable[[list[str]], int | None],
+    *,
+    idle_s: float | None = None,
+    ready: Callable[[], None] = lambda: None,
 ) -> None:
     """Listen at ``path`` and run each request's ``run(argv)`` (its exit status, or ``SystemExit``) in a fork of this
     process, until ``idle_s`` seconds pass with none running (``None``: until stopped); ``ready`` is called once the
@@ -189,7 +195,11 @@ def _reap(running: dict[int, _Running]) -> bool:
         command.connection.close()
         words = " ".join(command.argv)[:200]
         seconds = time.monotonic() - command.started
-        _log(f"{words}: not run: its client ran it alone" if status == NOT_RUN else f"{words}: exit {status} in {seconds:.2f} s")  # fmt: skip
+        _log(
+            f"{words}: not run: its client ran it alone"
+            if status == NOT_RUN
+            else f"{words}: exit {status} in {seconds:.2f} s"
+        )
         ended = True
     return ended
 
@@ -250,7 +260,9 @@ def _request(connection: socket.socket) -> tuple[dict[str, Any], list[int]] | No
         return None
 
 
-def _run_request(connection: socket.socket, fields: dict[str, Any], streams: list[int], run: Callable[[list[str]], int | None]) -> None:  # fmt: skip
+def _run_request(
+    connection: socket.socket, fields: dict[str, Any], streams: list[int], run: Callable[[list[str]], int | None]
+) -> None:
     """In the fork: tell the client it started and wait for its go, take its streams, folder, environment and umask,
     run the command, send its exit status and end the process (never returns)."""
     status = 1

@@ -28,7 +28,15 @@ from mvemo.fuse.report.plots import accuracy_bars_png
 from mvemo.manifests.errors import ConfigError
 from mvemo.pipeline.tables import format_table
 
-COLUMNS = ["net", "optimizer", "lr", "momentum", "inner val loss", "inner val accuracy % (min-max)", "selected in folds"]
+COLUMNS = [
+    "net",
+    "optimizer",
+    "lr",
+    "momentum",
+    "inner val loss",
+    "inner val accuracy % (min-max)",
+    "selected in folds",
+]
 SELECTED_COLUMNS = ["net", "selected per fold", "test accuracy % (min-max)", "macro F1", "ROC-AUC"]
 
 
@@ -51,7 +59,9 @@ def run_optimizer_study(
     nets = tuple(nets)
     unknown = [n for n in nets if n not in STUDY_OPTIMIZERS]
     if unknown:
-        raise ConfigError(f"mvemo study optimizers: no optimizer table for {unknown}; nets are {list(STUDY_OPTIMIZERS)}")
+        raise ConfigError(
+            f"mvemo study optimizers: no optimizer table for {unknown}; nets are {list(STUDY_OPTIMIZERS)}"
+        )
     results: dict[str, dict[str, Any]] = {}
     with Cache(cache_path) as cache:
         y, folds, n_folds = cache.y, cache.folds, check_folds(cache, None)
@@ -59,16 +69,24 @@ def run_optimizer_study(
             runs = {}
             for label, optimizer in STUDY_OPTIMIZERS[name].items():
                 trial = replace(config, optimizers={**config.optimizers, name: optimizer})
-                runs[label] = out_of_fold_probabilities(cache, name, trial, weights_dir=weights_dir, device=device, log=log)
+                runs[label] = out_of_fold_probabilities(
+                    cache, name, trial, weights_dir=weights_dir, device=device, log=log
+                )
             results[name] = select_per_fold(runs, y, folds, n_folds)
             for label, optimizer in STUDY_OPTIMIZERS[name].items():
                 results[name]["optimizers"][label]["optimizer"] = asdict(optimizer)
-    document = {"protocol": "leakfree", "train": {k: v for k, v in asdict(config).items() if k != "optimizers"}, "nets": results}
+    document = {
+        "protocol": "leakfree",
+        "train": {k: v for k, v in asdict(config).items() if k != "optimizers"},
+        "nets": results,
+    }
     out = study_folder(cache_path)
     out.mkdir(parents=True, exist_ok=True)
     (out / "optimizer_study.json").write_text(json.dumps(document, indent=2) + "\n")
     (out / "optimizer_study.md").write_text(markdown(document))
-    validation = {net: {label: r["inner_accuracy"] for label, r in by["optimizers"].items()} for net, by in results.items()}
+    validation = {
+        net: {label: r["inner_accuracy"] for label, r in by["optimizers"].items()} for net, by in results.items()
+    }
     accuracy_bars_png(
         validation, out / "optimizer_study.png", title="Inner validation accuracy per optimizer (paper 001, Table 2)"
     )
@@ -81,7 +99,9 @@ def select_per_fold(runs: dict[str, OutOfFold], y: np.ndarray, folds: np.ndarray
     Each optimizer's inner validation loss and accuracy are summarized over folds (mean, min, max) with the
     folds it was selected in; ``selected`` holds the outer test folds' metrics of the selection."""
     labels = list(runs)
-    chosen = {k: min(labels, key=lambda label: runs[label].validation[k]["val_loss"]) for k in runs[labels[0]].validation}
+    chosen = {
+        k: min(labels, key=lambda label: runs[label].validation[k]["val_loss"]) for k in runs[labels[0]].validation
+    }
     rows = runs[labels[0]].rows
     proba = np.zeros_like(runs[labels[0]].proba)
     for k, label in chosen.items():
@@ -98,7 +118,10 @@ def select_per_fold(runs: dict[str, OutOfFold], y: np.ndarray, folds: np.ndarray
             "selected_in_folds": [k for k, c in chosen.items() if c == label],
         }
     metrics = summarize_repeats([summarize(y[rows], proba, folds[rows], n_folds)], k=n_folds)
-    selected = {key: metrics[key] for key in ("accuracy", "f1_macro", "roc_auc_macro")} | {"per_fold": chosen, "clips": len(rows)}
+    selected = {key: metrics[key] for key in ("accuracy", "f1_macro", "roc_auc_macro")} | {
+        "per_fold": chosen,
+        "clips": len(rows),
+    }
     return {"optimizers": optimizers, "selected": selected}
 
 
@@ -109,10 +132,16 @@ def table_rows(document: dict[str, Any]) -> list[list[Any]]:
         for label, r in by["optimizers"].items():
             a = r["inner_accuracy"]
             rows.append(
-                [net, label, f"{r['optimizer']['lr']:g}", f"{r['optimizer']['momentum']:g}", f"{r['inner_loss']:.3f}",
-                 f"{100 * a['mean']:.1f} ({100 * a['min']:.1f}-{100 * a['max']:.1f})",
-                 ", ".join(str(k) for k in r["selected_in_folds"]) or "-"]
-            )  # fmt: skip
+                [
+                    net,
+                    label,
+                    f"{r['optimizer']['lr']:g}",
+                    f"{r['optimizer']['momentum']:g}",
+                    f"{r['inner_loss']:.3f}",
+                    f"{100 * a['mean']:.1f} ({100 * a['min']:.1f}-{100 * a['max']:.1f})",
+                    ", ".join(str(k) for k in r["selected_in_folds"]) or "-",
+                ]
+            )
     return rows
 
 
@@ -124,9 +153,14 @@ def selected_rows(document: dict[str, Any]) -> list[list[Any]]:
         a, auc = s["accuracy"], s["roc_auc_macro"]
         per_fold = ", ".join(f"{k}: {label}" for k, label in s["per_fold"].items())
         rows.append(
-            [net, per_fold, f"{100 * a['mean']:.1f} ({100 * a['min']:.1f}-{100 * a['max']:.1f})", f"{s['f1_macro']:.3f}",
-             "-" if auc is None else f"{auc:.3f}"]
-        )  # fmt: skip
+            [
+                net,
+                per_fold,
+                f"{100 * a['mean']:.1f} ({100 * a['min']:.1f}-{100 * a['max']:.1f})",
+                f"{s['f1_macro']:.3f}",
+                "-" if auc is None else f"{auc:.3f}",
+            ]
+        )
     return rows
 
 
@@ -155,4 +189,6 @@ def markdown(document: dict[str, Any]) -> str:
 
 
 def console_table(document: dict[str, Any]) -> str:
-    return format_table(COLUMNS, table_rows(document)) + "\n\n" + format_table(SELECTED_COLUMNS, selected_rows(document))
+    return (
+        format_table(COLUMNS, table_rows(document)) + "\n\n" + format_table(SELECTED_COLUMNS, selected_rows(document))
+    )

@@ -28,7 +28,9 @@ def published_upper_layers(cache: Cache, weights_dir: str | None, models: str | 
         config = cache.config(set_name)
         file = pretrained_file(config["net"])
         if file is None or not cache.weights_sha256(set_name):
-            raise ConfigError(f"{name}: activations of a net without published weights; there is nothing to fine-tune from")
+            raise ConfigError(
+                f"{name}: activations of a net without published weights; there is nothing to fine-tune from"
+            )
         path = require_weights(file, weights_dir, hint="give --weights-dir, the folder stage one read")
         if sha256_of(path) != cache.weights_sha256(set_name):
             raise ConfigError(

@@ -44,11 +44,15 @@ def test_wheel_installs_into_a_fresh_venv_and_runs(tmp_path: Path) -> None:
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([venv / "bin" / args[0], *args[1:]], cwd=outside, env=env, capture_output=True, text=True)
 
-    located = run("python", "-c", "import mvemo, mvemo.pipeline.cli.main, mvemo.extract.nets; print(mvemo.pipeline.__file__)")
+    located = run(
+        "python", "-c", "import mvemo, mvemo.pipeline.cli.main, mvemo.extract.nets; print(mvemo.pipeline.__file__)"
+    )
     assert located.returncode == 0, located.stderr
     assert str(venv) in located.stdout, "mvemo must come from the wheel, not the repository"
     installed = sorted({p.name for p in site.iterdir()} - before)
-    assert [name for name in installed if not name.endswith(".dist-info")] == ["mvemo"], f"installed at the top: {installed}"
+    assert [name for name in installed if not name.endswith(".dist-info")] == ["mvemo"], (
+        f"installed at the top: {installed}"
+    )
     dist_info = next(site / name for name in installed if name.endswith(".dist-info"))
     assert any(p.name == "LICENSE" for p in dist_info.rglob("*")), "the licence ships with the wheel"
     for command in (("mvemo", "--help"), ("mvemo-cv", "--help"), ("mvemo", "--version")):

@@ -90,7 +90,9 @@ def decode_audio(path: str | os.PathLike[str], window: AudioWindow, *, clip_id: 
     y = (mono_weights(names) @ x).astype(np.float32, copy=False)
     if y.size == 0:  # padding alone would be computed, trained on and labelled as if it were the clip
         where = f" from {window.offset_s:g} s on" if window.offset_s else ""
-        raise MediaError(f"{who}: its audio holds no samples{where}; re-encode or replace the file, or leave its audio out")
+        raise MediaError(
+            f"{who}: its audio holds no samples{where}; re-encode or replace the file, or leave its audio out"
+        )
     if not np.isfinite(y).all():
         y = np.nan_to_num(y, nan=0.0, posinf=0.0, neginf=0.0)
     return Decoded(y, sr, y.size / sr)
@@ -168,12 +170,16 @@ class FrameGrid:
         return self.start + self.first_size + k * self.size
 
 
-def _decode_window(path: Path, window: AudioWindow, who: str, *, seek: bool) -> tuple[np.ndarray, int, list[str]] | None:
+def _decode_window(
+    path: Path, window: AudioWindow, who: str, *, seek: bool
+) -> tuple[np.ndarray, int, list[str]] | None:
     """The window of the file's first audio track, read from its start or (``seek``) from a seek before the window;
     None where a seek cannot place its frames exactly (read from the start then)."""
     with av.open(str(path)) as container:
         if not container.streams.audio:
-            raise MediaError(f"{who}: the file has no audio stream; clear the clip's 'audio' column or give a file with sound")
+            raise MediaError(
+                f"{who}: the file has no audio stream; clear the clip's 'audio' column or give a file with sound"
+            )
         stream = container.streams.audio[0]
         sr = int(stream.codec_context.sample_rate)
         layout = stream.codec_context.layout

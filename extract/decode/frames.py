@@ -124,13 +124,19 @@ class Converter:
         second = None
         if self.second is not None:
             small = scaled.reformat(
-                width=self.second[0], height=self.second[1], format=planar.format.name, interpolation="BILINEAR", threads=1
+                width=self.second[0],
+                height=self.second[1],
+                format=planar.format.name,
+                interpolation="BILINEAR",
+                threads=1,
             )
             second = self._rgb(small, frame)
         return rgb, second
 
     def _rgb(self, picture: Any, frame: Any) -> np.ndarray:
-        rgb = picture.reformat(format="rgb24", src_colorspace=frame.colorspace, src_color_range=frame.color_range, threads=1)
+        rgb = picture.reformat(
+            format="rgb24", src_colorspace=frame.colorspace, src_color_range=frame.color_range, threads=1
+        )
         array = rgb.to_ndarray()
         return np.rot90(array, self.rotation_deg // 90) if self.rotation_deg else array
 
@@ -211,7 +217,9 @@ def stack_second(pictures: list[np.ndarray | None]) -> np.ndarray | None:
     return None if any(p is None for p in pictures) else np.stack(pictures)  # type: ignore[arg-type]
 
 
-def video_source(convert: Converter, codec: str, seconds: np.ndarray, last_duration_s: float, **extra: Any) -> VideoSource:
+def video_source(
+    convert: Converter, codec: str, seconds: np.ndarray, last_duration_s: float, **extra: Any
+) -> VideoSource:
     """Facts of the stream from its sorted frame times (seconds)."""
     gaps = np.diff(seconds)
     span = float(seconds[-1] - seconds[0]) + last_duration_s

@@ -81,7 +81,11 @@ class Deadline:
         if self.cancelled:
             raise Cancelled
         if time.monotonic() > self.end:
-            where = f" (stopped near {float(ticks * tb):.1f} s of the video)" if ticks is not None and tb is not None else ""
+            where = (
+                f" (stopped near {float(ticks * tb):.1f} s of the video)"
+                if ticks is not None and tb is not None
+                else ""
+            )
             raise DecodeTimeoutError(
                 f"{describe_clip(self.path, self.clip_id)}: decoding took longer than timeout_s={self.timeout_s:g}{where};"
                 " raise timeout_s if the file is fine but long or large, else re-encode or replace it"
@@ -174,7 +178,13 @@ class PacketIndex:
 
 
 def read_index(
-    container: Any, stream: Any, seek_pts: int | None, params: DecodeParams, deadline: Deadline, path: Path, clip_id: str
+    container: Any,
+    stream: Any,
+    seek_pts: int | None,
+    params: DecodeParams,
+    deadline: Deadline,
+    path: Path,
+    clip_id: str,
 ) -> PacketIndex:
     tb = stream.time_base or Fraction(1, 90000)
     stop: int | None = None
@@ -208,7 +218,9 @@ def read_index(
     return index
 
 
-def check_not_truncated(container: Any, stream: Any, index: PacketIndex, from_start: bool, path: Path, clip_id: str) -> None:
+def check_not_truncated(
+    container: Any, stream: Any, index: PacketIndex, from_start: bool, path: Path, clip_id: str
+) -> None:
     """A read that reached the end must find what the header promises: every sample of the demuxer's table
     (mp4, mov), and frames up to the declared duration of the video (the stream's, or its Matroska
     DURATION tag) within 1 s. Where only the container's duration is known and other streams may be longer,

@@ -185,7 +185,9 @@ def nearest(sorted_times: list[Any], targets: list[Any]) -> list[int]:
     return out
 
 
-def _pick(ticks: list[int], window: tuple[Fraction, Fraction], n: int, tb: Fraction) -> tuple[list[Fraction], list[int]]:
+def _pick(
+    ticks: list[int], window: tuple[Fraction, Fraction], n: int, tb: Fraction
+) -> tuple[list[Fraction], list[int]]:
     """Uniform targets (seconds) in ``window`` and, for each, the position in sorted ``ticks`` (timestamps in
     units of ``tb``) of its frame. Candidates are the frames shown in the window: from the one on screen at
     its start to the last one starting before its end. Exact: rationals against integers."""
@@ -196,7 +198,9 @@ def _pick(ticks: list[int], window: tuple[Fraction, Fraction], n: int, tb: Fract
     return targets, [lo + i for i in nearest(ticks[lo:hi], [t / tb for t in targets])]
 
 
-def _window(params: DecodeParams, first: Fraction, end: Fraction | None, path: Path, clip_id: str) -> tuple[Fraction, Fraction]:
+def _window(
+    params: DecodeParams, first: Fraction, end: Fraction | None, path: Path, clip_id: str
+) -> tuple[Fraction, Fraction]:
     """The configured window cut to the video's span [first, end); ``end`` is None when the read stopped
     at the window's end, so the video runs past it."""
     start = max(Fraction(params.window_start_s), first)
@@ -245,7 +249,9 @@ def _sample_timed(
     else:
         configure_decoder(stream, params.threads, params.short_side_px)
         items = enumerate(packets)
-        got, decoded = decode_packets(stream, items, index, planned, want, convert, deadline, skip_nonref, path, clip_id)
+        got, decoded = decode_packets(
+            stream, items, index, planned, want, convert, deadline, skip_nonref, path, clip_id
+        )
     if len(got) < len(want):
         # The plan lost a frame (a keyframe flag that lies, say): decode the window again, nothing skipped.
         got, more = _decode_again(path, params, index, want, convert, deadline, clip_id)
@@ -288,7 +294,9 @@ def _decode_on_device(
         with open_container(path, clip_id, nvdec_accel()) as container:
             stream = video_stream(container, path, clip_id)
             configure_decoder(stream, 1, params.short_side_px)
-            return decode_packets(stream, enumerate(packets), index, plan, want, convert, deadline, skip_nonref, path, clip_id)
+            return decode_packets(
+                stream, enumerate(packets), index, plan, want, convert, deadline, skip_nonref, path, clip_id
+            )
     except DecodeTimeoutError:
         raise
     except Exception:  # PyAV refuses in its own words (FFmpegError, RuntimeError, OSError): the CPU decodes instead
@@ -296,7 +304,13 @@ def _decode_on_device(
 
 
 def _decode_again(
-    path: Path, params: DecodeParams, index: PacketIndex, want: set[int], convert: Converter, deadline: Deadline, clip_id: str
+    path: Path,
+    params: DecodeParams,
+    index: PacketIndex,
+    want: set[int],
+    convert: Converter,
+    deadline: Deadline,
+    clip_id: str,
 ) -> tuple[dict[int, tuple[np.ndarray, np.ndarray | None]], int]:
     plain = np.array([KEEP if p in want else REFERENCE for p in index.pts], dtype=np.uint8)
     with open_container(path, clip_id) as container:
@@ -387,7 +401,9 @@ def _plan(index: PacketIndex, want: set[int]) -> np.ndarray:
     return plan
 
 
-def _sample_by_order(path: Path, params: DecodeParams, index: PacketIndex, deadline: Deadline, clip_id: str) -> SampledFrames:
+def _sample_by_order(
+    path: Path, params: DecodeParams, index: PacketIndex, deadline: Deadline, clip_id: str
+) -> SampledFrames:
     """Packets without timestamps: decode every frame and time it by its output order at the nominal rate."""
     count = sum(index.shown)
     with open_container(path, clip_id) as container:

@@ -112,7 +112,9 @@ class FrameWorker:
             frames_second=second,
         )
 
-    def decode_audio(self, path: str | os.PathLike[str], window: AudioWindow, *, clip_id: str = "", timeout_s: float) -> Decoded:
+    def decode_audio(
+        self, path: str | os.PathLike[str], window: AudioWindow, *, clip_id: str = "", timeout_s: float
+    ) -> Decoded:
         """``extract.decode.audio.decode_audio`` in the child, killed past ``timeout_s`` plus ``kill_grace_s`` (a
         container that hangs the demuxer would hang its audio track's reading as well as its frames')."""
         request = {"kind": "audio", "path": str(path), "clip_id": clip_id, "window": asdict(window)}
@@ -132,7 +134,9 @@ class FrameWorker:
             if not header["ok"]:
                 error: Exception = _ERRORS.get(header["error"], WorkerError)(header["message"])
                 if isinstance(error, WorkerError):
-                    error = WorkerError(f"decoder worker failed on {describe_clip(path, clip_id)}:\n{header['message']}")
+                    error = WorkerError(
+                        f"decoder worker failed on {describe_clip(path, clip_id)}:\n{header['message']}"
+                    )
                 raise _Answered(error)
             arrays = []
             for payload in header["payloads"]:
@@ -180,7 +184,9 @@ class FrameWorker:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         # A process group of its own: Ctrl-C reaches the run's group, and a child still starting (before it ignores
         # SIGINT) would die there printing Python's shutdown; the parent stops it instead.
-        proc = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0, process_group=0)
+        proc = subprocess.Popen(
+            self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0, process_group=0
+        )
         self._proc = proc
         self._finalizer = weakref.finalize(self, _stop, proc, kill=True)
         assert proc.stdout is not None
@@ -270,7 +276,9 @@ def worker_for_this_thread() -> FrameWorker:
     return worker
 
 
-def read_audio(path: str | os.PathLike[str], window: AudioWindow, *, clip_id: str = "", timeout_s: float | None) -> Decoded:
+def read_audio(
+    path: str | os.PathLike[str], window: AudioWindow, *, clip_id: str = "", timeout_s: float | None
+) -> Decoded:
     """A clip's audio window, decoded by this thread's decoder process and stopped past ``timeout_s``
     (None: decoded in this process, unbounded)."""
     if timeout_s is None:

@@ -191,12 +191,16 @@ class MTCNN(nn.Module):
         if not inside.size:
             return torch.zeros(0, 3, side, side), boxes[:0], image[:0]
         crops = [
-            F.interpolate(images[image[k], :, y1[k] - 1 : y2[k], x1[k] - 1 : x2[k]].unsqueeze(0), size=(side, side), mode="area")
+            F.interpolate(
+                images[image[k], :, y1[k] - 1 : y2[k], x1[k] - 1 : x2[k]].unsqueeze(0), size=(side, side), mode="area"
+            )
             for k in inside
         ]
         return _normalise(torch.cat(crops)), boxes[inside], image[inside]
 
-    def _refine(self, images: torch.Tensor, boxes: torch.Tensor, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _refine(
+        self, images: torch.Tensor, boxes: torch.Tensor, image: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Stage 2: RNet rescores 24x24 crops; the boxes it keeps, calibrated and squared."""
         crops, boxes, image = self._crops(images, boxes, image, 24)
         if not len(boxes):

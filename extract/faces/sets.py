@@ -95,9 +95,16 @@ def frame_columns(expression_net: str) -> tuple[str, ...]:
     """The ``face_frames`` columns, per frame: the faces found, the kept face's flag, probability, box and
     expression probabilities, and the expression net's penultimate features."""
     return (
-        "faces_found", "has_face", "face_prob", "face_cx", "face_cy", "face_width", "face_height",
-        *(f"expr_{c}" for c in FER_CLASSES), *(f"expr_feature_{k}" for k in range(FEATURE_DIMS[expression_net])),
-    )  # fmt: skip
+        "faces_found",
+        "has_face",
+        "face_prob",
+        "face_cx",
+        "face_cy",
+        "face_width",
+        "face_height",
+        *(f"expr_{c}" for c in FER_CLASSES),
+        *(f"expr_feature_{k}" for k in range(FEATURE_DIMS[expression_net])),
+    )
 
 
 def clip_columns(expression_net: str) -> tuple[str, ...]:
@@ -130,14 +137,28 @@ def face_specs(config: FaceConfig, n_frames: int, sampling: dict[str, Any]) -> l
     }
     return [
         FeatureSpec(
-            "faces", (len(clip_columns(config.expression_net)),), "float32", "mvemo.faces", EXTRACTOR_VERSION, record,
-            digests, clip_columns(config.expression_net), weights_file=names,
+            "faces",
+            (len(clip_columns(config.expression_net)),),
+            "float32",
+            "mvemo.faces",
+            EXTRACTOR_VERSION,
+            record,
+            digests,
+            clip_columns(config.expression_net),
+            weights_file=names,
         ),
         FeatureSpec(
-            "face_frames", (n_frames, len(frame_columns(config.expression_net))), "float32", "mvemo.face_frames",
-            EXTRACTOR_VERSION, record, digests, frame_columns(config.expression_net), weights_file=names,
+            "face_frames",
+            (n_frames, len(frame_columns(config.expression_net))),
+            "float32",
+            "mvemo.face_frames",
+            EXTRACTOR_VERSION,
+            record,
+            digests,
+            frame_columns(config.expression_net),
+            weights_file=names,
         ),
-    ]  # fmt: skip
+    ]
 
 
 @functools.lru_cache(maxsize=2)

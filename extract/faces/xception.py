@@ -85,7 +85,11 @@ class _Conv(nn.Module):
 class _MaxPool(nn.Module):
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()
-        self.kernel, self.stride, self.same = int(config["pool_size"][0]), int(config["strides"][0]), config["padding"] == "same"
+        self.kernel, self.stride, self.same = (
+            int(config["pool_size"][0]),
+            int(config["strides"][0]),
+            config["padding"] == "same",
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.same:
@@ -95,7 +99,12 @@ class _MaxPool(nn.Module):
 
 def _batch_norm(weights: dict[str, np.ndarray], config: dict[str, Any]) -> nn.BatchNorm2d:
     norm = nn.BatchNorm2d(len(weights["gamma"]), eps=float(config["epsilon"]))
-    for name, key in (("weight", "gamma"), ("bias", "beta"), ("running_mean", "moving_mean"), ("running_var", "moving_variance")):
+    for name, key in (
+        ("weight", "gamma"),
+        ("bias", "beta"),
+        ("running_mean", "moving_mean"),
+        ("running_var", "moving_variance"),
+    ):
         getattr(norm, name).data = torch.from_numpy(weights[key].copy())
     return norm
 
@@ -138,10 +147,12 @@ class ExpressionNet(nn.Module):
         self.pooled = self.inputs[self.output][0]
         self.class_map = self.inputs[self.pooled][0]
         self.last_sum = self.inputs[self.class_map][0]
-        if [type(self.layers[n]) for n in (self.pooled, self.last_sum)] != [_GlobalMean, _Pass] or order[0] != config["config"][
-            "input_layers"
-        ][0][0]:
-            raise WeightsError(f"weights {path}: not a mini/big Xception of face_classification (its last layers differ)")
+        if [type(self.layers[n]) for n in (self.pooled, self.last_sum)] != [_GlobalMean, _Pass] or order[0] != config[
+            "config"
+        ]["input_layers"][0][0]:
+            raise WeightsError(
+                f"weights {path}: not a mini/big Xception of face_classification (its last layers differ)"
+            )
         self.eval()
 
     def forward(self, x: torch.Tensor) -> Expression:

@@ -101,7 +101,9 @@ def train_unit(job: UnitJob) -> UnitResult:
     )
     checkpoint = save_checkpoint(net, job.cache_path, job.fold, job.protocol)
     batches = embed_rows(net, job.cache_path, job.rows, job.config.batch_size, device, job.workers)
-    embeddings = np.concatenate([e for _, e in batches]) if len(job.rows) else np.zeros((0, net.embedding_dim), np.float32)
+    embeddings = (
+        np.concatenate([e for _, e in batches]) if len(job.rows) else np.zeros((0, net.embedding_dim), np.float32)
+    )
     return UnitResult(
         result.epochs,
         result.val_accuracy,
@@ -135,13 +137,19 @@ def load_checkpoint(net: EmotionNet, record: dict[str, str], folder: str | os.Pa
             " from there alone; save the model again with `mvemo fuse`, or rerun `mvemo extract`"
         )
     if not path.is_file():
-        raise ConfigError(f"checkpoint {str(path)!r} is missing; keep the checkpoints beside the cache or model that names them")
+        raise ConfigError(
+            f"checkpoint {str(path)!r} is missing; keep the checkpoints beside the cache or model that names them"
+        )
     if file_sha256(path) != record["sha256"]:
         raise ConfigError(
             f"checkpoint {str(path)!r} changed since the embeddings were written (sha256 differs); rerun mvemo extract"
         )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)  # plain tensors only: a pickled object never runs
+        state = torch.load(
+            path, map_location="cpu", weights_only=True
+        )  # plain tensors only: a pickled object never runs
     except pickle.UnpicklingError as err:
-        raise ConfigError(f"checkpoint {str(path)!r} holds more than a state dict of tensors; refused ({err})") from None
+        raise ConfigError(
+            f"checkpoint {str(path)!r} holds more than a state dict of tensors; refused ({err})"
+        ) from None
     net.load_state_dict(state)

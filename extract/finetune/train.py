@@ -234,7 +234,13 @@ def train_net(
 
 @torch.no_grad()
 def evaluate(
-    net: EmotionNet, cache_path: str, y: np.ndarray, rows: np.ndarray, batch_size: int, device: torch.device, workers: int
+    net: EmotionNet,
+    cache_path: str,
+    y: np.ndarray,
+    rows: np.ndarray,
+    batch_size: int,
+    device: torch.device,
+    workers: int,
 ) -> dict[str, float]:
     net.eval()
     losses, correct = [], 0

@@ -115,19 +115,27 @@ def finetune_embeddings(
     for u in units.values():
         if protocol == "paper":
             train, val = inner_split(u.ready, y, groups, config.validation_share, config.seed, f"{u.name}, all clips")
-            first.append((u, None, [f"emb/{u.name}/all", *(f"emb/{u.name}/fold{k}" for k in fold_ids)], train, val, None))
+            first.append(
+                (u, None, [f"emb/{u.name}/all", *(f"emb/{u.name}/fold{k}" for k in fold_ids)], train, val, None)
+            )
         else:
             for k in fold_ids:
                 pool = u.ready[folds[u.ready] != k]
                 train, val = inner_split(pool, y, groups, config.validation_share, config.seed, f"{u.name}, fold {k}")
                 first.append((u, k, [f"emb/{u.name}/fold{k}"], train, val, None))
     phase = "fine-tuning" if protocol == "paper" else "fine-tuning per fold"
-    summary.units += _run_units(first, cache, y=y, device=device, workers=workers, executor=executor, log=log, bar=bars(phase))
+    summary.units += _run_units(
+        first, cache, y=y, device=device, workers=workers, executor=executor, log=log, bar=bars(phase)
+    )
     if protocol == "leakfree":  # the final models: all clips, for the median of their folds' epochs
         epochs = {name: int(np.median([s.epochs for s in summary.units if s.net == name])) for name in units}
-        final: list[UnitPlan] = [(u, None, [f"emb/{u.name}/all"], u.ready, None, epochs[u.name]) for u in units.values()]
+        final: list[UnitPlan] = [
+            (u, None, [f"emb/{u.name}/all"], u.ready, None, epochs[u.name]) for u in units.values()
+        ]
         bar = bars("fine-tuning on all clips")
-        summary.units += _run_units(final, cache, y=y, device=device, workers=workers, executor=executor, log=log, bar=bar)
+        summary.units += _run_units(
+            final, cache, y=y, device=device, workers=workers, executor=executor, log=log, bar=bar
+        )
     return summary
 
 
@@ -261,9 +269,23 @@ class Units:
         workers: int,
     ) -> UnitJob:
         return UnitJob(
-            str(self.cache.path), self.name, tuple(targets), self.n_classes, self.config, self.protocol, self.weights_dir,
-            self.pretrained_sha256, fold, train_rows, val_rows, epochs, y, self.ready, device, workers,
-        )  # fmt: skip
+            str(self.cache.path),
+            self.name,
+            tuple(targets),
+            self.n_classes,
+            self.config,
+            self.protocol,
+            self.weights_dir,
+            self.pretrained_sha256,
+            fold,
+            train_rows,
+            val_rows,
+            epochs,
+            y,
+            self.ready,
+            device,
+            workers,
+        )
 
     def write(self, job: UnitJob, result: UnitResult) -> None:
         """The unit's embeddings into each of its target sets, with its training record and checkpoint."""
@@ -290,7 +312,9 @@ class Units:
         }
         # where the fine-tuning started names the file; the checkpoint's sha256 is fingerprinted
         specs = [
-            embedding_spec(t, config, result.checkpoint_sha256, net=self.net, fine_tuned=True, weights_file=self.net.weights_file)
+            embedding_spec(
+                t, config, result.checkpoint_sha256, net=self.net, fine_tuned=True, weights_file=self.net.weights_file
+            )
             for t in targets
         ]
         writer = self.cache.writer

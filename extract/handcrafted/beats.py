@@ -45,7 +45,9 @@ def _local_score(onsets: np.ndarray, frames_per_beat: float) -> np.ndarray:  # p
 
 
 @numba.njit(cache=True, nogil=True)
-def _programme(localscore: np.ndarray, frames_per_beat: float, tightness: np.float32) -> tuple:  # pragma: no cover (numba)
+def _programme(
+    localscore: np.ndarray, frames_per_beat: float, tightness: np.float32
+) -> tuple:  # pragma: no cover (numba)
     """Each frame's best preceding beat (``backlink``, -1 for none) and the cumulated score of the best path there."""
     backlink = np.empty(len(localscore), dtype=np.int32)
     cumscore = np.empty_like(localscore)

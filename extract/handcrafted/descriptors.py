@@ -55,7 +55,10 @@ class DescriptorConfig:
     audio_window: AudioWindow = field(default_factory=AudioWindow)
 
     def __post_init__(self) -> None:
-        require(8000 <= self.sample_rate_hz <= 48000, f"[descriptors] sample_rate_hz={self.sample_rate_hz}: expected 8000..48000")
+        require(
+            8000 <= self.sample_rate_hz <= 48000,
+            f"[descriptors] sample_rate_hz={self.sample_rate_hz}: expected 8000..48000",
+        )
         require(
             self.n_fft >= 256 and self.n_fft % 2 == 0 and 1 <= self.hop_length <= self.n_fft,
             f"[descriptors] n_fft={self.n_fft}, hop_length={self.hop_length}: expected an even n_fft >= 256, 1 <= hop <= n_fft",
@@ -109,7 +112,10 @@ def series(config: DescriptorConfig) -> tuple[Series, ...]:
     bands = ", ".join(f"{low:.0f}-{high:.0f}" for low, high in itertools.pairwise(edges))
     return (
         Series(
-            "rms", "dBFS", "frame RMS level, every frame (a full-scale sine reads -3; floored at -100)", undefined=SILENCE_DBFS
+            "rms",
+            "dBFS",
+            "frame RMS level, every frame (a full-scale sine reads -3; floored at -100)",
+            undefined=SILENCE_DBFS,
         ),
         Series("centroid", "Hz", "spectral centroid: brightness"),
         Series("bandwidth", "Hz", "spectral bandwidth around the centroid"),
@@ -185,17 +191,41 @@ SCALARS = (
     ),
     Column("rms_range", "dB", "dynamic range: 95th minus 5th percentile of the frame RMS level", 0.0),
     Column("rms_slope", "dB/s", "least-squares slope of the frame RMS level: crescendo (> 0) or fade (< 0)", 0.0),
-    Column("tempo", "BPM", "global tempo of the onset envelope (librosa.feature.tempo); 0 with fewer than 2 onsets", 0.0),
-    Column("tempo_confidence", "ratio", "autocorrelation of the onset envelope at the tempo's lag, over its value at 0", 0.0),
-    Column("pulse_clarity", "ratio", "largest autocorrelation of the onset envelope at a lag of 30-300 BPM, over lag 0", 0.0),
+    Column(
+        "tempo", "BPM", "global tempo of the onset envelope (librosa.feature.tempo); 0 with fewer than 2 onsets", 0.0
+    ),
+    Column(
+        "tempo_confidence",
+        "ratio",
+        "autocorrelation of the onset envelope at the tempo's lag, over its value at 0",
+        0.0,
+    ),
+    Column(
+        "pulse_clarity",
+        "ratio",
+        "largest autocorrelation of the onset envelope at a lag of 30-300 BPM, over lag 0",
+        0.0,
+    ),
     Column("beat_strength", "ratio", "mean onset strength on the tracked beats over its mean on all frames", 0.0),
     Column("onset_rate", "1/s", "onsets per second: peaks of the onset envelope 1 dB above its local mean", 0.0),
     Column(
-        "key_strength", "correlation", "largest correlation of the mean chroma with the 24 Krumhansl-Kessler key profiles", 0.0
+        "key_strength",
+        "correlation",
+        "largest correlation of the mean chroma with the 24 Krumhansl-Kessler key profiles",
+        0.0,
     ),
-    Column("mode_clarity", "correlation", "best major-key correlation minus best minor-key correlation: > 0 major", 0.0),
-    Column("harmonic_change", "1/s", "harmonic change rate: mean distance between successive tonnetz frames, per second", 0.0),
-    Column("harmonic_percussive", "dB", "energy of the harmonic part over the percussive part (median-filter HPSS)", 0.0),
+    Column(
+        "mode_clarity", "correlation", "best major-key correlation minus best minor-key correlation: > 0 major", 0.0
+    ),
+    Column(
+        "harmonic_change",
+        "1/s",
+        "harmonic change rate: mean distance between successive tonnetz frames, per second",
+        0.0,
+    ),
+    Column(
+        "harmonic_percussive", "dB", "energy of the harmonic part over the percussive part (median-filter HPSS)", 0.0
+    ),
     Column(
         "fluctuation_peak_hz",
         "Hz",
@@ -203,7 +233,9 @@ SCALARS = (
         " Hz, weighted by fluctuation strength, which peaks at 4 Hz)",
         0.0,
     ),
-    Column("fluctuation_peak", "ratio", "the fluctuation pattern's peak over its mean: how regular the fluctuation is", 0.0),
+    Column(
+        "fluctuation_peak", "ratio", "the fluctuation pattern's peak over its mean: how regular the fluctuation is", 0.0
+    ),
     Column("fluctuation_centroid_hz", "Hz", "centroid of the fluctuation pattern: how fast the level fluctuates", 0.0),
     Column(
         "layers_mean",

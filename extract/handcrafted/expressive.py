@@ -83,7 +83,10 @@ class ExpressiveConfig:
             f"[expressive] voice_margin={self.voice_margin!r}: expected 0 (no separation) or a finite margin above it",
         )
         object.__setattr__(self, "voice_margin", float(self.voice_margin))  # 10 and 10.0 fingerprint alike
-        require(8000 <= self.sample_rate_hz <= 48000, f"[expressive] sample_rate_hz={self.sample_rate_hz}: expected 8000..48000")
+        require(
+            8000 <= self.sample_rate_hz <= 48000,
+            f"[expressive] sample_rate_hz={self.sample_rate_hz}: expected 8000..48000",
+        )
         require(
             self.n_fft >= 512 and self.n_fft % 2 == 0 and 1 <= self.hop_length <= self.n_fft // 2,
             f"[expressive] n_fft={self.n_fft}, hop_length={self.hop_length}: expected an even n_fft >= 512, hop <= n_fft/2",
@@ -130,7 +133,9 @@ COLUMNS = (
     Column("interval_mean", "semitones", "mean size of the intervals between successive notes", 0.0),
     *_interval_columns(),
     Column("contour_up_share", "ratio", "share of rising intervals among those of half a semitone or more", 0.5),
-    Column("contour_turns", "ratio", "share of successive moving intervals that turn (up then down, or down then up)", 0.0),
+    Column(
+        "contour_turns", "ratio", "share of successive moving intervals that turn (up then down, or down then up)", 0.0
+    ),
     Column("note_duration_mean", "s", "mean note duration", 0.0),
     Column("note_duration_std", "s", "spread of the note durations", 0.0),
     Column(
@@ -140,7 +145,9 @@ COLUMNS = (
         1.0,
     ),
     Column("legato_share", "ratio", "share of successive notes joined: no break in the melody between them", 0.0),
-    Column("staccato_share", "ratio", f"share of notes held for less than {STACCATO_RATIO:g} of the time to the next", 0.0),
+    Column(
+        "staccato_share", "ratio", f"share of notes held for less than {STACCATO_RATIO:g} of the time to the next", 0.0
+    ),
     Column("vibrato_share", "ratio", f"share of the notes of {MODULATED_MIN_S:g} s or more with vibrato", 0.0),
     Column("vibrato_rate", "Hz", "mean vibrato rate, over the notes with vibrato", 0.0),
     Column("vibrato_extent", "semitones", "mean vibrato extent (half peak to peak), over the notes with vibrato", 0.0),
@@ -164,7 +171,9 @@ COLUMNS = (
     Column("glissando_slope_std", "semitones/s", "spread of the glides' steepness (size over duration)", 0.0),
     Column("tremolo_share", "ratio", f"share of the notes of {MODULATED_MIN_S:g} s or more with tremolo", 0.0),
     Column("tremolo_rate", "Hz", "mean tremolo rate, over the notes with tremolo", 0.0),
-    Column("tremolo_extent", "dB", "mean tremolo extent (half peak to peak of the level), over the notes with tremolo", 0.0),
+    Column(
+        "tremolo_extent", "dB", "mean tremolo extent (half peak to peak of the level), over the notes with tremolo", 0.0
+    ),
     Column("tremolo_extent_max", "dB", "the widest tremolo of a note", 0.0),
     Column(
         "tremolo_high_share",
@@ -293,7 +302,13 @@ def melody(y: np.ndarray, config: ExpressiveConfig) -> np.ndarray:
     semitone of it."""
     sr, frame, hop = config.sample_rate_hz, config.n_fft, config.hop_length
     f0, voiced, _ = librosa.pyin(
-        y, fmin=config.fmin_hz, fmax=config.fmax_hz, sr=sr, frame_length=frame, hop_length=hop, resolution=PYIN_RESOLUTION
+        y,
+        fmin=config.fmin_hz,
+        fmax=config.fmax_hz,
+        sr=sr,
+        frame_length=frame,
+        hop_length=hop,
+        resolution=PYIN_RESOLUTION,
     )
     fine = librosa.yin(y, fmin=config.fmin_hz, fmax=config.fmax_hz, sr=sr, frame_length=frame, hop_length=hop)
     path = librosa.hz_to_midi(np.where(voiced, f0, np.nan))
@@ -407,8 +422,12 @@ def _modulation(notes: list[Note], pitch: np.ndarray, level_db: np.ndarray, fram
     long = [n for n in notes if (n.end - n.start) * frame_s >= MODULATED_MIN_S]
     vibrato = [modulation(pitch[n.start : n.end], frame_s) for n in long]
     tremolo = [modulation(level_db[n.start : n.end], frame_s) for n in long]
-    has_vibrato = np.array([share >= MODULATED_SHARE and extent >= VIBRATO_MIN_ST for _, extent, share in vibrato], bool)
-    has_tremolo = np.array([share >= MODULATED_SHARE and extent >= TREMOLO_MIN_DB for _, extent, share in tremolo], bool)
+    has_vibrato = np.array(
+        [share >= MODULATED_SHARE and extent >= VIBRATO_MIN_ST for _, extent, share in vibrato], bool
+    )
+    has_tremolo = np.array(
+        [share >= MODULATED_SHARE and extent >= TREMOLO_MIN_DB for _, extent, share in tremolo], bool
+    )
     rates, extents = (np.array([v[k] for v in vibrato])[has_vibrato] for k in (0, 1))
     tremolo_rates, tremolo_extents = (np.array([v[k] for v in tremolo])[has_tremolo] for k in (0, 1))
     pitches = np.array([n.pitch for n in long])

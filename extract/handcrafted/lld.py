@@ -84,7 +84,8 @@ class LldConfig:
             f"f0_fmin_hz={self.f0_fmin_hz}: its period must fit twice in a {self.lpc_frame_length}-sample frame",
         )
         require(
-            self.contrast_n_bands >= 1 and 0 < self.contrast_fmin_hz * 2 ** (self.contrast_n_bands - 1) < self.sample_rate_hz / 2,
+            self.contrast_n_bands >= 1
+            and 0 < self.contrast_fmin_hz * 2 ** (self.contrast_n_bands - 1) < self.sample_rate_hz / 2,
             f"contrast_fmin_hz={self.contrast_fmin_hz}, contrast_n_bands={self.contrast_n_bands}: expected n_bands >= 1"
             " and every octave band to start below sample_rate_hz / 2",
         )
@@ -92,7 +93,9 @@ class LldConfig:
         try:
             scipy.signal.get_window(self.window, 8)
         except ValueError:
-            raise ConfigError(f"window={self.window!r}: not a scipy window name (e.g. 'blackmanharris', 'hann')") from None
+            raise ConfigError(
+                f"window={self.window!r}: not a scipy window name (e.g. 'blackmanharris', 'hann')"
+            ) from None
 
     @property
     def lpc_frame_length(self) -> int:
@@ -117,7 +120,9 @@ class LldConfig:
         )
 
 
-def low_level_descriptors(y_main: np.ndarray, y_lpc: np.ndarray, config: LldConfig, frames: int | None = None) -> np.ndarray:
+def low_level_descriptors(
+    y_main: np.ndarray, y_lpc: np.ndarray, config: LldConfig, frames: int | None = None
+) -> np.ndarray:
     """The LLD matrix, shape (frames, len(config.columns)), float32, columns in ``config.columns`` order.
 
     ``y_main`` is the window at ``sample_rate_hz``, ``y_lpc`` the same window at ``lpc_sample_rate_hz``, each as
@@ -149,7 +154,9 @@ def spectral_llds(y: np.ndarray, config: LldConfig) -> tuple[np.ndarray, np.ndar
     """
     mel_bank = mel_filterbank(config.sample_rate_hz, config.frame_length, config.n_mels, 0.0, None)
     chroma_bank = chroma_filterbank(config.sample_rate_hz, config.frame_length, config.n_chroma)
-    bands = _contrast_bands(config.sample_rate_hz, config.frame_length, config.contrast_fmin_hz, config.contrast_n_bands)
+    bands = _contrast_bands(
+        config.sample_rate_hz, config.frame_length, config.contrast_fmin_hz, config.contrast_n_bands
+    )
     count = n_frames(y, config.hop_length)
     mel = np.empty((count, config.n_mels), dtype=np.float32)
     chroma = np.empty((count, config.n_chroma), dtype=np.float32)

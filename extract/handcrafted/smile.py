@@ -27,7 +27,10 @@ class EgemapsConfig:
 
     def __post_init__(self) -> None:
         table = type(self).__name__.removesuffix("Config").lower()
-        require(8000 <= self.sample_rate_hz <= 48000, f"[{table}] sample_rate_hz={self.sample_rate_hz}: expected 8000..48000")
+        require(
+            8000 <= self.sample_rate_hz <= 48000,
+            f"[{table}] sample_rate_hz={self.sample_rate_hz}: expected 8000..48000",
+        )
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,9 @@ def _opensmile() -> Any:
 @functools.lru_cache(maxsize=2)
 def _smile(feature_set: str) -> Any:
     opensmile = _opensmile()
-    return opensmile.Smile(feature_set=opensmile.FeatureSet[feature_set], feature_level=opensmile.FeatureLevel.Functionals)
+    return opensmile.Smile(
+        feature_set=opensmile.FeatureSet[feature_set], feature_level=opensmile.FeatureLevel.Functionals
+    )
 
 
 def smile_version() -> str:

@@ -67,7 +67,9 @@ def analysis_size(sr: int) -> int:
     return int(2 ** np.ceil(np.log2(sr / BIN_HZ)))
 
 
-def texture(y: np.ndarray, active: np.ndarray, sr: int, hop: int, magnitude: np.ndarray, n_fft: int) -> dict[str, float]:
+def texture(
+    y: np.ndarray, active: np.ndarray, sr: int, hop: int, magnitude: np.ndarray, n_fft: int
+) -> dict[str, float]:
     """The texture columns of mono ``y`` at ``sr`` over its ``active`` (not silent) frames of hop ``hop``, NaN where
     it has none: from its STFT ``magnitude`` of ``n_fft`` points where that is ``analysis_size``, else from an STFT
     of its own of that size, the same frames. Frames whose window reaches past the clip's ends are left out: half a

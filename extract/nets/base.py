@@ -48,7 +48,9 @@ class EmotionNet(nn.Module):
     def __init__(self, num_classes: int, embedding_dim: int, options: Mapping[str, Any]) -> None:
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ConfigError(f"{self.name} num_classes={num_classes!r}: expected a positive int (the number of classes)")
+            raise ConfigError(
+                f"{self.name} num_classes={num_classes!r}: expected a positive int (the number of classes)"
+            )
         self.embedding_dim = embedding_dim
         self.config: dict[str, Any] = {"net": self.name, "num_classes": num_classes, **options}
         self.weights_sha256 = ""
@@ -75,7 +77,9 @@ class EmotionNet(nn.Module):
         """The training loss from ``embed``'s output and integer labels: cross-entropy (mean over the batch)."""
         return F.cross_entropy(self.head(self.head_dropout(embedding)), y)
 
-    def prepare(self, *arrays: np.ndarray | torch.Tensor, device: torch.device | None = None) -> tuple[torch.Tensor, ...]:
+    def prepare(
+        self, *arrays: np.ndarray | torch.Tensor, device: torch.device | None = None
+    ) -> tuple[torch.Tensor, ...]:
         """Cached batches (numpy or CPU tensors), in ``input_kind`` order, to the net's float32 inputs on ``device``
         (default: the CPU)."""
         raise NotImplementedError
@@ -97,7 +101,15 @@ class EmotionNet(nn.Module):
     def load_arrays(self, arrays: Mapping[str, np.ndarray], *, source: str) -> None:
         raise WeightsError(f"weights {source}: {self.name} has no pretrained weights to load; use weights=None")
 
-    def _copy(self, target: torch.Tensor, arrays: Mapping[str, np.ndarray], key: str, *, source: str, transform: Callable[[np.ndarray], np.ndarray] | None = None) -> None:  # fmt: skip
+    def _copy(
+        self,
+        target: torch.Tensor,
+        arrays: Mapping[str, np.ndarray],
+        key: str,
+        *,
+        source: str,
+        transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
         """Copy ``arrays[key]`` (through ``transform``) into a parameter or buffer, checking that it exists and fits."""
         if key not in arrays:
             raise WeightsError(f"weights {source}: no array {key!r}; {self.name} loads {self.weights_format}")
@@ -137,9 +149,13 @@ def as_tensor(
     return x.to(device, non_blocking=True) if device is not None else x
 
 
-def frames_tensor(frames: np.ndarray | torch.Tensor, *, net: str, kind: str, device: torch.device | None = None) -> torch.Tensor:
+def frames_tensor(
+    frames: np.ndarray | torch.Tensor, *, net: str, kind: str, device: torch.device | None = None
+) -> torch.Tensor:
     """uint8 frames (B, T, H, W, 3) to float32 (B, 3, T, H, W) in 0..255, converted on ``device``."""
-    x = as_tensor(frames, net=net, kind=kind, ndim=5, shape="(B, T, H, W, 3) of RGB frames", dtype=np.uint8, device=device)
+    x = as_tensor(
+        frames, net=net, kind=kind, ndim=5, shape="(B, T, H, W, 3) of RGB frames", dtype=np.uint8, device=device
+    )
     if x.shape[-1] != 3:
         raise ConfigError(f"{net}.prepare: {kind} of shape {tuple(x.shape)}; expected RGB frames (B, T, H, W, 3)")
     # (B, T, H, W, C) permuted is channels_last_3d already: 1.4x faster 3D convolutions on a GPU (I3D, measured)

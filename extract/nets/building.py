@@ -97,7 +97,9 @@ def build_net(
     file = pretrained_file(name)
     if init == "random" or file is None:
         why = "asked (--random-init)" if file is not None else "it has no published weights"
-        return get_net(name, num_classes=num_classes, **options).eval(), f"{name}: random initialisation (seed {seed}; {why})"
+        return get_net(
+            name, num_classes=num_classes, **options
+        ).eval(), f"{name}: random initialisation (seed {seed}; {why})"
     random = "" if net_class(name).pretrained_only else f"or run it from random weights with --random-init {name}"
     path = require_weights(file, weights_dir, hint=missing_hint or random)
     return get_net(name, num_classes=num_classes, weights=path, **options).eval(), f"{name}: pretrained weights {path}"
@@ -114,7 +116,9 @@ def input_fingerprints(cache: Cache, net: str, kinds: tuple[str, ...]) -> dict[s
     """The fingerprints of the cached sets a net reads; a missing one is a ``ConfigError`` naming ``--features``."""
     missing = [k for k in kinds if k not in cache.feature_sets()]
     if missing:
-        raise ConfigError(f"net {net!r} reads {missing}, not in the cache; compute them with --features {','.join(missing)}")
+        raise ConfigError(
+            f"net {net!r} reads {missing}, not in the cache; compute them with --features {','.join(missing)}"
+        )
     return {k: cache.fingerprint(k) for k in kinds}
 
 

@@ -51,7 +51,14 @@ class C3D(EmotionNet):
     weights_format = "the PyTorch C3D port's Sports-1M state dict c3d.pickle (conv1.weight ... conv5b.bias)"
 
     def __init__(
-        self, num_classes: int, *, n_frames: int = 32, crop_px: int = 112, fc6: int = 1024, fc7: int = 512, dropout: float = 0.2
+        self,
+        num_classes: int,
+        *,
+        n_frames: int = 32,
+        crop_px: int = 112,
+        fc6: int = 1024,
+        fc7: int = 512,
+        dropout: float = 0.2,
     ) -> None:
         require(n_frames >= 16, f"c3d n_frames={n_frames}: expected >= 16 (four temporal poolings of 2)")
         require(crop_px >= 16, f"c3d crop_px={crop_px}: expected >= 16 (four spatial poolings of 2)")
@@ -86,7 +93,9 @@ class C3D(EmotionNet):
         h = self.dropout(torch.relu(self.fc6(h)))
         return self.dropout(torch.relu(self.fc7(h)))
 
-    def prepare(self, *arrays: np.ndarray | torch.Tensor, device: torch.device | None = None) -> tuple[torch.Tensor, ...]:
+    def prepare(
+        self, *arrays: np.ndarray | torch.Tensor, device: torch.device | None = None
+    ) -> tuple[torch.Tensor, ...]:
         """uint8 frames (B, T, H, W, 3) -> float32 (B, 3, T, H, W) in 0..255."""
         (frames,) = arrays
         return (frames_tensor(frames, net=self.name, kind=self.input_kind, device=device),)

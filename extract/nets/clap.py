@@ -36,7 +36,9 @@ def transformers_clap() -> Any:
     try:
         from transformers.models import clap
     except ImportError:
-        raise ConfigError(f"the net clap runs on transformers, which mvemo does not install by default: {CLAP_INSTALL}") from None
+        raise ConfigError(
+            f"the net clap runs on transformers, which mvemo does not install by default: {CLAP_INSTALL}"
+        ) from None
     return clap
 
 
@@ -76,7 +78,9 @@ class Clap(EmotionNet):
         weights would leave any of them random, or whose processor and model do not fit each other."""
         folder = Path(path)
         if not (folder / "config.json").is_file() or not (folder / "preprocessor_config.json").is_file():
-            raise WeightsError(f"weights {folder}: clap loads {self.weights_format}; this folder lacks one of those files")
+            raise WeightsError(
+                f"weights {folder}: clap loads {self.weights_format}; this folder lacks one of those files"
+            )
         clap = transformers_clap()
         from transformers.utils import logging
 
@@ -86,7 +90,9 @@ class Clap(EmotionNet):
         try:
             encoder, info = clap.ClapAudioModelWithProjection.from_pretrained(folder, output_loading_info=True)
             processor = clap.ClapFeatureExtractor.from_pretrained(folder)
-        except Exception as err:  # OSError, ValueError, RuntimeError (shapes), safetensors' own: whatever the file holds
+        except (
+            Exception
+        ) as err:  # OSError, ValueError, RuntimeError (shapes), safetensors' own: whatever the file holds
             raise WeightsError(
                 f"weights {folder}: transformers cannot load it as a ClapModel checkpoint ({first_line(err)})"
             ) from None
@@ -132,7 +138,9 @@ class Clap(EmotionNet):
     def window_samples(self) -> int:
         return int(self.processor.nb_max_samples)
 
-    def prepare(self, *arrays: np.ndarray | torch.Tensor, device: torch.device | None = None) -> tuple[torch.Tensor, ...]:
+    def prepare(
+        self, *arrays: np.ndarray | torch.Tensor, device: torch.device | None = None
+    ) -> tuple[torch.Tensor, ...]:
         """(B, n) audio at 48 kHz to the processor's mel spectrograms of every window, (B, W, channels, frames, mels),
         and which windows hold audio, (B, W) bool."""
         self._require_loaded()

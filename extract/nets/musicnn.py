@@ -40,20 +40,110 @@ PATCH_CHUNK = 32
 PATCH_CHUNK_CPU = 2
 # The 50 Million Song Dataset tags, output i = tag i (musicnn's configuration.MSD_LABELS).
 MSD_TAGS = (
-    "rock", "pop", "alternative", "indie", "electronic", "female vocalists", "dance", "00s", "alternative rock", "jazz",
-    "beautiful", "metal", "chillout", "male vocalists", "classic rock", "soul", "indie rock", "Mellow", "electronica",
-    "80s", "folk", "90s", "chill", "instrumental", "punk", "oldies", "blues", "hard rock", "ambient", "acoustic",
-    "experimental", "female vocalist", "guitar", "Hip-Hop", "70s", "party", "country", "easy listening", "sexy", "catchy",
-    "funk", "electro", "heavy metal", "Progressive rock", "60s", "rnb", "indie pop", "sad", "House", "happy",
-)  # fmt: skip
+    "rock",
+    "pop",
+    "alternative",
+    "indie",
+    "electronic",
+    "female vocalists",
+    "dance",
+    "00s",
+    "alternative rock",
+    "jazz",
+    "beautiful",
+    "metal",
+    "chillout",
+    "male vocalists",
+    "classic rock",
+    "soul",
+    "indie rock",
+    "Mellow",
+    "electronica",
+    "80s",
+    "folk",
+    "90s",
+    "chill",
+    "instrumental",
+    "punk",
+    "oldies",
+    "blues",
+    "hard rock",
+    "ambient",
+    "acoustic",
+    "experimental",
+    "female vocalist",
+    "guitar",
+    "Hip-Hop",
+    "70s",
+    "party",
+    "country",
+    "easy listening",
+    "sexy",
+    "catchy",
+    "funk",
+    "electro",
+    "heavy metal",
+    "Progressive rock",
+    "60s",
+    "rnb",
+    "indie pop",
+    "sad",
+    "House",
+    "happy",
+)
 # The 50 MagnaTagATune tags, output i = tag i (musicnn's configuration.MTT_LABELS).
 MTT_TAGS = (
-    "guitar", "classical", "slow", "techno", "strings", "drums", "electronic", "rock", "fast", "piano", "ambient", "beat",
-    "violin", "vocal", "synth", "female", "indian", "opera", "male", "singing", "vocals", "no vocals", "harpsichord",
-    "loud", "quiet", "flute", "woman", "male vocal", "no vocal", "pop", "soft", "sitar", "solo", "man", "classic",
-    "choir", "voice", "new age", "dance", "male voice", "female vocal", "beats", "harp", "cello", "no voice", "weird",
-    "country", "metal", "female voice", "choral",
-)  # fmt: skip
+    "guitar",
+    "classical",
+    "slow",
+    "techno",
+    "strings",
+    "drums",
+    "electronic",
+    "rock",
+    "fast",
+    "piano",
+    "ambient",
+    "beat",
+    "violin",
+    "vocal",
+    "synth",
+    "female",
+    "indian",
+    "opera",
+    "male",
+    "singing",
+    "vocals",
+    "no vocals",
+    "harpsichord",
+    "loud",
+    "quiet",
+    "flute",
+    "woman",
+    "male vocal",
+    "no vocal",
+    "pop",
+    "soft",
+    "sitar",
+    "solo",
+    "man",
+    "classic",
+    "choir",
+    "voice",
+    "new age",
+    "dance",
+    "male voice",
+    "female vocal",
+    "beats",
+    "harp",
+    "cello",
+    "no voice",
+    "weird",
+    "country",
+    "metal",
+    "female voice",
+    "choral",
+)
 N_TAGS = len(MSD_TAGS)
 BN_EPS = 1e-3
 POOLS = ("mean", "max", "meanmax", "patches")  # patches: every patch's layer kept, patch after patch
@@ -111,7 +201,9 @@ def max_of_bn_relu(
     view = (-1,) + (1,) * (pooled.ndim - 2)
     positive = (scale >= 0).view(view)
     infinity = torch.full_like(shift, torch.inf).view(view)
-    return pooled.clamp(torch.where(positive, shift.view(view), -infinity), torch.where(positive, infinity, shift.view(view)))
+    return pooled.clamp(
+        torch.where(positive, shift.view(view), -infinity), torch.where(positive, infinity, shift.view(view))
+    )
 
 
 def max_pool(y: torch.Tensor, window: tuple[int, int], stride: tuple[int, int]) -> torch.Tensor:
@@ -262,7 +354,10 @@ class MusicnnPatches(PatchNet):
           + bn_shift;
         - under it, from cnn2_cut cnn3, from cnn1_cut cnn2 and cnn3: h += cnnK_scale * relu(conv1d(h, cnnK_weight,
           cnnK_bias), 'same') + cnnK_shift."""
-        require(cut in UPPER_CUTS["musicnn"], f"musicnn: no layers above {cut!r} to fine-tune; cuts: {UPPER_CUTS['musicnn']}")
+        require(
+            cut in UPPER_CUTS["musicnn"],
+            f"musicnn: no layers above {cut!r} to fine-tune; cuts: {UPPER_CUTS['musicnn']}",
+        )
         arrays: dict[str, torch.Tensor] = {}
         for i in range(3 - UPPER_CUTS["musicnn"].index(cut), 3):  # cnn3 (i = 2) from cnn2_cut; cnn2 too from cnn1_cut
             conv, bn = cast(nn.Conv1d, self.mid[i]), cast(nn.BatchNorm1d, self.mid_bn[i])
@@ -332,7 +427,9 @@ class VggPatches(PatchNet):
     def upper_layers(self, cut: str) -> dict[str, np.ndarray]:
         """The last block above ``cut`` (pool4) as float32 arrays: pool5 = maxpool 4x4 of (conv5_scale * relu(conv2d(
         pool4, conv5_weight, conv5_bias), 'same') + conv5_shift)."""
-        require(cut in UPPER_CUTS["msdvgg"], f"msdvgg: no layers above {cut!r} to fine-tune; cuts: {UPPER_CUTS['msdvgg']}")
+        require(
+            cut in UPPER_CUTS["msdvgg"], f"msdvgg: no layers above {cut!r} to fine-tune; cuts: {UPPER_CUTS['msdvgg']}"
+        )
         conv, bn = cast(nn.Conv2d, self.convs[4]), cast(BatchNorm2dOf1d, self.bns[4])
         arrays = affine_arrays("conv5", bn.bn, conv.weight, conv.bias)
         return {name: a.detach().cpu().numpy().astype(np.float32) for name, a in arrays.items()}
@@ -360,7 +457,9 @@ class MusicnnBase(EmotionNet):
     def __init__(self, num_classes: int, *, layer: str, pool: str, patches: int) -> None:
         dims = self.patches_class.layer_dims
         require(layer in dims, f"{self.name} layer={layer!r}: expected one of {list(dims)}")
-        require(pool in POOLS, f"{self.name} pool={pool!r}: expected one of {list(POOLS)} (over the clip's 3-s patches)")
+        require(
+            pool in POOLS, f"{self.name} pool={pool!r}: expected one of {list(POOLS)} (over the clip's 3-s patches)"
+        )
         require(
             isinstance(patches, int) and not isinstance(patches, bool) and patches >= 1,
             f"{self.name} patches={patches!r}: expected the number of 3-s patches of the window (10 for 30 s)",
@@ -382,11 +481,15 @@ class MusicnnBase(EmotionNet):
         which keeps every patch of the window as before, 1."""
         return "1" if self.config["pool"] == "patches" else "2"
 
-    def prepare(self, *arrays: np.ndarray | torch.Tensor, device: torch.device | None = None) -> tuple[torch.Tensor, ...]:
+    def prepare(
+        self, *arrays: np.ndarray | torch.Tensor, device: torch.device | None = None
+    ) -> tuple[torch.Tensor, ...]:
         """log-mel (B, 96, T) -> float32."""
         (logmel,) = arrays
         x = as_tensor(logmel, net=self.name, kind="logmel", ndim=3, shape=f"(B, {N_MELS}, T) of log-mel", device=device)
-        require(x.shape[1] == N_MELS, f"{self.name}.prepare: logmel of shape {tuple(x.shape)}; expected (B, {N_MELS}, T)")
+        require(
+            x.shape[1] == N_MELS, f"{self.name}.prepare: logmel of shape {tuple(x.shape)}; expected (B, {N_MELS}, T)"
+        )
         return (x.to(torch.float32),)
 
     def embed(self, logmel: torch.Tensor) -> torch.Tensor:
@@ -408,7 +511,12 @@ class MusicnnBase(EmotionNet):
             return values.reshape(b, -1)
         pooled = []
         if pool != "max":
-            sums = values.new_zeros(b * n, values.shape[1]).index_put((heard.reshape(-1),), values).reshape(b, n, -1).sum(dim=1)
+            sums = (
+                values.new_zeros(b * n, values.shape[1])
+                .index_put((heard.reshape(-1),), values)
+                .reshape(b, n, -1)
+                .sum(dim=1)
+            )
             pooled.append(sums / heard.sum(dim=1, keepdim=True).to(values.dtype))
         if pool != "mean":
             lowest = values.new_full((b * n, values.shape[1]), -torch.inf).index_put((heard.reshape(-1),), values)
@@ -425,7 +533,8 @@ class MusicnnBase(EmotionNet):
 
     def load_arrays(self, arrays: Mapping[str, np.ndarray], *, source: str) -> None:
         self.patches.load_arrays(
-            arrays, lambda target, a, key, transform=None: self._copy(target, a, key, source=source, transform=transform)
+            arrays,
+            lambda target, a, key, transform=None: self._copy(target, a, key, source=source, transform=transform),
         )
 
     def last_block(self) -> list[nn.Module]:

@@ -37,9 +37,17 @@ class OneDCNN(EmotionNet):
             n_blocks >= 1 and filters >= 1 and fc_dim >= 1,
             f"onedcnn n_blocks={n_blocks}, filters={filters}, fc_dim={fc_dim}: expected >= 1",
         )
-        require(1 <= pooled_blocks <= n_blocks, f"onedcnn pooled_blocks={pooled_blocks}: expected 1..n_blocks ({n_blocks})")
+        require(
+            1 <= pooled_blocks <= n_blocks, f"onedcnn pooled_blocks={pooled_blocks}: expected 1..n_blocks ({n_blocks})"
+        )
         require(0.0 <= dropout < 1.0, f"onedcnn dropout={dropout}: expected a probability in [0, 1)")
-        options = {"n_blocks": n_blocks, "pooled_blocks": pooled_blocks, "filters": filters, "fc_dim": fc_dim, "dropout": dropout}
+        options = {
+            "n_blocks": n_blocks,
+            "pooled_blocks": pooled_blocks,
+            "filters": filters,
+            "fc_dim": fc_dim,
+            "dropout": dropout,
+        }
         super().__init__(num_classes, fc_dim, options)
         self.pooled_blocks = pooled_blocks
         self.blocks = nn.ModuleList(
@@ -76,10 +84,14 @@ class OneDCNN(EmotionNet):
                 pooled.append(x.mean(dim=2))
         return self.fc(torch.cat(pooled, dim=1))
 
-    def prepare(self, *arrays: np.ndarray | torch.Tensor, device: torch.device | None = None) -> tuple[torch.Tensor, ...]:
+    def prepare(
+        self, *arrays: np.ndarray | torch.Tensor, device: torch.device | None = None
+    ) -> tuple[torch.Tensor, ...]:
         """Waveform (B, n_samples), float16 or float32 -> float32."""
         (waveform,) = arrays
-        x = as_tensor(waveform, net=self.name, kind="waveform", ndim=2, shape="(B, n_samples) of 16 kHz audio", device=device)
+        x = as_tensor(
+            waveform, net=self.name, kind="waveform", ndim=2, shape="(B, n_samples) of 16 kHz audio", device=device
+        )
         return (x.to(torch.float32),)
 
     def last_block(self) -> list[nn.Module]:

@@ -119,7 +119,9 @@ def input_kind(name: str) -> str | tuple[str, ...]:
     return net_class(name).input_kind
 
 
-def get_net(name: str, *, num_classes: int, weights: str | os.PathLike[str] | None = None, **options: Any) -> EmotionNet:
+def get_net(
+    name: str, *, num_classes: int, weights: str | os.PathLike[str] | None = None, **options: Any
+) -> EmotionNet:
     """A net by name, in training mode like any new ``nn.Module``.
 
     Parameters

@@ -43,7 +43,9 @@ class TorchvisionVideo(EmotionNet):
         """``frames``: (B, 3, T, H, W) float32, normalized (see ``prepare``) -> (B, 512)."""
         return self.backbone(frames)
 
-    def prepare(self, *arrays: np.ndarray | torch.Tensor, device: torch.device | None = None) -> tuple[torch.Tensor, ...]:
+    def prepare(
+        self, *arrays: np.ndarray | torch.Tensor, device: torch.device | None = None
+    ) -> tuple[torch.Tensor, ...]:
         """uint8 frames (B, T, H, W, 3) -> (B, 3, T, H, W) float32, (x / 255 - mean) / std with Kinetics' statistics."""
         (frames,) = arrays
         x = frames_tensor(frames, net=self.name, kind=self.input_kind, device=device)

@@ -86,11 +86,16 @@ class TwoDCNN(EmotionNet):
             pooled.append(x.mean(dim=(2, 3)))
         return torch.cat(pooled, dim=1)
 
-    def prepare(self, *arrays: np.ndarray | torch.Tensor, device: torch.device | None = None) -> tuple[torch.Tensor, ...]:
+    def prepare(
+        self, *arrays: np.ndarray | torch.Tensor, device: torch.device | None = None
+    ) -> tuple[torch.Tensor, ...]:
         """dB mel (B, 96, T), float16 or float32 -> float32."""
         (mel,) = arrays
         x = as_tensor(mel, net=self.name, kind="mel", ndim=3, shape=f"(B, {N_MELS}, T) of dB", device=device)
-        require(x.shape[1] == N_MELS, f"twodcnn.prepare: mel of shape {tuple(x.shape)}; expected {N_MELS} mel bands on axis 1")
+        require(
+            x.shape[1] == N_MELS,
+            f"twodcnn.prepare: mel of shape {tuple(x.shape)}; expected {N_MELS} mel bands on axis 1",
+        )
         return (x.to(torch.float32),)
 
     def last_block(self) -> list[nn.Module]:
@@ -103,7 +108,10 @@ class TwoDCNN(EmotionNet):
         never used them) and are not needed.
         """
         for i, block in enumerate(self.blocks, start=1):
-            conv, norm = cast(nn.Conv2d, cast(nn.Sequential, block)[0]), cast(nn.InstanceNorm2d, cast(nn.Sequential, block)[1])
+            conv, norm = (
+                cast(nn.Conv2d, cast(nn.Sequential, block)[0]),
+                cast(nn.InstanceNorm2d, cast(nn.Sequential, block)[1]),
+            )
             self._copy(conv.weight, arrays, f"{LAYER}/convolution2d_{i}_W:0", source=source)
             self._copy(cast(torch.Tensor, conv.bias), arrays, f"{LAYER}/convolution2d_{i}_b:0", source=source)
             self._copy(norm.weight, arrays, f"{LAYER}/batchnormalization_{i}_gamma:0", source=source)

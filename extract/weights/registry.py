@@ -49,7 +49,9 @@ class KnownWeights:
     license: str
     convert: str = ""
     torch_hub: bool = False
-    hub_repo: str = ""  # a Hugging Face repository: the weights are a folder (a transformers checkpoint) fetched from it
+    hub_repo: str = (
+        ""  # a Hugging Face repository: the weights are a folder (a transformers checkpoint) fetched from it
+    )
 
     @property
     def pinned(self) -> str:
@@ -64,7 +66,14 @@ MUSICNN_WHEEL = "https://files.pythonhosted.org/packages/py3/m/musicnn/musicnn-0
 DATASETS = {"MSD": "Million Song Dataset", "MTT": "MagnaTagATune"}
 # (net, data set, model, title, sha256, bytes) of each checkpoint of the musicnn 0.1.0 wheel
 MUSICNN_FILES = (
-    ("musicnn", "MSD", "musicnn", "musicnn", "8d8db55c851046b89c090488f0344991e3093e5c80d12ad67a9f20003f9f2560", 3186420),
+    (
+        "musicnn",
+        "MSD",
+        "musicnn",
+        "musicnn",
+        "8d8db55c851046b89c090488f0344991e3093e5c80d12ad67a9f20003f9f2560",
+        3186420,
+    ),
     (
         "msdvgg",
         "MSD",
@@ -73,7 +82,14 @@ MUSICNN_FILES = (
         "771b054eddc15339e4bf85008313b44d60182ca1ccff624c6c73c35c6a03adc2",
         2438198,
     ),
-    ("mttmusicnn", "MTT", "musicnn", "musicnn", "be1b7f6084709a106e102966c11c234823a44fb6da61de8fa164cfd8de93eed5", 3186420),
+    (
+        "mttmusicnn",
+        "MTT",
+        "musicnn",
+        "musicnn",
+        "be1b7f6084709a106e102966c11c234823a44fb6da61de8fa164cfd8de93eed5",
+        3186420,
+    ),
     (
         "mttvgg",
         "MTT",
@@ -201,7 +217,9 @@ KNOWN: dict[str, KnownWeights] = {
 
 def known_weights(name: str) -> KnownWeights:
     if name not in KNOWN:
-        raise WeightsError(f"weights {name!r}: not a known file; choose one of {', '.join(KNOWN)} (see `mvemo weights list`)")
+        raise WeightsError(
+            f"weights {name!r}: not a known file; choose one of {', '.join(KNOWN)} (see `mvemo weights list`)"
+        )
     return KNOWN[name]
 
 
@@ -211,7 +229,9 @@ def default_dir() -> Path:
 
 def torch_hub_checkpoints() -> Path:
     """torch.hub's checkpoint folder, by torch's own rule, without importing torch."""
-    home = os.environ.get("TORCH_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "torch")
+    home = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "torch"
+    )
     return Path(home) / "hub" / "checkpoints"
 
 
@@ -235,7 +255,13 @@ _DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
 # The files of a transformers checkpoint folder that its loader reads: the model's config, its weights, its processor's.
-CHECKPOINT_FILES = ("config.json", "preprocessor_config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model.bin*")
+CHECKPOINT_FILES = (
+    "config.json",
+    "preprocessor_config.json",
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "pytorch_model.bin*",
+)
 # How to install what a checkpoint folder's net and its fetching need
 CLAP_INSTALL = "pip install 'mvemo[clap]'"
 
@@ -248,7 +274,9 @@ def first_line(err: BaseException) -> str:
 def checkpoint_files(folder: str | os.PathLike[str]) -> list[str]:
     """The names of a checkpoint folder's files that its loader reads (``CHECKPOINT_FILES``), sorted."""
     return sorted(
-        f.name for f in Path(folder).iterdir() if f.is_file() and any(fnmatch.fnmatch(f.name, p) for p in CHECKPOINT_FILES)
+        f.name
+        for f in Path(folder).iterdir()
+        if f.is_file() and any(fnmatch.fnmatch(f.name, p) for p in CHECKPOINT_FILES)
     )
 
 
@@ -301,7 +329,9 @@ def _candidates(known: KnownWeights, weights_dir: str | os.PathLike[str] | None)
     return dirs, next((d / known.name for d in dirs if found(d / known.name)), None)
 
 
-def weights_status(name: str, weights_dir: str | os.PathLike[str] | None = None, *, check: bool = True) -> WeightsStatus:
+def weights_status(
+    name: str, weights_dir: str | os.PathLike[str] | None = None, *, check: bool = True
+) -> WeightsStatus:
     """Where a known file is (the first folder that holds it) and, with ``check``, whether its sha256 is the published one."""
     known = known_weights(name)
     dirs, path = _candidates(known, weights_dir)
@@ -351,7 +381,9 @@ def require_weights(name: str, weights_dir: str | os.PathLike[str] | None = None
         digest = f"sha256 {known.sha256}" if known.sha256 else "no published sha256"
         what = "folder" if known.hub_repo else "file"
         if known.convert:  # the download is not the file: fetch converts it
-            offline = f"(offline: download {known.url} where you can, then `mvemo weights fetch {name} --from THAT_FILE`)"
+            offline = (
+                f"(offline: download {known.url} where you can, then `mvemo weights fetch {name} --from THAT_FILE`)"
+            )
         else:
             there = "one of those folders" if len(dirs) > 1 else "that folder"
             offline = f"or put the {what} from {known.source} ({known.url}, {digest}) in {there}"

@@ -64,7 +64,9 @@ class PoolSummary:
     failed: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
-def pool_windows(plan: WindowPlan, source: Cache, cache: CacheHandle, windows: WindowConfig, *, length_s: float) -> PoolSummary:
+def pool_windows(
+    plan: WindowPlan, source: Cache, cache: CacheHandle, windows: WindowConfig, *, length_s: float
+) -> PoolSummary:
     """Pool each clip's windows of every vector set of the window cache (``source``, read after its last write)
     into the cache.
 
@@ -169,5 +171,9 @@ def pooled_spec(window_set: FeatureSpec, config: dict[str, Any]) -> FeatureSpec:
     if columns and pooling == "mean+std":
         columns = tuple(f"mean_{c}" for c in columns) + tuple(f"std_{c}" for c in columns)
     return replace(
-        window_set, row_shape=(pooled_width(window_set.row_shape[0], pooling),), dtype="float32", config=config, columns=columns
+        window_set,
+        row_shape=(pooled_width(window_set.row_shape[0], pooling),),
+        dtype="float32",
+        config=config,
+        columns=columns,
     )

@@ -111,7 +111,9 @@ class Discriminant:
 
     def __init__(self, Z: np.ndarray, target: np.ndarray, n_classes: int) -> None:
         counts = np.bincount(target, minlength=n_classes)
-        self.means = np.stack([Z[target == k].mean(axis=0) if counts[k] else np.zeros(Z.shape[1]) for k in range(n_classes)])
+        self.means = np.stack(
+            [Z[target == k].mean(axis=0) if counts[k] else np.zeros(Z.shape[1]) for k in range(n_classes)]
+        )
         self.log_priors = np.where(counts > 0, np.log(np.maximum(counts, 1) / len(target)), ABSENT_LOGIT)  # absent: ~0
         self.values, self.axes = principal_axes(Z - self.means[target])
         self.level = max(float(self.values.sum()) / Z.shape[1], 1e-12)  # tr S / d
@@ -133,7 +135,10 @@ class PcaLogisticHead(LogisticHead):
     standardized inputs. The components read no label: the inner validation rows share them, as the
     standardization."""
 
-    PARAM_RULES: ClassVar = {**LogisticHead.PARAM_RULES, "variance": (lambda v: is_number(v) and 0 < v <= 1, "a share in (0, 1]")}
+    PARAM_RULES: ClassVar = {
+        **LogisticHead.PARAM_RULES,
+        "variance": (lambda v: is_number(v) and 0 < v <= 1, "a share in (0, 1]"),
+    }
 
     def __init__(
         self,
@@ -232,7 +237,9 @@ class ChosenHead(_LinearHead):
     inner folds; those folds are the same for all, drawn by the same seed). ``selected_`` names it (under ``key``)
     with its own choices; ``inner_scores_`` holds every family's."""
 
-    def __init__(self, candidates: tuple[tuple[str, Any], ...] = (), scoring: str = "log_loss", key: str = "head") -> None:
+    def __init__(
+        self, candidates: tuple[tuple[str, Any], ...] = (), scoring: str = "log_loss", key: str = "head"
+    ) -> None:
         self.candidates = candidates
         self.scoring = scoring
         self.key = key

@@ -109,17 +109,25 @@ class KernelSvmHead(_ChoosingHead):
         splits = self._splits(y, groups)
         d = Z.shape[1]
         ranked = len(self.shares) > 1 or min(self.shares) < 1
-        ranks = {val.tobytes(): ranked_columns(Z[train], target[train]) if ranked else np.arange(d) for train, val in splits}
-        tried: list[tuple[float, int, float, float, float, np.ndarray]] = []  # score, columns, C, gamma, temperature, proba
+        ranks = {
+            val.tobytes(): ranked_columns(Z[train], target[train]) if ranked else np.arange(d) for train, val in splits
+        }
+        tried: list[
+            tuple[float, int, float, float, float, np.ndarray]
+        ] = []  # score, columns, C, gamma, temperature, proba
         with threadpool_limits(1):
-            for kept in sorted({max(1, math.ceil(share * d)) for share in self.shares}):  # a tie keeps the fewer columns
+            for kept in sorted(
+                {max(1, math.ceil(share * d)) for share in self.shares}
+            ):  # a tie keeps the fewer columns
                 for multiple in self.gamma_grid:
 
                     def scores_at(
                         C: float, train: np.ndarray, val: np.ndarray, kept: int = kept, gamma: float = multiple / kept
                     ) -> np.ndarray:
                         columns = ranks[val.tobytes()][:kept]
-                        return self._expansion(Z[train][:, columns], target[train], C, gamma).logits_of(Z[val][:, columns])
+                        return self._expansion(Z[train][:, columns], target[train], C, gamma).logits_of(
+                            Z[val][:, columns]
+                        )
 
                     path = temperature_path(self.C_grid, scores_at, target, splits, len(self.classes_), self.scoring)
                     tried += [(score, kept, C, multiple, temperature, proba) for score, C, temperature, proba in path]

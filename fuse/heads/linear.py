@@ -139,18 +139,27 @@ class LogisticHead(_ChoosingHead):
         """Fit on rows ``X`` of classes ``y``; inner folds keep each of ``groups`` whole (default: a group per row)."""
         Z, y, target, mean, scale = prepared(self, X, y)
         C, self.selected_, self.inner_proba_ = self.C, {}, None
-        with threadpool_limits(1):  # BLAS threads slowed these thin products 1.6x (`mvemo bench fuse`): fan fits out instead
+        with threadpool_limits(
+            1
+        ):  # BLAS threads slowed these thin products 1.6x (`mvemo bench fuse`): fan fits out instead
             if C is None:
                 best, self.inner_proba_, _ = logistic_path(
-                    Z, target, self._splits(y, groups), Cs=tuple(self.C_grid), scoring=self.scoring, tol=self.tol,
+                    Z,
+                    target,
+                    self._splits(y, groups),
+                    Cs=tuple(self.C_grid),
+                    scoring=self.scoring,
+                    tol=self.tol,
                     max_iter=self.max_iter,
-                )  # fmt: skip
+                )
                 C = self.C_grid[best]
                 self.selected_ = {"C": C}
             model = LogisticRegression(C=C, max_iter=self.max_iter, tol=self.tol).fit(Z, y)
         weights, bias = softmax_layer(model.coef_, model.intercept_, len(self.classes_))
         self.n_iter_ = int(np.max(model.n_iter_))
-        self.linear_ = LinearSoftmax(self.classes_, *(np.asarray(a, dtype=np.float64) for a in (mean, scale, weights, bias)))
+        self.linear_ = LinearSoftmax(
+            self.classes_, *(np.asarray(a, dtype=np.float64) for a in (mean, scale, weights, bias))
+        )
         return self
 
 
@@ -322,7 +331,12 @@ class SoftmaxHead(_ChoosingHead):
                 if curve is not None:
                     curve.append(torch.softmax(logits, dim=1).numpy().astype(np.float64))
             if score < best - 1e-6:
-                best, best_state, best_epoch, stale = score, {k: v.clone() for k, v in layer.state_dict().items()}, epoch, 0
+                best, best_state, best_epoch, stale = (
+                    score,
+                    {k: v.clone() for k, v in layer.state_dict().items()},
+                    epoch,
+                    0,
+                )
             else:
                 stale += 1
                 if stale >= self.patience:

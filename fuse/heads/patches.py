@@ -37,7 +37,9 @@ class PatchHead(_LinearHead):
         X, y = np.asarray(X), np.asarray(y)
         n, p = len(X), self.patches
         if X.ndim != 2 or X.shape[1] % p:
-            raise ConfigError(f"a patch-level head over {p} patches per clip: the input's {X.shape[1:]} columns do not split")
+            raise ConfigError(
+                f"a patch-level head over {p} patches per clip: the input's {X.shape[1:]} columns do not split"
+            )
         per_patch = X.reshape(n, p, -1)
         self.classes_, self.n_features_in_ = unique_labels(y), X.shape[1]
         clip_groups = np.asarray(_groups(groups, n))
@@ -47,7 +49,11 @@ class PatchHead(_LinearHead):
             base = fit_head(self.base, per_patch.mean(axis=1), y, clip_groups)
         linear = base.linear_
         self.linear_ = LinearSoftmax(
-            linear.classes, np.tile(linear.mean, p), np.tile(linear.scale, p), np.tile(linear.weights, (1, p)) / p, linear.bias
+            linear.classes,
+            np.tile(linear.mean, p),
+            np.tile(linear.scale, p),
+            np.tile(linear.weights, (1, p)) / p,
+            linear.bias,
         )
         self.selected_ = dict(base.selected_)
         self.inner_proba_ = base.inner_proba_

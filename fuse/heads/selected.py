@@ -76,7 +76,9 @@ class SelectLogisticHead(LogisticHead):
 
     def fit(self, X: Any, y: Any, groups: Any = None) -> SelectLogisticHead:
         if not self.shares:
-            raise ConfigError("select-logistic: shares is empty; give the shares of columns to try, e.g. [0.1, 0.5, 1.0]")
+            raise ConfigError(
+                "select-logistic: shares is empty; give the shares of columns to try, e.g. [0.1, 0.5, 1.0]"
+            )
         Z, y, target, mean, scale = prepared(self, X, y)
         splits = inner_splits(y, _groups(groups, len(y)), k=self.inner_folds, seed=self.random_state)
         ranks = [ranked_columns(Z[train], target[train]) for train, _ in splits]
@@ -86,9 +88,15 @@ class SelectLogisticHead(LogisticHead):
             for share in sorted(self.shares):
                 kept = max(1, math.ceil(share * Z.shape[1]))
                 at, proba, scores = logistic_path(
-                    Z, target, splits, Cs=Cs, scoring=self.scoring, tol=self.tol, max_iter=self.max_iter,
+                    Z,
+                    target,
+                    splits,
+                    Cs=Cs,
+                    scoring=self.scoring,
+                    tol=self.tol,
+                    max_iter=self.max_iter,
                     columns=[rank[:kept] for rank in ranks],
-                )  # fmt: skip
+                )
                 if scores[at] > best[0]:  # a tie keeps the fewer columns
                     best = (scores[at], kept, Cs[at], proba)
             _, kept, C, self.inner_proba_ = best
@@ -99,5 +107,7 @@ class SelectLogisticHead(LogisticHead):
         weights[:, self.columns_] = layer
         self.n_iter_ = int(np.max(model.n_iter_))
         self.selected_ = {"C": C, "share": kept / Z.shape[1], "columns": kept}
-        self.linear_ = LinearSoftmax(self.classes_, *(np.asarray(a, dtype=np.float64) for a in (mean, scale, weights, bias)))
+        self.linear_ = LinearSoftmax(
+            self.classes_, *(np.asarray(a, dtype=np.float64) for a in (mean, scale, weights, bias))
+        )
         return self

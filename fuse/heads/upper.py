@@ -59,7 +59,14 @@ class UpperLayers:
     width: int
 
 
-BACK_END = {"pool_scale": "P", "pool_shift": "P", "dense_weight": "HP", "dense_bias": "H", "bn_scale": "H", "bn_shift": "H"}
+BACK_END = {
+    "pool_scale": "P",
+    "pool_shift": "P",
+    "dense_weight": "HP",
+    "dense_bias": "H",
+    "bn_scale": "H",
+    "bn_shift": "H",
+}
 MID_CONV = {"weight": "CCK", "bias": "C", "scale": "C", "shift": "C"}
 VGG_BLOCK = {"conv5_weight": "CCkk", "conv5_bias": "C", "conv5_scale": "C", "conv5_shift": "C"}
 
@@ -84,8 +91,12 @@ def layers_problem(layers: UpperLayers) -> str | None:
             return f"{name} has shape {shape}, which does not chain with the others ({', '.join(expected)})"
     if "conv5_weight" in arrays:
         per_step = VGG_POOL4_MELS * sizes["C"]
-        fits = sizes["k"] == 3 and layers.width % per_step == 0 and layers.width // per_step >= 4  # a window of the pool
-        return None if fits else f"conv5 over width {layers.width} is not a 3 x 3 conv over 4 or more steps of {per_step}"
+        fits = (
+            sizes["k"] == 3 and layers.width % per_step == 0 and layers.width // per_step >= 4
+        )  # a window of the pool
+        return (
+            None if fits else f"conv5 over width {layers.width} is not a 3 x 3 conv over 4 or more steps of {per_step}"
+        )
     convs = (len(expected) - len(BACK_END)) // len(MID_CONV)
     pooled_below = sizes["P"] - 2 * convs * sizes.get("C", 0)  # the back end's input columns cached as they are
     steps = layers.width - pooled_below
@@ -172,7 +183,10 @@ def upper_net(layers: UpperLayers, n_classes: int, dropout: float) -> Any:
         def __init__(self) -> None:
             super().__init__()
             self.layer = nn.ParameterDict(  # copies: training must leave the published arrays as they are
-                {name: nn.Parameter(torch.tensor(np.asarray(a), dtype=torch.float32)) for name, a in layers.arrays.items()}
+                {
+                    name: nn.Parameter(torch.tensor(np.asarray(a), dtype=torch.float32))
+                    for name, a in layers.arrays.items()
+                }
             )
             self.dropout = nn.Dropout(dropout)
             self.classifier = nn.Linear(penultimate_size(layers), n_classes)
@@ -275,7 +289,9 @@ class UpperHead(ClassifierMixin, BaseEstimator):
             s = self.selected_
             every = np.arange(len(y))
             probe = self._probe(X, every, target, groups)
-            net, _, _ = self._train(X, target, every, None, probe, s["lr"], s["weight_decay"], s["dropout"], int(s["epochs"]))
+            net, _, _ = self._train(
+                X, target, every, None, probe, s["lr"], s["weight_decay"], s["dropout"], int(s["epochs"])
+            )
         layers = self._layers()
         tuned = {name: p.detach().numpy().copy() for name, p in net.layer.items()}
         self.upper_ = UpperSoftmax(
@@ -367,7 +383,12 @@ class UpperHead(ClassifierMixin, BaseEstimator):
             curve.append(_proba(net, X, val, n_patches))
             score = float(-np.mean(np.log(np.clip(curve[-1][np.arange(len(val)), target[val]], 1e-300, 1.0))))
             if score < best - 1e-6:
-                best, best_state, best_epoch, stale = score, {k: v.clone() for k, v in net.state_dict().items()}, epoch, 0
+                best, best_state, best_epoch, stale = (
+                    score,
+                    {k: v.clone() for k, v in net.state_dict().items()},
+                    epoch,
+                    0,
+                )
             else:
                 stale += 1
                 if stale >= self.patience:

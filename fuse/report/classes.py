@@ -28,7 +28,11 @@ TAGS_CSV = "tags.csv"
 
 
 def write_report(
-    result: CvResult, out: str | os.PathLike[str], *, header: dict[str, Any], tags: dict[str, list[list[str]]] | None = None
+    result: CvResult,
+    out: str | os.PathLike[str],
+    *,
+    header: dict[str, Any],
+    tags: dict[str, list[list[str]]] | None = None,
 ) -> dict[str, Any]:
     """Write the report files into ``out`` and return the JSON document.
 
@@ -68,14 +72,20 @@ def write_report(
     pooled = f"{repeats} repeats pooled" if repeats > 1 else f"{result.n_folds} folds"
     pngs = {}
     for name, file in figure_names(result.metrics, "confusion").items():
-        pngs[name] = confusion_png(result.metrics[name]["confusion"], result.classes, f"{name}: confusion, {pooled}", out / file)
+        pngs[name] = confusion_png(
+            result.metrics[name]["confusion"], result.classes, f"{name}: confusion, {pooled}", out / file
+        )
     curves = roc_curves(
         {n: [(rep[n].y, rep[n].proba) for rep in result.repeats] for n in result.metrics},
         {n: m["roc_auc_macro"] for n, m in result.metrics.items()},
     )
     roc = roc_png(curves, out / "roc.png", repeats=repeats)
     comparison = comparison_png(result.metrics, out / "models.png")
-    document["figures"] = {"confusion": {n: p.name for n, p in pngs.items()}, "roc": roc.name, "models": comparison.name}
+    document["figures"] = {
+        "confusion": {n: p.name for n, p in pngs.items()},
+        "roc": roc.name,
+        "models": comparison.name,
+    }
     document["oof_predictions"] = write_oof_csv(result, out / OOF_CSV).name
     if tags:
         document["tags"] = write_tags_csv(result.clip_ids, tags, out / TAGS_CSV).name
@@ -83,7 +93,9 @@ def write_report(
     (out / "report.json").write_text(json.dumps(document, indent=2))
     text = markdown(document)
     (out / "report.md").write_text(text)
-    (out / "report.html").write_text(markdown_page(text, out, f"mvemo cross-validation: {out.name}", figure_files(document)))
+    (out / "report.html").write_text(
+        markdown_page(text, out, f"mvemo cross-validation: {out.name}", figure_files(document))
+    )
     return document
 
 
@@ -126,7 +138,9 @@ def write_oof_csv(result: CvResult, path: Path) -> Path:
     classes = list(result.classes)
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["model", "repeat", "clip_id", "group", "fold", "true", "predicted", *(f"p_{c}" for c in classes)])
+        writer.writerow(
+            ["model", "repeat", "clip_id", "group", "fold", "true", "predicted", *(f"p_{c}" for c in classes)]
+        )
         for r, predictions in enumerate(result.repeats):
             for name, p in predictions.items():
                 predicted = np.argmax(p.proba, axis=1)
@@ -190,7 +204,9 @@ def summary_rows(document: dict[str, Any]) -> list[list[Any]]:
             difference = "-"
         else:
             low, high = versus["interval"]
-            difference = f"{100 * versus['mean']:+.1f} ({100 * low:+.1f}, {100 * high:+.1f}) {versus['won']}-{versus['lost']}"
+            difference = (
+                f"{100 * versus['mean']:+.1f} ({100 * low:+.1f}, {100 * high:+.1f}) {versus['won']}-{versus['lost']}"
+            )
         rows.append(
             [
                 name,
@@ -275,7 +291,9 @@ def markdown(document: dict[str, Any]) -> str:
 def _linked_to_confusion(rows: list[list[Any]], document: dict[str, Any]) -> list[list[Any]]:
     """The summary's rows, each scored model's name a link to its confusion matrix."""
     figures = document["figures"]["confusion"]
-    return [[Markdown(f"[{md_text(row[0])}]({figures[row[0]]})") if row[0] in figures else row[0], *row[1:]] for row in rows]
+    return [
+        [Markdown(f"[{md_text(row[0])}]({figures[row[0]]})") if row[0] in figures else row[0], *row[1:]] for row in rows
+    ]
 
 
 def _choices(document: dict[str, Any]) -> list[str]:
@@ -290,7 +308,11 @@ def _choices(document: dict[str, Any]) -> list[str]:
     ]
     tallies = [[name, _tally(m["choices"])] for name, m in document["models"].items() if m["kind"] == "selected"]
     if tallies:
-        lines += [f"Members chosen in the {repeats * folds} folds of every repeat:", "", *md_table(["model", "chosen"], tallies)]
+        lines += [
+            f"Members chosen in the {repeats * folds} folds of every repeat:",
+            "",
+            *md_table(["model", "chosen"], tallies),
+        ]
     families = [[name, heads] for name, m in document["models"].items() if (heads := _head_tally(m["choices"]))]
     if families:
         lines += [
@@ -333,7 +355,15 @@ def _inner_outer(document: dict[str, Any]) -> list[str]:
     for name, m in document["models"].items():
         inner, outer = m.get("inner_accuracy"), m["accuracy"]["mean"]
         if inner is not None:
-            rows.append([name, "yes" if name in tuned else "no", percent(inner), percent(outer), f"{100 * (inner - outer):+.1f}"])
+            rows.append(
+                [
+                    name,
+                    "yes" if name in tuned else "no",
+                    percent(inner),
+                    percent(outer),
+                    f"{100 * (inner - outer):+.1f}",
+                ]
+            )
     if not rows:
         return []
     return [
@@ -343,7 +373,9 @@ def _inner_outer(document: dict[str, Any]) -> list[str]:
         " fine-tuned per fold leans more: its nets trained on the rows its inner folds validate. Read its gap"
         " against the others'.",
         "",
-        *md_table(["model", "nets fine-tuned per fold", "inner acc % (chosen setting)", "outer acc %", "gap (points)"], rows),
+        *md_table(
+            ["model", "nets fine-tuned per fold", "inner acc % (chosen setting)", "outer acc %", "gap (points)"], rows
+        ),
     ]
 
 
@@ -357,7 +389,8 @@ def clips_section(document: dict[str, Any]) -> list[str]:
         ": " + ", ".join(f"{c} {n}" for c, n in per_class.items()) if per_class else ""
     )
     rows = [
-        [name, m["used"], *(m["used_per_class"][c] for c in classes), len(m["left_out"])] for name, m in clips["models"].items()
+        [name, m["used"], *(m["used_per_class"][c] for c in classes), len(m["left_out"])]
+        for name, m in clips["models"].items()
     ]
     lines = ["## Clips", "", md_text(total + "."), "", *md_table(["model", "used", *classes, "left out"], rows)]
     left_out: dict[tuple[str, str], list[str]] = {
@@ -383,7 +416,12 @@ def provenance_section(document: dict[str, Any]) -> list[str]:
     lines = ["## Provenance", ""]
     if rows:
         lines += md_table(["net or set", "weights (sha256)", "fine-tuning", "protocol"], rows)
-    lines += [f"Config: {md_text(json.dumps(document['config'], sort_keys=True))}", "", f"Versions: {md_text(versions)}.", ""]
+    lines += [
+        f"Config: {md_text(json.dumps(document['config'], sort_keys=True))}",
+        "",
+        f"Versions: {md_text(versions)}.",
+        "",
+    ]
     return lines
 
 
@@ -394,7 +432,13 @@ def _per_class(document: dict[str, Any]) -> list[str]:
     for name, m in document["models"].items():
         scores = m["per_class"]
         rows = [
-            [c, f"{scores['precision'][i]:.2f}", f"{scores['recall'][i]:.2f}", f"{scores['f1'][i]:.2f}", scores["support"][i]]
+            [
+                c,
+                f"{scores['precision'][i]:.2f}",
+                f"{scores['recall'][i]:.2f}",
+                f"{scores['f1'][i]:.2f}",
+                scores["support"][i],
+            ]
             for i, c in enumerate(classes)
         ]
         lines += [f"### {md_text(name)}", "", *md_table(["class", "precision", "recall", "F1", "clips"], rows)]

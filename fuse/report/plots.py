@@ -31,7 +31,9 @@ def confusion_png(confusion: list[list[int]], classes: tuple[str, ...], title: s
     for i in range(len(classes)):
         for j in range(len(classes)):
             colour = "white" if shares[i, j] > 0.5 else "black"
-            ax.text(j, i, f"{matrix[i, j]}\n{100 * shares[i, j]:.0f}%", ha="center", va="center", color=colour, fontsize=8)
+            ax.text(
+                j, i, f"{matrix[i, j]}\n{100 * shares[i, j]:.0f}%", ha="center", va="center", color=colour, fontsize=8
+            )
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
     ax.set_yticks(range(len(classes)), classes)
     colours = class_colours(classes)
@@ -150,7 +152,9 @@ def accuracy_bars_png(accuracy: dict[str, dict[str, dict[str, float]]], path: Pa
         x = [g + (i - (len(members) - 1) / 2) * width for g, name in enumerate(groups) if member in accuracy[name]]
         stats = [accuracy[name][member] for name in groups if member in accuracy[name]]
         mean = np.array([100 * s["mean"] for s in stats])
-        spread = np.array([[100 * s["mean"] - 100 * s["min"] for s in stats], [100 * s["max"] - 100 * s["mean"] for s in stats]])
+        spread = np.array(
+            [[100 * s["mean"] - 100 * s["min"] for s in stats], [100 * s["max"] - 100 * s["mean"] for s in stats]]
+        )
         spread = np.clip(spread, 0, None)  # the mean of equal folds can exceed their max by a rounding error
         ax.bar(x, mean, width, yerr=spread, capsize=3, label=member)
     ax.set_xticks(range(len(groups)), groups)
@@ -249,13 +253,21 @@ def legend_columns(entries: int) -> int:
 
 
 def tags_timeline_png(
-    starts: np.ndarray, ends: np.ndarray, proba: np.ndarray, tags: list[str], thresholds: list[float], title: str, path: Path
+    starts: np.ndarray,
+    ends: np.ndarray,
+    proba: np.ndarray,
+    tags: list[str],
+    thresholds: list[float],
+    title: str,
+    path: Path,
 ) -> Path:
     """Each tag's probability over time as steps, its threshold dotted; beneath, a row per tag filled where the
     tag is called (at or above its threshold)."""
     colours = class_colours(tags)
     edges = window_edges(starts, ends)
-    fig, (ax, band) = plt.subplots(2, 1, figsize=(10, 4 + 0.2 * len(tags)), sharex=True, height_ratios=[6, 1 + 0.3 * len(tags)])
+    fig, (ax, band) = plt.subplots(
+        2, 1, figsize=(10, 4 + 0.2 * len(tags)), sharex=True, height_ratios=[6, 1 + 0.3 * len(tags)]
+    )
     for k, tag in enumerate(tags):
         ax.step(edges, np.append(proba[:, k], proba[-1, k]), where="post", color=colours[tag], label=tag)
         ax.axhline(thresholds[k], color=colours[tag], linestyle=":", linewidth=0.8)
@@ -271,7 +283,14 @@ def tags_timeline_png(
     return _save_timeline(fig, band, starts, ends, path)
 
 
-QUADRANT_COLOURS = {"Q1": "#E69F00", "Q2": "#D55E00", "Q3": "#0072B2", "Q4": "#009E73", "high": "#E69F00", "low": "#0072B2"}
+QUADRANT_COLOURS = {
+    "Q1": "#E69F00",
+    "Q2": "#D55E00",
+    "Q3": "#0072B2",
+    "Q4": "#009E73",
+    "high": "#E69F00",
+    "low": "#0072B2",
+}
 VALUE_COLOURS = {"valence": "#CC79A7", "arousal": "#56B4E9"}
 
 
@@ -284,7 +303,13 @@ def category_colours(categories: list[str] | tuple[str, ...]) -> dict[str, str]:
 
 
 def values_timeline_png(
-    starts: np.ndarray, ends: np.ndarray, values: np.ndarray, names: list[str], scale: tuple[float, float], title: str, path: Path
+    starts: np.ndarray,
+    ends: np.ndarray,
+    values: np.ndarray,
+    names: list[str],
+    scale: tuple[float, float],
+    title: str,
+    path: Path,
 ) -> Path:
     """Valence and arousal (or one of them) over time on their scale, its middle dashed; beneath, the quadrant of
     each window (Q1 both high, Q2 valence low and arousal high, Q3 both low, Q4 valence high and arousal low)."""
@@ -292,7 +317,9 @@ def values_timeline_png(
     colours = VALUE_COLOURS
     fig, (ax, band) = plt.subplots(2, 1, figsize=(10, 4), sharex=True, height_ratios=[6, 1])
     for k, name in enumerate(names):
-        ax.step(edges, np.append(values[:, k], values[-1, k]), where="post", color=colours[name], label=name, linewidth=2)
+        ax.step(
+            edges, np.append(values[:, k], values[-1, k]), where="post", color=colours[name], label=name, linewidth=2
+        )
     ax.axhline(sum(scale) / 2, color="grey", linestyle="--", linewidth=0.8)
     ax.set_ylim(*scale)
     ax.set_ylabel("value")

@@ -30,8 +30,14 @@ from mvemo.fuse.targets.tags import TAG_METRIC_DEFINITIONS, TagResult
 from mvemo.fuse.targets.values import VALUE_METRIC_DEFINITIONS, ValuesResult
 from mvemo.manifests.targets import QUADRANT_MEANING, QUADRANTS
 
-TAG_COLUMNS = [("ROC-AUC macro", "roc_auc_macro"), ("ROC-AUC micro", "roc_auc_micro"), ("mAP", "map"),
-               ("AP micro", "ap_micro"), ("F1 macro", "f1_macro"), ("LRAP", "lrap")]  # fmt: skip
+TAG_COLUMNS = [
+    ("ROC-AUC macro", "roc_auc_macro"),
+    ("ROC-AUC micro", "roc_auc_micro"),
+    ("mAP", "map"),
+    ("AP micro", "ap_micro"),
+    ("F1 macro", "f1_macro"),
+    ("LRAP", "lrap"),
+]
 
 
 def tags_document(result: TagResult) -> dict[str, Any]:
@@ -81,8 +87,13 @@ def summary_table(document: dict[str, Any]) -> tuple[list[str], list[list[Any]]]
         cells = []
         for name in names:
             fold = m[name]["ccc_per_fold"]
-            cells += [f"{m[name]['ccc']:.3f}", f"{fold['mean']:.3f} [{fold['interval'][0]:.3f}, {fold['interval'][1]:.3f}]",
-                      f"{m[name]['r2']:.3f}", f"{m[name]['pearson']:.3f}", f"{m[name]['rmse']:.3f}"]  # fmt: skip
+            cells += [
+                f"{m[name]['ccc']:.3f}",
+                f"{fold['mean']:.3f} [{fold['interval'][0]:.3f}, {fold['interval'][1]:.3f}]",
+                f"{m[name]['r2']:.3f}",
+                f"{m[name]['pearson']:.3f}",
+                f"{m[name]['rmse']:.3f}",
+            ]
         quadrant = m.get("quadrants")
         rows.append([model, m["n_rows"], *cells, *([f"{100 * quadrant['accuracy']:.1f}"] if quadrant else [])])
     header = [f"{name} {metric}" for name in names for metric in ("CCC", "CCC per fold [95%]", "R²", "r", "RMSE")]
@@ -110,7 +121,10 @@ def write_target_report(document: dict[str, Any], result: TagResult | ValuesResu
 def markdown(document: dict[str, Any]) -> str:
     header, rows = summary_table(document)
     kind = "Emotion tags" if document["target"] == "tags" else f"{' and '.join(document['names']).capitalize()}"
-    lines = [f"# {md_text(kind)}: {document['n_folds']}-fold nested cross-validation, protocol `{document['protocol']}`", ""]
+    lines = [
+        f"# {md_text(kind)}: {document['n_folds']}-fold nested cross-validation, protocol `{document['protocol']}`",
+        "",
+    ]
     if document["protocol"] == "paper":
         lines += [PAPER_BANNER, ""]
     lines += md_table(header, rows)

@@ -49,14 +49,20 @@ def check_saved_model(document: Any, heads: Mapping[str, Mapping[str, np.ndarray
     )
     outputs = _check_outputs(document, target)
     classes = document.get("classes")
-    _require(isinstance(classes, list) and all(isinstance(c, str) for c in classes), "classes", "is not a list of names")
+    _require(
+        isinstance(classes, list) and all(isinstance(c, str) for c in classes), "classes", "is not a list of names"
+    )
     models = document.get("models")
     _require(isinstance(models, dict) and models, "models", "is not a non-empty object of models by name")
     default = document.get("default_model")
-    _require(isinstance(default, str) and default in models, "default_model", f"is not one of the models {sorted(models)}")
+    _require(
+        isinstance(default, str) and default in models, "default_model", f"is not one of the models {sorted(models)}"
+    )
     media = document.get("training_media_sha256", [])
     _require(
-        isinstance(media, list) and all(isinstance(h, str) for h in media), "training_media_sha256", "is not a list of sha256"
+        isinstance(media, list) and all(isinstance(h, str) for h in media),
+        "training_media_sha256",
+        "is not a list of sha256",
     )
     score = cv_score(document)
     _require(
@@ -111,13 +117,18 @@ def _check_model(
         _require(isinstance(model.get(key), str), f"{where}.{key}", "is not a string")
     inputs = model.get("inputs")
     _require(
-        isinstance(inputs, list) and inputs and all(isinstance(i, str) and i for i in inputs) and len(set(inputs)) == len(inputs),
+        isinstance(inputs, list)
+        and inputs
+        and all(isinstance(i, str) and i for i in inputs)
+        and len(set(inputs)) == len(inputs),
         f"{where}.inputs",
         "is not a list of distinct input names",
     )
     sets = model.get("feature_sets")
     _require(
-        isinstance(sets, dict) and len(sets) == len(inputs), f"{where}.feature_sets", f"is not one feature set per input {inputs}"
+        isinstance(sets, dict) and len(sets) == len(inputs),
+        f"{where}.feature_sets",
+        f"is not one feature set per input {inputs}",
     )
     for input_name, (set_name, described) in zip(inputs, sets.items()):
         _check_feature_set(input_name, set_name, described, f"{where}.feature_sets[{set_name!r}]", folder)
@@ -201,12 +212,16 @@ def _check_record(
     if kind == "best":
         _require(isinstance(record.get("candidates"), list), f"{where}.candidates", "is not a list")
         scores = record.get("scores")
-        _require(isinstance(scores, dict) and all(is_number(s) for s in scores.values()), f"{where}.scores", "is not numbers")
+        _require(
+            isinstance(scores, dict) and all(is_number(s) for s in scores.values()), f"{where}.scores", "is not numbers"
+        )
         return _check_record(record.get("chosen"), f"{where}.chosen", inputs, n_classes, heads)
     _require(kind in ("late", "stack"), f"{where}.kind", f"{kind!r} is not features, late, stack or best")
     members = record.get("members")
     _require(isinstance(members, list) and members, f"{where}.members", "is not a non-empty list")
-    read = set().union(*(_check_record(m, f"{where}.members[{i}]", inputs, n_classes, heads) for i, m in enumerate(members)))
+    read = set().union(
+        *(_check_record(m, f"{where}.members[{i}]", inputs, n_classes, heads) for i, m in enumerate(members))
+    )
     if kind == "late":
         weights = record.get("weights")
         _require(record.get("rule") in LATE_WEIGHTS, f"{where}.rule", f"is not one of {list(LATE_WEIGHTS)}")
@@ -221,7 +236,9 @@ def _check_record(
             "is not an object of {gap, se, under} records",
         )
         _require(
-            isinstance(weights, list) and len(weights) == len(members) and all(is_number(w) and w >= 0 for w in weights),
+            isinstance(weights, list)
+            and len(weights) == len(members)
+            and all(is_number(w) and w >= 0 for w in weights),
             f"{where}.weights",
             f"is not {len(members)} weights >= 0, one per member",
         )
@@ -263,7 +280,11 @@ def _check_values(
         at = f"{where}.parts[{i}]"
         _require(isinstance(part, dict) and is_number(part.get("weight")), at, "is not an object with a weight")
         names = part.get("inputs")
-        _require(isinstance(names, list) and names and set(names) <= inputs, f"{at}.inputs", f"are not among {sorted(inputs)}")
+        _require(
+            isinstance(names, list) and names and set(names) <= inputs,
+            f"{at}.inputs",
+            f"are not among {sorted(inputs)}",
+        )
         key = part.get("head")
         _require(isinstance(key, str) and key in heads, f"{at}.head", f"{key!r} is not in heads.h5")
         if "support" in heads[key]:
@@ -275,15 +296,19 @@ def _check_values(
 
 
 def _check_linear_values(key: str, where: str, n_values: int, arrays: Mapping[str, np.ndarray]) -> None:
-    coef, intercept, low, high = (np.asarray(arrays.get(name, np.zeros(0))) for name in ("coef", "intercept", "low", "high"))
+    coef, intercept, low, high = (
+        np.asarray(arrays.get(name, np.zeros(0))) for name in ("coef", "intercept", "low", "high")
+    )
     d = coef.shape[1] if coef.ndim == 2 else -1
     _require(
-        coef.shape == (n_values, d) and intercept.shape == (n_values,) and low.shape == high.shape == (d,)
+        coef.shape == (n_values, d)
+        and intercept.shape == (n_values,)
+        and low.shape == high.shape == (d,)
         and _finite(coef, intercept, low, high),
         where,
         f"{key!r}: coef {coef.shape}, intercept {intercept.shape}, low {low.shape} and high {high.shape} are not a"
         f" finite map of d columns to {n_values} values",
-    )  # fmt: skip
+    )
 
 
 def _check_kernel_values(key: str, where: str, n_values: int, arrays: Mapping[str, np.ndarray]) -> None:
@@ -291,15 +316,19 @@ def _check_kernel_values(key: str, where: str, n_values: int, arrays: Mapping[st
     coef, intercept, low, high, mean, scale, support, gamma = (np.asarray(arrays.get(n, np.zeros(0))) for n in names)
     k, d = support.shape if support.ndim == 2 else (-1, -1)
     _require(
-        coef.shape == (n_values, k) and intercept.shape == (n_values,) and gamma.shape == ()
+        coef.shape == (n_values, k)
+        and intercept.shape == (n_values,)
+        and gamma.shape == ()
         and low.shape == high.shape == mean.shape == scale.shape == (d,),
         where,
         f"{key!r}: coef {coef.shape}, intercept {intercept.shape}, support {support.shape}, gamma {gamma.shape} and"
         f" low, high, mean, scale {[a.shape for a in (low, high, mean, scale)]} are not a kernel expansion over k rows of"
         f" d columns to {n_values} values",
-    )  # fmt: skip
+    )
     _require(
-        _finite(coef, intercept, low, high, mean, scale, support, gamma) and bool((scale > 0).all()) and float(gamma) > 0,
+        _finite(coef, intercept, low, high, mean, scale, support, gamma)
+        and bool((scale > 0).all())
+        and float(gamma) > 0,
         where,
         f"{key!r} holds values that are not finite numbers, a scale <= 0 or a gamma <= 0",
     )
@@ -309,7 +338,9 @@ def _finite(*arrays: np.ndarray) -> bool:
     return all(a.dtype.kind == "f" and np.isfinite(a).all() for a in arrays)
 
 
-def _check_head(key: Any, where: str, n_classes: int, heads: Mapping[str, Mapping[str, np.ndarray]], width: int | None) -> None:
+def _check_head(
+    key: Any, where: str, n_classes: int, heads: Mapping[str, Mapping[str, np.ndarray]], width: int | None
+) -> None:
     """A head named by ``key`` lies in heads.h5 whole: its arrays' shapes agree, its classes are the model's, and (a
     stacking meta-head) it reads ``width`` columns."""
     _require(isinstance(key, str) and key in heads, where, f"{key!r} is not in heads.h5 (it holds {sorted(heads)})")
@@ -353,7 +384,9 @@ def _check_classes(key: str, where: str, classes: np.ndarray, n_classes: int) ->
     )
 
 
-def _check_kernel_head(key: str, where: str, n_classes: int, arrays: Mapping[str, np.ndarray], width: int | None) -> None:
+def _check_kernel_head(
+    key: str, where: str, n_classes: int, arrays: Mapping[str, np.ndarray], width: int | None
+) -> None:
     """A kernel head (``fuse.heads.kernel.KernelSoftmax``) whole: shapes that fit, finite numbers, gamma > 0."""
     missing = [name for name in KERNEL_HEAD_ARRAYS if name not in arrays]
     _require(not missing, where, f"{key!r} in heads.h5 lacks {missing}")
@@ -374,7 +407,9 @@ def _check_kernel_head(key: str, where: str, n_classes: int, arrays: Mapping[str
     )
     values = (mean, scale, support, coef, bias, gamma)
     _require(
-        all(a.dtype.kind in "fiu" and np.isfinite(a).all() for a in values) and bool((scale > 0).all()) and float(gamma) > 0,
+        all(a.dtype.kind in "fiu" and np.isfinite(a).all() for a in values)
+        and bool((scale > 0).all())
+        and float(gamma) > 0,
         where,
         f"{key!r} holds values that are not finite numbers, a scale <= 0 or a gamma <= 0",
     )
@@ -422,7 +457,9 @@ def _check_upper_head(key: str, where: str, n_classes: int, arrays: Mapping[str,
     _require(problem is None, where, f"{key!r}: {problem}")
     wanted = {"classifier_weight": (len(classes), penultimate_size(layers)), "classifier_bias": (len(classes),)}
     wrong = [
-        f"{name} {np.shape(arrays[name])} (not {shape})" for name, shape in wanted.items() if np.shape(arrays[name]) != shape
+        f"{name} {np.shape(arrays[name])} (not {shape})"
+        for name, shape in wanted.items()
+        if np.shape(arrays[name]) != shape
     ]
     _require(not wrong, where, f"{key!r}: {', '.join(wrong)}")
 

@@ -121,13 +121,24 @@ def train_final(
         blocks = {name: X for name, (X, _) in read.items()}
         if target == "tags":
             fitted[model.name] = fit_final_tags(
-                model.node, rows, blocks, list(targets.tags), targets.tag_matrix, groups, head, selection, patches, above,
+                model.node,
+                rows,
+                blocks,
+                list(targets.tags),
+                targets.tag_matrix,
+                groups,
+                head,
+                selection,
+                patches,
+                above,
                 in_sample,
-            )  # fmt: skip
+            )
         elif target != "label":
             columns = [targets.value_names.index(n) for n in target.split(",")]
             values = targets.values[:, columns]
-            fitted[model.name] = fit_final_values(model.node, rows, blocks, values, targets.scale, groups, selection, in_sample)
+            fitted[model.name] = fit_final_values(
+                model.node, rows, blocks, values, targets.scale, groups, selection, in_sample
+            )
         elif len(np.unique(y[rows])) < 2:
             raise CacheError(f"model {model.name!r}: fewer than two classes among its {len(rows)} usable clips")
         else:
@@ -156,14 +167,21 @@ def to_record(fitted: Fitted | FittedTags | FittedValueParts, heads: dict[str, S
     def head(estimator: Any) -> str:
         saved = getattr(estimator, "linear_", None) or getattr(estimator, "upper_", None)
         if saved is None:
-            raise ConfigError(f"{type(estimator).__name__}: only mvemo's heads (LinearSoftmax, UpperSoftmax) can be saved")
+            raise ConfigError(
+                f"{type(estimator).__name__}: only mvemo's heads (LinearSoftmax, UpperSoftmax) can be saved"
+            )
         # a head shared by several models (a pair's, inside integrated too) is stored once
         key = next((k for k, stored in heads.items() if stored is saved), f"head{len(heads)}")
         heads[key] = saved
         return key
 
     if isinstance(fitted, FittedFeatures):
-        return {"kind": "features", "inputs": list(fitted.node.inputs), "head": head(fitted.model), "chosen": fitted.choices()}
+        return {
+            "kind": "features",
+            "inputs": list(fitted.node.inputs),
+            "head": head(fitted.model),
+            "chosen": fitted.choices(),
+        }
     if isinstance(fitted, FittedLate):
         members = [to_record(m, heads) for m in fitted.members]
         return {
@@ -207,11 +225,15 @@ def from_record(record: dict[str, Any], heads: dict[str, SavedHead], n_classes: 
         return FittedLate(node, members, np.asarray(record["weights"]), dropped)
     if kind == "stack":
         meta: Any = heads[record["meta"]]
-        return FittedStack(Stack(tuple(m.node for m in members)), members, meta, meta.classes, n_classes, record["chosen"])
+        return FittedStack(
+            Stack(tuple(m.node for m in members)), members, meta, meta.classes, n_classes, record["chosen"]
+        )
     if kind == "best":
         chosen = from_record(record["chosen"], heads, n_classes)
         return FittedBest(Best((chosen.node,)), chosen, record["scores"])
-    raise ConfigError(f"a saved model of kind {kind!r}: this version reads features, late, stack and best; save it again")
+    raise ConfigError(
+        f"a saved model of kind {kind!r}: this version reads features, late, stack and best; save it again"
+    )
 
 
 def describe_inputs(cache: Cache, inputs: tuple[str, ...]) -> dict[str, Any]:
@@ -474,7 +496,9 @@ def load_fusion_model(folder: str | os.PathLike[str]) -> SavedFusionModel:
     if not isinstance(document, dict) or document.get("format") not in READ_FORMATS:
         found = document.get("format", 1) if isinstance(document, dict) else "unknown"
         reads = " and ".join(map(str, READ_FORMATS))
-        raise ConfigError(f"{where}: saved by another version of mvemo (model format {found}, this one reads {reads}); {RESAVE}")
+        raise ConfigError(
+            f"{where}: saved by another version of mvemo (model format {found}, this one reads {reads}); {RESAVE}"
+        )
     try:
         with open_h5(folder / HEADS_H5, "r") as f:
             arrays = {name: read_head_group(group) for name, group in f.items() if isinstance(group, h5py.Group)}

@@ -97,10 +97,18 @@ def prior_member(inputs: tuple[str, ...], width: int, share: float) -> FittedFea
 
 
 def fit_final_tags(
-    node: Node, rows: np.ndarray, blocks: Mapping[str, np.ndarray], tags: list[str], tag_matrix: np.ndarray,
-    groups: list[str], head: Any, selection: SelectionConfig, patches: Mapping[str, int], upper: Mapping[str, Any],
+    node: Node,
+    rows: np.ndarray,
+    blocks: Mapping[str, np.ndarray],
+    tags: list[str],
+    tag_matrix: np.ndarray,
+    groups: list[str],
+    head: Any,
+    selection: SelectionConfig,
+    patches: Mapping[str, int],
+    upper: Mapping[str, Any],
     in_sample: frozenset[str],
-) -> FittedTags:  # fmt: skip
+) -> FittedTags:
     """A model per tag fitted on ``rows`` (of the cache; ``blocks`` holds every row), its threshold the best-F1
     probability of the inner folds' out-of-fold predictions of those rows (``fuse.compose.inner_threshold``;
     ``patches``, ``upper`` and ``in_sample``: as ``fuse.compose.Trainings``'). A tag that fewer than two groups carry,
@@ -124,9 +132,15 @@ def fit_final_tags(
 
 
 def fit_final_values(
-    node: Node, rows: np.ndarray, blocks: Mapping[str, np.ndarray], values: np.ndarray,
-    scale: tuple[float, float] | None, groups: list[str], selection: SelectionConfig, in_sample: frozenset[str],
-) -> FittedValueParts:  # fmt: skip
+    node: Node,
+    rows: np.ndarray,
+    blocks: Mapping[str, np.ndarray],
+    values: np.ndarray,
+    scale: tuple[float, float] | None,
+    groups: list[str],
+    selection: SelectionConfig,
+    in_sample: frozenset[str],
+) -> FittedValueParts:
     """The value model fitted on ``rows`` (of the cache), inner folds stratified by quadrant (of ``scale``) where
     they can be (``in_sample``: as ``fuse.targets.regression.fit_values``')."""
     strata = np.zeros(len(rows), dtype=np.int64) if scale is None else quadrants(values[rows], scale)
@@ -159,7 +173,9 @@ def values_record(fitted: FittedValueParts, heads: dict[str, Any]) -> dict[str, 
     parts = []
     for part in fitted.parts:
         key = f"head{len(heads)}"
-        kind, names = (KernelValues, KERNEL_VALUE_ARRAYS) if isinstance(part, KernelPart) else (LinearValues, VALUE_ARRAYS)
+        kind, names = (
+            (KernelValues, KERNEL_VALUE_ARRAYS) if isinstance(part, KernelPart) else (LinearValues, VALUE_ARRAYS)
+        )
         heads[key] = kind(*(np.asarray(getattr(part, name), dtype=np.float64) for name in names))
         parts.append({"inputs": list(part.inputs), "head": key, "weight": float(part.weight)})
     return {"kind": "values", "parts": parts, "chosen": fitted.chosen}

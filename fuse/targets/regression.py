@@ -254,7 +254,9 @@ def fit_values(
         return fitted[node]
 
     model = fit(node)
-    if selection.value_scale != "ratings" or set(inputs_of(node)) & in_sample:  # in-sample inner predictions teach no map
+    if (
+        selection.value_scale != "ratings" or set(inputs_of(node)) & in_sample
+    ):  # in-sample inner predictions teach no map
         return model
     return on_the_ratings_scale(model, values)
 
@@ -289,7 +291,9 @@ class RescaledValues(FittedValues):
         parts = self.model.parts()
         total = sum(part.weight for part in parts)
         return [
-            part._replace(coef=part.coef * self.scale[:, None], intercept=part.intercept * self.scale + self.shift / total)
+            part._replace(
+                coef=part.coef * self.scale[:, None], intercept=part.intercept * self.scale + self.shift / total
+            )
             for part in parts
         ]
 
@@ -304,8 +308,12 @@ class RescaledValues(FittedValues):
 def _require_offered(node: Node) -> None:
     """Refuse the fusions that exist for classes alone, before anything is fitted."""
     if isinstance(node, Stack):
-        raise ConfigError(f"model {node.expr}: stack(...) is not offered for valence/arousal; use late(...) or best(...)")
+        raise ConfigError(
+            f"model {node.expr}: stack(...) is not offered for valence/arousal; use late(...) or best(...)"
+        )
     if isinstance(node, Late) and node.weights == "inner":
-        raise ConfigError(f"model {node.expr}: weights=inner is not offered for valence/arousal; use late(...) without weights")
+        raise ConfigError(
+            f"model {node.expr}: weights=inner is not offered for valence/arousal; use late(...) without weights"
+        )
     for member in node.members:
         _require_offered(member)

@@ -77,7 +77,9 @@ class TagResult:
         scored = [tag for tag in self.tags if tag not in self.unscored]
         first = self.repeats[0]
         chosen = {tag: {m: [d[tag] for d in p.described if tag in d] for m, p in first.items()} for tag in scored}
-        return {tag: {m: described for m, described in per_model.items() if described} for tag, per_model in chosen.items()}
+        return {
+            tag: {m: described for m, described in per_model.items() if described} for tag, per_model in chosen.items()
+        }
 
 
 @dataclass(frozen=True)
@@ -182,7 +184,9 @@ def cross_validate_tags(
             unscored_models[m.name] = "no clip has all its inputs in the cache (see the clips table)"
         elif not per_repeat[0][m.name].scored.any(axis=0).all():
             unscored_models[m.name] = "no tag scored it"
-    result = TagResult(tags, runs.n_folds, per_repeat, runs.repeat_folds, unscored=unscored, notes=runs.notes, basis=runs.basis)
+    result = TagResult(
+        tags, runs.n_folds, per_repeat, runs.repeat_folds, unscored=unscored, notes=runs.notes, basis=runs.basis
+    )
     result.notes += [f"tag {tag!r}: not scored: {why}" for tag, why in unscored.items()]
     result.clips = {
         "total": runs.clips["total"],
@@ -282,7 +286,8 @@ def _over_repeats(runs: list[dict[str, Any]]) -> dict[str, Any]:
     keys = [k for k in runs[0] if k not in ("per_tag", "n_rows")]
     summary: dict[str, Any] = {k: spread([run[k] for run in runs]) for k in keys}
     summary["per_tag"] = {
-        tag: {k: spread([run["per_tag"][tag][k] for run in runs]) for k in runs[0]["per_tag"][tag]} for tag in runs[0]["per_tag"]
+        tag: {k: spread([run["per_tag"][tag][k] for run in runs]) for k in runs[0]["per_tag"][tag]}
+        for tag in runs[0]["per_tag"]
     }
     summary["repeats"], summary["n_rows"] = len(runs), runs[0]["n_rows"]
     return summary

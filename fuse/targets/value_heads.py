@@ -100,8 +100,12 @@ class RidgeHead(ValueHead):
         stratified by the integer ``strata`` (n,) (default: one stratum).
         """
         X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True)
-        if not (isinstance(self.alphas, tuple | list) and self.alphas and all(is_number(a) and a > 0 for a in self.alphas)):
-            raise ConfigError(f"RidgeHead alphas = {self.alphas!r}: expected a non-empty list of numbers > 0, e.g. (0.1, 1, 10)")
+        if not (
+            isinstance(self.alphas, tuple | list) and self.alphas and all(is_number(a) and a > 0 for a in self.alphas)
+        ):
+            raise ConfigError(
+                f"RidgeHead alphas = {self.alphas!r}: expected a non-empty list of numbers > 0, e.g. (0.1, 1, 10)"
+            )
         alphas = np.sort(np.asarray(self.alphas, dtype=np.float64))
         mean, scale = standardization(X)
         Z = standardized(X, mean, scale)
@@ -245,7 +249,9 @@ def fit_value_head(X: np.ndarray, y: np.ndarray, groups: Any, strata: Any, selec
     (the first listed on a tie), every family fitted on the same inner folds; with several families its
     ``selected_`` names the one kept (``head``)."""
     fitted = [
-        VALUE_HEADS[name](inner_folds=selection.inner_folds, seed=selection.seed).fit(X, y, groups=groups, strata=strata)
+        VALUE_HEADS[name](inner_folds=selection.inner_folds, seed=selection.seed).fit(
+            X, y, groups=groups, strata=strata
+        )
         for name in selection.value_heads
     ]
     errors = [float(np.mean((head.inner_pred_ - y) ** 2)) for head in fitted]

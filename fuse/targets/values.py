@@ -153,7 +153,9 @@ def cross_validate_values(
             if pieces:
                 rows = np.concatenate([p.rows for p in pieces])
                 pred = np.concatenate([p.pred for p in pieces])
-                predictions[model.name] = ValuePredictions(rows, folds[rows], values[rows], pred, [p.described for p in pieces])
+                predictions[model.name] = ValuePredictions(
+                    rows, folds[rows], values[rows], pred, [p.described for p in pieces]
+                )
         per_repeat.append(predictions)
     result = ValuesResult(
         tuple(names),

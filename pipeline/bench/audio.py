@@ -32,7 +32,9 @@ def bench_audio(path: str | None = None, *, repeat: int = 5) -> dict[str, Any]:
     with threadpool_limits(1), tempfile.TemporaryDirectory() as tmp:
         source = Path(path) if path else _sample_clip(Path(tmp))
         _naive(source)  # compiles librosa's numba code
-        seconds = best_of_each({**_steps(source), "total": lambda: _ours(source), "naive": lambda: _naive(source)}, repeat)
+        seconds = best_of_each(
+            {**_steps(source), "total": lambda: _ours(source), "naive": lambda: _naive(source)}, repeat
+        )
     ms = {name: round(s * 1e3, 2) for name, s in seconds.items()}
     total_ms, naive_ms = ms.pop("total"), ms.pop("naive")
     descriptors_ms, expressive_ms = ms.pop("descriptors"), ms.pop("expressive")

@@ -52,7 +52,12 @@ def bench_catalogue(
 
 
 def compare(
-    config: dict[str, dict[str, Any]], predictor: Predictor, manifest: Manifest, workers: int, weights_dir: str | None, tmp: Path
+    config: dict[str, dict[str, Any]],
+    predictor: Predictor,
+    manifest: Manifest,
+    workers: int,
+    weights_dir: str | None,
+    tmp: Path,
 ) -> dict[str, Any]:
     """Stage one computing the sets and nets ``predictor``'s model reads (with ``config``, a recipe's tables) against
     ``predictor`` labelling ``manifest``'s clips: their clips per second, new caches in ``tmp``."""
@@ -97,11 +102,15 @@ def compare(
 def first_clips(source: Path, media: Path, n_clips: int) -> Manifest:
     """The first ``n_clips`` media files of ``source``'s class folders, taken from each class in turn (linked under
     ``media``), as a manifest in two folds."""
-    by_class = [sorted(f for f in folder.iterdir() if f.is_file()) for folder in sorted(source.iterdir()) if folder.is_dir()]
+    by_class = [
+        sorted(f for f in folder.iterdir() if f.is_file()) for folder in sorted(source.iterdir()) if folder.is_dir()
+    ]
     taken = [f for f in itertools.chain(*itertools.zip_longest(*by_class)) if f is not None][:n_clips]
     for file in taken:
         link = media / file.parent.name / file.name
         link.parent.mkdir(parents=True, exist_ok=True)
         link.symlink_to(file.absolute())
     found = scan_tree(media)  # the folds only let stage one run its nets (none is fine-tuned): any two will do
-    return dataclasses.replace(found, clips=tuple(dataclasses.replace(c, fold=i % 2) for i, c in enumerate(found.clips)))
+    return dataclasses.replace(
+        found, clips=tuple(dataclasses.replace(c, fold=i % 2) for i, c in enumerate(found.clips))
+    )

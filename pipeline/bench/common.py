@@ -13,7 +13,9 @@ from mvemo.manifests.schema import Clip, Manifest
 BENCH_CLASSES = ("a", "b", "c", "d", "e", "f")
 # The MVED sample of ../shared beside the clone (or of $MVEMO_SHARED, as for the tests and the GPU check), whose first
 # clip the audio and video benches time where it lies; they name the clip they timed.
-SHARED_SAMPLE = Path(os.environ.get("MVEMO_SHARED") or Path(__file__).resolve().parents[3] / "shared") / "data" / "mved-sample"
+SHARED_SAMPLE = (
+    Path(os.environ.get("MVEMO_SHARED") or Path(__file__).resolve().parents[3] / "shared") / "data" / "mved-sample"
+)
 
 
 def best_of(fn: Callable[[], Any], repeat: int = 5) -> float:

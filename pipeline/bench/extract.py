@@ -180,7 +180,9 @@ def bench_extract(device: str = "auto", *, folder: str | None = None, nets: tupl
     on_gpu = torch_device.type == "cuda"
     torch.manual_seed(0)
     figures: dict[str, Any] = {
-        "device": torch.cuda.get_device_name() if on_gpu else f"{torch_device.type} ({torch.get_num_threads()} threads)",
+        "device": torch.cuda.get_device_name()
+        if on_gpu
+        else f"{torch_device.type} ({torch.get_num_threads()} threads)",
         "nets": {},
     }
     for name in nets:
@@ -190,6 +192,8 @@ def bench_extract(device: str = "auto", *, folder: str | None = None, nets: tupl
         )
     if on_gpu:
         figures["export_clips_per_s"] = {
-            name: export_figures(name, torch_device, (8, 16, 32), 512, folder) for name in ("i3d", "c3d") if name in nets
+            name: export_figures(name, torch_device, (8, 16, 32), 512, folder)
+            for name in ("i3d", "c3d")
+            if name in nets
         }
     return figures

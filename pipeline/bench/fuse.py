@@ -53,7 +53,9 @@ def bench_fuse(*, n_clips: int = 3438, k: int = 6, head: str = "logistic", folde
         blocks = {net: embeddings(rng, y, d) for net, d in NET_DIMS.items()}
         with CacheWriter(cache, Manifest(CLASSES, tuple(clips))) as writer:
             # a weights hash: embeddings of pretrained nets, which every default fusion reads
-            writer.prepare([FeatureSpec(f"emb/{net}/all", (d,), "float32", net, "1", {}, "bench") for net, d in NET_DIMS.items()])
+            writer.prepare(
+                [FeatureSpec(f"emb/{net}/all", (d,), "float32", net, "1", {}, "bench") for net, d in NET_DIMS.items()]
+            )
             for net, X in blocks.items():
                 writer.write(f"emb/{net}/all", range(n_clips), X.astype(np.float32))
         fixed = make_head(head, None, **{"C": 0.1} if head == "logistic" else {"lr": 1e-3, "l2": 1e-3})

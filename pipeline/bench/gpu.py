@@ -62,7 +62,9 @@ def gpu_check(config: CheckConfig, parts: tuple[str, ...] = PARTS, *, json_out: 
     for n, part in enumerate(parts):
         left = config.budget_s - (time.perf_counter() - began)
         if part == "leak" and left < LEAK_MIN_LEFT_S and not config.tiny:
-            document[part] = {"not_run": f"{left:.0f} s of the {config.budget_s:.0f} s budget left (needs {LEAK_MIN_LEFT_S:.0f})"}
+            document[part] = {
+                "not_run": f"{left:.0f} s of the {config.budget_s:.0f} s budget left (needs {LEAK_MIN_LEFT_S:.0f})"
+            }
             continue
         part_began = time.perf_counter()
         document[part] = run_part(PART_RUNS[part], config, max(left - RESERVE_S * (len(parts) - n - 1), MIN_PART_S))
@@ -164,7 +166,14 @@ def write_json(document: dict[str, Any], path: Path) -> None:
     help="Keep this run's caches and reports in DIR/run, and the generated clips in DIR/generated (reused).",
 )
 def main(
-    device: str, shared: str, parts: str, tiny: bool, clips: int | None, budget_s: float, json_out: str | None, keep: str | None
+    device: str,
+    shared: str,
+    parts: str,
+    tiny: bool,
+    clips: int | None,
+    budget_s: float,
+    json_out: str | None,
+    keep: str | None,
 ) -> None:
     """Check the GPU path and print one JSON document of its figures."""
     chosen = tuple(p.strip() for p in parts.split(",") if p.strip())

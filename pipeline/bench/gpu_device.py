@@ -60,7 +60,9 @@ def gpu_samples(device: torch.device, into: dict[str, Any]) -> Iterator[None]:
         yield
         return
     torch.cuda.reset_peak_memory_stats(device)
-    sampler = subprocess.Popen([*query(("utilization.gpu", "memory.used")), "-lms", "100"], stdout=subprocess.PIPE, text=True)
+    sampler = subprocess.Popen(
+        [*query(("utilization.gpu", "memory.used")), "-lms", "100"], stdout=subprocess.PIPE, text=True
+    )
     try:
         yield
     finally:

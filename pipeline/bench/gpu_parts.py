@@ -221,7 +221,9 @@ def linked_manifest(config: CheckConfig, source: Path, name: str, count: int) ->
 # --- throughput --------------------------------------------------------------------------------------------------------
 
 
-def embedding_rate(name: str, cache: Path, n_clips: int, config: CheckConfig, *, bf16: bool, batch: int = 16) -> dict[str, Any]:
+def embedding_rate(
+    name: str, cache: Path, n_clips: int, config: CheckConfig, *, bf16: bool, batch: int = 16
+) -> dict[str, Any]:
     """Clips/s of ``name``'s embeddings read from ``cache`` by loader processes: ``EMBEDDED_ROWS`` of the cache's
     clips (each once when tiny), timed from the first batch out, so that the loaders' start is not counted."""
     file = pretrained_file(name)
@@ -288,7 +290,9 @@ def throughput(config: CheckConfig) -> dict[str, Any]:
         figures["decode_nvdec"] = decode_rate("nvdec", config.workers, manifest, config.folder / "nvdec-cache")
     for name in EMBEDDED:
         for bf16 in (False, True):
-            figures[f"{name}_{'bf16' if bf16 else 'float32'}"] = embedding_rate(name, cache, len(manifest), config, bf16=bf16)
+            figures[f"{name}_{'bf16' if bf16 else 'float32'}"] = embedding_rate(
+                name, cache, len(manifest), config, bf16=bf16
+            )
     for batch in () if config.tiny else I3D_BATCHES:  # tiny: batches of 2 whatever is asked
         figures[f"i3d_bf16_batch{batch}"] = embedding_rate("i3d", cache, len(manifest), config, bf16=True, batch=batch)
     return figures
@@ -309,11 +313,15 @@ def extract(config: CheckConfig) -> dict[str, Any]:
     for size, count in list(SIZES_CLIPS.items())[: 1 if config.tiny else None]:  # tiny: one size (160x120 either way)
         source = generated_clip(config, size)
         for decoder in decoders:
-            manifest = linked_manifest(config, source, f"extract-{size}-{decoder}", config.clips if config.tiny else count)
+            manifest = linked_manifest(
+                config, source, f"extract-{size}-{decoder}", config.clips if config.tiny else count
+            )
             configs = replace(config.features, frames=replace(config.features.frames, decoder=decoder))
             cache = config.folder / f"end-to-end-{size}-{decoder}"
             click.echo(f"gpu-check: extract of {len(manifest)} clips at {size} on {decoder} ...", err=True)
-            figures[f"{size}_{decoder}"] = timed_extract(manifest, config, cache, configs, random) | {"clips": len(manifest)}
+            figures[f"{size}_{decoder}"] = timed_extract(manifest, config, cache, configs, random) | {
+                "clips": len(manifest)
+            }
             click.echo(f"gpu-check: ... {figures[f'{size}_{decoder}']}", err=True)
     return figures
 

@@ -37,7 +37,12 @@ ONE_EPOCH = "[fuse]\nupper_max_epochs = 1\nupper_lr_grid = [3e-4]\nupper_weight_
 
 
 def bench_memory(
-    *, n_clips: int = 20_000, cut_clips: int = 5_000, k: int = 6, folder: str | None = None, weights_dir: str | None = None
+    *,
+    n_clips: int = 20_000,
+    cut_clips: int = 5_000,
+    k: int = 6,
+    folder: str | None = None,
+    weights_dir: str | None = None,
 ) -> dict[str, Any]:
     """Peak RSS of ``mvemo-cv --models lldstats`` over ``n_clips`` clips with LLDs and of ``mvemo fuse`` over
     ``cut_clips`` clips of cut activations (module doc), each beside the same run over a tenth of the clips and the
@@ -104,7 +109,9 @@ def _writer(path: Path, n_clips: int, k: int, specs: list[FeatureSpec]) -> Cache
     clips = []
     for i in range(n_clips):
         (media / f"{i}.wav").write_bytes(i.to_bytes(4, "little"))
-        clips.append(Clip(f"clip{i}", BENCH_CLASSES[i % len(BENCH_CLASSES)], audio=media / f"{i}.wav", fold=(i // 6) % k))
+        clips.append(
+            Clip(f"clip{i}", BENCH_CLASSES[i % len(BENCH_CLASSES)], audio=media / f"{i}.wav", fold=(i // 6) % k)
+        )
     writer = CacheWriter(path, Manifest(BENCH_CLASSES, tuple(clips)))
     try:
         writer.prepare(specs)
@@ -189,7 +196,9 @@ def _stage_two(cache: Path, entry: str, arguments: list[str]) -> dict[str, Any]:
 
 def _measured(command: list[str]) -> dict[str, Any]:
     began = time.perf_counter()
-    pid = os.posix_spawn(sys.executable, command, os.environ, file_actions=[(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)])
+    pid = os.posix_spawn(
+        sys.executable, command, os.environ, file_actions=[(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)]
+    )
     _, status, usage = os.wait4(pid, 0)  # the rusage of that process and its children alone
     if status:
         raise RuntimeError(f"stage two failed (status {status}): {' '.join(command)}")

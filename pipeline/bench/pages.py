@@ -51,7 +51,10 @@ def bench_pages(*, repeat: int = 3, folder: str | None = None) -> dict[str, Any]
             "tags": synthetic_tag_timeline(video, SECONDS, LENGTH_S, HOP_S, [f"mood {k}" for k in range(24)]),
             "values": synthetic_value_timeline(video, SECONDS, LENGTH_S, HOP_S),
         }
-        pages = {kind: write_page(timeline, Path(tmp) / "timelines", f"long-{kind}")[2] for kind, timeline in timelines.items()}
+        pages = {
+            kind: write_page(timeline, Path(tmp) / "timelines", f"long-{kind}")[2]
+            for kind, timeline in timelines.items()
+        }
         # what each page draws: nothing, a segment a window, a lane a tag, a curve each of valence and arousal
         expected = {"blank": 0, "classes": len(timelines["classes"].windows)}
         expected.update({kind: len(timelines[kind].classes) for kind in ("tags", "values")})
@@ -60,7 +63,9 @@ def bench_pages(*, repeat: int = 3, folder: str | None = None) -> dict[str, Any]
             for name, page in {"blank": blank, **pages}.items():
                 load_ms, drawn_ms, drawn = opened(browser, page)
                 if drawn != expected[name]:
-                    raise RuntimeError(f"the {name} page drew {drawn} lanes, segments or curves, not {expected[name]}: {page}")
+                    raise RuntimeError(
+                        f"the {name} page drew {drawn} lanes, segments or curves, not {expected[name]}: {page}"
+                    )
                 times = [load_ms, drawn_ms if drawn_ms is not None else load_ms]
                 best[name] = [min(a, b) for a, b in zip(best.get(name, times), times)]
         figures: dict[str, Any] = {
@@ -164,10 +169,14 @@ def synthetic_timeline(
             "emb/musicnn/all": {"extractor": "musicnn", "weights_sha256": "a1" * 32},
         },
     }
-    return Timeline(str(media), is_video, "late(i3d,musicnn)", CLASSES, windows, proba, proba.mean(axis=0), provenance, [])
+    return Timeline(
+        str(media), is_video, "late(i3d,musicnn)", CLASSES, windows, proba, proba.mean(axis=0), provenance, []
+    )
 
 
-def synthetic_tag_timeline(media: Path, duration_s: float, length_s: float, hop_s: float, tags: list[str] = TAGS) -> Timeline:
+def synthetic_tag_timeline(
+    media: Path, duration_s: float, length_s: float, hop_s: float, tags: list[str] = TAGS
+) -> Timeline:
     """A tag model's timeline: tag k's probability rises and falls in waves of its own period, so each tag is called
     in some windows and the later tags less often; each tag's threshold its own."""
     timeline = synthetic_timeline(media, duration_s, length_s, hop_s)

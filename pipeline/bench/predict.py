@@ -50,7 +50,10 @@ def bench_predict(
         return {"skipped": f"the weights of {model} are not found: {', '.join(missing)} (`mvemo weights fetch FILE`)"}
     which = [str(model)] if Path(model).is_dir() else ["--model", model]
     weights = ["--weights-dir", weights_dir] if weights_dir else []
-    with tempfile.TemporaryDirectory(dir=folder) as tmp, tempfile.TemporaryDirectory(prefix="mvemo", dir="/tmp") as runtime:
+    with (
+        tempfile.TemporaryDirectory(dir=folder) as tmp,
+        tempfile.TemporaryDirectory(prefix="mvemo", dir="/tmp") as runtime,
+    ):
         songs, source = song_files(Path(tmp))
         command = [str(MVEMO), "predict", *which, *(["--model", name] if name else []), *weights, "--json"]
         envs = {"alone": {**os.environ, NO_SERVE: "1"}, "served": {**without(NO_SERVE), "XDG_RUNTIME_DIR": runtime}}
@@ -125,7 +128,9 @@ def weights_missing(folder: Path, name: str | None, weights_dir: str | None) -> 
     from mvemo.pipeline.predict.inputs import weight_files
 
     saved = load_fusion_model(folder)
-    return sorted(file for file in weight_files(saved, name or saved.default_model) if find_weights(file, weights_dir) is None)
+    return sorted(
+        file for file in weight_files(saved, name or saved.default_model) if find_weights(file, weights_dir) is None
+    )
 
 
 def song_files(folder: Path) -> tuple[list[Path], str]:
@@ -135,7 +140,9 @@ def song_files(folder: Path) -> tuple[list[Path], str]:
         return found, f"4q-dev's first {SONGS} songs"
     songs = []
     for i in range(SONGS):
-        cues = AudioCues(tempo_bpm=90.0 + 5 * i, minor=bool(i % 2), loudness=0.5, brightness=0.5, regularity=0.8, dissonance=0.2)
+        cues = AudioCues(
+            tempo_bpm=90.0 + 5 * i, minor=bool(i % 2), loudness=0.5, brightness=0.5, regularity=0.8, dissonance=0.2
+        )
         songs.append(folder / f"song{i}.wav")
         sf.write(songs[-1], synthesize_audio(cues, 30.0, 22050, np.random.default_rng(i)), 22050)
     return songs, f"{SONGS} generated 30-s songs"

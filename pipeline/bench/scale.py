@@ -17,7 +17,9 @@ from mvemo.manifests.synthetic import write_media
 from mvemo.pipeline.executors import build_executor
 
 
-def bench_scale(*, n_clips: int = 200, workers: int = 2, duration_s: float = 30.0, folder: str | None = None) -> dict[str, Any]:
+def bench_scale(
+    *, n_clips: int = 200, workers: int = 2, duration_s: float = 30.0, folder: str | None = None
+) -> dict[str, Any]:
     """Seconds to compute mel and LLDs of ``n_clips`` AAC clips serially, and the speedups of
     ``workers`` local processes and of a ``workers``-worker Dask LocalCluster, measured in one run.
 
@@ -52,7 +54,9 @@ def _clips(folder: Path, n_clips: int, duration_s: float) -> Manifest:
     """One 30 s AAC music clip, copied ``n_clips`` times (each copy is its own clip to the cache)."""
     rng = np.random.default_rng(0)
     t = np.arange(round(44100 * duration_s)) / 44100
-    y = (0.3 * np.sin(2 * np.pi * 220 * t) * np.sin(2 * np.pi * 0.5 * t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+    y = (0.3 * np.sin(2 * np.pi * 220 * t) * np.sin(2 * np.pi * 0.5 * t) + 0.05 * rng.standard_normal(t.size)).astype(
+        np.float32
+    )
     source = write_media(folder / "source.m4a", y=np.stack([y, y], axis=1), sr=44100)
     clips = []
     for i in range(n_clips):

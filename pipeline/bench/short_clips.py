@@ -35,7 +35,9 @@ SHORT_S, WINDOW_S = 6.0, 30.0
 MUSEMO = SHARED_SAMPLE.parent / "musemo"
 
 
-def bench_short_clips(*, n_clips: int = 24, weights_dir: str | None = None, folder: str | None = None) -> dict[str, Any]:
+def bench_short_clips(
+    *, n_clips: int = 24, weights_dir: str | None = None, folder: str | None = None
+) -> dict[str, Any]:
     """The figures of ``mvemo bench short-clips --json``."""
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         manifests, source = clips(Path(tmp), n_clips)
@@ -77,10 +79,16 @@ def clips(folder: Path, n_clips: int) -> tuple[dict[str, Manifest], str]:
             decoded = decode_audio(sources[i], AudioWindow(duration_s=SHORT_S))
             y, sr = decoded.y, decoded.sr
         else:
-            cues = AudioCues(tempo_bpm=100.0 + i, minor=bool(i % 2), loudness=0.5, brightness=0.5, regularity=0.8, dissonance=0.2)
+            cues = AudioCues(
+                tempo_bpm=100.0 + i, minor=bool(i % 2), loudness=0.5, brightness=0.5, regularity=0.8, dissonance=0.2
+            )
             y, sr = synthesize_audio(cues, SHORT_S, 44100, rng), 44100
         window = round(WINDOW_S * sr)
-        for name, audio in (("short", y), ("looped", np.resize(y, window)), ("padded", np.pad(y, (0, window - y.size)))):
+        for name, audio in (
+            ("short", y),
+            ("looped", np.resize(y, window)),
+            ("padded", np.pad(y, (0, window - y.size))),
+        ):
             path = folder / name / f"{i}.wav"
             path.parent.mkdir(parents=True, exist_ok=True)
             sf.write(path, audio, sr)

@@ -22,7 +22,9 @@ NETS = ("twodcnn", "musicnn", "msdvgg", "i3d")
 GOAL_S_PER_MINUTE = 60.0
 
 
-def bench_timeline(*, minutes: float = 1.0, weights_dir: str | None = None, folder: str | None = None) -> dict[str, Any]:
+def bench_timeline(
+    *, minutes: float = 1.0, weights_dir: str | None = None, folder: str | None = None
+) -> dict[str, Any]:
     """The figures of ``mvemo bench timeline --json``; ``{"skipped": why}`` where the nets' weights are not found."""
     from mvemo.extract.nets.registry import PRETRAINED
     from mvemo.extract.weights.registry import find_weights
@@ -64,10 +66,19 @@ def _model(tmp: Path, weights_dir: str | None) -> Path:
 
 
 def _timeline(model: Path, video: Path, out: Path, weights_dir: str | None) -> dict[str, Any]:
-    command = [sys.executable, "-c", "from mvemo.pipeline.cli.entry import main; main()", "predict", str(model), str(video)]
+    command = [
+        sys.executable,
+        "-c",
+        "from mvemo.pipeline.cli.entry import main; main()",
+        "predict",
+        str(model),
+        str(video),
+    ]
     command += ["--timeline", "--out", str(out), *(["--weights-dir", weights_dir] if weights_dir else [])]
     began = time.perf_counter()
-    pid = os.posix_spawn(sys.executable, command, os.environ, file_actions=[(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)])
+    pid = os.posix_spawn(
+        sys.executable, command, os.environ, file_actions=[(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0)]
+    )
     _, status, usage = os.wait4(pid, 0)  # the rusage of that process and its children alone
     wall_s = time.perf_counter() - began
     if status:

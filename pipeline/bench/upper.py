@@ -11,7 +11,9 @@ import numpy as np
 PATCHES = 10
 
 
-def bench_upper(n_clips: int = 900, *, cut: str = "pooled", weights_dir: str | None = None, k: int = 6) -> dict[str, Any]:
+def bench_upper(
+    n_clips: int = 900, *, cut: str = "pooled", weights_dir: str | None = None, k: int = 6
+) -> dict[str, Any]:
     """Seconds of one outer fold's ``UpperHead`` fit above ``cut`` (the training rows of fold 1 of ``k`` over
     ``n_clips`` clips of 6 classes, its inner-fold choices included) on one thread, as a CV runs a fold per core,
     beside the logistic head on the frozen penultimate of the same rows; the layers are the published ones where

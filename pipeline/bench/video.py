@@ -28,7 +28,11 @@ from mvemo.pipeline.bench.common import SHARED_SAMPLE, best_of, best_of_each
 FPS = 30
 DURATION_S = 30
 GOP_S = 2
-X264 = {"preset": "veryfast", "crf": "23", "x264-params": f"keyint={GOP_S * FPS}:min-keyint={GOP_S * FPS}:scenecut=0:bframes=3"}
+X264 = {
+    "preset": "veryfast",
+    "crf": "23",
+    "x264-params": f"keyint={GOP_S * FPS}:min-keyint={GOP_S * FPS}:scenecut=0:bframes=3",
+}
 GENERATED_GOP = (
     f"{GOP_S * FPS} frames ({GOP_S} s at {FPS} fps), closed, no scene-cut keyframes; 3 B-frames (b-pyramid normal);"
     " x264 veryfast crf 23, High profile, yuv420p"
@@ -54,11 +58,17 @@ def bench_video(path: str | None = None, *, repeat: int = 3, folder: str | None 
 
     config = FrameConfig()
     in_process = FrameConfig(isolate=False)
-    out: dict[str, Any] = {key: {} for key in ("ms_per_clip", "decode_all_ms", "ratio", "in_process_ms", "decoded_frames")}
+    out: dict[str, Any] = {
+        key: {} for key in ("ms_per_clip", "decode_all_ms", "ratio", "in_process_ms", "decoded_frames")
+    }
     out.update(gop={}, clips={}, bitrate_mbps={})
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         for name, (width, height) in SIZES.items():
-            source = _clip_240p(path, Path(tmp)) if name == "240p" else generate_clip(Path(tmp) / f"{name}.mp4", width, height)
+            source = (
+                _clip_240p(path, Path(tmp))
+                if name == "240p"
+                else generate_clip(Path(tmp) / f"{name}.mp4", width, height)
+            )
             clip = Clip(name, "bench", video=source)
             compute_video_features(clip, config)  # starts the worker, warms the page cache
             seconds = best_of_each(
@@ -77,7 +87,9 @@ def bench_video(path: str | None = None, *, repeat: int = 3, folder: str | None 
             out["in_process_ms"][name] = round(ms_in, 1)
             out["decoded_frames"][name] = f"{sample.decoded_frames} of {sample.source.frame_count}"
             out["gop"][name] = GENERATED_GOP if source.parent == Path(tmp) else _gop_of(source)
-            out["clips"][name] = str(source) if source.parent != Path(tmp) else f"generated {width}x{height}, {DURATION_S} s"
+            out["clips"][name] = (
+                str(source) if source.parent != Path(tmp) else f"generated {width}x{height}, {DURATION_S} s"
+            )
             out["bitrate_mbps"][name] = round(source.stat().st_size * 8 / sample.source.end_s / 1e6, 2)
     out["cpu_count"] = os.cpu_count()
     out["repeat"] = repeat
@@ -144,9 +156,15 @@ def generate_clip(
             if k == 0:
                 texture = _texture(rng, height, width)
             warp = cv2.getRotationMatrix2D((width / 2 + 0.7 * k, height / 2 + 0.3 * k), 0.05 * k, 1 + 0.002 * k)
-            image = cv2.warpAffine(texture, warp, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+            image = cv2.warpAffine(
+                texture, warp, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+            )
             image = np.clip(image.astype(np.int16) + grain[i % 4], 0, 255).astype(np.uint8)
-            cy, cx, r = int(height / 2 + height / 3 * np.sin(i / 15)), int(width / 2 + width / 3 * np.cos(i / 20)), height // 10
+            cy, cx, r = (
+                int(height / 2 + height / 3 * np.sin(i / 15)),
+                int(width / 2 + width / 3 * np.cos(i / 20)),
+                height // 10,
+            )
             image[max(cy - r, 0) : cy + r, max(cx - r, 0) : cx + r] = (255, 200, 40)
             container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
         container.mux(stream.encode())
@@ -166,7 +184,9 @@ def _encode_second(container: Any, stream: Any, second: int, rng: np.random.Gene
     planar = np.repeat(y.astype(np.float32)[None], 2, axis=0)
     size = stream.frame_size or 1024
     for start in range(0, sr, size):
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(planar[:, start : start + size]), format="fltp", layout="stereo")
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(planar[:, start : start + size]), format="fltp", layout="stereo"
+        )
         frame.sample_rate, frame.pts, frame.time_base = sr, second * sr + start, Fraction(1, sr)
         for packet in stream.encode(frame):
             container.mux(packet)
@@ -179,7 +199,8 @@ def _texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     for scale, weight in ((1, 0.15), (4, 0.25), (16, 0.3), (64, 0.3)):
         small = rng.random((height // scale + 2, width // scale + 2, 3), dtype=np.float32)
         total += (
-            cv2.resize(small, (width + 2 * scale, height + 2 * scale), interpolation=cv2.INTER_CUBIC)[:height, :width] * weight
+            cv2.resize(small, (width + 2 * scale, height + 2 * scale), interpolation=cv2.INTER_CUBIC)[:height, :width]
+            * weight
         )
     return np.clip(total * 255, 0, 255).astype(np.uint8)
 
@@ -210,7 +231,9 @@ def compare_strategies(paths: dict[str, list[Path]], *, repeat: int = 2, n_frame
                 times.setdefault(name, []).append(best_of(run, repeat) * 1e3)
                 verdict = _is_exact(got[0], targets, reference)
                 exact[name] = None if verdict is None else bool(exact.get(name, True)) and verdict
-        result[group] = {name: {"ms_per_clip": round(float(np.mean(ms)), 1), "exact": exact[name]} for name, ms in times.items()}
+        result[group] = {
+            name: {"ms_per_clip": round(float(np.mean(ms)), 1), "exact": exact[name]} for name, ms in times.items()
+        }
         result[group]["clips"] = len(clips)
     return result
 
@@ -267,7 +290,9 @@ def _is_exact(frames: list[np.ndarray] | None, targets: _Targets, reference: dic
 
 
 def _pyav_convert(frame: Any, size: tuple[int, int]) -> np.ndarray:
-    scaled = frame.reformat(width=size[0], height=size[1], format=frame.format.name, interpolation="BILINEAR", threads=1)
+    scaled = frame.reformat(
+        width=size[0], height=size[1], format=frame.format.name, interpolation="BILINEAR", threads=1
+    )
     return scaled.reformat(format="rgb24", threads=1).to_ndarray()
 
 
@@ -321,7 +346,9 @@ def _cv2_resize(bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     import cv2
 
     shrink = size[0] < bgr.shape[1]
-    return cv2.cvtColor(cv2.resize(bgr, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR), cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(
+        cv2.resize(bgr, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR), cv2.COLOR_BGR2RGB
+    )
 
 
 def _opencv_grab(path: Path, targets: _Targets) -> list[np.ndarray]:

@@ -51,9 +51,15 @@ BENCHES = (
     type=click.FloatRange(min=0.001),
     help="Cache bench: the sets of the smaller cache one set is added to (the larger holds ten times that).",
 )
-@click.option("--device", default="auto", show_default=True, help="Where the extract bench runs the nets: auto, cpu, cuda.")
 @click.option(
-    "--minutes", default=1.0, show_default=True, type=click.FloatRange(min=0.5), help="Timeline bench: the video's length."
+    "--device", default="auto", show_default=True, help="Where the extract bench runs the nets: auto, cpu, cuda."
+)
+@click.option(
+    "--minutes",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0.5),
+    help="Timeline bench: the video's length.",
 )
 @click.option(
     "--weights-dir",
@@ -222,5 +228,7 @@ def worker_counts(text: str) -> tuple[int, ...]:
     except ValueError:
         counts = ()
     if not counts or min(counts) < 1:
-        raise click.BadParameter(f"{text!r}: expected counts of workers, comma-separated, e.g. 1,2,4", param_hint="--workers")
+        raise click.BadParameter(
+            f"{text!r}: expected counts of workers, comma-separated, e.g. 1,2,4", param_hint="--workers"
+        )
     return counts

@@ -41,7 +41,11 @@ def cache_info(cache_path: str, as_json: bool) -> None:
         ]
         for name, s in info["feature_sets"].items()
     ]
-    click.echo(format_table(["feature set", "row shape", "dtype", "done", "failed", "MB/clip", "fingerprint", "extractor"], rows))
+    click.echo(
+        format_table(
+            ["feature set", "row shape", "dtype", "done", "failed", "MB/clip", "fingerprint", "extractor"], rows
+        )
+    )
 
 
 def _megabytes(n: int) -> float:
@@ -85,13 +89,17 @@ def cache_migrate(cache_path: str) -> None:
     backup = migrate(cache_path)
     with Cache(cache_path) as cache:
         sets = cache.feature_sets()
-        click.echo(f"{cache_path}: a cache folder now, {len(cache)} clips, {len(sets)} feature sets; the old file is {backup}")
+        click.echo(
+            f"{cache_path}: a cache folder now, {len(cache)} clips, {len(sets)} feature sets; the old file is {backup}"
+        )
 
 
 @cache_group.command("import")
 @click.argument("cache_path", metavar="CACHE", type=click.Path())
 @click.argument("file", metavar="FILE", type=click.Path(dir_okay=False, exists=True))
-@click.option("--set", "name", required=True, help="Name of the new set, an input of --models by that name (e.g. panda_top100).")
+@click.option(
+    "--set", "name", required=True, help="Name of the new set, an input of --models by that name (e.g. panda_top100)."
+)
 @click.option(
     "--key",
     default=None,
@@ -123,7 +131,9 @@ def cache_import(cache_path: str, file: str, name: str, key: str | None) -> None
 @cache_group.command("gc")
 @click.argument("cache_path", metavar="CACHE", type=click.Path())
 @click.option(
-    "--features", default=None, help="Feature sets to keep, as `mvemo extract --features` names them.  [default: as extract]"
+    "--features",
+    default=None,
+    help="Feature sets to keep, as `mvemo extract --features` names them.  [default: as extract]",
 )
 @click.option("--nets", default=None, help="Comma-separated nets whose embeddings (and checkpoints) to keep.")
 @click.option(
@@ -156,7 +166,9 @@ def cache_gc(
     prefixes = tuple(f"emb/{net}/" for net in kept_nets)
     with CacheLock(cache_path) as lock:
         kept |= imported_set_names(cache_path)
-        report = collect_garbage(cache_path, lambda name: name in kept or name.startswith(prefixes), dry_run=dry_run, lock=lock)
+        report = collect_garbage(
+            cache_path, lambda name: name in kept or name.startswith(prefixes), dry_run=dry_run, lock=lock
+        )
         report["leftovers"] |= _unused_checkpoints(cache_path, kept_nets, dry_run)
     report["freed_bytes"] = sum(report["removed"].values()) + sum(report["leftovers"].values())
     if as_json:

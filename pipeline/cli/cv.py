@@ -115,7 +115,9 @@ def fuse_options(command: Any) -> Any:
 
 
 @contextlib.contextmanager
-def fusion_arguments(cache_path: str, target: str | None, options: dict[str, Any]) -> Iterator[tuple[Cache, FuseSettings]]:
+def fusion_arguments(
+    cache_path: str, target: str | None, options: dict[str, Any]
+) -> Iterator[tuple[Cache, FuseSettings]]:
     """The cache, opened once for the run, and the settings ``run_cv``, ``run_target_cv`` and ``fuse_cache`` share:
     the target, models, folds, repeats and reference, the head of ``--config``/``--head``, the published layers
     above the cache's cuts, and the executor of the options (open while the block runs)."""
@@ -129,7 +131,9 @@ def fusion_arguments(cache_path: str, target: str | None, options: dict[str, Any
     with Cache(cache_path) as cache:
         kind = resolve_target(cache, target)
         upper = published_upper_layers(cache, options["weights_dir"], options["models"])
-        with build_executor(options["executor"], workers=options["workers"], scheduler=options["scheduler"]) as executor:
+        with build_executor(
+            options["executor"], workers=options["workers"], scheduler=options["scheduler"]
+        ) as executor:
             yield (
                 cache,
                 FuseSettings(
@@ -149,10 +153,16 @@ def fusion_arguments(cache_path: str, target: str | None, options: dict[str, Any
 
 
 @click.command("cv", cls=MvemoCommand, context_settings=CONTEXT)
-@click.option("--folds", "n_folds", default=None, type=int, help="Folds expected in the cache.  [default: the cache's own]")
+@click.option(
+    "--folds", "n_folds", default=None, type=int, help="Folds expected in the cache.  [default: the cache's own]"
+)
 @click.option("--cache", "cache_path", required=True, type=click.Path(), help="Cache folder of stage one.")
 @click.option(
-    "--out", default="reports", type=click.Path(), metavar="DIR", help="Folder for report.md, report.html, report.json and plots."
+    "--out",
+    default="reports",
+    type=click.Path(),
+    metavar="DIR",
+    help="Folder for report.md, report.html, report.json and plots.",
 )
 @fuse_options
 @head_options
@@ -195,7 +205,11 @@ def echo_target_summary(document: dict[str, Any], out: str) -> None:
 @click.command("fuse", cls=MvemoCommand, context_settings=CONTEXT)
 @click.argument("cache_path", metavar="CACHE", type=click.Path())
 @click.option(
-    "--out", required=True, type=click.Path(), metavar="DIR", help="Folder for the report and the final model (OUT/model/)."
+    "--out",
+    required=True,
+    type=click.Path(),
+    metavar="DIR",
+    help="Folder for the report and the final model (OUT/model/).",
 )
 @fuse_options
 @head_options

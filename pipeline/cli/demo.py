@@ -13,7 +13,9 @@ from mvemo.pipeline.cli.tools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand, p
 
 
 @click.command("demo", cls=MvemoCommand, context_settings=CONTEXT)
-@click.option("--out", default="demo-out", type=click.Path(), metavar="DIR", help="Folder for the data and the results.")
+@click.option(
+    "--out", default="demo-out", type=click.Path(), metavar="DIR", help="Folder for the data and the results."
+)
 @click.option(
     "--clips-per-class",
     default=12,
@@ -56,7 +58,9 @@ def demo(ctx: click.Context, out: str, clips_per_class: int, duration_s: float, 
         " show the pipeline at work, not what the published nets read"
     )
     mvemo = "mvemo" if shutil.which("mvemo") else os.path.relpath(sys.argv[0])  # as the user can type it
-    click.echo(f"final model: {out}/model/ (try `{mvemo} predict {out}/model FILE`); done in {time.perf_counter() - began:.0f} s")
+    click.echo(
+        f"final model: {out}/model/ (try `{mvemo} predict {out}/model FILE`); done in {time.perf_counter() - began:.0f} s"
+    )
     for name, reasons in result.features.failures.items():
         for clip_id, reason in reasons.items():
             click.echo(f"failed: {name}, clip {clip_id!r}: {reason}", err=True)

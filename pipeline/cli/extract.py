@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from mvemo.pipeline.cli.tools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand, executor_options, progress_bar, require_writable
+from mvemo.pipeline.cli.tools import (
+    CONTEXT,
+    EXIT_CLIPS_FAILED,
+    MvemoCommand,
+    executor_options,
+    progress_bar,
+    require_writable,
+)
 
 if TYPE_CHECKING:
     from mvemo.cache.lock import CacheLock
@@ -75,7 +82,10 @@ def net_run_options(command: Callable[..., Any]) -> Callable[..., Any]:
     help="Fine-tuning of the nets (none: pretrained or seeded init).",
 )
 @click.option(
-    "--protocol", default="leakfree", type=click.Choice(["leakfree", "paper"]), help="Fine-tuning protocol (see README)."
+    "--protocol",
+    default="leakfree",
+    type=click.Choice(["leakfree", "paper"]),
+    help="Fine-tuning protocol (see README).",
 )
 @click.option(
     "--recompute",
@@ -138,7 +148,8 @@ def locked_cache(cache_path: str) -> Iterator[CacheLock]:
     with CacheLock(cache_path) as lock:
         if lock.previous:
             click.echo(
-                f"took over the lock left by pid {lock.previous.get('pid')} (a run that stopped without releasing it)", err=True
+                f"took over the lock left by pid {lock.previous.get('pid')} (a run that stopped without releasing it)",
+                err=True,
             )
         yield lock
 
@@ -148,7 +159,9 @@ def names(text: str | None) -> tuple[str, ...]:
     return tuple(n.strip() for n in (text or "").split(",") if n.strip())
 
 
-def _run(manifest: Manifest, cache_path: str, nets: tuple[str, ...], training: Any, options: dict[str, Any], lock: Any) -> Any:
+def _run(
+    manifest: Manifest, cache_path: str, nets: tuple[str, ...], training: Any, options: dict[str, Any], lock: Any
+) -> Any:
     """Stage one with its tables; returns its summary."""
     summary = run_stage_one(manifest, cache_path, nets, training, options, lock, features=options["features"])
     show_stages(summary, f"{len(manifest)} clips into {cache_path}")
@@ -198,7 +211,9 @@ def run_stage_one(
 def show_stages(summary: Any, closing: str) -> None:
     from mvemo.pipeline.tables import format_table
 
-    click.echo(format_table(["stage", "seconds", "what"], [[s.stage, f"{s.seconds:.1f}", s.what] for s in summary.stages]))
+    click.echo(
+        format_table(["stage", "seconds", "what"], [[s.stage, f"{s.seconds:.1f}", s.what] for s in summary.stages])
+    )
     click.echo(closing)
 
 
@@ -216,10 +231,15 @@ def _report(summary: Any) -> None:
         click.echo(note, err=True)
     if summary.units:
         rows = [
-            [u.net, "all" if u.fold is None else u.fold, u.epochs, "-" if u.val_accuracy is None else f"{u.val_accuracy:.3f}",
-             "skipped (done)" if u.skipped else f"{u.seconds:.1f}"]
+            [
+                u.net,
+                "all" if u.fold is None else u.fold,
+                u.epochs,
+                "-" if u.val_accuracy is None else f"{u.val_accuracy:.3f}",
+                "skipped (done)" if u.skipped else f"{u.seconds:.1f}",
+            ]
             for u in summary.units
-        ]  # fmt: skip
+        ]
         click.echo(format_table(["net", "fold", "epochs", "validation accuracy", "seconds"], rows))
     unit = "windows" if summary.pooled else "clips"
     if summary.embeddings:

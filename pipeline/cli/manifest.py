@@ -16,7 +16,9 @@ def manifest_group() -> None:
 
 @manifest_group.command("scan")
 @click.argument("root", type=click.Path(file_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Manifest to write (.csv or .jsonl).")
+@click.option(
+    "-o", "--output", required=True, type=click.Path(dir_okay=False), help="Manifest to write (.csv or .jsonl)."
+)
 @click.option(
     "--group-regex",
     default=None,
@@ -29,9 +31,13 @@ def manifest_group() -> None:
     default=None,
     help="CSV of each clip's targets (columns label, tags, valence, arousal, those it has); ROOT's layout then carries no class.",
 )
-@click.option("--key", default="clip_id", show_default=True, help="Column of --labels holding each clip's id or file stem.")
+@click.option(
+    "--key", default="clip_id", show_default=True, help="Column of --labels holding each clip's id or file stem."
+)
 @click.option("--scale", default=None, help="Low and high end of the valence/arousal scale, e.g. 1,9.")
-def manifest_scan(root: str, output: str, group_regex: str | None, labels: str | None, key: str, scale: str | None) -> None:
+def manifest_scan(
+    root: str, output: str, group_regex: str | None, labels: str | None, key: str, scale: str | None
+) -> None:
     """Build a manifest from ROOT/<class>/**/<media file>, or from any layout with --labels.
 
     A video file gives both modalities, an audio file audio only; a video and an
@@ -115,7 +121,11 @@ def manifest_folds(manifest_path: str, k: int | None, seed: int, group_by: str |
     click.echo(format_table(["", *split.strata_names, "total"], rows))
     every = bool((table > 0).all())
     kept = keep and new < len(before)
-    how = f"kept the folds of {len(before) - new} clips, folded in {new} new" if kept else f"{split.n_folds} folds (seed {seed})"
+    how = (
+        f"kept the folds of {len(before) - new} clips, folded in {new} new"
+        if kept
+        else f"{split.n_folds} folds (seed {seed})"
+    )
     grouped = f", groups from column {group_by!r} written into 'group'" if group_by else ""
     click.echo(
         f"wrote {manifest_path}: {how}; {len(split)} clips in {len(set(split.groups))} groups{grouped},"
@@ -150,14 +160,22 @@ def manifest_check(ctx: click.Context, manifest_path: str, as_json: bool) -> Non
         print_json({"clips": len(reports), "problems": len(failed), "reports": [r.to_json() for r in reports]})
     else:
         rows = [
-            [r.clip_id, "ok" if r.ok else "PROBLEM", round(r.duration_s, 2), _describe_audio(r.audio), _describe_video(r.video)]
+            [
+                r.clip_id,
+                "ok" if r.ok else "PROBLEM",
+                round(r.duration_s, 2),
+                _describe_audio(r.audio),
+                _describe_video(r.video),
+            ]
             for r in reports
         ]
         click.echo(format_table(["clip", "status", "dur s", "audio", "video"], rows))
         for r in failed:
             for problem in r.problems:
                 click.echo(f"problem: clip {r.clip_id!r}: {problem}", err=True)
-        click.echo(f"{len(reports)} clips ({_targets(clips)}): {len(reports) - len(failed)} ok, {len(failed)} with problems")
+        click.echo(
+            f"{len(reports)} clips ({_targets(clips)}): {len(reports) - len(failed)} ok, {len(failed)} with problems"
+        )
     if failed:
         ctx.exit(EXIT_CLIPS_FAILED)
 

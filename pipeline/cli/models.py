@@ -20,7 +20,12 @@ def models_group() -> None:
 
 
 @models_group.command("list", cls=MvemoCommand, context_settings=CONTEXT)
-@click.option("--weights-dir", default=None, type=click.Path(file_okay=False), help="Where the nets' weights are looked for first (as predict's).")  # fmt: skip
+@click.option(
+    "--weights-dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Where the nets' weights are looked for first (as predict's).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def models_list(weights_dir: str | None, as_json: bool) -> None:
     """Each ready-made model: what it labels, its inputs, its cross-validated figures, whether the weights of its
@@ -33,21 +38,50 @@ def models_list(weights_dir: str | None, as_json: bool) -> None:
     if as_json:
         print_json(entries)
         return
-    rows = [[e["name"], e["labels"], e["figures"], ", ".join(e["inputs"]), e["weights"], e["computes"]] for e in entries]
+    rows = [
+        [e["name"], e["labels"], e["figures"], ", ".join(e["inputs"]), e["weights"], e["computes"]] for e in entries
+    ]
     click.echo(format_table(["model", "labels", "cross-validated", "inputs", "weights", "this version computes"], rows))
     click.echo("cards: docs/models.md; use one with `mvemo predict --model NAME FILE...`")
 
 
 @models_group.command("train", cls=MvemoCommand, context_settings=CONTEXT)
 @click.argument("name")
-@click.option("--data", "data_dir", default=None, type=click.Path(file_okay=False), help="The recipe's data folder.  [default: ../shared/data/<the recipe's data>]")  # fmt: skip
-@click.option("--work", "work_dir", default=None, type=click.Path(file_okay=False), help="Where the manifest, the cache and the report go.  [default: runs/models/NAME]")  # fmt: skip
-@click.option("--weights-dir", default=None, type=click.Path(file_okay=False), help="Folder of the nets' pretrained weights (also $MVEMO_WEIGHTS, ~/.cache/mvemo/weights).")  # fmt: skip
-@click.option("--ship", is_flag=True, help="Replace the shipped model with the rebuilt one (in a source checkout, for a new release).")  # fmt: skip
+@click.option(
+    "--data",
+    "data_dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="The recipe's data folder.  [default: ../shared/data/<the recipe's data>]",
+)
+@click.option(
+    "--work",
+    "work_dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Where the manifest, the cache and the report go.  [default: runs/models/NAME]",
+)
+@click.option(
+    "--weights-dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Folder of the nets' pretrained weights (also $MVEMO_WEIGHTS, ~/.cache/mvemo/weights).",
+)
+@click.option(
+    "--ship",
+    is_flag=True,
+    help="Replace the shipped model with the rebuilt one (in a source checkout, for a new release).",
+)
 @executor_options
 @click.pass_context
 def models_train(
-    ctx: click.Context, name: str, data_dir: str | None, work_dir: str | None, weights_dir: str | None, ship: bool, **options: Any
+    ctx: click.Context,
+    name: str,
+    data_dir: str | None,
+    work_dir: str | None,
+    weights_dir: str | None,
+    ship: bool,
+    **options: Any,
 ) -> None:
     """Rebuild ready-made model NAME from its recipe (its data, labels, folds and inputs, the default fusion rule) and
     check that it equals the shipped one: exit 0 when it does, 1 listing where it differs."""

@@ -22,8 +22,21 @@ from mvemo.pipeline.cli.tools import (
 
 @click.command("predict", cls=MvemoCommand, context_settings=CONTEXT)
 @click.argument("arguments", metavar="[MODEL_DIR] FILE...", nargs=-1, type=click.Path())
-@click.option("--manifest", "manifest_path", default=None, type=click.Path(dir_okay=False), help="Label the clips of this manifest (CSV or JSONL) instead of FILES.")  # fmt: skip
-@click.option("--csv", "csv_path", default=None, type=click.Path(), metavar="FILE", help="Write one results CSV: a row per clip with its label, a probability per class, or its error. A rerun resumes it: clips labelled there are skipped, those that failed retried once.")  # fmt: skip
+@click.option(
+    "--manifest",
+    "manifest_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Label the clips of this manifest (CSV or JSONL) instead of FILES.",
+)
+@click.option(
+    "--csv",
+    "csv_path",
+    default=None,
+    type=click.Path(),
+    metavar="FILE",
+    help="Write one results CSV: a row per clip with its label, a probability per class, or its error. A rerun resumes it: clips labelled there are skipped, those that failed retried once.",
+)
 @click.option(
     "--model",
     "model_name",
@@ -37,12 +50,44 @@ from mvemo.pipeline.cli.tools import (
     type=click.Path(file_okay=False),
     help="Folder of the pretrained weights the model was trained with (also $MVEMO_WEIGHTS, ~/.cache/mvemo/weights).",
 )
-@click.option("--features", "feature_files", multiple=True, type=click.Path(exists=True, dir_okay=False), help="CSV or .npz of the columns of a set the model imported (`mvemo cache import`) for these clips: a row per clip, keyed by clip id or file stem; repeat it for several files.")  # fmt: skip
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {clip_id, file, model, label, probabilities, in_training} (or {clip_id, file, error}); in_training is null for a model of imported sets alone.")  # fmt: skip
-@click.option("--timeline", is_flag=True, help="Read each file as windows of the model's length every --hop seconds: an emotion timeline (CSV, PNG and an HTML page that plays the file beside it, per file into --out, and index.html) and the label of the whole from the pooled windows.")  # fmt: skip
-@click.option("--hop", "hop_s", default=None, type=click.FloatRange(min=0.5), help="Seconds between the starts of two windows (--timeline).  [default: the model's [clip] hop_s where it was trained on windows, else half its window: 15 s]")  # fmt: skip
-@click.option("--out", "out_dir", default="timelines", type=click.Path(), metavar="DIR", help="Folder of the timelines (--timeline).")  # fmt: skip
-@click.option("--embed-media", is_flag=True, help="Inline each file (up to 20 MiB) into its timeline page, so that the page travels alone (--timeline).  [default: the page refers to the file by a relative path]")  # fmt: skip
+@click.option(
+    "--features",
+    "feature_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="CSV or .npz of the columns of a set the model imported (`mvemo cache import`) for these clips: a row per clip, keyed by clip id or file stem; repeat it for several files.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print a JSON list of {clip_id, file, model, label, probabilities, in_training} (or {clip_id, file, error}); in_training is null for a model of imported sets alone.",
+)
+@click.option(
+    "--timeline",
+    is_flag=True,
+    help="Read each file as windows of the model's length every --hop seconds: an emotion timeline (CSV, PNG and an HTML page that plays the file beside it, per file into --out, and index.html) and the label of the whole from the pooled windows.",
+)
+@click.option(
+    "--hop",
+    "hop_s",
+    default=None,
+    type=click.FloatRange(min=0.5),
+    help="Seconds between the starts of two windows (--timeline).  [default: the model's [clip] hop_s where it was trained on windows, else half its window: 15 s]",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default="timelines",
+    type=click.Path(),
+    metavar="DIR",
+    help="Folder of the timelines (--timeline).",
+)
+@click.option(
+    "--embed-media",
+    is_flag=True,
+    help="Inline each file (up to 20 MiB) into its timeline page, so that the page travels alone (--timeline).  [default: the page refers to the file by a relative path]",
+)
 @executor_options
 @click.pass_context
 def predict(
@@ -188,7 +233,9 @@ def _timelines(
         ctx.exit(EXIT_CLIPS_FAILED)
 
 
-def _resumed(predictor: Any, clips: list[Any], csv_path: str, labels: dict[str, str], pool: Any) -> tuple[Any, list, Any]:
+def _resumed(
+    predictor: Any, clips: list[Any], csv_path: str, labels: dict[str, str], pool: Any
+) -> tuple[Any, list, Any]:
     """What an earlier run of ``--csv`` left (``pipeline.predict.results_csv``): the results of the clips it labelled,
     which are skipped, the clips left to label (those it never reached, those that failed: retried once), and the stream
     of their results into the CSV."""
@@ -249,12 +296,18 @@ def _summary(tally: Any, predictor: Any, csv_path: str) -> None:
     kind = {"label": "", "tags": "tags called: "}.get(tally.target, "quadrants: ")
     click.echo(kind + ", ".join(f"{c} {n}" for c, n in tally.called.items()))
     if tally.known:
-        click.echo(f"accuracy against the manifest's labels: {tally.right}/{tally.known} = {tally.right / tally.known:.3f}")
+        click.echo(
+            f"accuracy against the manifest's labels: {tally.right}/{tally.known} = {tally.right / tally.known:.3f}"
+        )
     if not tally.signs:
         return
     values, quadrants = zip(*tally.signs)
     agreed = sign_agreement(list(values), list(quadrants), predictor.saved.scale)
-    aucs = [f"{name} ROC-AUC {agreed[f'{name}_roc_auc']:.3f}" for name in VALUE_COLUMNS if agreed[f"{name}_roc_auc"] is not None]
+    aucs = [
+        f"{name} ROC-AUC {agreed[f'{name}_roc_auc']:.3f}"
+        for name in VALUE_COLUMNS
+        if agreed[f"{name}_roc_auc"] is not None
+    ]
     click.echo(
         f"against the manifest's quadrants ({len(values)} clips), by the signs: {', '.join(aucs)}"
         f"{', ' if aucs else ''}quadrant accuracy {agreed['quadrant_accuracy']:.3f}"

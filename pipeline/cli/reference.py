@@ -48,7 +48,8 @@ def cli_reference() -> str:
     seen: dict[str, int] = {}
     anchors = [_anchor(ctx.command_path, seen) for ctx in contexts]
     contents = [
-        f"- [{ctx.command_path}](#{anchor}): {_md(_first_paragraph(ctx.command))}" for ctx, anchor in zip(contexts, anchors)
+        f"- [{ctx.command_path}](#{anchor}): {_md(_first_paragraph(ctx.command))}"
+        for ctx, anchor in zip(contexts, anchors)
     ]
     sections = [_section(ctx) for ctx in contexts]
     return "\n".join([HEADER, "## Commands\n", *contents, "", *sections]).rstrip("\n") + "\n"

@@ -19,9 +19,26 @@ WARM_CLIP_S = 4.0
 
 
 @click.command("serve", cls=MvemoCommand, context_settings=CONTEXT)
-@click.option("--model", "models", multiple=True, metavar="MODEL", help="A ready-made model (`mvemo models list`) or a saved model's folder to load, and run once on a generated clip, before serving; repeat it for several.")  # fmt: skip
-@click.option("--weights-dir", default=None, type=click.Path(file_okay=False), help="Folder of the pretrained weights, as `mvemo predict --weights-dir` (also $MVEMO_WEIGHTS, ~/.cache/mvemo/weights).")  # fmt: skip
-@click.option("--idle-minutes", default=30.0, show_default=True, type=click.FloatRange(min=0), help="Stop after this long without a request; 0: run until stopped.")  # fmt: skip
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    metavar="MODEL",
+    help="A ready-made model (`mvemo models list`) or a saved model's folder to load, and run once on a generated clip, before serving; repeat it for several.",
+)
+@click.option(
+    "--weights-dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Folder of the pretrained weights, as `mvemo predict --weights-dir` (also $MVEMO_WEIGHTS, ~/.cache/mvemo/weights).",
+)
+@click.option(
+    "--idle-minutes",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Stop after this long without a request; 0: run until stopped.",
+)
 @click.pass_context
 def serve(ctx: click.Context, models: tuple[str, ...], weights_dir: str | None, idle_minutes: float) -> None:
     """Serve `mvemo predict` to this user's shells: this process imports mvemo's stack and loads each --model once,
@@ -49,7 +66,9 @@ def serve(ctx: click.Context, models: tuple[str, ...], weights_dir: str | None, 
 
     def ready() -> None:
         loaded = f", {len(models)} model(s) loaded in {time.monotonic() - started:.1f} s" if models else ""
-        click.echo(f"mvemo serve: listening at {path}{loaded}; `mvemo predict` now runs here. Ctrl-C stops it.", err=True)
+        click.echo(
+            f"mvemo serve: listening at {path}{loaded}; `mvemo predict` now runs here. Ctrl-C stops it.", err=True
+        )
 
     run = functools.partial(_run, command_line=command_line, threads=threads)
     serve_requests(path, run, idle_s=idle_minutes * 60 or None, ready=ready)
@@ -80,7 +99,9 @@ def _warm(command_line: click.Command, model: str, clip: Path, weights_dir: str 
     with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed), warnings.catch_warnings():
         status = command_line.main(args, prog_name="mvemo", standalone_mode=False)
     if status:
-        raise ConfigError(f"--model {model}: labelling a generated clip failed (exit {status}): {printed.getvalue()[-400:]}")
+        raise ConfigError(
+            f"--model {model}: labelling a generated clip failed (exit {status}): {printed.getvalue()[-400:]}"
+        )
 
 
 def _run(argv: list[str], *, command_line: click.Command, threads: int) -> None:

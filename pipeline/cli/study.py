@@ -11,7 +11,14 @@ from typing import Any
 
 import click
 
-from mvemo.pipeline.cli.extract import locked_cache, names, net_run_options, read_checked_manifest, run_stage_one, show_stages
+from mvemo.pipeline.cli.extract import (
+    locked_cache,
+    names,
+    net_run_options,
+    read_checked_manifest,
+    run_stage_one,
+    show_stages,
+)
 from mvemo.pipeline.cli.tools import (
     CONTEXT,
     EXIT_CLIPS_FAILED,
@@ -35,7 +42,9 @@ def study_group() -> None:
     "--cache", "cache_path", required=True, type=click.Path(), help="Cache folder holding (or to get) the nets' inputs."
 )
 @click.option("--nets", required=True, help="Comma-separated nets to fine-tune, e.g. onedcnn,twodcnn,c3d,i3d,crnn.")
-@click.option("--finetune", default="last", show_default=True, type=click.Choice(["last", "full"]), help="Which weights train.")
+@click.option(
+    "--finetune", default="last", show_default=True, type=click.Choice(["last", "full"]), help="Which weights train."
+)
 @net_run_options
 @click.pass_context
 def optimizers(ctx: click.Context, manifest_path: str, cache_path: str, **options: Any) -> None:
@@ -57,7 +66,9 @@ def optimizers(ctx: click.Context, manifest_path: str, cache_path: str, **option
     training = train_config(options["config_path"], finetune=options["finetune"], random_init=options["random_init"])
     options["windows"] = window_config(options["config_path"])
     if options["windows"].windows:
-        raise ConfigError("the optimizer study fine-tunes on one window per clip: run it with a config without [clip] windows")
+        raise ConfigError(
+            "the optimizer study fine-tunes on one window per clip: run it with a config without [clip] windows"
+        )
     features = feature_names(None, nets, net_config(options["config_path"], options["random_init"]))
     with locked_cache(cache_path) as lock:
         summary = run_stage_one(manifest, cache_path, (), training, options, lock, features=features)
@@ -79,10 +90,23 @@ def optimizers(ctx: click.Context, manifest_path: str, cache_path: str, **option
 
 @study_group.command("fusion", cls=MvemoCommand, context_settings=CONTEXT)
 @click.argument("cache_path", metavar="CACHE", type=click.Path(exists=True))
-@click.option("--target", default="label", type=click.Choice(["label", "tags", "values"]), help="What the heads learn (values: every value the cache holds, each decided on its own).")  # fmt: skip
+@click.option(
+    "--target",
+    default="label",
+    type=click.Choice(["label", "tags", "values"]),
+    help="What the heads learn (values: every value the cache holds, each decided on its own).",
+)
 @click.option("--repeats", default=10, type=click.IntRange(min=1), help="Runs of the CV over fold seeds.")
-@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Write the study as JSON here (for `study decide`).")
-@click.option("--config", "config_path", default=None, type=click.Path(exists=True, dir_okay=False), help="TOML file whose [fuse] table sets how stage two chooses, as for mvemo-cv (heads, value_heads, inner_folds, ...); the study records it.")  # fmt: skip
+@click.option(
+    "--out", default=None, type=click.Path(dir_okay=False), help="Write the study as JSON here (for `study decide`)."
+)
+@click.option(
+    "--config",
+    "config_path",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="TOML file whose [fuse] table sets how stage two chooses, as for mvemo-cv (heads, value_heads, inner_folds, ...); the study records it.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the study as one JSON document.")
 @executor_options
 def fusion(
@@ -101,13 +125,17 @@ def fusion(
         require_writable(out, "--out", folder=False)
     head, params, selection, reference = head_config(config_path, None)
     if head or params or reference:
-        raise ConfigError(f"--config {config_path}: the study's rules use the [fuse] table alone; leave [head] and reference out")
+        raise ConfigError(
+            f"--config {config_path}: the study's rules use the [fuse] table alone; leave [head] and reference out"
+        )
     with (
         Cache(cache_path) as cache,
         build_executor(options["executor"], workers=options["workers"], scheduler=options["scheduler"]) as executor,
     ):
         progress = progress_bar("rules", "fit")
-        document = compare_rules(cache, target=target, repeats=repeats, selection=selection, executor=executor, progress=progress)
+        document = compare_rules(
+            cache, target=target, repeats=repeats, selection=selection, executor=executor, progress=progress
+        )
     document["selection"] = selection.to_json()
     if out:
         Path(out).write_text(json.dumps(document, indent=1))
@@ -118,7 +146,9 @@ def fusion(
 
 
 @study_group.command("decide", cls=MvemoCommand, context_settings=CONTEXT)
-@click.argument("studies", metavar="STUDY.json...", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.argument(
+    "studies", metavar="STUDY.json...", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False)
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the decision as one JSON document.")
 def decide(studies: tuple[str, ...], as_json: bool) -> None:
     """The protocol's decision over the studies of several sets (`mvemo study fusion --out`): from the plain late
@@ -143,7 +173,9 @@ def set_names(studies: tuple[str, ...]) -> dict[str, Path]:
     for given in studies:
         path = Path(given).resolve()
         if path in seen:
-            raise ConfigError(f"STUDY.json {given!r} is given twice (first as {seen[path]!r}): give each set's study once")
+            raise ConfigError(
+                f"STUDY.json {given!r} is given twice (first as {seen[path]!r}): give each set's study once"
+            )
         seen[path] = given
     stems = Counter(Path(given).stem for given in studies)
     return {Path(given).stem if stems[Path(given).stem] == 1 else given: Path(given) for given in studies}

@@ -74,7 +74,9 @@ def _require_writable(target: Path, path: str, option: str, *, folder: bool) -> 
         while not place.exists():
             place = place.parent
         if not place.is_dir():
-            raise ConfigError(f"{option} {path}: {place} is a file, so the folder cannot be created; choose another path")
+            raise ConfigError(
+                f"{option} {path}: {place} is a file, so the folder cannot be created; choose another path"
+            )
     else:
         if target.is_dir():
             raise ConfigError(f"{option} {path}: is a folder; give a file name")
@@ -96,7 +98,10 @@ def executor_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """``--executor``, ``--workers`` and ``--scheduler``: where a command's jobs run."""
     options = (
         click.option(
-            "--executor", default="serial", type=click.Choice(["serial", "processes", "dask"]), help="Where the jobs run."
+            "--executor",
+            default="serial",
+            type=click.Choice(["serial", "processes", "dask"]),
+            help="Where the jobs run.",
         ),
         click.option(
             "--workers",

@@ -46,15 +46,23 @@ def weights_list(weights_dir: str | None, as_json: bool) -> None:
     states = [weights_status(name, weights_dir, check=False) for name in KNOWN]
     if as_json:
         dirs = [str(d) for d in search_dirs(weights_dir)]
-        print_json({"search_dirs": dirs, "torch_hub_dir": str(torch_hub_checkpoints()), "weights": [s.as_dict() for s in states]})
+        print_json(
+            {
+                "search_dirs": dirs,
+                "torch_hub_dir": str(torch_hub_checkpoints()),
+                "weights": [s.as_dict() for s in states],
+            }
+        )
         return
     click.echo("mvemo looks in, in order: " + "; ".join(_where(weights_dir)))
     for state in states:
         known = KNOWN[state.name]
         found = f"found: {state.path}" if state.path else "missing"
-        digest = {"sha256": known.sha256, "prefix": f"{known.sha256}... (published prefix)", "none": "(none published)"}[
-            known.pinned
-        ]
+        digest = {
+            "sha256": known.sha256,
+            "prefix": f"{known.sha256}... (published prefix)",
+            "none": "(none published)",
+        }[known.pinned]
         click.echo(f"\n{state.name}  [{', '.join(known.nets)}]  {found}")
         click.echo(f"  sha256   {digest}")
         click.echo(f"  source   {known.source} ({known.license})")
@@ -77,7 +85,10 @@ def weights_list(weights_dir: str | None, as_json: bool) -> None:
     help="Destination.  [default: $MVEMO_WEIGHTS, else ~/.cache/mvemo/weights]",
 )
 @click.option(
-    "--sha256", default=None, metavar="HEX", help="The digest the file must have (the only check for a file with none published)."
+    "--sha256",
+    default=None,
+    metavar="HEX",
+    help="The digest the file must have (the only check for a file with none published).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def weights_fetch(name: str, url: str | None, weights_dir: str | None, sha256: str | None, as_json: bool) -> None:

@@ -182,7 +182,9 @@ def _check_net_record(set_name: str, described: dict[str, Any]) -> None:
     config, input_configs = described["config"], described["input_configs"]
     fingerprints = config.get("inputs")
     if not isinstance(fingerprints, dict) or not fingerprints or set(input_configs) != set(fingerprints):
-        raise ConfigError(f"{set_name}: its config's inputs {fingerprints!r} are not the fingerprints of its input_configs")
+        raise ConfigError(
+            f"{set_name}: its config's inputs {fingerprints!r} are not the fingerprints of its input_configs"
+        )
     if not isinstance(config.get("seed"), int):
         raise ConfigError(f"{set_name}: its config's seed {config.get('seed')!r} is not an integer")
 
@@ -251,7 +253,9 @@ def inputs_from_sets(
             continue
         if not set_name.startswith("emb/"):
             value = arrays[set_name]
-            inputs[input_name] = summarize_lld(value[None], np.array([len(value)])) if input_name == LLDSTATS else value[None]
+            inputs[input_name] = (
+                summarize_lld(value[None], np.array([len(value)])) if input_name == LLDSTATS else value[None]
+            )
         else:
             described_json = json.dumps(described, sort_keys=True)
             net = _saved_net(input_name, len(saved.classes), described_json, saved.folder, weights_dir)
@@ -286,7 +290,9 @@ class ClipFeatures:
             names = (*missing, *(v for v in VIDEO_FEATURES if v not in missing and set(missing) & set(VIDEO_FEATURES)))
             computed_as = fingerprints_of(missing, names, self.weights_dir)
             check_fingerprints(computed_as, fingerprints, missing)
-            for name, value in compute_clip(self.clip, names, FeatureConfigs.from_records(missing, self.weights_dir)).items():
+            for name, value in compute_clip(
+                self.clip, names, FeatureConfigs.from_records(missing, self.weights_dir)
+            ).items():
                 if value is ABSENT:
                     raise MediaError(
                         f"clip {self.clip.clip_id!r}: the model reads {modality(name)} and the clip has none;"
@@ -318,6 +324,8 @@ def check_fingerprints(computed: dict[str, str], saved: dict[str, str], names: I
 
 
 @functools.lru_cache(maxsize=8)
-def _saved_net(net_name: str, num_classes: int, described_json: str, folder: Path, weights_dir: str | None) -> EmotionNet:
+def _saved_net(
+    net_name: str, num_classes: int, described_json: str, folder: Path, weights_dir: str | None
+) -> EmotionNet:
     """The saved net rebuilt once per process (``described_json``: its feature set in the model's document)."""
     return rebuild_net(net_name, num_classes, json.loads(described_json), folder, weights_dir)

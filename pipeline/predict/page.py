@@ -37,7 +37,9 @@ def media_source(media: Path, out: Path, embed: bool) -> tuple[str, str]:
     if embed and media.stat().st_size <= EMBED_LIMIT_BYTES:
         return data_uri(media), ""
     relative = Path(os.path.relpath(media.absolute(), out.absolute())).as_posix()
-    note = f"--embed-media: {media.name} is over {EMBED_LIMIT_BYTES // 2**20} MiB, the page refers to it" if embed else ""
+    note = (
+        f"--embed-media: {media.name} is over {EMBED_LIMIT_BYTES // 2**20} MiB, the page refers to it" if embed else ""
+    )
     return quote(relative), note
 
 
@@ -77,7 +79,11 @@ def timeline_page(data: dict[str, Any], source: str, is_video: bool, path: Path)
         + "</tr></thead><tbody></tbody></table></details>",
         "<h2>The whole file</h2>",
         _whole_table(data),
-        *(["<h2>Notes</h2>", "<ul>", *(f"<li>{html.escape(n)}</li>" for n in data["notes"]), "</ul>"] if data["notes"] else []),
+        *(
+            ["<h2>Notes</h2>", "<ul>", *(f"<li>{html.escape(n)}</li>" for n in data["notes"]), "</ul>"]
+            if data["notes"]
+            else []
+        ),
         _provenance(data["provenance"]),
         '<script type="application/json" id="timeline-data">'
         + json.dumps(data | {"colours": colours}, allow_nan=False).translate(SCRIPT_SAFE)
@@ -85,7 +91,9 @@ def timeline_page(data: dict[str, Any], source: str, is_video: bool, path: Path)
     ]
     script = asset("mvemo.pipeline.predict", "timeline.js")
     style = asset("mvemo.pipeline.predict", "timeline.css")
-    path.write_text(page(f"{data['file']}: emotion timeline", "\n".join(body), style=style, script=script), encoding="utf-8")
+    path.write_text(
+        page(f"{data['file']}: emotion timeline", "\n".join(body), style=style, script=script), encoding="utf-8"
+    )
     return path
 
 
@@ -240,7 +248,8 @@ def _strip(starts: np.ndarray, ends: np.ndarray, top: list[str], colours: dict[s
 
 def _legend(colours: dict[str, str], label: str = "class colours") -> str:
     items = "".join(
-        f'<li><span class="swatch" style="background:{colour}"></span>{html.escape(c)}</li>' for c, colour in colours.items()
+        f'<li><span class="swatch" style="background:{colour}"></span>{html.escape(c)}</li>'
+        for c, colour in colours.items()
     )
     return f'<ul class="legend" aria-label="{label}">{items}</ul>'
 

@@ -84,9 +84,13 @@ class Predictor:
         n = len(clips)
         given = self.given.of(clips)
         if executor is None:
-            results: Iterable[Any] = map(predict_clip, [self.saved] * n, [self.model] * n, clips, [self.weights_dir] * n, given)
+            results: Iterable[Any] = map(
+                predict_clip, [self.saved] * n, [self.model] * n, clips, [self.weights_dir] * n, given
+            )
         else:
-            results = executor.map(predict_clip, [self.saved] * n, [self.model] * n, clips, [self.weights_dir] * n, given)
+            results = executor.map(
+                predict_clip, [self.saved] * n, [self.model] * n, clips, [self.weights_dir] * n, given
+            )
         return clip_results(results, clips)
 
 

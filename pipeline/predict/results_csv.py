@@ -31,7 +31,16 @@ def csv_header(saved: SavedFusionModel, labelled: bool) -> list[str]:
     predicted, its scores (``output_columns``), the error of a clip that failed and the saved model's digest
     (``saved_digest``), which a rerun checks."""
     scores = output_columns(saved)
-    return ["clip_id", "file", *(["manifest_label"] if labelled else []), "model", "predicted", *scores, "error", "saved_model"]
+    return [
+        "clip_id",
+        "file",
+        *(["manifest_label"] if labelled else []),
+        "model",
+        "predicted",
+        *scores,
+        "error",
+        "saved_model",
+    ]
 
 
 def saved_digest(saved: SavedFusionModel) -> str:
@@ -70,7 +79,9 @@ def earlier_rows(path: str | os.PathLike[str], header: list[str], model: str, di
             if not record:
                 continue  # a blank line
             if len(record) != len(header):
-                raise ConfigError(f"--csv {path}: {file.name}'s record {line} has {len(record)} fields, not {len(header)}; {fix}")
+                raise ConfigError(
+                    f"--csv {path}: {file.name}'s record {line} has {len(record)} fields, not {len(header)}; {fix}"
+                )
             row = dict(zip(header, record))
             if (row["model"], row["saved_model"]) not in (("", digest), (model, digest)):
                 raise ConfigError(
@@ -93,12 +104,23 @@ def result_of_row(row: dict[str, str], saved: SavedFusionModel) -> dict[str, Any
         return {"clip_id": row["clip_id"], "file": row["file"], "error": row["error"]}
     key = "probabilities" if saved.target in ("label", "tags") else "values"
     scores = {name: float(row[column]) for name, column in zip(saved.outputs, output_columns(saved))}
-    return {"clip_id": row["clip_id"], "file": row["file"], "model": row["model"], "label": row["predicted"], key: scores}
+    return {
+        "clip_id": row["clip_id"],
+        "file": row["file"],
+        "model": row["model"],
+        "label": row["predicted"],
+        key: scores,
+    }
 
 
 def row_of_result(result: dict[str, Any], header: list[str], labels: dict[str, str], digest: str) -> dict[str, str]:
     """A result as its CSV row: the label and scores, or the error; the manifest's label where the header has it."""
-    row = {"clip_id": result["clip_id"], "file": result["file"], "error": result.get("error", ""), "saved_model": digest}
+    row = {
+        "clip_id": result["clip_id"],
+        "file": result["file"],
+        "error": result.get("error", ""),
+        "saved_model": digest,
+    }
     if "manifest_label" in header:
         row["manifest_label"] = labels.get(result["clip_id"], "")
     if "label" in result:

@@ -163,7 +163,11 @@ class Timeline:
             writer.writerow(["start_s", "end_s", *columns, "argmax", *called, *self.face_columns])
             for k, (window, row) in enumerate(zip(self.windows, self.proba)):
                 faces = [] if self.faces is None else [f"{v:.6f}" for v in self.faces[k]]
-                tags = [";".join(t for t, p, at in zip(self.classes, row, self.thresholds or []) if p >= at)] if called else []
+                tags = (
+                    [";".join(t for t, p, at in zip(self.classes, row, self.thresholds or []) if p >= at)]
+                    if called
+                    else []
+                )
                 cells = [f"{window.start_s:.3f}", f"{window.end_s:.3f}", *(f"{p:.6f}" for p in row), self.top(row)]
                 writer.writerow([*cells, *tags, *faces])
         starts, ends = self.seconds()
@@ -180,7 +184,9 @@ class Timeline:
         return table, picture, timeline_page(self.page_data(), media_source, self.is_video, html_path)
 
 
-def clip_timeline(saved: SavedFusionModel, name: str, clip: Clip, hop_s: float, weights_dir: str | None = None) -> Timeline:
+def clip_timeline(
+    saved: SavedFusionModel, name: str, clip: Clip, hop_s: float, weights_dir: str | None = None
+) -> Timeline:
     """The timeline of one file: the model ``name`` over its windows, or, where the file lacks a modality the
     model reads, the best saved model (by its CV accuracy) that reads only what the file has, with a note.
 
@@ -208,7 +214,9 @@ def clip_timeline(saved: SavedFusionModel, name: str, clip: Clip, hop_s: float, 
     length_s = window_length(configs)
     windows = plan_windows(duration_s, length_s, hop_s)
     if duration_s < length_s:
-        notes.append(f"{duration_s:.1f} s is shorter than one {length_s:g}-s window: one window, padded as stage one pads")
+        notes.append(
+            f"{duration_s:.1f} s is shorter than one {length_s:g}-s window: one window, padded as stage one pads"
+        )
     pooled = saved.pooling(name)
     pooling = "mean" if pooled is None else pooled["pooling"]
     if pooled is not None and pooled["hop_s"] != hop_s:
@@ -310,9 +318,20 @@ def timelines(
     saved, model, weights_dir = predictor.saved, predictor.model, predictor.weights_dir
     n = len(clips)
     if executor is None:
-        results: Iterable[Any] = (timeline_job(saved, model, hop_s, out, clip, stems, weights_dir, embed_media) for clip in clips)
+        results: Iterable[Any] = (
+            timeline_job(saved, model, hop_s, out, clip, stems, weights_dir, embed_media) for clip in clips
+        )
     else:
-        jobs = ([saved] * n, [model] * n, [hop_s] * n, [out] * n, clips, [stems] * n, [weights_dir] * n, [embed_media] * n)
+        jobs = (
+            [saved] * n,
+            [model] * n,
+            [hop_s] * n,
+            [out] * n,
+            clips,
+            [stems] * n,
+            [weights_dir] * n,
+            [embed_media] * n,
+        )
         results = executor.map(timeline_job, *jobs)
     return clip_results(results, clips)
 

@@ -46,7 +46,9 @@ def weights_here(files: dict[str, str], weights_dir: str | os.PathLike[str] | No
     missing = [file for file, state in found.items() if state.path is None]
     other = [file for file, state in found.items() if state.path is not None and state.sha256 != files[file]]
     problems = [f"missing: {', '.join(missing)}"] if missing else []
-    problems += [f"other than the model's: {f} (sha256 {found[f].sha256[:12]}, the model's {files[f][:12]})" for f in other]
+    problems += [
+        f"other than the model's: {f} (sha256 {found[f].sha256[:12]}, the model's {files[f][:12]})" for f in other
+    ]
     return "; ".join(problems) + " (`mvemo weights fetch FILE`)" if problems else "all here"
 
 

@@ -64,7 +64,11 @@ QUADRANTS = Recipe(
     plane=QUADRANT_PLANE,
 )
 MOODS = replace(
-    QUADRANTS, name="4q-moods", title="a song's AllMusic moods (24 tags: happy, sad, tense, calm...)", target="tags", plane={}
+    QUADRANTS,
+    name="4q-moods",
+    title="a song's AllMusic moods (24 tags: happy, sad, tense, calm...)",
+    target="tags",
+    plane={},
 )
 VIDEO_CLASSES = Recipe(
     "mved-classes",

@@ -41,7 +41,9 @@ def test_a_full_disk_fails_cleanly_and_a_rerun_completes(tmp_path: Path) -> None
     cache, media = tmp_path / "c.h5", tmp_path / "media"
     manifest = stand_in_manifest(media, 40)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    child = subprocess.run([sys.executable, "-c", CHILD, str(cache), str(media)], env=env, capture_output=True, text=True)
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, str(cache), str(media)], env=env, capture_output=True, text=True
+    )
     assert child.returncode == 2, child.stderr
     assert "free disk space (or raise the file size limit) and run again: rows already done are kept" in child.stdout
     with Cache(cache) as reader:

@@ -17,7 +17,9 @@ scalars = st.one_of(
 )
 configs = st.dictionaries(
     st.text(min_size=1, max_size=8),
-    st.one_of(scalars, st.lists(scalars, max_size=3), st.dictionaries(st.text(min_size=1, max_size=4), scalars, max_size=3)),
+    st.one_of(
+        scalars, st.lists(scalars, max_size=3), st.dictionaries(st.text(min_size=1, max_size=4), scalars, max_size=3)
+    ),
     min_size=1,
     max_size=8,
 )
@@ -51,7 +53,12 @@ def test_any_changed_value_changes_the_fingerprint_and_is_named(config, data) ->
 
 def test_every_field_of_the_record_counts() -> None:
     base = fingerprint_record(extractor="i3d", extractor_version="1", config={"a": 1}, weights_sha256="00")
-    for field, value in (("extractor", "c3d"), ("extractor_version", "2"), ("weights_sha256", "11"), ("schema_version", 99)):
+    for field, value in (
+        ("extractor", "c3d"),
+        ("extractor_version", "2"),
+        ("weights_sha256", "11"),
+        ("schema_version", 99),
+    ):
         assert fingerprint({**base, field: value}) != fingerprint(base)
         assert record_diff(base, {**base, field: value}) == [field]
 

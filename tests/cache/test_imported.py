@@ -49,13 +49,18 @@ def test_an_imported_set_is_an_input_like_any_other(tmp_path: Path) -> None:
     import_vectors(cache, "mine", features_csv(tmp_path / "fixed.csv", ids, values + 1), key="song")
     with Cache(cache) as reader:
         np.testing.assert_array_equal(reader.read_matrix("mine"), values + 1)
-        assert provenance(reader)["mine"]["weights"].startswith("imported from fixed.csv"), "a corrected file replaces it"
+        assert provenance(reader)["mine"]["weights"].startswith("imported from fixed.csv"), (
+            "a corrected file replaces it"
+        )
 
 
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda ids, v: ([*ids, "stranger"], np.vstack([v, v[:1]])), r"1 row\(s\) of no clip of the cache \('stranger'\)"),
+        (
+            lambda ids, v: ([*ids, "stranger"], np.vstack([v, v[:1]])),
+            r"1 row\(s\) of no clip of the cache \('stranger'\)",
+        ),
         (lambda ids, v: (ids + ids[:1], np.vstack([v, v[:1]])), r"1 row\(s\) of a clip already given \('c0'\)"),
         (lambda ids, v: (ids[1:], v[1:]), r"1 clip\(s\) without a row \('c0'\)"),
         (
@@ -111,7 +116,9 @@ def test_malformed_files_and_names_are_refused(tmp_path: Path) -> None:
     for text in ("1_000", "\u0661\u0662", "0x10", "1e", "--1"):
         odd = tmp_path / "odd.csv"
         odd.write_text("song,f0\n" + "".join(f"c{i},{text if i == 3 else 1.0}\n" for i in range(12)), encoding="utf-8")
-        with pytest.raises(ConfigError, match=r"1 value\(s\) not finite float32 numbers \(line 5 \('c3'\), column 'f0'"):
+        with pytest.raises(
+            ConfigError, match=r"1 value\(s\) not finite float32 numbers \(line 5 \('c3'\), column 'f0'"
+        ):
             import_vectors(cache, "mine", odd)
     import_vectors(cache, "a", features_csv(tmp_path / "noise.csv", [f"c{i}" for i in range(12)], np.ones((12, 1))))
     with pytest.raises(ConfigError, match="set 'a' has the name of a net, of lldstats or of a model"):
@@ -230,9 +237,13 @@ def test_a_model_over_an_imported_set_predicts_new_clips_from_their_given_column
     error = results[3]["error"]
     assert "new3.wav': " in error and "given.csv has no row for it" in error and "label" not in results[3]
 
-    np.savez(tmp_path / "given.npz", song=np.array(["new0", "new1", "new2"]), features=new, columns=np.array(["f0", "f1"]))
+    np.savez(
+        tmp_path / "given.npz", song=np.array(["new0", "new1", "new2"]), features=new, columns=np.array(["f0", "f1"])
+    )
     result = CliRunner().invoke(cli, [*args, "--features", str(tmp_path / "given.npz")])
-    assert [r.get("label") for r in json.loads(result.stdout)] == [r.get("label") for r in results], "keyed by the import's key"
+    assert [r.get("label") for r in json.loads(result.stdout)] == [r.get("label") for r in results], (
+        "keyed by the import's key"
+    )
 
     result = CliRunner().invoke(cli, [*args, "--features", str(given), "--features", str(tmp_path / "given.npz")])
     assert result.exit_code == 2 and "both hold every column of mine" in result.output
@@ -255,7 +266,9 @@ def test_a_model_over_an_imported_set_predicts_new_clips_from_their_given_column
     assert result.exit_code == 2 and "1 row(s) of a clip already given ('new0')" in result.output
 
 
-def test_predict_features_refuse_what_import_refuses_and_a_model_of_imported_sets_reads_no_media(tmp_path: Path) -> None:
+def test_predict_features_refuse_what_import_refuses_and_a_model_of_imported_sets_reads_no_media(
+    tmp_path: Path,
+) -> None:
     """A clip given a row under its id and another under its stem (other values): import refuses the file, and
     predict took one row silently. A model of imported sets alone needs no media file at all."""
     from mvemo.fuse.stage import fuse_cache
@@ -278,11 +291,14 @@ def test_predict_features_refuse_what_import_refuses_and_a_model_of_imported_set
     result = CliRunner().invoke(cli, ["predict", str(folder), ghost, "--model", "mine", "--features", str(given)])
     assert result.exit_code == 2, result.output
     assert (
-        f"{given}: 1 row(s) of a clip already given ('nofile'); every clip needs one row, keyed by its clip id" in result.output
+        f"{given}: 1 row(s) of a clip already given ('nofile'); every clip needs one row, keyed by its clip id"
+        in result.output
     )
 
     given.write_text("song,f0,f1\nnofile,2.0,-2.0\n")
-    result = CliRunner().invoke(cli, ["predict", str(folder), ghost, "--model", "mine", "--features", str(given), "--json"])
+    result = CliRunner().invoke(
+        cli, ["predict", str(folder), ghost, "--model", "mine", "--features", str(given), "--json"]
+    )
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.stdout)
     assert row["label"] == CLASSES[2] and row["in_training"] is None

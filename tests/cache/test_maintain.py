@@ -28,7 +28,9 @@ def write_single_file_cache(path: Path, manifest: Manifest) -> None:
     n = len(manifest)
     hashes = [media_hash([c.video, c.audio]).encode() for c in manifest.clips]
     with h5py.File(path, "w") as f:
-        f.attrs.update({"schema_version": 1, "mvemo_version": "0.1.0", "classes": canonical_json(list(manifest.classes))})
+        f.attrs.update(
+            {"schema_version": 1, "mvemo_version": "0.1.0", "classes": canonical_json(list(manifest.classes))}
+        )
         text = h5py.string_dtype()
         f["clips/clip_id"] = np.array(manifest.clip_ids, dtype=text)
         f["clips/group"] = np.array([c.group for c in manifest.clips], dtype=text)
@@ -75,8 +77,12 @@ def test_migrate_keeps_every_row_fingerprint_and_failure(tmp_path: Path) -> None
         assert cache.fingerprint("mel") == MEL.fingerprint and cache.fingerprint("emb/net/fold0") == EMB.fingerprint
         done = cache.done("mel")
         assert done.sum() == len(manifest) - 1 and not done[3]
-        np.testing.assert_array_equal(cache.read_matrix("emb/net/fold0"), np.stack([row_values(EMB, r) for r in range(12)]))
-        assert cache.failures() == [{"feature_set": "mel", "clip_id": "c/3", "reason": "cannot decode: moov atom not found"}]
+        np.testing.assert_array_equal(
+            cache.read_matrix("emb/net/fold0"), np.stack([row_values(EMB, r) for r in range(12)])
+        )
+        assert cache.failures() == [
+            {"feature_set": "mel", "clip_id": "c/3", "reason": "cannot decode: moov atom not found"}
+        ]
     assert verify_cache(old).ok
     with CacheWriter(old, manifest) as writer:
         writer.prepare([MEL, EMB])

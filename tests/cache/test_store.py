@@ -175,9 +175,13 @@ def test_new_clips_are_appended_and_old_rows_kept(tmp_path: Path, manifest: Mani
         fill(writer, MEL)
     with Cache(cache) as reader:
         assert reader.clip_ids == bigger.clip_ids and reader.done("mel").all()
-        np.testing.assert_array_equal(reader.read_matrix("mel", [2, 13]), np.stack([row_values(MEL, 2), row_values(MEL, 13)]))
+        np.testing.assert_array_equal(
+            reader.read_matrix("mel", [2, 13]), np.stack([row_values(MEL, 2), row_values(MEL, 13)])
+        )
     segments = sorted(p.name for p in (cache / "sets" / "mel").glob("rows-*.h5"))
-    assert segments == ["rows-000000000-000000012.h5", "rows-000000012-000000015.h5"], "the new clips got a segment of their own"
+    assert segments == ["rows-000000000-000000012.h5", "rows-000000012-000000015.h5"], (
+        "the new clips got a segment of their own"
+    )
 
 
 def test_adding_a_set_or_clips_rewrites_no_existing_set(tmp_path: Path, manifest: Manifest) -> None:
@@ -237,7 +241,9 @@ def test_labels_and_folds_freeze_once_embeddings_exist(tmp_path: Path, manifest:
 def test_a_second_writer_is_refused_naming_the_holder(tmp_path: Path, manifest: Manifest) -> None:
     cache = tmp_path / "c.h5"
     with CacheWriter(cache, manifest):
-        with pytest.raises(CacheError, match=rf"being written by another process \(pid {os.getpid()} on host .*, started "):
+        with pytest.raises(
+            CacheError, match=rf"being written by another process \(pid {os.getpid()} on host .*, started "
+        ):
             CacheWriter(cache, manifest)
         assert lock_state(cache).startswith(f"held by pid {os.getpid()}")
     with CacheWriter(cache, manifest):
@@ -303,7 +309,9 @@ def test_readers_refuse_what_is_not_a_cache_saying_what_to_do(tmp_path: Path) ->
     with pytest.raises(CacheError, match=r"does not exist; build it with `mvemo extract"):
         Cache(tmp_path / "none")
     (tmp_path / "old.h5").write_bytes(b"a single file")
-    with pytest.raises(CacheError, match=r"one HDF5 file, the layout of earlier mvemo versions.*`mvemo cache migrate .*old.h5`"):
+    with pytest.raises(
+        CacheError, match=r"one HDF5 file, the layout of earlier mvemo versions.*`mvemo cache migrate .*old.h5`"
+    ):
         Cache(tmp_path / "old.h5")
     (tmp_path / "begun").mkdir()
     (tmp_path / "begun" / ".clips.h5.tmp").write_bytes(b"half")  # a writer killed while creating the cache
@@ -364,7 +372,10 @@ def test_a_kill_while_a_stale_row_is_rewritten_leaves_it_to_do(tmp_path: Path, m
 
 
 def test_one_cache_has_one_lock_however_its_path_is_spelt(tmp_path: Path, manifest: Manifest) -> None:
-    with CacheWriter(tmp_path / "c", manifest), pytest.raises(CacheError, match=r"'.*c' is being written by another process"):
+    with (
+        CacheWriter(tmp_path / "c", manifest),
+        pytest.raises(CacheError, match=r"'.*c' is being written by another process"),
+    ):
         CacheLock(f"{tmp_path / 'c'}/").acquire()
 
 
@@ -378,7 +389,10 @@ def test_a_damaged_later_segment_is_named(tmp_path: Path, manifest: Manifest) ->
         fill(writer, MEL)
     second = cache / "sets" / "mel" / "rows-000000012-000000015.h5"
     second.write_bytes(second.read_bytes()[:1000])
-    with Cache(cache) as reader, pytest.raises(CacheError, match=r"feature set 'mel': .*rows-000000012-000000015\.h5: not a"):
+    with (
+        Cache(cache) as reader,
+        pytest.raises(CacheError, match=r"feature set 'mel': .*rows-000000012-000000015\.h5: not a"),
+    ):
         reader.read_matrix("mel")
 
 
@@ -387,7 +401,10 @@ def test_a_recorded_path_is_read_only_inside_its_folder(tmp_path: Path) -> None:
 
     (tmp_path / "model" / "checkpoints").mkdir(parents=True)
     (tmp_path / "model" / "out").symlink_to(tmp_path)
-    assert inside(tmp_path / "model", "checkpoints/musicnn.pt") == (tmp_path / "model" / "checkpoints" / "musicnn.pt").resolve()
+    assert (
+        inside(tmp_path / "model", "checkpoints/musicnn.pt")
+        == (tmp_path / "model" / "checkpoints" / "musicnn.pt").resolve()
+    )
     for leaving in ("/etc/hostname", "../secret", "checkpoints/../../secret", "out/secret"):
         assert inside(tmp_path / "model", leaving) is None, leaving
 
@@ -400,9 +417,13 @@ def test_read_matrix_never_hands_out_a_row_that_is_not_done(tmp_path: Path, mani
         writer.prepare([MEL])
         writer.write("mel", [0, 1, 2], [row_values(MEL, r) for r in (0, 1, 2)])
     with Cache(cache) as reader:
-        with pytest.raises(CacheError, match=r"feature set 'mel': 9 of the 12 rows asked for are not done \(first: clip "):
+        with pytest.raises(
+            CacheError, match=r"feature set 'mel': 9 of the 12 rows asked for are not done \(first: clip "
+        ):
             reader.read_matrix("mel")
-        np.testing.assert_array_equal(reader.read_matrix("mel", [2, 0]), np.stack([row_values(MEL, 2), row_values(MEL, 0)]))
+        np.testing.assert_array_equal(
+            reader.read_matrix("mel", [2, 0]), np.stack([row_values(MEL, 2), row_values(MEL, 0)])
+        )
         masked = reader.read_matrix("mel", partial=True)
         assert masked.mask[:3].sum() == 0 and masked.mask[3:].all()
         assert np.isnan(masked.data[3:]).all() and np.array_equal(masked.data[1], row_values(MEL, 1))

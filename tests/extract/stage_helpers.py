@@ -14,12 +14,16 @@ from mvemo.extract.finetune.units import FinetuneSummary, finetune_embeddings
 from mvemo.manifests.schema import Manifest
 
 
-def features_into(manifest: Manifest, path: str | os.PathLike[str], names: Iterable[str], **options: Any) -> FeatureRunSummary:
+def features_into(
+    manifest: Manifest, path: str | os.PathLike[str], names: Iterable[str], **options: Any
+) -> FeatureRunSummary:
     with CacheHandle(path, manifest) as cache:
         return compute_feature_sets(manifest, cache, names, **options)
 
 
-def embeddings_into(manifest: Manifest, path: str | os.PathLike[str], nets: Iterable[str], **options: Any) -> EmbedSummary:
+def embeddings_into(
+    manifest: Manifest, path: str | os.PathLike[str], nets: Iterable[str], **options: Any
+) -> EmbedSummary:
     with CacheHandle(path, manifest) as cache:
         return export_embeddings(cache, nets, **options)
 

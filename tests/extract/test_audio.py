@@ -263,7 +263,9 @@ def test_nan_samples_become_silence(tmp_path: Path) -> None:
 
 def test_missing_stream_and_broken_files_name_the_clip(tmp_path: Path) -> None:
     silent_video = write_tiny(tmp_path / "novoice.mp4", audio=False)
-    with pytest.raises(MediaError, match=r"clip 'Sad/novoice\.mp4'.*has no audio stream; clear the clip's 'audio' column"):
+    with pytest.raises(
+        MediaError, match=r"clip 'Sad/novoice\.mp4'.*has no audio stream; clear the clip's 'audio' column"
+    ):
         decode_audio(silent_video, WINDOW, clip_id="Sad/novoice.mp4")
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"\x00" * 1000)
@@ -296,7 +298,9 @@ def test_a_file_cut_in_half_is_truncated_not_half_a_clip_padded_with_silence(tmp
     whole = faststart(written, tmp_path / "fast.mp4") if layout == "index first" else written
     cut = tmp_path / f"cut{suffix}"
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
-    assert decode_audio(whole, WINDOW).valid_s == pytest.approx(2.0, abs=0.05), "a whole file shorter than the window is fine"
+    assert decode_audio(whole, WINDOW).valid_s == pytest.approx(2.0, abs=0.05), (
+        "a whole file shorter than the window is fine"
+    )
     expected = (
         r"it ends inside its data, before its index"
         if layout == "index last"

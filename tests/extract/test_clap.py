@@ -38,16 +38,32 @@ def write_tiny_clap(folder: Path, *, fused: bool = True, processor_fused: bool |
     ``truncation = "fusion"``: four channels of htk mel), else as the others (``rand_trunc``: one channel of Slaney
     mel); ``processor_fused`` gives it the other kind's processor."""
     config = clap.ClapConfig(
-        text_config={"vocab_size": 99, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
-                     "intermediate_size": 16, "max_position_embeddings": 64},
-        audio_config={"spec_size": 64, "window_size": 4, "num_mel_bins": 16, "patch_embeds_hidden_size": 8,
-                      "depths": [1, 1], "num_attention_heads": [1, 1], "hidden_size": 16, "enable_fusion": fused},
+        text_config={
+            "vocab_size": 99,
+            "hidden_size": 16,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "intermediate_size": 16,
+            "max_position_embeddings": 64,
+        },
+        audio_config={
+            "spec_size": 64,
+            "window_size": 4,
+            "num_mel_bins": 16,
+            "patch_embeds_hidden_size": 8,
+            "depths": [1, 1],
+            "num_attention_heads": [1, 1],
+            "hidden_size": 16,
+            "enable_fusion": fused,
+        },
         projection_dim=16,
-    )  # fmt: skip
+    )
     torch.manual_seed(0)
     clap.ClapModel(config).save_pretrained(folder)
     truncation = "fusion" if (fused if processor_fused is None else processor_fused) else "rand_trunc"
-    processor = clap.ClapFeatureExtractor(feature_size=16, sampling_rate=SR, max_length_s=WINDOW_S, truncation=truncation)
+    processor = clap.ClapFeatureExtractor(
+        feature_size=16, sampling_rate=SR, max_length_s=WINDOW_S, truncation=truncation
+    )
     processor.save_pretrained(folder)
     return folder
 
@@ -68,7 +84,9 @@ def reference_embedding(folder: Path, y: np.ndarray) -> np.ndarray:
     step = WINDOW_S * SR
     heard = int(np.flatnonzero(y)[-1]) + 1
     windows = (
-        [y[:heard]] if heard <= step else [y[i : i + step] for i in range(0, heard - step, step)] + [y[heard - step : heard]]
+        [y[:heard]]
+        if heard <= step
+        else [y[i : i + step] for i in range(0, heard - step, step)] + [y[heard - step : heard]]
     )
     embeddings = []
     for window in windows:
@@ -111,7 +129,9 @@ def test_a_checkpoint_that_would_leave_weights_random_or_does_not_fit_its_proces
     weights: Path, tmp_path: Path
 ) -> None:
     broken = shutil.copytree(weights / CHECKPOINT, tmp_path / CHECKPOINT)
-    state = {k: v for k, v in clap.ClapModel.from_pretrained(broken).state_dict().items() if "audio_projection" not in k}
+    state = {
+        k: v for k, v in clap.ClapModel.from_pretrained(broken).state_dict().items() if "audio_projection" not in k
+    }
     for file in broken.glob("model*.safetensors"):
         file.unlink()
     clap.ClapModel.from_pretrained(weights / CHECKPOINT).save_pretrained(broken, state_dict=state)
@@ -154,12 +174,16 @@ def test_fetch_stores_a_checkpoint_folder_from_a_copy_or_the_hub(
     runner = CliRunner()
     copy = shutil.copytree(weights / CHECKPOINT, tmp_path / "a copy")
     (copy / "README.md").write_text("a model card, which no loader reads")
-    result = runner.invoke(cli, ["weights", "fetch", CHECKPOINT, "--from", str(copy), "--weights-dir", str(tmp_path / "w")])
+    result = runner.invoke(
+        cli, ["weights", "fetch", CHECKPOINT, "--from", str(copy), "--weights-dir", str(tmp_path / "w")]
+    )
     assert result.exit_code == 0, result.output
     assert not (tmp_path / "w" / CHECKPOINT / "README.md").exists()
     assert find_weights(CHECKPOINT, tmp_path / "w") == tmp_path / "w" / CHECKPOINT
     assert sha256_of(tmp_path / "w" / CHECKPOINT) == sha256_of(weights / CHECKPOINT)
-    verified = json.loads(runner.invoke(cli, ["weights", "verify", "--weights-dir", str(tmp_path / "w"), "--json"]).stdout)
+    verified = json.loads(
+        runner.invoke(cli, ["weights", "verify", "--weights-dir", str(tmp_path / "w"), "--json"]).stdout
+    )
     assert {w["name"]: w["status"] for w in verified["weights"]}[CHECKPOINT] == "unpinned"
 
     asked = []
@@ -174,16 +198,33 @@ def test_fetch_stores_a_checkpoint_folder_from_a_copy_or_the_hub(
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
     result = runner.invoke(
-        cli, ["weights", "fetch", CHECKPOINT, "--weights-dir", str(tmp_path / "w"), "--sha256", sha256_of(weights / CHECKPOINT)]
+        cli,
+        [
+            "weights",
+            "fetch",
+            CHECKPOINT,
+            "--weights-dir",
+            str(tmp_path / "w"),
+            "--sha256",
+            sha256_of(weights / CHECKPOINT),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert asked == [
         (
             "laion/larger_clap_music",
-            ["config.json", "preprocessor_config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model.bin*"],
+            [
+                "config.json",
+                "preprocessor_config.json",
+                "*.safetensors",
+                "*.safetensors.index.json",
+                "pytorch_model.bin*",
+            ],
         )
     ]
-    result = runner.invoke(cli, ["weights", "fetch", CHECKPOINT, "--weights-dir", str(tmp_path / "w"), "--sha256", "0" * 64])
+    result = runner.invoke(
+        cli, ["weights", "fetch", CHECKPOINT, "--weights-dir", str(tmp_path / "w"), "--sha256", "0" * 64]
+    )
     assert result.exit_code == 2 and "nothing was written" in result.output
     assert sha256_of(tmp_path / "w" / CHECKPOINT) == sha256_of(weights / CHECKPOINT)
 
@@ -196,7 +237,10 @@ def test_fetch_stores_a_checkpoint_folder_from_a_copy_or_the_hub(
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
     result = runner.invoke(cli, ["weights", "fetch", CHECKPOINT, "--weights-dir", str(tmp_path / "w")])
     assert result.exit_code == 2 and len(result.output.splitlines()) == 1, result.output
-    assert "cannot download laion/larger_clap_music from the Hugging Face hub: no route to huggingface.co;" in result.output
+    assert (
+        "cannot download laion/larger_clap_music from the Hugging Face hub: no route to huggingface.co;"
+        in result.output
+    )
     assert sha256_of(tmp_path / "w" / CHECKPOINT) == sha256_of(weights / CHECKPOINT), "the earlier copy stays"
 
 
@@ -220,7 +264,9 @@ def test_clap_runs_from_extract_through_cv_to_predict(weights: Path, tmp_path: P
     result = runner.invoke(cli, ["fuse", str(cache), "--out", str(tmp_path / "fused"), "--models", "clap"])
     assert result.exit_code == 0, result.output
     clip = str(tmp_path / "data" / ids[0])
-    result = runner.invoke(cli, ["predict", str(tmp_path / "fused" / "model"), clip, "--json", "--weights-dir", str(weights)])
+    result = runner.invoke(
+        cli, ["predict", str(tmp_path / "fused" / "model"), clip, "--json", "--weights-dir", str(weights)]
+    )
     assert result.exit_code == 0, result.output
     predicted = json.loads(result.stdout)[0]
     saved = load_fusion_model(tmp_path / "fused" / "model")
@@ -245,5 +291,8 @@ def test_a_cache_of_clap_rows_from_another_transformers_is_not_extended_silently
     monkeypatch.setattr(clap_net, "transformers_version", lambda: "99.0.0")
     with Cache(cache) as reader:
         upgraded = embedding_set(reader, "clap", weights_dir=weights, seed=0, net_options={}).spec
-    with CacheWriter(cache, None) as writer, pytest.raises(CacheError, match=r"emb/clap/all.*computed_with.transformers"):
+    with (
+        CacheWriter(cache, None) as writer,
+        pytest.raises(CacheError, match=r"emb/clap/all.*computed_with.transformers"),
+    ):
         writer.prepare([upgraded])

@@ -46,7 +46,9 @@ def test_cli_nets_need_folds(tmp_path: Path, manifest: Manifest) -> None:
     config.write_text("[audio]\nduration_s = 1.0\n")
     cache = tmp_path / "cache.h5"
     unfolded = write_manifest(
-        Manifest(manifest.classes, tuple(Clip(c.clip_id, c.label, video=c.video, audio=c.audio) for c in manifest.clips)),
+        Manifest(
+            manifest.classes, tuple(Clip(c.clip_id, c.label, video=c.video, audio=c.audio) for c in manifest.clips)
+        ),
         tmp_path / "u.csv",
     )
     result = CliRunner().invoke(cli, ["extract", str(unfolded), "--cache", str(cache), "--nets", "twodcnn"])
@@ -81,19 +83,27 @@ def test_config_net_tables_set_a_nets_options_and_inputs(tmp_path: Path, manifes
     config.write_text(
         '[audio]\nduration_s = 1.0\n[frames]\nn_frames = 4\n[net.i3d]\npool = "global"\nframes = "frames112"\ninit = "random"\n'
     )
-    result = CliRunner().invoke(cli, ["extract", str(path), "--cache", str(cache), "--nets", "i3d", "--config", str(config)])
+    result = CliRunner().invoke(
+        cli, ["extract", str(path), "--cache", str(cache), "--nets", "i3d", "--config", str(config)]
+    )
     assert result.exit_code == 0, result.output
     with Cache(cache) as reader:
         assert "frames112" in reader.feature_sets() and "frames224" not in reader.feature_sets()
         recorded = reader.config("emb/i3d/all")
-        assert recorded["pool"] == "global" and recorded["frames"] == "frames112" and set(recorded["inputs"]) == {"frames112"}
+        assert (
+            recorded["pool"] == "global"
+            and recorded["frames"] == "frames112"
+            and set(recorded["inputs"]) == {"frames112"}
+        )
         assert reader.done("emb/i3d/all").sum() == 5
     for table, message in [
         ("[net.i3d]\npooling = 'global'\n", "[net.i3d]: unknown key(s) ['pooling']; i3d's options are"),
         ("[net.vgg]\npool = 'global'\n", "[net]: unknown net(s) ['vgg']"),
     ]:
         config.write_text(table)
-        result = CliRunner().invoke(cli, ["extract", str(path), "--cache", str(cache), "--nets", "i3d", "--config", str(config)])
+        result = CliRunner().invoke(
+            cli, ["extract", str(path), "--cache", str(cache), "--nets", "i3d", "--config", str(config)]
+        )
         assert result.exit_code == 2 and message in result.output
 
 
@@ -127,12 +137,18 @@ def test_a_lost_job_fails_its_clips_and_any_other_job_error_stops_the_run(tmp_pa
 
 
 def test_a_worker_that_finds_other_pretrained_weights_refuses_its_job() -> None:
-    job = EmbedJob("unused.h5", "twodcnn", 2, None, "0123456789abcdef", 0, (("init", "random"),), np.arange(2), 1, "cpu")
-    with pytest.raises(ConfigError, match=r"found pretrained weights of sha256 \(none\), the run started from 0123456789ab"):
+    job = EmbedJob(
+        "unused.h5", "twodcnn", 2, None, "0123456789abcdef", 0, (("init", "random"),), np.arange(2), 1, "cpu"
+    )
+    with pytest.raises(
+        ConfigError, match=r"found pretrained weights of sha256 \(none\), the run started from 0123456789ab"
+    ):
         embed_job(job)
 
 
-def test_a_net_whose_weights_are_missing_stops_the_run_unless_random_init_is_asked(tmp_path: Path, manifest: Manifest) -> None:
+def test_a_net_whose_weights_are_missing_stops_the_run_unless_random_init_is_asked(
+    tmp_path: Path, manifest: Manifest
+) -> None:
     path = write_manifest(manifest, tmp_path / "m.csv")
     config = tmp_path / "c.toml"
     config.write_text("[audio]\nduration_s = 1.0\n")
@@ -158,7 +174,10 @@ def test_a_net_whose_weights_are_missing_stops_the_run_unless_random_init_is_ask
     assert again.exit_code == 0 and "emb/twodcnn/all: 4 clips" in again.output
     config.write_text('[audio]\nduration_s = 1.0\n[net.twodcnn]\ninit = "xavier"\n')
     wrong = CliRunner().invoke(cli, args)
-    assert wrong.exit_code == 2 and "[net.twodcnn] init = 'xavier': expected one of ['pretrained', 'random']" in wrong.output
+    assert (
+        wrong.exit_code == 2
+        and "[net.twodcnn] init = 'xavier': expected one of ['pretrained', 'random']" in wrong.output
+    )
 
 
 def test_recomputing_with_other_weights_says_what_changes(tmp_path: Path, manifest: Manifest) -> None:
@@ -189,7 +208,9 @@ def test_a_row_is_computed_in_float32_on_every_device(monkeypatch: pytest.Monkey
     from mvemo.extract.nets import building, get_net
 
     asked: list[bool] = []
-    monkeypatch.setattr(forward, "autocast", lambda device, *, bf16=True: asked.append(bf16) or contextlib.nullcontext())
+    monkeypatch.setattr(
+        forward, "autocast", lambda device, *, bf16=True: asked.append(bf16) or contextlib.nullcontext()
+    )
     net = get_net("onedcnn", num_classes=2).eval()
     inputs = net.prepare(np.zeros((1, 16000), np.float32))
     for device in (torch.device("cpu"), torch.device("cuda")):  # autocast is asked before anything runs there

@@ -75,7 +75,9 @@ def test_detections_match_the_reference_frames(mtcnn: MTCNN, reference: dict[str
         n = len(faces)
         assert np.abs(faces.boxes - reference["mtcnn/boxes"][k, :n]).max(initial=0) < 1e-2, f"frame {k}: boxes"
         assert np.abs(faces.probs - reference["mtcnn/probs"][k, :n]).max(initial=0) < 1e-4, f"frame {k}: probs"
-        assert np.abs(faces.landmarks - reference["mtcnn/landmarks"][k, :n]).max(initial=0) < 1e-2, f"frame {k}: landmarks"
+        assert np.abs(faces.landmarks - reference["mtcnn/landmarks"][k, :n]).max(initial=0) < 1e-2, (
+            f"frame {k}: landmarks"
+        )
 
 
 @pytest.mark.parametrize("size", ["mini", "big"])
@@ -107,7 +109,9 @@ def config() -> FaceConfig:
     return FaceConfig(weights_dir=str(WEIGHTS))
 
 
-def pasted(reference: dict[str, np.ndarray], faces: list[tuple[int, int]], size: tuple[int, int] = (256, 455)) -> np.ndarray:
+def pasted(
+    reference: dict[str, np.ndarray], faces: list[tuple[int, int]], size: tuple[int, int] = (256, 455)
+) -> np.ndarray:
     """A plain frame of ``size`` with the reference's faces (frame, face) pasted side by side, each with a margin."""
     frame = np.full((*size, 3), 90, np.uint8)
     left = 10
@@ -157,7 +161,9 @@ def test_a_missing_weight_file_names_it_and_the_fetch_command(tmp_path) -> None:
 
 def test_a_face_is_followed_and_a_box_outside_the_frame_is_never_kept() -> None:
     def faces(*boxes: tuple[float, float, float, float]) -> Faces:
-        return Faces(np.array(boxes, np.float32), np.ones(len(boxes), np.float32), np.zeros((len(boxes), 5, 2), np.float32))
+        return Faces(
+            np.array(boxes, np.float32), np.ones(len(boxes), np.float32), np.zeros((len(boxes), 5, 2), np.float32)
+        )
 
     found = [
         faces((10, 10, 60, 60), (200, 10, 230, 40)),  # the largest first

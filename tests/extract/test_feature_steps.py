@@ -53,7 +53,9 @@ def test_the_executors_say_how_many_workers_share_this_machine() -> None:
 
 
 @pytest.mark.heavy
-def test_clips_computed_by_workers_bring_their_steps_back_and_the_writer_waits_for_them(tmp_path: Path, manifest: Manifest) -> None:  # fmt: skip
+def test_clips_computed_by_workers_bring_their_steps_back_and_the_writer_waits_for_them(
+    tmp_path: Path, manifest: Manifest
+) -> None:
     serial = features_into(manifest, tmp_path / "serial", ("mel",))
     assert "waiting" not in serial.steps, "in this process the wait would be the clips' own work, counted twice"
     with build_executor("processes", workers=2) as pool:

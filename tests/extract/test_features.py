@@ -83,7 +83,9 @@ def test_frames_of_video_clips_absent_for_audio_only_and_failed_without_a_video_
     song = write_tiny(tmp_path / "song.wav", video=False)
     clips = (*manifest.clips, Clip("song", "b", audio=song), Clip("not-a-video", "a", video=song, audio=song))
     configs = FeatureConfigs.of_window(WINDOW, frames=FrameConfig(n_frames=4, window_duration_s=1.0))
-    summary = features_into(Manifest(manifest.classes, clips), tmp_path / "c.h5", parse_features("frames,mel"), configs=configs)
+    summary = features_into(
+        Manifest(manifest.classes, clips), tmp_path / "c.h5", parse_features("frames,mel"), configs=configs
+    )
     frames = summary.sets["frames224"]
     assert (frames.done, frames.absent) == (5, 1)  # c0-c2, novoice and video-only have pictures; song has none
     assert set(frames.failed) == {"broken", "not-a-video"}
@@ -108,7 +110,9 @@ def test_cli_extract_exit_codes_and_config_file(tmp_path: Path, manifest: Manife
     config = tmp_path / "c.toml"
     config.write_text("[audio]\nduration_s = 1.0\n[mel]\nn_mels = 48\n")
     cache = tmp_path / "cache.h5"
-    result = CliRunner().invoke(cli, ["extract", str(path), "--cache", str(cache), "--features", "mel", "--config", str(config)])
+    result = CliRunner().invoke(
+        cli, ["extract", str(path), "--cache", str(cache), "--features", "mel", "--config", str(config)]
+    )
     assert result.exit_code == 3, result.output
     assert "failed: mel, clip 'broken'" in result.output
     with Cache(cache) as reader:

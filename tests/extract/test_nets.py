@@ -93,12 +93,16 @@ def test_shapes_dims_and_batch_independence(name: str) -> None:
     assert embedding.shape == (3, net.embedding_dim) and logits.shape == (3, 6)
     assert embedding.dtype == torch.float32 and torch.isfinite(embedding).all() and torch.isfinite(logits).all()
     assert net.weights_sha256 == ""
-    torch.testing.assert_close(alone, embedding[:1], rtol=1e-4, atol=1e-5, msg="a clip's embedding ignores its batch neighbours")
+    torch.testing.assert_close(
+        alone, embedding[:1], rtol=1e-4, atol=1e-5, msg="a clip's embedding ignores its batch neighbours"
+    )
     assert embedding.std(dim=0).max() > 0, "different clips give different embeddings"
 
 
 def test_embedding_dims_of_the_papers() -> None:
-    dims = {name: get_net(name, num_classes=2, **SMALL[name][0]).embedding_dim for name in ("twodcnn", "c3d", "i3d", "crnn")}
+    dims = {
+        name: get_net(name, num_classes=2, **SMALL[name][0]).embedding_dim for name in ("twodcnn", "c3d", "i3d", "crnn")
+    }
     assert dims == {"twodcnn": 5 * 32, "c3d": 512, "i3d": 1024, "crnn": 4 * 64}
 
 
@@ -157,9 +161,13 @@ def test_seeded_embeddings_do_not_depend_on_the_number_of_classes(name: str) -> 
 
 
 def test_unknown_net_and_bad_options_name_the_value_and_the_fix() -> None:
-    with pytest.raises(ConfigError, match=r"net 'vggish': not a known net or a variant of one .*; nets are onedcnn, twodcnn"):
+    with pytest.raises(
+        ConfigError, match=r"net 'vggish': not a known net or a variant of one .*; nets are onedcnn, twodcnn"
+    ):
         get_net("vggish", num_classes=2)
-    with pytest.raises(ConfigError, match=r"net 'twodcnn': unknown option pool; its options \(defaults\) are: activation='elu'"):
+    with pytest.raises(
+        ConfigError, match=r"net 'twodcnn': unknown option pool; its options \(defaults\) are: activation='elu'"
+    ):
         get_net("twodcnn", num_classes=2, pool="global")
     with pytest.raises(ConfigError, match=r"activation='tanh': expected 'elu' .* or 'relu'"):
         get_net("twodcnn", num_classes=2, activation="tanh")
@@ -251,13 +259,17 @@ def test_i3d_reference_pooling_at_its_smallest_input_averages_one_window() -> No
         features = net.mixed_5c(frames)
         per_time = net.per_time(frames)
         assert features.shape[2:] == (2, 7, 7) and per_time.shape == (1, 1, 1024)
-        torch.testing.assert_close(net.embed(frames), features.mean(dim=(2, 3, 4)), msg="one (2, 7, 7) window = the global mean")
+        torch.testing.assert_close(
+            net.embed(frames), features.mean(dim=(2, 3, 4)), msg="one (2, 7, 7) window = the global mean"
+        )
         torch.testing.assert_close(net(frames), net.head(net.embed(frames)))
 
 
 def test_c3d_checks_its_input_size() -> None:
     net = small_net("c3d")
-    with pytest.raises(ConfigError, match=r"fc6 was built for \(3, 16, 32, 32\); build the net with n_frames and crop_px"):
+    with pytest.raises(
+        ConfigError, match=r"fc6 was built for \(3, 16, 32, 32\); build the net with n_frames and crop_px"
+    ):
         net.embed(torch.zeros(1, 3, 32, 32, 32))
     full = get_net("c3d", num_classes=6)
     assert full.fc6.in_features == 512 * 2 * 4 * 4, "32 frames of 112x112 leave (512, 2, 4, 4) after pool5"
@@ -274,7 +286,9 @@ def test_loss_and_last_block_support_fine_tuning(name: str) -> None:
     loss.backward()
     assert loss.ndim == 0 and torch.isfinite(loss)
     trained = {id(p) for module in net.last_block() for p in module.parameters()}
-    assert trained and all(p.grad is not None for module in net.last_block() for p in module.parameters() if p.requires_grad)
+    assert trained and all(
+        p.grad is not None for module in net.last_block() for p in module.parameters() if p.requires_grad
+    )
     assert not trained & {id(p) for p in net.head.parameters()}
 
 

@@ -113,8 +113,12 @@ def test_crnn_reads_both_branches_and_checks_their_shapes() -> None:
     assert torch.equal(base[:, :half], other_lld[:, :half]) and not torch.equal(base[:, half:], other_lld[:, half:])
     assert torch.equal(base[:, half:], other_mel[:, half:]) and not torch.equal(base[:, :half], other_mel[:, :half])
     with torch.no_grad():
-        torch.testing.assert_close(net.embed(mel, lld * 1000.0 + 7.0), base, msg="LLD columns are standardized per clip")
-    with pytest.raises(ConfigError, match=r"lld \(2, 30, 63\): expected .* \(B, frames, 10\); build the net with n_lld="):
+        torch.testing.assert_close(
+            net.embed(mel, lld * 1000.0 + 7.0), base, msg="LLD columns are standardized per clip"
+        )
+    with pytest.raises(
+        ConfigError, match=r"lld \(2, 30, 63\): expected .* \(B, frames, 10\); build the net with n_lld="
+    ):
         net.embed(mel, torch.randn(2, 30, 63))
 
 
@@ -163,7 +167,9 @@ def test_a_short_clip_is_embedded_from_its_sound_whatever_the_window() -> None:
         for row in (0, 2):
             torch.testing.assert_close(batch[row : row + 1], alone)
         silent = net.embed(torch.full((1, 96, 400), -80.0), torch.zeros(1, 60, 10))
-        torch.testing.assert_close(silent, net.embed(torch.full((1, 96, 100), -80.0), torch.zeros(1, 5, 10)), msg="one step")
+        torch.testing.assert_close(
+            silent, net.embed(torch.full((1, 96, 100), -80.0), torch.zeros(1, 5, 10)), msg="one step"
+        )
     assert net.embedding_version == "3", (
         "embeddings of the padded windows (1) or of a CRNN fine-tuned on their statistics (2) are older versions'"
     )
@@ -176,7 +182,8 @@ def test_crnn_trains_on_a_batch_of_short_and_full_clips() -> None:
     lld = torch.cat([F.pad(torch.randn(1, 20, 10), (0, 0, 0, 40)), torch.randn(1, 60, 10)])
     net.loss(net.embed(mel, lld), torch.tensor([0, 1])).backward()
     assert all(
-        p.grad is not None and torch.isfinite(p.grad).all() for p in (net.mel_lstm.weight_hh_l0, net.lld_lstm.weight_ih_l0)
+        p.grad is not None and torch.isfinite(p.grad).all()
+        for p in (net.mel_lstm.weight_hh_l0, net.lld_lstm.weight_ih_l0)
     )
 
 
@@ -220,7 +227,9 @@ def test_in_training_the_batch_norms_count_no_padding() -> None:
     lld = torch.cat([F.pad(torch.randn(1, 40, 10), (0, 0, 0, 1252)), torch.randn(1, 1292, 10)])
     inputs: dict[str, torch.Tensor] = {}
     for name in ("bn1", "bn2"):
-        getattr(net, name).register_forward_pre_hook(lambda _, args, name=name: inputs.__setitem__(name, args[0].detach()))
+        getattr(net, name).register_forward_pre_hook(
+            lambda _, args, name=name: inputs.__setitem__(name, args[0].detach())
+        )
     net.embed(mel, lld)
     steps = (38, 235)  # ceil(300 / 8), ceil(1876 / 8)
     for name, frames_a_step in (("bn1", 8), ("bn2", 2)):

@@ -67,7 +67,10 @@ def test_a_clip_pools_its_patches_layer(name: str, layer: str, dim: int) -> None
         net.patches.load_state_dict(nets["mean"].patches.state_dict())
     with torch.no_grad():
         patches = (
-            logmel[:, :, : 10 * PATCH_FRAMES].reshape(2, 96, 10, PATCH_FRAMES).permute(0, 2, 3, 1).reshape(20, PATCH_FRAMES, 96)
+            logmel[:, :, : 10 * PATCH_FRAMES]
+            .reshape(2, 96, 10, PATCH_FRAMES)
+            .permute(0, 2, 3, 1)
+            .reshape(20, PATCH_FRAMES, 96)
         )
         key = "pool5_flat" if layer == "pool5" else layer
         per_patch = nets["mean"].patches.layers(patches)[key].reshape(2, 10, dim)
@@ -78,10 +81,14 @@ def test_a_clip_pools_its_patches_layer(name: str, layer: str, dim: int) -> None
     torch.testing.assert_close(embedded["meanmax"], torch.cat([embedded["mean"], embedded["max"]], dim=1))
     torch.testing.assert_close(embedded["patches"], per_patch.reshape(2, 10 * dim), rtol=1e-5, atol=1e-5)
     assert nets["patches"].embedding_dim == 10 * dim and nets["patches"].config["patches"] == 10
-    assert "patches" not in nets["mean"].config, "the other pools' configs, in the cache's fingerprints, stay as they were"
+    assert "patches" not in nets["mean"].config, (
+        "the other pools' configs, in the cache's fingerprints, stay as they were"
+    )
     with pytest.raises(ConfigError, match="holds 5 patches of 3 s, the variant keeps 10; set patches = 5"):
         nets["patches"].embed(*nets["patches"].prepare(logmel[:, :, : 5 * PATCH_FRAMES].numpy()))
-    assert nets["meanmax"].embedding_dim == 2 * dim and nets["meanmax"](*nets["meanmax"].prepare(logmel.numpy())).shape == (2, 3)
+    assert nets["meanmax"].embedding_dim == 2 * dim and nets["meanmax"](
+        *nets["meanmax"].prepare(logmel.numpy())
+    ).shape == (2, 3)
     with torch.no_grad():
         short = nets["mean"].embed(*nets["mean"].prepare(logmel[:, :, :100].numpy()))
     assert short.shape == (2, dim) and torch.isfinite(short).all(), "a clip shorter than a patch is zero-padded to one"
@@ -103,7 +110,11 @@ def test_the_tag_probabilities_are_named_columns() -> None:
     from mvemo.extract.nets.musicnn import MSD_TAGS, MTT_TAGS
 
     net = get_net("musicnn", num_classes=2, layer="taggram", pool="meanmax")
-    assert len(net.columns) == net.embedding_dim == 100 and net.columns[0] == "rock (mean)" and net.columns[50] == "rock (max)"
+    assert (
+        len(net.columns) == net.embedding_dim == 100
+        and net.columns[0] == "rock (mean)"
+        and net.columns[50] == "rock (max)"
+    )
     assert get_net("musicnn", num_classes=2).columns == () and len(MSD_TAGS) == 50
     tags = SHARED / "weights" / "msd50_tags.txt"
     if tags.is_file():
@@ -167,7 +178,9 @@ def heard_clip(seconds: float, seed: int = 0) -> np.ndarray:
 
 
 @pytest.mark.parametrize("name", ["musicnn", "msdvgg"])
-def test_a_short_clip_is_embedded_from_its_sound_whatever_the_window(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_short_clip_is_embedded_from_its_sound_whatever_the_window(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A 6-s clip in a 30-s window (24 s of zero padding), in a window of its own length, and as a 30-s file of it
     followed by digital silence: one embedding, of its two patches of sound; those alone run through the net."""
     torch.manual_seed(0)

@@ -36,7 +36,9 @@ def device() -> Iterator[torch.device]:
     """The device under test, with TF32 off: float32 means float32 (cuDNN's convolutions use TF32 by default)."""
     device = torch.device(os.environ.get("MVEMO_TEST_DEVICE", "cuda"))
     if device.type == "cuda" and not torch.cuda.is_available():
-        pytest.skip("no CUDA device here (MVEMO_TEST_DEVICE=cpu runs these on the CPU, as the GPU check's dry run does)")
+        pytest.skip(
+            "no CUDA device here (MVEMO_TEST_DEVICE=cpu runs these on the CPU, as the GPU check's dry run does)"
+        )
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     yield device

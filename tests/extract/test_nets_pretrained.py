@@ -46,8 +46,12 @@ def test_twodcnn_loads_every_conv_and_norm_weight_of_the_msd_file() -> None:
     for i, block in enumerate(net.blocks, start=1):
         np.testing.assert_array_equal(block[0].weight.detach().numpy(), arrays[f"ConvBNEluDr/convolution2d_{i}_W:0"])
         np.testing.assert_array_equal(block[0].bias.detach().numpy(), arrays[f"ConvBNEluDr/convolution2d_{i}_b:0"])
-        np.testing.assert_array_equal(block[1].weight.detach().numpy(), arrays[f"ConvBNEluDr/batchnormalization_{i}_gamma:0"])
-        np.testing.assert_array_equal(block[1].bias.detach().numpy(), arrays[f"ConvBNEluDr/batchnormalization_{i}_beta:0"])
+        np.testing.assert_array_equal(
+            block[1].weight.detach().numpy(), arrays[f"ConvBNEluDr/batchnormalization_{i}_gamma:0"]
+        )
+        np.testing.assert_array_equal(
+            block[1].bias.detach().numpy(), arrays[f"ConvBNEluDr/batchnormalization_{i}_beta:0"]
+        )
 
 
 def test_twodcnn_tells_a_sweep_from_noise() -> None:
@@ -91,14 +95,20 @@ def test_the_files_own_12khz_front_end_equals_mvemos_mel() -> None:
     path = choi_path()
     arrays = read_weights(path)
     fb = librosa.filters.mel(sr=12000, n_fft=512, n_mels=96, fmax=6000)
-    np.testing.assert_allclose(arrays["melgram/Variable_2:0"], fb.T, atol=1e-8, err_msg="the same Slaney bands, 0-6 kHz")
+    np.testing.assert_allclose(
+        arrays["melgram/Variable_2:0"], fb.T, atol=1e-8, err_msg="the same Slaney bands, 0-6 kHz"
+    )
     sr, n = 12000, 12000 * 4
     t = np.arange(n) / sr
-    y = (0.5 * np.sin(2 * np.pi * (200 + 600 * t) * t) + 0.05 * np.random.default_rng(0).standard_normal(n)).astype(np.float32)
+    y = (0.5 * np.sin(2 * np.pi * (200 + 600 * t) * t) + 0.05 * np.random.default_rng(0).standard_normal(n)).astype(
+        np.float32
+    )
     y[:1024] = y[-1024:] = 0.0  # silent ends: the two paddings (TF "same" vs centred) then see the same zeros
     theirs = choi_front_end(arrays, y)
     frames = -(-n // 256)
-    shift = 256 - ((frames - 1) * 256 + 512 - n) // 2  # centred frames start 256 samples early, TF "same" ones half its padding
+    shift = (
+        256 - ((frames - 1) * 256 + 512 - n) // 2
+    )  # centred frames start 256 samples early, TF "same" ones half its padding
     config = MelConfig(sample_rate_hz=12000, audio_window=AudioWindow(duration_s=n / sr), dtype="float32")
     ours = mel_spectrogram(np.concatenate([y[shift:], np.zeros(shift, np.float32)]), config)[:, : theirs.shape[1]]
     assert theirs.shape == ours.shape == (96, frames)
@@ -119,7 +129,9 @@ def test_float16_mel_leaves_the_msd_embeddings_in_place(mved_sample: Path) -> No
     mels = []
     for path in files:
         decoded = decode_audio(path, window)
-        mels.append(mel_spectrogram(resample_exact(decoded.y, decoded.sr, 16000, 160000), MelConfig(audio_window=window)))
+        mels.append(
+            mel_spectrogram(resample_exact(decoded.y, decoded.sr, 16000, 160000), MelConfig(audio_window=window))
+        )
     full = torch.from_numpy(np.stack(mels))
     half = torch.from_numpy(np.stack(mels).astype(np.float16).astype(np.float32))
     net = get_net("twodcnn", num_classes=6, weights=choi_path()).eval()
@@ -132,7 +144,9 @@ def test_float16_mel_leaves_the_msd_embeddings_in_place(mved_sample: Path) -> No
 
 
 def test_a_file_of_another_net_is_refused_by_name(tmp_path: Path) -> None:
-    with pytest.raises(WeightsError, match=r"no array 'ConvBNEluDr/convolution2d_1_W:0'; twodcnn loads the Keras 1 HDF5"):
+    with pytest.raises(
+        WeightsError, match=r"no array 'ConvBNEluDr/convolution2d_1_W:0'; twodcnn loads the Keras 1 HDF5"
+    ):
         get_net("twodcnn", num_classes=2, weights=i3d_path())
     odd = tmp_path / "odd.npz"
     np.savez(odd, **{"ConvBNEluDr/convolution2d_1_W:0": np.zeros((32, 1, 5, 5), np.float32)})
@@ -197,7 +211,10 @@ def test_i3d_loads_the_pytorch_i3d_state_dict_format(tmp_path: Path, zip_format:
     path = tmp_path / "rgb_imagenet.pt"
     torch.save(state, path, _use_new_zipfile_serialization=zip_format)
     frames = torch.rand(1, 3, 8, 64, 64) * 2 - 1
-    nets = [get_net("i3d", num_classes=400, weights=w, pool="global", kinetics_logits=True).eval() for w in (i3d_path(), path)]
+    nets = [
+        get_net("i3d", num_classes=400, weights=w, pool="global", kinetics_logits=True).eval()
+        for w in (i3d_path(), path)
+    ]
     with torch.no_grad():
         torch.testing.assert_close(nets[1](frames), nets[0](frames), rtol=0, atol=0)
     assert nets[1].weights_sha256 != nets[0].weights_sha256
@@ -207,14 +224,39 @@ def test_i3d_loads_the_pytorch_i3d_state_dict_format(tmp_path: Path, zip_format:
 
 # DavideA/c3d-pytorch C3D_model.py: every tensor of its Sports-1M state dict, by name and shape.
 C3D_PORT = {
-    **{f"{name}.weight": (c_out, c_in, 3, 3, 3) for name, c_in, c_out in
-       [("conv1", 3, 64), ("conv2", 64, 128), ("conv3a", 128, 256), ("conv3b", 256, 256), ("conv4a", 256, 512),
-        ("conv4b", 512, 512), ("conv5a", 512, 512), ("conv5b", 512, 512)]},
-    **{f"{name}.bias": (c,) for name, c in
-       [("conv1", 64), ("conv2", 128), ("conv3a", 256), ("conv3b", 256), ("conv4a", 512), ("conv4b", 512), ("conv5a", 512), ("conv5b", 512)]},
-    "fc6.weight": (4096, 8192), "fc6.bias": (4096,), "fc7.weight": (4096, 4096), "fc7.bias": (4096,),
-    "fc8.weight": (487, 4096), "fc8.bias": (487,),
-}  # fmt: skip
+    **{
+        f"{name}.weight": (c_out, c_in, 3, 3, 3)
+        for name, c_in, c_out in [
+            ("conv1", 3, 64),
+            ("conv2", 64, 128),
+            ("conv3a", 128, 256),
+            ("conv3b", 256, 256),
+            ("conv4a", 256, 512),
+            ("conv4b", 512, 512),
+            ("conv5a", 512, 512),
+            ("conv5b", 512, 512),
+        ]
+    },
+    **{
+        f"{name}.bias": (c,)
+        for name, c in [
+            ("conv1", 64),
+            ("conv2", 128),
+            ("conv3a", 256),
+            ("conv3b", 256),
+            ("conv4a", 512),
+            ("conv4b", 512),
+            ("conv5a", 512),
+            ("conv5b", 512),
+        ]
+    },
+    "fc6.weight": (4096, 8192),
+    "fc6.bias": (4096,),
+    "fc7.weight": (4096, 4096),
+    "fc7.bias": (4096,),
+    "fc8.weight": (487, 4096),
+    "fc8.bias": (487,),
+}
 
 
 def generated_c3d_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -247,7 +289,9 @@ def test_c3d_refuses_a_state_dict_without_its_convolutions(tmp_path: Path) -> No
     state = generated_c3d_state_dict()
     del state["conv4a.weight"]
     torch.save(state, tmp_path / "c3d.pt")
-    with pytest.raises(WeightsError, match=r"no array 'conv4a.weight'; c3d loads the PyTorch C3D port's Sports-1M state dict"):
+    with pytest.raises(
+        WeightsError, match=r"no array 'conv4a.weight'; c3d loads the PyTorch C3D port's Sports-1M state dict"
+    ):
         get_net("c3d", num_classes=6, weights=tmp_path / "c3d.pt", n_frames=16, crop_px=32)
 
 
@@ -275,7 +319,8 @@ def test_torchvision_video_nets_check_names_and_shapes(tmp_path: Path, name: str
     from torchvision.models import video
 
     state = {
-        k: torch.zeros(()).expand(v.shape) if v.is_floating_point() else v for k, v in getattr(video, name)().state_dict().items()
+        k: torch.zeros(()).expand(v.shape) if v.is_floating_point() else v
+        for k, v in getattr(video, name)().state_dict().items()
     }
     torch.save(state, tmp_path / "ok.pth")
     get_net(name, num_classes=2, weights=tmp_path / "ok.pth")

@@ -40,7 +40,9 @@ def run_as_a_new_process() -> None:
     numba_once.compile_numba_once()
 
 
-def test_a_node_of_another_cpu_compiles_again_under_the_lock(warm_up: list[bool], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_node_of_another_cpu_compiles_again_under_the_lock(
+    warm_up: list[bool], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(numba_once, "cpu_key", lambda: ("x86_64-unknown-linux-gnu", "skylake-avx512", "+avx512f"))
     run_as_a_new_process()
     run_as_a_new_process()

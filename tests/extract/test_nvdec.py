@@ -32,7 +32,9 @@ def nv12_of(frame: av.VideoFrame) -> av.VideoFrame:
 
 
 @pytest.mark.parametrize(("colorspace", "color_range"), [(1, 1), (6, 2)], ids=["bt709-tv", "bt601-full"])
-def test_a_picture_in_nv12_converts_to_the_frames_of_the_same_picture_in_planar_yuv(colorspace: int, color_range: int) -> None:
+def test_a_picture_in_nv12_converts_to_the_frames_of_the_same_picture_in_planar_yuv(
+    colorspace: int, color_range: int
+) -> None:
     rng = np.random.default_rng(0)
     frame = av.VideoFrame(640, 360, "yuv420p")
     for plane in frame.planes:
@@ -59,7 +61,9 @@ def test_nvdec_asked_for_where_it_does_not_work_is_refused_before_any_clip(tmp_p
 
 
 def test_auto_decodes_on_the_cpu_where_nvdec_does_not_work_and_on_nvdec_where_it_does(tmp_path: Path) -> None:
-    video = write_media(tmp_path / "a.mp4", frames=np.random.default_rng(0).integers(0, 255, (30, 72, 128, 3), np.uint8))
+    video = write_media(
+        tmp_path / "a.mp4", frames=np.random.default_rng(0).integers(0, 255, (30, 72, 128, 3), np.uint8)
+    )
     sample = sample_frames(video, FrameConfig(n_frames=4, decoder="auto", isolate=False))
     assert sample.decoder == ("cpu" if nvdec_problem() else "nvdec")
     assert sample_frames(video, FrameConfig(n_frames=4, decoder="cpu", isolate=False)).decoder == "cpu"
@@ -70,7 +74,9 @@ def device_clips(tmp_path: Path) -> list[Path]:
     if MVED_SAMPLE.is_dir():
         return sorted(MVED_SAMPLE.glob("*/*.mp4"))[::23][:6]
     rng = np.random.default_rng(1)
-    return [write_media(tmp_path / f"g{i}.mp4", frames=rng.integers(0, 255, (100, 360, 640, 3), np.uint8)) for i in range(2)]
+    return [
+        write_media(tmp_path / f"g{i}.mp4", frames=rng.integers(0, 255, (100, 360, 640, 3), np.uint8)) for i in range(2)
+    ]
 
 
 @pytest.mark.gpu
@@ -92,7 +98,9 @@ def test_a_clip_nvdec_refuses_decodes_on_the_cpu(tmp_path: Path, monkeypatch: py
     clip's frames come from the CPU, the same frames, and say so."""
     import mvemo.extract.decode.nvdec
 
-    video = write_media(tmp_path / "a.mp4", frames=np.random.default_rng(0).integers(0, 255, (30, 72, 128, 3), np.uint8))
+    video = write_media(
+        tmp_path / "a.mp4", frames=np.random.default_rng(0).integers(0, 255, (30, 72, 128, 3), np.uint8)
+    )
     expected = sample_frames(video, FrameConfig(n_frames=4, decoder="cpu", isolate=False))
     monkeypatch.setattr(mvemo.extract.decode.nvdec, "nvdec_problem", lambda: None)
     refused = sample_frames(video, FrameConfig(n_frames=4, decoder="nvdec", isolate=False))
@@ -100,7 +108,9 @@ def test_a_clip_nvdec_refuses_decodes_on_the_cpu(tmp_path: Path, monkeypatch: py
     np.testing.assert_array_equal(refused.frames, expected.frames)
 
 
-@pytest.mark.parametrize("refusal", [RuntimeError("hardware decoding is not available"), OSError(22, "Invalid argument")])
+@pytest.mark.parametrize(
+    "refusal", [RuntimeError("hardware decoding is not available"), OSError(22, "Invalid argument")]
+)
 def test_any_refusal_of_the_device_decoder_falls_back_to_the_cpu(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusal: Exception
 ) -> None:
@@ -109,7 +119,9 @@ def test_any_refusal_of_the_device_decoder_falls_back_to_the_cpu(
     import mvemo.extract.decode.nvdec
     import mvemo.extract.decode.video
 
-    video = write_media(tmp_path / "a.mp4", frames=np.random.default_rng(0).integers(0, 255, (30, 72, 128, 3), np.uint8))
+    video = write_media(
+        tmp_path / "a.mp4", frames=np.random.default_rng(0).integers(0, 255, (30, 72, 128, 3), np.uint8)
+    )
     expected = sample_frames(video, FrameConfig(n_frames=4, decoder="cpu", isolate=False))
     on_device = object()
     opened = mvemo.extract.decode.video.open_container

@@ -77,7 +77,9 @@ def test_inputs_of_a_clip_shorter_than_the_window_are_embedded_as_their_rows_hol
     np.testing.assert_allclose(vectors[True], vectors[False], rtol=1e-6, atol=1e-7)
 
 
-def test_an_input_the_writer_refuses_is_not_embedded(tmp_path: Path, manifest: Manifest, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_input_the_writer_refuses_is_not_embedded(
+    tmp_path: Path, manifest: Manifest, monkeypatch: pytest.MonkeyPatch
+) -> None:
     timed_clip = features.timed_clip
 
     def with_a_nan(clip: Clip, names: tuple[str, ...], configs: Any) -> Any:
@@ -125,7 +127,9 @@ def test_an_embedding_is_written_only_after_the_rows_of_its_inputs(
         return write(self, name, rows, data)
 
     monkeypatch.setattr(CacheWriter, "write", recording)
-    monkeypatch.setattr(overlap.EmbeddingsAlongside, "__init__", with_batch_size(overlap.EmbeddingsAlongside.__init__, 1))
+    monkeypatch.setattr(
+        overlap.EmbeddingsAlongside, "__init__", with_batch_size(overlap.EmbeddingsAlongside.__init__, 1)
+    )
     summary = extract_features(manifest, tmp_path / "c", nets=NETS, configs=CONFIGS, net_options=RANDOM, overlap=True)
     assert summary.embeddings == {"emb/twodcnn/all": 4, "emb/onedcnn/all": 4}
     assert ("emb/twodcnn/all", 3) in written
@@ -146,7 +150,9 @@ def test_an_error_of_the_nets_stops_the_run_and_keeps_the_features(
 
     monkeypatch.setattr(overlap, "forward", failing)
     monkeypatch.setattr(overlap, "QUEUE_CLIPS", 1)  # the feature pass would wait forever on a thread that stopped
-    monkeypatch.setattr(overlap.EmbeddingsAlongside, "__init__", with_batch_size(overlap.EmbeddingsAlongside.__init__, 1))
+    monkeypatch.setattr(
+        overlap.EmbeddingsAlongside, "__init__", with_batch_size(overlap.EmbeddingsAlongside.__init__, 1)
+    )
     with pytest.raises(RuntimeError, match="the device fell over"):
         extract_features(manifest, tmp_path / "c", nets=NETS, configs=CONFIGS, net_options=RANDOM, overlap=True)
     with Cache(tmp_path / "c") as reader:

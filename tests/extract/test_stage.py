@@ -42,7 +42,9 @@ def test_feature_names_default_to_the_nets_inputs_or_mel_and_lld() -> None:
 
 
 def test_stage_one_writes_the_nets_inputs_and_embeddings_as_the_steps_would(tmp_path: Path, manifest: Manifest) -> None:
-    summary = mvemo.extract_features(manifest, tmp_path / "stage.h5", nets=("twodcnn",), configs=CONFIGS, net_options=RANDOM)
+    summary = mvemo.extract_features(
+        manifest, tmp_path / "stage.h5", nets=("twodcnn",), configs=CONFIGS, net_options=RANDOM
+    )
     assert [s.stage for s in summary.stages] == ["features", "embeddings"]
     assert list(summary.features.sets) == ["mel"], "without --features, only the nets' inputs"
     assert summary.embeddings == {"emb/twodcnn/all": 4} and not summary.failed
@@ -54,7 +56,9 @@ def test_stage_one_writes_the_nets_inputs_and_embeddings_as_the_steps_would(tmp_
         np.testing.assert_array_equal(stage.read_rows("emb/twodcnn/all")[0], step.read_rows("emb/twodcnn/all")[0])
 
 
-def test_an_in_process_executor_computes_features_and_streams_the_embeddings_here(tmp_path: Path, manifest: Manifest) -> None:
+def test_an_in_process_executor_computes_features_and_streams_the_embeddings_here(
+    tmp_path: Path, manifest: Manifest
+) -> None:
     here = RecordingExecutor(in_process=True)
     extract_features(manifest, tmp_path / "a.h5", nets=("twodcnn",), configs=CONFIGS, executor=here, net_options=RANDOM)
     assert here.jobs == len(manifest), "one feature job per clip, no embedding job"
@@ -64,7 +68,9 @@ def test_an_in_process_executor_computes_features_and_streams_the_embeddings_her
 
 
 def test_nets_without_folds_stop_before_anything_is_written(tmp_path: Path, manifest: Manifest) -> None:
-    unfolded = Manifest(manifest.classes, tuple(Clip(c.clip_id, c.label, video=c.video, audio=c.audio) for c in manifest.clips))
+    unfolded = Manifest(
+        manifest.classes, tuple(Clip(c.clip_id, c.label, video=c.video, audio=c.audio) for c in manifest.clips)
+    )
     with pytest.raises(ConfigError, match="mvemo manifest folds"):
         extract_features(unfolded, tmp_path / "c.h5", nets=("twodcnn",), configs=CONFIGS)
     assert not (tmp_path / "c.h5").exists()

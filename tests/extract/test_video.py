@@ -43,10 +43,15 @@ def read_counter(frame: np.ndarray) -> int:
     edges = np.linspace(0, width, BITS + 1)
     value = 0
     for b in range(BITS):
-        left, right = int(edges[b] + 0.3 * (edges[b + 1] - edges[b])), int(edges[b + 1] - 0.3 * (edges[b + 1] - edges[b]))
+        left, right = (
+            int(edges[b] + 0.3 * (edges[b + 1] - edges[b])),
+            int(edges[b + 1] - 0.3 * (edges[b + 1] - edges[b])),
+        )
         level = frame[height // 8 : 3 * height // 8, left : max(right, left + 1)].mean()
         if not (level < 60 or level > 195):
-            raise AssertionError(f"stripe {b} is neither black nor white (mean {level:.0f}): not an upright counter frame")
+            raise AssertionError(
+                f"stripe {b} is neither black nor white (mean {level:.0f}): not an upright counter frame"
+            )
         value |= int(level > 128) << b
     return value
 
@@ -114,8 +119,12 @@ def plain_reference(path: Path, sample_times_s: np.ndarray, short_side_px: int =
                 display_w = frame.width * Fraction(sar)
                 scale = Fraction(short_side_px) / min(display_w, Fraction(frame.height))
                 size = (round(display_w * scale), round(frame.height * scale))
-                scaled = frame.reformat(width=size[0], height=size[1], format=frame.format.name, interpolation="BILINEAR")
-                rgb = scaled.reformat(format="rgb24", src_colorspace=frame.colorspace, src_color_range=frame.color_range)
+                scaled = frame.reformat(
+                    width=size[0], height=size[1], format=frame.format.name, interpolation="BILINEAR"
+                )
+                rgb = scaled.reformat(
+                    format="rgb24", src_colorspace=frame.colorspace, src_color_range=frame.color_range
+                )
                 kept[t] = np.rot90(rgb.to_ndarray(), round((frame.rotation or 0) / 90) % 4)
     return np.stack([kept[round(float(t), 6)] for t in sample_times_s])
 
@@ -159,7 +168,9 @@ def test_planned_decode_equals_plain_decode_pixel_for_pixel(
     np.testing.assert_array_equal(sample.frames, plain_reference(cfr_clip, sample.timestamps_s))
 
 
-def test_a_plan_that_loses_frames_falls_back_to_decoding_everything(cfr_clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_plan_that_loses_frames_falls_back_to_decoding_everything(
+    cfr_clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """If the plan is wrong (here: targets sent without their reference frames), the decoder drops or flags
     those pictures, and the window is decoded again in full: the result is still exact."""
     good = sample_frames(cfr_clip, CONFIG)
@@ -183,7 +194,9 @@ def test_parallel_groups_are_contiguous_balanced_and_start_at_runs() -> None:
     assert two == [(0, 6), (8, 14)]  # 5 + 6 packets on either side
 
 
-def test_a_window_too_large_to_buffer_is_read_twice_with_the_same_result(cfr_clip: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_window_too_large_to_buffer_is_read_twice_with_the_same_result(
+    cfr_clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     buffered = sample_frames(cfr_clip, CONFIG)
     monkeypatch.setattr("mvemo.extract.decode.packets.PACKET_BUFFER_BYTES", 1000)
     again = sample_frames(cfr_clip, CONFIG)
@@ -268,7 +281,9 @@ def test_grayscale_stream(tmp_path: Path) -> None:
         ("libvpx-vp9", "yuv420p", ".webm", {"g": "12", "deadline": "realtime", "cpu-used": "8"}),
     ],
 )
-def test_codecs_give_the_exact_frames(tmp_path: Path, codec: str, pix_fmt: str, suffix: str, options: dict[str, str]) -> None:
+def test_codecs_give_the_exact_frames(
+    tmp_path: Path, codec: str, pix_fmt: str, suffix: str, options: dict[str, str]
+) -> None:
     path = write_video(tmp_path / f"clip{suffix}", counter_frames(60), codec=codec, pix_fmt=pix_fmt, options=options)
     sample = sample_frames(path, FrameConfig(n_frames=20, isolate=False))
     assert [read_counter(f) for f in sample.frames] == sample.frame_indices.tolist()
@@ -280,7 +295,9 @@ def test_codecs_give_the_exact_frames(tmp_path: Path, codec: str, pix_fmt: str, 
 
 def test_reduced_resolution_decode_where_the_codec_has_one(tmp_path: Path) -> None:
     """MPEG-4 part 2 at 1024x576 decodes at 1/2 (short side 288 >= 256): the right frames, at the working size."""
-    path = write_video(tmp_path / "big.avi", counter_frames(30, 576, 1024), codec="mpeg4", options={"bf": "2", "g": "12"})
+    path = write_video(
+        tmp_path / "big.avi", counter_frames(30, 576, 1024), codec="mpeg4", options={"bf": "2", "g": "12"}
+    )
     sample = sample_frames(path, FrameConfig(n_frames=6, isolate=False))
     assert sample.frames.shape == (6, 256, 455, 3) and (sample.source.width_px, sample.source.height_px) == (1024, 576)
     assert [read_counter(f) for f in sample.frames] == sample.frame_indices.tolist()

@@ -13,7 +13,13 @@ import pytest
 
 from mvemo.extract.decode.packets import DecodeParams
 from mvemo.extract.decode.worker import FrameWorker, WorkerError, kill_grace_s
-from mvemo.extract.frame_sets import DecodeTimeoutError, FrameConfig, NoVideoStreamError, compute_video_features, sample_frames
+from mvemo.extract.frame_sets import (
+    DecodeTimeoutError,
+    FrameConfig,
+    NoVideoStreamError,
+    compute_video_features,
+    sample_frames,
+)
 from mvemo.manifests import Clip, MediaError
 from mvemo.manifests.synthetic import write_media
 from tests.conftest import tiny_audio
@@ -221,7 +227,9 @@ def test_the_audio_timeout_is_configured_and_changes_no_fingerprint(tmp_path: Pa
     config.write_text("[audio]\nduration_s = 5.0\n")
     default = feature_configs(config)
     assert default.audio_timeout_s == 60.0
-    assert [s.fingerprint for s in configs.specs(["mel", "lld"])] == [s.fingerprint for s in default.specs(["mel", "lld"])]
+    assert [s.fingerprint for s in configs.specs(["mel", "lld"])] == [
+        s.fingerprint for s in default.specs(["mel", "lld"])
+    ]
     with pytest.raises(ConfigError, match=r"\[audio\] timeout_s=0"):
         FeatureConfigs(audio_timeout_s=0)
     config.write_text('[audio]\ntimeout_s = "60"\n')

@@ -57,7 +57,12 @@ def test_peak_rss_does_not_grow_with_video_length(tmp_path: Path) -> None:
     long = _write_long(tmp_path / "long.mp4", 600)
     root = Path(__file__).resolve().parents[2]
     result = subprocess.run(
-        [sys.executable, "-c", PROBE, str(short), str(long)], capture_output=True, text=True, cwd=root, check=True, timeout=600
+        [sys.executable, "-c", PROBE, str(short), str(long)],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        check=True,
+        timeout=600,
     )
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["frames"] == 15000 and figures["shape"] == [32, 256, 455, 3]

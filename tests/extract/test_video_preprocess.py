@@ -126,4 +126,7 @@ def test_compute_video_features_of_a_clip(tmp_path: Path) -> None:
     np.testing.assert_array_equal(out["frames224"], frames224(sample))
     assert sample.frames.shape == (32, 256, 455, 3)
     # A mid-grey bottom half stays mid-grey through both paths (no range or matrix mix-up).
-    assert abs(float(out["frames224"][:, -40:].mean()) - 128) < 3 and abs(float(out["frames112"][:, -20:].mean()) - 128) < 3
+    assert (
+        abs(float(out["frames224"][:, -40:].mean()) - 128) < 3
+        and abs(float(out["frames112"][:, -20:].mean()) - 128) < 3
+    )

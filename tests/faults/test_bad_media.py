@@ -52,7 +52,9 @@ class Case:
 
 
 def music_video(path: Path, *, seconds: float = 2.0, channels: int = 2, sr: int = 16000, **options: object) -> Path:
-    return write_media(path, frames=tiny_frames(int(25 * seconds)), y=tiny_audio(seconds, sr, channels), sr=sr, **options)  # type: ignore[arg-type]
+    return write_media(
+        path, frames=tiny_frames(int(25 * seconds)), y=tiny_audio(seconds, sr, channels), sr=sr, **options
+    )  # type: ignore[arg-type]
 
 
 def write_corpus(folder: Path) -> list[Case]:
@@ -69,7 +71,10 @@ def write_corpus(folder: Path) -> list[Case]:
     write_media(folder / "silent.mp4", frames=tiny_frames(50), y=np.zeros((32000, 2), np.float32), sr=16000)
     music_video(folder / "half-second.mp4", seconds=0.5)
     write_video(
-        folder / "vfr.mp4", counter_frames(60), pts_ms=[int(1000 * (i / 30) ** 1.3) for i in range(60)], options=X264_BFRAMES
+        folder / "vfr.mp4",
+        counter_frames(60),
+        pts_ms=[int(1000 * (i / 30) ** 1.3) for i in range(60)],
+        options=X264_BFRAMES,
     )
     music_video(folder / "rotated.mp4", rotation_deg=90)
     write_media(folder / "8k-mono.wav", y=tiny_audio(2.0, 8000, 1), sr=8000)
@@ -90,7 +95,15 @@ def write_corpus(folder: Path) -> list[Case]:
             check_ok=False,
         ),
         Case("mp3-named", "mp3-named.mp4", False, OK, ABSENT),
-        Case("no-audio", "no-audio.mp4", True, FAILED, OK, "has no audio stream; clear the clip's 'audio'", check_ok=False),
+        Case(
+            "no-audio",
+            "no-audio.mp4",
+            True,
+            FAILED,
+            OK,
+            "has no audio stream; clear the clip's 'audio'",
+            check_ok=False,
+        ),
         Case("audio-only", "audio-only.mp4", False, OK, ABSENT),
         Case("silent", "silent.mp4", True, OK, OK),
         Case("half-second", "half-second.mp4", True, OK, OK),
@@ -144,7 +157,16 @@ def test_manifest_check_reports_each_bad_file(corpus: tuple[Path, list[Case]]) -
 def test_extract_records_every_bad_clip_goes_on_and_leaves_a_clean_cache(corpus: tuple[Path, list[Case]]) -> None:
     manifest, cases = corpus
     cache_path = manifest.parent / "cache.h5"
-    args = ["extract", str(manifest), "--cache", str(cache_path), "--features", FEATURES, "--config", str(manifest.parent / "config.toml")]  # fmt: skip
+    args = [
+        "extract",
+        str(manifest),
+        "--cache",
+        str(cache_path),
+        "--features",
+        FEATURES,
+        "--config",
+        str(manifest.parent / "config.toml"),
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 3, result.output
     seen = {}
@@ -163,7 +185,9 @@ def test_extract_records_every_bad_clip_goes_on_and_leaves_a_clean_cache(corpus:
                         reason = reasons[(name, case.clip_id)]
                         assert case.clip_id in reason and case.reason in reason, (case.clip_id, name, reason)
                         assert f"failed: {name}, clip {case.clip_id!r}" in result.output
-    expected = {(c.clip_id, n): e for c in cases for sets, e in ((AUDIO_SETS, c.audio), (VIDEO_SETS, c.frames)) for n in sets}
+    expected = {
+        (c.clip_id, n): e for c in cases for sets, e in ((AUDIO_SETS, c.audio), (VIDEO_SETS, c.frames)) for n in sets
+    }
     assert seen == expected
     verify = CliRunner().invoke(cli, ["cache", "verify", str(cache_path)])
     assert verify.exit_code == 0, verify.output
@@ -172,7 +196,9 @@ def test_extract_records_every_bad_clip_goes_on_and_leaves_a_clean_cache(corpus:
     for name in (*AUDIO_SETS, *VIDEO_SETS):  # the table's "computed now" column: nothing computed twice
         assert re.search(rf"^{name}\s+0\s+\d+\s+\d+\s+\d+\s*$", again.stdout, re.M), again.stdout
     with Cache(cache_path) as cache:
-        assert {(c.clip_id, n): status_of(cache, n, row_of[c.clip_id]) for c in cases for n in (*AUDIO_SETS, *VIDEO_SETS)} == seen
+        assert {
+            (c.clip_id, n): status_of(cache, n, row_of[c.clip_id]) for c in cases for n in (*AUDIO_SETS, *VIDEO_SETS)
+        } == seen
 
 
 def tree_rss_kib(pid: int) -> int:

@@ -36,7 +36,9 @@ def manifest_of(folder: Path, n: int) -> Path:
 def test_a_second_extract_on_the_same_cache_is_refused_naming_the_first(tmp_path: Path) -> None:
     manifest, cache = manifest_of(tmp_path, 2), tmp_path / "c.h5"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_LOCK, str(cache)], stdout=subprocess.PIPE, text=True, env=env)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_LOCK, str(cache)], stdout=subprocess.PIPE, text=True, env=env
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         result = CliRunner().invoke(cli, ["extract", str(manifest), "--cache", str(cache), "--features", "mel"])
@@ -81,9 +83,14 @@ def test_a_cache_is_never_written_into_a_folder_that_holds_other_things(tmp_path
     source.mkdir()
     (source / "__init__.py").write_text("")
     (source / "store.py").write_text("")
-    result = CliRunner().invoke(cli, ["extract", str(manifest), "--cache", str(source), "--features", "mel"], prog_name="mvemo")
+    result = CliRunner().invoke(
+        cli, ["extract", str(manifest), "--cache", str(source), "--features", "mel"], prog_name="mvemo"
+    )
     assert result.exit_code == 2, result.output
-    assert f"{str(source)!r} is a folder that holds other things (__init__.py, store.py) and no mvemo cache" in result.output
+    assert (
+        f"{str(source)!r} is a folder that holds other things (__init__.py, store.py) and no mvemo cache"
+        in result.output
+    )
     assert sorted(p.name for p in source.iterdir()) == ["__init__.py", "store.py"], "nothing written into it"
     assert not (tmp_path / "cache.lock").exists()
     with pytest.raises(CacheError, match="holds other things"):

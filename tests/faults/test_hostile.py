@@ -78,7 +78,13 @@ def test_a_pickle_payload_in_a_model_s_checkpoint_or_heads_is_never_run(tmp_path
         load_checkpoint(get_net("twodcnn", num_classes=2), record, tmp_path)
     tree = {"kind": "features", "inputs": ["lldstats"], "head": "head0", "chosen": {}}
     lld = {"fingerprint": "0" * 64, "config": {}, "extractor": "mvemo.lld", "weights_sha256": "", "input_configs": {}}
-    model = {"kind": "unimodal", "expression": "lldstats", "inputs": ["lldstats"], "feature_sets": {"lld": lld}, "model": tree}
+    model = {
+        "kind": "unimodal",
+        "expression": "lldstats",
+        "inputs": ["lldstats"],
+        "feature_sets": {"lld": lld},
+        "model": tree,
+    }
     document = {"format": FORMAT, "classes": ["a", "b"], "default_model": "lldstats", "models": {"lldstats": model}}
     (tmp_path / MODEL_JSON).write_text(json.dumps(document))
     linear = LinearSoftmax(np.array([0, 1]), np.zeros(3), np.ones(3), np.zeros((2, 3)), np.zeros(2))

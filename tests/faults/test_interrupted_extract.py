@@ -19,10 +19,7 @@ from mvemo.cache.read import Cache
 from mvemo.manifests import Clip, Manifest, write_manifest
 from tests.conftest import write_tiny
 
-CONFIG = (
-    "[audio]\nduration_s = 1.0\n"
-    "[train]\nmax_epochs = 2\npatience = 1\nbatch_size = 4\nvalidation_share = 0.25\n"
-)  # fmt: skip
+CONFIG = "[audio]\nduration_s = 1.0\n[train]\nmax_epochs = 2\npatience = 1\nbatch_size = 4\nvalidation_share = 0.25\n"
 N_CLIPS = 36
 KILLS = 4  # two rounds: a round's first kill lands amid the features, its second amid the fine-tuning
 SETS = ("mel", "emb/twodcnn/fold0", "emb/twodcnn/fold1", "emb/twodcnn/fold2", "emb/twodcnn/all")
@@ -73,8 +70,25 @@ def test_killed_extracts_resume_to_the_uninterrupted_cache(tmp_path: Path) -> No
     mvemo = Path(sys.executable).parent / "mvemo"
 
     def extract(cache: Path) -> subprocess.Popen:
-        command = [mvemo, "extract", manifest, "--cache", cache, "--features", "mel", "--nets", "twodcnn",
-                   "--finetune", "last", "--config", tmp_path / "c.toml", "--device", "cpu", "--random-init", "twodcnn"]  # fmt: skip
+        command = [
+            mvemo,
+            "extract",
+            manifest,
+            "--cache",
+            cache,
+            "--features",
+            "mel",
+            "--nets",
+            "twodcnn",
+            "--finetune",
+            "last",
+            "--config",
+            tmp_path / "c.toml",
+            "--device",
+            "cpu",
+            "--random-init",
+            "twodcnn",
+        ]
         return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     began = time.monotonic()

@@ -38,7 +38,9 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     clips = []
     for i in range(N_CLIPS):
         shutil.copyfile(source, folder / f"{i}.mp4")
-        clips.append(Clip(f"c{i}", "ab"[i % 2], video=folder / f"{i}.mp4", audio=folder / f"{i}.mp4", fold=(i // 2) % 3))
+        clips.append(
+            Clip(f"c{i}", "ab"[i % 2], video=folder / f"{i}.mp4", audio=folder / f"{i}.mp4", fold=(i // 2) % 3)
+        )
     return write_manifest(Manifest(("a", "b"), tuple(clips)), folder / "m.csv")
 
 
@@ -103,13 +105,21 @@ def test_a_signal_stops_every_worker_and_leaves_a_cache_a_rerun_completes(
 ) -> None:
     cache = tmp_path / "cache"
     run = subprocess.Popen(
-        extract(manifest, cache, executor), start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        extract(manifest, cache, executor),
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
-        decoding = wait_for(lambda: any("mvemo.extract.decode.worker" in c for c in session_processes(run.pid).values()), 120)
+        decoding = wait_for(
+            lambda: any("mvemo.extract.decode.worker" in c for c in session_processes(run.pid).values()), 120
+        )
         assert decoding, f"no decoder child started: {run.poll()} {session_processes(run.pid)}"
         if executor == "processes":
-            assert sum("forkserver" in c for c in session_processes(run.pid).values()) >= 3, "the forkserver and its workers"
+            assert sum("forkserver" in c for c in session_processes(run.pid).values()) >= 3, (
+                "the forkserver and its workers"
+            )
         (os.killpg if to_group else os.kill)(run.pid, signum)  # Ctrl-C reaches the whole process group
         _, stderr = run.communicate(timeout=60)
     finally:
@@ -118,8 +128,10 @@ def test_a_signal_stops_every_worker_and_leaves_a_cache_a_rerun_completes(
     name = signal.Signals(signum).name
     assert run.returncode == 128 + signum, stderr
     lines = [line for line in stderr.splitlines() if line.strip() and "%|" not in line]
-    assert lines == [f"mvemo: `mvemo extract` interrupted by {name}: its workers are stopped and what it wrote is kept"
-                     " (a cache's completed rows included); run it again to finish (extract resumes where it stopped)"], stderr  # fmt: skip
+    assert lines == [
+        f"mvemo: `mvemo extract` interrupted by {name}: its workers are stopped and what it wrote is kept"
+        " (a cache's completed rows included); run it again to finish (extract resumes where it stopped)"
+    ], stderr
     assert "Traceback" not in stderr
     assert wait_for(lambda: not session_processes(run.pid), 10), f"left running: {session_processes(run.pid)}"
     if (cache / "clips.h5").exists():
@@ -224,7 +236,10 @@ def test_a_signal_that_code_turns_into_another_error_still_stops_the_command_wit
     """CI saw SIGINT land in matplotlib's drawing, whose C++ code raised "Invalid affine transformation matrix" in
     place of the handler's exception: `mvemo-cv` ended with that traceback and exit 1."""
     run = subprocess.run(
-        [sys.executable, "-c", SIGNAL_TURNED_INTO_AN_ERROR.format(name=name)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", SIGNAL_TURNED_INTO_AN_ERROR.format(name=name)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert run.returncode == 128 + getattr(signal, name), run.stderr
     lines = run.stderr.splitlines()
@@ -254,18 +269,48 @@ def commands(manifest: Path, stage_two: dict[str, Path], out: Path) -> dict[str,
             return all(name in reader.feature_sets() and reader.done(name).all() for name in ("mel", "lld"))
 
     return {
-        "extract": ([str(MVEMO), "extract", str(manifest), "--cache", str(out / "c"), "--features", "mel,lld",
-                     "--executor", "processes", "--workers", "2"], extracted),
-        "cv": ([str(MVEMO) + "-cv", "--cache", str(cache), "--out", str(out / "cv"), "--models", "lldstats",
-                "--repeats", "2"], (out / "cv" / "report.json").exists),
-        "fuse": ([str(MVEMO), "fuse", str(cache), "--out", str(out / "fused"), "--models", "lldstats"],
-                 (out / "fused" / "model" / "model.json").exists),
+        "extract": (
+            [
+                str(MVEMO),
+                "extract",
+                str(manifest),
+                "--cache",
+                str(out / "c"),
+                "--features",
+                "mel,lld",
+                "--executor",
+                "processes",
+                "--workers",
+                "2",
+            ],
+            extracted,
+        ),
+        "cv": (
+            [
+                str(MVEMO) + "-cv",
+                "--cache",
+                str(cache),
+                "--out",
+                str(out / "cv"),
+                "--models",
+                "lldstats",
+                "--repeats",
+                "2",
+            ],
+            (out / "cv" / "report.json").exists,
+        ),
+        "fuse": (
+            [str(MVEMO), "fuse", str(cache), "--out", str(out / "fused"), "--models", "lldstats"],
+            (out / "fused" / "model" / "model.json").exists,
+        ),
         "predict": ([str(MVEMO), "predict", str(model), *videos, "--csv", str(out / "p.csv")], (out / "p.csv").exists),
-    }  # fmt: skip
+    }
 
 
 @pytest.mark.slow(reason="8 runs of extract, mvemo-cv, fuse and predict, each stopped by a signal at a random moment")
-def test_signals_at_random_moments_always_stop_every_command(manifest: Path, stage_two: dict[str, Path], tmp_path: Path) -> None:
+def test_signals_at_random_moments_always_stop_every_command(
+    manifest: Path, stage_two: dict[str, Path], tmp_path: Path
+) -> None:
     """Each command runs once whole to time it, then until a SIGINT (to its process group, as a terminal does) and a
     SIGTERM, each sent at a random moment of its run from 0.15 s (the interpreter has started) on, have each stopped
     it: with one line and exit 128 + the signal's number; none goes on. A signal that lands once the work is written,
@@ -285,7 +330,9 @@ def test_signals_at_random_moments_always_stop_every_command(manifest: Path, sta
                 break
             signum = (signal.SIGINT, signal.SIGTERM)[attempt % 2]
             command, complete = commands(manifest, stage_two, tmp_path / f"{name}{attempt}")[name]
-            run = subprocess.Popen(command, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            run = subprocess.Popen(
+                command, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
             time.sleep(rng.uniform(0.15, 0.9 * duration))
             if run.poll() is not None:
                 run.communicate()

@@ -90,7 +90,9 @@ def embedding_cache(
         count = (patches or {}).get(net, 1)
         X = (means[y][:, None, :] + rng.standard_normal((n, count, dim))).reshape(n, count * dim).astype(np.float32)
         names = [f"emb/{net}/fold{f}" for f in fold_sets] + ([f"emb/{net}/all"] if with_all else [])
-        config = {"protocol": protocol, "finetune": finetune} | ({"pool": "patches", "patches": count} if count > 1 else {})
+        config = {"protocol": protocol, "finetune": finetune} | (
+            {"pool": "patches", "patches": count} if count > 1 else {}
+        )
         config |= {"layer": layers[net], "net": net.split(".")[0]} if layers and net in layers else {}
         config |= {"inputs": read_by(net)}
         for name in names:

@@ -58,7 +58,8 @@ def removed(manifest: Manifest) -> Manifest:
 
 def renamed(manifest: Manifest) -> Manifest:
     return replace(
-        manifest, clips=tuple(replace(c, clip_id=f"{c.clip_id}-renamed") if i < 6 else c for i, c in enumerate(manifest.clips))
+        manifest,
+        clips=tuple(replace(c, clip_id=f"{c.clip_id}-renamed") if i < 6 else c for i, c in enumerate(manifest.clips)),
     )
 
 
@@ -177,7 +178,9 @@ def test_fuse_saves_the_models_its_cv_scored_and_stops_where_an_input_became_com
     assert not (tmp_path / "out" / "model").exists(), "no model its CV never scored"
 
 
-def test_the_final_fit_stops_on_a_set_written_again_after_the_cv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_final_fit_stops_on_a_set_written_again_after_the_cv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from mvemo.fuse import stage
 
     cache = embedding_cache(tmp_path / "c", nets={"a": (6, 1.0), "b": (6, 1.0)}, n_per_class=10)
@@ -195,12 +198,16 @@ def test_the_final_fit_stops_on_a_set_written_again_after_the_cv(tmp_path: Path,
 def test_a_run_reads_no_set_it_does_not_need_not_even_one_being_started_over(tmp_path: Path) -> None:
     cache = embedding_cache(tmp_path / "c", nets={"a": (6, 1.0), "z": (6, 1.0)}, n_per_class=8)
     with Cache(cache) as opened:
-        for segment in (cache / "sets" / "emb" / "z" / "all").glob("*.h5"):  # extract removed z's files to start it over
+        for segment in (cache / "sets" / "emb" / "z" / "all").glob(
+            "*.h5"
+        ):  # extract removed z's files to start it over
             segment.unlink()
         assert cross_validate(opened, models="a").metrics["a"]["accuracy"]["mean"] > 0.5
 
 
-def test_a_segment_removed_before_the_final_fit_stops_it_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_segment_removed_before_the_final_fit_stops_it_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from mvemo.fuse import stage
 
     cache = embedding_cache(tmp_path / "c", nets={"a": (6, 1.0), "b": (6, 1.0)}, n_per_class=8)
@@ -253,7 +260,9 @@ def test_an_unrelated_set_completed_between_the_cv_and_the_final_fit_stops_nothi
 ) -> None:
     from mvemo.fuse import stage
 
-    cache = embedding_cache(tmp_path / "c", nets={"a": (6, 1.0), "z": (6, 1.0)}, n_per_class=10, written={"emb/z/all": 12})
+    cache = embedding_cache(
+        tmp_path / "c", nets={"a": (6, 1.0), "z": (6, 1.0)}, n_per_class=10, written={"emb/z/all": 12}
+    )
     original = stage.train_final
 
     def complete_z_first(*args: Any, **kwargs: Any) -> Any:

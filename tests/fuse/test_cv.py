@@ -130,7 +130,9 @@ def test_a_report_into_the_same_folder_leaves_no_plot_of_the_earlier_one(tmp_pat
     assert (out / "confusion_twodcnn.png").is_file()
     run_cv(cache, out, models="onedcnn")
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert pngs == ["confusion_onedcnn.png", "mine.png", "models.png", "roc.png"], "only the earlier report's own plots go"
+    assert pngs == ["confusion_onedcnn.png", "mine.png", "models.png", "roc.png"], (
+        "only the earlier report's own plots go"
+    )
 
 
 @pytest.mark.heavy
@@ -162,7 +164,9 @@ def test_a_fold_never_reads_embeddings_that_trained_on_it(tmp_path: Path) -> Non
     with pytest.raises(CacheError, match=r"lacks emb/onedcnn/fold0, and emb/onedcnn/all was fine-tuned on every clip"):
         cross_validate(trained_on_all)
     unfinished = embedding_cache(tmp_path / "b" / "c.h5", nets={"onedcnn": (4, 1.0)}, fold_sets=(0, 1))
-    with pytest.raises(CacheError, match=r"onedcnn: fine-tuned for 2 of 3 folds; .* --nets onedcnn --finetune last\|full`"):
+    with pytest.raises(
+        CacheError, match=r"onedcnn: fine-tuned for 2 of 3 folds; .* --nets onedcnn --finetune last\|full`"
+    ):
         cross_validate(unfinished)
     with pytest.raises(CacheError, match=r"lacks emb/onedcnn/fold2 while other folds of onedcnn are fine-tuned"):
         cross_validate(unfinished, models="onedcnn")
@@ -183,7 +187,9 @@ def test_a_run_reads_each_set_once_and_holds_one_fold_s_sets_at_a_time(tmp_path:
 
     monkeypatch.setattr(mvemo.fuse.loop, "read_input", spy)
     descriptors = {"descriptors": (5, 1.0)}
-    fine_tuned = embedding_cache(tmp_path / "a" / "c.h5", nets={"onedcnn": (4, 1.0)}, fold_sets=(0, 1, 2), vectors=descriptors)
+    fine_tuned = embedding_cache(
+        tmp_path / "a" / "c.h5", nets={"onedcnn": (4, 1.0)}, fold_sets=(0, 1, 2), vectors=descriptors
+    )
     cross_validate(fine_tuned, models="onedcnn+descriptors,descriptors")
     assert sorted(reads) == ["descriptors", "emb/onedcnn/fold0", "emb/onedcnn/fold1", "emb/onedcnn/fold2"], reads
     assert max(held) <= 2, "never more than one fold's sets held while the next one's are read"
@@ -206,7 +212,9 @@ def test_a_fold_without_a_class_and_a_net_without_rows_are_reported(tmp_path: Pa
     assert set(result.metrics) == {"onedcnn"}
     tense = result.predictions["onedcnn"].y == 2
     assert not np.any(np.argmax(result.predictions["onedcnn"].proba[tense], axis=1) == 2)
-    report = CliRunner().invoke(cli, ["cv", "--cache", str(cache), "--out", str(tmp_path / "r"), "--models", "onedcnn,i3d"])
+    report = CliRunner().invoke(
+        cli, ["cv", "--cache", str(cache), "--out", str(tmp_path / "r"), "--models", "onedcnn,i3d"]
+    )
     assert report.exit_code == 0, report.output
     assert "note: onedcnn, fold 0: no training clip of class tense" in report.output
     assert "## Notes" in (tmp_path / "r" / "report.md").read_text()
@@ -217,7 +225,9 @@ def test_a_fold_without_a_class_and_a_net_without_rows_are_reported(tmp_path: Pa
 
 def test_a_run_that_scores_no_model_says_why_in_one_line(tmp_path: Path) -> None:
     def one_class(manifest: Manifest) -> Manifest:  # every clip labelled with the first class: nothing to learn
-        return Manifest(manifest.classes, tuple(dataclasses.replace(c, label=manifest.classes[0]) for c in manifest.clips))
+        return Manifest(
+            manifest.classes, tuple(dataclasses.replace(c, label=manifest.classes[0]) for c in manifest.clips)
+        )
 
     cache = embedding_cache(tmp_path / "c.h5", nets={"i3d": (4, 3.0)}, n_per_class=4, retarget=one_class)
     report = CliRunner().invoke(cli, ["cv", "--cache", str(cache), "--out", str(tmp_path / "r"), "--models", "i3d"])
@@ -232,7 +242,9 @@ def test_cv_and_fuse_write_reports_pictures_and_a_model(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["fuse", str(cache), "--out", str(out)])
     assert result.exit_code == 0, result.output
     document = json.loads((out / "report.json").read_text())
-    assert document["protocol"] == "paper" and document["folds"] == 3 and document["classes"] == ["calm", "sad", "tense"]
+    assert (
+        document["protocol"] == "paper" and document["folds"] == 3 and document["classes"] == ["calm", "sad", "tense"]
+    )
     assert {"accuracy", "f1_macro", "roc_auc_macro", "confusion"} <= set(document["models"]["i3d+twodcnn"])
     assert set(document["models"]["integrated"]["accuracy"]) >= {"min", "mean", "max", "per_fold"}
     assert "WARNING: protocol `paper`" in (out / "report.md").read_text()
@@ -252,13 +264,18 @@ def test_cv_and_fuse_write_reports_pictures_and_a_model(tmp_path: Path) -> None:
     decision = model.predict_proba("integrated-decision", inputs)
     assert np.allclose(
         decision,
-        np.mean([model.predict_proba(p, inputs) for p in ("c3d+onedcnn", "i3d+onedcnn", "c3d+twodcnn", "i3d+twodcnn")], axis=0),
+        np.mean(
+            [model.predict_proba(p, inputs) for p in ("c3d+onedcnn", "i3d+onedcnn", "c3d+twodcnn", "i3d+twodcnn")],
+            axis=0,
+        ),
     )
 
 
 def test_cv_json_is_the_report_document(tmp_path: Path) -> None:
     cache = embedding_cache(tmp_path / "c.h5", nets={"onedcnn": (4, 2.0)})
-    result = CliRunner().invoke(cli, ["cv", "--folds", "3", "--cache", str(cache), "--out", str(tmp_path / "r"), "--json"])
+    result = CliRunner().invoke(
+        cli, ["cv", "--folds", "3", "--cache", str(cache), "--out", str(tmp_path / "r"), "--json"]
+    )
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     assert document["models"]["onedcnn"]["accuracy"]["mean"] > 0.8 and document["version"]
@@ -289,7 +306,18 @@ def test_the_config_file_sets_the_head_and_its_optimizer(tmp_path: Path) -> None
     cache = embedding_cache(tmp_path / "c.h5", nets={"onedcnn": (4, 4.0)})
     config = tmp_path / "head.toml"
     config.write_text('[head]\nname = "softmax"\noptimizer = "sgd"\nlr = 0.05\nmax_epochs = 30\n')
-    args = ["cv", "--folds", "3", "--cache", str(cache), "--out", str(tmp_path / "r"), "--config", str(config), "--json"]
+    args = [
+        "cv",
+        "--folds",
+        "3",
+        "--cache",
+        str(cache),
+        "--out",
+        str(tmp_path / "r"),
+        "--config",
+        str(config),
+        "--json",
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
@@ -324,7 +352,9 @@ def test_the_report_speaks_of_nets_seen_in_training_only_when_they_were_fine_tun
 ) -> None:
     folds = (0, 1, 2) if finetune != "none" else ()
     weights = {"onedcnn": ""} if random else None
-    cache = embedding_cache(tmp_path / "c.h5", nets={"onedcnn": (4, 1.0)}, fold_sets=folds, finetune=finetune, weights=weights)
+    cache = embedding_cache(
+        tmp_path / "c.h5", nets={"onedcnn": (4, 1.0)}, fold_sets=folds, finetune=finetune, weights=weights
+    )
     document = run_cv(cache, tmp_path / "r", models="onedcnn").document
     text = " ".join((tmp_path / "r" / "report.md").read_text().split())
     assert document["fine_tuned_nets"] == ([] if finetune == "none" else ["onedcnn"])

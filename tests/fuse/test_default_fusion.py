@@ -55,7 +55,9 @@ def memorising_cache(path: Path, classes: tuple[str, ...], n_per_class: int = 30
         name = f"emb/{TUNED}/fold{k}"
         trained = folds != k
         X = np.where(
-            trained[:, None], means[y] + 0.05 * rng.standard_normal((n, dim)), 0.1 * means[y] + rng.standard_normal((n, dim))
+            trained[:, None],
+            means[y] + 0.05 * rng.standard_normal((n, dim)),
+            0.1 * means[y] + rng.standard_normal((n, dim)),
         )
         config = {"finetune": "full", "protocol": "leakfree"}
         specs.append(FeatureSpec(name, (dim,), "float32", TUNED, "1", config, f"{TUNED}-sha256"))
@@ -94,7 +96,9 @@ def test_the_default_keeps_a_memorising_net_at_its_equal_share_where_a_stack_tru
     fitted = fit(Stack(tuple(Features((name,)) for name in members)), trainings.on(np.flatnonzero(folds != 0), blocks))
     weights = fitted.meta.linear_.weights  # (classes, 3 members x 3 log-probabilities), over standardized columns
     musicnn, msdvgg, tuned = (float(np.linalg.norm(weights[:, 3 * i : 3 * i + 3])) for i in range(3))
-    assert tuned > 2 * max(musicnn, msdvgg), "the meta-head leans on the member whose inner probabilities looked perfect"
+    assert tuned > 2 * max(musicnn, msdvgg), (
+        "the meta-head leans on the member whose inner probabilities looked perfect"
+    )
 
 
 def test_no_threshold_is_chosen_on_in_sample_probabilities(tmp_path: Path) -> None:

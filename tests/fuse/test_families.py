@@ -33,7 +33,9 @@ from mvemo.pipeline.cli.cv import HEAD_NAMES
 from tests.fuse.helpers import embedding_cache
 
 
-def blobs(n: int = 180, d: int = 12, classes: int = 3, signal: float = 1.5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def blobs(
+    n: int = 180, d: int = 12, classes: int = 3, signal: float = 1.5, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     y = np.arange(n) % classes
     centres = rng.standard_normal((classes, d)) * signal
@@ -156,7 +158,9 @@ def test_the_families_chosen_reach_the_report_and_the_saved_model(tmp_path: Path
         y, groups = reader.y, np.asarray(reader.groups)
     head = saved.document["models"]["musicnn"]["model"]["chosen"]["head"]
     alone = make_head(head).fit(inputs["musicnn"], y, groups=groups)
-    np.testing.assert_allclose(saved.predict_proba("musicnn", inputs), alone.predict_proba(inputs["musicnn"]), atol=1e-9)
+    np.testing.assert_allclose(
+        saved.predict_proba("musicnn", inputs), alone.predict_proba(inputs["musicnn"]), atol=1e-9
+    )
 
 
 def test_a_stack_meta_head_stays_logistic_whatever_the_families() -> None:

@@ -24,7 +24,12 @@ def hostile(secret: Path):
 
     def rename(manifest: Manifest) -> Manifest:
         clips = [
-            replace(c, label=names[manifest.classes.index(c.label)], clip_id=CLIP if i == 0 else c.clip_id, tags=(names[i % 3],))
+            replace(
+                c,
+                label=names[manifest.classes.index(c.label)],
+                clip_id=CLIP if i == 0 else c.clip_id,
+                tags=(names[i % 3],),
+            )
             for i, c in enumerate(manifest.clips)
         ]
         return replace(manifest, classes=names, clips=tuple(clips), tags=names)
@@ -63,7 +68,12 @@ def test_a_page_inlines_only_the_figures_the_report_drew(tmp_path: Path) -> None
     outside.write_bytes(b"\x89PNG outside")
     (tmp_path / "lying.png").write_bytes(b"\x89PNG beside, not drawn")
     text = "\n".join(
-        ["![a](drawn.png) ![b](../outside.png) ![c](lying.png)", f"![d]({outside})", "", *md_table(["x", "y"], [["p|q", 1]])]
+        [
+            "![a](drawn.png) ![b](../outside.png) ![c](lying.png)",
+            f"![d]({outside})",
+            "",
+            *md_table(["x", "y"], [["p|q", 1]]),
+        ]
     )
     page = markdown_page(text, tmp_path, "t", ["drawn.png", "../outside.png", str(outside)])
     assert base64.b64encode(b"\x89PNG drawn").decode() in page

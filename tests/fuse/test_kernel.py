@@ -68,7 +68,9 @@ def test_the_selecting_kernel_head_keeps_the_telling_columns_and_equals_svc_over
     columns = selecting.linear_.columns
     assert {0, 1} <= set(columns.tolist()) and selecting.selected_["columns"] == len(columns) <= 8
     assert whole.linear_.columns is None and "columns" not in whole.selected_
-    assert make_head("select-rbf-svm").get_params()["shares"] == SHARES and make_head("rbf-svm").get_params()["shares"] == (1.0,)
+    assert make_head("select-rbf-svm").get_params()["shares"] == SHARES and make_head("rbf-svm").get_params()[
+        "shares"
+    ] == (1.0,)
     assert np.mean(selecting.predict(X[test]) == y[test]) > np.mean(whole.predict(X[test]) == y[test])
     C, gamma, temperature = (selecting.selected_[k] for k in ("C", "gamma", "temperature"))
     mean, scale = standardization(X[train])

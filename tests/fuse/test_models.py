@@ -57,7 +57,9 @@ def test_a_column_constant_up_to_rounding_is_scaled_by_its_level() -> None:
     _, scale = standardization(X)
     assert scale[:2] == pytest.approx(X[:, :2].std(axis=0))
     typical = np.median(X.std(axis=0))
-    assert scale[2] == pytest.approx(max(0.5, typical)), "the near-constant column is scaled by its level, not its noise"
+    assert scale[2] == pytest.approx(max(0.5, typical)), (
+        "the near-constant column is scaled by its level, not its noise"
+    )
     assert standardization(np.zeros((5, 2)))[1] == pytest.approx([1.0, 1.0])
     y = (X[:, 0] > 0).astype(int)
     head = LogisticHead(C=1.0).fit(X, y)
@@ -94,7 +96,9 @@ def test_an_inputs_modality_is_what_its_sets_record_they_read(tmp_path: Path) ->
     from mvemo.fuse.models import modality
 
     nets = {"i3d": (4, 1.0), "c3d": (4, 1.0), "musicnn": (4, 1.0), "made_up": (4, 1.0)}
-    cache = embedding_cache(tmp_path / "c", nets=nets, vectors={"faces": (4, 1.0), "descriptors": (4, 1.0)}, n_per_class=4)
+    cache = embedding_cache(
+        tmp_path / "c", nets=nets, vectors={"faces": (4, 1.0), "descriptors": (4, 1.0)}, n_per_class=4
+    )
     with Cache(cache) as opened:
         read = {name: modality(opened, name) for name in [*nets, "faces", "descriptors"]}
     assert read == {
@@ -107,7 +111,9 @@ def test_an_inputs_modality_is_what_its_sets_record_they_read(tmp_path: Path) ->
     }
     kinds = {net: input_kind(net) for net in NET_NAMES}
     video = {
-        net for net, kind in kinds.items() if any(set_modality(k) == "video" for k in ([kind] if isinstance(kind, str) else kind))
+        net
+        for net, kind in kinds.items()
+        if any(set_modality(k) == "video" for k in ([kind] if isinstance(kind, str) else kind))
     }
     assert video == {"c3d", "i3d", "r3d_18", "r2plus1d_18", "mc3_18"}, "each net's own record of what it reads"
 
@@ -116,7 +122,13 @@ def test_a_named_model_is_found_wherever_models_name_it() -> None:
     """The models whose inputs the cache's complete inputs decide, alone or nested; integrated(a,b) names its own."""
     from mvemo.fuse.models import names_a_named_model
 
-    named = ["integrated", "late(integrated,lldstats)", "a,integrated-audio", "best(encoders,a)", "integrated(a,b),encoders"]
+    named = [
+        "integrated",
+        "late(integrated,lldstats)",
+        "a,integrated-audio",
+        "best(encoders,a)",
+        "integrated(a,b),encoders",
+    ]
     unnamed = ["a", "integrated(a,b)", "encoders2", "late(a,b,weights=trimmed)"]
     assert [names_a_named_model(n) for n in named + unnamed] == [True] * len(named) + [False] * len(unnamed)
 

@@ -106,7 +106,9 @@ def test_repeats_draw_new_folds_and_give_intervals(tmp_path: Path) -> None:
 
 
 def test_repeats_are_refused_for_embeddings_fine_tuned_per_fold(tmp_path: Path) -> None:
-    cache = embedding_cache(tmp_path / "c.h5", nets={"onedcnn": (4, 1.0)}, fold_sets=(0, 1, 2), with_all=False, finetune="full")
+    cache = embedding_cache(
+        tmp_path / "c.h5", nets={"onedcnn": (4, 1.0)}, fold_sets=(0, 1, 2), with_all=False, finetune="full"
+    )
     with pytest.raises(ConfigError, match=r"--repeats 2: emb/onedcnn/fold0.*fine-tuned per fold"):
         cross_validate(cache, repeats=2)
     result = CliRunner().invoke(cli, ["cv", "--cache", str(cache), "--out", str(tmp_path / "r"), "--repeats", "2"])
@@ -128,7 +130,16 @@ def test_oof_csv_has_a_row_per_model_repeat_and_clip(tmp_path: Path) -> None:
     document = run_cv(cache, tmp_path / "r", models="onedcnn,late(onedcnn,i3d)", repeats=2).document
     with (tmp_path / "r" / document["oof_predictions"]).open() as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["model", "repeat", "clip_id", "group", "fold", "true", "predicted", *(f"p_{c}" for c in CLASSES)]
+    assert list(rows[0]) == [
+        "model",
+        "repeat",
+        "clip_id",
+        "group",
+        "fold",
+        "true",
+        "predicted",
+        *(f"p_{c}" for c in CLASSES),
+    ]
     assert len(rows) == 2 * 2 * 36
     for model in ("onedcnn", "late(onedcnn,i3d)"):
         for repeat in ("0", "1"):
@@ -136,7 +147,10 @@ def test_oof_csv_has_a_row_per_model_repeat_and_clip(tmp_path: Path) -> None:
             assert sorted(clips) == sorted(f"c{i}" for i in range(36)), "every clip once per model and repeat"
     for r in rows:
         probabilities = [float(r[f"p_{c}"]) for c in CLASSES]
-        assert sum(probabilities) == pytest.approx(1, abs=1e-5) and r["predicted"] == CLASSES[int(np.argmax(probabilities))]
+        assert (
+            sum(probabilities) == pytest.approx(1, abs=1e-5)
+            and r["predicted"] == CLASSES[int(np.argmax(probabilities))]
+        )
 
 
 def test_a_left_out_clip_is_counted_with_its_reason(tmp_path: Path) -> None:
@@ -236,7 +250,14 @@ def test_a_set_of_tag_probabilities_gives_each_clips_top_tags(tmp_path: Path) ->
     proba = np.tile(np.array([0.1, 0.9, 0.5, 0.2], dtype=np.float32), (12, 1))
     proba[:, 0] += np.arange(12) / 10  # rock rises clip by clip
     spec = FeatureSpec(
-        "emb/musicnn/all", (4,), "float32", "t", "1", {"layer": "taggram"}, "sha", columns=tuple(f"{t} (mean)" for t in tags)
+        "emb/musicnn/all",
+        (4,),
+        "float32",
+        "t",
+        "1",
+        {"layer": "taggram"},
+        "sha",
+        columns=tuple(f"{t} (mean)" for t in tags),
     )
     cache = tmp_path / "c.h5"
     with CacheWriter(cache, Manifest(CLASSES, tuple(clips))) as writer:

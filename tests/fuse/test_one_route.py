@@ -12,7 +12,9 @@ from tests.fuse.test_tagging import tagged
 
 
 def test_a_note_of_the_loop_reaches_the_class_tag_and_value_reports(tmp_path: Path, monkeypatch) -> None:
-    cache = embedding_cache(tmp_path / "cache", nets={"a": (8, 2.0)}, n_per_class=8, retarget=lambda m: valued(tagged(m)))
+    cache = embedding_cache(
+        tmp_path / "cache", nets={"a": (8, 2.0)}, n_per_class=8, retarget=lambda m: valued(tagged(m))
+    )
     run_notes = mvemo.fuse.loop.run_notes
     monkeypatch.setattr(mvemo.fuse.loop, "run_notes", lambda *args: [*run_notes(*args), "a note of the one loop"])
     reports = {

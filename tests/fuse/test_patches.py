@@ -76,7 +76,9 @@ def test_a_cached_patch_input_is_fitted_per_patch_and_saved_as_one_layer(tmp_pat
         X, y, groups = reader.read_matrix("emb/musicnn.patches/all"), reader.y, np.asarray(reader.groups)
     pooling = saved.document["models"]["musicnn.patches"]["model"]["chosen"]["pooling"]
     alone = PatchHead(LogisticHead(), PATCHES, pooling).fit(X, y, groups)
-    np.testing.assert_allclose(saved.predict_proba("musicnn.patches", {"musicnn.patches": X}), alone.predict_proba(X), atol=1e-9)
+    np.testing.assert_allclose(
+        saved.predict_proba("musicnn.patches", {"musicnn.patches": X}), alone.predict_proba(X), atol=1e-9
+    )
 
 
 @pytest.mark.heavy

@@ -74,7 +74,9 @@ def test_a_class_has_one_colour_in_the_confusion_matrix_and_the_timeline(tmp_pat
         np.array([0.0, 15.0, 30.0]), np.array([30.0, 45.0, 60.0]), proba, list(classes), "t", tmp_path / "t.png"
     )
     drawn = {name: pixels_of(timeline, colours[name]) for name in classes}
-    assert drawn["sad"] > drawn["tense"] > drawn["calm"] > 0, "each class stacked in its colour, by its share of the area"
+    assert drawn["sad"] > drawn["tense"] > drawn["calm"] > 0, (
+        "each class stacked in its colour, by its share of the area"
+    )
 
 
 @pytest.mark.parametrize("n_classes", [8, 40, 60])
@@ -106,18 +108,24 @@ def drawn_figure(monkeypatch: pytest.MonkeyPatch, draw: Any) -> tuple[Any, Any]:
     return figure, figure.canvas.get_renderer()
 
 
-def test_a_fused_model_s_long_name_stays_inside_its_confusion_matrix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_a_fused_model_s_long_name_stays_inside_its_confusion_matrix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     classes = ("Exciting", "Fear", "Neutral", "Relaxation", "Sad", "Tension")
     name = "integrated(onedcnn,twodcnn,crnn,c3d,i3d,lldstats,descriptors)"
     matrix = np.eye(6, dtype=int).tolist()
-    figure, renderer = drawn_figure(monkeypatch, lambda: confusion_png(matrix, classes, f"{name}: confusion, 2 folds", tmp_path / "c.png"))  # fmt: skip
+    figure, renderer = drawn_figure(
+        monkeypatch, lambda: confusion_png(matrix, classes, f"{name}: confusion, 2 folds", tmp_path / "c.png")
+    )
     (title,) = figure.texts  # the suptitle
     box = title.get_window_extent(renderer)
     assert figure.bbox.x0 <= box.x0 and box.x1 <= figure.bbox.x1 and box.y1 <= figure.bbox.y1
     assert unwrapped(title.get_text()) == unwrapped(f"{name}: confusion, 2 folds"), "broken into lines, nothing lost"
 
 
-def test_the_models_figure_s_axis_labels_and_names_stay_apart_and_inside(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_the_models_figure_s_axis_labels_and_names_stay_apart_and_inside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from mvemo.fuse.report.plots import comparison_png
 
     names = ["onedcnn", "c3d+onedcnn", "integrated(onedcnn,twodcnn,crnn,c3d,i3d,lldstats,descriptors)"]
@@ -137,7 +145,9 @@ def test_the_models_figure_s_axis_labels_and_names_stay_apart_and_inside(tmp_pat
 def test_wrapped_breaks_after_spaces_and_commas_within_its_width() -> None:
     from mvemo.fuse.report.plots import wrapped
 
-    assert wrapped("integrated(onedcnn,twodcnn,crnn): confusion", 20) == "integrated(onedcnn,\ntwodcnn,crnn):\nconfusion"
+    assert (
+        wrapped("integrated(onedcnn,twodcnn,crnn): confusion", 20) == "integrated(onedcnn,\ntwodcnn,crnn):\nconfusion"
+    )
     assert wrapped("short", 20) == "short"
     assert wrapped("averyveryverylongword and more", 8) == "averyveryverylongword\nand more", (
         "a long piece keeps a line of its own"

@@ -158,7 +158,13 @@ def test_stacking_and_inner_weights_are_refused_before_fitting(node, message: st
 
 @pytest.mark.parametrize("scale", ["least-squares", "ratings"])
 @pytest.mark.parametrize(
-    "node", [GOOD, Late((GOOD, Features(("good", "noise")))), choice_among_fusions((GOOD, NOISE)), Late((GOOD, NOISE), "trimmed")]
+    "node",
+    [
+        GOOD,
+        Late((GOOD, Features(("good", "noise")))),
+        choice_among_fusions((GOOD, NOISE)),
+        Late((GOOD, NOISE), "trimmed"),
+    ],
 )
 def test_the_parts_reproduce_the_predictions(node, scale: str) -> None:
     blocks, values, groups = value_blocks()
@@ -194,7 +200,9 @@ def test_kernel_parts_of_the_dimensions_the_inner_folds_gave_kernel_ridge_reprod
     direct = np.stack([head.predict(new["good"]) for head in heads], axis=1)
     if scale == "ratings":
         direct = direct * fitted.scale + fitted.shift
-    assert predict_parts(fitted.parts(), new) == pytest.approx(direct, abs=1e-10), "the parts are the heads' predictions"
+    assert predict_parts(fitted.parts(), new) == pytest.approx(direct, abs=1e-10), (
+        "the parts are the heads' predictions"
+    )
     assert r2_score(values[:, 0], fitted.inner_pred[:, 0]) > 0.8
 
 
@@ -214,9 +222,14 @@ def test_a_trimmed_late_fusion_of_values_drops_the_member_clearly_worse_unless_i
     assert "dropped noise (" in fitted.describe()
     assert fitted.predict(blocks) == pytest.approx(np.mean([m.predict(blocks) for m in fitted.members], axis=0))
     tuned = fit_values(
-        trimmed, blocks, values, groups=groups, strata=np.zeros(len(values), dtype=int),
-        selection=SelectionConfig(value_scale="least-squares"), in_sample=frozenset({"noise"}),
-    )  # fmt: skip
+        trimmed,
+        blocks,
+        values,
+        groups=groups,
+        strata=np.zeros(len(values), dtype=int),
+        selection=SelectionConfig(value_scale="least-squares"),
+        in_sample=frozenset({"noise"}),
+    )
     assert len(tuned.members) == 3, "an input of a net fine-tuned on these rows is kept, never judged"
 
 
@@ -275,6 +288,10 @@ def test_a_model_over_a_net_fine_tuned_on_its_rows_keeps_its_predictions() -> No
     node = Late(tuple(Features((name,)) for name in blocks))
     selection = SelectionConfig(value_scale="ratings")
     strata = np.zeros(len(values), dtype=int)
-    tuned = fit_values(node, blocks, values, groups=groups, strata=strata, selection=selection, in_sample=frozenset({"v1"}))
+    tuned = fit_values(
+        node, blocks, values, groups=groups, strata=strata, selection=selection, in_sample=frozenset({"v1"})
+    )
     assert "ratings_scale" not in tuned.choices()
-    assert "ratings_scale" in fit_values(node, blocks, values, groups=groups, strata=strata, selection=selection).choices()
+    assert (
+        "ratings_scale" in fit_values(node, blocks, values, groups=groups, strata=strata, selection=selection).choices()
+    )

@@ -49,7 +49,8 @@ def test_a_half_computed_input_leaves_the_defaults_and_no_row_scores_zero_clips(
     document = run_cv(cache, tmp_path / "r").document
     assert "msdvgg" not in document["models"]
     assert any(
-        note.startswith("msdvgg: left out of the default models") and "--nets msdvgg" in note for note in document["notes"]
+        note.startswith("msdvgg: left out of the default models") and "--nets msdvgg" in note
+        for note in document["notes"]
     )
     # i3d failed on every clip: named, its models are reported as not scored, with no figure
     named = run_cv(cache, tmp_path / "n", models="musicnn,msdvgg,i3d,i3d+musicnn").document
@@ -94,7 +95,9 @@ def test_figures_cover_every_repeat_and_say_how_they_are_pooled(tmp_path: Path) 
     )
     pooled = musicnn["accuracy_pooled"]
     assert len(pooled["per_repeat"]) == 3 and pooled["mean"] == pytest.approx(np.mean(pooled["per_repeat"]))
-    assert 0 <= musicnn["accuracy"]["interval"][0] <= musicnn["accuracy"]["interval"][1] <= 1, "an accuracy stays in 0-100 %"
+    assert 0 <= musicnn["accuracy"]["interval"][0] <= musicnn["accuracy"]["interval"][1] <= 1, (
+        "an accuracy stays in 0-100 %"
+    )
     assert "(all 3 repeats pooled, each clip counted once per repeat" in report
     assert "## Chosen on inner folds (repeat 0 of 3; report.json holds every repeat's)" in report
     assert "Members chosen in the 9 folds of every repeat:" in report
@@ -115,7 +118,9 @@ def test_the_reference_is_named_not_picked_by_its_score(tmp_path: Path) -> None:
 
 
 def test_inner_and_outer_accuracy_of_per_fold_fine_tuned_inputs(tmp_path: Path) -> None:
-    cache = embedding_cache(tmp_path / "c", nets={"musicnn": (6, 1.0)}, fold_sets=(0, 1, 2), finetune="full", n_per_class=16)
+    cache = embedding_cache(
+        tmp_path / "c", nets={"musicnn": (6, 1.0)}, fold_sets=(0, 1, 2), finetune="full", n_per_class=16
+    )
     document = run_cv(cache, tmp_path / "r").document
     assert document["fine_tuned_models"] == ["musicnn"]
     inner = document["models"]["musicnn"]["inner_accuracy"]
@@ -126,14 +131,18 @@ def test_inner_and_outer_accuracy_of_per_fold_fine_tuned_inputs(tmp_path: Path) 
     assert re.search(r"\| musicnn \| yes \| [\d.]+ \| [\d.]+ \| [+-][\d.]+ \|", report)
     untuned = embedding_cache(tmp_path / "u", nets={"musicnn": (6, 1.0)}, n_per_class=16)
     run_cv(untuned, tmp_path / "ru")
-    assert re.search(r"\| musicnn \| no \| [\d.]+ \| [\d.]+ \| [+-][\d.]+ \|", (tmp_path / "ru" / "report.md").read_text())
+    assert re.search(
+        r"\| musicnn \| no \| [\d.]+ \| [\d.]+ \| [+-][\d.]+ \|", (tmp_path / "ru" / "report.md").read_text()
+    )
 
 
 def test_no_model_with_a_clip_to_score_is_an_input_error(tmp_path: Path) -> None:
     cache = embedding_cache(
         tmp_path / "c", nets={"musicnn": (4, 1.0), "i3d": (4, 1.0)}, n_per_class=8, failed_sets=("emb/i3d/all",)
     )
-    with pytest.raises(CacheError, match=r"no clip holds every input of any model of \['i3d'\] \(clip 'c0': emb/i3d/all failed"):
+    with pytest.raises(
+        CacheError, match=r"no clip holds every input of any model of \['i3d'\] \(clip 'c0': emb/i3d/all failed"
+    ):
         cross_validate(cache, models="i3d")
     result = CliRunner().invoke(
         cli, ["cv", "--cache", str(cache), "--out", str(tmp_path / "r"), "--models", "i3d"], prog_name="mvemo-cv"
@@ -154,6 +163,8 @@ def test_models_whose_names_slug_alike_each_get_a_confusion_matrix_of_their_own(
 
 
 def test_value_models_whose_names_slug_alike_each_get_a_scatter_plot_of_their_own(tmp_path: Path) -> None:
-    cache = embedding_cache(tmp_path / "c", nets={}, vectors={"a": (4, 1.0), "b": (4, 0.5), "a_b": (4, 2.0)}, retarget=valued)
+    cache = embedding_cache(
+        tmp_path / "c", nets={}, vectors={"a": (4, 1.0), "b": (4, 0.5), "a_b": (4, 2.0)}, retarget=valued
+    )
     figures = values_document(cross_validate_values(cache, names=("valence",), models="a_b,a+b"))["figures"]
     assert len(set(figures.values())) == 2, figures

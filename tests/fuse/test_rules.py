@@ -41,7 +41,12 @@ def test_paired_differences_skip_folds_without_a_score() -> None:
 def study(folds: dict[str, list[float]]) -> dict:
     """A study of classes with one repeat of these fold scores per rule."""
     scores = {rule: {"f1_macro": [s]} for rule, s in folds.items()}
-    return {"target": "label", "folds": len(next(iter(folds.values()))), "rules": dict.fromkeys(folds), "fold_scores": scores}
+    return {
+        "target": "label",
+        "folds": len(next(iter(folds.values()))),
+        "rules": dict.fromkeys(folds),
+        "fold_scores": scores,
+    }
 
 
 def test_a_rule_replaces_the_default_only_when_clearly_better_somewhere_and_worse_nowhere() -> None:
@@ -81,7 +86,9 @@ def test_each_value_is_a_set_of_its_own_and_a_rule_values_cannot_fit_replaces_no
     assert not steps["trimmed"]["replaces"], "better on valence, worse on arousal by more than 0.005"
     assert steps["choice"]["replaces"] and decision["default"] == "choice"
     assert not steps["stack"]["replaces"] and steps["stack"]["cannot_fit"] == ["musemo valence", "musemo arousal"]
-    assert "| stack | choice | " in decision_table(decision) and "cannot fit | cannot fit | no |" in decision_table(decision)
+    assert "| stack | choice | " in decision_table(decision) and "cannot fit | cannot fit | no |" in decision_table(
+        decision
+    )
 
 
 def write_study(path: Path, document: dict) -> str:
@@ -132,18 +139,24 @@ def check_paired(row: dict, mine: list, theirs: list, what: str) -> None:
 @pytest.mark.heavy
 def test_the_study_runs_every_rule_and_decides_from_its_files(tmp_path: Path) -> None:
     inputs = ["musicnn", "msdvgg", "i3d"]
-    cache = embedding_cache(tmp_path / "c", nets={"musicnn": (8, 0.8), "msdvgg": (8, 0.5), "i3d": (8, 0.6)}, n_per_class=12)
+    cache = embedding_cache(
+        tmp_path / "c", nets={"musicnn": (8, 0.8), "msdvgg": (8, 0.5), "i3d": (8, 0.6)}, n_per_class=12
+    )
     with Cache(cache) as reader:
         document = compare_rules(reader, repeats=2)
     assert document["inputs"] == inputs and document["repeats"] == 2
     rows, scores, models = document["rules"], document["fold_scores"], rule_models(inputs, ["i3d"])
-    assert list(rows) == list(scores) == list(models) == [*RULES, *inputs], "every rule of the protocol, then each input"
+    assert list(rows) == list(scores) == list(models) == [*RULES, *inputs], (
+        "every rule of the protocol, then each input"
+    )
     best = document["best_input"]["f1_macro"]
     assert best == max(inputs, key=lambda name: rows[name]["f1_macro"])
     for name, row in rows.items():
         folds = scores[name]["f1_macro"]
         assert row["model"] == models[name].expr and 0 <= row["f1_macro"] <= 1
-        assert len(folds) == 2 and all(len(repeat) == document["folds"] for repeat in folds), "a score per fold per repeat"
+        assert len(folds) == 2 and all(len(repeat) == document["folds"] for repeat in folds), (
+            "a score per fold per repeat"
+        )
         check_paired(row["vs_late"]["f1_macro"], folds, scores["late"]["f1_macro"], f"{name} against late")
         check_paired(row["vs_best_input"]["f1_macro"], folds, scores[best]["f1_macro"], f"{name} against {best}")
     assert any(rows[name]["vs_late"]["f1_macro"]["mean"] != 0 for name in rows), "differences that are not all zero"
@@ -160,7 +173,9 @@ def test_the_study_runs_every_rule_and_decides_from_its_files(tmp_path: Path) ->
         assert per_set["set"] == "study", "the set is named by its file"
         check_paired(per_set, written[step["rule"]]["f1_macro"], written[step["against"]]["f1_macro"], step["rule"])
     late = written["late"]["f1_macro"]
-    edited = {rule: {"f1_macro": late} for rule in RULES} | {"trimmed": {"f1_macro": [[x + 0.1 for x in r] for r in late]}}
+    edited = {rule: {"f1_macro": late} for rule in RULES} | {
+        "trimmed": {"f1_macro": [[x + 0.1 for x in r] for r in late]}
+    }
     changed = write_study(tmp_path / "changed" / "study.json", json.loads(out.read_text()) | {"fold_scores": edited})
     decided = runner.invoke(cli, ["study", "decide", changed, "--json"])
     assert decided.exit_code == 0, decided.output
@@ -172,7 +187,9 @@ def test_a_study_of_values_scores_each_values_ccc_fold_by_fold(tmp_path: Path) -
     cache = embedding_cache(tmp_path / "c", nets={"a": (8, 2.0), "b": (8, 0.3)}, n_per_class=12, retarget=valued)
     with Cache(cache) as reader:
         document = compare_rules(reader, target="values", repeats=2)
-    assert document["measures"] == ["ccc_valence", "ccc_arousal"] and list(document["best_input"]) == document["measures"]
+    assert (
+        document["measures"] == ["ccc_valence", "ccc_arousal"] and list(document["best_input"]) == document["measures"]
+    )
     assert list(document["rules"]) == [r for r in RULES if r not in CLASSIFICATION_ONLY] + ["a", "b"]
     assert document["best_input"]["ccc_valence"] == "a", "the net that carries the values"
     scores = document["fold_scores"]
@@ -187,7 +204,19 @@ def test_a_study_of_values_scores_each_values_ccc_fold_by_fold(tmp_path: Path) -
 
     config, out = tmp_path / "kernel.toml", tmp_path / "kernel.json"
     config.write_text('[fuse]\nvalue_heads = ["kernel-ridge"]\n')
-    command = ["study", "fusion", str(cache), "--target", "values", "--repeats", "1", "--config", str(config), "--out", str(out)]
+    command = [
+        "study",
+        "fusion",
+        str(cache),
+        "--target",
+        "values",
+        "--repeats",
+        "1",
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+    ]
     assert CliRunner().invoke(cli, command).exit_code == 0
     kernel = json.loads(out.read_text())
     assert kernel["selection"]["value_heads"] == ["kernel-ridge"], "the study records how it chose"

@@ -85,13 +85,19 @@ def test_a_value_model_asked_for_another_head_records_the_ridge_heads_it_ran(cac
 @pytest.mark.parametrize(
     "target, damage, message",
     [
-        ("tags", lambda doc: doc["models"]["a"]["model"]["per_tag"][0].update(threshold=1.5), r"threshold is not in \[0, 1\]"),
+        (
+            "tags",
+            lambda doc: doc["models"]["a"]["model"]["per_tag"][0].update(threshold=1.5),
+            r"threshold is not in \[0, 1\]",
+        ),
         ("tags", lambda doc: doc.update(tags=["low"]), r"per_tag is not one entry per tag \['low'\]"),
         ("valence,arousal", lambda doc: doc.update(scale=[1, 1]), r"scale is not \[low, high\]"),
         ("valence,arousal", lambda doc: doc.update(values=["valence"], target="valence"), r"not a\s+finite map"),
     ],
 )
-def test_a_damaged_saved_model_is_refused_naming_the_problem(cache: Path, tmp_path: Path, target, damage, message) -> None:
+def test_a_damaged_saved_model_is_refused_naming_the_problem(
+    cache: Path, tmp_path: Path, target, damage, message
+) -> None:
     folder = saved(cache, tmp_path / "m", target)
     document = json.loads((folder / "model.json").read_text())
     damage(document)
@@ -138,8 +144,14 @@ def test_a_value_model_of_linear_and_kernel_parts_reads_back_as_it_predicted() -
     good = rng.standard_normal((90, 3))
     values = np.stack([np.sin(2 * good[:, 0]) + good[:, 0] ** 2, good[:, 1]], axis=1)
     both = SelectionConfig(value_heads=("ridge", "kernel-ridge"))
-    fitted = fit_values(Features(("good",)), {"good": good}, values, groups=[f"g{i}" for i in range(90)],
-                        strata=np.zeros(90, dtype=int), selection=both)  # fmt: skip
+    fitted = fit_values(
+        Features(("good",)),
+        {"good": good},
+        values,
+        groups=[f"g{i}" for i in range(90)],
+        strata=np.zeros(90, dtype=int),
+        selection=both,
+    )
     heads: dict = {}
     record = values_record(FittedValueParts(fitted.parts(), fitted.choices()), heads)
     assert [type(head).__name__ for head in heads.values()] == ["LinearValues", "KernelValues"]

@@ -51,7 +51,9 @@ def test_the_path_gives_the_out_of_fold_probabilities_of_plain_fits_at_the_chose
     assert best == int(np.argmax(scores)) and len(scores) >= best + 1
     plain = np.zeros_like(proba)
     for train, val in splits:
-        model = LogisticRegression(C=(1e-3, 1e-2, 1e-1, 1.0, 10.0)[best], tol=1e-6, max_iter=1000).fit(Z[train], y[train])
+        model = LogisticRegression(C=(1e-3, 1e-2, 1e-1, 1.0, 10.0)[best], tol=1e-6, max_iter=1000).fit(
+            Z[train], y[train]
+        )
         plain[val] = model.predict_proba(Z[val])
     np.testing.assert_allclose(proba, plain, atol=1e-3)
     assert scores[best] == pytest.approx(inner_score(y, plain, "log_loss"), abs=1e-3)

@@ -40,7 +40,9 @@ def test_tags_carried_by_the_embeddings_are_recovered_and_a_random_one_is_not(tm
     assert all(abs(noise[t]["roc_auc"]["mean"] - 0.5) < 0.2 for t in TAGS), "an input carrying nothing: chance"
     assert result.metrics["a"]["lrap"]["mean"] > result.metrics["b"]["lrap"]["mean"]
     assert result.metrics["a"]["repeats"] == 2
-    assert len(result.repeat_folds) == 2 and not np.array_equal(*result.repeat_folds), "every tag on each repeat's split"
+    assert len(result.repeat_folds) == 2 and not np.array_equal(*result.repeat_folds), (
+        "every tag on each repeat's split"
+    )
     predictions = result.repeats[1]["a"]
     assert np.array_equal(predictions.folds, result.repeat_folds[1][predictions.rows])
 
@@ -53,7 +55,9 @@ def test_tag_metrics_against_hand_computed_values() -> None:
     assert metrics["per_tag"]["x"]["f1"] == pytest.approx(0.8)  # 2 right calls, 1 false
     assert metrics["per_tag"]["z"]["roc_auc"] == 0.75  # 0.4 < 0.5 ranked wrong
     assert metrics["per_tag"]["z"]["f1"] == pytest.approx(0.5)  # 1 right, 1 false, 1 missed
-    assert metrics["lrap"] == pytest.approx((1 + 0.5 + 1) / 3), "row 1's tag ranks second; the untagged row 3 is left out"
+    assert metrics["lrap"] == pytest.approx((1 + 0.5 + 1) / 3), (
+        "row 1's tag ranks second; the untagged row 3 is left out"
+    )
 
 
 def test_best_f1_threshold_is_a_score_of_the_rows() -> None:
@@ -123,7 +127,9 @@ def test_a_head_that_chooses_nothing_still_gets_its_threshold_from_inner_folds(t
     predictions = result.repeats[0]["a"]
     gentle = result.tags.index("gentle")
     thresholds = {fold: predictions.thresholds[predictions.folds == fold, gentle] for fold in range(3)}
-    assert all(len(set(t)) == 1 and t[0] != 0.5 for t in thresholds.values()), "one threshold a fold, from its inner folds"
+    assert all(len(set(t)) == 1 and t[0] != 0.5 for t in thresholds.values()), (
+        "one threshold a fold, from its inner folds"
+    )
 
 
 @pytest.mark.parametrize("target", ["tags", "valence,arousal"])

@@ -148,7 +148,9 @@ def test_stage_two_fine_tunes_a_cut_input_only_with_the_layers_above_it(tmp_path
         patches={"musicnn.upper": 10},
         layers={"musicnn.upper": "pooled"},
     )
-    with pytest.raises(ConfigError, match=r"musicnn\.upper holds a music encoder's activations at a cut.*--weights-dir"):
+    with pytest.raises(
+        ConfigError, match=r"musicnn\.upper holds a music encoder's activations at a cut.*--weights-dir"
+    ):
         cross_validate(cache, models="musicnn.upper")
     layers, _, _ = synthetic_cut(pooled=SMALL, hidden=8)
     result = cross_validate(cache, models="musicnn.upper", upper={"musicnn.upper": layers})
@@ -156,7 +158,9 @@ def test_stage_two_fine_tunes_a_cut_input_only_with_the_layers_above_it(tmp_path
     assert len(choices) == 3 and all(set(c) == {"lr", "weight_decay", "dropout", "epochs"} for c in choices)
 
 
-def test_a_cut_stays_in_the_cache_and_is_read_a_batch_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_cut_stays_in_the_cache_and_is_read_a_batch_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A cut's activations (0.5 MB a clip) are never read whole, in the CV nor for the final model: stage two reads
     them a batch at a time, and its choices follow ``[fuse] upper_*``."""
     from mvemo.cache.read import Cache
@@ -220,7 +224,11 @@ def test_a_cut_stays_in_the_cache_and_is_read_a_batch_at_a_time(tmp_path: Path, 
     [
         ("upper_max_epochs", 0, "upper_max_epochs = 0: expected an integer >= 1"),
         ("upper_lr_grid", [0.0], r"upper_lr_grid = \[0.0\]: expected a non-empty list of numbers > 0"),
-        ("upper_weight_decay_grid", [-1.0], r"upper_weight_decay_grid = \[-1.0\]: expected a non-empty list of numbers >= 0"),
+        (
+            "upper_weight_decay_grid",
+            [-1.0],
+            r"upper_weight_decay_grid = \[-1.0\]: expected a non-empty list of numbers >= 0",
+        ),
     ],
 )
 def test_the_upper_recipe_of_the_fuse_table_is_checked(key: str, value: Any, message: str) -> None:

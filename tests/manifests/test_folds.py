@@ -32,7 +32,9 @@ def make_manifest(group_sizes_per_class: list[list[int]]) -> Manifest:
     return Manifest(classes, tuple(clips))
 
 
-group_layouts = st.lists(st.lists(st.integers(min_value=1, max_value=4), min_size=6, max_size=12), min_size=2, max_size=5)
+group_layouts = st.lists(
+    st.lists(st.integers(min_value=1, max_value=4), min_size=6, max_size=12), min_size=2, max_size=5
+)
 
 
 @pytest.mark.heavy
@@ -72,7 +74,8 @@ def test_k_larger_than_the_groups_of_the_smallest_class_is_refused() -> None:
 
 def test_group_by_an_extra_column() -> None:
     clips = tuple(
-        Clip(f"c{i}", f"class{i % 2}", video=MEDIA, group=f"ignored{i}", extra={"artist": f"a{i // 4}"}) for i in range(24)
+        Clip(f"c{i}", f"class{i % 2}", video=MEDIA, group=f"ignored{i}", extra={"artist": f"a{i // 4}"})
+        for i in range(24)
     )
     split = assign_folds(Manifest(("class0", "class1"), clips), k=3, seed=0, group_by="artist")
     artist_folds: dict[str, set[int]] = {}
@@ -105,7 +108,10 @@ def test_the_inner_split_keeps_groups_whole_and_every_class_on_both_sides() -> N
 
 
 def test_the_inner_split_needs_two_groups_of_every_class() -> None:
-    assert [len(part) for part in inner_split(np.array([0, 1, 0, 1]), ["a", "a", "b", "b"], share=0.2, seed=0)] == [2, 2]
+    assert [len(part) for part in inner_split(np.array([0, 1, 0, 1]), ["a", "a", "b", "b"], share=0.2, seed=0)] == [
+        2,
+        2,
+    ]
     with pytest.raises(ConfigError, match="4 rows: class 0 has 1 group"):
         inner_split(np.array([0, 1, 0, 1]), ["a"] * 4, share=0.2, seed=0)
     with pytest.raises(ConfigError, match="class 2 has 1 group"):
@@ -164,7 +170,9 @@ def test_new_clips_keep_the_class_balance_close() -> None:
 
 def test_a_manifest_with_some_folds_missing_names_the_command_that_folds_them_in() -> None:
     old = assign_folds(make_manifest([[1] * 6, [1] * 6]), k=3, seed=0)
-    with pytest.raises(ManifestError, match=r"column 'fold' is empty .* `mvemo manifest folds MANIFEST`: .* moves no other"):
+    with pytest.raises(
+        ManifestError, match=r"column 'fold' is empty .* `mvemo manifest folds MANIFEST`: .* moves no other"
+    ):
         Manifest(old.classes, (*old.clips, Clip("new", old.classes[0], video=MEDIA)))
 
 

@@ -13,7 +13,12 @@ from tests.conftest import faststart, tiny_audio, tiny_frames, write_song_with_c
 
 def test_probe_reports_stream_facts(tmp_path: Path) -> None:
     path = write_media(
-        tmp_path / "v.mp4", frames=tiny_frames(n=20), fps=25, y=tiny_audio(1.0, sr=22050, channels=1), sr=22050, rotation_deg=90
+        tmp_path / "v.mp4",
+        frames=tiny_frames(n=20),
+        fps=25,
+        y=tiny_audio(1.0, sr=22050, channels=1),
+        sr=22050,
+        rotation_deg=90,
     )
     info = probe_file(path)
     assert not info.error

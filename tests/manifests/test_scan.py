@@ -61,7 +61,9 @@ def test_scan_written_anywhere_reads_back_the_same_files(tree: Path, tmp_path: P
         where.parent.mkdir(parents=True, exist_ok=True)
         write_manifest(manifest, where)
         again = read_manifest(where)
-        assert [(c.video, c.audio, c.group) for c in again.clips] == [(c.video, c.audio, c.group) for c in manifest.clips]
+        assert [(c.video, c.audio, c.group) for c in again.clips] == [
+            (c.video, c.audio, c.group) for c in manifest.clips
+        ]
         assert "/" + tmp_path.name + "/" not in where.read_text(encoding="utf-8")
 
 

@@ -88,7 +88,10 @@ BAD_CSV = [
         r"row 1 \(clip 'x'\): column 'video' file .*missing\.mp4.* does not exist",
     ),
     ("clip_id,label,video,audio\nx,Happy,c.mp4,\n", r"row 1 \(clip 'x'\): column 'label' value 'Happy' is not a class"),
-    ("clip_id,label,video,audio\nx,Sad,c.mp4,\nx,Fear,d.mp4,\n", r"row 2 \(clip 'x'\): column 'clip_id' value 'x' repeats row 1"),
+    (
+        "clip_id,label,video,audio\nx,Sad,c.mp4,\nx,Fear,d.mp4,\n",
+        r"row 2 \(clip 'x'\): column 'clip_id' value 'x' repeats row 1",
+    ),
     ("clip_id,label,video,audio\nx,Sad,,\n", r"row 1 \(clip 'x'\): columns 'video' and 'audio' are both empty"),
     (
         "clip_id,label,video,audio,fold\nx,Sad,c.mp4,,zero\n",

@@ -63,7 +63,10 @@ def write_csv(tmp_path: Path, body: str) -> Path:
     [
         ('# tags: ["calm"]\nclip_id,audio,tags\na,a.wav,calm\nb,b.wav,calm;angry\n', r"clip 'b'.*'angry' is not a tag"),
         ("# scale: [1, 9]\nclip_id,audio,valence\na,a.wav,5\nb,b.wav,nan\n", r"clip 'b'.*'nan' is not a finite number"),
-        ("# scale: [1, 9]\nclip_id,audio,valence\na,a.wav,5\nb,b.wav,\n", r"clip 'b'.*'valence' is empty while 1 other"),
+        (
+            "# scale: [1, 9]\nclip_id,audio,valence\na,a.wav,5\nb,b.wav,\n",
+            r"clip 'b'.*'valence' is empty while 1 other",
+        ),
         ("# scale: [1, 9]\nclip_id,audio,arousal\na,a.wav,5\nb,b.wav,12\n", r"clip 'b'.*outside the scale"),
         ("clip_id,audio,valence\na,a.wav,5\nb,b.wav,4\n", r"states no scale.*# scale: \[1, 9\]"),
         ("clip_id,audio,group\na,a.wav,x\n", r"no target column"),
@@ -88,7 +91,9 @@ def test_labelled_scan_matches_ids_or_stems_and_validates(tmp_path: Path) -> Non
     for name in ("sub/one.wav", "two.mp3"):
         (root / name).write_bytes(b"x")
     labels = tmp_path / "labels.csv"
-    labels.write_text('# tags: ["calm", "sad"]\nsong,tags,valence,arousal\none,sad,2,3\ntwo.mp3,calm,7,2.5\nthree,sad,1,1\n')
+    labels.write_text(
+        '# tags: ["calm", "sad"]\nsong,tags,valence,arousal\none,sad,2,3\ntwo.mp3,calm,7,2.5\nthree,sad,1,1\n'
+    )
     manifest = scan_labelled(root, labels, key="song", scale=(1, 9))
     assert manifest.clip_ids == ["sub/one.wav", "two.mp3"]
     assert [c.tags for c in manifest.clips] == [("sad",), ("calm",)]
@@ -121,7 +126,10 @@ def test_folds_of_tagged_and_valued_manifests_keep_groups_and_spread_strata(tmp_
     assert (table[:, table.sum(axis=0) >= 6] > 0).all(), "every frequent enough rarest-tag stratum in every fold"
     valued = Manifest(
         (),
-        tuple(Clip(c.clip_id, "", audio=c.audio, group=c.group, valence=c.valence, arousal=c.arousal) for c in manifest.clips),
+        tuple(
+            Clip(c.clip_id, "", audio=c.audio, group=c.group, valence=c.valence, arousal=c.arousal)
+            for c in manifest.clips
+        ),
         scale=(1.0, 9.0),
     )
     table = fold_table(assign_folds(valued, k=3, seed=0))
@@ -158,7 +166,10 @@ def test_annotations_round_trip_and_give_a_window_its_mean(tmp_path: Path) -> No
         ("time_s,valence,arousal\n1,2,3\n0,2,3\n", r"times go back at row 2"),
         ("time_s,valence,arousal\n0,2,3\n1,2,30\n", r"row 2: a value lies outside the scale"),
         ("time_s,valence,arousal\n", r"no row"),
-        ("time_s,valence,arousal\n0,2,3 \xe9t\xe9\n".encode("latin-1"), r"is not UTF-8 text \(invalid continuation byte"),
+        (
+            "time_s,valence,arousal\n0,2,3 \xe9t\xe9\n".encode("latin-1"),
+            r"is not UTF-8 text \(invalid continuation byte",
+        ),
         ("time_s,valence,arousal\n0," + "2" * 200_000 + ",3\n", r"not a CSV table \(field larger than field limit"),
     ],
 )

@@ -16,7 +16,9 @@ def echo(argv: list[str]) -> int:
     accept_signals()
     umask = os.umask(0)
     try:  # a client may send its Ctrl-C as soon as it reads the process id, before this print returns
-        print(f"argv={argv} cwd={os.getcwd()} echo={os.environ.get('ECHO')} umask={umask:o} pid={os.getpid()}", flush=True)
+        print(
+            f"argv={argv} cwd={os.getcwd()} echo={os.environ.get('ECHO')} umask={umask:o} pid={os.getpid()}", flush=True
+        )
         print("on stderr", file=sys.stderr)
         if argv[1:2] == ["sleep"]:
             time.sleep(60)

@@ -48,11 +48,15 @@ def test_memory_bench_measures_stage_two_in_a_process_of_its_own(tmp_path: Path)
     assert fuse["clips"] == 120 and fuse["input_gb"] == pytest.approx(120 * 10 * 13346 * 4 / 1e9, abs=0.01)
     for run in (cv, fuse):
         assert run["peak_rss_mb_tenth_of_the_clips"] > 50 and run["peak_rss_mb"] < run["goal_peak_mb"]
-        assert run["peak_ratio_10x_clips"] == pytest.approx(run["peak_rss_mb"] / run["peak_rss_mb_tenth_of_the_clips"], abs=0.01)
+        assert run["peak_ratio_10x_clips"] == pytest.approx(
+            run["peak_rss_mb"] / run["peak_rss_mb_tenth_of_the_clips"], abs=0.01
+        )
 
 
 @pytest.mark.heavy
-def test_the_stage_one_bench_times_each_worker_count_in_steady_state_and_says_where_the_time_went(tmp_path: Path) -> None:
+def test_the_stage_one_bench_times_each_worker_count_in_steady_state_and_says_where_the_time_went(
+    tmp_path: Path,
+) -> None:
     from mvemo.pipeline.bench.stage_one import bench_stage_one, table
 
     document = bench_stage_one(
@@ -106,12 +110,17 @@ def test_the_predict_bench_times_one_song_and_nine_alone_and_served(
     assert figures["songs"] == "9 generated 30-s songs"
     for how in ("alone", "served"):
         first, nine, each = (
-            figures[f"{how}: {key}"] for key in ("first song s (T1)", "nine songs s (T9)", "each further song s ((T9 - T1) / 8)")
+            figures[f"{how}: {key}"]
+            for key in ("first song s (T1)", "nine songs s (T9)", "each further song s ((T9 - T1) / 8)")
         )
         assert first > 0 and nine > 0
-        assert each == pytest.approx((nine - first) / 8, abs=0.001), "the nine songs' run less the one's, per further song"
+        assert each == pytest.approx((nine - first) / 8, abs=0.001), (
+            "the nine songs' run less the one's, per further song"
+        )
         ratio = figures[f"{how}: first over each further (goal <= 2)"]
-        assert ratio is None if nine <= first else ratio == pytest.approx(first / ((nine - first) / 8), rel=0.01, abs=0.01)
+        assert (
+            ratio is None if nine <= first else ratio == pytest.approx(first / ((nine - first) / 8), rel=0.01, abs=0.01)
+        )
     assert figures["served: first song s (T1)"] < figures["alone: first song s (T1)"], "no imports, the model loaded"
     monkeypatch.setenv("MVEMO_WEIGHTS", str(tmp_path / "none"))
     monkeypatch.setenv("HOME", str(tmp_path))
@@ -145,7 +154,9 @@ def test_the_catalogue_bench_times_stage_one_and_predict_over_the_same_clips(
             (tmp_path / "data" / name).mkdir(parents=True, exist_ok=True)
             (tmp_path / "data" / name / f"{i}.wav").write_bytes(b"")
     taken = catalogue.first_clips(tmp_path / "data", tmp_path / "media", 3)
-    assert [clip.clip_id for clip in taken.clips] == ["a/0.wav", "a/1.wav", "b/0.wav"] and {c.fold for c in taken.clips} == {0, 1}
+    assert [clip.clip_id for clip in taken.clips] == ["a/0.wav", "a/1.wav", "b/0.wav"] and {
+        c.fold for c in taken.clips
+    } == {0, 1}
 
     monkeypatch.setenv("MVEMO_WEIGHTS", str(tmp_path / "none"))
     monkeypatch.setenv("HOME", str(tmp_path))
@@ -173,4 +184,6 @@ def test_the_pages_bench_says_what_it_lacks_without_a_browser(monkeypatch: pytes
     from mvemo.pipeline.bench import pages
 
     monkeypatch.setattr(pages.shutil, "which", lambda name: None)
-    assert pages.bench_pages() == {"skipped": "no Chromium: apt-get install chromium chromium-driver (.ci/run installs them)"}
+    assert pages.bench_pages() == {
+        "skipped": "no Chromium: apt-get install chromium chromium-driver (.ci/run installs them)"
+    }

@@ -159,4 +159,7 @@ def test_recompute_takes_a_comma_list_and_refuses_a_set_the_run_does_not_write(t
     assert recomputed_sets("frames", ("frames112",), ("c3d",)) == ("frames112",), "c3d's run writes one of the two"
     assert recomputed_sets(["emb/musicnn.max/all"], ("logmel",), ("musicnn.max",)) == ("emb/musicnn.max/all",)
     unknown = run("extract", manifest, "--cache", cache, "--features", "mel", "--recompute", "lld")
-    assert unknown.exit_code == 2 and "--recompute lld: this run writes no set of that name; it writes mel" in unknown.output
+    assert (
+        unknown.exit_code == 2
+        and "--recompute lld: this run writes no set of that name; it writes mel" in unknown.output
+    )

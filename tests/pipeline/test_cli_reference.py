@@ -47,9 +47,14 @@ def test_the_reference_does_not_depend_on_the_terminal_width(monkeypatch: pytest
 def test_every_command_has_its_section_and_usage_line() -> None:
     text = cli_reference()
     paths = command_paths()
-    assert {"mvemo", "mvemo extract", "mvemo manifest scan", "mvemo cache verify", "mvemo weights fetch", "mvemo-cv"} <= set(
-        paths
-    )
+    assert {
+        "mvemo",
+        "mvemo extract",
+        "mvemo manifest scan",
+        "mvemo cache verify",
+        "mvemo weights fetch",
+        "mvemo-cv",
+    } <= set(paths)
     for path in paths:
         assert f"\n## {path}\n" in text, path
         assert f"\n```\n{path} [OPTIONS]" in text, path

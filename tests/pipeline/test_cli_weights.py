@@ -66,7 +66,8 @@ def test_verify_passes_on_good_files_and_exits_3_on_a_corrupt_one(tmp_path: Path
     result = invoke("verify", "--weights-dir", str(tmp_path / "w"))
     assert result.exit_code == 3
     assert (
-        f"MISMATCH  {tmp_path / 'w' / CHOI}" in result.stderr and "mvemo weights fetch choi_compact_cnn_msd.h5" in result.stderr
+        f"MISMATCH  {tmp_path / 'w' / CHOI}" in result.stderr
+        and "mvemo weights fetch choi_compact_cnn_msd.h5" in result.stderr
     )
     document = json.loads(invoke("verify", "--weights-dir", str(tmp_path / "w"), "--json").stdout)
     assert document["ok"] is False
@@ -75,7 +76,9 @@ def test_verify_passes_on_good_files_and_exits_3_on_a_corrupt_one(tmp_path: Path
 def test_fetch_from_a_path_and_errors_are_one_line(tmp_path: Path, shared: Path) -> None:
     result = invoke("fetch", CHOI, "--from", str(shared / CHOI), "--weights-dir", str(tmp_path / "w"))
     assert result.exit_code == 0, result.output
-    assert f"{CHOI}: {tmp_path / 'w' / CHOI}" in result.output and "checked against the published sha256" in result.output
+    assert (
+        f"{CHOI}: {tmp_path / 'w' / CHOI}" in result.output and "checked against the published sha256" in result.output
+    )
     result = invoke("fetch", CHOI, "--from", str(shared / "msd50_tags.txt"), "--weights-dir", str(tmp_path / "w2"))
     assert result.exit_code == 2 and result.stderr.count("\n") == 1
     assert result.stderr.startswith("mvemo: error: ") and "nothing was written" in result.stderr

@@ -40,7 +40,9 @@ def test_tiny_demo_runs_the_whole_pipeline(tiny_demo: Path) -> None:
 
 def test_tiny_demo_cross_validates_tags_and_values(tiny_demo: Path) -> None:
     manifest = read_manifest(tiny_demo / "manifest.csv")
-    assert manifest.tags == DEMO_TAGS and manifest.value_names == ("valence", "arousal") and manifest.scale == DEMO_SCALE
+    assert (
+        manifest.tags == DEMO_TAGS and manifest.value_names == ("valence", "arousal") and manifest.scale == DEMO_SCALE
+    )
     tags = json.loads((tiny_demo / "tags" / "report.json").read_text())
     assert tags["target"] == "tags" and (tiny_demo / "tags" / "tag_ap.png").is_file()
     models = ["lldstats", "descriptors", "c3d", "late(descriptors,c3d)", "integrated(lldstats,descriptors,c3d)"]
@@ -112,10 +114,14 @@ def test_tag_and_value_models_predict_what_they_were_trained_for(tiny_demo: Path
             called = [t for t, p, at in zip(DEMO_TAGS, want, thresholds) if p >= at]
             assert got["label"] == ";".join(called), "the tags at or above their inner-chosen thresholds"
     else:
-        assert saved.target == "valence,arousal" and saved.outputs == ["valence", "arousal"] and saved.scale == DEMO_SCALE
+        assert (
+            saved.target == "valence,arousal" and saved.outputs == ["valence", "arousal"] and saved.scale == DEMO_SCALE
+        )
         for got, want in zip(predicted, expected):
             np.testing.assert_allclose([got["values"]["valence"], got["values"]["arousal"]], want, atol=1e-4)
-            quadrant = "Q1" if want[0] >= 0 and want[1] >= 0 else "Q2" if want[1] >= 0 else "Q3" if want[0] < 0 else "Q4"
+            quadrant = (
+                "Q1" if want[0] >= 0 and want[1] >= 0 else "Q2" if want[1] >= 0 else "Q3" if want[0] < 0 else "Q4"
+            )
             assert got["label"] == quadrant
 
 
@@ -126,14 +132,18 @@ def test_tag_and_value_models_draw_a_timeline(tiny_demo: Path, tmp_path: Path, f
     model = tiny_demo / folder / "model"
     result = CliRunner().invoke(cli, ["predict", str(model), str(file), "--timeline", "--hop", "1", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "warning: 1 of 1 clips were in the model's training set" in result.stderr, "a timeline says so as a label does"
+    assert "warning: 1 of 1 clips were in the model's training set" in result.stderr, (
+        "a timeline says so as a label does"
+    )
     with (out / f"{file.name}.timeline.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) >= 1 and (out / f"{file.name}.timeline.png").is_file() and (out / "index.html").is_file()
     page = (out / f"{file.name}.timeline.html").read_text()
     data = json.loads(page.split('id="timeline-data">', 1)[1].split("</script>", 1)[0])
     assert data["kind"] == load_fusion_model(model).target, "the page draws the model's kind of scores"
-    assert [data["categories"][k] for k in data["top"]] == [r["argmax"] for r in rows], "each window's top, as the CSV's"
+    assert [data["categories"][k] for k in data["top"]] == [r["argmax"] for r in rows], (
+        "each window's top, as the CSV's"
+    )
     if folder == "tags":
         assert list(rows[0]) == ["start_s", "end_s", *(f"p_{t}" for t in DEMO_TAGS), "argmax", "called"]
         thresholds = load_fusion_model(model).thresholds(load_fusion_model(model).default_model)
@@ -179,7 +189,10 @@ def test_predict_over_a_manifest_on_dask_writes_one_csv_equal_to_serial(tiny_dem
     out = tmp_path / "results.csv"
     distributed = CliRunner().invoke(cli, [*args, "--csv", str(out), "--executor", "dask", "--workers", "2"])
     assert distributed.exit_code == 3, distributed.output
-    assert "6 of 8 clips labelled" in distributed.stdout and "accuracy against the manifest's labels: " in distributed.stdout
+    assert (
+        "6 of 8 clips labelled" in distributed.stdout
+        and "accuracy against the manifest's labels: " in distributed.stdout
+    )
     assert "failed: junk: " in distributed.stderr and not out.with_name("results.csv.partial").exists()
     with out.open(newline="") as f:
         rows = list(csv.DictReader(f))
@@ -192,7 +205,11 @@ def test_predict_over_a_manifest_on_dask_writes_one_csv_equal_to_serial(tiny_dem
             [float(row[f"p_{c}"]) for c in DEMO_CLASSES], [clip["probabilities"][c] for c in DEMO_CLASSES], atol=2e-6
         )
     junk_row, gone_row = rows[-2:]
-    assert "clip 'junk'" in junk_row["error"] and "re-encode or replace it" in junk_row["error"] and not junk_row["predicted"]
+    assert (
+        "clip 'junk'" in junk_row["error"]
+        and "re-encode or replace it" in junk_row["error"]
+        and not junk_row["predicted"]
+    )
     assert "clip 'gone'" in gone_row["error"] and "does not exist" in gone_row["error"]
 
 
@@ -213,7 +230,11 @@ def test_predict_refuses_a_model_whose_features_or_weights_differ(tiny_demo: Pat
         s.update(fingerprint=fingerprint(recorded_record(s)))
 
     cases = [
-        (lambda s: s["config"]["inputs"].update(mel="0" * 64), (), "the saved model's mel config has fingerprint 000000000000"),
+        (
+            lambda s: s["config"]["inputs"].update(mel="0" * 64),
+            (),
+            "the saved model's mel config has fingerprint 000000000000",
+        ),
         (
             other_weights,
             (),
@@ -292,7 +313,14 @@ def test_predict_csv_of_tag_and_value_models_sums_up_what_they_predict(
     demo = read_manifest(tiny_demo / "manifest.csv")
     kept = {str(Path(f).relative_to(tiny_demo / "data")) for f in one_clip_per_class(tiny_demo)}
     write_manifest(replace(demo, clips=tuple(c for c in demo.clips if c.clip_id in kept)), tmp_path / "m.csv")
-    args = ["predict", str(tiny_demo / folder / "model"), "--manifest", str(tmp_path / "m.csv"), "--csv", str(tmp_path / "r.csv")]
+    args = [
+        "predict",
+        str(tiny_demo / folder / "model"),
+        "--manifest",
+        str(tmp_path / "m.csv"),
+        "--csv",
+        str(tmp_path / "r.csv"),
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     summary = result.stdout.splitlines()[-1]
@@ -300,7 +328,9 @@ def test_predict_csv_of_tag_and_value_models_sums_up_what_they_predict(
     assert "accuracy" not in result.stdout
 
 
-def test_predict_of_a_value_model_scores_its_signs_against_a_manifests_quadrants(tiny_demo: Path, tmp_path: Path) -> None:
+def test_predict_of_a_value_model_scores_its_signs_against_a_manifests_quadrants(
+    tiny_demo: Path, tmp_path: Path
+) -> None:
     """A manifest whose labels are quadrants (another data set's, as 4Q's): the summary says how the predicted values'
     signs agree with them, as ``fuse.metrics.sign_agreement`` scores the CSV's values."""
     demo = read_manifest(tiny_demo / "manifest.csv")

@@ -66,7 +66,11 @@ def test_the_readmes_demo_from_an_empty_numba_cache_fuses_better_than_every_unim
         "PYTHONFAULTHANDLER": "1",
     }
     readme = subprocess.run(
-        [MVEMO, "demo", "--out", tmp_path / "demo"], env=cold, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [MVEMO, "demo", "--out", tmp_path / "demo"],
+        env=cold,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     output = readme.stdout
     assert readme.returncode == 0, output[-3000:]

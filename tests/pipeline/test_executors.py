@@ -123,8 +123,13 @@ def test_fine_tuning_units_are_jobs_that_land_on_gpu_workers_and_equal_serial(tm
     from tests.extract.finetune.test_finetune import CONFIG, features
 
     media = [write_tiny(tmp_path / "media" / f"{i}.wav", video=False) for i in range(12)]
-    manifest = Manifest(("a", "b"), tuple(Clip(f"c{i}", "ab"[i % 2], audio=p, fold=(i // 2) % 3) for i, p in enumerate(media)))
-    serial_cache, cluster_cache = features(manifest, tmp_path / "serial.h5"), features(manifest, tmp_path / "cluster.h5")
+    manifest = Manifest(
+        ("a", "b"), tuple(Clip(f"c{i}", "ab"[i % 2], audio=p, fold=(i // 2) % 3) for i, p in enumerate(media))
+    )
+    serial_cache, cluster_cache = (
+        features(manifest, tmp_path / "serial.h5"),
+        features(manifest, tmp_path / "cluster.h5"),
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as on the cluster's workers: the same float sums
     try:
@@ -133,7 +138,15 @@ def test_fine_tuning_units_are_jobs_that_land_on_gpu_workers_and_equal_serial(tm
         torch.set_num_threads(threads)
     with LocalCluster(n_workers=1, threads_per_worker=1, resources={"GPU": 1}, dashboard_address=None) as cluster:
         cpu_only = subprocess.Popen(
-            [sys.executable, "-m", "distributed.cli.dask_worker", cluster.scheduler_address, "--nthreads", "1", "--no-dashboard"]
+            [
+                sys.executable,
+                "-m",
+                "distributed.cli.dask_worker",
+                cluster.scheduler_address,
+                "--nthreads",
+                "1",
+                "--no-dashboard",
+            ]
         )
         try:
             with build_executor("dask", scheduler=cluster.scheduler_address) as executor:

@@ -87,7 +87,9 @@ def test_a_failing_hung_or_dead_part_is_recorded_and_the_next_one_still_runs(
     assert json.loads(written.read_text()) == document
 
 
-def test_the_leak_is_left_out_when_too_little_of_the_budget_remains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_leak_is_left_out_when_too_little_of_the_budget_remains(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setitem(gpu.PART_RUNS, "leak", lambda config: pytest.fail("the leak ran"))
     document = gpu_check(config_in(tmp_path, budget_s=gpu.LEAK_MIN_LEFT_S - 1), ("leak",))
     assert document["leak"]["not_run"].endswith(f"(needs {gpu.LEAK_MIN_LEFT_S:.0f})")
@@ -108,7 +110,11 @@ def test_the_dry_run_checks_every_part_on_the_cpu() -> None:
     if not (SHARED / "weights" / "musicnn_msd_musicnn.npz").is_file():
         pytest.skip(f"{SHARED / 'weights'} is absent: the check's nets run with their published weights")
     done = subprocess.run(
-        ["make", "-s", "gpu-check", "DEVICE=cpu", f"SHARED={SHARED}"], cwd=REPO, capture_output=True, text=True, check=True
+        ["make", "-s", "gpu-check", "DEVICE=cpu", f"SHARED={SHARED}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     document = json.loads(done.stdout)
     assert document["tiny"] is True and document["device"]["device"] == "cpu"
@@ -119,7 +125,9 @@ def test_the_dry_run_checks_every_part_on_the_cpu() -> None:
     throughput = document["throughput"]
     decode = throughput["decode"]
     assert decode["clips_per_s"] > 0 and not any(decode["failed"].values())
-    assert decode["startup_s"] > 0 and decode["writer_ms_per_clip"] > 0, "the start-up apart, the writer's cost measured"
+    assert decode["startup_s"] > 0 and decode["writer_ms_per_clip"] > 0, (
+        "the start-up apart, the writer's cost measured"
+    )
     assert sum(v for k, v in decode["shares"].items() if k.startswith("workers: ")) == pytest.approx(1.0, abs=0.01)
     for key in ("i3d_float32", "i3d_bf16", "musicnn_float32", "musicnn_bf16"):
         assert throughput[key]["clips_per_s"] > 0 and throughput[key]["weights"].endswith(".npz")

@@ -39,7 +39,14 @@ def artist_manifest(tmp_path: Path, folds: list[int] | None = None) -> Path:
         (media / f"{i}.wav").write_bytes(b"RIFF")
         fold = None if folds is None else folds[i]
         clips.append(
-            Clip(f"c{i}", CLASSES[i % 3], audio=media / f"{i}.wav", group=f"song{i}", fold=fold, extra={"artist": artist_of(i)})
+            Clip(
+                f"c{i}",
+                CLASSES[i % 3],
+                audio=media / f"{i}.wav",
+                group=f"song{i}",
+                fold=fold,
+                extra={"artist": artist_of(i)},
+            )
         )
     return write_manifest(Manifest(CLASSES, tuple(clips)), tmp_path / "m.csv")
 

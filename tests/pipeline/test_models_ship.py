@@ -74,8 +74,12 @@ def test_an_installed_package_is_never_written(installed: Path, tmp_path: Path) 
     assert list((installed / "4q-quadrants").iterdir()) == []
 
 
-def test_ship_in_an_installed_package_stops_in_one_line_before_training(installed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(train, "train_recipe", lambda *args, **kwargs: pytest.fail("trained for a model it cannot ship"))
+def test_ship_in_an_installed_package_stops_in_one_line_before_training(
+    installed: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        train, "train_recipe", lambda *args, **kwargs: pytest.fail("trained for a model it cannot ship")
+    )
     result = CliRunner().invoke(cli, ["models", "train", "4q-quadrants", "--ship", "--data", "."])
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
     assert "--ship is for a source checkout" in result.output
@@ -88,12 +92,16 @@ def test_this_checkout_ships() -> None:
     assert recipes.in_source_checkout(recipes.SHIPPED)
 
 
-def test_a_rebuild_equal_to_the_shipped_model_says_so_and_exits_0(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_rebuild_equal_to_the_shipped_model_says_so_and_exits_0(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """What `models train` says of a rebuilt model equal to the shipped one (here a copy of it stands for the rebuild;
     the slow ready-made tests rebuild a recipe for real)."""
     import shutil
 
     copy = shutil.copytree(recipes.shipped_folder("4q-quadrants"), tmp_path / "rebuilt")
     monkeypatch.setattr(train, "train_recipe", lambda *args, **kwargs: copy)
-    result = CliRunner().invoke(cli, ["models", "train", "4q-quadrants", "--data", str(tmp_path), "--work", str(tmp_path / "w")])
+    result = CliRunner().invoke(
+        cli, ["models", "train", "4q-quadrants", "--data", str(tmp_path), "--work", str(tmp_path / "w")]
+    )
     assert result.exit_code == 0 and "equal to the shipped 4q-quadrants" in result.output, result.output

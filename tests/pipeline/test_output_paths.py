@@ -39,7 +39,9 @@ def test_fuse_refuses_an_out_inside_a_file(tiny_demo: Path, a_file: Path) -> Non
     refused(cli, ["fuse", str(tiny_demo / "cache"), "--out", str(a_file / "sub" / "deeper")], "--out")
 
 
-def test_predict_refuses_a_timeline_out_and_a_csv_it_cannot_write(tiny_demo: Path, a_file: Path, tmp_path: Path) -> None:
+def test_predict_refuses_a_timeline_out_and_a_csv_it_cannot_write(
+    tiny_demo: Path, a_file: Path, tmp_path: Path
+) -> None:
     video = next((tiny_demo / "data").rglob("*.mp4"))
     model = str(tiny_demo / "model")
     refused(cli, ["predict", model, str(video), "--timeline", "--out", str(a_file / "sub")], "--out")
@@ -49,6 +51,10 @@ def test_predict_refuses_a_timeline_out_and_a_csv_it_cannot_write(tiny_demo: Pat
 
 
 def test_extract_and_demo_refuse_a_cache_and_an_out_inside_a_file(tiny_demo: Path, a_file: Path) -> None:
-    refused(cli, ["extract", str(tiny_demo / "manifest.csv"), "--cache", str(a_file / "cache"), "--features", "mel"], "--cache")
+    refused(
+        cli,
+        ["extract", str(tiny_demo / "manifest.csv"), "--cache", str(a_file / "cache"), "--features", "mel"],
+        "--cache",
+    )
     refused(cli, ["demo", "--out", str(a_file / "demo")], "--out")
     assert a_file.read_text() == "not a folder"

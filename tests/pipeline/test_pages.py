@@ -48,12 +48,16 @@ def timeline_page(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Timel
     return write_page(timeline, root / "timelines", "song.mp4")[2], timeline
 
 
-def test_the_page_plays_the_file_and_its_cursor_follows_the_time(browser: Any, timeline_page: tuple[Path, Timeline]) -> None:
+def test_the_page_plays_the_file_and_its_cursor_follows_the_time(
+    browser: Any, timeline_page: tuple[Path, Timeline]
+) -> None:
     page, timeline = timeline_page
     open_page(browser, page)
     assert console_errors(browser) == []
     n = len(timeline.windows)
-    assert browser.execute_script("return document.querySelectorAll('#chart .segment').length") == n, "a segment per window"
+    assert browser.execute_script("return document.querySelectorAll('#chart .segment').length") == n, (
+        "a segment per window"
+    )
     media_ready(browser)
     edges = edges_of(timeline)
     for t in (0.0, 4.4, 4.6, 17.0, 31.2, 39.5):
@@ -68,7 +72,9 @@ def test_the_page_plays_the_file_and_its_cursor_follows_the_time(browser: Any, t
     screenshot(browser, "timeline")
 
 
-def test_a_click_or_a_drag_on_the_chart_seeks_and_the_keys_move_one_window(browser: Any, timeline_page: tuple[Path, Timeline]) -> None:  # fmt: skip
+def test_a_click_or_a_drag_on_the_chart_seeks_and_the_keys_move_one_window(
+    browser: Any, timeline_page: tuple[Path, Timeline]
+) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
 
@@ -88,7 +94,9 @@ def test_a_click_or_a_drag_on_the_chart_seeks_and_the_keys_move_one_window(brows
     start = window_shown(browser)
     chart.send_keys(Keys.ARROW_RIGHT)
     wait_for(browser, f"return {CHART}.dataset.window", str(start + 1))
-    assert browser.execute_script(CURRENT_TIME) == pytest.approx(edges[start + 1], abs=1e-3), "to the next window's seconds"
+    assert browser.execute_script(CURRENT_TIME) == pytest.approx(edges[start + 1], abs=1e-3), (
+        "to the next window's seconds"
+    )
     assert browser.find_element("id", "tooltip").is_displayed(), "the keyboard shows the window's figures too"
     chart.send_keys(Keys.ARROW_LEFT, Keys.ARROW_DOWN)
     wait_for(browser, f"return {CHART}.dataset.window", str(start - 1))
@@ -100,7 +108,9 @@ def test_a_click_or_a_drag_on_the_chart_seeks_and_the_keys_move_one_window(brows
     assert console_errors(browser) == []
 
 
-def test_hovering_a_window_shows_its_seconds_probabilities_and_top_class(browser: Any, timeline_page: tuple[Path, Timeline]) -> None:  # fmt: skip
+def test_hovering_a_window_shows_its_seconds_probabilities_and_top_class(
+    browser: Any, timeline_page: tuple[Path, Timeline]
+) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
 
     page, timeline = timeline_page
@@ -155,7 +165,10 @@ def test_the_index_lists_every_file_and_sorts_by_name_label_and_length(browser: 
     assert console_errors(browser) == []
 
     def column(k: int) -> list[str]:
-        return [row.find_elements(By.TAG_NAME, "td")[k].text for row in browser.find_elements(By.CSS_SELECTOR, "#files tbody tr")]
+        return [
+            row.find_elements(By.TAG_NAME, "td")[k].text
+            for row in browser.find_elements(By.CSS_SELECTOR, "#files tbody tr")
+        ]
 
     assert column(0) == ["a10.mp4", "a9.mp4", "b.mp4", "c.mp4"], "every file, by name"
     links = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "#files tbody a")]
@@ -195,7 +208,9 @@ def test_the_reports_tables_sort_and_a_models_row_leads_to_its_confusion_matrix(
     summary = browser.find_elements(By.TAG_NAME, "table")[0]
 
     def cells(k: int) -> list[str]:
-        return [row.find_elements(By.TAG_NAME, "td")[k].text for row in summary.find_elements(By.CSS_SELECTOR, "tbody tr")]
+        return [
+            row.find_elements(By.TAG_NAME, "td")[k].text for row in summary.find_elements(By.CSS_SELECTOR, "tbody tr")
+        ]
 
     buttons = summary.find_elements(By.CSS_SELECTOR, "thead th button")
     buttons[1].click()

@@ -62,7 +62,9 @@ def called(timeline: Timeline, k: int) -> list[int]:
     return [t for t in order if timeline.proba[k, t] >= timeline.thresholds[t]]
 
 
-def test_a_tag_page_has_a_lane_per_tag_the_most_called_first_and_follows_playback(browser: Any, tag_page: tuple[Path, Timeline]) -> None:  # fmt: skip
+def test_a_tag_page_has_a_lane_per_tag_the_most_called_first_and_follows_playback(
+    browser: Any, tag_page: tuple[Path, Timeline]
+) -> None:
     page, timeline = tag_page
     open_page(browser, page)
     assert console_errors(browser) == []
@@ -77,7 +79,9 @@ def test_a_tag_page_has_a_lane_per_tag_the_most_called_first_and_follows_playbac
         seek(browser, t)
         k = window_at(edges, t)
         wait_for(browser, f"return {CHART}.dataset.window", str(k))
-        expected = ", ".join(f"{timeline.classes[j]} ({round(100 * timeline.proba[k, j])} %)" for j in called(timeline, k))
+        expected = ", ".join(
+            f"{timeline.classes[j]} ({round(100 * timeline.proba[k, j])} %)" for j in called(timeline, k)
+        )
         assert browser.find_element("id", "now").text.endswith(f": {expected or 'no tag called'}")
         cursor = float(browser.execute_script(f"return {CHART}.dataset.cursor"))
         assert cursor == pytest.approx(1000 * (t - edges[0]) / (edges[-1] - edges[0]), abs=0.01)
@@ -86,7 +90,9 @@ def test_a_tag_page_has_a_lane_per_tag_the_most_called_first_and_follows_playbac
     screenshot(browser, "timeline-tags")
 
 
-def test_a_click_on_a_lane_seeks_and_hovering_lists_the_tags_called(browser: Any, tag_page: tuple[Path, Timeline]) -> None:  # fmt: skip
+def test_a_click_on_a_lane_seeks_and_hovering_lists_the_tags_called(
+    browser: Any, tag_page: tuple[Path, Timeline]
+) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
 
     page, timeline = tag_page
@@ -103,7 +109,10 @@ def test_a_click_on_a_lane_seeks_and_hovering_lists_the_tags_called(browser: Any
     lines = browser.find_element("id", "tooltip").text.splitlines()
     window = timeline.windows[k]
     tags = called(timeline, k)
-    assert lines[0] == f"{_clock(window.start_s)}\u2013{_clock(window.end_s)}: {len(tags)} of {len(timeline.classes)} tags called"
+    assert (
+        lines[0]
+        == f"{_clock(window.start_s)}\u2013{_clock(window.end_s)}: {len(tags)} of {len(timeline.classes)} tags called"
+    )
     assert lines[1:] == [f"{timeline.classes[j]} ({round(100 * timeline.proba[k, j])} %)" for j in tags]
     assert console_errors(browser) == []
 
@@ -126,7 +135,9 @@ def plane_point(values: np.ndarray) -> tuple[float, float]:
     return at[0], PLANE_SIZE - at[1]
 
 
-def test_the_point_on_russells_plane_follows_playback_in_the_quadrant_the_table_names(browser: Any, value_page: tuple[Path, Timeline]) -> None:  # fmt: skip
+def test_the_point_on_russells_plane_follows_playback_in_the_quadrant_the_table_names(
+    browser: Any, value_page: tuple[Path, Timeline]
+) -> None:
     page, timeline = value_page
     open_page(browser, page)
     assert console_errors(browser) == []
@@ -137,12 +148,24 @@ def test_the_point_on_russells_plane_follows_playback_in_the_quadrant_the_table_
         seek(browser, t)
         k = window_at(edges, t)
         wait_for(browser, f"return {PLANE}.dataset.window", str(k))
-        cx, cy = (float(v) for v in browser.execute_script(f"const p = {PLANE}.querySelector('.point'); return [p.getAttribute('cx'), p.getAttribute('cy')]"))  # fmt: skip
+        cx, cy = (
+            float(v)
+            for v in browser.execute_script(
+                f"const p = {PLANE}.querySelector('.point'); return [p.getAttribute('cx'), p.getAttribute('cy')]"
+            )
+        )
         assert (cx, cy) == pytest.approx(plane_point(timeline.proba[k]), abs=0.01)
         right, up = cx >= PLANE_SIZE / 2, cy <= PLANE_SIZE / 2
         where = "Q1" if right and up else "Q2" if up else "Q3" if not right else "Q4"
-        table = browser.execute_script(f"return document.querySelectorAll('#windows tbody tr')[{k}].cells[1].textContent")
-        assert where == table == timeline.top(timeline.proba[k]) == browser.execute_script(f"return {PLANE}.dataset.quadrant")
+        table = browser.execute_script(
+            f"return document.querySelectorAll('#windows tbody tr')[{k}].cells[1].textContent"
+        )
+        assert (
+            where
+            == table
+            == timeline.top(timeline.proba[k])
+            == browser.execute_script(f"return {PLANE}.dataset.quadrant")
+        )
         assert browser.find_element("id", "now").text.startswith(f"Window {k + 1} of {len(timeline.windows)}")
         seen.add(where)
     assert seen == {"Q1", "Q2", "Q3", "Q4"}, "the trajectory visits every quadrant"
@@ -178,14 +201,18 @@ def test_hostile_tag_names_show_as_text_in_the_lanes(browser: Any, tmp_path: Pat
     page = write_page(synthetic_tag_timeline(video, 40.0, LENGTH_S, HOP_S, names), tmp_path / "t", "song.mp4")[2]
     open_page(browser, page)
     assert console_errors(browser) == []
-    assert sorted(e.get_attribute("textContent") for e in browser.find_elements(By.CSS_SELECTOR, "#chart .lane-name")) == sorted(names)  # fmt: skip
+    assert sorted(
+        e.get_attribute("textContent") for e in browser.find_elements(By.CSS_SELECTOR, "#chart .lane-name")
+    ) == sorted(names)
     assert SECRET not in browser.find_element(By.TAG_NAME, "body").text
     assert browser.execute_script("return document.querySelectorAll('script:not([type])').length") == 2
     assert browser.find_elements(By.TAG_NAME, "img") == []
     screenshot(browser, "hostile-names-tags")
 
 
-def test_the_index_lists_tag_and_value_files_with_a_strip_of_their_top_tag_or_quadrant(browser: Any, video: Path, tmp_path: Path) -> None:  # fmt: skip
+def test_the_index_lists_tag_and_value_files_with_a_strip_of_their_top_tag_or_quadrant(
+    browser: Any, video: Path, tmp_path: Path
+) -> None:
     from selenium.webdriver.common.by import By
 
     for make, named in ((synthetic_tag_timeline, "tag"), (synthetic_value_timeline, "quadrant")):
@@ -198,7 +225,9 @@ def test_the_index_lists_tag_and_value_files_with_a_strip_of_their_top_tag_or_qu
         header = browser.find_elements(By.CSS_SELECTOR, "#files thead th")[-1].text
         strip = browser.find_element(By.CSS_SELECTOR, "#files svg.strip").get_attribute("aria-label")
         runs = [
-            c for k, c in enumerate(timeline.top(r) for r in timeline.proba) if k == 0 or timeline.top(timeline.proba[k - 1]) != c
+            c
+            for k, c in enumerate(timeline.top(r) for r in timeline.proba)
+            if k == 0 or timeline.top(timeline.proba[k - 1]) != c
         ]
         assert header == f"top {named} per window" and strip == f"top {named} over time: " + ", then ".join(runs)
 
@@ -221,7 +250,9 @@ def test_a_five_minute_1080p_page_of_24_tags_is_small_and_draws_every_lane(brows
 LANE, MARK, PAD = 28, 4, 3  # timeline.js's lanes: height, the called mark's height, the space above a probability of 1
 
 
-def test_each_lane_marks_the_windows_its_tag_is_called_in_and_draws_its_threshold(browser: Any, tag_page: tuple[Path, Timeline]) -> None:  # fmt: skip
+def test_each_lane_marks_the_windows_its_tag_is_called_in_and_draws_its_threshold(
+    browser: Any, tag_page: tuple[Path, Timeline]
+) -> None:
     page, timeline = tag_page
     open_page(browser, page)
     lanes = browser.execute_script(
@@ -236,7 +267,9 @@ def test_each_lane_marks_the_windows_its_tag_is_called_in_and_draws_its_threshol
         assert threshold_y == pytest.approx(bottom - timeline.thresholds[k] * (LANE - MARK - 1 - PAD), abs=1e-6)
 
 
-def test_a_tag_called_by_the_unrounded_score_alone_is_called_on_the_page_as_in_the_csv(tmp_path: Path, video: Path) -> None:
+def test_a_tag_called_by_the_unrounded_score_alone_is_called_on_the_page_as_in_the_csv(
+    tmp_path: Path, video: Path
+) -> None:
     """A probability 0.49996 against a threshold of 0.5 rounds to 0.5 in the page's data: the page still says what
     the CSV says."""
     timeline = synthetic_tag_timeline(video, 40.0, LENGTH_S, HOP_S)
@@ -254,7 +287,9 @@ def test_a_tag_called_by_the_unrounded_score_alone_is_called_on_the_page_as_in_t
     assert all(0 not in ks for ks in data["called"])
 
 
-def test_the_keys_move_one_window_on_tag_and_value_pages(browser: Any, tag_page: tuple[Path, Timeline], value_page: tuple[Path, Timeline]) -> None:  # fmt: skip
+def test_the_keys_move_one_window_on_tag_and_value_pages(
+    browser: Any, tag_page: tuple[Path, Timeline], value_page: tuple[Path, Timeline]
+) -> None:
     from selenium.webdriver.common.keys import Keys
 
     for page, timeline in (tag_page, value_page):
@@ -277,7 +312,9 @@ def test_the_keys_move_one_window_on_tag_and_value_pages(browser: Any, tag_page:
 def test_the_value_curves_step_through_each_windows_values(browser: Any, value_page: tuple[Path, Timeline]) -> None:
     page, timeline = value_page
     open_page(browser, page)
-    paths = browser.execute_script("return [...document.querySelectorAll('#chart .value')].map((p) => p.getAttribute('d'))")
+    paths = browser.execute_script(
+        "return [...document.querySelectorAll('#chart .value')].map((p) => p.getAttribute('d'))"
+    )
     low, high = SCALE
     assert len(paths) == 2
     for d, path in enumerate(paths):

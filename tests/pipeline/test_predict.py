@@ -33,7 +33,9 @@ def test_a_file_named_alone_has_video_unless_it_is_an_audio_file() -> None:
     from mvemo.pipeline.predict.predictor import file_clip
 
     song, video = file_clip("new/song.WAV"), file_clip("new/clip.mp4")
-    assert song.video is None and song.audio == Path("new/song.WAV").absolute(), "audio alone, as manifest scan reads it"
+    assert song.video is None and song.audio == Path("new/song.WAV").absolute(), (
+        "audio alone, as manifest scan reads it"
+    )
     assert video.video == video.audio == Path("new/clip.mp4").absolute()
 
 

@@ -83,7 +83,9 @@ def test_a_csv_of_another_model_is_refused_in_one_line(tiny_demo: Path, tmp_path
     assert other.exit_code == 2 and len(other.stderr.strip().splitlines()) == 1, other.output
     assert "labelled by model 'lldstats' of saved model " in other.stderr and ", not 'descriptors' of " in other.stderr
     assert f"remove {out}" in other.stderr
-    tags = CliRunner().invoke(cli, ["predict", str(tiny_demo / "tags" / "model"), "--manifest", str(manifest), "--csv", str(out)])
+    tags = CliRunner().invoke(
+        cli, ["predict", str(tiny_demo / "tags" / "model"), "--manifest", str(manifest), "--csv", str(out)]
+    )
     assert tags.exit_code == 2 and "holds the columns" in tags.stderr, tags.output
     retrained = shutil.copytree(tiny_demo / "model", tmp_path / "retrained")  # the same names, other bytes
     (retrained / "model.json").write_text(json.dumps(json.loads((retrained / "model.json").read_text()), indent=3))
@@ -92,10 +94,21 @@ def test_a_csv_of_another_model_is_refused_in_one_line(tiny_demo: Path, tmp_path
     assert other.exit_code == 2 and "labelled by model 'lldstats' of saved model " in other.stderr, other.output
 
 
-def test_a_blank_line_added_to_a_finished_csv_is_no_row(tiny_demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_blank_line_added_to_a_finished_csv_is_no_row(
+    tiny_demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     manifest = catalogue(tiny_demo, tmp_path, 2)
     out = tmp_path / "r.csv"
-    command = ["predict", str(tiny_demo / "model"), "--manifest", str(manifest), "--csv", str(out), "--model", "lldstats"]
+    command = [
+        "predict",
+        str(tiny_demo / "model"),
+        "--manifest",
+        str(manifest),
+        "--csv",
+        str(out),
+        "--model",
+        "lldstats",
+    ]
     assert CliRunner().invoke(cli, command).exit_code == 3
     finished = out.read_text()
     out.write_text(finished + "\n")

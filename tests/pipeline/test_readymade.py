@@ -68,7 +68,9 @@ def fourq_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
     picked: list[dict[str, str]] = []
     artists: set[str] = set()
     for quadrant, tag in QUADRANT_TAGS.items():
-        songs = [r for r in rows if r["label"] == quadrant and tag in r["tags"].split(";") and r["artist"] not in artists]
+        songs = [
+            r for r in rows if r["label"] == quadrant and tag in r["tags"].split(";") and r["artist"] not in artists
+        ]
         picked += songs[:6]
         artists |= {r["artist"] for r in songs[:6]}
     return write_slice(tmp_path_factory.mktemp("4q"), data, picked, "label", "song")
@@ -212,7 +214,9 @@ def test_the_shipped_4q_quadrants_labels_a_song_as_its_heads_label_the_songs_cac
     model = saved.default_model
     manifest = read_manifest(work / "4q" / "manifest.csv")
     row, clip = next((row, clip) for row, clip in enumerate(manifest.clips) if clip.label == "Q2")
-    result = CliRunner().invoke(cli, ["predict", "--model", "4q-quadrants", str(clip.audio), "--json", "--weights-dir", str(WEIGHTS)])  # fmt: skip
+    result = CliRunner().invoke(
+        cli, ["predict", "--model", "4q-quadrants", str(clip.audio), "--json", "--weights-dir", str(WEIGHTS)]
+    )
     assert result.exit_code == 0, result.output
     got = json.loads(result.stdout)[0]["probabilities"]
     with Cache(work / "4q" / "cache") as cache:
@@ -228,7 +232,17 @@ def test_the_quadrant_timeline_shows_russells_plane_read_from_the_quadrants(
     as_shipped: Path, fourq_slice: Path, tmp_path: Path
 ) -> None:
     song = next(fourq_slice.glob("Q3/*.ogg"))
-    command = ["predict", "--model", "4q-quadrants", str(song), "--timeline", "--hop", "10", "--out", str(tmp_path / "t")]
+    command = [
+        "predict",
+        "--model",
+        "4q-quadrants",
+        str(song),
+        "--timeline",
+        "--hop",
+        "10",
+        "--out",
+        str(tmp_path / "t"),
+    ]
     result = CliRunner().invoke(cli, [*command, "--weights-dir", str(WEIGHTS)])
     assert result.exit_code == 0, result.output
     page = (tmp_path / "t" / f"{song.name}.timeline.html").read_text()
@@ -270,7 +284,9 @@ def test_musemo_va_reads_a_whole_song_as_6s_windows_pooled_and_draws_its_path_on
 
 def test_a_music_video_gets_the_six_classes(as_shipped: Path, mved_slice: Path) -> None:
     video = str(next(mved_slice.glob("Sad/*.mp4")))
-    result = CliRunner().invoke(cli, ["predict", "--model", "mved-classes", video, "--json", "--weights-dir", str(WEIGHTS)])
+    result = CliRunner().invoke(
+        cli, ["predict", "--model", "mved-classes", video, "--json", "--weights-dir", str(WEIGHTS)]
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)[0]["label"] in load_fusion_model(as_shipped / "mved-classes").outputs
 
@@ -281,7 +297,9 @@ def test_a_ready_made_model_whose_weights_are_absent_stops_in_one_line(
     monkeypatch.setenv("MVEMO_WEIGHTS", str(tmp_path / "none"))
     monkeypatch.setenv("HOME", str(tmp_path))
     song = str(next(fourq_slice.glob("Q1/*.ogg")))
-    result = CliRunner().invoke(cli, ["predict", "--model", "4q-quadrants", song, "--weights-dir", str(tmp_path / "empty")])
+    result = CliRunner().invoke(
+        cli, ["predict", "--model", "4q-quadrants", song, "--weights-dir", str(tmp_path / "empty")]
+    )
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.output
     assert "reads 4 weight files not found in " in result.stderr and ": musicnn_msd_musicnn.npz, " in result.stderr
     assert "get them with `mvemo weights fetch musicnn_msd_musicnn.npz`; " in result.stderr

@@ -34,7 +34,9 @@ def save_a_model(root: Path) -> None:
     (root / "c.toml").write_text("[audio]\nduration_s = 4.0\n")
     runner = CliRunner()
     extract = ["extract", str(manifest), "--cache", str(root / "cache"), "--config", str(root / "c.toml")]
-    result = runner.invoke(cli, [*extract, "--features", "lld,descriptors", "--nets", "twodcnn", "--random-init", "twodcnn"])
+    result = runner.invoke(
+        cli, [*extract, "--features", "lld,descriptors", "--nets", "twodcnn", "--random-init", "twodcnn"]
+    )
     assert result.exit_code == 0, result.output
     result = runner.invoke(cli, ["fuse", str(root / "cache"), "--out", str(root / "fused"), "--models", MODELS])
     assert result.exit_code == 0, result.output
@@ -91,7 +93,10 @@ EDITS = {
         lambda d: d["models"]["lldstats"]["feature_sets"]["lld"].pop("fingerprint"),
         r"models\['lldstats'\]\.feature_sets\['lld'\]\.fingerprint is not a string",
     ),
-    "a default that is no model": (lambda d: d.update(default_model="integrated"), r"default_model is not one of the models"),
+    "a default that is no model": (
+        lambda d: d.update(default_model="integrated"),
+        r"default_model is not one of the models",
+    ),
     "inputs its heads do not read": (
         lambda d: d["models"]["descriptors"]["inputs"].append("lldstats"),
         r"models\['descriptors'\]\.feature_sets is not one feature set per input",
@@ -142,7 +147,9 @@ def test_an_intact_saved_model_opens_and_labels_a_clip(saved: Path, clip: Path) 
 
 
 @pytest.mark.parametrize("name", list(EDITS))
-def test_each_damaged_field_is_one_line_and_exit_2_before_any_clip(saved: Path, clip: Path, tmp_path: Path, name: str) -> None:
+def test_each_damaged_field_is_one_line_and_exit_2_before_any_clip(
+    saved: Path, clip: Path, tmp_path: Path, name: str
+) -> None:
     edit, message = EDITS[name]
     model = edited(saved, tmp_path, edit)
     result = predict(model, clip)
@@ -179,7 +186,11 @@ def test_a_head_over_inputs_of_another_size_stops_the_run_instead_of_failing_eac
         del f[head]
         group = f.create_group(head)
         group["classes"], group["bias"] = arrays["classes"], arrays["bias"]
-        group["mean"], group["scale"], group["weights"] = arrays["mean"][:10], arrays["scale"][:10], arrays["weights"][:, :10]
+        group["mean"], group["scale"], group["weights"] = (
+            arrays["mean"][:10],
+            arrays["scale"][:10],
+            arrays["weights"][:, :10],
+        )
     seal(model / "heads.h5")
     result = predict(model, clip)
     assert result.exit_code == 2, result.output

@@ -20,7 +20,9 @@ from mvemo.pipeline.bench.predict import MVEMO, Server, serving
 from mvemo.pipeline.server import ServeError, serve, socket_path
 
 ECHO = [sys.executable, "-m", "tests.pipeline.served_echo"]
-CLIENT = "import sys; from mvemo.pipeline.server import forward; s = forward(sys.argv[1:]); sys.exit(99 if s is None else s)"
+CLIENT = (
+    "import sys; from mvemo.pipeline.server import forward; s = forward(sys.argv[1:]); sys.exit(99 if s is None else s)"
+)
 
 
 @pytest.fixture
@@ -47,17 +49,26 @@ def test_a_served_command_runs_on_the_clients_streams_folder_environment_and_uma
 ) -> None:
     env = {**runtime, "ECHO": "from the client"}
     done = subprocess.run(
-        [str(MVEMO), "predict", "exit", "7"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+        [str(MVEMO), "predict", "exit", "7"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
         preexec_fn=lambda: os.umask(0o027),
-    )  # fmt: skip
+    )
     assert done.returncode == 7, done.stderr
     assert f"argv=['predict', 'exit', '7'] cwd={tmp_path} echo=from the client umask=27 pid=" in done.stdout
     assert done.stderr == "on stderr\n"
-    assert int(done.stdout.split("pid=")[1]) not in (echo_server.process.pid, os.getpid()), "a fork of the server ran it"
+    assert int(done.stdout.split("pid=")[1]) not in (echo_server.process.pid, os.getpid()), (
+        "a fork of the server ran it"
+    )
     assert client(["predict", "die"], runtime).returncode == 128 + signal.SIGKILL, "as a shell says a killed command"
 
 
-def test_only_predict_is_served_and_never_where_the_environment_says_so(echo_server: Server, runtime: dict[str, str]) -> None:
+def test_only_predict_is_served_and_never_where_the_environment_says_so(
+    echo_server: Server, runtime: dict[str, str]
+) -> None:
     assert client(["extract", "exit", "7"], runtime).returncode == 99
     assert client(["predict", "exit", "7"], {**runtime, "MVEMO_NO_SERVE": "1"}).returncode == 99
     assert client(["predict", "exit", "7"], runtime).returncode == 7
@@ -67,9 +78,13 @@ def test_only_predict_is_served_and_never_where_the_environment_says_so(echo_ser
     assert client(["predict", "exit", "7"], runtime).returncode == 99
 
 
-def test_ctrl_c_reaches_the_command_and_a_client_that_dies_takes_it_along(echo_server: Server, runtime: dict[str, str]) -> None:  # fmt: skip
+def test_ctrl_c_reaches_the_command_and_a_client_that_dies_takes_it_along(
+    echo_server: Server, runtime: dict[str, str]
+) -> None:
     for signum in (signal.SIGINT, signal.SIGKILL):
-        waiting = subprocess.Popen([sys.executable, "-c", CLIENT, "predict", "sleep"], env=runtime, stdout=subprocess.PIPE, text=True)  # fmt: skip
+        waiting = subprocess.Popen(
+            [sys.executable, "-c", CLIENT, "predict", "sleep"], env=runtime, stdout=subprocess.PIPE, text=True
+        )
         assert waiting.stdout is not None
         pid = int(waiting.stdout.readline().split("pid=")[1])
         waiting.send_signal(signum)

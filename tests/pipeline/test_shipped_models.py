@@ -63,7 +63,9 @@ def legacy(described: dict[str, Any]) -> None:
 )
 def test_a_saved_model_refuses_an_embedding_set_computed_otherwise(tmp_path: Path, edit: Any, named: str) -> None:
     saved = load_fusion_model(edited_copy(tmp_path, edit))
-    with pytest.raises(ConfigError, match="emb/musicnn/all: the model was trained on rows this version computes") as err:
+    with pytest.raises(
+        ConfigError, match="emb/musicnn/all: the model was trained on rows this version computes"
+    ) as err:
         check_computable(saved, "integrated-audio")
     assert named in str(err.value) and "\n" not in str(err.value)
 

@@ -39,7 +39,17 @@ def scan_with_labels(root: Path, tmp_path: Path, body: str) -> object:
     labels = tmp_path / "labels.csv"
     labels.write_text(body)
     return run(
-        "manifest", "scan", str(root), "-o", str(tmp_path / "m.csv"), "--labels", str(labels), "--key", "id", "--scale", "1,9"
+        "manifest",
+        "scan",
+        str(root),
+        "-o",
+        str(tmp_path / "m.csv"),
+        "--labels",
+        str(labels),
+        "--key",
+        "id",
+        "--scale",
+        "1,9",
     )
 
 
@@ -75,7 +85,9 @@ def test_bad_label_input_exits_2_naming_the_clip(audio_root: Path, tmp_path: Pat
 def targets(manifest: Manifest) -> Manifest:
     rng = np.random.default_rng(1)
     clips = tuple(
-        replace(c, tags=("low",) if y == 0 else (), valence=float(y) + 0.1 * rng.standard_normal(), arousal=float(2 - y))
+        replace(
+            c, tags=("low",) if y == 0 else (), valence=float(y) + 0.1 * rng.standard_normal(), arousal=float(2 - y)
+        )
         for c, y in zip(manifest.clips, manifest.y)
     )
     return replace(manifest, clips=clips, tags=("low",), scale=(-1.0, 3.0))
@@ -90,7 +102,9 @@ def test_cv_target_writes_its_report(tmp_path: Path, target: str, figure: str) -
     document = json.loads((out / "report.json").read_text())
     assert document["target"] == target and (out / figure).is_file() and (out / "report.md").is_file()
     assert "data:image/png;base64," in (out / "report.html").read_text(), "the page inlines its plots"
-    assert "| a | weights sha256 a-weights-sha256 | none | leakfree |" in (out / "report.md").read_text(), "each net's weights"
+    assert "| a | weights sha256 a-weights-sha256 | none | leakfree |" in (out / "report.md").read_text(), (
+        "each net's weights"
+    )
     if target == "tags":
         assert document["metrics"]["a"]["per_tag"]["low"]["roc_auc"]["mean"] > 0.9
     else:
@@ -110,5 +124,7 @@ def test_manifest_check_lists_a_bad_annotation_file_as_its_clips_problem(tmp_pat
     )
     result = run("manifest", "check", str(manifest))
     assert result.exit_code == 3, result.output
-    assert "problem: clip 'b': annotations" in result.output and "row 2: a value lies outside the scale" in result.output
+    assert (
+        "problem: clip 'b': annotations" in result.output and "row 2: a value lies outside the scale" in result.output
+    )
     assert "1 ok, 1 with problems" in result.output

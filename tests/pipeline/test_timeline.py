@@ -99,7 +99,9 @@ def test_a_short_file_is_one_padded_window_and_a_file_without_audio_says_why(aud
     short = write_media(tmp_path / "short.m4a", y=synthesize_audio(sound, 2.0, SR, rng), sr=SR)
     silent = write_media(tmp_path / "silent.mp4", frames=synthesize_video(picture, 8.0, 5, (32, 32), rng), fps=5)
     out = tmp_path / "t"
-    result = CliRunner().invoke(cli, ["predict", str(audio_model), str(short), str(silent), "--timeline", "--out", str(out)])
+    result = CliRunner().invoke(
+        cli, ["predict", str(audio_model), str(short), str(silent), "--timeline", "--out", str(out)]
+    )
     assert result.exit_code == 3, result.output
     assert "is shorter than one 6-s window: one window, padded" in result.output
     assert "clip" in result.output and "has no audio and every saved model reads it" in result.output
@@ -131,11 +133,18 @@ def test_a_file_without_a_modality_gets_the_best_model_reading_what_it_has() -> 
     ), "a model saved before scores were kept for every target reads as accuracy"
     document["cv_score"] = {"metric": "CCC", "models": {"integrated": 0.5, "descriptors": 0.4, "mel": 0.1}}
     name, note = _model_for(SavedFusionModel(Path("."), document, fitted={}), "integrated", {"audio"}, "c")
-    assert name == "descriptors" and note.endswith("of the best cross-validated CCC"), "a value model's score is its CCC"
+    assert name == "descriptors" and note.endswith("of the best cross-validated CCC"), (
+        "a value model's score is its CCC"
+    )
 
 
 def test_files_of_one_name_in_several_folders_get_outputs_of_their_own(tmp_path: Path) -> None:
-    files = [tmp_path / "a/live/song.mp4", tmp_path / "b/studio/song.mp4", tmp_path / "x/live/song.mp4", tmp_path / "o.mp4"]
+    files = [
+        tmp_path / "a/live/song.mp4",
+        tmp_path / "b/studio/song.mp4",
+        tmp_path / "x/live/song.mp4",
+        tmp_path / "o.mp4",
+    ]
     assert output_stems([*files, files[-1]]) == [
         "a__live__song.mp4",
         "studio__song.mp4",
@@ -200,7 +209,9 @@ def test_files_without_a_modality_and_streams_of_different_lengths_say_what_the_
 
 def test_a_hop_longer_than_the_window_is_refused_before_any_work(audio_model: Path, tmp_path: Path) -> None:
     song = write_media(tmp_path / "song.wav", y=np.zeros(SR * 20, dtype=np.float32), sr=SR)
-    result = CliRunner().invoke(cli, ["predict", str(audio_model), str(song), "--timeline", "--hop", "7", "--out", str(tmp_path)])
+    result = CliRunner().invoke(
+        cli, ["predict", str(audio_model), str(song), "--timeline", "--hop", "7", "--out", str(tmp_path)]
+    )
     assert result.exit_code == 2
     assert "--hop 7: longer than the model's 6-s window" in result.output and "give --hop 6 or less" in result.output
     assert not list(tmp_path.glob("*.timeline.*"))

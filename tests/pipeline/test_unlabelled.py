@@ -26,7 +26,9 @@ pytestmark = pytest.mark.heavy
 def unlabelled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("unlabelled")
     demo = build_demo_manifest(root / "data", SyntheticConfig(clips_per_class=3, duration_s=2.0), k=2)
-    manifest = assign_folds(replace(demo, classes=(), clips=tuple(replace(c, label="", fold=None) for c in demo.clips)), k=2)
+    manifest = assign_folds(
+        replace(demo, classes=(), clips=tuple(replace(c, label="", fold=None) for c in demo.clips)), k=2
+    )
     extract_features(manifest, root / "cache", features="descriptors", nets=("onedcnn",), configs=demo_configs(2.0))
     return root / "cache"
 

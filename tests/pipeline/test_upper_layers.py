@@ -43,12 +43,18 @@ def test_the_layers_come_from_the_file_the_activations_came_from(tmp_path: Path,
         layers = published_upper_layers(opened, str(WEIGHTS), f"{net}.upper,i3d")
     cut, width = CUTS[net]
     expected = upper_layers(get_net(net, num_classes=2, weights=file, layer=cut, pool="patches"))
-    assert set(layers) == {f"{net}.upper"} and (layers[f"{net}.upper"].patches, layers[f"{net}.upper"].width) == (10, width)
+    assert set(layers) == {f"{net}.upper"} and (layers[f"{net}.upper"].patches, layers[f"{net}.upper"].width) == (
+        10,
+        width,
+    )
     assert set(layers[f"{net}.upper"].arrays) == set(expected)
     for name, array in expected.items():
         np.testing.assert_array_equal(layers[f"{net}.upper"].arrays[name], array)
     other = cut_cache(tmp_path / "other.h5", net, "0" * 64)
-    with Cache(other) as opened, pytest.raises(ConfigError, match="the activations came from 000000000000; give --weights"):
+    with (
+        Cache(other) as opened,
+        pytest.raises(ConfigError, match="the activations came from 000000000000; give --weights"),
+    ):
         published_upper_layers(opened, str(WEIGHTS), f"{net}.upper")
 
 

@@ -61,11 +61,15 @@ def test_variants_are_inputs_that_best_chooses_among_on_inner_folds(variants: Pa
     assert result.exit_code == 0, result.output
     with Cache(cache) as reader:
         assert {"emb/musicnn/all", "emb/musicnn.max/all", "emb/musicnn.taggram/all"} <= set(reader.feature_sets())
-        assert reader.config("emb/musicnn.max/all")["pool"] == "max" and reader.config("emb/musicnn/all")["pool"] == "mean"
+        assert (
+            reader.config("emb/musicnn.max/all")["pool"] == "max" and reader.config("emb/musicnn/all")["pool"] == "mean"
+        )
         assert reader.config("emb/musicnn.taggram/all")["layer"] == "taggram"
         assert reader.row_shape("emb/musicnn.taggram/all") == (50,)
         assert [m.name for m in available_models(reader)][:3] == ["musicnn", "musicnn.max", "musicnn.taggram"]
-        assert reader.read_matrix("emb/musicnn.max/all").tolist() != reader.read_matrix("emb/musicnn/all").tolist(), "two patches"
+        assert reader.read_matrix("emb/musicnn.max/all").tolist() != reader.read_matrix("emb/musicnn/all").tolist(), (
+            "two patches"
+        )
     models = "best(musicnn,musicnn.max,musicnn.taggram)"
     result = run("fuse", str(cache), "--out", str(tmp_path / "r"), "--models", f"{models},musicnn.taggram")
     assert result.exit_code == 0, result.output

@@ -44,7 +44,9 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 @pytest.fixture
 def manifest(media: list[Path]) -> Manifest:
     """12 clips, 2 classes, 3 folds of 4 (2 per class)."""
-    return Manifest(("a", "b"), tuple(Clip(f"c{i}", "ab"[i % 2], audio=p, fold=(i // 2) % 3) for i, p in enumerate(media)))
+    return Manifest(
+        ("a", "b"), tuple(Clip(f"c{i}", "ab"[i % 2], audio=p, fold=(i // 2) % 3) for i, p in enumerate(media))
+    )
 
 
 def features(manifest: Manifest, cache: Path) -> Path:
@@ -52,7 +54,9 @@ def features(manifest: Manifest, cache: Path) -> Path:
     return cache
 
 
-def test_leakfree_training_never_reads_the_test_fold(tmp_path: Path, manifest: Manifest, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_leakfree_training_never_reads_the_test_fold(
+    tmp_path: Path, manifest: Manifest, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cache = features(manifest, tmp_path / "c.h5")
     read: list[set[int]] = []
     train_net = mvemo.extract.finetune.jobs.train_net
@@ -143,7 +147,18 @@ def test_cli_fine_tunes_with_the_config_files_training_tables(tmp_path: Path, ma
         "[net.twodcnn]\nactivation = 'elu'\n"
     )
     cache = tmp_path / "cache.h5"
-    args = ["extract", str(path), "--cache", str(cache), "--nets", "twodcnn", "--finetune", "full", "--config", str(config)]
+    args = [
+        "extract",
+        str(path),
+        "--cache",
+        str(cache),
+        "--nets",
+        "twodcnn",
+        "--finetune",
+        "full",
+        "--config",
+        str(config),
+    ]
     args += ["--random-init", "twodcnn"]
     result = CliRunner().invoke(cli, [*args, "--device", "cpu"])
     assert result.exit_code == 0, result.output
@@ -159,7 +174,9 @@ def test_cli_fine_tunes_with_the_config_files_training_tables(tmp_path: Path, ma
 
 
 @pytest.mark.heavy
-def test_the_saved_fusion_model_carries_the_fine_tuned_net_and_predict_reproduces_it(tmp_path: Path, manifest: Manifest) -> None:
+def test_the_saved_fusion_model_carries_the_fine_tuned_net_and_predict_reproduces_it(
+    tmp_path: Path, manifest: Manifest
+) -> None:
     cache = features(manifest, tmp_path / "c.h5")
     finetune_into(manifest, cache, ["twodcnn"], CONFIG, weights_dir=tmp_path / "none")
     _, model_dir = fuse_cache(cache, tmp_path / "out", models="twodcnn")
@@ -216,7 +233,9 @@ def test_out_of_fold_probabilities_train_each_fold_without_it(
     np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-5)
 
 
-def test_optimizer_study_reports_each_optimizer_of_table_2_and_writes_no_embeddings(tmp_path: Path, manifest: Manifest) -> None:
+def test_optimizer_study_reports_each_optimizer_of_table_2_and_writes_no_embeddings(
+    tmp_path: Path, manifest: Manifest
+) -> None:
     path = write_manifest(manifest, tmp_path / "m.csv")
     config = tmp_path / "c.toml"
     config.write_text("[audio]\nduration_s = 1.0\n[train]\nmax_epochs = 1\nvalidation_share = 0.25\n")

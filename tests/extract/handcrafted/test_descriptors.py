@@ -97,7 +97,12 @@ def test_loudness_and_level_follow_the_gain() -> None:
     assert value(loud, "loudness_lufs") - value(soft, "loudness_lufs") == pytest.approx(20, abs=0.05)
     assert value(loud, "rms_mean") - value(soft, "rms_mean") == pytest.approx(20, abs=0.05)
     ramp = np.linspace(0.05, 1, y.size, dtype=np.float32)
-    assert value(descriptors(y * ramp, CONFIG), "rms_slope") > 1 > -1 > value(descriptors(y * ramp[::-1], CONFIG), "rms_slope")
+    assert (
+        value(descriptors(y * ramp, CONFIG), "rms_slope")
+        > 1
+        > -1
+        > value(descriptors(y * ramp[::-1], CONFIG), "rms_slope")
+    )
 
 
 def test_tempo_and_pulse_of_a_click_track() -> None:

@@ -114,11 +114,15 @@ def test_vibrato_statistics_and_its_coverage_of_the_high_register() -> None:
     narrow = melody([67, 69, 71, 72] * 2, note_s=1.0, vibrato=(5.5, 0.4))
     wide = melody([67, 69, 71, 72] * 2, note_s=1.0, vibrato=(5.5, 0.8))
     v = describe(np.concatenate([low, narrow, wide]))
-    assert v["vibrato_share"] == pytest.approx(2 / 3, abs=0.05) and v["vibrato_high_share"] == pytest.approx(1.0, abs=0.05)
+    assert v["vibrato_share"] == pytest.approx(2 / 3, abs=0.05) and v["vibrato_high_share"] == pytest.approx(
+        1.0, abs=0.05
+    )
     assert 0.7 * 0.8 <= v["vibrato_extent_max"] <= 1.1 * 0.8
     assert v["vibrato_extent_std"] == pytest.approx(0.2, abs=0.07), "half the gap between 0.4 and 0.8"
     assert v["vibrato_rate_std"] < 0.3, "one rate throughout"
-    assert v["vibrato_pitch_median"] == pytest.approx(70, abs=1.5) and v["vibrato_note_s"] == pytest.approx(1.0, abs=0.15)
+    assert v["vibrato_pitch_median"] == pytest.approx(70, abs=1.5) and v["vibrato_note_s"] == pytest.approx(
+        1.0, abs=0.15
+    )
     plain = describe(np.concatenate([melody([48, 50, 52, 53] * 2, note_s=1.0, vibrato=(5.5, 0.6)), narrow]))
     assert plain["vibrato_high_share"] == pytest.approx(1.0, abs=0.05) and plain["vibrato_share"] > 0.95
 
@@ -222,7 +226,9 @@ def test_the_separation_keeps_the_voice_and_leaves_a_repeating_accompaniment_out
     separated, whole = (dict(zip(NAMES, expressive(mix, c).tolist(), strict=True)) for c in (config, CONFIG))
     assert 62 <= separated["note_pitch_median"] <= 81 and separated["melody_voiced_share"] > 0.9
     assert separated["vibrato_share"] >= 0.8 and separated["vibrato_rate"] == pytest.approx(5.5, abs=0.3)
-    assert whole["note_pitch_median"] < 55 and whole["melody_voiced_share"] < 0.5, "unseparated, the chord is the melody"
+    assert whole["note_pitch_median"] < 55 and whole["melody_voiced_share"] < 0.5, (
+        "unseparated, the chord is the melody"
+    )
 
 
 def test_a_clip_too_short_to_repeat_keeps_its_whole_mix() -> None:

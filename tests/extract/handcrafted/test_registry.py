@@ -45,13 +45,23 @@ def test_a_set_added_to_the_registry_alone_is_computed_configured_cached_and_fus
     manifest = synthetic_manifest(tmp_path, ("Exciting", "Sad"), clips_per_class=4, duration_s=2.0)
     (tmp_path / "c.toml").write_text("[audio]\nduration_s = 2.0\n[crossings]\nframe_length = 512\n")
     cache = tmp_path / "cache"
-    command = ["extract", str(manifest), "--cache", str(cache), "--features", "crossings", "--config", str(tmp_path / "c.toml")]
+    command = [
+        "extract",
+        str(manifest),
+        "--cache",
+        str(cache),
+        "--features",
+        "crossings",
+        "--config",
+        str(tmp_path / "c.toml"),
+    ]
     result = CliRunner().invoke(cli, command)
     assert result.exit_code == 0, result.output
     with Cache(cache) as reader:
         assert reader.columns("crossings") == ["crossings_mean", "crossings_std"] and reader.done("crossings").all()
         assert (
-            reader.config("crossings")["frame_length"] == 512 and reader.set_attrs("crossings")["extractor"] == "mvemo.crossings"
+            reader.config("crossings")["frame_length"] == 512
+            and reader.set_attrs("crossings")["extractor"] == "mvemo.crossings"
         )
         rows = reader.read_matrix("crossings")
     assert np.all((rows >= 0) & (rows <= 1)), "a share of samples"

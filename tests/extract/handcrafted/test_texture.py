@@ -15,7 +15,9 @@ VOICES = (220.0, 311.1, 493.9)  # A3, D#4, B4: no two of their first six harmoni
 def tone(f0: float, seconds: float = 3.0, vibrato_hz: float = 0.0, sr: int = SR) -> np.ndarray:
     """Six harmonics of amplitude 1/h, with a vibrato of 0.5 semitone at ``vibrato_hz`` where given."""
     t = np.arange(int(seconds * sr)) / sr
-    phase = f0 * t + (0.03 * f0 / (2 * np.pi * vibrato_hz)) * np.sin(2 * np.pi * vibrato_hz * t) if vibrato_hz else f0 * t
+    phase = (
+        f0 * t + (0.03 * f0 / (2 * np.pi * vibrato_hz)) * np.sin(2 * np.pi * vibrato_hz * t) if vibrato_hz else f0 * t
+    )
     return sum(np.sin(2 * np.pi * h * phase) / h for h in range(1, 7))
 
 
@@ -44,7 +46,9 @@ def test_the_texture_columns_count_layers_shares_and_transitions(sr: int, n_fft:
     columns = texture(y, np.ones(M.shape[1], dtype=bool), sr, n_fft // 2, M, n_fft)
     assert columns["layers_one"] == pytest.approx(0.5, abs=0.05)
     assert columns["layers_three_or_more"] == pytest.approx(0.5, abs=0.05) and columns["layers_two"] < 0.05
-    assert columns["layers_mean"] == pytest.approx(2.0, abs=0.1) and columns["layers_std"] == pytest.approx(1.0, abs=0.1)
+    assert columns["layers_mean"] == pytest.approx(2.0, abs=0.1) and columns["layers_std"] == pytest.approx(
+        1.0, abs=0.1
+    )
     assert columns["layer_transitions"] == pytest.approx(1 / 4.0, abs=0.01)
     silent = texture(y, np.zeros(M.shape[1], dtype=bool), sr, n_fft // 2, M, n_fft)
     assert all(np.isnan(value) for value in silent.values())

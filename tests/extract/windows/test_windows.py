@@ -36,7 +36,9 @@ LENGTH_S, HOP_S, DURATION_S = 2.0, 1.5, 5.0
 
 
 def configs() -> FeatureConfigs:
-    return FeatureConfigs.of_window(AudioWindow(duration_s=LENGTH_S), frames=FrameConfig(n_frames=8, window_duration_s=LENGTH_S))
+    return FeatureConfigs.of_window(
+        AudioWindow(duration_s=LENGTH_S), frames=FrameConfig(n_frames=8, window_duration_s=LENGTH_S)
+    )
 
 
 def annotated(clip: Clip) -> Clip:
@@ -139,12 +141,16 @@ def test_a_second_run_computes_nothing_again(windowed: tuple[Path, Manifest]) ->
     assert again.pooled["descriptors"] == len(manifest) - 1
 
 
-def test_one_cache_never_mixes_first_windows_and_pooled_windows(windowed: tuple[Path, Manifest], tmp_path: Path) -> None:
+def test_one_cache_never_mixes_first_windows_and_pooled_windows(
+    windowed: tuple[Path, Manifest], tmp_path: Path
+) -> None:
     cache_path, manifest = windowed
     clips = replace(manifest, clips=manifest.clips[:4])
     extract_features(clips, tmp_path / "cache", features="descriptors", configs=configs())
     with pytest.raises(ConfigError, match=r"first window \(descriptors\).*must not mix"):
-        extract_features(clips, tmp_path / "cache", features="descriptors", configs=configs(), windows=WindowConfig(windows=True))
+        extract_features(
+            clips, tmp_path / "cache", features="descriptors", configs=configs(), windows=WindowConfig(windows=True)
+        )
     with pytest.raises(ConfigError, match=r"pooled over windows \(descriptors, emb/onedcnn/all\)"):
         extract_features(manifest, cache_path, features="descriptors", configs=configs())
 
@@ -165,7 +171,9 @@ def test_a_fine_tuned_net_on_windows_reaches_predict(windowed: tuple[Path, Manif
     clips = replace(manifest, clips=tuple(c for c in manifest.clips if c.clip_id != "broken"))
     training = TrainConfig(finetune="last", max_epochs=1, patience=1, batch_size=8, validation_share=0.25)
     windows = WindowConfig(windows=True, hop_s=HOP_S)
-    extract_features(clips, tmp_path / "cache", nets=("onedcnn",), training=training, configs=configs(), windows=windows)
+    extract_features(
+        clips, tmp_path / "cache", nets=("onedcnn",), training=training, configs=configs(), windows=windows
+    )
     with Cache(tmp_path / "cache") as cache:
         assert "emb/onedcnn/fold0" in cache.feature_sets()
         assert cache.config("emb/onedcnn/all")["checkpoint"]["path"].startswith("cache/windows.checkpoints/")
@@ -214,7 +222,9 @@ def test_clip_table_is_checked(tmp_path: Path) -> None:
 def test_windows_refuse_configs_that_would_not_cover_the_file(windowed: tuple[Path, Manifest], tmp_path: Path) -> None:
     _, manifest = windowed
     late = FeatureConfigs.of_window(AudioWindow(offset_s=1.0, duration_s=LENGTH_S))
-    other_frames = FeatureConfigs.of_window(AudioWindow(duration_s=LENGTH_S), frames=FrameConfig(window_duration_s=30.0))
+    other_frames = FeatureConfigs.of_window(
+        AudioWindow(duration_s=LENGTH_S), frames=FrameConfig(window_duration_s=30.0)
+    )
     on = WindowConfig(windows=True)
     for bad, windows, match in (
         (late, on, "offset_s"),
@@ -238,7 +248,9 @@ def test_windows_of_annotated_clips_take_their_values_and_train_against_them(win
             seconds = np.arange(0.0, DURATION_S, 0.5)
             inside = (seconds >= start) & (seconds < end)
             expected = np.clip(clip.valence + 0.1 * (seconds[inside] - 2.5), -1, 1).mean()
-            assert windows.targets.values[row, 0] == pytest.approx(expected), "the mean of the annotations in the window"
+            assert windows.targets.values[row, 0] == pytest.approx(expected), (
+                "the mean of the annotations in the window"
+            )
         assert len({round(windows.targets.values[r, 0], 6) for r in rows}) > 1, "windows of one clip differ"
     result = cross_validate_values(window_cache(cache), models="descriptors")
     assert np.isfinite(result.metrics["descriptors"]["valence"]["ccc"]), "stage two scores windows against them"
