@@ -44,7 +44,8 @@ DAMAGED = (
 
 
 class DamagedFile(CacheError):
-    """A file mvemo wrote that it cannot read any more: ``path``, the ``problem`` found, and what to do (``DAMAGED``)."""
+    """A file mvemo wrote that it cannot read any more: ``path``, the ``problem`` found, and what to do
+    (``DAMAGED``)."""
 
     def __init__(self, path: str | os.PathLike[str], problem: str) -> None:
         self.path, self.problem = Path(path), problem

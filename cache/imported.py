@@ -3,8 +3,8 @@ from a CSV, fused like any input (``musicnn+NAME``, ``late(...)``, ``integrated`
 
 A CSV row belongs to the clip whose id its key gives, or whose file stem it gives where no other clip has that stem
 (as ``mvemo manifest scan --labels`` matches). Every clip needs a row and every row a clip: an import is whole or
-refused, and importing a set again replaces it. The file's sha256 goes into the set's config, so its fingerprint changes with the file, and every report
-names the file in its provenance.
+refused, and importing a set again replaces it. The file's sha256 goes into the set's config, so its fingerprint
+changes with the file, and every report names the file in its provenance.
 """
 
 from __future__ import annotations

@@ -42,7 +42,8 @@ POOLED_KEY = "windows"
 # the config key of a set imported with `mvemo cache import` (``cache.imported``): its file, sha256 and key column
 IMPORTED = "imported"
 # The sets read from a clip's sampled frames: stage one's frames for the video nets, and the performers' faces. A clip
-# without video has none of them (ABSENT); an input that reads one, or a net's embedding of one, is of the video modality.
+# without video has none of them (ABSENT); an input that reads one, or a net's embedding of one, is of the video
+# modality.
 VIDEO_FEATURES = ("frames224", "frames112")
 FACE_FEATURES = ("faces", "face_frames")
 VIDEO_SETS = (*VIDEO_FEATURES, *FACE_FEATURES)
@@ -152,7 +153,8 @@ def media_keys(hashes: np.ndarray) -> np.ndarray:
 def single_file_error(root: Path) -> CacheError:
     """What to do with a cache path that names a file: the single-file layout of earlier versions."""
     return CacheError(
-        f"cache {str(root)!r} is one HDF5 file, the layout of earlier mvemo versions (a cache is now a folder of files);"
+        f"cache {str(root)!r} is one HDF5 file, the layout of earlier mvemo versions"
+        " (a cache is now a folder of files);"
         f" run `mvemo cache migrate {root}` once to convert it in place, or give --cache a new folder"
     )
 

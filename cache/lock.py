@@ -65,8 +65,9 @@ class CacheLock:
             except BlockingIOError:
                 holder = read_holder(self.path)
                 os.close(fd)
+                cache_dir = str(self.path.with_suffix(""))
                 raise CacheError(
-                    f"cache {str(self.path.with_suffix(''))!r} is being written by another process ({describe_holder(holder)});"
+                    f"cache {cache_dir!r} is being written by another process ({describe_holder(holder)});"
                     " wait for it to finish, or stop it, then run again"
                 ) from None
             try:

@@ -64,7 +64,8 @@ class Cache:
             raise CacheError(f"cache {str(self.path)!r}: {err}") from None
         except (OSError, KeyError) as err:
             raise CacheError(
-                f"cache {str(self.path)!r}: {CLIPS_FILE} is not a readable clip table ({err}); rebuild it with `mvemo extract`"
+                f"cache {str(self.path)!r}: {CLIPS_FILE} is not a readable clip table ({err});"
+                " rebuild it with `mvemo extract`"
             ) from None
         self._n_stored = len(table["clip_id"])
         self.rows_stored = np.flatnonzero(table["removed"] == 0)  # the clip-table row of each visible row
@@ -92,7 +93,8 @@ class Cache:
         return PinnedCache(self.path, tuple(self.clip_ids), self.table_sha256(), stamps)
 
     def table_sha256(self) -> str:
-        """sha256 of the clip table as this handle reads it: each row's clip, stored row, label, group, fold and media."""
+        """sha256 of the clip table as this handle reads it: each row's clip, stored row, label, group, fold and
+        media."""
         digest = hashlib.sha256()
         for text in (self.clip_ids, self.groups):
             digest.update("\0".join(text).encode() + b"\1")

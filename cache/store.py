@@ -229,7 +229,8 @@ class CacheWriter:
             clip_id = self.clip_ids[changed[0]]
             raise CacheError(
                 f"clip {clip_id!r}: its label or fold in the manifest differs from the cache's, whose embeddings"
-                f" were trained on the old ones ({changed.size} clips differ); restore the manifest or write to a new cache"
+                f" were trained on the old ones ({changed.size} clips differ);"
+                " restore the manifest or write to a new cache"
             )
         return {"label": labels, "fold": folds, "group": groups}
 
@@ -308,7 +309,8 @@ class CacheWriter:
         diff = record_diff(json.loads(attrs["record"]), spec.record)
         raise CacheError(
             f"feature set {spec.name!r} in {str(self.path)!r} was computed with another config"
-            f" (cached fingerprint {attrs['fingerprint'][:12]}, now {spec.fingerprint[:12]}; differing: {', '.join(diff)});"
+            f" (cached fingerprint {attrs['fingerprint'][:12]}, now {spec.fingerprint[:12]};"
+            f" differing: {', '.join(diff)});"
             f" run with --recompute {spec.name} to start it over, or use another cache folder"
         )
 

@@ -76,9 +76,10 @@ def _check_set(cache: Cache, name: str, current: np.ndarray, report: VerifyRepor
     stale = np.flatnonzero((status != TODO) & (cache.per_row(name, "media_key") != current))
     if stale.size:
         report.stale[name] = [cache.clip_ids[r] for r in stale]
+        remedy = reimport_command(cache, name, stale=True) or "rerun `mvemo extract` to recompute them"
         report.problems.append(
             f"{name}: {stale.size} rows computed from media that has changed since"
-            f" (first: {cache.clip_ids[stale[0]]!r}); {reimport_command(cache, name, stale=True) or 'rerun `mvemo extract` to recompute them'}"
+            f" (first: {cache.clip_ids[stale[0]]!r}); {remedy}"
         )
     bad_status = np.flatnonzero(~np.isin(status, (TODO, DONE, FAILED, ABSENT)))
     if bad_status.size:

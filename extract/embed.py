@@ -176,7 +176,8 @@ def export_embeddings(
     progress: Callable[[str], Progress | None] | None = None,
     built: Mapping[str, EmbeddingSet] = {},
 ) -> EmbedSummary:
-    """Write ``emb/<net>/all`` for every clip whose inputs are in the cache (computed before, by ``compute_feature_sets``).
+    """Write ``emb/<net>/all`` for every clip whose inputs are in the cache (computed before, by
+    ``compute_feature_sets``).
 
     Without ``executor`` the batches stream through this process (on a GPU, with
     loader processes reading the cache); with one, jobs of ``BATCHES_PER_JOB``

@@ -83,7 +83,8 @@ class FeatureConfigs:
         windows = {config.audio_window for config in self.audio.values()}
         if len(windows) > 1:
             raise ConfigError(
-                f"the audio sets {list(audio_features())} must analyse the same audio window, got {sorted(map(str, windows))}"
+                f"the audio sets {list(audio_features())} must analyse the same audio window,"
+                f" got {sorted(map(str, windows))}"
             )
 
     @property

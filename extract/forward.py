@@ -132,7 +132,8 @@ def embed_rows(
     bf16: bool = False,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(rows, float32 embeddings) per batch, in eval mode; with ``probabilities``, the head's class probabilities.
-    The nets run in float32 (``extract.nets.building.ROW_PRECISION``); ``bf16`` runs them under bf16 autocast on a GPU (to measure it)."""
+    The nets run in float32 (``extract.nets.building.ROW_PRECISION``); ``bf16`` runs them under bf16 autocast on a
+    GPU (to measure it)."""
     place(net, device).eval()
     y = np.zeros(int(rows.max()) + 1 if len(rows) else 0, dtype=np.int64)
     with memory_advice(net.name, batch_size):

@@ -211,7 +211,8 @@ def extract_features(
 
 def recomputed_sets(recompute: str | Iterable[str], sets: tuple[str, ...], nets: tuple[str, ...]) -> tuple[str, ...]:
     """The sets ``--recompute`` starts over (its values comma-separated, or repeated): each name one this run writes,
-    a feature set or a net's ``emb/<net>/...``, or a group (``frames``, ``faces``) standing for those of its sets the run writes."""
+    a feature set or a net's ``emb/<net>/...``, or a group (``frames``, ``faces``) standing for those of its sets the
+    run writes."""
     items = [recompute] if isinstance(recompute, str) else recompute
     net_sets = tuple(f"emb/{net}/" for net in nets)
     chosen: list[str] = []

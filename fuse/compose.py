@@ -119,7 +119,8 @@ def choice_among_fusions(members: tuple[Node, ...]) -> Best:
     """
     concatenated = []
     if all(isinstance(m, Features) for m in members):
-        concatenated = [Features(tuple(dict.fromkeys(i for m in members for i in m.inputs)))]  # type: ignore[union-attr]
+        member_inputs = dict.fromkeys(i for m in members for i in m.inputs)  # type: ignore[union-attr]
+        concatenated = [Features(tuple(member_inputs))]
     return Best((Late(members), *concatenated, *members))
 
 
@@ -159,8 +160,8 @@ class Training:
 
     def head_of(self, node: Features) -> Any:
         """The head a feature-level model fits: over one input of activations at a cut, the layers above it
-        fine-tuned (``fuse.heads.upper``); over one input of patches, a patch-level head (``fuse.heads.patches``); otherwise
-        ``head``."""
+        fine-tuned (``fuse.heads.upper``); over one input of patches, a patch-level head (``fuse.heads.patches``);
+        otherwise ``head``."""
         (first, *others) = node.inputs
         if not others and first in self.upper:
             selection = self.selection

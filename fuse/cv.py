@@ -140,8 +140,9 @@ def classify(
     try:
         fitted = fit(model.node, trainings.on(train, read), inner=inner or n_classes == 2)
     except TooFewGroups as err:
+        rare_class = classes[int(err.label)]  # type: ignore[call-overload]
         raise TooFewToChoose(
-            f"{model.name}, fold {fold}: class {classes[int(err.label)]!r} has fewer than 2 groups among the"  # type: ignore[call-overload]
+            f"{model.name}, fold {fold}: class {rare_class!r} has fewer than 2 groups among the"
             " training folds, and every choice is made on inner folds of them; add clips of that class, or"
             " draw fewer folds (`mvemo manifest folds MANIFEST --k`)"
         ) from None

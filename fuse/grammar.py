@@ -123,7 +123,8 @@ class _Parser:
                 self.position += 1
                 if not self.accept("=") or self.peek() not in LATE_WEIGHTS:
                     self.fail(
-                        "write weights=equal, weights=trimmed (equal over the members not clearly weaker on inner folds)"
+                        "write weights=equal,"
+                        " weights=trimmed (equal over the members not clearly weaker on inner folds)"
                         " or weights=inner (a mixture fitted on inner folds)"
                     )
                 weights = self.name()

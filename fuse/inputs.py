@@ -73,7 +73,8 @@ def patch_count(cache: Cache, set_name: str) -> int | None:
     return int(config["patches"]) if config.get("pool") == "patches" else None
 
 
-# a music encoder's activations below layers that stage two fine-tunes (fuse.heads.upper; extract.nets.musicnn.UPPER_CUTS)
+# a music encoder's activations below layers that stage two fine-tunes (fuse.heads.upper;
+# extract.nets.musicnn.UPPER_CUTS)
 CUT_LAYERS = ("pooled", "cnn2_cut", "cnn1_cut", "pool4")
 
 
@@ -168,8 +169,8 @@ class CutRows:
         X, done = cache.read_rows(self.set_name, self.rows[rows])
         if not done.all():
             raise CacheError(
-                f"cache {str(self.source.pinned.path)!r}: {np.count_nonzero(~done)} row(s) of {self.set_name} were started"
-                " over while stage two read them; run stage two again once `mvemo extract` has finished"
+                f"cache {str(self.source.pinned.path)!r}: {np.count_nonzero(~done)} row(s) of {self.set_name}"
+                " were started over while stage two read them; run stage two again once `mvemo extract` has finished"
             )
         return np.asarray(X.reshape(len(X), -1), dtype=np.float32)
 

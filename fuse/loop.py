@@ -176,7 +176,8 @@ def check_folds(cache: Cache, n_folds: int | None) -> int:
     """The cache's number of folds; ``n_folds`` must agree, and no fold may split a group (exit 2 otherwise)."""
     if len(cache) == 0 or cache.folds.min() < 0:
         raise CacheError(
-            f"cache {str(cache.path)!r} has no folds; run `mvemo manifest folds MANIFEST --k 6`, then `mvemo extract` again"
+            f"cache {str(cache.path)!r} has no folds;"
+            " run `mvemo manifest folds MANIFEST --k 6`, then `mvemo extract` again"
         )
     require_whole_groups(cache.folds, cache.groups, cache.clip_ids, where=f"cache {str(cache.path)!r}")
     stored = int(cache.folds.max()) + 1
@@ -247,8 +248,8 @@ def fit_fold(
 ) -> dict[str, FoldOutcome]:
     """Every model fitted on the rows outside ``fold`` of ``folds`` and its predictions for the rows inside, as the
     target ``kind`` fits (its inputs' matrices those of ``run``, ``run_matrices``); ``cache`` the run's open cache,
-    or the cache pinned to the clip table the run read (``cache.read.PinnedCache``), opened here. A model uses the rows that hold all its inputs
-    (``inputs.usable``); a fold with no such test row is noted and not scored."""
+    or the cache pinned to the clip table the run read (``cache.read.PinnedCache``), opened here. A model uses the rows
+    that hold all its inputs (``inputs.usable``); a fold with no such test row is noted and not scored."""
     with opened(cache) as cache:
         groups = cache.groups
         matrices = run_matrices(run, cache, inputs.sets.values())
@@ -325,11 +326,11 @@ def run_folds(
     upper: Mapping[str, UpperLayers] | None = None,
     run: str | None = None,
 ) -> FoldRuns:
-    """The loop: ``kind(cache, models)``'s fits of every model (``--models``, default ``fuse.models.available_models``) on
-    every fold of every repeat, on ``executor`` (serial by default; ``progress(fits, total)`` wraps their results),
+    """The loop: ``kind(cache, models)``'s fits of every model (``--models``, default ``fuse.models.available_models``)
+    on every fold of every repeat, on ``executor`` (serial by default; ``progress(fits, total)`` wraps their results),
     the run's notes and clip counts. ``upper``: the published layers above each input cut below them
-    (``fuse.heads.upper``); ``run``: the run whose matrices the fits read (``run_matrices``), kept for the caller
-    to reuse and release; default one of this call's own, released when it ends."""
+    (``fuse.heads.upper``); ``run``: the run whose matrices the fits read (``run_matrices``), kept for the caller to
+    reuse and release; default one of this call's own, released when it ends."""
     k = check_folds(cache, n_folds)
     chosen = select_models(cache, models)
     target = kind(cache, chosen)

@@ -284,7 +284,8 @@ def select_models(cache: Cache, names: str | None) -> list[FusionModel]:
 
 def names_a_named_model(names: str) -> bool:
     """Whether ``--models`` ``names`` a model whose inputs the cache's complete inputs decide (``integrated``,
-    ``encoders``...; alone or inside another, ``late(integrated,lldstats)``), not ``integrated(a,b)`` of named inputs."""
+    ``encoders``...; alone or inside another, ``late(integrated,lldstats)``), not ``integrated(a,b)`` of named
+    inputs."""
     return any(token in NAMED_MODELS for token in re.findall(r"[\w.-]+(?!\w|[.-]|\()", names))
 
 

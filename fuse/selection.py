@@ -78,8 +78,8 @@ class SelectionConfig:
         ``least-squares``, the heads' predictions as fitted, shrunk toward the mean (the least squared error: R²,
         RMSE).
     value_heads : tuple of str
-        The heads of a model of values (``fuse.targets.value_heads``): ``ridge`` (default), ``kernel-ridge`` (RBF); both:
-        each fits, and the inner folds choose one per value, input and fold.
+        The heads of a model of values (``fuse.targets.value_heads``): ``ridge`` (default), ``kernel-ridge`` (RBF);
+        both: each fits, and the inner folds choose one per value, input and fold.
     """
 
     inner_folds: int = 5
@@ -270,8 +270,8 @@ def mixture_weights(probas: list[np.ndarray], y: np.ndarray, *, iterations: int 
 
 
 # A member of a trimmed late fusion is dropped where its inner score lies more than this many standard errors under the
-# best member's: clear evidence, not the inner folds' noise (docs/pipeline.md, "The default fusion rule"). Set before any
-# measurement and never tuned.
+# best member's: clear evidence, not the inner folds' noise (docs/pipeline.md, "The default fusion rule"). Set before
+# any measurement and never tuned.
 TRIM_Z = 2.0
 
 

@@ -71,7 +71,8 @@ class FuseSettings:
         return {key: getattr(self, key) for key in keys} | {"head": self.make_head()}
 
     def config(self) -> dict[str, Any]:
-        """What a report and a saved model record of these settings: of values, the value heads (``[fuse] value_heads``)."""
+        """What a report and a saved model record of these settings: of values, the value heads
+        (``[fuse] value_heads``)."""
         classifies = self.target in ("label", "tags")
         return {
             "target": self.target,
@@ -183,8 +184,8 @@ def run_target_cv(
             values = cross_validate_values(cache, names=tuple(target.split(",")), run=run, **fixed)
             if settings.head or settings.reference:
                 values.notes.append(
-                    "valence/arousal heads are [fuse] value_heads (ridge by default), their settings chosen on inner folds:"
-                    " --head and --reference do not apply"
+                    "valence/arousal heads are [fuse] value_heads (ridge by default),"
+                    " their settings chosen on inner folds: --head and --reference do not apply"
                 )
             document, result = values_document(values), values
         read = basis_of(result).sets

@@ -262,8 +262,9 @@ def inner_splits(y: np.ndarray, groups: Sequence[str], *, k: int, seed: int) -> 
     fewest, rarest = fewest_groups(codes, groups)
     if fewest < 2:
         raise TooFewGroups(
-            f"{len(codes)} rows: class {labels[rarest]!r} has {fewest} group(s) among them, and inner folds need at least"
-            " 2 groups of every class to validate without training on what they validate; add clips of that class",
+            f"{len(codes)} rows: class {labels[rarest]!r} has {fewest} group(s) among them,"
+            " and inner folds need at least 2 groups of every class to validate without training on what they validate;"
+            " add clips of that class",
             labels[rarest],
         )
     return list(_grouped_splits(codes.astype(np.int64).tobytes(), tuple(groups), min(k, fewest), seed))

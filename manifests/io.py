@@ -174,7 +174,8 @@ def _checked_headers(headers: dict[str, Any], path: Path) -> dict[str, Any]:
         not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes)
     ):
         raise ManifestError(
-            f'{path}: the classes header {classes!r} is not a JSON list of class names; write it as ["Exciting", "Fear", ...]'
+            f"{path}: the classes header {classes!r} is not a JSON list of class names;"
+            ' write it as ["Exciting", "Fear", ...]'
         )
     return headers
 
@@ -187,7 +188,8 @@ def _require_columns(header: Iterable[str], path: Path, target: bool = True) -> 
         )
     if target and not any(name in header for name in ("label", *TARGET_COLUMNS)):
         raise ManifestError(
-            f"{path}: no target column (columns are {header}); add 'label' (one class per clip), 'tags' or 'valence'/'arousal'"
+            f"{path}: no target column (columns are {header});"
+            " add 'label' (one class per clip), 'tags' or 'valence'/'arousal'"
         )
     if not any(m in header for m in MEDIA_COLUMNS):
         raise ManifestError(f"{path}: neither a 'video' nor an 'audio' column (columns are {header}); add them")

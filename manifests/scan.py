@@ -109,7 +109,8 @@ def scan_labelled(
         value = _text(row[key])
         if value in by_id:
             raise ManifestError(
-                f"--labels {str(labels)!r} rows {by_id[value][0]} and {n} both have {key} {value!r}; give each clip one row"
+                f"--labels {str(labels)!r} rows {by_id[value][0]} and {n} both have {key} {value!r};"
+                " give each clip one row"
             )
         by_id[value] = (n, row)
     by_stem: dict[PurePosixPath, list[Path]] = defaultdict(list)

@@ -145,8 +145,8 @@ class Manifest:
         if len(given) != len(folds):
             row = folds.index(None) + 1
             raise ManifestError(
-                f"row {row} (clip {self.clips[row - 1].clip_id!r}): column 'fold' is empty while other rows"
-                " have folds; run `mvemo manifest folds MANIFEST`: it gives the clips without one a fold and moves no other"
+                f"row {row} (clip {self.clips[row - 1].clip_id!r}): column 'fold' is empty while other rows have folds;"
+                " run `mvemo manifest folds MANIFEST`: it gives the clips without one a fold and moves no other"
             )
         k = max(given) + 1
         missing = sorted(set(range(k)) - set(given))
@@ -165,7 +165,8 @@ class Manifest:
 
     @property
     def y(self) -> np.ndarray:
-        """Class index of every clip, shape (n_clips,), int64, in ``classes`` order (-1 in a manifest without labels)."""
+        """Class index of every clip, shape (n_clips,), int64, in ``classes`` order (-1 in a manifest without
+        labels)."""
         index = {name: i for i, name in enumerate(self.classes)}
         return np.array([index.get(c.label, -1) for c in self.clips], dtype=np.int64)
 

@@ -253,6 +253,7 @@ def window_values(times: np.ndarray, values: np.ndarray, start_s: float, end_s: 
     if not inside.any():
         raise ManifestError(
             f"clip {clip_id!r}: its annotations ({times[0]:g}-{times[-1]:g} s) hold no time in its window"
-            f" {start_s:g}-{end_s:g} s; annotate the whole clip or shorten its windows ([clip] hop_s, [audio] duration_s)"
+            f" {start_s:g}-{end_s:g} s;"
+            " annotate the whole clip or shorten its windows ([clip] hop_s, [audio] duration_s)"
         )
     return values[inside].mean(axis=0)

@@ -1,1 +1,2 @@
-"""What joins both stages: the command line (``cli``), inference (``predict``), the demo, configs, executors and benches."""
+"""What joins both stages: the command line (``cli``), inference (``predict``), the demo, configs, executors and
+benches."""

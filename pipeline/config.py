@@ -1,25 +1,22 @@
 """User config files (TOML) turned into validated config dataclasses.
 
-A file may hold the tables ``[audio]`` (``offset_s``, ``duration_s``: the window
-every audio feature analyses; ``timeout_s``: how long one clip's audio may take to
-decode), one table per audio set (``[mel]``, ``[logmel]``, ``[lld]``, ``[waveform]``, ``[audio48k]``,
-``[descriptors]``, ``[expressive]``, ``[egemaps]``, ``[compare]``) and ``[frames]``
-(``extract.frame_sets.FrameConfig``), each overriding the defaults of its dataclass.
-``[train]`` (``extract.finetune.train.TrainConfig``: ``max_epochs``, ``patience``,
-``batch_size``, ``validation_share``, ``seed``) and ``[optim.<net>]`` (``name``,
-``lr``, ``momentum``) set fine-tuning. ``[net.<name>]`` sets a net's options (those of
-``extract.nets.get_net``, e.g. ``[net.i3d] pool = "global"``), for its embeddings with
-or without fine-tuning; ``[net.<name>.<variant>]`` defines the variant ``<name>.<variant>``
-(``--nets musicnn.taggram``), the net with those options too, cached as an input of its own. ``[head]`` sets stage two's fusion head: its ``name``
-(``logistic`` or ``softmax``) and the parameters of ``fuse.heads.linear.LogisticHead`` or
-``SoftmaxHead`` (``optimizer``, ``lr``, ``l2``, ...; a parameter left out is chosen on inner folds where the
-head chooses it: ``C``, ``lr``, ``l2``). ``[clip]`` (``extract.windows.plan.WindowConfig``: ``windows``, ``hop_s``, ``pooling``)
-reads whole files as windows of ``[audio] duration_s``. ``[fuse]`` (``fuse.selection.SelectionConfig``: ``inner_folds``,
-``scoring``, ``C_grid``, ``lr_grid``, ``l2_grid``, ``seed``, ``heads``, ``upper_lr_grid``, ``upper_weight_decay_grid``,
-``upper_max_epochs``, ``choice_scoring``, ``choice_rule``) sets how stage two chooses, and its ``reference`` the model
-every other is compared with. The frames' window follows ``[audio]`` unless ``[frames]`` sets it, so both
-modalities see the same part of a video. Unknown tables or keys are errors,
-never ignored.
+A file may hold the tables ``[audio]`` (``offset_s``, ``duration_s``: the window every audio feature analyses;
+``timeout_s``: how long one clip's audio may take to decode), one table per audio set (``[mel]``, ``[logmel]``,
+``[lld]``, ``[waveform]``, ``[audio48k]``, ``[descriptors]``, ``[expressive]``, ``[egemaps]``, ``[compare]``) and
+``[frames]`` (``extract.frame_sets.FrameConfig``), each overriding the defaults of its dataclass. ``[train]``
+(``extract.finetune.train.TrainConfig``: ``max_epochs``, ``patience``, ``batch_size``, ``validation_share``, ``seed``)
+and ``[optim.<net>]`` (``name``, ``lr``, ``momentum``) set fine-tuning. ``[net.<name>]`` sets a net's options (those of
+``extract.nets.get_net``, e.g. ``[net.i3d] pool = "global"``), for its embeddings with or without fine-tuning;
+``[net.<name>.<variant>]`` defines the variant ``<name>.<variant>`` (``--nets musicnn.taggram``), the net with those
+options too, cached as an input of its own. ``[head]`` sets stage two's fusion head: its ``name`` (``logistic`` or
+``softmax``) and the parameters of ``fuse.heads.linear.LogisticHead`` or ``SoftmaxHead`` (``optimizer``, ``lr``, ``l2``,
+...; a parameter left out is chosen on inner folds where the head chooses it: ``C``, ``lr``, ``l2``). ``[clip]``
+(``extract.windows.plan.WindowConfig``: ``windows``, ``hop_s``, ``pooling``) reads whole files as windows of
+``[audio] duration_s``. ``[fuse]`` (``fuse.selection.SelectionConfig``: ``inner_folds``, ``scoring``, ``C_grid``,
+``lr_grid``, ``l2_grid``, ``seed``, ``heads``, ``upper_lr_grid``, ``upper_weight_decay_grid``, ``upper_max_epochs``,
+``choice_scoring``, ``choice_rule``) sets how stage two chooses, and its ``reference`` the model every other is compared
+with. The frames' window follows ``[audio]`` unless ``[frames]`` sets it, so both modalities see the same part of a
+video. Unknown tables or keys are errors, never ignored.
 """
 
 from __future__ import annotations
@@ -117,8 +114,8 @@ def window_config(config: str | os.PathLike[str] | dict[str, Any] | None) -> Any
 
 
 def train_config(path: str | os.PathLike[str] | None, *, finetune: str, random_init: tuple[str, ...] = ()) -> Any:
-    """The ``extract.finetune.train.TrainConfig`` of a config file's ``[train]``, ``[optim.<net>]`` and ``[net.<name>]`` tables
-    (the ``random_init`` nets starting from random weights)."""
+    """The ``extract.finetune.train.TrainConfig`` of a config file's ``[train]``, ``[optim.<net>]`` and ``[net.<name>]``
+    tables (the ``random_init`` nets starting from random weights)."""
     from mvemo.extract.finetune.train import OptimizerConfig, TrainConfig
 
     tables = load_toml(path)

@@ -140,6 +140,6 @@ def require_clips_left(features: FeatureRunSummary, n_clips: int) -> None:
     if len(failed) == n_clips:
         reason = next(iter(failed.values()))
         raise MediaError(
-            f"stage one failed each of the {n_clips} synthetic clips in some feature set ({', '.join(features.failures)}),"
-            f" so stage two was not run; the first: {reason}"
+            f"stage one failed each of the {n_clips} synthetic clips in some feature set"
+            f" ({', '.join(features.failures)}), so stage two was not run; the first: {reason}"
         )

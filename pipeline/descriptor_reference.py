@@ -1,5 +1,5 @@
-"""The descriptors' column reference: ``extract.handcrafted.descriptors.columns`` and ``extract.handcrafted.expressive.COLUMNS`` rendered as
-Markdown.
+"""The descriptors' column reference: ``extract.handcrafted.descriptors.columns`` and
+``extract.handcrafted.expressive.COLUMNS`` rendered as Markdown.
 
 ``python -m mvemo.pipeline.descriptor_reference > docs/descriptors.md`` (``make docs``) writes the page, and a
 test checks that the file equals what this module renders, so the page and the code cannot disagree.

@@ -299,7 +299,8 @@ def _take_over(fields: dict[str, Any], streams: list[int]) -> None:
         os.close(fd)
     (stdin, stdout, stderr) = fields["streams"]
     sys.stdin = open(0, encoding=stdin[0], errors=stdin[1], closefd=False)  # noqa: SIM115 (the process's own)
-    sys.stdout = open(1, "w", buffering=1 if os.isatty(1) else -1, encoding=stdout[0], errors=stdout[1], closefd=False)  # noqa: SIM115
+    buffering = 1 if os.isatty(1) else -1
+    sys.stdout = open(1, "w", buffering=buffering, encoding=stdout[0], errors=stdout[1], closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", buffering=1, encoding=stderr[0], errors=stderr[1], closefd=False)  # noqa: SIM115
     os.chdir(fields["cwd"])
     os.environ.clear()

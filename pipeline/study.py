@@ -170,8 +170,9 @@ def markdown(document: dict[str, Any]) -> str:
         "# Optimizer study (paper 001, Table 2)",
         "",
         f"Each net fine-tuned ({train['finetune']}, at most {train['max_epochs']} epochs, patience {train['patience']},"
-        f" seed {train['seed']}) per fold on the other folds, with each optimizer. In each fold, the optimizer of least"
-        " validation loss on an inner split of the training folds is selected; the test folds score the selection only.",
+        f" seed {train['seed']}) per fold on the other folds, with each optimizer."
+        " In each fold, the optimizer of least validation loss on an inner split of the training folds is selected;"
+        " the test folds score the selection only.",
         "",
         "## Inner validation, per optimizer",
         "",

@@ -7,9 +7,9 @@ the CPU path's, bit for bit, so a cache's frames never depend on the machine tha
 part 2's inverse transform, say, is fixed only to a tolerance) decode on the CPU.
 
 A clip NVDEC refuses (a profile or size it lacks, a device out of sessions, whatever PyAV raises) decodes on the CPU:
-the frames are the same. Whether NVDEC works here is found once per process by decoding a small clip on it: FFmpeg needs the CUDA driver
-and its video decoder library, which a machine may lack though it has a GPU. The probe's decoder stays open, holding
-the device's primary context that every clip's decoder then shares.
+the frames are the same. Whether NVDEC works here is found once per process by decoding a small clip on it: FFmpeg
+needs the CUDA driver and its video decoder library, which a machine may lack though it has a GPU. The probe's decoder
+stays open, holding the device's primary context that every clip's decoder then shares.
 """
 
 from __future__ import annotations

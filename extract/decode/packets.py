@@ -87,7 +87,8 @@ class Deadline:
                 else ""
             )
             raise DecodeTimeoutError(
-                f"{describe_clip(self.path, self.clip_id)}: decoding took longer than timeout_s={self.timeout_s:g}{where};"
+                f"{describe_clip(self.path, self.clip_id)}:"
+                f" decoding took longer than timeout_s={self.timeout_s:g}{where};"
                 " raise timeout_s if the file is fine but long or large, else re-encode or replace it"
             )
 
@@ -100,8 +101,8 @@ def open_container(path: Path, clip_id: str, hwaccel: Any = None) -> Any:
         if iso_file_cut_off(path):
             raise MediaError(f"{describe_clip(path, clip_id)}: {CUT_OFF_REASON}") from None
         raise MediaError(
-            f"{describe_clip(path, clip_id)}: cannot open as media ({decoder_reason(err)}): the file is corrupt, truncated"
-            " or not a video; re-encode or replace it"
+            f"{describe_clip(path, clip_id)}: cannot open as media ({decoder_reason(err)}):"
+            " the file is corrupt, truncated or not a video; re-encode or replace it"
         ) from None
 
 
@@ -230,8 +231,8 @@ def check_not_truncated(
         found = sum(index.shown)
         if found < listed:
             raise MediaError(
-                f"{describe_clip(path, clip_id)}: the file is truncated: its index lists {listed} video frames, the data"
-                f" holds {found}; re-download or re-encode it"
+                f"{describe_clip(path, clip_id)}: the file is truncated:"
+                f" its index lists {listed} video frames, the data holds {found}; re-download or re-encode it"
             )
     if not index.timed:
         return

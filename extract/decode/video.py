@@ -258,8 +258,9 @@ def _sample_timed(
         decoded += more
     if len(got) < len(want):
         missing = sorted(want - set(got))
+        first_missing_s = float(missing[0] * tb)
         raise MediaError(
-            f"{describe_clip(path, clip_id)}: the decoder gave no picture for the frame at {float(missing[0] * tb):.2f} s"
+            f"{describe_clip(path, clip_id)}: the decoder gave no picture for the frame at {first_missing_s:.2f} s"
             f" ({len(missing)} of the sampled frames): the stream is corrupt; re-encode or replace the file"
         )
     return SampledFrames(
@@ -429,12 +430,14 @@ def _sample_by_order(
                 n += 1
         except av.FFmpegError as err:
             raise MediaError(
-                f"{describe_clip(path, clip_id)}: corrupt video data after frame {n} ({decoder_reason(err)}); re-encode or replace the file"
+                f"{describe_clip(path, clip_id)}: corrupt video data after frame {n} ({decoder_reason(err)});"
+                " re-encode or replace the file"
             ) from None
         codec = stream.codec_context.name
     if len(got) < len(wanted):
         raise MediaError(
-            f"{describe_clip(path, clip_id)}: the stream gave {n} pictures for {count} packets; re-encode or replace the file"
+            f"{describe_clip(path, clip_id)}: the stream gave {n} pictures for {count} packets;"
+            " re-encode or replace the file"
         )
     return SampledFrames(
         frames=np.stack([got[k][0] for k in picks]),

@@ -147,15 +147,17 @@ class FrameWorker:
         except _Timeout:
             self.close(kill=True)
             raise DecodeTimeoutError(
-                f"{describe_clip(path, clip_id)}: decoding did not finish within timeout_s={timeout_s:g} and its process was"
-                " stopped; raise timeout_s if the file is fine but long or large, else re-encode or replace it"
+                f"{describe_clip(path, clip_id)}: decoding did not finish within timeout_s={timeout_s:g}"
+                " and its process was stopped; raise timeout_s if the file is fine but long or large,"
+                " else re-encode or replace it"
             ) from None
         except (_Died, BrokenPipeError):
             code = proc.wait()
             self.close()
             how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
             raise MediaError(
-                f"{describe_clip(path, clip_id)}: the decoder process died ({how}) while reading this file; re-encode or replace it"
+                f"{describe_clip(path, clip_id)}: the decoder process died ({how}) while reading this file;"
+                " re-encode or replace it"
             ) from None
         except _Answered as answer:  # the child said why and is ready for the next clip
             raise answer.error from None

@@ -150,7 +150,8 @@ class MTCNN(nn.Module):
         return scales
 
     def _propose(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Stage 1: PNet over the pyramid; boxes (n, 5: x1, y1, x2, y2, prob), calibrated and squared, and their image."""
+        """Stage 1: PNet over the pyramid; boxes (n, 5: x1, y1, x2, y2, prob), calibrated and squared, and their
+        image."""
         height, width = images.shape[2:]
         boxes, image = [torch.zeros(0, 9)], [torch.zeros(0, dtype=torch.long)]
         for scale in self._scales(height, width):

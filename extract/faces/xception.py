@@ -176,7 +176,8 @@ def _build(kind: str, weights: dict[str, np.ndarray], options: dict[str, Any], p
     if kind == "GlobalAveragePooling2D":
         return _GlobalMean()
     raise WeightsError(
-        f"weights {path}: a {kind} layer ({options.get('name')}); an expression net has none, give a face_classification Xception"
+        f"weights {path}: a {kind} layer ({options.get('name')}); an expression net has none,"
+        " give a face_classification Xception"
     )
 
 

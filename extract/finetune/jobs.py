@@ -133,8 +133,8 @@ def load_checkpoint(net: EmotionNet, record: dict[str, str], folder: str | os.Pa
     path = inside(folder, record["path"])
     if path is None:
         raise ConfigError(
-            f"checkpoint {record['path']!r} lies outside {str(folder)!r}, the folder that names it: a checkpoint is read"
-            " from there alone; save the model again with `mvemo fuse`, or rerun `mvemo extract`"
+            f"checkpoint {record['path']!r} lies outside {str(folder)!r}, the folder that names it:"
+            " a checkpoint is read from there alone; save the model again with `mvemo fuse`, or rerun `mvemo extract`"
         )
     if not path.is_file():
         raise ConfigError(

@@ -59,6 +59,7 @@ def out_of_fold_probabilities(
         for batch, p in embed_rows(net, cache_path, test, config.batch_size, torch_device, workers, probabilities=True):
             proba[np.searchsorted(ready, batch)] = p
         log(
-            f"{name}, {config.optimizer(name).name}, fold {k}: {result.epochs} epochs, validation accuracy {result.val_accuracy:.3f}"
+            f"{name}, {config.optimizer(name).name}, fold {k}: {result.epochs} epochs,"
+            f" validation accuracy {result.val_accuracy:.3f}"
         )
     return OutOfFold(ready, proba, validation)

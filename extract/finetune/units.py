@@ -96,7 +96,8 @@ def finetune_embeddings(
     Units train as jobs on ``executor`` (serial by default): first every net's fold units (or, with ``paper``,
     its one unit), then each net's model on all clips, which trains for the median of its folds' epochs. A job
     asks a Dask cluster for a ``GPU`` resource unless ``device`` is ``cpu``; this process writes every result.
-    ``progress(phase)``, if given, returns the callable that wraps a phase's units as they finish: ``bar(units, total)``.
+    ``progress(phase)``, if given, returns the callable that wraps a phase's units as they finish:
+    ``bar(units, total)``.
     """
     if protocol not in PROTOCOLS:
         raise ConfigError(f"--protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
@@ -184,7 +185,8 @@ def _run_units(
         error = errors[0]
         if is_lost_job(error):
             raise ConfigError(
-                f"a fine-tuning job was lost ({type(error).__name__}: {error}); finished units are kept, rerun to resume"
+                f"a fine-tuning job was lost ({type(error).__name__}: {error});"
+                " finished units are kept, rerun to resume"
             ) from error
         raise error
     return [summaries[i] for i in range(len(plan))]

@@ -1,1 +1,2 @@
-"""The handcrafted feature sets (their registry: ``registry``) and the signal analysis they share (``spectra``, ``lpc``)."""
+"""The handcrafted feature sets (their registry: ``registry``) and the signal analysis they share (``spectra``,
+``lpc``)."""

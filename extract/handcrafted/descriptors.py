@@ -61,7 +61,8 @@ class DescriptorConfig:
         )
         require(
             self.n_fft >= 256 and self.n_fft % 2 == 0 and 1 <= self.hop_length <= self.n_fft,
-            f"[descriptors] n_fft={self.n_fft}, hop_length={self.hop_length}: expected an even n_fft >= 256, 1 <= hop <= n_fft",
+            f"[descriptors] n_fft={self.n_fft}, hop_length={self.hop_length}:"
+            " expected an even n_fft >= 256, 1 <= hop <= n_fft",
         )
         require(8 <= self.n_mels <= 256, f"[descriptors] n_mels={self.n_mels}: expected 8..256")
         require(1 <= self.n_mfcc <= self.n_mels, f"[descriptors] n_mfcc={self.n_mfcc}: expected 1..n_mels")

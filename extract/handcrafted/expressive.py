@@ -89,11 +89,13 @@ class ExpressiveConfig:
         )
         require(
             self.n_fft >= 512 and self.n_fft % 2 == 0 and 1 <= self.hop_length <= self.n_fft // 2,
-            f"[expressive] n_fft={self.n_fft}, hop_length={self.hop_length}: expected an even n_fft >= 512, hop <= n_fft/2",
+            f"[expressive] n_fft={self.n_fft}, hop_length={self.hop_length}:"
+            " expected an even n_fft >= 512, hop <= n_fft/2",
         )
         require(
             30.0 <= self.fmin_hz < self.fmax_hz <= self.sample_rate_hz / 4,
-            f"[expressive] fmin_hz={self.fmin_hz}, fmax_hz={self.fmax_hz}: expected 30 <= fmin < fmax <= sample rate / 4",
+            f"[expressive] fmin_hz={self.fmin_hz}, fmax_hz={self.fmax_hz}:"
+            " expected 30 <= fmin < fmax <= sample rate / 4",
         )
         require(
             self.n_fft // 2 >= 2 * self.sample_rate_hz / self.fmin_hz,
@@ -159,7 +161,8 @@ COLUMNS = (
     Column(
         "vibrato_high_share",
         "ratio",
-        f"share of the notes of {MODULATED_MIN_S:g} s or more from C4 up with vibrato: its coverage of the high register",
+        f"share of the notes of {MODULATED_MIN_S:g} s or more from C4 up with vibrato:"
+        " its coverage of the high register",
         0.0,
     ),
     Column("glissando_share", "ratio", "share of the transitions between notes of one voiced phrase that glide", 0.0),
@@ -178,7 +181,8 @@ COLUMNS = (
     Column(
         "tremolo_high_share",
         "ratio",
-        f"share of the notes of {MODULATED_MIN_S:g} s or more from C4 up with tremolo: its coverage of the high register",
+        f"share of the notes of {MODULATED_MIN_S:g} s or more from C4 up with tremolo:"
+        " its coverage of the high register",
         0.0,
     ),
     Column(

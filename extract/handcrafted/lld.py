@@ -67,7 +67,8 @@ class LldConfig:
     def __post_init__(self) -> None:
         require(
             self.hop_length >= 1 and self.frame_length >= 16 and self.frame_length % 2 == 0,
-            f"frame_length={self.frame_length}, hop_length={self.hop_length}: expected an even frame_length >= 16, hop >= 1",
+            f"frame_length={self.frame_length}, hop_length={self.hop_length}:"
+            " expected an even frame_length >= 16, hop >= 1",
         )
         require(1 <= self.n_mfcc <= self.n_mels, f"n_mfcc={self.n_mfcc}: expected 1..n_mels ({self.n_mels})")
         require(
@@ -77,7 +78,8 @@ class LldConfig:
         require(0.0 <= self.rp_weight <= 1.0, f"rp_weight={self.rp_weight}: expected 0..1")
         require(
             0 < self.f0_fmin_hz < self.f0_fmax_hz < self.lpc_sample_rate_hz / 2,
-            f"f0_fmin_hz={self.f0_fmin_hz}, f0_fmax_hz={self.f0_fmax_hz}: expected 0 < fmin < fmax < lpc_sample_rate_hz / 2",
+            f"f0_fmin_hz={self.f0_fmin_hz}, f0_fmax_hz={self.f0_fmax_hz}:"
+            " expected 0 < fmin < fmax < lpc_sample_rate_hz / 2",
         )
         require(
             self.lpc_sample_rate_hz / self.f0_fmin_hz < self.lpc_frame_length / 2,

@@ -86,8 +86,8 @@ class C3D(EmotionNet):
         if tuple(frames.shape[1:]) != (3, n_frames, crop_px, crop_px):
             raise ConfigError(
                 f"c3d input {tuple(frames.shape[1:])} (channels, frames, height, width): fc6 was built for"
-                f" (3, {n_frames}, {crop_px}, {crop_px}); build the net with n_frames and crop_px (square frames) of the"
-                " cached frames, or cache frames of that size"
+                f" (3, {n_frames}, {crop_px}, {crop_px}); build the net with n_frames and crop_px (square frames)"
+                " of the cached frames, or cache frames of that size"
             )
         h = self.features(frames).flatten(1)
         h = self.dropout(torch.relu(self.fc6(h)))
@@ -104,7 +104,8 @@ class C3D(EmotionNet):
         return [self.features.get_submodule("conv5a"), self.features.get_submodule("conv5b"), self.fc6, self.fc7]
 
     def load_arrays(self, arrays: Mapping[str, np.ndarray], *, source: str) -> None:
-        """The eight convolutions of the port's state dict; its fc6-fc8 (4096, 4096, 487 Sports-1M classes) are not used."""
+        """The eight convolutions of the port's state dict; its fc6-fc8 (4096, 4096, 487 Sports-1M classes) are not
+        used."""
         for name, _, _ in CONVS:
             conv = cast(nn.Conv3d, self.features.get_submodule(name))
             self._copy(conv.weight, arrays, f"{name}.weight", source=source)

@@ -1,5 +1,5 @@
-"""LAION-CLAP's audio encoder (Wu et al. 2023, the music checkpoint ``laion/larger_clap_music``) as an encoder used as it
-is, through transformers (``pip install 'mvemo[clap]'``).
+"""LAION-CLAP's audio encoder (Wu et al. 2023, the music checkpoint ``laion/larger_clap_music``) as an encoder used as
+it is, through transformers (``pip install 'mvemo[clap]'``).
 
 Its checkpoint is a transformers folder (``config.json``, the model's weights, ``preprocessor_config.json``): the
 audio tower of ``ClapModel`` and its projection are loaded from it (``ClapAudioModelWithProjection`` reads those
@@ -109,8 +109,9 @@ class Clap(EmotionNet):
         fusion = bool(encoder.config.enable_fusion)
         if (processor.truncation == "fusion") != fusion:
             raise WeightsError(
-                f"weights {folder}: its processor's truncation is {processor.truncation!r} and its model's enable_fusion ="
-                f" {fusion}: the model {'reads' if fusion else 'does not read'} the four-channel fusion mels that"
+                f"weights {folder}: its processor's truncation is {processor.truncation!r}"
+                f" and its model's enable_fusion = {fusion}:"
+                f" the model {'reads' if fusion else 'does not read'} the four-channel fusion mels that"
                 f" truncation 'fusion' makes; give a checkpoint whose preprocessor_config.json came with its model"
             )
         if processor.sampling_rate != AUDIO48K_HZ:

@@ -166,7 +166,8 @@ class CRNN(EmotionNet):
         return torch.cat([mel_state, lld_state], dim=1)
 
     def loss(self, embedding: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy + tau * improved center loss, both means over the batch (the paper's sums over m, divided by m)."""
+        """Cross-entropy + tau * improved center loss, both means over the batch (the paper's sums over m, divided by
+        m)."""
         return super().loss(embedding, y) + self.config["tau"] * self.center_loss(embedding, y)
 
     def prepare(

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Mapping
+from typing import cast
 
 import numpy as np
 import torch
@@ -62,7 +63,8 @@ JAX_LOGITS = "params/Logits/Conv3d_0c_1x1/Conv_0"
 
 
 def same_pad(x: torch.Tensor, kernel: tuple[int, int, int], stride: tuple[int, int, int]) -> torch.Tensor:
-    """TensorFlow "SAME" zero padding of a (B, C, T, H, W) tensor: total = max((ceil(n/s) - 1) * s + k - n, 0), half before.
+    """TensorFlow "SAME" zero padding of a (B, C, T, H, W) tensor: total = max((ceil(n/s) - 1) * s + k - n, 0), half
+    before.
 
     Zeros are right for the max pools too: their inputs follow a ReLU.
     """
@@ -150,20 +152,23 @@ class I3D(EmotionNet):
     ) -> None:
         require(
             frames in ("frames224", "frames112"),
-            f"i3d frames={frames!r}: expected 'frames224' (the Kinetics input) or 'frames112' (small frames, with pool='global')",
+            f"i3d frames={frames!r}: expected 'frames224' (the Kinetics input)"
+            " or 'frames112' (small frames, with pool='global')",
         )
         require(
             pool in ("reference", "global"),
-            f"i3d pool={pool!r}: expected 'reference' (avg pool (2,7,7), then the time mean) or 'global' (mean at any size)",
+            f"i3d pool={pool!r}: expected 'reference' (avg pool (2,7,7), then the time mean)"
+            " or 'global' (mean at any size)",
         )
         require(
             frames == "frames224" or pool == "global",
-            f"i3d frames={frames!r} with pool={pool!r}: 112-pixel frames are smaller than the reference pool's 7x7 window;"
-            " set pool = 'global'",
+            f"i3d frames={frames!r} with pool={pool!r}:"
+            " 112-pixel frames are smaller than the reference pool's 7x7 window; set pool = 'global'",
         )
         require(
             not kinetics_logits or num_classes == KINETICS_CLASSES,
-            f"i3d kinetics_logits=True with num_classes={num_classes}: the Kinetics head has {KINETICS_CLASSES} classes;"
+            f"i3d kinetics_logits=True with num_classes={num_classes}:"
+            f" the Kinetics head has {KINETICS_CLASSES} classes;"
             f" pass num_classes={KINETICS_CLASSES}, or kinetics_logits=False for a new head",
         )
         require(0.0 <= dropout < 1.0, f"i3d dropout={dropout}: expected a probability in [0, 1)")
@@ -236,7 +241,9 @@ class I3D(EmotionNet):
             self._copy(unit.bn.bias, arrays, f"params/{key}/BatchNorm_0/bias", source=source)
             statistics = f"batch_stats/{key}/BatchNorm_0"
             for buffer, stat in ((unit.bn.running_mean, "mean"), (unit.bn.running_var, "var")):
-                self._copy(buffer, arrays, f"{statistics}/{stat}", source=source, transform=np.ravel)  # type: ignore[arg-type]
+                self._copy(
+                    cast(torch.Tensor, buffer), arrays, f"{statistics}/{stat}", source=source, transform=np.ravel
+                )
             with torch.no_grad():
                 unit.bn.weight.fill_(1.0)
         if self.config["kinetics_logits"]:

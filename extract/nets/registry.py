@@ -83,7 +83,8 @@ def base_name(name: str) -> str:
     match = VARIANT.match(name)
     if match is None or match.group(1) not in NETS:
         raise ConfigError(
-            f"net {name!r}: not a known net or a variant of one (<net>.<variant>, lowercase); nets are {', '.join(NET_NAMES)}"
+            f"net {name!r}: not a known net or a variant of one (<net>.<variant>, lowercase);"
+            f" nets are {', '.join(NET_NAMES)}"
         )
     return match.group(1)
 

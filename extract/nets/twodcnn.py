@@ -50,7 +50,8 @@ class TwoDCNN(EmotionNet):
     def __init__(self, num_classes: int, *, activation: str = "elu") -> None:
         require(
             activation in ("elu", "relu"),
-            f"twodcnn activation={activation!r}: expected 'elu' (pretrained inference) or 'relu' (fine-tuning, paper 001)",
+            f"twodcnn activation={activation!r}:"
+            " expected 'elu' (pretrained inference) or 'relu' (fine-tuning, paper 001)",
         )
         super().__init__(num_classes, CHANNELS * len(POOLS), {"activation": activation})
         act = nn.ELU if activation == "elu" else nn.ReLU

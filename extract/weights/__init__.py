@@ -1,1 +1,2 @@
-"""Pretrained weight files: the published files and their lookup (``registry``), reading them (``io``), fetching them (``fetch``)."""
+"""Pretrained weight files: the published files and their lookup (``registry``), reading them (``io``), fetching them
+(``fetch``)."""

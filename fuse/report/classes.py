@@ -127,10 +127,11 @@ def figure_names(models: Iterable[str], prefix: str) -> dict[str, str]:
     ``a`` on a case-blind file system) each end in a digest of the model's own name, so no two share a file."""
     slugs = {name: safe_name(name) for name in models}
     taken = Counter(slug.lower() for slug in slugs.values())
-    return {
-        name: f"{prefix}_{slug}{'' if taken[slug.lower()] == 1 else '_' + hashlib.sha256(name.encode()).hexdigest()[:8]}.png"
+    digests = {
+        name: "" if taken[slug.lower()] == 1 else "_" + hashlib.sha256(name.encode()).hexdigest()[:8]
         for name, slug in slugs.items()
     }
+    return {name: f"{prefix}_{slug}{digests[name]}.png" for name, slug in slugs.items()}
 
 
 def write_oof_csv(result: CvResult, path: Path) -> Path:
@@ -248,15 +249,17 @@ def markdown(document: dict[str, Any]) -> str:
     folds, repeats = document["folds"], document["repeats"]
     selection = document["config"].get("selection", {})
     reference = (document.get("comparison") or {}).get("reference")
+    plural = "s" if repeats > 1 else ""
     lines = [
-        f"# mvemo cross-validation ({folds} folds x {repeats} repeat{'s' if repeats > 1 else ''}, protocol `{document['protocol']}`)",
+        f"# mvemo cross-validation ({folds} folds x {repeats} repeat{plural}, protocol `{document['protocol']}`)",
         "",
     ]
     if document["protocol"] == "paper":
         lines += [PAPER_BANNER, ""]
+    later_folds = ", later repeats folds drawn with seeds 1, 2, ..." if repeats > 1 else ""
     lines += [
         f"mvemo {document.get('version', '?')}, cache fingerprint `{str(document.get('cache_fingerprint', ''))[:16]}`."
-        f" Repeat 0 uses the manifest's folds{', later repeats folds drawn with seeds 1, 2, ...' if repeats > 1 else ''}."
+        f" Repeat 0 uses the manifest's folds{later_folds}."
         f" {_training_note(document)}",
         "",
         f"Choices are made on {selection.get('inner_folds', '?')} grouped, stratified inner folds, scored by"
@@ -279,10 +282,8 @@ def markdown(document: dict[str, Any]) -> str:
     if document.get("notes"):
         lines += ["## Notes (every repeat)", "", *(f"- {md_text(note)}" for note in document["notes"]), ""]
     lines += _per_class(document)
-    lines += [
-        f"Out-of-fold probabilities of every model, repeat and clip: [{document['oof_predictions']}]({document['oof_predictions']}).",
-        "",
-    ]
+    oof_file = document["oof_predictions"]
+    lines += [f"Out-of-fold probabilities of every model, repeat and clip: [{oof_file}]({oof_file}).", ""]
     if document.get("tags"):
         lines += [f"Each clip's top Million Song Dataset tags: [{document['tags']}]({document['tags']}).", ""]
     return "\n".join(lines)
@@ -316,7 +317,8 @@ def _choices(document: dict[str, Any]) -> list[str]:
     families = [[name, heads] for name, m in document["models"].items() if (heads := _head_tally(m["choices"]))]
     if families:
         lines += [
-            f"Head families chosen in the {repeats * folds} folds of every repeat ([fuse] heads; each head of a fusion counted):",
+            f"Head families chosen in the {repeats * folds} folds of every repeat"
+            " ([fuse] heads; each head of a fusion counted):",
             "",
             *md_table(["model", "heads"], families),
         ]

@@ -178,7 +178,8 @@ def class_colours(classes: list[str] | tuple[str, ...]) -> dict[str, str]:
     if len(classes) <= len(COLOUR_BLIND_SAFE):
         palette = list(COLOUR_BLIND_SAFE)
     else:
-        palette = [matplotlib.colors.to_hex(c) for c in matplotlib.colormaps["tab20"].colors]  # type: ignore[attr-defined]
+        tab20 = matplotlib.colormaps["tab20"].colors  # type: ignore[attr-defined]
+        palette = [matplotlib.colors.to_hex(c) for c in tab20]
     return {c: palette[i % len(palette)] for i, c in enumerate(classes)}
 
 
@@ -224,7 +225,8 @@ def timeline_png(
 
 
 def _save_timeline(fig: Any, bottom: Any, starts: np.ndarray, ends: np.ndarray, path: Path) -> Path:
-    """A timeline figure's time axis on its ``bottom`` panel, from the first start to the last end, saved to ``path``."""
+    """A timeline figure's time axis on its ``bottom`` panel, from the first start to the last end, saved to
+    ``path``."""
     bottom.set_xlabel("time (s)")
     bottom.set_xlim(starts[0], ends[-1])
     fig.tight_layout()

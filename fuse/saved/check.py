@@ -322,8 +322,8 @@ def _check_kernel_values(key: str, where: str, n_values: int, arrays: Mapping[st
         and low.shape == high.shape == mean.shape == scale.shape == (d,),
         where,
         f"{key!r}: coef {coef.shape}, intercept {intercept.shape}, support {support.shape}, gamma {gamma.shape} and"
-        f" low, high, mean, scale {[a.shape for a in (low, high, mean, scale)]} are not a kernel expansion over k rows of"
-        f" d columns to {n_values} values",
+        f" low, high, mean, scale {[a.shape for a in (low, high, mean, scale)]} are not a kernel expansion"
+        f" over k rows of d columns to {n_values} values",
     )
     _require(
         _finite(coef, intercept, low, high, mean, scale, support, gamma)
@@ -422,7 +422,8 @@ def _check_kernel_head(
         and bool(np.all(np.diff(columns) > 0))
         and (len(columns) == 0 or 0 <= int(columns[0]) <= int(columns[-1]) < d),
         where,
-        f"{key!r}: its columns {columns.shape} are not increasing indices below {d} that its support {support.shape} reads",
+        f"{key!r}: its columns {columns.shape} are not increasing indices below {d}"
+        f" that its support {support.shape} reads",
     )
     _require(width is None or d == width, where, f"{key!r} reads {d} columns, its members give {width}")
 

@@ -317,8 +317,9 @@ def _copy_checkpoints(document: dict[str, Any], cache_dir: Path, out: Path) -> N
             source = inside(cache_dir, record["path"])
             if source is None:
                 raise CacheError(
-                    f"feature set {set_name!r} names the checkpoint {record['path']!r}, outside {str(cache_dir)!r}, the folder"
-                    " of its cache; a checkpoint is read from there alone: rerun `mvemo extract` to write it again"
+                    f"feature set {set_name!r} names the checkpoint {record['path']!r}, outside {str(cache_dir)!r},"
+                    " the folder of its cache; a checkpoint is read from there alone:"
+                    " rerun `mvemo extract` to write it again"
                 )
             target = Path(CHECKPOINTS) / f"{set_name.split('/')[1]}.pt"
             (out / CHECKPOINTS).mkdir(exist_ok=True)
@@ -451,7 +452,8 @@ def with_plane(folder: Path, plane: Mapping[str, tuple[float, float]]) -> None:
         or set(plane.values()) != set(QUADRANT_CORNERS)
     ):
         raise ConfigError(
-            f"{folder}: Russell's plane {dict(plane)} does not put the model's classes {document['classes']} one in each quadrant"
+            f"{folder}: Russell's plane {dict(plane)} does not put the model's classes {document['classes']}"
+            " one in each quadrant"
         )
     document["plane"] = {c: list(plane[c]) for c in document["classes"]}
     (folder / MODEL_JSON).write_text(json.dumps(document, indent=2))
@@ -484,7 +486,8 @@ def load_fusion_model(folder: str | os.PathLike[str]) -> SavedFusionModel:
     folder = Path(folder)
     if not (folder / MODEL_JSON).is_file() or not (folder / HEADS_H5).is_file():
         raise CacheError(
-            f"{str(folder)!r} holds no saved fusion model ({MODEL_JSON} + {HEADS_H5}); make one with `mvemo fuse CACHE --out DIR`"
+            f"{str(folder)!r} holds no saved fusion model ({MODEL_JSON} + {HEADS_H5});"
+            " make one with `mvemo fuse CACHE --out DIR`"
         )
     where = folder / MODEL_JSON
     try:

@@ -3,8 +3,8 @@
 Each tag is a two-class problem, all of them fitted in one pass of the loop of ``fuse.loop``: per outer fold a
 head per tag (its C chosen on inner folds stratified by that tag, grouped as the outer ones), late fusion and
 ``integrated`` as for classes. Every tag sees the same outer folds in every repeat: the manifest's, then folds
-that balance every tag at once (``manifests.folds.iterative_folds``), whatever the tag. A tag is called present at and above the
-probability whose F1 is best on that fold's inner out-of-fold probabilities, never on the outer fold.
+that balance every tag at once (``manifests.folds.iterative_folds``), whatever the tag. A tag is called present at and
+above the probability whose F1 is best on that fold's inner out-of-fold probabilities, never on the outer fold.
 """
 
 from __future__ import annotations
@@ -120,7 +120,9 @@ class Tags:
                     continue
                 out.notes += [f"tag {tag!r}: {note}" for note in one.notes]
                 if len(one.rows):
-                    out.pred[:, t], out.scored[:, t], out.threshold[t] = one.pred[:, 1], True, one.threshold  # type: ignore[index]
+                    out.pred[:, t] = one.pred[:, 1]
+                    out.scored[:, t] = True  # type: ignore[index]
+                    out.threshold[t] = one.threshold
                     out.choices[tag], out.described[tag] = one.choices, one.described
             return out
 

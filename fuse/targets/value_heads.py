@@ -39,9 +39,9 @@ class ValueHead(RegressorMixin, BaseEstimator):
         except TooFewGroups as error:
             where = "the rows" if strata is None else f"stratum {error.label!r}"
             raise ConfigError(
-                f"{type(self).__name__}: {where} of the {n} sample(s) given lie in fewer than 2 groups ({len(set(names))}"
-                " in all); choosing its settings on inner folds needs at least 2 groups in every stratum: add clips of"
-                " other groups"
+                f"{type(self).__name__}: {where} of the {n} sample(s) given lie in fewer than 2 groups"
+                f" ({len(set(names))} in all); choosing its settings on inner folds needs at least 2 groups"
+                " in every stratum: add clips of other groups"
             ) from error
 
     def fit(self, X: Any, y: Any, groups: Any = None, strata: Any = None) -> ValueHead:
@@ -234,7 +234,8 @@ class KernelRidgeHead(ValueHead):
 def kernel_ridge_path(kernel: np.ndarray, cross: np.ndarray, y: np.ndarray, alphas: np.ndarray) -> np.ndarray:
     """Kernel ridge regressions of ``y`` (n,) offset by its mean, one per alpha, from one eigendecomposition of the
     training rows' ``kernel`` (n, n): the predictions (n_alphas, m) of the held-out rows whose kernel with the
-    training rows is ``cross`` (m, n): shape (m, n_alphas). The dual coefficients are ``(K + alpha I)^-1 (y - mean)``."""
+    training rows is ``cross`` (m, n): shape (m, n_alphas). The dual coefficients are
+    ``(K + alpha I)^-1 (y - mean)``."""
     offset = float(y.mean())
     eigenvalues, U = np.linalg.eigh(kernel)
     duals = U @ ((U.T @ (y - offset))[:, None] / (np.maximum(eigenvalues, 0.0)[:, None] + alphas))  # (n, n_alphas)

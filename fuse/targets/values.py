@@ -1,9 +1,10 @@
 """Valence and arousal: nested cross-validation of value heads over the same models, and the metrics of regression.
 
 For each outer fold of each repeat, every model is fitted on the other folds' rows (``fuse.targets.regression``: a
-head per dimension (``[fuse] value_heads``: ridge by default) with its settings chosen on grouped inner folds, late fusion as the mean, ``best`` and ``integrated``
-by inner error) and predicts the fold. Folds of repeats are stratified by quadrant, groups kept whole. Scores are
-also mapped to the quadrants at the middle of the manifest's scale and scored as four classes.
+head per dimension (``[fuse] value_heads``: ridge by default) with its settings chosen on grouped inner folds, late
+fusion as the mean, ``best`` and ``integrated`` by inner error) and predicts the fold. Folds of repeats are stratified
+by quadrant, groups kept whole. Scores are also mapped to the quadrants at the middle of the manifest's scale and scored
+as four classes.
 """
 
 from __future__ import annotations
@@ -140,7 +141,8 @@ def cross_validate_values(
             patched = [m.name for m in chosen if set(m.inputs) & set(per_patch_inputs(cache, m.inputs))]
             if patched:
                 raise ConfigError(
-                    f"--target values: {', '.join(patched)} read per-patch inputs, whose heads are classifiers; name other models"
+                    f"--target values: {', '.join(patched)} read per-patch inputs, whose heads are classifiers;"
+                    " name other models"
                 )
             return kind
 

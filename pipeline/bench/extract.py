@@ -70,7 +70,8 @@ def native_bf16(device: torch.device) -> bool:
 
 
 def net_figures(net: EmotionNet, batch: int, device: torch.device, repeat: int) -> dict[str, float | str]:
-    """Forward ms per clip in fp32 and under bf16 autocast (eval, no grad), and ms per training step of ``batch`` clips."""
+    """Forward ms per clip in fp32 and under bf16 autocast (eval, no grad), and ms per training step of ``batch``
+    clips."""
     rng = np.random.default_rng(0)
     inputs = tuple(x.to(device) for x in net.prepare(*(cached_batch(k, batch, rng) for k in kinds_of(net))))
     labels = torch.arange(batch, device=device) % NUM_CLASSES
@@ -147,7 +148,8 @@ def bench_encoders(names: tuple[str, ...] = MUSIC_ENCODERS, repeat: int = 5) -> 
 def export_figures(
     name: str, device: torch.device, batch_sizes: tuple[int, ...], n_clips: int, folder: str | None
 ) -> dict[str, Any]:
-    """Clips/s of ``embed_rows`` (frames read from an HDF5 cache by loader processes, bf16 on the GPU) per batch size."""
+    """Clips/s of ``embed_rows`` (frames read from an HDF5 cache by loader processes, bf16 on the GPU) per batch
+    size."""
     net = get_net(name, num_classes=NUM_CLASSES)
     (kind,) = kinds_of(net)
     shape, dtype = CACHED[kind]

@@ -1,5 +1,5 @@
-"""``mvemo bench faces``: ms per 30-s clip for the faces sets (32 frames through MTCNN and the mini Xception) on
-one CPU core (``compute_face_sets`` runs torch on one thread), at 240p and 1080p, beside sampling the same 32 frames alone.
+"""``mvemo bench faces``: ms per 30-s clip for the faces sets (32 frames through MTCNN and the mini Xception) on one CPU
+core (``compute_face_sets`` runs torch on one thread), at 240p and 1080p, beside sampling the same 32 frames alone.
 
 The clips are generated (``bench.video.generate_clip``): moving textures, no face. The detector's later stages
 then see few candidates, so a clip full of faces costs more (stage one's run over the MVED sample, in

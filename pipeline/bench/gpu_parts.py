@@ -113,10 +113,10 @@ def junit_outcomes(junit_xml: Path) -> dict[str, Any]:
     return {"counts": counts, "tests": tests}
 
 
-# --- throughput --------------------------------------------------------------------------------------------------------
+# --- throughput -------------------------------------------------------------------------------------------------------
 
 
-# --- decoders ----------------------------------------------------------------------------------------------------------
+# --- decoders ---------------------------------------------------------------------------------------------------------
 
 PARITY_CLIPS = 12  # of the MVED sample, spread over its classes
 PARITY_SAVED = 3  # clips whose frames from both decoders are kept beside the document (``decoded-frames.npz``)
@@ -218,7 +218,7 @@ def linked_manifest(config: CheckConfig, source: Path, name: str, count: int) ->
     return Manifest(("a", "b"), tuple(clips))
 
 
-# --- throughput --------------------------------------------------------------------------------------------------------
+# --- throughput -------------------------------------------------------------------------------------------------------
 
 
 def embedding_rate(
@@ -303,10 +303,11 @@ I3D_BATCHES = (32, 64)  # beside the default 16
 
 def extract(config: CheckConfig) -> dict[str, Any]:
     """``extract`` as a user runs it on the box, timed whole: ``config.clips`` links of a generated 30-s clip of each
-    size (the throughput part's few when tiny) in 2 folds, decoded into the sets of ``EMBEDDED`` by a process per core, on the CPU and on
-    NVDEC, with each of its nets on the device alongside the decoding (``extract.overlap``), each run into a cache of
-    its own: the GPU's utilisation over each run and its stages' seconds (the nets' share of the wall time). The nets
-    run with their published weights where found, else from random ones of the same shapes (the same work)."""
+    size (the throughput part's few when tiny) in 2 folds, decoded into the sets of ``EMBEDDED`` by a process per core,
+    on the CPU and on NVDEC, with each of its nets on the device alongside the decoding (``extract.overlap``), each run
+    into a cache of its own: the GPU's utilisation over each run and its stages' seconds (the nets' share of the wall
+    time). The nets run with their published weights where found, else from random ones of the same shapes (the same
+    work)."""
     random = [name for name in EMBEDDED if (file := pretrained_file(name)) and not find_weights(file, config.weights)]
     figures: dict[str, Any] = {"nets": list(EMBEDDED), "sets": list(EMBEDDED.values()), "random_weights": random}
     decoders = ("cpu", "nvdec") if nvdec_problem() is None else ("cpu",)
@@ -359,7 +360,7 @@ def timed_extract(
     }
 
 
-# --- fine-tuning and its leak ------------------------------------------------------------------------------------------
+# --- fine-tuning and its leak -----------------------------------------------------------------------------------------
 
 
 def sample_manifest(config: CheckConfig) -> Manifest:

@@ -28,7 +28,8 @@ WINDOW_SIZE = (1280, 960)
 CLASSES = ["Exciting", "Fear", "Neutral", "Relaxation", "Sad", "Tension"]
 TAGS = ["happy", "calm", "sad", "angry", "tense", "gentle"]
 SCALE = (1.0, 9.0)
-# the page's load event, the chart drawn, and how many lanes (a tag model), segments (classes) or curves (values) it drew
+# the page's load event, the chart drawn, and how many lanes (a tag model), segments (classes) or curves (values) it
+# drew
 TIMINGS = (
     "const nav = performance.getEntriesByType('navigation')[0];"
     " const drawn = performance.getEntriesByName('timeline-drawn');"

@@ -123,9 +123,10 @@ def _gop_of(path: Path) -> str:
         fps = float(stream.average_rate or 0)
     gaps = np.diff(keys)
     mean = float(gaps.mean()) if gaps.size else float("nan")
+    shortest, longest = (gaps.min(), gaps.max()) if gaps.size else ("-", "-")
     return (
-        f"shared-sample clip as encoded: {len(keys)} keyframes (x264 scene cuts), GOP {gaps.min() if gaps.size else '-'}"
-        f"-{gaps.max() if gaps.size else '-'} frames, mean {mean:.0f} ({mean / fps:.1f} s at {fps:.3f} fps)"
+        f"shared-sample clip as encoded: {len(keys)} keyframes (x264 scene cuts), GOP {shortest}-{longest} frames,"
+        f" mean {mean:.0f} ({mean / fps:.1f} s at {fps:.3f} fps)"
     )
 
 

@@ -36,8 +36,8 @@ BENCHES = (
     "--clips",
     default=None,
     type=click.IntRange(min=1),
-    help="Clips in the synthetic cache, or files timed.  [default: 3438 for the cache and fuse benches, 20000 for memory"
-    " (its cut activations: a quarter), 24 for short-clips, 16 for catalogue]",
+    help="Clips in the synthetic cache, or files timed.  [default: 3438 for the cache and fuse benches, 20000 for"
+    " memory (its cut activations: a quarter), 24 for short-clips, 16 for catalogue]",
 )
 @click.option(
     "--tmp-dir",
@@ -65,7 +65,8 @@ BENCHES = (
     "--weights-dir",
     default=None,
     type=click.Path(file_okay=False),
-    help="Timeline, faces, upper, memory, short-clips, predict and catalogue benches: folder of the pretrained weights (also $MVEMO_WEIGHTS, ~/.cache/mvemo/weights).",
+    help="Timeline, faces, upper, memory, short-clips, predict and catalogue benches: folder of the pretrained weights"
+    " (also $MVEMO_WEIGHTS, ~/.cache/mvemo/weights).",
 )
 @click.option(
     "--cut",

@@ -26,7 +26,8 @@ def cache_info(cache_path: str, as_json: bool) -> None:
         print_json(info)
         return
     click.echo(
-        f"{cache_path}: {info['clips']} clips, {len(info['classes'])} classes ({', '.join(info['classes'])}), folds {info['folds'] or 'none'}"
+        f"{cache_path}: {info['clips']} clips, {len(info['classes'])} classes ({', '.join(info['classes'])}),"
+        f" folds {info['folds'] or 'none'}"
     )
     rows = [
         [
@@ -68,7 +69,8 @@ def cache_verify(ctx: click.Context, cache_path: str) -> None:
     for problem in report.problems:
         click.echo(f"problem: {problem}", err=True)
     click.echo(
-        f"{cache_path}: {report.rows_checked} done rows checked, {len(report.problems)} problems, {len(report.failures)} recorded failures, lock {report.lock}"
+        f"{cache_path}: {report.rows_checked} done rows checked, {len(report.problems)} problems,"
+        f" {len(report.failures)} recorded failures, lock {report.lock}"
     )
     if not report.ok:
         ctx.exit(EXIT_CLIPS_FAILED)
@@ -103,7 +105,8 @@ def cache_migrate(cache_path: str) -> None:
 @click.option(
     "--key",
     default=None,
-    help="Column of FILE.csv (array of FILE.npz) holding each row's clip id, or the clip's file stem.  [default: the first column; an .npz's clip_id]",
+    help="Column of FILE.csv (array of FILE.npz) holding each row's clip id, or the clip's file stem."
+    "  [default: the first column; an .npz's clip_id]",
 )
 def cache_import(cache_path: str, file: str, name: str, key: str | None) -> None:
     """Import features of your own: one row per clip of FILE becomes the vector set NAME, fused like any input.

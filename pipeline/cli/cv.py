@@ -25,7 +25,8 @@ def echo_summary(document: dict[str, Any], out: str) -> None:
     for note in document.get("notes", []):
         click.echo(f"note: {note}", err=True)
     click.echo(
-        f"report: {out}/report.md, {out}/report.html, {out}/report.json, {out}/{document['oof_predictions']}; models: {out}/{document['figures']['models']};"
+        f"report: {out}/report.md, {out}/report.html, {out}/report.json, {out}/{document['oof_predictions']};"
+        f" models: {out}/{document['figures']['models']};"
         f" ROC: {out}/{document['figures']['roc']}; confusion matrices: {out}/confusion_*.png"
     )
 
@@ -50,11 +51,12 @@ def head_options(command: Any) -> Any:
         default=None,
         type=click.Path(dir_okay=False),
         help="TOML file whose [head] table sets the head's name and parameters (optimizer, lr, l2, C, ...; those left"
-        " out are chosen on inner folds) and whose [fuse] table how (inner_folds, scoring, C_grid, lr_grid, l2_grid, seed,"
-        " heads: the families the inner folds choose among; upper_lr_grid, upper_weight_decay_grid, upper_max_epochs:"
-        " the fine-tuning above a cut; choice_scoring: what best(...) and the integrated models choose by; choice_rule:"
-        " best, or one-se: the first candidate within one standard error of the best; value_scale and value_heads:"
-        " valence and arousal's scale, ratings or least-squares, and heads, ridge and/or kernel-ridge).",
+        " out are chosen on inner folds) and whose [fuse] table how (inner_folds, scoring, C_grid, lr_grid, l2_grid,"
+        " seed, heads: the families the inner folds choose among; upper_lr_grid, upper_weight_decay_grid,"
+        " upper_max_epochs: the fine-tuning above a cut; choice_scoring: what best(...) and the integrated models"
+        " choose by; choice_rule: best, or one-se: the first candidate within one standard error of the best;"
+        " value_scale and value_heads: valence and arousal's scale, ratings or least-squares, and heads, ridge and/or"
+        " kernel-ridge).",
     )(command)
     command = click.option(
         "--weights-dir",
@@ -68,10 +70,10 @@ def head_options(command: Any) -> Any:
         default=None,
         type=click.Choice(HEAD_NAMES),
         help="Fusion head: L-BFGS logistic regression, the torch softmax layer, shrinkage LDA, PCA-whitened logistic"
-        " regression, a linear SVM with probabilities by temperature, RBF-kernel SVMs (C and gamma chosen on inner folds),"
-        " or logistic regression or RBF-kernel SVMs over the columns of best ANOVA F, ranked within each inner fold"
-        " (select-logistic, select-rbf-svm); [fuse] heads = [...] lets inner folds choose among several.  [default: the"
-        " config's, else logistic]",
+        " regression, a linear SVM with probabilities by temperature, RBF-kernel SVMs (C and gamma chosen on inner"
+        " folds), or logistic regression or RBF-kernel SVMs over the columns of best ANOVA F, ranked within each inner"
+        " fold (select-logistic, select-rbf-svm); [fuse] heads = [...] lets inner folds choose among several."
+        "  [default: the config's, else logistic]",
     )(command)
 
 

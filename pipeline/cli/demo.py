@@ -20,7 +20,8 @@ from mvemo.pipeline.cli.tools import CONTEXT, EXIT_CLIPS_FAILED, MvemoCommand, p
     "--clips-per-class",
     default=12,
     type=click.IntRange(min=4),
-    help="Synthetic clips written per class (at least 4: each class needs 2 training clips per fold to choose on inner folds).",
+    help="Synthetic clips written per class"
+    " (at least 4: each class needs 2 training clips per fold to choose on inner folds).",
 )
 @click.option("--duration-s", default=10.0, type=float, help="Length of each synthetic clip in seconds.")
 @click.option("--seed", default=0, type=int, help="Seed of the generator and of the folds.")
@@ -59,7 +60,8 @@ def demo(ctx: click.Context, out: str, clips_per_class: int, duration_s: float, 
     )
     mvemo = "mvemo" if shutil.which("mvemo") else os.path.relpath(sys.argv[0])  # as the user can type it
     click.echo(
-        f"final model: {out}/model/ (try `{mvemo} predict {out}/model FILE`); done in {time.perf_counter() - began:.0f} s"
+        f"final model: {out}/model/ (try `{mvemo} predict {out}/model FILE`);"
+        f" done in {time.perf_counter() - began:.0f} s"
     )
     for name, reasons in result.features.failures.items():
         for clip_id, reason in reasons.items():

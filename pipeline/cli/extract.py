@@ -43,8 +43,8 @@ def net_run_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "config_path",
             default=None,
             type=click.Path(dir_okay=False),
-            help="TOML file with [clip], [audio], [mel], [logmel], [lld], [waveform], [audio48k], [descriptors], [expressive],"
-            " [egemaps], [compare], [frames], [train], [optim.<net>], [net.<name>] tables.",
+            help="TOML file with [clip], [audio], [mel], [logmel], [lld], [waveform], [audio48k], [descriptors],"
+            " [expressive], [egemaps], [compare], [frames], [train], [optim.<net>], [net.<name>] tables.",
         ),
         click.option(
             "--device",
@@ -66,7 +66,8 @@ def net_run_options(command: Callable[..., Any]) -> Callable[..., Any]:
     "--features",
     default=None,
     help="Feature sets: waveform, audio48k (CLAP's 48 kHz audio), mel, logmel, lld, descriptors, expressive (melody and"
-    " its playing), egemaps, compare (these two need mvemo[opensmile]), frames224, frames112 (frames: both).  [default: mel,lld,descriptors; with --nets, their inputs]",
+    " its playing), egemaps, compare (these two need mvemo[opensmile]), frames224, frames112 (frames: both)."
+    "  [default: mel,lld,descriptors; with --nets, their inputs]",
 )
 @click.option(
     "--nets",
@@ -90,7 +91,8 @@ def net_run_options(command: Callable[..., Any]) -> Callable[..., Any]:
 @click.option(
     "--recompute",
     multiple=True,
-    help="Start these feature sets over, e.g. after changing a config (comma-separated or repeated; each a set this run writes).",
+    help="Start these feature sets over, e.g. after changing a config"
+    " (comma-separated or repeated; each a set this run writes).",
 )
 @click.option(
     "--overlap/--no-overlap",
@@ -218,7 +220,8 @@ def show_stages(summary: Any, closing: str) -> None:
 
 
 def _report(summary: Any) -> None:
-    """The feature sets' table, each failure with its reason, the fine-tuning units' table and the embeddings' counts."""
+    """The feature sets' table, each failure with its reason, the fine-tuning units' table and the embeddings'
+    counts."""
     from mvemo.pipeline.tables import format_table
 
     rows = [[name, s.computed, s.done, len(s.failed), s.absent] for name, s in summary.features.sets.items()]

@@ -29,7 +29,8 @@ def manifest_group() -> None:
     "--labels",
     type=click.Path(dir_okay=False),
     default=None,
-    help="CSV of each clip's targets (columns label, tags, valence, arousal, those it has); ROOT's layout then carries no class.",
+    help="CSV of each clip's targets (columns label, tags, valence, arousal, those it has);"
+    " ROOT's layout then carries no class.",
 )
 @click.option(
     "--key", default="clip_id", show_default=True, help="Column of --labels holding each clip's id or file stem."

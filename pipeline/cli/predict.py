@@ -35,7 +35,8 @@ from mvemo.pipeline.cli.tools import (
     default=None,
     type=click.Path(),
     metavar="FILE",
-    help="Write one results CSV: a row per clip with its label, a probability per class, or its error. A rerun resumes it: clips labelled there are skipped, those that failed retried once.",
+    help="Write one results CSV: a row per clip with its label, a probability per class, or its error."
+    " A rerun resumes it: clips labelled there are skipped, those that failed retried once.",
 )
 @click.option(
     "--model",
@@ -55,25 +56,30 @@ from mvemo.pipeline.cli.tools import (
     "feature_files",
     multiple=True,
     type=click.Path(exists=True, dir_okay=False),
-    help="CSV or .npz of the columns of a set the model imported (`mvemo cache import`) for these clips: a row per clip, keyed by clip id or file stem; repeat it for several files.",
+    help="CSV or .npz of the columns of a set the model imported (`mvemo cache import`) for these clips: a row per"
+    " clip, keyed by clip id or file stem; repeat it for several files.",
 )
 @click.option(
     "--json",
     "as_json",
     is_flag=True,
-    help="Print a JSON list of {clip_id, file, model, label, probabilities, in_training} (or {clip_id, file, error}); in_training is null for a model of imported sets alone.",
+    help="Print a JSON list of {clip_id, file, model, label, probabilities, in_training} (or {clip_id, file, error});"
+    " in_training is null for a model of imported sets alone.",
 )
 @click.option(
     "--timeline",
     is_flag=True,
-    help="Read each file as windows of the model's length every --hop seconds: an emotion timeline (CSV, PNG and an HTML page that plays the file beside it, per file into --out, and index.html) and the label of the whole from the pooled windows.",
+    help="Read each file as windows of the model's length every --hop seconds: an emotion timeline (CSV, PNG and an"
+    " HTML page that plays the file beside it, per file into --out, and index.html)"
+    " and the label of the whole from the pooled windows.",
 )
 @click.option(
     "--hop",
     "hop_s",
     default=None,
     type=click.FloatRange(min=0.5),
-    help="Seconds between the starts of two windows (--timeline).  [default: the model's [clip] hop_s where it was trained on windows, else half its window: 15 s]",
+    help="Seconds between the starts of two windows (--timeline)."
+    "  [default: the model's [clip] hop_s where it was trained on windows, else half its window: 15 s]",
 )
 @click.option(
     "--out",
@@ -86,7 +92,8 @@ from mvemo.pipeline.cli.tools import (
 @click.option(
     "--embed-media",
     is_flag=True,
-    help="Inline each file (up to 20 MiB) into its timeline page, so that the page travels alone (--timeline).  [default: the page refers to the file by a relative path]",
+    help="Inline each file (up to 20 MiB) into its timeline page, so that the page travels alone"
+    " (--timeline).  [default: the page refers to the file by a relative path]",
 )
 @executor_options
 @click.pass_context
@@ -256,7 +263,8 @@ def _resumed(
     if rows:
         retried = sum(1 for c in left if c.clip_id in rows)
         click.echo(
-            f"resuming {csv_path}: {len(clips) - len(left)} of {len(clips)} clips labelled before; {retried} that failed retried",
+            f"resuming {csv_path}: {len(clips) - len(left)} of {len(clips)} clips labelled before;"
+            f" {retried} that failed retried",
             err=True,
         )
     earlier = (result_of_row(rows[clip_id], predictor.saved) for clip_id in order if clip_id in done)

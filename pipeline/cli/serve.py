@@ -24,13 +24,15 @@ WARM_CLIP_S = 4.0
     "models",
     multiple=True,
     metavar="MODEL",
-    help="A ready-made model (`mvemo models list`) or a saved model's folder to load, and run once on a generated clip, before serving; repeat it for several.",
+    help="A ready-made model (`mvemo models list`) or a saved model's folder to load, and run once on a generated clip,"
+    " before serving; repeat it for several.",
 )
 @click.option(
     "--weights-dir",
     default=None,
     type=click.Path(file_okay=False),
-    help="Folder of the pretrained weights, as `mvemo predict --weights-dir` (also $MVEMO_WEIGHTS, ~/.cache/mvemo/weights).",
+    help="Folder of the pretrained weights, as `mvemo predict --weights-dir`"
+    " (also $MVEMO_WEIGHTS, ~/.cache/mvemo/weights).",
 )
 @click.option(
     "--idle-minutes",

@@ -1,5 +1,6 @@
 """``mvemo study optimizers``: paper 001's Table 2, each net fine-tuned with Adam, SGD and RMSprop on inner folds;
-``mvemo study fusion`` and ``mvemo study decide``: the fusion rules of the default model's protocol (docs/results.md)."""
+``mvemo study fusion`` and ``mvemo study decide``: the fusion rules of the default model's protocol
+(docs/results.md)."""
 
 from __future__ import annotations
 
@@ -105,7 +106,8 @@ def optimizers(ctx: click.Context, manifest_path: str, cache_path: str, **option
     "config_path",
     default=None,
     type=click.Path(exists=True, dir_okay=False),
-    help="TOML file whose [fuse] table sets how stage two chooses, as for mvemo-cv (heads, value_heads, inner_folds, ...); the study records it.",
+    help="TOML file whose [fuse] table sets how stage two chooses, as for mvemo-cv"
+    " (heads, value_heads, inner_folds, ...); the study records it.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the study as one JSON document.")
 @executor_options

@@ -121,7 +121,8 @@ def executor_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def progress_bar(description: str, unit: str, *, leave: bool = True) -> Callable[[Iterable[Any], int], Iterable[Any]]:
-    """The progress bar of one phase, with its ETA, on stderr and only on a terminal: ``progress_bar(d, u)(items, total)``.
+    """The progress bar of one phase, with its ETA, on stderr and only on a terminal:
+    ``progress_bar(d, u)(items, total)``.
 
     ``leave=False`` clears it when done (for a phase whose results are printed after it)."""
     from tqdm import tqdm

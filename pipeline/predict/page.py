@@ -53,18 +53,22 @@ def timeline_page(data: dict[str, Any], source: str, is_video: bool, path: Path)
     media = f'<{tag} id="media" controls preload="metadata" src="{html.escape(source)}"></{tag}>'
     if _has_plane(data):
         media = (
-            f'<div class="beside">{media}<div id="plane" role="img" aria-label="Valence and arousal in Russell\'s plane,'
-            f" the current window's point among the whole trajectory; click to seek to the nearest window\"></div></div>"
+            f'<div class="beside">{media}'
+            '<div id="plane" role="img" aria-label="Valence and arousal in Russell\'s plane,'
+            " the current window's point among the whole trajectory; click to seek to the nearest window\">"
+            "</div></div>"
         )
         if "plane" in data:
             media += (
-                '<p class="muted" id="plane-note">The plane\'s valence and arousal are read from the quadrant probabilities:'
+                '<p class="muted" id="plane-note">'
+                "The plane's valence and arousal are read from the quadrant probabilities:"
                 " each window's point is the quadrants' corners weighed by their probabilities (-1 to 1 on each axis);"
                 " the model was trained on quadrants, not on values.</p>"
             )
     body = [
         f"<h1>{name}</h1>",
-        f"<p>The whole file: {_whole(data)}, model <code>{html.escape(data['model'])}</code>, {windows_text(len(data['starts']))}.</p>",
+        f"<p>The whole file: {_whole(data)}, model <code>{html.escape(data['model'])}</code>,"
+        f" {windows_text(len(data['starts']))}.</p>",
         media,
         '<p id="now"></p><p id="announce" class="visually-hidden" aria-live="polite"></p>',
         f'<div id="chart" role="slider" tabindex="0" aria-label="Emotion over time in {name}"'
@@ -235,7 +239,8 @@ def _strip(starts: np.ndarray, ends: np.ndarray, top: list[str], colours: dict[s
     edges = window_edges(starts, ends)
     scale = 100 / ((edges[-1] - edges[0]) or 1)
     rects = "".join(
-        f'<rect x="{(left - edges[0]) * scale:.2f}" width="{(right - left) * scale:.2f}" height="1" fill="{colours[c]}"/>'
+        f'<rect x="{(left - edges[0]) * scale:.2f}" width="{(right - left) * scale:.2f}"'
+        f' height="1" fill="{colours[c]}"/>'
         for left, right, c in zip(edges[:-1], edges[1:], top)
     )
     runs = [c for k, c in enumerate(top) if k == 0 or top[k - 1] != c]
@@ -264,7 +269,8 @@ def _provenance(provenance: dict[str, Any]) -> str:
     rows = [[name, s["extractor"], s["weights_sha256"] or "-"] for name, s in provenance["sets"].items()]
     return (
         "<h2>Provenance</h2>"
-        f"<p>Model <code>{html.escape(provenance['model'])}</code>, saved by mvemo {html.escape(provenance['saved_with'])};"
+        f"<p>Model <code>{html.escape(provenance['model'])}</code>,"
+        f" saved by mvemo {html.escape(provenance['saved_with'])};"
         f" this page written by mvemo {html.escape(mvemo_version())}.</p>"
         + _table(["input", "extractor", "weights (sha256)"], rows)
     )

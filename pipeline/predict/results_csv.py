@@ -72,8 +72,8 @@ def earlier_rows(path: str | os.PathLike[str], header: list[str], model: str, di
         fix = f"give another --csv, or remove {file} to label every clip again"
         if records and records[0] != header:
             raise ConfigError(
-                f"--csv {path}: {file.name} holds the columns {records[0]}, not {header} (this model's, with the manifest's"
-                f" labels where it gives them); {fix}"
+                f"--csv {path}: {file.name} holds the columns {records[0]}, not {header}"
+                f" (this model's, with the manifest's labels where it gives them); {fix}"
             )
         for line, record in enumerate(records[1:], start=2):
             if not record:
@@ -168,8 +168,8 @@ def csv_line(header: list[str], row: dict[str, str]) -> str:
 
 
 def _replace(path: Path, header: list[str], lines: Iterable[str]) -> None:
-    """``path`` holding ``header`` and the CSV ``lines``, written beside it and renamed, so a kill leaves the old file or
-    the new."""
+    """``path`` holding ``header`` and the CSV ``lines``, written beside it and renamed, so a kill leaves the old file
+    or the new."""
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerow(header)

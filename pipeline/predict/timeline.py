@@ -180,7 +180,15 @@ class Timeline:
         elif self.kind == "tags":
             picture = tags_timeline_png(starts, ends, self.proba, self.classes, self.thresholds or [], title, png)
         else:
-            picture = values_timeline_png(starts, ends, self.proba, self.classes, self.scale, title, png)  # type: ignore[arg-type]
+            picture = values_timeline_png(
+                starts,
+                ends,
+                self.proba,
+                self.classes,
+                self.scale,  # type: ignore[arg-type]
+                title,
+                png,
+            )
         return table, picture, timeline_page(self.page_data(), media_source, self.is_video, html_path)
 
 

@@ -1,4 +1,5 @@
-"""``mvemo models list``: each ready-made model with what it labels, reads and scores, and whether its weights are here."""
+"""``mvemo models list``: each ready-made model with what it labels, reads and scores, and whether its weights are
+here."""
 
 from __future__ import annotations
 
@@ -40,8 +41,8 @@ def catalogue(weights_dir: str | os.PathLike[str] | None = None) -> list[dict[st
 
 
 def weights_here(files: dict[str, str], weights_dir: str | os.PathLike[str] | None) -> str:
-    """The words "all here" where each weight file is found with the sha256 a model recorded (``files``: file -> sha256), else
-    the files missing and those found with another sha256, with the command that brings the right one."""
+    """The words "all here" where each weight file is found with the sha256 a model recorded (``files``: file ->
+    sha256), else the files missing and those found with another sha256, with the command that brings the right one."""
     found = {file: weights_status(file, weights_dir) for file in files}
     missing = [file for file, state in found.items() if state.path is None]
     other = [file for file, state in found.items() if state.path is not None and state.sha256 != files[file]]
@@ -68,7 +69,8 @@ def figures_text(figures: dict[str, Any]) -> str:
     and mAP (means over repeats); or each value's CCC and r, and the quadrants' accuracy."""
     if "accuracy" in figures:
         low, high = figures["accuracy"]["interval"]
-        return f"accuracy {100 * figures['accuracy']['mean']:.1f} % ({100 * low:.1f}-{100 * high:.1f}), macro F1 {figures['f1_macro']:.3f}"
+        mean = figures["accuracy"]["mean"]
+        return f"accuracy {100 * mean:.1f} % ({100 * low:.1f}-{100 * high:.1f}), macro F1 {figures['f1_macro']:.3f}"
     if "map" in figures:
         return f"ROC-AUC macro {figures['roc_auc_macro']['mean']:.3f}, mAP {figures['map']['mean']:.3f}"
     values = [f"{name} CCC {m['ccc']:.3f} (r {m['pearson']:.3f})" for name, m in figures.items() if isinstance(m, dict)]

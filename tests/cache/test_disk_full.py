@@ -26,7 +26,8 @@ from tests.cache.helpers import first_segment, row_values, stand_in_manifest
 manifest = stand_in_manifest(Path(sys.argv[2]), 40)
 with CacheWriter(sys.argv[1], manifest) as writer:
     writer.prepare([MEL])
-    limit = first_segment(Path(sys.argv[1]), 'mel').stat().st_size // 3  # past a third of the (sparse) file, writes fail as on a full disk
+    # past a third of the (sparse) file, writes fail as on a full disk
+    limit = first_segment(Path(sys.argv[1]), 'mel').stat().st_size // 3
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
     try:
         for row in writer.todo("mel"):

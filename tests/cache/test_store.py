@@ -110,7 +110,8 @@ def test_changed_config_raises_naming_fingerprints_keys_and_recompute(tmp_path: 
     with CacheWriter(cache, manifest) as writer:
         with pytest.raises(
             CacheError,
-            match=rf"{MEL.fingerprint[:12]}.*{changed.fingerprint[:12]}.*differing: config\.hop_length.*--recompute mel",
+            match=rf"{MEL.fingerprint[:12]}.*{changed.fingerprint[:12]}.*differing: config\.hop_length"
+            r".*--recompute mel",
         ):
             writer.prepare([changed])
         with pytest.raises(CacheError, match=r"differing: layout\.dtype, weights_sha256"):
@@ -252,7 +253,10 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path: Path, manifest: 
 
 def test_a_killed_holder_s_lock_is_taken_over(tmp_path: Path) -> None:
     cache = tmp_path / "c.h5"
-    code = "import sys, time; from mvemo.cache.lock import CacheLock; CacheLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)"
+    code = (
+        "import sys, time; from mvemo.cache.lock import CacheLock; CacheLock(sys.argv[1]).acquire();"
+        " print('held', flush=True); time.sleep(60)"
+    )
     holder = subprocess.Popen([sys.executable, "-c", code, str(cache)], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(CacheError, match=rf"pid {holder.pid}"):

@@ -81,7 +81,8 @@ def test_config_net_tables_set_a_nets_options_and_inputs(tmp_path: Path, manifes
     cache = tmp_path / "cache.h5"
     config = tmp_path / "c.toml"
     config.write_text(
-        '[audio]\nduration_s = 1.0\n[frames]\nn_frames = 4\n[net.i3d]\npool = "global"\nframes = "frames112"\ninit = "random"\n'
+        "[audio]\nduration_s = 1.0\n[frames]\nn_frames = 4\n"
+        '[net.i3d]\npool = "global"\nframes = "frames112"\ninit = "random"\n'
     )
     result = CliRunner().invoke(
         cli, ["extract", str(path), "--cache", str(cache), "--nets", "i3d", "--config", str(config)]
@@ -189,8 +190,8 @@ def test_recomputing_with_other_weights_says_what_changes(tmp_path: Path, manife
     embeddings_into(manifest, cache, ["twodcnn"], net_options=RANDOM)
     summary = embeddings_into(manifest, cache, ["twodcnn"], weights_dir=weights, recompute=["emb/twodcnn/all"])
     assert (
-        "emb/twodcnn/all: recomputed with other weights: random init before, choi_compact_cnn_msd.h5 (sha256 42e791b8c1b4) now"
-        in summary.notes
+        "emb/twodcnn/all: recomputed with other weights: random init before,"
+        " choi_compact_cnn_msd.h5 (sha256 42e791b8c1b4) now" in summary.notes
     )
     with Cache(cache) as reader:
         assert reader.weights_file("emb/twodcnn/all") == "choi_compact_cnn_msd.h5"

@@ -1,4 +1,5 @@
-"""musicnn and its VGG: parity with the musicnn 0.1.0 package's intermediates, the log-mel they read, the clip pooling."""
+"""musicnn and its VGG: parity with the musicnn 0.1.0 package's intermediates, the log-mel they read, the clip
+pooling."""
 
 from __future__ import annotations
 

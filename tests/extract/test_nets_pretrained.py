@@ -35,7 +35,7 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-# --- twodcnn: Choi's compact convnet -----------------------------------------------------------------------------------
+# --- twodcnn: Choi's compact convnet ----------------------------------------------------------------------------------
 
 
 def test_twodcnn_loads_every_conv_and_norm_weight_of_the_msd_file() -> None:
@@ -86,7 +86,8 @@ def choi_front_end(arrays: dict[str, np.ndarray], y: np.ndarray) -> np.ndarray:
 
 
 def test_the_files_own_12khz_front_end_equals_mvemos_mel() -> None:
-    """The sanity check of the cached mel: at 12 kHz, the file's STFT kernels and mel matrix give mvemo's mel spectrogram."""
+    """The sanity check of the cached mel: at 12 kHz, the file's STFT kernels and mel matrix give mvemo's mel
+    spectrogram."""
     import librosa
 
     from mvemo.extract.audio import MelConfig, mel_spectrogram
@@ -154,7 +155,7 @@ def test_a_file_of_another_net_is_refused_by_name(tmp_path: Path) -> None:
         get_net("twodcnn", num_classes=2, weights=odd)
 
 
-# --- i3d ---------------------------------------------------------------------------------------------------------------
+# --- i3d --------------------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.heavy
@@ -220,7 +221,7 @@ def test_i3d_loads_the_pytorch_i3d_state_dict_format(tmp_path: Path, zip_format:
     assert nets[1].weights_sha256 != nets[0].weights_sha256
 
 
-# --- c3d ---------------------------------------------------------------------------------------------------------------
+# --- c3d --------------------------------------------------------------------------------------------------------------
 
 # DavideA/c3d-pytorch C3D_model.py: every tensor of its Sports-1M state dict, by name and shape.
 C3D_PORT = {
@@ -295,7 +296,7 @@ def test_c3d_refuses_a_state_dict_without_its_convolutions(tmp_path: Path) -> No
         get_net("c3d", num_classes=6, weights=tmp_path / "c3d.pt", n_frames=16, crop_px=32)
 
 
-# --- torchvision's video ResNets ---------------------------------------------------------------------------------------
+# --- torchvision's video ResNets --------------------------------------------------------------------------------------
 
 
 def test_torchvision_video_net_loads_its_state_dict(tmp_path: Path) -> None:

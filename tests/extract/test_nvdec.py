@@ -114,8 +114,8 @@ def test_a_clip_nvdec_refuses_decodes_on_the_cpu(tmp_path: Path, monkeypatch: py
 def test_any_refusal_of_the_device_decoder_falls_back_to_the_cpu(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusal: Exception
 ) -> None:
-    """PyAV's ``HWAccel(allow_software_fallback=False)`` raised a plain RuntimeError on an av1 file (its FFmpeg opens av1
-    with libdav1d, no device decoder): whatever the device decoder raises, the clip decodes on the CPU."""
+    """PyAV's ``HWAccel(allow_software_fallback=False)`` raised a plain RuntimeError on an av1 file (its FFmpeg opens
+    av1 with libdav1d, no device decoder): whatever the device decoder raises, the clip decodes on the CPU."""
     import mvemo.extract.decode.nvdec
     import mvemo.extract.decode.video
 

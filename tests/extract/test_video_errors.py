@@ -130,7 +130,10 @@ def test_errors_cross_the_process_boundary_with_their_type(clip: Path, tmp_path:
     assert worker.pid is None
 
 
-_READY = "import json, os, struct, sys; b = json.dumps({'ready': True}).encode(); sys.stdout.buffer.write(struct.pack('>I', len(b)) + b); sys.stdout.flush();"
+_READY = (
+    "import json, os, struct, sys; b = json.dumps({'ready': True}).encode();"
+    " sys.stdout.buffer.write(struct.pack('>I', len(b)) + b); sys.stdout.flush();"
+)
 
 
 @pytest.mark.heavy

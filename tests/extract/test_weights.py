@@ -83,7 +83,8 @@ def test_a_corrupt_file_is_an_error_naming_path_source_sha256_and_fix(tmp_path: 
     (tmp_path / CHOI).write_bytes(b"not the weights")
     with pytest.raises(
         WeightsError,
-        match=r"weights .*choi_compact_cnn_msd.h5: sha256 [0-9a-f]{64} is not the published 42e791b8c1b4.*keunwoochoi.*mvemo weights fetch choi_compact_cnn_msd.h5",
+        match=r"weights .*choi_compact_cnn_msd.h5: sha256 [0-9a-f]{64} is not the published 42e791b8c1b4"
+        r".*keunwoochoi.*mvemo weights fetch choi_compact_cnn_msd.h5",
     ) as err:
         find_weights(CHOI, tmp_path)
     assert isinstance(err.value, ConfigError)
@@ -199,7 +200,8 @@ def test_the_numpy_only_unpickler_reads_nested_arrays(protocol: int) -> None:
     }
     data = pickle.dumps(tree, protocol=protocol)
     loaded = NumpyOnlyUnpickler(io.BytesIO(data)).load()
-    np.testing.assert_array_equal(loaded["params"]["conv"]["kernel"], tree["params"]["conv"]["kernel"])  # type: ignore[index]
+    kernel = tree["params"]["conv"]["kernel"]  # type: ignore[index]
+    np.testing.assert_array_equal(loaded["params"]["conv"]["kernel"], kernel)
     assert loaded["stats"][0].dtype == np.float64
 
 

@@ -122,5 +122,6 @@ def test_killed_extracts_resume_to_the_uninterrupted_cache(tmp_path: Path) -> No
     assert kills >= KILLS, f"{kills} kills landed in {rounds} rounds"
     assert "features" in phases and any(re.match(r"fine-tuning \([123] of 4", p) for p in phases), phases
     print(
-        f"{kills} kills in {rounds} rounds of {duration_s:.1f} s runs ({', '.join(phases)}): every resumed cache equals the reference"
+        f"{kills} kills in {rounds} rounds of {duration_s:.1f} s runs ({', '.join(phases)}):"
+        " every resumed cache equals the reference"
     )

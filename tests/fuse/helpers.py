@@ -60,13 +60,13 @@ def embedding_cache(
     Each net gets ``emb/<net>/fold<k>`` for the folds in ``fold_sets`` and, with
     ``with_all``, ``emb/<net>/all`` made with ``finetune``. ``folds`` gives each
     clip's fold (default: round robin over groups of one clip per class), ``groups`` its group (default none); every
-    row of the sets in ``failed_sets`` is recorded failed instead of written, and a set in ``written`` has only its first
-    rows written (the others still to compute, as while stage one runs). Each net's sets record the sha256
-    of pretrained weights (``weights`` overrides a net's: "" for random init). ``vectors`` maps a clip-level
-    feature set (as ``descriptors``) -> (dim, separation), with named columns. ``patches`` maps a net to the patches
-    per clip its sets keep (``pool = "patches"``): each patch its own noise around the class mean, patch after patch;
-    ``layers`` the layer a net's sets record (with the net's name). ``retarget`` gives the manifest written its
-    tags and values (from the clips' classes, which the embeddings carry).
+    row of the sets in ``failed_sets`` is recorded failed instead of written, and a set in ``written`` has only its
+    first rows written (the others still to compute, as while stage one runs). Each net's sets record the sha256 of
+    pretrained weights (``weights`` overrides a net's: "" for random init). ``vectors`` maps a clip-level feature set
+    (as ``descriptors``) -> (dim, separation), with named columns. ``patches`` maps a net to the patches per clip its
+    sets keep (``pool = "patches"``): each patch its own noise around the class mean, patch after patch; ``layers`` the
+    layer a net's sets record (with the net's name). ``retarget`` gives the manifest written its tags and values (from
+    the clips' classes, which the embeddings carry).
     """
     rng = np.random.default_rng(seed)
     n = n_per_class * len(CLASSES)

@@ -225,7 +225,8 @@ def test_a_segment_removed_before_the_final_fit_stops_it_in_one_line(
 
 
 def paper_net(cache: Path, net: str, dim: int) -> None:
-    """``emb/<net>/all`` fine-tuned on every clip (the papers' protocol), as ``mvemo extract --protocol paper`` writes."""
+    """``emb/<net>/all`` fine-tuned on every clip (the papers' protocol), as ``mvemo extract --protocol paper``
+    writes."""
     config = {"protocol": "paper", "finetune": "full"}
     spec = FeatureSpec(f"emb/{net}/all", (dim,), "float32", net, "1", config, f"{net}-checkpoint-sha256")
     manifest = valued(manifest_of(cache))  # the values ``embedding_cache(..., retarget=valued)`` gave the clips

@@ -1,4 +1,5 @@
-"""``mvemo study fusion`` and ``mvemo study decide``: the protocol's rules, their paired differences, and its decision."""
+"""``mvemo study fusion`` and ``mvemo study decide``: the protocol's rules, their paired differences, and its
+decision."""
 
 from __future__ import annotations
 

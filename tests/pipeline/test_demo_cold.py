@@ -1,5 +1,5 @@
-"""The default demo's point, its integrated model beating every unimodal one, in the README's first command, `make demo`,
-as a new user runs it: numba's cache empty, which no earlier test can warm.
+"""The default demo's point, its integrated model beating every unimodal one, in the README's first command,
+`make demo`, as a new user runs it: numba's cache empty, which no earlier test can warm.
 
 Workers that compiled numba's code each on their own wrote its cache from several processes at once; a gufunc whose two
 entries two processes wrote segfaults every later process that loads it (numba issue #10128): a fresh clone's

@@ -1,4 +1,5 @@
-"""Stage one on a real Dask LocalCluster (loopback, 2 workers, 1 thread each) equals the serial run, even when a worker dies."""
+"""Stage one on a real Dask LocalCluster (loopback, 2 workers, 1 thread each) equals the serial run, even when a worker
+dies."""
 
 from __future__ import annotations
 

@@ -240,7 +240,8 @@ def test_a_five_minute_1080p_page_of_24_tags_is_small_and_draws_every_lane(brows
     assert page.stat().st_size < 300_000
     open_page(browser, page)
     drawn = browser.execute_script(
-        "return [document.querySelectorAll('#chart .lane').length, document.querySelectorAll('#windows tbody tr').length]"
+        "return [document.querySelectorAll('#chart .lane').length,"
+        " document.querySelectorAll('#windows tbody tr').length]"
     )
     assert drawn == [24, len(timeline.windows)] and len(timeline.windows) == 271  # how fast: `mvemo bench pages`
     assert console_errors(browser) == []

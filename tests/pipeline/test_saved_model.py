@@ -200,7 +200,8 @@ def test_a_head_over_inputs_of_another_size_stops_the_run_instead_of_failing_eac
 
 @pytest.mark.parametrize("how", DAMAGES)
 def test_a_damaged_heads_file_is_one_line_and_exit_2(saved: Path, clip: Path, tmp_path: Path, how: str) -> None:
-    """heads.h5 cut short, a block zeroed, an array replaced by a group or by text (``tests.faults.test_damaged_files``)."""
+    """heads.h5 cut short, a block zeroed, an array replaced by a group or by text
+    (``tests.faults.test_damaged_files``)."""
     model = edited(saved, tmp_path, lambda d: None)
     damage(model / "heads.h5", how)
     result = predict(model, clip)

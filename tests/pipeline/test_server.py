@@ -27,7 +27,8 @@ CLIENT = (
 
 @pytest.fixture
 def runtime(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    """A short private ``$XDG_RUNTIME_DIR`` (a socket's path has at most 107 bytes), and the environment that names it."""
+    """A short private ``$XDG_RUNTIME_DIR`` (a socket's path has at most 107 bytes), and the environment that names
+    it."""
     with tempfile.TemporaryDirectory(prefix="xdg", dir="/tmp") as folder:
         monkeypatch.setenv("XDG_RUNTIME_DIR", folder)
         monkeypatch.delenv("MVEMO_NO_SERVE", raising=False)

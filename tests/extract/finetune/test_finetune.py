@@ -143,7 +143,8 @@ def test_cli_fine_tunes_with_the_config_files_training_tables(tmp_path: Path, ma
     path = write_manifest(manifest, tmp_path / "m.csv")
     config = tmp_path / "c.toml"
     config.write_text(
-        "[audio]\nduration_s = 1.0\n[train]\nmax_epochs = 1\nvalidation_share = 0.25\n[optim.twodcnn]\nname = 'adam'\nlr = 1e-4\n"
+        "[audio]\nduration_s = 1.0\n[train]\nmax_epochs = 1\nvalidation_share = 0.25\n"
+        "[optim.twodcnn]\nname = 'adam'\nlr = 1e-4\n"
         "[net.twodcnn]\nactivation = 'elu'\n"
     )
     cache = tmp_path / "cache.h5"
