@@ -113,9 +113,6 @@ def junit_outcomes(junit_xml: Path) -> dict[str, Any]:
     return {"counts": counts, "tests": tests}
 
 
-# --- throughput -------------------------------------------------------------------------------------------------------
-
-
 # --- decoders ---------------------------------------------------------------------------------------------------------
 
 PARITY_CLIPS = 12  # of the MVED sample, spread over its classes
