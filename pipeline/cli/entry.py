@@ -1,6 +1,6 @@
 """The console scripts, ``mvemo`` and ``mvemo-cv``: the signal handlers go in before the command line is imported,
 so that a signal at any moment of a command stops it with one line and exit 128 + its number; a command that a
-server of this mvemo runs (``mvemo serve``) is sent there before anything else is imported."""
+server of this mvemo runs (``mvemo serve``, where ``MVEMO_SERVE=1``) is sent there before anything else is imported."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import functools
 import sys
 
 from mvemo.pipeline.cli.interrupt import run_stopping
-from mvemo.pipeline.server import forward
+from mvemo.pipeline.serving.client import forward
 
 
 def main() -> None:

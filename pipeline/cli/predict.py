@@ -95,6 +95,12 @@ from mvemo.pipeline.cli.tools import (
     help="Inline each file (up to 20 MiB) into its timeline page, so that the page travels alone"
     " (--timeline).  [default: the page refers to the file by a relative path]",
 )
+@click.option(
+    "--verbose",
+    is_flag=True,
+    help="Say on stderr where the command runs (served by `mvemo serve`, or in a process of its own and why) and the"
+    " size of each of its thread pools.",
+)
 @executor_options
 @click.pass_context
 def predict(
@@ -110,6 +116,7 @@ def predict(
     hop_s: float | None,
     out_dir: str,
     embed_media: bool,
+    verbose: bool,
     **options: Any,
 ) -> None:
     """Label each FILE (video or audio), or each clip of --manifest, with the model saved by `mvemo fuse` in MODEL_DIR,
@@ -124,6 +131,8 @@ def predict(
     from mvemo.pipeline.predict.predictor import Predictor, file_clip
     from mvemo.pipeline.predict.tally import Tally
 
+    if verbose:
+        _say_how_this_runs()
     model_dir, files, model_name = model_and_files(arguments, model_name)
     if bool(files) == bool(manifest_path):
         raise ConfigError("give either FILE arguments or --manifest M, not both and not neither")
@@ -168,6 +177,14 @@ def predict(
         click.echo(f"failed: {clip_id}: {error}", err=True)
     if tally.failed:
         ctx.exit(EXIT_CLIPS_FAILED)
+
+
+def _say_how_this_runs() -> None:
+    from mvemo.pipeline.cli.serve import thread_pool_sizes
+    from mvemo.pipeline.serving.client import how_this_runs
+
+    sizes = ", ".join(f"{pool} {size}" for pool, size in thread_pool_sizes().items())
+    click.echo(f"mvemo predict: runs {how_this_runs()}; threads: {sizes}", err=True)
 
 
 def warn_seen_in_training(seen: list[str], n_clips: int) -> None:

@@ -1,11 +1,12 @@
 """``mvemo serve``: keep mvemo's imports and models loaded, so that each ``mvemo predict`` answers in the time of its
-files (``pipeline.server``)."""
+files (``pipeline.serving``)."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
 import io
+import os
 import tempfile
 import time
 import warnings
@@ -43,37 +44,74 @@ WARM_CLIP_S = 4.0
 )
 @click.pass_context
 def serve(ctx: click.Context, models: tuple[str, ...], weights_dir: str | None, idle_minutes: float) -> None:
-    """Serve `mvemo predict` to this user's shells: this process imports mvemo's stack and loads each --model once,
-    and every `mvemo predict` of the same mvemo then runs in a fork of it, on the caller's terminal, folder and
-    environment, with its output and exit status. One song's label then costs the song, not seconds of start-up.
+    """Serve `mvemo predict` to the shells that ask for it: this process imports mvemo's stack and loads each --model
+    once, and every `mvemo predict` run with MVEMO_SERVE=1 in its environment then runs in a fork of it, with its
+    output and exit status. One song's label then costs the song, not seconds of start-up.
 
-    Without a server, or with MVEMO_NO_SERVE=1, `mvemo predict` runs in its own process as before. Stop it with Ctrl-C;
-    it stops by itself after --idle-minutes without a request. A new install or any change to mvemo's code needs a
-    new server (the old one is never asked).
+    A served predict takes from its caller: its standard streams, working folder, environment, umask, time zone,
+    temporary folder, and the thread counts that OMP_NUM_THREADS, MKL_NUM_THREADS and OPENBLAS_NUM_THREADS name
+    (where it names none, those a process of its own takes). It shares with the server: mvemo's code, Python and
+    installed packages (another install or an edited file is another server's), the modules, models, weights and
+    caches the server loaded, and the server's user. It runs only where the caller's CPU affinity, resource limits,
+    cgroup and nice value are the server's: elsewhere it runs in a process of its own (`mvemo predict --verbose`
+    says why). It keeps what the server read once, when it started: the locale and the other settings of the
+    environment that torch, numba and librosa read on import; and it ends without the exit handlers a process of its
+    own would run (predict closes its files itself). Ctrl-C reaches the command and every process it started; a
+    caller that dies takes its command along. Only predict is served.
+
+    Without MVEMO_SERVE=1 (or without a server) `mvemo predict` runs in its own process. Stop the server with Ctrl-C;
+    it stops by itself after --idle-minutes without a request.
     """
     import torch
 
-    from mvemo.pipeline.server import serve as serve_requests
-    from mvemo.pipeline.server import socket_path
+    from mvemo.pipeline.serving.server import Serving
+    from mvemo.pipeline.serving.server import serve as serve_requests
+    from mvemo.pipeline.serving.wire import socket_path
 
     path = socket_path()  # of the code this process imports now, before the models load
     command_line = ctx.find_root().command  # the console script's, which each fork runs
-    threads = torch.get_num_threads()
+    started = thread_pool_sizes()
     torch.set_num_threads(1)  # no OpenMP pool in this process: a fork of a process that has one hangs in its own
-    started = time.monotonic()
+    began = time.monotonic()
     with tempfile.TemporaryDirectory() as folder:
         clip = _generated_clip(Path(folder) / "warm.mp4")
         for model in models:
             _warm(command_line, model, clip, weights_dir)
 
     def ready() -> None:
-        loaded = f", {len(models)} model(s) loaded in {time.monotonic() - started:.1f} s" if models else ""
+        loaded = f", {len(models)} model(s) loaded in {time.monotonic() - began:.1f} s" if models else ""
         click.echo(
-            f"mvemo serve: listening at {path}{loaded}; `mvemo predict` now runs here. Ctrl-C stops it.", err=True
+            f"mvemo serve: listening at {path}{loaded}; `mvemo predict` runs here where MVEMO_SERVE=1."
+            " Ctrl-C stops it.",
+            err=True,
         )
 
-    run = functools.partial(_run, command_line=command_line, threads=threads)
-    serve_requests(path, run, idle_s=idle_minutes * 60 or None, ready=ready)
+    serving = Serving(functools.partial(_run, command_line=command_line, server=os.getpid()), started)
+    serve_requests(path, serving, idle_s=idle_minutes * 60 or None, ready=ready)
+
+
+def thread_pool_sizes() -> dict[str, int]:
+    """The size of each thread pool of this process, by ``serving.match.THREAD_POOLS`` name: torch's, and each
+    library's that threadpoolctl finds (the BLAS, the OpenMP runtime)."""
+    import torch
+    from threadpoolctl import threadpool_info
+
+    sizes = {"torch": torch.get_num_threads()}
+    for pool in threadpool_info():
+        sizes.setdefault(pool["user_api"], pool["num_threads"])
+    return sizes
+
+
+def set_thread_pool_sizes(sizes: dict[str, int]) -> None:
+    """Give each thread pool of this process its size in ``sizes`` (``thread_pool_sizes``'s names), torch's last:
+    it shares the OpenMP runtime."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    for api, size in sizes.items():
+        if api != "torch":
+            threadpool_limits(size, user_api=api)
+    torch.set_num_threads(sizes["torch"])
 
 
 def _generated_clip(path: Path) -> Path:
@@ -106,16 +144,17 @@ def _warm(command_line: click.Command, model: str, clip: Path, weights_dir: str 
         )
 
 
-def _run(argv: list[str], *, command_line: click.Command, threads: int) -> None:
-    """A request, in its fork: the command as the console script runs it, on the server's own torch threads again."""
-    import torch
-
+def _run(argv: list[str], sizes: dict[str, int], *, command_line: click.Command, server: int) -> None:
+    """A request, in its fork: the command as the console script runs it, its thread pools of the ``sizes`` its
+    caller's environment gives them."""
     from mvemo.pipeline.cli.interrupt import run_stopping
-    from mvemo.pipeline.server import accept_signals
+    from mvemo.pipeline.serving.client import say_how_this_runs
+    from mvemo.pipeline.serving.server import accept_signals
 
     def command() -> None:
         accept_signals()  # run_stopping's handlers are in
         command_line(args=argv, prog_name="mvemo")
 
-    torch.set_num_threads(threads)
+    set_thread_pool_sizes(sizes)
+    say_how_this_runs(f"served by `mvemo serve` (process {server})")
     run_stopping("mvemo", command)
