@@ -175,9 +175,12 @@ def export_figures(
     return out
 
 
-def bench_extract(device: str = "auto", *, folder: str | None = None, nets: tuple[str, ...] = NETS) -> dict[str, Any]:
+def bench_extract(
+    device: str = "auto", *, folder: str | None = None, nets: tuple[str, ...] = NETS, repeat: int | None = None
+) -> dict[str, Any]:
     """The figures of ``mvemo bench extract --json``: ``{"nets": {NAME: {...}}, "device": ...}``, plus, on a GPU,
-    ``export_clips_per_s`` for i3d and c3d at batch sizes 8, 16 and 32."""
+    ``export_clips_per_s`` for i3d and c3d at batch sizes 8, 16 and 32; each figure the best of ``repeat`` runs (5 on a
+    GPU, 2 on a CPU where not given)."""
     torch_device = resolve_device(device)
     on_gpu = torch_device.type == "cuda"
     torch.manual_seed(0)
@@ -190,7 +193,7 @@ def bench_extract(device: str = "auto", *, folder: str | None = None, nets: tupl
     for name in nets:
         batch = 16 if on_gpu else 1
         figures["nets"][name] = net_figures(
-            get_net(name, num_classes=NUM_CLASSES), batch, torch_device, repeat=5 if on_gpu else 2
+            get_net(name, num_classes=NUM_CLASSES), batch, torch_device, repeat=repeat or (5 if on_gpu else 2)
         )
     if on_gpu:
         figures["export_clips_per_s"] = {

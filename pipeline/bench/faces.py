@@ -18,7 +18,13 @@ from mvemo.pipeline.bench.video import SIZES, generate_clip
 REPEATS = 3
 
 
-def bench_faces(*, weights_dir: str | None = None, folder: str | None = None) -> dict[str, Any]:
+def bench_faces(
+    *,
+    sizes: tuple[str, ...] = ("240p", "1080p"),
+    repeat: int = REPEATS,
+    weights_dir: str | None = None,
+    folder: str | None = None,
+) -> dict[str, Any]:
     """The figures of ``mvemo bench faces --json``; ``{"skipped": why}`` where the weight files are not found."""
     from mvemo.extract.faces.sets import DETECTOR_FILE, EXPRESSION_FILES, FaceConfig, compute_face_sets
     from mvemo.extract.frame_sets import FrameConfig, sample_frames
@@ -31,12 +37,12 @@ def bench_faces(*, weights_dir: str | None = None, folder: str | None = None) ->
     config, frames = FaceConfig(weights_dir=weights_dir), FrameConfig(isolate=False, decode_threads=1)
     figures: dict[str, Any] = {"cores": 1, "frames": frames.n_frames, "expression_net": config.expression_net}
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        for size in ("240p", "1080p"):
+        for size in sizes:
             clip = generate_clip(Path(tmp) / f"{size}.mp4", *SIZES[size])
             sample = sample_frames(clip, frames)
             compute_face_sets(sample.frames, config)  # loads the nets once
             sampling, faces = [], []
-            for _ in range(REPEATS):
+            for _ in range(repeat):
                 began = time.perf_counter()
                 sample = sample_frames(clip, frames)
                 sampling.append(time.perf_counter() - began)

@@ -16,8 +16,16 @@ from mvemo.fuse.heads.families import make_head
 from mvemo.manifests.schema import Clip, Manifest
 from mvemo.pipeline.executors import build_executor
 
-# Embedding sizes of the five nets (sum ~4,000): the fused matrix of the integrated model.
+# Embedding sizes of the five nets (sum ~4,000): the fused matrix of the integrated model; and the cached inputs each
+# net reads, which its set records (the integrated model fuses nets of both modalities)
 NET_DIMS = {"onedcnn": 1024, "twodcnn": 160, "crnn": 1280, "c3d": 512, "i3d": 1024}
+NET_INPUTS = {
+    "onedcnn": ("waveform",),
+    "twodcnn": ("mel",),
+    "crnn": ("mel", "lld"),
+    "c3d": ("frames112",),
+    "i3d": ("frames224",),
+}
 CLASSES = ("Exciting", "Fear", "Neutral", "Relaxation", "Sad", "Tension")
 # The models of the CV with fixed settings, as stage two had them before nested selection: each net, the paper's
 # pairs, all nets concatenated, the late fusion of the pairs (the default `integrated` now chooses on inner folds).
@@ -47,15 +55,18 @@ def bench_fuse(*, n_clips: int = 3438, k: int = 6, head: str = "logistic", folde
         media = Path(tmp) / "media"
         media.mkdir()
         clips = []
-        for i in range(n_clips):
-            (media / f"{i}.wav").write_bytes(i.to_bytes(4, "little"))
-            clips.append(Clip(f"c{i}", CLASSES[y[i]], audio=media / f"{i}.wav", fold=(i // len(CLASSES)) % k))
+        for i in range(n_clips):  # music videos
+            video = media / f"{i}.mp4"
+            video.write_bytes(i.to_bytes(4, "little"))
+            clips.append(Clip(f"c{i}", CLASSES[y[i]], video=video, audio=video, fold=(i // len(CLASSES)) % k))
         blocks = {net: embeddings(rng, y, d) for net, d in NET_DIMS.items()}
         with CacheWriter(cache, Manifest(CLASSES, tuple(clips))) as writer:
             # a weights hash: embeddings of pretrained nets, which every default fusion reads
-            writer.prepare(
-                [FeatureSpec(f"emb/{net}/all", (d,), "float32", net, "1", {}, "bench") for net, d in NET_DIMS.items()]
-            )
+            specs = [
+                FeatureSpec(f"emb/{net}/all", (d,), "float32", net, "1", {"inputs": NET_INPUTS[net]}, "bench")
+                for net, d in NET_DIMS.items()
+            ]
+            writer.prepare(specs)
             for net, X in blocks.items():
                 writer.write(f"emb/{net}/all", range(n_clips), X.astype(np.float32))
         fixed = make_head(head, None, **{"C": 0.1} if head == "logistic" else {"lr": 1e-3, "l2": 1e-3})

@@ -38,19 +38,22 @@ TIMINGS = (
 )
 
 
-def bench_pages(*, repeat: int = 3, folder: str | None = None) -> dict[str, Any]:
-    """The figures of ``mvemo bench pages --json``; ``{"skipped": why}`` without a browser to drive."""
+def bench_pages(
+    *, repeat: int = 3, seconds: int = SECONDS, size: tuple[int, int] = (1920, 1080), folder: str | None = None
+) -> dict[str, Any]:
+    """The figures of ``mvemo bench pages --json``, over a video of ``seconds`` and ``size``; ``{"skipped": why}``
+    without a browser to drive."""
     missing = browser_missing()
     if missing:
         return {"skipped": missing}
     with tempfile.TemporaryDirectory(dir=folder) as tmp, headless_chromium() as browser:
-        video = write_video(Path(tmp) / "long.mp4", SECONDS, (1920, 1080))
+        video = write_video(Path(tmp) / "long.mp4", seconds, size)
         blank = Path(tmp) / "blank.html"
         blank.write_text("<!doctype html><title>blank</title>")
         timelines = {
-            "classes": synthetic_timeline(video, SECONDS, LENGTH_S, HOP_S),
-            "tags": synthetic_tag_timeline(video, SECONDS, LENGTH_S, HOP_S, [f"mood {k}" for k in range(24)]),
-            "values": synthetic_value_timeline(video, SECONDS, LENGTH_S, HOP_S),
+            "classes": synthetic_timeline(video, seconds, LENGTH_S, HOP_S),
+            "tags": synthetic_tag_timeline(video, seconds, LENGTH_S, HOP_S, [f"mood {k}" for k in range(24)]),
+            "values": synthetic_value_timeline(video, seconds, LENGTH_S, HOP_S),
         }
         pages = {
             kind: write_page(timeline, Path(tmp) / "timelines", f"long-{kind}")[2]
@@ -70,7 +73,7 @@ def bench_pages(*, repeat: int = 3, folder: str | None = None) -> dict[str, Any]
                 times = [load_ms, drawn_ms if drawn_ms is not None else load_ms]
                 best[name] = [min(a, b) for a, b in zip(best.get(name, times), times)]
         figures: dict[str, Any] = {
-            "video": f"{SECONDS} s, 1920x1080 h264",
+            "video": f"{seconds} s, {'x'.join(map(str, size))} h264",
             "windows": len(timelines["classes"].windows),
             "blank_page_load_ms": round(best["blank"][0], 1),
         }
@@ -199,4 +202,4 @@ def synthetic_value_timeline(media: Path, duration_s: float, length_s: float, ho
 
 def replace_scores(timeline: Timeline, kind: str, names: list[str], scores: np.ndarray, **fields: Any) -> Timeline:
     """``timeline`` as a model of ``kind`` with these score names and scores per window (their mean the whole's)."""
-    return replace(timeline, kind=kind, classes=names, proba=scores, overall=scores.mean(axis=0), **fields)
+    return replace(timeline, kind=kind, classes=names, scores=scores, overall=scores.mean(axis=0), **fields)

@@ -36,7 +36,7 @@ MUSEMO = SHARED_SAMPLE.parent / "musemo"
 
 
 def bench_short_clips(
-    *, n_clips: int = 24, weights_dir: str | None = None, folder: str | None = None
+    *, n_clips: int = 24, repeat: int = 2, weights_dir: str | None = None, folder: str | None = None
 ) -> dict[str, Any]:
     """The figures of ``mvemo bench short-clips --json``."""
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
@@ -55,7 +55,7 @@ def bench_short_clips(
                 weights_dir=weights_dir,
             )
 
-        seconds = best_of_each({name: functools.partial(run, manifests[name], name) for name in manifests}, repeat=2)
+        seconds = best_of_each({name: functools.partial(run, manifests[name], name) for name in manifests}, repeat)
     return {
         "clips": n_clips,
         "source": source,

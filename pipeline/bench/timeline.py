@@ -23,9 +23,10 @@ GOAL_S_PER_MINUTE = 60.0
 
 
 def bench_timeline(
-    *, minutes: float = 1.0, weights_dir: str | None = None, folder: str | None = None
+    *, minutes: float = 1.0, size: str = "1080p", weights_dir: str | None = None, folder: str | None = None
 ) -> dict[str, Any]:
-    """The figures of ``mvemo bench timeline --json``; ``{"skipped": why}`` where the nets' weights are not found."""
+    """The figures of ``mvemo bench timeline --json`` over ``minutes`` of video of ``size`` (``bench.video.SIZES``);
+    ``{"skipped": why}`` where the nets' weights are not found."""
     from mvemo.extract.nets.registry import PRETRAINED
     from mvemo.extract.weights.registry import find_weights
 
@@ -35,11 +36,11 @@ def bench_timeline(
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         model = _model(Path(tmp), weights_dir)
         seconds = round(minutes * 60)
-        video = generate_clip(Path(tmp) / "video.mp4", *SIZES["1080p"], seconds=seconds, audio_sr=44100)
+        video = generate_clip(Path(tmp) / "video.mp4", *SIZES[size], seconds=seconds, audio_sr=44100)
         figures = _timeline(model, video, Path(tmp) / "timelines", weights_dir)
     per_minute = 60.0 / seconds
     return {
-        "video": f"{seconds} s, 1920x1080 h264 + AAC",
+        "video": f"{seconds} s, {'x'.join(map(str, SIZES[size]))} h264 + AAC",
         "model": f"integrated({', '.join(NETS)}, lldstats)",
         "windows": figures["windows"],
         "wall_s": round(figures["wall_s"], 1),

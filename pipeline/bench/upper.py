@@ -12,13 +12,19 @@ PATCHES = 10
 
 
 def bench_upper(
-    n_clips: int = 900, *, cut: str = "pooled", weights_dir: str | None = None, k: int = 6
+    n_clips: int = 900,
+    *,
+    cut: str = "pooled",
+    weights_dir: str | None = None,
+    k: int = 6,
+    one_epoch: bool = False,
 ) -> dict[str, Any]:
     """Seconds of one outer fold's ``UpperHead`` fit above ``cut`` (the training rows of fold 1 of ``k`` over
     ``n_clips`` clips of 6 classes, its inner-fold choices included) on one thread, as a CV runs a fold per core,
     beside the logistic head on the frozen penultimate of the same rows; the layers are the published ones where
     the encoder's weights are found, else random ones of their shapes (``layers``). Goal: 300 s, so that a
-    10-fold CV fits in an hour on 2 cores."""
+    10-fold CV fits in an hour on 2 cores. ``one_epoch``: one setting trained one epoch, a check
+    that it runs."""
     from mvemo.extract.nets import get_net, pretrained_file
     from mvemo.extract.nets.musicnn import UPPER_CUTS, upper_layers
     from mvemo.extract.weights.registry import find_weights
@@ -37,7 +43,10 @@ def bench_upper(
     X = X.reshape(n_clips, -1)
     train = np.flatnonzero(np.arange(n_clips) % k != 0)
     began = time.perf_counter()
-    head = UpperHead(layers).fit(X[train], y[train], groups=train)
+    head = (
+        UpperHead(layers, lr_grid=(3e-4,), weight_decay_grid=(1e-3,), max_epochs=1) if one_epoch else UpperHead(layers)
+    )
+    head.fit(X[train], y[train], groups=train)
     upper_s = time.perf_counter() - began
     began = time.perf_counter()
     with one_thread():

@@ -40,7 +40,9 @@ GENERATED_GOP = (
 SIZES = {"240p": (426, 240), "720p": (1280, 720), "1080p": (1920, 1080)}
 
 
-def bench_video(path: str | None = None, *, repeat: int = 3, folder: str | None = None) -> dict[str, Any]:
+def bench_video(
+    path: str | None = None, *, repeat: int = 3, sizes: tuple[str, ...] = tuple(SIZES), folder: str | None = None
+) -> dict[str, Any]:
     """The figures of ``mvemo bench video --json``.
 
     ``ms_per_clip``: ``extract.frame_sets.compute_video_features`` with the default
@@ -49,7 +51,7 @@ def bench_video(path: str | None = None, *, repeat: int = 3, folder: str | None 
     PyAV decoding every frame of the same file without converting any, taking
     turns with it, with the same FFmpeg thread setting (automatic). 240p is ``path``,
     else the first clip of the shared sample, else a generated clip; 720p and
-    1080p are 30 s h264 clips generated into a temporary folder (about a minute
+    1080p (of ``sizes``) are 30 s h264 clips generated into a temporary folder (about a minute
     of encoding: a textured picture that pans, zooms and changes every 3 s,
     with grain, and a moving block), keyframe every 2 s (``gop``).
     """
@@ -63,7 +65,8 @@ def bench_video(path: str | None = None, *, repeat: int = 3, folder: str | None 
     }
     out.update(gop={}, clips={}, bitrate_mbps={})
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        for name, (width, height) in SIZES.items():
+        for name in sizes:
+            width, height = SIZES[name]
             source = (
                 _clip_240p(path, Path(tmp))
                 if name == "240p"

@@ -4,30 +4,14 @@ from __future__ import annotations
 
 import click
 
+from mvemo.pipeline.bench.registry import BENCHES as REGISTERED
+from mvemo.pipeline.bench.registry import Options
 from mvemo.pipeline.cli.tools import MvemoCommand, print_json
 from mvemo.pipeline.tables import format_table
 
 # extract.nets.musicnn.UPPER_CUTS, without importing torch
 UPPER_CUT_NAMES = ["pooled", "cnn2_cut", "cnn1_cut", "pool4"]
-BENCHES = (
-    "audio",
-    "video",
-    "extract",
-    "encoders",
-    "cache",
-    "fuse",
-    "upper",
-    "scale",
-    "stage-one",
-    "timeline",
-    "pages",
-    "memory",
-    "faces",
-    "short-clips",
-    "predict",
-    "catalogue",
-    "all",
-)
+BENCHES = (*REGISTERED, "all")
 
 
 @click.command("bench", cls=MvemoCommand)
@@ -82,6 +66,12 @@ BENCHES = (
     help="Stage-one bench: the counts of worker processes to run, comma-separated (e.g. 1,4,16 on a 16-core box);"
     " catalogue bench: the largest of them.",
 )
+@click.option(
+    "--smallest",
+    is_flag=True,
+    help="Run each bench at its smallest size: a check, in seconds, that it runs and prints each of its figures; its"
+    " figures measure nothing.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 def bench(
     what: str,
@@ -93,6 +83,7 @@ def bench(
     weights_dir: str | None,
     cut: str,
     workers: str,
+    smallest: bool,
     as_json: bool,
 ) -> None:
     """Measure mvemo's speed on this machine, each figure beside a baseline of the same run.
@@ -166,46 +157,20 @@ def bench(
     2.7 GB; goal 3 GB; skipped without its weights), each beside the same run over a
     tenth of the clips.
     """
-    from mvemo.pipeline.bench.audio import bench_audio
-    from mvemo.pipeline.bench.cache import bench_cache
-    from mvemo.pipeline.bench.catalogue import bench_catalogue
-    from mvemo.pipeline.bench.extract import bench_encoders, bench_extract
-    from mvemo.pipeline.bench.faces import bench_faces
-    from mvemo.pipeline.bench.fuse import bench_fuse
-    from mvemo.pipeline.bench.memory import bench_memory
-    from mvemo.pipeline.bench.pages import bench_pages
-    from mvemo.pipeline.bench.predict import bench_predict
-    from mvemo.pipeline.bench.scale import bench_scale
-    from mvemo.pipeline.bench.short_clips import bench_short_clips
-    from mvemo.pipeline.bench.stage_one import bench_stage_one
     from mvemo.pipeline.bench.stage_one import table as stage_one_table
-    from mvemo.pipeline.bench.timeline import bench_timeline
-    from mvemo.pipeline.bench.upper import bench_upper
-    from mvemo.pipeline.bench.video import bench_video
 
-    runs = {
-        "audio": bench_audio,
-        "video": lambda: bench_video(folder=tmp_dir),
-        "extract": lambda: bench_extract(device, folder=tmp_dir),
-        "encoders": bench_encoders,
-        "cache": lambda: bench_cache(n_clips=clips or 3438, grow_gb=grow_gb, folder=tmp_dir),
-        "fuse": lambda: bench_fuse(n_clips=clips or 3438, folder=tmp_dir),
-        "upper": lambda: bench_upper(n_clips=clips or 900, cut=cut, weights_dir=weights_dir),
-        "scale": lambda: bench_scale(folder=tmp_dir),
-        "stage-one": lambda: bench_stage_one(workers=worker_counts(workers), folder=tmp_dir),
-        "timeline": lambda: bench_timeline(minutes=minutes, weights_dir=weights_dir, folder=tmp_dir),
-        "pages": lambda: bench_pages(folder=tmp_dir),
-        "memory": lambda: bench_memory(
-            n_clips=clips or 20_000, cut_clips=(clips or 20_000) // 4, folder=tmp_dir, weights_dir=weights_dir
-        ),
-        "faces": lambda: bench_faces(weights_dir=weights_dir, folder=tmp_dir),
-        "short-clips": lambda: bench_short_clips(n_clips=clips or 24, weights_dir=weights_dir, folder=tmp_dir),
-        "predict": lambda: bench_predict(weights_dir=weights_dir, folder=tmp_dir),
-        "catalogue": lambda: bench_catalogue(
-            n_clips=clips or 16, workers=max(worker_counts(workers)), weights_dir=weights_dir, folder=tmp_dir
-        ),
-    }
-    results = {name: run() for name, run in runs.items() if what in (name, "all")}
+    options = Options(
+        clips=clips,
+        folder=tmp_dir,
+        grow_gb=grow_gb,
+        device=device,
+        minutes=minutes,
+        weights_dir=weights_dir,
+        cut=cut,
+        workers=worker_counts(workers),
+        smallest=smallest,
+    )
+    results = {name: bench.run(options) for name, bench in REGISTERED.items() if what in (name, "all")}
     document = results[what] if what != "all" else results
     if as_json:
         print_json(document)
