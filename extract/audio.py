@@ -19,11 +19,13 @@ from mvemo.extract.decode.audio import AUDIO48K_HZ, AudioWindow, Decoded, resamp
 from mvemo.extract.handcrafted.lld import LldConfig, low_level_descriptors
 from mvemo.extract.handcrafted.registry import HANDCRAFTED
 from mvemo.extract.handcrafted.spectra import DB_AMIN, mel_filterbank, n_frames, power_blocks
+from mvemo.extract.sound import sound_samples
 from mvemo.manifests.errors import ConfigError, require
 
 # Raised whenever a change moves a feature's values: its rows of another version then fail the fingerprint (the
-# handcrafted sets' versions are in their registry).
-EXTRACTOR_VERSIONS = {"waveform": "3", "audio48k": "1", "mel": "3", "lld": "4", "logmel": "1"}
+# handcrafted sets' versions are in their registry). lld 5: the frames of the clip's sound (``extract.sound``), not
+# of digital silence at its end.
+EXTRACTOR_VERSIONS = {"waveform": "3", "audio48k": "1", "mel": "3", "lld": "5", "logmel": "1"}
 
 
 @dataclass(frozen=True)
@@ -158,10 +160,11 @@ def waveform(decoded: Decoded, config: WaveformConfig) -> np.ndarray:
     return resample_exact(decoded.y, decoded.sr, config.sample_rate_hz, config.n_samples)
 
 
-def mel_spectrogram(y: np.ndarray, config: MelConfig, *, heard: int | None = None) -> np.ndarray:
+def mel_spectrogram(y: np.ndarray, config: MelConfig, *, sound_samples: int | None = None) -> np.ndarray:
     """Mel spectrogram in dB re the clip's maximum, shape (n_mels, n_frames), float32 in [-top_db, 0].
 
-    ``y`` is mono audio at ``config.sample_rate_hz``, already of the window's length; ``heard``: as ``mel_power``'s.
+    ``y`` is mono audio at ``config.sample_rate_hz``, already of the window's length; ``sound_samples``: as
+    ``mel_power``'s.
     """
     mel = mel_power(
         y,
@@ -171,17 +174,17 @@ def mel_spectrogram(y: np.ndarray, config: MelConfig, *, heard: int | None = Non
         config.n_mels,
         config.fmin_hz,
         config.fmax_hz,
-        heard=heard,
+        sound_samples=sound_samples,
     )
     db = 10.0 * np.log10(np.maximum(mel, DB_AMIN))
     return np.maximum(db - db.max(), -config.top_db).astype(np.float32)
 
 
-def log_mel_spectrogram(y: np.ndarray, config: LogMelConfig, *, heard: int | None = None) -> np.ndarray:
+def log_mel_spectrogram(y: np.ndarray, config: LogMelConfig, *, sound_samples: int | None = None) -> np.ndarray:
     """log10(10000 x + 1) of the mel power spectrogram, shape (n_mels, n_frames), float32, from mono audio ``y`` at
-    ``config.sample_rate_hz`` already of the window's length; ``heard``: as ``mel_power``'s."""
+    ``config.sample_rate_hz`` already of the window's length; ``sound_samples``: as ``mel_power``'s."""
     sr = config.sample_rate_hz
-    mel = mel_power(y, sr, config.n_fft, config.hop_length, config.n_mels, 0.0, sr / 2, heard=heard)
+    mel = mel_power(y, sr, config.n_fft, config.hop_length, config.n_mels, 0.0, sr / 2, sound_samples=sound_samples)
     return np.log10(10000.0 * mel + 1.0, dtype=np.float32)
 
 
@@ -194,17 +197,17 @@ def mel_power(
     fmin_hz: float,
     fmax_hz: float,
     *,
-    heard: int | None = None,
+    sound_samples: int | None = None,
 ) -> np.ndarray:
     """Slaney mel power of periodic-Hann centred frames, shape (n_mels, n_frames), float32.
 
-    ``heard``: how many of ``y``'s samples are the clip's sound, the rest the window's zero padding (None: all): only
-    the frames that reach into the sound are computed, every later one is zero power, as it would be computed."""
+    ``sound_samples``: how many of ``y``'s samples are the clip's sound (``extract.sound``), the rest zero (None:
+    all): only the frames that reach into the sound are computed, every later one is zero power, as it would be
+    computed."""
     bank = mel_filterbank(sr, n_fft, n_mels, fmin_hz, fmax_hz)
     mel = np.zeros((n_frames(y, hop_length), n_mels), dtype=np.float32)
-    reach = (
-        y if heard is None else y[: heard + n_fft // 2]
-    )  # the last frame that reaches into the sound is centred there
+    # the last frame that reaches into the sound is centred half a frame after it
+    reach = y if sound_samples is None else y[: sound_samples + n_fft // 2]
     for rows, power in power_blocks(reach, n_fft, hop_length, "hann"):
         mel[rows] = bank.apply(power)
     return mel.T
@@ -259,9 +262,10 @@ def compute_audio_features(
     from ``configs`` by set name.
 
     Each target rate is resampled once and shared (the 16 kHz copy feeds the waveform, both mel spectrograms,
-    the LPC analysis and the descriptors). Every set is computed from the audio the file has alone, so that its cost
-    follows the sound: the handcrafted sets of the registry read it alone, the LLDs are its frames, and a spectrogram's
-    frames past it are the zero power of the window's zero padding, as computing them would give.
+    the LPC analysis and the descriptors). Every set is computed from the clip's sound alone (``extract.sound``: its
+    samples up to its last that is not zero), so that its cost follows the sound: the handcrafted sets of the registry
+    read it alone, the LLDs are its frames, and a spectrogram's frames past it are the zero power of the window's zero
+    padding, as computing them would give.
     """
     copies: dict[int, np.ndarray] = {}
 
@@ -270,29 +274,32 @@ def compute_audio_features(
             copies[sr] = resample_exact(decoded.y, decoded.sr, sr, window.n_samples(sr))
         return copies[sr]
 
-    def heard(sr: int, window: AudioWindow) -> int:
-        """How many of the window's samples at ``sr`` are the clip's sound (the rest, the window's zero padding)."""
-        return int(np.ceil(min(decoded.valid_s, window.duration_s) * sr))
+    def sound_of(sr: int, window: AudioWindow) -> int:
+        """How many of the window's samples at ``sr`` are the clip's sound: of those it decoded (the rest is the
+        window's zero padding), up to the last that is not zero."""
+        decoded_samples = int(np.ceil(min(decoded.valid_s, window.duration_s) * sr))
+        return sound_samples(at(sr, window)[:decoded_samples])
 
-    def real(sr: int, window: AudioWindow) -> np.ndarray:
-        return at(sr, window)[: heard(sr, window)]
+    def sound(sr: int, window: AudioWindow) -> np.ndarray:
+        return at(sr, window)[: sound_of(sr, window)]
 
     out: dict[str, np.ndarray] = {}
     for name in names:
         config = configs[name]
         window = config.audio_window
-        sound = heard(config.sample_rate_hz, window)
+        sr = config.sample_rate_hz
+        samples = sound_of(sr, window)
         if isinstance(config, WaveformConfig):
-            out[name] = at(config.sample_rate_hz, window).astype(config.dtype)
+            out[name] = at(sr, window).astype(config.dtype)
         elif name == "mel":
-            out[name] = mel_spectrogram(at(config.sample_rate_hz, window), config, heard=sound).astype(config.dtype)
+            out[name] = mel_spectrogram(at(sr, window), config, sound_samples=samples).astype(config.dtype)
         elif name == "logmel":
-            out[name] = log_mel_spectrogram(at(config.sample_rate_hz, window), config, heard=sound).astype(config.dtype)
+            out[name] = log_mel_spectrogram(at(sr, window), config, sound_samples=samples).astype(config.dtype)
         elif name == "lld":
-            valid = max(1, min(int(np.ceil(sound / config.hop_length)), config.n_frames))
+            valid = max(1, min(int(np.ceil(samples / config.hop_length)), config.n_frames))
             out[name] = low_level_descriptors(
-                real(config.sample_rate_hz, window), real(config.lpc_sample_rate_hz, window), config, valid
+                sound(sr, window), sound(config.lpc_sample_rate_hz, window), config, valid
             )
         else:
-            out[name] = HANDCRAFTED[name].compute(real(config.sample_rate_hz, window), config)
+            out[name] = HANDCRAFTED[name].compute(sound(sr, window), config)
     return out

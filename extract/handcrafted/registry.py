@@ -40,9 +40,11 @@ def own_columns(config: Any) -> tuple[str, ...]:
     return tuple(config.columns)
 
 
+# Versions 4 (ours) and 2 (openSMILE's): computed over the clip's sound (``extract.sound``), not digital silence at
+# its end
 HANDCRAFTED: dict[str, Handcrafted] = {
-    "descriptors": Handcrafted(DescriptorConfig, "3", descriptors, own_columns),
-    "expressive": Handcrafted(ExpressiveConfig, "3", expressive, own_columns),
-    "egemaps": Handcrafted(EgemapsConfig, "1", smile_features, smile_columns, lambda: f"opensmile{smile_version()}"),
-    "compare": Handcrafted(CompareConfig, "1", smile_features, smile_columns, lambda: f"opensmile{smile_version()}"),
+    "descriptors": Handcrafted(DescriptorConfig, "4", descriptors, own_columns),
+    "expressive": Handcrafted(ExpressiveConfig, "4", expressive, own_columns),
+    "egemaps": Handcrafted(EgemapsConfig, "2", smile_features, smile_columns, lambda: f"opensmile{smile_version()}"),
+    "compare": Handcrafted(CompareConfig, "2", smile_features, smile_columns, lambda: f"opensmile{smile_version()}"),
 }

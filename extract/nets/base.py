@@ -178,19 +178,6 @@ def embed_sounds(embed: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
     return torch.stack([rows[i] for i in range(len(sizes))])
 
 
-def sound_frames(mel: torch.Tensor) -> torch.Tensor:
-    """The frames of each clip's dB mel (B, 96, T) up to its last frame above the clip's floor (its least value: the
-    window's padding after a short clip, digital silence, lies at the floor in every band), one at least: (B,)."""
-    return through_last(mel.amax(dim=1) > mel.amin(dim=(1, 2))[:, None])
-
-
-def through_last(heard: torch.Tensor) -> torch.Tensor:
-    """How many steps of each row of ``heard`` (B, T), bool, lead up to its last true one, one at least: (B,) int64
-    (without a (B, T) int64 temporary: a batch of waveforms is millions of steps)."""
-    after = heard.flip(1).to(torch.uint8).argmax(dim=1)  # the false steps after the last true one
-    return torch.where(heard.any(dim=1), heard.shape[1] - after, 1)
-
-
 def require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)

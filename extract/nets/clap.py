@@ -27,6 +27,7 @@ from torch import nn
 
 from mvemo.extract.decode.audio import AUDIO48K_HZ
 from mvemo.extract.nets.base import EmotionNet, as_tensor
+from mvemo.extract.sound import sound_samples
 from mvemo.extract.weights.registry import CLAP_INSTALL, WeightsError, first_line
 from mvemo.manifests.errors import ConfigError
 
@@ -47,12 +48,13 @@ def transformers_version() -> str:
     return metadata.version("transformers")
 
 
-def window_starts(heard: int, step: int) -> list[int]:
-    """Where the windows of ``step`` samples start in a clip whose sound lasts ``heard`` samples: one after the other,
-    the last one ending at ``heard``; one window from 0 where the clip is shorter than one."""
-    if heard <= step:
+def window_starts(sound_samples: int, step: int) -> list[int]:
+    """Where the windows of ``step`` samples start in a clip of ``sound_samples`` samples of sound
+    (``extract.sound``): one after the other, the last one ending at its sound's end; one window from 0 where the clip
+    is shorter than one."""
+    if sound_samples <= step:
         return [0]
-    return [*range(0, heard - step, step), heard - step]
+    return [*range(0, sound_samples - step, step), sound_samples - step]
 
 
 class Clap(EmotionNet):
@@ -151,8 +153,8 @@ class Clap(EmotionNet):
         step = self.window_samples
         windows: list[list[np.ndarray]] = []
         for y in audio:
-            heard = int(np.flatnonzero(y)[-1]) + 1 if y.any() else y.size
-            windows.append([y[start : start + min(step, heard)] for start in window_starts(heard, step)])
+            length = sound_samples(y)
+            windows.append([y[start : start + min(step, length)] for start in window_starts(length, step)])
         mels = self._mels([w for clip in windows for w in clip])
         n = max(map(len, windows))
         features = torch.zeros((len(windows), n, *mels.shape[1:]), dtype=torch.float32)

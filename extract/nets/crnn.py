@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from mvemo.extract.nets.base import EmotionNet, as_tensor, require, sound_frames, through_last
+from mvemo.extract.nets.base import EmotionNet, as_tensor, require
+from mvemo.extract.sound import floor_of, of_sound, sound_frames
 from mvemo.manifests.errors import ConfigError
 
 N_MELS = 96
@@ -72,17 +73,17 @@ class ImprovedCenterLoss(nn.Module):
 
 class SoundBatchNorm2d(nn.BatchNorm2d):
     """A batch norm over (B, C, F, T) maps whose training statistics, and the running ones it keeps, count each
-    clip's first ``heard`` (B,) frames alone: its sound, not the silence after it. In evaluation, a plain batch norm.
-    The statistics are float32 whatever the maps' type (as torch's batch norm keeps them under autocast); it keeps
-    ``nn.BatchNorm2d``'s defaults (affine, running statistics, a momentum)."""
+    clip's first ``frames`` (B,) alone, its frames of sound (``extract.sound``): not the silence after it. In
+    evaluation, a plain batch norm. The statistics are float32 whatever the maps' type (as torch's batch norm keeps
+    them under autocast); it keeps ``nn.BatchNorm2d``'s defaults (affine, running statistics, a momentum)."""
 
-    def forward(self, x: torch.Tensor, heard: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        frames = heard.clamp(max=x.shape[3])
+    def forward(self, x: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        frames = frames.clamp(max=x.shape[3])
         if not self.training or bool((frames == x.shape[3]).all()):
             return super().forward(x)
         count = int(frames.sum()) * x.shape[2]
         require(count > 1, f"a batch norm over {count} value(s) a channel: batch statistics need 2 or more")
-        inside = (torch.arange(x.shape[3], device=x.device)[None, :] < frames[:, None])[:, None, None, :]
+        inside = of_sound(frames, x.shape[3])[:, None, None, :]
         values = x.float()
         mean = torch.where(inside, values, 0).sum(dim=(0, 2, 3)) / count
         variance = torch.where(inside, (values - mean[:, None, None]) ** 2, 0).sum(dim=(0, 2, 3)) / count
@@ -154,14 +155,14 @@ class CRNN(EmotionNet):
                 f"crnn inputs mel {tuple(mel.shape)}, lld {tuple(lld.shape)}: expected (B, {N_MELS}, T) and"
                 f" (B, frames, {self.config['n_lld']}); build the net with n_lld= the cached LLD's column count"
             )
-        steps = torch.div(sound_frames(mel) + STEP - 1, STEP, rounding_mode="floor")
+        steps = torch.div(sound_frames(mel, padding=floor_of(mel)) + STEP - 1, STEP, rounding_mode="floor")
         reach = int(steps.max()) * STEP + STEP + self.config["kernel"]  # the last step's receptive field, and more
         mel = F.pad(mel[:, :, :reach], (0, max(0, reach - mel.shape[2])), value=FLOOR_DB)
         x = (mel.unsqueeze(1) + 40.0) / 40.0  # [-80, 0] dB -> [-1, 1]
         x = self.pool1(F.relu(self.bn1(torch.cat([self.conv_time(x), self.conv_freq(x)], dim=1), steps * STEP)))
         x = self.pool2(F.relu(self.bn2(self.conv2(x), steps * POOL2[1])))  # (B, 2C, 6, T')
         mel_state = final_states(self.mel_lstm, x.flatten(1, 2).transpose(1, 2), steps)
-        frames = through_last(lld.ne(0).any(dim=2))  # up to its last row that is not the cache's zero padding
+        frames = sound_frames(lld.transpose(1, 2))  # up to its last row that is not the cache's zero padding
         lld_state = final_states(self.lld_lstm, standardized(lld[:, : int(frames.max())], frames), frames)
         return torch.cat([mel_state, lld_state], dim=1)
 
@@ -201,8 +202,8 @@ def final_states(lstm: nn.LSTM, steps: torch.Tensor, lengths: torch.Tensor) -> t
 def standardized(lld: torch.Tensor, frames: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Each LLD column standardized over each clip's first ``frames`` (B,) rows (instance normalization of its
     sound; the rows after them come out finite and are never read)."""
-    heard = (torch.arange(lld.shape[1], device=lld.device)[None, :] < frames[:, None])[:, :, None]  # (B, frames, 1)
+    inside = of_sound(frames, lld.shape[1])[:, :, None]  # (B, frames, 1)
     count = frames[:, None, None].to(lld.dtype)
-    mean = torch.where(heard, lld, 0).sum(dim=1, keepdim=True) / count
-    variance = torch.where(heard, (lld - mean) ** 2, 0).sum(dim=1, keepdim=True) / count
+    mean = torch.where(inside, lld, 0).sum(dim=1, keepdim=True) / count
+    variance = torch.where(inside, (lld - mean) ** 2, 0).sum(dim=1, keepdim=True) / count
     return (lld - mean) / torch.sqrt(variance + eps)

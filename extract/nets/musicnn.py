@@ -13,10 +13,12 @@ a last partial patch is dropped, a clip shorter than one patch is zero-padded to
 one), each patch runs through the net, and the clip's embedding pools the
 chosen ``layer`` over its patches (``pool``: mean, max, or both concatenated).
 
-A clip is embedded from its sound: the window's zero padding after a clip shorter than the window is log-mel 0 to
-the last frame, and the patches pooled are the clip's sound in whole patches (its length rounded to the nearest
-patch, one at least), never patches of padded silence; those alone run through the net. So a clip's embedding does not
-depend on the window's length, and its cost follows its sound. ``pool = "patches"`` keeps every patch of the window.
+A clip is embedded from its sound (``extract.sound``): the window's zero padding after a clip shorter than the window
+is log-mel 0 to the last frame, and the patches pooled are the clip's whole patches of sound (``sound_patches``: its
+frames of sound, 187 a patch, one at least), never a patch that reaches past its sound. Its last partial patch is
+dropped, as a window's is; a clip shorter than one patch is its one patch, zero-padded. Those patches alone run
+through the net, so a clip's embedding does not depend on the window's length, and its cost follows its sound.
+``pool = "patches"`` keeps every patch of the window.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mvemo.extract.nets.base import EmotionNet, as_tensor, require
+from mvemo.extract.sound import of_sound, sound_frames
 
 N_MELS = 96
 PATCH_FRAMES = 187
@@ -477,9 +480,9 @@ class MusicnnBase(EmotionNet):
 
     @property
     def embedding_version(self) -> str:
-        """2: pooled over the patches of the clip's sound alone, never the window's padding; ``pool = "patches"``,
-        which keeps every patch of the window as before, 1."""
-        return "1" if self.config["pool"] == "patches" else "2"
+        """3: pooled over the clip's whole patches of sound (2 rounded its sound to the nearest patch, so a patch
+        half of padding could count); ``pool = "patches"``, which keeps every patch of the window as before, 1."""
+        return "1" if self.config["pool"] == "patches" else "3"
 
     def prepare(
         self, *arrays: np.ndarray | torch.Tensor, device: torch.device | None = None
@@ -500,8 +503,9 @@ class MusicnnBase(EmotionNet):
         x = F.pad(logmel, (0, max(0, PATCH_FRAMES - t)))[:, :, : n * PATCH_FRAMES]
         patches = x.reshape(b, N_MELS, n, PATCH_FRAMES).permute(0, 2, 3, 1).reshape(b * n, PATCH_FRAMES, N_MELS)
         pool = self.config["pool"]
-        heard = torch.ones(b, n, dtype=torch.bool, device=x.device) if pool == "patches" else sound_patches(x, n)
-        values = self._layer(patches[heard.reshape(-1)])
+        counts = torch.full((b,), n, device=x.device) if pool == "patches" else sound_patches(logmel).clamp(max=n)
+        patch_of_sound = of_sound(counts, n)  # (B, n)
+        values = self._layer(patches[patch_of_sound.reshape(-1)])
         if pool == "patches":
             require(
                 n == self.config["patches"],
@@ -513,13 +517,14 @@ class MusicnnBase(EmotionNet):
         if pool != "max":
             sums = (
                 values.new_zeros(b * n, values.shape[1])
-                .index_put((heard.reshape(-1),), values)
+                .index_put((patch_of_sound.reshape(-1),), values)
                 .reshape(b, n, -1)
                 .sum(dim=1)
             )
-            pooled.append(sums / heard.sum(dim=1, keepdim=True).to(values.dtype))
+            pooled.append(sums / counts[:, None].to(values.dtype))
         if pool != "mean":
-            lowest = values.new_full((b * n, values.shape[1]), -torch.inf).index_put((heard.reshape(-1),), values)
+            lowest = values.new_full((b * n, values.shape[1]), -torch.inf)
+            lowest = lowest.index_put((patch_of_sound.reshape(-1),), values)
             pooled.append(lowest.reshape(b, n, -1).amax(dim=1))
         return torch.cat(pooled, dim=1)
 
@@ -576,14 +581,11 @@ class MttVgg(MsdVgg):
     weights_format = "musicnn_mtt_vgg.npz (the musicnn 0.1.0 MTT_vgg checkpoint's variables by TF name)"
 
 
-def sound_patches(logmel: torch.Tensor, n: int) -> torch.Tensor:
-    """Which of the ``n`` patches of each clip's log-mel (B, 96, n x 187) hold its sound, (B, n) bool: its sound (up to
-    its last frame above 0, the log-mel of digital silence) in whole patches, rounded to the nearest, one at least."""
-    loud = logmel.amax(dim=1) > 0  # (B, frames)
-    frames = torch.arange(1, loud.shape[1] + 1, device=logmel.device)
-    heard = torch.where(loud, frames, 0).amax(dim=1)  # the frames up to the last one of sound
-    count = torch.clamp(torch.round(heard / PATCH_FRAMES), 1, n)
-    return torch.arange(n, device=logmel.device)[None, :] < count[:, None]
+def sound_patches(logmel: torch.Tensor) -> torch.Tensor:
+    """How many whole patches of sound each clip's log-mel (B, 96, T) holds, one at least: (B,) int64. Its frames of
+    sound (``extract.sound.sound_frames``: up to its last frame above 0, the log-mel of the window's padding), 187 a
+    patch, the last partial one dropped."""
+    return torch.clamp(sound_frames(logmel) // PATCH_FRAMES, min=1)
 
 
 def upper_layers(net: EmotionNet) -> dict[str, np.ndarray]:

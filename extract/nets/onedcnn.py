@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mvemo.extract.nets.base import EmotionNet, as_tensor, embed_sounds, require, through_last
+from mvemo.extract.nets.base import EmotionNet, as_tensor, embed_sounds, require
+from mvemo.extract.sound import sound_frames
 
 
 class OneDCNN(EmotionNet):
@@ -73,7 +74,7 @@ class OneDCNN(EmotionNet):
         Each clip is embedded from its sound, its samples up to its last one that is not 0 (the window's padding after
         a short clip is zeros): the padding would otherwise enter the global average pools, so that a clip's embedding
         depended on the window's length. A batch whose clips all fill the window runs as one."""
-        return embed_sounds(self._embed, waveform, through_last(waveform != 0))
+        return embed_sounds(self._embed, waveform, sound_frames(waveform))
 
     def _embed(self, waveform: torch.Tensor) -> torch.Tensor:
         x = waveform.unsqueeze(1)

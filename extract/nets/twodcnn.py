@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mvemo.extract.nets.base import EmotionNet, as_tensor, embed_sounds, require, sound_frames
+from mvemo.extract.nets.base import EmotionNet, as_tensor, embed_sounds, require
+from mvemo.extract.sound import floor_of, sound_frames
 
 POOLS = ((2, 4), (3, 4), (2, 5), (2, 4), (4, 4))
 CHANNELS = 32
@@ -77,7 +78,7 @@ class TwoDCNN(EmotionNet):
         Each clip is embedded from its sound (``sound_frames``): the window's padding after a clip shorter than the
         window would otherwise enter every normalization's statistics and every pool, so that a clip's embedding
         depended on the window's length. A batch whose clips all fill the window runs as one."""
-        return embed_sounds(self._embed, mel, sound_frames(mel))
+        return embed_sounds(self._embed, mel, sound_frames(mel, padding=floor_of(mel)))
 
     def _embed(self, mel: torch.Tensor) -> torch.Tensor:
         x = mel.unsqueeze(1)

@@ -77,16 +77,14 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def reference_embedding(folder: Path, y: np.ndarray) -> np.ndarray:
     """CLAP's own route, window by window: ``ClapModel.get_audio_features`` of the processor's features of each
-    whole window of the heard audio, the last one ending where the sound ends (unfused, as LAION-CLAP embeds audio of
+    whole window of the clip's sound, the last one ending where the sound ends (unfused, as LAION-CLAP embeds audio of
     at most one window), then their mean."""
     model = clap.ClapModel.from_pretrained(folder).eval()
     processor = clap.ClapFeatureExtractor.from_pretrained(folder)
     step = WINDOW_S * SR
-    heard = int(np.flatnonzero(y)[-1]) + 1
+    end = int(np.flatnonzero(y)[-1]) + 1
     windows = (
-        [y[:heard]]
-        if heard <= step
-        else [y[i : i + step] for i in range(0, heard - step, step)] + [y[heard - step : heard]]
+        [y[:end]] if end <= step else [y[i : i + step] for i in range(0, end - step, step)] + [y[end - step : end]]
     )
     embeddings = []
     for window in windows:
@@ -113,11 +111,11 @@ def test_a_clip_is_the_mean_of_its_whole_windows_as_clap_model_embeds_them(fused
     np.random.seed(7)
     before = np.random.get_state()[1].copy()
     with torch.no_grad():
-        features, heard = net.prepare(batch)
-        embedded = net.embed(features, heard).numpy()
+        features, window_of_sound = net.prepare(batch)
+        embedded = net.embed(features, window_of_sound).numpy()
         alone = net.embed(*net.prepare(batch[:1])).numpy()
     np.testing.assert_array_equal(np.random.get_state()[1], before)
-    assert heard.tolist() == [[True, True, True, False], [True] * 4, [True, False, False, False], [True] * 4]
+    assert window_of_sound.tolist() == [[True, True, True, False], [True] * 4, [True, False, False, False], [True] * 4]
     for row in (0, 1, 2):
         expected = reference_embedding(folder, batch[row].astype(np.float32))
         np.testing.assert_allclose(embedded[row], expected, atol=1e-5, err_msg=f"clip {row}")
@@ -270,7 +268,7 @@ def test_clap_runs_from_extract_through_cv_to_predict(weights: Path, tmp_path: P
     assert result.exit_code == 0, result.output
     predicted = json.loads(result.stdout)[0]
     saved = load_fusion_model(tmp_path / "fused" / "model")
-    expected = saved.predict_proba("clap", {"clap": embeddings[:1]})[0]
+    expected = saved.predict("clap", {"clap": embeddings[:1]})[0]
     np.testing.assert_allclose([predicted["probabilities"][c] for c in saved.document["classes"]], expected, atol=1e-4)
 
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from mvemo.extract.nets import NET_NAMES, get_net, input_kind, net_from_config, net_options
-from mvemo.extract.nets.base import EmotionNet, through_last
+from mvemo.extract.nets.base import EmotionNet
 from mvemo.extract.nets.registry import net_class
 from mvemo.manifests import ConfigError
 
@@ -290,13 +290,3 @@ def test_loss_and_last_block_support_fine_tuning(name: str) -> None:
         p.grad is not None for module in net.last_block() for p in module.parameters() if p.requires_grad
     )
     assert not trained & {id(p) for p in net.head.parameters()}
-
-
-def test_through_last_counts_the_steps_up_to_each_row_s_last_true_one() -> None:
-    """What the nets take for a clip's sound: every step up to its last one heard (a silence within it counts), one
-    step for a row that hears nothing."""
-    heard = torch.tensor([[1, 0, 1, 0, 0], [0, 0, 0, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 1]], dtype=torch.bool)
-    assert through_last(heard).tolist() == [3, 1, 5, 5]
-    rows = torch.rand(64, 300) < torch.rand(64, 1) * 0.05
-    expected = [max((t + 1 for t in range(300) if row[t]), default=1) for row in rows.tolist()]
-    assert through_last(rows).tolist() == expected

@@ -196,8 +196,8 @@ def test_sound_batch_norm_counts_each_clip_s_sound_alone() -> None:
         norm.weight.uniform_(0.5, 2), norm.bias.uniform_(-1, 1)
     plain.load_state_dict(norm.state_dict())
     x = (torch.randn(2, 3, 4, 10) * 3 + 1).requires_grad_(True)
-    heard = torch.tensor([6, 12])  # the second clip's sound outlasts the map
-    out = norm(x, heard)
+    frames = torch.tensor([6, 12])  # the second clip's sound outlasts the map
+    out = norm(x, frames)
     expected = plain(torch.cat([x[0, :, :, :6], x[1]], dim=2)[None])
     got = torch.cat([out[0, :, :, :6], out[1]], dim=2)[None]
     torch.testing.assert_close(got, expected)
@@ -212,9 +212,9 @@ def test_sound_batch_norm_counts_each_clip_s_sound_alone() -> None:
     with pytest.raises(ConfigError, match="need 2 or more"):
         norm(x, torch.tensor([0, 0]))
     norm.eval(), plain.eval()
-    torch.testing.assert_close(norm(x, heard), plain(x))
+    torch.testing.assert_close(norm(x, frames), plain(x))
     with torch.autocast("cpu", dtype=torch.bfloat16):  # as GPU fine-tuning runs it
-        assert SoundBatchNorm2d(3)(x.to(torch.bfloat16), heard).dtype == torch.bfloat16
+        assert SoundBatchNorm2d(3)(x.to(torch.bfloat16), frames).dtype == torch.bfloat16
 
 
 def test_in_training_the_batch_norms_count_no_padding() -> None:
@@ -234,5 +234,5 @@ def test_in_training_the_batch_norms_count_no_padding() -> None:
     steps = (38, 235)  # ceil(300 / 8), ceil(1876 / 8)
     for name, frames_a_step in (("bn1", 8), ("bn2", 2)):
         x = inputs[name]
-        heard = torch.cat([x[row, :, :, : count * frames_a_step] for row, count in enumerate(steps)], dim=2)
-        torch.testing.assert_close(getattr(net, name).running_mean, 0.1 * heard.mean(dim=(1, 2)), msg=name)
+        sound = torch.cat([x[row, :, :, : count * frames_a_step] for row, count in enumerate(steps)], dim=2)
+        torch.testing.assert_close(getattr(net, name).running_mean, 0.1 * sound.mean(dim=(1, 2)), msg=name)

@@ -171,7 +171,7 @@ def test_training_runs_a_clips_patches_as_one_batch_whatever_their_count(name: s
     torch.testing.assert_close(embedded, torch.cat(pooled, dim=1), msg="the three patches went through as one batch")
 
 
-def heard_clip(seconds: float, seed: int = 0) -> np.ndarray:
+def sounding_clip(seconds: float, seed: int = 0) -> np.ndarray:
     """``seconds`` of 16-kHz tones in noise, none of it digital silence."""
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * 16000)) / 16000
@@ -182,16 +182,20 @@ def heard_clip(seconds: float, seed: int = 0) -> np.ndarray:
 def test_a_short_clip_is_embedded_from_its_sound_whatever_the_window(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A 6-s clip in a 30-s window (24 s of zero padding), in a window of its own length, and as a 30-s file of it
-    followed by digital silence: one embedding, of its two patches of sound; those alone run through the net."""
+    """A 4.8-s clip (one whole patch of sound and most of a second) in windows of 5, 6, 6.04 and 30 s, each padded
+    with zeros after it, and as a 30-s file of it followed by digital silence: one embedding, of its one whole patch
+    of sound; that patch alone runs through the net."""
     torch.manual_seed(0)
     net = get_net(name, num_classes=3).eval()
-    y = heard_clip(6.04)
-    windows = {
-        "30-s window": log_mel_spectrogram(np.pad(y, (0, 30 * 16000 - y.size)), LogMelConfig(), heard=y.size),
-        "its own window": log_mel_spectrogram(y, LogMelConfig(audio_window=AudioWindow(duration_s=6.04))),
-        "file padded with silence": log_mel_spectrogram(np.pad(y, (0, 30 * 16000 - y.size)), LogMelConfig()),
-    }
+    y = sounding_clip(4.8)
+
+    def in_window(seconds: float) -> np.ndarray:
+        window = AudioWindow(duration_s=seconds)
+        padded = np.pad(y, (0, window.n_samples(16000) - y.size))
+        return log_mel_spectrogram(padded, LogMelConfig(audio_window=window), sound_samples=y.size)
+
+    windows = {f"{seconds:g}-s window": in_window(seconds) for seconds in (5.0, 6.0, 6.04, 30.0)}
+    windows["file padded with silence"] = log_mel_spectrogram(np.pad(y, (0, 30 * 16000 - y.size)), LogMelConfig())
     run: list[int] = []
     layers = net.patches.layers
     monkeypatch.setattr(net.patches, "layers", lambda x: run.append(len(x)) or layers(x))
@@ -200,19 +204,19 @@ def test_a_short_clip_is_embedded_from_its_sound_whatever_the_window(
         run.clear()
         net.embed(*net.prepare(windows["30-s window"][None]))
     for where, value in embedded.items():
-        torch.testing.assert_close(value, embedded["its own window"], rtol=1e-5, atol=1e-5, msg=where)
-    assert run == [2], "the 30-s window ran its two patches of sound, not its ten"
+        torch.testing.assert_close(value, embedded["5-s window"], rtol=1e-5, atol=1e-5, msg=where)
+    assert run == [1], "the 30-s window ran its one whole patch of sound, not its ten"
 
 
 def test_patches_of_sound_are_the_sound_in_whole_patches() -> None:
-    """Rounded to the nearest patch, one at least; a clip's silent middle is sound all the same."""
+    """The frames of sound in whole patches, the last partial one dropped, one at least; a clip's silent middle is
+    sound all the same; the window's own patches bound them."""
     from mvemo.extract.nets.musicnn import sound_patches
 
-    logmel = torch.zeros(4, 96, 10 * PATCH_FRAMES)
-    for clip, frames in enumerate((10, 280, 290, 10 * PATCH_FRAMES)):
+    logmel = torch.zeros(5, 96, 10 * PATCH_FRAMES)
+    for clip, frames in enumerate((10, 280, 2 * PATCH_FRAMES - 1, 2 * PATCH_FRAMES, 10 * PATCH_FRAMES)):
         logmel[clip, :, :frames] = 1.0
-    logmel[3, :, 400:800] = 0.0
-    counts = sound_patches(logmel, 10).sum(dim=1).tolist()
-    assert counts == [1, 1, 2, 10]
+    logmel[4, :, 400:800] = 0.0
+    assert sound_patches(logmel).tolist() == [1, 1, 1, 2, 10]
     versions = {pool: get_net("musicnn", num_classes=2, pool=pool).embedding_version for pool in ("mean", "patches")}
-    assert versions == {"mean": "2", "patches": "1"}, "every patch kept: the rows of before, the fingerprints of before"
+    assert versions == {"mean": "3", "patches": "1"}, "every patch kept: the rows of before, the fingerprints of before"

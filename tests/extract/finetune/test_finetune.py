@@ -188,7 +188,7 @@ def test_the_saved_fusion_model_carries_the_fine_tuned_net_and_predict_reproduce
     assert result.exit_code == 0, result.output
     saved = load_fusion_model(model_dir)
     with Cache(cache) as reader:
-        expected = saved.predict_proba("twodcnn", {"twodcnn": reader.read_matrix("emb/twodcnn/all")})
+        expected = saved.predict("twodcnn", {"twodcnn": reader.read_matrix("emb/twodcnn/all")})
     got = [[r["probabilities"][c] for c in manifest.classes] for r in json.loads(result.stdout)]
     np.testing.assert_allclose(got, expected, atol=1e-4)
 

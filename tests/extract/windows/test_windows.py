@@ -200,7 +200,7 @@ def test_the_timeline_of_a_pooled_model_labels_the_whole_as_predict_does(windowe
     fuse_cache(cache_path, tmp_path, models="descriptors")
     saved = load_fusion_model(tmp_path / "model")
     clip = manifest.clips[1]
-    predicted = saved.predict_proba("descriptors", model_inputs(saved, "descriptors", clip))[0]
+    predicted = saved.predict("descriptors", model_inputs(saved, "descriptors", clip))[0]
     same_hop = clip_timeline(saved, "descriptors", clip, HOP_S)
     np.testing.assert_allclose(same_hop.overall, predicted, rtol=1e-6)
     assert [n for n in same_hop.notes if "--hop" in n] == []
