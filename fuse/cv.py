@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from mvemo.cache.read import Cache, CacheLike, opened
-from mvemo.fuse.compose import Trainings, fit, inner_threshold
+from mvemo.fuse.fitting import Trainings, fit, inner_threshold
 from mvemo.fuse.heads.families import make_head
 from mvemo.fuse.heads.upper import UpperLayers
 from mvemo.fuse.loop import Basis, FoldFit, FoldInputs, FoldOutcome, Labels, TooFewToChoose, run_folds

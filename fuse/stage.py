@@ -22,7 +22,8 @@ from mvemo.fuse.models import INTEGRATED
 from mvemo.fuse.provenance import fine_tuned_nets, protocol, provenance, top_tags
 from mvemo.fuse.report.classes import write_report
 from mvemo.fuse.report.targets import tags_document, values_document, write_target_report
-from mvemo.fuse.saved.model import save_fusion_model, train_final
+from mvemo.fuse.saved.final import train_final
+from mvemo.fuse.saved.model import save_fusion_model
 from mvemo.fuse.selection import SelectionConfig
 from mvemo.fuse.targets.tags import TagResult, cross_validate_tags
 from mvemo.fuse.targets.values import ValuesResult, cross_validate_values

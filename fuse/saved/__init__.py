@@ -1,2 +1,3 @@
-"""The saved fusion model: ``model`` (``train_final``, ``save_fusion_model``, ``load_fusion_model``), ``check`` (every
-array checked before use), ``targets`` (the tag and value layers)."""
+"""The saved fusion model: ``final`` (``train_final``: fitted on every clip), ``model`` (``save_fusion_model``,
+``load_fusion_model``), ``records`` (the file format), ``check`` (every array checked before use), ``targets`` (the
+tag and value layers)."""

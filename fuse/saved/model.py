@@ -1,4 +1,5 @@
-"""The final fusion model: heads trained on every clip, saved as JSON + HDF5 (never pickle), and loaded back.
+"""The final fusion model (``fuse.saved.final``) saved as JSON + HDF5 (never pickle, ``fuse.saved.records``), and
+loaded back.
 
 ``DIR/model/model.json`` names the classes, each model's tree (``fuse.compose``:
 its heads, weights and what was chosen on inner folds of every clip), its inputs
@@ -10,14 +11,13 @@ softmax layer.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any
 
 import h5py
 import numpy as np
@@ -25,49 +25,29 @@ import numpy as np
 from mvemo.cache.h5file import DamagedFile, open_h5, write_whole
 from mvemo.cache.layout import IMPORTED, POOLED_KEY, inside
 from mvemo.cache.read import Cache
-from mvemo.fuse.compose import (
-    Best,
-    Features,
-    Fitted,
-    FittedBest,
-    FittedFeatures,
-    FittedLate,
-    FittedStack,
-    Late,
-    Stack,
-    Trainings,
-    fit,
-)
-from mvemo.fuse.heads.kernel import KernelSoftmax
-from mvemo.fuse.heads.linear import LinearSoftmax
-from mvemo.fuse.heads.upper import UpperLayers, UpperSoftmax
-from mvemo.fuse.inputs import in_sample_inputs, input_set_name, layers_above, patch_count
-from mvemo.fuse.loop import Basis, new_run, release_run, run_matrices
+from mvemo.fuse.fitting import Fitted
+from mvemo.fuse.inputs import input_set_name
 from mvemo.fuse.models import FusionModel
 from mvemo.fuse.saved.check import (
-    HEAD_ARRAYS,
-    KERNEL_HEAD_ARRAYS,
     QUADRANT_CORNERS,
-    UPPER_HEAD_ARRAYS,
     Invalid,
     check_saved_model,
 )
+from mvemo.fuse.saved.records import (
+    HEAD_KINDS,
+    SavedHead,
+    from_record,
+    head_arrays,
+    read_head_group,
+    saved_head,
+    to_record,
+)
 from mvemo.fuse.saved.targets import (
-    KERNEL_VALUE_ARRAYS,
-    VALUE_ARRAYS,
     FittedTags,
     FittedValueParts,
     KernelValues,
-    LinearValues,
-    fit_final_tags,
-    fit_final_values,
-    tags_from_record,
-    tags_record,
-    values_from_record,
-    values_record,
 )
 from mvemo.fuse.saved.upgrade import from_format_2
-from mvemo.fuse.selection import Dropped, SelectionConfig
 from mvemo.manifests.errors import CacheError, ConfigError
 
 MODEL_JSON = "model.json"
@@ -78,72 +58,8 @@ FORMAT = 3
 KERNEL_VALUES_FORMAT = 4
 READ_FORMATS = (FORMAT, KERNEL_VALUES_FORMAT)
 HEADS_H5 = "heads.h5"
-# what heads.h5 holds: a linear or kernel softmax layer, fine-tuned upper layers, or a linear map or kernel expansion to
-# values
-SavedHead: TypeAlias = LinearSoftmax | KernelSoftmax | UpperSoftmax | LinearValues | KernelValues
 CHECKPOINTS = "checkpoints"
 RESAVE = "save the model again with `mvemo fuse CACHE --out DIR`"
-
-
-def train_final(
-    cache: Cache,
-    models: list[FusionModel],
-    head: Any,
-    selection: SelectionConfig | None = None,
-    upper: Mapping[str, UpperLayers] | None = None,
-    target: str = "label",
-    run: str | None = None,
-    basis: Basis | None = None,
-) -> dict[str, Fitted | FittedTags | FittedValueParts]:
-    """Each model fitted on every usable clip of the final feature sets (``emb/<net>/all``, LLDs), its choices
-    made on inner folds of those clips (``upper`` and ``run``: as ``fuse.cv.cross_validate``'s, so that the
-    matrices its CV read serve it too); for ``target`` "tags" a model per tag, for values (e.g. "valence,arousal")
-    value heads (``fuse.saved.targets``). ``basis``: that of the cross-validation that scored ``models``; the cache
-    must be as it read it (``fuse.loop.Basis.require_unchanged``), or nothing is fitted."""
-    if basis is not None:
-        basis.require_unchanged(cache)
-    selection = selection or SelectionConfig()
-    fitted: dict[str, Fitted | FittedTags | FittedValueParts] = {}
-    y = cache.y
-    set_names = {name: input_set_name(cache, name, None) for model in models for name in model.inputs}
-    patches = {name: n for name, s in set_names.items() if (n := patch_count(cache, s)) is not None}
-    above = layers_above(cache, set_names, upper or {})
-    in_sample = in_sample_inputs(cache, set_names)
-    trainings = Trainings(y, cache.groups, len(cache.classes), head, selection, patches, above, in_sample)
-    this_run = run or new_run()
-    reads = {s: (m, cache.done(s)) for s, m in run_matrices(this_run, cache, set_names.values()).items()}
-    if run is None:
-        release_run(this_run)
-    targets, groups = cache.targets, cache.groups
-    for model in models:
-        read = {name: reads[set_names[name]] for name in model.inputs}
-        rows = np.flatnonzero(np.logical_and.reduce([done for _, done in read.values()]))
-        blocks = {name: X for name, (X, _) in read.items()}
-        if target == "tags":
-            fitted[model.name] = fit_final_tags(
-                model.node,
-                rows,
-                blocks,
-                list(targets.tags),
-                targets.tag_matrix,
-                groups,
-                head,
-                selection,
-                patches,
-                above,
-                in_sample,
-            )
-        elif target != "label":
-            columns = [targets.value_names.index(n) for n in target.split(",")]
-            values = targets.values[:, columns]
-            fitted[model.name] = fit_final_values(
-                model.node, rows, blocks, values, targets.scale, groups, selection, in_sample
-            )
-        elif len(np.unique(y[rows])) < 2:
-            raise CacheError(f"model {model.name!r}: fewer than two classes among its {len(rows)} usable clips")
-        else:
-            fitted[model.name] = fit(model.node, trainings.on(rows, blocks))
-    return fitted
 
 
 def outputs_of(cache: Cache, target: str) -> dict[str, Any]:
@@ -155,85 +71,6 @@ def outputs_of(cache: Cache, target: str) -> dict[str, Any]:
     if target != "label":
         return outputs | {"values": target.split(","), "scale": list(cache.targets.scale or ())}
     return outputs
-
-
-def to_record(fitted: Fitted | FittedTags | FittedValueParts, heads: dict[str, SavedHead]) -> dict[str, Any]:
-    """A fitted model as JSON, its linear heads added to ``heads`` (stored in ``heads.h5`` under their keys)."""
-    if isinstance(fitted, FittedTags):
-        return tags_record(fitted, lambda m: to_record(m, heads))
-    if isinstance(fitted, FittedValueParts):
-        return values_record(fitted, heads)
-
-    def head(estimator: Any) -> str:
-        saved = getattr(estimator, "linear_", None) or getattr(estimator, "upper_", None)
-        if saved is None:
-            raise ConfigError(
-                f"{type(estimator).__name__}: only mvemo's heads (LinearSoftmax, UpperSoftmax) can be saved"
-            )
-        # a head shared by several models (a pair's, inside integrated too) is stored once
-        key = next((k for k, stored in heads.items() if stored is saved), f"head{len(heads)}")
-        heads[key] = saved
-        return key
-
-    if isinstance(fitted, FittedFeatures):
-        return {
-            "kind": "features",
-            "inputs": list(fitted.node.inputs),
-            "head": head(fitted.model),
-            "chosen": fitted.choices(),
-        }
-    if isinstance(fitted, FittedLate):
-        members = [to_record(m, heads) for m in fitted.members]
-        return {
-            "kind": "late",
-            "rule": fitted.node.weights,
-            "weights": fitted.weights.tolist(),
-            "members": members,
-            "dropped": {expr: d._asdict() for expr, d in fitted.dropped.items()},
-        }
-    if isinstance(fitted, FittedStack):
-        return {
-            "kind": "stack",
-            "members": [to_record(m, heads) for m in fitted.members],
-            "meta": head(fitted.meta),
-            "chosen": fitted.selected,
-        }
-    assert isinstance(fitted, FittedBest)
-    return {
-        "kind": "best",
-        "candidates": [m.expr for m in fitted.node.members],
-        "scores": fitted.scores,
-        "chosen": to_record(fitted.chosen, heads),
-    }
-
-
-def from_record(record: dict[str, Any], heads: dict[str, SavedHead], n_classes: int) -> Any:
-    """The fitted model a record describes (``to_record``'s inverse, as far as predicting goes): a ``Fitted``, or
-    for tags and values a ``FittedTags`` or ``FittedValueParts``."""
-    kind = record["kind"]
-    if kind == "tags":
-        return tags_from_record(record, lambda member: from_record(member, heads, 2))
-    if kind == "values":
-        return values_from_record(record, heads)
-    if kind == "features":
-        linear: Any = heads[record["head"]]
-        return FittedFeatures(Features(tuple(record["inputs"])), linear, linear.classes, n_classes, record["chosen"])
-    members = [from_record(m, heads, n_classes) for m in record.get("members", [])]
-    if kind == "late":
-        node = Late(tuple(m.node for m in members), record["rule"])
-        dropped = {expr: Dropped(**d) for expr, d in record["dropped"].items()}
-        return FittedLate(node, members, np.asarray(record["weights"]), dropped)
-    if kind == "stack":
-        meta: Any = heads[record["meta"]]
-        return FittedStack(
-            Stack(tuple(m.node for m in members)), members, meta, meta.classes, n_classes, record["chosen"]
-        )
-    if kind == "best":
-        chosen = from_record(record["chosen"], heads, n_classes)
-        return FittedBest(Best((chosen.node,)), chosen, record["scores"])
-    raise ConfigError(
-        f"a saved model of kind {kind!r}: this version reads features, late, stack and best; save it again"
-    )
 
 
 def describe_inputs(cache: Cache, inputs: tuple[str, ...]) -> dict[str, Any]:
@@ -327,34 +164,9 @@ def _copy_checkpoints(document: dict[str, Any], cache_dir: Path, out: Path) -> N
             described["checkpoint"] = {"path": str(target), "sha256": record["sha256"]}
 
 
-HEAD_KINDS = (UPPER_HEAD_ARRAYS, KERNEL_HEAD_ARRAYS, HEAD_ARRAYS, VALUE_ARRAYS)
-
-
-def head_arrays(saved: SavedHead) -> dict[str, Any]:
-    """A head as the arrays of its ``heads.h5`` group (``saved_head`` reads them back)."""
-    if isinstance(saved, UpperSoftmax):
-        return saved.arrays()
-    arrays = {field.name: getattr(saved, field.name) for field in dataclasses.fields(saved)}
-    return {name: array for name, array in arrays.items() if array is not None}
-
-
-def saved_head(group: Mapping[str, np.ndarray]) -> SavedHead:
-    """The head a group of ``heads.h5`` holds, by its arrays: fine-tuned upper layers, a kernel expansion to classes, a
-    softmax layer, or a kernel expansion or linear map to values."""
-    if set(UPPER_HEAD_ARRAYS) <= set(group):
-        return UpperSoftmax.from_arrays(group)
-    if set(KERNEL_HEAD_ARRAYS) <= set(group):
-        return KernelSoftmax(**{key: group[key] for key in KERNEL_HEAD_ARRAYS}, columns=group.get("columns"))
-    if set(HEAD_ARRAYS) <= set(group):
-        return LinearSoftmax(*(group[key] for key in HEAD_ARRAYS))
-    if set(KERNEL_VALUE_ARRAYS) <= set(group):
-        return KernelValues(*(group[key] for key in KERNEL_VALUE_ARRAYS))
-    return LinearValues(*(group[key] for key in VALUE_ARRAYS))
-
-
 @dataclass
 class SavedFusionModel:
-    """A loaded fusion model: ``predict_proba(name, inputs)`` with inputs keyed like the model's."""
+    """A loaded fusion model: ``predict(name, inputs)`` with inputs keyed like the model's."""
 
     folder: Path
     document: dict[str, Any]
@@ -371,7 +183,7 @@ class SavedFusionModel:
 
     @property
     def outputs(self) -> list[str]:
-        """The names of ``predict_proba``'s columns: the classes, the tags, or the value names."""
+        """The names of ``predict``'s columns: the classes, the tags, or the value names."""
         key = {"label": "classes", "tags": "tags"}.get(self.target, "values")
         return list(self.document[key])
 
@@ -435,11 +247,12 @@ class SavedFusionModel:
             },
         }
 
-    def predict_proba(self, name: str, inputs: dict[str, np.ndarray]) -> np.ndarray:
-        """Probabilities over all classes, shape (n, n_classes) (a tag model: each tag's, (n, n_tags); a value
-        model: the values, (n, n_values)); ``inputs`` maps each input name to (n, d)."""
+    def predict(self, name: str, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Model ``name``'s outputs (``outputs``) for rows ``inputs`` (each input name to (n, d)), shape (n, outputs):
+        a probability per class (a class model) or per tag (a tag model), or the values (a value model)."""
         blocks = {key: np.asarray(X, dtype=np.float64).reshape(len(X), -1) for key, X in inputs.items()}
-        return self.fitted[name].proba(blocks)
+        fitted = self.fitted[name]
+        return fitted.values(blocks) if isinstance(fitted, FittedValueParts) else fitted.proba(blocks)
 
 
 def with_plane(folder: Path, plane: Mapping[str, tuple[float, float]]) -> None:
@@ -457,18 +270,6 @@ def with_plane(folder: Path, plane: Mapping[str, tuple[float, float]]) -> None:
         )
     document["plane"] = {c: list(plane[c]) for c in document["classes"]}
     (folder / MODEL_JSON).write_text(json.dumps(document, indent=2))
-
-
-def read_head_group(group: h5py.Group) -> dict[str, np.ndarray]:
-    """A head's arrays by key, each checked to be an array of numbers (a group or text in its place is a damaged or
-    hand-edited file)."""
-    arrays = {}
-    for key, item in group.items():
-        if not isinstance(item, h5py.Dataset) or item.dtype.kind not in "biuf":
-            found = "a group" if not isinstance(item, h5py.Dataset) else f"{item.dtype} values"
-            raise Invalid(f"{group.name.lstrip('/')}/{key} is {found} where an array of numbers belongs")
-        arrays[key] = item[()]
-    return arrays
 
 
 def load_fusion_model(folder: str | os.PathLike[str]) -> SavedFusionModel:

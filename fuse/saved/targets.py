@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from mvemo.fuse.compose import Features, Fitted, FittedFeatures, Node, Trainings, fit, inner_threshold, inputs_of
+from mvemo.fuse.compose import Features, Node, inputs_of
+from mvemo.fuse.fitting import Fitted, FittedFeatures, Trainings, fit, inner_threshold
 from mvemo.fuse.heads.linear import LinearSoftmax
 from mvemo.fuse.selection import SelectionConfig
 from mvemo.fuse.targets.regression import KernelPart, LinearPart, Part, fit_values, predict_parts
@@ -66,12 +67,12 @@ class FittedTags:
 
 
 class FittedValueParts:
-    """A value model as its parts: ``proba`` (named as the class models' method) gives the values (n, m)."""
+    """A value model as its parts: ``values`` gives its values of new rows (n, m)."""
 
     def __init__(self, parts: list[Part], chosen: dict[str, Any]) -> None:
         self.parts, self.chosen = parts, chosen
 
-    def proba(self, blocks: Mapping[str, np.ndarray]) -> np.ndarray:
+    def values(self, blocks: Mapping[str, np.ndarray]) -> np.ndarray:
         return predict_parts(self.parts, blocks)
 
     def inputs(self) -> tuple[str, ...]:

@@ -19,7 +19,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from mvemo.fuse.compose import Best, Features, Late, Node, Stack, concatenated, inputs_of, trimmed
+from mvemo.fuse.compose import Best, Features, Late, Node, Stack, inputs_of
+from mvemo.fuse.fitting import concatenated, trimmed
 from mvemo.fuse.heads.kernel import rbf
 from mvemo.fuse.heads.linear import standardized
 from mvemo.fuse.selection import Dropped, SelectionConfig, described_drops

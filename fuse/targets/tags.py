@@ -16,8 +16,8 @@ import numpy as np
 from sklearn.metrics import average_precision_score, f1_score, label_ranking_average_precision_score, roc_auc_score
 
 from mvemo.cache.read import CacheLike, opened
-from mvemo.fuse.compose import Trainings
 from mvemo.fuse.cv import classify
+from mvemo.fuse.fitting import Trainings
 from mvemo.fuse.heads.families import make_head
 from mvemo.fuse.loop import Basis, FoldFit, FoldInputs, FoldOutcome, FoldRuns, Labels, TooFewToChoose, run_folds
 from mvemo.fuse.models import FusionModel

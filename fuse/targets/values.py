@@ -54,13 +54,15 @@ def value_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
 @dataclass
 class ValuePredictions:
     """Out-of-fold predictions of one model in one repeat: cache rows, their folds, true and predicted values
-    (n_rows, n_dims), and per fold what the inner folds chose."""
+    (n_rows, n_dims), and per fold what the inner folds chose (``choices``, the map onto the ratings' scale among
+    them) and in a few words (``described``)."""
 
     rows: np.ndarray
     folds: np.ndarray
     values: np.ndarray
     pred: np.ndarray
     described: list[str] = field(default_factory=list)
+    choices: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -101,7 +103,8 @@ class Values:
                 selection=self.selection,
                 in_sample=inputs.in_sample,
             )
-            return FoldOutcome(test, fitted.predict({i: X[test] for i, X in read.items()}), described=fitted.describe())
+            predicted = fitted.predict({i: X[test] for i, X in read.items()})
+            return FoldOutcome(test, predicted, choices=fitted.choices(), described=fitted.describe())
 
         return fit_one
 
@@ -155,9 +158,8 @@ def cross_validate_values(
             if pieces:
                 rows = np.concatenate([p.rows for p in pieces])
                 pred = np.concatenate([p.pred for p in pieces])
-                predictions[model.name] = ValuePredictions(
-                    rows, folds[rows], values[rows], pred, [p.described for p in pieces]
-                )
+                described, choices = [p.described for p in pieces], [p.choices for p in pieces]
+                predictions[model.name] = ValuePredictions(rows, folds[rows], values[rows], pred, described, choices)
         per_repeat.append(predictions)
     result = ValuesResult(
         tuple(names),

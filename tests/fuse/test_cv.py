@@ -258,14 +258,14 @@ def test_cv_and_fuse_write_reports_pictures_and_a_model(tmp_path: Path) -> None:
     with Cache(cache) as reader:
         inputs = {net: reader.read_matrix(f"emb/{net}/all") for net in AV_NETS}
         y = reader.y
-    proba = model.predict_proba("integrated", inputs)
+    proba = model.predict("integrated", inputs)
     assert proba.shape == (90, 3) and np.allclose(proba.sum(axis=1), 1)
     assert np.mean(proba.argmax(axis=1) == y) > 0.8, "trained on every clip, it fits them"
-    decision = model.predict_proba("integrated-decision", inputs)
+    decision = model.predict("integrated-decision", inputs)
     assert np.allclose(
         decision,
         np.mean(
-            [model.predict_proba(p, inputs) for p in ("c3d+onedcnn", "i3d+onedcnn", "c3d+twodcnn", "i3d+twodcnn")],
+            [model.predict(p, inputs) for p in ("c3d+onedcnn", "i3d+onedcnn", "c3d+twodcnn", "i3d+twodcnn")],
             axis=0,
         ),
     )

@@ -13,8 +13,9 @@ import pytest
 from mvemo.cache.layout import FeatureSpec
 from mvemo.cache.read import Cache
 from mvemo.cache.store import CacheWriter
-from mvemo.fuse.compose import Features, Late, Stack, Trainings, fit
+from mvemo.fuse.compose import Features, Late, Stack
 from mvemo.fuse.cv import cross_validate
+from mvemo.fuse.fitting import Trainings, fit
 from mvemo.fuse.heads.families import make_head
 from mvemo.fuse.selection import SelectionConfig
 from mvemo.manifests import Clip, Manifest
@@ -117,7 +118,7 @@ def test_a_learned_combinations_inner_probabilities_read_no_fit_of_their_own_row
     """The thresholds and inner accuracy of a stack (or of inner weights) come from its inner probabilities: the labels
     of an inner validation fold must not move that fold's own probabilities, at either level. The inner folds are held
     as the original labels draw them, so that only the labels change."""
-    from mvemo.fuse import compose
+    from mvemo.fuse import fitting
     from mvemo.fuse.heads import linear
     from mvemo.manifests import folds
 
@@ -131,7 +132,7 @@ def test_a_learned_combinations_inner_probabilities_read_no_fit_of_their_own_row
     def splits_of_the_original_labels(labels: np.ndarray, rows: list[str], *, k: int, seed: int) -> list:
         return folds.inner_splits(np.array([original[g] for g in rows]), rows, k=k, seed=seed)
 
-    monkeypatch.setattr(compose, "inner_splits", splits_of_the_original_labels)
+    monkeypatch.setattr(fitting, "inner_splits", splits_of_the_original_labels)
     monkeypatch.setattr(linear, "inner_splits", splits_of_the_original_labels)
 
     def inner_proba(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

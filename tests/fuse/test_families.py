@@ -158,13 +158,12 @@ def test_the_families_chosen_reach_the_report_and_the_saved_model(tmp_path: Path
         y, groups = reader.y, np.asarray(reader.groups)
     head = saved.document["models"]["musicnn"]["model"]["chosen"]["head"]
     alone = make_head(head).fit(inputs["musicnn"], y, groups=groups)
-    np.testing.assert_allclose(
-        saved.predict_proba("musicnn", inputs), alone.predict_proba(inputs["musicnn"]), atol=1e-9
-    )
+    np.testing.assert_allclose(saved.predict("musicnn", inputs), alone.predict_proba(inputs["musicnn"]), atol=1e-9)
 
 
 def test_a_stack_meta_head_stays_logistic_whatever_the_families() -> None:
-    from mvemo.fuse.compose import Stack, Trainings, fit
+    from mvemo.fuse.compose import Stack
+    from mvemo.fuse.fitting import Trainings, fit
     from mvemo.fuse.grammar import parse_models
 
     X, y = blobs(n=90)

@@ -96,7 +96,7 @@ def test_a_saved_kernel_head_is_arrays_predicts_as_fitted_and_is_checked(tmp_pat
     with Cache(cache) as reader:
         X, y, groups = reader.read_matrix("emb/musicnn/all"), reader.y, np.asarray(reader.groups)
     alone = make_head(family).fit(X, y, groups=groups)
-    np.testing.assert_allclose(saved.predict_proba("musicnn", {"musicnn": X}), alone.predict_proba(X), atol=1e-9)
+    np.testing.assert_allclose(saved.predict("musicnn", {"musicnn": X}), alone.predict_proba(X), atol=1e-9)
     with h5py.File(folder / HEADS_H5, "r") as f:
         (group,) = f.values()
         arrays = {key: group[key][()] for key in group}

@@ -182,7 +182,7 @@ def test_the_saved_model_predicts_as_its_tree_does(tmp_path: Path) -> None:
         inputs = {net: reader.read_matrix(f"emb/{net}/all") for net in NETS}
         y = reader.y
     for name in document["models"]:
-        proba = saved.predict_proba(name, inputs)
+        proba = saved.predict(name, inputs)
         assert proba.shape == (54, 3) and np.allclose(proba.sum(axis=1), 1)
         assert np.mean(proba.argmax(axis=1) == y) > 0.6, f"{name}: trained on every clip, it fits them"
     stack = saved.document["models"]["stack(onedcnn,i3d)"]["model"]
@@ -192,7 +192,7 @@ def test_the_saved_model_predicts_as_its_tree_does(tmp_path: Path) -> None:
     late = saved.document["models"]["late(onedcnn,i3d,weights=inner)"]["model"]
     parts = [saved.fitted["late(onedcnn,i3d,weights=inner)"].members[i].proba(inputs) for i in range(2)]
     np.testing.assert_allclose(
-        saved.predict_proba("late(onedcnn,i3d,weights=inner)", inputs), np.tensordot(late["weights"], parts, axes=1)
+        saved.predict("late(onedcnn,i3d,weights=inner)", inputs), np.tensordot(late["weights"], parts, axes=1)
     )
     trimmed = "late(onedcnn,twodcnn,i3d,weights=trimmed)"
     record = saved.document["models"][trimmed]["model"]

@@ -77,7 +77,7 @@ def test_a_cached_patch_input_is_fitted_per_patch_and_saved_as_one_layer(tmp_pat
     pooling = saved.document["models"]["musicnn.patches"]["model"]["chosen"]["pooling"]
     alone = PatchHead(LogisticHead(), PATCHES, pooling).fit(X, y, groups)
     np.testing.assert_allclose(
-        saved.predict_proba("musicnn.patches", {"musicnn.patches": X}), alone.predict_proba(X), atol=1e-9
+        saved.predict("musicnn.patches", {"musicnn.patches": X}), alone.predict_proba(X), atol=1e-9
     )
 
 

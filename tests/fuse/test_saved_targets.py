@@ -52,7 +52,7 @@ def test_a_saved_tag_model_gives_each_tag_its_probability_and_threshold(cache: P
     model = load_fusion_model(saved(cache, tmp_path / "tags", "tags"))
     assert (model.target, model.outputs, model.default_model) == ("tags", ["low", "never"], "a")
     with Cache(cache) as c:
-        proba = model.predict_proba("a", {"a": c.read_matrix("emb/a/all")})
+        proba = model.predict("a", {"a": c.read_matrix("emb/a/all")})
         truth = c.targets.tag_matrix
     assert proba.shape == (30, 2) and ((proba >= 0) & (proba <= 1)).all()
     low, never = model.thresholds("a")
@@ -66,9 +66,9 @@ def test_a_saved_value_model_predicts_within_the_training_range(cache: Path, tmp
     assert model.document["format"] == 3, "linear maps alone: every reader since format 3 reads them"
     with Cache(cache) as c:
         X, values = c.read_matrix("emb/a/all"), c.targets.values
-    pred = model.predict_proba("a", {"a": X})
+    pred = model.predict("a", {"a": X})
     assert np.corrcoef(pred[:, 0], values[:, 0])[0, 1] > 0.9
-    extreme = model.predict_proba("a", {"a": X[:1] * 1e6})
+    extreme = model.predict("a", {"a": X[:1] * 1e6})
     assert np.all(np.abs(extreme) < 10), "inputs are clipped to the training range: no wild extrapolation"
 
 
@@ -128,7 +128,7 @@ def test_a_saved_value_model_of_kernel_ridge_heads_predicts_and_is_checked(cache
     assert all(isinstance(part, KernelPart) for fitted in model.fitted.values() for part in fitted.parts)
     with Cache(cache) as c:
         X, values = c.read_matrix("emb/a/all"), c.targets.values
-    assert np.corrcoef(model.predict_proba("a", {"a": X})[:, 0], values[:, 0])[0, 1] > 0.9
+    assert np.corrcoef(model.predict("a", {"a": X})[:, 0], values[:, 0])[0, 1] > 0.9
     with h5py.File(folder / "heads.h5", "r+") as f:
         key = next(iter(f))
         del f[key]["gamma"]
@@ -156,4 +156,4 @@ def test_a_value_model_of_linear_and_kernel_parts_reads_back_as_it_predicted() -
     record = values_record(FittedValueParts(fitted.parts(), fitted.choices()), heads)
     assert [type(head).__name__ for head in heads.values()] == ["LinearValues", "KernelValues"]
     new = {"good": rng.standard_normal((20, 3))}
-    assert values_from_record(record, heads).proba(new) == pytest.approx(fitted.predict(new), abs=1e-12)
+    assert values_from_record(record, heads).values(new) == pytest.approx(fitted.predict(new), abs=1e-12)

@@ -64,7 +64,7 @@ def test_a_format_2_model_opens_and_predicts_as_its_format_3_twin(cache: Path, t
     with Cache(cache) as c:
         inputs = {name: c.read_matrix(f"emb/{name}/all") for name in ("a", "b")}
     for name in new.models:
-        np.testing.assert_array_equal(old.predict_proba(name, inputs), new.predict_proba(name, inputs), err_msg=name)
+        np.testing.assert_array_equal(old.predict(name, inputs), new.predict(name, inputs), err_msg=name)
 
 
 def test_a_format_1_model_is_still_refused_in_one_line(cache: Path, tmp_path: Path) -> None:

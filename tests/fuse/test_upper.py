@@ -269,7 +269,7 @@ def test_a_fine_tuned_head_is_saved_as_arrays_predicts_as_fitted_and_is_checked_
     for key, array in published.items():  # training leaves the published layers as they were, and moves its own
         np.testing.assert_array_equal(layers.arrays[key], array)
     assert any(not np.array_equal(head.upper_.layers.arrays[key], array) for key, array in published.items())
-    np.testing.assert_allclose(saved.predict_proba(name, {name: X}), head.predict_proba(X), atol=1e-6)
+    np.testing.assert_allclose(saved.predict(name, {name: X}), head.predict_proba(X), atol=1e-6)
 
     def damage(edit: Any) -> str:
         with h5py.File(folder / HEADS_H5, "r") as f:
