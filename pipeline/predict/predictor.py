@@ -134,7 +134,7 @@ def predict_clip(
     the rows of its imported sets (``GivenFeatures.of``)."""
 
     def label() -> dict[str, Any]:
-        scores = saved.predict_proba(name, model_inputs(saved, name, clip, weights_dir, given))[0]
+        scores = saved.predict(name, model_inputs(saved, name, clip, weights_dir, given))[0]
         return (
             {"clip_id": clip.clip_id, "file": _file_of(clip), "model": name}
             | label_scores(saved, name, scores)

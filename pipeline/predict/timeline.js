@@ -64,7 +64,7 @@
           const segment = element("g", { class: "segment", "data-index": i });
           const left = x(edges[i]), width = x(edges[i + 1]) - left;
           let y = HEIGHT;
-          data.proba[i].forEach((p, k) => {
+          data.scores[i].forEach((p, k) => {
             y -= p * HEIGHT;
             segment.append(element("rect", { x: left, y: y, width: width, height: p * HEIGHT, fill: data.colours[data.classes[k]] }));
           });
@@ -79,10 +79,10 @@
           });
         }
       },
-      cells: (i) => [data.classes[top(i)], ...data.proba[i].map(percent)],
-      describe: (i) => `${data.classes[top(i)]} (${Math.round(100 * data.proba[i][top(i)])} %)`,
+      cells: (i) => [data.classes[top(i)], ...data.scores[i].map(percent)],
+      describe: (i) => `${data.classes[top(i)]} (${Math.round(100 * data.scores[i][top(i)])} %)`,
       heading: (i) => data.classes[top(i)],
-      items: (i) => data.classes.map((name, k) => [`${name} ${percent(data.proba[i][k])} %`, k === top(i)]),
+      items: (i) => data.classes.map((name, k) => [`${name} ${percent(data.scores[i][k])} %`, k === top(i)]),
       select: (i) => view.plane && view.plane.select(i),
     };
     return view;
@@ -96,7 +96,7 @@
     data.called.forEach((tags) => tags.forEach((k) => { counts[k] += 1; }));
     const order = data.classes.map((_, k) => k).sort((a, b) => counts[b] - counts[a] || a - b);
     const called = (i) => order.filter((k) => isCalled(i, k));
-    const named = (i) => called(i).map((k) => `${data.classes[k]} (${Math.round(100 * data.proba[i][k])} %)`);
+    const named = (i) => called(i).map((k) => `${data.classes[k]} (${Math.round(100 * data.scores[i][k])} %)`);
     return {
       height: LANE * order.length,
       draw(svg, names) {
@@ -104,7 +104,7 @@
           const bottom = (lane + 1) * LANE - MARK - 1;
           const y = (p) => bottom - p * (LANE - MARK - 1 - PAD);
           const group = element("g", { class: "lane", "data-tag": k });
-          group.append(element("path", { class: "probability", d: steps((i) => y(data.proba[i][k]), bottom) }));
+          group.append(element("path", { class: "probability", d: steps((i) => y(data.scores[i][k]), bottom) }));
           let marks = "";
           for (let i = 0; i < n; i++) {
             if (isCalled(i, k)) marks += `M${x(edges[i])},${bottom}H${x(edges[i + 1])}V${bottom + MARK}H${x(edges[i])}Z`;
@@ -120,7 +120,7 @@
           names.append(name);
         });
       },
-      cells: (i) => [called(i).map((k) => data.classes[k]).join("; "), ...data.proba[i].map(percent)],
+      cells: (i) => [called(i).map((k) => data.classes[k]).join("; "), ...data.scores[i].map(percent)],
       describe: (i) => named(i).join(", ") || "no tag called",
       heading: (i) => `${called(i).length} of ${order.length} tags called`,
       items: (i) => named(i).map((text) => [text, true]),
@@ -131,23 +131,23 @@
     const [low, high] = data.scale;
     const level = (v) => HEIGHT - (Math.min(Math.max(v, low), high) - low) / (high - low || 1) * HEIGHT;
     const top = (i) => data.categories[data.top[i]];
-    const values = (i) => data.classes.map((name, d) => `${name} ${data.proba[i][d].toFixed(2)}`);
+    const values = (i) => data.classes.map((name, d) => `${name} ${data.scores[i][d].toFixed(2)}`);
     const view = {
       height: HEIGHT + GAP + BAND,
       draw(svg) {
         svg.append(element("line", { class: "middle", x1: 0, x2: WIDTH, y1: HEIGHT / 2, y2: HEIGHT / 2 }));
         data.classes.forEach((name, d) => {
-          svg.append(element("path", { class: "value", stroke: data.colours[name], d: steps((i) => level(data.proba[i][d])) }));
+          svg.append(element("path", { class: "value", stroke: data.colours[name], d: steps((i) => level(data.scores[i][d])) }));
         });
         for (let i = 0; i < n; i++) band(svg, i);
         if (data.classes.length === 2) {
           view.plane = russellPlane({
-            valence: (i) => data.proba[i][0], arousal: (i) => data.proba[i][1], scale: data.scale,
+            valence: (i) => data.scores[i][0], arousal: (i) => data.scores[i][1], scale: data.scale,
             quadrants: data.categories, axes: data.classes, current: (i) => data.categories[data.top[i]],
           });
         }
       },
-      cells: (i) => [top(i), ...data.proba[i].map((v) => v.toFixed(3))],
+      cells: (i) => [top(i), ...data.scores[i].map((v) => v.toFixed(3))],
       describe: (i) => `${top(i)} (${values(i).join(", ")})`,
       heading: top,
       items: (i) => values(i).map((text) => [text, false]),

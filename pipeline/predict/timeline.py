@@ -63,7 +63,7 @@ class Timeline:
     model: str
     classes: list[str]  # the scores' names: the classes, the tags, or the value names
     windows: list[Window]
-    proba: np.ndarray  # (n_windows, n_classes)
+    scores: np.ndarray  # (n_windows, outputs): a probability per class or tag, or the values
     overall: np.ndarray  # (n_classes,), from the pooled inputs
     provenance: dict[str, Any]  # SavedFusionModel.provenance
     notes: list[str] = field(default_factory=list)
@@ -118,14 +118,14 @@ class Timeline:
             "starts": starts.tolist(),
             "ends": ends.tolist(),
             "edges": window_edges(starts, ends).round(3).tolist(),
-            "proba": np.round(self.proba, 4).tolist(),
-            "top": [categories.index(self.top(row)) for row in self.proba],
+            "scores": np.round(self.scores, 4).tolist(),
+            "top": [categories.index(self.top(row)) for row in self.scores],
             "notes": self.notes,
             "provenance": self.provenance,
         }
         if self.thresholds is not None:
             data["thresholds"] = [round(float(t), 4) for t in self.thresholds]
-            data["called"] = [np.flatnonzero(row >= np.asarray(self.thresholds)).tolist() for row in self.proba]
+            data["called"] = [np.flatnonzero(row >= np.asarray(self.thresholds)).tolist() for row in self.scores]
         if self.scale is not None:
             data["scale"] = [float(v) for v in self.scale]
         if self.plane is not None:
@@ -138,7 +138,7 @@ class Timeline:
         upper left, lower left, lower right."""
         assert self.plane is not None
         places = np.array([self.plane[c] for c in self.classes])  # (classes, 2)
-        read = self.proba @ places
+        read = self.scores @ places
         quadrants = [next(c for c, place in self.plane.items() if place == corner) for corner in QUADRANT_CORNERS]
         return {
             "valence": np.round(read[:, 0], 4).tolist(),
@@ -161,7 +161,7 @@ class Timeline:
             columns = self.classes if self.kind not in ("label", "tags") else [f"p_{c}" for c in self.classes]
             called = ["called"] if self.thresholds is not None else []
             writer.writerow(["start_s", "end_s", *columns, "argmax", *called, *self.face_columns])
-            for k, (window, row) in enumerate(zip(self.windows, self.proba)):
+            for k, (window, row) in enumerate(zip(self.windows, self.scores)):
                 faces = [] if self.faces is None else [f"{v:.6f}" for v in self.faces[k]]
                 tags = (
                     [";".join(t for t, p, at in zip(self.classes, row, self.thresholds or []) if p >= at)]
@@ -176,14 +176,14 @@ class Timeline:
         png = out / f"{stem}.timeline.png"
         html_path = out / f"{stem}.timeline.html"
         if self.kind == "label":
-            picture = timeline_png(starts, ends, self.proba, self.classes, title, png, faces=track)
+            picture = timeline_png(starts, ends, self.scores, self.classes, title, png, faces=track)
         elif self.kind == "tags":
-            picture = tags_timeline_png(starts, ends, self.proba, self.classes, self.thresholds or [], title, png)
+            picture = tags_timeline_png(starts, ends, self.scores, self.classes, self.thresholds or [], title, png)
         else:
             picture = values_timeline_png(
                 starts,
                 ends,
-                self.proba,
+                self.scores,
                 self.classes,
                 self.scale,  # type: ignore[arg-type]
                 title,
@@ -235,8 +235,8 @@ def clip_timeline(
     if pooling == "mean+std":
         notes.append("the model pools mean+std: each window's own row reads it as a clip of one window (std 0)")
     per_window = window_inputs(saved, name, clip, windows, weights_dir)
-    proba = np.concatenate([saved.predict_proba(name, pool_inputs([inputs], pooling)) for inputs in per_window])
-    overall = saved.predict_proba(name, pool_inputs(per_window, pooling))[0]
+    scores = np.concatenate([saved.predict(name, pool_inputs([inputs], pooling)) for inputs in per_window])
+    overall = saved.predict(name, pool_inputs(per_window, pooling))[0]
     shown = [Window(w.start_s, min(w.end_s, round(duration_s, 3))) for w in windows]  # a short file's padding unshown
     file, is_video = str(clip.video or clip.audio), "video" in ends
     provenance = saved.provenance(name)
@@ -248,7 +248,7 @@ def clip_timeline(
         name,
         saved.outputs,
         shown,
-        proba,
+        scores,
         overall,
         provenance,
         notes,

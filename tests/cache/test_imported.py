@@ -230,7 +230,7 @@ def test_a_model_over_an_imported_set_predicts_new_clips_from_their_given_column
     result = CliRunner().invoke(cli, [*args, "--features", str(given)])
     assert result.exit_code == 3, result.output
     results = json.loads(result.stdout)
-    expected = saved.predict_proba("mine", {"mine": new})
+    expected = saved.predict("mine", {"mine": new})
     for row, p in zip(results[:3], expected):
         np.testing.assert_allclose([row["probabilities"][c] for c in saved.classes], p, atol=1e-6)
     assert [r["label"] for r in results[:3]] == [saved.classes[i] for i in expected.argmax(1)]

@@ -94,7 +94,7 @@ def test_a_pickle_payload_in_a_model_s_checkpoint_or_heads_is_never_run(tmp_path
         f.attrs["payload"] = np.void(pickle.dumps(Payload(marker)))
         f["head0"].create_dataset("pickled", data=np.frombuffer(pickle.dumps(Payload(marker)), dtype=np.uint8))
     saved = load_fusion_model(tmp_path)
-    np.testing.assert_allclose(saved.predict_proba("lldstats", {"lldstats": np.zeros((1, 3))}), [[0.5, 0.5]])
+    np.testing.assert_allclose(saved.predict("lldstats", {"lldstats": np.zeros((1, 3))}), [[0.5, 0.5]])
     assert not marker.exists()
 
 

@@ -84,7 +84,7 @@ def test_predict_reproduces_the_final_model_on_its_own_clips(tiny_demo: Path, mo
         inputs = {"lldstats": lld_statistics(cache)[0], "descriptors": cache.read_matrix("descriptors")}
         inputs |= {n: cache.read_matrix(f"emb/{n}/all") for n in DEMO_NETS}
         manifest = read_manifest(tiny_demo / "manifest.csv")
-        expected = saved.predict_proba(chosen, inputs)
+        expected = saved.predict(chosen, inputs)
     row_of = {str(clip.video): row for row, clip in enumerate(manifest.clips)}
     assert sorted(predicted) == sorted(files)
     for file, got in predicted.items():
@@ -105,7 +105,7 @@ def test_tag_and_value_models_predict_what_they_were_trained_for(tiny_demo: Path
         inputs = {"lldstats": lld_statistics(cache)[0], "descriptors": cache.read_matrix("descriptors")}
         inputs |= {"c3d": cache.read_matrix("emb/c3d/all")}
         rows = [cache.clip_ids.index(str(Path(f).relative_to(tiny_demo / "data"))) for f in files]
-        expected = saved.predict_proba(saved.default_model, inputs)[rows]
+        expected = saved.predict(saved.default_model, inputs)[rows]
     if folder == "tags":
         assert saved.target == "tags" and saved.outputs == list(DEMO_TAGS)
         thresholds = saved.thresholds(saved.default_model)

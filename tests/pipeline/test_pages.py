@@ -67,7 +67,7 @@ def test_the_page_plays_the_file_and_its_cursor_follows_the_time(
         assert cursor == pytest.approx(1000 * (t - edges[0]) / (edges[-1] - edges[0]), abs=0.01)
     now = browser.find_element("id", "now").text
     k = window_at(edges, 39.5)
-    assert now.startswith(f"Window {k + 1} of {n}") and timeline.classes[int(np.argmax(timeline.proba[k]))] in now
+    assert now.startswith(f"Window {k + 1} of {n}") and timeline.classes[int(np.argmax(timeline.scores[k]))] in now
     assert browser.find_elements("css selector", "#windows tbody tr") != [], "the windows as a table"
     screenshot(browser, "timeline")
 
@@ -121,10 +121,10 @@ def test_hovering_a_window_shows_its_seconds_probabilities_and_top_class(
     assert tooltip.is_displayed()
     edges = edges_of(timeline)
     k = window_at(edges, edges[0] + 0.6 * (edges[-1] - edges[0]))
-    top, window = timeline.classes[int(np.argmax(timeline.proba[k]))], timeline.windows[k]
+    top, window = timeline.classes[int(np.argmax(timeline.scores[k]))], timeline.windows[k]
     assert tooltip.text.splitlines()[0] == f"{_clock(window.start_s)}\u2013{_clock(window.end_s)}: {top}"
     shown = {line.rsplit(" ", 2)[0]: float(line.rsplit(" ", 2)[1]) for line in tooltip.text.splitlines()[1:]}
-    assert shown == pytest.approx({c: 100 * p for c, p in zip(timeline.classes, timeline.proba[k])}, abs=0.06)
+    assert shown == pytest.approx({c: 100 * p for c, p in zip(timeline.classes, timeline.scores[k])}, abs=0.06)
     screenshot(browser, "timeline-hover")
 
 

@@ -57,9 +57,9 @@ def value_page(video: Path) -> tuple[Path, Timeline]:
 def called(timeline: Timeline, k: int) -> list[int]:
     """The tags called in window ``k``, in the lanes' order."""
     assert timeline.thresholds is not None
-    counts = (timeline.proba >= np.array(timeline.thresholds)).sum(axis=0)
+    counts = (timeline.scores >= np.array(timeline.thresholds)).sum(axis=0)
     order = sorted(range(len(timeline.classes)), key=lambda t: (-counts[t], t))
-    return [t for t in order if timeline.proba[k, t] >= timeline.thresholds[t]]
+    return [t for t in order if timeline.scores[k, t] >= timeline.thresholds[t]]
 
 
 def test_a_tag_page_has_a_lane_per_tag_the_most_called_first_and_follows_playback(
@@ -69,7 +69,7 @@ def test_a_tag_page_has_a_lane_per_tag_the_most_called_first_and_follows_playbac
     open_page(browser, page)
     assert console_errors(browser) == []
     assert timeline.thresholds is not None
-    counts = (timeline.proba >= np.array(timeline.thresholds)).sum(axis=0)
+    counts = (timeline.scores >= np.array(timeline.thresholds)).sum(axis=0)
     names = [e.text for e in browser.find_elements("css selector", "#chart .lane-name")]
     assert names == [timeline.classes[t] for t in sorted(range(len(counts)), key=lambda t: (-counts[t], t))]
     assert len(set(counts)) > 1, "the synthetic tags are called unequally often, so the order is tested"
@@ -80,7 +80,7 @@ def test_a_tag_page_has_a_lane_per_tag_the_most_called_first_and_follows_playbac
         k = window_at(edges, t)
         wait_for(browser, f"return {CHART}.dataset.window", str(k))
         expected = ", ".join(
-            f"{timeline.classes[j]} ({round(100 * timeline.proba[k, j])} %)" for j in called(timeline, k)
+            f"{timeline.classes[j]} ({round(100 * timeline.scores[k, j])} %)" for j in called(timeline, k)
         )
         assert browser.find_element("id", "now").text.endswith(f": {expected or 'no tag called'}")
         cursor = float(browser.execute_script(f"return {CHART}.dataset.cursor"))
@@ -113,7 +113,7 @@ def test_a_click_on_a_lane_seeks_and_hovering_lists_the_tags_called(
         lines[0]
         == f"{_clock(window.start_s)}\u2013{_clock(window.end_s)}: {len(tags)} of {len(timeline.classes)} tags called"
     )
-    assert lines[1:] == [f"{timeline.classes[j]} ({round(100 * timeline.proba[k, j])} %)" for j in tags]
+    assert lines[1:] == [f"{timeline.classes[j]} ({round(100 * timeline.scores[k, j])} %)" for j in tags]
     assert console_errors(browser) == []
 
 
@@ -154,7 +154,7 @@ def test_the_point_on_russells_plane_follows_playback_in_the_quadrant_the_table_
                 f"const p = {PLANE}.querySelector('.point'); return [p.getAttribute('cx'), p.getAttribute('cy')]"
             )
         )
-        assert (cx, cy) == pytest.approx(plane_point(timeline.proba[k]), abs=0.01)
+        assert (cx, cy) == pytest.approx(plane_point(timeline.scores[k]), abs=0.01)
         right, up = cx >= PLANE_SIZE / 2, cy <= PLANE_SIZE / 2
         where = "Q1" if right and up else "Q2" if up else "Q3" if not right else "Q4"
         table = browser.execute_script(
@@ -163,7 +163,7 @@ def test_the_point_on_russells_plane_follows_playback_in_the_quadrant_the_table_
         assert (
             where
             == table
-            == timeline.top(timeline.proba[k])
+            == timeline.top(timeline.scores[k])
             == browser.execute_script(f"return {PLANE}.dataset.quadrant")
         )
         assert browser.find_element("id", "now").text.startswith(f"Window {k + 1} of {len(timeline.windows)}")
@@ -182,7 +182,7 @@ def test_a_click_on_the_plane_seeks_to_the_nearest_window(browser: Any, value_pa
     size = plane.rect["width"]
     edges = edges_of(timeline)
     for k in (2, len(timeline.windows) - 3):
-        cx, cy = plane_point(timeline.proba[k])
+        cx, cy = plane_point(timeline.scores[k])
         offset = (int((cx / PLANE_SIZE - 0.5) * size), int((cy / PLANE_SIZE - 0.5) * size))
         ActionChains(browser).move_to_element_with_offset(plane, *offset).click().perform()
         assert browser.execute_script(CURRENT_TIME) == pytest.approx(edges[k], abs=1e-3)
@@ -226,8 +226,8 @@ def test_the_index_lists_tag_and_value_files_with_a_strip_of_their_top_tag_or_qu
         strip = browser.find_element(By.CSS_SELECTOR, "#files svg.strip").get_attribute("aria-label")
         runs = [
             c
-            for k, c in enumerate(timeline.top(r) for r in timeline.proba)
-            if k == 0 or timeline.top(timeline.proba[k - 1]) != c
+            for k, c in enumerate(timeline.top(r) for r in timeline.scores)
+            if k == 0 or timeline.top(timeline.scores[k - 1]) != c
         ]
         assert header == f"top {named} per window" and strip == f"top {named} over time: " + ", then ".join(runs)
 
@@ -262,7 +262,7 @@ def test_each_lane_marks_the_windows_its_tag_is_called_in_and_draws_its_threshol
     )
     assert timeline.thresholds is not None
     for position, (k, marks, threshold_y) in enumerate(lanes):
-        windows = [i for i in range(len(timeline.windows)) if timeline.proba[i, k] >= timeline.thresholds[k]]
+        windows = [i for i in range(len(timeline.windows)) if timeline.scores[i, k] >= timeline.thresholds[k]]
         assert marks.count("M") == len(windows), timeline.classes[k]
         bottom = (position + 1) * LANE - MARK - 1
         assert threshold_y == pytest.approx(bottom - timeline.thresholds[k] * (LANE - MARK - 1 - PAD), abs=1e-6)
@@ -274,14 +274,14 @@ def test_a_tag_called_by_the_unrounded_score_alone_is_called_on_the_page_as_in_t
     """A probability 0.49996 against a threshold of 0.5 rounds to 0.5 in the page's data: the page still says what
     the CSV says."""
     timeline = synthetic_tag_timeline(video, 40.0, LENGTH_S, HOP_S)
-    proba = timeline.proba.copy()
+    proba = timeline.scores.copy()
     proba[:, 0] = 0.49996
     from dataclasses import replace
 
-    timeline = replace(timeline, proba=proba, thresholds=[0.5, *(timeline.thresholds or [])[1:]])
+    timeline = replace(timeline, scores=proba, thresholds=[0.5, *(timeline.thresholds or [])[1:]])
     table = write_page(timeline, tmp_path, "song.mp4")[0]
     data = timeline.page_data()
-    assert data["proba"][0][0] == 0.5 and data["thresholds"][0] == 0.5, "the rounding this test is about"
+    assert data["scores"][0][0] == 0.5 and data["thresholds"][0] == 0.5, "the rounding this test is about"
     rows = table.read_text().splitlines()[1:]
     csv_called = [row.rsplit(",", 1)[1].split(";") if row.rsplit(",", 1)[1] else [] for row in rows]
     assert [[timeline.classes[k] for k in ks] for ks in data["called"]] == csv_called
@@ -320,5 +320,5 @@ def test_the_value_curves_step_through_each_windows_values(browser: Any, value_p
     assert len(paths) == 2
     for d, path in enumerate(paths):
         ys = [float(point.split(",")[1]) for point in path.replace("M", "L").split("L") if point]
-        expected = 160 - (timeline.proba[:, d] - low) / (high - low) * 160  # timeline.js's HEIGHT
+        expected = 160 - (timeline.scores[:, d] - low) / (high - low) * 160  # timeline.js's HEIGHT
         assert ys[::2] == pytest.approx(list(expected), abs=2e-3)  # the page holds 4 decimals

@@ -17,11 +17,13 @@ import pytest
 from click.testing import CliRunner
 
 from mvemo.cache.read import Cache
+from mvemo.extract.stage import extract_features
 from mvemo.fuse.inputs import read_input
 from mvemo.fuse.saved.model import load_fusion_model
-from mvemo.manifests import read_manifest
+from mvemo.manifests import Clip, Manifest, read_manifest
 from mvemo.manifests.targets import quadrants
 from mvemo.pipeline.cli.main import cli
+from mvemo.pipeline.config import feature_configs, window_config
 from mvemo.pipeline.readymade import recipes
 from mvemo.pipeline.readymade.train import differences, train_recipe
 from tests.conftest import SHARED
@@ -30,6 +32,7 @@ from tests.pipeline.browser import console_errors, open_page, wait_for
 pytestmark = pytest.mark.slow
 
 WEIGHTS = SHARED / "weights"
+VALUES_MODEL = "musemo-va"  # the ready-made model of valence and arousal
 QUADRANT_TAGS = {"Q1": "joyous", "Q2": "angry", "Q3": "sad", "Q4": "calm"}  # tags that go with each quadrant
 
 
@@ -224,8 +227,45 @@ def test_the_shipped_4q_quadrants_labels_a_song_as_its_heads_label_the_songs_cac
         sets = saved.feature_sets(model)
         assert {name: cache.fingerprint(name) for name in sets} == {name: d["fingerprint"] for name, d in sets.items()}
         inputs = {name: read_input(cache, set_name)[0][[row]] for name, set_name in zip(saved.inputs(model), sets)}
-    expected = saved.predict_proba(model, inputs)[0]
+    expected = saved.predict(model, inputs)[0]
     np.testing.assert_allclose([got[q] for q in saved.outputs], expected, atol=1e-4)
+
+
+def test_the_shipped_values_model_reads_a_whole_song_as_its_heads_read_stage_ones_pooled_windows(
+    fourq_slice: Path, tmp_path: Path
+) -> None:
+    """The value model shipped with mvemo, end to end on whole songs it never trained on: what predict prints is what
+    its heads give on each song's row in a cache that stage one computed with the model's recipe (its windows, pooled
+    as stage one pools them; the same fingerprints)."""
+    folder = recipes.shipped_folder(VALUES_MODEL)
+    saved = load_fusion_model(folder)
+    model = saved.default_model
+    songs = [next(fourq_slice.glob(f"{quadrant}/*.ogg")) for quadrant in ("Q3", "Q1")]
+    result = CliRunner().invoke(
+        cli, ["predict", "--model", VALUES_MODEL, *map(str, songs), "--json", "--weights-dir", str(WEIGHTS)]
+    )
+    assert result.exit_code == 0, result.output
+    got = [[row["values"][name] for name in saved.outputs] for row in json.loads(result.stdout)]
+    config = recipes.recipe(VALUES_MODEL).config
+    sets = saved.feature_sets(model)
+    unrated = tuple(Clip(s.name, "", audio=s, fold=k, valence=0.0, arousal=0.0) for k, s in enumerate(songs))
+    manifest = Manifest((), unrated, scale=saved.scale)  # a set of values, as the recipe's
+    features = [name for name in sets if not name.startswith("emb/")]
+    nets = [name.split("/")[1] for name in sets if name.startswith("emb/")]
+    summary = extract_features(
+        manifest,
+        tmp_path / "cache",
+        features=features,
+        nets=nets,
+        configs=feature_configs(config),
+        windows=window_config(config),
+        weights_dir=WEIGHTS,
+    )
+    assert not summary.failed
+    with Cache(tmp_path / "cache") as cache:
+        assert {name: cache.fingerprint(name) for name in sets} == {name: d["fingerprint"] for name, d in sets.items()}
+        inputs = {name: read_input(cache, set_name)[0] for name, set_name in zip(saved.inputs(model), sets)}
+    np.testing.assert_allclose(got, saved.predict(model, inputs), atol=1e-4)
 
 
 def test_the_quadrant_timeline_shows_russells_plane_read_from_the_quadrants(
@@ -248,7 +288,7 @@ def test_the_quadrant_timeline_shows_russells_plane_read_from_the_quadrants(
     page = (tmp_path / "t" / f"{song.name}.timeline.html").read_text()
     assert '<div id="plane"' in page and "read from the quadrant probabilities" in page
     data = json.loads(page.split('id="timeline-data">')[1].split("</script>")[0])
-    plane, proba = data["plane"], np.array(data["proba"])
+    plane, proba = data["plane"], np.array(data["scores"])
     assert plane["quadrants"] == ["Q1", "Q2", "Q3", "Q4"]
     valence = proba @ np.array([1, -1, -1, 1])
     np.testing.assert_allclose(plane["valence"], valence, atol=1e-3)
@@ -278,7 +318,7 @@ def test_musemo_va_reads_a_whole_song_as_6s_windows_pooled_and_draws_its_path_on
     open_page(browser, page)
     assert console_errors(browser) == []
     wait_for(browser, "return document.getElementById('plane').dataset.window", "0")
-    first = data["categories"][int(quadrants(np.array(data["proba"][:1]), (-10, 10))[0])]
+    first = data["categories"][int(quadrants(np.array(data["scores"][:1]), (-10, 10))[0])]
     assert browser.execute_script("return document.getElementById('plane').dataset.quadrant") == first
 
 

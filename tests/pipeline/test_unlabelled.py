@@ -45,7 +45,7 @@ def test_a_model_of_unlabelled_clips_predicts_through_a_net(unlabelled: Path, tm
     (result,) = Predictor(tmp_path / "out" / "model", "onedcnn").predict([clip])
     assert "error" not in result, result
     scores = result.get("probabilities") or result["values"]
-    expected = saved.predict_proba("onedcnn", {"onedcnn": embedding[:1]})[0]
+    expected = saved.predict("onedcnn", {"onedcnn": embedding[:1]})[0]
     np.testing.assert_allclose(list(scores.values()), expected, atol=1e-4), "the net rebuilt as stage one built it"
 
 
