@@ -74,7 +74,7 @@ def patch_count(cache: Cache, set_name: str) -> int | None:
 
 
 # a music encoder's activations below layers that stage two fine-tunes (fuse.heads.upper;
-# extract.nets.musicnn.UPPER_CUTS)
+# extract.nets.musicnn_patches.UPPER_CUTS)
 CUT_LAYERS = ("pooled", "cnn2_cut", "cnn1_cut", "pool4")
 
 

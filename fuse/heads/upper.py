@@ -2,7 +2,7 @@
 as a head.
 
 Stage one caches each clip's per-patch activations at a cut once (``[net.musicnn.upper] layer = "pooled",
-pool = "patches"``; the cuts are ``extract.nets.musicnn.UPPER_CUTS``). The layers above it start from the
+pool = "patches"``; the cuts are ``extract.nets.musicnn_patches.UPPER_CUTS``). The layers above it start from the
 published weights and train here, per outer fold, with a new classifier over the clip's mean penultimate: the
 whole net with its lower layers frozen, without running them (``tests/fuse/test_upper.py`` checks outputs and
 gradients against the net). The layers above each cut, by the arrays ``upper_layers`` gives:

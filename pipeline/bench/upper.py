@@ -26,7 +26,8 @@ def bench_upper(
     10-fold CV fits in an hour on 2 cores. ``one_epoch``: one setting trained one epoch, a check
     that it runs."""
     from mvemo.extract.nets import get_net, pretrained_file
-    from mvemo.extract.nets.musicnn import UPPER_CUTS, upper_layers
+    from mvemo.extract.nets.musicnn import upper_layers
+    from mvemo.extract.nets.musicnn_patches import UPPER_CUTS
     from mvemo.extract.weights.registry import find_weights
     from mvemo.fuse.heads.linear import LogisticHead
     from mvemo.fuse.heads.upper import UpperHead, UpperLayers, frozen_penultimate, one_thread

@@ -9,7 +9,7 @@ from mvemo.pipeline.bench.registry import Options
 from mvemo.pipeline.cli.tools import MvemoCommand, print_json
 from mvemo.pipeline.tables import format_table
 
-# extract.nets.musicnn.UPPER_CUTS, without importing torch
+# extract.nets.musicnn_patches.UPPER_CUTS, without importing torch
 UPPER_CUT_NAMES = ["pooled", "cnn2_cut", "cnn1_cut", "pool4"]
 BENCHES = (*REGISTERED, "all")
 

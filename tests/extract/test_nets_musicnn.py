@@ -12,7 +12,7 @@ import torch
 from mvemo.extract.audio import LogMelConfig, log_mel_spectrogram
 from mvemo.extract.decode.audio import AudioWindow
 from mvemo.extract.nets import get_net
-from mvemo.extract.nets.musicnn import PATCH_FRAMES
+from mvemo.extract.nets.musicnn_patches import PATCH_FRAMES
 from mvemo.extract.weights.registry import KNOWN, WeightsError, sha256_of
 from mvemo.manifests import ConfigError
 from tests.conftest import SHARED
@@ -108,7 +108,7 @@ def test_options_and_files_that_do_not_fit_are_refused(tmp_path: Path) -> None:
 
 
 def test_the_tag_probabilities_are_named_columns() -> None:
-    from mvemo.extract.nets.musicnn import MSD_TAGS, MTT_TAGS
+    from mvemo.extract.nets.musicnn_patches import MSD_TAGS, MTT_TAGS
 
     net = get_net("musicnn", num_classes=2, layer="taggram", pool="meanmax")
     assert (
@@ -133,7 +133,7 @@ def test_a_blocks_folded_norm_and_early_max_equal_the_blocks_layers_as_written()
 
     import torch.nn.functional as F
 
-    from mvemo.extract.nets.musicnn import BatchNorm2dOf1d, max_of_bn_relu, max_over_mel, max_pool
+    from mvemo.extract.nets.musicnn_patches import BatchNorm2dOf1d, max_of_bn_relu, max_over_mel, max_pool
 
     torch.manual_seed(0)
     conv, bn = torch.nn.Conv2d(1, 6, (3, 5)), BatchNorm2dOf1d(6)

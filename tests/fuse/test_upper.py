@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from mvemo.extract.nets import get_net
-from mvemo.extract.nets.musicnn import PATCH_FRAMES, UPPER_CUTS
+from mvemo.extract.nets.musicnn_patches import PATCH_FRAMES, UPPER_CUTS
 from mvemo.fuse.cv import cross_validate
 from mvemo.fuse.heads.upper import MID_CONVS, VGG_POOL4_MELS, UpperHead, UpperLayers, upper_net
 from mvemo.manifests import ConfigError

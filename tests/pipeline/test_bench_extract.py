@@ -35,7 +35,7 @@ def test_the_cli_refuses_an_unknown_device() -> None:
 
 
 def test_the_encoders_bench_counts_msdvggs_flops_and_relates_its_rate_to_the_gemm_rate() -> None:
-    from mvemo.extract.nets.musicnn import N_MELS, PATCH_FRAMES, VggPatches
+    from mvemo.extract.nets.musicnn_patches import N_MELS, PATCH_FRAMES, VggPatches
 
     figures = bench_encoders(("msdvgg",), repeat=1)["msdvgg"]
     # two flops per multiply-add: the five 3x3 convs over the pooled maps of each of a 30-s clip's ten patches

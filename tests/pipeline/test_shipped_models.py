@@ -75,8 +75,8 @@ def test_a_net_whose_code_changed_is_refused_by_version_or_by_fingerprint(
 ) -> None:
     """A change of a net's code raises its ``embedding_version``: a model that records it names it; an older one, which
     recorded its fingerprint alone, is refused all the same."""
-    monkeypatch.setattr(Musicnn, "embedding_version", property(lambda net: "3"))
-    with pytest.raises(ConfigError, match=r'emb/musicnn/all: .*extractor_version "2" then, "3" now'):
+    monkeypatch.setattr(Musicnn, "embedding_version", property(lambda net: "4"))
+    with pytest.raises(ConfigError, match=r'emb/musicnn/all: .*extractor_version "3" then, "4" now'):
         check_computable(load_fusion_model(edited_copy(tmp_path / "a", lambda d: None)), "integrated-audio")
     with pytest.raises(ConfigError, match=r"emb/musicnn/all: .*another version of its extractor's code computed it"):
         check_computable(load_fusion_model(edited_copy(tmp_path / "b", legacy)), "integrated-audio")
@@ -109,10 +109,10 @@ def test_models_list_marks_the_model_whose_weights_differ_and_lists_every_other(
 
 
 def test_models_list_marks_a_model_this_version_computes_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Musicnn, "embedding_version", property(lambda net: "3"))
+    monkeypatch.setattr(Musicnn, "embedding_version", property(lambda net: "4"))
     listed = CliRunner().invoke(cli, ["models", "list"])
     assert listed.exit_code == 0, listed.output
-    assert listed.output.count("no: ") == len(RECIPES) and 'extractor_version "2" then, "3" now' in listed.output
+    assert listed.output.count("no: ") == len(RECIPES) and 'extractor_version "3" then, "4" now' in listed.output
 
 
 @pytest.mark.parametrize("name", list(RECIPES))

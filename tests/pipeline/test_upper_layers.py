@@ -59,7 +59,7 @@ def test_the_layers_come_from_the_file_the_activations_came_from(tmp_path: Path,
 
 
 def test_every_cut_is_one_the_cli_offers_and_stage_two_fine_tunes() -> None:
-    from mvemo.extract.nets.musicnn import UPPER_CUTS
+    from mvemo.extract.nets.musicnn_patches import UPPER_CUTS
     from mvemo.fuse.inputs import CUT_LAYERS
     from mvemo.pipeline.cli.bench import UPPER_CUT_NAMES
 
