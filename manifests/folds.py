@@ -15,7 +15,13 @@ from mvemo.manifests.schema import Manifest
 
 
 def assign_folds(
-    manifest: Manifest, *, k: int | None = None, seed: int = 0, group_by: str | None = None, keep: bool = True
+    manifest: Manifest,
+    *,
+    k: int | None = None,
+    seed: int = 0,
+    group_by: str | None = None,
+    together: Sequence[tuple[int, int]] = (),
+    keep: bool = True,
 ) -> Manifest:
     """A copy of ``manifest`` with stratified, group-preserving folds 0..k-1: by class, by every tag at once for a
     manifest of tags without classes (``iterative_folds``), or by quadrant (``Manifest.strata``).
@@ -36,6 +42,9 @@ def assign_folds(
         ``group`` column (a clip with none keeps its group), so that every later split
         (the outer folds of every repeat, every inner and validation split) keeps the
         same groups whole. Default: the ``group`` column as it is.
+    together : sequence of (int, int)
+        Pairs of clips (by index) that must share a fold, e.g. one recording under two names: their groups (after
+        ``group_by``) are joined (``joined_groups``) and written into the ``group`` column.
 
     Raises
     ------
@@ -46,6 +55,8 @@ def assign_folds(
     """
     if group_by is not None:
         manifest = manifest.with_groups(_groups_by(manifest, group_by))
+    if together:
+        manifest = manifest.with_groups(joined_groups(manifest.groups, together))
     existing = np.array([-1 if c.fold is None else c.fold for c in manifest.clips], dtype=np.int64)
     groups = manifest.groups
     y = manifest.strata
@@ -83,6 +94,27 @@ def assign_folds(
     if not manifest.classes and manifest.tags:
         return manifest.with_folds(iterative_folds(manifest.tag_matrix, groups, k=k, seed=seed).tolist())
     return manifest.with_folds(draw_folds(y, groups, k=k, seed=seed).tolist())
+
+
+def joined_groups(groups: Sequence[str], pairs: Sequence[tuple[int, int]]) -> list[str]:
+    """``groups`` with the groups of each pair of clips (their indices) joined into one, and all groups joined to
+    those transitively: a joined group is named by its groups' names, sorted, joined by ``+``."""
+    parent = {g: g for g in groups}
+
+    def root(g: str) -> str:
+        while parent[g] != g:
+            parent[g] = parent[parent[g]]
+            g = parent[g]
+        return g
+
+    for a, b in pairs:
+        first, second = sorted((root(groups[a]), root(groups[b])))
+        parent[second] = first
+    members: dict[str, list[str]] = defaultdict(list)
+    for g in dict.fromkeys(groups):
+        members[root(g)].append(g)
+    name = {g: "+".join(sorted(members[root(g)])) for g in parent}
+    return [name[g] for g in groups]
 
 
 SPLIT_GROUP_FIX = (

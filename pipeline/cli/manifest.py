@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
@@ -98,24 +99,53 @@ def _targets(found: Any) -> str:
     "  [default: the 'group' column]",
 )
 @click.option(
+    "--group-repeats",
+    is_flag=True,
+    help="Find the recordings the manifest holds more than once (near-identical sound) and keep each in one fold:"
+    " their groups are joined, the pairs listed on the terminal and in MANIFEST's <stem>.repeats.csv.",
+)
+@click.option(
+    "--repeat-threshold",
+    default=None,
+    type=click.FloatRange(0.0, 1.0),
+    help="The similarity of two clips' sound at and above which --group-repeats takes them for one recording."
+    "  [default: 0.98, between musemo's repeated jazz pairs (0.9986 and above) and every other pair (at most 0.955)]",
+)
+@click.option(
     "--keep/--reshuffle",
     default=True,
     help="Keep every fold the manifest has and give only the clips without one a fold (new clips), or draw all anew.",
 )
-def manifest_folds(manifest_path: str, k: int | None, seed: int, group_by: str | None, keep: bool) -> None:
+def manifest_folds(
+    manifest_path: str,
+    k: int | None,
+    seed: int,
+    group_by: str | None,
+    group_repeats: bool,
+    repeat_threshold: float | None,
+    keep: bool,
+) -> None:
     """Write stratified folds that never split a group into MANIFEST's 'fold' column.
 
     Clips added to a manifest with folds (their 'fold' empty) join their group's fold,
     or the fold that keeps the classes most even; no clip that had a fold moves, so a
     cache's per-fold embeddings stay valid and only the new clips are computed.
+
+    With --group-repeats every clip's sound is compared with every other's (the first 30 s of each, as a
+    fingerprint of its mel spectrogram): a pair at or above --repeat-threshold is one recording, and its groups join
+    (after --group-by).
     """
+    from mvemo.manifests.errors import ConfigError
     from mvemo.manifests.folds import assign_folds, fold_table, stratum_kind
     from mvemo.manifests.io import read_manifest, write_manifest
     from mvemo.pipeline.tables import format_table
 
+    if repeat_threshold is not None and not group_repeats:
+        raise ConfigError("--repeat-threshold is the threshold of --group-repeats: add --group-repeats or leave it out")
     before = read_manifest(manifest_path, partial_folds=True)
     new = sum(c.fold is None for c in before.clips)
-    split = assign_folds(before, k=k, seed=seed, group_by=group_by, keep=keep)
+    together = _repeats(before, manifest_path, repeat_threshold) if group_repeats else []
+    split = assign_folds(before, k=k, seed=seed, group_by=group_by, together=together, keep=keep)
     write_manifest(split, manifest_path)
     table = fold_table(split)
     rows = [[f"fold {i}", *row.tolist(), int(row.sum())] for i, row in enumerate(table)]
@@ -132,6 +162,35 @@ def manifest_folds(manifest_path: str, k: int | None, seed: int, group_by: str |
         f"wrote {manifest_path}: {how}; {len(split)} clips in {len(set(split.groups))} groups{grouped},"
         f" {'every stratum in every fold' if every else 'SOME FOLD LACKS A STRATUM'} ({stratum_kind(split)})"
     )
+
+
+def _repeats(manifest: Any, manifest_path: str, threshold: float | None) -> list[tuple[int, int]]:
+    """The pairs of ``manifest``'s clips that are one recording (``extract.repeats``), said on the terminal and written
+    beside the manifest as ``<stem>.repeats.csv``; a clip whose sound cannot be read is listed and compared with
+    none."""
+    import csv
+
+    from mvemo.extract.repeats import REPEAT_THRESHOLD, fingerprint, repeated_pairs
+    from mvemo.manifests.errors import MediaError
+
+    threshold = REPEAT_THRESHOLD if threshold is None else threshold
+    prints, read = [], []
+    for row, clip in enumerate(progress_bar("fingerprints", "clip")(manifest.clips, len(manifest.clips))):
+        try:
+            prints.append(fingerprint(clip.audio or clip.video, clip_id=clip.clip_id))
+            read.append(row)
+        except MediaError as error:
+            click.echo(f"--group-repeats: {clip.clip_id} is compared with no clip: {error}", err=True)
+    pairs = [(read[a], read[b], similarity) for a, b, similarity in repeated_pairs(prints, threshold=threshold)]
+    report = Path(manifest_path).with_suffix(".repeats.csv")
+    with open(report, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["clip_a", "clip_b", "similarity"])
+        writer.writerows([manifest.clips[a].clip_id, manifest.clips[b].clip_id, f"{s:.4f}"] for a, b, s in pairs)
+    for a, b, similarity in pairs:
+        click.echo(f"one recording: {manifest.clips[a].clip_id} and {manifest.clips[b].clip_id} ({similarity:.4f})")
+    click.echo(f"{len(pairs)} pair(s) of clips at or above similarity {threshold:g} share a fold ({report})")
+    return [(a, b) for a, b, _ in pairs]
 
 
 @manifest_group.command("check")
