@@ -181,7 +181,7 @@ BENCHES: dict[str, Bench] = {
         _keys("ms_per_clip decode_all_ms ratio in_process_ms decoded_frames gop clips bitrate_mbps cpu_count repeat"),
     ),
     "extract": Bench(_extract, _keys("device nets")),
-    "encoders": Bench(_encoders, _keys("musicnn msdvgg mttmusicnn mttvgg")),
+    "encoders": Bench(_encoders, _keys("musicnn msdvgg")),
     "cache": Bench(_cache, _keys(CACHE_KEYS)),
     "fuse": Bench(_fuse, _keys(FUSE_KEYS)),
     "upper": Bench(

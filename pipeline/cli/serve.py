@@ -96,10 +96,10 @@ def thread_pool_sizes() -> dict[str, int]:
     import torch
     from threadpoolctl import threadpool_info
 
-    sizes = {"torch": torch.get_num_threads()}
+    libraries: dict[str, int] = {}
     for pool in threadpool_info():
-        sizes.setdefault(pool["user_api"], pool["num_threads"])
-    return sizes
+        libraries.setdefault(pool["user_api"], pool["num_threads"])
+    return {"torch": torch.get_num_threads(), **dict(sorted(libraries.items()))}
 
 
 def set_thread_pool_sizes(sizes: dict[str, int]) -> None:

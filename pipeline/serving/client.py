@@ -66,6 +66,7 @@ def _served(argv: list[str]) -> int | str:
     path = socket_path()
     if not private(path.parent):
         return f"no server of this mvemo's code and packages: {path.parent} is not a folder of yours alone"
+    request = json.dumps(_request_fields(argv)).encode()  # before connecting: the server waits for it
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     with client:
         try:
@@ -75,7 +76,7 @@ def _served(argv: list[str]) -> int | str:
         if not same_user(client):
             return f"the server at {path} runs as another user"
         with _relaying(client):
-            refused = _start(client, argv)
+            refused = _start(client, request)
             if refused is not None:
                 return refused
             signal.pthread_sigmask(signal.SIG_UNBLOCK, RELAYED)  # the command runs: a signal from now on reaches it
@@ -86,11 +87,11 @@ def _served(argv: list[str]) -> int | str:
     return int(reply[1])
 
 
-def _start(client: socket.socket, argv: list[str]) -> str | None:
-    """Send the request and say go once its fork started; ``None`` where it did, else why nothing runs there."""
+def _start(client: socket.socket, request: bytes) -> str | None:
+    """Send the ``request`` (its fields as JSON) and say go once its fork started; ``None`` where it did, else why
+    nothing runs there."""
     client.settimeout(START_WAIT_S)
-    body = json.dumps(_request_fields(argv)).encode()
-    framed = SIZE.pack(len(body)) + body
+    framed = SIZE.pack(len(request)) + request
     try:
         sent = socket.send_fds(client, [framed], list(STREAMS))
         client.sendall(framed[sent:])
@@ -100,8 +101,10 @@ def _start(client: socket.socket, argv: list[str]) -> str | None:
         if reply is None or reply[0] != STARTED:
             return "the server stopped before the command started"
         client.sendall(GO)
-    except OSError:  # timed out: the fork that reads no go runs nothing
+    except TimeoutError:  # the fork that reads no go runs nothing
         return f"the server did not start it within {START_WAIT_S:g} s"
+    except OSError as error:
+        return f"the connection to the server broke ({error})"
     client.settimeout(None)
     return None
 

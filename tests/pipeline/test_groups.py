@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import mvemo.fuse.compose
+import mvemo.fuse.fitting
 import mvemo.fuse.heads.linear
 from mvemo.cache.read import Cache
 from mvemo.fuse.cv import cross_validate
@@ -69,7 +69,7 @@ def test_group_by_writes_the_groups_that_every_repeat_and_inner_split_keeps_whol
         seen.append((list(groups), splits))
         return splits
 
-    monkeypatch.setattr(mvemo.fuse.compose, "inner_splits", spy)
+    monkeypatch.setattr(mvemo.fuse.fitting, "inner_splits", spy)
     monkeypatch.setattr(mvemo.fuse.heads.linear, "inner_splits", spy)
     cache = embedding_cache(
         tmp_path / "cache",
