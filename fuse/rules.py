@@ -5,9 +5,9 @@ Per test fold of every repeat a rule is scored on the fold's clips (macro F1 for
 present and absent clips in the fold, ROC-AUC and average precision, averaged over those tags; for values, each
 value's CCC) and compared with another rule on the same clips: the mean difference, its 95 % interval corrected for
 overlapping training rows (``fuse.metrics.corrected_interval``) and the folds won-lost. Values are decided by each
-value on its own, as two sets: a rule must not be worse on either. ``late-inner`` and ``stack`` are
-classification-only (``fuse.targets.regression``): a study of values leaves them out, and a rule that cannot fit every
-set's target cannot become the default.
+value on its own, as two sets: a rule must not be worse on either. Every rule fits every kind of target: for values,
+``late-inner`` and ``stack`` learn non-negative weights on the members' inner out-of-fold predictions
+(``fuse.targets.regression.combination``).
 """
 
 from __future__ import annotations
@@ -31,8 +31,6 @@ from mvemo.manifests.errors import ConfigError
 RULES = ("late", "modal", "trimmed", "modal-trimmed", "choice", "late-inner", "stack")
 # the headline each target is decided by, and what it is reported beside (values: each value's CCC, ``measures``)
 MEASURES = {"label": ("f1_macro",), "tags": ("roc_auc_macro", "map")}
-# the rules whose heads are classifiers: no study of values fits them
-CLASSIFICATION_ONLY = ("late-inner", "stack")
 
 
 def measures(target: str, value_names: tuple[str, ...] = ()) -> tuple[str, ...]:
@@ -45,10 +43,9 @@ def decided_by(study: dict[str, Any]) -> list[str]:
     return [MEASURES[study["target"]][0]] if study["target"] in MEASURES else list(study["measures"])
 
 
-def rule_models(inputs: list[str], video: Collection[str] = (), *, values: bool = False) -> dict[str, Node]:
+def rule_models(inputs: list[str], video: Collection[str] = ()) -> dict[str, Node]:
     """Each rule of the protocol over ``inputs`` (those of the video modality: ``video``), then each input alone (two
-    rules may be one model on these inputs, as ``modal`` is ``late`` over one modality: it is fitted once); for
-    ``values``, the rules their value heads fit (not ``CLASSIFICATION_ONLY``)."""
+    rules may be one model on these inputs, as ``modal`` is ``late`` over one modality: it is fitted once)."""
     alone = tuple(Features((name,)) for name in inputs)
     pools = [tuple(m for m in alone if (m.inputs[0] in video) == is_video) for is_video in (False, True)]
 
@@ -66,8 +63,7 @@ def rule_models(inputs: list[str], video: Collection[str] = (), *, values: bool 
         "late-inner": Late(alone, "inner"),
         "stack": Stack(alone),
     }
-    fitted = {rule: node for rule, node in rules.items() if not (values and rule in CLASSIFICATION_ONLY)}
-    return fitted | {name: Features((name,)) for name in inputs}
+    return rules | {name: Features((name,)) for name in inputs}
 
 
 def fold_scores(result: Any, model: str, target: str) -> dict[str, list[list[float | None]]]:
@@ -150,7 +146,7 @@ def compare_rules(cache: Cache, *, target: str = "label", repeats: int = 10, **o
             f"cache {str(cache.path)!r}: the default model fuses {inputs or 'nothing'}; a study needs two inputs"
         )
     video = [name for name in inputs if modality(cache, name) == "video"]
-    models = rule_models(inputs, video, values=target == "values")
+    models = rule_models(inputs, video)
     runs: dict[str, Callable[..., Any]] = {
         "label": cross_validate,
         "tags": cross_validate_tags,

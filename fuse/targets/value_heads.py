@@ -93,13 +93,16 @@ class RidgeHead(ValueHead):
         self.inner_folds = inner_folds
         self.seed = seed
 
-    def fit(self, X: Any, y: Any, groups: Any = None, strata: Any = None) -> RidgeHead:
-        """Fit on rows ``X`` (n, d) of values ``y`` (n,).
+    def fit(self, X: Any, y: Any, groups: Any = None, strata: Any = None, sample_weight: Any = None) -> RidgeHead:
+        """Fit on rows ``X`` (n, d) of values ``y`` (n,), each row's squared error weighing ``sample_weight`` (n,)
+        (default: 1; a row of weight 0 trains nothing and is still predicted on inner folds).
 
         Inner folds keep each of ``groups`` (n,) whole (default: a group per row) and are
-        stratified by the integer ``strata`` (n,) (default: one stratum).
+        stratified by the integer ``strata`` (n,) (default: one stratum). The alpha chosen is that of least weighted
+        mean squared error of the pooled out-of-fold predictions.
         """
         X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True)
+        weights = row_weights(sample_weight, len(y))
         if not (
             isinstance(self.alphas, tuple | list) and self.alphas and all(is_number(a) and a > 0 for a in self.alphas)
         ):
@@ -111,14 +114,14 @@ class RidgeHead(ValueHead):
         Z = standardized(X, mean, scale)
         pred = np.empty((len(y), len(alphas)))
         for train, val in self._splits(len(y), groups, strata):
-            center, offset, coefs = ridge_path(Z[train], y[train], alphas)
+            center, offset, coefs = ridge_path(Z[train], y[train], alphas, weights[train])
             pred[val] = (np.clip(Z[val], Z[train].min(axis=0), Z[train].max(axis=0)) - center) @ coefs + offset
-        mse = np.mean((pred - y[:, None]) ** 2, axis=0)
+        mse = np.average((pred - y[:, None]) ** 2, axis=0, weights=weights)
         best = int(np.flatnonzero(mse <= mse.min())[-1])
         self.alpha_ = float(alphas[best])
         self.inner_pred_ = pred[:, best]
         self.selected_ = {"alpha": self.alpha_}
-        center, offset, coefs = ridge_path(Z, y, alphas[best : best + 1])
+        center, offset, coefs = ridge_path(Z, y, alphas[best : best + 1], weights)
         self.coef_ = coefs[:, 0] / scale
         self.intercept_ = float(offset - (mean / scale + center) @ coefs[:, 0])
         self.low_, self.high_ = X.min(axis=0), X.max(axis=0)
@@ -134,18 +137,24 @@ class RidgeHead(ValueHead):
         return f"alpha={self.alpha_:.3g}"
 
 
-def ridge_path(Z: np.ndarray, y: np.ndarray, alphas: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
-    """Ridge regressions with an intercept of ``y`` (n,) on ``Z`` (n, d), one per alpha, from one eigendecomposition.
+def ridge_path(
+    Z: np.ndarray, y: np.ndarray, alphas: np.ndarray, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, float, np.ndarray]:
+    """Ridge regressions with an intercept of ``y`` (n,) on ``Z`` (n, d), one per alpha, from one eigendecomposition;
+    each row's squared error weighing ``weights`` (n,) (default: 1).
 
-    With ``A`` the centered rows and ``b`` the centered values, the coefficients are
+    With ``A`` the centered rows and ``b`` the centered values (centered on their weighted means, each row then
+    scaled by the root of its weight), the coefficients are
     ``A.T (A A.T + alpha I)^-1 b`` = ``(A.T A + alpha I)^-1 A.T b``: the eigenvectors of the
     smaller of the two Gram matrices give every alpha at once.
 
     Returns the column means (d,), the mean of ``y`` and the coefficients (d, n_alphas):
     the prediction of rows ``Z'`` is ``(Z' - means) @ coefs + mean``.
     """
-    center, offset = Z.mean(axis=0), float(y.mean())
-    A, b = Z - center, y - offset
+    w = np.ones(len(y)) if weights is None else weights
+    center, offset = np.average(Z, axis=0, weights=w), float(np.average(y, weights=w))
+    root = np.sqrt(w)
+    A, b = root[:, None] * (Z - center), root * (y - offset)
     if len(A) < A.shape[1]:
         eigenvalues, U = np.linalg.eigh(A @ A.T)
         return center, offset, A.T @ (U @ ((U.T @ b)[:, None] / (eigenvalues[:, None] + alphas)))
@@ -245,17 +254,45 @@ def kernel_ridge_path(kernel: np.ndarray, cross: np.ndarray, y: np.ndarray, alph
 VALUE_HEADS: dict[str, Callable[..., ValueHead]] = {"ridge": RidgeHead, "kernel-ridge": KernelRidgeHead}
 
 
-def fit_value_head(X: np.ndarray, y: np.ndarray, groups: Any, strata: Any, selection: SelectionConfig) -> ValueHead:
+def row_weights(sample_weight: Any, n: int) -> np.ndarray:
+    """The weight of each of ``n`` rows (``sample_weight``, default 1 each): finite, not negative, some above 0."""
+    if sample_weight is None:
+        return np.ones(n)
+    weights = np.asarray(sample_weight, dtype=np.float64)
+    if weights.shape != (n,) or not np.all(np.isfinite(weights)) or weights.min() < 0 or weights.sum() <= 0:
+        raise ConfigError(
+            f"sample weights of shape {weights.shape}: expected {n} finite weights >= 0, not every weight zero"
+        )
+    return weights
+
+
+def fit_value_head(
+    X: np.ndarray,
+    y: np.ndarray,
+    groups: Any,
+    strata: Any,
+    selection: SelectionConfig,
+    sample_weight: np.ndarray | None = None,
+) -> ValueHead:
     """The head of ``selection.value_heads`` whose inner out-of-fold predictions of ``y`` have the least squared error
-    (the first listed on a tie), every family fitted on the same inner folds; with several families its
-    ``selected_`` names the one kept (``head``)."""
+    (weighted by ``sample_weight``; the first listed on a tie), every family fitted on the same inner folds; with
+    several families its ``selected_`` names the one kept (``head``)."""
+    uniform = sample_weight is None or bool(np.all(np.asarray(sample_weight) == 1.0))
+    weighted = {} if uniform else {"sample_weight": sample_weight}
+    unweighted = [name for name in selection.value_heads if weighted and name != "ridge"]
+    if unweighted:
+        raise ConfigError(
+            f"[fuse] value_heads {unweighted}: rows of unequal weight (a values model learning from several sets)"
+            ' are fitted by ridge heads alone; set value_heads = ["ridge"]'
+        )
     fitted = [
         VALUE_HEADS[name](inner_folds=selection.inner_folds, seed=selection.seed).fit(
-            X, y, groups=groups, strata=strata
+            X, y, groups=groups, strata=strata, **weighted
         )
         for name in selection.value_heads
     ]
-    errors = [float(np.mean((head.inner_pred_ - y) ** 2)) for head in fitted]
+    weights = row_weights(sample_weight, len(y))
+    errors = [float(np.average((head.inner_pred_ - y) ** 2, weights=weights)) for head in fitted]
     best = int(np.argmin(errors))
     chosen = fitted[best]
     if len(fitted) > 1:

@@ -53,13 +53,14 @@ def test_metrics_of_known_predictions() -> None:
     assert shifted["r2"] == pytest.approx(1 - 1 / 1.25)
 
 
-def test_a_cache_without_values_or_with_a_stack_is_refused(tmp_path: Path) -> None:
+def test_a_cache_without_values_is_refused_and_every_fusion_rule_fits_values(tmp_path: Path) -> None:
     plain = embedding_cache(tmp_path / "plain", nets={"a": (4, 1.0)}, n_per_class=4)
     with pytest.raises(ConfigError, match="holds no valence, arousal values"):
         cross_validate_values(plain)
-    cache = embedding_cache(tmp_path / "cache", nets={"a": (4, 1.0), "b": (4, 1.0)}, n_per_class=8, retarget=valued)
-    with pytest.raises(ConfigError, match="stack"):
-        cross_validate_values(cache, models="stack(a,b)")
+    cache = embedding_cache(tmp_path / "cache", nets={"a": (8, 2.0), "b": (8, 0.0)}, n_per_class=12, retarget=valued)
+    result = cross_validate_values(cache, models="stack(a,b),late(a,b,weights=inner)")
+    for model in ("stack(a,b)", "late(a,b,weights=inner)"):
+        assert result.metrics[model]["valence"]["ccc"] > 0.8, model
 
 
 def test_every_figure_says_how_many_clips_it_rests_on_and_a_model_left_out_says_why(tmp_path: Path) -> None:

@@ -80,6 +80,31 @@ def test_the_closed_form_inner_path_equals_scikit_learn_ridge_per_split(n: int, 
     assert head.predict(X) == pytest.approx(refit.predict(Z), abs=1e-8), "the standardization is folded in exactly"
 
 
+@pytest.mark.parametrize("shape", [(60, 8), (30, 50)])
+def test_weighted_ridge_paths_are_sklearns_ridge_with_sample_weights(shape: tuple[int, int]) -> None:
+    """Both sides of the Gram trick, rows of weight 0 among them: they train nothing."""
+    X, y = linear_data(*shape, noise=0.5)
+    weights = np.random.default_rng(1).uniform(0.2, 3.0, len(y))
+    weights[:5] = 0.0
+    alphas = np.array([0.1, 1.0, 10.0])
+    center, offset, coefs = ridge_path(X, y, alphas, weights)
+    for j, alpha in enumerate(alphas):
+        reference = Ridge(alpha=alpha).fit(X, y, sample_weight=weights).predict(X)
+        assert (X - center) @ coefs[:, j] + offset == pytest.approx(reference, abs=1e-7)
+    dropped = ridge_path(X[5:], y[5:], alphas, weights[5:])[2]
+    np.testing.assert_allclose(coefs, dropped, atol=1e-9)
+
+
+def test_a_weighted_ridge_head_chooses_its_alpha_by_the_weighted_inner_error() -> None:
+    X, y = linear_data(80, 5, noise=0.3)
+    y[40:] = 0.0  # rows that would teach a flat line, of weight 0
+    weights = np.where(np.arange(80) < 40, 1.0, 0.0)
+    head = RidgeHead().fit(X, y, sample_weight=weights)
+    alone = RidgeHead().fit(X[:40], y[:40])
+    assert head.alpha_ <= 10 * alone.alpha_ and np.corrcoef(head.predict(X[:40]), y[:40])[0, 1] > 0.9
+    assert head.inner_pred_.shape == (80,), "rows of weight 0 are predicted on inner folds all the same"
+
+
 def test_alpha_is_small_for_a_strong_signal_and_large_for_noise() -> None:
     X, y = linear_data(100, 5, noise=0.01)
     assert RidgeHead().fit(X, y).alpha_ <= 0.1
@@ -112,7 +137,11 @@ def test_rows_of_one_group_and_bad_alphas_are_refused() -> None:
 def test_ridge_head_follows_the_estimator_contract() -> None:
     head = RidgeHead(alphas=(1.0, 10.0), inner_folds=3, seed=2)
     assert clone(head).get_params() == head.get_params()
-    check_estimator(RidgeHead())
+    repeated = (
+        "a weight scales a row's squared error; the standardization, which reads no target, and the inner folds"
+        " see each row once, as repeating it would not"
+    )
+    check_estimator(RidgeHead(), expected_failed_checks={"check_sample_weight_equivalence_on_dense_data": repeated})
 
 
 def test_late_fusion_averages_its_members() -> None:
@@ -142,18 +171,30 @@ def test_best_picks_the_informative_input_and_integrated_fits_each_head_once(mon
     assert r2_score(truth, model.predict(held_out)) > 0.9
 
 
-@pytest.mark.parametrize(
-    "node, message",
-    [
-        (Stack((GOOD, NOISE)), "stack"),
-        (Best((GOOD, Late((GOOD, NOISE), "inner"))), "weights=inner"),
-    ],
-)
-def test_stacking_and_inner_weights_are_refused_before_fitting(node, message: str, monkeypatch) -> None:
+def test_inner_weights_lean_on_the_member_that_carries_the_values_and_stay_a_mean() -> None:
     blocks, values, groups = value_blocks()
-    monkeypatch.setattr(RidgeHead, "fit", lambda *a, **k: pytest.fail("fitted before refusing"))
-    with pytest.raises(ConfigError, match=message):
-        fit_on(node, blocks, values, groups)
+    late = fit_on(Late((GOOD, NOISE), "inner"), blocks, values, groups, scale="least-squares")
+    assert late.shares.shape == (2, 2) and late.shares.sum(axis=1) == pytest.approx([1.0, 1.0])
+    assert (late.shares[:, 0] > 0.8).all() and (late.shares >= 0).all(), "the good member weighs most, none below 0"
+    good = fit_on(GOOD, blocks, values, groups, scale="least-squares")
+    plain = fit_on(Late((GOOD, NOISE)), blocks, values, groups, scale="least-squares")
+    held_out, truth, _ = value_blocks(seed=1)
+    assert r2_score(truth, late.predict(held_out)) > r2_score(truth, plain.predict(held_out))
+    assert r2_score(truth, late.predict(held_out)) == pytest.approx(r2_score(truth, good.predict(held_out)), abs=0.03)
+    parts = late.parts()
+    assert late.predict(held_out) == pytest.approx(predict_parts(parts, held_out), abs=1e-9), "saved as its parts"
+
+
+def test_a_stack_of_values_fits_non_negative_weights_and_an_intercept_on_cross_fitted_predictions() -> None:
+    blocks, values, groups = value_blocks()
+    stack = fit_on(Stack((GOOD, NOISE)), blocks, values, groups, scale="least-squares")
+    assert (stack.shares >= 0).all() and stack.intercepts.shape == (2,)
+    members = [fit_on(m, blocks, values, groups, scale="least-squares") for m in (GOOD, NOISE)]
+    in_sample = stack.shares[:, 0] * members[0].inner_pred + stack.shares[:, 1] * members[1].inner_pred
+    assert not np.allclose(stack.inner_pred, in_sample + stack.intercepts), "its inner predictions are cross-fitted"
+    held_out, truth, _ = value_blocks(seed=1)
+    assert r2_score(truth, stack.predict(held_out)) > 0.8
+    assert stack.predict(held_out) == pytest.approx(predict_parts(stack.parts(), held_out), abs=1e-9)
 
 
 @pytest.mark.parametrize("scale", ["least-squares", "ratings"])
