@@ -21,7 +21,7 @@ from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 from mvemo.cache.read import Cache
 from mvemo.fuse.compose import Features, Late, Node, Stack, choice_among_fusions
 from mvemo.fuse.cv import cross_validate
-from mvemo.fuse.metrics import corrected_interval
+from mvemo.fuse.metrics import paired
 from mvemo.fuse.models import fusion_inputs, modality
 from mvemo.fuse.targets.tags import cross_validate_tags
 from mvemo.fuse.targets.values import ccc, cross_validate_values
@@ -112,17 +112,6 @@ def fold_scores(result: Any, model: str, target: str) -> dict[str, list[list[flo
         auc.append(per_fold_auc)
         ap.append(per_fold_ap)
     return {"roc_auc_macro": auc, "map": ap}
-
-
-def paired(mine: list[list[float | None]], theirs: list[list[float | None]], *, k: int) -> dict[str, Any]:
-    """``mine`` less ``theirs`` fold by fold: the mean, its corrected 95 % interval and the folds won-lost."""
-    d = [a - b for ra, rb in zip(mine, theirs) for a, b in zip(ra, rb) if a is not None and b is not None]
-    return {
-        "mean": float(np.mean(d)),
-        "interval": corrected_interval(d, k=k, bounds=(-1.0, 1.0)),
-        "won": sum(x > 0 for x in d),
-        "lost": sum(x < 0 for x in d),
-    }
 
 
 def headline(result: Any, model: str, measure: str, target: str) -> float:

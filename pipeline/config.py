@@ -24,12 +24,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+from pathlib import Path
 from typing import Any
 
 from mvemo.manifests.errors import ConfigError
 
 # The tables besides one per audio set (``extract.audio.audio_features``, the handcrafted registry's among them)
-TABLES = ("clip", "audio", "frames", "faces", "train", "optim", "net", "head", "fuse")
+TABLES = ("clip", "audio", "frames", "faces", "train", "optim", "net", "head", "fuse", "sets")
+ARRAYS = ("sets",)  # the tables a config may repeat, [[sets]]: a list of tables
 
 
 def known_tables() -> tuple[str, ...]:
@@ -53,7 +55,11 @@ def load_toml(path: str | os.PathLike[str] | None) -> dict[str, Any]:
     unknown = sorted(set(table) - set(known_tables()))
     if unknown:
         raise ConfigError(f"--config: unknown table(s) {unknown}; known tables are {list(known_tables())}")
-    values = [name for name, value in table.items() if not isinstance(value, dict)]
+    values = [
+        name
+        for name, value in table.items()
+        if not (isinstance(value, dict) or (name in ARRAYS and all(isinstance(v, dict) for v in value)))
+    ]
     if values:
         raise ConfigError(
             f"--config {os.fspath(path)!r}: {values[0]} = {table[values[0]]!r} is a value where a table belongs; write"
@@ -201,3 +207,21 @@ def per_net_tables(tables: dict[str, Any], table: str) -> dict[str, dict[str, An
     if unknown:
         raise ConfigError(f"[{table}]: unknown net(s) {unknown}; tables are [{table}.<net>] for nets {list(NET_NAMES)}")
     return per_net
+
+
+def plane_sets(path: str | os.PathLike[str] | None) -> list[tuple[str, dict[str, list[float]] | None]]:
+    """The sets of a config's ``[[sets]]`` tables: each one's ``cache`` (relative to the config's folder) and the
+    ``places`` of its classes on the plane, {class: [valence sign, arousal sign]} (None: 4Q's quadrant names)."""
+    if path is None:
+        return []
+    sets = []
+    for k, table in enumerate(load_toml(path).get("sets", [])):
+        unknown = sorted(set(table) - {"cache", "places"})
+        if unknown or not isinstance(table.get("cache"), str):
+            raise ConfigError(
+                f"--config {os.fspath(path)!r}: [[sets]] number {k + 1} holds {sorted(table)}; expected cache ="
+                ' "FOLDER" and, for a set of classes other than Q1..Q4, places = { calm = [1, -1], ... }'
+            )
+        folder = Path(path).parent / table["cache"]
+        sets.append((str(folder), table.get("places")))
+    return sets

@@ -27,9 +27,15 @@ ROW_PRECISION = "float32"
 def code_config(net: EmotionNet, *, fine_tuned: bool) -> dict[str, Any]:
     """What a net's code decides of its embedding set's config, beside what its run records (seed, inputs, fine-tuning):
     the net's own config, the precision of its rows and, for a net used as it is, the other library code that makes
-    its inputs (``EmotionNet.computed_with``)."""
+    its inputs (``EmotionNet.computed_with``). A net used as it is leaves out its head's ``num_classes``, which none
+    of its rows reads: its embedding of a clip is one set whatever the classes of the cache it lies in, so that the
+    caches of several sets (``fuse.targets.plane``) feed one model."""
     config = {**net.config, "precision": ROW_PRECISION}
-    return config if fine_tuned else config | {"computed_with": net.computed_with()}
+    if fine_tuned:
+        return config
+    return {key: value for key, value in config.items() if key != "num_classes"} | {
+        "computed_with": net.computed_with()
+    }
 
 
 def embedding_spec(

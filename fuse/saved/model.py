@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,9 +106,11 @@ def save_fusion_model(
     fitted: dict[str, Any],
     header: dict[str, Any],
     target: str = "label",
+    also: Sequence[Cache] = (),
 ) -> Path:
     """Write ``out/model.json`` and ``out/heads.h5`` of the models of ``target`` (``train_final``'s); returns the
-    folder."""
+    folder. ``also``: the caches of the other sets the models learnt from (``fuse.plane_stage``), whose clips count
+    among those the model trained on."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     heads: dict[str, SavedHead] = {}
@@ -117,7 +119,7 @@ def save_fusion_model(
         "format": FORMAT,
         **outputs_of(cache, target),
         # the content hash of every clip the model trained on: predict warns when it meets one again
-        "training_media_sha256": sorted({h.decode() for h in cache.media_hash} - {""}),
+        "training_media_sha256": sorted({h.decode() for c in (cache, *also) for h in c.media_hash} - {""}),
         "models": {
             m.name: {
                 "kind": m.kind,

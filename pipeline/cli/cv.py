@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from mvemo.pipeline.cli.tools import CONTEXT, MvemoCommand, executor_options, print_json, progress_bar, require_writable
+
+# fuse.targets.plane.METHODS, without importing it
+METHODS = ["own", "rated", "pseudo-equal", "pseudo-inner"]
 
 if TYPE_CHECKING:
     from mvemo.cache.read import Cache
@@ -154,11 +158,74 @@ def fusion_arguments(
             )
 
 
+@contextlib.contextmanager
+def plane_arguments(
+    sets: list[tuple[str, Any]], target: str | None, options: dict[str, Any]
+) -> Iterator[tuple[list[Cache], dict[str, Any], Any, Any]]:
+    """The caches of a values model learning from several sets, each opened for the run, the places their configs
+    give their classes (by cache folder's name), the ``[fuse]`` selection and the executor (open while the block
+    runs)."""
+    from mvemo.cache.read import Cache
+    from mvemo.manifests.errors import ConfigError
+    from mvemo.pipeline.config import head_config
+    from mvemo.pipeline.executors import build_executor
+
+    if target not in (None, "valence,arousal"):
+        raise ConfigError(
+            f"--target {target}: a model of several caches learns valence and arousal from all of them; leave"
+            " --target out, or give one cache"
+        )
+    head, _, selection, _ = head_config(options["config_path"], options["head"])
+    if head:
+        raise ConfigError(f"--head {head}: a model of several caches fits ridge heads of values; leave --head out")
+    with contextlib.ExitStack() as stack:
+        caches = [stack.enter_context(Cache(path)) for path, _ in sets]
+        places = {Path(path).name: given for path, given in sets if given}
+        executor = stack.enter_context(
+            build_executor(options["executor"], workers=options["workers"], scheduler=options["scheduler"])
+        )
+        yield caches, places, selection, executor
+
+
+def cache_sets(cache_paths: tuple[str, ...], config_path: str | None) -> list[tuple[str, Any]]:
+    """The caches given with ``--cache`` (their classes' places by name), then those of the config's ``[[sets]]``."""
+    from mvemo.pipeline.config import plane_sets
+
+    return [(path, None) for path in cache_paths] + plane_sets(config_path)
+
+
+def echo_plane_summary(document: dict[str, Any], out: str | None) -> None:
+    from mvemo.fuse.report.plane import plane_tables
+    from mvemo.pipeline.tables import format_table
+
+    for name, (header, rows) in plane_tables(document).items():
+        click.echo(f"{name} ({document['sets'][name]['kind']}, {document['sets'][name]['clips']} clips):")
+        click.echo(format_table(header, rows))
+    if out:
+        click.echo(f"report: {out}/report.md, {out}/report.json")
+
+
+METHOD_HELP = (
+    "With several caches (a values model learning from rated sets and sets whose classes have a place on the plane):"
+    " how the placed songs are learnt from: own (each set's own labels), rated (the rated sets alone), pseudo-equal"
+    " (each placed song at its quadrant's mean rated position, weighing as a rated clip), pseudo-inner (that weight"
+    " chosen on inner folds).  [default: the protocol's choice, docs/studies/plane.md]"
+)
+
+
 @click.command("cv", cls=MvemoCommand, context_settings=CONTEXT)
 @click.option(
     "--folds", "n_folds", default=None, type=int, help="Folds expected in the cache.  [default: the cache's own]"
 )
-@click.option("--cache", "cache_path", required=True, type=click.Path(), help="Cache folder of stage one.")
+@click.option(
+    "--cache",
+    "cache_paths",
+    multiple=True,
+    type=click.Path(),
+    help="Cache folder of stage one; repeat it for a values model that learns from several sets (or give them in the"
+    " config's [[sets]] tables).",
+)
+@click.option("--method", default=None, type=click.Choice(METHODS), help=METHOD_HELP)
 @click.option(
     "--out",
     default="reports",
@@ -170,16 +237,49 @@ def fusion_arguments(
 @head_options
 @executor_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report document on stdout.")
-def cv(cache_path: str, out: str, target: str | None, as_json: bool, **options: Any) -> None:
+def cv(
+    cache_paths: tuple[str, ...], method: str | None, out: str, target: str | None, as_json: bool, **options: Any
+) -> None:
     """Cross-validate the fusion models over the cache's folds (stage two), every choice made on inner folds.
 
     Reports per model accuracy mean, 95 % interval and min/max over folds (paper 001 Table 3), pooled accuracy,
     macro F1, macro ROC-AUC, the paired difference from the reference model, per-class scores and confusion
     matrices, as tables, plots and oof_predictions.csv; report.md defines each figure.
+
+    With several caches, a values model learns from all of them: rated sets (valence and arousal on a scale) and
+    sets whose classes have a place on the plane (Q1..Q4, or [[sets]] places); each set is scored on its own folds,
+    the others' rows in every training fold.
     """
     from mvemo.fuse.stage import run_cv, run_target_cv
+    from mvemo.manifests.errors import ConfigError
 
     require_writable(out, "--out")
+    sets = cache_sets(cache_paths, options["config_path"])
+    if len(sets) > 1:
+        from mvemo.fuse.plane_stage import run_plane_cv
+        from mvemo.fuse.targets.plane import DEFAULT_METHOD
+
+        with plane_arguments(sets, target, options) as (caches, places, selection, executor):
+            document = run_plane_cv(
+                caches,
+                out,
+                methods=(method or DEFAULT_METHOD,),
+                repeats=options["repeats"],
+                models=options["models"],
+                places=places,
+                selection=selection,
+                executor=executor,
+            )
+        if as_json:
+            print_json(document)
+        else:
+            echo_plane_summary(document, out)
+        return
+    if not sets:
+        raise ConfigError("give the cache with --cache CACHE (or the config's [[sets]] tables)")
+    if method:
+        raise ConfigError("--method is how a values model learns from several caches; give them, or leave it out")
+    cache_path = sets[0][0]
     with fusion_arguments(cache_path, target, options) as (cache, settings):
         if settings.target == "label":
             document = run_cv(cache, out, settings).document
@@ -213,14 +313,48 @@ def echo_target_summary(document: dict[str, Any], out: str) -> None:
     metavar="DIR",
     help="Folder for the report and the final model (OUT/model/).",
 )
+@click.option(
+    "--also",
+    "also_paths",
+    multiple=True,
+    type=click.Path(),
+    metavar="CACHE",
+    help="Another set a values model learns from (a rated set, or one whose classes have a place on the plane);"
+    " repeat it for several (or give them in the config's [[sets]] tables).",
+)
+@click.option("--method", default=None, type=click.Choice(METHODS), help=METHOD_HELP)
 @fuse_options
 @head_options
 @executor_options
-def fuse(cache_path: str, out: str, target: str | None, **options: Any) -> None:
-    """The CV report in OUT, then each model's head trained on every clip, saved in OUT/model/ for `mvemo predict`."""
+def fuse(
+    cache_path: str, also_paths: tuple[str, ...], method: str | None, out: str, target: str | None, **options: Any
+) -> None:
+    """The CV report in OUT, then each model's head trained on every clip, saved in OUT/model/ for `mvemo predict`.
+
+    With --also (or [[sets]]), a values model learns from CACHE and every other set together (as `mvemo-cv --cache A
+    --cache B`), and is trained on every clip of all of them."""
     from mvemo.fuse.stage import fuse_cache
 
     require_writable(out, "--out")
+    sets = cache_sets((cache_path, *also_paths), options["config_path"])
+    if len(sets) > 1:
+        from mvemo.fuse.plane_stage import fuse_plane
+        from mvemo.fuse.targets.plane import DEFAULT_METHOD
+
+        with plane_arguments(sets, target, options) as (caches, places, selection, executor):
+            document, folder = fuse_plane(
+                caches,
+                out,
+                method=method or DEFAULT_METHOD,
+                repeats=options["repeats"],
+                models=options["models"],
+                places=places,
+                selection=selection,
+                executor=executor,
+            )
+        echo_plane_summary(document, out)
+        click.echo(f"final model: {folder}/model.json + heads.h5 (trained on every clip of every set)")
+        return
     with fusion_arguments(cache_path, target, options) as (cache, settings):
         document, folder = fuse_cache(cache, out, settings)
     if settings.target == "label":

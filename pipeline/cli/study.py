@@ -1,6 +1,6 @@
 """``mvemo study optimizers``: paper 001's Table 2, each net fine-tuned with Adam, SGD and RMSprop on inner folds;
 ``mvemo study fusion`` and ``mvemo study decide``: the fusion rules of the default model's protocol
-(docs/results.md)."""
+(docs/results.md); ``mvemo study plane``: how a values model learns from several sets (docs/studies/plane.md)."""
 
 from __future__ import annotations
 
@@ -145,6 +145,62 @@ def fusion(
         print_json(document)
     else:
         click.echo(study_table(document))
+
+
+@study_group.command("plane", cls=MvemoCommand, context_settings=CONTEXT)
+@click.option(
+    "--cache",
+    "cache_paths",
+    multiple=True,
+    type=click.Path(exists=True),
+    help="A set's cache: a rated set, or one whose classes have a place on the plane; repeat it (or give [[sets]]).",
+)
+@click.option("--repeats", default=10, type=click.IntRange(min=1), help="Runs of the CV over fold seeds.")
+@click.option(
+    "--out", default=None, type=click.Path(dir_okay=False), help="Write the study as JSON here (its report beside)."
+)
+@click.option(
+    "--config",
+    "config_path",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="TOML file of [[sets]] tables (cache, places) and the [fuse] table (inner_folds, seed...); the study records"
+    " it.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the study as one JSON document.")
+@executor_options
+def plane(
+    cache_paths: tuple[str, ...], repeats: int, out: str | None, config_path: str | None, as_json: bool, **options: Any
+) -> None:
+    """The protocol of docs/studies/plane.md: a values model learning from several sets by each method (own, rated,
+    pseudo-equal, pseudo-inner), each set scored on its own folds and repeats; each method's paired difference
+    against rated and own fold by fold, and the default the protocol decides."""
+    from mvemo.fuse.plane_stage import study_plane
+    from mvemo.fuse.report.plane import plane_markdown
+    from mvemo.manifests.errors import ConfigError
+    from mvemo.pipeline.cli.cv import cache_sets, echo_plane_summary, plane_arguments
+
+    if out:
+        require_writable(out, "--out", folder=False)
+    sets = cache_sets(cache_paths, config_path)
+    if len(sets) < 2:
+        raise ConfigError("the study compares what a values model learns from several sets: give two caches or more")
+    arguments = {"config_path": config_path, "head": None, **options}
+    with plane_arguments(sets, None, arguments) as (caches, places, selection, executor):
+        document = study_plane(caches, repeats=repeats, places=places, selection=selection, executor=executor)
+    if out:
+        Path(out).write_text(json.dumps(document, indent=1))
+        Path(out).with_suffix(".md").write_text(plane_markdown(document))
+    if as_json:
+        print_json(document)
+        return
+    echo_plane_summary(document, None)
+    decision = document["decision"]
+    for step in decision["steps"]:
+        verdict = "replaces it" if step["replaces"] else "does not replace it"
+        worse = f", worse on {', '.join(step['worse'])}" if step["worse"] else ""
+        click.echo(f"{step['method']} against {step['against']}: {verdict}{worse}")
+    click.echo(f"default: {decision['default']}")
 
 
 @study_group.command("decide", cls=MvemoCommand, context_settings=CONTEXT)

@@ -10,7 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from mvemo.cache.read import Cache
-from mvemo.fuse.rules import RULES, compare_rules, decide, decision_table, paired, rule_models
+from mvemo.fuse.metrics import paired
+from mvemo.fuse.rules import RULES, compare_rules, decide, decision_table, rule_models
 from mvemo.pipeline.cli.main import cli
 from tests.fuse.helpers import embedding_cache
 from tests.fuse.test_dimensional import valued
