@@ -183,9 +183,11 @@ def quadrants(values: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
 
 
 def on_unit_scale(values: np.ndarray | list[float], scale: tuple[float, float]) -> np.ndarray:
-    """``values`` on ``scale`` moved onto [-1, 1] (the scale's middle at 0): the plane's coordinates."""
+    """``values`` on ``scale`` moved onto [-1, 1] (the scale's middle at 0) and clipped to it: the plane's coordinates
+    for display. A value mapped onto the ratings' spread may lie beyond the scale's ends; it is shown at the edge,
+    and the raw value stays in the JSON and CSV."""
     low, high = scale
-    return (np.asarray(values, dtype=float) - (low + high) / 2) / ((high - low) / 2)
+    return np.clip((np.asarray(values, dtype=float) - (low + high) / 2) / ((high - low) / 2), -1.0, 1.0)
 
 
 def rarest_tag(matrix: np.ndarray) -> np.ndarray:

@@ -204,3 +204,11 @@ def test_labelled_scan_pairs_stems_keeps_extras_and_groups_and_refuses_ambiguity
     labels.write_text("id,valence\nx/song.mp4,2\nx/song.mp4,3\n")
     with pytest.raises(ManifestError, match=r"rows 1 and 2 both have id 'x/song.mp4'"):
         scan_labelled(root, labels, key="id", scale=(1, 9))
+
+
+def test_values_on_the_unit_scale_are_clipped_to_the_planes_edge() -> None:
+    """A prediction stretched beyond the scale's end is shown at the edge of the plane, never off it."""
+    from mvemo.manifests.targets import on_unit_scale
+
+    shown = on_unit_scale(np.array([[-10.0, 0.0], [5.0, 12.5], [-14.0, 10.0]]), (-10.0, 10.0))
+    np.testing.assert_allclose(shown, [[-1.0, 0.0], [0.5, 1.0], [-1.0, 1.0]])
