@@ -27,7 +27,7 @@ from mvemo.pipeline.predict.predictor import Predictor
 from mvemo.pipeline.readymade.recipes import recipe, shipped_folder
 
 # each model over the media it labels in a catalogue: whole songs, or music videos
-MEDIA = {"4q-quadrants": "4q-dev", "musemo-va": "4q-dev", "mved-classes": "mved-sample"}
+MEDIA = {"4q-quadrants": "4q-dev", "valence-arousal": "4q-dev", "mved-classes": "mved-sample"}
 
 
 def bench_catalogue(

@@ -213,5 +213,5 @@ BENCHES: dict[str, Bench] = {
         | {"short s", "looped s", "padded s", "short over looped (goal <= 0.33)", "short over padded"},
     ),
     "predict": Bench(_predict, _keys("model songs") | PREDICT_KEYS),
-    "catalogue": Bench(_catalogue, _keys("4q-quadrants musemo-va mved-classes")),
+    "catalogue": Bench(_catalogue, _keys("4q-quadrants valence-arousal mved-classes")),
 }

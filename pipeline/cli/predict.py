@@ -202,11 +202,11 @@ def model_and_files(arguments: tuple[str, ...], model_name: str | None) -> tuple
     """The saved model's folder, the files to label and the model of the folder to use: the first argument where it
     is a folder, else the ready-made model of ``--model``."""
     from mvemo.manifests.errors import ConfigError
-    from mvemo.pipeline.readymade.recipes import RECIPES, shipped_folder
+    from mvemo.pipeline.readymade.recipes import RECIPES, REPLACED, shipped_folder
 
     if arguments and Path(arguments[0]).is_dir():
         return arguments[0], arguments[1:], model_name
-    if model_name in RECIPES:
+    if model_name in RECIPES or model_name in REPLACED:
         return str(shipped_folder(model_name)), arguments, None
     what = f"{arguments[0]!r} is no folder" if arguments else "no MODEL_DIR given"
     raise ConfigError(

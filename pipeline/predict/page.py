@@ -58,12 +58,19 @@ def timeline_page(data: dict[str, Any], source: str, is_video: bool, path: Path)
             " the current window's point among the whole trajectory; click to seek to the nearest window\">"
             "</div></div>"
         )
-        if "plane" in data:
+        if "plane" in data and data["plane"]["source"] == "probabilities":
             media += (
                 '<p class="muted" id="plane-note">'
                 "The plane's valence and arousal are read from the quadrant probabilities:"
                 " each window's point is the quadrants' corners weighed by their probabilities (-1 to 1 on each axis);"
                 " the model was trained on quadrants, not on values.</p>"
+            )
+        elif "plane" in data:
+            media += (
+                '<p class="muted" id="plane-note">'
+                f"The plane's valence and arousal are those of the values model"
+                f" <code>{html.escape(data['plane']['source'])}</code> over each window (its 6-s windows inside it,"
+                " pooled as it reads a file), on -1 to 1 and clipped there; the quadrants above are this model's.</p>"
             )
     body = [
         f"<h1>{name}</h1>",

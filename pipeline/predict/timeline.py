@@ -28,6 +28,7 @@ from mvemo.fuse.saved.check import QUADRANT_CORNERS, cv_score
 from mvemo.fuse.saved.model import SavedFusionModel
 from mvemo.manifests.errors import ConfigError, MediaError
 from mvemo.manifests.schema import Clip
+from mvemo.manifests.targets import on_unit_scale
 from mvemo.pipeline.predict.inputs import (
     check_fingerprints,
     fingerprints_of,
@@ -36,6 +37,7 @@ from mvemo.pipeline.predict.inputs import (
     window_inputs,
     window_length,
 )
+from mvemo.pipeline.predict.plane import values_over
 from mvemo.pipeline.predict.predictor import (
     Predictor,
     categories_of,
@@ -72,6 +74,8 @@ class Timeline:
     thresholds: list[float] | None = None  # a tag model's, per tag
     scale: tuple[float, float] | None = None  # a value model's
     plane: dict[str, tuple[float, float]] | None = None  # a model of quadrant classes: each one's place on the plane
+    # beside such a model, the values model's reading of each window and of the file (``predict.plane.values_over``)
+    plane_values: dict[str, Any] | None = None
 
     @property
     def label(self) -> str:
@@ -133,18 +137,25 @@ class Timeline:
         return data
 
     def plane_data(self) -> dict[str, Any]:
-        """Each window's valence and arousal read from its class probabilities (each class at its place on Russell's
-        plane, weighed by its probability), the whole file's, and the classes in the plane's quadrants: upper right,
-        upper left, lower left, lower right."""
+        """Each window's valence and arousal on -1..1 (clipped), the whole file's, the classes in the plane's
+        quadrants (upper right, upper left, lower left, lower right) and where the points come from (``source``): the
+        values model's reading of each window where it ran (``plane_values``), else the window's class probabilities
+        (each class at its place on Russell's plane, weighed by its probability)."""
         assert self.plane is not None
-        places = np.array([self.plane[c] for c in self.classes])  # (classes, 2)
-        read = self.scores @ places
         quadrants = [next(c for c, place in self.plane.items() if place == corner) for corner in QUADRANT_CORNERS]
+        if self.plane_values is not None:
+            scale = self.plane_values["scale"]
+            read, overall = (on_unit_scale(self.plane_values[key], scale) for key in ("values", "overall"))
+            source = self.plane_values["model"]
+        else:
+            places = np.array([self.plane[c] for c in self.classes])  # (classes, 2)
+            read, overall, source = self.scores @ places, self.overall @ places, "probabilities"
         return {
             "valence": np.round(read[:, 0], 4).tolist(),
             "arousal": np.round(read[:, 1], 4).tolist(),
-            "overall": np.round(self.overall @ places, 4).tolist(),
+            "overall": np.round(overall, 4).tolist(),
             "quadrants": quadrants,
+            "source": source,
         }
 
     def write(self, out: Path, stem: str, media_source: str) -> tuple[Path, Path, Path]:
@@ -242,6 +253,10 @@ def clip_timeline(
     provenance = saved.provenance(name)
     faces = _expression_track(saved, name, per_window)
     thresholds = saved.thresholds(name) if saved.target == "tags" else None
+    plane_values = None
+    if saved.plane is not None:
+        plane_values, why = values_over(clip, windows, duration_s, weights_dir)
+        notes += [why] if why else []
     return Timeline(
         file,
         is_video,
@@ -257,6 +272,7 @@ def clip_timeline(
         thresholds,
         saved.scale,
         saved.plane,
+        plane_values,
     )
 
 

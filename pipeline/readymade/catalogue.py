@@ -73,6 +73,18 @@ def figures_text(figures: dict[str, Any]) -> str:
         return f"accuracy {100 * mean:.1f} % ({100 * low:.1f}-{100 * high:.1f}), macro F1 {figures['f1_macro']:.3f}"
     if "map" in figures:
         return f"ROC-AUC macro {figures['roc_auc_macro']['mean']:.3f}, mAP {figures['map']['mean']:.3f}"
+    if all(isinstance(m, dict) and ("ccc_valence" in m or "valence_roc_auc" in m) for m in figures.values()):
+        return "; ".join(f"{name}: {_set_text(measures)}" for name, measures in figures.items())
     values = [f"{name} CCC {m['ccc']:.3f} (r {m['pearson']:.3f})" for name, m in figures.items() if isinstance(m, dict)]
     quadrants = [f"quadrants {100 * figures['quadrant_accuracy']:.1f} %"] if "quadrant_accuracy" in figures else []
     return ", ".join(values + quadrants)
+
+
+def _set_text(measures: dict[str, Any]) -> str:
+    """One set's figures of a values model of several sets (``fuse.targets.plane``): the rated set's CCCs, the placed
+    set's ROC-AUCs; the quadrants' accuracy of both."""
+    if "ccc_valence" in measures:
+        parts = [f"{v} CCC {measures[f'ccc_{v}']['mean']:.3f}" for v in ("valence", "arousal")]
+    else:
+        parts = [f"{v} ROC-AUC {measures[f'{v}_roc_auc']['mean']:.3f}" for v in ("valence", "arousal")]
+    return ", ".join([*parts, f"quadrants {100 * measures['quadrant_accuracy']['mean']:.1f} %"])

@@ -29,7 +29,10 @@ class Recipe:
     (``group_by``), ``k`` folds drawn with ``seed``, stage one's ``features`` and ``nets``, stage two's ``target``
     and named ``model``, ``repeats`` of the CV its figures come from; ``config``: the tables of a config file
     (``pipeline.config``: ``[audio]``, ``[clip]``...) stage one runs with; ``plane``: each class's valence and arousal
-    sign, for a timeline on Russell's plane; ``title``: what it labels, in a few words."""
+    sign, for a timeline on Russell's plane; ``title``: what it labels, in a few words. ``group_repeats``: the
+    recordings the data holds twice share a fold (``mvemo manifest folds --group-repeats``). ``also``: the recipes
+    whose data and labels a values model learns from besides its own, each computed with this recipe's features, nets
+    and config (``fuse.targets.plane``: their classes need a place on the plane)."""
 
     name: str
     title: str
@@ -46,6 +49,8 @@ class Recipe:
     repeats: int = 10
     config: dict[str, dict[str, Any]] = field(default_factory=dict)
     plane: dict[str, tuple[int, int]] = field(default_factory=dict)
+    group_repeats: bool = False
+    also: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,10 +84,12 @@ VIDEO_CLASSES = Recipe(
     model="integrated",
     k=6,
 )
-# musemo's fragments are 6 s long: the model reads 6-s windows, a whole song as 6-s windows every 6 s, pooled
+# The values of the plane: musemo's rated 6-s fragments and 4q-dev's quadrant-labelled songs, each read as 6-s windows
+# every 6 s, their inputs pooled (a fragment is one window, a song five)
 VALENCE_AROUSAL = Recipe(
-    "musemo-va",
-    "a song's valence and arousal on a scale of -10 to 10 (6-s fragments' ratings), and its quadrant",
+    "valence-arousal",
+    "a song's valence and arousal on a scale of -10 to 10 and its quadrant, learnt from rated fragments and"
+    " quadrant-labelled songs",
     "musemo",
     features=("logmel", "lld", "descriptors"),
     nets=("encoders",),
@@ -91,12 +98,20 @@ VALENCE_AROUSAL = Recipe(
     labels="labels.csv",
     key="clip",
     config={"audio": {"duration_s": 6.0}, "clip": {"windows": True, "hop_s": 6.0}},
+    group_repeats=True,
+    also=("4q-quadrants",),
 )
 RECIPES = {r.name: r for r in (QUADRANTS, MOODS, VIDEO_CLASSES, VALENCE_AROUSAL)}
 
 
+# the ready-made models replaced, and why
+REPLACED = {"musemo-va": "valence-arousal, which learns from musemo's ratings and 4q-dev's quadrants together"}
+
+
 def recipe(name: str) -> Recipe:
-    """The recipe of a ready-made model, or a ``ConfigError`` listing them."""
+    """The recipe of a ready-made model, or a ``ConfigError`` listing them (naming a replaced model's successor)."""
+    if name in REPLACED:
+        raise ConfigError(f"the ready-made model {name!r} is replaced by {REPLACED[name]} (`mvemo models list`)")
     if name not in RECIPES:
         raise ConfigError(f"no ready-made model {name!r}; there are {', '.join(RECIPES)} (`mvemo models list`)")
     return RECIPES[name]

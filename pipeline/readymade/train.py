@@ -8,10 +8,11 @@ gets ``recipe.json``: the recipe, the figures of its CV and the versions that ma
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,9 @@ import numpy as np
 
 from mvemo.cache.h5file import mvemo_version
 from mvemo.cache.read import Cache
+from mvemo.extract.repeats import fingerprint, repeated_pairs
 from mvemo.extract.stage import extract_features
+from mvemo.fuse.plane_stage import fuse_plane
 from mvemo.fuse.saved.model import HEADS_H5, MODEL_JSON, with_plane
 from mvemo.fuse.stage import FuseSettings, fuse_cache, package_versions
 from mvemo.manifests.errors import ConfigError
@@ -30,6 +33,7 @@ from mvemo.manifests.io import write_manifest
 from mvemo.manifests.scan import scan_labelled, scan_tree
 from mvemo.manifests.schema import Manifest
 from mvemo.pipeline.config import feature_configs, window_config
+from mvemo.pipeline.readymade import recipes
 from mvemo.pipeline.readymade.recipes import RECIPE_JSON, Recipe
 
 # what may differ between two builds of one recipe: the versions that made them
@@ -41,14 +45,22 @@ VALUE_FIGURES = ("ccc", "ccc_per_fold", "r2", "pearson", "rmse")
 
 
 def recipe_manifest(recipe: Recipe, data: Path) -> Manifest:
-    """The clips of ``data`` as the recipe labels them, with its folds."""
+    """The clips of ``data`` as the recipe labels them, with its folds (a recording held twice in one fold where the
+    recipe groups repeats)."""
     if not data.is_dir():
         raise ConfigError(f"--data {data}: no such folder; the recipe of {recipe.name} reads {recipe.data}")
     if recipe.labels is None:
         found = scan_tree(data)
     else:
         found = scan_labelled(data, data / recipe.labels, key=recipe.key)
-    return assign_folds(found, k=recipe.k, seed=recipe.seed, group_by=recipe.group_by)
+    together = repeated_recordings(found) if recipe.group_repeats else []
+    return assign_folds(found, k=recipe.k, seed=recipe.seed, group_by=recipe.group_by, together=together)
+
+
+def repeated_recordings(manifest: Manifest) -> list[tuple[int, int]]:
+    """The pairs of clips that are one recording (``extract.repeats``)."""
+    prints = [fingerprint(clip.audio or clip.video, clip_id=clip.clip_id) for clip in manifest.clips]
+    return [(a, b) for a, b, _ in repeated_pairs(prints)]
 
 
 def train_recipe(
@@ -56,16 +68,59 @@ def train_recipe(
     data: Path,
     work: Path,
     *,
+    also_data: Mapping[str, Path] | None = None,
     weights_dir: str | os.PathLike[str] | None = None,
     executor: Executor | None = None,
     progress: Any = None,
 ) -> Path:
     """Run ``recipe`` on the clips of ``data`` in ``work`` (manifest, cache, report) and return the model's folder,
-    ``recipe.json`` written beside its model."""
+    ``recipe.json`` written beside its model. The recipes it learns from ``also`` read their data from
+    ``also_data`` (by recipe name; default: the folder of their data beside ``data``), each into a cache of its own
+    in ``work`` computed as this recipe computes its own."""
     manifest = recipe_manifest(recipe, data)
     work.mkdir(parents=True, exist_ok=True)
     write_manifest(manifest, work / "manifest.csv")
-    cache = work / "cache"
+    caches = [work / (recipe.data if recipe.also else "cache")]  # each set's cache named by its data, where several
+    run_stage_one(recipe, manifest, caches[0], weights_dir, executor, progress)
+    clips = {recipe.data: len(manifest)}
+    for name in recipe.also:
+        other = recipes.recipe(name)
+        other_manifest = recipe_manifest(other, (also_data or {}).get(name, data.parent / other.data))
+        write_manifest(other_manifest, work / f"{other.data}.csv")
+        caches.append(work / other.data)
+        run_stage_one(recipe, other_manifest, caches[-1], weights_dir, executor, progress)
+        clips[other.data] = len(other_manifest)
+    with contextlib.ExitStack() as stack:
+        opened = [stack.enter_context(Cache(cache)) for cache in caches]
+        if recipe.also:
+            report, folder = fuse_plane(opened, work / "report", repeats=recipe.repeats, executor=executor)
+        else:
+            settings = FuseSettings(
+                target=recipe.target, models=recipe.model, repeats=recipe.repeats, executor=executor
+            )
+            report, folder = fuse_cache(opened[0], work / "report", settings)
+    if recipe.plane:
+        with_plane(folder, recipe.plane)
+    card = {
+        "recipe": recipe.to_json(),
+        "figures": figures(report, recipe),
+        "clips": clips[recipe.data] if not recipe.also else clips,
+        "version": mvemo_version(),
+        "made_with": package_versions(),
+    }
+    (folder / RECIPE_JSON).write_text(json.dumps(card, indent=1) + "\n")
+    return folder
+
+
+def run_stage_one(
+    recipe: Recipe,
+    manifest: Manifest,
+    cache: Path,
+    weights_dir: str | os.PathLike[str] | None,
+    executor: Executor | None,
+    progress: Any,
+) -> None:
+    """Stage one of ``recipe`` (its features, nets and config) over ``manifest``'s clips into ``cache``."""
     extract_features(
         manifest,
         cache,
@@ -77,26 +132,16 @@ def train_recipe(
         executor=executor,
         progress=progress,
     )
-    settings = FuseSettings(target=recipe.target, models=recipe.model, repeats=recipe.repeats, executor=executor)
-    with Cache(cache) as opened:
-        report, folder = fuse_cache(opened, work / "report", settings)
-    if recipe.plane:
-        with_plane(folder, recipe.plane)
-    card = {
-        "recipe": recipe.to_json(),
-        "figures": figures(report, recipe),
-        "clips": len(manifest),
-        "version": mvemo_version(),
-        "made_with": package_versions(),
-    }
-    (folder / RECIPE_JSON).write_text(json.dumps(card, indent=1) + "\n")
-    return folder
 
 
 def figures(report: dict[str, Any], recipe: Recipe) -> dict[str, Any]:
     """The cross-validated figures of the recipe's model, as its report gives them: accuracy with its interval and
     macro F1 for classes; ROC-AUC macro and mAP, mean and range over repeats, for tags; per value its CCC (pooled, and
-    per fold with its interval), R², r and RMSE, and the quadrants' accuracy, for values."""
+    per fold with its interval), R², r and RMSE, and the quadrants' accuracy, for values; for a values model of
+    several sets, each set's figures (``fuse.targets.plane``)."""
+    if recipe.also:
+        (method,) = report["methods"]
+        return {name: dict(measures) for name, measures in report["methods"][method].items()}
     if recipe.target == "tags":
         metrics = report["metrics"][recipe.model]
         return {name: metrics[key] for name, key in (("roc_auc_macro", "roc_auc_macro"), ("map", "map"))}
