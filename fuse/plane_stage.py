@@ -20,11 +20,12 @@ from mvemo.fuse.models import FusionModel
 from mvemo.fuse.provenance import protocol, provenance
 from mvemo.fuse.report.plane import plane_markdown
 from mvemo.fuse.saved.model import save_fusion_model
-from mvemo.fuse.saved.targets import FittedValueParts
+from mvemo.fuse.saved.targets import FittedGatedValues, FittedValueParts
 from mvemo.fuse.selection import SelectionConfig
 from mvemo.fuse.targets.plane import (
     DEFAULT_METHOD,
     METHODS,
+    GatedValues,
     compare_methods,
     cross_validate_plane,
     decide_method,
@@ -33,6 +34,7 @@ from mvemo.fuse.targets.plane import (
     plane_model,
     summarize_plane,
 )
+from mvemo.fuse.targets.regression import FittedValues
 from mvemo.manifests.errors import ConfigError
 from mvemo.manifests.executor import Executor
 from mvemo.manifests.targets import VALUE_COLUMNS
@@ -107,7 +109,7 @@ def fuse_plane(
     name, node = plane_model(plane, models)
     taken = {s.name: np.arange(len(s)) for s in plane.sets if method != "rated" or s.rated}
     fitted = fit_plane(plane, node, taken, method, _ridge(selection))
-    parts = FittedValueParts(fitted.model.parts(), fitted.choices())
+    parts = saved_values(fitted.model, fitted.choices())
     rated = next(c for c, s in zip(caches, plane.sets) if s.rated)
     read = _sets(rated, plane.inputs)
     measures = document["methods"][method]
@@ -148,3 +150,11 @@ def _sets(cache: Cache, inputs: list[str]) -> list[str]:
 
 def _mean_ccc(measures: Mapping[str, Any]) -> float:
     return float(np.mean([measures[f"ccc_{value}"]["mean"] for value in VALUE_COLUMNS]))
+
+
+def saved_values(model: FittedValues | GatedValues, chosen: dict[str, Any]) -> FittedValueParts | FittedGatedValues:
+    """A fitted values model as a saved model holds it: its parts, or a gate's softmax layer and its two experts'."""
+    if not isinstance(model, GatedValues):
+        return FittedValueParts(model.parts(), chosen)
+    rated, placed = (FittedValueParts(m.parts(), m.choices()) for m in (model.rated, model.placed))
+    return FittedGatedValues(model.gate.linear_, model.gate_inputs, rated, placed, chosen)

@@ -83,6 +83,14 @@ class Clip:
         """The modalities this clip promises, in ``("video", "audio")`` order."""
         return tuple(m for m in MEDIA_COLUMNS if getattr(self, m) is not None)
 
+    @property
+    def sound_file(self) -> Path:
+        """The file the clip's sound is read from: its audio, else its video (a clip has one or both)."""
+        file = self.audio or self.video
+        if file is None:
+            raise ManifestError(f"clip {self.clip_id!r} has neither an audio nor a video file")
+        return file
+
 
 @dataclass(frozen=True)
 class Manifest:

@@ -28,6 +28,7 @@ from mvemo.manifests.targets import VALUE_COLUMNS
 HEAD_ARRAYS = ("classes", "mean", "scale", "weights", "bias")
 # Russell's plane's quadrants as (valence, arousal) signs: upper right, upper left, lower left, lower right
 QUADRANT_CORNERS = ((1, 1), (-1, 1), (-1, -1), (1, -1))
+EXPERTS = ("rated", "placed")  # a gated value model's two (``fuse.saved.targets.FittedGatedValues``)
 # a kernel head's arrays; its ``columns`` are optional (absent: every column)
 KERNEL_HEAD_ARRAYS = tuple(field.name for field in dataclasses.fields(KernelSoftmax) if field.name != "columns")
 UPPER_HEAD_ARRAYS = UpperSoftmax.BASE  # fine-tuned layers above a cut: these, and the layers' arrays by name
@@ -272,6 +273,17 @@ def _check_values(
 ) -> set[str]:
     """A value model: linear maps or kernel expansions of the model's inputs, each in heads.h5 whole with one row per
     value."""
+    if isinstance(record, dict) and record.get("kind") == "gated-values":
+        gate = record.get("gate")
+        _require(
+            isinstance(gate, dict) and isinstance(gate.get("inputs"), list) and set(gate["inputs"]) <= inputs,
+            f"{where}.gate",
+            f"is not a gate over some of {sorted(inputs)}",
+        )
+        assert isinstance(gate, dict)  # _require raised otherwise
+        _check_head(gate.get("head"), f"{where}.gate.head", 2, heads, None)
+        experts = [_check_values(record.get(name), f"{where}.{name}", inputs, n_values, heads) for name in EXPERTS]
+        return set(gate["inputs"]).union(*experts)
     _require(isinstance(record, dict) and record.get("kind") == "values", where, "is not a value model")
     parts = record.get("parts")
     _require(isinstance(parts, list) and parts, f"{where}.parts", "is not a non-empty list")

@@ -43,6 +43,7 @@ from mvemo.fuse.saved.records import (
     to_record,
 )
 from mvemo.fuse.saved.targets import (
+    FittedGatedValues,
     FittedTags,
     FittedValueParts,
     KernelValues,
@@ -53,10 +54,12 @@ from mvemo.manifests.errors import CacheError, ConfigError
 MODEL_JSON = "model.json"
 # 2: each model a tree (features, late, stack, best) of linear heads; 3: a late fusion names its weights rule and, where
 # trimmed, the members it dropped; 4: a model of values may hold kernel expansions, which a reader of format 3 would
-# take for linear maps (a model without one is saved as format 3, which every reader since reads)
+# take for linear maps (a model without one is saved as format 3, which every reader since reads); 5: a model of values
+# may be a gated mixture of two (``gated-values``), which no reader of format 4 knows
 FORMAT = 3
 KERNEL_VALUES_FORMAT = 4
-READ_FORMATS = (FORMAT, KERNEL_VALUES_FORMAT)
+GATED_VALUES_FORMAT = 5
+READ_FORMATS = (FORMAT, KERNEL_VALUES_FORMAT, GATED_VALUES_FORMAT)
 HEADS_H5 = "heads.h5"
 CHECKPOINTS = "checkpoints"
 RESAVE = "save the model again with `mvemo fuse CACHE --out DIR`"
@@ -133,6 +136,8 @@ def save_fusion_model(
     }
     if any(isinstance(head, KernelValues) for head in heads.values()):
         document["format"] = KERNEL_VALUES_FORMAT
+    if any(isinstance(f, FittedGatedValues) for f in fitted.values()):
+        document["format"] = GATED_VALUES_FORMAT
     _copy_checkpoints(document, cache.path.parent, out)
 
     def fill(f: h5py.File) -> None:
@@ -254,7 +259,9 @@ class SavedFusionModel:
         a probability per class (a class model) or per tag (a tag model), or the values (a value model)."""
         blocks = {key: np.asarray(X, dtype=np.float64).reshape(len(X), -1) for key, X in inputs.items()}
         fitted = self.fitted[name]
-        return fitted.values(blocks) if isinstance(fitted, FittedValueParts) else fitted.proba(blocks)
+        if isinstance(fitted, FittedValueParts | FittedGatedValues):
+            return fitted.values(blocks)
+        return fitted.proba(blocks)
 
 
 def with_plane(folder: Path, plane: Mapping[str, tuple[float, float]]) -> None:
@@ -301,7 +308,7 @@ def load_fusion_model(folder: str | os.PathLike[str]) -> SavedFusionModel:
         document = from_format_2(document)
     if not isinstance(document, dict) or document.get("format") not in READ_FORMATS:
         found = document.get("format", 1) if isinstance(document, dict) else "unknown"
-        reads = " and ".join(map(str, READ_FORMATS))
+        reads = ", ".join(map(str, READ_FORMATS[:-1])) + f" and {READ_FORMATS[-1]}"
         raise ConfigError(
             f"{where}: saved by another version of mvemo (model format {found}, this one reads {reads}); {RESAVE}"
         )

@@ -19,10 +19,13 @@ from mvemo.fuse.saved.check import HEAD_ARRAYS, KERNEL_HEAD_ARRAYS, UPPER_HEAD_A
 from mvemo.fuse.saved.targets import (
     KERNEL_VALUE_ARRAYS,
     VALUE_ARRAYS,
+    FittedGatedValues,
     FittedTags,
     FittedValueParts,
     KernelValues,
     LinearValues,
+    gated_from_record,
+    gated_record,
     tags_from_record,
     tags_record,
     values_from_record,
@@ -36,12 +39,16 @@ from mvemo.manifests.errors import ConfigError
 SavedHead: TypeAlias = LinearSoftmax | KernelSoftmax | UpperSoftmax | LinearValues | KernelValues
 
 
-def to_record(fitted: Fitted | FittedTags | FittedValueParts, heads: dict[str, SavedHead]) -> dict[str, Any]:
+def to_record(
+    fitted: Fitted | FittedTags | FittedValueParts | FittedGatedValues, heads: dict[str, SavedHead]
+) -> dict[str, Any]:
     """A fitted model as JSON, its linear heads added to ``heads`` (stored in ``heads.h5`` under their keys)."""
     if isinstance(fitted, FittedTags):
         return tags_record(fitted, lambda m: to_record(m, heads))
     if isinstance(fitted, FittedValueParts):
         return values_record(fitted, heads)
+    if isinstance(fitted, FittedGatedValues):
+        return gated_record(fitted, heads)
 
     def head(estimator: Any) -> str:
         saved = getattr(estimator, "linear_", None) or getattr(estimator, "upper_", None)
@@ -94,6 +101,8 @@ def from_record(record: dict[str, Any], heads: dict[str, SavedHead], n_classes: 
         return tags_from_record(record, lambda member: from_record(member, heads, 2))
     if kind == "values":
         return values_from_record(record, heads)
+    if kind == "gated-values":
+        return gated_from_record(record, heads)
     if kind == "features":
         linear: Any = heads[record["head"]]
         return FittedFeatures(Features(tuple(record["inputs"])), linear, linear.classes, n_classes, record["chosen"])

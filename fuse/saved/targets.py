@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from mvemo.fuse.compose import Features, Node, inputs_of
-from mvemo.fuse.fitting import Fitted, FittedFeatures, Trainings, fit, inner_threshold
+from mvemo.fuse.fitting import Fitted, FittedFeatures, Trainings, concatenated, fit, inner_threshold
 from mvemo.fuse.heads.linear import LinearSoftmax
 from mvemo.fuse.selection import SelectionConfig
 from mvemo.fuse.targets.regression import KernelPart, LinearPart, Part, fit_values, predict_parts
@@ -77,6 +77,30 @@ class FittedValueParts:
 
     def inputs(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(name for part in self.parts for name in part.inputs))
+
+
+class FittedGatedValues:
+    """Two value models mixed by a gate (``fuse.targets.plane.GatedValues``): ``rated`` weighed by the gate's
+    probability of class 1 (a clip's music is like the rated sets') over the ``gate_inputs``' columns side by side,
+    ``placed`` by the rest."""
+
+    def __init__(
+        self,
+        gate: LinearSoftmax,
+        gate_inputs: tuple[str, ...],
+        rated: FittedValueParts,
+        placed: FittedValueParts,
+        chosen: dict[str, Any],
+    ) -> None:
+        self.gate, self.gate_inputs, self.rated, self.placed, self.chosen = gate, gate_inputs, rated, placed, chosen
+
+    def values(self, blocks: Mapping[str, np.ndarray]) -> np.ndarray:
+        proba = self.gate.predict_proba(concatenated(blocks, self.gate_inputs))
+        share = proba[:, list(self.gate.classes).index(1)][:, None]
+        return share * self.rated.values(blocks) + (1 - share) * self.placed.values(blocks)
+
+    def inputs(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys([*self.gate_inputs, *self.rated.inputs(), *self.placed.inputs()]))
 
 
 @dataclass
@@ -180,6 +204,22 @@ def values_record(fitted: FittedValueParts, heads: dict[str, Any]) -> dict[str, 
         heads[key] = kind(*(np.asarray(getattr(part, name), dtype=np.float64) for name in names))
         parts.append({"inputs": list(part.inputs), "head": key, "weight": float(part.weight)})
     return {"kind": "values", "parts": parts, "chosen": fitted.chosen}
+
+
+def gated_record(fitted: FittedGatedValues, heads: dict[str, Any]) -> dict[str, Any]:
+    """A gated value model as JSON: its gate (a softmax layer, added to ``heads``) and its two experts' records."""
+    key = f"head{len(heads)}"
+    heads[key] = fitted.gate
+    experts = {name: values_record(getattr(fitted, name), heads) for name in ("rated", "placed")}
+    return {"kind": "gated-values", "gate": {"inputs": list(fitted.gate_inputs), "head": key}, **experts} | {
+        "chosen": fitted.chosen
+    }
+
+
+def gated_from_record(record: dict[str, Any], heads: Mapping[str, Any]) -> FittedGatedValues:
+    gate = record["gate"]
+    rated, placed = (values_from_record(record[name], heads) for name in ("rated", "placed"))
+    return FittedGatedValues(heads[gate["head"]], tuple(gate["inputs"]), rated, placed, record["chosen"])
 
 
 def tags_from_record(record: dict[str, Any], member: Callable[[dict[str, Any]], Fitted]) -> FittedTags:

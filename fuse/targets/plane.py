@@ -15,7 +15,10 @@ How the placed songs are learnt from (``METHODS``; the protocol that chose the d
   chosen on inner folds among ``PLACED_WEIGHTS`` by the mean over the sets of each one's inner relative squared error;
 - ``one-sided``: as ``pseudo-equal``, but a placed song predicted further out on its side than its position costs
   nothing (a squared hinge at the position: a label says a song's side, not how far out it lies), fitted by giving
-  such a song its prediction as its target and fitting again (``ONE_SIDED_FITS`` fits in all).
+  such a song its prediction as its target and fitting again (``ONE_SIDED_FITS`` fits in all);
+- ``gated``: two experts, ``rated``'s model and one of the placed songs alone (each at its quadrant's mean rated
+  position), mixed by a logistic gate's probability that a clip's music is like the rated sets' (``GatedValues``):
+  what each set knows holds for music like its own.
 
 Fitting the squared error of the placed positions makes a head's best prediction the probability-weighted mean of the
 quadrants' positions, a proper score of where a label puts a song. The model is the value model of
@@ -37,8 +40,10 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from mvemo.cache.read import Cache
-from mvemo.fuse.compose import Features, Late, Node
+from mvemo.fuse.compose import Features, Late, Node, inputs_of
+from mvemo.fuse.fitting import concatenated
 from mvemo.fuse.grammar import parse_models
+from mvemo.fuse.heads.linear import LogisticHead
 from mvemo.fuse.inputs import input_set_name, read_input
 from mvemo.fuse.metrics import corrected_interval, paired
 from mvemo.fuse.models import fusion_inputs
@@ -50,9 +55,9 @@ from mvemo.manifests.executor import Executor
 from mvemo.manifests.folds import draw_folds
 from mvemo.manifests.targets import QUADRANTS, VALUE_COLUMNS, quadrants
 
-METHODS = ("own", "rated", "pseudo-equal", "pseudo-inner", "one-sided")
+METHODS = ("own", "rated", "pseudo-equal", "pseudo-inner", "one-sided", "gated")
 # the methods that read every set's rows, and the rounds of a one-sided fit (the fixed point of its squared hinge)
-JOINT_METHODS = ("pseudo-equal", "pseudo-inner", "one-sided")
+JOINT_METHODS = ("pseudo-equal", "pseudo-inner", "one-sided", "gated")
 ONE_SIDED_FITS = 3
 # The default, chosen by the protocol of docs/studies/plane.md across both sets
 DEFAULT_METHOD = "rated"
@@ -216,11 +221,34 @@ def plane_model(plane: Plane, names: str | None = None) -> tuple[str, Node]:
     return models[0]
 
 
+class GatedValues:
+    """Two experts mixed by a gate: ``rated`` (the rated sets' model) weighed by the gate's probability that a clip's
+    music is like the rated sets', ``placed`` (the placed songs' model) by the rest; the gate a logistic head over the
+    ``inputs``' columns side by side, its C chosen on inner folds."""
+
+    def __init__(
+        self, node: Node, gate: LogisticHead, inputs: tuple[str, ...], rated: FittedValues, placed: FittedValues
+    ) -> None:
+        self.node, self.gate, self.gate_inputs, self.rated, self.placed = node, gate, inputs, rated, placed
+
+    def rated_share(self, blocks: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Each row's probability that its music is like the rated sets' (n,)."""
+        proba = self.gate.predict_proba(concatenated(blocks, self.gate_inputs))
+        return proba[:, list(self.gate.classes_).index(1)]
+
+    def predict(self, blocks: Mapping[str, np.ndarray]) -> np.ndarray:
+        share = self.rated_share(blocks)[:, None]
+        return share * self.rated.predict(blocks) + (1 - share) * self.placed.predict(blocks)
+
+    def choices(self) -> dict[str, Any]:
+        return {"gate": self.gate.selected_, "rated": self.rated.choices(), "placed": self.placed.choices()}
+
+
 @dataclass
 class PlaneFit:
     """A values model fitted on rows of several sets, and what was chosen for it: the placed songs' weight."""
 
-    model: FittedValues
+    model: FittedValues | GatedValues
     placed_weight: float | None
 
     def choices(self) -> dict[str, Any]:
@@ -265,6 +293,8 @@ def fit_plane(
 
     both = bool(placed.any() and rated.any())
     equal = placed.sum() / max(rated.sum(), 1)  # each placed song weighs as one rated clip
+    if method == "gated" and both:
+        return PlaneFit(_gated(node, blocks, targets, groups, strata, rated, selection), None)
     if method == "one-sided" and both:
         return PlaneFit(_one_sided(fit, equal, targets, placed, blocks, plane.scale), float(equal))
     if method != "pseudo-inner" or not both:
@@ -276,6 +306,36 @@ def fit_plane(
     }
     best = min(PLACED_WEIGHTS, key=lambda w: errors[w])
     return PlaneFit(fitted[best], best)
+
+
+def _gated(
+    node: Node,
+    blocks: Mapping[str, np.ndarray],
+    targets: np.ndarray,
+    groups: list[str],
+    strata: np.ndarray,
+    rated: np.ndarray,
+    selection: SelectionConfig,
+) -> GatedValues:
+    """``gated``'s experts, each fitted on its own rows (the rated expert mapped onto the ratings' scale), and its
+    gate, fitted on both to tell a rated clip from a placed song."""
+    experts = []
+    for rows in (np.flatnonzero(rated), np.flatnonzero(~rated)):
+        experts.append(
+            fit_values(
+                node,
+                {name: X[rows] for name, X in blocks.items()},
+                targets[rows],
+                groups=[groups[r] for r in rows],
+                strata=strata[rows],
+                selection=selection,
+                rated=rated[rows],
+            )
+        )
+    inputs = inputs_of(node)
+    gate = LogisticHead(inner_folds=selection.inner_folds, random_state=selection.seed)
+    gate.fit(concatenated(blocks, inputs), rated.astype(np.int64), groups=groups)
+    return GatedValues(node, gate, inputs, *experts)
 
 
 def _one_sided(

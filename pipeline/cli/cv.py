@@ -12,7 +12,7 @@ import click
 from mvemo.pipeline.cli.tools import CONTEXT, MvemoCommand, executor_options, print_json, progress_bar, require_writable
 
 # fuse.targets.plane.METHODS, without importing it
-METHODS = ["own", "rated", "pseudo-equal", "pseudo-inner", "one-sided"]
+METHODS = ["own", "rated", "pseudo-equal", "pseudo-inner", "one-sided", "gated"]
 
 if TYPE_CHECKING:
     from mvemo.cache.read import Cache
@@ -209,7 +209,8 @@ METHOD_HELP = (
     "With several caches (a values model learning from rated sets and sets whose classes have a place on the plane):"
     " how the placed songs are learnt from: own (each set's own labels), rated (the rated sets alone), pseudo-equal"
     " (each placed song at its quadrant's mean rated position, weighing as a rated clip), pseudo-inner (that weight"
-    " chosen on inner folds), one-sided (a placed song predicted further out than that position costs nothing)."
+    " chosen on inner folds), one-sided (a placed song predicted further out than that position costs nothing), gated"
+    " (an expert of each kind of set, mixed by a gate's probability that a clip's music is like the rated sets')."
     "  [default: the protocol's choice, docs/studies/plane.md]"
 )
 

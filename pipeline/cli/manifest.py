@@ -177,7 +177,7 @@ def _repeats(manifest: Any, manifest_path: str, threshold: float | None) -> list
     prints, read = [], []
     for row, clip in enumerate(progress_bar("fingerprints", "clip")(manifest.clips, len(manifest.clips))):
         try:
-            prints.append(fingerprint(clip.audio or clip.video, clip_id=clip.clip_id))
+            prints.append(fingerprint(clip.sound_file, clip_id=clip.clip_id))
             read.append(row)
         except MediaError as error:
             click.echo(f"--group-repeats: {clip.clip_id} is compared with no clip: {error}", err=True)

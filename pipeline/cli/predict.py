@@ -231,11 +231,13 @@ def _timelines(
     from mvemo.pipeline.predict.page import index_page
     from mvemo.pipeline.predict.predictor import categories_of, category_noun
     from mvemo.pipeline.predict.timeline import timelines
+    from mvemo.pipeline.readymade.recipes import PLANE_VALUES, shipped_folder
     from mvemo.pipeline.tables import format_table
 
     out = Path(out_dir).absolute()
+    values = shipped_folder(PLANE_VALUES) if predictor.saved.plane is not None else None  # its point on the plane
     with build_executor(options["executor"], workers=options["workers"], scheduler=options["scheduler"]) as pool:
-        stream = timelines(predictor, clips, hop_s, str(out), pool, embed_media=embed_media)
+        stream = timelines(predictor, clips, hop_s, str(out), pool, embed_media=embed_media, values_model=values)
         results = list(progress_bar("timeline", "file")(stream, len(clips)))
     target, outputs = predictor.saved.target, predictor.outputs
     index = index_page(results, categories_of(target, outputs), out, named=category_noun(target, outputs))

@@ -173,7 +173,7 @@ def plane(
     cache_paths: tuple[str, ...], repeats: int, out: str | None, config_path: str | None, as_json: bool, **options: Any
 ) -> None:
     """The protocol of docs/studies/plane.md: a values model learning from several sets by each method (own, rated,
-    pseudo-equal, pseudo-inner, one-sided), each set scored on its own folds and repeats; each method's paired
+    pseudo-equal, pseudo-inner, one-sided, gated), each set scored on its own folds and repeats; each method's paired
     difference against rated and own fold by fold, and the default the protocol decides."""
     from mvemo.fuse.plane_stage import study_plane
     from mvemo.fuse.report.plane import plane_markdown

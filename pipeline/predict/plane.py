@@ -1,9 +1,11 @@
-"""The ready-made values model's valence and arousal beside a model of Russell's quadrants: a quadrant model's
-timeline draws each window's point on the plane where that point is a measurement, the values model's reading of the
-window, and reads it from the quadrant probabilities only where the values model's weights are not found."""
+"""A values model's valence and arousal beside a model of Russell's quadrants: a quadrant model's timeline draws each
+window's point on the plane as the values model reads the window (the ready-made ``valence-arousal``, which the
+command line names), and reads it from the quadrant probabilities only where the values model's weights are not
+found."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,27 +22,25 @@ from mvemo.pipeline.predict.inputs import (
     weight_files,
     window_inputs,
 )
-from mvemo.pipeline.readymade.recipes import shipped_folder
 
-VALUES_MODEL = "valence-arousal"
 EDGE_S = 1e-3  # a small window lies inside a larger one to this
 
 
 def values_over(
-    clip: Clip, windows: list[Window], duration_s: float, weights_dir: str | None
+    folder: Path, clip: Clip, windows: list[Window], duration_s: float, weights_dir: str | None
 ) -> tuple[dict[str, Any] | None, str]:
-    """The values model's valence and arousal of each of ``windows`` of the clip (its own windows, 6 s every 6 s,
-    that lie inside each, pooled as it pools a file) and of the whole file, on its scale, and its name: ``None`` and
-    why where its weights are not found."""
-    saved = load_fusion_model(shipped_folder(VALUES_MODEL))
+    """The valence and arousal that the values model saved in ``folder`` (a model of windows pooled over a file)
+    gives each of ``windows`` of the clip (its own windows that lie inside each, pooled as it pools a file) and the
+    whole file, on its scale, with its name (the folder's): ``None`` and why where its weights are not found."""
+    saved = load_fusion_model(folder)
     name = saved.default_model
     missing = sorted(f for f in weight_files(saved, name) if find_weights(f, weights_dir) is None)
     if missing:
-        return None, f"{VALUES_MODEL}'s weights {', '.join(missing)} are not found: the plane reads the quadrants"
+        return None, f"{folder.name}'s weights {', '.join(missing)} are not found: the plane reads the quadrants"
     configs, fingerprints = model_configs(saved, name)
     check_fingerprints(fingerprints_of(configs, weights_dir=weights_dir), fingerprints, configs)
     pooled = saved.pooling(name)
-    assert pooled is not None, f"{VALUES_MODEL} reads windows pooled over a file"
+    assert pooled is not None, f"{folder.name} reads windows pooled over a file"
     small = plan_windows(duration_s, pooled["length_s"], pooled["hop_s"])
     per_small = window_inputs(saved, name, clip, small, weights_dir)
     rows = []
@@ -53,4 +53,4 @@ def values_over(
         rows.append(saved.predict(name, pool_inputs(inside or per_small[:1], pooled["pooling"]))[0])
     overall = saved.predict(name, pool_inputs(per_small, pooled["pooling"]))[0]
     values = np.array(rows)
-    return {"model": VALUES_MODEL, "values": values, "overall": overall, "scale": saved.scale}, ""
+    return {"model": folder.name, "values": values, "overall": overall, "scale": saved.scale}, ""

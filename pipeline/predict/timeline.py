@@ -204,7 +204,12 @@ class Timeline:
 
 
 def clip_timeline(
-    saved: SavedFusionModel, name: str, clip: Clip, hop_s: float, weights_dir: str | None = None
+    saved: SavedFusionModel,
+    name: str,
+    clip: Clip,
+    hop_s: float,
+    weights_dir: str | None = None,
+    values_model: Path | None = None,
 ) -> Timeline:
     """The timeline of one file: the model ``name`` over its windows, or, where the file lacks a modality the
     model reads, the best saved model (by its CV accuracy) that reads only what the file has, with a note.
@@ -254,8 +259,8 @@ def clip_timeline(
     faces = _expression_track(saved, name, per_window)
     thresholds = saved.thresholds(name) if saved.target == "tags" else None
     plane_values = None
-    if saved.plane is not None:
-        plane_values, why = values_over(clip, windows, duration_s, weights_dir)
+    if saved.plane is not None and values_model is not None:
+        plane_values, why = values_over(values_model, clip, windows, duration_s, weights_dir)
         notes += [why] if why else []
     return Timeline(
         file,
@@ -318,11 +323,13 @@ def timelines(
     executor: Any = None,
     *,
     embed_media: bool = False,
+    values_model: Path | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Each clip's emotion timeline written into ``out``, one result per clip as ``Predictor.predict`` gives them:
     its label of the whole, the model, its windows, length, CSV, PNG, page and notes, or its error.
 
     ``hop_s`` None: the hop the model's windows were pooled with in stage one, else half its window.
+    ``values_model``: a saved values model whose reading of each window a model of quadrants draws on the plane.
 
     Raises
     ------
@@ -343,7 +350,8 @@ def timelines(
     n = len(clips)
     if executor is None:
         results: Iterable[Any] = (
-            timeline_job(saved, model, hop_s, out, clip, stems, weights_dir, embed_media) for clip in clips
+            timeline_job(saved, model, hop_s, out, clip, stems, weights_dir, embed_media, values_model)
+            for clip in clips
         )
     else:
         jobs = (
@@ -355,6 +363,7 @@ def timelines(
             [stems] * n,
             [weights_dir] * n,
             [embed_media] * n,
+            [values_model] * n,
         )
         results = executor.map(timeline_job, *jobs)
     return clip_results(results, clips)
@@ -382,13 +391,14 @@ def timeline_job(
     stems: dict[str, str],
     weights_dir: str | None = None,
     embed_media: bool = False,
+    values_model: Path | None = None,
 ) -> dict[str, Any]:
     """Write one file's timeline CSV, PNG and page into ``out`` (a job that runs on any executor's worker)."""
 
     def write() -> dict[str, Any]:
         from mvemo.pipeline.predict.page import media_source
 
-        timeline = clip_timeline(saved, name, clip, hop_s, weights_dir)
+        timeline = clip_timeline(saved, name, clip, hop_s, weights_dir, values_model)
         source, note = media_source(Path(timeline.file), Path(out), embed_media)
         timeline.notes += [note] if note else []
         table, picture, page = timeline.write(Path(out), stems[clip.clip_id], source)

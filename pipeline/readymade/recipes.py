@@ -102,6 +102,8 @@ VALENCE_AROUSAL = Recipe(
     also=("4q-quadrants",),
 )
 RECIPES = {r.name: r for r in (QUADRANTS, MOODS, VIDEO_CLASSES, VALENCE_AROUSAL)}
+# the values model whose point a model of quadrants draws on Russell's plane, where its weights are found
+PLANE_VALUES = VALENCE_AROUSAL.name
 
 
 # the ready-made models replaced, and why

@@ -59,7 +59,7 @@ def recipe_manifest(recipe: Recipe, data: Path) -> Manifest:
 
 def repeated_recordings(manifest: Manifest) -> list[tuple[int, int]]:
     """The pairs of clips that are one recording (``extract.repeats``)."""
-    prints = [fingerprint(clip.audio or clip.video, clip_id=clip.clip_id) for clip in manifest.clips]
+    prints = [fingerprint(clip.sound_file, clip_id=clip.clip_id) for clip in manifest.clips]
     return [(a, b) for a, b, _ in repeated_pairs(prints)]
 
 

@@ -21,6 +21,7 @@ from mvemo.fuse.targets.plane import (
     METHODS,
     PLACED_WEIGHTS,
     cross_validate_plane,
+    fit_plane,
     load_plane,
     plane_model,
     summarize_plane,
@@ -172,3 +173,47 @@ def test_a_model_of_both_sets_is_saved_on_the_rated_scale_and_the_cli_gives_seve
 
 def test_the_command_line_names_every_method() -> None:
     assert tuple(CLI_METHODS) == METHODS
+
+
+def test_a_one_sided_fit_lets_placed_songs_lie_further_out_than_their_quadrants_position(tmp_path: Path) -> None:
+    """A placed song predicted beyond its quadrant's mean rated position costs nothing: the one-sided fit's placed
+    songs lie further from the middle than the pseudo-equal fit's, on the same side as often."""
+    paths = caches(tmp_path)
+    with Cache(paths[0]) as rated, Cache(paths[1]) as songs:
+        plane = load_plane([rated, songs], places={"songs": PLACES})
+    node = plane_model(plane)[1]
+    taken = {s.name: np.arange(len(s)) for s in plane.sets}
+    placed = plane.sets[1]
+    middle = sum(plane.scale) / 2
+    spread = {}
+    for method in ("pseudo-equal", "one-sided"):
+        fitted = fit_plane(plane, node, taken, method, SELECTION)
+        pred = fitted.model.predict(placed.blocks)
+        spread[method] = float(np.mean(np.abs(pred - middle)))
+        assert np.mean(np.sign(pred - middle) == placed.targets) > 0.8, method
+    assert spread["one-sided"] > spread["pseudo-equal"]
+
+
+def test_a_gated_model_mixes_its_experts_by_the_gate_and_reads_back_as_it_predicted(tmp_path: Path) -> None:
+    """The gate tells a rated clip from a placed song (the placed set's embeddings lie elsewhere here), so each set's
+    clips get their own expert's values; saved (format 5) and loaded, the model predicts what it predicted."""
+    rated_path = embedding_cache(tmp_path / "r" / "rated", nets=NETS, n_per_class=10, retarget=valued)
+    songs_path = embedding_cache(tmp_path / "s" / "songs", nets={"a": (8, 1.5), "b": (8, 0.3)}, n_per_class=12, seed=7)
+    with Cache(rated_path) as rated, Cache(songs_path) as songs:
+        plane = load_plane([rated, songs], places={"songs": PLACES})
+        taken = {s.name: np.arange(len(s)) for s in plane.sets}
+        fitted = fit_plane(plane, plane_model(plane)[1], taken, "gated", SELECTION)
+        _, folder = fuse_plane(
+            [rated, songs], tmp_path / "fused", method="gated", places={"songs": PLACES}, selection=SELECTION
+        )
+    model = fitted.model
+    for s in plane.sets:
+        share = model.rated_share(s.blocks)
+        assert (share > 0.5).mean() > 0.9 if s.rated else (share < 0.5).mean() > 0.9, s.name
+    saved = load_fusion_model(folder)
+    assert (
+        saved.document["format"] == 5
+        and saved.document["models"][saved.default_model]["model"]["kind"] == "gated-values"
+    )
+    for s in plane.sets:
+        np.testing.assert_allclose(saved.predict(saved.default_model, s.blocks), model.predict(s.blocks), atol=1e-8)

@@ -21,7 +21,7 @@ from mvemo.extract.stage import extract_features
 from mvemo.fuse.inputs import read_input
 from mvemo.fuse.saved.model import load_fusion_model
 from mvemo.manifests import Clip, Manifest, read_manifest
-from mvemo.manifests.targets import quadrants
+from mvemo.manifests.targets import on_unit_scale, quadrants
 from mvemo.pipeline.cli.main import cli
 from mvemo.pipeline.config import feature_configs, window_config
 from mvemo.pipeline.readymade import recipes
@@ -32,7 +32,7 @@ from tests.pipeline.browser import console_errors, open_page, wait_for
 pytestmark = pytest.mark.slow
 
 WEIGHTS = SHARED / "weights"
-VALUES_MODEL = "musemo-va"  # the ready-made model of valence and arousal
+VALUES_MODEL = "valence-arousal"  # the ready-made model of valence and arousal
 QUADRANT_TAGS = {"Q1": "joyous", "Q2": "angry", "Q3": "sad", "Q4": "calm"}  # tags that go with each quadrant
 
 
@@ -117,16 +117,20 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def trained(work: Path, fourq_slice: Path, mved_slice: Path, musemo_slice: Path) -> dict[str, Path]:
     """Each recipe built small: its model's folder, kept in the work folder (the two 4Q recipes write theirs in turn
-    into the one they share)."""
-    return {
-        name: shutil.copytree(train_recipe(tiny(name), data, work / where, weights_dir=WEIGHTS), work / f"{name}-model")
+    into the one they share); the values model learns from the 4Q slice too, as the small 4Q recipe labels it."""
+    built = {}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(recipes, "RECIPES", {name: tiny(name) for name in recipes.RECIPES})
         for name, data, where in (
             ("4q-quadrants", fourq_slice, "4q"),
             ("4q-moods", fourq_slice, "4q"),
             ("mved-classes", mved_slice, "mved"),
-            ("musemo-va", musemo_slice, "musemo"),
-        )
-    }
+            (VALUES_MODEL, musemo_slice, "musemo"),
+        ):
+            also = {"4q-quadrants": fourq_slice}
+            folder = train_recipe(tiny(name), data, work / where, also_data=also, weights_dir=WEIGHTS)
+            built[name] = shutil.copytree(folder, work / f"{name}-model")
+    return built
 
 
 @pytest.fixture(scope="module")
@@ -156,8 +160,13 @@ def test_each_recipe_makes_a_model_of_its_kind_with_its_card(shipped: Path) -> N
     assert values.outputs == ["valence", "arousal"] and values.scale == (-10, 10)
     window = values.feature_sets(values.default_model)["descriptors"]["config"]
     assert window["audio_window"]["duration_s"] == 6 and window["windows"]["hop_s"] == 6, "6-s windows, a song pooled"
-    figures = recipes.model_card(shipped / "musemo-va")["figures"]
-    assert set(figures) == {"valence", "arousal", "quadrant_accuracy"} and -1 <= figures["valence"]["ccc"] <= 1
+    card = recipes.model_card(shipped / VALUES_MODEL)
+    figures = card["figures"]
+    assert set(figures) == {"musemo", "4q-dev"} and card["clips"] == {"musemo": 24, "4q-dev": 24}
+    assert (
+        -1 <= figures["musemo"]["ccc_valence"]["mean"] <= 1 and 0 <= figures["4q-dev"]["valence_roc_auc"]["mean"] <= 1
+    )
+    assert values.document["trained_on"]["4q-dev"]["learnt"], "the quadrant-labelled songs trained it"
     card = recipes.model_card(shipped / "4q-quadrants")
     assert card["recipe"]["group_by"] == "artist" and card["clips"] == 24
     assert 0 <= card["figures"]["accuracy"]["interval"][0] <= card["figures"]["accuracy"]["mean"] <= 1
@@ -268,34 +277,41 @@ def test_the_shipped_values_model_reads_a_whole_song_as_its_heads_read_stage_one
     np.testing.assert_allclose(got, saved.predict(model, inputs), atol=1e-4)
 
 
-def test_the_quadrant_timeline_shows_russells_plane_read_from_the_quadrants(
-    as_shipped: Path, fourq_slice: Path, tmp_path: Path
+def test_the_quadrant_timeline_draws_the_values_models_point_and_else_reads_the_quadrants(
+    as_shipped: Path, fourq_slice: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Where the values model's weights are found, each window's point on the plane is its valence and arousal (the
+    whole song's: what `predict --model valence-arousal` prints, on -1..1); else the quadrants' corners weighed by
+    their probabilities, the page saying which."""
+    from mvemo.pipeline.predict import plane as plane_module
+
     song = next(fourq_slice.glob("Q3/*.ogg"))
-    command = [
-        "predict",
-        "--model",
-        "4q-quadrants",
-        str(song),
-        "--timeline",
-        "--hop",
-        "10",
-        "--out",
-        str(tmp_path / "t"),
-    ]
-    result = CliRunner().invoke(cli, [*command, "--weights-dir", str(WEIGHTS)])
-    assert result.exit_code == 0, result.output
-    page = (tmp_path / "t" / f"{song.name}.timeline.html").read_text()
-    assert '<div id="plane"' in page and "read from the quadrant probabilities" in page
-    data = json.loads(page.split('id="timeline-data">')[1].split("</script>")[0])
-    plane, proba = data["plane"], np.array(data["scores"])
+    weights = ["--weights-dir", str(WEIGHTS)]
+
+    def timeline(out: Path) -> tuple[str, dict[str, Any]]:
+        command = ["predict", "--model", "4q-quadrants", str(song), "--timeline", "--hop", "10", "--out", str(out)]
+        result = CliRunner().invoke(cli, [*command, *weights])
+        assert result.exit_code == 0, result.output
+        page = (out / f"{song.name}.timeline.html").read_text()
+        return page, json.loads(page.split('id="timeline-data">')[1].split("</script>")[0])
+
+    page, data = timeline(tmp_path / "values")
+    values = json.loads(
+        CliRunner().invoke(cli, ["predict", "--model", VALUES_MODEL, str(song), "--json", *weights]).stdout
+    )[0]["values"]
+    assert data["plane"]["source"] == VALUES_MODEL and f"<code>{VALUES_MODEL}</code>" in page
+    unit = on_unit_scale(np.array([values["valence"], values["arousal"]]), (-10.0, 10.0))
+    np.testing.assert_allclose(data["plane"]["overall"], unit, atol=1e-3)
+    monkeypatch.setattr(plane_module, "weight_files", lambda saved, name: {"not_here.npz": "net"})
+    page, data = timeline(tmp_path / "quadrants")
+    plane, scores = data["plane"], np.array(data["scores"])
+    assert plane["source"] == "probabilities" and "read from the quadrant probabilities" in page
     assert plane["quadrants"] == ["Q1", "Q2", "Q3", "Q4"]
-    valence = proba @ np.array([1, -1, -1, 1])
-    np.testing.assert_allclose(plane["valence"], valence, atol=1e-3)
-    np.testing.assert_allclose(plane["arousal"], proba @ np.array([1, 1, -1, -1]), atol=1e-3)
+    np.testing.assert_allclose(plane["valence"], scores @ np.array([1, -1, -1, 1]), atol=1e-3)
+    np.testing.assert_allclose(plane["arousal"], scores @ np.array([1, 1, -1, -1]), atol=1e-3)
 
 
-def test_musemo_va_reads_a_whole_song_as_6s_windows_pooled_and_draws_its_path_on_russells_plane(
+def test_the_values_model_reads_a_whole_song_as_6s_windows_pooled_and_draws_its_path_on_russells_plane(
     browser: Any, as_shipped: Path, fourq_slice: Path, tmp_path: Path
 ) -> None:
     """A 30-s song is read as 6-s windows every 6 s, their inputs pooled as stage one pools them (the values of the
@@ -303,7 +319,7 @@ def test_musemo_va_reads_a_whole_song_as_6s_windows_pooled_and_draws_its_path_on
     each window on the plane."""
     song = str(next(fourq_slice.glob("Q2/*.ogg")))
     runner = CliRunner()
-    common = ["predict", "--model", "musemo-va", song, "--weights-dir", str(WEIGHTS)]
+    common = ["predict", "--model", VALUES_MODEL, song, "--weights-dir", str(WEIGHTS)]
     values = json.loads(runner.invoke(cli, [*common, "--json"]).stdout)[0]["values"]
     timeline = runner.invoke(cli, [*common, "--timeline", "--hop", "6", "--out", str(tmp_path / "t")])
     assert timeline.exit_code == 0, timeline.output
