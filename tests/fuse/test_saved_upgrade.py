@@ -72,6 +72,7 @@ def test_a_format_1_model_is_still_refused_in_one_line(cache: Path, tmp_path: Pa
     folder = saved_as_format_2(tmp_path / "fused" / "model", tmp_path / "format1")
     document = json.loads((folder / MODEL_JSON).read_text())
     (folder / MODEL_JSON).write_text(json.dumps(document | {"format": 1}))
-    with pytest.raises(ConfigError, match=r"model format 1, this one reads 3, 4 and 5\); save the model again") as refused:
+    refusal = r"model format 1, this one reads 3, 4 and 5\); save the model again"
+    with pytest.raises(ConfigError, match=refusal) as refused:
         load_fusion_model(folder)
     assert "\n" not in str(refused.value)
