@@ -31,9 +31,13 @@ def values_over(
 ) -> tuple[dict[str, Any] | None, str]:
     """The valence and arousal that the values model saved in ``folder`` (a model of windows pooled over a file)
     gives each of ``windows`` of the clip (its own windows that lie inside each, pooled as it pools a file) and the
-    whole file, on its scale, with its name (the folder's): ``None`` and why where its weights are not found."""
+    whole file, on its scale, with its name (the folder's): ``None`` and why where it learnt from no set of quadrants
+    (the quadrant model's own probabilities then know sad from calm better) or its weights are not found."""
     saved = load_fusion_model(folder)
     name = saved.default_model
+    learnt = saved.document.get("trained_on", {}).values()
+    if not any(s["kind"] == "placed" and s["learnt"] for s in learnt):
+        return None, f"{folder.name} learnt from no set of quadrants: the plane reads the quadrants"
     missing = sorted(f for f in weight_files(saved, name) if find_weights(f, weights_dir) is None)
     if missing:
         return None, f"{folder.name}'s weights {', '.join(missing)} are not found: the plane reads the quadrants"

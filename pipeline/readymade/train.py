@@ -26,6 +26,7 @@ from mvemo.extract.stage import extract_features
 from mvemo.fuse.plane_stage import fuse_plane
 from mvemo.fuse.saved.model import HEADS_H5, MODEL_JSON, with_plane
 from mvemo.fuse.stage import FuseSettings, fuse_cache, package_versions
+from mvemo.fuse.targets.plane import DEFAULT_METHOD
 from mvemo.manifests.errors import ConfigError
 from mvemo.manifests.executor import Executor
 from mvemo.manifests.folds import assign_folds
@@ -93,7 +94,10 @@ def train_recipe(
     with contextlib.ExitStack() as stack:
         opened = [stack.enter_context(Cache(cache)) for cache in caches]
         if recipe.also:
-            report, folder = fuse_plane(opened, work / "report", repeats=recipe.repeats, executor=executor)
+            method = recipe.method or DEFAULT_METHOD
+            report, folder = fuse_plane(
+                opened, work / "report", method=method, repeats=recipe.repeats, executor=executor
+            )
         else:
             settings = FuseSettings(
                 target=recipe.target, models=recipe.model, repeats=recipe.repeats, executor=executor

@@ -103,8 +103,9 @@ def mved_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny(name: str) -> recipes.Recipe:
-    """The recipe of ``name`` for a slice: three folds, one repeat."""
-    return replace(recipes.RECIPES[name], k=3, repeats=1)
+    """The recipe of ``name`` for a slice: three folds, one repeat; the values model gated, so that it learns from the
+    quadrants too (its shipped default, by the plane study, learns from the ratings alone)."""
+    return replace(recipes.RECIPES[name], k=3, repeats=1, method="gated" if name == VALUES_MODEL else None)
 
 
 @pytest.fixture(scope="module")
@@ -302,6 +303,12 @@ def test_the_quadrant_timeline_draws_the_values_models_point_and_else_reads_the_
     assert data["plane"]["source"] == VALUES_MODEL and f"<code>{VALUES_MODEL}</code>" in page
     unit = on_unit_scale(np.array([values["valence"], values["arousal"]]), (-10.0, 10.0))
     np.testing.assert_allclose(data["plane"]["overall"], unit, atol=1e-3)
+    ratings_only = shutil.copytree(as_shipped / VALUES_MODEL, tmp_path / "ratings-only")
+    document = json.loads((ratings_only / "model.json").read_text())
+    document["trained_on"]["4q-dev"]["learnt"] = False
+    (ratings_only / "model.json").write_text(json.dumps(document))
+    read, why = plane_module.values_over(ratings_only, Clip("x", "", audio=song), [], 30.0, str(WEIGHTS))
+    assert read is None and "learnt from no set of quadrants" in why, "its valence would not tell sad from calm"
     monkeypatch.setattr(plane_module, "weight_files", lambda saved, name: {"not_here.npz": "net"})
     page, data = timeline(tmp_path / "quadrants")
     plane, scores = data["plane"], np.array(data["scores"])
