@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import itertools
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeAlias
 
 import librosa
 import numpy as np
@@ -321,7 +322,27 @@ def descriptors(y: np.ndarray, config: DescriptorConfig) -> np.ndarray:
         return _descriptors(y, config, undefined)
 
 
-def _descriptors(y: np.ndarray, config: DescriptorConfig, undefined: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True)
+class Spectra:
+    """What every family of descriptors reads: the clip's audio, one STFT's magnitude and power, its mel spectrogram
+    (power and dB), the onset envelope of the mel dB, each frame's RMS level in dB and which frames are active."""
+
+    y: np.ndarray
+    config: DescriptorConfig
+    magnitude: np.ndarray
+    power: np.ndarray
+    mel: np.ndarray
+    mel_db: np.ndarray
+    onsets: np.ndarray
+    rms_db: np.ndarray
+    active: np.ndarray
+
+    @property
+    def frames_per_s(self) -> float:
+        return self.config.sample_rate_hz / self.config.hop_length
+
+
+def spectra(y: np.ndarray, config: DescriptorConfig) -> Spectra:
     sr, hop = config.sample_rate_hz, config.hop_length
     magnitude = np.abs(librosa.stft(y, n_fft=config.n_fft, hop_length=hop))
     power = magnitude**2
@@ -332,52 +353,53 @@ def _descriptors(y: np.ndarray, config: DescriptorConfig, undefined: np.ndarray)
     rms = librosa.feature.rms(y=y, frame_length=config.n_fft, hop_length=hop)[0].astype(np.float64)
     rms_db = 20 * np.log10(np.maximum(rms, 10 ** (SILENCE_DBFS / 20)))
     active = rms_db > ACTIVE_FRAME_DBFS  # silent stretches (an intro, a break) would read as 0 Hz, flat, chromaless
+    return Spectra(y, config, magnitude, power, mel, mel_db, onsets, rms_db, active)
+
+
+Frames: TypeAlias = dict[str, np.ndarray]
+Scalars: TypeAlias = dict[str, Any]
+
+
+def _active(x: np.ndarray, s: Spectra) -> np.ndarray:
+    """A series' active frames only."""
+    return x[:, s.active[: x.shape[1]]]
+
+
+def _spectral_shape(s: Spectra) -> tuple[Frames, Scalars]:
+    sr, magnitude = s.config.sample_rate_hz, s.magnitude
     centroid = librosa.feature.spectral_centroid(S=magnitude, sr=sr)
-    mfcc = librosa.feature.mfcc(S=mel_db, n_mfcc=config.n_mfcc)
-    chroma = librosa.feature.chroma_stft(S=power, sr=sr, n_fft=config.n_fft, tuning=0.0)
-    tonnetz = librosa.feature.tonnetz(chroma=chroma, sr=sr)
-    gated = {
+    return {
         "centroid": centroid,
         "bandwidth": librosa.feature.spectral_bandwidth(S=magnitude, sr=sr, centroid=centroid),
         "rolloff": librosa.feature.spectral_rolloff(S=magnitude, sr=sr, roll_percent=0.85),
         "flatness": librosa.feature.spectral_flatness(S=magnitude),
-        "flux": onsets[None],
-        "zcr": librosa.feature.zero_crossing_rate(y, frame_length=config.n_fft, hop_length=hop),
+        "flux": s.onsets[None],
+        "zcr": librosa.feature.zero_crossing_rate(s.y, frame_length=s.config.n_fft, hop_length=s.config.hop_length),
         "contrast": librosa.feature.spectral_contrast(S=magnitude, sr=sr, fmin=CONTRAST_FMIN_HZ),
-        "mfcc": mfcc,
-        "mfcc_delta": librosa.feature.delta(mfcc, mode="nearest"),
-        "chroma": chroma,
-        "tonnetz": tonnetz,
-        **_timbre(y, magnitude, power, config),
-    }
-    frames = {"rms": rms_db[None]} | {name: x[:, active[: x.shape[1]]] for name, x in gated.items()}
-    rhythm, tempogram_ratios = _rhythm(onsets, sr, hop)
-    scalars = {
-        "loudness_lufs": _loudness(y, sr),
-        "rms_range": float(np.percentile(rms_db, 95) - np.percentile(rms_db, 5)),
-        "rms_slope": _slope(rms_db, hop / sr),
-        **rhythm,
-        **_tonality(frames["chroma"].mean(axis=1), frames["tonnetz"], sr / hop),
-        "harmonic_percussive": _harmonic_percussive(mel),
-        **fluctuation(mel_db, sr / hop),
-        **texture(y, active, sr, hop, magnitude, config.n_fft),
-    }
-    values = [scalars[c.name] for c in SCALARS] + list(tempogram_ratios)
-    for s in series(config):
-        kept = [i for i, stat in enumerate(STATISTICS) if stat in s.summaries]
-        values += list(_statistics(frames[s.name])[:, kept].ravel())
-    out = np.asarray(values, dtype=np.float64)
-    return np.where(np.isfinite(out), out, undefined).astype(np.float32)
+    }, {}
 
 
-def _timbre(y: np.ndarray, magnitude: np.ndarray, power: np.ndarray, config: DescriptorConfig) -> dict[str, np.ndarray]:
+def _cepstrum(s: Spectra) -> tuple[Frames, Scalars]:
+    mfcc = librosa.feature.mfcc(S=s.mel_db, n_mfcc=s.config.n_mfcc)
+    return {"mfcc": mfcc, "mfcc_delta": librosa.feature.delta(mfcc, mode="nearest")}, {}
+
+
+def _tonal(s: Spectra) -> tuple[Frames, Scalars]:
+    sr = s.config.sample_rate_hz
+    chroma = librosa.feature.chroma_stft(S=s.power, sr=sr, n_fft=s.config.n_fft, tuning=0.0)
+    tonnetz = librosa.feature.tonnetz(chroma=chroma, sr=sr)
+    tonality = _tonality(_active(chroma, s).mean(axis=1), _active(tonnetz, s), s.frames_per_s)
+    return {"chroma": chroma, "tonnetz": tonnetz}, tonality
+
+
+def _timbre(s: Spectra) -> tuple[Frames, Scalars]:
     """The per-band flatness and crest, the line spectral frequencies, the dissonance and the inharmonicity of
     each frame (``extract.handcrafted.timbre``), each (n, frames)."""
-    sr, n_fft = config.sample_rate_hz, config.n_fft
-    frames = librosa.util.frame(np.pad(y, n_fft // 2), frame_length=n_fft, hop_length=config.hop_length).T
-    frames = frames[: magnitude.shape[1]].astype(np.float64)
-    flatness, crest = band_flatness_crest(power, sr, n_fft)
-    freqs, amplitude = spectral_peaks(magnitude, sr, n_fft)
+    sr, n_fft = s.config.sample_rate_hz, s.config.n_fft
+    frames = librosa.util.frame(np.pad(s.y, n_fft // 2), frame_length=n_fft, hop_length=s.config.hop_length).T
+    frames = frames[: s.magnitude.shape[1]].astype(np.float64)
+    flatness, crest = band_flatness_crest(s.power, sr, n_fft)
+    freqs, amplitude = spectral_peaks(s.magnitude, sr, n_fft)
     f0 = yin(frames, sr, fmin_hz=YIN_FMIN_HZ, fmax_hz=YIN_FMAX_HZ)
     return {
         "band_flatness": flatness,
@@ -385,7 +407,64 @@ def _timbre(y: np.ndarray, magnitude: np.ndarray, power: np.ndarray, config: Des
         "lsf": line_spectral_frequencies(lpc(frames, LSF_ORDER, np.hanning(n_fft)), sr),
         "dissonance": dissonance(freqs, amplitude)[None],
         "inharmonicity": inharmonicity(freqs, amplitude, f0)[None],
+    }, {}
+
+
+def _dynamics(s: Spectra) -> tuple[Frames, Scalars]:
+    return {}, {
+        "loudness_lufs": _loudness(s.y, s.config.sample_rate_hz),
+        "rms_range": float(np.percentile(s.rms_db, 95) - np.percentile(s.rms_db, 5)),
+        "rms_slope": _slope(s.rms_db, s.config.hop_length / s.config.sample_rate_hz),
     }
+
+
+def _rhythm_family(s: Spectra) -> tuple[Frames, Scalars]:
+    rhythm, tempogram_ratios = _rhythm(s.onsets, s.config.sample_rate_hz, s.config.hop_length)
+    return {}, rhythm | {"tempogram_ratios": tempogram_ratios}
+
+
+def _harmony_percussion(s: Spectra) -> tuple[Frames, Scalars]:
+    return {}, {"harmonic_percussive": _harmonic_percussive(s.mel)}
+
+
+def _fluctuation(s: Spectra) -> tuple[Frames, Scalars]:
+    return {}, fluctuation(s.mel_db, s.frames_per_s)
+
+
+def _texture(s: Spectra) -> tuple[Frames, Scalars]:
+    sr, hop = s.config.sample_rate_hz, s.config.hop_length
+    return {}, texture(s.y, s.active, sr, hop, s.magnitude, s.config.n_fft)
+
+
+# Each family of descriptors from the clip's spectra: its frame-level series (each kept to the active frames) and
+# its scalars. ``mvemo bench audio`` times them one by one.
+FAMILIES: dict[str, Callable[[Spectra], tuple[Frames, Scalars]]] = {
+    "spectral_shape": _spectral_shape,
+    "mfcc": _cepstrum,
+    "chroma_tonality": _tonal,
+    "timbre": _timbre,
+    "dynamics": _dynamics,
+    "rhythm": _rhythm_family,
+    "harmonic_percussive": _harmony_percussion,
+    "fluctuation": _fluctuation,
+    "texture": _texture,
+}
+
+
+def _descriptors(y: np.ndarray, config: DescriptorConfig, undefined: np.ndarray) -> np.ndarray:
+    s = spectra(y, config)
+    frames: Frames = {"rms": s.rms_db[None]}
+    scalars: Scalars = {}
+    for family in FAMILIES.values():
+        family_frames, family_scalars = family(s)
+        frames |= {name: _active(x, s) for name, x in family_frames.items()}
+        scalars |= family_scalars
+    values = [scalars[c.name] for c in SCALARS] + list(scalars["tempogram_ratios"])
+    for each in series(config):
+        kept = [i for i, stat in enumerate(STATISTICS) if stat in each.summaries]
+        values += list(_statistics(frames[each.name])[:, kept].ravel())
+    out = np.asarray(values, dtype=np.float64)
+    return np.where(np.isfinite(out), out, undefined).astype(np.float32)
 
 
 def _statistics(x: np.ndarray) -> np.ndarray:

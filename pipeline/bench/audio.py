@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -14,17 +15,27 @@ from mvemo.pipeline.executors import keep_freed_heap
 
 
 def bench_audio(path: str | None = None, *, repeat: int = 5) -> dict[str, Any]:
-    """Per-step and total milliseconds of mvemo's audio features for one 30 s clip, beside the naive path, and
-    ``descriptors_ms`` and ``expressive_ms``: those sets from the decoded 16 kHz audio (not part of the total).
+    """mvemo's audio features of one 30 s clip on one core, beside openSMILE and a naive librosa path, each the
+    best of ``repeat`` runs taking turns, in milliseconds:
 
-    The naive path computes the same descriptors the way research code does:
-    decode, ``librosa.resample``, ``melspectrogram``, ``mfcc``, a per-frame Python
-    loop of ``librosa.lpc`` for residual phase and formants, ``librosa.yin``,
-    ``chroma_stft`` and ``spectral_contrast``. (``librosa.load`` has no mp4
-    backend without ffmpeg, so both paths decode with PyAV.) Both run on one
-    thread in a process set up as ``mvemo``'s (``keep_freed_heap``); the steps, the
-    total and the naive path take turns, each best of ``repeat``, after one naive run
-    that compiles librosa's numba code.
+    - ``steps_ms``: where each millisecond of the mel and the LLDs goes (decode, resample, mel, each family of
+      LLDs), with ``bare_decode``, PyAV decoding the track's first 30 s and nothing else, as the floor; ``total_ms``
+      the two sets from the file;
+    - ``descriptors_ms``: the 514 descriptors from the 16 kHz audio, and ``descriptor_steps_ms`` each family of
+      them on the clip's spectra (``extract.handcrafted.descriptors.FAMILIES``) after the spectra themselves;
+      ``expressive_ms`` that set's;
+    - ``sets_ms``: each set from the file, decoding included, and the three the ready-made models read together
+      (``mel+lld+descriptors``);
+    - ``opensmile``: openSMILE's eGeMAPS v02 and ComParE 2016 functionals of the same decoded 16 kHz audio (its
+      decode not counted: the comparison favours openSMILE), and ``over_opensmile`` each of ``sets_ms`` over each;
+      ``{"skipped": why}`` where ``mvemo[opensmile]`` is not installed;
+    - ``naive_ms``: the same LLDs the way research code computes them (decode, ``librosa.resample``,
+      ``melspectrogram``, ``mfcc``, a per-frame Python loop of ``librosa.lpc`` for residual phase and formants,
+      ``librosa.yin``, ``chroma_stft`` and ``spectral_contrast``), run once first to compile librosa's numba code,
+      and ``speedup``, it over ``total_ms``. It moves with librosa's version; openSMILE is the peer to compare with.
+
+    Everything runs on one thread in a process set up as ``mvemo``'s (``keep_freed_heap``); both paths decode with
+    PyAV (``librosa.load`` has no mp4 backend without ffmpeg).
     """
     from threadpoolctl import threadpool_limits
 
@@ -32,21 +43,41 @@ def bench_audio(path: str | None = None, *, repeat: int = 5) -> dict[str, Any]:
     with threadpool_limits(1), tempfile.TemporaryDirectory() as tmp:
         source = Path(path) if path else _sample_clip(Path(tmp))
         _naive(source)  # compiles librosa's numba code
-        seconds = best_of_each(
-            {**_steps(source), "total": lambda: _ours(source), "naive": lambda: _naive(source)}, repeat
-        )
-    ms = {name: round(s * 1e3, 2) for name, s in seconds.items()}
-    total_ms, naive_ms = ms.pop("total"), ms.pop("naive")
-    descriptors_ms, expressive_ms = ms.pop("descriptors"), ms.pop("expressive")
+        y16 = _sound_at_16k(source)
+        peers, opensmile = _opensmile(y16)
+        runs = {
+            **{f"step {name}": fn for name, fn in _steps(source).items()},
+            **{f"descriptor {name}": fn for name, fn in _descriptor_steps(y16).items()},
+            **{f"set {name}": fn for name, fn in _sets(source).items()},
+            **{f"peer {name}": fn for name, fn in peers.items()},
+            "naive": lambda: _naive(source),
+        }
+        ms = {name: round(s * 1e3, 2) for name, s in best_of_each(runs, repeat).items()}
+    of = {kind: {name.split(" ", 1)[1]: v for name, v in ms.items() if name.startswith(f"{kind} ")} for kind in _KINDS}
+    steps, descriptor_steps, sets, peer = of["step"], of["descriptor"], of["set"], of["peer"]
     return {
         "clip": str(source),
-        "steps_ms": ms,
-        "descriptors_ms": descriptors_ms,
-        "expressive_ms": expressive_ms,
-        "total_ms": total_ms,
-        "naive_ms": naive_ms,
-        "speedup": round(naive_ms / total_ms, 2),
+        "steps_ms": {name: steps[name] for name in steps if name not in ("descriptors", "expressive")},
+        "total_ms": sets["mel+lld"],
+        "descriptors_ms": steps["descriptors"],
+        "descriptor_steps_ms": descriptor_steps,
+        "expressive_ms": steps["expressive"],
+        "sets_ms": sets,
+        "opensmile": opensmile | {f"{name}_ms": v for name, v in peer.items()},
+        "over_opensmile": {f"{ours} / {name}": round(sets[ours] / peer[name], 3) for ours in sets for name in peer},
+        "naive_ms": ms["naive"],
+        "speedup": round(ms["naive"] / sets["mel+lld"], 2),
     }
+
+
+_KINDS = ("step", "descriptor", "set", "peer")
+OUR_SETS = {
+    "mel": ("mel",),
+    "lld": ("lld",),
+    "mel+lld": ("mel", "lld"),
+    "descriptors": ("descriptors",),
+    "mel+lld+descriptors": ("mel", "lld", "descriptors"),
+}
 
 
 def _sample_clip(tmp: Path) -> Path:
@@ -62,13 +93,29 @@ def _sample_clip(tmp: Path) -> Path:
     return write_media(tmp / "clip.mp4", frames=frames, fps=1, y=np.stack([y, y], 1).astype(np.float32), sr=44100)
 
 
-def _ours(source: Path) -> dict[str, np.ndarray]:
+def _ours(source: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
     from mvemo.extract.audio import MelConfig, compute_audio_features
     from mvemo.extract.decode.audio import AudioWindow, decode_audio
+    from mvemo.extract.handcrafted.descriptors import DescriptorConfig
     from mvemo.extract.handcrafted.lld import LldConfig
 
+    configs = {"mel": MelConfig(), "lld": LldConfig(), "descriptors": DescriptorConfig()}
     decoded = decode_audio(source, AudioWindow())
-    return compute_audio_features(decoded, ("mel", "lld"), {"mel": MelConfig(), "lld": LldConfig()})
+    return compute_audio_features(decoded, names, configs)
+
+
+def _sets(source: Path) -> dict[str, Callable[[], Any]]:
+    return {name: functools.partial(_ours, source, names) for name, names in OUR_SETS.items()}
+
+
+def _sound_at_16k(source: Path) -> np.ndarray:
+    """The clip's sound at 16 kHz, as stage one gives it to the descriptors (and to openSMILE's sets)."""
+    from mvemo.extract.decode.audio import AudioWindow, decode_audio, resample_exact
+    from mvemo.extract.sound import sound_samples
+
+    decoded = decode_audio(source, AudioWindow())
+    y16 = resample_exact(decoded.y, decoded.sr, 16000, 30 * 16000)[: int(np.ceil(min(decoded.valid_s, 30) * 16000))]
+    return y16[: sound_samples(y16)]
 
 
 def _steps(source: Path) -> dict[str, Callable[[], Any]]:
@@ -83,6 +130,7 @@ def _steps(source: Path) -> dict[str, Callable[[], Any]]:
     y44 = resample_exact(decoded.y, decoded.sr, 44100, 30 * 44100)
     y16 = resample_exact(decoded.y, decoded.sr, 16000, 30 * 16000)
     return {
+        "bare_decode": lambda: _bare_decode(source, 30.0),
         "decode": lambda: decode_audio(source, AudioWindow()),
         "resample": lambda: (
             resample_exact(decoded.y, decoded.sr, 44100, 30 * 44100),
@@ -94,6 +142,46 @@ def _steps(source: Path) -> dict[str, Callable[[], Any]]:
         "descriptors": lambda: descriptors.descriptors(y16, descriptors.DescriptorConfig()),
         "expressive": lambda: expressive.expressive(y16, expressive.ExpressiveConfig()),
     }
+
+
+def _descriptor_steps(y16: np.ndarray) -> dict[str, Callable[[], Any]]:
+    """The descriptors' spectra, then each family on them."""
+    from mvemo.extract.handcrafted import descriptors
+
+    config = descriptors.DescriptorConfig()
+    spectra = descriptors.spectra(y16, config)
+    families = {name: functools.partial(family, spectra) for name, family in descriptors.FAMILIES.items()}
+    return {"spectra": lambda: descriptors.spectra(y16, config), **families}
+
+
+def _bare_decode(source: Path, seconds: float) -> None:
+    """PyAV decoding the track's first ``seconds`` to arrays, nothing else: the floor of any decode."""
+    import av
+
+    with av.open(str(source)) as container:
+        stream = container.streams.audio[0]
+        for frame in container.decode(stream):
+            frame.to_ndarray()
+            if frame.time is not None and frame.time >= seconds:
+                break
+
+
+def _opensmile(y16: np.ndarray) -> tuple[dict[str, Callable[[], Any]], dict[str, str]]:
+    """openSMILE's functionals of ``y16`` for each feature set and its version, or none and why."""
+    try:
+        import opensmile
+    except ImportError:
+        return {}, {"skipped": "openSMILE is not installed: pip install 'mvemo[opensmile]'"}
+    sets = {"egemaps": opensmile.FeatureSet.eGeMAPSv02, "compare": opensmile.FeatureSet.ComParE_2016}
+    runs = {
+        name: functools.partial(
+            opensmile.Smile(feature_set=feature_set, feature_level=opensmile.FeatureLevel.Functionals).process_signal,
+            y16,
+            16000,
+        )
+        for name, feature_set in sets.items()
+    }
+    return runs, {"version": str(opensmile.__version__)}
 
 
 def _naive(source: Path) -> None:

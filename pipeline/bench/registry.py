@@ -175,10 +175,19 @@ PAGE_KEYS = {
     for figure in ("page_kb", "load_ms", "drawn_ms", "ready_over_blank")
 }
 BENCHES: dict[str, Bench] = {
-    "audio": Bench(_audio, _keys("clip steps_ms descriptors_ms expressive_ms total_ms naive_ms speedup")),
+    "audio": Bench(
+        _audio,
+        _keys(
+            "clip steps_ms total_ms descriptors_ms descriptor_steps_ms expressive_ms sets_ms opensmile over_opensmile"
+            " naive_ms speedup"
+        ),
+    ),
     "video": Bench(
         _video,
-        _keys("ms_per_clip decode_all_ms ratio in_process_ms decoded_frames gop clips bitrate_mbps cpu_count repeat"),
+        _keys(
+            "ms_per_clip decode_all_ms ratio in_process_ms decoded_frames floor ratio_over_floor gop clips bitrate_mbps"
+            " cpu_count repeat"
+        ),
     ),
     "extract": Bench(_extract, _keys("device nets")),
     "encoders": Bench(_encoders, _keys("musicnn msdvgg")),

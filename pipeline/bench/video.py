@@ -54,6 +54,13 @@ def bench_video(
     1080p (of ``sizes``) are 30 s h264 clips generated into a temporary folder (about a minute
     of encoding: a textured picture that pans, zooms and changes every 3 s,
     with grain, and a moving block), keyframe every 2 s (``gop``).
+
+    ``floor``: the share of the clip's frames that any exact sampler must decode, from the codec's structure: a
+    sampled frame needs every reference frame from its GOP's keyframe up to it (``extract.decode.video``), so the
+    sampler decodes ``decoded_frames`` of them (the non-reference frames it may skip left out) where decoding all
+    decodes every one. At a like cost per frame no sampler's ``ratio`` can go below it; ``ratio_over_floor`` is how
+    far above it the sampler lies (the rest: converting and cropping the 32 frames, the worker's hand-over, and
+    keyframes costing more to decode than the B-frames it skips).
     """
     from mvemo.extract.frame_sets import FrameConfig, compute_video_features, sample_frames
     from mvemo.manifests.schema import Clip
@@ -61,7 +68,16 @@ def bench_video(
     config = FrameConfig()
     in_process = FrameConfig(isolate=False)
     out: dict[str, Any] = {
-        key: {} for key in ("ms_per_clip", "decode_all_ms", "ratio", "in_process_ms", "decoded_frames")
+        key: {}
+        for key in (
+            "ms_per_clip",
+            "decode_all_ms",
+            "ratio",
+            "in_process_ms",
+            "decoded_frames",
+            "floor",
+            "ratio_over_floor",
+        )
     }
     out.update(gop={}, clips={}, bitrate_mbps={})
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
@@ -89,6 +105,9 @@ def bench_video(
             out["ratio"][name] = round(ms / all_ms, 3)
             out["in_process_ms"][name] = round(ms_in, 1)
             out["decoded_frames"][name] = f"{sample.decoded_frames} of {sample.source.frame_count}"
+            floor = sample.decoded_frames / sample.source.frame_count
+            out["floor"][name] = round(floor, 3)
+            out["ratio_over_floor"][name] = round(ms / all_ms / floor, 2)
             out["gop"][name] = GENERATED_GOP if source.parent == Path(tmp) else _gop_of(source)
             out["clips"][name] = (
                 str(source) if source.parent != Path(tmp) else f"generated {width}x{height}, {DURATION_S} s"

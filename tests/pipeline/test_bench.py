@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 
 from mvemo.cache.read import Cache
+from mvemo.extract.handcrafted.descriptors import FAMILIES
+from mvemo.manifests.synthetic import write_media
+from mvemo.pipeline.bench.audio import bench_audio
 from mvemo.pipeline.bench.common import best_of_each
 from mvemo.pipeline.bench.timeline import bench_timeline
 
@@ -28,6 +33,18 @@ def test_functions_take_turns_and_each_gets_its_fastest_run(monkeypatch: pytest.
     best = best_of_each({"figure": lambda: run("figure"), "baseline": lambda: run("baseline")}, repeat=3)
     assert calls == ["figure", "baseline"] * 3
     assert best == {"figure": 1.0, "baseline": 4.0}
+
+
+def test_the_audio_bench_says_it_lacks_opensmile_and_compares_with_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "opensmile", None)  # what `import opensmile` meets where it is not installed
+    clip = write_media(tmp_path / "clip.wav", y=0.1 * np.sin(np.arange(3 * 16000) / 5.0).astype(np.float32), sr=16000)
+    figures = bench_audio(str(clip), repeat=1)
+    assert "mvemo[opensmile]" in figures["opensmile"]["skipped"]
+    assert figures["over_opensmile"] == {}
+    assert set(figures["sets_ms"]) == {"mel", "lld", "mel+lld", "descriptors", "mel+lld+descriptors"}
+    assert set(figures["descriptor_steps_ms"]) == {"spectra", *FAMILIES}
 
 
 def test_timeline_bench_says_which_weights_it_lacks(tmp_path: Path) -> None:
