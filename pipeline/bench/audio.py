@@ -173,7 +173,7 @@ def _opensmile(y16: np.ndarray) -> tuple[dict[str, Callable[[], Any]], dict[str,
     except ImportError:
         return {}, {"skipped": "openSMILE is not installed: pip install 'mvemo[opensmile]'"}
     sets = {"egemaps": opensmile.FeatureSet.eGeMAPSv02, "compare": opensmile.FeatureSet.ComParE_2016}
-    runs = {
+    runs: dict[str, Callable[[], Any]] = {
         name: functools.partial(
             opensmile.Smile(feature_set=feature_set, feature_level=opensmile.FeatureLevel.Functionals).process_signal,
             y16,
