@@ -94,7 +94,8 @@ def _start(client: socket.socket, request: bytes) -> str | None:
     framed = SIZE.pack(len(request)) + request
     try:
         sent = socket.send_fds(client, [framed], list(STREAMS))
-        client.sendall(framed[sent:])
+        if sent < len(framed):  # never a send of nothing: the server may have read it all, refused and closed
+            client.sendall(framed[sent:])
         reply = receive_message(client)
         if reply is not None and reply[0] == REFUSED:
             return f"the server refused it: {reply[1]}"
