@@ -309,7 +309,7 @@ def test_the_quadrant_timeline_draws_the_values_models_point_and_else_reads_the_
     (ratings_only / "model.json").write_text(json.dumps(document))
     read, why = plane_module.values_over(ratings_only, Clip("x", "", audio=song), [], 30.0, str(WEIGHTS))
     assert read is None and "learnt from no set of quadrants" in why, "its valence would not tell sad from calm"
-    monkeypatch.setattr(plane_module, "weight_files", lambda saved, name: {"not_here.npz": "net"})
+    monkeypatch.setattr(plane_module, "find_weights", lambda name, weights_dir: None)  # its weights are not found
     page, data = timeline(tmp_path / "quadrants")
     plane, scores = data["plane"], np.array(data["scores"])
     assert plane["source"] == "probabilities" and "read from the quadrant probabilities" in page
