@@ -1,7 +1,7 @@
 """A values model's valence and arousal beside a model of Russell's quadrants: a quadrant model's timeline draws each
 window's point on the plane as the values model reads the window (the ready-made ``valence-arousal``, which the
-command line names), and reads it from the quadrant probabilities only where the values model's weights are not
-found."""
+command line names), and reads it from the quadrant probabilities where the values model learnt from no set of
+quadrants (its valence would not tell sad from calm) or its weights are not found."""
 
 from __future__ import annotations
 
