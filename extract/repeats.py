@@ -16,12 +16,14 @@ recording cut alike reads and two recordings of one style do not.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
 from mvemo.extract.audio import MelConfig, mel_spectrogram
 from mvemo.extract.decode.audio import AudioWindow, decode_audio, resample_exact
+from mvemo.manifests.errors import MediaError
+from mvemo.manifests.schema import Clip
 
 REPEAT_THRESHOLD = 0.98
 BLOCK_FRAMES, BLOCK_HOP = 16, 8
@@ -74,3 +76,23 @@ def _centred(blocks: np.ndarray) -> np.ndarray:
     flat = flat - flat.mean(axis=1, keepdims=True)
     norms = np.linalg.norm(flat, axis=1, keepdims=True)
     return flat / np.where(norms > 0, norms, 1.0)
+
+
+def repeated_clips(
+    clips: Iterable[Clip],
+    *,
+    threshold: float = REPEAT_THRESHOLD,
+    unreadable: Callable[[Clip, MediaError], None] | None = None,
+) -> list[tuple[int, int, float]]:
+    """The pairs of ``clips`` (their positions) that are one recording, with their similarity. A clip whose sound
+    cannot be read goes to ``unreadable`` and is compared with none; without it, its error is raised."""
+    prints, read = [], []
+    for row, clip in enumerate(clips):
+        try:
+            prints.append(fingerprint(clip.sound_file, clip_id=clip.clip_id))
+            read.append(row)
+        except MediaError as error:
+            if unreadable is None:
+                raise
+            unreadable(clip, error)
+    return [(read[a], read[b], similarity) for a, b, similarity in repeated_pairs(prints, threshold=threshold)]

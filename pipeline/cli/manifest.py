@@ -170,18 +170,14 @@ def _repeats(manifest: Any, manifest_path: str, threshold: float | None) -> list
     none."""
     import csv
 
-    from mvemo.extract.repeats import REPEAT_THRESHOLD, fingerprint, repeated_pairs
-    from mvemo.manifests.errors import MediaError
+    from mvemo.extract.repeats import REPEAT_THRESHOLD, repeated_clips
+
+    def unreadable(clip: Any, error: Exception) -> None:
+        click.echo(f"--group-repeats: {clip.clip_id} is compared with no clip: {error}", err=True)
 
     threshold = REPEAT_THRESHOLD if threshold is None else threshold
-    prints, read = [], []
-    for row, clip in enumerate(progress_bar("fingerprints", "clip")(manifest.clips, len(manifest.clips))):
-        try:
-            prints.append(fingerprint(clip.sound_file, clip_id=clip.clip_id))
-            read.append(row)
-        except MediaError as error:
-            click.echo(f"--group-repeats: {clip.clip_id} is compared with no clip: {error}", err=True)
-    pairs = [(read[a], read[b], similarity) for a, b, similarity in repeated_pairs(prints, threshold=threshold)]
+    clips = progress_bar("fingerprints", "clip")(manifest.clips, len(manifest.clips))
+    pairs = repeated_clips(clips, threshold=threshold, unreadable=unreadable)
     report = Path(manifest_path).with_suffix(".repeats.csv")
     with open(report, "w", newline="") as f:
         writer = csv.writer(f)

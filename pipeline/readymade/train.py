@@ -21,7 +21,7 @@ import numpy as np
 
 from mvemo.cache.h5file import mvemo_version
 from mvemo.cache.read import Cache
-from mvemo.extract.repeats import fingerprint, repeated_pairs
+from mvemo.extract.repeats import repeated_clips
 from mvemo.extract.stage import extract_features
 from mvemo.fuse.plane_stage import fuse_plane
 from mvemo.fuse.saved.model import HEADS_H5, MODEL_JSON, with_plane
@@ -60,8 +60,7 @@ def recipe_manifest(recipe: Recipe, data: Path) -> Manifest:
 
 def repeated_recordings(manifest: Manifest) -> list[tuple[int, int]]:
     """The pairs of clips that are one recording (``extract.repeats``)."""
-    prints = [fingerprint(clip.sound_file, clip_id=clip.clip_id) for clip in manifest.clips]
-    return [(a, b) for a, b, _ in repeated_pairs(prints)]
+    return [(a, b) for a, b, _ in repeated_clips(manifest.clips)]
 
 
 def train_recipe(
