@@ -211,7 +211,7 @@ METHOD_HELP = (
     " (each placed song at its quadrant's mean rated position, weighing as a rated clip), pseudo-inner (that weight"
     " chosen on inner folds), one-sided (a placed song predicted further out than that position costs nothing), gated"
     " (an expert of each kind of set, mixed by a gate's probability that a clip's music is like the rated sets')."
-    "  [default: the protocol's choice, docs/studies/plane.md]"
+    "  [default: gated, chosen over the plane study's paired intervals, docs/studies/plane.md]"
 )
 
 

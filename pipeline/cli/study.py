@@ -177,6 +177,7 @@ def plane(
     difference against rated and own fold by fold, and the default the protocol decides."""
     from mvemo.fuse.plane_stage import study_plane
     from mvemo.fuse.report.plane import plane_markdown
+    from mvemo.fuse.targets.plane import DEFAULT_METHOD
     from mvemo.manifests.errors import ConfigError
     from mvemo.pipeline.cli.cv import cache_sets, echo_plane_summary, plane_arguments
 
@@ -200,7 +201,10 @@ def plane(
         verdict = "replaces it" if step["replaces"] else "does not replace it"
         worse = f", worse on {', '.join(step['worse'])}" if step["worse"] else ""
         click.echo(f"{step['method']} against {step['against']}: {verdict}{worse}")
-    click.echo(f"default: {decision['default']}")
+    click.echo(
+        f"default by the study's rule: {decision['default']} (mvemo's default, by the project's rule over these"
+        f" paired intervals: {DEFAULT_METHOD}; docs/studies/plane.md)"
+    )
 
 
 @study_group.command("decide", cls=MvemoCommand, context_settings=CONTEXT)

@@ -103,9 +103,8 @@ def mved_slice(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny(name: str) -> recipes.Recipe:
-    """The recipe of ``name`` for a slice: three folds, one repeat; the values model gated, so that it learns from the
-    quadrants too (its shipped default, by the plane study, learns from the ratings alone)."""
-    return replace(recipes.RECIPES[name], k=3, repeats=1, method="gated" if name == VALUES_MODEL else None)
+    """The recipe of ``name`` for a slice: three folds, one repeat."""
+    return replace(recipes.RECIPES[name], k=3, repeats=1)
 
 
 @pytest.fixture(scope="module")
@@ -244,9 +243,9 @@ def test_the_shipped_4q_quadrants_labels_a_song_as_its_heads_label_the_songs_cac
 def test_the_shipped_values_model_reads_a_whole_song_as_its_heads_read_stage_ones_pooled_windows(
     fourq_slice: Path, tmp_path: Path
 ) -> None:
-    """The value model shipped with mvemo, end to end on whole songs it never trained on: what predict prints is what
-    its heads give on each song's row in a cache that stage one computed with the model's recipe (its windows, pooled
-    as stage one pools them; the same fingerprints)."""
+    """The value model shipped with mvemo, end to end on whole songs: what predict prints is what its heads give on
+    each song's row in a cache that stage one computed with the model's recipe (its windows, pooled as stage one pools
+    them; the same fingerprints)."""
     folder = recipes.shipped_folder(VALUES_MODEL)
     saved = load_fusion_model(folder)
     model = saved.default_model
