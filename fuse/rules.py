@@ -122,20 +122,28 @@ def headline(result: Any, model: str, measure: str, target: str) -> float:
     return float(metrics[measure] if target == "label" else metrics[measure]["mean"])
 
 
-def compare_rules(cache: Cache, *, target: str = "label", repeats: int = 10, **options: Any) -> dict[str, Any]:
-    """Every rule of ``rule_models`` over the default model's inputs, cross-validated ``repeats`` times (``options``:
-    those of ``fuse.cv.cross_validate``, ``fuse.targets.tags.cross_validate_tags`` and
+def compare_rules(
+    cache: Cache, *, target: str = "label", repeats: int = 10, rules: Collection[str] = RULES, **options: Any
+) -> dict[str, Any]:
+    """The ``rules`` of ``rule_models`` (``late`` among them) over the default model's inputs, cross-validated
+    ``repeats`` times (``options``: those of ``fuse.cv.cross_validate``, ``fuse.targets.tags.cross_validate_tags`` and
     ``fuse.targets.values.cross_validate_values``: selection, executor, progress...), each with its headline and its
-    paired differences against ``late`` and the best single input; ``target`` "values": the cache's values."""
+    paired differences against ``late`` and the best single input; ``target`` "values": the cache's values. A rule
+    left out is not measured on this set, and ``decide`` lets it replace nothing."""
     if target not in (*MEASURES, "values"):
         raise ConfigError(f"--target {target!r}: the study compares rules for label, tags or values")
+    unknown = [rule for rule in rules if rule not in RULES]
+    if unknown or "late" not in rules:
+        raise ConfigError(
+            f"--rules {','.join(rules)}: name rules among {', '.join(RULES)}, late among them (each is paired with it)"
+        )
     inputs = fusion_inputs(cache)
     if len(inputs) < 2:
         raise ConfigError(
             f"cache {str(cache.path)!r}: the default model fuses {inputs or 'nothing'}; a study needs two inputs"
         )
     video = [name for name in inputs if modality(cache, name) == "video"]
-    models = rule_models(inputs, video)
+    models = {name: node for name, node in rule_models(inputs, video).items() if name in rules or name in inputs}
     runs: dict[str, Callable[..., Any]] = {
         "label": cross_validate,
         "tags": cross_validate_tags,
@@ -166,22 +174,22 @@ def decide(studies: Mapping[str, dict[str, Any]], *, tolerance: float = 0.005) -
     """The protocol's decision over the ``studies`` of every set (``compare_rules``'s documents, by set; a study of
     values is a set per value): starting from ``late``, each rule in ``RULES`` order replaces the default of the
     moment where it is better on some set by more than the paired interval's half-width (its lower end above 0) and
-    worse on none by more than ``tolerance``; a rule some set's target cannot fit replaces nothing. Returns the default
-    and, per rule, the comparisons that decided it."""
+    worse on none by more than ``tolerance``; a rule some set's study did not measure (``compare_rules``' ``rules``)
+    replaces nothing. Returns the default and, per rule, the comparisons that decided it."""
     default, steps = "late", []
     for rule in RULES[1:]:
-        against, unfit = [], []
+        against, unmeasured = [], []
         for set_name, study in studies.items():
             folds = study["fold_scores"]
             for measure in decided_by(study):
                 name = set_name if len(decided_by(study)) == 1 else f"{set_name} {measure.removeprefix('ccc_')}"
                 if rule not in folds:
-                    unfit.append(name)
+                    unmeasured.append(name)
                     continue
                 against.append({"set": name, **paired(folds[rule][measure], folds[default][measure], k=study["folds"])})
         better = any(a["interval"][0] > 0 for a in against) and all(a["mean"] >= -tolerance for a in against)
-        step = {"rule": rule, "against": default, "per_set": against, "replaces": better and not unfit}
-        steps.append(step | ({"cannot_fit": unfit} if unfit else {}))
+        step = {"rule": rule, "against": default, "per_set": against, "replaces": better and not unmeasured}
+        steps.append(step | ({"not_measured": unmeasured} if unmeasured else {}))
         if step["replaces"]:
             default = rule
     return {"default": default, "steps": steps}
@@ -217,7 +225,7 @@ def decision_table(decision: dict[str, Any]) -> str:
     lines = ["| rule | against | " + " | ".join(sets) + " | replaces |", "|" + "---|" * (3 + len(sets))]
     for step in decision["steps"]:
         per_set = {a["set"]: _difference(a) for a in step["per_set"]} | dict.fromkeys(
-            step.get("cannot_fit", []), "cannot fit"
+            step.get("not_measured", []), "not measured"
         )
         replaces = "yes" if step["replaces"] else "no"
         lines.append("| " + " | ".join([step["rule"], step["against"], *(per_set[s] for s in sets), replaces]) + " |")

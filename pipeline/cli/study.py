@@ -109,16 +109,29 @@ def optimizers(ctx: click.Context, manifest_path: str, cache_path: str, **option
     help="TOML file whose [fuse] table sets how stage two chooses, as for mvemo-cv"
     " (heads, value_heads, inner_folds, ...); the study records it.",
 )
+@click.option(
+    "--rules",
+    default=None,
+    help="The rules to measure, comma-separated, late among them (late, modal, trimmed, modal-trimmed, choice,"
+    " late-inner, stack); `study decide` lets a rule left out replace nothing.  [default: every rule]",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the study as one JSON document.")
 @executor_options
 def fusion(
-    cache_path: str, target: str, repeats: int, out: str | None, config_path: str | None, as_json: bool, **options: Any
+    cache_path: str,
+    target: str,
+    repeats: int,
+    out: str | None,
+    config_path: str | None,
+    rules: str | None,
+    as_json: bool,
+    **options: Any,
 ) -> None:
     """Cross-validate every fusion rule of the default model's protocol (plain late fusion, per modality, trimmed,
     the old choice, inner weights, the stack) over the inputs the default model fuses, and each input alone; print
     each rule's figure and its paired difference fold by fold against the plain late fusion and the best input."""
     from mvemo.cache.read import Cache
-    from mvemo.fuse.rules import compare_rules, study_table
+    from mvemo.fuse.rules import RULES, compare_rules, study_table
     from mvemo.manifests.errors import ConfigError
     from mvemo.pipeline.config import head_config
     from mvemo.pipeline.executors import build_executor
@@ -136,7 +149,13 @@ def fusion(
     ):
         progress = progress_bar("rules", "fit")
         document = compare_rules(
-            cache, target=target, repeats=repeats, selection=selection, executor=executor, progress=progress
+            cache,
+            target=target,
+            repeats=repeats,
+            rules=rules.split(",") if rules else RULES,
+            selection=selection,
+            executor=executor,
+            progress=progress,
         )
     document["selection"] = selection.to_json()
     if out:

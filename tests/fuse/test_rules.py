@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from mvemo.cache.read import Cache
 from mvemo.fuse.metrics import paired
 from mvemo.fuse.rules import RULES, compare_rules, decide, decision_table, rule_models
+from mvemo.manifests.errors import ConfigError
 from mvemo.pipeline.cli.main import cli
 from tests.fuse.helpers import embedding_cache
 from tests.fuse.test_dimensional import valued
@@ -73,23 +74,34 @@ def value_study(valence: dict[str, list[float]], arousal: dict[str, list[float]]
     return {"target": "values", "measures": ["ccc_valence", "ccc_arousal"], "folds": 6, "fold_scores": scores}
 
 
-def test_each_value_is_a_set_of_its_own_and_a_rule_values_cannot_fit_replaces_nothing() -> None:
+def test_each_value_is_a_set_of_its_own_and_a_rule_a_set_did_not_measure_replaces_nothing() -> None:
     late = [0.60, 0.62, 0.58, 0.61, 0.60, 0.59]
     clearly = [x + 0.05 + 0.002 * i for i, x in enumerate(late)]
-    fitted = {rule: late for rule in RULES if rule not in ("late-inner", "stack")}  # a study made before they fitted
+    measured = {rule: late for rule in RULES if rule not in ("late-inner", "stack")}  # run with --rules, or older
     sets = {
         "classes": study({rule: late for rule in RULES} | {"choice": clearly, "stack": clearly}),
-        "musemo": value_study(fitted | {"trimmed": clearly}, fitted | {"trimmed": [x - 0.01 for x in late]}),
+        "musemo": value_study(measured | {"trimmed": clearly}, measured | {"trimmed": [x - 0.01 for x in late]}),
     }
     decision = decide(sets)
     steps = {step["rule"]: step for step in decision["steps"]}
     assert [a["set"] for a in steps["trimmed"]["per_set"]] == ["classes", "musemo valence", "musemo arousal"]
     assert not steps["trimmed"]["replaces"], "better on valence, worse on arousal by more than 0.005"
     assert steps["choice"]["replaces"] and decision["default"] == "choice"
-    assert not steps["stack"]["replaces"] and steps["stack"]["cannot_fit"] == ["musemo valence", "musemo arousal"]
-    assert "| stack | choice | " in decision_table(decision) and "cannot fit | cannot fit | no |" in decision_table(
-        decision
-    )
+    assert not steps["stack"]["replaces"] and steps["stack"]["not_measured"] == ["musemo valence", "musemo arousal"]
+    table = decision_table(decision)
+    assert "| stack | choice | " in table and "not measured | not measured | no |" in table
+
+
+def test_a_study_of_some_rules_measures_those_and_each_input(tmp_path: Path) -> None:
+    cache = embedding_cache(tmp_path / "c", nets={"musicnn": (8, 0.8), "msdvgg": (8, 0.5)}, n_per_class=12)
+    with Cache(cache) as reader:
+        document = compare_rules(reader, repeats=1, rules=("late", "choice"))
+        assert list(document["rules"]) == ["late", "choice", "musicnn", "msdvgg"]
+        for rules in (("choice",), ("late", "stacked")):
+            with pytest.raises(ConfigError, match="late among them"):
+                compare_rules(reader, repeats=1, rules=rules)
+    (option,) = [p for p in cli.commands["study"].commands["fusion"].params if p.name == "rules"]
+    assert all(rule in option.help for rule in RULES), "--rules' help names every rule"
 
 
 def write_study(path: Path, document: dict) -> str:
