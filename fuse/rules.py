@@ -175,24 +175,27 @@ def decide(studies: Mapping[str, dict[str, Any]], *, tolerance: float = 0.005) -
     values is a set per value): starting from ``late``, each rule in ``RULES`` order replaces the default of the
     moment where it is better on some set by more than the paired interval's half-width (its lower end above 0) and
     worse on none by more than ``tolerance``; a rule some set's study did not measure (``compare_rules``' ``rules``)
-    replaces nothing. Returns the default and, per rule, the comparisons that decided it."""
+    replaces nothing. Returns the default, the sets in order and, per rule, the comparisons that decided it."""
+    decided = [
+        (name if len(decided_by(study)) == 1 else f"{name} {measure.removeprefix('ccc_')}", study, measure)
+        for name, study in studies.items()
+        for measure in decided_by(study)
+    ]
     default, steps = "late", []
     for rule in RULES[1:]:
         against, unmeasured = [], []
-        for set_name, study in studies.items():
+        for name, study, measure in decided:
             folds = study["fold_scores"]
-            for measure in decided_by(study):
-                name = set_name if len(decided_by(study)) == 1 else f"{set_name} {measure.removeprefix('ccc_')}"
-                if rule not in folds:
-                    unmeasured.append(name)
-                    continue
-                against.append({"set": name, **paired(folds[rule][measure], folds[default][measure], k=study["folds"])})
+            if rule not in folds:
+                unmeasured.append(name)
+                continue
+            against.append({"set": name, **paired(folds[rule][measure], folds[default][measure], k=study["folds"])})
         better = any(a["interval"][0] > 0 for a in against) and all(a["mean"] >= -tolerance for a in against)
         step = {"rule": rule, "against": default, "per_set": against, "replaces": better and not unmeasured}
         steps.append(step | ({"not_measured": unmeasured} if unmeasured else {}))
         if step["replaces"]:
             default = rule
-    return {"default": default, "steps": steps}
+    return {"default": default, "sets": [name for name, _, _ in decided], "steps": steps}
 
 
 def _difference(d: dict[str, Any]) -> str:
@@ -221,7 +224,7 @@ def study_table(document: dict[str, Any]) -> str:
 
 def decision_table(decision: dict[str, Any]) -> str:
     """The decision's walk as a markdown table, then the default it ends on."""
-    sets = list(dict.fromkeys(a["set"] for step in decision["steps"] for a in step["per_set"]))
+    sets = decision["sets"]
     lines = ["| rule | against | " + " | ".join(sets) + " | replaces |", "|" + "---|" * (3 + len(sets))]
     for step in decision["steps"]:
         per_set = {a["set"]: _difference(a) for a in step["per_set"]} | dict.fromkeys(

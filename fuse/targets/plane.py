@@ -5,7 +5,8 @@ place on the plane (4Q's quadrants, Q1..Q4: the signs of valence and arousal, by
 places a config gives them). Every set is read from a cache of its own, computed with the same feature sets (the same
 fingerprints): the model reads the inputs they all hold.
 
-How the placed songs are learnt from (``METHODS``; the protocol that chose the default: docs/studies/plane.md):
+How the placed songs are learnt from (``METHODS``, compared by the plane study, whose last section says why the
+default is ``gated``: docs/studies/plane.md):
 
 - ``own``: the scored set's own labels alone; a placed song at the centre of its quadrant on the rated scale;
 - ``rated``: the rated sets alone;

@@ -128,8 +128,9 @@ def fusion(
     **options: Any,
 ) -> None:
     """Cross-validate every fusion rule of the default model's protocol (plain late fusion, per modality, trimmed,
-    the old choice, inner weights, the stack) over the inputs the default model fuses, and each input alone; print
-    each rule's figure and its paired difference fold by fold against the plain late fusion and the best input."""
+    the old choice, inner weights, the stack), or those --rules names, over the inputs the default model fuses, and
+    each input alone; print each rule's figure and its paired difference fold by fold against the plain late fusion
+    and the best input."""
     from mvemo.cache.read import Cache
     from mvemo.fuse.rules import RULES, compare_rules, study_table
     from mvemo.manifests.errors import ConfigError
@@ -152,7 +153,7 @@ def fusion(
             cache,
             target=target,
             repeats=repeats,
-            rules=rules.split(",") if rules else RULES,
+            rules=[rule.strip() for rule in rules.split(",")] if rules else RULES,
             selection=selection,
             executor=executor,
             progress=progress,
@@ -221,8 +222,8 @@ def plane(
         worse = f", worse on {', '.join(step['worse'])}" if step["worse"] else ""
         click.echo(f"{step['method']} against {step['against']}: {verdict}{worse}")
     click.echo(
-        f"default by the study's rule: {decision['default']} (mvemo's default, by the project's rule over these"
-        f" paired intervals: {DEFAULT_METHOD}; docs/studies/plane.md)"
+        f"default by the study's rule: {decision['default']} (mvemo's default: {DEFAULT_METHOD}, chosen by the"
+        " project's rule over the plane study's intervals on musemo and 4q-dev; docs/studies/plane.md)"
     )
 
 
@@ -234,7 +235,8 @@ def plane(
 def decide(studies: tuple[str, ...], as_json: bool) -> None:
     """The protocol's decision over the studies of several sets (`mvemo study fusion --out`): from the plain late
     fusion up, a rule replaces the default where it is better on some set by more than its paired interval's
-    half-width and worse on none by more than 0.005."""
+    half-width and worse on none by more than 0.005; a rule some study did not measure (`study fusion --rules`)
+    replaces nothing."""
     from mvemo.fuse.rules import decide as decide_rule
     from mvemo.fuse.rules import decision_table
 

@@ -32,8 +32,8 @@ class Recipe:
     sign, for a timeline on Russell's plane; ``title``: what it labels, in a few words. ``group_repeats``: the
     recordings the data holds twice share a fold (``mvemo manifest folds --group-repeats``). ``also``: the recipes
     whose data and labels a values model learns from besides its own, each computed with this recipe's features, nets
-    and config (``fuse.targets.plane``: their classes need a place on the plane), by ``method`` (None: the default
-    the protocol of docs/studies/plane.md chose)."""
+    and config (``fuse.targets.plane``: their classes need a place on the plane), by ``method`` (None:
+    ``fuse.targets.plane.DEFAULT_METHOD``)."""
 
     name: str
     title: str

@@ -92,6 +92,17 @@ def test_each_value_is_a_set_of_its_own_and_a_rule_a_set_did_not_measure_replace
     assert "| stack | choice | " in table and "not measured | not measured | no |" in table
 
 
+def test_a_set_whose_study_measured_late_alone_has_its_column_of_not_measured() -> None:
+    late = [0.60, 0.62, 0.58, 0.61, 0.60, 0.59]
+    clearly = [x + 0.05 + 0.002 * i for i, x in enumerate(late)]
+    sets = {"moods": study({"late": late}), "classes": study({rule: late for rule in RULES} | {"choice": clearly})}
+    decision = decide(sets)
+    assert decision["sets"] == ["moods", "classes"] and decision["default"] == "late", "unmeasured: replaces nothing"
+    header, _, *rows = decision_table(decision).splitlines()[: 2 + len(RULES) - 1]
+    assert header == "| rule | against | moods | classes | replaces |"
+    assert all(row.split(" | ")[2] == "not measured" for row in rows), rows
+
+
 def test_a_study_of_some_rules_measures_those_and_each_input(tmp_path: Path) -> None:
     cache = embedding_cache(tmp_path / "c", nets={"musicnn": (8, 0.8), "msdvgg": (8, 0.5)}, n_per_class=12)
     with Cache(cache) as reader:
