@@ -141,9 +141,11 @@ def _whole(data: dict[str, Any]) -> str:
     view = _view(data["kind"])
     if view == "label" and "plane" in data:
         valence, arousal = data["plane"]["overall"]
+        source = data["plane"]["source"]
+        read = "the quadrant probabilities" if source == "probabilities" else f"the values model {html.escape(source)}"
         return (
             f"<strong>{label}</strong> ({100 * data['overall'][data['classes'].index(data['label'])]:.0f} %; valence"
-            f" {valence:+.2f}, arousal {arousal:+.2f}, read from the quadrant probabilities)"
+            f" {valence:+.2f}, arousal {arousal:+.2f}, read from {read})"
         )
     if view == "label":
         return f"<strong>{label}</strong> ({100 * data['overall'][data['classes'].index(data['label'])]:.0f} %)"

@@ -300,6 +300,7 @@ def test_the_quadrant_timeline_draws_the_values_models_point_and_else_reads_the_
         CliRunner().invoke(cli, ["predict", "--model", VALUES_MODEL, str(song), "--json", *weights]).stdout
     )[0]["values"]
     assert data["plane"]["source"] == VALUES_MODEL and f"<code>{VALUES_MODEL}</code>" in page
+    assert f"read from the values model {VALUES_MODEL})" in page and "read from the quadrant probabilities)" not in page
     unit = on_unit_scale(np.array([values["valence"], values["arousal"]]), (-10.0, 10.0))
     np.testing.assert_allclose(data["plane"]["overall"], unit, atol=1e-3)
     ratings_only = shutil.copytree(as_shipped / VALUES_MODEL, tmp_path / "ratings-only")
@@ -311,7 +312,7 @@ def test_the_quadrant_timeline_draws_the_values_models_point_and_else_reads_the_
     monkeypatch.setattr(plane_module, "find_weights", lambda name, weights_dir: None)  # its weights are not found
     page, data = timeline(tmp_path / "quadrants")
     plane, scores = data["plane"], np.array(data["scores"])
-    assert plane["source"] == "probabilities" and "read from the quadrant probabilities" in page
+    assert plane["source"] == "probabilities" and "read from the quadrant probabilities)" in page
     assert plane["quadrants"] == ["Q1", "Q2", "Q3", "Q4"]
     np.testing.assert_allclose(plane["valence"], scores @ np.array([1, -1, -1, 1]), atol=1e-3)
     np.testing.assert_allclose(plane["arousal"], scores @ np.array([1, 1, -1, -1]), atol=1e-3)
