@@ -14,7 +14,7 @@ import numpy as np
 from mvemo.cache.read import Cache, CacheLike, opened
 from mvemo.fuse.fitting import Trainings, fit, inner_threshold
 from mvemo.fuse.heads.families import make_head
-from mvemo.fuse.heads.upper import UpperLayers
+from mvemo.fuse.heads.upper_net import UpperLayers
 from mvemo.fuse.loop import Basis, FoldFit, FoldInputs, FoldOutcome, Labels, TooFewToChoose, run_folds
 from mvemo.fuse.metrics import mean_present, paired_differences, summarize, summarize_repeats
 from mvemo.fuse.models import FusionModel

@@ -12,7 +12,7 @@ import numpy as np
 from mvemo.cache.imported import reimport_command
 from mvemo.cache.layout import DONE, FAILED
 from mvemo.cache.read import Cache, PinnedCache
-from mvemo.fuse.heads.upper import UpperLayers
+from mvemo.fuse.heads.upper_net import UpperLayers
 from mvemo.fuse.models import LLDSTATS, vector_sets
 from mvemo.manifests.errors import CacheError, ConfigError
 
@@ -142,7 +142,7 @@ class CutRows:
     (musicnn's ``cnn2_cut``), so 5,000 clips read whole took 2.7 GB, and every fold's training rows a copy more.
 
     It stands where an input's matrix does, shape (rows, columns) float32: indexing by rows gives the ``CutRows``
-    of those rows, reading nothing; ``read(rows)`` reads them (``fuse.heads.upper.rows_of``), and ``np.asarray``
+    of those rows, reading nothing; ``read(rows)`` reads them (``fuse.heads.upper_net.rows_of``), and ``np.asarray``
     all of them (a cut concatenated with another input, ``musicnn.upper+i3d``, is read whole)."""
 
     dtype = np.dtype(np.float32)

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from mvemo.cache.read import Cache, CacheLike, PinnedCache, opened
-from mvemo.fuse.heads.upper import UpperLayers
+from mvemo.fuse.heads.upper_net import UpperLayers
 from mvemo.fuse.inputs import in_sample_inputs, input_set_name, layers_above, missing_reasons, patch_count, read_input
 from mvemo.fuse.models import (
     FusionModel,

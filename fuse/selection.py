@@ -1,9 +1,10 @@
-"""Model selection on inner folds: the settings, the score, and the warm-started path of a logistic head.
+"""Model selection on inner folds: the settings and the scores.
 
 Every choice of stage two (a head's C, learning rate, weight decay and epochs, the
 weights of a decision-level fusion, the meta-head of stacking, the fusion picked as
 ``integrated``) is scored here, on out-of-fold probabilities of inner folds drawn
-from the outer fold's training rows only (``manifests.folds.inner_splits``).
+from the outer fold's training rows only (``manifests.folds.inner_splits``). The logistic head's path of C values,
+which fits, is ``fuse.heads.logistic_path``'s: this module imports no scikit-learn until a macro F1 is scored.
 """
 
 from __future__ import annotations
@@ -13,9 +14,6 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
-from sklearn import config_context
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import f1_score
 
 from mvemo.manifests.errors import ConfigError, is_number, is_seed, require
 
@@ -29,9 +27,6 @@ EPS = 1e-7
 # log-loss of held-out rows is smooth and single-peaked in log C (one step is enough and saved 30 % of a nested CV);
 # accuracy and F1 move in steps and plateaus, so they get two.
 PATH_PATIENCE = {"log_loss": 1, "accuracy": 2, "f1_macro": 2}
-# The path's fits stop at this many times the head's tolerance (2.5x faster; the same C chosen in every fold of
-# `mvemo bench fuse`); the chosen C's fits then go on, warm-started, to the head's tolerance.
-PATH_TOL_FACTOR = 10
 
 
 def decades(low: float, high: float) -> tuple[float, ...]:
@@ -165,6 +160,8 @@ class SelectionConfig:
 def inner_score(y: np.ndarray, proba: np.ndarray, scoring: str) -> float:
     """The score of out-of-fold probabilities ``proba`` (n, n_classes) of classes ``y`` (indices): higher is better."""
     if scoring == "f1_macro":
+        from sklearn.metrics import f1_score  # scikit-learn only where a choice is made: predict never imports it
+
         pred = np.argmax(proba, axis=1)
         return float(f1_score(y, pred, average="macro", labels=np.arange(proba.shape[1]), zero_division=0))
     return float(np.mean(row_scores(y, proba, scoring)))
@@ -192,63 +189,6 @@ def choose(y: np.ndarray, probas: list[np.ndarray], scoring: str, rule: str) -> 
         if difference.mean() <= difference.std(ddof=1) / np.sqrt(len(y)):
             return i
     return top
-
-
-def logistic_path(
-    Z: np.ndarray,
-    y: np.ndarray,
-    splits: list[tuple[np.ndarray, np.ndarray]],
-    *,
-    Cs: tuple[float, ...],
-    scoring: str,
-    tol: float,
-    max_iter: int,
-    columns: list[np.ndarray] | None = None,
-) -> tuple[int, np.ndarray, list[float]]:
-    """C chosen on inner folds for L-BFGS multinomial logistic regression of standardized ``Z`` on classes ``y``
-    (each inner fold on its own ``columns`` of ``Z`` where given: those its training rows selected).
-
-    Each inner fold's model runs up the grid warm-started from the previous C, to
-    ``PATH_TOL_FACTOR * tol``, and the path stops ``PATH_PATIENCE[scoring]`` steps
-    past the best pooled score; the models then return to the best C and converge
-    to ``tol``, for the out-of-fold probabilities returned.
-    (LogisticRegressionCV runs such a path too, but keeps no out-of-fold
-    probabilities, which stacking and the choice of ``integrated`` read, and its
-    attributes changed shape between scikit-learn 1.6 and 1.9.)
-
-    Returns
-    -------
-    best : int
-        Index into ``Cs`` of the best score (the smallest C on a tie).
-    proba : ndarray, shape (n, n_classes)
-        Out-of-fold probabilities at that C.
-    scores : list of float
-        The pooled score of each C tried.
-    """
-    n_classes = int(y.max()) + 1
-    models = [
-        LogisticRegression(C=Cs[0], warm_start=True, tol=PATH_TOL_FACTOR * tol, max_iter=max_iter) for _ in splits
-    ]
-
-    def out_of_fold(C: float) -> np.ndarray:
-        proba = np.zeros((len(y), n_classes))
-        # Z is standardized from rows checked once by the head: scikit-learn need not scan them again per fit.
-        with config_context(assume_finite=True):
-            for i, (model, (train, val)) in enumerate(zip(models, splits)):
-                Zi = Z if columns is None else Z[:, columns[i]]
-                model.set_params(C=C).fit(Zi[train], y[train])
-                proba[np.ix_(val, model.classes_)] = model.predict_proba(Zi[val])
-        return proba
-
-    scores = []
-    for C in Cs:
-        scores.append(inner_score(y, out_of_fold(C), scoring))
-        if len(scores) - 1 - int(np.argmax(scores)) >= PATH_PATIENCE[scoring]:
-            break
-    best = int(np.argmax(scores))
-    for model in models:
-        model.set_params(tol=tol)
-    return best, out_of_fold(Cs[best]), scores
 
 
 def mixture_weights(probas: list[np.ndarray], y: np.ndarray, *, iterations: int = 200) -> np.ndarray:

@@ -16,7 +16,7 @@ from mvemo.cache.h5file import mvemo_version
 from mvemo.cache.read import Cache, CacheLike, opened
 from mvemo.fuse.cv import CvResult, cross_validate
 from mvemo.fuse.heads.families import make_head
-from mvemo.fuse.heads.upper import UpperLayers
+from mvemo.fuse.heads.upper_net import UpperLayers
 from mvemo.fuse.loop import Basis, new_run, release_run, sets_read
 from mvemo.fuse.models import INTEGRATED
 from mvemo.fuse.provenance import fine_tuned_nets, protocol, provenance, top_tags

@@ -10,7 +10,7 @@ from mvemo.cache.read import Cache
 from mvemo.extract.nets import get_net, pretrained_file
 from mvemo.extract.nets.musicnn import upper_layers
 from mvemo.extract.weights.registry import require_weights, sha256_of
-from mvemo.fuse.heads.upper import UpperLayers
+from mvemo.fuse.heads.upper_net import UpperLayers
 from mvemo.fuse.inputs import is_cut
 from mvemo.fuse.models import select_models
 from mvemo.manifests.errors import ConfigError

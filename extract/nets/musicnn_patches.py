@@ -329,7 +329,7 @@ class MusicnnPatches(PatchNet):
 
     def upper_layers(self, cut: str) -> dict[str, np.ndarray]:
         """The layers above ``cut`` (pooled, cnn2_cut, cnn1_cut) as float32 arrays, each batch norm (at inference) as
-        the scale and shift it applies (``fuse.heads.upper.upper_net`` runs them):
+        the scale and shift it applies (``fuse.heads.upper_net.upper_net`` runs them):
 
         - the back end: penultimate = bn_scale * relu(dense_weight @ (pool_scale * pooled + pool_shift) + dense_bias)
           + bn_shift;

@@ -23,7 +23,6 @@ from mvemo.fuse.heads.kernel import KernelSvmHead
 from mvemo.fuse.heads.linear import (
     COUNT,
     SEED,
-    LinearSoftmax,
     LogisticHead,
     SoftmaxHead,
     _ChoosingHead,
@@ -34,6 +33,7 @@ from mvemo.fuse.heads.linear import (
     softmax_layer,
 )
 from mvemo.fuse.heads.selected import SHARES, SelectLogisticHead
+from mvemo.fuse.heads.softmax import LinearSoftmax
 from mvemo.fuse.heads.temperature import ABSENT_LOGIT, temperature_path
 from mvemo.fuse.selection import SelectionConfig, decades, inner_score
 from mvemo.manifests.errors import ConfigError, is_number

@@ -21,48 +21,9 @@ from threadpoolctl import threadpool_limits
 
 from mvemo.fuse.heads.linear import COUNT, SEED, _ChoosingHead, prepared
 from mvemo.fuse.heads.selected import SHARE_RULE, ranked_columns
+from mvemo.fuse.heads.softmax import KernelSoftmax, rbf
 from mvemo.fuse.heads.temperature import ABSENT_LOGIT, temperature_path
 from mvemo.manifests.errors import ConfigError
-
-
-@dataclass
-class KernelSoftmax:
-    """p(y | x) = softmax(K(z, support) @ coef.T + bias), z = ((x - mean) / scale)[columns] and K(z, s) = exp(-gamma
-    |z - s|^2): the whole of a fitted kernel head (its temperature folded into ``coef`` and ``bias``); ``columns``
-    None: every column (a head saved before columns were selected holds none)."""
-
-    classes: np.ndarray
-    mean: np.ndarray
-    scale: np.ndarray
-    support: np.ndarray
-    coef: np.ndarray
-    bias: np.ndarray
-    gamma: np.ndarray
-    columns: np.ndarray | None = None
-
-    def logits(self, X: np.ndarray) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float64)
-        if X.shape[1] != len(self.mean):
-            raise ConfigError(
-                f"a head of the saved model reads {len(self.mean)} columns and its inputs give {X.shape[1]}; retrain it"
-                " with `mvemo fuse` on a cache of the same feature sets"
-            )
-        Z = (X - self.mean) / self.scale
-        if self.columns is not None:
-            Z = Z[:, self.columns]
-        return rbf(self.support, Z, float(self.gamma)) @ self.coef.T + self.bias
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        logits = self.logits(X)
-        logits -= logits.max(axis=1, keepdims=True)
-        p = np.exp(logits)
-        return p / p.sum(axis=1, keepdims=True)
-
-
-def rbf(support: np.ndarray, Z: np.ndarray, gamma: float) -> np.ndarray:
-    """exp(-gamma |z - s|^2) for every row z of ``Z`` and s of ``support``: (n_rows, n_support)."""
-    distances = (Z * Z).sum(axis=1)[:, None] + (support * support).sum(axis=1)[None, :] - 2 * Z @ support.T
-    return np.exp(-gamma * np.maximum(distances, 0.0))
 
 
 class KernelSvmHead(_ChoosingHead):

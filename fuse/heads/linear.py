@@ -1,15 +1,14 @@
 """Fusion heads: paper 001's softmax layer over concatenated embeddings, as scikit-learn estimators.
 
 Both heads standardize with statistics of the training rows only and end in a
-linear softmax layer, so a fitted head reduces to ``LinearSoftmax`` (mean, scale,
-weights, bias), which is what a saved model stores.
+linear softmax layer, so a fitted head reduces to ``fuse.heads.softmax.LinearSoftmax``
+(mean, scale, weights, bias), which is what a saved model stores.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -19,33 +18,13 @@ from sklearn.utils.multiclass import unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
 
-from mvemo.fuse.selection import SelectionConfig, inner_score, logistic_path
+from mvemo.fuse.heads.logistic_path import logistic_path
+from mvemo.fuse.heads.softmax import LinearSoftmax
+from mvemo.fuse.heads.standardize import standardization, standardized
+from mvemo.fuse.selection import SelectionConfig, inner_score
 from mvemo.manifests.errors import ConfigError, is_number
 from mvemo.manifests.folds import inner_split, inner_splits
 from mvemo.manifests.shared_optimizers import OPTIMIZERS, make_optimizer
-
-
-@dataclass(frozen=True)
-class LinearSoftmax:
-    """p(y | x) = softmax(((x - mean) / scale) @ weights.T + bias), the whole of a fitted head."""
-
-    classes: np.ndarray
-    mean: np.ndarray
-    scale: np.ndarray
-    weights: np.ndarray
-    bias: np.ndarray
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float64)
-        if X.shape[1] != len(self.mean):  # a saved head over inputs that now have another size
-            raise ConfigError(
-                f"a head of the saved model reads {len(self.mean)} columns and its inputs give {X.shape[1]}; retrain it"
-                " with `mvemo fuse` on a cache of the same feature sets"
-            )
-        logits = ((X - self.mean) / self.scale) @ self.weights.T + self.bias
-        logits -= logits.max(axis=1, keepdims=True)
-        p = np.exp(logits)
-        return p / p.sum(axis=1, keepdims=True)
 
 
 def _is_count(value: Any) -> bool:
@@ -97,7 +76,7 @@ class LogisticHead(_ChoosingHead):
     """Standardization + multinomial logistic regression (L-BFGS, L2 ``C``): the fast default.
 
     With ``C=None`` (the default) C is chosen from ``C_grid`` on grouped, stratified
-    inner folds of the training rows (``fuse.selection.logistic_path``); then
+    inner folds of the training rows (``fuse.heads.logistic_path``); then
     ``selected_`` holds it and ``inner_proba_`` the inner folds' out-of-fold
     probabilities at it, rows as given to ``fit``, columns ``classes_``.
     The standardization uses every training row, inner validation rows included:
@@ -368,13 +347,6 @@ def fit_head(head: Any, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> Any
     return fitted.fit(X, y)
 
 
-# A column whose standard deviation is below this share of its level (the larger of its mean's magnitude and the
-# columns' median standard deviation) is constant up to float32 rounding (16 times its precision): scaled by its level,
-# not by that noise, its z-scores stay near the other columns' on new rows (std 1e-9 beside a mean of 0.5 made a test
-# z-score of millions).
-CONSTANT_SHARE = 1e-6
-
-
 def prepared(head: _LinearHead, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """A family's rows standardized, the labels as validated, their class indices, and the standardization; sets
     ``head.classes_``."""
@@ -384,25 +356,3 @@ def prepared(head: _LinearHead, X: Any, y: Any) -> tuple[np.ndarray, np.ndarray,
         raise ValueError(f"{type(head).__name__} needs at least 2 classes; got 1 class ({head.classes_.tolist()})")
     mean, scale = standardization(X)
     return standardized(X, mean, scale), y, np.searchsorted(head.classes_, y), mean, scale
-
-
-def standardization(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and scale of each column of the training rows, in float64: its standard deviation, or its level where
-    the column is constant up to ``CONSTANT_SHARE`` of that level (the level: the larger of the mean's magnitude and
-    the median standard deviation of the varying columns, 1 where none varies). In float64 whatever ``X`` holds:
-    float32's squares overflow from about 2e19, whose column then scaled to 0 and was silently dropped.
-
-    Plain numpy: StandardScaler's incremental algorithm took 60 ms a fit on 2,865 x 4,000.
-    """
-    mean, std = X.mean(axis=0, dtype=np.float64), X.std(axis=0, dtype=np.float64)
-    varying = std[std > 0]
-    level = np.maximum(np.abs(mean), float(np.median(varying)) if varying.size else 1.0)
-    return mean, np.where(std <= CONSTANT_SHARE * level, level, std)
-
-
-def standardized(X: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """``(X - mean) / scale`` (``standardization``'s) computed in float64, in ``X``'s dtype: a float32 difference of
-    values near float32's maximum overflows."""
-    Z = X - mean  # one float64 copy, divided in place
-    Z /= scale
-    return Z.astype(X.dtype, copy=False)

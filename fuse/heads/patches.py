@@ -17,7 +17,8 @@ from scipy.special import softmax
 from sklearn.utils.multiclass import unique_labels
 
 from mvemo.fuse.heads.families import ChosenHead
-from mvemo.fuse.heads.linear import LinearSoftmax, _groups, _LinearHead, fit_head
+from mvemo.fuse.heads.linear import _groups, _LinearHead, fit_head
+from mvemo.fuse.heads.softmax import LinearSoftmax
 from mvemo.manifests.errors import ConfigError
 
 POOLINGS = ("patch", "clip")

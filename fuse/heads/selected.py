@@ -18,8 +18,10 @@ from sklearn.feature_selection import f_classif
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
-from mvemo.fuse.heads.linear import LinearSoftmax, LogisticHead, _groups, prepared, softmax_layer
-from mvemo.fuse.selection import SelectionConfig, logistic_path
+from mvemo.fuse.heads.linear import LogisticHead, _groups, prepared, softmax_layer
+from mvemo.fuse.heads.logistic_path import logistic_path
+from mvemo.fuse.heads.softmax import LinearSoftmax
+from mvemo.fuse.selection import SelectionConfig
 from mvemo.manifests.errors import ConfigError, is_number
 from mvemo.manifests.folds import inner_splits
 

@@ -18,8 +18,8 @@ import numpy as np
 
 from mvemo.cache.layout import IMPORTED, inside
 from mvemo.fuse.compose import LATE_WEIGHTS
-from mvemo.fuse.heads.kernel import KernelSoftmax
-from mvemo.fuse.heads.upper import UpperSoftmax, layers_problem, penultimate_size
+from mvemo.fuse.heads.softmax import KernelSoftmax
+from mvemo.fuse.heads.upper_net import UpperSoftmax, layers_problem, penultimate_size
 from mvemo.fuse.models import LLDSTATS
 from mvemo.fuse.selection import Dropped
 from mvemo.manifests.errors import is_number
@@ -399,7 +399,7 @@ def _check_classes(key: str, where: str, classes: np.ndarray, n_classes: int) ->
 def _check_kernel_head(
     key: str, where: str, n_classes: int, arrays: Mapping[str, np.ndarray], width: int | None
 ) -> None:
-    """A kernel head (``fuse.heads.kernel.KernelSoftmax``) whole: shapes that fit, finite numbers, gamma > 0."""
+    """A kernel head (``fuse.heads.softmax.KernelSoftmax``) whole: shapes that fit, finite numbers, gamma > 0."""
     missing = [name for name in KERNEL_HEAD_ARRAYS if name not in arrays]
     _require(not missing, where, f"{key!r} in heads.h5 lacks {missing}")
     classes, mean, scale, support, coef, bias, gamma = (np.asarray(arrays[name]) for name in KERNEL_HEAD_ARRAYS)

@@ -25,7 +25,7 @@ import numpy as np
 from mvemo.cache.h5file import DamagedFile, open_h5, write_whole
 from mvemo.cache.layout import IMPORTED, POOLED_KEY, inside
 from mvemo.cache.read import Cache
-from mvemo.fuse.fitting import Fitted
+from mvemo.fuse.fitted import Fitted
 from mvemo.fuse.inputs import input_set_name
 from mvemo.fuse.models import FusionModel
 from mvemo.fuse.saved.check import (

@@ -11,10 +11,9 @@ import h5py
 import numpy as np
 
 from mvemo.fuse.compose import Best, Features, Late, Stack
-from mvemo.fuse.fitting import Fitted, FittedBest, FittedFeatures, FittedLate, FittedStack
-from mvemo.fuse.heads.kernel import KernelSoftmax
-from mvemo.fuse.heads.linear import LinearSoftmax
-from mvemo.fuse.heads.upper import UpperSoftmax
+from mvemo.fuse.fitted import Fitted, FittedBest, FittedFeatures, FittedLate, FittedStack
+from mvemo.fuse.heads.softmax import KernelSoftmax, LinearSoftmax
+from mvemo.fuse.heads.upper_net import UpperSoftmax
 from mvemo.fuse.saved.check import HEAD_ARRAYS, KERNEL_HEAD_ARRAYS, UPPER_HEAD_ARRAYS, Invalid
 from mvemo.fuse.saved.targets import (
     KERNEL_VALUE_ARRAYS,

@@ -1,8 +1,9 @@
-"""Final models of tags and of valence/arousal: trained on every clip, saved as records and arrays (never pickle).
+"""Final models of tags and of valence/arousal as a saved model holds them: records and arrays (never pickle); they
+are fitted by ``fuse.saved.final``.
 
 A tag model is one two-class model per tag (``fuse.compose``'s tree, saved as any class model) with the threshold
 at and above which the tag is called, chosen on inner folds of every clip. A value model is a weighted sum of linear
-maps and kernel expansions of its inputs (``fuse.targets.regression.LinearPart``, ``KernelPart``): ``heads.h5`` holds
+maps and kernel expansions of its inputs (``fuse.targets.parts.LinearPart``, ``KernelPart``): ``heads.h5`` holds
 each map's ``coef`` (m, d), ``intercept`` (m,) and the range ``low``, ``high`` (d,) its inputs are clipped to, and an
 expansion's ``coef`` (m, k) over its ``support`` (k, d), with its ``mean``, ``scale`` and ``gamma``.
 """
@@ -15,13 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from mvemo.fuse.compose import Features, Node, inputs_of
-from mvemo.fuse.fitting import Fitted, FittedFeatures, Trainings, concatenated, fit, inner_threshold
-from mvemo.fuse.heads.linear import LinearSoftmax
-from mvemo.fuse.selection import SelectionConfig
-from mvemo.fuse.targets.regression import KernelPart, LinearPart, Part, fit_values, predict_parts
-from mvemo.fuse.targets.tags import unlearnable
-from mvemo.manifests.targets import quadrants
+from mvemo.fuse.fitted import Fitted, concatenated
+from mvemo.fuse.heads.softmax import LinearSoftmax
+from mvemo.fuse.targets.parts import KernelPart, LinearPart, Part, predict_parts
 
 VALUE_ARRAYS = ("coef", "intercept", "low", "high")
 KERNEL_VALUE_ARRAYS = (*VALUE_ARRAYS, "mean", "scale", "support", "gamma")
@@ -30,7 +27,7 @@ KERNEL_VALUE_ARRAYS = (*VALUE_ARRAYS, "mean", "scale", "support", "gamma")
 @dataclass
 class LinearValues:
     """A linear map to values as ``heads.h5`` stores it: ``coef`` (m, d), ``intercept`` (m,), and the range its
-    inputs are clipped to, ``low`` and ``high`` (d,) (``fuse.targets.regression.LinearPart``)."""
+    inputs are clipped to, ``low`` and ``high`` (d,) (``fuse.targets.parts.LinearPart``)."""
 
     coef: np.ndarray
     intercept: np.ndarray
@@ -40,7 +37,7 @@ class LinearValues:
 
 @dataclass
 class KernelValues:
-    """A kernel expansion to values as ``heads.h5`` stores it (``fuse.targets.regression.KernelPart``, its inputs and
+    """A kernel expansion to values as ``heads.h5`` stores it (``fuse.targets.parts.KernelPart``, its inputs and
     weight aside)."""
 
     coef: np.ndarray
@@ -101,85 +98,6 @@ class FittedGatedValues:
 
     def inputs(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys([*self.gate_inputs, *self.rated.inputs(), *self.placed.inputs()]))
-
-
-@dataclass
-class PriorHead:
-    """A tag's share among the rows whatever the inputs, as a linear softmax layer of zero weights: the head of a tag
-    that too few groups carry (or lack) for anything to be chosen on inner folds."""
-
-    linear_: LinearSoftmax
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return self.linear_.predict_proba(X)
-
-
-def prior_member(inputs: tuple[str, ...], width: int, share: float) -> FittedFeatures:
-    """The model of a tag that cannot be learnt: its share (kept off 0 and 1) over the model's inputs."""
-    p = float(np.clip(share, 1e-6, 1 - 1e-6))
-    linear = LinearSoftmax(np.array([0, 1]), np.zeros(width), np.ones(width), np.zeros((2, width)), np.log([1 - p, p]))
-    return FittedFeatures(Features(inputs), PriorHead(linear), linear.classes, 2, {"prior": share})
-
-
-def fit_final_tags(
-    node: Node,
-    rows: np.ndarray,
-    blocks: Mapping[str, np.ndarray],
-    tags: list[str],
-    tag_matrix: np.ndarray,
-    groups: list[str],
-    head: Any,
-    selection: SelectionConfig,
-    patches: Mapping[str, int],
-    upper: Mapping[str, Any],
-    in_sample: frozenset[str],
-) -> FittedTags:
-    """A model per tag fitted on ``rows`` (of the cache; ``blocks`` holds every row), its threshold the best-F1
-    probability of the inner folds' out-of-fold predictions of those rows (``fuse.compose.inner_threshold``;
-    ``patches``, ``upper`` and ``in_sample``: as ``fuse.compose.Trainings``'). A tag that fewer than two groups carry,
-    or lack, among the rows gets its share instead (``prior_member``, threshold 0.5), as its CV reported it
-    unscored."""
-    members: list[Fitted] = []
-    thresholds = []
-    inputs = inputs_of(node)
-    width = sum(blocks[name].shape[1] for name in inputs)
-    for t in range(tag_matrix.shape[1]):
-        y = tag_matrix[:, t].astype(np.int64)
-        if unlearnable(y[rows], [groups[r] for r in rows]):
-            members.append(prior_member(inputs, width, float(y[rows].mean())))
-            thresholds.append(0.5)
-            continue
-        training = Trainings(y, groups, 2, head, selection, patches, upper, in_sample).on(rows, blocks)
-        fitted = fit(node, training, inner=True)
-        members.append(fitted)
-        thresholds.append(inner_threshold(fitted, y[rows], training))
-    return FittedTags(tags, members, thresholds)
-
-
-def fit_final_values(
-    node: Node,
-    rows: np.ndarray,
-    blocks: Mapping[str, np.ndarray],
-    values: np.ndarray,
-    scale: tuple[float, float] | None,
-    groups: list[str],
-    selection: SelectionConfig,
-    in_sample: frozenset[str],
-) -> FittedValueParts:
-    """The value model fitted on ``rows`` (of the cache), inner folds stratified by quadrant (of ``scale``) where
-    they can be (``in_sample``: as ``fuse.targets.regression.fit_values``')."""
-    strata = np.zeros(len(rows), dtype=np.int64) if scale is None else quadrants(values[rows], scale)
-    train_groups = [groups[r] for r in rows]
-    fitted = fit_values(
-        node,
-        {i: X[rows] for i, X in blocks.items()},
-        values[rows],
-        groups=train_groups,
-        strata=strata,
-        selection=selection,
-        in_sample=in_sample,
-    )
-    return FittedValueParts(fitted.parts(), fitted.choices())
 
 
 def tags_record(fitted: FittedTags, record: Callable[[Fitted], dict[str, Any]]) -> dict[str, Any]:

@@ -42,7 +42,7 @@ from sklearn.metrics import roc_auc_score
 
 from mvemo.cache.read import Cache
 from mvemo.fuse.compose import Features, Late, Node, inputs_of
-from mvemo.fuse.fitting import concatenated
+from mvemo.fuse.fitted import concatenated
 from mvemo.fuse.grammar import parse_models
 from mvemo.fuse.heads.linear import LogisticHead
 from mvemo.fuse.inputs import input_set_name, read_input

@@ -11,73 +11,25 @@ kept, the member a best-of keeps, the shares) is made on grouped inner folds of 
 mapped onto the ratings' scale (``on_the_ratings_scale``).
 
 A fitted model is a weighted sum of parts, each a linear map (``LinearPart``) or a kernel expansion (``KernelPart``)
-of concatenated inputs (``parts``), which is what a saved model stores.
+of concatenated inputs (``fuse.targets.parts``), which is what a saved model stores.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from scipy.optimize import nnls
 
 from mvemo.fuse.compose import Best, Features, Late, Node, Stack, inputs_of
-from mvemo.fuse.fitting import concatenated, trimmed
-from mvemo.fuse.heads.kernel import rbf
-from mvemo.fuse.heads.linear import standardized
+from mvemo.fuse.fitted import concatenated
+from mvemo.fuse.fitting import trimmed
 from mvemo.fuse.selection import Dropped, SelectionConfig, described_drops
+from mvemo.fuse.targets.parts import KernelPart, LinearPart, Part, predict_parts
 from mvemo.fuse.targets.value_heads import KernelRidgeHead, RidgeHead, ValueHead, fit_value_head, row_weights
 from mvemo.manifests.folds import fewest_groups, inner_splits
-
-
-class LinearPart(NamedTuple):
-    """One term of a fitted model's predictions: ``weight * (clip(X, low, high) @ coef.T + intercept)`` with ``X``
-    the inputs' concatenated columns, ``low`` and ``high`` (d,) their range in the rows fitted, ``coef`` (m, d) and
-    ``intercept`` (m,) for m dimensions of values."""
-
-    inputs: tuple[str, ...]
-    coef: np.ndarray
-    intercept: np.ndarray
-    weight: float
-    low: np.ndarray
-    high: np.ndarray
-
-    def values(self, X: np.ndarray) -> np.ndarray:
-        """The part's values of rows ``X`` (n, d), its weight aside: shape (n, m)."""
-        return np.clip(X, self.low, self.high) @ self.coef.T + self.intercept
-
-
-class KernelPart(NamedTuple):
-    """One term of a fitted model's predictions: ``weight * (rbf(support, z) @ coef.T + intercept)`` with ``z`` the
-    inputs' concatenated columns clipped to ``low`` and ``high`` (d,) and standardized by ``mean`` and ``scale`` (d,),
-    ``rbf`` the kernel exp(-gamma |z - s|^2) with each row s of ``support`` (k, d), ``coef`` (m, k) and ``intercept``
-    (m,) (``fuse.targets.value_heads.KernelRidgeHead``: one dimension's row nonzero)."""
-
-    inputs: tuple[str, ...]
-    coef: np.ndarray
-    intercept: np.ndarray
-    weight: float
-    low: np.ndarray
-    high: np.ndarray
-    mean: np.ndarray
-    scale: np.ndarray
-    support: np.ndarray
-    gamma: float
-
-    def values(self, X: np.ndarray) -> np.ndarray:
-        """The part's values of rows ``X`` (n, d), its weight aside: shape (n, m)."""
-        Z = standardized(np.clip(X, self.low, self.high), self.mean, self.scale)
-        return rbf(self.support, Z, self.gamma) @ self.coef.T + self.intercept
-
-
-Part = LinearPart | KernelPart
-
-
-def predict_parts(parts: Sequence[Part], blocks: Mapping[str, np.ndarray]) -> np.ndarray:
-    """The sum of ``parts`` on rows ``blocks`` (input -> (n, d_i)): shape (n, m)."""
-    return np.sum([part.weight * part.values(concatenated(blocks, part.inputs)) for part in parts], axis=0)
 
 
 def relative_error(values: np.ndarray, pred: np.ndarray, weights: np.ndarray | None = None) -> float:

@@ -2,7 +2,7 @@
 its settings on grouped inner folds of the rows it fits, and the choice between them (``[fuse] value_heads``).
 
 A ridge head is a linear map of its inputs; a kernel ridge head is an expansion over its training rows
-(``fuse.targets.regression.KernelPart``). Both clip a row to the range of the rows fitted, column by column, before
+(``fuse.targets.parts.KernelPart``). Both clip a row to the range of the rows fitted, column by column, before
 they read it, and both keep the out-of-fold predictions of the rows they fitted at the settings chosen
 (``inner_pred_``), which the choice between them, a late fusion's trimming and the ratings' scale read.
 """
@@ -16,8 +16,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from mvemo.fuse.heads.kernel import rbf
-from mvemo.fuse.heads.linear import standardization, standardized
+from mvemo.fuse.heads.softmax import rbf
+from mvemo.fuse.heads.standardize import standardization, standardized
 from mvemo.fuse.selection import SelectionConfig, decades
 from mvemo.manifests.errors import ConfigError, is_number
 from mvemo.manifests.folds import TooFewGroups, inner_splits

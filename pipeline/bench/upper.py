@@ -30,7 +30,8 @@ def bench_upper(
     from mvemo.extract.nets.musicnn_patches import UPPER_CUTS
     from mvemo.extract.weights.registry import find_weights
     from mvemo.fuse.heads.linear import LogisticHead
-    from mvemo.fuse.heads.upper import UpperHead, UpperLayers, frozen_penultimate, one_thread
+    from mvemo.fuse.heads.upper import UpperHead
+    from mvemo.fuse.heads.upper_net import UpperLayers, frozen_penultimate, one_thread
 
     name = next(net for net, cuts in UPPER_CUTS.items() if cut in cuts)
     file = find_weights(str(pretrained_file(name)), weights_dir)

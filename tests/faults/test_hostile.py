@@ -66,7 +66,7 @@ def test_a_pickle_payload_in_a_model_s_checkpoint_or_heads_is_never_run(tmp_path
     plain state dict is refused, and pickles planted in heads.h5 are never read."""
     from mvemo.extract.finetune.jobs import load_checkpoint
     from mvemo.extract.nets import get_net
-    from mvemo.fuse.heads.linear import LinearSoftmax
+    from mvemo.fuse.heads.softmax import LinearSoftmax
     from mvemo.fuse.saved.model import FORMAT, HEADS_H5, MODEL_JSON, load_fusion_model
 
     marker = tmp_path / "ran"

@@ -23,7 +23,9 @@ from mvemo.fuse.heads.families import (
     make_head,
     principal_axes,
 )
-from mvemo.fuse.heads.linear import LinearSoftmax, LogisticHead, standardization
+from mvemo.fuse.heads.linear import LogisticHead
+from mvemo.fuse.heads.softmax import LinearSoftmax
+from mvemo.fuse.heads.standardize import standardization
 from mvemo.fuse.heads.temperature import fitted_temperature
 from mvemo.fuse.saved.model import load_fusion_model
 from mvemo.fuse.selection import SelectionConfig

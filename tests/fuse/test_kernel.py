@@ -11,8 +11,9 @@ from sklearn.svm import SVC
 from mvemo.cache.read import Cache
 from mvemo.fuse.heads.families import make_head
 from mvemo.fuse.heads.kernel import KernelSvmHead
-from mvemo.fuse.heads.linear import LogisticHead, standardization
+from mvemo.fuse.heads.linear import LogisticHead
 from mvemo.fuse.heads.selected import SHARES
+from mvemo.fuse.heads.standardize import standardization
 from mvemo.fuse.saved.model import HEADS_H5, load_fusion_model
 from mvemo.fuse.stage import fuse_cache
 from mvemo.manifests import ConfigError

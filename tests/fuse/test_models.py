@@ -13,7 +13,8 @@ from mvemo.cache.layout import FeatureSpec
 from mvemo.cache.read import Cache
 from mvemo.cache.store import CacheWriter
 from mvemo.extract.nets import NET_GROUPS, expand_nets
-from mvemo.fuse.heads.linear import LogisticHead, standardization
+from mvemo.fuse.heads.linear import LogisticHead
+from mvemo.fuse.heads.standardize import standardization
 from mvemo.fuse.inputs import lld_statistics, summarize_lld
 from mvemo.fuse.models import ENCODERS, MUSIC_ENCODERS, available_models
 from mvemo.manifests import Clip, Manifest

@@ -12,9 +12,10 @@ from sklearn.metrics import r2_score
 from sklearn.utils.estimator_checks import check_estimator
 
 from mvemo.fuse.compose import Best, Features, Late, Stack, choice_among_fusions
-from mvemo.fuse.heads.linear import standardization
+from mvemo.fuse.heads.standardize import standardization
 from mvemo.fuse.selection import SelectionConfig
-from mvemo.fuse.targets.regression import KernelPart, LinearPart, fit_values, predict_parts
+from mvemo.fuse.targets.parts import KernelPart, LinearPart, predict_parts
+from mvemo.fuse.targets.regression import fit_values
 from mvemo.fuse.targets.value_heads import RidgeHead, ridge_path
 from mvemo.manifests import ConfigError
 from mvemo.manifests.folds import inner_splits

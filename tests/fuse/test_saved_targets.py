@@ -18,7 +18,8 @@ from mvemo.fuse.saved.model import load_fusion_model
 from mvemo.fuse.saved.targets import FittedValueParts, values_from_record, values_record
 from mvemo.fuse.selection import SelectionConfig
 from mvemo.fuse.stage import fuse_cache
-from mvemo.fuse.targets.regression import KernelPart, fit_values
+from mvemo.fuse.targets.parts import KernelPart
+from mvemo.fuse.targets.regression import fit_values
 from mvemo.manifests import ConfigError, Manifest
 from mvemo.pipeline.cli.main import cli
 from tests.fuse.helpers import embedding_cache

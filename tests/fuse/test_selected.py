@@ -7,8 +7,9 @@ import pytest
 
 import mvemo.fuse.heads.selected as selected
 from mvemo.fuse.heads.families import make_head
-from mvemo.fuse.heads.linear import LinearSoftmax, LogisticHead
+from mvemo.fuse.heads.linear import LogisticHead
 from mvemo.fuse.heads.selected import SelectLogisticHead, ranked_columns
+from mvemo.fuse.heads.softmax import LinearSoftmax
 from mvemo.fuse.selection import SelectionConfig
 
 

@@ -11,18 +11,11 @@ from scipy.stats import t as student_t
 from sklearn.linear_model import LogisticRegression
 
 from mvemo.fuse.heads.families import make_head
-from mvemo.fuse.heads.linear import LogisticHead, SoftmaxHead, _groups, standardization
+from mvemo.fuse.heads.linear import LogisticHead, SoftmaxHead, _groups
+from mvemo.fuse.heads.logistic_path import logistic_path
+from mvemo.fuse.heads.standardize import standardization
 from mvemo.fuse.metrics import corrected_interval, paired_differences
-from mvemo.fuse.selection import (
-    TRIM_Z,
-    SelectionConfig,
-    choose,
-    clustered_se,
-    inner_score,
-    logistic_path,
-    mixture_weights,
-    trim,
-)
+from mvemo.fuse.selection import TRIM_Z, SelectionConfig, choose, clustered_se, inner_score, mixture_weights, trim
 from mvemo.manifests import ConfigError
 from mvemo.manifests.folds import inner_splits
 from mvemo.pipeline.config import head_config

@@ -15,7 +15,8 @@ import torch
 from mvemo.extract.nets import get_net
 from mvemo.extract.nets.musicnn_patches import PATCH_FRAMES, UPPER_CUTS
 from mvemo.fuse.cv import cross_validate
-from mvemo.fuse.heads.upper import MID_CONVS, VGG_POOL4_MELS, UpperHead, UpperLayers, upper_net
+from mvemo.fuse.heads.upper import UpperHead
+from mvemo.fuse.heads.upper_net import MID_CONVS, VGG_POOL4_MELS, UpperLayers, upper_net
 from mvemo.manifests import ConfigError
 from tests.fuse.helpers import embedding_cache
 
@@ -165,7 +166,7 @@ def test_a_cut_stays_in_the_cache_and_is_read_a_batch_at_a_time(
     them a batch at a time, and its choices follow ``[fuse] upper_*``."""
     from mvemo.cache.read import Cache
     from mvemo.cache.store import CacheWriter
-    from mvemo.fuse.heads.upper import CHUNK
+    from mvemo.fuse.heads.upper_net import CHUNK
     from mvemo.fuse.inputs import CutRows, read_input
     from mvemo.fuse.selection import SelectionConfig
     from mvemo.fuse.stage import fuse_cache

@@ -8,7 +8,7 @@ from sklearn.kernel_ridge import KernelRidge
 from sklearn.metrics import r2_score
 from sklearn.utils.estimator_checks import check_estimator
 
-from mvemo.fuse.heads.linear import standardization
+from mvemo.fuse.heads.standardize import standardization
 from mvemo.fuse.selection import SelectionConfig
 from mvemo.fuse.targets.value_heads import KernelRidgeHead, RidgeHead, fit_value_head
 from mvemo.manifests import ConfigError
