@@ -121,7 +121,10 @@ def test_a_signal_stops_every_worker_and_leaves_a_cache_a_rerun_completes(
                 "the forkserver and its workers"
             )
         (os.killpg if to_group else os.kill)(run.pid, signum)  # Ctrl-C reaches the whole process group
-        _, stderr = run.communicate(timeout=60)
+        try:
+            _, stderr = run.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # the run or a process it left holds its pipes: name them
+            pytest.fail(f"60 s after the signal: exit {run.poll()}, still running {session_processes(run.pid)}")
     finally:
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
