@@ -7,6 +7,11 @@ weights and the song) and over N in one call (``TN``, nine by default); the seco
 own) and ``MVEMO_SERVE=1``: each call is then a fork of a process that loaded it, which each call's ``--verbose`` line
 confirms. The runs take turns, each the faster of two. The songs are 4q-dev's where ``../shared`` lies beside the
 clone, else generated 30-s ones.
+
+Beside them, in the same turns, a fresh Python that only imports torch and librosa and runs librosa's first STFT
+(``IMPORTS``): what any process that labels a song with nets and librosa's features waits for before its first
+sample, whatever mvemo does. ``T1`` less that and one further song is the start-up left to mvemo (Python and click,
+the model's heads, the nets' weights, first calls).
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ MVEMO = Path(sys.executable).parent / "mvemo"
 FOURQ = SHARED_SAMPLE.parent / "4q-dev"
 SONGS = 9
 REPEAT = 2  # runs of each, the faster kept
+# The imports no first label escapes: the nets' torch, and librosa up to its first STFT (scipy.signal, numba's loads)
+IMPORTS = "import numpy, torch, librosa; librosa.stft(numpy.zeros(16000, numpy.float32))"
 
 
 def bench_predict(
@@ -70,6 +77,7 @@ def bench_predict(
                 for how, env in envs.items()
                 for n in (1, songs)
             }
+            runs["imports"] = functools.partial(subprocess.run, [sys.executable, "-c", IMPORTS], check=True, env=alone)
             seconds = best_of_each(runs, repeat)
     figures: dict[str, Any] = {"model": str(model) + (f" ({name})" if name else ""), "songs": source}
     for how in envs:
@@ -81,6 +89,14 @@ def bench_predict(
             f"{how}: each further song s ((TN - T1) / (N - 1))": round(per_song, 4),
             f"{how}: first over each further (goal <= 2)": round(first / per_song, 2) if per_song > 0 else None,
         }
+    imports = round(seconds["imports"], 3)
+    per_song = figures["alone: each further song s ((TN - T1) / (N - 1))"]
+    figures |= {
+        "alone: imports of torch and librosa s": imports,
+        "alone: T1 less those imports and one further song s": round(
+            figures["alone: first song s (T1)"] - imports - per_song, 3
+        ),
+    }
     return figures
 
 

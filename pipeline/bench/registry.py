@@ -169,6 +169,7 @@ PREDICT_KEYS = {
         "first over each further (goal <= 2)",
     )
 }
+PREDICT_KEYS |= {"alone: imports of torch and librosa s", "alone: T1 less those imports and one further song s"}
 PAGE_KEYS = {
     f"{kind}_{figure}"
     for kind in ("classes", "tags", "values")

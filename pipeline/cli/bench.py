@@ -113,7 +113,8 @@ def bench(
 
     predict: `mvemo predict --model 4q-quadrants` over one song and over nine, in a process
     of its own and served by `mvemo serve`: the first song's wall time over each further
-    song's (goal: at most 2); skipped where the model's weights are not found.
+    song's (goal: at most 2), beside a fresh process that only imports torch and librosa (to
+    its first STFT); skipped where the model's weights are not found.
 
     catalogue: each ready-made model's clips per second over --clips files (default 16:
     4q-dev's songs, mved-sample's videos for mved-classes) on the largest of --workers local
