@@ -1,8 +1,9 @@
 """Fitted model trees: what ``fuse.fitting`` makes of ``fuse.compose``'s nodes, and what a saved model loads.
 
 Each gives probabilities over all classes for new rows (``proba``) and says what was chosen on inner folds. Their
-heads are any object with ``predict_proba`` (a fitted head whole is a ``fuse.heads.softmax`` layer), so that reading
-and running a saved model needs neither scikit-learn nor the fitting code.
+heads are any object with ``predict_proba`` (a saved one is a ``fuse.heads.softmax`` layer or
+``fuse.heads.upper_net.UpperSoftmax``), so that reading and running a saved model needs neither scikit-learn nor the
+fitting code.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """A fitted head, as a saved model stores it and ``predict`` runs it: plain numpy, without scikit-learn.
 
-Every classification head of ``fuse.heads`` reduces to a softmax over a linear map of standardized inputs
-(``LinearSoftmax``) or over a kernel expansion of them (``KernelSoftmax``); fitting them is the heads' own modules'.
+Every classification head of ``fuse.heads`` but the upper one (``fuse.heads.upper_net.UpperSoftmax``: layers of a
+net) reduces to a softmax over a linear map of standardized inputs (``LinearSoftmax``) or over a kernel expansion of
+them (``KernelSoftmax``); fitting them is the heads' own modules'.
 """
 
 from __future__ import annotations

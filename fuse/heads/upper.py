@@ -137,7 +137,9 @@ class UpperHead(ClassifierMixin, BaseEstimator):
 
     def _layers(self) -> UpperLayers:
         if self.layers is None:
-            raise ValueError("UpperHead(layers=None): give it the layers above the cut (fuse.heads.upper.UpperLayers)")
+            raise ValueError(
+                "UpperHead(layers=None): give it the layers above the cut (fuse.heads.upper_net.UpperLayers)"
+            )
         return self.layers
 
     def _check_width(self, X: Any) -> None:

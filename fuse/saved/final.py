@@ -1,5 +1,7 @@
 """The final fusion model: each model fitted on every usable clip of a cache, its choices made on inner folds of those
-clips (``fuse.saved.model`` saves it)."""
+clips (``fuse.saved.model`` saves it): a model of classes as ``fuse.fitting`` fits it, one of tags as a two-class model
+per tag with its threshold (``fit_final_tags``; a tag too few groups carry gets its share, ``prior_member``), and one
+of values as its parts (``fit_final_values``)."""
 
 from __future__ import annotations
 
@@ -119,8 +121,8 @@ def fit_final_tags(
     in_sample: frozenset[str],
 ) -> FittedTags:
     """A model per tag fitted on ``rows`` (of the cache; ``blocks`` holds every row), its threshold the best-F1
-    probability of the inner folds' out-of-fold predictions of those rows (``fuse.compose.inner_threshold``;
-    ``patches``, ``upper`` and ``in_sample``: as ``fuse.compose.Trainings``'). A tag that fewer than two groups carry,
+    probability of the inner folds' out-of-fold predictions of those rows (``fuse.fitting.inner_threshold``;
+    ``patches``, ``upper`` and ``in_sample``: as ``fuse.fitting.Trainings``'). A tag that fewer than two groups carry,
     or lack, among the rows gets its share instead (``prior_member``, threshold 0.5), as its CV reported it
     unscored."""
     members: list[Fitted] = []

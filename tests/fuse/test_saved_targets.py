@@ -1,8 +1,11 @@
-"""Saved models of tags and of valence/arousal: trained on every clip, saved without pickle, loaded and checked."""
+"""Saved models of tags and of valence/arousal: trained on every clip, saved without pickle, loaded and checked; saved
+models of every kind of target and head run where scikit-learn cannot be imported."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -158,3 +161,55 @@ def test_a_value_model_of_linear_and_kernel_parts_reads_back_as_it_predicted() -
     assert [type(head).__name__ for head in heads.values()] == ["LinearValues", "KernelValues"]
     new = {"good": rng.standard_normal((20, 3))}
     assert values_from_record(record, heads).values(new) == pytest.approx(fitted.predict(new), abs=1e-12)
+
+
+# A fresh Python in which importing scikit-learn fails: it loads each saved model and prints its predictions.
+WITHOUT_SCIKIT_LEARN = """
+import json, sys
+sys.modules["sklearn"] = None  # any import of scikit-learn raises ImportError
+from mvemo.cache.read import Cache
+from mvemo.fuse.saved.model import load_fusion_model
+with Cache(sys.argv[1]) as cache:
+    blocks = {name: cache.read_matrix(f"emb/{name}/all") for name in ("a", "b")}
+predictions = {}
+for folder in sys.argv[2:]:
+    model = load_fusion_model(folder)
+    predictions[folder] = {name: model.predict(name, blocks).tolist() for name in model.models}
+print(json.dumps(predictions))
+"""
+
+
+def test_saved_models_of_every_target_and_head_predict_the_same_where_scikit_learn_cannot_be_imported(
+    cache: Path, tmp_path: Path
+) -> None:
+    """``predict`` reads and runs a saved model in plain numpy (``fuse.heads.softmax``, ``fuse.fitted``,
+    ``fuse.targets.parts``): the same predictions as in a process that fitted it, with scikit-learn unimportable."""
+    models = "a,b,late(a,b),stack(a,b),best(a,b)"
+    folders = [
+        fuse_cache(cache, tmp_path / "classes", models=models)[1],
+        fuse_cache(cache, tmp_path / "kernel", models="a", head="rbf-svm")[1],
+        fuse_cache(cache, tmp_path / "tags", models=models, target="tags")[1],
+        fuse_cache(cache, tmp_path / "values", models="a,late(a,b)", target="valence,arousal")[1],
+        fuse_cache(
+            cache,
+            tmp_path / "kernel-values",
+            models="a",
+            target="valence,arousal",
+            selection=SelectionConfig(value_heads=("kernel-ridge",)),
+        )[1],
+    ]
+    ran = subprocess.run(
+        [sys.executable, "-c", WITHOUT_SCIKIT_LEARN, str(cache), *map(str, folders)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    without = json.loads(ran.stdout)
+    with Cache(cache) as c:
+        blocks = {name: c.read_matrix(f"emb/{name}/all") for name in ("a", "b")}
+    for folder in folders:
+        model = load_fusion_model(folder)
+        assert set(without[str(folder)]) == set(model.models)
+        for name in model.models:
+            np.testing.assert_array_equal(np.array(without[str(folder)][name]), model.predict(name, blocks))
