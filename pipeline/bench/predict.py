@@ -77,7 +77,7 @@ def bench_predict(
                 for how, env in envs.items()
                 for n in (1, songs)
             }
-            runs["imports"] = functools.partial(subprocess.run, [sys.executable, "-c", IMPORTS], check=True, env=alone)
+            runs["imports"] = functools.partial(_imports, alone)
             seconds = best_of_each(runs, repeat)
     figures: dict[str, Any] = {"model": str(model) + (f" ({name})" if name else ""), "songs": source}
     for how in envs:
@@ -152,3 +152,8 @@ def _run(command: list[str], env: dict[str, str], *, served: bool) -> None:
     where = done.stderr.splitlines()[0] if done.stderr else ""
     if where.startswith("mvemo predict: runs served by") != served:
         raise RuntimeError(f"{' '.join(command[:3])} ... ran where it was not to: {where}")
+
+
+def _imports(env: dict[str, str]) -> None:
+    """A fresh Python that imports torch and librosa and runs librosa's first STFT (``IMPORTS``)."""
+    subprocess.run([sys.executable, "-c", IMPORTS], check=True, env=env)
