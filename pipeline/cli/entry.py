@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import sys
 
+from mvemo.pipeline.cli.collector import collector_paused, one_command_process, skip_collection_at_exit
 from mvemo.pipeline.cli.interrupt import run_stopping
 from mvemo.pipeline.serving.client import forward
 
@@ -26,9 +27,14 @@ def _command(name: str, *, served: bool = False) -> None:
     command. It ends by raising ``SystemExit``."""
     if served and (status := forward(sys.argv[1:])) is not None:
         sys.exit(status)
-    from mvemo.pipeline.cli.cv import cv
-    from mvemo.pipeline.cli.main import cli
-    from mvemo.pipeline.executors import keep_freed_heap
+    one_command_process()
+    with collector_paused():
+        from mvemo.pipeline.cli.cv import cv
+        from mvemo.pipeline.cli.main import cli
+        from mvemo.pipeline.executors import keep_freed_heap
 
     keep_freed_heap()
-    (cv if name == "mvemo-cv" else cli)(prog_name=name)
+    try:
+        (cv if name == "mvemo-cv" else cli)(prog_name=name)
+    finally:
+        skip_collection_at_exit()

@@ -125,33 +125,36 @@ def predict(
     Clips fan out over --executor like `mvemo extract`. A clip that fails to decode is reported and the others
     still run (exit 3). With --csv the console shows a summary instead of a row per clip.
     """
-    from mvemo.manifests import read_manifest
-    from mvemo.manifests.errors import ConfigError
-    from mvemo.pipeline.executors import build_executor
-    from mvemo.pipeline.predict.predictor import Predictor, file_clip
-    from mvemo.pipeline.predict.tally import Tally
+    from mvemo.pipeline.cli.collector import collector_paused
 
-    if verbose:
-        _say_how_this_runs()
-    model_dir, files, model_name = model_and_files(arguments, model_name)
-    if bool(files) == bool(manifest_path):
-        raise ConfigError("give either FILE arguments or --manifest M, not both and not neither")
-    if timeline and csv_path:
-        raise ConfigError("--timeline writes a CSV per file into --out; leave --csv out")
-    if embed_media and not timeline:
-        raise ConfigError("--embed-media inlines files into timeline pages; add --timeline or leave it out")
-    if csv_path:
-        require_writable(csv_path, "--csv", folder=False)
-    if timeline:
-        require_writable(out_dir, "--out")
-    # a missing file is one clip's failure, reported in its row, not the run's
-    clips = (
-        list(read_manifest(manifest_path, check_files=False, unlabelled=True).clips)
-        if manifest_path
-        else [file_clip(f) for f in files]
-    )
-    labels = {c.clip_id: c.label for c in clips if c.label}
-    predictor = Predictor(model_dir, model_name, weights_dir, feature_files, timeline=timeline)
+    with collector_paused():  # torch, librosa and the model: objects that live as long as the process
+        from mvemo.manifests import read_manifest
+        from mvemo.manifests.errors import ConfigError
+        from mvemo.pipeline.executors import build_executor
+        from mvemo.pipeline.predict.predictor import Predictor, file_clip
+        from mvemo.pipeline.predict.tally import Tally
+
+        if verbose:
+            _say_how_this_runs()
+        model_dir, files, model_name = model_and_files(arguments, model_name)
+        if bool(files) == bool(manifest_path):
+            raise ConfigError("give either FILE arguments or --manifest M, not both and not neither")
+        if timeline and csv_path:
+            raise ConfigError("--timeline writes a CSV per file into --out; leave --csv out")
+        if embed_media and not timeline:
+            raise ConfigError("--embed-media inlines files into timeline pages; add --timeline or leave it out")
+        if csv_path:
+            require_writable(csv_path, "--csv", folder=False)
+        if timeline:
+            require_writable(out_dir, "--out")
+        # a missing file is one clip's failure, reported in its row, not the run's
+        clips = (
+            list(read_manifest(manifest_path, check_files=False, unlabelled=True).clips)
+            if manifest_path
+            else [file_clip(f) for f in files]
+        )
+        labels = {c.clip_id: c.label for c in clips if c.label}
+        predictor = Predictor(model_dir, model_name, weights_dir, feature_files, timeline=timeline)
     if timeline:
         _timelines(ctx, predictor, clips, hop_s, out_dir, embed_media, as_json, options)
         return
