@@ -9,9 +9,11 @@ confirms. The runs take turns, each the faster of two. The songs are 4q-dev's wh
 clone, else generated 30-s ones.
 
 Beside them, in the same turns, a fresh Python that only imports torch and librosa and runs librosa's first STFT
-(``IMPORTS``): what any process that labels a song with nets and librosa's features waits for before its first
-sample, whatever mvemo does. ``T1`` less that and one further song is the start-up left to mvemo (Python and click,
-the model's heads, the nets' weights, first calls).
+(``IMPORTS``): what a process that labels a song with nets and librosa's features waits for before its first
+sample, one import after the other. ``T1`` less that and one further song is the start-up left to mvemo (Python and
+click, the model's heads, the nets' weights, first calls); below zero, what working side by side saves (a
+one-command predict imports torch and loads the nets while a second process imports librosa and computes the song's
+sets: ``pipeline.predict.ahead``).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ MVEMO = Path(sys.executable).parent / "mvemo"
 FOURQ = SHARED_SAMPLE.parent / "4q-dev"
 SONGS = 9
 REPEAT = 2  # runs of each, the faster kept
-# The imports no first label escapes: the nets' torch, and librosa up to its first STFT (scipy.signal, numba's loads)
+# The imports of a first label: the nets' torch, and librosa up to its first STFT (scipy.signal, numba's loads)
 IMPORTS = "import numpy, torch, librosa; librosa.stft(numpy.zeros(16000, numpy.float32))"
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -98,8 +100,8 @@ from mvemo.pipeline.cli.tools import (
 @click.option(
     "--verbose",
     is_flag=True,
-    help="Say on stderr where the command runs (served by `mvemo serve`, or in a process of its own and why) and the"
-    " size of each of its thread pools.",
+    help="Say on stderr where the command runs (served by `mvemo serve`, or in a process of its own and why), the"
+    " size of each of its thread pools, and whether a second process computes the clips' feature sets.",
 )
 @executor_options
 @click.pass_context
@@ -131,11 +133,7 @@ def predict(
         from mvemo.manifests import read_manifest
         from mvemo.manifests.errors import ConfigError
         from mvemo.pipeline.executors import build_executor
-        from mvemo.pipeline.predict.predictor import Predictor, file_clip
-        from mvemo.pipeline.predict.tally import Tally
 
-        if verbose:
-            _say_how_this_runs()
         model_dir, files, model_name = model_and_files(arguments, model_name)
         if bool(files) == bool(manifest_path):
             raise ConfigError("give either FILE arguments or --manifest M, not both and not neither")
@@ -147,6 +145,12 @@ def predict(
             require_writable(csv_path, "--csv", folder=False)
         if timeline:
             require_writable(out_dir, "--out")
+        sets_ahead = _sets_ahead(ctx, model_dir, weights_dir, options["executor"], timeline)  # before torch's imports
+        if verbose:
+            _say_how_this_runs(sets_ahead is not None)
+        from mvemo.pipeline.predict.predictor import Predictor, file_clip
+        from mvemo.pipeline.predict.tally import Tally
+
         # a missing file is one clip's failure, reported in its row, not the run's
         clips = (
             list(read_manifest(manifest_path, check_files=False, unlabelled=True).clips)
@@ -154,7 +158,9 @@ def predict(
             else [file_clip(f) for f in files]
         )
         labels = {c.clip_id: c.label for c in clips if c.label}
-        predictor = Predictor(model_dir, model_name, weights_dir, feature_files, timeline=timeline)
+        predictor = Predictor(
+            model_dir, model_name, weights_dir, feature_files, timeline=timeline, sets_ahead=sets_ahead
+        )
     if timeline:
         _timelines(ctx, predictor, clips, hop_s, out_dir, embed_media, as_json, options)
         return
@@ -182,12 +188,28 @@ def predict(
         ctx.exit(EXIT_CLIPS_FAILED)
 
 
-def _say_how_this_runs() -> None:
+def _sets_ahead(ctx: click.Context, model_dir: str, weights_dir: str | None, executor: str, timeline: bool) -> Any:
+    """The process that computes the clips' feature sets while this one loads the nets (``pipeline.predict.ahead``),
+    closed with the command: on the serial executor, where this process has not imported stage one's feature code,
+    which that process would import again (``mvemo serve`` imports it before its forks run a predict); None
+    elsewhere."""
+    if executor != "serial" or timeline or "mvemo.extract.features" in sys.modules:
+        return None
+    from mvemo.pipeline.predict.ahead import SetsAhead
+
+    # torch's OpenMP threads, to be loaded next, wait for work asleep: spinning, they took the cores the process
+    # computing the sets needed (a first label took 4.15-4.18 s, and 3.43-3.57 s with them asleep)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return ctx.with_resource(SetsAhead(model_dir, weights_dir))
+
+
+def _say_how_this_runs(sets_ahead: bool) -> None:
     from mvemo.pipeline.cli.serve import thread_pool_sizes
     from mvemo.pipeline.serving.client import how_this_runs
 
     sizes = ", ".join(f"{pool} {size}" for pool, size in thread_pool_sizes().items())
-    click.echo(f"mvemo predict: runs {how_this_runs()}; threads: {sizes}", err=True)
+    ahead = "; the clips' feature sets computed in a second process, ahead of the nets" if sets_ahead else ""
+    click.echo(f"mvemo predict: runs {how_this_runs()}; threads: {sizes}{ahead}", err=True)
 
 
 def warn_seen_in_training(seen: list[str], n_clips: int) -> None:

@@ -64,6 +64,7 @@ def serve(ctx: click.Context, models: tuple[str, ...], weights_dir: str | None, 
     """
     import torch
 
+    import mvemo.extract.features  # noqa: F401  # so its forks compute a clip's sets themselves (``cli.predict``)
     from mvemo.pipeline.serving.server import Serving
     from mvemo.pipeline.serving.server import serve as serve_requests
     from mvemo.pipeline.serving.wire import socket_path

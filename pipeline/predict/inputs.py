@@ -4,22 +4,25 @@ Shared by ``predict`` and ``predict --timeline``. A model trained on one window 
 that window; a model trained on vectors pooled over windows (``[clip] windows = true``) reads
 the whole file in windows of its length and hop and pools them as stage one did. A window's
 audio and frames come from the same seconds (``extract.windows.plan``).
+
+The clip's feature sets are computed by ``pipeline.predict.clip_sets``, imported where a function computes or checks
+them and not with this module: in a one-command ``predict`` another process computes them
+(``pipeline.predict.ahead``), and this one, which loads torch and the nets, never imports librosa.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mvemo.cache.fingerprint import fingerprint_record, record_diff
-from mvemo.cache.layout import ABSENT, IMPORTED, POOLED_KEY, VIDEO_FEATURES, FeatureSpec, modality
+from mvemo.cache.layout import IMPORTED, FeatureSpec, modality
 from mvemo.extract.clip_embedding import TRAINED_WITH, embed_clip, rebuild_net, recorded_spec
-from mvemo.extract.features import FeatureConfigs, compute_clip
 from mvemo.extract.nets import net_options, pretrained_file
 from mvemo.extract.nets.base import EmotionNet
 from mvemo.extract.weights.registry import ENV_VAR, KNOWN, WeightsError, find_weights, require_weights, search_dirs
@@ -39,24 +42,29 @@ def model_inputs(
     on pooled windows. Pretrained weights are looked for as ``extract`` does (``weights_dir``, ``$MVEMO_WEIGHTS``,
     ``~/.cache/mvemo/weights``). An imported set's row is ``given`` (``GivenFeatures.of``: the row, or why there is
     none, raised as the clip's failure)."""
-    for row in given.values():
-        if isinstance(row, str):
-            raise MediaError(row)
+    from mvemo.pipeline.predict.clip_sets import ClipFeatures, check_fingerprints, fingerprints_of, model_configs
+
+    imported = given_inputs(saved, name, given)  # before any decode: a row missing fails the clip
     configs, fingerprints = model_configs(saved, name)
     pooled = saved.pooling(name)
     if pooled is None:
         arrays = ClipFeatures(clip, weights_dir).get(configs, fingerprints)  # one decode for every set the model reads
-        return inputs_from_sets(saved, name, arrays, weights_dir) | given_inputs(saved, name, given)
+        return inputs_from_sets(saved, name, arrays, weights_dir) | imported
     check_fingerprints(fingerprints_of(configs, weights_dir=weights_dir), fingerprints, configs)
     duration_s, problem = media_length_s(clip, {modality(set_name) for set_name in configs})
     if duration_s is None:
         raise MediaError(f"{problem}; check it with `mvemo manifest check`")
     windows = plan_windows(duration_s, pooled["length_s"], pooled["hop_s"])
     per_window = window_inputs(saved, name, clip, windows, weights_dir)
-    return pool_inputs(per_window, pooled["pooling"]) | given_inputs(saved, name, given)
+    return pool_inputs(per_window, pooled["pooling"]) | imported
 
 
-def check_computable(saved: SavedFusionModel, chosen: str, weights_dir: str | None = None) -> None:
+def check_computable(
+    saved: SavedFusionModel,
+    chosen: str,
+    weights_dir: str | None = None,
+    feature_sets_checked: Callable[[str], None] | None = None,
+) -> None:
     """Refuse, before any clip is read, a saved model that reads what this version cannot compute: a net or feature
     set it does not know, a config it cannot read, or one it would compute with another fingerprint. The faces
     sets' weight files (looked for in ``weights_dir`` first) are required for the ``chosen`` model only: another
@@ -73,7 +81,7 @@ def check_computable(saved: SavedFusionModel, chosen: str, weights_dir: str | No
     where = saved.folder / MODEL_JSON
     for name in saved.models:
         try:
-            check_recorded_sets(saved, name, weights_dir)
+            check_recorded_sets(saved, name, weights_dir, feature_sets_checked)
         except WeightsError:
             if name == chosen:
                 raise
@@ -119,16 +127,26 @@ def require_weight_files(saved: SavedFusionModel, name: str, weights_dir: str | 
         require_weights(missing[0], weights_dir, hint=TRAINED_WITH)
 
 
-def check_recorded_sets(saved: SavedFusionModel, name: str, weights_dir: str | None = None) -> None:
+def check_recorded_sets(
+    saved: SavedFusionModel,
+    name: str,
+    weights_dir: str | None = None,
+    feature_sets_checked: Callable[[str], None] | None = None,
+) -> None:
     """Raise ``ConfigError`` unless this version computes every set model ``name`` reads with the fingerprint the model
     recorded: each embedding set (``recorded_spec``) and the sets its net read, each feature set (one pooled over
-    windows: its window set's); a net it does not know, or whose record lacks what rebuilding it needs, is refused."""
+    windows: its window set's; ``feature_sets_checked`` as ``check_computable`` says); a net it does not know, or whose
+    record lacks what rebuilding it needs, is refused."""
     for input_name, (set_name, described) in zip(saved.inputs(name), saved.feature_sets(name).items()):
         if set_name.startswith("emb/"):
             net_options(input_name)  # an unknown net raises
             _check_net_record(set_name, described)
-    configs, fingerprints = model_configs(saved, name)
-    check_fingerprints(fingerprints_of(configs, weights_dir=weights_dir), fingerprints, configs)
+    if feature_sets_checked is None:
+        from mvemo.pipeline.predict.clip_sets import check_feature_sets
+
+        check_feature_sets(saved, name, weights_dir)
+    else:
+        feature_sets_checked(name)
     for set_name, described in saved.feature_sets(name).items():
         if set_name.startswith("emb/"):
             require_recorded(set_name, described, recorded_spec(set_name, described, len(saved.classes), weights_dir))
@@ -194,6 +212,8 @@ def window_inputs(
 ) -> list[dict[str, np.ndarray]]:
     """The model's inputs of each window of the clip (its saved configs moved to the window, their fingerprints
     checked by the caller); each window decoded, embedded and dropped, so memory stays one window's."""
+    from mvemo.pipeline.predict.clip_sets import ClipFeatures, at_window, model_configs
+
     configs, _ = model_configs(saved, name)
     per_window = []
     for window in windows:
@@ -216,111 +236,55 @@ def window_length(configs: dict[str, dict]) -> float:
     return float(durations[0]) if durations else 30.0
 
 
-def at_window(configs: dict[str, dict], start_s: float, weights_dir: str | None = None) -> dict[str, dict]:
-    """The saved configs (records, by set name) moved to the window from ``start_s``, as stage one moves them
-    (``FeatureConfigs.at``): audio and frames on the same seconds."""
-    moved = FeatureConfigs.from_records(configs, weights_dir).at(start_s)
-    return {spec.name: dict(spec.config) for spec in moved.specs(configs)}
-
-
-def model_configs(saved: SavedFusionModel, name: str) -> tuple[dict[str, dict], dict[str, str]]:
-    """The config and fingerprint of every cached feature set a saved model reads, a net's inputs included (a set
-    pooled over windows: those of its window set)."""
-    configs: dict[str, dict] = {}
-    fingerprints: dict[str, str] = {}
-    for set_name, described in saved.feature_sets(name).items():
-        config = dict(described["config"])
-        if IMPORTED in config:  # given, not computed
-            continue
-        pooled = config.pop(POOLED_KEY, None)
-        if set_name.startswith("emb/"):  # a net's embedding: the cached sets it was computed from
-            configs |= described["input_configs"]
-            fingerprints |= config["inputs"]
-        else:
-            configs[set_name] = config
-            fingerprints[set_name] = described["fingerprint"] if pooled is None else pooled["of"]
-    return configs, fingerprints
-
-
 def inputs_from_sets(
     saved: SavedFusionModel, name: str, arrays: dict[str, np.ndarray], weights_dir: str | None = None
 ) -> dict[str, np.ndarray]:
     """The model's computed inputs (one row each) from one clip's feature sets: vector sets as they are, LLD
     statistics, and each net's embedding of its input sets."""
+    return set_inputs(saved, name, arrays) | net_inputs(saved, name, arrays, weights_dir)
+
+
+def set_inputs(saved: SavedFusionModel, name: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The model's inputs (one row each) that are computed feature sets: vector sets as they are, LLD statistics."""
     inputs: dict[str, np.ndarray] = {}
     for input_name, (set_name, described) in zip(saved.inputs(name), saved.feature_sets(name).items()):
-        if IMPORTED in described["config"]:
-            continue
-        if not set_name.startswith("emb/"):
+        if IMPORTED not in described["config"] and not set_name.startswith("emb/"):
             value = arrays[set_name]
             inputs[input_name] = (
                 summarize_lld(value[None], np.array([len(value)])) if input_name == LLDSTATS else value[None]
             )
-        else:
-            described_json = json.dumps(described, sort_keys=True)
-            net = _saved_net(input_name, len(saved.classes), described_json, saved.folder, weights_dir)
-            inputs[input_name] = embed_clip(net, arrays)
     return inputs
 
 
+def net_inputs(
+    saved: SavedFusionModel, name: str, arrays: dict[str, np.ndarray], weights_dir: str | None = None
+) -> dict[str, np.ndarray]:
+    """The model's inputs (one row each) that are nets' embeddings, each of its input sets among ``arrays``."""
+    return {input_name: embed_clip(net, arrays) for input_name, net in saved_nets(saved, name, weights_dir).items()}
+
+
+def saved_nets(saved: SavedFusionModel, name: str, weights_dir: str | None = None) -> dict[str, EmotionNet]:
+    """The nets of model ``name``, by input name, each rebuilt once in this process."""
+    return {
+        input_name: _saved_net(
+            input_name, len(saved.classes), json.dumps(described, sort_keys=True), saved.folder, weights_dir
+        )
+        for input_name, (set_name, described) in zip(saved.inputs(name), saved.feature_sets(name).items())
+        if IMPORTED not in described["config"] and set_name.startswith("emb/")
+    }
+
+
 def given_inputs(saved: SavedFusionModel, name: str, given: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """The model's imported inputs, one row each, from the rows ``given`` for the clip (by set name)."""
+    """The model's imported inputs, one row each, from the rows ``given`` for the clip (by set name,
+    ``GivenFeatures.of``); a set's row that is not given (why, in its place) is raised as the clip's failure."""
+    for row in given.values():
+        if isinstance(row, str):
+            raise MediaError(row)
     return {
         input_name: np.asarray(given[set_name], dtype=np.float32)[None]
         for input_name, (set_name, described) in zip(saved.inputs(name), saved.feature_sets(name).items())
         if IMPORTED in described["config"]
     }
-
-
-class ClipFeatures:
-    """The feature sets of one clip, computed by stage one's own per-clip code, each once per (name, fingerprint);
-    the faces sets' weight files are looked for in ``weights_dir`` first."""
-
-    def __init__(self, clip: Clip, weights_dir: str | None = None) -> None:
-        self.clip, self.weights_dir = clip, weights_dir
-        self.computed: dict[tuple[str, str], np.ndarray] = {}
-
-    def get(self, configs: dict[str, dict], fingerprints: dict[str, str] | None = None) -> dict[str, np.ndarray]:
-        """The sets named in ``configs``, computed with those saved configs, whose ``fingerprints`` must match this
-        version's (None: the caller checked them, e.g. before moving the configs to a window)."""
-        fingerprints = fingerprints or fingerprints_of(configs, weights_dir=self.weights_dir)
-        missing = {name: config for name, config in configs.items() if (name, fingerprints[name]) not in self.computed}
-        if missing:
-            # one frame sampling gives every video set: compute them all, so a second net's set needs no decode
-            names = (*missing, *(v for v in VIDEO_FEATURES if v not in missing and set(missing) & set(VIDEO_FEATURES)))
-            computed_as = fingerprints_of(missing, names, self.weights_dir)
-            check_fingerprints(computed_as, fingerprints, missing)
-            for name, value in compute_clip(
-                self.clip, names, FeatureConfigs.from_records(missing, self.weights_dir)
-            ).items():
-                if value is ABSENT:
-                    raise MediaError(
-                        f"clip {self.clip.clip_id!r}: the model reads {modality(name)} and the clip has none;"
-                        f" give the clip a file with {modality(name)}, or choose a --model that does not read it"
-                    )
-                if isinstance(value, str):
-                    raise MediaError(value)
-                self.computed[(name, computed_as[name])] = value
-        return {name: self.computed[(name, fingerprints[name])] for name in configs}
-
-
-def fingerprints_of(
-    configs: dict[str, dict], names: Iterable[str] | None = None, weights_dir: str | None = None
-) -> dict[str, str]:
-    """The fingerprints this version gives the feature sets ``names`` (default: those of ``configs``) computed with
-    ``configs`` (saved records, by set name)."""
-    specs = FeatureConfigs.from_records(configs, weights_dir).specs(configs if names is None else names)
-    return {spec.name: spec.fingerprint for spec in specs}
-
-
-def check_fingerprints(computed: dict[str, str], saved: dict[str, str], names: Iterable[str]) -> None:
-    """Raise ``ConfigError`` where a set's saved fingerprint is not the one this version computes."""
-    for name in names:
-        if computed[name] != saved[name]:
-            raise ConfigError(
-                f"the saved model's {name} config has fingerprint {saved[name][:12]}, this version computes"
-                f" {computed[name][:12]}; retrain it with `mvemo fuse` on a cache from this version"
-            )
 
 
 @functools.lru_cache(maxsize=8)

@@ -14,14 +14,8 @@ from mvemo.extract.weights.registry import find_weights
 from mvemo.extract.windows.plan import Window, plan_windows
 from mvemo.fuse.saved.model import load_fusion_model
 from mvemo.manifests.schema import Clip
-from mvemo.pipeline.predict.inputs import (
-    check_fingerprints,
-    fingerprints_of,
-    model_configs,
-    pool_inputs,
-    weight_files,
-    window_inputs,
-)
+from mvemo.pipeline.predict.clip_sets import check_fingerprints, fingerprints_of, model_configs
+from mvemo.pipeline.predict.inputs import pool_inputs, weight_files, window_inputs
 
 EDGE_S = 1e-3  # a small window lies inside a larger one to this
 

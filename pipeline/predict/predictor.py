@@ -2,12 +2,16 @@
 
 Each clip is one job on the executor (serial, local processes or a Dask cluster),
 so a catalogue of new videos fans out like stage one; results stream into one CSV.
+A one-command ``predict`` on the serial executor computes the clips' feature sets in a
+process of their own, ahead of the nets (``pipeline.predict.ahead``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +19,22 @@ import numpy as np
 
 from mvemo.cache.fingerprint import combined_digest, file_sha256, media_hash
 from mvemo.fuse.saved.model import SavedFusionModel, load_fusion_model
-from mvemo.manifests.errors import ConfigError, MvemoError
+from mvemo.manifests.errors import ConfigError
 from mvemo.manifests.scan import AUDIO_EXTENSIONS
 from mvemo.manifests.schema import Clip
 from mvemo.manifests.targets import HALVES, quadrants, value_categories
+from mvemo.pipeline.predict.ahead import Part, SetsAhead
+from mvemo.pipeline.predict.failures import clip_result, clip_results, file_of
 from mvemo.pipeline.predict.given import GivenFeatures, imported_sets
-from mvemo.pipeline.predict.inputs import check_computable, model_inputs, require_weight_files
+from mvemo.pipeline.predict.inputs import (
+    check_computable,
+    given_inputs,
+    model_inputs,
+    net_inputs,
+    require_weight_files,
+    saved_nets,
+    set_inputs,
+)
 
 
 def choose_model(saved: SavedFusionModel, name: str | None) -> str:
@@ -51,15 +65,19 @@ class Predictor:
         features: Iterable[str | os.PathLike[str]] = (),
         *,
         timeline: bool = False,
+        sets_ahead: SetsAhead | None = None,
     ) -> None:
         """``features``: CSV or .npz files of the columns of the sets the model imported (``mvemo cache import``) for
         the new clips (``GivenFeatures``); ``timeline``: the clips are to be read window by window, which a model
-        over an imported set (a row per clip) cannot."""
+        over an imported set (a row per clip) cannot; ``sets_ahead``: the process started for ``model_dir`` that
+        checks its feature sets and, where the model reads one row of them a clip, computes them for ``predict``
+        (which then runs on no executor)."""
         self.saved = load_fusion_model(Path(model_dir).absolute())
         self.weights_dir = None if weights_dir is None else str(Path(weights_dir).absolute())  # workers run elsewhere
         self.model = choose_model(self.saved, model)
         require_weight_files(self.saved, self.model, self.weights_dir)  # all its nets' missing files in one message
-        check_computable(self.saved, self.model, self.weights_dir)
+        check_computable(self.saved, self.model, self.weights_dir, None if sets_ahead is None else sets_ahead.check)
+        self.sets_ahead = sets_ahead if sets_ahead and self.saved.pooling(self.model) is None else None
         if timeline and (imported := imported_sets(self.saved, self.model)):
             raise ConfigError(
                 f"--timeline: model {self.model!r} reads {next(iter(imported))}, imported once per clip, not per"
@@ -83,6 +101,8 @@ class Predictor:
         clips = list(clips)
         n = len(clips)
         given = self.given.of(clips)
+        if self.sets_ahead is not None:
+            return clip_results(self._predict_ahead(clips, given), clips)
         if executor is None:
             results: Iterable[Any] = map(
                 predict_clip, [self.saved] * n, [self.model] * n, clips, [self.weights_dir] * n, given
@@ -93,16 +113,37 @@ class Predictor:
             )
         return clip_results(results, clips)
 
+    def _predict_ahead(self, clips: list[Clip], given: Iterable[Mapping[str, Any]]) -> Iterator[dict[str, Any]]:
+        """Each clip's result from the sets the process ahead computes: the nets embed the part of a clip's sets they
+        read while the process computes the others."""
+        assert self.sets_ahead is not None
+        parts = self.sets_ahead.parts(self.model, clips)
+        with contextlib.suppress(Exception):  # an error is met again, and reported, by each clip
+            saved_nets(self.saved, self.model, self.weights_dir)  # while the process computes the first clip's sets
+        for clip, rows in zip(clips, given):
+            read_by_nets = next(parts)
+            try:
+                embedded: Part | Exception = net_inputs(self.saved, self.model, _sets(read_by_nets), self.weights_dir)
+            except Exception as error:  # the clip's failure, raised once its other part is taken from the process
+                embedded = error
+            others = next(parts)
+            yield clip_result(clip, functools.partial(self._labelled, clip, rows, read_by_nets, embedded, others))
 
-def clip_results(results: Iterable[Any], clips: list[Clip]) -> Iterator[dict[str, Any]]:
-    """The results of the clips' jobs, in order: a ``ConfigError`` stops the run, a lost job is its clip's failure."""
-    # results first: the executor's stream is read to its end, and ends with the clips
-    for result, clip in zip(results, clips, strict=True):
-        if isinstance(result, ConfigError):
-            raise result
-        if isinstance(result, BaseException):  # the executor lost the job (a worker died on this clip)
-            result = failed_result(clip, f"clip {clip.clip_id!r}: its worker died ({type(result).__name__}: {result})")
-        yield result
+    def _labelled(
+        self, clip: Clip, rows: Mapping[str, Any], read_by_nets: Part, embedded: Part | Exception, others: Part
+    ) -> dict[str, Any]:
+        """A clip's result from its parts of sets, the nets' embeddings and the rows ``given`` of its imported sets;
+        the first of them that failed raised."""
+        sets = _sets(read_by_nets) | _sets(others)
+        inputs = given_inputs(self.saved, self.model, rows) | _sets(embedded) | set_inputs(self.saved, self.model, sets)
+        return labelled(self.saved, self.model, clip, inputs)
+
+
+def _sets(part: Part | Exception) -> dict[str, np.ndarray]:
+    """A part of a clip's sets (or its embeddings), or what computing it raised, raised."""
+    if isinstance(part, Exception):
+        raise part
+    return part
 
 
 def in_training(saved: SavedFusionModel, name: str, clip: Clip) -> bool | None:
@@ -133,15 +174,17 @@ def predict_clip(
     """The model's prediction for one clip (a job that runs on any executor's worker): ``label_scores``; ``given``:
     the rows of its imported sets (``GivenFeatures.of``)."""
 
-    def label() -> dict[str, Any]:
-        scores = saved.predict(name, model_inputs(saved, name, clip, weights_dir, given))[0]
-        return (
-            {"clip_id": clip.clip_id, "file": _file_of(clip), "model": name}
-            | label_scores(saved, name, scores)
-            | {"in_training": in_training(saved, name, clip)}
-        )
+    return clip_result(clip, lambda: labelled(saved, name, clip, model_inputs(saved, name, clip, weights_dir, given)))
 
-    return clip_result(clip, label)
+
+def labelled(saved: SavedFusionModel, name: str, clip: Clip, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The result of model ``name`` for a clip from its ``inputs``: ``label_scores`` and whether it trained on it."""
+    scores = saved.predict(name, inputs)[0]
+    return (
+        {"clip_id": clip.clip_id, "file": file_of(clip), "model": name}
+        | label_scores(saved, name, scores)
+        | {"in_training": in_training(saved, name, clip)}
+    )
 
 
 def label_scores(saved: SavedFusionModel, name: str, scores: np.ndarray) -> dict[str, Any]:
@@ -194,24 +237,3 @@ def windows_text(count: int) -> str:
 def scores_of(result: dict[str, Any]) -> dict[str, float]:
     """A result's probabilities (of classes or tags) or values."""
     return dict(result.get("probabilities") or result["values"])
-
-
-def clip_result(clip: Clip, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """``compute()``, or the clip's failure: a bad clip never stops a run; a ``ConfigError`` (the saved model
-    does not fit this version) does."""
-    try:
-        return compute()
-    except ConfigError:
-        raise
-    except MvemoError as err:
-        return failed_result(clip, str(err))
-    except Exception as err:  # a decoder or library fault on one clip must not stop the run
-        return failed_result(clip, f"clip {clip.clip_id!r}: {type(err).__name__}: {err}")
-
-
-def _file_of(clip: Clip) -> str:
-    return str(clip.video or clip.audio)
-
-
-def failed_result(clip: Clip, reason: str) -> dict[str, Any]:
-    return {"clip_id": clip.clip_id, "file": _file_of(clip), "error": reason}

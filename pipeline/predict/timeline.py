@@ -29,20 +29,13 @@ from mvemo.fuse.saved.model import SavedFusionModel
 from mvemo.manifests.errors import ConfigError, MediaError
 from mvemo.manifests.schema import Clip
 from mvemo.manifests.targets import on_unit_scale
-from mvemo.pipeline.predict.inputs import (
-    check_fingerprints,
-    fingerprints_of,
-    model_configs,
-    pool_inputs,
-    window_inputs,
-    window_length,
-)
+from mvemo.pipeline.predict.clip_sets import check_fingerprints, fingerprints_of, model_configs
+from mvemo.pipeline.predict.failures import clip_result, clip_results
+from mvemo.pipeline.predict.inputs import pool_inputs, window_inputs, window_length
 from mvemo.pipeline.predict.plane import values_over
 from mvemo.pipeline.predict.predictor import (
     Predictor,
     categories_of,
-    clip_result,
-    clip_results,
     in_training,
     label_of,
     label_scores,

@@ -7,7 +7,7 @@ from pathlib import Path
 import mvemo.extract.features
 from mvemo.extract.features import FeatureConfigs
 from mvemo.manifests import Clip
-from mvemo.pipeline.predict.inputs import ClipFeatures
+from mvemo.pipeline.predict.clip_sets import ClipFeatures
 from tests.conftest import write_tiny
 
 

@@ -268,5 +268,8 @@ def test_a_served_predict_prints_what_predict_prints_alone_with_the_callers_thre
     said = {how: done.stderr.splitlines()[0] for how, done in verbose.items()}
     assert said["served"].startswith("mvemo predict: runs served by `mvemo serve` (process ")
     assert said["alone"].startswith("mvemo predict: runs in a process of its own: $MVEMO_SERVE is not 1")
-    assert said["served"].split("; threads: ")[1] == said["alone"].split("; threads: ")[1]
+    threads = {how: line.split("; threads: ")[1].split("; ")[0] for how, line in said.items()}
+    assert threads["served"] == threads["alone"]
+    ahead = "; the clips' feature sets computed in a second process, ahead of the nets"
+    assert said["alone"].endswith(ahead) and not said["served"].endswith(ahead), "a fork has the feature code loaded"
     assert "torch 1" in said["served"], "one thread, as the caller's OMP_NUM_THREADS says"

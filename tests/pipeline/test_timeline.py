@@ -22,7 +22,7 @@ from mvemo.manifests.synthetic import (
     write_media,
 )
 from mvemo.pipeline.cli.main import cli
-from mvemo.pipeline.predict.inputs import ClipFeatures, at_window
+from mvemo.pipeline.predict.clip_sets import ClipFeatures, at_window
 from mvemo.pipeline.predict.timeline import _model_for, output_stems
 from tests.built import built_once
 from tests.conftest import write_song_with_cover
