@@ -17,8 +17,9 @@ from collections.abc import Iterator
 
 
 class _OneCommand:
-    """Whether this process is a console script's, which runs one command and exits: only there is the collector the
-    command's to tune. A test, a notebook or a server that runs a command in its own process keeps its collector."""
+    """Whether this process is a console script's, which runs one command and exits (a fork of ``mvemo serve`` runs one
+    too): only there is the process the command's to tune. A test or a notebook that runs a command in its own
+    process keeps its collector."""
 
     process = False
 
@@ -28,12 +29,17 @@ def one_command_process() -> None:
     _OneCommand.process = True
 
 
+def in_one_command_process() -> bool:
+    """Whether this process runs one command and exits (``one_command_process``)."""
+    return _OneCommand.process
+
+
 @contextlib.contextmanager
 def collector_paused() -> Iterator[None]:
     """In a process of one command, pause the collector while the command imports its libraries and loads its
     models, then move every object alive to the permanent generation (``gc.freeze``), which later collections leave
-    alone, and collect again: what the command allocates from there is collected as always. Elsewhere, nothing."""
-    if not _OneCommand.process:
+    alone, and resume collecting: what the command allocates from there is collected as always. Elsewhere, nothing."""
+    if not in_one_command_process():
         yield
         return
     gc.disable()

@@ -6,7 +6,7 @@ import itertools
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -20,6 +20,9 @@ from mvemo.pipeline.cli.tools import (
     progress_bar,
     require_writable,
 )
+
+if TYPE_CHECKING:
+    from mvemo.pipeline.predict.ahead import SetsAhead
 
 
 @click.command("predict", cls=MvemoCommand, context_settings=CONTEXT)
@@ -146,8 +149,6 @@ def predict(
         if timeline:
             require_writable(out_dir, "--out")
         sets_ahead = _sets_ahead(ctx, model_dir, weights_dir, options["executor"], timeline)  # before torch's imports
-        if verbose:
-            _say_how_this_runs(sets_ahead is not None)
         from mvemo.pipeline.predict.predictor import Predictor, file_clip
         from mvemo.pipeline.predict.tally import Tally
 
@@ -161,6 +162,8 @@ def predict(
         predictor = Predictor(
             model_dir, model_name, weights_dir, feature_files, timeline=timeline, sets_ahead=sets_ahead
         )
+    if verbose:
+        _say_how_this_runs(predictor.sets_ahead is not None)
     if timeline:
         _timelines(ctx, predictor, clips, hop_s, out_dir, embed_media, as_json, options)
         return
@@ -188,12 +191,16 @@ def predict(
         ctx.exit(EXIT_CLIPS_FAILED)
 
 
-def _sets_ahead(ctx: click.Context, model_dir: str, weights_dir: str | None, executor: str, timeline: bool) -> Any:
+def _sets_ahead(
+    ctx: click.Context, model_dir: str, weights_dir: str | None, executor: str, timeline: bool
+) -> SetsAhead | None:
     """The process that computes the clips' feature sets while this one loads the nets (``pipeline.predict.ahead``),
-    closed with the command: on the serial executor, where this process has not imported stage one's feature code,
-    which that process would import again (``mvemo serve`` imports it before its forks run a predict); None
-    elsewhere."""
-    if executor != "serial" or timeline or "mvemo.extract.features" in sys.modules:
+    closed with the command: on the serial executor, in a console script's process (``cli.collector``) that has not
+    imported stage one's feature code, which that process would import again (``mvemo serve`` imports it before its
+    forks run a predict); None elsewhere."""
+    from mvemo.pipeline.cli.collector import in_one_command_process
+
+    if executor != "serial" or timeline or not in_one_command_process() or "mvemo.extract.features" in sys.modules:
         return None
     from mvemo.pipeline.predict.ahead import SetsAhead
 

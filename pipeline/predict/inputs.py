@@ -6,8 +6,8 @@ the whole file in windows of its length and hop and pools them as stage one did.
 audio and frames come from the same seconds (``extract.windows.plan``).
 
 The clip's feature sets are computed by ``pipeline.predict.clip_sets``, imported where a function computes or checks
-them and not with this module: in a one-command ``predict`` another process computes them
-(``pipeline.predict.ahead``), and this one, which loads torch and the nets, never imports librosa.
+them and not with this module: in a one-command ``predict`` of a model that reads one row a clip another process
+computes them (``pipeline.predict.ahead``), and this one, which loads torch and the nets, never imports librosa.
 """
 
 from __future__ import annotations

@@ -122,25 +122,25 @@ class Predictor:
             saved_nets(self.saved, self.model, self.weights_dir)  # while the process computes the first clip's sets
         for clip, rows in zip(clips, given):
             read_by_nets = next(parts)
-            try:
-                embedded: Part | Exception = net_inputs(self.saved, self.model, _sets(read_by_nets), self.weights_dir)
+            try:  # as ``model_inputs`` reads them: the imported rows first, a missing one the clip's failure
+                inputs: Part = given_inputs(self.saved, self.model, rows) | net_inputs(
+                    self.saved, self.model, _sets(read_by_nets), self.weights_dir
+                )
             except Exception as error:  # the clip's failure, raised once its other part is taken from the process
-                embedded = error
+                inputs = error
             others = next(parts)
-            yield clip_result(clip, functools.partial(self._labelled, clip, rows, read_by_nets, embedded, others))
+            yield clip_result(clip, functools.partial(self._labelled, clip, inputs, read_by_nets, others))
 
-    def _labelled(
-        self, clip: Clip, rows: Mapping[str, Any], read_by_nets: Part, embedded: Part | Exception, others: Part
-    ) -> dict[str, Any]:
-        """A clip's result from its parts of sets, the nets' embeddings and the rows ``given`` of its imported sets;
-        the first of them that failed raised."""
+    def _labelled(self, clip: Clip, inputs: Part, read_by_nets: Part, others: Part) -> dict[str, Any]:
+        """A clip's result from its imported rows and nets' embeddings (``inputs``) and its two parts of sets; the
+        first of them that failed raised, in that order."""
+        computed = _sets(inputs)
         sets = _sets(read_by_nets) | _sets(others)
-        inputs = given_inputs(self.saved, self.model, rows) | _sets(embedded) | set_inputs(self.saved, self.model, sets)
-        return labelled(self.saved, self.model, clip, inputs)
+        return labelled(self.saved, self.model, clip, computed | set_inputs(self.saved, self.model, sets))
 
 
-def _sets(part: Part | Exception) -> dict[str, np.ndarray]:
-    """A part of a clip's sets (or its embeddings), or what computing it raised, raised."""
+def _sets(part: Part) -> dict[str, np.ndarray]:
+    """A part of a clip's sets (or its inputs), or what computing it raised, raised."""
     if isinstance(part, Exception):
         raise part
     return part

@@ -12,14 +12,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from mvemo.fuse.saved.model import load_fusion_model
 from mvemo.manifests.errors import ConfigError, MediaError
+from mvemo.manifests.synthetic import write_media
+from mvemo.pipeline.cli.main import cli
 from mvemo.pipeline.predict.ahead import PARTS_A_CLIP, SetsAhead
 from mvemo.pipeline.predict.clip_sets import net_input_sets
 from mvemo.pipeline.predict.predictor import Predictor, file_clip
 from tests.built import built_once
-from tests.conftest import write_tiny
 from tests.pipeline import helpers, test_saved_model
 from tests.pipeline.test_saved_model import edited, save_a_model
 
@@ -35,7 +37,12 @@ def saved() -> Path:
 
 @pytest.fixture
 def songs(tmp_path: Path) -> list[str]:
-    files = [write_tiny(tmp_path / f"song{i}.{suffix}", video=False) for i, suffix in enumerate(("wav", "flac"))]
+    """Two songs of different sounds, a missing file between them."""
+    rng = np.random.default_rng(0)
+    files = [
+        write_media(tmp_path / f"song{i}.{suffix}", y=0.1 * rng.standard_normal(2 * 16000), sr=16000)
+        for i, suffix in enumerate(("wav", "flac"))
+    ]
     return [str(files[0]), str(tmp_path / "missing.wav"), str(files[1])]
 
 
@@ -86,8 +93,9 @@ def test_a_process_that_dies_fails_its_clip_and_a_new_one_computes_the_others(sa
     name = "stack(descriptors,twodcnn)"
     with SetsAhead(saved) as ahead:
         Predictor(saved, name, sets_ahead=ahead)
+        os.kill(ahead._process.pid, signal.SIGSTOP)  # before it can compute the first clip's sets
         parts = ahead.parts(name, clips)
-        os.kill(ahead._process.pid, signal.SIGKILL)  # before it can have computed the first clip's sets
+        os.kill(ahead._process.pid, signal.SIGKILL)
         got = list(parts)
     assert len(got) == PARTS_A_CLIP * len(clips)
     for part in got[:PARTS_A_CLIP]:
@@ -104,6 +112,27 @@ def test_a_process_that_died_before_the_clips_is_started_again(saved: Path, song
         ahead._process.join()
         results = list(predictor.predict([file_clip(songs[0])]))
     assert "label" in results[0], results
+
+
+def test_a_request_left_unread_gives_no_clip_of_the_next_another_clips_sets(saved: Path, songs: list[str]) -> None:
+    first, second = file_clip(songs[0]), file_clip(songs[2])
+    name = "stack(descriptors,twodcnn)"
+    with SetsAhead(saved) as ahead:
+        Predictor(saved, name, sets_ahead=ahead)
+        parts = ahead.parts(name, [first, second])
+        of_first = [next(parts) for _ in range(PARTS_A_CLIP)]  # the second clip's parts left unread
+        again = list(ahead.parts(name, [first]))
+        of_second = list(ahead.parts(name, [second]))
+    for got, expected, other in zip(again, of_first, of_second):
+        for set_name in expected:
+            np.testing.assert_array_equal(got[set_name], expected[set_name])
+            assert not np.array_equal(got[set_name], other[set_name]), f"{set_name}: the songs sound alike"
+
+
+def test_a_command_run_in_a_process_of_other_work_computes_its_sets_there(saved: Path, songs: list[str]) -> None:
+    result = CliRunner().invoke(cli, ["predict", str(saved), songs[0], "--verbose"])
+    assert result.exit_code == 0, result.output
+    assert "second process" not in result.stderr, "a test's or a notebook's process starts no process of its own"
 
 
 def test_the_process_ends_with_the_command(saved: Path) -> None:
