@@ -178,6 +178,8 @@ def predict(
             tally.add(result)
             if as_json or not csv_path:
                 kept.append(result)
+    if sets_ahead is not None:  # its work is done: ended before the output, a signal after it finds none to wait for
+        sets_ahead.close()
     if as_json:
         print_json(kept)
     elif csv_path:
