@@ -31,13 +31,13 @@ from numba.core.registry import cpu_target
 
 from mvemo.extract.audio import audio_configs, compute_audio_features
 from mvemo.extract.decode.audio import AudioWindow, Decoded
-from mvemo.extract.handcrafted import beats, lpc, spectra
+from mvemo.extract.handcrafted import beats, lpc, spectra, timbre
 from mvemo.manifests.synthetic import AudioCues, synthesize_audio
 
 # The sets whose computation calls numba code (mvemo's LPC and spectra, librosa's beat, pitch and onset functions).
 NUMBA_SETS = ("mel", "logmel", "lld", "descriptors", "expressive")
 # The modules of mvemo's own cached numba functions (``@numba.njit(cache=True)``), which those sets call.
-NUMBA_SOURCES = (Path(beats.__file__), Path(lpc.__file__), Path(spectra.__file__))
+NUMBA_SOURCES = (Path(beats.__file__), Path(lpc.__file__), Path(spectra.__file__), Path(timbre.__file__))
 WARMUP_SR_HZ = 44100
 WARMUP_S = 4.0
 

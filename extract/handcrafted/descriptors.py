@@ -19,6 +19,7 @@ from typing import Any, NamedTuple, TypeAlias
 import librosa
 import numpy as np
 import pyloudnorm
+import scipy.signal
 
 from mvemo.extract.decode.audio import AudioWindow
 from mvemo.extract.handcrafted.beats import track_beats
@@ -41,6 +42,9 @@ from mvemo.manifests.errors import require
 SILENCE_DBFS = -100.0  # a clip whose loudest sample lies below this is silent: every column takes its undefined value
 ACTIVE_FRAME_DBFS = -60.0  # frames below this RMS level are left out of every series but the level's own
 LOUDNESS_FLOOR_LUFS = -70.0  # EBU R128's absolute gate: what integrated loudness is for a clip with no block above it
+# ITU-R BS.1770-4's K-weighting as pyloudnorm's meter builds it: a +4 dB high shelf at 1,500 Hz, then a high pass at
+# 38 Hz (gain in dB, Q, cutoff in Hz, pyloudnorm's filter type)
+K_WEIGHTING = ((4.0, 1 / np.sqrt(2), 1500.0, "high_shelf"), (0.0, 0.5, 38.0, "high_pass"))
 
 
 @dataclass(frozen=True)
@@ -374,9 +378,21 @@ def _spectral_shape(s: Spectra) -> tuple[Frames, Scalars]:
         "rolloff": librosa.feature.spectral_rolloff(S=magnitude, sr=sr, roll_percent=0.85),
         "flatness": librosa.feature.spectral_flatness(S=magnitude),
         "flux": s.onsets[None],
-        "zcr": librosa.feature.zero_crossing_rate(s.y, frame_length=s.config.n_fft, hop_length=s.config.hop_length),
+        "zcr": zero_crossing_rate(s.y, s.config.n_fft, s.config.hop_length),
         "contrast": librosa.feature.spectral_contrast(S=magnitude, sr=sr, fmin=CONTRAST_FMIN_HZ),
     }, {}
+
+
+def zero_crossing_rate(y: np.ndarray, frame_length: int, hop_length: int) -> np.ndarray:
+    """``librosa.feature.zero_crossing_rate(y, frame_length=, hop_length=)``, value for value (centred frames of the
+    edge-padded signal; samples within 1e-10 of 0 count as positive), shape (1, frames), from one running count of
+    the signal's crossings: 0.5 ms for 30 s at 16 kHz, where librosa's test of every frame's every sample took 3."""
+    padded = np.pad(y, frame_length // 2, mode="edge")
+    negative = np.signbit(padded) & (np.abs(padded) > padded.dtype.type(1e-10))
+    # [t]: crossings up to sample t, counted in int32 (numpy's int64 count of bools is 15x slower)
+    crossings = np.concatenate([[0], np.cumsum(negative[1:] != negative[:-1], dtype=np.int32)])
+    starts = np.arange(1 + (padded.size - frame_length) // hop_length) * hop_length
+    return ((crossings[starts + frame_length - 1] - crossings[starts]) / frame_length)[None]
 
 
 def _cepstrum(s: Spectra) -> tuple[Frames, Scalars]:
@@ -476,17 +492,26 @@ def _statistics(x: np.ndarray) -> np.ndarray:
     std = x.std(axis=1)
     centred = x - x.mean(axis=1, keepdims=True)
     constant = std <= 1e-9 * (1 + np.abs(x).max(axis=1))
-    skew = np.where(constant, 0.0, (centred**3).mean(axis=1) / np.where(constant, 1.0, std) ** 3)
+    # cubed by products: numpy's power takes pow() per element for an exponent of 3, 60x slower
+    third_moment = (centred * centred * centred).mean(axis=1)
+    skew = np.where(constant, 0.0, third_moment / np.where(constant, 1.0, std) ** 3)
     delta = np.abs(np.diff(x, axis=1)).mean(axis=1) if t > 1 else np.full(n, np.nan)
     p10, p50, p90 = np.percentile(x, [10, 50, 90], axis=1)
     return np.stack([x.mean(axis=1), std, p10, p50, p90, skew, delta], axis=1)
 
 
 def _loudness(y: np.ndarray, sr: int) -> float:
-    meter = pyloudnorm.Meter(sr)
+    """EBU R128 integrated loudness as pyloudnorm measures it, its two K-weighting filters run as one cascade of
+    second-order sections (``scipy.signal.sosfilt``: 3 ms for 30 s at 16 kHz, where pyloudnorm's two ``lfilter``
+    passes took 9), then pyloudnorm's gating."""
+    meter = pyloudnorm.Meter(sr, filter_class="custom")  # no filters of its own: it gates what it is given
     if y.size < meter.block_size * sr:
         return np.nan
-    return max(float(meter.integrated_loudness(y.astype(np.float64))), LOUDNESS_FLOOR_LUFS)
+    stages = [pyloudnorm.IIRfilter(gain_db, q, cutoff_hz, sr, kind) for gain_db, q, cutoff_hz, kind in K_WEIGHTING]
+    sections = np.array([np.concatenate([stage.b, stage.a]) for stage in stages])
+    gain = np.prod([stage.passband_gain for stage in stages])
+    weighted = gain * scipy.signal.sosfilt(sections, y.astype(np.float64))
+    return max(float(meter.integrated_loudness(weighted)), LOUDNESS_FLOOR_LUFS)
 
 
 def _slope(values: np.ndarray, step_s: float) -> float:

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import itertools
 
+import numba
 import numpy as np
 
 BAND_FMIN_HZ = 250.0  # MPEG-7's loEdge for flatness
 BAND_OCTAVES = 0.5  # MPEG-7 allows 1/4 octave and coarser: half octaves keep 10 bands at 16 kHz
 BAND_TOP = 0.45
 LSF_ORDER = 10
+LSF_GRID = 128  # cells of pi / 128 (62 Hz at 16 kHz): none held two roots of P, or of Q, in 25,078 frames of music
 N_PEAKS = 16  # the strongest spectral peaks of a frame that dissonance and inharmonicity read
 PEAK_FMIN_HZ = 20.0
 # Sethares (1993) fit of Plomp & Levelt's curves: d(x) = exp(-B1 s x) - exp(-B2 s x), s = S_A / (S_B f_min + S_C)
@@ -64,15 +66,34 @@ def line_spectral_frequencies(a: np.ndarray, sr: int) -> np.ndarray:
     """The line spectral frequencies in Hz of each row of LPC coefficients ``a`` (frames, p + 1), a[:, 0] = 1: the
     angles of the roots of P(z) = A(z) + z^-(p+1) A(1/z) and Q(z) = A(z) - z^-(p+1) A(1/z), returned (p, frames).
 
-    The roots of P and Q lie on the unit circle, interlaced, with one at z = 1 and one at z = -1 (for even p); as
-    angles in [0, pi], sorted, they read 0, w1, w1, ..., wp, wp, pi (each conjugate pair twice), so every second
-    one from the first is w1..wp, whatever rounding does to the trivial roots."""
+    For a minimum-phase A (an LPC's) the roots of P and Q lie on the unit circle, interlaced, with one at z = -1 and
+    one at z = 1 (for even p). Divided by those, P and Q read on the circle as real polynomials of degree p / 2 in
+    cos(w) (Kabal & Ramachandran 1986), whose roots are found where they change sign on a grid of ``LSF_GRID`` + 1
+    angles, then refined by Newton's method (``_lsf_angles``): 3 ms for a 30 s clip's 938 frames, where the
+    eigenvalues of the two companion matrices took 26 ms. A frame where the grid misses a root (two within a cell),
+    or an odd p, takes the eigenvalues (``lsf_angles_by_eigenvalues``); both agree to 1e-9 Hz."""
+    a = np.asarray(a, dtype=np.float64)
+    p = a.shape[1] - 1
+    if p % 2 == 0:
+        angles = _lsf_angles(a, _chebyshev_to_power(p // 2), np.cos(np.linspace(0.0, np.pi, LSF_GRID + 1)))
+    else:
+        angles = np.full((a.shape[0], p), np.nan)
+    missed = np.isnan(angles).any(axis=1)
+    if missed.any():
+        angles[missed] = lsf_angles_by_eigenvalues(a[missed])
+    return (angles * sr / (2 * np.pi)).T
+
+
+def lsf_angles_by_eigenvalues(a: np.ndarray) -> np.ndarray:
+    """The line spectral frequencies of each row of ``a`` as angles in (0, pi), (frames, p), from the eigenvalues of
+    P's and Q's companion matrices: sorted, they read 0, w1, w1, ..., wp, wp, pi (each conjugate pair twice), so
+    every second one from the first is w1..wp, whatever rounding does to the trivial roots."""
     frames, p = a.shape[0], a.shape[1] - 1
     padded = np.concatenate([a, np.zeros((frames, 1))], axis=1).astype(np.float64)
     mirrored = padded[:, ::-1]
     roots = np.concatenate([_roots(padded + mirrored), _roots(padded - mirrored)], axis=1)
     angles = np.sort(np.abs(np.angle(roots)), axis=1)
-    return (angles[:, 1 : 2 * p : 2] * sr / (2 * np.pi)).T
+    return angles[:, 1 : 2 * p : 2]
 
 
 def _roots(coefficients: np.ndarray) -> np.ndarray:
@@ -84,24 +105,146 @@ def _roots(coefficients: np.ndarray) -> np.ndarray:
     return np.linalg.eigvals(companion)
 
 
+def _chebyshev_to_power(degree: int) -> np.ndarray:
+    """The matrix that turns Chebyshev coefficients c_0..c_degree into power-series ones: column m holds T_m's."""
+    columns = [np.polynomial.chebyshev.cheb2poly(np.eye(degree + 1)[m]) for m in range(degree + 1)]
+    return np.stack([np.pad(c, (0, degree + 1 - c.size)) for c in columns], axis=1)
+
+
+@numba.njit(cache=True, nogil=True)
+def _lsf_angles(a: np.ndarray, to_power: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """The line spectral frequencies of each row of ``a`` (even order p) as angles in (0, pi), ascending; a row of NaN
+    where ``grid`` (the cosines of angles from 0 to pi) does not find p / 2 sign changes of P's and of Q's form."""
+    n_frames, p = a.shape[0], a.shape[1] - 1
+    out = np.full((n_frames, p), np.nan)
+    for f in range(n_frames):
+        of_p = _sign_changes(_on_the_circle(a[f], 1.0, to_power), grid)
+        of_q = _sign_changes(_on_the_circle(a[f], -1.0, to_power), grid)
+        if of_p.size == of_q.size == p // 2:
+            out[f] = np.sort(np.concatenate((of_p, of_q)))
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _on_the_circle(a: np.ndarray, sign: float, to_power: np.ndarray) -> np.ndarray:
+    """P's (``sign`` 1) or Q's (-1) real form on the unit circle, as a power series in x = cos w.
+
+    P_k = a_k + a_(p+1-k), divided by (1 + z^-1), and Q_k = a_k - a_(p+1-k), divided by (1 - z^-1), are symmetric,
+    c_0..c_p with c_k = c_(p-k): on the circle each is e^(-jwp/2) (c_(p/2) + 2 sum_m c_(p/2-m) T_m(x))."""
+    p = a.size - 1
+    half = p // 2
+    deflated = np.empty(p + 1)
+    previous = 0.0
+    for k in range(p + 1):
+        mirrored = a[p + 1 - k] if k > 0 else 0.0
+        previous = a[k] + sign * mirrored - sign * previous
+        deflated[k] = previous
+    chebyshev = np.empty(half + 1)
+    chebyshev[0] = deflated[half]
+    for m in range(1, half + 1):
+        chebyshev[m] = 2.0 * deflated[half - m]
+    power = np.zeros(half + 1)
+    for i in range(half + 1):
+        for m in range(half + 1):
+            power[i] += to_power[i, m] * chebyshev[m]
+    return power
+
+
+@numba.njit(cache=True, nogil=True)
+def _sign_changes(c: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """The angles in (0, pi), ascending, where the power series ``c`` of cos w changes sign between two points of
+    ``grid`` (cosines, falling), each refined to the root (``_root_in``)."""
+    angles = np.empty(grid.size - 1)
+    found = 0
+    upper = _horner(c, grid[0])
+    for j in range(grid.size - 1):
+        lower = _horner(c, grid[j + 1])
+        if (upper > 0.0) != (lower > 0.0):
+            angles[found] = np.arccos(_root_in(c, grid[j + 1], grid[j], lower > 0.0))
+            found += 1
+        upper = lower
+    return angles[:found]
+
+
+@numba.njit(cache=True, nogil=True)
+def _horner(c: np.ndarray, x: float) -> float:
+    acc = 0.0
+    for i in range(c.size - 1, -1, -1):
+        acc = acc * x + c[i]
+    return acc
+
+
+@numba.njit(cache=True, nogil=True)
+def _root_in(c: np.ndarray, low: float, high: float, positive_at_low: bool) -> float:
+    """The root of the power series ``c`` in [low, high], where it changes sign, by Newton's method kept within the
+    bracket (a bisection step wherever Newton's would leave it)."""
+    x = 0.5 * (low + high)
+    for _ in range(100):
+        value, slope = 0.0, 0.0
+        for i in range(c.size - 1, -1, -1):
+            slope = slope * x + value
+            value = value * x + c[i]
+        if value == 0.0:
+            return x
+        if (value > 0.0) == positive_at_low:
+            low = x
+        else:
+            high = x
+        step = value / slope if slope != 0.0 else np.inf
+        following = x - step
+        if not low < following < high:
+            following = 0.5 * (low + high)
+        if abs(following - x) <= 1e-15 or following == x:
+            return following
+        x = following
+    return x
+
+
 def spectral_peaks(magnitude: np.ndarray, sr: int, n_fft: int, n_peaks: int = N_PEAKS) -> tuple[np.ndarray, np.ndarray]:
     """The ``n_peaks`` largest local maxima of each frame's magnitude spectrum above ``PEAK_FMIN_HZ``: frequencies
-    in Hz (parabolic interpolation on the log magnitude) and magnitudes, each (n_peaks, frames); a frame with fewer
-    peaks has magnitude 0 in the rest."""
-    mag = magnitude.astype(np.float64)
-    inner = mag[1:-1]
-    is_peak = (inner > mag[:-2]) & (inner >= mag[2:])
-    is_peak[: int(np.ceil(PEAK_FMIN_HZ * n_fft / sr))] = False
-    score = np.where(is_peak, inner, 0.0)
-    k = min(n_peaks, score.shape[0])
-    top = np.argpartition(-score, k - 1, axis=0)[:k]
-    amplitude = np.take_along_axis(score, top, axis=0)
-    log = np.log(mag + 1e-12)
-    left, centre, right = (np.take_along_axis(log, top + shift, axis=0) for shift in (0, 1, 2))
-    curvature = left - 2 * centre + right
-    offset = np.where(curvature < 0, 0.5 * (left - right) / np.where(curvature < 0, curvature, -1.0), 0.0)
-    offset = np.clip(offset, -0.5, 0.5)  # a maximum's vertex lies within half a bin; a near-flat top would fling it
-    return (top + 1 + offset) * sr / n_fft, amplitude
+    in Hz (parabolic interpolation on the log magnitude) and magnitudes, each (n_peaks, frames), strongest first; a
+    frame with fewer peaks has frequency and magnitude 0 in the rest."""
+    first_bin = int(np.ceil(PEAK_FMIN_HZ * n_fft / sr)) + 1
+    bins, amplitude = _strongest_peaks(np.ascontiguousarray(magnitude.T), first_bin, n_peaks)
+    return bins.T * (sr / n_fft), amplitude.T
+
+
+@numba.njit(cache=True, nogil=True)
+def _strongest_peaks(frames: np.ndarray, first_bin: int, n_peaks: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``n_peaks`` strongest local maxima from ``first_bin`` on, kept in order by insertion: their
+    fractional bins and magnitudes, (rows, n_peaks), 0 past a row's last peak."""
+    n_frames, n_bins = frames.shape
+    bins = np.zeros((n_frames, n_peaks))
+    amplitude = np.zeros((n_frames, n_peaks))
+    for f in range(n_frames):
+        row = frames[f]
+        found = 0
+        for k in range(first_bin, n_bins - 1):
+            value = np.float64(row[k])
+            if not (row[k] > row[k - 1] and row[k] >= row[k + 1]):
+                continue
+            if found == n_peaks and value <= amplitude[f, n_peaks - 1]:
+                continue
+            slot = min(found, n_peaks - 1)
+            while slot > 0 and amplitude[f, slot - 1] < value:
+                amplitude[f, slot] = amplitude[f, slot - 1]
+                bins[f, slot] = bins[f, slot - 1]
+                slot -= 1
+            amplitude[f, slot] = value
+            bins[f, slot] = k + _vertex(row[k - 1], row[k], row[k + 1])
+            found = min(found + 1, n_peaks)
+    return bins, amplitude
+
+
+@numba.njit(cache=True, nogil=True)
+def _vertex(left: float, centre: float, right: float) -> float:
+    """Where a parabola through the log magnitudes of a maximum and its neighbours peaks, in bins from the maximum,
+    within half a bin (a near-flat top would fling it)."""
+    left, centre, right = np.log(left + 1e-12), np.log(centre + 1e-12), np.log(right + 1e-12)
+    curvature = left - 2.0 * centre + right
+    if curvature >= 0.0:
+        return 0.0
+    return min(max(0.5 * (left - right) / curvature, -0.5), 0.5)
 
 
 def dissonance(freqs: np.ndarray, amplitude: np.ndarray) -> np.ndarray:

@@ -6,15 +6,19 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import librosa
 import numpy as np
+import pyloudnorm
 import pytest
+import scipy.stats
 import soundfile as sf
 
 from mvemo.extract.audio import compute_audio_features
 from mvemo.extract.decode.audio import AudioWindow, decode_audio
 from mvemo.extract.features import FeatureConfigs
+from mvemo.extract.handcrafted import descriptors as descriptors_module
 from mvemo.extract.handcrafted import smile
-from mvemo.extract.handcrafted.descriptors import DescriptorConfig, columns, descriptors
+from mvemo.extract.handcrafted.descriptors import DescriptorConfig, columns, descriptors, zero_crossing_rate
 from mvemo.manifests import ConfigError
 
 SR = 16000
@@ -73,6 +77,43 @@ def test_bad_input_gives_finite_values(name: str, y: np.ndarray) -> None:
         assert value(vector, "loudness_lufs") == -70 and value(vector, "tempo") == 0
     if name == "half_second":
         assert -40 < value(vector, "loudness_lufs") < 0 and value(vector, "centroid_mean") > 200
+
+
+def edge_cases() -> list[np.ndarray]:
+    """Music, noise and the samples that test a sign: zeros, negative zeros, values within 1e-10 of 0, a short clip."""
+    rng = np.random.default_rng(5)
+    tiny = 1e-11 * rng.standard_normal(2000)
+    signed_zeros = np.r_[np.zeros(300), -np.zeros(300), tiny, rng.standard_normal(3000), -np.zeros(100)]
+    return [music(3.0), 0.1 * rng.standard_normal(2 * SR), signed_zeros.astype(np.float32), music(0.05)]
+
+
+@pytest.mark.parametrize("frame_length, hop_length", [(1024, 512), (2048, 300), (256, 256)])
+def test_the_zero_crossing_rate_is_librosas(frame_length: int, hop_length: int) -> None:
+    for y in edge_cases():
+        expected = librosa.feature.zero_crossing_rate(y, frame_length=frame_length, hop_length=hop_length)
+        np.testing.assert_array_equal(zero_crossing_rate(y, frame_length, hop_length), expected)
+
+
+def test_the_integrated_loudness_is_pyloudnorms() -> None:
+    """The K-weighting run as one cascade, pyloudnorm's gating: the same value to rounding, on music, noise, and a
+    clip whose quiet end the relative gate leaves out."""
+    quiet_end = np.concatenate([music(2.0), np.zeros(SR, dtype=np.float32), 0.01 * music(2.0)])
+    for y in [*edge_cases()[:2], quiet_end]:
+        expected = max(pyloudnorm.Meter(SR).integrated_loudness(y.astype(np.float64)), -70.0)
+        assert descriptors_module._loudness(y, SR) == pytest.approx(expected, abs=1e-9)
+
+
+def test_the_statistics_of_a_series() -> None:
+    rng = np.random.default_rng(2)
+    x = np.concatenate([rng.gamma(2.0, size=(3, 500)), np.full((1, 500), 4.0)]).astype(np.float32)
+    stats = descriptors_module._statistics(x)
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(stats[:, 0], x64.mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(stats[:, 1], x64.std(axis=1), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(stats[:, 2:5], np.percentile(x64, [10, 50, 90], axis=1).T, rtol=1e-12)
+    np.testing.assert_allclose(stats[:3, 5], scipy.stats.skew(x64[:3], axis=1), rtol=1e-9)
+    assert stats[3, 5] == 0.0  # a constant series has no skew
+    np.testing.assert_allclose(stats[:, 6], np.abs(np.diff(x64, axis=1)).mean(axis=1), rtol=1e-12)
 
 
 def test_clipping_raises_the_loudness_and_flattens_the_spectrum() -> None:

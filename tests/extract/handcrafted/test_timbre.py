@@ -6,8 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mvemo.extract.handcrafted.descriptors import DescriptorConfig, descriptors
-from mvemo.extract.handcrafted.timbre import LSF_ORDER, band_edges, line_spectral_frequencies
+from mvemo.extract.handcrafted import timbre
+from mvemo.extract.handcrafted.descriptors import DescriptorConfig, descriptors, spectra
+from mvemo.extract.handcrafted.lpc import lpc
+from mvemo.extract.handcrafted.timbre import (
+    LSF_ORDER,
+    band_edges,
+    line_spectral_frequencies,
+    lsf_angles_by_eigenvalues,
+    spectral_peaks,
+)
 
 SR = 16000
 CONFIG = DescriptorConfig()
@@ -66,6 +74,65 @@ def test_a_resonance_is_bracketed_by_a_close_pair_of_line_spectral_frequencies()
     assert np.all(np.diff(lsf) > 0) and lsf[0] > 0 and lsf[-1] < SR / 2
     below = int(np.searchsorted(lsf, 1200)) - 1
     assert lsf[below] < 1200 < lsf[below + 1] and lsf[below + 1] - lsf[below] < 150
+
+
+def hann_frames(y: np.ndarray, n_fft: int = 1024) -> np.ndarray:
+    return np.lib.stride_tricks.sliding_window_view(np.pad(y, n_fft // 2), n_fft)[:: n_fft // 2].astype(np.float64)
+
+
+def lpc_of_sounds(order: int) -> np.ndarray:
+    """LPC coefficients of the frames of noise, a chord with a click track and a sharp two-tone sound."""
+    rng = np.random.default_rng(3)
+    sounds = [white_noise(), partials([440, 554, 659, 1200], level=0.5) + 0.01 * white_noise(1)]
+    sounds.append(partials([1000, 1040]) + 1e-4 * rng.standard_normal(T.size))
+    return np.concatenate([lpc(hann_frames(y), order, np.hanning(1024)) for y in sounds])
+
+
+@pytest.mark.parametrize("order", [LSF_ORDER, 4, 7])
+def test_line_spectral_frequencies_found_on_the_circle_are_the_companion_matrices_roots(order: int) -> None:
+    """The roots sought where P and Q change sign on the unit circle are those the eigenvalues give, frame by frame
+    (an odd order takes the eigenvalues)."""
+    a = lpc_of_sounds(order)
+    expected = lsf_angles_by_eigenvalues(a).T * SR / (2 * np.pi)
+    np.testing.assert_allclose(line_spectral_frequencies(a, SR), expected, rtol=0, atol=1e-6)
+
+
+def test_a_frame_whose_roots_share_a_cell_of_the_grid_takes_the_eigenvalues(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a grid of 8 cells some frames hold two roots of P or of Q in one: those frames are found by the
+    eigenvalues, the others on the grid, and all agree with the eigenvalues."""
+    a = lpc_of_sounds(LSF_ORDER)
+    grid = np.cos(np.linspace(0.0, np.pi, 9))
+    missed = np.isnan(timbre._lsf_angles(a, timbre._chebyshev_to_power(LSF_ORDER // 2), grid)).any(axis=1)
+    assert missed.any() and not missed.all()
+    monkeypatch.setattr(timbre, "LSF_GRID", 8)
+    expected = lsf_angles_by_eigenvalues(a).T * SR / (2 * np.pi)
+    np.testing.assert_allclose(line_spectral_frequencies(a, SR), expected, rtol=0, atol=1e-6)
+
+
+def test_the_strongest_peaks_of_each_frame_strongest_first() -> None:
+    """The peaks are each frame's local maxima above 20 Hz, the 16 strongest in falling order, at the vertex of the
+    log magnitude's parabola; a frame with fewer peaks has zeros in the rest."""
+    s = spectra(partials([440, 660, 990]) + 0.05 * white_noise(), CONFIG)
+    magnitude = s.magnitude[:, 10:40].astype(np.float64)
+    magnitude[:, 0] = np.linspace(1.0, 0.0, magnitude.shape[0])  # a frame of no peak
+    magnitude[:, 1] = 0.0
+    magnitude[100, 1], magnitude[200, 1] = 1.0, 2.0  # two
+    freqs, amplitude = spectral_peaks(magnitude, SR, CONFIG.n_fft)
+    first = int(np.ceil(20.0 * CONFIG.n_fft / SR)) + 1
+    for f in range(magnitude.shape[1]):
+        m = magnitude[:, f]
+        peaks = [k for k in range(first, m.size - 1) if m[k] > m[k - 1] and m[k] >= m[k + 1]]
+        strongest = sorted(peaks, key=lambda k: -m[k])[: timbre.N_PEAKS]
+        expected = np.zeros(timbre.N_PEAKS)
+        expected[: len(strongest)] = m[strongest]
+        np.testing.assert_array_equal(amplitude[:, f], expected)
+        log = np.log(m + 1e-12)
+        for i, k in enumerate(strongest):
+            vertex = 0.5 * (log[k - 1] - log[k + 1]) / (log[k - 1] - 2 * log[k] + log[k + 1])
+            assert freqs[i, f] == pytest.approx((k + np.clip(vertex, -0.5, 0.5)) * SR / CONFIG.n_fft, abs=1e-9)
+        assert np.all(freqs[len(strongest) :, f] == 0.0)
+    assert np.count_nonzero(amplitude[:, 0]) == 0 and np.count_nonzero(amplitude[:, 1]) == 2
+    assert freqs[0, 1] == pytest.approx(200 * SR / CONFIG.n_fft)
 
 
 def test_dissonance_follows_plomp_and_levelt() -> None:
