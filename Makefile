@@ -34,7 +34,7 @@ test: install
 # files are named one by one, since pytest collects a folder's files in the folder's order.
 SLOW_FIRST := tests/pipeline/test_readymade.py tests/pipeline/test_bench_smallest.py tests/pipeline/test_demo_cold.py \
 	tests/pipeline/test_gpu_check.py
-SLOW_ORDER = $(SLOW_FIRST) $(filter-out $(SLOW_FIRST),$(shell find tests -name 'test_*.py' | sort))
+SLOW_ORDER = $(SLOW_FIRST) $(filter-out $(SLOW_FIRST),$(shell find tests -name 'test_*.py' | LC_ALL=C sort))
 test-slow: install
 	$(PYTEST) -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder -m slow $(SLOW_ORDER); \
 		rc=$$?; [ $$rc -eq 5 ] || exit $$rc

@@ -34,7 +34,8 @@ from mvemo.extract.decode.audio import AudioWindow, Decoded
 from mvemo.extract.handcrafted import beats, lpc, spectra, timbre
 from mvemo.manifests.synthetic import AudioCues, synthesize_audio
 
-# The sets whose computation calls numba code (mvemo's LPC and spectra, librosa's beat, pitch and onset functions).
+# The sets whose computation calls numba code (mvemo's LPC, spectra, beats and timbre, librosa's beat, pitch and onset
+# functions).
 NUMBA_SETS = ("mel", "logmel", "lld", "descriptors", "expressive")
 # The modules of mvemo's own cached numba functions (``@numba.njit(cache=True)``), which those sets call.
 NUMBA_SOURCES = (Path(beats.__file__), Path(lpc.__file__), Path(spectra.__file__), Path(timbre.__file__))

@@ -204,6 +204,8 @@ def spectral_peaks(magnitude: np.ndarray, sr: int, n_fft: int, n_peaks: int = N_
     """The ``n_peaks`` largest local maxima of each frame's magnitude spectrum above ``PEAK_FMIN_HZ``: frequencies
     in Hz (parabolic interpolation on the log magnitude) and magnitudes, each (n_peaks, frames), strongest first; a
     frame with fewer peaks has frequency and magnitude 0 in the rest."""
+    if n_peaks < 1:
+        raise ValueError(f"n_peaks={n_peaks}: expected at least 1")
     first_bin = int(np.ceil(PEAK_FMIN_HZ * n_fft / sr)) + 1
     bins, amplitude = _strongest_peaks(np.ascontiguousarray(magnitude.T), first_bin, n_peaks)
     return bins.T * (sr / n_fft), amplitude.T
