@@ -27,11 +27,19 @@ if TYPE_CHECKING:
     import torch
 
 
+SCAN_BLOCK = 4096  # samples
+
+
 def sound_samples(y: np.ndarray) -> int:
     """How many of the samples ``y`` (mono) are the clip's sound: up to its last one that is not zero; all of them
     where every one is zero (a clip of silence alone, whose end no set can tell)."""
-    found = np.flatnonzero(y)
-    return int(found[-1]) + 1 if found.size else y.size
+    # From the end, a block at a time: the sound mostly ends in the last one (scanning all of a 30-s window took
+    # 2 ms, once for each set of a clip)
+    for start in range((y.size - 1) // SCAN_BLOCK * SCAN_BLOCK, -1, -SCAN_BLOCK):
+        found = np.flatnonzero(y[start : start + SCAN_BLOCK])
+        if found.size:
+            return start + int(found[-1]) + 1
+    return y.size
 
 
 def sound_frames(x: torch.Tensor, *, padding: float | torch.Tensor = 0.0) -> torch.Tensor:

@@ -9,13 +9,25 @@ import torch
 from mvemo.extract.audio import LogMelConfig, MelConfig, WaveformConfig, compute_audio_features
 from mvemo.extract.decode.audio import AudioWindow, Decoded
 from mvemo.extract.handcrafted.lld import LldConfig
-from mvemo.extract.sound import floor_of, of_sound, sound_frames, sound_samples
+from mvemo.extract.sound import SCAN_BLOCK, floor_of, of_sound, sound_frames, sound_samples
 
 
 def test_the_sound_lasts_up_to_the_last_sample_that_is_not_zero() -> None:
     y = np.array([0.0, 0.5, 0.0, 0.2, 0.0, 0.0], dtype=np.float32)
     assert sound_samples(y) == 4, "a silence within the clip is sound, the zeros after it are not"
     assert sound_samples(np.zeros(5, dtype=np.float32)) == 5, "silence alone: no end to find, all of it"
+
+
+def test_the_sounds_end_is_found_wherever_it_lies_among_the_scans_blocks() -> None:
+    """Scanned from the end a block at a time: an end at or next to a block's edge, in the first block, after many
+    blocks of padding, and a window shorter than one block, each where the last sample that is not zero says."""
+    block = SCAN_BLOCK
+    for size in (1, block - 1, block, block + 1, 5 * block + 17):
+        for last in sorted({0, 1, block - 1, block, block + 1, 2 * block, size - 2, size - 1} & set(range(size))):
+            y = np.zeros(size, dtype=np.float32)
+            y[last] = -1e-30
+            assert sound_samples(y) == last + 1, (size, last)
+    assert sound_samples(np.zeros(0, dtype=np.float32)) == 0
 
 
 def test_frames_of_sound_count_up_to_each_clips_last_step_unlike_the_padding() -> None:
