@@ -9,6 +9,7 @@ a random initialisation and the fingerprints of the cached inputs it read.
 from __future__ import annotations
 
 import functools
+import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -69,6 +70,16 @@ def describe_weights(file: str, sha256: str) -> str:
 # Clips per job on an executor, in whole batches so that every clip meets the batch it meets in-process:
 # a minute of I3D on a CPU core, a fraction of a second on a GPU.
 BATCHES_PER_JOB = 8
+
+
+def batches_per_job(n_rows: int, batch_size: int, executor: Executor) -> int:
+    """``BATCHES_PER_JOB``, or fewer where the rows make fewer jobs than the executor has local workers: the batches
+    then spread evenly over them (the demo's 72 clips made a job of 64 and one of 8, and C3D ran 54 s on one core
+    while the other waited)."""
+    workers = getattr(executor, "local_workers", 0)
+    if workers <= 1:
+        return BATCHES_PER_JOB
+    return max(1, min(BATCHES_PER_JOB, math.ceil(math.ceil(n_rows / batch_size) / workers)))
 
 
 @dataclass(frozen=True)
@@ -179,12 +190,11 @@ def export_embeddings(
     """Write ``emb/<net>/all`` for every clip whose inputs are in the cache (computed before, by
     ``compute_feature_sets``).
 
-    Without ``executor`` the batches stream through this process (on a GPU, with
-    loader processes reading the cache); with one, jobs of ``BATCHES_PER_JOB``
-    batches run on its workers (asking a Dask cluster for a ``GPU`` unless
-    ``device`` is ``cpu``), and this process writes what they return. A job that
-    is lost (its workers died) fails its clips, with the reason, and the others are
-    written; any other error of a job stops the run as it would in this process.
+    Without ``executor`` the batches stream through this process (on a GPU, with loader processes reading the
+    cache); with one, jobs of at most ``BATCHES_PER_JOB`` batches (``batches_per_job``) run on its workers (asking a
+    Dask cluster for a ``GPU`` unless ``device`` is ``cpu``), and this process writes what they return. A job that
+    is lost (its workers died) fails its clips, with the reason, and the others are written; any other error of a
+    job stops the run as it would in this process.
     ``net_options`` maps a net to options of ``get_net`` (a config file's
     ``[net.<name>]``). ``progress(net)``, if given, returns the callable that
     wraps that net's results: ``bar(results, total)``. ``built``: nets whose sets
@@ -212,7 +222,7 @@ def export_embeddings(
         else:
             where = None if weights_dir is None else str(Path(weights_dir).absolute())
             shared = (cache_path, name, len(reader.classes), where, net.weights_sha256)
-            jobs = in_order(rows, batch_size * BATCHES_PER_JOB)
+            jobs = in_order(rows, batch_size * batches_per_job(rows.size, batch_size, executor))
             options = tuple(sorted(embedding.options.items()))
             work = [EmbedJob(*shared, seed, options, part, batch_size, device) for part in jobs]
             results = executor.map(embed_job, work, resources=None if device == "cpu" else GPU_RESOURCES)

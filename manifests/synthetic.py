@@ -13,6 +13,7 @@ import av
 import numpy as np
 
 from mvemo.manifests.errors import ConfigError
+from mvemo.manifests.executor import Executor
 
 
 def write_media(
@@ -311,11 +312,13 @@ def write_synthetic_set(
     config: SyntheticConfig | None = None,
     *,
     progress: Callable[[Iterable[Any], int], Iterable[Any]] | None = None,
+    executor: Executor | None = None,
 ) -> list[dict[str, Any]]:
     """Write ``root/<class>/<n>.mp4`` music videos (h264 + AAC) for the six classes of paper 001.
 
     Each clip draws its musical and visual cues from its class's distributions
-    (``draw_cues``), seeded per clip, so the same config writes the same set.
+    (``draw_cues``), seeded per clip, so the same config writes the same set, on
+    ``executor``'s workers or in this process (None).
     ``progress(clips, total)``, if given, wraps the clips as they are written.
 
     Returns
@@ -325,17 +328,28 @@ def write_synthetic_set(
         them (``tags``, ``valence``, ``arousal``: ``cue_targets``).
     """
     config = config or SyntheticConfig()
+    classes = [c for c in range(len(DEMO_CLASSES)) for _ in range(config.clips_per_class)]
+    indices = [i for _ in DEMO_CLASSES for i in range(config.clips_per_class)]
+    jobs = ([Path(root)] * len(classes), [config] * len(classes), classes, indices)
+    results = executor.map(write_synthetic_clip, *jobs) if executor else map(write_synthetic_clip, *jobs)
     written = []
-    clips = [(c, label, i) for c, label in enumerate(DEMO_CLASSES) for i in range(config.clips_per_class)]
-    for c, label, i in progress(clips, len(clips)) if progress else clips:
-        folder = Path(root) / label
-        folder.mkdir(parents=True, exist_ok=True)
-        rng = np.random.default_rng([config.seed, c, i])
-        audio, video = draw_cues(label, rng, config.spread)
-        y = synthesize_audio(audio, config.duration_s, config.sr, rng)
-        frames = synthesize_video(video, config.duration_s, config.fps, (config.width, config.height), rng)
-        path = write_media(folder / f"{i:03d}.mp4", frames=frames, fps=config.fps, y=y, sr=config.sr)
-        cues = {f"audio_{k}": v for k, v in asdict(audio).items()} | {f"video_{k}": v for k, v in asdict(video).items()}
-        tags, valence, arousal = cue_targets(audio, video)
-        written.append({"path": path, "label": label, **cues, "tags": tags, "valence": valence, "arousal": arousal})
+    for result in progress(results, len(classes)) if progress else results:
+        if isinstance(result, BaseException):  # a worker's error, as the executor hands it back
+            raise result
+        written.append(result)
     return written
+
+
+def write_synthetic_clip(root: Path, config: SyntheticConfig, c: int, i: int) -> dict[str, Any]:
+    """The ``i``-th clip of the ``c``-th class of ``write_synthetic_set``, written, and its row."""
+    label = DEMO_CLASSES[c]
+    folder = root / label
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng([config.seed, c, i])
+    audio, video = draw_cues(label, rng, config.spread)
+    y = synthesize_audio(audio, config.duration_s, config.sr, rng)
+    frames = synthesize_video(video, config.duration_s, config.fps, (config.width, config.height), rng)
+    path = write_media(folder / f"{i:03d}.mp4", frames=frames, fps=config.fps, y=y, sr=config.sr)
+    cues = {f"audio_{k}": v for k, v in asdict(audio).items()} | {f"video_{k}": v for k, v in asdict(video).items()}
+    tags, valence, arousal = cue_targets(audio, video)
+    return {"path": path, "label": label, **cues, "tags": tags, "valence": valence, "arousal": arousal}

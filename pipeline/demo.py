@@ -64,10 +64,18 @@ class DemoResult:
     target_reports: dict[str, dict[str, Any]]
 
 
-def build_demo_manifest(data: Path, config: SyntheticConfig, *, k: int, progress: Progress | None = None) -> Manifest:
-    """Generate the synthetic set into ``data``, scan it, keep each clip's drawn cues as extra columns and the tags,
-    valence and arousal they imply as targets, assign folds."""
-    cues = {Path(row.pop("path")).resolve(): row for row in write_synthetic_set(data, config, progress=progress)}
+def build_demo_manifest(
+    data: Path,
+    config: SyntheticConfig,
+    *,
+    k: int,
+    progress: Progress | None = None,
+    executor: Executor | None = None,
+) -> Manifest:
+    """Generate the synthetic set into ``data`` (on ``executor``'s workers, if given), scan it, keep each clip's drawn
+    cues as extra columns and the tags, valence and arousal they imply as targets, assign folds."""
+    written = write_synthetic_set(data, config, progress=progress, executor=executor)
+    cues = {Path(row.pop("path")).resolve(): row for row in written}
     scanned = scan_tree(data)
     targets = ("label", *TARGET_COLUMNS)
     clips = tuple(
@@ -106,7 +114,9 @@ def run_demo(
 
     config = config or SyntheticConfig()
     out = Path(out)
-    manifest = build_demo_manifest(out / "data", config, k=k, progress=progress("synthetic videos", "clip"))
+    manifest = build_demo_manifest(
+        out / "data", config, k=k, progress=progress("synthetic videos", "clip"), executor=executor
+    )
     path = write_manifest(manifest, out / "manifest.csv")
     cache = out / "cache"
     stage_one = extract_features(

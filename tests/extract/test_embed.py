@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from mvemo.cache.read import Cache
-from mvemo.extract.embed import EmbedJob, embed_job, input_kinds
+from mvemo.extract.embed import BATCHES_PER_JOB, EmbedJob, batches_per_job, embed_job, input_kinds
 from mvemo.manifests import Clip, ConfigError, Manifest, write_manifest
 from mvemo.pipeline.cli.main import cli
 from tests.extract.finetune.test_finetune import RANDOM
@@ -134,6 +134,54 @@ def test_a_lost_job_fails_its_clips_and_any_other_job_error_stops_the_run(tmp_pa
             ["twodcnn"],
             net_options=RANDOM,
             executor=ReplyingExecutor(ConfigError("out of memory: set a smaller batch size")),
+        )
+
+
+class RecordingExecutor:
+    """Runs each job here, as a pool of ``local_workers`` would elsewhere, and records the clips of each."""
+
+    def __init__(self, local_workers: int) -> None:
+        self.local_workers = local_workers
+        self.jobs: list[int] = []
+
+    def map(self, fn, jobs: list, resources: object = None) -> Iterator[object]:
+        self.jobs += [len(job.rows) for job in jobs]
+        return map(fn, jobs)
+
+
+@pytest.mark.parametrize(
+    ("rows", "batch_size", "workers", "expected"),
+    [
+        (72, 8, 2, 5),
+        (72, 8, 1, BATCHES_PER_JOB),
+        (72, 8, 0, BATCHES_PER_JOB),
+        (1000, 8, 2, BATCHES_PER_JOB),
+        (3, 8, 4, 1),
+    ],
+)
+def test_jobs_spread_the_batches_over_the_local_workers(
+    rows: int, batch_size: int, workers: int, expected: int
+) -> None:
+    """The demo's 72 clips in batches of 8 on 2 workers: jobs of 5 and 4 batches, not 8 and 1; as many as a job holds
+    where the batches outnumber the workers, or where the executor's workers are not local (a cluster's)."""
+    assert batches_per_job(rows, batch_size, RecordingExecutor(workers)) == expected
+
+
+def test_embeddings_are_the_same_however_the_jobs_cut_the_rows(tmp_path: Path, manifest: Manifest) -> None:
+    caches = {workers: tmp_path / f"{workers}.h5" for workers in (0, 2)}
+    jobs = {}
+    for workers, cache in caches.items():
+        features_into(manifest, cache, ("mel",), configs=CONFIGS)
+        executor = RecordingExecutor(workers)
+        embeddings_into(manifest, cache, ["twodcnn"], net_options=RANDOM, batch_size=1, executor=executor)
+        jobs[workers] = executor.jobs
+    assert jobs == {0: [4], 2: [2, 2]}
+    with Cache(caches[0]) as whole, Cache(caches[2]) as halves:
+        done = whole.done("emb/twodcnn/all")
+        assert done.sum() == 4 and np.array_equal(halves.done("emb/twodcnn/all"), done)
+        np.testing.assert_array_equal(
+            halves.read_matrix("emb/twodcnn/all", np.flatnonzero(done)),
+            whole.read_matrix("emb/twodcnn/all", np.flatnonzero(done)),
         )
 
 

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import multiprocessing
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import av
@@ -53,6 +56,37 @@ def test_the_same_seed_writes_the_same_set(tmp_path: Path) -> None:
     assert {r["path"].parent.name for r in first} == set(DEMO_CLASSES)
     different = [r["path"].name for r, s in zip(first, again) if r["path"].read_bytes() != s["path"].read_bytes()]
     assert different == [], "the same seed writes the same bytes, clip after clip in one process"
+
+
+class PoolExecutor:
+    """Two worker processes from a fork server that imports nothing first (mvemo's own preloads stage one and torch)."""
+
+    def __init__(self) -> None:
+        self.pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("forkserver"))
+        self.jobs = 0
+
+    def map(self, fn, *iterables, resources=None) -> Iterator[object]:
+        jobs = list(zip(*iterables))
+        self.jobs += len(jobs)
+        return self.pool.map(fn, *zip(*jobs))
+
+
+def test_worker_processes_write_the_set_one_process_writes(tmp_path: Path) -> None:
+    """Each clip is seeded on its own, so workers write the same clips, rows and bytes, in the same order."""
+    executor = PoolExecutor()
+    try:
+        pooled = write_synthetic_set(tmp_path / "pooled", SMALL, executor=executor)
+    finally:
+        executor.pool.shutdown()
+    assert executor.jobs == len(DEMO_CLASSES) * SMALL.clips_per_class, "every clip was a job of the pool"
+    alone = write_synthetic_set(tmp_path / "alone", SMALL)
+    assert [r["path"].relative_to(tmp_path / "pooled") for r in pooled] == [
+        r["path"].relative_to(tmp_path / "alone") for r in alone
+    ]
+    assert [{k: v for k, v in r.items() if k != "path"} for r in pooled] == [
+        {k: v for k, v in r.items() if k != "path"} for r in alone
+    ]
+    assert all(r["path"].read_bytes() == s["path"].read_bytes() for r, s in zip(pooled, alone, strict=True))
 
 
 def test_the_same_seed_draws_the_same_signals() -> None:
