@@ -91,6 +91,10 @@ def _add_audio(container: Any, y: np.ndarray, sr: int, codec: str) -> Any:
     channels = 1 if y.ndim == 1 else y.shape[1]
     stream = container.add_stream(codec, rate=sr)
     stream.layout = {1: "mono", 2: "stereo", 6: "5.1"}.get(channels, f"{channels}c")
+    if codec == "aac":
+        # FFmpeg's AAC encoder searches its quantizers in two loops by default: 0.23 s for a demo clip's 10 s, more
+        # than its video's 0.17 s. Its fast coder writes AAC-LC too, in 0.06 s.
+        stream.options = {"aac_coder": "fast"}
     return stream
 
 

@@ -363,14 +363,26 @@ def test_an_audio_file_with_no_samples_fails_its_clip_instead_of_becoming_paddin
         assert cache.done("mel").tolist() == [False, True]
 
 
+def media_data(mp4: bytes) -> tuple[int, int]:
+    """Where an MP4 file's encoded samples lie, its ``mdat`` box's contents: (first byte, end)."""
+    offset = 0
+    while offset < len(mp4):
+        size, kind = int.from_bytes(mp4[offset : offset + 4], "big"), mp4[offset + 4 : offset + 8]
+        if kind == b"mdat":
+            return offset + 8, offset + size
+        offset += size
+    raise AssertionError("no mdat box")
+
+
 @pytest.mark.parametrize("at", [0.5, 0.85])
 def test_a_file_damaged_inside_its_data_but_whole_is_corrupt_not_truncated(tmp_path: Path, at: float) -> None:
-    """Garbage over some packets of a whole m4a (its index first, its length intact): the decoder's error is the
-    clip's, never audio that stops early as if the file were cut."""
+    """Garbage over some packets of a whole m4a (at a share of its samples' bytes, its index and length intact): the
+    decoder's error is the clip's, never audio that stops early as if the file were cut."""
     t = np.arange(16000 * 6) / 16000
     written = write_media(tmp_path / "whole.m4a", y=(0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), sr=16000)
     data = bytearray(written.read_bytes())
-    start = int(len(data) * at)
+    first, end = media_data(bytes(data))
+    start = first + int((end - first) * at)
     data[start : start + 600] = b"\xff" * 600
     damaged = tmp_path / "damaged.m4a"
     damaged.write_bytes(bytes(data))
