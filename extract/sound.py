@@ -33,6 +33,7 @@ SCAN_BLOCK = 4096  # samples
 def sound_samples(y: np.ndarray) -> int:
     """How many of the samples ``y`` (mono) are the clip's sound: up to its last one that is not zero; all of them
     where every one is zero (a clip of silence alone, whose end no set can tell)."""
+    y = np.ravel(y)
     # From the end, a block at a time: the sound mostly ends in the last one (scanning all of a 30-s window took
     # 2 ms, once for each set of a clip)
     for start in range((y.size - 1) // SCAN_BLOCK * SCAN_BLOCK, -1, -SCAN_BLOCK):

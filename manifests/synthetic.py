@@ -334,8 +334,8 @@ def write_synthetic_set(
     config = config or SyntheticConfig()
     classes = [c for c in range(len(DEMO_CLASSES)) for _ in range(config.clips_per_class)]
     indices = [i for _ in DEMO_CLASSES for i in range(config.clips_per_class)]
-    jobs = ([Path(root)] * len(classes), [config] * len(classes), classes, indices)
-    results = executor.map(write_synthetic_clip, *jobs) if executor else map(write_synthetic_clip, *jobs)
+    jobs = ([Path(root).absolute()] * len(classes), [config] * len(classes), classes, indices)
+    results = map(write_synthetic_clip, *jobs) if executor is None else executor.map(write_synthetic_clip, *jobs)
     written = []
     for result in progress(results, len(classes)) if progress else results:
         if isinstance(result, BaseException):  # a worker's error, as the executor hands it back

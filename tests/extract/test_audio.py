@@ -366,10 +366,15 @@ def test_an_audio_file_with_no_samples_fails_its_clip_instead_of_becoming_paddin
 def media_data(mp4: bytes) -> tuple[int, int]:
     """Where an MP4 file's encoded samples lie, its ``mdat`` box's contents: (first byte, end)."""
     offset = 0
-    while offset < len(mp4):
-        size, kind = int.from_bytes(mp4[offset : offset + 4], "big"), mp4[offset + 4 : offset + 8]
+    while offset + 8 <= len(mp4):
+        size, kind, header = int.from_bytes(mp4[offset : offset + 4], "big"), mp4[offset + 4 : offset + 8], 8
+        if size == 1:  # a 64-bit size follows the type
+            size, header = int.from_bytes(mp4[offset + 8 : offset + 16], "big"), 16
+        elif size == 0:  # the box runs to the end of the file
+            size = len(mp4) - offset
+        assert size >= header, f"a box of {size} bytes at {offset}"
         if kind == b"mdat":
-            return offset + 8, offset + size
+            return offset + header, offset + size
         offset += size
     raise AssertionError("no mdat box")
 

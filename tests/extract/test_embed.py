@@ -168,21 +168,22 @@ def test_jobs_spread_the_batches_over_the_local_workers(
 
 
 def test_embeddings_are_the_same_however_the_jobs_cut_the_rows(tmp_path: Path, manifest: Manifest) -> None:
-    caches = {workers: tmp_path / f"{workers}.h5" for workers in (0, 2)}
-    jobs = {}
-    for workers, cache in caches.items():
-        features_into(manifest, cache, ("mel",), configs=CONFIGS)
-        executor = RecordingExecutor(workers)
-        embeddings_into(manifest, cache, ["twodcnn"], net_options=RANDOM, batch_size=1, executor=executor)
-        jobs[workers] = executor.jobs
-    assert jobs == {0: [4], 2: [2, 2]}
-    with Cache(caches[0]) as whole, Cache(caches[2]) as halves:
-        done = whole.done("emb/twodcnn/all")
-        assert done.sum() == 4 and np.array_equal(halves.done("emb/twodcnn/all"), done)
-        np.testing.assert_array_equal(
-            halves.read_matrix("emb/twodcnn/all", np.flatnonzero(done)),
-            whole.read_matrix("emb/twodcnn/all", np.flatnonzero(done)),
+    """In this process, in one job of both batches of 2 clips, in a job a batch: the same rows."""
+    runs = {"here": None, "one job": RecordingExecutor(0), "two jobs": RecordingExecutor(2)}
+    for name, executor in runs.items():
+        features_into(manifest, tmp_path / f"{name}.h5", ("mel",), configs=CONFIGS)
+        embeddings_into(
+            manifest, tmp_path / f"{name}.h5", ["twodcnn"], net_options=RANDOM, batch_size=2, executor=executor
         )
+    assert runs["one job"].jobs == [4] and runs["two jobs"].jobs == [2, 2]
+    with Cache(tmp_path / "here.h5") as here:
+        done = here.done("emb/twodcnn/all")
+        expected = here.read_matrix("emb/twodcnn/all", np.flatnonzero(done))
+    assert done.sum() == 4
+    for name in ("one job", "two jobs"):
+        with Cache(tmp_path / f"{name}.h5") as cache:
+            assert np.array_equal(cache.done("emb/twodcnn/all"), done)
+            np.testing.assert_array_equal(cache.read_matrix("emb/twodcnn/all", np.flatnonzero(done)), expected)
 
 
 def test_a_worker_that_finds_other_pretrained_weights_refuses_its_job() -> None:

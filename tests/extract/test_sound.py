@@ -25,6 +25,7 @@ def test_the_sounds_end_is_found_wherever_it_lies_among_the_scans_blocks() -> No
     for size in (1, block - 1, block, block + 1, 5 * block + 17):
         for last in sorted({0, 1, block - 1, block, block + 1, 2 * block, size - 2, size - 1} & set(range(size))):
             y = np.zeros(size, dtype=np.float32)
+            y[: last + 1 : block // 2 + 1] = 0.5  # sound in earlier blocks too
             y[last] = -1e-30
             assert sound_samples(y) == last + 1, (size, last)
     assert sound_samples(np.zeros(0, dtype=np.float32)) == 0

@@ -3,10 +3,12 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 
 from mvemo.manifests.synthetic import (
     CLASS_PROFILES,
@@ -87,6 +89,18 @@ def test_worker_processes_write_the_set_one_process_writes(tmp_path: Path) -> No
         {k: v for k, v in r.items() if k != "path"} for r in alone
     ]
     assert all(r["path"].read_bytes() == s["path"].read_bytes() for r, s in zip(pooled, alone, strict=True))
+
+
+class FailingExecutor:
+    """Hands back the error that lost each job, as mvemo's executors do, instead of raising it."""
+
+    def map(self, fn, *iterables, resources=None) -> Iterator[object]:
+        return iter([BrokenProcessPool("a worker died")] * len(iterables[0]))
+
+
+def test_an_error_a_worker_hands_back_is_raised(tmp_path: Path) -> None:
+    with pytest.raises(BrokenProcessPool, match="a worker died"):
+        write_synthetic_set(tmp_path, SMALL, executor=FailingExecutor())
 
 
 def test_the_same_seed_draws_the_same_signals() -> None:
