@@ -4,8 +4,9 @@ For each ready-made model whose weights are found, over the first clips of the m
 the music models, mved-sample's videos for the video model, where ``../shared`` lies beside the clone): stage one
 computing the model's feature sets and nets (``extract_features``, the recipe's config) into a new cache, and
 ``predict`` labelling the same clips (``Predictor.predict``), each on a fresh pool of the same worker processes, taking
-turns, the faster of two each. Both run in this process, so the figures are throughput, not start-up (``bench
-predict`` times that). ``4q-moods`` reads the sets of ``4q-quadrants`` and is not run again.
+turns, the fastest of ``repeat`` runs (two; one at the smallest size) each. Both run in this process, so the figures
+are throughput, not start-up (``bench predict`` times that). ``4q-moods`` reads the sets of ``4q-quadrants`` and is
+not run again.
 """
 
 from __future__ import annotations
@@ -31,7 +32,12 @@ MEDIA = {"4q-quadrants": "4q-dev", "valence-arousal": "4q-dev", "mved-classes": 
 
 
 def bench_catalogue(
-    *, n_clips: int = 16, workers: int = 2, weights_dir: str | None = None, folder: str | None = None
+    *,
+    n_clips: int = 16,
+    workers: int = 2,
+    repeat: int = 2,
+    weights_dir: str | None = None,
+    folder: str | None = None,
 ) -> dict[str, Any]:
     """The figures of ``mvemo bench catalogue --json``: for each model, what it was run on, or why it was skipped."""
     figures: dict[str, Any] = {}
@@ -47,7 +53,9 @@ def bench_catalogue(
                 manifest = first_clips(source, Path(tmp) / "media", n_clips)
                 figures[name] = {"clips": f"{len(manifest)} of {data}"}
                 predictor = Predictor(shipped_folder(name), weights_dir=weights_dir)
-                figures[name] |= compare(recipe(name).config, predictor, manifest, workers, weights_dir, Path(tmp))
+                figures[name] |= compare(
+                    recipe(name).config, predictor, manifest, workers, repeat, weights_dir, Path(tmp)
+                )
     return figures
 
 
@@ -56,11 +64,13 @@ def compare(
     predictor: Predictor,
     manifest: Manifest,
     workers: int,
+    repeat: int,
     weights_dir: str | None,
     tmp: Path,
 ) -> dict[str, Any]:
     """Stage one computing the sets and nets ``predictor``'s model reads (with ``config``, a recipe's tables) against
-    ``predictor`` labelling ``manifest``'s clips: their clips per second, new caches in ``tmp``."""
+    ``predictor`` labelling ``manifest``'s clips, each the fastest of ``repeat`` runs: their clips per second, new
+    caches in ``tmp``."""
     caches = (tmp / f"cache{i}" for i in itertools.count())
 
     sets = predictor.saved.feature_sets(predictor.model)  # what the model reads, not all the recipe computed
@@ -88,7 +98,7 @@ def compare(
         if failed := [r["clip_id"] for r in results if "error" in r]:
             raise RuntimeError(f"predict failed on {failed[:3]}")
 
-    seconds = best_of_each({"extract": extract, "predict": predict}, 2)
+    seconds = best_of_each({"extract": extract, "predict": predict}, repeat)
     per_s = {step: len(manifest) / s for step, s in seconds.items()}
     return {
         "workers": workers,

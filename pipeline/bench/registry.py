@@ -146,7 +146,9 @@ def _catalogue(o: Options) -> dict[str, Any]:
     from mvemo.pipeline.bench.catalogue import bench_catalogue
 
     workers = o.size(max(o.workers), 1)
-    return bench_catalogue(n_clips=o.n_clips(16, 2), workers=workers, weights_dir=o.weights_dir, folder=o.folder)
+    return bench_catalogue(
+        n_clips=o.n_clips(16, 2), workers=workers, repeat=o.size(2, 1), weights_dir=o.weights_dir, folder=o.folder
+    )
 
 
 def _keys(text: str) -> frozenset[str]:
