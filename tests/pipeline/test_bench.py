@@ -127,7 +127,8 @@ def test_the_catalogue_bench_times_stage_one_and_predict_over_the_same_clips(
 
     manifest = read_manifest(tiny_demo / "manifest.csv")
     manifest = dataclasses.replace(manifest, clips=manifest.clips[:4])
-    figures = catalogue.compare({}, Predictor(tiny_demo / "model", "lldstats"), manifest, 1, None, tmp_path)
+    predictor = Predictor(tiny_demo / "model", "lldstats")
+    figures = catalogue.compare({}, predictor, manifest, workers=1, repeat=2, weights_dir=None, tmp=tmp_path)
     assert figures["extract clips/s"] > 0 and figures["predict clips/s"] > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache0", "cache1"], "each stage one in a cache of its own"
     with Cache(tmp_path / "cache0") as cache:
