@@ -83,9 +83,9 @@ def probe_file(path: str | os.PathLike[str]) -> MediaInfo:
     """
     path = Path(path)
     if not path.is_file():
-        return MediaInfo(str(path), error="file does not exist")
+        return MediaInfo(str(path), error="file does not exist; fix the path (relative to the manifest's folder)")
     if path.stat().st_size == 0:
-        return MediaInfo(str(path), error="file is empty (0 bytes)")
+        return MediaInfo(str(path), error="file is empty (0 bytes); replace the file")
     try:
         with av.open(str(path)) as container:
             container_s = container.duration / av.time_base if container.duration else 0.0
@@ -95,11 +95,9 @@ def probe_file(path: str | os.PathLike[str]) -> MediaInfo:
             video = _probe_video(container, video_stream, container_s) if video_stream else None
             ends, truncated = _stream_ends(container)
     except (av.FFmpegError, UnicodeDecodeError, StopIteration, ValueError) as err:
-        return MediaInfo(
-            str(path), error=CUT_OFF_REASON if iso_file_cut_off(path) else f"cannot decode: {_reason(err)}"
-        )
+        return MediaInfo(str(path), error=CUT_OFF_REASON if iso_file_cut_off(path) else undecodable_reason(err))
     if audio is None and video is None:
-        return MediaInfo(str(path), error="no audio or video stream")
+        return MediaInfo(str(path), error="no audio or video stream; replace the file")
     if audio is not None:
         audio = replace(audio, end_s=_end_s(audio_stream, ends))
     if video is not None:
@@ -194,7 +192,8 @@ def _stream_ends(container: Any) -> tuple[dict[int, float], str]:
     except av.FFmpegError as err:
         return (
             ends,
-            f"the file is truncated or corrupt: reading it stopped ({_reason(err)}); re-download or re-encode it",
+            f"the file is truncated or corrupt: reading it stopped ({decoder_reason(err)}); re-download or re-encode"
+            " it",
         )
     for stream in streams:
         declared_s = declared_end_s(stream)
@@ -242,10 +241,19 @@ def _first_frame(container: Any, stream: Any) -> Any:
     return next(container.decode(stream))
 
 
-def _reason(err: BaseException) -> str:
+def decoder_reason(err: BaseException) -> str:
+    """FFmpeg's words for an error, without its errno and the path or function it appends."""
     if isinstance(err, StopIteration):
         return "the stream has no decodable frame"
-    return str(err).strip() or type(err).__name__
+    text = getattr(err, "strerror", None) or str(err).strip() or type(err).__name__
+    return str(text).split(": '")[0]
+
+
+def undecodable_reason(err: BaseException) -> str:
+    """Why a file no decoder reads failed, and the fix."""
+    return (
+        f"cannot decode ({decoder_reason(err)}): the file is corrupt, truncated or not media; re-encode or replace it"
+    )
 
 
 def check_clip(
@@ -272,7 +280,8 @@ def check_clip(
             probe[path] = probe_file(path)
         info = probe[path]
         if info.error:
-            problems.append(f"{modality} file {str(path)!r}: {info.error}; replace the file or fix the path")
+            if path != clip.video or modality == "video":  # a video that gives the sound too: its problem once
+                problems.append(f"{_files_of(clip, path)} {str(path)!r}: {info.error}")
             continue
         stream = getattr(info, modality)
         if stream is None:
@@ -291,6 +300,12 @@ def check_clip(
         except ManifestError as err:  # a report's problems are its clip's: its id is said once, by the report
             problems.append(str(err).removeprefix(f"clip {clip.clip_id!r}: "))
     return ClipReport(clip.clip_id, clip.label, found["audio"], found["video"], duration_s, problems)
+
+
+def _files_of(clip: Clip, path: Path) -> str:
+    """How a problem names the clip's file at ``path``: by the columns that name it."""
+    columns = [m for m in clip.modalities if getattr(clip, m) == path]
+    return " and ".join(columns) + " file"
 
 
 def check_manifest(manifest: Manifest) -> list[ClipReport]:

@@ -131,10 +131,15 @@ class Manifest:
                     " clip ids must be unique (scan uses the path under its root)"
                 )
             seen[clip.clip_id] = row
-            if clip.label not in known and (self.classes or clip.label):
+            if clip.label and clip.label not in known:
                 raise ManifestError(
                     f"{where}: column 'label' value {clip.label!r} is not a class of this manifest"
                     f" {list(self.classes)}; fix the label or add the class to the '# classes:' line"
+                )
+            if not clip.label and self.classes and not self.unlabelled:
+                raise ManifestError(
+                    f"{where}: no label (column 'label' empty or absent) where the manifest names the classes"
+                    f" {list(self.classes)}; label every clip with one of them"
                 )
             if not clip.modalities:
                 raise ManifestError(
@@ -283,12 +288,16 @@ class Manifest:
         """One message per media or annotation path that does not exist, naming row, column, path and fix."""
         problems = []
         for row, clip in enumerate(self.clips, start=1):
+            columns_of: dict[Path, list[str]] = {}  # a video that gives the sound too is one missing file
             for column in (*clip.modalities, *([ANNOTATIONS_COLUMN] if clip.annotations else [])):
-                path = getattr(clip, column)
+                columns_of.setdefault(getattr(clip, column), []).append(column)
+            for path, columns in columns_of.items():
                 if not path.is_file():
+                    named = " and ".join(repr(c) for c in columns)
                     problems.append(
-                        f"row {row} (clip {clip.clip_id!r}): column {column!r} file {str(path)!r} does not exist;"
-                        " fix the path (relative to the manifest's folder) or clear the column"
+                        f"row {row} (clip {clip.clip_id!r}): column{'s' if len(columns) > 1 else ''} {named} file"
+                        f" {str(path)!r} does not exist; fix the path (relative to the manifest's folder) or clear the"
+                        f" column{'s' if len(columns) > 1 else ''}"
                     )
         return problems
 

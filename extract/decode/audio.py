@@ -23,9 +23,16 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from mvemo.extract.decode.packets import check_file, decoder_reason, describe_clip
+from mvemo.extract.decode.packets import check_file, describe_clip
 from mvemo.manifests.errors import ConfigError, MediaError
-from mvemo.manifests.probe import CUT_OFF_REASON, cut_short, declared_end_s, iso_file_cut_off, truncated_reason
+from mvemo.manifests.probe import (
+    CUT_OFF_REASON,
+    cut_short,
+    declared_end_s,
+    decoder_reason,
+    iso_file_cut_off,
+    truncated_reason,
+)
 
 SOUNDFILE_SUFFIXES = frozenset({".wav", ".flac", ".ogg"})
 AUDIO48K_HZ = 48000  # the rate of the set ``audio48k``, CLAP's input (``extract.nets.clap``)

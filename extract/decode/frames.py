@@ -20,8 +20,9 @@ import av
 import numpy as np
 
 from mvemo.extract.decode.nvdec import PLANAR_OF
-from mvemo.extract.decode.packets import Deadline, PacketIndex, decoder_reason, describe_clip
+from mvemo.extract.decode.packets import Deadline, PacketIndex, describe_clip
 from mvemo.manifests.errors import MediaError
+from mvemo.manifests.probe import decoder_reason
 
 LOWRES_CODECS = frozenset(
     {"mpeg1video", "mpeg2video", "mpeg4", "h263", "msmpeg4v1", "msmpeg4v2", "msmpeg4v3", "mjpeg", "dvvideo"}

@@ -19,7 +19,7 @@ from typing import Any
 import av
 
 from mvemo.manifests.errors import MediaError
-from mvemo.manifests.probe import CUT_OFF_REASON, declared_end_s, iso_file_cut_off, picture_streams
+from mvemo.manifests.probe import CUT_OFF_REASON, declared_end_s, decoder_reason, iso_file_cut_off, picture_streams
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def describe_clip(path: str | os.PathLike[str], clip_id: str = "") -> str:
 def check_file(path: Path, clip_id: str = "", kind: str = "video") -> None:
     """Raise ``MediaError`` for a missing, non-regular or empty ``kind`` file, before any decoder sees it."""
     if not path.exists():
-        raise MediaError(f"{describe_clip(path, clip_id)}: {kind} file does not exist; fix the path in the manifest")
+        raise MediaError(f"{describe_clip(path, clip_id)}: {kind} file does not exist; fix the path")
     if not path.is_file():
         raise MediaError(f"{describe_clip(path, clip_id)}: not a regular file; give the {kind} file's path")
     if path.stat().st_size == 0:
@@ -104,12 +104,6 @@ def open_container(path: Path, clip_id: str, hwaccel: Any = None) -> Any:
             f"{describe_clip(path, clip_id)}: cannot open as media ({decoder_reason(err)}):"
             " the file is corrupt, truncated or not a video; re-encode or replace it"
         ) from None
-
-
-def decoder_reason(err: BaseException) -> str:
-    """FFmpeg's words for an error, without its errno and the path or function it appends."""
-    text = getattr(err, "strerror", None) or str(err).strip() or type(err).__name__
-    return str(text).split(": '")[0]
 
 
 def video_stream(container: Any, path: Path, clip_id: str) -> Any:

@@ -73,7 +73,6 @@ from mvemo.extract.decode.packets import (
     DecodeTimeoutError,
     PacketIndex,
     check_file,
-    decoder_reason,
     demux,
     describe_clip,
     open_container,
@@ -82,6 +81,7 @@ from mvemo.extract.decode.packets import (
     video_stream,
 )
 from mvemo.manifests.errors import MediaError
+from mvemo.manifests.probe import decoder_reason
 
 NONREF_CODECS = frozenset({"h264", "hevc", "mpeg1video", "mpeg2video", "mpeg4"})
 MAX_PARALLEL_DECODERS = 4

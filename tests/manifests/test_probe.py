@@ -94,6 +94,20 @@ def test_check_probes_a_shared_file_once(tmp_path: Path, monkeypatch) -> None:
     assert report.ok and calls == [path]
 
 
+def test_a_broken_file_that_gives_both_modalities_is_one_problem_in_ffmpegs_words_without_its_errno(
+    tmp_path: Path,
+) -> None:
+    text = tmp_path / "text.mp4"
+    text.write_text("this is not a video at all " * 100)
+    report = check_clip(Clip("x", "A", video=text, audio=text))
+    assert report.problems == [
+        f"video and audio file {str(text)!r}: cannot decode (Invalid data found when processing input): the file is"
+        " corrupt, truncated or not media; re-encode or replace it"
+    ]
+    gone = check_clip(Clip("y", "A", video=text, audio=tmp_path / "gone.wav")).problems
+    assert len(gone) == 2 and gone[1].startswith("audio file") and "does not exist; fix the path" in gone[1]
+
+
 @pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
 def test_a_file_cut_after_its_header_is_truncated_and_a_whole_one_is_not(tmp_path: Path, suffix: str) -> None:
     written = write_media(tmp_path / f"w{suffix}", frames=tiny_frames(50), y=tiny_audio(2.0), sr=16000)

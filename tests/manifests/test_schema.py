@@ -185,3 +185,46 @@ def test_new_files_to_label_need_no_target(tmp_path: Path, text: str, suffix: st
     manifest = read_manifest(path, check_files=False, unlabelled=True)
     assert [(c.clip_id, c.label) for c in manifest.clips] == [("x", ""), ("y", "")]
     assert manifest.clips[1].video is None and manifest.clips[1].audio == tmp_path / "d.wav"
+
+
+def test_new_files_to_label_may_keep_the_classes_line_and_labelled_ones_need_a_label(tmp_path: Path) -> None:
+    path = tmp_path / "new.csv"
+    path.write_text('# classes: ["Sad", "Fear"]\nclip_id,video,audio\nx,c.mp4,\ny,,d.wav\n')
+    manifest = read_manifest(path, check_files=False, unlabelled=True)
+    assert manifest.classes == ("Sad", "Fear") and [c.label for c in manifest.clips] == ["", ""]
+    path.write_text('# classes: ["Sad", "Fear"]\nclip_id,label,video,audio\nx,Sad,c.mp4,\ny,,,d.wav\n')
+    assert [c.label for c in read_manifest(path, check_files=False, unlabelled=True).clips] == ["Sad", ""]
+    with pytest.raises(ManifestError, match=r"row 2 \(clip 'y'\): no label \(column 'label' empty or absent\)"):
+        read_manifest(path, check_files=False)
+
+
+@pytest.mark.parametrize(
+    ("text", "suffix"),
+    [
+        ("clip_id,label,video\nx,Sad,c.mp4\n", ".csv"),
+        ('{"clip_id": "x", "label": "Sad", "video": "c.mp4"}\n', ".jsonl"),
+    ],
+)
+def test_without_an_audio_column_a_clip_sounds_from_its_video(tmp_path: Path, text: str, suffix: str) -> None:
+    path = tmp_path / f"m{suffix}"
+    path.write_text(text)
+    (clip,) = read_manifest(path, check_files=False).clips
+    assert clip.audio == clip.video == tmp_path / "c.mp4"
+    (rewritten,) = read_manifest(write_manifest(read_manifest(path, check_files=False), path), check_files=False).clips
+    assert rewritten == clip
+
+
+def test_an_empty_audio_cell_is_a_clip_without_sound(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    path.write_text("clip_id,label,video,audio\nx,Sad,c.mp4,\n")
+    (clip,) = read_manifest(path, check_files=False).clips
+    assert clip.audio is None and clip.modalities == ("video",)
+
+
+def test_a_missing_video_that_gives_the_sound_too_is_named_once(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    path.write_text("clip_id,label,video,audio\nx,Sad,gone.mp4,gone.mp4\n")
+    with pytest.raises(ManifestError) as raised:
+        read_manifest(path)
+    message = str(raised.value)
+    assert message.startswith("row 1 (clip 'x'): columns 'video' and 'audio' file ") and "more missing" not in message
