@@ -234,19 +234,40 @@ def warn_seen_in_training(seen: list[str], n_clips: int) -> None:
 
 def model_and_files(arguments: tuple[str, ...], model_name: str | None) -> tuple[str, tuple[str, ...], str | None]:
     """The saved model's folder, the files to label and the model of the folder to use: the first argument where it
-    is a folder, else the ready-made model of ``--model``."""
+    is a folder (beside ``--model`` of a ready-made model, one that holds a saved model), else the ready-made model of
+    ``--model``."""
     from mvemo.manifests.errors import ConfigError
     from mvemo.pipeline.readymade.recipes import RECIPES, REPLACED, shipped_folder
 
-    if arguments and Path(arguments[0]).is_dir():
+    ready_made = model_name if model_name in RECIPES or model_name in REPLACED else None
+    first = Path(arguments[0]) if arguments else None
+    if first is not None and first.is_dir() and (ready_made is None or _holds_saved_model(first)):
         return arguments[0], arguments[1:], model_name
-    if model_name in RECIPES or model_name in REPLACED:
-        return str(shipped_folder(model_name)), arguments, None
+    if ready_made is not None:
+        folder = next((a for a in arguments if Path(a).is_dir()), None)
+        if folder is not None:
+            raise ConfigError(
+                f"{folder!r} is a folder: --model {ready_made} labels files; name them (e.g. {folder}/*), or give a"
+                f" manifest of them with --manifest (`mvemo manifest scan {folder} -o new.csv`)"
+            )
+        return str(shipped_folder(ready_made)), arguments, None
+    if model_name is not None:
+        where = "no MODEL_DIR is given" if first is None else f"{arguments[0]!r} is no folder"
+        raise ConfigError(
+            f"--model {model_name!r} is no ready-made model ({', '.join(RECIPES)}: `mvemo models list`), and {where}"
+            " to choose it from; give a ready-made model's name, or the folder of a model saved by `mvemo fuse` first"
+        )
     what = f"{arguments[0]!r} is no folder" if arguments else "no MODEL_DIR given"
     raise ConfigError(
         f"{what}: give the folder of a model saved by `mvemo fuse` first, or --model NAME of a ready-made model"
         f" ({', '.join(RECIPES)}: `mvemo models list`)"
     )
+
+
+def _holds_saved_model(folder: Path) -> bool:
+    from mvemo.fuse.saved.model import MODEL_JSON
+
+    return (folder / MODEL_JSON).is_file()
 
 
 def _timelines(
@@ -333,18 +354,24 @@ def _table(results: list[dict[str, Any]], predictor: Any) -> None:
     rows = [[r["file"], r["label"], *score_cells(list(scores_of(r).values()), scale)] for r in results if "label" in r]
     if rows:
         heading = {"label": "emotion", "tags": "tags"}.get(predictor.saved.target, "quadrant")
-        unit = [f"{name} on [-1, 1]" for name in outputs] if scale else []
+        unit = [f"{name} on [-1, 1]" for name in outputs] if scale and rescaled(scale) else []
         on_scale = [f"{name} on [{scale[0]:g}, {scale[1]:g}]" for name in outputs] if scale else outputs
         click.echo(format_table(["file", heading, *on_scale, *unit], rows))
     click.echo(f"model: {predictor.model}")
 
 
 def score_cells(scores: list[float], scale: tuple[float, float] | None) -> list[str]:
-    """One clip's scores as the table prints them: probabilities, or values on their scale and then on [-1, 1]."""
+    """One clip's scores as the table prints them: probabilities, or values on their scale and then, where that is
+    another, on [-1, 1]."""
     from mvemo.manifests.targets import on_unit_scale
 
     cells = [f"{s:.2f}" for s in scores]
-    return cells + ([f"{u:+.2f}" for u in on_unit_scale(scores, scale)] if scale else [])
+    return cells + ([f"{u:+.2f}" for u in on_unit_scale(scores, scale)] if scale and rescaled(scale) else [])
+
+
+def rescaled(scale: tuple[float, float]) -> bool:
+    """Whether values on ``scale`` are also printed on [-1, 1]: where that is another scale."""
+    return tuple(map(float, scale)) != (-1.0, 1.0)
 
 
 def _summary(tally: Any, predictor: Any, csv_path: str) -> None:

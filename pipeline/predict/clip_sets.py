@@ -78,8 +78,9 @@ class ClipFeatures:
             ).items():
                 if value is ABSENT:
                     raise MediaError(
-                        f"clip {self.clip.clip_id!r}: the model reads {modality(name)} and the clip has none;"
-                        f" give the clip a file with {modality(name)}, or choose a --model that does not read it"
+                        f"clip {self.clip.clip_id!r}: the model reads {modality(name)} and the clip names no file"
+                        f" for it (an audio file alone, or a manifest's empty {modality(name)!r} column); give the"
+                        f" clip a file with {modality(name)}, or choose a --model that does not read it"
                     )
                 if isinstance(value, str):
                     raise MediaError(value)

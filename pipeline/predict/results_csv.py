@@ -28,8 +28,8 @@ def output_columns(saved: SavedFusionModel) -> list[str]:
 
 def csv_header(saved: SavedFusionModel, labelled: bool) -> list[str]:
     """The results CSV's columns: the clip, its file, the manifest's label (where it labels clips), the model, what it
-    predicted, its scores (``output_columns``), the error of a clip that failed and the saved model's digest
-    (``saved_digest``), which a rerun checks."""
+    predicted, its scores (``output_columns``), whether the model trained on the clip (``IN_TRAINING``), the error of a
+    clip that failed and the saved model's digest (``saved_digest``), which a rerun checks."""
     scores = output_columns(saved)
     return [
         "clip_id",
@@ -38,9 +38,14 @@ def csv_header(saved: SavedFusionModel, labelled: bool) -> list[str]:
         "model",
         "predicted",
         *scores,
+        "in_training",
         "error",
         "saved_model",
     ]
+
+
+# A result's ``in_training`` as its CSV cell: empty for a model of imported sets alone, which cannot tell
+IN_TRAINING = {True: "true", False: "false", None: ""}
 
 
 def saved_digest(saved: SavedFusionModel) -> str:
@@ -98,8 +103,8 @@ def labelled(rows: dict[str, dict[str, str]]) -> set[str]:
 
 
 def result_of_row(row: dict[str, str], saved: SavedFusionModel) -> dict[str, Any]:
-    """An earlier run's row as ``Predictor.predict``'s result (its label and scores; whether the clip was in training
-    is not kept)."""
+    """An earlier run's row as ``Predictor.predict``'s result: its label, scores and whether the model trained on the
+    clip."""
     if not row["model"]:
         return {"clip_id": row["clip_id"], "file": row["file"], "error": row["error"]}
     key = "probabilities" if saved.target in ("label", "tags") else "values"
@@ -110,6 +115,7 @@ def result_of_row(row: dict[str, str], saved: SavedFusionModel) -> dict[str, Any
         "model": row["model"],
         "label": row["predicted"],
         key: scores,
+        "in_training": {"true": True, "false": False}.get(row["in_training"]),
     }
 
 
@@ -125,8 +131,13 @@ def row_of_result(result: dict[str, Any], header: list[str], labels: dict[str, s
         row["manifest_label"] = labels.get(result["clip_id"], "")
     if "label" in result:
         scores = result.get("probabilities") or result["values"]
-        row |= {"model": result["model"], "predicted": result["label"]}
-        row |= {column: f"{p:.6f}" for column, p in zip(header[header.index("predicted") + 1 : -2], scores.values())}
+        row |= {
+            "model": result["model"],
+            "predicted": result["label"],
+            "in_training": IN_TRAINING[result["in_training"]],
+        }
+        scored = header[header.index("predicted") + 1 : header.index("in_training")]
+        row |= {column: f"{p:.6f}" for column, p in zip(scored, scores.values())}
     return row
 
 

@@ -356,3 +356,27 @@ def test_predict_of_a_value_model_scores_its_signs_against_a_manifests_quadrants
         f" {agreed['valence_roc_auc']:.3f}, arousal ROC-AUC {agreed['arousal_roc_auc']:.3f}, quadrant accuracy"
         f" {agreed['quadrant_accuracy']:.3f}"
     )
+
+
+def test_a_value_model_on_the_unit_scale_prints_each_value_once(tiny_demo: Path) -> None:
+    assert DEMO_SCALE == (-1.0, 1.0)
+    clip = one_clip_per_class(tiny_demo)[0]
+    result = CliRunner().invoke(cli, ["predict", str(tiny_demo / "valence-arousal" / "model"), clip])
+    assert result.exit_code == 0, result.output
+    header, row = result.stdout.splitlines()[:2]
+    assert header.split() == ["file", "quadrant", "valence", "on", "[-1,", "1]", "arousal", "on", "[-1,", "1]"]
+    assert len(row.split()) == 4
+
+
+def test_predict_labels_a_manifest_of_new_files_that_keeps_the_classes_line(tiny_demo: Path, tmp_path: Path) -> None:
+    """New files to label, in a manifest whose header names the classes and which has no label column (and no audio
+    column: each clip's sound is its video's)."""
+    clips = one_clip_per_class(tiny_demo)
+    manifest = tmp_path / "new.csv"
+    manifest.write_text(
+        f"# classes: {json.dumps(list(DEMO_CLASSES))}\nclip_id,video\n"
+        + "".join(f"new{i},{clip}\n" for i, clip in enumerate(clips))
+    )
+    result = CliRunner().invoke(cli, ["predict", str(tiny_demo / "model"), "--manifest", str(manifest), "--json"])
+    assert result.exit_code == 0, result.output
+    assert [r["clip_id"] for r in json.loads(result.stdout) if "label" in r] == [f"new{i}" for i in range(len(clips))]

@@ -43,3 +43,23 @@ def test_a_timeline_of_one_window_says_one_window() -> None:
     from mvemo.pipeline.predict.predictor import windows_text
 
     assert [windows_text(n) for n in (1, 2)] == ["1 window", "2 windows"]
+
+
+def test_a_ready_made_models_name_beside_a_folder_or_mistyped_says_which(tmp_path: Path) -> None:
+    import pytest
+
+    from mvemo.manifests.errors import ConfigError
+    from mvemo.pipeline.cli.predict import model_and_files
+
+    song = tmp_path / "song.ogg"
+    song.write_bytes(b"a song")
+    with pytest.raises(ConfigError, match=r"'[^']+' is a folder: --model 4q-quadrants labels files; name them"):
+        model_and_files((str(tmp_path), str(song)), "4q-quadrants")
+    with pytest.raises(ConfigError, match=r"--model '4q-quadrant' is no ready-made model \(4q-quadrants, "):
+        model_and_files((str(song),), "4q-quadrant")
+    folder, files, name = model_and_files((str(song),), "4q-quadrants")
+    assert Path(folder).name == "4q-quadrants" and files == (str(song),) and name is None
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    (saved / "model.json").write_text("{}")
+    assert model_and_files((str(saved), str(song)), "4q-quadrants") == (str(saved), (str(song),), "4q-quadrants")

@@ -3,6 +3,7 @@ drops a row a kill cut, and ends with the rows of a run never stopped; killed at
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -66,6 +67,9 @@ def test_a_rerun_skips_the_clips_labelled_retries_those_that_failed_and_drops_a_
     assert f"resuming {stopped}: 2 of 5 clips labelled before; 0 that failed retried" in rerun.stderr
     assert stopped.read_text() == whole.read_text() and not Path(f"{stopped}.partial").exists()
     assert "model: lldstats; 4 of 5 clips labelled" in rerun.stdout, "the summary counts the clips skipped too"
+    assert "warning: 4 of 5 clips were in the model's training set" in rerun.stderr, "the clips skipped too"
+    with open(whole, newline="") as f:
+        assert [row["in_training"] for row in csv.DictReader(f)] == ["true"] * 4 + [""], "the demo's own clips"
 
     computed.clear()
     again = CliRunner().invoke(cli, [*command, str(stopped)])
