@@ -226,7 +226,13 @@ def fetch_weights(
                     f" or is another one, nothing was written (public source: {known.source}, {known.url})"
                 )
             final, converted = Path(tmp) / "converted", True
-            CONVERTERS[known.convert](raw, final)
+            try:
+                CONVERTERS[known.convert](raw, final)
+            except WeightsError as err:  # said of the download's temporary copy: said of the source instead
+                raise WeightsError(
+                    f"{source}: sha256 {digest[:12]}... is not {name}'s expected {expected[:12]}..., nor is it the file"
+                    f" {name} is converted from ({str(err).removeprefix(f'{raw}: ')}); nothing was written"
+                ) from None
             digest = sha256_of(final)
             if not digest.startswith(expected):
                 raise WeightsError(

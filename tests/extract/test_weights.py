@@ -384,8 +384,12 @@ def test_converting_a_tensorflow_checkpoint_without_tensorflow_names_the_extra(t
     else:
         pytest.skip("TensorFlow is installed here")
     (tmp_path / "junk.whl").write_bytes(b"not a zip")
-    with pytest.raises(WeightsError, match=r"not a zip archive; give the musicnn 0.1.0 wheel"):
+    with pytest.raises(WeightsError) as raised:
         fetch_weights("musicnn_msd_vgg.npz", url=str(tmp_path / "junk.whl"), weights_dir=tmp_path / "w")
+    assert str(raised.value).startswith(f"{tmp_path / 'junk.whl'}: sha256 "), "the source named, not a temporary copy"
+    assert "nor is it the file musicnn_msd_vgg.npz is converted from (not a zip archive; give the musicnn" in str(
+        raised.value
+    )
 
 
 def test_fetch_converts_the_facenet_pytorch_wheel_to_the_known_mtcnn_npz(tmp_path: Path) -> None:
