@@ -60,7 +60,7 @@ class Recipe:
 
 QUADRANTS = Recipe(
     "4q-quadrants",
-    "a song's quadrant of Russell's plane (Q1..Q4), with its valence and arousal",
+    "a song's quadrant of Russell's plane (Q1..Q4), with its path on the plane over time (--timeline)",
     "4q-dev",
     features=("logmel", "lld", "descriptors"),
     nets=("encoders",),
@@ -73,7 +73,7 @@ QUADRANTS = Recipe(
 MOODS = replace(
     QUADRANTS,
     name="4q-moods",
-    title="a song's AllMusic moods (24 tags: happy, sad, tense, calm...)",
+    title="a song's AllMusic moods (24 tags: happy, sad, angry, calm...)",
     target="tags",
     plane={},
 )
