@@ -30,18 +30,25 @@ def models_group() -> None:
 def models_list(weights_dir: str | None, as_json: bool) -> None:
     """Each ready-made model: what it labels, its inputs, its cross-validated figures, whether the weights of its
     nets are here as it was trained with them (else the command that fetches them), and whether this version computes
-    what it reads as it was trained; a problem of one model is marked on its line."""
+    what it reads as it was trained, a block of lines a model; a problem of one model is marked in its block."""
     from mvemo.pipeline.readymade.catalogue import catalogue
-    from mvemo.pipeline.tables import format_table
 
     entries = catalogue(weights_dir)
     if as_json:
         print_json(entries)
         return
-    rows = [
-        [e["name"], e["labels"], e["figures"], ", ".join(e["inputs"]), e["weights"], e["computes"]] for e in entries
-    ]
-    click.echo(format_table(["model", "labels", "cross-validated", "inputs", "weights", "this version computes"], rows))
+    fields = {
+        "cross-validated": "figures",
+        "inputs": "inputs",
+        "weights": "weights",
+        "this version computes": "computes",
+    }
+    width = max(map(len, fields))
+    for e in entries:  # a block a model: a table's row of them ran to hundreds of columns
+        click.echo(f"{e['name']}: {e['labels']}")
+        for heading, key in fields.items():
+            value = ", ".join(e[key]) if key == "inputs" else e[key]
+            click.echo(f"  {heading:<{width}}  {value}")
     click.echo("cards: docs/models.md; use one with `mvemo predict --model NAME FILE...`")
 
 
