@@ -198,8 +198,7 @@ def _require_columns(header: Iterable[str], path: Path, target: bool = True) -> 
 def _clip_from_row(row: Mapping[str, Any], n: int, root: Path) -> Clip:
     clip_id = _text(row.get("clip_id"))
     where = f"row {n} (clip {clip_id!r})"
-    video = _text(row.get("video"))
-    audio = _text(row["audio"]) if "audio" in row else video  # no audio column: a video gives both modalities
+    video, audio = (_text(row.get(column)) for column in MEDIA_COLUMNS)
     return Clip(
         clip_id=clip_id,
         label=_text(row.get("label")),

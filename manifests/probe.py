@@ -83,7 +83,7 @@ def probe_file(path: str | os.PathLike[str]) -> MediaInfo:
     """
     path = Path(path)
     if not path.is_file():
-        return MediaInfo(str(path), error="file does not exist; fix the path (relative to the manifest's folder)")
+        return MediaInfo(str(path), error="file does not exist")
     if path.stat().st_size == 0:
         return MediaInfo(str(path), error="file is empty (0 bytes); replace the file")
     try:
@@ -281,7 +281,8 @@ def check_clip(
         info = probe[path]
         if info.error:
             if path != clip.video or modality == "video":  # a video that gives the sound too: its problem once
-                problems.append(f"{_files_of(clip, path)} {str(path)!r}: {info.error}")
+                fix = "" if path.exists() else "; fix the path (relative to the manifest's folder) or drop the row"
+                problems.append(f"{_files_of(clip, path)} {str(path)!r}: {info.error}{fix}")
             continue
         stream = getattr(info, modality)
         if stream is None:

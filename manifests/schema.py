@@ -138,7 +138,7 @@ class Manifest:
                 )
             if not clip.label and self.classes and not self.unlabelled:
                 raise ManifestError(
-                    f"{where}: no label (column 'label' empty or absent) where the manifest names the classes"
+                    f"{where}: no label (column 'label' empty or absent) in a manifest of the classes"
                     f" {list(self.classes)}; label every clip with one of them"
                 )
             if not clip.modalities:
@@ -294,10 +294,10 @@ class Manifest:
             for path, columns in columns_of.items():
                 if not path.is_file():
                     named = " and ".join(repr(c) for c in columns)
+                    fix = "drop the row" if len(columns) > 1 else "clear the column"
                     problems.append(
                         f"row {row} (clip {clip.clip_id!r}): column{'s' if len(columns) > 1 else ''} {named} file"
-                        f" {str(path)!r} does not exist; fix the path (relative to the manifest's folder) or clear the"
-                        f" column{'s' if len(columns) > 1 else ''}"
+                        f" {str(path)!r} does not exist; fix the path (relative to the manifest's folder) or {fix}"
                     )
         return problems
 

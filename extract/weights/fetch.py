@@ -229,10 +229,7 @@ def fetch_weights(
             try:
                 CONVERTERS[known.convert](raw, final)
             except WeightsError as err:  # said of the download's temporary copy: said of the source instead
-                raise WeightsError(
-                    f"{source}: sha256 {digest[:12]}... is not {name}'s expected {expected[:12]}..., nor is it the file"
-                    f" {name} is converted from ({str(err).removeprefix(f'{raw}: ')}); nothing was written"
-                ) from None
+                raise WeightsError(str(err).replace(str(raw), str(source))) from None
             digest = sha256_of(final)
             if not digest.startswith(expected):
                 raise WeightsError(

@@ -55,6 +55,16 @@ def net_input_sets(saved: SavedFusionModel, name: str) -> set[str]:
     }
 
 
+# Why a clip lacks a modality the model reads, and the fix: a file named alone always gives its sound
+WITHOUT = {
+    "audio": "the model reads audio and the manifest names no audio file for the clip (its 'audio' column is empty or"
+    " absent); put a file with sound there (a video's own path, as `mvemo manifest scan` writes it), or choose a"
+    " --model that does not read audio",
+    "video": "the model reads video and the clip has no video file (an audio file, or a manifest's empty or absent"
+    " 'video' column); give the clip a video, or choose a --model that does not read video",
+}
+
+
 class ClipFeatures:
     """The feature sets of one clip, computed by stage one's own per-clip code, each once per (name, fingerprint);
     the faces sets' weight files are looked for in ``weights_dir`` first."""
@@ -77,11 +87,7 @@ class ClipFeatures:
                 self.clip, names, FeatureConfigs.from_records(missing, self.weights_dir)
             ).items():
                 if value is ABSENT:
-                    raise MediaError(
-                        f"clip {self.clip.clip_id!r}: the model reads {modality(name)} and the clip names no file"
-                        f" for it (an audio file alone, or a manifest's empty {modality(name)!r} column); give the"
-                        f" clip a file with {modality(name)}, or choose a --model that does not read it"
-                    )
+                    raise MediaError(f"clip {self.clip.clip_id!r}: {WITHOUT[modality(name)]}")
                 if isinstance(value, str):
                     raise MediaError(value)
                 self.computed[(name, computed_as[name])] = value

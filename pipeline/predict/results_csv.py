@@ -64,8 +64,9 @@ def in_progress(path: Path) -> Path:
 
 def earlier_rows(path: str | os.PathLike[str], header: list[str], model: str, digest: str) -> dict[str, dict[str, str]]:
     """The rows earlier runs wrote into ``path`` (a finished run) and ``path.partial`` (a stopped one), by clip id, the
-    stopped run's last; a file of other columns, or whose rows another model (``model`` of the saved model of
-    ``digest``) labelled, is refused (``ConfigError``), and so is a row cut other than at the end."""
+    stopped run's last; a file of other columns (but ``header`` without ``in_training``, an earlier version's, whose
+    rows then do not say it), or whose rows another model (``model`` of the saved model of ``digest``) labelled, is
+    refused (``ConfigError``), and so is a row cut other than at the end."""
     rows: dict[str, dict[str, str]] = {}
     for file in (Path(path), in_progress(Path(path))):
         if not file.is_file():
@@ -75,7 +76,8 @@ def earlier_rows(path: str | os.PathLike[str], header: list[str], model: str, di
         if records and not text.endswith("\n"):
             records.pop()  # the row a kill cut
         fix = f"give another --csv, or remove {file} to label every clip again"
-        if records and records[0] != header:
+        columns = records[0] if records else header
+        if columns not in (header, [c for c in header if c != "in_training"]):  # an earlier version's: no in_training
             raise ConfigError(
                 f"--csv {path}: {file.name} holds the columns {records[0]}, not {header}"
                 f" (this model's, with the manifest's labels where it gives them); {fix}"
@@ -83,11 +85,11 @@ def earlier_rows(path: str | os.PathLike[str], header: list[str], model: str, di
         for line, record in enumerate(records[1:], start=2):
             if not record:
                 continue  # a blank line
-            if len(record) != len(header):
+            if len(record) != len(columns):
                 raise ConfigError(
-                    f"--csv {path}: {file.name}'s record {line} has {len(record)} fields, not {len(header)}; {fix}"
+                    f"--csv {path}: {file.name}'s record {line} has {len(record)} fields, not {len(columns)}; {fix}"
                 )
-            row = dict(zip(header, record))
+            row = {"in_training": ""} | dict(zip(columns, record))
             if (row["model"], row["saved_model"]) not in (("", digest), (model, digest)):
                 raise ConfigError(
                     f"--csv {path}: {file.name} holds clips labelled by model {row['model']!r} of saved model"

@@ -369,13 +369,12 @@ def test_a_value_model_on_the_unit_scale_prints_each_value_once(tiny_demo: Path)
 
 
 def test_predict_labels_a_manifest_of_new_files_that_keeps_the_classes_line(tiny_demo: Path, tmp_path: Path) -> None:
-    """New files to label, in a manifest whose header names the classes and which has no label column (and no audio
-    column: each clip's sound is its video's)."""
+    """New files to label, in a manifest whose header names the classes and which has no label column."""
     clips = one_clip_per_class(tiny_demo)
     manifest = tmp_path / "new.csv"
     manifest.write_text(
-        f"# classes: {json.dumps(list(DEMO_CLASSES))}\nclip_id,video\n"
-        + "".join(f"new{i},{clip}\n" for i, clip in enumerate(clips))
+        f"# classes: {json.dumps(list(DEMO_CLASSES))}\nclip_id,video,audio\n"
+        + "".join(f"new{i},{clip},{clip}\n" for i, clip in enumerate(clips))
     )
     result = CliRunner().invoke(cli, ["predict", str(tiny_demo / "model"), "--manifest", str(manifest), "--json"])
     assert result.exit_code == 0, result.output

@@ -63,3 +63,18 @@ def test_a_ready_made_models_name_beside_a_folder_or_mistyped_says_which(tmp_pat
     saved.mkdir()
     (saved / "model.json").write_text("{}")
     assert model_and_files((str(saved), str(song)), "4q-quadrants") == (str(saved), (str(song),), "4q-quadrants")
+
+
+def test_a_model_reading_a_modality_the_clip_lacks_says_which_and_the_fix(tmp_path: Path) -> None:
+    import pytest
+
+    from mvemo.manifests.errors import MediaError
+
+    path = write_tiny(tmp_path / "a.mp4")
+    specs = {spec.name: spec for spec in FeatureConfigs().specs(("mel", "frames112"))}
+    silent = ClipFeatures(Clip("v", "", video=path))
+    with pytest.raises(MediaError, match=r"clip 'v': the model reads audio and the manifest names no audio file"):
+        silent.get({"mel": specs["mel"].config}, {"mel": specs["mel"].fingerprint})
+    song = ClipFeatures(Clip("s", "", audio=path))
+    with pytest.raises(MediaError, match=r"clip 's': the model reads video and the clip has no video file"):
+        song.get({"frames112": specs["frames112"].config}, {"frames112": specs["frames112"].fingerprint})

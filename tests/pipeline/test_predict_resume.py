@@ -78,6 +78,30 @@ def test_a_rerun_skips_the_clips_labelled_retries_those_that_failed_and_drops_a_
     assert stopped.read_text() == whole.read_text()
 
 
+def test_a_csv_of_the_version_before_in_training_resumes_and_ends_in_this_versions_columns(
+    tiny_demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = catalogue(tiny_demo, tmp_path, 2)
+    command = ["predict", str(tiny_demo / "model"), "--manifest", str(manifest), "--model", "lldstats", "--csv"]
+    out = tmp_path / "r.csv"
+    assert CliRunner().invoke(cli, [*command, str(out)]).exit_code == 3
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    columns = [c for c in rows[0] if c != "in_training"]
+    with open(out, "w", newline="") as f:  # as the version before wrote it
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    computed = predicted(monkeypatch)
+    rerun = CliRunner().invoke(cli, [*command, str(out)])
+    assert rerun.exit_code == 3 and "2 of 3 clips labelled before; 1 that failed retried" in rerun.stderr, rerun.output
+    assert computed == ["gone"]
+    with open(out, newline="") as f:
+        resumed = list(csv.DictReader(f))
+    assert [r["in_training"] for r in resumed] == ["", "", ""], "the earlier rows do not say; a failure has none"
+    assert [{k: r[k] for k in columns} for r in resumed] == [{k: r[k] for k in columns} for r in rows]
+
+
 def test_a_csv_of_another_model_is_refused_in_one_line(tiny_demo: Path, tmp_path: Path) -> None:
     manifest = catalogue(tiny_demo, tmp_path, 2)
     out = tmp_path / "r.csv"
