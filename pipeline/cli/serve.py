@@ -65,6 +65,7 @@ def serve(ctx: click.Context, models: tuple[str, ...], weights_dir: str | None, 
     import torch
 
     import mvemo.extract.features  # noqa: F401  # so its forks compute a clip's sets themselves (``cli.predict``)
+    from mvemo.pipeline.cli.interrupt import Interrupted
     from mvemo.pipeline.serving.server import Serving
     from mvemo.pipeline.serving.server import serve as serve_requests
     from mvemo.pipeline.serving.wire import socket_path
@@ -88,7 +89,11 @@ def serve(ctx: click.Context, models: tuple[str, ...], weights_dir: str | None, 
         )
 
     serving = Serving(functools.partial(_run, command_line=command_line, server=os.getpid()), started)
-    serve_requests(path, serving, idle_s=idle_minutes * 60 or None, ready=ready)
+    try:
+        serve_requests(path, serving, idle_s=idle_minutes * 60 or None, ready=ready)
+    except Interrupted as stopped:  # how a server is stopped: nothing to run again, as other commands say
+        click.echo(f"mvemo serve: stopped by {stopped}; its socket at {path} is removed", err=True)
+        ctx.exit(128 + stopped.signum)
 
 
 def thread_pool_sizes() -> dict[str, int]:

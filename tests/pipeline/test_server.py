@@ -262,6 +262,8 @@ def test_a_served_predict_prints_what_predict_prints_alone_with_the_callers_thre
             for how, env in (("served", one_thread), ("alone", {**one_thread, "MVEMO_SERVE": "0"}))
         }
     assert f"mvemo serve: predict {model} {files[0]}" in server.log and server.commands("predict") == 2
+    assert server.process.returncode == 128 + signal.SIGTERM and not socket_path().exists()
+    assert server.log.splitlines()[-1] == f"mvemo serve: stopped by SIGTERM; its socket at {socket_path()} is removed"
     assert runs["served"].returncode == runs["alone"].returncode == 3
     assert runs["served"].stdout == runs["alone"].stdout and json.loads(runs["served"].stdout)[0]["label"]
     assert runs["served"].stderr == runs["alone"].stderr and "failed: " in runs["served"].stderr
