@@ -357,7 +357,15 @@ def _table(results: list[dict[str, Any]], predictor: Any) -> None:
         unit = [f"{name} on [-1, 1]" for name in outputs] if scale and rescaled(scale) else []
         on_scale = [f"{name} on [{scale[0]:g}, {scale[1]:g}]" for name in outputs] if scale else outputs
         click.echo(format_table(["file", heading, *on_scale, *unit], rows))
-    click.echo(f"model: {predictor.model}")
+    click.echo(f"model: {model_label(predictor.saved.folder, predictor.model)}")
+
+
+def model_label(folder: Path, model: str) -> str:
+    """How the console names the model that labelled the clips: a ready-made model by its name, then the model of its
+    folder (``4q-quadrants (integrated-audio)``), a saved model's by that model's name."""
+    from mvemo.pipeline.readymade.recipes import SHIPPED
+
+    return f"{folder.name} ({model})" if folder.parent == SHIPPED else model
 
 
 def score_cells(scores: list[float], scale: tuple[float, float] | None) -> list[str]:
@@ -380,7 +388,8 @@ def _summary(tally: Any, predictor: Any, csv_path: str) -> None:
     them with quadrants (another data set's, as 4Q's), how its signs agree (``fuse.metrics.sign_agreement``)."""
     from mvemo.fuse.metrics import sign_agreement
 
-    click.echo(f"model: {predictor.model}; {tally.labelled} of {tally.clips} clips labelled into {csv_path}")
+    named = model_label(predictor.saved.folder, predictor.model)
+    click.echo(f"model: {named}; {tally.labelled} of {tally.clips} clips labelled into {csv_path}")
     kind = {"label": "", "tags": "tags called: "}.get(tally.target, "quadrants: ")
     click.echo(kind + ", ".join(f"{c} {n}" for c, n in tally.called.items()))
     if tally.known:

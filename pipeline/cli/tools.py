@@ -41,8 +41,8 @@ class _MvemoErrorsExit2:
 def _interrupted(ctx: click.Context, stopped: Interrupted) -> None:
     click.echo(
         f"{ctx.find_root().info_name}: `{ctx.command_path}` interrupted by {stopped}: its workers are stopped and what"
-        " it wrote is kept (a cache's completed rows included); run it again to finish (extract resumes where it"
-        " stopped)",
+        " it wrote is kept (a cache's completed rows, a --csv's labelled clips); run it again to finish (extract and"
+        " predict --csv resume where they stopped)",
         err=True,
     )
     ctx.exit(128 + stopped.signum)

@@ -133,7 +133,8 @@ def test_a_signal_stops_every_worker_and_leaves_a_cache_a_rerun_completes(
     lines = [line for line in stderr.splitlines() if line.strip() and "%|" not in line]
     assert lines == [
         f"mvemo: `mvemo extract` interrupted by {name}: its workers are stopped and what it wrote is kept"
-        " (a cache's completed rows included); run it again to finish (extract resumes where it stopped)"
+        " (a cache's completed rows, a --csv's labelled clips); run it again to finish (extract and predict --csv"
+        " resume where they stopped)"
     ], stderr
     assert "Traceback" not in stderr
     assert wait_for(lambda: not session_processes(run.pid), 10), f"left running: {session_processes(run.pid)}"

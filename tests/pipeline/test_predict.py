@@ -78,3 +78,11 @@ def test_a_model_reading_a_modality_the_clip_lacks_says_which_and_the_fix(tmp_pa
     song = ClipFeatures(Clip("s", "", audio=path))
     with pytest.raises(MediaError, match=r"clip 's': the model reads video and the clip has no video file"):
         song.get({"frames112": specs["frames112"].config}, {"frames112": specs["frames112"].fingerprint})
+
+
+def test_the_console_names_a_ready_made_model_by_its_name_then_its_folders_model() -> None:
+    from mvemo.pipeline.cli.predict import model_label
+    from mvemo.pipeline.readymade.recipes import SHIPPED
+
+    assert model_label(SHIPPED / "4q-quadrants", "integrated-audio") == "4q-quadrants (integrated-audio)"
+    assert model_label(Path("runs/fused/model"), "lldstats") == "lldstats"
