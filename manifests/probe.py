@@ -280,9 +280,10 @@ def check_clip(
             probe[path] = probe_file(path)
         info = probe[path]
         if info.error:
-            if path != clip.video or modality == "video":  # a video that gives the sound too: its problem once
+            columns = clip.media_columns[path]
+            if modality == columns[0]:  # a video that gives the sound too: its problem once
                 fix = "" if path.exists() else "; fix the path (relative to the manifest's folder) or drop the row"
-                problems.append(f"{_files_of(clip, path)} {str(path)!r}: {info.error}{fix}")
+                problems.append(f"{' and '.join(columns)} file {str(path)!r}: {info.error}{fix}")
             continue
         stream = getattr(info, modality)
         if stream is None:
@@ -301,12 +302,6 @@ def check_clip(
         except ManifestError as err:  # a report's problems are its clip's: its id is said once, by the report
             problems.append(str(err).removeprefix(f"clip {clip.clip_id!r}: "))
     return ClipReport(clip.clip_id, clip.label, found["audio"], found["video"], duration_s, problems)
-
-
-def _files_of(clip: Clip, path: Path) -> str:
-    """How a problem names the clip's file at ``path``: by the columns that name it."""
-    columns = [m for m in clip.modalities if getattr(clip, m) == path]
-    return " and ".join(columns) + " file"
 
 
 def check_manifest(manifest: Manifest) -> list[ClipReport]:

@@ -84,6 +84,16 @@ class Clip:
         return tuple(m for m in MEDIA_COLUMNS if getattr(self, m) is not None)
 
     @property
+    def media_columns(self) -> dict[Path, tuple[str, ...]]:
+        """Each media file of the clip and the columns that name it, in ``modalities`` order: a video that gives
+        the sound too is one file of two columns."""
+        columns: dict[Path, tuple[str, ...]] = {}
+        for modality in self.modalities:
+            path = getattr(self, modality)
+            columns[path] = (*columns.get(path, ()), modality)
+        return columns
+
+    @property
     def sound_file(self) -> Path:
         """The file the clip's sound is read from: its audio, else its video (a clip has one or both)."""
         file = self.audio or self.video
@@ -288,10 +298,8 @@ class Manifest:
         """One message per media or annotation path that does not exist, naming row, column, path and fix."""
         problems = []
         for row, clip in enumerate(self.clips, start=1):
-            columns_of: dict[Path, list[str]] = {}  # a video that gives the sound too is one missing file
-            for column in (*clip.modalities, *([ANNOTATIONS_COLUMN] if clip.annotations else [])):
-                columns_of.setdefault(getattr(clip, column), []).append(column)
-            for path, columns in columns_of.items():
+            notes = {clip.annotations: (ANNOTATIONS_COLUMN,)} if clip.annotations else {}
+            for path, columns in (clip.media_columns | notes).items():
                 if not path.is_file():
                     named = " and ".join(repr(c) for c in columns)
                     fix = "drop the row" if len(columns) > 1 else "clear the column"

@@ -117,7 +117,7 @@ def result_of_row(row: dict[str, str], saved: SavedFusionModel) -> dict[str, Any
         "model": row["model"],
         "label": row["predicted"],
         key: scores,
-        "in_training": {"true": True, "false": False}.get(row["in_training"]),
+        "in_training": {cell: seen for seen, cell in IN_TRAINING.items()}.get(row["in_training"]),
     }
 
 
